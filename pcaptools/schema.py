@@ -1,0 +1,124 @@
+"""Every column of every table pcaptools returns: name, dtype, unit and a one-line doc.
+
+Conventions (fixed, documented once here):
+
+* Absent integers are ``-1`` (ports of an ICMP packet, the VNI of an untunnelled packet): plain
+  numpy dtypes keep every column vectorised; ``-1`` is never a valid value of those fields.
+* Addresses (``src``, ``dst``, ``outer_*``, ``eth_*``) are pandas ``category`` columns of readable
+  strings (``10.0.1.5``, ``fd00::1``, ``02:42:ac:11:00:02``); absent is missing (``NaN``). IPv4 and
+  IPv6 share the same columns. :mod:`pcaptools.addr` turns them into 128-bit integer pairs for
+  vectorised joins and hashing.
+* Closed vocabularies (``tunnel``, ``direction``, ``truncated_at``, ``error``) are ``category``
+  columns whose allowed values are listed below; absent is missing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    dtype: str  # numpy dtype name, or "category" / "bool"
+    unit: str
+    doc: str
+
+
+# Closed vocabularies --------------------------------------------------------------------------
+TUNNELS = ("vxlan", "geneve", "ipip", "ip6ip", "gre", "wireguard", "esp")
+"""Values of ``tunnel``: the outermost encapsulation stripped (or, for wireguard/esp, recognised)."""
+
+DIRECTIONS = ("in", "out", "host", "broadcast", "multicast", "otherhost", "unknown")
+"""Values of ``direction``: from LINUX_SLL/SLL2 packet type or pcapng ``epb_flags``."""
+
+LAYERS = ("link", "vlan", "outer_ip", "outer_l4", "tunnel", "ip", "ipv6_ext", "l4", "icmp_quote")
+"""Values of ``truncated_at``: the first layer whose header did not fit in the captured bytes."""
+
+
+PACKET_COLUMNS: tuple[Column, ...] = (
+    Column("file", "category", "", "capture file the packet was read from"),
+    Column("record", "int64", "", "0-based record number in its file (pcapng: among packet blocks)"),
+    Column("ts_ns", "int64", "ns", "capture timestamp, nanoseconds since the Unix epoch (UTC)"),
+    Column("iface", "int32", "", "capture interface id within the file (pcapng IDB index; 0 for pcap)"),
+    Column("caplen", "int32", "bytes", "bytes captured (<= wirelen when snaplen cut the packet)"),
+    Column("wirelen", "int32", "bytes", "original length of the frame on the wire"),
+    Column("link", "category", "", "link-layer type name (EN10MB, LINUX_SLL2, RAW, ...)"),
+    Column("direction", "category", "", "packet direction from the capture (see DIRECTIONS)"),
+    Column("ifindex", "int32", "", "LINUX_SLL2 interface index (tcpdump -i any), else -1"),
+    Column("eth_src", "category", "", "outermost link-layer source address"),
+    Column("eth_dst", "category", "", "outermost link-layer destination address (empty for SLL)"),
+    Column("vlan", "int32", "", "outermost 802.1Q VLAN id, -1 if untagged"),
+    Column("ethertype", "int32", "", "ethertype (or SLL protocol) of the outermost network layer, -1 if none"),
+    Column("tunnel", "category", "", "outermost encapsulation stripped (see TUNNELS); missing if none"),
+    Column("vni", "int64", "", "VXLAN/Geneve VNI or GRE key of the outermost tunnel, -1 if none"),
+    Column("tunnel_depth", "int8", "", "number of encapsulation layers stripped (0 = native)"),
+    Column("outer_src", "category", "", "outer (on-the-wire) IP source of a tunnelled packet"),
+    Column("outer_dst", "category", "", "outer (on-the-wire) IP destination of a tunnelled packet"),
+    Column("outer_proto", "int16", "", "outer IP protocol (17 for VXLAN/Geneve, 4 IPIP, 47 GRE), -1 if none"),
+    Column("outer_sport", "int32", "", "outer UDP source port of a UDP tunnel, -1 if none"),
+    Column("outer_dport", "int32", "", "outer UDP destination port of a UDP tunnel, -1 if none"),
+    Column("outer_len", "int32", "bytes", "bytes of outer headers before the inner IP header (0 if none)"),
+    Column("ip_version", "int8", "", "4 or 6 for the inner (main) IP header, 0 if none (ARP, ...)"),
+    Column("src", "category", "", "inner IP source (ARP: sender protocol address)"),
+    Column("dst", "category", "", "inner IP destination (ARP: target protocol address)"),
+    Column("proto", "int16", "", "inner IP protocol after IPv6 extension headers (6 TCP, 17 UDP, ...), -1 if none"),
+    Column("sport", "int32", "", "TCP/UDP/SCTP source port, -1 if none"),
+    Column("dport", "int32", "", "TCP/UDP/SCTP destination port, -1 if none"),
+    Column("ip_id", "int64", "", "IPv4 identification, or IPv6 fragment-header identification, -1 if none"),
+    Column("ttl", "int16", "", "IPv4 TTL or IPv6 hop limit, -1 if none"),
+    Column("ip_len", "int32", "bytes", "IP total length (IPv6: payload length + 40); from caplen for BIG TCP/jumbo"),
+    Column("frag_offset", "int32", "bytes", "fragment offset in bytes, -1 if no IP"),
+    Column("more_frags", "bool", "", "IP more-fragments flag"),
+    Column("dont_frag", "bool", "", "IPv4 don't-fragment flag"),
+    Column("tcp_flags", "int16", "", "TCP flags (FIN=1 SYN=2 RST=4 PSH=8 ACK=16 URG=32 ECE=64 CWR=128), -1 if not TCP"),
+    Column("tcp_seq", "int64", "", "TCP sequence number, -1 if not TCP"),
+    Column("tcp_ack", "int64", "", "TCP acknowledgement number, -1 if not TCP"),
+    Column("tcp_win", "int32", "", "TCP window field (unscaled), -1 if not TCP"),
+    Column("tcp_mss", "int32", "bytes", "TCP MSS option, -1 if absent"),
+    Column("tcp_wscale", "int16", "", "TCP window-scale option shift, -1 if absent"),
+    Column("tcp_sack_ok", "bool", "", "TCP SACK-permitted option present"),
+    Column("tcp_tsval", "int64", "", "TCP timestamp option TSval, -1 if absent"),
+    Column("tcp_tsecr", "int64", "", "TCP timestamp option TSecr, -1 if absent"),
+    Column("icmp_type", "int16", "", "ICMP/ICMPv6 type, -1 if not ICMP"),
+    Column("icmp_code", "int16", "", "ICMP/ICMPv6 code, -1 if not ICMP"),
+    Column("icmp_mtu", "int32", "bytes", "next-hop MTU of frag-needed / packet-too-big, -1 otherwise"),
+    Column("icmp_q_src", "category", "", "source of the packet quoted in an ICMP error"),
+    Column("icmp_q_dst", "category", "", "destination of the packet quoted in an ICMP error"),
+    Column("icmp_q_proto", "int16", "", "protocol of the quoted packet, -1 if none"),
+    Column("icmp_q_sport", "int32", "", "source port of the quoted packet, -1 if none"),
+    Column("icmp_q_dport", "int32", "", "destination port of the quoted packet, -1 if none"),
+    Column("payload_offset", "int32", "bytes", "offset of the L4 payload from the start of the captured frame, -1 if none"),
+    Column("payload_len", "int32", "bytes", "L4 payload length from the headers (may exceed captured bytes), -1 if none"),
+    Column("truncated_at", "category", "", "first layer cut by the snaplen (see LAYERS); missing if whole"),
+    Column("error", "category", "", "why decoding stopped early on a malformed header; missing if none"),
+)
+
+
+def columns_by_name(columns: tuple[Column, ...]) -> dict[str, Column]:
+    return {c.name: c for c in columns}
+
+
+def validate(df: pd.DataFrame, columns: tuple[Column, ...], *, table: str) -> pd.DataFrame:
+    """Check that ``df`` has every declared column with its declared dtype; return it unchanged.
+
+    Raises ``TypeError`` naming the first offending column: a schema break is a bug, not user error.
+    """
+    for col in columns:
+        if col.name not in df.columns:
+            raise TypeError(f"{table} table is missing column {col.name!r}")
+        got = df[col.name].dtype
+        if col.dtype == "category":
+            ok = isinstance(got, pd.CategoricalDtype)
+        else:
+            ok = str(got) == col.dtype
+        if not ok:
+            raise TypeError(f"{table} column {col.name!r} has dtype {got}, schema says {col.dtype}")
+    return df
+
+
+def describe(columns: tuple[Column, ...]) -> pd.DataFrame:
+    """The schema as a table (name, dtype, unit, doc), for docs and ``pcaptools schema``."""
+    return pd.DataFrame([c.__dict__ for c in columns])
