@@ -52,6 +52,9 @@ class RecordBatch:
     interfaces: list[Interface] = field(default_factory=list)
     skipped: dict[str, int] = field(default_factory=dict)  # reason -> count
     records_total: int = 0  # records seen in the file/chunk: len(self) + sum(skipped.values())
+    data_base: int = 0  # byte offset of data[0] in the (decompressed) file; 0 unless streamed in windows
+    stopped_at: dict | None = None  # where reading gave up: {reason, offset, record, bytes_left}, else None
+    notes: list[str] = field(default_factory=list)  # one sentence per damage that was skipped or stopped at
 
     def __len__(self) -> int:
         return int(self.offset.shape[0])

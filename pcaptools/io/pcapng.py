@@ -1,0 +1,248 @@
+"""pcapng (IETF draft-ietf-opsawg-pcapng): block framing, interface options and the compiled block walk.
+
+Every block is ``type u32 | total_length u32 | body | total_length u32`` in its section's byte order
+(set by the Section Header Block's byte-order magic 0x1A2B3C4D). Packet blocks:
+
+* Enhanced Packet Block (6): ``iface u32 | ts_hi u32 | ts_lo u32 | caplen u32 | origlen u32 | data | options``
+* Simple Packet Block (3): ``origlen u32 | data`` (interface 0, no timestamp)
+* obsolete Packet Block (2): ``iface u16 | drops u16 | ts_hi | ts_lo | caplen | origlen | data | options``
+
+The walk (numba) handles packet blocks and counts the blocks pcaptools skips; it returns to Python
+at every Section Header and Interface Description Block (rare) and at damage.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from pcaptools.io.records import Interface
+
+SHB, IDB, PB, SPB, NRB, ISB, EPB, JOURNAL, DSB = 0x0A0D0D0A, 1, 2, 3, 4, 5, 6, 9, 10
+CUSTOM_BLOCKS = (0x00000BAD, 0x40000BAD)
+MAX_CAPLEN = 256 * 1024
+BYTE_ORDER_MAGIC = 0x1A2B3C4D
+
+# counters the kernel fills: index -> skip reason
+SKIP_REASONS = (
+    "name_resolution_block",
+    "interface_statistics_block",
+    "decryption_secrets_block",
+    "custom_block",
+    "unknown_block",
+    "packet_for_unknown_interface",
+    "caplen_absurd",
+    "packet_exceeds_block",
+    "journal_export_block",
+)
+DAMAGE = frozenset({"packet_for_unknown_interface", "caplen_absurd", "packet_exceeds_block"})
+
+# kernel exit codes
+END, FULL, SHORT, AT_SHB, AT_IDB, BAD_LENGTH, BAD_TRAILER, AT_DAMAGE = range(8)
+
+# state vector shared with the kernel
+ST_SWAP, ST_IF_BASE, ST_IF_COUNT, ST_RECORD, ST_N = 0, 1, 2, 3, 4
+
+
+@njit(cache=True, nogil=True)
+def _u32(buf, p, swap):
+    if swap:
+        return (
+            (np.uint32(buf[p]) << 24)
+            | (np.uint32(buf[p + 1]) << 16)
+            | (np.uint32(buf[p + 2]) << 8)
+            | np.uint32(buf[p + 3])
+        )
+    return (
+        (np.uint32(buf[p + 3]) << 24)
+        | (np.uint32(buf[p + 2]) << 16)
+        | (np.uint32(buf[p + 1]) << 8)
+        | np.uint32(buf[p])
+    )
+
+
+@njit(cache=True, nogil=True)
+def _u16(buf, p, swap):
+    if swap:
+        return (np.uint32(buf[p]) << 8) | np.uint32(buf[p + 1])
+    return (np.uint32(buf[p + 1]) << 8) | np.uint32(buf[p])
+
+
+@njit(cache=True, nogil=True)
+def walk(
+    buf,
+    pos,
+    end,
+    st,
+    stop_on_damage,
+    counters,
+    out_off,
+    out_cap,
+    out_wire,
+    out_ts,
+    out_if,
+    out_flags,
+    out_rec,
+):
+    """Walk blocks from ``pos`` to ``end``; return (packets written, position, exit code).
+
+    ``st`` holds [big-endian?, first global interface id of this section, interfaces seen in this
+    section, next packet record number]; ``counters`` counts skipped blocks by SKIP_REASONS index.
+    """
+    n = 0
+    cap_out = out_off.shape[0]
+    swap = st[ST_SWAP] != 0
+    while True:
+        if pos == end:
+            return n, pos, END
+        if n == cap_out:
+            return n, pos, FULL
+        if end - pos < 8:
+            return n, pos, SHORT
+        btype = _u32(buf, pos, swap)
+        if btype == SHB:
+            return n, pos, AT_SHB
+        blen = np.int64(_u32(buf, pos + 4, swap))
+        if blen < 12 or blen % 4 != 0:
+            return n, pos, BAD_LENGTH
+        if end - pos < blen:
+            return n, pos, SHORT
+        if np.int64(_u32(buf, pos + blen - 4, swap)) != blen:
+            return n, pos, BAD_TRAILER
+        if btype == IDB:
+            return n, pos, AT_IDB
+        if btype == EPB or btype == PB or btype == SPB:
+            flags = np.uint32(0)
+            if btype == SPB:
+                if blen < 16:
+                    return n, pos, BAD_LENGTH
+                local_if = np.int64(0)
+                wire = _u32(buf, pos + 8, swap)
+                caplen = np.int64(min(np.int64(wire), blen - 16))
+                ts = np.uint64(0)
+                data = pos + 12
+            else:
+                if blen < 32:
+                    return n, pos, BAD_LENGTH
+                if btype == EPB:
+                    local_if = np.int64(_u32(buf, pos + 8, swap))
+                else:
+                    local_if = np.int64(_u16(buf, pos + 8, swap))
+                ts = (np.uint64(_u32(buf, pos + 12, swap)) << np.uint64(32)) | np.uint64(
+                    _u32(buf, pos + 16, swap)
+                )
+                caplen = np.int64(_u32(buf, pos + 20, swap))
+                wire = _u32(buf, pos + 24, swap)
+                data = pos + 28
+            reason = -1
+            if local_if >= st[ST_IF_COUNT]:
+                reason = 5
+            elif caplen > MAX_CAPLEN:
+                reason = 6
+            elif data + caplen > pos + blen - 4:
+                reason = 7
+            if reason >= 0:
+                if stop_on_damage:
+                    return n, pos, AT_DAMAGE
+                counters[reason] += 1
+                st[ST_RECORD] += 1
+                pos += blen
+                continue
+            if btype != SPB:  # options: epb_flags / pack_flags (code 2, 4 bytes)
+                p = data + ((caplen + 3) // 4) * 4
+                oend = pos + blen - 4
+                while p + 4 <= oend:
+                    code = _u16(buf, p, swap)
+                    olen = np.int64(_u16(buf, p + 2, swap))
+                    if code == 0:
+                        break
+                    if code == 2 and olen == 4 and p + 8 <= oend:
+                        flags = _u32(buf, p + 4, swap)
+                    p += 4 + ((olen + 3) // 4) * 4
+            out_off[n] = data
+            out_cap[n] = caplen
+            out_wire[n] = wire
+            out_ts[n] = ts
+            out_if[n] = st[ST_IF_BASE] + local_if
+            out_flags[n] = flags
+            out_rec[n] = st[ST_RECORD]
+            st[ST_RECORD] += 1
+            n += 1
+        elif btype == NRB:
+            counters[0] += 1
+        elif btype == ISB:
+            counters[1] += 1
+        elif btype == DSB:
+            counters[2] += 1
+        elif btype == 0x00000BAD or btype == 0x40000BAD:
+            counters[3] += 1
+        elif btype == JOURNAL:
+            counters[8] += 1
+        else:
+            counters[4] += 1
+        pos += blen
+
+
+def _options(body: bytes, order: str) -> dict[int, bytes]:
+    """Option code -> value of an options list (later duplicates win; stops at opt_endofopt)."""
+    out: dict[int, bytes] = {}
+    p = 0
+    while p + 4 <= len(body):
+        code = int.from_bytes(body[p : p + 2], order)
+        olen = int.from_bytes(body[p + 2 : p + 4], order)
+        if code == 0:
+            break
+        out.setdefault(code, body[p + 4 : p + 4 + olen])
+        p += 4 + (olen + 3) // 4 * 4
+    return out
+
+
+def _text(raw: bytes | None) -> str:
+    return raw.rstrip(b"\0").decode("utf-8", "replace") if raw else ""
+
+
+def parse_idb(block: bytes, order: str, *, iface_id: int, section: int) -> tuple[Interface, int, int]:
+    """Interface of an IDB, plus its if_tsresol byte and if_tsoffset seconds (exact timestamp maths)."""
+    linktype = int.from_bytes(block[8:10], order)
+    snaplen = int.from_bytes(block[12:16], order)
+    opts = _options(block[16:-4], order)
+    tsresol = opts[9][0] if opts.get(9) else 6
+    tsoffset = int.from_bytes(opts[14][:8], order, signed=True) if len(opts.get(14, b"")) >= 8 else 0
+    if tsresol & 0x80:
+        per_ns = 1e9 / 2.0 ** (tsresol & 0x7F)
+    else:
+        per_ns = 10.0 ** (9 - tsresol)
+    iface = Interface(
+        id=iface_id,
+        linktype=linktype,
+        snaplen=snaplen,
+        name=_text(opts.get(2)),
+        description=_text(opts.get(3)),
+        tsresol_ns=per_ns,
+        tsoffset_s=tsoffset,
+        section=section,
+    )
+    return iface, tsresol, tsoffset
+
+
+def units_to_ns(raw: np.ndarray, tsresol: int, tsoffset_s: int) -> np.ndarray:
+    """Timestamps in if_tsresol units -> int64 ns since the epoch, exactly (truncating below 1 ns)."""
+    raw = raw.astype(np.uint64, copy=False)
+    exp = tsresol & 0x7F
+    if tsresol & 0x80:  # 2^-exp seconds per unit
+        if exp == 0:
+            ns = raw.astype(np.int64) * 1_000_000_000
+        else:
+            sec = (raw >> np.uint64(exp)).astype(np.int64)
+            frac = raw & np.uint64((1 << exp) - 1)
+            if exp > 33:  # keep frac * 1e9 inside 64 bits; the dropped bits are below 1 ns
+                frac = frac >> np.uint64(exp - 33)
+                exp = 33
+            ns = sec * 1_000_000_000 + ((frac * np.uint64(1_000_000_000)) >> np.uint64(exp)).astype(np.int64)
+    elif exp <= 9:
+        ns = raw.astype(np.int64) * np.int64(10 ** (9 - exp))
+    else:
+        ns = (raw // np.uint64(10 ** min(exp - 9, 19))).astype(np.int64)
+    if tsoffset_s:
+        ns = ns + np.int64(tsoffset_s) * 1_000_000_000
+    return ns
