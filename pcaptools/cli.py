@@ -28,6 +28,65 @@ def _root(debug: bool = typer.Option(False, "--debug", help="Show Python traceba
 # --- commands ---
 
 
+@app.command("info")
+def info_cmd(
+    files: list[str] = typer.Argument(..., help="Capture files (pcap, pcapng, gzip-compressed or not)."),  # noqa: B008
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON list, one object per file."),
+) -> None:
+    """Format, interfaces, record count, time span and skipped records of each capture.
+
+    Example: pcaptools info node1.pcapng node2.pcap.gz --json
+    """
+    import json
+    import os
+    from datetime import UTC, datetime
+
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
+    from rich.table import Table
+
+    from pcaptools.io import summarize
+
+    out = []
+    for f in files:
+        if os.path.getsize(f) <= 50 << 20:
+            out.append(summarize(f))
+            continue
+        columns = ("{task.description}", BarColumn(), DownloadColumn(), TimeRemainingColumn())
+        with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+            task = bar.add_task(os.path.basename(f), total=None)
+            out.append(
+                summarize(f, progress=lambda done, total, t=task: bar.update(t, completed=done, total=total))
+            )
+    if as_json:
+        print(json.dumps(out, indent=2))
+        return
+
+    def _t(ns: int) -> str:
+        return datetime.fromtimestamp(ns // 10**9, UTC).strftime("%Y-%m-%d %H:%M:%S") + f".{ns % 10**9:09d}"
+
+    console = Console()
+    for s in out:
+        gz = ", gzip" if s["compression"] else ""
+        t = Table(title=f"{s['path']}  ({s['format']}{gz})", show_header=False)
+        t.add_column("field", style="bold")
+        t.add_column("value")
+        t.add_row("records", f"{s['records']:,}")
+        span = "-"
+        if s["first_ts_ns"] is not None:
+            span = f"{_t(s['first_ts_ns'])} .. {_t(s['last_ts_ns'])} UTC ({s['duration_ns'] / 1e9:.6f} s)"
+        t.add_row("time", span)
+        t.add_row("bytes", f"{s['captured_bytes']:,} captured, {s['wire_bytes']:,} on the wire")
+        for i in s["interfaces"]:
+            label = " ".join(x for x in (i["name"], f"({i['description']})" if i["description"] else "") if x)
+            desc = f"{i['link_type']} snaplen {i['snaplen']} {label}".rstrip()
+            t.add_row(f"interface {i['id']}", f"{desc}, {i['records']:,} records")
+        t.add_row("skipped", ", ".join(f"{k} {v}" for k, v in s["skipped"].items()) or "none")
+        if s["stopped_at"]:
+            t.add_row("stopped", f"{s['stopped_at']['reason']} at byte {s['stopped_at']['offset']:,}")
+        console.print(t)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: user errors become one actionable line and exit code 2."""
     args = sys.argv[1:] if argv is None else argv

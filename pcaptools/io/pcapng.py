@@ -4,7 +4,7 @@ Every block is ``type u32 | total_length u32 | body | total_length u32`` in its 
 (set by the Section Header Block's byte-order magic 0x1A2B3C4D). Packet blocks:
 
 * Enhanced Packet Block (6): ``iface u32 | ts_hi u32 | ts_lo u32 | caplen u32 | origlen u32 | data | options``
-* Simple Packet Block (3): ``origlen u32 | data`` (interface 0, no timestamp)
+* Simple Packet Block (3): ``origlen u32 | data`` (interface 0, no timestamp: ``ts_ns`` is -1)
 * obsolete Packet Block (2): ``iface u16 | drops u16 | ts_hi | ts_lo | caplen | origlen | data | options``
 
 The walk (numba) handles packet blocks and counts the blocks pcaptools skips; it returns to Python
@@ -21,6 +21,7 @@ from pcaptools.io.records import Interface
 SHB, IDB, PB, SPB, NRB, ISB, EPB, JOURNAL, DSB = 0x0A0D0D0A, 1, 2, 3, 4, 5, 6, 9, 10
 CUSTOM_BLOCKS = (0x00000BAD, 0x40000BAD)
 MAX_CAPLEN = 256 * 1024
+NO_TS = np.uint64(0xFFFFFFFFFFFFFFFF)  # Simple Packet Blocks carry no timestamp: ts_ns becomes -1
 BYTE_ORDER_MAGIC = 0x1A2B3C4D
 
 # counters the kernel fills: index -> skip reason
@@ -119,7 +120,7 @@ def walk(
                 local_if = np.int64(0)
                 wire = _u32(buf, pos + 8, swap)
                 caplen = np.int64(min(np.int64(wire), blen - 16))
-                ts = np.uint64(0)
+                ts = NO_TS
                 data = pos + 12
             else:
                 if blen < 32:
@@ -228,6 +229,7 @@ def parse_idb(block: bytes, order: str, *, iface_id: int, section: int) -> tuple
 def units_to_ns(raw: np.ndarray, tsresol: int, tsoffset_s: int) -> np.ndarray:
     """Timestamps in if_tsresol units -> int64 ns since the epoch, exactly (truncating below 1 ns)."""
     raw = raw.astype(np.uint64, copy=False)
+    absent = raw == NO_TS
     exp = tsresol & 0x7F
     if tsresol & 0x80:  # 2^-exp seconds per unit
         if exp == 0:
@@ -245,4 +247,6 @@ def units_to_ns(raw: np.ndarray, tsresol: int, tsoffset_s: int) -> np.ndarray:
         ns = (raw // np.uint64(10 ** min(exp - 9, 19))).astype(np.int64)
     if tsoffset_s:
         ns = ns + np.int64(tsoffset_s) * 1_000_000_000
+    if absent.any():
+        ns = np.where(absent, np.int64(-1), ns)
     return ns

@@ -1,0 +1,93 @@
+"""One capture file at a glance (what ``pcaptools info`` prints): format, interfaces, counts, time span, skips.
+
+Reads through :func:`iter_records`, so memory stays bounded however large the file is.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Callable
+
+import numpy as np
+
+from pcaptools.io.linktypes import linktype_name
+from pcaptools.io.reader import iter_records
+from pcaptools.io.sniff import open_capture
+
+
+def summarize(
+    path: str | os.PathLike,
+    *,
+    progress: Callable[[int, int | None], None] | None = None,
+) -> dict:
+    """JSON-ready summary of one capture; ``progress(bytes_read, total_or_None)`` is called per window.
+
+    Keys (a stable contract, see ``pcaptools info --json``): ``path``, ``format``, ``compression``,
+    ``file_bytes``, ``records``, ``records_total``, ``skipped``, ``link_types``, ``interfaces``,
+    ``first_ts_ns``, ``last_ts_ns``, ``duration_ns``, ``captured_bytes``, ``wire_bytes``,
+    ``stopped_at``, ``notes``. Timestamps are the earliest and latest in the file (None if no
+    record has one).
+    """
+    path = os.fspath(path)
+    op = open_capture(path)
+    records = 0
+    skipped: Counter[str] = Counter()
+    per_iface: Counter[int] = Counter()
+    first: int | None = None
+    last: int | None = None
+    cap_bytes = wire_bytes = 0
+    batch = None
+    for batch in iter_records(path):
+        records += len(batch)
+        skipped.update(batch.skipped)
+        if len(batch):
+            ts = batch.ts_ns[batch.ts_ns >= 0]
+            if ts.size:
+                lo, hi = int(ts.min()), int(ts.max())
+                first = lo if first is None else min(first, lo)
+                last = hi if last is None else max(last, hi)
+            cap_bytes += int(batch.caplen.sum(dtype=np.int64))
+            wire_bytes += int(batch.wirelen.sum(dtype=np.int64))
+            ids, counts = np.unique(batch.iface, return_counts=True)
+            per_iface.update(dict(zip(ids.tolist(), counts.tolist(), strict=True)))
+        if progress is not None:
+            progress(batch.data_base + len(batch.data), None if op.gzip else op.file_size)
+    interfaces = [] if batch is None else batch.interfaces
+    link_types: list[str] = []
+    for iface in interfaces:
+        name = linktype_name(iface.linktype)
+        if name not in link_types:
+            link_types.append(name)
+    return {
+        "path": path,
+        "format": op.format,
+        "compression": "gzip" if op.gzip else None,
+        "file_bytes": op.file_size,
+        "records": records,
+        "records_total": records + sum(skipped.values()),
+        "skipped": dict(sorted(skipped.items())),
+        "link_types": link_types,
+        "interfaces": [
+            {
+                "id": i.id,
+                "name": i.name,
+                "description": i.description,
+                "link_type": linktype_name(i.linktype),
+                "linktype": i.linktype,
+                "snaplen": i.snaplen,
+                "section": i.section,
+                "tsresol_ns": i.tsresol_ns,
+                "tsoffset_s": i.tsoffset_s,
+                "records": per_iface.get(i.id, 0),
+            }
+            for i in interfaces
+        ],
+        "first_ts_ns": first,
+        "last_ts_ns": last,
+        "duration_ns": None if first is None else last - first,
+        "captured_bytes": cap_bytes,
+        "wire_bytes": wire_bytes,
+        "stopped_at": None if batch is None else batch.stopped_at,
+        "notes": [] if batch is None else batch.notes,
+    }
