@@ -21,6 +21,7 @@ from pcaptools.io.records import Interface
 SHB, IDB, PB, SPB, NRB, ISB, EPB, JOURNAL, DSB = 0x0A0D0D0A, 1, 2, 3, 4, 5, 6, 9, 10
 CUSTOM_BLOCKS = (0x00000BAD, 0x40000BAD)
 MAX_CAPLEN = 256 * 1024
+MAX_BLOCK = 64 << 20  # no real block is this long: a larger length means the framing is garbage
 NO_TS = np.uint64(0xFFFFFFFFFFFFFFFF)  # Simple Packet Blocks carry no timestamp: ts_ns becomes -1
 BYTE_ORDER_MAGIC = 0x1A2B3C4D
 
@@ -104,7 +105,7 @@ def walk(
         if btype == SHB:
             return n, pos, AT_SHB
         blen = np.int64(_u32(buf, pos + 4, swap))
-        if blen < 12 or blen % 4 != 0:
+        if blen < 12 or blen % 4 != 0 or blen > MAX_BLOCK:
             return n, pos, BAD_LENGTH
         if end - pos < blen:
             return n, pos, SHORT
@@ -231,6 +232,8 @@ def units_to_ns(raw: np.ndarray, tsresol: int, tsoffset_s: int) -> np.ndarray:
     raw = raw.astype(np.uint64, copy=False)
     absent = raw == NO_TS
     exp = tsresol & 0x7F
+    if tsresol & 0x80:
+        exp = min(exp, 63)  # beyond 2^-63 s per unit is not a real clock; keep the maths in 64 bits
     if tsresol & 0x80:  # 2^-exp seconds per unit
         if exp == 0:
             ns = raw.astype(np.int64) * 1_000_000_000

@@ -237,7 +237,7 @@ class _PcapngWalker(_Walker):
                 if code == pcapng.AT_SHB:
                     new = self._section(buf, pos, base, end, at_eof)
                 elif code == pcapng.AT_IDB:
-                    new = self._interface(buf, pos)
+                    new = self._interface(buf, pos, base)
                 elif code == pcapng.AT_DAMAGE:
                     self._damage(buf, pos, base)  # raises
                     new = -1
@@ -280,7 +280,7 @@ class _PcapngWalker(_Walker):
             return -1
         order = "big" if swap else "little"
         blen = int.from_bytes(buf[pos + 4 : pos + 8].tobytes(), order)
-        if blen < 28 or blen % 4:
+        if blen < 28 or blen % 4 or blen > pcapng.MAX_BLOCK:
             self._corrupt(buf, pos, base, end, pcapng.BAD_LENGTH, blen=blen)
             return -1
         if end - pos < blen:
@@ -299,11 +299,11 @@ class _PcapngWalker(_Walker):
         self.st[pcapng.ST_IF_COUNT] = 0
         return pos + blen
 
-    def _interface(self, buf: np.ndarray, pos: int) -> int:
+    def _interface(self, buf: np.ndarray, pos: int, base: int) -> int:
         order = self._order()
         blen = int.from_bytes(buf[pos + 4 : pos + 8].tobytes(), order)
         if blen < 20:
-            self._corrupt(buf, pos, 0, len(buf), pcapng.BAD_LENGTH, blen=blen)
+            self._corrupt(buf, pos, base, len(buf), pcapng.BAD_LENGTH, blen=blen)
             return -1
         iface, tsresol, tsoffset = pcapng.parse_idb(
             buf[pos : pos + blen].tobytes(), order, iface_id=len(self.interfaces), section=self.section
@@ -351,7 +351,10 @@ class _PcapngWalker(_Walker):
             what = f"block type 0x{btype:08x} at byte {base + pos} says length {blen} at its start and {trailer} at its end"
         else:
             reason = "block_length_invalid"
-            what = f"block type 0x{btype:08x} at byte {base + pos} has length {blen} (needs a multiple of 4, >= 12)"
+            what = (
+                f"block type 0x{btype:08x} at byte {base + pos} has length {blen} "
+                f"(expected a multiple of 4 from 12 to {pcapng.MAX_BLOCK})"
+            )
         self.skipped[reason] += 1
         self.stop(
             reason,
