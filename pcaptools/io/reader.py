@@ -422,12 +422,18 @@ def _batch(walker: _Walker, buf: np.ndarray, base: int, parts: _Parts) -> Record
         ts = parts.joined("ts_ns", np.int64)
         flags = None
     skipped = {k: int(v) for k, v in sorted(walker.skipped.items()) if v}
+    notes = list(walker.notes)
+    caplen = parts.joined("caplen", np.uint32)
+    snaplens = np.array([i.snaplen or _U32_CAP for i in walker.interfaces] or [_U32_CAP], dtype=np.uint32)
+    over = int(np.count_nonzero(caplen > snaplens[iface])) if n else 0
+    if over:  # the bytes are there and the framing holds: keep them, as tshark does, but say so
+        notes.append(f"{walker.path}: {over} records in this batch have caplen > their interface's snaplen (kept)")
     return RecordBatch(
         path=walker.path,
         format=walker.format,
         data=buf,
         offset=parts.joined("offset", np.int64),
-        caplen=parts.joined("caplen", np.uint32),
+        caplen=caplen,
         wirelen=parts.joined("wirelen", np.uint32),
         ts_ns=ts,
         iface=iface,
@@ -439,7 +445,7 @@ def _batch(walker: _Walker, buf: np.ndarray, base: int, parts: _Parts) -> Record
         records_total=n + sum(skipped.values()),
         data_base=base,
         stopped_at=walker.stopped_at,
-        notes=list(walker.notes),
+        notes=notes,
     )
 
 
