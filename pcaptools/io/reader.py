@@ -18,7 +18,7 @@ import numpy as np
 from pcaptools.errors import CorruptBlock, PcapError, TruncatedRecord
 from pcaptools.io import pcap, pcapng
 from pcaptools.io.records import Interface, RecordBatch
-from pcaptools.io.sniff import Opened, open_capture, whole_buffer, windows
+from pcaptools.io.sniff import Opened, WindowReader, open_capture, whole_buffer
 
 OnError = Literal["skip", "raise"]
 _CHUNK = 1 << 20  # records per kernel call when reading a whole file
@@ -427,7 +427,9 @@ def _batch(walker: _Walker, buf: np.ndarray, base: int, parts: _Parts) -> Record
     snaplens = np.array([i.snaplen or _U32_CAP for i in walker.interfaces] or [_U32_CAP], dtype=np.uint32)
     over = int(np.count_nonzero(caplen > snaplens[iface])) if n else 0
     if over:  # the bytes are there and the framing holds: keep them, as tshark does, but say so
-        notes.append(f"{walker.path}: {over} records in this batch have caplen > their interface's snaplen (kept)")
+        notes.append(
+            f"{walker.path}: {over} records in this batch have caplen > their interface's snaplen (kept)"
+        )
     return RecordBatch(
         path=walker.path,
         format=walker.format,
@@ -500,54 +502,39 @@ def iter_records(
         raise PcapError(f"batch_records and batch_bytes must be >= 1, got {batch_records} and {batch_bytes}")
     op = open_capture(path)
     walker = _walker(op, on_error)
-    source = windows(op, batch_bytes)
-    carry = np.empty(0, np.uint8)
+    reader = WindowReader(op)
+    try:
+        yield from _stream(walker, reader, batch_records, batch_bytes)
+    finally:
+        reader.close()
+
+
+def _stream(
+    walker: _Walker, reader: WindowReader, batch_records: int, batch_bytes: int
+) -> Iterator[RecordBatch]:
+    """The windowed walk behind :func:`iter_records`: refill, walk, yield, carry the cut record over."""
+    op = reader.op
+    buf, eof = reader.fill(np.empty(0, np.uint8), max(batch_bytes, _header_len(op.format)))
+    if len(buf) < _header_len(op.format):
+        pcap.parse_header(op.path, buf.tobytes())  # raises TruncatedRecord
+    pos = walker.start(buf)
     base = 0
-    eof = False
-    gz_note: str | None = None
-    need = max(batch_bytes, _header_len(op.format))
-    started = False
-    pos = 0
-    buf = carry
-    refill = True
     while True:
-        if refill:
-            pieces = [carry.tobytes()] if len(carry) else []
-            have = len(carry)
-            while not eof and have < need:
-                try:
-                    piece = next(source)
-                except StopIteration:
-                    eof = True
-                    break
-                except TruncatedRecord as exc:  # gzip stream cut short: read what was decompressed
-                    if on_error == "raise":
-                        raise
-                    eof, gz_note = True, str(exc)
-                    break
-                pieces.append(piece)
-                have += len(piece)
-            buf = np.frombuffer(b"".join(pieces), dtype=np.uint8)
-            pos = 0
-        if not started:
-            if len(buf) < _header_len(op.format):
-                pcap.parse_header(op.path, buf.tobytes())  # raises TruncatedRecord
-            pos = walker.start(buf)
-            started = True
+        if reader.error is not None and walker.on_error == "raise":
+            raise reader.error
         walker.begin_batch()
         parts, pos, status = walker.step(buf, pos, base, eof, batch_records)
         finished = walker.finished or status == "done"
-        if finished and gz_note:
-            walker.notes.append(gz_note)
+        if finished and reader.error is not None:
+            walker.notes.append(str(reader.error))
         if parts.n or walker.skipped or finished:
             yield _batch(walker, buf, base, parts)
         if finished:
             return
         if status == "full":
-            refill = False
             continue
-        # "more": keep the unread tail, read at least enough for it plus a new window
+        # "more": keep the unread tail (a record cut by the window's end) and read a new window
         carry = buf[pos:]
         base += pos
-        need = max(batch_bytes, 2 * len(carry) + 1)
-        refill = True
+        buf, eof = reader.fill(carry, max(batch_bytes, 2 * len(carry) + 1))
+        pos = 0

@@ -161,14 +161,45 @@ def whole_buffer(op: Opened) -> tuple[np.ndarray, str | None]:
     return _readonly(np.frombuffer(b"".join(pieces), dtype=np.uint8).copy()), note
 
 
-def windows(op: Opened, size: int) -> Iterator[bytes]:
-    """Raw (decompressed) file content in pieces of about ``size`` bytes, for bounded-memory reading."""
-    with open(op.path, "rb") as f:
-        if op.gzip:
-            yield from _gunzip_chunks(op.path, f, chunk=max(1 << 16, size // 4))
-            return
-        while True:
-            piece = f.read(size)
-            if not piece:
-                return
-            yield piece
+class WindowReader:
+    """Reads the (decompressed) file in windows for bounded-memory streaming: one fresh buffer per window."""
+
+    def __init__(self, op: Opened) -> None:
+        self.op = op
+        self.file = open(op.path, "rb")  # noqa: SIM115 - closed by close()
+        self.gz = _gunzip_chunks(op.path, self.file) if op.gzip else None
+        self.leftover = b""
+        self.error: TruncatedRecord | None = None  # a gzip stream cut short: what came before is usable
+
+    def fill(self, carry: np.ndarray, size: int) -> tuple[np.ndarray, bool]:
+        """Read-only buffer of ``carry`` followed by new bytes up to ``size`` in all; True once at the end."""
+        buf = np.empty(max(size, len(carry)), np.uint8)
+        buf[: len(carry)] = carry
+        have = len(carry)
+        eof = False
+        view = memoryview(buf)
+        while have < len(buf):
+            if self.gz is None:
+                k = self.file.readinto(view[have:])
+                if not k:
+                    eof = True
+                    break
+                have += k
+                continue
+            if not self.leftover:
+                try:
+                    self.leftover = next(self.gz)
+                except StopIteration:
+                    eof = True
+                    break
+                except TruncatedRecord as exc:
+                    self.error, eof = exc, True
+                    break
+            take = min(len(self.leftover), len(buf) - have)
+            buf[have : have + take] = np.frombuffer(self.leftover, np.uint8, take)
+            self.leftover = self.leftover[take:]
+            have += take
+        return _readonly(buf[:have]), eof
+
+    def close(self) -> None:
+        self.file.close()

@@ -1,0 +1,188 @@
+"""One command for the reader benchmarks: records/s and peak memory per section, appended to results.jsonl.
+
+    python benchmarks/run.py [--packets N] [--only NAME ...] [--repeat 3]
+
+The synthetic capture (benchmarks/gen.py) is cached in benchmarks/.cache/. Each section runs in its
+own Python process so its peak memory is its own; the best of ``--repeat`` runs is reported, with
+the file already in the page cache (warm). To add a section, write ``def _my_section(path) -> int``
+(returning the records it handled) and add one line to SECTIONS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import tracemalloc
+from collections.abc import Callable
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+CACHE = HERE / ".cache"
+RESULTS = HERE / "results.jsonl"
+
+
+# --- sections: each takes the capture path and returns how many records it went through ---
+def _plain_read(path: str) -> int:
+    """Baseline: read the file's bytes into memory, nothing else (records = the file's count)."""
+    with open(path, "rb") as f:
+        data = f.read()
+    return len(data) and _COUNT[path]
+
+
+def _read_records(path: str) -> int:
+    from pcaptools.io import read_records
+
+    return len(read_records(path))
+
+
+def _iter_records(path: str) -> int:
+    from pcaptools.io import iter_records
+
+    return sum(len(b) for b in iter_records(path))
+
+
+def _dpkt_loop(path: str) -> int:
+    import dpkt
+
+    n = 0
+    with open(path, "rb") as f:
+        for _ts, _buf in dpkt.pcap.Reader(f):
+            n += 1
+    return n
+
+
+SECTIONS: list[tuple[str, Callable[[str], int]]] = [
+    ("plain read", _plain_read),
+    ("read_records", _read_records),
+    ("iter_records", _iter_records),
+    ("dpkt loop", _dpkt_loop),
+]
+BASELINE = "plain read"
+_COUNT: dict[str, int] = {}
+
+
+def _child(name: str, path: str, count: int, repeat: int) -> None:
+    """Run one section in this (fresh) process and print its measurements as JSON."""
+    _COUNT[path] = count
+    fn = dict(SECTIONS)[name]
+    fn(path)  # warm-up: imports, numba cache load, page cache
+    best = float("inf")
+    n = 0
+    tracemalloc.start()
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        n = fn(path)
+        best = min(best, time.perf_counter() - t0)
+    _, peak = tracemalloc.get_traced_memory()
+    rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(
+        json.dumps(
+            {"records": n, "seconds": best, "peak_alloc_mb": peak / 2**20, "peak_rss_mb": rss_kb / 1024}
+        )
+    )
+
+
+def _first_call_cost(sample: str) -> dict:
+    """Seconds of the first read_records call in a fresh process: cold (compiling) and from numba's cache."""
+    import pcaptools
+
+    src = Path(pcaptools.__file__).parent
+    code = (
+        "import time; t=time.perf_counter(); import pcaptools.io.reader as r; "
+        f"assert r.__file__.startswith({tempfile.gettempdir()!r}); r.read_records({sample!r}); "
+        "r.read_records(r.__file__.rsplit('/', 3)[0] + '/probe.pcap'); print(time.perf_counter()-t)"
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        shutil.copytree(src, Path(tmp) / "pcaptools", ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copy(HERE.parent / "tests" / "data" / "own" / "eth.pcap", Path(tmp) / "probe.pcap")  # both walkers
+        env = dict(os.environ, PYTHONPATH=tmp)
+        run = [sys.executable, "-c", code]
+        # cwd=tmp: with the repository as cwd, "python -c" would import the repository's copy instead
+        cold = float(subprocess.run(run, env=env, cwd=tmp, capture_output=True, text=True, check=True).stdout)
+        cached = float(subprocess.run(run, env=env, cwd=tmp, capture_output=True, text=True, check=True).stdout)
+    return {"first_call_cold_s": round(cold, 3), "first_call_cached_s": round(cached, 3)}
+
+
+def main() -> None:
+    """Generate (or reuse) the capture, run every section, print a table and append JSON lines."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--packets", type=int, default=1_000_000)
+    ap.add_argument("--vxlan", type=float, default=1 / 3)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--only", nargs="*", help="section names to run (default: all)")
+    ap.add_argument(
+        "--child", nargs=4, metavar=("SECTION", "PATH", "COUNT", "REPEAT"), help=argparse.SUPPRESS
+    )
+    a = ap.parse_args()
+    if a.child:
+        _child(a.child[0], a.child[1], int(a.child[2]), int(a.child[3]))
+        return
+
+    sys.path.insert(0, str(HERE))
+    from gen import generate
+
+    CACHE.mkdir(exist_ok=True)
+    path = CACHE / f"synth-{a.packets}-vx{a.vxlan:.3f}-s{a.seed}.pcap"
+    if not path.exists():
+        t0 = time.perf_counter()
+        generate(a.packets, vxlan=a.vxlan, seed=a.seed).tofile(path)
+        print(f"generated {path.name} in {time.perf_counter() - t0:.1f} s")
+    size = path.stat().st_size
+    names = [n for n, _ in SECTIONS if not a.only or n in a.only]
+    run_id = time.strftime("%Y-%m-%dT%H:%M:%S")
+    common = {
+        "run": run_id,
+        "packets": a.packets,
+        "file_mb": round(size / 2**20, 1),
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+    }
+    rows = []
+    for name in names:
+        out = subprocess.run(
+            [sys.executable, __file__, "--child", name, str(path), str(a.packets), str(a.repeat)],
+            capture_output=True,
+            text=True,
+        )
+        if out.returncode:
+            print(f"{name}: failed\n{out.stderr}", file=sys.stderr)
+            continue
+        r = json.loads(out.stdout.strip().splitlines()[-1])
+        r.update(
+            section=name, records_per_s=r["records"] / r["seconds"], mb_per_s=size / 2**20 / r["seconds"]
+        )
+        rows.append(r)
+    base = next((r for r in rows if r["section"] == BASELINE), None)
+    print(f"{a.packets:,} packets, {size / 2**20:.0f} MiB, best of {a.repeat}, warm page cache")
+    print(
+        f"{'section':<16}{'records/s':>14}{'MiB/s':>10}{'seconds':>10}{'vs plain':>10}{'alloc MiB':>11}{'RSS MiB':>10}"
+    )
+    with RESULTS.open("a") as f:
+        for r in rows:
+            ratio = r["seconds"] / base["seconds"] if base else float("nan")
+            print(
+                f"{r['section']:<16}{r['records_per_s']:>14,.0f}{r['mb_per_s']:>10,.0f}{r['seconds']:>10.3f}"
+                f"{ratio:>9.2f}x{r['peak_alloc_mb']:>11.0f}{r['peak_rss_mb']:>10.0f}"
+            )
+            f.write(json.dumps({**common, **r, "time_vs_plain_read": ratio}) + "\n")
+        if not a.only or "first call" in a.only:
+            sample = str(HERE.parent / "tests" / "data" / "own" / "two_sections.pcapng")
+            fc = _first_call_cost(sample)
+            print(
+                f"first read_records call in a fresh process: {fc['first_call_cold_s']:.2f} s compiling, "
+                f"{fc['first_call_cached_s']:.2f} s from numba's cache"
+            )
+            f.write(json.dumps({**common, "section": "first call", **fc}) + "\n")
+
+
+if __name__ == "__main__":
+    main()
