@@ -3,3 +3,5 @@
 from __future__ import annotations
 
 __version__ = "0.1.0"
+
+from pcaptools import lab as lab  # noqa: E402  (lazy: pcaptools.lab.run_lab imports on first use)

@@ -28,6 +28,47 @@ def _root(debug: bool = typer.Option(False, "--debug", help="Show Python traceba
 # --- commands ---
 
 
+lab_app = typer.Typer(help="The emulated Kubernetes data-plane lab (network namespaces, kube-proxy NAT, tcpdump).",
+                      no_args_is_help=True)
+app.add_typer(lab_app, name="lab")
+
+
+@lab_app.command("run")
+def lab_run_cmd(
+    out: str = typer.Option(..., "--out", help="Directory for manifest.json, inventory.json, truth.json, pcaps."),
+    cni: str = typer.Option("vpc", "--cni", help="CNI to emulate: vpc or calico-vxlan."),
+    nodes: int = typer.Option(3, "--nodes", help="Number of nodes (2-20)."),
+    any_capture: bool = typer.Option(False, "--any", help="Also capture '-i any' (LINUX_SLL2) on every node."),
+    nano: bool = typer.Option(False, "--nano", help="Nanosecond timestamps (--time-stamp-precision=nano)."),
+    connections: int = typer.Option(16, "--connections", help="Client connections (cycling through 8 kinds)."),
+    seed: int = typer.Option(1, "--seed", help="Seed for the clients' choices."),
+    prefix: str = typer.Option("ptlab-", "--prefix", help="Namespace name prefix of this run."),
+) -> None:
+    """Build a cluster in network namespaces, drive traffic, capture it, write manifest/inventory/truth.
+
+    Needs root. Example: pcaptools lab run --cni calico-vxlan --out sample_pcaps/calico-vxlan
+    """
+    from pcaptools.lab import run_lab
+
+    path = run_lab(out, cni=cni, nodes=nodes, any_capture=any_capture, nano=nano, connections=connections,
+                   seed=seed, prefix=prefix)
+    print(path)
+
+
+@lab_app.command("clean")
+def lab_clean_cmd(
+    prefix: str = typer.Option("ptlab-", "--prefix", help="Namespace name prefix to remove."),
+) -> None:
+    """Remove the namespaces (and their processes) a crashed lab run left behind.
+
+    Example: pcaptools lab clean --prefix ptlab-
+    """
+    from pcaptools.lab import clean
+
+    for name in clean(prefix):
+        print(f"removed {name}")
+
+
 @app.command("info")
 def info_cmd(
     files: list[str] = typer.Argument(..., help="Capture files (pcap, pcapng, gzip-compressed or not)."),  # noqa: B008

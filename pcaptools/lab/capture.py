@@ -1,0 +1,115 @@
+"""tcpdump inside a namespace: start, wait for "listening on", stop with SIGINT and check the counts."""
+
+from __future__ import annotations
+
+import queue
+import re
+import signal
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pcaptools.errors import LabError
+
+BLOCK_TIMEOUT = 1.0  # tcpdump's pcap timeout: TPACKET_V3 retires a partly filled block after it
+_COUNT = re.compile(r"^(\d+) packets? (captured|received by filter|dropped by kernel)")
+
+
+@dataclass
+class Capture:
+    """One tcpdump writing ``path`` from ``interface`` in namespace ``ns``."""
+
+    ns: str
+    interface: str
+    path: Path
+    nano: bool = False
+    any_sll2: bool = False
+    # kernel ring (-B): the default 2 MiB made '-i any' drop most of a 200 KB transfer's burst
+    buffer_kib: int = 4096
+    # immediate mode uses fixed-size ring frames (~64 KiB on offloading veths): room for ~250 of them
+    buffer_kib: int = 16384
+    # False: TPACKET_V3 blocks (packed, no drops on busy "any" captures) handed over after the
+    # kernel's 1 s block timeout; call drain() before stop() so the last block reaches the file
+    immediate: bool = True
+    counts: dict[str, int] = field(default_factory=dict)
+    _proc: subprocess.Popen[str] | None = None
+    _err: queue.Queue[str | None] = field(default_factory=queue.Queue)
+    _stderr: list[str] = field(default_factory=list)
+
+    def start(self, timeout: float = 15.0) -> None:
+        """Start tcpdump and return once it reports "listening on"."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        argv = ["nice", "-n", "-5", "ip", "netns", "exec", self.ns, "tcpdump", "-i", self.interface, "-n", "-U",
+                "-B", str(self.buffer_kib * (8 if self.any_sll2 else 1)), "-Z", "root", "-w", str(self.path)]
+        if self.immediate:
+            argv.append("--immediate-mode")
+        if self.nano:
+            argv.append("--time-stamp-precision=nano")
+        if self.any_sll2:
+            argv += ["-y", "LINUX_SLL2"]
+        self._proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        threading.Thread(target=self._pump, daemon=True).start()
+        while True:
+            try:
+                line = self._err.get(timeout=timeout)
+            except queue.Empty:
+                line = None
+            if line is None:
+                self._proc.kill()
+                self._proc.wait()
+                raise LabError(f"tcpdump -i {self.interface} in {self.ns} did not start listening within "
+                               f"{timeout:.0f} s: {' | '.join(self._stderr[-3:]) or 'no output'}")
+            if "listening on" in line:
+                return
+
+    def _pump(self) -> None:
+        assert self._proc is not None and self._proc.stderr is not None
+        for line in self._proc.stderr:
+            self._stderr.append(line.strip())
+            self._err.put(line.strip())
+        self._err.put(None)
+
+    def stop(self, timeout: float = 10.0) -> dict[str, int]:
+        """SIGINT, wait for exit, and return tcpdump's packet counts (captured/received/dropped)."""
+        if self._proc is None:
+            return self.counts
+        if self._proc.poll() is None:
+            self._proc.send_signal(signal.SIGINT)
+        try:
+            self._proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+        while True:  # the pump ends with None once stderr closes
+            try:
+                if self._err.get(timeout=timeout) is None:
+                    break
+            except queue.Empty:
+                break
+        self._proc = None
+        for line in self._stderr:
+            m = _COUNT.match(line)
+            if m:
+                self.counts[m.group(2).split()[0]] = int(m.group(1))
+        if "captured" not in self.counts:
+            raise LabError(f"tcpdump -i {self.interface} in {self.ns} exited without a 'packets captured' "
+                           f"summary: {' | '.join(self._stderr[-3:])}; {self.path} may be incomplete")
+        return self.counts
+
+
+def drain(captures: list[Capture], quiet: float = BLOCK_TIMEOUT * 1.5, limit: float = 15.0) -> None:
+    """Wait until none of the files has grown for longer than the kernel's block timeout."""
+    if not captures:
+        return
+    deadline = time.monotonic() + limit
+    sizes: list[int] = [-1] * len(captures)
+    since = time.monotonic()
+    while time.monotonic() < deadline:
+        now = [c.path.stat().st_size if c.path.exists() else 0 for c in captures]
+        if now != sizes:
+            sizes, since = now, time.monotonic()
+        elif time.monotonic() - since > quiet:
+            return
+        time.sleep(0.05)  # polling the files for the kernel's block hand-over

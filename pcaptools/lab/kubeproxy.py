@@ -1,0 +1,161 @@
+"""iptables rules as kube-proxy (iptables mode), the CNIs and the NLB would install them.
+
+Chain names follow kube-proxy: ``KUBE-SVC-``/``KUBE-SEP-``/``KUBE-EXT-``/``KUBE-SVL-`` + the first 16
+base32 characters of sha256(servicePortName + protocol [+ endpoint]), backends chosen with
+``-m statistic --mode random --probability 1/(n-i)``, external Cluster traffic marked 0x4000 and
+masqueraded in KUBE-POSTROUTING.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+
+from pcaptools.lab.topology import Node, Pod, Service, ServicePort, Topology
+
+MASQ_MARK = "0x4000/0x4000"
+
+
+def _hash16(text: str) -> str:
+    return base64.b32encode(hashlib.sha256(text.encode()).digest()).decode()[:16]
+
+
+def port_name(svc: Service, port: ServicePort) -> str:
+    """kube-proxy's servicePortName string, e.g. ``default/web:http``."""
+    return f"{svc.namespace}/{svc.name}:{port.name}"
+
+
+def svc_chain(svc: Service, port: ServicePort, kind: str = "SVC") -> str:
+    """``KUBE-SVC-…`` (or ``KUBE-EXT-``/``KUBE-SVL-``) for a service port."""
+    return f"KUBE-{kind}-" + _hash16(port_name(svc, port) + port.protocol.lower())
+
+
+def sep_chain(svc: Service, port: ServicePort, pod: Pod) -> str:
+    """``KUBE-SEP-…`` for one endpoint of a service port."""
+    return "KUBE-SEP-" + _hash16(port_name(svc, port) + port.protocol.lower() + f"{pod.ip}:{port.target_port}")
+
+
+def _probability(i: int, n: int) -> str:
+    return f" -m statistic --mode random --probability {1.0 / (n - i):.11f}" if i < n - 1 else ""
+
+
+def node_rules(topo: Topology, node: Node) -> str:
+    """The node's full ruleset (iptables-restore format): kube-proxy's nat chains plus the CNI's SNAT."""
+    chains: list[str] = ["KUBE-SERVICES", "KUBE-NODEPORTS", "KUBE-POSTROUTING", "KUBE-MARK-MASQ"]
+    rules: list[str] = [
+        '-A PREROUTING -m comment --comment "kubernetes service portals" -j KUBE-SERVICES',
+        '-A OUTPUT -m comment --comment "kubernetes service portals" -j KUBE-SERVICES',
+        '-A POSTROUTING -m comment --comment "kubernetes postrouting rules" -j KUBE-POSTROUTING',
+        f"-A KUBE-MARK-MASQ -j MARK --set-xmark {MASQ_MARK}",
+        f"-A KUBE-POSTROUTING -m mark ! --mark {MASQ_MARK} -j RETURN",
+        "-A KUBE-POSTROUTING -j MARK --xor-mark 0x4000",
+        '-A KUBE-POSTROUTING -m comment --comment "kubernetes service traffic requiring SNAT" '
+        "-j MASQUERADE --random-fully",
+    ]
+    filter_rules: list[str] = []
+    cluster_cidr = topo.pod_cidr  # EKS's kube-proxy runs without --cluster-cidr under the VPC CNI
+    for svc in topo.services:
+        eps = topo.endpoints(svc)
+        for port in svc.ports:
+            pn, proto = port_name(svc, port), port.protocol.lower()
+            svc_c = svc_chain(svc, port)
+            chains.append(svc_c)
+            rules.append(f'-A KUBE-SERVICES -d {svc.cluster_ip}/32 -p {proto} -m comment --comment '
+                         f'"{pn} cluster IP" -m {proto} --dport {port.port} -j {svc_c}')
+            if cluster_cidr:
+                rules.append(f'-A {svc_c} ! -s {cluster_cidr} -d {svc.cluster_ip}/32 -p {proto} -m comment '
+                             f'--comment "{pn} cluster IP" -m {proto} --dport {port.port} -j KUBE-MARK-MASQ')
+            for i, pod in enumerate(eps):
+                sep = sep_chain(svc, port, pod)
+                chains.append(sep)
+                rules.append(f'-A {svc_c} -m comment --comment "{pn} -> {pod.ip}:{port.target_port}"'
+                             f"{_probability(i, len(eps))} -j {sep}")
+                rules.append(f'-A {sep} -s {pod.ip}/32 -m comment --comment "{pn}" -j KUBE-MARK-MASQ')
+                rules.append(f'-A {sep} -p {proto} -m comment --comment "{pn}" -m {proto} '
+                             f"-j DNAT --to-destination {pod.ip}:{port.target_port}")
+            if port.node_port is None:
+                continue
+            ext = svc_chain(svc, port, "EXT")
+            chains.append(ext)
+            rules.append(f'-A KUBE-NODEPORTS -p {proto} -m comment --comment "{pn}" -m {proto} '
+                         f"--dport {port.node_port} -j {ext}")
+            if svc.lb_ip:
+                rules.append(f'-A KUBE-SERVICES -d {svc.lb_ip}/32 -p {proto} -m comment --comment '
+                             f'"{pn} loadbalancer IP" -m {proto} --dport {port.port} -j {ext}')
+            if svc.external_traffic_policy == "Local":
+                svl = svc_chain(svc, port, "SVL")
+                chains.append(svl)
+                if cluster_cidr:
+                    rules.append(f'-A {ext} -s {cluster_cidr} -m comment --comment "pod traffic for {pn} '
+                                 f'external destinations" -j {svc_c}')
+                rules += [
+                    f'-A {ext} -m comment --comment "masquerade LOCAL traffic for {pn} external destinations" '
+                    "-m addrtype --src-type LOCAL -j KUBE-MARK-MASQ",
+                    f'-A {ext} -m comment --comment "route LOCAL traffic for {pn} external destinations" '
+                    f"-m addrtype --src-type LOCAL -j {svc_c}",
+                    f"-A {ext} -j {svl}",
+                ]
+                local = [p for p in eps if p.node == node.name]
+                for i, pod in enumerate(local):
+                    rules.append(f'-A {svl} -m comment --comment "{pn} -> {pod.ip}:{port.target_port}"'
+                                 f"{_probability(i, len(local))} -j {sep_chain(svc, port, pod)}")
+                if not local:
+                    filter_rules.append(
+                        f'-A KUBE-EXTERNAL-SERVICES -p {proto} -m comment --comment "{pn} has no local endpoints" '
+                        f"-m addrtype --dst-type LOCAL -m {proto} --dport {port.node_port} -j DROP")
+            else:
+                rules += [f'-A {ext} -m comment --comment "masquerade traffic for {pn} external destinations" '
+                          "-j KUBE-MARK-MASQ", f"-A {ext} -j {svc_c}"]
+    rules.append('-A KUBE-SERVICES -m comment --comment "kubernetes service nodeports; NOTE: this must be the '
+                 'last rule in this chain" -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS')
+    cni_chains, cni_rules = _cni_snat(topo, node)
+    nat = _table("nat", ["PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"], chains + cni_chains, rules + cni_rules)
+    filt = _table("filter", ["INPUT", "FORWARD", "OUTPUT"], ["KUBE-EXTERNAL-SERVICES"], [
+        '-A INPUT -m conntrack --ctstate NEW -m comment --comment "kubernetes externally-visible service portals" '
+        "-j KUBE-EXTERNAL-SERVICES", *filter_rules])
+    return nat + filt
+
+
+def _cni_snat(topo: Topology, node: Node) -> tuple[list[str], list[str]]:
+    """Pod -> outside SNAT: AWS-SNAT-CHAIN-0 (VPC CNI) or cali-nat-outgoing (Calico natOutgoing)."""
+    if topo.cni == "vpc":
+        return ["AWS-SNAT-CHAIN-0"], [
+            '-A POSTROUTING -m comment --comment "AWS SNAT CHAIN" -j AWS-SNAT-CHAIN-0',
+            f'-A AWS-SNAT-CHAIN-0 -d {topo.vpc_cidr} -m comment --comment "AWS SNAT CHAIN" -j RETURN',
+            '-A AWS-SNAT-CHAIN-0 ! -o vlan+ -m comment --comment "AWS, SNAT" -m addrtype ! --dst-type LOCAL '
+            f"-j SNAT --to-source {node.ip} --random-fully",
+        ]
+    return ["cali-POSTROUTING", "cali-nat-outgoing"], [
+        '-A POSTROUTING -m comment --comment "cali:POSTROUTING" -j cali-POSTROUTING',
+        '-A cali-POSTROUTING -m comment --comment "cali:nat-outgoing" -j cali-nat-outgoing',
+        f"-A cali-nat-outgoing -s {topo.pod_cidr} ! -d {topo.pod_cidr} -m comment --comment "
+        '"cali:natOutgoing ippool" -j MASQUERADE --random-fully',
+    ]
+
+
+def nlb_rules(topo: Topology) -> str:
+    """The NLB: listener address:port DNATed to a target node's NodePort (client IP preserved)."""
+    chains, rules = [], []
+    for svc in topo.services:
+        if not svc.lb_ip:
+            continue
+        for port in svc.ports:
+            if svc.external_traffic_policy == "Local":
+                hosts = {p.node for p in topo.endpoints(svc)}
+                targets = [n for n in topo.nodes if n.name in hosts]  # health checks fail elsewhere
+            else:
+                targets = topo.nodes
+            chain = "NLB-TG-" + _hash16(port_name(svc, port))
+            chains.append(chain)
+            proto = port.protocol.lower()
+            rules.append(f"-A PREROUTING -d {svc.lb_ip}/32 -p {proto} -m {proto} --dport {port.port} "
+                         f'-m comment --comment "listener {port_name(svc, port)}" -j {chain}')
+            for i, n in enumerate(targets):
+                rules.append(f'-A {chain} -p {proto} -m comment --comment "target {n.name}"'
+                             f"{_probability(i, len(targets))} -j DNAT --to-destination {n.ip}:{port.node_port}")
+    return _table("nat", ["PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"], chains, rules)
+
+
+def _table(name: str, builtin: list[str], chains: list[str], rules: list[str]) -> str:
+    head = [f"*{name}", *(f":{c} ACCEPT [0:0]" for c in builtin), *(f":{c} - [0:0]" for c in dict.fromkeys(chains))]
+    return "\n".join([*head, *rules, "COMMIT", ""])

@@ -1,0 +1,135 @@
+"""Thin wrappers over ``ip``/``iptables``/``sysctl`` in named network namespaces, with cleanup.
+
+Every command the lab runs goes through :func:`run`, so a failure becomes one :class:`LabError`
+naming the command, the namespace and the tool's own message.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Iterable, Sequence
+
+from pcaptools.errors import LabError
+
+TOOLS = ("ip", "iptables-restore", "tcpdump", "conntrack", "ss", "bridge")
+
+
+def check_host() -> None:
+    """Fail with one actionable LabError unless we are root and the tools the lab needs exist."""
+    if os.geteuid() != 0:
+        raise LabError("the lab needs root: it creates network namespaces; found uid "
+                       f"{os.geteuid()}; run it with sudo or as root")
+    missing = [t for t in TOOLS if shutil.which(t) is None]
+    if missing:
+        raise LabError(f"the lab needs {', '.join(TOOLS)}; missing: {', '.join(missing)}; "
+                       "install iproute2, iptables, tcpdump and conntrack")
+    res = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True)
+    if res.returncode != 0:
+        raise LabError(f"'ip netns' is unavailable: {res.stderr.strip() or res.returncode}; "
+                       "the kernel or container must allow network namespaces")
+
+
+def ns_prefix(ns: str | None) -> list[str]:
+    """The argv prefix that runs a command inside ``ns`` (nothing for the current namespace)."""
+    return ["ip", "netns", "exec", ns] if ns else []
+
+
+def run(argv: Sequence[str], *, ns: str | None = None, stdin: str | None = None,
+        check: bool = True, timeout: float = 30.0) -> str:
+    """Run one command (inside ``ns`` if given) and return its stdout; failures raise LabError."""
+    full = [*ns_prefix(ns), *argv]
+    try:
+        res = subprocess.run(full, input=stdin, capture_output=True, text=True, timeout=timeout)
+    except FileNotFoundError as exc:
+        raise LabError(f"{argv[0]}: not found; install it (needed by the lab)") from exc
+    except subprocess.TimeoutExpired as exc:
+        raise LabError(f"{' '.join(full)}: no answer after {timeout:.0f} s") from exc
+    if check and res.returncode != 0:
+        where = f" in namespace {ns}" if ns else ""
+        raise LabError(f"{' '.join(argv)}{where} failed (exit {res.returncode}): "
+                       f"{res.stderr.strip() or res.stdout.strip()}")
+    return res.stdout
+
+
+def ip_batch(ns: str | None, commands: Iterable[str]) -> None:
+    """Run many ``ip`` commands in one process (``ip -batch -``), in order, stopping at the first error."""
+    lines = [c for c in commands if c]
+    if not lines:
+        return
+    argv = ["ip", *(["-n", ns] if ns else []), "-batch", "-"]
+    run(argv, stdin="\n".join(lines) + "\n")
+
+
+def sysctl(ns: str, settings: dict[str, str | int]) -> None:
+    """Set sysctls inside ``ns`` in one call."""
+    run(["sysctl", "-q", "-w", *(f"{k}={v}" for k, v in settings.items())], ns=ns)
+
+
+def iptables_restore(ns: str, rules: str) -> None:
+    """Load a whole ruleset (iptables-save format) inside ``ns`` atomically."""
+    run(["iptables-restore"], ns=ns, stdin=rules)
+
+
+def list_namespaces(prefix: str) -> list[str]:
+    """Names of existing namespaces that start with ``prefix``."""
+    out = run(["ip", "netns", "list"])
+    names = [line.split()[0] for line in out.splitlines() if line.strip()]
+    return sorted(n for n in names if n.startswith(prefix))
+
+
+def create(name: str) -> None:
+    """Create a namespace with loopback up and IPv6 off (keeps captures free of RS/MLD chatter)."""
+    run(["ip", "netns", "add", name])
+    sysctl(name, {"net.ipv6.conf.all.disable_ipv6": 1, "net.ipv6.conf.default.disable_ipv6": 1})
+    run(["ip", "-n", name, "link", "set", "lo", "up"])
+
+
+def _kill_pids(ns: str) -> None:
+    """Stop the processes still running inside ``ns`` (only lab namespaces are passed here)."""
+    res = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True)
+    pids = [int(p) for p in res.stdout.split() if p.isdigit()]
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        alive = []
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+                alive.append(pid)
+            except ProcessLookupError:
+                pass
+        if not alive:
+            return
+        deadline = time.monotonic() + 2.0
+        while alive and time.monotonic() < deadline:
+            alive = [p for p in alive if _exists(p)]
+            if alive:
+                time.sleep(0.02)  # polling process exit, not waiting for readiness
+        pids = alive
+
+
+def _exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def delete(name: str) -> None:
+    """Stop what runs inside ``name`` and delete it; a namespace that is already gone is fine."""
+    _kill_pids(name)
+    subprocess.run(["ip", "netns", "del", name], capture_output=True, text=True)
+
+
+def clean(prefix: str) -> list[str]:
+    """Delete every namespace starting with ``prefix`` (leftovers of a crashed run); returns their names."""
+    if len(prefix) < 3:
+        raise LabError(f"refusing to clean namespaces with the short prefix {prefix!r}; "
+                       "use the lab's prefix, e.g. 'ptlab-'")
+    names = list_namespaces(prefix)
+    for name in names:
+        delete(name)
+    return names

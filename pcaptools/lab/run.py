@@ -1,0 +1,281 @@
+"""Run the emulated cluster lab end to end: build, serve, capture, drive clients, record truth, tear down."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import random
+import signal
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from pcaptools.errors import LabError
+from pcaptools.lab import kubeproxy, netns, topology, truth
+from pcaptools.lab.capture import Capture, drain
+from pcaptools.lab.inventory import build_inventory
+from pcaptools.lab.topology import Topology
+from pcaptools.lab.traffic import Server, run_clients
+
+DEFAULT_PREFIX = "ptlab-"
+# the order connection kinds are taken in; `connections` cycles through it
+KINDS = ("pod-direct-same-node", "clusterip", "nodeport", "loadbalancer-cluster", "loadbalancer-local",
+         "clusterip-udp", "egress", "pod-direct-cross-node")
+SMALL, LARGE = 2_000, 200_000
+
+
+@contextlib.contextmanager
+def _terminate_on_sigterm() -> Iterator[None]:
+    """Turn SIGTERM into KeyboardInterrupt so the caller's ``finally`` tears the lab down."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def _raise(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    old = signal.signal(signal.SIGTERM, _raise)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def plan_jobs(topo: Topology, connections: int, seed: int) -> list[dict[str, Any]]:
+    """The clients' connections: kind, client place, destination and size (seeded, so repeatable)."""
+    rng = random.Random(seed)
+    clients = [p for p in topo.pods if p.labels.get("app") == "client"]
+    web, lb, local, dns = (topo.service(n) for n in ("web", "web-lb", "web-local", "dns"))
+    backends = topo.endpoints(web)
+    backend_nodes = {p.node for p in backends}
+    no_backend = [n for n in topo.nodes if n.name not in backend_nodes] or topo.nodes
+    jobs = []
+    for i in range(connections):
+        kind, rnd = KINDS[i % len(KINDS)], i // len(KINDS)
+        size = SMALL if rnd % 2 == 0 else (LARGE if kind in ("clusterip", "pod-direct-cross-node") else 20_000)
+        job: dict[str, Any] = {"id": i, "kind": kind, "proto": "tcp", "size": size}
+        if kind == "pod-direct-same-node":
+            b = backends[0]
+            c = next(p for p in clients if p.node == b.node)
+            job.update(client=c.key, service=None, dst=b.ip, port=80)
+        elif kind == "pod-direct-cross-node":
+            c = rng.choice(clients)
+            b = next(p for p in backends if p.node != c.node)
+            job.update(client=c.key, service=None, dst=b.ip, port=80)
+        elif kind == "clusterip":
+            job.update(client=rng.choice(clients).key, service=web.key, dst=web.cluster_ip, port=web.ports[0].port)
+        elif kind == "clusterip-udp":
+            job.update(kind="clusterip", proto="udp", size=64 if rnd % 2 == 0 else 512,
+                       client=rng.choice(clients).key, service=dns.key, dst=dns.cluster_ip, port=dns.ports[0].port)
+        elif kind == "nodeport":
+            node = no_backend[-1] if rnd == 0 else rng.choice(topo.nodes)
+            job.update(client="client", service=web.key, dst=node.ip, port=web.ports[0].node_port)
+        elif kind == "loadbalancer-cluster":
+            job.update(client="client", service=lb.key, dst=lb.lb_ip, port=lb.ports[0].port)
+        elif kind == "loadbalancer-local":
+            job.update(client="client", service=local.key, dst=local.lb_ip, port=local.ports[0].port)
+        elif kind == "egress":
+            job.update(client=rng.choice(clients).key, service=None, dst=topo.internet.ip, port=80)
+        jobs.append(job)
+    return jobs
+
+
+def _captures(topo: Topology, out: Path, *, any_capture: bool, nano: bool) -> list[tuple[Capture, dict[str, Any]]]:
+    """Every capture point of the run with its manifest entry."""
+    caps: list[tuple[Capture, dict[str, Any]]] = []
+
+    def add(ns: str, label: str, iface: str, role: str, **extra: Any) -> None:
+        rel = truth.capture_file(label, iface)
+        cap = Capture(ns, iface, out / rel, nano=nano, any_sll2=(iface == "any"))
+        if iface == "any":
+            cap.buffer_kib, cap.immediate = 65536, False  # every interface of the node: a few times the packets
+        caps.append((cap,
+                     {"file": rel, "node": label, "interface": iface, "role": role, **extra}))
+
+    for n in topo.nodes:
+        for p in topo.pods:
+            if p.node == n.name:
+                add(n.ns, n.name, p.host_if, "pod-veth", pod=p.key)
+        add(n.ns, n.name, "eth0", "node-uplink")
+        if topo.cni == "calico-vxlan":
+            add(n.ns, n.name, "vxlan.calico", "overlay")
+        if any_capture:
+            add(n.ns, n.name, "any", "any")
+    add(topo.nlb.ns, "nlb", "eth0", "lb")
+    add(topo.client.ns, "client", "eth0", "client")
+    add(topo.internet.ns, "internet", "eth0", "external")
+    return caps
+
+
+def _interfaces(topo: Topology, node_ns: str) -> list[dict[str, Any]]:
+    """ifindex -> interface -> role inside a node (for the ``any`` capture's SLL2 ifindex field)."""
+    links = json.loads(netns.run(["ip", "-j", "link", "show"], ns=node_ns))
+    veths = {p.host_if: p.key for p in topo.pods}
+    rows = []
+    for link in links:
+        name = link["ifname"]
+        row: dict[str, Any] = {"ifindex": link["ifindex"], "interface": name}
+        if name in veths:
+            row.update(role="pod-veth", pod=veths[name])
+        elif name == "eth0":
+            row["role"] = "node-uplink"
+        elif name == "vxlan.calico":
+            row["role"] = "overlay"
+        else:
+            row["role"] = "loopback" if name == "lo" else "other"
+        rows.append(row)
+    return rows
+
+
+def _place_of_client(topo: Topology, client: str) -> str:
+    return client if client in ("client", "internet") else "pod:" + client
+
+
+def run_lab(out_dir: str | Path, *, cni: str = "vpc", nodes: int = 3, any_capture: bool = False,
+            nano: bool = False, connections: int = 16, prefix: str = DEFAULT_PREFIX, seed: int = 1,
+            segment_offload: bool = False) -> Path:
+    """Build the lab, capture the clients' traffic on every capture point, write manifest/inventory/truth.
+
+    Returns the path of ``manifest.json``. Everything runs in namespaces named ``prefix…``, which are
+    removed on return, on error and on Ctrl-C/SIGTERM; leftovers of a crashed run are removed first.
+    """
+    if connections < 1:
+        raise LabError(f"connections={connections}: need at least 1 (there are {len(KINDS)} kinds)")
+    topo = topology.plan(cni, nodes=nodes, prefix=prefix)
+    netns.check_host()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    jobs = plan_jobs(topo, connections, seed)
+    netns.clean(prefix)
+    servers: list[Server] = []
+    caps: list[tuple[Capture, dict[str, Any]]] = []
+    with _terminate_on_sigterm():
+        try:
+            topology.build(topo, segment_offload=segment_offload)
+            for node in topo.nodes:
+                netns.iptables_restore(node.ns, kubeproxy.node_rules(topo, node))
+            netns.iptables_restore(topo.nlb.ns, kubeproxy.nlb_rules(topo))
+            server_at: dict[str, Server] = {}
+            for p in topo.pods:
+                for _name, port, proto in p.ports:
+                    s = Server(p.ns, proto.lower(), port, p.key)
+                    servers.append(s)
+                    server_at["pod:" + p.key] = s
+            s = Server(topo.internet.ns, "tcp", 80, "internet")
+            servers.append(s)
+            server_at["internet"] = s
+            for s in servers:
+                s.start()
+            caps = _captures(topo, out, any_capture=any_capture, nano=nano)
+            for cap, _entry in caps:
+                cap.start()
+            results = []
+            for job in jobs:
+                ns = topo.client.ns if job["client"] == "client" else topo.pod(job["client"]).ns
+                res = run_clients(ns, [{k: job[k] for k in ("id", "proto", "dst", "port", "size")}])
+                results.extend(res)
+            conntrack = {}
+            for place, ns in [*(("node:" + n.name, n.ns) for n in topo.nodes), ("nlb", topo.nlb.ns),
+                              ("router", topo.router.ns)]:
+                conntrack[place] = truth.parse_conntrack(netns.run(["conntrack", "-L", "-o", "extended"], ns=ns,
+                                                                   check=False))
+            links = {n.name: _interfaces(topo, n.ns) for n in topo.nodes} if any_capture else {}
+            logs = {place: s.stop() for place, s in server_at.items()}
+            drain([cap for cap, _entry in caps if not cap.immediate])
+            counts = {entry["file"]: cap.stop() for cap, entry in caps}
+        finally:
+            for s in servers:
+                with contextlib.suppress(Exception):
+                    s.stop()
+            for cap, _entry in caps:
+                with contextlib.suppress(Exception):
+                    cap.stop()
+            netns.clean(prefix)
+
+    created = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    manifest = _manifest(topo, caps, counts, links, created, seed)
+    records = _truth(topo, jobs, results, conntrack, logs)
+    (out / "inventory.json").write_text(json.dumps(build_inventory(topo, created), indent=1) + "\n")
+    (out / "truth.json").write_text(json.dumps(records, indent=1) + "\n")
+    path = out / "manifest.json"
+    path.write_text(json.dumps(manifest, indent=1) + "\n")
+    return path
+
+
+def _manifest(topo: Topology, caps: list[tuple[Capture, dict[str, Any]]], counts: dict[str, dict[str, int]],
+              links: dict[str, list[dict[str, Any]]], created: str, seed: int) -> dict[str, Any]:
+    captures = []
+    for _cap, entry in caps:
+        e = dict(entry)
+        if e["role"] == "any":
+            e["interfaces"] = links.get(e["node"], [])
+        e["tcpdump"] = c = counts.get(e["file"], {})
+        e["complete"] = bool(c) and c.get("dropped", 0) == 0 and c.get("captured") == c.get("received")
+        captures.append(e)
+    nodes = {n.name: {"ip": n.ip, "zone": n.zone, "pod_cidr": n.pod_cidr, "tunnel_ip": n.tunnel_ip,
+                      "tunnel_mac": n.tunnel_mac, "mac": n.mac} for n in topo.nodes}
+    return {
+        "format": "pcaptools-lab/1", "cni": topo.cni, "created": created, "captures": captures, "nodes": nodes,
+        "hosts": {"nlb": {"ip": topo.nlb.ip, "lb_ips": [s.lb_ip for s in topo.services if s.lb_ip]},
+                  "client": {"ip": topo.client.ip}, "internet": {"ip": topo.internet.ip},
+                  "router": {"ip": topo.router.ip}},
+        "network": {"vpc_cidr": topo.vpc_cidr, "pod_cidr": topo.pod_cidr, "service_cidr": topo.service_cidr,
+                    "mtu": topo.mtu, "overlay": ({"type": "vxlan", "device": "vxlan.calico",
+                                                 "vni": topology.VXLAN_VNI, "udp_port": topology.VXLAN_PORT}
+                                                if topo.cni == "calico-vxlan" else None)},
+        "lab": {"seed": seed, "inventory": "inventory.json", "truth": "truth.json"},
+    }
+
+
+def _truth(topo: Topology, jobs: list[dict[str, Any]], results: list[dict[str, Any]],
+           conntrack: dict[str, list[truth.CtEntry]], logs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    by_id = {r["id"]: r for r in results}
+    conns = []
+    for job in jobs:
+        res = by_id.get(job["id"], {})
+        rec: dict[str, Any] = {"id": job["id"], "kind": job["kind"], "service": job["service"], "proto": job["proto"],
+                               "ok": bool(res.get("ok")), "request_bytes": job["size"],
+                               "received_bytes": res.get("received")}
+        start = _place_of_client(topo, job["client"])
+        if start.startswith("pod:"):
+            p = topo.pod(job["client"])
+            rec["client"] = {"kind": "pod", "pod": p.key, "node": p.node, "ip": p.ip}
+        else:
+            rec["client"] = {"kind": "external", "host": start, "ip": topo.client.ip}
+        if not res.get("ok") or "sport" not in res:
+            rec["error"] = res.get("error", "client produced no result")
+            conns.append(rec)
+            continue
+        first = (res["src"], int(res["sport"]), res["dst"], int(res["dport"]), job["proto"])
+        rec["client_tuple"] = truth.tuple_dict(first)
+        w = truth.walk(topo, start, first, conntrack)
+        end, last = w["end"], w["last"]
+        if end.startswith("pod:"):
+            p = topo.pod(end[4:])
+            rec["backend"] = {"kind": "pod", "pod": p.key, "node": p.node, "ip": last[2], "port": last[3]}
+        else:
+            rec["backend"] = {"kind": "external", "host": end, "ip": last[2], "port": last[3]}
+        rec["backend_source"] = "conntrack"
+        rec["server_tuple"] = truth.tuple_dict(last)
+        seen = [e for e in logs.get(end, []) if e.get("peer") == [last[0], last[1]]]
+        rec["server_log_agrees"] = bool(seen)
+        rec["nat"] = w["nat"]
+        rec["hops"] = [truth._Router(topo).label(h) if not h.startswith("pod:") else h[4:] for h in w["hops"]]
+        rec["path"] = {"forward": w["forward"], "reverse": truth.reverse_path(w["forward"])}
+        encaps = []
+        for c in w["forward"]:
+            if c["encap"] and c["encap"] not in encaps:
+                encaps.append(c["encap"])
+        rec["encapsulated"] = bool(encaps)
+        rec["encap"] = encaps
+        rec["conntrack"] = w["conntrack"]
+        conns.append(rec)
+    return {"format": "pcaptools-lab-truth/1", "cni": topo.cni, "connections": conns}
+
+
+def clean(prefix: str = DEFAULT_PREFIX) -> list[str]:
+    """Remove every namespace (and the processes in it) left by a lab run with ``prefix``."""
+    netns.check_host()
+    return netns.clean(prefix)
