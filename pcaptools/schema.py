@@ -122,3 +122,34 @@ def validate(df: pd.DataFrame, columns: tuple[Column, ...], *, table: str) -> pd
 def describe(columns: tuple[Column, ...]) -> pd.DataFrame:
     """The schema as a table (name, dtype, unit, doc), for docs and ``pcaptools schema``."""
     return pd.DataFrame([c.__dict__ for c in columns])
+
+
+HOPS_COLUMNS: tuple[Column, ...] = (
+    Column("journey", "int64", "", "id of one packet's journey across capture points (pcaptools.correlate)"),
+    Column("hop", "int16", "", "0-based position of this sighting in its journey, in corrected time order"),
+    Column("hops", "int16", "", "number of capture points the journey was seen at (1 = unmatched)"),
+    Column("point", "category", "", "capture point 'node:interface' of this sighting"),
+    Column("node", "category", "", "node (clock domain) of the capture point"),
+    Column("interface", "category", "", "interface of the capture point"),
+    Column("ts_ns", "int64", "ns", "timestamp as captured, on the node's own clock"),
+    Column("ts_corrected_ns", "int64", "ns", "timestamp on the reference node's clock (offset/skew removed)"),
+    Column("since_first_ns", "int64", "ns", "corrected time since the journey's first sighting"),
+    Column("ambiguous", "bool", "", "another journey shares this packet's fingerprint (retransmission, dup ACK...)"),
+    Column("fingerprint", "uint64", "", "NAT/tunnel-invariant packet fingerprint (pcaptools.correlate.fingerprint)"),
+    Column("file", "category", "", "capture file of this sighting"),
+    Column("record", "int64", "", "record number of this sighting in its file"),
+    Column("direction", "category", "", "packet direction at the capture point (see DIRECTIONS)"),
+    Column("src", "category", "", "inner IP source as seen here (differs from the previous hop after SNAT)"),
+    Column("dst", "category", "", "inner IP destination as seen here (differs after DNAT)"),
+    Column("sport", "int32", "", "source port as seen here, -1 if none"),
+    Column("dport", "int32", "", "destination port as seen here, -1 if none"),
+    Column("proto", "int16", "", "inner IP protocol"),
+    Column("tunnel", "category", "", "encapsulation around the packet here (see TUNNELS); missing if native"),
+    Column("vni", "int64", "", "VXLAN/Geneve VNI or GRE key here, -1 if none"),
+    Column("outer_src", "category", "", "outer IP source here when tunnelled"),
+    Column("outer_dst", "category", "", "outer IP destination here when tunnelled"),
+    Column("ttl", "int16", "", "inner TTL / hop limit here"),
+    Column("wirelen", "int32", "bytes", "frame length on the wire here (grows by the tunnel overhead)"),
+    Column("ip_id", "int64", "", "IPv4 identification, -1 if none"),
+    Column("tcp_flags", "int16", "", "TCP flags, -1 if not TCP"),
+)

@@ -1,0 +1,184 @@
+"""``pcaptools.correlate``: find each packet at every capture point, align clocks, measure hops and losses.
+
+Two passes: fingerprints seen at most once per point are paired without looking at time, which is
+enough to estimate the nodes' clock offsets; then every sighting is matched on corrected time
+within ``window_ns`` (see :mod:`.match`) and laid out as a hops table (:data:`HOPS_COLUMNS`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from pcaptools.correlate.capture_set import CaptureSet
+from pcaptools.correlate.clock import correct, estimate_offsets
+from pcaptools.correlate.fingerprint import fingerprint
+from pcaptools.correlate.latency import hop_latency, loss_summary, losses
+from pcaptools.correlate.match import match, unique_groups
+from pcaptools.errors import CorrelationError
+from pcaptools.schema import HOPS_COLUMNS, validate
+
+DEFAULT_WINDOW_NS = 2_000_000_000
+"""Default matching window: sightings of one packet more than 2 s apart (after clock correction) are separate."""
+
+_CARRY = ("file", "record", "direction", "src", "dst", "sport", "dport", "proto", "tunnel", "vni",
+          "outer_src", "outer_dst", "ttl", "wirelen", "ip_id", "tcp_flags")  # fmt: skip
+
+
+@dataclass
+class Correlation:
+    """Result of :func:`correlate`: hops, clock offsets, hop latency, losses and per-point match counts."""
+
+    hops: pd.DataFrame
+    offsets: pd.DataFrame
+    hop_latency: pd.DataFrame
+    losses: pd.DataFrame
+    matched: dict[str, int]
+    unmatched: dict[str, int]
+    journeys: int
+    ambiguous: int
+    window_ns: int
+    notes: list[str] = field(default_factory=list)
+    row_ts_corrected: np.ndarray = field(default=None, repr=False)  # per capture-set row, reference clock
+    row_journey: np.ndarray = field(default=None, repr=False)  # per capture-set row, -1 if not matchable
+
+    def loss_summary(self) -> pd.DataFrame:
+        """Lost packets per (point, missing_at)."""
+        return loss_summary(self.losses, self.hops)
+
+    def to_dict(self) -> dict:
+        """Plain summary: clock offsets per node, journeys, matched/unmatched per point, latency per hop pair."""
+        offs = {}
+        for r in self.offsets.itertuples(index=False):
+            offs[r.node] = {
+                "offset_ns": int(r.offset_ns),
+                "uncertainty_ns": None if pd.isna(r.uncertainty_ns) else round(float(r.uncertainty_ns), 1),
+                "skew_ppm": round(float(r.skew_ppm), 4),
+                "skew_matters": bool(r.skew_matters),
+                "reference": bool(r.reference),
+            }
+        lat = {
+            f"{r.from_point} -> {r.to_point}": {
+                "count": int(r.count), "median_ns": int(r.median_ns), "p90_ns": int(r.p90_ns),
+                "p99_ns": int(r.p99_ns), "min_ns": int(r.min_ns), "max_ns": int(r.max_ns),
+            }  # fmt: skip
+            for r in self.hop_latency.itertuples(index=False)
+        }
+        ls = self.loss_summary()
+        return {
+            "clock_offsets": offs,
+            "journeys": int(self.journeys),
+            "multi_point_journeys": int((self.hops.groupby("journey", sort=False).size() > 1).sum()) if len(self.hops) else 0,
+            "ambiguous_journeys": int(self.ambiguous),
+            "window_ns": int(self.window_ns),
+            "matched": self.matched,
+            "unmatched": self.unmatched,
+            "hop_latency": lat,
+            "losses": [
+                {"point": str(r.point), "missing_at": str(r.missing_at), "lost": int(r.lost), "seen_at_point": int(r.seen_at_point)}
+                for r in ls.itertuples(index=False)
+            ],
+            "notes": list(self.notes),
+        }
+
+    def to_json(self, **kw) -> str:
+        """:meth:`to_dict` as JSON text."""
+        return json.dumps(self.to_dict(), **kw)
+
+
+def correlate(capture_set: CaptureSet, *, window_ns: int = DEFAULT_WINDOW_NS, reference: str | None = None) -> Correlation:
+    """Match packets across the capture set's points, estimate clock offsets, and build hops/latency/loss tables."""
+    if window_ns <= 0:
+        raise CorrelationError(f"window_ns must be positive, got {window_ns}")
+    nodes = capture_set.nodes
+    if reference is not None and reference not in nodes:
+        raise CorrelationError(f"reference node {reference!r} is not in the capture set; nodes are {nodes}")
+    pk = capture_set.packets
+    notes = list(capture_set.notes)
+    pid = pk["point_id"].to_numpy(np.int64)
+    point_node = np.array([nodes.index(p.node) for p in capture_set.points], np.int64)
+    node_of_row = point_node[pid]
+    fp = fingerprint(pk, pk["payload_hash"].to_numpy(np.uint64))
+    ts = pk["ts_ns"].to_numpy(np.int64)
+    fp[ts < 0] = 0  # records without a timestamp (pcapng simple packet blocks) cannot be placed in time
+
+    group = unique_groups(fp, pid)
+    offsets, params = estimate_offsets(pk, group, nodes, point_node, reference=reference)
+    for r in offsets.itertuples(index=False):
+        if pd.isna(r.uncertainty_ns):
+            notes.append(
+                f"node {r.node}: no packets matched in both directions with the reference's clock domain; its clock is left uncorrected"
+            )
+    tc = correct(ts, node_of_row, params)
+    jid = match(fp, tc, pid, window_ns=window_ns, npoints=len(capture_set.points))
+    hops, row_journey = _hops(pk, jid, fp, ts, tc)
+    matched, unmatched = {}, {}
+    cats = list(hops["point"].cat.categories)
+    multi = hops["hops"].to_numpy() > 1
+    codes = hops["point"].cat.codes.to_numpy()
+    m = np.bincount(codes[multi], minlength=len(cats))
+    u = np.bincount(codes[~multi], minlength=len(cats))
+    for k, name in enumerate(cats):
+        matched[name], unmatched[name] = int(m[k]), int(u[k])
+    nj = int(hops["journey"].max()) + 1 if len(hops) else 0
+    amb = int(hops.loc[hops["ambiguous"], "journey"].nunique())
+    if nj and not multi.any():
+        notes.append("no packet was seen at more than one capture point; check that the captures overlap in time and path")
+    return Correlation(
+        hops=hops, offsets=offsets, hop_latency=hop_latency(hops), losses=losses(hops),
+        matched=matched, unmatched=unmatched, journeys=nj, ambiguous=amb, window_ns=int(window_ns), notes=notes,
+        row_ts_corrected=tc, row_journey=row_journey,
+    )  # fmt: skip
+
+
+def _hops(pk: pd.DataFrame, jid: np.ndarray, fp: np.ndarray, ts: np.ndarray, tc: np.ndarray) -> tuple[pd.DataFrame, np.ndarray]:
+    """Rows of matchable sightings sorted by (journey, corrected time), and the final journey id of every input row."""
+    rows = np.flatnonzero(jid >= 0)
+    order = rows[np.lexsort((tc[rows], jid[rows]))]
+    j = jid[order]
+    n = j.shape[0]
+    start = np.ones(n, bool)
+    start[1:] = j[1:] != j[:-1]
+    first = np.flatnonzero(start)
+    size = np.diff(np.append(first, n))
+    run = np.repeat(np.arange(first.shape[0]), size)
+    hop = np.arange(n) - first[run]
+    t_first = tc[order][first][run]
+    fps = fp[order]
+    # ambiguous: a fingerprint that owns more than one journey
+    _, inv, cnt = np.unique(fps[first], return_inverse=True, return_counts=True)
+    amb_j = cnt[inv] > 1
+    out = {
+        "journey": j,
+        "hop": hop.astype(np.int16),
+        "hops": size[run].astype(np.int16),
+        "point": pk["point"].iloc[order].reset_index(drop=True),
+        "node": pk["node"].iloc[order].reset_index(drop=True),
+        "interface": pk["interface"].iloc[order].reset_index(drop=True),
+        "ts_ns": ts[order],
+        "ts_corrected_ns": tc[order],
+        "since_first_ns": tc[order] - t_first,
+        "ambiguous": amb_j[run],
+        "fingerprint": fps,
+    }
+    for c in _CARRY:
+        col = pk[c].iloc[order].reset_index(drop=True)
+        want = next(x for x in HOPS_COLUMNS if x.name == c).dtype
+        if want == "category":
+            col = col.astype("category")
+        elif want != "bool":
+            col = col.astype(want)
+        out[c] = col
+    # renumber journeys densely in order of first corrected time
+    hops = pd.DataFrame(out)
+    first_t = tc[order][first]
+    rank = np.empty(first.shape[0], np.int64)
+    rank[np.argsort(first_t, kind="stable")] = np.arange(first.shape[0])
+    hops["journey"] = rank[run]
+    row_journey = np.full(jid.shape[0], -1, np.int64)
+    row_journey[order] = rank[run]
+    hops = hops.sort_values(["journey", "hop"], ignore_index=True, kind="stable")
+    return validate(hops.loc[:, [c.name for c in HOPS_COLUMNS]], HOPS_COLUMNS, table="hops"), row_journey

@@ -1,0 +1,237 @@
+"""A set of captures taken at several points (node:interface), decoded into one packet table labelled by point.
+
+Sources: a ``manifest.json`` (or a directory holding one), ``NODE:IFACE=FILE`` specs, or packet
+tables already decoded. A ``tcpdump -i any`` capture (LINUX_SLL2) is split into one point per
+``ifindex``, named from the manifest's ``interfaces`` list (``if<N>`` when unnamed).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from pandas.api.types import union_categoricals
+
+from pcaptools.correlate.fingerprint import PREFIX_BYTES, prefix_hash
+from pcaptools.errors import CorrelationError, InventoryError
+
+ROLES = ("pod-veth", "node-uplink", "overlay", "lb", "client", "any", "external")
+"""Values of a capture point's ``role`` in a manifest."""
+
+NEEDED = (
+    "ts_ns", "file", "record", "iface", "wirelen", "direction", "ifindex", "tunnel", "vni",
+    "outer_src", "outer_dst", "src", "dst", "proto", "sport", "dport", "ip_id", "ttl", "frag_offset",
+    "more_frags", "tcp_flags", "tcp_seq", "tcp_ack", "payload_offset", "payload_len",
+)  # fmt: skip
+"""Packet-table columns the correlator reads (a subset of PACKET_COLUMNS)."""
+
+
+@dataclass(frozen=True)
+class CapturePoint:
+    """One place packets were captured: a node's interface (or a free label such as ``nlb``)."""
+
+    name: str  # "node:interface"
+    node: str
+    interface: str
+    role: str = "any"
+    file: str = ""
+    pod: str = ""
+    ifindex: int = -1  # set when split out of a -i any capture
+
+
+@dataclass
+class CaptureSet:
+    """Decoded packets of every capture point in one table (column ``point``), plus the points' metadata."""
+
+    points: list[CapturePoint]
+    packets: pd.DataFrame  # NEEDED columns + point, node, interface (category), point_id (int32), payload_hash
+    cni: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.packets)
+
+    @property
+    def nodes(self) -> list[str]:
+        """Node names in first-seen order (the first is the default clock reference)."""
+        return list(dict.fromkeys(p.node for p in self.points))
+
+    @classmethod
+    def load(
+        cls, source: str | os.PathLike | None = None, *, points: Iterable[str] = (), decoder: Callable | None = None
+    ) -> CaptureSet:
+        """From a manifest path or directory, and/or ``NODE:IFACE=FILE`` specs (a bare FILE gets node=stem)."""
+        entries: list[dict] = []
+        cni = ""
+        if source is not None:
+            man = _manifest_path(source)
+            doc = _read_manifest(man)
+            cni = str(doc.get("cni", ""))
+            base = man.parent
+            for i, c in enumerate(doc["captures"]):
+                if not isinstance(c, dict) or "file" not in c:
+                    raise InventoryError(
+                        f"{man}: captures[{i}] needs at least a 'file' key, found {c!r}", path=str(man)
+                    )
+                e = dict(c)
+                e["file"] = str(base / c["file"])
+                entries.append(e)
+        for spec in points:
+            entries.append(parse_point_spec(spec))
+        if not entries:
+            raise CorrelationError("no captures given; pass a manifest.json, a directory holding one, or --point NODE:IFACE=FILE")
+        dec = decoder or _default_decoder()
+        frames = []
+        for e in entries:
+            if not os.path.exists(e["file"]):
+                raise CorrelationError(
+                    f"{e['file']}: capture listed for node {e.get('node', '?')!r} does not exist; check the manifest's 'file' (relative to the manifest)",
+                    path=e["file"],
+                )
+            frames.append((e, dec(e["file"])))
+        return cls.from_frames(frames, cni=cni)
+
+    @classmethod
+    def from_frames(cls, frames: list[tuple[dict, pd.DataFrame]], *, cni: str = "") -> CaptureSet:
+        """From (manifest entry, decoded packet table) pairs; computes payload-prefix hashes from the files."""
+        parts: list[pd.DataFrame] = []
+        pts: list[CapturePoint] = []
+        notes: list[str] = []
+        for entry, df in frames:
+            missing = [c for c in NEEDED if c not in df.columns]
+            if missing:
+                raise CorrelationError(
+                    f"{entry.get('file', '?')}: packet table lacks columns {missing}; decode it with pcaptools.read_packets"
+                )
+            df = df.loc[:, [c for c in df.columns if c in NEEDED or c == "payload_hash"]]
+            if "payload_hash" not in df.columns:
+                df = df.assign(payload_hash=payload_hashes(df))
+            for point, sub in _split(entry, df):
+                pts.append(point)
+                parts.append(sub.assign(point=point.name, node=point.node, interface=point.interface))
+        names = [p.name for p in pts]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise CorrelationError(
+                f"capture point names must be unique, found {sorted(dup)} more than once; give each capture its own NODE:IFACE label"
+            )
+        packets = _concat(parts)
+        packets["point"] = pd.Categorical(packets["point"], categories=names)
+        packets["point_id"] = packets["point"].cat.codes.astype(np.int32)
+        for col in ("node", "interface"):
+            packets[col] = packets[col].astype("category")
+        return cls(points=pts, packets=packets, cni=cni, notes=notes)
+
+
+def parse_point_spec(spec: str) -> dict:
+    """``node-1:eth0=a.pcap`` -> manifest entry; a bare ``a.pcap`` gets node ``a`` and no interface."""
+    if "=" in spec:
+        label, file = spec.split("=", 1)
+        node, _, iface = label.partition(":")
+        if not node or not file:
+            raise CorrelationError(f"--point {spec!r}: expected NODE:IFACE=FILE (e.g. node-1:eth0=node1-eth0.pcap)")
+        return {"file": file, "node": node, "interface": iface, "role": "any"}
+    return {"file": spec, "node": Path(spec).name.split(".")[0], "interface": "", "role": "any"}
+
+
+def payload_hashes(df: pd.DataFrame) -> np.ndarray:
+    """Hash of the first PREFIX_BYTES L4 payload bytes per row, gathered from each file's raw records."""
+    from pcaptools.io import read_records
+
+    out = np.zeros(len(df), np.uint64)
+    files = df["file"].astype(str).to_numpy()
+    rec = df["record"].to_numpy(np.int64)
+    poff = df["payload_offset"].to_numpy(np.int64)
+    plen = df["payload_len"].to_numpy(np.int64)
+    for path in pd.unique(files):
+        rows = np.flatnonzero(files == path)
+        if not os.path.exists(path):
+            raise CorrelationError(f"{path}: needed to hash payload prefixes but it does not exist", path=path)
+        rb = read_records(path)
+        pos = np.searchsorted(rb.record, rec[rows])
+        pos = np.clip(pos, 0, max(len(rb) - 1, 0))
+        ok = (len(rb) > 0) & (rb.record[pos] == rec[rows]) & (poff[rows] >= 0) if len(rb) else np.zeros(len(rows), bool)
+        caplen = rb.caplen[pos].astype(np.int64) if len(rb) else np.zeros(len(rows), np.int64)
+        n = np.minimum(np.minimum(caplen - poff[rows], plen[rows]), PREFIX_BYTES)
+        n = np.where(ok, np.maximum(n, 0), 0)
+        start = np.where(ok, (rb.offset[pos] if len(rb) else 0) + poff[rows], 0)
+        out[rows] = prefix_hash(rb.data, start, n)
+    return out
+
+
+def _default_decoder() -> Callable:
+    try:
+        from pcaptools import read_packets  # type: ignore[attr-defined]
+    except ImportError as exc:  # pragma: no cover - only while the decoder is missing
+        raise CorrelationError("pcaptools.read_packets (the decoder) is not available in this installation") from exc
+    return read_packets
+
+
+def _manifest_path(source: str | os.PathLike) -> Path:
+    p = Path(source)
+    if p.is_dir():
+        p = p / "manifest.json"
+    if not p.exists():
+        raise InventoryError(
+            f"{p}: no manifest.json; pass a manifest, a directory holding one, or --point NODE:IFACE=FILE", path=str(p)
+        )
+    return p
+
+
+def _read_manifest(path: Path) -> dict:
+    try:
+        doc = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InventoryError(f"{path}: not valid JSON ({exc}); expected {{'cni': ..., 'captures': [...]}}", path=str(path)) from exc
+    if not isinstance(doc, dict) or not isinstance(doc.get("captures"), list):
+        raise InventoryError(f"{path}: expected an object with a 'captures' list, found {type(doc).__name__}", path=str(path))
+    return doc
+
+
+def _split(entry: dict, df: pd.DataFrame) -> list[tuple[CapturePoint, pd.DataFrame]]:
+    """One capture file -> its points: per ifindex for -i any (SLL2) captures, else the whole file."""
+    file = str(entry.get("file", ""))
+    node = str(entry.get("node") or Path(file).name.split(".")[0])
+    iface = str(entry.get("interface") or "")
+    role = str(entry.get("role") or "any")
+    pod = str(entry.get("pod") or "")
+    ifx = df["ifindex"].to_numpy(np.int64)
+    if len(df) and (ifx >= 0).any():
+        named = {int(i["ifindex"]): i for i in entry.get("interfaces") or [] if isinstance(i, dict) and "ifindex" in i}
+        out = []
+        for k in np.unique(ifx):
+            info = named.get(int(k), {})
+            name = str(info.get("interface") or f"if{int(k)}")
+            pt = CapturePoint(
+                name=f"{node}:{name}", node=node, interface=name, role=str(info.get("role") or role),
+                file=file, pod=str(info.get("pod") or pod), ifindex=int(k),
+            )  # fmt: skip
+            out.append((pt, df[ifx == k]))
+        return out
+    name = f"{node}:{iface}" if iface else node
+    return [(CapturePoint(name=name, node=node, interface=iface, role=role, file=file, pod=pod), df)]
+
+
+def _concat(parts: list[pd.DataFrame]) -> pd.DataFrame:
+    """Concatenate packet tables keeping category columns categorical (union of categories)."""
+    if len(parts) == 1:
+        return parts[0].reset_index(drop=True).copy()
+    cols = parts[0].columns
+    out = {}
+    for c in cols:
+        if isinstance(parts[0][c].dtype, pd.CategoricalDtype):
+            out[c] = pd.Series(union_categoricals([_objcat(p[c]) for p in parts], ignore_order=True))
+        else:
+            out[c] = pd.Series(np.concatenate([p[c].to_numpy() for p in parts]))
+    return pd.DataFrame(out)
+
+
+def _objcat(s: pd.Series) -> pd.Categorical:
+    """A categorical with object-dtype categories, so tables from different decoders concatenate."""
+    c = s.astype("category").array
+    return pd.Categorical.from_codes(c.codes, categories=pd.Index(list(c.categories.astype(str)), dtype=object))

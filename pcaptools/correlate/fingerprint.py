@@ -1,0 +1,101 @@
+"""Per-packet 64-bit fingerprints from the fields NAT and encapsulation leave alone, to find one packet at many points.
+
+A fingerprint mixes, on the inner (decapsulated) packet: IP protocol, IPv4 identification (IPv6:
+fragment id or -1), fragment offset and more-fragments flag, TCP seq, ack and flags, the L4 payload
+length and a hash of the first :data:`PREFIX_BYTES` bytes of the L4 payload. Addresses, ports, TTL,
+checksums and outer headers are left out on purpose: DNAT/SNAT, routing and tunnels rewrite them.
+
+Where it cannot tell packets apart (the matcher then pairs them by time, see :mod:`.match`):
+
+* pure ACK bursts (duplicate ACKs) with the same seq/ack and no payload, when the IPv4 id does not
+  change between them (always on IPv6, which has no id outside fragments);
+* TCP retransmissions: same seq, ack, flags and payload (the IPv4 id usually differs on Linux);
+* zero-length UDP (or identical payload prefixes) with IPv4 id 0 or on IPv6;
+* ICMP echo: the echo id is rewritten by NAT like a port, so identity comes from the payload prefix
+  (the decoder's ``payload_offset`` points past the ICMP header; ping puts a timestamp there);
+  identical ping payloads on IPv6 collide;
+* GSO/TSO and GRO: a 64 KiB super-packet on a veth and its MSS-sized segments on the uplink have
+  different payload lengths, so only the first segment can match, if at all;
+* middleboxes that rewrite the IPv4 id (pf scrub random-id) or TCP seq (some load balancers).
+
+The matcher resolves repeats of one fingerprint in time order: a sighting joins the oldest open
+journey (started at most ``window_ns`` earlier) that has not yet been seen at that capture point;
+every journey sharing its fingerprint with another one is flagged ``ambiguous`` and counted.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+PREFIX_BYTES = 16
+"""How many leading L4 payload bytes are hashed into the fingerprint."""
+
+_C1 = np.uint64(0xBF58476D1CE4E5B9)
+_C2 = np.uint64(0x94D049BB133111EB)
+_MASK = (1 << 64) - 1
+_CHUNK = 1 << 20
+
+
+def mix64(x: np.ndarray) -> np.ndarray:
+    """splitmix64 finaliser over a uint64 array: a cheap bijective avalanche for hashing fields."""
+    x = x.astype(np.uint64, copy=True)
+    x ^= x >> np.uint64(30)
+    x *= _C1
+    x ^= x >> np.uint64(27)
+    x *= _C2
+    x ^= x >> np.uint64(31)
+    return x
+
+
+def combine(fields: list[np.ndarray]) -> np.ndarray:
+    """Hash a list of equal-length integer arrays into one uint64 per row (order-sensitive)."""
+    h = np.full(len(fields[0]), 0x6A09E667F3BCC908, dtype=np.uint64)
+    for k, f in enumerate(fields):
+        v = np.asarray(f)
+        v = v.astype(np.int64, copy=False).view(np.uint64) if v.dtype != np.uint64 else v
+        h = mix64(h ^ (v + np.uint64((0x9E3779B97F4A7C15 * (k + 1)) & _MASK)))
+    return h
+
+
+def prefix_hash(data: np.ndarray, start: np.ndarray, length: np.ndarray) -> np.ndarray:
+    """Hash of ``data[start:start+length]`` per row (length clipped to PREFIX_BYTES), vectorised in chunks.
+
+    Rows with ``length <= 0`` hash to the hash of nothing; the byte count is part of the hash.
+    """
+    start = np.asarray(start, np.int64)
+    length = np.clip(np.asarray(length, np.int64), 0, PREFIX_BYTES)
+    out = np.empty(start.shape[0], np.uint64)
+    lane = np.arange(PREFIX_BYTES, dtype=np.int64)
+    last = max(int(data.shape[0]) - 1, 0)
+    for lo in range(0, start.shape[0], _CHUNK):
+        s = start[lo : lo + _CHUNK]
+        n = length[lo : lo + _CHUNK]
+        mask = lane[None, :] < n[:, None]
+        idx = np.where(mask, s[:, None] + lane[None, :], 0)
+        np.clip(idx, 0, last, out=idx)
+        b = data[idx] if data.shape[0] else np.zeros(idx.shape, np.uint8)
+        b = np.where(mask, b, 0).astype(np.uint8)
+        words = np.ascontiguousarray(b).view("<u8")
+        out[lo : lo + _CHUNK] = combine([words[:, 0], words[:, 1], n])
+    return out
+
+
+def fingerprint(packets: pd.DataFrame, payload_hash: np.ndarray) -> np.ndarray:
+    """uint64 fingerprint per packet row; 0 for rows without an IP protocol (ARP, undecodable), never matched."""
+    proto = packets["proto"].to_numpy(np.int64)
+    fields = [
+        proto,
+        packets["ip_id"].to_numpy(np.int64),
+        packets["frag_offset"].to_numpy(np.int64),
+        packets["more_frags"].to_numpy(bool).astype(np.int64),
+        packets["tcp_seq"].to_numpy(np.int64),
+        packets["tcp_ack"].to_numpy(np.int64),
+        packets["tcp_flags"].to_numpy(np.int64),
+        packets["payload_len"].to_numpy(np.int64),
+        np.asarray(payload_hash, np.uint64),
+    ]
+    fp = combine(fields)
+    fp[fp == 0] = 1  # 0 is reserved for "not matchable"
+    fp[proto < 0] = 0
+    return fp

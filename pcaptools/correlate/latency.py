@@ -1,0 +1,101 @@
+"""Per-hop latency between consecutive capture points, and packets that went missing on their path.
+
+A packet is *expected* at point Q after point P when, for the same flow direction as seen at P
+(5-tuple at P), Q is the most common next point of the other journeys through P (at least 2 of
+them). A sighting at P whose journey never reaches Q, while Q was capturing (its corrected time
+lies inside Q's capture span), is counted as lost between P and Q.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from pcaptools.addr import to_u128
+from pcaptools.correlate.fingerprint import combine
+
+LATENCY_COLUMNS = ("from_point", "to_point", "count", "median_ns", "p90_ns", "p99_ns", "min_ns", "max_ns")
+LOSS_COLUMNS = ("journey", "point", "missing_at", "ts_corrected_ns", "src", "dst", "sport", "dport", "proto")
+
+
+def hop_pairs(hops: pd.DataFrame) -> pd.DataFrame:
+    """Consecutive sightings of each journey: from/to point codes and corrected latency (hops sorted by journey, hop)."""
+    j = hops["journey"].to_numpy(np.int64)
+    same = np.zeros(len(hops), bool)
+    same[:-1] = j[:-1] == j[1:]
+    idx = np.flatnonzero(same)
+    codes = hops["point"].cat.codes.to_numpy(np.int64)
+    t = hops["ts_corrected_ns"].to_numpy(np.int64)
+    return pd.DataFrame({"row": idx, "from": codes[idx], "to": codes[idx + 1], "latency_ns": t[idx + 1] - t[idx]})
+
+
+def hop_latency(hops: pd.DataFrame) -> pd.DataFrame:
+    """One row per (from_point, to_point) pair seen consecutively: count and latency quantiles in ns."""
+    pairs = hop_pairs(hops)
+    cats = hops["point"].cat.categories
+    if pairs.empty:
+        return pd.DataFrame({c: pd.Series(dtype="int64" if c not in ("from_point", "to_point") else object) for c in LATENCY_COLUMNS})
+    g = pairs.groupby(["from", "to"], sort=True)["latency_ns"]
+    q = g.quantile([0.5, 0.9, 0.99]).unstack()
+    out = pd.DataFrame(
+        {
+            "count": g.size(),
+            "median_ns": q[0.5].round().astype(np.int64),
+            "p90_ns": q[0.9].round().astype(np.int64),
+            "p99_ns": q[0.99].round().astype(np.int64),
+            "min_ns": g.min().astype(np.int64),
+            "max_ns": g.max().astype(np.int64),
+        }
+    ).reset_index()
+    out.insert(0, "from_point", cats[out.pop("from").to_numpy()].astype(str))
+    out.insert(1, "to_point", cats[out.pop("to").to_numpy()].astype(str))
+    return out.sort_values("count", ascending=False, ignore_index=True).loc[:, list(LATENCY_COLUMNS)]
+
+
+def losses(hops: pd.DataFrame) -> pd.DataFrame:
+    """Sightings whose journey stops short of the point that packets of the same flow direction reach next."""
+    n = len(hops)
+    codes = hops["point"].cat.codes.to_numpy(np.int64)
+    npts = len(hops["point"].cat.categories)
+    j = hops["journey"].to_numpy(np.int64)
+    t = hops["ts_corrected_ns"].to_numpy(np.int64)
+    nxt = np.full(n, -1, np.int64)
+    same = np.zeros(n, bool)
+    same[:-1] = j[:-1] == j[1:]
+    nxt[:-1][same[:-1]] = codes[1:][same[:-1]]
+    shi, slo, _ = to_u128(hops["src"])
+    dhi, dlo, _ = to_u128(hops["dst"])
+    flow = combine([codes, hops["proto"].to_numpy(np.int64), shi, slo, dhi, dlo,
+                    hops["sport"].to_numpy(np.int64), hops["dport"].to_numpy(np.int64)])  # fmt: skip
+    # most common next point per (point, flow direction)
+    has = nxt >= 0
+    cnt = pd.DataFrame({"f": flow[has], "q": nxt[has]}).value_counts().reset_index(name="n")
+    cnt = cnt[cnt["n"] >= 2].sort_values("n", ascending=False).drop_duplicates("f")
+    expected = pd.Series(cnt["q"].to_numpy(), index=cnt["f"].to_numpy())
+    exp_q = expected.reindex(flow).to_numpy()
+    known = ~np.isnan(exp_q)
+    q = np.where(known, exp_q, -1).astype(np.int64)
+    # does the journey reach q anywhere?
+    reached = np.isin(j * npts + q, j * npts + codes) & known
+    # was q capturing at that time?
+    lo = np.full(npts, np.iinfo(np.int64).max)
+    hi = np.full(npts, np.iinfo(np.int64).min)
+    np.minimum.at(lo, codes, t)
+    np.maximum.at(hi, codes, t)
+    qq = np.where(known, q, 0)
+    live = known & (t >= lo[qq]) & (t <= hi[qq])
+    lost = np.flatnonzero(live & ~reached)
+    cats = hops["point"].cat.categories
+    out = hops.iloc[lost].loc[:, ["journey", "point", "ts_corrected_ns", "src", "dst", "sport", "dport", "proto"]]
+    out.insert(2, "missing_at", pd.Categorical(cats[q[lost]], categories=cats))
+    return out.reset_index(drop=True).loc[:, list(LOSS_COLUMNS)]
+
+
+def loss_summary(losses_df: pd.DataFrame, hops: pd.DataFrame) -> pd.DataFrame:
+    """Lost packets per (point, missing_at) pair with the number of sightings at the point."""
+    if losses_df.empty:
+        return pd.DataFrame(columns=["point", "missing_at", "lost", "seen_at_point"])
+    g = losses_df.groupby(["point", "missing_at"], observed=True).size().rename("lost").reset_index()
+    seen = hops["point"].value_counts()
+    g["seen_at_point"] = g["point"].map(seen).astype(np.int64)
+    return g.sort_values("lost", ascending=False, ignore_index=True)
