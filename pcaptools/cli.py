@@ -28,6 +28,86 @@ def _root(debug: bool = typer.Option(False, "--debug", help="Show Python traceba
 # --- commands ---
 
 
+@app.command("correlate")
+def correlate_cmd(
+    source: str = typer.Argument(None, help="manifest.json or a directory holding one (optional with --point)."),
+    point: list[str] = typer.Option([], "--point", help="Capture point NODE:IFACE=FILE (repeatable; a bare FILE gets node=its stem)."),  # noqa: B008
+    window_ms: float = typer.Option(2000.0, "--window-ms", help="Max time between sightings of one packet after clock correction."),
+    reference: str = typer.Option(None, "--reference", help="Node whose clock the others are corrected to (default: the first)."),
+    as_json: bool = typer.Option(False, "--json", help="Print clock offsets, journeys, matched/unmatched per point, hop latency as JSON."),
+    out: str = typer.Option(None, "-o", "--output", help="Write the hops table (one row per packet per capture point) to this .parquet file."),
+) -> None:
+    """Find each packet at every capture point (through NAT and tunnels), estimate clock offsets, per-hop latency and loss.
+
+    Example: pcaptools correlate sample_pcaps/flannel --json -o hops.parquet
+    Example: pcaptools correlate --point node-1:eth0=n1.pcap --point node-2:eth0=n2.pcap
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    from pcaptools.correlate import CaptureSet
+    from pcaptools.correlate.api import correlate
+
+    cs = CaptureSet.load(source, points=point)
+    corr = correlate(cs, window_ns=int(window_ms * 1e6), reference=reference)
+    if out:
+        corr.hops.to_parquet(out, index=False)
+    if as_json:
+        print(corr.to_json(indent=2))
+        return
+    console = Console()
+    t = Table(title=f"clock offsets (reference {corr.offsets.loc[corr.offsets['reference'], 'node'].iloc[0]})")
+    for c in ("node", "offset", "uncertainty", "skew ppm"):
+        t.add_column(c)
+    for r in corr.offsets.itertuples(index=False):
+        unc = "unknown" if r.uncertainty_ns != r.uncertainty_ns else f"±{r.uncertainty_ns / 1e3:.1f} us"
+        t.add_row(r.node, f"{r.offset_ns / 1e3:+.1f} us", unc, f"{r.skew_ppm:.3f}" + (" (matters)" if r.skew_matters else ""))
+    console.print(t)
+    t = Table(title=f"{corr.journeys:,} journeys, {corr.ambiguous:,} ambiguous")
+    for c in ("point", "matched", "unmatched"):
+        t.add_column(c)
+    for name in corr.matched:
+        t.add_row(name, f"{corr.matched[name]:,}", f"{corr.unmatched[name]:,}")
+    console.print(t)
+    t = Table(title="hop latency (us)")
+    for c in ("from", "to", "count", "median", "p90", "p99", "min", "max"):
+        t.add_column(c)
+    for r in corr.hop_latency.itertuples(index=False):
+        t.add_row(r.from_point, r.to_point, f"{r.count:,}", *(f"{v / 1e3:.1f}" for v in (r.median_ns, r.p90_ns, r.p99_ns, r.min_ns, r.max_ns)))
+    console.print(t)
+    ls = corr.loss_summary()
+    if len(ls):
+        t = Table(title="packets missing at the next point")
+        for c in ("seen at", "missing at", "lost", "seen"):
+            t.add_column(c)
+        for r in ls.itertuples(index=False):
+            t.add_row(str(r.point), str(r.missing_at), f"{r.lost:,}", f"{r.seen_at_point:,}")
+        console.print(t)
+    for note in corr.notes:
+        console.print(f"note: {note}")
+
+
+@app.command("merge")
+def merge_cmd(
+    source: str = typer.Argument(None, help="manifest.json or a directory holding one (optional with --point)."),
+    output: str = typer.Option(..., "-o", "--output", help="pcapng file to write."),
+    point: list[str] = typer.Option([], "--point", help="Capture point NODE:IFACE=FILE (repeatable)."),  # noqa: B008
+    dedup: bool = typer.Option(False, "--dedup", help="Write each packet once; its other sightings become packet comments."),
+    reference: str = typer.Option(None, "--reference", help="Node whose clock the others are corrected to (default: the first)."),
+) -> None:
+    """Merge all capture points into one pcapng on one clock: one interface per point, packets in corrected time order.
+
+    Example: pcaptools merge sample_pcaps/calico -o merged.pcapng --dedup
+    """
+    from pcaptools.correlate import CaptureSet
+    from pcaptools.correlate.api import correlate
+    from pcaptools.correlate.merge import merge
+
+    cs = CaptureSet.load(source, points=point)
+    n = merge(cs, output, correlation=correlate(cs, reference=reference), dedup=dedup)
+    print(f"wrote {n:,} packets from {len(cs.points)} capture points to {output}")
+
+
 lab_app = typer.Typer(help="The emulated Kubernetes data-plane lab (network namespaces, kube-proxy NAT, tcpdump).",
                       no_args_is_help=True)
 app.add_typer(lab_app, name="lab")
@@ -48,10 +128,14 @@ def lab_run_cmd(
 
     Needs root. Example: pcaptools lab run --cni calico-vxlan --out sample_pcaps/calico-vxlan
     """
+    from pcaptools.errors import LabError
     from pcaptools.lab import run_lab
 
-    path = run_lab(out, cni=cni, nodes=nodes, any_capture=any_capture, nano=nano, connections=connections,
-                   seed=seed, prefix=prefix)
+    try:
+        path = run_lab(out, cni=cni, nodes=nodes, any_capture=any_capture, nano=nano, connections=connections,
+                       seed=seed, prefix=prefix)
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: run_lab has already removed its namespaces
+        raise LabError(f"lab run interrupted ({exc or 'Ctrl-C'}); its {prefix}* namespaces were removed") from exc
     print(path)
 
 

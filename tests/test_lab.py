@@ -391,3 +391,28 @@ def test_lab_help_shows_an_example():
 
     res = CliRunner().invoke(app, ["lab", "run", "--help"])
     assert res.exit_code == 0 and "pcaptools lab run --cni" in res.output
+
+
+@needs_lab
+@pytest.mark.lab
+def test_sigterm_during_a_run_removes_its_namespaces(tmp_path):
+    import signal
+    import sys
+    import time
+
+    prefix = f"ptl{secrets.token_hex(2)}-"
+    proc = subprocess.Popen([sys.executable, "-m", "pcaptools.cli", "lab", "run", "--cni", "calico-vxlan",
+                             "--out", str(tmp_path), "--prefix", prefix],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and proc.poll() is None:  # wait until the nodes exist
+        if f"{prefix}node-2" in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout:
+            break
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2, err
+    assert err.strip().splitlines() == [f"pcaptools: lab run interrupted (signal 15); its {prefix}* namespaces "
+                                        "were removed"]
+    assert prefix not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert not (tmp_path / "manifest.json").exists()

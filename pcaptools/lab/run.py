@@ -34,6 +34,7 @@ def _terminate_on_sigterm() -> Iterator[None]:
         return
 
     def _raise(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the teardown short
         raise KeyboardInterrupt(f"signal {signum}")
 
     old = signal.signal(signal.SIGTERM, _raise)
@@ -129,6 +130,24 @@ def _interfaces(topo: Topology, node_ns: str) -> list[dict[str, Any]]:
     return rows
 
 
+def _remove_previous(out: Path) -> None:
+    """Delete the files an earlier run wrote into ``out`` (as its manifest lists them), nothing else."""
+    old = out / "manifest.json"
+    if not old.is_file():
+        return
+    try:
+        files = [c["file"] for c in json.loads(old.read_text()).get("captures", [])]
+    except (ValueError, AttributeError, KeyError, TypeError) as exc:
+        raise LabError(f"{old}: not a lab manifest ({exc}); pass an empty --out directory") from exc
+    for rel in [*files, "manifest.json", "truth.json", "inventory.json"]:
+        path = (out / rel).resolve()
+        if out.resolve() in path.parents and path.is_file():
+            path.unlink()
+    for d in sorted({(out / rel).parent for rel in files}, reverse=True):
+        if d != out and d.is_dir() and not any(d.iterdir()):
+            d.rmdir()
+
+
 def _place_of_client(topo: Topology, client: str) -> str:
     return client if client in ("client", "internet") else "pod:" + client
 
@@ -147,6 +166,7 @@ def run_lab(out_dir: str | Path, *, cni: str = "vpc", nodes: int = 3, any_captur
     netns.check_host()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    _remove_previous(out)
     jobs = plan_jobs(topo, connections, seed)
     netns.clean(prefix)
     servers: list[Server] = []
