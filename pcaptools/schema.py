@@ -96,6 +96,65 @@ PACKET_COLUMNS: tuple[Column, ...] = (
     Column("error", "category", "", "why decoding stopped early on a malformed header; missing if none"),
 )
 
+FLOW_STATES = (
+    "attempt", "rejected", "half-open", "established", "half-closed", "closed", "reset", "midstream",
+    "oneway", "bidirectional",
+)  # fmt: skip
+"""Values of the flow ``state`` at the end of the capture (pcaptools.flows documents each).
+
+TCP: ``attempt`` SYN without answer; ``rejected`` SYN answered by RST; ``half-open`` SYN and SYN-ACK
+but nothing more from the originator; ``established`` handshake done, no FIN/RST; ``half-closed``
+FIN from one side; ``closed`` FIN from both; ``reset`` RST after the handshake or mid-stream;
+``midstream`` no SYN/SYN-ACK seen (began before the capture). Other protocols: ``oneway`` /
+``bidirectional`` by whether the responder sent anything.
+"""
+
+FLOW_COLUMNS: tuple[Column, ...] = (
+    Column("file", "category", "", "capture file the flow was seen in (flows are per capture point)"),
+    Column("uid", "str", "", "stable flow id: hash of file, ordered 5-tuple and first timestamp"),
+    Column("community_id", "str", "", "Community ID v1 of the inner 5-tuple (missing if disabled)"),
+    Column("proto", "int16", "", "inner IP protocol (6 TCP, 17 UDP, 1 ICMP, 58 ICMPv6, ...)"),
+    Column("orig_h", "category", "", "originator address: sender of the first SYN, else of the first packet"),
+    Column("orig_p", "int32", "", "originator port (ICMP: type), -1 for port-less protocols"),
+    Column("resp_h", "category", "", "responder address"),
+    Column("resp_p", "int32", "", "responder port (ICMP: counterpart type, or code if one-way), -1 if port-less"),
+    Column("first_ts_ns", "int64", "ns", "timestamp of the flow's first packet"),
+    Column("last_ts_ns", "int64", "ns", "timestamp of the flow's last packet"),
+    Column("duration_ns", "int64", "ns", "last_ts_ns - first_ts_ns"),
+    Column("orig_pkts", "int64", "", "packets sent by the originator (non-first fragments included)"),
+    Column("resp_pkts", "int64", "", "packets sent by the responder"),
+    Column("orig_bytes", "int64", "bytes", "IP-layer bytes (sum of ip_len) from the originator, like Zeek's orig_ip_bytes"),
+    Column("resp_bytes", "int64", "bytes", "IP-layer bytes from the responder"),
+    Column("orig_payload_bytes", "int64", "bytes", "L4 payload bytes from the originator (retransmissions included)"),
+    Column("resp_payload_bytes", "int64", "bytes", "L4 payload bytes from the responder"),
+    Column("orig_wire_bytes", "int64", "bytes", "on-wire frame bytes (wirelen, encapsulation included) from the originator"),
+    Column("resp_wire_bytes", "int64", "bytes", "on-wire frame bytes from the responder"),
+    Column("encap_overhead_bytes", "int64", "bytes", "wire bytes of tunnelled packets beyond link header + inner IP packet"),
+    Column("tunnel", "category", "", "outermost encapsulation of the first tunnelled packet (see TUNNELS)"),
+    Column("vni", "int64", "", "VNI / GRE key of the first tunnelled packet, -1 if never tunnelled"),
+    Column("outer_orig_h", "category", "", "outer IP on the originator's side (its node) of the first tunnelled packet"),
+    Column("outer_resp_h", "category", "", "outer IP on the responder's side of the first tunnelled packet"),
+    Column("seen_tunneled", "bool", "", "some packets of the flow were inside a tunnel"),
+    Column("seen_native", "bool", "", "some packets of the flow were not tunnelled"),
+    Column("syn_synack_ns", "int64", "ns", "TCP: first SYN to first SYN-ACK, -1 if not seen"),
+    Column("synack_ack_ns", "int64", "ns", "TCP: first SYN-ACK to the originator's first ACK after it, -1"),
+    Column("handshake_ns", "int64", "ns", "TCP: first SYN to that ACK (syn_synack_ns + synack_ack_ns), -1"),
+    Column("mss_orig", "int32", "bytes", "TCP MSS option announced by the originator, -1 if none"),
+    Column("mss_resp", "int32", "bytes", "TCP MSS option announced by the responder, -1 if none"),
+    Column("wscale_orig", "int16", "", "TCP window-scale shift announced by the originator, -1 if none"),
+    Column("wscale_resp", "int16", "", "TCP window-scale shift announced by the responder, -1 if none"),
+    Column("retransmissions", "int64", "", "TCP segments (data/SYN/FIN) whose seq and payload length were seen before in that direction"),
+    Column("out_of_order", "int64", "", "TCP data segments starting below the highest sequence end seen, not retransmissions"),
+    Column("zero_windows", "int64", "", "TCP non-RST packets advertising a zero window"),
+    Column("resets", "int64", "", "TCP packets with RST"),
+    Column("history", "str", "", "Zeek-like letters S h a d f r (upper: originator), each once, in order of first occurrence"),
+    Column("state", "category", "", "state at the end of the capture (see FLOW_STATES)"),
+    Column("icmp_errors", "int64", "", "ICMP errors seen that quote a packet of this flow (either direction)"),
+    Column("icmp_error_type", "int16", "", "type of the last such ICMP error, -1 if none"),
+    Column("icmp_error_code", "int16", "", "code of the last such ICMP error, -1 if none"),
+    Column("icmp_mtu", "int32", "bytes", "next-hop MTU of the last frag-needed / packet-too-big for this flow, -1"),
+)
+
 
 def columns_by_name(columns: tuple[Column, ...]) -> dict[str, Column]:
     return {c.name: c for c in columns}
