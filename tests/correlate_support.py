@@ -46,6 +46,53 @@ def _row_defaults() -> dict:
     return d
 
 
+def _ip(frame: bytes, off: int, et: int, r: dict, depth: int = 0) -> None:
+    """Fill IP/L4 fields of ``r`` from the IP header at ``off``; VXLAN (UDP 4789/8472) is stripped once."""
+    ipb = frame[off:]
+    if et == 0x0800:
+        ip = dpkt.ip.IP(ipb)
+        r.update(ip_version=4, src=_ip_str(ip.src), dst=_ip_str(ip.dst), proto=ip.p, ip_id=ip.id, ttl=ip.ttl,
+                 ip_len=ip.len, frag_offset=ip.offset, more_frags=bool(ip.mf), dont_frag=bool(ip.df))  # fmt: skip
+        l4off = off + ip.hl * 4
+        l4len = ip.len - ip.hl * 4
+        first_frag = ip.offset == 0
+    elif et == 0x86DD:
+        ip6 = dpkt.ip6.IP6(ipb)
+        r.update(ip_version=6, src=_ip_str(ip6.src), dst=_ip_str(ip6.dst), proto=ip6.p, ttl=ip6.hlim,
+                 ip_len=ip6.plen + 40, frag_offset=0, ip_id=-1, more_frags=False)  # fmt: skip
+        hdr = 40 + sum(len(h) for h in ip6.extension_hdrs.values() if h is not None) if ip6.extension_hdrs else 40
+        frag = ip6.extension_hdrs.get(44) if ip6.extension_hdrs else None
+        if frag is not None:
+            r.update(ip_id=frag.id, frag_offset=frag.frag_off * 8, more_frags=bool(frag.m_flag))
+        l4off = off + hdr
+        l4len = ip6.plen + 40 - hdr
+        first_frag = r["frag_offset"] == 0
+    else:
+        return
+    p = r["proto"]
+    for k in ("sport", "dport", "tcp_seq", "tcp_ack", "tcp_flags", "tcp_win", "icmp_type", "icmp_code"):
+        r[k] = -1
+    if first_frag and p == 6 and len(frame) >= l4off + 20:
+        t = dpkt.tcp.TCP(frame[l4off:l4off + 60])
+        hl = t.off * 4
+        r.update(sport=t.sport, dport=t.dport, tcp_seq=t.seq, tcp_ack=t.ack, tcp_flags=t.flags, tcp_win=t.win,
+                 payload_offset=l4off + hl, payload_len=l4len - hl)  # fmt: skip
+    elif first_frag and p in (17, 132) and len(frame) >= l4off + 8:
+        sport, dport = int.from_bytes(frame[l4off:l4off + 2], "big"), int.from_bytes(frame[l4off + 2:l4off + 4], "big")
+        hl = 8 if p == 17 else 12
+        r.update(sport=sport, dport=dport, payload_offset=l4off + hl, payload_len=l4len - hl)
+        if p == 17 and dport in (4789, 8472) and depth == 0 and len(frame) >= l4off + 8 + 8 + 14:
+            r.update(tunnel="vxlan", vni=int.from_bytes(frame[l4off + 12:l4off + 15], "big"), tunnel_depth=1,
+                     outer_src=r["src"], outer_dst=r["dst"], outer_proto=17, outer_sport=sport, outer_dport=dport,
+                     outer_len=l4off + 16 + 14 - off)  # fmt: skip
+            inner = l4off + 16
+            _ip(frame, inner + 14, int.from_bytes(frame[inner + 12:inner + 14], "big"), r, depth + 1)
+    elif first_frag and p in (1, 58) and len(frame) >= l4off + 4:
+        r.update(icmp_type=frame[l4off], icmp_code=frame[l4off + 1], payload_offset=l4off + 8, payload_len=l4len - 8)
+    else:
+        r.update(payload_offset=l4off, payload_len=l4len)
+
+
 def dpkt_packets(path: str) -> pd.DataFrame:
     """Packet table (all PACKET_COLUMNS) of a capture decoded with dpkt, one Python step per packet (tests only)."""
     rb = read_records(path)
@@ -80,43 +127,7 @@ def dpkt_packets(path: str) -> pd.DataFrame:
                 r["link"] = "RAW"
                 et, off = (0x86DD if frame[0] >> 4 == 6 else 0x0800), 0
             r["ethertype"] = et
-            ipb = frame[off:]
-            if et == 0x0800:
-                ip = dpkt.ip.IP(ipb)
-                r.update(ip_version=4, src=_ip_str(ip.src), dst=_ip_str(ip.dst), proto=ip.p, ip_id=ip.id, ttl=ip.ttl,
-                         ip_len=ip.len, frag_offset=ip.offset, more_frags=bool(ip.mf),
-                         dont_frag=bool(ip.df))  # fmt: skip
-                l4off = off + ip.hl * 4
-                l4len = ip.len - ip.hl * 4
-                first_frag = ip.offset == 0
-            elif et == 0x86DD:
-                ip6 = dpkt.ip6.IP6(ipb)
-                r.update(ip_version=6, src=_ip_str(ip6.src), dst=_ip_str(ip6.dst), proto=ip6.p, ttl=ip6.hlim,
-                         ip_len=ip6.plen + 40, frag_offset=0)  # fmt: skip
-                hdr = 40 + sum(len(h) for h in ip6.extension_hdrs.values() if h is not None) if ip6.extension_hdrs else 40
-                frag = ip6.extension_hdrs.get(44) if ip6.extension_hdrs else None
-                if frag is not None:
-                    r.update(ip_id=frag.id, frag_offset=frag.frag_off * 8, more_frags=bool(frag.m_flag))
-                l4off = off + hdr
-                l4len = ip6.plen + 40 - hdr
-                first_frag = r["frag_offset"] == 0
-            else:
-                rows.append(r)
-                continue
-            p = r["proto"]
-            if first_frag and p == 6 and len(frame) >= l4off + 20:
-                t = dpkt.tcp.TCP(frame[l4off:l4off + 60])
-                hl = t.off * 4
-                r.update(sport=t.sport, dport=t.dport, tcp_seq=t.seq, tcp_ack=t.ack, tcp_flags=t.flags, tcp_win=t.win,
-                         payload_offset=l4off + hl, payload_len=l4len - hl)  # fmt: skip
-            elif first_frag and p in (17, 132) and len(frame) >= l4off + 8:
-                r.update(sport=int.from_bytes(frame[l4off:l4off + 2], "big"), dport=int.from_bytes(frame[l4off + 2:l4off + 4], "big"))
-                hl = 8 if p == 17 else 12
-                r.update(payload_offset=l4off + hl, payload_len=l4len - hl)
-            elif first_frag and p in (1, 58) and len(frame) >= l4off + 4:
-                r.update(icmp_type=frame[l4off], icmp_code=frame[l4off + 1], payload_offset=l4off + 8, payload_len=l4len - 8)
-            else:
-                r.update(payload_offset=l4off, payload_len=l4len)
+            _ip(frame, off, et, r)
         except (dpkt.UnpackError, IndexError, ValueError):
             r["error"] = "dpkt"
         rows.append(r)

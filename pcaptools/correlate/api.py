@@ -15,7 +15,7 @@ import pandas as pd
 
 from pcaptools.correlate.capture_set import CaptureSet
 from pcaptools.correlate.clock import correct, estimate_offsets
-from pcaptools.correlate.fingerprint import fingerprint
+from pcaptools.correlate.fingerprint import combine, fingerprint
 from pcaptools.correlate.latency import hop_latency, loss_summary, losses
 from pcaptools.correlate.match import match, unique_groups
 from pcaptools.errors import CorrelationError
@@ -113,7 +113,12 @@ def correlate(capture_set: CaptureSet, *, window_ns: int = DEFAULT_WINDOW_NS, re
                 f"node {r.node}: no packets matched in both directions with the reference's clock domain; its clock is left uncorrected"
             )
     tc = correct(ts, node_of_row, params)
-    jid = match(fp, tc, pid, window_ns=window_ns, npoints=len(capture_set.points))
+    # a packet may cross one point twice (in natively, out encapsulated or routed back out): sightings
+    # at one point count as distinct places when their TTL or encapsulation differ; repeats with the
+    # same look (retransmissions, duplicate ACKs) stay separate journeys
+    look = combine([pid, pk["ttl"].to_numpy(np.int64), pk["tunnel"].notna().to_numpy().astype(np.int64)])
+    slot = pd.factorize(look)[0]
+    jid = match(fp, tc, slot, window_ns=window_ns, npoints=int(slot.max()) + 1 if slot.size else 1)
     hops, row_journey = _hops(pk, jid, fp, ts, tc)
     matched, unmatched = {}, {}
     cats = list(hops["point"].cat.categories)
