@@ -28,6 +28,52 @@ def _root(debug: bool = typer.Option(False, "--debug", help="Show Python traceba
 # --- commands ---
 
 
+@app.command("flows")
+def flows_cmd(
+    files: list[str] = typer.Argument(..., help="Capture files (pcap, pcapng, gzip-compressed or not)."),  # noqa: B008
+    out: str = typer.Option(None, "-o", "--output", help="Write the flow table to OUT.parquet or OUT.csv."),
+    as_json: bool = typer.Option(False, "--json", help="Print the flows as a JSON list, one object per flow."),
+    idle_timeout: float = typer.Option(None, "--idle-timeout", help="Seconds of inactivity that end a flow (default: Zeek's, TCP 300, others 60)."),
+    seed: int = typer.Option(0, "--seed", help="Community ID seed (0-65535); both sides of a comparison must use the same."),
+    limit: int = typer.Option(20, "--limit", help="Rows shown in the terminal table (largest flows first)."),
+) -> None:
+    """Bidirectional flows (Zeek conn.log-like) with Community ID, per capture file.
+
+    Example: pcaptools flows node1.pcap.gz node2.pcapng -o flows.parquet
+    Example: pcaptools flows capture.pcap --json --seed 1
+    """
+    from pcaptools.errors import DecodeError
+    from pcaptools.flows import read_flows
+
+    if out and not out.endswith((".parquet", ".csv")):
+        raise DecodeError(f"-o {out}: expected a .parquet or .csv file name; found another suffix; try -o flows.parquet")
+    if not 0 <= seed <= 0xFFFF:
+        raise DecodeError(f"--seed {seed}: expected 0..65535 (an unsigned 16-bit value)")
+    fl = read_flows(files, idle_timeout_s=idle_timeout, seed=seed)
+    if out:
+        fl.to_parquet(out, index=False) if out.endswith(".parquet") else fl.to_csv(out, index=False)
+    if as_json:
+        print(fl.to_json(orient="records", indent=2))
+        return
+    if out:
+        print(f"{len(fl):,} flows written to {out}")
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"{len(fl):,} flows (largest {min(limit, len(fl))} by bytes)")
+    cols = ("community_id", "proto", "orig", "resp", "pkts", "bytes", "duration s", "state", "history", "tunnel")
+    for c in cols:
+        t.add_column(c)
+    top = fl.assign(_b=fl.orig_bytes + fl.resp_bytes).nlargest(limit, "_b")
+    for r in top.itertuples(index=False):
+        port = lambda h, p: f"{h}:{p}" if p >= 0 else str(h)  # noqa: E731
+        t.add_row(str(r.community_id), str(r.proto), port(r.orig_h, r.orig_p), port(r.resp_h, r.resp_p),
+                  f"{r.orig_pkts}/{r.resp_pkts}", f"{r.orig_bytes}/{r.resp_bytes}", f"{r.duration_ns / 1e9:.3f}",
+                  str(r.state), r.history, "" if r.tunnel != r.tunnel else f"{r.tunnel} {r.vni}")  # fmt: skip
+    Console().print(t)
+
+
 @app.command("correlate")
 def correlate_cmd(
     source: str = typer.Argument(None, help="manifest.json or a directory holding one (optional with --point)."),
