@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import shutil
 import subprocess
 import sys
@@ -25,6 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))  # benchmark this checkout, whatever copy pip installed elsewhere
 CACHE = HERE / ".cache"
 RESULTS = HERE / "results.jsonl"
 
@@ -76,16 +76,20 @@ def _child(name: str, path: str, count: int, repeat: int) -> None:
     fn(path)  # warm-up: imports, numba cache load, page cache
     best = float("inf")
     n = 0
-    tracemalloc.start()
     for _ in range(repeat):
         t0 = time.perf_counter()
         n = fn(path)
         best = min(best, time.perf_counter() - t0)
+    tracemalloc.start()  # one more run, traced, for the peak of Python/numpy allocations
+    fn(path)
     _, peak = tracemalloc.get_traced_memory()
-    rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    tracemalloc.stop()
+    # VmHWM (peak resident set) is reset by exec, unlike ru_maxrss which a child inherits from its parent.
+    # It counts the pages of a memory-mapped file that were touched, too.
+    hwm_kb = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
     print(
         json.dumps(
-            {"records": n, "seconds": best, "peak_alloc_mb": peak / 2**20, "peak_rss_mb": rss_kb / 1024}
+            {"records": n, "seconds": best, "peak_alloc_mb": peak / 2**20, "peak_rss_mb": hwm_kb / 1024}
         )
     )
 
@@ -95,19 +99,23 @@ def _first_call_cost(sample: str) -> dict:
     import pcaptools
 
     src = Path(pcaptools.__file__).parent
-    code = (
-        "import time; t=time.perf_counter(); import pcaptools.io.reader as r; "
-        f"assert r.__file__.startswith({tempfile.gettempdir()!r}); r.read_records({sample!r}); "
-        "r.read_records(r.__file__.rsplit('/', 3)[0] + '/probe.pcap'); print(time.perf_counter()-t)"
-    )
     with tempfile.TemporaryDirectory() as tmp:
+        code = (
+            "import time; t=time.perf_counter(); import pcaptools.io.reader as r; "
+            f"assert r.__file__.startswith({tmp!r}), r.__file__; r.read_records({sample!r}); "
+            f"r.read_records({tmp!r} + '/probe.pcap'); print(time.perf_counter()-t)"
+        )
         shutil.copytree(src, Path(tmp) / "pcaptools", ignore=shutil.ignore_patterns("__pycache__"))
-        shutil.copy(HERE.parent / "tests" / "data" / "own" / "eth.pcap", Path(tmp) / "probe.pcap")  # both walkers
+        shutil.copy(
+            HERE.parent / "tests" / "data" / "own" / "eth.pcap", Path(tmp) / "probe.pcap"
+        )  # both walkers
         env = dict(os.environ, PYTHONPATH=tmp)
         run = [sys.executable, "-c", code]
         # cwd=tmp: with the repository as cwd, "python -c" would import the repository's copy instead
         cold = float(subprocess.run(run, env=env, cwd=tmp, capture_output=True, text=True, check=True).stdout)
-        cached = float(subprocess.run(run, env=env, cwd=tmp, capture_output=True, text=True, check=True).stdout)
+        cached = float(
+            subprocess.run(run, env=env, cwd=tmp, capture_output=True, text=True, check=True).stdout
+        )
     return {"first_call_cold_s": round(cold, 3), "first_call_cached_s": round(cached, 3)}
 
 

@@ -17,6 +17,7 @@ from pcaptools.errors import BadMagic, CorruptBlock, PcapError, TruncatedRecord
 from pcaptools.io import iter_records, read_records
 
 DATA = Path(__file__).parent / "data"
+REPO = str(Path(__file__).resolve().parent.parent)
 SEC = 1_600_000_000
 
 
@@ -213,15 +214,16 @@ def test_numba_walkers_load_from_the_cache_in_a_fresh_process(tmp_path: Path) ->
         f"""
         from pcaptools.io import read_records
         from pcaptools.io import pcap, pcapng
+        assert pcap.__file__.startswith({REPO!r}), pcap.__file__
         read_records({str(DATA / "own" / "eth.pcap")!r}); read_records({str(DATA / "own" / "eth.pcapng")!r})
         print(sum(pcap.walk.stats.cache_hits.values()), sum(pcapng.walk.stats.cache_hits.values()),
               sum(pcap.walk.stats.cache_misses.values()) + sum(pcapng.walk.stats.cache_misses.values()))
         """
     )
-    env = dict(os.environ)
+    env = dict(os.environ, PYTHONPATH=REPO)  # this checkout, not another installed copy
     for _ in range(2):
         out = subprocess.run(
-            [sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True
+            [sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=REPO, check=True
         )
     hits_pcap, hits_ng, misses = map(int, out.stdout.split())
     assert hits_pcap >= 1 and hits_ng >= 1 and misses == 0

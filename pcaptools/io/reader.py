@@ -489,13 +489,13 @@ def iter_records(
     path: str | os.PathLike,
     *,
     batch_records: int = 1 << 20,
-    batch_bytes: int = 64 << 20,
+    batch_bytes: int = 16 << 20,
     on_error: OnError = "skip",
 ) -> Iterator[RecordBatch]:
     """Batches of at most ``batch_records`` records from windows of about ``batch_bytes`` bytes.
 
-    Memory stays bounded by the window size (plus one record): each window is read (or gunzipped)
-    separately and a record cut by the window's end is carried over to the next one. A batch's
+    Memory stays bounded by about two windows: each window is read (or gunzipped) into its own
+    buffer and a record cut by the window's end is carried over to the next one. A batch's
     ``data`` is its own window; ``data_base`` is the window's offset in the (decompressed) file.
     """
     if batch_records < 1 or batch_bytes < 1:
