@@ -160,18 +160,29 @@ def community_id(
 
     ``sport``/``dport`` are ports, or ICMP type/code for protocols 1 and 58; ``-1`` means absent.
     """
-    if not 0 <= int(seed) <= 0xFFFF:
-        raise ValueError(f"community ID seed must be an unsigned 16-bit value, got {seed}")
     s_hi, s_lo, s_ok, s_v6 = addresses(src)
     d_hi, d_lo, d_ok, d_v6 = addresses(dst)
     proto = np.asarray(pd.Series(proto).fillna(-1), np.int64)
     sport = np.asarray(pd.Series(sport).fillna(-1), np.int64)
     dport = np.asarray(pd.Series(dport).fillna(-1), np.int64)
+    valid = s_ok & d_ok & (s_v6 == d_v6)
+    return community_id_u128(s_hi, s_lo, d_hi, d_lo, s_v6, proto, sport, dport, valid, seed=seed, base64=base64)
+
+
+def community_id_u128(
+    s_hi: np.ndarray, s_lo: np.ndarray, d_hi: np.ndarray, d_lo: np.ndarray, is_v6: np.ndarray,
+    proto: np.ndarray, sport: np.ndarray, dport: np.ndarray, valid: np.ndarray,
+    *, seed: int = 0, base64: bool = True,
+) -> np.ndarray:  # fmt: skip
+    """:func:`community_id` on addresses already split into (hi, lo) uint64 pairs (see pcaptools.addr)."""
+    if not 0 <= int(seed) <= 0xFFFF:
+        raise ValueError(f"community ID seed must be an unsigned 16-bit value, got {seed}")
+    proto = np.asarray(proto, np.int64)
     pa, pb, has_ports, one_way = flow_ports(proto, sport, dport)
     swap = order(s_hi, s_lo, d_hi, d_lo, pa, pb, one_way)
     a_hi, b_hi = np.where(swap, d_hi, s_hi), np.where(swap, s_hi, d_hi)
     a_lo, b_lo = np.where(swap, d_lo, s_lo), np.where(swap, s_lo, d_lo)
     qa, qb = np.where(swap, pb, pa), np.where(swap, pa, pb)
-    m, length = hash_inputs(a_hi, a_lo, b_hi, b_lo, s_v6, proto, qa, qb, has_ports, seed=int(seed))
-    valid = s_ok & d_ok & (s_v6 == d_v6) & (proto >= 0) & (proto <= 255)
-    return digest_rows(m, length, valid, base64=base64)
+    m, length = hash_inputs(a_hi, a_lo, b_hi, b_lo, is_v6, proto, qa, qb, has_ports, seed=int(seed))
+    ok = np.asarray(valid, bool) & (proto >= 0) & (proto <= 255)
+    return digest_rows(m, length, ok, base64=base64)

@@ -281,14 +281,16 @@ def flows(
     out.update(_icmp_errors(packets, erows, err_key, key, starts, ts, fid, nf, q_proto_all))
 
     res = pd.DataFrame(out)
-    if community_id:
-        res["community_id"] = pd.array(
-            cid.community_id(res["orig_h"], res["resp_h"], res["proto"], res["orig_p"], res["resp_p"], seed=seed),
-            dtype="str",
-        )
-    else:
-        res["community_id"] = pd.array(np.full(len(res), None, object), dtype="str")
-    res["uid"] = pd.array(_uids(res), dtype="str")
+    # hash inputs from the originator's first packet: addresses as (hi, lo), no re-parsing of text
+    fo = np.maximum(first_o, 0)
+    sh, sl, dh, dl = (x[order][fo] for x in (s[0], s[1], d[0], d[1]))
+    v6 = s[3][order][fo]
+    po, pr = res["orig_p"].to_numpy(np.int64), res["resp_p"].to_numpy(np.int64)
+    ids = np.full(nf, None, object)
+    if community_id and nf:
+        ids = cid.community_id_u128(sh, sl, dh, dl, v6, out["proto"], po, pr, np.ones(nf, bool), seed=seed)
+    res["community_id"] = pd.array(ids, dtype="str")
+    res["uid"] = pd.array(_uids(res, sh, sl, dh, dl, v6), dtype="str")
     res = res.sort_values(["first_ts_ns", "uid"], kind="stable", ignore_index=True)
     dtypes = {c.name: c.dtype for c in FLOW_COLUMNS if c.dtype != "category"}
     res = res.astype(dtypes)
@@ -494,50 +496,20 @@ def _icmp_errors(packets, erows, err_key, key, starts, ts, fid, nf, q_proto_all)
     return res
 
 
-def _uids(res: pd.DataFrame) -> np.ndarray:
-    """Stable flow ids: 'C' + 16 base32 chars of BLAKE2b over file name, ordered tuple and first timestamp."""
+def _uids(res: pd.DataFrame, sh, sl, dh, dl, v6) -> np.ndarray:  # noqa: ANN001
+    """Stable flow ids: 'C' + 16 base32 chars of BLAKE2b over file name, oriented tuple and first timestamp."""
     import base64
 
-    s_hi, s_lo, s_ok, s_v6 = cid.addresses(res["orig_h"])
-    d_hi, d_lo, d_ok, _ = cid.addresses(res["resp_h"])
     proto = res["proto"].to_numpy(np.int64)
     pa = res["orig_p"].to_numpy(np.int64)
     pb = res["resp_p"].to_numpy(np.int64)
-    m, length = cid.hash_inputs(s_hi, s_lo, d_hi, d_lo, s_v6, proto, np.maximum(pa, 0), np.maximum(pb, 0),
-                                pa >= 0)  # fmt: skip
+    m, length = cid.hash_inputs(sh, sl, dh, dl, v6, proto, np.maximum(pa, 0), np.maximum(pb, 0), pa >= 0)
     ts = res["first_ts_ns"].to_numpy(np.int64)
     files = res["file"].astype(object).to_numpy()
     out = np.empty(len(res), dtype=object)
     for i in range(len(res)):
-        h = hashlib.blake2b(digest_size=10)
+        h = hashlib.blake2b(m[i, : length[i]].tobytes(), digest_size=10)
         h.update(str(files[i]).encode())
-        h.update(m[i, : length[i]].tobytes())
         h.update(int(ts[i]).to_bytes(8, "big", signed=True))
         out[i] = "C" + base64.b32encode(h.digest()).decode("ascii").lower()
     return out
-
-
-def read_flows(
-    paths: str | list[str],
-    *,
-    idle_timeout_s: float | None = None,
-    seed: int = 0,
-    community_id: bool = True,
-) -> pd.DataFrame:
-    """Flows of one or more capture files, each decoded with ``read_packets``; flows are per file."""
-    from pcaptools.packets import read_packets
-
-    paths = [paths] if isinstance(paths, str) else list(paths)
-    parts = [
-        flows(read_packets(p), idle_timeout_s=idle_timeout_s, seed=seed, community_id=community_id) for p in paths
-    ]
-    if not parts:
-        raise DecodeError("no capture files given; pass one or more pcap/pcapng paths")
-    if len(parts) == 1:
-        return parts[0]
-    res = pd.concat(parts, ignore_index=True)
-    for c in FLOW_COLUMNS:
-        if c.dtype == "category":
-            res[c.name] = res[c.name].astype("category")
-    res["state"] = pd.Categorical(res["state"], categories=list(FLOW_STATES))
-    return validate(res, FLOW_COLUMNS, table="flow")
