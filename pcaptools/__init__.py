@@ -8,3 +8,6 @@ from pcaptools import lab as lab  # noqa: E402  (lazy: pcaptools.lab.run_lab imp
 from pcaptools.correlate import CaptureSet as CaptureSet  # noqa: E402
 from pcaptools.correlate import correlate as correlate  # noqa: E402  (the matcher compiles on first call)
 from pcaptools.flows import flows as flows  # noqa: E402  (pcaptools.flows(packets) -> flow table)
+from pcaptools.io import iter_records as iter_records  # noqa: E402  (walkers load from numba's cache on first call)
+from pcaptools.io import read_records as read_records  # noqa: E402
+from pcaptools.io import summarize as summarize  # noqa: E402
