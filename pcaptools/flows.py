@@ -513,3 +513,29 @@ def _uids(res: pd.DataFrame, sh, sl, dh, dl, v6) -> np.ndarray:  # noqa: ANN001
         h.update(int(ts[i]).to_bytes(8, "big", signed=True))
         out[i] = "C" + base64.b32encode(h.digest()).decode("ascii").lower()
     return out
+
+
+def read_flows(
+    paths: str | list[str],
+    *,
+    idle_timeout_s: float | None = None,
+    seed: int = 0,
+    community_id: bool = True,
+) -> pd.DataFrame:
+    """Flows of one or more capture files, each decoded with ``read_packets``; flows are per file."""
+    from pcaptools.packets import read_packets
+
+    paths = [paths] if isinstance(paths, str) else list(paths)
+    parts = [
+        flows(read_packets(p), idle_timeout_s=idle_timeout_s, seed=seed, community_id=community_id) for p in paths
+    ]
+    if not parts:
+        raise DecodeError("no capture files given; pass one or more pcap/pcapng paths")
+    if len(parts) == 1:
+        return parts[0]
+    res = pd.concat(parts, ignore_index=True)
+    for c in FLOW_COLUMNS:
+        if c.dtype == "category":
+            res[c.name] = res[c.name].astype("category")
+    res["state"] = pd.Categorical(res["state"], categories=list(FLOW_STATES))
+    return validate(res, FLOW_COLUMNS, table="flow")

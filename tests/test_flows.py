@@ -319,3 +319,31 @@ def test_flows_are_symmetric_under_swapping_every_packets_direction_of_capture_o
     f2 = flows(pk.iloc[::-1].reset_index(drop=True).assign(ts_ns=pk["ts_ns"].iloc[::-1].to_numpy()))
     assert set(f1["community_id"]) == set(f2["community_id"])
     assert f1[["orig_pkts", "resp_pkts"]].sum().sum() == f2[["orig_pkts", "resp_pkts"]].sum().sum()
+
+
+# --- CLI -------------------------------------------------------------------------------------------
+def test_cli_help_shows_an_example(capsys):
+    from pcaptools.cli import main
+
+    assert main(["flows", "--help"]) == 0
+    assert "Example: pcaptools flows" in capsys.readouterr().out
+
+
+def test_cli_refuses_an_unknown_output_suffix_in_one_line(capsys, tmp_path):
+    from pcaptools.cli import main
+
+    assert main(["flows", str(CID / "pcaps" / "tcp.pcap"), "-o", str(tmp_path / "x.txt")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("pcaptools: ") and ".parquet or .csv" in err and err.count("\n") == 1
+
+
+def test_cli_writes_parquet_and_prints_json(capsys, tmp_path):
+    pytest.importorskip("pcaptools.packets", reason="the decoder (read_packets) is not installed yet")
+    from pcaptools.cli import main
+
+    out = tmp_path / "f.parquet"
+    assert main(["flows", str(CID / "pcaps" / "tcp.pcap"), "--json", "-o", str(out)]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    back = pd.read_parquet(out)
+    assert len(rows) == len(back) == 1
+    assert rows[0]["community_id"] == back["community_id"][0] == "1:LQU9qZlK+B5F3KDmev6m5PMibrg="
