@@ -157,7 +157,7 @@ def source_packets() -> pd.DataFrame:
 
 
 def split_path(src: pd.DataFrame, *, offset_ns: int = 3_700_000, drop: float = 0.01, retrans: float = 0.01,
-               seed: int = 7) -> tuple[list[tuple[dict, pd.DataFrame]], pd.DataFrame]:  # fmt: skip
+               seed: int = 7, skew_ppm: float = 0.0) -> tuple[list[tuple[dict, pd.DataFrame]], pd.DataFrame]:  # fmt: skip
     """Play packets through node-1:veth1 -> node-1:eth0 -> node-2:eth0 -> node-2:veth2 (clients on node-1).
 
     Returns (frames for CaptureSet.from_frames, truth) where every frame row has a ``true_journey``
@@ -192,7 +192,10 @@ def split_path(src: pd.DataFrame, *, offset_ns: int = 3_700_000, drop: float = 0
         # forward packets visit POINTS in order, reverse ones backwards
         hop = np.where(fw, pos, 3 - pos)
         df = base.copy()
-        df["ts_ns"] = t_hop[hop, np.arange(m)] + (offset_ns if name.startswith("node-2") else 0)
+        t_true = t_hop[hop, np.arange(m)]
+        if name.startswith("node-2"):  # node-2's clock: offset plus a rate error from the first packet on
+            t_true = t_true + offset_ns + np.round((t_true - t_hop[0].min()) * skew_ppm * 1e-6).astype(np.int64)
+        df["ts_ns"] = t_true
         ttl = df["ttl"].to_numpy().astype(np.int64) - np.where(hop >= 1, 1, 0) - np.where(hop >= 3, 1, 0)
         df["ttl"] = ttl.astype(np.int16)
         dst = df["dst"].astype(str).to_numpy().astype(object)

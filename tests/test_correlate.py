@@ -208,3 +208,21 @@ def test_point_specs_and_bad_sources_raise_documented_errors(tmp_path):
         CaptureSet.load(tmp_path, decoder=_decoder())
     with pytest.raises(CorrelationError):
         CaptureSet.load()
+
+
+def test_clock_skew_is_estimated_and_corrected_when_it_matters(source):
+    frames, _ = split_path(source, offset_ns=SHIFT_NS, skew_ppm=50.0, seed=11)
+    corr = correlate(CaptureSet.from_frames(frames))
+    n2 = corr.offsets.set_index("node").loc["node-2"]
+    assert abs(n2["skew_ppm"] - 50.0) < 5.0
+    assert bool(n2["skew_matters"])  # 50 ppm over the ~2 min capture is far more than the offset bound
+    lat = corr.hop_latency.set_index(["from_point", "to_point"])
+    for pair in [("node-1:eth0", "node-2:eth0"), ("node-2:eth0", "node-1:eth0")]:
+        # injected: 100-150 us; after skew correction every one stays causal and near it
+        assert lat.loc[pair, "min_ns"] > 0
+        assert 0 < lat.loc[pair, "median_ns"] < 250_000
+
+
+def test_no_skew_is_reported_as_not_mattering(split):
+    n2 = split[2].offsets.set_index("node").loc["node-2"]
+    assert abs(n2["skew_ppm"]) < 1.0 and not bool(n2["skew_matters"])

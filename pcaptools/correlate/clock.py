@@ -58,45 +58,58 @@ def _label(d: np.ndarray, key: np.ndarray, half: np.ndarray) -> np.ndarray:
     return lab
 
 
+def _skew(d: np.ndarray, x: np.ndarray, ab: np.ndarray, ba: np.ndarray) -> float:
+    """Relative clock rate from lines through per-window minima of d_ab and d_ba (0 if under 3 windows).
+
+    Refit on the detrended delays a few times: a window's minimum is biased by the drift inside it.
+    """
+    w = np.empty(x.shape[0], np.int64)  # equal-count windows: captures are bursty
+    w[np.argsort(x, kind="stable")] = np.arange(x.shape[0]) * _WINDOWS // x.shape[0]
+    keep = [k for k in range(_WINDOWS) if (ab & (w == k)).any() and (ba & (w == k)).any()]
+    if len(keep) < 3:
+        return 0.0
+    masks = [w == k for k in keep]
+    xs = np.array([float(np.median(x[m])) for m in masks])
+    if np.ptp(xs) <= 0:
+        return 0.0
+    skew = 0.0
+    for _ in range(4):
+        dd = d - skew * x
+        y_ab = [float(dd[m & ab].min()) for m in masks]
+        y_ba = [float((-dd[m & ba]).min()) for m in masks]
+        skew += float(np.polyfit(xs, y_ab, 1)[0] - np.polyfit(xs, y_ba, 1)[0]) / 2
+    return skew
+
+
+def _offset(d: np.ndarray, ab: np.ndarray, ba: np.ndarray) -> tuple[float, float]:
+    q_ab, q_ba = _lowq(d[ab]), _lowq(-d[ba])
+    return (q_ab - q_ba) / 2, abs(q_ab + q_ba) / 2
+
+
 def pair_estimate(d: np.ndarray, t: np.ndarray, key: np.ndarray, half: np.ndarray) -> dict | None:
-    """Offset of point B relative to point A from apparent delays ``d = t_b - t_a`` of matched packets."""
+    """Offset (at the midpoint), error bound and skew of point B's clock against point A's from ``d = t_b - t_a``."""
     lab = _label(d, key, half)
     if not (lab == 1).any() or not (lab == -1).any():
         return None
-    ab, ba = lab == 1, lab == -1
-    off = (_lowq(d[ab]) - _lowq(-d[ba])) / 2
-    bound = abs(_lowq(d[ab]) + _lowq(-d[ba])) / 2
-    # refine: with the offset inside the gap, every packet's direction is the side of it its d falls on
-    fwd = d > off
-    if fwd.any() and (~fwd).any():
-        off2 = (_lowq(d[fwd]) - _lowq(-d[~fwd])) / 2
-        if abs(off2 - off) <= bound + 1:
-            off, ab, ba = off2, d > off2, d <= off2
-            if not ab.any() or not ba.any():
-                ab, ba = lab == 1, lab == -1
-    q_ab, q_ba = _lowq(d[ab]), _lowq(-d[ba])
-    fwd = ab
-    est = {"offset_ns": off, "bound_ns": abs(q_ab + q_ba) / 2, "n": int(d.shape[0]), "skew": 0.0, "line_ns": off}
     span = float(t.max() - t.min())
-    if span > 0:
-        w = np.minimum(((t - t.min()) / span * _WINDOWS).astype(np.int64), _WINDOWS - 1)
-        xs, y_ab, y_ba = [], [], []
-        for k in range(_WINDOWS):
-            m = w == k
-            if (m & ab).any() and (m & ba).any():
-                xs.append(float(np.median(t[m] - t.min())))
-                y_ab.append(float(d[m & ab].min()))
-                y_ba.append(float((-d[m & ba]).min()))
-        if len(xs) >= 3:
-            x = np.asarray(xs)
-            s_ab, c_ab = np.polyfit(x, y_ab, 1)
-            s_ba, c_ba = np.polyfit(x, y_ba, 1)
-            est["skew"] = (s_ab - s_ba) / 2
-            mid = span / 2
-            est["line_ns"] = ((c_ab + s_ab * mid) - (c_ba + s_ba * mid)) / 2
-    est["t_mid"] = float(t.min()) + span / 2
-    est["span"] = span
-    return est
+    t_mid = float(t.min()) + span / 2
+    x = t - t_mid
+    ab, ba = lab == 1, lab == -1
+    skew = _skew(d, x, ab, ba)
+    dd = d - skew * x  # detrended: what d would be at the midpoint
+    off, bound = _offset(dd, ab, ba)
+    # refine: with the offset inside the gap, every packet's direction is the side of it that d falls on
+    fwd = dd > off
+    if fwd.any() and (~fwd).any():
+        off2, bound2 = _offset(dd, fwd, ~fwd)
+        if abs(off2 - off) <= bound + 1:
+            skew2 = _skew(d, x, fwd, ~fwd)
+            dd2 = d - skew2 * x
+            fwd2 = dd2 > off2
+            if fwd2.any() and (~fwd2).any():
+                skew, dd = skew2, dd2
+                off, bound = _offset(dd, fwd2, ~fwd2)
+    return {"offset_ns": off, "bound_ns": bound, "n": int(d.shape[0]), "skew": skew, "line_ns": off, "t_mid": t_mid, "span": span}
 
 
 def estimate_offsets(
