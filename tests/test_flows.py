@@ -10,6 +10,8 @@ import dpkt
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pcaptools.community_id import community_id
 from pcaptools.flows import flows
@@ -133,8 +135,15 @@ def test_result_matches_the_declared_flow_schema():
     assert f["uid"].is_unique
 
 
-def test_flows_of_combined_capture_carry_the_pycommunityid_baseline_ids():
-    f = flows(dpkt_packets(CID / "pcaps" / "combined.pcap"))
+@pytest.mark.parametrize("source", ["dpkt", "read_packets"])
+def test_flows_of_combined_capture_carry_the_pycommunityid_baseline_ids(source):
+    if source == "dpkt":
+        pk = dpkt_packets(CID / "pcaps" / "combined.pcap")
+    else:
+        pk = pytest.importorskip("pcaptools.packets", reason="decoder not installed yet").read_packets(
+            str(CID / "pcaps" / "combined.pcap.gz")
+        )
+    f = flows(pk)
     base = json.loads((CID / "baseline" / "baseline_deflt.json").read_text())
     expected = {r["communityid"] for r in base}
     assert set(f["community_id"].dropna()) == expected
@@ -347,3 +356,38 @@ def test_cli_writes_parquet_and_prints_json(capsys, tmp_path):
     back = pd.read_parquet(out)
     assert len(rows) == len(back) == 1
     assert rows[0]["community_id"] == back["community_id"][0] == "1:LQU9qZlK+B5F3KDmev6m5PMibrg="
+
+
+ADDR = st.sampled_from(["10.0.0.1", "10.0.0.2", "fd00::1", "fd00::2", None])
+PKT = st.fixed_dictionaries({
+    "ts_ns": st.integers(-(2**40), 2**40), "src": ADDR, "dst": ADDR,
+    "proto": st.sampled_from([-1, 1, 6, 17, 58, 132, 46]), "sport": st.integers(-1, 65535),
+    "dport": st.integers(-1, 65535), "tcp_flags": st.integers(-1, 255), "tcp_seq": st.integers(-1, 2**32 - 1),
+    "payload_len": st.integers(-1, 9000), "icmp_type": st.integers(-1, 255), "icmp_code": st.integers(-1, 255),
+    "frag_offset": st.sampled_from([-1, 0, 1480]), "ip_id": st.integers(-1, 3),
+    "icmp_q_src": ADDR, "icmp_q_dst": ADDR, "icmp_q_proto": st.sampled_from([-1, 6, 17]),
+})  # fmt: skip
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(PKT, max_size=25))
+def test_arbitrary_packet_values_never_break_flows_and_every_ip_packet_is_counted_once(pkts):
+    for p in pkts:  # the table's own invariant: one family per packet
+        if p["src"] and p["dst"] and (":" in p["src"]) != (":" in p["dst"]):
+            p["dst"] = p["src"]
+    table = synthetic(pkts)
+    f = flows(table)
+    ip = table["src"].notna() & table["dst"].notna() & (table["proto"] >= 0)
+    assert int(f["orig_pkts"].sum() + f["resp_pkts"].sum()) == int(ip.sum())
+    assert (f["orig_pkts"] >= 1).all() and f["uid"].is_unique
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(PKT, min_size=1, max_size=25))
+def test_mirroring_every_packet_keeps_the_number_of_flows(pkts):
+    for p in pkts:
+        if p["src"] and p["dst"] and (":" in p["src"]) != (":" in p["dst"]):
+            p["dst"] = p["src"]
+    mirrored = [dict(p, src=p["dst"], dst=p["src"], sport=p["dport"], dport=p["sport"]) for p in pkts]
+    a, b = flows(synthetic(pkts)), flows(synthetic(mirrored))
+    assert len(a) == len(b)
