@@ -37,6 +37,15 @@ DIRECTIONS = ("in", "out", "host", "broadcast", "multicast", "otherhost", "unkno
 LAYERS = ("link", "vlan", "outer_ip", "outer_l4", "tunnel", "ip", "ipv6_ext", "l4", "icmp_quote")
 """Values of ``truncated_at``: the first layer whose header did not fit in the captured bytes."""
 
+ERRORS = (
+    "unknown_linktype", "bad_ip_version", "bad_ihl", "bad_ip_len", "bad_ipv6_ext", "bad_tcp_offset",
+    "bad_udp_len", "bad_gre", "bad_geneve", "tunnel_depth_exceeded",
+)  # fmt: skip
+"""Values of ``error``: no decoder for the link type; IP version nibble not 4/6 where IP was
+announced; IPv4 IHL < 5; an IP length field shorter than the headers it must hold; more than 8
+IPv6 extension headers; TCP data offset < 5; UDP length 1-7; GRE version > 1 or source routing;
+Geneve version != 0; more nested tunnels than ``max_tunnel_depth``."""
+
 
 PACKET_COLUMNS: tuple[Column, ...] = (
     Column("file", "category", "", "capture file the packet was read from"),
@@ -94,6 +103,7 @@ PACKET_COLUMNS: tuple[Column, ...] = (
     Column("payload_len", "int32", "bytes", "L4 payload length from the headers (may exceed captured bytes), -1 if none"),
     Column("truncated_at", "category", "", "first layer cut by the snaplen (see LAYERS); missing if whole"),
     Column("error", "category", "", "why decoding stopped early on a malformed header; missing if none"),
+    Column("tunnel_rule", "category", "", "registry rule that recognised the outermost tunnel ('udp.dport==8472'); missing if none"),
 )
 
 FLOW_STATES = (
