@@ -1,0 +1,65 @@
+"""``decode_batch``: one RecordBatch in, one validated packet table out."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import pandas as pd
+
+from pcaptools.decode import registry
+from pcaptools.errors import DecodeError
+from pcaptools.io.records import RecordBatch
+
+
+def _ports(name: str, ports: Iterable[int]) -> tuple[int, ...]:
+    out = tuple(int(p) for p in ports)
+    bad = [p for p in out if not 0 < p < 65536]
+    if bad:
+        raise DecodeError(f"{name}: expected UDP ports 1-65535, found {bad}; try e.g. {name}=(4789, 8472)")
+    return out
+
+
+def decode_options(
+    vxlan_ports: Iterable[int] = registry.DEFAULT_VXLAN_PORTS,
+    geneve_ports: Iterable[int] = registry.DEFAULT_GENEVE_PORTS,
+    wireguard_ports: Iterable[int] = registry.DEFAULT_WIREGUARD_PORTS,
+    max_tunnel_depth: int = 4,
+) -> tuple[registry.Tables, int]:
+    """Check the user's options once and build the registry's lookup arrays from them."""
+    vx = _ports("vxlan_ports", vxlan_ports)
+    gn = _ports("geneve_ports", geneve_ports)
+    wg = _ports("wireguard_ports", wireguard_ports)
+    clash = sorted((set(vx) & set(gn)) | (set(vx) & set(wg)) | (set(gn) & set(wg)))
+    if clash:
+        raise DecodeError(f"UDP ports {clash} are given for two tunnels; expected each port for one tunnel only")
+    if not 0 <= int(max_tunnel_depth) <= 16:
+        raise DecodeError(f"max_tunnel_depth: expected 0-16, found {max_tunnel_depth}")
+    return registry.build_tables(registry.udp_dport(vx, gn, wg)), int(max_tunnel_depth)
+
+
+def decode_batch(
+    batch: RecordBatch,
+    *,
+    vxlan_ports: Iterable[int] = registry.DEFAULT_VXLAN_PORTS,
+    geneve_ports: Iterable[int] = registry.DEFAULT_GENEVE_PORTS,
+    wireguard_ports: Iterable[int] = registry.DEFAULT_WIREGUARD_PORTS,
+    max_tunnel_depth: int = 4,
+    file_name: str | None = None,
+) -> pd.DataFrame:
+    """Packet table (one row per record, PACKET_COLUMNS) of a batch; malformed packets set ``error``."""
+    tables, depth = decode_options(vxlan_ports, geneve_ports, wireguard_ports, max_tunnel_depth)
+    return decode_with(batch, tables, depth, file_name)
+
+
+def decode_with(batch: RecordBatch, tables: registry.Tables, depth: int, file_name: str | None = None) -> pd.DataFrame:
+    """decode_batch with prepared tables (read_packets builds them once for many batches)."""
+    from pcaptools.decode.table import build
+    from pcaptools.decode.walk import Walk
+
+    w = Walk(batch, tables, depth)
+    w.run()
+    df = build(batch, w, file_name if file_name is not None else str(batch.path))
+    df.attrs["skipped"] = {str(batch.path): dict(batch.skipped)}
+    df.attrs["notes"] = list(batch.notes)
+    df.attrs["stopped_at"] = {str(batch.path): batch.stopped_at}
+    return df

@@ -1,0 +1,117 @@
+"""Turn a finished :class:`~pcaptools.decode.walk.Walk` into the packet table (schema.PACKET_COLUMNS).
+
+Addresses become readable categories with one ``pd.factorize`` per column (the strings are built
+for the unique values only); closed vocabularies use their full value list as categories so that
+tables of several files concatenate without losing the category dtype.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+import numpy as np
+import pandas as pd
+
+from pcaptools.addr import from_u128
+from pcaptools.decode import registry as R
+from pcaptools.decode.walk import Walk
+from pcaptools.io.linktypes import linktype_name
+from pcaptools.io.records import RecordBatch
+from pcaptools.schema import DIRECTIONS, ERRORS, LAYERS, PACKET_COLUMNS, TUNNELS, validate
+
+
+def _factorize_masked(v: np.ndarray, ok: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Codes (-1 where not ``ok``) and unique values of ``v`` over the ``ok`` rows only."""
+    if not ok.any():
+        return np.full(v.shape[0], -1, np.int64), v[:0]
+    fill = v[int(np.argmax(ok))]
+    codes, uniq = pd.factorize(np.where(ok, v, fill), sort=False)
+    codes = codes.astype(np.int64, copy=False)
+    codes[~ok] = -1
+    return codes, np.asarray(uniq)
+
+
+def _ip_category(hi: np.ndarray, lo: np.ndarray, ok: np.ndarray) -> pd.Categorical:
+    """Address category column; IPv4-only columns (the usual case) need one factorize of ``lo``."""
+    if ok.any() and not hi[ok].any():
+        codes, uniq = _factorize_masked(lo, ok)
+        labels = []
+        for x in uniq.tolist():
+            if (x >> 32) == 0xFFFF:
+                labels.append(str(ipaddress.IPv4Address(x & 0xFFFFFFFF)))
+            else:
+                labels.append(str(ipaddress.IPv6Address(x)))
+        return pd.Categorical.from_codes(codes, categories=pd.Index(labels, dtype=object), validate=False)
+    if not ok.any():
+        return pd.Categorical.from_codes(np.full(len(ok), -1), categories=pd.Index([], dtype=object))
+    return from_u128(hi, lo, ok)
+
+
+def _mac_category(v: np.ndarray, ok: np.ndarray) -> pd.Categorical:
+    codes, uniq = _factorize_masked(v, ok)
+    labels = [":".join(f"{(int(x) >> s) & 0xFF:02x}" for s in range(40, -8, -8)) for x in uniq.tolist()]
+    return pd.Categorical.from_codes(codes, categories=pd.Index(labels, dtype=object), validate=False)
+
+
+def _vocab(codes: np.ndarray, values: tuple[str, ...]) -> pd.Categorical:
+    """Category column of a closed vocabulary from 1-based codes (0 = missing)."""
+    return pd.Categorical.from_codes(codes.astype(np.int64) - 1, categories=pd.Index(values, dtype=object),
+                                     validate=False)  # fmt: skip
+
+
+def _link_names(linktype: np.ndarray) -> pd.Categorical:
+    lt = linktype.astype(np.int64)
+    present = np.flatnonzero(np.bincount(lt, minlength=1)) if len(lt) else np.zeros(0, np.int64)
+    lut = np.full(int(lt.max()) + 1 if len(lt) else 1, -1, np.int64)
+    lut[present] = np.arange(len(present))
+    names = [linktype_name(int(x)) for x in present.tolist()]
+    return pd.Categorical.from_codes(lut[lt], categories=pd.Index(names, dtype=object), validate=False)
+
+
+def build(batch: RecordBatch, w: Walk, file_name: str) -> pd.DataFrame:
+    """The packet table of one decoded batch, validated against PACKET_COLUMNS."""
+    n = len(batch)
+    c = w.c
+    sll = (w.first_kind == R.SLL) | (w.first_kind == R.SLL2)
+    cols: dict[str, object] = {
+        "file": pd.Categorical.from_codes(np.zeros(n, np.int64), categories=pd.Index([file_name], dtype=object)),
+        "record": batch.record.astype(np.int64, copy=False),
+        "ts_ns": batch.ts_ns.astype(np.int64, copy=False),
+        "iface": batch.iface.astype(np.int32),
+        "caplen": batch.caplen.astype(np.int32),
+        "wirelen": batch.wirelen.astype(np.int32),
+        "link": _link_names(batch.linktype),
+        "direction": _vocab(c["direction"], DIRECTIONS),
+        "ifindex": c["ifindex"],
+        "eth_src": _mac_category(c["eth_src"], c["eth_ok"]),
+        "eth_dst": _mac_category(c["eth_dst"], c["eth_ok"] & ~sll),
+        "vlan": c["vlan"],
+        "ethertype": c["ethertype"],
+        "tunnel": _vocab(c["tunnel"], TUNNELS),
+        "vni": c["vni"],
+        "tunnel_depth": w.depth,
+        "outer_src": _ip_category(c["outer_src_hi"], c["outer_src_lo"], c["outer_ok"]),
+        "outer_dst": _ip_category(c["outer_dst_hi"], c["outer_dst_lo"], c["outer_ok"]),
+        "outer_proto": c["outer_proto"],
+        "outer_sport": c["outer_sport"],
+        "outer_dport": c["outer_dport"],
+        "outer_len": w.outer_len(),
+        "ip_version": c["ip_version"],
+        "src": _ip_category(c["src_hi"], c["src_lo"], c["ip_ok"]),
+        "dst": _ip_category(c["dst_hi"], c["dst_lo"], c["ip_ok"]),
+    }
+    for name in ("proto", "sport", "dport", "ip_id", "ttl", "ip_len", "frag_offset", "more_frags", "dont_frag",
+                 "tcp_flags", "tcp_seq", "tcp_ack", "tcp_win", "tcp_mss", "tcp_wscale", "tcp_sack_ok", "tcp_tsval",
+                 "tcp_tsecr", "icmp_type", "icmp_code", "icmp_mtu"):  # fmt: skip
+        cols[name] = c[name]
+    cols["icmp_q_src"] = _ip_category(c["q_src_hi"], c["q_src_lo"], c["q_ok"])
+    cols["icmp_q_dst"] = _ip_category(c["q_dst_hi"], c["q_dst_lo"], c["q_ok"])
+    for name in ("icmp_q_proto", "icmp_q_sport", "icmp_q_dport", "payload_offset", "payload_len"):
+        cols[name] = c[name]
+    cols["truncated_at"] = _vocab(w.trunc, LAYERS)
+    cols["error"] = _vocab(w.err, ERRORS)
+    cols["tunnel_rule"] = pd.Categorical.from_codes(
+        c["tunnel_rule"].astype(np.int64), categories=pd.Index(w.tables.rules, dtype=object), validate=False
+    )
+    df = pd.DataFrame({col.name: cols[col.name] for col in PACKET_COLUMNS}, copy=False)
+    return validate(df, PACKET_COLUMNS, table="packet")

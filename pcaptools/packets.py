@@ -1,0 +1,79 @@
+"""Public entry points of the decoder: capture files -> packet tables (schema.PACKET_COLUMNS)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from typing import Literal
+
+import pandas as pd
+
+from pcaptools.decode import registry
+from pcaptools.errors import DecodeError
+
+PathLike = str | os.PathLike
+
+
+def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """Concatenate packet tables keeping every category column a category (union of categories)."""
+    if len(frames) == 1:
+        return frames[0]
+    frames = [f.copy(deep=False) for f in frames]
+    for name in frames[0].columns:
+        if isinstance(frames[0][name].dtype, pd.CategoricalDtype):
+            cats = pd.api.types.union_categoricals([f[name] for f in frames], ignore_order=True).categories
+            for f in frames:
+                f[name] = f[name].cat.set_categories(cats)
+    out = pd.concat(frames, ignore_index=True)
+    attrs: dict = {"skipped": {}, "notes": [], "stopped_at": {}}
+    for f in frames:
+        attrs["skipped"].update(f.attrs.get("skipped", {}))
+        attrs["notes"].extend(f.attrs.get("notes", []))
+        attrs["stopped_at"].update(f.attrs.get("stopped_at", {}))
+    out.attrs = attrs
+    return out
+
+
+def read_packets(
+    path_or_paths: PathLike | Iterable[PathLike],
+    *,
+    vxlan_ports: Iterable[int] = registry.DEFAULT_VXLAN_PORTS,
+    geneve_ports: Iterable[int] = registry.DEFAULT_GENEVE_PORTS,
+    wireguard_ports: Iterable[int] = registry.DEFAULT_WIREGUARD_PORTS,
+    max_tunnel_depth: int = 4,
+    on_error: Literal["skip", "raise"] = "skip",
+) -> pd.DataFrame:
+    """Decode one or more pcap/pcapng(.gz) files into one packet table; ``file`` names each row's file.
+
+    Reader skips are in ``df.attrs["skipped"]`` (per file), with ``notes`` and ``stopped_at``.
+    """
+    from pcaptools.decode.api import decode_options, decode_with
+    from pcaptools.io import read_records
+
+    paths = [path_or_paths] if isinstance(path_or_paths, (str, os.PathLike)) else list(path_or_paths)
+    if not paths:
+        raise DecodeError("read_packets: expected at least one capture file, found none")
+    tables, depth = decode_options(vxlan_ports, geneve_ports, wireguard_ports, max_tunnel_depth)
+    names = [os.fspath(p) for p in paths]
+    frames = [decode_with(read_records(p, on_error=on_error), tables, depth, file_name=p) for p in names]
+    return _concat(frames)
+
+
+def iter_packets(
+    path: PathLike,
+    *,
+    batch_records: int = 1 << 20,
+    vxlan_ports: Iterable[int] = registry.DEFAULT_VXLAN_PORTS,
+    geneve_ports: Iterable[int] = registry.DEFAULT_GENEVE_PORTS,
+    wireguard_ports: Iterable[int] = registry.DEFAULT_WIREGUARD_PORTS,
+    max_tunnel_depth: int = 4,
+    on_error: Literal["skip", "raise"] = "skip",
+) -> Iterator[pd.DataFrame]:
+    """Packet tables of at most ``batch_records`` rows each, with bounded memory (streamed reading)."""
+    from pcaptools.decode.api import decode_options, decode_with
+    from pcaptools.io import iter_records
+
+    tables, depth = decode_options(vxlan_ports, geneve_ports, wireguard_ports, max_tunnel_depth)
+    name = os.fspath(path)
+    for batch in iter_records(path, batch_records=batch_records, on_error=on_error):
+        yield decode_with(batch, tables, depth, file_name=name)
