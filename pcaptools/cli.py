@@ -28,6 +28,72 @@ def _root(debug: bool = typer.Option(False, "--debug", help="Show Python traceba
 # --- commands ---
 
 
+@app.command("decode")
+def decode_cmd(
+    files: list[str] = typer.Argument(..., help="Capture files (pcap, pcapng, gzip-compressed or not)."),  # noqa: B008
+    out: str = typer.Option(..., "-o", "--output", help="Write the packet table to OUT.parquet or OUT.csv."),
+    vxlan_port: list[int] = typer.Option([], "--vxlan-port", help="Extra UDP port carrying VXLAN (repeatable; 4789 and 8472 always)."),  # noqa: B008
+    geneve_port: list[int] = typer.Option([], "--geneve-port", help="Extra UDP port carrying Geneve (repeatable; 6081 always)."),  # noqa: B008
+    wireguard_port: list[int] = typer.Option([], "--wireguard-port", help="Extra UDP port carrying WireGuard (repeatable; 51820/51821 always)."),  # noqa: B008
+    max_tunnel_depth: int = typer.Option(4, "--max-tunnel-depth", help="Nested tunnels stripped at most."),
+) -> None:
+    """Decode captures into one packet table (inner and outer headers of tunnels, one row per record).
+
+    Example: pcaptools decode node1.pcap node2.pcapng.gz -o packets.parquet --vxlan-port 4790
+    """
+    from pcaptools.decode import registry
+    from pcaptools.errors import DecodeError
+    from pcaptools.packets import read_packets
+
+    if not out.endswith((".parquet", ".csv")):
+        raise DecodeError(f"-o {out}: expected a .parquet or .csv file name; found another suffix; try -o packets.parquet")
+    df = read_packets(
+        files,
+        vxlan_ports=tuple(dict.fromkeys((*registry.DEFAULT_VXLAN_PORTS, *vxlan_port))),
+        geneve_ports=tuple(dict.fromkeys((*registry.DEFAULT_GENEVE_PORTS, *geneve_port))),
+        wireguard_ports=tuple(dict.fromkeys((*registry.DEFAULT_WIREGUARD_PORTS, *wireguard_port))),
+        max_tunnel_depth=max_tunnel_depth,
+    )
+    df.to_parquet(out, index=False) if out.endswith(".parquet") else df.to_csv(out, index=False)
+    skipped = sum(sum(v.values()) for v in df.attrs.get("skipped", {}).values())
+    errors = int(df["error"].notna().sum())
+    print(f"{len(df):,} packets from {len(files)} file(s) written to {out}; {errors:,} with a decode error, {skipped:,} records skipped by the reader")
+
+
+@app.command("show")
+def show_cmd(
+    file: str = typer.Argument(..., help="Capture file."),
+    record: int = typer.Argument(..., help="0-based record number (tshark's frame number minus 1)."),
+    vxlan_port: list[int] = typer.Option([], "--vxlan-port", help="Extra UDP port carrying VXLAN (repeatable)."),  # noqa: B008
+    geneve_port: list[int] = typer.Option([], "--geneve-port", help="Extra UDP port carrying Geneve (repeatable)."),  # noqa: B008
+) -> None:
+    """Scapy's full dissection of one packet beside our decoded row (its non-empty columns).
+
+    Example: pcaptools show node1.pcap 41 --vxlan-port 4790
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    from pcaptools.decode import registry
+    from pcaptools.show import non_empty, show_packet
+
+    text, row = show_packet(
+        file,
+        record,
+        vxlan_ports=tuple(dict.fromkeys((*registry.DEFAULT_VXLAN_PORTS, *vxlan_port))),
+        geneve_ports=tuple(dict.fromkeys((*registry.DEFAULT_GENEVE_PORTS, *geneve_port))),
+    )
+    console = Console()
+    console.print(f"[bold]scapy[/bold] ({file} record {record})")
+    console.print(text, markup=False, highlight=False)
+    t = Table(title=f"pcaptools row (record {record})")
+    t.add_column("column", style="bold")
+    t.add_column("value")
+    for k, v in non_empty(row).items():
+        t.add_row(k, str(v))
+    console.print(t)
+
+
 @app.command("flows")
 def flows_cmd(
     files: list[str] = typer.Argument(..., help="Capture files (pcap, pcapng, gzip-compressed or not)."),  # noqa: B008
