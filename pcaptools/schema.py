@@ -222,3 +222,90 @@ HOPS_COLUMNS: tuple[Column, ...] = (
     Column("ip_id", "int64", "", "IPv4 identification, -1 if none"),
     Column("tcp_flags", "int16", "", "TCP flags, -1 if not TCP"),
 )
+
+
+# Kubernetes layer (pcaptools.k8s) -----------------------------------------------------------------
+NAT_OPS = ("DNAT", "SNAT", "un-DNAT", "un-SNAT")
+"""Values of the NAT ``op``: destination / source rewritten on a forward packet (client -> server), or
+restored on a reply (un-DNAT rewrites the reply's source back to the frontend, un-SNAT its destination)."""
+
+NAT_KINDS = ("clusterip", "nodeport", "loadbalancer", "egress-masquerade", "service-masquerade", "other")
+"""Values of ``nat_kind``: a service ClusterIP:port, node IP:nodePort or load-balancer ingress IP:port
+translated to a backend (or node:nodePort); SNAT to a node address for traffic leaving the cluster; SNAT
+to a node address for traffic into a pod (externalTrafficPolicy Cluster via another node, hairpin);
+anything the inventory does not explain."""
+
+NAT_COLUMNS: tuple[Column, ...] = (
+    Column("journey", "int64", "", "journey (one packet) whose tuple changed between two consecutive sightings"),
+    Column("connection", "int64", "", "connection id from pcaptools.paths, -1 when not grouped"),
+    Column("step", "int16", "", "0-based position of this translation among the journey's translations"),
+    Column("op", "category", "", "DNAT / SNAT / un-DNAT / un-SNAT (see NAT_OPS)"),
+    Column("nat_kind", "category", "", "why, from the inventory (see NAT_KINDS)"),
+    Column("service", "category", "", "service ns/name the translation belongs to; missing if none"),
+    Column("node", "category", "", "node (capture node name) that applied the translation"),
+    Column("reply", "bool", "", "the journey travels server -> client"),
+    Column("from_point", "category", "", "capture point of the sighting before the change"),
+    Column("to_point", "category", "", "capture point of the sighting after the change"),
+    Column("ts_corrected_ns", "int64", "ns", "corrected timestamp of the sighting after the change"),
+    Column("proto", "int16", "", "IP protocol"),
+    Column("addr_before", "category", "", "translated address before (dst for DNAT/un-SNAT, src for SNAT/un-DNAT)"),
+    Column("port_before", "int32", "", "translated port before, -1 if none"),
+    Column("addr_after", "category", "", "translated address after"),
+    Column("port_after", "int32", "", "translated port after, -1 if none"),
+    Column("src_before", "category", "", "source address at the sighting before the change"),
+    Column("sport_before", "int32", "", "source port before"),
+    Column("dst_before", "category", "", "destination address before"),
+    Column("dport_before", "int32", "", "destination port before"),
+    Column("src_after", "category", "", "source address at the sighting after the change"),
+    Column("sport_after", "int32", "", "source port after"),
+    Column("dst_after", "category", "", "destination address after"),
+    Column("dport_after", "int32", "", "destination port after"),
+)
+
+PATH_KINDS = ("pod-direct", "clusterip", "nodeport", "loadbalancer-cluster", "loadbalancer-local", "egress", "external")
+"""Values of a path's ``kind`` (how the client reached the server): straight to a pod IP; through a
+service ClusterIP; through a node IP:nodePort; through a load balancer in front of a service with
+externalTrafficPolicy Cluster / Local; from a pod to an address outside the cluster; anything else."""
+
+PRESERVED = ("yes", "no", "unknown")
+"""Values of ``client_ip_preserved``: the backend saw the client's own address, another one (SNAT), or
+the path was not captured at the backend."""
+
+PATH_COLUMNS: tuple[Column, ...] = (
+    Column("connection", "int64", "", "connection id, in order of first sighting"),
+    Column("kind", "category", "", "how the client reached the server (see PATH_KINDS)"),
+    Column("proto", "int16", "", "IP protocol"),
+    Column("client", "category", "", "client named from the inventory: ns/pod, node name, or its address"),
+    Column("client_kind", "category", "", "entity kind of the client address (see inventory.ENTITY_KINDS)"),
+    Column("client_node", "category", "", "node of the client pod (or the client node); missing if outside"),
+    Column("client_addr", "category", "", "source address as the client sent its first packet"),
+    Column("client_port", "int32", "", "source port as the client sent it, -1 if none"),
+    Column("server_addr", "category", "", "destination address as the client sent it (service VIP, LB, pod...)"),
+    Column("server_port", "int32", "", "destination port as the client sent it, -1 if none"),
+    Column("service", "category", "", "service ns/name the connection went through; missing if none"),
+    Column("service_type", "category", "", "that service's spec.type (ClusterIP, NodePort, LoadBalancer)"),
+    Column("traffic_policy", "category", "", "that service's externalTrafficPolicy (Cluster / Local)"),
+    Column("backend", "category", "", "server named from the inventory: ns/pod, node name, or its address"),
+    Column("backend_kind", "category", "", "entity kind of the server address as it received the packet"),
+    Column("backend_node", "category", "", "node of the backend pod; missing if outside or unknown"),
+    Column("backend_addr", "category", "", "destination address at the last forward sighting"),
+    Column("backend_port", "int32", "", "destination port at the last forward sighting, -1 if none"),
+    Column("cross_node", "bool", "", "client and backend sit on different (known) nodes"),
+    Column("nat", "str", "", "forward translations in order: 'DNAT 10.96.0.10:80→10.244.1.5:8080 @node-1; ...'"),
+    Column("nat_reply", "str", "", "reply translations in order ('un-DNAT ...'), '' if none"),
+    Column("forward_points", "str", "", "capture points of the first packet in causal order, joined by ' → '"),
+    Column("reverse_points", "str", "", "capture points of the first reply (SYN-ACK) in causal order"),
+    Column("encapsulated", "bool", "", "the first packet was tunnelled somewhere on its way"),
+    Column("encap", "str", "", "'vxlan vni 4096 192.168.0.11→192.168.0.12 (node-1→node-2)', 'native' across nodes, '' otherwise"),
+    Column("client_ip_preserved", "category", "", "the backend saw the client's address (see PRESERVED)"),
+    Column("first_ts_ns", "int64", "ns", "corrected timestamp of the first packet at its first point"),
+    Column("latency_ns", "int64", "ns", "first packet: first to last capture point (corrected clocks), -1 if seen once"),
+    Column("hop_latency", "str", "", "first packet, per consecutive pair of points: 'a → b 38.0µs; ...'"),
+    Column("route", "str", "", "readable path of the first packet: client, points with encapsulation, NAT steps between, backend"),
+    Column("forward_journey", "int64", "", "journey id of the first packet (SYN, else the client's first)"),
+    Column("reply_journey", "int64", "", "journey id of the first reply (SYN-ACK, else the server's first), -1"),
+    Column("journeys", "int64", "", "packets (journeys) of the connection in the hops table"),
+    Column("flow_state", "str", "", "state of the client-side flow from pcaptools.flows, '' without flows"),
+    Column("orig_bytes", "int64", "bytes", "client-side flow bytes from the client, -1 without flows"),
+    Column("resp_bytes", "int64", "bytes", "client-side flow bytes from the server, -1 without flows"),
+)

@@ -1,0 +1,366 @@
+"""Connections through the cluster: who talked to whom, through which service, NATs, tunnels and capture points.
+
+:func:`paths` groups the journeys of a hops table into connections: two journeys belong together
+when some sighting of each carries the same unordered 5-tuple (NAT rewrites tuples, but every
+rewritten tuple is seen next to the one before it). The connection's first packet (its SYN, else
+its first journey) gives the client-side tuple; a journey is a reply when one of its tuples is the
+reverse of one of the first packet's. Everything else is named from the inventory: the client, the
+service behind the translated frontend, the backend pod and node, and the NAT steps
+(:mod:`pcaptools.k8s.nat`). One Python step per connection builds its texts; everything per packet is
+vectorised.
+
+Limits: a 5-tuple reused later (port reuse, repeated pings with one id) joins the earlier
+connection; a path is only as complete as the capture points; the order of sightings on two nodes
+closer than their clock error relies on TTL and the sender/receiver rule of :func:`order_hops`.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pandas as pd
+
+from pcaptools.correlate.fingerprint import combine
+from pcaptools.k8s.inventory import ENTITY_KINDS, Inventory
+from pcaptools.k8s.nat import _codes, nat_table, order_hops
+from pcaptools.schema import PATH_COLUMNS, PATH_KINDS, PRESERVED, validate
+
+_PROTO = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6", 132: "sctp"}
+
+
+def as_inventory(inventory: Inventory | str | os.PathLike | dict | list | None) -> Inventory | None:
+    """An Inventory from an Inventory, a path, a parsed kubectl List or None."""
+    if inventory is None or isinstance(inventory, Inventory):
+        return inventory
+    return Inventory.load(inventory)
+
+
+def _fmt_ns(ns: int) -> str:
+    a = abs(ns)
+    if a < 1_000:
+        return f"{ns}ns"
+    if a < 1_000_000:
+        return f"{ns / 1e3:.1f}µs"
+    if a < 1_000_000_000:
+        return f"{ns / 1e6:.2f}ms"
+    return f"{ns / 1e9:.3f}s"
+
+
+def _ep(addr: str, port: int) -> str:
+    if port < 0:
+        return addr
+    return f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
+
+
+def _connections(h: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(journey ids, connection id per journey): components of journeys linked by a shared unordered 5-tuple."""
+    j = h["journey"].to_numpy(np.int64)
+    uj, ji = np.unique(j, return_inverse=True)
+    vocab = pd.Index(sorted(set(map(str, h["src"].unique())) | set(map(str, h["dst"].unique()))))
+    e1 = _codes(h["src"], vocab) * 65538 + h["sport"].to_numpy(np.int64) + 1
+    e2 = _codes(h["dst"], vocab) * 65538 + h["dport"].to_numpy(np.int64) + 1
+    key = pd.factorize(combine([h["proto"].to_numpy(np.int64), np.minimum(e1, e2), np.maximum(e1, e2)]))[0]
+    lab = np.arange(len(uj))
+    while True:  # min-label propagation over the journey <-> tuple graph, with pointer jumping
+        kl = np.full(key.max() + 1, len(uj), np.int64)
+        np.minimum.at(kl, key, lab[ji])
+        new = lab.copy()
+        np.minimum.at(new, ji, kl[key])
+        new = new[new]
+        if np.array_equal(new, lab):
+            break
+        lab = new
+    # renumber components by their earliest sighting
+    t = pd.Series(h["ts_corrected_ns"].to_numpy(np.int64)).groupby(lab[ji]).min()
+    rank = pd.Series(np.arange(len(t)), index=t.sort_values(kind="stable").index)
+    return uj, rank.reindex(lab).to_numpy(np.int64)
+
+
+def _pick(conn: np.ndarray, eligible: np.ndarray, prio: np.ndarray, t: np.ndarray, nconn: int) -> np.ndarray:
+    """Per connection, the index of the eligible journey with the lowest (prio, t); -1 if none."""
+    idx = np.flatnonzero(eligible)
+    o = idx[np.lexsort((t[idx], prio[idx], conn[idx]))]
+    out = np.full(nconn, -1, np.int64)
+    c = conn[o]
+    first = np.ones(len(o), bool)
+    first[1:] = c[1:] != c[:-1]
+    out[c[first]] = o[first]
+    return out
+
+
+def paths(correlation, inventory: Inventory | str | os.PathLike | dict | None = None, flows: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One row per connection (PATH_COLUMNS) from a Correlation (or its hops table), named with the inventory.
+
+    Example::
+
+        cs = pcaptools.CaptureSet.load("sample_pcaps/calico-vxlan")
+        p = pcaptools.paths(pcaptools.correlate(cs), "sample_pcaps/calico-vxlan/inventory.json")
+        print(pcaptools.k8s.paths.render_paths(p))
+    """
+    return _build(correlation, inventory, flows)[0]
+
+
+def paths_and_nat(correlation, inventory=None, flows: pd.DataFrame | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(paths, NAT table with its ``connection`` filled) for the same inputs as :func:`paths`."""
+    return _build(correlation, inventory, flows)
+
+
+def _build(correlation, inventory, flows) -> tuple[pd.DataFrame, pd.DataFrame]:
+    inv = as_inventory(inventory)
+    hops = correlation if isinstance(correlation, pd.DataFrame) else correlation.hops
+    keep = (hops["proto"].to_numpy() >= 0) & hops["src"].notna().to_numpy() & hops["dst"].notna().to_numpy()
+    h = order_hops(hops.loc[keep].reset_index(drop=True), inv)
+    if not len(h):
+        empty = _empty()
+        return empty, nat_table(h, inv, ordered=True)
+    uj, conn = _connections(h)
+    nconn = int(conn.max()) + 1
+    j = h["journey"].to_numpy(np.int64)
+    ji = np.searchsorted(uj, j)
+    nrow = len(h)
+    first_row = np.searchsorted(j, uj, side="left")  # h is sorted by journey, then causal order
+    end_row = np.searchsorted(j, uj, side="right")
+    flags = h["tcp_flags"].to_numpy(np.int64)
+    tcp = h["proto"].to_numpy() == 6
+    syn_r = tcp & ((flags & 0x12) == 0x02)
+    synack_r = tcp & ((flags & 0x12) == 0x12)
+    syn = np.bincount(ji, syn_r, minlength=len(uj)) > 0
+    synack = np.bincount(ji, synack_r, minlength=len(uj)) > 0
+    nhops = end_row - first_row
+    t = h["ts_corrected_ns"].to_numpy(np.int64)[first_row]
+    has_syn = np.bincount(conn, syn, minlength=nconn)[conn] > 0
+    fwd_j = _pick(conn, syn | ~has_syn, np.where(has_syn, -nhops, 0), t, nconn)
+    # direction of every journey: does it carry one of the first packet's tuples, or its reverse?
+    vocab = pd.Index(sorted(set(map(str, h["src"].unique())) | set(map(str, h["dst"].unique()))))
+    s, d = _codes(h["src"], vocab), _codes(h["dst"], vocab)
+    sp, dp = h["sport"].to_numpy(np.int64), h["dport"].to_numpy(np.int64)
+    crow = conn[ji]
+    f_hash = combine([crow, s, sp, d, dp])
+    r_hash = combine([crow, d, dp, s, sp])
+    is_fwd_row = np.zeros(nrow, bool)
+    for a, b in zip(first_row[fwd_j[fwd_j >= 0]], end_row[fwd_j[fwd_j >= 0]], strict=True):
+        is_fwd_row[a:b] = True
+    fset = np.unique(f_hash[is_fwd_row])
+    fwd = np.bincount(ji, np.isin(f_hash, fset), minlength=len(uj)) > 0
+    rev = np.bincount(ji, np.isin(r_hash, fset), minlength=len(uj)) > 0
+    reply = rev & ~fwd
+    has_synack = np.bincount(conn, reply & synack, minlength=nconn)[conn] > 0
+    rep_j = _pick(conn, reply & (synack | ~has_synack), np.where(has_synack, -nhops, 0), t, nconn)
+    nat = nat_table(h, inv, reply=pd.Series(reply, index=uj), ordered=True)
+    nat["connection"] = conn[np.searchsorted(uj, nat["journey"].to_numpy(np.int64))]
+    nat_by_j = {k: g for k, g in nat.groupby("journey", sort=False)}
+    journeys = np.bincount(conn, minlength=nconn)
+    cols = {c: np.where(h[c].notna().to_numpy(), h[c].astype(str).to_numpy(object), "") if c in ("point", "node", "interface", "src", "dst", "tunnel", "outer_src", "outer_dst", "file") else h[c].to_numpy()
+            for c in ("point", "node", "interface", "src", "dst", "sport", "dport", "tunnel", "vni", "outer_src", "outer_dst", "ts_corrected_ns", "file")}  # fmt: skip
+    inv_nodes = set(inv.nodes) if inv is not None else None
+    node_ip = inv.node_addresses() if inv is not None else {}
+    rows = []
+    for c in range(nconn):
+        fj, rj = fwd_j[c], rep_j[c]
+        rows.append(_row(c, fj, rj, uj, first_row, end_row, cols, h, nat_by_j, inv, inv_nodes, node_ip, int(journeys[c])))
+    out = pd.DataFrame(rows)
+    out = _with_flows(out, flows)
+    out = _typed(out)
+    return validate(out, PATH_COLUMNS, table="paths"), nat
+
+
+def _name(inv: Inventory | None, addr: str) -> tuple[str, str, str]:
+    if inv is None:
+        return ("external", addr, "")
+    k, n, node = inv.entity(addr)
+    return (k, addr if k == "external" else n, node)
+
+
+def _nat_text(r) -> str:
+    what = f"{r.nat_kind} {r.service}" if isinstance(r.service, str) else str(r.nat_kind)
+    at = f" @{r.node}" if isinstance(r.node, str) else ""
+    return f"{r.op} {_ep(str(r.addr_before), int(r.port_before))}→{_ep(str(r.addr_after), int(r.port_after))}{at} ({what})"
+
+
+def _row(c, fj, rj, uj, first_row, end_row, cols, h, nat_by_j, inv, inv_nodes, node_ip, njourneys) -> dict:
+    a, b = first_row[fj], end_row[fj]
+    src, dst, sport, dport = cols["src"], cols["dst"], cols["sport"], cols["dport"]
+    jid = int(uj[fj])
+    client_addr, client_port = src[a], int(sport[a])
+    server_addr, server_port = dst[a], int(dport[a])
+    ck, cname, cnode = _name(inv, client_addr)
+    if ck == "node":
+        cname = cnode
+    backend_addr, backend_port = dst[b - 1], int(dport[b - 1])
+    bk, bname, bnode = _name(inv, backend_addr)
+    fnat = nat_by_j.get(jid)
+    fnat = fnat[~fnat["reply"]] if fnat is not None else None
+    vias = [] if fnat is None else [(str(r.nat_kind), r.service) for r in fnat.itertuples(index=False)]
+    svc = next((s for v, s in vias if v in ("loadbalancer", "nodeport", "clusterip") and isinstance(s, str)), None)
+    service = inv.services.get(svc) if (inv is not None and svc) else None
+    kinds = {v for v, _ in vias}
+    if "loadbalancer" in kinds:
+        lb_svc = next(s for v, s in vias if v == "loadbalancer")
+        pol = inv.services[lb_svc].external_traffic_policy if inv is not None and lb_svc in inv.services else "Cluster"
+        kind = "loadbalancer-local" if pol == "Local" else "loadbalancer-cluster"
+        service = inv.services.get(lb_svc) if inv is not None else None
+    elif "nodeport" in kinds:
+        kind = "nodeport"
+    elif "clusterip" in kinds:
+        kind = "clusterip"
+    elif bk == "pod":
+        kind = "pod-direct"
+    elif ck == "pod" and bk == "external":
+        kind = "egress"
+    else:
+        kind = "external"
+    points = cols["point"][a:b]
+    nodes = cols["node"][a:b]
+    # client IP preserved: judged where the first packet was last seen, if that is the backend's place
+    last_node = nodes[-1]
+    at_backend = (bk == "pod" and last_node == bnode) or (bk in ("external", "node") and (inv_nodes is None or last_node not in inv_nodes or last_node == bnode))
+    preserved = ("yes" if src[b - 1] == client_addr else "no") if at_backend else "unknown"
+    # encapsulation
+    encs, seen = [], set()
+    for i in range(a, b):
+        if cols["tunnel"][i]:
+            key = (cols["tunnel"][i], int(cols["vni"][i]), cols["outer_src"][i], cols["outer_dst"][i])
+            if key not in seen:
+                seen.add(key)
+                ns, nd = node_ip.get(key[2], ""), node_ip.get(key[3], "")
+                between = f" ({ns or '?'}→{nd or '?'})" if (ns or nd) else ""
+                vni = f" vni {key[1]}" if key[1] >= 0 else ""
+                encs.append(f"{key[0]}{vni} {key[2]}→{key[3]}{between}")
+    k8s_nodes = {n for n in nodes if inv_nodes is None or n in inv_nodes}
+    encap = "; ".join(encs) if encs else ("native" if len(k8s_nodes) >= 2 else "")
+    tc = cols["ts_corrected_ns"][a:b]
+    route = [f"{cname}" + (f" ({cnode})" if cnode and cnode != cname else "")]
+    lat = []
+    nat_texts = []
+    if fnat is not None:
+        hop_of = {}  # NAT rows keyed by the position of their 'after' sighting
+        for r in fnat.itertuples(index=False):
+            hop_of.setdefault((str(r.to_point), int(r.ts_corrected_ns)), []).append(_nat_text(r))
+    else:
+        hop_of = {}
+    for i in range(a, b):
+        k = i - a
+        if k:
+            lat.append(f"{points[k - 1]} → {points[k]} {_fmt_ns(int(tc[k] - tc[k - 1]))}")
+        for txt in hop_of.get((points[k], int(tc[k])), []):
+            route.append(f"⟨{txt}⟩")
+            nat_texts.append(txt)
+        enc = ""
+        if cols["tunnel"][i]:
+            vni = f" vni {int(cols['vni'][i])}" if int(cols["vni"][i]) >= 0 else ""
+            enc = f" {cols['tunnel'][i]}{vni} {cols['outer_src'][i]}→{cols['outer_dst'][i]}"
+        route.append(f"[{cols['interface'][i]}@{nodes[k]}{enc}]")
+    route.append(f"{bname}" + (f" ({bnode})" if bnode and bnode != bname else ""))
+    rev_points, rnat = "", ""
+    if rj >= 0:
+        ra, rb = first_row[rj], end_row[rj]
+        rev_points = " → ".join(cols["point"][ra:rb])
+        rn = nat_by_j.get(int(uj[rj]))
+        if rn is not None:
+            rnat = "; ".join(_nat_text(r) for r in rn.itertuples(index=False))
+    return {
+        "connection": c, "kind": kind, "proto": int(h["proto"].iat[a]),
+        "client": cname, "client_kind": ck if inv is not None else "external", "client_node": cnode or None,
+        "client_addr": client_addr, "client_port": client_port, "server_addr": server_addr, "server_port": server_port,
+        "service": service.name if service else (svc or None), "service_type": service.type if service else None,
+        "traffic_policy": (service.external_traffic_policy or None) if service else None,
+        "backend": bname if bk != "node" else bnode, "backend_kind": bk, "backend_node": bnode or None,
+        "backend_addr": backend_addr, "backend_port": backend_port,
+        "cross_node": bool(cnode and bnode and cnode != bnode),
+        "nat": "; ".join(nat_texts), "nat_reply": rnat,
+        "forward_points": " → ".join(points), "reverse_points": rev_points,
+        "encapsulated": bool(encs), "encap": encap, "client_ip_preserved": preserved,
+        "first_ts_ns": int(tc[0]), "latency_ns": int(tc[-1] - tc[0]) if b - a > 1 else -1,
+        "hop_latency": "; ".join(lat), "route": " → ".join(route),
+        "forward_journey": int(uj[fj]), "reply_journey": int(uj[rj]) if rj >= 0 else -1, "journeys": njourneys,
+        "_file": cols["file"][a],
+    }  # fmt: skip
+
+
+def _with_flows(out: pd.DataFrame, flows: pd.DataFrame | None) -> pd.DataFrame:
+    out = out.assign(flow_state="", orig_bytes=-1, resp_bytes=-1)
+    if flows is None or not len(flows) or not len(out):
+        return out.drop(columns="_file")
+    key = ["file", "proto", "orig_h", "orig_p", "resp_h", "resp_p"]
+    f = flows.loc[:, key + ["state", "orig_bytes", "resp_bytes", "first_ts_ns"]].copy()
+    for k in ("file", "orig_h", "resp_h"):
+        f[k] = f[k].astype(str)
+    f = f.sort_values("first_ts_ns").drop_duplicates(key, keep="first")
+    left = pd.DataFrame({"file": out["_file"].astype(str), "proto": out["proto"].astype(f["proto"].dtype),
+                         "orig_h": out["client_addr"].astype(str), "orig_p": out["client_port"].astype(f["orig_p"].dtype),
+                         "resp_h": out["server_addr"].astype(str), "resp_p": out["server_port"].astype(f["resp_p"].dtype)})  # fmt: skip
+    m = left.merge(f, on=key, how="left")
+    out["flow_state"] = m["state"].astype(object).where(m["state"].notna(), "").astype(str).to_numpy()
+    out["orig_bytes"] = m["orig_bytes"].fillna(-1).astype(np.int64).to_numpy()
+    out["resp_bytes"] = m["resp_bytes"].fillna(-1).astype(np.int64).to_numpy()
+    return out.drop(columns="_file")
+
+
+def _typed(out: pd.DataFrame) -> pd.DataFrame:
+    vocab = {"kind": PATH_KINDS, "client_kind": ENTITY_KINDS, "backend_kind": ENTITY_KINDS, "client_ip_preserved": PRESERVED}
+    for col in PATH_COLUMNS:
+        if col.name not in out.columns:
+            continue
+        if col.dtype == "category":
+            out[col.name] = pd.Categorical(out[col.name], categories=list(vocab[col.name])) if col.name in vocab else out[col.name].astype("category")
+        elif col.dtype == "str":
+            out[col.name] = out[col.name].astype("str")
+        else:
+            out[col.name] = out[col.name].astype(col.dtype)
+    return out.loc[:, [c.name for c in PATH_COLUMNS]]
+
+
+def _empty() -> pd.DataFrame:
+    return _typed(pd.DataFrame({c.name: pd.Series([], dtype=object if c.dtype in ("category", "str") else c.dtype) for c in PATH_COLUMNS}))
+
+
+# ---- rendering --------------------------------------------------------------------------------
+def path_records(df: pd.DataFrame) -> list[dict]:
+    """Paths as a stable list of plain objects (JSON-ready): lists for points and NAT steps, None for missing."""
+    recs = []
+    for r in df.itertuples(index=False):
+        d = {}
+        for col in PATH_COLUMNS:
+            v = getattr(r, col.name)
+            if col.name in ("forward_points", "reverse_points"):
+                v = [x for x in str(v).split(" → ") if x]
+            elif col.name in ("nat", "nat_reply", "hop_latency"):
+                v = [x for x in str(v).split("; ") if x]
+            elif v is None or (isinstance(v, float) and np.isnan(v)):
+                v = None
+            elif isinstance(v, (np.integer,)):
+                v = int(v)
+            elif isinstance(v, (np.bool_,)):
+                v = bool(v)
+            d[col.name] = v
+        d["proto"] = _PROTO.get(d["proto"], d["proto"])
+        recs.append(d)
+    return recs
+
+
+def render_path(r) -> str:
+    """A readable multi-line block for one path row (a namedtuple from ``df.itertuples()``)."""
+    svc = ""
+    if isinstance(r.service, str):
+        pol = f", {r.traffic_policy}" if isinstance(r.traffic_policy, str) else ""
+        svc = f" via {r.service} ({r.service_type}{pol})"
+    lines = [
+        f"#{r.connection} {r.kind}{svc}  {_PROTO.get(int(r.proto), r.proto)} "
+        f"{_ep(str(r.client_addr), int(r.client_port))} → {_ep(str(r.server_addr), int(r.server_port))}",
+        f"  {r.route}",
+    ]
+    bits = [f"client IP at backend: {'preserved' if r.client_ip_preserved == 'yes' else 'rewritten' if r.client_ip_preserved == 'no' else 'not seen'}"]
+    if r.encap:
+        bits.append(f"encap: {r.encap}")
+    if r.latency_ns >= 0:
+        bits.append(f"first packet {_fmt_ns(int(r.latency_ns))} over {len(r.forward_points.split(' → '))} points")
+    lines.append("  " + "; ".join(bits))
+    if r.nat_reply:
+        lines.append(f"  reply: {r.nat_reply}")
+    return "\n".join(lines)
+
+
+def render_paths(df: pd.DataFrame) -> str:
+    """All paths as text blocks, one per connection."""
+    return "\n\n".join(render_path(r) for r in df.itertuples(index=False))
