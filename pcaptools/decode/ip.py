@@ -175,7 +175,7 @@ def ipv6(buf, rows, pos, end, wend, lim, key, trunc, err, ip_at, ver, s_hi, s_lo
         if status < 0:
             err[r] = E_BAD_IPV6_EXT
             continue
-        if q > p + il:
+        if q > p + il or (plen == 0 and jumbo < 0 and fo != 0):  # a GSO super-packet is never a fragment
             err[r] = E_BAD_IP_LEN
             continue
         lim[r] = p + il
