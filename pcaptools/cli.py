@@ -28,6 +28,54 @@ def _root(debug: bool = typer.Option(False, "--debug", help="Show Python traceba
 # --- commands ---
 
 
+@app.command("paths")
+def paths_cmd(
+    source: str = typer.Argument(..., help="manifest.json of the capture set, or a directory holding one."),
+    inventory: str = typer.Option(None, "--inventory", help="kubectl get nodes,pods,services,endpointslices -A -o json output (default: the manifest's lab.inventory, else inventory.json beside it)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the paths as a JSON list, one object per connection."),
+    out: str = typer.Option(None, "-o", "--output", help="Write the path table to OUT.csv or OUT.parquet."),
+    brief: bool = typer.Option(False, "--brief", help="Only the summary table, no per-connection route."),
+    window_ms: float = typer.Option(2000.0, "--window-ms", help="Max time between sightings of one packet after clock correction."),
+) -> None:
+    """Pod and service paths per connection: client, service, NAT steps and the nodes that applied them, tunnels, backend.
+
+    Example: pcaptools paths sample_pcaps/calico-vxlan
+    Example: pcaptools paths captures/manifest.json --inventory inventory.json -o paths.parquet --json
+    """
+    import json
+    from pathlib import Path
+
+    from pcaptools.correlate import CaptureSet
+    from pcaptools.correlate.api import correlate
+    from pcaptools.errors import InventoryError
+    from pcaptools.k8s.inventory import Inventory
+    from pcaptools.k8s.paths import path_records, paths
+
+    if out and not out.endswith((".parquet", ".csv")):
+        raise InventoryError(f"-o {out}: expected a .parquet or .csv file name; found another suffix; try -o paths.parquet")
+    man = Path(source) / "manifest.json" if Path(source).is_dir() else Path(source)
+    if inventory is None and man.exists():
+        try:
+            lab = json.loads(man.read_text()).get("lab") or {}
+        except (json.JSONDecodeError, AttributeError):
+            lab = {}
+        cand = man.parent / str(lab.get("inventory") or "inventory.json")
+        inventory = str(cand) if cand.exists() else None
+    inv = Inventory.load(inventory) if inventory else None
+    corr = correlate(CaptureSet.load(source), window_ns=int(window_ms * 1e6))
+    p = paths(corr, inv)
+    if out:
+        p.to_parquet(out, index=False) if out.endswith(".parquet") else p.to_csv(out, index=False)
+    if as_json:
+        print(json.dumps(path_records(p), indent=2, ensure_ascii=False))
+        return
+    from pcaptools.k8s.paths import print_paths
+
+    print_paths(p, inv, corr, brief=brief)
+    if out:
+        print(f"{len(p):,} paths written to {out}")
+
+
 @app.command("decode")
 def decode_cmd(
     files: list[str] = typer.Argument(..., help="Capture files (pcap, pcapng, gzip-compressed or not)."),  # noqa: B008

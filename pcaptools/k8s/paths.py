@@ -339,23 +339,38 @@ def path_records(df: pd.DataFrame) -> list[dict]:
     return recs
 
 
-def render_path(r) -> str:
-    """A readable multi-line block for one path row (a namedtuple from ``df.itertuples()``)."""
+def render_path(r, *, vertical: bool = False) -> str:
+    """A readable block for one path row (from ``df.itertuples()``); ``vertical`` puts each point on its own line."""
     svc = ""
     if isinstance(r.service, str):
         pol = f", {r.traffic_policy}" if isinstance(r.traffic_policy, str) else ""
         svc = f" via {r.service} ({r.service_type}{pol})"
     lines = [
         f"#{r.connection} {r.kind}{svc}  {_PROTO.get(int(r.proto), r.proto)} "
-        f"{_ep(str(r.client_addr), int(r.client_port))} → {_ep(str(r.server_addr), int(r.server_port))}",
-        f"  {r.route}",
+        f"{_ep(str(r.client_addr), int(r.client_port))} → {_ep(str(r.server_addr), int(r.server_port))}"
     ]
-    bits = [f"client IP at backend: {'preserved' if r.client_ip_preserved == 'yes' else 'rewritten' if r.client_ip_preserved == 'no' else 'not seen'}"]
+    if vertical:
+        parts = r.route.split(" → ")
+        lat = [x.rsplit(" ", 1)[-1] for x in r.hop_latency.split("; ") if x]
+        lines.append(f"  from {parts[0]}")
+        k = 0
+        for part in parts[1:-1]:
+            if part.startswith("⟨"):
+                lines.append(f"      {part[1:-1]}")
+            else:
+                gap = f"  {'' if lat[k - 1].startswith('-') else '+'}{lat[k - 1]}" if 0 < k <= len(lat) else ""
+                lines.append(f"    ▸ {part[1:-1]}{gap}")
+                k += 1
+        lines.append(f"  to   {parts[-1]}")
+    else:
+        lines.append(f"  {r.route}")
+    keep = {"yes": "preserved", "no": "rewritten (SNAT)"}.get(str(r.client_ip_preserved), "not seen at the backend")
+    bits = [f"client IP at backend: {keep}"]
     if r.encap:
         bits.append(f"encap: {r.encap}")
     if r.latency_ns >= 0:
         bits.append(f"first packet {_fmt_ns(int(r.latency_ns))} over {len(r.forward_points.split(' → '))} points")
-    lines.append("  " + "; ".join(bits))
+    lines.append("  " + " · ".join(bits))
     if r.nat_reply:
         lines.append(f"  reply: {r.nat_reply}")
     return "\n".join(lines)
@@ -364,3 +379,48 @@ def render_path(r) -> str:
 def render_paths(df: pd.DataFrame) -> str:
     """All paths as text blocks, one per connection."""
     return "\n\n".join(render_path(r) for r in df.itertuples(index=False))
+
+
+_KIND_STYLE = {"pod-direct": "green", "clusterip": "cyan", "nodeport": "magenta", "loadbalancer-cluster": "yellow",
+               "loadbalancer-local": "yellow", "egress": "blue", "external": "white"}  # fmt: skip
+
+
+def print_paths(df: pd.DataFrame, inventory: Inventory | None = None, correlation=None, *, brief: bool = False, console=None) -> None:
+    """Rich terminal output: a summary table of connections, then one route block per connection."""
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    con = console or Console()
+    head = f"{len(df):,} connections"
+    if inventory is not None:
+        net = inventory.pod_network()
+        head += f" · inventory: {inventory.describe()} · pod network: {net['mode']}"
+    else:
+        head += " · no inventory: addresses are not named (pass --inventory)"
+    con.print(Text(head, style="bold"))
+    t = Table(show_lines=False, header_style="bold")
+    for c in ("#", "kind", "client", "service", "backend", "NAT", "encap", "client IP", "1st pkt"):
+        t.add_column(c, overflow="fold", no_wrap=c in ("#", "kind", "client IP", "1st pkt"))
+    for r in df.itertuples(index=False):
+        cl = f"{r.client}" + (f" @{r.client_node}" if isinstance(r.client_node, str) and r.client_node != r.client else "")
+        be = f"{r.backend}" + (f" @{r.backend_node}" if isinstance(r.backend_node, str) and r.backend_node != r.backend else "")
+        nat = ", ".join(f"{x.split(' ')[0]}@{x.split('@')[1].split(' ')[0]}" if "@" in x else x.split(" ")[0] for x in r.nat.split("; ") if x)
+        enc = "; ".join(e.split(" ")[0] + " " + (e.split("(")[1].rstrip(")") if "(" in e else e.split(" ")[-1]) for e in r.encap.split("; ")) if r.encap and r.encap != "native" else r.encap
+        keep = {"yes": "kept", "no": "SNAT", "unknown": "?"}[str(r.client_ip_preserved)]
+        t.add_row(str(r.connection), Text(str(r.kind), style=_KIND_STYLE.get(str(r.kind), "")), cl,
+                  str(r.service) if isinstance(r.service, str) else "", be, nat or "-", enc, keep,
+                  _fmt_ns(int(r.latency_ns)) if r.latency_ns >= 0 else "")  # fmt: skip
+    con.print(t)
+    if not brief:
+        for r in df.itertuples(index=False):
+            con.print()
+            block = render_path(r, vertical=True).split("\n")
+            con.print(Text(block[0], style="bold " + _KIND_STYLE.get(str(r.kind), "")))
+            for line in block[1:]:
+                con.print(Text(line, style="dim" if line.startswith("      ") else ""), soft_wrap=True)
+        con.print()
+        con.print(Text("legend: [iface@node] capture point (tunnel and outer IPs when encapsulated); "
+                       "⟨op before→after @node (why)⟩ translation and the node that applied it", style="dim"))  # fmt: skip
+    for note in (inventory.notes if inventory is not None else []) + (list(correlation.notes) if correlation is not None else []):
+        con.print(Text(f"note: {note}", style="dim"))
