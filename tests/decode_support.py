@@ -96,3 +96,22 @@ def as_int(v: str | None) -> int | None:
     if v is None or v == "":
         return None
     return int(v, 16) if v.startswith("0x") else int(v)
+
+
+def batch_of(frames: list[bytes], linktype: int = 1, wirelen: list[int] | None = None, flags=None):
+    """A RecordBatch over in-memory frames (for property tests that skip the file round trip)."""
+    import numpy as np
+
+    from pcaptools.io.records import RecordBatch
+
+    data = np.frombuffer(b"".join(frames) + b"\0" * 8, np.uint8)[: sum(len(f) for f in frames)]
+    lens = np.array([len(f) for f in frames], np.uint32)
+    off = np.concatenate([[0], np.cumsum(lens.astype(np.int64))[:-1]]).astype(np.int64) if frames else np.zeros(0, np.int64)
+    n = len(frames)
+    return RecordBatch(
+        path="<memory>", format="pcap", data=data, offset=off, caplen=lens,
+        wirelen=np.array(wirelen, np.uint32) if wirelen is not None else lens.copy(),
+        ts_ns=np.arange(n, dtype=np.int64), iface=np.zeros(n, np.uint32),
+        linktype=np.full(n, linktype, np.uint16), record=np.arange(n, dtype=np.int64),
+        flags=None if flags is None else np.asarray(flags, np.uint32), records_total=n,
+    )  # fmt: skip

@@ -156,7 +156,7 @@ def ipv6(buf, rows, pos, end, wend, lim, key, trunc, err, ip_at, ver, s_hi, s_lo
         ip_at[r] = p
         nh0 = nb.int64(buf[p + 6])
         nh, q, fo, m, ident, jumbo, status = ipv6_ext_walk(buf, p + 40, end[r], nh0)
-        proto[r] = nh
+        proto[r] = nh if status == 0 else -1  # unknown while extension headers are cut or too many
         frag[r] = fo
         mf[r] = m
         ip_id[r] = ident
