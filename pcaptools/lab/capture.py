@@ -26,13 +26,11 @@ class Capture:
     path: Path
     nano: bool = False
     any_sll2: bool = False
-    # kernel ring (-B): the default 2 MiB made '-i any' drop most of a 200 KB transfer's burst
-    buffer_kib: int = 4096
-    # immediate mode uses fixed-size ring frames (~64 KiB on offloading veths): room for ~250 of them
-    buffer_kib: int = 16384
-    # False: TPACKET_V3 blocks (packed, no drops on busy "any" captures) handed over after the
-    # kernel's 1 s block timeout; call drain() before stop() so the last block reaches the file
-    immediate: bool = True
+    # TPACKET_V3 blocks pack packets densely, so a small ring rides out a starved tcpdump; the
+    # kernel hands a partly filled block over after BLOCK_TIMEOUT: call drain() before stop().
+    # (immediate mode uses one ~64 KiB frame per packet on offloading veths and drops under load.)
+    buffer_kib: int = 8192  # kernel ring (-B); the 2 MiB default overflowed on '-i any' during 200 KB bursts
+    immediate: bool = False
     counts: dict[str, int] = field(default_factory=dict)
     _proc: subprocess.Popen[str] | None = None
     _err: queue.Queue[str | None] = field(default_factory=queue.Queue)
@@ -42,7 +40,7 @@ class Capture:
         """Start tcpdump and return once it reports "listening on"."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         argv = ["nice", "-n", "-5", "ip", "netns", "exec", self.ns, "tcpdump", "-i", self.interface, "-n", "-U",
-                "-B", str(self.buffer_kib * (8 if self.any_sll2 else 1)), "-Z", "root", "-w", str(self.path)]
+                "-B", str(self.buffer_kib), "-Z", "root", "-w", str(self.path)]
         if self.immediate:
             argv.append("--immediate-mode")
         if self.nano:
@@ -99,8 +97,12 @@ class Capture:
         return self.counts
 
 
-def drain(captures: list[Capture], quiet: float = BLOCK_TIMEOUT * 1.5, limit: float = 15.0) -> None:
-    """Wait until none of the files has grown for longer than the kernel's block timeout."""
+def drain(captures: list[Capture], quiet: float = BLOCK_TIMEOUT * 2.5, limit: float = 20.0) -> None:
+    """Wait until no file has grown for longer than the kernel takes to hand over a partly filled block.
+
+    The kernel retires a block once it has stayed current for a whole timer period, so its packets
+    reach tcpdump between one and two block timeouts after the block opened; we wait 2.5.
+    """
     if not captures:
         return
     deadline = time.monotonic() + limit

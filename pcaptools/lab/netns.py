@@ -10,6 +10,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterable, Sequence
 
@@ -133,3 +134,21 @@ def clean(prefix: str) -> list[str]:
     for name in names:
         delete(name)
     return names
+
+
+_GRO_OFF = """
+import ctypes, fcntl, socket, struct, sys
+SIOCETHTOOL, ETHTOOL_GGRO, ETHTOOL_SGRO = 0x8946, 0x2b, 0x2c
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for name in sys.argv[1:]:
+    for cmd in (ETHTOOL_SGRO, ETHTOOL_GGRO):
+        val = ctypes.create_string_buffer(struct.pack("II", cmd, 0), 8)
+        fcntl.ioctl(s, SIOCETHTOOL, struct.pack("16sP", name.encode(), ctypes.addressof(val)) + bytes(16))
+    if struct.unpack("II", val.raw)[1]:
+        sys.exit(f"{name}: GRO still on")
+"""
+
+
+def gro_off(ns: str, interfaces: Sequence[str]) -> None:
+    """Turn generic receive offload off (the SIOCETHTOOL ioctl; no ethtool binary needed) inside ``ns``."""
+    run([sys.executable, "-c", _GRO_OFF, *interfaces], ns=ns)

@@ -91,7 +91,7 @@ def _captures(topo: Topology, out: Path, *, any_capture: bool, nano: bool) -> li
         rel = truth.capture_file(label, iface)
         cap = Capture(ns, iface, out / rel, nano=nano, any_sll2=(iface == "any"))
         if iface == "any":
-            cap.buffer_kib, cap.immediate = 65536, False  # every interface of the node: a few times the packets
+            cap.buffer_kib = 32768  # every interface of the node: a few times the packets
         caps.append((cap,
                      {"file": rel, "node": label, "interface": iface, "role": role, **extra}))
 

@@ -313,6 +313,8 @@ def _build_node(topo: Topology, node: Node, vpc_len: int) -> None:
     netns.ip_batch(node.ns, cmds)
     netns.sysctl(node.ns, settings)
     if topo.cni == "calico-vxlan":
+        # vxlan's receive path merges a burst of segments (GRO) into one >MTU packet; keep the wire's
+        netns.gro_off(node.ns, ["vxlan.calico"])
         fdb = [f"fdb append {o.tunnel_mac} dev vxlan.calico dst {o.ip} self permanent"
                for o in topo.nodes if o.name != node.name]
         netns.run(["bridge", "-batch", "-"], ns=node.ns, stdin="\n".join(fdb) + "\n")
