@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 from correlate_support import dpkt_packets
 
 import pcaptools
+from pcaptools.k8s.inventory import Inventory
 from pcaptools.k8s.paths import path_records, paths_and_nat, render_paths
 from pcaptools.schema import NAT_COLUMNS, PATH_COLUMNS, validate
 
-ROOT = Path(__file__).parent.parent / "sample_pcaps"
+ROOT = Path(os.environ.get("PCAPTOOLS_SAMPLE_PCAPS", Path(__file__).parent.parent / "sample_pcaps"))
 SAMPLES = sorted(p.parent.name for p in ROOT.glob("*/truth.json"))
 
 
@@ -33,7 +35,11 @@ def lab(request):
     corr = pcaptools.correlate(pcaptools.CaptureSet.load(d, decoder=_decoder()))
     p, nat = paths_and_nat(corr, d / "inventory.json")
     truth = json.loads((d / "truth.json").read_text())
+    lab_rows.update(corr=corr, inventory=Inventory.load(d / "inventory.json"), cni=truth["cni"])
     return truth, p, nat
+
+
+lab_rows: dict = {}
 
 
 def _ours(p, conn: dict):
@@ -159,3 +165,10 @@ def test_render_and_records_are_complete(lab):
     assert len(recs) == len(p)
     assert set(recs[0]) == {c.name for c in PATH_COLUMNS}
     json.dumps(recs)
+
+
+def test_pod_routing_is_inferred_from_inventory_and_packets(lab):
+    net = lab_rows["inventory"].pod_network(lab_rows["corr"].hops)
+    overlay = lab_rows["cni"] != "vpc"
+    assert net["mode"] == ("pod-cidr" if overlay else "vpc-native")
+    assert net["routing"] == ("overlay" if overlay else "native")

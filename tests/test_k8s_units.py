@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ from pcaptools.k8s.inventory import Inventory
 from pcaptools.k8s.nat import nat_table, order_hops
 from pcaptools.schema import HOPS_COLUMNS
 
-LAB = Path(__file__).parent.parent / "sample_pcaps"
+LAB = Path(os.environ.get("PCAPTOOLS_SAMPLE_PCAPS", Path(__file__).parent.parent / "sample_pcaps"))
 
 # a tiny cluster: two nodes with pod CIDRs, one pod each, a NodePort service and an egress-free LB
 CLUSTER = {

@@ -289,8 +289,9 @@ class Inventory:
         """Node address -> node name."""
         return {ip: n.name for n in self.nodes.values() for ip in n.addresses}
 
-    def pod_network(self) -> dict:
-        """How pods are addressed, from the inventory alone: ``mode`` ('pod-cidr', 'vpc-native', 'unknown') and evidence."""
+    def pod_network(self, hops: pd.DataFrame | None = None) -> dict:
+        """How pods are addressed and routed: inventory ``mode`` ('pod-cidr', 'vpc-native', 'unknown'), evidence,
+        and with a hops table ``routing`` from packets ('native', 'overlay', 'unknown')."""
         ev = []
         with_cidr = [n.name for n in self.nodes.values() if n.pod_cidrs]
         aws = [n.name for n in self.nodes.values() if n.provider_id.startswith("aws://")]
@@ -314,7 +315,38 @@ class Inventory:
             mode = "vpc-native"
         else:
             mode = "unknown"
-        return {"mode": mode, "evidence": ev}
+        out = {"mode": mode, "evidence": ev}
+        if hops is not None:
+            out["routing"], pk_ev = self._routing_from_packets(hops)
+            ev.append(pk_ev)
+        return out
+
+    def _routing_from_packets(self, hops: pd.DataFrame) -> tuple[str, str]:
+        """Cross-node pod-to-pod packets on shared interfaces (not one pod's veth): tunnelled -> overlay, bare -> native."""
+        if not len(hops):
+            return "unknown", "no packets"
+        s, d = self.lookup(hops["src"]), self.lookup(hops["dst"])
+        cross = (s["kind"] == "pod").to_numpy() & (d["kind"] == "pod").to_numpy() & (s["node"].astype(str) != d["node"].astype(str)).to_numpy()
+        tun = hops["tunnel"].notna().to_numpy()
+        # a point where one address is in every row is a single pod's interface: pod IPs are always bare there
+        addr = pd.concat([hops["src"].astype(str), hops["dst"].astype(str)], ignore_index=True)
+        pt = pd.concat([hops["point"].astype(str)] * 2, ignore_index=True)
+        top = pd.DataFrame({"p": pt, "a": addr}).value_counts().groupby(level=0).max()
+        rows = hops["point"].astype(str).value_counts()
+        single = set(top.index[top.to_numpy() >= rows.reindex(top.index).to_numpy()])
+        shared = ~hops["point"].astype(str).isin(single).to_numpy()
+        j = hops["journey"].to_numpy(np.int64)
+        j_tun = pd.Series(cross & tun).groupby(j).transform("any").to_numpy()
+        j_bare = pd.Series(cross & ~tun & shared).groupby(j).transform("any").to_numpy()
+        first = np.r_[True, j[1:] != j[:-1]] if len(j) else np.zeros(0, bool)  # hops are grouped by journey
+        n_tun = int((first & j_tun).sum())
+        n_bare = int((first & j_bare & ~j_tun).sum())  # bare on a shared interface and tunnelled nowhere
+        ev = f"cross-node pod-to-pod packets: {n_tun} tunnelled on the way, {n_bare} bare on shared interfaces and never tunnelled"
+        if n_tun and not n_bare:
+            return "overlay", ev
+        if n_bare and not n_tun:
+            return "native", ev
+        return ("mixed" if n_tun else "unknown"), ev
 
     def describe(self) -> str:
         """One line: counts of nodes, pods, services and endpoints."""

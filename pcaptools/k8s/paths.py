@@ -394,8 +394,10 @@ def print_paths(df: pd.DataFrame, inventory: Inventory | None = None, correlatio
     con = console or Console()
     head = f"{len(df):,} connections"
     if inventory is not None:
-        net = inventory.pod_network()
-        head += f" · inventory: {inventory.describe()} · pod network: {net['mode']}"
+        net = inventory.pod_network(correlation.hops if correlation is not None else None)
+        head += f" · inventory: {inventory.describe()} · pod IPs: {net['mode']}"
+        if "routing" in net:
+            head += f" · pod-to-pod across nodes: {net['routing']}"
     else:
         head += " · no inventory: addresses are not named (pass --inventory)"
     con.print(Text(head, style="bold"))
