@@ -17,6 +17,7 @@ closer than their clock error relies on TTL and the sender/receiver rule of :fun
 from __future__ import annotations
 
 import os
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -149,10 +150,20 @@ def _build(correlation, inventory, flows) -> tuple[pd.DataFrame, pd.DataFrame]:
     rep_j = _pick(conn, reply & (synack | ~has_synack), np.where(has_synack, -nhops, 0), t, nconn)
     nat = nat_table(h, inv, reply=pd.Series(reply, index=uj), ordered=True)
     nat["connection"] = conn[np.searchsorted(uj, nat["journey"].to_numpy(np.int64))]
-    nat_by_j = {k: g for k, g in nat.groupby("journey", sort=False)}
+    # NAT rows of the representative journeys only, as plain records (pandas per-group objects are slow)
+    reps = np.concatenate([uj[fwd_j[fwd_j >= 0]], uj[rep_j[rep_j >= 0]]])
+    sub = nat.loc[nat["journey"].isin(reps)].sort_values(["journey", "step"], kind="stable")
+    nat_by_j: dict[int, list[SimpleNamespace]] = {}
+    if len(sub):
+        fields = {c: (sub[c].astype(object).where(sub[c].notna(), None).tolist()) for c in
+                  ("journey", "op", "nat_kind", "service", "node", "reply", "to_point", "ts_corrected_ns",
+                   "addr_before", "port_before", "addr_after", "port_after")}  # fmt: skip
+        for vals in zip(*fields.values(), strict=True):
+            r = SimpleNamespace(**dict(zip(fields, vals, strict=True)))
+            nat_by_j.setdefault(int(r.journey), []).append(r)
     journeys = np.bincount(conn, minlength=nconn)
     cols = {c: np.where(h[c].notna().to_numpy(), h[c].astype(str).to_numpy(object), "") if c in ("point", "node", "interface", "src", "dst", "tunnel", "outer_src", "outer_dst", "file") else h[c].to_numpy()
-            for c in ("point", "node", "interface", "src", "dst", "sport", "dport", "tunnel", "vni", "outer_src", "outer_dst", "ts_corrected_ns", "file")}  # fmt: skip
+            for c in ("point", "node", "interface", "src", "dst", "sport", "dport", "tunnel", "vni", "outer_src", "outer_dst", "ts_corrected_ns", "file", "proto")}  # fmt: skip
     inv_nodes = set(inv.nodes) if inv is not None else None
     node_ip = inv.node_addresses() if inv is not None else {}
     rows = []
@@ -189,9 +200,8 @@ def _row(c, fj, rj, uj, first_row, end_row, cols, h, nat_by_j, inv, inv_nodes, n
         cname = cnode
     backend_addr, backend_port = dst[b - 1], int(dport[b - 1])
     bk, bname, bnode = _name(inv, backend_addr)
-    fnat = nat_by_j.get(jid)
-    fnat = fnat[~fnat["reply"]] if fnat is not None else None
-    vias = [] if fnat is None else [(str(r.nat_kind), r.service) for r in fnat.itertuples(index=False)]
+    fnat = [r for r in nat_by_j.get(jid, []) if not r.reply] or None
+    vias = [] if fnat is None else [(str(r.nat_kind), r.service) for r in fnat]
     svc = next((s for v, s in vias if v in ("loadbalancer", "nodeport", "clusterip") and isinstance(s, str)), None)
     service = inv.services.get(svc) if (inv is not None and svc) else None
     kinds = {v for v, _ in vias}
@@ -235,7 +245,7 @@ def _row(c, fj, rj, uj, first_row, end_row, cols, h, nat_by_j, inv, inv_nodes, n
     nat_texts = []
     if fnat is not None:
         hop_of = {}  # NAT rows keyed by the position of their 'after' sighting
-        for r in fnat.itertuples(index=False):
+        for r in fnat:
             hop_of.setdefault((str(r.to_point), int(r.ts_corrected_ns)), []).append(_nat_text(r))
     else:
         hop_of = {}
@@ -256,11 +266,9 @@ def _row(c, fj, rj, uj, first_row, end_row, cols, h, nat_by_j, inv, inv_nodes, n
     if rj >= 0:
         ra, rb = first_row[rj], end_row[rj]
         rev_points = " → ".join(cols["point"][ra:rb])
-        rn = nat_by_j.get(int(uj[rj]))
-        if rn is not None:
-            rnat = "; ".join(_nat_text(r) for r in rn.itertuples(index=False))
+        rnat = "; ".join(_nat_text(r) for r in nat_by_j.get(int(uj[rj]), []))
     return {
-        "connection": c, "kind": kind, "proto": int(h["proto"].iat[a]),
+        "connection": c, "kind": kind, "proto": int(cols["proto"][a]),
         "client": cname, "client_kind": ck if inv is not None else "external", "client_node": cnode or None,
         "client_addr": client_addr, "client_port": client_port, "server_addr": server_addr, "server_port": server_port,
         "service": service.name if service else (svc or None), "service_type": service.type if service else None,
