@@ -78,6 +78,22 @@ def _connections(h: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     return uj, rank.reindex(lab).to_numpy(np.int64)
 
 
+def _journey_times(h: pd.DataFrame, ji: np.ndarray, conn: np.ndarray, nj: int) -> np.ndarray:
+    """Per journey, a time comparable within its connection: the raw timestamp at the node that saw most of the
+    connection's journeys (one clock, so a reply never precedes its request through clock error); corrected time otherwise."""
+    node = h["node"].cat.codes.to_numpy(np.int64) if isinstance(h["node"].dtype, pd.CategoricalDtype) else pd.factorize(h["node"])[0]
+    crow = conn[ji]
+    seen = pd.DataFrame({"c": crow, "n": node, "j": ji}).drop_duplicates()
+    cover = seen.groupby(["c", "n"]).size().reset_index(name="k").sort_values(["c", "k", "n"], ascending=[True, False, True])
+    best = cover.drop_duplicates("c").set_index("c")["n"].reindex(np.arange(conn.max() + 1)).to_numpy()
+    at = node == best[crow]
+    raw = np.full(nj, np.iinfo(np.int64).max, np.int64)
+    np.minimum.at(raw, ji[at], h["ts_ns"].to_numpy(np.int64)[at])
+    tc = np.full(nj, np.iinfo(np.int64).max, np.int64)
+    np.minimum.at(tc, ji, h["ts_corrected_ns"].to_numpy(np.int64))
+    return np.where(raw < np.iinfo(np.int64).max, raw, tc)
+
+
 def _pick(conn: np.ndarray, eligible: np.ndarray, prio: np.ndarray, t: np.ndarray, nconn: int) -> np.ndarray:
     """Per connection, the index of the eligible journey with the lowest (prio, t); -1 if none."""
     idx = np.flatnonzero(eligible)
@@ -129,7 +145,7 @@ def _build(correlation, inventory, flows) -> tuple[pd.DataFrame, pd.DataFrame]:
     syn = np.bincount(ji, syn_r, minlength=len(uj)) > 0
     synack = np.bincount(ji, synack_r, minlength=len(uj)) > 0
     nhops = end_row - first_row
-    t = h["ts_corrected_ns"].to_numpy(np.int64)[first_row]
+    t = _journey_times(h, ji, conn, len(uj))
     has_syn = np.bincount(conn, syn, minlength=nconn)[conn] > 0
     fwd_j = _pick(conn, syn | ~has_syn, np.where(has_syn, -nhops, 0), t, nconn)
     # direction of every journey: does it carry one of the first packet's tuples, or its reverse?
