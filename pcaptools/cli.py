@@ -19,6 +19,16 @@ app = typer.Typer(
 _state = {"debug": False}
 
 
+def _console():
+    """Stdout console; when piped (no terminal width to read) tables get 160 columns, not rich's 80."""
+    import os
+
+    from rich.console import Console
+
+    wide = not sys.stdout.isatty() and "COLUMNS" not in os.environ
+    return Console(width=160 if wide else None)
+
+
 @app.callback()
 def _root(debug: bool = typer.Option(False, "--debug", help="Show Python tracebacks on errors.")) -> None:
     _state["debug"] = debug
@@ -71,7 +81,7 @@ def paths_cmd(
         return
     from pcaptools.k8s.paths import print_paths
 
-    print_paths(p, inv, corr, brief=brief)
+    print_paths(p, inv, corr, brief=brief, console=_console())
     if out:
         print(f"{len(p):,} paths written to {out}")
 
@@ -119,7 +129,6 @@ def show_cmd(
 
     Example: pcaptools show node1.pcap 41 --vxlan-port 4790
     """
-    from rich.console import Console
     from rich.table import Table
 
     from pcaptools.decode import registry
@@ -131,7 +140,7 @@ def show_cmd(
         vxlan_ports=tuple(dict.fromkeys((*registry.DEFAULT_VXLAN_PORTS, *vxlan_port))),
         geneve_ports=tuple(dict.fromkeys((*registry.DEFAULT_GENEVE_PORTS, *geneve_port))),
     )
-    console = Console()
+    console = _console()
     console.print(f"[bold]scapy[/bold] ({file} record {record})")
     console.print(text, markup=False, highlight=False)
     t = Table(title=f"pcaptools row (record {record})")
@@ -172,7 +181,6 @@ def flows_cmd(
     if out:
         print(f"{len(fl):,} flows written to {out}")
         return
-    from rich.console import Console
     from rich.table import Table
 
     t = Table(title=f"{len(fl):,} flows (largest {min(limit, len(fl))} by bytes)")
@@ -185,7 +193,7 @@ def flows_cmd(
         t.add_row(str(r.community_id), str(r.proto), port(r.orig_h, r.orig_p), port(r.resp_h, r.resp_p),
                   f"{r.orig_pkts}/{r.resp_pkts}", f"{r.orig_bytes}/{r.resp_bytes}", f"{r.duration_ns / 1e9:.3f}",
                   str(r.state), r.history, "" if r.tunnel != r.tunnel else f"{r.tunnel} {r.vni}")  # fmt: skip
-    Console().print(t)
+    _console().print(t)
 
 
 @app.command("correlate")
@@ -202,7 +210,6 @@ def correlate_cmd(
     Example: pcaptools correlate sample_pcaps/flannel --json -o hops.parquet
     Example: pcaptools correlate --point node-1:eth0=n1.pcap --point node-2:eth0=n2.pcap
     """
-    from rich.console import Console
     from rich.table import Table
 
     from pcaptools.correlate import CaptureSet
@@ -215,7 +222,7 @@ def correlate_cmd(
     if as_json:
         print(corr.to_json(indent=2))
         return
-    console = Console()
+    console = _console()
     t = Table(title=f"clock offsets (reference {corr.offsets.loc[corr.offsets['reference'], 'node'].iloc[0]})")
     for c in ("node", "offset", "uncertainty", "skew ppm"):
         t.add_column(c)
@@ -350,7 +357,7 @@ def info_cmd(
     def _t(ns: int) -> str:
         return datetime.fromtimestamp(ns // 10**9, UTC).strftime("%Y-%m-%d %H:%M:%S") + f".{ns % 10**9:09d}"
 
-    console = Console()
+    console = _console()
     for s in out:
         gz = ", gzip" if s["compression"] else ""
         t = Table(title=f"{s['path']}  ({s['format']}{gz})", show_header=False)
