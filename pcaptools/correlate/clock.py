@@ -75,10 +75,20 @@ def _skew(d: np.ndarray, x: np.ndarray, ab: np.ndarray, ba: np.ndarray) -> float
     skew = 0.0
     for _ in range(4):
         dd = d - skew * x
-        y_ab = [float(dd[m & ab].min()) for m in masks]
-        y_ba = [float((-dd[m & ba]).min()) for m in masks]
-        skew += float(np.polyfit(xs, y_ab, 1)[0] - np.polyfit(xs, y_ba, 1)[0]) / 2
-    return skew
+        y_ab = np.array([float(dd[m & ab].min()) for m in masks])
+        y_ba = np.array([float((-dd[m & ba]).min()) for m in masks])
+        (s_ab, c_ab), (s_ba, c_ba) = np.polyfit(xs, y_ab, 1), np.polyfit(xs, y_ba, 1)
+        skew += float(s_ab - s_ba) / 2
+    # keep the skew only where the window minima say so: |skew| over 3 standard errors of the two
+    # slopes. Short or bursty captures (one clock shared by all points included) give a noisy slope
+    # that would otherwise be applied as a drift of hundreds of microseconds.
+    if len(keep) < 4:
+        return 0.0
+    sxx = float(((xs - xs.mean()) ** 2).sum())
+    res_ab = y_ab - (s_ab * xs + c_ab)
+    res_ba = y_ba - (s_ba * xs + c_ba)
+    se = np.sqrt((res_ab @ res_ab + res_ba @ res_ba) / (len(keep) - 2) / sxx) / 2
+    return skew if abs(skew) > 3 * se else 0.0
 
 
 def _offset(d: np.ndarray, ab: np.ndarray, ba: np.ndarray) -> tuple[float, float]:
