@@ -74,3 +74,12 @@ def test_lab_clocks_are_one_clock(sample):
     # the lab runs every "node" on one host kernel: all offsets must come out near zero
     _, corr = sample
     assert (corr.offsets["offset_ns"].abs() < 100_000).all()
+
+
+def test_lab_points_share_one_clock_so_offsets_stay_within_their_bounds_and_no_skew_is_applied(sample):
+    """All lab namespaces read the same kernel clock: the true offset of every node is 0."""
+    _, corr = sample
+    off = corr.offsets.set_index("node")
+    assert (off["skew_ppm"] == 0).all(), off
+    assert (off["offset_ns"].abs() <= off["uncertainty_ns"] + 1).all(), off
+    assert (off["uncertainty_ns"] < 50_000).all(), off
