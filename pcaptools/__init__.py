@@ -5,6 +5,7 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from pcaptools import lab as lab  # noqa: E402  (lazy: pcaptools.lab.run_lab imports on first use)
+from pcaptools.compare import compare as compare  # noqa: E402  (pcaptools.compare(dirs) -> Comparison)
 from pcaptools.correlate import CaptureSet as CaptureSet  # noqa: E402
 from pcaptools.correlate import correlate as correlate  # noqa: E402  (the matcher compiles on first call)
 from pcaptools.flows import flows as flows  # noqa: E402  (pcaptools.flows(packets) -> flow table)

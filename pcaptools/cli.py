@@ -38,6 +38,38 @@ def _root(debug: bool = typer.Option(False, "--debug", help="Show Python traceba
 # --- commands ---
 
 
+@app.command("compare")
+def compare_cmd(
+    sources: list[str] = typer.Argument(..., help="Capture-set directories (each holding manifest.json); the directory name labels the column."),  # noqa: B008
+    as_json: bool = typer.Option(False, "--json", help="Print summary and detail tables as JSON (null = not measurable)."),
+    figures: str = typer.Option(None, "--figures", help="Write the comparison figures as PNGs into this directory."),
+    out: str = typer.Option(None, "-o", "--output", help="Write the summary table (metric x capture set) to OUT.csv or OUT.parquet."),
+) -> None:
+    """Compare CNI data planes: overlay mode, encapsulation overhead, MTU/MSS, fragmentation, hops and latency.
+
+    Example: pcaptools compare sample_pcaps/vpc sample_pcaps/calico-vxlan --figures figures/ -o summary.csv
+    Example: pcaptools compare sample_pcaps/vpc sample_pcaps/calico-vxlan --json
+    """
+    from pcaptools.compare import compare, print_comparison
+    from pcaptools.errors import CorrelationError
+
+    if out and not out.endswith((".parquet", ".csv")):
+        raise CorrelationError(f"-o {out}: expected a .csv or .parquet file name; found another suffix; try -o summary.csv")
+    cmp = compare(sources)
+    if out:
+        tab = cmp.summary.astype({lab: str for lab in cmp.labels}).replace({"None": "", "nan": ""})
+        tab.to_parquet(out, index=False) if out.endswith(".parquet") else cmp.summary.to_csv(out, index=False)
+    written = cmp.save_figures(figures) if figures else []
+    if as_json:
+        print(cmp.to_json(indent=2))
+        return
+    print_comparison(cmp, console=_console())
+    for path in written:
+        print(f"figure written to {path}")
+    if out:
+        print(f"summary ({len(cmp.summary)} metrics) written to {out}")
+
+
 @app.command("paths")
 def paths_cmd(
     source: str = typer.Argument(..., help="manifest.json of the capture set, or a directory holding one."),

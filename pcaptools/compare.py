@@ -539,3 +539,55 @@ def _plain(v):
     if isinstance(v, float) and math.isnan(v):
         return None
     return v
+
+
+# --- rendering -----------------------------------------------------------------------------------------
+def format_value(v, unit: str = "") -> str:
+    """A summary cell for people: 'n/a' when not measurable, integers without '.0', thousands separators."""
+    if _missing(v):
+        return "n/a"
+    if isinstance(v, (bool, np.bool_)):
+        return "yes" if v else "no"
+    if isinstance(v, (int, np.integer)):
+        return f"{int(v):,}"
+    if isinstance(v, (float, np.floating)):
+        return f"{v:,.0f}" if float(v).is_integer() else f"{v:,.1f}" if unit != "%" else f"{v:,.2f}"
+    return str(v)
+
+
+def print_comparison(cmp: Comparison, *, console=None) -> None:
+    """Rich tables: the metric x capture-set summary (units, 'n/a' where unmeasurable), latency per kind, notes."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    t = Table(title=f"CNI comparison: {', '.join(cmp.labels)}", show_lines=False)
+    t.add_column("metric", style="bold")
+    t.add_column("unit", style="dim")
+    for lab in cmp.labels:
+        t.add_column(lab, justify="right")
+    section = None
+    for r in cmp.summary.to_dict(orient="records"):
+        if r["section"] != section:
+            section = r["section"]
+            t.add_section()
+            t.add_row(f"[cyan]{section}[/cyan]", "", *[""] * len(cmp.labels))
+        cells = [format_value(r[lab], r["unit"]) for lab in cmp.labels]
+        t.add_row(f"  {r['metric']}", r["unit"], *[f"[dim]{c}[/dim]" if c == "n/a" else c for c in cells])
+    console.print(t)
+    if len(cmp.latency):
+        t = Table(title="first-packet latency per connection kind (µs: median / p90, n connections)")
+        t.add_column("kind", style="bold")
+        for lab in cmp.labels:
+            t.add_column(lab, justify="right")
+        for kind in sorted(cmp.latency["kind"].unique()):
+            cells = []
+            for lab in cmp.labels:
+                d = cmp.latency.loc[(cmp.latency["label"] == lab) & (cmp.latency["kind"] == kind)]
+                cells.append("[dim]n/a[/dim]" if not len(d) else
+                             f"{d['median_ns'].iloc[0] / 1e3:,.1f} / {d['p90_ns'].iloc[0] / 1e3:,.1f}  (n={int(d['connections'].iloc[0])})")  # fmt: skip
+            t.add_row(kind, *cells)
+        console.print(t)
+    for lab in cmp.labels:
+        for note in cmp.notes.get(lab, []):
+            console.print(f"note ({lab}): {note}")
