@@ -85,6 +85,9 @@ def _decode_flows(path: str) -> int:
     return int(f["orig_pkts"].sum() + f["resp_pkts"].sum())
 
 
+sys.path.insert(0, str(HERE))
+import decode_sections as _dec  # noqa: E402  (read+decode vs dpkt/scapy/tshark, benchmarks/decode_sections.py)
+
 SECTIONS: list[tuple[str, Callable[[str], int]]] = [
     ("plain read", _plain_read),
     ("read_records", _read_records),
@@ -92,6 +95,10 @@ SECTIONS: list[tuple[str, Callable[[str], int]]] = [
     ("dpkt loop", _dpkt_loop),
     ("flows", _flows),
     ("decode+flows", _decode_flows),
+    ("read+decode", _dec.read_decode),
+    ("dpkt decode", _dec.dpkt_decode),
+    ("scapy decode", _dec.scapy_decode),
+    ("tshark fields", _dec.tshark_fields),
 ]
 BASELINE = "plain read"
 _COUNT: dict[str, int] = {}
@@ -210,6 +217,11 @@ def main() -> None:
                 f"{ratio:>9.2f}x{r['peak_alloc_mb']:>11.0f}{r['peak_rss_mb']:>10.0f}"
             )
             f.write(json.dumps({**common, **r, "time_vs_plain_read": ratio}) + "\n")
+        dec = next((r for r in rows if r["section"] == "read+decode"), None)
+        for other in ("dpkt decode", "scapy decode", "tshark fields", "plain read") if dec else ():
+            o = next((r for r in rows if r["section"] == other), None)
+            if o:
+                print(f"read+decode is {dec['records_per_s'] / o['records_per_s']:.1f}x the packets/s of {other}")
         if not a.only or "first call" in a.only:
             sample = str(HERE.parent / "tests" / "data" / "own" / "two_sections.pcapng")
             fc = _first_call_cost(sample)
