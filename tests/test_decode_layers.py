@@ -214,3 +214,9 @@ def test_cli_errors_are_one_line(capsys) -> None:
     assert capsys.readouterr().err.count("\n") == 1
     assert main(["decode", str(D / "tunnels.pcap"), "-o", "x.txt"]) == 2
     assert main(["decode", str(D / "tunnels.pcap"), "-o", "x.parquet", "--vxlan-port", "70000"]) == 2
+
+
+def test_gre_with_an_undecoded_protocol_is_noted() -> None:
+    df = pcaptools.read_packets(DATA / "peer" / "tcpdump" / "tests" / "erspan-type-ii-1.pcap")
+    assert (df.tunnel == "gre").all() and (df.ip_version == 0).all() and df.outer_src.notna().all()
+    assert any("ERSPAN" in n for n in df.attrs["notes"])

@@ -61,5 +61,11 @@ def decode_with(batch: RecordBatch, tables: registry.Tables, depth: int, file_na
     df = build(batch, w, file_name if file_name is not None else str(batch.path))
     df.attrs["skipped"] = {str(batch.path): dict(batch.skipped)}
     df.attrs["notes"] = list(batch.notes)
+    opaque_gre = int(((df["tunnel"] == "gre") & (df["ip_version"] == 0) & df["error"].isna() & df["truncated_at"].isna()).sum())
+    if opaque_gre:
+        df.attrs["notes"].append(
+            f"{batch.path}: {opaque_gre} GRE packets carry a protocol pcaptools does not decode (ERSPAN 0x88be, "
+            "PPP 0x880b, ...); their inner columns are empty"
+        )
     df.attrs["stopped_at"] = {str(batch.path): batch.stopped_at}
     return df
