@@ -30,10 +30,11 @@ PKTTYPE = {0: "in", 1: "broadcast", 2: "multicast", 3: "otherhost", 4: "out"}
 
 
 @pytest.fixture(scope="session")
-def tshark_cache(request) -> object:
+def tshark_cache(tmp_path_factory) -> object:
+    """tshark's output per capture, computed fresh each session (never reused across runs)."""
     if not tshark_available():
         pytest.skip("tshark is not installed; tests/test_decode_dpkt.py compares with dpkt instead")
-    return request.config.cache.mkdir("decode_tshark")
+    return tmp_path_factory.mktemp("decode_tshark")
 
 
 def _ip_fields(t: dict, fam: str, k: int) -> dict:
