@@ -34,6 +34,38 @@ def _root(debug: bool = typer.Option(False, "--debug", help="Show Python traceba
     _state["debug"] = debug
 
 
+_BUSY_BYTES = 50 << 20  # inputs this large take over a second: show that work is under way
+
+
+def _input_bytes(paths: list[str]) -> int:
+    """Total size of the files, or of the files under directories, named on the command line."""
+    from pathlib import Path
+
+    total = 0
+    for p in map(Path, paths):
+        if p.is_dir():
+            total += sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
+        elif p.is_file():
+            total += p.stat().st_size
+    return total
+
+
+def _busy(paths: list[str], what: str):
+    """A transient spinner with elapsed time on stderr while a large input is worked on."""
+    import contextlib
+
+    size = _input_bytes(paths)
+    if size < _BUSY_BYTES:
+        return contextlib.nullcontext()
+    from rich.console import Console
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    bar = Progress(SpinnerColumn(), TextColumn(f"{what} {size / 1e6:,.0f} MB"), TimeElapsedColumn(),
+                   console=Console(stderr=True), transient=True)
+    bar.add_task(what, total=None)
+    return bar
+
+
 # Commands are registered below, one block per command, each calling one library function.
 # --- commands ---
 
@@ -55,7 +87,8 @@ def compare_cmd(
 
     if out and not out.endswith((".parquet", ".csv")):
         raise CorrelationError(f"-o {out}: expected a .csv or .parquet file name; found another suffix; try -o summary.csv")
-    cmp = compare(sources)
+    with _busy(list(sources), "comparing"):
+        cmp = compare(sources)
     if out:
         tab = cmp.summary.astype({lab: str for lab in cmp.labels}).replace({"None": "", "nan": ""})
         tab.to_parquet(out, index=False) if out.endswith(".parquet") else cmp.summary.to_csv(out, index=False)
@@ -104,8 +137,9 @@ def paths_cmd(
         cand = man.parent / str(lab.get("inventory") or "inventory.json")
         inventory = str(cand) if cand.exists() else None
     inv = Inventory.load(inventory) if inventory else None
-    corr = correlate(CaptureSet.load(source), window_ns=int(window_ms * 1e6))
-    p = paths(corr, inv)
+    with _busy([source], "correlating"):
+        corr = correlate(CaptureSet.load(source), window_ns=int(window_ms * 1e6))
+        p = paths(corr, inv)
     if out:
         p.to_parquet(out, index=False) if out.endswith(".parquet") else p.to_csv(out, index=False)
     if as_json:
@@ -137,13 +171,14 @@ def decode_cmd(
 
     if not out.endswith((".parquet", ".csv")):
         raise DecodeError(f"-o {out}: expected a .parquet or .csv file name; found another suffix; try -o packets.parquet")
-    df = read_packets(
-        files,
-        vxlan_ports=tuple(dict.fromkeys((*registry.DEFAULT_VXLAN_PORTS, *vxlan_port))),
-        geneve_ports=tuple(dict.fromkeys((*registry.DEFAULT_GENEVE_PORTS, *geneve_port))),
-        wireguard_ports=tuple(dict.fromkeys((*registry.DEFAULT_WIREGUARD_PORTS, *wireguard_port))),
-        max_tunnel_depth=max_tunnel_depth,
-    )
+    with _busy(files, "decoding"):
+        df = read_packets(
+            files,
+            vxlan_ports=tuple(dict.fromkeys((*registry.DEFAULT_VXLAN_PORTS, *vxlan_port))),
+            geneve_ports=tuple(dict.fromkeys((*registry.DEFAULT_GENEVE_PORTS, *geneve_port))),
+            wireguard_ports=tuple(dict.fromkeys((*registry.DEFAULT_WIREGUARD_PORTS, *wireguard_port))),
+            max_tunnel_depth=max_tunnel_depth,
+        )
     df.to_parquet(out, index=False) if out.endswith(".parquet") else df.to_csv(out, index=False)
     skipped = sum(sum(v.values()) for v in df.attrs.get("skipped", {}).values())
     errors = int(df["error"].notna().sum())
@@ -204,7 +239,8 @@ def flows_cmd(
         raise DecodeError(f"-o {out}: expected a .parquet or .csv file name; found another suffix; try -o flows.parquet")
     if not 0 <= seed <= 0xFFFF:
         raise DecodeError(f"--seed {seed}: expected 0..65535 (an unsigned 16-bit value)")
-    fl = read_flows(files, idle_timeout_s=idle_timeout, seed=seed)
+    with _busy(files, "decoding"):
+        fl = read_flows(files, idle_timeout_s=idle_timeout, seed=seed)
     if out:
         fl.to_parquet(out, index=False) if out.endswith(".parquet") else fl.to_csv(out, index=False)
     if as_json:
@@ -239,7 +275,7 @@ def correlate_cmd(
 ) -> None:
     """Find each packet at every capture point (through NAT and tunnels), estimate clock offsets, per-hop latency and loss.
 
-    Example: pcaptools correlate sample_pcaps/flannel --json -o hops.parquet
+    Example: pcaptools correlate sample_pcaps/calico-vxlan --json -o hops.parquet
     Example: pcaptools correlate --point node-1:eth0=n1.pcap --point node-2:eth0=n2.pcap
     """
     from rich.table import Table
@@ -247,8 +283,9 @@ def correlate_cmd(
     from pcaptools.correlate import CaptureSet
     from pcaptools.correlate.api import correlate
 
-    cs = CaptureSet.load(source, points=point)
-    corr = correlate(cs, window_ns=int(window_ms * 1e6), reference=reference)
+    with _busy([x for x in [source, *(q.rpartition("=")[2] for q in point)] if x], "correlating"):
+        cs = CaptureSet.load(source, points=point)
+        corr = correlate(cs, window_ns=int(window_ms * 1e6), reference=reference)
     if out:
         corr.hops.to_parquet(out, index=False)
     if as_json:
@@ -296,14 +333,15 @@ def merge_cmd(
 ) -> None:
     """Merge all capture points into one pcapng on one clock: one interface per point, packets in corrected time order.
 
-    Example: pcaptools merge sample_pcaps/calico -o merged.pcapng --dedup
+    Example: pcaptools merge sample_pcaps/calico-vxlan -o merged.pcapng --dedup
     """
     from pcaptools.correlate import CaptureSet
     from pcaptools.correlate.api import correlate
     from pcaptools.correlate.merge import merge
 
-    cs = CaptureSet.load(source, points=point)
-    n = merge(cs, output, correlation=correlate(cs, reference=reference), dedup=dedup)
+    with _busy([x for x in [source, *(q.rpartition("=")[2] for q in point)] if x], "merging"):
+        cs = CaptureSet.load(source, points=point)
+        n = merge(cs, output, correlation=correlate(cs, reference=reference), dedup=dedup)
     print(f"wrote {n:,} packets from {len(cs.points)} capture points to {output}")
 
 
