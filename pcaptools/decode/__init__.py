@@ -1,7 +1,7 @@
 """Vectorised packet decoder: RecordBatch -> packet table (schema.PACKET_COLUMNS).
 
 Layer decoders live in ``link``, ``ip``, ``l4`` and ``tunnels/*``; ``registry`` holds every edge;
-``walk`` drives them over all rows at once; ``table`` assembles the DataFrame.
+``walk`` takes each packet through all its layers in one numba pass; ``table`` assembles the DataFrame.
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ from pcaptools.decode.common import (
 MAX_IPV6_EXT = 8
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, _nrt=False)
 def ipv6_ext_walk(buf, q, end, nh):
     """Step over IPv6 extension headers from ``q``: (next header, offset after them, fragment offset,
     more-fragments, fragment id or -1, jumbo length or -1, status: 0 ok, T_IPV6_EXT cut, -1 too many)."""
@@ -77,132 +77,126 @@ def ipv6_ext_walk(buf, q, end, nh):
     return nh, q, fo, mf, ident, jumbo, -1
 
 
-@nb.njit(cache=True)
-def ipv4(buf, rows, pos, end, wend, lim, key, trunc, err, ip_at, ver, s_hi, s_lo, d_hi, d_lo, a_ok,
+@nb.njit(cache=True, _nrt=False, inline="always")
+def ipv4(buf, r, pos, end, wend, lim, key, trunc, err, ip_at, ver, s_hi, s_lo, d_hi, d_lo, a_ok,
          proto, ip_id, ttl, ip_len, frag, mf, df):  # fmt: skip
     """IPv4 header fields; key = protocol, or -1 for a non-first fragment (no L4 header in it)."""
-    for i in range(rows.shape[0]):
-        r = rows[i]
-        p = pos[r]
-        key[r] = -1
-        if p + 20 > end[r]:
-            if p < end[r] and buf[p] >> 4 != 4:
-                err[r] = E_BAD_IP_VERSION
-            else:
-                trunc[r] = T_IP
-            continue
-        b0 = buf[p]
-        if b0 >> 4 != 4:
+    p = pos[r]
+    key[r] = -1
+    if p + 20 > end[r]:
+        if p < end[r] and buf[p] >> 4 != 4:
             err[r] = E_BAD_IP_VERSION
-            continue
-        ihl = nb.int64(b0 & 15) * 4
-        tl = u16(buf, p + 2)
-        ff = u16(buf, p + 6)
-        ver[r] = 4
-        s_hi[r] = 0
-        s_lo[r] = nb.uint64(V4_MAPPED) | nb.uint64(u32(buf, p + 12))
-        d_hi[r] = 0
-        d_lo[r] = nb.uint64(V4_MAPPED) | nb.uint64(u32(buf, p + 16))
-        a_ok[r] = True
-        proto[r] = buf[p + 9]
-        ip_id[r] = u16(buf, p + 4)
-        ttl[r] = buf[p + 8]
-        frag[r] = (ff & 0x1FFF) * 8
-        mf[r] = (ff & 0x2000) != 0
-        df[r] = (ff & 0x4000) != 0
-        il = tl if tl != 0 else wend[r] - p
-        ip_len[r] = il
-        ip_at[r] = p
-        if ihl < 20:
-            err[r] = E_BAD_IHL
-            continue
-        if tl != 0 and tl < ihl:
-            err[r] = E_BAD_IP_LEN
-            continue
-        if p + ihl > end[r]:
+        else:
             trunc[r] = T_IP
-            continue
-        lim[r] = p + il
-        pos[r] = p + ihl
-        if ff & 0x1FFF == 0:
-            key[r] = buf[p + 9]
+        return
+    b0 = buf[p]
+    if b0 >> 4 != 4:
+        err[r] = E_BAD_IP_VERSION
+        return
+    ihl = nb.int64(b0 & 15) * 4
+    tl = u16(buf, p + 2)
+    ff = u16(buf, p + 6)
+    ver[r] = 4
+    s_hi[r] = 0
+    s_lo[r] = nb.uint64(V4_MAPPED) | nb.uint64(u32(buf, p + 12))
+    d_hi[r] = 0
+    d_lo[r] = nb.uint64(V4_MAPPED) | nb.uint64(u32(buf, p + 16))
+    a_ok[r] = True
+    proto[r] = buf[p + 9]
+    ip_id[r] = u16(buf, p + 4)
+    ttl[r] = buf[p + 8]
+    frag[r] = (ff & 0x1FFF) * 8
+    mf[r] = (ff & 0x2000) != 0
+    df[r] = (ff & 0x4000) != 0
+    il = tl if tl != 0 else wend[r] - p
+    ip_len[r] = il
+    ip_at[r] = p
+    if ihl < 20:
+        err[r] = E_BAD_IHL
+        return
+    if tl != 0 and tl < ihl:
+        err[r] = E_BAD_IP_LEN
+        return
+    if p + ihl > end[r]:
+        trunc[r] = T_IP
+        return
+    lim[r] = p + il
+    pos[r] = p + ihl
+    if ff & 0x1FFF == 0:
+        key[r] = buf[p + 9]
 
 
-@nb.njit(cache=True)
-def ipv6(buf, rows, pos, end, wend, lim, key, trunc, err, ip_at, ver, s_hi, s_lo, d_hi, d_lo, a_ok,
+@nb.njit(cache=True, _nrt=False)
+def ipv6(buf, r, pos, end, wend, lim, key, trunc, err, ip_at, ver, s_hi, s_lo, d_hi, d_lo, a_ok,
          proto, ip_id, ttl, ip_len, frag, mf):  # fmt: skip
     """IPv6 header and extension headers; key = upper-layer protocol unless a non-first fragment."""
-    for i in range(rows.shape[0]):
-        r = rows[i]
-        p = pos[r]
-        key[r] = -1
-        if p + 40 > end[r]:
-            if p < end[r] and buf[p] >> 4 != 6:
-                err[r] = E_BAD_IP_VERSION
-            else:
-                trunc[r] = T_IP
-            continue
-        if buf[p] >> 4 != 6:
+    p = pos[r]
+    key[r] = -1
+    if p + 40 > end[r]:
+        if p < end[r] and buf[p] >> 4 != 6:
             err[r] = E_BAD_IP_VERSION
-            continue
-        plen = u16(buf, p + 4)
-        ver[r] = 6
-        s_hi[r] = u64(buf, p + 8)
-        s_lo[r] = u64(buf, p + 16)
-        d_hi[r] = u64(buf, p + 24)
-        d_lo[r] = u64(buf, p + 32)
-        a_ok[r] = True
-        ttl[r] = buf[p + 7]
-        ip_at[r] = p
-        nh0 = nb.int64(buf[p + 6])
-        nh, q, fo, m, ident, jumbo, status = ipv6_ext_walk(buf, p + 40, end[r], nh0)
-        proto[r] = nh if status == 0 else -1  # unknown while extension headers are cut or too many
-        frag[r] = fo
-        mf[r] = m
-        ip_id[r] = ident
-        if plen > 0:
-            il = plen + 40
-        elif jumbo >= 0:
-            il = jumbo + 40
-        elif nh0 == 59:
-            il = 40
         else:
-            il = wend[r] - p
-        ip_len[r] = il
-        if status == T_IPV6_EXT:
-            trunc[r] = T_IPV6_EXT
-            continue
-        if status < 0:
-            err[r] = E_BAD_IPV6_EXT
-            continue
-        if q > p + il or (plen == 0 and jumbo < 0 and fo != 0):  # a GSO super-packet is never a fragment
-            err[r] = E_BAD_IP_LEN
-            continue
-        lim[r] = p + il
-        pos[r] = q
-        if fo == 0 and nh != 59:
-            key[r] = nh
+            trunc[r] = T_IP
+        return
+    if buf[p] >> 4 != 6:
+        err[r] = E_BAD_IP_VERSION
+        return
+    plen = u16(buf, p + 4)
+    ver[r] = 6
+    s_hi[r] = u64(buf, p + 8)
+    s_lo[r] = u64(buf, p + 16)
+    d_hi[r] = u64(buf, p + 24)
+    d_lo[r] = u64(buf, p + 32)
+    a_ok[r] = True
+    ttl[r] = buf[p + 7]
+    ip_at[r] = p
+    nh0 = nb.int64(buf[p + 6])
+    nh, q, fo, m, ident, jumbo, status = ipv6_ext_walk(buf, p + 40, end[r], nh0)
+    proto[r] = nh if status == 0 else -1  # unknown while extension headers are cut or too many
+    frag[r] = fo
+    mf[r] = m
+    ip_id[r] = ident
+    if plen > 0:
+        il = plen + 40
+    elif jumbo >= 0:
+        il = jumbo + 40
+    elif nh0 == 59:
+        il = 40
+    else:
+        il = wend[r] - p
+    ip_len[r] = il
+    if status == T_IPV6_EXT:
+        trunc[r] = T_IPV6_EXT
+        return
+    if status < 0:
+        err[r] = E_BAD_IPV6_EXT
+        return
+    if q > p + il or (plen == 0 and jumbo < 0 and fo != 0):  # a GSO super-packet is never a fragment
+        err[r] = E_BAD_IP_LEN
+        return
+    lim[r] = p + il
+    pos[r] = q
+    if fo == 0 and nh != 59:
+        key[r] = nh
 
 
-@nb.njit(cache=True)
-def arp(buf, rows, pos, end, key, trunc, s_hi, s_lo, d_hi, d_lo, a_ok):
+@nb.njit(cache=True, _nrt=False)
+def arp(buf, r, pos, end, key, trunc, s_hi, s_lo, d_hi, d_lo, a_ok):
     """ARP for IPv4: sender/target protocol addresses -> src/dst."""
-    for i in range(rows.shape[0]):
-        r = rows[i]
-        p = pos[r]
-        key[r] = -1
-        if p + 8 > end[r]:
-            trunc[r] = T_IP
-            continue
-        hl = nb.int64(buf[p + 4])
-        if u16(buf, p + 2) != 0x0800 or buf[p + 5] != 4:
-            continue
-        if p + 16 + 2 * hl > end[r]:
-            trunc[r] = T_IP
-            continue
-        s_hi[r] = 0
-        s_lo[r] = nb.uint64(V4_MAPPED) | nb.uint64(u32(buf, p + 8 + hl))
-        d_hi[r] = 0
-        d_lo[r] = nb.uint64(V4_MAPPED) | nb.uint64(u32(buf, p + 12 + 2 * hl))
-        a_ok[r] = True
-        pos[r] = p + 16 + 2 * hl
+    p = pos[r]
+    key[r] = -1
+    if p + 8 > end[r]:
+        trunc[r] = T_IP
+        return
+    hl = nb.int64(buf[p + 4])
+    if u16(buf, p + 2) != 0x0800 or buf[p + 5] != 4:
+        return
+    if p + 16 + 2 * hl > end[r]:
+        trunc[r] = T_IP
+        return
+    s_hi[r] = 0
+    s_lo[r] = nb.uint64(V4_MAPPED) | nb.uint64(u32(buf, p + 8 + hl))
+    d_hi[r] = 0
+    d_lo[r] = nb.uint64(V4_MAPPED) | nb.uint64(u32(buf, p + 12 + 2 * hl))
+    a_ok[r] = True
+    pos[r] = p + 16 + 2 * hl

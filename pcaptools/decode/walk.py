@@ -1,16 +1,22 @@
-"""The decode driver: walk every record layer by layer, following the registry's edges.
+"""The decode driver: take every record through all its layers in one numba pass, following the registry's edges.
 
-Rows are packets; a Python loop runs over *steps* and *layer kinds*, never over packets. At each
-step the rows waiting for the same kind of header go to that layer's kernel together; the kernel
-names a key, and the registry's lookup arrays turn keys into the next kind. Entering a tunnel
-moves the outermost carrier's IP/UDP fields to ``outer_*`` and clears the main columns for the
-inner packet.
+Each packet is walked from its link layer to its last decodable header by :func:`_walk`: the layer
+decoders (``link``, ``ip``, ``l4``, ``tunnels/*``: one row each call) read their header and name a
+key, and the registry's lookup arrays turn the key into the next kind. Entering a tunnel moves the
+outermost carrier's IP/UDP fields to ``outer_*`` and clears the main columns for the inner packet.
+One pass per packet reads its header bytes once (the capture buffer is far larger than any cache).
 """
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
+
 import numba as nb
 import numpy as np
+from llvmlite import ir
+from numba.core import cgutils, types
+from numba.extending import intrinsic
 
 from pcaptools.decode import ip, l4, link, registry
 from pcaptools.decode import registry as R
@@ -19,57 +25,237 @@ from pcaptools.decode.tunnels import geneve, gre, ipip, vxlan
 from pcaptools.io.records import RecordBatch
 from pcaptools.schema import TUNNELS
 
-CHUNK = 1 << 20  # rows decoded together through all their layers
-MAX_STEPS = 64  # each step decodes at least one layer of every live row; depth is bounded anyway
+PREFETCH_AHEAD = 16  # packets: the header bytes of packet r + 16 are requested while packet r is decoded
+PREFETCH_LINES = 3  # 64-byte lines from a packet's start: link, IP, UDP, VXLAN and inner headers
+CHUNK = 1 << 20  # kept for callers of run(chunk=...); the fused walk needs no chunking
+MAX_STEPS = 64
+"""Bound on a packet's steps; a step ends when the next layer's kind number is not above the current
+one (as in the former step-by-kind driver), so only an endless Ethernet-in-Ethernet (0x6558) chain meets it."""
 
-# Main (inner) columns: name -> (dtype, absent value). Reset when a tunnel is entered.
-MAIN: dict[str, tuple[str, int]] = {
-    "ip_version": ("int8", 0), "proto": ("int16", -1), "sport": ("int32", -1), "dport": ("int32", -1),
-    "ip_id": ("int64", -1), "ttl": ("int16", -1), "ip_len": ("int32", -1), "frag_offset": ("int32", -1),
-    "more_frags": ("bool", 0), "dont_frag": ("bool", 0), "tcp_flags": ("int16", -1),
-    "tcp_seq": ("int64", -1), "tcp_ack": ("int64", -1), "tcp_win": ("int32", -1), "tcp_mss": ("int32", -1),
-    "tcp_wscale": ("int16", -1), "tcp_sack_ok": ("bool", 0), "tcp_tsval": ("int64", -1),
-    "tcp_tsecr": ("int64", -1), "icmp_type": ("int16", -1), "icmp_code": ("int16", -1),
-    "icmp_mtu": ("int32", -1), "icmp_q_proto": ("int16", -1), "icmp_q_sport": ("int32", -1),
-    "icmp_q_dport": ("int32", -1), "payload_offset": ("int32", -1), "payload_len": ("int32", -1),
-    "src_hi": ("uint64", 0), "src_lo": ("uint64", 0), "dst_hi": ("uint64", 0), "dst_lo": ("uint64", 0),
-    "ip_ok": ("bool", 0), "q_src_hi": ("uint64", 0), "q_src_lo": ("uint64", 0), "q_dst_hi": ("uint64", 0),
-    "q_dst_lo": ("uint64", 0), "q_ok": ("bool", 0),
+# Column blocks: one 2-D array per (group, dtype), one row per column, so a row's reset is a few loops.
+# Main (inner) columns are reset when a tunnel is entered; outer ones are written once per packet.
+_FILL = {"int8": 0, "int16": -1, "int32": -1, "int64": -1, "uint64": 0, "bool": 0}
+MAIN_BLOCKS: dict[str, tuple[str, ...]] = {
+    "int8": ("ip_version",),
+    "int16": ("proto", "ttl", "tcp_flags", "tcp_wscale", "icmp_type", "icmp_code", "icmp_q_proto"),
+    "int32": ("sport", "dport", "ip_len", "frag_offset", "tcp_win", "tcp_mss", "icmp_mtu", "icmp_q_sport",
+              "icmp_q_dport", "payload_offset", "payload_len"),
+    "int64": ("ip_id", "tcp_seq", "tcp_ack", "tcp_tsval", "tcp_tsecr"),
+    "uint64": ("src_hi", "src_lo", "dst_hi", "dst_lo", "q_src_hi", "q_src_lo", "q_dst_hi", "q_dst_lo"),
+    "bool": ("more_frags", "dont_frag", "tcp_sack_ok", "ip_ok", "q_ok"),
 }  # fmt: skip
-# Columns written once per packet (link layer, outermost tunnel).
-OUTER: dict[str, tuple[str, int]] = {
-    "ifindex": ("int32", -1), "vlan": ("int32", -1), "ethertype": ("int32", -1), "vni": ("int64", -1),
-    "outer_proto": ("int16", -1), "outer_sport": ("int32", -1), "outer_dport": ("int32", -1),
-    "direction": ("int8", 0), "tunnel": ("int8", 0), "tunnel_rule": ("int16", -1),
-    "eth_src": ("uint64", 0), "eth_dst": ("uint64", 0), "eth_ok": ("bool", 0),
-    "outer_src_hi": ("uint64", 0), "outer_src_lo": ("uint64", 0), "outer_dst_hi": ("uint64", 0),
-    "outer_dst_lo": ("uint64", 0), "outer_ok": ("bool", 0),
+OUTER_BLOCKS: dict[str, tuple[str, ...]] = {
+    "int8": ("tunnel",),
+    "int16": ("outer_proto", "tunnel_rule"),
+    "int32": ("ifindex", "vlan", "ethertype", "outer_sport", "outer_dport"),
+    "int64": ("vni",),
+    "uint64": ("eth_src", "eth_dst", "outer_src_hi", "outer_src_lo", "outer_dst_hi", "outer_dst_lo"),
+    "bool": ("eth_ok", "outer_ok"),
 }  # fmt: skip
-_TO_OUTER = (("src_hi", "outer_src_hi"), ("src_lo", "outer_src_lo"), ("dst_hi", "outer_dst_hi"),
-             ("dst_lo", "outer_dst_lo"), ("ip_ok", "outer_ok"), ("proto", "outer_proto"),
-             ("sport", "outer_sport"), ("dport", "outer_dport"))  # fmt: skip
+# ``direction`` (int8, 0 = unknown) is its own array: it starts from the pcapng flags, not from a fill.
+MAIN: dict[str, tuple[str, int]] = {n: (dt, _FILL[dt]) for dt, names in MAIN_BLOCKS.items() for n in names}
+OUTER: dict[str, tuple[str, int]] = {n: (dt, _FILL[dt]) for dt, names in OUTER_BLOCKS.items() for n in names}
+OUTER["direction"] = ("int8", 0)
 
 _TUNNEL_CODE = np.zeros(R.N_KINDS, np.int8)
-_IS_TUNNEL = np.zeros(R.N_KINDS, bool)
+_IS_TUNNEL = np.zeros(R.N_KINDS, np.bool_)
+_IS_OPAQUE = np.zeros(R.N_KINDS, np.bool_)
 for _k, _name in R.TUNNEL_NAME.items():
     _TUNNEL_CODE[_k] = TUNNELS.index(_name) + 1
     _IS_TUNNEL[_k] = True
+for _k in R.OPAQUE_TUNNELS:
+    _IS_OPAQUE[_k] = True
 _LINK_LUT = np.full(65536, R.UNKNOWN_LINK, np.int8)
 for _lt, _k in R.LINKTYPE.items():
     _LINK_LUT[_lt] = _k
+_IPIP_KEY = ipip.NEXT_ETHERTYPE["ipip"]
+_IP6IP_KEY = ipip.NEXT_ETHERTYPE["ip6ip"]
 
 
-@nb.njit(cache=True)
-def follow_edges(rows, key, lut, rule_lut, kind, rule):
-    """kind = registry table[key] per row (0 when there is no key); remember the rule id of the edge."""
-    for i in range(rows.shape[0]):
-        r = rows[i]
-        k = key[r]
-        if k < 0:
-            kind[r] = 0
-        else:
-            kind[r] = lut[k]
-            rule[r] = rule_lut[k]
+@intrinsic
+def _prefetch(typingctx, arr, idx):
+    """Ask the CPU to load ``arr[idx]``'s cache line now (llvm.prefetch; no fault on any address)."""
+    sig = types.void(arr, types.int64)
+
+    def codegen(context, builder, signature, args):
+        ary = context.make_array(signature.args[0])(context, builder, args[0])
+        i8p, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
+                                            "llvm.prefetch.p0")  # fmt: skip
+        builder.call(fn, [builder.bitcast(builder.gep(ary.data, [args[1]]), i8p), i32(0), i32(3), i32(1)])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@nb.njit(cache=True, inline="always")
+def _fill_rows(r, b8, b16, b32, b64, bu64, bb):
+    """Row ``r`` of one group of column blocks set to the absent values (_FILL)."""
+    for j in range(b8.shape[0]):
+        b8[j, r] = 0
+    for j in range(b16.shape[0]):
+        b16[j, r] = -1
+    for j in range(b32.shape[0]):
+        b32[j, r] = -1
+    for j in range(b64.shape[0]):
+        b64[j, r] = -1
+    for j in range(bu64.shape[0]):
+        bu64[j, r] = 0
+    for j in range(bb.shape[0]):
+        bb[j, r] = False
+
+
+def _sources_digest() -> int:
+    """Hash of every decoder source the fused walk compiles in (numba's cache checks only this file's)."""
+    here = Path(__file__).resolve().parent
+    h = hashlib.sha256()
+    for p in sorted([*here.glob("*.py"), *here.glob("tunnels/*.py"), here.parent / "schema.py"]):
+        h.update(p.name.encode() + b"\0" + p.read_bytes())
+    return int(h.hexdigest()[:15], 16)
+
+
+def _make_walk(sources_digest: int):
+    """The fused walk as a closure over ``sources_digest``: numba keys its on-disk cache on the closure's
+    values, so an edit of any decoder module (not only of this file) compiles it anew."""
+
+    @nb.njit(cache=True, _nrt=False)
+    def walk(buf, start, caplen, wirelen, kind0, et_lut, et_rule, ip_lut, ip_rule, ud_lut, ud_rule, tpids,
+             max_depth, pos, end, wend, lim, key, rule, depth, trunc, err, ip_at, net_at, inner_at,
+             m8, m16, m32, m64, mu64, mb, o8, o16, o32, o64, ou64, ob, direction):  # fmt: skip
+        """Decode every row through all its layers (the column blocks come filled with absent values)."""
+        _ = sources_digest
+        ip_version = m8[0]
+        proto, ttl, tcp_flags, tcp_wscale, icmp_type, icmp_code, icmp_q_proto = (
+            m16[0], m16[1], m16[2], m16[3], m16[4], m16[5], m16[6])  # fmt: skip
+        sport, dport, ip_len, frag_offset, tcp_win, tcp_mss, icmp_mtu = (
+            m32[0], m32[1], m32[2], m32[3], m32[4], m32[5], m32[6])  # fmt: skip
+        icmp_q_sport, icmp_q_dport, payload_offset, payload_len = m32[7], m32[8], m32[9], m32[10]
+        ip_id, tcp_seq, tcp_ack, tcp_tsval, tcp_tsecr = m64[0], m64[1], m64[2], m64[3], m64[4]
+        src_hi, src_lo, dst_hi, dst_lo = mu64[0], mu64[1], mu64[2], mu64[3]
+        q_src_hi, q_src_lo, q_dst_hi, q_dst_lo = mu64[4], mu64[5], mu64[6], mu64[7]
+        more_frags, dont_frag, tcp_sack_ok, ip_ok, q_ok = mb[0], mb[1], mb[2], mb[3], mb[4]
+        tunnel = o8[0]
+        outer_proto, tunnel_rule = o16[0], o16[1]
+        ifindex, vlan, ethertype, outer_sport, outer_dport = o32[0], o32[1], o32[2], o32[3], o32[4]
+        vni = o64[0]
+        eth_src, eth_dst, outer_src_hi, outer_src_lo, outer_dst_hi, outer_dst_lo = (
+            ou64[0], ou64[1], ou64[2], ou64[3], ou64[4], ou64[5])  # fmt: skip
+        eth_ok, outer_ok = ob[0], ob[1]
+        n = start.shape[0]
+        for r in range(n):
+            if r + PREFETCH_AHEAD < n:  # the walk is latency-bound on each packet's first bytes otherwise
+                a = start[r + PREFETCH_AHEAD]
+                for q in range(PREFETCH_LINES):
+                    _prefetch(buf, a + 64 * q)
+            s = start[r]
+            pos[r] = s
+            end[r] = s + caplen[r]
+            wend[r] = s + wirelen[r]
+            lim[r] = wend[r]
+            key[r] = -1
+            rule[r] = -1
+            depth[r] = 0
+            trunc[r] = 0
+            err[r] = 0
+            ip_at[r] = -1
+            net_at[r] = -1
+            inner_at[r] = -1
+            k = kind0[r]
+            if k == R.UNKNOWN_LINK:
+                err[r] = E_UNKNOWN_LINKTYPE
+                k = R.DONE
+            steps = 1
+            while k != R.DONE:
+                if _IS_TUNNEL[k]:
+                    if depth[r] == 0:
+                        outer_src_hi[r] = src_hi[r]
+                        outer_src_lo[r] = src_lo[r]
+                        outer_dst_hi[r] = dst_hi[r]
+                        outer_dst_lo[r] = dst_lo[r]
+                        outer_ok[r] = ip_ok[r]
+                        outer_proto[r] = proto[r]
+                        outer_sport[r] = sport[r]
+                        outer_dport[r] = dport[r]
+                        tunnel[r] = _TUNNEL_CODE[k]
+                        tunnel_rule[r] = rule[r]
+                    inner_at[r] = pos[r]
+                    if depth[r] >= max_depth:
+                        err[r] = E_TUNNEL_DEPTH
+                        break
+                    depth[r] += 1
+                    if _IS_OPAQUE[k]:
+                        break
+                    _fill_rows(r, m8, m16, m32, m64, mu64, mb)  # the inner packet starts empty
+                lut = et_lut
+                rlut = et_rule
+                if k == R.ETH:
+                    link.ethernet(buf, r, pos, end, key, trunc, depth, tpids, eth_src, eth_dst, eth_ok, vlan,
+                                  ethertype)  # fmt: skip
+                elif k == R.IP4:
+                    net_at[r] = pos[r]
+                    ip.ipv4(buf, r, pos, end, wend, lim, key, trunc, err, ip_at, ip_version, src_hi, src_lo, dst_hi,
+                            dst_lo, ip_ok, proto, ip_id, ttl, ip_len, frag_offset, more_frags, dont_frag)  # fmt: skip
+                    lut, rlut = ip_lut, ip_rule
+                elif k == R.IP6:
+                    net_at[r] = pos[r]
+                    ip.ipv6(buf, r, pos, end, wend, lim, key, trunc, err, ip_at, ip_version, src_hi, src_lo, dst_hi,
+                            dst_lo, ip_ok, proto, ip_id, ttl, ip_len, frag_offset, more_frags)  # fmt: skip
+                    lut, rlut = ip_lut, ip_rule
+                elif k == R.TCP:
+                    l4.tcp(buf, r, pos, end, lim, start, key, trunc, err, sport, dport, tcp_seq, tcp_ack, tcp_flags,
+                           tcp_win, tcp_mss, tcp_wscale, tcp_sack_ok, tcp_tsval, tcp_tsecr, payload_offset,
+                           payload_len)  # fmt: skip
+                    break
+                elif k == R.UDP:
+                    l4.udp(buf, r, pos, end, lim, start, key, trunc, err, sport, dport, payload_offset, payload_len)
+                    lut, rlut = ud_lut, ud_rule
+                elif k == R.VXLAN:
+                    vxlan.vxlan(buf, r, pos, end, key, trunc, depth, vni)
+                elif k == R.SLL:
+                    link.sll(buf, r, pos, end, key, trunc, direction, eth_src, eth_ok, ethertype)
+                elif k == R.SLL2:
+                    link.sll2(buf, r, pos, end, key, trunc, direction, ifindex, eth_src, eth_ok, ethertype)
+                elif k == R.NULL:
+                    link.null(buf, r, pos, end, key, trunc)
+                elif k == R.RAWIP:
+                    link.rawip(buf, r, pos, end, key, trunc, err)
+                elif k == R.ARP:
+                    net_at[r] = pos[r]
+                    ip.arp(buf, r, pos, end, key, trunc, src_hi, src_lo, dst_hi, dst_lo, ip_ok)
+                    break
+                elif k == R.SCTP:
+                    l4.sctp(buf, r, pos, end, lim, start, key, trunc, sport, dport, payload_offset, payload_len)
+                    break
+                elif k == R.ICMP or k == R.ICMP6:
+                    l4.icmp(buf, r, pos, end, lim, start, key, trunc, k == R.ICMP6, icmp_type, icmp_code, icmp_mtu,
+                            q_src_hi, q_src_lo, q_dst_hi, q_dst_lo, q_ok, icmp_q_proto, icmp_q_sport, icmp_q_dport,
+                            payload_offset, payload_len)  # fmt: skip
+                    break
+                elif k == R.GENEVE:
+                    geneve.geneve(buf, r, pos, end, key, trunc, err, depth, vni)
+                elif k == R.GRE:
+                    gre.gre(buf, r, pos, end, key, trunc, err, depth, vni)
+                elif k == R.IPIP:
+                    key[r] = _IPIP_KEY
+                elif k == R.IP6IP:
+                    key[r] = _IP6IP_KEY
+                else:
+                    break
+                kk = key[r]
+                if kk < 0:
+                    break
+                nk = lut[kk]
+                rule[r] = rlut[kk]
+                if nk <= k:
+                    steps += 1
+                    if steps > MAX_STEPS:
+                        break
+                k = nk
+
+    return walk
+
+
+_walk = _make_walk(_sources_digest())
 
 
 class Walk:
@@ -78,157 +264,42 @@ class Walk:
     def __init__(self, batch: RecordBatch, tables: registry.Tables, max_depth: int) -> None:
         n = len(batch)
         self.buf = np.asarray(batch.data).view(np.uint8).reshape(-1)
+        self.batch = batch
         self.tables = tables
         self.max_depth = max_depth
         self.start = batch.offset.astype(np.int64)
-        self.pos = self.start.copy()
-        self.end = self.start + batch.caplen.astype(np.int64)
-        self.wend = self.start + batch.wirelen.astype(np.int64)
-        self.lim = self.wend.copy()
-        self.key = np.full(n, -1, np.int64)
-        self.rule = np.full(n, -1, np.int16)  # rule id of the edge each row took last
-        self.depth = np.zeros(n, np.int8)
-        self.trunc = np.zeros(n, np.int8)
-        self.err = np.zeros(n, np.int8)
-        self.ip_at = np.full(n, -1, np.int64)
-        self.net_at = np.full(n, -1, np.int64)
-        self.inner_at = np.full(n, -1, np.int64)
+        # written for every row by the walk before they are read
+        self.pos, self.end, self.wend, self.lim, self.key = (np.empty(n, np.int64) for _ in range(5))
+        self.ip_at, self.net_at, self.inner_at = (np.empty(n, np.int64) for _ in range(3))
+        self.rule = np.empty(n, np.int16)  # rule id of the edge each row took last
+        self.depth = np.empty(n, np.int8)
+        self.trunc = np.empty(n, np.int8)
+        self.err = np.empty(n, np.int8)
+        # one contiguous fill per block: cheaper than writing ~60 columns row by row in the walk
+        self.main = {dt: np.full((len(names), n), _FILL[dt], dt) for dt, names in MAIN_BLOCKS.items()}
+        self.outer = {dt: np.full((len(names), n), _FILL[dt], dt) for dt, names in OUTER_BLOCKS.items()}
         self.c: dict[str, np.ndarray] = {}
-        for name, (dt, fill) in (MAIN | OUTER).items():
-            self.c[name] = np.full(n, fill, dtype=dt)
+        for blocks, names_of in ((self.main, MAIN_BLOCKS), (self.outer, OUTER_BLOCKS)):
+            for dt, names in names_of.items():
+                for j, name in enumerate(names):
+                    self.c[name] = blocks[dt][j]
+        self.c["direction"] = np.zeros(n, np.int8)
         lt = batch.linktype.astype(np.int64)
-        self.kind = _LINK_LUT[lt] if n else np.zeros(0, np.int8)
-        self.first_kind = self.kind.copy()
-        self.err[self.kind == R.UNKNOWN_LINK] = E_UNKNOWN_LINKTYPE
-        self.kind[self.kind == R.UNKNOWN_LINK] = R.DONE
+        self.first_kind = _LINK_LUT[lt] if n else np.zeros(0, np.int8)
         if batch.flags is not None and n:
             d = (batch.flags & 3).astype(np.int8)  # epb_flags: 1 inbound, 2 outbound -> "in"/"out" codes
             self.c["direction"][:] = np.where((d == 1) | (d == 2), d, 0)
 
-    # --- edges -------------------------------------------------------------------------------
-    def follow(self, rows: np.ndarray, lut: np.ndarray, rule: np.ndarray) -> None:
-        """Next kind of ``rows`` from their keys through one registry table (tunnels are entered by step)."""
-        follow_edges(rows, self.key, lut, rule, self.kind, self.rule)
-
-    def enter_tunnel(self, rows: np.ndarray, nk: np.ndarray, rule: np.ndarray) -> np.ndarray:
-        """Move the outermost carrier to outer_*, count the layer, clear the main columns; rows that go on."""
-        c = self.c
-        first = self.depth[rows] == 0
-        f = rows[first]
-        for a, b in _TO_OUTER:
-            c[b][f] = c[a][f]
-        c["tunnel"][f] = _TUNNEL_CODE[nk[first]]
-        c["tunnel_rule"][f] = rule[first]
-        self.inner_at[rows] = self.pos[rows]
-        over = self.depth[rows] >= self.max_depth
-        if over.any():
-            o = rows[over]
-            self.err[o] = E_TUNNEL_DEPTH
-            self.kind[o] = R.DONE
-            rows, nk = rows[~over], nk[~over]
-        self.depth[rows] += 1
-        opaque = np.isin(nk, R.OPAQUE_TUNNELS)
-        if opaque.any():
-            self.kind[rows[opaque]] = R.DONE
-            rows = rows[~opaque]
-        for name, (_dt, fill) in MAIN.items():
-            c[name][rows] = fill
-        return rows
-
-    # --- layers ------------------------------------------------------------------------------
-    def step(self, kind: int, rows: np.ndarray) -> None:
-        b, c, t = self.buf, self.c, self.tables
-        if _IS_TUNNEL[kind]:
-            rows = self.enter_tunnel(rows, np.full(len(rows), kind, np.int8), self.rule[rows])
-            if kind in R.OPAQUE_TUNNELS or not len(rows):
-                return
-        if kind == R.ETH:
-            link.ethernet(b, rows, self.pos, self.end, self.key, self.trunc, self.depth, _TPIDS, c["eth_src"],
-                          c["eth_dst"], c["eth_ok"], c["vlan"], c["ethertype"])  # fmt: skip
-            self.follow(rows, t.ethertype, t.rule_ethertype)
-        elif kind == R.SLL:
-            link.sll(b, rows, self.pos, self.end, self.key, self.trunc, c["direction"], c["eth_src"], c["eth_ok"],
-                     c["ethertype"])  # fmt: skip
-            self.follow(rows, t.ethertype, t.rule_ethertype)
-        elif kind == R.SLL2:
-            link.sll2(b, rows, self.pos, self.end, self.key, self.trunc, c["direction"], c["ifindex"],
-                      c["eth_src"], c["eth_ok"], c["ethertype"])  # fmt: skip
-            self.follow(rows, t.ethertype, t.rule_ethertype)
-        elif kind == R.NULL:
-            link.null(b, rows, self.pos, self.end, self.key, self.trunc)
-            self.follow(rows, t.ethertype, t.rule_ethertype)
-        elif kind == R.RAWIP:
-            link.rawip(b, rows, self.pos, self.end, self.key, self.trunc, self.err)
-            self.follow(rows, t.ethertype, t.rule_ethertype)
-        elif kind in (R.IP4, R.IP6):
-            self.net_at[rows] = self.pos[rows]
-            args = (b, rows, self.pos, self.end, self.wend, self.lim, self.key, self.trunc, self.err, self.ip_at,
-                    c["ip_version"], c["src_hi"], c["src_lo"], c["dst_hi"], c["dst_lo"], c["ip_ok"], c["proto"],
-                    c["ip_id"], c["ttl"], c["ip_len"], c["frag_offset"], c["more_frags"])  # fmt: skip
-            if kind == R.IP4:
-                ip.ipv4(*args, c["dont_frag"])
-            else:
-                ip.ipv6(*args)
-            self.follow(rows, t.ip_proto, t.rule_ip_proto)
-        elif kind == R.ARP:
-            self.net_at[rows] = self.pos[rows]
-            ip.arp(b, rows, self.pos, self.end, self.key, self.trunc, c["src_hi"], c["src_lo"], c["dst_hi"],
-                   c["dst_lo"], c["ip_ok"])  # fmt: skip
-            self.kind[rows] = R.DONE
-        elif kind == R.TCP:
-            l4.tcp(b, rows, self.pos, self.end, self.lim, self.start, self.key, self.trunc, self.err, c["sport"],
-                   c["dport"], c["tcp_seq"], c["tcp_ack"], c["tcp_flags"], c["tcp_win"], c["tcp_mss"],
-                   c["tcp_wscale"], c["tcp_sack_ok"], c["tcp_tsval"], c["tcp_tsecr"], c["payload_offset"],
-                   c["payload_len"])  # fmt: skip
-            self.kind[rows] = R.DONE
-        elif kind == R.UDP:
-            l4.udp(b, rows, self.pos, self.end, self.lim, self.start, self.key, self.trunc, self.err, c["sport"],
-                   c["dport"], c["payload_offset"], c["payload_len"])  # fmt: skip
-            self.follow(rows, t.udp_dport, t.rule_udp_dport)
-        elif kind == R.SCTP:
-            l4.sctp(b, rows, self.pos, self.end, self.lim, self.start, self.key, self.trunc, c["sport"], c["dport"],
-                    c["payload_offset"], c["payload_len"])  # fmt: skip
-            self.kind[rows] = R.DONE
-        elif kind in (R.ICMP, R.ICMP6):
-            l4.icmp(b, rows, self.pos, self.end, self.lim, self.start, self.key, self.trunc, kind == R.ICMP6,
-                    c["icmp_type"], c["icmp_code"], c["icmp_mtu"], c["q_src_hi"], c["q_src_lo"], c["q_dst_hi"],
-                    c["q_dst_lo"], c["q_ok"], c["icmp_q_proto"], c["icmp_q_sport"], c["icmp_q_dport"],
-                    c["payload_offset"], c["payload_len"])  # fmt: skip
-            self.kind[rows] = R.DONE
-        elif kind == R.VXLAN:
-            vxlan.vxlan(b, rows, self.pos, self.end, self.key, self.trunc, self.depth, c["vni"])
-            self.follow(rows, t.ethertype, t.rule_ethertype)
-        elif kind == R.GENEVE:
-            geneve.geneve(b, rows, self.pos, self.end, self.key, self.trunc, self.err, self.depth, c["vni"])
-            self.follow(rows, t.ethertype, t.rule_ethertype)
-        elif kind == R.GRE:
-            gre.gre(b, rows, self.pos, self.end, self.key, self.trunc, self.err, self.depth, c["vni"])
-            self.follow(rows, t.ethertype, t.rule_ethertype)
-        elif kind in (R.IPIP, R.IP6IP):
-            self.key[rows] = ipip.NEXT_ETHERTYPE[R.TUNNEL_NAME[kind]]
-            self.follow(rows, t.ethertype, t.rule_ethertype)
-        else:
-            self.kind[rows] = R.DONE
-
     def run(self, chunk: int = CHUNK) -> None:
-        """Decode every row until no row has a layer left, ``chunk`` rows at a time (bounded by MAX_STEPS).
-
-        Chunks bound the per-step index arrays; smaller chunks (tried: 4k-64k rows) did not speed up
-        the 1M-packet benchmark, so by default a batch is one chunk.
-        """
-        n = len(self.kind)
-        for lo in range(0, n, chunk):
-            kind = self.kind[lo : lo + chunk]
-            for _ in range(MAX_STEPS):
-                counts = np.bincount(kind, minlength=R.N_KINDS)
-                counts[R.DONE] = 0
-                if not counts.any():
-                    break
-                for k in np.flatnonzero(counts).tolist():
-                    rows = np.flatnonzero(kind == k)
-                    if len(rows):
-                        self.step(k, rows + lo)
-            kind[:] = R.DONE
+        """Decode every row through all its layers (``chunk`` is accepted and unused: one pass needs none)."""
+        t, b = self.tables, self.batch
+        m, o = self.main, self.outer
+        _walk(self.buf, self.start, b.caplen.astype(np.int64, copy=False), b.wirelen.astype(np.int64, copy=False),
+              self.first_kind, t.ethertype, t.rule_ethertype, t.ip_proto, t.rule_ip_proto, t.udp_dport,
+              t.rule_udp_dport, _TPIDS, self.max_depth, self.pos, self.end, self.wend, self.lim, self.key, self.rule,
+              self.depth, self.trunc, self.err, self.ip_at, self.net_at, self.inner_at, m["int8"], m["int16"],
+              m["int32"], m["int64"], m["uint64"], m["bool"], o["int8"], o["int16"], o["int32"], o["int64"],
+              o["uint64"], o["bool"], self.c["direction"])  # fmt: skip
 
     def outer_len(self) -> np.ndarray:
         """Bytes before the inner network header of tunnelled rows (opaque tunnels: before their payload)."""

@@ -13,24 +13,22 @@ from pcaptools.decode.common import E_BAD_GENEVE, T_TUNNEL, u16, u32
 HEADER_LEN = 8
 
 
-@nb.njit(cache=True)
-def geneve(buf, rows, pos, end, key, trunc, err, depth, vni):
+@nb.njit(cache=True, _nrt=False)
+def geneve(buf, r, pos, end, key, trunc, err, depth, vni):
     """VNI of the outermost Geneve header; options skipped; key = protocol type (an ethertype)."""
-    for i in range(rows.shape[0]):
-        r = rows[i]
-        p = pos[r]
-        key[r] = -1
-        if p + HEADER_LEN > end[r]:
-            trunc[r] = T_TUNNEL
-            continue
-        if depth[r] == 1:
-            vni[r] = u32(buf, p + 4) >> 8
-        if buf[p] >> 6 != 0:
-            err[r] = E_BAD_GENEVE
-            continue
-        hl = HEADER_LEN + nb.int64(buf[p] & 0x3F) * 4
-        if p + hl > end[r]:
-            trunc[r] = T_TUNNEL
-            continue
-        pos[r] = p + hl
-        key[r] = u16(buf, p + 2)
+    p = pos[r]
+    key[r] = -1
+    if p + HEADER_LEN > end[r]:
+        trunc[r] = T_TUNNEL
+        return
+    if depth[r] == 1:
+        vni[r] = u32(buf, p + 4) >> 8
+    if buf[p] >> 6 != 0:
+        err[r] = E_BAD_GENEVE
+        return
+    hl = HEADER_LEN + nb.int64(buf[p] & 0x3F) * 4
+    if p + hl > end[r]:
+        trunc[r] = T_TUNNEL
+        return
+    pos[r] = p + hl
+    key[r] = u16(buf, p + 2)

@@ -14,35 +14,33 @@ import numba as nb
 from pcaptools.decode.common import E_BAD_GRE, T_TUNNEL, u16, u32
 
 
-@nb.njit(cache=True)
-def gre(buf, rows, pos, end, key, trunc, err, depth, vni):
+@nb.njit(cache=True, _nrt=False)
+def gre(buf, r, pos, end, key, trunc, err, depth, vni):
     """GRE header; the outermost version-0 key goes to ``vni``; key = protocol type (an ethertype)."""
-    for i in range(rows.shape[0]):
-        r = rows[i]
-        p = pos[r]
-        key[r] = -1
-        if p + 4 > end[r]:
-            trunc[r] = T_TUNNEL
-            continue
-        f = u16(buf, p)
-        ver = f & 7
-        if ver > 1 or f & 0x4000:
-            err[r] = E_BAD_GRE
-            continue
-        hl = 4
-        if f & 0x8000:
-            hl += 4
-        kat = p + hl
-        if f & 0x2000:
-            hl += 4
-        if f & 0x1000:
-            hl += 4
-        if ver == 1 and f & 0x0080:
-            hl += 4
-        if p + hl > end[r]:
-            trunc[r] = T_TUNNEL
-            continue
-        if depth[r] == 1 and ver == 0 and f & 0x2000:
-            vni[r] = u32(buf, kat)
-        pos[r] = p + hl
-        key[r] = u16(buf, p + 2)
+    p = pos[r]
+    key[r] = -1
+    if p + 4 > end[r]:
+        trunc[r] = T_TUNNEL
+        return
+    f = u16(buf, p)
+    ver = f & 7
+    if ver > 1 or f & 0x4000:
+        err[r] = E_BAD_GRE
+        return
+    hl = 4
+    if f & 0x8000:
+        hl += 4
+    kat = p + hl
+    if f & 0x2000:
+        hl += 4
+    if f & 0x1000:
+        hl += 4
+    if ver == 1 and f & 0x0080:
+        hl += 4
+    if p + hl > end[r]:
+        trunc[r] = T_TUNNEL
+        return
+    if depth[r] == 1 and ver == 0 and f & 0x2000:
+        vni[r] = u32(buf, kat)
+    pos[r] = p + hl
+    key[r] = u16(buf, p + 2)

@@ -14,17 +14,15 @@ HEADER_LEN = 8
 NEXT_ETHERTYPE = 0x6558  # transparent Ethernet bridging: the registry's edge to Ethernet
 
 
-@nb.njit(cache=True)
-def vxlan(buf, rows, pos, end, key, trunc, depth, vni):
+@nb.njit(cache=True, _nrt=False, inline="always")
+def vxlan(buf, r, pos, end, key, trunc, depth, vni):
     """VNI of the outermost VXLAN header; the next key is Ethernet (0x6558)."""
-    for i in range(rows.shape[0]):
-        r = rows[i]
-        p = pos[r]
-        key[r] = -1
-        if p + HEADER_LEN > end[r]:
-            trunc[r] = T_TUNNEL
-            continue
-        if depth[r] == 1:
-            vni[r] = u32(buf, p + 4) >> 8
-        pos[r] = p + HEADER_LEN
-        key[r] = NEXT_ETHERTYPE
+    p = pos[r]
+    key[r] = -1
+    if p + HEADER_LEN > end[r]:
+        trunc[r] = T_TUNNEL
+        return
+    if depth[r] == 1:
+        vni[r] = u32(buf, p + 4) >> 8
+    pos[r] = p + HEADER_LEN
+    key[r] = NEXT_ETHERTYPE
