@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 
+import numba as nb
 import numpy as np
 import pandas as pd
 
@@ -20,21 +21,74 @@ from pcaptools.io.records import RecordBatch
 from pcaptools.schema import DIRECTIONS, ERRORS, LAYERS, PACKET_COLUMNS, TUNNELS, validate
 
 
-def _factorize_masked(v: np.ndarray, ok: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Codes (-1 where not ``ok``) and unique values of ``v`` over the ``ok`` rows only."""
-    if not ok.any():
-        return np.full(v.shape[0], -1, np.int64), v[:0]
-    fill = v[int(np.argmax(ok))]
-    codes, uniq = pd.factorize(np.where(ok, v, fill), sort=False)
-    codes = codes.astype(np.int64, copy=False)
-    codes[~ok] = -1
-    return codes, np.asarray(uniq)
+@nb.njit(cache=True)
+def _factorize_kernel(v, ok, hi):
+    """First-appearance codes of ``v`` over the ``ok`` rows (-1 elsewhere), its unique values, and whether
+    any ``ok`` row has a non-zero ``hi`` (an open-addressing hash table; pd.factorize(sort=False) order)."""
+    n = v.shape[0]
+    cap = 1024
+    slot_val = np.zeros(cap, np.uint64)
+    slot_code = np.full(cap, -1, np.int64)
+    uniq = np.empty(256, np.uint64)
+    nu = 0
+    codes = np.empty(n, np.int64)
+    any_hi = False
+    last = nb.uint64(0)
+    last_code = -1
+    for i in range(n):
+        if not ok[i]:
+            codes[i] = -1
+            continue
+        if hi[i] != 0:
+            any_hi = True
+        x = v[i]
+        if last_code >= 0 and x == last:
+            codes[i] = last_code
+            continue
+        mask = cap - 1
+        h = nb.int64((x * nb.uint64(0x9E3779B97F4A7C15)) >> nb.uint64(40)) & mask
+        while slot_code[h] >= 0 and slot_val[h] != x:
+            h = (h + 1) & mask
+        if slot_code[h] < 0:
+            if nu == uniq.shape[0]:
+                grown = np.empty(2 * nu, np.uint64)
+                grown[:nu] = uniq[:nu]
+                uniq = grown
+            slot_val[h] = x
+            slot_code[h] = nu
+            uniq[nu] = x
+            nu += 1
+            if 2 * nu > cap:  # keep the table at most half full: rehash into twice the slots
+                cap *= 2
+                mask = cap - 1
+                slot_val = np.zeros(cap, np.uint64)
+                slot_code = np.full(cap, -1, np.int64)
+                for c in range(nu):
+                    y = uniq[c]
+                    g = nb.int64((y * nb.uint64(0x9E3779B97F4A7C15)) >> nb.uint64(40)) & mask
+                    while slot_code[g] >= 0:
+                        g = (g + 1) & mask
+                    slot_val[g] = y
+                    slot_code[g] = c
+            code = nu - 1
+        else:
+            code = slot_code[h]
+        codes[i] = code
+        last = x
+        last_code = code
+    return codes, uniq[:nu].copy(), any_hi
+
+
+def _factorize_masked(v: np.ndarray, ok: np.ndarray, hi: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Codes (-1 where not ``ok``) and unique values of ``v`` over the ``ok`` rows only; any ``hi`` != 0 there."""
+    codes, uniq, any_hi = _factorize_kernel(v, ok, v if hi is None else hi)
+    return codes, uniq, bool(any_hi)
 
 
 def _ip_category(hi: np.ndarray, lo: np.ndarray, ok: np.ndarray) -> pd.Categorical:
     """Address category column; IPv4-only columns (the usual case) need one factorize of ``lo``."""
-    if ok.any() and not hi[ok].any():
-        codes, uniq = _factorize_masked(lo, ok)
+    codes, uniq, any_hi = _factorize_masked(lo, ok, hi)
+    if len(uniq) and not any_hi:
         labels = []
         for x in uniq.tolist():
             if (x >> 32) == 0xFFFF:
@@ -48,7 +102,7 @@ def _ip_category(hi: np.ndarray, lo: np.ndarray, ok: np.ndarray) -> pd.Categoric
 
 
 def _mac_category(v: np.ndarray, ok: np.ndarray) -> pd.Categorical:
-    codes, uniq = _factorize_masked(v, ok)
+    codes, uniq, _ = _factorize_masked(v, ok)
     labels = [":".join(f"{(int(x) >> s) & 0xFF:02x}" for s in range(40, -8, -8)) for x in uniq.tolist()]
     return pd.Categorical.from_codes(codes, categories=pd.Index(labels, dtype=object), validate=False)
 

@@ -120,7 +120,7 @@ def _make_walk(sources_digest: int):
 
     @nb.njit(cache=True, _nrt=False)
     def walk(buf, start, caplen, wirelen, kind0, et_lut, et_rule, ip_lut, ip_rule, ud_lut, ud_rule, tpids,
-             max_depth, pos, end, wend, lim, key, rule, depth, trunc, err, ip_at, net_at, inner_at,
+             max_depth, pos, end, wend, lim, key, rule, depth, trunc, err, ip_at, outer_len,
              m8, m16, m32, m64, mu64, mb, o8, o16, o32, o64, ou64, ob, direction):  # fmt: skip
         """Decode every row through all its layers (the column blocks come filled with absent values)."""
         _ = sources_digest
@@ -158,8 +158,8 @@ def _make_walk(sources_digest: int):
             trunc[r] = 0
             err[r] = 0
             ip_at[r] = -1
-            net_at[r] = -1
-            inner_at[r] = -1
+            net_at = -1  # where the last network header (IP, ARP) began
+            inner_at = -1  # where the payload of the last tunnel entered began
             k = kind0[r]
             if k == R.UNKNOWN_LINK:
                 err[r] = E_UNKNOWN_LINKTYPE
@@ -178,7 +178,7 @@ def _make_walk(sources_digest: int):
                         outer_dport[r] = dport[r]
                         tunnel[r] = _TUNNEL_CODE[k]
                         tunnel_rule[r] = rule[r]
-                    inner_at[r] = pos[r]
+                    inner_at = pos[r]
                     if depth[r] >= max_depth:
                         err[r] = E_TUNNEL_DEPTH
                         break
@@ -192,12 +192,12 @@ def _make_walk(sources_digest: int):
                     link.ethernet(buf, r, pos, end, key, trunc, depth, tpids, eth_src, eth_dst, eth_ok, vlan,
                                   ethertype)  # fmt: skip
                 elif k == R.IP4:
-                    net_at[r] = pos[r]
+                    net_at = pos[r]
                     ip.ipv4(buf, r, pos, end, wend, lim, key, trunc, err, ip_at, ip_version, src_hi, src_lo, dst_hi,
                             dst_lo, ip_ok, proto, ip_id, ttl, ip_len, frag_offset, more_frags, dont_frag)  # fmt: skip
                     lut, rlut = ip_lut, ip_rule
                 elif k == R.IP6:
-                    net_at[r] = pos[r]
+                    net_at = pos[r]
                     ip.ipv6(buf, r, pos, end, wend, lim, key, trunc, err, ip_at, ip_version, src_hi, src_lo, dst_hi,
                             dst_lo, ip_ok, proto, ip_id, ttl, ip_len, frag_offset, more_frags)  # fmt: skip
                     lut, rlut = ip_lut, ip_rule
@@ -220,7 +220,7 @@ def _make_walk(sources_digest: int):
                 elif k == R.RAWIP:
                     link.rawip(buf, r, pos, end, key, trunc, err)
                 elif k == R.ARP:
-                    net_at[r] = pos[r]
+                    net_at = pos[r]
                     ip.arp(buf, r, pos, end, key, trunc, src_hi, src_lo, dst_hi, dst_lo, ip_ok)
                     break
                 elif k == R.SCTP:
@@ -251,6 +251,8 @@ def _make_walk(sources_digest: int):
                     if steps > MAX_STEPS:
                         break
                 k = nk
+            at = net_at if net_at >= inner_at else inner_at
+            outer_len[r] = at - s if depth[r] > 0 else 0
 
     return walk
 
@@ -270,7 +272,8 @@ class Walk:
         self.start = batch.offset.astype(np.int64)
         # written for every row by the walk before they are read
         self.pos, self.end, self.wend, self.lim, self.key = (np.empty(n, np.int64) for _ in range(5))
-        self.ip_at, self.net_at, self.inner_at = (np.empty(n, np.int64) for _ in range(3))
+        self.ip_at = np.empty(n, np.int64)
+        self._outer_len = np.empty(n, np.int32)
         self.rule = np.empty(n, np.int16)  # rule id of the edge each row took last
         self.depth = np.empty(n, np.int8)
         self.trunc = np.empty(n, np.int8)
@@ -297,14 +300,13 @@ class Walk:
         _walk(self.buf, self.start, b.caplen.astype(np.int64, copy=False), b.wirelen.astype(np.int64, copy=False),
               self.first_kind, t.ethertype, t.rule_ethertype, t.ip_proto, t.rule_ip_proto, t.udp_dport,
               t.rule_udp_dport, _TPIDS, self.max_depth, self.pos, self.end, self.wend, self.lim, self.key, self.rule,
-              self.depth, self.trunc, self.err, self.ip_at, self.net_at, self.inner_at, m["int8"], m["int16"],
+              self.depth, self.trunc, self.err, self.ip_at, self._outer_len, m["int8"], m["int16"],
               m["int32"], m["int64"], m["uint64"], m["bool"], o["int8"], o["int16"], o["int32"], o["int64"],
               o["uint64"], o["bool"], self.c["direction"])  # fmt: skip
 
     def outer_len(self) -> np.ndarray:
         """Bytes before the inner network header of tunnelled rows (opaque tunnels: before their payload)."""
-        at = np.where(self.net_at >= self.inner_at, self.net_at, self.inner_at)
-        return np.where(self.depth > 0, at - self.start, 0).astype(np.int32)
+        return self._outer_len
 
 
 _TPIDS = registry.vlan_tpids()
