@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -226,3 +227,21 @@ def test_clock_skew_is_estimated_and_corrected_when_it_matters(source):
 def test_no_skew_is_reported_as_not_mattering(split):
     n2 = split[2].offsets.set_index("node").loc["node-2"]
     assert abs(n2["skew_ppm"]) < 1.0 and not bool(n2["skew_matters"])
+
+
+def test_any_capture_beside_per_interface_captures_gets_distinct_point_names():
+    """A node captured with -i any and per interface: the any capture's points are NODE:IFACE@any."""
+    from pcaptools import read_packets
+
+    own = Path(__file__).parent / "data" / "own"
+    anyp = read_packets(str(own / "any_nano.pcap"))
+    ifx = sorted(int(i) for i in anyp["ifindex"].unique())
+    entry_any = {"file": str(own / "any_nano.pcap"), "node": "n1", "role": "any",
+                 "interfaces": [{"ifindex": k, "interface": f"veth{k}"} for k in ifx]}  # fmt: skip
+    entry_one = {"file": str(own / "any_nano.pcap"), "node": "n1", "interface": f"veth{ifx[0]}", "role": "node-uplink"}
+    one = anyp[anyp["ifindex"] == ifx[0]].assign(ifindex=-1)
+    cs = CaptureSet.from_frames([(entry_one, one), (entry_any, anyp)])
+    names = [p.name for p in cs.points]
+    assert names[0] == f"n1:veth{ifx[0]}"
+    assert f"n1:veth{ifx[0]}@any" in names
+    assert len(names) == len(set(names)) == 1 + len(ifx)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -102,6 +102,7 @@ class CaptureSet:
         parts: list[pd.DataFrame] = []
         pts: list[CapturePoint] = []
         notes: list[str] = []
+        split: list[tuple[CapturePoint, pd.DataFrame]] = []
         for entry, df in frames:
             missing = [c for c in NEEDED if c not in df.columns]
             if missing:
@@ -111,9 +112,15 @@ class CaptureSet:
             df = df.loc[:, [c for c in df.columns if c in NEEDED or c == "payload_hash"]]
             if "payload_hash" not in df.columns:
                 df = df.assign(payload_hash=payload_hashes(df))
-            for point, sub in _split(entry, df):
-                pts.append(point)
-                parts.append(sub.assign(point=point.name, node=point.node, interface=point.interface))
+            split.extend(_split(entry, df))
+        # a node captured both per interface and with -i any: the any capture's points keep their
+        # interface but are named NODE:IFACE@any, so both sightings stay distinct points
+        explicit = {pt.name for pt, _ in split if pt.ifindex < 0}
+        for point, sub in split:
+            if point.ifindex >= 0 and point.name in explicit:
+                point = replace(point, name=f"{point.name}@any")
+            pts.append(point)
+            parts.append(sub.assign(point=point.name, node=point.node, interface=point.interface))
         names = [p.name for p in pts]
         dup = {n for n in names if names.count(n) > 1}
         if dup:
