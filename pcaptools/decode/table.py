@@ -108,8 +108,8 @@ def _mac_category(v: np.ndarray, ok: np.ndarray) -> pd.Categorical:
 
 
 def _vocab(codes: np.ndarray, values: tuple[str, ...]) -> pd.Categorical:
-    """Category column of a closed vocabulary from 1-based codes (0 = missing)."""
-    return pd.Categorical.from_codes(codes.astype(np.int64) - 1, categories=pd.Index(values, dtype=object),
+    """Category column of a closed vocabulary from 1-based signed codes (0 = missing)."""
+    return pd.Categorical.from_codes(codes - codes.dtype.type(1), categories=pd.Index(values, dtype=object),
                                      validate=False)  # fmt: skip
 
 
@@ -165,7 +165,7 @@ def build(batch: RecordBatch, w: Walk, file_name: str) -> pd.DataFrame:
     cols["truncated_at"] = _vocab(w.trunc, LAYERS)
     cols["error"] = _vocab(w.err, ERRORS)
     cols["tunnel_rule"] = pd.Categorical.from_codes(
-        c["tunnel_rule"].astype(np.int64), categories=pd.Index(w.tables.rules, dtype=object), validate=False
+        c["tunnel_rule"], categories=pd.Index(w.tables.rules, dtype=object), validate=False
     )
     df = pd.DataFrame({col.name: cols[col.name] for col in PACKET_COLUMNS}, copy=False)
     return validate(df, PACKET_COLUMNS, table="packet")

@@ -269,7 +269,7 @@ class Walk:
         self.batch = batch
         self.tables = tables
         self.max_depth = max_depth
-        self.start = batch.offset.astype(np.int64)
+        self.start = batch.offset.astype(np.int64, copy=False)  # read only
         # written for every row by the walk before they are read
         self.pos, self.end, self.wend, self.lim, self.key = (np.empty(n, np.int64) for _ in range(5))
         self.ip_at = np.empty(n, np.int64)
@@ -287,8 +287,7 @@ class Walk:
                 for j, name in enumerate(names):
                     self.c[name] = blocks[dt][j]
         self.c["direction"] = np.zeros(n, np.int8)
-        lt = batch.linktype.astype(np.int64)
-        self.first_kind = _LINK_LUT[lt] if n else np.zeros(0, np.int8)
+        self.first_kind = _LINK_LUT[batch.linktype] if n else np.zeros(0, np.int8)
         if batch.flags is not None and n:
             d = (batch.flags & 3).astype(np.int8)  # epb_flags: 1 inbound, 2 outbound -> "in"/"out" codes
             self.c["direction"][:] = np.where((d == 1) | (d == 2), d, 0)
@@ -297,7 +296,7 @@ class Walk:
         """Decode every row through all its layers (``chunk`` is accepted and unused: one pass needs none)."""
         t, b = self.tables, self.batch
         m, o = self.main, self.outer
-        _walk(self.buf, self.start, b.caplen.astype(np.int64, copy=False), b.wirelen.astype(np.int64, copy=False),
+        _walk(self.buf, self.start, b.caplen.astype(np.uint32, copy=False), b.wirelen.astype(np.uint32, copy=False),
               self.first_kind, t.ethertype, t.rule_ethertype, t.ip_proto, t.rule_ip_proto, t.udp_dport,
               t.rule_udp_dport, _TPIDS, self.max_depth, self.pos, self.end, self.wend, self.lim, self.key, self.rule,
               self.depth, self.trunc, self.err, self.ip_at, self._outer_len, m["int8"], m["int16"],
