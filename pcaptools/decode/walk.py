@@ -29,8 +29,9 @@ PREFETCH_AHEAD = 16  # packets: the header bytes of packet r + 16 are requested 
 PREFETCH_LINES = 3  # 64-byte lines from a packet's start: link, IP, UDP, VXLAN and inner headers
 CHUNK = 1 << 20  # kept for callers of run(chunk=...); the fused walk needs no chunking
 MAX_STEPS = 64
-"""Bound on a packet's steps; a step ends when the next layer's kind number is not above the current
-one (as in the former step-by-kind driver), so only an endless Ethernet-in-Ethernet (0x6558) chain meets it."""
+"""Bound on a packet's steps; a step ends when the next layer's kind number is not above the current one.
+The former step-by-kind driver counted the same way when every kind was present in the batch; tunnel
+depth is bounded anyway, so only an endless Ethernet-in-Ethernet (0x6558) chain meets the bound."""
 
 # Column blocks: one 2-D array per (group, dtype), one row per column, so a row's reset is a few loops.
 # Main (inner) columns are reset when a tunnel is entered; outer ones are written once per packet.
