@@ -261,6 +261,11 @@ def _make_walk(sources_digest: int):
 _walk = _make_walk(_sources_digest())
 
 
+def _filled(shape: tuple[int, int], dt: str) -> np.ndarray:
+    """A block of ``dt`` holding the absent value of its columns."""
+    return np.zeros(shape, dt) if _FILL[dt] == 0 else np.full(shape, _FILL[dt], dt)
+
+
 class Walk:
     """Per-row walking state and the output columns of one batch."""
 
@@ -280,8 +285,9 @@ class Walk:
         self.trunc = np.empty(n, np.int8)
         self.err = np.empty(n, np.int8)
         # one contiguous fill per block: cheaper than writing ~60 columns row by row in the walk
-        self.main = {dt: np.full((len(names), n), _FILL[dt], dt) for dt, names in MAIN_BLOCKS.items()}
-        self.outer = {dt: np.full((len(names), n), _FILL[dt], dt) for dt, names in OUTER_BLOCKS.items()}
+        # (zero fills from calloc: fresh pages come zeroed, no pass over them here)
+        self.main = {dt: _filled((len(names), n), dt) for dt, names in MAIN_BLOCKS.items()}
+        self.outer = {dt: _filled((len(names), n), dt) for dt, names in OUTER_BLOCKS.items()}
         self.c: dict[str, np.ndarray] = {}
         for blocks, names_of in ((self.main, MAIN_BLOCKS), (self.outer, OUTER_BLOCKS)):
             for dt, names in names_of.items():
