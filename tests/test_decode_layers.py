@@ -220,3 +220,20 @@ def test_gre_with_an_undecoded_protocol_is_noted() -> None:
     df = pcaptools.read_packets(DATA / "peer" / "tcpdump" / "tests" / "erspan-type-ii-1.pcap")
     assert (df.tunnel == "gre").all() and (df.ip_version == 0).all() and df.outer_src.notna().all()
     assert any("ERSPAN" in n for n in df.attrs["notes"])
+
+
+def test_ipv4_mapped_ipv6_address_in_an_ipv6_header_stays_ipv6(tmp_path):
+    """IPv4 is held as ::ffff:a.b.c.d internally; an IPv6 header's ::ffff:… address must not print as IPv4."""
+    from scapy.layers.inet import UDP
+    from scapy.layers.inet6 import IPv6
+    from scapy.layers.l2 import Ether
+    from scapy.utils import wrpcap
+
+    eth = {"src": "02:00:00:00:00:01", "dst": "02:00:00:00:00:02"}
+    pkts = [Ether(**eth) / IPv6(src="2001:db8::1", dst="::ffff:0:0") / UDP(sport=1, dport=2),
+            Ether(**eth) / IPv6(src="::ffff:10.0.0.1", dst="2001:db8::2") / UDP(sport=3, dport=4)]  # fmt: skip
+    path = tmp_path / "mapped.pcap"
+    wrpcap(str(path), pkts)
+    df = pcaptools.read_packets(str(path))
+    assert df["dst"].astype(str).tolist() == ["::ffff:0.0.0.0", "2001:db8::2"]
+    assert df["src"].astype(str).tolist() == ["2001:db8::1", "::ffff:10.0.0.1"]

@@ -85,8 +85,22 @@ def _factorize_masked(v: np.ndarray, ok: np.ndarray, hi: np.ndarray | None = Non
     return codes, uniq, bool(any_hi)
 
 
-def _ip_category(hi: np.ndarray, lo: np.ndarray, ok: np.ndarray) -> pd.Categorical:
-    """Address category column; IPv4-only columns (the usual case) need one factorize of ``lo``."""
+def _ip_category(hi: np.ndarray, lo: np.ndarray, ok: np.ndarray, v6: np.ndarray | None = None) -> pd.Categorical:
+    """Address category column; IPv4-only columns (the usual case) need one factorize of ``lo``.
+
+    IPv4 is held as ``::ffff:a.b.c.d``; ``v6`` marks rows whose address came from an IPv6 header,
+    so a real IPv4-mapped IPv6 address there is labelled ``::ffff:…``, not as IPv4.
+    """
+    if v6 is not None:
+        amb = ok & v6 & (hi == 0) & ((lo >> np.uint64(32)) == np.uint64(0xFFFF))
+        if amb.any():
+            base = _ip_category(hi, lo, ok & ~amb)
+            codes_a, uniq_a = pd.factorize(lo[amb])
+            # RFC 5952 section 5: IPv4-mapped addresses in mixed notation, as tshark prints them
+            labels = [*base.categories, *(f"::ffff:{ipaddress.IPv4Address(int(x) & 0xFFFFFFFF)}" for x in uniq_a)]
+            codes = np.asarray(base.codes, dtype=np.int64).copy()
+            codes[amb] = len(base.categories) + codes_a
+            return pd.Categorical.from_codes(codes, categories=pd.Index(labels, dtype=object), validate=False)
     codes, uniq, any_hi = _factorize_masked(lo, ok, hi)
     if len(uniq) and not any_hi:
         labels = []
@@ -151,8 +165,8 @@ def build(batch: RecordBatch, w: Walk, file_name: str) -> pd.DataFrame:
         "outer_dport": c["outer_dport"],
         "outer_len": w.outer_len(),
         "ip_version": c["ip_version"],
-        "src": _ip_category(c["src_hi"], c["src_lo"], c["ip_ok"]),
-        "dst": _ip_category(c["dst_hi"], c["dst_lo"], c["ip_ok"]),
+        "src": _ip_category(c["src_hi"], c["src_lo"], c["ip_ok"], c["ip_version"] == 6),
+        "dst": _ip_category(c["dst_hi"], c["dst_lo"], c["ip_ok"], c["ip_version"] == 6),
     }
     for name in ("proto", "sport", "dport", "ip_id", "ttl", "ip_len", "frag_offset", "more_frags", "dont_frag",
                  "tcp_flags", "tcp_seq", "tcp_ack", "tcp_win", "tcp_mss", "tcp_wscale", "tcp_sack_ok", "tcp_tsval",
