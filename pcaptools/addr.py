@@ -21,6 +21,15 @@ def _parse(s: str) -> tuple[int, int]:
     return v >> 64, v & 0xFFFF_FFFF_FFFF_FFFF
 
 
+def label(value: int, *, v6: bool = False) -> str:
+    """Text of a 128-bit address: IPv4 for the ``::ffff:0:0/96`` range unless it came from an IPv6
+    header (``v6``), then RFC 5952's mixed form ``::ffff:a.b.c.d`` as tshark prints it."""
+    if value >> 32 == 0xFFFF:
+        v4 = ipaddress.IPv4Address(value & 0xFFFF_FFFF)
+        return f"::ffff:{v4}" if v6 else str(v4)
+    return str(ipaddress.IPv6Address(value))
+
+
 def to_u128(col: pd.Series | pd.Categorical) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(hi, lo, valid) uint64/uint64/bool arrays for an address column; only categories are parsed."""
     cat = pd.Categorical(col) if not isinstance(col, pd.Categorical) else col
@@ -52,11 +61,7 @@ def from_u128(hi: np.ndarray, lo: np.ndarray, valid: np.ndarray | None = None) -
     for c in uniq[keep]:
         h = int(uniq_hi[c // max(len(uniq_lo), 1)])
         low = int(uniq_lo[c % max(len(uniq_lo), 1)])
-        v = (h << 64) | low
-        if h == 0 and (low >> 32) == 0xFFFF:
-            labels.append(str(ipaddress.IPv4Address(low & 0xFFFF_FFFF)))
-        else:
-            labels.append(str(ipaddress.IPv6Address(v)))
+        labels.append(label((h << 64) | low))
     # map codes of the invalid (-1) unique to missing
     remap = np.full(len(uniq), -1, np.int64)
     remap[keep] = np.arange(int(keep.sum()))

@@ -7,13 +7,11 @@ tables of several files concatenate without losing the category dtype.
 
 from __future__ import annotations
 
-import ipaddress
-
 import numba as nb
 import numpy as np
 import pandas as pd
 
-from pcaptools.addr import from_u128
+from pcaptools.addr import from_u128, label
 from pcaptools.decode import registry as R
 from pcaptools.decode.walk import Walk
 from pcaptools.io.linktypes import linktype_name
@@ -96,19 +94,13 @@ def _ip_category(hi: np.ndarray, lo: np.ndarray, ok: np.ndarray, v6: np.ndarray 
         if amb.any():
             base = _ip_category(hi, lo, ok & ~amb)
             codes_a, uniq_a = pd.factorize(lo[amb])
-            # RFC 5952 section 5: IPv4-mapped addresses in mixed notation, as tshark prints them
-            labels = [*base.categories, *(f"::ffff:{ipaddress.IPv4Address(int(x) & 0xFFFFFFFF)}" for x in uniq_a)]
+            labels = [*base.categories, *(label(int(x), v6=True) for x in uniq_a)]
             codes = np.asarray(base.codes, dtype=np.int64).copy()
             codes[amb] = len(base.categories) + codes_a
             return pd.Categorical.from_codes(codes, categories=pd.Index(labels, dtype=object), validate=False)
     codes, uniq, any_hi = _factorize_masked(lo, ok, hi)
     if len(uniq) and not any_hi:
-        labels = []
-        for x in uniq.tolist():
-            if (x >> 32) == 0xFFFF:
-                labels.append(str(ipaddress.IPv4Address(x & 0xFFFFFFFF)))
-            else:
-                labels.append(str(ipaddress.IPv6Address(x)))
+        labels = [label(x) for x in uniq.tolist()]
         return pd.Categorical.from_codes(codes, categories=pd.Index(labels, dtype=object), validate=False)
     if not ok.any():
         return pd.Categorical.from_codes(np.full(len(ok), -1), categories=pd.Index([], dtype=object))
