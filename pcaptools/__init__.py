@@ -1,17 +1,63 @@
-"""pcaptools: decode, correlate and compare Kubernetes node captures, columnar and fast."""
+"""pcaptools: decode, correlate and compare Kubernetes node captures, columnar and fast.
+
+Every name is imported on first use (PEP 562), so ``import pcaptools`` loads neither pandas nor
+numba. Functions have distinct names from modules: ``flow_table``, ``correlate_captures``,
+``compare_captures`` and ``path_table``; the modules ``pcaptools.flows``, ``pcaptools.correlate``
+and ``pcaptools.compare`` are also callable (``pcaptools.flows(packets)``) for older code, and
+``pcaptools.paths`` is ``path_table``.
+"""
 
 from __future__ import annotations
 
+import importlib
+from typing import Any
+
 __version__ = "0.1.0"
 
-from pcaptools import lab as lab  # noqa: E402  (lazy: pcaptools.lab.run_lab imports on first use)
-from pcaptools.compare import compare as compare  # noqa: E402  (pcaptools.compare(dirs) -> Comparison)
-from pcaptools.correlate import CaptureSet as CaptureSet  # noqa: E402
-from pcaptools.correlate import correlate as correlate  # noqa: E402  (the matcher compiles on first call)
-from pcaptools.flows import flows as flows  # noqa: E402  (pcaptools.flows(packets) -> flow table)
-from pcaptools.io import iter_records as iter_records  # noqa: E402  (walkers load from numba's cache on first call)
-from pcaptools.io import read_records as read_records  # noqa: E402
-from pcaptools.io import summarize as summarize  # noqa: E402
-from pcaptools.k8s.paths import paths as paths  # noqa: E402  (pcaptools.paths(correlation, inventory) -> path table)
-from pcaptools.packets import iter_packets as iter_packets  # noqa: E402  (decoder kernels compile on first call)
-from pcaptools.packets import read_packets as read_packets  # noqa: E402
+_EXPORTS: dict[str, tuple[str, str | None]] = {
+    # reading and decoding
+    "read_records": ("pcaptools.io.reader", "read_records"),
+    "iter_records": ("pcaptools.io.reader", "iter_records"),
+    "summarize": ("pcaptools.io.summary", "summarize"),
+    "read_packets": ("pcaptools.packets", "read_packets"),
+    "iter_packets": ("pcaptools.packets", "iter_packets"),
+    # flows
+    "flow_table": ("pcaptools.flows", "flows"),
+    "read_flows": ("pcaptools.flows", "read_flows"),
+    # correlation
+    "CaptureSet": ("pcaptools.correlate.capture_set", "CaptureSet"),
+    "CapturePoint": ("pcaptools.correlate.capture_set", "CapturePoint"),
+    "Correlation": ("pcaptools.correlate.api", "Correlation"),
+    "correlate_captures": ("pcaptools.correlate.api", "correlate"),
+    "merge_captures": ("pcaptools.correlate.merge", "merge"),
+    # Kubernetes paths
+    "Inventory": ("pcaptools.k8s.inventory", "Inventory"),
+    "path_table": ("pcaptools.k8s.paths", "paths"),
+    "paths": ("pcaptools.k8s.paths", "paths"),
+    # comparison
+    "Comparison": ("pcaptools.compare", "Comparison"),
+    "compare_captures": ("pcaptools.compare", "compare"),
+    # modules (callable: see pcaptools._callable)
+    "flows": ("pcaptools.flows", None),
+    "correlate": ("pcaptools.correlate", None),
+    "compare": ("pcaptools.compare", None),
+    "lab": ("pcaptools.lab", None),
+    "schema": ("pcaptools.schema", None),
+    "errors": ("pcaptools.errors", None),
+}
+
+__all__ = sorted(n for n, (_, attr) in _EXPORTS.items() if attr is not None) + ["compare", "correlate", "flows", "lab"]
+
+
+def __getattr__(name: str) -> Any:
+    """Import the module behind a public name on first use (keeps ``import pcaptools`` light)."""
+    try:
+        module, attr = _EXPORTS[name]
+    except KeyError:
+        raise AttributeError(f"module 'pcaptools' has no attribute {name!r}") from None
+    mod = importlib.import_module(module)
+    return mod if attr is None else getattr(mod, attr)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

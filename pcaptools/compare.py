@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pcaptools._callable import make_callable
 from pcaptools.errors import CorrelationError
 from pcaptools.flows import LINK_HEADER
 
@@ -591,3 +592,6 @@ def print_comparison(cmp: Comparison, *, console=None) -> None:
     for lab in cmp.labels:
         for note in cmp.notes.get(lab, []):
             console.print(f"note ({lab}): {note}")
+
+
+make_callable(__name__, "compare")  # pcaptools.compare(...) calls compare(); see pcaptools._callable

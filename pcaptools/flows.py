@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from pcaptools import community_id as cid
+from pcaptools._callable import make_callable
 from pcaptools.errors import DecodeError
 from pcaptools.schema import FLOW_COLUMNS, FLOW_STATES, validate
 
@@ -539,3 +540,6 @@ def read_flows(
             res[c.name] = res[c.name].astype("category")
     res["state"] = pd.Categorical(res["state"], categories=list(FLOW_STATES))
     return validate(res, FLOW_COLUMNS, table="flow")
+
+
+make_callable(__name__, "flows")  # pcaptools.flows(...) calls flows(); see pcaptools._callable

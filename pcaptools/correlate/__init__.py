@@ -1,33 +1,38 @@
 """Cross-capture correlation: the same packet at many capture points, through NAT and tunnels, on one clock.
 
 ``CaptureSet`` loads and labels captures; ``correlate`` matches packets, estimates clock offsets and
-returns a ``Correlation`` (hops, offsets, hop latency, losses); ``merge`` writes one pcapng.
+returns a ``Correlation`` (hops, offsets, hop latency, losses); ``merge_captures`` writes one pcapng
+(``pcaptools.correlate.merge`` is its module). Names load on first use; the package itself is callable
+(``pcaptools.correlate(capture_set)`` is ``pcaptools.correlate.correlate(capture_set)``).
 """
 
 from __future__ import annotations
 
-from pcaptools.correlate.capture_set import CapturePoint, CaptureSet
+import importlib
+from typing import Any
 
-__all__ = ["CaptureSet", "CapturePoint", "Correlation", "correlate", "merge"]
+from pcaptools._callable import make_callable
 
+__all__ = ["CaptureSet", "CapturePoint", "Correlation", "correlate", "merge_captures"]
 
-def correlate(capture_set: CaptureSet, **kw):
-    """See :func:`pcaptools.correlate.api.correlate` (imported on first use: it compiles the matcher)."""
-    from pcaptools.correlate.api import correlate as _correlate
-
-    return _correlate(capture_set, **kw)
-
-
-def merge(capture_set: CaptureSet, out, **kw) -> int:
-    """See :func:`pcaptools.correlate.merge.merge`."""
-    from pcaptools.correlate.merge import merge as _merge
-
-    return _merge(capture_set, out, **kw)
+_EXPORTS = {
+    "CaptureSet": ("pcaptools.correlate.capture_set", "CaptureSet"),
+    "CapturePoint": ("pcaptools.correlate.capture_set", "CapturePoint"),
+    "Correlation": ("pcaptools.correlate.api", "Correlation"),
+    "correlate": ("pcaptools.correlate.api", "correlate"),
+    "merge_captures": ("pcaptools.correlate.merge", "merge"),
+    "merge": ("pcaptools.correlate.merge", None),
+}
 
 
-def __getattr__(name: str):
-    if name == "Correlation":
-        from pcaptools.correlate.api import Correlation
+def __getattr__(name: str) -> Any:
+    """Import the module behind a public name on first use (the matcher compiles on first call)."""
+    try:
+        module, attr = _EXPORTS[name]
+    except KeyError:
+        raise AttributeError(f"module 'pcaptools.correlate' has no attribute {name!r}") from None
+    mod = importlib.import_module(module)
+    return mod if attr is None else getattr(mod, attr)
 
-        return Correlation
-    raise AttributeError(f"module 'pcaptools.correlate' has no attribute {name!r}")
+
+make_callable(__name__, "correlate")

@@ -106,7 +106,9 @@ def _pick(conn: np.ndarray, eligible: np.ndarray, prio: np.ndarray, t: np.ndarra
     return out
 
 
-def paths(correlation, inventory: Inventory | str | os.PathLike | dict | None = None, flows: pd.DataFrame | None = None) -> pd.DataFrame:
+def paths(
+    correlation, inventory: Inventory | str | os.PathLike | dict | None = None, *, flows: pd.DataFrame | None = None
+) -> pd.DataFrame:
     """One row per connection (PATH_COLUMNS) from a Correlation (or its hops table), named with the inventory.
 
     Example::
@@ -118,7 +120,7 @@ def paths(correlation, inventory: Inventory | str | os.PathLike | dict | None = 
     return _build(correlation, inventory, flows)[0]
 
 
-def paths_and_nat(correlation, inventory=None, flows: pd.DataFrame | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+def paths_and_nat(correlation, inventory=None, *, flows: pd.DataFrame | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(paths, NAT table with its ``connection`` filled) for the same inputs as :func:`paths`."""
     return _build(correlation, inventory, flows)
 
