@@ -1,8 +1,15 @@
-"""The ``pcaptools`` command: parse arguments, call one library function, render. No logic here."""
+"""The ``pcaptools`` command: parse arguments, call one library function, render. No logic here.
+
+Each command is one self-contained block below (``@app.command`` + its function); rendering lives in
+:mod:`pcaptools.render` (``terminal`` for people, ``records`` for ``--json``). Options are checked
+where they are parsed (callbacks below): a bad value is a usage error, exit code 2, never a traceback.
+"""
 
 from __future__ import annotations
 
+import math
 import sys
+from pathlib import Path
 
 import typer
 
@@ -14,19 +21,10 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
 
 _state = {"debug": False}
-
-
-def _console():
-    """Stdout console; when piped (no terminal width to read) tables get 160 columns, not rich's 80."""
-    import os
-
-    from rich.console import Console
-
-    wide = not sys.stdout.isatty() and "COLUMNS" not in os.environ
-    return Console(width=160 if wide else None)
 
 
 @app.callback()
@@ -34,13 +32,54 @@ def _root(debug: bool = typer.Option(False, "--debug", help="Show Python traceba
     _state["debug"] = debug
 
 
+# --- shared option checks (typer callbacks: a bad value becomes a usage error, exit 2) ----------------
+def _positive(unit: str, *, allow_none: bool = False):
+    """Callback: a finite number > 0 (``nan``, ``inf``, 0 and negatives are refused)."""
+
+    def check(value: float | None) -> float | None:
+        if value is None and allow_none:
+            return value
+        if value is None or not math.isfinite(value) or value <= 0:
+            raise typer.BadParameter(f"expected a positive finite number of {unit}, found {value}")
+        return value
+
+    return check
+
+
+def _port(values: list[int]) -> list[int]:
+    bad = [v for v in values if not 1 <= v <= 65535]
+    if bad:
+        raise typer.BadParameter(f"expected UDP ports 1-65535, found {bad[0]}")
+    return values
+
+
+def _output(*suffixes: str, example: str, optional: bool = True):
+    """Callback: an output file name with one of ``suffixes`` in a directory that exists."""
+
+    def check(value: str | None) -> str | None:
+        if value is None and optional:
+            return value
+        if not str(value).endswith(suffixes):
+            raise typer.BadParameter(f"expected a {' or '.join(suffixes)} file name, found {value!r}; try -o {example}")
+        parent = Path(value).parent
+        if not parent.is_dir():
+            raise typer.BadParameter(f"directory {str(parent)!r} does not exist; create it first or write elsewhere")
+        return value
+
+    return check
+
+
+def _existing_dir_parent(value: str | None) -> str | None:
+    if value is not None and not Path(value).parent.is_dir():
+        raise typer.BadParameter(f"directory {str(Path(value).parent)!r} does not exist; create it first or write elsewhere")
+    return value
+
+
 _BUSY_BYTES = 50 << 20  # inputs this large take over a second: show that work is under way
 
 
 def _input_bytes(paths: list[str]) -> int:
     """Total size of the files, or of the files under directories, named on the command line."""
-    from pathlib import Path
-
     total = 0
     for p in map(Path, paths):
         if p.is_dir():
@@ -66,111 +105,120 @@ def _busy(paths: list[str], what: str):
     return bar
 
 
+def _console():
+    from pcaptools.render.terminal import console
+
+    return console()
+
+
+def _print_json(doc: dict) -> None:
+    from pcaptools.render.records import dumps
+
+    print(dumps(doc))
+
+
+def _write_table(df, out: str) -> None:
+    """Write a table to .parquet or .csv (list cells, e.g. VNIs, as 'a, b')."""
+    flat = df.copy()
+    for c in flat.columns:
+        if flat[c].dtype == object and flat[c].map(lambda v: isinstance(v, list)).any():
+            flat[c] = flat[c].map(lambda v: ", ".join(map(str, v)) if isinstance(v, list) else v)
+    flat.to_parquet(out, index=False) if out.endswith(".parquet") else flat.to_csv(out, index=False)
+
+
+_WINDOW_HELP = "Max time between sightings of one packet after clock correction (milliseconds, > 0)."
+
+
 # Commands are registered below, one block per command, each calling one library function.
 # --- commands ---
 
 
 @app.command("compare")
 def compare_cmd(
-    sources: list[str] = typer.Argument(..., help="Capture-set directories (each holding manifest.json); the directory name labels the column."),  # noqa: B008
+    sources: list[str] = typer.Argument(..., metavar="DIR", help="Capture-set directories (each holding manifest.json); the directory name labels the column."),  # noqa: B008
     as_json: bool = typer.Option(False, "--json", help="Print summary and detail tables as JSON (null = not measurable)."),
-    figures: str = typer.Option(None, "--figures", help="Write the comparison figures as PNGs into this directory."),
-    out: str = typer.Option(None, "-o", "--output", help="Write the summary table (metric x capture set) to OUT.csv or OUT.parquet."),
+    figures: str = typer.Option(None, "--figures", metavar="DIR", help="Write the comparison figures as PNGs into this directory."),
+    out: str = typer.Option(None, "-o", "--output", metavar="FILE", callback=_output(".csv", ".parquet", example="summary.csv"), help="Write the summary table (metric x capture set) to FILE.csv or FILE.parquet."),
 ) -> None:
     """Compare CNI data planes: overlay mode, encapsulation overhead, MTU/MSS, fragmentation, hops and latency.
 
     Example: pcaptools compare sample_pcaps/vpc sample_pcaps/calico-vxlan --figures figures/ -o summary.csv
+
     Example: pcaptools compare sample_pcaps/vpc sample_pcaps/calico-vxlan --json
     """
-    from pcaptools.compare import compare, print_comparison
-    from pcaptools.errors import CorrelationError
+    from pcaptools.compare import compare
 
-    if out and not out.endswith((".parquet", ".csv")):
-        raise CorrelationError(f"-o {out}: expected a .csv or .parquet file name; found another suffix; try -o summary.csv")
     with _busy(list(sources), "comparing"):
         cmp = compare(sources)
     if out:
-        tab = cmp.summary.astype({lab: str for lab in cmp.labels}).replace({"None": "", "nan": ""})
-        tab.to_parquet(out, index=False) if out.endswith(".parquet") else cmp.summary.to_csv(out, index=False)
+        _write_table(cmp.summary, out)
     written = cmp.save_figures(figures) if figures else []
     if as_json:
-        print(cmp.to_json(indent=2))
+        from pcaptools.render.records import comparison_document
+
+        _print_json(comparison_document(cmp))
         return
-    print_comparison(cmp, console=_console())
+    from pcaptools.render.terminal import print_comparison, safe
+
+    con = _console()
+    print_comparison(cmp, con)
     for path in written:
-        print(f"figure written to {path}")
+        con.print(f"figure written to {safe(path)}")
     if out:
-        print(f"summary ({len(cmp.summary)} metrics) written to {out}")
+        con.print(f"summary ({len(cmp.summary)} metrics) written to {safe(out)}")
 
 
 @app.command("paths")
 def paths_cmd(
-    source: str = typer.Argument(..., help="manifest.json of the capture set, or a directory holding one."),
-    inventory: str = typer.Option(None, "--inventory", help="kubectl get nodes,pods,services,endpointslices -A -o json output (default: the manifest's lab.inventory, else inventory.json beside it)."),
-    as_json: bool = typer.Option(False, "--json", help="Print the paths as a JSON list, one object per connection."),
-    out: str = typer.Option(None, "-o", "--output", help="Write the path table to OUT.csv or OUT.parquet."),
-    brief: bool = typer.Option(False, "--brief", help="Only the summary table, no per-connection route."),
-    window_ms: float = typer.Option(2000.0, "--window-ms", help="Max time between sightings of one packet after clock correction."),
+    source: str = typer.Argument(..., metavar="SOURCE", help="manifest.json of the capture set, or a directory holding one."),
+    inventory: str = typer.Option(None, "--inventory", metavar="FILE", help="kubectl get nodes,pods,services,endpointslices -A -o json output (default: the manifest's lab.inventory, else inventory.json beside it)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the paths as JSON: one object per connection, NAT steps and hops as objects."),
+    out: str = typer.Option(None, "-o", "--output", metavar="FILE", callback=_output(".parquet", ".csv", example="paths.parquet"), help="Write the path table to FILE.csv or FILE.parquet."),
+    brief: bool = typer.Option(False, "--brief", help="Only the summary, no per-connection route."),
+    window_ms: float = typer.Option(2000.0, "--window-ms", metavar="MS", callback=_positive("milliseconds"), help=_WINDOW_HELP),
 ) -> None:
     """Pod and service paths per connection: client, service, NAT steps and the nodes that applied them, tunnels, backend.
 
     Example: pcaptools paths sample_pcaps/calico-vxlan
+
     Example: pcaptools paths captures/manifest.json --inventory inventory.json -o paths.parquet --json
     """
-    import json
-    from pathlib import Path
+    from pcaptools.k8s.paths import load_paths
 
-    from pcaptools.correlate import CaptureSet
-    from pcaptools.correlate.api import correlate
-    from pcaptools.errors import InventoryError
-    from pcaptools.k8s.inventory import Inventory
-    from pcaptools.k8s.paths import path_records, paths
-
-    if out and not out.endswith((".parquet", ".csv")):
-        raise InventoryError(f"-o {out}: expected a .parquet or .csv file name; found another suffix; try -o paths.parquet")
-    man = Path(source) / "manifest.json" if Path(source).is_dir() else Path(source)
-    if inventory is None and man.exists():
-        try:
-            lab = json.loads(man.read_text()).get("lab") or {}
-        except (json.JSONDecodeError, AttributeError):
-            lab = {}
-        cand = man.parent / str(lab.get("inventory") or "inventory.json")
-        inventory = str(cand) if cand.exists() else None
-    inv = Inventory.load(inventory) if inventory else None
     with _busy([source], "correlating"):
-        corr = correlate(CaptureSet.load(source), window_ns=int(window_ms * 1e6))
-        p = paths(corr, inv)
+        ps = load_paths(source, inventory=inventory, window_ns=int(window_ms * 1e6))
     if out:
-        p.to_parquet(out, index=False) if out.endswith(".parquet") else p.to_csv(out, index=False)
+        _write_table(ps.paths, out)
     if as_json:
-        print(json.dumps(path_records(p), indent=2, ensure_ascii=False))
-        return
-    from pcaptools.k8s.paths import print_paths
+        from pcaptools.render.records import paths_document
 
-    print_paths(p, inv, corr, brief=brief, console=_console())
+        _print_json(paths_document(ps.paths, ps.nat, ps.correlation.hops))
+        return
+    from pcaptools.render.terminal import fmt_int, print_paths, safe
+
+    con = _console()
+    print_paths(ps, con, brief=brief)
     if out:
-        print(f"{len(p):,} paths written to {out}")
+        con.print(f"{fmt_int(len(ps.paths))} paths written to {safe(out)}")
 
 
 @app.command("decode")
 def decode_cmd(
-    files: list[str] = typer.Argument(..., help="Capture files (pcap, pcapng, gzip-compressed or not)."),  # noqa: B008
-    out: str = typer.Option(..., "-o", "--output", help="Write the packet table to OUT.parquet or OUT.csv."),
-    vxlan_port: list[int] = typer.Option([], "--vxlan-port", help="Extra UDP port carrying VXLAN (repeatable; 4789 and 8472 always)."),  # noqa: B008
-    geneve_port: list[int] = typer.Option([], "--geneve-port", help="Extra UDP port carrying Geneve (repeatable; 6081 always)."),  # noqa: B008
-    wireguard_port: list[int] = typer.Option([], "--wireguard-port", help="Extra UDP port carrying WireGuard (repeatable; 51820/51821 always)."),  # noqa: B008
-    max_tunnel_depth: int = typer.Option(4, "--max-tunnel-depth", help="Nested tunnels stripped at most."),
+    files: list[str] = typer.Argument(..., metavar="FILE", help="Capture files (pcap, pcapng, gzip-compressed or not)."),  # noqa: B008
+    out: str = typer.Option(..., "-o", "--output", metavar="FILE", callback=_output(".parquet", ".csv", example="packets.parquet", optional=False), help="Write the packet table to FILE.parquet or FILE.csv."),
+    vxlan_port: list[int] = typer.Option([], "--vxlan-port", metavar="PORT", callback=_port, help="Extra UDP port carrying VXLAN (repeatable; 4789 and 8472 always)."),  # noqa: B008
+    geneve_port: list[int] = typer.Option([], "--geneve-port", metavar="PORT", callback=_port, help="Extra UDP port carrying Geneve (repeatable; 6081 always)."),  # noqa: B008
+    wireguard_port: list[int] = typer.Option([], "--wireguard-port", metavar="PORT", callback=_port, help="Extra UDP port carrying WireGuard (repeatable; 51820/51821 always)."),  # noqa: B008
+    max_tunnel_depth: int = typer.Option(4, "--max-tunnel-depth", metavar="N", min=0, max=16, help="Nested tunnels stripped at most."),
 ) -> None:
     """Decode captures into one packet table (inner and outer headers of tunnels, one row per record).
 
     Example: pcaptools decode node1.pcap node2.pcapng.gz -o packets.parquet --vxlan-port 4790
     """
     from pcaptools.decode import registry
-    from pcaptools.errors import DecodeError
     from pcaptools.packets import read_packets
+    from pcaptools.render.terminal import fmt_int, safe
 
-    if not out.endswith((".parquet", ".csv")):
-        raise DecodeError(f"-o {out}: expected a .parquet or .csv file name; found another suffix; try -o packets.parquet")
     with _busy(files, "decoding"):
         df = read_packets(
             files,
@@ -182,23 +230,23 @@ def decode_cmd(
     df.to_parquet(out, index=False) if out.endswith(".parquet") else df.to_csv(out, index=False)
     skipped = sum(sum(v.values()) for v in df.attrs.get("skipped", {}).values())
     errors = int(df["error"].notna().sum())
-    print(f"{len(df):,} packets from {len(files)} file(s) written to {out}; {errors:,} with a decode error, {skipped:,} records skipped by the reader")
+    _console().print(f"{fmt_int(len(df))} packets from {len(files)} file(s) written to {safe(out)}; "
+                     f"{fmt_int(errors)} with a decode error, {fmt_int(skipped)} records skipped by the reader")  # fmt: skip
 
 
 @app.command("show")
 def show_cmd(
-    file: str = typer.Argument(..., help="Capture file."),
-    record: int = typer.Argument(..., help="0-based record number (tshark's frame number minus 1)."),
-    vxlan_port: list[int] = typer.Option([], "--vxlan-port", help="Extra UDP port carrying VXLAN (repeatable)."),  # noqa: B008
-    geneve_port: list[int] = typer.Option([], "--geneve-port", help="Extra UDP port carrying Geneve (repeatable)."),  # noqa: B008
+    file: str = typer.Argument(..., metavar="FILE", help="Capture file."),
+    record: int = typer.Argument(..., metavar="RECORD", min=0, help="0-based record number (tshark's frame number minus 1)."),
+    vxlan_port: list[int] = typer.Option([], "--vxlan-port", metavar="PORT", callback=_port, help="Extra UDP port carrying VXLAN (repeatable)."),  # noqa: B008
+    geneve_port: list[int] = typer.Option([], "--geneve-port", metavar="PORT", callback=_port, help="Extra UDP port carrying Geneve (repeatable)."),  # noqa: B008
 ) -> None:
     """Scapy's full dissection of one packet beside our decoded row (its non-empty columns).
 
     Example: pcaptools show node1.pcap 41 --vxlan-port 4790
     """
-    from rich.table import Table
-
     from pcaptools.decode import registry
+    from pcaptools.render.terminal import print_packet
     from pcaptools.show import non_empty, show_packet
 
     text, row = show_packet(
@@ -207,81 +255,60 @@ def show_cmd(
         vxlan_ports=tuple(dict.fromkeys((*registry.DEFAULT_VXLAN_PORTS, *vxlan_port))),
         geneve_ports=tuple(dict.fromkeys((*registry.DEFAULT_GENEVE_PORTS, *geneve_port))),
     )
-    console = _console()
-    console.print(f"[bold]scapy[/bold] ({file} record {record})")
-    console.print(text, markup=False, highlight=False)
-    t = Table(title=f"pcaptools row (record {record})")
-    t.add_column("column", style="bold")
-    t.add_column("value")
-    for k, v in non_empty(row).items():
-        t.add_row(k, str(v))
-    console.print(t)
+    print_packet(file, record, text, non_empty(row), _console())
 
 
 @app.command("flows")
 def flows_cmd(
-    files: list[str] = typer.Argument(..., help="Capture files (pcap, pcapng, gzip-compressed or not)."),  # noqa: B008
-    out: str = typer.Option(None, "-o", "--output", help="Write the flow table to OUT.parquet or OUT.csv."),
-    as_json: bool = typer.Option(False, "--json", help="Print the flows as a JSON list, one object per flow."),
-    idle_timeout: float = typer.Option(None, "--idle-timeout", help="Seconds of inactivity that end a flow (default: Zeek's, TCP 300, others 60)."),
-    seed: int = typer.Option(0, "--seed", help="Community ID seed (0-65535); both sides of a comparison must use the same."),
-    limit: int = typer.Option(20, "--limit", help="Rows shown in the terminal table (largest flows first)."),
+    files: list[str] = typer.Argument(..., metavar="FILE", help="Capture files (pcap, pcapng, gzip-compressed or not)."),  # noqa: B008
+    out: str = typer.Option(None, "-o", "--output", metavar="FILE", callback=_output(".parquet", ".csv", example="flows.parquet"), help="Write the flow table to FILE.parquet or FILE.csv."),
+    as_json: bool = typer.Option(False, "--json", help="Print the flows as JSON, one object per flow."),
+    idle_timeout: float = typer.Option(None, "--idle-timeout", metavar="SECONDS", callback=_positive("seconds", allow_none=True), help="Seconds of inactivity that end a flow (default: Zeek's, TCP 300, others 60)."),
+    seed: int = typer.Option(0, "--seed", metavar="N", min=0, max=0xFFFF, help="Community ID seed (0-65535); both sides of a comparison must use the same."),
+    limit: int = typer.Option(20, "--limit", metavar="N", min=1, help="Rows shown in the terminal table (largest flows first)."),
 ) -> None:
     """Bidirectional flows (Zeek conn.log-like) with Community ID, per capture file.
 
     Example: pcaptools flows node1.pcap.gz node2.pcapng -o flows.parquet
+
     Example: pcaptools flows capture.pcap --json --seed 1
     """
-    from pcaptools.errors import DecodeError
     from pcaptools.flows import read_flows
 
-    if out and not out.endswith((".parquet", ".csv")):
-        raise DecodeError(f"-o {out}: expected a .parquet or .csv file name; found another suffix; try -o flows.parquet")
-    if not 0 <= seed <= 0xFFFF:
-        raise DecodeError(f"--seed {seed}: expected 0..65535 (an unsigned 16-bit value)")
     with _busy(files, "decoding"):
         fl = read_flows(files, idle_timeout_s=idle_timeout, seed=seed)
     if out:
         fl.to_parquet(out, index=False) if out.endswith(".parquet") else fl.to_csv(out, index=False)
     if as_json:
-        print(fl.to_json(orient="records", indent=2))
-        return
-    if out:
-        print(f"{len(fl):,} flows written to {out}")
-        return
-    from rich.table import Table
+        from pcaptools.render.records import flows_document
 
-    t = Table(title=f"{len(fl):,} flows (largest {min(limit, len(fl))} by bytes)")
-    cols = ("community_id", "proto", "orig", "resp", "pkts", "bytes", "duration s", "state", "history", "tunnel")
-    for c in cols:
-        t.add_column(c)
-    top = fl.assign(_b=fl.orig_bytes + fl.resp_bytes).nlargest(limit, "_b")
-    for r in top.itertuples(index=False):
-        port = lambda h, p: f"{h}:{p}" if p >= 0 else str(h)  # noqa: E731
-        t.add_row(str(r.community_id), str(r.proto), port(r.orig_h, r.orig_p), port(r.resp_h, r.resp_p),
-                  f"{r.orig_pkts}/{r.resp_pkts}", f"{r.orig_bytes}/{r.resp_bytes}", f"{r.duration_ns / 1e9:.3f}",
-                  str(r.state), r.history, "" if r.tunnel != r.tunnel else f"{r.tunnel} {r.vni}")  # fmt: skip
-    _console().print(t)
+        _print_json(flows_document(fl))
+        return
+    from pcaptools.render.terminal import fmt_int, print_flows, safe
+
+    if out:
+        _console().print(f"{fmt_int(len(fl))} flows written to {safe(out)}")
+        return
+    print_flows(fl, _console(), limit=limit)
 
 
 @app.command("correlate")
 def correlate_cmd(
-    source: str = typer.Argument(None, help="manifest.json or a directory holding one (optional with --point)."),
-    point: list[str] = typer.Option([], "--point", help="Capture point NODE:IFACE=FILE (repeatable; a bare FILE gets node=its stem)."),  # noqa: B008
-    window_ms: float = typer.Option(2000.0, "--window-ms", help="Max time between sightings of one packet after clock correction."),
-    reference: str = typer.Option(None, "--reference", help="Node whose clock the others are corrected to (default: the first)."),
-    as_json: bool = typer.Option(False, "--json", help="Print clock offsets, journeys, matched/unmatched per point, hop latency as JSON."),
-    out: str = typer.Option(None, "-o", "--output", help="Write the hops table (one row per packet per capture point) to this .parquet file."),
+    source: str = typer.Argument(None, metavar="SOURCE", help="manifest.json or a directory holding one (optional with --point)."),
+    point: list[str] = typer.Option([], "--point", metavar="NODE:IFACE=FILE", help="Capture point (repeatable; a bare FILE gets node=its stem)."),  # noqa: B008
+    window_ms: float = typer.Option(2000.0, "--window-ms", metavar="MS", callback=_positive("milliseconds"), help=_WINDOW_HELP),
+    reference: str = typer.Option(None, "--reference", metavar="NODE", help="Node whose clock the others are corrected to (default: the first)."),
+    as_json: bool = typer.Option(False, "--json", help="Print clock offsets, journeys, matches per point, hop latency and losses as JSON."),
+    out: str = typer.Option(None, "-o", "--output", metavar="FILE", callback=_output(".parquet", example="hops.parquet"), help="Write the hops table (one row per packet per capture point) to this .parquet file."),
 ) -> None:
     """Find each packet at every capture point (through NAT and tunnels), estimate clock offsets, per-hop latency and loss.
 
     Example: pcaptools correlate sample_pcaps/calico-vxlan --json -o hops.parquet
+
     Example: pcaptools correlate --point node-1:eth0=n1.pcap --point node-2:eth0=n2.pcap
     """
-    from rich.table import Table
-
-    from pcaptools.correlate import CaptureSet
     from pcaptools.correlate.api import correlate
+    from pcaptools.correlate.capture_set import CaptureSet
 
     with _busy([x for x in [source, *(q.rpartition("=")[2] for q in point)] if x], "correlating"):
         cs = CaptureSet.load(source, points=point)
@@ -289,60 +316,36 @@ def correlate_cmd(
     if out:
         corr.hops.to_parquet(out, index=False)
     if as_json:
-        print(corr.to_json(indent=2))
+        from pcaptools.render.records import correlation_document
+
+        _print_json(correlation_document(corr))
         return
-    console = _console()
-    t = Table(title=f"clock offsets (reference {corr.offsets.loc[corr.offsets['reference'], 'node'].iloc[0]})")
-    for c in ("node", "offset", "uncertainty", "skew ppm"):
-        t.add_column(c)
-    for r in corr.offsets.itertuples(index=False):
-        unc = "unknown" if r.uncertainty_ns != r.uncertainty_ns else f"±{r.uncertainty_ns / 1e3:.1f} us"
-        t.add_row(r.node, f"{r.offset_ns / 1e3:+.1f} us", unc, f"{r.skew_ppm:.3f}" + (" (matters)" if r.skew_matters else ""))
-    console.print(t)
-    t = Table(title=f"{corr.journeys:,} journeys, {corr.ambiguous:,} ambiguous")
-    for c in ("point", "matched", "unmatched"):
-        t.add_column(c)
-    for name in corr.matched:
-        t.add_row(name, f"{corr.matched[name]:,}", f"{corr.unmatched[name]:,}")
-    console.print(t)
-    t = Table(title="hop latency (us)")
-    for c in ("from", "to", "count", "median", "p90", "p99", "min", "max"):
-        t.add_column(c)
-    for r in corr.hop_latency.itertuples(index=False):
-        t.add_row(r.from_point, r.to_point, f"{r.count:,}", *(f"{v / 1e3:.1f}" for v in (r.median_ns, r.p90_ns, r.p99_ns, r.min_ns, r.max_ns)))
-    console.print(t)
-    ls = corr.loss_summary()
-    if len(ls):
-        t = Table(title="packets missing at the next point")
-        for c in ("seen at", "missing at", "lost", "seen"):
-            t.add_column(c)
-        for r in ls.itertuples(index=False):
-            t.add_row(str(r.point), str(r.missing_at), f"{r.lost:,}", f"{r.seen_at_point:,}")
-        console.print(t)
-    for note in corr.notes:
-        console.print(f"note: {note}")
+    from pcaptools.render.terminal import print_correlation
+
+    print_correlation(corr, _console())
 
 
 @app.command("merge")
 def merge_cmd(
-    source: str = typer.Argument(None, help="manifest.json or a directory holding one (optional with --point)."),
-    output: str = typer.Option(..., "-o", "--output", help="pcapng file to write."),
-    point: list[str] = typer.Option([], "--point", help="Capture point NODE:IFACE=FILE (repeatable)."),  # noqa: B008
+    source: str = typer.Argument(None, metavar="SOURCE", help="manifest.json or a directory holding one (optional with --point)."),
+    output: str = typer.Option(..., "-o", "--output", metavar="FILE", callback=_existing_dir_parent, help="pcapng file to write."),
+    point: list[str] = typer.Option([], "--point", metavar="NODE:IFACE=FILE", help="Capture point (repeatable)."),  # noqa: B008
     dedup: bool = typer.Option(False, "--dedup", help="Write each packet once; its other sightings become packet comments."),
-    reference: str = typer.Option(None, "--reference", help="Node whose clock the others are corrected to (default: the first)."),
+    reference: str = typer.Option(None, "--reference", metavar="NODE", help="Node whose clock the others are corrected to (default: the first)."),
 ) -> None:
     """Merge all capture points into one pcapng on one clock: one interface per point, packets in corrected time order.
 
     Example: pcaptools merge sample_pcaps/calico-vxlan -o merged.pcapng --dedup
     """
-    from pcaptools.correlate import CaptureSet
     from pcaptools.correlate.api import correlate
+    from pcaptools.correlate.capture_set import CaptureSet
     from pcaptools.correlate.merge import merge
+    from pcaptools.render.terminal import fmt_int, safe
 
     with _busy([x for x in [source, *(q.rpartition("=")[2] for q in point)] if x], "merging"):
         cs = CaptureSet.load(source, points=point)
         n = merge(cs, output, correlation=correlate(cs, reference=reference), dedup=dedup)
-    print(f"wrote {n:,} packets from {len(cs.points)} capture points to {output}")
+    _console().print(f"wrote {fmt_int(n)} packets from {len(cs.points)} capture points to {safe(output)}")
 
 
 lab_app = typer.Typer(help="The emulated Kubernetes data-plane lab (network namespaces, kube-proxy NAT, tcpdump).",
@@ -392,94 +395,131 @@ def lab_clean_cmd(
 
 @app.command("info")
 def info_cmd(
-    files: list[str] = typer.Argument(..., help="Capture files (pcap, pcapng, gzip-compressed or not)."),  # noqa: B008
-    as_json: bool = typer.Option(False, "--json", help="Print a JSON list, one object per file."),
+    files: list[str] = typer.Argument(..., metavar="FILE", help="Capture files (pcap, pcapng, gzip-compressed or not)."),  # noqa: B008
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON object with one summary per file."),
 ) -> None:
     """Format, interfaces, record count, time span and skipped records of each capture.
 
     Example: pcaptools info node1.pcapng node2.pcap.gz --json
     """
-    import json
     import os
-    from datetime import UTC, datetime
 
-    from rich.console import Console
-    from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
-    from rich.table import Table
-
-    from pcaptools.io import summarize
+    from pcaptools.io.summary import summarize
 
     out = []
     for f in files:
         if os.path.getsize(f) <= 50 << 20:
             out.append(summarize(f))
             continue
+        from rich.console import Console
+        from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
+
         columns = ("{task.description}", BarColumn(), DownloadColumn(), TimeRemainingColumn())
-        with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        with Progress(*columns, console=Console(stderr=True, markup=False), transient=True) as bar:
             task = bar.add_task(os.path.basename(f), total=None)
-            out.append(
-                summarize(f, progress=lambda done, total, t=task: bar.update(t, completed=done, total=total))
-            )
+            out.append(summarize(f, progress=lambda done, total, t=task: bar.update(t, completed=done, total=total)))
     if as_json:
-        print(json.dumps(out, indent=2))
+        from pcaptools.render.records import info_document
+
+        _print_json(info_document(out))
         return
+    from pcaptools.render.terminal import print_info
 
-    def _t(ns: int) -> str:
-        return datetime.fromtimestamp(ns // 10**9, UTC).strftime("%Y-%m-%d %H:%M:%S") + f".{ns % 10**9:09d}"
+    print_info(out, _console())
 
-    console = _console()
-    for s in out:
-        gz = ", gzip" if s["compression"] else ""
-        t = Table(title=f"{s['path']}  ({s['format']}{gz})", show_header=False)
-        t.add_column("field", style="bold")
-        t.add_column("value")
-        t.add_row("records", f"{s['records']:,}")
-        span = "-"
-        if s["first_ts_ns"] is not None:
-            span = f"{_t(s['first_ts_ns'])} .. {_t(s['last_ts_ns'])} UTC ({s['duration_ns'] / 1e9:.6f} s)"
-        t.add_row("time", span)
-        t.add_row("bytes", f"{s['captured_bytes']:,} captured, {s['wire_bytes']:,} on the wire")
-        for i in s["interfaces"]:
-            label = " ".join(x for x in (i["name"], f"({i['description']})" if i["description"] else "") if x)
-            desc = f"{i['link_type']} snaplen {i['snaplen']} {label}".rstrip()
-            t.add_row(f"interface {i['id']}", f"{desc}, {i['records']:,} records")
-        t.add_row("skipped", ", ".join(f"{k} {v}" for k, v in s["skipped"].items()) or "none")
-        if s["stopped_at"]:
-            t.add_row("stopped", f"{s['stopped_at']['reason']} at byte {s['stopped_at']['offset']:,}")
-        console.print(t)
+
+# --- entry point ------------------------------------------------------------------------------------
+def _command():
+    """The click command behind ``app``, with flags shown as flags in --help (no ``<bool>``)."""
+    cmd = typer.main.get_command(app)
+    for c in _walk(cmd):
+        for p in c.params:
+            if getattr(p, "is_flag", False) or getattr(p, "count", False):
+                p.metavar = ""
+            elif p.param_type_name == "argument":  # FILE... in usage and help, no <list[str]>
+                name = (p.metavar or p.name.upper()) + ("..." if p.nargs != 1 else "")
+                p._usage_display_name = lambda _n=name, _r=p.required: _n if _r else f"[{_n}]"
+                p._rich_display_name = lambda _n=name: _n
+                p.display_type_rich = lambda ctx: None
+            elif p.metavar is None:  # --out OUT rather than --out <str>
+                p.metavar = p.name.upper()
+        c.get_help_option = lambda ctx, _get=c.get_help_option: _flag(_get(ctx))  # the implicit --help too
+    return cmd
+
+
+def _flag(opt):
+    if opt is not None:
+        opt.metavar = ""
+    return opt
+
+
+def _walk(c):
+    """A command and all its subcommands."""
+    yield c
+    for sub in (getattr(c, "commands", None) or {}).values():
+        yield from _walk(sub)
+
+
+def _usage_error(exc) -> int:
+    """Usage line and the problem as one ``pcaptools:`` line; exit code 2 (--help text itself exits 0)."""
+    from pcaptools.render.terminal import safe
+
+    ctx = getattr(exc, "ctx", None)
+    code = int(getattr(exc, "exit_code", 2) or 2)
+    if type(exc).__name__ == "NoArgsIsHelpError":  # a bare group: its help, as click does
+        print(exc.format_message(), file=sys.stderr)
+        return code
+    if ctx is not None:
+        print(ctx.get_usage(), file=sys.stderr)
+    msg = (exc.format_message() if hasattr(exc, "format_message") else str(exc)).rstrip(".")
+    where = f"; try '{ctx.command_path} --help'" if ctx is not None else ""
+    print(f"pcaptools: {safe(msg)}{where}", file=sys.stderr)
+    return code
+
+
+def _quiet_stdout() -> None:
+    """After a closed pipe (``pcaptools ... | head``): send the rest of stdout to /dev/null so exit is quiet."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Console entry point: user errors become one actionable line and exit code 2."""
-    args = sys.argv[1:] if argv is None else argv
+    """Console entry point: user errors become one actionable line and exit code 2, never a traceback."""
+    from pcaptools.render.terminal import safe
+
+    args = sys.argv[1:] if argv is None else list(argv)
     debug = "--debug" in args
     try:
-        app(args=args, standalone_mode=False)
+        rv = _command().main(args=args, prog_name="pcaptools", standalone_mode=False)
+        return rv if isinstance(rv, int) else 0
+    except typer.Abort:
+        print("pcaptools: aborted", file=sys.stderr)
+        return 1
+    except typer.TyperException as exc:  # usage errors (typer vendors click: never import click here)
+        if debug:
+            raise
+        return _usage_error(exc)
     except PcapError as exc:
         if debug:
             raise
-        print(f"pcaptools: {exc}", file=sys.stderr)
+        print(f"pcaptools: {safe(exc)}", file=sys.stderr)
         return 2
-    except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
+    except BrokenPipeError:
+        _quiet_stdout()
+        return 0
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as exc:
         if debug:
             raise
-        print(f"pcaptools: {exc.filename}: {exc.strerror}", file=sys.stderr)
+        print(f"pcaptools: {safe(exc.filename)}: {exc.strerror}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("pcaptools: interrupted", file=sys.stderr)
         return 130
-    except SystemExit as exc:  # typer/click --help and usage errors
-        return int(exc.code or 0) if isinstance(exc.code, int) else 1
-    except Exception as exc:  # click usage errors carry their own message
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            return exc.exit_code
-        if isinstance(exc, click.exceptions.Abort):
-            return 1
-        raise
-    return 0
 
 
 if __name__ == "__main__":

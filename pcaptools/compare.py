@@ -265,13 +265,9 @@ def _load(label: str, src, inventory, window_ns: int | None) -> _Set:
 
 
 def _default_inventory(src: Path):
-    man = src / "manifest.json" if src.is_dir() else src
-    try:
-        lab = json.loads(man.read_text()).get("lab") or {}
-    except (OSError, json.JSONDecodeError, AttributeError):
-        lab = {}
-    cand = man.parent / str(lab.get("inventory") or "inventory.json")
-    return str(cand) if cand.exists() else None
+    from pcaptools.k8s.inventory import inventory_beside
+
+    return inventory_beside(src)
 
 
 # --- measurements ------------------------------------------------------------------------------------
@@ -320,12 +316,12 @@ def _mode(s: _Set) -> tuple[dict, dict]:
         vnis = sorted({int(v) for v in up.loc[tun, "vni"] if v >= 0})
         ports = sorted({int(v) for v in up.loc[tun, "outer_dport"] if v >= 0})
         out["mode"] = "+".join(kinds.index) if len(kinds) else "native"
-        out["vnis"] = ", ".join(map(str, vnis)) if vnis else None
-        out["ports"] = ", ".join(map(str, ports)) if ports else None
+        out["vnis"] = vnis or None
+        out["ports"] = ports or None
         out["tunnelled_share"] = round(100 * tun.mean(), 2)
     out["routing"] = s.inventory.pod_network(s.correlation.hops).get("routing") if s.inventory is not None else None
-    det = pd.DataFrame([{"mode": out["mode"], "tunnels": out["mode"] if tun.any() else "", "vnis": out["vnis"] or "",
-                         "udp_ports": out["ports"] or "", "tunnelled_packets": int(tun.sum()), "uplink_packets": len(up),
+    det = pd.DataFrame([{"mode": out["mode"], "tunnels": out["mode"] if tun.any() else None, "vnis": out["vnis"] or [],
+                         "udp_ports": out["ports"] or [], "tunnelled_packets": int(tun.sum()), "uplink_packets": len(up),
                          "cni_declared": s.cni_declared}])  # fmt: skip
     return out, {"mode": det}
 
@@ -382,7 +378,7 @@ def _mtu(s: _Set) -> tuple[dict, dict]:
     mss = pk["tcp_mss"].to_numpy(np.int64)
     flags = pk["tcp_flags"].to_numpy(np.int64)
     syn = (pk["proto"].to_numpy() == 6) & ((flags & 0x02) != 0) & (mss >= 0)
-    out["mss_values"] = ", ".join(map(str, sorted(set(mss[syn].tolist())))) or None
+    out["mss_values"] = sorted(set(mss[syn].tolist())) or None
     pod_ips = _pod_addresses(s)
     from_pod = syn & pk["src"].astype(str).isin(pod_ips).to_numpy() if pod_ips else syn & (role == "pod-veth")
     out["mss_pod"] = int(pd.Series(mss[from_pod]).mode().iloc[0]) if from_pod.any() else None
@@ -412,7 +408,7 @@ def _mtu(s: _Set) -> tuple[dict, dict]:
         "largest_ip": g["ip_len"].max(),
         "largest_wire_ip": g["wire_ip"].max(),
         "largest_frame": g["wirelen"].max(),
-        "syn_mss": g["mss"].agg(lambda x: ", ".join(map(str, sorted(set(x[x >= 0].tolist()))))),
+        "syn_mss": g["mss"].agg(lambda x: sorted(set(x[x >= 0].tolist()))),
         "fragments": g["fragment"].sum(),
         "frag_needed": g["frag_needed"].sum(),
     }).reset_index()  # fmt: skip
@@ -426,7 +422,7 @@ def _fragments(s: _Set) -> tuple[dict, dict]:
     ityp, icode, proto = pk["icmp_type"].to_numpy(), pk["icmp_code"].to_numpy(), pk["proto"].to_numpy()
     need = ((proto == 1) & (ityp == 3) & (icode == 4)) | ((proto == 58) & (ityp == 2))
     mtus = sorted({int(v) for v in pk["icmp_mtu"].to_numpy()[need] if v >= 0})
-    return {"fragments": int(frag.sum()), "frag_needed": int(need.sum()), "frag_mtus": ", ".join(map(str, mtus)) or None}, {}
+    return {"fragments": int(frag.sum()), "frag_needed": int(need.sum()), "frag_mtus": mtus or None}, {}
 
 
 def _pod_addresses(s: _Set) -> set[str]:
@@ -540,58 +536,6 @@ def _plain(v):
     if isinstance(v, float) and math.isnan(v):
         return None
     return v
-
-
-# --- rendering -----------------------------------------------------------------------------------------
-def format_value(v, unit: str = "") -> str:
-    """A summary cell for people: 'n/a' when not measurable, integers without '.0', thousands separators."""
-    if _missing(v):
-        return "n/a"
-    if isinstance(v, (bool, np.bool_)):
-        return "yes" if v else "no"
-    if isinstance(v, (int, np.integer)):
-        return f"{int(v):,}"
-    if isinstance(v, (float, np.floating)):
-        return f"{v:,.0f}" if float(v).is_integer() else f"{v:,.1f}" if unit != "%" else f"{v:,.2f}"
-    return str(v)
-
-
-def print_comparison(cmp: Comparison, *, console=None) -> None:
-    """Rich tables: the metric x capture-set summary (units, 'n/a' where unmeasurable), latency per kind, notes."""
-    from rich.console import Console
-    from rich.table import Table
-
-    console = console or Console()
-    t = Table(title=f"CNI comparison: {', '.join(cmp.labels)}", show_lines=False)
-    t.add_column("metric", style="bold")
-    t.add_column("unit", style="dim")
-    for lab in cmp.labels:
-        t.add_column(lab, justify="right")
-    section = None
-    for r in cmp.summary.to_dict(orient="records"):
-        if r["section"] != section:
-            section = r["section"]
-            t.add_section()
-            t.add_row(f"[cyan]{section}[/cyan]", "", *[""] * len(cmp.labels))
-        cells = [format_value(r[lab], r["unit"]) for lab in cmp.labels]
-        t.add_row(f"  {r['metric']}", r["unit"], *[f"[dim]{c}[/dim]" if c == "n/a" else c for c in cells])
-    console.print(t)
-    if len(cmp.latency):
-        t = Table(title="first-packet latency per connection kind (µs: median / p90, n connections)")
-        t.add_column("kind", style="bold")
-        for lab in cmp.labels:
-            t.add_column(lab, justify="right")
-        for kind in sorted(cmp.latency["kind"].unique()):
-            cells = []
-            for lab in cmp.labels:
-                d = cmp.latency.loc[(cmp.latency["label"] == lab) & (cmp.latency["kind"] == kind)]
-                cells.append("[dim]n/a[/dim]" if not len(d) else
-                             f"{d['median_ns'].iloc[0] / 1e3:,.1f} / {d['p90_ns'].iloc[0] / 1e3:,.1f}  (n={int(d['connections'].iloc[0])})")  # fmt: skip
-            t.add_row(kind, *cells)
-        console.print(t)
-    for lab in cmp.labels:
-        for note in cmp.notes.get(lab, []):
-            console.print(f"note ({lab}): {note}")
 
 
 make_callable(__name__, "compare")  # pcaptools.compare(...) calls compare(); see pcaptools._callable

@@ -532,6 +532,11 @@ def read_flows(
     ]
     if not parts:
         raise DecodeError("no capture files given; pass one or more pcap/pcapng paths")
+    return concat_flows(parts)
+
+
+def concat_flows(parts: list[pd.DataFrame]) -> pd.DataFrame:
+    """Flow tables of several files as one (categories unified, state kept as its closed vocabulary)."""
     if len(parts) == 1:
         return parts[0]
     res = pd.concat(parts, ignore_index=True)

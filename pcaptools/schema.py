@@ -3,7 +3,9 @@
 Conventions (fixed, documented once here):
 
 * Absent integers are ``-1`` (ports of an ICMP packet, the VNI of an untunnelled packet): plain
-  numpy dtypes keep every column vectorised; ``-1`` is never a valid value of those fields.
+  numpy dtypes keep every column vectorised; ``-1`` is never a valid value of those fields. A
+  column whose doc names ``-1`` declares it as its ``absent`` value; JSON output writes ``null``
+  there (:mod:`pcaptools.render.records`).
 * Addresses (``src``, ``dst``, ``outer_*``, ``eth_*``) are pandas ``category`` columns of readable
   strings (``10.0.1.5``, ``fd00::1``, ``02:42:ac:11:00:02``); absent is missing (``NaN``). IPv4 and
   IPv6 share the same columns. :mod:`pcaptools.addr` turns them into 128-bit integer pairs for
@@ -18,13 +20,22 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+_INT_DTYPES = ("int8", "int16", "int32", "int64")
+
 
 @dataclass(frozen=True)
 class Column:
+    """One column: name, dtype, unit, one-line doc, and the value that means 'absent' (JSON ``null``)."""
+
     name: str
     dtype: str  # numpy dtype name, or "category" / "bool"
     unit: str
     doc: str
+    absent: int | None = None  # None: derived from the doc (an integer column whose doc names -1 has absent -1)
+
+    def __post_init__(self) -> None:
+        if self.absent is None and self.dtype in _INT_DTYPES and "-1" in self.doc:
+            object.__setattr__(self, "absent", -1)
 
 
 # Closed vocabularies --------------------------------------------------------------------------
@@ -253,13 +264,13 @@ NAT_COLUMNS: tuple[Column, ...] = (
     Column("addr_after", "category", "", "translated address after"),
     Column("port_after", "int32", "", "translated port after, -1 if none"),
     Column("src_before", "category", "", "source address at the sighting before the change"),
-    Column("sport_before", "int32", "", "source port before"),
+    Column("sport_before", "int32", "", "source port before, -1 if none"),
     Column("dst_before", "category", "", "destination address before"),
-    Column("dport_before", "int32", "", "destination port before"),
+    Column("dport_before", "int32", "", "destination port before, -1 if none"),
     Column("src_after", "category", "", "source address at the sighting after the change"),
-    Column("sport_after", "int32", "", "source port after"),
+    Column("sport_after", "int32", "", "source port after, -1 if none"),
     Column("dst_after", "category", "", "destination address after"),
-    Column("dport_after", "int32", "", "destination port after"),
+    Column("dport_after", "int32", "", "destination port after, -1 if none"),
 )
 
 PATH_KINDS = ("pod-direct", "clusterip", "nodeport", "loadbalancer-cluster", "loadbalancer-local", "egress", "external")
@@ -305,7 +316,9 @@ PATH_COLUMNS: tuple[Column, ...] = (
     Column("forward_journey", "int64", "", "journey id of the first packet (SYN, else the client's first)"),
     Column("reply_journey", "int64", "", "journey id of the first reply (SYN-ACK, else the server's first), -1"),
     Column("journeys", "int64", "", "packets (journeys) of the connection in the hops table"),
-    Column("flow_state", "str", "", "state of the client-side flow from pcaptools.flows, '' without flows"),
-    Column("orig_bytes", "int64", "bytes", "client-side flow bytes from the client, -1 without flows"),
-    Column("resp_bytes", "int64", "bytes", "client-side flow bytes from the server, -1 without flows"),
+    Column("flow_state", "category", "", "state of the client-side flow (see FLOW_STATES); missing without flows"),
+    Column("orig_bytes", "int64", "bytes", "client-side flow: IP bytes from the client, -1 without flows"),
+    Column("resp_bytes", "int64", "bytes", "client-side flow: IP bytes from the server, -1 without flows"),
+    Column("handshake_ns", "int64", "ns", "client-side flow: TCP SYN to the client's ACK of the SYN-ACK, -1 if not seen"),
+    Column("retransmissions", "int64", "", "client-side flow: TCP retransmitted segments, -1 without flows"),
 )

@@ -59,8 +59,8 @@ def test_mode_vni_and_port_come_from_the_packets_and_match_the_lab_config(cmp):
     overlay = _manifest(CALICO)["network"]["overlay"]
     assert _manifest(VPC)["network"]["overlay"] is None
     assert cmp.value("data-plane mode", "calico-vxlan") == overlay["type"] == "vxlan"
-    assert cmp.value("VNI / key", "calico-vxlan") == str(overlay["vni"])
-    assert cmp.value("tunnel UDP port", "calico-vxlan") == str(overlay["udp_port"])
+    assert cmp.value("VNI / key", "calico-vxlan") == [overlay["vni"]]
+    assert cmp.value("tunnel UDP port", "calico-vxlan") == [overlay["udp_port"]]
     assert cmp.value("data-plane mode", "vpc") == "native"
     assert cmp.value("VNI / key", "vpc") is None and cmp.value("tunnel UDP port", "vpc") is None
     assert cmp.value("pod routing (inventory + packets)", "vpc") == "native"
@@ -232,7 +232,7 @@ def test_cli_json_contract():
     res = CliRunner().invoke(app, ["compare", str(VPC), str(CALICO), "--json"])
     assert res.exit_code == 0, res.output
     doc = json.loads(res.output)
-    assert set(doc["capture_sets"]) == {"vpc", "calico-vxlan"}
+    assert [c["label"] for c in doc["capture_sets"]] == ["vpc", "calico-vxlan"]
     rows = {r["metric"]: r for r in doc["summary"]}
     assert len(rows) == len(METRICS)
     assert all(set(r) == {"section", "metric", "unit", "doc", "values"} and set(r["values"]) == {"vpc", "calico-vxlan"} for r in rows.values())
@@ -257,6 +257,7 @@ def test_cli_bad_directory_is_a_one_line_error(tmp_path, capsys):
     assert main(["compare", str(tmp_path / "missing"), str(VPC)]) == 2
     assert main(["compare", str(tmp_path)]) == 2  # exists, no manifest.json
     assert main(["compare", str(VPC), "-o", "summary.txt"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 3 and all(line.startswith("pcaptools: ") for line in err)
+    lines = capsys.readouterr().err.strip().splitlines()
+    err = [line for line in lines if line.startswith("pcaptools: ")]
+    assert len(err) == 3 and all(line.startswith(("pcaptools: ", "Usage: pcaptools compare")) for line in lines)
     assert "missing" in err[0] and "manifest.json" in err[1]

@@ -20,7 +20,9 @@ def test_info_json_has_the_stable_keys_for_each_file(capsys: pytest.CaptureFixtu
         DATA / "own" / "truncated_last.pcap",
     ]
     assert main(["info", "--json", *map(str, files)]) == 0
-    out = json.loads(capsys.readouterr().out)
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["schema_version"] == 1
+    out = doc["files"]
     assert [o["path"] for o in out] == [str(f) for f in files]
     for o, f in zip(out, files, strict=True):
         assert {

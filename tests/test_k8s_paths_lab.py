@@ -11,7 +11,8 @@ from correlate_support import dpkt_packets
 
 import pcaptools
 from pcaptools.k8s.inventory import Inventory
-from pcaptools.k8s.paths import path_records, paths_and_nat, render_paths
+from pcaptools.k8s.paths import paths_and_nat
+from pcaptools.render.records import paths_document
 from pcaptools.schema import NAT_COLUMNS, PATH_COLUMNS, validate
 
 ROOT = Path(os.environ.get("PCAPTOOLS_SAMPLE_PCAPS", Path(__file__).parent.parent / "sample_pcaps"))
@@ -157,14 +158,17 @@ def test_no_extra_connections_beyond_truth_and_noise(lab):
     assert keys <= ours
 
 
-def test_render_and_records_are_complete(lab):
-    _, p, _ = lab
-    text = render_paths(p)
-    assert text.count("\n\n") == len(p) - 1
-    recs = path_records(p)
-    assert len(recs) == len(p)
-    assert set(recs[0]) == {c.name for c in PATH_COLUMNS}
-    json.dumps(recs)
+def test_json_records_carry_every_path_with_nat_and_hop_objects(lab):
+    _, p, nat = lab
+    doc = paths_document(p, nat, lab_rows["corr"].hops)
+    recs = doc["paths"]
+    assert doc["schema_version"] == 1 and len(recs) == len(p) == doc["connections"]
+    assert {c.name for c in PATH_COLUMNS} - {"hop_latency"} <= set(recs[0])  # per-hop latency lives in the hop objects
+    for r, row in zip(recs, p.itertuples(index=False), strict=True):
+        assert [h["point"] for h in r["hops"]] == row.forward_points.split(" → ")
+        assert [s["text"] for s in r["nat"]] == [x for x in row.nat.split("; ") if x]
+        assert r["latency_ns"] == (None if row.latency_ns < 0 else row.latency_ns)
+    json.dumps(doc, allow_nan=False)
 
 
 def test_pod_routing_is_inferred_from_inventory_and_packets(lab):

@@ -17,6 +17,7 @@ closer than their clock error relies on TTL and the sender/receiver rule of :fun
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from types import SimpleNamespace
 
 import numpy as np
@@ -25,9 +26,7 @@ import pandas as pd
 from pcaptools.correlate.fingerprint import combine
 from pcaptools.k8s.inventory import ENTITY_KINDS, Inventory
 from pcaptools.k8s.nat import _codes, nat_table, order_hops
-from pcaptools.schema import PATH_COLUMNS, PATH_KINDS, PRESERVED, validate
-
-_PROTO = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6", 132: "sctp"}
+from pcaptools.schema import FLOW_STATES, PATH_COLUMNS, PATH_KINDS, PRESERVED, validate
 
 
 def as_inventory(inventory: Inventory | str | os.PathLike | dict | list | None) -> Inventory | None:
@@ -40,12 +39,12 @@ def as_inventory(inventory: Inventory | str | os.PathLike | dict | list | None) 
 def _fmt_ns(ns: int) -> str:
     a = abs(ns)
     if a < 1_000:
-        return f"{ns}ns"
+        return f"{ns} ns"
     if a < 1_000_000:
-        return f"{ns / 1e3:.1f}µs"
+        return f"{ns / 1e3:,.1f} µs"
     if a < 1_000_000_000:
-        return f"{ns / 1e6:.2f}ms"
-    return f"{ns / 1e9:.3f}s"
+        return f"{ns / 1e6:,.2f} ms"
+    return f"{ns / 1e9:,.3f} s"
 
 
 def _ep(addr: str, port: int) -> str:
@@ -114,8 +113,8 @@ def paths(
     Example::
 
         cs = pcaptools.CaptureSet.load("sample_pcaps/calico-vxlan")
-        p = pcaptools.paths(pcaptools.correlate(cs), "sample_pcaps/calico-vxlan/inventory.json")
-        print(pcaptools.k8s.paths.render_paths(p))
+        p = pcaptools.path_table(pcaptools.correlate_captures(cs), "sample_pcaps/calico-vxlan/inventory.json")
+        print(p[['kind', 'client', 'service', 'backend', 'nat']])
     """
     return _build(correlation, inventory, flows)[0]
 
@@ -123,6 +122,50 @@ def paths(
 def paths_and_nat(correlation, inventory=None, *, flows: pd.DataFrame | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(paths, NAT table with its ``connection`` filled) for the same inputs as :func:`paths`."""
     return _build(correlation, inventory, flows)
+
+
+@dataclass
+class PathSet:
+    """Result of :func:`load_paths`: the path table, its NAT steps, the correlation and the inventory used."""
+
+    paths: pd.DataFrame
+    nat: pd.DataFrame
+    correlation: object
+    inventory: Inventory | None
+
+
+def load_paths(
+    source: str | os.PathLike,
+    *,
+    inventory: Inventory | str | os.PathLike | dict | None = None,
+    window_ns: int | None = None,
+    reference: str | None = None,
+    with_flows: bool = True,
+) -> PathSet:
+    """Capture set -> correlation -> paths with NAT, each connection joined with its client-side flow.
+
+    ``inventory`` None uses the manifest's ``lab.inventory`` or ``inventory.json`` beside it, if any.
+    """
+    from pcaptools.correlate.api import DEFAULT_WINDOW_NS, correlate
+    from pcaptools.correlate.capture_set import CaptureSet
+    from pcaptools.flows import concat_flows
+    from pcaptools.flows import flows as flow_table
+    from pcaptools.k8s.inventory import inventory_beside
+    from pcaptools.packets import read_packets
+
+    inv = as_inventory(inventory if inventory is not None else inventory_beside(source))
+    parts: list[pd.DataFrame] = []
+
+    def decode(path: str) -> pd.DataFrame:
+        df = read_packets(path)
+        if with_flows:
+            parts.append(flow_table(df))
+        return df
+
+    corr = correlate(CaptureSet.load(source, decoder=decode), window_ns=window_ns or DEFAULT_WINDOW_NS, reference=reference)
+    fl = concat_flows(parts) if parts else None
+    p, nat = _build(corr, inv, fl)
+    return PathSet(paths=p, nat=nat, correlation=corr, inventory=inv)
 
 
 def _build(correlation, inventory, flows) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -305,11 +348,12 @@ def _row(c, fj, rj, uj, first_row, end_row, cols, h, nat_by_j, inv, inv_nodes, n
 
 
 def _with_flows(out: pd.DataFrame, flows: pd.DataFrame | None) -> pd.DataFrame:
-    out = out.assign(flow_state="", orig_bytes=-1, resp_bytes=-1)
+    """Join each connection's client-side flow (first capture point's file, client tuple): state, bytes, handshake, retransmissions."""
+    out = out.assign(flow_state=None, orig_bytes=-1, resp_bytes=-1, handshake_ns=-1, retransmissions=-1)
     if flows is None or not len(flows) or not len(out):
         return out.drop(columns="_file")
     key = ["file", "proto", "orig_h", "orig_p", "resp_h", "resp_p"]
-    f = flows.loc[:, key + ["state", "orig_bytes", "resp_bytes", "first_ts_ns"]].copy()
+    f = flows.loc[:, key + ["state", "orig_bytes", "resp_bytes", "handshake_ns", "retransmissions", "first_ts_ns"]].copy()
     for k in ("file", "orig_h", "resp_h"):
         f[k] = f[k].astype(str)
     f = f.sort_values("first_ts_ns").drop_duplicates(key, keep="first")
@@ -317,14 +361,15 @@ def _with_flows(out: pd.DataFrame, flows: pd.DataFrame | None) -> pd.DataFrame:
                          "orig_h": out["client_addr"].astype(str), "orig_p": out["client_port"].astype(f["orig_p"].dtype),
                          "resp_h": out["server_addr"].astype(str), "resp_p": out["server_port"].astype(f["resp_p"].dtype)})  # fmt: skip
     m = left.merge(f, on=key, how="left")
-    out["flow_state"] = m["state"].astype(object).where(m["state"].notna(), "").astype(str).to_numpy()
-    out["orig_bytes"] = m["orig_bytes"].fillna(-1).astype(np.int64).to_numpy()
-    out["resp_bytes"] = m["resp_bytes"].fillna(-1).astype(np.int64).to_numpy()
+    out["flow_state"] = m["state"].astype(object).where(m["state"].notna(), None).to_numpy()
+    for c in ("orig_bytes", "resp_bytes", "handshake_ns", "retransmissions"):
+        out[c] = m[c].fillna(-1).astype(np.int64).to_numpy()
     return out.drop(columns="_file")
 
 
 def _typed(out: pd.DataFrame) -> pd.DataFrame:
-    vocab = {"kind": PATH_KINDS, "client_kind": ENTITY_KINDS, "backend_kind": ENTITY_KINDS, "client_ip_preserved": PRESERVED}
+    vocab = {"kind": PATH_KINDS, "client_kind": ENTITY_KINDS, "backend_kind": ENTITY_KINDS, "client_ip_preserved": PRESERVED,
+             "flow_state": FLOW_STATES}  # fmt: skip
     for col in PATH_COLUMNS:
         if col.name not in out.columns:
             continue
@@ -339,116 +384,3 @@ def _typed(out: pd.DataFrame) -> pd.DataFrame:
 
 def _empty() -> pd.DataFrame:
     return _typed(pd.DataFrame({c.name: pd.Series([], dtype=object if c.dtype in ("category", "str") else c.dtype) for c in PATH_COLUMNS}))
-
-
-# ---- rendering --------------------------------------------------------------------------------
-def path_records(df: pd.DataFrame) -> list[dict]:
-    """Paths as a stable list of plain objects (JSON-ready): lists for points and NAT steps, None for missing."""
-    recs = []
-    for r in df.itertuples(index=False):
-        d = {}
-        for col in PATH_COLUMNS:
-            v = getattr(r, col.name)
-            if col.name in ("forward_points", "reverse_points"):
-                v = [x for x in str(v).split(" → ") if x]
-            elif col.name in ("nat", "nat_reply", "hop_latency"):
-                v = [x for x in str(v).split("; ") if x]
-            elif v is None or (isinstance(v, float) and np.isnan(v)):
-                v = None
-            elif isinstance(v, (np.integer,)):
-                v = int(v)
-            elif isinstance(v, (np.bool_,)):
-                v = bool(v)
-            d[col.name] = v
-        d["proto"] = _PROTO.get(d["proto"], d["proto"])
-        recs.append(d)
-    return recs
-
-
-def render_path(r, *, vertical: bool = False) -> str:
-    """A readable block for one path row (from ``df.itertuples()``); ``vertical`` puts each point on its own line."""
-    svc = ""
-    if isinstance(r.service, str):
-        pol = f", {r.traffic_policy}" if isinstance(r.traffic_policy, str) else ""
-        svc = f" via {r.service} ({r.service_type}{pol})"
-    lines = [
-        f"#{r.connection} {r.kind}{svc}  {_PROTO.get(int(r.proto), r.proto)} "
-        f"{_ep(str(r.client_addr), int(r.client_port))} → {_ep(str(r.server_addr), int(r.server_port))}"
-    ]
-    if vertical:
-        parts = r.route.split(" → ")
-        lat = [x.rsplit(" ", 1)[-1] for x in r.hop_latency.split("; ") if x]
-        lines.append(f"  from {parts[0]}")
-        k = 0
-        for part in parts[1:-1]:
-            if part.startswith("⟨"):
-                lines.append(f"      {part[1:-1]}")
-            else:
-                gap = f"  {'' if lat[k - 1].startswith('-') else '+'}{lat[k - 1]}" if 0 < k <= len(lat) else ""
-                lines.append(f"    ▸ {part[1:-1]}{gap}")
-                k += 1
-        lines.append(f"  to   {parts[-1]}")
-    else:
-        lines.append(f"  {r.route}")
-    keep = {"yes": "preserved", "no": "rewritten (SNAT)"}.get(str(r.client_ip_preserved), "not seen at the backend")
-    bits = [f"client IP at backend: {keep}"]
-    if r.encap:
-        bits.append(f"encap: {r.encap}")
-    if r.latency_ns >= 0:
-        bits.append(f"first packet {_fmt_ns(int(r.latency_ns))} over {len(r.forward_points.split(' → '))} points")
-    lines.append("  " + " · ".join(bits))
-    if r.nat_reply:
-        lines.append(f"  reply: {r.nat_reply}")
-    return "\n".join(lines)
-
-
-def render_paths(df: pd.DataFrame) -> str:
-    """All paths as text blocks, one per connection."""
-    return "\n\n".join(render_path(r) for r in df.itertuples(index=False))
-
-
-_KIND_STYLE = {"pod-direct": "green", "clusterip": "cyan", "nodeport": "magenta", "loadbalancer-cluster": "yellow",
-               "loadbalancer-local": "yellow", "egress": "blue", "external": "white"}  # fmt: skip
-
-
-def print_paths(df: pd.DataFrame, inventory: Inventory | None = None, correlation=None, *, brief: bool = False, console=None) -> None:
-    """Rich terminal output: a summary table of connections, then one route block per connection."""
-    from rich.console import Console
-    from rich.table import Table
-    from rich.text import Text
-
-    con = console or Console()
-    head = f"{len(df):,} connections"
-    if inventory is not None:
-        net = inventory.pod_network(correlation.hops if correlation is not None else None)
-        head += f" · inventory: {inventory.describe()} · pod IPs: {net['mode']}"
-        if "routing" in net:
-            head += f" · pod-to-pod across nodes: {net['routing']}"
-    else:
-        head += " · no inventory: addresses are not named (pass --inventory)"
-    con.print(Text(head, style="bold"))
-    t = Table(show_lines=False, header_style="bold")
-    for c in ("#", "kind", "client", "service", "backend", "NAT", "encap", "client IP", "1st pkt"):
-        t.add_column(c, overflow="fold", no_wrap=c in ("#", "kind", "client IP", "1st pkt"))
-    for r in df.itertuples(index=False):
-        cl = f"{r.client}" + (f" @{r.client_node}" if isinstance(r.client_node, str) and r.client_node != r.client else "")
-        be = f"{r.backend}" + (f" @{r.backend_node}" if isinstance(r.backend_node, str) and r.backend_node != r.backend else "")
-        nat = ", ".join(f"{x.split(' ')[0]}@{x.split('@')[1].split(' ')[0]}" if "@" in x else x.split(" ")[0] for x in r.nat.split("; ") if x)
-        enc = "; ".join(e.split(" ")[0] + " " + (e.split("(")[1].rstrip(")") if "(" in e else e.split(" ")[-1]) for e in r.encap.split("; ")) if r.encap and r.encap != "native" else r.encap
-        keep = {"yes": "kept", "no": "SNAT", "unknown": "?"}[str(r.client_ip_preserved)]
-        t.add_row(str(r.connection), Text(str(r.kind), style=_KIND_STYLE.get(str(r.kind), "")), cl,
-                  str(r.service) if isinstance(r.service, str) else "", be, nat or "-", enc, keep,
-                  _fmt_ns(int(r.latency_ns)) if r.latency_ns >= 0 else "")  # fmt: skip
-    con.print(t)
-    if not brief:
-        for r in df.itertuples(index=False):
-            con.print()
-            block = render_path(r, vertical=True).split("\n")
-            con.print(Text(block[0], style="bold " + _KIND_STYLE.get(str(r.kind), "")))
-            for line in block[1:]:
-                con.print(Text(line, style="dim" if line.startswith("      ") else ""), soft_wrap=True)
-        con.print()
-        con.print(Text("legend: [iface@node] capture point (tunnel and outer IPs when encapsulated); "
-                       "⟨op before→after @node (why)⟩ translation and the node that applied it", style="dim"))  # fmt: skip
-    for note in (inventory.notes if inventory is not None else []) + (list(correlation.notes) if correlation is not None else []):
-        con.print(Text(f"note: {note}", style="dim"))

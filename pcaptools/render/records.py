@@ -1,0 +1,205 @@
+"""Tables to JSON documents for programs: objects with ``schema_version``, numbers as numbers, ``null`` for absent.
+
+One helper, :func:`records`, turns any table into plain records using the schema's declared absent
+values (``Column.absent``, e.g. ``-1`` for a port-less packet's port), NaN/None/NA, and numpy
+scalars to Python numbers. Each ``*_document`` function builds the ``--json`` output of one command;
+its JSON Schema ships in ``pcaptools/schemas/<command>.schema.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pcaptools.schema import Column
+
+SCHEMA_VERSION = 1
+"""Major version of every ``--json`` contract; bumped only when a field changes meaning or disappears."""
+
+PROTO_NAMES = {1: "icmp", 2: "igmp", 6: "tcp", 17: "udp", 47: "gre", 50: "esp", 58: "icmpv6", 132: "sctp"}
+"""IP protocol numbers shown by name (others are shown as their number)."""
+
+
+def plain(v: Any) -> Any:
+    """One JSON-safe scalar: numpy numbers to Python numbers, NaN/NA/inf to None, lists element-wise."""
+    if isinstance(v, (list, tuple, np.ndarray)):
+        return [plain(x) for x in v]
+    if v is None or v is pd.NA or v is pd.NaT:
+        return None
+    if isinstance(v, np.generic):
+        v = v.item()
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
+
+
+def records(df: pd.DataFrame, columns: tuple[Column, ...] = ()) -> list[dict]:
+    """Rows of ``df`` as JSON-ready dicts: absent values (declared by ``columns``, NaN, None) become None."""
+    declared = {c.name: c for c in columns}
+    out: dict[str, list] = {}
+    for name in df.columns:
+        s = df[name]
+        col = declared.get(name)
+        if isinstance(s.dtype, pd.CategoricalDtype) or s.dtype == object or pd.api.types.is_string_dtype(s.dtype):
+            vals = [plain(v) for v in s.astype(object).where(s.notna(), None).tolist()]
+        else:
+            arr = s.to_numpy()
+            vals = arr.tolist()
+            bad = np.zeros(len(arr), bool)
+            if arr.dtype.kind == "f":
+                bad = ~np.isfinite(arr)
+            if col is not None and col.absent is not None and arr.dtype.kind in "iu":
+                bad |= arr == col.absent
+            if bad.any():
+                for i in np.flatnonzero(bad):
+                    vals[i] = None
+        out[str(name)] = vals
+    keys = list(out)
+    return [dict(zip(keys, row, strict=True)) for row in zip(*out.values(), strict=True)] if keys else [{}] * len(df)
+
+
+def document(command: str, **body: Any) -> dict:
+    """A ``--json`` document: ``schema_version`` and ``command`` first, then the command's fields."""
+    return {"schema_version": SCHEMA_VERSION, "command": command, **body}
+
+
+def dumps(doc: dict) -> str:
+    """JSON text of a document (UTF-8 kept readable; a NaN that slipped through is a bug, so it raises)."""
+    return json.dumps(doc, indent=2, ensure_ascii=False, allow_nan=False)
+
+
+# --- per command ----------------------------------------------------------------------------------
+def info_document(summaries: list[dict]) -> dict:
+    """``pcaptools info --json``: one summary object per file (:func:`pcaptools.io.summarize`)."""
+    return document("info", files=[{k: plain(v) if not isinstance(v, (dict, list)) else v for k, v in s.items()} for s in summaries])
+
+
+def flows_document(fl: pd.DataFrame) -> dict:
+    """``pcaptools flows --json``: one object per flow, FLOW_COLUMNS plus ``proto_name``."""
+    from pcaptools.schema import FLOW_COLUMNS
+
+    recs = records(fl, FLOW_COLUMNS)
+    for r in recs:
+        r["proto_name"] = PROTO_NAMES.get(r.get("proto"))
+    return document("flows", flows=recs)
+
+
+def correlation_document(corr) -> dict:
+    """``pcaptools correlate --json``: clock offsets, per-point matches, hop latency and losses as lists of objects."""
+    offs = corr.offsets
+    ref = offs.loc[offs["reference"].to_numpy(bool), "node"]
+    clock = [
+        {"node": r["node"], "offset_ns": plain(r["offset_ns"]), "uncertainty_ns": plain(r["uncertainty_ns"]),
+         "skew_ppm": plain(r["skew_ppm"]), "skew_matters": bool(r["skew_matters"]), "reference": bool(r["reference"])}
+        for r in records(offs)
+    ]  # fmt: skip
+    multi = int((corr.hops.groupby("journey", sort=False).size() > 1).sum()) if len(corr.hops) else 0
+    ls = corr.loss_summary()
+    return document(
+        "correlate",
+        reference=str(ref.iloc[0]) if len(ref) else None,
+        window_ns=int(corr.window_ns),
+        journeys=int(corr.journeys),
+        multi_point_journeys=multi,
+        ambiguous_journeys=int(corr.ambiguous),
+        clock_offsets=clock,
+        points=[{"point": p, "matched": int(corr.matched[p]), "unmatched": int(corr.unmatched.get(p, 0))} for p in corr.matched],
+        hop_latency=records(corr.hop_latency),
+        losses=records(ls.loc[:, ["point", "missing_at", "lost", "seen_at_point"]]) if len(ls) else [],
+        notes=[str(n) for n in corr.notes],
+    )
+
+
+def comparison_document(cmp) -> dict:
+    """``pcaptools compare --json``: the metric x capture-set summary (values per label, null = n/a) and detail tables."""
+    return document(
+        "compare",
+        capture_sets=[{"label": lab, "source": cmp.sources.get(lab, ""), "notes": list(cmp.notes.get(lab, []))} for lab in cmp.labels],
+        summary=[
+            {"section": r["section"], "metric": r["metric"], "unit": r["unit"] or None, "doc": r["doc"],
+             "values": {lab: plain(r[lab]) for lab in cmp.labels}}
+            for r in cmp.summary.to_dict(orient="records")
+        ],  # fmt: skip
+        **{k: records(getattr(cmp, k)) for k in ("mode", "wire_bytes", "points", "latency", "hop_latency", "cross_node")},
+    )
+
+
+_HOP_FIELDS = ("point", "node", "interface", "direction", "ts_ns", "ts_corrected_ns")
+
+
+def _endpoint(proto, src, sport, dst, dport) -> dict:
+    return {"proto": plain(proto), "src": plain(src), "sport": plain(sport), "dst": plain(dst), "dport": plain(dport)}
+
+
+def _hops_by_journey(hops: pd.DataFrame, journeys: np.ndarray) -> dict[int, list[dict]]:
+    """Sightings of the given journeys as hop objects, in causal order, with the latency from the previous hop."""
+    from pcaptools.schema import HOPS_COLUMNS
+
+    sub = hops.loc[np.isin(hops["journey"].to_numpy(np.int64), journeys), ["journey", *_HOP_FIELDS]]
+    out: dict[int, list[dict]] = {}
+    for r in records(sub, HOPS_COLUMNS):
+        lst = out.setdefault(int(r.pop("journey")), [])
+        r["latency_ns"] = r["ts_corrected_ns"] - lst[-1]["ts_corrected_ns"] if lst else None
+        lst.append(r)
+    return out
+
+
+def _nat_by_journey(nat: pd.DataFrame, journeys: np.ndarray) -> dict[int, list[dict]]:
+    """NAT rows of the given journeys as step objects ``{op, kind, node, service, before, after, text}``."""
+    from pcaptools.schema import NAT_COLUMNS
+
+    sub = nat.loc[np.isin(nat["journey"].to_numpy(np.int64), journeys)].sort_values(["journey", "step"], kind="stable")
+    out: dict[int, list[dict]] = {}
+    for r in records(sub, NAT_COLUMNS):
+        step = {
+            "op": r["op"], "kind": r["nat_kind"], "node": r["node"], "service": r["service"],
+            "from_point": r["from_point"], "to_point": r["to_point"], "ts_corrected_ns": r["ts_corrected_ns"],
+            "before": _endpoint(r["proto"], r["src_before"], r["sport_before"], r["dst_before"], r["dport_before"]),
+            "after": _endpoint(r["proto"], r["src_after"], r["sport_after"], r["dst_after"], r["dport_after"]),
+        }  # fmt: skip
+        step["text"] = nat_text(step, r)
+        out.setdefault(int(r["journey"]), []).append(step)
+    return out
+
+
+def _ep(addr: Any, port: Any) -> str:
+    if port is None:
+        return str(addr)
+    return f"[{addr}]:{port}" if ":" in str(addr) else f"{addr}:{port}"
+
+
+def nat_text(step: dict, row: dict) -> str:
+    """One NAT step for people: ``DNAT 10.96.0.10:80→10.244.1.5:8080 @node-1 (clusterip default/web)``."""
+    what = f"{step['kind']} {step['service']}" if step["service"] else str(step["kind"])
+    at = f" @{step['node']}" if step["node"] else ""
+    return f"{step['op']} {_ep(row['addr_before'], row['port_before'])}→{_ep(row['addr_after'], row['port_after'])}{at} ({what})"
+
+
+_PATH_TEXT = ("nat", "nat_reply", "forward_points", "reverse_points", "hop_latency")
+
+
+def paths_document(paths: pd.DataFrame, nat: pd.DataFrame, hops: pd.DataFrame) -> dict:
+    """``pcaptools paths --json``: one object per connection; NAT steps and hops as objects, points as lists."""
+    from pcaptools.schema import PATH_COLUMNS
+
+    fwd = paths["forward_journey"].to_numpy(np.int64)
+    rep = paths["reply_journey"].to_numpy(np.int64)
+    wanted = np.concatenate([fwd, rep[rep >= 0]])
+    hop_of = _hops_by_journey(hops, wanted)
+    nat_of = _nat_by_journey(nat, wanted)
+    out = []
+    for r in records(paths.drop(columns=[c for c in _PATH_TEXT if c in paths.columns]), PATH_COLUMNS):
+        f, b = r["forward_journey"], r["reply_journey"]
+        r["proto_name"] = PROTO_NAMES.get(r["proto"])
+        r["nat"] = [s for s in nat_of.get(f, [])]
+        r["nat_reply"] = nat_of.get(b, []) if b is not None else []
+        r["hops"] = hop_of.get(f, [])
+        r["reply_hops"] = hop_of.get(b, []) if b is not None else []
+        r["forward_points"] = [h["point"] for h in r["hops"]]
+        r["reverse_points"] = [h["point"] for h in r["reply_hops"]]
+        out.append(r)
+    return document("paths", connections=len(out), paths=out)

@@ -1,0 +1,381 @@
+"""Tables to terminal text for people: rich tables and text blocks, every file-derived string escaped.
+
+Strings that came from files (manifest, inventory and directory names, pcapng interface names and
+comments) may hold escape sequences, newlines or rich markup; :func:`safe` shows control characters
+as ``\\x1b``-style escapes and every renderer hands rich plain :class:`~rich.text.Text` (never markup),
+so nothing in a name can move the cursor, forge a line, make a hyperlink or crash the renderer.
+Units and numbers are written one way everywhere: ``µs``, and thousands separators (``1,460``).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+PROTO_NAMES = {1: "icmp", 2: "igmp", 6: "tcp", 17: "udp", 47: "gre", 50: "esp", 58: "icmpv6", 132: "sctp"}
+_BIDI = {0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A), 0x2028, 0x2029, 0xFEFF}
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+_WIDE_LAYOUT = 140  # columns from which the paths summary is a table rather than a two-line list
+
+
+def safe(value: Any) -> str:
+    """``value`` as one line of inert text: control, bidi and line-separator characters shown as escapes."""
+    s = str(value)
+    if s.isprintable():
+        return s
+    out = []
+    for ch in s:
+        o = ord(ch)
+        if ch in _NAMED:
+            out.append(_NAMED[ch])
+        elif o < 0x20 or 0x7F <= o < 0xA0:
+            out.append(f"\\x{o:02x}")
+        elif o in _BIDI:
+            out.append(f"\\u{o:04x}")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def text(value: Any, style: str = "") -> Text:
+    """An escaped rich Text (never parsed as markup)."""
+    return Text(safe(value), style=style)
+
+
+def console(*, stderr: bool = False) -> Console:
+    """A console that never interprets markup or highlights; piped without COLUMNS it is 160 wide, not rich's 80."""
+    stream = sys.stderr if stderr else sys.stdout
+    wide = not stream.isatty() and "COLUMNS" not in os.environ
+    return Console(file=stream, width=160 if wide else None, markup=False, highlight=False, emoji=False, soft_wrap=False)
+
+
+def fmt_ns(ns: int | float | None) -> str:
+    """A duration for people: ``850 ns``, ``38.0 µs``, ``1.25 ms``, ``2.000 s``; '' when absent."""
+    if ns is None or ns != ns:
+        return ""
+    a = abs(ns)
+    if a < 1_000:
+        return f"{int(ns)} ns"
+    if a < 1_000_000:
+        return f"{ns / 1e3:,.1f} µs"
+    if a < 1_000_000_000:
+        return f"{ns / 1e6:,.2f} ms"
+    return f"{ns / 1e9:,.3f} s"
+
+
+def fmt_int(v: Any) -> str:
+    """An integer with thousands separators (``1,460``)."""
+    return f"{int(v):,}"
+
+
+def endpoint(addr: Any, port: Any = None) -> str:
+    """``10.0.0.1:80``, ``[::1]:37675``, or the bare address when there is no port (None or -1)."""
+    a = safe(addr)
+    if port is None or port != port or int(port) < 0:
+        return a
+    return f"[{a}]:{int(port)}" if ":" in a else f"{a}:{int(port)}"
+
+
+def proto_name(p: Any) -> str:
+    """IP protocol by name where it has one (``tcp``), else its number."""
+    try:
+        return PROTO_NAMES.get(int(p), str(int(p)))
+    except (TypeError, ValueError):
+        return safe(p)
+
+
+def _table(title: str | Text | None = None, **kw: Any) -> Table:
+    return Table(title=text(title) if isinstance(title, str) else title, header_style="bold", **kw)
+
+
+# --- info -------------------------------------------------------------------------------------------
+def print_info(summaries: list[dict], con: Console) -> None:
+    """One table per capture file: format, records, time span, bytes, interfaces, skips."""
+    from datetime import UTC, datetime
+
+    def t(ns: int) -> str:
+        return datetime.fromtimestamp(ns // 10**9, UTC).strftime("%Y-%m-%d %H:%M:%S") + f".{ns % 10**9:09d}"
+
+    for s in summaries:
+        gz = f", {s['compression']}" if s["compression"] else ""
+        tab = _table(f"{safe(s['path'])}  ({s['format']}{gz})", show_header=False)
+        tab.add_column("field", style="bold")
+        tab.add_column("value")
+        tab.add_row("records", fmt_int(s["records"]))
+        span = "-"
+        if s["first_ts_ns"] is not None:
+            span = f"{t(s['first_ts_ns'])} .. {t(s['last_ts_ns'])} UTC ({s['duration_ns'] / 1e9:,.6f} s)"
+        tab.add_row("time", span)
+        tab.add_row("bytes", f"{fmt_int(s['captured_bytes'])} captured, {fmt_int(s['wire_bytes'])} on the wire")
+        for i in s["interfaces"]:
+            label = " ".join(x for x in (safe(i["name"] or ""), f"({safe(i['description'])})" if i["description"] else "") if x)
+            desc = f"{i['link_type']} snaplen {i['snaplen']} {label}".rstrip()
+            tab.add_row(f"interface {i['id']}", text(f"{desc}, {fmt_int(i['records'])} records"))
+        tab.add_row("skipped", ", ".join(f"{k} {fmt_int(v)}" for k, v in s["skipped"].items()) or "none")
+        if s["stopped_at"]:
+            tab.add_row("stopped", text(f"{s['stopped_at']['reason']} at byte {fmt_int(s['stopped_at']['offset'])}"))
+        for note in s.get("notes") or []:
+            tab.add_row("note", text(note))
+        con.print(tab)
+
+
+# --- flows ------------------------------------------------------------------------------------------
+def _icmp_detail(proto: int, a: int, b: int) -> str:
+    from pcaptools.community_id import ICMP4_COUNTERPART, ICMP6_COUNTERPART
+
+    pair = (ICMP4_COUNTERPART if proto == 1 else ICMP6_COUNTERPART).get(a)
+    if a < 0:
+        return ""
+    return f"type {a} ↔ {b}" if pair is not None and pair == b else f"type {a} code {b}" if b >= 0 else f"type {a}"
+
+
+def print_flows(fl, con: Console, *, limit: int = 20) -> None:
+    """The largest flows by bytes: endpoints (IPv6 in brackets), protocol by name, ICMP type/code, packets, bytes, state."""
+    top = fl.assign(_b=fl.orig_bytes + fl.resp_bytes).nlargest(limit, "_b") if len(fl) else fl
+    tab = _table(f"{fmt_int(len(fl))} flows (largest {min(limit, len(fl))} by bytes)")
+    for c in ("community_id", "proto", "originator", "responder", "packets", "bytes", "duration", "state", "history", "tunnel"):
+        tab.add_column(c, no_wrap=c in ("proto", "packets", "duration", "state"))
+    for r in top.itertuples(index=False):
+        proto = int(r.proto)
+        icmp = proto in (1, 58)
+        name = proto_name(proto) + (f" {_icmp_detail(proto, int(r.orig_p), int(r.resp_p))}" if icmp else "")
+        orig = endpoint(r.orig_h) if icmp else endpoint(r.orig_h, r.orig_p)
+        resp = endpoint(r.resp_h) if icmp else endpoint(r.resp_h, r.resp_p)
+        tun = "" if r.tunnel != r.tunnel or r.tunnel is None else f"{safe(r.tunnel)}" + (f" vni {int(r.vni)}" if int(r.vni) >= 0 else "")
+        tab.add_row(text(r.community_id if isinstance(r.community_id, str) else ""), text(name), text(orig), text(resp),
+                    f"{fmt_int(r.orig_pkts)} / {fmt_int(r.resp_pkts)}", f"{fmt_int(r.orig_bytes)} / {fmt_int(r.resp_bytes)}",
+                    fmt_ns(int(r.duration_ns)), text(r.state), text(r.history), text(tun))  # fmt: skip
+    con.print(tab)
+
+
+# --- correlate --------------------------------------------------------------------------------------
+def print_correlation(corr, con: Console) -> None:
+    """Clock offsets, matches per point, hop latency and losses of a Correlation."""
+    offs = corr.offsets
+    ref = offs.loc[offs["reference"].to_numpy(bool), "node"]
+    tab = _table(f"clock offsets (reference {safe(ref.iloc[0]) if len(ref) else '?'})")
+    for c in ("node", "offset", "uncertainty", "skew ppm"):
+        tab.add_column(c, justify="left" if c == "node" else "right")
+    for r in offs.itertuples(index=False):
+        unc = "unknown" if r.uncertainty_ns != r.uncertainty_ns else f"± {r.uncertainty_ns / 1e3:,.1f} µs"
+        tab.add_row(text(r.node), f"{r.offset_ns / 1e3:+,.1f} µs", unc, f"{r.skew_ppm:.3f}" + (" (matters)" if r.skew_matters else ""))
+    con.print(tab)
+    tab = _table(f"{fmt_int(corr.journeys)} journeys, {fmt_int(corr.ambiguous)} ambiguous")
+    for c in ("point", "matched", "unmatched"):
+        tab.add_column(c, justify="left" if c == "point" else "right")
+    for name in corr.matched:
+        tab.add_row(text(name), fmt_int(corr.matched[name]), fmt_int(corr.unmatched[name]))
+    con.print(tab)
+    tab = _table("hop latency")
+    for c in ("from", "to", "count", "median", "p90", "p99", "min", "max"):
+        tab.add_column(c, justify="left" if c in ("from", "to") else "right")
+    for r in corr.hop_latency.itertuples(index=False):
+        tab.add_row(text(r.from_point), text(r.to_point), fmt_int(r.count),
+                    *(fmt_ns(v) for v in (r.median_ns, r.p90_ns, r.p99_ns, r.min_ns, r.max_ns)))  # fmt: skip
+    con.print(tab)
+    ls = corr.loss_summary()
+    if len(ls):
+        tab = _table("packets missing at the next point")
+        for c in ("seen at", "missing at", "lost", "seen"):
+            tab.add_column(c)
+        for r in ls.itertuples(index=False):
+            tab.add_row(text(r.point), text(r.missing_at), fmt_int(r.lost), fmt_int(r.seen_at_point))
+        con.print(tab)
+    for note in corr.notes:
+        con.print(text(f"note: {note}"))
+
+
+# --- paths ------------------------------------------------------------------------------------------
+_KIND_STYLE = {"pod-direct": "green", "clusterip": "cyan", "nodeport": "magenta", "loadbalancer-cluster": "yellow",
+               "loadbalancer-local": "yellow", "egress": "blue", "external": "white"}  # fmt: skip
+
+
+def _s(v: Any) -> str:
+    return "" if v is None or v != v else safe(v)
+
+
+def _at(name: Any, node: Any) -> str:
+    n, d = _s(name), _s(node)
+    return f"{n} @{d}" if d and d != n else n
+
+
+def _nat_short(steps: list[dict]) -> str:
+    return ", ".join(f"{s['op']}@{safe(s['node'])}" if s.get("node") else s["op"] for s in steps)
+
+
+def _encap_short(r: Any) -> str:
+    e = _s(r.encap)
+    if not e or e == "native":
+        return e
+    parts = []
+    for x in e.split("; "):
+        kind = x.split(" ")[0]
+        between = x[x.rfind("(") + 1 : -1] if x.endswith(")") else x.split(" ")[-1]
+        parts.append(f"{kind} {between}")
+    return "; ".join(parts)
+
+
+def path_block(r: Any, nat: list[dict] | None = None, hops: list[dict] | None = None) -> list[str]:
+    """One connection for people, one line per capture point: ``#3 clusterip via default/web tcp a:1 → b:80``, the route, NAT."""
+    svc = ""
+    if isinstance(r.service, str):
+        pol = f", {safe(r.traffic_policy)}" if isinstance(r.traffic_policy, str) else ""
+        svc = f" via {safe(r.service)} ({_s(r.service_type)}{pol})"
+    lines = [f"#{r.connection} {r.kind}{svc}  {proto_name(r.proto)} "
+             f"{endpoint(r.client_addr, r.client_port)} → {endpoint(r.server_addr, r.server_port)}"]  # fmt: skip
+    lines.append(f"  from {_at(r.client, r.client_node)}")
+    by_point: dict[str, list[dict]] = {}
+    for s in nat or []:
+        by_point.setdefault(str(s["to_point"]), []).append(s)
+    for i, h in enumerate(hops or []):
+        for s in by_point.pop(str(h["point"]), []):
+            lines.append(f"      {safe(s['text'])}")
+        gap = f"  +{fmt_ns(h['latency_ns'])}" if i and h.get("latency_ns") is not None else ""
+        lines.append(f"    ▸ {safe(h['interface'] or '')}@{safe(h['node'])}{gap}")
+    lines.append(f"  to   {_at(r.backend, r.backend_node)}")
+    keep = {"yes": "preserved", "no": "rewritten (SNAT)"}.get(str(r.client_ip_preserved), "not seen at the backend")
+    bits = [f"client IP at backend: {keep}"]
+    if r.encap:
+        bits.append(f"encap: {safe(r.encap)}")
+    if r.latency_ns >= 0:
+        bits.append(f"first packet {fmt_ns(int(r.latency_ns))} over {len(hops or [])} points")
+    if getattr(r, "flow_state", None) is not None and r.flow_state == r.flow_state:
+        hs = f", handshake {fmt_ns(int(r.handshake_ns))}" if r.handshake_ns >= 0 else ""
+        bits.append(f"flow {safe(r.flow_state)}: {fmt_int(r.orig_bytes)} / {fmt_int(r.resp_bytes)} bytes{hs}, "
+                    f"{fmt_int(r.retransmissions)} retransmissions")  # fmt: skip
+    lines.append("  " + " · ".join(bits))
+    if r.nat_reply:
+        lines.append(f"  reply: {safe(r.nat_reply)}")
+    return lines
+
+
+def print_paths(ps, con: Console, *, brief: bool = False) -> None:
+    """A :class:`~pcaptools.k8s.paths.PathSet` for people: header, a summary per connection, then each route."""
+    import numpy as np
+
+    from pcaptools.render.records import _hops_by_journey, _nat_by_journey
+
+    df, inv, corr = ps.paths, ps.inventory, ps.correlation
+    head = f"{fmt_int(len(df))} connections"
+    if inv is not None:
+        net = inv.pod_network(corr.hops if corr is not None else None)
+        head += f" · inventory: {safe(inv.describe())} · pod IPs: {safe(net['mode'])}"
+        if "routing" in net:
+            head += f" · pod-to-pod across nodes: {safe(net['routing'])}"
+    else:
+        head += " · no inventory: addresses are not named (pass --inventory)"
+    con.print(Text(head, style="bold"))
+    js = np.concatenate([df["forward_journey"].to_numpy(np.int64), df["reply_journey"].to_numpy(np.int64)])
+    nat_of = _nat_by_journey(ps.nat, js) if ps.nat is not None and len(ps.nat) else {}
+    hops_of = _hops_by_journey(corr.hops, js) if corr is not None else {}
+    width = con.size.width
+    if width >= _WIDE_LAYOUT:
+        tab = _table(None)
+        for c in ("#", "kind", "client", "service", "backend", "NAT", "encap", "client IP", "1st pkt"):
+            tab.add_column(c, no_wrap=c in ("#", "kind", "client IP", "1st pkt"), overflow="fold")
+        for r in df.itertuples(index=False):
+            keep = {"yes": "kept", "no": "SNAT", "unknown": "?"}[str(r.client_ip_preserved)]
+            tab.add_row(str(r.connection), Text(str(r.kind), style=_KIND_STYLE.get(str(r.kind), "")), text(_at(r.client, r.client_node)),
+                        text(_s(r.service)), text(_at(r.backend, r.backend_node)),
+                        text(_nat_short(nat_of.get(int(r.forward_journey), [])) or "-"), text(_encap_short(r)), keep,
+                        fmt_ns(int(r.latency_ns)) if r.latency_ns >= 0 else "")  # fmt: skip
+        con.print(tab)
+    else:  # compact: two lines per connection, wrapped at spaces so names stay whole
+        for r in df.itertuples(index=False):
+            keep = {"yes": "client IP kept", "no": "client IP SNAT", "unknown": "client IP ?"}[str(r.client_ip_preserved)]
+            line = Text(f"#{r.connection} ", style="bold")
+            line.append(str(r.kind), style=_KIND_STYLE.get(str(r.kind), ""))
+            hops = [_at(r.client, r.client_node), f"via {_s(r.service)}" if _s(r.service) else "", _at(r.backend, r.backend_node)]
+            line.append("  " + " → ".join(h for h in hops if h))
+            con.print(line)
+            bits = [b for b in (_nat_short(nat_of.get(int(r.forward_journey), [])), _encap_short(r), keep,
+                                f"1st pkt {fmt_ns(int(r.latency_ns))}" if r.latency_ns >= 0 else "") if b]  # fmt: skip
+            con.print(Text("    " + " · ".join(bits), style="dim"))
+    if not brief:
+        for r in df.itertuples(index=False):
+            con.print()
+            fj, rj = int(r.forward_journey), int(r.reply_journey)
+            block = path_block(r, [s for s in nat_of.get(fj, [])], hops_of.get(fj, []))
+            block = [x for x in block if not x.startswith("  reply: ")]
+            if rj >= 0 and nat_of.get(rj):
+                block.append("  reply: " + "; ".join(safe(s["text"]) for s in nat_of[rj]))
+            con.print(Text(block[0], style="bold " + _KIND_STYLE.get(str(r.kind), "")))
+            for line in block[1:]:
+                con.print(Text(line, style="dim" if line.startswith("      ") else ""))
+        con.print()
+        con.print(Text("legend: ▸ iface@node capture point, +time since the previous one (corrected clocks); "
+                       "indented: translation 'op before→after @node (why)' applied before that point", style="dim"))  # fmt: skip
+    for note in (inv.notes if inv is not None else []) + (list(corr.notes) if corr is not None else []):
+        con.print(text(f"note: {note}", style="dim"))
+
+
+# --- compare ----------------------------------------------------------------------------------------
+def format_value(v: Any, unit: str = "") -> str:
+    """A summary cell for people: 'n/a' when not measurable, lists joined, integers without '.0', thousands separators."""
+    import math
+
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "n/a"
+    if isinstance(v, (list, tuple)):
+        return ", ".join(safe(x) for x in v) or "n/a"  # value sets (VNIs, ports, MSS): plain, or '1,410, 1,460' misleads
+    if isinstance(v, bool) or type(v).__name__ == "bool_":
+        return "yes" if v else "no"
+    if isinstance(v, int) or type(v).__name__.startswith("int"):
+        return f"{int(v):,}"
+    if isinstance(v, float) or type(v).__name__.startswith("float"):
+        v = float(v)
+        return f"{v:,.0f}" if v.is_integer() else f"{v:,.2f}" if unit == "%" else f"{v:,.1f}"
+    return safe(v)
+
+
+def print_comparison(cmp, con: Console) -> None:
+    """The metric x capture-set summary (units, 'n/a' where unmeasurable), latency per connection kind, notes."""
+    tab = _table(f"CNI comparison: {', '.join(safe(x) for x in cmp.labels)}")
+    tab.add_column("metric", style="bold")
+    tab.add_column("unit", style="dim")
+    for lab in cmp.labels:
+        tab.add_column(text(lab), justify="right")
+    section = None
+    for r in cmp.summary.to_dict(orient="records"):
+        if r["section"] != section:
+            section = r["section"]
+            tab.add_section()
+            tab.add_row(Text(section, style="cyan"), "", *[""] * len(cmp.labels))
+        cells = [format_value(r[lab], r["unit"]) for lab in cmp.labels]
+        tab.add_row(f"  {r['metric']}", r["unit"], *[Text(c, style="dim" if c == "n/a" else "") for c in cells])
+    con.print(tab)
+    if len(cmp.latency):
+        tab = _table("first-packet latency per connection kind (median / p90, n connections)")
+        tab.add_column("kind", style="bold")
+        for lab in cmp.labels:
+            tab.add_column(text(lab), justify="right")
+        for kind in sorted(cmp.latency["kind"].unique()):
+            cells = []
+            for lab in cmp.labels:
+                d = cmp.latency.loc[(cmp.latency["label"] == lab) & (cmp.latency["kind"] == kind)]
+                cells.append(Text("n/a", style="dim") if not len(d) else
+                             Text(f"{fmt_ns(d['median_ns'].iloc[0])} / {fmt_ns(d['p90_ns'].iloc[0])}  (n={int(d['connections'].iloc[0])})"))  # fmt: skip
+            tab.add_row(text(kind), *cells)
+        con.print(tab)
+    for lab in cmp.labels:
+        for note in cmp.notes.get(lab, []):
+            con.print(text(f"note ({lab}): {note}"))
+
+
+# --- show -------------------------------------------------------------------------------------------
+def print_packet(file: str, record: int, dissection: str, row: dict, con: Console) -> None:
+    """Scapy's dissection of one packet beside our decoded row (its non-empty columns)."""
+    con.print(Text(f"scapy ({safe(file)} record {record})", style="bold"))
+    for line in dissection.splitlines():
+        con.print(text(line))
+    tab = _table(f"pcaptools row (record {record})")
+    tab.add_column("column", style="bold")
+    tab.add_column("value")
+    for k, v in row.items():
+        tab.add_row(text(k), text(v))
+    con.print(tab)
