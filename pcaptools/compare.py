@@ -456,7 +456,7 @@ def _hops(s: _Set) -> tuple[dict, dict]:
     ndev = pts.map(lambda ps: sum(roles.get(q) == TUNNEL_DEVICE_ROLE for q in ps)).to_numpy()
     det = pd.DataFrame({"connection": x["connection"].to_numpy(), "kind": x["kind"].astype(str).to_numpy(),
                         "points": npts, "tunnel_devices": ndev, "encapsulated": x["encapsulated"].to_numpy(),
-                        "forward_points": x["forward_points"].to_numpy()})  # fmt: skip
+                        "forward_points": pts.to_numpy()})  # fmt: skip
     out = {"xnode_conns": len(x), "xnode_points": float(np.median(npts)), "xnode_tunnel_devs": float(np.median(ndev)),
            "xnode_encap": round(100 * x["encapsulated"].mean(), 1)}  # fmt: skip
     return out, {"cross_node": det}

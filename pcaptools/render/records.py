@@ -62,6 +62,13 @@ def records(df: pd.DataFrame, columns: tuple[Column, ...] = ()) -> list[dict]:
     return [dict(zip(keys, row, strict=True)) for row in zip(*out.values(), strict=True)] if keys else [{}] * len(df)
 
 
+def json_schema(command: str) -> dict:
+    """The shipped JSON Schema of ``pcaptools <command> --json`` (``pcaptools/schemas/<command>.schema.json``)."""
+    from importlib.resources import files
+
+    return json.loads(files("pcaptools").joinpath("schemas", f"{command}.schema.json").read_text(encoding="utf-8"))
+
+
 def document(command: str, **body: Any) -> dict:
     """A ``--json`` document: ``schema_version`` and ``command`` first, then the command's fields."""
     return {"schema_version": SCHEMA_VERSION, "command": command, **body}

@@ -1,0 +1,104 @@
+"""The --json contracts: every command's output validates against its shipped JSON Schema, on the shipped samples."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from pcaptools.cli import main
+from pcaptools.render.records import json_schema
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = ROOT / "sample_pcaps"
+OWN = ROOT / "tests" / "data" / "own"
+VPC, CALICO = SAMPLES / "vpc", SAMPLES / "calico-vxlan"
+
+pytestmark = pytest.mark.skipif(not (CALICO / "manifest.json").exists(), reason="no lab samples under sample_pcaps/")
+
+
+def _json(capsys, *args: str) -> dict:
+    assert main([*args, "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def _valid(doc: dict, command: str) -> dict:
+    jsonschema.Draft202012Validator(json_schema(command)).validate(doc)
+    assert doc["schema_version"] == 1 and doc["command"] == command
+    return doc
+
+
+def _no_minus_one(obj, where="") -> None:
+    """No -1 survives anywhere in a document: absent is null."""
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            _no_minus_one(v, f"{where}.{k}")
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            _no_minus_one(v, f"{where}[{i}]")
+    else:
+        assert obj != -1 or isinstance(obj, bool), where
+
+
+@pytest.mark.parametrize("command", ["info", "flows", "correlate", "compare", "paths"])
+def test_every_schema_is_a_valid_draft_2020_12_schema(command):
+    schema = json_schema(command)
+    jsonschema.Draft202012Validator.check_schema(schema)
+    assert schema["properties"]["schema_version"] == {"const": 1, "description": "major version of this contract"}
+
+
+def test_info_json_validates_on_own_captures(capsys):
+    files = sorted(str(p) for p in OWN.glob("*.pcap*"))
+    doc = _valid(_json(capsys, "info", *files), "info")
+    assert [f["path"] for f in doc["files"]] == files
+
+
+def test_flows_json_validates_and_absent_is_null(capsys):
+    doc = _valid(_json(capsys, "flows", str(CALICO / "node-1" / "eth0.pcap")), "flows")
+    flows = doc["flows"]
+    assert flows
+    _no_minus_one(doc)
+    for f in flows:
+        assert (f["vni"] is None) == (f["tunnel"] is None)
+        if f["proto"] in (6, 17):
+            assert isinstance(f["orig_p"], int) and isinstance(f["resp_p"], int)
+    assert {f["proto_name"] for f in flows} >= {"tcp"}
+
+
+def test_correlate_json_validates_with_offsets_and_latency_as_objects(capsys):
+    doc = _valid(_json(capsys, "correlate", str(CALICO)), "correlate")
+    assert doc["reference"] in {o["node"] for o in doc["clock_offsets"]}
+    assert all(h["count"] > 0 and h["min_ns"] <= h["median_ns"] <= h["max_ns"] for h in doc["hop_latency"])
+    assert sum(p["matched"] + p["unmatched"] for p in doc["points"]) > 0
+
+
+def test_compare_json_validates_and_numbers_are_numbers(capsys):
+    doc = _valid(_json(capsys, "compare", str(VPC), str(CALICO)), "compare")
+    rows = {r["metric"]: r["values"] for r in doc["summary"]}
+    truth = json.loads((CALICO / "truth.json").read_text())
+    overlay = truth.get("overlay") or {}
+    if overlay.get("vni") is not None:
+        assert rows["VNI / key"]["calico-vxlan"] == [overlay["vni"]]
+    assert all(isinstance(v, int) for v in rows["SYN MSS options seen"]["vpc"])
+    assert all(isinstance(r["syn_mss"], list) for r in doc["points"])
+
+
+def test_paths_json_validates_with_nat_steps_hops_and_flow_fields(capsys):
+    doc = _valid(_json(capsys, "paths", str(CALICO)), "paths")
+    paths = doc["paths"]
+    truth = json.loads((CALICO / "truth.json").read_text())
+    assert len(paths) == doc["connections"] >= len(truth["connections"])
+    for p in paths:
+        assert p["forward_points"] == [h["point"] for h in p["hops"]]
+        assert p["hops"][0]["latency_ns"] is None
+        total = sum(h["latency_ns"] for h in p["hops"][1:])
+        assert total == (p["latency_ns"] or 0)
+        for step in p["nat"]:
+            assert step["before"] != step["after"] and step["op"] in ("DNAT", "SNAT")
+        if p["proto_name"] == "tcp":  # the client-side flow is joined: bytes both ways, a state
+            assert p["orig_bytes"] > 0 and p["resp_bytes"] > 0 and p["flow_state"] is not None
+            assert p["retransmissions"] >= 0
+    kinds = {s["kind"] for p in paths for s in p["nat"]}
+    assert "clusterip" in kinds
