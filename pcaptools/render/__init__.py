@@ -1,0 +1,1 @@
+"""Rendering: tables to terminal text, JSON records, figures and HTML."""
