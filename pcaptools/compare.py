@@ -84,6 +84,7 @@ class Comparison:
     correlations: dict[str, object] = field(default_factory=dict, repr=False)  # label -> its Correlation
     paths: dict[str, pd.DataFrame] = field(default_factory=dict, repr=False)  # label -> its paths table (PATH_COLUMNS)
     nat: dict[str, pd.DataFrame] = field(default_factory=dict, repr=False)  # label -> its NAT table (NAT_COLUMNS)
+    inventories: dict[str, object] = field(default_factory=dict, repr=False)  # label -> its Inventory, None without one
 
     def value(self, metric: str, label: str):
         """One summary cell (None when not measurable)."""
@@ -168,6 +169,7 @@ def compare(capture_sets: Mapping[str, object] | list, *, inventory=None, window
         sources={s.label: s.source for s in sets}, notes={s.label: s.notes for s in sets}, hop_samples=cat("hop_samples"),
         capture_points={s.label: s.points for s in sets}, correlations={s.label: s.correlation for s in sets},
         paths={s.label: s.paths for s in sets}, nat={s.label: s.nat for s in sets},
+        inventories={s.label: s.inventory for s in sets},
     )  # fmt: skip
 
 

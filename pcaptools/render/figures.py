@@ -188,8 +188,10 @@ def to_svg(fig: Figure) -> str:
     import matplotlib
 
     buf = io.StringIO()
+    fixed = fig.get_layout_engine() is None  # laid out by hand (sequence diagrams): skip the extra 'tight' pass
     with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "pcaptools"}):
-        fig.savefig(buf, format="svg", bbox_inches="tight")
+        fig.savefig(buf, format="svg", bbox_inches=None if fixed else "tight",
+                    metadata={"Creator": None, "Date": None, "Format": None, "Type": None})  # no RDF block: smaller
     close(fig)
     text = buf.getvalue()
     return text[text.index("<svg"):]
@@ -238,57 +240,69 @@ def sequence_diagram(seq: pd.DataFrame, *, lanes: list[str] | None = None, roles
     """Wireshark's flow graph across capture points: one connection's rows of the sequences table
     (pcaptools.k8s.sequence), points as lanes, each packet an arrow through the points that saw it,
     translations (NAT) and encapsulation annotated where they first appear, time since the first packet at left."""
+    from matplotlib.figure import Figure
+
     if lanes is None:
         fwd = seq.loc[~seq["reply"].to_numpy()] if (~seq["reply"].to_numpy()).any() else seq
         lanes = list(pd.unique(fwd.sort_values(["packet", "hop"])["point"]))
         lanes += [p for p in pd.unique(seq["point"]) if p not in lanes]
     x_of = {p: i for i, p in enumerate(lanes)}
-    packets = list(pd.unique(seq["packet"]))
-    fig = _figure(2.6 + 1.55 * max(len(lanes), 2), 1.6 + 0.62 * max(len(packets), 1))
-    ax = fig.add_subplot()
-    ax.set_xlim(-1.9, len(lanes) - 0.4)
-    ax.set_ylim(len(packets) + 0.1, -0.9)
+    s = seq.sort_values(["packet", "hop"], kind="stable")
+    pk = s["packet"].to_numpy()
+    row = pd.factorize(pk)[0]  # packets drawn one per row, in order
+    npk = int(row.max()) + 1 if len(row) else 1
+    width, height = 2.6 + 1.55 * max(len(lanes), 2), 1.5 + 0.62 * npk
+    fig = Figure(figsize=(width, height))  # no layout engine: every position is fixed, so drawing is one pass
+    ax = fig.add_axes((0, 0, 1, 1 - (0.35 / height if title else 0)))
+    ax.set_xlim(-1.95, len(lanes) - 0.35)
+    ax.set_ylim(npk + 0.15, -1.25)
     ax.axis("off")
     for p, i in x_of.items():
-        ax.axvline(i, color="#bbbbbb", lw=1, zorder=0)
+        ax.plot([i, i], [-0.45, npk], color="#bbbbbb", lw=1, zorder=0)
         role = f"\n({roles[p]})" if roles and roles.get(p) else ""
-        ax.text(i, -0.55, p.replace(":", ":\n", 1) + role, ha="center", va="bottom", fontsize=8, weight="bold")
+        ax.text(i, -0.5, p.replace(":", ":\n", 1) + role, ha="center", va="bottom", fontsize=8, weight="bold")
+    x = np.array([x_of[p] for p in s["point"]], np.float64)
+    # y: a packet descends 0.55 of a row while it crosses its points
+    first = np.r_[True, pk[1:] != pk[:-1]]
+    start = np.maximum.accumulate(np.where(first, np.arange(len(pk)), 0))
+    n_in = np.bincount(row)[row]
+    y = row + 0.55 * (np.arange(len(pk)) - start) / np.maximum(n_in - 1, 1)
+    reply = s["reply"].to_numpy(bool)
+    tun = (s["encap"] != "").to_numpy()
+    base = np.where(reply, "#C44E52", "#4C72B0")
+    seg = np.flatnonzero(~first)  # a segment ends at every sighting but a packet's first
+    loop = x[seg] == x[seg - 1]  # seen twice at one point (in, then out encapsulated or routed back)
+    x0, x1 = x[seg - 1] + 0.1 * loop, x[seg] + 0.1 * loop
+    enc_seg = tun[seg] & tun[seg - 1]
+    ax.quiver(x0, y[seg - 1], x1 - x0, y[seg] - y[seg - 1], angles="xy", scale_units="xy", scale=1,
+              color=np.where(enc_seg, "#DD8452", base[seg]).tolist(), width=0.0016, headwidth=5, headlength=7,
+              headaxislength=6, zorder=2)  # fmt: skip
+    ax.scatter(x, y, s=np.where(tun, 30, 12), marker="s", c=np.where(tun, "#DD8452", base).tolist(), zorder=3)
+    for k in np.flatnonzero(first):
+        t0 = int(s["since_start_ns"].iat[k])
+        ax.text(-1.9, row[k] + 0.27, f"+{t0 / 1e3:,.0f} µs  {s['label'].iat[k]}", fontsize=7.5, va="center", color=base[k])
     noted: set[str] = set()
-    for k, (_, g) in enumerate(seq.groupby("packet", sort=True)):
-        g = g.sort_values("hop")
-        rep = bool(g["reply"].iloc[0])
-        color = "#C44E52" if rep else "#4C72B0"
-        xs = np.array([x_of[p] for p in g["point"]], np.float64)
-        m = len(xs)
-        ys = k + (0.55 * np.arange(m) / max(m - 1, 1) if m > 1 else np.zeros(1))
-        t0 = int(g["since_start_ns"].iloc[0])
-        ax.text(-1.85, k + 0.25, f"+{t0 / 1e3:,.0f} µs  {g['label'].iloc[0]}", fontsize=7.5, va="center", color=color)
-        tun = (g["encap"] != "").to_numpy()
-        for i in range(1, m):
-            same = xs[i] == xs[i - 1]
-            style = "arc3,rad=-0.6" if same else "arc3"
-            dashed = tun[i] and tun[i - 1]
-            ax.annotate("", xy=(xs[i] + (0.12 if same else 0), ys[i]), xytext=(xs[i - 1] + (0.12 if same else 0), ys[i - 1]),
-                        arrowprops={"arrowstyle": "-|>", "color": "#DD8452" if dashed else color, "lw": 1.3,
-                                    "linestyle": "--" if dashed else "-", "connectionstyle": style, "shrinkA": 2, "shrinkB": 2})  # fmt: skip
-        ax.scatter(xs, ys, s=np.where(tun, 30, 12), marker="s", c=np.where(tun, "#DD8452", color).tolist(), zorder=3)
-        for i in range(m):
-            nat, enc = g["nat"].iloc[i], g["encap"].iloc[i]
-            xm = (xs[i] + xs[i - 1]) / 2 if i else xs[i]
-            ym = (ys[i] + ys[i - 1]) / 2 if i else ys[i]
-            if nat:
-                key = ("r" if rep else "f") + nat
-                if key not in noted:
-                    noted.add(key)
-                    ax.text(xm, ym - 0.1, nat.replace("; ", "\n"), fontsize=6.5, ha="center", va="bottom", color="#6a3d9a",
-                            bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "#6a3d9a", "lw": 0.5, "alpha": 0.9})  # fmt: skip
-                else:
-                    ax.plot([xm], [ym], marker="D", ms=3.5, color="#6a3d9a", zorder=4)
-            if enc and ("e" + enc) not in noted and (i == 0 or g["encap"].iloc[i - 1] != enc):
-                noted.add("e" + enc)
-                ax.text(xs[i] + 0.06, ys[i] + 0.08, enc, fontsize=6.5, ha="left", va="top", color="#a35a1f")
-    ax.text(-1.85, len(packets) - 0.05, "blue: client → server   red: server → client   orange, dashed: encapsulated   "
-            "purple: address translation (◆ repeated)", fontsize=7, color="#555555", va="top")  # fmt: skip
+    nat, enc = s["nat"].to_numpy(object), s["encap"].to_numpy(object)
+    repeat_x, repeat_y = [], []
+    for i in np.flatnonzero((nat != "") | (enc != "")):
+        xm = (x[i] + x[i - 1]) / 2 if not first[i] else x[i]
+        ym = (y[i] + y[i - 1]) / 2 if not first[i] else y[i]
+        if nat[i]:
+            key = ("r" if reply[i] else "f") + nat[i]
+            if key in noted:
+                repeat_x.append(xm)
+                repeat_y.append(ym)
+            else:
+                noted.add(key)
+                ax.text(xm, ym - 0.1, nat[i].replace("; ", "\n"), fontsize=6.5, ha="center", va="bottom", color="#6a3d9a",
+                        bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "#6a3d9a", "lw": 0.5, "alpha": 0.9})  # fmt: skip
+        if enc[i] and ("e" + enc[i]) not in noted:
+            noted.add("e" + enc[i])
+            ax.text(x[i] + 0.06, y[i] + 0.08, enc[i], fontsize=6.5, ha="left", va="top", color="#a35a1f")
+    if repeat_x:
+        ax.scatter(repeat_x, repeat_y, s=14, marker="D", color="#6a3d9a", zorder=4)
+    ax.text(-1.9, npk - 0.05, "blue: client → server   red: server → client   orange: encapsulated   "
+            "purple: address translation (◆ the same again)", fontsize=7, color="#555555", va="top")  # fmt: skip
     if title:
-        ax.set_title(title, fontsize=10, loc="left")
+        fig.text(0.01, 1 - 0.05 / height, title, fontsize=10, va="top", ha="left")
     return fig
