@@ -6,9 +6,10 @@ answer (no uplink capture, no cross-node pod traffic...) is ``None`` ("n/a"), ne
 
 Example::
 
-    cmp = pcaptools.compare(["sample_pcaps/vpc", "sample_pcaps/calico-vxlan"])
+    cmp = compare(["sample_pcaps/vpc", "sample_pcaps/calico-vxlan"])
     print(cmp.summary)
-    cmp.save_figures("figures/")
+
+Tables only: figures and HTML are drawn from them by :mod:`pcaptools.render` (this module imports nothing from it).
 """
 
 from __future__ import annotations
@@ -26,6 +27,19 @@ import pandas as pd
 from pcaptools._callable import make_callable
 from pcaptools.errors import CorrelationError
 from pcaptools.flows import LINK_HEADER
+from pcaptools.schema import (
+    COMPARISON_CROSS_NODE_COLUMNS,
+    COMPARISON_HOP_LATENCY_COLUMNS,
+    COMPARISON_HOP_SAMPLE_COLUMNS,
+    COMPARISON_LATENCY_COLUMNS,
+    COMPARISON_MODE_COLUMNS,
+    COMPARISON_POINTS_COLUMNS,
+    COMPARISON_SUMMARY_COLUMNS,
+    COMPARISON_WIRE_BYTES_COLUMNS,
+    Column,
+    conform,
+    validate,
+)
 
 UPLINK_ROLES = ("node-uplink", "any")
 """Point roles whose packets count as 'on the uplink' (the wire between nodes); ``any`` covers unlabelled captures."""
@@ -43,10 +57,11 @@ class _Set:
     label: str
     source: str
     cni_declared: str
-    points: pd.DataFrame  # point, node, interface, role, file, packets
+    points: pd.DataFrame  # point, node, interface, role, pod, file, packets
     packets: pd.DataFrame  # PACKET_COLUMNS + point, node, role
     correlation: object
     paths: pd.DataFrame | None
+    nat: pd.DataFrame | None
     inventory: object
     notes: list[str] = field(default_factory=list)
 
@@ -56,15 +71,21 @@ class Comparison:
     """Result of :func:`compare`: a metric x capture-set ``summary`` plus detail tables, JSON and figures."""
 
     labels: list[str]
-    summary: pd.DataFrame  # section, metric, unit, <one column per label>, doc
-    mode: pd.DataFrame  # label, mode, tunnels, vnis, udp_ports, tunnelled_packets, uplink_packets
-    wire_bytes: pd.DataFrame  # label, payload, inner_headers, encapsulation, total (uplink bytes)
-    points: pd.DataFrame  # label, point, role, packets, largest IP (inner / on the wire), SYN MSS, fragments, ICMP
-    latency: pd.DataFrame  # label, kind, connections, median_ns, p90_ns
-    hop_latency: pd.DataFrame  # label, hop, from_role, to_role, count, median_ns, p90_ns
-    cross_node: pd.DataFrame  # label, connection, kind, points, tunnel_devices, forward_points
+    summary: pd.DataFrame  # COMPARISON_SUMMARY_COLUMNS + one object column per label
+    mode: pd.DataFrame  # COMPARISON_MODE_COLUMNS
+    wire_bytes: pd.DataFrame  # COMPARISON_WIRE_BYTES_COLUMNS (uplink bytes)
+    points: pd.DataFrame  # COMPARISON_POINTS_COLUMNS
+    latency: pd.DataFrame  # COMPARISON_LATENCY_COLUMNS
+    hop_latency: pd.DataFrame  # COMPARISON_HOP_LATENCY_COLUMNS
+    cross_node: pd.DataFrame  # COMPARISON_CROSS_NODE_COLUMNS
     sources: dict[str, str] = field(default_factory=dict)
     notes: dict[str, list[str]] = field(default_factory=dict)
+    hop_samples: pd.DataFrame | None = None  # COMPARISON_HOP_SAMPLE_COLUMNS: the samples behind hop_latency, for CDFs
+    capture_points: dict[str, pd.DataFrame] = field(default_factory=dict, repr=False)  # label -> point, node, interface, role, pod, file, packets
+    correlations: dict[str, object] = field(default_factory=dict, repr=False)  # label -> its Correlation
+    paths: dict[str, pd.DataFrame] = field(default_factory=dict, repr=False)  # label -> its paths table (PATH_COLUMNS)
+    nat: dict[str, pd.DataFrame] = field(default_factory=dict, repr=False)  # label -> its NAT table (NAT_COLUMNS)
+    inventories: dict[str, object] = field(default_factory=dict, repr=False)  # label -> its Inventory, None without one
 
     def value(self, metric: str, label: str):
         """One summary cell (None when not measurable)."""
@@ -100,18 +121,10 @@ class Comparison:
         return json.dumps(self.to_dict(), ensure_ascii=False, **kw)
 
     def save_figures(self, directory: str | os.PathLike, *, dpi: int = 120) -> list[Path]:
-        """Write the comparison figures as PNGs into ``directory`` (created); returns their paths."""
-        from pcaptools import plots
+        """Kept for callers of the old API: see :func:`pcaptools.render.figures.save_figures`."""
+        from pcaptools.render.figures import save_figures  # one-way: render never imports this module
 
-        out = Path(directory)
-        out.mkdir(parents=True, exist_ok=True)
-        written = []
-        for name, fig in plots.figures(self).items():
-            path = out / f"{name}.png"
-            fig.savefig(path, dpi=dpi, bbox_inches="tight")
-            plots.close(fig)
-            written.append(path)
-        return written
+        return save_figures(self, directory, dpi=dpi)
 
 
 def compare(capture_sets: Mapping[str, object] | list, *, inventory=None, window_ns: int | None = None) -> Comparison:
@@ -127,7 +140,7 @@ def compare(capture_sets: Mapping[str, object] | list, *, inventory=None, window
         sets.append(_load(label, src, inv, window_ns))
     labels = [s.label for s in sets]
     rows: list[tuple] = []
-    details: dict[str, list[pd.DataFrame]] = {k: [] for k in ("mode", "wire_bytes", "points", "latency", "hop_latency", "cross_node")}
+    details: dict[str, list[pd.DataFrame]] = {k: [] for k in _DETAILS}
     per_set = []
     for s in sets:
         m: dict[str, object] = {}
@@ -138,24 +151,35 @@ def compare(capture_sets: Mapping[str, object] | list, *, inventory=None, window
                 details[k].append(df.assign(label=s.label) if len(df) else df)
         per_set.append(m)
     for key, (section, metric, unit, doc) in METRICS.items():
-        rows.append({"section": section, "metric": metric, "unit": unit,
+        rows.append({"key": key, "section": section, "metric": metric, "unit": unit,
                      **{lab: per_set[i].get(key) for i, lab in enumerate(labels)}, "doc": doc})  # fmt: skip
-    summary = pd.DataFrame(rows, columns=["section", "metric", "unit", *labels, "doc"])
+    summary = pd.DataFrame(rows, columns=["key", "section", "metric", "unit", *labels, "doc"])
+    for c in COMPARISON_SUMMARY_COLUMNS:
+        summary[c.name] = summary[c.name].astype(c.dtype)
     for lab in labels:
         summary[lab] = summary[lab].astype(object)
+    validate(summary, COMPARISON_SUMMARY_COLUMNS, table="comparison summary")
 
     def cat(k: str) -> pd.DataFrame:
         parts = [d for d in details[k] if len(d)]
-        if not parts:
-            return pd.DataFrame(columns=["label"])
-        df = pd.concat(parts, ignore_index=True)
-        return df[["label", *[c for c in df.columns if c != "label"]]]
+        return conform(pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(), _DETAILS[k], table=f"comparison {k}")
 
     return Comparison(
         labels=labels, summary=summary, mode=cat("mode"), wire_bytes=cat("wire_bytes"), points=cat("points"),
         latency=cat("latency"), hop_latency=cat("hop_latency"), cross_node=cat("cross_node"),
-        sources={s.label: s.source for s in sets}, notes={s.label: s.notes for s in sets},
+        sources={s.label: s.source for s in sets}, notes={s.label: s.notes for s in sets}, hop_samples=cat("hop_samples"),
+        capture_points={s.label: s.points for s in sets}, correlations={s.label: s.correlation for s in sets},
+        paths={s.label: s.paths for s in sets}, nat={s.label: s.nat for s in sets},
+        inventories={s.label: s.inventory for s in sets},
     )  # fmt: skip
+
+
+_DETAILS: dict[str, tuple[Column, ...]] = {
+    "mode": COMPARISON_MODE_COLUMNS, "wire_bytes": COMPARISON_WIRE_BYTES_COLUMNS, "points": COMPARISON_POINTS_COLUMNS,
+    "latency": COMPARISON_LATENCY_COLUMNS, "hop_latency": COMPARISON_HOP_LATENCY_COLUMNS,
+    "cross_node": COMPARISON_CROSS_NODE_COLUMNS, "hop_samples": COMPARISON_HOP_SAMPLE_COLUMNS,
+}  # fmt: skip
+"""Detail tables of a Comparison and their schemas (pcaptools.schema)."""
 
 
 # --- metrics: key -> (section, metric name, unit, doc) ----------------------------------------------
@@ -223,7 +247,7 @@ def _default_label(src) -> str:
 
 def _load(label: str, src, inventory, window_ns: int | None) -> _Set:
     from pcaptools.correlate import CaptureSet, correlate
-    from pcaptools.k8s.paths import as_inventory, paths
+    from pcaptools.k8s.paths import as_inventory, paths_and_nat
     from pcaptools.packets import read_packets
 
     decoded: dict[str, pd.DataFrame] = {}
@@ -249,7 +273,8 @@ def _load(label: str, src, inventory, window_ns: int | None) -> _Set:
         if pt.ifindex >= 0:
             df = df[df["ifindex"].to_numpy() == pt.ifindex]
         frames.append(df.assign(point=pt.name, node=pt.node, role=pt.role))
-        pts.append({"point": pt.name, "node": pt.node, "interface": pt.interface, "role": pt.role, "file": pt.file, "packets": len(df)})
+        pts.append({"point": pt.name, "node": pt.node, "interface": pt.interface, "role": pt.role, "pod": pt.pod,
+                    "file": pt.file, "packets": len(df)})  # fmt: skip
     from pcaptools.correlate.capture_set import _concat
 
     packets = _concat(frames) if frames else pd.DataFrame()
@@ -257,11 +282,11 @@ def _load(label: str, src, inventory, window_ns: int | None) -> _Set:
         packets[c] = packets[c].astype("category")
     corr = correlate(cs) if window_ns is None else correlate(cs, window_ns=window_ns)
     notes = list(corr.notes)
-    pth = paths(corr, inv)
+    pth, nat = paths_and_nat(corr, inv)
     if inv is None:
         notes.append("no inventory: cross-node pod-to-pod connections and pod routing cannot be named (n/a)")
     return _Set(label=label, source=source, cni_declared=cs.cni, points=pd.DataFrame(pts), packets=packets,
-                correlation=corr, paths=pth, inventory=inv, notes=notes)  # fmt: skip
+                correlation=corr, paths=pth, nat=nat, inventory=inv, notes=notes)  # fmt: skip
 
 
 def _default_inventory(src: Path):
@@ -481,15 +506,17 @@ def _latency(s: _Set) -> tuple[dict, dict]:
         out["lat_xnode_pod"], out["lat_xnode_pod_p90"] = round(np.median(lat) / 1e3, 1), round(np.quantile(lat, 0.9) / 1e3, 1)
     hop = _pod_to_pod_hops(s)
     if hop is not None:
-        totals, pairs = hop
+        totals, pairs, samples = hop
         if totals.size:
             out["lat_all_pkts"], out["lat_all_pkts_p90"] = round(np.median(totals) / 1e3, 1), round(np.quantile(totals, 0.9) / 1e3, 1)
         det["hop_latency"] = pairs
+        det["hop_samples"] = samples
     return out, det
 
 
-def _pod_to_pod_hops(s: _Set) -> tuple[np.ndarray, pd.DataFrame] | None:
-    """Journeys from a pod veth to a pod veth on another node: total latency each, and per role-pair hop latency."""
+def _pod_to_pod_hops(s: _Set) -> tuple[np.ndarray, pd.DataFrame, pd.DataFrame] | None:
+    """Journeys from a pod veth to a pod veth on another node: total latency each, per role-pair hop latency, and
+    the samples (hop, latency_ns) behind both, the total as hop 'pod → pod (total)'."""
     h = s.correlation.hops
     if not len(h):
         return None
@@ -506,7 +533,7 @@ def _pod_to_pod_hops(s: _Set) -> tuple[np.ndarray, pd.DataFrame] | None:
     last = np.r_[first[1:] - 1, n - 1]
     ok = (role[first] == "pod-veth") & (role[last] == "pod-veth") & (node[first] != node[last])
     if not ok.any():
-        return np.zeros(0), pd.DataFrame(columns=["hop", "from_role", "to_role", "count", "median_ns", "p90_ns"])
+        return np.zeros(0), pd.DataFrame(), pd.DataFrame()
     totals = (t[last] - t[first])[ok]
     jrow = np.cumsum(start) - 1
     keep = ok[jrow]
@@ -520,7 +547,9 @@ def _pod_to_pod_hops(s: _Set) -> tuple[np.ndarray, pd.DataFrame] | None:
     pairs = pd.DataFrame({"from_role": g["from_role"].first(), "to_role": g["to_role"].first(), "count": g.size(),
                           "median_ns": g["dt"].median(), "p90_ns": g["dt"].quantile(0.9), "position": g["pos"].median()})  # fmt: skip
     pairs = pairs.sort_values("position").drop(columns="position").reset_index()
-    return totals.astype(np.float64), pairs
+    samples = pd.concat([d[["hop", "dt"]].rename(columns={"dt": "latency_ns"}),
+                         pd.DataFrame({"hop": "pod → pod (total)", "latency_ns": totals})], ignore_index=True)  # fmt: skip
+    return totals.astype(np.float64), pairs, samples
 
 
 def _missing(v) -> bool:

@@ -322,3 +322,152 @@ PATH_COLUMNS: tuple[Column, ...] = (
     Column("handshake_ns", "int64", "ns", "client-side flow: TCP SYN to the client's ACK of the SYN-ACK, -1 if not seen"),
     Column("retransmissions", "int64", "", "client-side flow: TCP retransmitted segments, -1 without flows"),
 )
+
+
+def empty(columns: tuple[Column, ...]) -> pd.DataFrame:
+    """A zero-row table with every declared column at its declared dtype."""
+    return pd.DataFrame({c.name: pd.Series([], dtype=c.dtype) for c in columns})
+
+
+def conform(df: pd.DataFrame, columns: tuple[Column, ...], *, table: str) -> pd.DataFrame:
+    """Cast the declared columns of ``df`` to their declared dtypes, keep them in schema order, validate."""
+    if not len(df):
+        return empty(columns)
+    missing = [c.name for c in columns if c.name not in df.columns]
+    if missing:
+        raise TypeError(f"{table} table is missing columns {missing}")
+    return validate(pd.DataFrame({c.name: df[c.name].astype(c.dtype) for c in columns}), columns, table=table)
+
+
+# Correlation tables (pcaptools.correlate) ------------------------------------------------------------
+HOP_LATENCY_COLUMNS: tuple[Column, ...] = (
+    Column("from_point", "str", "", "capture point of the earlier sighting ('node:interface')"),
+    Column("to_point", "str", "", "capture point of the next sighting of the same journey"),
+    Column("count", "int64", "", "journeys seen at from_point and then next at to_point"),
+    Column("median_ns", "int64", "ns", "median corrected time from from_point to to_point"),
+    Column("p90_ns", "int64", "ns", "90th percentile of the same"),
+    Column("p99_ns", "int64", "ns", "99th percentile of the same"),
+    Column("min_ns", "int64", "ns", "smallest (may be negative within the clock uncertainty)"),
+    Column("max_ns", "int64", "ns", "largest"),
+)
+
+HOP_SAMPLE_COLUMNS: tuple[Column, ...] = (
+    Column("journey", "int64", "", "journey (one packet) of the hop"),
+    Column("from_point", "str", "", "capture point of the earlier sighting"),
+    Column("to_point", "str", "", "capture point of the next sighting"),
+    Column("latency_ns", "int64", "ns", "corrected time between the two sightings"),
+)
+
+LOSS_COLUMNS: tuple[Column, ...] = (
+    Column("journey", "int64", "", "journey that stopped short"),
+    Column("point", "category", "", "last capture point that saw it before the expected next one"),
+    Column("missing_at", "category", "", "capture point packets of the same flow direction reach next, where it never arrived"),
+    Column("ts_corrected_ns", "int64", "ns", "corrected time of the sighting at point"),
+    Column("src", "category", "", "inner IP source at point"),
+    Column("dst", "category", "", "inner IP destination at point"),
+    Column("sport", "int32", "", "source port at point, -1 if none"),
+    Column("dport", "int32", "", "destination port at point, -1 if none"),
+    Column("proto", "int16", "", "inner IP protocol"),
+)
+
+LOSS_SUMMARY_COLUMNS: tuple[Column, ...] = (
+    Column("point", "str", "", "capture point where the lost packets were last seen"),
+    Column("missing_at", "str", "", "capture point they never reached"),
+    Column("lost", "int64", "packets", "packets seen at point that never reached missing_at while it was capturing"),
+    Column("seen_at_point", "int64", "packets", "all sightings at point (the denominator of a loss rate)"),
+)
+
+
+# Comparison tables (pcaptools.compare) --------------------------------------------------------------
+COMPARISON_SUMMARY_COLUMNS: tuple[Column, ...] = (
+    Column("key", "str", "", "stable metric key (compare.METRICS), for programs"),
+    Column("section", "str", "", "data plane / overhead / MTU / MSS / fragmentation / hops / latency"),
+    Column("metric", "str", "", "metric name for people"),
+    Column("unit", "str", "", "unit of the values ('' for counts and words)"),
+    Column("doc", "str", "", "how the metric is measured; besides these, one object column per capture set holds its value (None = n/a)"),
+)
+
+COMPARISON_MODE_COLUMNS: tuple[Column, ...] = (
+    Column("label", "str", "", "capture set"),
+    Column("mode", "str", "", "overlay kind on the uplinks, 'native' if none; missing without an uplink capture"),
+    Column("tunnels", "str", "", "the same when something is tunnelled, else ''"),
+    Column("vnis", "str", "", "VNIs / GRE keys on the uplinks, comma-separated, '' if none"),
+    Column("udp_ports", "str", "", "outer UDP destination ports of tunnelled packets, '' if none"),
+    Column("tunnelled_packets", "int64", "packets", "uplink packets carrying an encapsulation"),
+    Column("uplink_packets", "int64", "packets", "packets at uplink points (role node-uplink or any)"),
+    Column("cni_declared", "str", "", "the manifest's cni label (shown, never used as evidence)"),
+)
+
+COMPARISON_WIRE_BYTES_COLUMNS: tuple[Column, ...] = (
+    Column("label", "str", "", "capture set"),
+    Column("payload", "int64", "bytes", "L4 payload bytes on the uplinks"),
+    Column("inner_headers", "int64", "bytes", "link, inner IP and L4 header bytes on the uplinks"),
+    Column("encapsulation", "int64", "bytes", "outer headers of tunnelled packets on the uplinks"),
+    Column("total", "int64", "bytes", "frame bytes on the uplinks (the sum of the three)"),
+    Column("packets", "int64", "packets", "frames on the uplinks"),
+)
+
+COMPARISON_POINTS_COLUMNS: tuple[Column, ...] = (
+    Column("label", "str", "", "capture set"),
+    Column("point", "str", "", "capture point 'node:interface'"),
+    Column("role", "str", "", "the point's role from the manifest (pod-veth, node-uplink, overlay, ...)"),
+    Column("packets", "int64", "packets", "packets captured there"),
+    Column("tunnelled", "int64", "packets", "of those, tunnelled"),
+    Column("largest_ip", "int64", "bytes", "largest inner IP packet, -1 if none"),
+    Column("largest_wire_ip", "int64", "bytes", "largest outermost IP packet, -1 if none"),
+    Column("largest_frame", "int64", "bytes", "largest frame on the wire"),
+    Column("syn_mss", "str", "", "distinct MSS options in SYNs seen there, comma-separated"),
+    Column("fragments", "int64", "packets", "IP fragments"),
+    Column("frag_needed", "int64", "packets", "ICMP frag-needed / packet-too-big"),
+)
+
+COMPARISON_LATENCY_COLUMNS: tuple[Column, ...] = (
+    Column("label", "str", "", "capture set"),
+    Column("kind", "str", "", "path kind (PATH_KINDS) with '(cross-node)' / '(same node)'"),
+    Column("connections", "int64", "", "connections of that kind seen at two points or more"),
+    Column("median_ns", "float64", "ns", "median first-packet latency, first to last capture point"),
+    Column("p90_ns", "float64", "ns", "90th percentile of the same"),
+)
+
+COMPARISON_HOP_LATENCY_COLUMNS: tuple[Column, ...] = (
+    Column("label", "str", "", "capture set"),
+    Column("hop", "str", "", "'from_role → to_role', ' (wire)' when it crosses nodes"),
+    Column("from_role", "str", "", "role of the earlier capture point"),
+    Column("to_role", "str", "", "role of the next capture point"),
+    Column("count", "int64", "", "cross-node pod-to-pod packets that made this hop"),
+    Column("median_ns", "float64", "ns", "median hop latency, corrected clocks"),
+    Column("p90_ns", "float64", "ns", "90th percentile of the same"),
+)
+
+COMPARISON_HOP_SAMPLE_COLUMNS: tuple[Column, ...] = (
+    Column("label", "str", "", "capture set"),
+    Column("hop", "str", "", "as in the hop_latency table; 'pod → pod (total)' for the whole way"),
+    Column("latency_ns", "int64", "ns", "one cross-node pod-to-pod packet's latency over that hop"),
+)
+
+COMPARISON_CROSS_NODE_COLUMNS: tuple[Column, ...] = (
+    Column("label", "str", "", "capture set"),
+    Column("connection", "int64", "", "connection id in that set's paths"),
+    Column("kind", "str", "", "path kind (PATH_KINDS)"),
+    Column("points", "int64", "points", "forward capture points of the first packet"),
+    Column("tunnel_devices", "int64", "points", "of those, tunnel devices (role overlay)"),
+    Column("encapsulated", "bool", "", "the first packet was tunnelled somewhere"),
+    Column("forward_points", "str", "", "those points in causal order, joined by ' → '"),
+)
+
+
+SEQUENCE_COLUMNS: tuple[Column, ...] = (
+    Column("connection", "int64", "", "connection id, as in the paths table"),
+    Column("packet", "int64", "", "0-based packet (journey) of the connection, in order of first sighting"),
+    Column("journey", "int64", "", "journey id in the hops table"),
+    Column("reply", "bool", "", "the packet travels server -> client"),
+    Column("hop", "int16", "", "0-based position of this sighting in the packet's causal order"),
+    Column("point", "str", "", "capture point of the sighting"),
+    Column("node", "str", "", "node of the capture point"),
+    Column("ts_corrected_ns", "int64", "ns", "corrected timestamp of the sighting"),
+    Column("since_start_ns", "int64", "ns", "corrected time since the connection's first sighting"),
+    Column("label", "str", "", "packet name for people: TCP flags or protocol, and its frame length at the first point"),
+    Column("nat", "str", "", "translations between the previous sighting and this one ('DNAT a:p→b:q @node'; '; '-joined), '' if none"),
+    Column("encap", "str", "", "encapsulation around the packet here ('vxlan vni 4096 192.168.0.11→192.168.0.12'), '' if native"),
+    Column("wirelen", "int32", "bytes", "frame length on the wire here"),
+)

@@ -195,8 +195,9 @@ def test_latency_per_kind_accounts_for_every_truth_connection(cmp):
 
 def test_summary_has_one_row_per_metric_with_unit_doc_and_a_column_per_set(cmp):
     s = cmp.summary
-    assert list(s.columns) == ["section", "metric", "unit", "vpc", "calico-vxlan", "doc"]
+    assert list(s.columns) == ["key", "section", "metric", "unit", "vpc", "calico-vxlan", "doc"]
     assert list(s["metric"]) == [m[1] for m in METRICS.values()]
+    assert list(s["key"]) == list(METRICS)
     assert s["doc"].str.len().gt(10).all()
 
 

@@ -13,9 +13,15 @@ import pandas as pd
 
 from pcaptools.addr import to_u128
 from pcaptools.correlate.fingerprint import combine
-
-LATENCY_COLUMNS = ("from_point", "to_point", "count", "median_ns", "p90_ns", "p99_ns", "min_ns", "max_ns")
-LOSS_COLUMNS = ("journey", "point", "missing_at", "ts_corrected_ns", "src", "dst", "sport", "dport", "proto")
+from pcaptools.schema import (
+    HOP_LATENCY_COLUMNS,
+    HOP_SAMPLE_COLUMNS,
+    LOSS_COLUMNS,
+    LOSS_SUMMARY_COLUMNS,
+    conform,
+    empty,
+    validate,
+)
 
 
 def hop_pairs(hops: pd.DataFrame) -> pd.DataFrame:
@@ -34,7 +40,7 @@ def hop_latency(hops: pd.DataFrame) -> pd.DataFrame:
     pairs = hop_pairs(hops)
     cats = hops["point"].cat.categories
     if pairs.empty:
-        return pd.DataFrame({c: pd.Series(dtype="int64" if c not in ("from_point", "to_point") else object) for c in LATENCY_COLUMNS})
+        return empty(HOP_LATENCY_COLUMNS)
     g = pairs.groupby(["from", "to"], sort=True)["latency_ns"]
     q = g.quantile([0.5, 0.9, 0.99]).unstack()
     out = pd.DataFrame(
@@ -49,7 +55,20 @@ def hop_latency(hops: pd.DataFrame) -> pd.DataFrame:
     ).reset_index()
     out.insert(0, "from_point", cats[out.pop("from").to_numpy()].astype(str))
     out.insert(1, "to_point", cats[out.pop("to").to_numpy()].astype(str))
-    return out.sort_values("count", ascending=False, ignore_index=True).loc[:, list(LATENCY_COLUMNS)]
+    out = out.sort_values("count", ascending=False, ignore_index=True)
+    return conform(out, HOP_LATENCY_COLUMNS, table="hop_latency")
+
+
+def hop_samples(hops: pd.DataFrame) -> pd.DataFrame:
+    """Every consecutive pair of sightings as one row (HOP_SAMPLE_COLUMNS): the samples behind hop_latency, for CDFs."""
+    pairs = hop_pairs(hops)
+    if pairs.empty:
+        return empty(HOP_SAMPLE_COLUMNS)
+    cats = hops["point"].cat.categories.astype(str)
+    out = pd.DataFrame({"journey": hops["journey"].to_numpy(np.int64)[pairs["row"].to_numpy()],
+                        "from_point": cats[pairs["from"].to_numpy()], "to_point": cats[pairs["to"].to_numpy()],
+                        "latency_ns": pairs["latency_ns"].to_numpy(np.int64)})  # fmt: skip
+    return conform(out, HOP_SAMPLE_COLUMNS, table="hop_samples")
 
 
 def losses(hops: pd.DataFrame) -> pd.DataFrame:
@@ -88,14 +107,15 @@ def losses(hops: pd.DataFrame) -> pd.DataFrame:
     cats = hops["point"].cat.categories
     out = hops.iloc[lost].loc[:, ["journey", "point", "ts_corrected_ns", "src", "dst", "sport", "dport", "proto"]]
     out.insert(2, "missing_at", pd.Categorical(cats[q[lost]], categories=cats))
-    return out.reset_index(drop=True).loc[:, list(LOSS_COLUMNS)]
+    return validate(out.reset_index(drop=True).loc[:, [c.name for c in LOSS_COLUMNS]], LOSS_COLUMNS, table="losses")
 
 
 def loss_summary(losses_df: pd.DataFrame, hops: pd.DataFrame) -> pd.DataFrame:
     """Lost packets per (point, missing_at) pair with the number of sightings at the point."""
     if losses_df.empty:
-        return pd.DataFrame(columns=["point", "missing_at", "lost", "seen_at_point"])
+        return empty(LOSS_SUMMARY_COLUMNS)
     g = losses_df.groupby(["point", "missing_at"], observed=True).size().rename("lost").reset_index()
     seen = hops["point"].value_counts()
     g["seen_at_point"] = g["point"].map(seen).astype(np.int64)
-    return g.sort_values("lost", ascending=False, ignore_index=True)
+    g = g.sort_values("lost", ascending=False, ignore_index=True)
+    return conform(g.astype({"point": str, "missing_at": str}), LOSS_SUMMARY_COLUMNS, table="loss_summary")

@@ -1,0 +1,100 @@
+"""The packets of each connection across capture points, in causal order: what a sequence diagram draws.
+
+:func:`sequences` lays out one row per sighting (SEQUENCE_COLUMNS): the connection it belongs to (the
+ids of :func:`pcaptools.k8s.paths.paths`), which packet of the connection it is, whether it travels
+client -> server or back, the translation applied just before it (from the NAT table) and the
+encapsulation around it there. Limits: those of :func:`pcaptools.k8s.paths.paths` (a reused 5-tuple
+joins the earlier connection); packets are classified forward/reply by their first sighting's source.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from pcaptools.k8s.nat import order_hops
+from pcaptools.k8s.paths import _connections, _ep, as_inventory
+from pcaptools.schema import SEQUENCE_COLUMNS, conform, empty
+
+_FLAG_NAMES = ((0x02, "SYN"), (0x01, "FIN"), (0x04, "RST"), (0x08, "PSH"), (0x10, "ACK"))
+
+
+def packet_labels(proto: np.ndarray, tcp_flags: np.ndarray) -> np.ndarray:
+    """Short packet names for people: 'SYN', 'SYN-ACK', 'PSH-ACK', 'UDP', 'ICMP', ... ."""
+    out = np.full(len(proto), "", object)
+    names = {1: "ICMP", 6: "TCP", 17: "UDP", 58: "ICMPv6", 132: "SCTP"}
+    for p, n in names.items():
+        out[proto == p] = n
+    tcp = (proto == 6) & (tcp_flags >= 0)
+    for i in np.flatnonzero(tcp):
+        f = int(tcp_flags[i])
+        out[i] = "-".join(n for bit, n in _FLAG_NAMES if f & bit) or "TCP"
+    rest = out == ""
+    out[rest] = [f"proto {int(p)}" for p in proto[rest]]
+    return out
+
+
+def sequences(correlation, paths: pd.DataFrame, nat: pd.DataFrame | None = None, inventory=None, *,
+              max_packets: int | None = None) -> pd.DataFrame:  # fmt: skip
+    """One row per sighting of every connection's packets (SEQUENCE_COLUMNS), in connection, packet, causal order.
+
+    ``paths`` and ``nat`` are :func:`pcaptools.k8s.paths.paths_and_nat` of the same correlation and inventory;
+    ``max_packets`` keeps each connection's first packets only.
+    """
+    inv = as_inventory(inventory)
+    hops = correlation if isinstance(correlation, pd.DataFrame) else correlation.hops
+    keep = (hops["proto"].to_numpy() >= 0) & hops["src"].notna().to_numpy() & hops["dst"].notna().to_numpy()
+    h = order_hops(hops.loc[keep].reset_index(drop=True), inv)
+    if not len(h) or not len(paths):
+        return empty(SEQUENCE_COLUMNS)
+    uj, conn = _connections(h)
+    j = h["journey"].to_numpy(np.int64)
+    ji = np.searchsorted(uj, j)
+    crow = conn[ji]
+    tc = h["ts_corrected_ns"].to_numpy(np.int64)
+    first = np.r_[True, j[1:] != j[:-1]]
+    # packets of a connection in order of their first sighting
+    jt = tc[first]
+    jconn = conn
+    order = np.lexsort((uj, jt, jconn))
+    pk = np.empty(len(uj), np.int64)
+    cstart = np.r_[True, jconn[order][1:] != jconn[order][:-1]]
+    idx = np.arange(len(uj))
+    pk[order] = idx - np.maximum.accumulate(np.where(cstart, idx, 0))
+    # forward: the first sighting's source is the client's as in the path table
+    p = paths.set_index("connection")
+    cli = p["client_addr"].astype(str).reindex(np.arange(conn.max() + 1)).to_numpy(object)
+    cport = p["client_port"].reindex(np.arange(conn.max() + 1)).fillna(-2).to_numpy(np.int64)
+    src0 = h["src"].astype(str).to_numpy(object)[first]
+    sport0 = h["sport"].to_numpy(np.int64)[first]
+    reply = ~((src0 == cli[jconn]) & (sport0 == cport[jconn]))
+    start_t = pd.Series(jt).groupby(jconn).transform("min").to_numpy(np.int64)
+    labels = packet_labels(h["proto"].to_numpy(np.int64)[first], h["tcp_flags"].to_numpy(np.int64)[first])
+    wl = h["wirelen"].to_numpy(np.int64)[first]
+    labels = np.array([f"{lab} {w} B" for lab, w in zip(labels, wl, strict=True)], object)
+    enc = np.full(len(h), "", object)
+    tun = h["tunnel"].notna().to_numpy()
+    if tun.any():
+        vni = h["vni"].to_numpy(np.int64)
+        for i in np.flatnonzero(tun):
+            v = f" vni {vni[i]}" if vni[i] >= 0 else ""
+            enc[i] = f"{h['tunnel'].iat[i]}{v} {h['outer_src'].iat[i]}→{h['outer_dst'].iat[i]}"
+    nat_txt = np.full(len(h), "", object)
+    if nat is not None and len(nat):
+        key = pd.MultiIndex.from_arrays([j, h["point"].astype(str).to_numpy(object), tc])
+        n = nat.sort_values(["journey", "step"])
+        texts = [f"{r.op} {_ep(str(r.addr_before), int(r.port_before))}→{_ep(str(r.addr_after), int(r.port_after))}"
+                 + (f" @{r.node}" if isinstance(r.node, str) else "") for r in n.itertuples(index=False)]  # fmt: skip
+        grouped = pd.Series(texts, index=pd.MultiIndex.from_arrays(
+            [n["journey"].to_numpy(np.int64), n["to_point"].astype(str).to_numpy(object), n["ts_corrected_ns"].to_numpy(np.int64)]
+        )).groupby(level=[0, 1, 2]).agg("; ".join)  # fmt: skip
+        nat_txt = grouped.reindex(key).fillna("").to_numpy(object)
+    out = pd.DataFrame({
+        "connection": crow, "packet": pk[ji], "journey": j, "reply": reply[ji], "hop": h["hop"].to_numpy(np.int16),
+        "point": h["point"].astype(str), "node": h["node"].astype(str), "ts_corrected_ns": tc, "since_start_ns": tc - start_t[ji],
+        "label": labels[ji], "nat": nat_txt, "encap": enc, "wirelen": h["wirelen"].to_numpy(np.int32),
+    })  # fmt: skip
+    if max_packets is not None:
+        out = out.loc[out["packet"].to_numpy() < max_packets]
+    out = out.sort_values(["connection", "packet", "hop"], kind="stable", ignore_index=True)
+    return conform(out, SEQUENCE_COLUMNS, table="sequences")

@@ -1,0 +1,179 @@
+"""The HTML report: self-contained, escaped, complete for the shipped samples, and it renders in a real browser."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from pcaptools.cli import app
+from pcaptools.correlate.api import correlate
+from pcaptools.correlate.capture_set import CaptureSet
+from pcaptools.k8s.paths import paths_and_nat
+from pcaptools.report import report
+
+ROOT = Path(__file__).parent.parent
+CALICO = ROOT / "sample_pcaps" / "calico-vxlan"
+VPC = ROOT / "sample_pcaps" / "vpc"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="headless browser tests need chromium (apt-get install chromium)")
+
+
+@pytest.fixture(scope="module")
+def single(tmp_path_factory) -> Path:
+    """The report on one capture set, written by the CLI."""
+    out = tmp_path_factory.mktemp("report") / "calico.html"
+    res = CliRunner().invoke(app, ["report", str(CALICO), "-o", str(out)], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    assert f"written to {out}" in res.output
+    return out
+
+
+@pytest.fixture(scope="module")
+def comparison(tmp_path_factory) -> Path:
+    """The report comparing the two shipped capture sets."""
+    out = tmp_path_factory.mktemp("report") / "comparison.html"
+    res = CliRunner().invoke(app, ["report", str(VPC), str(CALICO), "-o", str(out)], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    return out
+
+
+@pytest.fixture(scope="module")
+def calico_paths():
+    """The calico sample's paths, built straight from the library (what the report must show)."""
+    corr = correlate(CaptureSet.load(CALICO))
+    return corr, paths_and_nat(corr, CALICO / "inventory.json")[0]
+
+
+def _chromium(*args: str, timeout: int = 180) -> subprocess.CompletedProcess:
+    cmd = [CHROMIUM, "--headless", "--disable-gpu", "--no-sandbox", "--no-first-run", "--hide-scrollbars",
+           "--enable-logging=stderr", "--v=0", *args]  # fmt: skip
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def _console(stderr: str) -> list[str]:
+    """Messages the page wrote to the browser console (errors, uncaught exceptions, logs)."""
+    return [line for line in stderr.splitlines() if ":CONSOLE" in line]
+
+
+def test_report_on_one_set_shows_every_point_node_and_connection(single, calico_paths):
+    corr, paths = calico_paths
+    text = single.read_text(encoding="utf-8")
+    manifest = json.loads((CALICO / "manifest.json").read_text())
+    for cap in manifest["captures"]:
+        assert f"{cap['node']}:{cap['interface']}" in text
+    for node in corr.offsets["node"]:
+        assert f"<td>{node}</td>" in text
+    rows = re.findall(r'<tr data-kind="([^"]+)"', text)
+    assert rows == [str(k) for k in paths["kind"]]
+    # one sequence diagram per connection, each in its own block
+    assert len(re.findall(r'<details id="s0-conn-c\d+"', text)) == len(paths)
+    assert text.count("<svg") == len(paths) + 1  # + the per-hop latency CDF
+    for svc in paths["service"].dropna().unique():
+        assert svc in text
+    assert "CNI comparison" not in text  # one set: no comparison section
+
+
+def test_report_sequence_diagrams_annotate_nat_and_vxlan(single, calico_paths):
+    _, paths = calico_paths
+    text = single.read_text(encoding="utf-8")
+    lb = paths.loc[(paths["kind"] == "loadbalancer-cluster") & paths["encapsulated"]].iloc[0]
+    block = re.search(rf'<details id="s0-conn-c{int(lb.connection)}".*?</details>', text, re.S).group(0)
+    svg = re.search(r"<svg.*?</svg>", block, re.S).group(0)
+    # every forward translation of the path (op, before→after, node), as text in the diagram, and the VXLAN tunnel
+    for step in lb.nat.split("; "):
+        assert step.split(" (")[0] in svg
+    assert re.search(r"vxlan vni \d+ \d+\.\d+\.\d+\.\d+→", svg)
+
+
+def test_report_needs_no_network(comparison):
+    text = comparison.read_text(encoding="utf-8")
+    assert not re.search(r"<(script|img|iframe)[^>]+src=", text)
+    assert "<link" not in text and "@import" not in text
+    assert set(re.findall(r"url\(([^)]*)\)", text)) <= {u for u in re.findall(r"url\((#[^)]*)\)", text)}  # in-page #ids only
+    # the only absolute URLs are SVG/XLink namespace names, which browsers never fetch
+    assert set(re.findall(r"https?://[^\s\"'<>]+", text)) <= {"http://www.w3.org/2000/svg", "http://www.w3.org/1999/xlink"}
+
+
+def test_comparison_report_has_summary_and_both_sets(comparison):
+    text = comparison.read_text(encoding="utf-8")
+    assert "CNI comparison: vpc vs calico-vxlan" in text
+    assert 'id="s0"' in text and 'id="s1"' in text
+    assert "encapsulation per tunnelled packet" in text
+
+
+def test_strings_from_files_are_escaped(tmp_path):
+    work = tmp_path / "set"
+    shutil.copytree(CALICO, work)
+    man = json.loads((work / "manifest.json").read_text())
+    evil = '<img src=x onerror="alert(1)">&'
+    man["captures"][0]["pod"] = evil
+    (work / "manifest.json").write_text(json.dumps(man))
+    text = report({"<b>set</b>": work})
+    assert evil not in text and "<b>set</b>" not in text
+    assert "&lt;img src=x onerror=&quot;alert(1)&quot;&gt;&amp;" in text
+    assert "&lt;b&gt;set&lt;/b&gt;" in text
+
+
+def test_report_cli_rejects_a_non_html_output_name(tmp_path):
+    from pcaptools.cli import main
+
+    assert main(["report", str(CALICO), "-o", str(tmp_path / "r.txt")]) == 2
+    assert not (tmp_path / "r.txt").exists()
+
+
+@needs_chromium
+@pytest.mark.parametrize("which", ["single", "comparison"])
+def test_report_renders_in_headless_chromium(which, request, tmp_path):
+    page = request.getfixturevalue(which)
+    dom = _chromium("--dump-dom", page.as_uri())
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    assert _console(dom.stderr) == []
+    assert 'data-js="ok"' in dom.stdout  # the page's script ran to its end
+    for key in ("Capture points", "Clock offsets", "Connections", "Per-hop latency", "Losses between capture points",
+                "calico-vxlan", "node-1:eth0", "default/backend-0"):  # fmt: skip
+        assert key in dom.stdout
+    if which == "comparison":
+        assert "CNI comparison: vpc vs calico-vxlan" in dom.stdout
+    shot = tmp_path / "shot.png"
+    res = _chromium(f"--screenshot={shot}", "--window-size=1280,2000", page.as_uri())
+    assert res.returncode == 0 and _console(res.stderr) == []
+    from matplotlib.image import imread
+
+    px = imread(shot)[..., :3]
+    assert px.shape[:2] == (2000, 1280)
+    assert px.std() > 0.1  # not a blank page
+    assert (px.min(axis=2) < 0.9).mean() > 0.05  # at least 5 % of the page is ink, not background
+
+
+@needs_chromium
+def test_connection_filter_in_the_browser_keeps_only_the_chosen_kind(single, calico_paths, tmp_path):
+    _, paths = calico_paths
+    probe = tmp_path / "probe.html"
+    script = ("<script>document.addEventListener('DOMContentLoaded',()=>{const s=document.getElementById('s0-conn-kind');"
+              "s.value='egress';s.dispatchEvent(new Event('change'));"
+              "document.body.dataset.visible=document.getElementById('s0-conn-n').textContent;"
+              "document.body.dataset.rows=[...document.querySelectorAll('#s0-conn tbody tr')].filter(r=>!r.hidden).length;});</script>")  # fmt: skip
+    probe.write_text(single.read_text(encoding="utf-8").replace("</body>", script + "</body>"), encoding="utf-8")
+    dom = _chromium("--dump-dom", probe.as_uri())
+    assert _console(dom.stderr) == []
+    want = int((paths["kind"] == "egress").sum())
+    assert want > 0
+    assert f'data-visible="{want}"' in dom.stdout and f'data-rows="{want}"' in dom.stdout
+
+
+def test_hop_samples_are_the_samples_behind_hop_latency(calico_paths):
+    from pcaptools.correlate.latency import hop_samples
+
+    corr, _ = calico_paths
+    s = hop_samples(corr.hops)
+    med = s.groupby(["from_point", "to_point"])["latency_ns"].median().round().astype(np.int64)
+    lat = corr.hop_latency.set_index(["from_point", "to_point"])
+    assert len(s) == int(lat["count"].sum())
+    assert (med.reindex(lat.index) == lat["median_ns"]).all()
