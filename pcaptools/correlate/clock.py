@@ -42,6 +42,8 @@ from pcaptools.schema import validate
 
 OFFSET_COLUMNS = tuple(c.name for c in _OFFSET_SCHEMA)
 _SKEW_FLOOR = 1e-10  # weights never trust a rate interval tighter than 0.0001 ppm
+_RATE_WINDOWS = 16  # time windows of the envelope regression
+_RATE_Z = 4.0  # an envelope-regression rate interval spans this many standard errors each way
 
 
 def connection_key(packets: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -145,6 +147,58 @@ class Corridor:
         return (float(self.top(s)[0]) + float(self.bottom(s)[0])) / 2
 
 
+def envelope_rate(x: np.ndarray, d: np.ndarray, fwd: np.ndarray, res: float) -> tuple[float, float] | None:
+    """Rate and its standard error from the delay envelope of one point pair: per time window the lowest
+    a->b and highest b->a ``d``, one common slope through both (separate intercepts), refit on the
+    detrended delays. None with under 4 windows holding both directions.
+
+    One point pair has one path each way, so its delay floor is one number; pooling pairs of different
+    paths would turn a window without the fast path into a phantom trend. Residuals are floored at the
+    timestamp resolution.
+    """
+    o = np.argsort(x, kind="stable")
+    x, d, fwd = x[o], d[o], fwd[o]
+    if min(fwd.sum(), (~fwd).sum()) < 4 or x[-1] <= x[0]:
+        return None
+    # equal-time windows: a burst (one connection) falls into one window, so the scatter between windows
+    # is the scatter between bursts; equal-count windows would split a burst and understate it
+    w = np.minimum(((x - x[0]) / (x[-1] - x[0]) * _RATE_WINDOWS).astype(np.int64), _RATE_WINDOWS - 1)
+    sigma, se = 0.0, np.inf
+    for _ in range(3):
+        y = d - sigma * x
+        pts = []
+        for sel, sign in ((fwd, 1.0), (~fwd, -1.0)):
+            idx = np.flatnonzero(sel)
+            if idx.size == 0:
+                return None
+            first = idx[np.lexsort((sign * y[idx], w[idx]))]  # per window, the lowest a->b / highest b->a first
+            keep = np.ones(first.shape[0], bool)
+            keep[1:] = w[first][1:] != w[first][:-1]
+            pts.append(first[keep])
+        both = np.intersect1d(w[pts[0]], w[pts[1]])
+        pts = [p_[np.isin(w[p_], both)] for p_ in pts]
+        if both.shape[0] < 4:
+            return None
+        sxx = sxy = rss = 0.0
+        m = 0
+        for p_ in pts:
+            xc = x[p_] - x[p_].mean()
+            yc = y[p_] - y[p_].mean()
+            sxx += float(xc @ xc)
+            sxy += float(xc @ yc)
+            m += p_.shape[0]
+        if sxx <= 0:
+            return None
+        step = sxy / sxx
+        for p_ in pts:
+            xc = x[p_] - x[p_].mean()
+            r = (y[p_] - y[p_].mean()) - step * xc
+            rss += float(r @ r)
+        sigma += step
+        se = max(np.sqrt(rss / max(m - 3, 1)), res) / np.sqrt(sxx)
+    return sigma, float(se)
+
+
 def _pair_corridor(fx, fy, bx, by, slack: float) -> tuple[Corridor, dict] | None:
     """Corridor and fit of one node pair; rows no line separates (wrong matches) are dropped once."""
     if fx.size == 0 or bx.size == 0:
@@ -210,6 +264,31 @@ def _joint(edges: list[tuple[int, int]], est: np.ndarray, lo: np.ndarray, hi: np
     return val, unc, known
 
 
+def _with_envelope_rate(fit: dict, rates: list[tuple[float, float]]) -> dict:
+    """Narrow a pair's feasible rate interval to ``_RATE_Z`` standard errors of its envelope regression.
+
+    Point pairs of one node pair see the same packets, so their errors are not independent: the
+    estimates are averaged by inverse variance but the smallest single standard error is kept (or their
+    spread, if larger). An envelope rate outside the feasible interval is not trusted. The estimate stays
+    the widest corridor's rate, clipped into the narrowed interval: window minima are biased where one
+    direction is much sparser than the other (its extreme sits further from the floor), the corridor's
+    extreme points are not, but alone they wander when the corridor is wide.
+    """
+    out = {**fit, "sigma_lo": fit["lo"], "sigma_hi": fit["hi"]}
+    if not rates:
+        return out
+    r = np.array(rates)
+    wt = 1.0 / r[:, 1] ** 2
+    sigma = float((r[:, 0] * wt).sum() / wt.sum())
+    se = float(r[:, 1].min())
+    if r.shape[0] > 1:  # estimates that disagree beyond their errors: their spread is the error
+        se = max(se, float(np.sqrt((wt * (r[:, 0] - sigma) ** 2).sum() / wt.sum())))
+    lo, hi = max(fit["lo"], sigma - _RATE_Z * se), min(fit["hi"], sigma + _RATE_Z * se)
+    if lo <= sigma <= hi:  # the widest corridor's rate stays the estimate where the regression allows it
+        out.update(sigma=float(np.clip(fit["sigma"], lo, hi)), sigma_lo=lo, sigma_hi=hi)
+    return out
+
+
 def _resolution(ts: np.ndarray) -> float:
     """Timestamp resolution of the capture set: 1 us if every timestamp is a whole microsecond, else 1 ns."""
     return 1000.0 if ts.size and not (ts % 1000).any() else 1.0
@@ -251,28 +330,31 @@ def estimate_offsets(
             x = (ts[ri] - at).astype(np.float64)
             if a > b:
                 a, b, d, lab = b, a, -d, -lab
-            parts = pooled.setdefault((a, b), [[], [], [], []])
+            parts = pooled.setdefault((a, b), [[], [], [], [], []])
             f, bk = lab == 1, lab == -1
+            rate = envelope_rate(x[f | bk], d[f | bk], f[f | bk], slack)
+            if rate is not None:
+                parts[4].append(rate)
             parts[0].append(x[f])
             parts[1].append(d[f])
             parts[2].append(x[bk])
             parts[3].append(d[bk])
     edges, cors, fits = [], [], []
     for (a, b), parts in sorted(pooled.items()):
-        fx, fy, bx, by = (np.concatenate(p) for p in parts)
+        fx, fy, bx, by = (np.concatenate(p) for p in parts[:4])
         res = _pair_corridor(fx, fy, bx, by, slack)
         if res is None:
             continue
         edges.append((a, b))
         cors.append(res[0])
-        fits.append(res[1])
+        fits.append(_with_envelope_rate(res[1], parts[4]))
     pairs = np.zeros(nn, np.int64)
     for (a, b), c in zip(edges, cors, strict=True):
         pairs[a] += c.n
         pairs[b] += c.n
     # rates: jointly, then kept only where the data excludes 0 and the rate exceeds its uncertainty
-    s_lo = np.array([f["lo"] for f in fits])
-    s_hi = np.array([f["hi"] for f in fits])
+    s_lo = np.array([f["sigma_lo"] for f in fits])
+    s_hi = np.array([f["sigma_hi"] for f in fits])
     s_est = np.array([f["sigma"] for f in fits])
     skew, skew_unc, _ = _joint(edges, s_est, s_lo, s_hi, nn, ref, _SKEW_FLOOR)
     matters = np.isfinite(skew_unc) & (np.abs(skew) > skew_unc) & (np.abs(skew) > 0)
