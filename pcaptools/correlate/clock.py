@@ -31,7 +31,6 @@ and the clocks are linear over the capture (an NTP step inside the capture break
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 import pandas as pd
 
@@ -72,34 +71,51 @@ def _label(d: np.ndarray, key: np.ndarray, half: np.ndarray) -> np.ndarray:
     return lab
 
 
-@numba.njit(cache=True)
-def _lower_hull_sorted(x, y):  # pragma: no cover - compiled
-    """Indices of the lower convex hull of points sorted by x (one point per x, the lowest)."""
-    n = x.shape[0]
-    h = np.empty(n, np.int64)
-    k = 0
-    for i in range(n):
-        while k >= 2:
-            a = h[k - 2]
-            b = h[k - 1]
-            if (x[b] - x[a]) * (y[i] - y[a]) - (y[b] - y[a]) * (x[i] - x[a]) <= 0.0:
-                k -= 1
-            else:
-                break
-        h[k] = i
-        k += 1
-    return h[:k]
-
-
-def lower_hull(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Vertices (x, y) of the lower convex hull of a point cloud, left to right."""
+def _chain(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Lower convex hull (Andrew's monotone chain) of a few points, left to right."""
     o = np.lexsort((y, x))
-    xs, ys = x[o], y[o]
-    first = np.ones(xs.shape[0], bool)
-    first[1:] = xs[1:] != xs[:-1]
-    xs, ys = xs[first], ys[first]
-    h = _lower_hull_sorted(xs, ys)
-    return xs[h], ys[h]
+    xs, ys = x[o].tolist(), y[o].tolist()
+    hx: list[float] = []
+    hy: list[float] = []
+    for px, py in zip(xs, ys, strict=True):
+        if hx and px == hx[-1]:
+            continue  # same x: the lowest came first
+        while len(hx) >= 2 and (hx[-1] - hx[-2]) * (py - hy[-2]) - (hy[-1] - hy[-2]) * (px - hx[-2]) <= 0:
+            hx.pop()
+            hy.pop()
+        hx.append(px)
+        hy.append(py)
+    return np.array(hx), np.array(hy)
+
+
+def lower_hull(x: np.ndarray, y: np.ndarray, *, bins: int = 2048) -> tuple[np.ndarray, np.ndarray]:
+    """Vertices (x, y) of the lower convex hull of a point cloud, left to right, in O(n) numpy passes.
+
+    The hull of the lowest point per x-bin (and both x extremes) is checked against every point; points
+    below it join the candidates until none is (one pass in practice).
+    """
+    n = x.shape[0]
+    if n <= 2 * bins:
+        return _chain(x, y)
+    x0, x1 = float(x.min()), float(x.max())
+    if x1 <= x0:
+        return _chain(x[[int(np.argmin(y))]], y[[int(np.argmin(y))]])
+    b = np.minimum(((x - x0) * (bins / (x1 - x0))).astype(np.int64), bins - 1)
+    low = np.full(bins, np.inf)
+    np.minimum.at(low, b, y)
+    cand = np.flatnonzero(y <= low[b])
+    ends = np.flatnonzero((x == x0) | (x == x1))
+    cand = np.union1d(cand, ends)
+    while True:
+        hx, hy = _chain(x[cand], y[cand])
+        if hx.shape[0] < 2:
+            return hx, hy
+        k = np.clip(np.searchsorted(hx, x, side="right") - 1, 0, hx.shape[0] - 2)
+        line = hy[k] + (hy[k + 1] - hy[k]) / (hx[k + 1] - hx[k]) * (x - hx[k])
+        bad = np.flatnonzero(y < line - 1e-6 * (1.0 + np.abs(line)))
+        if bad.size == 0:
+            return hx, hy
+        cand = np.union1d(cand, bad)
 
 
 class Corridor:
@@ -163,18 +179,15 @@ def envelope_rate(x: np.ndarray, d: np.ndarray, fwd: np.ndarray, res: float) -> 
     # equal-time windows: a burst (one connection) falls into one window, so the scatter between windows
     # is the scatter between bursts; equal-count windows would split a burst and understate it
     w = np.minimum(((x - x[0]) / (x[-1] - x[0]) * _RATE_WINDOWS).astype(np.int64), _RATE_WINDOWS - 1)
+    fi, bi = np.flatnonzero(fwd), np.flatnonzero(~fwd)
     sigma, se = 0.0, np.inf
     for _ in range(3):
         y = d - sigma * x
         pts = []
-        for sel, sign in ((fwd, 1.0), (~fwd, -1.0)):
-            idx = np.flatnonzero(sel)
-            if idx.size == 0:
-                return None
-            first = idx[np.lexsort((sign * y[idx], w[idx]))]  # per window, the lowest a->b / highest b->a first
-            keep = np.ones(first.shape[0], bool)
-            keep[1:] = w[first][1:] != w[first][:-1]
-            pts.append(first[keep])
+        for idx, sign in ((fi, 1.0), (bi, -1.0)):
+            cut = np.searchsorted(w[idx], np.arange(_RATE_WINDOWS + 1))  # rows are in time order: windows are runs
+            pick = [lo + int(np.argmin(sign * y[idx[lo:hi]])) for lo, hi in zip(cut[:-1], cut[1:], strict=True) if hi > lo]
+            pts.append(idx[np.array(pick, np.int64)])  # per window, the lowest a->b / highest b->a
         both = np.intersect1d(w[pts[0]], w[pts[1]])
         pts = [p_[np.isin(w[p_], both)] for p_ in pts]
         if both.shape[0] < 4:
