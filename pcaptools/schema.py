@@ -234,6 +234,18 @@ HOPS_COLUMNS: tuple[Column, ...] = (
     Column("tcp_flags", "int16", "", "TCP flags, -1 if not TCP"),
 )
 
+OFFSET_COLUMNS: tuple[Column, ...] = (
+    Column("node", "str", "", "node (clock domain) of the capture points"),
+    Column("offset_ns", "int64", "ns", "node clock minus reference clock at at_ns (0 for the reference and for unsolved nodes)"),
+    Column("uncertainty_ns", "float64", "ns", "half-width of the offset's interval that holds the true offset; NaN if unsolved"),
+    Column("at_ns", "int64", "ns", "instant (node clock) the offset holds at; corrected = ts - (offset + skew*(ts - at))"),
+    Column("skew_ppm", "float64", "ppm", "applied clock rate error against the reference; 0 unless the data shows one beyond doubt"),
+    Column("skew_uncertainty_ppm", "float64", "ppm", "half-width of the rate interval the data allows; NaN if unsolved or unbounded"),
+    Column("skew_matters", "bool", "", "the rate is applied: it excludes 0 and its effect exceeds its own uncertainty"),
+    Column("pairs", "int64", "", "packets matched in both directions with other nodes that the estimate used"),
+    Column("reference", "bool", "", "this node's clock is the reference (offset 0, skew 0)"),
+)
+
 
 # Kubernetes layer (pcaptools.k8s) -----------------------------------------------------------------
 NAT_OPS = ("DNAT", "SNAT", "un-DNAT", "un-SNAT")

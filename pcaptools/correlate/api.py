@@ -53,10 +53,13 @@ class Correlation:
         """Plain summary: clock offsets per node, journeys, matched/unmatched per point, latency per hop pair."""
         offs = {}
         for r in self.offsets.itertuples(index=False):
+            solved = not pd.isna(r.uncertainty_ns)  # an unsolved node's clock is left as captured: its values are absent
             offs[r.node] = {
-                "offset_ns": int(r.offset_ns),
-                "uncertainty_ns": None if pd.isna(r.uncertainty_ns) else round(float(r.uncertainty_ns), 1),
-                "skew_ppm": round(float(r.skew_ppm), 4),
+                "offset_ns": int(r.offset_ns) if solved else None,
+                "uncertainty_ns": round(float(r.uncertainty_ns), 1) if solved else None,
+                "at_ns": int(r.at_ns) if solved else None,
+                "skew_ppm": round(float(r.skew_ppm), 4) if solved else None,
+                "skew_uncertainty_ppm": None if not np.isfinite(r.skew_uncertainty_ppm) else round(float(r.skew_uncertainty_ppm), 4),
                 "skew_matters": bool(r.skew_matters),
                 "reference": bool(r.reference),
             }

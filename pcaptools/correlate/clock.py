@@ -1,18 +1,32 @@
-"""Estimate each node's clock offset (and linear skew) from packets matched in both directions between nodes.
+"""Per-node clock model (offset at an instant, rate error) from packets matched in both directions between nodes.
 
-For a packet going A->B the apparent delay is ``d_ab = t_b - t_a = delay + (off_b - off_a)``; the
-way back gives ``d_ba = delay - (off_b - off_a)``. With ``q`` a low quantile (minimum for small
-samples, 1st percentile from 200 packets on), ``off_b - off_a = (q(d_ab) - q(d_ba)) / 2`` and the
-error is bounded by ``(q(d_ab) + q(d_ba)) / 2`` (half the fastest round trip) if the paths are
-asymmetric. Direction is not taken from clocks: the two halves of one connection (as seen at point
-A) always travel opposite ways, and the half with the larger apparent delay is the A->B one.
+Model: node ``k``'s clock reads ``t + offset_k + skew_k * (t - at)`` at reference time ``t``, so a
+timestamp is corrected as ``ts - (offset_k + skew_k * (ts - at))``; ``at`` is the middle of the
+matched traffic, the same instant for every node.
 
-Every pair of capture points on different nodes gives an estimate; per node pair the tightest one
-is kept, and all node pairs are solved together by weighted least squares (weight 1/bound^2) with
-the reference node at 0. Points on one node share its clock. Skew: per time window the minimum
-``d_ab`` and ``d_ba``; a line through each; ``(slope_ab - slope_ba) / 2`` is the relative rate. It
-matters when ``|skew| * duration`` exceeds the offset bound; then timestamps are corrected with
-the line (offset at the capture's midpoint plus skew times the distance to it).
+For a packet seen at a point on node ``a`` (time ``x`` from ``at``) and at a point on node ``b``,
+``d = t_b - t_a = delay + theta + sigma * x`` with ``theta = offset_b - offset_a`` and ``sigma =
+skew_b - skew_a``. Delays are never negative, so every a->b packet lies on or above the line
+``theta + sigma * x`` and every b->a packet on or below it (Moon-Skelly-Towsley, in both
+directions). The lines that separate the two clouds form a convex polygon in ``(theta, sigma)``,
+found from the lower convex hull of the a->b points and the upper hull of the b->a points (as in
+Zhang-Liu-Xia); its extent is an interval that holds the truth, not a standard error. Direction is
+not taken from clocks: the two halves of one connection (as seen at point A) travel opposite ways,
+and the half with the larger median ``d`` is the A->B one. Timestamps are known to their resolution
+(1 us for classic pcap), so each constraint gets that much slack.
+
+Model choice: a node gets a rate only if the data excludes a rate of 0 (no offset-only line keeps
+every packet causal) and the rate exceeds its own uncertainty; otherwise its skew is 0 and the
+offset is the middle of the corridor at that rate. Node pairs are solved jointly: rates and then
+offsets by weighted least squares over every node pair (weight 1/half-width^2), clipped into the
+interval that all pairs' constraints together allow (difference constraints closed by shortest
+paths), so nodes seen only through others (a load balancer, an external client) are bounded by
+every path to them, not chained through one. Rows that no line can separate (a wrong match) are
+dropped from their pair, once.
+
+Limits: a pair needs packets both ways; a rate needs both directions spread over time (else it is
+left at 0 and its uncertainty is NaN); the uncertainty assumes the minimum delay is not negative
+and the clocks are linear over the capture (an NTP step inside the capture breaks it).
 """
 
 from __future__ import annotations
@@ -22,10 +36,13 @@ import pandas as pd
 
 from pcaptools.addr import to_u128
 from pcaptools.correlate.fingerprint import combine
+from pcaptools.schema import OFFSET_COLUMNS as _OFFSET_SCHEMA
+from pcaptools.schema import validate
 
-OFFSET_COLUMNS = ("node", "offset_ns", "uncertainty_ns", "skew_ppm", "skew_matters", "pairs", "reference")
-_WINDOWS = 8
-_MIN_BOUND_NS = 1_000.0  # weights never trust a bound tighter than 1 us
+OFFSET_COLUMNS = tuple(c.name for c in _OFFSET_SCHEMA)
+_SKEW_FLOOR = 1e-10  # weights never trust a rate interval tighter than 0.0001 ppm
+_RATE_WINDOWS = 16  # time windows of the envelope regression
+_RATE_Z = 4.0  # an envelope-regression rate interval spans this many standard errors each way
 
 
 def connection_key(packets: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -36,10 +53,6 @@ def connection_key(packets: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     hd = combine([dhi, dlo, packets["dport"].to_numpy(np.int64)])
     key = combine([packets["proto"].to_numpy(np.int64), np.minimum(hs, hd), np.maximum(hs, hd)])
     return key, hs < hd
-
-
-def _lowq(x: np.ndarray) -> float:
-    return float(np.quantile(x, 0.01)) if x.shape[0] >= 200 else float(x.min())
 
 
 def _label(d: np.ndarray, key: np.ndarray, half: np.ndarray) -> np.ndarray:
@@ -58,88 +71,264 @@ def _label(d: np.ndarray, key: np.ndarray, half: np.ndarray) -> np.ndarray:
     return lab
 
 
-def _skew(d: np.ndarray, x: np.ndarray, ab: np.ndarray, ba: np.ndarray) -> float:
-    """Relative clock rate from lines through per-window minima of d_ab and d_ba (0 if under 3 windows).
+def _chain(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Lower convex hull (Andrew's monotone chain) of a few points, left to right."""
+    o = np.lexsort((y, x))
+    xs, ys = x[o].tolist(), y[o].tolist()
+    hx: list[float] = []
+    hy: list[float] = []
+    for px, py in zip(xs, ys, strict=True):
+        if hx and px == hx[-1]:
+            continue  # same x: the lowest came first
+        while len(hx) >= 2 and (hx[-1] - hx[-2]) * (py - hy[-2]) - (hy[-1] - hy[-2]) * (px - hx[-2]) <= 0:
+            hx.pop()
+            hy.pop()
+        hx.append(px)
+        hy.append(py)
+    return np.array(hx), np.array(hy)
 
-    Refit on the detrended delays a few times: a window's minimum is biased by the drift inside it.
+
+def lower_hull(x: np.ndarray, y: np.ndarray, *, bins: int = 2048) -> tuple[np.ndarray, np.ndarray]:
+    """Vertices (x, y) of the lower convex hull of a point cloud, left to right, in O(n) numpy passes.
+
+    The hull of the lowest point per x-bin (and both x extremes) is checked against every point; points
+    below it join the candidates until none is (one pass in practice).
     """
-    w = np.empty(x.shape[0], np.int64)  # equal-count windows: captures are bursty
-    w[np.argsort(x, kind="stable")] = np.arange(x.shape[0]) * _WINDOWS // x.shape[0]
-    keep = [k for k in range(_WINDOWS) if (ab & (w == k)).any() and (ba & (w == k)).any()]
-    if len(keep) < 3:
-        return 0.0
-    masks = [w == k for k in keep]
-    xs = np.array([float(np.median(x[m])) for m in masks])
-    if np.ptp(xs) <= 0:
-        return 0.0
-    skew = 0.0
-    for _ in range(4):
-        dd = d - skew * x
-        y_ab = np.array([float(dd[m & ab].min()) for m in masks])
-        y_ba = np.array([float((-dd[m & ba]).min()) for m in masks])
-        (s_ab, c_ab), (s_ba, c_ba) = np.polyfit(xs, y_ab, 1), np.polyfit(xs, y_ba, 1)
-        skew += float(s_ab - s_ba) / 2
-    # keep the skew only where the window minima say so: |skew| over 3 standard errors of the two
-    # slopes. Short or bursty captures (one clock shared by all points included) give a noisy slope
-    # that would otherwise be applied as a drift of hundreds of microseconds.
-    if len(keep) < 4:
-        return 0.0
-    sxx = float(((xs - xs.mean()) ** 2).sum())
-    res_ab = y_ab - (s_ab * xs + c_ab)
-    res_ba = y_ba - (s_ba * xs + c_ba)
-    se = np.sqrt((res_ab @ res_ab + res_ba @ res_ba) / (len(keep) - 2) / sxx) / 2
-    return skew if abs(skew) > 3 * se else 0.0
+    n = x.shape[0]
+    if n <= 2 * bins:
+        return _chain(x, y)
+    x0, x1 = float(x.min()), float(x.max())
+    if x1 <= x0:
+        return _chain(x[[int(np.argmin(y))]], y[[int(np.argmin(y))]])
+    b = np.minimum(((x - x0) * (bins / (x1 - x0))).astype(np.int64), bins - 1)
+    low = np.full(bins, np.inf)
+    np.minimum.at(low, b, y)
+    cand = np.flatnonzero(y <= low[b])
+    ends = np.flatnonzero((x == x0) | (x == x1))
+    cand = np.union1d(cand, ends)
+    while True:
+        hx, hy = _chain(x[cand], y[cand])
+        if hx.shape[0] < 2:
+            return hx, hy
+        k = np.clip(np.searchsorted(hx, x, side="right") - 1, 0, hx.shape[0] - 2)
+        line = hy[k] + (hy[k + 1] - hy[k]) / (hx[k + 1] - hx[k]) * (x - hx[k])
+        bad = np.flatnonzero(y < line - 1e-6 * (1.0 + np.abs(line)))
+        if bad.size == 0:
+            return hx, hy
+        cand = np.union1d(cand, bad)
 
 
-def _offset(d: np.ndarray, ab: np.ndarray, ba: np.ndarray) -> tuple[float, float]:
-    q_ab, q_ba = _lowq(d[ab]), _lowq(-d[ba])
-    return (q_ab - q_ba) / 2, abs(q_ab + q_ba) / 2
+class Corridor:
+    """Lines ``theta + sigma * x`` that keep a->b points (fx, fy) above and b->a points (bx, by) below."""
+
+    def __init__(self, fx: np.ndarray, fy: np.ndarray, bx: np.ndarray, by: np.ndarray, slack: float):
+        self.fx, self.fy = lower_hull(fx, fy + slack)
+        bxh, nby = lower_hull(bx, -(by - slack))
+        self.bx, self.by = bxh, -nby
+        self.n = int(fx.shape[0] + bx.shape[0])
+
+    def top(self, s: np.ndarray) -> np.ndarray:
+        """Highest theta allowed by the a->b packets at each rate in ``s``."""
+        return (self.fy[None, :] - s[:, None] * self.fx[None, :]).min(axis=1)
+
+    def bottom(self, s: np.ndarray) -> np.ndarray:
+        """Lowest theta allowed by the b->a packets at each rate in ``s``."""
+        return (self.by[None, :] - s[:, None] * self.bx[None, :]).max(axis=1)
+
+    def fit(self) -> dict:
+        """Widest corridor's rate, the interval of feasible rates and the theta range over them (inf if unbounded)."""
+        sl = [np.diff(y) / np.diff(x) for x, y in ((self.fx, self.fy), (self.bx, self.by)) if x.shape[0] > 1]
+        c = np.unique(np.concatenate([*sl, [0.0]]))
+        g = self.top(c) - self.bottom(c)
+        k = int(np.argmax(g))
+        right = self.bx.min() - self.fx.max()  # d gap / d sigma beyond the last breakpoint
+        left = self.bx.max() - self.fx.min()  # ... before the first
+        out = {"sigma": float(c[k]), "gap": float(g[k]), "lo": -np.inf, "hi": np.inf}
+        if right >= 0 or left <= 0:  # one direction lies wholly before the other: the rate is not bounded
+            out["sigma"] = 0.0
+            return out
+        if g[k] < 0:
+            return out
+        j = k + np.flatnonzero(g[k:] < 0)
+        out["hi"] = float(c[j[0] - 1] + (c[j[0]] - c[j[0] - 1]) * g[j[0] - 1] / (g[j[0] - 1] - g[j[0]])) if j.size else float(c[-1] - g[-1] / right)
+        j = np.flatnonzero(g[:k] < 0)
+        out["lo"] = float(c[j[-1] + 1] - (c[j[-1] + 1] - c[j[-1]]) * g[j[-1] + 1] / (g[j[-1] + 1] - g[j[-1]])) if j.size else float(c[0] - g[0] / left)
+        s = np.concatenate([c[(c > out["lo"]) & (c < out["hi"])], [out["lo"], out["hi"]]])
+        out["theta_lo"], out["theta_hi"] = float(self.bottom(s).min()), float(self.top(s).max())
+        return out
+
+    def middle(self, sigma: float) -> float:
+        """Theta of the line through the middle of the corridor (or of the overlap, if none) at rate ``sigma``."""
+        s = np.array([sigma])
+        return (float(self.top(s)[0]) + float(self.bottom(s)[0])) / 2
 
 
-def pair_estimate(d: np.ndarray, t: np.ndarray, key: np.ndarray, half: np.ndarray) -> dict | None:
-    """Offset (at the midpoint), error bound and skew of point B's clock against point A's from ``d = t_b - t_a``."""
-    lab = _label(d, key, half)
-    if not (lab == 1).any() or not (lab == -1).any():
+def envelope_rate(x: np.ndarray, d: np.ndarray, fwd: np.ndarray, res: float) -> tuple[float, float] | None:
+    """Rate and its standard error from the delay envelope of one point pair: per time window the lowest
+    a->b and highest b->a ``d``, one common slope through both (separate intercepts), refit on the
+    detrended delays. None with under 4 windows holding both directions.
+
+    One point pair has one path each way, so its delay floor is one number; pooling pairs of different
+    paths would turn a window without the fast path into a phantom trend. Residuals are floored at the
+    timestamp resolution.
+    """
+    o = np.argsort(x, kind="stable")
+    x, d, fwd = x[o], d[o], fwd[o]
+    if min(fwd.sum(), (~fwd).sum()) < 4 or x[-1] <= x[0]:
         return None
-    span = float(t.max() - t.min())
-    t_mid = float(t.min()) + span / 2
-    x = t - t_mid
-    ab, ba = lab == 1, lab == -1
-    skew = _skew(d, x, ab, ba)
-    dd = d - skew * x  # detrended: what d would be at the midpoint
-    off, bound = _offset(dd, ab, ba)
-    # refine: with the offset inside the gap, every packet's direction is the side of it that d falls on
-    fwd = dd > off
-    if fwd.any() and (~fwd).any():
-        off2, bound2 = _offset(dd, fwd, ~fwd)
-        if abs(off2 - off) <= bound + 1:
-            skew2 = _skew(d, x, fwd, ~fwd)
-            dd2 = d - skew2 * x
-            fwd2 = dd2 > off2
-            if fwd2.any() and (~fwd2).any():
-                skew, dd = skew2, dd2
-                off, bound = _offset(dd, fwd2, ~fwd2)
-    return {"offset_ns": off, "bound_ns": bound, "n": int(d.shape[0]), "skew": skew, "line_ns": off, "t_mid": t_mid, "span": span}
+    # equal-time windows: a burst (one connection) falls into one window, so the scatter between windows
+    # is the scatter between bursts; equal-count windows would split a burst and understate it
+    w = np.minimum(((x - x[0]) / (x[-1] - x[0]) * _RATE_WINDOWS).astype(np.int64), _RATE_WINDOWS - 1)
+    fi, bi = np.flatnonzero(fwd), np.flatnonzero(~fwd)
+    sigma, se = 0.0, np.inf
+    for _ in range(3):
+        y = d - sigma * x
+        pts = []
+        for idx, sign in ((fi, 1.0), (bi, -1.0)):
+            cut = np.searchsorted(w[idx], np.arange(_RATE_WINDOWS + 1))  # rows are in time order: windows are runs
+            pick = [lo + int(np.argmin(sign * y[idx[lo:hi]])) for lo, hi in zip(cut[:-1], cut[1:], strict=True) if hi > lo]
+            pts.append(idx[np.array(pick, np.int64)])  # per window, the lowest a->b / highest b->a
+        both = np.intersect1d(w[pts[0]], w[pts[1]])
+        pts = [p_[np.isin(w[p_], both)] for p_ in pts]
+        if both.shape[0] < 4:
+            return None
+        sxx = sxy = rss = 0.0
+        m = 0
+        for p_ in pts:
+            xc = x[p_] - x[p_].mean()
+            yc = y[p_] - y[p_].mean()
+            sxx += float(xc @ xc)
+            sxy += float(xc @ yc)
+            m += p_.shape[0]
+        if sxx <= 0:
+            return None
+        step = sxy / sxx
+        for p_ in pts:
+            xc = x[p_] - x[p_].mean()
+            r = (y[p_] - y[p_].mean()) - step * xc
+            rss += float(r @ r)
+        sigma += step
+        se = max(np.sqrt(rss / max(m - 3, 1)), res) / np.sqrt(sxx)
+    return sigma, float(se)
+
+
+def _pair_corridor(fx, fy, bx, by, slack: float) -> tuple[Corridor, dict] | None:
+    """Corridor and fit of one node pair; rows no line separates (wrong matches) are dropped once."""
+    if fx.size == 0 or bx.size == 0:
+        return None
+    cor = Corridor(fx, fy, bx, by, slack)
+    fit = cor.fit()
+    if fit["gap"] < 0:
+        mid = cor.middle(fit["sigma"])
+        keep_f = fy + slack - fit["sigma"] * fx >= mid
+        keep_b = by - slack - fit["sigma"] * bx <= mid
+        if not keep_f.any() or not keep_b.any():
+            return None
+        cor = Corridor(fx[keep_f], fy[keep_f], bx[keep_b], by[keep_b], slack)
+        fit = cor.fit()
+        fit["dropped"] = int((~keep_f).sum() + (~keep_b).sum())
+    return cor, fit
+
+
+def _closure(edges: list[tuple[int, int]], lo: np.ndarray, hi: np.ndarray, n: int) -> np.ndarray | None:
+    """Tightest upper bounds ``U[a, b] >= v_b - v_a`` implied by all pair intervals; None if they contradict."""
+    u = np.full((n, n), np.inf)
+    np.fill_diagonal(u, 0.0)
+    for (a, b), l_, h in zip(edges, lo, hi, strict=True):
+        u[a, b] = min(u[a, b], h)
+        u[b, a] = min(u[b, a], -l_)
+    for k in range(n):
+        u = np.minimum(u, u[:, k : k + 1] + u[k : k + 1, :])
+    return None if (np.diag(u) < -1e-6).any() else u
+
+
+def _joint(edges: list[tuple[int, int]], est: np.ndarray, lo: np.ndarray, hi: np.ndarray, n: int, ref: int, floor: float):
+    """Values per node (ref = 0) from pair differences: WLS, clipped into the jointly allowed interval.
+
+    Returns (value, uncertainty, known) where uncertainty is the farther end of that interval (NaN if unknown).
+    """
+    val = np.zeros(n)
+    unc = np.full(n, np.nan)
+    unc[ref] = 0.0
+    known = np.zeros(n, bool)
+    known[ref] = True
+    half = np.maximum((hi - lo) / 2, floor)
+    use = np.isfinite(half) & np.isfinite(est)
+    e = [edges[i] for i in np.flatnonzero(use)]
+    if not e:
+        return val, unc, known
+    reach = _reachable(e, n, ref)
+    cols = [k for k in range(n) if k != ref and reach[k]]
+    if not cols:
+        return val, unc, known
+    A = np.zeros((len(e), n))
+    for r, (a, b) in enumerate(e):
+        A[r, a], A[r, b] = -1.0, 1.0
+    w = 1.0 / half[use]
+    val[cols] = np.linalg.lstsq(A[:, cols] * w[:, None], est[use] * w, rcond=None)[0]
+    known[cols] = True
+    u = _closure(e, lo[use], hi[use], n)
+    if u is not None:
+        low, high = -u[cols, ref], u[ref, cols]
+        val[cols] = np.clip(val[cols], low, high)
+        unc[cols] = np.maximum(val[cols] - low, high - val[cols])
+    else:  # contradicting pairs: the spread of the WLS fit stands in
+        unc[cols] = np.sqrt(np.clip(np.diag(np.linalg.pinv((A[:, cols] * w[:, None]).T @ (A[:, cols] * w[:, None]))), 0, None))
+    return val, unc, known
+
+
+def _with_envelope_rate(fit: dict, rates: list[tuple[float, float]]) -> dict:
+    """Narrow a pair's feasible rate interval to ``_RATE_Z`` standard errors of its envelope regression.
+
+    Point pairs of one node pair see the same packets, so their errors are not independent: the
+    estimates are averaged by inverse variance but the smallest single standard error is kept (or their
+    spread, if larger). An envelope rate outside the feasible interval is not trusted. The estimate stays
+    the widest corridor's rate, clipped into the narrowed interval: window minima are biased where one
+    direction is much sparser than the other (its extreme sits further from the floor), the corridor's
+    extreme points are not, but alone they wander when the corridor is wide.
+    """
+    out = {**fit, "sigma_lo": fit["lo"], "sigma_hi": fit["hi"]}
+    if not rates:
+        return out
+    r = np.array(rates)
+    wt = 1.0 / r[:, 1] ** 2
+    sigma = float((r[:, 0] * wt).sum() / wt.sum())
+    se = float(r[:, 1].min())
+    if r.shape[0] > 1:  # estimates that disagree beyond their errors: their spread is the error
+        se = max(se, float(np.sqrt((wt * (r[:, 0] - sigma) ** 2).sum() / wt.sum())))
+    lo, hi = max(fit["lo"], sigma - _RATE_Z * se), min(fit["hi"], sigma + _RATE_Z * se)
+    if lo <= sigma <= hi:  # the widest corridor's rate stays the estimate where the regression allows it
+        out.update(sigma=float(np.clip(fit["sigma"], lo, hi)), sigma_lo=lo, sigma_hi=hi)
+    return out
+
+
+def _resolution(ts: np.ndarray) -> float:
+    """Timestamp resolution of the capture set: 1 us if every timestamp is a whole microsecond, else 1 ns."""
+    return 1000.0 if ts.size and not (ts % 1000).any() else 1.0
 
 
 def estimate_offsets(
     packets: pd.DataFrame, group: np.ndarray, nodes: list[str], point_node: np.ndarray, *, reference: str | None = None
 ) -> tuple[pd.DataFrame, dict]:
-    """Per-node offset table (OFFSET_COLUMNS) and correction parameters, from clock-free matched groups."""
+    """Per-node clock table (schema.OFFSET_COLUMNS) and correction parameters, from clock-free matched groups."""
     if reference is None:
         reference = nodes[0]
     ref = nodes.index(reference)
+    nn = len(nodes)
     ts = packets["ts_ns"].to_numpy(np.int64)
     pid = packets["point_id"].to_numpy(np.int64)
     key, half = connection_key(packets)
     npts = len(point_node)
     rows = np.flatnonzero(group >= 0)
+    at = int((ts[rows].min() + ts[rows].max()) // 2) if rows.size else 0
+    slack = _resolution(ts[rows])
     by_point = []
     for i in range(npts):
         r = rows[pid[rows] == i]
         o = np.argsort(group[r], kind="stable")
         by_point.append((group[r][o], r[o]))
-    best: dict[tuple[int, int], dict] = {}
+    # per node pair (low, high): x and d = t_high - t_low of packets going low->high (f) and high->low (b)
+    pooled: dict[tuple[int, int], list[list[np.ndarray]]] = {}
     for i in range(npts):
         for j in range(i + 1, npts):
             a, b = int(point_node[i]), int(point_node[j])
@@ -149,65 +338,78 @@ def estimate_offsets(
             if ii.shape[0] < 2:
                 continue
             ri, rj = by_point[i][1][ii], by_point[j][1][jj]
-            est = pair_estimate((ts[rj] - ts[ri]).astype(np.float64), ts[ri].astype(np.float64), key[ri], half[ri])
-            if est is None:
-                continue
-            if a > b:  # store as (low node, high node): offset of high relative to low
-                a, b = b, a
-                est = {**est, "offset_ns": -est["offset_ns"], "line_ns": -est["line_ns"], "skew": -est["skew"]}
-            if (a, b) not in best or est["bound_ns"] < best[(a, b)]["bound_ns"]:
-                best[(a, b)] = est
-    nn = len(nodes)
-    off = np.zeros(nn)
-    line = np.zeros(nn)
-    skew = np.zeros(nn)
-    unc = np.full(nn, np.nan)
+            d = (ts[rj] - ts[ri]).astype(np.float64)
+            lab = _label(d, key[ri], half[ri])
+            x = (ts[ri] - at).astype(np.float64)
+            if a > b:
+                a, b, d, lab = b, a, -d, -lab
+            parts = pooled.setdefault((a, b), [[], [], [], [], []])
+            f, bk = lab == 1, lab == -1
+            rate = envelope_rate(x[f | bk], d[f | bk], f[f | bk], slack)
+            if rate is not None:
+                parts[4].append(rate)
+            parts[0].append(x[f])
+            parts[1].append(d[f])
+            parts[2].append(x[bk])
+            parts[3].append(d[bk])
+    edges, cors, fits = [], [], []
+    for (a, b), parts in sorted(pooled.items()):
+        fx, fy, bx, by = (np.concatenate(p) for p in parts[:4])
+        res = _pair_corridor(fx, fy, bx, by, slack)
+        if res is None:
+            continue
+        edges.append((a, b))
+        cors.append(res[0])
+        fits.append(_with_envelope_rate(res[1], parts[4]))
     pairs = np.zeros(nn, np.int64)
-    unc[ref] = 0.0
-    if best:
-        edges = list(best)
-        A = np.zeros((len(edges), nn))
-        for r, (a, b) in enumerate(edges):
-            A[r, a], A[r, b] = -1.0, 1.0
-            pairs[a] += best[(a, b)]["n"]
-            pairs[b] += best[(a, b)]["n"]
-        bound = np.array([max(best[e]["bound_ns"], _MIN_BOUND_NS) for e in edges])
-        wts = 1.0 / bound
-        reach = _reachable(edges, nn, ref)
-        cols = [k for k in range(nn) if k != ref and reach[k]]
-        if cols:
-            Aw = A[:, cols] * wts[:, None]
-            for target, field in ((off, "offset_ns"), (line, "line_ns"), (skew, "skew")):
-                y = np.array([best[e][field] for e in edges]) * wts
-                sol = np.linalg.lstsq(Aw, y, rcond=None)[0]
-                target[cols] = sol
-            cov = np.linalg.pinv(Aw.T @ Aw)
-            unc[cols] = np.sqrt(np.clip(np.diag(cov), 0, None))
-    span = max((e["span"] for e in best.values()), default=0.0)
-    t_mid = np.mean([e["t_mid"] for e in best.values()]) if best else 0.0
-    matters = np.abs(skew) * span > np.nan_to_num(unc, nan=np.inf)
+    for (a, b), c in zip(edges, cors, strict=True):
+        pairs[a] += c.n
+        pairs[b] += c.n
+    # rates: jointly, then kept only where the data excludes 0 and the rate exceeds its uncertainty
+    s_lo = np.array([f["sigma_lo"] for f in fits])
+    s_hi = np.array([f["sigma_hi"] for f in fits])
+    s_est = np.array([f["sigma"] for f in fits])
+    skew, skew_unc, _ = _joint(edges, s_est, s_lo, s_hi, nn, ref, _SKEW_FLOOR)
+    matters = np.isfinite(skew_unc) & (np.abs(skew) > skew_unc) & (np.abs(skew) > 0)
+    applied = np.where(matters, skew, 0.0)
+    # offsets at `at` with those rates: middle of each pair's corridor; intervals over every feasible rate
+    t_est, t_lo, t_hi = [], [], []
+    for (a, b), c, f in zip(edges, cors, fits, strict=True):
+        s = np.array([applied[b] - applied[a]])
+        top, bot = float(c.top(s)[0]), float(c.bottom(s)[0])
+        t_est.append((top + bot) / 2)
+        if np.isfinite(f["lo"]) and np.isfinite(f["hi"]):
+            lo_, hi_ = min(f["theta_lo"], bot, top), max(f["theta_hi"], top, bot)
+        else:  # rate unbounded: the interval at the chosen rate is all there is
+            lo_, hi_ = min(bot, top), max(bot, top)
+        t_lo.append(lo_)
+        t_hi.append(hi_)
+    off, unc, known = _joint(edges, np.array(t_est), np.array(t_lo), np.array(t_hi), nn, ref, slack)
+    applied[~known] = 0.0
+    matters &= known
+    skew_unc[~known] = np.nan
     table = pd.DataFrame(
         {
-            "node": nodes,
+            "node": pd.Series(nodes, dtype="str"),
             "offset_ns": np.round(off).astype(np.int64),
             "uncertainty_ns": unc,
-            "skew_ppm": skew * 1e6,
+            "at_ns": np.full(nn, at, np.int64),
+            "skew_ppm": applied * 1e6,
+            "skew_uncertainty_ppm": np.where(np.isfinite(skew_unc), skew_unc * 1e6, np.nan),
             "skew_matters": matters,
             "pairs": pairs,
-            "reference": [k == ref for k in range(nn)],
+            "reference": np.arange(nn) == ref,
         }
     )
-    params = {"offset": off, "line": line, "skew": skew, "matters": matters, "t_mid": t_mid, "known": ~np.isnan(unc)}
-    return table, params
+    params = {"offset": off, "skew": applied, "at": at, "known": known}
+    return validate(table, _OFFSET_SCHEMA, table="offsets"), params
 
 
 def correct(ts_ns: np.ndarray, node: np.ndarray, params: dict) -> np.ndarray:
-    """Timestamps on the reference clock: minus the node's offset (and skew * time from the midpoint when it matters)."""
-    off = np.where(params["matters"], params["line"], params["offset"])[node]
-    out = ts_ns - np.round(off).astype(np.int64)
-    if params["matters"].any():
-        s = np.where(params["matters"], params["skew"], 0.0)[node]
-        out = out - np.round(s * (ts_ns.astype(np.float64) - params["t_mid"])).astype(np.int64)
+    """Timestamps on the reference clock: ``ts - (offset + skew * (ts - at))`` with the row's node's model."""
+    out = ts_ns - np.round(params["offset"]).astype(np.int64)[node]
+    if params["skew"].any():
+        out = out - np.round(params["skew"][node] * (ts_ns - params["at"]).astype(np.float64)).astype(np.int64)
     return out
 
 

@@ -1,0 +1,147 @@
+"""Clock truth matrix: capture sets whose true time of every sighting is known, corrected back within 20 us.
+
+(a) The lab samples share one kernel clock, so their timestamps are the truth. ``clock_support.retime_sample``
+re-spaces their traffic (short: 1 s; as captured: 11-13 s; long and sparse: 65 s+, one burst every 2 s, the
+run played twice) and gives each node its own clock (offsets only, drift 10-100 ppm on every node, or one
+node drifting beside perfect clocks). (b) Dense: real captures played through a two-node NAT + VXLAN path
+(``correlate_support.split_path``, ~2 min, 1 s cut for short) with node-2's clock shifted and drifting.
+
+Each case prints its worst corrected-timestamp error, fails above 20 us, checks that a perfect clock gets no
+rate, that every offset's uncertainty holds the true offset at ``at_ns``, and that an applied rate's
+uncertainty holds the true rate.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from clock_support import SAMPLES, Clock, retime_sample
+from correlate_support import DATA, source_packets, split_path
+
+from pcaptools.cli import main
+from pcaptools.correlate.api import correlate
+from pcaptools.correlate.capture_set import CaptureSet
+from pcaptools.schema import OFFSET_COLUMNS, validate
+
+LIMIT_NS = 20_000
+CLOCKS = {
+    "offsets": {"node-2": Clock(3_217_000), "node-3": Clock(-1_500_000), "nlb": Clock(750_000),
+                "client": Clock(-2_200_000), "internet": Clock(5_000_000)},
+    "drift": {"node-2": Clock(2_000_000, 50.0), "node-3": Clock(-1_500_000, -10.0), "nlb": Clock(400_000, 100.0),
+              "client": Clock(-700_000, -30.0), "internet": Clock(0, 20.0)},
+    "one-drifting": {"node-2": Clock(2_000_000, 50.0)},
+}  # fmt: skip
+TIMINGS = {
+    "short-1s": {"spacing_ns": 55_000_000},
+    "as-captured": {},
+    "long-sparse": {"spacing_ns": 2_000_000_000, "copies": 2},
+}
+SAMPLE_NAMES = [p.parent.name for p in sorted(SAMPLES.glob("*/manifest.json"))]
+
+
+def _check(corr, err: np.ndarray, err_node: np.ndarray, clocks: dict[str, Clock], t0: int, case: str) -> None:
+    """The assertions every case shares; prints the worst error per node."""
+    off = validate(corr.offsets, OFFSET_COLUMNS, table="offsets").set_index("node")
+    worst = {n: float(np.abs(err[err_node == n]).max()) for n in off.index if (err_node == n).any()}
+    print(f"\n{case}: worst corrected-timestamp error {np.abs(err).max() / 1e3:.2f} us over {err.size} sightings; "
+          + ", ".join(f"{n} {w / 1e3:.2f} us (skew {off.loc[n, 'skew_ppm']:.3f} ppm)" for n, w in worst.items()))  # fmt: skip
+    assert np.abs(err).max() <= LIMIT_NS, case
+    for node, r in off.iterrows():
+        c = clocks.get(node, Clock())
+        assert not np.isnan(r["uncertainty_ns"]), f"{case}: {node} unsolved"
+        true_off = c.offset_at(int(r["at_ns"]), t0)
+        assert abs(r["offset_ns"] - true_off) <= r["uncertainty_ns"] + 1, f"{case}: {node} {r['offset_ns']} ± {r['uncertainty_ns']:.0f} vs {true_off:.0f}"
+        if c.ppm == 0:
+            assert r["skew_ppm"] == 0 and not r["skew_matters"], f"{case}: {node} has a perfect clock, got {r['skew_ppm']} ppm"
+        if r["skew_matters"]:
+            assert abs(r["skew_ppm"] - c.ppm) <= r["skew_uncertainty_ppm"], f"{case}: {node} rate {r['skew_ppm']} vs {c.ppm}"
+
+
+@pytest.mark.parametrize("clocks", list(CLOCKS))
+@pytest.mark.parametrize("timing", list(TIMINGS))
+@pytest.mark.parametrize("sample", SAMPLE_NAMES or [None])
+def test_retimed_lab_sample_is_corrected_within_20us_of_the_truth(sample, timing, clocks, tmp_path):
+    if sample is None:
+        pytest.skip("no lab samples under sample_pcaps/")
+    truth, t0 = retime_sample(sample, tmp_path, clocks=CLOCKS[clocks], **TIMINGS[timing])
+    corr = correlate(CaptureSet.load(tmp_path))
+    h = corr.hops
+    assert (h["hops"] > 1).mean() > 0.5  # the correlation itself still works
+    files, rec = h["file"].astype(str).to_numpy(), h["record"].to_numpy()
+    true = np.empty(len(h), np.int64)
+    for f in np.unique(files):
+        m = files == f
+        true[m] = truth[f][rec[m]]
+    span = max(v.max() for v in truth.values()) - min(v.min() for v in truth.values())
+    assert (span < 1.1e9) if timing == "short-1s" else (span > 60e9 if timing == "long-sparse" else True)
+    _check(corr, h["ts_corrected_ns"].to_numpy() - true, h["node"].astype(str).to_numpy(), CLOCKS[clocks], t0, f"{sample}/{timing}/{clocks}")
+
+
+@pytest.fixture(scope="module")
+def dense_split():
+    frames, _ = split_path(source_packets(), offset_ns=0, seed=5)
+    return frames
+
+
+DENSE = {
+    "long-offset": (Clock(3_217_000), None),
+    "long-drift-100ppm": (Clock(-1_500_000, 100.0), None),
+    "long-drift-10ppm": (Clock(2_000_000, 10.0), None),
+    "short-1s-offset": (Clock(-1_500_000), 1_000_000_000),
+    "short-1s-drift-100ppm": (Clock(3_217_000, 100.0), 1_000_000_000),
+}
+
+
+@pytest.mark.parametrize("case", list(DENSE))
+def test_dense_nat_vxlan_path_is_corrected_within_20us_of_the_truth(dense_split, case):
+    clock, cut = DENSE[case]
+    t0 = min(int(df["ts_ns"].min()) for _, df in dense_split)
+    frames, truth = [], {}
+    for entry, df in dense_split:
+        if cut is not None:
+            df = df[df["ts_ns"] < t0 + cut]
+        name = f"{entry['node']}:{entry['interface']}"
+        truth[name] = pd.Series(df["ts_ns"].to_numpy(), index=df["record"].to_numpy())
+        if entry["node"] == "node-2":
+            df = df.assign(ts_ns=clock.local(df["ts_ns"].to_numpy(), t0))
+        frames.append((entry, df))
+    corr = correlate(CaptureSet.from_frames(frames))
+    h = corr.hops
+    pts, rec = h["point"].astype(str).to_numpy(), h["record"].to_numpy()
+    true = np.empty(len(h), np.int64)
+    for p in np.unique(pts):
+        m = pts == p
+        true[m] = truth[p].reindex(rec[m]).to_numpy()
+    _check(corr, h["ts_corrected_ns"].to_numpy() - true, h["node"].astype(str).to_numpy(), {"node-2": clock}, t0, f"dense/{case}")
+
+
+def test_offsets_table_is_the_model_that_corrected_the_timestamps(tmp_path):
+    """A consumer reproduces ts_corrected_ns from the table alone: ts - (offset + skew * (ts - at))."""
+    retime_sample(SAMPLE_NAMES[0], tmp_path, clocks=CLOCKS["drift"], spacing_ns=2_000_000_000)
+    corr = correlate(CaptureSet.load(tmp_path))
+    off = corr.offsets.set_index("node")
+    assert off["skew_matters"].sum() == len(CLOCKS["drift"])
+    h = corr.hops
+    r = off.loc[h["node"].astype(str).to_numpy()]
+    ts = h["ts_ns"].to_numpy()
+    model = ts - r["offset_ns"].to_numpy() - np.round(r["skew_ppm"].to_numpy() * 1e-6 * (ts - r["at_ns"].to_numpy())).astype(np.int64)
+    assert np.abs(h["ts_corrected_ns"].to_numpy() - model).max() <= 1  # the table's offset is rounded to 1 ns
+
+
+def test_correlate_json_gives_the_clock_model_and_null_for_an_unsolved_node(tmp_path, capsys):
+    retime_sample(SAMPLE_NAMES[0], tmp_path, clocks=CLOCKS["one-drifting"], spacing_ns=2_000_000_000)
+    man = json.loads((tmp_path / "manifest.json").read_text())
+    # a node whose only capture (another network's traffic) shares no packet with the others cannot be solved
+    man["captures"].append({"file": str(DATA / "zeek/Traces/http/get.pcap"), "node": "island", "interface": "eth0"})
+    (tmp_path / "manifest.json").write_text(json.dumps(man))
+    assert main(["correlate", str(tmp_path), "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)["clock_offsets"]
+    n2 = d["node-2"]
+    assert n2["skew_matters"] is True and abs(n2["skew_ppm"] - 50.0) <= n2["skew_uncertainty_ppm"]
+    assert isinstance(n2["at_ns"], int) and n2["uncertainty_ns"] > 0
+    assert d["node-3"]["skew_ppm"] == 0 and d["node-3"]["skew_matters"] is False
+    assert d["island"] == {"offset_ns": None, "uncertainty_ns": None, "at_ns": None, "skew_ppm": None,
+                           "skew_uncertainty_ppm": None, "skew_matters": False, "reference": False}  # fmt: skip
