@@ -429,7 +429,7 @@ def info_cmd(
 
     console = _console()
     for s in out:
-        gz = ", gzip" if s["compression"] else ""
+        gz = f", {s['compression']}" if s["compression"] else ""
         t = Table(title=f"{s['path']}  ({s['format']}{gz})", show_header=False)
         t.add_column("field", style="bold")
         t.add_column("value")
@@ -445,7 +445,9 @@ def info_cmd(
             t.add_row(f"interface {i['id']}", f"{desc}, {i['records']:,} records")
         t.add_row("skipped", ", ".join(f"{k} {v}" for k, v in s["skipped"].items()) or "none")
         if s["stopped_at"]:
-            t.add_row("stopped", f"{s['stopped_at']['reason']} at byte {s['stopped_at']['offset']:,}")
+            where = s["stopped_at"].get("compressed_offset")
+            where = f" (compressed byte {where:,})" if where is not None else ""
+            t.add_row("stopped", f"{s['stopped_at']['reason']} at byte {s['stopped_at']['offset']:,}{where}")
         console.print(t)
 
 
