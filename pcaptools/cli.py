@@ -428,6 +428,29 @@ def info_cmd(
     print_info(out, _console())
 
 
+@app.command("report")
+def report_cmd(
+    sources: list[str] = typer.Argument(..., help="Capture-set directories (each holding manifest.json); several make a CNI comparison."),  # noqa: B008
+    out: str = typer.Option(..., "-o", "--output", help="The HTML file to write (self-contained: opens without network access)."),
+    max_packets: int = typer.Option(10, "--max-packets", help="Packets drawn per connection in its sequence diagram."),
+) -> None:
+    """One HTML report: capture points, clocks, connections (with filters), a sequence diagram per connection, per-hop latency, losses; a CNI comparison when given several sets.
+
+    Example: pcaptools report sample_pcaps/calico-vxlan -o report.html
+    Example: pcaptools report sample_pcaps/vpc sample_pcaps/calico-vxlan -o comparison.html
+    """
+    from pcaptools.errors import CorrelationError
+    from pcaptools.report import write_report
+
+    if not out.endswith((".html", ".htm")):
+        raise CorrelationError(f"-o {out}: expected an .html file name; found another suffix; try -o report.html")
+    if max_packets < 1:
+        raise CorrelationError(f"--max-packets {max_packets}: expected a positive number of packets; try --max-packets 10")
+    with _busy(list(sources), "building the report on"):
+        path = write_report(sources, out, max_packets=max_packets)
+    print(f"report on {len(sources)} capture set{'s' if len(sources) > 1 else ''} written to {path} ({path.stat().st_size / 1e6:.1f} MB)")
+
+
 # --- entry point ------------------------------------------------------------------------------------
 def _command():
     """The click command behind ``app``, with flags shown as flags in --help (no ``<bool>``)."""
@@ -487,29 +510,6 @@ def _quiet_stdout() -> None:
     except (OSError, ValueError):
         pass
 
-
-
-@app.command("report")
-def report_cmd(
-    sources: list[str] = typer.Argument(..., help="Capture-set directories (each holding manifest.json); several make a CNI comparison."),  # noqa: B008
-    out: str = typer.Option(..., "-o", "--output", help="The HTML file to write (self-contained: opens without network access)."),
-    max_packets: int = typer.Option(10, "--max-packets", help="Packets drawn per connection in its sequence diagram."),
-) -> None:
-    """One HTML report: capture points, clocks, connections (with filters), a sequence diagram per connection, per-hop latency, losses; a CNI comparison when given several sets.
-
-    Example: pcaptools report sample_pcaps/calico-vxlan -o report.html
-    Example: pcaptools report sample_pcaps/vpc sample_pcaps/calico-vxlan -o comparison.html
-    """
-    from pcaptools.errors import CorrelationError
-    from pcaptools.report import write_report
-
-    if not out.endswith((".html", ".htm")):
-        raise CorrelationError(f"-o {out}: expected an .html file name; found another suffix; try -o report.html")
-    if max_packets < 1:
-        raise CorrelationError(f"--max-packets {max_packets}: expected a positive number of packets; try --max-packets 10")
-    with _busy(list(sources), "building the report on"):
-        path = write_report(sources, out, max_packets=max_packets)
-    print(f"report on {len(sources)} capture set{'s' if len(sources) > 1 else ''} written to {path} ({path.stat().st_size / 1e6:.1f} MB)")
 
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: user errors become one actionable line and exit code 2, never a traceback."""

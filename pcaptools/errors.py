@@ -40,6 +40,10 @@ class CorruptBlock(FormatError):
     """A block's lengths or fields are inconsistent, and the rest of the file cannot be trusted."""
 
 
+class NotAFile(FormatError):
+    """The path is a FIFO, socket, device or directory, not a capture file (reading it could block forever)."""
+
+
 class DecodeError(PcapError):
     """Packets could not be decoded (bad options, unsupported request)."""
 

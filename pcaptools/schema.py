@@ -428,7 +428,7 @@ COMPARISON_POINTS_COLUMNS: tuple[Column, ...] = (
     Column("largest_ip", "int64", "bytes", "largest inner IP packet, -1 if none"),
     Column("largest_wire_ip", "int64", "bytes", "largest outermost IP packet, -1 if none"),
     Column("largest_frame", "int64", "bytes", "largest frame on the wire"),
-    Column("syn_mss", "str", "", "distinct MSS options in SYNs seen there, comma-separated"),
+    Column("syn_mss", "object", "", "distinct MSS options in SYNs seen there (a sorted list of ints)"),
     Column("fragments", "int64", "packets", "IP fragments"),
     Column("frag_needed", "int64", "packets", "ICMP frag-needed / packet-too-big"),
 )

@@ -58,7 +58,7 @@ def test_info_on_a_non_capture_is_one_line_and_exit_2(capsys: pytest.CaptureFixt
     assert main(["info", str(DATA / "MANIFEST.md")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1
-    assert err.startswith("pcaptools: ") and "is not a pcap or pcapng file (starts with 0x" in err
+    assert err.startswith("pcaptools: ") and "is not a pcap or pcapng file (unknown magic number)" in err
     assert "Traceback" not in err
 
 

@@ -87,15 +87,17 @@ def test_empty_file_is_a_clear_error(tmp_path: Path) -> None:
         read_records(_write(tmp_path, b""))
 
 
-def test_text_file_is_not_a_capture(tmp_path: Path) -> None:
+def test_text_file_is_not_a_capture_and_its_bytes_are_not_echoed(tmp_path: Path) -> None:
     p = _write(tmp_path, b"hello world\n", "notes.txt")
-    with pytest.raises(BadMagic, match=r"notes.txt is not a pcap or pcapng file \(starts with 0x68656c6c\)"):
+    with pytest.raises(BadMagic, match=r"notes.txt is not a pcap or pcapng file \(unknown magic number\)") as err:
         read_records(p)
+    assert "68656c6c" not in str(err.value) and "hello" not in str(err.value)
+    assert "capinfos" in str(err.value)
 
 
 def test_compressed_with_another_tool_says_so(tmp_path: Path) -> None:
-    with pytest.raises(BadMagic, match="zstd"):
-        read_records(_write(tmp_path, b"\x28\xb5\x2f\xfd" + bytes(20)))
+    with pytest.raises(BadMagic, match="bzip2"):
+        read_records(_write(tmp_path, b"BZh9" + bytes(20)))
 
 
 def test_file_header_cut_short_is_truncated(tmp_path: Path) -> None:
@@ -162,8 +164,8 @@ def test_truncated_gzip_gives_what_was_decompressed(tmp_path: Path) -> None:
     b = read_records(p)
     assert 0 < len(b) < 600
     assert len(b) + sum(b.skipped.values()) == b.records_total
-    assert any("gzip stream ends early" in n for n in b.notes)
-    with pytest.raises(TruncatedRecord, match="gzip stream ends early"):
+    assert any("gzip data ends before its end-of-stream marker at compressed byte" in n for n in b.notes)
+    with pytest.raises(TruncatedRecord, match="ends before its end-of-stream marker"):
         read_records(p, on_error="raise")
     streamed = list(iter_records(p, batch_bytes=1000))
     assert sum(len(x) for x in streamed) == len(b)

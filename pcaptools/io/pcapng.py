@@ -227,8 +227,24 @@ def parse_idb(block: bytes, order: str, *, iface_id: int, section: int) -> tuple
     return iface, tsresol, tsoffset
 
 
-def units_to_ns(raw: np.ndarray, tsresol: int, tsoffset_s: int) -> np.ndarray:
-    """Timestamps in if_tsresol units -> int64 ns since the epoch, exactly (truncating below 1 ns)."""
+_I64_MAX = (1 << 63) - 1
+_U64_MAX = (1 << 64) - 1
+
+
+def _scaled(units: np.ndarray, mult: int) -> tuple[np.ndarray, np.ndarray]:
+    """``units * mult`` as int64 for uint64 ``units``, and where that product leaves int64."""
+    over = units > np.uint64(_U64_MAX // mult)
+    prod = np.where(over, np.uint64(0), units) * np.uint64(mult)  # exact in uint64 where not over
+    over |= prod > np.uint64(_I64_MAX)
+    return np.where(over, np.uint64(0), prod).astype(np.int64), over
+
+
+def units_to_ns(raw: np.ndarray, tsresol: int, tsoffset_s: int) -> tuple[np.ndarray, np.ndarray]:
+    """Timestamps in if_tsresol units -> int64 ns since the epoch (truncating below 1 ns), exactly.
+
+    Also returns where the value, before or after ``tsoffset_s``, does not fit int64 nanoseconds (years
+    1677-2262): those values are meaningless and the caller skips them; nothing wraps around.
+    """
     raw = raw.astype(np.uint64, copy=False)
     absent = raw == NO_TS
     exp = tsresol & 0x7F
@@ -236,20 +252,35 @@ def units_to_ns(raw: np.ndarray, tsresol: int, tsoffset_s: int) -> np.ndarray:
         exp = min(exp, 63)  # beyond 2^-63 s per unit is not a real clock; keep the maths in 64 bits
     if tsresol & 0x80:  # 2^-exp seconds per unit
         if exp == 0:
-            ns = raw.astype(np.int64) * 1_000_000_000
+            ns, over = _scaled(raw, 1_000_000_000)
         else:
-            sec = (raw >> np.uint64(exp)).astype(np.int64)
+            sec, over = _scaled(raw >> np.uint64(exp), 1_000_000_000)
             frac = raw & np.uint64((1 << exp) - 1)
             if exp > 33:  # keep frac * 1e9 inside 64 bits; the dropped bits are below 1 ns
                 frac = frac >> np.uint64(exp - 33)
                 exp = 33
-            ns = sec * 1_000_000_000 + ((frac * np.uint64(1_000_000_000)) >> np.uint64(exp)).astype(np.int64)
+            sub = ((frac * np.uint64(1_000_000_000)) >> np.uint64(exp)).astype(np.int64)  # < 1e9
+            over |= sec > _I64_MAX - sub
+            ns = np.where(over, 0, sec + np.where(over, 0, sub))
     elif exp <= 9:
-        ns = raw.astype(np.int64) * np.int64(10 ** (9 - exp))
+        ns, over = _scaled(raw, 10 ** (9 - exp))
     else:
-        ns = (raw // np.uint64(10 ** min(exp - 9, 19))).astype(np.int64)
-    if tsoffset_s:
-        ns = ns + np.int64(tsoffset_s) * 1_000_000_000
+        ns = (raw // np.uint64(10 ** min(exp - 9, 19))).astype(np.int64)  # < 2^64 / 10: fits
+        over = np.zeros(raw.shape, bool)
+    if tsoffset_s:  # ns is in [0, 2^63) here; the sum must stay in [-2^63, 2^63)
+        off = int(tsoffset_s) * 1_000_000_000
+        if off > 0:
+            over |= ns > max(_I64_MAX - off, -1)
+            ns = np.where(over, 0, ns) + np.int64(min(off, _I64_MAX))
+        elif off >= -_I64_MAX - 1:
+            ns = ns + np.int64(off)
+        else:
+            thr = -_I64_MAX - 1 - off  # ns + off >= -2^63  <=>  ns >= thr
+            over |= ns < min(thr, _I64_MAX)
+            if thr > _I64_MAX:
+                over[:] = True
+            ns = (np.where(over, 0, ns - np.int64(min(thr, _I64_MAX)))) + np.int64(-_I64_MAX - 1)
+    over &= ~absent
     if absent.any():
         ns = np.where(absent, np.int64(-1), ns)
-    return ns
+    return ns, over

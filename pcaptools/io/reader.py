@@ -1,9 +1,11 @@
-"""Read pcap/pcapng (optionally gzip) into :class:`RecordBatch` columns: whole, or streamed in windows.
+"""Read pcap/pcapng (optionally gzip/xz/zstd) into :class:`RecordBatch` columns: whole, or streamed in windows.
 
 One driver serves both formats: a format walker turns a byte buffer into record arrays until it
 runs out of bytes, fills its output, or meets damage. Damage is counted by reason and the walk
 goes on where the framing can be trusted; where it cannot, reading stops and ``stopped_at`` says
 where (``on_error="skip"``), or a :class:`~pcaptools.errors.FormatError` says so (``"raise"``).
+Compressed data that ends on damage ends the walk there: the record cut by it and the unreadable
+rest count as one ``compressed_data_corrupt`` skip, and ``stopped_at`` names the compressed byte.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import numpy as np
 
 from pcaptools.errors import CorruptBlock, PcapError, TruncatedRecord
 from pcaptools.io import pcap, pcapng
+from pcaptools.io.compressed import Damage, Decompressed
 from pcaptools.io.records import Interface, RecordBatch
 from pcaptools.io.sniff import Opened, WindowReader, open_capture, whole_buffer
 
@@ -64,6 +67,7 @@ class _Walker:
         self.notes: list[str] = []
         self.stopped_at: dict | None = None
         self.finished = False
+        self.cut: Damage | None = None  # set once the decompressed data has ended on damage
 
     def begin_batch(self) -> None:
         self.skipped = Counter()
@@ -73,8 +77,46 @@ class _Walker:
         if self.on_error == "raise":
             raise exc(message, path=self.path, record=record, offset=offset)
         self.stopped_at = {"reason": reason, "offset": offset, "record": record, "bytes_left": bytes_left}
+        if self.cut is not None and reason in ("truncated_record", self.cut.reason):
+            self.stopped_at["compressed_offset"] = self.cut.offset
         self.notes.append(message)
         self.finished = True
+
+    def ends_inside(self, offset: int, record: int, left: int, message: str) -> None:
+        """The data ends inside a record: a capture cut off, or decompression that stopped at damage."""
+        if self.cut is not None and self.cut.reason == "compressed_data_corrupt":
+            reason, exc = self.cut.reason, CorruptBlock
+            message = (
+                f"{self.cut.message}; record {record} at decompressed byte {offset} is the first one lost"
+            )
+        else:
+            reason, exc = "truncated_record", TruncatedRecord
+            if self.cut is not None:
+                message = f"{message} ({self.cut.message})"
+        self.skipped[reason] += 1
+        self.stop(reason, offset, record, left, message, exc)
+
+    def data_ended(self, stream: Decompressed | None, end: int, record: int) -> None:
+        """After the last walk: the rest lost to compressed damage counts as one skip; trailer notes are kept."""
+        if stream is None:
+            return
+        d = stream.damage
+        if d is not None and not self.finished:  # the damage fell on a record boundary
+            if d.reason == "compressed_data_corrupt":
+                self.skipped[d.reason] += 1
+                self.stop(
+                    d.reason,
+                    end,
+                    record,
+                    0,
+                    d.message + f"; record {record} is the first one lost",
+                    CorruptBlock,
+                )
+            elif self.on_error == "raise":
+                raise TruncatedRecord(d.message, path=self.path, record=record, offset=end)
+            else:
+                self.notes.append(d.message)
+        self.notes.extend(stream.notes)
 
 
 class _PcapWalker(_Walker):
@@ -87,6 +129,10 @@ class _PcapWalker(_Walker):
         self.record = 0
         self.last_sec = -1
         return pcap.FILE_HEADER_LEN
+
+    def next_record(self) -> int:
+        """Number the next record would get."""
+        return self.record
 
     def step(
         self, buf: np.ndarray, pos: int, base: int, at_eof: bool, max_out: int
@@ -127,7 +173,6 @@ class _PcapWalker(_Walker):
             pos = self._resync_to
 
     def _truncated(self, buf: np.ndarray, pos: int, base: int, end: int) -> None:
-        self.skipped["truncated_record"] += 1
         left = end - pos
         hdr = self.state["rec_hdr"]
         if left < hdr:
@@ -135,14 +180,12 @@ class _PcapWalker(_Walker):
         else:
             what = f"needs {int(pcap.record_header_at(buf, pos, self.state)[2])} bytes, {left - hdr} remain"
         self.record += 1
-        self.stop(
-            "truncated_record",
+        self.ends_inside(
             base + pos,
             self.record - 1,
             left,
             f"{self.path}: record {self.record - 1} at byte {base + pos} {what}; capture ends mid-packet, "
             f"on_error='skip' keeps the {self.record - 1} records before it",
-            TruncatedRecord,
         )
 
     def _resync(self, buf: np.ndarray, pos: int, base: int, end: int) -> bool:
@@ -191,6 +234,10 @@ class _PcapngWalker(_Walker):
         self.tsresol: list[int] = []
         self.tsoffset: list[int] = []
         return 0
+
+    def next_record(self) -> int:
+        """Number the next packet record would get."""
+        return int(self.st[pcapng.ST_RECORD])
 
     def _order(self) -> str:
         return "big" if self.st[pcapng.ST_SWAP] else "little"
@@ -327,15 +374,12 @@ class _PcapngWalker(_Walker):
         if blen is None and left >= 8:
             blen = self._block_desc(buf, pos)[1]
         need = f"needs {blen} bytes" if blen is not None else "needs an 8-byte block header"
-        self.skipped["truncated_record"] += 1
-        self.stop(
-            "truncated_record",
+        self.ends_inside(
             base + pos,
             rec,
             left,
             f"{self.path}: block at byte {base + pos} (packet record {rec}) {need}, {left} remain; "
             f"capture ends mid-block, on_error='skip' keeps the {rec} packet records before it",
-            TruncatedRecord,
         )
 
     def _corrupt(
@@ -393,16 +437,17 @@ class _PcapngWalker(_Walker):
             offset=base + pos,
         )
 
-    def timestamps(self, ts_raw: np.ndarray, iface: np.ndarray) -> np.ndarray:
-        """int64 ns for raw timestamps, each converted with its own interface's resolution and offset."""
+    def timestamps(self, ts_raw: np.ndarray, iface: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """int64 ns for raw timestamps (own interface's resolution and offset), and where int64 overflows."""
         ts = np.empty(ts_raw.shape[0], np.int64)
+        over = np.zeros(ts_raw.shape[0], bool)
         if not ts_raw.shape[0]:
-            return ts
+            return ts, over
         ids = np.unique(iface)
         for i in ids.tolist():
             sel = iface == i if len(ids) > 1 else slice(None)
-            ts[sel] = pcapng.units_to_ns(ts_raw[sel], self.tsresol[i], self.tsoffset[i])
-        return ts
+            ts[sel], over[sel] = pcapng.units_to_ns(ts_raw[sel], self.tsresol[i], self.tsoffset[i])
+        return ts, over
 
 
 def _walker(op: Opened, on_error: OnError) -> _Walker:
@@ -413,17 +458,30 @@ def _batch(walker: _Walker, buf: np.ndarray, base: int, parts: _Parts) -> Record
     """Columns of one walk turned into a RecordBatch with the accounting identity filled in."""
     n = parts.n
     iface_lt = np.array([i.linktype for i in walker.interfaces] or [0], dtype=np.uint16)
+    offset, caplen = parts.joined("offset", np.int64), parts.joined("caplen", np.uint32)
+    wirelen, record = parts.joined("wirelen", np.uint32), parts.joined("record", np.int64)
     if isinstance(walker, _PcapngWalker):
         iface = parts.joined("iface", np.uint32)
-        ts = walker.timestamps(parts.joined("ts_raw", np.uint64), iface)
+        ts, over = walker.timestamps(parts.joined("ts_raw", np.uint64), iface)
         flags = parts.joined("flags", np.uint32)
+        if over.any():  # never wrap: a timestamp beyond int64 nanoseconds is a counted skip
+            k = int(over.sum())
+            first = int(record[over][0])
+            walker.skipped["timestamp_overflow"] += k
+            walker.notes.append(
+                f"{walker.path}: {k} records (first: record {first}) have a timestamp (with its interface's "
+                "if_tsoffset) beyond the int64 nanosecond range (years 1677-2262); skipped, not wrapped"
+            )
+            keep = ~over
+            offset, caplen, wirelen, record = offset[keep], caplen[keep], wirelen[keep], record[keep]
+            iface, ts, flags = iface[keep], ts[keep], flags[keep]
+            n -= k
     else:
         iface = np.zeros(n, np.uint32)
         ts = parts.joined("ts_ns", np.int64)
         flags = None
     skipped = {k: int(v) for k, v in sorted(walker.skipped.items()) if v}
     notes = list(walker.notes)
-    caplen = parts.joined("caplen", np.uint32)
     snaplens = np.array([i.snaplen or _U32_CAP for i in walker.interfaces] or [_U32_CAP], dtype=np.uint32)
     over = int(np.count_nonzero(caplen > snaplens[iface])) if n else 0
     if over:  # the bytes are there and the framing holds: keep them, as tshark does, but say so
@@ -434,13 +492,13 @@ def _batch(walker: _Walker, buf: np.ndarray, base: int, parts: _Parts) -> Record
         path=walker.path,
         format=walker.format,
         data=buf,
-        offset=parts.joined("offset", np.int64),
+        offset=offset,
         caplen=caplen,
-        wirelen=parts.joined("wirelen", np.uint32),
+        wirelen=wirelen,
         ts_ns=ts,
         iface=iface,
         linktype=iface_lt[iface] if n else np.empty(0, np.uint16),
-        record=parts.joined("record", np.int64),
+        record=record,
         flags=flags,
         interfaces=list(walker.interfaces),
         skipped=skipped,
@@ -455,18 +513,33 @@ def _header_len(fmt: str) -> int:
     return pcap.FILE_HEADER_LEN if fmt == "pcap" else 0
 
 
+def _start(walker: _Walker, buf: np.ndarray, op: Opened, stream: Decompressed | None) -> int:
+    """Parse what precedes the records; a file header lost to compressed damage says so."""
+    if len(buf) < _header_len(op.format):
+        d = stream.damage if stream is not None else None
+        if d is not None:
+            exc = CorruptBlock if d.reason == "compressed_data_corrupt" else TruncatedRecord
+            raise exc(
+                d.message + "; not even the capture's file header could be read",
+                path=op.path,
+                offset=d.offset,
+            )
+        pcap.parse_header(op.path, buf.tobytes())  # raises TruncatedRecord
+    return walker.start(buf)
+
+
 def read_records(path: str | os.PathLike, *, on_error: OnError = "skip") -> RecordBatch:
-    """All records of a pcap/pcapng/gzip capture as one batch; ``data`` memory-maps uncompressed files.
+    """All records of a pcap/pcapng capture (gzip/xz/zstd or not) as one batch; ``data`` is memory-mapped.
 
     ``on_error="skip"`` counts damaged records in ``skipped`` and stops (``stopped_at``) where the
-    rest cannot be trusted; ``"raise"`` raises TruncatedRecord/CorruptBlock there instead.
+    rest cannot be trusted; ``"raise"`` raises TruncatedRecord/CorruptBlock there instead. A
+    compressed file is decompressed into an unlinked temporary file first (bounded memory).
     """
     op = open_capture(path)
     walker = _walker(op, on_error)
-    buf, gz_note = whole_buffer(op)
-    if gz_note and on_error == "raise":
-        raise TruncatedRecord(gz_note, path=op.path)
-    pos = walker.start(buf)
+    buf, stream = whole_buffer(op)
+    walker.cut = stream.damage if stream is not None else None
+    pos = _start(walker, buf, op, stream)
     walker.begin_batch()
     parts = _Parts(())
     collected: list[_Parts] = []
@@ -475,8 +548,7 @@ def read_records(path: str | os.PathLike, *, on_error: OnError = "skip") -> Reco
         collected.append(parts)
         if status != "full" or walker.finished:
             break
-    if gz_note:
-        walker.notes.append(gz_note)
+    walker.data_ended(stream, len(buf), walker.next_record())
     merged = _Parts(tuple(collected[0].cols))
     for p in collected:
         for name, arrs in p.cols.items():
@@ -494,7 +566,7 @@ def iter_records(
 ) -> Iterator[RecordBatch]:
     """Batches of at most ``batch_records`` records from windows of about ``batch_bytes`` bytes.
 
-    Memory stays bounded by about two windows: each window is read (or gunzipped) into its own
+    Memory stays bounded by about two windows: each window is read (or decompressed) into its own
     buffer and a record cut by the window's end is carried over to the next one. A batch's
     ``data`` is its own window; ``data_base`` is the window's offset in the (decompressed) file.
     """
@@ -515,18 +587,17 @@ def _stream(
     """The windowed walk behind :func:`iter_records`: refill, walk, yield, carry the cut record over."""
     op = reader.op
     buf, eof = reader.fill(np.empty(0, np.uint8), max(batch_bytes, _header_len(op.format)))
-    if len(buf) < _header_len(op.format):
-        pcap.parse_header(op.path, buf.tobytes())  # raises TruncatedRecord
-    pos = walker.start(buf)
+    stream = reader.stream
+    pos = _start(walker, buf, op, stream if eof else None)
     base = 0
     while True:
-        if reader.error is not None and walker.on_error == "raise":
-            raise reader.error
         walker.begin_batch()
+        if eof and stream is not None:
+            walker.cut = stream.damage
         parts, pos, status = walker.step(buf, pos, base, eof, batch_records)
         finished = walker.finished or status == "done"
-        if finished and reader.error is not None:
-            walker.notes.append(str(reader.error))
+        if finished:
+            walker.data_ended(stream, base + pos, walker.next_record())
         if parts.n or walker.skipped or finished:
             yield _batch(walker, buf, base, parts)
         if finished:

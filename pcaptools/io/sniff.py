@@ -1,21 +1,27 @@
-"""Open a capture: tell pcap, pcapng and gzip apart by magic number, and hand out read-only byte buffers.
+"""Open a capture: tell pcap, pcapng and gzip/xz/zstd apart by magic number, and hand out read-only byte buffers.
 
-Uncompressed files are memory-mapped whole (for :func:`read_records`) or read in windows (for the
-streaming iterator); gzip files are decompressed, whole or in windows. The name of the file is never
-consulted, only its first bytes.
+Only regular files are opened (a FIFO, socket or device could block forever). Uncompressed files are
+memory-mapped whole (for :func:`read_records`) or read in windows (for the streaming iterator);
+compressed files are decompressed as a stream (:mod:`pcaptools.io.compressed`), into an unlinked
+temporary file that is memory-mapped (whole) or into windows. The file name is never consulted,
+and no error message quotes the file's bytes.
 """
 
 from __future__ import annotations
 
+import fcntl
 import mmap
 import os
-import zlib
+import stat
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import BinaryIO
 
 import numpy as np
 
-from pcaptools.errors import BadMagic, CorruptBlock, TruncatedRecord
+from pcaptools.errors import BadMagic, CorruptBlock, NotAFile, TruncatedRecord
+from pcaptools.io.compressed import Decompressed, compression_of
 
 PCAP_MAGICS: dict[bytes, tuple[str, bool, int]] = {
     # file bytes -> (byte order, nanosecond timestamps, record header length)
@@ -27,35 +33,78 @@ PCAP_MAGICS: dict[bytes, tuple[str, bool, int]] = {
     b"\xa1\xb2\xcd\x34": (">", False, 24),
 }
 PCAPNG_MAGIC = b"\x0a\x0d\x0d\x0a"
-GZIP_MAGIC = b"\x1f\x8b"
 _HINTS = {
-    b"\x28\xb5\x2f\xfd": "it looks zstd-compressed; decompress it first (zstd -d)",
     b"BZh": "it looks bzip2-compressed; decompress it first (bunzip2)",
-    b"\xfd7zXZ": "it looks xz-compressed; decompress it first (xz -d)",
     b"PK\x03\x04": "it looks like a zip archive; unzip it first",
 }
+_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
+
+
+def _not_regular(path: str, mode: int) -> NotAFile | None:
+    for test, what in _KINDS:
+        if test(mode):
+            if test is stat.S_ISDIR:
+                return NotAFile(
+                    f"{path} is a directory, not a capture file; pass the capture files inside it", path=path
+                )
+            return NotAFile(
+                f"{path} is {what}, not a regular file; pcaptools reads capture files, not streams (it could "
+                "wait forever): save the stream to a file first, e.g. `tcpdump -w capture.pcap` or "
+                "`cat SOURCE > capture.pcap`",
+                path=path,
+            )
+    return None
+
+
+def open_regular(path: str | os.PathLike) -> BinaryIO:
+    """Open a regular file for reading, refusing FIFOs, sockets, devices and directories without blocking."""
+    path = os.fspath(path)
+    err = _not_regular(path, os.stat(path).st_mode)  # FileNotFoundError / PermissionError pass through
+    if err is not None:
+        raise err
+    # O_NONBLOCK: a FIFO swapped in after the stat must not block the open; fstat decides on the open file
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        err = _not_regular(path, os.fstat(fd).st_mode)
+        if err is not None:
+            raise err
+        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 @dataclass
 class Opened:
-    """What :func:`open_capture` found: the format, whether gzip was peeled off, and the file size."""
+    """What :func:`open_capture` found: the format, the compression peeled off (or None), and the file size."""
 
     path: str
     format: str  # "pcap" | "pcapng"
-    gzip: bool
+    compression: str | None  # "gzip" | "xz" | "zstd" | None
     file_size: int
 
+    @property
+    def gzip(self) -> bool:
+        """True for any compressed file (the name predates xz and zstd support)."""
+        return self.compression is not None
 
-def _check_start(path: str, head: bytes, *, decompressed: bool) -> str:
-    """Format name for the first bytes of a capture, or BadMagic saying what was found instead."""
+
+def _check_start(path: str, head: bytes, *, decompressed: str | None) -> str:
+    """Format name for the first bytes of a capture, or BadMagic saying what was expected (never the bytes)."""
     if head[:4] in PCAP_MAGICS:
         return "pcap"
     if head[:4] == PCAPNG_MAGIC:
         return "pcapng"
-    what = "its gzip content" if decompressed else path
     if not head:
         raise BadMagic(
-            f"{path}: {'gzip content' if decompressed else 'file'} is empty (0 bytes); "
+            f"{path}: {decompressed + ' content' if decompressed else 'file'} is empty (0 bytes); "
             "expected a pcap or pcapng capture",
             path=path,
             offset=0,
@@ -68,72 +117,43 @@ def _check_start(path: str, head: bytes, *, decompressed: bool) -> str:
             offset=0,
         )
     hint = next((h for m, h in _HINTS.items() if head.startswith(m)), "")
+    what = f"{path}: its {decompressed} content" if decompressed else path
     raise BadMagic(
-        f"{what if decompressed else path} is not a pcap or pcapng file (starts with 0x{head[:4].hex()}); "
-        + (hint or "expected a1b2c3d4/a1b23c4d (pcap), 0a0d0d0a (pcapng) or gzip 1f8b"),
+        f"{what} is not a pcap or pcapng file (unknown magic number); "
+        + (
+            hint
+            or "expected a capture written by tcpdump, dumpcap or Wireshark (pcap or pcapng, optionally "
+            "gzip/xz/zstd-compressed); `capinfos FILE` or `file FILE` tells what it is"
+        ),
         path=path,
         offset=0,
     )
 
 
-def _gunzip_chunks(path: str, f, chunk: int = 1 << 22) -> Iterator[bytes]:
-    """Decompressed pieces of a (possibly multi-member) gzip stream; CorruptBlock/TruncatedRecord on damage."""
-    d = zlib.decompressobj(wbits=31)
-    consumed = 0
-    while True:
-        raw = f.read(chunk)
-        if not raw:
-            break
-        while raw:
-            try:
-                out = d.decompress(raw)
-            except zlib.error as exc:
-                raise CorruptBlock(
-                    f"{path}: gzip data is corrupt near compressed byte {consumed} ({exc}); "
-                    "try `gzip -t` to check the file, or recompress it from the original capture",
-                    path=path,
-                    offset=consumed,
-                ) from None
-            if out:
-                yield out
-            consumed += len(raw) - len(d.unused_data)
-            if d.eof:  # next gzip member (files joined with cat), or trailing garbage
-                raw = d.unused_data
-                d = zlib.decompressobj(wbits=31)
-                if raw and not raw.startswith(GZIP_MAGIC):
-                    return  # trailing padding after the last member: gzip(1) ignores it too
-            else:
-                raw = b""
-    tail = d.flush()
-    if tail:
-        yield tail
-    if not d.eof and consumed:
-        raise TruncatedRecord(
-            f"{path}: gzip stream ends early after {consumed} compressed bytes; "
-            "the file was cut off, records decompressed so far are readable with iter_records",
-            path=path,
-            offset=consumed,
-        )
-
-
 def open_capture(path: str | os.PathLike) -> Opened:
-    """Detect the format of ``path`` from its magic numbers (looking inside gzip)."""
+    """Detect the format of ``path`` from its magic numbers (looking inside gzip, xz and zstd)."""
     path = os.fspath(path)
-    size = os.path.getsize(path)
-    with open(path, "rb") as f:
-        head = f.read(4)
-        if head[:2] == GZIP_MAGIC:
-            f.seek(0)
-            inner = b""
-            try:
-                for piece in _gunzip_chunks(path, f, chunk=1 << 12):
-                    inner += piece
-                    if len(inner) >= 4:
-                        break
-            except TruncatedRecord:
-                pass
-            return Opened(path, _check_start(path, inner[:4], decompressed=True), True, size)
-    return Opened(path, _check_start(path, head, decompressed=False), False, size)
+    with open_regular(path) as f:
+        size = os.fstat(f.fileno()).st_size
+        head = f.read(8)
+        kind = compression_of(head)
+        if kind is None:
+            return Opened(path, _check_start(path, head[:4], decompressed=None), None, size)
+        f.seek(0)
+        stream = Decompressed(f, path, kind)
+        inner = b""
+        for piece in stream:
+            inner += piece
+            if len(inner) >= 4:
+                break
+        if len(inner) < 4 and stream.damage is not None:
+            exc = CorruptBlock if stream.damage.reason == "compressed_data_corrupt" else TruncatedRecord
+            raise exc(
+                stream.damage.message + "; not even the capture's file header could be read",
+                path=path,
+                offset=stream.damage.offset,
+            )
+        return Opened(path, _check_start(path, inner[:4], decompressed=kind), kind, size)
 
 
 def _readonly(a: np.ndarray) -> np.ndarray:
@@ -141,24 +161,29 @@ def _readonly(a: np.ndarray) -> np.ndarray:
     return a
 
 
-def whole_buffer(op: Opened) -> tuple[np.ndarray, str | None]:
-    """The whole (decompressed) file as a read-only uint8 array, and a note if gzip was cut short.
+def whole_buffer(op: Opened) -> tuple[np.ndarray, Decompressed | None]:
+    """The whole (decompressed) file as a read-only uint8 array, and the decompression's outcome.
 
-    Uncompressed files are memory-mapped, so the array costs no RAM until pages are touched.
+    Uncompressed files are memory-mapped, so the array costs no RAM until pages are touched; a
+    compressed file is decompressed in bounded pieces into an unlinked temporary file (in TMPDIR)
+    that is memory-mapped the same way. The outcome's ``damage`` and ``notes`` say where
+    decompression stopped early and what it noticed.
     """
-    if not op.gzip:
-        with open(op.path, "rb") as f:
+    with open_regular(op.path) as f:
+        if op.compression is None:
+            if os.fstat(f.fileno()).st_size == 0:
+                return _readonly(np.empty(0, np.uint8)), None
             mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-        return np.frombuffer(mm, dtype=np.uint8), None
-    pieces: list[bytes] = []
-    note = None
-    with open(op.path, "rb") as f:
-        try:
-            for piece in _gunzip_chunks(op.path, f):
-                pieces.append(piece)
-        except TruncatedRecord as exc:
-            note = str(exc)
-    return _readonly(np.frombuffer(b"".join(pieces), dtype=np.uint8).copy()), note
+            return np.frombuffer(mm, dtype=np.uint8), None
+        stream = Decompressed(f, op.path, op.compression)
+        with tempfile.TemporaryFile(prefix="pcaptools-") as tmp:
+            for piece in stream:
+                tmp.write(piece)
+            tmp.flush()
+            if not stream.produced:
+                return _readonly(np.empty(0, np.uint8)), stream
+            mm = mmap.mmap(tmp.fileno(), 0, access=mmap.ACCESS_READ)
+    return np.frombuffer(mm, dtype=np.uint8), stream
 
 
 class WindowReader:
@@ -166,10 +191,10 @@ class WindowReader:
 
     def __init__(self, op: Opened) -> None:
         self.op = op
-        self.file = open(op.path, "rb")  # noqa: SIM115 - closed by close()
-        self.gz = _gunzip_chunks(op.path, self.file) if op.gzip else None
-        self.leftover = b""
-        self.error: TruncatedRecord | None = None  # a gzip stream cut short: what came before is usable
+        self.file = open_regular(op.path)
+        self.stream = Decompressed(self.file, op.path, op.compression) if op.compression else None
+        self.pieces: Iterator[bytes] | None = iter(self.stream) if self.stream else None
+        self.leftover = memoryview(b"")
 
     def fill(self, carry: np.ndarray, size: int) -> tuple[np.ndarray, bool]:
         """Read-only buffer of ``carry`` followed by new bytes up to ``size`` in all; True once at the end."""
@@ -179,7 +204,7 @@ class WindowReader:
         eof = False
         view = memoryview(buf)
         while have < len(buf):
-            if self.gz is None:
+            if self.pieces is None:
                 k = self.file.readinto(view[have:])
                 if not k:
                     eof = True
@@ -188,12 +213,9 @@ class WindowReader:
                 continue
             if not self.leftover:
                 try:
-                    self.leftover = next(self.gz)
+                    self.leftover = memoryview(next(self.pieces))
                 except StopIteration:
                     eof = True
-                    break
-                except TruncatedRecord as exc:
-                    self.error, eof = exc, True
                     break
             take = min(len(self.leftover), len(buf) - have)
             buf[have : have + take] = np.frombuffer(self.leftover, np.uint8, take)

@@ -26,7 +26,8 @@ def summarize(
     Keys (a stable contract, see ``pcaptools info --json``): ``path``, ``format``, ``compression``,
     ``file_bytes``, ``records``, ``records_total``, ``skipped``, ``link_types``, ``interfaces``,
     ``first_ts_ns``, ``last_ts_ns``, ``duration_ns``, ``captured_bytes``, ``wire_bytes``,
-    ``stopped_at``, ``notes``. Timestamps are the earliest and latest in the file (None if no
+    ``stopped_at``, ``notes``. ``compression`` is "gzip", "xz", "zstd" or None; ``stopped_at`` has a
+    ``compressed_offset`` when compressed data ended on damage. Timestamps are the earliest and latest in the file (None if no
     record has one).
     """
     path = os.fspath(path)
@@ -52,7 +53,7 @@ def summarize(
             ids, counts = np.unique(batch.iface, return_counts=True)
             per_iface.update(dict(zip(ids.tolist(), counts.tolist(), strict=True)))
         if progress is not None:
-            progress(batch.data_base + len(batch.data), None if op.gzip else op.file_size)
+            progress(batch.data_base + len(batch.data), None if op.compression else op.file_size)
     interfaces = [] if batch is None else batch.interfaces
     link_types: list[str] = []
     for iface in interfaces:
@@ -62,7 +63,7 @@ def summarize(
     return {
         "path": path,
         "format": op.format,
-        "compression": "gzip" if op.gzip else None,
+        "compression": op.compression,
         "file_bytes": op.file_size,
         "records": records,
         "records_total": records + sum(skipped.values()),

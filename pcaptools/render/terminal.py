@@ -118,7 +118,9 @@ def print_info(summaries: list[dict], con: Console) -> None:
             tab.add_row(f"interface {i['id']}", text(f"{desc}, {fmt_int(i['records'])} records"))
         tab.add_row("skipped", ", ".join(f"{k} {fmt_int(v)}" for k, v in s["skipped"].items()) or "none")
         if s["stopped_at"]:
-            tab.add_row("stopped", text(f"{s['stopped_at']['reason']} at byte {fmt_int(s['stopped_at']['offset'])}"))
+            where = s["stopped_at"].get("compressed_offset")
+            where = f" (compressed byte {fmt_int(where)})" if where is not None else ""
+            tab.add_row("stopped", text(f"{s['stopped_at']['reason']} at byte {fmt_int(s['stopped_at']['offset'])}{where}"))
         for note in s.get("notes") or []:
             tab.add_row("note", text(note))
         con.print(tab)
