@@ -362,7 +362,8 @@ def lab_run_cmd(
     nano: bool = typer.Option(False, "--nano", help="Nanosecond timestamps (--time-stamp-precision=nano)."),
     connections: int = typer.Option(16, "--connections", help="Client connections (cycling through 8 kinds)."),
     seed: int = typer.Option(1, "--seed", help="Seed for the clients' choices."),
-    prefix: str = typer.Option("ptlab-", "--prefix", help="Namespace name prefix of this run."),
+    prefix: str = typer.Option("ptlab-", "--prefix", help="Namespace name prefix: 2-16 letters, digits, '-', '_'; "
+                               "the run adds a unique id, so concurrent runs never collide."),
 ) -> None:
     """Build a cluster in network namespaces, drive traffic, capture it, write manifest/inventory/truth.
 
@@ -374,23 +375,29 @@ def lab_run_cmd(
     try:
         path = run_lab(out, cni=cni, nodes=nodes, any_capture=any_capture, nano=nano, connections=connections,
                        seed=seed, prefix=prefix)
-    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: run_lab has already removed its namespaces
-        raise LabError(f"lab run interrupted ({exc or 'Ctrl-C'}); its {prefix}* namespaces were removed") from exc
+    except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM or SIGHUP: run_lab has already removed its namespaces
+        raise LabError(f"lab run interrupted: {exc or 'Ctrl-C'}") from exc
     print(path)
 
 
 @lab_app.command("clean")
 def lab_clean_cmd(
-    prefix: str = typer.Option("ptlab-", "--prefix", help="Namespace name prefix to remove."),
+    prefix: str = typer.Option(None, "--prefix", help="Only runs under this prefix (default: every run)."),
 ) -> None:
-    """Remove the namespaces (and their processes) a crashed lab run left behind.
+    """Remove what lab runs whose process is gone left behind (as their registries list it), nothing else.
 
     Example: pcaptools lab clean --prefix ptlab-
     """
     from pcaptools.lab import clean
 
-    for name in clean(prefix):
+    done = clean(prefix)
+    for name in done.removed:
         print(f"removed {name}")
+    for run_id in done.live:
+        print(f"left {run_id}: its lab run is still running")
+    if done.unlisted:
+        print(f"left {len(done.unlisted)} namespace(s) starting with {prefix} that no lab run registered: "
+              + ", ".join(done.unlisted))
 
 
 @app.command("info")

@@ -365,14 +365,21 @@ def test_lab_namespaces_are_gone_after_the_run(lab):
 
 @needs_lab
 @pytest.mark.lab
-def test_clean_removes_leftovers_of_a_crashed_run():
+def test_clean_leaves_namespaces_that_no_lab_run_registered():
     from pcaptools.lab import clean
 
     prefix = f"ptl{secrets.token_hex(2)}-"
-    for name in ("node-1", "vpc"):
-        subprocess.run(["ip", "netns", "add", prefix + name], check=True)
-    assert sorted(clean(prefix)) == [prefix + "node-1", prefix + "vpc"]
-    assert prefix not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    names = [prefix + "node-1", prefix + "vpc"]
+    for name in names:
+        subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        done = clean(prefix)
+        assert done.removed == [] and done.runs == [] and done.unlisted == sorted(names)
+        listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+        assert all(name in listed for name in names)
+    finally:
+        for name in names:
+            subprocess.run(["ip", "netns", "del", name], capture_output=True)
 
 
 def test_not_root_is_a_lab_error_not_a_traceback(monkeypatch, tmp_path):
@@ -402,24 +409,28 @@ def test_lab_help_shows_an_example():
 
 @needs_lab
 @pytest.mark.lab
-def test_sigterm_during_a_run_removes_its_namespaces(tmp_path):
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGHUP"])
+def test_sigterm_or_sighup_during_a_run_removes_its_namespaces(tmp_path, signame):
     import signal
     import sys
     import time
 
+    sig = getattr(signal, signame)
     prefix = f"ptl{secrets.token_hex(2)}-"
     proc = subprocess.Popen([sys.executable, "-m", "pcaptools.cli", "lab", "run", "--cni", "calico-vxlan",
                              "--out", str(tmp_path), "--prefix", prefix],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and proc.poll() is None:  # wait until the nodes exist
-        if f"{prefix}node-2" in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout:
+        listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split()
+        if any(n.startswith(prefix) and n.endswith("-node-2") for n in listed):
             break
         time.sleep(0.01)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(sig)
     _out, err = proc.communicate(timeout=60)
     assert proc.returncode == 2, err
-    assert err.strip().splitlines() == [f"pcaptools: lab run interrupted (signal 15); its {prefix}* namespaces "
-                                        "were removed"]
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"pcaptools: lab run interrupted: signal {int(sig)}; its "
+                                                   f"namespaces {prefix}") and lines[0].endswith("* were removed")
     assert prefix not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert not (tmp_path / "manifest.json").exists()

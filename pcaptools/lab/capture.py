@@ -1,7 +1,12 @@
-"""tcpdump inside a namespace: start, wait for "listening on", stop with SIGINT and check the counts."""
+"""tcpdump inside a namespace: start, wait for "listening on", stop with SIGINT and check the counts.
+
+tcpdump writes to its stdout (``-w -``), a file the lab opened itself without following links
+(:func:`pcaptools.lab.outdir.open_new`), and gets SIGTERM if the lab process dies, however it dies.
+"""
 
 from __future__ import annotations
 
+import os
 import queue
 import re
 import signal
@@ -12,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pcaptools.errors import LabError
+from pcaptools.lab import netns, outdir
 
 BLOCK_TIMEOUT = 1.0  # tcpdump's pcap timeout: TPACKET_V3 retires a partly filled block after it
 _COUNT = re.compile(r"^(\d+) packets? (captured|received by filter|dropped by kernel)")
@@ -31,6 +37,7 @@ class Capture:
     # (immediate mode uses one ~64 KiB frame per packet on offloading veths and drops under load.)
     buffer_kib: int = 8192  # kernel ring (-B); the 2 MiB default overflowed on '-i any' during 200 KB bursts
     immediate: bool = False
+    root: Path | None = None  # the --out directory ``path`` lies in: no link below it is followed
     counts: dict[str, int] = field(default_factory=dict)
     _proc: subprocess.Popen[str] | None = None
     _err: queue.Queue[str | None] = field(default_factory=queue.Queue)
@@ -38,16 +45,20 @@ class Capture:
 
     def start(self, timeout: float = 15.0) -> None:
         """Start tcpdump and return once it reports "listening on"."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        root = self.root if self.root is not None else self.path.parent
+        fd = outdir.open_new(root, self.path.relative_to(root))
         argv = ["nice", "-n", "-5", "ip", "netns", "exec", self.ns, "tcpdump", "-i", self.interface, "-n", "-U",
-                "-B", str(self.buffer_kib), "-Z", "root", "-w", str(self.path)]
+                "-B", str(self.buffer_kib), "-Z", "root", "-w", "-"]
         if self.immediate:
             argv.append("--immediate-mode")
         if self.nano:
             argv.append("--time-stamp-precision=nano")
         if self.any_sll2:
             argv += ["-y", "LINUX_SLL2"]
-        self._proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:  # SIGTERM, not SIGKILL, if the lab dies: tcpdump then ends its file cleanly
+            self._proc = netns.spawn(argv, stdout=fd, stderr=subprocess.PIPE, die_sig=signal.SIGTERM)
+        finally:
+            os.close(fd)
         threading.Thread(target=self._pump, daemon=True).start()
         while True:
             try:
@@ -61,6 +72,11 @@ class Capture:
                                f"{timeout:.0f} s: {' | '.join(self._stderr[-3:]) or 'no output'}")
             if "listening on" in line:
                 return
+
+    @property
+    def pid(self) -> int | None:
+        """tcpdump's PID while it runs (``ip netns exec`` and ``nice`` exec in place)."""
+        return self._proc.pid if self._proc is not None else None
 
     def _pump(self) -> None:
         assert self._proc is not None and self._proc.stderr is not None

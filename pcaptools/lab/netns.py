@@ -1,22 +1,50 @@
 """Thin wrappers over ``ip``/``iptables``/``sysctl`` in named network namespaces, with cleanup.
 
-Every command the lab runs goes through :func:`run`, so a failure becomes one :class:`LabError`
-naming the command, the namespace and the tool's own message.
+Every command the lab runs goes through :func:`run` (or :func:`spawn` for long-lived ones), so a
+failure becomes one :class:`LabError` naming the command, the namespace and the tool's own message,
+and every child dies with the lab: ``PR_SET_PDEATHSIG`` is set in the child before it execs
+(``ip netns exec``, ``nice`` and the tools exec in place, so the setting reaches tcpdump itself).
 """
 
 from __future__ import annotations
 
+import ctypes
+import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 from pcaptools.errors import LabError
 
 TOOLS = ("ip", "iptables-restore", "tcpdump", "conntrack", "ss", "bridge")
+_PR_SET_PDEATHSIG = 1
+_prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved here: the forked child only calls it
+
+
+def die_with_parent(sig: int = signal.SIGKILL) -> Callable[[], None]:
+    """A ``preexec_fn``: the child gets ``sig`` when the thread that started it dies (SIGKILL included)."""
+    parent = os.getpid()
+
+    def setup() -> None:
+        _prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os.kill(os.getpid(), sig)
+
+    return setup
+
+
+def spawn(argv: Sequence[str], *, ns: str | None = None, die_sig: int = signal.SIGKILL,
+          **kw: Any) -> subprocess.Popen[str]:
+    """Start a long-lived command (inside ``ns`` if given) that receives ``die_sig`` if the lab dies."""
+    try:
+        return subprocess.Popen([*ns_prefix(ns), *argv], text=True, preexec_fn=die_with_parent(die_sig), **kw)
+    except FileNotFoundError as exc:
+        raise LabError(f"{argv[0]}: not found; install it (needed by the lab)") from exc
 
 
 def check_host() -> None:
@@ -44,7 +72,8 @@ def run(argv: Sequence[str], *, ns: str | None = None, stdin: str | None = None,
     """Run one command (inside ``ns`` if given) and return its stdout; failures raise LabError."""
     full = [*ns_prefix(ns), *argv]
     try:
-        res = subprocess.run(full, input=stdin, capture_output=True, text=True, timeout=timeout)
+        res = subprocess.run(full, input=stdin, capture_output=True, text=True, timeout=timeout,
+                             preexec_fn=die_with_parent())
     except FileNotFoundError as exc:
         raise LabError(f"{argv[0]}: not found; install it (needed by the lab)") from exc
     except subprocess.TimeoutExpired as exc:
@@ -76,10 +105,16 @@ def iptables_restore(ns: str, rules: str) -> None:
 
 
 def list_namespaces(prefix: str) -> list[str]:
-    """Names of existing namespaces that start with ``prefix``."""
+    """Names of existing namespaces that start with ``prefix`` (for reporting: only registries say what is ours)."""
     out = run(["ip", "netns", "list"])
     names = [line.split()[0] for line in out.splitlines() if line.strip()]
     return sorted(n for n in names if n.startswith(prefix))
+
+
+def veths(ns: str) -> list[str]:
+    """Names of the veth devices inside ``ns`` (what a run registry lists beside its namespaces)."""
+    return sorted(link["ifname"] for link in json.loads(run(["ip", "-j", "-n", ns, "link", "show", "type", "veth"])
+                                                         or "[]"))
 
 
 def create(name: str) -> None:
@@ -120,20 +155,9 @@ def _exists(pid: int) -> bool:
 
 
 def delete(name: str) -> None:
-    """Stop what runs inside ``name`` and delete it; a namespace that is already gone is fine."""
+    """Stop what runs inside ``name`` and delete it (callers pass only namespaces a run registry lists)."""
     _kill_pids(name)
     subprocess.run(["ip", "netns", "del", name], capture_output=True, text=True)
-
-
-def clean(prefix: str) -> list[str]:
-    """Delete every namespace starting with ``prefix`` (leftovers of a crashed run); returns their names."""
-    if len(prefix) < 3:
-        raise LabError(f"refusing to clean namespaces with the short prefix {prefix!r}; "
-                       "use the lab's prefix, e.g. 'ptlab-'")
-    names = list_namespaces(prefix)
-    for name in names:
-        delete(name)
-    return names
 
 
 _GRO_OFF = """

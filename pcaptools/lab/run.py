@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from pcaptools.errors import LabError
-from pcaptools.lab import kubeproxy, netns, topology, truth
+from pcaptools.lab import kubeproxy, netns, outdir, registry, topology, truth
 from pcaptools.lab.capture import Capture, drain
 from pcaptools.lab.inventory import build_inventory
 from pcaptools.lab.topology import Topology
@@ -27,21 +27,24 @@ SMALL, LARGE = 2_000, 200_000
 
 
 @contextlib.contextmanager
-def _terminate_on_sigterm() -> Iterator[None]:
-    """Turn SIGTERM into KeyboardInterrupt so the caller's ``finally`` tears the lab down."""
+def _terminate_on_signals() -> Iterator[None]:
+    """Turn SIGTERM and SIGHUP into KeyboardInterrupt so the caller's ``finally`` tears the lab down."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    signals = (signal.SIGTERM, signal.SIGHUP)
 
     def _raise(signum: int, frame: object) -> None:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the teardown short
+        for s in signals:  # a second signal must not cut the teardown short
+            signal.signal(s, signal.SIG_IGN)
         raise KeyboardInterrupt(f"signal {signum}")
 
-    old = signal.signal(signal.SIGTERM, _raise)
+    old = {s: signal.signal(s, _raise) for s in signals}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, old)
+        for s, handler in old.items():
+            signal.signal(s, handler)
 
 
 def plan_jobs(topo: Topology, connections: int, seed: int) -> list[dict[str, Any]]:
@@ -157,71 +160,89 @@ def run_lab(out_dir: str | Path, *, cni: str = "vpc", nodes: int = 3, any_captur
             segment_offload: bool = False) -> Path:
     """Build the lab, capture the clients' traffic on every capture point, write manifest/inventory/truth.
 
-    Returns the path of ``manifest.json``. Everything runs in namespaces named ``prefix…``, which are
-    removed on return, on error and on Ctrl-C/SIGTERM; leftovers of a crashed run are removed first.
+    Returns the path of ``manifest.json``. The run takes a unique id ``prefix`` + 6 hex digits, names
+    its namespaces ``<id>-…`` and lists them (and its veths and processes) in a registry
+    (:mod:`pcaptools.lab.registry`) before creating them, so concurrent runs never touch each other.
+    Its namespaces are removed on return, on error and on Ctrl-C/SIGTERM/SIGHUP; if the process is
+    killed outright its children die with it and the next run or ``lab clean`` removes the rest.
     """
     if connections < 1:
         raise LabError(f"connections={connections}: need at least 1 (there are {len(KINDS)} kinds)")
-    topo = topology.plan(cni, nodes=nodes, prefix=prefix)
+    registry.validate_prefix(prefix)
+    topology.plan(cni, nodes=nodes, prefix=prefix)  # bad arguments fail before anything is touched
     netns.check_host()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = outdir.check(out_dir)
     _remove_previous(out)
+    registry.reap(prefix)  # leftovers of runs under this prefix whose process is gone
+    run = registry.open_run(prefix, out=str(out.resolve()))
+    topo = topology.plan(cni, nodes=nodes, prefix=run.ns_prefix)
     jobs = plan_jobs(topo, connections, seed)
-    netns.clean(prefix)
     servers: list[Server] = []
     caps: list[tuple[Capture, dict[str, Any]]] = []
-    with _terminate_on_sigterm():
-        try:
-            topology.build(topo, segment_offload=segment_offload)
-            for node in topo.nodes:
-                netns.iptables_restore(node.ns, kubeproxy.node_rules(topo, node))
-            netns.iptables_restore(topo.nlb.ns, kubeproxy.nlb_rules(topo))
-            server_at: dict[str, Server] = {}
-            for p in topo.pods:
-                for _name, port, proto in p.ports:
-                    s = Server(p.ns, proto.lower(), port, p.key)
-                    servers.append(s)
-                    server_at["pod:" + p.key] = s
-            s = Server(topo.internet.ns, "tcp", 80, "internet")
-            servers.append(s)
-            server_at["internet"] = s
-            for s in servers:
-                s.start()
-            caps = _captures(topo, out, any_capture=any_capture, nano=nano)
-            for cap, _entry in caps:
-                cap.start()
-            results = []
-            for job in jobs:
-                ns = topo.client.ns if job["client"] == "client" else topo.pod(job["client"]).ns
-                res = run_clients(ns, [{k: job[k] for k in ("id", "proto", "dst", "port", "size")}])
-                results.extend(res)
-            conntrack = {}
-            for place, ns in [*(("node:" + n.name, n.ns) for n in topo.nodes), ("nlb", topo.nlb.ns),
-                              ("router", topo.router.ns)]:
-                conntrack[place] = truth.parse_conntrack(netns.run(["conntrack", "-L", "-o", "extended"], ns=ns,
-                                                                   check=False))
-            links = {n.name: _interfaces(topo, n.ns) for n in topo.nodes} if any_capture else {}
-            logs = {place: s.stop() for place, s in server_at.items()}
-            drain([cap for cap, _entry in caps if not cap.immediate])
-            counts = {entry["file"]: cap.stop() for cap, entry in caps}
-        finally:
-            for s in servers:
-                with contextlib.suppress(Exception):
-                    s.stop()
-            for cap, _entry in caps:
-                with contextlib.suppress(Exception):
-                    cap.stop()
-            netns.clean(prefix)
+    try:
+        with _terminate_on_signals():
+            try:
+                run.add_namespaces(topo.namespaces())
+                topology.build(topo, segment_offload=segment_offload)
+                run.add_veths([{"ns": ns, "name": v} for ns in topo.namespaces() for v in netns.veths(ns)])
+                for node in topo.nodes:
+                    netns.iptables_restore(node.ns, kubeproxy.node_rules(topo, node))
+                netns.iptables_restore(topo.nlb.ns, kubeproxy.nlb_rules(topo))
+                server_at: dict[str, Server] = {}
+                for p in topo.pods:
+                    for _name, port, proto in p.ports:
+                        s = Server(p.ns, proto.lower(), port, p.key)
+                        servers.append(s)
+                        server_at["pod:" + p.key] = s
+                s = Server(topo.internet.ns, "tcp", 80, "internet")
+                servers.append(s)
+                server_at["internet"] = s
+                for s in servers:
+                    s.start()
+                    if s.proc is not None:
+                        run.add_pid(s.proc.pid, f"server {s.label} {s.proto}/{s.port}")
+                caps = _captures(topo, out, any_capture=any_capture, nano=nano)
+                for cap, _entry in caps:
+                    cap.root = out
+                    cap.start()
+                    if cap.pid is not None:
+                        run.add_pid(cap.pid, f"tcpdump {cap.ns} {cap.interface}")
+                run.set_state("capturing")
+                results = []
+                for job in jobs:
+                    ns = topo.client.ns if job["client"] == "client" else topo.pod(job["client"]).ns
+                    res = run_clients(ns, [{k: job[k] for k in ("id", "proto", "dst", "port", "size")}])
+                    results.extend(res)
+                conntrack = {}
+                for place, ns in [*(("node:" + n.name, n.ns) for n in topo.nodes), ("nlb", topo.nlb.ns),
+                                  ("router", topo.router.ns)]:
+                    conntrack[place] = truth.parse_conntrack(netns.run(["conntrack", "-L", "-o", "extended"],
+                                                                       ns=ns, check=False))
+                links = {n.name: _interfaces(topo, n.ns) for n in topo.nodes} if any_capture else {}
+                logs = {place: s.stop() for place, s in server_at.items()}
+                run.set_state("stopping")
+                drain([cap for cap, _entry in caps if not cap.immediate])
+                counts = {entry["file"]: cap.stop() for cap, entry in caps}
+            finally:
+                for s in servers:
+                    with contextlib.suppress(Exception):
+                        s.stop()
+                for cap, _entry in caps:
+                    with contextlib.suppress(Exception):
+                        cap.stop()
+                for name in reversed(topo.namespaces()):
+                    netns.delete(name)
+                if not netns.list_namespaces(run.ns_prefix):
+                    run.close()  # else the registry stays for `lab clean`
+    except KeyboardInterrupt as exc:
+        raise KeyboardInterrupt(f"{exc or 'Ctrl-C'}; its namespaces {run.ns_prefix}* were removed") from None
 
     created = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     manifest = _manifest(topo, caps, counts, links, created, seed)
     records = _truth(topo, jobs, results, conntrack, logs)
-    (out / "inventory.json").write_text(json.dumps(build_inventory(topo, created), indent=1) + "\n")
-    (out / "truth.json").write_text(json.dumps(records, indent=1) + "\n")
-    path = out / "manifest.json"
-    path.write_text(json.dumps(manifest, indent=1) + "\n")
-    return path
+    outdir.write_text(out, "inventory.json", json.dumps(build_inventory(topo, created), indent=1) + "\n")
+    outdir.write_text(out, "truth.json", json.dumps(records, indent=1) + "\n")
+    return outdir.write_text(out, "manifest.json", json.dumps(manifest, indent=1) + "\n")
 
 
 def _manifest(topo: Topology, caps: list[tuple[Capture, dict[str, Any]]], counts: dict[str, dict[str, int]],
@@ -295,7 +316,9 @@ def _truth(topo: Topology, jobs: list[dict[str, Any]], results: list[dict[str, A
     return {"format": "pcaptools-lab-truth/1", "cni": topo.cni, "connections": conns}
 
 
-def clean(prefix: str = DEFAULT_PREFIX) -> list[str]:
-    """Remove every namespace (and the processes in it) left by a lab run with ``prefix``."""
+def clean(prefix: str | None = None) -> registry.Cleaned:
+    """Remove what lab runs whose process is gone created (all prefixes, or ``prefix``); nothing else."""
+    if prefix is not None:
+        registry.validate_prefix(prefix)
     netns.check_host()
-    return netns.clean(prefix)
+    return registry.reap(prefix)

@@ -144,11 +144,10 @@ class Server:
 
     def start(self, timeout: float = 15.0) -> None:
         from pcaptools.errors import LabError
+        from pcaptools.lab.netns import spawn  # the server dies with the lab, however the lab dies
 
-        self.proc = subprocess.Popen(
-            ["ip", "netns", "exec", self.ns, sys.executable, "-m", "pcaptools.lab.traffic", "server",
-             "--proto", self.proto, "--port", str(self.port)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.proc = spawn([sys.executable, "-m", "pcaptools.lab.traffic", "server", "--proto", self.proto,
+                           "--port", str(self.port)], ns=self.ns, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         threading.Thread(target=self._pump, daemon=True).start()
         try:
             first = self._lines.get(timeout=timeout)
