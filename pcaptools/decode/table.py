@@ -173,5 +173,36 @@ def build(batch: RecordBatch, w: Walk, file_name: str) -> pd.DataFrame:
     cols["tunnel_rule"] = pd.Categorical.from_codes(
         c["tunnel_rule"], categories=pd.Index(w.tables.rules, dtype=object), validate=False
     )
-    df = pd.DataFrame({col.name: cols[col.name] for col in PACKET_COLUMNS}, copy=False)
+    if w.payload_hash:  # asked for: the payload-prefix hash the walk took (see decode/prefix.py)
+        cols["payload_hash"] = w.phash
+    names = [col.name for col in PACKET_COLUMNS] + (["payload_hash"] if "payload_hash" in cols else [])
+    df = pd.DataFrame({name: cols[name] for name in names}, copy=False)
     return validate(df, PACKET_COLUMNS, table="packet")
+
+
+def concat(frames: list[pd.DataFrame], columns: list[str] | None = None) -> pd.DataFrame:
+    """Stack tables row-wise, one copy per column; category columns keep their dtype, with the categories of
+    all frames in first-seen order (each frame's codes remapped through a small lookup, no string work per row)."""
+    names = list(frames[0].columns) if columns is None else columns
+    out: dict[str, object] = {}
+    for name in names:
+        first = frames[0][name]
+        if isinstance(first.dtype, pd.CategoricalDtype):
+            cats = [f[name].cat.categories for f in frames]
+            codes = [f[name].cat.codes.to_numpy() for f in frames]
+            if all(c.equals(cats[0]) and c.dtype == object for c in cats):
+                out[name] = pd.Categorical.from_codes(np.concatenate(codes), categories=cats[0], validate=False)
+                continue
+            index: dict = {}
+            parts = []
+            for c, k in zip(cats, codes, strict=True):
+                labels = c.tolist() if c.dtype == object else [str(x) for x in c]
+                lut = np.array([index.setdefault(x, len(index)) for x in labels] + [-1], np.int64)
+                parts.append(lut[k])  # code -1 (missing) picks the trailing -1
+            out[name] = pd.Categorical.from_codes(np.concatenate(parts), categories=pd.Index(list(index), dtype=object),
+                                                  validate=False)  # fmt: skip
+        elif isinstance(first.dtype, np.dtype):
+            out[name] = np.concatenate([f[name].to_numpy() for f in frames])
+        else:  # another extension dtype: let pandas stack it
+            out[name] = pd.concat([f[name] for f in frames], ignore_index=True)
+    return pd.DataFrame(out, copy=False)
