@@ -128,15 +128,15 @@ class CaptureSet:
             )
         parts = [sub for _, sub in split]
         keep = [c for c in parts[0].columns if c in NEEDED or c == "payload_hash"] if parts else [*NEEDED, "payload_hash"]
-        packets = concat(parts, keep)
+        packets = concat(parts, keep, text_categories=len(parts) > 1)
         sizes = [len(sub) for sub in parts]
         point_id = np.repeat(np.arange(len(pts), dtype=np.int32), sizes)
-        packets["point"] = pd.Categorical.from_codes(point_id, categories=pd.Index(names, dtype=object), validate=False)
-        for col in ("node", "interface"):  # categories sorted, as astype("category") made them
+        packets["point"] = pd.Categorical.from_codes(point_id, categories=pd.Index(names), validate=False)
+        for col in ("node", "interface"):  # categories sorted, as astype("category") makes them
             labels = [getattr(p, col) for p in pts]
             cats = sorted(set(labels))
             code = np.array([cats.index(x) for x in labels], np.int32)
-            packets[col] = pd.Categorical.from_codes(code[point_id], categories=pd.Index(cats, dtype=object), validate=False)
+            packets[col] = pd.Categorical.from_codes(code[point_id], categories=pd.Index(cats), validate=False)
         packets["point_id"] = point_id
         return cls(points=pts, packets=packets, cni=cni, notes=notes)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 import pandas as pd
+from pandas.api.types import union_categoricals
 
 from pcaptools.addr import from_u128, label
 from pcaptools.decode import registry as R
@@ -180,27 +181,28 @@ def build(batch: RecordBatch, w: Walk, file_name: str) -> pd.DataFrame:
     return validate(df, PACKET_COLUMNS, table="packet")
 
 
-def concat(frames: list[pd.DataFrame], columns: list[str] | None = None) -> pd.DataFrame:
-    """Stack tables row-wise, one copy per column; category columns keep their dtype, with the categories of
-    all frames in first-seen order (each frame's codes remapped through a small lookup, no string work per row)."""
+def concat(frames: list[pd.DataFrame], columns: list[str] | None = None, *, text_categories: bool = False) -> pd.DataFrame:
+    """Stack tables row-wise, one copy per column. Category columns keep their dtype with the categories
+    ``union_categoricals(..., ignore_order=True)`` gives (first-seen order), found from the categories alone;
+    each frame's codes are remapped through a small lookup, no work per row beyond one take.
+    ``text_categories`` first turns every frame's categories into text (tables from other decoders)."""
     names = list(frames[0].columns) if columns is None else columns
     out: dict[str, object] = {}
     for name in names:
         first = frames[0][name]
         if isinstance(first.dtype, pd.CategoricalDtype):
             cats = [f[name].cat.categories for f in frames]
+            if text_categories:
+                cats = [pd.Index(list(c.astype(str)), dtype=object) for c in cats]
             codes = [f[name].cat.codes.to_numpy() for f in frames]
-            if all(c.equals(cats[0]) and c.dtype == object for c in cats):
-                out[name] = pd.Categorical.from_codes(np.concatenate(codes), categories=cats[0], validate=False)
-                continue
-            index: dict = {}
+            empty = np.zeros(0, np.int8)
+            union = union_categoricals([pd.Categorical.from_codes(empty, categories=c) for c in cats], ignore_order=True)
+            u = union.categories
             parts = []
             for c, k in zip(cats, codes, strict=True):
-                labels = c.tolist() if c.dtype == object else [str(x) for x in c]
-                lut = np.array([index.setdefault(x, len(index)) for x in labels] + [-1], np.int64)
+                lut = np.append(u.get_indexer(c), -1).astype(np.int64)
                 parts.append(lut[k])  # code -1 (missing) picks the trailing -1
-            out[name] = pd.Categorical.from_codes(np.concatenate(parts), categories=pd.Index(list(index), dtype=object),
-                                                  validate=False)  # fmt: skip
+            out[name] = pd.Categorical.from_codes(np.concatenate(parts), dtype=union.dtype, validate=False)
         elif isinstance(first.dtype, np.dtype):
             out[name] = np.concatenate([f[name].to_numpy() for f in frames])
         else:  # another extension dtype: let pandas stack it
