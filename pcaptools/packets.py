@@ -47,7 +47,10 @@ def read_packets(
     correlator's fingerprint needs it), taken during the decode walk.
     """
     from pcaptools.decode.api import decode_options, decode_with
+    from pcaptools.decode.compiling import announce_compiles
     from pcaptools.io import read_records
+
+    announce_compiles()  # the first run after install compiles for a while: say so on stderr
 
     paths = [path_or_paths] if isinstance(path_or_paths, (str, os.PathLike)) else list(path_or_paths)
     if not paths:
@@ -73,7 +76,10 @@ def iter_packets(
     """Packet tables of at most ``batch_records`` rows each, with bounded memory (streamed reading);
     ``payload_hash`` as for :func:`read_packets`."""
     from pcaptools.decode.api import decode_options, decode_with
+    from pcaptools.decode.compiling import announce_compiles
     from pcaptools.io import iter_records
+
+    announce_compiles()
 
     tables, depth = decode_options(vxlan_ports, geneve_ports, wireguard_ports, max_tunnel_depth)
     name = os.fspath(path)
