@@ -60,6 +60,12 @@ def _dpkt_loop(path: str) -> int:
     return n
 
 
+def _tcpdump_copy(path: str) -> int:
+    """``tcpdump -r F -w /dev/null``: libpcap reads every record and writes it out, no decoding."""
+    subprocess.run(["tcpdump", "-r", path, "-w", "/dev/null"], capture_output=True, check=True)
+    return _COUNT[path]
+
+
 _DECODED: dict = {}
 
 
@@ -99,6 +105,7 @@ SECTIONS: list[tuple[str, Callable[[str], int]]] = [
     ("dpkt decode", _dec.dpkt_decode),
     ("scapy decode", _dec.scapy_decode),
     ("tshark fields", _dec.tshark_fields),
+    ("tcpdump -w /dev/null", _tcpdump_copy),
 ]
 BASELINE = "plain read"
 _COUNT: dict[str, int] = {}
@@ -161,7 +168,8 @@ def main() -> None:
     ap.add_argument("--vxlan", type=float, default=1 / 3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--only", nargs="*", help="section names to run (default: all)")
+    ap.add_argument("--only", nargs="*", help="section names to run (default: all; 'end-to-end' for the CLI on a capture set)")
+    ap.add_argument("--set-packets", type=int, help="end-to-end: packets of the stream seen at 4 points (default: --packets)")
     ap.add_argument(
         "--child", nargs=4, metavar=("SECTION", "PATH", "COUNT", "REPEAT"), help=argparse.SUPPRESS
     )
@@ -181,6 +189,7 @@ def main() -> None:
         print(f"generated {path.name} in {time.perf_counter() - t0:.1f} s")
     size = path.stat().st_size
     names = [n for n, _ in SECTIONS if not a.only or n in a.only]
+    e2e = not a.only or "end-to-end" in a.only
     run_id = time.strftime("%Y-%m-%dT%H:%M:%S")
     common = {
         "run": run_id,
@@ -218,10 +227,17 @@ def main() -> None:
             )
             f.write(json.dumps({**common, **r, "time_vs_plain_read": ratio}) + "\n")
         dec = next((r for r in rows if r["section"] == "read+decode"), None)
-        for other in ("dpkt decode", "scapy decode", "tshark fields", "plain read") if dec else ():
+        for other in ("dpkt decode", "scapy decode", "tshark fields", "tcpdump -w /dev/null", "plain read") if dec else ():
             o = next((r for r in rows if r["section"] == other), None)
             if o:
                 print(f"read+decode is {dec['records_per_s'] / o['records_per_s']:.1f}x the packets/s of {other}")
+        if e2e:
+            import end_to_end
+
+            e2e_rows = end_to_end.run(a.set_packets or a.packets, a.repeat, CACHE)
+            end_to_end.print_table(e2e_rows)
+            for r in e2e_rows:
+                f.write(json.dumps({**common, **r}) + "\n")
         if not a.only or "first call" in a.only:
             sample = str(HERE.parent / "tests" / "data" / "own" / "two_sections.pcapng")
             fc = _first_call_cost(sample)

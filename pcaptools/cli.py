@@ -518,6 +518,18 @@ def _quiet_stdout() -> None:
         pass
 
 
+@app.command("warmup")
+def warmup_cmd() -> None:
+    """Compile the decoder and correlator once now (numba, about half a minute after an install), not on first use.
+
+    Example: pip install pcaptools && pcaptools warmup
+    """
+    from pcaptools.warmup import warmup
+
+    r = warmup()
+    print(f"ready: decoder and correlator compiled or loaded from numba's cache in {r['seconds']:.1f} s")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: user errors become one actionable line and exit code 2, never a traceback."""
     from pcaptools.render.terminal import safe

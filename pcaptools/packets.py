@@ -18,13 +18,9 @@ def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
     """Concatenate packet tables keeping every category column a category (union of categories)."""
     if len(frames) == 1:
         return frames[0]
-    frames = [f.copy(deep=False) for f in frames]
-    for name in frames[0].columns:
-        if isinstance(frames[0][name].dtype, pd.CategoricalDtype):
-            cats = pd.api.types.union_categoricals([f[name] for f in frames], ignore_order=True).categories
-            for f in frames:
-                f[name] = f[name].cat.set_categories(cats)
-    out = pd.concat(frames, ignore_index=True)
+    from pcaptools.decode.table import concat
+
+    out = concat(frames)
     attrs: dict = {"skipped": {}, "notes": [], "stopped_at": {}}
     for f in frames:
         attrs["skipped"].update(f.attrs.get("skipped", {}))
@@ -42,20 +38,27 @@ def read_packets(
     wireguard_ports: Iterable[int] = registry.DEFAULT_WIREGUARD_PORTS,
     max_tunnel_depth: int = 4,
     on_error: Literal["skip", "raise"] = "skip",
+    payload_hash: bool = False,
 ) -> pd.DataFrame:
     """Decode one or more pcap/pcapng(.gz) files into one packet table; ``file`` names each row's file.
 
     Reader skips are in ``df.attrs["skipped"]`` (per file), with ``notes`` and ``stopped_at``.
+    ``payload_hash=True`` adds a uint64 column hashing each packet's first 16 L4 payload bytes (the
+    correlator's fingerprint needs it), taken during the decode walk.
     """
     from pcaptools.decode.api import decode_options, decode_with
+    from pcaptools.decode.compiling import announce_compiles
     from pcaptools.io import read_records
+
+    announce_compiles()  # the first run after install compiles for a while: say so on stderr
 
     paths = [path_or_paths] if isinstance(path_or_paths, (str, os.PathLike)) else list(path_or_paths)
     if not paths:
         raise DecodeError("read_packets: expected at least one capture file, found none")
     tables, depth = decode_options(vxlan_ports, geneve_ports, wireguard_ports, max_tunnel_depth)
     names = [os.fspath(p) for p in paths]
-    frames = [decode_with(read_records(p, on_error=on_error), tables, depth, file_name=p) for p in names]
+    frames = [decode_with(read_records(p, on_error=on_error), tables, depth, file_name=p, payload_hash=payload_hash)
+              for p in names]  # fmt: skip
     return _concat(frames)
 
 
@@ -68,12 +71,17 @@ def iter_packets(
     wireguard_ports: Iterable[int] = registry.DEFAULT_WIREGUARD_PORTS,
     max_tunnel_depth: int = 4,
     on_error: Literal["skip", "raise"] = "skip",
+    payload_hash: bool = False,
 ) -> Iterator[pd.DataFrame]:
-    """Packet tables of at most ``batch_records`` rows each, with bounded memory (streamed reading)."""
+    """Packet tables of at most ``batch_records`` rows each, with bounded memory (streamed reading);
+    ``payload_hash`` as for :func:`read_packets`."""
     from pcaptools.decode.api import decode_options, decode_with
+    from pcaptools.decode.compiling import announce_compiles
     from pcaptools.io import iter_records
+
+    announce_compiles()
 
     tables, depth = decode_options(vxlan_ports, geneve_ports, wireguard_ports, max_tunnel_depth)
     name = os.fspath(path)
     for batch in iter_records(path, batch_records=batch_records, on_error=on_error):
-        yield decode_with(batch, tables, depth, file_name=name)
+        yield decode_with(batch, tables, depth, file_name=name, payload_hash=payload_hash)

@@ -7,6 +7,7 @@ tables already decoded. A ``tcpdump -i any`` capture (LINUX_SLL2) is split into 
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from collections.abc import Callable, Iterable
@@ -15,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from pandas.api.types import union_categoricals
 
 from pcaptools.correlate.fingerprint import PREFIX_BYTES, prefix_hash
+from pcaptools.decode.table import concat
 from pcaptools.errors import CorrelationError, InventoryError
 
 ROLES = ("pod-veth", "node-uplink", "overlay", "lb", "client", "any", "external")
@@ -98,8 +99,8 @@ class CaptureSet:
 
     @classmethod
     def from_frames(cls, frames: list[tuple[dict, pd.DataFrame]], *, cni: str = "") -> CaptureSet:
-        """From (manifest entry, decoded packet table) pairs; computes payload-prefix hashes from the files."""
-        parts: list[pd.DataFrame] = []
+        """From (manifest entry, decoded packet table) pairs; tables without a ``payload_hash`` column get
+        one computed from their files (``read_packets(..., payload_hash=True)`` takes it while decoding)."""
         pts: list[CapturePoint] = []
         notes: list[str] = []
         split: list[tuple[CapturePoint, pd.DataFrame]] = []
@@ -109,29 +110,34 @@ class CaptureSet:
                 raise CorrelationError(
                     f"{entry.get('file', '?')}: packet table lacks columns {missing}; decode it with pcaptools.read_packets"
                 )
-            df = df.loc[:, [c for c in df.columns if c in NEEDED or c == "payload_hash"]]
             if "payload_hash" not in df.columns:
                 df = df.assign(payload_hash=payload_hashes(df))
             split.extend(_split(entry, df))
         # a node captured both per interface and with -i any: the any capture's points keep their
         # interface but are named NODE:IFACE@any, so both sightings stay distinct points
         explicit = {pt.name for pt, _ in split if pt.ifindex < 0}
-        for point, sub in split:
+        for point, _sub in split:
             if point.ifindex >= 0 and point.name in explicit:
                 point = replace(point, name=f"{point.name}@any")
             pts.append(point)
-            parts.append(sub.assign(point=point.name, node=point.node, interface=point.interface))
         names = [p.name for p in pts]
         dup = {n for n in names if names.count(n) > 1}
         if dup:
             raise CorrelationError(
                 f"capture point names must be unique, found {sorted(dup)} more than once; give each capture its own NODE:IFACE label"
             )
-        packets = _concat(parts)
-        packets["point"] = pd.Categorical(packets["point"], categories=names)
-        packets["point_id"] = packets["point"].cat.codes.astype(np.int32)
-        for col in ("node", "interface"):
-            packets[col] = packets[col].astype("category")
+        parts = [sub for _, sub in split]
+        keep = [c for c in parts[0].columns if c in NEEDED or c == "payload_hash"] if parts else [*NEEDED, "payload_hash"]
+        packets = concat(parts, keep, text_categories=len(parts) > 1)
+        sizes = [len(sub) for sub in parts]
+        point_id = np.repeat(np.arange(len(pts), dtype=np.int32), sizes)
+        packets["point"] = pd.Categorical.from_codes(point_id, categories=pd.Index(names), validate=False)
+        for col in ("node", "interface"):  # categories sorted, as astype("category") makes them
+            labels = [getattr(p, col) for p in pts]
+            cats = sorted(set(labels))
+            code = np.array([cats.index(x) for x in labels], np.int32)
+            packets[col] = pd.Categorical.from_codes(code[point_id], categories=pd.Index(cats), validate=False)
+        packets["point_id"] = point_id
         return cls(points=pts, packets=packets, cni=cni, notes=notes)
 
 
@@ -176,7 +182,7 @@ def _default_decoder() -> Callable:
         from pcaptools import read_packets  # type: ignore[attr-defined]
     except ImportError as exc:  # pragma: no cover - only while the decoder is missing
         raise CorrelationError("pcaptools.read_packets (the decoder) is not available in this installation") from exc
-    return read_packets
+    return functools.partial(read_packets, payload_hash=True)  # hashed in the decode walk: no second read
 
 
 def _manifest_path(source: str | os.PathLike) -> Path:
@@ -222,23 +228,3 @@ def _split(entry: dict, df: pd.DataFrame) -> list[tuple[CapturePoint, pd.DataFra
         return out
     name = f"{node}:{iface}" if iface else node
     return [(CapturePoint(name=name, node=node, interface=iface, role=role, file=file, pod=pod), df)]
-
-
-def _concat(parts: list[pd.DataFrame]) -> pd.DataFrame:
-    """Concatenate packet tables keeping category columns categorical (union of categories)."""
-    if len(parts) == 1:
-        return parts[0].reset_index(drop=True).copy()
-    cols = parts[0].columns
-    out = {}
-    for c in cols:
-        if isinstance(parts[0][c].dtype, pd.CategoricalDtype):
-            out[c] = pd.Series(union_categoricals([_objcat(p[c]) for p in parts], ignore_order=True))
-        else:
-            out[c] = pd.Series(np.concatenate([p[c].to_numpy() for p in parts]))
-    return pd.DataFrame(out)
-
-
-def _objcat(s: pd.Series) -> pd.Categorical:
-    """A categorical with object-dtype categories, so tables from different decoders concatenate."""
-    c = s.astype("category").array
-    return pd.Categorical.from_codes(c.codes, categories=pd.Index(list(c.categories.astype(str)), dtype=object))

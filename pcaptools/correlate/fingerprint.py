@@ -28,13 +28,14 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-PREFIX_BYTES = 16
-"""How many leading L4 payload bytes are hashed into the fingerprint."""
+from pcaptools.decode.prefix import PREFIX_BYTES, hashes
+
+__all__ = ["PREFIX_BYTES", "combine", "fingerprint", "mix64", "prefix_hash"]
+
 
 _C1 = np.uint64(0xBF58476D1CE4E5B9)
 _C2 = np.uint64(0x94D049BB133111EB)
 _MASK = (1 << 64) - 1
-_CHUNK = 1 << 20
 
 
 def mix64(x: np.ndarray) -> np.ndarray:
@@ -59,26 +60,13 @@ def combine(fields: list[np.ndarray]) -> np.ndarray:
 
 
 def prefix_hash(data: np.ndarray, start: np.ndarray, length: np.ndarray) -> np.ndarray:
-    """Hash of ``data[start:start+length]`` per row (length clipped to PREFIX_BYTES), vectorised in chunks.
+    """Hash of ``data[start:start+length]`` per row (length clipped to PREFIX_BYTES), one numba pass.
 
-    Rows with ``length <= 0`` hash to the hash of nothing; the byte count is part of the hash.
+    Rows with ``length <= 0`` hash to the hash of nothing; the byte count is part of the hash. The
+    decoder takes the same hash during its walk (``read_packets(..., payload_hash=True)``).
     """
-    start = np.asarray(start, np.int64)
-    length = np.clip(np.asarray(length, np.int64), 0, PREFIX_BYTES)
-    out = np.empty(start.shape[0], np.uint64)
-    lane = np.arange(PREFIX_BYTES, dtype=np.int64)
-    last = max(int(data.shape[0]) - 1, 0)
-    for lo in range(0, start.shape[0], _CHUNK):
-        s = start[lo : lo + _CHUNK]
-        n = length[lo : lo + _CHUNK]
-        mask = lane[None, :] < n[:, None]
-        idx = np.where(mask, s[:, None] + lane[None, :], 0)
-        np.clip(idx, 0, last, out=idx)
-        b = data[idx] if data.shape[0] else np.zeros(idx.shape, np.uint8)
-        b = np.where(mask, b, 0).astype(np.uint8)
-        words = np.ascontiguousarray(b).view("<u8")
-        out[lo : lo + _CHUNK] = combine([words[:, 0], words[:, 1], n])
-    return out
+    buf = np.asarray(data).view(np.uint8).reshape(-1)
+    return hashes(buf, np.asarray(start, np.int64), np.asarray(length, np.int64))
 
 
 def fingerprint(packets: pd.DataFrame, payload_hash: np.ndarray) -> np.ndarray:

@@ -51,17 +51,22 @@ def decode_batch(
     return decode_with(batch, tables, depth, file_name)
 
 
-def decode_with(batch: RecordBatch, tables: registry.Tables, depth: int, file_name: str | None = None) -> pd.DataFrame:
-    """decode_batch with prepared tables (read_packets builds them once for many batches)."""
+def decode_with(
+    batch: RecordBatch, tables: registry.Tables, depth: int, file_name: str | None = None, *, payload_hash: bool = False
+) -> pd.DataFrame:
+    """decode_batch with prepared tables (read_packets builds them once for many batches); ``payload_hash``
+    adds that column (uint64 hash of the first 16 L4 payload bytes, taken during the decode walk)."""
     from pcaptools.decode.table import build
     from pcaptools.decode.walk import Walk
+    from pcaptools.schema import TUNNELS
 
-    w = Walk(batch, tables, depth)
+    w = Walk(batch, tables, depth, payload_hash=payload_hash)
     w.run()
     df = build(batch, w, file_name if file_name is not None else str(batch.path))
     df.attrs["skipped"] = {str(batch.path): dict(batch.skipped)}
     df.attrs["notes"] = list(batch.notes)
-    opaque_gre = int(((df["tunnel"] == "gre") & (df["ip_version"] == 0) & df["error"].isna() & df["truncated_at"].isna()).sum())
+    gre = w.c["tunnel"] == TUNNELS.index("gre") + 1
+    opaque_gre = int((gre & (w.c["ip_version"] == 0) & (w.err == 0) & (w.trunc == 0)).sum())
     if opaque_gre:
         df.attrs["notes"].append(
             f"{batch.path}: {opaque_gre} GRE packets carry a protocol pcaptools does not decode (ERSPAN 0x88be, "

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 import pandas as pd
+from pandas.api.types import union_categoricals
 
 from pcaptools.addr import from_u128, label
 from pcaptools.decode import registry as R
@@ -173,5 +174,37 @@ def build(batch: RecordBatch, w: Walk, file_name: str) -> pd.DataFrame:
     cols["tunnel_rule"] = pd.Categorical.from_codes(
         c["tunnel_rule"], categories=pd.Index(w.tables.rules, dtype=object), validate=False
     )
-    df = pd.DataFrame({col.name: cols[col.name] for col in PACKET_COLUMNS}, copy=False)
+    if w.payload_hash:  # asked for: the payload-prefix hash the walk took (see decode/prefix.py)
+        cols["payload_hash"] = w.phash
+    names = [col.name for col in PACKET_COLUMNS] + (["payload_hash"] if "payload_hash" in cols else [])
+    df = pd.DataFrame({name: cols[name] for name in names}, copy=False)
     return validate(df, PACKET_COLUMNS, table="packet")
+
+
+def concat(frames: list[pd.DataFrame], columns: list[str] | None = None, *, text_categories: bool = False) -> pd.DataFrame:
+    """Stack tables row-wise, one copy per column. Category columns keep their dtype with the categories
+    ``union_categoricals(..., ignore_order=True)`` gives (first-seen order), found from the categories alone;
+    each frame's codes are remapped through a small lookup, no work per row beyond one take.
+    ``text_categories`` first turns every frame's categories into text (tables from other decoders)."""
+    names = list(frames[0].columns) if columns is None else columns
+    out: dict[str, object] = {}
+    for name in names:
+        first = frames[0][name]
+        if isinstance(first.dtype, pd.CategoricalDtype):
+            cats = [f[name].cat.categories for f in frames]
+            if text_categories:
+                cats = [pd.Index(list(c.astype(str)), dtype=object) for c in cats]
+            codes = [f[name].cat.codes.to_numpy() for f in frames]
+            empty = np.zeros(0, np.int8)
+            union = union_categoricals([pd.Categorical.from_codes(empty, categories=c) for c in cats], ignore_order=True)
+            u = union.categories
+            parts = []
+            for c, k in zip(cats, codes, strict=True):
+                lut = np.append(u.get_indexer(c), -1).astype(np.int64)
+                parts.append(lut[k])  # code -1 (missing) picks the trailing -1
+            out[name] = pd.Categorical.from_codes(np.concatenate(parts), dtype=union.dtype, validate=False)
+        elif isinstance(first.dtype, np.dtype):
+            out[name] = np.concatenate([f[name].to_numpy() for f in frames])
+        else:  # another extension dtype: let pandas stack it
+            out[name] = pd.concat([f[name] for f in frames], ignore_index=True)
+    return pd.DataFrame(out, copy=False)

@@ -10,6 +10,8 @@ One pass per packet reads its header bytes once (the capture buffer is far large
 from __future__ import annotations
 
 import hashlib
+import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numba as nb
@@ -18,15 +20,18 @@ from llvmlite import ir
 from numba.core import cgutils, types
 from numba.extending import intrinsic
 
-from pcaptools.decode import ip, l4, link, registry
+from pcaptools.decode import ip, l4, link, prefix, registry
 from pcaptools.decode import registry as R
 from pcaptools.decode.common import E_TUNNEL_DEPTH, E_UNKNOWN_LINKTYPE
+from pcaptools.decode.prefix import PREFIX_BYTES
 from pcaptools.decode.tunnels import geneve, gre, ipip, vxlan
 from pcaptools.io.records import RecordBatch
 from pcaptools.schema import TUNNELS
 
 PREFETCH_AHEAD = 16  # packets: the header bytes of packet r + 16 are requested while packet r is decoded
 PREFETCH_LINES = 3  # 64-byte lines from a packet's start: link, IP, UDP, VXLAN and inner headers
+PARALLEL_MIN = 1 << 16  # rows: smaller batches are walked by one thread (a thread costs ~0.1 ms)
+MAX_THREADS = 8
 CHUNK = 1 << 20  # kept for callers of run(chunk=...); the fused walk needs no chunking
 MAX_STEPS = 64
 """Bound on a packet's steps; a step ends when the next layer's kind number is not above the current one.
@@ -119,11 +124,13 @@ def _make_walk(sources_digest: int):
     """The fused walk as a closure over ``sources_digest``: numba keys its on-disk cache on the closure's
     values, so an edit of any decoder module (not only of this file) compiles it anew."""
 
-    @nb.njit(cache=True, _nrt=False)
+    @nb.njit(cache=True, _nrt=False, nogil=True)
     def walk(buf, start, caplen, wirelen, kind0, et_lut, et_rule, ip_lut, ip_rule, ud_lut, ud_rule, tpids,
              max_depth, pos, end, wend, lim, key, rule, depth, trunc, err, ip_at, outer_len,
-             m8, m16, m32, m64, mu64, mb, o8, o16, o32, o64, ou64, ob, direction):  # fmt: skip
-        """Decode every row through all its layers (the column blocks come filled with absent values)."""
+             m8, m16, m32, m64, mu64, mb, o8, o16, o32, o64, ou64, ob, direction, lo, hi, phash):  # fmt: skip
+        """Decode rows ``lo:hi`` through all their layers (the column blocks come filled with absent values);
+        ``phash`` (empty: skipped) gets each row's payload-prefix hash. Rows are independent: threads may
+        walk disjoint ranges at once."""
         _ = sources_digest
         ip_version = m8[0]
         proto, ttl, tcp_flags, tcp_wscale, icmp_type, icmp_code, icmp_q_proto = (
@@ -142,9 +149,9 @@ def _make_walk(sources_digest: int):
         eth_src, eth_dst, outer_src_hi, outer_src_lo, outer_dst_hi, outer_dst_lo = (
             ou64[0], ou64[1], ou64[2], ou64[3], ou64[4], ou64[5])  # fmt: skip
         eth_ok, outer_ok = ob[0], ob[1]
-        n = start.shape[0]
-        for r in range(n):
-            if r + PREFETCH_AHEAD < n:  # the walk is latency-bound on each packet's first bytes otherwise
+        want_hash = phash.shape[0] > 0
+        for r in range(lo, hi):
+            if r + PREFETCH_AHEAD < hi:  # the walk is latency-bound on each packet's first bytes otherwise
                 a = start[r + PREFETCH_AHEAD]
                 for q in range(PREFETCH_LINES):
                     _prefetch(buf, a + 64 * q)
@@ -254,6 +261,13 @@ def _make_walk(sources_digest: int):
                 k = nk
             at = net_at if net_at >= inner_at else inner_at
             outer_len[r] = at - s if depth[r] > 0 else 0
+            if want_hash:  # the payload's first bytes follow the headers just read: still in cache
+                po = payload_offset[r]
+                nh = 0
+                if po >= 0:
+                    nh = min(min(nb.int64(caplen[r]) - po, nb.int64(payload_len[r])), PREFIX_BYTES)
+                    nh = max(nh, 0)
+                phash[r] = prefix.hash_at(buf, s + po if po >= 0 else 0, nh)
 
     return walk
 
@@ -269,8 +283,10 @@ def _filled(shape: tuple[int, int], dt: str) -> np.ndarray:
 class Walk:
     """Per-row walking state and the output columns of one batch."""
 
-    def __init__(self, batch: RecordBatch, tables: registry.Tables, max_depth: int) -> None:
+    def __init__(self, batch: RecordBatch, tables: registry.Tables, max_depth: int, *, payload_hash: bool = False) -> None:
         n = len(batch)
+        self.payload_hash = payload_hash
+        self.phash = np.empty(n if payload_hash else 0, np.uint64)  # payload-prefix hash per row, if asked
         self.buf = np.asarray(batch.data).view(np.uint8).reshape(-1)
         self.batch = batch
         self.tables = tables
@@ -299,16 +315,27 @@ class Walk:
             d = (batch.flags & 3).astype(np.int8)  # epb_flags: 1 inbound, 2 outbound -> "in"/"out" codes
             self.c["direction"][:] = np.where((d == 1) | (d == 2), d, 0)
 
-    def run(self, chunk: int = CHUNK) -> None:
-        """Decode every row through all its layers (``chunk`` is accepted and unused: one pass needs none)."""
+    def run(self, chunk: int = CHUNK, *, threads: int | None = None) -> None:
+        """Decode every row through all its layers, in ``threads`` disjoint row ranges at once (default:
+        one per usable core, for batches of at least PARALLEL_MIN rows). ``chunk`` is accepted and unused."""
         t, b = self.tables, self.batch
         m, o = self.main, self.outer
-        _walk(self.buf, self.start, b.caplen.astype(np.uint32, copy=False), b.wirelen.astype(np.uint32, copy=False),
-              self.first_kind, t.ethertype, t.rule_ethertype, t.ip_proto, t.rule_ip_proto, t.udp_dport,
-              t.rule_udp_dport, _TPIDS, self.max_depth, self.pos, self.end, self.wend, self.lim, self.key, self.rule,
-              self.depth, self.trunc, self.err, self.ip_at, self._outer_len, m["int8"], m["int16"],
-              m["int32"], m["int64"], m["uint64"], m["bool"], o["int8"], o["int16"], o["int32"], o["int64"],
-              o["uint64"], o["bool"], self.c["direction"])  # fmt: skip
+        n = len(b)
+        args = (self.buf, self.start, b.caplen.astype(np.uint32, copy=False), b.wirelen.astype(np.uint32, copy=False),
+                self.first_kind, t.ethertype, t.rule_ethertype, t.ip_proto, t.rule_ip_proto, t.udp_dport,
+                t.rule_udp_dport, _TPIDS, self.max_depth, self.pos, self.end, self.wend, self.lim, self.key, self.rule,
+                self.depth, self.trunc, self.err, self.ip_at, self._outer_len, m["int8"], m["int16"],
+                m["int32"], m["int64"], m["uint64"], m["bool"], o["int8"], o["int16"], o["int32"], o["int64"],
+                o["uint64"], o["bool"], self.c["direction"])  # fmt: skip
+        k = threads if threads is not None else (usable_cores() if n >= PARALLEL_MIN else 1)
+        cuts = np.linspace(0, n, max(1, min(k, n)) + 1).astype(np.int64)
+        ranges = list(zip(cuts[:-1].tolist(), cuts[1:].tolist(), strict=True))
+        if len(ranges) <= 1:
+            _walk(*args, 0, n, self.phash)
+            return
+        with ThreadPoolExecutor(len(ranges)) as pool:  # the walk releases the GIL (nogil)
+            for f in [pool.submit(_walk, *args, lo, hi, self.phash) for lo, hi in ranges]:
+                f.result()
 
     def outer_len(self) -> np.ndarray:
         """Bytes before the inner network header of tunnelled rows (opaque tunnels: before their payload)."""
@@ -316,3 +343,12 @@ class Walk:
 
 
 _TPIDS = registry.vlan_tpids()
+
+
+def usable_cores() -> int:
+    """CPUs this process may run on (its affinity mask), at most MAX_THREADS."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        n = os.cpu_count() or 1
+    return max(1, min(n, MAX_THREADS))

@@ -1,0 +1,73 @@
+"""The decoder's speed features change no value: parallel row ranges, the in-walk payload hash, table stacking."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from pandas.api.types import union_categoricals
+
+from pcaptools.correlate.capture_set import payload_hashes
+from pcaptools.decode.api import decode_options
+from pcaptools.decode.table import concat
+from pcaptools.decode.walk import Walk
+from pcaptools.io import read_records
+from pcaptools.packets import read_packets
+
+ROOT = Path(__file__).resolve().parent.parent
+DECODE = ROOT / "tests" / "data" / "decode"
+CAPTURES = [
+    ROOT / "sample_pcaps" / "calico-vxlan" / "node-1" / "eth0.pcap",  # VXLAN between nodes
+    ROOT / "sample_pcaps" / "calico-vxlan" / "node-1" / "vxlan.calico.pcap",
+    DECODE / "tunnels.pcap",
+    DECODE / "tunnels_snap60.pcap",  # payloads cut by the snaplen
+    DECODE / "icmp_errors.pcap",
+    DECODE / "sll_vxlan.pcap",
+    ROOT / "tests" / "data" / "own" / "any_nano.pcapng",
+]
+
+
+@pytest.mark.parametrize("path", CAPTURES, ids=lambda p: p.name)
+def test_payload_hash_from_the_decode_walk_equals_hashing_the_file_again(path: Path) -> None:
+    walked = read_packets(path, payload_hash=True)
+    plain = read_packets(path)
+    again = payload_hashes(plain)
+    assert walked["payload_hash"].dtype == np.uint64
+    np.testing.assert_array_equal(walked["payload_hash"].to_numpy(), again)
+    # packets with payload get distinct hashes from those without
+    has = (plain["payload_len"] > 0).to_numpy()
+    if has.any() and (~has).any():
+        assert not np.isin(again[has], again[~has]).all()
+    pd.testing.assert_frame_equal(walked.drop(columns="payload_hash"), plain)
+
+
+@pytest.mark.parametrize("path", CAPTURES, ids=lambda p: p.name)
+def test_walk_in_parallel_row_ranges_fills_the_same_columns_as_one_pass(path: Path) -> None:
+    batch = read_records(path)
+    tables, depth = decode_options()
+    one = Walk(batch, tables, depth, payload_hash=True)
+    one.run(threads=1)
+    three = Walk(batch, tables, depth, payload_hash=True)
+    three.run(threads=3)
+    assert len(batch) >= 2  # at least two ranges really ran
+    for name, col in one.c.items():
+        np.testing.assert_array_equal(three.c[name], col, err_msg=name)
+    for name in ("depth", "trunc", "err", "rule", "phash"):
+        np.testing.assert_array_equal(getattr(three, name), getattr(one, name), err_msg=name)
+    np.testing.assert_array_equal(three.outer_len(), one.outer_len())
+
+
+def test_stacked_tables_keep_categories_in_first_seen_order_like_union_categoricals() -> None:
+    a = read_packets(CAPTURES[0])
+    b = read_packets(CAPTURES[2])
+    out = concat([a, b])
+    assert len(out) == len(a) + len(b)
+    for name in a.columns:
+        if isinstance(a[name].dtype, pd.CategoricalDtype):
+            ref = union_categoricals([a[name], b[name]], ignore_order=True)
+            assert list(out[name].cat.categories) == list(ref.categories), name
+            assert out[name].astype(object).tolist() == list(ref.astype(object)), name
+        else:
+            np.testing.assert_array_equal(out[name].to_numpy(), np.concatenate([a[name].to_numpy(), b[name].to_numpy()]))
