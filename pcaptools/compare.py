@@ -245,6 +245,8 @@ def _load(label: str, src, inventory, window_ns: int | None) -> _Set:
     frames, pts = [], []
     for pt in cs.points:
         df = dec(pt.file)
+        if pt.pcapng_interface >= 0:
+            df = df[df["iface"].to_numpy() == pt.pcapng_interface]
         if pt.ifindex >= 0:
             df = df[df["ifindex"].to_numpy() == pt.ifindex]
         frames.append(df.assign(point=pt.name, node=pt.node, role=pt.role))

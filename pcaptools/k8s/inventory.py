@@ -92,6 +92,7 @@ class Node:
     pod_cidrs: tuple[str, ...]
     provider_id: str = ""
     zone: str = ""
+    hostnames: tuple[str, ...] = ()  # status.addresses of type Hostname
 
 
 def _canon(ip: Any) -> str | None:
@@ -406,6 +407,7 @@ def _node(it: dict, meta: dict) -> Node:
     return Node(
         name=str(meta.get("name", "")), addresses=tuple(ips), pod_cidrs=tuple(str(c) for c in cidrs),
         provider_id=str(spec.get("providerID", "")), zone=str(labels.get("topology.kubernetes.io/zone", "")),
+        hostnames=tuple(str(a.get("address")) for a in addrs if isinstance(a, dict) and a.get("type") == "Hostname" and a.get("address")),
     )  # fmt: skip
 
 
