@@ -138,10 +138,18 @@ def load_captures(
     srcs = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
     points = list(points)
     manifests = [s for s in srcs if _is_manifest(s)]
-    if len(srcs) == 1 and manifests:  # one manifest: exactly what it says
-        return CaptureSet.load(srcs[0], points=points, decoder=decoder)
-    if not srcs and points:
-        return CaptureSet.load(None, points=points, decoder=decoder)
+    if (len(srcs) == 1 and manifests) or (not srcs and points):  # a manifest and/or --point: exactly what they say
+        cs = CaptureSet.load(srcs[0] if srcs else None, points=points, decoder=decoder)
+        how = ["--point"] * len(points)
+        if srcs:
+            how = ["manifest"] * (len(cs.points) - len(how)) + how  # manifest entries come first
+        cs.inference = pd.DataFrame(
+            [[p.name, p.file, p.pcapng_interface, p.ifindex, p.node, h, p.interface, h, p.role, h, p.pod, h if p.pod else ""]
+             for p, h in zip(cs.points, how if len(how) == len(cs.points) else ["given"] * len(cs.points), strict=True)],
+            columns=list(EVIDENCE_COLUMNS),
+        )  # fmt: skip
+        cs.inference.attrs = {"warnings": [], "inventory": None, "files": 0}
+        return cs
     inv = inventory if isinstance(inventory, Inventory) or inventory is None else Inventory.load(inventory)
     dec = _once(decoder or _read_packets)
     explicit: list[dict] = []
@@ -574,7 +582,7 @@ def _infer_unit(path: str, top: bool, idb: int, df: pd.DataFrame, info, nodes: _
     if role is None and nodes.inv is not None and node[0] not in nodes.inv.nodes and not is_any:
         role = _outside_role(df, nodes)
     if role is None and conv is not None:
-        role = (conv[0], f"convention: {ifname} is a {conv[1]}")
+        role = (conv[0], f"convention: {ifname}: {conv[1]}")
     if role is None:
         role = ("any", "none: unlabelled")
         if not is_any:
@@ -603,7 +611,7 @@ def _infer_unit(path: str, top: bool, idb: int, df: pd.DataFrame, info, nodes: _
         nm_ev = f"links: {lsrc} ifindex {k}" if nm else "none: SLL2 ifindex"
         nm = nm or f"if{k}"
         c = cni.role_of(nm) if nm else None
-        r = (c[0], f"convention: {nm} is a {c[1]}") if c else ("other", f"none: {nm} matches no convention")
+        r = (c[0], f"convention: {nm}: {c[1]}") if c else ("other", f"none: {nm} matches no convention")
         pd_ = None
         if nm in nodes.veth:
             owner = nodes.veth[nm]
