@@ -555,13 +555,6 @@ def _infer_unit(path: str, top: bool, idb: int, df: pd.DataFrame, info, nodes: _
         node = (nodes.pod_node(pod[0]), f"inventory: pod {pod[0]} runs there ({pod[1]})")
     if node is None and by_packets is not None:
         node = by_packets
-    if by_packets is not None and node is not None and node[0] in (nodes.inv.nodes if nodes.inv else {}) and by_packets[0] != node[0]:
-        cov_named = _node_from_packets_share(df, nodes, node[0])
-        if cov_named < 0.5:
-            raise CorrelationError(
-                f"{path}: named node {node[0]} by {node[1]}, but {by_packets[1]} (node {node[0]} in {cov_named:.0%}); "
-                f"if the name is right, pass --point {node[0]}:{ifname or 'IFACE'}={path}", path=path,
-            )  # fmt: skip
     if pod is not None and node is not None and nodes.pod_node(pod[0]) and nodes.inv and node[0] in nodes.inv.nodes \
             and nodes.pod_node(pod[0]) != node[0]:  # fmt: skip
         raise CorrelationError(
@@ -569,6 +562,13 @@ def _infer_unit(path: str, top: bool, idb: int, df: pd.DataFrame, info, nodes: _
             f"{nodes.pod_node(pod[0])} per the inventory; pass --point NODE:{ifname or 'IFACE'}={path} with the right node",
             path=path,
         )  # fmt: skip
+    if by_packets is not None and node is not None and node[0] in (nodes.inv.nodes if nodes.inv else {}) and by_packets[0] != node[0]:
+        cov_named = _node_from_packets_share(df, nodes, node[0])
+        if cov_named < COVERAGE:
+            raise CorrelationError(
+                f"{path}: named node {node[0]} by {node[1]}, but {by_packets[1]} (node {node[0]} in {cov_named:.0%}); "
+                f"if the name is right, pass --point {node[0]}:{ifname or 'IFACE'}={path}", path=path,
+            )  # fmt: skip
     if node is None:
         stem = capture_stem(path)
         node = (name_node or (stem, ""))[0], "none: file stem"
