@@ -254,3 +254,42 @@ def test_read_links_rejects_other_json(tmp_path):
     p.write_text("[1, 2]")
     with pytest.raises(Exception, match="ifindex and ifname"):
         read_links(p)
+
+
+FAKE_KUBECTL = r"""#!/usr/bin/env bash
+# stands in for kubectl: records each call, answers from the files the test prepared
+echo "$*" >> "$FAKE_DIR/calls"
+args=" $* "
+case "$args" in
+  *" get nodes -o jsonpath"*) printf 'node-a\nnode-b\n' ;;
+  *" get nodes,pods,services,endpointslices "*) echo '{"kind": "List", "items": []}' ;;
+  *" ip -j link"*) echo '[{"ifindex": 1, "ifname": "lo"}, {"ifindex": 2, "ifname": "eth0"}]' ;;
+  *" tcpdump -i any "*) cat "$FAKE_PCAP" ;;
+  *) ;;
+esac
+"""
+
+
+def test_capture_script_writes_the_layout_the_inference_reads(tmp_path):
+    script = Path(pcaptools.__file__).parent / "scripts" / "capture-cluster.sh"
+    fake = tmp_path / "bin" / "kubectl"
+    fake.parent.mkdir()
+    fake.write_text(FAKE_KUBECTL)
+    fake.chmod(0o755)
+    env = {"PATH": f"{fake.parent}:/usr/bin:/bin", "FAKE_DIR": str(tmp_path),
+           "FAKE_PCAP": str(Path(__file__).parent / "data" / "own" / "any_nano.pcap")}  # fmt: skip
+    out = tmp_path / "captures"
+    res = subprocess.run(["bash", str(script), "-o", str(out), "-d", "1"], env=env, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    calls = (tmp_path / "calls").read_text()
+    assert "nodeName" in calls and "hostNetwork" in calls and calls.count("delete pod") == 2
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()) == [
+        "inventory.json", "node-a/any.pcap", "node-a/node-a.links.json", "node-b/any.pcap", "node-b/node-b.links.json"]  # fmt: skip
+    cs = load_captures([out], inventory=out / "inventory.json")
+    ev = cs.inference.set_index("point")
+    assert list(ev.index) == ["node-a:eth0", "node-b:eth0"]
+    assert ev.loc["node-a:eth0", "node_from"] == "name: directory 'node-a'"
+    assert ev.loc["node-b:eth0", "interface_from"] == "links: node-b.links.json ifindex 2"
+    assert ev.loc["node-a:eth0", "role"] == "node-uplink"
+    # the fake gave both nodes the same capture: one clock under two names is warned about
+    assert any("node-a and node-b hold 34 packets with identical timestamps" in w for w in cs.inference.attrs["warnings"])
