@@ -129,13 +129,26 @@ def _write_table(df, out: str) -> None:
 _WINDOW_HELP = "Max time between sightings of one packet after clock correction (milliseconds, > 0)."
 
 
+def _inferred(cs) -> None:
+    """What was inferred about capture points of plain files (one line) and each doubt, on stderr."""
+    from pcaptools.k8s.discover import summary_lines
+    from pcaptools.render.terminal import safe
+
+    for line in summary_lines(cs):
+        print(f"pcaptools: {safe(line)}", file=sys.stderr)
+
+
+_INPUTS = "Capture files, directories of them (NODE/IFACE.pcap, NODE.pcap + NODE.links.json) or a manifest.json / directory holding one."
+_LINKS = "`ip -j link` output of a node for its -i any capture: NODE.links.json or NODE=FILE (repeatable; default: beside the capture)."
+
+
 # Commands are registered below, one block per command, each calling one library function.
 # --- commands ---
 
 
 @app.command("compare")
 def compare_cmd(
-    sources: list[str] = typer.Argument(..., metavar="DIR", help="Capture-set directories (each holding manifest.json); the directory name labels the column."),  # noqa: B008
+    sources: list[str] = typer.Argument(..., metavar="DIR", help="Capture-set directories (a manifest.json, or plain captures whose points are inferred); the directory name labels the column."),  # noqa: B008
     as_json: bool = typer.Option(False, "--json", help="Print summary and detail tables as JSON (null = not measurable)."),
     figures: str = typer.Option(None, "--figures", metavar="DIR", help="Write the comparison figures as PNGs into this directory."),
     out: str = typer.Option(None, "-o", "--output", metavar="FILE", callback=_output(".csv", ".parquet", example="summary.csv"), help="Write the summary table (metric x capture set) to FILE.csv or FILE.parquet."),
@@ -170,8 +183,10 @@ def compare_cmd(
 
 @app.command("paths")
 def paths_cmd(
-    source: str = typer.Argument(..., metavar="SOURCE", help="manifest.json of the capture set, or a directory holding one."),
-    inventory: str = typer.Option(None, "--inventory", metavar="FILE", help="kubectl get nodes,pods,services,endpointslices -A -o json output (default: the manifest's lab.inventory, else inventory.json beside it)."),
+    sources: list[str] = typer.Argument(None, metavar="INPUT", help=_INPUTS),  # noqa: B008
+    inventory: str = typer.Option(None, "--inventory", metavar="FILE", help="kubectl get nodes,pods,services,endpointslices -A -o json output (default: the manifest's inventory, else inventory.json beside the inputs)."),
+    point: list[str] = typer.Option([], "--point", metavar="NODE:IFACE=FILE", help="Capture point (repeatable; wins over inference)."),  # noqa: B008
+    links: list[str] = typer.Option([], "--links", metavar="FILE", help=_LINKS),  # noqa: B008
     as_json: bool = typer.Option(False, "--json", help="Print the paths as JSON: one object per connection, NAT steps and hops as objects."),
     out: str = typer.Option(None, "-o", "--output", metavar="FILE", callback=_output(".parquet", ".csv", example="paths.parquet"), help="Write the path table to FILE.csv or FILE.parquet."),
     brief: bool = typer.Option(False, "--brief", help="Only the summary, no per-connection route."),
@@ -181,12 +196,15 @@ def paths_cmd(
 
     Example: pcaptools paths sample_pcaps/calico-vxlan
 
-    Example: pcaptools paths captures/manifest.json --inventory inventory.json -o paths.parquet --json
+    Example: pcaptools paths captures/ --inventory inventory.json -o paths.parquet --json
+
+    Example: pcaptools paths node-a.pcap node-b-any.pcapng --links node-b.links.json
     """
     from pcaptools.k8s.paths import load_paths
 
-    with _busy([source], "correlating"):
-        ps = load_paths(source, inventory=inventory, window_ns=int(window_ms * 1e6))
+    with _busy([*(sources or []), *(q.rpartition("=")[2] for q in point)], "correlating"):
+        ps = load_paths(sources or [], points=point, links=links, inventory=inventory, window_ns=int(window_ms * 1e6))
+    _inferred(ps.captures)
     if out:
         _write_table(ps.paths, out)
     if as_json:
@@ -294,8 +312,10 @@ def flows_cmd(
 
 @app.command("correlate")
 def correlate_cmd(
-    source: str = typer.Argument(None, metavar="SOURCE", help="manifest.json or a directory holding one (optional with --point)."),
-    point: list[str] = typer.Option([], "--point", metavar="NODE:IFACE=FILE", help="Capture point (repeatable; a bare FILE gets node=its stem)."),  # noqa: B008
+    sources: list[str] = typer.Argument(None, metavar="INPUT", help=_INPUTS + " Optional with --point."),  # noqa: B008
+    point: list[str] = typer.Option([], "--point", metavar="NODE:IFACE=FILE", help="Capture point (repeatable; a bare FILE gets node=its stem; wins over inference)."),  # noqa: B008
+    inventory: str = typer.Option(None, "--inventory", metavar="FILE", help="kubectl inventory JSON naming nodes and pods of plain captures (default: inventory.json beside the inputs)."),
+    links: list[str] = typer.Option([], "--links", metavar="FILE", help=_LINKS),  # noqa: B008
     window_ms: float = typer.Option(2000.0, "--window-ms", metavar="MS", callback=_positive("milliseconds"), help=_WINDOW_HELP),
     reference: str = typer.Option(None, "--reference", metavar="NODE", help="Node whose clock the others are corrected to (default: the first)."),
     as_json: bool = typer.Option(False, "--json", help="Print clock offsets, journeys, matches per point, hop latency and losses as JSON."),
@@ -308,10 +328,12 @@ def correlate_cmd(
     Example: pcaptools correlate --point node-1:eth0=n1.pcap --point node-2:eth0=n2.pcap
     """
     from pcaptools.correlate.api import correlate
-    from pcaptools.correlate.capture_set import CaptureSet
+    from pcaptools.k8s.discover import find_inventory, load_captures
 
-    with _busy([x for x in [source, *(q.rpartition("=")[2] for q in point)] if x], "correlating"):
-        cs = CaptureSet.load(source, points=point)
+    sources = list(sources or [])
+    with _busy([*sources, *(q.rpartition("=")[2] for q in point)], "correlating"):
+        cs = load_captures(sources, points=point, inventory=inventory or find_inventory(sources), links=links)
+        _inferred(cs)
         corr = correlate(cs, window_ns=int(window_ms * 1e6), reference=reference)
     if out:
         corr.hops.to_parquet(out, index=False)
@@ -327,9 +349,11 @@ def correlate_cmd(
 
 @app.command("merge")
 def merge_cmd(
-    source: str = typer.Argument(None, metavar="SOURCE", help="manifest.json or a directory holding one (optional with --point)."),
+    sources: list[str] = typer.Argument(None, metavar="INPUT", help=_INPUTS + " Optional with --point."),  # noqa: B008
     output: str = typer.Option(..., "-o", "--output", metavar="FILE", callback=_existing_dir_parent, help="pcapng file to write."),
-    point: list[str] = typer.Option([], "--point", metavar="NODE:IFACE=FILE", help="Capture point (repeatable)."),  # noqa: B008
+    point: list[str] = typer.Option([], "--point", metavar="NODE:IFACE=FILE", help="Capture point (repeatable; wins over inference)."),  # noqa: B008
+    inventory: str = typer.Option(None, "--inventory", metavar="FILE", help="kubectl inventory JSON naming nodes and pods of plain captures (default: inventory.json beside the inputs)."),
+    links: list[str] = typer.Option([], "--links", metavar="FILE", help=_LINKS),  # noqa: B008
     dedup: bool = typer.Option(False, "--dedup", help="Write each packet once; its other sightings become packet comments."),
     reference: str = typer.Option(None, "--reference", metavar="NODE", help="Node whose clock the others are corrected to (default: the first)."),
 ) -> None:
@@ -338,14 +362,64 @@ def merge_cmd(
     Example: pcaptools merge sample_pcaps/calico-vxlan -o merged.pcapng --dedup
     """
     from pcaptools.correlate.api import correlate
-    from pcaptools.correlate.capture_set import CaptureSet
     from pcaptools.correlate.merge import merge
+    from pcaptools.k8s.discover import find_inventory, load_captures
     from pcaptools.render.terminal import fmt_int, safe
 
-    with _busy([x for x in [source, *(q.rpartition("=")[2] for q in point)] if x], "merging"):
-        cs = CaptureSet.load(source, points=point)
+    sources = list(sources or [])
+    with _busy([*sources, *(q.rpartition("=")[2] for q in point)], "merging"):
+        cs = load_captures(sources, points=point, inventory=inventory or find_inventory(sources), links=links)
+        _inferred(cs)
         n = merge(cs, output, correlation=correlate(cs, reference=reference), dedup=dedup)
     _console().print(f"wrote {fmt_int(n)} packets from {len(cs.points)} capture points to {safe(output)}")
+
+
+@app.command("manifest")
+def manifest_cmd(
+    sources: list[str] = typer.Argument(None, help=_INPUTS),  # noqa: B008
+    inventory: str = typer.Option(None, "--inventory", help="kubectl get nodes,pods,services,endpointslices -A -o json output (default: inventory.json beside the inputs)."),
+    point: list[str] = typer.Option([], "--point", help="Capture point NODE:IFACE=FILE (repeatable; wins over inference)."),  # noqa: B008
+    links: list[str] = typer.Option([], "--links", help=_LINKS),  # noqa: B008
+    out: str = typer.Option(None, "-o", "--output", help="Write the inferred capture set as a manifest.json to review, edit and pass back."),
+    as_json: bool = typer.Option(False, "--json", help="Print the manifest (with each field's evidence) as JSON."),
+) -> None:
+    """Infer each capture point's node, interface, role and pod from plain captures and show the evidence for every field.
+
+    Example: pcaptools manifest captures/ --inventory inventory.json -o captures/manifest.json
+    Example: pcaptools manifest node-a.pcap node-b.pcapng --json
+    """
+    import json
+    import os
+
+    from rich.markup import escape
+    from rich.table import Table
+
+    from pcaptools.k8s.discover import find_inventory, load_captures, manifest_doc
+
+    sources = list(sources or [])
+    cs = load_captures(sources, points=point, inventory=inventory or find_inventory(sources), links=links)
+    doc = manifest_doc(cs, os.path.dirname(os.path.abspath(out)) if out else ".")
+    if out:
+        with open(out, "w") as f:
+            f.write(json.dumps(doc, indent=1) + "\n")
+    if as_json:
+        print(json.dumps(doc, indent=1))
+        return
+    ev = cs.inference
+    t = Table(title=f"{len(cs.points)} capture points (evidence per field)")
+    for c in ("point", "file", "node", "interface", "role", "pod"):
+        t.add_column(c)
+    for r in ev.itertuples(index=False):
+        cell = lambda v, e: escape(f"{v}\n[{e}]" if e else str(v))  # noqa: E731
+        f = os.path.relpath(r.file) + (f" #{r.pcapng_interface}" if r.pcapng_interface >= 0 else "") + (f" ifindex {r.ifindex}" if r.ifindex >= 0 else "")
+        t.add_row(escape(r.point), escape(f), cell(r.node, r.node_from), cell(r.interface, r.interface_from),
+                  cell(r.role, r.role_from), cell(r.pod, r.pod_from))  # fmt: skip
+    console = _console()
+    console.print(t)
+    for w in ev.attrs.get("warnings", []):
+        console.print(f"warning: {escape(w)}")
+    if out:
+        print(f"manifest with {len(doc['captures'])} captures written to {out}; review it, then pass it to paths/correlate/compare")
 
 
 lab_app = typer.Typer(help="The emulated Kubernetes data-plane lab (network namespaces, kube-proxy NAT, tcpdump).",

@@ -259,40 +259,41 @@ def _load(label: str, src, inventory, window_ns: int | None) -> _Set:
 
     if isinstance(src, CaptureSet):
         cs, source = src, src.cni or label
+        inv = as_inventory(inventory)
     else:
+        from pcaptools.k8s.discover import find_inventory, load_captures
+
         p = Path(src)
         if not p.exists():
-            raise CorrelationError(f"{p}: capture set {label!r} does not exist; expected a directory holding manifest.json (e.g. sample_pcaps/vpc)", path=str(p))
-        cs, source = CaptureSet.load(p, decoder=dec), str(p)
-        if inventory is None:
-            inventory = _default_inventory(p)
-    inv = as_inventory(inventory)
+            raise CorrelationError(f"{p}: capture set {label!r} does not exist; expected a directory holding manifest.json or captures (e.g. sample_pcaps/vpc)", path=str(p))
+        inv = as_inventory(find_inventory([p]) if inventory is None else inventory)
+        cs, source = load_captures([p], inventory=inv, decoder=dec), str(p)
     frames, pts = [], []
     for pt in cs.points:
         df = dec(pt.file)
+        if pt.pcapng_interface >= 0:
+            df = df[df["iface"].to_numpy() == pt.pcapng_interface]
         if pt.ifindex >= 0:
             df = df[df["ifindex"].to_numpy() == pt.ifindex]
         frames.append(df.assign(point=pt.name, node=pt.node, role=pt.role))
         pts.append({"point": pt.name, "node": pt.node, "interface": pt.interface, "role": pt.role, "pod": pt.pod,
                     "file": pt.file, "packets": len(df)})  # fmt: skip
-    from pcaptools.correlate.capture_set import _concat
+    from pcaptools.decode.table import concat
 
-    packets = _concat(frames) if frames else pd.DataFrame()
+    packets = concat(frames) if frames else pd.DataFrame()
     for c in ("point", "node", "role"):
         packets[c] = packets[c].astype("category")
     corr = correlate(cs) if window_ns is None else correlate(cs, window_ns=window_ns)
     notes = list(corr.notes)
+    if not isinstance(src, CaptureSet):
+        from pcaptools.k8s.discover import summary_lines
+
+        notes += summary_lines(cs)
     pth, nat = paths_and_nat(corr, inv)
     if inv is None:
         notes.append("no inventory: cross-node pod-to-pod connections and pod routing cannot be named (n/a)")
     return _Set(label=label, source=source, cni_declared=cs.cni, points=pd.DataFrame(pts), packets=packets,
                 correlation=corr, paths=pth, nat=nat, inventory=inv, notes=notes)  # fmt: skip
-
-
-def _default_inventory(src: Path):
-    from pcaptools.k8s.inventory import inventory_beside
-
-    return inventory_beside(src)
 
 
 # --- measurements ------------------------------------------------------------------------------------

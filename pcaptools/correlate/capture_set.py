@@ -21,8 +21,9 @@ from pcaptools.correlate.fingerprint import PREFIX_BYTES, prefix_hash
 from pcaptools.decode.table import concat
 from pcaptools.errors import CorrelationError, InventoryError
 
-ROLES = ("pod-veth", "node-uplink", "overlay", "lb", "client", "any", "external")
-"""Values of a capture point's ``role`` in a manifest."""
+ROLES = ("pod-veth", "node-uplink", "overlay", "lb", "client", "any", "external", "bridge", "service-vip", "loopback", "other")
+"""Values of a capture point's ``role`` in a manifest (the last four name a node's other devices: cni0,
+kube-ipvs0, lo, ...; ``any`` is an unlabelled capture)."""
 
 NEEDED = (
     "ts_ns", "file", "record", "iface", "wirelen", "direction", "ifindex", "tunnel", "vni",
@@ -43,6 +44,7 @@ class CapturePoint:
     file: str = ""
     pod: str = ""
     ifindex: int = -1  # set when split out of a -i any capture
+    pcapng_interface: int = -1  # set when the file is a pcapng with several interfaces and this is one of them
 
 
 @dataclass
@@ -53,6 +55,7 @@ class CaptureSet:
     packets: pd.DataFrame  # NEEDED columns + point, node, interface (category), point_id (int32), payload_hash
     cni: str = ""
     notes: list[str] = field(default_factory=list)
+    inference: pd.DataFrame | None = None  # capture points inferred from plain files: field values and evidence
 
     def __len__(self) -> int:
         return len(self.packets)
@@ -86,7 +89,7 @@ class CaptureSet:
             entries.append(parse_point_spec(spec))
         if not entries:
             raise CorrelationError("no captures given; pass a manifest.json, a directory holding one, or --point NODE:IFACE=FILE")
-        dec = decoder or _default_decoder()
+        dec = _once(decoder or _default_decoder())  # several points may share one file
         frames = []
         for e in entries:
             if not os.path.exists(e["file"]):
@@ -185,13 +188,27 @@ def _default_decoder() -> Callable:
     return functools.partial(read_packets, payload_hash=True)  # hashed in the decode walk: no second read
 
 
+def _once(dec: Callable) -> Callable:
+    """``dec`` decoding each file once, however many capture points name it."""
+    done: dict[str, pd.DataFrame] = {}
+
+    def once(path: str) -> pd.DataFrame:
+        if path not in done:
+            done[path] = dec(path)
+        return done[path]
+
+    return once
+
+
 def _manifest_path(source: str | os.PathLike) -> Path:
     p = Path(source)
     if p.is_dir():
         p = p / "manifest.json"
     if not p.exists():
         raise InventoryError(
-            f"{p}: no manifest.json; pass a manifest, a directory holding one, or --point NODE:IFACE=FILE", path=str(p)
+            f"{p}: no manifest.json; pass a manifest, a directory holding one, or --point NODE:IFACE=FILE "
+            "(or infer the points from plain captures: pcaptools.load_captures(paths), `pcaptools manifest DIR`)",
+            path=str(p),
         )
     return p
 
@@ -213,8 +230,14 @@ def _split(entry: dict, df: pd.DataFrame) -> list[tuple[CapturePoint, pd.DataFra
     iface = str(entry.get("interface") or "")
     role = str(entry.get("role") or "any")
     pod = str(entry.get("pod") or "")
+    idb = int(entry["pcapng_interface"]) if entry.get("pcapng_interface") is not None else -1
+    if idb >= 0:  # one interface (IDB) of a pcapng holding several
+        df = df[df["iface"].to_numpy(np.int64) == idb]
     ifx = df["ifindex"].to_numpy(np.int64)
-    if len(df) and (ifx >= 0).any():
+    # an SLL2 capture is split per ifindex when it is an '-i any' capture (unnamed, "any" or with an
+    # ifindex table); one named interface captured with -y LINUX_SLL2 stays one point
+    splits = iface in ("", "any") or bool(entry.get("interfaces"))
+    if len(df) and splits and (ifx >= 0).any():
         named = {int(i["ifindex"]): i for i in entry.get("interfaces") or [] if isinstance(i, dict) and "ifindex" in i}
         out = []
         for k in np.unique(ifx):
@@ -222,9 +245,9 @@ def _split(entry: dict, df: pd.DataFrame) -> list[tuple[CapturePoint, pd.DataFra
             name = str(info.get("interface") or f"if{int(k)}")
             pt = CapturePoint(
                 name=f"{node}:{name}", node=node, interface=name, role=str(info.get("role") or role),
-                file=file, pod=str(info.get("pod") or pod), ifindex=int(k),
+                file=file, pod=str(info.get("pod") or pod), ifindex=int(k), pcapng_interface=idb,
             )  # fmt: skip
             out.append((pt, df[ifx == k]))
         return out
     name = f"{node}:{iface}" if iface else node
-    return [(CapturePoint(name=name, node=node, interface=iface, role=role, file=file, pod=pod), df)]
+    return [(CapturePoint(name=name, node=node, interface=iface, role=role, file=file, pod=pod, pcapng_interface=idb), df)]

@@ -220,6 +220,7 @@ def parse_idb(block: bytes, order: str, *, iface_id: int, section: int) -> tuple
         snaplen=snaplen,
         name=_text(opts.get(2)),
         description=_text(opts.get(3)),
+        hardware=_text(opts.get(15)),
         tsresol_ns=per_ns,
         tsoffset_s=tsoffset,
         section=section,

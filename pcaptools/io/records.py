@@ -24,6 +24,7 @@ class Interface:
     snaplen: int
     name: str = ""
     description: str = ""
+    hardware: str = ""  # if_hardware (e.g. a NIC model or a veth's peer), verbatim
     tsresol_ns: float = 1000.0  # nanoseconds per timestamp unit as written in the file
     tsoffset_s: int = 0
     section: int = 0

@@ -92,6 +92,7 @@ class Node:
     pod_cidrs: tuple[str, ...]
     provider_id: str = ""
     zone: str = ""
+    hostnames: tuple[str, ...] = ()  # status.addresses of type Hostname
 
 
 def _canon(ip: Any) -> str | None:
@@ -406,6 +407,7 @@ def _node(it: dict, meta: dict) -> Node:
     return Node(
         name=str(meta.get("name", "")), addresses=tuple(ips), pod_cidrs=tuple(str(c) for c in cidrs),
         provider_id=str(spec.get("providerID", "")), zone=str(labels.get("topology.kubernetes.io/zone", "")),
+        hostnames=tuple(str(a.get("address")) for a in addrs if isinstance(a, dict) and a.get("type") == "Hostname" and a.get("address")),
     )  # fmt: skip
 
 
@@ -481,18 +483,3 @@ def _service(name: str, it: dict, slice_ports: dict[str, int]) -> Service:
         external_ips=tuple(ext), ports=tuple(ports), external_traffic_policy=etp,
         selector=spec.get("selector") if isinstance(spec.get("selector"), dict) else {},
     )  # fmt: skip
-
-
-def inventory_beside(source: str | os.PathLike) -> str | None:
-    """The inventory that goes with a capture set: its manifest's ``lab.inventory``, else ``inventory.json`` beside it."""
-    src = Path(source)
-    man = src / "manifest.json" if src.is_dir() else src
-    lab: Any = {}
-    try:
-        doc = json.loads(man.read_bytes()) if man.is_file() and man.stat().st_size < (64 << 20) else {}
-        lab = doc.get("lab") if isinstance(doc, dict) else {}
-    except (OSError, ValueError, RecursionError):
-        lab = {}
-    name = lab.get("inventory") if isinstance(lab, dict) else None
-    cand = man.parent / (name if isinstance(name, str) and name else "inventory.json")
-    return str(cand) if cand.is_file() else None

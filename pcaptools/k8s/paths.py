@@ -17,6 +17,7 @@ closer than their clock error relies on TTL and the sender/receiver rule of :fun
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from types import SimpleNamespace
 
@@ -126,46 +127,51 @@ def paths_and_nat(correlation, inventory=None, *, flows: pd.DataFrame | None = N
 
 @dataclass
 class PathSet:
-    """Result of :func:`load_paths`: the path table, its NAT steps, the correlation and the inventory used."""
+    """Result of :func:`load_paths`: the path table, its NAT steps, the correlation, inventory and capture set used."""
 
     paths: pd.DataFrame
     nat: pd.DataFrame
     correlation: object
     inventory: Inventory | None
+    captures: object = None  # the CaptureSet (with ``inference`` when points were inferred from plain files)
 
 
 def load_paths(
-    source: str | os.PathLike,
+    sources: str | os.PathLike | Sequence[str | os.PathLike] = (),
     *,
+    points: Iterable[str] = (),
+    links: Iterable[str] = (),
     inventory: Inventory | str | os.PathLike | dict | None = None,
     window_ns: int | None = None,
     reference: str | None = None,
     with_flows: bool = True,
 ) -> PathSet:
-    """Capture set -> correlation -> paths with NAT, each connection joined with its client-side flow.
+    """Captures (manifests, directories, plain files, ``--point`` specs) -> correlation -> paths with NAT,
+    each connection joined with its client-side flow.
 
-    ``inventory`` None uses the manifest's ``lab.inventory`` or ``inventory.json`` beside it, if any.
+    ``inventory`` None uses the manifest's inventory or ``inventory.json`` beside the inputs, if any.
     """
     from pcaptools.correlate.api import DEFAULT_WINDOW_NS, correlate
-    from pcaptools.correlate.capture_set import CaptureSet
     from pcaptools.flows import concat_flows
     from pcaptools.flows import flows as flow_table
-    from pcaptools.k8s.inventory import inventory_beside
+    from pcaptools.k8s.discover import find_inventory, load_captures
     from pcaptools.packets import read_packets
 
-    inv = as_inventory(inventory if inventory is not None else inventory_beside(source))
+    srcs = [sources] if isinstance(sources, (str, os.PathLike)) else list(sources)
+    inv = as_inventory(inventory if inventory is not None else find_inventory(srcs))
     parts: list[pd.DataFrame] = []
 
     def decode(path: str) -> pd.DataFrame:
-        df = read_packets(path)
+        df = read_packets(path, payload_hash=True)
         if with_flows:
             parts.append(flow_table(df))
         return df
 
-    corr = correlate(CaptureSet.load(source, decoder=decode), window_ns=window_ns or DEFAULT_WINDOW_NS, reference=reference)
+    cs = load_captures(srcs, points=points, inventory=inv, links=links, decoder=decode)
+    corr = correlate(cs, window_ns=window_ns or DEFAULT_WINDOW_NS, reference=reference)
     fl = concat_flows(parts) if parts else None
     p, nat = _build(corr, inv, fl)
-    return PathSet(paths=p, nat=nat, correlation=corr, inventory=inv)
+    return PathSet(paths=p, nat=nat, correlation=corr, inventory=inv, captures=cs)
 
 
 def _build(correlation, inventory, flows) -> tuple[pd.DataFrame, pd.DataFrame]:

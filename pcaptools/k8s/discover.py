@@ -1,0 +1,705 @@
+"""Capture sets from plain capture files: each point's node, interface, role and pod inferred, with the evidence.
+
+Sources, in this order of trust (the first that answers decides a field; the evidence is recorded):
+
+1. pcapng interface blocks: ``if_name`` (``NODE:IFACE`` as ``pcaptools merge`` writes, else the
+   interface), ``if_description``/``if_hardware`` ``key=value`` pairs (``k8s.node=…;k8s.podName=…;
+   k8s.namespace=…``, also ``node=``, ``pod=``, ``namespace=``, ``interface=``, ``role=``). A pcapng
+   with several interfaces is split per interface.
+2. Directory and file names: ``NODE/IFACE.pcap``, ``NODE_IFACE.pcap``, ``NODE-IFACE.pcap``,
+   ``NODE.pcap`` (``-i any``); a name matching an inventory node (name, hostname or address) decides.
+3. Packets: the inventory node whose addresses (its own, or its pods') are in nearly every packet
+   that carries a node's or pod's address; for a veth, the one inventory pod whose IP is in nearly
+   every packet. ``-i any`` (LINUX_SLL2) interface indexes are named from ``ip -j link`` output
+   (``NODE.links.json`` beside the capture, or ``links=``), else ``if<N>``.
+4. Interface names: roles from the network plugins' conventions (:mod:`pcaptools.k8s.cni`); the pod
+   of a Calico / AWS VPC CNI veth from its hashed name, checked against the inventory.
+
+``--point NODE:IFACE=FILE`` (``points=``) and manifests win over all of it. A contradiction (a
+name says one node, the packets another; a veth's name says a pod on another node) raises
+:class:`CorrelationError` naming the file and the ``--point`` that overrides it. Limits: ties
+between two nodes (a capture that only shows traffic between them) decide nothing, and a file
+with no evidence keeps its file stem as node name and ``if<N>`` / no interface name, with a warning.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pcaptools.correlate.capture_set import (
+    CaptureSet,
+    _manifest_path,
+    _once,
+    _read_manifest,
+    parse_point_spec,
+)
+from pcaptools.errors import CorrelationError, InventoryError
+from pcaptools.k8s import cni
+from pcaptools.k8s.inventory import Inventory
+
+CAPTURE_SUFFIXES = (".pcap", ".pcapng", ".cap", ".pcap.gz", ".pcapng.gz", ".cap.gz")
+"""File names read as captures when a directory is given (other files are ignored)."""
+
+EVIDENCE_COLUMNS = ("point", "file", "pcapng_interface", "ifindex", "node", "node_from", "interface", "interface_from",
+                    "role", "role_from", "pod", "pod_from")  # fmt: skip
+"""Columns of ``CaptureSet.inference``: each field's value and the evidence that decided it."""
+
+COVERAGE = 0.9  # share of node-touching packets a node must be in to own a capture
+_KEYS = {
+    "node": "node", "nodename": "node", "node_name": "node", "host": "node", "hostname": "node",
+    "pod": "pod", "podname": "pod", "pod_name": "pod",
+    "namespace": "namespace", "podnamespace": "namespace", "pod_namespace": "namespace", "ns": "namespace",
+    "interface": "interface", "ifname": "interface", "iface": "interface", "interfacename": "interface",
+    "role": "role",
+}  # fmt: skip
+
+
+def parse_description(text: str) -> dict[str, str]:
+    """``k8s.node=n1;k8s.podName=web-0;k8s.namespace=default`` (``;``, ``,`` or space separated) -> fields."""
+    out: dict[str, str] = {}
+    for part in re.split(r"[;,\s]+", text or ""):
+        key, eq, val = part.partition("=")
+        if not eq or not val:
+            continue
+        k = re.sub(r"^(io\.kubernetes\.|kubernetes\.|k8s\.)", "", key.strip().lower()).replace("-", "_")
+        if k in _KEYS:
+            out.setdefault(_KEYS[k], val.strip())
+    if out.get("namespace") and out.get("pod") and "/" not in out["pod"]:
+        out["pod"] = f"{out['namespace']}/{out['pod']}"
+    return out
+
+
+def capture_stem(path: str | os.PathLike) -> str:
+    """File name without its capture suffix (``node-1_vxlan.calico.pcap.gz`` -> ``node-1_vxlan.calico``)."""
+    name = Path(path).name
+    for suf in sorted(CAPTURE_SUFFIXES + (".gz",), key=len, reverse=True):
+        if name.lower().endswith(suf):
+            return name[: -len(suf)]
+    return name
+
+
+def read_links(path: str | os.PathLike) -> dict[int, str]:
+    """ifindex -> interface name from ``ip -j link`` output; InventoryError when it is not that."""
+    p = str(path)
+    try:
+        doc = json.loads(Path(p).read_text())
+    except (OSError, ValueError) as exc:
+        raise InventoryError(f"{p}: cannot read it as JSON ({exc}); expected the output of `ip -j link` on that node", path=p) from None
+    if not isinstance(doc, list) or not all(isinstance(d, dict) and "ifindex" in d and "ifname" in d for d in doc):
+        raise InventoryError(
+            f"{p}: expected the output of `ip -j link` (a list of objects with ifindex and ifname), found "
+            f"{type(doc).__name__}; regenerate it with `ip -j link > NODE.links.json` on that node", path=p,
+        )  # fmt: skip
+    return {int(d["ifindex"]): str(d["ifname"]) for d in doc}
+
+
+def find_inventory(inputs: Sequence[str | os.PathLike]) -> str | None:
+    """The inventory beside the inputs: a manifest's ``inventory``/``lab.inventory``, else ``inventory.json``."""
+    for src in inputs:
+        p = Path(src)
+        man = p / "manifest.json" if p.is_dir() else p
+        if man.suffix == ".json" and man.is_file():
+            try:
+                doc = json.loads(man.read_bytes()) if man.stat().st_size < (64 << 20) else {}
+            except (OSError, ValueError, RecursionError):
+                doc = {}  # a bad manifest is reported by whoever reads its captures
+            doc = doc if isinstance(doc, dict) else {}
+            rel = doc.get("inventory") or (doc.get("lab") or {}).get("inventory") if isinstance(doc.get("lab") or {}, dict) else None
+            cand = man.parent / str(rel or "inventory.json")
+            if cand.is_file():
+                return str(cand)
+        for d in ([p] if p.is_dir() else [p.parent, p.parent.parent]):
+            if (d / "inventory.json").is_file():
+                return str(d / "inventory.json")
+    return None
+
+
+def load_captures(
+    inputs: str | os.PathLike | Sequence[str | os.PathLike] = (),
+    *,
+    points: Iterable[str] = (),
+    inventory: Inventory | str | os.PathLike | dict | list | None = None,
+    links: Iterable[str] = (),
+    decoder: Callable | None = None,
+) -> CaptureSet:
+    """A CaptureSet from manifests, directories and capture files (mixed); points of plain files are inferred.
+
+    ``inventory`` (kubectl List, path or Inventory) names nodes and pods; ``links`` are ``ip -j link``
+    dumps (``NODE.links.json`` or ``NODE=FILE``). ``cs.inference`` holds the evidence table
+    (EVIDENCE_COLUMNS) with ``attrs["warnings"]``; it is None when nothing had to be inferred.
+    """
+    srcs = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
+    points = list(points)
+    manifests = [s for s in srcs if _is_manifest(s)]
+    if (len(srcs) == 1 and manifests) or (not srcs and points):  # a manifest and/or --point: exactly what they say
+        cs = CaptureSet.load(srcs[0] if srcs else None, points=points, decoder=decoder)
+        how = ["--point"] * len(points)
+        if srcs:
+            how = ["manifest"] * (len(cs.points) - len(how)) + how  # manifest entries come first
+        cs.inference = pd.DataFrame(
+            [[p.name, p.file, p.pcapng_interface, p.ifindex, p.node, h, p.interface, h, p.role, h, p.pod, h if p.pod else ""]
+             for p, h in zip(cs.points, how if len(how) == len(cs.points) else ["given"] * len(cs.points), strict=True)],
+            columns=list(EVIDENCE_COLUMNS),
+        )  # fmt: skip
+        cs.inference.attrs = {"warnings": [], "inventory": None, "files": 0}
+        return cs
+    inv = inventory if isinstance(inventory, Inventory) or inventory is None else Inventory.load(inventory)
+    dec = _once(decoder or _read_packets)
+    explicit: list[dict] = []
+    cni_label = ""
+    for m in manifests:
+        man = _manifest_path(m)
+        doc = _read_manifest(man)
+        cni_label = cni_label or str(doc.get("cni", ""))
+        for c in doc["captures"]:
+            explicit.append({**c, "file": str(man.parent / c["file"]), "_from": "manifest"})
+    for spec in points:
+        explicit.append({**parse_point_spec(spec), "_from": "--point"})
+    taken = {os.path.realpath(e["file"]) for e in explicit}
+    files: list[tuple[str, bool]] = []  # (path, lies directly in a directory given as input)
+    for s in srcs:
+        if s in manifests:
+            continue
+        p = Path(s)
+        if p.is_dir():
+            found = sorted(f for f in p.rglob("*") if f.is_file() and f.name.lower().endswith(CAPTURE_SUFFIXES))
+            if not found:
+                raise CorrelationError(
+                    f"{p}: no capture files (*.pcap, *.pcapng, *.cap, optionally .gz) and no manifest.json in it; "
+                    "expected NODE/IFACE.pcap or NODE.pcap files (see `pcaptools capture-plan`)", path=str(p),
+                )  # fmt: skip
+            files += [(str(f), f.parent == p) for f in found]
+        elif p.exists():
+            files.append((str(p), False))
+        else:
+            raise CorrelationError(f"{p}: no such file or directory; expected capture files, directories of them or a manifest.json", path=str(p))
+    files = [(f, top) for f, top in files if os.path.realpath(f) not in taken]
+    link_specs = _link_specs(links)
+    inferred, rows, warnings = [], [], []
+    nodes = _Nodes(inv)
+    for f, top in files:
+        df = dec(f)
+        for entry, ev in _infer_file(f, top, df, nodes, link_specs, warnings):
+            inferred.append((entry, df))
+            rows.extend(ev)
+    frames = [(_clean(e), dec(e["file"])) for e in explicit] + [(e, df) for e, df in inferred]
+    ex_rows = []
+    for e in explicit:
+        ex_rows.extend(_explicit_rows(e, dec(e["file"])))
+    _check_unique(frames)
+    cs = CaptureSet.from_frames(frames, cni=cni_label)
+    ev = pd.DataFrame(ex_rows + rows, columns=list(EVIDENCE_COLUMNS[1:]))
+    if len(ev) != len(cs.points):  # pragma: no cover - both follow _split's order
+        raise CorrelationError(f"internal: {len(ev)} evidence rows for {len(cs.points)} capture points")
+    ev.insert(0, "point", [p.name for p in cs.points])
+    warnings += _shared_clocks(cs)
+    ev.attrs = {"warnings": warnings, "inventory": inv.source if inv is not None else None, "files": len(files)}
+    cs.inference = ev
+    return cs
+
+
+def summary_lines(cs: CaptureSet) -> list[str]:
+    """One line saying what was inferred (and by which evidence), then one ``warning:`` line per doubt."""
+    ev = cs.inference
+    if ev is None or not ev.attrs.get("files"):
+        return []
+    inf = ev[~ev["node_from"].isin(["manifest", "--point"])]
+
+    def tally(col: str) -> str:
+        kinds = inf[col].str.split(":").str[0].value_counts()
+        return ", ".join(f"{n} {k}" for k, n in kinds.items())
+
+    nodes = list(dict.fromkeys(inf["node"]))
+    line = (f"inferred {len(inf)} capture points on {len(nodes)} nodes/hosts ({', '.join(nodes)}) from "
+            f"{ev.attrs['files']} files; node from {tally('node_from')}; role from {tally('role_from')}; "
+            f"pods {int((inf['pod'] != '').sum())} (`pcaptools manifest` shows the evidence)")  # fmt: skip
+    return [line] + [f"warning: {w}" for w in ev.attrs.get("warnings", [])]
+
+
+def manifest_doc(cs: CaptureSet, out_dir: str | os.PathLike = ".") -> dict:
+    """The capture set as a manifest (files relative to ``out_dir``) with each field's evidence, for review."""
+    base = os.path.abspath(out_dir)
+    ev = cs.inference
+    by_point = {} if ev is None else {r["point"]: r for r in ev.to_dict("records")}
+    groups: dict[tuple, dict] = {}
+    for pt in cs.points:
+        key = (pt.file, pt.pcapng_interface, pt.node)
+        r = by_point.get(pt.name, {})
+        rel = os.path.relpath(os.path.abspath(pt.file), base)
+        if pt.ifindex >= 0:  # an -i any capture: one entry, its interfaces listed
+            e = groups.setdefault(key, {"file": rel, "node": pt.node, "interface": "any", "role": "any", "interfaces": [],
+                                        "evidence": {"node": r.get("node_from", "")}})  # fmt: skip
+            if pt.pcapng_interface >= 0:
+                e["pcapng_interface"] = pt.pcapng_interface
+            item = {"ifindex": pt.ifindex, "interface": pt.interface, "role": pt.role}
+            if pt.pod:
+                item["pod"] = pt.pod
+            item["evidence"] = {k: r.get(f"{k}_from", "") for k in ("interface", "role", "pod") if r.get(f"{k}_from")}
+            e["interfaces"].append(item)
+            continue
+        e = {"file": rel, "node": pt.node, "interface": pt.interface, "role": pt.role}
+        if pt.pod:
+            e["pod"] = pt.pod
+        if pt.pcapng_interface >= 0:
+            e["pcapng_interface"] = pt.pcapng_interface
+        e["evidence"] = {k: r.get(f"{k}_from", "") for k in ("node", "interface", "role", "pod") if r.get(f"{k}_from")}
+        groups[(pt.file, pt.pcapng_interface, pt.name)] = e
+    doc: dict = {"format": "pcaptools-inferred/1", "cni": cs.cni, "captures": list(groups.values())}
+    inv = None if ev is None else ev.attrs.get("inventory")
+    if inv:
+        doc["inventory"] = os.path.relpath(os.path.abspath(inv), base)
+    if ev is not None and ev.attrs.get("warnings"):
+        doc["warnings"] = list(ev.attrs["warnings"])
+    return doc
+
+
+# --- inference of one file ------------------------------------------------------------------------------
+def _read_packets(path: str) -> pd.DataFrame:
+    from pcaptools.packets import read_packets
+
+    return read_packets(path)
+
+
+def _is_manifest(src) -> bool:
+    p = Path(src)
+    return (p.is_dir() and (p / "manifest.json").is_file()) or (p.is_file() and p.suffix == ".json")
+
+
+def _clean(entry: dict) -> dict:
+    return {k: v for k, v in entry.items() if not k.startswith("_")}
+
+
+def _explicit_rows(e: dict, df: pd.DataFrame) -> list[list]:
+    """Evidence rows of a manifest / --point entry, in the order _split makes its points."""
+    src = e["_from"]
+    idb = e.get("pcapng_interface")
+    idb = -1 if idb is None else int(idb)
+    sub = df[df["iface"].to_numpy(np.int64) == idb] if idb >= 0 else df
+    ifx = sub["ifindex"].to_numpy(np.int64)
+    iface = str(e.get("interface") or "")
+    if len(sub) and (iface in ("", "any") or e.get("interfaces")) and (ifx >= 0).any():
+        named = {int(i["ifindex"]): i for i in e.get("interfaces") or [] if isinstance(i, dict) and "ifindex" in i}
+        return [[e["file"], idb, int(k), e.get("node", ""), src, str(named.get(int(k), {}).get("interface") or f"if{int(k)}"),
+                 src, str(named.get(int(k), {}).get("role") or e.get("role") or "any"), src,
+                 str(named.get(int(k), {}).get("pod") or ""), src if named.get(int(k), {}).get("pod") else ""]
+                for k in np.unique(ifx)]  # fmt: skip
+    pod = str(e.get("pod") or "")
+    node = str(e.get("node") or "")
+    return [[e["file"], idb, -1, node, src, iface, src, str(e.get("role") or "any"), src, pod, src if pod else ""]]
+
+
+def _check_unique(frames: list[tuple[dict, pd.DataFrame]]) -> None:
+    seen: dict[str, str] = {}
+    for e, _df in frames:
+        if e.get("interfaces") or e.get("interface") in ("", "any"):
+            continue
+        name = f"{e.get('node')}:{e.get('interface')}"
+        if name in seen and seen[name] != e["file"]:
+            raise CorrelationError(
+                f"{e['file']}: inferred capture point {name}, the same as {seen[name]}; name one of them with "
+                f"--point NODE:IFACE={e['file']}", path=e["file"],
+            )  # fmt: skip
+        seen[name] = e["file"]
+
+
+def _link_specs(links: Iterable[str]) -> dict[str, str]:
+    """node -> ip -j link file from ``NODE=FILE`` or ``NODE.links.json`` specs."""
+    out = {}
+    for spec in links:
+        node, eq, file = str(spec).partition("=")
+        if not eq:
+            file = node
+            node = Path(file).name.removesuffix(".json").removesuffix(".links")
+        if not Path(file).is_file():
+            raise InventoryError(f"--links {spec}: {file} does not exist; expected NODE=FILE or NODE.links.json (`ip -j link` output)", path=file)
+        out[node] = file
+    return out
+
+
+class _Nodes:
+    """Inventory lookups used by the inference: names -> node, address -> node, veth -> pod."""
+
+    def __init__(self, inv: Inventory | None) -> None:
+        self.inv = inv
+        self.by_name: dict[str, tuple[str, str]] = {}
+        self.addr_node: dict[str, str] = {}
+        self.pod_ip: dict[str, str] = {}
+        self.veth: dict[str, str] = {}
+        self.lb_ips: set[str] = set()
+        self.lb_ports: set[int] = set()
+        if inv is None:
+            return
+        for n in inv.nodes.values():
+            self.by_name[n.name.lower()] = (n.name, "node name")
+            for h in n.hostnames:
+                self.by_name.setdefault(h.lower(), (n.name, "hostname"))
+                self.by_name.setdefault(h.lower().split(".")[0], (n.name, "hostname"))
+            for a in n.addresses:
+                self.by_name.setdefault(a, (n.name, "address"))
+                self.addr_node[a] = n.name
+        for p in inv.pods.values():
+            if not p.host_network:
+                for ip in p.ips:
+                    self.pod_ip[ip] = p.name
+        self.veth = cni.veth_owners(list(inv.pods))
+        for s in inv.services.values():
+            self.lb_ips.update(s.lb_ips)
+            if s.type == "LoadBalancer":
+                self.lb_ports.update(p.node_port for p in s.ports if p.node_port > 0)
+
+    def match(self, name: str) -> tuple[str, str] | None:
+        """(node, how) when ``name`` is an inventory node's name, hostname or address."""
+        if not name:
+            return None
+        return self.by_name.get(name.lower()) or self.by_name.get(name.lower().split(".")[0])
+
+    def pod_node(self, pod: str) -> str:
+        p = self.inv.pods.get(pod) if self.inv is not None else None
+        return p.node if p is not None else ""
+
+
+def _addr_cols(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(a, b) address strings per row: outer addresses of tunnelled packets, else the IP addresses."""
+    tun = df["tunnel"].notna().to_numpy()
+    a = np.where(tun, df["outer_src"].astype(object).to_numpy(), df["src"].astype(object).to_numpy())
+    b = np.where(tun, df["outer_dst"].astype(object).to_numpy(), df["dst"].astype(object).to_numpy())
+    return a, b
+
+
+def _node_from_packets(df: pd.DataFrame, nodes: _Nodes) -> tuple[str, str] | None:
+    """(node, evidence) when one inventory node's (or its pods') addresses are in nearly every node-touching packet."""
+    if nodes.inv is None or not len(df):
+        return None
+    a, b = _addr_cols(df)
+    inner = (df["src"].astype(object).to_numpy(), df["dst"].astype(object).to_numpy())
+    names = list(nodes.inv.nodes)
+    idx = {n: i for i, n in enumerate(names)}
+    touch = np.zeros((len(df), len(names)), bool)
+    own = {ip: idx[n] for ip, n in nodes.addr_node.items()}
+    pods = {ip: idx[nodes.pod_node(p)] for ip, p in nodes.pod_ip.items() if nodes.pod_node(p) in idx}
+    for col in (a, b, *inner):
+        codes, uniq = pd.factorize(pd.Series(col).fillna(""))
+        for table in (own, pods):
+            lut = np.array([table.get(str(u), -1) for u in uniq] + [-1], np.int64)
+            k = lut[codes]
+            hit = k >= 0
+            touch[np.flatnonzero(hit), k[hit]] = True
+    any_touch = touch.any(axis=1)
+    n = int(any_touch.sum())
+    if n < 3:
+        return None
+    cov = touch[any_touch].mean(axis=0)
+    order = np.argsort(-cov)
+    best = int(order[0])
+    second = float(cov[order[1]]) if len(order) > 1 else 0.0
+    if cov[best] < COVERAGE or second > cov[best] - 0.2:
+        return None
+    ip = next((ip for ip, k in own.items() if k == best), "")
+    return names[best], f"packets: node {names[best]} ({ip}) or its pods in {cov[best]:.0%} of {n} packets with a node or pod address"
+
+
+def _presence(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """(addresses, rows holding each, rows with both addresses) over the rows where a and b are set."""
+    ok = pd.notna(a) & pd.notna(b)
+    codes, uniq = pd.factorize(np.concatenate([a[ok], b[ok]]).astype(str))
+    n = int(ok.sum())
+    ca, cb = codes[:n], codes[n:]
+    cnt = np.bincount(ca, minlength=len(uniq)) + np.bincount(cb[cb != ca], minlength=len(uniq))
+    return np.asarray(uniq, object), cnt, n
+
+
+def _own_address(df: pd.DataFrame) -> str | None:
+    """The address in at least COVERAGE of the IP packets (the capturing host's own), if one is."""
+    uniq, cnt, n = _presence(*_addr_cols(df))
+    if n < 3:
+        return None
+    k = int(np.argmax(cnt))
+    return str(uniq[k]) if cnt[k] >= COVERAGE * n else None
+
+
+def _pod_from_packets(df: pd.DataFrame, nodes: _Nodes, node: str) -> tuple[str, str] | None:
+    """The one inventory pod (on ``node`` if known) whose IP is in nearly every IP packet of a veth."""
+    if nodes.inv is None or not len(df):
+        return None
+    uniq, cnt, n = _presence(df["src"].astype(object).to_numpy(), df["dst"].astype(object).to_numpy())
+    if n < 1:
+        return None
+    cands = []
+    for ip, c in zip(uniq, cnt, strict=True):
+        pod = nodes.pod_ip.get(str(ip))
+        if pod is None or c < COVERAGE * n:
+            continue
+        if node and nodes.inv.nodes.get(node) and nodes.pod_node(pod) != node:
+            continue
+        cands.append((pod, str(ip), c / n))
+    if len(cands) != 1:
+        return None
+    pod, ip, share = cands[0]
+    return pod, f"packets: pod IP {ip} in {share:.0%} of {n} IP packets"
+
+
+def _names(path: str, top: bool, nodes: _Nodes) -> tuple[tuple[str, str] | None, tuple[str, str] | None]:
+    """((node, evidence) | None, (interface, evidence) | None) from the directory and file name."""
+    stem = capture_stem(path)
+    parent = Path(path).parent.name
+    if not top and parent:
+        m = nodes.match(parent)
+        node = (m[0], f"name: directory {parent!r} = inventory {m[1]}") if m else (parent, f"name: directory {parent!r}")
+        rest = stem
+        for sep in ("_", "-"):
+            if stem.startswith(parent + sep):
+                rest = stem[len(parent) + 1 :]
+        if nodes.match(stem) or stem == parent:
+            return node, None
+        return node, (rest, f"name: file {Path(path).name!r}")
+    if "_" in stem:  # node names (DNS labels) never hold '_'
+        nd, iface = stem.split("_", 1)
+        m = nodes.match(nd)
+        return ((m[0], f"name: file {Path(path).name!r} (NODE_IFACE) = inventory {m[1]}") if m else
+                (nd, f"name: file {Path(path).name!r} (NODE_IFACE)")), (iface, f"name: file {Path(path).name!r} (NODE_IFACE)")  # fmt: skip
+    m = nodes.match(stem)
+    if m:
+        return (m[0], f"name: file {Path(path).name!r} = inventory {m[1]}"), None
+    if nodes.inv is not None:  # NODE-IFACE with an inventory node as prefix
+        for name in sorted(nodes.by_name, key=len, reverse=True):
+            if stem.lower().startswith(name + "-") and len(stem) > len(name) + 1:
+                n, how = nodes.by_name[name]
+                return (n, f"name: file {Path(path).name!r} (NODE-IFACE) = inventory {how}"), (stem[len(name) + 1 :], f"name: file {Path(path).name!r} (NODE-IFACE)")
+    if "-" in stem:
+        nd, iface = stem.rsplit("-", 1)
+        if cni.role_of(iface):
+            return (nd, f"name: file {Path(path).name!r} (NODE-IFACE)"), (iface, f"name: file {Path(path).name!r} (NODE-IFACE)")
+    return None, None
+
+
+def _interfaces_of(path: str) -> list:
+    """pcapng interface blocks of a file ([] for classic pcap, whose header names no interface)."""
+    from pcaptools.io import read_records
+    from pcaptools.io.sniff import open_capture
+
+    if open_capture(path).format != "pcapng":
+        return []
+    return list(read_records(path).interfaces)
+
+
+def _infer_file(path: str, top: bool, df: pd.DataFrame, nodes: _Nodes, link_specs: dict[str, str],
+                warnings: list[str]) -> list[tuple[dict, list[list]]]:  # fmt: skip
+    """Manifest entries (with evidence rows in _split's order) of one plain capture file."""
+    idbs = _interfaces_of(path)
+    used = sorted(int(i) for i in pd.unique(df["iface"])) if len(df) else []
+    units = [(i, df[df["iface"].to_numpy(np.int64) == i]) for i in used] if len(used) > 1 else [(-1, df)]
+    out = []
+    for idb, sub in units:
+        info = idbs[idb if idb >= 0 else (used[0] if used else 0)] if idbs else None
+        out.append(_infer_unit(path, top, idb, sub, info, nodes, link_specs, warnings))
+    return out
+
+
+def _infer_unit(path: str, top: bool, idb: int, df: pd.DataFrame, info, nodes: _Nodes, link_specs: dict[str, str],
+                warnings: list[str]) -> tuple[dict, list[list]]:  # fmt: skip
+    name_node, name_iface = _names(path, top, nodes)
+    kv: dict[str, str] = {}
+    node = iface = role = pod = None  # (value, evidence)
+    if info is not None:
+        kv = {**parse_description(info.hardware), **parse_description(info.description)}
+        what = f"pcapng: interface {info.id}"
+        if info.name and info.name not in ("-", "any") and not info.name.startswith("/"):
+            n, colon, i = info.name.rpartition(":")
+            if colon and n:
+                node = (n, f"{what} if_name {info.name!r}")
+                iface = (i, f"{what} if_name {info.name!r}")
+            else:
+                iface = (info.name, f"{what} if_name")
+        if kv.get("node"):
+            node = (kv["node"], f"{what} if_description {info.description!r}")
+        if kv.get("interface") and iface is None:
+            iface = (kv["interface"], f"{what} if_description")
+        if kv.get("role"):
+            role = (kv["role"], f"{what} if_description")
+        if kv.get("pod"):
+            pod = (kv["pod"], f"{what} if_description")
+        if node is not None:
+            m = nodes.match(node[0])
+            if m:
+                node = (m[0], node[1] + f" = inventory {m[1]}")
+    if node is None and name_node is not None and ("inventory" in name_node[1] or nodes.inv is None or not top or "NODE" in name_node[1]):
+        node = name_node
+    if iface is None and name_iface is not None:
+        iface = name_iface
+    is_any = len(df) > 0 and bool((df["ifindex"].to_numpy(np.int64) >= 0).any()) and (iface is None or iface[0] == "any")
+    if not is_any and iface is None and idb >= 0:
+        iface = (f"if{idb}", "none: pcapng interface number")
+    ifname = iface[0] if iface else ""
+    conv = cni.role_of(ifname) if ifname else None
+    # pod of a hashed veth name (Calico, AWS VPC CNI), checked against what else is known
+    if not is_any and ifname in nodes.veth:
+        owner = nodes.veth[ifname]
+        ev = f"convention: veth name {ifname} = {ifname[:-11]} + sha1('{owner.replace('/', '.')}')[:11] ({cni.VETH_HASH_PREFIX[ifname[:-11]]})"
+        if pod is not None and pod[0] != owner:
+            raise CorrelationError(
+                f"{path}: {pod[1]} says pod {pod[0]}, but the veth name {ifname} is {owner}'s ({ev}); "
+                f"if the description is right, pass --point NODE:{ifname}={path} and fix the pod in `pcaptools manifest` output",
+                path=path,
+            )  # fmt: skip
+        pod = pod or (owner, ev)
+    # node from the packets: decides when nothing better did, and contradicts a name that matched the inventory
+    by_packets = _node_from_packets(df, nodes)
+    if node is None and pod is not None and nodes.pod_node(pod[0]):
+        node = (nodes.pod_node(pod[0]), f"inventory: pod {pod[0]} runs there ({pod[1]})")
+    if node is None and by_packets is not None:
+        node = by_packets
+    if pod is not None and node is not None and nodes.pod_node(pod[0]) and nodes.inv and node[0] in nodes.inv.nodes \
+            and nodes.pod_node(pod[0]) != node[0]:  # fmt: skip
+        raise CorrelationError(
+            f"{path}: captured on node {node[0]} ({node[1]}), but pod {pod[0]} ({pod[1]}) runs on "
+            f"{nodes.pod_node(pod[0])} per the inventory; pass --point NODE:{ifname or 'IFACE'}={path} with the right node",
+            path=path,
+        )  # fmt: skip
+    if by_packets is not None and node is not None and node[0] in (nodes.inv.nodes if nodes.inv else {}) and by_packets[0] != node[0]:
+        cov_named = _node_from_packets_share(df, nodes, node[0])
+        if cov_named < COVERAGE:
+            raise CorrelationError(
+                f"{path}: named node {node[0]} by {node[1]}, but {by_packets[1]} (node {node[0]} in {cov_named:.0%}); "
+                f"if the name is right, pass --point {node[0]}:{ifname or 'IFACE'}={path}", path=path,
+            )  # fmt: skip
+    if node is None:
+        stem = capture_stem(path)
+        node = (name_node or (stem, ""))[0], "none: file stem"
+        warnings.append(
+            f"{path}: no node evidence (no pcapng description, name not an inventory node, no node address decides "
+            f"in its packets); named {node[0]!r} after the file; pass --point NODE:IFACE={path} to name it"
+        )  # fmt: skip
+    elif nodes.inv is not None and node[0] not in nodes.inv.nodes:
+        warnings.append(f"{path}: {node[0]!r} ({node[1]}) is not a node of the inventory; treated as an outside host")
+    # role
+    if role is None and nodes.inv is not None and node[0] not in nodes.inv.nodes and not is_any:
+        role = _outside_role(df, nodes)
+    if role is None and conv is not None:
+        role = (conv[0], f"convention: {ifname}: {conv[1]}")
+    if role is None:
+        role = ("any", "none: unlabelled")
+        if not is_any:
+            warnings.append(f"{path}: interface {ifname or '(unnamed)'} matches no plugin naming convention; role 'any'")
+    if pod is None and role[0] == "pod-veth" and not is_any:
+        pod = _pod_from_packets(df, nodes, node[0])
+    entry = {"file": path, "node": node[0], "interface": ifname, "role": role[0]}
+    if pod is not None:
+        entry["pod"] = pod[0]
+    if idb >= 0:
+        entry["pcapng_interface"] = idb
+    if not is_any:
+        return entry, [[path, idb, -1, node[0], node[1], ifname, iface[1] if iface else "", role[0], role[1],
+                        pod[0] if pod else "", pod[1] if pod else ""]]  # fmt: skip
+    entry.update(interface="any", role="any")
+    linkmap, lsrc = _links_for(path, node[0], link_specs)
+    if linkmap is None:
+        warnings.append(f"{path}: -i any capture without an `ip -j link` dump of {node[0]}; its interfaces are named "
+                        f"if<N> (put {node[0]}.links.json beside it or pass --links)")  # fmt: skip
+    rows, items = [], []
+    ifx = df["ifindex"].to_numpy(np.int64)
+    for k in np.unique(ifx):
+        k = int(k)
+        part = df[ifx == k]
+        nm = (linkmap or {}).get(k)
+        nm_ev = f"links: {lsrc} ifindex {k}" if nm else "none: SLL2 ifindex"
+        nm = nm or f"if{k}"
+        c = cni.role_of(nm) if nm else None
+        r = (c[0], f"convention: {nm}: {c[1]}") if c else ("other", f"none: {nm} matches no convention")
+        pd_ = None
+        if nm in nodes.veth:
+            owner = nodes.veth[nm]
+            pd_ = (owner, f"convention: veth name {nm} = {nm[:-11]} + sha1('{owner.replace('/', '.')}')[:11]")
+        elif r[0] == "pod-veth":
+            pd_ = _pod_from_packets(part, nodes, node[0])
+        item = {"ifindex": k, "interface": nm, "role": r[0]}
+        if pd_:
+            item["pod"] = pd_[0]
+        items.append(item)
+        rows.append([path, idb, k, node[0], node[1], nm, nm_ev, r[0], r[1], pd_[0] if pd_ else "", pd_[1] if pd_ else ""])
+    entry["interfaces"] = items
+    return entry, rows
+
+
+def _node_from_packets_share(df: pd.DataFrame, nodes: _Nodes, node: str) -> float:
+    """Share of node-touching packets that carry ``node``'s (or its pods') address."""
+    a, b = _addr_cols(df)
+    mine = {ip for ip, n in nodes.addr_node.items() if n == node} | {ip for ip, p in nodes.pod_ip.items() if nodes.pod_node(p) == node}
+    known = set(nodes.addr_node) | set(nodes.pod_ip)
+    cols = [pd.Series(x).astype(str).to_numpy() for x in (a, b, df["src"].astype(object), df["dst"].astype(object))]
+    touch = np.zeros(len(df), bool)
+    hit = np.zeros(len(df), bool)
+    for c in cols:
+        touch |= np.isin(c, list(known))
+        hit |= np.isin(c, list(mine))
+    return float(hit[touch].mean()) if touch.any() else 1.0
+
+
+def _outside_role(df: pd.DataFrame, nodes: _Nodes) -> tuple[str, str]:
+    """lb / client / external for a host that is not an inventory node, from its packets.
+
+    lb: the same packet (source, port, IP id, TCP seq) arrives for a LoadBalancer ingress IP and leaves
+    for a node or pod (translated here), or packets go to a LoadBalancer service's nodePort on a node
+    while none is addressed to an ingress IP (an instance-target balancer's node side); client: its own
+    address opens TCP connections. Heuristics: a client that targets those nodePorts directly looks like lb.
+    """
+    dst = df["dst"].astype(str).to_numpy()
+    to_node = np.isin(dst, list(nodes.addr_node))
+    if nodes.lb_ports and to_node.any() and not np.isin(dst, list(nodes.lb_ips)).any():
+        hit = to_node & np.isin(df["dport"].to_numpy(np.int64), list(nodes.lb_ports))
+        if hit.any():
+            ports = sorted({int(x) for x in df["dport"].to_numpy(np.int64)[hit]})
+            return "lb", f"packets: {int(hit.sum())} to LoadBalancer nodePorts {ports} on nodes, none to an ingress IP"
+    if nodes.lb_ips:
+        to_lb = np.isin(dst, list(nodes.lb_ips))
+        to_node = np.isin(dst, list(nodes.addr_node) + list(nodes.pod_ip))
+        cols = ["src", "sport", "ip_id", "tcp_seq", "proto"]
+        a = df.loc[to_lb, cols].astype(str).drop_duplicates()
+        b = df.loc[to_node, cols].astype(str).drop_duplicates()
+        if len(a) and len(b) and len(a.merge(b, on=cols)):
+            ips = sorted(set(dst[to_lb]))
+            return "lb", f"packets: arrive for LoadBalancer ingress {', '.join(ips)} and leave for nodes (translated here)"
+    own = _own_address(df)
+    flags = df["tcp_flags"].to_numpy(np.int64)
+    syn = (flags >= 0) & (flags & 0x12 == 0x02)
+    if own is not None and (syn & (df["src"].astype(str).to_numpy() == own)).any():
+        return "client", f"packets: own address {own} opens connections (SYN)"
+    return "external", "packets: not an inventory node, opens no connection"
+
+
+def _links_for(path: str, node: str, specs: dict[str, str]) -> tuple[dict[int, str] | None, str]:
+    """ip -j link of an -i any capture: --links, else NODE.links.json / STEM.links.json / links.json beside it."""
+    if node in specs:
+        return read_links(specs[node]), f"--links {specs[node]}"
+    p = Path(path)
+    stem = capture_stem(path)
+    for cand in (p.parent / f"{stem}.links.json", p.parent / f"{node}.links.json", p.parent / "links.json",
+                 p.parent.parent / f"{node}.links.json"):  # fmt: skip
+        if cand.is_file():
+            return read_links(cand), f"{cand.name}"
+    return None, ""
+
+
+def _shared_clocks(cs: CaptureSet) -> list[str]:
+    """Warnings for two node names whose captures hold the same packets at identical timestamps (one host)."""
+    pk = cs.packets
+    if not len(pk) or len(cs.nodes) < 2:
+        return []
+    key = pk["ts_ns"].to_numpy(np.int64) ^ (pk["wirelen"].to_numpy(np.int64) << 48)
+    node = pk["node"].cat.codes.to_numpy()
+    cats = list(pk["node"].cat.categories)
+    out = []
+    per = {i: np.unique(key[node == i]) for i in range(len(cats))}
+    for i in range(len(cats)):
+        for j in range(i + 1, len(cats)):
+            common = np.intersect1d(per[i], per[j], assume_unique=True).size
+            if common >= 10 and common >= 0.5 * min(per[i].size, per[j].size):
+                out.append(f"{cats[i]} and {cats[j]} hold {common} packets with identical timestamps: one clock, "
+                           f"likely one host under two names; name both the same with --point")  # fmt: skip
+    return out
