@@ -145,3 +145,22 @@ def test_correlate_json_gives_the_clock_model_and_null_for_an_unsolved_node(tmp_
     assert d["node-3"]["skew_ppm"] == 0 and d["node-3"]["skew_matters"] is False
     assert d["island"] == {"offset_ns": None, "uncertainty_ns": None, "at_ns": None, "skew_ppm": None,
                            "skew_uncertainty_ppm": None, "skew_matters": False, "reference": False}  # fmt: skip
+
+
+@pytest.mark.parametrize("n", [7, 300, 20_000])
+def test_lower_hull_is_exact_against_a_brute_force_check(n):
+    """Every point lies on or above the hull, every vertex is a point, and the hull turns left only."""
+    from pcaptools.correlate.clock import lower_hull
+
+    rng = np.random.default_rng(n)
+    x = np.round(rng.uniform(-3e10, 3e10, n))  # ns around a capture's middle, like the pair data
+    y = 100_000 + rng.exponential(20_000, n) + 5e-5 * x  # delay floor, queueing, a 50 ppm rate
+    hx, hy = lower_hull(x, y)
+    assert np.all(np.diff(hx) > 0)
+    assert set(zip(hx.tolist(), hy.tolist(), strict=True)) <= set(zip(x.tolist(), y.tolist(), strict=True))
+    line = np.interp(x, hx, hy)
+    assert np.all(y >= line - 1e-6 * np.abs(line))
+    if hx.shape[0] > 2:
+        slopes = np.diff(hy) / np.diff(hx)
+        assert np.all(np.diff(slopes) > 0)
+    assert hx[0] == x.min() and hx[-1] == x.max()
