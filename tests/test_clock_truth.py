@@ -2,8 +2,8 @@
 
 (a) The lab samples share one kernel clock, so their timestamps are the truth. ``clock_support.retime_sample``
 re-spaces their traffic (short: 1 s; as captured: 11-13 s; long and sparse: 65 s+, one burst every 2 s, the
-run played twice) and gives each node its own clock (offsets only, drift 10-100 ppm on every node, or one
-node drifting beside perfect clocks). (b) Dense: real captures played through a two-node NAT + VXLAN path
+run played twice) and gives each node its own clock (offsets only, drift 10-100 ppm on every node, one
+node drifting beside perfect clocks, or clocks seconds apart and drifting). (b) Dense: real captures played through a two-node NAT + VXLAN path
 (``correlate_support.split_path``, ~2 min, 1 s cut for short) with node-2's clock shifted and drifting.
 
 Each case prints its worst corrected-timestamp error, fails above 20 us, checks that a perfect clock gets no
@@ -33,6 +33,8 @@ CLOCKS = {
     "drift": {"node-2": Clock(2_000_000, 50.0), "node-3": Clock(-1_500_000, -10.0), "nlb": Clock(400_000, 100.0),
               "client": Clock(-700_000, -30.0), "internet": Clock(0, 20.0)},
     "one-drifting": {"node-2": Clock(2_000_000, 50.0)},
+    "seconds-apart": {"node-2": Clock(250_000_000, 100.0), "node-3": Clock(-1_700_000_000, -20.0),
+                      "nlb": Clock(3_000_000_000), "client": Clock(-42_000_000, 60.0)},
 }  # fmt: skip
 TIMINGS = {
     "short-1s": {"spacing_ns": 55_000_000},
