@@ -47,6 +47,7 @@ OFFSET_COLUMNS = tuple(c.name for c in _OFFSET_SCHEMA)
 _SKEW_FLOOR = 1e-10  # weights never trust a rate interval tighter than 0.0001 ppm
 _RATE_WINDOWS = 16  # time windows of the envelope regression
 _RATE_Z = 4.0  # an envelope-regression rate interval spans this many standard errors each way
+_FLOOR_WANDER_NS = 1_000.0  # how far a path's delay floor may move over a capture, whatever the resolution
 
 
 def connection_key(packets: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -167,8 +168,8 @@ class Corridor:
         return (float(self.top(s)[0]) + float(self.bottom(s)[0])) / 2
 
 
-def envelope_rate(x: np.ndarray, d: np.ndarray, fwd: np.ndarray, res: float) -> tuple[float, float] | None:
-    """Rate and its standard error from the delay envelope of one point pair: per time window the lowest
+def envelope_rate(x: np.ndarray, d: np.ndarray, fwd: np.ndarray, res: float) -> tuple[float, float, float] | None:
+    """Rate, its standard error and the time span from the delay envelope of one point pair: per time window the lowest
     a->b and highest b->a ``d``, one common slope through both (separate intercepts), refit on the
     detrended delays. None with under 4 windows holding both directions.
 
@@ -213,7 +214,7 @@ def envelope_rate(x: np.ndarray, d: np.ndarray, fwd: np.ndarray, res: float) -> 
             rss += float(r @ r)
         sigma += step
         se = max(np.sqrt(rss / max(m - 3, 1)), res) / np.sqrt(sxx)
-    return sigma, float(se)
+    return sigma, float(se), float(x[-1] - x[0])
 
 
 def _pair_corridor(fx, fy, bx, by, slack: float) -> tuple[Corridor, dict] | None:
@@ -281,8 +282,11 @@ def _joint(edges: list[tuple[int, int]], est: np.ndarray, lo: np.ndarray, hi: np
     return val, unc, known
 
 
-def _with_envelope_rate(fit: dict, rates: list[tuple[float, float]]) -> dict:
+def _with_envelope_rate(fit: dict, rates: list[tuple[float, float, float]]) -> dict:
     """Narrow a pair's feasible rate interval to ``_RATE_Z`` standard errors of its envelope regression.
+
+    The half-width is never under ``2 * _FLOOR_WANDER_NS / span``: a path's delay floor may itself move
+    by a microsecond over a capture (load, scheduling), which no number of windows averages away.
 
     Point pairs of one node pair see the same packets, so their errors are not independent: the
     estimates are averaged by inverse variance but the smallest single standard error is kept (or their
@@ -295,12 +299,13 @@ def _with_envelope_rate(fit: dict, rates: list[tuple[float, float]]) -> dict:
     if not rates:
         return out
     r = np.array(rates)
-    wt = 1.0 / r[:, 1] ** 2
+    half = np.maximum(_RATE_Z * r[:, 1], 2 * _FLOOR_WANDER_NS / r[:, 2])
+    wt = 1.0 / half**2
     sigma = float((r[:, 0] * wt).sum() / wt.sum())
-    se = float(r[:, 1].min())
+    h = float(half.min())
     if r.shape[0] > 1:  # estimates that disagree beyond their errors: their spread is the error
-        se = max(se, float(np.sqrt((wt * (r[:, 0] - sigma) ** 2).sum() / wt.sum())))
-    lo, hi = max(fit["lo"], sigma - _RATE_Z * se), min(fit["hi"], sigma + _RATE_Z * se)
+        h = max(h, _RATE_Z * float(np.sqrt((wt * (r[:, 0] - sigma) ** 2).sum() / wt.sum())))
+    lo, hi = max(fit["lo"], sigma - h), min(fit["hi"], sigma + h)
     if lo <= sigma <= hi:  # the widest corridor's rate stays the estimate where the regression allows it
         out.update(sigma=float(np.clip(fit["sigma"], lo, hi)), sigma_lo=lo, sigma_hi=hi)
     return out
