@@ -134,13 +134,19 @@ def test_offsets_table_is_the_model_that_corrected_the_timestamps(tmp_path):
 
 
 def test_correlate_json_gives_the_clock_model_and_null_for_an_unsolved_node(tmp_path, capsys):
-    retime_sample(SAMPLE_NAMES[0], tmp_path, clocks=CLOCKS["one-drifting"], spacing_ns=2_000_000_000)
+    """The issue's measurement: `pcaptools correlate DIR --json -o hops.parquet`, hops compared with the truth."""
+    truth, _ = retime_sample(SAMPLE_NAMES[0], tmp_path, clocks=CLOCKS["one-drifting"], spacing_ns=2_000_000_000)
     man = json.loads((tmp_path / "manifest.json").read_text())
     # a node whose only capture (another network's traffic) shares no packet with the others cannot be solved
     man["captures"].append({"file": str(DATA / "zeek/Traces/http/get.pcap"), "node": "island", "interface": "eth0"})
     (tmp_path / "manifest.json").write_text(json.dumps(man))
-    assert main(["correlate", str(tmp_path), "--json"]) == 0
+    assert main(["correlate", str(tmp_path), "--json", "-o", str(tmp_path / "hops.parquet")]) == 0
     d = json.loads(capsys.readouterr().out)["clock_offsets"]
+    h = pd.read_parquet(tmp_path / "hops.parquet")
+    h = h[h["node"].astype(str) != "island"]
+    true = np.concatenate([truth[f][g["record"].to_numpy()] for f, g in h.groupby(h["file"].astype(str))])
+    got = np.concatenate([g["ts_corrected_ns"].to_numpy() for _, g in h.groupby(h["file"].astype(str))])
+    assert np.abs(got - true).max() <= LIMIT_NS
     n2 = d["node-2"]
     assert n2["skew_matters"] is True and abs(n2["skew_ppm"] - 50.0) <= n2["skew_uncertainty_ppm"]
     assert isinstance(n2["at_ns"], int) and n2["uncertainty_ns"] > 0
