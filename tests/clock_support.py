@@ -103,14 +103,14 @@ def bursts(ts_ns: np.ndarray, gap_ns: int = 50_000_000) -> np.ndarray:
 
 
 def retime_sample(
-    sample: str, out: Path, *, clocks: dict[str, Clock], spacing_ns: int | None = None, copies: int = 1
+    sample: str | Path, out: Path, *, clocks: dict[str, Clock], spacing_ns: int | None = None, copies: int = 1
 ) -> tuple[dict[str, np.ndarray], int]:
     """Write ``sample`` re-spaced and with per-node clocks into ``out``; returns (true ns per record by file, t0).
 
     ``spacing_ns`` None keeps the original timing; else burst k of copy c starts at ``t0 + (c * bursts + k) *
     spacing_ns``. Nodes missing from ``clocks`` keep a perfect clock.
     """
-    src = SAMPLES / sample
+    src = Path(sample) if Path(sample).is_dir() else SAMPLES / sample  # a sample's name or a lab run's directory
     man = json.loads((src / "manifest.json").read_text())
     files = {c["file"]: read_pcap(src / c["file"]) for c in man["captures"]}
     starts = bursts(np.concatenate([f[3] for f in files.values()]))

@@ -2,8 +2,8 @@
 
 (a) The lab samples share one kernel clock, so their timestamps are the truth. ``clock_support.retime_sample``
 re-spaces their traffic (short: 1 s; as captured: 11-13 s; long and sparse: 65 s+, one burst every 2 s, the
-run played twice) and gives each node its own clock (offsets only, drift 10-100 ppm on every node, or one
-node drifting beside perfect clocks). (b) Dense: real captures played through a two-node NAT + VXLAN path
+run played twice) and gives each node its own clock (offsets only, drift 10-100 ppm on every node, one
+node drifting beside perfect clocks, or clocks seconds apart and drifting). (b) Dense: real captures played through a two-node NAT + VXLAN path
 (``correlate_support.split_path``, ~2 min, 1 s cut for short) with node-2's clock shifted and drifting.
 
 Each case prints its worst corrected-timestamp error, fails above 20 us, checks that a perfect clock gets no
@@ -33,6 +33,8 @@ CLOCKS = {
     "drift": {"node-2": Clock(2_000_000, 50.0), "node-3": Clock(-1_500_000, -10.0), "nlb": Clock(400_000, 100.0),
               "client": Clock(-700_000, -30.0), "internet": Clock(0, 20.0)},
     "one-drifting": {"node-2": Clock(2_000_000, 50.0)},
+    "seconds-apart": {"node-2": Clock(250_000_000, 100.0), "node-3": Clock(-1_700_000_000, -20.0),
+                      "nlb": Clock(3_000_000_000), "client": Clock(-42_000_000, 60.0)},
 }  # fmt: skip
 TIMINGS = {
     "short-1s": {"spacing_ns": 55_000_000},
@@ -132,16 +134,41 @@ def test_offsets_table_is_the_model_that_corrected_the_timestamps(tmp_path):
 
 
 def test_correlate_json_gives_the_clock_model_and_null_for_an_unsolved_node(tmp_path, capsys):
-    retime_sample(SAMPLE_NAMES[0], tmp_path, clocks=CLOCKS["one-drifting"], spacing_ns=2_000_000_000)
+    """The issue's measurement: `pcaptools correlate DIR --json -o hops.parquet`, hops compared with the truth."""
+    truth, _ = retime_sample(SAMPLE_NAMES[0], tmp_path, clocks=CLOCKS["one-drifting"], spacing_ns=2_000_000_000)
     man = json.loads((tmp_path / "manifest.json").read_text())
     # a node whose only capture (another network's traffic) shares no packet with the others cannot be solved
     man["captures"].append({"file": str(DATA / "zeek/Traces/http/get.pcap"), "node": "island", "interface": "eth0"})
     (tmp_path / "manifest.json").write_text(json.dumps(man))
-    assert main(["correlate", str(tmp_path), "--json"]) == 0
+    assert main(["correlate", str(tmp_path), "--json", "-o", str(tmp_path / "hops.parquet")]) == 0
     d = json.loads(capsys.readouterr().out)["clock_offsets"]
+    h = pd.read_parquet(tmp_path / "hops.parquet")
+    h = h[h["node"].astype(str) != "island"]
+    true = np.concatenate([truth[f][g["record"].to_numpy()] for f, g in h.groupby(h["file"].astype(str))])
+    got = np.concatenate([g["ts_corrected_ns"].to_numpy() for _, g in h.groupby(h["file"].astype(str))])
+    assert np.abs(got - true).max() <= LIMIT_NS
     n2 = d["node-2"]
     assert n2["skew_matters"] is True and abs(n2["skew_ppm"] - 50.0) <= n2["skew_uncertainty_ppm"]
     assert isinstance(n2["at_ns"], int) and n2["uncertainty_ns"] > 0
     assert d["node-3"]["skew_ppm"] == 0 and d["node-3"]["skew_matters"] is False
     assert d["island"] == {"offset_ns": None, "uncertainty_ns": None, "at_ns": None, "skew_ppm": None,
                            "skew_uncertainty_ppm": None, "skew_matters": False, "reference": False}  # fmt: skip
+
+
+@pytest.mark.parametrize("n", [7, 300, 20_000])
+def test_lower_hull_is_exact_against_a_brute_force_check(n):
+    """Every point lies on or above the hull, every vertex is a point, and the hull turns left only."""
+    from pcaptools.correlate.clock import lower_hull
+
+    rng = np.random.default_rng(n)
+    x = np.round(rng.uniform(-3e10, 3e10, n))  # ns around a capture's middle, like the pair data
+    y = 100_000 + rng.exponential(20_000, n) + 5e-5 * x  # delay floor, queueing, a 50 ppm rate
+    hx, hy = lower_hull(x, y)
+    assert np.all(np.diff(hx) > 0)
+    assert set(zip(hx.tolist(), hy.tolist(), strict=True)) <= set(zip(x.tolist(), y.tolist(), strict=True))
+    line = np.interp(x, hx, hy)
+    assert np.all(y >= line - 1e-6 * np.abs(line))
+    if hx.shape[0] > 2:
+        slopes = np.diff(hy) / np.diff(hx)
+        assert np.all(np.diff(slopes) > 0)
+    assert hx[0] == x.min() and hx[-1] == x.max()

@@ -15,18 +15,22 @@ not taken from clocks: the two halves of one connection (as seen at point A) tra
 and the half with the larger median ``d`` is the A->B one. Timestamps are known to their resolution
 (1 us for classic pcap), so each constraint gets that much slack.
 
-Model choice: a node gets a rate only if the data excludes a rate of 0 (no offset-only line keeps
-every packet causal) and the rate exceeds its own uncertainty; otherwise its skew is 0 and the
-offset is the middle of the corridor at that rate. Node pairs are solved jointly: rates and then
-offsets by weighted least squares over every node pair (weight 1/half-width^2), clipped into the
-interval that all pairs' constraints together allow (difference constraints closed by shortest
-paths), so nodes seen only through others (a load balancer, an external client) are bounded by
-every path to them, not chained through one. Rows that no line can separate (a wrong match) are
-dropped from their pair, once.
+Where the corridor is wide (slow paths, short captures) its rate interval is wide too; a regression
+through per-window delay extremes of each pair of points (:func:`envelope_rate`) narrows it to
+``_RATE_Z`` standard errors. Model choice: a node gets a rate only if its interval excludes 0 and
+the rate exceeds its own uncertainty; otherwise its skew is 0. The offset is the middle of the
+corridor at the chosen rates; its uncertainty spans the corridor over every rate the hulls allow.
+
+Node pairs are solved jointly: rates and then offsets by weighted least squares over every node
+pair (weight 1/half-width^2), clipped into the interval that all pairs' constraints together allow
+(difference constraints closed by shortest paths), so nodes seen only through others (a load
+balancer, an external client) are bounded by every path to them, not chained through one. Rows
+that no line can separate (a wrong match) are dropped from their pair, once.
 
 Limits: a pair needs packets both ways; a rate needs both directions spread over time (else it is
-left at 0 and its uncertainty is NaN); the uncertainty assumes the minimum delay is not negative
-and the clocks are linear over the capture (an NTP step inside the capture breaks it).
+left at 0 and its uncertainty is NaN or the corridor's); the offset's interval assumes the minimum
+delay is not negative and the clocks are linear over the capture (an NTP step inside the capture
+breaks it); the rate's narrowed interval is statistical (window minima of one path, 4 SE).
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ OFFSET_COLUMNS = tuple(c.name for c in _OFFSET_SCHEMA)
 _SKEW_FLOOR = 1e-10  # weights never trust a rate interval tighter than 0.0001 ppm
 _RATE_WINDOWS = 16  # time windows of the envelope regression
 _RATE_Z = 4.0  # an envelope-regression rate interval spans this many standard errors each way
+_FLOOR_WANDER_NS = 1_000.0  # how far a path's delay floor may move over a capture, whatever the resolution
 
 
 def connection_key(packets: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -163,8 +168,8 @@ class Corridor:
         return (float(self.top(s)[0]) + float(self.bottom(s)[0])) / 2
 
 
-def envelope_rate(x: np.ndarray, d: np.ndarray, fwd: np.ndarray, res: float) -> tuple[float, float] | None:
-    """Rate and its standard error from the delay envelope of one point pair: per time window the lowest
+def envelope_rate(x: np.ndarray, d: np.ndarray, fwd: np.ndarray, res: float) -> tuple[float, float, float] | None:
+    """Rate, its standard error and the time span from the delay envelope of one point pair: per time window the lowest
     a->b and highest b->a ``d``, one common slope through both (separate intercepts), refit on the
     detrended delays. None with under 4 windows holding both directions.
 
@@ -209,7 +214,7 @@ def envelope_rate(x: np.ndarray, d: np.ndarray, fwd: np.ndarray, res: float) -> 
             rss += float(r @ r)
         sigma += step
         se = max(np.sqrt(rss / max(m - 3, 1)), res) / np.sqrt(sxx)
-    return sigma, float(se)
+    return sigma, float(se), float(x[-1] - x[0])
 
 
 def _pair_corridor(fx, fy, bx, by, slack: float) -> tuple[Corridor, dict] | None:
@@ -277,8 +282,11 @@ def _joint(edges: list[tuple[int, int]], est: np.ndarray, lo: np.ndarray, hi: np
     return val, unc, known
 
 
-def _with_envelope_rate(fit: dict, rates: list[tuple[float, float]]) -> dict:
+def _with_envelope_rate(fit: dict, rates: list[tuple[float, float, float]]) -> dict:
     """Narrow a pair's feasible rate interval to ``_RATE_Z`` standard errors of its envelope regression.
+
+    The half-width is never under ``2 * _FLOOR_WANDER_NS / span``: a path's delay floor may itself move
+    by a microsecond over a capture (load, scheduling), which no number of windows averages away.
 
     Point pairs of one node pair see the same packets, so their errors are not independent: the
     estimates are averaged by inverse variance but the smallest single standard error is kept (or their
@@ -291,15 +299,37 @@ def _with_envelope_rate(fit: dict, rates: list[tuple[float, float]]) -> dict:
     if not rates:
         return out
     r = np.array(rates)
-    wt = 1.0 / r[:, 1] ** 2
+    half = np.maximum(_RATE_Z * r[:, 1], 2 * _FLOOR_WANDER_NS / r[:, 2])
+    wt = 1.0 / half**2
     sigma = float((r[:, 0] * wt).sum() / wt.sum())
-    se = float(r[:, 1].min())
+    h = float(half.min())
     if r.shape[0] > 1:  # estimates that disagree beyond their errors: their spread is the error
-        se = max(se, float(np.sqrt((wt * (r[:, 0] - sigma) ** 2).sum() / wt.sum())))
-    lo, hi = max(fit["lo"], sigma - _RATE_Z * se), min(fit["hi"], sigma + _RATE_Z * se)
+        h = max(h, _RATE_Z * float(np.sqrt((wt * (r[:, 0] - sigma) ** 2).sum() / wt.sum())))
+    lo, hi = max(fit["lo"], sigma - h), min(fit["hi"], sigma + h)
     if lo <= sigma <= hi:  # the widest corridor's rate stays the estimate where the regression allows it
         out.update(sigma=float(np.clip(fit["sigma"], lo, hi)), sigma_lo=lo, sigma_hi=hi)
     return out
+
+
+def _rough_offsets(pooled: dict, n: int, ref: int) -> np.ndarray:
+    """Offsets to within the fastest round trip (or the drift over the capture): pair corridors at rate 0, joint."""
+    edges, est = [], []
+    for (a, b), parts in pooled.items():
+        fy, by = np.concatenate(parts[1]), np.concatenate(parts[3])
+        if fy.size and by.size:
+            edges.append((a, b))
+            est.append((fy.min() + by.max()) / 2)
+    off = np.zeros(n)
+    if not edges:
+        return off
+    reach = _reachable(edges, n, ref)
+    cols = [k for k in range(n) if k != ref and reach[k]]
+    if cols:
+        A = np.zeros((len(edges), n))
+        for r, (a, b) in enumerate(edges):
+            A[r, a], A[r, b] = -1.0, 1.0
+        off[cols] = np.linalg.lstsq(A[:, cols], np.array(est), rcond=None)[0]
+    return off
 
 
 def _resolution(ts: np.ndarray) -> float:
@@ -320,15 +350,16 @@ def estimate_offsets(
     key, half = connection_key(packets)
     npts = len(point_node)
     rows = np.flatnonzero(group >= 0)
-    at = int((ts[rows].min() + ts[rows].max()) // 2) if rows.size else 0
+    base = int(ts[rows].min()) if rows.size else 0  # x is kept from here until the clocks are roughly known
     slack = _resolution(ts[rows])
     by_point = []
     for i in range(npts):
         r = rows[pid[rows] == i]
         o = np.argsort(group[r], kind="stable")
         by_point.append((group[r][o], r[o]))
-    # per node pair (low, high): x and d = t_high - t_low of packets going low->high (f) and high->low (b)
-    pooled: dict[tuple[int, int], list[list[np.ndarray]]] = {}
+    # per node pair (low, high): x, the node x was read on, and d = t_high - t_low of packets going
+    # low->high (f) and high->low (b)
+    pooled: dict[tuple[int, int], list[list]] = {}
     for i in range(npts):
         for j in range(i + 1, npts):
             a, b = int(point_node[i]), int(point_node[j])
@@ -340,21 +371,34 @@ def estimate_offsets(
             ri, rj = by_point[i][1][ii], by_point[j][1][jj]
             d = (ts[rj] - ts[ri]).astype(np.float64)
             lab = _label(d, key[ri], half[ri])
-            x = (ts[ri] - at).astype(np.float64)
+            x = (ts[ri] - base).astype(np.float64)
+            xn = a
             if a > b:
                 a, b, d, lab = b, a, -d, -lab
-            parts = pooled.setdefault((a, b), [[], [], [], [], []])
+            parts = pooled.setdefault((a, b), [[], [], [], [], [], [], []])
             f, bk = lab == 1, lab == -1
-            rate = envelope_rate(x[f | bk], d[f | bk], f[f | bk], slack)
+            rate = envelope_rate(x[f | bk], d[f | bk], f[f | bk], slack)  # a rate does not depend on x's origin
             if rate is not None:
                 parts[4].append(rate)
             parts[0].append(x[f])
             parts[1].append(d[f])
             parts[2].append(x[bk])
             parts[3].append(d[bk])
+            parts[5].append(np.full(int(f.sum()), xn, np.int64))
+            parts[6].append(np.full(int(bk.sum()), xn, np.int64))
+    # x from the middle of the traffic on the reference clock, read on each node's own clock: nodes may
+    # be seconds apart, and a rate times that would move the offset. Rough offsets (rate 0) suffice.
+    rough = _rough_offsets(pooled, nn, ref)
+    mid = ts[rows] - rough[point_node[pid[rows]]].round().astype(np.int64) if rows.size else np.zeros(1, np.int64)
+    at_ref = int((mid.min() + mid.max()) // 2)
+    shift = rough + (at_ref - base)  # x = ts - base - shift[node]: time from at_ref, on the node's clock
     edges, cors, fits = [], [], []
     for (a, b), parts in sorted(pooled.items()):
-        fx, fy, bx, by = (np.concatenate(p) for p in parts[:4])
+        fy, by = np.concatenate(parts[1]), np.concatenate(parts[3])
+        if fy.size == 0 or by.size == 0:
+            continue
+        fx = np.concatenate(parts[0]) - shift[np.concatenate(parts[5])]
+        bx = np.concatenate(parts[2]) - shift[np.concatenate(parts[6])]
         res = _pair_corridor(fx, fy, bx, by, slack)
         if res is None:
             continue
@@ -393,7 +437,7 @@ def estimate_offsets(
             "node": pd.Series(nodes, dtype="str"),
             "offset_ns": np.round(off).astype(np.int64),
             "uncertainty_ns": unc,
-            "at_ns": np.full(nn, at, np.int64),
+            "at_ns": at_ref + np.round(off).astype(np.int64),
             "skew_ppm": applied * 1e6,
             "skew_uncertainty_ppm": np.where(np.isfinite(skew_unc), skew_unc * 1e6, np.nan),
             "skew_matters": matters,
@@ -401,7 +445,7 @@ def estimate_offsets(
             "reference": np.arange(nn) == ref,
         }
     )
-    params = {"offset": off, "skew": applied, "at": at, "known": known}
+    params = {"offset": off, "skew": applied, "at": at_ref + np.round(off).astype(np.int64), "known": known}
     return validate(table, _OFFSET_SCHEMA, table="offsets"), params
 
 
@@ -409,7 +453,7 @@ def correct(ts_ns: np.ndarray, node: np.ndarray, params: dict) -> np.ndarray:
     """Timestamps on the reference clock: ``ts - (offset + skew * (ts - at))`` with the row's node's model."""
     out = ts_ns - np.round(params["offset"]).astype(np.int64)[node]
     if params["skew"].any():
-        out = out - np.round(params["skew"][node] * (ts_ns - params["at"]).astype(np.float64)).astype(np.int64)
+        out = out - np.round(params["skew"][node] * (ts_ns - params["at"][node]).astype(np.float64)).astype(np.int64)
     return out
 
 
