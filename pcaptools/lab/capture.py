@@ -123,7 +123,7 @@ setns = ctypes.CDLL(None, use_errno=True).setns
 dst, etype, token = bytes.fromhex(sys.argv[1]), int(sys.argv[2]).to_bytes(2, "big"), sys.argv[3]
 for item in sys.argv[4:]:
     ns, iface = item.split(":", 1)
-    fd = os.open("/run/netns/" + ns, os.O_RDONLY)
+    fd = os.open("/var/run/netns/" + ns, os.O_RDONLY)  # where `ip netns` keeps them
     if setns(fd, 0x40000000) != 0:
         sys.exit(f"setns {ns}: {os.strerror(ctypes.get_errno())}")
     os.close(fd)

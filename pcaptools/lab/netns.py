@@ -40,7 +40,12 @@ def spawn(argv: Sequence[str], *, ns: str | None = None, die_sig: int = signal.S
     try:
         return subprocess.Popen([*die_with_lab(die_sig), *ns_prefix(ns), *argv], text=True, **kw)
     except FileNotFoundError as exc:
-        raise LabError(f"{argv[0]}: not found; install it (needed by the lab)") from exc
+        raise _not_found(argv[0]) from exc
+
+
+def _not_found(tool: str) -> LabError:
+    missing = next((t for t in ("setpriv", tool) if shutil.which(t) is None), tool)
+    return LabError(f"{missing}: not found; install it (needed by the lab)")
 
 
 def check_host() -> None:
@@ -71,7 +76,7 @@ def run(argv: Sequence[str], *, ns: str | None = None, stdin: str | None = None,
         res = subprocess.run([*die_with_lab(), *full], input=stdin, capture_output=True, text=True,
                              timeout=timeout)
     except FileNotFoundError as exc:
-        raise LabError(f"{argv[0]}: not found; install it (needed by the lab)") from exc
+        raise _not_found(argv[0]) from exc
     except subprocess.TimeoutExpired as exc:
         raise LabError(f"{' '.join(full)}: no answer after {timeout:.0f} s") from exc
     if check and res.returncode != 0:
