@@ -469,9 +469,11 @@ def lab_clean_cmd(
         print(f"removed {name}")
     for run_id in done.live:
         print(f"left {run_id}: its lab run is still running")
+    if not (done.removed or done.live or done.runs):
+        print("no lab run left anything behind" + (f" under {prefix}" if prefix else ""))
     if done.unlisted:
         print(f"left {len(done.unlisted)} namespace(s) starting with {prefix} that no lab run registered: "
-              + ", ".join(done.unlisted))
+              + ", ".join(ascii(n) for n in done.unlisted))  # names anyone could choose: escaped
 
 
 @app.command("info")

@@ -124,7 +124,7 @@ def test_a_registry_directory_others_can_write_is_refused(tmp_path):
 @pytest.mark.lab
 def test_clean_leaves_a_foreign_namespace_with_the_same_prefix_and_a_run_id_like_name():
     prefix = _prefix()
-    foreign = [prefix + "node-1", prefix + "a1b2c3-node-1"]
+    foreign = [prefix + "node-1", prefix + "a1b2c3-node-1", prefix + "x\x1b[31m"]
     for name in foreign:
         subprocess.run(["ip", "netns", "add", name], check=True)
     try:
@@ -132,7 +132,8 @@ def test_clean_leaves_a_foreign_namespace_with_the_same_prefix_and_a_run_id_like
         assert res.returncode == 0, res.stderr
         assert _namespaces(prefix) == sorted(foreign)
         assert "removed" not in res.stdout
-        assert "no lab run registered" in res.stdout and all(n in res.stdout for n in foreign)
+        assert "no lab run registered" in res.stdout and all(ascii(n) in res.stdout for n in foreign)
+        assert "\x1b" not in res.stdout  # a foreign name reaches the terminal escaped
     finally:
         for name in foreign:
             subprocess.run(["ip", "netns", "del", name], capture_output=True)

@@ -11,6 +11,7 @@ import queue
 import re
 import signal
 import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -33,7 +34,7 @@ class Capture:
     nano: bool = False
     any_sll2: bool = False
     # TPACKET_V3 blocks pack packets densely, so a small ring rides out a starved tcpdump; the
-    # kernel hands a partly filled block over after BLOCK_TIMEOUT: call drain() before stop().
+    # kernel hands a partly filled block over after BLOCK_TIMEOUT: call finish() before stop().
     # (immediate mode uses one ~64 KiB frame per packet on offloading veths and drops under load.)
     buffer_kib: int = 8192  # kernel ring (-B); the 2 MiB default overflowed on '-i any' during 200 KB bursts
     immediate: bool = False
@@ -113,21 +114,66 @@ class Capture:
         return self.counts
 
 
-def drain(captures: list[Capture], quiet: float = BLOCK_TIMEOUT * 2.5, limit: float = 20.0) -> None:
-    """Wait until no file has grown for longer than the kernel takes to hand over a partly filled block.
+END_ETHERTYPE = 0x88B5  # IEEE 802 "local experimental": no stack parses it, nothing answers
+END_DST = "0180c200000e"  # a link-local group address: bridges never forward it to other ports
 
-    The kernel retires a block once it has stayed current for a whole timer period, so its packets
-    reach tcpdump between one and two block timeouts after the block opened; we wait 2.5.
+_SEND_END = """
+import ctypes, os, socket, sys
+setns = ctypes.CDLL(None, use_errno=True).setns
+dst, etype, token = bytes.fromhex(sys.argv[1]), int(sys.argv[2]).to_bytes(2, "big"), sys.argv[3]
+for item in sys.argv[4:]:
+    ns, iface = item.split(":", 1)
+    fd = os.open("/var/run/netns/" + ns, os.O_RDONLY)  # where `ip netns` keeps them
+    if setns(fd, 0x40000000) != 0:
+        sys.exit(f"setns {ns}: {os.strerror(ctypes.get_errno())}")
+    os.close(fd)
+    with socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as s:
+        s.bind((iface, 0))
+        src = s.getsockname()[4].ljust(6, b"\\0")[:6]
+        s.send((dst + src + etype + f"{token} {iface}".encode()).ljust(60, b"\\0"))
+"""
+
+
+def end_markers(captures: list[Capture], token: str) -> dict[int, list[bytes]]:
+    """The payloads each capture must show at its end: its own interface's, or every marked interface of an ``any``."""
+    marked: dict[str, list[str]] = {}
+    for c in captures:
+        if c.interface != "any":
+            marked.setdefault(c.ns, []).append(c.interface)
+    return {id(c): [f"{token} {i}".encode() for i in (marked.get(c.ns, []) if c.interface == "any"
+                                                       else [c.interface])] for c in captures}
+
+
+def finish(captures: list[Capture], token: str, limit: float = 20.0) -> bool:
+    """Send one end-marker frame out of every captured interface and wait until each file holds its markers.
+
+    A quiesced stop: once a capture has written its marker, every packet the kernel queued for it
+    before the marker is in the file, so stopping tcpdump right then loses nothing (with nothing
+    sending, tcpdump's "received" equals "captured"). The marker is an Ethernet frame to
+    01:80:c2:00:00:0e, ethertype 0x88B5, payload ``<token> <interface>``: no stack answers it and no
+    bridge forwards it, so it appears in its own capture (and the node's ``any``) only. Returns
+    False if some marker was not written within ``limit`` seconds (the counts will then say so).
     """
     if not captures:
-        return
+        return True
+    want = end_markers(captures, token)
+    items = sorted({f"{c.ns}:{c.interface}" for c in captures if c.interface != "any"})
+    netns.run([sys.executable, "-c", _SEND_END, END_DST, str(END_ETHERTYPE), token, *items])
+    pending = [c for c in captures if want[id(c)]]
     deadline = time.monotonic() + limit
-    sizes: list[int] = [-1] * len(captures)
-    since = time.monotonic()
-    while time.monotonic() < deadline:
-        now = [c.path.stat().st_size if c.path.exists() else 0 for c in captures]
-        if now != sizes:
-            sizes, since = now, time.monotonic()
-        elif time.monotonic() - since > quiet:
-            return
-        time.sleep(0.05)  # polling the files for the kernel's block hand-over
+    while pending and time.monotonic() < deadline:
+        pending = [c for c in pending if not _holds(c.path, want[id(c)])]
+        if pending:
+            time.sleep(0.05)  # polling the files for the kernel's block hand-over
+    return not pending
+
+
+def _holds(path: Path, markers: list[bytes], tail: int = 1 << 16) -> bool:
+    """Whether the last ``tail`` bytes of ``path`` contain every marker payload."""
+    try:
+        with path.open("rb") as f:
+            f.seek(max(0, path.stat().st_size - tail))
+            data = f.read()
+    except OSError:
+        return False
+    return all(m in data for m in markers)

@@ -2,13 +2,13 @@
 
 Every command the lab runs goes through :func:`run` (or :func:`spawn` for long-lived ones), so a
 failure becomes one :class:`LabError` naming the command, the namespace and the tool's own message,
-and every child dies with the lab: ``PR_SET_PDEATHSIG`` is set in the child before it execs
-(``ip netns exec``, ``nice`` and the tools exec in place, so the setting reaches tcpdump itself).
+and every child dies with the lab: each command starts under ``setpriv --pdeathsig``, which sets
+``PR_SET_PDEATHSIG`` and execs (``ip netns exec``, ``nice`` and the tools exec in place, so the
+setting reaches tcpdump itself).
 """
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import shutil
@@ -16,35 +16,36 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from pcaptools.errors import LabError
 
-TOOLS = ("ip", "iptables-restore", "tcpdump", "conntrack", "ss", "bridge")
-_PR_SET_PDEATHSIG = 1
-_prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved here: the forked child only calls it
+TOOLS = ("ip", "iptables-restore", "tcpdump", "conntrack", "ss", "bridge", "setpriv")
 
 
-def die_with_parent(sig: int = signal.SIGKILL) -> Callable[[], None]:
-    """A ``preexec_fn``: the child gets ``sig`` when the thread that started it dies (SIGKILL included)."""
-    parent = os.getpid()
+def die_with_lab(sig: int = signal.SIGKILL) -> list[str]:
+    """argv prefix: the command gets ``sig`` when the lab thread that started it dies (SIGKILL included).
 
-    def setup() -> None:
-        _prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
-        if os.getppid() != parent:  # the parent died before prctl took effect
-            os.kill(os.getpid(), sig)
-
-    return setup
+    ``setpriv --pdeathsig`` sets ``PR_SET_PDEATHSIG`` and execs, so no Python runs between fork and
+    exec (a ``preexec_fn`` would run the interpreter's fork hooks, which swallow a SIGTERM that
+    arrives during them); ``nice``, ``ip netns exec`` and the tools exec in place and keep it.
+    """
+    return ["setpriv", f"--pdeathsig={signal.Signals(sig).name.removeprefix('SIG')}", "--"]
 
 
 def spawn(argv: Sequence[str], *, ns: str | None = None, die_sig: int = signal.SIGKILL,
           **kw: Any) -> subprocess.Popen[str]:
     """Start a long-lived command (inside ``ns`` if given) that receives ``die_sig`` if the lab dies."""
     try:
-        return subprocess.Popen([*ns_prefix(ns), *argv], text=True, preexec_fn=die_with_parent(die_sig), **kw)
+        return subprocess.Popen([*die_with_lab(die_sig), *ns_prefix(ns), *argv], text=True, **kw)
     except FileNotFoundError as exc:
-        raise LabError(f"{argv[0]}: not found; install it (needed by the lab)") from exc
+        raise _not_found(argv[0]) from exc
+
+
+def _not_found(tool: str) -> LabError:
+    missing = next((t for t in ("setpriv", tool) if shutil.which(t) is None), tool)
+    return LabError(f"{missing}: not found; install it (needed by the lab)")
 
 
 def check_host() -> None:
@@ -55,7 +56,7 @@ def check_host() -> None:
     missing = [t for t in TOOLS if shutil.which(t) is None]
     if missing:
         raise LabError(f"the lab needs {', '.join(TOOLS)}; missing: {', '.join(missing)}; "
-                       "install iproute2, iptables, tcpdump and conntrack")
+                       "install iproute2, iptables, tcpdump, conntrack and util-linux (setpriv)")
     res = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True)
     if res.returncode != 0:
         raise LabError(f"'ip netns' is unavailable: {res.stderr.strip() or res.returncode}; "
@@ -72,10 +73,10 @@ def run(argv: Sequence[str], *, ns: str | None = None, stdin: str | None = None,
     """Run one command (inside ``ns`` if given) and return its stdout; failures raise LabError."""
     full = [*ns_prefix(ns), *argv]
     try:
-        res = subprocess.run(full, input=stdin, capture_output=True, text=True, timeout=timeout,
-                             preexec_fn=die_with_parent())
+        res = subprocess.run([*die_with_lab(), *full], input=stdin, capture_output=True, text=True,
+                             timeout=timeout)
     except FileNotFoundError as exc:
-        raise LabError(f"{argv[0]}: not found; install it (needed by the lab)") from exc
+        raise _not_found(argv[0]) from exc
     except subprocess.TimeoutExpired as exc:
         raise LabError(f"{' '.join(full)}: no answer after {timeout:.0f} s") from exc
     if check and res.returncode != 0:

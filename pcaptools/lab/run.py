@@ -14,7 +14,7 @@ from typing import Any
 
 from pcaptools.errors import LabError
 from pcaptools.lab import kubeproxy, netns, outdir, registry, topology, truth
-from pcaptools.lab.capture import Capture, drain
+from pcaptools.lab.capture import Capture, finish
 from pcaptools.lab.inventory import build_inventory
 from pcaptools.lab.topology import Topology
 from pcaptools.lab.traffic import Server, run_clients
@@ -24,27 +24,43 @@ DEFAULT_PREFIX = "ptlab-"
 KINDS = ("pod-direct-same-node", "clusterip", "nodeport", "loadbalancer-cluster", "loadbalancer-local",
          "clusterip-udp", "egress", "pod-direct-cross-node")
 SMALL, LARGE = 2_000, 200_000
+# conntrack entries the truth reads after the last client: kept 10 min instead of 30 s (UDP) / 2 min
+# (TCP TIME_WAIT), so a run slowed down by a busy host still finds every connection's NAT
+CONNTRACK_KEEP = {f"net.netfilter.nf_conntrack_{k}": 600
+                  for k in ("udp_timeout", "udp_timeout_stream", "tcp_timeout_time_wait", "tcp_timeout_close")}
 
 
 @contextlib.contextmanager
-def _terminate_on_signals() -> Iterator[None]:
-    """Turn SIGTERM and SIGHUP into KeyboardInterrupt so the caller's ``finally`` tears the lab down."""
+def _terminate_on_signals() -> Iterator[dict[str, int]]:
+    """Turn SIGTERM and SIGHUP into KeyboardInterrupt so the caller's ``finally`` tears the lab down.
+
+    The signal is also recorded in the yielded dict: Python prints and drops an exception raised
+    inside a destructor or callback, so the run checks it between steps (:func:`_check`) too.
+    """
+    got: dict[str, int] = {}
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield got
         return
     signals = (signal.SIGTERM, signal.SIGHUP)
 
     def _raise(signum: int, frame: object) -> None:
         for s in signals:  # a second signal must not cut the teardown short
             signal.signal(s, signal.SIG_IGN)
+        got["signal"] = signum
         raise KeyboardInterrupt(f"signal {signum}")
 
     old = {s: signal.signal(s, _raise) for s in signals}
     try:
-        yield
+        yield got
     finally:
         for s, handler in old.items():
             signal.signal(s, handler)
+
+
+def _check(got: dict[str, int]) -> None:
+    """Raise the KeyboardInterrupt of a recorded signal whose first raise was swallowed."""
+    if "signal" in got:
+        raise KeyboardInterrupt(f"signal {got['signal']}")
 
 
 def plan_jobs(topo: Topology, connections: int, seed: int) -> list[dict[str, Any]]:
@@ -111,6 +127,11 @@ def _captures(topo: Topology, out: Path, *, any_capture: bool, nano: bool) -> li
     add(topo.client.ns, "client", "eth0", "client")
     add(topo.internet.ns, "internet", "eth0", "external")
     return caps
+
+
+def _conntrack_places(topo: Topology) -> dict[str, str]:
+    """Truth place -> namespace of every box whose conntrack table the truth reads."""
+    return {**{"node:" + n.name: n.ns for n in topo.nodes}, "nlb": topo.nlb.ns, "router": topo.router.ns}
 
 
 def _interfaces(topo: Topology, node_ns: str) -> list[dict[str, Any]]:
@@ -180,11 +201,13 @@ def run_lab(out_dir: str | Path, *, cni: str = "vpc", nodes: int = 3, any_captur
     servers: list[Server] = []
     caps: list[tuple[Capture, dict[str, Any]]] = []
     try:
-        with _terminate_on_signals():
+        with _terminate_on_signals() as got:
             try:
                 run.add_namespaces(topo.namespaces())
                 topology.build(topo, segment_offload=segment_offload)
                 run.add_veths([{"ns": ns, "name": v} for ns in topo.namespaces() for v in netns.veths(ns)])
+                for ns in _conntrack_places(topo).values():  # the truth reads conntrack at the end of the run
+                    netns.sysctl(ns, CONNTRACK_KEEP)
                 for node in topo.nodes:
                     netns.iptables_restore(node.ns, kubeproxy.node_rules(topo, node))
                 netns.iptables_restore(topo.nlb.ns, kubeproxy.nlb_rules(topo))
@@ -207,22 +230,26 @@ def run_lab(out_dir: str | Path, *, cni: str = "vpc", nodes: int = 3, any_captur
                     cap.start()
                     if cap.pid is not None:
                         run.add_pid(cap.pid, f"tcpdump {cap.ns} {cap.interface}")
+                _check(got)
                 run.set_state("capturing")
                 results = []
                 for job in jobs:
                     ns = topo.client.ns if job["client"] == "client" else topo.pod(job["client"]).ns
                     res = run_clients(ns, [{k: job[k] for k in ("id", "proto", "dst", "port", "size")}])
                     results.extend(res)
+                    _check(got)
                 conntrack = {}
-                for place, ns in [*(("node:" + n.name, n.ns) for n in topo.nodes), ("nlb", topo.nlb.ns),
-                                  ("router", topo.router.ns)]:
+                for place, ns in _conntrack_places(topo).items():
                     conntrack[place] = truth.parse_conntrack(netns.run(["conntrack", "-L", "-o", "extended"],
                                                                        ns=ns, check=False))
                 links = {n.name: _interfaces(topo, n.ns) for n in topo.nodes} if any_capture else {}
                 logs = {place: s.stop() for place, s in server_at.items()}
                 run.set_state("stopping")
-                drain([cap for cap, _entry in caps if not cap.immediate])
+                for ns in topo.namespaces():  # entries left to go stale would send ARP probes into the stop
+                    netns.run(["ip", "-n", ns, "neigh", "flush", "all"], check=False)
+                finish([cap for cap, _entry in caps], token=f"pcaptools-lab end {run.run_id}")
                 counts = {entry["file"]: cap.stop() for cap, entry in caps}
+                _check(got)
             finally:
                 for s in servers:
                     with contextlib.suppress(Exception):
