@@ -121,6 +121,19 @@ def test_strings_from_files_are_escaped(tmp_path):
     assert "&lt;b&gt;set&lt;/b&gt;" in text
 
 
+def test_report_without_an_inventory_shows_connections_by_address(tmp_path):
+    work = tmp_path / "set"
+    shutil.copytree(CALICO, work)
+    (work / "inventory.json").unlink()
+    corr = correlate(CaptureSet.load(work))
+    paths = paths_and_nat(corr, None)[0]
+    text = report([work])
+    assert len(re.findall(r'<tr data-kind="', text)) == len(paths) > 0
+    conns = re.search(r'<table class="connections".*?</table>', text, re.S).group(0)
+    assert "default/backend-0" not in conns and "10.244.0.5" in conns  # the backend by its address
+    assert "no inventory" in text  # and the report says why
+
+
 def test_report_cli_rejects_a_non_html_output_name(tmp_path):
     from pcaptools.cli import main
 
