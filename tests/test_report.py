@@ -134,6 +134,38 @@ def test_report_without_an_inventory_shows_connections_by_address(tmp_path):
     assert "no inventory" in text  # and the report says why
 
 
+def _drop_records(path: Path, keep) -> int:
+    """Rewrite a classic pcap keeping the records ``keep(i)`` says to; returns how many were dropped."""
+    import struct
+
+    data = path.read_bytes()
+    endian = "<" if data[:4] in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1") else ">"
+    out, off, i, dropped = [data[:24]], 24, 0, 0
+    while off + 16 <= len(data):
+        caplen = struct.unpack(endian + "I", data[off + 8:off + 12])[0]
+        if keep(i):
+            out.append(data[off:off + 16 + caplen])
+        else:
+            dropped += 1
+        off += 16 + caplen
+        i += 1
+    path.write_bytes(b"".join(out))
+    return dropped
+
+
+def test_report_locates_packets_lost_between_points(tmp_path):
+    work = tmp_path / "set"
+    shutil.copytree(CALICO, work)
+    assert _drop_records(work / "node-2" / "eth0.pcap", lambda i: not 200 <= i < 240) == 40  # mid-capture
+    ls = correlate(CaptureSet.load(work)).loss_summary()
+    assert "node-2:eth0" in set(ls["missing_at"])
+    text = report([work])
+    section = re.search(r'id="s0-losses".*?<h3', text, re.S).group(0)
+    for r in ls.itertuples():
+        assert f"<td>{r.point}</td><td>{r.missing_at}</td><td class=\"num\">{r.lost:,}</td>" in section
+    assert f"{int(ls['lost'].sum()):,} packets lost between points" in text
+
+
 def test_report_cli_rejects_a_non_html_output_name(tmp_path):
     from pcaptools.cli import main
 

@@ -77,13 +77,23 @@ def _cell(v, col: str = "", digits: int = 1) -> str:
         return f"<td>{'yes' if v else 'no'}</td>"
     if isinstance(v, (int, np.integer, float, np.floating)):
         x = float(v)
+        if _is_timestamp(col):
+            t = _dt.datetime.fromtimestamp(int(v) // 10**9, _dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+            return f'<td class="num">{t}.{int(v) % 10**9 // 1000:06d}</td>'
         if col.endswith("_ns"):
             return f'<td class="num">{x / 1e3:,.1f}</td>'
         return f'<td class="num">{int(x):,}</td>' if x.is_integer() else f'<td class="num">{x:,.{digits}f}</td>'
     return f"<td>{_e(v)}</td>"
 
 
+def _is_timestamp(col: str) -> bool:
+    """A ``*_ns`` column holding a point in time (ns since the epoch), not a duration."""
+    return col == "at_ns" or col.endswith("ts_ns") or col.startswith("ts_")
+
+
 def _head(col: str) -> str:
+    if _is_timestamp(col):
+        return _e(col[:-3] + " (UTC)")
     return _e(col[:-3] + " (µs)" if col.endswith("_ns") else col)
 
 
