@@ -114,11 +114,13 @@ def test_strings_from_files_are_escaped(tmp_path):
     man = json.loads((work / "manifest.json").read_text())
     evil = '<img src=x onerror="alert(1)">&'
     man["captures"][0]["pod"] = evil
+    man["captures"][0]["interface"] = "cali<i>0</i>"  # becomes a point name: tables, filters, diagram lanes
     (work / "manifest.json").write_text(json.dumps(man))
     text = report({"<b>set</b>": work})
-    assert evil not in text and "<b>set</b>" not in text
+    assert evil not in text and "<b>set</b>" not in text and "<i>0</i>" not in text
     assert "&lt;img src=x onerror=&quot;alert(1)&quot;&gt;&amp;" in text
     assert "&lt;b&gt;set&lt;/b&gt;" in text
+    assert "cali&lt;i&gt;0&lt;/i&gt;" in re.search(r"<svg.*?</svg>", text.split('id="s0-sequences"')[1], re.S).group(0)
 
 
 def test_report_without_an_inventory_shows_connections_by_address(tmp_path):
@@ -204,13 +206,17 @@ def test_connection_filter_in_the_browser_keeps_only_the_chosen_kind(single, cal
     script = ("<script>document.addEventListener('DOMContentLoaded',()=>{const s=document.getElementById('s0-conn-kind');"
               "s.value='egress';s.dispatchEvent(new Event('change'));"
               "document.body.dataset.visible=document.getElementById('s0-conn-n').textContent;"
-              "document.body.dataset.rows=[...document.querySelectorAll('#s0-conn tbody tr')].filter(r=>!r.hidden).length;});</script>")  # fmt: skip
+              "document.body.dataset.rows=[...document.querySelectorAll('#s0-conn tbody tr')].filter(r=>!r.hidden).length;"
+              "document.body.dataset.opened=[...document.querySelectorAll('#s0-seq details')].filter(d=>d.open).map(d=>d.id).join(' ');"
+              "});</script>")  # fmt: skip
     probe.write_text(single.read_text(encoding="utf-8").replace("</body>", script + "</body>"), encoding="utf-8")
-    dom = _chromium("--dump-dom", probe.as_uri())
+    last = int(paths["connection"].iloc[-1])
+    dom = _chromium("--dump-dom", probe.as_uri() + f"#s0-conn-c{last}")  # a link from the table opens that diagram
     assert _console(dom.stderr) == []
     want = int((paths["kind"] == "egress").sum())
     assert want > 0
     assert f'data-visible="{want}"' in dom.stdout and f'data-rows="{want}"' in dom.stdout
+    assert f'data-opened="s0-conn-c0 s0-conn-c{last}"' in dom.stdout  # the first is open by default
 
 
 def test_hop_samples_are_the_samples_behind_hop_latency(calico_paths):
