@@ -114,11 +114,58 @@ def test_strings_from_files_are_escaped(tmp_path):
     man = json.loads((work / "manifest.json").read_text())
     evil = '<img src=x onerror="alert(1)">&'
     man["captures"][0]["pod"] = evil
+    man["captures"][0]["interface"] = "cali<i>0</i>"  # becomes a point name: tables, filters, diagram lanes
     (work / "manifest.json").write_text(json.dumps(man))
     text = report({"<b>set</b>": work})
-    assert evil not in text and "<b>set</b>" not in text
+    assert evil not in text and "<b>set</b>" not in text and "<i>0</i>" not in text
     assert "&lt;img src=x onerror=&quot;alert(1)&quot;&gt;&amp;" in text
     assert "&lt;b&gt;set&lt;/b&gt;" in text
+    assert "cali&lt;i&gt;0&lt;/i&gt;" in re.search(r"<svg.*?</svg>", text.split('id="s0-sequences"')[1], re.S).group(0)
+
+
+def test_report_without_an_inventory_shows_connections_by_address(tmp_path):
+    work = tmp_path / "set"
+    shutil.copytree(CALICO, work)
+    (work / "inventory.json").unlink()
+    corr = correlate(CaptureSet.load(work))
+    paths = paths_and_nat(corr, None)[0]
+    text = report([work])
+    assert len(re.findall(r'<tr data-kind="', text)) == len(paths) > 0
+    conns = re.search(r'<table class="connections".*?</table>', text, re.S).group(0)
+    assert "default/backend-0" not in conns and "10.244.0.5" in conns  # the backend by its address
+    assert "no inventory" in text  # and the report says why
+
+
+def _drop_records(path: Path, keep) -> int:
+    """Rewrite a classic pcap keeping the records ``keep(i)`` says to; returns how many were dropped."""
+    import struct
+
+    data = path.read_bytes()
+    endian = "<" if data[:4] in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1") else ">"
+    out, off, i, dropped = [data[:24]], 24, 0, 0
+    while off + 16 <= len(data):
+        caplen = struct.unpack(endian + "I", data[off + 8:off + 12])[0]
+        if keep(i):
+            out.append(data[off:off + 16 + caplen])
+        else:
+            dropped += 1
+        off += 16 + caplen
+        i += 1
+    path.write_bytes(b"".join(out))
+    return dropped
+
+
+def test_report_locates_packets_lost_between_points(tmp_path):
+    work = tmp_path / "set"
+    shutil.copytree(CALICO, work)
+    assert _drop_records(work / "node-2" / "eth0.pcap", lambda i: not 200 <= i < 240) == 40  # mid-capture
+    ls = correlate(CaptureSet.load(work)).loss_summary()
+    assert "node-2:eth0" in set(ls["missing_at"])
+    text = report([work])
+    section = re.search(r'id="s0-losses".*?<h3', text, re.S).group(0)
+    for r in ls.itertuples():
+        assert f"<td>{r.point}</td><td>{r.missing_at}</td><td class=\"num\">{r.lost:,}</td>" in section
+    assert f"{int(ls['lost'].sum()):,} packets lost between points" in text
 
 
 def test_report_cli_rejects_a_non_html_output_name(tmp_path):
@@ -159,13 +206,17 @@ def test_connection_filter_in_the_browser_keeps_only_the_chosen_kind(single, cal
     script = ("<script>document.addEventListener('DOMContentLoaded',()=>{const s=document.getElementById('s0-conn-kind');"
               "s.value='egress';s.dispatchEvent(new Event('change'));"
               "document.body.dataset.visible=document.getElementById('s0-conn-n').textContent;"
-              "document.body.dataset.rows=[...document.querySelectorAll('#s0-conn tbody tr')].filter(r=>!r.hidden).length;});</script>")  # fmt: skip
+              "document.body.dataset.rows=[...document.querySelectorAll('#s0-conn tbody tr')].filter(r=>!r.hidden).length;"
+              "document.body.dataset.opened=[...document.querySelectorAll('#s0-seq details')].filter(d=>d.open).map(d=>d.id).join(' ');"
+              "});</script>")  # fmt: skip
     probe.write_text(single.read_text(encoding="utf-8").replace("</body>", script + "</body>"), encoding="utf-8")
-    dom = _chromium("--dump-dom", probe.as_uri())
+    last = int(paths["connection"].iloc[-1])
+    dom = _chromium("--dump-dom", probe.as_uri() + f"#s0-conn-c{last}")  # a link from the table opens that diagram
     assert _console(dom.stderr) == []
     want = int((paths["kind"] == "egress").sum())
     assert want > 0
     assert f'data-visible="{want}"' in dom.stdout and f'data-rows="{want}"' in dom.stdout
+    assert f'data-opened="s0-conn-c0 s0-conn-c{last}"' in dom.stdout  # the first is open by default
 
 
 def test_hop_samples_are_the_samples_behind_hop_latency(calico_paths):

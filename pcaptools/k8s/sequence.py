@@ -13,10 +13,16 @@ import numpy as np
 import pandas as pd
 
 from pcaptools.k8s.nat import order_hops
-from pcaptools.k8s.paths import _connections, _ep, as_inventory
+from pcaptools.k8s.paths import _connections, as_inventory
 from pcaptools.schema import SEQUENCE_COLUMNS, conform, empty
 
 _FLAG_NAMES = ((0x02, "SYN"), (0x01, "FIN"), (0x04, "RST"), (0x08, "PSH"), (0x10, "ACK"))
+
+
+def _ep(addr: str, port: int) -> str:
+    if port < 0:
+        return addr
+    return f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
 
 
 def packet_labels(proto: np.ndarray, tcp_flags: np.ndarray) -> np.ndarray:

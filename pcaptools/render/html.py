@@ -51,8 +51,13 @@ function pcFilter(id){
   }
   document.getElementById(id+'-n').textContent=String(n);
 }
+function pcOpen(){const d=location.hash&&document.getElementById(decodeURIComponent(location.hash.slice(1)));
+  if(d&&d.tagName==='DETAILS') d.open=true;}
+function pcAll(id,open){for(const d of document.querySelectorAll('#'+id+' details')) d.open=open;}
+window.addEventListener('hashchange',pcOpen);
 document.addEventListener('DOMContentLoaded',()=>{
   for(const t of document.querySelectorAll('table.connections')) pcFilter(t.id);
+  pcOpen();
   document.body.dataset.js='ok';
 });
 """
@@ -77,13 +82,23 @@ def _cell(v, col: str = "", digits: int = 1) -> str:
         return f"<td>{'yes' if v else 'no'}</td>"
     if isinstance(v, (int, np.integer, float, np.floating)):
         x = float(v)
+        if _is_timestamp(col):
+            t = _dt.datetime.fromtimestamp(int(v) // 10**9, _dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+            return f'<td class="num">{t}.{int(v) % 10**9 // 1000:06d}</td>'
         if col.endswith("_ns"):
             return f'<td class="num">{x / 1e3:,.1f}</td>'
         return f'<td class="num">{int(x):,}</td>' if x.is_integer() else f'<td class="num">{x:,.{digits}f}</td>'
     return f"<td>{_e(v)}</td>"
 
 
+def _is_timestamp(col: str) -> bool:
+    """A ``*_ns`` column holding a point in time (ns since the epoch), not a duration."""
+    return col == "at_ns" or col.endswith("ts_ns") or col.startswith("ts_")
+
+
 def _head(col: str) -> str:
+    if _is_timestamp(col):
+        return _e(col[:-3] + " (UTC)")
     return _e(col[:-3] + " (µs)" if col.endswith("_ns") else col)
 
 
@@ -206,8 +221,11 @@ def _set_section(cmp: Comparison, i: int, label: str, seq: pd.DataFrame, samples
         '<p class="doc">A packet seen at <i>point</i> is lost when packets of the same flow direction go on to <i>missing_at</i> '
         "but this one never arrives there while it was capturing.</p>",
         table(ls) if len(ls) else '<p>No packet went missing between capture points.</p>',
-        f'<h3 id="{tid}-sequences">Each connection across capture points</h3>',
+        f'<h3 id="{tid}-sequences">Each connection across capture points</h3>'
+        f'<p><button onclick="pcAll(\'{tid}-seq\',true)">open all</button> <button onclick="pcAll(\'{tid}-seq\',false)">close all</button></p>'
+        f'<div id="{tid}-seq">',
         _connection_details(f"{tid}-conn", paths, seq, roles) if paths is not None and len(paths) else "",
+        "</div>",
     ]
     notes = cmp.notes.get(label, [])
     if notes:
