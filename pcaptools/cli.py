@@ -512,6 +512,11 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         _quiet_stdout()
         return 0
+    except SystemExit as exc:  # typer turns a closed stdout (EPIPE) into exit 1; a reader that stopped is no error
+        if isinstance(exc.__context__, BrokenPipeError):
+            _quiet_stdout()
+            return 0
+        return exc.code if isinstance(exc.code, int) else 1
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as exc:
         if debug:
             raise
