@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
+if TYPE_CHECKING:  # rich is imported where output is drawn, so `safe` costs nothing at startup
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
 
 PROTO_NAMES = {1: "icmp", 2: "igmp", 6: "tcp", 17: "udp", 47: "gre", 50: "esp", 58: "icmpv6", 132: "sctp"}
 _BIDI = {0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A), 0x2028, 0x2029, 0xFEFF}
@@ -44,11 +45,15 @@ def safe(value: Any) -> str:
 
 def text(value: Any, style: str = "") -> Text:
     """An escaped rich Text (never parsed as markup)."""
+    from rich.text import Text
+
     return Text(safe(value), style=style)
 
 
 def console(*, stderr: bool = False) -> Console:
     """A console that never interprets markup or highlights; piped without COLUMNS it is 160 wide, not rich's 80."""
+    from rich.console import Console
+
     stream = sys.stderr if stderr else sys.stdout
     wide = not stream.isatty() and "COLUMNS" not in os.environ
     return Console(file=stream, width=160 if wide else None, markup=False, highlight=False, emoji=False, soft_wrap=False)
@@ -90,6 +95,8 @@ def proto_name(p: Any) -> str:
 
 
 def _table(title: str | Text | None = None, **kw: Any) -> Table:
+    from rich.table import Table
+
     return Table(title=text(title) if isinstance(title, str) else title, header_style="bold", **kw)
 
 
@@ -257,6 +264,7 @@ def path_block(r: Any, nat: list[dict] | None = None, hops: list[dict] | None = 
 def print_paths(ps, con: Console, *, brief: bool = False) -> None:
     """A :class:`~pcaptools.k8s.paths.PathSet` for people: header, a summary per connection, then each route."""
     import numpy as np
+    from rich.text import Text
 
     from pcaptools.render.records import _hops_by_journey, _nat_by_journey
 
@@ -335,6 +343,8 @@ def format_value(v: Any, unit: str = "") -> str:
 
 def print_comparison(cmp, con: Console) -> None:
     """The metric x capture-set summary (units, 'n/a' where unmeasurable), latency per connection kind, notes."""
+    from rich.text import Text
+
     tab = _table(f"CNI comparison: {', '.join(safe(x) for x in cmp.labels)}")
     tab.add_column("metric", style="bold")
     tab.add_column("unit", style="dim")
@@ -370,6 +380,8 @@ def print_comparison(cmp, con: Console) -> None:
 # --- show -------------------------------------------------------------------------------------------
 def print_packet(file: str, record: int, dissection: str, row: dict, con: Console) -> None:
     """Scapy's dissection of one packet beside our decoded row (its non-empty columns)."""
+    from rich.text import Text
+
     con.print(Text(f"scapy ({safe(file)} record {record})", style="bold"))
     for line in dissection.splitlines():
         con.print(text(line))
