@@ -8,6 +8,7 @@ where they are parsed (callbacks below): a bad value is a usage error, exit code
 from __future__ import annotations
 
 import math
+import re
 import sys
 from pathlib import Path
 
@@ -433,6 +434,8 @@ def _command():
     """The click command behind ``app``, with flags shown as flags in --help (no ``<bool>``)."""
     cmd = typer.main.get_command(app)
     for c in _walk(cmd):
+        if c.help:  # each "Example:" its own paragraph, so help never runs two examples together
+            c.help = re.sub(r"\n[ \t]*Example:", "\n\nExample:", c.help)
         for p in c.params:
             if getattr(p, "is_flag", False) or getattr(p, "count", False):
                 p.metavar = ""
