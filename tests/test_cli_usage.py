@@ -163,3 +163,26 @@ def test_output_piped_into_head_ends_quietly():
     assert proc.wait(timeout=600) == 0, err
     assert first.startswith(b"16 connections") or first[:1].isdigit()
     assert "Traceback" not in err and "Broken pipe" not in err and err == ""
+
+
+COMBINED = ROOT / "tests" / "data" / "peer" / "community-id-spec" / "pcaps" / "combined.pcap"
+
+
+@pytest.mark.parametrize("width", [80, 200])
+def test_flows_table_brackets_ipv6_names_protocols_and_shows_icmp_types(width, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", str(width))
+    assert main(["flows", str(COMBINED), "--json"]) == 0
+    flows = __import__("json").loads(capsys.readouterr().out)["flows"]
+    assert main(["flows", str(COMBINED), "--limit", "50"]) == 0
+    text = capsys.readouterr().out
+    assert all(len(line) <= width for line in text.splitlines())
+    v6 = [f for f in flows if ":" in f["orig_h"] and f["proto"] in (6, 17)]
+    assert v6 and all(f"[{f['orig_h']}]:{f['orig_p']} → [{f['resp_h']}]:{f['resp_p']}" in text or
+                      (f"[{f['orig_h']}]:{f['orig_p']}" in text and f"[{f['resp_h']}]:{f['resp_p']}" in text) for f in v6)  # fmt: skip
+    icmp = [f for f in flows if f["proto"] in (1, 58)]
+    assert icmp
+    for f in icmp:
+        name = "icmp" if f["proto"] == 1 else "icmpv6"
+        assert f"{name} type {f['orig_p']}" in text
+        assert f"{f['orig_h']}:{f['orig_p']}" not in text  # a type is not a port
+    assert {f["proto_name"] for f in flows if f["proto_name"]} <= {w for line in text.splitlines() for w in line.split()}

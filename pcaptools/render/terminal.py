@@ -144,9 +144,7 @@ def _icmp_detail(proto: int, a: int, b: int) -> str:
 def print_flows(fl, con: Console, *, limit: int = 20) -> None:
     """The largest flows by bytes: endpoints (IPv6 in brackets), protocol by name, ICMP type/code, packets, bytes, state."""
     top = fl.assign(_b=fl.orig_bytes + fl.resp_bytes).nlargest(limit, "_b") if len(fl) else fl
-    tab = _table(f"{fmt_int(len(fl))} flows (largest {min(limit, len(fl))} by bytes)")
-    for c in ("community_id", "proto", "originator", "responder", "packets", "bytes", "duration", "state", "history", "tunnel"):
-        tab.add_column(c, no_wrap=c in ("proto", "packets", "duration", "state"))
+    rows = []
     for r in top.itertuples(index=False):
         proto = int(r.proto)
         icmp = proto in (1, 58)
@@ -154,9 +152,25 @@ def print_flows(fl, con: Console, *, limit: int = 20) -> None:
         orig = endpoint(r.orig_h) if icmp else endpoint(r.orig_h, r.orig_p)
         resp = endpoint(r.resp_h) if icmp else endpoint(r.resp_h, r.resp_p)
         tun = "" if r.tunnel != r.tunnel or r.tunnel is None else f"{safe(r.tunnel)}" + (f" vni {int(r.vni)}" if int(r.vni) >= 0 else "")
-        tab.add_row(text(r.community_id if isinstance(r.community_id, str) else ""), text(name), text(orig), text(resp),
-                    f"{fmt_int(r.orig_pkts)} / {fmt_int(r.resp_pkts)}", f"{fmt_int(r.orig_bytes)} / {fmt_int(r.resp_bytes)}",
-                    fmt_ns(int(r.duration_ns)), text(r.state), text(r.history), text(tun))  # fmt: skip
+        rows.append((name, orig, resp, f"{fmt_int(r.orig_pkts)} / {fmt_int(r.resp_pkts)}",
+                     f"{fmt_int(r.orig_bytes)} / {fmt_int(r.resp_bytes)}", fmt_ns(int(r.duration_ns)), safe(r.state),
+                     safe(r.history), tun, safe(r.community_id) if isinstance(r.community_id, str) else ""))  # fmt: skip
+    title = f"{fmt_int(len(fl))} flows (largest {min(limit, len(fl))} by bytes; packets and bytes originator / responder)"
+    cols = ("proto", "originator", "responder", "packets", "bytes", "duration", "state", "history", "tunnel", "community_id")
+    keep = [i for i, c in enumerate(cols) if c != "tunnel" or any(r[i] for r in rows)]
+    widths = [max([len(cols[i]), *(len(r[i]) for r in rows)]) for i in keep]
+    if sum(widths) + 3 * len(keep) + 1 > con.size.width:  # too narrow for a table: two lines per flow
+        con.print(text(title, style="bold"))
+        for r in rows:
+            con.print(text(f"{r[0]}  {r[1]} → {r[2]}  {r[6]} {r[7]}".rstrip()))
+            extra = " · ".join(x for x in (f"{r[3]} packets", f"{r[4]} bytes", r[5], r[8], r[9]) if x)
+            con.print(text(f"    {extra}", style="dim"))
+        return
+    tab = _table(title)
+    for i in keep:
+        tab.add_column(cols[i], no_wrap=True, justify="right" if cols[i] in ("packets", "bytes", "duration") else "left")
+    for r in rows:
+        tab.add_row(*(text(r[i]) for i in keep))
     con.print(tab)
 
 
