@@ -102,3 +102,14 @@ def test_paths_summary_fits_the_terminal_and_keeps_names_whole(width, capsys, mo
     clients = {p for p in pods if "client" in p}
     assert clients and all(any(p in line for line in lines) for p in clients)  # never broken mid-word
     assert "µs" in text and " us" not in text
+
+
+@pytest.mark.parametrize("width", [80, 120])
+def test_correlate_tables_fit_the_terminal_and_keep_point_names_whole(width, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", str(width))
+    text = _out(["correlate", str(CALICO)], capsys)
+    assert all(len(line) <= width for line in text.splitlines())
+    man = json.loads((CALICO / "manifest.json").read_text())
+    points = {f"{c['node']}:{c['interface']}" for c in man["captures"] if c.get("interface")}
+    assert points and all(p in text for p in points)
+    assert "µs" in text and " us" not in text and "…" not in text

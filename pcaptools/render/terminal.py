@@ -100,6 +100,37 @@ def _table(title: str | Text | None = None, **kw: Any) -> Table:
     return Table(title=text(title) if isinstance(title, str) else title, header_style="bold", **kw)
 
 
+def print_rows(con: Console, title: str, cols: tuple[str, ...], rows: list[tuple[str, ...]], *, key: int = 1,
+               right: tuple[str, ...] = ()) -> None:
+    """A table when its natural width fits the console, else one line per row: the first ``key`` cells, then
+    the others as ``column value`` on an indented line (nothing is cut or folded mid-word)."""
+    widths = [max([len(c), *(len(r[i]) for r in rows)]) for i, c in enumerate(cols)]
+    if sum(widths) + 3 * len(cols) + 1 <= con.size.width:
+        tab = _table(title)
+        for c in cols:
+            tab.add_column(c, no_wrap=True, justify="right" if c in right else "left")
+        for r in rows:
+            tab.add_row(*(text(x) for x in r))
+        con.print(tab)
+        return
+    con.print(text(title, style="bold"))
+    for r in rows:
+        con.print(text(" → ".join(r[:key])))
+        _packed(con, [f"{c} {x}" for c, x in zip(cols[key:], r[key:], strict=True) if x])
+
+
+def _packed(con: Console, cells: list[str], indent: int = 4) -> None:
+    """Cells joined by ' · ' on indented dim lines, packed to the console width; a cell is never split."""
+    line = ""
+    for cell in map(safe, cells):
+        if line and indent + len(line) + 3 + len(cell) > con.size.width:
+            con.print(text(" " * indent + line, style="dim"))
+            line = ""
+        line = f"{line} · {cell}" if line else cell
+    if line:
+        con.print(text(" " * indent + line, style="dim"))
+
+
 # --- info -------------------------------------------------------------------------------------------
 def print_info(summaries: list[dict], con: Console) -> None:
     """One table per capture file: format, records, time span, bytes, interfaces, skips."""
@@ -163,8 +194,7 @@ def print_flows(fl, con: Console, *, limit: int = 20) -> None:
         con.print(text(title, style="bold"))
         for r in rows:
             con.print(text(f"{r[0]}  {r[1]} → {r[2]}  {r[6]} {r[7]}".rstrip()))
-            extra = " · ".join(x for x in (f"{r[3]} packets", f"{r[4]} bytes", r[5], r[8], r[9]) if x)
-            con.print(text(f"    {extra}", style="dim"))
+            _packed(con, [x for x in (f"{r[3]} packets", f"{r[4]} bytes", r[5], r[8], r[9]) if x])
         return
     tab = _table(title)
     for i in keep:
@@ -179,34 +209,23 @@ def print_correlation(corr, con: Console) -> None:
     """Clock offsets, matches per point, hop latency and losses of a Correlation."""
     offs = corr.offsets
     ref = offs.loc[offs["reference"].to_numpy(bool), "node"]
-    tab = _table(f"clock offsets (reference {safe(ref.iloc[0]) if len(ref) else '?'})")
-    for c in ("node", "offset", "uncertainty", "skew ppm"):
-        tab.add_column(c, justify="left" if c == "node" else "right")
+    rows = []
     for r in offs.itertuples(index=False):
         unc = "unknown" if r.uncertainty_ns != r.uncertainty_ns else f"± {r.uncertainty_ns / 1e3:,.1f} µs"
-        tab.add_row(text(r.node), f"{r.offset_ns / 1e3:+,.1f} µs", unc, f"{r.skew_ppm:.3f}" + (" (matters)" if r.skew_matters else ""))
-    con.print(tab)
-    tab = _table(f"{fmt_int(corr.journeys)} journeys, {fmt_int(corr.ambiguous)} ambiguous")
-    for c in ("point", "matched", "unmatched"):
-        tab.add_column(c, justify="left" if c == "point" else "right")
-    for name in corr.matched:
-        tab.add_row(text(name), fmt_int(corr.matched[name]), fmt_int(corr.unmatched[name]))
-    con.print(tab)
-    tab = _table("hop latency")
-    for c in ("from", "to", "count", "median", "p90", "p99", "min", "max"):
-        tab.add_column(c, justify="left" if c in ("from", "to") else "right")
-    for r in corr.hop_latency.itertuples(index=False):
-        tab.add_row(text(r.from_point), text(r.to_point), fmt_int(r.count),
-                    *(fmt_ns(v) for v in (r.median_ns, r.p90_ns, r.p99_ns, r.min_ns, r.max_ns)))  # fmt: skip
-    con.print(tab)
+        rows.append((safe(r.node), f"{r.offset_ns / 1e3:+,.1f} µs", unc, f"{r.skew_ppm:.3f}" + (" (matters)" if r.skew_matters else "")))
+    print_rows(con, f"clock offsets (reference {safe(ref.iloc[0]) if len(ref) else '?'})", ("node", "offset", "uncertainty", "skew ppm"),
+               rows, right=("offset", "uncertainty", "skew ppm"))  # fmt: skip
+    rows = [(safe(n), fmt_int(corr.matched[n]), fmt_int(corr.unmatched[n])) for n in corr.matched]
+    print_rows(con, f"{fmt_int(corr.journeys)} journeys, {fmt_int(corr.ambiguous)} ambiguous", ("point", "matched", "unmatched"),
+               rows, right=("matched", "unmatched"))  # fmt: skip
+    rows = [(safe(r.from_point), safe(r.to_point), fmt_int(r.count), *(fmt_ns(v) for v in (r.median_ns, r.p90_ns, r.p99_ns, r.min_ns, r.max_ns)))
+            for r in corr.hop_latency.itertuples(index=False)]  # fmt: skip
+    print_rows(con, "hop latency", ("from", "to", "count", "median", "p90", "p99", "min", "max"), rows, key=2,
+               right=("count", "median", "p90", "p99", "min", "max"))  # fmt: skip
     ls = corr.loss_summary()
     if len(ls):
-        tab = _table("packets missing at the next point")
-        for c in ("seen at", "missing at", "lost", "seen"):
-            tab.add_column(c)
-        for r in ls.itertuples(index=False):
-            tab.add_row(text(r.point), text(r.missing_at), fmt_int(r.lost), fmt_int(r.seen_at_point))
-        con.print(tab)
+        rows = [(safe(r.point), safe(r.missing_at), fmt_int(r.lost), fmt_int(r.seen_at_point)) for r in ls.itertuples(index=False)]
+        print_rows(con, "packets missing at the next point", ("seen at", "missing at", "lost", "seen"), rows, key=2, right=("lost", "seen"))
     for note in corr.notes:
         con.print(text(f"note: {note}"))
 
@@ -317,7 +336,7 @@ def print_paths(ps, con: Console, *, brief: bool = False) -> None:
             con.print(line)
             bits = [b for b in (_nat_short(nat_of.get(int(r.forward_journey), [])), _encap_short(r), keep,
                                 f"1st pkt {fmt_ns(int(r.latency_ns))}" if r.latency_ns >= 0 else "") if b]  # fmt: skip
-            con.print(Text("    " + " · ".join(bits), style="dim"))
+            _packed(con, bits)
     if not brief:
         for r in df.itertuples(index=False):
             con.print()
@@ -344,7 +363,9 @@ def format_value(v: Any, unit: str = "") -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "n/a"
     if isinstance(v, (list, tuple)):
-        return ", ".join(safe(x) for x in v) or "n/a"  # value sets (VNIs, ports, MSS): plain, or '1,410, 1,460' misleads
+        if not unit:  # identifiers (VNIs, ports): plain numbers
+            return ", ".join(safe(x) for x in v) or "n/a"
+        return "; ".join(format_value(x, unit) for x in v) or "n/a"  # quantities (MSS values): 1,410; 1,460
     if isinstance(v, bool) or type(v).__name__ == "bool_":
         return "yes" if v else "no"
     if isinstance(v, int) or type(v).__name__.startswith("int"):
