@@ -132,7 +132,8 @@ def comparison_document(cmp) -> dict:
     )
 
 
-_HOP_FIELDS = ("point", "node", "interface", "direction", "ts_ns", "ts_corrected_ns")
+_HOP_FIELDS = ("point", "node", "interface", "direction", "ts_ns", "ts_corrected_ns", "src", "sport", "dst", "dport",
+               "tunnel", "vni", "outer_src", "outer_dst")  # fmt: skip
 
 
 def _endpoint(proto, src, sport, dst, dport) -> dict:

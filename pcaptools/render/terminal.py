@@ -119,16 +119,16 @@ def print_rows(con: Console, title: str, cols: tuple[str, ...], rows: list[tuple
         _packed(con, [f"{c} {x}" for c, x in zip(cols[key:], r[key:], strict=True) if x])
 
 
-def _packed(con: Console, cells: list[str], indent: int = 4) -> None:
-    """Cells joined by ' · ' on indented dim lines, packed to the console width; a cell is never split."""
+def _packed(con: Console, cells: list[str], indent: int = 4, style: str = "dim") -> None:
+    """Cells joined by ' · ' on indented lines, packed to the console width; a cell is split only if longer than a line."""
     line = ""
     for cell in map(safe, cells):
         if line and indent + len(line) + 3 + len(cell) > con.size.width:
-            con.print(text(" " * indent + line, style="dim"))
+            con.print(text(" " * indent + line, style=style))
             line = ""
         line = f"{line} · {cell}" if line else cell
     if line:
-        con.print(text(" " * indent + line, style="dim"))
+        con.print(text(" " * indent + line, style=style))
 
 
 # --- info -------------------------------------------------------------------------------------------
@@ -260,8 +260,8 @@ def _encap_short(r: Any) -> str:
     return "; ".join(parts)
 
 
-def path_block(r: Any, nat: list[dict] | None = None, hops: list[dict] | None = None) -> list[str]:
-    """One connection for people, one line per capture point: ``#3 clusterip via default/web tcp a:1 → b:80``, the route, NAT."""
+def path_block(r: Any, nat: list[dict] | None = None, hops: list[dict] | None = None) -> list[str | list[str]]:
+    """One connection for people (a list item is a group of facts to pack to the width), one line per capture point: ``#3 clusterip via default/web tcp a:1 → b:80``, the route, NAT."""
     svc = ""
     if isinstance(r.service, str):
         pol = f", {safe(r.traffic_policy)}" if isinstance(r.traffic_policy, str) else ""
@@ -276,7 +276,11 @@ def path_block(r: Any, nat: list[dict] | None = None, hops: list[dict] | None = 
         for s in by_point.pop(str(h["point"]), []):
             lines.append(f"      {safe(s['text'])}")
         gap = f"  +{fmt_ns(h['latency_ns'])}" if i and h.get("latency_ns") is not None else ""
-        lines.append(f"    ▸ {safe(h['interface'] or '')}@{safe(h['node'])}{gap}")
+        enc = ""
+        if h.get("tunnel"):
+            vni = f" vni {h['vni']}" if h.get("vni") is not None else ""
+            enc = f" ({safe(h['tunnel'])}{vni} {safe(h['outer_src'])}→{safe(h['outer_dst'])})"
+        lines.append(f"    ▸ {safe(h['interface'] or '')}@{safe(h['node'])}{enc}{gap}")
     lines.append(f"  to   {_at(r.backend, r.backend_node)}")
     keep = {"yes": "preserved", "no": "rewritten (SNAT)"}.get(str(r.client_ip_preserved), "not seen at the backend")
     bits = [f"client IP at backend: {keep}"]
@@ -288,9 +292,7 @@ def path_block(r: Any, nat: list[dict] | None = None, hops: list[dict] | None = 
         hs = f", handshake {fmt_ns(int(r.handshake_ns))}" if r.handshake_ns >= 0 else ""
         bits.append(f"flow {safe(r.flow_state)}: {fmt_int(r.orig_bytes)} / {fmt_int(r.resp_bytes)} bytes{hs}, "
                     f"{fmt_int(r.retransmissions)} retransmissions")  # fmt: skip
-    lines.append("  " + " · ".join(bits))
-    if r.nat_reply:
-        lines.append(f"  reply: {safe(r.nat_reply)}")
+    lines.append(bits)
     return lines
 
 
@@ -341,15 +343,18 @@ def print_paths(ps, con: Console, *, brief: bool = False) -> None:
         for r in df.itertuples(index=False):
             con.print()
             fj, rj = int(r.forward_journey), int(r.reply_journey)
-            block = path_block(r, [s for s in nat_of.get(fj, [])], hops_of.get(fj, []))
-            block = [x for x in block if not x.startswith("  reply: ")]
+            block = path_block(r, nat_of.get(fj, []), hops_of.get(fj, []))
             if rj >= 0 and nat_of.get(rj):
-                block.append("  reply: " + "; ".join(safe(s["text"]) for s in nat_of[rj]))
+                steps = [s["text"] for s in nat_of[rj]]
+                block.append([f"reply: {steps[0]}", *steps[1:]])
             con.print(Text(block[0], style="bold " + _KIND_STYLE.get(str(r.kind), "")))
             for line in block[1:]:
-                con.print(Text(line, style="dim" if line.startswith("      ") else ""))
+                if isinstance(line, list):
+                    _packed(con, line, indent=2, style="")
+                else:
+                    con.print(Text(line, style="dim" if line.startswith("      ") else ""))
         con.print()
-        con.print(Text("legend: ▸ iface@node capture point, +time since the previous one (corrected clocks); "
+        con.print(Text("legend: ▸ iface@node capture point (tunnel, outer IPs), +time since the previous one (corrected clocks); "
                        "indented: translation 'op before→after @node (why)' applied before that point", style="dim"))  # fmt: skip
     for note in (inv.notes if inv is not None else []) + (list(corr.notes) if corr is not None else []):
         con.print(text(f"note: {note}", style="dim"))
