@@ -8,6 +8,7 @@ where they are parsed (callbacks below): a bad value is a usage error, exit code
 from __future__ import annotations
 
 import math
+import re
 import sys
 from pathlib import Path
 
@@ -539,6 +540,8 @@ def _command():
     """The click command behind ``app``, with flags shown as flags in --help (no ``<bool>``)."""
     cmd = typer.main.get_command(app)
     for c in _walk(cmd):
+        if c.help:  # each "Example:" its own paragraph, so help never runs two examples together
+            c.help = re.sub(r"\n[ \t]*Example:", "\n\nExample:", c.help)
         for p in c.params:
             if getattr(p, "is_flag", False) or getattr(p, "count", False):
                 p.metavar = ""
@@ -630,6 +633,11 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         _quiet_stdout()
         return 0
+    except SystemExit as exc:  # typer turns a closed stdout (EPIPE) into exit 1; a reader that stopped is no error
+        if isinstance(exc.__context__, BrokenPipeError):
+            _quiet_stdout()
+            return 0
+        return exc.code if isinstance(exc.code, int) else 1
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as exc:
         if debug:
             raise

@@ -26,7 +26,7 @@ pytestmark = pytest.mark.skipif(not (VPC / "manifest.json").exists() or not (CAL
 
 @pytest.fixture(scope="module")
 def cmp() -> Comparison:
-    return pcaptools.compare([VPC, CALICO])
+    return pcaptools.compare_captures([VPC, CALICO])
 
 
 def _manifest(d: Path) -> dict:
@@ -215,14 +215,14 @@ def test_figures_are_written_as_readable_pngs(cmp, tmp_path):
 
 def test_compare_accepts_labels_and_loaded_capture_sets():
     cs = pcaptools.CaptureSet.load(VPC)
-    c = pcaptools.compare({"mine": cs}, inventory=VPC / "inventory.json")
+    c = pcaptools.compare_captures({"mine": cs}, inventory=VPC / "inventory.json")
     assert c.labels == ["mine"]
     assert c.value("data-plane mode", "mine") == "native"
     assert c.value("cross-node pod-to-pod connections", "mine") == len(_truth_cross_node_pod_paths(VPC))
 
 
 def test_without_inventory_pod_metrics_are_na_not_zero():
-    c = pcaptools.compare({"vpc": pcaptools.CaptureSet.load(VPC)})
+    c = pcaptools.compare_captures({"vpc": pcaptools.CaptureSet.load(VPC)})
     assert c.value("cross-node pod-to-pod connections", "vpc") is None
     assert c.value("pod routing (inventory + packets)", "vpc") is None
     assert c.value("data-plane mode", "vpc") == "native"

@@ -69,7 +69,8 @@ def test_flows_json_validates_and_absent_is_null(capsys):
 
 def test_correlate_json_validates_with_offsets_and_latency_as_objects(capsys):
     doc = _valid(_json(capsys, "correlate", str(CALICO)), "correlate")
-    assert doc["reference"] in {o["node"] for o in doc["clock_offsets"]}
+    assert doc["clock_offsets"][doc["reference"]]["reference"] is True
+    assert sum(o["reference"] for o in doc["clock_offsets"].values()) == 1
     assert all(h["count"] > 0 and h["min_ns"] <= h["median_ns"] <= h["max_ns"] for h in doc["hop_latency"])
     assert sum(p["matched"] + p["unmatched"] for p in doc["points"]) > 0
 

@@ -33,7 +33,7 @@ def lab(request):
     if request.param is None:
         pytest.skip("no lab samples under sample_pcaps/")
     d = ROOT / request.param
-    corr = pcaptools.correlate(pcaptools.CaptureSet.load(d, decoder=_decoder()))
+    corr = pcaptools.correlate_captures(pcaptools.CaptureSet.load(d, decoder=_decoder()))
     p, nat = paths_and_nat(corr, d / "inventory.json")
     truth = json.loads((d / "truth.json").read_text())
     lab_rows.update(corr=corr, inventory=Inventory.load(d / "inventory.json"), cni=truth["cni"])

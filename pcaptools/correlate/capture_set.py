@@ -206,14 +206,26 @@ def _manifest_path(source: str | os.PathLike) -> Path:
         p = p / "manifest.json"
     if not p.exists():
         raise InventoryError(
-            f"{p}: no manifest.json; pass a manifest, a directory holding one, or --point NODE:IFACE=FILE "
-            "(or infer the points from plain captures: pcaptools.load_captures(paths), `pcaptools manifest DIR`)",
+            f"{p}: no manifest.json there; expected a capture set: a manifest.json or a directory holding one "
+            "(format: sample_pcaps/README.md); plain captures are read by load_captures / `pcaptools paths DIR`",
             path=str(p),
         )
     return p
 
 
+_CAPTURE_MAGIC = (b"\xd4\xc3\xb2\xa1", b"\xa1\xb2\xc3\xd4", b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d",
+                  b"\x0a\x0d\x0d\x0a", b"\x1f\x8b")  # fmt: skip
+
+
 def _read_manifest(path: Path) -> dict:
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    if head.startswith(_CAPTURE_MAGIC):
+        raise InventoryError(
+            f"{path}: this is a capture file, not a manifest; expected a capture set: a manifest.json listing the "
+            "captures, or a directory holding one (format: sample_pcaps/README.md)",
+            path=str(path),
+        )
     try:
         doc = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:

@@ -96,14 +96,11 @@ def flows_document(fl: pd.DataFrame) -> dict:
 
 
 def correlation_document(corr) -> dict:
-    """``pcaptools correlate --json``: clock offsets, per-point matches, hop latency and losses as lists of objects."""
+    """``pcaptools correlate --json``: clock model per node, per-point matches, hop latency and losses as objects."""
     offs = corr.offsets
     ref = offs.loc[offs["reference"].to_numpy(bool), "node"]
-    clock = [
-        {"node": r["node"], "offset_ns": plain(r["offset_ns"]), "uncertainty_ns": plain(r["uncertainty_ns"]),
-         "skew_ppm": plain(r["skew_ppm"]), "skew_matters": bool(r["skew_matters"]), "reference": bool(r["reference"])}
-        for r in records(offs)
-    ]  # fmt: skip
+    # the clock model per node is the correlate layer's own plain summary (null where a node is unsolved)
+    clock = {str(node): {k: plain(v) for k, v in model.items()} for node, model in corr.to_dict()["clock_offsets"].items()}
     multi = int((corr.hops.groupby("journey", sort=False).size() > 1).sum()) if len(corr.hops) else 0
     ls = corr.loss_summary()
     return document(
@@ -135,7 +132,8 @@ def comparison_document(cmp) -> dict:
     )
 
 
-_HOP_FIELDS = ("point", "node", "interface", "direction", "ts_ns", "ts_corrected_ns")
+_HOP_FIELDS = ("point", "node", "interface", "direction", "ts_ns", "ts_corrected_ns", "src", "sport", "dst", "dport",
+               "tunnel", "vni", "outer_src", "outer_dst")  # fmt: skip
 
 
 def _endpoint(proto, src, sport, dst, dport) -> dict:

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
+if TYPE_CHECKING:  # rich is imported where output is drawn, so `safe` costs nothing at startup
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
 
 PROTO_NAMES = {1: "icmp", 2: "igmp", 6: "tcp", 17: "udp", 47: "gre", 50: "esp", 58: "icmpv6", 132: "sctp"}
 _BIDI = {0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A), 0x2028, 0x2029, 0xFEFF}
@@ -44,11 +45,15 @@ def safe(value: Any) -> str:
 
 def text(value: Any, style: str = "") -> Text:
     """An escaped rich Text (never parsed as markup)."""
+    from rich.text import Text
+
     return Text(safe(value), style=style)
 
 
 def console(*, stderr: bool = False) -> Console:
     """A console that never interprets markup or highlights; piped without COLUMNS it is 160 wide, not rich's 80."""
+    from rich.console import Console
+
     stream = sys.stderr if stderr else sys.stdout
     wide = not stream.isatty() and "COLUMNS" not in os.environ
     return Console(file=stream, width=160 if wide else None, markup=False, highlight=False, emoji=False, soft_wrap=False)
@@ -90,7 +95,40 @@ def proto_name(p: Any) -> str:
 
 
 def _table(title: str | Text | None = None, **kw: Any) -> Table:
+    from rich.table import Table
+
     return Table(title=text(title) if isinstance(title, str) else title, header_style="bold", **kw)
+
+
+def print_rows(con: Console, title: str, cols: tuple[str, ...], rows: list[tuple[str, ...]], *, key: int = 1,
+               right: tuple[str, ...] = ()) -> None:
+    """A table when its natural width fits the console, else one line per row: the first ``key`` cells, then
+    the others as ``column value`` on an indented line (nothing is cut or folded mid-word)."""
+    widths = [max([len(c), *(len(r[i]) for r in rows)]) for i, c in enumerate(cols)]
+    if sum(widths) + 3 * len(cols) + 1 <= con.size.width:
+        tab = _table(title)
+        for c in cols:
+            tab.add_column(c, no_wrap=True, justify="right" if c in right else "left")
+        for r in rows:
+            tab.add_row(*(text(x) for x in r))
+        con.print(tab)
+        return
+    con.print(text(title, style="bold"))
+    for r in rows:
+        con.print(text(" → ".join(r[:key])))
+        _packed(con, [f"{c} {x}" for c, x in zip(cols[key:], r[key:], strict=True) if x])
+
+
+def _packed(con: Console, cells: list[str], indent: int = 4, style: str = "dim") -> None:
+    """Cells joined by ' · ' on indented lines, packed to the console width; a cell is split only if longer than a line."""
+    line = ""
+    for cell in map(safe, cells):
+        if line and indent + len(line) + 3 + len(cell) > con.size.width:
+            con.print(text(" " * indent + line, style=style))
+            line = ""
+        line = f"{line} · {cell}" if line else cell
+    if line:
+        con.print(text(" " * indent + line, style=style))
 
 
 # --- info -------------------------------------------------------------------------------------------
@@ -139,9 +177,7 @@ def _icmp_detail(proto: int, a: int, b: int) -> str:
 def print_flows(fl, con: Console, *, limit: int = 20) -> None:
     """The largest flows by bytes: endpoints (IPv6 in brackets), protocol by name, ICMP type/code, packets, bytes, state."""
     top = fl.assign(_b=fl.orig_bytes + fl.resp_bytes).nlargest(limit, "_b") if len(fl) else fl
-    tab = _table(f"{fmt_int(len(fl))} flows (largest {min(limit, len(fl))} by bytes)")
-    for c in ("community_id", "proto", "originator", "responder", "packets", "bytes", "duration", "state", "history", "tunnel"):
-        tab.add_column(c, no_wrap=c in ("proto", "packets", "duration", "state"))
+    rows = []
     for r in top.itertuples(index=False):
         proto = int(r.proto)
         icmp = proto in (1, 58)
@@ -149,9 +185,24 @@ def print_flows(fl, con: Console, *, limit: int = 20) -> None:
         orig = endpoint(r.orig_h) if icmp else endpoint(r.orig_h, r.orig_p)
         resp = endpoint(r.resp_h) if icmp else endpoint(r.resp_h, r.resp_p)
         tun = "" if r.tunnel != r.tunnel or r.tunnel is None else f"{safe(r.tunnel)}" + (f" vni {int(r.vni)}" if int(r.vni) >= 0 else "")
-        tab.add_row(text(r.community_id if isinstance(r.community_id, str) else ""), text(name), text(orig), text(resp),
-                    f"{fmt_int(r.orig_pkts)} / {fmt_int(r.resp_pkts)}", f"{fmt_int(r.orig_bytes)} / {fmt_int(r.resp_bytes)}",
-                    fmt_ns(int(r.duration_ns)), text(r.state), text(r.history), text(tun))  # fmt: skip
+        rows.append((name, orig, resp, f"{fmt_int(r.orig_pkts)} / {fmt_int(r.resp_pkts)}",
+                     f"{fmt_int(r.orig_bytes)} / {fmt_int(r.resp_bytes)}", fmt_ns(int(r.duration_ns)), safe(r.state),
+                     safe(r.history), tun, safe(r.community_id) if isinstance(r.community_id, str) else ""))  # fmt: skip
+    title = f"{fmt_int(len(fl))} flows (largest {min(limit, len(fl))} by bytes; packets and bytes originator / responder)"
+    cols = ("proto", "originator", "responder", "packets", "bytes", "duration", "state", "history", "tunnel", "community_id")
+    keep = [i for i, c in enumerate(cols) if c != "tunnel" or any(r[i] for r in rows)]
+    widths = [max([len(cols[i]), *(len(r[i]) for r in rows)]) for i in keep]
+    if sum(widths) + 3 * len(keep) + 1 > con.size.width:  # too narrow for a table: two lines per flow
+        con.print(text(title, style="bold"))
+        for r in rows:
+            con.print(text(f"{r[0]}  {r[1]} → {r[2]}  {r[6]} {r[7]}".rstrip()))
+            _packed(con, [x for x in (f"{r[3]} packets", f"{r[4]} bytes", r[5], r[8], r[9]) if x])
+        return
+    tab = _table(title)
+    for i in keep:
+        tab.add_column(cols[i], no_wrap=True, justify="right" if cols[i] in ("packets", "bytes", "duration") else "left")
+    for r in rows:
+        tab.add_row(*(text(r[i]) for i in keep))
     con.print(tab)
 
 
@@ -160,34 +211,23 @@ def print_correlation(corr, con: Console) -> None:
     """Clock offsets, matches per point, hop latency and losses of a Correlation."""
     offs = corr.offsets
     ref = offs.loc[offs["reference"].to_numpy(bool), "node"]
-    tab = _table(f"clock offsets (reference {safe(ref.iloc[0]) if len(ref) else '?'})")
-    for c in ("node", "offset", "uncertainty", "skew ppm"):
-        tab.add_column(c, justify="left" if c == "node" else "right")
+    rows = []
     for r in offs.itertuples(index=False):
         unc = "unknown" if r.uncertainty_ns != r.uncertainty_ns else f"± {r.uncertainty_ns / 1e3:,.1f} µs"
-        tab.add_row(text(r.node), f"{r.offset_ns / 1e3:+,.1f} µs", unc, f"{r.skew_ppm:.3f}" + (" (matters)" if r.skew_matters else ""))
-    con.print(tab)
-    tab = _table(f"{fmt_int(corr.journeys)} journeys, {fmt_int(corr.ambiguous)} ambiguous")
-    for c in ("point", "matched", "unmatched"):
-        tab.add_column(c, justify="left" if c == "point" else "right")
-    for name in corr.matched:
-        tab.add_row(text(name), fmt_int(corr.matched[name]), fmt_int(corr.unmatched[name]))
-    con.print(tab)
-    tab = _table("hop latency")
-    for c in ("from", "to", "count", "median", "p90", "p99", "min", "max"):
-        tab.add_column(c, justify="left" if c in ("from", "to") else "right")
-    for r in corr.hop_latency.itertuples(index=False):
-        tab.add_row(text(r.from_point), text(r.to_point), fmt_int(r.count),
-                    *(fmt_ns(v) for v in (r.median_ns, r.p90_ns, r.p99_ns, r.min_ns, r.max_ns)))  # fmt: skip
-    con.print(tab)
+        rows.append((safe(r.node), f"{r.offset_ns / 1e3:+,.1f} µs", unc, f"{r.skew_ppm:.3f}" + (" (matters)" if r.skew_matters else "")))
+    print_rows(con, f"clock offsets (reference {safe(ref.iloc[0]) if len(ref) else '?'})", ("node", "offset", "uncertainty", "skew ppm"),
+               rows, right=("offset", "uncertainty", "skew ppm"))  # fmt: skip
+    rows = [(safe(n), fmt_int(corr.matched[n]), fmt_int(corr.unmatched[n])) for n in corr.matched]
+    print_rows(con, f"{fmt_int(corr.journeys)} journeys, {fmt_int(corr.ambiguous)} ambiguous", ("point", "matched", "unmatched"),
+               rows, right=("matched", "unmatched"))  # fmt: skip
+    rows = [(safe(r.from_point), safe(r.to_point), fmt_int(r.count), *(fmt_ns(v) for v in (r.median_ns, r.p90_ns, r.p99_ns, r.min_ns, r.max_ns)))
+            for r in corr.hop_latency.itertuples(index=False)]  # fmt: skip
+    print_rows(con, "hop latency", ("from", "to", "count", "median", "p90", "p99", "min", "max"), rows, key=2,
+               right=("count", "median", "p90", "p99", "min", "max"))  # fmt: skip
     ls = corr.loss_summary()
     if len(ls):
-        tab = _table("packets missing at the next point")
-        for c in ("seen at", "missing at", "lost", "seen"):
-            tab.add_column(c)
-        for r in ls.itertuples(index=False):
-            tab.add_row(text(r.point), text(r.missing_at), fmt_int(r.lost), fmt_int(r.seen_at_point))
-        con.print(tab)
+        rows = [(safe(r.point), safe(r.missing_at), fmt_int(r.lost), fmt_int(r.seen_at_point)) for r in ls.itertuples(index=False)]
+        print_rows(con, "packets missing at the next point", ("seen at", "missing at", "lost", "seen"), rows, key=2, right=("lost", "seen"))
     for note in corr.notes:
         con.print(text(f"note: {note}"))
 
@@ -222,8 +262,8 @@ def _encap_short(r: Any) -> str:
     return "; ".join(parts)
 
 
-def path_block(r: Any, nat: list[dict] | None = None, hops: list[dict] | None = None) -> list[str]:
-    """One connection for people, one line per capture point: ``#3 clusterip via default/web tcp a:1 → b:80``, the route, NAT."""
+def path_block(r: Any, nat: list[dict] | None = None, hops: list[dict] | None = None) -> list[str | list[str]]:
+    """One connection for people (a list item is a group of facts to pack to the width), one line per capture point: ``#3 clusterip via default/web tcp a:1 → b:80``, the route, NAT."""
     svc = ""
     if isinstance(r.service, str):
         pol = f", {safe(r.traffic_policy)}" if isinstance(r.traffic_policy, str) else ""
@@ -238,7 +278,11 @@ def path_block(r: Any, nat: list[dict] | None = None, hops: list[dict] | None = 
         for s in by_point.pop(str(h["point"]), []):
             lines.append(f"      {safe(s['text'])}")
         gap = f"  +{fmt_ns(h['latency_ns'])}" if i and h.get("latency_ns") is not None else ""
-        lines.append(f"    ▸ {safe(h['interface'] or '')}@{safe(h['node'])}{gap}")
+        enc = ""
+        if h.get("tunnel"):
+            vni = f" vni {h['vni']}" if h.get("vni") is not None else ""
+            enc = f" ({safe(h['tunnel'])}{vni} {safe(h['outer_src'])}→{safe(h['outer_dst'])})"
+        lines.append(f"    ▸ {safe(h['interface'] or '')}@{safe(h['node'])}{enc}{gap}")
     lines.append(f"  to   {_at(r.backend, r.backend_node)}")
     keep = {"yes": "preserved", "no": "rewritten (SNAT)"}.get(str(r.client_ip_preserved), "not seen at the backend")
     bits = [f"client IP at backend: {keep}"]
@@ -250,15 +294,14 @@ def path_block(r: Any, nat: list[dict] | None = None, hops: list[dict] | None = 
         hs = f", handshake {fmt_ns(int(r.handshake_ns))}" if r.handshake_ns >= 0 else ""
         bits.append(f"flow {safe(r.flow_state)}: {fmt_int(r.orig_bytes)} / {fmt_int(r.resp_bytes)} bytes{hs}, "
                     f"{fmt_int(r.retransmissions)} retransmissions")  # fmt: skip
-    lines.append("  " + " · ".join(bits))
-    if r.nat_reply:
-        lines.append(f"  reply: {safe(r.nat_reply)}")
+    lines.append(bits)
     return lines
 
 
 def print_paths(ps, con: Console, *, brief: bool = False) -> None:
     """A :class:`~pcaptools.k8s.paths.PathSet` for people: header, a summary per connection, then each route."""
     import numpy as np
+    from rich.text import Text
 
     from pcaptools.render.records import _hops_by_journey, _nat_by_journey
 
@@ -297,20 +340,23 @@ def print_paths(ps, con: Console, *, brief: bool = False) -> None:
             con.print(line)
             bits = [b for b in (_nat_short(nat_of.get(int(r.forward_journey), [])), _encap_short(r), keep,
                                 f"1st pkt {fmt_ns(int(r.latency_ns))}" if r.latency_ns >= 0 else "") if b]  # fmt: skip
-            con.print(Text("    " + " · ".join(bits), style="dim"))
+            _packed(con, bits)
     if not brief:
         for r in df.itertuples(index=False):
             con.print()
             fj, rj = int(r.forward_journey), int(r.reply_journey)
-            block = path_block(r, [s for s in nat_of.get(fj, [])], hops_of.get(fj, []))
-            block = [x for x in block if not x.startswith("  reply: ")]
+            block = path_block(r, nat_of.get(fj, []), hops_of.get(fj, []))
             if rj >= 0 and nat_of.get(rj):
-                block.append("  reply: " + "; ".join(safe(s["text"]) for s in nat_of[rj]))
+                steps = [s["text"] for s in nat_of[rj]]
+                block.append([f"reply: {steps[0]}", *steps[1:]])
             con.print(Text(block[0], style="bold " + _KIND_STYLE.get(str(r.kind), "")))
             for line in block[1:]:
-                con.print(Text(line, style="dim" if line.startswith("      ") else ""))
+                if isinstance(line, list):
+                    _packed(con, line, indent=2, style="")
+                else:
+                    con.print(Text(line, style="dim" if line.startswith("      ") else ""))
         con.print()
-        con.print(Text("legend: ▸ iface@node capture point, +time since the previous one (corrected clocks); "
+        con.print(Text("legend: ▸ iface@node capture point (tunnel, outer IPs), +time since the previous one (corrected clocks); "
                        "indented: translation 'op before→after @node (why)' applied before that point", style="dim"))  # fmt: skip
     for note in (inv.notes if inv is not None else []) + (list(corr.notes) if corr is not None else []):
         con.print(text(f"note: {note}", style="dim"))
@@ -324,7 +370,9 @@ def format_value(v: Any, unit: str = "") -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "n/a"
     if isinstance(v, (list, tuple)):
-        return ", ".join(safe(x) for x in v) or "n/a"  # value sets (VNIs, ports, MSS): plain, or '1,410, 1,460' misleads
+        if not unit:  # identifiers (VNIs, ports): plain numbers
+            return ", ".join(safe(x) for x in v) or "n/a"
+        return "; ".join(format_value(x, unit) for x in v) or "n/a"  # quantities (MSS values): 1,410; 1,460
     if isinstance(v, bool) or type(v).__name__ == "bool_":
         return "yes" if v else "no"
     if isinstance(v, int) or type(v).__name__.startswith("int"):
@@ -337,6 +385,8 @@ def format_value(v: Any, unit: str = "") -> str:
 
 def print_comparison(cmp, con: Console) -> None:
     """The metric x capture-set summary (units, 'n/a' where unmeasurable), latency per connection kind, notes."""
+    from rich.text import Text
+
     tab = _table(f"CNI comparison: {', '.join(safe(x) for x in cmp.labels)}")
     tab.add_column("metric", style="bold")
     tab.add_column("unit", style="dim")
@@ -372,6 +422,8 @@ def print_comparison(cmp, con: Console) -> None:
 # --- show -------------------------------------------------------------------------------------------
 def print_packet(file: str, record: int, dissection: str, row: dict, con: Console) -> None:
     """Scapy's dissection of one packet beside our decoded row (its non-empty columns)."""
+    from rich.text import Text
+
     con.print(Text(f"scapy ({safe(file)} record {record})", style="bold"))
     for line in dissection.splitlines():
         con.print(text(line))
