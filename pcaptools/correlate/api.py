@@ -17,7 +17,7 @@ from pcaptools.correlate.capture_set import CaptureSet
 from pcaptools.correlate.clock import correct, estimate_offsets
 from pcaptools.correlate.fingerprint import combine, fingerprint
 from pcaptools.correlate.latency import hop_latency, loss_summary, losses
-from pcaptools.correlate.match import by_fingerprint, match, unique_groups
+from pcaptools.correlate.match import by_fingerprint, journey_order, match, time_order, unique_groups
 from pcaptools.errors import CorrelationError
 from pcaptools.schema import HOPS_COLUMNS, validate
 
@@ -119,8 +119,9 @@ def correlate(capture_set: CaptureSet, *, window_ns: int = DEFAULT_WINDOW_NS, re
     # same look (retransmissions, duplicate ACKs) stay separate journeys
     look = combine([pid, pk["ttl"].to_numpy(np.int64), pk["tunnel"].notna().to_numpy().astype(np.int64)])
     slot = pd.factorize(look)[0]
-    jid = match(fp, tc, slot, window_ns=window_ns, npoints=int(slot.max()) + 1 if slot.size else 1, order=by_fp)
-    hops, row_journey = _hops(pk, jid, fp, ts, tc)
+    ft = time_order(fp, tc, by_fp)
+    jid = match(fp, tc, slot, window_ns=window_ns, npoints=int(slot.max()) + 1 if slot.size else 1, order=ft)
+    hops, row_journey = _hops(pk, jid, fp, ts, tc, ft)
     matched, unmatched = {}, {}
     cats = list(hops["point"].cat.categories)
     multi = hops["hops"].to_numpy() > 1
@@ -150,13 +151,17 @@ def _take(col: pd.Series, idx: np.ndarray, want: str):
     return v if want == "bool" else v.astype(want, copy=False)
 
 
-def _hops(pk: pd.DataFrame, jid: np.ndarray, fp: np.ndarray, ts: np.ndarray, tc: np.ndarray) -> tuple[pd.DataFrame, np.ndarray]:
+def _hops(pk: pd.DataFrame, jid: np.ndarray, fp: np.ndarray, ts: np.ndarray, tc: np.ndarray,
+          ft: np.ndarray | None = None) -> tuple[pd.DataFrame, np.ndarray]:  # fmt: skip
     """Rows of matchable sightings sorted by (journey, corrected time), and the final journey id of every input row.
 
     Journeys are numbered by first corrected time; one permutation of the sorted rows puts them in that
     order, and every column is gathered once through it (no pandas sort or take)."""
-    rows = np.flatnonzero(jid >= 0)
-    order = rows[np.lexsort((tc[rows], jid[rows]))]
+    if ft is None:  # ft: the matchable rows by (fingerprint, corrected time), as match() walked them
+        rows = np.flatnonzero(jid >= 0)
+        order = rows[np.lexsort((tc[rows], jid[rows]))]
+    else:
+        order = journey_order(jid, ft)
     j = jid[order]
     n = j.shape[0]
     start = np.ones(n, bool)

@@ -79,21 +79,50 @@ def by_fingerprint(fp: np.ndarray) -> np.ndarray:
     return rows[np.argsort(fp[rows], kind="stable")]
 
 
+def time_order(fp: np.ndarray, ts_ns: np.ndarray, order: np.ndarray | None = None) -> np.ndarray:
+    """Matchable rows by (fingerprint, time), ties in row order: ``lexsort((ts, fp))`` of them, from ``order``
+    (:func:`by_fingerprint`) with a stable time sort inside each fingerprint's run."""
+    fp = np.asarray(fp, np.uint64)
+    if order is None:
+        order = by_fingerprint(fp)
+    return _sort_runs(order, fp, np.asarray(ts_ns, np.int64)) if order.size else order
+
+
 def match(fp: np.ndarray, ts_ns: np.ndarray, point: np.ndarray, *, window_ns: int, npoints: int,
           order: np.ndarray | None = None) -> np.ndarray:  # fmt: skip
     """Journey id per row (-1 where ``fp == 0``); journey ids are dense, ordered by (fingerprint, first time).
 
-    ``order``: :func:`by_fingerprint` of ``fp`` if already computed."""
+    ``order``: :func:`time_order` of ``fp`` and ``ts_ns`` if already computed."""
     fp = np.asarray(fp, np.uint64)
     out = np.full(fp.shape[0], -1, np.int64)
     ts_ns = np.asarray(ts_ns, np.int64)
     if order is None:
-        order = by_fingerprint(fp)
+        order = time_order(fp, ts_ns)
     if order.size == 0:
         return out
-    order = _sort_runs(order, fp, ts_ns)  # == lexsort((ts, fp)) of the matchable rows
     jid = _walk(fp[order], ts_ns[order], np.asarray(point, np.int64)[order], int(window_ns), int(npoints))
     out[order] = jid
+    return out
+
+
+@numba.njit(cache=True)
+def journey_order(jid, order):  # pragma: no cover - compiled
+    """``order`` (rows by fingerprint and time) regrouped by journey id, a stable counting sort: rows by
+    (journey, time, row), what ``lexsort((ts, jid))`` gives, in linear time."""
+    nj = 0
+    for r in order:
+        if jid[r] + 1 > nj:
+            nj = jid[r] + 1
+    start = np.zeros(nj + 1, np.int64)
+    for r in order:
+        start[jid[r] + 1] += 1
+    for k in range(nj):
+        start[k + 1] += start[k]
+    out = np.empty(order.shape[0], np.int64)
+    for r in order:
+        j = jid[r]
+        out[start[j]] = r
+        start[j] += 1
     return out
 
 
