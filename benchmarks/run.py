@@ -137,15 +137,16 @@ def _child(name: str, path: str, count: int, repeat: int) -> None:
 
 
 def _first_call_cost(sample: str) -> dict:
-    """Seconds of the first read_records call in a fresh process: cold (compiling) and from numba's cache."""
+    """Seconds of the first read_packets call in a fresh process (read and decode a pcapng and a pcap):
+    cold (numba compiling the record walkers and the decoder) and from numba's cache."""
     import pcaptools
 
     src = Path(pcaptools.__file__).parent
     with tempfile.TemporaryDirectory() as tmp:
         code = (
-            "import time; t=time.perf_counter(); import pcaptools.io.reader as r; "
-            f"assert r.__file__.startswith({tmp!r}), r.__file__; r.read_records({sample!r}); "
-            f"r.read_records({tmp!r} + '/probe.pcap'); print(time.perf_counter()-t)"
+            "import time; t=time.perf_counter(); import pcaptools.packets as r; "
+            f"assert r.__file__.startswith({tmp!r}), r.__file__; r.read_packets({sample!r}); "
+            f"r.read_packets({tmp!r} + '/probe.pcap'); print(time.perf_counter()-t)"
         )
         shutil.copytree(src, Path(tmp) / "pcaptools", ignore=shutil.ignore_patterns("__pycache__"))
         shutil.copy(
@@ -242,7 +243,7 @@ def main() -> None:
             sample = str(HERE.parent / "tests" / "data" / "own" / "two_sections.pcapng")
             fc = _first_call_cost(sample)
             print(
-                f"first read_records call in a fresh process: {fc['first_call_cold_s']:.2f} s compiling, "
+                f"first read_packets call in a fresh process: {fc['first_call_cold_s']:.2f} s compiling, "
                 f"{fc['first_call_cached_s']:.2f} s from numba's cache"
             )
             f.write(json.dumps({**common, "section": "first call", **fc}) + "\n")

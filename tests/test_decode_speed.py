@@ -71,3 +71,15 @@ def test_stacked_tables_keep_categories_in_first_seen_order_like_union_categoric
             assert out[name].astype(object).tolist() == list(ref.astype(object)), name
         else:
             np.testing.assert_array_equal(out[name].to_numpy(), np.concatenate([a[name].to_numpy(), b[name].to_numpy()]))
+
+
+@pytest.mark.parametrize("path", CAPTURES, ids=lambda p: p.name)
+def test_threaded_walk_and_category_building_give_the_one_thread_table(path: Path, monkeypatch) -> None:
+    from pcaptools.decode import table, walk
+
+    one = read_packets(path, payload_hash=True)
+    monkeypatch.setattr(walk, "PARALLEL_MIN", 1)  # every batch, however small, on several threads
+    monkeypatch.setattr(table, "PARALLEL_MIN", 1)
+    monkeypatch.setattr(walk, "usable_cores", lambda: 3)
+    monkeypatch.setattr(table, "usable_cores", lambda: 3)
+    pd.testing.assert_frame_equal(read_packets(path, payload_hash=True), one)

@@ -17,7 +17,7 @@ from pcaptools.correlate.capture_set import CaptureSet
 from pcaptools.correlate.clock import correct, estimate_offsets
 from pcaptools.correlate.fingerprint import combine, fingerprint
 from pcaptools.correlate.latency import hop_latency, loss_summary, losses
-from pcaptools.correlate.match import match, unique_groups
+from pcaptools.correlate.match import by_fingerprint, journey_order, match, time_order, unique_groups
 from pcaptools.errors import CorrelationError
 from pcaptools.schema import HOPS_COLUMNS, validate
 
@@ -108,7 +108,8 @@ def correlate(capture_set: CaptureSet, *, window_ns: int = DEFAULT_WINDOW_NS, re
     ts = pk["ts_ns"].to_numpy(np.int64)
     fp[ts < 0] = 0  # records without a timestamp (pcapng simple packet blocks) cannot be placed in time
 
-    group = unique_groups(fp, pid)
+    by_fp = by_fingerprint(fp)  # sorted once, for both passes
+    group = unique_groups(fp, pid, order=by_fp)
     offsets, params = estimate_offsets(pk, group, nodes, point_node, reference=reference)
     for r in offsets.itertuples(index=False):
         if pd.isna(r.uncertainty_ns):
@@ -121,8 +122,9 @@ def correlate(capture_set: CaptureSet, *, window_ns: int = DEFAULT_WINDOW_NS, re
     # same look (retransmissions, duplicate ACKs) stay separate journeys
     look = combine([pid, pk["ttl"].to_numpy(np.int64), pk["tunnel"].notna().to_numpy().astype(np.int64)])
     slot = pd.factorize(look)[0]
-    jid = match(fp, tc, slot, window_ns=window_ns, npoints=int(slot.max()) + 1 if slot.size else 1)
-    hops, row_journey = _hops(pk, jid, fp, ts, tc)
+    ft = time_order(fp, tc, by_fp)
+    jid = match(fp, tc, slot, window_ns=window_ns, npoints=int(slot.max()) + 1 if slot.size else 1, order=ft)
+    hops, row_journey = _hops(pk, jid, fp, ts, tc, ft)
     matched, unmatched = {}, {}
     cats = list(hops["point"].cat.categories)
     multi = hops["hops"].to_numpy() > 1
@@ -142,10 +144,27 @@ def correlate(capture_set: CaptureSet, *, window_ns: int = DEFAULT_WINDOW_NS, re
     )  # fmt: skip
 
 
-def _hops(pk: pd.DataFrame, jid: np.ndarray, fp: np.ndarray, ts: np.ndarray, tc: np.ndarray) -> tuple[pd.DataFrame, np.ndarray]:
-    """Rows of matchable sightings sorted by (journey, corrected time), and the final journey id of every input row."""
-    rows = np.flatnonzero(jid >= 0)
-    order = rows[np.lexsort((tc[rows], jid[rows]))]
+def _take(col: pd.Series, idx: np.ndarray, want: str):
+    """``col`` at rows ``idx`` as the hops schema's dtype ``want`` (categories kept, codes taken)."""
+    if isinstance(col.dtype, pd.CategoricalDtype):
+        return pd.Categorical.from_codes(col.cat.codes.to_numpy()[idx], dtype=col.dtype, validate=False)
+    v = col.to_numpy()[idx]
+    if want == "category":
+        return pd.Series(v).astype("category")
+    return v if want == "bool" else v.astype(want, copy=False)
+
+
+def _hops(pk: pd.DataFrame, jid: np.ndarray, fp: np.ndarray, ts: np.ndarray, tc: np.ndarray,
+          ft: np.ndarray | None = None) -> tuple[pd.DataFrame, np.ndarray]:  # fmt: skip
+    """Rows of matchable sightings sorted by (journey, corrected time), and the final journey id of every input row.
+
+    Journeys are numbered by first corrected time; one permutation of the sorted rows puts them in that
+    order, and every column is gathered once through it (no pandas sort or take)."""
+    if ft is None:  # ft: the matchable rows by (fingerprint, corrected time), as match() walked them
+        rows = np.flatnonzero(jid >= 0)
+        order = rows[np.lexsort((tc[rows], jid[rows]))]
+    else:
+        order = journey_order(jid, ft)
     j = jid[order]
     n = j.shape[0]
     start = np.ones(n, bool)
@@ -154,39 +173,36 @@ def _hops(pk: pd.DataFrame, jid: np.ndarray, fp: np.ndarray, ts: np.ndarray, tc:
     size = np.diff(np.append(first, n))
     run = np.repeat(np.arange(first.shape[0]), size)
     hop = np.arange(n) - first[run]
-    t_first = tc[order][first][run]
-    fps = fp[order]
+    tco = tc[order]
+    first_t = tco[first]
     # ambiguous: a fingerprint that owns more than one journey
-    _, inv, cnt = np.unique(fps[first], return_inverse=True, return_counts=True)
-    amb_j = cnt[inv] > 1
-    out = {
-        "journey": j,
-        "hop": hop.astype(np.int16),
-        "hops": size[run].astype(np.int16),
-        "point": pk["point"].iloc[order].reset_index(drop=True),
-        "node": pk["node"].iloc[order].reset_index(drop=True),
-        "interface": pk["interface"].iloc[order].reset_index(drop=True),
-        "ts_ns": ts[order],
-        "ts_corrected_ns": tc[order],
-        "since_first_ns": tc[order] - t_first,
-        "ambiguous": amb_j[run],
-        "fingerprint": fps,
-    }
-    for c in _CARRY:
-        col = pk[c].iloc[order].reset_index(drop=True)
-        want = next(x for x in HOPS_COLUMNS if x.name == c).dtype
-        if want == "category":
-            col = col.astype("category")
-        elif want != "bool":
-            col = col.astype(want)
-        out[c] = col
-    # renumber journeys densely in order of first corrected time
-    hops = pd.DataFrame(out)
-    first_t = tc[order][first]
+    _, inv, cnt = np.unique(fp[order][first], return_inverse=True, return_counts=True)
+    amb = cnt[inv] > 1
+    # journeys renumbered densely in order of first corrected time; their runs laid out in that order
+    by_rank = np.argsort(first_t, kind="stable")
     rank = np.empty(first.shape[0], np.int64)
-    rank[np.argsort(first_t, kind="stable")] = np.arange(first.shape[0])
-    hops["journey"] = rank[run]
+    rank[by_rank] = np.arange(first.shape[0])
+    size_r = size[by_rank]
+    perm = np.repeat(first[by_rank] - (np.cumsum(size_r) - size_r), size_r) + np.arange(n)
+    final = order[perm]
     row_journey = np.full(jid.shape[0], -1, np.int64)
     row_journey[order] = rank[run]
-    hops = hops.sort_values(["journey", "hop"], ignore_index=True, kind="stable")
-    return validate(hops.loc[:, [c.name for c in HOPS_COLUMNS]], HOPS_COLUMNS, table="hops"), row_journey
+    want = {c.name: c.dtype for c in HOPS_COLUMNS}
+    tcf = tc[final]
+    out: dict[str, object] = {
+        "journey": np.repeat(np.arange(first.shape[0], dtype=np.int64), size_r),
+        "hop": hop[perm].astype(np.int16),
+        "hops": np.repeat(size_r, size_r).astype(np.int16),
+        "point": _take(pk["point"], final, "category"),
+        "node": _take(pk["node"], final, "category"),
+        "interface": _take(pk["interface"], final, "category"),
+        "ts_ns": ts[final],
+        "ts_corrected_ns": tcf,
+        "since_first_ns": tcf - np.repeat(first_t[by_rank], size_r),
+        "ambiguous": np.repeat(amb[by_rank], size_r),
+        "fingerprint": fp[final],
+    }
+    for c in _CARRY:
+        out[c] = _take(pk[c], final, want[c])
+    hops = pd.DataFrame({c.name: out[c.name] for c in HOPS_COLUMNS}, copy=False)
+    return validate(hops, HOPS_COLUMNS, table="hops"), row_journey

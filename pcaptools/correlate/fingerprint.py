@@ -25,10 +25,11 @@ every journey sharing its fingerprint with another one is flagged ``ambiguous`` 
 
 from __future__ import annotations
 
+import numba as nb
 import numpy as np
 import pandas as pd
 
-from pcaptools.decode.prefix import PREFIX_BYTES, hashes
+from pcaptools.decode.prefix import IV, PREFIX_BYTES, hashes, mix
 
 __all__ = ["PREFIX_BYTES", "combine", "fingerprint", "mix64", "prefix_hash"]
 
@@ -36,6 +37,7 @@ __all__ = ["PREFIX_BYTES", "combine", "fingerprint", "mix64", "prefix_hash"]
 _C1 = np.uint64(0xBF58476D1CE4E5B9)
 _C2 = np.uint64(0x94D049BB133111EB)
 _MASK = (1 << 64) - 1
+_K = np.array([(0x9E3779B97F4A7C15 * (k + 1)) & _MASK for k in range(9)], np.uint64)  # combine()'s per-field constants
 
 
 def mix64(x: np.ndarray) -> np.ndarray:
@@ -69,21 +71,36 @@ def prefix_hash(data: np.ndarray, start: np.ndarray, length: np.ndarray) -> np.n
     return hashes(buf, np.asarray(start, np.int64), np.asarray(length, np.int64))
 
 
+@nb.njit(cache=True, nogil=True)
+def _fingerprints(proto, ip_id, frag, mf, seq, ack, flags, plen, phash):  # pragma: no cover - compiled
+    """combine() of the nine fields, one pass over the rows (same values, no temporaries)."""
+    n = proto.shape[0]
+    out = np.empty(n, np.uint64)
+    for i in range(n):
+        h = nb.uint64(IV)
+        h = mix(h ^ (nb.uint64(nb.int64(proto[i])) + _K[0]))
+        h = mix(h ^ (nb.uint64(nb.int64(ip_id[i])) + _K[1]))
+        h = mix(h ^ (nb.uint64(nb.int64(frag[i])) + _K[2]))
+        h = mix(h ^ (nb.uint64(nb.int64(mf[i])) + _K[3]))
+        h = mix(h ^ (nb.uint64(nb.int64(seq[i])) + _K[4]))
+        h = mix(h ^ (nb.uint64(nb.int64(ack[i])) + _K[5]))
+        h = mix(h ^ (nb.uint64(nb.int64(flags[i])) + _K[6]))
+        h = mix(h ^ (nb.uint64(nb.int64(plen[i])) + _K[7]))
+        h = mix(h ^ (phash[i] + _K[8]))
+        if h == 0:
+            h = nb.uint64(1)  # 0 is reserved for "not matchable"
+        if proto[i] < 0:
+            h = nb.uint64(0)
+        out[i] = h
+    return out
+
+
 def fingerprint(packets: pd.DataFrame, payload_hash: np.ndarray) -> np.ndarray:
-    """uint64 fingerprint per packet row; 0 for rows without an IP protocol (ARP, undecodable), never matched."""
-    proto = packets["proto"].to_numpy(np.int64)
-    fields = [
-        proto,
-        packets["ip_id"].to_numpy(np.int64),
-        packets["frag_offset"].to_numpy(np.int64),
-        packets["more_frags"].to_numpy(bool).astype(np.int64),
-        packets["tcp_seq"].to_numpy(np.int64),
-        packets["tcp_ack"].to_numpy(np.int64),
-        packets["tcp_flags"].to_numpy(np.int64),
-        packets["payload_len"].to_numpy(np.int64),
-        np.asarray(payload_hash, np.uint64),
-    ]
-    fp = combine(fields)
-    fp[fp == 0] = 1  # 0 is reserved for "not matchable"
-    fp[proto < 0] = 0
-    return fp
+    """uint64 fingerprint per packet row; 0 for rows without an IP protocol (ARP, undecodable), never matched.
+
+    The value is ``combine([proto, ip_id, frag_offset, more_frags, tcp_seq, tcp_ack, tcp_flags,
+    payload_len, payload_hash])``, computed in one compiled pass."""
+    cols = [packets[c].to_numpy() for c in ("proto", "ip_id", "frag_offset", "more_frags", "tcp_seq", "tcp_ack",
+                                            "tcp_flags", "payload_len")]  # fmt: skip
+    cols = [c if c.dtype.kind in "iub" else c.astype(np.int64) for c in cols]
+    return _fingerprints(*cols, np.asarray(payload_hash, np.uint64))

@@ -45,37 +45,122 @@ def _walk(fp, ts, pt, window, npoints):  # pragma: no cover - compiled
     return jid
 
 
-def match(fp: np.ndarray, ts_ns: np.ndarray, point: np.ndarray, *, window_ns: int, npoints: int) -> np.ndarray:
-    """Journey id per row (-1 where ``fp == 0``); journey ids are dense, ordered by (fingerprint, first time)."""
+@numba.njit(cache=True)
+def _sort_runs(order, fp, key):  # pragma: no cover - compiled
+    """Within each run of equal ``fp[order]``, order rows stably by ``key`` (runs are mostly 1-8 rows)."""
+    n = order.shape[0]
+    out = order.copy()
+    i = 0
+    while i < n:
+        j = i + 1
+        f = fp[out[i]]
+        while j < n and fp[out[j]] == f:
+            j += 1
+        if j - i <= 32:  # insertion sort: stable, no allocation
+            for a in range(i + 1, j):
+                r = out[a]
+                k = key[r]
+                b = a - 1
+                while b >= i and key[out[b]] > k:
+                    out[b + 1] = out[b]
+                    b -= 1
+                out[b + 1] = r
+        else:
+            seg = out[i:j].copy()
+            out[i:j] = seg[np.argsort(key[seg], kind="mergesort")]
+        i = j
+    return out
+
+
+def by_fingerprint(fp: np.ndarray) -> np.ndarray:
+    """Matchable rows (``fp != 0``) ordered by fingerprint, ties in row order: the one sort both passes share."""
+    fp = np.asarray(fp, np.uint64)
+    rows = np.flatnonzero(fp != 0)
+    return rows[np.argsort(fp[rows], kind="stable")]
+
+
+def time_order(fp: np.ndarray, ts_ns: np.ndarray, order: np.ndarray | None = None) -> np.ndarray:
+    """Matchable rows by (fingerprint, time), ties in row order: ``lexsort((ts, fp))`` of them, from ``order``
+    (:func:`by_fingerprint`) with a stable time sort inside each fingerprint's run."""
+    fp = np.asarray(fp, np.uint64)
+    if order is None:
+        order = by_fingerprint(fp)
+    return _sort_runs(order, fp, np.asarray(ts_ns, np.int64)) if order.size else order
+
+
+def match(fp: np.ndarray, ts_ns: np.ndarray, point: np.ndarray, *, window_ns: int, npoints: int,
+          order: np.ndarray | None = None) -> np.ndarray:  # fmt: skip
+    """Journey id per row (-1 where ``fp == 0``); journey ids are dense, ordered by (fingerprint, first time).
+
+    ``order``: :func:`time_order` of ``fp`` and ``ts_ns`` if already computed."""
     fp = np.asarray(fp, np.uint64)
     out = np.full(fp.shape[0], -1, np.int64)
-    rows = np.flatnonzero(fp != 0)
-    if rows.size == 0:
+    ts_ns = np.asarray(ts_ns, np.int64)
+    if order is None:
+        order = time_order(fp, ts_ns)
+    if order.size == 0:
         return out
-    order = rows[np.lexsort((ts_ns[rows], fp[rows]))]
-    jid = _walk(fp[order], np.asarray(ts_ns, np.int64)[order], np.asarray(point, np.int64)[order], int(window_ns), int(npoints))
+    jid = _walk(fp[order], ts_ns[order], np.asarray(point, np.int64)[order], int(window_ns), int(npoints))
     out[order] = jid
     return out
 
 
-def unique_groups(fp: np.ndarray, point: np.ndarray) -> np.ndarray:
-    """Journey id per row for fingerprints seen at most once per point and at 2+ points, else -1 (clock-free)."""
+@numba.njit(cache=True)
+def journey_order(jid, order):  # pragma: no cover - compiled
+    """``order`` (rows by fingerprint and time) regrouped by journey id, a stable counting sort: rows by
+    (journey, time, row), what ``lexsort((ts, jid))`` gives, in linear time."""
+    nj = 0
+    for r in order:
+        if jid[r] + 1 > nj:
+            nj = jid[r] + 1
+    start = np.zeros(nj + 1, np.int64)
+    for r in order:
+        start[jid[r] + 1] += 1
+    for k in range(nj):
+        start[k + 1] += start[k]
+    out = np.empty(order.shape[0], np.int64)
+    for r in order:
+        j = jid[r]
+        out[start[j]] = r
+        start[j] += 1
+    return out
+
+
+@numba.njit(cache=True)
+def _unique_walk(f, p, npoints):  # pragma: no cover - compiled
+    """Group id per row of fingerprint runs seen at 2+ points and at most once per point, else -1."""
+    n = f.shape[0]
+    out = np.full(n, -1, np.int64)
+    last = np.full(npoints, -1, np.int64)  # run that last saw each point
+    g = -1
+    i = 0
+    while i < n:
+        j = i + 1
+        while j < n and f[j] == f[i]:
+            j += 1
+        g += 1
+        ok = j - i >= 2
+        for a in range(i, j):
+            if last[p[a]] == g:
+                ok = False
+            last[p[a]] = g
+        if ok:
+            for a in range(i, j):
+                out[a] = g
+        i = j
+    return out
+
+
+def unique_groups(fp: np.ndarray, point: np.ndarray, *, order: np.ndarray | None = None) -> np.ndarray:
+    """Journey id per row for fingerprints seen at most once per point and at 2+ points, else -1 (clock-free).
+
+    Ids number the fingerprints in ascending order; ``order``: :func:`by_fingerprint` of ``fp`` if known."""
     fp = np.asarray(fp, np.uint64)
     out = np.full(fp.shape[0], -1, np.int64)
-    rows = np.flatnonzero(fp != 0)
-    if rows.size == 0:
+    if order is None:
+        order = by_fingerprint(fp)
+    if order.size == 0:
         return out
-    order = rows[np.lexsort((np.asarray(point)[rows], fp[rows]))]
-    f = fp[order]
-    p = np.asarray(point)[order]
-    new = np.ones(f.shape[0], bool)
-    new[1:] = f[1:] != f[:-1]
-    gid = np.cumsum(new) - 1
-    size = np.bincount(gid)
-    dup_pt = np.zeros(f.shape[0], bool)
-    dup_pt[1:] = (~new[1:]) & (p[1:] == p[:-1])
-    bad = np.zeros(size.shape[0], bool)
-    bad[gid[dup_pt]] = True
-    keep = (size >= 2) & ~bad
-    out[order] = np.where(keep[gid], gid, -1)
+    p = np.asarray(point, np.int64)
+    out[order] = _unique_walk(fp[order], p[order], int(p.max()) + 1)
     return out

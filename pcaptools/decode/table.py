@@ -7,6 +7,8 @@ tables of several files concatenate without losing the category dtype.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numba as nb
 import numpy as np
 import pandas as pd
@@ -14,13 +16,13 @@ from pandas.api.types import union_categoricals
 
 from pcaptools.addr import from_u128, label
 from pcaptools.decode import registry as R
-from pcaptools.decode.walk import Walk
+from pcaptools.decode.walk import PARALLEL_MIN, Walk, usable_cores
 from pcaptools.io.linktypes import linktype_name
 from pcaptools.io.records import RecordBatch
 from pcaptools.schema import DIRECTIONS, ERRORS, LAYERS, PACKET_COLUMNS, TUNNELS, validate
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, nogil=True)
 def _factorize_kernel(v, ok, hi):
     """First-appearance codes of ``v`` over the ``ok`` rows (-1 elsewhere), its unique values, and whether
     any ``ok`` row has a non-zero ``hi`` (an open-addressing hash table; pd.factorize(sort=False) order)."""
@@ -134,6 +136,24 @@ def build(batch: RecordBatch, w: Walk, file_name: str) -> pd.DataFrame:
     n = len(batch)
     c = w.c
     sll = (w.first_kind == R.SLL) | (w.first_kind == R.SLL2)
+    v6 = c["ip_version"] == 6
+    jobs = {  # the address and MAC categories: one hash pass each, run side by side (the kernel is nogil)
+        "eth_src": (_mac_category, c["eth_src"], c["eth_ok"]),
+        "eth_dst": (_mac_category, c["eth_dst"], c["eth_ok"] & ~sll),
+        "outer_src": (_ip_category, c["outer_src_hi"], c["outer_src_lo"], c["outer_ok"]),
+        "outer_dst": (_ip_category, c["outer_dst_hi"], c["outer_dst_lo"], c["outer_ok"]),
+        "src": (_ip_category, c["src_hi"], c["src_lo"], c["ip_ok"], v6),
+        "dst": (_ip_category, c["dst_hi"], c["dst_lo"], c["ip_ok"], v6),
+        "icmp_q_src": (_ip_category, c["q_src_hi"], c["q_src_lo"], c["q_ok"]),
+        "icmp_q_dst": (_ip_category, c["q_dst_hi"], c["q_dst_lo"], c["q_ok"]),
+    }
+    k = usable_cores() if n >= PARALLEL_MIN else 1
+    if k > 1:
+        with ThreadPoolExecutor(k) as pool:
+            futures = {name: pool.submit(fn, *a) for name, (fn, *a) in jobs.items()}
+            cat = {name: f.result() for name, f in futures.items()}
+    else:
+        cat = {name: fn(*a) for name, (fn, *a) in jobs.items()}
     cols: dict[str, object] = {
         "file": pd.Categorical.from_codes(np.zeros(n, np.int64), categories=pd.Index([file_name], dtype=object)),
         "record": batch.record.astype(np.int64, copy=False),
@@ -144,29 +164,29 @@ def build(batch: RecordBatch, w: Walk, file_name: str) -> pd.DataFrame:
         "link": _link_names(batch.linktype),
         "direction": _vocab(c["direction"], DIRECTIONS),
         "ifindex": c["ifindex"],
-        "eth_src": _mac_category(c["eth_src"], c["eth_ok"]),
-        "eth_dst": _mac_category(c["eth_dst"], c["eth_ok"] & ~sll),
+        "eth_src": cat["eth_src"],
+        "eth_dst": cat["eth_dst"],
         "vlan": c["vlan"],
         "ethertype": c["ethertype"],
         "tunnel": _vocab(c["tunnel"], TUNNELS),
         "vni": c["vni"],
         "tunnel_depth": w.depth,
-        "outer_src": _ip_category(c["outer_src_hi"], c["outer_src_lo"], c["outer_ok"]),
-        "outer_dst": _ip_category(c["outer_dst_hi"], c["outer_dst_lo"], c["outer_ok"]),
+        "outer_src": cat["outer_src"],
+        "outer_dst": cat["outer_dst"],
         "outer_proto": c["outer_proto"],
         "outer_sport": c["outer_sport"],
         "outer_dport": c["outer_dport"],
         "outer_len": w.outer_len(),
         "ip_version": c["ip_version"],
-        "src": _ip_category(c["src_hi"], c["src_lo"], c["ip_ok"], c["ip_version"] == 6),
-        "dst": _ip_category(c["dst_hi"], c["dst_lo"], c["ip_ok"], c["ip_version"] == 6),
+        "src": cat["src"],
+        "dst": cat["dst"],
     }
     for name in ("proto", "sport", "dport", "ip_id", "ttl", "ip_len", "frag_offset", "more_frags", "dont_frag",
                  "tcp_flags", "tcp_seq", "tcp_ack", "tcp_win", "tcp_mss", "tcp_wscale", "tcp_sack_ok", "tcp_tsval",
                  "tcp_tsecr", "icmp_type", "icmp_code", "icmp_mtu"):  # fmt: skip
         cols[name] = c[name]
-    cols["icmp_q_src"] = _ip_category(c["q_src_hi"], c["q_src_lo"], c["q_ok"])
-    cols["icmp_q_dst"] = _ip_category(c["q_dst_hi"], c["q_dst_lo"], c["q_ok"])
+    cols["icmp_q_src"] = cat["icmp_q_src"]
+    cols["icmp_q_dst"] = cat["icmp_q_dst"]
     for name in ("icmp_q_proto", "icmp_q_sport", "icmp_q_dport", "payload_offset", "payload_len"):
         cols[name] = c[name]
     cols["truncated_at"] = _vocab(w.trunc, LAYERS)

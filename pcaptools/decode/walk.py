@@ -275,9 +275,9 @@ def _make_walk(sources_digest: int):
 _walk = _make_walk(_sources_digest())
 
 
-def _filled(shape: tuple[int, int], dt: str) -> np.ndarray:
-    """A block of ``dt`` holding the absent value of its columns."""
-    return np.zeros(shape, dt) if _FILL[dt] == 0 else np.full(shape, _FILL[dt], dt)
+def _block(shape: tuple[int, int], dt: str) -> np.ndarray:
+    """A column block of ``dt``: zeros straight from calloc'd pages, other absent values filled by :meth:`Walk.run`."""
+    return np.zeros(shape, dt) if _FILL[dt] == 0 else np.empty(shape, dt)
 
 
 class Walk:
@@ -302,8 +302,8 @@ class Walk:
         self.err = np.empty(n, np.int8)
         # one contiguous fill per block: cheaper than writing ~60 columns row by row in the walk
         # (zero fills from calloc: fresh pages come zeroed, no pass over them here)
-        self.main = {dt: _filled((len(names), n), dt) for dt, names in MAIN_BLOCKS.items()}
-        self.outer = {dt: _filled((len(names), n), dt) for dt, names in OUTER_BLOCKS.items()}
+        self.main = {dt: _block((len(names), n), dt) for dt, names in MAIN_BLOCKS.items()}
+        self.outer = {dt: _block((len(names), n), dt) for dt, names in OUTER_BLOCKS.items()}
         self.c: dict[str, np.ndarray] = {}
         for blocks, names_of in ((self.main, MAIN_BLOCKS), (self.outer, OUTER_BLOCKS)):
             for dt, names in names_of.items():
@@ -330,11 +330,18 @@ class Walk:
         k = threads if threads is not None else (usable_cores() if n >= PARALLEL_MIN else 1)
         cuts = np.linspace(0, n, max(1, min(k, n)) + 1).astype(np.int64)
         ranges = list(zip(cuts[:-1].tolist(), cuts[1:].tolist(), strict=True))
+        fills = [(blk, _FILL[dt]) for blocks in (m, o) for dt, blk in blocks.items() if _FILL[dt] != 0]
+
+        def part(lo: int, hi: int) -> None:
+            for blk, v in fills:  # absent values for this range (numpy fills without the GIL)
+                blk[:, lo:hi] = v
+            _walk(*args, lo, hi, self.phash)
+
         if len(ranges) <= 1:
-            _walk(*args, 0, n, self.phash)
+            part(0, n)
             return
         with ThreadPoolExecutor(len(ranges)) as pool:  # the walk releases the GIL (nogil)
-            for f in [pool.submit(_walk, *args, lo, hi, self.phash) for lo, hi in ranges]:
+            for f in [pool.submit(part, lo, hi) for lo, hi in ranges]:
                 f.result()
 
     def outer_len(self) -> np.ndarray:
