@@ -293,3 +293,33 @@ def test_capture_script_writes_the_layout_the_inference_reads(tmp_path):
     assert ev.loc["node-a:eth0", "role"] == "node-uplink"
     # the fake gave both nodes the same capture: one clock under two names is warned about
     assert any("node-a and node-b hold 34 packets with identical timestamps" in w for w in cs.inference.attrs["warnings"])
+
+
+def test_capture_with_only_packet_evidence_is_placed_on_its_node(tmp_path):
+    s = "calico-vxlan"
+    shutil.copy(ROOT / s / "node-1" / "eth0.pcap", tmp_path / "trace1.pcap")
+    shutil.copy(ROOT / s / "node-3" / "eth0.pcap", tmp_path / "trace2.pcap")
+    cs = load_captures([tmp_path], inventory=ROOT / s / "inventory.json")
+    ev = cs.inference.set_index("file")["node_from"]
+    assert [p.node for p in cs.points] == ["node-1", "node-3"]
+    assert ev[str(tmp_path / "trace1.pcap")].startswith("packets: node node-1 (192.168.0.11)")
+    assert all(p.role == "any" for p in cs.points)  # no interface name: unlabelled, with a warning
+    assert sum("matches no plugin naming convention" in w for w in cs.inference.attrs["warnings"]) == 2
+
+
+def test_links_option_names_a_node_s_any_capture(tmp_path):
+    shutil.copy(Path(__file__).parent / "data" / "own" / "any_nano.pcap", tmp_path / "host-a.pcap")
+    links = tmp_path / "elsewhere.json"
+    links.write_text(json.dumps([{"ifindex": 2, "ifname": "ens5"}]))
+    cs = load_captures([tmp_path / "host-a.pcap"], links=[f"host-a={links}"])
+    assert [p.name for p in cs.points] == ["host-a:ens5"]
+    assert cs.inference["interface_from"].iloc[0] == f"links: --links {links} ifindex 2"
+
+
+def test_compare_reads_manifest_free_directories_like_the_manifests(tmp_path):
+    a = _copy_without_manifest("vpc", tmp_path / "vpc")
+    b = _copy_without_manifest("calico-vxlan", tmp_path / "calico-vxlan")
+    ref = pcaptools.compare([ROOT / "vpc", ROOT / "calico-vxlan"]).summary
+    got = pcaptools.compare([a, b]).summary
+    pd.testing.assert_frame_equal(ref, got)
+    assert got.loc[got["metric"] == "data-plane mode", ["vpc", "calico-vxlan"]].values.tolist() == [["native", "vxlan"]]

@@ -165,7 +165,7 @@ def load_captures(
     for spec in points:
         explicit.append({**parse_point_spec(spec), "_from": "--point"})
     taken = {os.path.realpath(e["file"]) for e in explicit}
-    files: list[tuple[str, bool]] = []  # (path, lies directly in a directory given as input)
+    files: list[tuple[str, str]] = []  # (path, "top" | "sub" of a directory given as input | "file" given)
     for s in srcs:
         if s in manifests:
             continue
@@ -175,21 +175,21 @@ def load_captures(
             if not found:
                 raise CorrelationError(
                     f"{p}: no capture files (*.pcap, *.pcapng, *.cap, optionally .gz) and no manifest.json in it; "
-                    "expected NODE/IFACE.pcap or NODE.pcap files (see `pcaptools capture-plan`)", path=str(p),
+                    "expected NODE/IFACE.pcap or NODE/any.pcap files (see pcaptools/scripts/capture-cluster.sh)", path=str(p),
                 )  # fmt: skip
-            files += [(str(f), f.parent == p) for f in found]
+            files += [(str(f), "top" if f.parent == p else "sub") for f in found]
         elif p.exists():
-            files.append((str(p), False))
+            files.append((str(p), "file"))
         else:
             raise CorrelationError(f"{p}: no such file or directory; expected capture files, directories of them or a manifest.json", path=str(p))
-    files = [(f, top) for f, top in files if os.path.realpath(f) not in taken]
+    files = [(f, w) for f, w in files if os.path.realpath(f) not in taken]
     link_specs = _link_specs(links)
     inferred, rows, warnings = [], [], []
     nodes = _Nodes(inv)
     found = []
-    for f, top in files:
+    for f, where in files:
         df = dec(f)
-        found += [(entry, df, ev) for entry, ev in _infer_file(f, top, df, nodes, link_specs, warnings)]
+        found += [(entry, df, ev) for entry, ev in _infer_file(f, where, df, nodes, link_specs, warnings)]
     # inventory nodes first (the first is the clock reference), then outside hosts; per node the
     # per-interface captures before its -i any capture (the order the lab's manifest lists them)
     rank = {n: i for i, n in enumerate(inv.nodes)} if inv is not None else {}
@@ -469,11 +469,19 @@ def _pod_from_packets(df: pd.DataFrame, nodes: _Nodes, node: str) -> tuple[str, 
     return pod, f"packets: pod IP {ip} in {share:.0%} of {n} IP packets"
 
 
-def _names(path: str, top: bool, nodes: _Nodes) -> tuple[tuple[str, str] | None, tuple[str, str] | None]:
-    """((node, evidence) | None, (interface, evidence) | None) from the directory and file name."""
+def _names(path: str, where: str, nodes: _Nodes) -> tuple[tuple[str, str] | None, tuple[str, str] | None]:
+    """((node, evidence) | None, (interface, evidence) | None) from the directory and file name.
+
+    ``where``: "sub" (in a subdirectory of an input directory: NODE/IFACE.pcap), "top" (directly in
+    one: the file name alone), "file" (given itself: its directory counts when it is an inventory node,
+    or when the file name is an interface and names no node).
+    """
     stem = capture_stem(path)
     parent = Path(path).parent.name
-    if not top and parent:
+    by_stem = _stem_names(path, stem, nodes)
+    use_dir = where == "sub" or (where == "file" and bool(parent) and (
+        nodes.match(parent) is not None or (by_stem[0] is None and (stem == "any" or cni.role_of(stem) is not None))))
+    if use_dir:
         m = nodes.match(parent)
         node = (m[0], f"name: directory {parent!r} = inventory {m[1]}") if m else (parent, f"name: directory {parent!r}")
         rest = stem
@@ -483,6 +491,11 @@ def _names(path: str, top: bool, nodes: _Nodes) -> tuple[tuple[str, str] | None,
         if nodes.match(stem) or stem == parent:
             return node, None
         return node, (rest, f"name: file {Path(path).name!r}")
+    return by_stem
+
+
+def _stem_names(path: str, stem: str, nodes: _Nodes) -> tuple[tuple[str, str] | None, tuple[str, str] | None]:
+    """The file name alone: NODE_IFACE, an inventory node (NODE.pcap), NODE-IFACE."""
     if "_" in stem:  # node names (DNS labels) never hold '_'
         nd, iface = stem.split("_", 1)
         m = nodes.match(nd)
@@ -513,7 +526,7 @@ def _interfaces_of(path: str) -> list:
     return list(read_records(path).interfaces)
 
 
-def _infer_file(path: str, top: bool, df: pd.DataFrame, nodes: _Nodes, link_specs: dict[str, str],
+def _infer_file(path: str, where: str, df: pd.DataFrame, nodes: _Nodes, link_specs: dict[str, str],
                 warnings: list[str]) -> list[tuple[dict, list[list]]]:  # fmt: skip
     """Manifest entries (with evidence rows in _split's order) of one plain capture file."""
     idbs = _interfaces_of(path)
@@ -522,13 +535,13 @@ def _infer_file(path: str, top: bool, df: pd.DataFrame, nodes: _Nodes, link_spec
     out = []
     for idb, sub in units:
         info = idbs[idb if idb >= 0 else (used[0] if used else 0)] if idbs else None
-        out.append(_infer_unit(path, top, idb, sub, info, nodes, link_specs, warnings))
+        out.append(_infer_unit(path, where, idb, sub, info, nodes, link_specs, warnings))
     return out
 
 
-def _infer_unit(path: str, top: bool, idb: int, df: pd.DataFrame, info, nodes: _Nodes, link_specs: dict[str, str],
+def _infer_unit(path: str, where: str, idb: int, df: pd.DataFrame, info, nodes: _Nodes, link_specs: dict[str, str],
                 warnings: list[str]) -> tuple[dict, list[list]]:  # fmt: skip
-    name_node, name_iface = _names(path, top, nodes)
+    name_node, name_iface = _names(path, where, nodes)
     kv: dict[str, str] = {}
     node = iface = role = pod = None  # (value, evidence)
     if info is not None:
@@ -553,7 +566,7 @@ def _infer_unit(path: str, top: bool, idb: int, df: pd.DataFrame, info, nodes: _
             m = nodes.match(node[0])
             if m:
                 node = (m[0], node[1] + f" = inventory {m[1]}")
-    if node is None and name_node is not None and ("inventory" in name_node[1] or nodes.inv is None or not top or "NODE" in name_node[1]):
+    if node is None and name_node is not None:
         node = name_node
     if iface is None and name_iface is not None:
         iface = name_iface
@@ -611,6 +624,9 @@ def _infer_unit(path: str, top: bool, idb: int, df: pd.DataFrame, info, nodes: _
             warnings.append(f"{path}: interface {ifname or '(unnamed)'} matches no plugin naming convention; role 'any'")
     if pod is None and role[0] == "pod-veth" and not is_any:
         pod = _pod_from_packets(df, nodes, node[0])
+        if pod is None and nodes.inv is not None:
+            warnings.append(f"{path}: pod veth {ifname} names no inventory pod (no CNI hash match) and no single pod IP "
+                            f"is in {COVERAGE:.0%} of its packets; pod unknown, set it in `pcaptools manifest` output")  # fmt: skip
     entry = {"file": path, "node": node[0], "interface": ifname, "role": role[0]}
     if pod is not None:
         entry["pod"] = pod[0]
