@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import shutil
 import subprocess
@@ -92,8 +93,12 @@ def test_inferred_points_have_the_manifests_roles_and_pods(sample, tmp_path):
 def test_flat_directory_of_node_iface_files_gives_the_manifests_paths(sample, tmp_path, capsys):
     flat = tmp_path / "flat"
     flat.mkdir()
-    for c in _manifest(sample)["captures"]:
-        shutil.copy(ROOT / sample / c["file"], flat / f"{c['node']}_{c['interface']}.pcap")
+    for i, c in enumerate(_manifest(sample)["captures"]):
+        data = (ROOT / sample / c["file"]).read_bytes()
+        if i % 2:  # every other file gzip-compressed, as copied off a node
+            (flat / f"{c['node']}_{c['interface']}.pcap.gz").write_bytes(gzip.compress(data))
+        else:
+            (flat / f"{c['node']}_{c['interface']}.pcap").write_bytes(data)
     shutil.copy(ROOT / sample / "inventory.json", flat / "inventory.json")
     got, _ = _paths_json(capsys, str(flat))
     score, bad = agreement(_ref_json(capsys, sample), got)
@@ -323,3 +328,16 @@ def test_compare_reads_manifest_free_directories_like_the_manifests(tmp_path):
     got = pcaptools.compare([a, b]).summary
     pd.testing.assert_frame_equal(ref, got)
     assert got.loc[got["metric"] == "data-plane mode", ["vpc", "calico-vxlan"]].values.tolist() == [["native", "vxlan"]]
+
+
+def test_manifest_mixed_with_plain_files_gives_the_manifests_paths(tmp_path, capsys):
+    s = "vpc"
+    man = _manifest(s)
+    nodes = set(man["nodes"])
+    part = tmp_path / "nodes.json"  # the node captures through a manifest, the outside hosts as plain files
+    part.write_text(json.dumps({**man, "captures": [{**c, "file": str(ROOT / s / c["file"])} for c in man["captures"] if c["node"] in nodes]}))
+    plain = [str(ROOT / s / c["file"]) for c in man["captures"] if c["node"] not in nodes]
+    got, err = _paths_json(capsys, str(part), *plain, "--inventory", str(ROOT / s / "inventory.json"))
+    score, bad = agreement(_ref_json(capsys, s), got)
+    assert score == 1.0, bad
+    assert "inferred 3 capture points" in err
