@@ -30,6 +30,7 @@ _EXPORTS: dict[str, tuple[str, str | None]] = {
     "Correlation": ("pcaptools.correlate.api", "Correlation"),
     "correlate_captures": ("pcaptools.correlate.api", "correlate"),
     "merge_captures": ("pcaptools.correlate.merge", "merge"),
+    "load_captures": ("pcaptools.k8s.discover", "load_captures"),  # plain captures -> CaptureSet
     # Kubernetes paths
     "Inventory": ("pcaptools.k8s.inventory", "Inventory"),
     "path_table": ("pcaptools.k8s.paths", "paths"),

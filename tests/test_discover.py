@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import shutil
 import subprocess
@@ -96,8 +97,12 @@ def test_inferred_points_have_the_manifests_roles_and_pods(sample, tmp_path):
 def test_flat_directory_of_node_iface_files_gives_the_manifests_paths(sample, tmp_path, capsys):
     flat = tmp_path / "flat"
     flat.mkdir()
-    for c in _manifest(sample)["captures"]:
-        shutil.copy(ROOT / sample / c["file"], flat / f"{c['node']}_{c['interface']}.pcap")
+    for i, c in enumerate(_manifest(sample)["captures"]):
+        data = (ROOT / sample / c["file"]).read_bytes()
+        if i % 2:  # every other file gzip-compressed, as copied off a node
+            (flat / f"{c['node']}_{c['interface']}.pcap.gz").write_bytes(gzip.compress(data))
+        else:
+            (flat / f"{c['node']}_{c['interface']}.pcap").write_bytes(data)
     shutil.copy(ROOT / sample / "inventory.json", flat / "inventory.json")
     got, _ = _paths_json(capsys, str(flat))
     score, bad = agreement(_ref_json(capsys, sample), got)
@@ -297,3 +302,46 @@ def test_capture_script_writes_the_layout_the_inference_reads(tmp_path):
     assert ev.loc["node-a:eth0", "role"] == "node-uplink"
     # the fake gave both nodes the same capture: one clock under two names is warned about
     assert any("node-a and node-b hold 34 packets with identical timestamps" in w for w in cs.inference.attrs["warnings"])
+
+
+def test_capture_with_only_packet_evidence_is_placed_on_its_node(tmp_path):
+    s = "calico-vxlan"
+    shutil.copy(ROOT / s / "node-1" / "eth0.pcap", tmp_path / "trace1.pcap")
+    shutil.copy(ROOT / s / "node-3" / "eth0.pcap", tmp_path / "trace2.pcap")
+    cs = load_captures([tmp_path], inventory=ROOT / s / "inventory.json")
+    ev = cs.inference.set_index("file")["node_from"]
+    assert [p.node for p in cs.points] == ["node-1", "node-3"]
+    assert ev[str(tmp_path / "trace1.pcap")].startswith("packets: node node-1 (192.168.0.11)")
+    assert all(p.role == "any" for p in cs.points)  # no interface name: unlabelled, with a warning
+    assert sum("matches no plugin naming convention" in w for w in cs.inference.attrs["warnings"]) == 2
+
+
+def test_links_option_names_a_node_s_any_capture(tmp_path):
+    shutil.copy(Path(__file__).parent / "data" / "own" / "any_nano.pcap", tmp_path / "host-a.pcap")
+    links = tmp_path / "elsewhere.json"
+    links.write_text(json.dumps([{"ifindex": 2, "ifname": "ens5"}]))
+    cs = load_captures([tmp_path / "host-a.pcap"], links=[f"host-a={links}"])
+    assert [p.name for p in cs.points] == ["host-a:ens5"]
+    assert cs.inference["interface_from"].iloc[0] == f"links: --links {links} ifindex 2"
+
+
+def test_compare_reads_manifest_free_directories_like_the_manifests(tmp_path):
+    a = _copy_without_manifest("vpc", tmp_path / "vpc")
+    b = _copy_without_manifest("calico-vxlan", tmp_path / "calico-vxlan")
+    ref = pcaptools.compare([ROOT / "vpc", ROOT / "calico-vxlan"]).summary
+    got = pcaptools.compare([a, b]).summary
+    pd.testing.assert_frame_equal(ref, got)
+    assert got.loc[got["metric"] == "data-plane mode", ["vpc", "calico-vxlan"]].values.tolist() == [["native", "vxlan"]]
+
+
+def test_manifest_mixed_with_plain_files_gives_the_manifests_paths(tmp_path, capsys):
+    s = "vpc"
+    man = _manifest(s)
+    nodes = set(man["nodes"])
+    part = tmp_path / "nodes.json"  # the node captures through a manifest, the outside hosts as plain files
+    part.write_text(json.dumps({**man, "captures": [{**c, "file": str(ROOT / s / c["file"])} for c in man["captures"] if c["node"] in nodes]}))
+    plain = [str(ROOT / s / c["file"]) for c in man["captures"] if c["node"] not in nodes]
+    got, err = _paths_json(capsys, str(part), *plain, "--inventory", str(ROOT / s / "inventory.json"))
+    score, bad = agreement(_ref_json(capsys, s), got)
+    assert score == 1.0, bad
+    assert "inferred 3 capture points" in err

@@ -137,6 +137,8 @@ def load_captures(
     """
     srcs = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
     points = list(points)
+    if not srcs and not points:
+        raise CorrelationError("no captures given; pass capture files, directories of them, a manifest.json or --point NODE:IFACE=FILE")
     manifests = [s for s in srcs if _is_manifest(s)]
     if (len(srcs) == 1 and manifests) or (not srcs and points):  # a manifest and/or --point: exactly what they say
         cs = CaptureSet.load(srcs[0] if srcs else None, points=points, decoder=decoder)
@@ -163,7 +165,7 @@ def load_captures(
     for spec in points:
         explicit.append({**parse_point_spec(spec), "_from": "--point"})
     taken = {os.path.realpath(e["file"]) for e in explicit}
-    files: list[tuple[str, bool]] = []  # (path, lies directly in a directory given as input)
+    files: list[tuple[str, str]] = []  # (path, "top" | "sub" of a directory given as input | "file" given)
     for s in srcs:
         if s in manifests:
             continue
@@ -173,22 +175,29 @@ def load_captures(
             if not found:
                 raise CorrelationError(
                     f"{p}: no capture files (*.pcap, *.pcapng, *.cap, optionally .gz) and no manifest.json in it; "
-                    "expected NODE/IFACE.pcap or NODE.pcap files (see `pcaptools capture-plan`)", path=str(p),
+                    "expected NODE/IFACE.pcap or NODE/any.pcap files (see pcaptools/scripts/capture-cluster.sh)", path=str(p),
                 )  # fmt: skip
-            files += [(str(f), f.parent == p) for f in found]
+            files += [(str(f), "top" if f.parent == p else "sub") for f in found]
         elif p.exists():
-            files.append((str(p), False))
+            files.append((str(p), "file"))
         else:
             raise CorrelationError(f"{p}: no such file or directory; expected capture files, directories of them or a manifest.json", path=str(p))
-    files = [(f, top) for f, top in files if os.path.realpath(f) not in taken]
+    files = [(f, w) for f, w in files if os.path.realpath(f) not in taken]
     link_specs = _link_specs(links)
     inferred, rows, warnings = [], [], []
     nodes = _Nodes(inv)
-    for f, top in files:
+    found = []
+    for f, where in files:
         df = dec(f)
-        for entry, ev in _infer_file(f, top, df, nodes, link_specs, warnings):
-            inferred.append((entry, df))
-            rows.extend(ev)
+        found += [(entry, df, ev) for entry, ev in _infer_file(f, where, df, nodes, link_specs, warnings)]
+    # inventory nodes first (the first is the clock reference), then outside hosts; per node the
+    # per-interface captures before its -i any capture (the order the lab's manifest lists them)
+    rank = {n: i for i, n in enumerate(inv.nodes)} if inv is not None else {}
+    found.sort(key=lambda t: (rank.get(t[0]["node"], len(rank)), t[0]["node"] if t[0]["node"] not in rank else "",
+                              bool(t[0].get("interfaces")), t[0]["file"]))  # fmt: skip
+    for entry, df, ev in found:
+        inferred.append((entry, df))
+        rows.extend(ev)
     frames = [(_clean(e), dec(e["file"])) for e in explicit] + [(e, df) for e, df in inferred]
     ex_rows = []
     for e in explicit:
@@ -199,6 +208,12 @@ def load_captures(
     if len(ev) != len(cs.points):  # pragma: no cover - both follow _split's order
         raise CorrelationError(f"internal: {len(ev)} evidence rows for {len(cs.points)} capture points")
     ev.insert(0, "point", [p.name for p in cs.points])
+    if inv is not None:
+        out = ev[~ev["node"].isin(list(inv.nodes)) & ~ev["node_from"].str.startswith(("none", "manifest", "--point"))]
+        hosts = dict(zip(out["node"], out["role"], strict=False))
+        if hosts:
+            warnings.append(f"{', '.join(f'{h} ({r})' for h, r in hosts.items())}: not nodes of the inventory, "
+                            "treated as hosts outside the cluster (role from their packets)")  # fmt: skip
     warnings += _shared_clocks(cs)
     ev.attrs = {"warnings": warnings, "inventory": inv.source if inv is not None else None, "files": len(files)}
     cs.inference = ev
@@ -234,29 +249,22 @@ def manifest_doc(cs: CaptureSet, out_dir: str | os.PathLike = ".") -> dict:
         r = by_point.get(pt.name, {})
         rel = os.path.relpath(os.path.abspath(pt.file), base)
         if pt.ifindex >= 0:  # an -i any capture: one entry, its interfaces listed
-            e = groups.setdefault(key, {"file": rel, "node": pt.node, "interface": "any", "role": "any", "interfaces": [],
-                                        "evidence": {"node": r.get("node_from", "")}})  # fmt: skip
-            if pt.pcapng_interface >= 0:
-                e["pcapng_interface"] = pt.pcapng_interface
-            item = {"ifindex": pt.ifindex, "interface": pt.interface, "role": pt.role}
-            if pt.pod:
-                item["pod"] = pt.pod
-            item["evidence"] = {k: r.get(f"{k}_from", "") for k in ("interface", "role", "pod") if r.get(f"{k}_from")}
+            e = groups.setdefault(key, {
+                "file": rel, "node": pt.node, "interface": "any", "role": "any",
+                "pcapng_interface": pt.pcapng_interface if pt.pcapng_interface >= 0 else None,
+                "interfaces": [], "evidence": {"node": r.get("node_from") or None}})  # fmt: skip
+            item = {"ifindex": pt.ifindex, "interface": pt.interface, "role": pt.role, "pod": pt.pod or None}
+            item["evidence"] = {k: r.get(f"{k}_from") or None for k in ("interface", "role", "pod")}
             e["interfaces"].append(item)
             continue
-        e = {"file": rel, "node": pt.node, "interface": pt.interface, "role": pt.role}
-        if pt.pod:
-            e["pod"] = pt.pod
-        if pt.pcapng_interface >= 0:
-            e["pcapng_interface"] = pt.pcapng_interface
-        e["evidence"] = {k: r.get(f"{k}_from", "") for k in ("node", "interface", "role", "pod") if r.get(f"{k}_from")}
+        e = {"file": rel, "node": pt.node, "interface": pt.interface, "role": pt.role, "pod": pt.pod or None,
+             "pcapng_interface": pt.pcapng_interface if pt.pcapng_interface >= 0 else None}
+        e["evidence"] = {k: r.get(f"{k}_from") or None for k in ("node", "interface", "role", "pod")}
         groups[(pt.file, pt.pcapng_interface, pt.name)] = e
-    doc: dict = {"format": "pcaptools-inferred/1", "cni": cs.cni, "captures": list(groups.values())}
+    doc: dict = {"schema_version": 1, "format": "pcaptools-inferred/1", "cni": cs.cni, "captures": list(groups.values())}
     inv = None if ev is None else ev.attrs.get("inventory")
-    if inv:
-        doc["inventory"] = os.path.relpath(os.path.abspath(inv), base)
-    if ev is not None and ev.attrs.get("warnings"):
-        doc["warnings"] = list(ev.attrs["warnings"])
+    doc["inventory"] = os.path.relpath(os.path.abspath(inv), base) if inv else None
+    doc["warnings"] = list(ev.attrs.get("warnings", [])) if ev is not None else []
     return doc
 
 
@@ -334,6 +342,7 @@ class _Nodes:
         self.veth: dict[str, str] = {}
         self.lb_ips: set[str] = set()
         self.lb_ports: set[int] = set()
+        self._node_of: dict[str, str] = {}
         if inv is None:
             return
         for n in inv.nodes.values():
@@ -360,6 +369,13 @@ class _Nodes:
             return None
         return self.by_name.get(name.lower()) or self.by_name.get(name.lower().split(".")[0])
 
+    def node_of(self, addr: str) -> str:
+        """Inventory node an address belongs to (its own, a pod's, inside its pod CIDR), else ''."""
+        if addr not in self._node_of:
+            kind, _name, node = self.inv.entity(addr) if self.inv is not None and addr else ("", "", "")
+            self._node_of[addr] = node if kind in ("node", "pod") else ""
+        return self._node_of[addr]
+
     def pod_node(self, pod: str) -> str:
         p = self.inv.pods.get(pod) if self.inv is not None else None
         return p.node if p is not None else ""
@@ -373,24 +389,25 @@ def _addr_cols(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     return a, b
 
 
-def _node_from_packets(df: pd.DataFrame, nodes: _Nodes) -> tuple[str, str] | None:
-    """(node, evidence) when one inventory node's (or its pods') addresses are in nearly every node-touching packet."""
-    if nodes.inv is None or not len(df):
-        return None
-    a, b = _addr_cols(df)
-    inner = (df["src"].astype(object).to_numpy(), df["dst"].astype(object).to_numpy())
-    names = list(nodes.inv.nodes)
+def _touch(df: pd.DataFrame, nodes: _Nodes) -> tuple[np.ndarray, list[str]]:
+    """Rows x inventory nodes: the packet carries an address of that node (its own, a pod's, one of its pod CIDR)."""
+    names = list(nodes.inv.nodes) if nodes.inv is not None else []
     idx = {n: i for i, n in enumerate(names)}
     touch = np.zeros((len(df), len(names)), bool)
-    own = {ip: idx[n] for ip, n in nodes.addr_node.items()}
-    pods = {ip: idx[nodes.pod_node(p)] for ip, p in nodes.pod_ip.items() if nodes.pod_node(p) in idx}
-    for col in (a, b, *inner):
+    for col in (*_addr_cols(df), df["src"].astype(object).to_numpy(), df["dst"].astype(object).to_numpy()):
         codes, uniq = pd.factorize(pd.Series(col).fillna(""))
-        for table in (own, pods):
-            lut = np.array([table.get(str(u), -1) for u in uniq] + [-1], np.int64)
-            k = lut[codes]
-            hit = k >= 0
-            touch[np.flatnonzero(hit), k[hit]] = True
+        lut = np.array([idx.get(nodes.node_of(str(u)), -1) for u in uniq] + [-1], np.int64)
+        k = lut[codes]
+        hit = k >= 0
+        touch[np.flatnonzero(hit), k[hit]] = True
+    return touch, names
+
+
+def _node_from_packets(df: pd.DataFrame, nodes: _Nodes) -> tuple[str, str] | None:
+    """(node, evidence) when one inventory node's addresses are in nearly every packet that carries a node's."""
+    if nodes.inv is None or not len(df):
+        return None
+    touch, names = _touch(df, nodes)
     any_touch = touch.any(axis=1)
     n = int(any_touch.sum())
     if n < 3:
@@ -401,8 +418,15 @@ def _node_from_packets(df: pd.DataFrame, nodes: _Nodes) -> tuple[str, str] | Non
     second = float(cov[order[1]]) if len(order) > 1 else 0.0
     if cov[best] < COVERAGE or second > cov[best] - 0.2:
         return None
-    ip = next((ip for ip, k in own.items() if k == best), "")
-    return names[best], f"packets: node {names[best]} ({ip}) or its pods in {cov[best]:.0%} of {n} packets with a node or pod address"
+    ip = next((ip for ip, k in nodes.addr_node.items() if k == names[best]), "")
+    return names[best], f"packets: node {names[best]} ({ip}), its pods or pod CIDR in {cov[best]:.0%} of {n} packets with a node's address"
+
+
+def _node_from_packets_share(df: pd.DataFrame, nodes: _Nodes, node: str) -> float:
+    """Share of the packets carrying any inventory node's address that carry ``node``'s."""
+    touch, names = _touch(df, nodes)
+    any_touch = touch.any(axis=1)
+    return float(touch[any_touch, names.index(node)].mean()) if any_touch.any() else 1.0
 
 
 def _presence(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
@@ -445,11 +469,19 @@ def _pod_from_packets(df: pd.DataFrame, nodes: _Nodes, node: str) -> tuple[str, 
     return pod, f"packets: pod IP {ip} in {share:.0%} of {n} IP packets"
 
 
-def _names(path: str, top: bool, nodes: _Nodes) -> tuple[tuple[str, str] | None, tuple[str, str] | None]:
-    """((node, evidence) | None, (interface, evidence) | None) from the directory and file name."""
+def _names(path: str, where: str, nodes: _Nodes) -> tuple[tuple[str, str] | None, tuple[str, str] | None]:
+    """((node, evidence) | None, (interface, evidence) | None) from the directory and file name.
+
+    ``where``: "sub" (in a subdirectory of an input directory: NODE/IFACE.pcap), "top" (directly in
+    one: the file name alone), "file" (given itself: its directory counts when it is an inventory node,
+    or when the file name is an interface and names no node).
+    """
     stem = capture_stem(path)
     parent = Path(path).parent.name
-    if not top and parent:
+    by_stem = _stem_names(path, stem, nodes)
+    use_dir = where == "sub" or (where == "file" and bool(parent) and (
+        nodes.match(parent) is not None or (by_stem[0] is None and (stem == "any" or cni.role_of(stem) is not None))))
+    if use_dir:
         m = nodes.match(parent)
         node = (m[0], f"name: directory {parent!r} = inventory {m[1]}") if m else (parent, f"name: directory {parent!r}")
         rest = stem
@@ -459,6 +491,11 @@ def _names(path: str, top: bool, nodes: _Nodes) -> tuple[tuple[str, str] | None,
         if nodes.match(stem) or stem == parent:
             return node, None
         return node, (rest, f"name: file {Path(path).name!r}")
+    return by_stem
+
+
+def _stem_names(path: str, stem: str, nodes: _Nodes) -> tuple[tuple[str, str] | None, tuple[str, str] | None]:
+    """The file name alone: NODE_IFACE, an inventory node (NODE.pcap), NODE-IFACE."""
     if "_" in stem:  # node names (DNS labels) never hold '_'
         nd, iface = stem.split("_", 1)
         m = nodes.match(nd)
@@ -489,7 +526,7 @@ def _interfaces_of(path: str) -> list:
     return list(read_records(path).interfaces)
 
 
-def _infer_file(path: str, top: bool, df: pd.DataFrame, nodes: _Nodes, link_specs: dict[str, str],
+def _infer_file(path: str, where: str, df: pd.DataFrame, nodes: _Nodes, link_specs: dict[str, str],
                 warnings: list[str]) -> list[tuple[dict, list[list]]]:  # fmt: skip
     """Manifest entries (with evidence rows in _split's order) of one plain capture file."""
     idbs = _interfaces_of(path)
@@ -498,13 +535,13 @@ def _infer_file(path: str, top: bool, df: pd.DataFrame, nodes: _Nodes, link_spec
     out = []
     for idb, sub in units:
         info = idbs[idb if idb >= 0 else (used[0] if used else 0)] if idbs else None
-        out.append(_infer_unit(path, top, idb, sub, info, nodes, link_specs, warnings))
+        out.append(_infer_unit(path, where, idb, sub, info, nodes, link_specs, warnings))
     return out
 
 
-def _infer_unit(path: str, top: bool, idb: int, df: pd.DataFrame, info, nodes: _Nodes, link_specs: dict[str, str],
+def _infer_unit(path: str, where: str, idb: int, df: pd.DataFrame, info, nodes: _Nodes, link_specs: dict[str, str],
                 warnings: list[str]) -> tuple[dict, list[list]]:  # fmt: skip
-    name_node, name_iface = _names(path, top, nodes)
+    name_node, name_iface = _names(path, where, nodes)
     kv: dict[str, str] = {}
     node = iface = role = pod = None  # (value, evidence)
     if info is not None:
@@ -529,7 +566,7 @@ def _infer_unit(path: str, top: bool, idb: int, df: pd.DataFrame, info, nodes: _
             m = nodes.match(node[0])
             if m:
                 node = (m[0], node[1] + f" = inventory {m[1]}")
-    if node is None and name_node is not None and ("inventory" in name_node[1] or nodes.inv is None or not top or "NODE" in name_node[1]):
+    if node is None and name_node is not None:
         node = name_node
     if iface is None and name_iface is not None:
         iface = name_iface
@@ -576,8 +613,6 @@ def _infer_unit(path: str, top: bool, idb: int, df: pd.DataFrame, info, nodes: _
             f"{path}: no node evidence (no pcapng description, name not an inventory node, no node address decides "
             f"in its packets); named {node[0]!r} after the file; pass --point NODE:IFACE={path} to name it"
         )  # fmt: skip
-    elif nodes.inv is not None and node[0] not in nodes.inv.nodes:
-        warnings.append(f"{path}: {node[0]!r} ({node[1]}) is not a node of the inventory; treated as an outside host")
     # role
     if role is None and nodes.inv is not None and node[0] not in nodes.inv.nodes and not is_any:
         role = _outside_role(df, nodes)
@@ -589,6 +624,9 @@ def _infer_unit(path: str, top: bool, idb: int, df: pd.DataFrame, info, nodes: _
             warnings.append(f"{path}: interface {ifname or '(unnamed)'} matches no plugin naming convention; role 'any'")
     if pod is None and role[0] == "pod-veth" and not is_any:
         pod = _pod_from_packets(df, nodes, node[0])
+        if pod is None and nodes.inv is not None:
+            warnings.append(f"{path}: pod veth {ifname} names no inventory pod (no CNI hash match) and no single pod IP "
+                            f"is in {COVERAGE:.0%} of its packets; pod unknown, set it in `pcaptools manifest` output")  # fmt: skip
     entry = {"file": path, "node": node[0], "interface": ifname, "role": role[0]}
     if pod is not None:
         entry["pod"] = pod[0]
@@ -625,20 +663,6 @@ def _infer_unit(path: str, top: bool, idb: int, df: pd.DataFrame, info, nodes: _
         rows.append([path, idb, k, node[0], node[1], nm, nm_ev, r[0], r[1], pd_[0] if pd_ else "", pd_[1] if pd_ else ""])
     entry["interfaces"] = items
     return entry, rows
-
-
-def _node_from_packets_share(df: pd.DataFrame, nodes: _Nodes, node: str) -> float:
-    """Share of node-touching packets that carry ``node``'s (or its pods') address."""
-    a, b = _addr_cols(df)
-    mine = {ip for ip, n in nodes.addr_node.items() if n == node} | {ip for ip, p in nodes.pod_ip.items() if nodes.pod_node(p) == node}
-    known = set(nodes.addr_node) | set(nodes.pod_ip)
-    cols = [pd.Series(x).astype(str).to_numpy() for x in (a, b, df["src"].astype(object), df["dst"].astype(object))]
-    touch = np.zeros(len(df), bool)
-    hit = np.zeros(len(df), bool)
-    for c in cols:
-        touch |= np.isin(c, list(known))
-        hit |= np.isin(c, list(mine))
-    return float(hit[touch].mean()) if touch.any() else 1.0
 
 
 def _outside_role(df: pd.DataFrame, nodes: _Nodes) -> tuple[str, str]:

@@ -134,9 +134,11 @@ def _conntrack_places(topo: Topology) -> dict[str, str]:
     return {**{"node:" + n.name: n.ns for n in topo.nodes}, "nlb": topo.nlb.ns, "router": topo.router.ns}
 
 
-def _interfaces(topo: Topology, node_ns: str) -> list[dict[str, Any]]:
-    """ifindex -> interface -> role inside a node (for the ``any`` capture's SLL2 ifindex field)."""
-    links = json.loads(netns.run(["ip", "-j", "link", "show"], ns=node_ns))
+def _interfaces(topo: Topology, node_ns: str) -> tuple[list[dict[str, Any]], str]:
+    """ifindex -> interface -> role inside a node (for the ``any`` capture's SLL2 ifindex field), and the raw
+    ``ip -j link`` output (written as NODE.links.json beside the capture, what pcaptools reads without a manifest)."""
+    raw = netns.run(["ip", "-j", "link", "show"], ns=node_ns)
+    links = json.loads(raw)
     veths = {p.host_if: p.key for p in topo.pods}
     rows = []
     for link in links:
@@ -151,7 +153,12 @@ def _interfaces(topo: Topology, node_ns: str) -> list[dict[str, Any]]:
         else:
             row["role"] = "loopback" if name == "lo" else "other"
         rows.append(row)
-    return rows
+    return rows, raw
+
+
+def links_file(node: str) -> str:
+    """Where a node's ``ip -j link`` output goes: beside its ``any`` capture, named for the node."""
+    return f"{node}/{node}.links.json"
 
 
 def _remove_previous(out: Path) -> None:
@@ -160,7 +167,8 @@ def _remove_previous(out: Path) -> None:
     if not old.is_file():
         return
     try:
-        files = [c["file"] for c in json.loads(old.read_text()).get("captures", [])]
+        caps = json.loads(old.read_text()).get("captures", [])
+        files = [c["file"] for c in caps] + [c["links"] for c in caps if c.get("links")]
     except (ValueError, AttributeError, KeyError, TypeError) as exc:
         raise LabError(f"{old}: not a lab manifest ({exc}); pass an empty --out directory") from exc
     for rel in [*files, "manifest.json", "truth.json", "inventory.json"]:
@@ -265,7 +273,9 @@ def run_lab(out_dir: str | Path, *, cni: str = "vpc", nodes: int = 3, any_captur
         raise KeyboardInterrupt(f"{exc or 'Ctrl-C'}; its namespaces {run.ns_prefix}* were removed") from None
 
     created = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    manifest = _manifest(topo, caps, counts, links, created, seed)
+    for node, (_rows, raw) in links.items():  # the manifest-free layout: NODE/any.pcap + NODE/NODE.links.json
+        outdir.write_text(out, links_file(node), raw if raw.endswith("\n") else raw + "\n")
+    manifest = _manifest(topo, caps, counts, {n: rows for n, (rows, _raw) in links.items()}, created, seed)
     records = _truth(topo, jobs, results, conntrack, logs)
     outdir.write_text(out, "inventory.json", json.dumps(build_inventory(topo, created), indent=1) + "\n")
     outdir.write_text(out, "truth.json", json.dumps(records, indent=1) + "\n")
@@ -279,6 +289,7 @@ def _manifest(topo: Topology, caps: list[tuple[Capture, dict[str, Any]]], counts
         e = dict(entry)
         if e["role"] == "any":
             e["interfaces"] = links.get(e["node"], [])
+            e["links"] = links_file(e["node"])
         e["tcpdump"] = c = counts.get(e["file"], {})
         e["complete"] = bool(c) and c.get("dropped", 0) == 0 and c.get("captured") == c.get("received")
         captures.append(e)
