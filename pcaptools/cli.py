@@ -76,6 +76,7 @@ def compare_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print summary and detail tables as JSON (null = not measurable)."),
     figures: str = typer.Option(None, "--figures", help="Write the comparison figures as PNGs into this directory."),
     out: str = typer.Option(None, "-o", "--output", help="Write the summary table (metric x capture set) to OUT.csv or OUT.parquet."),
+    allow_outside: bool = typer.Option(False, "--allow-outside", help="Let the manifest name files outside its own directory (only for manifests you trust)."),
 ) -> None:
     """Compare CNI data planes: overlay mode, encapsulation overhead, MTU/MSS, fragmentation, hops and latency.
 
@@ -88,7 +89,7 @@ def compare_cmd(
     if out and not out.endswith((".parquet", ".csv")):
         raise CorrelationError(f"-o {out}: expected a .csv or .parquet file name; found another suffix; try -o summary.csv")
     with _busy(list(sources), "comparing"):
-        cmp = compare(sources)
+        cmp = compare(sources, allow_outside=allow_outside)
     if out:
         tab = cmp.summary.astype({lab: str for lab in cmp.labels}).replace({"None": "", "nan": ""})
         tab.to_parquet(out, index=False) if out.endswith(".parquet") else cmp.summary.to_csv(out, index=False)
@@ -111,6 +112,7 @@ def paths_cmd(
     out: str = typer.Option(None, "-o", "--output", help="Write the path table to OUT.csv or OUT.parquet."),
     brief: bool = typer.Option(False, "--brief", help="Only the summary table, no per-connection route."),
     window_ms: float = typer.Option(2000.0, "--window-ms", help="Max time between sightings of one packet after clock correction."),
+    allow_outside: bool = typer.Option(False, "--allow-outside", help="Let the manifest name files outside its own directory (only for manifests you trust)."),
 ) -> None:
     """Pod and service paths per connection: client, service, NAT steps and the nodes that applied them, tunnels, backend.
 
@@ -118,27 +120,21 @@ def paths_cmd(
     Example: pcaptools paths captures/manifest.json --inventory inventory.json -o paths.parquet --json
     """
     import json
-    from pathlib import Path
 
     from pcaptools.correlate import CaptureSet
     from pcaptools.correlate.api import correlate
+    from pcaptools.correlate.manifest import inventory_beside
     from pcaptools.errors import InventoryError
     from pcaptools.k8s.inventory import Inventory
     from pcaptools.k8s.paths import path_records, paths
 
     if out and not out.endswith((".parquet", ".csv")):
         raise InventoryError(f"-o {out}: expected a .parquet or .csv file name; found another suffix; try -o paths.parquet")
-    man = Path(source) / "manifest.json" if Path(source).is_dir() else Path(source)
-    if inventory is None and man.exists():
-        try:
-            lab = json.loads(man.read_text()).get("lab") or {}
-        except (json.JSONDecodeError, AttributeError):
-            lab = {}
-        cand = man.parent / str(lab.get("inventory") or "inventory.json")
-        inventory = str(cand) if cand.exists() else None
+    if inventory is None:
+        inventory = inventory_beside(source, allow_outside=allow_outside)
     inv = Inventory.load(inventory) if inventory else None
     with _busy([source], "correlating"):
-        corr = correlate(CaptureSet.load(source), window_ns=int(window_ms * 1e6))
+        corr = correlate(CaptureSet.load(source, allow_outside=allow_outside), window_ns=int(window_ms * 1e6))
         p = paths(corr, inv)
     if out:
         p.to_parquet(out, index=False) if out.endswith(".parquet") else p.to_csv(out, index=False)
@@ -272,6 +268,7 @@ def correlate_cmd(
     reference: str = typer.Option(None, "--reference", help="Node whose clock the others are corrected to (default: the first)."),
     as_json: bool = typer.Option(False, "--json", help="Print clock offsets, journeys, matched/unmatched per point, hop latency as JSON."),
     out: str = typer.Option(None, "-o", "--output", help="Write the hops table (one row per packet per capture point) to this .parquet file."),
+    allow_outside: bool = typer.Option(False, "--allow-outside", help="Let the manifest name files outside its own directory (only for manifests you trust)."),
 ) -> None:
     """Find each packet at every capture point (through NAT and tunnels), estimate clock offsets, per-hop latency and loss.
 
@@ -284,7 +281,7 @@ def correlate_cmd(
     from pcaptools.correlate.api import correlate
 
     with _busy([x for x in [source, *(q.rpartition("=")[2] for q in point)] if x], "correlating"):
-        cs = CaptureSet.load(source, points=point)
+        cs = CaptureSet.load(source, points=point, allow_outside=allow_outside)
         corr = correlate(cs, window_ns=int(window_ms * 1e6), reference=reference)
     if out:
         corr.hops.to_parquet(out, index=False)
@@ -330,6 +327,7 @@ def merge_cmd(
     point: list[str] = typer.Option([], "--point", help="Capture point NODE:IFACE=FILE (repeatable)."),  # noqa: B008
     dedup: bool = typer.Option(False, "--dedup", help="Write each packet once; its other sightings become packet comments."),
     reference: str = typer.Option(None, "--reference", help="Node whose clock the others are corrected to (default: the first)."),
+    allow_outside: bool = typer.Option(False, "--allow-outside", help="Let the manifest name files outside its own directory (only for manifests you trust)."),
 ) -> None:
     """Merge all capture points into one pcapng on one clock: one interface per point, packets in corrected time order.
 
@@ -340,7 +338,7 @@ def merge_cmd(
     from pcaptools.correlate.merge import merge
 
     with _busy([x for x in [source, *(q.rpartition("=")[2] for q in point)] if x], "merging"):
-        cs = CaptureSet.load(source, points=point)
+        cs = CaptureSet.load(source, points=point, allow_outside=allow_outside)
         n = merge(cs, output, correlation=correlate(cs, reference=reference), dedup=dedup)
     print(f"wrote {n:,} packets from {len(cs.points)} capture points to {output}")
 

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pcaptools.correlate.manifest import inventory_beside
 from pcaptools.errors import CorrelationError
 from pcaptools.flows import LINK_HEADER
 
@@ -113,17 +114,20 @@ class Comparison:
         return written
 
 
-def compare(capture_sets: Mapping[str, object] | list, *, inventory=None, window_ns: int | None = None) -> Comparison:
+def compare(
+    capture_sets: Mapping[str, object] | list, *, inventory=None, window_ns: int | None = None, allow_outside: bool = False
+) -> Comparison:
     """Measure and compare the data plane of several capture sets (label -> manifest dir/path or CaptureSet).
 
     ``inventory``: None (each set's manifest ``lab.inventory``, else ``inventory.json`` beside it), one
     inventory for every set, or a mapping label -> inventory (path, parsed kubectl List or Inventory).
+    Files a manifest names must lie inside its directory unless ``allow_outside``.
     """
     items = _labelled(capture_sets)
     sets = []
     for label, src in items:
         inv = inventory.get(label) if isinstance(inventory, Mapping) and not _looks_like_kubectl(inventory) else inventory
-        sets.append(_load(label, src, inv, window_ns))
+        sets.append(_load(label, src, inv, window_ns, allow_outside))
     labels = [s.label for s in sets]
     rows: list[tuple] = []
     details: dict[str, list[pd.DataFrame]] = {k: [] for k in ("mode", "wire_bytes", "points", "latency", "hop_latency", "cross_node")}
@@ -220,7 +224,7 @@ def _default_label(src) -> str:
     return (p.parent.name if p.name == "manifest.json" else p.name) or str(p)
 
 
-def _load(label: str, src, inventory, window_ns: int | None) -> _Set:
+def _load(label: str, src, inventory, window_ns: int | None, allow_outside: bool = False) -> _Set:
     from pcaptools.correlate import CaptureSet, correlate
     from pcaptools.k8s.paths import as_inventory, paths
     from pcaptools.packets import read_packets
@@ -238,9 +242,9 @@ def _load(label: str, src, inventory, window_ns: int | None) -> _Set:
         p = Path(src)
         if not p.exists():
             raise CorrelationError(f"{p}: capture set {label!r} does not exist; expected a directory holding manifest.json (e.g. sample_pcaps/vpc)", path=str(p))
-        cs, source = CaptureSet.load(p, decoder=dec), str(p)
+        cs, source = CaptureSet.load(p, decoder=dec, allow_outside=allow_outside), str(p)
         if inventory is None:
-            inventory = _default_inventory(p)
+            inventory = inventory_beside(p, allow_outside=allow_outside)
     inv = as_inventory(inventory)
     frames, pts = [], []
     for pt in cs.points:
@@ -261,16 +265,6 @@ def _load(label: str, src, inventory, window_ns: int | None) -> _Set:
         notes.append("no inventory: cross-node pod-to-pod connections and pod routing cannot be named (n/a)")
     return _Set(label=label, source=source, cni_declared=cs.cni, points=pd.DataFrame(pts), packets=packets,
                 correlation=corr, paths=pth, inventory=inv, notes=notes)  # fmt: skip
-
-
-def _default_inventory(src: Path):
-    man = src / "manifest.json" if src.is_dir() else src
-    try:
-        lab = json.loads(man.read_text()).get("lab") or {}
-    except (OSError, json.JSONDecodeError, AttributeError):
-        lab = {}
-    cand = man.parent / str(lab.get("inventory") or "inventory.json")
-    return str(cand) if cand.exists() else None
 
 
 # --- measurements ------------------------------------------------------------------------------------
