@@ -153,6 +153,7 @@ def compare_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print summary and detail tables as JSON (null = not measurable)."),
     figures: str = typer.Option(None, "--figures", metavar="DIR", help="Write the comparison figures as PNGs into this directory."),
     out: str = typer.Option(None, "-o", "--output", metavar="FILE", callback=_output(".csv", ".parquet", example="summary.csv"), help="Write the summary table (metric x capture set) to FILE.csv or FILE.parquet."),
+    allow_outside: bool = typer.Option(False, "--allow-outside", help="Let a manifest name files outside its own directory (only for manifests you trust)."),
 ) -> None:
     """Compare CNI data planes: overlay mode, encapsulation overhead, MTU/MSS, fragmentation, hops and latency.
 
@@ -163,7 +164,7 @@ def compare_cmd(
     from pcaptools.compare import compare
 
     with _busy(list(sources), "comparing"):
-        cmp = compare(sources)
+        cmp = compare(sources, allow_outside=allow_outside)
     if out:
         _write_table(cmp.summary, out)
     written = cmp.save_figures(figures) if figures else []
@@ -192,6 +193,7 @@ def paths_cmd(
     out: str = typer.Option(None, "-o", "--output", metavar="FILE", callback=_output(".parquet", ".csv", example="paths.parquet"), help="Write the path table to FILE.csv or FILE.parquet."),
     brief: bool = typer.Option(False, "--brief", help="Only the summary, no per-connection route."),
     window_ms: float = typer.Option(2000.0, "--window-ms", metavar="MS", callback=_positive("milliseconds"), help=_WINDOW_HELP),
+    allow_outside: bool = typer.Option(False, "--allow-outside", help="Let a manifest name files outside its own directory (only for manifests you trust)."),
 ) -> None:
     """Pod and service paths per connection: client, service, NAT steps and the nodes that applied them, tunnels, backend.
 
@@ -204,7 +206,7 @@ def paths_cmd(
     from pcaptools.k8s.paths import load_paths
 
     with _busy([*(sources or []), *(q.rpartition("=")[2] for q in point)], "correlating"):
-        ps = load_paths(sources or [], points=point, links=links, inventory=inventory, window_ns=int(window_ms * 1e6))
+        ps = load_paths(sources or [], points=point, links=links, inventory=inventory, allow_outside=allow_outside, window_ns=int(window_ms * 1e6))
     _inferred(ps.captures)
     if out:
         _write_table(ps.paths, out)
@@ -321,6 +323,7 @@ def correlate_cmd(
     reference: str = typer.Option(None, "--reference", metavar="NODE", help="Node whose clock the others are corrected to (default: the first)."),
     as_json: bool = typer.Option(False, "--json", help="Print clock offsets, journeys, matches per point, hop latency and losses as JSON."),
     out: str = typer.Option(None, "-o", "--output", metavar="FILE", callback=_output(".parquet", example="hops.parquet"), help="Write the hops table (one row per packet per capture point) to this .parquet file."),
+    allow_outside: bool = typer.Option(False, "--allow-outside", help="Let a manifest name files outside its own directory (only for manifests you trust)."),
 ) -> None:
     """Find each packet at every capture point (through NAT and tunnels), estimate clock offsets, per-hop latency and loss.
 
@@ -333,7 +336,8 @@ def correlate_cmd(
 
     sources = list(sources or [])
     with _busy([*sources, *(q.rpartition("=")[2] for q in point)], "correlating"):
-        cs = load_captures(sources, points=point, inventory=inventory or find_inventory(sources), links=links)
+        cs = load_captures(sources, points=point, inventory=inventory or find_inventory(sources, allow_outside=allow_outside),
+                           links=links, allow_outside=allow_outside)
         _inferred(cs)
         corr = correlate(cs, window_ns=int(window_ms * 1e6), reference=reference)
     if out:
@@ -357,6 +361,7 @@ def merge_cmd(
     links: list[str] = typer.Option([], "--links", metavar="FILE", help=_LINKS),  # noqa: B008
     dedup: bool = typer.Option(False, "--dedup", help="Write each packet once; its other sightings become packet comments."),
     reference: str = typer.Option(None, "--reference", metavar="NODE", help="Node whose clock the others are corrected to (default: the first)."),
+    allow_outside: bool = typer.Option(False, "--allow-outside", help="Let a manifest name files outside its own directory (only for manifests you trust)."),
 ) -> None:
     """Merge all capture points into one pcapng on one clock: one interface per point, packets in corrected time order.
 
@@ -369,7 +374,8 @@ def merge_cmd(
 
     sources = list(sources or [])
     with _busy([*sources, *(q.rpartition("=")[2] for q in point)], "merging"):
-        cs = load_captures(sources, points=point, inventory=inventory or find_inventory(sources), links=links)
+        cs = load_captures(sources, points=point, inventory=inventory or find_inventory(sources, allow_outside=allow_outside),
+                           links=links, allow_outside=allow_outside)
         _inferred(cs)
         n = merge(cs, output, correlation=correlate(cs, reference=reference), dedup=dedup)
     _console().print(f"wrote {fmt_int(n)} packets from {len(cs.points)} capture points to {safe(output)}")

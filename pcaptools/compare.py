@@ -127,17 +127,20 @@ class Comparison:
         return save_figures(self, directory, dpi=dpi)
 
 
-def compare(capture_sets: Mapping[str, object] | list, *, inventory=None, window_ns: int | None = None) -> Comparison:
+def compare(
+    capture_sets: Mapping[str, object] | list, *, inventory=None, window_ns: int | None = None, allow_outside: bool = False
+) -> Comparison:
     """Measure and compare the data plane of several capture sets (label -> manifest dir/path or CaptureSet).
 
     ``inventory``: None (each set's manifest ``lab.inventory``, else ``inventory.json`` beside it), one
     inventory for every set, or a mapping label -> inventory (path, parsed kubectl List or Inventory).
+    Files a manifest names must lie inside its directory unless ``allow_outside``.
     """
     items = _labelled(capture_sets)
     sets = []
     for label, src in items:
         inv = inventory.get(label) if isinstance(inventory, Mapping) and not _looks_like_kubectl(inventory) else inventory
-        sets.append(_load(label, src, inv, window_ns))
+        sets.append(_load(label, src, inv, window_ns, allow_outside))
     labels = [s.label for s in sets]
     rows: list[tuple] = []
     details: dict[str, list[pd.DataFrame]] = {k: [] for k in _DETAILS}
@@ -245,7 +248,7 @@ def _default_label(src) -> str:
     return (p.parent.name if p.name == "manifest.json" else p.name) or str(p)
 
 
-def _load(label: str, src, inventory, window_ns: int | None) -> _Set:
+def _load(label: str, src, inventory, window_ns: int | None, allow_outside: bool = False) -> _Set:
     from pcaptools.correlate import CaptureSet, correlate
     from pcaptools.k8s.paths import as_inventory, paths_and_nat
     from pcaptools.packets import read_packets
@@ -266,8 +269,8 @@ def _load(label: str, src, inventory, window_ns: int | None) -> _Set:
         p = Path(src)
         if not p.exists():
             raise CorrelationError(f"{p}: capture set {label!r} does not exist; expected a directory holding manifest.json or captures (e.g. sample_pcaps/vpc)", path=str(p))
-        inv = as_inventory(find_inventory([p]) if inventory is None else inventory)
-        cs, source = load_captures([p], inventory=inv, decoder=dec), str(p)
+        inv = as_inventory(find_inventory([p], allow_outside=allow_outside) if inventory is None else inventory)
+        cs, source = load_captures([p], inventory=inv, decoder=dec, allow_outside=allow_outside), str(p)
     frames, pts = [], []
     for pt in cs.points:
         df = dec(pt.file)

@@ -341,7 +341,9 @@ def test_manifest_mixed_with_plain_files_gives_the_manifests_paths(tmp_path, cap
     part = tmp_path / "nodes.json"  # the node captures through a manifest, the outside hosts as plain files
     part.write_text(json.dumps({**man, "captures": [{**c, "file": str(ROOT / s / c["file"])} for c in man["captures"] if c["node"] in nodes]}))
     plain = [str(ROOT / s / c["file"]) for c in man["captures"] if c["node"] not in nodes]
-    got, err = _paths_json(capsys, str(part), *plain, "--inventory", str(ROOT / s / "inventory.json"))
+    assert main(["paths", str(part), *plain, "--json"]) == 2  # its files lie outside the manifest's directory
+    assert "--allow-outside" in capsys.readouterr().err
+    got, err = _paths_json(capsys, str(part), *plain, "--inventory", str(ROOT / s / "inventory.json"), "--allow-outside")
     score, bad = agreement(_ref_json(capsys, s), got)
     assert score == 1.0, bad
     assert "inferred 3 capture points" in err

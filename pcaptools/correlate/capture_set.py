@@ -8,7 +8,6 @@ tables already decoded. A ``tcpdump -i any`` capture (LINUX_SLL2) is split into 
 from __future__ import annotations
 
 import functools
-import json
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
@@ -18,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from pcaptools.correlate.fingerprint import PREFIX_BYTES, prefix_hash
+from pcaptools.correlate.manifest import read_manifest
 from pcaptools.decode.table import concat
 from pcaptools.errors import CorrelationError, InventoryError
 
@@ -67,24 +67,19 @@ class CaptureSet:
 
     @classmethod
     def load(
-        cls, source: str | os.PathLike | None = None, *, points: Iterable[str] = (), decoder: Callable | None = None
+        cls, source: str | os.PathLike | None = None, *, points: Iterable[str] = (), decoder: Callable | None = None,
+        allow_outside: bool = False,
     ) -> CaptureSet:
-        """From a manifest path or directory, and/or ``NODE:IFACE=FILE`` specs (a bare FILE gets node=stem)."""
+        """From a manifest path or directory, and/or ``NODE:IFACE=FILE`` specs (a bare FILE gets node=stem).
+
+        Files a manifest names must lie inside its directory unless ``allow_outside``.
+        """
         entries: list[dict] = []
         cni = ""
         if source is not None:
-            man = _manifest_path(source)
-            doc = _read_manifest(man)
-            cni = str(doc.get("cni", ""))
-            base = man.parent
-            for i, c in enumerate(doc["captures"]):
-                if not isinstance(c, dict) or "file" not in c:
-                    raise InventoryError(
-                        f"{man}: captures[{i}] needs at least a 'file' key, found {c!r}", path=str(man)
-                    )
-                e = dict(c)
-                e["file"] = str(base / c["file"])
-                entries.append(e)
+            doc = read_manifest(_manifest_path(source), allow_outside=allow_outside)
+            cni = doc.get("cni") or ""
+            entries.extend(doc["captures"])
         for spec in points:
             entries.append(parse_point_spec(spec))
         if not entries:
@@ -211,28 +206,6 @@ def _manifest_path(source: str | os.PathLike) -> Path:
             path=str(p),
         )
     return p
-
-
-_CAPTURE_MAGIC = (b"\xd4\xc3\xb2\xa1", b"\xa1\xb2\xc3\xd4", b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d",
-                  b"\x0a\x0d\x0d\x0a", b"\x1f\x8b")  # fmt: skip
-
-
-def _read_manifest(path: Path) -> dict:
-    with open(path, "rb") as fh:
-        head = fh.read(4)
-    if head.startswith(_CAPTURE_MAGIC):
-        raise InventoryError(
-            f"{path}: this is a capture file, not a manifest; expected a capture set: a manifest.json listing the "
-            "captures, or a directory holding one (format: sample_pcaps/README.md)",
-            path=str(path),
-        )
-    try:
-        doc = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InventoryError(f"{path}: not valid JSON ({exc}); expected {{'cni': ..., 'captures': [...]}}", path=str(path)) from exc
-    if not isinstance(doc, dict) or not isinstance(doc.get("captures"), list):
-        raise InventoryError(f"{path}: expected an object with a 'captures' list, found {type(doc).__name__}", path=str(path))
-    return doc
 
 
 def _split(entry: dict, df: pd.DataFrame) -> list[tuple[CapturePoint, pd.DataFrame]]:

@@ -57,7 +57,7 @@ class _Codec:
 def _zlib_feed(d, data: bytes) -> Iterator[bytes]:
     out = d.decompress(data, PIECE)
     yield out
-    while len(out) == PIECE or d.unconsumed_tail:  # output capped: more is pending
+    while not d.eof and (len(out) == PIECE or d.unconsumed_tail):  # output capped: more is pending
         out = d.decompress(d.unconsumed_tail, PIECE)
         yield out
 

@@ -116,6 +116,8 @@ class _Walker:
                 raise TruncatedRecord(d.message, path=self.path, record=record, offset=end)
             else:
                 self.notes.append(d.message)
+        elif d is not None and (self.stopped_at or {}).get("compressed_offset") is None:
+            self.notes.append(d.message)  # reading stopped earlier, on damage the decompressor let through
         self.notes.extend(stream.notes)
 
 

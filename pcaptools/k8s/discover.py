@@ -33,13 +33,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pcaptools.correlate.capture_set import (
-    CaptureSet,
-    _manifest_path,
-    _once,
-    _read_manifest,
-    parse_point_spec,
-)
+from pcaptools.correlate.capture_set import CaptureSet, _manifest_path, _once, parse_point_spec
+from pcaptools.correlate.manifest import inventory_beside, read_manifest
 from pcaptools.errors import CorrelationError, InventoryError
 from pcaptools.k8s import cni
 from pcaptools.k8s.inventory import Inventory
@@ -100,21 +95,15 @@ def read_links(path: str | os.PathLike) -> dict[int, str]:
     return {int(d["ifindex"]): str(d["ifname"]) for d in doc}
 
 
-def find_inventory(inputs: Sequence[str | os.PathLike]) -> str | None:
-    """The inventory beside the inputs: a manifest's ``inventory``/``lab.inventory``, else ``inventory.json``."""
+def find_inventory(inputs: Sequence[str | os.PathLike], *, allow_outside: bool = False) -> str | None:
+    """The inventory beside the inputs: a manifest's ``lab.inventory``, else an ``inventory.json`` in an input
+    directory or beside (or one level above) an input file."""
     for src in inputs:
         p = Path(src)
-        man = p / "manifest.json" if p.is_dir() else p
-        if man.suffix == ".json" and man.is_file():
-            try:
-                doc = json.loads(man.read_bytes()) if man.stat().st_size < (64 << 20) else {}
-            except (OSError, ValueError, RecursionError):
-                doc = {}  # a bad manifest is reported by whoever reads its captures
-            doc = doc if isinstance(doc, dict) else {}
-            rel = doc.get("inventory") or (doc.get("lab") or {}).get("inventory") if isinstance(doc.get("lab") or {}, dict) else None
-            cand = man.parent / str(rel or "inventory.json")
-            if cand.is_file():
-                return str(cand)
+        if _is_manifest(p):
+            found = inventory_beside(p, allow_outside=allow_outside)
+            if found:
+                return found
         for d in ([p] if p.is_dir() else [p.parent, p.parent.parent]):
             if (d / "inventory.json").is_file():
                 return str(d / "inventory.json")
@@ -128,8 +117,11 @@ def load_captures(
     inventory: Inventory | str | os.PathLike | dict | list | None = None,
     links: Iterable[str] = (),
     decoder: Callable | None = None,
+    allow_outside: bool = False,
 ) -> CaptureSet:
     """A CaptureSet from manifests, directories and capture files (mixed); points of plain files are inferred.
+
+    Files a manifest names must lie inside its directory unless ``allow_outside``.
 
     ``inventory`` (kubectl List, path or Inventory) names nodes and pods; ``links`` are ``ip -j link``
     dumps (``NODE.links.json`` or ``NODE=FILE``). ``cs.inference`` holds the evidence table
@@ -141,7 +133,7 @@ def load_captures(
         raise CorrelationError("no captures given; pass capture files, directories of them, a manifest.json or --point NODE:IFACE=FILE")
     manifests = [s for s in srcs if _is_manifest(s)]
     if (len(srcs) == 1 and manifests) or (not srcs and points):  # a manifest and/or --point: exactly what they say
-        cs = CaptureSet.load(srcs[0] if srcs else None, points=points, decoder=decoder)
+        cs = CaptureSet.load(srcs[0] if srcs else None, points=points, decoder=decoder, allow_outside=allow_outside)
         how = ["--point"] * len(points)
         if srcs:
             how = ["manifest"] * (len(cs.points) - len(how)) + how  # manifest entries come first
@@ -158,10 +150,10 @@ def load_captures(
     cni_label = ""
     for m in manifests:
         man = _manifest_path(m)
-        doc = _read_manifest(man)
+        doc = read_manifest(man, allow_outside=allow_outside)  # files resolved against the manifest's directory
         cni_label = cni_label or str(doc.get("cni", ""))
         for c in doc["captures"]:
-            explicit.append({**c, "file": str(man.parent / c["file"]), "_from": "manifest"})
+            explicit.append({**c, "_from": "manifest"})
     for spec in points:
         explicit.append({**parse_point_spec(spec), "_from": "--point"})
     taken = {os.path.realpath(e["file"]) for e in explicit}

@@ -15,7 +15,6 @@ Calico's ``vxlan.calico`` address or flannel's ``cni0``).
 from __future__ import annotations
 
 import ipaddress
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +24,8 @@ import numpy as np
 import pandas as pd
 
 from pcaptools.errors import InventoryError
+from pcaptools.jsonfile import load_json
+from pcaptools.k8s.inventory_check import check_items
 
 ENTITY_KINDS = ("pod", "node", "service-clusterip", "loadbalancer", "external")
 """Values of an address's entity kind: a pod IP, a node address (or an address of a node's pod CIDR
@@ -139,22 +140,8 @@ class Inventory:
             if p.is_dir():
                 p = p / "inventory.json"
                 where = str(p)
-            try:
-                text = p.read_text()
-            except OSError as e:
-                raise InventoryError(
-                    f"{where}: cannot read the inventory ({e.strerror or e}); expected the output of "
-                    "`kubectl get nodes,pods,services,endpointslices -A -o json > inventory.json`",
-                    path=where,
-                ) from None
-            try:
-                doc = json.loads(text)
-            except json.JSONDecodeError as e:
-                raise InventoryError(
-                    f"{where}: not JSON (line {e.lineno} column {e.colno}: {e.msg}); expected the output of "
-                    "`kubectl get nodes,pods,services,endpointslices -A -o json`",
-                    path=where, offset=e.pos,
-                ) from None  # fmt: skip
+            doc = load_json(p, what="inventory", error=InventoryError, expected="the output of "
+                            "`kubectl get nodes,pods,services,endpointslices -A -o json > inventory.json`")
         else:
             doc = source
         return cls.from_items(_items(doc, where), source=where)
@@ -167,6 +154,7 @@ class Inventory:
         services: dict[str, Service] = {}
         slices: list[dict] = []
         skipped: dict[str, int] = {}
+        check_items(items, source)
         for i, it in enumerate(items):
             if not isinstance(it, dict):
                 raise InventoryError(

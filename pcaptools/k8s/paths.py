@@ -145,11 +145,13 @@ def load_paths(
     window_ns: int | None = None,
     reference: str | None = None,
     with_flows: bool = True,
+    allow_outside: bool = False,
 ) -> PathSet:
     """Captures (manifests, directories, plain files, ``--point`` specs) -> correlation -> paths with NAT,
     each connection joined with its client-side flow.
 
     ``inventory`` None uses the manifest's inventory or ``inventory.json`` beside the inputs, if any.
+    Files a manifest names must lie inside its directory unless ``allow_outside``.
     """
     from pcaptools.correlate.api import DEFAULT_WINDOW_NS, correlate
     from pcaptools.flows import concat_flows
@@ -158,7 +160,7 @@ def load_paths(
     from pcaptools.packets import read_packets
 
     srcs = [sources] if isinstance(sources, (str, os.PathLike)) else list(sources)
-    inv = as_inventory(inventory if inventory is not None else find_inventory(srcs))
+    inv = as_inventory(inventory if inventory is not None else find_inventory(srcs, allow_outside=allow_outside))
     parts: list[pd.DataFrame] = []
 
     def decode(path: str) -> pd.DataFrame:
@@ -167,7 +169,7 @@ def load_paths(
             parts.append(flow_table(df))
         return df
 
-    cs = load_captures(srcs, points=points, inventory=inv, links=links, decoder=decode)
+    cs = load_captures(srcs, points=points, inventory=inv, links=links, decoder=decode, allow_outside=allow_outside)
     corr = correlate(cs, window_ns=window_ns or DEFAULT_WINDOW_NS, reference=reference)
     fl = concat_flows(parts) if parts else None
     p, nat = _build(corr, inv, fl)
