@@ -78,6 +78,8 @@ def _cell(v, col: str = "", digits: int = 1) -> str:
     """One <td>: numbers right-aligned with separators (``digits`` decimals unless whole), ``*_ns`` in µs, absent 'n/a'."""
     if _missing(v) or (isinstance(v, str) and v in ("", "nan")):
         return '<td class="na">n/a</td>' if not isinstance(v, str) else "<td></td>"
+    if isinstance(v, (list, tuple, np.ndarray)):
+        return f"<td>{_e(', '.join(map(str, v)))}</td>" if len(v) else '<td class="na">n/a</td>'
     if isinstance(v, (bool, np.bool_)):
         return f"<td>{'yes' if v else 'no'}</td>"
     if isinstance(v, (int, np.integer, float, np.floating)):
