@@ -457,4 +457,5 @@ SEQUENCE_COLUMNS: tuple[Column, ...] = (
     Column("nat", "str", "", "translations between the previous sighting and this one ('DNAT a:p→b:q @node'; '; '-joined), '' if none"),
     Column("encap", "str", "", "encapsulation around the packet here ('vxlan vni 4096 192.168.0.11→192.168.0.12'), '' if native"),
     Column("wirelen", "int32", "bytes", "frame length on the wire here"),
+    Column("missing_at", "str", "", "capture point packets of this flow direction reach next from here, where this one was never seen (pcaptools.correlate losses), '' if none"),
 )
