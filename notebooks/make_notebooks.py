@@ -167,7 +167,8 @@ Every VXLAN packet carries outer IP + UDP + VXLAN + inner Ethernet headers. On t
     ("code", """cmp.cross_node.groupby("label")[["points", "tunnel_devices"]].median()"""),
     ("code", """cn = cmp.cross_node.drop_duplicates("label").set_index("label")
 for label in cmp.labels:
-    print(f"{label:>13}: {cn.loc[label, 'forward_points']}")"""),
+    route = cmp.paths[label].set_index("connection").loc[cn.loc[label, "connection"], "forward_points"]
+    print(f"{label:>13}: {route}")"""),
     ("md", "The same kind of connection, packet by packet, under each CNI:"),
     ("code", """def diagram(label):
     c = int(cn.loc[label, "connection"])

@@ -520,7 +520,7 @@ def info_cmd(
 
 @app.command("report")
 def report_cmd(
-    sources: list[str] = typer.Argument(..., help="Capture-set directories (each holding manifest.json); several make a CNI comparison."),  # noqa: B008
+    sources: list[str] = typer.Argument(..., help="Capture sets, as for 'pcaptools compare' (directories); several make a CNI comparison."),  # noqa: B008
     out: str = typer.Option(..., "-o", "--output", help="The HTML file to write (self-contained: opens without network access)."),
     max_packets: int = typer.Option(10, "--max-packets", help="Packets drawn per connection in its sequence diagram."),
 ) -> None:

@@ -403,8 +403,8 @@ COMPARISON_MODE_COLUMNS: tuple[Column, ...] = (
     Column("label", "str", "", "capture set"),
     Column("mode", "str", "", "overlay kind on the uplinks, 'native' if none; missing without an uplink capture"),
     Column("tunnels", "str", "", "the same when something is tunnelled, else ''"),
-    Column("vnis", "str", "", "VNIs / GRE keys on the uplinks, comma-separated, '' if none"),
-    Column("udp_ports", "str", "", "outer UDP destination ports of tunnelled packets, '' if none"),
+    Column("vnis", "object", "", "VNIs / GRE keys on the uplinks (a sorted list of ints, or text joined by ', ')"),
+    Column("udp_ports", "object", "", "outer UDP destination ports of tunnelled packets (a sorted list of ints, or joined text)"),
     Column("tunnelled_packets", "int64", "packets", "uplink packets carrying an encapsulation"),
     Column("uplink_packets", "int64", "packets", "packets at uplink points (role node-uplink or any)"),
     Column("cni_declared", "str", "", "the manifest's cni label (shown, never used as evidence)"),
@@ -464,7 +464,7 @@ COMPARISON_CROSS_NODE_COLUMNS: tuple[Column, ...] = (
     Column("points", "int64", "points", "forward capture points of the first packet"),
     Column("tunnel_devices", "int64", "points", "of those, tunnel devices (role overlay)"),
     Column("encapsulated", "bool", "", "the first packet was tunnelled somewhere"),
-    Column("forward_points", "str", "", "those points in causal order, joined by ' → '"),
+    Column("forward_points", "object", "", "those points in causal order (a list of point names, or text joined by ' → ')"),
 )
 
 
@@ -482,4 +482,5 @@ SEQUENCE_COLUMNS: tuple[Column, ...] = (
     Column("nat", "str", "", "translations between the previous sighting and this one ('DNAT a:p→b:q @node'; '; '-joined), '' if none"),
     Column("encap", "str", "", "encapsulation around the packet here ('vxlan vni 4096 192.168.0.11→192.168.0.12'), '' if native"),
     Column("wirelen", "int32", "bytes", "frame length on the wire here"),
+    Column("missing_at", "str", "", "capture point packets of this flow direction reach next from here, where this one was never seen (pcaptools.correlate losses), '' if none"),
 )

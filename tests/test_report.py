@@ -16,6 +16,7 @@ from pcaptools.cli import app
 from pcaptools.correlate.api import correlate
 from pcaptools.correlate.capture_set import CaptureSet
 from pcaptools.k8s.paths import paths_and_nat
+from pcaptools.k8s.sequence import sequences
 from pcaptools.report import report
 
 ROOT = Path(__file__).parent.parent
@@ -158,14 +159,22 @@ def _drop_records(path: Path, keep) -> int:
 def test_report_locates_packets_lost_between_points(tmp_path):
     work = tmp_path / "set"
     shutil.copytree(CALICO, work)
-    assert _drop_records(work / "node-2" / "eth0.pcap", lambda i: not 200 <= i < 240) == 40  # mid-capture
-    ls = correlate(CaptureSet.load(work)).loss_summary()
+    assert _drop_records(work / "node-2" / "eth0.pcap", lambda i: not (20 <= i < 80 and i % 2)) == 30  # early, mid-capture
+    corr = correlate(CaptureSet.load(work))
+    ls = corr.loss_summary()
     assert "node-2:eth0" in set(ls["missing_at"])
     text = report([work])
     section = re.search(r'id="s0-losses".*?<h3', text, re.S).group(0)
     for r in ls.itertuples():
         assert f"<td>{r.point}</td><td>{r.missing_at}</td><td class=\"num\">{r.lost:,}</td>" in section
     assert f"{int(ls['lost'].sum()):,} packets lost between points" in text
+    # and the diagrams mark the packets they draw (each connection's first 10) where those went missing
+    paths, nat = paths_and_nat(corr, work / "inventory.json")
+    drawn = sequences(corr, paths, nat, work / "inventory.json", max_packets=10)
+    marked = drawn.loc[drawn["missing_at"] != "", "missing_at"]
+    assert len(marked) > 0
+    for where, n in marked.value_counts().items():
+        assert text.count(f"not seen at {where}") == n
 
 
 def test_report_cli_rejects_a_non_html_output_name(tmp_path):

@@ -84,3 +84,21 @@ def test_sequences_without_an_inventory_keep_the_first_packets_of_each_connectio
     assert len(seq) and seq["packet"].max() == 1
     first = seq.loc[(seq["packet"] == 0) & (seq["hop"] == 0)]
     assert len(first) == len(paths) and not first["reply"].any()
+
+
+def test_sequences_mark_where_a_packet_went_missing(tmp_path):
+    import shutil
+
+    from test_report import _drop_records
+
+    work = tmp_path / "set"
+    shutil.copytree(CALICO, work)
+    _drop_records(work / "node-2" / "eth0.pcap", lambda i: not 200 <= i < 240)
+    corr = correlate(CaptureSet.load(work))
+    assert len(corr.losses)
+    paths, nat = paths_and_nat(corr, work / "inventory.json")
+    seq = sequences(corr, paths, nat, work / "inventory.json")
+    marked = seq.loc[seq["missing_at"] != "", ["journey", "point", "missing_at"]]
+    want = corr.losses.loc[corr.losses["journey"].isin(seq["journey"]), ["journey", "point", "missing_at"]].astype({"point": str, "missing_at": str})
+    assert sorted(map(tuple, marked.to_numpy().tolist())) == sorted(map(tuple, want.to_numpy().tolist()))
+    assert set(marked["missing_at"]) == {"node-2:eth0"}

@@ -45,7 +45,8 @@ def sequences(correlation, paths: pd.DataFrame, nat: pd.DataFrame | None = None,
     """One row per sighting of every connection's packets (SEQUENCE_COLUMNS), in connection, packet, causal order.
 
     ``paths`` and ``nat`` are :func:`pcaptools.k8s.paths.paths_and_nat` of the same correlation and inventory;
-    ``max_packets`` keeps each connection's first packets only.
+    ``max_packets`` keeps each connection's first packets only. Given a Correlation (not a bare hops table), a
+    sighting after which its packet went missing names the point it never reached (``missing_at``).
     """
     inv = as_inventory(inventory)
     hops = correlation if isinstance(correlation, pd.DataFrame) else correlation.hops
@@ -95,10 +96,18 @@ def sequences(correlation, paths: pd.DataFrame, nat: pd.DataFrame | None = None,
             [n["journey"].to_numpy(np.int64), n["to_point"].astype(str).to_numpy(object), n["ts_corrected_ns"].to_numpy(np.int64)]
         )).groupby(level=[0, 1, 2]).agg("; ".join)  # fmt: skip
         nat_txt = grouped.reindex(key).fillna("").to_numpy(object)
+    missing = np.full(len(h), "", object)
+    ls = getattr(correlation, "losses", None)
+    if ls is not None and len(ls):
+        lost = pd.Series(ls["missing_at"].astype(str).to_numpy(object),
+                         index=pd.MultiIndex.from_arrays([ls["journey"].to_numpy(np.int64), ls["point"].astype(str).to_numpy(object)]))
+        lost = lost[~lost.index.duplicated()]
+        missing = lost.reindex(pd.MultiIndex.from_arrays([j, h["point"].astype(str).to_numpy(object)])).fillna("").to_numpy(object)
     out = pd.DataFrame({
         "connection": crow, "packet": pk[ji], "journey": j, "reply": reply[ji], "hop": h["hop"].to_numpy(np.int16),
         "point": h["point"].astype(str), "node": h["node"].astype(str), "ts_corrected_ns": tc, "since_start_ns": tc - start_t[ji],
         "label": labels[ji], "nat": nat_txt, "encap": enc, "wirelen": h["wirelen"].to_numpy(np.int32),
+        "missing_at": missing,
     })  # fmt: skip
     if max_packets is not None:
         out = out.loc[out["packet"].to_numpy() < max_packets]

@@ -301,8 +301,15 @@ def sequence_diagram(seq: pd.DataFrame, *, lanes: list[str] | None = None, roles
             ax.text(x[i] + 0.06, y[i] + 0.08, enc[i], fontsize=6.5, ha="left", va="top", color="#a35a1f")
     if repeat_x:
         ax.scatter(repeat_x, repeat_y, s=14, marker="D", color="#6a3d9a", zorder=4)
+    gone = np.flatnonzero((s["missing_at"] != "").to_numpy()) if "missing_at" in s.columns else np.zeros(0, np.int64)
+    for i in gone:  # a loss: the packet never reached the point its flow goes on to from here
+        where = s["missing_at"].iat[i]
+        xt = float(x_of[where]) if where in x_of else x[i] + 0.6
+        ax.plot([x[i], xt], [y[i], y[i] + 0.25], color="#888888", lw=1, ls=":", zorder=1)
+        ax.scatter([xt], [y[i] + 0.25], s=60, marker="x", color="#d62728", linewidths=2, zorder=4)
+        ax.text(xt + 0.06, y[i] + 0.25, f"not seen at {where}", fontsize=6.5, color="#d62728", va="center")
     ax.text(-1.9, npk - 0.05, "blue: client → server   red: server → client   orange: encapsulated   "
-            "purple: address translation (◆ the same again)", fontsize=7, color="#555555", va="top")  # fmt: skip
+            "purple: address translation (◆ the same again)   red ✕: not seen where its flow goes next (lost or not captured)", fontsize=7, color="#555555", va="top")  # fmt: skip
     if title:
         fig.text(0.01, 1 - 0.05 / height, title, fontsize=10, va="top", ha="left")
     return fig

@@ -78,6 +78,8 @@ def _cell(v, col: str = "", digits: int = 1) -> str:
     """One <td>: numbers right-aligned with separators (``digits`` decimals unless whole), ``*_ns`` in µs, absent 'n/a'."""
     if _missing(v) or (isinstance(v, str) and v in ("", "nan")):
         return '<td class="na">n/a</td>' if not isinstance(v, str) else "<td></td>"
+    if isinstance(v, (list, tuple, np.ndarray)):
+        return f"<td>{_e(', '.join(map(str, v)))}</td>" if len(v) else '<td class="na">n/a</td>'
     if isinstance(v, (bool, np.bool_)):
         return f"<td>{'yes' if v else 'no'}</td>"
     if isinstance(v, (int, np.integer, float, np.floating)):
@@ -131,7 +133,7 @@ def _summary_table(cmp: Comparison) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
 
 
-def _connections(label: str, tid: str, paths: pd.DataFrame) -> str:
+def _connections(tid: str, paths: pd.DataFrame) -> str:
     """The connections table with client-side filters (text, kind, cross-node, client IP rewritten)."""
     if paths is None or not len(paths):
         return '<p class="muted">No connection was reconstructed.</p>'
@@ -212,7 +214,7 @@ def _set_section(cmp: Comparison, i: int, label: str, seq: pd.DataFrame, samples
         table(corr.offsets),
         '<p class="doc">offset and uncertainty in µs; a node with no packets matched both ways with the reference keeps its own clock.</p>',
         f'<h3 id="{tid}-connections">Connections</h3>',
-        _connections(label, f"{tid}-conn", paths),
+        _connections(f"{tid}-conn", paths),
         f'<h3 id="{tid}-latency">Per-hop latency</h3>',
         _fig(figures.latency_cdf(samples, hop="hop", title=f"{label}: latency per hop, by the roles of its capture points")) if len(samples)
         else '<p class="muted">No packet was seen at two capture points.</p>',
