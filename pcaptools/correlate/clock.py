@@ -24,8 +24,9 @@ corridor at the chosen rates; its uncertainty spans the corridor over every rate
 Node pairs are solved jointly: rates and then offsets by weighted least squares over every node
 pair (weight 1/half-width^2), clipped into the interval that all pairs' constraints together allow
 (difference constraints closed by shortest paths), so nodes seen only through others (a load
-balancer, an external client) are bounded by every path to them, not chained through one. Rows
-that no line can separate (a wrong match) are dropped from their pair, once.
+balancer, an external client) are bounded by every path to them, not chained through one. Where
+no line separates a pair's two directions (wrong matches), the rows a median-based line rules out
+and then the worst violations are dropped until one does; ``params["dropped"]`` counts them.
 
 Limits: a pair needs packets both ways; a rate needs both directions spread over time (else it is
 left at 0 and its uncertainty is NaN or the corridor's); the offset's interval assumes the minimum
