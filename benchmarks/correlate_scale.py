@@ -104,9 +104,9 @@ def _child(total: int, drift_ppm: float) -> None:
     t2 = time.perf_counter()
     rows = len(cs.packets)
     n2 = corr.offsets.set_index("node").loc["node-2"]
-    # true offset of node-2 at at_ns: OFFSET_NS plus the drift accumulated since the first packet
-    t_first = int(cs.packets["ts_ns"].min())
-    true_off = OFFSET_NS + drift_ppm * 1e-6 * (int(n2["at_ns"]) - t_first)
+    # true offset of node-2 when its clock reads at_ns: OFFSET_NS plus the drift since the first packet
+    rel = int(n2["at_ns"]) - int(cs.packets["ts_ns"].min())
+    true_off = rel - (rel - OFFSET_NS) / (1 + drift_ppm * 1e-6)
     out = {
         "section": "correlate",
         "packets": rows,

@@ -120,6 +120,32 @@ def test_dense_nat_vxlan_path_is_corrected_within_20us_of_the_truth(dense_split,
     _check(corr, h["ts_corrected_ns"].to_numpy() - true, h["node"].astype(str).to_numpy(), {"node-2": clock}, t0, f"dense/{case}")
 
 
+@pytest.mark.parametrize("clock", [Clock(1_000_000), Clock(-1_500_000, 100.0)], ids=["offset", "drift-100ppm"])
+def test_wrong_matches_are_left_out_of_the_clock_and_said_so(dense_split, clock):
+    """A few sightings 5 ms off (what a wrong match looks like) break every separating line; they are dropped."""
+    t0 = min(int(df["ts_ns"].min()) for _, df in dense_split)
+    rng = np.random.default_rng(3)
+    frames, truth, bad = [], {}, set()
+    for entry, df in dense_split:
+        name = f"{entry['node']}:{entry['interface']}"
+        truth[name] = pd.Series(df["ts_ns"].to_numpy(), index=df["record"].to_numpy())
+        if entry["node"] == "node-2":
+            df = df.assign(ts_ns=clock.local(df["ts_ns"].to_numpy(), t0))
+        if name == "node-2:eth0":
+            idx = rng.choice(len(df), 5, replace=False)
+            df = df.copy()
+            df.iloc[idx, df.columns.get_loc("ts_ns")] += np.array([-5, 5, -5, 5, -5]) * 1_000_000
+            bad = {(name, int(r)) for r in df["record"].to_numpy()[idx]}
+        frames.append((entry, df))
+    corr = correlate(CaptureSet.from_frames(frames))
+    assert any("left out of the clock estimate" in n for n in corr.notes), corr.notes
+    h = corr.hops
+    pts, rec = h["point"].astype(str).to_numpy(), h["record"].to_numpy()
+    ok = np.array([(p, int(r)) not in bad for p, r in zip(pts, rec, strict=True)])
+    true = np.array([truth[p].get(r) for p, r in zip(pts, rec, strict=True)], np.int64)
+    _check(corr, (h["ts_corrected_ns"].to_numpy() - true)[ok], h["node"].astype(str).to_numpy()[ok], {"node-2": clock}, t0, f"wrong-matches/{clock}")
+
+
 def test_offsets_table_is_the_model_that_corrected_the_timestamps(tmp_path):
     """A consumer reproduces ts_corrected_ns from the table alone: ts - (offset + skew * (ts - at))."""
     retime_sample(SAMPLE_NAMES[0], tmp_path, clocks=CLOCKS["drift"], spacing_ns=2_000_000_000)

@@ -116,6 +116,8 @@ def correlate(capture_set: CaptureSet, *, window_ns: int = DEFAULT_WINDOW_NS, re
             notes.append(
                 f"node {r.node}: no packets matched in both directions with the reference's clock domain; its clock is left uncorrected"
             )
+    for a, b, n in params["dropped"]:
+        notes.append(f"nodes {a} and {b}: no clock line gives every matched packet a non-negative delay (wrong matches?); {n} were left out of the clock estimate")
     tc = correct(ts, node_of_row, params)
     # a packet may cross one point twice (in natively, out encapsulated or routed back out): sightings
     # at one point count as distinct places when their TTL or encapsulation differ; repeats with the

@@ -24,8 +24,9 @@ corridor at the chosen rates; its uncertainty spans the corridor over every rate
 Node pairs are solved jointly: rates and then offsets by weighted least squares over every node
 pair (weight 1/half-width^2), clipped into the interval that all pairs' constraints together allow
 (difference constraints closed by shortest paths), so nodes seen only through others (a load
-balancer, an external client) are bounded by every path to them, not chained through one. Rows
-that no line can separate (a wrong match) are dropped from their pair, once.
+balancer, an external client) are bounded by every path to them, not chained through one. Where
+no line separates a pair's two directions (wrong matches), the rows a median-based line rules out
+and then the worst violations are dropped until one does; ``params["dropped"]`` counts them.
 
 Limits: a pair needs packets both ways; a rate needs both directions spread over time (else it is
 left at 0 and its uncertainty is NaN or the corridor's); the offset's interval assumes the minimum
@@ -217,21 +218,65 @@ def envelope_rate(x: np.ndarray, d: np.ndarray, fwd: np.ndarray, res: float) -> 
     return sigma, float(se), float(x[-1] - x[0])
 
 
+def _median_rate(fx: np.ndarray, fy: np.ndarray, bx: np.ndarray, by: np.ndarray) -> float:
+    """Rate through per-time-window medians of both directions (robust to wrong matches); 0 under 3 windows."""
+    x0, x1 = min(fx.min(), bx.min()), max(fx.max(), bx.max())
+    if x1 <= x0:
+        return 0.0
+    cols = []
+    for x, y in ((fx, fy), (bx, by)):
+        w = np.minimum(((x - x0) / (x1 - x0) * _RATE_WINDOWS).astype(np.int64), _RATE_WINDOWS - 1)
+        g = pd.DataFrame({"w": w, "x": x, "y": y}).groupby("w").median()
+        cols.append(g)
+    both = cols[0].index.intersection(cols[1].index)
+    if both.shape[0] < 3:
+        return 0.0
+    sxx = sxy = 0.0
+    for g in cols:
+        g = g.loc[both]
+        xc = g["x"].to_numpy() - g["x"].mean()
+        sxx += float(xc @ xc)
+        sxy += float(xc @ (g["y"].to_numpy() - g["y"].mean()))
+    return sxy / sxx if sxx > 0 else 0.0
+
+
+def _robust_keep(fx, fy, bx, by) -> tuple[np.ndarray, np.ndarray]:
+    """Rows that can be right: at the median-based rate, an a->b row below the median b->a delay needs
+    a negative delay at any offset between the two medians (and the mirror for b->a rows)."""
+    sigma = _median_rate(fx, fy, bx, by)
+    yf, yb = fy - sigma * fx, by - sigma * bx
+    return yf >= float(np.median(yb)), yb <= float(np.median(yf))
+
+
 def _pair_corridor(fx, fy, bx, by, slack: float) -> tuple[Corridor, dict] | None:
-    """Corridor and fit of one node pair; rows no line separates (wrong matches) are dropped once."""
+    """Corridor and fit of one node pair; rows no line separates (wrong matches) are dropped.
+
+    First what a robust line rules out (far off: a wrong match is typically milliseconds away); then,
+    while no line separates the rest, the worst half of the violations of the widest corridor's line.
+    """
     if fx.size == 0 or bx.size == 0:
         return None
     cor = Corridor(fx, fy, bx, by, slack)
     fit = cor.fit()
-    if fit["gap"] < 0:
-        mid = cor.middle(fit["sigma"])
-        keep_f = fy + slack - fit["sigma"] * fx >= mid
-        keep_b = by - slack - fit["sigma"] * bx <= mid
+    if fit["gap"] >= 0:
+        return cor, fit
+    keep_f, keep_b = _robust_keep(fx, fy + slack, bx, by - slack)
+    for _ in range(20):
         if not keep_f.any() or not keep_b.any():
             return None
         cor = Corridor(fx[keep_f], fy[keep_f], bx[keep_b], by[keep_b], slack)
         fit = cor.fit()
-        fit["dropped"] = int((~keep_f).sum() + (~keep_b).sum())
+        if fit["gap"] >= 0:
+            break
+        mid = cor.middle(fit["sigma"])
+        vf = np.where(keep_f, mid - (fy + slack - fit["sigma"] * fx), -np.inf)
+        vb = np.where(keep_b, (by - slack - fit["sigma"] * bx) - mid, -np.inf)
+        worst = max(vf.max(), vb.max())
+        keep_f &= vf <= worst / 2
+        keep_b &= vb <= worst / 2
+    else:
+        return None
+    fit["dropped"] = int((~keep_f).sum() + (~keep_b).sum())
     return cor, fit
 
 
@@ -340,7 +385,10 @@ def _resolution(ts: np.ndarray) -> float:
 def estimate_offsets(
     packets: pd.DataFrame, group: np.ndarray, nodes: list[str], point_node: np.ndarray, *, reference: str | None = None
 ) -> tuple[pd.DataFrame, dict]:
-    """Per-node clock table (schema.OFFSET_COLUMNS) and correction parameters, from clock-free matched groups."""
+    """Per-node clock table (schema.OFFSET_COLUMNS) and correction parameters, from clock-free matched groups.
+
+    ``params["dropped"]`` lists (node, node, rows) where matched packets contradicted every clock line.
+    """
     if reference is None:
         reference = nodes[0]
     ref = nodes.index(reference)
@@ -445,7 +493,8 @@ def estimate_offsets(
             "reference": np.arange(nn) == ref,
         }
     )
-    params = {"offset": off, "skew": applied, "at": at_ref + np.round(off).astype(np.int64), "known": known}
+    dropped = [(nodes[a], nodes[b], f["dropped"]) for (a, b), f in zip(edges, fits, strict=True) if f.get("dropped")]
+    params = {"offset": off, "skew": applied, "at": at_ref + np.round(off).astype(np.int64), "known": known, "dropped": dropped}
     return validate(table, _OFFSET_SCHEMA, table="offsets"), params
 
 
