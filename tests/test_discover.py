@@ -347,3 +347,27 @@ def test_manifest_mixed_with_plain_files_gives_the_manifests_paths(tmp_path, cap
     score, bad = agreement(_ref_json(capsys, s), got)
     assert score == 1.0, bad
     assert "inferred 3 capture points" in err
+
+
+def test_directory_named_by_internal_ip_or_hostname_names_the_node(tmp_path):
+    s = "calico-vxlan"
+    for d in ("192.168.0.11", "node-3.ec2.internal"):
+        (tmp_path / d).mkdir()
+    shutil.copy(ROOT / s / "node-1" / "eth0.pcap", tmp_path / "192.168.0.11" / "eth0.pcap")
+    shutil.copy(ROOT / s / "node-3" / "eth0.pcap", tmp_path / "node-3.ec2.internal" / "eth0.pcap")
+    cs = load_captures([tmp_path], inventory=ROOT / s / "inventory.json")
+    ev = cs.inference.set_index("point")["node_from"]
+    assert list(ev.index) == ["node-1:eth0", "node-3:eth0"]
+    assert ev["node-1:eth0"] == "name: directory '192.168.0.11' = inventory address"
+    assert ev["node-3:eth0"] == "name: directory 'node-3.ec2.internal' = inventory node name"
+
+
+def test_veth_without_a_hashed_name_gets_the_pod_whose_ip_is_in_its_packets(tmp_path):
+    s = "vpc"
+    (tmp_path / "node-1").mkdir()
+    veth = topology.veth_name("vpc", "default", "backend-0")
+    shutil.copy(ROOT / s / "node-1" / f"{veth}.pcap", tmp_path / "node-1" / "veth3f2a1b0c.pcap")
+    cs = load_captures([tmp_path], inventory=ROOT / s / "inventory.json")
+    [pt] = cs.points
+    assert (pt.name, pt.role, pt.pod) == ("node-1:veth3f2a1b0c", "pod-veth", "default/backend-0")
+    assert cs.inference["pod_from"].iloc[0].startswith("packets: pod IP 192.168.1.10 in ")

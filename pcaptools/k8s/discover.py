@@ -125,7 +125,8 @@ def load_captures(
 
     ``inventory`` (kubectl List, path or Inventory) names nodes and pods; ``links`` are ``ip -j link``
     dumps (``NODE.links.json`` or ``NODE=FILE``). ``cs.inference`` holds the evidence table
-    (EVIDENCE_COLUMNS) with ``attrs["warnings"]``; it is None when nothing had to be inferred.
+    (EVIDENCE_COLUMNS: each field and what decided it, "manifest" / "--point" for given ones) with
+    ``attrs["warnings"]``. A single manifest (or only ``points``) is loaded exactly as CaptureSet.load does.
     """
     srcs = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
     points = list(points)
