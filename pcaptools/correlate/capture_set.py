@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from pandas.api.types import union_categoricals
 
 from pcaptools.correlate.fingerprint import PREFIX_BYTES, prefix_hash
 from pcaptools.decode.table import concat
@@ -228,3 +229,24 @@ def _split(entry: dict, df: pd.DataFrame) -> list[tuple[CapturePoint, pd.DataFra
         return out
     name = f"{node}:{iface}" if iface else node
     return [(CapturePoint(name=name, node=node, interface=iface, role=role, file=file, pod=pod), df)]
+
+
+def _concat(parts: list[pd.DataFrame]) -> pd.DataFrame:
+    """Concatenate packet tables keeping category columns categorical (union of categories); compare.py's
+    helper (CaptureSet itself stacks with decode.table.concat, which gives the same categories)."""
+    if len(parts) == 1:
+        return parts[0].reset_index(drop=True).copy()
+    cols = parts[0].columns
+    out = {}
+    for c in cols:
+        if isinstance(parts[0][c].dtype, pd.CategoricalDtype):
+            out[c] = pd.Series(union_categoricals([_objcat(p[c]) for p in parts], ignore_order=True))
+        else:
+            out[c] = pd.Series(np.concatenate([p[c].to_numpy() for p in parts]))
+    return pd.DataFrame(out)
+
+
+def _objcat(s: pd.Series) -> pd.Categorical:
+    """A categorical with object-dtype categories, so tables from different decoders concatenate."""
+    c = s.astype("category").array
+    return pd.Categorical.from_codes(c.codes, categories=pd.Index(list(c.categories.astype(str)), dtype=object))
