@@ -5,7 +5,9 @@
 The synthetic capture (benchmarks/gen.py) is cached in benchmarks/.cache/. Each section runs in its
 own Python process so its peak memory is its own; the best of ``--repeat`` runs is reported, with
 the file already in the page cache (warm). To add a section, write ``def _my_section(path) -> int``
-(returning the records it handled) and add one line to SECTIONS.
+(returning the records it handled) and add one line to SECTIONS. The ``end-to-end`` section
+(benchmarks/end_to_end.py) times the CLI on a generated 4-point capture set against read_packets
+of the same files: ``--only end-to-end --set-packets 200000``.
 """
 
 from __future__ import annotations
