@@ -119,11 +119,10 @@ def _print_json(doc: dict) -> None:
 
 
 def _write_table(df, out: str) -> None:
-    """Write a table to .parquet or .csv (list cells, e.g. VNIs, as 'a, b')."""
-    flat = df.copy()
-    for c in flat.columns:
-        if flat[c].dtype == object and flat[c].map(lambda v: isinstance(v, list)).any():
-            flat[c] = flat[c].map(lambda v: ", ".join(map(str, v)) if isinstance(v, list) else v)
+    """Write a table to .parquet or .csv (see :func:`pcaptools.render.records.flat_table`)."""
+    from pcaptools.render.records import flat_table
+
+    flat = flat_table(df)
     flat.to_parquet(out, index=False) if out.endswith(".parquet") else flat.to_csv(out, index=False)
 
 

@@ -127,10 +127,13 @@ def test_errors_name_only_options_the_command_has(tmp_path, capsys):
         assert code == 2 and "manifest.json" in text and "--point" not in text, text
 
 
-def test_capture_given_where_a_capture_set_is_expected_is_one_clear_line(capsys):
-    code, text = _run(["paths", EYE], capsys)
-    assert code == 2 and "Traceback" not in text and text.startswith("pcaptools: ") and text.count("\n") == 1
-    assert "manifest" in text
+def test_a_file_that_is_neither_manifest_nor_capture_is_one_clear_line(tmp_path, capsys):
+    junk = tmp_path / "junk.bin"
+    junk.write_bytes(bytes(range(7, 200)))  # not UTF-8 JSON, no capture magic
+    for cmd in ("paths", "correlate", "compare"):
+        code, text = _run([cmd, str(junk)], capsys)
+        assert code == 2 and "Traceback" not in text, text
+        assert text.startswith("pcaptools: ") and text.count("\n") == 1 and str(junk) in text
 
 
 def test_help_shows_flags_as_flags_and_examples(capsys):

@@ -342,8 +342,9 @@ def test_cli_refuses_an_unknown_output_suffix_in_one_line(capsys, tmp_path):
     from pcaptools.cli import main
 
     assert main(["flows", str(CID / "pcaps" / "tcp.pcap"), "-o", str(tmp_path / "x.txt")]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("pcaptools: ") and ".parquet or .csv" in err and err.count("\n") == 1
+    lines = capsys.readouterr().err.strip().splitlines()  # a usage error: the usage line, then one pcaptools: line
+    assert len(lines) == 2 and lines[0].startswith("Usage: pcaptools flows")
+    assert lines[1].startswith("pcaptools: ") and ".parquet or .csv" in lines[1]
 
 
 def test_cli_writes_parquet_and_prints_json(capsys, tmp_path):
@@ -352,7 +353,7 @@ def test_cli_writes_parquet_and_prints_json(capsys, tmp_path):
 
     out = tmp_path / "f.parquet"
     assert main(["flows", str(CID / "pcaps" / "tcp.pcap"), "--json", "-o", str(out)]) == 0
-    rows = json.loads(capsys.readouterr().out)
+    rows = json.loads(capsys.readouterr().out)["flows"]
     back = pd.read_parquet(out)
     assert len(rows) == len(back) == 1
     assert rows[0]["community_id"] == back["community_id"][0] == "1:LQU9qZlK+B5F3KDmev6m5PMibrg="

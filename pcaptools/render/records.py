@@ -62,6 +62,15 @@ def records(df: pd.DataFrame, columns: tuple[Column, ...] = ()) -> list[dict]:
     return [dict(zip(keys, row, strict=True)) for row in zip(*out.values(), strict=True)] if keys else [{}] * len(df)
 
 
+def flat_table(df: pd.DataFrame) -> pd.DataFrame:
+    """A table for CSV/Parquet files: list cells (VNIs, ports, MSS values, points) written as 'a, b'."""
+    flat = df.copy()
+    for c in flat.columns:
+        if flat[c].dtype == object and flat[c].map(lambda v: isinstance(v, (list, np.ndarray))).any():
+            flat[c] = flat[c].map(lambda v: ", ".join(map(str, v)) if isinstance(v, (list, np.ndarray)) else v)
+    return flat
+
+
 def json_schema(command: str) -> dict:
     """The shipped JSON Schema of ``pcaptools <command> --json`` (``pcaptools/schemas/<command>.schema.json``)."""
     from importlib.resources import files
