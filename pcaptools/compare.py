@@ -257,7 +257,7 @@ def _load(label: str, src, inventory, window_ns: int | None, allow_outside: bool
 
     def dec(path: str) -> pd.DataFrame:
         if path not in decoded:
-            decoded[path] = read_packets(path)
+            decoded[path] = read_packets(path, payload_hash=True)  # the correlation needs it: no second read
         return decoded[path]
 
     if isinstance(src, CaptureSet):

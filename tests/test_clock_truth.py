@@ -166,7 +166,10 @@ def test_correlate_json_gives_the_clock_model_and_null_for_an_unsolved_node(tmp_
     # a node whose only capture (another network's traffic) shares no packet with the others cannot be solved
     man["captures"].append({"file": str(DATA / "zeek/Traces/http/get.pcap"), "node": "island", "interface": "eth0"})
     (tmp_path / "manifest.json").write_text(json.dumps(man))
-    assert main(["correlate", str(tmp_path), "--json", "-o", str(tmp_path / "hops.parquet")]) == 0
+    args = ["correlate", str(tmp_path), "--json", "-o", str(tmp_path / "hops.parquet")]
+    assert main(args) == 2  # the island's file lies outside the manifest's directory
+    capsys.readouterr()
+    assert main([*args, "--allow-outside"]) == 0
     d = json.loads(capsys.readouterr().out)["clock_offsets"]
     h = pd.read_parquet(tmp_path / "hops.parquet")
     h = h[h["node"].astype(str) != "island"]

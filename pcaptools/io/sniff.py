@@ -65,6 +65,8 @@ def _not_regular(path: str, mode: int) -> NotAFile | None:
 def open_regular(path: str | os.PathLike) -> BinaryIO:
     """Open a regular file for reading, refusing FIFOs, sockets, devices and directories without blocking."""
     path = os.fspath(path)
+    if "\0" in str(path):  # os.stat would raise ValueError
+        raise NotAFile(f"{path!r} contains a NUL character, so it names no file; pass the path of a file", path=str(path))
     err = _not_regular(path, os.stat(path).st_mode)  # FileNotFoundError / PermissionError pass through
     if err is not None:
         raise err
