@@ -109,6 +109,48 @@ def test_a_run_is_live_while_its_owner_holds_the_lock_and_stale_once_it_is_kille
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
+def test_reap_signals_a_recorded_pid_only_while_it_is_still_the_recorded_process(tmp_path):
+    """A PID reused by an unrelated process (other start time) is never signalled."""
+    from pcaptools.lab import registry
+
+    prefix = _prefix()
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        start = registry._start_time(sleeper.pid)
+        for recorded, survives in ((start + 1, True), (start, False)):
+            run_id = f"{prefix}{secrets.token_hex(3)}"
+            (tmp_path / f"{run_id}.lock").touch()  # nobody holds it: the owner is gone
+            (tmp_path / f"{run_id}.json").write_text(json.dumps(
+                {"format": registry.FORMAT, "run_id": run_id, "namespaces": [],
+                 "pids": [{"pid": sleeper.pid, "start": recorded, "what": "tcpdump"}]}))
+            assert registry.reap(prefix, base=tmp_path).runs == [run_id]
+            deadline = time.monotonic() + 10
+            while not survives and sleeper.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.02)  # polling process exit
+            assert (sleeper.poll() is None) == survives
+            assert list(tmp_path.iterdir()) == []
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+def test_two_runs_under_one_prefix_get_different_ids(tmp_path):
+    from pcaptools.lab import registry
+
+    prefix = _prefix()
+    a, b = registry.open_run(prefix, base=tmp_path), registry.open_run(prefix, base=tmp_path)
+    try:
+        assert a.run_id != b.run_id and a.ns_prefix == a.run_id + "-"
+        assert not a.ns_prefix.startswith(b.ns_prefix) and not b.ns_prefix.startswith(a.ns_prefix)
+        with pytest.raises(LabError, match="does not carry the run id"):
+            a.add_namespaces([b.ns_prefix + "node-1"])
+        assert registry.reap(prefix, base=tmp_path).live == sorted([a.run_id, b.run_id])
+    finally:
+        a.close()
+        b.close()
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_registry_directory_others_can_write_is_refused(tmp_path):
     from pcaptools.lab import registry
 

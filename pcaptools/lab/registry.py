@@ -128,8 +128,13 @@ class Run:
         for p in (self.path, self.base / f"{self.run_id}.lock"):
             with contextlib.suppress(FileNotFoundError):
                 p.unlink()
-        os.close(self._lock_fd)
-        self._lock_fd = None
+        self.release()
+
+    def release(self) -> None:
+        """Release the lock but keep the registry: the run is stale at once and :func:`reap` finishes it."""
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
 
 def open_run(prefix: str, *, out: str | None = None, base: Path | None = None) -> Run:
@@ -227,7 +232,7 @@ def reap(prefix: str | None = None, *, base: Path | None = None) -> Cleaned:
     listed: set[str] = set()
     for lock in sorted(base.glob("*.lock")) if base.is_dir() else []:
         run_id = lock.name[:-len(".lock")]
-        if prefix is not None and not run_id.startswith(prefix):
+        if run_id.startswith(".") or (prefix is not None and not run_id.startswith(prefix)):  # "." : being claimed
             continue
         reg = base / f"{run_id}.json"
         with _stale_lock(lock) as stale:

@@ -267,8 +267,10 @@ def run_lab(out_dir: str | Path, *, cni: str = "vpc", nodes: int = 3, any_captur
                         cap.stop()
                 for name in reversed(topo.namespaces()):
                     netns.delete(name)
-                if not netns.list_namespaces(run.ns_prefix):
-                    run.close()  # else the registry stays for `lab clean`
+                if netns.list_namespaces(run.ns_prefix):
+                    run.release()  # the registry stays: `lab clean` or the next run finishes the job
+                else:
+                    run.close()
     except KeyboardInterrupt as exc:
         raise KeyboardInterrupt(f"{exc or 'Ctrl-C'}; its namespaces {run.ns_prefix}* were removed") from None
 
