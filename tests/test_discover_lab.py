@@ -9,19 +9,19 @@ from pathlib import Path
 
 import pytest
 from test_discover import agreement
-from test_lab import _REASON
 
 import pcaptools
 from pcaptools.k8s.discover import load_captures
 from pcaptools.k8s.paths import paths
+from tests.lab_support import REASON
 
 pytestmark = pytest.mark.lab
 
 
 @pytest.fixture(scope="module")
 def any_lab(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if _REASON:
-        pytest.skip(_REASON)
+    if REASON:
+        pytest.skip(REASON)
     from pcaptools.lab import run_lab
 
     # one connection of each kind (8): under load the UDP conntrack entry (30 s) must outlive the run

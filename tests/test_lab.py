@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import shutil
 import socket
 import struct
 import subprocess
@@ -15,26 +14,11 @@ import dpkt
 import pytest
 
 from pcaptools.errors import LabError
+from tests.lab_support import REASON, needs_lab
 
 ROLES = {"pod-veth", "node-uplink", "overlay", "lb", "client", "any", "external"}
 
 
-def _lab_unavailable() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root to create network namespaces"
-    for tool in ("ip", "tcpdump", "conntrack", "iptables-restore", "bridge"):
-        if shutil.which(tool) is None:
-            return f"{tool} is not installed"
-    name = f"ptl{secrets.token_hex(2)}-probe"
-    res = subprocess.run(["ip", "netns", "add", name], capture_output=True, text=True)
-    if res.returncode != 0:
-        return f"cannot create network namespaces: {res.stderr.strip()}"
-    subprocess.run(["ip", "netns", "del", name], capture_output=True)
-    return None
-
-
-_REASON = _lab_unavailable()
-needs_lab = pytest.mark.skipif(_REASON is not None, reason=_REASON or "")
 
 
 def _run(tmp_path_factory: pytest.TempPathFactory, cni: str, **kw: object) -> tuple[Path, str]:
@@ -47,15 +31,15 @@ def _run(tmp_path_factory: pytest.TempPathFactory, cni: str, **kw: object) -> tu
 
 @pytest.fixture(scope="module")
 def vpc_lab(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    if _REASON:
-        pytest.skip(_REASON)
+    if REASON:
+        pytest.skip(REASON)
     return _run(tmp_path_factory, "vpc")
 
 
 @pytest.fixture(scope="module")
 def calico_lab(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    if _REASON:
-        pytest.skip(_REASON)
+    if REASON:
+        pytest.skip(REASON)
     return _run(tmp_path_factory, "calico-vxlan", any_capture=True, nano=True)
 
 

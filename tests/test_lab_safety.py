@@ -4,9 +4,7 @@ prefix validation, children that die with the lab, outputs that follow no plante
 from __future__ import annotations
 
 import json
-import os
 import secrets
-import shutil
 import subprocess
 import sys
 import time
@@ -15,24 +13,7 @@ from pathlib import Path
 import pytest
 
 from pcaptools.errors import LabError
-
-
-def _lab_unavailable() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root to create network namespaces"
-    for tool in ("ip", "tcpdump", "conntrack", "iptables-restore", "bridge"):
-        if shutil.which(tool) is None:
-            return f"{tool} is not installed"
-    name = f"ptl{secrets.token_hex(2)}-probe"
-    res = subprocess.run(["ip", "netns", "add", name], capture_output=True, text=True)
-    if res.returncode != 0:
-        return f"cannot create network namespaces: {res.stderr.strip()}"
-    subprocess.run(["ip", "netns", "del", name], capture_output=True)
-    return None
-
-
-_REASON = _lab_unavailable()
-needs_lab = pytest.mark.skipif(_REASON is not None, reason=_REASON or "")
+from tests.lab_support import REASON, needs_lab
 
 
 def _prefix() -> str:
@@ -285,7 +266,7 @@ def test_a_link_planted_after_the_check_is_not_followed(tmp_path):
     assert (out / "node-3" / "eth0.pcap").read_text() == "new\n"
 
 
-@pytest.mark.skipif(_REASON is not None, reason=_REASON or "")
+@pytest.mark.skipif(REASON is not None, reason=REASON or "")
 @pytest.mark.parametrize("where", ["manifest.json", "node-1/eth0.pcap", "node-1", "."])
 def test_lab_run_refuses_a_symlink_in_out_and_leaves_its_target_unchanged(tmp_path, capsys, where):
     from pcaptools.cli import main
