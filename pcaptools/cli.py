@@ -166,7 +166,11 @@ def compare_cmd(
         cmp = compare(sources, allow_outside=allow_outside)
     if out:
         _write_table(cmp.summary, out)
-    written = cmp.save_figures(figures) if figures else []
+    written = []
+    if figures:
+        from pcaptools.render.figures import save_figures
+
+        written = save_figures(cmp, figures)
     if as_json:
         from pcaptools.render.records import comparison_document
 

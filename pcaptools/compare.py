@@ -120,12 +120,6 @@ class Comparison:
         """:meth:`to_dict` as JSON text."""
         return json.dumps(self.to_dict(), ensure_ascii=False, **kw)
 
-    def save_figures(self, directory: str | os.PathLike, *, dpi: int = 120) -> list[Path]:
-        """Kept for callers of the old API: see :func:`pcaptools.render.figures.save_figures`."""
-        from pcaptools.render.figures import save_figures  # one-way: render never imports this module
-
-        return save_figures(self, directory, dpi=dpi)
-
 
 def compare(
     capture_sets: Mapping[str, object] | list, *, inventory=None, window_ns: int | None = None, allow_outside: bool = False

@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 import pcaptools
 from pcaptools.cli import app, main
 from pcaptools.compare import METRICS, Comparison
+from pcaptools.render.figures import save_figures
 
 ROOT = Path(os.environ.get("PCAPTOOLS_SAMPLE_PCAPS", Path(__file__).parent.parent / "sample_pcaps"))
 VPC, CALICO = ROOT / "vpc", ROOT / "calico-vxlan"
@@ -204,7 +205,7 @@ def test_summary_has_one_row_per_metric_with_unit_doc_and_a_column_per_set(cmp):
 def test_figures_are_written_as_readable_pngs(cmp, tmp_path):
     from matplotlib.image import imread
 
-    paths = cmp.save_figures(tmp_path / "figs")
+    paths = save_figures(cmp, tmp_path / "figs")
     assert {p.stem for p in paths} == {"wire_bytes", "latency", "hop_latency", "mtu"}
     for p in paths:
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
