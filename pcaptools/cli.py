@@ -138,12 +138,15 @@ def paths_cmd(
         inventory = str(cand) if cand.exists() else None
     inv = Inventory.load(inventory) if inventory else None
     with _busy([source], "correlating"):
-        corr = correlate(CaptureSet.load(source), window_ns=int(window_ms * 1e6))
+        cs = CaptureSet.load(source)
+        corr = correlate(cs, window_ns=int(window_ms * 1e6))
         p = paths(corr, inv)
     if out:
         p.to_parquet(out, index=False) if out.endswith(".parquet") else p.to_csv(out, index=False)
     if as_json:
-        print(json.dumps(path_records(p), indent=2, ensure_ascii=False))
+        from pcaptools.k8s.diagnose import diagnose
+
+        print(json.dumps(path_records(p, diagnose(cs, corr, inv)), indent=2, ensure_ascii=False))
         return
     from pcaptools.k8s.paths import print_paths
 
@@ -447,6 +450,39 @@ def info_cmd(
         if s["stopped_at"]:
             t.add_row("stopped", f"{s['stopped_at']['reason']} at byte {s['stopped_at']['offset']:,}")
         console.print(t)
+
+
+@app.command("why")
+def why_cmd(
+    source: str = typer.Argument(..., help="manifest.json of the capture set, or a directory holding one."),
+    inventory: str = typer.Option(None, "--inventory", help="kubectl get nodes,pods,services,endpointslices -A -o json output (default: inventory.json beside the manifest)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the diagnosis as JSON (schema: pcaptools/schemas/why.schema.json)."),
+    all_connections: bool = typer.Option(False, "--all", help="Also list connections with no loss."),
+    window_ms: float = typer.Option(2000.0, "--window-ms", help="Max time between sightings of one packet after clock correction."),
+) -> None:
+    """Where did the packets of each connection stop, per direction, and why: cause, confidence, evidence, retries.
+
+    Example: pcaptools why captures/ --inventory inventory.json
+    Example: pcaptools why sample_pcaps/calico-vxlan --json
+    """
+    from pathlib import Path
+
+    from pcaptools.correlate import CaptureSet
+    from pcaptools.correlate.api import correlate
+    from pcaptools.k8s.diagnose import diagnose, print_why
+    from pcaptools.k8s.inventory import Inventory
+
+    man = Path(source) / "manifest.json" if Path(source).is_dir() else Path(source)
+    if inventory is None and (man.parent / "inventory.json").exists():
+        inventory = str(man.parent / "inventory.json")
+    inv = Inventory.load(inventory) if inventory else None
+    with _busy([source], "correlating"):
+        cs = CaptureSet.load(source)
+        d = diagnose(cs, correlate(cs, window_ns=int(window_ms * 1e6)), inv)
+    if as_json:
+        print(d.to_json(indent=2))
+        return
+    print_why(d, console=_console(), all_connections=all_connections)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -30,6 +30,10 @@ NEEDED = (
 )  # fmt: skip
 """Packet-table columns the correlator reads (a subset of PACKET_COLUMNS)."""
 
+KEPT = ("icmp_type", "icmp_code", "icmp_mtu", "icmp_q_src", "icmp_q_dst", "icmp_q_proto", "icmp_q_sport",
+        "icmp_q_dport", "dont_frag", "ip_len")  # fmt: skip
+"""Columns kept when the decoder provides them: ICMP errors and sizes, the evidence :mod:`pcaptools.k8s.diagnose` reads."""
+
 
 @dataclass(frozen=True)
 class CapturePoint:
@@ -109,7 +113,7 @@ class CaptureSet:
                 raise CorrelationError(
                     f"{entry.get('file', '?')}: packet table lacks columns {missing}; decode it with pcaptools.read_packets"
                 )
-            df = df.loc[:, [c for c in df.columns if c in NEEDED or c == "payload_hash"]]
+            df = df.loc[:, [c for c in df.columns if c in NEEDED or c in KEPT or c == "payload_hash"]]
             if "payload_hash" not in df.columns:
                 df = df.assign(payload_hash=payload_hashes(df))
             split.extend(_split(entry, df))

@@ -123,13 +123,23 @@ def paths_and_nat(correlation, inventory=None, flows: pd.DataFrame | None = None
     return _build(correlation, inventory, flows)
 
 
-def _build(correlation, inventory, flows) -> tuple[pd.DataFrame, pd.DataFrame]:
+def paths_detail(correlation, inventory=None) -> SimpleNamespace:
+    """``paths``, ``nat`` and ``hops``: the hops in causal order with each sighting's ``connection`` and
+    ``direction`` ('forward' client -> server, 'reverse' its replies, '' neither); what :mod:`pcaptools.k8s.diagnose` reads."""
+    side: dict = {}
+    p, nat = _build(correlation, inventory, None, side)
+    return SimpleNamespace(paths=p, nat=nat, hops=side.get("hops"))
+
+
+def _build(correlation, inventory, flows, side: dict | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     inv = as_inventory(inventory)
     hops = correlation if isinstance(correlation, pd.DataFrame) else correlation.hops
     keep = (hops["proto"].to_numpy() >= 0) & hops["src"].notna().to_numpy() & hops["dst"].notna().to_numpy()
     h = order_hops(hops.loc[keep].reset_index(drop=True), inv)
     if not len(h):
         empty = _empty()
+        if side is not None:
+            side["hops"] = h.assign(connection=np.zeros(0, np.int64), direction=np.zeros(0, object))
         return empty, nat_table(h, inv, ordered=True)
     uj, conn = _connections(h)
     nconn = int(conn.max()) + 1
@@ -162,6 +172,8 @@ def _build(correlation, inventory, flows) -> tuple[pd.DataFrame, pd.DataFrame]:
     fwd = np.bincount(ji, np.isin(f_hash, fset), minlength=len(uj)) > 0
     rev = np.bincount(ji, np.isin(r_hash, fset), minlength=len(uj)) > 0
     reply = rev & ~fwd
+    if side is not None:
+        side["hops"] = h.assign(connection=crow, direction=np.where(fwd, "forward", np.where(reply, "reverse", ""))[ji])
     has_synack = np.bincount(conn, reply & synack, minlength=nconn)[conn] > 0
     rep_j = _pick(conn, reply & (synack | ~has_synack), np.where(has_synack, -nhops, 0), t, nconn)
     nat = nat_table(h, inv, reply=pd.Series(reply, index=uj), ordered=True)
@@ -340,8 +352,9 @@ def _empty() -> pd.DataFrame:
 
 
 # ---- rendering --------------------------------------------------------------------------------
-def path_records(df: pd.DataFrame) -> list[dict]:
-    """Paths as a stable list of plain objects (JSON-ready): lists for points and NAT steps, None for missing."""
+def path_records(df: pd.DataFrame, diagnosis=None) -> list[dict]:
+    """Paths as a stable list of plain objects (JSON-ready): lists for points and NAT steps, None for missing;
+    with a :class:`pcaptools.k8s.diagnose.Diagnosis`, also each connection's ``status``, ``losses`` and ``timeline``."""
     recs = []
     for r in df.itertuples(index=False):
         d = {}
@@ -359,6 +372,8 @@ def path_records(df: pd.DataFrame) -> list[dict]:
                 v = bool(v)
             d[col.name] = v
         d["proto"] = _PROTO.get(d["proto"], d["proto"])
+        if diagnosis is not None:
+            d.update(diagnosis.connection_record(int(d["connection"])))
         recs.append(d)
     return recs
 
