@@ -363,17 +363,19 @@ def lab_run_cmd(
     connections: int = typer.Option(16, "--connections", help="Client connections (cycling through 8 kinds)."),
     seed: int = typer.Option(1, "--seed", help="Seed for the clients' choices."),
     prefix: str = typer.Option("ptlab-", "--prefix", help="Namespace name prefix of this run."),
+    fault: list[str] = typer.Option([], "--fault", help="Inject a fault on its own connection, recorded in truth.json (repeatable): policy-drop, no-endpoints, stale-endpoint, mtu-blackhole, capture-drop."),  # noqa: B008
 ) -> None:
     """Build a cluster in network namespaces, drive traffic, capture it, write manifest/inventory/truth.
 
     Needs root. Example: pcaptools lab run --cni calico-vxlan --out sample_pcaps/calico-vxlan
+    Example: pcaptools lab run --cni calico-vxlan --out faulty/ --fault policy-drop --fault mtu-blackhole
     """
     from pcaptools.errors import LabError
     from pcaptools.lab import run_lab
 
     try:
         path = run_lab(out, cni=cni, nodes=nodes, any_capture=any_capture, nano=nano, connections=connections,
-                       seed=seed, prefix=prefix)
+                       seed=seed, prefix=prefix, faults=fault)
     except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: run_lab has already removed its namespaces
         raise LabError(f"lab run interrupted ({exc or 'Ctrl-C'}); its {prefix}* namespaces were removed") from exc
     print(path)

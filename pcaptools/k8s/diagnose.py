@@ -71,7 +71,7 @@ class Diagnosis:
         status = str(row["status"].iloc[0]) if len(row) else "ok"
         ls = self.losses.loc[self.losses["connection"] == c]
         losses = [
-            {"direction": r.direction, "last_seen": r.last_seen, "first_missed": r.first_missed, "node": r.node,
+            {"direction": r.direction, "last_seen": r.last_seen, "first_missed": _text(r.first_missed), "node": _text(r.node),
              "packets": int(r.packets), "cause": r.cause, "confidence": round(float(r.confidence), 2),
              "evidence": r.evidence}
             for r in ls.itertuples(index=False)
@@ -103,6 +103,10 @@ class Diagnosis:
         return json.dumps(self.to_dict(), ensure_ascii=False, **kw)
 
 
+def _text(v) -> str | None:
+    return v if isinstance(v, str) else None
+
+
 def _flag_text(f: int) -> str:
     if f < 0:
         return ""
@@ -112,7 +116,7 @@ def _flag_text(f: int) -> str:
 
 def _icmp_events(capture_set, hops: pd.DataFrame) -> pd.DataFrame:
     """ICMP errors of the capture set matched to the connection whose packet they quote."""
-    cols = ["connection", "point", "node", "icmp_type", "icmp_code", "icmp_mtu", "sender", "proto"]
+    cols = ["connection", "point", "node", "icmp_proto", "icmp_type", "icmp_code", "icmp_mtu", "sender", "ts_ns"]
     pk = capture_set.packets if capture_set is not None else None
     if pk is None or "icmp_type" not in pk.columns or not len(hops):
         return pd.DataFrame(columns=cols)
@@ -125,7 +129,8 @@ def _icmp_events(capture_set, hops: pd.DataFrame) -> pd.DataFrame:
     q = pd.DataFrame({"proto": e["icmp_q_proto"].to_numpy(np.int64), "src": e["icmp_q_src"].astype(str).to_numpy(),
                       "sport": e["icmp_q_sport"].to_numpy(np.int64), "dst": e["icmp_q_dst"].astype(str).to_numpy(),
                       "dport": e["icmp_q_dport"].to_numpy(np.int64), "point": e["point"].astype(str).to_numpy(),
-                      "node": e["node"].astype(str).to_numpy(), "icmp_type": typ[err],
+                      "node": e["node"].astype(str).to_numpy(), "icmp_type": typ[err], "icmp_proto": proto[err],
+                      "ts_ns": e["ts_ns"].to_numpy(np.int64),
                       "icmp_code": e["icmp_code"].to_numpy(np.int64), "sender": e["src"].astype(str).to_numpy(),
                       "icmp_mtu": e["icmp_mtu"].to_numpy(np.int64) if "icmp_mtu" in e else -1})  # fmt: skip
     tup = pd.DataFrame({"proto": hops["proto"].to_numpy(np.int64), "src": hops["src"].astype(str).to_numpy(),
@@ -166,6 +171,35 @@ def _homes(capture_set, hops: pd.DataFrame, inv: Inventory | None) -> dict[str, 
                 for ip in pod.ips:
                     out[ip] = by_pod[pod.name]
     return out
+
+
+def _transitions(h: pd.DataFrame) -> tuple[dict[tuple[str, str], str], dict[tuple[str, str], int]]:
+    """From every journey: the most common next point after (point, destination address), and the largest
+    frame seen at a point whose packet made it to the next one, per (point, next point)."""
+    if len(h) < 2:
+        return {}, {}
+    j = h["journey"].to_numpy(np.int64)
+    nxt = np.flatnonzero(j[1:] == j[:-1])
+    pt = h["point"].astype(str).to_numpy()
+    df = pd.DataFrame({"p": pt[nxt], "d": h["dst"].astype(str).to_numpy()[nxt], "q": pt[nxt + 1],
+                       "w": h["wirelen"].to_numpy(np.int64)[nxt]})  # fmt: skip
+    df = df[df["p"] != df["q"]]
+    top = df.groupby(["p", "d", "q"]).size().reset_index(name="n").sort_values("n", ascending=False)
+    top = top.drop_duplicates(["p", "d"])
+    step = {(p, d): q for p, d, q in zip(top["p"], top["d"], top["q"], strict=True)}
+    mx = df.groupby(["p", "q"])["w"].max()
+    return step, {(str(p), str(q)): int(w) for (p, q), w in mx.items()}
+
+
+def _seqs(capture_set, correlation) -> dict[int, int]:
+    """TCP sequence number of each journey (from its first sighting), to group retransmissions."""
+    if capture_set is None or correlation.row_journey is None or "tcp_seq" not in capture_set.packets.columns:
+        return {}
+    rj = np.asarray(correlation.row_journey, np.int64)
+    seq = capture_set.packets["tcp_seq"].to_numpy(np.int64)
+    ok = (rj >= 0) & (seq >= 0)
+    s = pd.Series(seq[ok]).groupby(rj[ok]).first()
+    return dict(zip(s.index.tolist(), s.tolist(), strict=True))
 
 
 def _spans(capture_set, correlation, hops: pd.DataFrame) -> dict[str, tuple[int, int]]:
@@ -211,7 +245,8 @@ def diagnose(capture_set=None, correlation=None, inventory: Inventory | str | di
     homes = _homes(capture_set, h, inv)
     spans = _spans(capture_set, corr, h)
     roles = {pt.name: pt.role for pt in capture_set.points} if capture_set is not None else {}
-    ctx = _Context(inv, homes, spans, roles, icmp, det.nat)
+    next_point, pair_max = _transitions(h)
+    ctx = _Context(inv, homes, spans, roles, icmp, det.nat, next_point, pair_max, _seqs(capture_set, corr))
     conn_rows, loss_rows, tl_rows = [], [], []
     groups = {c: g for c, g in h.groupby("connection", sort=True)} if len(h) else {}
     for r in p.itertuples(index=False):
@@ -256,6 +291,9 @@ class _Context:
     roles: dict[str, str]
     icmp: pd.DataFrame
     nat: pd.DataFrame
+    next_point: dict[tuple[str, str], str]
+    pair_max: dict[tuple[str, str], int]
+    seq: dict[int, int]
 
 
 @dataclass
@@ -270,18 +308,36 @@ class _Journey:
     flags: int
     size: int
     fp: int
+    last_size: int
+    tunnelled: bool
+    seq: int
 
 
-def _journeys(g: pd.DataFrame, direction: str) -> list[_Journey]:
+def _journeys(g: pd.DataFrame, direction: str, seq: dict[int, int]) -> list[_Journey]:
     sub = g.loc[g["direction"].to_numpy() == direction]
     out = []
     for jid, s in sub.groupby("journey", sort=False):
         out.append(_Journey(int(jid), s["point"].astype(str).tolist(), s["node"].astype(str).tolist(),
                             s["ts_corrected_ns"].astype(np.int64).tolist(), str(s["dst"].iloc[-1]),
                             int(s["dport"].iloc[-1]), str(s["src"].iloc[-1]), int(s["tcp_flags"].iloc[0]),
-                            int(s["wirelen"].iloc[0]), int(s["fingerprint"].iloc[0])))  # fmt: skip
+                            int(s["wirelen"].iloc[0]), int(s["fingerprint"].iloc[0]), int(s["wirelen"].iloc[-1]),
+                            bool(pd.notna(s["tunnel"].iloc[-1])), seq.get(int(jid), -1)))  # fmt: skip
     out.sort(key=lambda j: j.ts[0])
     return out
+
+
+def _occ(points: list[str]) -> list[str | None]:
+    """Points labelled ``point#k`` by their occurrence in the list."""
+    seen: dict[str, int] = {}
+    out: list[str | None] = []
+    for p in points:
+        out.append(f"{p}#{seen.get(p, 0)}")
+        seen[p] = seen.get(p, 0) + 1
+    return out
+
+
+def _raw(label: str | None) -> str | None:
+    return None if label is None else label.rpartition("#")[0]
 
 
 def _node_of(point: str | None) -> str | None:
@@ -298,7 +354,7 @@ def _show(point: str | None) -> str:
 def _connection(ctx: _Context, r, g: pd.DataFrame) -> tuple[list[dict], list[dict], str]:
     """Losses, timeline rows and status of one connection."""
     c = int(r.connection)
-    fwd, rev = _journeys(g, "forward"), _journeys(g, "reverse")
+    fwd, rev = _journeys(g, "forward", ctx.seq), _journeys(g, "reverse", ctx.seq)
     expects_answer = int(r.proto) == 17 or (int(r.proto) == 6 and any(j.flags >= 0 and j.flags & 0x12 == 0x02 for j in fwd))
     losses, timeline = [], []
     failed = degraded = False
@@ -306,30 +362,45 @@ def _connection(ctx: _Context, r, g: pd.DataFrame) -> tuple[list[dict], list[dic
         if not js:
             continue
         ref = max(js, key=lambda j: (len(j.points), -j.ts[0]))
-        expected: list[str | None] = list(dict.fromkeys(ref.points))
+        # a point can be crossed twice (in natively, out encapsulated): sightings are labelled by occurrence
+        expected: list[str | None] = _occ(ref.points)
+        raw = list(ref.points)
         home = ctx.homes.get(ref.dst)
-        if home is not None and home not in expected:
-            expected.append(home)
-        elif home is None and direction == "forward" and not other and expects_answer:
-            expected.append(None)
+        no_answer = home is None and direction == "forward" and not other and expects_answer
+        if (home is not None and home not in raw) or no_answer:
+            cur = raw[-1]
+            for _ in range(16):  # where packets to this destination went next from here, in other journeys
+                nxt = ctx.next_point.get((cur, ref.dst))
+                if nxt is None or nxt in raw:
+                    break
+                raw.append(nxt)
+                expected.append(f"{nxt}#0")
+                cur = nxt
+                if nxt == home:
+                    break
+            if home is not None and home not in raw:
+                expected.append(f"{home}#0")
+            elif home is None:
+                expected.append(None)
         groups: dict[tuple, list[_Journey]] = {}
         lost_j: set[int] = set()
         for j in js:
-            seen = set(j.points)
-            if j.points[0] not in expected:
+            labels = _occ(j.points)
+            seen = set(labels)
+            if labels[0] not in expected:
                 continue
-            k0 = expected.index(j.points[0])
+            k0 = expected.index(labels[0])
             for k in range(k0 + 1, len(expected)):
                 q = expected[k]
                 if q in seen:
                     continue
                 later = any(x in seen for x in expected[k + 1:])
                 if q is not None and not later:
-                    lo, hi = ctx.spans.get(q, (0, -1))
+                    lo, hi = ctx.spans.get(_raw(q), (0, -1))
                     if not lo <= j.ts[-1] <= hi:
                         break  # the next point was not capturing then
                 kind = "gap" if later else "loss"
-                groups.setdefault((kind, expected[k - 1], q), []).append(j)
+                groups.setdefault((kind, _raw(expected[k - 1]), _raw(q)), []).append(j)
                 if kind == "loss":
                     lost_j.add(j.jid)
                 break
@@ -391,13 +462,13 @@ def _cause(ctx: _Context, r, direction: str, kind: str, last: str, q: str | None
     if kind == "gap":
         return "capture-loss", 0.9, f"the packet went on: the capture at {_show(q)} missed it"
     ic = ctx.icmp.loc[ctx.icmp["connection"] == c] if len(ctx.icmp) else ctx.icmp
-    frag = ic.loc[((ic["proto"] == 1) & (ic["icmp_type"] == 3) & (ic["icmp_code"] == 4)) |
-                  ((ic["proto"] == 58) & (ic["icmp_type"] == 2))] if len(ic) else ic  # fmt: skip
+    frag = ic.loc[((ic["icmp_proto"] == 1) & (ic["icmp_type"] == 3) & (ic["icmp_code"] == 4)) |
+                  ((ic["icmp_proto"] == 58) & (ic["icmp_type"] == 2))] if len(ic) else ic  # fmt: skip
     if len(frag):
         f = frag.iloc[0]
         return "mtu-blackhole", 0.95, (f"ICMP frag-needed / packet-too-big (next-hop MTU {int(f.icmp_mtu)}) from "
                                        f"{f.sender} seen on {_show(str(f.point))}")
-    unreach = ic.loc[((ic["proto"] == 1) & (ic["icmp_type"] == 3)) | ((ic["proto"] == 58) & (ic["icmp_type"] == 1))] if len(ic) else ic
+    unreach = ic.loc[((ic["icmp_proto"] == 1) & (ic["icmp_type"] == 3)) | ((ic["icmp_proto"] == 58) & (ic["icmp_type"] == 1))] if len(ic) else ic
     inv = ctx.inv
     svc_name, n_ep = None, -1
     if inv is not None and direction == "forward":
@@ -408,9 +479,13 @@ def _cause(ctx: _Context, r, direction: str, kind: str, last: str, q: str | None
             n_ep = sum(1 for e in inv.endpoints if e.service == svc_name)
     dnat = ctx.nat.loc[(ctx.nat["connection"] == c) & (ctx.nat["op"] == "DNAT")] if len(ctx.nat) else ctx.nat
     if svc_name is not None and n_ep == 0 and not len(dnat):
+        codes = set(unreach["icmp_code"].astype(int)) if len(unreach) else set()
+        if 1 in codes and 3 not in codes:  # routed on (DNATed) and nobody answered for the address
+            return "stale-endpoint", 0.6, (f"service {svc_name} has an empty EndpointSlice, yet ICMP host unreachable came "
+                                           f"from {unreach.iloc[0].sender}: a DNAT to an address nobody has")  # fmt: skip
         how = (f"ICMP unreachable (code {int(unreach.iloc[0].icmp_code)}) from {unreach.iloc[0].sender}" if len(unreach)
-               else "no DNAT seen")  # fmt: skip
-        return "no-endpoints", 0.9 if len(unreach) else 0.75, f"service {svc_name} has an empty EndpointSlice; {how}"
+               else "no DNAT and no answer seen")  # fmt: skip
+        return "no-endpoints", 0.9 if codes else 0.75, f"service {svc_name} has an empty EndpointSlice; {how}"
     target = lost[0].dst
     if inv is not None and direction == "forward" and len(dnat):
         k, _n, node = inv.entity(target)
@@ -418,13 +493,17 @@ def _cause(ctx: _Context, r, direction: str, kind: str, last: str, q: str | None
         if k != "pod" and not known_ep and target not in inv.node_addresses():
             at = f" (inside {node}'s pod CIDR)" if node else ""
             return "stale-endpoint", 0.8, f"DNAT to {target}{at}, an address no pod and no EndpointSlice has"
-    sizes_lost = [j.size for j in lost]
-    sizes_ok = [j.size for j in passed if last in j.points and (q is None or q in j.points)]
-    tunnel_edge = any(ctx.roles.get(x, "") == "overlay" for x in (last, q) if x) or _interface(last).startswith(("vxlan", "tunl", "genev", "flannel"))
+    sizes_lost = [j.last_size for j in lost]
+    sizes_ok = [j.last_size for j in passed if last in j.points and (q is None or q in j.points)]
+    if not sizes_ok and q is not None and (last, q) in ctx.pair_max:
+        sizes_ok = [ctx.pair_max[(last, q)]]  # other connections' packets that made this hop
+    tunnel_edge = (any(ctx.roles.get(x, "") == "overlay" for x in (last, q) if x) or any(j.tunnelled for j in lost)
+                   or _interface(last).startswith(("vxlan", "tunl", "genev", "flannel")))  # fmt: skip
     if sizes_ok and min(sizes_lost) > max(sizes_ok):
         conf = 0.8 if tunnel_edge else 0.6
-        return "mtu-blackhole", conf, (f"{len(lost)} packet(s) of {min(sizes_lost)}-{max(sizes_lost)} bytes vanished where "
-                                       f"{len(sizes_ok)} of at most {max(sizes_ok)} bytes passed; no ICMP frag-needed seen")  # fmt: skip
+        tun = " tunnelled" if tunnel_edge else ""
+        return "mtu-blackhole", conf, (f"{len(lost)}{tun} packet(s) of {_span(sizes_lost)} bytes vanished where "
+                                       f"packets of at most {max(sizes_ok)} bytes pass; no ICMP frag-needed seen")  # fmt: skip
     if len(unreach):
         u = unreach.iloc[0]
         if int(u.icmp_code) in (9, 10, 13):
@@ -436,17 +515,22 @@ def _cause(ctx: _Context, r, direction: str, kind: str, last: str, q: str | None
     return "unknown", 0.3, "no evidence points to one cause"
 
 
+def _span(v: list[int]) -> str:
+    return f"{min(v)}" if min(v) == max(v) else f"{min(v)}-{max(v)}"
+
+
 def _interface(point: str | None) -> str:
     return "" if point is None else point.rpartition(":")[2]
 
 
 def _timeline(c: int, direction: str, js: list[_Journey], lost: set[int]) -> list[dict]:
     """Sightings of each attempt of packets sent more than once or lost (retransmissions share a fingerprint)."""
-    by_fp: dict[int, list[_Journey]] = {}
-    for j in js:
-        by_fp.setdefault(j.fp, []).append(j)
+    by_fp: dict[tuple, list[_Journey]] = {}
+    for j in js:  # a retransmission repeats flags, seq and size (its IPv4 id, hence its fingerprint, differs)
+        by_fp.setdefault((j.flags, j.seq, j.size) if j.seq >= 0 else (j.fp,), []).append(j)
     rows = []
-    for fp, att in by_fp.items():
+    for att in by_fp.values():
+        fp = att[0].fp
         if len(att) < 2 and not any(j.jid in lost for j in att):
             continue
         label = f"{_flag_text(att[0].flags) or 'packet'} {att[0].size}B #{fp & 0xFFFF:04x}"
@@ -470,7 +554,6 @@ def print_why(d: Diagnosis, *, console=None, all_connections: bool = False) -> N
     counts = d.connections["status"].value_counts()
     con.print(Text(f"{len(d.connections):,} connections: " + ", ".join(f"{int(counts.get(s, 0))} {s}" for s in STATUSES),
                    style="bold"))  # fmt: skip
-    t0 = int(d.timeline["ts_corrected_ns"].min()) if len(d.timeline) else 0
     for r in d.connections.itertuples(index=False):
         rec = d.connection_record(int(r.connection))
         if r.status == "ok" and not all_connections and not rec["losses"]:
@@ -484,6 +567,7 @@ def print_why(d: Diagnosis, *, console=None, all_connections: bool = False) -> N
             con.print(Text(f"  {loss['direction']}: {loss['cause']} ({loss['confidence']:.2f}) {loss['packets']} packet(s), "
                            f"last seen {loss['last_seen']}, first missed {loss['first_missed'] or '-'}"))  # fmt: skip
             con.print(Text(f"    {loss['evidence']}", style="dim"), soft_wrap=True)
+        t0 = min((s["ts_ns"] for a in rec["timeline"] for s in a["sightings"]), default=0)
         for a in rec["timeline"]:
             seen = ", ".join(f"{s['point']} +{(s['ts_ns'] - t0) / 1e6:.3f}ms" for s in a["sightings"])
             mark = "went through" if a["reached"] else "lost after the last point"

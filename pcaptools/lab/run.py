@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from pcaptools.errors import LabError
+from pcaptools.lab import faults as faults_mod
 from pcaptools.lab import kubeproxy, netns, topology, truth
 from pcaptools.lab.capture import Capture, drain
 from pcaptools.lab.inventory import build_inventory
@@ -154,7 +155,7 @@ def _place_of_client(topo: Topology, client: str) -> str:
 
 def run_lab(out_dir: str | Path, *, cni: str = "vpc", nodes: int = 3, any_capture: bool = False,
             nano: bool = False, connections: int = 16, prefix: str = DEFAULT_PREFIX, seed: int = 1,
-            segment_offload: bool = False) -> Path:
+            segment_offload: bool = False, faults: tuple[str, ...] | list[str] = ()) -> Path:
     """Build the lab, capture the clients' traffic on every capture point, write manifest/inventory/truth.
 
     Returns the path of ``manifest.json``. Everything runs in namespaces named ``prefix…``, which are
@@ -168,6 +169,8 @@ def run_lab(out_dir: str | Path, *, cni: str = "vpc", nodes: int = 3, any_captur
     out.mkdir(parents=True, exist_ok=True)
     _remove_previous(out)
     jobs = plan_jobs(topo, connections, seed)
+    fault_plan = faults_mod.plan(topo, list(faults), first_id=len(jobs), seed=seed)  # adds the faults' services
+    jobs += [f.job for f in fault_plan if f.job]
     netns.clean(prefix)
     servers: list[Server] = []
     caps: list[tuple[Capture, dict[str, Any]]] = []
@@ -177,6 +180,9 @@ def run_lab(out_dir: str | Path, *, cni: str = "vpc", nodes: int = 3, any_captur
             for node in topo.nodes:
                 netns.iptables_restore(node.ns, kubeproxy.node_rules(topo, node))
             netns.iptables_restore(topo.nlb.ns, kubeproxy.nlb_rules(topo))
+            for node in topo.nodes:  # slow runs (a loaded host, faults' waits) must still find the first UDP entries
+                netns.sysctl(node.ns, {"net.netfilter.nf_conntrack_udp_timeout": 300})
+            faults_mod.apply(fault_plan)
             server_at: dict[str, Server] = {}
             for p in topo.pods:
                 for _name, port, proto in p.ports:
@@ -192,9 +198,11 @@ def run_lab(out_dir: str | Path, *, cni: str = "vpc", nodes: int = 3, any_captur
             for cap, _entry in caps:
                 cap.start()
             results = []
-            for job in jobs:
+            # fault jobs first: their waits would age out the other jobs' UDP conntrack entries
+            for job in sorted(jobs, key=lambda j: "sport" not in j):
                 ns = topo.client.ns if job["client"] == "client" else topo.pod(job["client"]).ns
-                res = run_clients(ns, [{k: job[k] for k in ("id", "proto", "dst", "port", "size")}])
+                res = run_clients(ns, [{k: job[k] for k in ("id", "proto", "dst", "port", "size", "sport", "timeout")
+                                        if k in job}])
                 results.extend(res)
             conntrack = {}
             for place, ns in [*(("node:" + n.name, n.ns) for n in topo.nodes), ("nlb", topo.nlb.ns),
@@ -217,6 +225,9 @@ def run_lab(out_dir: str | Path, *, cni: str = "vpc", nodes: int = 3, any_captur
     created = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     manifest = _manifest(topo, caps, counts, links, created, seed)
     records = _truth(topo, jobs, results, conntrack, logs)
+    if fault_plan:
+        faults_mod.after_capture(out, fault_plan, {f"{e['node']}:{e['interface']}": e["file"] for _c, e in caps})
+        records["faults"] = faults_mod.truth(fault_plan, {r["id"]: r for r in results})
     (out / "inventory.json").write_text(json.dumps(build_inventory(topo, created), indent=1) + "\n")
     (out / "truth.json").write_text(json.dumps(records, indent=1) + "\n")
     path = out / "manifest.json"
