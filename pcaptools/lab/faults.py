@@ -196,27 +196,28 @@ def after_capture(out: Path, faults: list[Fault], files: dict[str, str]) -> None
             raise LabError(f"fault capture-drop: no capture file for point {f.point}")
         path = out / rel
         kept, dropped = _drop_records(path, f.rate, int(f.truth.get("seed", 1)))
-        f.truth.update(records_kept=kept, records_dropped=dropped)
+        f.truth.update(records_kept=kept, records_dropped=len(dropped), dropped=dropped)
 
 
-def _drop_records(path: Path, rate: float, seed: int) -> tuple[int, int]:
-    """Rewrite a classic pcap without a seeded random ``rate`` of its records; (kept, dropped)."""
+def _drop_records(path: Path, rate: float, seed: int) -> tuple[int, list[dict[str, Any]]]:
+    """Rewrite a classic pcap without a seeded random ``rate`` of its records; (kept, dropped records with their
+    original number and first 96 bytes in hex)."""
     data = path.read_bytes()
     if len(data) < 24:
-        return 0, 0
+        return 0, []
     magic = data[:4]
     endian = "<" if magic in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1") else ">"
     rng = random.Random(seed)
-    chunks, pos, kept, dropped = [data[:24]], 24, 0, 0
+    chunks, pos, kept, dropped, k = [data[:24]], 24, 0, [], 0
     while pos + 16 <= len(data):
         incl = struct.unpack_from(endian + "I", data, pos + 8)[0]
         end = pos + 16 + incl
         if rng.random() < rate:
-            dropped += 1
+            dropped.append({"record": k, "head": data[pos + 16:min(end, pos + 16 + 96)].hex()})
         else:
             chunks.append(data[pos:end])
             kept += 1
-        pos = end
+        pos, k = end, k + 1
     path.write_bytes(b"".join(chunks))
     return kept, dropped
 

@@ -1,0 +1,116 @@
+"""pcaptools why scored against the lab's fault truth: one calico-vxlan run with every fault, made once per session.
+
+Every faulty connection must be located to the truth's node and pair of capture points with the truth's cause;
+no healthy connection may be blamed (a capture loss blames the capture, and only at the point that lost records).
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+
+import jsonschema
+import pytest
+from test_lab import _REASON
+
+import pcaptools
+from pcaptools.k8s.diagnose import SCHEMA_PATH, diagnose
+
+pytestmark = [pytest.mark.lab, pytest.mark.slow]
+
+FAULTS = ("policy-drop", "no-endpoints", "stale-endpoint", "mtu-blackhole", "capture-drop")
+
+
+@pytest.fixture(scope="session")
+def faulty(tmp_path_factory):
+    if _REASON:
+        pytest.skip(_REASON)
+    from pcaptools.lab import run_lab
+
+    out = tmp_path_factory.mktemp("faults")
+    man = run_lab(out, cni="calico-vxlan", prefix=f"ptw{secrets.token_hex(2)}-", connections=16, faults=FAULTS)
+    cs = pcaptools.CaptureSet.load(man)
+    d = diagnose(cs, pcaptools.correlate(cs), out / "inventory.json")
+    return json.loads((out / "truth.json").read_text()), d
+
+
+def _conn(d, t: dict):
+    c = d.connections
+    m = c[(c["client_addr"] == t["src"]) & (c["client_port"] == t["sport"]) & (c["server_addr"] == t["dst"])
+          & (c["server_port"] == t["dport"])]  # fmt: skip
+    assert len(m) == 1, f"{len(m)} connections with client tuple {t}"
+    return m.iloc[0]
+
+
+def _losses(d, conn: int) -> list[dict]:
+    return d.connection_record(conn)["losses"]
+
+
+def test_every_fault_is_recorded_in_truth_with_where_and_why(faulty):
+    truth, _ = faulty
+    got = {f["fault"]: f for f in truth["faults"]}
+    assert set(got) == set(FAULTS)
+    for name, f in got.items():
+        assert f["cause"] and f.get("why") or name == "capture-drop"
+        if name != "capture-drop":
+            assert not f["client_ok"], f"{name}: the client's connection succeeded ({f})"
+            assert {"direction", "last_seen", "first_missed", "node"} <= set(f)
+
+
+@pytest.mark.parametrize("fault", [f for f in FAULTS if f != "capture-drop"])
+def test_faulty_connection_is_located_to_the_truth_points_and_cause(faulty, fault):
+    truth, d = faulty
+    f = next(x for x in truth["faults"] if x["fault"] == fault)
+    row = _conn(d, f["client_tuple"])
+    assert row["status"] == "failed"
+    real = [x for x in _losses(d, int(row["connection"])) if x["cause"] != "capture-loss"]
+    assert len(real) == 1, real
+    loss = real[0]
+    want = {k: f[k] for k in ("direction", "last_seen", "first_missed", "node")}
+    assert {k: loss[k] for k in want} == want
+    assert loss["cause"] == f["cause"]
+    assert 0.5 <= loss["confidence"] <= 1
+    assert loss["packets"] >= 1 and loss["evidence"]
+
+
+def test_no_healthy_connection_is_blamed(faulty):
+    truth, d = faulty
+    healthy = [c for c in truth["connections"] if c.get("ok")]
+    assert len(healthy) >= 16
+    for c in healthy:
+        row = _conn(d, c["client_tuple"])
+        real = [x for x in _losses(d, int(row["connection"])) if x["cause"] != "capture-loss"]
+        assert row["status"] == "ok" and not real, (c["id"], c["kind"], real)
+
+
+def test_capture_losses_are_only_at_the_point_that_lost_records(faulty):
+    truth, d = faulty
+    f = next(x for x in truth["faults"] if x["fault"] == "capture-drop")
+    cl = d.losses[d.losses["cause"] == "capture-loss"]
+    assert set(cl["first_missed"]) <= {f["point"]}
+    assert int(cl["packets"].sum()) <= f["records_dropped"]
+    # a VXLAN frame on a node's uplink always travels on to another point: its loss must be seen
+    vxlan = [x for x in f["dropped"] if len(x["head"]) >= 76 and x["head"][24:28] == "0800" and x["head"][46:48] == "11"
+             and int(x["head"][72:76], 16) == 4789]  # fmt: skip
+    assert int(cl["packets"].sum()) >= len(vxlan)
+
+
+def test_the_timeline_shows_every_lost_syn_attempt_where_it_was_last_seen(faulty):
+    truth, d = faulty
+    f = next(x for x in truth["faults"] if x["fault"] == "policy-drop")
+    row = _conn(d, f["client_tuple"])
+    syn = [a for a in d.connection_record(int(row["connection"]))["timeline"] if a["packet"].startswith("SYN ")]
+    assert len(syn) >= 2, "the client retried its SYN"
+    assert [a["attempt"] for a in syn] == list(range(1, len(syn) + 1))
+    for a in syn:
+        assert not a["reached"] and a["sightings"][-1]["point"] == f["last_seen"]
+        ts = [s["ts_ns"] for s in a["sightings"]]
+        assert ts == sorted(ts)
+
+
+def test_why_json_of_the_faulty_run_follows_its_schema(faulty):
+    _, d = faulty
+    doc = d.to_dict()
+    jsonschema.validate(doc, json.loads(SCHEMA_PATH.read_text()))
+    failed = [c for c in doc["connections"] if c["status"] == "failed"]
+    assert len(failed) == len(FAULTS) - 1
