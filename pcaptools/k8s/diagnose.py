@@ -173,20 +173,23 @@ def _homes(capture_set, hops: pd.DataFrame, inv: Inventory | None) -> dict[str, 
     return out
 
 
-def _transitions(h: pd.DataFrame) -> tuple[dict[tuple[str, str], str], dict[tuple[str, str], int]]:
-    """From every journey: the most common next point after (point, destination address), and the largest
-    frame seen at a point whose packet made it to the next one, per (point, next point)."""
+def _transitions(h: pd.DataFrame) -> tuple[dict[tuple, str], dict[tuple[str, str], int]]:
+    """From every journey: the most common next point after (point, destination address) and after (point,
+    destination, tunnelled there), and the largest frame seen at a point whose packet made it to the next one,
+    per (point, next point)."""
     if len(h) < 2:
         return {}, {}
     j = h["journey"].to_numpy(np.int64)
     nxt = np.flatnonzero(j[1:] == j[:-1])
     pt = h["point"].astype(str).to_numpy()
     df = pd.DataFrame({"p": pt[nxt], "d": h["dst"].astype(str).to_numpy()[nxt], "q": pt[nxt + 1],
-                       "w": h["wirelen"].to_numpy(np.int64)[nxt]})  # fmt: skip
+                       "t": h["tunnel"].notna().to_numpy()[nxt], "w": h["wirelen"].to_numpy(np.int64)[nxt]})  # fmt: skip
     df = df[df["p"] != df["q"]]
-    top = df.groupby(["p", "d", "q"]).size().reset_index(name="n").sort_values("n", ascending=False)
-    top = top.drop_duplicates(["p", "d"])
-    step = {(p, d): q for p, d, q in zip(top["p"], top["d"], top["q"], strict=True)}
+    step: dict[tuple, str] = {}
+    for key in (["p", "d"], ["p", "d", "t"]):
+        top = df.groupby([*key, "q"]).size().reset_index(name="n").sort_values("n", ascending=False)
+        top = top.drop_duplicates(key)
+        step.update({tuple(r[:-1]): r[-1] for r in top.loc[:, [*key, "q"]].itertuples(index=False, name=None)})
     mx = df.groupby(["p", "q"])["w"].max()
     return step, {(str(p), str(q)): int(w) for (p, q), w in mx.items()}
 
@@ -291,7 +294,7 @@ class _Context:
     roles: dict[str, str]
     icmp: pd.DataFrame
     nat: pd.DataFrame
-    next_point: dict[tuple[str, str], str]
+    next_point: dict[tuple, str]
     pair_max: dict[tuple[str, str], int]
     seq: dict[int, int]
 
@@ -369,8 +372,9 @@ def _connection(ctx: _Context, r, g: pd.DataFrame) -> tuple[list[dict], list[dic
         no_answer = home is None and direction == "forward" and not other and expects_answer
         if (home is not None and home not in raw) or no_answer:
             cur = raw[-1]
-            for _ in range(16):  # where packets to this destination went next from here, in other journeys
-                nxt = ctx.next_point.get((cur, ref.dst))
+            for step in range(16):  # where packets to this destination went next from here, in other journeys
+                # (the first step from where the packet was last seen also matches its encapsulation there)
+                nxt = ctx.next_point.get((cur, ref.dst, ref.tunnelled) if step == 0 else (cur, ref.dst))
                 if nxt is None or nxt in raw:
                     break
                 raw.append(nxt)
@@ -399,14 +403,15 @@ def _connection(ctx: _Context, r, g: pd.DataFrame) -> tuple[list[dict], list[dic
                     lo, hi = ctx.spans.get(_raw(q), (0, -1))
                     if not lo <= j.ts[-1] <= hi:
                         break  # the next point was not capturing then
-                kind = "gap" if later else "loss"
-                groups.setdefault((kind, _raw(expected[k - 1]), _raw(q)), []).append(j)
-                if kind == "loss":
-                    lost_j.add(j.jid)
+                if later:  # the capture missed it here; it may still be lost further on
+                    groups.setdefault(("gap", _raw(expected[k - 1]), _raw(q)), []).append(j)
+                    continue
+                groups.setdefault(("loss", _raw(expected[k - 1]), _raw(q)), []).append(j)
+                lost_j.add(j.jid)
                 break
         passed = [j for j in js if j.jid not in lost_j]
         for (kind, last, q), lost in groups.items():
-            cause, conf, why = _cause(ctx, r, direction, kind, last, q, lost, passed, js)
+            cause, conf, why = _cause(ctx, r, direction, kind, last, q, lost, passed, other)
             n_att = len(lost)
             what = _what(lost)
             node = _node_of(last) if q is None or _node_of(last) == _node_of(q) else None
@@ -456,7 +461,7 @@ def _what(js: list[_Journey]) -> str:
 
 
 def _cause(ctx: _Context, r, direction: str, kind: str, last: str, q: str | None, lost: list[_Journey],
-           passed: list[_Journey], alljs: list[_Journey]) -> tuple[str, float, str]:
+           passed: list[_Journey], other: list[_Journey]) -> tuple[str, float, str]:
     """(cause, confidence, evidence) of one loss group."""
     c = int(r.connection)
     if kind == "gap":
@@ -508,6 +513,13 @@ def _cause(ctx: _Context, r, direction: str, kind: str, last: str, q: str | None
         u = unreach.iloc[0]
         if int(u.icmp_code) in (9, 10, 13):
             return "policy-drop", 0.9, f"ICMP administratively prohibited (code {int(u.icmp_code)}) from {u.sender}"
+    if direction == "reverse" and other:
+        fwd_nodes = {n for j in other for n in j.nodes}
+        off = [n for n in dict.fromkeys(lost[0].nodes) if n not in fwd_nodes]
+        if off:
+            return "asymmetric-return", 0.8, (f"the reply crossed {', '.join(off)}, which the request never did, and "
+                                              f"stopped at {_show(last)}: it took another path back (a strict rp_filter "
+                                              "drops a packet arriving where its source is not routed)")  # fmt: skip
     if q is not None and _node_of(last) == _node_of(q) and ctx.roles.get(q, "") in ("pod-veth", "") and q == ctx.homes.get(lost[0].dst):
         small = min(sizes_lost)
         return "policy-drop", 0.75, (f"reached {_node_of(last)} but not the pod's veth, packets as small as {small} bytes "

@@ -19,6 +19,12 @@ Faults (:data:`FAULTS`):
 * ``mtu-blackhole`` (calico-vxlan): the overlay MTU of one node set too high (the DNS pod's veth and
   ``vxlan.calico`` at 1500, the uplink at 1550); a large DF DNS answer leaves the node encapsulated and
   the VPC segment (MTU 1500) drops it without ICMP, while small answers pass.
+* ``mtu-icmp`` (calico-vxlan): the pod MTU of a client and a backend on two nodes set to 1500 above the
+  overlay's, only while that connection runs; the backend's node drops its large DF segments and answers
+  ICMP frag-needed, the backend retries smaller: the connection is degraded, not failed.
+* ``asymmetric-return`` (calico-vxlan): policy routing sends one connection's replies natively via a third
+  node; the client's node, with strict ``rp_filter`` on its uplink, drops them (their source is routed
+  through the overlay).
 * ``capture-drop``: about 1% of the records of one capture point removed after the run (seeded).
 """
 
@@ -35,7 +41,8 @@ from pcaptools.errors import LabError
 from pcaptools.lab import netns
 from pcaptools.lab.topology import Service, ServicePort, Topology
 
-FAULTS = ("policy-drop", "no-endpoints", "stale-endpoint", "mtu-blackhole", "capture-drop")
+FAULTS = ("policy-drop", "no-endpoints", "stale-endpoint", "mtu-blackhole", "mtu-icmp", "asymmetric-return",
+          "capture-drop")  # fmt: skip
 """Fault names accepted by ``pcaptools lab run --fault``."""
 
 FIRST_SPORT = 41000
@@ -52,6 +59,8 @@ class Fault:
     truth: dict[str, Any] = field(default_factory=dict)
     point: str | None = None  # capture-drop: NODE:IFACE whose file loses records
     rate: float = 0.01
+    during: list[tuple[str, list[str]]] = field(default_factory=list)  # only while its own job runs
+    undo: list[tuple[str, list[str]]] = field(default_factory=list)
 
 
 def _point(node: str, iface: str) -> str:
@@ -70,8 +79,9 @@ def plan(topo: Topology, names: list[str] | tuple[str, ...], first_id: int, seed
         raise LabError(f"unknown fault {bad[0]!r}; expected one of {', '.join(FAULTS)}")
     if len(set(names)) != len(names):
         raise LabError(f"faults {list(names)}: each fault can be given once")
-    if "mtu-blackhole" in names and topo.cni != "calico-vxlan":
-        raise LabError("fault mtu-blackhole needs an overlay: use --cni calico-vxlan")
+    for name in ("mtu-blackhole", "mtu-icmp", "asymmetric-return"):
+        if name in names and topo.cni != "calico-vxlan":
+            raise LabError(f"fault {name} needs an overlay: use --cni calico-vxlan")
     client = next(p for p in topo.pods if p.labels.get("app") == "client" and p.node == topo.nodes[0].name)
     web = topo.endpoints(topo.service("web"))
     target = next(p for p in web if p.node != client.node)
@@ -139,6 +149,40 @@ def plan(topo: Topology, names: list[str] | tuple[str, ...], first_id: int, seed
                  "why": f"overlay MTU 1500 on {node.name}: the {pod.key} answer leaves encapsulated above the "
                         "VPC segment's 1500 bytes and is dropped there, no ICMP"}  # fmt: skip
             out.append(Fault(name, job, cmds, {**where, **t}))
+        elif name == "mtu-icmp":
+            far = next(p for p in topo.pods if p.labels.get("app") == "client" and p.node != client.node)
+            near = next(p for p in web if p.node != far.node and p.node == client.node)
+            job = {**base, "client": far.key, "kind": "pod-direct-cross-node", "service": None, "dst": near.ip,
+                   "port": 80, "size": 20_000}  # fmt: skip
+            where = {"client": far.key, "client_ip": far.ip, "sport": sport}
+            up, down = [], []
+            for pod in (far, near):
+                for ns, dev in ((topo.node(pod.node).ns, pod.host_if), (pod.ns, "eth0")):
+                    up.append((ns, ["ip", "link", "set", "dev", dev, "mtu", "1500"]))
+                    down.append((ns, ["ip", "link", "set", "dev", dev, "mtu", str(topo.mtu)]))
+            t = {"cause": "mtu-blackhole", "direction": "reverse", "node": near.node, "status": "degraded",
+                 "last_seen": _point(near.node, near.host_if), "first_missed": _point(near.node, "vxlan.calico"),
+                 "why": f"pod MTU 1500 on {far.key} and {near.key} above the overlay's {topo.mtu}: {near.node} drops "
+                        "the large DF segments and answers ICMP frag-needed; the backend retries smaller"}  # fmt: skip
+            out.append(Fault(name, job, [], {**where, **t}, during=up, undo=down))
+        elif name == "asymmetric-return":
+            via = next(n for n in topo.nodes if n.name not in (client.node, target.node))
+            job = {**base, "kind": "pod-direct-cross-node", "service": None, "dst": target.ip, "port": 80}
+            sel = ["from", f"{target.ip}/32", "to", f"{client.ip}/32", "ipproto", "tcp", "dport", str(sport)]
+            cmds = [(topo.node(target.node).ns, ["ip", "rule", "add", *sel, "table", "100"]),
+                    (topo.node(target.node).ns, ["ip", "route", "add", f"{client.ip}/32", "via", via.ip, "dev", "eth0",
+                                                 "table", "100"]),
+                    (via.ns, ["ip", "rule", "add", *sel, "table", "100"]),
+                    (via.ns, ["ip", "route", "add", f"{client.ip}/32", "via", topo.node(client.node).ip, "dev",
+                              "eth0", "table", "100"]),
+                    (via.ns, ["sysctl", "-q", "-w", "net.ipv4.conf.all.send_redirects=0",
+                              "net.ipv4.conf.eth0.send_redirects=0"]),
+                    (topo.node(client.node).ns, ["sysctl", "-q", "-w", "net.ipv4.conf.eth0.rp_filter=1"])]  # fmt: skip
+            t = {"cause": "asymmetric-return", "direction": "reverse", "node": client.node,
+                 "last_seen": _point(client.node, "eth0"), "first_missed": _point(client.node, client.host_if),
+                 "why": f"{target.node} routes the reply natively via {via.name}; strict rp_filter on {client.node}'s "
+                        f"eth0 drops it (its source {target.ip} is routed through vxlan.calico)"}  # fmt: skip
+            out.append(Fault(name, job, cmds, {**where, **t}))
         elif name == "capture-drop":
             node = topo.nodes[1] if len(topo.nodes) > 1 else topo.nodes[0]
             pt = _point(node.name, "eth0")
@@ -186,6 +230,18 @@ def apply(faults: list[Fault]) -> None:
             netns.run(argv, ns=ns)
 
 
+def before(fault: Fault | None) -> None:
+    """Settings a fault holds only while its own job runs (so no other connection meets them)."""
+    for ns, argv in fault.during if fault is not None else []:
+        netns.run(argv, ns=ns)
+
+
+def after(fault: Fault | None) -> None:
+    """Undo :func:`before`."""
+    for ns, argv in fault.undo if fault is not None else []:
+        netns.run(argv, ns=ns)
+
+
 def after_capture(out: Path, faults: list[Fault], files: dict[str, str]) -> None:
     """Remove about ``rate`` of the records of each capture-drop fault's file (seeded); the count goes to its truth."""
     for f in faults:
@@ -226,7 +282,8 @@ def truth(faults: list[Fault], results: dict[int, dict[str, Any]]) -> list[dict[
     """Truth records of the faults: fault name, the connection it hit (client tuple, client's own result), where and why."""
     recs = []
     for f in faults:
-        rec = {"fault": f.name, **{k: v for k, v in f.truth.items() if k not in ("client_ip", "sport")}}
+        rec = {"fault": f.name, **({"status": "failed"} if f.job is not None else {}),
+               **{k: v for k, v in f.truth.items() if k not in ("client_ip", "sport")}}
         if f.job is not None:
             res = results.get(f.job["id"], {})
             rec["id"] = f.job["id"]

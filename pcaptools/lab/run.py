@@ -199,10 +199,13 @@ def run_lab(out_dir: str | Path, *, cni: str = "vpc", nodes: int = 3, any_captur
                 cap.start()
             results = []
             # fault jobs first: their waits would age out the other jobs' UDP conntrack entries
+            fault_of = {f.job["id"]: f for f in fault_plan if f.job}
             for job in sorted(jobs, key=lambda j: "sport" not in j):
                 ns = topo.client.ns if job["client"] == "client" else topo.pod(job["client"]).ns
+                faults_mod.before(fault_of.get(job["id"]))
                 res = run_clients(ns, [{k: job[k] for k in ("id", "proto", "dst", "port", "size", "sport", "timeout")
                                         if k in job}])
+                faults_mod.after(fault_of.get(job["id"]))
                 results.extend(res)
             conntrack = {}
             for place, ns in [*(("node:" + n.name, n.ns) for n in topo.nodes), ("nlb", topo.nlb.ns),
