@@ -9,8 +9,10 @@ service behind the translated frontend, the backend pod and node, and the NAT st
 (:mod:`pcaptools.k8s.nat`). One Python step per connection builds its texts; everything per packet is
 vectorised.
 
-Limits: a 5-tuple reused later (port reuse, repeated pings with one id) joins the earlier
-connection; a path is only as complete as the capture points; the order of sightings on two nodes
+A 5-tuple used again (a client port reused for a second connection) starts a new connection at a
+TCP SYN that follows other packets of that tuple, or after :data:`IDLE_NS` of silence (:func:`_epochs`).
+Limits: a new SYN right after an unanswered SYN of the same tuple joins it (a retry cannot be told apart
+without sequence numbers); repeated pings with one id within the idle time join; a path is only as complete as the capture points; the order of sightings on two nodes
 closer than their clock error relies on TTL and the sender/receiver rule of :func:`order_hops`.
 """
 
@@ -54,6 +56,34 @@ def _ep(addr: str, port: int) -> str:
     return f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
 
 
+IDLE_NS = 60_000_000_000
+"""A 5-tuple idle this long starts a new connection (non-TCP; TCP splits on a new SYN)."""
+
+
+def _epochs(h: pd.DataFrame, key: np.ndarray, ji: np.ndarray) -> np.ndarray:
+    """Per row, which use of its unordered 5-tuple the row's journey belongs to: a TCP SYN (no ACK) after other
+    packets of the tuple (data, FIN, RST: not a retransmitted SYN) starts a new use, as does any packet after
+    the tuple was idle for :data:`IDLE_NS`; so a port reused for a second connection is not merged into the first."""
+    t = h["ts_corrected_ns"].to_numpy(np.int64)
+    flags = h["tcp_flags"].to_numpy(np.int64)
+    syn = (h["proto"].to_numpy() == 6) & (flags >= 0) & ((flags & 0x12) == 0x02)
+    kj = pd.DataFrame({"k": key, "j": ji, "t": t, "syn": syn}).groupby(["k", "j"], sort=False).agg(t=("t", "min"), syn=("syn", "any"))
+    kj = kj.reset_index().sort_values(["k", "t", "j"], kind="stable")
+    k = kj["k"].to_numpy()
+    s = kj["syn"].to_numpy()
+    tt = kj["t"].to_numpy(np.int64)
+    same = np.zeros(len(kj), bool)
+    same[1:] = k[1:] == k[:-1]
+    prev_syn = np.zeros(len(kj), bool)
+    prev_syn[1:] = s[:-1]
+    gap = np.zeros(len(kj), np.int64)
+    gap[1:] = tt[1:] - tt[:-1]
+    start = ~same | (s & ~prev_syn) | (gap > IDLE_NS)
+    kj["epoch"] = np.cumsum(start)
+    m = pd.DataFrame({"k": key, "j": ji}).merge(kj[["k", "j", "epoch"]], on=["k", "j"], how="left")
+    return m["epoch"].to_numpy(np.int64)
+
+
 def _connections(h: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """(journey ids, connection id per journey): components of journeys linked by a shared unordered 5-tuple."""
     j = h["journey"].to_numpy(np.int64)
@@ -62,6 +92,7 @@ def _connections(h: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     e1 = _codes(h["src"], vocab) * 65538 + h["sport"].to_numpy(np.int64) + 1
     e2 = _codes(h["dst"], vocab) * 65538 + h["dport"].to_numpy(np.int64) + 1
     key = pd.factorize(combine([h["proto"].to_numpy(np.int64), np.minimum(e1, e2), np.maximum(e1, e2)]))[0]
+    key = pd.factorize(combine([key, _epochs(h, key, ji)]))[0]
     lab = np.arange(len(uj))
     while True:  # min-label propagation over the journey <-> tuple graph, with pointer jumping
         kl = np.full(key.max() + 1, len(uj), np.int64)
