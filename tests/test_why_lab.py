@@ -20,6 +20,7 @@ pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
 FAULTS = ("policy-drop", "no-endpoints", "stale-endpoint", "mtu-blackhole", "mtu-icmp", "asymmetric-return",
           "capture-drop")  # fmt: skip
+SCENARIOS = ("hairpin", "port-reuse")
 
 
 @pytest.fixture(scope="session")
@@ -29,7 +30,7 @@ def faulty(tmp_path_factory):
     from pcaptools.lab import run_lab
 
     out = tmp_path_factory.mktemp("faults")
-    man = run_lab(out, cni="calico-vxlan", prefix=f"ptw{secrets.token_hex(2)}-", connections=16, faults=FAULTS)
+    man = run_lab(out, cni="calico-vxlan", prefix=f"ptw{secrets.token_hex(2)}-", connections=16, faults=FAULTS + SCENARIOS)
     cs = pcaptools.CaptureSet.load(man)
     d = diagnose(cs, pcaptools.correlate(cs), out / "inventory.json")
     return json.loads((out / "truth.json").read_text()), d
@@ -77,7 +78,7 @@ def test_faulty_connection_is_located_to_the_truth_points_and_cause(faulty, faul
 
 def test_no_healthy_connection_is_blamed(faulty):
     truth, d = faulty
-    faulty_ids = {f["id"] for f in truth["faults"] if "id" in f}
+    faulty_ids = {f["id"] for f in truth["faults"] + truth["scenarios"] if "id" in f}
     healthy = [c for c in truth["connections"] if c.get("ok") and c["id"] not in faulty_ids]
     assert len(healthy) >= 16
     for c in healthy:
@@ -105,10 +106,13 @@ def test_the_timeline_shows_every_lost_syn_attempt_where_it_was_last_seen(faulty
     syn = [a for a in d.connection_record(int(row["connection"]))["timeline"] if a["packet"].startswith("SYN ")]
     assert len(syn) >= 2, "the client retried its SYN"
     assert [a["attempt"] for a in syn] == list(range(1, len(syn) + 1))
+    route = d.paths.set_index("connection").loc[int(row["connection"]), "forward_points"].split(" → ")
     for a in syn:
-        assert not a["reached"] and a["sightings"][-1]["point"] == f["last_seen"]
-        ts = [s["ts_ns"] for s in a["sightings"]]
-        assert ts == sorted(ts)
+        assert not a["reached"] and [s["point"] for s in a["sightings"]] == route
+        assert route[-1] == f["last_seen"]
+        for node in {p.split(":")[0] for p in route}:  # one node's sightings share its clock: in time order
+            ts = [s["ts_ns"] for s in a["sightings"] if s["point"].startswith(node + ":")]
+            assert ts == sorted(ts)
 
 
 def test_why_json_of_the_faulty_run_follows_its_schema(faulty):
@@ -117,3 +121,39 @@ def test_why_json_of_the_faulty_run_follows_its_schema(faulty):
     jsonschema.validate(doc, json.loads(SCHEMA_PATH.read_text()))
     failed = [c for c in doc["connections"] if c["status"] != "ok"]
     assert len(failed) == len(FAULTS) - 1
+
+
+def test_scenarios_are_healthy_and_blame_nothing(faulty):
+    truth, d = faulty
+    assert {x["scenario"] for x in truth["scenarios"]} == set(SCENARIOS)
+    for x in truth["scenarios"]:
+        assert x["client_ok"], x
+        c = d.connections
+        rows = c[(c["client_addr"] == x["client_tuple"]["src"]) & (c["client_port"] == x["client_tuple"]["sport"])]
+        assert len(rows) >= 1 and set(rows["status"]) == {"ok"}, x
+
+
+def test_a_reused_client_port_is_two_connections(faulty):
+    truth, d = faulty
+    uses = [x for x in truth["scenarios"] if x["scenario"] == "port-reuse"]
+    assert [x["use"] for x in uses] == [1, 2] and uses[0]["client_tuple"] == uses[1]["client_tuple"]
+    t = uses[0]["client_tuple"]
+    p = d.paths
+    rows = p[(p["client_addr"].astype(str) == t["src"]) & (p["client_port"] == t["sport"])
+             & (p["server_addr"].astype(str) == t["dst"])]  # fmt: skip
+    assert len(rows) == 2
+    assert rows["first_ts_ns"].is_monotonic_increasing and (rows["journeys"] >= 6).all()
+    assert set(rows["backend"].astype(str)) == {uses[0]["backend"]}
+
+
+def test_a_hairpin_leaves_and_reenters_its_own_veth_with_dnat_then_snat(faulty):
+    truth, d = faulty
+    x = next(x for x in truth["scenarios"] if x["scenario"] == "hairpin")
+    t = x["client_tuple"]
+    p = d.paths
+    r = p[(p["client_addr"].astype(str) == t["src"]) & (p["client_port"] == t["sport"])].iloc[0]
+    assert r["kind"] == "clusterip" and str(r["backend"]) == x["backend"] == str(r["client"])
+    fwd = r["forward_points"].split(" → ")
+    assert fwd[0] == fwd[-1] == x["point"]
+    assert r["nat"].startswith("DNAT") and "; SNAT" in r["nat"] and f"@{x['node']}" in r["nat"]
+    assert r["client_ip_preserved"] == "no"

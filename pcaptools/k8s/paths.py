@@ -62,12 +62,15 @@ IDLE_NS = 60_000_000_000
 
 def _epochs(h: pd.DataFrame, key: np.ndarray, ji: np.ndarray) -> np.ndarray:
     """Per row, which use of its unordered 5-tuple the row's journey belongs to: a TCP SYN (no ACK) after other
-    packets of the tuple (data, FIN, RST: not a retransmitted SYN) starts a new use, as does any packet after
+    packets of the tuple (data, FIN, RST: not a retried SYN or SYN-ACK) starts a new use, as does any packet after
     the tuple was idle for :data:`IDLE_NS`; so a port reused for a second connection is not merged into the first."""
     t = h["ts_corrected_ns"].to_numpy(np.int64)
     flags = h["tcp_flags"].to_numpy(np.int64)
-    syn = (h["proto"].to_numpy() == 6) & (flags >= 0) & ((flags & 0x12) == 0x02)
-    kj = pd.DataFrame({"k": key, "j": ji, "t": t, "syn": syn}).groupby(["k", "j"], sort=False).agg(t=("t", "min"), syn=("syn", "any"))
+    tcp = (h["proto"].to_numpy() == 6) & (flags >= 0)
+    syn = tcp & ((flags & 0x12) == 0x02)
+    hs = tcp & ((flags & 0x02) != 0)  # SYN or SYN-ACK: still the handshake (retries of either do not split)
+    kj = pd.DataFrame({"k": key, "j": ji, "t": t, "syn": syn, "hs": hs}).groupby(["k", "j"], sort=False).agg(
+        t=("t", "min"), syn=("syn", "any"), hs=("hs", "any"))
     kj = kj.reset_index().sort_values(["k", "t", "j"], kind="stable")
     k = kj["k"].to_numpy()
     s = kj["syn"].to_numpy()
@@ -75,7 +78,7 @@ def _epochs(h: pd.DataFrame, key: np.ndarray, ji: np.ndarray) -> np.ndarray:
     same = np.zeros(len(kj), bool)
     same[1:] = k[1:] == k[:-1]
     prev_syn = np.zeros(len(kj), bool)
-    prev_syn[1:] = s[:-1]
+    prev_syn[1:] = kj["hs"].to_numpy()[:-1]
     gap = np.zeros(len(kj), np.int64)
     gap[1:] = tt[1:] - tt[:-1]
     start = ~same | (s & ~prev_syn) | (gap > IDLE_NS)

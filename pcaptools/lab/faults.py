@@ -45,6 +45,11 @@ FAULTS = ("policy-drop", "no-endpoints", "stale-endpoint", "mtu-blackhole", "mtu
           "capture-drop")  # fmt: skip
 """Fault names accepted by ``pcaptools lab run --fault``."""
 
+SCENARIOS = ("hairpin", "port-reuse")
+"""Healthy traffic the regular jobs do not make, taken like faults (``--fault``), recorded under ``scenarios``:
+a pod reaching its own service and landing on itself (the DNS pod, the service's one endpoint), and a client
+port reused for a second connection to the same pod after the first closed."""
+
 FIRST_SPORT = 41000
 """Fault connections use source ports from here (one each)."""
 
@@ -74,9 +79,9 @@ def _uplink_before_pod(topo: Topology, node: str) -> str:
 
 def plan(topo: Topology, names: list[str] | tuple[str, ...], first_id: int, seed: int = 1) -> list[Fault]:
     """Faults for ``names`` (each at most once), adding their services to ``topo``; job ids start at ``first_id``."""
-    bad = [n for n in names if n not in FAULTS]
+    bad = [n for n in names if n not in FAULTS + SCENARIOS]
     if bad:
-        raise LabError(f"unknown fault {bad[0]!r}; expected one of {', '.join(FAULTS)}")
+        raise LabError(f"unknown fault {bad[0]!r}; expected one of {', '.join(FAULTS + SCENARIOS)}")
     if len(set(names)) != len(names):
         raise LabError(f"faults {list(names)}: each fault can be given once")
     for name in ("mtu-blackhole", "mtu-icmp", "asymmetric-return"):
@@ -183,6 +188,19 @@ def plan(topo: Topology, names: list[str] | tuple[str, ...], first_id: int, seed
                  "why": f"{target.node} routes the reply natively via {via.name}; strict rp_filter on {client.node}'s "
                         f"eth0 drops it (its source {target.ip} is routed through vxlan.calico)"}  # fmt: skip
             out.append(Fault(name, job, cmds, {**where, **t}))
+        elif name == "hairpin":
+            dns = topo.service("dns")
+            pod = topo.endpoints(dns)[0]
+            job = {**base, "client": pod.key, "kind": "clusterip", "proto": "udp", "service": dns.key,
+                   "dst": dns.cluster_ip, "port": dns.ports[0].port, "size": 64}  # fmt: skip
+            out.append(Fault(name, job, [], {"client": pod.key, "client_ip": pod.ip, "sport": sport, "scenario": name,
+                                             "backend": pod.key, "node": pod.node,
+                                             "point": _point(pod.node, pod.host_if)}))  # fmt: skip
+        elif name == "port-reuse":
+            for rep in range(2):
+                job = {**base, "id": base["id"] + rep, "kind": "pod-direct-cross-node", "service": None,
+                       "dst": target.ip, "port": 80}  # fmt: skip
+                out.append(Fault(name, job, [], {**where, "scenario": name, "use": rep + 1, "backend": target.key}))
         elif name == "capture-drop":
             node = topo.nodes[1] if len(topo.nodes) > 1 else topo.nodes[0]
             pt = _point(node.name, "eth0")
@@ -278,10 +296,13 @@ def _drop_records(path: Path, rate: float, seed: int) -> tuple[int, list[dict[st
     return kept, dropped
 
 
-def truth(faults: list[Fault], results: dict[int, dict[str, Any]]) -> list[dict[str, Any]]:
-    """Truth records of the faults: fault name, the connection it hit (client tuple, client's own result), where and why."""
+def truth(faults: list[Fault], results: dict[int, dict[str, Any]], *, scenarios: bool = False) -> list[dict[str, Any]]:
+    """Truth records of the faults: fault name, the connection it hit (client tuple, client's own result), where and why;
+    with ``scenarios`` those of the scenarios instead."""
     recs = []
     for f in faults:
+        if (f.name in SCENARIOS) != scenarios:
+            continue
         rec = {"fault": f.name, **({"status": "failed"} if f.job is not None else {}),
                **{k: v for k, v in f.truth.items() if k not in ("client_ip", "sport")}}
         if f.job is not None:

@@ -231,6 +231,7 @@ def run_lab(out_dir: str | Path, *, cni: str = "vpc", nodes: int = 3, any_captur
     if fault_plan:
         faults_mod.after_capture(out, fault_plan, {f"{e['node']}:{e['interface']}": e["file"] for _c, e in caps})
         records["faults"] = faults_mod.truth(fault_plan, {r["id"]: r for r in results})
+        records["scenarios"] = faults_mod.truth(fault_plan, {r["id"]: r for r in results}, scenarios=True)
     (out / "inventory.json").write_text(json.dumps(build_inventory(topo, created), indent=1) + "\n")
     (out / "truth.json").write_text(json.dumps(records, indent=1) + "\n")
     path = out / "manifest.json"
