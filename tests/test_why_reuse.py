@@ -1,4 +1,5 @@
-"""A client port reused for a second connection to the same server is a second connection (capture crafted with scapy)."""
+"""Captures crafted with scapy: a client port reused for a second connection is a second connection; a SYN-ACK
+answered by RST is a conntrack failure."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import pytest
 from scapy.all import IP, TCP, Ether, Raw, wrpcap
 
 import pcaptools
+from pcaptools.k8s.diagnose import diagnose
 from pcaptools.k8s.paths import paths
 
 C, S, SPORT = "10.244.1.5", "10.244.2.7", 41234
@@ -51,3 +53,20 @@ def test_a_reused_client_port_starts_a_second_connection_and_a_retried_syn_does_
     assert list(same["journeys"]) == [n1, n2]
     assert same["first_ts_ns"].iloc[0] < same["first_ts_ns"].iloc[1]
     assert set(same["server_addr"].astype(str)) == {S}
+
+
+def test_a_syn_ack_answered_by_rst_is_a_conntrack_failure_at_the_client(tmp_path):
+    e = Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
+    pk = [e / IP(src=C, dst=S, id=1) / TCP(sport=SPORT, dport=80, flags="S", seq=100),
+          e / IP(src=S, dst=C, id=2) / TCP(sport=80, dport=SPORT, flags="SA", seq=7000, ack=101),
+          e / IP(src=C, dst=S, id=3) / TCP(sport=SPORT, dport=80, flags="R", seq=101)]  # fmt: skip
+    for k, p in enumerate(pk):
+        p.time = 1_700_000_000.0 + k * 0.001
+    f = tmp_path / "veth.pcap"
+    wrpcap(str(f), pk)
+    cs = pcaptools.CaptureSet.load(points=[f"node-1:veth1={f}"])
+    d = diagnose(cs, pcaptools.correlate(cs))
+    assert list(d.connections["status"]) == ["failed"]
+    (loss,) = d.connection_record(int(d.connections["connection"].iloc[0]))["losses"]
+    assert (loss["cause"], loss["direction"], loss["last_seen"], loss["node"]) == ("conntrack", "reverse", "node-1:veth1", "node-1")
+    assert loss["packets"] == 1 and loss["first_missed"] is None

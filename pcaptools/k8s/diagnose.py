@@ -439,7 +439,8 @@ def _connection(ctx: _Context, r, g: pd.DataFrame) -> tuple[list[dict], list[dic
 
 
 def _answer_losses(ctx: _Context, r, c: int, fwd: list[_Journey], rev: list[_Journey], expects_answer: bool) -> list[dict]:
-    """Evidence that is not a missing sighting: a reply from the backend's own address at the client (not un-NATed)."""
+    """Evidence that is not a missing sighting: a reply from the backend's own address at the client (not un-NATed),
+    or a SYN-ACK that reached the client and was answered by RST (conntrack / INVALID)."""
     if not rev or not fwd:
         return []
     out = []
@@ -451,6 +452,19 @@ def _answer_losses(ctx: _Context, r, c: int, fwd: list[_Journey], rev: list[_Jou
                     "confidence": 0.8,
                     "evidence": f"{_what(bad)} reached {_show(bad[0].points[-1])} from {bad[0].src}, not from "
                                 f"{r.server_addr} the client sent to: the reply was not un-NATed (it took another path)"})  # fmt: skip
+        return out
+    if int(r.proto) != 6:
+        return out
+    home = client_home or fwd[0].points[0]
+    synack = [j for j in rev if j.flags >= 0 and j.flags & 0x12 == 0x12 and j.points[-1] == home]
+    rst = [j for j in fwd if j.flags >= 0 and j.flags & 0x04 and j.points[0] == home]
+    if synack and rst and rst[0].ts[0] > synack[0].ts[-1]:
+        acked = any(j.flags == 0x10 and synack[0].ts[-1] < j.ts[0] < rst[0].ts[0] for j in fwd)
+        if not acked:
+            out.append({"connection": c, "direction": "reverse", "last_seen": home, "first_missed": None,
+                        "node": _node_of(home), "packets": len(synack), "cause": "conntrack", "confidence": 0.6,
+                        "evidence": f"{len(synack)} SYN-ACK(s) from {synack[0].src} reached {_show(home)} and the client "
+                                    "answered RST: its stack or conntrack took the answer as invalid"})  # fmt: skip
     return out
 
 
