@@ -460,12 +460,14 @@ def why_cmd(
     inventory: str = typer.Option(None, "--inventory", help="kubectl get nodes,pods,services,endpointslices -A -o json output (default: inventory.json beside the manifest)."),
     as_json: bool = typer.Option(False, "--json", help="Print the diagnosis as JSON (schema: pcaptools/schemas/why.schema.json)."),
     all_connections: bool = typer.Option(False, "--all", help="Also list connections with no loss."),
+    iptables: list[str] = typer.Option([], "--iptables", help="NODE=FILE: iptables-save output of a node; names the kube-proxy chains behind each translation (repeatable)."),  # noqa: B008
     window_ms: float = typer.Option(2000.0, "--window-ms", help="Max time between sightings of one packet after clock correction."),
 ) -> None:
     """Where did the packets of each connection stop, per direction, and why: cause, confidence, evidence, retries.
 
     Example: pcaptools why captures/ --inventory inventory.json
     Example: pcaptools why sample_pcaps/calico-vxlan --json
+    Example: pcaptools why captures/ --iptables node-1=node-1/iptables-save.txt --json
     """
     from pathlib import Path
 
@@ -478,9 +480,12 @@ def why_cmd(
     if inventory is None and (man.parent / "inventory.json").exists():
         inventory = str(man.parent / "inventory.json")
     inv = Inventory.load(inventory) if inventory else None
+    from pcaptools.k8s.iptables import load as load_iptables
+
+    rules = [load_iptables(spec) for spec in iptables]
     with _busy([source], "correlating"):
         cs = CaptureSet.load(source)
-        d = diagnose(cs, correlate(cs, window_ns=int(window_ms * 1e6)), inv)
+        d = diagnose(cs, correlate(cs, window_ns=int(window_ms * 1e6)), inv, iptables=rules)
     if as_json:
         print(d.to_json(indent=2))
         return

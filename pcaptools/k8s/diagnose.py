@@ -64,6 +64,7 @@ class Diagnosis:
     timeline: pd.DataFrame
     paths: pd.DataFrame
     notes: list[str] = field(default_factory=list)
+    nat_rules: pd.DataFrame | None = None  # pcaptools.k8s.iptables.explain, when iptables-save files were given
 
     def connection_record(self, c: int) -> dict:
         """The ``why --json`` fields of connection ``c`` (status, losses, timeline)."""
@@ -82,7 +83,13 @@ class Diagnosis:
             attempts.append({"direction": d, "packet": pkt, "attempt": int(att), "reached": bool(g["reached"].iloc[0]),
                              "sightings": [{"point": p, "ts_ns": int(t)} for p, t in
                                            zip(g["point"], g["ts_corrected_ns"], strict=True)]})  # fmt: skip
-        return {"status": status, "losses": losses, "timeline": attempts}
+        out = {"status": status, "losses": losses, "timeline": attempts}
+        if self.nat_rules is not None:
+            nr = self.nat_rules.loc[self.nat_rules["connection"] == c]
+            out["nat"] = [{"op": x.op, "node": x.node, "before": x.before, "after": x.after,
+                           "chains": [y for y in x.chains.split(" → ") if y], "explained": bool(x.explained),
+                           "problem": _text(x.problem)} for x in nr.itertuples(index=False)]  # fmt: skip
+        return out
 
     def to_dict(self) -> dict:
         """The ``why --json`` object: schema_version and one entry per connection (see why.schema.json)."""
@@ -228,7 +235,8 @@ def _spans(capture_set, correlation, hops: pd.DataFrame) -> dict[str, tuple[int,
     return out
 
 
-def diagnose(capture_set=None, correlation=None, inventory: Inventory | str | dict | None = None) -> Diagnosis:
+def diagnose(capture_set=None, correlation=None, inventory: Inventory | str | dict | None = None,
+             iptables: list | None = None) -> Diagnosis:
     """Per connection: status, where its packets were last seen and first missed per direction, the likely cause.
 
     Example::
@@ -274,7 +282,12 @@ def diagnose(capture_set=None, correlation=None, inventory: Inventory | str | di
     notes = []
     if capture_set is not None and "icmp_type" not in capture_set.packets.columns:
         notes.append("the decoder gave no ICMP columns: ICMP errors are not used as evidence")
-    return Diagnosis(connections=conns, losses=losses, timeline=timeline, paths=p, notes=notes)
+    nat_rules = None
+    if iptables:  # iptables-save Rulesets (pcaptools.k8s.iptables): name the chains behind each translation
+        from pcaptools.k8s.iptables import explain
+
+        nat_rules = explain(det.nat, iptables)
+    return Diagnosis(connections=conns, losses=losses, timeline=timeline, paths=p, notes=notes, nat_rules=nat_rules)
 
 
 def _server_name(inv: Inventory | None, r) -> str:
@@ -582,7 +595,7 @@ def print_why(d: Diagnosis, *, console=None, all_connections: bool = False) -> N
                    style="bold"))  # fmt: skip
     for r in d.connections.itertuples(index=False):
         rec = d.connection_record(int(r.connection))
-        if r.status == "ok" and not all_connections and not rec["losses"]:
+        if r.status == "ok" and not all_connections and not rec["losses"] and all(x["explained"] for x in rec.get("nat", [])):
             continue
         con.print()
         head = Text(f"#{r.connection} {_PROTO.get(int(r.proto), r.proto)} {r.client} {_ep(r.client_addr, int(r.client_port))} → "
@@ -593,6 +606,10 @@ def print_why(d: Diagnosis, *, console=None, all_connections: bool = False) -> N
             con.print(Text(f"  {loss['direction']}: {loss['cause']} ({loss['confidence']:.2f}) {loss['packets']} packet(s), "
                            f"last seen {loss['last_seen']}, first missed {loss['first_missed'] or '-'}"))  # fmt: skip
             con.print(Text(f"    {loss['evidence']}", style="dim"), soft_wrap=True)
+        for x in rec.get("nat", []):
+            how = " → ".join(x["chains"]) if x["explained"] else f"not explained: {x['problem']}"
+            con.print(Text(f"  {x['op']} {x['before']}→{x['after']} @{x['node']}: {how}",
+                           style="" if x["explained"] else "bold red"), soft_wrap=True)  # fmt: skip
         t0 = min((s["ts_ns"] for a in rec["timeline"] for s in a["sightings"]), default=0)
         for a in rec["timeline"]:
             seen = ", ".join(f"{s['point']} +{(s['ts_ns'] - t0) / 1e6:.3f}ms" for s in a["sightings"])

@@ -212,6 +212,9 @@ def run_lab(out_dir: str | Path, *, cni: str = "vpc", nodes: int = 3, any_captur
                               ("router", topo.router.ns)]:
                 conntrack[place] = truth.parse_conntrack(netns.run(["conntrack", "-L", "-o", "extended"], ns=ns,
                                                                    check=False))
+            for n in topo.nodes:  # what capture tools collect beside their pcaps: the node's rules
+                (out / n.name).mkdir(parents=True, exist_ok=True)
+                (out / n.name / "iptables-save.txt").write_text(netns.run(["iptables-save"], ns=n.ns))
             links = {n.name: _interfaces(topo, n.ns) for n in topo.nodes} if any_capture else {}
             logs = {place: s.stop() for place, s in server_at.items()}
             drain([cap for cap, _entry in caps if not cap.immediate])
