@@ -14,13 +14,14 @@ import pytest
 from test_lab import _REASON
 
 import pcaptools
+from pcaptools.k8s import iptables
 from pcaptools.k8s.diagnose import SCHEMA_PATH, diagnose
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
 FAULTS = ("policy-drop", "no-endpoints", "stale-endpoint", "mtu-blackhole", "mtu-icmp", "asymmetric-return",
           "capture-drop")  # fmt: skip
-SCENARIOS = ("hairpin", "port-reuse")
+SCENARIOS = ("hairpin", "port-reuse", "hostnetwork")
 
 
 @pytest.fixture(scope="session")
@@ -32,7 +33,8 @@ def faulty(tmp_path_factory):
     out = tmp_path_factory.mktemp("faults")
     man = run_lab(out, cni="calico-vxlan", prefix=f"ptw{secrets.token_hex(2)}-", connections=16, faults=FAULTS + SCENARIOS)
     cs = pcaptools.CaptureSet.load(man)
-    d = diagnose(cs, pcaptools.correlate(cs), out / "inventory.json")
+    rules = [iptables.load(str(f)) for f in sorted(out.glob("*/iptables-save.txt"))]
+    d = diagnose(cs, pcaptools.correlate(cs), out / "inventory.json", iptables=rules)
     return json.loads((out / "truth.json").read_text()), d
 
 
@@ -157,3 +159,23 @@ def test_a_hairpin_leaves_and_reenters_its_own_veth_with_dnat_then_snat(faulty):
     assert fwd[0] == fwd[-1] == x["point"]
     assert r["nat"].startswith("DNAT") and "; SNAT" in r["nat"] and f"@{x['node']}" in r["nat"]
     assert r["client_ip_preserved"] == "no"
+
+
+def test_the_saved_iptables_explain_every_translation_the_nodes_made(faulty):
+    truth, d = faulty
+    nr = d.nat_rules
+    assert nr is not None and len(nr)
+    assert nr["explained"].all(), nr.loc[~nr["explained"]].to_dict("records")
+    stale = next(x for x in truth["faults"] if x["fault"] == "stale-endpoint")
+    hit = nr[nr["after"] == f"{stale['stale_ip']}:80"]
+    assert len(hit) and all(c.split(" → ")[-1].startswith("KUBE-SEP-") for c in hit["chains"])
+
+
+def test_a_hostnetwork_server_is_named_as_its_pod_not_as_the_node(faulty):
+    truth, d = faulty
+    x = next(x for x in truth["scenarios"] if x["scenario"] == "hostnetwork")
+    t = x["client_tuple"]
+    p = d.paths
+    r = p[(p["client_addr"].astype(str) == t["src"]) & (p["client_port"] == t["sport"])].iloc[0]
+    assert (str(r["backend"]), str(r["backend_kind"]), str(r["backend_node"])) == (x["backend"], "pod", x["node"])
+    assert r["nat"] == "" and r["client_ip_preserved"] == "yes"

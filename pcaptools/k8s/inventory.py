@@ -81,6 +81,7 @@ class Pod:
     ips: tuple[str, ...]
     host_network: bool = False
     labels: dict = field(default_factory=dict, compare=False)
+    ports: tuple[tuple[int, int], ...] = ()  # (IP protocol, containerPort) of its containers
 
 
 @dataclass(frozen=True)
@@ -285,6 +286,15 @@ class Inventory:
         """Nodes holding at least one endpoint of ``service``."""
         return {e.node for e in self.endpoints if e.service == service and e.node}
 
+    def host_network_pod(self, node: str, port: int, proto: int, *, only_one: bool = False) -> str | None:
+        """The hostNetwork pod of ``node`` listening on ``port``/``proto`` (a containerPort); with ``only_one``,
+        also the node's single hostNetwork pod when none declares the port (a client's port is ephemeral)."""
+        pods = [p for p in self.pods.values() if p.host_network and p.node == node]
+        hit = [p for p in pods if (proto, port) in p.ports]
+        if len(hit) == 1:
+            return hit[0].name
+        return pods[0].name if only_one and len(pods) == 1 else None
+
     def node_addresses(self) -> dict[str, str]:
         """Node address -> node name."""
         return {ip: n.name for n in self.nodes.values() for ip in n.addresses}
@@ -418,6 +428,9 @@ def _pod(it: dict, meta: dict) -> Pod:
     return Pod(
         name=_name(meta), node=str(_get(it, "spec", "nodeName", default="")), ips=tuple(ips),
         host_network=bool(_get(it, "spec", "hostNetwork", default=False)),
+        ports=tuple((PROTOCOLS.get(str(p.get("protocol", "TCP")).upper(), -1), int(p["containerPort"]))
+                    for c in (_get(it, "spec", "containers", default=[]) or []) if isinstance(c, dict)
+                    for p in (c.get("ports") or []) if isinstance(p, dict) and isinstance(p.get("containerPort"), int)),
         labels=meta.get("labels") if isinstance(meta.get("labels"), dict) else {},
     )  # fmt: skip
 

@@ -262,6 +262,12 @@ def _row(c, fj, rj, uj, first_row, end_row, cols, h, nat_by_j, inv, inv_nodes, n
         cname = cnode
     backend_addr, backend_port = dst[b - 1], int(dport[b - 1])
     bk, bname, bnode = _name(inv, backend_addr)
+    # a node address may be a hostNetwork pod: the server by its containerPort, the client if it is the node's only one
+    proto = int(cols["proto"][a])
+    if inv is not None and bk == "node" and (hp := inv.host_network_pod(bnode, backend_port, proto)):
+        bk, bname = "pod", hp
+    if inv is not None and ck == "node" and (hp := inv.host_network_pod(cnode, client_port, proto, only_one=True)):
+        ck, cname = "pod", hp
     fnat = [r for r in nat_by_j.get(jid, []) if not r.reply] or None
     vias = [] if fnat is None else [(str(r.nat_kind), r.service) for r in fnat]
     svc = next((s for v, s in vias if v in ("loadbalancer", "nodeport", "clusterip") and isinstance(s, str)), None)

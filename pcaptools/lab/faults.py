@@ -45,10 +45,11 @@ FAULTS = ("policy-drop", "no-endpoints", "stale-endpoint", "mtu-blackhole", "mtu
           "capture-drop")  # fmt: skip
 """Fault names accepted by ``pcaptools lab run --fault``."""
 
-SCENARIOS = ("hairpin", "port-reuse")
+SCENARIOS = ("hairpin", "port-reuse", "hostnetwork")
 """Healthy traffic the regular jobs do not make, taken like faults (``--fault``), recorded under ``scenarios``:
-a pod reaching its own service and landing on itself (the DNS pod, the service's one endpoint), and a client
-port reused for a second connection to the same pod after the first closed."""
+a pod reaching its own service and landing on itself (the DNS pod, the service's one endpoint); a client
+port reused for a second connection to the same pod after the first closed; a hostNetwork pod (a server in
+a node's own namespace, listed in the inventory with ``hostNetwork: true``) reached on its node's address."""
 
 FIRST_SPORT = 41000
 """Fault connections use source ports from here (one each)."""
@@ -66,6 +67,8 @@ class Fault:
     rate: float = 0.01
     during: list[tuple[str, list[str]]] = field(default_factory=list)  # only while its own job runs
     undo: list[tuple[str, list[str]]] = field(default_factory=list)
+    server: tuple[str, str, int, str] | None = None  # (namespace, proto, port, label) of a server it adds
+    inventory: list[dict[str, Any]] = field(default_factory=list)  # objects it adds to inventory.json
 
 
 def _point(node: str, iface: str) -> str:
@@ -201,6 +204,17 @@ def plan(topo: Topology, names: list[str] | tuple[str, ...], first_id: int, seed
                 job = {**base, "id": base["id"] + rep, "kind": "pod-direct-cross-node", "service": None,
                        "dst": target.ip, "port": 80}  # fmt: skip
                 out.append(Fault(name, job, [], {**where, "scenario": name, "use": rep + 1, "backend": target.key}))
+        elif name == "hostnetwork":
+            node = topo.nodes[-1]
+            pod = f"kube-system/node-exporter-{node.name}"
+            job = {**base, "kind": "pod-direct", "service": None, "dst": node.ip, "port": 9100}
+            item = {"apiVersion": "v1", "kind": "Pod",
+                    "metadata": {"name": pod.split("/")[1], "namespace": "kube-system", "labels": {"app": "node-exporter"}},
+                    "spec": {"nodeName": node.name, "hostNetwork": True, "containers": [
+                        {"name": "node-exporter", "ports": [{"containerPort": 9100, "hostPort": 9100, "protocol": "TCP"}]}]},
+                    "status": {"phase": "Running", "hostIP": node.ip, "podIP": node.ip, "podIPs": [{"ip": node.ip}]}}  # fmt: skip
+            out.append(Fault(name, job, [], {**where, "scenario": name, "backend": pod, "node": node.name},
+                             server=(node.ns, "tcp", 9100, pod), inventory=[item]))  # fmt: skip
         elif name == "capture-drop":
             node = topo.nodes[1] if len(topo.nodes) > 1 else topo.nodes[0]
             pt = _point(node.name, "eth0")
@@ -239,6 +253,18 @@ def _stale_dnat(ns: str, svc: Service, stale: str) -> list[tuple[str, list[str]]
                   f"{port_name(svc, p)} -> {stale}:{p.target_port}", "-j", sep]),
             (ns, ["iptables", "-t", "nat", "-A", sep, "-p", proto, "-m", proto, "-j", "DNAT", "--to-destination",
                   f"{stale}:{p.target_port}"])]  # fmt: skip
+
+
+def servers(faults: list[Fault]) -> list[Any]:
+    """Servers the faults' scenarios add (not started), as :class:`pcaptools.lab.traffic.Server`."""
+    from pcaptools.lab.traffic import Server
+
+    return [Server(*f.server) for f in faults if f.server is not None]
+
+
+def inventory_items(faults: list[Fault]) -> list[dict[str, Any]]:
+    """Objects the faults' scenarios add to the inventory (hostNetwork pods)."""
+    return [it for f in faults for it in f.inventory]
 
 
 def apply(faults: list[Fault]) -> None:

@@ -192,6 +192,7 @@ def run_lab(out_dir: str | Path, *, cni: str = "vpc", nodes: int = 3, any_captur
             s = Server(topo.internet.ns, "tcp", 80, "internet")
             servers.append(s)
             server_at["internet"] = s
+            servers += faults_mod.servers(fault_plan)
             for s in servers:
                 s.start()
             caps = _captures(topo, out, any_capture=any_capture, nano=nano)
@@ -235,7 +236,9 @@ def run_lab(out_dir: str | Path, *, cni: str = "vpc", nodes: int = 3, any_captur
         faults_mod.after_capture(out, fault_plan, {f"{e['node']}:{e['interface']}": e["file"] for _c, e in caps})
         records["faults"] = faults_mod.truth(fault_plan, {r["id"]: r for r in results})
         records["scenarios"] = faults_mod.truth(fault_plan, {r["id"]: r for r in results}, scenarios=True)
-    (out / "inventory.json").write_text(json.dumps(build_inventory(topo, created), indent=1) + "\n")
+    inventory = build_inventory(topo, created)
+    inventory["items"] += faults_mod.inventory_items(fault_plan)
+    (out / "inventory.json").write_text(json.dumps(inventory, indent=1) + "\n")
     (out / "truth.json").write_text(json.dumps(records, indent=1) + "\n")
     path = out / "manifest.json"
     path.write_text(json.dumps(manifest, indent=1) + "\n")
