@@ -169,8 +169,11 @@ def _homes(capture_set, hops: pd.DataFrame, inv: Inventory | None) -> dict[str, 
         top = pd.DataFrame({"p": pt, "a": addr}).value_counts().reset_index(name="n")
         rows = hops["point"].astype(str).value_counts()
         top = top[(top["n"] >= rows.reindex(top["p"]).to_numpy()) & (top["n"] >= 3)]
+        top = top[~top["p"].duplicated(keep=False)]  # two addresses in every packet (one peer only): cannot tell
+        nodes = inv.node_addresses() if inv is not None else {}
         for p, a in zip(top["p"], top["a"], strict=True):
-            out.setdefault(a, p)
+            if a not in nodes:  # a node address lives on its node, not behind one interface
+                out.setdefault(a, p)
     if inv is not None and capture_set is not None:
         by_pod = {p.pod: p.name for p in capture_set.points if p.pod}
         for pod in inv.pods.values():

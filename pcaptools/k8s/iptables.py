@@ -115,7 +115,9 @@ def _ep(addr: str, port: int) -> str:
 def _dnat_walk(rs: Ruleset, before: tuple[str, int], after: tuple[str, int]) -> tuple[list[str], str]:
     """(chain names from the entry rule to the DNAT, problem text or '')."""
     to = _ep(*after)
-    seps = [r for rs_ in rs.chains.values() for r in rs_ if r.table == "nat" and r.target == "DNAT" and r.to in (to, after[0])]
+    # a non-first IP fragment has no ports (-1): match the addresses only
+    seps = [r for rs_ in rs.chains.values() for r in rs_ if r.table == "nat" and r.target == "DNAT"
+            and (r.to in (to, after[0]) or (after[1] < 0 and r.to.rpartition(":")[0].strip("[]") == after[0]))]
     if not seps:
         return [], f"no DNAT rule of {rs.node} sends anything to {to}"
     for sep in seps:
@@ -124,7 +126,8 @@ def _dnat_walk(rs: Ruleset, before: tuple[str, int], after: tuple[str, int]) -> 
         while frontier:
             path = frontier.pop(0)
             for parent in rs.parents("nat", path[0]):
-                if parent.dst == before[0] and parent.dport == before[1] or (not parent.dst and parent.dport == before[1]):
+                port_ok = parent.dport == before[1] or (before[1] < 0 and parent.dport >= 0)
+                if (parent.dst == before[0] and port_ok) or (not parent.dst and parent.dport >= 0 and parent.dport == before[1]):
                     return [parent.chain, *path], ""
                 if parent.chain not in seen:
                     seen.add(parent.chain)
