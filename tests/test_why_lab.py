@@ -21,7 +21,7 @@ pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
 FAULTS = ("policy-drop", "no-endpoints", "stale-endpoint", "mtu-blackhole", "mtu-icmp", "asymmetric-return",
           "capture-drop")  # fmt: skip
-SCENARIOS = ("hairpin", "port-reuse", "hostnetwork")
+SCENARIOS = ("hairpin", "port-reuse", "hostnetwork", "nodelocal-dns")
 
 
 @pytest.fixture(scope="session")
@@ -180,3 +180,16 @@ def test_a_hostnetwork_server_is_named_as_its_pod_not_as_the_node(faulty):
     assert (str(r["backend"]), str(r["backend_kind"]), str(r["backend_node"])) == (x["backend"], "pod", x["node"])
     rec = next(c for c in truth["connections"] if c["id"] == x["id"])  # natOutgoing masquerades pod -> node traffic
     assert [n["kind"] for n in rec["nat"]] == [s.split(" ")[0] for s in r["nat"].split("; ") if s]
+
+
+def test_nodelocal_dns_over_udp_and_tcp_is_answered_by_the_clients_own_node(faulty):
+    truth, d = faulty
+    xs = [x for x in truth["scenarios"] if x["scenario"] == "nodelocal-dns"]
+    assert sorted(x["proto"] for x in xs) == ["tcp", "udp"]
+    p = d.paths
+    for x in xs:
+        t = x["client_tuple"]
+        r = p[(p["client_addr"].astype(str) == t["src"]) & (p["client_port"] == t["sport"])].iloc[0]
+        assert int(r["proto"]) == {"udp": 17, "tcp": 6}[x["proto"]] and str(r["server_addr"]) == t["dst"]
+        assert (str(r["backend"]), str(r["backend_kind"]), str(r["backend_node"])) == (x["backend"], "pod", x["node"])
+        assert r["nat"] == "" and not r["cross_node"]

@@ -268,6 +268,10 @@ def _row(c, fj, rj, uj, first_row, end_row, cols, h, nat_by_j, inv, inv_nodes, n
         bk, bname = "pod", hp
     if inv is not None and ck == "node" and (hp := inv.host_network_pod(cnode, client_port, proto, only_one=True)):
         ck, cname = "pod", hp
+    # an address every node binds locally (NodeLocal DNSCache 169.254.20.10): the listener of the node it reached
+    last_seen_node = cols["node"][b - 1]
+    if inv is not None and bk == "external" and (lp := inv.node_local(backend_addr, last_seen_node)):
+        bk, bname, bnode = "pod", lp, last_seen_node
     fnat = [r for r in nat_by_j.get(jid, []) if not r.reply] or None
     vias = [] if fnat is None else [(str(r.nat_kind), r.service) for r in fnat]
     svc = next((s for v, s in vias if v in ("loadbalancer", "nodeport", "clusterip") and isinstance(s, str)), None)

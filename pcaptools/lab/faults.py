@@ -45,11 +45,14 @@ FAULTS = ("policy-drop", "no-endpoints", "stale-endpoint", "mtu-blackhole", "mtu
           "capture-drop")  # fmt: skip
 """Fault names accepted by ``pcaptools lab run --fault``."""
 
-SCENARIOS = ("hairpin", "port-reuse", "hostnetwork")
+SCENARIOS = ("hairpin", "port-reuse", "hostnetwork", "nodelocal-dns")
 """Healthy traffic the regular jobs do not make, taken like faults (``--fault``), recorded under ``scenarios``:
 a pod reaching its own service and landing on itself (the DNS pod, the service's one endpoint); a client
 port reused for a second connection to the same pod after the first closed; a hostNetwork pod (a server in
-a node's own namespace, listed in the inventory with ``hostNetwork: true``) reached on its node's address."""
+a node's own namespace, listed in the inventory with ``hostNetwork: true``) reached on its node's address; NodeLocal DNSCache (169.254.20.10 bound on every node, on ``lo`` where the real cache uses a
+``nodelocaldns`` dummy interface, and a hostNetwork DNS pod) queried over UDP and over TCP (the fallback for large answers)."""
+
+NODELOCAL_IP = "169.254.20.10"
 
 FIRST_SPORT = 41000
 """Fault connections use source ports from here (one each)."""
@@ -67,7 +70,7 @@ class Fault:
     rate: float = 0.01
     during: list[tuple[str, list[str]]] = field(default_factory=list)  # only while its own job runs
     undo: list[tuple[str, list[str]]] = field(default_factory=list)
-    server: tuple[str, str, int, str] | None = None  # (namespace, proto, port, label) of a server it adds
+    servers: list[tuple[str, str, int, str]] = field(default_factory=list)  # (namespace, proto, port, label) it adds
     inventory: list[dict[str, Any]] = field(default_factory=list)  # objects it adds to inventory.json
 
 
@@ -214,7 +217,30 @@ def plan(topo: Topology, names: list[str] | tuple[str, ...], first_id: int, seed
                         {"name": "node-exporter", "ports": [{"containerPort": 9100, "hostPort": 9100, "protocol": "TCP"}]}]},
                     "status": {"phase": "Running", "hostIP": node.ip, "podIP": node.ip, "podIPs": [{"ip": node.ip}]}}  # fmt: skip
             out.append(Fault(name, job, [], {**where, "scenario": name, "backend": pod, "node": node.name},
-                             server=(node.ns, "tcp", 9100, pod), inventory=[item]))  # fmt: skip
+                             servers=[(node.ns, "tcp", 9100, pod)], inventory=[item]))  # fmt: skip
+        elif name == "nodelocal-dns":
+            cmds, servers, items = [], [], []
+            for n in topo.nodes:
+                pod = f"kube-system/node-local-dns-{n.name}"
+                # the real cache binds a 'nodelocaldns' dummy interface; lo carries the address the same way
+                cmds.append((n.ns, ["ip", "addr", "add", f"{NODELOCAL_IP}/32", "dev", "lo"]))
+                servers += [(n.ns, "udp", 53, pod), (n.ns, "tcp", 53, pod)]
+                items.append({"apiVersion": "v1", "kind": "Pod",
+                              "metadata": {"name": pod.split("/")[1], "namespace": "kube-system",
+                                           "labels": {"k8s-app": "node-local-dns"}},
+                              "spec": {"nodeName": n.name, "hostNetwork": True, "containers": [
+                                  {"name": "node-cache", "args": ["-localip", NODELOCAL_IP, "-conf", "/etc/Corefile"],
+                                   "ports": [{"containerPort": 53, "protocol": "UDP"},
+                                             {"containerPort": 53, "protocol": "TCP"}]}]},
+                              "status": {"phase": "Running", "hostIP": n.ip, "podIP": n.ip, "podIPs": [{"ip": n.ip}]}})  # fmt: skip
+            for k, proto in enumerate(("udp", "tcp")):  # a UDP query, then the TCP fallback
+                job = {**base, "id": base["id"] + k, "sport": sport + 100 * k, "kind": "pod-direct", "proto": proto,
+                       "service": None, "dst": NODELOCAL_IP, "port": 53, "size": 64 if proto == "udp" else 600,
+                       "walk": False}  # fmt: skip
+                out.append(Fault(name, job, cmds if k == 0 else [],
+                                 {**where, "sport": sport + 100 * k, "scenario": name, "proto": proto,
+                                  "backend": f"kube-system/node-local-dns-{client.node}", "node": client.node},
+                                 servers=servers if k == 0 else [], inventory=items if k == 0 else []))  # fmt: skip
         elif name == "capture-drop":
             node = topo.nodes[1] if len(topo.nodes) > 1 else topo.nodes[0]
             pt = _point(node.name, "eth0")
@@ -259,7 +285,7 @@ def servers(faults: list[Fault]) -> list[Any]:
     """Servers the faults' scenarios add (not started), as :class:`pcaptools.lab.traffic.Server`."""
     from pcaptools.lab.traffic import Server
 
-    return [Server(*f.server) for f in faults if f.server is not None]
+    return [Server(*x) for f in faults for x in f.servers]
 
 
 def inventory_items(faults: list[Fault]) -> list[dict[str, Any]]:

@@ -285,6 +285,11 @@ def _truth(topo: Topology, jobs: list[dict[str, Any]], results: list[dict[str, A
             rec["client"] = {"kind": "pod", "pod": p.key, "node": p.node, "ip": p.ip}
         else:
             rec["client"] = {"kind": "external", "host": start, "ip": topo.client.ip}
+        if job.get("walk") is False and res.get("ok"):  # not modelled by the truth's router: see truth["scenarios"]
+            rec["client_tuple"] = {"src": res["src"], "sport": int(res["sport"]), "dst": job["dst"],
+                                   "dport": job["port"], "proto": job["proto"]}
+            conns.append(rec)
+            continue
         if not res.get("ok") or "sport" not in res:
             rec["error"] = res.get("error", "client produced no result")
             conns.append(rec)
