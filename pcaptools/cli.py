@@ -473,7 +473,7 @@ def why_cmd(
 
     from pcaptools.correlate import CaptureSet
     from pcaptools.correlate.api import correlate
-    from pcaptools.k8s.diagnose import diagnose, print_why
+    from pcaptools.k8s.diagnose import diagnose, manifest_drops, print_why
     from pcaptools.k8s.inventory import Inventory
 
     man = Path(source) / "manifest.json" if Path(source).is_dir() else Path(source)
@@ -485,7 +485,8 @@ def why_cmd(
     rules = [load_iptables(spec) for spec in iptables]
     with _busy([source], "correlating"):
         cs = CaptureSet.load(source)
-        d = diagnose(cs, correlate(cs, window_ns=int(window_ms * 1e6)), inv, iptables=rules)
+        d = diagnose(cs, correlate(cs, window_ns=int(window_ms * 1e6)), inv, iptables=rules,
+                     capture_drops=manifest_drops(man))
     if as_json:
         print(d.to_json(indent=2))
         return

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 import pcaptools
 from pcaptools.cli import app, main
 from pcaptools.correlate.capture_set import CaptureSet
-from pcaptools.k8s.diagnose import CAUSES, SCHEMA_PATH, diagnose
+from pcaptools.k8s.diagnose import CAUSES, SCHEMA_PATH, diagnose, manifest_drops
 
 ROOT = Path(os.environ.get("PCAPTOOLS_SAMPLE_PCAPS", Path(__file__).parent.parent / "sample_pcaps"))
 SAMPLES = sorted(p.parent.name for p in ROOT.glob("*/truth.json"))
@@ -96,7 +96,7 @@ def test_packets_never_reaching_the_pod_veth_are_a_drop_inside_the_backend_node(
     assert tl["point"].iloc[-1] == _point(fwd[-2])
 
 
-def test_a_packet_missing_at_one_point_but_seen_later_is_capture_loss(sample):
+def test_a_packet_missing_at_one_point_but_seen_later_is_capture_loss(sample, tmp_path):
     d, frames, truth = sample
     c = _cross_node(truth)
     fwd = c["path"]["forward"]
@@ -117,6 +117,16 @@ def test_a_packet_missing_at_one_point_but_seen_later_is_capture_loss(sample):
     assert list(ls["cause"]) == ["capture-loss"]
     assert ls["first_missed"].iloc[0] == _point(mid) and int(ls["packets"].iloc[0]) == 1
     assert dg.connections.set_index("connection").loc[conn, "status"] == "ok"
+    # the capture's own drop counter (a manifest's tcpdump counts) backs the verdict up
+    man = json.loads((d / "manifest.json").read_text())
+    entry = next(e for e in man["captures"] if e["node"] == mid["node"] and e["interface"] == mid["interface"])
+    entry["tcpdump"] = {**entry.get("tcpdump", {}), "dropped": 1}
+    (tmp_path / "manifest.json").write_text(json.dumps(man))
+    drops = manifest_drops(tmp_path)
+    assert drops == {_point(mid): 1}
+    ls2 = diagnose(CaptureSet.from_frames(cut), None, d / "inventory.json", capture_drops=drops).losses
+    hit = ls2[ls2["connection"] == conn].iloc[0]
+    assert hit["cause"] == "capture-loss" and hit["confidence"] > ls["confidence"].iloc[0] and "reports 1" in hit["evidence"]
 
 
 def test_why_json_follows_its_schema_and_paths_json_carries_the_same_fields(sample):

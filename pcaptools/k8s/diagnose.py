@@ -110,6 +110,25 @@ class Diagnosis:
         return json.dumps(self.to_dict(), ensure_ascii=False, **kw)
 
 
+def manifest_drops(manifest: str | Path) -> dict[str, int]:
+    """Point ``NODE:IFACE`` -> packets its capture reports dropped (the manifest's ``tcpdump``: dropped, or
+    received minus captured), for the captures that report any; {} without a readable manifest."""
+    p = Path(manifest)
+    p = p / "manifest.json" if p.is_dir() else p
+    try:
+        doc = json.loads(p.read_text())
+    except (OSError, ValueError):
+        return {}
+    out = {}
+    for c in doc.get("captures", []) if isinstance(doc, dict) else []:
+        t = c.get("tcpdump") if isinstance(c, dict) else None
+        if isinstance(t, dict) and c.get("node") and c.get("interface"):
+            n = int(t.get("dropped") or 0) or max(int(t.get("received") or 0) - int(t.get("captured") or 0), 0)
+            if n:
+                out[f"{c['node']}:{c['interface']}"] = n
+    return out
+
+
 def _text(v) -> str | None:
     return v if isinstance(v, str) else None
 
@@ -239,10 +258,11 @@ def _spans(capture_set, correlation, hops: pd.DataFrame) -> dict[str, tuple[int,
 
 
 def diagnose(capture_set=None, correlation=None, inventory: Inventory | str | dict | None = None,
-             iptables: list | None = None) -> Diagnosis:
+             iptables: list | None = None, capture_drops: dict[str, int] | None = None) -> Diagnosis:
     """Per connection: status, where its packets were last seen and first missed per direction, the likely cause.
 
-    Example::
+    ``capture_drops`` (point -> packets the capture itself reports dropped, e.g. the manifest's tcpdump counts)
+    strengthens a capture-loss. Example::
 
         cs = pcaptools.CaptureSet.load("captures/")
         d = diagnose(cs, pcaptools.correlate(cs), "captures/inventory.json")
@@ -260,7 +280,8 @@ def diagnose(capture_set=None, correlation=None, inventory: Inventory | str | di
     spans = _spans(capture_set, corr, h)
     roles = {pt.name: pt.role for pt in capture_set.points} if capture_set is not None else {}
     next_point, pair_max = _transitions(h)
-    ctx = _Context(inv, homes, spans, roles, icmp, det.nat, next_point, pair_max, _seqs(capture_set, corr))
+    ctx = _Context(inv, homes, spans, roles, icmp, det.nat, next_point, pair_max, _seqs(capture_set, corr),
+                   dict(capture_drops or {}))
     conn_rows, loss_rows, tl_rows = [], [], []
     groups = {c: g for c, g in h.groupby("connection", sort=True)} if len(h) else {}
     for r in p.itertuples(index=False):
@@ -313,6 +334,7 @@ class _Context:
     next_point: dict[tuple, str]
     pair_max: dict[tuple[str, str], int]
     seq: dict[int, int]
+    drops: dict[str, int]
 
 
 @dataclass
@@ -495,6 +517,9 @@ def _cause(ctx: _Context, r, direction: str, kind: str, last: str, q: str | None
     """(cause, confidence, evidence) of one loss group."""
     c = int(r.connection)
     if kind == "gap":
+        n = ctx.drops.get(q or "", 0)
+        if n > 0:
+            return "capture-loss", 0.95, f"the packet went on; the capture at {_show(q)} reports {n} packet(s) dropped"
         return "capture-loss", 0.9, f"the packet went on: the capture at {_show(q)} missed it"
     ic = ctx.icmp.loc[ctx.icmp["connection"] == c] if len(ctx.icmp) else ctx.icmp
     frag = ic.loc[((ic["icmp_proto"] == 1) & (ic["icmp_type"] == 3) & (ic["icmp_code"] == 4)) |
