@@ -214,9 +214,11 @@ def paths_cmd(
     if out:
         _write_table(ps.paths, out)
     if as_json:
+        from pcaptools.k8s.diagnose import diagnose, manifest_drops
         from pcaptools.render.records import paths_document
 
-        _print_json(paths_document(ps.paths, ps.nat, ps.correlation.hops))
+        d = diagnose(ps.captures, ps.correlation, ps.inventory, capture_drops=manifest_drops(sources or []))
+        _print_json(paths_document(ps.paths, ps.nat, ps.correlation.hops, diagnosis=d))
         return
     from pcaptools.render.terminal import fmt_int, print_paths, safe
 
@@ -448,17 +450,19 @@ def lab_run_cmd(
     seed: int = typer.Option(1, "--seed", help="Seed for the clients' choices."),
     prefix: str = typer.Option("ptlab-", "--prefix", help="Namespace name prefix: 2-16 letters, digits, '-', '_'; "
                                "the run adds a unique id, so concurrent runs never collide."),
+    fault: list[str] = typer.Option([], "--fault", metavar="FAULT", help="Inject a fault on its own connection, recorded in truth.json (repeatable): policy-drop, no-endpoints, stale-endpoint, mtu-blackhole, mtu-icmp, asymmetric-return, capture-drop."),  # noqa: B008
 ) -> None:
     """Build a cluster in network namespaces, drive traffic, capture it, write manifest/inventory/truth.
 
     Needs root. Example: pcaptools lab run --cni calico-vxlan --out sample_pcaps/calico-vxlan
+    Example: pcaptools lab run --cni calico-vxlan --out faulty/ --fault policy-drop --fault mtu-blackhole
     """
     from pcaptools.errors import LabError
     from pcaptools.lab import run_lab
 
     try:
         path = run_lab(out, cni=cni, nodes=nodes, any_capture=any_capture, nano=nano, connections=connections,
-                       seed=seed, prefix=prefix)
+                       seed=seed, prefix=prefix, faults=fault)
     except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM or SIGHUP: run_lab has already removed its namespaces
         raise LabError(f"lab run interrupted: {exc or 'Ctrl-C'}") from exc
     print(path)
@@ -616,6 +620,44 @@ def warmup_cmd() -> None:
 
     r = warmup()
     print(f"ready: decoder and correlator compiled or loaded from numba's cache in {r['seconds']:.1f} s")
+
+
+@app.command("why")
+def why_cmd(
+    sources: list[str] = typer.Argument(None, metavar="INPUT", help=_INPUTS),  # noqa: B008
+    inventory: str = typer.Option(None, "--inventory", metavar="FILE", help="kubectl get nodes,pods,services,endpointslices -A -o json output (default: the manifest's inventory, else inventory.json beside the inputs)."),
+    point: list[str] = typer.Option([], "--point", metavar="NODE:IFACE=FILE", help="Capture point (repeatable; wins over inference)."),  # noqa: B008
+    links: list[str] = typer.Option([], "--links", metavar="FILE", help=_LINKS),  # noqa: B008
+    iptables: list[str] = typer.Option([], "--iptables", metavar="NODE=FILE", help="iptables-save output of a node; names the kube-proxy chains behind each translation (repeatable)."),  # noqa: B008
+    as_json: bool = typer.Option(False, "--json", help="Print the diagnosis as JSON (schema: pcaptools/schemas/why.schema.json)."),
+    all_connections: bool = typer.Option(False, "--all", help="Also list connections with no loss."),
+    window_ms: float = typer.Option(2000.0, "--window-ms", metavar="MS", callback=_positive("milliseconds"), help=_WINDOW_HELP),
+    allow_outside: bool = typer.Option(False, "--allow-outside", help="Let a manifest name files outside its own directory (only for manifests you trust)."),
+) -> None:
+    """Where did the packets of each connection stop, per direction, and why: cause, confidence, evidence, retries.
+
+    Example: pcaptools why captures/ --inventory inventory.json
+
+    Example: pcaptools why sample_pcaps/calico-vxlan --json
+
+    Example: pcaptools why captures/ --iptables node-1=node-1/iptables-save.txt --json
+    """
+    from pcaptools.k8s.diagnose import diagnose, manifest_drops
+    from pcaptools.k8s.iptables import load as load_iptables
+    from pcaptools.k8s.paths import load_paths
+
+    rules = [load_iptables(spec) for spec in iptables]
+    with _busy([*(sources or []), *(q.rpartition("=")[2] for q in point)], "correlating"):
+        ps = load_paths(sources or [], points=point, links=links, inventory=inventory, allow_outside=allow_outside,
+                        window_ns=int(window_ms * 1e6), with_flows=False)
+        d = diagnose(ps.captures, ps.correlation, ps.inventory, iptables=rules, capture_drops=manifest_drops(sources or []))
+    _inferred(ps.captures)
+    if as_json:
+        _print_json(d.to_dict())
+        return
+    from pcaptools.render.terminal import print_why
+
+    print_why(d, _console(), all_connections=all_connections)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -32,6 +32,10 @@ NEEDED = (
 )  # fmt: skip
 """Packet-table columns the correlator reads (a subset of PACKET_COLUMNS)."""
 
+KEPT = ("icmp_type", "icmp_code", "icmp_mtu", "icmp_q_src", "icmp_q_dst", "icmp_q_proto", "icmp_q_sport",
+        "icmp_q_dport", "dont_frag", "ip_len")  # fmt: skip
+"""Columns kept when the decoder provides them: ICMP errors and sizes, the evidence :mod:`pcaptools.k8s.diagnose` reads."""
+
 
 @dataclass(frozen=True)
 class CapturePoint:
@@ -125,7 +129,7 @@ class CaptureSet:
                 f"capture point names must be unique, found {sorted(dup)} more than once; give each capture its own NODE:IFACE label"
             )
         parts = [sub for _, sub in split]
-        keep = [c for c in parts[0].columns if c in NEEDED or c == "payload_hash"] if parts else [*NEEDED, "payload_hash"]
+        keep = [c for c in parts[0].columns if c in NEEDED or c in KEPT or c == "payload_hash"] if parts else [*NEEDED, "payload_hash"]
         packets = concat(parts, keep, text_categories=len(parts) > 1)
         sizes = [len(sub) for sub in parts]
         point_id = np.repeat(np.arange(len(pts), dtype=np.int32), sizes)

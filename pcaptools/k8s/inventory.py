@@ -82,6 +82,8 @@ class Pod:
     ips: tuple[str, ...]
     host_network: bool = False
     labels: dict = field(default_factory=dict, compare=False)
+    ports: tuple[tuple[int, int], ...] = ()  # (IP protocol, containerPort) of its containers
+    local_ips: tuple[str, ...] = ()  # addresses a hostNetwork pod binds on its node (NodeLocal DNSCache -localip)
 
 
 @dataclass(frozen=True)
@@ -274,6 +276,21 @@ class Inventory:
         """Nodes holding at least one endpoint of ``service``."""
         return {e.node for e in self.endpoints if e.service == service and e.node}
 
+    def host_network_pod(self, node: str, port: int, proto: int, *, only_one: bool = False) -> str | None:
+        """The hostNetwork pod of ``node`` listening on ``port``/``proto`` (a containerPort); with ``only_one``,
+        also the node's single hostNetwork pod when none declares the port (a client's port is ephemeral)."""
+        pods = [p for p in self.pods.values() if p.host_network and p.node == node]
+        hit = [p for p in pods if (proto, port) in p.ports]
+        if len(hit) == 1:
+            return hit[0].name
+        return pods[0].name if only_one and len(pods) == 1 else None
+
+    def node_local(self, addr: str, node: str) -> str | None:
+        """The hostNetwork pod of ``node`` that listens on ``addr`` bound locally on every node (NodeLocal DNSCache)."""
+        ip = _canon(addr)
+        hit = [p.name for p in self.pods.values() if p.host_network and p.node == node and ip in p.local_ips]
+        return hit[0] if hit else None
+
     def node_addresses(self) -> dict[str, str]:
         """Node address -> node name."""
         return {ip: n.name for n in self.nodes.values() for ip in n.addresses}
@@ -399,6 +416,17 @@ def _node(it: dict, meta: dict) -> Node:
     )  # fmt: skip
 
 
+def _local_ips(it: dict) -> tuple[str, ...]:
+    """Addresses from a container's ``-localip a,b`` argument (NodeLocal DNSCache listens there on every node)."""
+    out: list[str] = []
+    for c in _get(it, "spec", "containers", default=[]) or []:
+        args = [str(a) for a in (c.get("args") or []) + (c.get("command") or [])] if isinstance(c, dict) else []
+        for k, a in enumerate(args):
+            val = args[k + 1] if a in ("-localip", "--localip") and k + 1 < len(args) else a.partition("=")[2] if a.startswith(("-localip=", "--localip=")) else ""
+            out += [ip for ip in (_canon(x.strip()) for x in val.split(",") if x.strip()) if ip]
+    return tuple(dict.fromkeys(out))
+
+
 def _pod(it: dict, meta: dict) -> Pod:
     ips = []
     for x in [_get(it, "status", "podIP")] + [_get(p, "ip") for p in (_get(it, "status", "podIPs", default=[]) or [])]:
@@ -408,6 +436,10 @@ def _pod(it: dict, meta: dict) -> Pod:
     return Pod(
         name=_name(meta), node=str(_get(it, "spec", "nodeName", default="")), ips=tuple(ips),
         host_network=bool(_get(it, "spec", "hostNetwork", default=False)),
+        ports=tuple((PROTOCOLS.get(str(p.get("protocol", "TCP")).upper(), -1), int(p["containerPort"]))
+                    for c in (_get(it, "spec", "containers", default=[]) or []) if isinstance(c, dict)
+                    for p in (c.get("ports") or []) if isinstance(p, dict) and isinstance(p.get("containerPort"), int)),
+        local_ips=_local_ips(it),
         labels=meta.get("labels") if isinstance(meta.get("labels"), dict) else {},
     )  # fmt: skip
 

@@ -9,8 +9,10 @@ service behind the translated frontend, the backend pod and node, and the NAT st
 (:mod:`pcaptools.k8s.nat`). One Python step per connection builds its texts; everything per packet is
 vectorised.
 
-Limits: a 5-tuple reused later (port reuse, repeated pings with one id) joins the earlier
-connection; a path is only as complete as the capture points; the order of sightings on two nodes
+A 5-tuple used again (a client port reused for a second connection) starts a new connection at a
+TCP SYN that follows other packets of that tuple, or after :data:`IDLE_NS` of silence (:func:`_epochs`).
+Limits: a new SYN right after an unanswered SYN of the same tuple joins it (a retry cannot be told apart
+without sequence numbers); repeated pings with one id within the idle time join; a path is only as complete as the capture points; the order of sightings on two nodes
 closer than their clock error relies on TTL and the sender/receiver rule of :func:`order_hops`.
 """
 
@@ -54,6 +56,37 @@ def _ep(addr: str, port: int) -> str:
     return f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
 
 
+IDLE_NS = 60_000_000_000
+"""A 5-tuple idle this long starts a new connection (non-TCP; TCP splits on a new SYN)."""
+
+
+def _epochs(h: pd.DataFrame, key: np.ndarray, ji: np.ndarray) -> np.ndarray:
+    """Per row, which use of its unordered 5-tuple the row's journey belongs to: a TCP SYN (no ACK) after other
+    packets of the tuple (data, FIN, RST: not a retried SYN or SYN-ACK) starts a new use, as does any packet after
+    the tuple was idle for :data:`IDLE_NS`; so a port reused for a second connection is not merged into the first."""
+    t = h["ts_corrected_ns"].to_numpy(np.int64)
+    flags = h["tcp_flags"].to_numpy(np.int64)
+    tcp = (h["proto"].to_numpy() == 6) & (flags >= 0)
+    syn = tcp & ((flags & 0x12) == 0x02)
+    hs = tcp & ((flags & 0x02) != 0)  # SYN or SYN-ACK: still the handshake (retries of either do not split)
+    kj = pd.DataFrame({"k": key, "j": ji, "t": t, "syn": syn, "hs": hs}).groupby(["k", "j"], sort=False).agg(
+        t=("t", "min"), syn=("syn", "any"), hs=("hs", "any"))
+    kj = kj.reset_index().sort_values(["k", "t", "j"], kind="stable")
+    k = kj["k"].to_numpy()
+    s = kj["syn"].to_numpy()
+    tt = kj["t"].to_numpy(np.int64)
+    same = np.zeros(len(kj), bool)
+    same[1:] = k[1:] == k[:-1]
+    prev_syn = np.zeros(len(kj), bool)
+    prev_syn[1:] = kj["hs"].to_numpy()[:-1]
+    gap = np.zeros(len(kj), np.int64)
+    gap[1:] = tt[1:] - tt[:-1]
+    start = ~same | (s & ~prev_syn) | (gap > IDLE_NS)
+    kj["epoch"] = np.cumsum(start)
+    m = pd.DataFrame({"k": key, "j": ji}).merge(kj[["k", "j", "epoch"]], on=["k", "j"], how="left")
+    return m["epoch"].to_numpy(np.int64)
+
+
 def _connections(h: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """(journey ids, connection id per journey): components of journeys linked by a shared unordered 5-tuple."""
     j = h["journey"].to_numpy(np.int64)
@@ -62,6 +95,7 @@ def _connections(h: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     e1 = _codes(h["src"], vocab) * 65538 + h["sport"].to_numpy(np.int64) + 1
     e2 = _codes(h["dst"], vocab) * 65538 + h["dport"].to_numpy(np.int64) + 1
     key = pd.factorize(combine([h["proto"].to_numpy(np.int64), np.minimum(e1, e2), np.maximum(e1, e2)]))[0]
+    key = pd.factorize(combine([key, _epochs(h, key, ji)]))[0]
     lab = np.arange(len(uj))
     while True:  # min-label propagation over the journey <-> tuple graph, with pointer jumping
         kl = np.full(key.max() + 1, len(uj), np.int64)
@@ -176,13 +210,23 @@ def load_paths(
     return PathSet(paths=p, nat=nat, correlation=corr, inventory=inv, captures=cs)
 
 
-def _build(correlation, inventory, flows) -> tuple[pd.DataFrame, pd.DataFrame]:
+def paths_detail(correlation, inventory=None) -> SimpleNamespace:
+    """``paths``, ``nat`` and ``hops``: the hops in causal order with each sighting's ``connection`` and
+    ``direction`` ('forward' client -> server, 'reverse' its replies, '' neither); what :mod:`pcaptools.k8s.diagnose` reads."""
+    side: dict = {}
+    p, nat = _build(correlation, inventory, None, side)
+    return SimpleNamespace(paths=p, nat=nat, hops=side.get("hops"))
+
+
+def _build(correlation, inventory, flows, side: dict | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     inv = as_inventory(inventory)
     hops = correlation if isinstance(correlation, pd.DataFrame) else correlation.hops
     keep = (hops["proto"].to_numpy() >= 0) & hops["src"].notna().to_numpy() & hops["dst"].notna().to_numpy()
     h = order_hops(hops.loc[keep].reset_index(drop=True), inv)
     if not len(h):
         empty = _empty()
+        if side is not None:
+            side["hops"] = h.assign(connection=np.zeros(0, np.int64), direction=np.zeros(0, object))
         return empty, nat_table(h, inv, ordered=True)
     uj, conn = _connections(h)
     nconn = int(conn.max()) + 1
@@ -215,6 +259,8 @@ def _build(correlation, inventory, flows) -> tuple[pd.DataFrame, pd.DataFrame]:
     fwd = np.bincount(ji, np.isin(f_hash, fset), minlength=len(uj)) > 0
     rev = np.bincount(ji, np.isin(r_hash, fset), minlength=len(uj)) > 0
     reply = rev & ~fwd
+    if side is not None:
+        side["hops"] = h.assign(connection=crow, direction=np.where(fwd, "forward", np.where(reply, "reverse", ""))[ji])
     has_synack = np.bincount(conn, reply & synack, minlength=nconn)[conn] > 0
     rep_j = _pick(conn, reply & (synack | ~has_synack), np.where(has_synack, -nhops, 0), t, nconn)
     nat = nat_table(h, inv, reply=pd.Series(reply, index=uj), ordered=True)
@@ -269,6 +315,16 @@ def _row(c, fj, rj, uj, first_row, end_row, cols, h, nat_by_j, inv, inv_nodes, n
         cname = cnode
     backend_addr, backend_port = dst[b - 1], int(dport[b - 1])
     bk, bname, bnode = _name(inv, backend_addr)
+    # a node address may be a hostNetwork pod: the server by its containerPort, the client if it is the node's only one
+    proto = int(cols["proto"][a])
+    if inv is not None and bk == "node" and (hp := inv.host_network_pod(bnode, backend_port, proto)):
+        bk, bname = "pod", hp
+    if inv is not None and ck == "node" and (hp := inv.host_network_pod(cnode, client_port, proto, only_one=True)):
+        ck, cname = "pod", hp
+    # an address every node binds locally (NodeLocal DNSCache 169.254.20.10): the listener of the node it reached
+    last_seen_node = cols["node"][b - 1]
+    if inv is not None and bk == "external" and (lp := inv.node_local(backend_addr, last_seen_node)):
+        bk, bname, bnode = "pod", lp, last_seen_node
     fnat = [r for r in nat_by_j.get(jid, []) if not r.reply] or None
     vias = [] if fnat is None else [(str(r.nat_kind), r.service) for r in fnat]
     svc = next((s for v, s in vias if v in ("loadbalancer", "nodeport", "clusterip") and isinstance(s, str)), None)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from pcaptools.errors import LabError
+from pcaptools.lab import faults as faults_mod
 from pcaptools.lab import kubeproxy, netns, outdir, registry, topology, truth
 from pcaptools.lab.capture import Capture, finish
 from pcaptools.lab.inventory import build_inventory
@@ -186,7 +187,7 @@ def _place_of_client(topo: Topology, client: str) -> str:
 
 def run_lab(out_dir: str | Path, *, cni: str = "vpc", nodes: int = 3, any_capture: bool = False,
             nano: bool = False, connections: int = 16, prefix: str = DEFAULT_PREFIX, seed: int = 1,
-            segment_offload: bool = False) -> Path:
+            segment_offload: bool = False, faults: tuple[str, ...] | list[str] = ()) -> Path:
     """Build the lab, capture the clients' traffic on every capture point, write manifest/inventory/truth.
 
     Returns the path of ``manifest.json``. The run takes a unique id ``prefix`` + 6 hex digits, names
@@ -206,6 +207,8 @@ def run_lab(out_dir: str | Path, *, cni: str = "vpc", nodes: int = 3, any_captur
     run = registry.open_run(prefix, out=str(out.resolve()))
     topo = topology.plan(cni, nodes=nodes, prefix=run.ns_prefix)
     jobs = plan_jobs(topo, connections, seed)
+    fault_plan = faults_mod.plan(topo, list(faults), first_id=len(jobs), seed=seed)  # adds the faults' services
+    jobs += [f.job for f in fault_plan if f.job]
     servers: list[Server] = []
     caps: list[tuple[Capture, dict[str, Any]]] = []
     try:
@@ -219,6 +222,7 @@ def run_lab(out_dir: str | Path, *, cni: str = "vpc", nodes: int = 3, any_captur
                 for node in topo.nodes:
                     netns.iptables_restore(node.ns, kubeproxy.node_rules(topo, node))
                 netns.iptables_restore(topo.nlb.ns, kubeproxy.nlb_rules(topo))
+                faults_mod.apply(fault_plan)
                 server_at: dict[str, Server] = {}
                 for p in topo.pods:
                     for _name, port, proto in p.ports:
@@ -228,6 +232,7 @@ def run_lab(out_dir: str | Path, *, cni: str = "vpc", nodes: int = 3, any_captur
                 s = Server(topo.internet.ns, "tcp", 80, "internet")
                 servers.append(s)
                 server_at["internet"] = s
+                servers += faults_mod.servers(fault_plan)
                 for s in servers:
                     s.start()
                     if s.proc is not None:
@@ -241,15 +246,21 @@ def run_lab(out_dir: str | Path, *, cni: str = "vpc", nodes: int = 3, any_captur
                 _check(got)
                 run.set_state("capturing")
                 results = []
-                for job in jobs:
+                # fault jobs first: their waits would age out the other jobs' UDP conntrack entries
+                fault_of = {f.job["id"]: f for f in fault_plan if f.job}
+                for job in sorted(jobs, key=lambda j: "sport" not in j):
                     ns = topo.client.ns if job["client"] == "client" else topo.pod(job["client"]).ns
-                    res = run_clients(ns, [{k: job[k] for k in ("id", "proto", "dst", "port", "size")}])
+                    faults_mod.before(fault_of.get(job["id"]))
+                    res = run_clients(ns, [{k: job[k] for k in ("id", "proto", "dst", "port", "size", "sport", "timeout")
+                                            if k in job}])  # fmt: skip
+                    faults_mod.after(fault_of.get(job["id"]))
                     results.extend(res)
                     _check(got)
                 conntrack = {}
                 for place, ns in _conntrack_places(topo).items():
                     conntrack[place] = truth.parse_conntrack(netns.run(["conntrack", "-L", "-o", "extended"],
                                                                        ns=ns, check=False))
+                rules = {n.name: netns.run(["iptables-save"], ns=n.ns) for n in topo.nodes}
                 links = {n.name: _interfaces(topo, n.ns) for n in topo.nodes} if any_capture else {}
                 logs = {place: s.stop() for place, s in server_at.items()}
                 run.set_state("stopping")
@@ -279,7 +290,15 @@ def run_lab(out_dir: str | Path, *, cni: str = "vpc", nodes: int = 3, any_captur
         outdir.write_text(out, links_file(node), raw if raw.endswith("\n") else raw + "\n")
     manifest = _manifest(topo, caps, counts, {n: rows for n, (rows, _raw) in links.items()}, created, seed)
     records = _truth(topo, jobs, results, conntrack, logs)
-    outdir.write_text(out, "inventory.json", json.dumps(build_inventory(topo, created), indent=1) + "\n")
+    for node, text in rules.items():  # what capture tools collect beside their pcaps: the node's rules
+        outdir.write_text(out, f"{node}/iptables-save.txt", text)
+    if fault_plan:
+        faults_mod.after_capture(out, fault_plan, {f"{e['node']}:{e['interface']}": e["file"] for _c, e in caps})
+        records["faults"] = faults_mod.truth(fault_plan, {r["id"]: r for r in results})
+        records["scenarios"] = faults_mod.truth(fault_plan, {r["id"]: r for r in results}, scenarios=True)
+    inventory = build_inventory(topo, created)
+    inventory["items"] += faults_mod.inventory_items(fault_plan)
+    outdir.write_text(out, "inventory.json", json.dumps(inventory, indent=1) + "\n")
     outdir.write_text(out, "truth.json", json.dumps(records, indent=1) + "\n")
     return outdir.write_text(out, "manifest.json", json.dumps(manifest, indent=1) + "\n")
 
@@ -325,6 +344,11 @@ def _truth(topo: Topology, jobs: list[dict[str, Any]], results: list[dict[str, A
             rec["client"] = {"kind": "pod", "pod": p.key, "node": p.node, "ip": p.ip}
         else:
             rec["client"] = {"kind": "external", "host": start, "ip": topo.client.ip}
+        if job.get("walk") is False and res.get("ok"):  # not modelled by the truth's router: see truth["scenarios"]
+            rec["client_tuple"] = {"src": res["src"], "sport": int(res["sport"]), "dst": job["dst"],
+                                   "dport": job["port"], "proto": job["proto"]}
+            conns.append(rec)
+            continue
         if not res.get("ok") or "sport" not in res:
             rec["error"] = res.get("error", "client produced no result")
             conns.append(rec)

@@ -82,9 +82,11 @@ def _emit_ready(port: int) -> None:
 def _client_job(job: dict[str, Any]) -> dict[str, Any]:
     proto, dst, dport = job["proto"], job["dst"], int(job["port"])
     out: dict[str, Any] = {"id": job["id"], "proto": proto, "dst": dst, "dport": dport, "ok": False}
+    wait = float(job.get("timeout") or _ANSWER_TIMEOUT)
+    bind = ("0.0.0.0", int(job["sport"])) if job.get("sport") else None  # a fixed source port (lab faults)
     try:
         if proto == "tcp":
-            with socket.create_connection((dst, dport), timeout=_ANSWER_TIMEOUT) as s:
+            with socket.create_connection((dst, dport), timeout=wait, source_address=bind) as s:
                 out["src"], out["sport"] = s.getsockname()
                 s.sendall(f"GET /{int(job.get('size', 100))} HTTP/1.0\r\nHost: {dst}\r\n\r\n".encode())
                 got = 0
@@ -97,7 +99,9 @@ def _client_job(job: dict[str, Any]) -> dict[str, Any]:
                 out["ok"] = got > 0
         else:
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-                s.settimeout(_ANSWER_TIMEOUT)
+                s.settimeout(wait)
+                if bind:
+                    s.bind(bind)
                 s.connect((dst, dport))
                 out["src"], out["sport"] = s.getsockname()
                 s.send(f"Q {job['id']} {'x' * int(job.get('size', 32))}".encode())
@@ -122,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--proto", choices=("tcp", "udp"), default="tcp")
     s.add_argument("--port", type=int, required=True)
     c = sub.add_parser("client")
-    c.add_argument("--jobs", required=True, help="JSON list of {id, proto, dst, port, size}")
+    c.add_argument("--jobs", required=True, help="JSON list of {id, proto, dst, port, size[, sport, timeout]}")
     args = ap.parse_args(argv)
     if args.cmd == "server":
         serve(args.proto, args.port)

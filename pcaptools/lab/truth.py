@@ -180,7 +180,7 @@ def walk(topo: Topology, start: str, first: Tuple5, conntrack: dict[str, list[Ct
             if out != after_dnat:
                 nat.append({"kind": "SNAT", "node": r.label(place), "before": tuple_dict(after_dnat),
                             "after": tuple_dict(out)})
-        if place != start and r.owner(after_dnat[2]) == place:
+        if len(hops) > 1 and r.owner(after_dnat[2]) == place:  # a hairpin ends where it started
             t = after_dnat
             break
         nxt, overlay = r.next(place, out[2])

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from pcaptools.render import figures
+from pcaptools.schema import PROTO_NAMES
 
 if TYPE_CHECKING:
     from pcaptools.compare import Comparison
@@ -62,7 +63,6 @@ document.addEventListener('DOMContentLoaded',()=>{
 });
 """
 
-_PROTO = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6", 132: "sctp"}
 
 
 def _e(v) -> str:
@@ -160,7 +160,7 @@ def _connections(tid: str, paths: pd.DataFrame) -> str:
         rows.append(
             f'<tr data-kind="{_e(kind)}" data-cross="{int(bool(r.cross_node))}" data-kept="{_e(r.client_ip_preserved)}">'
             f'<td><a href="#{tid}-c{int(r.connection)}">{int(r.connection)}</a></td><td class="k-{_e(kind)}">{_e(kind)}</td>'
-            f"<td>{_e(_PROTO.get(int(r.proto), r.proto))}</td><td>{_e(cl)}</td><td>{_e(server)}</td><td>{_e(svc)}</td>"
+            f"<td>{_e(PROTO_NAMES.get(int(r.proto), r.proto))}</td><td>{_e(cl)}</td><td>{_e(server)}</td><td>{_e(svc)}</td>"
             f"<td>{_e(be)}</td><td>{nat}</td><td>{_e(r.encap)}</td><td>{_e(keep)}</td>{lat}"
             f'<td class="num">{npts}</td></tr>'
         )

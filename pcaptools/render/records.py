@@ -15,12 +15,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pcaptools.schema import Column
+from pcaptools.schema import PROTO_NAMES, Column
 
 SCHEMA_VERSION = 1
 """Major version of every ``--json`` contract; bumped only when a field changes meaning or disappears."""
 
-PROTO_NAMES = {1: "icmp", 2: "igmp", 6: "tcp", 17: "udp", 47: "gre", 50: "esp", 58: "icmpv6", 132: "sctp"}
 """IP protocol numbers shown by name (others are shown as their number)."""
 
 
@@ -196,8 +195,9 @@ def nat_text(step: dict, row: dict) -> str:
 _PATH_TEXT = ("nat", "nat_reply", "forward_points", "reverse_points", "hop_latency")
 
 
-def paths_document(paths: pd.DataFrame, nat: pd.DataFrame, hops: pd.DataFrame) -> dict:
-    """``pcaptools paths --json``: one object per connection; NAT steps and hops as objects, points as lists."""
+def paths_document(paths: pd.DataFrame, nat: pd.DataFrame, hops: pd.DataFrame, *, diagnosis=None) -> dict:
+    """``pcaptools paths --json``: one object per connection; NAT steps and hops as objects, points as lists;
+    with a :class:`pcaptools.k8s.diagnose.Diagnosis`, each connection's ``status``, ``losses`` and ``timeline``."""
     from pcaptools.schema import PATH_COLUMNS
 
     fwd = paths["forward_journey"].to_numpy(np.int64)
@@ -215,5 +215,7 @@ def paths_document(paths: pd.DataFrame, nat: pd.DataFrame, hops: pd.DataFrame) -
         r["reply_hops"] = hop_of.get(b, []) if b is not None else []
         r["forward_points"] = [h["point"] for h in r["hops"]]
         r["reverse_points"] = [h["point"] for h in r["reply_hops"]]
+        if diagnosis is not None:
+            r.update(diagnosis.connection_record(int(r["connection"])))
         out.append(r)
     return document("paths", connections=len(out), paths=out)

@@ -13,12 +13,13 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any
 
+from pcaptools.schema import PROTO_NAMES
+
 if TYPE_CHECKING:  # rich is imported where output is drawn, so `safe` costs nothing at startup
     from rich.console import Console
     from rich.table import Table
     from rich.text import Text
 
-PROTO_NAMES = {1: "icmp", 2: "igmp", 6: "tcp", 17: "udp", 47: "gre", 50: "esp", 58: "icmpv6", 132: "sctp"}
 _BIDI = {0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A), 0x2028, 0x2029, 0xFEFF}
 _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 _WIDE_LAYOUT = 140  # columns from which the paths summary is a table rather than a two-line list
@@ -433,3 +434,41 @@ def print_packet(file: str, record: int, dissection: str, row: dict, con: Consol
     for k, v in row.items():
         tab.add_row(text(k), text(v))
     con.print(tab)
+
+
+_STATUS_STYLE = {"ok": "green", "degraded": "yellow", "failed": "bold red"}
+
+
+def print_why(d, con: Console, *, all_connections: bool = False) -> None:
+    """``pcaptools why``: a status summary, then each failed or degraded connection with its losses and retries."""
+    from rich.text import Text
+
+    from pcaptools.k8s.diagnose import STATUSES
+
+    counts = d.connections["status"].value_counts()
+    con.print(Text(f"{fmt_int(len(d.connections))} connections: " + ", ".join(f"{int(counts.get(s, 0))} {s}" for s in STATUSES),
+                   style="bold"))  # fmt: skip
+    for r in d.connections.itertuples(index=False):
+        rec = d.connection_record(int(r.connection))
+        if r.status == "ok" and not all_connections and not rec["losses"] and all(x["explained"] for x in rec.get("nat", [])):
+            continue
+        con.print()
+        head = text(f"#{r.connection} {proto_name(r.proto)} {safe(r.client)} {endpoint(r.client_addr, r.client_port)} → "
+                    f"{safe(r.server)} {endpoint(r.server_addr, r.server_port)}  ")  # fmt: skip
+        head.append(str(r.status), style=_STATUS_STYLE.get(str(r.status), ""))
+        con.print(head)
+        for loss in rec["losses"]:
+            con.print(text(f"  {loss['direction']}: {loss['cause']} ({loss['confidence']:.2f}) {loss['packets']} packet(s), "
+                           f"last seen {loss['last_seen']}, first missed {loss['first_missed'] or '-'}"))  # fmt: skip
+            con.print(text(f"    {loss['evidence']}", style="dim"), soft_wrap=True)
+        for x in rec.get("nat", []):
+            how = " → ".join(x["chains"]) if x["explained"] else f"not explained: {x['problem']}"
+            con.print(text(f"  {x['op']} {x['before']}→{x['after']} @{x['node']}: {how}",
+                           style="" if x["explained"] else "bold red"), soft_wrap=True)  # fmt: skip
+        t0 = min((s["ts_ns"] for a in rec["timeline"] for s in a["sightings"]), default=0)
+        for a in rec["timeline"]:
+            seen = ", ".join(f"{s['point']} +{fmt_ns(s['ts_ns'] - t0)}" for s in a["sightings"])
+            mark = "went through" if a["reached"] else "lost after the last point"
+            con.print(text(f"  {a['direction']} {a['packet']} attempt {a['attempt']}: {seen}; {mark}", style="dim"), soft_wrap=True)
+    for note in d.notes:
+        con.print(text(f"note: {note}", style="dim"))

@@ -1,0 +1,617 @@
+"""Where each connection's packets stopped, per direction, and the likely cause, named from packets and the inventory.
+
+:func:`diagnose` takes the connections of :func:`pcaptools.k8s.paths.paths_detail`. Per connection and
+direction the *expected* capture points are the longest causal sequence any of its packets in that
+direction was seen at, extended by the destination's own point when the packets never got there: the
+veth of the pod the (translated) destination belongs to (manifest ``pod``, else a point where that
+address is in every packet), or an unknown next point (``first_missed`` null) when a connection that
+expects an answer (TCP SYN, UDP request) got none. A packet whose journey stops at ``P`` while the
+next expected point ``Q`` was capturing is lost between ``P`` and ``Q``; one missing at ``Q`` but seen
+at a later point is a capture loss. Losses are grouped per (direction, last seen, first missed).
+
+Causes are named from evidence only, with a confidence and a one-line evidence string (:data:`CAUSES`):
+ICMP errors quoting the connection (frag-needed / packet-too-big, port or admin unreachable), the
+sizes of the lost and passed packets of the same pair, the service's EndpointSlice, whether the DNAT
+target is a pod the inventory knows, replies reaching the client from the backend's own address, a
+SYN-ACK answered by RST. Limits: a point that captured nothing for the connection's whole direction
+is not expected; packets that never reach the first capture point are not seen at all; ICMP errors
+are matched on their quoted 5-tuple, so an error quoting a tuple no capture saw is not attributed.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pcaptools.k8s.inventory import Inventory
+from pcaptools.k8s.paths import _ep, as_inventory, paths_detail
+from pcaptools.schema import PROTO_NAMES
+
+SCHEMA_VERSION = 1
+"""Version of the ``why --json`` contract (:data:`SCHEMA_PATH`)."""
+
+SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "why.schema.json"
+
+CAUSES = ("policy-drop", "mtu-blackhole", "no-endpoints", "stale-endpoint", "asymmetric-return", "conntrack",
+          "capture-loss", "unknown")  # fmt: skip
+"""Values of a loss's ``cause``: a filter dropped it inside a node (reached the node, not the pod, no ICMP);
+large packets vanish at a tunnel while small ones pass, or an ICMP frag-needed / packet-too-big was seen;
+a service with no endpoints (empty EndpointSlice, ICMP unreachable / RST); DNAT to an address no pod
+has; the reply took another path or was not un-NATed; conntrack rejected it (SYN-ACK answered by RST);
+the capture missed it (seen again after the gap); none of these fits."""
+
+STATUSES = ("ok", "degraded", "failed")
+"""Values of a connection's ``status``: no network loss; losses but every lost packet got through on a
+retry; a packet (or the answer) never arrived."""
+
+LOSS_COLUMNS = ("connection", "direction", "last_seen", "first_missed", "node", "packets", "cause", "confidence",
+                "evidence")  # fmt: skip
+TIMELINE_COLUMNS = ("connection", "direction", "packet", "attempt", "point", "ts_corrected_ns", "reached")
+
+_ICMP_ERR = {1: (3, 11, 12), 58: (1, 2, 3, 4)}
+_FLAG_NAMES = ((0x04, "RST"), (0x02, "SYN"), (0x01, "FIN"), (0x08, "PSH"), (0x10, "ACK"))
+
+
+@dataclass
+class Diagnosis:
+    """Result of :func:`diagnose`: one row per connection (with ``status``), its losses, and its retransmission timeline."""
+
+    connections: pd.DataFrame
+    losses: pd.DataFrame
+    timeline: pd.DataFrame
+    paths: pd.DataFrame
+    notes: list[str] = field(default_factory=list)
+    nat_rules: pd.DataFrame | None = None  # pcaptools.k8s.iptables.explain, when iptables-save files were given
+
+    def connection_record(self, c: int) -> dict:
+        """The ``why --json`` fields of connection ``c`` (status, losses, timeline)."""
+        row = self.connections.loc[self.connections["connection"] == c]
+        status = str(row["status"].iloc[0]) if len(row) else "ok"
+        ls = self.losses.loc[self.losses["connection"] == c]
+        losses = [
+            {"direction": r.direction, "last_seen": r.last_seen, "first_missed": _text(r.first_missed), "node": _text(r.node),
+             "packets": int(r.packets), "cause": r.cause, "confidence": round(float(r.confidence), 2),
+             "evidence": r.evidence}
+            for r in ls.itertuples(index=False)
+        ]  # fmt: skip
+        tl = self.timeline.loc[self.timeline["connection"] == c]
+        attempts = []
+        for (d, pkt, att), g in tl.groupby(["direction", "packet", "attempt"], sort=False):
+            attempts.append({"direction": d, "packet": pkt, "attempt": int(att), "reached": bool(g["reached"].iloc[0]),
+                             "sightings": [{"point": p, "ts_ns": int(t)} for p, t in
+                                           zip(g["point"], g["ts_corrected_ns"], strict=True)]})  # fmt: skip
+        out = {"status": status, "losses": losses, "timeline": attempts}
+        if self.nat_rules is not None:
+            nr = self.nat_rules.loc[self.nat_rules["connection"] == c]
+            out["nat"] = [{"op": x.op, "node": x.node, "before": x.before, "after": x.after,
+                           "chains": [y for y in x.chains.split(" → ") if y], "explained": bool(x.explained),
+                           "problem": _text(x.problem)} for x in nr.itertuples(index=False)]  # fmt: skip
+        return out
+
+    def to_dict(self) -> dict:
+        """The ``why --json`` object: schema_version and one entry per connection (see why.schema.json)."""
+        conns = []
+        for r in self.connections.itertuples(index=False):
+            conns.append({
+                "connection": int(r.connection), "proto": PROTO_NAMES.get(int(r.proto), str(int(r.proto))),
+                "client": {"addr": r.client_addr, "port": None if r.client_port < 0 else int(r.client_port),
+                           "name": r.client},
+                "server": {"addr": r.server_addr, "port": None if r.server_port < 0 else int(r.server_port),
+                           "name": r.server},
+                **self.connection_record(int(r.connection)),
+            })  # fmt: skip
+        return {"schema_version": SCHEMA_VERSION, "command": "why", "connections": conns, "notes": list(self.notes)}
+
+    def to_json(self, **kw) -> str:
+        """:meth:`to_dict` as JSON text."""
+        return json.dumps(self.to_dict(), ensure_ascii=False, **kw)
+
+
+def manifest_drops(inputs) -> dict[str, int]:
+    """Point ``NODE:IFACE`` -> packets its capture reports dropped (a manifest's ``tcpdump``: dropped, or
+    received minus captured), for the captures that report any; {} where no input is a readable manifest."""
+    from pcaptools.correlate.manifest import read_manifest
+    from pcaptools.errors import InventoryError
+
+    out: dict[str, int] = {}
+    for src in [inputs] if isinstance(inputs, (str, Path)) else list(inputs):
+        p = Path(src)
+        p = p / "manifest.json" if p.is_dir() else p
+        if p.suffix != ".json" or not p.is_file():
+            continue
+        try:
+            doc = read_manifest(p, allow_outside=True)  # validated; only the counts are read here
+        except InventoryError:
+            continue  # a bad manifest is reported by whoever reads its captures
+        for c in doc["captures"]:
+            t = c.get("tcpdump")
+            if not isinstance(t, dict) or not c.get("node") or not c.get("interface"):
+                continue
+            n = {k: t.get(k) if type(t.get(k)) is int else 0 for k in ("dropped", "received", "captured")}
+            lost = n["dropped"] or max(n["received"] - n["captured"], 0)
+            if lost > 0:
+                out[f"{c['node']}:{c['interface']}"] = lost
+    return out
+
+
+def _text(v) -> str | None:
+    return v if isinstance(v, str) else None
+
+
+def _flag_text(f: int) -> str:
+    if f < 0:
+        return ""
+    names = [n for bit, n in _FLAG_NAMES if f & bit]
+    return "-".join(names) if names else "TCP"
+
+
+def _icmp_events(capture_set, hops: pd.DataFrame) -> pd.DataFrame:
+    """ICMP errors of the capture set matched to the connection whose packet they quote."""
+    cols = ["connection", "point", "node", "icmp_proto", "icmp_type", "icmp_code", "icmp_mtu", "sender", "ts_ns"]
+    pk = capture_set.packets if capture_set is not None else None
+    if pk is None or "icmp_type" not in pk.columns or not len(hops):
+        return pd.DataFrame(columns=cols)
+    proto = pk["proto"].to_numpy(np.int64)
+    typ = pk["icmp_type"].to_numpy(np.int64)
+    err = ((proto == 1) & np.isin(typ, _ICMP_ERR[1])) | ((proto == 58) & np.isin(typ, _ICMP_ERR[58]))
+    if not err.any():
+        return pd.DataFrame(columns=cols)
+    e = pk.loc[err]
+    q = pd.DataFrame({"proto": e["icmp_q_proto"].to_numpy(np.int64), "src": e["icmp_q_src"].astype(str).to_numpy(),
+                      "sport": e["icmp_q_sport"].to_numpy(np.int64), "dst": e["icmp_q_dst"].astype(str).to_numpy(),
+                      "dport": e["icmp_q_dport"].to_numpy(np.int64), "point": e["point"].astype(str).to_numpy(),
+                      "node": e["node"].astype(str).to_numpy(), "icmp_type": typ[err], "icmp_proto": proto[err],
+                      "ts_ns": e["ts_ns"].to_numpy(np.int64),
+                      "icmp_code": e["icmp_code"].to_numpy(np.int64), "sender": e["src"].astype(str).to_numpy(),
+                      "icmp_mtu": e["icmp_mtu"].to_numpy(np.int64) if "icmp_mtu" in e else -1})  # fmt: skip
+    tup = pd.DataFrame({"proto": hops["proto"].to_numpy(np.int64), "src": hops["src"].astype(str).to_numpy(),
+                        "sport": hops["sport"].to_numpy(np.int64), "dst": hops["dst"].astype(str).to_numpy(),
+                        "dport": hops["dport"].to_numpy(np.int64),
+                        "connection": hops["connection"].to_numpy(np.int64)}).drop_duplicates()  # fmt: skip
+    m = q.merge(tup, on=["proto", "src", "sport", "dst", "dport"], how="inner")
+    return m.loc[:, cols].drop_duplicates().reset_index(drop=True)
+
+
+def _icmp_journeys(capture_set, correlation) -> set[int]:
+    """Journeys that are ICMP errors (their own 'connections' in the paths table)."""
+    pk = capture_set.packets if capture_set is not None else None
+    if pk is None or "icmp_type" not in pk.columns or correlation.row_journey is None:
+        return set()
+    proto = pk["proto"].to_numpy(np.int64)
+    typ = pk["icmp_type"].to_numpy(np.int64)
+    err = ((proto == 1) & np.isin(typ, _ICMP_ERR[1])) | ((proto == 58) & np.isin(typ, _ICMP_ERR[58]))
+    j = correlation.row_journey[err]
+    return set(int(x) for x in j[j >= 0])
+
+
+def _homes(capture_set, hops: pd.DataFrame, inv: Inventory | None) -> dict[str, str]:
+    """Address -> the capture point where it lives: its pod's veth (manifest ``pod``), else a point where it is in every packet."""
+    out: dict[str, str] = {}
+    if len(hops):
+        addr = pd.concat([hops["src"].astype(str), hops["dst"].astype(str)], ignore_index=True)
+        pt = pd.concat([hops["point"].astype(str)] * 2, ignore_index=True)
+        top = pd.DataFrame({"p": pt, "a": addr}).value_counts().reset_index(name="n")
+        rows = hops["point"].astype(str).value_counts()
+        top = top[(top["n"] >= rows.reindex(top["p"]).to_numpy()) & (top["n"] >= 3)]
+        top = top[~top["p"].duplicated(keep=False)]  # two addresses in every packet (one peer only): cannot tell
+        nodes = inv.node_addresses() if inv is not None else {}
+        for p, a in zip(top["p"], top["a"], strict=True):
+            if a not in nodes:  # a node address lives on its node, not behind one interface
+                out.setdefault(a, p)
+    if inv is not None and capture_set is not None:
+        by_pod = {p.pod: p.name for p in capture_set.points if p.pod}
+        for pod in inv.pods.values():
+            if pod.name in by_pod and not pod.host_network:
+                for ip in pod.ips:
+                    out[ip] = by_pod[pod.name]
+    return out
+
+
+def _transitions(h: pd.DataFrame) -> tuple[dict[tuple, str], dict[tuple[str, str], int]]:
+    """From every journey: the most common next point after (point, destination address) and after (point,
+    destination, tunnelled there), and the largest frame seen at a point whose packet made it to the next one,
+    per (point, next point)."""
+    if len(h) < 2:
+        return {}, {}
+    j = h["journey"].to_numpy(np.int64)
+    nxt = np.flatnonzero(j[1:] == j[:-1])
+    pt = h["point"].astype(str).to_numpy()
+    df = pd.DataFrame({"p": pt[nxt], "d": h["dst"].astype(str).to_numpy()[nxt], "q": pt[nxt + 1],
+                       "t": h["tunnel"].notna().to_numpy()[nxt], "w": h["wirelen"].to_numpy(np.int64)[nxt]})  # fmt: skip
+    df = df[df["p"] != df["q"]]
+    step: dict[tuple, str] = {}
+    for key in (["p", "d"], ["p", "d", "t"]):
+        top = df.groupby([*key, "q"]).size().reset_index(name="n").sort_values("n", ascending=False)
+        top = top.drop_duplicates(key)
+        step.update({tuple(r[:-1]): r[-1] for r in top.loc[:, [*key, "q"]].itertuples(index=False, name=None)})
+    mx = df.groupby(["p", "q"])["w"].max()
+    return step, {(str(p), str(q)): int(w) for (p, q), w in mx.items()}
+
+
+def _seqs(capture_set, correlation) -> dict[int, int]:
+    """TCP sequence number of each journey (from its first sighting), to group retransmissions."""
+    if capture_set is None or correlation.row_journey is None or "tcp_seq" not in capture_set.packets.columns:
+        return {}
+    rj = np.asarray(correlation.row_journey, np.int64)
+    seq = capture_set.packets["tcp_seq"].to_numpy(np.int64)
+    ok = (rj >= 0) & (seq >= 0)
+    s = pd.Series(seq[ok]).groupby(rj[ok]).first()
+    return dict(zip(s.index.tolist(), s.tolist(), strict=True))
+
+
+def _spans(capture_set, correlation, hops: pd.DataFrame) -> dict[str, tuple[int, int]]:
+    """Corrected first/last timestamp of every capture point (when it was capturing): its own, widened to its node's."""
+    if capture_set is not None and correlation.row_ts_corrected is not None and len(capture_set.packets):
+        pt = capture_set.packets["point"].astype(str).to_numpy()
+        t = pd.Series(np.asarray(correlation.row_ts_corrected, np.int64)).groupby(pt)
+    else:
+        t = pd.Series(hops["ts_corrected_ns"].to_numpy(np.int64)).groupby(hops["point"].astype(str).to_numpy())
+    lo, hi = t.min(), t.max()
+    out = {str(k): (int(lo[k]), int(hi[k])) for k in lo.index}
+    # the captures of one node start and stop together: a point that saw little (or nothing) spans its node's time
+    names = [pt.name for pt in capture_set.points] if capture_set is not None else list(out)
+    node_span: dict[str, tuple[int, int]] = {}
+    for name, (a, b) in out.items():
+        n = _node_of(name)
+        x = node_span.get(n, (a, b))
+        node_span[n] = (min(x[0], a), max(x[1], b))
+    for name in names:
+        a, b = node_span.get(_node_of(name), out.get(name, (0, -1)))
+        own = out.get(name, (a, b))
+        out[name] = (min(a, own[0]), max(b, own[1]))
+    return out
+
+
+def diagnose(capture_set=None, correlation=None, inventory: Inventory | str | dict | None = None,
+             iptables: list | None = None, capture_drops: dict[str, int] | None = None) -> Diagnosis:
+    """Per connection: status, where its packets were last seen and first missed per direction, the likely cause.
+
+    ``capture_drops`` (point -> packets the capture itself reports dropped, e.g. the manifest's tcpdump counts)
+    strengthens a capture-loss. Example::
+
+        cs = pcaptools.CaptureSet.load("captures/")
+        d = diagnose(cs, pcaptools.correlate(cs), "captures/inventory.json")
+        print(d.losses[["connection", "last_seen", "first_missed", "cause", "evidence"]])
+    """
+    from pcaptools.correlate.api import correlate
+
+    inv = as_inventory(inventory)
+    corr = correlation if correlation is not None else correlate(capture_set)
+    det = paths_detail(corr, inv)
+    h, p = det.hops, det.paths
+    icmp = _icmp_events(capture_set, h)
+    icmp_j = _icmp_journeys(capture_set, corr)
+    homes = _homes(capture_set, h, inv)
+    spans = _spans(capture_set, corr, h)
+    roles = {pt.name: pt.role for pt in capture_set.points} if capture_set is not None else {}
+    next_point, pair_max = _transitions(h)
+    ctx = _Context(inv, homes, spans, roles, icmp, det.nat, next_point, pair_max, _seqs(capture_set, corr),
+                   dict(capture_drops or {}))
+    conn_rows, loss_rows, tl_rows = [], [], []
+    groups = {c: g for c, g in h.groupby("connection", sort=True)} if len(h) else {}
+    for r in p.itertuples(index=False):
+        c = int(r.connection)
+        g = groups.get(c)
+        if g is None:
+            continue
+        js = set(g["journey"].unique().tolist())
+        if js and js <= icmp_j:
+            continue  # an ICMP error: evidence for the connection it quotes, not a connection of its own
+        losses, timeline, status = _connection(ctx, r, g)
+        loss_rows.extend(losses)
+        tl_rows.extend(timeline)
+        conn_rows.append({"connection": c, "proto": int(r.proto), "client_addr": str(r.client_addr),
+                          "client_port": int(r.client_port), "client": str(r.client),
+                          "server_addr": str(r.server_addr), "server_port": int(r.server_port),
+                          "server": _server_name(inv, r), "status": status})  # fmt: skip
+    conns = pd.DataFrame(conn_rows, columns=["connection", "proto", "client_addr", "client_port", "client",
+                                             "server_addr", "server_port", "server", "status"])  # fmt: skip
+    losses = pd.DataFrame(loss_rows, columns=list(LOSS_COLUMNS))
+    timeline = pd.DataFrame(tl_rows, columns=list(TIMELINE_COLUMNS))
+    notes = []
+    if capture_set is not None and "icmp_type" not in capture_set.packets.columns:
+        notes.append("the decoder gave no ICMP columns: ICMP errors are not used as evidence")
+    nat_rules = None
+    if iptables:  # iptables-save Rulesets (pcaptools.k8s.iptables): name the chains behind each translation
+        from pcaptools.k8s.iptables import explain
+
+        nat_rules = explain(det.nat, iptables)
+    return Diagnosis(connections=conns, losses=losses, timeline=timeline, paths=p, notes=notes, nat_rules=nat_rules)
+
+
+def _server_name(inv: Inventory | None, r) -> str:
+    if isinstance(r.service, str):
+        return r.service
+    if inv is None:
+        return str(r.server_addr)
+    k, n, node = inv.entity(str(r.server_addr))
+    return node if k == "node" else n
+
+
+@dataclass
+class _Context:
+    inv: Inventory | None
+    homes: dict[str, str]
+    spans: dict[str, tuple[int, int]]
+    roles: dict[str, str]
+    icmp: pd.DataFrame
+    nat: pd.DataFrame
+    next_point: dict[tuple, str]
+    pair_max: dict[tuple[str, str], int]
+    seq: dict[int, int]
+    drops: dict[str, int]
+
+
+@dataclass
+class _Journey:
+    jid: int
+    points: list[str]
+    nodes: list[str]
+    ts: list[int]
+    dst: str
+    dport: int
+    src: str
+    flags: int
+    size: int
+    fp: int
+    last_size: int
+    tunnelled: bool
+    seq: int
+
+
+def _journeys(g: pd.DataFrame, direction: str, seq: dict[int, int]) -> list[_Journey]:
+    sub = g.loc[g["direction"].to_numpy() == direction]
+    out = []
+    for jid, s in sub.groupby("journey", sort=False):
+        out.append(_Journey(int(jid), s["point"].astype(str).tolist(), s["node"].astype(str).tolist(),
+                            s["ts_corrected_ns"].astype(np.int64).tolist(), str(s["dst"].iloc[-1]),
+                            int(s["dport"].iloc[-1]), str(s["src"].iloc[-1]), int(s["tcp_flags"].iloc[0]),
+                            int(s["wirelen"].iloc[0]), int(s["fingerprint"].iloc[0]), int(s["wirelen"].iloc[-1]),
+                            bool(pd.notna(s["tunnel"].iloc[-1])), seq.get(int(jid), -1)))  # fmt: skip
+    out.sort(key=lambda j: j.ts[0])
+    return out
+
+
+def _occ(points: list[str]) -> list[str | None]:
+    """Points labelled ``point#k`` by their occurrence in the list."""
+    seen: dict[str, int] = {}
+    out: list[str | None] = []
+    for p in points:
+        out.append(f"{p}#{seen.get(p, 0)}")
+        seen[p] = seen.get(p, 0) + 1
+    return out
+
+
+def _raw(label: str | None) -> str | None:
+    return None if label is None else label.rpartition("#")[0]
+
+
+def _node_of(point: str | None) -> str | None:
+    return None if point is None else point.rsplit(":", 1)[0] if ":" in point else point
+
+
+def _show(point: str | None) -> str:
+    if point is None:
+        return "any further point"
+    node, _, iface = point.rpartition(":")
+    return f"{iface}@{node}" if node else point
+
+
+def _connection(ctx: _Context, r, g: pd.DataFrame) -> tuple[list[dict], list[dict], str]:
+    """Losses, timeline rows and status of one connection."""
+    c = int(r.connection)
+    fwd, rev = _journeys(g, "forward", ctx.seq), _journeys(g, "reverse", ctx.seq)
+    expects_answer = int(r.proto) == 17 or (int(r.proto) == 6 and any(j.flags >= 0 and j.flags & 0x12 == 0x02 for j in fwd))
+    losses, timeline = [], []
+    failed = degraded = False
+    for direction, js, other in (("forward", fwd, rev), ("reverse", rev, fwd)):
+        if not js:
+            continue
+        ref = max(js, key=lambda j: (len(j.points), -j.ts[0]))
+        # a point can be crossed twice (in natively, out encapsulated): sightings are labelled by occurrence
+        expected: list[str | None] = _occ(ref.points)
+        raw = list(ref.points)
+        home = ctx.homes.get(ref.dst)
+        no_answer = home is None and direction == "forward" and not other and expects_answer
+        if (home is not None and home not in raw) or no_answer:
+            cur = raw[-1]
+            for step in range(16):  # where packets to this destination went next from here, in other journeys
+                # (the first step from where the packet was last seen also matches its encapsulation there)
+                nxt = ctx.next_point.get((cur, ref.dst, ref.tunnelled) if step == 0 else (cur, ref.dst))
+                if nxt is None or nxt in raw:
+                    break
+                raw.append(nxt)
+                expected.append(f"{nxt}#0")
+                cur = nxt
+                if nxt == home:
+                    break
+            if home is not None and home not in raw:
+                expected.append(f"{home}#0")
+            elif home is None:
+                expected.append(None)
+        groups: dict[tuple, list[_Journey]] = {}
+        lost_j: set[int] = set()
+        for j in js:
+            labels = _occ(j.points)
+            seen = set(labels)
+            if labels[0] not in expected:
+                continue
+            k0 = expected.index(labels[0])
+            for k in range(k0 + 1, len(expected)):
+                q = expected[k]
+                if q in seen:
+                    continue
+                later = any(x in seen for x in expected[k + 1:])
+                if q is not None and not later:
+                    lo, hi = ctx.spans.get(_raw(q), (0, -1))
+                    if not lo <= j.ts[-1] <= hi:
+                        break  # the next point was not capturing then
+                if later:  # the capture missed it here; it may still be lost further on
+                    groups.setdefault(("gap", _raw(expected[k - 1]), _raw(q)), []).append(j)
+                    continue
+                groups.setdefault(("loss", _raw(expected[k - 1]), _raw(q)), []).append(j)
+                lost_j.add(j.jid)
+                break
+        passed = [j for j in js if j.jid not in lost_j]
+        for (kind, last, q), lost in groups.items():
+            cause, conf, why = _cause(ctx, r, direction, kind, last, q, lost, passed, other)
+            n_att = len(lost)
+            what = _what(lost)
+            node = _node_of(last) if q is None or _node_of(last) == _node_of(q) else None
+            where = (f"lost inside {node} after {_show(last)}" if q is None else
+                     f"dropped inside {node} between {_show(last)} and {_show(q)}" if node else
+                     f"lost between {_show(last)} and {_show(q)}")  # fmt: skip
+            if kind == "gap":
+                where = f"missing at {_show(q)} but seen after it"
+            dst = f" (to {_ep(lost[0].dst, lost[0].dport)})" if lost[0].dst else ""
+            evidence = f"{what}{dst} seen on {_show(last)} {n_att} time(s), never on {_show(q)} → {where}; {why}"
+            losses.append({"connection": c, "direction": direction, "last_seen": last, "first_missed": q, "node": node,
+                           "packets": n_att, "cause": cause, "confidence": conf, "evidence": evidence})  # fmt: skip
+            if kind == "loss":
+                if js[-1].jid in {j.jid for j in lost} or q is None:
+                    failed = True
+                else:
+                    degraded = True
+        timeline.extend(_timeline(c, direction, js, lost_j))
+    extra = _answer_losses(ctx, r, c, fwd, rev, expects_answer)
+    if extra:
+        losses.extend(extra)
+        failed = True
+    status = "failed" if failed else "degraded" if degraded else "ok"
+    return losses, timeline, status
+
+
+def _answer_losses(ctx: _Context, r, c: int, fwd: list[_Journey], rev: list[_Journey], expects_answer: bool) -> list[dict]:
+    """Evidence that is not a missing sighting: a reply from the backend's own address at the client (not un-NATed),
+    or a SYN-ACK that reached the client and was answered by RST (conntrack / INVALID)."""
+    if not rev or not fwd:
+        return []
+    out = []
+    client_home = ctx.homes.get(str(r.client_addr))
+    bad = [j for j in rev if j.points[-1] == client_home and j.src != str(r.server_addr) and j.dst == str(r.client_addr)]
+    if bad and str(r.server_addr) != str(r.backend_addr):
+        out.append({"connection": c, "direction": "reverse", "last_seen": bad[0].points[-1], "first_missed": None,
+                    "node": _node_of(bad[0].points[-1]), "packets": len(bad), "cause": "asymmetric-return",
+                    "confidence": 0.8,
+                    "evidence": f"{_what(bad)} reached {_show(bad[0].points[-1])} from {bad[0].src}, not from "
+                                f"{r.server_addr} the client sent to: the reply was not un-NATed (it took another path)"})  # fmt: skip
+        return out
+    if int(r.proto) != 6:
+        return out
+    home = client_home or fwd[0].points[0]
+    synack = [j for j in rev if j.flags >= 0 and j.flags & 0x12 == 0x12 and j.points[-1] == home]
+    rst = [j for j in fwd if j.flags >= 0 and j.flags & 0x04 and j.points[0] == home]
+    if synack and rst and rst[0].ts[0] > synack[0].ts[-1]:
+        acked = any(j.flags == 0x10 and synack[0].ts[-1] < j.ts[0] < rst[0].ts[0] for j in fwd)
+        if not acked:
+            out.append({"connection": c, "direction": "reverse", "last_seen": home, "first_missed": None,
+                        "node": _node_of(home), "packets": len(synack), "cause": "conntrack", "confidence": 0.6,
+                        "evidence": f"{len(synack)} SYN-ACK(s) from {synack[0].src} reached {_show(home)} and the client "
+                                    "answered RST: its stack or conntrack took the answer as invalid"})  # fmt: skip
+    return out
+
+
+def _what(js: list[_Journey]) -> str:
+    names = list(dict.fromkeys(_flag_text(j.flags) or PROTO_NAMES.get(0, "packet") for j in js))
+    names = [n for n in names if n] or ["packet"]
+    return "/".join(names[:3]) + (" ..." if len(names) > 3 else "")
+
+
+def _cause(ctx: _Context, r, direction: str, kind: str, last: str, q: str | None, lost: list[_Journey],
+           passed: list[_Journey], other: list[_Journey]) -> tuple[str, float, str]:
+    """(cause, confidence, evidence) of one loss group."""
+    c = int(r.connection)
+    if kind == "gap":
+        n = ctx.drops.get(q or "", 0)
+        if n > 0:
+            return "capture-loss", 0.95, f"the packet went on; the capture at {_show(q)} reports {n} packet(s) dropped"
+        return "capture-loss", 0.9, f"the packet went on: the capture at {_show(q)} missed it"
+    ic = ctx.icmp.loc[ctx.icmp["connection"] == c] if len(ctx.icmp) else ctx.icmp
+    frag = ic.loc[((ic["icmp_proto"] == 1) & (ic["icmp_type"] == 3) & (ic["icmp_code"] == 4)) |
+                  ((ic["icmp_proto"] == 58) & (ic["icmp_type"] == 2))] if len(ic) else ic  # fmt: skip
+    if len(frag):
+        f = frag.iloc[0]
+        return "mtu-blackhole", 0.95, (f"ICMP frag-needed / packet-too-big (next-hop MTU {int(f.icmp_mtu)}) from "
+                                       f"{f.sender} seen on {_show(str(f.point))}")
+    unreach = ic.loc[((ic["icmp_proto"] == 1) & (ic["icmp_type"] == 3)) | ((ic["icmp_proto"] == 58) & (ic["icmp_type"] == 1))] if len(ic) else ic
+    inv = ctx.inv
+    svc_name, n_ep = None, -1
+    if inv is not None and direction == "forward":
+        fe = inv.frontends()
+        hit = fe.loc[(fe["addr"] == str(r.server_addr)) & (fe["port"] == int(r.server_port)) & (fe["proto"] == int(r.proto))]
+        if len(hit):
+            svc_name = str(hit["service"].iloc[0])
+            n_ep = sum(1 for e in inv.endpoints if e.service == svc_name)
+    dnat = ctx.nat.loc[(ctx.nat["connection"] == c) & (ctx.nat["op"] == "DNAT")] if len(ctx.nat) else ctx.nat
+    if svc_name is not None and n_ep == 0 and not len(dnat):
+        codes = set(unreach["icmp_code"].astype(int)) if len(unreach) else set()
+        if 1 in codes and 3 not in codes:  # routed on (DNATed) and nobody answered for the address
+            return "stale-endpoint", 0.6, (f"service {svc_name} has an empty EndpointSlice, yet ICMP host unreachable came "
+                                           f"from {unreach.iloc[0].sender}: a DNAT to an address nobody has")  # fmt: skip
+        how = (f"ICMP unreachable (code {int(unreach.iloc[0].icmp_code)}) from {unreach.iloc[0].sender}" if len(unreach)
+               else "no DNAT and no answer seen")  # fmt: skip
+        return "no-endpoints", 0.9 if codes else 0.75, f"service {svc_name} has an empty EndpointSlice; {how}"
+    target = lost[0].dst
+    if inv is not None and direction == "forward" and len(dnat):
+        k, _n, node = inv.entity(target)
+        known_ep = any(e.ip == target for e in inv.endpoints)
+        if k != "pod" and not known_ep and target not in inv.node_addresses():
+            at = f" (inside {node}'s pod CIDR)" if node else ""
+            return "stale-endpoint", 0.8, f"DNAT to {target}{at}, an address no pod and no EndpointSlice has"
+    sizes_lost = [j.last_size for j in lost]
+    sizes_ok = [j.last_size for j in passed if last in j.points and (q is None or q in j.points)]
+    if not sizes_ok and q is not None and (last, q) in ctx.pair_max:
+        sizes_ok = [ctx.pair_max[(last, q)]]  # other connections' packets that made this hop
+    tunnel_edge = (any(ctx.roles.get(x, "") == "overlay" for x in (last, q) if x) or any(j.tunnelled for j in lost)
+                   or _interface(last).startswith(("vxlan", "tunl", "genev", "flannel")))  # fmt: skip
+    if sizes_ok and min(sizes_lost) > max(sizes_ok):
+        conf = 0.8 if tunnel_edge else 0.6
+        tun = " tunnelled" if tunnel_edge else ""
+        return "mtu-blackhole", conf, (f"{len(lost)}{tun} packet(s) of {_span(sizes_lost)} bytes vanished where "
+                                       f"packets of at most {max(sizes_ok)} bytes pass; no ICMP frag-needed seen")  # fmt: skip
+    if len(unreach):
+        u = unreach.iloc[0]
+        if int(u.icmp_code) in (9, 10, 13):
+            return "policy-drop", 0.9, f"ICMP administratively prohibited (code {int(u.icmp_code)}) from {u.sender}"
+    if direction == "reverse" and other:
+        fwd_nodes = {n for j in other for n in j.nodes}
+        off = [n for n in dict.fromkeys(lost[0].nodes) if n not in fwd_nodes]
+        if off:
+            return "asymmetric-return", 0.8, (f"the reply crossed {', '.join(off)}, which the request never did, and "
+                                              f"stopped at {_show(last)}: it took another path back (a strict rp_filter "
+                                              "drops a packet arriving where its source is not routed)")  # fmt: skip
+    if q is not None and _node_of(last) == _node_of(q) and ctx.roles.get(q, "") in ("pod-veth", "") and q == ctx.homes.get(lost[0].dst):
+        small = min(sizes_lost)
+        return "policy-drop", 0.75, (f"reached {_node_of(last)} but not the pod's veth, packets as small as {small} bytes "
+                                     f"lost too, no ICMP error: a filter (NetworkPolicy) dropped them")  # fmt: skip
+    return "unknown", 0.3, "no evidence points to one cause"
+
+
+def _span(v: list[int]) -> str:
+    return f"{min(v)}" if min(v) == max(v) else f"{min(v)}-{max(v)}"
+
+
+def _interface(point: str | None) -> str:
+    return "" if point is None else point.rpartition(":")[2]
+
+
+def _timeline(c: int, direction: str, js: list[_Journey], lost: set[int]) -> list[dict]:
+    """Sightings of each attempt of packets sent more than once or lost (retransmissions share a fingerprint)."""
+    by_fp: dict[tuple, list[_Journey]] = {}
+    for j in js:  # a retransmission repeats flags, seq and size (its IPv4 id, hence its fingerprint, differs)
+        by_fp.setdefault((j.flags, j.seq, j.size) if j.seq >= 0 else (j.fp,), []).append(j)
+    rows = []
+    for att in by_fp.values():
+        fp = att[0].fp
+        if len(att) < 2 and not any(j.jid in lost for j in att):
+            continue
+        label = f"{_flag_text(att[0].flags) or 'packet'} {att[0].size}B #{fp & 0xFFFF:04x}"
+        for k, j in enumerate(att, 1):
+            for pt, t in zip(j.points, j.ts, strict=True):
+                rows.append({"connection": c, "direction": direction, "packet": label, "attempt": k, "point": pt,
+                             "ts_corrected_ns": t, "reached": j.jid not in lost})  # fmt: skip
+    return rows
