@@ -11,11 +11,11 @@ import secrets
 
 import jsonschema
 import pytest
-from test_lab import _REASON
 
 import pcaptools
 from pcaptools.k8s import iptables
 from pcaptools.k8s.diagnose import SCHEMA_PATH, diagnose
+from tests.lab_support import REASON
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
@@ -26,8 +26,8 @@ SCENARIOS = ("hairpin", "port-reuse", "hostnetwork", "nodelocal-dns")
 
 @pytest.fixture(scope="session")
 def faulty(tmp_path_factory):
-    if _REASON:
-        pytest.skip(_REASON)
+    if REASON:
+        pytest.skip(REASON)
     from pcaptools.lab import run_lab
 
     out = tmp_path_factory.mktemp("faults")
