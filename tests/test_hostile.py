@@ -297,6 +297,15 @@ def test_directory_given_as_a_capture_is_a_clear_error(tmp_path: Path) -> None:
         read_records(tmp_path)
 
 
+def test_file_name_with_a_nul_character_or_too_long_is_a_clear_error() -> None:
+    with pytest.raises(NotAFile, match="contains a NUL character"):
+        read_records("a\0b.pcap")
+    with pytest.raises(InventoryError, match="contains a NUL character"):
+        Inventory.load("\0")
+    with pytest.raises(NotAFile, match="cannot be opened"):
+        read_records("x" * 5000)
+
+
 # --- manifests and inventories ---------------------------------------------------------------------------
 
 
@@ -437,7 +446,7 @@ _SCALARS = (
     | st.floats()
     | st.text(max_size=6)
     | st.sampled_from(["Node", "Pod", "Service", "EndpointSlice", "List", "TCP", "80", "http", "10.0.0.1",
-                       "10.0.0.0/24", "", "\u0663", "../x", "/etc/passwd", "\x1b[31m"])  # fmt: skip
+                       "10.0.0.0/24", "", "\u0663", "../x", "/etc/passwd", "\x1b[31m", "\x00", "a" * 5000])  # fmt: skip
 )
 _JSON = st.recursive(
     _SCALARS, lambda c: st.lists(c, max_size=4) | st.dictionaries(_WORDS | st.text(max_size=3), c, max_size=5),
