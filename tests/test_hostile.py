@@ -304,6 +304,8 @@ def test_file_name_with_a_nul_character_or_too_long_is_a_clear_error() -> None:
         Inventory.load("\0")
     with pytest.raises(NotAFile, match="cannot be opened"):
         read_records("x" * 5000)
+    with pytest.raises(InventoryError, match="File name too long"):
+        Inventory.load("x" * 5000)
 
 
 # --- manifests and inventories ---------------------------------------------------------------------------

@@ -88,9 +88,9 @@ def read_manifest(path: str | os.PathLike, *, allow_outside: bool = False) -> di
 def inventory_beside(source: str | os.PathLike, *, allow_outside: bool = False) -> str | None:
     """The inventory a manifest names (``lab.inventory``), else ``inventory.json`` beside it, if it exists."""
     src = Path(source)
-    man = src / "manifest.json" if src.is_dir() else src
+    man = src / "manifest.json" if os.path.isdir(src) else src  # os.path: False, never OSError
     name = "inventory.json"
-    if man.is_file():
+    if os.path.isfile(man):
         try:
             lab = read_manifest(man, allow_outside=True).get("lab") or {}
         except InventoryError:
