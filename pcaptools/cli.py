@@ -460,10 +460,10 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"pcaptools: {exc}", file=sys.stderr)
         return 2
-    except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
+    except OSError as exc:  # a missing or unreadable file, a name too long, a full disk: one line, no traceback
         if debug:
             raise
-        print(f"pcaptools: {exc.filename}: {exc.strerror}", file=sys.stderr)
+        print(f"pcaptools: {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("pcaptools: interrupted", file=sys.stderr)

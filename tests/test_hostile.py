@@ -292,6 +292,13 @@ def test_fifo_in_a_manifest_is_refused_too(tmp_path: Path) -> None:
     assert r.returncode == 2 and "is a FIFO (named pipe)" in r.stderr and r.stderr.count("\n") == 1
 
 
+@pytest.mark.parametrize("command", ["info", "correlate", "paths"])
+def test_a_file_name_too_long_is_one_line_and_exit_2(capsys: pytest.CaptureFixture[str], command: str) -> None:
+    assert main([command, "a" * 300]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("pcaptools: ") and err.count("\n") == 1 and "too long" in err
+
+
 def test_directory_given_as_a_capture_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(NotAFile, match="is a directory, not a capture file"):
         read_records(tmp_path)
