@@ -689,10 +689,10 @@ def main(argv: list[str] | None = None) -> int:
             _quiet_stdout()
             return 0
         return exc.code if isinstance(exc.code, int) else 1
-    except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as exc:
+    except OSError as exc:  # a missing or unreadable file, a name too long, a full disk: one line, no traceback
         if debug:
             raise
-        print(f"pcaptools: {safe(exc.filename)}: {exc.strerror}", file=sys.stderr)
+        print(f"pcaptools: {safe(exc.filename)}: {exc.strerror or safe(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("pcaptools: interrupted", file=sys.stderr)

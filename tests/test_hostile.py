@@ -292,9 +292,27 @@ def test_fifo_in_a_manifest_is_refused_too(tmp_path: Path) -> None:
     assert r.returncode == 2 and "is a FIFO (named pipe)" in r.stderr and r.stderr.count("\n") == 1
 
 
+@pytest.mark.parametrize("command", ["info", "correlate", "paths"])
+def test_a_file_name_too_long_is_one_line_and_exit_2(capsys: pytest.CaptureFixture[str], command: str) -> None:
+    assert main([command, "a" * 300]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("pcaptools: ") and err.count("\n") == 1 and "too long" in err
+
+
 def test_directory_given_as_a_capture_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(NotAFile, match="is a directory, not a capture file"):
         read_records(tmp_path)
+
+
+def test_file_name_with_a_nul_character_or_too_long_is_a_clear_error() -> None:
+    with pytest.raises(NotAFile, match="contains a NUL character"):
+        read_records("a\0b.pcap")
+    with pytest.raises(InventoryError, match="contains a NUL character"):
+        Inventory.load("\0")
+    with pytest.raises(NotAFile, match="cannot be opened"):
+        read_records("x" * 5000)
+    with pytest.raises(InventoryError, match="File name too long"):
+        Inventory.load("x" * 5000)
 
 
 # --- manifests and inventories ---------------------------------------------------------------------------
@@ -437,7 +455,7 @@ _SCALARS = (
     | st.floats()
     | st.text(max_size=6)
     | st.sampled_from(["Node", "Pod", "Service", "EndpointSlice", "List", "TCP", "80", "http", "10.0.0.1",
-                       "10.0.0.0/24", "", "\u0663", "../x", "/etc/passwd", "\x1b[31m"])  # fmt: skip
+                       "10.0.0.0/24", "", "\u0663", "../x", "/etc/passwd", "\x1b[31m", "\x00", "a" * 5000])  # fmt: skip
 )
 _JSON = st.recursive(
     _SCALARS, lambda c: st.lists(c, max_size=4) | st.dictionaries(_WORDS | st.text(max_size=3), c, max_size=5),

@@ -91,9 +91,9 @@ def inventory_beside(source: str | os.PathLike, *, allow_outside: bool = False) 
     """The inventory a manifest names (``inventory``, or the lab's ``lab.inventory``), else ``inventory.json``
     beside it, if it exists."""
     src = Path(source)
-    man = src / "manifest.json" if src.is_dir() else src
+    man = src / "manifest.json" if os.path.isdir(src) else src  # os.path: False, never OSError
     name = "inventory.json"
-    if man.is_file():
+    if os.path.isfile(man):
         try:
             doc = read_manifest(man, allow_outside=True)
         except InventoryError:

@@ -65,9 +65,15 @@ def _not_regular(path: str, mode: int) -> NotAFile | None:
 def open_regular(path: str | os.PathLike) -> BinaryIO:
     """Open a regular file for reading, refusing FIFOs, sockets, devices and directories without blocking."""
     path = os.fspath(path)
-    if "\0" in str(path):  # os.stat would raise ValueError
-        raise NotAFile(f"{path!r} contains a NUL character, so it names no file; pass the path of a file", path=str(path))
-    err = _not_regular(path, os.stat(path).st_mode)  # FileNotFoundError / PermissionError pass through
+    if "\0" in str(path):
+        raise NotAFile(f"{path!r} is no file name (it contains a NUL character); expected a path to a file")
+    try:
+        mode = os.stat(path).st_mode
+    except (FileNotFoundError, PermissionError):
+        raise  # the CLI turns these into one line already
+    except OSError as exc:  # a name too long, a loop of symbolic links, ...
+        raise NotAFile(f"{path}: cannot be opened ({exc.strerror or exc}); expected a capture file") from None
+    err = _not_regular(path, mode)
     if err is not None:
         raise err
     # O_NONBLOCK: a FIFO swapped in after the stat must not block the open; fstat decides on the open file

@@ -139,7 +139,7 @@ class Inventory:
         if isinstance(source, (str, os.PathLike)):
             where = str(source)
             p = Path(source)
-            if p.is_dir():
+            if os.path.isdir(p):  # False, not an OSError, for names too long or with a NUL
                 p = p / "inventory.json"
                 where = str(p)
             doc = load_json(p, what="inventory", error=InventoryError, expected="the output of "
