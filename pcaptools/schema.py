@@ -117,9 +117,6 @@ PACKET_COLUMNS: tuple[Column, ...] = (
     Column("tunnel_rule", "category", "", "registry rule that recognised the outermost tunnel ('udp.dport==8472'); missing if none"),
 )
 
-PROTO_NAMES: dict[int, str] = {1: "icmp", 2: "igmp", 6: "tcp", 17: "udp", 47: "gre", 50: "esp", 58: "icmpv6", 132: "sctp"}
-"""IP protocol numbers with a name, as every output writes them (others are written as their number)."""
-
 FLOW_STATES = (
     "attempt", "rejected", "half-open", "established", "half-closed", "closed", "reset", "midstream",
     "oneway", "bidirectional",

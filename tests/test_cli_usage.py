@@ -166,6 +166,8 @@ def test_output_piped_into_head_ends_quietly(extra):
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=600) == 0, err
     assert first[:1].isdigit() or first.startswith(b"{")
+    # a fresh checkout compiles numba's kernels on this first run and says so; nothing else may reach stderr
+    err = "".join(x for x in err.splitlines(keepends=True) if not x.startswith(("pcaptools: compiling", "pcaptools: compiled")))
     assert "Traceback" not in err and "Broken pipe" not in err and err == ""
 
 

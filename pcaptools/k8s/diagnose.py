@@ -29,7 +29,7 @@ import pandas as pd
 
 from pcaptools.k8s.inventory import Inventory
 from pcaptools.k8s.paths import _ep, as_inventory, paths_detail
-from pcaptools.schema import PROTO_NAMES
+from pcaptools.protocols import PROTO_NAMES
 
 SCHEMA_VERSION = 1
 """Version of the ``why --json`` contract (:data:`SCHEMA_PATH`)."""

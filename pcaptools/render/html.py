@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from pcaptools.protocols import PROTO_NAMES
 from pcaptools.render import figures
-from pcaptools.schema import PROTO_NAMES
 
 if TYPE_CHECKING:
     from pcaptools.compare import Comparison

@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pcaptools.schema import PROTO_NAMES, Column
+from pcaptools.protocols import PROTO_NAMES
+from pcaptools.schema import Column
 
 SCHEMA_VERSION = 1
 """Major version of every ``--json`` contract; bumped only when a field changes meaning or disappears."""

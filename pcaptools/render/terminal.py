@@ -13,7 +13,7 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any
 
-from pcaptools.schema import PROTO_NAMES
+from pcaptools.protocols import PROTO_NAMES
 
 if TYPE_CHECKING:  # rich is imported where output is drawn, so `safe` costs nothing at startup
     from rich.console import Console
