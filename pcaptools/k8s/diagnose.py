@@ -27,9 +27,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pcaptools.fmt import PROTO_NAMES, endpoint
 from pcaptools.k8s.inventory import Inventory
-from pcaptools.k8s.paths import _ep, as_inventory, paths_detail
-from pcaptools.protocols import PROTO_NAMES
+from pcaptools.k8s.paths import as_inventory, paths_detail
 
 SCHEMA_VERSION = 1
 """Version of the ``why --json`` contract (:data:`SCHEMA_PATH`)."""
@@ -467,7 +467,7 @@ def _connection(ctx: _Context, r, g: pd.DataFrame) -> tuple[list[dict], list[dic
                      f"lost between {_show(last)} and {_show(q)}")  # fmt: skip
             if kind == "gap":
                 where = f"missing at {_show(q)} but seen after it"
-            dst = f" (to {_ep(lost[0].dst, lost[0].dport)})" if lost[0].dst else ""
+            dst = f" (to {endpoint(lost[0].dst, lost[0].dport)})" if lost[0].dst else ""
             evidence = f"{what}{dst} seen on {_show(last)} {n_att} time(s), never on {_show(q)} → {where}; {why}"
             losses.append({"connection": c, "direction": direction, "last_seen": last, "first_missed": q, "node": node,
                            "packets": n_att, "cause": cause, "confidence": conf, "evidence": evidence})  # fmt: skip

@@ -21,6 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from pcaptools.errors import InventoryError
+from pcaptools.fmt import endpoint
 
 
 @dataclass(frozen=True)
@@ -108,13 +109,9 @@ def load(spec: str) -> Ruleset:
     return parse(p.read_text(errors="replace"), node, path=file)
 
 
-def _ep(addr: str, port: int) -> str:
-    return f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
-
-
 def _dnat_walk(rs: Ruleset, before: tuple[str, int], after: tuple[str, int]) -> tuple[list[str], str]:
     """(chain names from the entry rule to the DNAT, problem text or '')."""
-    to = _ep(*after)
+    to = endpoint(*after)
     # a non-first IP fragment has no ports (-1): match the addresses only
     seps = [r for rs_ in rs.chains.values() for r in rs_ if r.table == "nat" and r.target == "DNAT"
             and (r.to in (to, after[0]) or (after[1] < 0 and r.to.rpartition(":")[0].strip("[]") == after[0]))]
@@ -132,7 +129,7 @@ def _dnat_walk(rs: Ruleset, before: tuple[str, int], after: tuple[str, int]) -> 
                 if parent.chain not in seen:
                     seen.add(parent.chain)
                     frontier.append([parent.chain, *path])
-    return [seps[0].chain], f"{seps[0].chain} DNATs to {to}, but no rule of {rs.node} sends {_ep(*before)} to it"
+    return [seps[0].chain], f"{seps[0].chain} DNATs to {to}, but no rule of {rs.node} sends {endpoint(*before)} to it"
 
 
 def _snat_walk(rs: Ruleset) -> tuple[list[str], str]:
@@ -157,7 +154,7 @@ def explain(nat: pd.DataFrame, rulesets: list[Ruleset]) -> pd.DataFrame:
         before, after = (str(r.addr_before), int(r.port_before)), (str(r.addr_after), int(r.port_after))
         chains, problem = _dnat_walk(rs, before, after) if r.op == "DNAT" else _snat_walk(rs)
         rows.append({"connection": int(r.connection), "journey": int(r.journey), "op": str(r.op), "node": node,
-                     "before": _ep(*before), "after": _ep(*after), "chains": " → ".join(chains),
+                     "before": endpoint(*before), "after": endpoint(*after), "chains": " → ".join(chains),
                      "explained": not problem, "problem": problem or None})  # fmt: skip
     return pd.DataFrame(rows, columns=["connection", "journey", "op", "node", "before", "after", "chains", "explained",
                                        "problem"])  # fmt: skip

@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from pcaptools.correlate.fingerprint import combine
+from pcaptools.fmt import endpoint, fmt_ns
 from pcaptools.k8s.inventory import ENTITY_KINDS, Inventory
 from pcaptools.k8s.nat import _codes, nat_table, order_hops
 from pcaptools.schema import FLOW_STATES, PATH_COLUMNS, PATH_KINDS, PRESERVED, validate
@@ -37,23 +38,6 @@ def as_inventory(inventory: Inventory | str | os.PathLike | dict | list | None) 
     if inventory is None or isinstance(inventory, Inventory):
         return inventory
     return Inventory.load(inventory)
-
-
-def _fmt_ns(ns: int) -> str:
-    a = abs(ns)
-    if a < 1_000:
-        return f"{ns} ns"
-    if a < 1_000_000:
-        return f"{ns / 1e3:,.1f} µs"
-    if a < 1_000_000_000:
-        return f"{ns / 1e6:,.2f} ms"
-    return f"{ns / 1e9:,.3f} s"
-
-
-def _ep(addr: str, port: int) -> str:
-    if port < 0:
-        return addr
-    return f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
 
 
 IDLE_NS = 60_000_000_000
@@ -301,7 +285,7 @@ def _name(inv: Inventory | None, addr: str) -> tuple[str, str, str]:
 def _nat_text(r) -> str:
     what = f"{r.nat_kind} {r.service}" if isinstance(r.service, str) else str(r.nat_kind)
     at = f" @{r.node}" if isinstance(r.node, str) else ""
-    return f"{r.op} {_ep(str(r.addr_before), int(r.port_before))}→{_ep(str(r.addr_after), int(r.port_after))}{at} ({what})"
+    return f"{r.op} {endpoint(str(r.addr_before), int(r.port_before))}→{endpoint(str(r.addr_after), int(r.port_after))}{at} ({what})"
 
 
 def _row(c, fj, rj, uj, first_row, end_row, cols, h, nat_by_j, inv, inv_nodes, node_ip, njourneys) -> dict:
@@ -377,7 +361,7 @@ def _row(c, fj, rj, uj, first_row, end_row, cols, h, nat_by_j, inv, inv_nodes, n
     for i in range(a, b):
         k = i - a
         if k:
-            lat.append(f"{points[k - 1]} → {points[k]} {_fmt_ns(int(tc[k] - tc[k - 1]))}")
+            lat.append(f"{points[k - 1]} → {points[k]} {fmt_ns(int(tc[k] - tc[k - 1]))}")
         for txt in hop_of.get((points[k], int(tc[k])), []):
             route.append(f"⟨{txt}⟩")
             nat_texts.append(txt)

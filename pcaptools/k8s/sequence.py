@@ -12,17 +12,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from pcaptools.fmt import endpoint
 from pcaptools.k8s.nat import order_hops
 from pcaptools.k8s.paths import _connections, as_inventory
 from pcaptools.schema import SEQUENCE_COLUMNS, conform, empty
 
 _FLAG_NAMES = ((0x02, "SYN"), (0x01, "FIN"), (0x04, "RST"), (0x08, "PSH"), (0x10, "ACK"))
-
-
-def _ep(addr: str, port: int) -> str:
-    if port < 0:
-        return addr
-    return f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
 
 
 def packet_labels(proto: np.ndarray, tcp_flags: np.ndarray) -> np.ndarray:
@@ -90,7 +85,7 @@ def sequences(correlation, paths: pd.DataFrame, nat: pd.DataFrame | None = None,
     if nat is not None and len(nat):
         key = pd.MultiIndex.from_arrays([j, h["point"].astype(str).to_numpy(object), tc])
         n = nat.sort_values(["journey", "step"])
-        texts = [f"{r.op} {_ep(str(r.addr_before), int(r.port_before))}→{_ep(str(r.addr_after), int(r.port_after))}"
+        texts = [f"{r.op} {endpoint(str(r.addr_before), int(r.port_before))}→{endpoint(str(r.addr_after), int(r.port_after))}"
                  + (f" @{r.node}" if isinstance(r.node, str) else "") for r in n.itertuples(index=False)]  # fmt: skip
         grouped = pd.Series(texts, index=pd.MultiIndex.from_arrays(
             [n["journey"].to_numpy(np.int64), n["to_point"].astype(str).to_numpy(object), n["ts_corrected_ns"].to_numpy(np.int64)]

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from pcaptools.protocols import PROTO_NAMES
+from pcaptools.fmt import PROTO_NAMES
 from pcaptools.render import figures
 
 if TYPE_CHECKING:

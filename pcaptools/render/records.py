@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pcaptools.protocols import PROTO_NAMES
+from pcaptools.fmt import PROTO_NAMES
 from pcaptools.schema import Column
 
 SCHEMA_VERSION = 1

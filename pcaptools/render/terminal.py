@@ -13,7 +13,8 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any
 
-from pcaptools.protocols import PROTO_NAMES
+from pcaptools.fmt import PROTO_NAMES, fmt_ns
+from pcaptools.fmt import endpoint as _endpoint
 
 if TYPE_CHECKING:  # rich is imported where output is drawn, so `safe` costs nothing at startup
     from rich.console import Console
@@ -60,31 +61,14 @@ def console(*, stderr: bool = False) -> Console:
     return Console(file=stream, width=160 if wide else None, markup=False, highlight=False, emoji=False, soft_wrap=False)
 
 
-def fmt_ns(ns: int | float | None) -> str:
-    """A duration for people: ``850 ns``, ``38.0 µs``, ``1.25 ms``, ``2.000 s``; '' when absent."""
-    if ns is None or ns != ns:
-        return ""
-    a = abs(ns)
-    if a < 1_000:
-        return f"{int(ns)} ns"
-    if a < 1_000_000:
-        return f"{ns / 1e3:,.1f} µs"
-    if a < 1_000_000_000:
-        return f"{ns / 1e6:,.2f} ms"
-    return f"{ns / 1e9:,.3f} s"
-
-
 def fmt_int(v: Any) -> str:
     """An integer with thousands separators (``1,460``)."""
     return f"{int(v):,}"
 
 
 def endpoint(addr: Any, port: Any = None) -> str:
-    """``10.0.0.1:80``, ``[::1]:37675``, or the bare address when there is no port (None or -1)."""
-    a = safe(addr)
-    if port is None or port != port or int(port) < 0:
-        return a
-    return f"[{a}]:{int(port)}" if ":" in a else f"{a}:{int(port)}"
+    """:func:`pcaptools.fmt.endpoint` of an address shown inert (it may come from a file)."""
+    return _endpoint(safe(addr), port)
 
 
 def proto_name(p: Any) -> str:

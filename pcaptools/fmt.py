@@ -1,0 +1,28 @@
+"""How values are written for people, shared by the library's text columns and the renderers (imports nothing,
+so the CLI's startup stays light)."""
+
+from __future__ import annotations
+
+PROTO_NAMES: dict[int, str] = {1: "icmp", 2: "igmp", 6: "tcp", 17: "udp", 47: "gre", 50: "esp", 58: "icmpv6", 132: "sctp"}
+"""IP protocol numbers with a name (others are written as their number)."""
+
+
+def fmt_ns(ns: int | float | None) -> str:
+    """A duration: ``850 ns``, ``38.0 µs``, ``1.25 ms``, ``2.000 s``; '' when absent (None or NaN)."""
+    if ns is None or ns != ns:
+        return ""
+    a = abs(ns)
+    if a < 1_000:
+        return f"{int(ns)} ns"
+    if a < 1_000_000:
+        return f"{ns / 1e3:,.1f} µs"
+    if a < 1_000_000_000:
+        return f"{ns / 1e6:,.2f} ms"
+    return f"{ns / 1e9:,.3f} s"
+
+
+def endpoint(addr: str, port: int | None = None) -> str:
+    """``10.0.0.1:80``, ``[::1]:37675``, or the bare address when there is no port (None, NaN or -1)."""
+    if port is None or port != port or int(port) < 0:
+        return addr
+    return f"[{addr}]:{int(port)}" if ":" in addr else f"{addr}:{int(port)}"
