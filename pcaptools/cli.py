@@ -443,10 +443,10 @@ app.add_typer(lab_app, name="lab")
 def lab_run_cmd(
     out: str = typer.Option(..., "--out", help="Directory for manifest.json, inventory.json, truth.json, pcaps."),
     cni: str = typer.Option("vpc", "--cni", help="CNI to emulate: vpc or calico-vxlan."),
-    nodes: int = typer.Option(3, "--nodes", help="Number of nodes (2-20)."),
+    nodes: int = typer.Option(3, "--nodes", min=2, max=20, help="Number of nodes (2-20)."),
     any_capture: bool = typer.Option(False, "--any", help="Also capture '-i any' (LINUX_SLL2) on every node."),
     nano: bool = typer.Option(False, "--nano", help="Nanosecond timestamps (--time-stamp-precision=nano)."),
-    connections: int = typer.Option(16, "--connections", help="Client connections (cycling through 8 kinds)."),
+    connections: int = typer.Option(16, "--connections", min=1, max=10_000, help="Client connections (cycling through 8 kinds; 1-10000)."),
     seed: int = typer.Option(1, "--seed", help="Seed for the clients' choices."),
     prefix: str = typer.Option("ptlab-", "--prefix", help="Namespace name prefix: 2-16 letters, digits, '-', '_'; "
                                "the run adds a unique id, so concurrent runs never collide."),
@@ -527,25 +527,23 @@ def info_cmd(
 
 @app.command("report")
 def report_cmd(
-    sources: list[str] = typer.Argument(..., help="Capture sets, as for 'pcaptools compare' (directories); several make a CNI comparison."),  # noqa: B008
-    out: str = typer.Option(..., "-o", "--output", help="The HTML file to write (self-contained: opens without network access)."),
-    max_packets: int = typer.Option(10, "--max-packets", help="Packets drawn per connection in its sequence diagram."),
+    sources: list[str] = typer.Argument(..., metavar="DIR", help="Capture sets, as for 'pcaptools compare' (directories); several make a CNI comparison."),  # noqa: B008
+    out: str = typer.Option(..., "-o", "--output", metavar="FILE", callback=_output(".html", ".htm", example="report.html", optional=False), help="The HTML file to write (self-contained: opens without network access)."),
+    max_packets: int = typer.Option(10, "--max-packets", metavar="N", callback=_positive("packets"), help="Packets drawn per connection in its sequence diagram."),
 ) -> None:
     """One HTML report: capture points, clocks, connections (with filters), a sequence diagram per connection, per-hop latency, losses; a CNI comparison when given several sets.
 
     Example: pcaptools report sample_pcaps/calico-vxlan -o report.html
+
     Example: pcaptools report sample_pcaps/vpc sample_pcaps/calico-vxlan -o comparison.html
     """
-    from pcaptools.errors import CorrelationError
+    from pcaptools.render.terminal import safe
     from pcaptools.report import write_report
 
-    if not out.endswith((".html", ".htm")):
-        raise CorrelationError(f"-o {out}: expected an .html file name; found another suffix; try -o report.html")
-    if max_packets < 1:
-        raise CorrelationError(f"--max-packets {max_packets}: expected a positive number of packets; try --max-packets 10")
     with _busy(list(sources), "building the report on"):
         path = write_report(sources, out, max_packets=max_packets)
-    print(f"report on {len(sources)} capture set{'s' if len(sources) > 1 else ''} written to {path} ({path.stat().st_size / 1e6:.1f} MB)")
+    sets = f"{len(sources)} capture set{'s' if len(sources) > 1 else ''}"
+    _console().print(f"report on {sets} written to {safe(path)} ({path.stat().st_size / 1e6:.1f} MB)")
 
 
 # --- entry point ------------------------------------------------------------------------------------
