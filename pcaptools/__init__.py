@@ -9,8 +9,7 @@ and ``pcaptools.compare`` are also callable (``pcaptools.flows(packets)``) for o
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from pcaptools._callable import lazy_getattr
 
 __version__ = "0.1.0"
 
@@ -50,14 +49,7 @@ _EXPORTS: dict[str, tuple[str, str | None]] = {
 __all__ = sorted(n for n, (_, attr) in _EXPORTS.items() if attr is not None) + ["compare", "correlate", "flows", "lab"]
 
 
-def __getattr__(name: str) -> Any:
-    """Import the module behind a public name on first use (keeps ``import pcaptools`` light)."""
-    try:
-        module, attr = _EXPORTS[name]
-    except KeyError:
-        raise AttributeError(f"module 'pcaptools' has no attribute {name!r}") from None
-    mod = importlib.import_module(module)
-    return mod if attr is None else getattr(mod, attr)
+__getattr__ = lazy_getattr(__name__, _EXPORTS)  # names imported on first use
 
 
 def __dir__() -> list[str]:

@@ -8,10 +8,7 @@ returns a ``Correlation`` (hops, offsets, hop latency, losses); ``merge_captures
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
-from pcaptools._callable import make_callable
+from pcaptools._callable import lazy_getattr, make_callable
 
 __all__ = ["CaptureSet", "CapturePoint", "Correlation", "correlate", "merge_captures"]
 
@@ -25,14 +22,7 @@ _EXPORTS = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    """Import the module behind a public name on first use (the matcher compiles on first call)."""
-    try:
-        module, attr = _EXPORTS[name]
-    except KeyError:
-        raise AttributeError(f"module 'pcaptools.correlate' has no attribute {name!r}") from None
-    mod = importlib.import_module(module)
-    return mod if attr is None else getattr(mod, attr)
+__getattr__ = lazy_getattr(__name__, _EXPORTS)  # names imported on first use
 
 
 make_callable(__name__, "correlate")
