@@ -50,6 +50,11 @@ def _losses(d, conn: int) -> list[dict]:
     return d.connection_record(conn)["losses"]
 
 
+
+def _from_client(paths, t: dict):
+    """The path rows whose client address and port are the truth's client tuple ``t``."""
+    return paths[(paths["client_addr"].astype(str) == t["src"]) & (paths["client_port"] == t["sport"])]
+
 def test_every_fault_is_recorded_in_truth_with_where_and_why(faulty):
     truth, _ = faulty
     got = {f["fault"]: f for f in truth["faults"]}
@@ -148,8 +153,8 @@ def test_a_reused_client_port_is_two_connections(faulty):
     assert [x["use"] for x in uses] == [1, 2] and uses[0]["client_tuple"] == uses[1]["client_tuple"]
     t = uses[0]["client_tuple"]
     p = d.paths
-    rows = p[(p["client_addr"].astype(str) == t["src"]) & (p["client_port"] == t["sport"])
-             & (p["server_addr"].astype(str) == t["dst"])]  # fmt: skip
+    rows = _from_client(p, t)
+    rows = rows[rows["server_addr"].astype(str) == t["dst"]]
     assert len(rows) == 2
     assert rows["first_ts_ns"].is_monotonic_increasing and (rows["journeys"] >= 6).all()
     assert set(rows["backend"].astype(str)) == {uses[0]["backend"]}
@@ -160,7 +165,7 @@ def test_a_hairpin_leaves_and_reenters_its_own_veth_with_dnat_then_snat(faulty):
     x = next(x for x in truth["scenarios"] if x["scenario"] == "hairpin")
     t = x["client_tuple"]
     p = d.paths
-    r = p[(p["client_addr"].astype(str) == t["src"]) & (p["client_port"] == t["sport"])].iloc[0]
+    r = _from_client(p, t).iloc[0]
     assert r["kind"] == "clusterip" and str(r["backend"]) == x["backend"] == str(r["client"])
     fwd = r["forward_points"].split(" → ")
     assert fwd[0] == fwd[-1] == x["point"]
@@ -183,7 +188,7 @@ def test_a_hostnetwork_server_is_named_as_its_pod_not_as_the_node(faulty):
     x = next(x for x in truth["scenarios"] if x["scenario"] == "hostnetwork")
     t = x["client_tuple"]
     p = d.paths
-    r = p[(p["client_addr"].astype(str) == t["src"]) & (p["client_port"] == t["sport"])].iloc[0]
+    r = _from_client(p, t).iloc[0]
     assert (str(r["backend"]), str(r["backend_kind"]), str(r["backend_node"])) == (x["backend"], "pod", x["node"])
     rec = next(c for c in truth["connections"] if c["id"] == x["id"])  # natOutgoing masquerades pod -> node traffic
     assert [n["kind"] for n in rec["nat"]] == [s.split(" ")[0] for s in r["nat"].split("; ") if s]
@@ -196,7 +201,7 @@ def test_nodelocal_dns_over_udp_and_tcp_is_answered_by_the_clients_own_node(faul
     p = d.paths
     for x in xs:
         t = x["client_tuple"]
-        r = p[(p["client_addr"].astype(str) == t["src"]) & (p["client_port"] == t["sport"])].iloc[0]
+        r = _from_client(p, t).iloc[0]
         assert int(r["proto"]) == {"udp": 17, "tcp": 6}[x["proto"]] and str(r["server_addr"]) == t["dst"]
         assert (str(r["backend"]), str(r["backend_kind"]), str(r["backend_node"])) == (x["backend"], "pod", x["node"])
         assert r["nat"] == "" and not r["cross_node"]
