@@ -77,3 +77,19 @@ def test_a_fingerprint_repeated_hundreds_of_times_is_ordered_by_time_stably(pack
     got = match(fp, ts, pt, window_ns=50, npoints=int(pt.max()) + 1)
     np.testing.assert_array_equal(got, _reference_match(fp, ts, pt, 50, int(pt.max()) + 1))
     assert got.max() > 0
+
+
+def test_clock_sample_keeps_every_sighting_of_the_k_smallest_fingerprints_and_splits_like_the_whole(packets) -> None:
+    from pcaptools.correlate.match import clock_sample
+
+    fp = fingerprint(packets, packets["payload_hash"].to_numpy(np.uint64))
+    distinct = np.unique(fp[fp != 0])
+    k = distinct.size // 3
+    mask = clock_sample(fp, k)
+    assert set(np.unique(fp[mask])) == set(distinct[:k])  # every sighting of exactly the k smallest
+    assert clock_sample(fp, distinct.size).sum() == (fp != 0).sum()  # k beyond the set: everything matchable
+    # bottom k of the union = bottom k of the parts' bottom k: two halves sampled apart, then together
+    half = fp.shape[0] // 2
+    a, b = fp[:half], fp[half:]
+    parts = np.concatenate([a[clock_sample(a, k)], b[clock_sample(b, k)]])
+    np.testing.assert_array_equal(np.sort(parts[clock_sample(parts, k)]), np.sort(fp[mask]))

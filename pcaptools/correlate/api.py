@@ -17,7 +17,14 @@ from pcaptools.correlate.capture_set import CaptureSet
 from pcaptools.correlate.clock import correct, estimate_offsets
 from pcaptools.correlate.fingerprint import combine, fingerprint
 from pcaptools.correlate.latency import hop_latency, loss_summary, losses
-from pcaptools.correlate.match import by_fingerprint, journey_order, match, time_order, unique_groups
+from pcaptools.correlate.match import (
+    by_fingerprint,
+    clock_sample,
+    journey_order,
+    match,
+    time_order,
+    unique_groups,
+)
 from pcaptools.errors import CorrelationError
 from pcaptools.schema import HOPS_COLUMNS, validate
 
@@ -110,6 +117,7 @@ def correlate(capture_set: CaptureSet, *, window_ns: int = DEFAULT_WINDOW_NS, re
 
     by_fp = by_fingerprint(fp)  # sorted once, for both passes
     group = unique_groups(fp, pid, order=by_fp)
+    group[~clock_sample(fp, order=by_fp)] = -1  # clocks from a bounded, uniform sample of packets
     offsets, params = estimate_offsets(pk, group, nodes, point_node, reference=reference)
     for r in offsets.itertuples(index=False):
         if pd.isna(r.uncertainty_ns):

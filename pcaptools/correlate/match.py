@@ -79,6 +79,29 @@ def by_fingerprint(fp: np.ndarray) -> np.ndarray:
     return rows[np.argsort(fp[rows], kind="stable")]
 
 
+CLOCK_SAMPLE = 1 << 18
+"""Distinct fingerprints the clock estimate reads at most (a bounded sample: see :func:`clock_sample`)."""
+
+
+def clock_sample(fp: np.ndarray, k: int = CLOCK_SAMPLE, *, order: np.ndarray | None = None) -> np.ndarray:
+    """Mask of the rows whose fingerprint is one of the ``k`` smallest distinct non-zero fingerprints.
+
+    A fingerprint is a hash, so this is a uniform sample of packets over time that keeps every sighting
+    of each sampled packet; and the bottom ``k`` of a union is the bottom ``k`` of its parts' bottom ``k``s,
+    so windows of a stream and partitions of a cluster pick the same sample as one pass over everything.
+    ``order``: :func:`by_fingerprint` of ``fp`` if known."""
+    fp = np.asarray(fp, np.uint64)
+    if order is None:
+        order = by_fingerprint(fp)
+    s = fp[order]
+    new = np.ones(s.shape[0], bool)
+    new[1:] = s[1:] != s[:-1]
+    starts = np.flatnonzero(new)
+    if starts.shape[0] <= k:
+        return fp != 0
+    return (fp != 0) & (fp < s[starts[k]])  # s[starts[k]]: the smallest fingerprint left out
+
+
 def time_order(fp: np.ndarray, ts_ns: np.ndarray, order: np.ndarray | None = None) -> np.ndarray:
     """Matchable rows by (fingerprint, time), ties in row order: ``lexsort((ts, fp))`` of them, from ``order``
     (:func:`by_fingerprint`) with a stable time sort inside each fingerprint's run."""
