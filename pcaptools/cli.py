@@ -70,6 +70,17 @@ def _output(*suffixes: str, example: str, optional: bool = True):
     return check
 
 
+def _one_of(*choices: str):
+    """Callback: one of ``choices`` (None passes: the option's default is decided later)."""
+
+    def check(value: str | None) -> str | None:
+        if value is not None and value not in choices:
+            raise typer.BadParameter(f"expected one of {', '.join(choices)}, found {value!r}")
+        return value
+
+    return check
+
+
 def _existing_dir_parent(value: str | None) -> str | None:
     if value is not None and not Path(value).parent.is_dir():
         raise typer.BadParameter(f"directory {str(Path(value).parent)!r} does not exist; create it first or write elsewhere")
@@ -450,19 +461,22 @@ def lab_run_cmd(
     seed: int = typer.Option(1, "--seed", help="Seed for the clients' choices."),
     prefix: str = typer.Option("ptlab-", "--prefix", help="Namespace name prefix: 2-16 letters, digits, '-', '_'; "
                                "the run adds a unique id, so concurrent runs never collide."),
+    ip_family: str = typer.Option("ipv4", "--ip-family", callback=_one_of("ipv4", "ipv6", "dual"), help="Address family of pods, services and connections: ipv4, ipv6 (ULA addresses chosen per run) or dual (every connection over both)."),
+    underlay: str = typer.Option(None, "--underlay", callback=_one_of("ipv4", "ipv6"), help="Family of the VXLAN packets between nodes (calico-vxlan): ipv4 or ipv6; default: the first of --ip-family."),
     fault: list[str] = typer.Option([], "--fault", metavar="FAULT", help="Inject a fault on its own connection, recorded in truth.json (repeatable): policy-drop, no-endpoints, stale-endpoint, mtu-blackhole, mtu-icmp, asymmetric-return, capture-drop."),  # noqa: B008
 ) -> None:
     """Build a cluster in network namespaces, drive traffic, capture it, write manifest/inventory/truth.
 
     Needs root. Example: pcaptools lab run --cni calico-vxlan --out sample_pcaps/calico-vxlan
     Example: pcaptools lab run --cni calico-vxlan --out faulty/ --fault policy-drop --fault mtu-blackhole
+    Example: pcaptools lab run --cni calico-vxlan --ip-family dual --underlay ipv6 --out v6/
     """
     from pcaptools.errors import LabError
     from pcaptools.lab import run_lab
 
     try:
         path = run_lab(out, cni=cni, nodes=nodes, any_capture=any_capture, nano=nano, connections=connections,
-                       seed=seed, prefix=prefix, faults=fault)
+                       seed=seed, prefix=prefix, faults=fault, ip_family=ip_family, underlay=underlay)
     except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM or SIGHUP: run_lab has already removed its namespaces
         raise LabError(f"lab run interrupted: {exc or 'Ctrl-C'}") from exc
     print(path)

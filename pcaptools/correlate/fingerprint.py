@@ -18,6 +18,10 @@ Where it cannot tell packets apart (the matcher then pairs them by time, see :mo
   different payload lengths, so only the first segment can match, if at all;
 * middleboxes that rewrite the IPv4 id (pf scrub random-id) or TCP seq (some load balancers).
 
+IPv6 neighbour discovery and MLD (ICMPv6 types 130-137 and 143) get fingerprint 0, like ARP: they never
+leave their link, and two hosts' solicitations for the same target carry the same bytes, so matching
+them across links would invent journeys (and wrong clock samples).
+
 The matcher resolves repeats of one fingerprint in time order: a sighting joins the oldest open
 journey (started at most ``window_ns`` earlier) that has not yet been seen at that capture point;
 every journey sharing its fingerprint with another one is flagged ``ambiguous`` and counted.
@@ -95,12 +99,21 @@ def _fingerprints(proto, ip_id, frag, mf, seq, ack, flags, plen, phash):  # prag
     return out
 
 
+LINK_SCOPED_ICMPV6 = (130, 131, 132, 133, 134, 135, 136, 137, 143)
+"""ICMPv6 types that stay on their link: MLD query/report/done, router and neighbour solicitation and
+advertisement, redirect, MLDv2 report."""
+
+
 def fingerprint(packets: pd.DataFrame, payload_hash: np.ndarray) -> np.ndarray:
-    """uint64 fingerprint per packet row; 0 for rows without an IP protocol (ARP, undecodable), never matched.
+    """uint64 fingerprint per packet row; 0 for rows without an IP protocol (ARP, undecodable) and for IPv6
+    neighbour discovery / MLD (:data:`LINK_SCOPED_ICMPV6`, when ``icmp_type`` is a column), never matched.
 
     The value is ``combine([proto, ip_id, frag_offset, more_frags, tcp_seq, tcp_ack, tcp_flags,
     payload_len, payload_hash])``, computed in one compiled pass."""
     cols = [packets[c].to_numpy() for c in ("proto", "ip_id", "frag_offset", "more_frags", "tcp_seq", "tcp_ack",
                                             "tcp_flags", "payload_len")]  # fmt: skip
     cols = [c if c.dtype.kind in "iub" else c.astype(np.int64) for c in cols]
-    return _fingerprints(*cols, np.asarray(payload_hash, np.uint64))
+    fp = _fingerprints(*cols, np.asarray(payload_hash, np.uint64))
+    if "icmp_type" in packets.columns:
+        fp[(cols[0] == 58) & np.isin(packets["icmp_type"].to_numpy(), LINK_SCOPED_ICMPV6)] = 0
+    return fp

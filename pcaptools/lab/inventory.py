@@ -2,6 +2,9 @@
 
 Same shape as the real command, so a user can drop their own cluster's output in its place.
 UIDs are uuid5 of the object's name: two runs of the same plan give the same inventory.
+Dual-stack objects list every family as Kubernetes does: ``podIPs``, ``hostIPs``, ``clusterIPs`` and
+``ipFamilies`` (the primary family first), one InternalIP per node address, and one EndpointSlice per
+address family (``addressType`` IPv4 / IPv6).
 """
 
 from __future__ import annotations
@@ -10,8 +13,9 @@ import hashlib
 import uuid
 from typing import Any
 
-from pcaptools.lab.topology import Service, Topology
+from pcaptools.lab.topology import Service, Topology, family_of
 
+_FAMILY = {"ipv4": "IPv4", "ipv6": "IPv6"}
 _NS = uuid.UUID("6f1b7d2e-4c1a-4b8e-9a57-0c0a7b1e5a11")
 
 
@@ -43,13 +47,14 @@ def build_inventory(topo: Topology, created: str = "2024-01-01T00:00:00Z") -> di
             spec["providerID"] = f"aws:///{n.zone}/{iid}"
         else:
             spec["podCIDR"] = n.pod_cidr
-            spec["podCIDRs"] = [n.pod_cidr]
-        annotations = {"projectcalico.org/IPv4VXLANTunnelAddr": n.tunnel_ip} if n.tunnel_ip else None
+            spec["podCIDRs"] = list(n.pod_cidrs)
+        annotations = {f"projectcalico.org/{_FAMILY[family_of(ip)]}VXLANTunnelAddr": ip for ip in n.tunnel_ips}
         meta = _meta("Node", n.name, None, created, labels)
         if annotations:
             meta["annotations"] = annotations
         items.append({"apiVersion": "v1", "kind": "Node", "metadata": meta, "spec": spec, "status": {
-            "addresses": [{"type": "InternalIP", "address": n.ip}, {"type": "Hostname", "address": n.name}],
+            "addresses": [*({"type": "InternalIP", "address": ip} for ip in n.ips),
+                          {"type": "Hostname", "address": n.name}],
             "conditions": [{"type": "Ready", "status": "True"}]}})
     for p in topo.pods:
         node = topo.node(p.node)
@@ -59,13 +64,14 @@ def build_inventory(topo: Topology, created: str = "2024-01-01T00:00:00Z") -> di
         items.append({"apiVersion": "v1", "kind": "Pod",
                       "metadata": _meta("Pod", p.name, p.namespace, created, p.labels),
                       "spec": {"nodeName": p.node, "containers": containers},
-                      "status": {"phase": "Running", "hostIP": node.ip, "hostIPs": [{"ip": node.ip}],
-                                 "podIP": p.ip, "podIPs": [{"ip": p.ip}],
+                      "status": {"phase": "Running", "hostIP": node.ip, "hostIPs": [{"ip": ip} for ip in node.ips],
+                                 "podIP": p.ip, "podIPs": [{"ip": ip} for ip in p.ips],
                                  "conditions": [{"type": "Ready", "status": "True"}]}})
     for s in topo.services:
         items.append(_service(s, created))
     for s in topo.services:
-        items.append(_endpointslice(topo, s, created))
+        for family in topo.families:
+            items.append(_endpointslice(topo, s, created, family))
     return {"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": ""}, "items": items}
 
 
@@ -76,8 +82,10 @@ def _service(s: Service, created: str) -> dict[str, Any]:
         if p.node_port is not None:
             port["nodePort"] = p.node_port
         ports.append(port)
-    spec: dict[str, Any] = {"type": s.type, "clusterIP": s.cluster_ip, "clusterIPs": [s.cluster_ip],
-                            "ipFamilies": ["IPv4"], "ipFamilyPolicy": "SingleStack", "ports": ports,
+    cips = list(s.cluster_ips or (s.cluster_ip,))
+    spec: dict[str, Any] = {"type": s.type, "clusterIP": s.cluster_ip, "clusterIPs": cips,
+                            "ipFamilies": [_FAMILY[family_of(ip)] for ip in cips],
+                            "ipFamilyPolicy": "RequireDualStack" if len(cips) > 1 else "SingleStack", "ports": ports,
                             "selector": dict(s.selector), "sessionAffinity": "None",
                             "internalTrafficPolicy": "Cluster"}
     if s.external_traffic_policy:
@@ -85,7 +93,7 @@ def _service(s: Service, created: str) -> dict[str, Any]:
     status: dict[str, Any] = {"loadBalancer": {}}
     annotations = None
     if s.type == "LoadBalancer":
-        status["loadBalancer"] = {"ingress": [{"hostname": s.lb_hostname, "ip": s.lb_ip}]}
+        status["loadBalancer"] = {"ingress": [{"hostname": s.lb_hostname, "ip": ip} for ip in s.lb_ips or (s.lb_ip,)]}
         annotations = {"service.beta.kubernetes.io/aws-load-balancer-type": "external",
                        "service.beta.kubernetes.io/aws-load-balancer-nlb-target-type": "instance"}
     meta = _meta("Service", s.name, s.namespace, created)
@@ -94,11 +102,11 @@ def _service(s: Service, created: str) -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "Service", "metadata": meta, "spec": spec, "status": status}
 
 
-def _endpointslice(topo: Topology, s: Service, created: str) -> dict[str, Any]:
-    suffix = hashlib.sha1(s.name.encode()).hexdigest()[:5]
+def _endpointslice(topo: Topology, s: Service, created: str, family: str = "ipv4") -> dict[str, Any]:
+    suffix = hashlib.sha1((s.name if family == topo.families[0] else f"{s.name}/{family}").encode()).hexdigest()[:5]
     endpoints = []
     for p in topo.endpoints(s):
-        endpoints.append({"addresses": [p.ip], "nodeName": p.node, "zone": topo.node(p.node).zone,
+        endpoints.append({"addresses": [p.addr(family)], "nodeName": p.node, "zone": topo.node(p.node).zone,
                           "conditions": {"ready": True, "serving": True, "terminating": False},
                           "targetRef": {"kind": "Pod", "namespace": p.namespace, "name": p.name,
                                         "uid": _uid("Pod", p.key)}})
@@ -108,5 +116,5 @@ def _endpointslice(topo: Topology, s: Service, created: str) -> dict[str, Any]:
             "metadata": _meta("EndpointSlice", f"{s.name}-{suffix}", s.namespace, created, labels,
                               ownerReferences=[{"apiVersion": "v1", "kind": "Service", "name": s.name,
                                                 "uid": _uid("Service", s.key)}]),
-            "addressType": "IPv4", "endpoints": endpoints,
+            "addressType": _FAMILY[family], "endpoints": endpoints,
             "ports": [{"name": p.name, "port": p.target_port, "protocol": p.protocol} for p in s.ports]}

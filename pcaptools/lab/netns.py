@@ -100,9 +100,9 @@ def sysctl(ns: str, settings: dict[str, str | int]) -> None:
     run(["sysctl", "-q", "-w", *(f"{k}={v}" for k, v in settings.items())], ns=ns)
 
 
-def iptables_restore(ns: str, rules: str) -> None:
-    """Load a whole ruleset (iptables-save format) inside ``ns`` atomically."""
-    run(["iptables-restore"], ns=ns, stdin=rules)
+def iptables_restore(ns: str, rules: str, family: str = "ipv4") -> None:
+    """Load a whole ruleset (iptables-save format) of ``family`` ('ipv4' or 'ipv6') inside ``ns`` atomically."""
+    run(["ip6tables-restore" if family == "ipv6" else "iptables-restore"], ns=ns, stdin=rules)
 
 
 def list_namespaces(prefix: str) -> list[str]:
@@ -118,11 +118,37 @@ def veths(ns: str) -> list[str]:
                                                          or "[]"))
 
 
-def create(name: str) -> None:
-    """Create a namespace with loopback up and IPv6 off (keeps captures free of RS/MLD chatter)."""
+def create(name: str, *, ipv6: bool = False) -> None:
+    """Create a namespace with loopback up; IPv6 off (keeps captures free of RS/MLD chatter) unless ``ipv6``.
+
+    With ``ipv6``, duplicate address detection, router solicitations and router advertisements are
+    off for every interface created later (the lab assigns every address itself and knows it is unique).
+    """
     run(["ip", "netns", "add", name])
-    sysctl(name, {"net.ipv6.conf.all.disable_ipv6": 1, "net.ipv6.conf.default.disable_ipv6": 1})
+    if ipv6:
+        sysctl(name, {f"net.ipv6.conf.{d}.{k}": v for d in ("all", "default") for k, v in
+                      (("accept_dad", 0), ("dad_transmits", 0), ("accept_ra", 0), ("router_solicitations", 0),
+                       ("disable_ipv6", 0))})
+    else:
+        sysctl(name, {"net.ipv6.conf.all.disable_ipv6": 1, "net.ipv6.conf.default.disable_ipv6": 1})
     run(["ip", "-n", name, "link", "set", "lo", "up"])
+
+
+def wait_addresses(ns: str, limit: float = 10.0) -> None:
+    """Return once no IPv6 address in ``ns`` is tentative (duplicate address detection over); LabError if one failed."""
+    deadline = time.monotonic() + limit
+    while True:
+        links = json.loads(run(["ip", "-j", "-6", "addr", "show"], ns=ns) or "[]")
+        addrs = [(link.get("ifname"), a) for link in links for a in link.get("addr_info", [])]
+        failed = [f"{a.get('local')} on {i}" for i, a in addrs if a.get("dadfailed")]
+        if failed:
+            raise LabError(f"duplicate address detection failed in namespace {ns}: {', '.join(failed)}")
+        pending = [f"{a.get('local')} on {i}" for i, a in addrs if a.get("tentative")]
+        if not pending:
+            return
+        if time.monotonic() > deadline:
+            raise LabError(f"IPv6 addresses still tentative in namespace {ns} after {limit:.0f} s: {', '.join(pending)}")
+        time.sleep(0.02)  # polling the addresses' state, not waiting for a fixed time
 
 
 def _kill_pids(ns: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import json
 import random
@@ -187,7 +188,8 @@ def _place_of_client(topo: Topology, client: str) -> str:
 
 def run_lab(out_dir: str | Path, *, cni: str = "vpc", nodes: int = 3, any_capture: bool = False,
             nano: bool = False, connections: int = 16, prefix: str = DEFAULT_PREFIX, seed: int = 1,
-            segment_offload: bool = False, faults: tuple[str, ...] | list[str] = ()) -> Path:
+            segment_offload: bool = False, faults: tuple[str, ...] | list[str] = (), ip_family: str = "ipv4",
+            underlay: str | None = None, ula: str | None = None) -> Path:
     """Build the lab, capture the clients' traffic on every capture point, write manifest/inventory/truth.
 
     Returns the path of ``manifest.json``. The run takes a unique id ``prefix`` + 6 hex digits, names
@@ -195,18 +197,23 @@ def run_lab(out_dir: str | Path, *, cni: str = "vpc", nodes: int = 3, any_captur
     (:mod:`pcaptools.lab.registry`) before creating them, so concurrent runs never touch each other.
     Its namespaces are removed on return, on error and on Ctrl-C/SIGTERM/SIGHUP; if the process is
     killed outright its children die with it and the next run or ``lab clean`` removes the rest.
+    ``ip_family`` (ipv4, ipv6, dual), ``underlay`` and ``ula``: see :func:`pcaptools.lab.topology.plan`; a dual
+    run makes each of the ``connections`` over both families.
     """
     if connections < 1:
         raise LabError(f"connections={connections}: need at least 1 (there are {len(KINDS)} kinds)")
     registry.validate_prefix(prefix)
-    topology.plan(cni, nodes=nodes, prefix=prefix)  # bad arguments fail before anything is touched
+    family = {"ip_family": ip_family, "underlay": underlay, "ula": ula}
+    topology.plan(cni, nodes=nodes, prefix=prefix, **family)  # bad arguments fail before anything is touched
+    if faults and ip_family != "ipv4":
+        raise LabError(f"--fault {faults[0]}: faults are IPv4 only; drop --ip-family {ip_family} or the faults")
     netns.check_host()
     out = outdir.check(out_dir)
     _remove_previous(out)
     registry.reap(prefix)  # leftovers of runs under this prefix whose process is gone
     run = registry.open_run(prefix, out=str(out.resolve()))
-    topo = topology.plan(cni, nodes=nodes, prefix=run.ns_prefix)
-    jobs = plan_jobs(topo, connections, seed)
+    topo = topology.plan(cni, nodes=nodes, prefix=run.ns_prefix, **family)
+    jobs = topology.over_each_family(topo, plan_jobs(topo, connections, seed))
     fault_plan = faults_mod.plan(topo, list(faults), first_id=len(jobs), seed=seed)  # adds the faults' services
     jobs += [f.job for f in fault_plan if f.job]
     servers: list[Server] = []
@@ -219,9 +226,7 @@ def run_lab(out_dir: str | Path, *, cni: str = "vpc", nodes: int = 3, any_captur
                 run.add_veths([{"ns": ns, "name": v} for ns in topo.namespaces() for v in netns.veths(ns)])
                 for ns in _conntrack_places(topo).values():  # the truth reads conntrack at the end of the run
                     netns.sysctl(ns, CONNTRACK_KEEP)
-                for node in topo.nodes:
-                    netns.iptables_restore(node.ns, kubeproxy.node_rules(topo, node))
-                netns.iptables_restore(topo.nlb.ns, kubeproxy.nlb_rules(topo))
+                kubeproxy.install(topo)
                 faults_mod.apply(fault_plan)
                 server_at: dict[str, Server] = {}
                 for p in topo.pods:
@@ -322,7 +327,8 @@ def _manifest(topo: Topology, caps: list[tuple[Capture, dict[str, Any]]], counts
                   "client": {"ip": topo.client.ip}, "internet": {"ip": topo.internet.ip},
                   "router": {"ip": topo.router.ip}},
         "network": {"vpc_cidr": topo.vpc_cidr, "pod_cidr": topo.pod_cidr, "service_cidr": topo.service_cidr,
-                    "mtu": topo.mtu, "overlay": ({"type": "vxlan", "device": "vxlan.calico",
+                    "ip_family": topo.ip_family, "underlay": topo.underlay,
+                    "families": {f: dataclasses.asdict(n) for f, n in topo.nets.items()}, "mtu": topo.mtu, "overlay": ({"type": "vxlan", "device": "vxlan.calico",
                                                  "vni": topology.VXLAN_VNI, "udp_port": topology.VXLAN_PORT}
                                                 if topo.cni == "calico-vxlan" else None)},
         "lab": {"seed": seed, "inventory": "inventory.json", "truth": "truth.json"},
@@ -335,15 +341,16 @@ def _truth(topo: Topology, jobs: list[dict[str, Any]], results: list[dict[str, A
     conns = []
     for job in jobs:
         res = by_id.get(job["id"], {})
+        fam = job.get("family", topo.families[0])
         rec: dict[str, Any] = {"id": job["id"], "kind": job["kind"], "service": job["service"], "proto": job["proto"],
-                               "ok": bool(res.get("ok")), "request_bytes": job["size"],
+                               "ip_family": fam, "ok": bool(res.get("ok")), "request_bytes": job["size"],
                                "received_bytes": res.get("received")}
         start = _place_of_client(topo, job["client"])
         if start.startswith("pod:"):
             p = topo.pod(job["client"])
-            rec["client"] = {"kind": "pod", "pod": p.key, "node": p.node, "ip": p.ip}
+            rec["client"] = {"kind": "pod", "pod": p.key, "node": p.node, "ip": p.addr(fam)}
         else:
-            rec["client"] = {"kind": "external", "host": start, "ip": topo.client.ip}
+            rec["client"] = {"kind": "external", "host": start, "ip": topo.client.addr(fam)}
         if job.get("walk") is False and res.get("ok"):  # not modelled by the truth's router: see truth["scenarios"]
             rec["client_tuple"] = {"src": res["src"], "sport": int(res["sport"]), "dst": job["dst"],
                                    "dport": job["port"], "proto": job["proto"]}

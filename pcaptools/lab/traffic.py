@@ -4,6 +4,10 @@ The server prints ``READY`` once its socket listens, then one JSON line per requ
 address it saw (the truth's cross-check). The client runs a JSON list of jobs and prints one JSON
 line per connection with the 5-tuple it used. Standard library only: this runs in every pod.
 The parent side (:class:`Server`, :func:`run_clients`) starts them with ``ip netns exec``.
+
+IPv6: a server in a namespace with a global IPv6 address listens on one dual-stack socket (``::``,
+``IPV6_V6ONLY`` off) and logs IPv4 peers without the ``::ffff:`` mapping; elsewhere it listens on IPv4
+only, as before. A client job's family is its destination's.
 """
 
 from __future__ import annotations
@@ -29,7 +33,37 @@ def _emit(record: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
-def _serve_tcp_conn(conn: socket.socket, peer: tuple[str, int], lock: threading.Lock) -> None:
+def _has_ipv6() -> bool:
+    """Whether this namespace has a global IPv6 address (``/proc/net/if_inet6`` lists it; scope 00 is global)."""
+    try:
+        with open("/proc/net/if_inet6") as f:
+            return any(line.split()[3] == "00" for line in f if len(line.split()) > 3)
+    except OSError:
+        return False
+
+
+def _unmap(addr: tuple[Any, ...]) -> list[Any]:
+    """(host, port) of a socket address, an IPv4-mapped IPv6 host written as IPv4."""
+    host = str(addr[0])
+    return [host[7:] if host.startswith("::ffff:") and "." in host else host, addr[1]]
+
+
+def _listener(kind: int, port: int) -> socket.socket:
+    """A socket bound to ``port`` on every address: dual-stack where the namespace has IPv6, else IPv4."""
+    if _has_ipv6():
+        srv = socket.socket(socket.AF_INET6, kind)
+        srv.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        host = "::"
+    else:
+        srv = socket.socket(socket.AF_INET, kind)
+        host = "0.0.0.0"
+    if kind == socket.SOCK_STREAM:
+        srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind((host, port))
+    return srv
+
+
+def _serve_tcp_conn(conn: socket.socket, peer: list[Any], lock: threading.Lock) -> None:
     conn.settimeout(_ANSWER_TIMEOUT)
     data = b""
     try:
@@ -42,12 +76,12 @@ def _serve_tcp_conn(conn: socket.socket, peer: tuple[str, int], lock: threading.
         size = int(first[1].lstrip("/")) if len(first) >= 2 and first[1].lstrip("/").isdigit() else 0
         body = bytes(range(256)) * (size // 256) + bytes(size % 256)
         conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: %d\r\n\r\n" % size + body)
-        local = conn.getsockname()
+        local = _unmap(conn.getsockname())
         with lock:
-            _emit({"proto": "tcp", "peer": list(peer), "local": list(local), "bytes": size})
+            _emit({"proto": "tcp", "peer": peer, "local": local, "bytes": size})
     except OSError as exc:
         with lock:
-            _emit({"proto": "tcp", "peer": list(peer), "error": str(exc)})
+            _emit({"proto": "tcp", "peer": peer, "error": str(exc)})
     finally:
         conn.close()
 
@@ -57,21 +91,18 @@ def serve(proto: str, port: int) -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     lock = threading.Lock()
     if proto == "tcp":
-        srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        srv.bind(("0.0.0.0", port))
+        srv = _listener(socket.SOCK_STREAM, port)
         srv.listen(64)
         _emit_ready(port)
         while True:
             conn, peer = srv.accept()
-            threading.Thread(target=_serve_tcp_conn, args=(conn, peer, lock), daemon=True).start()
-    srv = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    srv.bind(("0.0.0.0", port))
+            threading.Thread(target=_serve_tcp_conn, args=(conn, _unmap(peer), lock), daemon=True).start()
+    srv = _listener(socket.SOCK_DGRAM, port)
     _emit_ready(port)
     while True:
         data, peer = srv.recvfrom(65535)
         srv.sendto(b"A " + data, peer)
-        _emit({"proto": "udp", "peer": list(peer), "local": ["0.0.0.0", port], "bytes": len(data)})
+        _emit({"proto": "udp", "peer": _unmap(peer), "local": ["0.0.0.0", port], "bytes": len(data)})
 
 
 def _emit_ready(port: int) -> None:
@@ -83,11 +114,12 @@ def _client_job(job: dict[str, Any]) -> dict[str, Any]:
     proto, dst, dport = job["proto"], job["dst"], int(job["port"])
     out: dict[str, Any] = {"id": job["id"], "proto": proto, "dst": dst, "dport": dport, "ok": False}
     wait = float(job.get("timeout") or _ANSWER_TIMEOUT)
-    bind = ("0.0.0.0", int(job["sport"])) if job.get("sport") else None  # a fixed source port (lab faults)
+    v6 = ":" in dst
+    bind = ("::" if v6 else "0.0.0.0", int(job["sport"])) if job.get("sport") else None  # a fixed source port
     try:
         if proto == "tcp":
             with socket.create_connection((dst, dport), timeout=wait, source_address=bind) as s:
-                out["src"], out["sport"] = s.getsockname()
+                out["src"], out["sport"] = s.getsockname()[:2]
                 s.sendall(f"GET /{int(job.get('size', 100))} HTTP/1.0\r\nHost: {dst}\r\n\r\n".encode())
                 got = 0
                 while True:
@@ -98,12 +130,12 @@ def _client_job(job: dict[str, Any]) -> dict[str, Any]:
                 out["received"] = got
                 out["ok"] = got > 0
         else:
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            with socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_DGRAM) as s:
                 s.settimeout(wait)
                 if bind:
                     s.bind(bind)
                 s.connect((dst, dport))
-                out["src"], out["sport"] = s.getsockname()
+                out["src"], out["sport"] = s.getsockname()[:2]
                 s.send(f"Q {job['id']} {'x' * int(job.get('size', 32))}".encode())
                 out["received"] = len(s.recv(65535))
                 out["ok"] = True

@@ -81,12 +81,13 @@ class _Router:
 
     def __init__(self, topo: Topology) -> None:
         self.t = topo
-        self.pod_by_ip = {p.ip: p for p in topo.pods}
-        self.node_by_ip = {n.ip: n for n in topo.nodes}
-        self.node_by_tunnel = {n.tunnel_ip: n for n in topo.nodes if n.tunnel_ip}
-        self.client_net = ipaddress.ip_network(topo.client_cidr)
-        self.inet_net = ipaddress.ip_network(topo.internet_cidr)
-        self.lb_ips = {s.lb_ip for s in topo.services if s.lb_ip} | {topo.nlb.ip}
+        self.pod_by_ip = {ip: p for p in topo.pods for ip in p.ips}
+        self.node_by_ip = {ip: n for n in topo.nodes for ip in n.ips}
+        self.node_by_tunnel = {ip: n for n in topo.nodes for ip in n.tunnel_ips}
+        nets = [topo.nets[f] for f in topo.net_families]
+        self.client_nets = [ipaddress.ip_network(n.client) for n in nets]
+        self.inet_nets = [ipaddress.ip_network(n.internet) for n in nets]
+        self.lb_ips = {ip for s in topo.services for ip in s.lb_ips} | set(topo.nlb.ips)
 
     def owner(self, ip: str) -> str | None:
         """The place that owns ``ip`` (where a packet to it is delivered), if any."""
@@ -96,9 +97,9 @@ class _Router:
             return "node:" + self.node_by_ip[ip].name
         if ip in self.node_by_tunnel:
             return "node:" + self.node_by_tunnel[ip].name
-        if ip == self.t.client.ip:
+        if ip in self.t.client.ips:
             return "client"
-        if ip == self.t.internet.ip:
+        if ip in self.t.internet.ips:
             return "internet"
         if ip in self.lb_ips:
             return "nlb"
@@ -111,7 +112,7 @@ class _Router:
             return "node:" + self.pod_by_ip[dst].node
         if dst in self.node_by_ip:
             return "node:" + self.node_by_ip[dst].name
-        if dst in self.lb_ips or addr in self.client_net:
+        if dst in self.lb_ips or any(addr in n for n in self.client_nets):
             return "nlb"
         return "router"
 
@@ -125,16 +126,16 @@ class _Router:
         if place == "internet":
             return "router", False
         if place == "router":
-            return ("internet", False) if addr in self.inet_net else (self._vpc_place(dst), False)
+            return ("internet", False) if any(addr in n for n in self.inet_nets) else (self._vpc_place(dst), False)
         if place == "nlb":
-            return ("client", False) if addr in self.client_net else (self._vpc_place(dst), False)
+            return ("client", False) if any(addr in n for n in self.client_nets) else (self._vpc_place(dst), False)
         node = self.t.node(place[5:])
         pod = self.pod_by_ip.get(dst)
         if pod is not None and pod.node == node.name:
             return "pod:" + pod.key, False
         if self.t.cni == "calico-vxlan":
             for other in self.t.nodes:
-                if other.name != node.name and addr in ipaddress.ip_network(other.pod_cidr):
+                if other.name != node.name and any(addr in ipaddress.ip_network(c) for c in other.pod_cidrs):
                     return "node:" + other.name, True
         nxt = self._vpc_place(dst)
         return nxt, False
@@ -187,8 +188,8 @@ def walk(topo: Topology, start: str, first: Tuple5, conntrack: dict[str, list[Ct
         encap = None
         if overlay:
             src_n, dst_n = topo.node(place[5:]), topo.node(nxt[5:])
-            encap = {"type": "vxlan", "vni": VXLAN_VNI, "udp_dport": VXLAN_PORT, "outer_src": src_n.ip,
-                     "outer_dst": dst_n.ip, "between": [src_n.name, dst_n.name]}
+            encap = {"type": "vxlan", "vni": VXLAN_VNI, "udp_dport": VXLAN_PORT, "outer_src": src_n.underlay_ip,
+                     "outer_dst": dst_n.underlay_ip, "between": [src_n.name, dst_n.name]}
         points = r.side(place, nxt, overlay) + list(reversed(r.side(nxt, place, overlay)))
         for label, iface in points:
             crossings.append({"file": capture_file(label, iface), "node": label, "interface": iface,
