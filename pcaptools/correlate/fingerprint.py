@@ -35,7 +35,7 @@ import pandas as pd
 
 from pcaptools.decode.prefix import IV, PREFIX_BYTES, hashes, mix
 
-__all__ = ["PREFIX_BYTES", "combine", "fingerprint", "mix64", "prefix_hash"]
+__all__ = ["LINK_SCOPED_ICMPV6", "PREFIX_BYTES", "combine", "fingerprint", "link_scoped", "mix64", "prefix_hash"]
 
 
 _C1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -114,6 +114,13 @@ def fingerprint(packets: pd.DataFrame, payload_hash: np.ndarray) -> np.ndarray:
                                             "tcp_flags", "payload_len")]  # fmt: skip
     cols = [c if c.dtype.kind in "iub" else c.astype(np.int64) for c in cols]
     fp = _fingerprints(*cols, np.asarray(payload_hash, np.uint64))
-    if "icmp_type" in packets.columns:
-        fp[(cols[0] == 58) & np.isin(packets["icmp_type"].to_numpy(), LINK_SCOPED_ICMPV6)] = 0
+    fp[link_scoped(packets)] = 0
     return fp
+
+
+def link_scoped(packets: pd.DataFrame) -> np.ndarray:
+    """Rows that are IPv6 neighbour discovery or MLD (:data:`LINK_SCOPED_ICMPV6`): IP packets never matched
+    across points, like ARP (all False without an ``icmp_type`` column)."""
+    if "icmp_type" not in packets.columns:
+        return np.zeros(len(packets), bool)
+    return (packets["proto"].to_numpy() == 58) & np.isin(packets["icmp_type"].to_numpy(), LINK_SCOPED_ICMPV6)
