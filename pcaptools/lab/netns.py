@@ -126,9 +126,10 @@ def create(name: str, *, ipv6: bool = False) -> None:
     """
     run(["ip", "netns", "add", name])
     if ipv6:
-        sysctl(name, {f"net.ipv6.conf.{d}.{k}": v for d in ("all", "default") for k, v in
-                      (("accept_dad", 0), ("dad_transmits", 0), ("accept_ra", 0), ("router_solicitations", 0),
-                       ("disable_ipv6", 0))})
+        settings: dict[str, str | int] = {f"net.ipv6.conf.{d}.{k}": v for d in ("all", "default") for k, v in (
+            ("accept_dad", 0), ("dad_transmits", 0), ("accept_ra", 0), ("router_solicitations", 0), ("disable_ipv6", 0))}
+        settings["net.ipv6.conf.default.addr_gen_mode"] = 0  # EUI-64 link-locals: the pods' gateway is derived from a MAC
+        sysctl(name, settings)
     else:
         sysctl(name, {"net.ipv6.conf.all.disable_ipv6": 1, "net.ipv6.conf.default.disable_ipv6": 1})
     run(["ip", "-n", name, "link", "set", "lo", "up"])

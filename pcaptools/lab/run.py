@@ -328,7 +328,8 @@ def _manifest(topo: Topology, caps: list[tuple[Capture, dict[str, Any]]], counts
                   "router": {"ip": topo.router.ip}},
         "network": {"vpc_cidr": topo.vpc_cidr, "pod_cidr": topo.pod_cidr, "service_cidr": topo.service_cidr,
                     "ip_family": topo.ip_family, "underlay": topo.underlay,
-                    "families": {f: dataclasses.asdict(n) for f, n in topo.nets.items()}, "mtu": topo.mtu, "overlay": ({"type": "vxlan", "device": "vxlan.calico",
+                    "families": {f: dataclasses.asdict(n) for f, n in topo.nets.items()},
+                    "mtu": topo.mtu, "overlay": ({"type": "vxlan", "device": "vxlan.calico",
                                                  "vni": topology.VXLAN_VNI, "udp_port": topology.VXLAN_PORT}
                                                 if topo.cni == "calico-vxlan" else None)},
         "lab": {"seed": seed, "inventory": "inventory.json", "truth": "truth.json"},
