@@ -23,6 +23,7 @@ from test_k8s_paths_lab import _ours
 
 import pcaptools
 from pcaptools.errors import LabError
+from pcaptools.k8s import iptables
 from pcaptools.k8s.diagnose import diagnose
 from pcaptools.k8s.discover import load_captures
 from pcaptools.k8s.paths import paths, paths_and_nat
@@ -233,6 +234,19 @@ def test_why_blames_no_healthy_connection(run):
         assert len(m) == 1, f"connection {t['id']}: {len(m)} diagnosed connections with client tuple {ct}"
         losses = d.connection_record(int(m.iloc[0]["connection"]))["losses"]
         assert m.iloc[0]["status"] == "ok" and not losses, (t["id"], t["kind"], t["ip_family"], losses)
+
+
+@needs_lab
+@pytest.mark.lab
+def test_the_saved_rules_of_each_family_explain_every_translation_the_nodes_made(run):
+    for fam, name in (("ipv4", "iptables-save.txt"), ("ipv6", "ip6tables-save.txt")):
+        if fam not in _families(run):
+            continue
+        rules = [iptables.load(f"{n}={run.dir / n / name}") for n in run.manifest["nodes"]]
+        nat = run.nat[run.nat["addr_before"].astype(str).map(_family) == fam]
+        ex = iptables.explain(nat, rules)
+        assert len(ex) >= 4 and ex["explained"].all(), ex[~ex["explained"]].to_dict("records")
+        assert ex.loc[ex["op"] == "DNAT", "chains"].str.contains("KUBE-SEP-").all()
 
 
 @needs_lab

@@ -190,3 +190,14 @@ def install(topo: Topology) -> None:
         for node in topo.nodes:
             netns.iptables_restore(node.ns, node_rules(topo, node, fam), family=fam)
         netns.iptables_restore(topo.nlb.ns, nlb_rules(topo, fam), family=fam)
+
+
+def saved(topo: Topology) -> dict[str, str]:
+    """Each node's rules as the kernel holds them: ``NODE/iptables-save.txt``, and ``NODE/ip6tables-save.txt`` when
+    the run has IPv6 (what capture tools collect beside their pcaps, for ``why --iptables``)."""
+    out = {}
+    for n in topo.nodes:
+        out[f"{n.name}/iptables-save.txt"] = netns.run(["iptables-save"], ns=n.ns)
+        if "ipv6" in topo.families:
+            out[f"{n.name}/ip6tables-save.txt"] = netns.run(["ip6tables-save"], ns=n.ns)
+    return out

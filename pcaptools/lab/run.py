@@ -265,7 +265,7 @@ def run_lab(out_dir: str | Path, *, cni: str = "vpc", nodes: int = 3, any_captur
                 for place, ns in _conntrack_places(topo).items():
                     conntrack[place] = truth.parse_conntrack(netns.run(["conntrack", "-L", "-o", "extended"],
                                                                        ns=ns, check=False))
-                rules = {n.name: netns.run(["iptables-save"], ns=n.ns) for n in topo.nodes}
+                rules = kubeproxy.saved(topo)
                 links = {n.name: _interfaces(topo, n.ns) for n in topo.nodes} if any_capture else {}
                 logs = {place: s.stop() for place, s in server_at.items()}
                 run.set_state("stopping")
@@ -295,8 +295,8 @@ def run_lab(out_dir: str | Path, *, cni: str = "vpc", nodes: int = 3, any_captur
         outdir.write_text(out, links_file(node), raw if raw.endswith("\n") else raw + "\n")
     manifest = _manifest(topo, caps, counts, {n: rows for n, (rows, _raw) in links.items()}, created, seed)
     records = _truth(topo, jobs, results, conntrack, logs)
-    for node, text in rules.items():  # what capture tools collect beside their pcaps: the node's rules
-        outdir.write_text(out, f"{node}/iptables-save.txt", text)
+    for rel, text in rules.items():  # what capture tools collect beside their pcaps: the node's rules
+        outdir.write_text(out, rel, text)
     if fault_plan:
         faults_mod.after_capture(out, fault_plan, {f"{e['node']}:{e['interface']}": e["file"] for _c, e in caps})
         records["faults"] = faults_mod.truth(fault_plan, {r["id"]: r for r in results})
