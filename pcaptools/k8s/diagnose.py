@@ -116,9 +116,8 @@ def manifest_drops(inputs) -> dict[str, int]:
     received minus captured), for the captures that report any (a dataset keeps its manifest's); {} where no
     input is a readable manifest."""
     from pcaptools.correlate.manifest import read_manifest
-    from pcaptools.errors import InventoryError
-
     from pcaptools.dataset import is_dataset, read_meta
+    from pcaptools.errors import InventoryError
 
     out: dict[str, int] = {}
     for src in [inputs] if isinstance(inputs, (str, Path)) else list(inputs):
