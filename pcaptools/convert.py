@@ -1,8 +1,8 @@
 """Capture sets -> Parquet datasets (:mod:`pcaptools.dataset`): decode once, keep the capture points.
 
 The inputs are taken as every multi-capture command takes them (files, directories, manifests,
-``--point``); each point's node, interface, role and pod are inferred once, here, and stored with the
-evidence, so analysing the dataset later gives the same points and results as the captures.
+``--point``), through the same :func:`~pcaptools.k8s.discover.load_captures`, so the dataset holds
+the same capture points, evidence and warnings the commands would find in the captures.
 """
 
 from __future__ import annotations
@@ -12,10 +12,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from pcaptools.dataset import DEFAULT_WINDOW_NS, DatasetWriter
+
+BATCH_RECORDS = 1 << 20
+"""Records decoded and written at a time when the points are given (a file this small reads back exactly
+as ``read_packets`` decodes it; a larger one's category columns list their values in batch order)."""
 
 
 def convert(
@@ -29,56 +32,52 @@ def convert(
     flows: bool = False,
     overwrite: bool = False,
     allow_outside: bool = False,
+    batch_records: int = BATCH_RECORDS,
 ) -> Path:
     """Decode the capture set once into a dataset at ``out``: packets per point and time window, the points'
     metadata and inference evidence, reader skip counts, and with ``flows`` each file's flow table.
 
-    Point inference reads every packet of plain captures, so this holds the set in memory once (as
-    ``paths`` does); later analyses of the dataset read Parquet instead of decoding.
+    When the points are given (one manifest, or only ``--point``) each file is decoded and written in
+    batches of ``batch_records``: memory stays bounded by a batch (flows: by the largest file). Inferring
+    the points of plain captures reads all their packets, so the set is then held in memory once, as
+    ``paths`` on those captures does.
     """
-    from pcaptools.correlate.capture_set import _split
     from pcaptools.decode import registry
-    from pcaptools.errors import CorrelationError
     from pcaptools.k8s.diagnose import manifest_drops
-    from pcaptools.k8s.discover import find_inventory, load_captures, manifest_doc
-    from pcaptools.packets import read_packets
+    from pcaptools.k8s.discover import _is_manifest, find_inventory, load_captures, manifest_doc
+    from pcaptools.packets import iter_packets, read_packets
 
     srcs = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
+    points = list(points)
+    given = (len(srcs) == 1 and _is_manifest(srcs[0])) or (not srcs and bool(points))
     writer = DatasetWriter(out, window_ns=window_ns, overwrite=overwrite)  # refuses a taken directory before any work
     try:
         inv = inventory or find_inventory(srcs, allow_outside=allow_outside)
-        tables: dict[str, pd.DataFrame] = {}
+        done: dict[str, pd.DataFrame] = {}
 
         def decode(path: str) -> pd.DataFrame:
-            if path not in tables:
-                tables[path] = read_packets(path, payload_hash=True)
-            return tables[path]
+            """Write the file's packets; return what the capture set is built from (all of them when inferring)."""
+            if path not in done:
+                if given:
+                    for batch in iter_packets(path, payload_hash=True, batch_records=batch_records):
+                        writer.add_batch(path, batch)
+                    if path not in writer.files:  # no record at all: the empty table, with the reader's accounting
+                        writer.add_batch(path, read_packets(path, payload_hash=True))
+                    done[path] = writer.sample(path)
+                else:
+                    done[path] = read_packets(path, payload_hash=True)
+                    writer.add_batch(path, done[path])
+            return done[path]
 
         cs = load_captures(srcs, points=points, inventory=inv, links=links, decoder=decode, allow_outside=allow_outside)
-        entries = _entries(cs, manifest_doc(cs, "."))
-        names = iter(p.name for p in cs.points)  # _split's order is the capture set's, renames (@any) included
-        index: dict[str, int] = {}
-        for e in entries:
-            table = tables[e["file"]]
-            if e["file"] not in index:
-                index[e["file"]] = writer.add_file(table, path=e["file"])
-                held = np.zeros(len(table), bool)
-                for other in (x for x in entries if x["file"] == e["file"]):
-                    for _pt, sub in _split(other, table):
-                        held[sub.index.to_numpy()] = True
-                writer.write(index[e["file"]], None, table[~held])
-                if flows:
-                    from pcaptools.flows import flows as flow_table
+        if flows:
+            from pcaptools.flows import flows as flow_table
 
-                    writer.write_flows(index[e["file"]], flow_table(table))
-            for pt, sub in _split(e, table):
-                name = next(names)
-                if name not in (pt.name, f"{pt.name}@any"):  # pragma: no cover - both follow from_frames' order
-                    raise CorrelationError(f"internal: capture point {pt.name} stored as {name}")
-                writer.write(index[e["file"]], name, sub)
+            for path in list(done):
+                writer.write_flows(path, flow_table(writer.file_table(path) if given else done.pop(path)))
         ev = cs.inference
         description = {
-            "cni": cs.cni, "notes": list(cs.notes), "entries": entries,
+            "cni": cs.cni, "notes": list(cs.notes), "entries": _entries(cs, manifest_doc(cs, ".")),
             "points": [asdict(p) for p in cs.points], "capture_drops": manifest_drops(srcs),
             "decode": {"vxlan_ports": list(registry.DEFAULT_VXLAN_PORTS), "geneve_ports": list(registry.DEFAULT_GENEVE_PORTS),
                        "wireguard_ports": list(registry.DEFAULT_WIREGUARD_PORTS), "max_tunnel_depth": 4},
@@ -86,7 +85,7 @@ def convert(
                 "rows": ev.to_dict("records"), "warnings": list(ev.attrs.get("warnings", [])),
                 "inventory": ev.attrs.get("inventory"), "files": int(ev.attrs.get("files") or 0)},
         }  # fmt: skip
-        return writer.close(description, inventory=inv if isinstance(inv, (str, os.PathLike)) else None)
+        return writer.close(description, cs.points, inventory=inv if isinstance(inv, (str, os.PathLike)) else None)
     except BaseException:
         writer.abort()
         raise

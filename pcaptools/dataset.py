@@ -228,10 +228,12 @@ def _file_frame(d: str, info: dict, parts: list[str], expr, payload_hash: bool) 
 
 
 class DatasetWriter:
-    """Writes a dataset into a fresh directory beside ``out`` and moves it into place on :meth:`close`.
+    """Writes a dataset batch by batch into a fresh directory beside ``out``; :meth:`close` moves it into place.
 
-    ``out`` must not exist or be empty; an existing dataset is replaced only with ``overwrite``, any
-    other non-empty directory never.
+    Batches are staged per capture unit (file, pcapng interface, ifindex) and time window, so a file can
+    be written before its capture points are known; :meth:`close` links each unit's parts under every
+    point holding it. ``out`` must not exist or be empty; an existing dataset is replaced only with
+    ``overwrite``, any other non-empty directory never.
     """
 
     def __init__(self, out: str | os.PathLike, *, window_ns: int = DEFAULT_WINDOW_NS, overwrite: bool = False) -> None:
@@ -247,41 +249,63 @@ class DatasetWriter:
             raise DatasetError(f"window_ns: expected a positive number of nanoseconds, found {window_ns}")
         self.window_ns = int(window_ns)
         self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.partial-", dir=self.out.parent))
-        self.files: list[dict] = []
-        self._parts = 0
+        self.files: dict[str, dict] = {}
+        self._samples: dict[str, list[pd.DataFrame]] = {}
+        self._parts: dict[str, list[tuple[int, int, int, str]]] = {}  # file -> (iface, ifindex, window, part path)
         self._schema = arrow_schema()
+        self._count = 0
 
-    def add_file(self, table: pd.DataFrame, *, path: str) -> int:
-        """Register one capture file (its decoded table gives attrs and categories); its index in ``files``."""
-        attrs = table.attrs
-        skipped = {k: int(v) for k, v in (attrs.get("skipped", {}).get(path) or {}).items()}
-        self.files.append({
-            "path": path, "records": len(table) + sum(skipped.values()), "rows": len(table), "skipped": skipped,
-            "notes": list(attrs.get("notes", [])), "stopped_at": _plain(attrs.get("stopped_at", {}).get(path)),
-            "categories": {c: [str(x) for x in table[c].cat.categories] for c in _CATEGORIES},
-        })  # fmt: skip
-        return len(self.files) - 1
-
-    def write(self, file_index: int, point: str | None, rows: pd.DataFrame) -> None:
-        """Rows of one file at one capture point (None: no point holds them), one part per time window."""
+    def add_batch(self, path: str, batch: pd.DataFrame) -> None:
+        """One decoded batch of capture file ``path`` (a file's batches in order, with ``payload_hash``)."""
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        if not len(rows):
+        info = self.files.setdefault(path, {"path": path, "records": 0, "rows": 0, "skipped": {}, "notes": [],
+                                            "stopped_at": None, "categories": {c: [] for c in _CATEGORIES}})  # fmt: skip
+        i = list(self.files).index(path)
+        skipped = batch.attrs.get("skipped", {}).get(path) or {}
+        for k, v in skipped.items():
+            info["skipped"][k] = info["skipped"].get(k, 0) + int(v)
+        info["records"] += len(batch) + sum(int(v) for v in skipped.values())
+        info["rows"] += len(batch)
+        info["notes"] += list(batch.attrs.get("notes", []))
+        info["stopped_at"] = _plain(batch.attrs.get("stopped_at", {}).get(path)) or info["stopped_at"]
+        for c in _CATEGORIES:  # the union in first-seen order, as concatenating the batches gives
+            info["categories"][c] = list(dict.fromkeys([*info["categories"][c], *map(str, batch[c].cat.categories)]))
+        if not len(batch):
+            self._samples.setdefault(path, []).append(batch)
             return
-        ts = rows["ts_ns"].to_numpy(np.int64)
-        win = ts - ts % self.window_ns
-        key = urllib.parse.quote(point, safe="") if point is not None else NO_POINT
-        for w in np.unique(win):
-            sub = rows[win == w] if len(np.unique(win)) > 1 else rows
+        iface, ifindex = batch["iface"].to_numpy(np.int64), batch["ifindex"].to_numpy(np.int64) + 1
+        win = batch["ts_ns"].to_numpy(np.int64) // self.window_ns
+        key = ((iface * (int(ifindex.max()) + 1) + ifindex) * (int(win.max() - win.min()) + 1)) + (win - win.min())
+        uniq, first, group, count = np.unique(key, return_index=True, return_inverse=True, return_counts=True)
+        self._samples.setdefault(path, []).append(batch.iloc[np.sort(first)])
+        order = np.argsort(group, kind="stable")  # rows of each (interface, ifindex, window), in record order
+        for j, end in enumerate(np.cumsum(count).tolist()):
+            rows = order[end - int(count[j]) : end]
+            sub = batch.iloc[rows] if len(uniq) > 1 else batch
             t = pa.Table.from_pandas(sub[[c.name for c in COLUMNS]], schema=self._schema, preserve_index=False)
-            t = t.replace_schema_metadata(self._schema.metadata)
-            where = self.tmp / "packets" / f"point={key}" / f"window={int(w)}"
-            where.mkdir(parents=True, exist_ok=True)
-            pq.write_table(t, where / f"part-{file_index:05d}-{self._parts:05d}.parquet")
-            self._parts += 1
+            where = self.tmp / "staged" / f"part-{i:05d}-{self._count:05d}.parquet"
+            self._count += 1
+            where.parent.mkdir(exist_ok=True)
+            pq.write_table(t.replace_schema_metadata(self._schema.metadata), where)
+            r = int(rows[0])
+            unit = (int(iface[r]), int(ifindex[r]) - 1, int(win[r]) * self.window_ns, str(where))
+            self._parts.setdefault(path, []).append(unit)
 
-    def write_flows(self, file_index: int, flows: pd.DataFrame) -> None:
+    def sample(self, path: str) -> pd.DataFrame:
+        """Rows of ``path`` standing for all: the first of each (pcapng interface, ifindex) in each window."""
+        from pcaptools.decode.table import concat
+
+        parts = self._samples[path]
+        return concat(parts) if len(parts) > 1 else parts[0]
+
+    def file_table(self, path: str) -> pd.DataFrame:
+        """The whole table of one written file, read back from its parts (e.g. for its flows)."""
+        parts = [p for *_, p in self._parts.get(path, [])]
+        return _file_frame(str(self.tmp), self.files[path], parts, None, True)
+
+    def write_flows(self, path: str, flows: pd.DataFrame) -> None:
         """The flow table of one capture file, under flows/."""
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -291,12 +315,23 @@ class DatasetWriter:
         schema = arrow_schema(FLOW_COLUMNS, table="flows")
         (self.tmp / "flows").mkdir(exist_ok=True)
         t = pa.Table.from_pandas(flows[[c.name for c in FLOW_COLUMNS]], schema=schema, preserve_index=False)
-        pq.write_table(t.replace_schema_metadata(schema.metadata), self.tmp / "flows" / f"part-{file_index:05d}.parquet")
+        i = list(self.files).index(path)
+        pq.write_table(t.replace_schema_metadata(schema.metadata), self.tmp / "flows" / f"part-{i:05d}.parquet")
 
-    def close(self, description: dict, *, inventory: str | os.PathLike | None = None) -> Path:
-        """Write ``_pcaptools.json`` (``description`` plus files and layout), copy the inventory, move into place."""
+    def close(self, description: dict, points: list, *, inventory: str | os.PathLike | None = None) -> Path:
+        """Link each staged part under every capture point holding it (``points``: objects with ``name``,
+        ``file``, ``pcapng_interface``, ``ifindex``), write ``_pcaptools.json``, copy the inventory, move into place."""
+        for path, parts in self._parts.items():
+            mine = [p for p in points if p.file == path]
+            for iface, ifindex, w, part in parts:
+                held = [p.name for p in mine if p.pcapng_interface in (-1, iface) and p.ifindex in (-1, ifindex)]
+                for key in [urllib.parse.quote(n, safe="") for n in held] or [NO_POINT]:
+                    where = self.tmp / "packets" / f"point={key}" / f"window={w}"
+                    where.mkdir(parents=True, exist_ok=True)
+                    os.link(part, where / Path(part).name)
+        shutil.rmtree(self.tmp / "staged", ignore_errors=True)
         doc = {"format": FORMAT, "layout": "packets/point=<point>/window=<start_ns>/part-<file>-<n>.parquet",
-               "window_ns": self.window_ns, **description, "files": self.files}  # fmt: skip
+               "window_ns": self.window_ns, **description, "files": list(self.files.values())}  # fmt: skip
         if inventory is not None:
             shutil.copyfile(inventory, self.tmp / "inventory.json")
         (self.tmp / META).write_text(json.dumps(doc, indent=1) + "\n")

@@ -214,3 +214,15 @@ def test_corrupt_or_foreign_parquet_directory_is_a_one_line_error(calico, tmp_pa
 def test_a_dataset_decoded_with_other_options_is_not_read_as_if_it_were_not(calico):
     with pytest.raises(DecodeError, match="convert the captures again"):
         pcaptools.read_packets(str(calico), vxlan_ports=(4789, 8472, 4790))
+
+
+def test_batched_conversion_keeps_every_row_value_and_count(tmp_path):
+    """Written 64 records at a time (bounded memory): the same rows and values; categories list values in batch order."""
+    convert(SAMPLES / "calico-vxlan", tmp_path / "b.ds", batch_records=64)
+    files = _files(tmp_path / "b.ds")
+    want = pcaptools.read_packets(files, payload_hash=True)
+    got = pcaptools.read_packets(str(tmp_path / "b.ds"), payload_hash=True)
+    assert got.attrs["skipped"] == want.attrs["skipped"]
+    cats = [c for c in got.columns if isinstance(got[c].dtype, pd.CategoricalDtype)]
+    pd.testing.assert_frame_equal(got.astype(dict.fromkeys(cats, object)), want.astype(dict.fromkeys(cats, object)))
+    assert [p.name for p in load_captures([tmp_path / "b.ds"]).points] == [p.name for p in load_captures([SAMPLES / "calico-vxlan"]).points]
