@@ -264,12 +264,12 @@ def decode_cmd(
 def convert_cmd(
     sources: list[str] = typer.Argument(None, metavar="INPUT", help=_INPUTS + " Optional with --point."),  # noqa: B008
     out: str = typer.Option(..., "-o", "--output", metavar="DIR", callback=_existing_dir_parent, help="Dataset directory to write (new or empty; see --overwrite)."),
-    point: list[str] = typer.Option([], "--point", metavar="NODE:IFACE=FILE", help="Capture point (repeatable; wins over inference)."),  # noqa: B008
-    inventory: str = typer.Option(None, "--inventory", metavar="FILE", help="kubectl inventory JSON naming nodes and pods of plain captures (default: inventory.json beside the inputs); copied into the dataset."),
-    links: list[str] = typer.Option([], "--links", metavar="FILE", help=_LINKS),  # noqa: B008
     window_s: float = typer.Option(60.0, "--window-seconds", metavar="SECONDS", callback=_positive("seconds"), help="Time window of each partition (seconds, > 0)."),
     with_flows: bool = typer.Option(False, "--flows", help="Also write each capture file's flow table (DIR/flows/)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a dataset already at DIR (never another non-empty directory)."),
+    point: list[str] = typer.Option([], "--point", metavar="NODE:IFACE=FILE", help="Capture point (repeatable; wins over inference)."),  # noqa: B008
+    inventory: str = typer.Option(None, "--inventory", metavar="FILE", help="kubectl inventory JSON naming nodes and pods of plain captures (default: inventory.json beside the inputs); copied into the dataset."),
+    links: list[str] = typer.Option([], "--links", metavar="FILE", help=_LINKS),  # noqa: B008
     allow_outside: bool = typer.Option(False, "--allow-outside", help="Let a manifest name files outside its own directory (only for manifests you trust)."),
 ) -> None:
     """Decode a capture set once into a Parquet dataset (packets per capture point and time window, points and evidence kept); paths, correlate, why, report, compare and flows read it instead of the captures.

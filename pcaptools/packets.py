@@ -42,6 +42,9 @@ def read_packets(
 ) -> pd.DataFrame:
     """Decode one or more pcap/pcapng(.gz) files into one packet table; ``file`` names each row's file.
 
+    A dataset directory ``pcaptools convert`` wrote (or one of its files, ``DIR::FILE``) is read back from
+    Parquet instead, equal to decoding its captures (:func:`pcaptools.dataset.read_dataset` filters it).
+
     Reader skips are in ``df.attrs["skipped"]`` (per file), with ``notes`` and ``stopped_at``.
     ``payload_hash=True`` adds a uint64 column hashing each packet's first 16 L4 payload bytes (the
     correlator's fingerprint needs it), taken during the decode walk.
