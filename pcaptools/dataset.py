@@ -156,14 +156,15 @@ def read_dataset(
     d = os.fspath(directory)
     meta = read_meta(d)
     known = [f["path"] for f in meta["files"]]
-    chosen = known if files is None else list(files)
+    names = {p["name"]: p.get("file") for p in meta["points"]}
+    points = None if points is None else list(points)
+    if points is not None and not set(points) <= set(names):
+        raise DatasetError(f"{d}: no capture point {sorted(set(points) - set(names))[0]!r}; its points are {sorted(names)}", path=d)
+    chosen = list(files) if files is not None else known if points is None else [f for f in known if f in {names[p] for p in points}]
     unknown = [f for f in chosen if f not in known]
     if unknown:
         raise DatasetError(f"{d}: holds no capture file {unknown[0]!r}; it holds {known}", path=d)
-    names = {p["name"] for p in meta["points"]}
     wanted = None if points is None else {urllib.parse.quote(p, safe="") for p in points}
-    if points is not None and not set(points) <= names:
-        raise DatasetError(f"{d}: no capture point {sorted(set(points) - names)[0]!r}; its points are {sorted(names)}", path=d)
     w = int(meta["window_ns"])
     expr = None
     if start_ns is not None:
@@ -180,7 +181,11 @@ def read_dataset(
                     or (end_ns is not None and window >= end_ns):  # fmt: skip
                 continue
             parts.append(str(part))
-        frames.append(_file_frame(d, meta["files"][i], parts, expr, payload_hash))
+        frame = _file_frame(d, meta["files"][i], parts, expr, payload_hash)
+        if points is None and expr is None and len(frame) != meta["files"][i].get("rows"):
+            raise DatasetError(f"{d}: capture {f!r} has {len(frame)} of its {meta['files'][i].get('rows')} rows; "
+                               f"Parquet parts are missing, {_FORMAT_HINT}", path=d)  # fmt: skip
+        frames.append(frame)
     out = frames[0] if len(frames) == 1 else _stack(frames)
     out.attrs = {"skipped": {f["path"]: dict(f.get("skipped") or {}) for f in meta["files"] if f["path"] in chosen},
                  "notes": [n for f in meta["files"] if f["path"] in chosen for n in f.get("notes") or []],
