@@ -230,3 +230,23 @@ def test_batched_conversion_keeps_every_row_value_and_count(tmp_path):
     cats = [c for c in got.columns if isinstance(got[c].dtype, pd.CategoricalDtype)]
     pd.testing.assert_frame_equal(got.astype(dict.fromkeys(cats, object)), want.astype(dict.fromkeys(cats, object)))
     assert [p.name for p in load_captures([tmp_path / "b.ds"]).points] == [p.name for p in load_captures([SAMPLES / "calico-vxlan"]).points]
+
+
+def test_inferred_points_and_their_evidence_survive_conversion(tmp_path):
+    """Plain captures (no manifest): the dataset keeps the inferred points, the evidence line and the answers."""
+    plain = tmp_path / "vpc"
+    shutil.copytree(SAMPLES / "vpc", plain)
+    (plain / "manifest.json").unlink()
+    ds = tmp_path / "vpc.ds"
+    r = _cli("convert", str(plain), "-o", str(ds))
+    assert r.returncode == 0, r.stderr
+    shutil.rmtree(plain / "node-1")  # the analysis needs the dataset only
+    on_dataset = _cli("paths", str(ds), "--json")
+    assert on_dataset.returncode == 0, on_dataset.stderr
+    shutil.copytree(SAMPLES / "vpc" / "node-1", plain / "node-1")
+    on_pcaps = _cli("paths", str(plain), "--json")
+    assert json.loads(on_dataset.stdout) == json.loads(on_pcaps.stdout)
+    assert on_dataset.stderr == on_pcaps.stderr and "inferred 11 capture points" in on_pcaps.stderr
+    stored, inferred = load_captures([ds]).inference, load_captures([plain], inventory=plain / "inventory.json").inference
+    pd.testing.assert_frame_equal(stored.drop(columns="file"), inferred.drop(columns="file"))
+    assert stored.attrs["warnings"] == inferred.attrs["warnings"]
