@@ -81,8 +81,8 @@ def _stored(path: str, options: dict, payload_hash: bool) -> pd.DataFrame:
 
     d, file = split_member(path) or (path, None)
     used = read_meta(d)["decode"]
-    asked = {k: [int(x) for x in v] if k != "max_tunnel_depth" else int(v) for k, v in options.items()}
-    if asked != used:
+    asked = {k: sorted({int(x) for x in v}) if k != "max_tunnel_depth" else int(v) for k, v in options.items()}
+    if asked != {k: sorted(v) if isinstance(v, list) else v for k, v in used.items()}:
         raise DecodeError(f"{d}: the dataset was decoded with {used}, not {asked}; convert the captures again with those options")
     return read_dataset(d, files=None if file is None else [file], payload_hash=payload_hash)
 

@@ -1,8 +1,9 @@
 """A set of captures taken at several points (node:interface), decoded into one packet table labelled by point.
 
 Sources: a ``manifest.json`` (or a directory holding one), a Parquet dataset (:mod:`pcaptools.dataset`),
-``NODE:IFACE=FILE`` specs, or packet tables already decoded. A ``tcpdump -i any`` capture (LINUX_SLL2) is split into one point per
-``ifindex``, named from the manifest's ``interfaces`` list (``if<N>`` when unnamed).
+``NODE:IFACE=FILE`` specs, or packet tables already decoded. A ``tcpdump -i any`` capture (LINUX_SLL2)
+is split into one point per ``ifindex``, named from the manifest's ``interfaces`` list (``if<N>`` when
+unnamed).
 """
 
 from __future__ import annotations
