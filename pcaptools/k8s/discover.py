@@ -210,7 +210,7 @@ def load_captures(
         raise CorrelationError(f"internal: {len(ev)} evidence rows for {len(cs.points)} capture points")
     ev.insert(0, "point", [p.name for p in cs.points])
     if inv is not None:
-        out = ev[~ev["node"].isin(list(inv.nodes)) & ~ev["node_from"].str.startswith(("none", "manifest", "--point"))]
+        out = ev[~ev["node"].isin(list(inv.nodes)) & ~ev["node_from"].str.startswith(("none", "manifest", "--point", "dataset"))]
         hosts = dict(zip(out["node"], out["role"], strict=False))
         if hosts:
             warnings.append(f"{', '.join(f'{h} ({r})' for h, r in hosts.items())}: not nodes of the inventory, "
@@ -237,7 +237,7 @@ def summary_lines(cs: CaptureSet) -> list[str]:
     ev = cs.inference
     if ev is None or not ev.attrs.get("files"):
         return []
-    inf = ev[~ev["node_from"].isin(["manifest", "--point"])]
+    inf = ev[~ev["node_from"].isin(["manifest", "--point", "dataset"])]
 
     def tally(col: str) -> str:
         kinds = inf[col].str.split(":").str[0].value_counts()
