@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from pcaptools.dataset import DEFAULT_WINDOW_NS, DatasetWriter
+from pcaptools.dataset import DEFAULT_WINDOW_NS, DatasetError, DatasetWriter, is_dataset
 
 BATCH_RECORDS = 1 << 20
 """Records decoded and written at a time when the points are given (a file this small reads back exactly
@@ -49,6 +49,10 @@ def convert(
 
     srcs = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
     points = list(points)
+    done_before = [s for s in srcs if is_dataset(s)]
+    if done_before:
+        raise DatasetError(f"{done_before[0]}: is a dataset already; every command reads it as it is (to change its "
+                           "windows or points, convert the captures again)", path=str(done_before[0]))  # fmt: skip
     given = (len(srcs) == 1 and _is_manifest(srcs[0])) or (not srcs and bool(points))
     writer = DatasetWriter(out, window_ns=window_ns, overwrite=overwrite)  # refuses a taken directory before any work
     try:

@@ -250,3 +250,12 @@ def test_inferred_points_and_their_evidence_survive_conversion(tmp_path):
     stored, inferred = load_captures([ds]).inference, load_captures([plain], inventory=plain / "inventory.json").inference
     pd.testing.assert_frame_equal(stored.drop(columns="file"), inferred.drop(columns="file"))
     assert stored.attrs["warnings"] == inferred.attrs["warnings"]
+
+
+def test_a_dataset_mixes_with_plain_captures_and_is_not_converted_twice(calico, tmp_path):
+    cs = load_captures([calico, OWN / "eth.pcap"])
+    alone = load_captures([calico])
+    assert [p.name for p in cs.points] == [p.name for p in alone.points] + ["eth"]
+    assert len(cs.packets) == len(alone.packets) + len(pcaptools.read_packets(str(OWN / "eth.pcap")))
+    with pytest.raises(PcapError, match="is a dataset already"):
+        convert(calico, tmp_path / "again.ds")
