@@ -45,17 +45,14 @@ import numpy as np
 import pandas as pd
 
 from pcaptools.errors import FormatError
-from pcaptools.schema import PACKET_COLUMNS, Column
+from pcaptools.schema import PACKET_COLUMNS, PAYLOAD_HASH_COLUMN, Column
 
 META = "_pcaptools.json"
 FORMAT = "pcaptools-dataset/1"
 DEFAULT_WINDOW_NS = 60 * 10**9
 NO_POINT = "__HIVE_DEFAULT_PARTITION__"
 SEP = "::"
-COLUMNS: tuple[Column, ...] = (
-    *PACKET_COLUMNS,
-    Column("payload_hash", "uint64", "", "hash of the first 16 L4 payload bytes (the correlator's fingerprint reads it)"),
-)
+COLUMNS: tuple[Column, ...] = (*PACKET_COLUMNS, PAYLOAD_HASH_COLUMN)
 """Columns of every part: the packet table's, then the payload-prefix hash."""
 _CATEGORIES = [c.name for c in COLUMNS if c.dtype == "category"]
 _FORMAT_HINT = "expected a directory `pcaptools convert` wrote; convert the captures again"
