@@ -82,11 +82,11 @@ def convert(
         ev = cs.inference
         description = {
             "cni": cs.cni, "notes": list(cs.notes), "entries": _entries(cs, manifest_doc(cs, ".")),
-            "points": [asdict(p) for p in cs.points], "capture_drops": manifest_drops(srcs),
+            "points": [_absent(asdict(p)) for p in cs.points], "capture_drops": manifest_drops(srcs),
             "decode": {"vxlan_ports": list(registry.DEFAULT_VXLAN_PORTS), "geneve_ports": list(registry.DEFAULT_GENEVE_PORTS),
                        "wireguard_ports": list(registry.DEFAULT_WIREGUARD_PORTS), "max_tunnel_depth": 4},
             "inference": None if ev is None else {
-                "rows": ev.to_dict("records"), "warnings": list(ev.attrs.get("warnings", [])),
+                "rows": [_absent(r) for r in ev.to_dict("records")], "warnings": list(ev.attrs.get("warnings", [])),
                 "inventory": ev.attrs.get("inventory"), "files": int(ev.attrs.get("files") or 0)},
         }  # fmt: skip
         return writer.close(description, cs.points, inventory=inv if isinstance(inv, (str, os.PathLike)) else None)
@@ -108,3 +108,9 @@ def _entries(cs, doc: dict) -> list[dict]:
                 item.pop("pod", None)
         out.append({**e, "file": by_rel[e["file"]]})
     return out
+
+
+def _absent(row: dict) -> dict:
+    """A point's record for JSON: ``ifindex`` / ``pcapng_interface`` -1 (none) written as null."""
+    return {k: None if k in ("ifindex", "pcapng_interface") and v == -1 else (int(v) if hasattr(v, "item") else v)
+            for k, v in row.items()}  # fmt: skip

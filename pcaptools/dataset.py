@@ -332,7 +332,7 @@ class DatasetWriter:
                     where.mkdir(parents=True, exist_ok=True)
                     os.link(part, where / Path(part).name)
         shutil.rmtree(self.tmp / "staged", ignore_errors=True)
-        doc = {"format": FORMAT, "layout": "packets/point=<point>/window=<start_ns>/part-<file>-<n>.parquet",
+        doc = {"schema_version": 1, "format": FORMAT, "layout": "packets/point=<point>/window=<start_ns>/part-<file>-<n>.parquet",
                "window_ns": self.window_ns, **description, "files": list(self.files.values())}  # fmt: skip
         if inventory is not None:
             shutil.copyfile(inventory, self.tmp / "inventory.json")

@@ -259,3 +259,17 @@ def test_a_dataset_mixes_with_plain_captures_and_is_not_converted_twice(calico, 
     assert len(cs.packets) == len(alone.packets) + len(pcaptools.read_packets(str(OWN / "eth.pcap")))
     with pytest.raises(PcapError, match="is a dataset already"):
         convert(calico, tmp_path / "again.ds")
+
+
+def test_dataset_description_follows_its_shipped_schema(calico, tmp_path):
+    import jsonschema
+
+    from pcaptools.render.records import json_schema
+
+    shutil.copy(PEER / "zeek/Traces/linux_dlt_sll2.pcap", tmp_path / "any.pcap")
+    convert([], tmp_path / "any.ds", points=[f"n1:any={tmp_path / 'any.pcap'}"])
+    for ds in (calico, tmp_path / "any.ds"):
+        doc = json.loads((ds / "_pcaptools.json").read_text())
+        jsonschema.Draft202012Validator(json_schema("dataset")).validate(doc)
+        assert all(f["records"] == f["rows"] + sum(f["skipped"].values()) for f in doc["files"])
+    assert any(p["ifindex"] is not None for p in json.loads((tmp_path / "any.ds" / "_pcaptools.json").read_text())["points"])

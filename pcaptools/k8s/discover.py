@@ -225,6 +225,8 @@ def stored_inference(directory: str | os.PathLike, cs: CaptureSet) -> pd.DataFra
     """The evidence table a dataset was converted with (EVIDENCE_COLUMNS, attrs), for the points of ``cs``."""
     inf = read_meta(directory).get("inference") or {}
     ev = pd.DataFrame(inf.get("rows") or [], columns=list(EVIDENCE_COLUMNS))
+    for col in ("pcapng_interface", "ifindex"):  # null (none) in the file, -1 in the table
+        ev[col] = ev[col].fillna(-1).astype("int64")
     if list(ev["point"]) != [p.name for p in cs.points]:
         raise CorrelationError(f"{directory}: its evidence names other capture points than it holds; convert the captures again",
                                path=str(directory))  # fmt: skip
