@@ -20,6 +20,8 @@ _EXPORTS: dict[str, tuple[str, str | None]] = {
     "summarize": ("pcaptools.io.summary", "summarize"),
     "read_packets": ("pcaptools.packets", "read_packets"),
     "iter_packets": ("pcaptools.packets", "iter_packets"),
+    "read_dataset": ("pcaptools.dataset", "read_dataset"),  # Parquet datasets: decode once, analyse many times
+    "convert_captures": ("pcaptools.convert", "convert"),
     # flows
     "flow_table": ("pcaptools.flows", "flows"),
     "read_flows": ("pcaptools.flows", "read_flows"),

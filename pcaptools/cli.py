@@ -271,6 +271,39 @@ def decode_cmd(
                      f"{fmt_int(errors)} with a decode error, {fmt_int(skipped)} records skipped by the reader")  # fmt: skip
 
 
+@app.command("convert")
+def convert_cmd(
+    sources: list[str] = typer.Argument(None, metavar="INPUT", help=_INPUTS + " Optional with --point."),  # noqa: B008
+    out: str = typer.Option(..., "-o", "--output", metavar="DIR", callback=_existing_dir_parent, help="Dataset directory to write (new or empty; see --overwrite)."),
+    window_s: float = typer.Option(60.0, "--window-seconds", metavar="SECONDS", callback=_positive("seconds"), help="Time window of each partition (seconds, > 0)."),
+    with_flows: bool = typer.Option(False, "--flows", help="Also write each capture file's flow table (DIR/flows/)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a dataset already at DIR (never another non-empty directory)."),
+    point: list[str] = typer.Option([], "--point", metavar="NODE:IFACE=FILE", help="Capture point (repeatable; wins over inference)."),  # noqa: B008
+    inventory: str = typer.Option(None, "--inventory", metavar="FILE", help="kubectl inventory JSON naming nodes and pods of plain captures (default: inventory.json beside the inputs); copied into the dataset."),
+    links: list[str] = typer.Option([], "--links", metavar="FILE", help=_LINKS),  # noqa: B008
+    allow_outside: bool = typer.Option(False, "--allow-outside", help="Let a manifest name files outside its own directory (only for manifests you trust)."),
+) -> None:
+    """Decode a capture set once into a Parquet dataset (packets per capture point and time window, points and evidence kept); paths, correlate, why, report, compare and flows read it instead of the captures.
+
+    Example: pcaptools convert sample_pcaps/calico-vxlan -o calico.ds && pcaptools paths calico.ds
+
+    Example: pcaptools convert captures/ --inventory inventory.json -o captures.ds --flows
+    """
+    from pcaptools.convert import convert
+    from pcaptools.dataset import read_meta
+    from pcaptools.render.terminal import fmt_int, safe
+
+    sources = list(sources or [])
+    with _busy([*sources, *(q.rpartition("=")[2] for q in point)], "converting"):
+        path = convert(sources, out, points=point, inventory=inventory, links=links, window_ns=int(window_s * 1e9),
+                       flows=with_flows, overwrite=overwrite, allow_outside=allow_outside)
+    meta = read_meta(path)
+    rows = sum(f["rows"] for f in meta["files"])
+    skipped = sum(sum(f["skipped"].values()) for f in meta["files"])
+    _console().print(f"{fmt_int(rows)} packets of {len(meta['points'])} capture points from {len(meta['files'])} file(s) "
+                     f"written to {safe(str(path))}; {fmt_int(skipped)} records skipped by the reader")  # fmt: skip
+
+
 @app.command("show")
 def show_cmd(
     file: str = typer.Argument(..., metavar="FILE", help="Capture file."),

@@ -523,10 +523,12 @@ def read_flows(
     seed: int = 0,
     community_id: bool = True,
 ) -> pd.DataFrame:
-    """Flows of one or more capture files, each decoded with ``read_packets``; flows are per file."""
+    """Flows of one or more capture files, each decoded with ``read_packets``; flows are per file. A dataset
+    directory (``pcaptools convert``) stands for its capture files, read from Parquet."""
+    from pcaptools.dataset import expand_inputs
     from pcaptools.packets import read_packets
 
-    paths = [paths] if isinstance(paths, str) else list(paths)
+    paths = expand_inputs([paths] if isinstance(paths, str) else list(paths))
     parts = [
         flows(read_packets(p), idle_timeout_s=idle_timeout_s, seed=seed, community_id=community_id) for p in paths
     ]

@@ -42,6 +42,9 @@ def read_packets(
 ) -> pd.DataFrame:
     """Decode one or more pcap/pcapng(.gz) files into one packet table; ``file`` names each row's file.
 
+    A dataset directory ``pcaptools convert`` wrote (or one of its files, ``DIR::FILE``) is read back from
+    Parquet instead, equal to decoding its captures (:func:`pcaptools.dataset.read_dataset` filters it).
+
     Reader skips are in ``df.attrs["skipped"]`` (per file), with ``notes`` and ``stopped_at``.
     ``payload_hash=True`` adds a uint64 column hashing each packet's first 16 L4 payload bytes (the
     correlator's fingerprint needs it), taken during the decode walk.
@@ -57,9 +60,31 @@ def read_packets(
         raise DecodeError("read_packets: expected at least one capture file, found none")
     tables, depth = decode_options(vxlan_ports, geneve_ports, wireguard_ports, max_tunnel_depth)
     names = [os.fspath(p) for p in paths]
-    frames = [decode_with(read_records(p, on_error=on_error), tables, depth, file_name=p, payload_hash=payload_hash)
+    options = {"vxlan_ports": vxlan_ports, "geneve_ports": geneve_ports, "wireguard_ports": wireguard_ports,
+               "max_tunnel_depth": max_tunnel_depth}  # fmt: skip
+    frames = [_stored(p, options, payload_hash) if _is_stored(p) else
+              decode_with(read_records(p, on_error=on_error), tables, depth, file_name=p, payload_hash=payload_hash)
               for p in names]  # fmt: skip
     return _concat(frames)
+
+
+def _is_stored(path: str) -> bool:
+    """A dataset directory or one of its capture files (``DIR::FILE``): read from Parquet, not decoded."""
+    from pcaptools.dataset import is_dataset, split_member
+
+    return is_dataset(path) or split_member(path) is not None
+
+
+def _stored(path: str, options: dict, payload_hash: bool) -> pd.DataFrame:
+    """The packet table a dataset holds for ``path``, when it was decoded with the same ``options``."""
+    from pcaptools.dataset import read_dataset, read_meta, split_member
+
+    d, file = split_member(path) or (path, None)
+    used = read_meta(d)["decode"]
+    asked = {k: sorted({int(x) for x in v}) if k != "max_tunnel_depth" else int(v) for k, v in options.items()}
+    if asked != {k: sorted(v) if isinstance(v, list) else v for k, v in used.items()}:
+        raise DecodeError(f"{d}: the dataset was decoded with {used}, not {asked}; convert the captures again with those options")
+    return read_dataset(d, files=None if file is None else [file], payload_hash=payload_hash)
 
 
 def iter_packets(

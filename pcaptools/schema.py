@@ -117,6 +117,11 @@ PACKET_COLUMNS: tuple[Column, ...] = (
     Column("tunnel_rule", "category", "", "registry rule that recognised the outermost tunnel ('udp.dport==8472'); missing if none"),
 )
 
+PAYLOAD_HASH_COLUMN = Column(
+    "payload_hash", "uint64", "", "hash of the first 16 L4 payload bytes captured (the correlator's fingerprint reads it)"
+)
+"""The column ``read_packets(..., payload_hash=True)`` adds after PACKET_COLUMNS; Parquet datasets store it."""
+
 FLOW_STATES = (
     "attempt", "rejected", "half-open", "established", "half-closed", "closed", "reset", "midstream",
     "oneway", "bidirectional",

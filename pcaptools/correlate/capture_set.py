@@ -1,8 +1,9 @@
 """A set of captures taken at several points (node:interface), decoded into one packet table labelled by point.
 
-Sources: a ``manifest.json`` (or a directory holding one), ``NODE:IFACE=FILE`` specs, or packet
-tables already decoded. A ``tcpdump -i any`` capture (LINUX_SLL2) is split into one point per
-``ifindex``, named from the manifest's ``interfaces`` list (``if<N>`` when unnamed).
+Sources: a ``manifest.json`` (or a directory holding one), a Parquet dataset (:mod:`pcaptools.dataset`),
+``NODE:IFACE=FILE`` specs, or packet tables already decoded. A ``tcpdump -i any`` capture (LINUX_SLL2)
+is split into one point per ``ifindex``, named from the manifest's ``interfaces`` list (``if<N>`` when
+unnamed).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import pandas as pd
 
 from pcaptools.correlate.fingerprint import PREFIX_BYTES, prefix_hash
 from pcaptools.correlate.manifest import read_manifest
+from pcaptools.dataset import dataset_entries, is_dataset, split_member
 from pcaptools.decode.table import concat
 from pcaptools.errors import CorrelationError, InventoryError
 
@@ -74,13 +76,18 @@ class CaptureSet:
         cls, source: str | os.PathLike | None = None, *, points: Iterable[str] = (), decoder: Callable | None = None,
         allow_outside: bool = False,
     ) -> CaptureSet:
-        """From a manifest path or directory, and/or ``NODE:IFACE=FILE`` specs (a bare FILE gets node=stem).
+        """From a manifest path or directory (or a dataset ``pcaptools convert`` wrote), and/or
+        ``NODE:IFACE=FILE`` specs (a bare FILE gets node=stem).
 
         Files a manifest names must lie inside its directory unless ``allow_outside``.
         """
         entries: list[dict] = []
         cni = ""
-        if source is not None:
+        if source is not None and is_dataset(source):  # a Parquet dataset: its points, packets read back from it
+            stored, meta = dataset_entries(source)
+            cni = meta.get("cni") or ""
+            entries.extend(stored)
+        elif source is not None:
             doc = read_manifest(_manifest_path(source), allow_outside=allow_outside)
             cni = doc.get("cni") or ""
             entries.extend(doc["captures"])
@@ -91,7 +98,7 @@ class CaptureSet:
         dec = _once(decoder or _default_decoder())  # several points may share one file
         frames = []
         for e in entries:
-            if not os.path.exists(e["file"]):
+            if not os.path.exists(e["file"]) and split_member(e["file"]) is None:
                 raise CorrelationError(
                     f"{e['file']}: capture listed for node {e.get('node', '?')!r} does not exist; check the manifest's 'file' (relative to the manifest)",
                     path=e["file"],

@@ -113,13 +113,18 @@ class Diagnosis:
 
 def manifest_drops(inputs) -> dict[str, int]:
     """Point ``NODE:IFACE`` -> packets its capture reports dropped (a manifest's ``tcpdump``: dropped, or
-    received minus captured), for the captures that report any; {} where no input is a readable manifest."""
+    received minus captured), for the captures that report any (a dataset keeps its manifest's); {} where no
+    input is a readable manifest."""
     from pcaptools.correlate.manifest import read_manifest
+    from pcaptools.dataset import is_dataset, read_meta
     from pcaptools.errors import InventoryError
 
     out: dict[str, int] = {}
     for src in [inputs] if isinstance(inputs, (str, Path)) else list(inputs):
         p = Path(src)
+        if is_dataset(p):  # a dataset keeps what its manifest said
+            out.update({str(k): int(v) for k, v in read_meta(p)["capture_drops"].items()})
+            continue
         p = p / "manifest.json" if p.is_dir() else p
         if p.suffix != ".json" or not p.is_file():
             continue

@@ -35,6 +35,7 @@ import pandas as pd
 
 from pcaptools.correlate.capture_set import CaptureSet, _manifest_path, _once, parse_point_spec
 from pcaptools.correlate.manifest import inventory_beside, read_manifest
+from pcaptools.dataset import dataset_entries, is_dataset, read_meta
 from pcaptools.errors import CorrelationError, InventoryError
 from pcaptools.k8s import cni
 from pcaptools.k8s.inventory import Inventory
@@ -133,7 +134,12 @@ def load_captures(
     if not srcs and not points:
         raise CorrelationError("no captures given; pass capture files, directories of them, a manifest.json or --point NODE:IFACE=FILE")
     manifests = [s for s in srcs if _is_manifest(s)]
-    if (len(srcs) == 1 and manifests) or (not srcs and points):  # a manifest and/or --point: exactly what they say
+    datasets = [s for s in srcs if is_dataset(s)]
+    if len(srcs) == 1 and datasets and not points:  # a dataset alone: the points and evidence it was converted with
+        cs = CaptureSet.load(srcs[0], decoder=decoder)
+        cs.inference = stored_inference(srcs[0], cs)
+        return cs
+    if (len(srcs) == 1 and (manifests or datasets)) or (not srcs and points):  # a manifest and/or --point: exactly what they say
         cs = CaptureSet.load(srcs[0] if srcs else None, points=points, decoder=decoder, allow_outside=allow_outside)
         how = ["--point"] * len(points)
         if srcs:
@@ -155,12 +161,14 @@ def load_captures(
         cni_label = cni_label or str(doc.get("cni", ""))
         for c in doc["captures"]:
             explicit.append({**c, "_from": "manifest"})
+    for d in datasets:
+        explicit += [{**e, "_from": "dataset"} for e in dataset_entries(d)[0]]
     for spec in points:
         explicit.append({**parse_point_spec(spec), "_from": "--point"})
     taken = {os.path.realpath(e["file"]) for e in explicit}
     files: list[tuple[str, str]] = []  # (path, "top" | "sub" of a directory given as input | "file" given)
     for s in srcs:
-        if s in manifests:
+        if s in manifests or s in datasets:
             continue
         p = Path(s)
         if p.is_dir():
@@ -202,7 +210,7 @@ def load_captures(
         raise CorrelationError(f"internal: {len(ev)} evidence rows for {len(cs.points)} capture points")
     ev.insert(0, "point", [p.name for p in cs.points])
     if inv is not None:
-        out = ev[~ev["node"].isin(list(inv.nodes)) & ~ev["node_from"].str.startswith(("none", "manifest", "--point"))]
+        out = ev[~ev["node"].isin(list(inv.nodes)) & ~ev["node_from"].str.startswith(("none", "manifest", "--point", "dataset"))]
         hosts = dict(zip(out["node"], out["role"], strict=False))
         if hosts:
             warnings.append(f"{', '.join(f'{h} ({r})' for h, r in hosts.items())}: not nodes of the inventory, "
@@ -213,12 +221,25 @@ def load_captures(
     return cs
 
 
+def stored_inference(directory: str | os.PathLike, cs: CaptureSet) -> pd.DataFrame:
+    """The evidence table a dataset was converted with (EVIDENCE_COLUMNS, attrs), for the points of ``cs``."""
+    inf = read_meta(directory).get("inference") or {}
+    ev = pd.DataFrame(inf.get("rows") or [], columns=list(EVIDENCE_COLUMNS))
+    for col in ("pcapng_interface", "ifindex"):  # null (none) in the file, -1 in the table
+        ev[col] = ev[col].fillna(-1).astype("int64")
+    if list(ev["point"]) != [p.name for p in cs.points]:
+        raise CorrelationError(f"{directory}: its evidence names other capture points than it holds; convert the captures again",
+                               path=str(directory))  # fmt: skip
+    ev.attrs = {"warnings": list(inf.get("warnings") or []), "inventory": inf.get("inventory"), "files": int(inf.get("files") or 0)}
+    return ev
+
+
 def summary_lines(cs: CaptureSet) -> list[str]:
     """One line saying what was inferred (and by which evidence), then one ``warning:`` line per doubt."""
     ev = cs.inference
     if ev is None or not ev.attrs.get("files"):
         return []
-    inf = ev[~ev["node_from"].isin(["manifest", "--point"])]
+    inf = ev[~ev["node_from"].isin(["manifest", "--point", "dataset"])]
 
     def tally(col: str) -> str:
         kinds = inf[col].str.split(":").str[0].value_counts()
@@ -265,7 +286,7 @@ def manifest_doc(cs: CaptureSet, out_dir: str | os.PathLike = ".") -> dict:
 def _read_packets(path: str) -> pd.DataFrame:
     from pcaptools.packets import read_packets
 
-    return read_packets(path)
+    return read_packets(path, payload_hash=True)  # the correlator needs it: hashed in the decode walk, no second read
 
 
 def _is_manifest(src) -> bool:
