@@ -21,12 +21,14 @@ are matched on their quoted 5-tuple, so an error quoting a tuple no capture saw 
 from __future__ import annotations
 
 import json
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from pcaptools.errors import PcapError
 from pcaptools.fmt import PROTO_NAMES, endpoint
 from pcaptools.k8s.inventory import Inventory
 from pcaptools.k8s.paths import as_inventory, paths_detail
@@ -135,6 +137,39 @@ def manifest_drops(inputs) -> dict[str, int]:
             lost = n["dropped"] or max(n["received"] - n["captured"], 0)
             if lost > 0:
                 out[f"{c['node']}:{c['interface']}"] = lost
+    return out
+
+
+def pcapng_drops(capture_set) -> dict[str, tuple[int, str]]:
+    """Point ``NODE:IFACE`` -> (packets its capture reports dropped, the counters as text), from the pcapng Interface
+    Statistics Blocks of the capture set's files (interface + OS drops); points of classic pcap files or of
+    interfaces without such a block are left out. A point split out of a ``-i any`` capture gets its file's counts."""
+    from pcaptools.io import iter_records
+    from pcaptools.io.sniff import open_capture
+
+    if capture_set is None:
+        return {}
+    stats: dict[str, list] = {}
+    for f in dict.fromkeys(p.file for p in capture_set.points if p.file):
+        try:
+            if open_capture(f).format != "pcapng":
+                continue
+            tail = deque(iter_records(f), maxlen=1)  # the interfaces (and their ISBs) as of the file's end
+        except (OSError, PcapError):
+            continue  # whoever decoded the file reported its damage
+        stats[f] = list(tail[0].interfaces) if tail else []
+    out: dict[str, tuple[int, str]] = {}
+    for p in capture_set.points:
+        ifs = stats.get(p.file, [])
+        mine = [i for i in ifs if i.id == p.pcapng_interface] if p.pcapng_interface >= 0 else ifs
+        mine = [i for i in mine if i.stats is not None and i.stats.dropped() is not None]
+        if not mine:
+            continue
+        n = sum(i.stats.dropped() for i in mine)
+        counters = "; ".join(", ".join(f"isb_{k} {getattr(i.stats, k)}" for k in ("ifrecv", "ifdrop", "filteraccept",
+                                                                                   "osdrop", "usrdeliv")
+                                       if getattr(i.stats, k) is not None) for i in mine)  # fmt: skip
+        out[p.name] = (n, f"pcapng statistics of {Path(p.file).name}: {counters}")
     return out
 
 
@@ -271,7 +306,8 @@ def diagnose(capture_set=None, correlation=None, inventory: Inventory | str | di
     """Per connection: status, where its packets were last seen and first missed per direction, the likely cause.
 
     ``capture_drops`` (point -> packets the capture itself reports dropped, e.g. the manifest's tcpdump counts)
-    strengthens a capture-loss. Example::
+    and the pcapng Interface Statistics Blocks of the capture files (:func:`pcapng_drops`) are capture-loss
+    evidence: they strengthen a gap seen at a later point, and name a loss nothing else explains. Example::
 
         cs = pcaptools.CaptureSet.load("captures/")
         d = diagnose(cs, pcaptools.correlate(cs), "captures/inventory.json")
@@ -290,7 +326,7 @@ def diagnose(capture_set=None, correlation=None, inventory: Inventory | str | di
     roles = {pt.name: pt.role for pt in capture_set.points} if capture_set is not None else {}
     next_point, pair_max = _transitions(h)
     ctx = _Context(inv, homes, spans, roles, icmp, det.nat, next_point, pair_max, _seqs(capture_set, corr),
-                   dict(capture_drops or {}))
+                   _drops(capture_set, capture_drops))
     conn_rows, loss_rows, tl_rows = [], [], []
     groups = {c: g for c, g in h.groupby("connection", sort=True)} if len(h) else {}
     for r in p.itertuples(index=False):
@@ -323,6 +359,15 @@ def diagnose(capture_set=None, correlation=None, inventory: Inventory | str | di
     return Diagnosis(connections=conns, losses=losses, timeline=timeline, paths=p, notes=notes, nat_rules=nat_rules)
 
 
+def _drops(capture_set, manifest: dict[str, int] | None) -> dict[str, tuple[int, str]]:
+    """Point -> (packets dropped, what says so): the capture files' own statistics, else the manifest's counts."""
+    out = {pt: (n, "tcpdump's count in the manifest") for pt, n in (manifest or {}).items() if n > 0}
+    for pt, (n, how) in pcapng_drops(capture_set).items():
+        if n > 0 or pt not in out:
+            out[pt] = (n, how)
+    return out
+
+
 def _server_name(inv: Inventory | None, r) -> str:
     if isinstance(r.service, str):
         return r.service
@@ -343,7 +388,7 @@ class _Context:
     next_point: dict[tuple, str]
     pair_max: dict[tuple[str, str], int]
     seq: dict[int, int]
-    drops: dict[str, int]
+    drops: dict[str, tuple[int, str]]  # point -> (packets its capture reports dropped, the source of that count)
 
 
 @dataclass
@@ -526,9 +571,10 @@ def _cause(ctx: _Context, r, direction: str, kind: str, last: str, q: str | None
     """(cause, confidence, evidence) of one loss group."""
     c = int(r.connection)
     if kind == "gap":
-        n = ctx.drops.get(q or "", 0)
+        n, how = ctx.drops.get(q or "", (0, ""))
         if n > 0:
-            return "capture-loss", 0.95, f"the packet went on; the capture at {_show(q)} reports {n} packet(s) dropped"
+            return "capture-loss", 0.95, (f"the packet went on; the capture at {_show(q)} reports {n} packet(s) "
+                                          f"dropped ({how})")  # fmt: skip
         return "capture-loss", 0.9, f"the packet went on: the capture at {_show(q)} missed it"
     ic = ctx.icmp.loc[ctx.icmp["connection"] == c] if len(ctx.icmp) else ctx.icmp
     frag = ic.loc[((ic["icmp_proto"] == 1) & (ic["icmp_type"] == 3) & (ic["icmp_code"] == 4)) |
@@ -588,6 +634,10 @@ def _cause(ctx: _Context, r, direction: str, kind: str, last: str, q: str | None
         small = min(sizes_lost)
         return "policy-drop", 0.75, (f"reached {_node_of(last)} but not the pod's veth, packets as small as {small} bytes "
                                      f"lost too, no ICMP error: a filter (NetworkPolicy) dropped them")  # fmt: skip
+    n, how = ctx.drops.get(q or "", (0, ""))
+    if n >= len(lost):  # nothing else fits, and the next point's capture says it lost packets
+        return "capture-loss", 0.5, (f"no evidence of a network drop, and the capture at {_show(q)} reports {n} "
+                                     f"packet(s) dropped ({how}): it may have missed them")  # fmt: skip
     return "unknown", 0.3, "no evidence points to one cause"
 
 

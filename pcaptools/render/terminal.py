@@ -139,6 +139,12 @@ def print_info(summaries: list[dict], con: Console) -> None:
             label = " ".join(x for x in (safe(i["name"] or ""), f"({safe(i['description'])})" if i["description"] else "") if x)
             desc = f"{i['link_type']} snaplen {i['snaplen']} {label}".rstrip()
             tab.add_row(f"interface {i['id']}", text(f"{desc}, {fmt_int(i['records'])} records"))
+            st = i.get("stats")
+            if st:  # the capture's own counters (pcapng Interface Statistics Block)
+                got = ", ".join(f"{k} {fmt_int(st[k])}" for k in ("ifrecv", "ifdrop", "filteraccept", "osdrop", "usrdeliv")
+                                if st[k] is not None)  # fmt: skip
+                lost = "" if st["dropped"] is None else f" ({fmt_int(st['dropped'])} dropped)"
+                tab.add_row("", text(f"statistics: {got or 'no counters'}{lost}"))
         tab.add_row("skipped", ", ".join(f"{k} {fmt_int(v)}" for k, v in s["skipped"].items()) or "none")
         if s["stopped_at"]:
             where = s["stopped_at"].get("compressed_offset")
