@@ -465,7 +465,7 @@ def lab_run_cmd(
     seed: int = typer.Option(1, "--seed", help="Seed for the clients' choices."),
     prefix: str = typer.Option("ptlab-", "--prefix", help="Namespace name prefix: 2-16 letters, digits, '-', '_'; "
                                "the run adds a unique id, so concurrent runs never collide."),
-    fault: list[str] = typer.Option([], "--fault", metavar="FAULT", help="Inject a fault on its own connection, recorded in truth.json (repeatable): policy-drop, no-endpoints, stale-endpoint, mtu-blackhole, mtu-icmp, asymmetric-return, capture-drop."),  # noqa: B008
+    fault: list[str] = typer.Option([], "--fault", metavar="FAULT", help="Inject a fault on its own connection, recorded in truth.json (repeatable): policy-drop, no-endpoints, stale-endpoint, mtu-blackhole, mtu-icmp, asymmetric-return, conntrack-invalid, capture-drop; or add a scenario: hairpin, port-reuse, hostnetwork, hostnetwork-client, nodelocal-dns."),  # noqa: B008
 ) -> None:
     """Build a cluster in network namespaces, drive traffic, capture it, write manifest/inventory/truth.
 

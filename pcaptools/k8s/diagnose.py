@@ -43,8 +43,10 @@ CAUSES = ("policy-drop", "mtu-blackhole", "no-endpoints", "stale-endpoint", "asy
 """Values of a loss's ``cause``: a filter dropped it inside a node (reached the node, not the pod, no ICMP);
 large packets vanish at a tunnel while small ones pass, or an ICMP frag-needed / packet-too-big was seen;
 a service with no endpoints (empty EndpointSlice, ICMP unreachable / RST); DNAT to an address no pod
-has; the reply took another path or was not un-NATed; conntrack rejected it (SYN-ACK answered by RST);
-the capture missed it (seen again after the gap); none of these fits."""
+has; the reply took another path or was not un-NATed; conntrack rejected it (SYN-ACK answered by RST, or a
+connection's first packets crossed a node and every later one stopped there: ctstate INVALID);
+the capture missed it (seen again after the gap, or the capture's own counters report drops where nothing
+else fits); none of these fits."""
 
 STATUSES = ("ok", "degraded", "failed")
 """Values of a connection's ``status``: no network loss; losses but every lost packet got through on a
@@ -248,8 +250,9 @@ def _homes(capture_set, hops: pd.DataFrame, inv: Inventory | None) -> dict[str, 
 
 def _transitions(h: pd.DataFrame) -> tuple[dict[tuple, str], dict[tuple[str, str], int]]:
     """From every journey: the most common next point after (point, destination address) and after (point,
-    destination, tunnelled there), and the largest frame seen at a point whose packet made it to the next one,
-    per (point, next point)."""
+    destination, tunnelled there), the most common point before a point for a destination (key ``("from", point,
+    destination)``), and the largest frame seen at a point whose packet made it to the next one, per (point, next
+    point)."""
     if len(h) < 2:
         return {}, {}
     j = h["journey"].to_numpy(np.int64)
@@ -263,6 +266,9 @@ def _transitions(h: pd.DataFrame) -> tuple[dict[tuple, str], dict[tuple[str, str
         top = df.groupby([*key, "q"]).size().reset_index(name="n").sort_values("n", ascending=False)
         top = top.drop_duplicates(key)
         step.update({tuple(r[:-1]): r[-1] for r in top.loc[:, [*key, "q"]].itertuples(index=False, name=None)})
+    top = df.groupby(["q", "d", "p"]).size().reset_index(name="n").sort_values("n", ascending=False)
+    step.update({("from", q, d): p for q, d, p in top.drop_duplicates(["q", "d"]).loc[:, ["q", "d", "p"]]
+                 .itertuples(index=False, name=None)})  # fmt: skip
     mx = df.groupby(["p", "q"])["w"].max()
     return step, {(str(p), str(q)): int(w) for (p, q), w in mx.items()}
 
@@ -475,6 +481,10 @@ def _connection(ctx: _Context, r, g: pd.DataFrame) -> tuple[list[dict], list[dic
                 if nxt == home:
                     break
             if home is not None and home not in raw:
+                # stopped on another node: the packets to this destination enter its node at this point
+                prev = ctx.next_point.get(("from", home, ref.dst))
+                if prev is not None and prev not in raw and _node_of(prev) == _node_of(home) != _node_of(raw[-1]):
+                    expected.append(f"{prev}#0")
                 expected.append(f"{home}#0")
             elif home is None:
                 expected.append(None)
@@ -629,7 +639,15 @@ def _cause(ctx: _Context, r, direction: str, kind: str, last: str, q: str | None
         if off:
             return "asymmetric-return", 0.8, (f"the reply crossed {', '.join(off)}, which the request never did, and "
                                               f"stopped at {_show(last)}: it took another path back (a strict rp_filter "
-                                              "drops a packet arriving where its source is not routed)")  # fmt: skip
+                                              "drops a packet arriving where its source is not routed, a stateful "
+                                              "filter one whose request it never saw)")  # fmt: skip
+    early = [j for j in passed if last in j.points and q in j.points]
+    if (early and q is not None and _node_of(last) == _node_of(q)
+            and max(j.ts[0] for j in early) < min(j.ts[0] for j in lost)):  # fmt: skip
+        return "conntrack", 0.6, (f"{_what(early)} of this connection crossed {_show(last)} → {_show(q)}, then every later "
+                                  f"packet ({_what(lost)}, as small as {min(sizes_lost)} bytes) stopped there, no ICMP "
+                                  f"error: {_node_of(last)}'s connection tracking stopped matching the connection "
+                                  "(ctstate INVALID, dropped)")  # fmt: skip
     if q is not None and _node_of(last) == _node_of(q) and ctx.roles.get(q, "") in ("pod-veth", "") and q == ctx.homes.get(lost[0].dst):
         small = min(sizes_lost)
         return "policy-drop", 0.75, (f"reached {_node_of(last)} but not the pod's veth, packets as small as {small} bytes "
