@@ -195,10 +195,12 @@ def test_a_hairpin_leaves_and_reenters_its_own_veth_with_dnat_then_snat(faulty):
 
 
 def test_the_saved_iptables_explain_every_translation_the_nodes_made(faulty):
-    truth, d, _ = faulty
+    truth, d, cni = faulty
     nr = d.nat_rules
     assert nr is not None and len(nr)
     assert nr["explained"].all(), nr.loc[~nr["explained"]].to_dict("records")
+    if cni == "vpc":
+        return  # the stale address is on the node's own subnet: nobody answers ARP, the DNATed packet never leaves
     stale = next(x for x in truth["faults"] if x["fault"] == "stale-endpoint")
     hit = nr[nr["after"] == f"{stale['stale_ip']}:80"]
     assert len(hit) and all(c.split(" → ")[-1].startswith("KUBE-SEP-") for c in hit["chains"])

@@ -205,7 +205,7 @@ def plan(topo: Topology, names: list[str] | tuple[str, ...], first_id: int, seed
                  "last_seen": _point(near.node, near.host_if), "first_missed": _point(near.node, "vxlan.calico"),
                  "why": f"pod MTU 1500 on {far.key} and {near.key} above the overlay's {topo.mtu}: {near.node} drops "
                         "the large DF segments and answers ICMP frag-needed; the backend retries smaller"}  # fmt: skip
-            out.append(Fault(name, job, jumbo[target.key], {**where, **t}, during=jumbo[client.key], undo=down))
+            out.append(Fault(name, job, [], {**where, **t}, during=up, undo=down))
         elif name == "asymmetric-return":
             via = next(n for n in topo.nodes if n.name not in (client.node, target.node))
             job = {**base, "kind": "pod-direct-cross-node", "service": None, "dst": target.ip, "port": 80}
@@ -277,7 +277,7 @@ def plan(topo: Topology, names: list[str] | tuple[str, ...], first_id: int, seed
             out.append(Fault(name, job, [], {**where, "scenario": name, "backend": pod, "node": node.name},
                              servers=[(node.ns, "tcp", 9100, pod)], inventory=[item]))  # fmt: skip
         elif name == "hostnetwork-client":
-            node = topo.nodes[1]
+            node = topo.nodes[0]  # not capture-drop's node: its uplink is the last point of this client's replies
             pod = f"kube-system/kube-proxy-{node.name}"
             item = {"apiVersion": "v1", "kind": "Pod",
                     "metadata": {"name": pod.split("/")[1], "namespace": "kube-system", "labels": {"k8s-app": "kube-proxy"}},
