@@ -1,9 +1,9 @@
 """pcaptools why scored against the lab's fault truth: one run per CNI (calico-vxlan, and vpc: native routing) with
-every fault that applies to it, made once per session.
+every fault, made once per session.
 
 Every faulty connection must be located to the truth's node and pair of capture points with the truth's cause;
 no healthy connection may be blamed (a capture loss blames the capture, and only at the point that lost records).
-``mtu-icmp`` needs an overlay; ``hostnetwork-client`` runs on vpc only, as ``nodelocal-dns`` on calico-vxlan (the two
+``hostnetwork-client`` runs on vpc only, as ``nodelocal-dns`` on calico-vxlan (the two
 cannot share a run: NodeLocal DNSCache gives every node a second hostNetwork pod).
 """
 
@@ -22,17 +22,13 @@ from tests.lab_support import REASON
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
-FAULTS = {
-    "calico-vxlan": ("policy-drop", "no-endpoints", "stale-endpoint", "mtu-blackhole", "mtu-icmp", "asymmetric-return",
-                     "conntrack-invalid", "capture-drop"),
-    "vpc": ("policy-drop", "no-endpoints", "stale-endpoint", "mtu-blackhole", "asymmetric-return", "conntrack-invalid",
-            "capture-drop"),
-}  # fmt: skip
+FAULTS = ("policy-drop", "no-endpoints", "stale-endpoint", "mtu-blackhole", "mtu-icmp", "asymmetric-return",
+          "conntrack-invalid", "capture-drop")  # fmt: skip
 SCENARIOS = {"calico-vxlan": ("hairpin", "port-reuse", "hostnetwork", "nodelocal-dns"),
              "vpc": ("hairpin", "port-reuse", "hostnetwork", "hostnetwork-client")}  # fmt: skip
 
 
-@pytest.fixture(scope="session", params=sorted(FAULTS))
+@pytest.fixture(scope="session", params=sorted(SCENARIOS))
 def faulty(request, tmp_path_factory):
     """(truth, diagnosis, cni) of one lab run of ``cni`` with all its faults and scenarios."""
     if REASON:
@@ -42,7 +38,7 @@ def faulty(request, tmp_path_factory):
     cni = request.param
     out = tmp_path_factory.mktemp(f"faults-{cni}")
     man = run_lab(out, cni=cni, prefix=f"ptw{secrets.token_hex(2)}-", connections=16,
-                  faults=FAULTS[cni] + SCENARIOS[cni])  # fmt: skip
+                  faults=FAULTS + SCENARIOS[cni])  # fmt: skip
     cs = pcaptools.CaptureSet.load(man)
     rules = [iptables.load(str(f)) for f in sorted(out.glob("*/iptables-save.txt"))]
     d = diagnose(cs, pcaptools.correlate(cs), out / "inventory.json", iptables=rules)
@@ -75,9 +71,9 @@ def _from_client(paths, t: dict):
 
 
 def test_every_fault_is_recorded_in_truth_with_where_and_why(faulty):
-    truth, _, cni = faulty
+    truth, _, _ = faulty
     got = {f["fault"]: f for f in truth["faults"]}
-    assert set(got) == set(FAULTS[cni])
+    assert set(got) == set(FAULTS)
     for name, f in got.items():
         assert f["cause"] and f.get("why") or name == "capture-drop"
         if name != "capture-drop":
@@ -86,11 +82,9 @@ def test_every_fault_is_recorded_in_truth_with_where_and_why(faulty):
             assert {"direction", "last_seen", "first_missed", "node", "status"} <= set(f)
 
 
-@pytest.mark.parametrize("fault", [f for f in FAULTS["calico-vxlan"] if f != "capture-drop"])
+@pytest.mark.parametrize("fault", [f for f in FAULTS if f != "capture-drop"])
 def test_faulty_connection_is_located_to_the_truth_points_and_cause(faulty, fault):
-    truth, d, cni = faulty
-    if fault not in FAULTS[cni]:
-        pytest.skip(f"{fault} needs an overlay")
+    truth, d, _ = faulty
     f = next(x for x in truth["faults"] if x["fault"] == fault)
     row = _conn(d, f["client_tuple"])
     assert row["status"] == f["status"]
@@ -151,11 +145,11 @@ def test_the_timeline_shows_every_lost_syn_attempt_where_it_was_last_seen(faulty
 
 
 def test_why_json_of_the_faulty_run_follows_its_schema(faulty):
-    _, d, cni = faulty
+    _, d, _ = faulty
     doc = d.to_dict()
     jsonschema.validate(doc, json.loads(SCHEMA_PATH.read_text()))
     failed = [c for c in doc["connections"] if c["status"] != "ok"]
-    assert len(failed) == len(FAULTS[cni]) - 1
+    assert len(failed) == len(FAULTS) - 1
 
 
 def test_scenarios_are_healthy_and_blame_nothing(faulty):

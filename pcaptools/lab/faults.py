@@ -21,9 +21,10 @@ Faults (:data:`FAULTS`):
   the VPC segment (MTU 1500) drops it without ICMP, while small answers pass. vpc (native routing): jumbo
   frames (9001) on a client's and a backend's nodes and pods while the segment between carries 1500, only
   during that job: the handshake passes, the backend's full-size DF segments vanish on the segment, no ICMP.
-* ``mtu-icmp`` (calico-vxlan): the pod MTU of a client and a backend on two nodes set to 1500 above the
-  overlay's, only while that connection runs; the backend's node drops its large DF segments and answers
-  ICMP frag-needed, the backend retries smaller: the connection is degraded, not failed.
+* ``mtu-icmp``: the pod MTU of a client and a backend on two nodes set above the path's, only while that
+  connection runs (calico-vxlan: 1500 above the overlay's 1450; vpc: jumbo 9001 above the uplink's 1500); the
+  backend's node drops its large DF segments and answers ICMP frag-needed, the backend retries smaller: the
+  connection is degraded, not failed.
 * ``asymmetric-return``: policy routing sends one connection's replies via a third node. calico-vxlan: the
   client's node, with strict ``rp_filter`` on its uplink, drops them (their source is routed through the
   overlay). vpc: rp_filter cannot see it (the backend is routed out of the same uplink), so the stateful form:
@@ -101,8 +102,6 @@ def plan(topo: Topology, names: list[str] | tuple[str, ...], first_id: int, seed
         raise LabError(f"unknown fault {bad[0]!r}; expected one of {', '.join(FAULTS + SCENARIOS)}")
     if len(set(names)) != len(names):
         raise LabError(f"faults {list(names)}: each fault can be given once")
-    if "mtu-icmp" in names and topo.cni != "calico-vxlan":
-        raise LabError("fault mtu-icmp needs an overlay: use --cni calico-vxlan")
     if "hostnetwork-client" in names and "nodelocal-dns" in names:
         raise LabError("hostnetwork-client and nodelocal-dns cannot run together: with NodeLocal DNSCache every node has "
                        "two hostNetwork pods, and packets cannot tell which of them opened a connection")  # fmt: skip
@@ -196,14 +195,16 @@ def plan(topo: Topology, names: list[str] | tuple[str, ...], first_id: int, seed
             job = {**base, "client": far.key, "kind": "pod-direct-cross-node", "service": None, "dst": near.ip,
                    "port": 80, "size": 20_000}  # fmt: skip
             where = {"client": far.key, "client_ip": far.ip, "sport": sport}
+            # pods above the overlay's MTU (calico-vxlan), or with jumbo frames above the uplink's (vpc)
+            big, link = ("1500", "vxlan.calico") if topo.cni == "calico-vxlan" else ("9001", "eth0")
             up, down = [], []
             for pod in (far, near):
                 for ns, dev in ((topo.node(pod.node).ns, pod.host_if), (pod.ns, "eth0")):
-                    up.append((ns, ["ip", "link", "set", "dev", dev, "mtu", "1500"]))
+                    up.append((ns, ["ip", "link", "set", "dev", dev, "mtu", big]))
                     down.append((ns, ["ip", "link", "set", "dev", dev, "mtu", str(topo.mtu)]))
             t = {"cause": "mtu-blackhole", "direction": "reverse", "node": near.node, "status": "degraded",
-                 "last_seen": _point(near.node, near.host_if), "first_missed": _point(near.node, "vxlan.calico"),
-                 "why": f"pod MTU 1500 on {far.key} and {near.key} above the overlay's {topo.mtu}: {near.node} drops "
+                 "last_seen": _point(near.node, near.host_if), "first_missed": _point(near.node, link),
+                 "why": f"pod MTU {big} on {far.key} and {near.key} above {link}'s {topo.mtu}: {near.node} drops "
                         "the large DF segments and answers ICMP frag-needed; the backend retries smaller"}  # fmt: skip
             out.append(Fault(name, job, [], {**where, **t}, during=up, undo=down))
         elif name == "asymmetric-return":
