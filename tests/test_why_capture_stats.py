@@ -119,3 +119,31 @@ def test_a_gap_at_a_capture_whose_statistics_block_reports_drops_is_capture_loss
     assert all(f"isb_{k}" in ev for k in ("ifrecv", "ifdrop", "osdrop", "usrdeliv"))
     others = [x for x in doc["connections"] if x is not conn]
     assert all(x["status"] == "ok" and not x["losses"] for x in others)
+
+
+def test_a_segment_missing_at_its_last_point_that_its_receiver_acknowledged_is_capture_loss():
+    if not (CALICO / "truth.json").exists():
+        pytest.skip("no calico-vxlan sample")
+    from pcaptools.correlate.capture_set import CaptureSet
+    from pcaptools.k8s.diagnose import diagnose
+
+    truth = json.loads((CALICO / "truth.json").read_text())
+    c = next(c for c in truth["connections"] if c.get("ok") and c["kind"] == "egress")
+    last = c["path"]["forward"][-1]  # the server's own capture: nothing comes after it
+    t = last["tuple"]
+    frames, removed = [], 0
+    for e in json.loads((CALICO / "manifest.json").read_text())["captures"]:
+        df = pcaptools.read_packets(CALICO / e["file"])
+        if e["file"] == last["file"]:
+            mine = (df["src"].astype(str) == t["src"]) & (df["sport"] == t["sport"]) & (df["payload_len"] > 0)
+            first_data = df.index[mine][:1]
+            removed, df = len(first_data), df.drop(first_data)
+        frames.append((dict(e, file=str(CALICO / e["file"])), df))
+    assert removed == 1
+    dg = diagnose(CaptureSet.from_frames(frames), None, CALICO / "inventory.json")
+    conn = dg.connections[(dg.connections["client_port"] == c["client_tuple"]["sport"])
+                          & (dg.connections["client_addr"] == c["client_tuple"]["src"])].iloc[0]  # fmt: skip
+    assert conn["status"] == "ok"
+    (loss,) = dg.connection_record(int(conn["connection"]))["losses"]
+    assert (loss["cause"], loss["first_missed"], loss["packets"]) == ("capture-loss", f"{last['node']}:{last['interface']}", 1)
+    assert "acknowledgement beyond its last byte" in loss["evidence"]

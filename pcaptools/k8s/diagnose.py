@@ -45,8 +45,8 @@ large packets vanish at a tunnel while small ones pass, or an ICMP frag-needed /
 a service with no endpoints (empty EndpointSlice, ICMP unreachable / RST); DNAT to an address no pod
 has; the reply took another path or was not un-NATed; conntrack rejected it (SYN-ACK answered by RST, or a
 connection's first packets crossed a node and every later one stopped there: ctstate INVALID);
-the capture missed it (seen again after the gap, or the capture's own counters report drops where nothing
-else fits); none of these fits."""
+the capture missed it (seen again after the gap, acknowledged by its receiver, or the capture's own counters
+report drops where nothing else fits); none of these fits."""
 
 STATUSES = ("ok", "degraded", "failed")
 """Values of a connection's ``status``: no network loss; losses but every lost packet got through on a
@@ -57,6 +57,7 @@ LOSS_COLUMNS = ("connection", "direction", "last_seen", "first_missed", "node", 
 TIMELINE_COLUMNS = ("connection", "direction", "packet", "attempt", "point", "ts_corrected_ns", "reached")
 
 _ICMP_ERR = {1: (3, 11, 12), 58: (1, 2, 3, 4)}
+_MTU_FLOOR = 590  # frames up to 576 IP bytes (+ Ethernet) cross every IPv4 link: their loss is no MTU problem
 _FLAG_NAMES = ((0x04, "RST"), (0x02, "SYN"), (0x01, "FIN"), (0x08, "PSH"), (0x10, "ACK"))
 
 
@@ -273,15 +274,17 @@ def _transitions(h: pd.DataFrame) -> tuple[dict[tuple, str], dict[tuple[str, str
     return step, {(str(p), str(q)): int(w) for (p, q), w in mx.items()}
 
 
-def _seqs(capture_set, correlation) -> dict[int, int]:
-    """TCP sequence number of each journey (from its first sighting), to group retransmissions."""
-    if capture_set is None or correlation.row_journey is None or "tcp_seq" not in capture_set.packets.columns:
+def _seqs(capture_set, correlation) -> dict[int, tuple[int, int, int]]:
+    """TCP (sequence number, acknowledgement number, payload length) of each journey (from its first sighting): to
+    group retransmissions and to tell a segment its receiver acknowledged."""
+    cols = ("tcp_seq", "tcp_ack", "payload_len")
+    if capture_set is None or correlation.row_journey is None or any(c not in capture_set.packets.columns for c in cols):
         return {}
     rj = np.asarray(correlation.row_journey, np.int64)
     seq = capture_set.packets["tcp_seq"].to_numpy(np.int64)
     ok = (rj >= 0) & (seq >= 0)
-    s = pd.Series(seq[ok]).groupby(rj[ok]).first()
-    return dict(zip(s.index.tolist(), s.tolist(), strict=True))
+    first = pd.DataFrame({c: capture_set.packets[c].to_numpy(np.int64)[ok] for c in cols}).groupby(rj[ok]).first()
+    return {int(j): (int(a), int(b), int(n)) for j, a, b, n in first.itertuples(name=None)}
 
 
 def _spans(capture_set, correlation, hops: pd.DataFrame) -> dict[str, tuple[int, int]]:
@@ -393,7 +396,7 @@ class _Context:
     nat: pd.DataFrame
     next_point: dict[tuple, str]
     pair_max: dict[tuple[str, str], int]
-    seq: dict[int, int]
+    seq: dict[int, tuple[int, int, int]]  # journey -> TCP seq, ack, payload length
     drops: dict[str, tuple[int, str]]  # point -> (packets its capture reports dropped, the source of that count)
 
 
@@ -412,9 +415,11 @@ class _Journey:
     last_size: int
     tunnelled: bool
     seq: int
+    ack: int = -1
+    plen: int = -1
 
 
-def _journeys(g: pd.DataFrame, direction: str, seq: dict[int, int]) -> list[_Journey]:
+def _journeys(g: pd.DataFrame, direction: str, seq: dict[int, tuple[int, int, int]]) -> list[_Journey]:
     sub = g.loc[g["direction"].to_numpy() == direction]
     out = []
     for jid, s in sub.groupby("journey", sort=False):
@@ -422,7 +427,7 @@ def _journeys(g: pd.DataFrame, direction: str, seq: dict[int, int]) -> list[_Jou
                             s["ts_corrected_ns"].astype(np.int64).tolist(), str(s["dst"].iloc[-1]),
                             int(s["dport"].iloc[-1]), str(s["src"].iloc[-1]), int(s["tcp_flags"].iloc[0]),
                             int(s["wirelen"].iloc[0]), int(s["fingerprint"].iloc[0]), int(s["wirelen"].iloc[-1]),
-                            bool(pd.notna(s["tunnel"].iloc[-1])), seq.get(int(jid), -1)))  # fmt: skip
+                            bool(pd.notna(s["tunnel"].iloc[-1])), *seq.get(int(jid), (-1, -1, -1))))  # fmt: skip
     out.sort(key=lambda j: j.ts[0])
     return out
 
@@ -511,6 +516,16 @@ def _connection(ctx: _Context, r, g: pd.DataFrame) -> tuple[list[dict], list[dic
                 groups.setdefault(("loss", _raw(expected[k - 1]), _raw(q)), []).append(j)
                 lost_j.add(j.jid)
                 break
+        if int(r.proto) == 6:  # a segment its receiver acknowledged arrived: the capture missed it, not the network
+            acked = {j.jid for key, g in groups.items() if key[0] == "loss" for j in g if _acked(j, js, other, lost_j)}
+            for key in [k for k in groups if k[0] == "loss"]:
+                got = [j for j in groups[key] if j.jid in acked]
+                if got:
+                    groups[("acked", *key[1:])] = got
+                    groups[key] = [j for j in groups[key] if j.jid not in acked]
+                    if not groups[key]:
+                        del groups[key]
+            lost_j -= acked
         passed = [j for j in js if j.jid not in lost_j]
         for (kind, last, q), lost in groups.items():
             cause, conf, why = _cause(ctx, r, direction, kind, last, q, lost, passed, other)
@@ -522,6 +537,8 @@ def _connection(ctx: _Context, r, g: pd.DataFrame) -> tuple[list[dict], list[dic
                      f"lost between {_show(last)} and {_show(q)}")  # fmt: skip
             if kind == "gap":
                 where = f"missing at {_show(q)} but seen after it"
+            elif kind == "acked":
+                where = f"missing from {_show(q)} on, yet its receiver acknowledged it"
             dst = f" (to {endpoint(lost[0].dst, lost[0].dport)})" if lost[0].dst else ""
             evidence = f"{what}{dst} seen on {_show(last)} {n_att} time(s), never on {_show(q)} → {where}; {why}"
             losses.append({"connection": c, "direction": direction, "last_seen": last, "first_missed": q, "node": node,
@@ -570,6 +587,27 @@ def _answer_losses(ctx: _Context, r, c: int, fwd: list[_Journey], rev: list[_Jou
     return out
 
 
+def _acked(j: _Journey, js: list[_Journey], other: list[_Journey], lost: set[int]) -> bool:
+    """Whether the receiver of TCP segment ``j`` acknowledged it later (an ACK in ``other`` at or beyond its last
+    byte) while no other copy of its first byte was seen getting through before that ACK (a retransmission may
+    have carried it). A pure ACK carries no byte to acknowledge: never."""
+    n = _seglen(j)
+    if j.seq < 0 or j.flags < 0 or j.flags & 0x04 or n == 0:
+        return False
+    end = (j.seq + n) & 0xFFFFFFFF
+    k = next((k for k in other if k.ack >= 0 and k.flags >= 0 and k.flags & 0x10 and k.ts[0] > j.ts[-1]
+              and (k.ack - end) & 0xFFFFFFFF < 0x80000000), None)  # fmt: skip
+    if k is None:
+        return False
+    return not any(p.jid != j.jid and p.jid not in lost and p.ts[0] < k.ts[0] and p.seq >= 0 and _seglen(p) > 0
+                   and ((p.seq - j.seq) & 0xFFFFFFFF < n or (j.seq - p.seq) & 0xFFFFFFFF < _seglen(p)) for p in js)  # fmt: skip
+
+
+def _seglen(j: _Journey) -> int:
+    """Sequence space a TCP segment takes: its payload, plus one for SYN and for FIN."""
+    return max(j.plen, 0) + (1 if j.flags >= 0 and j.flags & 0x02 else 0) + (1 if j.flags >= 0 and j.flags & 0x01 else 0)
+
+
 def _what(js: list[_Journey]) -> str:
     names = list(dict.fromkeys(_flag_text(j.flags) or PROTO_NAMES.get(0, "packet") for j in js))
     names = [n for n in names if n] or ["packet"]
@@ -580,12 +618,13 @@ def _cause(ctx: _Context, r, direction: str, kind: str, last: str, q: str | None
            passed: list[_Journey], other: list[_Journey]) -> tuple[str, float, str]:
     """(cause, confidence, evidence) of one loss group."""
     c = int(r.connection)
-    if kind == "gap":
+    if kind in ("gap", "acked"):
+        went = ("the packet went on" if kind == "gap" else
+                "an acknowledgement beyond its last byte came back, with no copy of it seen passing: it arrived")  # fmt: skip
         n, how = ctx.drops.get(q or "", (0, ""))
         if n > 0:
-            return "capture-loss", 0.95, (f"the packet went on; the capture at {_show(q)} reports {n} packet(s) "
-                                          f"dropped ({how})")  # fmt: skip
-        return "capture-loss", 0.9, f"the packet went on: the capture at {_show(q)} missed it"
+            return "capture-loss", 0.95, f"{went}; the capture at {_show(q)} reports {n} packet(s) dropped ({how})"
+        return "capture-loss", 0.9 if kind == "gap" else 0.85, f"{went}: the capture at {_show(q)} missed it"
     ic = ctx.icmp.loc[ctx.icmp["connection"] == c] if len(ctx.icmp) else ctx.icmp
     frag = ic.loc[((ic["icmp_proto"] == 1) & (ic["icmp_type"] == 3) & (ic["icmp_code"] == 4)) |
                   ((ic["icmp_proto"] == 58) & (ic["icmp_type"] == 2))] if len(ic) else ic  # fmt: skip
@@ -624,7 +663,7 @@ def _cause(ctx: _Context, r, direction: str, kind: str, last: str, q: str | None
         sizes_ok = [ctx.pair_max[(last, q)]]  # other connections' packets that made this hop
     tunnel_edge = (any(ctx.roles.get(x, "") == "overlay" for x in (last, q) if x) or any(j.tunnelled for j in lost)
                    or _interface(last).startswith(("vxlan", "tunl", "genev", "flannel")))  # fmt: skip
-    if sizes_ok and min(sizes_lost) > max(sizes_ok):
+    if sizes_ok and min(sizes_lost) > max(max(sizes_ok), _MTU_FLOOR):
         conf = 0.8 if tunnel_edge else 0.6
         tun = " tunnelled" if tunnel_edge else ""
         return "mtu-blackhole", conf, (f"{len(lost)}{tun} packet(s) of {_span(sizes_lost)} bytes vanished where "
