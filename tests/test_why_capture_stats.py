@@ -1,13 +1,16 @@
 """pcapng Interface Statistics Blocks: the reader keeps their counters per interface, ``info`` shows them, and
-``why`` takes a capture's own drop count as capture-loss evidence (dumpcap's file, and a sample capture point
-rewritten as pcapng with one record removed and an ISB owning up to it)."""
+``why`` takes a capture's own drop count as capture-loss evidence (dumpcap's files, one written in a lab namespace
+here, and a sample capture point rewritten as pcapng with one record removed and an ISB owning up to it)."""
 
 from __future__ import annotations
 
 import json
 import os
 import shutil
+import signal
 import struct
+import sys
+import time
 from pathlib import Path
 
 import jsonschema
@@ -17,6 +20,7 @@ import pcaptools
 from pcaptools.cli import main
 from pcaptools.io import read_records
 from pcaptools.render.records import json_schema
+from tests.lab_support import REASON
 
 HERE = Path(__file__).resolve().parent
 DUMPCAP = HERE / "data" / "own" / "dumpcap.pcapng"
@@ -68,6 +72,57 @@ def test_dumpcap_statistics_block_counters_are_read_and_shown_by_info(capsys):
                                                          "osdrop": None, "usrdeliv": None, "dropped": 0}  # fmt: skip
     assert main(["info", str(DUMPCAP)]) == 0
     assert "statistics: ifrecv 34, ifdrop 0 (0 dropped)" in capsys.readouterr().out
+
+
+def _wait(ready, what: str, limit: float = 20.0) -> None:
+    """Poll ``ready()`` until it holds (a readiness wait, not a fixed sleep); fail after ``limit`` seconds."""
+    deadline = time.monotonic() + limit
+    while not ready():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+@pytest.mark.lab
+def test_dumpcap_in_a_lab_namespace_writes_statistics_the_reader_keeps(tmp_path, capsys):
+    if REASON or shutil.which("dumpcap") is None:
+        pytest.skip(REASON or "dumpcap is not installed")
+    from pcaptools.lab import netns, registry
+
+    run = registry.open_run("ptisb")
+    a, b = f"{run.ns_prefix}a", f"{run.ns_prefix}b"
+    run.add_namespaces([a, b])
+    out, proc, err = tmp_path / "va.pcapng", None, tmp_path / "dumpcap.err"
+    try:
+        for ns in (a, b):
+            netns.create(ns)
+        netns.run(["ip", "link", "add", "va", "netns", a, "type", "veth", "peer", "name", "vb", "netns", b])
+        netns.ip_batch(a, ["addr add 198.51.100.1/24 dev va", "link set va up"])
+        netns.ip_batch(b, ["addr add 198.51.100.2/24 dev vb", "link set vb up"])
+        with err.open("w") as fh:
+            proc = netns.spawn(["dumpcap", "-q", "-i", "va", "-w", str(out)], ns=a, stderr=fh, die_sig=signal.SIGTERM)
+        run.add_pid(proc.pid, "dumpcap va")
+        _wait(lambda: "Capturing on" in err.read_text(), "dumpcap to start")
+        send = "import socket; s = socket.socket(2, 2)\nfor i in range(20): s.sendto(b'x' * 100 + b'%d' % i, ('198.51.100.2', 9))"
+        netns.run([sys.executable, "-c", send + "\ns.sendto(b'ptisb-end', ('198.51.100.2', 9))"], ns=a)
+        _wait(lambda: out.exists() and b"ptisb-end" in out.read_bytes(), "the last datagram in the file")
+        proc.send_signal(signal.SIGINT)  # dumpcap writes its Interface Statistics Block as it closes the file
+        proc.wait(timeout=20)
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for ns in (a, b):
+            netns.delete(ns)
+        run.close()
+    batch = read_records(out)
+    st = batch.interfaces[0].stats
+    assert batch.interfaces[0].name == "va" and st is not None
+    assert st.ifrecv is not None and st.ifrecv >= len(batch) >= 21 and st.ifdrop == 0 and st.dropped() == 0
+    assert batch.skipped.get("interface_statistics_block", 0) >= 1
+    assert main(["info", str(out), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    jsonschema.Draft202012Validator(json_schema("info")).validate(doc)
+    assert doc["files"][0]["interfaces"][0]["stats"]["ifrecv"] == st.ifrecv
 
 
 def test_an_interface_without_a_statistics_block_has_no_stats(capsys):
