@@ -152,6 +152,14 @@ def _inferred(cs) -> None:
 _INPUTS = "Capture files, directories of them (NODE/IFACE.pcap, NODE.pcap + NODE.links.json) or a manifest.json / directory holding one."
 _LINKS = "`ip -j link` output of a node for its -i any capture: NODE.links.json or NODE=FILE (repeatable; default: beside the capture)."
 
+# the options `paths` and `why` share, defined once: both commands load, correlate and name captures the same way
+_PATHS_INVENTORY = typer.Option(None, "--inventory", metavar="FILE", help="kubectl get nodes,pods,services,endpointslices -A -o json output (default: the manifest's inventory, else inventory.json beside the inputs).")
+_PATHS_POINT = typer.Option([], "--point", metavar="NODE:IFACE=FILE", help="Capture point (repeatable; wins over inference).")
+_PATHS_LINKS = typer.Option([], "--links", metavar="FILE", help=_LINKS)
+_PATHS_IPTABLES = typer.Option([], "--iptables", metavar="NODE=FILE", help="iptables-save output of a node; names the kube-proxy chains behind each translation (repeatable).")
+_PATHS_WINDOW = typer.Option(2000.0, "--window-ms", metavar="MS", callback=_positive("milliseconds"), help=_WINDOW_HELP)
+_PATHS_ALLOW_OUTSIDE = typer.Option(False, "--allow-outside", help="Let a manifest name files outside its own directory (only for manifests you trust).")
+
 
 # Commands are registered below, one block per command, each calling one library function.
 # --- commands ---
@@ -200,14 +208,15 @@ def compare_cmd(
 @app.command("paths")
 def paths_cmd(
     sources: list[str] = typer.Argument(None, metavar="INPUT", help=_INPUTS),  # noqa: B008
-    inventory: str = typer.Option(None, "--inventory", metavar="FILE", help="kubectl get nodes,pods,services,endpointslices -A -o json output (default: the manifest's inventory, else inventory.json beside the inputs)."),
-    point: list[str] = typer.Option([], "--point", metavar="NODE:IFACE=FILE", help="Capture point (repeatable; wins over inference)."),  # noqa: B008
-    links: list[str] = typer.Option([], "--links", metavar="FILE", help=_LINKS),  # noqa: B008
+    inventory: str = _PATHS_INVENTORY,
+    point: list[str] = _PATHS_POINT,
+    links: list[str] = _PATHS_LINKS,
+    iptables: list[str] = _PATHS_IPTABLES,
     as_json: bool = typer.Option(False, "--json", help="Print the paths as JSON: one object per connection, NAT steps and hops as objects."),
     out: str = typer.Option(None, "-o", "--output", metavar="FILE", callback=_output(".parquet", ".csv", example="paths.parquet"), help="Write the path table to FILE.csv or FILE.parquet."),
     brief: bool = typer.Option(False, "--brief", help="Only the summary, no per-connection route."),
-    window_ms: float = typer.Option(2000.0, "--window-ms", metavar="MS", callback=_positive("milliseconds"), help=_WINDOW_HELP),
-    allow_outside: bool = typer.Option(False, "--allow-outside", help="Let a manifest name files outside its own directory (only for manifests you trust)."),
+    window_ms: float = _PATHS_WINDOW,
+    allow_outside: bool = _PATHS_ALLOW_OUTSIDE,
 ) -> None:
     """Pod and service paths per connection: client, service, NAT steps and the nodes that applied them, tunnels, backend.
 
@@ -216,12 +225,18 @@ def paths_cmd(
     Example: pcaptools paths captures/ --inventory inventory.json -o paths.parquet --json
 
     Example: pcaptools paths node-a.pcap node-b-any.pcapng --links node-b.links.json
+
+    Example: pcaptools paths captures/ --iptables node-1=node-1/iptables-save.txt
     """
+    from pcaptools.k8s.iptables import explain
+    from pcaptools.k8s.iptables import load as load_iptables
     from pcaptools.k8s.paths import load_paths
 
+    rules = [load_iptables(spec) for spec in iptables]  # a bad file fails before the captures are read
     with _busy([*(sources or []), *(q.rpartition("=")[2] for q in point)], "correlating"):
         ps = load_paths(sources or [], points=point, links=links, inventory=inventory, allow_outside=allow_outside, window_ns=int(window_ms * 1e6))
     _inferred(ps.captures)
+    nat_rules = explain(ps.nat, rules) if rules else None
     if out:
         _write_table(ps.paths, out)
     if as_json:
@@ -229,12 +244,12 @@ def paths_cmd(
         from pcaptools.render.records import paths_document
 
         d = diagnose(ps.captures, ps.correlation, ps.inventory, capture_drops=manifest_drops(sources or []))
-        _print_json(paths_document(ps.paths, ps.nat, ps.correlation.hops, diagnosis=d))
+        _print_json(paths_document(ps.paths, ps.nat, ps.correlation.hops, diagnosis=d, nat_rules=nat_rules))
         return
     from pcaptools.render.terminal import fmt_int, print_paths, safe
 
     con = _console()
-    print_paths(ps, con, brief=brief)
+    print_paths(ps, con, brief=brief, nat_rules=nat_rules)
     if out:
         con.print(f"{fmt_int(len(ps.paths))} paths written to {safe(out)}")
 
@@ -496,7 +511,7 @@ def lab_run_cmd(
                                "the run adds a unique id, so concurrent runs never collide."),
     ip_family: str = typer.Option("ipv4", "--ip-family", callback=_one_of("ipv4", "ipv6", "dual"), help="Address family of pods, services and connections: ipv4, ipv6 (ULA addresses chosen per run) or dual (every connection over both)."),
     underlay: str = typer.Option(None, "--underlay", callback=_one_of("ipv4", "ipv6"), help="Family of the VXLAN packets between nodes (calico-vxlan): ipv4 or ipv6; default: the first of --ip-family."),
-    fault: list[str] = typer.Option([], "--fault", metavar="FAULT", help="Inject a fault on its own connection, recorded in truth.json (repeatable): policy-drop, no-endpoints, stale-endpoint, mtu-blackhole, mtu-icmp, asymmetric-return, capture-drop."),  # noqa: B008
+    fault: list[str] = typer.Option([], "--fault", metavar="FAULT", help="Inject a fault on its own connection, recorded in truth.json (repeatable): policy-drop, no-endpoints, stale-endpoint, mtu-blackhole, mtu-icmp, asymmetric-return, conntrack-invalid, capture-drop; or add a scenario: hairpin, port-reuse, hostnetwork, hostnetwork-client, nodelocal-dns."),  # noqa: B008
 ) -> None:
     """Build a cluster in network namespaces, drive traffic, capture it, write manifest/inventory/truth.
 
@@ -670,14 +685,14 @@ def warmup_cmd() -> None:
 @app.command("why")
 def why_cmd(
     sources: list[str] = typer.Argument(None, metavar="INPUT", help=_INPUTS),  # noqa: B008
-    inventory: str = typer.Option(None, "--inventory", metavar="FILE", help="kubectl get nodes,pods,services,endpointslices -A -o json output (default: the manifest's inventory, else inventory.json beside the inputs)."),
-    point: list[str] = typer.Option([], "--point", metavar="NODE:IFACE=FILE", help="Capture point (repeatable; wins over inference)."),  # noqa: B008
-    links: list[str] = typer.Option([], "--links", metavar="FILE", help=_LINKS),  # noqa: B008
-    iptables: list[str] = typer.Option([], "--iptables", metavar="NODE=FILE", help="iptables-save output of a node; names the kube-proxy chains behind each translation (repeatable)."),  # noqa: B008
+    inventory: str = _PATHS_INVENTORY,
+    point: list[str] = _PATHS_POINT,
+    links: list[str] = _PATHS_LINKS,
+    iptables: list[str] = _PATHS_IPTABLES,
     as_json: bool = typer.Option(False, "--json", help="Print the diagnosis as JSON (schema: pcaptools/schemas/why.schema.json)."),
     all_connections: bool = typer.Option(False, "--all", help="Also list connections with no loss."),
-    window_ms: float = typer.Option(2000.0, "--window-ms", metavar="MS", callback=_positive("milliseconds"), help=_WINDOW_HELP),
-    allow_outside: bool = typer.Option(False, "--allow-outside", help="Let a manifest name files outside its own directory (only for manifests you trust)."),
+    window_ms: float = _PATHS_WINDOW,
+    allow_outside: bool = _PATHS_ALLOW_OUTSIDE,
 ) -> None:
     """Where did the packets of each connection stop, per direction, and why: cause, confidence, evidence, retries.
 

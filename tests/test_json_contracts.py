@@ -42,7 +42,7 @@ def _no_minus_one(obj, where="") -> None:
         assert obj != -1 or isinstance(obj, bool), where
 
 
-@pytest.mark.parametrize("command", ["info", "flows", "correlate", "compare", "paths"])
+@pytest.mark.parametrize("command", ["info", "flows", "correlate", "compare", "paths", "why"])
 def test_every_schema_is_a_valid_draft_2020_12_schema(command):
     schema = json_schema(command)
     jsonschema.Draft202012Validator.check_schema(schema)
@@ -103,3 +103,19 @@ def test_paths_json_validates_with_nat_steps_hops_and_flow_fields(capsys):
             assert p["retransmissions"] >= 0
     kinds = {s["kind"] for p in paths for s in p["nat"]}
     assert "clusterip" in kinds
+
+
+def test_paths_json_with_iptables_validates_with_rules_on_each_nat_step(capsys, tmp_path):
+    from pcaptools.lab import kubeproxy, topology
+
+    topo = topology.plan("calico-vxlan")  # the rules the lab installed when it made the sample
+    args = []
+    for n in topo.nodes:
+        f = tmp_path / f"{n.name}.txt"
+        f.write_text(kubeproxy.node_rules(topo, n))
+        args += ["--iptables", f"{n.name}={f}"]
+    doc = _valid(_json(capsys, "paths", str(CALICO), *args), "paths")
+    steps = [s for p in doc["paths"] for s in p["nat"]]
+    assert any(s["rules"] is not None and s["rules"]["chains"] for s in steps)
+    assert all(s["rules"] is None for p in doc["paths"] for s in p["nat_reply"])
+    _no_minus_one(doc)

@@ -59,20 +59,46 @@ def test_a_dnat_whose_frontend_rule_is_missing_is_flagged(sample):
     assert all("no rule of" in p for p in bad["problem"])
 
 
-def test_why_iptables_adds_nat_chains_to_json_and_rejects_a_non_iptables_file(sample, tmp_path, capsys):
-    _, rules, _, _ = sample
+def _rule_args(rules: dict[str, str], tmp_path) -> list[str]:
+    """``--iptables NODE=FILE`` for each node's rules, written to files under ``tmp_path``."""
     args = []
     for node, text in rules.items():
         f = tmp_path / f"{node}.txt"
         f.write_text(text)
         args += ["--iptables", f"{node}={f}"]
+    return args
+
+
+def test_why_iptables_adds_nat_chains_to_json(sample, tmp_path):
+    _, rules, _, _ = sample
+    args = _rule_args(rules, tmp_path)
     res = CliRunner().invoke(app, ["why", str(SAMPLE), "--json", *args])
     assert res.exit_code == 0, res.output
     doc = json.loads(res.output)
     nats = [x for c in doc["connections"] for x in c["nat"]]
     assert nats and all(x["explained"] and x["chains"] for x in nats)
+
+
+@pytest.mark.parametrize("command", ["why", "paths"])
+def test_a_file_that_is_not_iptables_save_output_is_one_line_and_exit_2(command, tmp_path, capsys):
     bad = tmp_path / "bad.txt"
     bad.write_text("Chain INPUT (policy ACCEPT)\n")
-    assert main(["why", str(SAMPLE), "--iptables", f"node-1={bad}"]) == 2
+    assert main([command, str(SAMPLE), "--iptables", f"node-1={bad}"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("pcaptools: ") and "iptables-save" in err[0]
+
+
+def test_paths_iptables_puts_the_chains_on_each_nat_step_a_node_made(sample, tmp_path):
+    _, rules, _, _ = sample
+    args = _rule_args(rules, tmp_path)
+    res = CliRunner().invoke(app, ["paths", str(SAMPLE), "--json", *args])
+    assert res.exit_code == 0, res.output
+    steps = [s for p in json.loads(res.output)["paths"] for s in p["nat"]]
+    on_nodes = [s for s in steps if s["node"] in rules]
+    assert on_nodes and all(s["rules"]["explained"] and s["rules"]["problem"] is None for s in on_nodes)
+    assert all(s["rules"] is None for s in steps if s["node"] not in rules)  # the load balancer's: no rules given
+    for s in on_nodes:
+        want = ("KUBE-SERVICES", "KUBE-NODEPORTS") if s["op"] == "DNAT" else ("KUBE-MARK-MASQ", "cali-nat-outgoing")
+        assert s["rules"]["chains"][0] in want
+    text = CliRunner().invoke(app, ["paths", str(SAMPLE), *args]).output
+    assert "rules: KUBE-SERVICES → KUBE-SVC-" in text

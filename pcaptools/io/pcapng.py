@@ -8,7 +8,7 @@ Every block is ``type u32 | total_length u32 | body | total_length u32`` in its 
 * obsolete Packet Block (2): ``iface u16 | drops u16 | ts_hi | ts_lo | caplen | origlen | data | options``
 
 The walk (numba) handles packet blocks and counts the blocks pcaptools skips; it returns to Python
-at every Section Header and Interface Description Block (rare) and at damage.
+at every Section Header, Interface Description and Interface Statistics Block (rare) and at damage.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from pcaptools.io.records import Interface
+from pcaptools.io.records import Interface, InterfaceStats
 
 SHB, IDB, PB, SPB, NRB, ISB, EPB, JOURNAL, DSB = 0x0A0D0D0A, 1, 2, 3, 4, 5, 6, 9, 10
 CUSTOM_BLOCKS = (0x00000BAD, 0x40000BAD)
@@ -40,7 +40,7 @@ SKIP_REASONS = (
 DAMAGE = frozenset({"packet_for_unknown_interface", "caplen_absurd", "packet_exceeds_block"})
 
 # kernel exit codes
-END, FULL, SHORT, AT_SHB, AT_IDB, BAD_LENGTH, BAD_TRAILER, AT_DAMAGE = range(8)
+END, FULL, SHORT, AT_SHB, AT_IDB, BAD_LENGTH, BAD_TRAILER, AT_DAMAGE, AT_ISB = range(9)
 
 # state vector shared with the kernel
 ST_SWAP, ST_IF_BASE, ST_IF_COUNT, ST_RECORD, ST_N = 0, 1, 2, 3, 4
@@ -173,7 +173,7 @@ def walk(
         elif btype == NRB:
             counters[0] += 1
         elif btype == ISB:
-            counters[1] += 1
+            return n, pos, AT_ISB
         elif btype == DSB:
             counters[2] += 1
         elif btype == 0x00000BAD or btype == 0x40000BAD:
@@ -226,6 +226,18 @@ def parse_idb(block: bytes, order: str, *, iface_id: int, section: int) -> tuple
         section=section,
     )
     return iface, tsresol, tsoffset
+
+
+ISB_COUNTERS = {4: "ifrecv", 5: "ifdrop", 6: "filteraccept", 7: "osdrop", 8: "usrdeliv"}
+"""Interface Statistics Block option code -> :class:`InterfaceStats` field (u64 counters)."""
+
+
+def parse_isb(block: bytes, order: str) -> tuple[int, InterfaceStats]:
+    """(interface id within the section, counters) of an Interface Statistics Block; a counter whose option is
+    not 8 bytes long is left None."""
+    opts = _options(block[20:-4], order)
+    vals = {name: int.from_bytes(opts[code], order) for code, name in ISB_COUNTERS.items() if len(opts.get(code, b"")) == 8}
+    return int.from_bytes(block[8:12], order), InterfaceStats(**vals)
 
 
 _I64_MAX = (1 << 63) - 1

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Literal
 
 import numpy as np
@@ -287,6 +288,8 @@ class _PcapngWalker(_Walker):
                     new = self._section(buf, pos, base, end, at_eof)
                 elif code == pcapng.AT_IDB:
                     new = self._interface(buf, pos, base)
+                elif code == pcapng.AT_ISB:
+                    new = self._statistics(buf, pos)
                 elif code == pcapng.AT_DAMAGE:
                     self._damage(buf, pos, base)  # raises
                     new = -1
@@ -361,6 +364,18 @@ class _PcapngWalker(_Walker):
         self.tsresol.append(tsresol)
         self.tsoffset.append(tsoffset)
         self.st[pcapng.ST_IF_COUNT] += 1
+        return pos + blen
+
+    def _statistics(self, buf: np.ndarray, pos: int) -> int:
+        """An Interface Statistics Block (still counted as a skipped block): its counters go to its interface."""
+        order = self._order()
+        blen = int.from_bytes(buf[pos + 4 : pos + 8].tobytes(), order)
+        self.skipped["interface_statistics_block"] += 1
+        if blen >= 24:
+            local, stats = pcapng.parse_isb(buf[pos : pos + blen].tobytes(), order)
+            if local < self.st[pcapng.ST_IF_COUNT]:
+                k = int(self.st[pcapng.ST_IF_BASE]) + local
+                self.interfaces[k] = replace(self.interfaces[k], stats=stats)
         return pos + blen
 
     def _block_desc(self, buf: np.ndarray, pos: int) -> tuple[int, int]:

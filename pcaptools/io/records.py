@@ -12,6 +12,30 @@ import numpy as np
 
 
 @dataclass(frozen=True)
+class InterfaceStats:
+    """Counters of a pcapng Interface Statistics Block (the last one for its interface): None where absent.
+
+    ``ifrecv`` packets the interface received, ``ifdrop`` dropped by the interface for lack of resources,
+    ``filteraccept`` accepted by the capture filter, ``osdrop`` dropped by the OS (capture buffer full),
+    ``usrdeliv`` delivered to the capturing program; all since the capture started.
+    """
+
+    ifrecv: int | None = None
+    ifdrop: int | None = None
+    filteraccept: int | None = None
+    osdrop: int | None = None
+    usrdeliv: int | None = None
+
+    def dropped(self) -> int | None:
+        """Packets the capture reports lost (interface + OS drops; else accepted minus delivered), None if it says nothing."""
+        if self.ifdrop is not None or self.osdrop is not None:
+            return (self.ifdrop or 0) + (self.osdrop or 0)
+        if self.filteraccept is not None and self.usrdeliv is not None:
+            return max(self.filteraccept - self.usrdeliv, 0)
+        return None
+
+
+@dataclass(frozen=True)
 class Interface:
     """One capture interface (a pcapng IDB; classic pcap has exactly one).
 
@@ -28,6 +52,7 @@ class Interface:
     tsresol_ns: float = 1000.0  # nanoseconds per timestamp unit as written in the file
     tsoffset_s: int = 0
     section: int = 0
+    stats: InterfaceStats | None = None  # pcapng Interface Statistics Block counters, when the file has one
 
 
 @dataclass

@@ -13,6 +13,7 @@ import numpy as np
 
 from pcaptools.io.linktypes import linktype_name
 from pcaptools.io.reader import iter_records
+from pcaptools.io.records import InterfaceStats
 from pcaptools.io.sniff import open_capture
 
 
@@ -26,7 +27,9 @@ def summarize(
     Keys (a stable contract, see ``pcaptools info --json``): ``path``, ``format``, ``compression``,
     ``file_bytes``, ``records``, ``records_total``, ``skipped``, ``link_types``, ``interfaces``,
     ``first_ts_ns``, ``last_ts_ns``, ``duration_ns``, ``captured_bytes``, ``wire_bytes``,
-    ``stopped_at``, ``notes``. ``compression`` is "gzip", "xz", "zstd" or None; ``stopped_at`` has a
+    ``stopped_at``, ``notes``; each interface has ``stats``: its pcapng Interface Statistics Block counters
+(``ifrecv``, ``ifdrop``, ``filteraccept``, ``osdrop``, ``usrdeliv``, None where absent, and ``dropped``) or None
+without one. ``compression`` is "gzip", "xz", "zstd" or None; ``stopped_at`` has a
     ``compressed_offset`` when compressed data ended on damage. Timestamps are the earliest and latest in the file (None if no
     record has one).
     """
@@ -81,6 +84,7 @@ def summarize(
                 "tsresol_ns": i.tsresol_ns,
                 "tsoffset_s": i.tsoffset_s,
                 "records": per_iface.get(i.id, 0),
+                "stats": _stats(i.stats),
             }
             for i in interfaces
         ],
@@ -92,3 +96,11 @@ def summarize(
         "stopped_at": None if batch is None else batch.stopped_at,
         "notes": [] if batch is None else batch.notes,
     }
+
+
+def _stats(st: InterfaceStats | None) -> dict | None:
+    """The ISB counters of an interface as a JSON-ready dict, with the drops they add up to."""
+    if st is None:
+        return None
+    return {"ifrecv": st.ifrecv, "ifdrop": st.ifdrop, "filteraccept": st.filteraccept, "osdrop": st.osdrop,
+            "usrdeliv": st.usrdeliv, "dropped": st.dropped()}

@@ -21,12 +21,14 @@ are matched on their quoted 5-tuple, so an error quoting a tuple no capture saw 
 from __future__ import annotations
 
 import json
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from pcaptools.errors import PcapError
 from pcaptools.fmt import PROTO_NAMES, endpoint
 from pcaptools.k8s.inventory import Inventory
 from pcaptools.k8s.paths import as_inventory, paths_detail
@@ -41,8 +43,10 @@ CAUSES = ("policy-drop", "mtu-blackhole", "no-endpoints", "stale-endpoint", "asy
 """Values of a loss's ``cause``: a filter dropped it inside a node (reached the node, not the pod, no ICMP);
 large packets vanish at a tunnel while small ones pass, or an ICMP frag-needed / packet-too-big was seen;
 a service with no endpoints (empty EndpointSlice, ICMP unreachable / RST); DNAT to an address no pod
-has; the reply took another path or was not un-NATed; conntrack rejected it (SYN-ACK answered by RST);
-the capture missed it (seen again after the gap); none of these fits."""
+has; the reply took another path or was not un-NATed; conntrack rejected it (SYN-ACK answered by RST, or a
+connection's first packets crossed a node and every later one stopped there: ctstate INVALID);
+the capture missed it (seen again after the gap, acknowledged by its receiver, or the capture's own counters
+report drops where nothing else fits); none of these fits."""
 
 STATUSES = ("ok", "degraded", "failed")
 """Values of a connection's ``status``: no network loss; losses but every lost packet got through on a
@@ -53,6 +57,7 @@ LOSS_COLUMNS = ("connection", "direction", "last_seen", "first_missed", "node", 
 TIMELINE_COLUMNS = ("connection", "direction", "packet", "attempt", "point", "ts_corrected_ns", "reached")
 
 _ICMP_ERR = {1: (3, 11, 12), 58: (1, 2, 3, 4)}
+_MTU_FLOOR = 590  # frames up to 576 IP bytes (+ Ethernet) cross every IPv4 link: their loss is no MTU problem
 _FLAG_NAMES = ((0x04, "RST"), (0x02, "SYN"), (0x01, "FIN"), (0x08, "PSH"), (0x10, "ACK"))
 
 
@@ -143,6 +148,39 @@ def manifest_drops(inputs) -> dict[str, int]:
     return out
 
 
+def pcapng_drops(capture_set) -> dict[str, tuple[int, str]]:
+    """Point ``NODE:IFACE`` -> (packets its capture reports dropped, the counters as text), from the pcapng Interface
+    Statistics Blocks of the capture set's files (interface + OS drops); points of classic pcap files or of
+    interfaces without such a block are left out. A point split out of a ``-i any`` capture gets its file's counts."""
+    from pcaptools.io import iter_records
+    from pcaptools.io.sniff import open_capture
+
+    if capture_set is None:
+        return {}
+    stats: dict[str, list] = {}
+    for f in dict.fromkeys(p.file for p in capture_set.points if p.file):
+        try:
+            if open_capture(f).format != "pcapng":
+                continue
+            tail = deque(iter_records(f), maxlen=1)  # the interfaces (and their ISBs) as of the file's end
+        except (OSError, PcapError):
+            continue  # whoever decoded the file reported its damage
+        stats[f] = list(tail[0].interfaces) if tail else []
+    out: dict[str, tuple[int, str]] = {}
+    for p in capture_set.points:
+        ifs = stats.get(p.file, [])
+        mine = [i for i in ifs if i.id == p.pcapng_interface] if p.pcapng_interface >= 0 else ifs
+        mine = [i for i in mine if i.stats is not None and i.stats.dropped() is not None]
+        if not mine:
+            continue
+        n = sum(i.stats.dropped() for i in mine)
+        counters = "; ".join(", ".join(f"isb_{k} {getattr(i.stats, k)}" for k in ("ifrecv", "ifdrop", "filteraccept",
+                                                                                   "osdrop", "usrdeliv")
+                                       if getattr(i.stats, k) is not None) for i in mine)  # fmt: skip
+        out[p.name] = (n, f"pcapng statistics of {Path(p.file).name}: {counters}")
+    return out
+
+
 def _text(v) -> str | None:
     return v if isinstance(v, str) else None
 
@@ -218,8 +256,9 @@ def _homes(capture_set, hops: pd.DataFrame, inv: Inventory | None) -> dict[str, 
 
 def _transitions(h: pd.DataFrame) -> tuple[dict[tuple, str], dict[tuple[str, str], int]]:
     """From every journey: the most common next point after (point, destination address) and after (point,
-    destination, tunnelled there), and the largest frame seen at a point whose packet made it to the next one,
-    per (point, next point)."""
+    destination, tunnelled there), the most common point before a point for a destination (key ``("from", point,
+    destination)``), and the largest frame seen at a point whose packet made it to the next one, per (point, next
+    point)."""
     if len(h) < 2:
         return {}, {}
     j = h["journey"].to_numpy(np.int64)
@@ -233,19 +272,24 @@ def _transitions(h: pd.DataFrame) -> tuple[dict[tuple, str], dict[tuple[str, str
         top = df.groupby([*key, "q"]).size().reset_index(name="n").sort_values("n", ascending=False)
         top = top.drop_duplicates(key)
         step.update({tuple(r[:-1]): r[-1] for r in top.loc[:, [*key, "q"]].itertuples(index=False, name=None)})
+    top = df.groupby(["q", "d", "p"]).size().reset_index(name="n").sort_values("n", ascending=False)
+    step.update({("from", q, d): p for q, d, p in top.drop_duplicates(["q", "d"]).loc[:, ["q", "d", "p"]]
+                 .itertuples(index=False, name=None)})  # fmt: skip
     mx = df.groupby(["p", "q"])["w"].max()
     return step, {(str(p), str(q)): int(w) for (p, q), w in mx.items()}
 
 
-def _seqs(capture_set, correlation) -> dict[int, int]:
-    """TCP sequence number of each journey (from its first sighting), to group retransmissions."""
-    if capture_set is None or correlation.row_journey is None or "tcp_seq" not in capture_set.packets.columns:
+def _seqs(capture_set, correlation) -> dict[int, tuple[int, int, int]]:
+    """TCP (sequence number, acknowledgement number, payload length) of each journey (from its first sighting): to
+    group retransmissions and to tell a segment its receiver acknowledged."""
+    cols = ("tcp_seq", "tcp_ack", "payload_len")
+    if capture_set is None or correlation.row_journey is None or any(c not in capture_set.packets.columns for c in cols):
         return {}
     rj = np.asarray(correlation.row_journey, np.int64)
     seq = capture_set.packets["tcp_seq"].to_numpy(np.int64)
     ok = (rj >= 0) & (seq >= 0)
-    s = pd.Series(seq[ok]).groupby(rj[ok]).first()
-    return dict(zip(s.index.tolist(), s.tolist(), strict=True))
+    first = pd.DataFrame({c: capture_set.packets[c].to_numpy(np.int64)[ok] for c in cols}).groupby(rj[ok]).first()
+    return {int(j): (int(a), int(b), int(n)) for j, a, b, n in first.itertuples(name=None)}
 
 
 def _spans(capture_set, correlation, hops: pd.DataFrame) -> dict[str, tuple[int, int]]:
@@ -276,7 +320,8 @@ def diagnose(capture_set=None, correlation=None, inventory: Inventory | str | di
     """Per connection: status, where its packets were last seen and first missed per direction, the likely cause.
 
     ``capture_drops`` (point -> packets the capture itself reports dropped, e.g. the manifest's tcpdump counts)
-    strengthens a capture-loss. Example::
+    and the pcapng Interface Statistics Blocks of the capture files (:func:`pcapng_drops`) are capture-loss
+    evidence: they strengthen a gap seen at a later point, and name a loss nothing else explains. Example::
 
         cs = pcaptools.CaptureSet.load("captures/")
         d = diagnose(cs, pcaptools.correlate(cs), "captures/inventory.json")
@@ -295,7 +340,7 @@ def diagnose(capture_set=None, correlation=None, inventory: Inventory | str | di
     roles = {pt.name: pt.role for pt in capture_set.points} if capture_set is not None else {}
     next_point, pair_max = _transitions(h)
     ctx = _Context(inv, homes, spans, roles, icmp, det.nat, next_point, pair_max, _seqs(capture_set, corr),
-                   dict(capture_drops or {}))
+                   _drops(capture_set, capture_drops))
     conn_rows, loss_rows, tl_rows = [], [], []
     groups = {c: g for c, g in h.groupby("connection", sort=True)} if len(h) else {}
     for r in p.itertuples(index=False):
@@ -328,6 +373,15 @@ def diagnose(capture_set=None, correlation=None, inventory: Inventory | str | di
     return Diagnosis(connections=conns, losses=losses, timeline=timeline, paths=p, notes=notes, nat_rules=nat_rules)
 
 
+def _drops(capture_set, manifest: dict[str, int] | None) -> dict[str, tuple[int, str]]:
+    """Point -> (packets dropped, what says so): the capture files' own statistics, else the manifest's counts."""
+    out = {pt: (n, "tcpdump's count in the manifest") for pt, n in (manifest or {}).items() if n > 0}
+    for pt, (n, how) in pcapng_drops(capture_set).items():
+        if n > 0 or pt not in out:
+            out[pt] = (n, how)
+    return out
+
+
 def _server_name(inv: Inventory | None, r) -> str:
     if isinstance(r.service, str):
         return r.service
@@ -347,8 +401,8 @@ class _Context:
     nat: pd.DataFrame
     next_point: dict[tuple, str]
     pair_max: dict[tuple[str, str], int]
-    seq: dict[int, int]
-    drops: dict[str, int]
+    seq: dict[int, tuple[int, int, int]]  # journey -> TCP seq, ack, payload length
+    drops: dict[str, tuple[int, str]]  # point -> (packets its capture reports dropped, the source of that count)
 
 
 @dataclass
@@ -366,9 +420,11 @@ class _Journey:
     last_size: int
     tunnelled: bool
     seq: int
+    ack: int = -1
+    plen: int = -1
 
 
-def _journeys(g: pd.DataFrame, direction: str, seq: dict[int, int]) -> list[_Journey]:
+def _journeys(g: pd.DataFrame, direction: str, seq: dict[int, tuple[int, int, int]]) -> list[_Journey]:
     sub = g.loc[g["direction"].to_numpy() == direction]
     out = []
     for jid, s in sub.groupby("journey", sort=False):
@@ -376,7 +432,7 @@ def _journeys(g: pd.DataFrame, direction: str, seq: dict[int, int]) -> list[_Jou
                             s["ts_corrected_ns"].astype(np.int64).tolist(), str(s["dst"].iloc[-1]),
                             int(s["dport"].iloc[-1]), str(s["src"].iloc[-1]), int(s["tcp_flags"].iloc[0]),
                             int(s["wirelen"].iloc[0]), int(s["fingerprint"].iloc[0]), int(s["wirelen"].iloc[-1]),
-                            bool(pd.notna(s["tunnel"].iloc[-1])), seq.get(int(jid), -1)))  # fmt: skip
+                            bool(pd.notna(s["tunnel"].iloc[-1])), *seq.get(int(jid), (-1, -1, -1))))  # fmt: skip
     out.sort(key=lambda j: j.ts[0])
     return out
 
@@ -435,6 +491,10 @@ def _connection(ctx: _Context, r, g: pd.DataFrame) -> tuple[list[dict], list[dic
                 if nxt == home:
                     break
             if home is not None and home not in raw:
+                # stopped on another node: the packets to this destination enter its node at this point
+                prev = ctx.next_point.get(("from", home, ref.dst))
+                if prev is not None and prev not in raw and _node_of(prev) == _node_of(home) != _node_of(raw[-1]):
+                    expected.append(f"{prev}#0")
                 expected.append(f"{home}#0")
             elif home is None:
                 expected.append(None)
@@ -461,6 +521,16 @@ def _connection(ctx: _Context, r, g: pd.DataFrame) -> tuple[list[dict], list[dic
                 groups.setdefault(("loss", _raw(expected[k - 1]), _raw(q)), []).append(j)
                 lost_j.add(j.jid)
                 break
+        if int(r.proto) == 6:  # a segment its receiver acknowledged arrived: the capture missed it, not the network
+            acked = {j.jid for key, g in groups.items() if key[0] == "loss" for j in g if _acked(j, js, other, lost_j)}
+            for key in [k for k in groups if k[0] == "loss"]:
+                got = [j for j in groups[key] if j.jid in acked]
+                if got:
+                    groups[("acked", *key[1:])] = got
+                    groups[key] = [j for j in groups[key] if j.jid not in acked]
+                    if not groups[key]:
+                        del groups[key]
+            lost_j -= acked
         passed = [j for j in js if j.jid not in lost_j]
         for (kind, last, q), lost in groups.items():
             cause, conf, why = _cause(ctx, r, direction, kind, last, q, lost, passed, other)
@@ -472,6 +542,8 @@ def _connection(ctx: _Context, r, g: pd.DataFrame) -> tuple[list[dict], list[dic
                      f"lost between {_show(last)} and {_show(q)}")  # fmt: skip
             if kind == "gap":
                 where = f"missing at {_show(q)} but seen after it"
+            elif kind == "acked":
+                where = f"missing from {_show(q)} on, yet its receiver acknowledged it"
             dst = f" (to {endpoint(lost[0].dst, lost[0].dport)})" if lost[0].dst else ""
             evidence = f"{what}{dst} seen on {_show(last)} {n_att} time(s), never on {_show(q)} → {where}; {why}"
             losses.append({"connection": c, "direction": direction, "last_seen": last, "first_missed": q, "node": node,
@@ -520,6 +592,27 @@ def _answer_losses(ctx: _Context, r, c: int, fwd: list[_Journey], rev: list[_Jou
     return out
 
 
+def _acked(j: _Journey, js: list[_Journey], other: list[_Journey], lost: set[int]) -> bool:
+    """Whether the receiver of TCP segment ``j`` acknowledged it later (an ACK in ``other`` at or beyond its last
+    byte) while no other copy of its first byte was seen getting through before that ACK (a retransmission may
+    have carried it). A pure ACK carries no byte to acknowledge: never."""
+    n = _seglen(j)
+    if j.seq < 0 or j.flags < 0 or j.flags & 0x04 or n == 0:
+        return False
+    end = (j.seq + n) & 0xFFFFFFFF
+    k = next((k for k in other if k.ack >= 0 and k.flags >= 0 and k.flags & 0x10 and k.ts[0] > j.ts[-1]
+              and (k.ack - end) & 0xFFFFFFFF < 0x80000000), None)  # fmt: skip
+    if k is None:
+        return False
+    return not any(p.jid != j.jid and p.jid not in lost and p.ts[0] < k.ts[0] and p.seq >= 0 and _seglen(p) > 0
+                   and ((p.seq - j.seq) & 0xFFFFFFFF < n or (j.seq - p.seq) & 0xFFFFFFFF < _seglen(p)) for p in js)  # fmt: skip
+
+
+def _seglen(j: _Journey) -> int:
+    """Sequence space a TCP segment takes: its payload, plus one for SYN and for FIN."""
+    return max(j.plen, 0) + (1 if j.flags >= 0 and j.flags & 0x02 else 0) + (1 if j.flags >= 0 and j.flags & 0x01 else 0)
+
+
 def _what(js: list[_Journey]) -> str:
     names = list(dict.fromkeys(_flag_text(j.flags) or PROTO_NAMES.get(0, "packet") for j in js))
     names = [n for n in names if n] or ["packet"]
@@ -530,11 +623,13 @@ def _cause(ctx: _Context, r, direction: str, kind: str, last: str, q: str | None
            passed: list[_Journey], other: list[_Journey]) -> tuple[str, float, str]:
     """(cause, confidence, evidence) of one loss group."""
     c = int(r.connection)
-    if kind == "gap":
-        n = ctx.drops.get(q or "", 0)
+    if kind in ("gap", "acked"):
+        went = ("the packet went on" if kind == "gap" else
+                "an acknowledgement beyond its last byte came back, with no copy of it seen passing: it arrived")  # fmt: skip
+        n, how = ctx.drops.get(q or "", (0, ""))
         if n > 0:
-            return "capture-loss", 0.95, f"the packet went on; the capture at {_show(q)} reports {n} packet(s) dropped"
-        return "capture-loss", 0.9, f"the packet went on: the capture at {_show(q)} missed it"
+            return "capture-loss", 0.95, f"{went}; the capture at {_show(q)} reports {n} packet(s) dropped ({how})"
+        return "capture-loss", 0.9 if kind == "gap" else 0.85, f"{went}: the capture at {_show(q)} missed it"
     ic = ctx.icmp.loc[ctx.icmp["connection"] == c] if len(ctx.icmp) else ctx.icmp
     frag = ic.loc[((ic["icmp_proto"] == 1) & (ic["icmp_type"] == 3) & (ic["icmp_code"] == 4)) |
                   ((ic["icmp_proto"] == 58) & (ic["icmp_type"] == 2))] if len(ic) else ic  # fmt: skip
@@ -573,7 +668,7 @@ def _cause(ctx: _Context, r, direction: str, kind: str, last: str, q: str | None
         sizes_ok = [ctx.pair_max[(last, q)]]  # other connections' packets that made this hop
     tunnel_edge = (any(ctx.roles.get(x, "") == "overlay" for x in (last, q) if x) or any(j.tunnelled for j in lost)
                    or _interface(last).startswith(("vxlan", "tunl", "genev", "flannel")))  # fmt: skip
-    if sizes_ok and min(sizes_lost) > max(sizes_ok):
+    if sizes_ok and min(sizes_lost) > max(max(sizes_ok), _MTU_FLOOR):
         conf = 0.8 if tunnel_edge else 0.6
         tun = " tunnelled" if tunnel_edge else ""
         return "mtu-blackhole", conf, (f"{len(lost)}{tun} packet(s) of {_span(sizes_lost)} bytes vanished where "
@@ -588,11 +683,23 @@ def _cause(ctx: _Context, r, direction: str, kind: str, last: str, q: str | None
         if off:
             return "asymmetric-return", 0.8, (f"the reply crossed {', '.join(off)}, which the request never did, and "
                                               f"stopped at {_show(last)}: it took another path back (a strict rp_filter "
-                                              "drops a packet arriving where its source is not routed)")  # fmt: skip
+                                              "drops a packet arriving where its source is not routed, a stateful "
+                                              "filter one whose request it never saw)")  # fmt: skip
+    early = [j for j in passed if last in j.points and q in j.points]
+    if (early and q is not None and _node_of(last) == _node_of(q)
+            and max(j.ts[0] for j in early) < min(j.ts[0] for j in lost)):  # fmt: skip
+        return "conntrack", 0.6, (f"{_what(early)} of this connection crossed {_show(last)} → {_show(q)}, then every later "
+                                  f"packet ({_what(lost)}, as small as {min(sizes_lost)} bytes) stopped there, no ICMP "
+                                  f"error: {_node_of(last)}'s connection tracking stopped matching the connection "
+                                  "(ctstate INVALID, dropped)")  # fmt: skip
     if q is not None and _node_of(last) == _node_of(q) and ctx.roles.get(q, "") in ("pod-veth", "") and q == ctx.homes.get(lost[0].dst):
         small = min(sizes_lost)
         return "policy-drop", 0.75, (f"reached {_node_of(last)} but not the pod's veth, packets as small as {small} bytes "
                                      f"lost too, no ICMP error: a filter (NetworkPolicy) dropped them")  # fmt: skip
+    n, how = ctx.drops.get(q or "", (0, ""))
+    if n >= len(lost):  # nothing else fits, and the next point's capture says it lost packets
+        return "capture-loss", 0.5, (f"no evidence of a network drop, and the capture at {_show(q)} reports {n} "
+                                     f"packet(s) dropped ({how}): it may have missed them")  # fmt: skip
     return "unknown", 0.3, "no evidence points to one cause"
 
 

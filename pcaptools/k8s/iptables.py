@@ -153,8 +153,12 @@ def explain(nat: pd.DataFrame, rulesets: list[Ruleset]) -> pd.DataFrame:
             continue
         before, after = (str(r.addr_before), int(r.port_before)), (str(r.addr_after), int(r.port_after))
         chains, problem = _dnat_walk(rs, before, after) if r.op == "DNAT" else _snat_walk(rs)
-        rows.append({"connection": int(r.connection), "journey": int(r.journey), "op": str(r.op), "node": node,
+        rows.append({"connection": int(r.connection), "journey": int(r.journey), "step": int(r.step), "op": str(r.op), "node": node,
                      "before": endpoint(*before), "after": endpoint(*after), "chains": " → ".join(chains),
                      "explained": not problem, "problem": problem or None})  # fmt: skip
-    return pd.DataFrame(rows, columns=["connection", "journey", "op", "node", "before", "after", "chains", "explained",
-                                       "problem"])  # fmt: skip
+    return pd.DataFrame(rows, columns=list(EXPLAIN_COLUMNS))
+
+
+EXPLAIN_COLUMNS = ("connection", "journey", "step", "op", "node", "before", "after", "chains", "explained", "problem")
+"""Columns of :func:`explain`: the NAT row's connection, journey and step, ``op`` DNAT/SNAT, the node, the translation
+as text, the chain walk (``" → "``-joined), whether the rules explain it, and the problem when not."""

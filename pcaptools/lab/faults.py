@@ -16,15 +16,23 @@ Faults (:data:`FAULTS`):
 * ``stale-endpoint``: a ClusterIP service that kube-proxy still DNATs to an address no pod has (its
   EndpointSlice is empty); Calico: an unused address of another node's block, dropped by that node's
   blackhole route; VPC: an unused VPC address nobody answers ARP for.
-* ``mtu-blackhole`` (calico-vxlan): the overlay MTU of one node set too high (the DNS pod's veth and
+* ``mtu-blackhole``: calico-vxlan: the overlay MTU of one node set too high (the DNS pod's veth and
   ``vxlan.calico`` at 1500, the uplink at 1550); a large DF DNS answer leaves the node encapsulated and
-  the VPC segment (MTU 1500) drops it without ICMP, while small answers pass.
-* ``mtu-icmp`` (calico-vxlan): the pod MTU of a client and a backend on two nodes set to 1500 above the
-  overlay's, only while that connection runs; the backend's node drops its large DF segments and answers
-  ICMP frag-needed, the backend retries smaller: the connection is degraded, not failed.
-* ``asymmetric-return`` (calico-vxlan): policy routing sends one connection's replies natively via a third
-  node; the client's node, with strict ``rp_filter`` on its uplink, drops them (their source is routed
-  through the overlay).
+  the VPC segment (MTU 1500) drops it without ICMP, while small answers pass. vpc (native routing): jumbo
+  frames (9001) on a client's and a backend's nodes and pods while the segment between carries 1500, only
+  during that job: the handshake passes, the backend's full-size DF segments vanish on the segment, no ICMP.
+* ``mtu-icmp``: the pod MTU of a client and a backend on two nodes set above the path's, only while that
+  connection runs (calico-vxlan: 1500 above the overlay's 1450; vpc: jumbo 9001 above the uplink's 1500); the
+  backend's node drops its large DF segments and answers ICMP frag-needed, the backend retries smaller: the
+  connection is degraded, not failed.
+* ``asymmetric-return``: policy routing sends one connection's replies via a third node. calico-vxlan: the
+  client's node, with strict ``rp_filter`` on its uplink, drops them (their source is routed through the
+  overlay). vpc: rp_filter cannot see it (the backend is routed out of the same uplink), so the stateful form:
+  the third node's conntrack never saw the SYN, the SYN-ACK is ctstate INVALID there and dropped.
+* ``conntrack-invalid``: the client's node loses the connection's conntrack entry right after the SYN (its
+  later packets are looked up in another conntrack zone with ``nf_conntrack_tcp_loose`` 0, as after
+  ``conntrack -D`` of a live entry): ctstate INVALID, dropped by kube-proxy's INVALID rule; the handshake's
+  SYN went through, every later packet of the client stops on its node.
 * ``capture-drop``: about 1% of the records of one capture point removed after the run (seeded).
 """
 
@@ -43,14 +51,17 @@ from pcaptools.lab import netns, outdir
 from pcaptools.lab.topology import Service, ServicePort, Topology
 
 FAULTS = ("policy-drop", "no-endpoints", "stale-endpoint", "mtu-blackhole", "mtu-icmp", "asymmetric-return",
-          "capture-drop")  # fmt: skip
+          "conntrack-invalid", "capture-drop")  # fmt: skip
 """Fault names accepted by ``pcaptools lab run --fault``."""
 
-SCENARIOS = ("hairpin", "port-reuse", "hostnetwork", "nodelocal-dns")
+SCENARIOS = ("hairpin", "port-reuse", "hostnetwork", "hostnetwork-client", "nodelocal-dns")
 """Healthy traffic the regular jobs do not make, taken like faults (``--fault``), recorded under ``scenarios``:
 a pod reaching its own service and landing on itself (the DNS pod, the service's one endpoint); a client
 port reused for a second connection to the same pod after the first closed; a hostNetwork pod (a server in
-a node's own namespace, listed in the inventory with ``hostNetwork: true``) reached on its node's address; NodeLocal DNSCache (169.254.20.10 bound on every node, on ``lo`` where the real cache uses a
+a node's own namespace, listed in the inventory with ``hostNetwork: true``) reached on its node's address; a
+hostNetwork client (a process in a node's own namespace, the node's one hostNetwork pod) connecting to a ClusterIP
+service and to a pod on another node (kube-proxy's DNAT and masquerade happen in the node's OUTPUT and POSTROUTING,
+before any capture point: packets show the connection from the node's address to the backend); NodeLocal DNSCache (169.254.20.10 bound on every node, on ``lo`` where the real cache uses a
 ``nodelocaldns`` dummy interface, and a hostNetwork DNS pod) queried over UDP and over TCP (the fallback for large answers)."""
 
 NODELOCAL_IP = "169.254.20.10"
@@ -91,9 +102,9 @@ def plan(topo: Topology, names: list[str] | tuple[str, ...], first_id: int, seed
         raise LabError(f"unknown fault {bad[0]!r}; expected one of {', '.join(FAULTS + SCENARIOS)}")
     if len(set(names)) != len(names):
         raise LabError(f"faults {list(names)}: each fault can be given once")
-    for name in ("mtu-blackhole", "mtu-icmp", "asymmetric-return"):
-        if name in names and topo.cni != "calico-vxlan":
-            raise LabError(f"fault {name} needs an overlay: use --cni calico-vxlan")
+    if "hostnetwork-client" in names and "nodelocal-dns" in names:
+        raise LabError("hostnetwork-client and nodelocal-dns cannot run together: with NodeLocal DNSCache every node has "
+                       "two hostNetwork pods, and packets cannot tell which of them opened a connection")  # fmt: skip
     client = next(p for p in topo.pods if p.labels.get("app") == "client" and p.node == topo.nodes[0].name)
     web = topo.endpoints(topo.service("web"))
     target = next(p for p in web if p.node != client.node)
@@ -148,33 +159,52 @@ def plan(topo: Topology, names: list[str] | tuple[str, ...], first_id: int, seed
             dns = topo.service("dns")
             pod = topo.endpoints(dns)[0]
             node = topo.node(pod.node)
-            if client.node == node.name:
-                raise LabError("fault mtu-blackhole needs the DNS pod and the client on different nodes")
             job = {**base, "kind": "clusterip", "proto": "udp", "service": dns.key, "dst": dns.cluster_ip,
                    "port": dns.ports[0].port, "size": 1430}  # fmt: skip
-            cmds = [(node.ns, ["ip", "link", "set", "dev", "eth0", "mtu", "1550"]),
-                    (node.ns, ["ip", "link", "set", "dev", "vxlan.calico", "mtu", "1500"]),
-                    (node.ns, ["ip", "link", "set", "dev", pod.host_if, "mtu", "1500"]),
-                    (pod.ns, ["ip", "link", "set", "dev", "eth0", "mtu", "1500"])]  # fmt: skip
             t = {"cause": "mtu-blackhole", "direction": "reverse", "node": None,
-                 "last_seen": _point(node.name, "eth0"), "first_missed": _point(client.node, "eth0"),
-                 "why": f"overlay MTU 1500 on {node.name}: the {pod.key} answer leaves encapsulated above the "
-                        "VPC segment's 1500 bytes and is dropped there, no ICMP"}  # fmt: skip
-            out.append(Fault(name, job, cmds, {**where, **t}))
+                 "last_seen": _point(node.name, "eth0"), "first_missed": _point(client.node, "eth0")}
+            if topo.cni == "calico-vxlan":
+                if client.node == node.name:
+                    raise LabError("fault mtu-blackhole needs the DNS pod and the client on different nodes")
+                cmds = [(node.ns, ["ip", "link", "set", "dev", "eth0", "mtu", "1550"]),
+                        (node.ns, ["ip", "link", "set", "dev", "vxlan.calico", "mtu", "1500"]),
+                        (node.ns, ["ip", "link", "set", "dev", pod.host_if, "mtu", "1500"]),
+                        (pod.ns, ["ip", "link", "set", "dev", "eth0", "mtu", "1500"])]  # fmt: skip
+                t["why"] = (f"overlay MTU 1500 on {node.name}: the {pod.key} answer leaves encapsulated above the "
+                            "VPC segment's 1500 bytes and is dropped there, no ICMP")  # fmt: skip
+                out.append(Fault(name, job, cmds, {**where, **t}))
+                continue
+            # native routing: jumbo frames (9001, as inside an AWS VPC) on the client's and a backend's nodes and pods
+            # while the segment between them carries 1500 (as a VPN or peering link does): the handshake passes, TCP
+            # agrees on an MSS near 9000 and the backend's full segments vanish on the segment, no ICMP (no path MTU
+            # discovery can help). The backend's side stays jumbo for the run (its peers' MSS keeps their connections
+            # small; its orphaned retransmissions stay large), the client's only while this job runs.
+            job = {**base, "kind": "pod-direct-cross-node", "service": None, "dst": target.ip, "port": 80,
+                   "size": 20_000}  # fmt: skip
+            jumbo = {p.key: [(ns, ["ip", "link", "set", "dev", dev, "mtu", "9001"]) for ns, dev in
+                             ((topo.node(p.node).ns, "eth0"), (topo.node(p.node).ns, p.host_if), (p.ns, "eth0"))]
+                     for p in (client, target)}  # fmt: skip
+            down = [(ns, [*argv[:-1], str(topo.mtu)]) for ns, argv in jumbo[client.key]]
+            t.update(last_seen=_point(target.node, "eth0"),
+                     why=f"jumbo MTU 9001 on {client.node} and {target.node} (uplinks and pods), {topo.mtu} on the "
+                         f"segment between: {target.key}'s full-size DF segments are dropped there, no ICMP")  # fmt: skip
+            out.append(Fault(name, job, jumbo[target.key], {**where, **t}, during=jumbo[client.key], undo=down))
         elif name == "mtu-icmp":
             far = next(p for p in topo.pods if p.labels.get("app") == "client" and p.node != client.node)
             near = next(p for p in web if p.node != far.node and p.node == client.node)
             job = {**base, "client": far.key, "kind": "pod-direct-cross-node", "service": None, "dst": near.ip,
                    "port": 80, "size": 20_000}  # fmt: skip
             where = {"client": far.key, "client_ip": far.ip, "sport": sport}
+            # pods above the overlay's MTU (calico-vxlan), or with jumbo frames above the uplink's (vpc)
+            big, link = ("1500", "vxlan.calico") if topo.cni == "calico-vxlan" else ("9001", "eth0")
             up, down = [], []
             for pod in (far, near):
                 for ns, dev in ((topo.node(pod.node).ns, pod.host_if), (pod.ns, "eth0")):
-                    up.append((ns, ["ip", "link", "set", "dev", dev, "mtu", "1500"]))
+                    up.append((ns, ["ip", "link", "set", "dev", dev, "mtu", big]))
                     down.append((ns, ["ip", "link", "set", "dev", dev, "mtu", str(topo.mtu)]))
             t = {"cause": "mtu-blackhole", "direction": "reverse", "node": near.node, "status": "degraded",
-                 "last_seen": _point(near.node, near.host_if), "first_missed": _point(near.node, "vxlan.calico"),
-                 "why": f"pod MTU 1500 on {far.key} and {near.key} above the overlay's {topo.mtu}: {near.node} drops "
+                 "last_seen": _point(near.node, near.host_if), "first_missed": _point(near.node, link),
+                 "why": f"pod MTU {big} on {far.key} and {near.key} above {link}'s {topo.mtu}: {near.node} drops "
                         "the large DF segments and answers ICMP frag-needed; the backend retries smaller"}  # fmt: skip
             out.append(Fault(name, job, [], {**where, **t}, during=up, undo=down))
         elif name == "asymmetric-return":
@@ -188,12 +218,40 @@ def plan(topo: Topology, names: list[str] | tuple[str, ...], first_id: int, seed
                     (via.ns, ["ip", "route", "add", f"{client.ip}/32", "via", topo.node(client.node).ip, "dev",
                               "eth0", "table", "100"]),
                     (via.ns, ["sysctl", "-q", "-w", "net.ipv4.conf.all.send_redirects=0",
-                              "net.ipv4.conf.eth0.send_redirects=0"]),
-                    (topo.node(client.node).ns, ["sysctl", "-q", "-w", "net.ipv4.conf.eth0.rp_filter=1"])]  # fmt: skip
-            t = {"cause": "asymmetric-return", "direction": "reverse", "node": client.node,
-                 "last_seen": _point(client.node, "eth0"), "first_missed": _point(client.node, client.host_if),
-                 "why": f"{target.node} routes the reply natively via {via.name}; strict rp_filter on {client.node}'s "
-                        f"eth0 drops it (its source {target.ip} is routed through vxlan.calico)"}  # fmt: skip
+                              "net.ipv4.conf.eth0.send_redirects=0"])]  # fmt: skip
+            if topo.cni == "calico-vxlan":
+                cmds.append((topo.node(client.node).ns, ["sysctl", "-q", "-w", "net.ipv4.conf.eth0.rp_filter=1"]))
+                t = {"cause": "asymmetric-return", "direction": "reverse", "node": client.node,
+                     "last_seen": _point(client.node, "eth0"), "first_missed": _point(client.node, client.host_if),
+                     "why": f"{target.node} routes the reply natively via {via.name}; strict rp_filter on "
+                            f"{client.node}'s eth0 drops it (its source {target.ip} is routed through vxlan.calico)"}  # fmt: skip
+            else:
+                # native routing: the client's node routes the backend out of eth0 too, so rp_filter accepts the
+                # detour; the stateful form drops it: via never saw the SYN, so its SYN-ACK is ctstate INVALID there
+                cmds.append((via.ns, _invalid_drop(["-s", f"{target.ip}/32", "-d", f"{client.ip}/32", "-p", "tcp",
+                                                    "--dport", str(sport)])))  # fmt: skip
+                t = {"cause": "asymmetric-return", "direction": "reverse", "node": None,
+                     "last_seen": _point(via.name, "eth0"), "first_missed": _point(client.node, "eth0"),
+                     "why": f"{target.node} routes the reply via {via.name}, whose conntrack never saw the SYN: the "
+                            "SYN-ACK is ctstate INVALID there and kube-proxy's INVALID rule drops it"}  # fmt: skip
+            out.append(Fault(name, job, cmds, {**where, **t}))
+        elif name == "conntrack-invalid":
+            job = {**base, "kind": "pod-direct-cross-node", "service": None, "dst": target.ip, "port": 80}
+            node_ns = topo.node(client.node).ns
+            sel = ["-s", f"{client.ip}/32", "-d", f"{target.ip}/32", "-p", "tcp", "--sport", str(sport), "--dport", "80"]
+            # after the SYN, the connection's packets are looked up in another conntrack zone, where no entry holds
+            # them and (tcp_loose 0) none is made: conntrack has lost the connection, as after `conntrack -D`
+            cmds = [(node_ns, ["iptables", "-t", "raw", "-I", "PREROUTING", *sel, "!", "--syn", "-m", "comment",
+                               "--comment", "fault conntrack-invalid: entry lost after the handshake", "-j", "CT",
+                               "--zone", "1"]),
+                    (node_ns, _invalid_drop(sel))]  # fmt: skip
+            # kept for the run: the client's orphaned socket retransmits after the job ends
+            cmds.append((node_ns, ["sysctl", "-q", "-w", "net.netfilter.nf_conntrack_tcp_loose=0"]))
+            t = {"cause": "conntrack", "direction": "forward", "node": client.node,
+                 "last_seen": _point(client.node, client.host_if), "first_missed": _uplink_before_pod(topo, client.node),
+                 "why": f"{client.node}'s conntrack loses the connection after its SYN (the entry gone, as after "
+                        "`conntrack -D`, no pick-up mid-stream): every later packet is ctstate INVALID and "
+                        "kube-proxy's INVALID rule drops it"}  # fmt: skip
             out.append(Fault(name, job, cmds, {**where, **t}))
         elif name == "hairpin":
             dns = topo.service("dns")
@@ -219,6 +277,22 @@ def plan(topo: Topology, names: list[str] | tuple[str, ...], first_id: int, seed
                     "status": {"phase": "Running", "hostIP": node.ip, "podIP": node.ip, "podIPs": [{"ip": node.ip}]}}  # fmt: skip
             out.append(Fault(name, job, [], {**where, "scenario": name, "backend": pod, "node": node.name},
                              servers=[(node.ns, "tcp", 9100, pod)], inventory=[item]))  # fmt: skip
+        elif name == "hostnetwork-client":
+            node = topo.nodes[0]  # not capture-drop's node: its uplink is the last point of this client's replies
+            pod = f"kube-system/kube-proxy-{node.name}"
+            item = {"apiVersion": "v1", "kind": "Pod",
+                    "metadata": {"name": pod.split("/")[1], "namespace": "kube-system", "labels": {"k8s-app": "kube-proxy"}},
+                    "spec": {"nodeName": node.name, "hostNetwork": True, "containers": [{"name": "kube-proxy"}]},
+                    "status": {"phase": "Running", "hostIP": node.ip, "podIP": node.ip, "podIPs": [{"ip": node.ip}]}}  # fmt: skip
+            web_svc = topo.service("web")
+            far = next(p for p in web if p.node != node.name)
+            dests = ((web_svc.key, "clusterip", web_svc.cluster_ip, web_svc.ports[0].port), (None, "pod-direct", far.ip, 80))
+            for k, (svc, kind, dst, port) in enumerate(dests):
+                job = {**base, "id": base["id"] + k, "sport": sport + 100 * k, "client": f"node:{node.name}",
+                       "host_pod": pod, "kind": kind, "service": svc, "dst": dst, "port": port}  # fmt: skip
+                out.append(Fault(name, job, [], {"client": pod, "client_ip": node.ip, "sport": sport + 100 * k,
+                                                 "scenario": name, "node": node.name, "service": svc},
+                                 inventory=[item] if k == 0 else []))  # fmt: skip
         elif name == "nodelocal-dns":
             cmds, servers, items = [], [], []
             for n in topo.nodes:
@@ -248,6 +322,12 @@ def plan(topo: Topology, names: list[str] | tuple[str, ...], first_id: int, seed
             out.append(Fault(name, None, [], {"cause": "capture-loss", "point": pt, "rate": 0.01, "seed": seed},
                              point=pt))  # fmt: skip
     return out
+
+
+def _invalid_drop(match: list[str]) -> list[str]:
+    """kube-proxy's filter rule dropping ctstate INVALID packets (KUBE-FORWARD), limited to ``match``."""
+    return ["iptables", "-I", "FORWARD", *match, "-m", "conntrack", "--ctstate", "INVALID", "-m", "comment", "--comment",
+            "kube-proxy: drop ctstate INVALID", "-j", "DROP"]  # fmt: skip
 
 
 def _reject_no_endpoints(ns: str, svc: Service) -> list[tuple[str, list[str]]]:

@@ -183,7 +183,14 @@ def _remove_previous(out: Path) -> None:
 
 
 def _place_of_client(topo: Topology, client: str) -> str:
-    return client if client in ("client", "internet") else "pod:" + client
+    return client if client in ("client", "internet") or client.startswith("node:") else "pod:" + client
+
+
+def _client_ns(topo: Topology, client: str) -> str:
+    """Namespace a job's client runs in: the external client, a node's own (a hostNetwork client), or a pod's."""
+    if client == "client":
+        return topo.client.ns
+    return topo.node(client[5:]).ns if client.startswith("node:") else topo.pod(client).ns
 
 
 def run_lab(out_dir: str | Path, *, cni: str = "vpc", nodes: int = 3, any_capture: bool = False,
@@ -254,7 +261,7 @@ def run_lab(out_dir: str | Path, *, cni: str = "vpc", nodes: int = 3, any_captur
                 # fault jobs first: their waits would age out the other jobs' UDP conntrack entries
                 fault_of = {f.job["id"]: f for f in fault_plan if f.job}
                 for job in sorted(jobs, key=lambda j: "sport" not in j):
-                    ns = topo.client.ns if job["client"] == "client" else topo.pod(job["client"]).ns
+                    ns = _client_ns(topo, job["client"])
                     faults_mod.before(fault_of.get(job["id"]))
                     res = run_clients(ns, [{k: job[k] for k in ("id", "proto", "dst", "port", "size", "sport", "timeout")
                                             if k in job}])  # fmt: skip
@@ -350,6 +357,9 @@ def _truth(topo: Topology, jobs: list[dict[str, Any]], results: list[dict[str, A
         if start.startswith("pod:"):
             p = topo.pod(job["client"])
             rec["client"] = {"kind": "pod", "pod": p.key, "node": p.node, "ip": p.addr(fam)}
+        elif start.startswith("node:"):  # a hostNetwork pod's process in the node's own namespace
+            n = topo.node(start[5:])
+            rec["client"] = {"kind": "host-network-pod", "pod": job.get("host_pod"), "node": n.name, "ip": n.addr(fam)}
         else:
             rec["client"] = {"kind": "external", "host": start, "ip": topo.client.addr(fam)}
         if job.get("walk") is False and res.get("ok"):  # not modelled by the truth's router: see truth["scenarios"]

@@ -162,11 +162,22 @@ def _hops_by_journey(hops: pd.DataFrame, journeys: np.ndarray) -> dict[int, list
     return out
 
 
-def _nat_by_journey(nat: pd.DataFrame, journeys: np.ndarray) -> dict[int, list[dict]]:
-    """NAT rows of the given journeys as step objects ``{op, kind, node, service, before, after, text}``."""
+def nat_rule_objects(nat_rules: pd.DataFrame | None) -> dict[tuple[int, int], dict]:
+    """(journey, step) -> ``{chains, explained, problem}`` of :func:`pcaptools.k8s.iptables.explain`'s rows."""
+    if nat_rules is None:
+        return {}
+    return {(int(x.journey), int(x.step)): {"chains": [y for y in x.chains.split(" → ") if y], "explained": bool(x.explained),
+                                            "problem": x.problem if isinstance(x.problem, str) else None}
+            for x in nat_rules.itertuples(index=False)}  # fmt: skip
+
+
+def _nat_by_journey(nat: pd.DataFrame, journeys: np.ndarray, nat_rules: pd.DataFrame | None = None) -> dict[int, list[dict]]:
+    """NAT rows of the given journeys as step objects ``{op, kind, node, service, before, after, rules, text}``;
+    ``rules`` the kube-proxy chains behind the step (``nat_rules``: :func:`pcaptools.k8s.iptables.explain`), else null."""
     from pcaptools.schema import NAT_COLUMNS
 
     sub = nat.loc[np.isin(nat["journey"].to_numpy(np.int64), journeys)].sort_values(["journey", "step"], kind="stable")
+    rules = nat_rule_objects(nat_rules)
     out: dict[int, list[dict]] = {}
     for r in records(sub, NAT_COLUMNS):
         step = {
@@ -174,6 +185,7 @@ def _nat_by_journey(nat: pd.DataFrame, journeys: np.ndarray) -> dict[int, list[d
             "from_point": r["from_point"], "to_point": r["to_point"], "ts_corrected_ns": r["ts_corrected_ns"],
             "before": _endpoint(r["proto"], r["src_before"], r["sport_before"], r["dst_before"], r["dport_before"]),
             "after": _endpoint(r["proto"], r["src_after"], r["sport_after"], r["dst_after"], r["dport_after"]),
+            "rules": rules.get((int(r["journey"]), int(r["step"]))),
         }  # fmt: skip
         step["text"] = nat_text(step, r)
         out.setdefault(int(r["journey"]), []).append(step)
@@ -196,16 +208,18 @@ def nat_text(step: dict, row: dict) -> str:
 _PATH_TEXT = ("nat", "nat_reply", "forward_points", "reverse_points", "hop_latency")
 
 
-def paths_document(paths: pd.DataFrame, nat: pd.DataFrame, hops: pd.DataFrame, *, diagnosis=None) -> dict:
+def paths_document(paths: pd.DataFrame, nat: pd.DataFrame, hops: pd.DataFrame, *, diagnosis=None,
+                   nat_rules: pd.DataFrame | None = None) -> dict:
     """``pcaptools paths --json``: one object per connection; NAT steps and hops as objects, points as lists;
-    with a :class:`pcaptools.k8s.diagnose.Diagnosis`, each connection's ``status``, ``losses`` and ``timeline``."""
+    with a :class:`pcaptools.k8s.diagnose.Diagnosis`, each connection's ``status``, ``losses`` and ``timeline``;
+    with ``nat_rules`` (:func:`pcaptools.k8s.iptables.explain`), each NAT step's kube-proxy chains in ``rules``."""
     from pcaptools.schema import PATH_COLUMNS
 
     fwd = paths["forward_journey"].to_numpy(np.int64)
     rep = paths["reply_journey"].to_numpy(np.int64)
     wanted = np.concatenate([fwd, rep[rep >= 0]])
     hop_of = _hops_by_journey(hops, wanted)
-    nat_of = _nat_by_journey(nat, wanted)
+    nat_of = _nat_by_journey(nat, wanted, nat_rules)
     out = []
     for r in records(paths.drop(columns=[c for c in _PATH_TEXT if c in paths.columns]), PATH_COLUMNS):
         f, b = r["forward_journey"], r["reply_journey"]
@@ -217,6 +231,8 @@ def paths_document(paths: pd.DataFrame, nat: pd.DataFrame, hops: pd.DataFrame, *
         r["forward_points"] = [h["point"] for h in r["hops"]]
         r["reverse_points"] = [h["point"] for h in r["reply_hops"]]
         if diagnosis is not None:
-            r.update(diagnosis.connection_record(int(r["connection"])))
+            rec = diagnosis.connection_record(int(r["connection"]))
+            rec.pop("nat", None)  # why's per-connection rule list: here the rules sit on each NAT step
+            r.update(rec)
         out.append(r)
     return document("paths", connections=len(out), paths=out)

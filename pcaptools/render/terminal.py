@@ -139,6 +139,12 @@ def print_info(summaries: list[dict], con: Console) -> None:
             label = " ".join(x for x in (safe(i["name"] or ""), f"({safe(i['description'])})" if i["description"] else "") if x)
             desc = f"{i['link_type']} snaplen {i['snaplen']} {label}".rstrip()
             tab.add_row(f"interface {i['id']}", text(f"{desc}, {fmt_int(i['records'])} records"))
+            st = i.get("stats")
+            if st:  # the capture's own counters (pcapng Interface Statistics Block)
+                got = ", ".join(f"{k} {fmt_int(st[k])}" for k in ("ifrecv", "ifdrop", "filteraccept", "osdrop", "usrdeliv")
+                                if st[k] is not None)  # fmt: skip
+                lost = "" if st["dropped"] is None else f" ({fmt_int(st['dropped'])} dropped)"
+                tab.add_row("", text(f"statistics: {got or 'no counters'}{lost}"))
         tab.add_row("skipped", ", ".join(f"{k} {fmt_int(v)}" for k, v in s["skipped"].items()) or "none")
         if s["stopped_at"]:
             where = s["stopped_at"].get("compressed_offset")
@@ -262,6 +268,10 @@ def path_block(r: Any, nat: list[dict] | None = None, hops: list[dict] | None = 
     for i, h in enumerate(hops or []):
         for s in by_point.pop(str(h["point"]), []):
             lines.append(f"      {safe(s['text'])}")
+            rules = s.get("rules")
+            if rules is not None:  # --iptables: the kube-proxy chains behind the step
+                how = " → ".join(rules["chains"]) if rules["explained"] else f"not explained: {rules['problem']}"
+                lines.append(f"        rules: {safe(how)}")
         gap = f"  +{fmt_ns(h['latency_ns'])}" if i and h.get("latency_ns") is not None else ""
         enc = ""
         if h.get("tunnel"):
@@ -283,8 +293,9 @@ def path_block(r: Any, nat: list[dict] | None = None, hops: list[dict] | None = 
     return lines
 
 
-def print_paths(ps, con: Console, *, brief: bool = False) -> None:
-    """A :class:`~pcaptools.k8s.paths.PathSet` for people: header, a summary per connection, then each route."""
+def print_paths(ps, con: Console, *, brief: bool = False, nat_rules=None) -> None:
+    """A :class:`~pcaptools.k8s.paths.PathSet` for people: header, a summary per connection, then each route
+    (with ``nat_rules``, :func:`pcaptools.k8s.iptables.explain`, the kube-proxy chains under each NAT step)."""
     import numpy as np
     from rich.text import Text
 
@@ -301,7 +312,7 @@ def print_paths(ps, con: Console, *, brief: bool = False) -> None:
         head += " · no inventory: addresses are not named (pass --inventory)"
     con.print(Text(head, style="bold"))
     js = np.concatenate([df["forward_journey"].to_numpy(np.int64), df["reply_journey"].to_numpy(np.int64)])
-    nat_of = _nat_by_journey(ps.nat, js) if ps.nat is not None and len(ps.nat) else {}
+    nat_of = _nat_by_journey(ps.nat, js, nat_rules) if ps.nat is not None and len(ps.nat) else {}
     hops_of = _hops_by_journey(corr.hops, js) if corr is not None else {}
     width = con.size.width
     if width >= _WIDE_LAYOUT:
