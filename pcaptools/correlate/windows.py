@@ -43,6 +43,7 @@ class Categories:
     def __init__(self, initial: dict[str, pd.Index] | None = None) -> None:
         self.values: dict[str, list] = {c: [] for c in CATEGORIES}
         self.index: dict[str, dict] = {c: {} for c in CATEGORIES}
+        self.kind: dict[str, object] = {}  # dtype of the categories the first table gave (object or str)
         for c, cats in (initial or {}).items():
             self.codes_of(c, cats)
         self._u128: dict[str, tuple[int, np.ndarray, np.ndarray]] = {}
@@ -50,6 +51,7 @@ class Categories:
     def codes_of(self, col: str, cats) -> np.ndarray:
         """Global code of each of ``cats`` (a table's categories), with -1 appended for missing values."""
         idx, vals = self.index[col], self.values[col]
+        self.kind.setdefault(col, getattr(cats, "dtype", None))
         lut = np.empty(len(cats) + 1, np.int32)
         for k, v in enumerate(cats):
             code = idx.get(v)
@@ -66,7 +68,7 @@ class Categories:
 
     def dtype(self, col: str) -> pd.CategoricalDtype:
         """The category dtype of ``col`` as the list stands now."""
-        return pd.CategoricalDtype(pd.Index(self.values[col]))
+        return pd.CategoricalDtype(pd.Index(self.values[col], dtype=self.kind.get(col)))
 
     def u128(self, col: str, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(hi, lo) of an address column's codes (categories parsed once)."""
