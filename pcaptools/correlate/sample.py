@@ -57,6 +57,12 @@ class ClockSample:
             return {c: np.zeros(0, np.uint64 if c == "fp" else bool if c == "half" else np.int64) for c in _FIELDS}
         return {c: np.concatenate([p[c] for p in self.parts]) for c in _FIELDS}
 
+    def relabel(self, point_of: np.ndarray) -> None:
+        """Rows added with provisional point codes (points unknown until every file is read): ``point_of[code]``
+        is the point; keys become (point, row in file), the input order of a capture set."""
+        self.parts = [{**p, "point_id": point_of[p["point_id"]], "key": (point_of[p["point_id"]] << 40) | p["key"]}
+                      for p in self.parts]  # fmt: skip
+
     def estimate(self, nodes: list[str], point_node: np.ndarray, *, reference: str | None = None) -> tuple[pd.DataFrame, dict]:
         """Clock table and correction parameters (:func:`.clock.estimate_offsets`) from the sample, rows in input order."""
         self._trim()

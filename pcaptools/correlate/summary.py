@@ -47,8 +47,7 @@ def totals(m: Matcher) -> Totals:
     multi = np.repeat(size > 1, size)
     mc = np.bincount(pt[multi], minlength=npts)
     uc = np.bincount(pt[~multi], minlength=npts)
-    _, inv, cnt = np.unique(a["fp"], return_inverse=True, return_counts=True)
-    amb = cnt[inv] > 1
+    amb = m.spine.ambiguous()
     lost, q = lost_rows(j, pt, tc, flow, npts)
     return Totals(
         hop_latency=latency_table(j, pt, tc, names),

@@ -119,6 +119,12 @@ class Spine:
     fp: list = field(default_factory=list)
     flows: list = field(default_factory=list)  # per window: (flow, src, dst, sport, dport, proto) of its distinct flows
 
+    def ambiguous(self) -> np.ndarray:
+        """Per journey number: its fingerprint owns another journey too."""
+        fp = self.arrays()["fp"]
+        _, inv, cnt = np.unique(fp, return_inverse=True, return_counts=True)
+        return cnt[inv.reshape(-1)] > 1
+
     def arrays(self) -> dict[str, np.ndarray]:
         """Everything collected, as single arrays (the lists are replaced by them)."""
         out = {}

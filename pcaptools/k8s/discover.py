@@ -198,7 +198,7 @@ def load_captures(
     _check_unique(frames)
     cs = CaptureSet.from_frames(frames, cni=cni_label)
     ev = pd.DataFrame(ex_rows + rows, columns=list(EVIDENCE_COLUMNS[1:]))
-    if len(ev) != len(cs.points):  # pragma: no cover - both follow _split's order
+    if len(ev) != len(cs.points):  # pragma: no cover - both follow split_entry's order
         raise CorrelationError(f"internal: {len(ev)} evidence rows for {len(cs.points)} capture points")
     ev.insert(0, "point", [p.name for p in cs.points])
     if inv is not None:
@@ -278,7 +278,7 @@ def _clean(entry: dict) -> dict:
 
 
 def _explicit_rows(e: dict, df: pd.DataFrame) -> list[list]:
-    """Evidence rows of a manifest / --point entry, in the order _split makes its points."""
+    """Evidence rows of a manifest / --point entry, in the order split_entry makes its points."""
     src = e["_from"]
     idb = e.get("pcapng_interface")
     idb = -1 if idb is None else int(idb)
@@ -521,7 +521,7 @@ def _interfaces_of(path: str) -> list:
 
 def _infer_file(path: str, where: str, df: pd.DataFrame, nodes: _Nodes, link_specs: dict[str, str],
                 warnings: list[str]) -> list[tuple[dict, list[list]]]:  # fmt: skip
-    """Manifest entries (with evidence rows in _split's order) of one plain capture file."""
+    """Manifest entries (with evidence rows in split_entry's order) of one plain capture file."""
     idbs = _interfaces_of(path)
     used = sorted(int(i) for i in pd.unique(df["iface"])) if len(df) else []
     units = [(i, df[df["iface"].to_numpy(np.int64) == i]) for i in used] if len(used) > 1 else [(-1, df)]
