@@ -54,7 +54,9 @@ class ClockSample:
 
     def _stacked(self) -> dict[str, np.ndarray]:
         if not self.parts:
-            return {c: np.zeros(0, np.uint64 if c == "fp" else bool if c == "half" else np.int64) for c in _FIELDS}
+            return {
+                c: np.zeros(0, np.uint64 if c == "fp" else bool if c == "half" else np.int64) for c in _FIELDS
+            }
         return {c: np.concatenate([p[c] for p in self.parts]) for c in _FIELDS}
 
     def relabel(self, point_of: np.ndarray) -> None:
@@ -63,7 +65,9 @@ class ClockSample:
         self.parts = [{**p, "point_id": point_of[p["point_id"]], "key": (point_of[p["point_id"]] << 40) | p["key"]}
                       for p in self.parts]  # fmt: skip
 
-    def estimate(self, nodes: list[str], point_node: np.ndarray, *, reference: str | None = None) -> tuple[pd.DataFrame, dict]:
+    def estimate(
+        self, nodes: list[str], point_node: np.ndarray, *, reference: str | None = None
+    ) -> tuple[pd.DataFrame, dict]:
         """Clock table and correction parameters (:func:`.clock.estimate_offsets`) from the sample, rows in input order."""
         self._trim()
         cols = self._stacked()

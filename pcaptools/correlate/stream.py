@@ -27,7 +27,6 @@ journey was already written): when it does, the hops file is copied once at the 
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,7 +44,14 @@ from pcaptools.correlate.api import (
     matcher,
     packet_fingerprints,
 )
-from pcaptools.correlate.capture_set import CapturePoint, CaptureSet, capture_entries, name_points, split_entry
+from pcaptools.correlate.budget import default_memory
+from pcaptools.correlate.capture_set import (
+    CapturePoint,
+    CaptureSet,
+    capture_entries,
+    name_points,
+    split_entry,
+)
 from pcaptools.correlate.clock import correct
 from pcaptools.correlate.sample import ClockSample
 from pcaptools.correlate.windows import ROW_BYTES, Categories, Part, rows_from
@@ -57,45 +63,14 @@ ROW_COST = 8 * ROW_BYTES
 SPINE_COST = 40
 """Bytes a sighting keeps until the end of the run (the spine, and the sort that sums it up)."""
 
-MEMORY_FRACTION = 0.25
-"""Default budget: this share of the memory available when the run starts (at least :data:`MIN_MEMORY`)."""
+FILE_WINDOW = 40 << 20
+"""What reading one file as a stream holds (the reader's windows and the decoded batch)."""
 
-MIN_MEMORY = 256 << 20
 BASE_MEMORY = 200 << 20
 """What the interpreter, numpy, pandas, numba's kernels and pyarrow take before any packet is read."""
 
 FILE_COST = 2.0
 """Peak memory of the one-window run per byte of capture file (decoded table, fingerprints, hops)."""
-
-_BATCH_BYTES = 8 << 20
-_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
-
-
-def parse_size(text: str) -> int:
-    """Bytes in ``512MiB``, ``2GiB``, ``1.5G``, ``800M``, ``65536`` (K, M, G, T are powers of 1024, with or without ``iB``/``B``)."""
-    m = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([kmgt]?)(?:i?b)?\s*", str(text), re.IGNORECASE)
-    if not m:
-        raise ValueError(f"expected a size such as 512MiB, 2GiB or 1.5G, got {text!r}")
-    n = float(m.group(1)) * _UNITS[m.group(2).lower()]
-    if not np.isfinite(n) or n < 1:
-        raise ValueError(f"expected a positive size such as 512MiB, 2GiB or 1.5G, got {text!r}")
-    return int(n)
-
-
-def default_memory() -> int:
-    """:data:`MEMORY_FRACTION` of the memory available now (``MemAvailable``), at least :data:`MIN_MEMORY`."""
-    avail = 0
-    try:
-        with open("/proc/meminfo") as f:
-            avail = next((int(line.split()[1]) << 10 for line in f if line.startswith("MemAvailable:")), 0)
-    except OSError:
-        pass
-    if not avail:
-        try:
-            avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-        except (ValueError, OSError, AttributeError):
-            avail = 4 << 30
-    return max(int(avail * MEMORY_FRACTION), MIN_MEMORY)
 
 
 @dataclass
@@ -126,10 +101,11 @@ def correlate_files(source: str | os.PathLike | None = None, *, points: Iterable
         corr = correlate(cs, window_ns=window_ns, reference=reference)
         if out is not None:
             write_hops([corr.hops], out)
-        return corr, StreamStats(windows=1, carried_journeys=0, carried_rows=0, passes=1, window_rows=len(corr.hops))
-    if window_rows is None:
-        window_rows = max((memory - BASE_MEMORY) // ROW_COST, 1 << 14)
-    return correlate_stream(entries, window_ns=window_ns, reference=reference, window_rows=window_rows, out=out, cni=cni)
+        return corr, StreamStats(
+            windows=1, carried_journeys=0, carried_rows=0, passes=1, window_rows=len(corr.hops)
+        )
+    return correlate_stream(entries, window_ns=window_ns, reference=reference, memory=memory, window_rows=window_rows,
+                            out=out, cni=cni)  # fmt: skip
 
 
 class _File:
@@ -139,7 +115,9 @@ class _File:
         self.entry = entry
         self.idb = int(entry["pcapng_interface"]) if entry.get("pcapng_interface") is not None else -1
         self.batch_records = batch_records
-        self.ifx_pid: tuple[np.ndarray, np.ndarray] | None = None  # sorted ifindexes and their points, if split
+        self.ifx_pid: tuple[np.ndarray, np.ndarray] | None = (
+            None  # sorted ifindexes and their points, if split
+        )
         self.pid = 0  # the point of every row, if not split
         self.node = 0
 
@@ -170,14 +148,18 @@ def _survey(files: list[_File], sample: ClockSample) -> tuple[list[CapturePoint]
     seen: list[set] = []
     late = np.zeros(len(files), np.int64)
     rows = np.zeros(len(files), np.int64)
-    codes: dict[tuple[int, int], int] = {}  # (file, ifindex) -> provisional point code while points are unknown
+    codes: dict[
+        tuple[int, int], int
+    ] = {}  # (file, ifindex) -> provisional point code while points are unknown
     for f, src in enumerate(files):
         pairs: set = set()
         top = np.iinfo(np.int64).min
         for pk, idx in src.tables():
             ts = pk["ts_ns"].to_numpy(np.int64)
             ifx = pk["ifindex"].to_numpy(np.int64)
-            pairs.update(map(tuple, np.unique(np.stack([pk["iface"].to_numpy(np.int64), ifx], 1), axis=0).tolist()))
+            pairs.update(
+                map(tuple, np.unique(np.stack([pk["iface"].to_numpy(np.int64), ifx], 1), axis=0).tolist())
+            )
             ok = ts >= 0
             if ok.any():
                 run = np.maximum.accumulate(np.maximum(ts[ok], top))
@@ -215,14 +197,27 @@ def _survey(files: list[_File], sample: ClockSample) -> tuple[list[CapturePoint]
 
 
 def correlate_stream(entries: list[dict], *, window_ns: int = DEFAULT_WINDOW_NS, reference: str | None = None,
-                     window_rows: int = 1 << 22, out: str | os.PathLike | None = None, cni: str = "",
-                     batch_records: int | None = None) -> tuple[Correlation, StreamStats]:  # fmt: skip
-    """Correlate manifest entries' files in windows of about ``window_rows`` rows (module doc); hops to ``out``."""
-    batch_records = batch_records or int(np.clip(window_rows // (4 * max(len(entries), 1)), 1 << 8, 1 << 18))
+                     memory: int | None = None, window_rows: int | None = None, out: str | os.PathLike | None = None,
+                     cni: str = "") -> tuple[Correlation, StreamStats]:  # fmt: skip
+    """Correlate manifest entries' files in windows (module doc) within ``memory`` bytes, or of about
+    ``window_rows`` rows if given; hops to ``out``."""
+    memory = default_memory() if memory is None else int(memory)
+    nf = max(len(entries), 1)
+    fixed = BASE_MEMORY + nf * FILE_WINDOW
+    if window_rows is None:
+        batch_records = int(np.clip((memory - fixed) // (8 * ROW_COST * nf), 1 << 10, 1 << 18))
+    else:
+        batch_records = int(np.clip(window_rows // (4 * nf), 1 << 8, 1 << 18))
     files = [_File(e, batch_records) for e in entries]
-    check_options(list(dict.fromkeys(str(e.get("node") or Path(e["file"]).name.split(".")[0]) for e in entries)), window_ns, reference)
+    check_options(
+        list(dict.fromkeys(str(e.get("node") or Path(e["file"]).name.split(".")[0]) for e in entries)),
+        window_ns,
+        reference,
+    )
     sample = ClockSample()
-    pts, late, _ = _survey(files, sample)
+    pts, late, rows = _survey(files, sample)
+    if window_rows is None:
+        window_rows = max(int((memory - fixed - SPINE_COST * int(rows.sum())) // ROW_COST), 1 << 14)
     nodes = list(dict.fromkeys(p.node for p in pts))
     point_node = np.array([nodes.index(p.node) for p in pts], np.int64)
     offsets, params = sample.estimate(nodes, point_node, reference=reference)
@@ -260,7 +255,9 @@ def _windows(files: list[_File], m, params: dict, late: np.ndarray, window_rows:
             ts = pk["ts_ns"].to_numpy(np.int64)
             if (ts >= 0).any():
                 top[f] = max(top[f], int(ts.max()))
-                bound[f] = int(correct(np.array([top[f] - late[f]], np.int64), np.array([files[f].node]), params)[0])
+                bound[f] = int(
+                    correct(np.array([top[f] - late[f]], np.int64), np.array([files[f].node]), params)[0]
+                )
             pid = files[f].points_of(pk)
             fp = packet_fingerprints(pk)
             tc = correct(ts, np.full(ts.shape[0], files[f].node), params)
@@ -373,7 +370,9 @@ class _HopsWriter:
             for g in range(src.num_row_groups):
                 t = src.read_row_group(g)
                 j = t.column("journey").to_numpy()
-                t = t.set_column(t.schema.get_field_index("ambiguous"), "ambiguous", pa.array(final[j], pa.bool_()))
+                t = t.set_column(
+                    t.schema.get_field_index("ambiguous"), "ambiguous", pa.array(final[j], pa.bool_())
+                )
                 w.write_table(t)
         os.remove(self.tmp)
         return True

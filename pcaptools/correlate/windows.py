@@ -117,7 +117,9 @@ class Spine:
     tc: list = field(default_factory=list)
     flow: list = field(default_factory=list)
     fp: list = field(default_factory=list)
-    flows: list = field(default_factory=list)  # per window: (flow, src, dst, sport, dport, proto) of its distinct flows
+    flows: list = field(
+        default_factory=list
+    )  # per window: (flow, src, dst, sport, dport, proto) of its distinct flows
 
     def ambiguous(self) -> np.ndarray:
         """Per journey number: its fingerprint owns another journey too."""
@@ -128,7 +130,13 @@ class Spine:
     def arrays(self) -> dict[str, np.ndarray]:
         """Everything collected, as single arrays (the lists are replaced by them)."""
         out = {}
-        for name, dtype in (("journey", np.int64), ("point", np.int32), ("tc", np.int64), ("flow", np.uint64), ("fp", np.uint64)):
+        for name, dtype in (
+            ("journey", np.int64),
+            ("point", np.int32),
+            ("tc", np.int64),
+            ("flow", np.uint64),
+            ("fp", np.uint64),
+        ):
             lst = getattr(self, name)
             arr = np.concatenate(lst) if lst else np.zeros(0, dtype)
             setattr(self, name, [arr])
@@ -249,8 +257,12 @@ class Matcher:
         pid = rows["point_id"][final]
         out: dict[str, object] = dict(cols)
         out["point"] = pd.Categorical.from_codes(pid, dtype=self.dtypes["point"], validate=False)
-        out["node"] = pd.Categorical.from_codes(self.node_code[pid], dtype=self.dtypes["node"], validate=False)
-        out["interface"] = pd.Categorical.from_codes(self.iface_code[pid], dtype=self.dtypes["interface"], validate=False)
+        out["node"] = pd.Categorical.from_codes(
+            self.node_code[pid], dtype=self.dtypes["node"], validate=False
+        )
+        out["interface"] = pd.Categorical.from_codes(
+            self.iface_code[pid], dtype=self.dtypes["interface"], validate=False
+        )
         out["ts_ns"] = rows["ts_ns"][final]
         out["ts_corrected_ns"] = tcf
         out["fingerprint"] = rows["fp"][final].astype(np.uint64)
@@ -258,7 +270,9 @@ class Matcher:
         for c in CARRY:
             v = rows[c][final]
             if c in self.cats.values:
-                out[c] = pd.Categorical.from_codes(v.astype(np.int32), dtype=self.cats.dtype(c), validate=False)
+                out[c] = pd.Categorical.from_codes(
+                    v.astype(np.int32), dtype=self.cats.dtype(c), validate=False
+                )
             else:
                 out[c] = v.astype(want[c], copy=False)
         hops = pd.DataFrame({c.name: out[c.name] for c in HOPS_COLUMNS}, copy=False)

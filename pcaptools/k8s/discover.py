@@ -29,6 +29,7 @@ import os
 import re
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -38,6 +39,9 @@ from pcaptools.correlate.manifest import inventory_beside, read_manifest
 from pcaptools.errors import CorrelationError, InventoryError
 from pcaptools.k8s import cni
 from pcaptools.k8s.inventory import Inventory
+
+if TYPE_CHECKING:
+    from pcaptools.correlate.api import Correlation
 
 CAPTURE_SUFFIXES = (".pcap", ".pcapng", ".cap", ".pcap.gz", ".pcapng.gz", ".cap.gz")
 """File names read as captures when a directory is given (other files are ignored)."""
@@ -133,7 +137,7 @@ def load_captures(
     if not srcs and not points:
         raise CorrelationError("no captures given; pass capture files, directories of them, a manifest.json or --point NODE:IFACE=FILE")
     manifests = [s for s in srcs if _is_manifest(s)]
-    if (len(srcs) == 1 and manifests) or (not srcs and points):  # a manifest and/or --point: exactly what they say
+    if is_capture_set(srcs, points):  # a manifest and/or --point: exactly what they say
         cs = CaptureSet.load(srcs[0] if srcs else None, points=points, decoder=decoder, allow_outside=allow_outside)
         how = ["--point"] * len(points)
         if srcs:
@@ -211,6 +215,34 @@ def load_captures(
     ev.attrs = {"warnings": warnings, "inventory": inv.source if inv is not None else None, "files": len(files)}
     cs.inference = ev
     return cs
+
+
+def is_capture_set(inputs: Sequence[str | os.PathLike], points: Sequence[str]) -> bool:
+    """True when the inputs say every capture point themselves: one manifest (or a directory holding one) and/or
+    ``--point`` specs, nothing to infer."""
+    return (len(inputs) == 1 and _is_manifest(inputs[0])) or (not inputs and bool(points))
+
+
+def correlate_inputs(inputs: Sequence[str | os.PathLike], *, points: Sequence[str] = (), inventory=None, links: Iterable[str] = (),
+                     allow_outside: bool = False, window_ns: int | None = None, reference: str | None = None,
+                     memory: int | None = None, out: str | os.PathLike | None = None) -> tuple[Correlation, CaptureSet | None]:  # fmt: skip
+    """Correlate what ``pcaptools correlate`` was given, hops written to ``out``: a capture set that names its
+    points within the ``memory`` budget (streamed in windows when larger, see pcaptools.correlate.stream);
+    plain files, whose points are inferred from their packets, in memory (the CaptureSet is returned too)."""
+    from pcaptools.correlate.api import DEFAULT_WINDOW_NS, correlate
+    from pcaptools.correlate.stream import correlate_files, write_hops
+
+    window_ns = DEFAULT_WINDOW_NS if window_ns is None else window_ns
+    inputs, points = list(inputs), list(points)
+    if is_capture_set(inputs, points):
+        corr, _ = correlate_files(inputs[0] if inputs else None, points=points, window_ns=window_ns, reference=reference,
+                                  memory=memory, out=out, allow_outside=allow_outside)  # fmt: skip
+        return corr, None
+    cs = load_captures(inputs, points=points, inventory=inventory, links=links, allow_outside=allow_outside)
+    corr = correlate(cs, window_ns=window_ns, reference=reference)
+    if out is not None:
+        write_hops([corr.hops], out)
+    return corr, cs
 
 
 def summary_lines(cs: CaptureSet) -> list[str]:
