@@ -82,6 +82,7 @@ class StreamStats:
     carried_rows: int
     passes: int
     window_rows: int
+    disorder_ns: int = 0  # most a file's timestamp fell behind an earlier one of the same file
     rewritten: bool = False  # the hops file was copied once to set ambiguity learnt in later windows
 
 
@@ -231,7 +232,7 @@ def correlate_stream(entries: list[dict], *, window_ns: int = DEFAULT_WINDOW_NS,
     corr = finish(m, empty(HOPS_COLUMNS), offsets, clock_notes(offsets, params))
     rewritten = writer.close(m, corr)
     stats = StreamStats(windows=m.windows, carried_journeys=m.carried_journeys, carried_rows=m.carried_rows, passes=2,
-                        window_rows=int(window_rows), rewritten=rewritten)  # fmt: skip
+                        window_rows=int(window_rows), disorder_ns=int(late.max()) if late.size else 0, rewritten=rewritten)  # fmt: skip
     return corr, stats
 
 
