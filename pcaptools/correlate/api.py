@@ -10,6 +10,7 @@ table (:data:`~pcaptools.schema.HOPS_COLUMNS`). :func:`correlate` is the one-win
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -19,9 +20,10 @@ from pcaptools.correlate.capture_set import CaptureSet
 from pcaptools.correlate.clock import correct
 from pcaptools.correlate.fingerprint import fingerprint
 from pcaptools.correlate.latency import loss_summary
+from pcaptools.correlate.match import by_fingerprint, clock_sample, compact_order
 from pcaptools.correlate.sample import ClockSample
 from pcaptools.correlate.summary import totals
-from pcaptools.correlate.windows import CATEGORIES, Categories, Matcher, rows_from
+from pcaptools.correlate.windows import CATEGORIES, Categories, Matcher, Part, rows_from
 from pcaptools.errors import CorrelationError
 
 DEFAULT_WINDOW_NS = 2_000_000_000
@@ -98,6 +100,12 @@ def correlate(capture_set: CaptureSet, *, window_ns: int = DEFAULT_WINDOW_NS, re
     """Match packets across the capture set's points, estimate clock offsets, and build hops/latency/loss tables.
 
     The in-memory run of the windowed pipeline (:mod:`.stream`): one window holding every row."""
+    return correlate_window(capture_set, window_ns=window_ns, reference=reference)
+
+
+def correlate_window(capture_set: CaptureSet, *, window_ns: int = DEFAULT_WINDOW_NS, reference: str | None = None,
+                     on_part: Callable[[Part], None] | None = None) -> Correlation:  # fmt: skip
+    """:func:`correlate`, handing the hops to ``on_part`` (a writer) before the summary is computed."""
     check_options(capture_set.nodes, window_ns, reference)
     pk = capture_set.packets
     nodes = capture_set.nodes
@@ -105,14 +113,17 @@ def correlate(capture_set: CaptureSet, *, window_ns: int = DEFAULT_WINDOW_NS, re
     point_node = np.array([nodes.index(p.node) for p in capture_set.points], np.int64)
     fp = packet_fingerprints(pk)
     key = np.arange(len(pk), dtype=np.int64)
+    by_fp = by_fingerprint(fp)  # one sort: the clock sample and the matcher both start from it
     sample = ClockSample()
-    sample.add(pk, fp, pid, key)
+    sample.add(pk, np.where(clock_sample(fp, order=by_fp), fp, np.uint64(0)), pid, key, order=by_fp)
     offsets, params = sample.estimate(nodes, point_node, reference=reference)
     notes = [*capture_set.notes, *clock_notes(offsets, params)]
     tc = correct(pk["ts_ns"].to_numpy(np.int64), point_node[pid], params)
     cats = Categories({c: pk[c].cat.categories for c in CATEGORIES})
     m = matcher(capture_set.points, window_ns, cats)
-    part = m.step(rows_from(pk, fp, tc, key, pid, cats), None)
+    part = m.step(rows_from(pk, fp, tc, key, pid, cats), None, order=compact_order(fp != 0, by_fp))
+    if on_part is not None:
+        on_part(part)
     row_journey = np.full(len(pk), -1, np.int64)
     row_journey[part.key] = part.journey
     return finish(m, part.hops, offsets, notes, row_ts_corrected=tc, row_journey=row_journey)

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from pcaptools.correlate.clock import connection_key, estimate_offsets
-from pcaptools.correlate.match import CLOCK_SAMPLE, by_fingerprint, clock_sample, unique_groups
+from pcaptools.correlate.match import CLOCK_SAMPLE, by_fingerprint, clock_sample, compact_order, unique_groups
 
 _FIELDS = ("fp", "ts_ns", "point_id", "key", "conn", "half")
 
@@ -27,13 +27,17 @@ class ClockSample:
         self.rows = 0
         self.limit: np.uint64 | None = None  # fingerprints at or above it are out of the sample for good
         self._trim_at = 4 * self.k
+        self.order: np.ndarray | None = None  # by_fingerprint of the one table added, while nothing else was
 
-    def add(self, pk: pd.DataFrame, fp: np.ndarray, point_id: np.ndarray, key: np.ndarray) -> None:
-        """Offer the rows of a packet table (``fp``: fingerprints, 0 = not matchable; ``key``: input order)."""
+    def add(self, pk: pd.DataFrame, fp: np.ndarray, point_id: np.ndarray, key: np.ndarray, *,
+            order: np.ndarray | None = None) -> None:  # fmt: skip
+        """Offer the rows of a packet table (``fp``: fingerprints, 0 = not matchable; ``key``: input order;
+        ``order``: rows by fingerprint as :func:`.match.by_fingerprint` gives, if known)."""
         ok = fp != 0 if self.limit is None else (fp != 0) & (fp < self.limit)
         rows = np.flatnonzero(ok)
         if not rows.size:
             return
+        self.order = compact_order(ok, order) if order is not None and not self.parts else None
         sub = pk[["src", "dst", "sport", "dport", "proto"]].iloc[rows]
         conn, half = connection_key(sub)
         self.parts.append({"fp": fp[rows], "ts_ns": pk["ts_ns"].to_numpy(np.int64)[rows],
@@ -45,8 +49,9 @@ class ClockSample:
 
     def _trim(self) -> None:
         cols = self._stacked()
-        keep = clock_sample(cols["fp"], self.k)
+        keep = clock_sample(cols["fp"], self.k, order=self.order if len(self.parts) == 1 else None)
         if not keep.all():
+            self.order = None
             self.limit = cols["fp"][keep].max() + np.uint64(1)
         self.parts = [{c: v[keep] for c, v in cols.items()}]
         self.rows = int(keep.sum())
@@ -62,6 +67,7 @@ class ClockSample:
     def relabel(self, point_of: np.ndarray) -> None:
         """Rows added with provisional point codes (points unknown until every file is read): ``point_of[code]``
         is the point; keys become (point, row in file), the input order of a capture set."""
+        self.order = None
         self.parts = [{**p, "point_id": point_of[p["point_id"]], "key": (point_of[p["point_id"]] << 40) | p["key"]}
                       for p in self.parts]  # fmt: skip
 
@@ -71,10 +77,13 @@ class ClockSample:
         """Clock table and correction parameters (:func:`.clock.estimate_offsets`) from the sample, rows in input order."""
         self._trim()
         cols = self._stacked()
-        o = np.argsort(cols["key"], kind="stable")
-        cols = {c: v[o] for c, v in cols.items()}
+        order = self.order if len(self.parts) == 1 else None
+        if cols["key"].size > 1 and (np.diff(cols["key"]) < 0).any():
+            o = np.argsort(cols["key"], kind="stable")
+            cols = {c: v[o] for c, v in cols.items()}
+            order = None
         fp = cols["fp"]
-        group = unique_groups(fp, cols["point_id"], order=by_fingerprint(fp))
+        group = unique_groups(fp, cols["point_id"], order=by_fingerprint(fp) if order is None else order)
         pk = pd.DataFrame({"ts_ns": cols["ts_ns"], "point_id": cols["point_id"]})
         return estimate_offsets(pk, group, nodes, np.asarray(point_node, np.int64), reference=reference,
                                 connection=(cols["conn"], cols["half"]))  # fmt: skip

@@ -39,7 +39,7 @@ from pcaptools.correlate.api import (
     Correlation,
     check_options,
     clock_notes,
-    correlate,
+    correlate_window,
     finish,
     matcher,
     packet_fingerprints,
@@ -99,9 +99,9 @@ def correlate_files(source: str | os.PathLike | None = None, *, points: Iterable
     size = sum(os.path.getsize(e["file"]) for e in entries)
     if window_rows is None and BASE_MEMORY + FILE_COST * size <= memory:
         cs = CaptureSet.load(source, points=points, allow_outside=allow_outside)
-        corr = correlate(cs, window_ns=window_ns, reference=reference)
-        if out is not None:
-            write_hops([corr.hops], out)
+        writer = _HopsWriter(out, direct=True)
+        corr = correlate_window(cs, window_ns=window_ns, reference=reference, on_part=writer.add)  # written while it sums up
+        writer.close(None)
         return corr, StreamStats(
             windows=1, carried_journeys=0, carried_rows=0, passes=1, window_rows=len(corr.hops)
         )
@@ -230,7 +230,7 @@ def correlate_stream(entries: list[dict], *, window_ns: int = DEFAULT_WINDOW_NS,
     for part in _windows(files, m, params, late, window_rows):
         writer.add(part)
     corr = finish(m, empty(HOPS_COLUMNS), offsets, clock_notes(offsets, params))
-    rewritten = writer.close(m, corr)
+    rewritten = writer.close(m)
     stats = StreamStats(windows=m.windows, carried_journeys=m.carried_journeys, carried_rows=m.carried_rows, passes=2,
                         window_rows=int(window_rows), disorder_ns=int(late.max()) if late.size else 0, rewritten=rewritten)  # fmt: skip
     return corr, stats
@@ -325,39 +325,58 @@ def write_hops(parts: Iterable[pd.DataFrame], out: str | os.PathLike) -> None:
     """Write hops tables to one Parquet file, a row group each."""
     import pyarrow.parquet as pq
 
-    with pq.ParquetWriter(os.fspath(out), hops_schema()) as w:
+    with pq.ParquetWriter(os.fspath(out), hops_schema(), **_PARQUET) as w:
         for hops in parts:
             w.write_table(_arrow(hops))
 
 
-class _HopsWriter:
-    """Hops of each window appended to ``out`` as they come (beside it first, renamed or copied at the end)."""
+_PARQUET = {"use_dictionary": [c.name for c in HOPS_COLUMNS if c.dtype == "category"]}
+"""Dictionary pages for the category columns only: trying them on fingerprints and times costs a third of the write."""
 
-    def __init__(self, out: str | os.PathLike | None) -> None:
+
+class _HopsWriter:
+    """Hops of each window appended to ``out`` in a writer thread, as they come (beside ``out`` first, renamed or
+    copied at the end; ``direct``: straight into ``out``, for one window)."""
+
+    def __init__(self, out: str | os.PathLike | None, *, direct: bool = False) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
         self.out = None if out is None else Path(out)
-        self.tmp = None if out is None else self.out.with_name(f".{self.out.name}.partial")
+        self.tmp = None if out is None else self.out if direct else self.out.with_name(f".{self.out.name}.partial")
         self.writer = None
+        self.pool = ThreadPoolExecutor(1) if out is not None else None
+        self.pending: list = []
         self.amb: list[np.ndarray] = []  # per journey, ambiguous as written
         if self.tmp is not None:
             import pyarrow.parquet as pq
 
-            self.writer = pq.ParquetWriter(os.fspath(self.tmp), hops_schema())
+            self.writer = pq.ParquetWriter(os.fspath(self.tmp), hops_schema(), **_PARQUET)
 
     def add(self, part: Part) -> None:
+        """Queue one window's hops (Parquet writing releases the GIL: matching goes on meanwhile)."""
         h = part.hops
         if self.writer is None or not len(h):
             return
-        self.writer.write_table(_arrow(h))
+        self.pending = [f for f in self.pending if not f.done() or f.result()]
+        if len(self.pending) > 1:  # at most one window waits: memory stays bounded
+            self.pending.pop(0).result()
+        self.pending.append(self.pool.submit(self.writer.write_table, _arrow(h)))
         first = np.ones(len(h), bool)
         j = h["journey"].to_numpy()
         first[1:] = j[1:] != j[:-1]
         self.amb.append(h["ambiguous"].to_numpy()[first])
 
-    def close(self, m, corr: Correlation) -> bool:
-        """Finish the file; copy it with ambiguity corrected when a later window changed it. True if copied."""
+    def close(self, m) -> bool:
+        """Finish the file; copy it with ambiguity corrected when a later window changed it (``m``: the matcher,
+        None for one window). True if copied."""
         if self.writer is None:
             return False
+        for f in self.pending:
+            f.result()
+        self.pool.shutdown()
         self.writer.close()
+        if m is None or self.tmp == self.out:
+            return False
         written = np.concatenate(self.amb) if self.amb else np.zeros(0, bool)
         final = m.spine.ambiguous()
         if np.array_equal(written, final):
@@ -367,7 +386,7 @@ class _HopsWriter:
         import pyarrow.parquet as pq
 
         src = pq.ParquetFile(os.fspath(self.tmp))
-        with pq.ParquetWriter(os.fspath(self.out), hops_schema()) as w:
+        with pq.ParquetWriter(os.fspath(self.out), hops_schema(), **_PARQUET) as w:
             for g in range(src.num_row_groups):
                 t = src.read_row_group(g)
                 j = t.column("journey").to_numpy()

@@ -174,9 +174,9 @@ class Matcher:
         self.carried_rows = 0
         self.spine = Spine()
 
-    def step(self, new: dict[str, np.ndarray], horizon: int | None) -> Part:
+    def step(self, new: dict[str, np.ndarray], horizon: int | None, *, order: np.ndarray | None = None) -> Part:
         """Match the carried rows with ``new`` (every row before ``horizon``; None: the last window) and emit
-        the journeys no later row can join."""
+        the journeys no later row can join. ``order``: :func:`.match.by_fingerprint` of ``new``, if known."""
         self.windows += 1
         rows = concat_rows([self.carry, new])
         if not rows:
@@ -184,8 +184,9 @@ class Matcher:
             return self._part({}, None, None, None)
         if self.carry and new and new["fp"].shape[0]:  # rows in input order: carried and new keys interleave
             rows = take_rows(rows, np.argsort(rows["key"], kind="stable"))
+            order = None
         fp, tc = rows["fp"], rows["tc"]
-        ft = time_order(fp, tc, by_fingerprint(fp))
+        ft = time_order(fp, tc, by_fingerprint(fp) if order is None else order)
         slot = pd.factorize(rows["look"])[0]
         jid = match(fp, tc, slot, window_ns=self.window_ns, npoints=int(slot.max()) + 1, order=ft)
         order = journey_order(jid, ft)  # rows by (journey, time, key)
