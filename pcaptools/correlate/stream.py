@@ -266,7 +266,7 @@ def _windows(files: list[_File], m, params: dict, late: np.ndarray, window_rows:
             pending[f].append(rows)
             held += rows["fp"].shape[0]
         carry = m.carry["fp"].shape[0] if m.carry else 0
-        if done.all() or held < max(window_rows - carry, carry, window_rows // 4):
+        if done.all() or held < max(window_rows - carry, carry // 2, window_rows // 4):  # a carry re-walked at most ~3 times
             continue
         horizon = int(bound[~done].min())
         new, held = _cut(pending, horizon)
