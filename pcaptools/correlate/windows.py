@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from pcaptools.addr import to_u128
-from pcaptools.correlate.fingerprint import combine
+from pcaptools.correlate.fingerprint import combine, combine8
 from pcaptools.correlate.match import by_fingerprint, journey_order, match, time_order
 from pcaptools.schema import HOPS_COLUMNS, validate
 
@@ -237,14 +237,15 @@ class Matcher:
         shi, slo = self.cats.u128("src", rows["src"][final])
         dhi, dlo = self.cats.u128("dst", rows["dst"][final])
         proto, sport, dport = rows["proto"][final], rows["sport"][final], rows["dport"][final]
-        flow = combine([pid, proto, shi, slo, dhi, dlo, sport, dport])
+        i64 = np.int64
+        flow = combine8(pid.astype(i64), proto.astype(i64), shi, slo, dhi, dlo, sport.astype(i64), dport.astype(i64))
         sp = self.spine
         sp.journey.append(journey)
         sp.point.append(pid)
         sp.tc.append(tcf)
         sp.flow.append(flow)
         sp.fp.append(fps)
-        _, first = np.unique(flow, return_index=True)
+        first = pd.Series(flow).drop_duplicates().index.to_numpy()  # hashing, not sorting
         sp.flows.append({"flow": flow[first], "src": rows["src"][final][first], "dst": rows["dst"][final][first],
                          "sport": sport[first], "dport": dport[first], "proto": proto[first]})  # fmt: skip
 
