@@ -13,9 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from pcaptools.correlate.latency import latency_table, lost_rows
 from pcaptools.correlate.windows import Matcher
-from pcaptools.schema import LOSS_COLUMNS, validate
+from pcaptools.schema import HOP_LATENCY_COLUMNS, LOSS_COLUMNS, conform, empty, validate
 
 
 @dataclass
@@ -35,36 +34,98 @@ class Totals:
 
 def totals(m: Matcher) -> Totals:
     """Sum up a matcher's spine after its last window."""
-    a = m.spine.arrays()
-    j, pt, tc, flow = a["journey"], a["point"].astype(np.int64), a["tc"], a["flow"]
+    sp = m.spine
     names = pd.Index(m.point_names)
-    npts = len(names)
-    n = j.shape[0]
-    start = np.ones(n, bool)
-    start[1:] = j[1:] != j[:-1]
-    first = np.flatnonzero(start)
-    size = np.diff(np.append(first, n))
-    multi = np.repeat(size > 1, size)
-    mc = np.bincount(pt[multi], minlength=npts)
-    uc = np.bincount(pt[~multi], minlength=npts)
-    amb = m.spine.ambiguous()
-    lost, q = lost_rows(j, pt, tc, flow, npts)
+    lost, q = _lost(sp)
+    amb = sp.ambiguous()
     return Totals(
-        hop_latency=latency_table(j, pt, tc, names),
-        losses=_loss_table(m, j, pt, tc, flow, lost, q),
-        matched={name: int(mc[k]) for k, name in enumerate(names)},
-        unmatched={name: int(uc[k]) for k, name in enumerate(names)},
-        seen_at_point=pd.Series(np.bincount(pt, minlength=npts), index=names),
+        hop_latency=_latency(sp, names),
+        losses=_loss_table(m, lost, q),
+        matched={name: int(sp.matched[k]) for k, name in enumerate(names)},
+        unmatched={name: int(sp.unmatched[k]) for k, name in enumerate(names)},
+        seen_at_point=pd.Series(sp.matched + sp.unmatched, index=names),
         journeys=int(m.next_journey),
-        multi_point_journeys=int((size > 1).sum()),
+        multi_point_journeys=int(sp.multi),
         ambiguous=int(amb.sum()),
         ambiguous_journey=amb,
     )
 
 
-def _loss_table(m: Matcher, j, pt, tc, flow, lost, q) -> pd.DataFrame:
+_QUANTILES = (0.5, 0.9, 0.99)
+
+
+def _latency(sp, names: pd.Index) -> pd.DataFrame:
+    """HOP_LATENCY_COLUMNS from every consecutive pair of sightings: exact quantiles (linear, as pandas), per point pair."""
+    pair, lat = sp.array("pair"), sp.array("latency")
+    if not pair.shape[0]:
+        return empty(HOP_LATENCY_COLUMNS)
+    rows = []
+    for code in np.unique(pair):
+        x = np.sort(lat[pair == code])
+        n = x.shape[0]
+        qs = []
+        for q in _QUANTILES:
+            h = (n - 1) * q
+            lo = int(np.floor(h))
+            hi = min(lo + 1, n - 1)
+            qs.append(float(x[lo]) + (float(x[hi]) - float(x[lo])) * (h - lo))
+        rows.append((int(code) // sp.npts, int(code) % sp.npts, n, *qs, int(x[0]), int(x[-1])))
+    out = pd.DataFrame(rows, columns=["from", "to", "count", "median_ns", "p90_ns", "p99_ns", "min_ns", "max_ns"])
+    for c in ("median_ns", "p90_ns", "p99_ns"):
+        out[c] = out[c].round().astype(np.int64)
+    out.insert(0, "from_point", names[out.pop("from").to_numpy()].astype(str))
+    out.insert(1, "to_point", names[out.pop("to").to_numpy()].astype(str))
+    out = out.sort_values("count", ascending=False, ignore_index=True)
+    return conform(out, HOP_LATENCY_COLUMNS, table="hop_latency")
+
+
+def _expected(sp) -> tuple[np.ndarray, np.ndarray]:
+    """Flows (sorted) whose most common next point is known (seen next at least twice) and that point; a tie
+    goes to the lower point number."""
+    if not sp.next:
+        return np.zeros(0, np.uint64), np.zeros(0, np.int64)
+    f = np.concatenate([x[0] for x in sp.next])
+    q = np.concatenate([x[1] for x in sp.next])
+    n = np.concatenate([x[2] for x in sp.next])
+    o = np.lexsort((q, f))
+    f, q, n = f[o], q[o], n[o]
+    new = np.ones(f.shape[0], bool)
+    new[1:] = (f[1:] != f[:-1]) | (q[1:] != q[:-1])
+    starts = np.flatnonzero(new)
+    f, q, n = f[starts], q[starts], np.add.reduceat(n, starts) if starts.size else n[:0]
+    o = np.lexsort((q, -n, f))  # per flow: most sightings first, then the lower point
+    f, q, n = f[o], q[o], n[o]
+    first = np.ones(f.shape[0], bool)
+    first[1:] = f[1:] != f[:-1]
+    keep = first & (n >= 2)
+    return f[keep], q[keep]
+
+
+def _lost(sp) -> tuple[np.ndarray, np.ndarray]:
+    """Positions (hops order) of sightings whose journey never reached the point their flow direction reaches
+    next while it was capturing, and that point (latency.losses, from the spine)."""
+    keys, exp = _expected(sp)
+    flow, t = sp.array("flow"), sp.array("tc")
+    if not keys.shape[0] or not flow.shape[0]:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    pos = np.minimum(np.searchsorted(keys, flow), keys.shape[0] - 1)
+    known = keys[pos] == flow
+    q = np.where(known, exp[pos], 0)
+    if sp.npts <= 64:
+        reached = ((sp.array("mask") >> q.astype(np.uint64)) & np.uint64(1)).astype(bool)
+    else:
+        j, codes = sp.array("journey"), sp.array("point").astype(np.int64)
+        reached = np.isin(j * sp.npts + q, j * sp.npts + codes)
+    live = known & (t >= sp.lo[q]) & (t <= sp.hi[q]) & ~reached
+    lost = np.flatnonzero(live)
+    return lost, q[lost]
+
+
+def _loss_table(m: Matcher, lost, q) -> pd.DataFrame:
     """LOSS_COLUMNS rows of the lost sightings; addresses and ports from the flow each was seen in."""
-    parts = m.spine.flows
+    sp = m.spine
+    j, pt, tc, flow = sp.array("journey"), sp.array("point"), sp.array("tc"), sp.array("flow")
+    parts = sp.flows
     fl = {c: np.concatenate([p[c] for p in parts]) for c in parts[0]} if parts else None
     lf = flow[lost]
     if fl is not None and lost.size:
@@ -77,7 +138,7 @@ def _loss_table(m: Matcher, j, pt, tc, flow, lost, q) -> pd.DataFrame:
     point_dtype = pd.CategoricalDtype(pd.Index(m.point_names))
     out = pd.DataFrame({
         "journey": j[lost],
-        "point": pd.Categorical.from_codes(pt[lost], dtype=point_dtype),
+        "point": pd.Categorical.from_codes(pt[lost].astype(np.int64), dtype=point_dtype),
         "missing_at": pd.Categorical.from_codes(q, dtype=point_dtype),
         "ts_corrected_ns": tc[lost],
         "src": pd.Categorical.from_codes(fl["src"][at].astype(np.int32), dtype=m.cats.dtype("src")),

@@ -16,7 +16,7 @@ than one journey, possibly in another window) are exact functions of it, compute
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -108,40 +108,67 @@ def take_rows(rows: dict[str, np.ndarray], idx: np.ndarray) -> dict[str, np.ndar
     return {c: v[idx] for c, v in rows.items()}
 
 
-@dataclass
 class Spine:
-    """Per emitted sighting (hops order): journey, point, corrected time, flow; per journey: fingerprint."""
+    """What the summary needs, gathered window by window (module doc).
 
-    journey: list = field(default_factory=list)
-    point: list = field(default_factory=list)
-    tc: list = field(default_factory=list)
-    flow: list = field(default_factory=list)
-    fp: list = field(default_factory=list)
-    flows: list = field(
-        default_factory=list
-    )  # per window: (flow, src, dst, sport, dport, proto) of its distinct flows
+    Per emitted sighting, in hops order: journey, point, corrected time, flow hash and the journey's
+    points as a bit mask (26-34 bytes); per journey its fingerprint; per window, already summed: hop
+    latencies by point pair, next-point counts by flow, sightings per point, capture spans."""
+
+    def __init__(self, npts: int) -> None:
+        self.npts = npts
+        self.cols: dict[str, list] = {c: [] for c in ("journey", "point", "tc", "flow", "mask", "fp", "pair", "latency")}
+        self.flows: list[dict] = []  # per window: (flow, src, dst, sport, dport, proto) of its distinct flows
+        self.next: list[tuple] = []  # per window: distinct (flow, next point) and their counts
+        self.matched = np.zeros(npts, np.int64)
+        self.unmatched = np.zeros(npts, np.int64)
+        self.multi = 0
+        self.lo = np.full(npts, np.iinfo(np.int64).max)
+        self.hi = np.full(npts, np.iinfo(np.int64).min)
+
+    def add(self, journey: np.ndarray, pid: np.ndarray, tc: np.ndarray, flow: np.ndarray, fps: np.ndarray, size: np.ndarray) -> None:
+        """One window's complete journeys (sightings in hops order; ``size``: sightings per journey)."""
+        n = journey.shape[0]
+        same = np.zeros(n, bool)
+        same[:-1] = journey[:-1] == journey[1:]
+        at = np.flatnonzero(same)
+        c = self.cols
+        c["journey"].append(journey)
+        c["point"].append(pid.astype(np.int32))
+        c["tc"].append(tc)
+        c["flow"].append(flow)
+        c["fp"].append(fps)
+        c["pair"].append((pid[at].astype(np.int64) * self.npts + pid[at + 1]).astype(np.int32))
+        c["latency"].append(tc[at + 1] - tc[at])
+        if self.npts <= 64:  # the points of each journey, as bits
+            bits = np.left_shift(np.uint64(1), pid.astype(np.uint64))
+            c["mask"].append(np.repeat(np.bitwise_or.reduceat(bits, np.cumsum(size) - size), size))
+        f, q = flow[at], pid[at + 1].astype(np.int64)
+        o = np.lexsort((q, f))
+        f, q = f[o], q[o]
+        new = np.ones(f.shape[0], bool)
+        new[1:] = (f[1:] != f[:-1]) | (q[1:] != q[:-1])
+        starts = np.flatnonzero(new)
+        self.next.append((f[starts], q[starts], np.diff(np.append(starts, f.shape[0]))))
+        multi = np.repeat(size > 1, size)
+        self.matched += np.bincount(pid[multi], minlength=self.npts)
+        self.unmatched += np.bincount(pid[~multi], minlength=self.npts)
+        self.multi += int((size > 1).sum())
+        np.minimum.at(self.lo, pid, tc)
+        np.maximum.at(self.hi, pid, tc)
 
     def ambiguous(self) -> np.ndarray:
         """Per journey number: its fingerprint owns another journey too."""
-        fp = self.arrays()["fp"]
+        fp = self.array("fp")
         _, inv, cnt = np.unique(fp, return_inverse=True, return_counts=True)
         return cnt[inv.reshape(-1)] > 1
 
-    def arrays(self) -> dict[str, np.ndarray]:
-        """Everything collected, as single arrays (the lists are replaced by them)."""
-        out = {}
-        for name, dtype in (
-            ("journey", np.int64),
-            ("point", np.int32),
-            ("tc", np.int64),
-            ("flow", np.uint64),
-            ("fp", np.uint64),
-        ):
-            lst = getattr(self, name)
-            arr = np.concatenate(lst) if lst else np.zeros(0, dtype)
-            setattr(self, name, [arr])
-            out[name] = arr
-        return out
+    def array(self, name: str) -> np.ndarray:
+        """One gathered column as a single array (kept so, the pieces released)."""
+        lst = self.cols[name]
+        if len(lst) != 1:
+            lst[:] = [np.concatenate(lst) if lst else np.zeros(0, np.uint64 if name in ("flow", "mask", "fp") else np.int64)]
+        return lst[0]
 
 
 @dataclass
@@ -172,7 +199,7 @@ class Matcher:
         self.windows = 0
         self.carried_journeys = 0  # journeys carried over a window boundary, summed over boundaries
         self.carried_rows = 0
-        self.spine = Spine()
+        self.spine = Spine(len(self.point_names))
 
     def step(self, new: dict[str, np.ndarray], horizon: int | None, *, order: np.ndarray | None = None) -> Part:
         """Match the carried rows with ``new`` (every row before ``horizon``; None: the last window) and emit
@@ -227,10 +254,10 @@ class Matcher:
             "journey": journey, "hop": hop, "hops": np.repeat(size_r, size_r).astype(np.int16),
             "since_first_ns": tcf - np.repeat(first_t[by_rank], size_r), "ambiguous": np.repeat(amb[by_rank], size_r),
         }  # fmt: skip
-        self._keep_spine(rows, final, journey, tcf, fps[by_rank])
+        self._keep_spine(rows, final, journey, tcf, fps[by_rank], size_r)
         return self._part(rows, final, cols, tcf)
 
-    def _keep_spine(self, rows, final, journey, tcf, fps) -> None:
+    def _keep_spine(self, rows, final, journey, tcf, fps, size) -> None:
         if not final.shape[0]:
             return
         pid = rows["point_id"][final]
@@ -239,15 +266,10 @@ class Matcher:
         proto, sport, dport = rows["proto"][final], rows["sport"][final], rows["dport"][final]
         i64 = np.int64
         flow = combine8(pid.astype(i64), proto.astype(i64), shi, slo, dhi, dlo, sport.astype(i64), dport.astype(i64))
-        sp = self.spine
-        sp.journey.append(journey)
-        sp.point.append(pid)
-        sp.tc.append(tcf)
-        sp.flow.append(flow)
-        sp.fp.append(fps)
+        self.spine.add(journey, pid, tcf, flow, fps, size)
         first = pd.Series(flow).drop_duplicates().index.to_numpy()  # hashing, not sorting
-        sp.flows.append({"flow": flow[first], "src": rows["src"][final][first], "dst": rows["dst"][final][first],
-                         "sport": sport[first], "dport": dport[first], "proto": proto[first]})  # fmt: skip
+        self.spine.flows.append({"flow": flow[first], "src": rows["src"][final][first], "dst": rows["dst"][final][first],
+                                 "sport": sport[first], "dport": dport[first], "proto": proto[first]})  # fmt: skip
 
     def _part(self, rows, final, cols, tcf) -> Part:
         if cols is None:  # nothing emitted
