@@ -57,11 +57,11 @@ from pcaptools.correlate.sample import ClockSample
 from pcaptools.correlate.windows import ROW_BYTES, Categories, Part, rows_from
 from pcaptools.schema import HOPS_COLUMNS, empty
 
-ROW_COST = 8 * ROW_BYTES
+ROW_COST = 6 * ROW_BYTES
 """Bytes a row of a window costs at the peak of its step (its columns, the sort orders and the hops table built from it)."""
 
-SPINE_COST = 40
-"""Bytes a sighting keeps until the end of the run (the spine, and the sort that sums it up)."""
+SPINE_COST = 70
+"""Bytes a sighting keeps until the end of the run (its share of the spine, and what summing it up takes)."""
 
 FILE_WINDOW = 40 << 20
 """What reading one file as a stream holds (the reader's windows and the decoded batch)."""
@@ -144,6 +144,15 @@ class _File:
         return pid[at]
 
 
+def _rss() -> int:
+    """Resident bytes of this process now (0 where /proc is not there)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
 def _survey(files: list[_File], sample: ClockSample) -> tuple[list[CapturePoint], np.ndarray, np.ndarray]:
     """Pass 1: the points, each file's disorder (ns) and matchable rows; the clock sample filled (in input order)."""
     seen: list[set] = []
@@ -217,7 +226,8 @@ def correlate_stream(entries: list[dict], *, window_ns: int = DEFAULT_WINDOW_NS,
     )
     sample = ClockSample()
     pts, late, rows = _survey(files, sample)
-    if window_rows is None:
+    if window_rows is None:  # what is left once the libraries, the readers and the spine have theirs
+        fixed = max(fixed, _rss() + nf * FILE_WINDOW)
         window_rows = max(int((memory - fixed - SPINE_COST * int(rows.sum())) // ROW_COST), 1 << 14)
     nodes = list(dict.fromkeys(p.node for p in pts))
     point_node = np.array([nodes.index(p.node) for p in pts], np.int64)

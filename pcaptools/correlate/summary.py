@@ -111,11 +111,13 @@ def _lost(sp) -> tuple[np.ndarray, np.ndarray]:
     pos = np.minimum(np.searchsorted(keys, flow), keys.shape[0] - 1)
     known = keys[pos] == flow
     q = np.where(known, exp[pos], 0)
+    j = np.repeat(np.arange(sp.array("size").shape[0], dtype=np.int64), sp.array("size"))
     if sp.npts <= 64:
-        reached = ((sp.array("mask") >> q.astype(np.uint64)) & np.uint64(1)).astype(bool)
+        reached = ((sp.array("mask")[j] >> q.astype(np.uint64)) & np.uint64(1)).astype(bool)
     else:
-        j, codes = sp.array("journey"), sp.array("point").astype(np.int64)
+        codes = sp.array("point").astype(np.int64)
         reached = np.isin(j * sp.npts + q, j * sp.npts + codes)
+    del j
     live = known & (t >= sp.lo[q]) & (t <= sp.hi[q]) & ~reached
     lost = np.flatnonzero(live)
     return lost, q[lost]
@@ -124,7 +126,7 @@ def _lost(sp) -> tuple[np.ndarray, np.ndarray]:
 def _loss_table(m: Matcher, lost, q) -> pd.DataFrame:
     """LOSS_COLUMNS rows of the lost sightings; addresses and ports from the flow each was seen in."""
     sp = m.spine
-    j, pt, tc, flow = sp.array("journey"), sp.array("point"), sp.array("tc"), sp.array("flow")
+    pt, tc, flow = sp.array("point"), sp.array("tc"), sp.array("flow")
     parts = sp.flows
     fl = {c: np.concatenate([p[c] for p in parts]) for c in parts[0]} if parts else None
     lf = flow[lost]
@@ -137,7 +139,7 @@ def _loss_table(m: Matcher, lost, q) -> pd.DataFrame:
         at = np.zeros(0, np.int64)
     point_dtype = pd.CategoricalDtype(pd.Index(m.point_names))
     out = pd.DataFrame({
-        "journey": j[lost],
+        "journey": sp.journey_of(lost).astype(np.int64),
         "point": pd.Categorical.from_codes(pt[lost].astype(np.int64), dtype=point_dtype),
         "missing_at": pd.Categorical.from_codes(q, dtype=point_dtype),
         "ts_corrected_ns": tc[lost],

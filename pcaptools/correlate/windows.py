@@ -9,9 +9,9 @@ sighting to the oldest open journey lacking its place, and closed journeys are o
 one), so the journeys, their numbers (by first corrected time, then fingerprint) and their hops are
 those of one walk over everything. The in-memory run is the case of one window with no horizon.
 
-Per emitted sighting a compact spine is kept (journey, point, corrected time, flow hash: 26 bytes),
-per journey its fingerprint: hop latency percentiles, losses and ambiguity (a fingerprint owning more
-than one journey, possibly in another window) are exact functions of it, computed once at the end.
+Per emitted sighting a compact spine is kept (:class:`Spine`: about 34 bytes with its share of the
+journey's): hop latency percentiles, losses and ambiguity (a fingerprint owning more than one
+journey, possibly in another window) are exact functions of it, computed once at the end.
 """
 
 from __future__ import annotations
@@ -111,13 +111,14 @@ def take_rows(rows: dict[str, np.ndarray], idx: np.ndarray) -> dict[str, np.ndar
 class Spine:
     """What the summary needs, gathered window by window (module doc).
 
-    Per emitted sighting, in hops order: journey, point, corrected time, flow hash and the journey's
-    points as a bit mask (26-34 bytes); per journey its fingerprint; per window, already summed: hop
-    latencies by point pair, next-point counts by flow, sightings per point, capture spans."""
+    Per emitted sighting, in hops order: point, corrected time and flow hash (18 bytes) and, per
+    consecutive pair of sightings, their point pair and latency (10 bytes); per journey its size,
+    fingerprint and points (as bits); per window, already summed: next-point counts by flow, sightings
+    per point, capture spans."""
 
     def __init__(self, npts: int) -> None:
         self.npts = npts
-        self.cols: dict[str, list] = {c: [] for c in ("journey", "point", "tc", "flow", "mask", "fp", "pair", "latency")}
+        self.cols: dict[str, list] = {c: [] for c in ("point", "tc", "flow", "size", "mask", "fp", "pair", "latency")}
         self.flows: list[dict] = []  # per window: (flow, src, dst, sport, dport, proto) of its distinct flows
         self.next: list[tuple] = []  # per window: distinct (flow, next point) and their counts
         self.matched = np.zeros(npts, np.int64)
@@ -125,24 +126,26 @@ class Spine:
         self.multi = 0
         self.lo = np.full(npts, np.iinfo(np.int64).max)
         self.hi = np.full(npts, np.iinfo(np.int64).min)
+        self._small = np.int16 if npts * npts < 1 << 15 else np.int32
 
-    def add(self, journey: np.ndarray, pid: np.ndarray, tc: np.ndarray, flow: np.ndarray, fps: np.ndarray, size: np.ndarray) -> None:
-        """One window's complete journeys (sightings in hops order; ``size``: sightings per journey)."""
-        n = journey.shape[0]
-        same = np.zeros(n, bool)
-        same[:-1] = journey[:-1] == journey[1:]
-        at = np.flatnonzero(same)
+    def add(self, pid: np.ndarray, tc: np.ndarray, flow: np.ndarray, fps: np.ndarray, size: np.ndarray) -> None:
+        """One window's complete journeys, numbered on from the last ones (sightings in hops order; ``size``:
+        sightings per journey)."""
+        n = pid.shape[0]
+        first = np.cumsum(size) - size
+        same = np.ones(n, bool)
+        same[first] = False  # same[i]: sighting i continues the journey of sighting i - 1
+        at = np.flatnonzero(same[1:])  # pairs (at, at + 1)
         c = self.cols
-        c["journey"].append(journey)
-        c["point"].append(pid.astype(np.int32))
+        c["point"].append(pid.astype(self._small))
         c["tc"].append(tc)
         c["flow"].append(flow)
+        c["size"].append(size.astype(np.int32))
         c["fp"].append(fps)
-        c["pair"].append((pid[at].astype(np.int64) * self.npts + pid[at + 1]).astype(np.int32))
+        c["pair"].append((pid[at].astype(np.int64) * self.npts + pid[at + 1]).astype(self._small))
         c["latency"].append(tc[at + 1] - tc[at])
         if self.npts <= 64:  # the points of each journey, as bits
-            bits = np.left_shift(np.uint64(1), pid.astype(np.uint64))
-            c["mask"].append(np.repeat(np.bitwise_or.reduceat(bits, np.cumsum(size) - size), size))
+            c["mask"].append(np.bitwise_or.reduceat(np.left_shift(np.uint64(1), pid.astype(np.uint64)), first))
         f, q = flow[at], pid[at + 1].astype(np.int64)
         o = np.lexsort((q, f))
         f, q = f[o], q[o]
@@ -162,6 +165,10 @@ class Spine:
         fp = self.array("fp")
         _, inv, cnt = np.unique(fp, return_inverse=True, return_counts=True)
         return cnt[inv.reshape(-1)] > 1
+
+    def journey_of(self, at: np.ndarray) -> np.ndarray:
+        """Journey number of the sightings at positions ``at`` (hops order)."""
+        return np.searchsorted(np.cumsum(self.array("size"), dtype=np.int64), at, side="right")
 
     def array(self, name: str) -> np.ndarray:
         """One gathered column as a single array (kept so, the pieces released)."""
@@ -266,7 +273,7 @@ class Matcher:
         proto, sport, dport = rows["proto"][final], rows["sport"][final], rows["dport"][final]
         i64 = np.int64
         flow = combine8(pid.astype(i64), proto.astype(i64), shi, slo, dhi, dlo, sport.astype(i64), dport.astype(i64))
-        self.spine.add(journey, pid, tcf, flow, fps, size)
+        self.spine.add(pid, tcf, flow, fps, size)
         first = pd.Series(flow).drop_duplicates().index.to_numpy()  # hashing, not sorting
         self.spine.flows.append({"flow": flow[first], "src": rows["src"][final][first], "dst": rows["dst"][final][first],
                                  "sport": sport[first], "dport": dport[first], "proto": proto[first]})  # fmt: skip
