@@ -63,6 +63,9 @@ ROW_COST = 6 * ROW_BYTES
 SPINE_COST = 70
 """Bytes a sighting keeps until the end of the run (its share of the spine, and what summing it up takes)."""
 
+MARGIN = 0.9
+"""Share of the budget planned for: the allocator's fragmentation and the Parquet writer's buffers take the rest."""
+
 FILE_WINDOW = 40 << 20
 """What reading one file as a stream holds (the reader's windows and the decoded batch)."""
 
@@ -228,7 +231,7 @@ def correlate_stream(entries: list[dict], *, window_ns: int = DEFAULT_WINDOW_NS,
     pts, late, rows = _survey(files, sample)
     if window_rows is None:  # what is left once the libraries, the readers and the spine have theirs
         fixed = max(fixed, _rss() + nf * FILE_WINDOW)
-        window_rows = max(int((memory - fixed - SPINE_COST * int(rows.sum())) // ROW_COST), 1 << 14)
+        window_rows = max(int((memory * MARGIN - fixed - SPINE_COST * int(rows.sum())) // ROW_COST), 1 << 14)
     nodes = list(dict.fromkeys(p.node for p in pts))
     point_node = np.array([nodes.index(p.node) for p in pts], np.int64)
     offsets, params = sample.estimate(nodes, point_node, reference=reference)
