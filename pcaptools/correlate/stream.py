@@ -97,7 +97,7 @@ def correlate_files(source: str | os.PathLike | None = None, *, points: Iterable
     In one window (one pass, hops kept in the result) when the files fit the budget, else streamed in
     windows (two passes; the result's ``hops`` is empty, the table is in ``out``). ``window_rows`` forces
     streaming with windows of about that many rows (tests, benchmarks)."""
-    entries, cni = capture_entries(source, points=points, allow_outside=allow_outside)
+    entries, _ = capture_entries(source, points=points, allow_outside=allow_outside)
     memory = default_memory() if memory is None else int(memory)
     size = sum(os.path.getsize(e["file"]) for e in entries)
     if window_rows is None and BASE_MEMORY + FILE_COST * size <= memory:
@@ -109,7 +109,7 @@ def correlate_files(source: str | os.PathLike | None = None, *, points: Iterable
             windows=1, carried_journeys=0, carried_rows=0, passes=1, window_rows=len(corr.hops)
         )
     return correlate_stream(entries, window_ns=window_ns, reference=reference, memory=memory, window_rows=window_rows,
-                            out=out, cni=cni)  # fmt: skip
+                            out=out)  # fmt: skip
 
 
 class _File:
@@ -210,8 +210,8 @@ def _survey(files: list[_File], sample: ClockSample) -> tuple[list[CapturePoint]
 
 
 def correlate_stream(entries: list[dict], *, window_ns: int = DEFAULT_WINDOW_NS, reference: str | None = None,
-                     memory: int | None = None, window_rows: int | None = None, out: str | os.PathLike | None = None,
-                     cni: str = "") -> tuple[Correlation, StreamStats]:  # fmt: skip
+                     memory: int | None = None, window_rows: int | None = None,
+                     out: str | os.PathLike | None = None) -> tuple[Correlation, StreamStats]:  # fmt: skip
     """Correlate manifest entries' files in windows (module doc) within ``memory`` bytes, or of about
     ``window_rows`` rows if given; hops to ``out``."""
     memory = default_memory() if memory is None else int(memory)
