@@ -81,6 +81,18 @@ def _one_of(*choices: str):
     return check
 
 
+def _size(value: str | None) -> int | None:
+    """Callback: a memory size such as 512MiB, 2GiB or 1.5G, in bytes."""
+    if value is None:
+        return None
+    from pcaptools.correlate.budget import parse_size
+
+    try:
+        return parse_size(value)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
 def _existing_dir_parent(value: str | None) -> str | None:
     if value is not None and not Path(value).parent.is_dir():
         raise typer.BadParameter(f"directory {str(Path(value).parent)!r} does not exist; create it first or write elsewhere")
@@ -388,24 +400,25 @@ def correlate_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print clock offsets, journeys, matches per point, hop latency and losses as JSON."),
     out: str = typer.Option(None, "-o", "--output", metavar="FILE", callback=_output(".parquet", example="hops.parquet"), help="Write the hops table (one row per packet per capture point) to this .parquet file."),
     allow_outside: bool = typer.Option(False, "--allow-outside", help="Let a manifest name files outside its own directory (only for manifests you trust)."),
+    memory: str = typer.Option(None, "--memory", metavar="SIZE", callback=_size, help="Memory budget, e.g. 512MiB, 2GiB, 1.5G (default: a quarter of the available memory); a manifest's captures larger than it are read in windows of corrected time."),
 ) -> None:
     """Find each packet at every capture point (through NAT and tunnels), estimate clock offsets, per-hop latency and loss.
 
     Example: pcaptools correlate sample_pcaps/calico-vxlan --json -o hops.parquet
 
     Example: pcaptools correlate --point node-1:eth0=n1.pcap --point node-2:eth0=n2.pcap
+
+    Example: pcaptools correlate big-set/manifest.json --memory 2GiB -o hops.parquet
     """
-    from pcaptools.correlate.api import correlate
-    from pcaptools.k8s.discover import find_inventory, load_captures
+    from pcaptools.k8s.discover import correlate_inputs, find_inventory
 
     sources = list(sources or [])
     with _busy([*sources, *(q.rpartition("=")[2] for q in point)], "correlating"):
-        cs = load_captures(sources, points=point, inventory=inventory or find_inventory(sources, allow_outside=allow_outside),
-                           links=links, allow_outside=allow_outside)
-        _inferred(cs)
-        corr = correlate(cs, window_ns=int(window_ms * 1e6), reference=reference)
-    if out:
-        corr.hops.to_parquet(out, index=False)
+        corr, cs = correlate_inputs(sources, points=point, inventory=inventory or find_inventory(sources, allow_outside=allow_outside),
+                                    links=links, allow_outside=allow_outside, window_ns=int(window_ms * 1e6), reference=reference,
+                                    memory=memory, out=out)  # fmt: skip
+        if cs is not None:
+            _inferred(cs)
     if as_json:
         from pcaptools.render.records import correlation_document
 

@@ -1,38 +1,33 @@
 """``pcaptools.correlate``: find each packet at every capture point, align clocks, measure hops and losses.
 
-Two passes: fingerprints seen at most once per point are paired without looking at time, which is
-enough to estimate the nodes' clock offsets; then every sighting is matched on corrected time
-within ``window_ns`` (see :mod:`.match`) and laid out as a hops table (:data:`HOPS_COLUMNS`).
+Two steps: fingerprints of a bounded sample seen at most once per point are paired without looking at
+time, which is enough to estimate the nodes' clock offsets (:mod:`.sample`); then every sighting is
+matched on corrected time within ``window_ns`` (:mod:`.windows`, :mod:`.match`) and laid out as a hops
+table (:data:`~pcaptools.schema.HOPS_COLUMNS`). :func:`correlate` is the one-window case of
+:mod:`.stream`, which reads capture files in windows of corrected time with bounded memory.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from pcaptools.correlate.capture_set import CaptureSet
-from pcaptools.correlate.clock import correct, estimate_offsets
-from pcaptools.correlate.fingerprint import combine, fingerprint
-from pcaptools.correlate.latency import hop_latency, loss_summary, losses
-from pcaptools.correlate.match import (
-    by_fingerprint,
-    clock_sample,
-    journey_order,
-    match,
-    time_order,
-    unique_groups,
-)
+from pcaptools.correlate.clock import correct
+from pcaptools.correlate.fingerprint import fingerprint
+from pcaptools.correlate.latency import loss_summary
+from pcaptools.correlate.match import by_fingerprint, clock_sample, compact_order
+from pcaptools.correlate.sample import ClockSample
+from pcaptools.correlate.summary import totals
+from pcaptools.correlate.windows import CATEGORIES, Categories, Matcher, Part, rows_from
 from pcaptools.errors import CorrelationError
-from pcaptools.schema import HOPS_COLUMNS, validate
 
 DEFAULT_WINDOW_NS = 2_000_000_000
 """Default matching window: sightings of one packet more than 2 s apart (after clock correction) are separate."""
-
-_CARRY = ("file", "record", "direction", "src", "dst", "sport", "dport", "proto", "tunnel", "vni",
-          "outer_src", "outer_dst", "ttl", "wirelen", "ip_id", "tcp_flags")  # fmt: skip
 
 
 @dataclass
@@ -51,10 +46,12 @@ class Correlation:
     notes: list[str] = field(default_factory=list)
     row_ts_corrected: np.ndarray = field(default=None, repr=False)  # per capture-set row, reference clock
     row_journey: np.ndarray = field(default=None, repr=False)  # per capture-set row, -1 if not matchable
+    multi_point_journeys: int = 0  # journeys seen at more than one point
+    seen_at_point: pd.Series = field(default=None, repr=False)  # sightings per point (index: point names)
 
     def loss_summary(self) -> pd.DataFrame:
         """Lost packets per (point, missing_at)."""
-        return loss_summary(self.losses, self.hops)
+        return loss_summary(self.losses, self.hops if self.seen_at_point is None else self.seen_at_point)
 
     def to_dict(self) -> dict:
         """Plain summary: clock offsets per node, journeys, matched/unmatched per point, latency per hop pair."""
@@ -81,7 +78,7 @@ class Correlation:
         return {
             "clock_offsets": offs,
             "journeys": int(self.journeys),
-            "multi_point_journeys": int((self.hops.groupby("journey", sort=False).size() > 1).sum()) if len(self.hops) else 0,
+            "multi_point_journeys": int(self.multi_point_journeys),
             "ambiguous_journeys": int(self.ambiguous),
             "window_ns": int(self.window_ns),
             "matched": self.matched,
@@ -100,25 +97,56 @@ class Correlation:
 
 
 def correlate(capture_set: CaptureSet, *, window_ns: int = DEFAULT_WINDOW_NS, reference: str | None = None) -> Correlation:
-    """Match packets across the capture set's points, estimate clock offsets, and build hops/latency/loss tables."""
-    if window_ns <= 0:
-        raise CorrelationError(f"window_ns must be positive, got {window_ns}")
-    nodes = capture_set.nodes
-    if reference is not None and reference not in nodes:
-        raise CorrelationError(f"reference node {reference!r} is not in the capture set; nodes are {nodes}")
+    """Match packets across the capture set's points, estimate clock offsets, and build hops/latency/loss tables.
+
+    The in-memory run of the windowed pipeline (:mod:`.stream`): one window holding every row."""
+    return correlate_window(capture_set, window_ns=window_ns, reference=reference)
+
+
+def correlate_window(capture_set: CaptureSet, *, window_ns: int = DEFAULT_WINDOW_NS, reference: str | None = None,
+                     on_part: Callable[[Part], None] | None = None) -> Correlation:  # fmt: skip
+    """:func:`correlate`, handing the hops to ``on_part`` (a writer) before the summary is computed."""
+    check_options(capture_set.nodes, window_ns, reference)
     pk = capture_set.packets
-    notes = list(capture_set.notes)
+    nodes = capture_set.nodes
     pid = pk["point_id"].to_numpy(np.int64)
     point_node = np.array([nodes.index(p.node) for p in capture_set.points], np.int64)
-    node_of_row = point_node[pid]
-    fp = fingerprint(pk, pk["payload_hash"].to_numpy(np.uint64))
-    ts = pk["ts_ns"].to_numpy(np.int64)
-    fp[ts < 0] = 0  # records without a timestamp (pcapng simple packet blocks) cannot be placed in time
+    fp = packet_fingerprints(pk)
+    key = np.arange(len(pk), dtype=np.int64)
+    by_fp = by_fingerprint(fp)  # one sort: the clock sample and the matcher both start from it
+    sample = ClockSample()
+    sample.add(pk, np.where(clock_sample(fp, order=by_fp), fp, np.uint64(0)), pid, key, order=by_fp)
+    offsets, params = sample.estimate(nodes, point_node, reference=reference)
+    notes = [*capture_set.notes, *clock_notes(offsets, params)]
+    tc = correct(pk["ts_ns"].to_numpy(np.int64), point_node[pid], params)
+    cats = Categories({c: pk[c].cat.categories for c in CATEGORIES})
+    m = matcher(capture_set.points, window_ns, cats)
+    part = m.step(rows_from(pk, fp, tc, key, pid, cats), None, order=compact_order(fp != 0, by_fp))
+    if on_part is not None:
+        on_part(part)
+    row_journey = np.full(len(pk), -1, np.int64)
+    row_journey[part.key] = part.journey
+    return finish(m, part.hops, offsets, notes, row_ts_corrected=tc, row_journey=row_journey)
 
-    by_fp = by_fingerprint(fp)  # sorted once, for both passes
-    group = unique_groups(fp, pid, order=by_fp)
-    group[~clock_sample(fp, order=by_fp)] = -1  # clocks from a bounded, uniform sample of packets
-    offsets, params = estimate_offsets(pk, group, nodes, point_node, reference=reference)
+
+def check_options(nodes: list[str], window_ns: int, reference: str | None) -> None:
+    """Raise CorrelationError for a window that is not positive or a reference that is not a node."""
+    if window_ns <= 0:
+        raise CorrelationError(f"window_ns must be positive, got {window_ns}")
+    if reference is not None and reference not in nodes:
+        raise CorrelationError(f"reference node {reference!r} is not in the capture set; nodes are {nodes}")
+
+
+def packet_fingerprints(pk: pd.DataFrame) -> np.ndarray:
+    """Fingerprint per row, 0 where not matchable (no IP protocol, or no timestamp to place it in time)."""
+    fp = fingerprint(pk, pk["payload_hash"].to_numpy(np.uint64))
+    fp[pk["ts_ns"].to_numpy(np.int64) < 0] = 0
+    return fp
+
+
+def clock_notes(offsets: pd.DataFrame, params: dict) -> list[str]:
+    """Notes for nodes whose clock could not be solved and for matches no clock line allows."""
+    notes = []
     for r in offsets.itertuples(index=False):
         if pd.isna(r.uncertainty_ns):
             notes.append(
@@ -126,93 +154,23 @@ def correlate(capture_set: CaptureSet, *, window_ns: int = DEFAULT_WINDOW_NS, re
             )
     for a, b, n in params["dropped"]:
         notes.append(f"nodes {a} and {b}: no clock line gives every matched packet a non-negative delay (wrong matches?); {n} were left out of the clock estimate")
-    tc = correct(ts, node_of_row, params)
-    # a packet may cross one point twice (in natively, out encapsulated or routed back out): sightings
-    # at one point count as distinct places when their TTL or encapsulation differ; repeats with the
-    # same look (retransmissions, duplicate ACKs) stay separate journeys
-    look = combine([pid, pk["ttl"].to_numpy(np.int64), pk["tunnel"].notna().to_numpy().astype(np.int64)])
-    slot = pd.factorize(look)[0]
-    ft = time_order(fp, tc, by_fp)
-    jid = match(fp, tc, slot, window_ns=window_ns, npoints=int(slot.max()) + 1 if slot.size else 1, order=ft)
-    hops, row_journey = _hops(pk, jid, fp, ts, tc, ft)
-    matched, unmatched = {}, {}
-    cats = list(hops["point"].cat.categories)
-    multi = hops["hops"].to_numpy() > 1
-    codes = hops["point"].cat.codes.to_numpy()
-    m = np.bincount(codes[multi], minlength=len(cats))
-    u = np.bincount(codes[~multi], minlength=len(cats))
-    for k, name in enumerate(cats):
-        matched[name], unmatched[name] = int(m[k]), int(u[k])
-    nj = int(hops["journey"].max()) + 1 if len(hops) else 0
-    amb = int(hops.loc[hops["ambiguous"], "journey"].nunique())
-    if nj and not multi.any():
+    return notes
+
+
+def matcher(points: list, window_ns: int, cats: Categories) -> Matcher:
+    """The windowed matcher for a capture set's points."""
+    return Matcher(window_ns=window_ns, point_names=[p.name for p in points], point_node=[p.node for p in points],
+                   point_iface=[p.interface for p in points], cats=cats)  # fmt: skip
+
+
+def finish(m: Matcher, hops: pd.DataFrame, offsets: pd.DataFrame, notes: list[str], **rows) -> Correlation:
+    """The Correlation of a matcher after its last window (``hops``: the table, or an empty one when written out)."""
+    t = totals(m)
+    notes = list(notes)
+    if t.journeys and not t.multi_point_journeys:
         notes.append("no packet was seen at more than one capture point; check that the captures overlap in time and path")
     return Correlation(
-        hops=hops, offsets=offsets, hop_latency=hop_latency(hops), losses=losses(hops),
-        matched=matched, unmatched=unmatched, journeys=nj, ambiguous=amb, window_ns=int(window_ns), notes=notes,
-        row_ts_corrected=tc, row_journey=row_journey,
+        hops=hops, offsets=offsets, hop_latency=t.hop_latency, losses=t.losses, matched=t.matched, unmatched=t.unmatched,
+        journeys=t.journeys, ambiguous=t.ambiguous, window_ns=int(m.window_ns), notes=notes,
+        multi_point_journeys=t.multi_point_journeys, seen_at_point=t.seen_at_point, **rows,
     )  # fmt: skip
-
-
-def _take(col: pd.Series, idx: np.ndarray, want: str):
-    """``col`` at rows ``idx`` as the hops schema's dtype ``want`` (categories kept, codes taken)."""
-    if isinstance(col.dtype, pd.CategoricalDtype):
-        return pd.Categorical.from_codes(col.cat.codes.to_numpy()[idx], dtype=col.dtype, validate=False)
-    v = col.to_numpy()[idx]
-    if want == "category":
-        return pd.Series(v).astype("category")
-    return v if want == "bool" else v.astype(want, copy=False)
-
-
-def _hops(pk: pd.DataFrame, jid: np.ndarray, fp: np.ndarray, ts: np.ndarray, tc: np.ndarray,
-          ft: np.ndarray | None = None) -> tuple[pd.DataFrame, np.ndarray]:  # fmt: skip
-    """Rows of matchable sightings sorted by (journey, corrected time), and the final journey id of every input row.
-
-    Journeys are numbered by first corrected time; one permutation of the sorted rows puts them in that
-    order, and every column is gathered once through it (no pandas sort or take)."""
-    if ft is None:  # ft: the matchable rows by (fingerprint, corrected time), as match() walked them
-        rows = np.flatnonzero(jid >= 0)
-        order = rows[np.lexsort((tc[rows], jid[rows]))]
-    else:
-        order = journey_order(jid, ft)
-    j = jid[order]
-    n = j.shape[0]
-    start = np.ones(n, bool)
-    start[1:] = j[1:] != j[:-1]
-    first = np.flatnonzero(start)
-    size = np.diff(np.append(first, n))
-    run = np.repeat(np.arange(first.shape[0]), size)
-    hop = np.arange(n) - first[run]
-    tco = tc[order]
-    first_t = tco[first]
-    # ambiguous: a fingerprint that owns more than one journey
-    _, inv, cnt = np.unique(fp[order][first], return_inverse=True, return_counts=True)
-    amb = cnt[inv] > 1
-    # journeys renumbered densely in order of first corrected time; their runs laid out in that order
-    by_rank = np.argsort(first_t, kind="stable")
-    rank = np.empty(first.shape[0], np.int64)
-    rank[by_rank] = np.arange(first.shape[0])
-    size_r = size[by_rank]
-    perm = np.repeat(first[by_rank] - (np.cumsum(size_r) - size_r), size_r) + np.arange(n)
-    final = order[perm]
-    row_journey = np.full(jid.shape[0], -1, np.int64)
-    row_journey[order] = rank[run]
-    want = {c.name: c.dtype for c in HOPS_COLUMNS}
-    tcf = tc[final]
-    out: dict[str, object] = {
-        "journey": np.repeat(np.arange(first.shape[0], dtype=np.int64), size_r),
-        "hop": hop[perm].astype(np.int16),
-        "hops": np.repeat(size_r, size_r).astype(np.int16),
-        "point": _take(pk["point"], final, "category"),
-        "node": _take(pk["node"], final, "category"),
-        "interface": _take(pk["interface"], final, "category"),
-        "ts_ns": ts[final],
-        "ts_corrected_ns": tcf,
-        "since_first_ns": tcf - np.repeat(first_t[by_rank], size_r),
-        "ambiguous": np.repeat(amb[by_rank], size_r),
-        "fingerprint": fp[final],
-    }
-    for c in _CARRY:
-        out[c] = _take(pk[c], final, want[c])
-    hops = pd.DataFrame({c.name: out[c.name] for c in HOPS_COLUMNS}, copy=False)
-    return validate(hops, HOPS_COLUMNS, table="hops"), row_journey

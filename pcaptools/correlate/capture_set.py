@@ -81,36 +81,14 @@ class CaptureSet:
 
         Files a manifest names must lie inside its directory unless ``allow_outside``.
         """
-        entries: list[dict] = []
-        cni = ""
-        if source is not None and is_dataset(source):  # a Parquet dataset: its points, packets read back from it
-            stored, meta = dataset_entries(source)
-            cni = meta.get("cni") or ""
-            entries.extend(stored)
-        elif source is not None:
-            doc = read_manifest(_manifest_path(source), allow_outside=allow_outside)
-            cni = doc.get("cni") or ""
-            entries.extend(doc["captures"])
-        for spec in points:
-            entries.append(parse_point_spec(spec))
-        if not entries:
-            raise CorrelationError("no captures given; pass a manifest.json, a directory holding one, or --point NODE:IFACE=FILE")
+        entries, cni = capture_entries(source, points=points, allow_outside=allow_outside)
         dec = _once(decoder or _default_decoder())  # several points may share one file
-        frames = []
-        for e in entries:
-            if not os.path.exists(e["file"]) and split_member(e["file"]) is None:
-                raise CorrelationError(
-                    f"{e['file']}: capture listed for node {e.get('node', '?')!r} does not exist; check the manifest's 'file' (relative to the manifest)",
-                    path=e["file"],
-                )
-            frames.append((e, dec(e["file"])))
-        return cls.from_frames(frames, cni=cni)
+        return cls.from_frames([(e, dec(e["file"])) for e in entries], cni=cni)
 
     @classmethod
     def from_frames(cls, frames: list[tuple[dict, pd.DataFrame]], *, cni: str = "") -> CaptureSet:
         """From (manifest entry, decoded packet table) pairs; tables without a ``payload_hash`` column get
         one computed from their files (``read_packets(..., payload_hash=True)`` takes it while decoding)."""
-        pts: list[CapturePoint] = []
         notes: list[str] = []
         split: list[tuple[CapturePoint, pd.DataFrame]] = []
         for entry, df in frames:
@@ -121,20 +99,9 @@ class CaptureSet:
                 )
             if "payload_hash" not in df.columns:
                 df = df.assign(payload_hash=payload_hashes(df))
-            split.extend(_split(entry, df))
-        # a node captured both per interface and with -i any: the any capture's points keep their
-        # interface but are named NODE:IFACE@any, so both sightings stay distinct points
-        explicit = {pt.name for pt, _ in split if pt.ifindex < 0}
-        for point, _sub in split:
-            if point.ifindex >= 0 and point.name in explicit:
-                point = replace(point, name=f"{point.name}@any")
-            pts.append(point)
+            split.extend(split_entry(entry, df))
+        pts = name_points([pt for pt, _ in split])
         names = [p.name for p in pts]
-        dup = {n for n in names if names.count(n) > 1}
-        if dup:
-            raise CorrelationError(
-                f"capture point names must be unique, found {sorted(dup)} more than once; give each capture its own NODE:IFACE label"
-            )
         parts = [sub for _, sub in split]
         keep = [c for c in parts[0].columns if c in NEEDED or c in KEPT or c == "payload_hash"] if parts else [*NEEDED, "payload_hash"]
         packets = concat(parts, keep, text_categories=len(parts) > 1)
@@ -148,6 +115,46 @@ class CaptureSet:
             packets[col] = pd.Categorical.from_codes(code[point_id], categories=pd.Index(cats), validate=False)
         packets["point_id"] = point_id
         return cls(points=pts, packets=packets, cni=cni, notes=notes)
+
+
+def capture_entries(source: str | os.PathLike | None = None, *, points: Iterable[str] = (),
+                    allow_outside: bool = False) -> tuple[list[dict], str]:  # fmt: skip
+    """Manifest entries (files resolved and checked to exist) of a manifest and/or ``NODE:IFACE=FILE`` specs, and the CNI label."""
+    entries: list[dict] = []
+    cni = ""
+    if source is not None and is_dataset(source):  # a Parquet dataset: its points, packets read back from it
+        stored, meta = dataset_entries(source)
+        cni = meta.get("cni") or ""
+        entries.extend(stored)
+    elif source is not None:
+        doc = read_manifest(_manifest_path(source), allow_outside=allow_outside)
+        cni = doc.get("cni") or ""
+        entries.extend(doc["captures"])
+    for spec in points:
+        entries.append(parse_point_spec(spec))
+    if not entries:
+        raise CorrelationError("no captures given; pass a manifest.json, a directory holding one, or --point NODE:IFACE=FILE")
+    for e in entries:
+        if not os.path.exists(e["file"]) and split_member(e["file"]) is None:
+            raise CorrelationError(
+                f"{e['file']}: capture listed for node {e.get('node', '?')!r} does not exist; check the manifest's 'file' (relative to the manifest)",
+                path=e["file"],
+            )
+    return entries, cni
+
+
+def name_points(points: list[CapturePoint]) -> list[CapturePoint]:
+    """Final point names: a node captured both per interface and with -i any keeps the any capture's
+    points distinct as NODE:IFACE@any; names must then be unique."""
+    explicit = {pt.name for pt in points if pt.ifindex < 0}
+    pts = [replace(p, name=f"{p.name}@any") if p.ifindex >= 0 and p.name in explicit else p for p in points]
+    names = [p.name for p in pts]
+    dup = {n for n in names if names.count(n) > 1}
+    if dup:
+        raise CorrelationError(
+            f"capture point names must be unique, found {sorted(dup)} more than once; give each capture its own NODE:IFACE label"
+        )
+    return pts
 
 
 def parse_point_spec(spec: str) -> dict:
@@ -219,7 +226,7 @@ def _manifest_path(source: str | os.PathLike) -> Path:
     return p
 
 
-def _split(entry: dict, df: pd.DataFrame) -> list[tuple[CapturePoint, pd.DataFrame]]:
+def split_entry(entry: dict, df: pd.DataFrame) -> list[tuple[CapturePoint, pd.DataFrame]]:
     """One capture file -> its points: per ifindex for -i any (SLL2) captures, else the whole file."""
     file = str(entry.get("file", ""))
     node = str(entry.get("node") or Path(file).name.split(".")[0])

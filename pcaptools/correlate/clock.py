@@ -383,11 +383,14 @@ def _resolution(ts: np.ndarray) -> float:
 
 
 def estimate_offsets(
-    packets: pd.DataFrame, group: np.ndarray, nodes: list[str], point_node: np.ndarray, *, reference: str | None = None
+    packets: pd.DataFrame, group: np.ndarray, nodes: list[str], point_node: np.ndarray, *, reference: str | None = None,
+    connection: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[pd.DataFrame, dict]:
     """Per-node clock table (schema.OFFSET_COLUMNS) and correction parameters, from clock-free matched groups.
 
-    ``params["dropped"]`` lists (node, node, rows) where matched packets contradicted every clock line.
+    ``packets`` needs ``ts_ns`` and ``point_id``, and the 5-tuple columns unless ``connection`` (its
+    :func:`connection_key`) is given. ``params["dropped"]`` lists (node, node, rows) where matched packets
+    contradicted every clock line.
     """
     if reference is None:
         reference = nodes[0]
@@ -395,7 +398,7 @@ def estimate_offsets(
     nn = len(nodes)
     ts = packets["ts_ns"].to_numpy(np.int64)
     pid = packets["point_id"].to_numpy(np.int64)
-    key, half = connection_key(packets)
+    key, half = connection_key(packets) if connection is None else connection
     npts = len(point_node)
     rows = np.flatnonzero(group >= 0)
     base = int(ts[rows].min()) if rows.size else 0  # x is kept from here until the clocks are roughly known

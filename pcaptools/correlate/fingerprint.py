@@ -35,7 +35,7 @@ import pandas as pd
 
 from pcaptools.decode.prefix import IV, PREFIX_BYTES, hashes, mix
 
-__all__ = ["LINK_SCOPED_ICMPV6", "PREFIX_BYTES", "combine", "fingerprint", "link_scoped", "mix64", "prefix_hash"]
+__all__ = ["LINK_SCOPED_ICMPV6", "PREFIX_BYTES", "combine", "combine8", "fingerprint", "link_scoped", "mix64", "prefix_hash"]
 
 
 _C1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -96,6 +96,25 @@ def _fingerprints(proto, ip_id, frag, mf, seq, ack, flags, plen, phash):  # prag
         if proto[i] < 0:
             h = nb.uint64(0)
         out[i] = h
+    return out
+
+
+@nb.njit(cache=True, nogil=True)
+def combine8(a, b, c, d, e, f, g, h):  # pragma: no cover - compiled
+    """combine() of eight integer arrays (uint64 or int64), one compiled pass: the same values, no temporaries."""
+    n = a.shape[0]
+    out = np.empty(n, np.uint64)
+    for i in range(n):
+        x = nb.uint64(IV)
+        x = mix(x ^ (nb.uint64(a[i]) + _K[0]))
+        x = mix(x ^ (nb.uint64(b[i]) + _K[1]))
+        x = mix(x ^ (nb.uint64(c[i]) + _K[2]))
+        x = mix(x ^ (nb.uint64(d[i]) + _K[3]))
+        x = mix(x ^ (nb.uint64(e[i]) + _K[4]))
+        x = mix(x ^ (nb.uint64(f[i]) + _K[5]))
+        x = mix(x ^ (nb.uint64(g[i]) + _K[6]))
+        x = mix(x ^ (nb.uint64(h[i]) + _K[7]))
+        out[i] = x
     return out
 
 

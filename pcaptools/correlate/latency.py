@@ -37,8 +37,18 @@ def hop_pairs(hops: pd.DataFrame) -> pd.DataFrame:
 
 def hop_latency(hops: pd.DataFrame) -> pd.DataFrame:
     """One row per (from_point, to_point) pair seen consecutively: count and latency quantiles in ns."""
-    pairs = hop_pairs(hops)
-    cats = hops["point"].cat.categories
+    return latency_table(hops["journey"].to_numpy(np.int64), hops["point"].cat.codes.to_numpy(np.int64),
+                         hops["ts_corrected_ns"].to_numpy(np.int64), hops["point"].cat.categories)  # fmt: skip
+
+
+def latency_table(journey: np.ndarray, point: np.ndarray, tc: np.ndarray, cats: pd.Index) -> pd.DataFrame:
+    """:func:`hop_latency` from the columns it reads (sightings in hops order): exact quantiles of every pair."""
+    j = np.asarray(journey, np.int64)
+    same = np.zeros(j.shape[0], bool)
+    same[:-1] = j[:-1] == j[1:]
+    idx = np.flatnonzero(same)
+    codes = np.asarray(point, np.int64)
+    pairs = pd.DataFrame({"from": codes[idx], "to": codes[idx + 1], "latency_ns": tc[idx + 1] - tc[idx]})
     if pairs.empty:
         return empty(HOP_LATENCY_COLUMNS)
     g = pairs.groupby(["from", "to"], sort=True)["latency_ns"]
@@ -71,21 +81,32 @@ def hop_samples(hops: pd.DataFrame) -> pd.DataFrame:
     return conform(out, HOP_SAMPLE_COLUMNS, table="hop_samples")
 
 
+def flow_hash(hops: pd.DataFrame) -> np.ndarray:
+    """Per sighting: a hash of (point, proto, src, dst, sport, dport), its flow direction as seen at its point."""
+    shi, slo, _ = to_u128(hops["src"])
+    dhi, dlo, _ = to_u128(hops["dst"])
+    return combine([hops["point"].cat.codes.to_numpy(np.int64), hops["proto"].to_numpy(np.int64), shi, slo, dhi, dlo,
+                    hops["sport"].to_numpy(np.int64), hops["dport"].to_numpy(np.int64)])  # fmt: skip
+
+
 def losses(hops: pd.DataFrame) -> pd.DataFrame:
     """Sightings whose journey stops short of the point that packets of the same flow direction reach next."""
-    n = len(hops)
-    codes = hops["point"].cat.codes.to_numpy(np.int64)
-    npts = len(hops["point"].cat.categories)
-    j = hops["journey"].to_numpy(np.int64)
-    t = hops["ts_corrected_ns"].to_numpy(np.int64)
+    lost, q = lost_rows(hops["journey"].to_numpy(np.int64), hops["point"].cat.codes.to_numpy(np.int64),
+                        hops["ts_corrected_ns"].to_numpy(np.int64), flow_hash(hops), len(hops["point"].cat.categories))  # fmt: skip
+    cats = hops["point"].cat.categories
+    out = hops.iloc[lost].loc[:, ["journey", "point", "ts_corrected_ns", "src", "dst", "sport", "dport", "proto"]]
+    out.insert(2, "missing_at", pd.Categorical(cats[q], categories=cats))
+    return validate(out.reset_index(drop=True).loc[:, [c.name for c in LOSS_COLUMNS]], LOSS_COLUMNS, table="losses")
+
+
+def lost_rows(j: np.ndarray, codes: np.ndarray, t: np.ndarray, flow: np.ndarray, npts: int) -> tuple[np.ndarray, np.ndarray]:
+    """Positions of lost sightings (hops order) and the point code each never reached (:func:`losses`)."""
+    n = j.shape[0]
+    codes = np.asarray(codes, np.int64)
     nxt = np.full(n, -1, np.int64)
     same = np.zeros(n, bool)
     same[:-1] = j[:-1] == j[1:]
     nxt[:-1][same[:-1]] = codes[1:][same[:-1]]
-    shi, slo, _ = to_u128(hops["src"])
-    dhi, dlo, _ = to_u128(hops["dst"])
-    flow = combine([codes, hops["proto"].to_numpy(np.int64), shi, slo, dhi, dlo,
-                    hops["sport"].to_numpy(np.int64), hops["dport"].to_numpy(np.int64)])  # fmt: skip
     # most common next point per (point, flow direction)
     has = nxt >= 0
     cnt = pd.DataFrame({"f": flow[has], "q": nxt[has]}).value_counts().reset_index(name="n")
@@ -104,18 +125,16 @@ def losses(hops: pd.DataFrame) -> pd.DataFrame:
     qq = np.where(known, q, 0)
     live = known & (t >= lo[qq]) & (t <= hi[qq])
     lost = np.flatnonzero(live & ~reached)
-    cats = hops["point"].cat.categories
-    out = hops.iloc[lost].loc[:, ["journey", "point", "ts_corrected_ns", "src", "dst", "sport", "dport", "proto"]]
-    out.insert(2, "missing_at", pd.Categorical(cats[q[lost]], categories=cats))
-    return validate(out.reset_index(drop=True).loc[:, [c.name for c in LOSS_COLUMNS]], LOSS_COLUMNS, table="losses")
+    return lost, q[lost]
 
 
-def loss_summary(losses_df: pd.DataFrame, hops: pd.DataFrame) -> pd.DataFrame:
-    """Lost packets per (point, missing_at) pair with the number of sightings at the point."""
+def loss_summary(losses_df: pd.DataFrame, hops: pd.DataFrame | pd.Series) -> pd.DataFrame:
+    """Lost packets per (point, missing_at) pair with the number of sightings at the point (``hops``: the hops
+    table, or its sightings per point)."""
     if losses_df.empty:
         return empty(LOSS_SUMMARY_COLUMNS)
     g = losses_df.groupby(["point", "missing_at"], observed=True).size().rename("lost").reset_index()
-    seen = hops["point"].value_counts()
+    seen = hops if isinstance(hops, pd.Series) else hops["point"].value_counts()
     g["seen_at_point"] = g["point"].map(seen).astype(np.int64)
     g = g.sort_values("lost", ascending=False, ignore_index=True)
     return conform(g.astype({"point": str, "missing_at": str}), LOSS_SUMMARY_COLUMNS, table="loss_summary")

@@ -79,6 +79,13 @@ def by_fingerprint(fp: np.ndarray) -> np.ndarray:
     return rows[np.argsort(fp[rows], kind="stable")]
 
 
+def compact_order(keep: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """``order`` (row numbers, only rows where ``keep``) as positions among the kept rows: the same sort of
+    ``rows[keep]``, without sorting again."""
+    pos = np.cumsum(keep, dtype=np.int64) - 1
+    return pos[order[keep[order]]]
+
+
 CLOCK_SAMPLE = 1 << 18
 """Distinct fingerprints the clock estimate reads at most (a bounded sample: see :func:`clock_sample`)."""
 

@@ -29,6 +29,7 @@ import os
 import re
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -39,6 +40,9 @@ from pcaptools.dataset import dataset_entries, is_dataset, read_meta
 from pcaptools.errors import CorrelationError, InventoryError
 from pcaptools.k8s import cni
 from pcaptools.k8s.inventory import Inventory
+
+if TYPE_CHECKING:
+    from pcaptools.correlate.api import Correlation
 
 CAPTURE_SUFFIXES = (".pcap", ".pcapng", ".cap", ".pcap.gz", ".pcapng.gz", ".cap.gz")
 """File names read as captures when a directory is given (other files are ignored)."""
@@ -139,7 +143,7 @@ def load_captures(
         cs = CaptureSet.load(srcs[0], decoder=decoder)
         cs.inference = stored_inference(srcs[0], cs)
         return cs
-    if (len(srcs) == 1 and (manifests or datasets)) or (not srcs and points):  # a manifest and/or --point: exactly what they say
+    if is_capture_set(srcs, points) or (len(srcs) == 1 and datasets):  # a manifest, a dataset and/or --point: exactly what they say
         cs = CaptureSet.load(srcs[0] if srcs else None, points=points, decoder=decoder, allow_outside=allow_outside)
         how = ["--point"] * len(points)
         if srcs:
@@ -206,7 +210,7 @@ def load_captures(
     _check_unique(frames)
     cs = CaptureSet.from_frames(frames, cni=cni_label)
     ev = pd.DataFrame(ex_rows + rows, columns=list(EVIDENCE_COLUMNS[1:]))
-    if len(ev) != len(cs.points):  # pragma: no cover - both follow _split's order
+    if len(ev) != len(cs.points):  # pragma: no cover - both follow split_entry's order
         raise CorrelationError(f"internal: {len(ev)} evidence rows for {len(cs.points)} capture points")
     ev.insert(0, "point", [p.name for p in cs.points])
     if inv is not None:
@@ -232,6 +236,34 @@ def stored_inference(directory: str | os.PathLike, cs: CaptureSet) -> pd.DataFra
                                path=str(directory))  # fmt: skip
     ev.attrs = {"warnings": list(inf.get("warnings") or []), "inventory": inf.get("inventory"), "files": int(inf.get("files") or 0)}
     return ev
+
+
+def is_capture_set(inputs: Sequence[str | os.PathLike], points: Sequence[str]) -> bool:
+    """True when the inputs say every capture point themselves: one manifest (or a directory holding one) and/or
+    ``--point`` specs, nothing to infer."""
+    return (len(inputs) == 1 and _is_manifest(inputs[0])) or (not inputs and bool(points))
+
+
+def correlate_inputs(inputs: Sequence[str | os.PathLike], *, points: Sequence[str] = (), inventory=None, links: Iterable[str] = (),
+                     allow_outside: bool = False, window_ns: int | None = None, reference: str | None = None,
+                     memory: int | None = None, out: str | os.PathLike | None = None) -> tuple[Correlation, CaptureSet | None]:  # fmt: skip
+    """Correlate what ``pcaptools correlate`` was given, hops written to ``out``: a capture set that names its
+    points within the ``memory`` budget (streamed in windows when larger, see pcaptools.correlate.stream);
+    plain files, whose points are inferred from their packets, in memory (the CaptureSet is returned too)."""
+    from pcaptools.correlate.api import DEFAULT_WINDOW_NS, correlate
+    from pcaptools.correlate.stream import correlate_files, write_hops
+
+    window_ns = DEFAULT_WINDOW_NS if window_ns is None else window_ns
+    inputs, points = list(inputs), list(points)
+    if is_capture_set(inputs, points):
+        corr, _ = correlate_files(inputs[0] if inputs else None, points=points, window_ns=window_ns, reference=reference,
+                                  memory=memory, out=out, allow_outside=allow_outside)  # fmt: skip
+        return corr, None
+    cs = load_captures(inputs, points=points, inventory=inventory, links=links, allow_outside=allow_outside)
+    corr = correlate(cs, window_ns=window_ns, reference=reference)
+    if out is not None:
+        write_hops([corr.hops], out)
+    return corr, cs
 
 
 def summary_lines(cs: CaptureSet) -> list[str]:
@@ -299,7 +331,7 @@ def _clean(entry: dict) -> dict:
 
 
 def _explicit_rows(e: dict, df: pd.DataFrame) -> list[list]:
-    """Evidence rows of a manifest / --point entry, in the order _split makes its points."""
+    """Evidence rows of a manifest / --point entry, in the order split_entry makes its points."""
     src = e["_from"]
     idb = e.get("pcapng_interface")
     idb = -1 if idb is None else int(idb)
@@ -542,7 +574,7 @@ def _interfaces_of(path: str) -> list:
 
 def _infer_file(path: str, where: str, df: pd.DataFrame, nodes: _Nodes, link_specs: dict[str, str],
                 warnings: list[str]) -> list[tuple[dict, list[list]]]:  # fmt: skip
-    """Manifest entries (with evidence rows in _split's order) of one plain capture file."""
+    """Manifest entries (with evidence rows in split_entry's order) of one plain capture file."""
     idbs = _interfaces_of(path)
     used = sorted(int(i) for i in pd.unique(df["iface"])) if len(df) else []
     units = [(i, df[df["iface"].to_numpy(np.int64) == i]) for i in used] if len(used) > 1 else [(-1, df)]

@@ -110,7 +110,7 @@ def correlation_document(corr) -> dict:
     ref = offs.loc[offs["reference"].to_numpy(bool), "node"]
     # the clock model per node is the correlate layer's own plain summary (null where a node is unsolved)
     clock = {str(node): {k: plain(v) for k, v in model.items()} for node, model in corr.to_dict()["clock_offsets"].items()}
-    multi = int((corr.hops.groupby("journey", sort=False).size() > 1).sum()) if len(corr.hops) else 0
+    multi = int(corr.multi_point_journeys)
     ls = corr.loss_summary()
     return document(
         "correlate",

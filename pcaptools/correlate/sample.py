@@ -1,0 +1,89 @@
+"""The clock sample, gathered from packet tables one at a time: every sighting of the bottom-k fingerprints.
+
+Clocks are estimated before any journey is matched (matching needs corrected times), from the rows of
+the ``k`` smallest distinct fingerprints (:func:`.match.clock_sample`): the bottom ``k`` of a union is the
+bottom ``k`` of its parts' bottom ``k``s, so tables fed one window at a time give the sample one table of
+everything gives. Only what :func:`.clock.estimate_offsets` reads is kept (fingerprint, time, point,
+input order, the connection hash): about 40 bytes for each of at most a few times ``k`` rows.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from pcaptools.correlate.clock import connection_key, estimate_offsets
+from pcaptools.correlate.match import CLOCK_SAMPLE, by_fingerprint, clock_sample, compact_order, unique_groups
+
+_FIELDS = ("fp", "ts_ns", "point_id", "key", "conn", "half")
+
+
+class ClockSample:
+    """Accumulates the clock sample of packet tables (:meth:`add`) and estimates the clocks from it."""
+
+    def __init__(self, k: int = CLOCK_SAMPLE) -> None:
+        self.k = int(k)
+        self.parts: list[dict[str, np.ndarray]] = []
+        self.rows = 0
+        self.limit: np.uint64 | None = None  # fingerprints at or above it are out of the sample for good
+        self._trim_at = 4 * self.k
+        self.order: np.ndarray | None = None  # by_fingerprint of the one table added, while nothing else was
+
+    def add(self, pk: pd.DataFrame, fp: np.ndarray, point_id: np.ndarray, key: np.ndarray, *,
+            order: np.ndarray | None = None) -> None:  # fmt: skip
+        """Offer the rows of a packet table (``fp``: fingerprints, 0 = not matchable; ``key``: input order;
+        ``order``: rows by fingerprint as :func:`.match.by_fingerprint` gives, if known)."""
+        ok = fp != 0 if self.limit is None else (fp != 0) & (fp < self.limit)
+        rows = np.flatnonzero(ok)
+        if not rows.size:
+            return
+        self.order = compact_order(ok, order) if order is not None and not self.parts else None
+        sub = pk[["src", "dst", "sport", "dport", "proto"]].iloc[rows]
+        conn, half = connection_key(sub)
+        self.parts.append({"fp": fp[rows], "ts_ns": pk["ts_ns"].to_numpy(np.int64)[rows],
+                           "point_id": np.asarray(point_id, np.int64)[rows], "key": np.asarray(key, np.int64)[rows],
+                           "conn": conn, "half": half})  # fmt: skip
+        self.rows += rows.size
+        if self.rows > self._trim_at:
+            self._trim()
+
+    def _trim(self) -> None:
+        cols = self._stacked()
+        keep = clock_sample(cols["fp"], self.k, order=self.order if len(self.parts) == 1 else None)
+        if not keep.all():
+            self.order = None
+            self.limit = cols["fp"][keep].max() + np.uint64(1)
+        self.parts = [{c: v[keep] for c, v in cols.items()}]
+        self.rows = int(keep.sum())
+        self._trim_at = max(4 * self.k, 2 * self.rows)
+
+    def _stacked(self) -> dict[str, np.ndarray]:
+        if not self.parts:
+            return {
+                c: np.zeros(0, np.uint64 if c == "fp" else bool if c == "half" else np.int64) for c in _FIELDS
+            }
+        return {c: np.concatenate([p[c] for p in self.parts]) for c in _FIELDS}
+
+    def relabel(self, point_of: np.ndarray) -> None:
+        """Rows added with provisional point codes (points unknown until every file is read): ``point_of[code]``
+        is the point; keys become (point, row in file), the input order of a capture set."""
+        self.order = None
+        self.parts = [{**p, "point_id": point_of[p["point_id"]], "key": (point_of[p["point_id"]] << 40) | p["key"]}
+                      for p in self.parts]  # fmt: skip
+
+    def estimate(
+        self, nodes: list[str], point_node: np.ndarray, *, reference: str | None = None
+    ) -> tuple[pd.DataFrame, dict]:
+        """Clock table and correction parameters (:func:`.clock.estimate_offsets`) from the sample, rows in input order."""
+        self._trim()
+        cols = self._stacked()
+        order = self.order if len(self.parts) == 1 else None
+        if cols["key"].size > 1 and (np.diff(cols["key"]) < 0).any():
+            o = np.argsort(cols["key"], kind="stable")
+            cols = {c: v[o] for c, v in cols.items()}
+            order = None
+        fp = cols["fp"]
+        group = unique_groups(fp, cols["point_id"], order=by_fingerprint(fp) if order is None else order)
+        pk = pd.DataFrame({"ts_ns": cols["ts_ns"], "point_id": cols["point_id"]})
+        return estimate_offsets(pk, group, nodes, np.asarray(point_node, np.int64), reference=reference,
+                                connection=(cols["conn"], cols["half"]))  # fmt: skip

@@ -1,0 +1,411 @@
+"""Correlation with bounded memory: capture files read in windows of corrected time, matched window by window.
+
+Two passes over the files (each streamed with :func:`pcaptools.packets.iter_packets`, a file's memory
+bounded by its reader's windows):
+
+1. **Survey**: every packet is fingerprinted; the rows of the bottom-k fingerprints are kept for the
+   clock estimate (:mod:`.sample`, the same sample one table of everything gives), and each file's
+   points (``-i any`` ifindexes), its disorder (how far a timestamp falls behind the largest one
+   before it) and its matchable rows are counted. Clocks are estimated once, from that sample.
+2. **Match**: the files' packet tables are merged by corrected time. After reading up to timestamp
+   ``M`` a file can only hold rows from ``M - disorder`` on, so every row before the smallest such
+   bound over the files (the horizon) is known; those rows form a window for
+   :class:`.windows.Matcher`, which emits the journeys no later row can join and carries the others
+   over. Hops are written as they are emitted (one Parquet row group per window).
+
+Trade-off: the survey decodes every file a second time instead of spilling the decoded columns to
+disk: a spill of what matching needs is ~120 bytes a sighting written and read back (about a fifth of
+a capture's bytes), the survey costs one more decode (read_packets speed). Memory is the window (about
+:data:`ROW_COST` bytes a row) plus the spine (26 bytes a sighting) and the clock sample. When every
+file fits the budget at once, :func:`correlate_files` takes the one-window run, one pass.
+
+Results are those of the one-window run: the same journeys, numbers, hops, offsets, latency and
+losses. Only ``ambiguous`` may need knowledge from a later window (a retransmission of a packet whose
+journey was already written): when it does, the hops file is copied once at the end with the flag set.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pcaptools.correlate.api import (
+    DEFAULT_WINDOW_NS,
+    Correlation,
+    check_options,
+    clock_notes,
+    correlate_window,
+    finish,
+    matcher,
+    packet_fingerprints,
+)
+from pcaptools.correlate.budget import default_memory
+from pcaptools.correlate.capture_set import (
+    CapturePoint,
+    CaptureSet,
+    capture_entries,
+    name_points,
+    split_entry,
+)
+from pcaptools.correlate.clock import correct
+from pcaptools.correlate.sample import ClockSample
+from pcaptools.correlate.windows import ROW_BYTES, Categories, Part, rows_from
+from pcaptools.schema import HOPS_COLUMNS, empty
+
+ROW_COST = 6 * ROW_BYTES
+"""Bytes a row of a window costs at the peak of its step (its columns, the sort orders and the hops table built from it)."""
+
+SPINE_COST = 70
+"""Bytes a sighting keeps until the end of the run (its share of the spine, and what summing it up takes)."""
+
+MARGIN = 0.9
+"""Share of the budget planned for: the allocator's fragmentation and the Parquet writer's buffers take the rest."""
+
+FILE_WINDOW = 40 << 20
+"""What reading one file as a stream holds (the reader's windows and the decoded batch)."""
+
+BASE_MEMORY = 200 << 20
+"""What the interpreter, numpy, pandas, numba's kernels and pyarrow take before any packet is read."""
+
+FILE_COST = 2.0
+"""Peak memory of the one-window run per byte of capture file (decoded table, fingerprints, hops)."""
+
+
+@dataclass
+class StreamStats:
+    """How a run was cut: windows, journeys and rows carried over window boundaries, files read twice or once."""
+
+    windows: int
+    carried_journeys: int
+    carried_rows: int
+    passes: int
+    window_rows: int
+    disorder_ns: int = 0  # most a file's timestamp fell behind an earlier one of the same file
+    rewritten: bool = False  # the hops file was copied once to set ambiguity learnt in later windows
+
+
+def correlate_files(source: str | os.PathLike | None = None, *, points: Iterable[str] = (), window_ns: int = DEFAULT_WINDOW_NS,
+                    reference: str | None = None, memory: int | None = None, out: str | os.PathLike | None = None,
+                    allow_outside: bool = False, window_rows: int | None = None) -> tuple[Correlation, StreamStats]:  # fmt: skip
+    """Correlate a manifest's (and/or ``NODE:IFACE=FILE``) captures within ``memory`` bytes, writing hops to ``out``.
+
+    In one window (one pass, hops kept in the result) when the files fit the budget, else streamed in
+    windows (two passes; the result's ``hops`` is empty, the table is in ``out``). ``window_rows`` forces
+    streaming with windows of about that many rows (tests, benchmarks)."""
+    entries, _ = capture_entries(source, points=points, allow_outside=allow_outside)
+    memory = default_memory() if memory is None else int(memory)
+    size = sum(os.path.getsize(e["file"]) for e in entries)
+    if window_rows is None and BASE_MEMORY + FILE_COST * size <= memory:
+        cs = CaptureSet.load(source, points=points, allow_outside=allow_outside)
+        writer = _HopsWriter(out, direct=True)
+        corr = correlate_window(cs, window_ns=window_ns, reference=reference, on_part=writer.add)  # written while it sums up
+        writer.close(None)
+        return corr, StreamStats(
+            windows=1, carried_journeys=0, carried_rows=0, passes=1, window_rows=len(corr.hops)
+        )
+    return correlate_stream(entries, window_ns=window_ns, reference=reference, memory=memory, window_rows=window_rows,
+                            out=out)  # fmt: skip
+
+
+class _File:
+    """One manifest entry's packet tables, in file order, with each row's point and input-order key."""
+
+    def __init__(self, entry: dict, batch_records: int) -> None:
+        self.entry = entry
+        self.idb = int(entry["pcapng_interface"]) if entry.get("pcapng_interface") is not None else -1
+        self.batch_records = batch_records
+        self.ifx_pid: tuple[np.ndarray, np.ndarray] | None = (
+            None  # sorted ifindexes and their points, if split
+        )
+        self.pid = 0  # the point of every row, if not split
+        self.node = 0
+
+    def tables(self) -> Iterator[tuple[pd.DataFrame, np.ndarray]]:
+        """(packet table, row number in the file) per batch, rows of other pcapng interfaces left out."""
+        from pcaptools.packets import iter_packets
+
+        row = 0
+        for pk in iter_packets(self.entry["file"], batch_records=self.batch_records, payload_hash=True):
+            idx = np.arange(row, row + len(pk), dtype=np.int64)
+            row += len(pk)
+            if self.idb >= 0:
+                keep = pk["iface"].to_numpy(np.int64) == self.idb
+                pk, idx = pk[keep], idx[keep]
+            yield pk, idx
+
+    def points_of(self, pk: pd.DataFrame) -> np.ndarray:
+        """Point id per row."""
+        if self.ifx_pid is None:
+            return np.full(len(pk), self.pid, np.int64)
+        ifx, pid = self.ifx_pid
+        at = np.clip(np.searchsorted(ifx, pk["ifindex"].to_numpy(np.int64)), 0, ifx.shape[0] - 1)
+        return pid[at]
+
+
+def _rss() -> int:
+    """Resident bytes of this process now (0 where /proc is not there)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _survey(files: list[_File], sample: ClockSample) -> tuple[list[CapturePoint], np.ndarray, np.ndarray]:
+    """Pass 1: the points, each file's disorder (ns) and matchable rows; the clock sample filled (in input order)."""
+    seen: list[set] = []
+    late = np.zeros(len(files), np.int64)
+    rows = np.zeros(len(files), np.int64)
+    codes: dict[
+        tuple[int, int], int
+    ] = {}  # (file, ifindex) -> provisional point code while points are unknown
+    for f, src in enumerate(files):
+        pairs: set = set()
+        top = np.iinfo(np.int64).min
+        for pk, idx in src.tables():
+            ts = pk["ts_ns"].to_numpy(np.int64)
+            ifx = pk["ifindex"].to_numpy(np.int64)
+            pairs.update(
+                map(tuple, np.unique(np.stack([pk["iface"].to_numpy(np.int64), ifx], 1), axis=0).tolist())
+            )
+            ok = ts >= 0
+            if ok.any():
+                run = np.maximum.accumulate(np.maximum(ts[ok], top))
+                late[f] = max(late[f], int((run - ts[ok]).max()))
+                top = int(run[-1])
+            fp = packet_fingerprints(pk)
+            rows[f] += int((fp != 0).sum())
+            u, inv = np.unique(ifx, return_inverse=True)
+            code = np.array([codes.setdefault((f, int(x)), len(codes)) for x in u], np.int64)[inv.reshape(-1)]
+            sample.add(pk, fp, code, idx)
+        seen.append(pairs)
+    split = []
+    owner = []
+    for f, src in enumerate(files):
+        pairs = sorted(seen[f])
+        got = split_entry(src.entry, pd.DataFrame({"iface": [p[0] for p in pairs], "ifindex": [p[1] for p in pairs]},
+                                                  dtype=np.int64))  # fmt: skip
+        split.extend(pt for pt, _ in got)
+        owner.extend([f] * len(got))
+    pts = name_points(split)
+    owner = np.array(owner, np.int64)
+    base = {f: int(np.flatnonzero(owner == f)[0]) for f in range(len(files))}
+    lut = np.zeros(max(len(codes), 1), np.int64)
+    for f, src in enumerate(files):
+        mine = pts[base[f] : base[f] + int((owner == f).sum())]
+        if len(mine) > 1 or mine[0].ifindex >= 0:
+            ifx = np.array([p.ifindex for p in mine], np.int64)
+            src.ifx_pid = (ifx, base[f] + np.arange(len(mine), dtype=np.int64))
+        src.pid = base[f]
+    for (f, x), c in codes.items():
+        src = files[f]
+        lut[c] = src.pid if src.ifx_pid is None else int(src.ifx_pid[1][np.searchsorted(src.ifx_pid[0], x)])
+    sample.relabel(lut)
+    return pts, late, rows
+
+
+def correlate_stream(entries: list[dict], *, window_ns: int = DEFAULT_WINDOW_NS, reference: str | None = None,
+                     memory: int | None = None, window_rows: int | None = None,
+                     out: str | os.PathLike | None = None) -> tuple[Correlation, StreamStats]:  # fmt: skip
+    """Correlate manifest entries' files in windows (module doc) within ``memory`` bytes, or of about
+    ``window_rows`` rows if given; hops to ``out``."""
+    memory = default_memory() if memory is None else int(memory)
+    nf = max(len(entries), 1)
+    fixed = BASE_MEMORY + nf * FILE_WINDOW
+    if window_rows is None:
+        batch_records = int(np.clip((memory - fixed) // (8 * ROW_COST * nf), 1 << 10, 1 << 18))
+    else:
+        batch_records = int(np.clip(window_rows // (4 * nf), 1 << 8, 1 << 18))
+    files = [_File(e, batch_records) for e in entries]
+    check_options(
+        list(dict.fromkeys(str(e.get("node") or Path(e["file"]).name.split(".")[0]) for e in entries)),
+        window_ns,
+        reference,
+    )
+    sample = ClockSample()
+    pts, late, rows = _survey(files, sample)
+    if window_rows is None:  # what is left once the libraries, the readers and the spine have theirs
+        fixed = max(fixed, _rss() + nf * FILE_WINDOW)
+        window_rows = max(int((memory * MARGIN - fixed - SPINE_COST * int(rows.sum())) // ROW_COST), 1 << 14)
+    nodes = list(dict.fromkeys(p.node for p in pts))
+    point_node = np.array([nodes.index(p.node) for p in pts], np.int64)
+    offsets, params = sample.estimate(nodes, point_node, reference=reference)
+    del sample
+    for src in files:
+        src.node = int(point_node[src.pid])
+    m = matcher(pts, window_ns, Categories())
+    writer = _HopsWriter(out)
+    for part in _windows(files, m, params, late, window_rows):
+        writer.add(part)
+    corr = finish(m, empty(HOPS_COLUMNS), offsets, clock_notes(offsets, params))
+    rewritten = writer.close(m)
+    stats = StreamStats(windows=m.windows, carried_journeys=m.carried_journeys, carried_rows=m.carried_rows, passes=2,
+                        window_rows=int(window_rows), disorder_ns=int(late.max()) if late.size else 0, rewritten=rewritten)  # fmt: skip
+    return corr, stats
+
+
+def _windows(files: list[_File], m, params: dict, late: np.ndarray, window_rows: int) -> Iterator[Part]:
+    """Pass 2: read the files merged by corrected time and step the matcher once per window (module doc)."""
+    n = len(files)
+    its = [src.tables() for src in files]
+    bound = np.full(n, np.iinfo(np.int64).min)  # corrected time every later row of the file reaches
+    done = np.zeros(n, bool)
+    top = np.full(n, np.iinfo(np.int64).min)
+    pending: list[list[dict]] = [[] for _ in range(n)]
+    held = 0
+    while not done.all():
+        f = int(np.argmin(np.where(done, np.iinfo(np.int64).max, bound)))
+        got = next(its[f], None)
+        if got is None:
+            done[f] = True
+            bound[f] = np.iinfo(np.int64).max
+        else:
+            pk, idx = got
+            ts = pk["ts_ns"].to_numpy(np.int64)
+            if (ts >= 0).any():
+                top[f] = max(top[f], int(ts.max()))
+                bound[f] = int(
+                    correct(np.array([top[f] - late[f]], np.int64), np.array([files[f].node]), params)[0]
+                )
+            pid = files[f].points_of(pk)
+            fp = packet_fingerprints(pk)
+            tc = correct(ts, np.full(ts.shape[0], files[f].node), params)
+            rows = rows_from(pk, fp, tc, (pid << 40) | idx, pid, m.cats)
+            pending[f].append(rows)
+            held += rows["fp"].shape[0]
+        carry = m.carry["fp"].shape[0] if m.carry else 0
+        if done.all() or held < max(window_rows - carry, carry // 2, window_rows // 4):  # a carry re-walked at most ~3 times
+            continue
+        horizon = int(bound[~done].min())
+        new, held = _cut(pending, horizon)
+        yield m.step(new, horizon)
+    yield m.step(_cut(pending, None)[0], None)
+
+
+def _cut(pending: list[list[dict]], horizon: int | None) -> tuple[dict, int]:
+    """Pending rows before ``horizon`` (all if None), taken out of ``pending``; and how many stay."""
+    from pcaptools.correlate.windows import concat_rows, take_rows
+
+    take, held = [], 0
+    for k, parts in enumerate(pending):
+        rows = concat_rows(parts)
+        if not rows:
+            pending[k] = []
+            continue
+        if horizon is None:
+            take.append(rows)
+            pending[k] = []
+            continue
+        early = rows["tc"] < horizon
+        take.append(take_rows(rows, np.flatnonzero(early)))
+        rest = take_rows(rows, np.flatnonzero(~early))
+        pending[k] = [rest] if rest["fp"].shape[0] else []
+        held += rest["fp"].shape[0]
+    return concat_rows(take), held
+
+
+def hops_schema():
+    """The hops table's Arrow schema: HOPS_COLUMNS, categories as int32-indexed string dictionaries."""
+    import pyarrow as pa
+
+    types = {"int16": pa.int16(), "int32": pa.int32(), "int64": pa.int64(), "uint64": pa.uint64(), "bool": pa.bool_(),
+             "category": pa.dictionary(pa.int32(), pa.string())}  # fmt: skip
+    return pa.schema([pa.field(c.name, types[c.dtype]) for c in HOPS_COLUMNS])
+
+
+def _arrow(hops: pd.DataFrame):
+    import pyarrow as pa
+
+    schema = hops_schema()
+    cols = []
+    for fld in schema:
+        s = hops[fld.name]
+        if isinstance(s.dtype, pd.CategoricalDtype):
+            codes = s.cat.codes.to_numpy().astype(np.int32)
+            cols.append(pa.DictionaryArray.from_arrays(pa.array(codes, pa.int32(), mask=codes < 0),
+                                                       pa.array(s.cat.categories.astype(str).to_numpy(object), pa.string())))  # fmt: skip
+        else:
+            cols.append(pa.array(s.to_numpy(), fld.type))
+    return pa.Table.from_arrays(cols, schema=schema)
+
+
+def write_hops(parts: Iterable[pd.DataFrame], out: str | os.PathLike) -> None:
+    """Write hops tables to one Parquet file, a row group each."""
+    import pyarrow.parquet as pq
+
+    with pq.ParquetWriter(os.fspath(out), hops_schema(), **_PARQUET) as w:
+        for hops in parts:
+            w.write_table(_arrow(hops))
+
+
+_PARQUET = {"use_dictionary": [c.name for c in HOPS_COLUMNS if c.dtype == "category"]}
+"""Dictionary pages for the category columns only: trying them on fingerprints and times costs a third of the write."""
+
+
+class _HopsWriter:
+    """Hops of each window appended to ``out`` in a writer thread, as they come (beside ``out`` first, renamed or
+    copied at the end; ``direct``: straight into ``out``, for one window)."""
+
+    def __init__(self, out: str | os.PathLike | None, *, direct: bool = False) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.out = None if out is None else Path(out)
+        self.tmp = None if out is None else self.out if direct else self.out.with_name(f".{self.out.name}.partial")
+        self.writer = None
+        self.pool = ThreadPoolExecutor(1) if out is not None else None
+        self.pending: list = []
+        self.amb: list[np.ndarray] = []  # per journey, ambiguous as written
+        if self.tmp is not None:
+            import pyarrow.parquet as pq
+
+            self.writer = pq.ParquetWriter(os.fspath(self.tmp), hops_schema(), **_PARQUET)
+
+    def add(self, part: Part) -> None:
+        """Queue one window's hops (Parquet writing releases the GIL: matching goes on meanwhile)."""
+        h = part.hops
+        if self.writer is None or not len(h):
+            return
+        self.pending = [f for f in self.pending if not f.done() or f.result()]
+        if len(self.pending) > 1:  # at most one window waits: memory stays bounded
+            self.pending.pop(0).result()
+        self.pending.append(self.pool.submit(self.writer.write_table, _arrow(h)))
+        first = np.ones(len(h), bool)
+        j = h["journey"].to_numpy()
+        first[1:] = j[1:] != j[:-1]
+        self.amb.append(h["ambiguous"].to_numpy()[first])
+
+    def close(self, m) -> bool:
+        """Finish the file; copy it with ambiguity corrected when a later window changed it (``m``: the matcher,
+        None for one window). True if copied."""
+        if self.writer is None:
+            return False
+        for f in self.pending:
+            f.result()
+        self.pool.shutdown()
+        self.writer.close()
+        if m is None or self.tmp == self.out:
+            return False
+        written = np.concatenate(self.amb) if self.amb else np.zeros(0, bool)
+        final = m.spine.ambiguous()
+        if np.array_equal(written, final):
+            os.replace(self.tmp, self.out)
+            return False
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        src = pq.ParquetFile(os.fspath(self.tmp))
+        with pq.ParquetWriter(os.fspath(self.out), hops_schema(), **_PARQUET) as w:
+            for g in range(src.num_row_groups):
+                t = src.read_row_group(g)
+                j = t.column("journey").to_numpy()
+                t = t.set_column(
+                    t.schema.get_field_index("ambiguous"), "ambiguous", pa.array(final[j], pa.bool_())
+                )
+                w.write_table(t)
+        os.remove(self.tmp)
+        return True

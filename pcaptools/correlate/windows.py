@@ -1,0 +1,310 @@
+"""Journeys matched window by window in corrected time: the one matching engine of every correlation run.
+
+Rows (sightings) arrive in windows of corrected time: every row of window ``k`` lies before its
+``horizon`` and every later row at or after it. A journey accepts sightings until ``window_ns`` after
+its first one (:mod:`.match`), so once ``horizon - first > window_ns`` it is complete: it is numbered
+and emitted. Journeys that may still continue are carried over, all their rows, and walked again with
+the next window's rows; walking a journey's rows again gives it the same sightings (the walk joins a
+sighting to the oldest open journey lacking its place, and closed journeys are older than any open
+one), so the journeys, their numbers (by first corrected time, then fingerprint) and their hops are
+those of one walk over everything. The in-memory run is the case of one window with no horizon.
+
+Per emitted sighting a compact spine is kept (:class:`Spine`: about 34 bytes with its share of the
+journey's): hop latency percentiles, losses and ambiguity (a fingerprint owning more than one
+journey, possibly in another window) are exact functions of it, computed once at the end.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from pcaptools.addr import to_u128
+from pcaptools.correlate.fingerprint import combine, combine8
+from pcaptools.correlate.match import by_fingerprint, journey_order, match, time_order
+from pcaptools.schema import HOPS_COLUMNS, validate
+
+CARRY = ("file", "record", "direction", "src", "dst", "sport", "dport", "proto", "tunnel", "vni",
+         "outer_src", "outer_dst", "ttl", "wirelen", "ip_id", "tcp_flags")  # fmt: skip
+"""Packet-table columns a hops row carries over as seen at its point."""
+
+CATEGORIES = ("file", "direction", "src", "dst", "tunnel", "outer_src", "outer_dst")
+"""Carried columns held as codes into one growing category list each (:class:`Categories`)."""
+
+ROW_BYTES = 8 * 5 + 4 + 8 * 3 + 4 * 9 + 2 * 3
+"""Bytes one sighting takes in a window (fingerprint, times, key, look, point, carried columns)."""
+
+
+class Categories:
+    """One category list per column, grown in first-seen order; tables' codes are remapped into it."""
+
+    def __init__(self, initial: dict[str, pd.Index] | None = None) -> None:
+        self.values: dict[str, list] = {c: [] for c in CATEGORIES}
+        self.index: dict[str, dict] = {c: {} for c in CATEGORIES}
+        self.kind: dict[str, object] = {}  # dtype of the categories the first table gave (object or str)
+        for c, cats in (initial or {}).items():
+            self.codes_of(c, cats)
+        self._u128: dict[str, tuple[int, np.ndarray, np.ndarray]] = {}
+
+    def codes_of(self, col: str, cats) -> np.ndarray:
+        """Global code of each of ``cats`` (a table's categories), with -1 appended for missing values."""
+        idx, vals = self.index[col], self.values[col]
+        self.kind.setdefault(col, getattr(cats, "dtype", None))
+        lut = np.empty(len(cats) + 1, np.int32)
+        for k, v in enumerate(cats):
+            code = idx.get(v)
+            if code is None:
+                code = idx[v] = len(vals)
+                vals.append(v)
+            lut[k] = code
+        lut[-1] = -1
+        return lut
+
+    def encode(self, col: str, series: pd.Series) -> np.ndarray:
+        """int32 global codes of a categorical column (-1 where missing)."""
+        return self.codes_of(col, series.cat.categories)[series.cat.codes.to_numpy()]
+
+    def dtype(self, col: str) -> pd.CategoricalDtype:
+        """The category dtype of ``col`` as the list stands now."""
+        return pd.CategoricalDtype(pd.Index(self.values[col], dtype=self.kind.get(col)))
+
+    def u128(self, col: str, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(hi, lo) of an address column's codes (categories parsed once)."""
+        n = len(self.values[col])
+        got = self._u128.get(col)
+        if got is None or got[0] != n:
+            hi, lo, _ = to_u128(pd.Categorical.from_codes(np.arange(n), dtype=self.dtype(col)))
+            got = self._u128[col] = (n, np.append(hi, np.uint64(0)), np.append(lo, np.uint64(0)))
+        return got[1][codes], got[2][codes]
+
+
+def rows_from(pk: pd.DataFrame, fp: np.ndarray, tc: np.ndarray, key: np.ndarray, point_id: np.ndarray,
+              cats: Categories) -> dict[str, np.ndarray]:  # fmt: skip
+    """The matchable rows (``fp != 0``) of a packet table as window rows: plain arrays, categories as global codes."""
+    keep = np.flatnonzero(fp != 0)
+    out = {"fp": fp[keep], "tc": tc[keep], "key": key[keep], "point_id": point_id[keep].astype(np.int32),
+           "ts_ns": pk["ts_ns"].to_numpy(np.int64)[keep]}  # fmt: skip
+    for c in CARRY:
+        col = pk[c]
+        out[c] = cats.encode(c, col)[keep] if c in cats.values else col.to_numpy()[keep]
+    out["look"] = combine([out["point_id"], out["ttl"], out["tunnel"] >= 0])
+    return out
+
+
+def concat_rows(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Window rows stacked (a missing part is skipped)."""
+    parts = [p for p in parts if p and p["fp"].shape[0]]
+    if len(parts) == 1:
+        return parts[0]
+    if not parts:
+        return {}
+    return {c: np.concatenate([p[c] for p in parts]) for c in parts[0]}
+
+
+def take_rows(rows: dict[str, np.ndarray], idx: np.ndarray) -> dict[str, np.ndarray]:
+    """Rows ``idx`` of window rows."""
+    return {c: v[idx] for c, v in rows.items()}
+
+
+class Spine:
+    """What the summary needs, gathered window by window (module doc).
+
+    Per emitted sighting, in hops order: point, corrected time and flow hash (18 bytes) and, per
+    consecutive pair of sightings, their point pair and latency (10 bytes); per journey its size,
+    fingerprint and points (as bits); per window, already summed: next-point counts by flow, sightings
+    per point, capture spans."""
+
+    def __init__(self, npts: int) -> None:
+        self.npts = npts
+        self.cols: dict[str, list] = {c: [] for c in ("point", "tc", "flow", "size", "mask", "fp", "pair", "latency")}
+        self.flows: list[dict] = []  # per window: (flow, src, dst, sport, dport, proto) of its distinct flows
+        self.next: list[tuple] = []  # per window: distinct (flow, next point) and their counts
+        self.matched = np.zeros(npts, np.int64)
+        self.unmatched = np.zeros(npts, np.int64)
+        self.multi = 0
+        self.lo = np.full(npts, np.iinfo(np.int64).max)
+        self.hi = np.full(npts, np.iinfo(np.int64).min)
+        self._small = np.int16 if npts * npts < 1 << 15 else np.int32
+
+    def add(self, pid: np.ndarray, tc: np.ndarray, flow: np.ndarray, fps: np.ndarray, size: np.ndarray) -> None:
+        """One window's complete journeys, numbered on from the last ones (sightings in hops order; ``size``:
+        sightings per journey)."""
+        n = pid.shape[0]
+        first = np.cumsum(size) - size
+        same = np.ones(n, bool)
+        same[first] = False  # same[i]: sighting i continues the journey of sighting i - 1
+        at = np.flatnonzero(same[1:])  # pairs (at, at + 1)
+        c = self.cols
+        c["point"].append(pid.astype(self._small))
+        c["tc"].append(tc)
+        c["flow"].append(flow)
+        c["size"].append(size.astype(np.int32))
+        c["fp"].append(fps)
+        c["pair"].append((pid[at].astype(np.int64) * self.npts + pid[at + 1]).astype(self._small))
+        c["latency"].append(tc[at + 1] - tc[at])
+        if self.npts <= 64:  # the points of each journey, as bits
+            c["mask"].append(np.bitwise_or.reduceat(np.left_shift(np.uint64(1), pid.astype(np.uint64)), first))
+        f, q = flow[at], pid[at + 1].astype(np.int64)
+        o = np.lexsort((q, f))
+        f, q = f[o], q[o]
+        new = np.ones(f.shape[0], bool)
+        new[1:] = (f[1:] != f[:-1]) | (q[1:] != q[:-1])
+        starts = np.flatnonzero(new)
+        self.next.append((f[starts], q[starts], np.diff(np.append(starts, f.shape[0]))))
+        multi = np.repeat(size > 1, size)
+        self.matched += np.bincount(pid[multi], minlength=self.npts)
+        self.unmatched += np.bincount(pid[~multi], minlength=self.npts)
+        self.multi += int((size > 1).sum())
+        np.minimum.at(self.lo, pid, tc)
+        np.maximum.at(self.hi, pid, tc)
+
+    def ambiguous(self) -> np.ndarray:
+        """Per journey number: its fingerprint owns another journey too."""
+        fp = self.array("fp")
+        _, inv, cnt = np.unique(fp, return_inverse=True, return_counts=True)
+        return cnt[inv.reshape(-1)] > 1
+
+    def journey_of(self, at: np.ndarray) -> np.ndarray:
+        """Journey number of the sightings at positions ``at`` (hops order)."""
+        return np.searchsorted(np.cumsum(self.array("size"), dtype=np.int64), at, side="right")
+
+    def array(self, name: str) -> np.ndarray:
+        """One gathered column as a single array (kept so, the pieces released)."""
+        lst = self.cols[name]
+        if len(lst) != 1:
+            lst[:] = [np.concatenate(lst) if lst else np.zeros(0, np.uint64 if name in ("flow", "mask", "fp") else np.int64)]
+        return lst[0]
+
+
+@dataclass
+class Part:
+    """Journeys one window completed: their hops rows, and the key (input row) and journey of each."""
+
+    hops: pd.DataFrame
+    key: np.ndarray
+    journey: np.ndarray
+
+
+class Matcher:
+    """Windowed journey matching (module doc): ``step`` per window, ``carried`` journeys between them."""
+
+    def __init__(self, *, window_ns: int, point_names: list[str], point_node: list[str], point_iface: list[str],
+                 cats: Categories) -> None:  # fmt: skip
+        self.window_ns = int(window_ns)
+        self.cats = cats
+        self.point_names = list(point_names)
+        nodes = sorted(set(point_node))
+        ifaces = sorted(set(point_iface))
+        self.node_code = np.array([nodes.index(x) for x in point_node], np.int32)
+        self.iface_code = np.array([ifaces.index(x) for x in point_iface], np.int32)
+        self.dtypes = {"point": pd.CategoricalDtype(pd.Index(self.point_names)), "node": pd.CategoricalDtype(pd.Index(nodes)),
+                       "interface": pd.CategoricalDtype(pd.Index(ifaces))}  # fmt: skip
+        self.carry: dict[str, np.ndarray] = {}
+        self.next_journey = 0
+        self.windows = 0
+        self.carried_journeys = 0  # journeys carried over a window boundary, summed over boundaries
+        self.carried_rows = 0
+        self.spine = Spine(len(self.point_names))
+
+    def step(self, new: dict[str, np.ndarray], horizon: int | None, *, order: np.ndarray | None = None) -> Part:
+        """Match the carried rows with ``new`` (every row before ``horizon``; None: the last window) and emit
+        the journeys no later row can join. ``order``: :func:`.match.by_fingerprint` of ``new``, if known."""
+        self.windows += 1
+        rows = concat_rows([self.carry, new])
+        if not rows:
+            self.carry = {}
+            return self._part({}, None, None, None)
+        if self.carry and new and new["fp"].shape[0]:  # rows in input order: carried and new keys interleave
+            rows = take_rows(rows, np.argsort(rows["key"], kind="stable"))
+            order = None
+        fp, tc = rows["fp"], rows["tc"]
+        ft = time_order(fp, tc, by_fingerprint(fp) if order is None else order)
+        slot = pd.factorize(rows["look"])[0]
+        jid = match(fp, tc, slot, window_ns=self.window_ns, npoints=int(slot.max()) + 1, order=ft)
+        order = journey_order(jid, ft)  # rows by (journey, time, key)
+        j = jid[order]
+        n = j.shape[0]
+        start = np.ones(n, bool)
+        start[1:] = j[1:] != j[:-1]
+        first = np.flatnonzero(start)
+        first_t = tc[order[first]]
+        fps = fp[order[first]]
+        # a fingerprint owning several journeys among these rows (the end corrects across windows)
+        _, inv, cnt = np.unique(fps, return_inverse=True, return_counts=True)
+        amb = cnt[inv] > 1
+        done = np.ones(first.shape[0], bool) if horizon is None else first_t < horizon - self.window_ns
+        size = np.diff(np.append(first, n))
+        run_done = np.repeat(done, size)
+        keep = order[~run_done]
+        self.carry = take_rows(rows, np.sort(keep)) if keep.size else {}
+        if keep.size:
+            self.carried_journeys += int((~done).sum())
+            self.carried_rows += int(keep.size)
+        return self._emit(rows, order[run_done], first_t[done], size[done], amb[done], fps[done])
+
+    def _emit(self, rows, order, first_t, size, amb, fps) -> Part:
+        """Hops of complete journeys (``order``: their rows by journey and time), numbered by first corrected time."""
+        nj = first_t.shape[0]
+        n = order.shape[0]
+        first = np.cumsum(size) - size
+        by_rank = np.argsort(first_t, kind="stable")
+        size_r = size[by_rank]
+        perm = np.repeat(first[by_rank] - (np.cumsum(size_r) - size_r), size_r) + np.arange(n)
+        final = order[perm]
+        journey = np.repeat(np.arange(self.next_journey, self.next_journey + nj, dtype=np.int64), size_r)
+        hop = (np.arange(n) - np.repeat(np.cumsum(size_r) - size_r, size_r)).astype(np.int16)
+        self.next_journey += nj
+        tcf = rows["tc"][final] if n else np.zeros(0, np.int64)
+        cols = {
+            "journey": journey, "hop": hop, "hops": np.repeat(size_r, size_r).astype(np.int16),
+            "since_first_ns": tcf - np.repeat(first_t[by_rank], size_r), "ambiguous": np.repeat(amb[by_rank], size_r),
+        }  # fmt: skip
+        self._keep_spine(rows, final, journey, tcf, fps[by_rank], size_r)
+        return self._part(rows, final, cols, tcf)
+
+    def _keep_spine(self, rows, final, journey, tcf, fps, size) -> None:
+        if not final.shape[0]:
+            return
+        pid = rows["point_id"][final]
+        shi, slo = self.cats.u128("src", rows["src"][final])
+        dhi, dlo = self.cats.u128("dst", rows["dst"][final])
+        proto, sport, dport = rows["proto"][final], rows["sport"][final], rows["dport"][final]
+        i64 = np.int64
+        flow = combine8(pid.astype(i64), proto.astype(i64), shi, slo, dhi, dlo, sport.astype(i64), dport.astype(i64))
+        self.spine.add(pid, tcf, flow, fps, size)
+        first = pd.Series(flow).drop_duplicates().index.to_numpy()  # hashing, not sorting
+        self.spine.flows.append({"flow": flow[first], "src": rows["src"][final][first], "dst": rows["dst"][final][first],
+                                 "sport": sport[first], "dport": dport[first], "proto": proto[first]})  # fmt: skip
+
+    def _part(self, rows, final, cols, tcf) -> Part:
+        if cols is None:  # nothing emitted
+            final = np.zeros(0, np.int64)
+            cols = {"journey": final, "hop": final.astype(np.int16), "hops": final.astype(np.int16), "since_first_ns": final,
+                    "ambiguous": np.zeros(0, bool)}  # fmt: skip
+            tcf = final
+            rows = rows or {c: np.zeros(0, np.int64) for c in ("point_id", "ts_ns", "fp", "key", *CARRY)}
+        pid = rows["point_id"][final]
+        out: dict[str, object] = dict(cols)
+        out["point"] = pd.Categorical.from_codes(pid, dtype=self.dtypes["point"], validate=False)
+        out["node"] = pd.Categorical.from_codes(
+            self.node_code[pid], dtype=self.dtypes["node"], validate=False
+        )
+        out["interface"] = pd.Categorical.from_codes(
+            self.iface_code[pid], dtype=self.dtypes["interface"], validate=False
+        )
+        out["ts_ns"] = rows["ts_ns"][final]
+        out["ts_corrected_ns"] = tcf
+        out["fingerprint"] = rows["fp"][final].astype(np.uint64)
+        want = {c.name: c.dtype for c in HOPS_COLUMNS}
+        for c in CARRY:
+            v = rows[c][final]
+            if c in self.cats.values:
+                out[c] = pd.Categorical.from_codes(
+                    v.astype(np.int32), dtype=self.cats.dtype(c), validate=False
+                )
+            else:
+                out[c] = v.astype(want[c], copy=False)
+        hops = pd.DataFrame({c.name: out[c.name] for c in HOPS_COLUMNS}, copy=False)
+        return Part(validate(hops, HOPS_COLUMNS, table="hops"), rows["key"][final], cols["journey"])

@@ -1,0 +1,126 @@
+"""Windowed correlation (pcaptools.correlate.stream) gives what the one-window run gives, with journeys cut by windows."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pcaptools.correlate.budget import parse_size
+from pcaptools.correlate.stream import correlate_files
+from pcaptools.io import read_records
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = ROOT / "sample_pcaps"
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory) -> Path:
+    """A seeded 4-point set (benchmarks/gen_set.py): 5,000 packets, VXLAN and native, 3.7 ms clock offset, drops,
+    retransmissions 200 ms later (ambiguous fingerprints in other windows)."""
+    from gen_set import generate
+
+    out = tmp_path_factory.mktemp("set5k")
+    generate(5000, out, seed=7)
+    return out
+
+
+@pytest.fixture(scope="module")
+def disordered(generated, tmp_path_factory) -> Path:
+    """The generated set with node-1:eth0's records shuffled within blocks of 512 (out of order by up to ~4 ms,
+    more than the matching window), as ``tcpdump -i any`` writes them, milliseconds apart."""
+    out = tmp_path_factory.mktemp("disordered")
+    shutil.copytree(generated, out, dirs_exist_ok=True)
+    path = out / "node-1" / "eth0.pcap"
+    rb = read_records(str(path))
+    data = np.fromfile(path, np.uint8)
+    rng = np.random.default_rng(3)
+    blocks = [np.arange(k, min(k + 512, len(rb))) for k in range(0, len(rb), 512)]
+    order = np.concatenate([rng.permutation(b) if np.ptp(rb.ts_ns[b]) < 10_000_000 else b for b in blocks])  # not across the gap before the retransmissions
+    pieces = [data[:24]] + [data[int(rb.offset[i]) - 16 : int(rb.offset[i]) + int(rb.caplen[i])] for i in order]
+    np.concatenate(pieces).tofile(path)
+    return out
+
+
+def _canonical(hops: pd.DataFrame) -> pd.DataFrame:
+    return hops.astype({c: str for c in hops.columns if isinstance(hops[c].dtype, pd.CategoricalDtype)}).reset_index(drop=True)
+
+
+def _both(source: Path, tmp_path: Path, *, window_rows: int, window_ns: int = 2_000_000_000):
+    one, one_stats = correlate_files(source, window_ns=window_ns, memory=1 << 40, out=tmp_path / "one.parquet")
+    win, stats = correlate_files(source, window_ns=window_ns, window_rows=window_rows, out=tmp_path / "win.parquet")
+    assert one_stats.windows == 1 and one_stats.passes == 1
+    return one, win, stats, pd.read_parquet(tmp_path / "one.parquet"), pd.read_parquet(tmp_path / "win.parquet")
+
+
+def _assert_same(one, win, h1: pd.DataFrame, h2: pd.DataFrame) -> None:
+    pd.testing.assert_frame_equal(_canonical(h1), _canonical(h2))  # same journeys, numbers, hops and every column
+    pd.testing.assert_frame_equal(_canonical(one.hops), _canonical(h1))
+    pd.testing.assert_frame_equal(one.offsets, win.offsets)
+    pd.testing.assert_frame_equal(one.hop_latency, win.hop_latency)
+    pd.testing.assert_frame_equal(_canonical(one.losses), _canonical(win.losses))
+    pd.testing.assert_frame_equal(one.loss_summary(), win.loss_summary())
+    assert one.to_dict() == win.to_dict()
+
+
+@pytest.mark.parametrize("sample", ["calico-vxlan", "vpc"])
+def test_lab_sample_cut_into_windows_correlates_like_one_window(sample, tmp_path):
+    one, win, stats, h1, h2 = _both(SAMPLES / sample, tmp_path, window_rows=300)
+    assert stats.windows >= 20 and stats.passes == 2
+    assert stats.carried_journeys >= 500  # hundreds of journeys were open at a window's end and carried over
+    _assert_same(one, win, h1, h2)
+    assert one.journeys > 500 and one.multi_point_journeys > 500
+
+
+def test_generated_set_cut_into_windows_correlates_like_one_window(generated, tmp_path):
+    one, win, stats, h1, h2 = _both(generated, tmp_path, window_rows=3000, window_ns=1_000_000)
+    assert stats.windows >= 5 and stats.carried_journeys >= 300
+    assert stats.rewritten  # a retransmission 200 ms later made journeys written windows earlier ambiguous
+    _assert_same(one, win, h1, h2)
+    assert one.ambiguous > 0 and h2["ambiguous"].sum() == h1["ambiguous"].sum() > 0
+    assert len(one.losses) > 0  # the generator drops 0.5% of sightings
+    off = one.offsets.set_index("node")
+    assert abs(int(off.loc["node-2", "offset_ns"]) - 3_700_000) < 50_000
+
+
+def test_out_of_order_capture_is_merged_by_its_measured_disorder(disordered, tmp_path):
+    one, win, stats, h1, h2 = _both(disordered, tmp_path, window_rows=2000, window_ns=1_000_000)
+    assert stats.windows >= 5 and stats.disorder_ns > 1_000_000  # later than window_ns: without the bound, journeys split
+    _assert_same(one, win, h1, h2)
+
+
+@pytest.mark.parametrize(("text", "size"), [("512MiB", 512 << 20), ("2GiB", 2 << 30), ("1.5G", 3 << 29), ("800M", 800 << 20),
+                                            ("65536", 65536), ("2 GB", 2 << 30)])  # fmt: skip
+def test_memory_sizes_are_read_as_people_write_them(text, size):
+    assert parse_size(text) == size
+
+
+@pytest.mark.parametrize("text", ["", "2x", "-1G", "0", "nan", "1.5.2G"])
+def test_memory_sizes_that_mean_nothing_are_refused(text):
+    with pytest.raises(ValueError, match="512MiB"):
+        parse_size(text)
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pcaptools.cli", *args], capture_output=True, text=True)
+
+
+def test_cli_memory_budget_streams_and_prints_the_same_json(tmp_path):
+    small = _cli("correlate", str(SAMPLES / "vpc"), "--memory", "1MiB", "--json", "-o", str(tmp_path / "a.parquet"))
+    large = _cli("correlate", str(SAMPLES / "vpc"), "--json", "-o", str(tmp_path / "b.parquet"))
+    assert small.returncode == large.returncode == 0, small.stderr + large.stderr
+    assert json.loads(small.stdout) == json.loads(large.stdout)
+    pd.testing.assert_frame_equal(_canonical(pd.read_parquet(tmp_path / "a.parquet")), _canonical(pd.read_parquet(tmp_path / "b.parquet")))
+
+
+def test_cli_memory_that_is_not_a_size_is_a_usage_error():
+    r = _cli("correlate", str(SAMPLES / "vpc"), "--memory", "2x")
+    assert r.returncode == 2
+    assert r.stderr.startswith("Usage: ") and "pcaptools: Invalid value for '--memory'" in r.stderr and "Traceback" not in r.stderr
