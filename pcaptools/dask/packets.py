@@ -121,6 +121,17 @@ def packet_meta(files: list[str], rules: tuple[str, ...], *, payload_hash: bool)
     return pd.DataFrame(cols)
 
 
+def empty_like(meta: pd.DataFrame) -> pd.DataFrame:
+    """``meta`` with the placeholder of unknown categories removed: a real empty table to run library code on."""
+    from dask.dataframe.utils import UNKNOWN_CATEGORIES
+
+    out = meta.iloc[:0].copy()
+    for c in out.columns:
+        if isinstance(out[c].dtype, pd.CategoricalDtype) and UNKNOWN_CATEGORIES in out[c].cat.categories:
+            out[c] = pd.Categorical([], categories=pd.Index([], dtype=object))
+    return out
+
+
 def _decode_chunk(chunk: Chunk, files: list[str], options: tuple, on_error: str, payload_hash: bool) -> pd.DataFrame:
     """On a worker: decode one record range with the single-process decoder; ``file`` gets the set's categories."""
     from pcaptools.decode.api import decode_options, decode_with
