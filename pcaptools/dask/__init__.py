@@ -23,9 +23,11 @@ _EXPORTS: dict[str, tuple[str, str | None]] = {
     "ClusterError": ("pcaptools.dask.cluster", "ClusterError"),
     "read_packets": ("pcaptools.dask.packets", "read_packets"),
     "plan_chunks": ("pcaptools.dask.packets", "plan_chunks"),
+    "collect_packets": ("pcaptools.dask.packets", "collect_packets"),
     "flow_partitions": ("pcaptools.dask.flows", "flow_partitions"),
     "read_flows": ("pcaptools.dask.flows", "read_flows"),
     "correlate_captures": ("pcaptools.dask.correlation", "correlate_captures"),
+    "load_capture_packets": ("pcaptools.dask.correlation", "load_capture_packets"),
     "load_paths": ("pcaptools.dask.paths", "load_paths"),
 }
 

@@ -24,6 +24,7 @@ import pandas as pd
 
 from pcaptools.dask.cluster import require_dask
 from pcaptools.decode import registry
+from pcaptools.decode.table import concat
 from pcaptools.errors import DecodeError
 from pcaptools.schema import DIRECTIONS, ERRORS, LAYERS, PACKET_COLUMNS, TUNNELS
 
@@ -176,3 +177,16 @@ def read_packets(
     meta = packet_meta(plan.files, tuple(tables.rules), payload_hash=payload_hash)
     return dd.from_map(_decode_chunk, plan.chunks, args=(plan.files, options, on_error, payload_hash), meta=meta,
                        label="decode", enforce_metadata=False)  # fmt: skip
+
+
+def collect_packets(paths: str | os.PathLike | Iterable[str | os.PathLike], *, chunk_records: int = DEFAULT_CHUNK_RECORDS,
+                    on_error: Literal["skip", "raise"] = "skip", **options) -> pd.DataFrame:  # fmt: skip
+    """:func:`pcaptools.read_packets` decoded on the cluster and gathered on the client: the same rows, with the
+    reader's accounting in ``attrs`` (``skipped``, ``notes``, ``stopped_at``); options as for :func:`read_packets`."""
+    import dask
+
+    plan = plan_chunks(paths, chunk_records=chunk_records, on_error=on_error)
+    parts = dask.compute(*read_packets(plan, on_error=on_error, **options).to_delayed())
+    out = concat(list(parts))
+    out.attrs = {"skipped": plan.skipped, "notes": plan.notes, "stopped_at": plan.stopped_at}
+    return out
