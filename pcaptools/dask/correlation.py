@@ -159,6 +159,13 @@ def _bottom(df: pd.DataFrame, k: int) -> np.ndarray:
     return np.unique(fp[fp != 0])[:k]
 
 
+def sample_limit(bottoms: Iterable[np.ndarray], k: int = CLOCK_SAMPLE) -> int | None:
+    """The smallest fingerprint left out of the clock sample, from each partition's ``k`` smallest distinct
+    non-zero ones (None: every fingerprint is in); the sample :func:`~pcaptools.correlate.match.clock_sample` takes."""
+    distinct = np.unique(np.concatenate([np.zeros(0, np.uint64), *bottoms]))
+    return int(distinct[k]) if distinct.shape[0] > k else None
+
+
 def _sampled(df: pd.DataFrame, limit: int | None) -> pd.DataFrame:
     """Rows of the clock sample: fingerprint non-zero and below ``limit`` (None: every matchable row)."""
     fp = df["_fp"].to_numpy(np.uint64)
@@ -218,9 +225,7 @@ def correlate_packets(cap: DaskCaptures, *, window_ns: int = DEFAULT_WINDOW_NS, 
     point_node = np.array([nodes.index(p.node) for p in cs.points], np.int64)
     meta = _with_fingerprint(empty_like(cap.packets._meta))
     fpd = cap.packets.map_partitions(_with_fingerprint, meta=meta).persist()
-    tops = dask.compute(*[dask.delayed(_bottom)(p, CLOCK_SAMPLE) for p in fpd.to_delayed()])
-    distinct = np.unique(np.concatenate([np.zeros(0, np.uint64), *tops]))
-    limit = int(distinct[CLOCK_SAMPLE]) if distinct.shape[0] > CLOCK_SAMPLE else None
+    limit = sample_limit(dask.compute(*[dask.delayed(_bottom)(p, CLOCK_SAMPLE) for p in fpd.to_delayed()]))
     sample = fpd.map_partitions(_sampled, limit, meta=_sampled(meta, None)).compute()
     sample = sample.iloc[np.lexsort((sample["record"].to_numpy(np.int64), sample["point_id"].to_numpy(np.int64)))]
     sample = sample.reset_index(drop=True)
