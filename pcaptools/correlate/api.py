@@ -119,13 +119,7 @@ def correlate(capture_set: CaptureSet, *, window_ns: int = DEFAULT_WINDOW_NS, re
     group = unique_groups(fp, pid, order=by_fp)
     group[~clock_sample(fp, order=by_fp)] = -1  # clocks from a bounded, uniform sample of packets
     offsets, params = estimate_offsets(pk, group, nodes, point_node, reference=reference)
-    for r in offsets.itertuples(index=False):
-        if pd.isna(r.uncertainty_ns):
-            notes.append(
-                f"node {r.node}: no packets matched in both directions with the reference's clock domain; its clock is left uncorrected"
-            )
-    for a, b, n in params["dropped"]:
-        notes.append(f"nodes {a} and {b}: no clock line gives every matched packet a non-negative delay (wrong matches?); {n} were left out of the clock estimate")
+    notes += clock_notes(offsets, params)
     tc = correct(ts, node_of_row, params)
     # a packet may cross one point twice (in natively, out encapsulated or routed back out): sightings
     # at one point count as distinct places when their TTL or encapsulation differ; repeats with the
@@ -135,6 +129,26 @@ def correlate(capture_set: CaptureSet, *, window_ns: int = DEFAULT_WINDOW_NS, re
     ft = time_order(fp, tc, by_fp)
     jid = match(fp, tc, slot, window_ns=window_ns, npoints=int(slot.max()) + 1 if slot.size else 1, order=ft)
     hops, row_journey = _hops(pk, jid, fp, ts, tc, ft)
+    return correlation_result(hops, offsets, notes, window_ns, row_ts_corrected=tc, row_journey=row_journey)
+
+
+def clock_notes(offsets: pd.DataFrame, params: dict) -> list[str]:
+    """Notes on nodes whose clock could not be solved and on matched packets no clock line allowed (for people)."""
+    notes = []
+    for r in offsets.itertuples(index=False):
+        if pd.isna(r.uncertainty_ns):
+            notes.append(
+                f"node {r.node}: no packets matched in both directions with the reference's clock domain; its clock is left uncorrected"
+            )
+    for a, b, n in params["dropped"]:
+        notes.append(f"nodes {a} and {b}: no clock line gives every matched packet a non-negative delay (wrong matches?); {n} were left out of the clock estimate")
+    return notes
+
+
+def correlation_result(hops: pd.DataFrame, offsets: pd.DataFrame, notes: list[str], window_ns: int, *,
+                       row_ts_corrected: np.ndarray | None = None, row_journey: np.ndarray | None = None) -> Correlation:  # fmt: skip
+    """The Correlation of a finished hops table: counts per point, journeys, ambiguity, latency and losses
+    (shared by :func:`correlate` and :mod:`pcaptools.dask.correlation`)."""
     matched, unmatched = {}, {}
     cats = list(hops["point"].cat.categories)
     multi = hops["hops"].to_numpy() > 1
@@ -150,7 +164,7 @@ def correlate(capture_set: CaptureSet, *, window_ns: int = DEFAULT_WINDOW_NS, re
     return Correlation(
         hops=hops, offsets=offsets, hop_latency=hop_latency(hops), losses=losses(hops),
         matched=matched, unmatched=unmatched, journeys=nj, ambiguous=amb, window_ns=int(window_ns), notes=notes,
-        row_ts_corrected=tc, row_journey=row_journey,
+        row_ts_corrected=row_ts_corrected, row_journey=row_journey,
     )  # fmt: skip
 
 

@@ -32,11 +32,17 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from pcaptools.correlate.api import _CARRY, DEFAULT_WINDOW_NS, Correlation, _hops
+from pcaptools.correlate.api import (
+    _CARRY,
+    DEFAULT_WINDOW_NS,
+    Correlation,
+    _hops,
+    clock_notes,
+    correlation_result,
+)
 from pcaptools.correlate.capture_set import KEPT, NEEDED, CaptureSet
 from pcaptools.correlate.clock import correct, estimate_offsets
 from pcaptools.correlate.fingerprint import combine, fingerprint
-from pcaptools.correlate.latency import hop_latency, losses
 from pcaptools.correlate.match import CLOCK_SAMPLE, by_fingerprint, match, time_order, unique_groups
 from pcaptools.dask.cluster import require_dask
 from pcaptools.dask.flows import _file_hash
@@ -231,13 +237,7 @@ def correlate_packets(cap: DaskCaptures, *, window_ns: int = DEFAULT_WINDOW_NS, 
     sample = sample.reset_index(drop=True)
     group = unique_groups(sample["_fp"].to_numpy(np.uint64), sample["point_id"].to_numpy(np.int64))
     offsets, params = estimate_offsets(sample, group, nodes, point_node, reference=reference)
-    for r in offsets.itertuples(index=False):
-        if pd.isna(r.uncertainty_ns):
-            notes.append(
-                f"node {r.node}: no packets matched in both directions with the reference's clock domain; its clock is left uncorrected"
-            )
-    for a, b, n in params["dropped"]:
-        notes.append(f"nodes {a} and {b}: no clock line gives every matched packet a non-negative delay (wrong matches?); {n} were left out of the clock estimate")
+    notes += clock_notes(offsets, params)
     dtypes, codes = _point_labels(cs)
     corrected = fpd.map_partitions(_corrected, params, point_node, meta=_corrected(meta, params, point_node))
     shuffled = corrected.shuffle(on="_fp", npartitions=npartitions or fpd.npartitions)
@@ -245,26 +245,7 @@ def correlate_packets(cap: DaskCaptures, *, window_ns: int = DEFAULT_WINDOW_NS, 
     parts = shuffled.map_partitions(_matched, int(window_ns), dtypes, codes, meta=hmeta).to_delayed()
     frames = [f for f in dask.compute(*parts) if len(f)] or [hmeta]
     hops = _renumber(concat(frames))
-    return _correlation(hops, offsets, notes, window_ns)
-
-
-def _correlation(hops: pd.DataFrame, offsets: pd.DataFrame, notes: list[str], window_ns: int) -> Correlation:
-    """Matched/unmatched counts per point, journeys, ambiguity and the tables correlate() derives from the hops."""
-    cats = list(hops["point"].cat.categories)
-    multi = hops["hops"].to_numpy() > 1
-    codes = hops["point"].cat.codes.to_numpy()
-    m = np.bincount(codes[multi], minlength=len(cats))
-    u = np.bincount(codes[~multi], minlength=len(cats))
-    matched = {name: int(m[k]) for k, name in enumerate(cats)}
-    unmatched = {name: int(u[k]) for k, name in enumerate(cats)}
-    nj = int(hops["journey"].max()) + 1 if len(hops) else 0
-    amb = int(hops.loc[hops["ambiguous"], "journey"].nunique())
-    if nj and not multi.any():
-        notes.append("no packet was seen at more than one capture point; check that the captures overlap in time and path")
-    return Correlation(
-        hops=hops, offsets=offsets, hop_latency=hop_latency(hops), losses=losses(hops), matched=matched,
-        unmatched=unmatched, journeys=nj, ambiguous=amb, window_ns=int(window_ns), notes=notes,
-    )  # fmt: skip
+    return correlation_result(hops, offsets, notes, window_ns)
 
 
 def correlate_captures(
