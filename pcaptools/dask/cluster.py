@@ -34,7 +34,7 @@ def connect(scheduler: str | None = None, *, workers: int | None = None, process
     """A ``dask.distributed.Client`` for the scheduler at ``scheduler``, else for a LocalCluster of ``workers``
     single-threaded workers (processes, or threads with ``processes=False``); closed on exit."""
     distributed = require_dask()
-    logging.getLogger("distributed").setLevel(logging.ERROR)  # shuffle notices are not the user's business
+    logging.getLogger("distributed").setLevel(logging.CRITICAL)  # task errors reach the user as one line, once
     if (scheduler is None) == (workers is None):
         raise ClusterError("give either a scheduler address or a number of workers, not both or neither")
     if scheduler is not None:
@@ -51,6 +51,6 @@ def connect(scheduler: str | None = None, *, workers: int | None = None, process
     if workers < 1:
         raise ClusterError(f"--workers: expected 1 or more workers, found {workers}")
     cluster = distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=processes,
-                                       dashboard_address=None, silence_logs=logging.ERROR)  # fmt: skip
+                                       dashboard_address=None, silence_logs=logging.CRITICAL)  # fmt: skip
     with cluster, distributed.Client(cluster) as client:
         yield client
