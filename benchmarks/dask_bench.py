@@ -69,14 +69,15 @@ def shuffled_bytes(set_dir: Path) -> dict:
     import pcaptools
     from pcaptools.correlate.capture_set import CaptureSet
     from pcaptools.dask.correlation import _corrected, _with_fingerprint
-    from pcaptools.dask.flows import _route
+    from pcaptools.dask.flows import _routable, _route
 
     cs = CaptureSet.load(set_dir)
     nn = len(cs.nodes)
     zero = {"offset": np.zeros(nn), "skew": np.zeros(nn), "at": np.zeros(nn, np.int64)}
     point_node = np.array([cs.nodes.index(p.node) for p in cs.points], np.int64)
     m = _corrected(_with_fingerprint(cs.packets), zero, point_node)
-    r = _route(pcaptools.read_packets(_files(set_dir)[0]))
+    heads = (np.zeros(0, np.uint64), np.zeros(0, np.int64), np.zeros(0, np.int64))
+    r = _route(_routable(pcaptools.read_packets(_files(set_dir)[0])), heads)
     return {"correlate": m.memory_usage(index=False).sum() / len(m), "flows": r.memory_usage(index=False).sum() / len(r)}
 
 

@@ -114,6 +114,14 @@ def test_flows_cut_by_partitions_equal_read_flows_with_icmp_errors_and_fragments
     assert_same_table(read_flows(files, chunk_records=250), want)  # afs.pcap in 3 partitions
 
 
+def test_fragments_in_other_partitions_join_their_first_fragments_flow(on_cluster):
+    zeek = DATA / "peer" / "zeek" / "Traces"
+    files = [*sorted(map(str, (zeek / "ipv4").glob("fragmented-*.pcap"))), str(zeek / "ipv6-fragmented-dns.pcap")]
+    want = pcaptools.read_flows(files)
+    assert_same_table(read_flows(files, chunk_records=1), want)  # every packet its own partition
+    assert (want["orig_pkts"] + want["resp_pkts"] > 2).any()
+
+
 @pytest.mark.parametrize("capture_set", [*SETS, "generated"], ids=["calico-vxlan", "vpc", "generated"])
 def test_correlation_equals_single_process(capture_set, generated, on_cluster):
     src = generated if capture_set == "generated" else capture_set
