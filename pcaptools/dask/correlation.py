@@ -28,6 +28,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -51,6 +52,9 @@ from pcaptools.decode.table import concat
 from pcaptools.errors import CorrelationError
 from pcaptools.schema import HOPS_COLUMNS, validate
 
+if TYPE_CHECKING:
+    import dask.dataframe as dd
+
 _POINT_COLS = ("point", "node", "interface")
 _SAMPLE_COLS = ("ts_ns", "point_id", "record", "src", "dst", "sport", "dport", "proto", "_fp")
 _MATCH_COLS = tuple(dict.fromkeys(("_fp", "_tc", "ts_ns", "point_id", *_CARRY)))
@@ -63,8 +67,8 @@ class DaskCaptures:
 
     captures: CaptureSet
     files: list[str]
-    file_packets: object  # dask DataFrame: the decoded files (the columns correlation and flows read)
-    packets: object  # dask DataFrame: capture-set rows, NEEDED/KEPT columns + point, node, interface, point_id
+    file_packets: dd.DataFrame  # the decoded files (the columns correlation and flows read)
+    packets: dd.DataFrame  # capture-set rows, NEEDED/KEPT columns + point, node, interface, point_id
 
 
 def _given_points(srcs: list, points: list) -> bool:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -26,6 +27,9 @@ from pcaptools.correlate.fingerprint import combine
 from pcaptools.dask.cluster import require_dask
 from pcaptools.dask.packets import empty_like
 from pcaptools.flows import REQUIRED, concat_flows, flows
+
+if TYPE_CHECKING:
+    import dask.dataframe as dd
 
 _COLUMNS = ("file", "record", *REQUIRED)
 
@@ -127,8 +131,8 @@ def _partition_flows(df: pd.DataFrame, options: dict) -> pd.DataFrame:
     return fl.loc[np.isin(k, owned)].reset_index(drop=True)
 
 
-def flow_partitions(packets, *, idle_timeout_s: float | None = None, seed: int = 0, community_id: bool = True,
-                    npartitions: int | None = None):  # fmt: skip
+def flow_partitions(packets: dd.DataFrame, *, idle_timeout_s: float | None = None, seed: int = 0,
+                    community_id: bool = True, npartitions: int | None = None) -> dd.DataFrame:  # fmt: skip
     """Flows of a Dask packet table (:func:`pcaptools.dask.read_packets`) as a Dask DataFrame, each flow in one
     partition, in no particular order (options as for :func:`pcaptools.flows.flows`)."""
     require_dask()
@@ -156,7 +160,7 @@ def read_flows(
     seed: int = 0,
     community_id: bool = True,
     chunk_records: int | None = None,
-    packets=None,
+    packets: dd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """:func:`pcaptools.read_flows` on the cluster: the same table (files in the given order, each by first
     packet time and uid). ``packets``: the Dask packet table of ``paths`` if already built."""

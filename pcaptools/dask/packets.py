@@ -17,7 +17,7 @@ import functools
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import pandas as pd
@@ -27,6 +27,9 @@ from pcaptools.decode import registry
 from pcaptools.decode.table import concat
 from pcaptools.errors import DecodeError
 from pcaptools.schema import DIRECTIONS, ERRORS, LAYERS, PACKET_COLUMNS, TUNNELS
+
+if TYPE_CHECKING:
+    import dask.dataframe as dd
 
 DEFAULT_CHUNK_RECORDS = 1 << 20
 """Records per partition: about 1 M packets (100-400 MB decoded), what one worker decodes in about a second."""
@@ -161,7 +164,7 @@ def read_packets(
     max_tunnel_depth: int = 4,
     on_error: Literal["skip", "raise"] = "skip",
     payload_hash: bool = False,
-):
+) -> dd.DataFrame:
     """The packet table of capture files as a ``dask.dataframe.DataFrame``, one partition per record range.
 
     Options as for :func:`pcaptools.read_packets`; pass a :class:`Plan` (:func:`plan_chunks`) to keep its
