@@ -98,13 +98,16 @@ def plan_chunks(paths: Iterable[str | os.PathLike], *, chunk_records: int = DEFA
     surveys = dask.compute(*[dask.delayed(_survey, pure=False)(f, on_error) for f in unique])
     plan = Plan(files=unique, chunks=[])
     for s in surveys:
-        n, path = s["records"], s["path"]
-        step = max(n, 1) if s["compressed"] else chunk_records
-        plan.chunks += [Chunk(path, lo, min(lo + step, n)) for lo in range(0, max(n, 1), step)]
-        plan.records[path] = n
+        path = s["path"]
+        plan.records[path] = s["records"]
         plan.skipped[path] = s["skipped"]
         plan.notes += s["notes"]
         plan.stopped_at[path] = s["stopped_at"]
+    compressed = {s["path"]: s["compressed"] for s in surveys}
+    for path in files:  # a file named twice is decoded twice, as read_packets does
+        n = plan.records[path]
+        step = max(n, 1) if compressed[path] else chunk_records
+        plan.chunks += [Chunk(path, lo, min(lo + step, n)) for lo in range(0, max(n, 1), step)]
     return plan
 
 
