@@ -18,7 +18,7 @@ The steps of the single-process pipeline, split where the data allows it:
    own order, which is the single-process order) and the latency and loss tables are built.
 
 Shuffled per sighting: the fingerprint, both timestamps, point and the hops table's carried columns, about
-90 bytes (``benchmarks/dask_bench.py`` measures it). The client holds the clock sample (at most 2^18
+77 bytes (``benchmarks/dask_bench.py`` measures it). The client holds the clock sample (at most 2^18
 packets with all their sightings) and the final hops table. ``row_ts_corrected`` and ``row_journey`` (per
 capture-set row) are not built on Dask: they are None.
 """
