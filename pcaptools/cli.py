@@ -163,6 +163,30 @@ def _inferred(cs) -> None:
 
 _INPUTS = "Capture files, directories of them (NODE/IFACE.pcap, NODE.pcap + NODE.links.json) or a manifest.json / directory holding one."
 _LINKS = "`ip -j link` output of a node for its -i any capture: NODE.links.json or NODE=FILE (repeatable; default: beside the capture)."
+_SCHEDULER = "Run on the Dask cluster whose scheduler is at ADDRESS (tcp://HOST:8786); needs pip install 'pcaptools[dask]'."
+_WORKERS = "Run on a local Dask cluster of N worker processes (1 or more); needs pip install 'pcaptools[dask]'."
+
+
+def _one_cluster(other: str):
+    """Callback: --scheduler and --workers exclude each other (whichever is parsed second says so)."""
+
+    def check(ctx: typer.Context, value):
+        if value is not None and ctx.params.get(other) is not None:
+            raise typer.BadParameter("give --scheduler ADDRESS or --workers N, not both")
+        return value
+
+    return check
+
+
+def _cluster(scheduler: str | None, workers: int | None):
+    """The Dask client of --scheduler/--workers (closed on exit), or None when neither is given: run in this process."""
+    import contextlib
+
+    if scheduler is None and workers is None:
+        return contextlib.nullcontext()
+    from pcaptools.dask.cluster import connect
+
+    return connect(scheduler, workers=workers)
 
 # the options `paths` and `why` share, defined once: both commands load, correlate and name captures the same way
 _PATHS_INVENTORY = typer.Option(None, "--inventory", metavar="FILE", help="kubectl get nodes,pods,services,endpointslices -A -o json output (default: the manifest's inventory, else inventory.json beside the inputs).")
@@ -219,6 +243,7 @@ def compare_cmd(
 
 @app.command("paths")
 def paths_cmd(
+    ctx: typer.Context,
     sources: list[str] = typer.Argument(None, metavar="INPUT", help=_INPUTS),  # noqa: B008
     inventory: str = _PATHS_INVENTORY,
     point: list[str] = _PATHS_POINT,
@@ -229,6 +254,8 @@ def paths_cmd(
     brief: bool = typer.Option(False, "--brief", help="Only the summary, no per-connection route."),
     window_ms: float = _PATHS_WINDOW,
     allow_outside: bool = _PATHS_ALLOW_OUTSIDE,
+    scheduler: str = typer.Option(None, "--scheduler", metavar="ADDRESS", callback=_one_cluster("workers"), help=_SCHEDULER),
+    workers: int = typer.Option(None, "--workers", metavar="N", min=1, callback=_one_cluster("scheduler"), help=_WORKERS),
 ) -> None:
     """Pod and service paths per connection: client, service, NAT steps and the nodes that applied them, tunnels, backend.
 
@@ -239,14 +266,24 @@ def paths_cmd(
     Example: pcaptools paths node-a.pcap node-b-any.pcapng --links node-b.links.json
 
     Example: pcaptools paths captures/ --iptables node-1=node-1/iptables-save.txt
+
+    Example: pcaptools paths captures/manifest.json --workers 4
     """
     from pcaptools.k8s.iptables import explain
     from pcaptools.k8s.iptables import load as load_iptables
     from pcaptools.k8s.paths import load_paths
 
+    if as_json and (scheduler or workers):
+        raise typer.BadParameter("--json is not available on Dask yet (its diagnosis reads every packet in one process); "
+                                 "drop --json or --scheduler/--workers", ctx=ctx, param_hint="--json")  # fmt: skip
     rules = [load_iptables(spec) for spec in iptables]  # a bad file fails before the captures are read
-    with _busy([*(sources or []), *(q.rpartition("=")[2] for q in point)], "correlating"):
-        ps = load_paths(sources or [], points=point, links=links, inventory=inventory, allow_outside=allow_outside, window_ns=int(window_ms * 1e6))
+    with _busy([*(sources or []), *(q.rpartition("=")[2] for q in point)], "correlating"), _cluster(scheduler, workers) as dask:
+        if dask is None:
+            ps = load_paths(sources or [], points=point, links=links, inventory=inventory, allow_outside=allow_outside, window_ns=int(window_ms * 1e6))
+        else:
+            from pcaptools.dask.paths import load_paths as dask_paths
+
+            ps = dask_paths(sources or [], points=point, inventory=inventory, allow_outside=allow_outside, window_ns=int(window_ms * 1e6))
     _inferred(ps.captures)
     nat_rules = explain(ps.nat, rules) if rules else None
     if out:
@@ -274,16 +311,22 @@ def decode_cmd(
     geneve_port: list[int] = typer.Option([], "--geneve-port", metavar="PORT", callback=_port, help="Extra UDP port carrying Geneve (repeatable; 6081 always)."),  # noqa: B008
     wireguard_port: list[int] = typer.Option([], "--wireguard-port", metavar="PORT", callback=_port, help="Extra UDP port carrying WireGuard (repeatable; 51820/51821 always)."),  # noqa: B008
     max_tunnel_depth: int = typer.Option(4, "--max-tunnel-depth", metavar="N", min=0, max=16, help="Nested tunnels stripped at most."),
+    scheduler: str = typer.Option(None, "--scheduler", metavar="ADDRESS", callback=_one_cluster("workers"), help=_SCHEDULER),
+    workers: int = typer.Option(None, "--workers", metavar="N", min=1, callback=_one_cluster("scheduler"), help=_WORKERS),
 ) -> None:
     """Decode captures into one packet table (inner and outer headers of tunnels, one row per record).
 
     Example: pcaptools decode node1.pcap node2.pcapng.gz -o packets.parquet --vxlan-port 4790
+
+    Example: pcaptools decode captures/*.pcap -o packets.parquet --scheduler tcp://10.0.0.5:8786
     """
     from pcaptools.decode import registry
     from pcaptools.packets import read_packets
     from pcaptools.render.terminal import fmt_int, safe
 
-    with _busy(files, "decoding"):
+    with _busy(files, "decoding"), _cluster(scheduler, workers) as dask:
+        if dask is not None:
+            from pcaptools.dask.packets import collect_packets as read_packets
         df = read_packets(
             files,
             vxlan_ports=tuple(dict.fromkeys((*registry.DEFAULT_VXLAN_PORTS, *vxlan_port))),
@@ -363,16 +406,22 @@ def flows_cmd(
     idle_timeout: float = typer.Option(None, "--idle-timeout", metavar="SECONDS", callback=_positive("seconds", allow_none=True), help="Seconds of inactivity that end a flow (default: Zeek's, TCP 300, others 60)."),
     seed: int = typer.Option(0, "--seed", metavar="N", min=0, max=0xFFFF, help="Community ID seed (0-65535); both sides of a comparison must use the same."),
     limit: int = typer.Option(20, "--limit", metavar="N", min=1, help="Rows shown in the terminal table (largest flows first)."),
+    scheduler: str = typer.Option(None, "--scheduler", metavar="ADDRESS", callback=_one_cluster("workers"), help=_SCHEDULER),
+    workers: int = typer.Option(None, "--workers", metavar="N", min=1, callback=_one_cluster("scheduler"), help=_WORKERS),
 ) -> None:
     """Bidirectional flows (Zeek conn.log-like) with Community ID, per capture file.
 
     Example: pcaptools flows node1.pcap.gz node2.pcapng -o flows.parquet
 
     Example: pcaptools flows capture.pcap --json --seed 1
+
+    Example: pcaptools flows node*.pcap --workers 4 -o flows.parquet
     """
     from pcaptools.flows import read_flows
 
-    with _busy(files, "decoding"):
+    with _busy(files, "decoding"), _cluster(scheduler, workers) as dask:
+        if dask is not None:
+            from pcaptools.dask.flows import read_flows
         fl = read_flows(files, idle_timeout_s=idle_timeout, seed=seed)
     if out:
         fl.to_parquet(out, index=False) if out.endswith(".parquet") else fl.to_csv(out, index=False)
@@ -401,6 +450,8 @@ def correlate_cmd(
     out: str = typer.Option(None, "-o", "--output", metavar="FILE", callback=_output(".parquet", example="hops.parquet"), help="Write the hops table (one row per packet per capture point) to this .parquet file."),
     allow_outside: bool = typer.Option(False, "--allow-outside", help="Let a manifest name files outside its own directory (only for manifests you trust)."),
     memory: str = typer.Option(None, "--memory", metavar="SIZE", callback=_size, help="Memory budget, e.g. 512MiB, 2GiB, 1.5G (default: a quarter of the available memory); a manifest's captures larger than it are read in windows of corrected time."),
+    scheduler: str = typer.Option(None, "--scheduler", metavar="ADDRESS", callback=_one_cluster("workers"), help=_SCHEDULER),
+    workers: int = typer.Option(None, "--workers", metavar="N", min=1, callback=_one_cluster("scheduler"), help=_WORKERS),
 ) -> None:
     """Find each packet at every capture point (through NAT and tunnels), estimate clock offsets, per-hop latency and loss.
 
@@ -409,16 +460,27 @@ def correlate_cmd(
     Example: pcaptools correlate --point node-1:eth0=n1.pcap --point node-2:eth0=n2.pcap
 
     Example: pcaptools correlate big-set/manifest.json --memory 2GiB -o hops.parquet
+
+    Example: pcaptools correlate captures/manifest.json --scheduler tcp://10.0.0.5:8786 -o hops.parquet
     """
     from pcaptools.k8s.discover import correlate_inputs, find_inventory
 
     sources = list(sources or [])
-    with _busy([*sources, *(q.rpartition("=")[2] for q in point)], "correlating"):
-        corr, cs = correlate_inputs(sources, points=point, inventory=inventory or find_inventory(sources, allow_outside=allow_outside),
-                                    links=links, allow_outside=allow_outside, window_ns=int(window_ms * 1e6), reference=reference,
-                                    memory=memory, out=out)  # fmt: skip
-        if cs is not None:
-            _inferred(cs)
+    with _busy([*sources, *(q.rpartition("=")[2] for q in point)], "correlating"), _cluster(scheduler, workers) as dask:
+        if dask is None:
+            corr, cs = correlate_inputs(sources, points=point, inventory=inventory or find_inventory(sources, allow_outside=allow_outside),
+                                        links=links, allow_outside=allow_outside, window_ns=int(window_ms * 1e6), reference=reference,
+                                        memory=memory, out=out)  # fmt: skip
+            if cs is not None:
+                _inferred(cs)
+        else:
+            from pcaptools.correlate.stream import write_hops
+            from pcaptools.dask.correlation import correlate_captures
+
+            corr = correlate_captures(sources, points=point, window_ns=int(window_ms * 1e6), reference=reference,
+                                      allow_outside=allow_outside)  # fmt: skip
+            if out:
+                write_hops([corr.hops], out)
     if as_json:
         from pcaptools.render.records import correlation_document
 
