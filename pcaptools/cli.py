@@ -563,13 +563,32 @@ def _command():
                 p.display_type_rich = lambda ctx: None
             elif p.metavar is None:  # --out OUT rather than --out <str>
                 p.metavar = p.name.upper()
+            _verbatim(p)
         c.get_help_option = lambda ctx, _get=c.get_help_option: _flag(_get(ctx))  # the implicit --help too
     return cmd
+
+
+def _verbatim(param) -> None:
+    """A str, list[str] or flag parameter is taken as typed: spares typer's pydantic TypeAdapter (0.1 s of imports)."""
+    desc = getattr(param, "type_descriptor", None)
+    if desc is None or getattr(param, "_runtime_param", 0) is not None or desc.annotation not in (str, list[str], bool):
+        return  # another typer version, or a type that needs converting: typer's own coercion
+    try:
+        from typer._coercion import RuntimeParam
+    except ImportError:
+        return
+
+    class Verbatim(RuntimeParam):
+        def _coerce_value(self, value, param, ctx):
+            return value if isinstance(value, (str, bool)) else list(value)
+
+    param._runtime_param = Verbatim(parameter_info=desc.parameter_info, annotation=desc.annotation)
 
 
 def _flag(opt):
     if opt is not None:
         opt.metavar = ""
+        _verbatim(opt)
     return opt
 
 
