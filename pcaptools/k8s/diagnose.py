@@ -30,6 +30,7 @@ import pandas as pd
 from pcaptools.fmt import PROTO_NAMES, endpoint
 from pcaptools.k8s.inventory import Inventory
 from pcaptools.k8s.paths import as_inventory, paths_detail
+from pcaptools.labels import as_strings
 
 SCHEMA_VERSION = 1
 """Version of the ``why --json`` contract (:data:`SCHEMA_PATH`)."""
@@ -292,16 +293,16 @@ def diagnose(capture_set=None, correlation=None, inventory: Inventory | str | di
     ctx = _Context(inv, homes, spans, roles, icmp, det.nat, next_point, pair_max, _seqs(capture_set, corr),
                    dict(capture_drops or {}))
     conn_rows, loss_rows, tl_rows = [], [], []
-    groups = {c: g for c, g in h.groupby("connection", sort=True)} if len(h) else {}
+    groups = _journeys_by_connection(h, ctx.seq)
     for r in p.itertuples(index=False):
         c = int(r.connection)
         g = groups.get(c)
         if g is None:
             continue
-        js = set(g["journey"].unique().tolist())
+        js, by_dir = g
         if js and js <= icmp_j:
             continue  # an ICMP error: evidence for the connection it quotes, not a connection of its own
-        losses, timeline, status = _connection(ctx, r, g)
+        losses, timeline, status = _connection(ctx, r, by_dir["forward"], by_dir["reverse"])
         loss_rows.extend(losses)
         tl_rows.extend(timeline)
         conn_rows.append({"connection": c, "proto": int(r.proto), "client_addr": str(r.client_addr),
@@ -363,16 +364,35 @@ class _Journey:
     seq: int
 
 
-def _journeys(g: pd.DataFrame, direction: str, seq: dict[int, int]) -> list[_Journey]:
-    sub = g.loc[g["direction"].to_numpy() == direction]
-    out = []
-    for jid, s in sub.groupby("journey", sort=False):
-        out.append(_Journey(int(jid), s["point"].astype(str).tolist(), s["node"].astype(str).tolist(),
-                            s["ts_corrected_ns"].astype(np.int64).tolist(), str(s["dst"].iloc[-1]),
-                            int(s["dport"].iloc[-1]), str(s["src"].iloc[-1]), int(s["tcp_flags"].iloc[0]),
-                            int(s["wirelen"].iloc[0]), int(s["fingerprint"].iloc[0]), int(s["wirelen"].iloc[-1]),
-                            bool(pd.notna(s["tunnel"].iloc[-1])), seq.get(int(jid), -1)))  # fmt: skip
-    out.sort(key=lambda j: j.ts[0])
+def _journeys_by_connection(h: pd.DataFrame, seq: dict[int, int]) -> dict[int, tuple[set[int], dict[str, list[_Journey]]]]:
+    """Per connection: its journey ids, and its journeys per direction in time order. One pass over the hops as
+    Python lists (a journey's rows are its sightings in causal order), no pandas object per journey."""
+    j = h["journey"].to_numpy(np.int64)
+    o = np.argsort(j, kind="stable")
+    start = np.flatnonzero(np.r_[True, j[o][1:] != j[o][:-1]]) if len(j) else np.zeros(0, np.int64)
+    end = np.r_[start[1:], len(j)]
+
+    def col(a: np.ndarray) -> list:
+        return a[o].tolist()
+
+    jid, points, nodes = col(j), col(as_strings(h["point"])), col(as_strings(h["node"]))
+    ts, src, dst = col(h["ts_corrected_ns"].to_numpy(np.int64)), col(as_strings(h["src"])), col(as_strings(h["dst"]))
+    dport, flags = col(h["dport"].to_numpy(np.int64)), col(h["tcp_flags"].to_numpy(np.int64))
+    size, fp = col(h["wirelen"].to_numpy(np.int64)), col(h["fingerprint"].to_numpy(np.uint64))
+    tun, conn = col(h["tunnel"].notna().to_numpy()), col(h["connection"].to_numpy(np.int64))
+    direction = col(h["direction"].to_numpy(object))
+    out: dict[int, tuple[set[int], dict[str, list[_Journey]]]] = {}
+    for k in np.argsort(o[start], kind="stable").tolist():  # journeys in order of first sighting in the table
+        a, b = int(start[k]), int(end[k])
+        ids, by_dir = out.setdefault(conn[a], (set(), {"forward": [], "reverse": []}))
+        ids.add(jid[a])
+        if direction[a] in by_dir:
+            by_dir[direction[a]].append(_Journey(jid[a], points[a:b], nodes[a:b], ts[a:b], str(dst[b - 1]), dport[b - 1],
+                                                 str(src[b - 1]), flags[a], size[a], fp[a], size[b - 1], tun[b - 1],
+                                                 seq.get(jid[a], -1)))  # fmt: skip
+    for _, by_dir in out.values():
+        for js in by_dir.values():
+            js.sort(key=lambda x: x.ts[0])
     return out
 
 
@@ -401,10 +421,9 @@ def _show(point: str | None) -> str:
     return f"{iface}@{node}" if node else point
 
 
-def _connection(ctx: _Context, r, g: pd.DataFrame) -> tuple[list[dict], list[dict], str]:
-    """Losses, timeline rows and status of one connection."""
+def _connection(ctx: _Context, r, fwd: list[_Journey], rev: list[_Journey]) -> tuple[list[dict], list[dict], str]:
+    """Losses, timeline rows and status of one connection from its forward and reverse journeys."""
     c = int(r.connection)
-    fwd, rev = _journeys(g, "forward", ctx.seq), _journeys(g, "reverse", ctx.seq)
     expects_answer = int(r.proto) == 17 or (int(r.proto) == 6 and any(j.flags >= 0 and j.flags & 0x12 == 0x02 for j in fwd))
     losses, timeline = [], []
     failed = degraded = False

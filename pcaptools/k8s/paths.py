@@ -30,6 +30,7 @@ from pcaptools.correlate.fingerprint import combine
 from pcaptools.fmt import endpoint, fmt_ns
 from pcaptools.k8s.inventory import ENTITY_KINDS, Inventory
 from pcaptools.k8s.nat import _codes, nat_table, order_hops
+from pcaptools.labels import as_strings
 from pcaptools.schema import FLOW_STATES, PATH_COLUMNS, PATH_KINDS, PRESERVED, validate
 
 
@@ -261,7 +262,7 @@ def _build(correlation, inventory, flows, side: dict | None = None) -> tuple[pd.
             r = SimpleNamespace(**dict(zip(fields, vals, strict=True)))
             nat_by_j.setdefault(int(r.journey), []).append(r)
     journeys = np.bincount(conn, minlength=nconn)
-    cols = {c: np.where(h[c].notna().to_numpy(), h[c].astype(str).to_numpy(object), "") if c in ("point", "node", "interface", "src", "dst", "tunnel", "outer_src", "outer_dst", "file") else h[c].to_numpy()
+    cols = {c: np.where(h[c].notna().to_numpy(), as_strings(h[c]), "") if c in ("point", "node", "interface", "src", "dst", "tunnel", "outer_src", "outer_dst", "file") else h[c].to_numpy()
             for c in ("point", "node", "interface", "src", "dst", "sport", "dport", "tunnel", "vni", "outer_src", "outer_dst", "ts_corrected_ns", "file", "proto")}  # fmt: skip
     inv_nodes = set(inv.nodes) if inv is not None else None
     node_ip = inv.node_addresses() if inv is not None else {}
