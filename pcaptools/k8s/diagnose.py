@@ -67,27 +67,42 @@ class Diagnosis:
     paths: pd.DataFrame
     notes: list[str] = field(default_factory=list)
     nat_rules: pd.DataFrame | None = None  # pcaptools.k8s.iptables.explain, when iptables-save files were given
+    _rows: dict | None = field(default=None, init=False, repr=False, compare=False)
+
+    def _rows_of(self, table: str, c: int) -> np.ndarray:
+        """Positions of connection ``c``'s rows in ``table`` (indexed on first use: one pass, not a scan per connection)."""
+        if self._rows is None:
+            self._rows = {name: df.groupby("connection", sort=False).indices if df is not None and len(df) else {}
+                          for name, df in (("connections", self.connections), ("losses", self.losses),
+                                           ("timeline", self.timeline), ("nat_rules", self.nat_rules))}  # fmt: skip
+            t = self.timeline
+            self._rows["timeline_values"] = {k: t[k].tolist() for k in ("direction", "packet", "attempt", "point",
+                                                                        "ts_corrected_ns", "reached")}  # fmt: skip
+        return self._rows[table].get(c, np.zeros(0, np.int64))
 
     def connection_record(self, c: int) -> dict:
         """The ``why --json`` fields of connection ``c`` (status, losses, timeline)."""
-        row = self.connections.loc[self.connections["connection"] == c]
+        row = self.connections.iloc[self._rows_of("connections", c)]
         status = str(row["status"].iloc[0]) if len(row) else "ok"
-        ls = self.losses.loc[self.losses["connection"] == c]
+        ls = self.losses.iloc[self._rows_of("losses", c)]
         losses = [
             {"direction": r.direction, "last_seen": r.last_seen, "first_missed": _text(r.first_missed), "node": _text(r.node),
              "packets": int(r.packets), "cause": r.cause, "confidence": round(float(r.confidence), 2),
              "evidence": r.evidence}
             for r in ls.itertuples(index=False)
         ]  # fmt: skip
-        tl = self.timeline.loc[self.timeline["connection"] == c]
-        attempts = []
-        for (d, pkt, att), g in tl.groupby(["direction", "packet", "attempt"], sort=False):
-            attempts.append({"direction": d, "packet": pkt, "attempt": int(att), "reached": bool(g["reached"].iloc[0]),
-                             "sightings": [{"point": p, "ts_ns": int(t)} for p, t in
-                                           zip(g["point"], g["ts_corrected_ns"], strict=True)]})  # fmt: skip
-        out = {"status": status, "losses": losses, "timeline": attempts}
+        v = self._rows["timeline_values"]
+        by_attempt: dict[tuple, dict] = {}  # (direction, packet, attempt) in order of first row, as groupby(sort=False)
+        for i in self._rows_of("timeline", c).tolist():
+            key = (v["direction"][i], v["packet"][i], v["attempt"][i])
+            a = by_attempt.get(key)
+            if a is None:
+                a = by_attempt[key] = {"direction": key[0], "packet": key[1], "attempt": int(key[2]),
+                                       "reached": bool(v["reached"][i]), "sightings": []}  # fmt: skip
+            a["sightings"].append({"point": v["point"][i], "ts_ns": int(v["ts_corrected_ns"][i])})
+        out = {"status": status, "losses": losses, "timeline": list(by_attempt.values())}
         if self.nat_rules is not None:
-            nr = self.nat_rules.loc[self.nat_rules["connection"] == c]
+            nr = self.nat_rules.iloc[self._rows_of("nat_rules", c)]
             out["nat"] = [{"op": x.op, "node": x.node, "before": x.before, "after": x.after,
                            "chains": [y for y in x.chains.split(" → ") if y], "explained": bool(x.explained),
                            "problem": _text(x.problem)} for x in nr.itertuples(index=False)]  # fmt: skip
