@@ -360,6 +360,14 @@ class _Context:
     pair_max: dict[tuple[str, str], int]
     seq: dict[int, int]
     drops: dict[str, int]
+    frontends: pd.DataFrame | None = None  # the inventory's service frontends, built once
+    dnat_connections: frozenset[int] = frozenset()  # connections with a DNAT step
+
+    def __post_init__(self) -> None:
+        if self.inv is not None:
+            self.frontends = self.inv.frontends()
+        if len(self.nat):
+            self.dnat_connections = frozenset(self.nat.loc[(self.nat["op"] == "DNAT").to_numpy(), "connection"].tolist())
 
 
 @dataclass
@@ -575,13 +583,13 @@ def _cause(ctx: _Context, r, direction: str, kind: str, last: str, q: str | None
     inv = ctx.inv
     svc_name, n_ep = None, -1
     if inv is not None and direction == "forward":
-        fe = inv.frontends()
+        fe = ctx.frontends
         hit = fe.loc[(fe["addr"] == str(r.server_addr)) & (fe["port"] == int(r.server_port)) & (fe["proto"] == int(r.proto))]
         if len(hit):
             svc_name = str(hit["service"].iloc[0])
             n_ep = sum(1 for e in inv.endpoints if e.service == svc_name)
-    dnat = ctx.nat.loc[(ctx.nat["connection"] == c) & (ctx.nat["op"] == "DNAT")] if len(ctx.nat) else ctx.nat
-    if svc_name is not None and n_ep == 0 and not len(dnat):
+    dnat = c in ctx.dnat_connections
+    if svc_name is not None and n_ep == 0 and not dnat:
         codes = set(unreach["icmp_code"].astype(int)) if len(unreach) else set()
         if 1 in codes and 3 not in codes:  # routed on (DNATed) and nobody answered for the address
             return "stale-endpoint", 0.6, (f"service {svc_name} has an empty EndpointSlice, yet ICMP host unreachable came "
@@ -590,7 +598,7 @@ def _cause(ctx: _Context, r, direction: str, kind: str, last: str, q: str | None
                else "no DNAT and no answer seen")  # fmt: skip
         return "no-endpoints", 0.9 if codes else 0.75, f"service {svc_name} has an empty EndpointSlice; {how}"
     target = lost[0].dst
-    if inv is not None and direction == "forward" and len(dnat):
+    if inv is not None and direction == "forward" and dnat:
         k, _n, node = inv.entity(target)
         known_ep = any(e.ip == target for e in inv.endpoints)
         if k != "pod" and not known_ep and target not in inv.node_addresses():
