@@ -217,7 +217,7 @@ def paths_cmd(
         from pcaptools.k8s.diagnose import diagnose, manifest_drops
         from pcaptools.render.records import paths_document
 
-        d = diagnose(ps.captures, ps.correlation, ps.inventory, capture_drops=manifest_drops(sources or []))
+        d = diagnose(ps.captures, ps.correlation, ps.inventory, capture_drops=manifest_drops(sources or []), detail=ps.detail())
         _print_json(paths_document(ps.paths, ps.nat, ps.correlation.hops, diagnosis=d))
         return
     from pcaptools.render.terminal import fmt_int, print_paths, safe
@@ -667,7 +667,8 @@ def why_cmd(
     with _busy([*(sources or []), *(q.rpartition("=")[2] for q in point)], "correlating"):
         ps = load_paths(sources or [], points=point, links=links, inventory=inventory, allow_outside=allow_outside,
                         window_ns=int(window_ms * 1e6), with_flows=False)
-        d = diagnose(ps.captures, ps.correlation, ps.inventory, iptables=rules, capture_drops=manifest_drops(sources or []))
+        d = diagnose(ps.captures, ps.correlation, ps.inventory, iptables=rules, capture_drops=manifest_drops(sources or []),
+                     detail=ps.detail())
     _inferred(ps.captures)
     if as_json:
         _print_json(d.to_dict())

@@ -283,11 +283,12 @@ def _spans(capture_set, correlation, hops: pd.DataFrame) -> dict[str, tuple[int,
 
 
 def diagnose(capture_set=None, correlation=None, inventory: Inventory | str | dict | None = None,
-             iptables: list | None = None, capture_drops: dict[str, int] | None = None) -> Diagnosis:
+             iptables: list | None = None, capture_drops: dict[str, int] | None = None, *, detail=None) -> Diagnosis:
     """Per connection: status, where its packets were last seen and first missed per direction, the likely cause.
 
     ``capture_drops`` (point -> packets the capture itself reports dropped, e.g. the manifest's tcpdump counts)
-    strengthens a capture-loss. Example::
+    strengthens a capture-loss. ``detail``: :meth:`PathSet.detail() <pcaptools.k8s.paths.PathSet.detail>` of the
+    same correlation and inventory, so the paths are not built twice. Example::
 
         cs = pcaptools.CaptureSet.load("captures/")
         d = diagnose(cs, pcaptools.correlate(cs), "captures/inventory.json")
@@ -297,7 +298,7 @@ def diagnose(capture_set=None, correlation=None, inventory: Inventory | str | di
 
     inv = as_inventory(inventory)
     corr = correlation if correlation is not None else correlate(capture_set)
-    det = paths_detail(corr, inv)
+    det = detail if detail is not None else paths_detail(corr, inv)
     h, p = det.hops, det.paths
     icmp = _icmp_events(capture_set, h)
     icmp_j = _icmp_journeys(capture_set, corr)

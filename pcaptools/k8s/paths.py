@@ -153,6 +153,11 @@ class PathSet:
     correlation: object
     inventory: Inventory | None
     captures: object = None  # the CaptureSet (with ``inference`` when points were inferred from plain files)
+    hops: pd.DataFrame | None = None  # the hops in causal order with ``connection`` and ``direction`` (paths_detail's)
+
+    def detail(self) -> SimpleNamespace:
+        """What :func:`paths_detail` would compute again from the correlation (for :func:`~pcaptools.k8s.diagnose.diagnose`)."""
+        return SimpleNamespace(paths=self.paths, nat=self.nat, hops=self.hops)
 
 
 def load_paths(
@@ -191,8 +196,9 @@ def load_paths(
     cs = load_captures(srcs, points=points, inventory=inv, links=links, decoder=decode, allow_outside=allow_outside)
     corr = correlate(cs, window_ns=window_ns or DEFAULT_WINDOW_NS, reference=reference)
     fl = concat_flows(parts) if parts else None
-    p, nat = _build(corr, inv, fl)
-    return PathSet(paths=p, nat=nat, correlation=corr, inventory=inv, captures=cs)
+    side: dict = {}
+    p, nat = _build(corr, inv, fl, side)
+    return PathSet(paths=p, nat=nat, correlation=corr, inventory=inv, captures=cs, hops=side.get("hops"))
 
 
 def paths_detail(correlation, inventory=None) -> SimpleNamespace:
