@@ -336,12 +336,16 @@ class Inventory:
         cross = (s["kind"] == "pod").to_numpy() & (d["kind"] == "pod").to_numpy() & (as_strings(s["node"]) != as_strings(d["node"]))
         tun = hops["tunnel"].notna().to_numpy()
         # a point where one address is in every row is a single pod's interface: pod IPs are always bare there
-        point = as_strings(hops["point"])
-        addr = np.concatenate([as_strings(hops["src"]), as_strings(hops["dst"])])
-        top = pd.DataFrame({"p": np.concatenate([point, point]), "a": addr}).value_counts().groupby(level=0).max()
-        rows = pd.Series(point).value_counts()
-        single = set(top.index[top.to_numpy() >= rows.reindex(top.index).to_numpy()])
-        shared = ~pd.Series(point).isin(single).to_numpy()
+        pt, points = pd.factorize(as_strings(hops["point"]))  # codes, -1 where missing
+        ad = pd.factorize(np.concatenate([as_strings(hops["src"]), as_strings(hops["dst"])]))[0]
+        p2 = np.concatenate([pt, pt])
+        ok = (p2 >= 0) & (ad >= 0)
+        pairs, n = np.unique(p2[ok].astype(np.int64) * (int(ad.max()) + 1) + ad[ok], return_counts=True)
+        top = np.zeros(len(points), np.int64)  # per point, the rows of its most frequent address
+        np.maximum.at(top, pairs // (int(ad.max()) + 1), n)
+        rows = np.bincount(pt[pt >= 0], minlength=len(points))
+        single = (top > 0) & (top >= rows)
+        shared = ~np.where(pt >= 0, single[pt], False)
         j = hops["journey"].to_numpy(np.int64)
         j_tun = pd.Series(cross & tun).groupby(j).transform("any").to_numpy()
         j_bare = pd.Series(cross & ~tun & shared).groupby(j).transform("any").to_numpy()
