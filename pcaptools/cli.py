@@ -7,6 +7,7 @@ where they are parsed (callbacks below): a bad value is a usage error, exit code
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import sys
@@ -573,16 +574,24 @@ def _verbatim(param) -> None:
     desc = getattr(param, "type_descriptor", None)
     if desc is None or getattr(param, "_runtime_param", 0) is not None or desc.annotation not in (str, list[str], bool):
         return  # another typer version, or a type that needs converting: typer's own coercion
+    verbatim = _verbatim_class()
+    if verbatim is not None:
+        param._runtime_param = verbatim(parameter_info=desc.parameter_info, annotation=desc.annotation)
+
+
+@functools.cache
+def _verbatim_class():
+    """typer's coercion contract implemented as 'take the value as typed' (None if this typer has no such contract)."""
     try:
         from typer._coercion import RuntimeParam
     except ImportError:
-        return
+        return None
 
     class Verbatim(RuntimeParam):
         def _coerce_value(self, value, param, ctx):
             return value if isinstance(value, (str, bool)) else list(value)
 
-    param._runtime_param = Verbatim(parameter_info=desc.parameter_info, annotation=desc.annotation)
+    return Verbatim
 
 
 def _flag(opt):
