@@ -9,6 +9,8 @@ the file already in the page cache (warm). To add a section, write ``def _my_sec
 (benchmarks/end_to_end.py) times the CLI on a generated 4-point capture set against read_packets
 of the same files: ``--only end-to-end --set-packets 200000``. ``--only stream-memory`` runs
 benchmarks/stream_memory.py (correlate under a memory cap on a set four times its size).
+(benchmarks/startup.py) times ``pcaptools --help`` and ``pcaptools info small.pcap`` as fresh processes
+and lists the largest ``python -X importtime`` entries: ``--only startup``.
 """
 
 from __future__ import annotations
@@ -172,7 +174,7 @@ def main() -> None:
     ap.add_argument("--vxlan", type=float, default=1 / 3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--only", nargs="*", help="section names to run (default: all; 'end-to-end' for the CLI on a capture set; 'stream-memory', never by default)")
+    ap.add_argument("--only", nargs="*", help="section names to run (default: all; 'end-to-end' for the CLI on a capture set, 'startup' for short commands; 'stream-memory', never by default)")
     ap.add_argument("--set-packets", type=int, help="end-to-end: packets of the stream seen at 4 points (default: --packets)")
     ap.add_argument(
         "--child", nargs=4, metavar=("SECTION", "PATH", "COUNT", "REPEAT"), help=argparse.SUPPRESS
@@ -248,6 +250,14 @@ def main() -> None:
             end_to_end.print_table(e2e_rows)
             for r in e2e_rows:
                 f.write(json.dumps({**common, **r}) + "\n")
+        if not a.only or "startup" in a.only:
+            import startup
+
+            st_rows, imports = startup.run(a.repeat)
+            startup.print_table(st_rows, imports)
+            for r in st_rows:
+                f.write(json.dumps({**common, **r}) + "\n")
+            f.write(json.dumps({**common, "section": "startup imports", "imports_ms": dict(imports)}) + "\n")
         if not a.only or "first call" in a.only:
             sample = str(HERE.parent / "tests" / "data" / "own" / "two_sections.pcapng")
             fc = _first_call_cost(sample)

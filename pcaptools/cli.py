@@ -7,6 +7,7 @@ where they are parsed (callbacks below): a bad value is a usage error, exit code
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import sys
@@ -292,7 +293,7 @@ def paths_cmd(
         from pcaptools.k8s.diagnose import diagnose, manifest_drops
         from pcaptools.render.records import paths_document
 
-        d = diagnose(ps.captures, ps.correlation, ps.inventory, capture_drops=manifest_drops(sources or []))
+        d = diagnose(ps.captures, ps.correlation, ps.inventory, capture_drops=manifest_drops(sources or []), detail=ps.detail())
         _print_json(paths_document(ps.paths, ps.nat, ps.correlation.hops, diagnosis=d, nat_rules=nat_rules))
         return
     from pcaptools.render.terminal import fmt_int, print_paths, safe
@@ -700,13 +701,40 @@ def _command():
                 p.display_type_rich = lambda ctx: None
             elif p.metavar is None:  # --out OUT rather than --out <str>
                 p.metavar = p.name.upper()
+            _verbatim(p)
         c.get_help_option = lambda ctx, _get=c.get_help_option: _flag(_get(ctx))  # the implicit --help too
     return cmd
+
+
+def _verbatim(param) -> None:
+    """A str, list[str] or flag parameter is taken as typed: spares typer's pydantic TypeAdapter (0.1 s of imports)."""
+    desc = getattr(param, "type_descriptor", None)
+    if desc is None or getattr(param, "_runtime_param", 0) is not None or desc.annotation not in (str, list[str], bool):
+        return  # another typer version, or a type that needs converting: typer's own coercion
+    verbatim = _verbatim_class()
+    if verbatim is not None:
+        param._runtime_param = verbatim(parameter_info=desc.parameter_info, annotation=desc.annotation)
+
+
+@functools.cache
+def _verbatim_class():
+    """typer's coercion contract implemented as 'take the value as typed' (None if this typer has no such contract)."""
+    try:
+        from typer._coercion import RuntimeParam
+    except ImportError:
+        return None
+
+    class Verbatim(RuntimeParam):
+        def _coerce_value(self, value, param, ctx):
+            return value if isinstance(value, (str, bool)) else list(value)
+
+    return Verbatim
 
 
 def _flag(opt):
     if opt is not None:
         opt.metavar = ""
+        _verbatim(opt)
     return opt
 
 
@@ -785,7 +813,8 @@ def why_cmd(
     with _busy([*(sources or []), *(q.rpartition("=")[2] for q in point)], "correlating"):
         ps = load_paths(sources or [], points=point, links=links, inventory=inventory, allow_outside=allow_outside,
                         window_ns=int(window_ms * 1e6), with_flows=False)
-        d = diagnose(ps.captures, ps.correlation, ps.inventory, iptables=rules, capture_drops=manifest_drops(sources or []))
+        d = diagnose(ps.captures, ps.correlation, ps.inventory, iptables=rules, capture_drops=manifest_drops(sources or []),
+                     detail=ps.detail())
     _inferred(ps.captures)
     if as_json:
         _print_json(d.to_dict())

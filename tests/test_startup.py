@@ -6,8 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
-HEAVY = {"pandas", "numba", "numpy", "matplotlib", "pyarrow", "scapy"}
+HEAVY = {"pandas", "numba", "numpy", "matplotlib", "pyarrow", "scapy", "pydantic"}
 
 
 def _imported(*args: str) -> set[str]:
@@ -23,7 +25,9 @@ def test_help_imports_no_data_library():
     assert not HEAVY & mods
 
 
-def test_info_reads_a_capture_without_pandas_matplotlib_pyarrow_or_scapy():
-    mods = _imported("info", str(ROOT / "tests" / "data" / "own" / "eth.pcap"))
+@pytest.mark.parametrize("args", [(), ("--json",)], ids=["table", "json"])
+@pytest.mark.parametrize("name", ["eth.pcap", "two_sections.pcapng", "eth.pcap.gz"])
+def test_info_on_a_small_capture_imports_neither_numba_nor_pandas(name: str, args: tuple[str, ...]):
+    mods = _imported("info", str(ROOT / "tests" / "data" / "own" / name), *args)
     assert "pcaptools.io.summary" in mods
-    assert not {"pandas", "matplotlib", "pyarrow", "scapy"} & mods
+    assert not {"numba", "pandas", "matplotlib", "pyarrow", "scapy", "pydantic"} & mods

@@ -16,11 +16,11 @@ and lets Python decide.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
 from pcaptools.errors import TruncatedRecord
 from pcaptools.io.records import Interface
 from pcaptools.io.sniff import PCAP_MAGICS
+from pcaptools.jit import njit
 
 FILE_HEADER_LEN = 24
 MAX_CAPLEN = 256 * 1024  # larger than any real snaplen (libpcap's maximum is 262144)

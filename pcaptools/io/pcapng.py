@@ -14,9 +14,9 @@ at every Section Header, Interface Description and Interface Statistics Block (r
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
 from pcaptools.io.records import Interface, InterfaceStats
+from pcaptools.jit import njit
 
 SHB, IDB, PB, SPB, NRB, ISB, EPB, JOURNAL, DSB = 0x0A0D0D0A, 1, 2, 3, 4, 5, 6, 9, 10
 CUSTOM_BLOCKS = (0x00000BAD, 0x40000BAD)

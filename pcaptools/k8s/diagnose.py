@@ -32,6 +32,7 @@ from pcaptools.errors import PcapError
 from pcaptools.fmt import PROTO_NAMES, endpoint
 from pcaptools.k8s.inventory import Inventory
 from pcaptools.k8s.paths import as_inventory, paths_detail
+from pcaptools.labels import as_strings
 
 SCHEMA_VERSION = 1
 """Version of the ``why --json`` contract (:data:`SCHEMA_PATH`)."""
@@ -71,27 +72,42 @@ class Diagnosis:
     paths: pd.DataFrame
     notes: list[str] = field(default_factory=list)
     nat_rules: pd.DataFrame | None = None  # pcaptools.k8s.iptables.explain, when iptables-save files were given
+    _rows: dict | None = field(default=None, init=False, repr=False, compare=False)
+
+    def _rows_of(self, table: str, c: int) -> np.ndarray:
+        """Positions of connection ``c``'s rows in ``table`` (indexed on first use: one pass, not a scan per connection)."""
+        if self._rows is None:
+            self._rows = {name: df.groupby("connection", sort=False).indices if df is not None and len(df) else {}
+                          for name, df in (("connections", self.connections), ("losses", self.losses),
+                                           ("timeline", self.timeline), ("nat_rules", self.nat_rules))}  # fmt: skip
+            t = self.timeline
+            self._rows["timeline_values"] = {k: t[k].tolist() for k in ("direction", "packet", "attempt", "point",
+                                                                        "ts_corrected_ns", "reached")}  # fmt: skip
+        return self._rows[table].get(c, np.zeros(0, np.int64))
 
     def connection_record(self, c: int) -> dict:
         """The ``why --json`` fields of connection ``c`` (status, losses, timeline)."""
-        row = self.connections.loc[self.connections["connection"] == c]
+        row = self.connections.iloc[self._rows_of("connections", c)]
         status = str(row["status"].iloc[0]) if len(row) else "ok"
-        ls = self.losses.loc[self.losses["connection"] == c]
+        ls = self.losses.iloc[self._rows_of("losses", c)]
         losses = [
             {"direction": r.direction, "last_seen": r.last_seen, "first_missed": _text(r.first_missed), "node": _text(r.node),
              "packets": int(r.packets), "cause": r.cause, "confidence": round(float(r.confidence), 2),
              "evidence": r.evidence}
             for r in ls.itertuples(index=False)
         ]  # fmt: skip
-        tl = self.timeline.loc[self.timeline["connection"] == c]
-        attempts = []
-        for (d, pkt, att), g in tl.groupby(["direction", "packet", "attempt"], sort=False):
-            attempts.append({"direction": d, "packet": pkt, "attempt": int(att), "reached": bool(g["reached"].iloc[0]),
-                             "sightings": [{"point": p, "ts_ns": int(t)} for p, t in
-                                           zip(g["point"], g["ts_corrected_ns"], strict=True)]})  # fmt: skip
-        out = {"status": status, "losses": losses, "timeline": attempts}
+        v = self._rows["timeline_values"]
+        by_attempt: dict[tuple, dict] = {}  # (direction, packet, attempt) in order of first row, as groupby(sort=False)
+        for i in self._rows_of("timeline", c).tolist():
+            key = (v["direction"][i], v["packet"][i], v["attempt"][i])
+            a = by_attempt.get(key)
+            if a is None:
+                a = by_attempt[key] = {"direction": key[0], "packet": key[1], "attempt": int(key[2]),
+                                       "reached": bool(v["reached"][i]), "sightings": []}  # fmt: skip
+            a["sightings"].append({"point": v["point"][i], "ts_ns": int(v["ts_corrected_ns"][i])})
+        out = {"status": status, "losses": losses, "timeline": list(by_attempt.values())}
         if self.nat_rules is not None:
-            nr = self.nat_rules.loc[self.nat_rules["connection"] == c]
+            nr = self.nat_rules.iloc[self._rows_of("nat_rules", c)]
             out["nat"] = [{"op": x.op, "node": x.node, "before": x.before, "after": x.after,
                            "chains": [y for y in x.chains.split(" → ") if y], "explained": bool(x.explained),
                            "problem": _text(x.problem)} for x in nr.itertuples(index=False)]  # fmt: skip
@@ -316,12 +332,13 @@ def _spans(capture_set, correlation, hops: pd.DataFrame) -> dict[str, tuple[int,
 
 
 def diagnose(capture_set=None, correlation=None, inventory: Inventory | str | dict | None = None,
-             iptables: list | None = None, capture_drops: dict[str, int] | None = None) -> Diagnosis:
+             iptables: list | None = None, capture_drops: dict[str, int] | None = None, *, detail=None) -> Diagnosis:
     """Per connection: status, where its packets were last seen and first missed per direction, the likely cause.
 
     ``capture_drops`` (point -> packets the capture itself reports dropped, e.g. the manifest's tcpdump counts)
     and the pcapng Interface Statistics Blocks of the capture files (:func:`pcapng_drops`) are capture-loss
-    evidence: they strengthen a gap seen at a later point, and name a loss nothing else explains. Example::
+    evidence: they strengthen a gap seen at a later point, and name a loss nothing else explains. ``detail``: :meth:`PathSet.detail() <pcaptools.k8s.paths.PathSet.detail>` of the
+    same correlation and inventory, so the paths are not built twice. Example::
 
         cs = pcaptools.CaptureSet.load("captures/")
         d = diagnose(cs, pcaptools.correlate(cs), "captures/inventory.json")
@@ -331,7 +348,7 @@ def diagnose(capture_set=None, correlation=None, inventory: Inventory | str | di
 
     inv = as_inventory(inventory)
     corr = correlation if correlation is not None else correlate(capture_set)
-    det = paths_detail(corr, inv)
+    det = detail if detail is not None else paths_detail(corr, inv)
     h, p = det.hops, det.paths
     icmp = _icmp_events(capture_set, h)
     icmp_j = _icmp_journeys(capture_set, corr)
@@ -342,16 +359,16 @@ def diagnose(capture_set=None, correlation=None, inventory: Inventory | str | di
     ctx = _Context(inv, homes, spans, roles, icmp, det.nat, next_point, pair_max, _seqs(capture_set, corr),
                    _drops(capture_set, capture_drops))
     conn_rows, loss_rows, tl_rows = [], [], []
-    groups = {c: g for c, g in h.groupby("connection", sort=True)} if len(h) else {}
+    groups = _journeys_by_connection(h, ctx.seq)
     for r in p.itertuples(index=False):
         c = int(r.connection)
         g = groups.get(c)
         if g is None:
             continue
-        js = set(g["journey"].unique().tolist())
+        js, by_dir = g
         if js and js <= icmp_j:
             continue  # an ICMP error: evidence for the connection it quotes, not a connection of its own
-        losses, timeline, status = _connection(ctx, r, g)
+        losses, timeline, status = _connection(ctx, r, by_dir["forward"], by_dir["reverse"])
         loss_rows.extend(losses)
         tl_rows.extend(timeline)
         conn_rows.append({"connection": c, "proto": int(r.proto), "client_addr": str(r.client_addr),
@@ -403,6 +420,14 @@ class _Context:
     pair_max: dict[tuple[str, str], int]
     seq: dict[int, tuple[int, int, int]]  # journey -> TCP seq, ack, payload length
     drops: dict[str, tuple[int, str]]  # point -> (packets its capture reports dropped, the source of that count)
+    frontends: pd.DataFrame | None = None  # the inventory's service frontends, built once
+    dnat_connections: frozenset[int] = frozenset()  # connections with a DNAT step
+
+    def __post_init__(self) -> None:
+        if self.inv is not None:
+            self.frontends = self.inv.frontends()
+        if len(self.nat):
+            self.dnat_connections = frozenset(self.nat.loc[(self.nat["op"] == "DNAT").to_numpy(), "connection"].tolist())
 
 
 @dataclass
@@ -424,16 +449,35 @@ class _Journey:
     plen: int = -1
 
 
-def _journeys(g: pd.DataFrame, direction: str, seq: dict[int, tuple[int, int, int]]) -> list[_Journey]:
-    sub = g.loc[g["direction"].to_numpy() == direction]
-    out = []
-    for jid, s in sub.groupby("journey", sort=False):
-        out.append(_Journey(int(jid), s["point"].astype(str).tolist(), s["node"].astype(str).tolist(),
-                            s["ts_corrected_ns"].astype(np.int64).tolist(), str(s["dst"].iloc[-1]),
-                            int(s["dport"].iloc[-1]), str(s["src"].iloc[-1]), int(s["tcp_flags"].iloc[0]),
-                            int(s["wirelen"].iloc[0]), int(s["fingerprint"].iloc[0]), int(s["wirelen"].iloc[-1]),
-                            bool(pd.notna(s["tunnel"].iloc[-1])), *seq.get(int(jid), (-1, -1, -1))))  # fmt: skip
-    out.sort(key=lambda j: j.ts[0])
+def _journeys_by_connection(h: pd.DataFrame, seq: dict[int, tuple[int, int, int]]) -> dict[int, tuple[set[int], dict[str, list[_Journey]]]]:
+    """Per connection: its journey ids, and its journeys per direction in time order. One pass over the hops as
+    Python lists (a journey's rows are its sightings in causal order), no pandas object per journey."""
+    j = h["journey"].to_numpy(np.int64)
+    o = np.argsort(j, kind="stable")
+    start = np.flatnonzero(np.r_[True, j[o][1:] != j[o][:-1]]) if len(j) else np.zeros(0, np.int64)
+    end = np.r_[start[1:], len(j)]
+
+    def col(a: np.ndarray) -> list:
+        return a[o].tolist()
+
+    jid, points, nodes = col(j), col(as_strings(h["point"])), col(as_strings(h["node"]))
+    ts, src, dst = col(h["ts_corrected_ns"].to_numpy(np.int64)), col(as_strings(h["src"])), col(as_strings(h["dst"]))
+    dport, flags = col(h["dport"].to_numpy(np.int64)), col(h["tcp_flags"].to_numpy(np.int64))
+    size, fp = col(h["wirelen"].to_numpy(np.int64)), col(h["fingerprint"].to_numpy(np.uint64))
+    tun, conn = col(h["tunnel"].notna().to_numpy()), col(h["connection"].to_numpy(np.int64))
+    direction = col(h["direction"].to_numpy(object))
+    out: dict[int, tuple[set[int], dict[str, list[_Journey]]]] = {}
+    for k in np.argsort(o[start], kind="stable").tolist():  # journeys in order of first sighting in the table
+        a, b = int(start[k]), int(end[k])
+        ids, by_dir = out.setdefault(conn[a], (set(), {"forward": [], "reverse": []}))
+        ids.add(jid[a])
+        if direction[a] in by_dir:
+            by_dir[direction[a]].append(_Journey(jid[a], points[a:b], nodes[a:b], ts[a:b], str(dst[b - 1]), dport[b - 1],
+                                                 str(src[b - 1]), flags[a], size[a], fp[a], size[b - 1], tun[b - 1],
+                                                 *seq.get(jid[a], (-1, -1, -1))))  # fmt: skip
+    for _, by_dir in out.values():
+        for js in by_dir.values():
+            js.sort(key=lambda x: x.ts[0])
     return out
 
 
@@ -462,10 +506,9 @@ def _show(point: str | None) -> str:
     return f"{iface}@{node}" if node else point
 
 
-def _connection(ctx: _Context, r, g: pd.DataFrame) -> tuple[list[dict], list[dict], str]:
-    """Losses, timeline rows and status of one connection."""
+def _connection(ctx: _Context, r, fwd: list[_Journey], rev: list[_Journey]) -> tuple[list[dict], list[dict], str]:
+    """Losses, timeline rows and status of one connection from its forward and reverse journeys."""
     c = int(r.connection)
-    fwd, rev = _journeys(g, "forward", ctx.seq), _journeys(g, "reverse", ctx.seq)
     expects_answer = int(r.proto) == 17 or (int(r.proto) == 6 and any(j.flags >= 0 and j.flags & 0x12 == 0x02 for j in fwd))
     losses, timeline = [], []
     failed = degraded = False
@@ -641,13 +684,13 @@ def _cause(ctx: _Context, r, direction: str, kind: str, last: str, q: str | None
     inv = ctx.inv
     svc_name, n_ep = None, -1
     if inv is not None and direction == "forward":
-        fe = inv.frontends()
+        fe = ctx.frontends
         hit = fe.loc[(fe["addr"] == str(r.server_addr)) & (fe["port"] == int(r.server_port)) & (fe["proto"] == int(r.proto))]
         if len(hit):
             svc_name = str(hit["service"].iloc[0])
             n_ep = sum(1 for e in inv.endpoints if e.service == svc_name)
-    dnat = ctx.nat.loc[(ctx.nat["connection"] == c) & (ctx.nat["op"] == "DNAT")] if len(ctx.nat) else ctx.nat
-    if svc_name is not None and n_ep == 0 and not len(dnat):
+    dnat = c in ctx.dnat_connections
+    if svc_name is not None and n_ep == 0 and not dnat:
         codes = set(unreach["icmp_code"].astype(int)) if len(unreach) else set()
         if 1 in codes and 3 not in codes:  # routed on (DNATed) and nobody answered for the address
             return "stale-endpoint", 0.6, (f"service {svc_name} has an empty EndpointSlice, yet ICMP host unreachable came "
@@ -656,7 +699,7 @@ def _cause(ctx: _Context, r, direction: str, kind: str, last: str, q: str | None
                else "no DNAT and no answer seen")  # fmt: skip
         return "no-endpoints", 0.9 if codes else 0.75, f"service {svc_name} has an empty EndpointSlice; {how}"
     target = lost[0].dst
-    if inv is not None and direction == "forward" and len(dnat):
+    if inv is not None and direction == "forward" and dnat:
         k, _n, node = inv.entity(target)
         known_ep = any(e.ip == target for e in inv.endpoints)
         if k != "pod" and not known_ep and target not in inv.node_addresses():

@@ -26,6 +26,7 @@ import pandas as pd
 from pcaptools.errors import InventoryError
 from pcaptools.jsonfile import load_json
 from pcaptools.k8s.inventory_check import check_items
+from pcaptools.labels import as_strings, categorical
 
 ENTITY_KINDS = ("pod", "node", "service-clusterip", "loadbalancer", "external")
 """Values of an address's entity kind: a pod IP, a node address (or an address of a node's pod CIDR
@@ -242,8 +243,8 @@ class Inventory:
         out = pd.DataFrame(
             {
                 "kind": pd.Categorical.from_codes(kind_codes[idx], categories=list(ENTITY_KINDS)),
-                "name": pd.Categorical(np.array([e[1] for e in ents], object)[idx]),
-                "node": pd.Categorical(np.array([e[2] for e in ents], object)[idx]),
+                "name": categorical(np.array([e[1] for e in ents], object), idx),
+                "node": categorical(np.array([e[2] for e in ents], object), idx),
             }
         )
         if isinstance(addresses, pd.Series):
@@ -332,15 +333,19 @@ class Inventory:
         if not len(hops):
             return "unknown", "no packets"
         s, d = self.lookup(hops["src"]), self.lookup(hops["dst"])
-        cross = (s["kind"] == "pod").to_numpy() & (d["kind"] == "pod").to_numpy() & (s["node"].astype(str) != d["node"].astype(str)).to_numpy()
+        cross = (s["kind"] == "pod").to_numpy() & (d["kind"] == "pod").to_numpy() & (as_strings(s["node"]) != as_strings(d["node"]))
         tun = hops["tunnel"].notna().to_numpy()
         # a point where one address is in every row is a single pod's interface: pod IPs are always bare there
-        addr = pd.concat([hops["src"].astype(str), hops["dst"].astype(str)], ignore_index=True)
-        pt = pd.concat([hops["point"].astype(str)] * 2, ignore_index=True)
-        top = pd.DataFrame({"p": pt, "a": addr}).value_counts().groupby(level=0).max()
-        rows = hops["point"].astype(str).value_counts()
-        single = set(top.index[top.to_numpy() >= rows.reindex(top.index).to_numpy()])
-        shared = ~hops["point"].astype(str).isin(single).to_numpy()
+        pt, points = pd.factorize(as_strings(hops["point"]))  # codes, -1 where missing
+        ad = pd.factorize(np.concatenate([as_strings(hops["src"]), as_strings(hops["dst"])]))[0]
+        p2 = np.concatenate([pt, pt])
+        ok = (p2 >= 0) & (ad >= 0)
+        pairs, n = np.unique(p2[ok].astype(np.int64) * (int(ad.max()) + 1) + ad[ok], return_counts=True)
+        top = np.zeros(len(points), np.int64)  # per point, the rows of its most frequent address
+        np.maximum.at(top, pairs // (int(ad.max()) + 1), n)
+        rows = np.bincount(pt[pt >= 0], minlength=len(points))
+        single = (top > 0) & (top >= rows)
+        shared = ~np.where(pt >= 0, single[pt], False)
         j = hops["journey"].to_numpy(np.int64)
         j_tun = pd.Series(cross & tun).groupby(j).transform("any").to_numpy()
         j_bare = pd.Series(cross & ~tun & shared).groupby(j).transform("any").to_numpy()

@@ -22,6 +22,7 @@ import pandas as pd
 
 from pcaptools.correlate.fingerprint import combine
 from pcaptools.k8s.inventory import Inventory
+from pcaptools.labels import as_strings
 from pcaptools.schema import NAT_COLUMNS, NAT_KINDS, NAT_OPS, validate
 
 _NEED = ("journey", "hop", "point", "node", "ts_corrected_ns", "src", "dst", "sport", "dport", "proto", "ttl",
@@ -129,20 +130,22 @@ def nat_table(
     after, is_dst = after[o], is_dst[o]
     before = pi[after]
     proto = h["proto"].to_numpy(np.int16)[after]
-    hb, ha = h.iloc[before].reset_index(drop=True), h.iloc[after].reset_index(drop=True)
+    used = h.loc[:, ["point", "ts_corrected_ns", "src", "sport", "dst", "dport"]]  # the columns a NAT row takes from its sightings
+    hb, ha = used.iloc[before].reset_index(drop=True), used.iloc[after].reset_index(drop=True)
     # the translated endpoint, before and after
-    addr_b = pd.Series(np.where(is_dst, hb["dst"].astype(str), hb["src"].astype(str)))
-    addr_a = pd.Series(np.where(is_dst, ha["dst"].astype(str), ha["src"].astype(str)))
+    src_s, dst_s = as_strings(h["src"]), as_strings(h["dst"])
+    addr_b = pd.Series(np.where(is_dst, dst_s[before], src_s[before]))
+    addr_a = pd.Series(np.where(is_dst, dst_s[after], src_s[after]))
     port_b = np.where(is_dst, hb["dport"], hb["sport"]).astype(np.int32)
     port_a = np.where(is_dst, ha["dport"], ha["sport"]).astype(np.int32)
     fe = inventory.frontends() if inventory is not None else pd.DataFrame(columns=["addr", "port", "proto", "via", "service"])
     via_b, svc_b = _frontend_match(addr_b, port_b, proto, fe)
     via_a, svc_a = _frontend_match(addr_a, port_a, proto, fe)
     if inventory is not None:
-        kind_b = inventory.lookup(addr_b)["kind"].astype(str).to_numpy(object)
-        kind_a = inventory.lookup(addr_a)["kind"].astype(str).to_numpy(object)
+        kind_b = as_strings(inventory.lookup(addr_b)["kind"])
+        kind_a = as_strings(inventory.lookup(addr_a)["kind"])
         # the far end of the connection (server for forward, the same seen from the reply) decides egress
-        peer_kind = inventory.lookup(pd.Series(np.where(is_dst, ha["src"].astype(str), ha["dst"].astype(str))))["kind"].astype(str).to_numpy(object)
+        peer_kind = as_strings(inventory.lookup(pd.Series(np.where(is_dst, src_s[after], dst_s[after])))["kind"])
     else:
         kind_b = kind_a = peer_kind = np.full(len(after), "", object)
     jn = j[after]
@@ -164,7 +167,7 @@ def nat_table(
     svc_s = pd.Series(np.where(svc == "", None, svc), dtype=object)
     svc = svc_s.groupby(jn).transform("first").fillna("").to_numpy(object) if len(svc_s) else svc
     svc = np.where((kind == "other") | (kind == "egress-masquerade"), "", svc)
-    node = _attribute(h, before, after, is_dst, op, inventory)
+    node = _attribute(h, before, after, is_dst, op, inventory, src_s, dst_s)
     step = pd.Series(np.ones(len(after), np.int64)).groupby(jn).cumsum().to_numpy() - 1
     out = pd.DataFrame(
         {
@@ -197,23 +200,28 @@ def nat_table(
     return validate(out, NAT_COLUMNS, table="nat")
 
 
-def _attribute(h: pd.DataFrame, before: np.ndarray, after: np.ndarray, is_dst: np.ndarray, op: np.ndarray, inventory: Inventory | None) -> np.ndarray:
-    """Node that applied each translation (see the module doc for the rules)."""
-    nodes = h["node"].astype(str).to_numpy(object)
+def _attribute(h: pd.DataFrame, before: np.ndarray, after: np.ndarray, is_dst: np.ndarray, op: np.ndarray, inventory: Inventory | None,
+               src_s: np.ndarray, dst_s: np.ndarray) -> np.ndarray:
+    """Node that applied each translation (see the module doc for the rules); ``src_s``/``dst_s``: the addresses as strings."""
+    nodes = as_strings(h["node"])
     nb, na = nodes[before], nodes[after]
     out = na.copy()
     if not len(after):
         return out
     j = h["journey"].to_numpy(np.int64)
-    first_row = pd.Series(np.arange(len(h))).groupby(j).transform("min").to_numpy()
-    last_row = pd.Series(np.arange(len(h))).groupby(j).transform("max").to_numpy()
+    _, ji = np.unique(j, return_inverse=True)
+    first_row = np.full(ji.max() + 1, len(h), np.int64)
+    last_row = np.full(ji.max() + 1, -1, np.int64)
+    np.minimum.at(first_row, ji, np.arange(len(h)))
+    np.maximum.at(last_row, ji, np.arange(len(h)))
+    first_row, last_row = first_row[ji], last_row[ji]
     starts = nb == nodes[first_row[before]]
     ends = na == nodes[last_row[after]]
     owner = np.full(len(after), "", object)
     if inventory is not None:
         # DNAT / un-SNAT: owner of the destination before; SNAT / un-DNAT: owner of the source after
-        addr = np.where(is_dst, h["dst"].astype(str).to_numpy(object)[before], h["src"].astype(str).to_numpy(object)[after])
-        owner = inventory.lookup(pd.Series(addr))["node"].astype(str).to_numpy(object)
+        addr = np.where(is_dst, dst_s[before], src_s[after])
+        owner = as_strings(inventory.lookup(pd.Series(addr))["node"])
     out = np.where(ends & ~starts, nb, out)
     out = np.where(starts, na, out)
     out = np.where((owner != "") & ((owner == nb) | (owner == na)), owner, out)

@@ -30,6 +30,7 @@ from pcaptools.correlate.fingerprint import combine
 from pcaptools.fmt import endpoint, fmt_ns
 from pcaptools.k8s.inventory import ENTITY_KINDS, Inventory
 from pcaptools.k8s.nat import _codes, nat_table, order_hops
+from pcaptools.labels import as_strings
 from pcaptools.schema import FLOW_STATES, PATH_COLUMNS, PATH_KINDS, PRESERVED, validate
 
 
@@ -152,6 +153,11 @@ class PathSet:
     correlation: object
     inventory: Inventory | None
     captures: object = None  # the CaptureSet (with ``inference`` when points were inferred from plain files)
+    hops: pd.DataFrame | None = None  # the hops in causal order with ``connection`` and ``direction`` (paths_detail's)
+
+    def detail(self) -> SimpleNamespace:
+        """What :func:`paths_detail` would compute again from the correlation (for :func:`~pcaptools.k8s.diagnose.diagnose`)."""
+        return SimpleNamespace(paths=self.paths, nat=self.nat, hops=self.hops)
 
 
 def load_paths(
@@ -190,8 +196,9 @@ def load_paths(
     cs = load_captures(srcs, points=points, inventory=inv, links=links, decoder=decode, allow_outside=allow_outside)
     corr = correlate(cs, window_ns=window_ns or DEFAULT_WINDOW_NS, reference=reference)
     fl = concat_flows(parts) if parts else None
-    p, nat = _build(corr, inv, fl)
-    return PathSet(paths=p, nat=nat, correlation=corr, inventory=inv, captures=cs)
+    side: dict = {}
+    p, nat = _build(corr, inv, fl, side)
+    return PathSet(paths=p, nat=nat, correlation=corr, inventory=inv, captures=cs, hops=side.get("hops"))
 
 
 def paths_detail(correlation, inventory=None) -> SimpleNamespace:
@@ -261,7 +268,7 @@ def _build(correlation, inventory, flows, side: dict | None = None) -> tuple[pd.
             r = SimpleNamespace(**dict(zip(fields, vals, strict=True)))
             nat_by_j.setdefault(int(r.journey), []).append(r)
     journeys = np.bincount(conn, minlength=nconn)
-    cols = {c: np.where(h[c].notna().to_numpy(), h[c].astype(str).to_numpy(object), "") if c in ("point", "node", "interface", "src", "dst", "tunnel", "outer_src", "outer_dst", "file") else h[c].to_numpy()
+    cols = {c: np.where(h[c].notna().to_numpy(), as_strings(h[c]), "") if c in ("point", "node", "interface", "src", "dst", "tunnel", "outer_src", "outer_dst", "file") else h[c].to_numpy()
             for c in ("point", "node", "interface", "src", "dst", "sport", "dport", "tunnel", "vni", "outer_src", "outer_dst", "ts_corrected_ns", "file", "proto")}  # fmt: skip
     inv_nodes = set(inv.nodes) if inv is not None else None
     node_ip = inv.node_addresses() if inv is not None else {}

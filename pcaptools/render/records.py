@@ -3,20 +3,25 @@
 One helper, :func:`records`, turns any table into plain records using the schema's declared absent
 values (``Column.absent``, e.g. ``-1`` for a port-less packet's port), NaN/None/NA, and numpy
 scalars to Python numbers. Each ``*_document`` function builds the ``--json`` output of one command;
-its JSON Schema ships in ``pcaptools/schemas/<command>.schema.json``.
+its JSON Schema ships in ``pcaptools/schemas/<command>.schema.json``. pandas is imported by the functions
+that take tables, so ``pcaptools info --json`` does without it.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from typing import Any
+import sys
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from pcaptools.fmt import PROTO_NAMES
-from pcaptools.schema import Column
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from pcaptools.schema import Column
 
 SCHEMA_VERSION = 1
 """Major version of every ``--json`` contract; bumped only when a field changes meaning or disappears."""
@@ -28,7 +33,8 @@ def plain(v: Any) -> Any:
     """One JSON-safe scalar: numpy numbers to Python numbers, NaN/NA/inf to None, lists element-wise."""
     if isinstance(v, (list, tuple, np.ndarray)):
         return [plain(x) for x in v]
-    if v is None or v is pd.NA or v is pd.NaT:
+    pd = sys.modules.get("pandas")  # not loaded: no value can be pandas' NA or NaT
+    if v is None or (pd is not None and (v is pd.NA or v is pd.NaT)):
         return None
     if isinstance(v, np.generic):
         v = v.item()
@@ -39,6 +45,8 @@ def plain(v: Any) -> Any:
 
 def records(df: pd.DataFrame, columns: tuple[Column, ...] = ()) -> list[dict]:
     """Rows of ``df`` as JSON-ready dicts: absent values (declared by ``columns``, NaN, None) become None."""
+    import pandas as pd
+
     declared = {c.name: c for c in columns}
     out: dict[str, list] = {}
     for name in df.columns:

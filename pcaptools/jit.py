@@ -1,0 +1,95 @@
+"""numba kernels that import numba only when first run compiled, and can run as plain Python on small inputs.
+
+``@njit(cache=True)`` from here wraps a kernel in a :class:`Kernel`: defining it costs nothing, the
+first compiled call imports numba and compiles (or loads from numba's cache) the kernel, and inside
+other numba kernels it is an ordinary dispatcher (numba types it through ``_numba_type_``). Within
+:func:`interpreted` the same source runs as Python on numpy scalars: about 10 µs per record instead
+of a fixed second or more of importing numba and loading machine code, so ``pcaptools info`` on a
+small capture answers at once with output identical to the compiled walk (one source, two modes).
+Only worth it for small inputs: the interpreted walk is hundreds of times slower per record, so an
+interpreted block has a time budget; a kernel call past it raises :class:`Overtime` and the caller
+redoes the work compiled (damage can make even a small file long to walk: a resync scans byte by byte).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import functools
+import math
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+
+_DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar("pcaptools_interpreted", default=None)
+
+
+class Overtime(Exception):
+    """An interpreted block ran past its time budget; redo the work compiled (outputs so far are partial)."""
+
+
+def _boxed(value: Any) -> Any:
+    """What numba returns to Python: numpy scalars become Python numbers (tuples element-wise)."""
+    if isinstance(value, tuple):
+        return tuple(_boxed(v) for v in value)
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+class Kernel:
+    """A kernel compiled with ``numba.njit(**options)`` on its first compiled call; ``py_func`` is its source."""
+
+    def __init__(self, func: Callable, options: dict) -> None:
+        functools.update_wrapper(self, func)
+        self.py_func = func
+        self.options = options
+        self._dispatcher = None
+
+    def dispatcher(self):
+        """The numba dispatcher (numba is imported here, on first use)."""
+        if self._dispatcher is None:
+            import numba
+
+            self._dispatcher = numba.njit(**self.options)(self.py_func)
+        return self._dispatcher
+
+    @property
+    def _numba_type_(self):
+        """How numba types this kernel when another kernel calls it: as its dispatcher."""
+        from numba.core import types
+
+        return types.Dispatcher(self.dispatcher())
+
+    def __call__(self, *args: Any) -> Any:
+        deadline = _DEADLINE.get()
+        if deadline is not None:
+            if time.monotonic() >= deadline:
+                raise Overtime(f"interpreted {self.__name__} ran past its time budget")
+            return _boxed(self.py_func(*args))
+        return self.dispatcher()(*args)
+
+    def __getattr__(self, name: str) -> Any:  # signatures, inspect_types, ...: the dispatcher's
+        if name.startswith("__") or name in ("py_func", "options", "_dispatcher"):
+            raise AttributeError(name)
+        return getattr(self.dispatcher(), name)
+
+
+def njit(*args: Any, **options: Any) -> Any:
+    """Like ``numba.njit`` (with or without options) but lazy: see :class:`Kernel`."""
+    if args and callable(args[0]):
+        return Kernel(args[0], options)
+    return lambda func: Kernel(func, options)
+
+
+@contextlib.contextmanager
+def interpreted(enabled: bool = True, *, budget_s: float = math.inf) -> Iterator[None]:
+    """Within this block (this thread or task), :class:`Kernel` calls run their Python source, uncompiled,
+    until ``budget_s`` seconds have passed (then they raise :class:`Overtime`); ``enabled=False``: compiled."""
+    token = _DEADLINE.set(time.monotonic() + budget_s if enabled else None)
+    try:
+        yield
+    finally:
+        _DEADLINE.reset(token)

@@ -1,0 +1,32 @@
+"""Category columns as Python strings, converted once per category instead of once per row.
+
+pandas 3 turns ``col.astype(str)`` of a categorical into an Arrow string array built element by
+element, and ``.to_numpy(object)`` makes Python strings of it again element by element: seconds for a
+million-row hops table. A categorical's strings are its categories' strings taken by code;
+:func:`as_strings` does that and returns exactly what ``col.astype(str).to_numpy(object)`` returns
+(NaN where a value is missing).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+
+def as_strings(col: pd.Series | pd.Categorical) -> np.ndarray:
+    """``str`` of every value as an object array, NaN where missing (a categorical: one ``str`` per category)."""
+    cat = col.array if isinstance(col, pd.Series) else col
+    if not isinstance(cat.dtype, pd.CategoricalDtype):
+        return pd.Series(col).astype(str).to_numpy(object)
+    names = np.array([str(c) for c in cat.categories] + [np.nan], dtype=object)
+    return names[np.asarray(cat.codes, np.int64)]  # code -1 (missing) takes the trailing NaN
+
+
+def categorical(values: np.ndarray, codes: np.ndarray) -> pd.Categorical:
+    """``pd.Categorical(values[codes])`` for a short object array of strings, built from codes (no per-row hashing)."""
+    uniq, inverse = np.unique(values, return_inverse=True)  # sorted, as pandas sorts string categories
+    c = inverse.reshape(-1)[codes]
+    used = np.unique(c)
+    remap = np.full(len(uniq), -1, np.int64)
+    remap[used] = np.arange(len(used))
+    return pd.Categorical.from_codes(remap[c], categories=list(uniq[used]))
