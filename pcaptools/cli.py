@@ -70,6 +70,21 @@ def _output(*suffixes: str, example: str, optional: bool = True):
     return check
 
 
+def _memory(value: str | None) -> int | None:
+    """Callback: a memory cap such as 512MiB, 2GiB or 1.5G (see :mod:`pcaptools.units`), in bytes."""
+    if value is None:
+        return None
+    from pcaptools.units import MIN_MEMORY, parse_bytes
+
+    try:
+        return parse_bytes(value, minimum=MIN_MEMORY)
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
+
+
+_MEMORY_HELP = "Bound memory to about this much (512MiB, 2GiB, 1.5G): the input is read in windows, same output."
+
+
 def _existing_dir_parent(value: str | None) -> str | None:
     if value is not None and not Path(value).parent.is_dir():
         raise typer.BadParameter(f"directory {str(Path(value).parent)!r} does not exist; create it first or write elsewhere")
@@ -236,27 +251,37 @@ def decode_cmd(
     geneve_port: list[int] = typer.Option([], "--geneve-port", metavar="PORT", callback=_port, help="Extra UDP port carrying Geneve (repeatable; 6081 always)."),  # noqa: B008
     wireguard_port: list[int] = typer.Option([], "--wireguard-port", metavar="PORT", callback=_port, help="Extra UDP port carrying WireGuard (repeatable; 51820/51821 always)."),  # noqa: B008
     max_tunnel_depth: int = typer.Option(4, "--max-tunnel-depth", metavar="N", min=0, max=16, help="Nested tunnels stripped at most."),
+    memory: str = typer.Option(None, "--memory", metavar="SIZE", callback=_memory, help=_MEMORY_HELP),
 ) -> None:
     """Decode captures into one packet table (inner and outer headers of tunnels, one row per record).
 
     Example: pcaptools decode node1.pcap node2.pcapng.gz -o packets.parquet --vxlan-port 4790
+
+    Example: pcaptools decode big.pcap -o packets.parquet --memory 2GiB
     """
     from pcaptools.decode import registry
-    from pcaptools.packets import read_packets
     from pcaptools.render.terminal import fmt_int, safe
 
+    options = {
+        "vxlan_ports": tuple(dict.fromkeys((*registry.DEFAULT_VXLAN_PORTS, *vxlan_port))),
+        "geneve_ports": tuple(dict.fromkeys((*registry.DEFAULT_GENEVE_PORTS, *geneve_port))),
+        "wireguard_ports": tuple(dict.fromkeys((*registry.DEFAULT_WIREGUARD_PORTS, *wireguard_port))),
+        "max_tunnel_depth": max_tunnel_depth,
+    }
     with _busy(files, "decoding"):
-        df = read_packets(
-            files,
-            vxlan_ports=tuple(dict.fromkeys((*registry.DEFAULT_VXLAN_PORTS, *vxlan_port))),
-            geneve_ports=tuple(dict.fromkeys((*registry.DEFAULT_GENEVE_PORTS, *geneve_port))),
-            wireguard_ports=tuple(dict.fromkeys((*registry.DEFAULT_WIREGUARD_PORTS, *wireguard_port))),
-            max_tunnel_depth=max_tunnel_depth,
-        )
-    df.to_parquet(out, index=False) if out.endswith(".parquet") else df.to_csv(out, index=False)
-    skipped = sum(sum(v.values()) for v in df.attrs.get("skipped", {}).values())
-    errors = int(df["error"].notna().sum())
-    _console().print(f"{fmt_int(len(df))} packets from {len(files)} file(s) written to {safe(out)}; "
+        if memory is not None:
+            from pcaptools.packet_file import write_packets
+
+            done = write_packets(files, out, memory=memory, **options)
+            rows, errors, skipped = done.packets, done.errors, sum(sum(v.values()) for v in done.skipped.values())
+        else:
+            from pcaptools.packets import read_packets
+
+            df = read_packets(files, **options)
+            df.to_parquet(out, index=False) if out.endswith(".parquet") else df.to_csv(out, index=False)
+            rows, errors = len(df), int(df["error"].notna().sum())
+            skipped = sum(sum(v.values()) for v in df.attrs.get("skipped", {}).values())
+    _console().print(f"{fmt_int(rows)} packets from {len(files)} file(s) written to {safe(out)}; "
                      f"{fmt_int(errors)} with a decode error, {fmt_int(skipped)} records skipped by the reader")  # fmt: skip
 
 
@@ -292,17 +317,20 @@ def flows_cmd(
     idle_timeout: float = typer.Option(None, "--idle-timeout", metavar="SECONDS", callback=_positive("seconds", allow_none=True), help="Seconds of inactivity that end a flow (default: Zeek's, TCP 300, others 60)."),
     seed: int = typer.Option(0, "--seed", metavar="N", min=0, max=0xFFFF, help="Community ID seed (0-65535); both sides of a comparison must use the same."),
     limit: int = typer.Option(20, "--limit", metavar="N", min=1, help="Rows shown in the terminal table (largest flows first)."),
+    memory: str = typer.Option(None, "--memory", metavar="SIZE", callback=_memory, help=_MEMORY_HELP),
 ) -> None:
     """Bidirectional flows (Zeek conn.log-like) with Community ID, per capture file.
 
     Example: pcaptools flows node1.pcap.gz node2.pcapng -o flows.parquet
 
     Example: pcaptools flows capture.pcap --json --seed 1
+
+    Example: pcaptools flows big.pcap --memory 2GiB -o flows.parquet
     """
     from pcaptools.flows import read_flows
 
     with _busy(files, "decoding"):
-        fl = read_flows(files, idle_timeout_s=idle_timeout, seed=seed)
+        fl = read_flows(files, idle_timeout_s=idle_timeout, seed=seed, memory=memory)
     if out:
         fl.to_parquet(out, index=False) if out.endswith(".parquet") else fl.to_csv(out, index=False)
     if as_json:

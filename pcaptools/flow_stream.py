@@ -42,15 +42,12 @@ import numpy as np
 import pandas as pd
 
 from pcaptools import community_id as cid
-from pcaptools.flows import REQUIRED, _i64, check_packets, concat_flows, error_rows, flow_rows
+from pcaptools.flows import REQUIRED, _i64, check_packets, error_rows, flow_rows
+from pcaptools.packet_file import BASE_BYTES, window_records
 from pcaptools.schema import FLOW_COLUMNS, FLOW_STATES, validate
 
 BUCKETS = 64
 """Spill files per capture: flows are spread over them by key hash and read back a group at a time."""
-BASE_BYTES = 160 << 20
-"""Memory the interpreter, numpy, pandas and the compiled decoder take before any packet."""
-RECORD_BYTES = 2 << 10
-"""Memory per record of a decoded window: its bytes, its row and the decoder's temporaries."""
 ROW_BYTES = 1 << 10
 """Memory per spilled row while its bucket's flows are computed (the row, about 100 bytes, and temporaries)."""
 
@@ -61,11 +58,6 @@ _FRAG_KEY = ["sh", "sl", "dh", "dl", "p", "id"]
 def spill_columns() -> list[str]:
     """Packet columns the flows of a spilled packet need (``flows.REQUIRED`` and the file name)."""
     return ["file", *REQUIRED]
-
-
-def window_records(memory: int) -> int:
-    """Records per decoded window for a memory cap of ``memory`` bytes (at least 1,024)."""
-    return max(1024, (memory - BASE_BYTES) // (2 * RECORD_BYTES))
 
 
 def iter_flows(
@@ -155,11 +147,6 @@ def _empty_flows(path: str | os.PathLike, opts: dict) -> pd.DataFrame:
     from pcaptools.packets import read_packets
 
     return flows(read_packets(path), **opts)
-
-
-def read_flows_files(paths: list[str], *, memory: int, **opts) -> pd.DataFrame:  # noqa: ANN003
-    """Flows of several captures, file after file with bounded memory (flows never span files)."""
-    return concat_flows([read_flows_bounded(p, memory=memory, **opts) for p in paths])
 
 
 def _mix(x: np.ndarray) -> np.ndarray:
@@ -268,9 +255,11 @@ class _Spill:
         return t.iloc[np.flatnonzero(~wait)], t.iloc[np.flatnonzero(wait)]
 
     def _write(self, kind: str, rows: pd.DataFrame, bucket: np.ndarray) -> None:
+        if bucket.size == 0:
+            return
         o = np.argsort(bucket, kind="stable")
         b = bucket[o]
-        cuts = np.flatnonzero(np.r_[True, b[1:] != b[:-1]]) if b.size else b
+        cuts = np.flatnonzero(np.r_[True, b[1:] != b[:-1]])
         for lo, hi in zip(cuts, np.r_[cuts[1:], b.size], strict=True):
             with open(self.tmp / f"{kind}{int(b[lo])}", "ab") as fh:
                 pickle.dump(rows.iloc[o[lo:hi]].reset_index(drop=True), fh, protocol=5)

@@ -564,17 +564,29 @@ def read_flows(
     idle_timeout_s: float | None = None,
     seed: int = 0,
     community_id: bool = True,
+    memory: int | str | None = None,
 ) -> pd.DataFrame:
-    """Flows of one or more capture files, each decoded with ``read_packets``; flows are per file."""
+    """Flows of one or more capture files, each decoded with ``read_packets``; flows are per file.
+
+    ``memory`` (bytes, or a size such as ``"2GiB"``) bounds the memory used: each file is then read
+    in windows and its flows computed by :func:`pcaptools.flow_stream.iter_flows`, with the same result.
+    """
+    paths = [paths] if isinstance(paths, str) else list(paths)
+    if not paths:
+        raise DecodeError("no capture files given; pass one or more pcap/pcapng paths")
+    opts = {"idle_timeout_s": idle_timeout_s, "seed": seed, "community_id": community_id}
+    if memory is not None:
+        from pcaptools.flow_stream import read_flows_bounded
+        from pcaptools.units import MIN_MEMORY, parse_bytes
+
+        try:
+            cap = parse_bytes(str(memory), minimum=MIN_MEMORY)
+        except ValueError as e:
+            raise DecodeError(f"memory: {e}") from None
+        return concat_flows([read_flows_bounded(p, memory=cap, **opts) for p in paths])
     from pcaptools.packets import read_packets
 
-    paths = [paths] if isinstance(paths, str) else list(paths)
-    parts = [
-        flows(read_packets(p), idle_timeout_s=idle_timeout_s, seed=seed, community_id=community_id) for p in paths
-    ]
-    if not parts:
-        raise DecodeError("no capture files given; pass one or more pcap/pcapng paths")
-    return concat_flows(parts)
+    return concat_flows([flows(read_packets(p), **opts) for p in paths])
 
 
 def concat_flows(parts: list[pd.DataFrame]) -> pd.DataFrame:
