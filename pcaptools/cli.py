@@ -395,6 +395,7 @@ def merge_cmd(
     dedup: bool = typer.Option(False, "--dedup", help="Write each packet once; its other sightings become packet comments."),
     reference: str = typer.Option(None, "--reference", metavar="NODE", help="Node whose clock the others are corrected to (default: the first)."),
     allow_outside: bool = typer.Option(False, "--allow-outside", help="Let a manifest name files outside its own directory (only for manifests you trust)."),
+    memory: str = typer.Option(None, "--memory", metavar="SIZE", callback=_memory, help="Write reading the capture files in windows of about this much memory (512MiB, 2GiB, 1.5G); same file."),
 ) -> None:
     """Merge all capture points into one pcapng on one clock: one interface per point, packets in corrected time order.
 
@@ -410,7 +411,7 @@ def merge_cmd(
         cs = load_captures(sources, points=point, inventory=inventory or find_inventory(sources, allow_outside=allow_outside),
                            links=links, allow_outside=allow_outside)
         _inferred(cs)
-        n = merge(cs, output, correlation=correlate(cs, reference=reference), dedup=dedup)
+        n = merge(cs, output, correlation=correlate(cs, reference=reference), dedup=dedup, memory=memory)
     _console().print(f"wrote {fmt_int(n)} packets from {len(cs.points)} capture points to {safe(output)}")
 
 
