@@ -178,7 +178,8 @@ class _Spill:
     def __init__(self, tmp: Path, order: dict[str, pd.Index]) -> None:
         self.tmp = tmp
         self.order = order
-        self.empty: pd.DataFrame | None = None
+        self.dicts: dict[str, pd.Index] = {}  # category columns: every value spilled so far, codes index it
+        self.dtypes: dict[str, object] = {}
         self.rows = np.zeros(BUCKETS, np.int64)
         self.next_row = 0
         self.heads = pd.DataFrame({k: pd.Series(dtype=np.uint64 if k[0] in "sd" else np.int64) for k in _FRAG_KEY}
@@ -187,6 +188,8 @@ class _Spill:
 
     def add(self, window: pd.DataFrame) -> None:
         """Spill one decoded window (fragment ports filled where the first fragment is known)."""
+        from pcaptools.decode.table import concat
+
         for name in _CATEGORY_SOURCE.values():
             cats = window[name].cat.categories
             seen = self.order.get(name, cats[:0])
@@ -194,15 +197,13 @@ class _Spill:
         t = window[spill_columns()].copy()
         t[_ROW] = np.arange(self.next_row, self.next_row + len(t), dtype=np.int64)
         self.next_row += len(t)
-        if self.empty is None:
-            self.empty = t.iloc[:0]
         erows, q_src, q_dst, q_proto = error_rows(t)
         if erows.size:
             qb = key_bucket(tuple(a[erows] for a in q_src), tuple(a[erows] for a in q_dst), q_proto[erows],
                             _i64(t["icmp_q_sport"])[erows], _i64(t["icmp_q_dport"])[erows])  # fmt: skip
             self._write("e", t.iloc[erows], qb)
         self.pending.append(t)
-        t = pd.concat(self.pending, ignore_index=True) if len(self.pending) > 1 else t
+        t = concat(self.pending, text_categories=True) if len(self.pending) > 1 else t  # order kept by _ROW
         self.pending = []
         t, held = self._fragments(t)
         if len(held):
@@ -254,15 +255,34 @@ class _Spill:
         wait[later[~got]] = True
         return t.iloc[np.flatnonzero(~wait)], t.iloc[np.flatnonzero(wait)]
 
+    def _encode(self, t: pd.DataFrame) -> dict[str, np.ndarray]:
+        """Columns of ``t`` as arrays, category columns as codes into this capture's dictionaries."""
+        out = {}
+        for name in t.columns:
+            col = t[name]
+            if isinstance(col.dtype, pd.CategoricalDtype):
+                cats = pd.Index(list(col.cat.categories), dtype=object)
+                known = self.dicts.get(name, cats[:0])
+                self.dicts[name] = known = known.append(cats[~cats.isin(known)])
+                lut = np.append(known.get_indexer(cats), -1).astype(np.int32)
+                out[name] = lut[col.cat.codes.to_numpy()]
+            else:
+                self.dtypes.setdefault(name, col.dtype)
+                out[name] = col.to_numpy()
+        return out
+
     def _write(self, kind: str, rows: pd.DataFrame, bucket: np.ndarray) -> None:
+        """Append ``rows`` to the spill file of their bucket, as arrays (one pickle per bucket and window)."""
         if bucket.size == 0:
             return
+        cols = self._encode(rows)
         o = np.argsort(bucket, kind="stable")
         b = bucket[o]
         cuts = np.flatnonzero(np.r_[True, b[1:] != b[:-1]])
         for lo, hi in zip(cuts, np.r_[cuts[1:], b.size], strict=True):
+            part = {name: a[o[lo:hi]] for name, a in cols.items()}
             with open(self.tmp / f"{kind}{int(b[lo])}", "ab") as fh:
-                pickle.dump(rows.iloc[o[lo:hi]].reset_index(drop=True), fh, protocol=5)
+                pickle.dump(part, fh, protocol=5)
 
     def groups(self, group_rows: int) -> Iterator[list[int]]:
         """Buckets read back together: consecutive ones while their rows fit ``group_rows``."""
@@ -278,24 +298,34 @@ class _Spill:
 
     def load(self, group: list[int]) -> tuple[pd.DataFrame, pd.DataFrame]:
         """Packets and ICMP errors of a bucket group, back in capture order."""
-        from pcaptools.decode.table import concat
-
         out = []
         for kind in ("p", "e"):
-            chunks = []
+            parts = []
             for k in group:
                 path = self.tmp / f"{kind}{k}"
                 if path.exists():
                     with open(path, "rb") as fh:
                         while True:
                             try:
-                                chunks.append(pickle.load(fh))  # noqa: S301 - our own private spill file
+                                parts.append(pickle.load(fh))  # noqa: S301 - our own private spill file
                             except EOFError:
                                 break
                     path.unlink()
-            t = concat(chunks) if chunks else self.empty
-            out.append(t.sort_values(_ROW, kind="stable", ignore_index=True))
+            out.append(self._table(parts))
         return out[0], out[1]
+
+    def _table(self, parts: list[dict[str, np.ndarray]]) -> pd.DataFrame:
+        """A packet table (spill columns) from spilled arrays, sorted back into capture order."""
+        names = [*spill_columns(), _ROW]
+        cols = {}
+        for name in names:
+            a = np.concatenate([p[name] for p in parts]) if parts else np.zeros(0, self.dtypes.get(name, np.int32))
+            if name in self.dicts:
+                cols[name] = pd.Categorical.from_codes(a, categories=self.dicts[name], validate=False)
+            else:
+                cols[name] = a
+        t = pd.DataFrame(cols, copy=False)
+        return t.sort_values(_ROW, kind="stable", ignore_index=True)
 
 
 def _ports(t: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from pcaptools.errors import CorrelationError
+from pcaptools.packet_file import window_records
 
 _CHUNK = 1 << 16
 
@@ -64,18 +65,21 @@ def write_pcapng(
     *,
     comments: pd.Series | None = None,
     memory: int | None = None,
+    batch_records: int | None = None,
 ) -> int:
     """Write ``packets`` rows (columns file, record, point, link) with timestamps ``ts_ns``, time-ordered; returns the count.
 
     ``comments`` (index aligned with ``packets``) gives an opt_comment per row where not missing.
-    ``memory`` (bytes) reads the capture files in windows and merges them (see the module docstring).
+    ``memory`` (bytes) reads the capture files in windows and merges them (see the module docstring);
+    ``batch_records`` sets the records per window instead (tests use it to cut every file).
     """
     n = len(packets)
     files = packets["file"].astype(str).to_numpy()
     rec = packets["record"].to_numpy(np.int64)
     pcode = packets["point"].cat.codes.to_numpy(np.int64)
-    batch_records = None if memory is None else max(1024, (memory - (160 << 20)) // (8 << 10))
-    if memory is None:
+    if memory is not None and batch_records is None:  # every point's window is buffered at once
+        batch_records = max(256, window_records(memory) // max(1, len(pd.unique(files))))
+    if batch_records is None:
         whole = _read_whole(files, rec)
         ltype = whole[3]
     else:
@@ -103,7 +107,7 @@ def write_pcapng(
     rows = _Rows(ts_ns, iface, c_off, c_len, cbuf)
     with open(path, "wb") as out:
         out.write(b"".join(header))
-        if memory is None:
+        if batch_records is None:
             _write_whole(out, rows, *whole)
         else:
             _write_merged(out, rows, files, rec, batch_records)
@@ -293,10 +297,13 @@ def _epbs(idx, ts_ns, iface, caplen, wirelen, src_off, fidx, bufs, c_off, c_len,
     return buf.tobytes()
 
 
-def merge(capture_set, out: str | os.PathLike, *, correlation=None, dedup: bool = False, memory: int | None = None) -> int:
+def merge(
+    capture_set, out: str | os.PathLike, *, correlation=None, dedup: bool = False, memory: int | None = None,
+    batch_records: int | None = None,
+) -> int:  # fmt: skip
     """Write the capture set as one pcapng on the reference clock; ``dedup`` keeps each journey once with comments.
 
-    ``memory`` (bytes) writes it reading the capture files in windows (see :func:`write_pcapng`)."""
+    ``memory`` (bytes) or ``batch_records`` write it reading the capture files in windows (see :func:`write_pcapng`)."""
     from pcaptools.correlate.api import correlate
 
     corr = correlation if correlation is not None else correlate(capture_set)
@@ -324,4 +331,4 @@ def merge(capture_set, out: str | os.PathLike, *, correlation=None, dedup: bool 
     sel = np.flatnonzero(keep)
     sub = pk.iloc[sel]
     return write_pcapng(out, sub, ts[sel], capture_set.points, comments=None if comments is None else comments.reindex(sub.index),
-                        memory=memory)  # fmt: skip
+                        memory=memory, batch_records=batch_records)  # fmt: skip
