@@ -111,17 +111,11 @@ _CATEGORY_SOURCE = {"file": "file", "orig_h": "src", "resp_h": "dst", "tunnel": 
 
 
 def read_flows_bounded(
-    path: str | os.PathLike,
-    *,
-    memory: int,
-    idle_timeout_s: float | None = None,
-    seed: int = 0,
-    community_id: bool = True,
-    batch_records: int | None = None,
+    path: str | os.PathLike, *, memory: int, batch_records: int | None = None, **flow_options: object
 ) -> pd.DataFrame:
-    """The flow table of one capture, identical to ``flows(read_packets(path))``, computed by :func:`iter_flows`."""
+    """The flow table of one capture, identical to ``flows(read_packets(path), **flow_options)``, from :func:`iter_flows`."""
     order: dict[str, pd.Index] = {}
-    opts = {"idle_timeout_s": idle_timeout_s, "seed": seed, "community_id": community_id}
+    opts = {"idle_timeout_s": None, "seed": 0, "community_id": True, **flow_options}
     parts = list(_flow_parts(path, memory, opts, batch_records, order))
     if not order:  # one window, or none: computed directly, nothing to join
         return parts[0] if parts else _empty_flows(path, opts)
