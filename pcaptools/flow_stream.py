@@ -121,7 +121,7 @@ def read_flows_bounded(
         return parts[0] if parts else _empty_flows(path, opts)
     from pcaptools.decode.table import concat
 
-    res = concat(parts)
+    res = concat(parts, text_categories=True)  # a part without tunnels has empty (object) categories
     for c in FLOW_COLUMNS:
         if c.dtype == "category" and c.name != "state":
             if c.name in _CATEGORY_SOURCE:  # first-seen order of the packet column, as flows() keeps it
