@@ -11,7 +11,8 @@ With ``memory`` the packet bytes are not all held: each capture file is read in 
 (``iter_records``) and the points are k-way merged by corrected time. A buffered packet is written
 once its time is below every point's next unread packet (known from the packet table: the
 smallest corrected time among a point's rows not read yet), so the file is byte for byte the one
-written whole, whatever the disorder of timestamps within a capture.
+written whole, whatever the disorder of timestamps within a capture. The interfaces come before any
+packet, so a first pass over the files (in windows too) finds the link type of every row written.
 """
 
 from __future__ import annotations
