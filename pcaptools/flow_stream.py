@@ -173,6 +173,8 @@ class _Spill:
         self.tmp = tmp
         self.order = order
         self.dicts: dict[str, pd.Index] = {}  # category columns: every value spilled so far, codes index it
+        self.addr_index = pd.Index([], dtype=object)  # addresses parsed so far (windows repeat them)
+        self.addr_vals = list(cid.addresses(pd.Categorical([None])))  # slot 0: a missing address
         self.dtypes: dict[str, object] = {}
         self.rows = np.zeros(BUCKETS, np.int64)
         self.next_row = 0
@@ -191,7 +193,7 @@ class _Spill:
         t = window[spill_columns()].copy()
         t[_ROW] = np.arange(self.next_row, self.next_row + len(t), dtype=np.int64)
         self.next_row += len(t)
-        erows, q_src, q_dst, q_proto = error_rows(t)
+        erows, q_src, q_dst, q_proto = error_rows(t, parse=self.addresses)
         if erows.size:
             qb = key_bucket(tuple(a[erows] for a in q_src), tuple(a[erows] for a in q_dst), q_proto[erows],
                             _i64(t["icmp_q_sport"])[erows], _i64(t["icmp_q_dport"])[erows])  # fmt: skip
@@ -211,7 +213,7 @@ class _Spill:
         self.pending = []
 
     def _spill_rows(self, t: pd.DataFrame) -> None:
-        src, dst = cid.addresses(t["src"]), cid.addresses(t["dst"])
+        src, dst = self.addresses(t["src"]), self.addresses(t["dst"])
         proto = _i64(t["proto"])
         ok = np.flatnonzero(src[2] & dst[2] & (proto >= 0) & (src[3] == dst[3]))
         p1, p2 = _ports(t)
@@ -224,7 +226,7 @@ class _Spill:
         off = _i64(t["frag_offset"])
         if not (off > 0).any() and not np.asarray(t["more_frags"], bool).any():
             return t, t.iloc[:0]
-        src, dst = cid.addresses(t["src"]), cid.addresses(t["dst"])
+        src, dst = self.addresses(t["src"]), self.addresses(t["dst"])
         proto = _i64(t["proto"])
         ok = src[2] & dst[2] & (proto >= 0) & (src[3] == dst[3])
         keys = pd.DataFrame({"sh": src[0], "sl": src[1], "dh": dst[0], "dl": dst[1], "p": proto,
@@ -248,6 +250,18 @@ class _Spill:
         wait = np.zeros(len(t), bool)
         wait[later[~got]] = True
         return t.iloc[np.flatnonzero(~wait)], t.iloc[np.flatnonzero(wait)]
+
+    def addresses(self, col: pd.Series) -> tuple[np.ndarray, ...]:
+        """``cid.addresses(col)``, each distinct address parsed once per capture rather than once per window."""
+        cats = pd.Index(list(col.cat.categories), dtype=object)
+        new = cats[~cats.isin(self.addr_index)]
+        if len(new):
+            parsed = cid.addresses(pd.Categorical(list(new), categories=list(new)))
+            self.addr_index = self.addr_index.append(new)
+            self.addr_vals = [np.r_[have, got] for have, got in zip(self.addr_vals, parsed, strict=True)]
+        slot = np.append(self.addr_index.get_indexer(cats) + 1, 0)  # code -1 (missing) -> slot 0
+        idx = slot[col.cat.codes.to_numpy()]
+        return tuple(v[idx] for v in self.addr_vals)
 
     def _encode(self, t: pd.DataFrame) -> dict[str, np.ndarray]:
         """Columns of ``t`` as arrays, category columns as codes into this capture's dictionaries."""
@@ -315,7 +329,8 @@ class _Spill:
         for name in names:
             a = np.concatenate([p[name] for p in parts]) if parts else np.zeros(0, self.dtypes.get(name, np.int32))
             if name in self.dicts:
-                cols[name] = pd.Categorical.from_codes(a, categories=self.dicts[name], validate=False)
+                # only this group's values: flows parse every category (addresses) once per call
+                cols[name] = pd.Categorical.from_codes(a, categories=self.dicts[name], validate=False).remove_unused_categories()
             else:
                 cols[name] = a
         t = pd.DataFrame(cols, copy=False)

@@ -28,6 +28,7 @@ Definitions (the exact rules the columns in ``schema.FLOW_COLUMNS`` follow):
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
@@ -328,15 +329,18 @@ def flow_rows(
     return validate(res, FLOW_COLUMNS, table="flow")
 
 
-def error_rows(packets: pd.DataFrame, ok: np.ndarray | None = None) -> tuple[np.ndarray, tuple, tuple, np.ndarray]:
+def error_rows(
+    packets: pd.DataFrame, ok: np.ndarray | None = None, parse: Callable = cid.addresses
+) -> tuple[np.ndarray, tuple, tuple, np.ndarray]:
     """Rows of ICMP errors quoting an IP packet, and the parsed quoted addresses and protocol of every row.
 
-    ``ok`` (rows with a flow key, when the caller has it) saves parsing the addresses again."""
+    ``ok`` (rows with a flow key, when the caller has it) saves parsing the addresses again; ``parse``
+    is how an address column is parsed (the windowed path caches addresses across windows)."""
     proto = _i64(packets["proto"])
     if ok is None:
-        src, dst = cid.addresses(packets["src"]), cid.addresses(packets["dst"])
+        src, dst = parse(packets["src"]), parse(packets["dst"])
         ok = src[2] & dst[2] & (proto >= 0) & (src[3] == dst[3])
-    q_src, q_dst = cid.addresses(packets["icmp_q_src"]), cid.addresses(packets["icmp_q_dst"])
+    q_src, q_dst = parse(packets["icmp_q_src"]), parse(packets["icmp_q_dst"])
     q_proto = _i64(packets["icmp_q_proto"])
     is_err = ok & np.isin(proto, (1, 58)) & q_src[2] & q_dst[2] & (q_proto >= 0)
     return np.flatnonzero(is_err), q_src, q_dst, q_proto
