@@ -148,9 +148,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--dir", type=Path, default=HERE / ".cache")
     a = ap.parse_args()
-    from pcaptools.correlate.budget import parse_size
+    from pcaptools.units import parse_bytes
 
-    cap = parse_size(a.cap)
+    cap = parse_bytes(a.cap)
     sets = {}
     for name, chunks in (("big", a.chunks), ("small", a.check_chunks)):
         d = a.dir / f"stream-{chunks}x{a.chunk_packets}-s{a.seed}"

@@ -25,6 +25,7 @@ _EXPORTS: dict[str, tuple[str, str | None]] = {
     # flows
     "flow_table": ("pcaptools.flows", "flows"),
     "read_flows": ("pcaptools.flows", "read_flows"),
+    "iter_flows": ("pcaptools.flow_stream", "iter_flows"),
     # correlation
     "CaptureSet": ("pcaptools.correlate.capture_set", "CaptureSet"),
     "CapturePoint": ("pcaptools.correlate.capture_set", "CapturePoint"),

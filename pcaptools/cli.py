@@ -82,16 +82,19 @@ def _one_of(*choices: str):
     return check
 
 
-def _size(value: str | None) -> int | None:
-    """Callback: a memory size such as 512MiB, 2GiB or 1.5G, in bytes."""
+def _memory(value: str | None) -> int | None:
+    """Callback: a memory cap such as 512MiB, 2GiB or 1.5G (see :mod:`pcaptools.units`), in bytes."""
     if value is None:
         return None
-    from pcaptools.correlate.budget import parse_size
+    from pcaptools.units import MIN_MEMORY, parse_bytes
 
     try:
-        return parse_size(value)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from None
+        return parse_bytes(value, minimum=MIN_MEMORY)
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
+
+
+_MEMORY_HELP = "Bound memory to about this much (512MiB, 2GiB, 1.5G): the input is read in windows, same output."
 
 
 def _existing_dir_parent(value: str | None) -> str | None:
@@ -177,6 +180,12 @@ def _one_cluster(other: str):
         return value
 
     return check
+
+
+def _in_process_only(memory: int | None, scheduler: str | None, workers: int | None) -> None:
+    """--memory bounds this process: with a Dask cluster it would mean nothing, so the two are refused together."""
+    if memory is not None and (scheduler is not None or workers is not None):
+        raise typer.BadParameter("--memory bounds one process; on Dask give --scheduler/--workers without it", param_hint="--memory")
 
 
 def _cluster(scheduler: str | None, workers: int | None):
@@ -314,31 +323,43 @@ def decode_cmd(
     max_tunnel_depth: int = typer.Option(4, "--max-tunnel-depth", metavar="N", min=0, max=16, help="Nested tunnels stripped at most."),
     scheduler: str = typer.Option(None, "--scheduler", metavar="ADDRESS", callback=_one_cluster("workers"), help=_SCHEDULER),
     workers: int = typer.Option(None, "--workers", metavar="N", min=1, callback=_one_cluster("scheduler"), help=_WORKERS),
+    memory: str = typer.Option(None, "--memory", metavar="SIZE", callback=_memory, help=_MEMORY_HELP),
 ) -> None:
     """Decode captures into one packet table (inner and outer headers of tunnels, one row per record).
 
     Example: pcaptools decode node1.pcap node2.pcapng.gz -o packets.parquet --vxlan-port 4790
 
     Example: pcaptools decode captures/*.pcap -o packets.parquet --scheduler tcp://10.0.0.5:8786
+
+    Example: pcaptools decode big.pcap -o packets.parquet --memory 2GiB
     """
     from pcaptools.decode import registry
-    from pcaptools.packets import read_packets
     from pcaptools.render.terminal import fmt_int, safe
 
+    options = {
+        "vxlan_ports": tuple(dict.fromkeys((*registry.DEFAULT_VXLAN_PORTS, *vxlan_port))),
+        "geneve_ports": tuple(dict.fromkeys((*registry.DEFAULT_GENEVE_PORTS, *geneve_port))),
+        "wireguard_ports": tuple(dict.fromkeys((*registry.DEFAULT_WIREGUARD_PORTS, *wireguard_port))),
+        "max_tunnel_depth": max_tunnel_depth,
+    }
+    _in_process_only(memory, scheduler, workers)
     with _busy(files, "decoding"), _cluster(scheduler, workers) as dask:
-        if dask is not None:
-            from pcaptools.dask.packets import collect_packets as read_packets
-        df = read_packets(
-            files,
-            vxlan_ports=tuple(dict.fromkeys((*registry.DEFAULT_VXLAN_PORTS, *vxlan_port))),
-            geneve_ports=tuple(dict.fromkeys((*registry.DEFAULT_GENEVE_PORTS, *geneve_port))),
-            wireguard_ports=tuple(dict.fromkeys((*registry.DEFAULT_WIREGUARD_PORTS, *wireguard_port))),
-            max_tunnel_depth=max_tunnel_depth,
-        )
-    df.to_parquet(out, index=False) if out.endswith(".parquet") else df.to_csv(out, index=False)
-    skipped = sum(sum(v.values()) for v in df.attrs.get("skipped", {}).values())
-    errors = int(df["error"].notna().sum())
-    _console().print(f"{fmt_int(len(df))} packets from {len(files)} file(s) written to {safe(out)}; "
+        if memory is not None and dask is None:
+            from pcaptools.packet_file import write_packets
+
+            done = write_packets(files, out, memory=memory, **options)
+            rows, errors, skipped = done.packets, done.errors, sum(sum(v.values()) for v in done.skipped.values())
+        else:
+            if dask is not None:
+                from pcaptools.dask.packets import collect_packets as read_packets
+            else:
+                from pcaptools.packets import read_packets
+
+            df = read_packets(files, **options)
+            df.to_parquet(out, index=False) if out.endswith(".parquet") else df.to_csv(out, index=False)
+            rows, errors = len(df), int(df["error"].notna().sum())
+            skipped = sum(sum(v.values()) for v in df.attrs.get("skipped", {}).values())
+    _console().print(f"{fmt_int(rows)} packets from {len(files)} file(s) written to {safe(out)}; "
                      f"{fmt_int(errors)} with a decode error, {fmt_int(skipped)} records skipped by the reader")  # fmt: skip
 
 
@@ -409,6 +430,7 @@ def flows_cmd(
     limit: int = typer.Option(20, "--limit", metavar="N", min=1, help="Rows shown in the terminal table (largest flows first)."),
     scheduler: str = typer.Option(None, "--scheduler", metavar="ADDRESS", callback=_one_cluster("workers"), help=_SCHEDULER),
     workers: int = typer.Option(None, "--workers", metavar="N", min=1, callback=_one_cluster("scheduler"), help=_WORKERS),
+    memory: str = typer.Option(None, "--memory", metavar="SIZE", callback=_memory, help=_MEMORY_HELP),
 ) -> None:
     """Bidirectional flows (Zeek conn.log-like) with Community ID, per capture file.
 
@@ -417,13 +439,19 @@ def flows_cmd(
     Example: pcaptools flows capture.pcap --json --seed 1
 
     Example: pcaptools flows node*.pcap --workers 4 -o flows.parquet
+
+    Example: pcaptools flows big.pcap --memory 2GiB -o flows.parquet
     """
     from pcaptools.flows import read_flows
 
+    _in_process_only(memory, scheduler, workers)
     with _busy(files, "decoding"), _cluster(scheduler, workers) as dask:
         if dask is not None:
-            from pcaptools.dask.flows import read_flows
-        fl = read_flows(files, idle_timeout_s=idle_timeout, seed=seed)
+            from pcaptools.dask.flows import read_flows as dask_flows
+
+            fl = dask_flows(files, idle_timeout_s=idle_timeout, seed=seed)
+        else:
+            fl = read_flows(files, idle_timeout_s=idle_timeout, seed=seed, memory=memory)
     if out:
         fl.to_parquet(out, index=False) if out.endswith(".parquet") else fl.to_csv(out, index=False)
     if as_json:
@@ -450,7 +478,7 @@ def correlate_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print clock offsets, journeys, matches per point, hop latency and losses as JSON."),
     out: str = typer.Option(None, "-o", "--output", metavar="FILE", callback=_output(".parquet", example="hops.parquet"), help="Write the hops table (one row per packet per capture point) to this .parquet file."),
     allow_outside: bool = typer.Option(False, "--allow-outside", help="Let a manifest name files outside its own directory (only for manifests you trust)."),
-    memory: str = typer.Option(None, "--memory", metavar="SIZE", callback=_size, help="Memory budget, e.g. 512MiB, 2GiB, 1.5G (default: a quarter of the available memory); a manifest's captures larger than it are read in windows of corrected time."),
+    memory: str = typer.Option(None, "--memory", metavar="SIZE", callback=_memory, help="Memory budget, e.g. 512MiB, 2GiB, 1.5G (default: a quarter of the available memory); a manifest's captures larger than it are read in windows of corrected time."),
     scheduler: str = typer.Option(None, "--scheduler", metavar="ADDRESS", callback=_one_cluster("workers"), help=_SCHEDULER),
     workers: int = typer.Option(None, "--workers", metavar="N", min=1, callback=_one_cluster("scheduler"), help=_WORKERS),
 ) -> None:
@@ -467,6 +495,7 @@ def correlate_cmd(
     from pcaptools.k8s.discover import correlate_inputs, find_inventory
 
     sources = list(sources or [])
+    _in_process_only(memory, scheduler, workers)
     with _busy([*sources, *(q.rpartition("=")[2] for q in point)], "correlating"), _cluster(scheduler, workers) as dask:
         if dask is None:
             corr, cs = correlate_inputs(sources, points=point, inventory=inventory or find_inventory(sources, allow_outside=allow_outside),
@@ -502,6 +531,7 @@ def merge_cmd(
     dedup: bool = typer.Option(False, "--dedup", help="Write each packet once; its other sightings become packet comments."),
     reference: str = typer.Option(None, "--reference", metavar="NODE", help="Node whose clock the others are corrected to (default: the first)."),
     allow_outside: bool = typer.Option(False, "--allow-outside", help="Let a manifest name files outside its own directory (only for manifests you trust)."),
+    memory: str = typer.Option(None, "--memory", metavar="SIZE", callback=_memory, help="Write reading the capture files in windows of about this much memory (512MiB, 2GiB, 1.5G); same file."),
 ) -> None:
     """Merge all capture points into one pcapng on one clock: one interface per point, packets in corrected time order.
 
@@ -517,7 +547,7 @@ def merge_cmd(
         cs = load_captures(sources, points=point, inventory=inventory or find_inventory(sources, allow_outside=allow_outside),
                            links=links, allow_outside=allow_outside)
         _inferred(cs)
-        n = merge(cs, output, correlation=correlate(cs, reference=reference), dedup=dedup)
+        n = merge(cs, output, correlation=correlate(cs, reference=reference), dedup=dedup, memory=memory)
     _console().print(f"wrote {fmt_int(n)} packets from {len(cs.points)} capture points to {safe(output)}")
 
 

@@ -28,6 +28,7 @@ Definitions (the exact rules the columns in ``schema.FLOW_COLUMNS`` follow):
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
@@ -100,14 +101,21 @@ def _factorize_pairs(hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
     return codes.astype(np.int64)
 
 
+def _canon(s: tuple, d: tuple, proto: np.ndarray, p1: np.ndarray, p2: np.ndarray) -> dict[str, np.ndarray]:
+    """Community ID ordering of each row's tuple: ``swap`` (reverse it), spec ports and port presence."""
+    pa, pb, has_ports, one_way = cid.flow_ports(proto, p1, p2)
+    swap = cid.order(s[0], s[1], d[0], d[1], pa, pb, one_way)
+    return {"swap": swap, "pa": pa, "pb": pb, "has_ports": has_ports, "one_way": one_way}
+
+
 def _keys(
     file_id: np.ndarray, s: tuple, d: tuple, proto: np.ndarray, p1: np.ndarray, p2: np.ndarray
 ) -> dict[str, np.ndarray]:
     """Canonical flow key of each row plus the per-row direction and spec ports."""
     s_hi, s_lo, _, s_v6 = s
     d_hi, d_lo, _, _ = d
-    pa, pb, has_ports, one_way = cid.flow_ports(proto, p1, p2)
-    swap = cid.order(s_hi, s_lo, d_hi, d_lo, pa, pb, one_way)
+    c = _canon(s, d, proto, p1, p2)
+    swap, pa, pb, one_way = c["swap"], c["pa"], c["pb"], c["one_way"]
     n = len(proto)
     ids = _factorize_pairs(np.concatenate([s_hi, d_hi]), np.concatenate([s_lo, d_lo]))
     sid, did = ids[:n], ids[n:]
@@ -118,7 +126,7 @@ def _keys(
     k, _ = pd.factorize(k.astype(np.int64) * 512 + proto + 256 * one_way)
     key = k.astype(np.int64) * (1 << 32) + qa * 65536 + qb
     key, _ = pd.factorize(key)
-    return {"key": key.astype(np.int64), "fwd": ~swap, "pa": pa, "pb": pb, "has_ports": has_ports}
+    return {"key": key.astype(np.int64), "fwd": ~swap, "pa": pa, "pb": pb, "has_ports": c["has_ports"]}
 
 
 def flows(
@@ -133,6 +141,12 @@ def flows(
     ``idle_timeout_s`` None uses Zeek's per-protocol defaults (TCP 300 s, others 60 s); a number
     applies to every protocol. ``seed`` is the Community ID seed.
     """
+    check_packets(packets, idle_timeout_s)
+    return flow_rows(packets, packets, idle_timeout_s=idle_timeout_s, seed=seed, community_id=community_id)
+
+
+def check_packets(packets: pd.DataFrame, idle_timeout_s: float | None) -> None:
+    """Raise DecodeError unless ``packets`` has the columns flows need and the timeout is positive."""
     missing = [c for c in REQUIRED if c not in packets.columns]
     if missing:
         raise DecodeError(
@@ -142,6 +156,22 @@ def flows(
     if idle_timeout_s is not None and not idle_timeout_s > 0:
         raise DecodeError(f"idle_timeout_s must be a positive number of seconds, got {idle_timeout_s}")
 
+
+def flow_rows(
+    packets: pd.DataFrame,
+    errors: pd.DataFrame,
+    *,
+    idle_timeout_s: float | None,
+    seed: int,
+    community_id: bool,
+    fill_fragments: bool = True,
+) -> pd.DataFrame:
+    """Flows of ``packets`` with ICMP errors taken from the rows of ``errors`` (a packet table, row order kept).
+
+    ``flows`` passes the same table twice; the bounded-memory path (:mod:`pcaptools.flow_stream`)
+    passes one key partition and the errors quoting its keys, with fragment ports already filled
+    (``fill_fragments=False``), so the flows of a partition are those of the whole table.
+    """
     files = _cat(packets["file"]) if "file" in packets.columns else pd.Categorical(np.zeros(len(packets)))
     src_all = cid.addresses(packets["src"])
     dst_all = cid.addresses(packets["dst"])
@@ -159,23 +189,22 @@ def flows(
     icmp = (proto == 1) | (proto == 58)
     p1 = np.where(icmp, col("icmp_type"), col("sport"))
     p2 = np.where(icmp, col("icmp_code"), col("dport"))
-    p1, p2 = _fill_fragment_ports(file_id, s, d, proto, col("ip_id"), col("frag_offset"),
-                                  np.asarray(packets["more_frags"], bool)[rows], p1, p2)  # fmt: skip
+    if fill_fragments:
+        p1, p2 = _fill_fragment_ports(file_id, s, d, proto, col("ip_id"), col("frag_offset"),
+                                      np.asarray(packets["more_frags"], bool)[rows], p1, p2)  # fmt: skip
 
     # ICMP errors: the quoted tuple gets a key in the same key space as the packets.
-    q_src = cid.addresses(packets["icmp_q_src"])
-    q_dst = cid.addresses(packets["icmp_q_dst"])
-    q_proto_all = _i64(packets["icmp_q_proto"])
-    is_err_all = ok & np.isin(proto_all, (1, 58)) & q_src[2] & q_dst[2] & (q_proto_all >= 0)
-    erows = np.flatnonzero(is_err_all)
+    erows, q_src, q_dst, q_proto_all = error_rows(errors, ok if errors is packets else None)
+    e_files = errors["file"] if "file" in errors.columns else pd.Series(np.zeros(len(errors)))
+    e_file_id = np.asarray(pd.Categorical(e_files, categories=files.categories).codes, np.int64)[erows]
     n = rows.size
     kk = _keys(
-        np.r_[file_id, np.asarray(files.codes, np.int64)[erows]],
+        np.r_[file_id, e_file_id],
         tuple(np.r_[a, q[erows]] for a, q in zip(s, q_src, strict=True)),
         tuple(np.r_[a, q[erows]] for a, q in zip(d, q_dst, strict=True)),
         np.r_[proto, q_proto_all[erows]],
-        np.r_[p1, _i64(packets["icmp_q_sport"])[erows]],
-        np.r_[p2, _i64(packets["icmp_q_dport"])[erows]],
+        np.r_[p1, _i64(errors["icmp_q_sport"])[erows]],
+        np.r_[p2, _i64(errors["icmp_q_dport"])[erows]],
     )
     key_all = kk["key"]
     key, err_key = key_all[:n], key_all[n:]
@@ -279,7 +308,7 @@ def flows(
     out.update(_tcp_stats(fid, nf, starts, ts, tcp, flags, is_o, plen, syn, scol))
     out["history"] = _history(fid, nf, proto, flags, plen, is_o)
     out["state"] = _state(fid, nf, tcp[starts] if nf else tcp[:0], flags, plen, is_o, syn, out)
-    out.update(_icmp_errors(packets, erows, err_key, key, starts, ts, fid, nf, q_proto_all))
+    out.update(_icmp_errors(errors, erows, err_key, key, starts, ts, fid, nf))
 
     res = pd.DataFrame(out)
     # hash inputs from the originator's first packet: addresses as (hi, lo), no re-parsing of text
@@ -298,6 +327,23 @@ def flows(
     res["state"] = pd.Categorical(res["state"], categories=list(FLOW_STATES))
     res = res[[c.name for c in FLOW_COLUMNS]]
     return validate(res, FLOW_COLUMNS, table="flow")
+
+
+def error_rows(
+    packets: pd.DataFrame, ok: np.ndarray | None = None, parse: Callable = cid.addresses
+) -> tuple[np.ndarray, tuple, tuple, np.ndarray]:
+    """Rows of ICMP errors quoting an IP packet, and the parsed quoted addresses and protocol of every row.
+
+    ``ok`` (rows with a flow key, when the caller has it) saves parsing the addresses again; ``parse``
+    is how an address column is parsed (the windowed path caches addresses across windows)."""
+    proto = _i64(packets["proto"])
+    if ok is None:
+        src, dst = parse(packets["src"]), parse(packets["dst"])
+        ok = src[2] & dst[2] & (proto >= 0) & (src[3] == dst[3])
+    q_src, q_dst = parse(packets["icmp_q_src"]), parse(packets["icmp_q_dst"])
+    q_proto = _i64(packets["icmp_q_proto"])
+    is_err = ok & np.isin(proto, (1, 58)) & q_src[2] & q_dst[2] & (q_proto >= 0)
+    return np.flatnonzero(is_err), q_src, q_dst, q_proto
 
 
 def _fill_fragment_ports(
@@ -448,7 +494,7 @@ def _state(fid, nf, tcp_flow, flags, plen, is_o, syn, out) -> np.ndarray:  # noq
     return np.where(tcp_flow, tcp_state, other)
 
 
-def _icmp_errors(packets, erows, err_key, key, starts, ts, fid, nf, q_proto_all) -> dict:  # noqa: ANN001
+def _icmp_errors(packets, erows, err_key, key, starts, ts, fid, nf) -> dict:  # noqa: ANN001
     """Count ICMP errors on the flow whose key the quoted packet has; keep the last type/code/MTU."""
     res = {
         "icmp_errors": np.zeros(nf, np.int64),
@@ -522,19 +568,32 @@ def read_flows(
     idle_timeout_s: float | None = None,
     seed: int = 0,
     community_id: bool = True,
+    memory: int | str | None = None,
 ) -> pd.DataFrame:
     """Flows of one or more capture files, each decoded with ``read_packets``; flows are per file. A dataset
-    directory (``pcaptools convert``) stands for its capture files, read from Parquet."""
+    directory (``pcaptools convert``) stands for its capture files, read from Parquet.
+
+    ``memory`` (bytes, or a size such as ``"2GiB"``) bounds the memory used: each file is then read
+    in windows and its flows computed by :func:`pcaptools.flow_stream.iter_flows`, with the same result.
+    """
     from pcaptools.dataset import expand_inputs
-    from pcaptools.packets import read_packets
 
     paths = expand_inputs([paths] if isinstance(paths, str) else list(paths))
-    parts = [
-        flows(read_packets(p), idle_timeout_s=idle_timeout_s, seed=seed, community_id=community_id) for p in paths
-    ]
-    if not parts:
+    if not paths:
         raise DecodeError("no capture files given; pass one or more pcap/pcapng paths")
-    return concat_flows(parts)
+    opts = {"idle_timeout_s": idle_timeout_s, "seed": seed, "community_id": community_id}
+    if memory is not None:
+        from pcaptools.flow_stream import read_flows_bounded
+        from pcaptools.units import MIN_MEMORY, parse_bytes
+
+        try:
+            cap = parse_bytes(str(memory), minimum=MIN_MEMORY)
+        except ValueError as e:
+            raise DecodeError(f"memory: {e}") from None
+        return concat_flows([read_flows_bounded(p, memory=cap, **opts) for p in paths])
+    from pcaptools.packets import read_packets
+
+    return concat_flows([flows(read_packets(p), **opts) for p in paths])
 
 
 def concat_flows(parts: list[pd.DataFrame]) -> pd.DataFrame:

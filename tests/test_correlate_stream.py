@@ -12,7 +12,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pcaptools.correlate.budget import parse_size
 from pcaptools.correlate.stream import correlate_files
 from pcaptools.io import read_records
 
@@ -94,18 +93,6 @@ def test_out_of_order_capture_is_merged_by_its_measured_disorder(disordered, tmp
     one, win, stats, h1, h2 = _both(disordered, tmp_path, window_rows=2000, window_ns=1_000_000)
     assert stats.windows >= 5 and stats.disorder_ns > 1_000_000  # later than window_ns: without the bound, journeys split
     _assert_same(one, win, h1, h2)
-
-
-@pytest.mark.parametrize(("text", "size"), [("512MiB", 512 << 20), ("2GiB", 2 << 30), ("1.5G", 3 << 29), ("800M", 800 << 20),
-                                            ("65536", 65536), ("2 GB", 2 << 30)])  # fmt: skip
-def test_memory_sizes_are_read_as_people_write_them(text, size):
-    assert parse_size(text) == size
-
-
-@pytest.mark.parametrize("text", ["", "2x", "-1G", "0", "nan", "1.5.2G"])
-def test_memory_sizes_that_mean_nothing_are_refused(text):
-    with pytest.raises(ValueError, match="512MiB"):
-        parse_size(text)
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:

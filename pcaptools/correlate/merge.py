@@ -6,6 +6,13 @@ Layout: one Section Header Block; one Interface Description Block per (point, li
 each journey's packet is written once (its first sighting) and its other sightings become EPB
 ``opt_comment`` text ("also at node-2:eth0 +125.3us src>dst ..."). Blocks are assembled with numpy
 in chunks (headers, padded packet bytes and comments gathered by index), not one packet at a time.
+
+With ``memory`` the packet bytes are not all held: each capture file is read in windows of records
+(``iter_records``) and the points are k-way merged by corrected time. A buffered packet is written
+once its time is below every point's next unread packet (known from the packet table: the
+smallest corrected time among a point's rows not read yet), so the file is byte for byte the one
+written whole, whatever the disorder of timestamps within a capture. The interfaces come before any
+packet, so a first pass over the files (in windows too) finds the link type of every row written.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from pcaptools.errors import CorrelationError
+from pcaptools.packet_file import window_records
 
 _CHUNK = 1 << 16
 
@@ -57,41 +65,27 @@ def write_pcapng(
     points: list,
     *,
     comments: pd.Series | None = None,
+    memory: int | None = None,
+    batch_records: int | None = None,
 ) -> int:
-    """Write ``packets`` rows (columns file, record, point) with timestamps ``ts_ns``, time-ordered; returns the count.
+    """Write ``packets`` rows (columns file, record, point, link) with timestamps ``ts_ns``, time-ordered; returns the count.
 
     ``comments`` (index aligned with ``packets``) gives an opt_comment per row where not missing.
+    ``memory`` (bytes) reads the capture files in windows and merges them (see the module docstring);
+    ``batch_records`` sets the records per window instead (tests use it to cut every file).
     """
-    from pcaptools.io import read_records
-
     n = len(packets)
     files = packets["file"].astype(str).to_numpy()
     rec = packets["record"].to_numpy(np.int64)
     pcode = packets["point"].cat.codes.to_numpy(np.int64)
-    # source bytes per row: one concatenated view per file is avoided; rows keep (file index, offset)
-    src_off = np.zeros(n, np.int64)
-    caplen = np.zeros(n, np.int64)
-    wirelen = np.zeros(n, np.int64)
-    ltype = np.zeros(n, np.int64)
-    fidx = np.zeros(n, np.int64)
-    bufs = []
-    for k, f in enumerate(pd.unique(files)):
-        rows = np.flatnonzero(files == f)
-        if not f or not os.path.exists(f):
-            raise CorrelationError(f"{f or '<no file>'}: merge needs the original capture files to copy packet bytes", path=f)
-        rb = read_records(f)
-        pos = np.searchsorted(rb.record, rec[rows])
-        bad = (pos >= len(rb)) | (rb.record[np.minimum(pos, len(rb) - 1)] != rec[rows]) if len(rb) else np.ones(len(rows), bool)
-        if bad.any():
-            r = int(rec[rows][np.argmax(bad)])
-            raise CorrelationError(f"{f}: record {r} of the packet table is not in the file; was it rewritten since decoding?", path=f, record=r)
-        src_off[rows] = rb.offset[pos]
-        caplen[rows] = rb.caplen[pos]
-        wirelen[rows] = rb.wirelen[pos]
-        ltype[rows] = rb.linktype[pos]
-        fidx[rows] = k
-        bufs.append(rb.data)
-    # interfaces: one per (point, linktype)
+    if memory is not None and batch_records is None:  # every point's window is buffered at once
+        batch_records = max(256, window_records(memory) // max(1, len(pd.unique(files))))
+    if batch_records is None:
+        whole = _read_whole(files, rec)
+        ltype = whole[3]
+    else:
+        ltype = _linktypes(files, rec, batch_records)
+    # interfaces: one per (point, linktype), known from the table before any packet is written
     key = pcode * 65536 + ltype
     ukeys, iface = np.unique(key, return_inverse=True)
     header = [_shb()]
@@ -110,13 +104,161 @@ def write_pcapng(
         c_len[has] = lens
         c_off[has] = np.cumsum(lens) - lens
         cbuf = np.frombuffer(b"".join(enc), np.uint8) if enc else cbuf
-    order = np.argsort(ts_ns, kind="stable")
+    ts_ns = np.asarray(ts_ns, np.int64)
+    rows = _Rows(ts_ns, iface, c_off, c_len, cbuf)
     with open(path, "wb") as out:
         out.write(b"".join(header))
-        for lo in range(0, n, _CHUNK):
-            idx = order[lo : lo + _CHUNK]
-            out.write(_epbs(idx, ts_ns, iface, caplen, wirelen, src_off, fidx, bufs, c_off, c_len, cbuf))
+        if batch_records is None:
+            _write_whole(out, rows, *whole)
+        else:
+            _write_merged(out, rows, files, rec, batch_records)
     return n
+
+
+class _Rows:
+    """Per-row values of the table being written (time, interface, comment) and the packet bytes found so far."""
+
+    def __init__(self, ts_ns, iface, c_off, c_len, cbuf) -> None:  # noqa: ANN001
+        self.ts_ns, self.iface, self.c_off, self.c_len, self.cbuf = ts_ns, iface, c_off, c_len, cbuf
+
+    def blocks(self, r, caplen, wirelen, src_off, fidx, bufs) -> bytes:  # noqa: ANN001
+        """EPBs of rows ``r`` (in this order) whose bytes are at ``bufs[fidx][src_off:+caplen]``."""
+        local = np.arange(len(r))
+        return _epbs(local, self.ts_ns[r], self.iface[r], caplen, wirelen, src_off, fidx, bufs,
+                     self.c_off[r], self.c_len[r], self.cbuf)  # fmt: skip
+
+
+def _missing(f: str, rows: np.ndarray, rec: np.ndarray, found: np.ndarray) -> None:
+    """Raise unless every row of file ``f`` was found in it."""
+    if not f or not os.path.exists(f):
+        raise CorrelationError(f"{f or '<no file>'}: merge needs the original capture files to copy packet bytes", path=f)
+    if not found.all():
+        r = int(rec[rows][np.argmax(~found)])
+        raise CorrelationError(f"{f}: record {r} of the packet table is not in the file; was it rewritten since decoding?", path=f, record=r)
+
+
+def _read_whole(files: np.ndarray, rec: np.ndarray) -> tuple:
+    """Every file read whole (memory-mapped when plain): per row its bytes' offset, caplen, wirelen, link type, file."""
+    from pcaptools.io import read_records
+
+    n = len(rec)
+    src_off, caplen, wirelen, ltype, fidx = (np.zeros(n, np.int64) for _ in range(5))
+    bufs = []
+    for k, f in enumerate(pd.unique(files)):
+        sel = np.flatnonzero(files == f)
+        if not f or not os.path.exists(f):
+            _missing(f, sel, rec, np.zeros(0, bool))
+        rb = read_records(f)
+        pos = np.searchsorted(rb.record, rec[sel])
+        found = (pos < len(rb)) & (rb.record[np.minimum(pos, len(rb) - 1)] == rec[sel]) if len(rb) else np.zeros(len(sel), bool)
+        _missing(f, sel, rec, found)
+        src_off[sel], caplen[sel], wirelen[sel], ltype[sel], fidx[sel] = (rb.offset[pos], rb.caplen[pos], rb.wirelen[pos],
+                                                                          rb.linktype[pos], k)  # fmt: skip
+        bufs.append(rb.data)
+    return src_off, caplen, wirelen, ltype, fidx, bufs
+
+
+def _write_whole(out, rows: _Rows, src_off, caplen, wirelen, ltype, fidx, bufs) -> None:  # noqa: ANN001, ARG001
+    """Rows written in time order in chunks, their bytes taken from the files read whole."""
+    order = np.argsort(rows.ts_ns, kind="stable")
+    for lo in range(0, len(order), _CHUNK):
+        idx = order[lo : lo + _CHUNK]
+        out.write(_epbs(idx, rows.ts_ns, rows.iface, caplen, wirelen, src_off, fidx, bufs, rows.c_off, rows.c_len, rows.cbuf))
+
+
+def _linktypes(files: np.ndarray, rec: np.ndarray, batch_records: int) -> np.ndarray:
+    """Link type of each row, from a first pass over the files in windows (interfaces are written before packets)."""
+    from pcaptools.io import iter_records
+
+    ltype = np.full(len(rec), -1, np.int64)
+    for f in pd.unique(files):
+        sel = np.flatnonzero(files == f)
+        if not f or not os.path.exists(f):
+            _missing(f, sel, rec, np.zeros(0, bool))
+        sel = sel[np.argsort(rec[sel], kind="stable")]
+        for batch in iter_records(f, batch_records=batch_records):
+            if len(batch) == 0:
+                continue
+            lo = np.searchsorted(rec[sel], batch.record[0], side="left")
+            hi = np.searchsorted(rec[sel], batch.record[-1], side="right")
+            part = sel[lo:hi]
+            pos = np.minimum(np.searchsorted(batch.record, rec[part]), len(batch) - 1)
+            hit = batch.record[pos] == rec[part]
+            ltype[part[hit]] = batch.linktype[pos[hit]]
+        _missing(f, sel, rec, ltype[sel] >= 0)
+    return ltype
+
+
+def _write_merged(out, rows: _Rows, files: np.ndarray, rec: np.ndarray, batch_records: int) -> None:  # noqa: ANN001
+    """Files read in windows and k-way merged by corrected time; the same blocks as :func:`_write_whole`."""
+    from pcaptools.io import iter_records
+
+    active = []
+    for f in pd.unique(files):
+        sel = np.flatnonzero(files == f)
+        if not f or not os.path.exists(f):
+            _missing(f, sel, rec, np.zeros(0, bool))
+        sel = sel[np.argsort(rec[sel], kind="stable")]
+        # from each row on, the smallest time among the rows not read yet: what the point can still bring
+        later = np.minimum.accumulate(rows.ts_ns[sel][::-1])[::-1]
+        active.append({"file": f, "rows": sel, "later": later, "done": 0,
+                       "batches": iter_records(f, batch_records=batch_records)})  # fmt: skip
+    pending: list[tuple] = []
+    while active:
+        src = min(active, key=lambda s: s["later"][s["done"]])  # the point that can bring the earliest packet
+        batch = next(src["batches"], None)
+        if batch is None:  # the file ended before every row was found in it
+            _missing(src["file"], src["rows"], rec, np.arange(len(src["rows"])) < src["done"])
+        pending.append(_take(batch, src, rec))
+        if src["done"] == len(src["rows"]):
+            active.remove(src)
+        bound = min((s["later"][s["done"]] for s in active), default=None)
+        pending = _flush(out, rows, pending, bound)
+
+
+def _take(batch, src: dict, rec: np.ndarray):  # noqa: ANN001, ANN202
+    """The rows of ``src`` found in ``batch``: their caplen, wirelen and bytes copied out of the window."""
+    want = src["rows"][src["done"] :]
+    if len(batch):  # only rows up to the window's last record can be in it
+        want = want[: np.searchsorted(rec[want], batch.record[-1], side="right")]
+    pos = np.minimum(np.searchsorted(batch.record, rec[want]), max(len(batch) - 1, 0))
+    hit = batch.record[pos] == rec[want] if len(batch) else np.zeros(len(want), bool)
+    n_hit = int(np.argmin(hit)) if not hit.all() else len(want)
+    pos, r = pos[:n_hit], want[:n_hit]
+    src["done"] += n_hit
+    cap = batch.caplen[pos].astype(np.int64)
+    off = np.cumsum(cap) - cap
+    buf = np.zeros(int(cap.sum()), np.uint8)
+    _gather(buf, off, batch.data, batch.offset[pos].astype(np.int64), cap)
+    return r, cap, batch.wirelen[pos].astype(np.int64), off, buf
+
+
+def _flush(out, rows: _Rows, pending: list[tuple], bound: int | None) -> list[tuple]:  # noqa: ANN001
+    """Write the pending rows timed below ``bound`` (all when None) in (time, row) order; return the others."""
+    if not pending:
+        return pending
+    r = np.concatenate([p[0] for p in pending])
+    piece = np.concatenate([np.full(len(p[0]), k, np.int64) for k, p in enumerate(pending)])
+    cap, wire, off = (np.concatenate([p[i] for p in pending]) for i in (1, 2, 3))
+    bufs = [p[4] for p in pending]
+    t = rows.ts_ns[r]
+    ready = np.flatnonzero(t < bound) if bound is not None else np.arange(len(r))
+    ready = ready[np.lexsort((r[ready], t[ready]))]
+    for lo in range(0, ready.size, _CHUNK):
+        sel = ready[lo : lo + _CHUNK]
+        out.write(rows.blocks(r[sel], cap[sel], wire[sel], off[sel], piece[sel], bufs))
+    kept = np.ones(len(r), bool)
+    kept[ready] = False
+    kept = np.flatnonzero(kept)
+    if kept.size == 0:
+        return []
+    k_cap = cap[kept]
+    k_off = np.cumsum(k_cap) - k_cap
+    buf = np.zeros(int(k_cap.sum()), np.uint8)
+    for k in np.unique(piece[kept]):
+        m = piece[kept] == k
+        _gather(buf, k_off[m], bufs[int(k)], off[kept][m], k_cap[m])
+    return [(r[kept], k_cap, wire[kept], k_off, buf)]
 
 
 def _epbs(idx, ts_ns, iface, caplen, wirelen, src_off, fidx, bufs, c_off, c_len, cbuf) -> bytes:
@@ -156,8 +298,13 @@ def _epbs(idx, ts_ns, iface, caplen, wirelen, src_off, fidx, bufs, c_off, c_len,
     return buf.tobytes()
 
 
-def merge(capture_set, out: str | os.PathLike, *, correlation=None, dedup: bool = False) -> int:
-    """Write the capture set as one pcapng on the reference clock; ``dedup`` keeps each journey once with comments."""
+def merge(
+    capture_set, out: str | os.PathLike, *, correlation=None, dedup: bool = False, memory: int | None = None,
+    batch_records: int | None = None,
+) -> int:  # fmt: skip
+    """Write the capture set as one pcapng on the reference clock; ``dedup`` keeps each journey once with comments.
+
+    ``memory`` (bytes) or ``batch_records`` write it reading the capture files in windows (see :func:`write_pcapng`)."""
     from pcaptools.correlate.api import correlate
 
     corr = correlation if correlation is not None else correlate(capture_set)
@@ -184,4 +331,5 @@ def merge(capture_set, out: str | os.PathLike, *, correlation=None, dedup: bool 
         comments = pd.Series(per_j.reindex(rj[rows]).to_numpy(), index=pk.index[rows])
     sel = np.flatnonzero(keep)
     sub = pk.iloc[sel]
-    return write_pcapng(out, sub, ts[sel], capture_set.points, comments=None if comments is None else comments.reindex(sub.index))
+    return write_pcapng(out, sub, ts[sel], capture_set.points, comments=None if comments is None else comments.reindex(sub.index),
+                        memory=memory, batch_records=batch_records)  # fmt: skip

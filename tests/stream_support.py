@@ -1,0 +1,27 @@
+"""Shared by the bounded-memory tests: a seeded generated capture (benchmarks/gen.py) and window arithmetic."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def generated_capture(path: Path, *, packets: int, flows: int, seed: int) -> Path:
+    """Write benchmarks/gen.py's seeded capture (TCP and UDP flows, a third VXLAN) to ``path``."""
+    spec = importlib.util.spec_from_file_location("pcaptools_bench_gen", ROOT / "benchmarks" / "gen.py")
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    path.write_bytes(gen.generate(packets, flows=flows, seed=seed).tobytes())
+    return path
+
+
+def flows_spanning_windows(ts_ns: np.ndarray, flows, batch_records: int) -> int:  # noqa: ANN001
+    """Flows whose first and last packets fall in different windows of ``batch_records`` rows (time-ordered rows)."""
+    starts = np.asarray(ts_ns)[::batch_records]
+    first = np.searchsorted(starts, flows["first_ts_ns"].to_numpy(), side="right")
+    last = np.searchsorted(starts, flows["last_ts_ns"].to_numpy(), side="right")
+    return int((first != last).sum())
