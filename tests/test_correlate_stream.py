@@ -100,7 +100,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_cli_memory_budget_streams_and_prints_the_same_json(tmp_path):
-    small = _cli("correlate", str(SAMPLES / "vpc"), "--memory", "1MiB", "--json", "-o", str(tmp_path / "a.parquet"))
+    small = _cli("correlate", str(SAMPLES / "vpc"), "--memory", "16MiB", "--json", "-o", str(tmp_path / "a.parquet"))
     large = _cli("correlate", str(SAMPLES / "vpc"), "--json", "-o", str(tmp_path / "b.parquet"))
     assert small.returncode == large.returncode == 0, small.stderr + large.stderr
     assert json.loads(small.stdout) == json.loads(large.stdout)
