@@ -10,28 +10,25 @@ One pass per packet reads its header bytes once (the capture buffer is far large
 from __future__ import annotations
 
 import hashlib
-import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numba as nb
 import numpy as np
-from llvmlite import ir
-from numba.core import cgutils, types
-from numba.extending import intrinsic
 
 from pcaptools.decode import ip, l4, link, prefix, registry
 from pcaptools.decode import registry as R
 from pcaptools.decode.common import E_TUNNEL_DEPTH, E_UNKNOWN_LINKTYPE
 from pcaptools.decode.prefix import PREFIX_BYTES
 from pcaptools.decode.tunnels import geneve, gre, ipip, vxlan
+from pcaptools.io.prefetch import prefetch as _prefetch
 from pcaptools.io.records import RecordBatch
+from pcaptools.io.threads import MAX_THREADS, usable_cores  # noqa: F401  (re-exported: table.py, tests)
 from pcaptools.schema import TUNNELS
 
 PREFETCH_AHEAD = 16  # packets: the header bytes of packet r + 16 are requested while packet r is decoded
 PREFETCH_LINES = 3  # 64-byte lines from a packet's start: link, IP, UDP, VXLAN and inner headers
 PARALLEL_MIN = 1 << 16  # rows: smaller batches are walked by one thread (a thread costs ~0.1 ms)
-MAX_THREADS = 8
 CHUNK = 1 << 20  # kept for callers of run(chunk=...); the fused walk needs no chunking
 MAX_STEPS = 64
 """Bound on a packet's steps; a step ends when the next layer's kind number is not above the current one.
@@ -76,22 +73,6 @@ for _lt, _k in R.LINKTYPE.items():
     _LINK_LUT[_lt] = _k
 _IPIP_KEY = ipip.NEXT_ETHERTYPE["ipip"]
 _IP6IP_KEY = ipip.NEXT_ETHERTYPE["ip6ip"]
-
-
-@intrinsic
-def _prefetch(typingctx, arr, idx):
-    """Ask the CPU to load ``arr[idx]``'s cache line now (llvm.prefetch; no fault on any address)."""
-    sig = types.void(arr, types.int64)
-
-    def codegen(context, builder, signature, args):
-        ary = context.make_array(signature.args[0])(context, builder, args[0])
-        i8p, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
-        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
-                                            "llvm.prefetch.p0")  # fmt: skip
-        builder.call(fn, [builder.bitcast(builder.gep(ary.data, [args[1]]), i8p), i32(0), i32(3), i32(1)])
-        return context.get_dummy_value()
-
-    return sig, codegen
 
 
 @nb.njit(cache=True, inline="always")
@@ -351,11 +332,3 @@ class Walk:
 
 _TPIDS = registry.vlan_tpids()
 
-
-def usable_cores() -> int:
-    """CPUs this process may run on (its affinity mask), at most MAX_THREADS."""
-    try:
-        n = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        n = os.cpu_count() or 1
-    return max(1, min(n, MAX_THREADS))

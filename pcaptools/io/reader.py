@@ -485,7 +485,8 @@ def _batch(walker: _Walker, buf: np.ndarray, base: int, parts: _Parts) -> Record
     skipped = {k: int(v) for k, v in sorted(walker.skipped.items()) if v}
     notes = list(walker.notes)
     snaplens = np.array([i.snaplen or _U32_CAP for i in walker.interfaces] or [_U32_CAP], dtype=np.uint32)
-    over = int(np.count_nonzero(caplen > snaplens[iface])) if n else 0
+    one = len(iface_lt) == 1  # one interface (every classic pcap): no per-record lookups
+    over = int(np.count_nonzero(caplen > (snaplens[0] if one else snaplens[iface]))) if n else 0
     if over:  # the bytes are there and the framing holds: keep them, as tshark does, but say so
         notes.append(
             f"{walker.path}: {over} records in this batch have caplen > their interface's snaplen (kept)"
@@ -499,7 +500,7 @@ def _batch(walker: _Walker, buf: np.ndarray, base: int, parts: _Parts) -> Record
         wirelen=wirelen,
         ts_ns=ts,
         iface=iface,
-        linktype=iface_lt[iface] if n else np.empty(0, np.uint16),
+        linktype=np.full(n, iface_lt[0], np.uint16) if one else iface_lt[iface],
         record=record,
         flags=flags,
         interfaces=list(walker.interfaces),
