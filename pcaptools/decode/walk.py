@@ -78,8 +78,9 @@ _IP6IP_KEY = ipip.NEXT_ETHERTYPE["ip6ip"]
 @nb.njit(cache=True, inline="always")
 def _fill_rows(r, b8, b16, b32, b64, bu64, bb):
     """Row ``r`` of one group of column blocks set to the absent values (_FILL)."""
-    for j in range(b8.shape[0]):
-        b8[j, r] = 0
+    for j in range(b8.shape[0]):  # zero blocks start zero (calloc): written only where a layer set a value
+        if b8[j, r] != 0:
+            b8[j, r] = 0
     for j in range(b16.shape[0]):
         b16[j, r] = -1
     for j in range(b32.shape[0]):
@@ -87,9 +88,11 @@ def _fill_rows(r, b8, b16, b32, b64, bu64, bb):
     for j in range(b64.shape[0]):
         b64[j, r] = -1
     for j in range(bu64.shape[0]):
-        bu64[j, r] = 0
+        if bu64[j, r] != 0:
+            bu64[j, r] = 0
     for j in range(bb.shape[0]):
-        bb[j, r] = False
+        if bb[j, r]:
+            bb[j, r] = False
 
 
 def _sources_digest() -> int:
@@ -157,9 +160,11 @@ def _make_walk(sources_digest: int):
             while k != R.DONE:
                 if _IS_TUNNEL[k]:
                     if depth[r] == 0:
-                        outer_src_hi[r] = src_hi[r]
+                        if src_hi[r] != 0:  # IPv4 carriers leave the zero hi columns unwritten (untouched pages)
+                            outer_src_hi[r] = src_hi[r]
                         outer_src_lo[r] = src_lo[r]
-                        outer_dst_hi[r] = dst_hi[r]
+                        if dst_hi[r] != 0:
+                            outer_dst_hi[r] = dst_hi[r]
                         outer_dst_lo[r] = dst_lo[r]
                         outer_ok[r] = ip_ok[r]
                         outer_proto[r] = proto[r]
@@ -273,11 +278,7 @@ class Walk:
         self.tables = tables
         self.max_depth = max_depth
         self.start = batch.offset.astype(np.int64, copy=False)  # read only
-        # written for every row by the walk before they are read
-        self.pos, self.end, self.wend, self.lim, self.key = (np.empty(n, np.int64) for _ in range(5))
-        self.ip_at = np.empty(n, np.int64)
         self._outer_len = np.empty(n, np.int32)
-        self.rule = np.empty(n, np.int16)  # rule id of the edge each row took last
         self.depth = np.empty(n, np.int8)
         self.trunc = np.empty(n, np.int8)
         self.err = np.empty(n, np.int8)
@@ -302,12 +303,11 @@ class Walk:
         t, b = self.tables, self.batch
         m, o = self.main, self.outer
         n = len(b)
-        args = (self.buf, self.start, b.caplen.astype(np.uint32, copy=False), b.wirelen.astype(np.uint32, copy=False),
+        head = (self.buf, self.start, b.caplen.astype(np.uint32, copy=False), b.wirelen.astype(np.uint32, copy=False),
                 self.first_kind, t.ethertype, t.rule_ethertype, t.ip_proto, t.rule_ip_proto, t.udp_dport,
-                t.rule_udp_dport, _TPIDS, self.max_depth, self.pos, self.end, self.wend, self.lim, self.key, self.rule,
-                self.depth, self.trunc, self.err, self.ip_at, self._outer_len, m["int8"], m["int16"],
-                m["int32"], m["int64"], m["uint64"], m["bool"], o["int8"], o["int16"], o["int32"], o["int64"],
-                o["uint64"], o["bool"], self.c["direction"])  # fmt: skip
+                t.rule_udp_dport, _TPIDS, self.max_depth)  # fmt: skip
+        cols = (self._outer_len, m["int8"], m["int16"], m["int32"], m["int64"], m["uint64"], m["bool"], o["int8"],
+                o["int16"], o["int32"], o["int64"], o["uint64"], o["bool"], self.c["direction"])  # fmt: skip
         k = threads if threads is not None else (usable_cores() if n >= PARALLEL_MIN else 1)
         cuts = np.linspace(0, n, max(1, min(k, n)) + 1).astype(np.int64)
         ranges = list(zip(cuts[:-1].tolist(), cuts[1:].tolist(), strict=True))
@@ -316,7 +316,9 @@ class Walk:
         def part(lo: int, hi: int) -> None:
             for blk, v in fills:  # absent values for this range (numpy fills without the GIL)
                 blk[:, lo:hi] = v
-            _walk(*args, lo, hi, self.phash)
+            pos, end, wend, lim, key, ip_at = (self._scratch(n, np.int64) for _ in range(6))  # this thread's own
+            _walk(*head, pos, end, wend, lim, key, self._scratch(n, np.int16), self.depth, self.trunc, self.err, ip_at,
+                  *cols, lo, hi, self.phash)  # fmt: skip
 
         if len(ranges) <= 1:
             part(0, n)
@@ -324,6 +326,13 @@ class Walk:
         with ThreadPoolExecutor(len(ranges)) as pool:  # the walk releases the GIL (nogil)
             for f in [pool.submit(part, lo, hi) for lo, hi in ranges]:
                 f.result()
+
+    @staticmethod
+    def _scratch(n: int, dt: type) -> np.ndarray:
+        """A per-row state array of ``n`` rows that all share one element: the walk reads a row's state
+        only while it walks that row, so one thread needs one slot, not a fresh column of n (no pages to
+        fault in for pos/end/wend/lim/key/rule/ip_at)."""
+        return np.lib.stride_tricks.as_strided(np.zeros(1, dt), shape=(n,), strides=(0,))
 
     def outer_len(self) -> np.ndarray:
         """Bytes before the inner network header of tunnelled rows (opaque tunnels: before their payload)."""
