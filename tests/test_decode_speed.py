@@ -118,3 +118,24 @@ def test_hundreds_of_addresses_get_int16_codes_and_the_same_labels(tmp_path: Pat
         labels = col.astype(object)
         seen = pd.unique(labels[labels.notna()])  # categories in first-appearance order, as pd.factorize
         assert list(col.cat.categories) == list(seen), name
+
+
+@pytest.mark.parametrize(
+    "path",
+    [CAPTURES[0], ROOT / "tests" / "data" / "own" / "two_sections.pcapng", ROOT / "tests" / "data" / "own" / "eth.pcap.gz",
+     ROOT / "tests" / "data" / "own" / "truncated_last.pcap"],
+    ids=lambda p: p.name,
+)  # fmt: skip
+def test_reused_windows_give_the_batches_and_tables_of_fresh_windows(path: Path) -> None:
+    from pcaptools.decode.api import decode_with
+    from pcaptools.io import iter_records
+
+    tables, depth = decode_options()
+    fresh, reused = [], []
+    for out, reuse in ((fresh, False), (reused, True)):
+        for b in iter_records(path, batch_bytes=2048, reuse_windows=reuse):  # many windows, two buffers
+            out.append(([b.packet(i) for i in range(len(b))], b.skipped, b.notes, decode_with(b, tables, depth, payload_hash=True)))
+    assert len(fresh) > 2 and len(reused) == len(fresh)
+    for (pa, sa, na, ta), (pb, sb, nb, tb) in zip(fresh, reused, strict=True):
+        assert pa == pb and sa == sb and na == nb
+        pd.testing.assert_frame_equal(tb, ta)

@@ -7,6 +7,7 @@ tables of several files concatenate without losing the category dtype.
 
 from __future__ import annotations
 
+import functools
 from concurrent.futures import ThreadPoolExecutor
 
 import numba as nb
@@ -141,15 +142,14 @@ def _mac_category(v: np.ndarray, ok: np.ndarray) -> pd.Categorical:
 
 def _vocab(codes: np.ndarray, values: tuple[str, ...]) -> pd.Categorical:
     """Category column of a closed vocabulary from 1-based signed codes (0 = missing)."""
-    return pd.Categorical.from_codes(codes - codes.dtype.type(1), categories=pd.Index(values, dtype=object),
-                                     validate=False)  # fmt: skip
+    return pd.Categorical.from_codes(codes - codes.dtype.type(1), dtype=category_dtype(values), validate=False)
 
 
 def _link_names(linktype: np.ndarray) -> pd.Categorical:
     """Link type names as categories (ascending link type number); one pass when all rows share one."""
     if len(linktype) and linktype.min() == linktype.max():  # one link type (every classic pcap)
         names = [linktype_name(int(linktype[0]))]
-        return pd.Categorical.from_codes(np.zeros(len(linktype), np.int8), categories=pd.Index(names, dtype=object),
+        return pd.Categorical.from_codes(np.zeros(len(linktype), np.int8), dtype=category_dtype(tuple(names)),
                                          validate=False)  # fmt: skip
     lt = linktype.astype(np.int64)
     present = np.flatnonzero(np.bincount(lt, minlength=1)) if len(lt) else np.zeros(0, np.int64)
@@ -192,8 +192,7 @@ def build(batch: RecordBatch, w: Walk, file_name: str) -> pd.DataFrame:
     else:
         cat = {name: fn(*a) for name, (fn, *a) in jobs.items()}
     cols: dict[str, object] = {
-        "file": pd.Categorical.from_codes(np.zeros(n, np.int8), categories=pd.Index([file_name], dtype=object),
-                                          validate=False),  # fmt: skip
+        "file": pd.Categorical.from_codes(np.zeros(n, np.int8), dtype=category_dtype((file_name,)), validate=False),
         "record": batch.record.astype(np.int64, copy=False),
         "ts_ns": batch.ts_ns.astype(np.int64, copy=False),
         "iface": _int32(batch.iface),
@@ -230,24 +229,26 @@ def build(batch: RecordBatch, w: Walk, file_name: str) -> pd.DataFrame:
     cols["truncated_at"] = cat["truncated_at"]
     cols["error"] = cat["error"]
     cols["tunnel_rule"] = pd.Categorical.from_codes(
-        c["tunnel_rule"], categories=pd.Index(w.tables.rules, dtype=object), validate=False
+        c["tunnel_rule"], dtype=category_dtype(tuple(w.tables.rules)), validate=False
     )
     if w.payload_hash:  # asked for: the payload-prefix hash the walk took (see decode/prefix.py)
         cols["payload_hash"] = w.phash
-    names = _column_index(w.payload_hash)
-    df = pd.DataFrame({name: cols[name] for name in names}, columns=names, copy=False)
+    names, index = _column_labels(w.payload_hash)
+    df = pd.DataFrame({name: cols[name] for name in names}, columns=index, copy=False)
     return validate(df, PACKET_COLUMNS, table="packet")
 
 
-_COLUMN_INDEX: dict[bool, pd.Index] = {}
+@functools.lru_cache(maxsize=2)
+def _column_labels(payload_hash: bool) -> tuple[tuple[str, ...], pd.Index]:
+    """The packet table's column names and their Index, built once (an Index of text costs per batch)."""
+    names = tuple(col.name for col in PACKET_COLUMNS) + (("payload_hash",) if payload_hash else ())
+    return names, pd.Index(names)
 
 
-def _column_index(payload_hash: bool) -> pd.Index:
-    """The packet table's column labels, built once (an Index of text is not free to build per batch)."""
-    if payload_hash not in _COLUMN_INDEX:
-        names = [col.name for col in PACKET_COLUMNS] + (["payload_hash"] if payload_hash else [])
-        _COLUMN_INDEX[payload_hash] = pd.Index(names)
-    return _COLUMN_INDEX[payload_hash]
+@functools.lru_cache(maxsize=256)
+def category_dtype(values: tuple[str, ...]) -> pd.CategoricalDtype:
+    """The category dtype of a closed vocabulary (or a file name), built and checked once, not per batch."""
+    return pd.CategoricalDtype(pd.Index(values, dtype=object))
 
 
 def concat(frames: list[pd.DataFrame], columns: list[str] | None = None, *, text_categories: bool = False) -> pd.DataFrame:

@@ -209,8 +209,10 @@ def whole_buffer(op: Opened) -> tuple[np.ndarray, Decompressed | None]:
 class WindowReader:
     """Reads the (decompressed) file in windows for bounded-memory streaming: one fresh buffer per window."""
 
-    def __init__(self, op: Opened) -> None:
+    def __init__(self, op: Opened, *, reuse: bool = False) -> None:
         self.op = op
+        self.reuse = reuse  # read into two buffers in turn (the one not holding the carried bytes)
+        self.buffers: list[np.ndarray] = []
         self.file = open_regular(op.path)
         self.stream = Decompressed(self.file, op.path, op.compression) if op.compression else None
         self.pieces: Iterator[bytes] | None = iter(self.stream) if self.stream else None
@@ -218,7 +220,7 @@ class WindowReader:
 
     def fill(self, carry: np.ndarray, size: int) -> tuple[np.ndarray, bool]:
         """Read-only buffer of ``carry`` followed by new bytes up to ``size`` in all; True once at the end."""
-        buf = np.empty(max(size, len(carry)), np.uint8)
+        buf = self._buffer(max(size, len(carry)), carry)
         buf[: len(carry)] = carry
         have = len(carry)
         eof = False
@@ -242,6 +244,16 @@ class WindowReader:
             self.leftover = self.leftover[take:]
             have += take
         return _readonly(buf[:have]), eof
+
+    def _buffer(self, size: int, carry: np.ndarray) -> np.ndarray:
+        """A writable buffer of ``size`` bytes that does not hold ``carry``: fresh, or the older of two."""
+        if not self.reuse:
+            return np.empty(size, np.uint8)
+        free = [b for b in self.buffers if len(b) >= size and not np.shares_memory(b, carry)]
+        if free:
+            return free[0][:size]
+        self.buffers = [b for b in self.buffers if np.shares_memory(b, carry)] + [np.empty(size, np.uint8)]
+        return self.buffers[-1]
 
     def close(self) -> None:
         self.file.close()
