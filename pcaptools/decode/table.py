@@ -116,7 +116,7 @@ def _ip_category(hi: np.ndarray, lo: np.ndarray, ok: np.ndarray, v6: np.ndarray 
     IPv4 is held as ``::ffff:a.b.c.d``; ``v6`` marks rows whose address came from an IPv6 header,
     so a real IPv4-mapped IPv6 address there is labelled ``::ffff:…``, not as IPv4.
     """
-    if v6 is not None:
+    if v6 is not None and v6.any():  # (IPv4-only batches skip the five passes below)
         amb = ok & v6 & (hi == 0) & ((lo >> np.uint64(32)) == np.uint64(0xFFFF))
         if amb.any():
             base = _ip_category(hi, lo, ok & ~amb)
