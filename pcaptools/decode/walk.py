@@ -96,10 +96,11 @@ def _fill_rows(r, b8, b16, b32, b64, bu64, bb):
 
 
 def _sources_digest() -> int:
-    """Hash of every decoder source the fused walk compiles in (numba's cache checks only this file's)."""
+    """Hash of every source the fused walk compiles in (numba's cache checks only this file's)."""
     here = Path(__file__).resolve().parent
     h = hashlib.sha256()
-    for p in sorted([*here.glob("*.py"), *here.glob("tunnels/*.py"), here.parent / "schema.py"]):
+    for p in sorted([*here.glob("*.py"), *here.glob("tunnels/*.py"), here.parent / "schema.py",
+                     here.parent / "io" / "prefetch.py"]):  # fmt: skip
         h.update(p.name.encode() + b"\0" + p.read_bytes())
     return int(h.hexdigest()[:15], 16)
 
