@@ -22,6 +22,20 @@ def read_decode(path: str) -> int:
     return len(importlib.import_module("pcaptools.packets").read_packets(path))
 
 
+def read_decode_hash(path: str) -> int:
+    """read_packets(payload_hash=True): as read_decode, plus the payload-prefix hash the correlator uses."""
+    import importlib
+
+    return len(importlib.import_module("pcaptools.packets").read_packets(path, payload_hash=True))
+
+
+def iter_decode(path: str) -> int:
+    """iter_packets: the same decoding streamed in bounded-memory batches (one table per window)."""
+    import importlib
+
+    return sum(len(t) for t in importlib.import_module("pcaptools.packets").iter_packets(path))
+
+
 def dpkt_decode(path: str) -> int:
     """A dpkt loop filling the main columns, stripping VXLAN (4789/8472) to the inner headers."""
     import socket

@@ -107,6 +107,8 @@ SECTIONS: list[tuple[str, Callable[[str], int]]] = [
     ("flows", _flows),
     ("decode+flows", _decode_flows),
     ("read+decode", _dec.read_decode),
+    ("read+decode+hash", _dec.read_decode_hash),
+    ("iter_packets", _dec.iter_decode),
     ("dpkt decode", _dec.dpkt_decode),
     ("scapy decode", _dec.scapy_decode),
     ("tshark fields", _dec.tshark_fields),
@@ -116,17 +118,24 @@ BASELINE = "plain read"
 _COUNT: dict[str, int] = {}
 
 
+def _cpu() -> float:
+    """CPU seconds used so far by this process (all threads) and its finished children (tcpdump, tshark)."""
+    t = os.times()  # children's times only come in clock ticks; this process's from the finer process_time
+    return time.process_time() + t.children_user + t.children_system
+
+
 def _child(name: str, path: str, count: int, repeat: int) -> None:
     """Run one section in this (fresh) process and print its measurements as JSON."""
     _COUNT[path] = count
     fn = dict(SECTIONS)[name]
     fn(path)  # warm-up: imports, numba cache load, page cache
-    best = float("inf")
+    best = best_cpu = float("inf")
     n = 0
     for _ in range(repeat):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), _cpu()
         n = fn(path)
         best = min(best, time.perf_counter() - t0)
+        best_cpu = min(best_cpu, _cpu() - c0)
     tracemalloc.start()  # one more run, traced, for the peak of Python/numpy allocations
     fn(path)
     _, peak = tracemalloc.get_traced_memory()
@@ -136,7 +145,8 @@ def _child(name: str, path: str, count: int, repeat: int) -> None:
     hwm_kb = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
     print(
         json.dumps(
-            {"records": n, "seconds": best, "peak_alloc_mb": peak / 2**20, "peak_rss_mb": hwm_kb / 1024}
+            {"records": n, "seconds": best, "cpu_seconds": best_cpu, "peak_alloc_mb": peak / 2**20,
+             "peak_rss_mb": hwm_kb / 1024, "load": os.getloadavg()[0]}
         )
     )
 
@@ -211,6 +221,7 @@ def main() -> None:
         "cpus": os.cpu_count(),
     }
     rows = []
+    load0 = os.getloadavg()[0]
     for name in names:
         out = subprocess.run(
             [sys.executable, __file__, "--child", name, str(path), str(a.packets), str(a.repeat)],
@@ -226,23 +237,25 @@ def main() -> None:
         )
         rows.append(r)
     base = next((r for r in rows if r["section"] == BASELINE), None)
-    print(f"{a.packets:,} packets, {size / 2**20:.0f} MiB, best of {a.repeat}, warm page cache")
-    print(
-        f"{'section':<16}{'records/s':>14}{'MiB/s':>10}{'seconds':>10}{'vs plain':>10}{'alloc MiB':>11}{'RSS MiB':>10}"
-    )
+    print(f"{a.packets:,} packets, {size / 2**20:.0f} MiB, best of {a.repeat}, warm page cache; "
+          f"load average (1 min) {load0:.1f} at the start, {os.getloadavg()[0]:.1f} at the end, on {os.cpu_count()} CPUs")
+    print(f"{'section':<22}{'records/s':>14}{'MiB/s':>10}{'seconds':>10}{'cpu s':>8}{'vs plain':>10}{'alloc MiB':>11}"
+          f"{'RSS MiB':>10}{'load':>6}")  # fmt: skip
     with RESULTS.open("a") as f:
         for r in rows:
             ratio = r["seconds"] / base["seconds"] if base else float("nan")
             print(
-                f"{r['section']:<16}{r['records_per_s']:>14,.0f}{r['mb_per_s']:>10,.0f}{r['seconds']:>10.3f}"
-                f"{ratio:>9.2f}x{r['peak_alloc_mb']:>11.0f}{r['peak_rss_mb']:>10.0f}"
+                f"{r['section']:<22}{r['records_per_s']:>14,.0f}{r['mb_per_s']:>10,.0f}{r['seconds']:>10.3f}"
+                f"{r['cpu_seconds']:>8.3f}{ratio:>9.2f}x{r['peak_alloc_mb']:>11.0f}{r['peak_rss_mb']:>10.0f}{r['load']:>6.1f}"
             )
             f.write(json.dumps({**common, **r, "time_vs_plain_read": ratio}) + "\n")
         dec = next((r for r in rows if r["section"] == "read+decode"), None)
         for other in ("dpkt decode", "scapy decode", "tshark fields", "tcpdump -w /dev/null", "plain read") if dec else ():
             o = next((r for r in rows if r["section"] == other), None)
             if o:
-                print(f"read+decode is {dec['records_per_s'] / o['records_per_s']:.1f}x the packets/s of {other}")
+                ratio = dec["records_per_s"] / o["records_per_s"]
+                print(f"read+decode is {ratio:.2f}x the packets/s of {other}")
+                f.write(json.dumps({**common, "section": f"read+decode vs {other}", "packets_per_s_ratio": ratio}) + "\n")
         if e2e:
             import end_to_end
 

@@ -108,5 +108,6 @@ def iter_packets(
 
     tables, depth = decode_options(vxlan_ports, geneve_ports, wireguard_ports, max_tunnel_depth)
     name = os.fspath(path)
-    for batch in iter_records(path, batch_records=batch_records, on_error=on_error):
+    # the tables keep nothing of a batch's window, so two window buffers serve the whole file
+    for batch in iter_records(path, batch_records=batch_records, on_error=on_error, reuse_windows=True):
         yield decode_with(batch, tables, depth, file_name=name, payload_hash=payload_hash)

@@ -191,10 +191,11 @@ def validate(df: pd.DataFrame, columns: tuple[Column, ...], *, table: str) -> pd
 
     Raises ``TypeError`` naming the first offending column: a schema break is a bug, not user error.
     """
+    dtypes = dict(zip(df.columns, df.dtypes, strict=True))  # one pass, not a column lookup per name
     for col in columns:
-        if col.name not in df.columns:
+        if col.name not in dtypes:
             raise TypeError(f"{table} table is missing column {col.name!r}")
-        got = df[col.name].dtype
+        got = dtypes[col.name]
         if col.dtype == "category":
             ok = isinstance(got, pd.CategoricalDtype)
         else:

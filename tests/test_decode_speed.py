@@ -54,7 +54,7 @@ def test_walk_in_parallel_row_ranges_fills_the_same_columns_as_one_pass(path: Pa
     assert len(batch) >= 2  # at least two ranges really ran
     for name, col in one.c.items():
         np.testing.assert_array_equal(three.c[name], col, err_msg=name)
-    for name in ("depth", "trunc", "err", "rule", "phash"):
+    for name in ("depth", "trunc", "err", "phash"):
         np.testing.assert_array_equal(getattr(three, name), getattr(one, name), err_msg=name)
     np.testing.assert_array_equal(three.outer_len(), one.outer_len())
 
@@ -83,3 +83,59 @@ def test_threaded_walk_and_category_building_give_the_one_thread_table(path: Pat
     monkeypatch.setattr(walk, "usable_cores", lambda: 3)
     monkeypatch.setattr(table, "usable_cores", lambda: 3)
     pd.testing.assert_frame_equal(read_packets(path, payload_hash=True), one)
+
+
+@pytest.mark.parametrize("k", [1, 127, 128, 40_000])
+def test_two_pass_factorize_gives_pandas_codes_in_the_narrowest_dtype(k: int) -> None:
+    from pcaptools.decode.table import _factorize_masked
+
+    rng = np.random.default_rng(k)
+    v = rng.integers(0, 2**64 - 1, k, dtype=np.uint64, endpoint=True)[rng.integers(0, k, 3 * k + 50)]
+    v[::7] = v[0]  # runs of one value (the kernels' last-value shortcut)
+    ok = rng.random(len(v)) < 0.9
+    codes, uniq, any_hi = _factorize_masked(v, ok)
+    ref_codes, ref_uniq = pd.factorize(np.where(ok, v, 0)[ok])
+    assert codes.dtype == pd.Categorical.from_codes([], categories=range(len(uniq))).codes.dtype
+    np.testing.assert_array_equal(uniq, ref_uniq)
+    np.testing.assert_array_equal(codes[ok], ref_codes)
+    assert (codes[~ok] == -1).all()
+    assert any_hi == bool((v[ok] != 0).any())
+
+
+def test_hundreds_of_addresses_get_int16_codes_and_the_same_labels(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    from gen import generate  # the benchmark's generator: 400 flows, about 800 inner addresses
+
+    path = tmp_path / "many.pcap"
+    generate(5000, flows=400, seed=3).tofile(path)
+    pk = read_packets(path)
+    plain = read_packets(path, payload_hash=True).drop(columns="payload_hash")
+    pd.testing.assert_frame_equal(pk, plain)
+    for name in ("src", "dst"):
+        col = pk[name]
+        assert len(col.cat.categories) >= 128, name
+        assert col.cat.codes.dtype == np.int16, name
+        labels = col.astype(object)
+        seen = pd.unique(labels[labels.notna()])  # categories in first-appearance order, as pd.factorize
+        assert list(col.cat.categories) == list(seen), name
+
+
+@pytest.mark.parametrize(
+    "path",
+    [CAPTURES[0], ROOT / "tests" / "data" / "own" / "two_sections.pcapng", ROOT / "tests" / "data" / "own" / "eth.pcap.gz",
+     ROOT / "tests" / "data" / "own" / "truncated_last.pcap"],
+    ids=lambda p: p.name,
+)  # fmt: skip
+def test_reused_windows_give_the_batches_and_tables_of_fresh_windows(path: Path) -> None:
+    from pcaptools.decode.api import decode_with
+    from pcaptools.io import iter_records
+
+    tables, depth = decode_options()
+    fresh, reused = [], []
+    for out, reuse in ((fresh, False), (reused, True)):
+        for b in iter_records(path, batch_bytes=2048, reuse_windows=reuse):  # many windows, two buffers
+            out.append(([b.packet(i) for i in range(len(b))], b.skipped, b.notes, decode_with(b, tables, depth, payload_hash=True)))
+    assert len(fresh) > 2 and len(reused) == len(fresh)
+    for (pa, sa, na, ta), (pb, sb, nb, tb) in zip(fresh, reused, strict=True):
+        assert pa == pb and sa == sb and na == nb
+        pd.testing.assert_frame_equal(tb, ta)

@@ -97,9 +97,11 @@ def ipv4(buf, r, pos, end, wend, lim, key, trunc, err, ip_at, ver, s_hi, s_lo, d
     tl = u16(buf, p + 2)
     ff = u16(buf, p + 6)
     ver[r] = 4
-    s_hi[r] = 0
+    if s_hi[r] != 0:  # IPv4: hi stays 0, and a page never written costs nothing
+        s_hi[r] = 0
     s_lo[r] = nb.uint64(V4_MAPPED) | nb.uint64(u32(buf, p + 12))
-    d_hi[r] = 0
+    if d_hi[r] != 0:
+        d_hi[r] = 0
     d_lo[r] = nb.uint64(V4_MAPPED) | nb.uint64(u32(buf, p + 16))
     a_ok[r] = True
     proto[r] = buf[p + 9]
@@ -194,9 +196,11 @@ def arp(buf, r, pos, end, key, trunc, s_hi, s_lo, d_hi, d_lo, a_ok):
     if p + 16 + 2 * hl > end[r]:
         trunc[r] = T_IP
         return
-    s_hi[r] = 0
+    if s_hi[r] != 0:  # IPv4: hi stays 0, and a page never written costs nothing
+        s_hi[r] = 0
     s_lo[r] = nb.uint64(V4_MAPPED) | nb.uint64(u32(buf, p + 8 + hl))
-    d_hi[r] = 0
+    if d_hi[r] != 0:
+        d_hi[r] = 0
     d_lo[r] = nb.uint64(V4_MAPPED) | nb.uint64(u32(buf, p + 12 + 2 * hl))
     a_ok[r] = True
     pos[r] = p + 16 + 2 * hl

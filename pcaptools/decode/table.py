@@ -7,6 +7,7 @@ tables of several files concatenate without losing the category dtype.
 
 from __future__ import annotations
 
+import functools
 from concurrent.futures import ThreadPoolExecutor
 
 import numba as nb
@@ -23,66 +24,89 @@ from pcaptools.schema import DIRECTIONS, ERRORS, LAYERS, PACKET_COLUMNS, TUNNELS
 
 
 @nb.njit(cache=True, nogil=True)
-def _factorize_kernel(v, ok, hi):
-    """First-appearance codes of ``v`` over the ``ok`` rows (-1 elsewhere), its unique values, and whether
-    any ``ok`` row has a non-zero ``hi`` (an open-addressing hash table; pd.factorize(sort=False) order)."""
+def _unique_kernel(v, ok, hi):
+    """The unique values of ``v`` over the ``ok`` rows in first-appearance order (pd.factorize(sort=False)),
+    the open-addressing hash table that numbers them, and whether any ``ok`` row has a non-zero ``hi``."""
     n = v.shape[0]
     cap = 1024
     slot_val = np.zeros(cap, np.uint64)
     slot_code = np.full(cap, -1, np.int64)
     uniq = np.empty(256, np.uint64)
     nu = 0
-    codes = np.empty(n, np.int64)
     any_hi = False
     last = nb.uint64(0)
-    last_code = -1
+    have_last = False
     for i in range(n):
         if not ok[i]:
-            codes[i] = -1
             continue
         if hi[i] != 0:
             any_hi = True
         x = v[i]
-        if last_code >= 0 and x == last:
-            codes[i] = last_code
+        if have_last and x == last:
             continue
+        last = x
+        have_last = True
         mask = cap - 1
         h = nb.int64((x * nb.uint64(0x9E3779B97F4A7C15)) >> nb.uint64(40)) & mask
         while slot_code[h] >= 0 and slot_val[h] != x:
             h = (h + 1) & mask
-        if slot_code[h] < 0:
-            if nu == uniq.shape[0]:
-                grown = np.empty(2 * nu, np.uint64)
-                grown[:nu] = uniq[:nu]
-                uniq = grown
-            slot_val[h] = x
-            slot_code[h] = nu
-            uniq[nu] = x
-            nu += 1
-            if 2 * nu > cap:  # keep the table at most half full: rehash into twice the slots
-                cap *= 2
-                mask = cap - 1
-                slot_val = np.zeros(cap, np.uint64)
-                slot_code = np.full(cap, -1, np.int64)
-                for c in range(nu):
-                    y = uniq[c]
-                    g = nb.int64((y * nb.uint64(0x9E3779B97F4A7C15)) >> nb.uint64(40)) & mask
-                    while slot_code[g] >= 0:
-                        g = (g + 1) & mask
-                    slot_val[g] = y
-                    slot_code[g] = c
-            code = nu - 1
-        else:
-            code = slot_code[h]
-        codes[i] = code
-        last = x
-        last_code = code
-    return codes, uniq[:nu].copy(), any_hi
+        if slot_code[h] >= 0:
+            continue
+        if nu == uniq.shape[0]:
+            grown = np.empty(2 * nu, np.uint64)
+            grown[:nu] = uniq[:nu]
+            uniq = grown
+        slot_val[h] = x
+        slot_code[h] = nu
+        uniq[nu] = x
+        nu += 1
+        if 2 * nu > cap:  # keep the table at most half full: rehash into twice the slots
+            cap *= 2
+            mask = cap - 1
+            slot_val = np.zeros(cap, np.uint64)
+            slot_code = np.full(cap, -1, np.int64)
+            for c in range(nu):
+                y = uniq[c]
+                g = nb.int64((y * nb.uint64(0x9E3779B97F4A7C15)) >> nb.uint64(40)) & mask
+                while slot_code[g] >= 0:
+                    g = (g + 1) & mask
+                slot_val[g] = y
+                slot_code[g] = c
+    return uniq[:nu].copy(), slot_val, slot_code, any_hi
+
+
+@nb.njit(cache=True, nogil=True)
+def _codes_kernel(v, ok, slot_val, slot_code, codes):
+    """``codes[i]``: the number _unique_kernel's table gave ``v[i]``, -1 where not ``ok`` (``codes`` has the
+    dtype pandas gives the category column, so it keeps the array as it is)."""
+    mask = slot_val.shape[0] - 1
+    last = nb.uint64(0)
+    last_code = -1
+    for i in range(v.shape[0]):
+        if not ok[i]:
+            codes[i] = -1
+            continue
+        x = v[i]
+        if last_code < 0 or x != last:
+            h = nb.int64((x * nb.uint64(0x9E3779B97F4A7C15)) >> nb.uint64(40)) & mask
+            while slot_code[h] < 0 or slot_val[h] != x:
+                h = (h + 1) & mask
+            last = x
+            last_code = slot_code[h]
+        codes[i] = last_code
+
+
+def code_dtype(k: int) -> type:
+    """The codes dtype pandas gives a category column of ``k`` categories (int8 below 128, then int16...)."""
+    return np.int8 if k < 128 else np.int16 if k < 32768 else np.int32 if k < 2**31 else np.int64
 
 
 def _factorize_masked(v: np.ndarray, ok: np.ndarray, hi: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, bool]:
-    """Codes (-1 where not ``ok``) and unique values of ``v`` over the ``ok`` rows only; any ``hi`` != 0 there."""
-    codes, uniq, any_hi = _factorize_kernel(v, ok, v if hi is None else hi)
+    """Codes (-1 where not ``ok``) and unique values of ``v`` over the ``ok`` rows only; any ``hi`` != 0 there.
+    Two passes (find the values, then write codes of the narrowest dtype) write a byte or two a row, not 8."""
+    uniq, slot_val, slot_code, any_hi = _unique_kernel(v, ok, v if hi is None else hi)
+    codes = np.empty(v.shape[0], code_dtype(len(uniq)))
+    _codes_kernel(v, ok, slot_val, slot_code, codes)
     return codes, uniq, bool(any_hi)
 
 
@@ -92,7 +116,7 @@ def _ip_category(hi: np.ndarray, lo: np.ndarray, ok: np.ndarray, v6: np.ndarray 
     IPv4 is held as ``::ffff:a.b.c.d``; ``v6`` marks rows whose address came from an IPv6 header,
     so a real IPv4-mapped IPv6 address there is labelled ``::ffff:…``, not as IPv4.
     """
-    if v6 is not None:
+    if v6 is not None and v6.any():  # (IPv4-only batches skip the five passes below)
         amb = ok & v6 & (hi == 0) & ((lo >> np.uint64(32)) == np.uint64(0xFFFF))
         if amb.any():
             base = _ip_category(hi, lo, ok & ~amb)
@@ -105,8 +129,8 @@ def _ip_category(hi: np.ndarray, lo: np.ndarray, ok: np.ndarray, v6: np.ndarray 
     if len(uniq) and not any_hi:
         labels = [label(x) for x in uniq.tolist()]
         return pd.Categorical.from_codes(codes, categories=pd.Index(labels, dtype=object), validate=False)
-    if not ok.any():
-        return pd.Categorical.from_codes(np.full(len(ok), -1), categories=pd.Index([], dtype=object))
+    if not len(uniq):  # no address in the column: every code is already -1
+        return pd.Categorical.from_codes(codes, categories=pd.Index([], dtype=object), validate=False)
     return from_u128(hi, lo, ok)
 
 
@@ -118,17 +142,26 @@ def _mac_category(v: np.ndarray, ok: np.ndarray) -> pd.Categorical:
 
 def _vocab(codes: np.ndarray, values: tuple[str, ...]) -> pd.Categorical:
     """Category column of a closed vocabulary from 1-based signed codes (0 = missing)."""
-    return pd.Categorical.from_codes(codes - codes.dtype.type(1), categories=pd.Index(values, dtype=object),
-                                     validate=False)  # fmt: skip
+    return pd.Categorical.from_codes(codes - codes.dtype.type(1), dtype=category_dtype(values), validate=False)
 
 
 def _link_names(linktype: np.ndarray) -> pd.Categorical:
+    """Link type names as categories (ascending link type number); one pass when all rows share one."""
+    if len(linktype) and linktype.min() == linktype.max():  # one link type (every classic pcap)
+        names = [linktype_name(int(linktype[0]))]
+        return pd.Categorical.from_codes(np.zeros(len(linktype), np.int8), dtype=category_dtype(tuple(names)),
+                                         validate=False)  # fmt: skip
     lt = linktype.astype(np.int64)
     present = np.flatnonzero(np.bincount(lt, minlength=1)) if len(lt) else np.zeros(0, np.int64)
-    lut = np.full(int(lt.max()) + 1 if len(lt) else 1, -1, np.int64)
+    lut = np.full(int(lt.max()) + 1 if len(lt) else 1, -1, code_dtype(len(present)))
     lut[present] = np.arange(len(present))
     names = [linktype_name(int(x)) for x in present.tolist()]
     return pd.Categorical.from_codes(lut[lt], categories=pd.Index(names, dtype=object), validate=False)
+
+
+def _int32(a: np.ndarray) -> np.ndarray:
+    """``a.astype(np.int32)`` without a copy for 4-byte integers (uint32 -> int32 casts keep the bits)."""
+    return a.view(np.int32) if a.dtype.kind in "iu" and a.dtype.itemsize == 4 else a.astype(np.int32)
 
 
 def build(batch: RecordBatch, w: Walk, file_name: str) -> pd.DataFrame:
@@ -146,6 +179,10 @@ def build(batch: RecordBatch, w: Walk, file_name: str) -> pd.DataFrame:
         "dst": (_ip_category, c["dst_hi"], c["dst_lo"], c["ip_ok"], v6),
         "icmp_q_src": (_ip_category, c["q_src_hi"], c["q_src_lo"], c["q_ok"]),
         "icmp_q_dst": (_ip_category, c["q_dst_hi"], c["q_dst_lo"], c["q_ok"]),
+        "direction": (_vocab, c["direction"], DIRECTIONS),  # closed vocabularies: one numpy pass each
+        "tunnel": (_vocab, c["tunnel"], TUNNELS),
+        "truncated_at": (_vocab, w.trunc, LAYERS),
+        "error": (_vocab, w.err, ERRORS),
     }
     k = usable_cores() if n >= PARALLEL_MIN else 1
     if k > 1:
@@ -155,20 +192,20 @@ def build(batch: RecordBatch, w: Walk, file_name: str) -> pd.DataFrame:
     else:
         cat = {name: fn(*a) for name, (fn, *a) in jobs.items()}
     cols: dict[str, object] = {
-        "file": pd.Categorical.from_codes(np.zeros(n, np.int64), categories=pd.Index([file_name], dtype=object)),
+        "file": pd.Categorical.from_codes(np.zeros(n, np.int8), dtype=category_dtype((file_name,)), validate=False),
         "record": batch.record.astype(np.int64, copy=False),
         "ts_ns": batch.ts_ns.astype(np.int64, copy=False),
-        "iface": batch.iface.astype(np.int32),
-        "caplen": batch.caplen.astype(np.int32),
-        "wirelen": batch.wirelen.astype(np.int32),
+        "iface": _int32(batch.iface),
+        "caplen": _int32(batch.caplen),
+        "wirelen": _int32(batch.wirelen),
         "link": _link_names(batch.linktype),
-        "direction": _vocab(c["direction"], DIRECTIONS),
+        "direction": cat["direction"],
         "ifindex": c["ifindex"],
         "eth_src": cat["eth_src"],
         "eth_dst": cat["eth_dst"],
         "vlan": c["vlan"],
         "ethertype": c["ethertype"],
-        "tunnel": _vocab(c["tunnel"], TUNNELS),
+        "tunnel": cat["tunnel"],
         "vni": c["vni"],
         "tunnel_depth": w.depth,
         "outer_src": cat["outer_src"],
@@ -189,16 +226,29 @@ def build(batch: RecordBatch, w: Walk, file_name: str) -> pd.DataFrame:
     cols["icmp_q_dst"] = cat["icmp_q_dst"]
     for name in ("icmp_q_proto", "icmp_q_sport", "icmp_q_dport", "payload_offset", "payload_len"):
         cols[name] = c[name]
-    cols["truncated_at"] = _vocab(w.trunc, LAYERS)
-    cols["error"] = _vocab(w.err, ERRORS)
+    cols["truncated_at"] = cat["truncated_at"]
+    cols["error"] = cat["error"]
     cols["tunnel_rule"] = pd.Categorical.from_codes(
-        c["tunnel_rule"], categories=pd.Index(w.tables.rules, dtype=object), validate=False
+        c["tunnel_rule"], dtype=category_dtype(tuple(w.tables.rules)), validate=False
     )
     if w.payload_hash:  # asked for: the payload-prefix hash the walk took (see decode/prefix.py)
         cols["payload_hash"] = w.phash
-    names = [col.name for col in PACKET_COLUMNS] + (["payload_hash"] if "payload_hash" in cols else [])
-    df = pd.DataFrame({name: cols[name] for name in names}, copy=False)
+    names, index = _column_labels(w.payload_hash)
+    df = pd.DataFrame({name: cols[name] for name in names}, columns=index, copy=False)
     return validate(df, PACKET_COLUMNS, table="packet")
+
+
+@functools.lru_cache(maxsize=2)
+def _column_labels(payload_hash: bool) -> tuple[tuple[str, ...], pd.Index]:
+    """The packet table's column names and their Index, built once (an Index of text costs per batch)."""
+    names = tuple(col.name for col in PACKET_COLUMNS) + (("payload_hash",) if payload_hash else ())
+    return names, pd.Index(names)
+
+
+@functools.lru_cache(maxsize=256)
+def category_dtype(values: tuple[str, ...]) -> pd.CategoricalDtype:
+    """The category dtype of a closed vocabulary (or a file name), built and checked once, not per batch."""
+    return pd.CategoricalDtype(pd.Index(values, dtype=object))
 
 
 def concat(frames: list[pd.DataFrame], columns: list[str] | None = None, *, text_categories: bool = False) -> pd.DataFrame:

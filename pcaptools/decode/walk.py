@@ -10,28 +10,25 @@ One pass per packet reads its header bytes once (the capture buffer is far large
 from __future__ import annotations
 
 import hashlib
-import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numba as nb
 import numpy as np
-from llvmlite import ir
-from numba.core import cgutils, types
-from numba.extending import intrinsic
 
 from pcaptools.decode import ip, l4, link, prefix, registry
 from pcaptools.decode import registry as R
 from pcaptools.decode.common import E_TUNNEL_DEPTH, E_UNKNOWN_LINKTYPE
 from pcaptools.decode.prefix import PREFIX_BYTES
 from pcaptools.decode.tunnels import geneve, gre, ipip, vxlan
+from pcaptools.io.prefetch import prefetch as _prefetch
 from pcaptools.io.records import RecordBatch
+from pcaptools.io.threads import MAX_THREADS, usable_cores  # noqa: F401  (re-exported: table.py, tests)
 from pcaptools.schema import TUNNELS
 
 PREFETCH_AHEAD = 16  # packets: the header bytes of packet r + 16 are requested while packet r is decoded
 PREFETCH_LINES = 3  # 64-byte lines from a packet's start: link, IP, UDP, VXLAN and inner headers
 PARALLEL_MIN = 1 << 16  # rows: smaller batches are walked by one thread (a thread costs ~0.1 ms)
-MAX_THREADS = 8
 CHUNK = 1 << 20  # kept for callers of run(chunk=...); the fused walk needs no chunking
 MAX_STEPS = 64
 """Bound on a packet's steps; a step ends when the next layer's kind number is not above the current one.
@@ -78,27 +75,12 @@ _IPIP_KEY = ipip.NEXT_ETHERTYPE["ipip"]
 _IP6IP_KEY = ipip.NEXT_ETHERTYPE["ip6ip"]
 
 
-@intrinsic
-def _prefetch(typingctx, arr, idx):
-    """Ask the CPU to load ``arr[idx]``'s cache line now (llvm.prefetch; no fault on any address)."""
-    sig = types.void(arr, types.int64)
-
-    def codegen(context, builder, signature, args):
-        ary = context.make_array(signature.args[0])(context, builder, args[0])
-        i8p, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
-        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
-                                            "llvm.prefetch.p0")  # fmt: skip
-        builder.call(fn, [builder.bitcast(builder.gep(ary.data, [args[1]]), i8p), i32(0), i32(3), i32(1)])
-        return context.get_dummy_value()
-
-    return sig, codegen
-
-
 @nb.njit(cache=True, inline="always")
 def _fill_rows(r, b8, b16, b32, b64, bu64, bb):
     """Row ``r`` of one group of column blocks set to the absent values (_FILL)."""
-    for j in range(b8.shape[0]):
-        b8[j, r] = 0
+    for j in range(b8.shape[0]):  # zero blocks start zero (calloc): written only where a layer set a value
+        if b8[j, r] != 0:
+            b8[j, r] = 0
     for j in range(b16.shape[0]):
         b16[j, r] = -1
     for j in range(b32.shape[0]):
@@ -106,16 +88,19 @@ def _fill_rows(r, b8, b16, b32, b64, bu64, bb):
     for j in range(b64.shape[0]):
         b64[j, r] = -1
     for j in range(bu64.shape[0]):
-        bu64[j, r] = 0
+        if bu64[j, r] != 0:
+            bu64[j, r] = 0
     for j in range(bb.shape[0]):
-        bb[j, r] = False
+        if bb[j, r]:
+            bb[j, r] = False
 
 
 def _sources_digest() -> int:
-    """Hash of every decoder source the fused walk compiles in (numba's cache checks only this file's)."""
+    """Hash of every source the fused walk compiles in (numba's cache checks only this file's)."""
     here = Path(__file__).resolve().parent
     h = hashlib.sha256()
-    for p in sorted([*here.glob("*.py"), *here.glob("tunnels/*.py"), here.parent / "schema.py"]):
+    for p in sorted([*here.glob("*.py"), *here.glob("tunnels/*.py"), here.parent / "schema.py",
+                     here.parent / "io" / "prefetch.py"]):  # fmt: skip
         h.update(p.name.encode() + b"\0" + p.read_bytes())
     return int(h.hexdigest()[:15], 16)
 
@@ -176,9 +161,11 @@ def _make_walk(sources_digest: int):
             while k != R.DONE:
                 if _IS_TUNNEL[k]:
                     if depth[r] == 0:
-                        outer_src_hi[r] = src_hi[r]
+                        if src_hi[r] != 0:  # IPv4 carriers leave the zero hi columns unwritten (untouched pages)
+                            outer_src_hi[r] = src_hi[r]
                         outer_src_lo[r] = src_lo[r]
-                        outer_dst_hi[r] = dst_hi[r]
+                        if dst_hi[r] != 0:
+                            outer_dst_hi[r] = dst_hi[r]
                         outer_dst_lo[r] = dst_lo[r]
                         outer_ok[r] = ip_ok[r]
                         outer_proto[r] = proto[r]
@@ -292,11 +279,7 @@ class Walk:
         self.tables = tables
         self.max_depth = max_depth
         self.start = batch.offset.astype(np.int64, copy=False)  # read only
-        # written for every row by the walk before they are read
-        self.pos, self.end, self.wend, self.lim, self.key = (np.empty(n, np.int64) for _ in range(5))
-        self.ip_at = np.empty(n, np.int64)
         self._outer_len = np.empty(n, np.int32)
-        self.rule = np.empty(n, np.int16)  # rule id of the edge each row took last
         self.depth = np.empty(n, np.int8)
         self.trunc = np.empty(n, np.int8)
         self.err = np.empty(n, np.int8)
@@ -321,12 +304,11 @@ class Walk:
         t, b = self.tables, self.batch
         m, o = self.main, self.outer
         n = len(b)
-        args = (self.buf, self.start, b.caplen.astype(np.uint32, copy=False), b.wirelen.astype(np.uint32, copy=False),
+        head = (self.buf, self.start, b.caplen.astype(np.uint32, copy=False), b.wirelen.astype(np.uint32, copy=False),
                 self.first_kind, t.ethertype, t.rule_ethertype, t.ip_proto, t.rule_ip_proto, t.udp_dport,
-                t.rule_udp_dport, _TPIDS, self.max_depth, self.pos, self.end, self.wend, self.lim, self.key, self.rule,
-                self.depth, self.trunc, self.err, self.ip_at, self._outer_len, m["int8"], m["int16"],
-                m["int32"], m["int64"], m["uint64"], m["bool"], o["int8"], o["int16"], o["int32"], o["int64"],
-                o["uint64"], o["bool"], self.c["direction"])  # fmt: skip
+                t.rule_udp_dport, _TPIDS, self.max_depth)  # fmt: skip
+        cols = (self._outer_len, m["int8"], m["int16"], m["int32"], m["int64"], m["uint64"], m["bool"], o["int8"],
+                o["int16"], o["int32"], o["int64"], o["uint64"], o["bool"], self.c["direction"])  # fmt: skip
         k = threads if threads is not None else (usable_cores() if n >= PARALLEL_MIN else 1)
         cuts = np.linspace(0, n, max(1, min(k, n)) + 1).astype(np.int64)
         ranges = list(zip(cuts[:-1].tolist(), cuts[1:].tolist(), strict=True))
@@ -335,7 +317,9 @@ class Walk:
         def part(lo: int, hi: int) -> None:
             for blk, v in fills:  # absent values for this range (numpy fills without the GIL)
                 blk[:, lo:hi] = v
-            _walk(*args, lo, hi, self.phash)
+            pos, end, wend, lim, key, ip_at = (self._scratch(n, np.int64) for _ in range(6))  # this thread's own
+            _walk(*head, pos, end, wend, lim, key, self._scratch(n, np.int16), self.depth, self.trunc, self.err, ip_at,
+                  *cols, lo, hi, self.phash)  # fmt: skip
 
         if len(ranges) <= 1:
             part(0, n)
@@ -344,6 +328,13 @@ class Walk:
             for f in [pool.submit(part, lo, hi) for lo, hi in ranges]:
                 f.result()
 
+    @staticmethod
+    def _scratch(n: int, dt: type) -> np.ndarray:
+        """A per-row state array of ``n`` rows that all share one element: the walk reads a row's state
+        only while it walks that row, so one thread needs one slot, not a fresh column of n (no pages to
+        fault in for pos/end/wend/lim/key/rule/ip_at)."""
+        return np.lib.stride_tricks.as_strided(np.zeros(1, dt), shape=(n,), strides=(0,))
+
     def outer_len(self) -> np.ndarray:
         """Bytes before the inner network header of tunnelled rows (opaque tunnels: before their payload)."""
         return self._outer_len
@@ -351,11 +342,3 @@ class Walk:
 
 _TPIDS = registry.vlan_tpids()
 
-
-def usable_cores() -> int:
-    """CPUs this process may run on (its affinity mask), at most MAX_THREADS."""
-    try:
-        n = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        n = os.cpu_count() or 1
-    return max(1, min(n, MAX_THREADS))

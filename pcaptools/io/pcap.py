@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from pcaptools.errors import TruncatedRecord
+from pcaptools.io.prefetch import AHEAD_BYTES, prefetch
 from pcaptools.io.records import Interface
 from pcaptools.io.sniff import PCAP_MAGICS
 from pcaptools.jit import njit
@@ -72,7 +73,12 @@ def walk(buf, pos, end, swap, nano, rec_hdr, out_off, out_cap, out_wire, out_ts)
     mult = np.int64(1) if nano else np.int64(1000)
     n = 0
     cap_out = out_off.shape[0]
+    ahead = pos  # the file is streamed into the cache up to here (prefetch: no wait on each header)
     while True:
+        stream_to = min(pos + AHEAD_BYTES, end - 1)
+        while ahead < stream_to:
+            prefetch(buf, ahead)
+            ahead += 64
         if pos == end:
             return n, pos, END
         if n == cap_out:

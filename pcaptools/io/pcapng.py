@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from pcaptools.io.prefetch import AHEAD_BYTES, prefetch
 from pcaptools.io.records import Interface, InterfaceStats
 from pcaptools.jit import njit
 
@@ -94,7 +95,12 @@ def walk(
     n = 0
     cap_out = out_off.shape[0]
     swap = st[ST_SWAP] != 0
+    ahead = pos  # the file is streamed into the cache up to here (prefetch: no wait on each block header)
     while True:
+        stream_to = min(pos + AHEAD_BYTES, end - 1)
+        while ahead < stream_to:
+            prefetch(buf, ahead)
+            ahead += 64
         if pos == end:
             return n, pos, END
         if n == cap_out:

@@ -69,6 +69,23 @@ class _Walker:
         self.stopped_at: dict | None = None
         self.finished = False
         self.cut: Damage | None = None  # set once the decompressed data has ended on damage
+        self.seen_records = 0  # records and bytes walked so far: the density that sizes the next outputs
+        self.seen_bytes = 0
+
+    def out_size(self, room: int, left: int, min_record: int) -> int:
+        """Output slots for one kernel call over ``left`` bytes: no more than ``room`` or than the bytes can
+        hold, and once records were seen about 1.25x what their density predicts. Untouched slots cost
+        nothing only below numpy's 4 MiB huge-page threshold; a window of 16 MiB would otherwise fault in
+        huge pages for a million slots to fill 20,000 (a short guess ends in FULL: one more call)."""
+        size = left // min_record + 1
+        if self.seen_records:
+            size = min(size, int(left * self.seen_records / max(self.seen_bytes, 1) * 1.25) + 64)
+        return max(1, min(room, size))
+
+    def saw(self, k: int, nbytes: int) -> None:
+        """Account ``k`` records walked over ``nbytes`` bytes (for out_size)."""
+        self.seen_records += k
+        self.seen_bytes += nbytes
 
     def begin_batch(self) -> None:
         self.skipped = Counter()
@@ -148,12 +165,14 @@ class _PcapWalker(_Walker):
             room = max_out - parts.n
             if room <= 0:
                 return parts, pos, "full"
-            size = max(1, min(room, (end - pos) // st["rec_hdr"] + 1))
+            size = self.out_size(room, end - pos, st["rec_hdr"])
             off = np.empty(size, np.int64)
             cap = np.empty(size, np.uint32)
             wire = np.empty(size, np.uint32)
             ts = np.empty(size, np.int64)
+            was = pos
             k, pos, code = pcap.walk(buf, pos, end, st["swap"], st["nano"], st["rec_hdr"], off, cap, wire, ts)
+            self.saw(k, pos - was)
             rec = np.arange(self.record, self.record + k, dtype=np.int64)
             self.record += k
             parts.add({"offset": off, "caplen": cap, "wirelen": wire, "ts_ns": ts, "record": rec}, k)
@@ -258,7 +277,7 @@ class _PcapngWalker(_Walker):
                 room = max_out - parts.n
                 if room <= 0:
                     return parts, pos, "full"
-                size = max(1, min(room, (end - pos) // 16 + 1))
+                size = self.out_size(room, end - pos, 16)
                 cols = {
                     "offset": np.empty(size, np.int64),
                     "caplen": np.empty(size, np.uint32),
@@ -271,9 +290,11 @@ class _PcapngWalker(_Walker):
                 if self.section < 0:  # the sniffer saw the SHB magic at the start
                     k, code = 0, pcapng.AT_SHB
                 else:
+                    was = pos
                     k, pos, code = pcapng.walk(
                         buf, pos, end, self.st, self.on_error == "raise", counters, *cols.values()
                     )
+                    self.saw(k, pos - was)
                 parts.add(cols, k)
                 if code == pcapng.FULL:
                     continue
@@ -500,7 +521,8 @@ def _batch(walker: _Walker, buf: np.ndarray, base: int, parts: _Parts) -> Record
     skipped = {k: int(v) for k, v in sorted(walker.skipped.items()) if v}
     notes = list(walker.notes)
     snaplens = np.array([i.snaplen or _U32_CAP for i in walker.interfaces] or [_U32_CAP], dtype=np.uint32)
-    over = int(np.count_nonzero(caplen > snaplens[iface])) if n else 0
+    one = len(iface_lt) == 1  # one interface (every classic pcap): no per-record lookups
+    over = int(np.count_nonzero(caplen > (snaplens[0] if one else snaplens[iface]))) if n else 0
     if over:  # the bytes are there and the framing holds: keep them, as tshark does, but say so
         notes.append(
             f"{walker.path}: {over} records in this batch have caplen > their interface's snaplen (kept)"
@@ -514,7 +536,7 @@ def _batch(walker: _Walker, buf: np.ndarray, base: int, parts: _Parts) -> Record
         wirelen=wirelen,
         ts_ns=ts,
         iface=iface,
-        linktype=iface_lt[iface] if n else np.empty(0, np.uint16),
+        linktype=np.full(n, iface_lt[0], np.uint16) if one else iface_lt[iface],
         record=record,
         flags=flags,
         interfaces=list(walker.interfaces),
@@ -580,18 +602,22 @@ def iter_records(
     batch_records: int = 1 << 20,
     batch_bytes: int = 16 << 20,
     on_error: OnError = "skip",
+    reuse_windows: bool = False,
 ) -> Iterator[RecordBatch]:
     """Batches of at most ``batch_records`` records from windows of about ``batch_bytes`` bytes.
 
     Memory stays bounded by about two windows: each window is read (or decompressed) into its own
     buffer and a record cut by the window's end is carried over to the next one. A batch's
     ``data`` is its own window; ``data_base`` is the window's offset in the (decompressed) file.
+    ``reuse_windows=True`` reads into two buffers in turn instead of a fresh one per window (no new
+    pages to fault in): a batch's ``data`` is then valid only until the next batch is taken, for
+    consumers that keep nothing of it (``iter_packets``).
     """
     if batch_records < 1 or batch_bytes < 1:
         raise PcapError(f"batch_records and batch_bytes must be >= 1, got {batch_records} and {batch_bytes}")
     op = open_capture(path)
     walker = _walker(op, on_error)
-    reader = WindowReader(op)
+    reader = WindowReader(op, reuse=reuse_windows)
     try:
         yield from _stream(walker, reader, batch_records, batch_bytes)
     finally:

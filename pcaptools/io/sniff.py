@@ -169,6 +169,19 @@ def _readonly(a: np.ndarray) -> np.ndarray:
     return a
 
 
+POPULATE_MAX_BYTES = 4 << 30
+"""Files up to this size have their page-table entries filled when mapped (MAP_POPULATE): one kernel call
+instead of a page fault every 64 KiB, and the walks' prefetches then reach pages nobody touched yet.
+A larger file is mapped lazily (populating it would read it all before the walk starts)."""
+
+
+def _map(fd: int) -> mmap.mmap:
+    """Read-only shared map of the whole file, populated when it is at most POPULATE_MAX_BYTES."""
+    size = os.fstat(fd).st_size
+    flags = mmap.MAP_SHARED | (getattr(mmap, "MAP_POPULATE", 0) if size <= POPULATE_MAX_BYTES else 0)
+    return mmap.mmap(fd, 0, flags=flags, prot=mmap.PROT_READ)
+
+
 def whole_buffer(op: Opened) -> tuple[np.ndarray, Decompressed | None]:
     """The whole (decompressed) file as a read-only uint8 array, and the decompression's outcome.
 
@@ -181,8 +194,7 @@ def whole_buffer(op: Opened) -> tuple[np.ndarray, Decompressed | None]:
         if op.compression is None:
             if os.fstat(f.fileno()).st_size == 0:
                 return _readonly(np.empty(0, np.uint8)), None
-            mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-            return np.frombuffer(mm, dtype=np.uint8), None
+            return np.frombuffer(_map(f.fileno()), dtype=np.uint8), None
         stream = Decompressed(f, op.path, op.compression)
         with tempfile.TemporaryFile(prefix="pcaptools-") as tmp:
             for piece in stream:
@@ -190,15 +202,17 @@ def whole_buffer(op: Opened) -> tuple[np.ndarray, Decompressed | None]:
             tmp.flush()
             if not stream.produced:
                 return _readonly(np.empty(0, np.uint8)), stream
-            mm = mmap.mmap(tmp.fileno(), 0, access=mmap.ACCESS_READ)
+            mm = _map(tmp.fileno())
     return np.frombuffer(mm, dtype=np.uint8), stream
 
 
 class WindowReader:
     """Reads the (decompressed) file in windows for bounded-memory streaming: one fresh buffer per window."""
 
-    def __init__(self, op: Opened) -> None:
+    def __init__(self, op: Opened, *, reuse: bool = False) -> None:
         self.op = op
+        self.reuse = reuse  # read into two buffers in turn (the one not holding the carried bytes)
+        self.buffers: list[np.ndarray] = []
         self.file = open_regular(op.path)
         self.stream = Decompressed(self.file, op.path, op.compression) if op.compression else None
         self.pieces: Iterator[bytes] | None = iter(self.stream) if self.stream else None
@@ -206,7 +220,7 @@ class WindowReader:
 
     def fill(self, carry: np.ndarray, size: int) -> tuple[np.ndarray, bool]:
         """Read-only buffer of ``carry`` followed by new bytes up to ``size`` in all; True once at the end."""
-        buf = np.empty(max(size, len(carry)), np.uint8)
+        buf = self._buffer(max(size, len(carry)), carry)
         buf[: len(carry)] = carry
         have = len(carry)
         eof = False
@@ -230,6 +244,16 @@ class WindowReader:
             self.leftover = self.leftover[take:]
             have += take
         return _readonly(buf[:have]), eof
+
+    def _buffer(self, size: int, carry: np.ndarray) -> np.ndarray:
+        """A writable buffer of ``size`` bytes that does not hold ``carry``: fresh, or the older of two."""
+        if not self.reuse:
+            return np.empty(size, np.uint8)
+        free = [b for b in self.buffers if len(b) >= size and not np.shares_memory(b, carry)]
+        if free:
+            return free[0][:size]
+        self.buffers = [b for b in self.buffers if np.shares_memory(b, carry)] + [np.empty(size, np.uint8)]
+        return self.buffers[-1]
 
     def close(self) -> None:
         self.file.close()
