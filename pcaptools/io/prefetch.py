@@ -52,7 +52,10 @@ class _Prefetch:
     def _numba_type_(self):
         from numba.core.registry import cpu_target
 
-        return cpu_target.typing_context.resolve_value_type(_intrinsic())
+        fn = _intrinsic()
+        ctx = cpu_target.typing_context
+        ctx.refresh()  # take in the intrinsic's typing registration, made when it was defined
+        return ctx.resolve_value_type(fn)
 
 
 prefetch = _Prefetch()
