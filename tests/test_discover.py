@@ -14,6 +14,7 @@ import pytest
 import pcaptools
 from pcaptools.cli import main
 from pcaptools.errors import CorrelationError
+from pcaptools.io import read_records
 from pcaptools.k8s import cni
 from pcaptools.k8s.discover import capture_stem, load_captures, parse_description, read_links
 from pcaptools.k8s.inventory import Inventory
@@ -163,6 +164,25 @@ def test_our_merged_pcapng_is_split_per_interface(tmp_path, capsys):
     counts = cs.packets["point"].value_counts()
     for c in _manifest(s)["captures"]:
         assert counts[f"{c['node']}:{c['interface']}"] == c["tcpdump"]["captured"]
+
+
+def test_pcapng_of_two_sections_named_node_iface_gets_one_point_per_interface(tmp_path, capsys):
+    two = Path(__file__).parent / "data" / "own" / "two_sections.pcapng"  # eth.pcapng + any_nano.pcapng, concatenated
+    batch = read_records(two)
+    cs = load_captures(two)
+    # the file name's "sections" cannot name both interfaces: section 0 is pcapng interface 0, section 1 an -i any capture
+    assert [(p.name, p.pcapng_interface, p.ifindex) for p in cs.points] == [("two:if0", 0, -1), ("two:if2", 1, 2)]
+    counts = cs.packets["point"].value_counts()
+    assert counts["two:if0"] == int((batch.iface == 0).sum()) > 0
+    assert counts["two:if2"] == int((batch.iface == 1).sum()) > 0
+    assert any("holds 2 pcapng interfaces" in w for w in cs.inference.attrs["warnings"])
+    out = tmp_path / "m.json"
+    assert main(["manifest", str(two), "-o", str(out)]) == 0
+    capsys.readouterr()
+    doc = json.loads(out.read_text())
+    assert [(c["interface"], c["pcapng_interface"]) for c in doc["captures"]] == [("if0", 0), ("any", 1)]
+    got, _ = _paths_json(capsys, str(two))
+    assert len(got) > 0 and {tuple(fp) for fp in got["forward_points"]} == {("two:if0", "two:if2")}
 
 
 def test_capture_without_evidence_is_named_after_its_file_and_still_analysed(tmp_path, capsys):

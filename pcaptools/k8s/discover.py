@@ -578,16 +578,25 @@ def _infer_file(path: str, where: str, df: pd.DataFrame, nodes: _Nodes, link_spe
     idbs = _interfaces_of(path)
     used = sorted(int(i) for i in pd.unique(df["iface"])) if len(df) else []
     units = [(i, df[df["iface"].to_numpy(np.int64) == i]) for i in used] if len(used) > 1 else [(-1, df)]
+    # the file name names one interface; a file holding several (e.g. concatenated sections) names each
+    # by its own block, else by its number (or splits it per ifindex when it is an -i any capture)
+    file_iface = len(units) == 1
+    if not file_iface and _names(path, where, nodes)[1] is not None:
+        warnings.append(f"{path}: holds {len(units)} pcapng interfaces, so the interface in its file name names none of them; "
+                        f"they are named by their interface blocks, else pcapng number or ifindex (pass --point NODE:IFACE={path} to name one)")  # fmt: skip
     out = []
     for idb, sub in units:
         info = idbs[idb if idb >= 0 else (used[0] if used else 0)] if idbs else None
-        out.append(_infer_unit(path, where, idb, sub, info, nodes, link_specs, warnings))
+        out.append(_infer_unit(path, where, idb, sub, info, nodes, link_specs, warnings, file_iface=file_iface))
     return out
 
 
 def _infer_unit(path: str, where: str, idb: int, df: pd.DataFrame, info, nodes: _Nodes, link_specs: dict[str, str],
-                warnings: list[str]) -> tuple[dict, list[list]]:  # fmt: skip
+                warnings: list[str], *, file_iface: bool = True) -> tuple[dict, list[list]]:  # fmt: skip
+    """Manifest entry and evidence rows of one interface of a capture file (``idb`` -1: the whole file)."""
     name_node, name_iface = _names(path, where, nodes)
+    if not file_iface:
+        name_iface = None
     kv: dict[str, str] = {}
     node = iface = role = pod = None  # (value, evidence)
     if info is not None:
