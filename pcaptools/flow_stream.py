@@ -2,10 +2,10 @@
 
 How (an external-memory group-by, in two passes over disk, never over the capture twice):
 
-1. **Windows.** The capture is decoded in time-ordered windows (``iter_packets`` batches sized from
-   the memory cap). Each packet that can belong to a flow keeps only the columns flows need
-   (``spill_columns``, about 100 bytes) and goes to one of ``BUCKETS`` spill files in a private
-   temporary directory (``TMPDIR``), chosen by a hash of its canonical flow key (Community ID
+1. **Windows.** The capture is decoded in time-ordered windows (``iter_packets`` batches, their
+   records and read-window bytes sized from the memory cap). Each packet that can belong to a flow
+   keeps only the columns flows need (``spill_columns``, about 100 bytes) and goes to one of
+   ``BUCKETS`` spill files in a private temporary directory (``TMPDIR``), chosen by a hash of its canonical flow key (Community ID
    ordering of addresses and ports, protocol). Every packet of a flow, and so every flow spanning
    any number of windows, lands in one bucket: a flow is carried over, never cut.
 2. **Buckets.** Buckets are read back a group at a time (as many as fit the cap), put back in
@@ -43,7 +43,7 @@ import pandas as pd
 
 from pcaptools import community_id as cid
 from pcaptools.flows import REQUIRED, _i64, check_packets, error_rows, flow_rows
-from pcaptools.packet_file import BASE_BYTES, window_records
+from pcaptools.packet_file import BASE_BYTES, window_bytes, window_records
 from pcaptools.schema import FLOW_COLUMNS, FLOW_STATES, validate
 
 BUCKETS = 64
@@ -83,7 +83,7 @@ def _flow_parts(path, memory, opts, batch_records, order) -> Iterator[pd.DataFra
     """iter_flows' work; ``order`` receives the first-seen order of src, dst and tunnel values."""
     from pcaptools.packets import iter_packets
 
-    windows = iter_packets(path, batch_records=batch_records or window_records(memory))
+    windows = iter_packets(path, batch_records=batch_records or window_records(memory), batch_bytes=window_bytes(memory))
     first = next(windows, None)
     if first is None:
         return

@@ -29,6 +29,11 @@ def window_records(memory: int) -> int:
     return max(1024, (memory - BASE_BYTES) // (2 * RECORD_BYTES))
 
 
+def window_bytes(memory: int) -> int:
+    """Capture bytes per read window for a memory cap of ``memory`` bytes: half a window's per-record budget (at least 1 MiB)."""
+    return window_records(memory) * (RECORD_BYTES // 2)
+
+
 @dataclass
 class Written:
     """What :func:`write_packets` wrote: rows, rows with a decode error, and the reader's accounting per file."""

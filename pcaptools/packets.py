@@ -91,6 +91,7 @@ def iter_packets(
     path: PathLike,
     *,
     batch_records: int = 1 << 20,
+    batch_bytes: int = 16 << 20,
     vxlan_ports: Iterable[int] = registry.DEFAULT_VXLAN_PORTS,
     geneve_ports: Iterable[int] = registry.DEFAULT_GENEVE_PORTS,
     wireguard_ports: Iterable[int] = registry.DEFAULT_WIREGUARD_PORTS,
@@ -99,7 +100,8 @@ def iter_packets(
     payload_hash: bool = False,
 ) -> Iterator[pd.DataFrame]:
     """Packet tables of at most ``batch_records`` rows each, with bounded memory (streamed reading);
-    ``payload_hash`` as for :func:`read_packets`."""
+    each read from a window of about ``batch_bytes`` capture bytes (two windows are held; see
+    :func:`pcaptools.io.iter_records`); ``payload_hash`` as for :func:`read_packets`."""
     from pcaptools.decode.api import decode_options, decode_with
     from pcaptools.decode.compiling import announce_compiles
     from pcaptools.io import iter_records
@@ -109,5 +111,6 @@ def iter_packets(
     tables, depth = decode_options(vxlan_ports, geneve_ports, wireguard_ports, max_tunnel_depth)
     name = os.fspath(path)
     # the tables keep nothing of a batch's window, so two window buffers serve the whole file
-    for batch in iter_records(path, batch_records=batch_records, on_error=on_error, reuse_windows=True):
+    for batch in iter_records(path, batch_records=batch_records, batch_bytes=batch_bytes, on_error=on_error,
+                              reuse_windows=True):
         yield decode_with(batch, tables, depth, file_name=name, payload_hash=payload_hash)

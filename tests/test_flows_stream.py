@@ -12,7 +12,7 @@ from stream_support import ROOT, flows_spanning_windows, generated_capture
 from pcaptools.cli import main
 from pcaptools.flow_stream import iter_flows, read_flows_bounded
 from pcaptools.flows import flows, read_flows
-from pcaptools.packets import read_packets
+from pcaptools.packets import iter_packets, read_packets
 from pcaptools.units import MIN_MEMORY
 
 PEER = ROOT / "tests" / "data" / "peer" / "tcpdump" / "tests"
@@ -122,3 +122,46 @@ def test_bucket_groups_with_and_without_tunnelled_flows_join_into_one_table(tmp_
     parts = list(iter_flows(cap, memory=MIN_MEMORY, batch_records=1000))
     assert any(p["tunnel"].isna().all() for p in parts) and any(p["tunnel"].notna().any() for p in parts)
     pd.testing.assert_frame_equal(read_flows_bounded(cap, memory=MIN_MEMORY, batch_records=1000), flows(read_packets(cap)))
+
+
+@pytest.fixture(scope="module")
+def over_16mib(tmp_path_factory):
+    """25,000 generated packets (about 21 MB): more than iter_packets' default 16 MiB read window."""
+    path = generated_capture(tmp_path_factory.mktemp("big") / "big.pcap", packets=25_000, flows=300, seed=5)
+    assert path.stat().st_size > 16 << 20
+    return path
+
+
+def _windows_read(monkeypatch, path, memory: int) -> tuple[pd.DataFrame, list[int]]:
+    """read_flows_bounded's table and the rows of each packet window it decoded."""
+    import pcaptools.packets
+
+    sizes: list[int] = []
+    real = pcaptools.packets.iter_packets
+
+    def spy(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        for t in real(*args, **kwargs):
+            sizes.append(len(t))
+            yield t
+
+    monkeypatch.setattr(pcaptools.packets, "iter_packets", spy)
+    return read_flows_bounded(path, memory=memory), sizes
+
+
+def test_iter_packets_reads_windows_of_batch_bytes(over_16mib):
+    whole = read_packets(over_16mib)
+    assert len(list(iter_packets(over_16mib))) == 2  # the default 16 MiB window
+    assert len(list(iter_packets(over_16mib, batch_bytes=64 << 20))) == 1
+    small = list(iter_packets(over_16mib, batch_bytes=1 << 20))
+    assert len(small) >= 20
+    pd.testing.assert_frame_equal(pd.concat(small, ignore_index=True)[list(whole.columns)].astype(whole.dtypes.to_dict()), whole)
+
+
+def test_memory_cap_sets_the_read_window_so_a_capture_that_fits_is_one_window(monkeypatch, over_16mib):
+    whole = flows(read_packets(over_16mib))
+    got, sizes = _windows_read(monkeypatch, over_16mib, 1 << 30)  # 1 GiB: windows of 216 MiB
+    assert sizes == [25_000]
+    pd.testing.assert_frame_equal(got, whole)
+    got, sizes = _windows_read(monkeypatch, over_16mib, MIN_MEMORY)  # 16 MiB: 1,024 records, 1 MiB read windows
+    assert len(sizes) >= 25 and max(sizes) <= 1024 and sum(sizes) == 25_000
+    pd.testing.assert_frame_equal(got, whole)
