@@ -3,7 +3,8 @@
 After ``pip install`` (or an upgrade) the first command compiles the record walkers, the decode walk
 and the correlator's kernels (tens of seconds); numba caches the machine code beside the sources, so
 later runs only load it. :func:`warmup` reads a 2-point set of tiny pcap and pcapng captures (VXLAN
-and native TCP, the types every real input has) and correlates it, compiling what is not cached yet.
+and native TCP, the types every real input has) and correlates it, compiling what is not cached yet;
+a third capture of 32,768 source addresses compiles the category codes wide captures use.
 """
 
 from __future__ import annotations
@@ -31,6 +32,22 @@ def _frames() -> list[bytes]:
         vx = struct.pack("!BBHI", 0x08, 0, 0, 4096 << 8) + inner
         udp = struct.pack("!HHHH", 49152 + i, 4789, 8 + len(vx), 0) + vx
         out.append(eth(ip4(17, bytes([192, 168, 0, 11]), bytes([192, 168, 0, 12]), udp, 200 + i)))
+    return out
+
+
+SPREAD = 1 << 15
+"""Source addresses of the warm-up's third capture (256 destinations): its columns take int16 and int32
+category codes (:func:`pcaptools.decode.table.code_dtype`), as a capture of 128+ or 32,768+ addresses does."""
+
+
+def _spread_frames(n: int) -> list[bytes]:
+    """``n`` UDP frames, each from its own source MAC and IPv4 address (10.x.y.z), to 256 destinations."""
+    out = []
+    for i in range(n):
+        src = bytes([10, (i >> 16) & 255, (i >> 8) & 255, i & 255])
+        udp = struct.pack("!HHHH", 40000, 53, 8, 0)
+        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 28, i & 0xFFFF, 0x4000, 64, 17, 0, src, bytes([10, 96, 1, i & 255])) + udp
+        out.append(b"\x02\x00\x00\x00\x00\x02" + b"\x06" + i.to_bytes(5, "big") + b"\x08\x00" + ip)
     return out
 
 
@@ -71,6 +88,9 @@ def warmup() -> dict:
         a.write_bytes(_pcap(frames, 1_700_000_000_000_000))
         b.write_bytes(_pcapng(frames, 1_700_000_000_000_050))
         pk = read_packets([a, b])
+        c = Path(tmp) / "c.pcap"  # many addresses: the wider category-code variants of the factorize kernel
+        c.write_bytes(_pcap(_spread_frames(SPREAD), 1_700_000_001_000_000))
+        read_packets(c)
         sum(len(x) for x in iter_packets(b))
         flows(pk)
         corr = correlate(CaptureSet.load(points=[f"node-a:eth0={a}", f"node-b:eth0={b}"]))

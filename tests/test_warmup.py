@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from stream_support import generated_capture
 from typer.testing import CliRunner
 
 from pcaptools.cli import app
@@ -67,3 +68,34 @@ def test_after_warmup_a_fresh_process_reads_without_compiling_or_announcing() ->
     rows, compiles = map(int, res.stdout.split())
     assert rows > 0 and compiles == 0
     assert "compiling" not in res.stderr
+
+
+def test_warmup_compiles_the_int16_and_int32_codes_of_the_category_factorize_kernel() -> None:
+    # a fresh process: the signatures are what warmup() itself compiled or loaded, not other tests
+    code = (
+        "from pcaptools.warmup import warmup\n"
+        "from pcaptools.decode.table import _codes_kernel\n"
+        "warmup()\n"
+        "print(' '.join(sorted(str(sig[-1].dtype) for sig in _codes_kernel.signatures)))\n"
+    )
+    assert _run(code).stdout.split() == ["int16", "int32", "int8"]
+
+
+def test_after_warmup_a_capture_of_hundreds_of_addresses_reads_without_compiling(tmp_path: Path) -> None:
+    cap = generated_capture(tmp_path / "gen.pcap", packets=3_000, flows=300, seed=11)
+    res = CliRunner().invoke(app, ["warmup"])
+    assert res.exit_code == 0, res.output
+    code = (
+        "import numba.core.event as ev\n"
+        "from pcaptools.packets import read_packets\n"
+        "seen = []\n"
+        "class L(ev.Listener):\n"
+        "    def on_start(self, e): seen.append(e)\n"
+        "    def on_end(self, e): pass\n"
+        "ev.register('numba:compile', L())\n"
+        f"df = read_packets({str(cap)!r})\n"
+        "print(df['src'].cat.codes.dtype, df['src'].nunique(), len(seen))\n"
+    )
+    dtype, addresses, compiles = _run(code).stdout.split()
+    assert dtype == "int16" and int(addresses) >= 128
+    assert int(compiles) == 0
