@@ -185,6 +185,21 @@ def test_pcapng_of_two_sections_named_node_iface_gets_one_point_per_interface(tm
     assert len(got) > 0 and {tuple(fp) for fp in got["forward_points"]} == {("two:if0", "two:if2")}
 
 
+def test_concatenated_captures_of_one_named_interface_keep_their_pcapng_numbers(tmp_path, capsys):
+    one = (Path(__file__).parent / "data" / "own" / "dumpcap.pcapng").read_bytes()  # one section, if_name ptio-va
+    twice = tmp_path / "twice.pcapng"
+    twice.write_bytes(one + one)
+    cs = load_captures(twice)
+    assert [(p.name, p.pcapng_interface) for p in cs.points] == [("twice:ptio-va#0", 0), ("twice:ptio-va#1", 1)]
+    assert cs.packets["point"].value_counts().tolist() == [len(read_records(twice).iface) // 2] * 2
+    warnings = cs.inference.attrs["warnings"]
+    assert any("share a name" in w for w in warnings) and len(warnings) == len(set(warnings))
+    out = tmp_path / "m.json"
+    assert main(["manifest", str(twice), "-o", str(out)]) == 0
+    capsys.readouterr()
+    assert [p.name for p in load_captures(out).points] == ["twice:ptio-va#0", "twice:ptio-va#1"]
+
+
 def test_capture_without_evidence_is_named_after_its_file_and_still_analysed(tmp_path, capsys):
     shutil.copy(ROOT / "vpc" / "client" / "eth0.pcap", tmp_path / "capture.pcap")
     shutil.copy(ROOT / "vpc" / "nlb" / "eth0.pcap", tmp_path / "trace.pcap")

@@ -220,7 +220,7 @@ def load_captures(
             warnings.append(f"{', '.join(f'{h} ({r})' for h, r in hosts.items())}: not nodes of the inventory, "
                             "treated as hosts outside the cluster (role from their packets)")  # fmt: skip
     warnings += _shared_clocks(cs)
-    ev.attrs = {"warnings": warnings, "inventory": inv.source if inv is not None else None, "files": len(files)}
+    ev.attrs = {"warnings": list(dict.fromkeys(warnings)), "inventory": inv.source if inv is not None else None, "files": len(files)}
     cs.inference = ev
     return cs
 
@@ -588,6 +588,16 @@ def _infer_file(path: str, where: str, df: pd.DataFrame, nodes: _Nodes, link_spe
     for idb, sub in units:
         info = idbs[idb if idb >= 0 else (used[0] if used else 0)] if idbs else None
         out.append(_infer_unit(path, where, idb, sub, info, nodes, link_specs, warnings, file_iface=file_iface))
+    # one interface name in several blocks (concatenated captures of one interface): each keeps its number
+    names = [(e["node"], e["interface"]) for e, _ in out if not e.get("interfaces")]
+    for e, rows in out:
+        key = (e["node"], e["interface"])
+        if not e.get("interfaces") and names.count(key) > 1:
+            e["interface"] = rows[0][5] = f"{e['interface']}#{e['pcapng_interface']}"
+            rows[0][6] += f"; #{e['pcapng_interface']}: pcapng interface number, {names.count(key)} interfaces have this name"
+    if len(set(names)) < len(names):
+        warnings.append(f"{path}: several pcapng interfaces share a name; each is named NAME#<pcapng interface number> "
+                        f"(pass --point NODE:IFACE={path} to name one)")  # fmt: skip
     return out
 
 
