@@ -168,13 +168,19 @@ def pcapng_drops(capture_set) -> dict[str, tuple[int, str]]:
     """Point ``NODE:IFACE`` -> (packets its capture reports dropped, the counters as text), from the pcapng Interface
     Statistics Blocks of the capture set's files (interface + OS drops); points of classic pcap files or of
     interfaces without such a block are left out. A point split out of a ``-i any`` capture gets its file's counts."""
+    from pcaptools.dataset import read_meta, split_member
     from pcaptools.io import iter_records
     from pcaptools.io.sniff import open_capture
 
     if capture_set is None:
         return {}
     stats: dict[str, list] = {}
+    stored: dict[str, tuple[int, str]] = {}  # points of a dataset: the counts `convert` read from its captures
     for f in dict.fromkeys(p.file for p in capture_set.points if p.file):
+        m = split_member(f)
+        if m is not None:
+            stored.update({k: (int(n), str(how)) for k, (n, how) in read_meta(m[0]).get("pcapng_drops", {}).items()})
+            continue
         try:
             if open_capture(f).format != "pcapng":
                 continue
@@ -184,6 +190,10 @@ def pcapng_drops(capture_set) -> dict[str, tuple[int, str]]:
         stats[f] = list(tail[0].interfaces) if tail else []
     out: dict[str, tuple[int, str]] = {}
     for p in capture_set.points:
+        if split_member(p.file) is not None:
+            if p.name in stored:
+                out[p.name] = stored[p.name]
+            continue
         ifs = stats.get(p.file, [])
         mine = [i for i in ifs if i.id == p.pcapng_interface] if p.pcapng_interface >= 0 else ifs
         mine = [i for i in mine if i.stats is not None and i.stats.dropped() is not None]
