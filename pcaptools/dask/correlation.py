@@ -40,7 +40,7 @@ from pcaptools.correlate.fingerprint import combine, fingerprint
 from pcaptools.correlate.latency import hop_latency, losses
 from pcaptools.correlate.match import CLOCK_SAMPLE, unique_groups
 from pcaptools.correlate.windows import CARRY, CATEGORIES, Categories, rows_from
-from pcaptools.dask.cluster import require_dask
+from pcaptools.dask.cluster import refuse_datasets, require_dask
 from pcaptools.dask.flows import _file_hash
 from pcaptools.dask.packets import DEFAULT_CHUNK_RECORDS, empty_like, packet_meta, read_packets
 from pcaptools.decode.table import concat
@@ -112,6 +112,7 @@ def load_capture_packets(
 
     srcs = [sources] if isinstance(sources, (str, os.PathLike)) else list(sources)
     points = list(points)
+    refuse_datasets(srcs)
     if not _given_points(srcs, points):
         raise CorrelationError(
             "on Dask the capture points must be named: pass one manifest.json (or a directory holding one) and/or "
