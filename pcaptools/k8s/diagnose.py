@@ -176,10 +176,13 @@ def pcapng_drops(capture_set) -> dict[str, tuple[int, str]]:
         return {}
     stats: dict[str, list] = {}
     stored: dict[str, tuple[int, str]] = {}  # points of a dataset: the counts `convert` read from its captures
+    datasets: set[str] = set()
     for f in dict.fromkeys(p.file for p in capture_set.points if p.file):
         m = split_member(f)
         if m is not None:
-            stored.update({k: (int(n), str(how)) for k, (n, how) in read_meta(m[0]).get("pcapng_drops", {}).items()})
+            if m[0] not in datasets:
+                datasets.add(m[0])
+                stored.update({k: (int(n), str(how)) for k, (n, how) in read_meta(m[0]).get("pcapng_drops", {}).items()})
             continue
         try:
             if open_capture(f).format != "pcapng":
