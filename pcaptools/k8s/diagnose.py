@@ -58,7 +58,13 @@ LOSS_COLUMNS = ("connection", "direction", "last_seen", "first_missed", "node", 
 TIMELINE_COLUMNS = ("connection", "direction", "packet", "attempt", "point", "ts_corrected_ns", "reached")
 
 _ICMP_ERR = {1: (3, 11, 12), 58: (1, 2, 3, 4)}
-_MTU_FLOOR = 590  # frames up to 576 IP bytes (+ Ethernet) cross every IPv4 link: their loss is no MTU problem
+_MTU_FLOOR = {4: 576 + 14, 6: 1280 + 14}  # frames up to the family's minimum MTU (IPv4 576, IPv6 1280 IP bytes; + Ethernet)
+# cross every link of that family: their loss is no MTU problem
+
+
+def _mtu_floor(addr) -> int:  # noqa: ANN001 - an address string (or None)
+    """The largest frame every link carries for packets to ``addr`` (:data:`_MTU_FLOOR` of its family)."""
+    return _MTU_FLOOR[6 if ":" in str(addr or "") else 4]
 _FLAG_NAMES = ((0x04, "RST"), (0x02, "SYN"), (0x01, "FIN"), (0x08, "PSH"), (0x10, "ACK"))
 
 
@@ -724,7 +730,7 @@ def _cause(ctx: _Context, r, direction: str, kind: str, last: str, q: str | None
         sizes_ok = [ctx.pair_max[(last, q)]]  # other connections' packets that made this hop
     tunnel_edge = (any(ctx.roles.get(x, "") == "overlay" for x in (last, q) if x) or any(j.tunnelled for j in lost)
                    or _interface(last).startswith(("vxlan", "tunl", "genev", "flannel")))  # fmt: skip
-    if sizes_ok and min(sizes_lost) > max(max(sizes_ok), _MTU_FLOOR):
+    if sizes_ok and min(sizes_lost) > max(max(sizes_ok), _mtu_floor(lost[0].dst)):
         conf = 0.8 if tunnel_edge else 0.6
         tun = " tunnelled" if tunnel_edge else ""
         return "mtu-blackhole", conf, (f"{len(lost)}{tun} packet(s) of {_span(sizes_lost)} bytes vanished where "
