@@ -43,7 +43,7 @@ def convert(
     ``paths`` on those captures does.
     """
     from pcaptools.decode import registry
-    from pcaptools.k8s.diagnose import manifest_drops
+    from pcaptools.k8s.diagnose import manifest_drops, pcapng_drops
     from pcaptools.k8s.discover import _is_manifest, find_inventory, load_captures, manifest_doc
     from pcaptools.packets import iter_packets, read_packets
 
@@ -83,6 +83,7 @@ def convert(
         description = {
             "cni": cs.cni, "notes": list(cs.notes), "entries": _entries(cs, manifest_doc(cs, ".")),
             "points": [_absent(asdict(p)) for p in cs.points], "capture_drops": manifest_drops(srcs),
+            "pcapng_drops": {pt: [n, how] for pt, (n, how) in pcapng_drops(cs).items()},
             "decode": {"vxlan_ports": list(registry.DEFAULT_VXLAN_PORTS), "geneve_ports": list(registry.DEFAULT_GENEVE_PORTS),
                        "wireguard_ports": list(registry.DEFAULT_WIREGUARD_PORTS), "max_tunnel_depth": 4},
             "inference": None if ev is None else {

@@ -22,7 +22,8 @@ name as decoded, ``records`` read, ``rows``, the reader's ``skipped`` counts by 
 equal to ``read_packets`` of the file), ``entries`` (manifest entries of the capture points:
 ``file`` is a file name of ``files``), ``points`` (name, node, interface, role, pod, file, ifindex,
 pcapng_interface), ``inference`` (the evidence of each inferred field and the warnings), ``cni``,
-``capture_drops`` (packets each capture reported dropped), ``decode`` (the decoder's options) and
+``capture_drops`` (packets each capture reported dropped), ``pcapng_drops`` (the drops and counters of the
+captures' pcapng Interface Statistics Blocks, which ``why`` weighs), ``decode`` (the decoder's options) and
 ``window_ns``.
 
 A capture file of a dataset is addressed as ``DIR::FILE`` (:func:`member`); ``read_packets`` reads

@@ -106,10 +106,14 @@ def iter_packets(
     from pcaptools.decode.compiling import announce_compiles
     from pcaptools.io import iter_records
 
+    name = os.fspath(path)
+    if _is_stored(name):  # a dataset holds decoded rows, not records to stream
+        raise DecodeError(f"{name}: a dataset `pcaptools convert` wrote is already decoded and is not read in windows; "
+                          "read it whole (drop --memory / memory=) or in parts with pcaptools.read_dataset(DIR, points=…, "
+                          "start_ns=…, end_ns=…)")  # fmt: skip
     announce_compiles()
 
     tables, depth = decode_options(vxlan_ports, geneve_ports, wireguard_ports, max_tunnel_depth)
-    name = os.fspath(path)
     # the tables keep nothing of a batch's window, so two window buffers serve the whole file
     for batch in iter_records(path, batch_records=batch_records, batch_bytes=batch_bytes, on_error=on_error,
                               reuse_windows=True):

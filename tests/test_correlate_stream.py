@@ -111,3 +111,27 @@ def test_cli_memory_that_is_not_a_size_is_a_usage_error():
     r = _cli("correlate", str(SAMPLES / "vpc"), "--memory", "2x")
     assert r.returncode == 2
     assert r.stderr.startswith("Usage: ") and "pcaptools: Invalid value for '--memory'" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_compressed_captures_count_at_their_decompressed_weight_against_the_budget(generated, tmp_path):
+    """A .pcap.gz is judged by COMPRESSED_RATIO times its size: a budget its compressed bytes fit but its decoded
+    table does not streams the set (same answers) instead of loading it whole."""
+    import gzip
+
+    from pcaptools.correlate.stream import BASE_MEMORY, COMPRESSED_RATIO, FILE_COST
+
+    out = tmp_path / "gz"
+    shutil.copytree(generated, out)
+    man = json.loads((out / "manifest.json").read_text())
+    for e in man["captures"]:
+        src = out / e["file"]
+        (out / (e["file"] + ".gz")).write_bytes(gzip.compress(src.read_bytes(), compresslevel=1))
+        src.unlink()
+        e["file"] += ".gz"
+    (out / "manifest.json").write_text(json.dumps(man))
+    gz = sum((out / e["file"]).stat().st_size for e in man["captures"])
+    budget = int(BASE_MEMORY + FILE_COST * gz * COMPRESSED_RATIO / 2)  # fits the files' bytes, not the packets
+    win, stats = correlate_files(out, memory=budget, out=tmp_path / "h.parquet")
+    assert stats.passes == 2
+    one, _ = correlate_files(generated, out=tmp_path / "one.parquet")
+    assert one.to_dict() == win.to_dict()

@@ -206,3 +206,14 @@ def test_cli_correlate_on_two_worker_processes_writes_the_single_process_hops(tm
 
     assert json.loads(run("--workers", "2")) == json.loads(run())
     assert_same_table(pd.read_parquet(tmp_path / "hops2.parquet"), pd.read_parquet(tmp_path / "hops0.parquet"))
+
+
+def test_a_dataset_given_to_dask_is_refused_as_a_dataset(tmp_path):
+    """Not 'is a directory' or 'points must be named': a dataset is read in one process (or by dask's read_parquet)."""
+    from pcaptools.convert import convert
+    from pcaptools.dask.cluster import ClusterError
+
+    ds = str(convert([str(SAMPLES / "vpc")], tmp_path / "vpc.ds"))
+    for run in (lambda: read_packets(ds), lambda: read_flows([ds]), lambda: correlate_captures(ds)):
+        with pytest.raises(ClusterError, match="dataset .*read_parquet"):
+            run()

@@ -273,3 +273,16 @@ def test_dataset_description_follows_its_shipped_schema(calico, tmp_path):
         jsonschema.Draft202012Validator(json_schema("dataset")).validate(doc)
         assert all(f["records"] == f["rows"] + sum(f["skipped"].values()) for f in doc["files"])
     assert any(p["ifindex"] is not None for p in json.loads((tmp_path / "any.ds" / "_pcaptools.json").read_text())["points"])
+
+
+def test_memory_bounded_reading_of_a_dataset_says_it_is_a_dataset(calico):
+    """--memory streams capture records; a dataset (or DIR::FILE) gets one line naming read_dataset, not a file error."""
+    from pcaptools.flows import read_flows
+    from pcaptools.packets import iter_packets
+
+    with pytest.raises(DecodeError, match="dataset .*read_dataset"):
+        read_flows(str(calico), memory="64MiB")
+    with pytest.raises(DecodeError, match="dataset .*read_dataset"):
+        next(iter_packets(str(calico)))
+    r = _cli("decode", str(calico), "-o", str(calico.parent / "p.parquet"), "--memory", "64MiB")
+    assert r.returncode == 2 and "dataset" in r.stderr and "Traceback" not in r.stderr

@@ -156,3 +156,12 @@ def test_why_without_a_manifest_is_one_line_and_exit_2(tmp_path, capsys):
     assert main(["why", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("pcaptools: ") and "manifest.json" in err[0]
+
+
+def test_ipv6_frames_within_the_1280_byte_minimum_mtu_are_never_an_mtu_blackhole():
+    """IPv6 links carry 1280 IP bytes at least (RFC 8200), IPv4 links 576: below that a loss is not the MTU's doing."""
+    from pcaptools.k8s.diagnose import _mtu_floor
+
+    assert _mtu_floor("10.244.1.5") == 576 + 14
+    assert _mtu_floor("fd00:10:244::5") == 1280 + 14
+    assert _mtu_floor(None) == 576 + 14

@@ -202,3 +202,19 @@ def test_a_segment_missing_at_its_last_point_that_its_receiver_acknowledged_is_c
     (loss,) = dg.connection_record(int(conn["connection"]))["losses"]
     assert (loss["cause"], loss["first_missed"], loss["packets"]) == ("capture-loss", f"{last['node']}:{last['interface']}", 1)
     assert "acknowledgement beyond its last byte" in loss["evidence"]
+
+
+def test_a_dataset_keeps_the_statistics_block_drops_so_why_gives_the_same_losses(dropped_at_uplink, tmp_path, capsys):
+    """`convert` stores the pcapng counters: `why DIR` weighs them as `why` on the captures does."""
+    from pcaptools.convert import convert
+    from pcaptools.dataset import read_meta
+
+    d, _, point, _ = dropped_at_uplink
+    assert main(["why", str(d), "--json"]) == 0
+    on_captures = json.loads(capsys.readouterr().out)
+    ds = convert([str(d)], tmp_path / "set.ds")
+    jsonschema.validate(read_meta(ds), json.loads((Path(pcaptools.__file__).parent / "schemas" / "dataset.schema.json").read_text()))
+    assert read_meta(ds)["pcapng_drops"][point][0] == 1
+    assert main(["why", str(ds), "--json"]) == 0
+    on_dataset = json.loads(capsys.readouterr().out)
+    assert [x["losses"] for x in on_dataset["connections"]] == [x["losses"] for x in on_captures["connections"]]

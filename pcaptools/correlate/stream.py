@@ -75,6 +75,10 @@ BASE_MEMORY = 200 << 20
 FILE_COST = 2.0
 """Peak memory of the one-window run per byte of capture file (decoded table, fingerprints, hops)."""
 
+COMPRESSED_RATIO = 8
+"""A compressed capture (gzip, xz, zstd) counts as this many times its file size when deciding whether the
+set fits the budget (its decoded table grows with the decompressed bytes; as ``pcaptools.io.summary`` counts)."""
+
 
 @dataclass
 class StreamStats:
@@ -99,7 +103,7 @@ def correlate_files(source: str | os.PathLike | None = None, *, points: Iterable
     streaming with windows of about that many rows (tests, benchmarks)."""
     entries, _ = capture_entries(source, points=points, allow_outside=allow_outside)
     memory = default_memory() if memory is None else int(memory)
-    size = sum(os.path.getsize(e["file"]) for e in entries)
+    size = sum(capture_bytes(e["file"]) for e in entries)
     if window_rows is None and BASE_MEMORY + FILE_COST * size <= memory:
         cs = CaptureSet.load(source, points=points, allow_outside=allow_outside)
         writer = _HopsWriter(out, direct=True)
@@ -110,6 +114,14 @@ def correlate_files(source: str | os.PathLike | None = None, *, points: Iterable
         )
     return correlate_stream(entries, window_ns=window_ns, reference=reference, memory=memory, window_rows=window_rows,
                             out=out)  # fmt: skip
+
+
+def capture_bytes(path: str | os.PathLike) -> int:
+    """The bytes a capture file stands for in memory: its size, :data:`COMPRESSED_RATIO` times that if compressed."""
+    from pcaptools.io.sniff import open_capture
+
+    op = open_capture(path)
+    return op.file_size * (COMPRESSED_RATIO if op.compression else 1)
 
 
 class _File:

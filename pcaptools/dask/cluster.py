@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import Iterator
 
 from pcaptools.errors import PcapError
@@ -14,6 +15,18 @@ CONNECT_TIMEOUT_S = 10
 
 class ClusterError(PcapError):
     """Dask is not installed, or the scheduler cannot be reached or started."""
+
+
+def refuse_datasets(paths) -> None:  # noqa: ANN001 - the inputs as given
+    """A ClusterError for a dataset directory (or ``DIR::FILE``) among ``paths``: the Dask layer decodes capture files."""
+    from pcaptools.dataset import is_dataset, split_member
+
+    for p in [paths] if isinstance(paths, (str, os.PathLike)) else paths:
+        if is_dataset(p) or split_member(os.fspath(p)) is not None:
+            raise ClusterError(
+                f"{os.fspath(p)}: a dataset `pcaptools convert` wrote is read in one process; drop --scheduler/--workers, "
+                "or read its packets on Dask as a hive dataset: dask.dataframe.read_parquet('DIR/packets')"
+            )
 
 
 def require_dask():

@@ -33,14 +33,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from pcaptools.correlate.api import DEFAULT_WINDOW_NS, Correlation, clock_notes, matcher
+from pcaptools.correlate.api import DEFAULT_WINDOW_NS, Correlation, clock_notes, matcher, packet_fingerprints
 from pcaptools.correlate.capture_set import KEPT, NEEDED, CaptureSet
 from pcaptools.correlate.clock import correct, estimate_offsets
-from pcaptools.correlate.fingerprint import combine, fingerprint
+from pcaptools.correlate.fingerprint import combine
 from pcaptools.correlate.latency import hop_latency, losses
 from pcaptools.correlate.match import CLOCK_SAMPLE, unique_groups
 from pcaptools.correlate.windows import CARRY, CATEGORIES, Categories, rows_from
-from pcaptools.dask.cluster import require_dask
+from pcaptools.dask.cluster import refuse_datasets, require_dask
 from pcaptools.dask.flows import _file_hash
 from pcaptools.dask.packets import DEFAULT_CHUNK_RECORDS, empty_like, packet_meta, read_packets
 from pcaptools.decode.table import concat
@@ -112,6 +112,7 @@ def load_capture_packets(
 
     srcs = [sources] if isinstance(sources, (str, os.PathLike)) else list(sources)
     points = list(points)
+    refuse_datasets(srcs)
     if not _given_points(srcs, points):
         raise CorrelationError(
             "on Dask the capture points must be named: pass one manifest.json (or a directory holding one) and/or "
@@ -152,10 +153,8 @@ def load_capture_packets(
 
 
 def _with_fingerprint(df: pd.DataFrame) -> pd.DataFrame:
-    """Fingerprint per row (0: not matchable, as correlate() sets for rows without a timestamp)."""
-    fp = fingerprint(df, df["payload_hash"].to_numpy(np.uint64))
-    fp[df["ts_ns"].to_numpy(np.int64) < 0] = 0
-    return df.assign(_fp=fp)
+    """Fingerprint per row (0: not matchable), as correlate() takes it."""
+    return df.assign(_fp=packet_fingerprints(df))
 
 
 def _bottom(df: pd.DataFrame, k: int) -> np.ndarray:

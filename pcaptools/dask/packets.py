@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 import pandas as pd
 
-from pcaptools.dask.cluster import require_dask
+from pcaptools.dask.cluster import refuse_datasets, require_dask
 from pcaptools.decode import registry
 from pcaptools.decode.table import concat
 from pcaptools.errors import DecodeError
@@ -89,6 +89,7 @@ def plan_chunks(paths: Iterable[str | os.PathLike], *, chunk_records: int = DEFA
     files = [os.fspath(p) for p in ([paths] if isinstance(paths, (str, os.PathLike)) else paths)]
     if not files:
         raise DecodeError("read_packets: expected at least one capture file, found none")
+    refuse_datasets(files)
     if chunk_records < 1:
         raise DecodeError(f"chunk_records: expected 1 or more records per partition, found {chunk_records}")
     for f in files:

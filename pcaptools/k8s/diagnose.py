@@ -58,7 +58,13 @@ LOSS_COLUMNS = ("connection", "direction", "last_seen", "first_missed", "node", 
 TIMELINE_COLUMNS = ("connection", "direction", "packet", "attempt", "point", "ts_corrected_ns", "reached")
 
 _ICMP_ERR = {1: (3, 11, 12), 58: (1, 2, 3, 4)}
-_MTU_FLOOR = 590  # frames up to 576 IP bytes (+ Ethernet) cross every IPv4 link: their loss is no MTU problem
+_MTU_FLOOR = {4: 576 + 14, 6: 1280 + 14}  # frames up to the family's minimum MTU (IPv4 576, IPv6 1280 IP bytes; + Ethernet)
+# cross every link of that family: their loss is no MTU problem
+
+
+def _mtu_floor(addr) -> int:  # noqa: ANN001 - an address string (or None)
+    """The largest frame every link carries for packets to ``addr`` (:data:`_MTU_FLOOR` of its family)."""
+    return _MTU_FLOOR[6 if ":" in str(addr or "") else 4]
 _FLAG_NAMES = ((0x04, "RST"), (0x02, "SYN"), (0x01, "FIN"), (0x08, "PSH"), (0x10, "ACK"))
 
 
@@ -168,13 +174,22 @@ def pcapng_drops(capture_set) -> dict[str, tuple[int, str]]:
     """Point ``NODE:IFACE`` -> (packets its capture reports dropped, the counters as text), from the pcapng Interface
     Statistics Blocks of the capture set's files (interface + OS drops); points of classic pcap files or of
     interfaces without such a block are left out. A point split out of a ``-i any`` capture gets its file's counts."""
+    from pcaptools.dataset import read_meta, split_member
     from pcaptools.io import iter_records
     from pcaptools.io.sniff import open_capture
 
     if capture_set is None:
         return {}
     stats: dict[str, list] = {}
+    stored: dict[str, tuple[int, str]] = {}  # points of a dataset: the counts `convert` read from its captures
+    datasets: set[str] = set()
     for f in dict.fromkeys(p.file for p in capture_set.points if p.file):
+        m = split_member(f)
+        if m is not None:
+            if m[0] not in datasets:
+                datasets.add(m[0])
+                stored.update({k: (int(n), str(how)) for k, (n, how) in read_meta(m[0]).get("pcapng_drops", {}).items()})
+            continue
         try:
             if open_capture(f).format != "pcapng":
                 continue
@@ -184,6 +199,10 @@ def pcapng_drops(capture_set) -> dict[str, tuple[int, str]]:
         stats[f] = list(tail[0].interfaces) if tail else []
     out: dict[str, tuple[int, str]] = {}
     for p in capture_set.points:
+        if split_member(p.file) is not None:
+            if p.name in stored:
+                out[p.name] = stored[p.name]
+            continue
         ifs = stats.get(p.file, [])
         mine = [i for i in ifs if i.id == p.pcapng_interface] if p.pcapng_interface >= 0 else ifs
         mine = [i for i in mine if i.stats is not None and i.stats.dropped() is not None]
@@ -711,7 +730,7 @@ def _cause(ctx: _Context, r, direction: str, kind: str, last: str, q: str | None
         sizes_ok = [ctx.pair_max[(last, q)]]  # other connections' packets that made this hop
     tunnel_edge = (any(ctx.roles.get(x, "") == "overlay" for x in (last, q) if x) or any(j.tunnelled for j in lost)
                    or _interface(last).startswith(("vxlan", "tunl", "genev", "flannel")))  # fmt: skip
-    if sizes_ok and min(sizes_lost) > max(max(sizes_ok), _MTU_FLOOR):
+    if sizes_ok and min(sizes_lost) > max(max(sizes_ok), _mtu_floor(lost[0].dst)):
         conf = 0.8 if tunnel_edge else 0.6
         tun = " tunnelled" if tunnel_edge else ""
         return "mtu-blackhole", conf, (f"{len(lost)}{tun} packet(s) of {_span(sizes_lost)} bytes vanished where "
