@@ -359,7 +359,7 @@ def decode_cmd(
             df.to_parquet(out, index=False) if out.endswith(".parquet") else df.to_csv(out, index=False)
             rows, errors = len(df), int(df["error"].notna().sum())
             skipped = sum(sum(v.values()) for v in df.attrs.get("skipped", {}).values())
-    _console().print(f"{fmt_int(rows)} packets from {len(files)} file(s) written to {safe(out)}; "
+    _console().print(f"{fmt_int(rows)} packets from {len(files)} input(s) written to {safe(out)}; "
                      f"{fmt_int(errors)} with a decode error, {fmt_int(skipped)} records skipped by the reader")  # fmt: skip
 
 

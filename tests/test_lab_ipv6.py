@@ -323,3 +323,9 @@ def test_faults_over_ipv6_are_refused_in_one_line(tmp_path):
     with pytest.raises(LabError, match="IPv4 only"):
         run_lab(tmp_path, ip_family="ipv6", faults=["policy-drop"], prefix=f"ptl{secrets.token_hex(2)}-")
     assert not any(Path(tmp_path).iterdir())
+
+
+def test_an_underlay_is_refused_on_native_routing_where_nothing_is_tunnelled():
+    with pytest.raises(LabError, match="only calico-vxlan tunnels"):
+        topology.plan("vpc", ip_family="ipv4", underlay="ipv6")
+    assert topology.plan("vpc", ip_family="ipv6", underlay="ipv6").underlay == "ipv6"  # the pods' own family: a no-op

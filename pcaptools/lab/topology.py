@@ -255,6 +255,9 @@ def plan(cni: str = "vpc", *, nodes: int = 3, prefix: str = "ptlab-", vpc_cidr: 
     if ip_family not in IP_FAMILIES:
         raise LabError(f"unknown IP family {ip_family!r}; expected one of {', '.join(IP_FAMILIES)}")
     families = ("ipv4", "ipv6") if ip_family == "dual" else (ip_family,)
+    if underlay is not None and cni != "calico-vxlan" and underlay != families[0]:
+        raise LabError(f"--underlay {underlay}: only calico-vxlan tunnels between nodes; {cni} routes pod addresses "
+                       f"natively, so its nodes carry the pods' family ({families[0]}); drop --underlay")  # fmt: skip
     underlay = underlay or families[0]
     if underlay not in UNDERLAYS:
         raise LabError(f"unknown underlay {underlay!r}; expected one of {', '.join(UNDERLAYS)}")
