@@ -135,3 +135,10 @@ def test_compressed_captures_count_at_their_decompressed_weight_against_the_budg
     assert stats.passes == 2
     one, _ = correlate_files(generated, out=tmp_path / "one.parquet")
     assert one.to_dict() == win.to_dict()
+
+
+def test_memory_on_inputs_that_cannot_stream_says_so_in_the_notes(tmp_path):
+    files = sorted(str(p) for p in (SAMPLES / "vpc").rglob("*.pcap"))
+    r = _cli("correlate", *files, "--memory", "16MiB", "--json")
+    assert r.returncode == 0, r.stderr
+    assert any("--memory bounds a manifest" in n for n in json.loads(r.stdout)["notes"])

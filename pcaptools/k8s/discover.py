@@ -261,6 +261,9 @@ def correlate_inputs(inputs: Sequence[str | os.PathLike], *, points: Sequence[st
         return corr, None
     cs = load_captures(inputs, points=points, inventory=inventory, links=links, allow_outside=allow_outside)
     corr = correlate(cs, window_ns=window_ns, reference=reference)
+    if memory is not None:  # said, not silent: only a set that names its points streams
+        corr.notes.append("--memory bounds a manifest's or --point captures only; these inputs (plain files, whose points "
+                          "are inferred, or a dataset) were read whole: write a manifest first with `pcaptools manifest`")  # fmt: skip
     if out is not None:
         write_hops([corr.hops], out)
     return corr, cs
