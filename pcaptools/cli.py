@@ -856,8 +856,10 @@ def why_cmd(
 
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: user errors become one actionable line and exit code 2, never a traceback."""
+    from pcaptools.jit import skip_blas_probe
     from pcaptools.render.terminal import safe
 
+    skip_blas_probe()
     args = sys.argv[1:] if argv is None else list(argv)
     debug = "--debug" in args
     try:

@@ -17,6 +17,7 @@ import contextlib
 import contextvars
 import functools
 import math
+import sys
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -93,3 +94,29 @@ def interpreted(enabled: bool = True, *, budget_s: float = math.inf) -> Iterator
         yield
     finally:
         _DEADLINE.reset(token)
+
+
+class _NoBlasProbe:
+    """Import hook: numba's numpy registry, loaded with the first kernel, probes for BLAS by importing
+    ``scipy.linalg`` (0.35-0.5 s, the whole of scipy's linalg); this finder answers that one probe with
+    ImportError. numba then gives ``np.correlate``/``np.convolve`` of floats its own inner product instead
+    of BLAS's (no pcaptools kernel calls them); ``np.dot`` and ``np.linalg`` still import scipy when compiled."""
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> None:
+        """Refuse ``scipy.linalg`` (the package of ``cython_blas``) while ``numba.np.arraymath`` runs its import-time probe."""
+        if name not in ("scipy.linalg", "scipy.linalg.cython_blas"):
+            return None
+        frame = sys._getframe(1)
+        while frame is not None:
+            if frame.f_code.co_name == "_check_blas" and frame.f_globals.get("__name__") == "numba.np.arraymath":
+                sys.meta_path.remove(self)  # the probe runs once per process
+                raise ImportError("pcaptools: BLAS probe skipped (see pcaptools.jit.skip_blas_probe)")
+            frame = frame.f_back
+        return None
+
+
+def skip_blas_probe() -> None:
+    """For a whole process that runs only pcaptools kernels (the CLI): let numba load without importing scipy."""
+    if "numba.np.arraymath" in sys.modules or any(isinstance(f, _NoBlasProbe) for f in sys.meta_path):
+        return
+    sys.meta_path.insert(0, _NoBlasProbe())

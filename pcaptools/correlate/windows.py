@@ -108,6 +108,26 @@ def take_rows(rows: dict[str, np.ndarray], idx: np.ndarray) -> dict[str, np.ndar
     return {c: v[idx] for c, v in rows.items()}
 
 
+def _pair_counts(f: np.ndarray, q: np.ndarray, npts: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Distinct (flow ``f``, point ``q`` < ``npts``) pairs sorted by flow then point, and how often each occurs.
+
+    Flows are hashed (``pd.factorize``) and counted per point with one bincount; only the distinct pairs
+    are sorted. With very many distinct flows (the count table would outgrow the input) the rows are sorted."""
+    codes, uniq = pd.factorize(f, sort=False)
+    if uniq.shape[0] * npts <= 4 * f.shape[0] + 1024:
+        cnt = np.bincount(codes.astype(np.int64) * npts + q, minlength=uniq.shape[0] * npts)
+        nz = np.flatnonzero(cnt)
+        fu, qu = uniq[nz // npts], nz % npts
+        o = np.lexsort((qu, fu))
+        return fu[o], qu[o], cnt[nz][o]
+    o = np.lexsort((q, f))
+    f, q = f[o], q[o]
+    new = np.ones(f.shape[0], bool)
+    new[1:] = (f[1:] != f[:-1]) | (q[1:] != q[:-1])
+    starts = np.flatnonzero(new)
+    return f[starts], q[starts], np.diff(np.append(starts, f.shape[0]))
+
+
 class Spine:
     """What the summary needs, gathered window by window (module doc).
 
@@ -146,13 +166,7 @@ class Spine:
         c["latency"].append(tc[at + 1] - tc[at])
         if self.npts <= 64:  # the points of each journey, as bits
             c["mask"].append(np.bitwise_or.reduceat(np.left_shift(np.uint64(1), pid.astype(np.uint64)), first))
-        f, q = flow[at], pid[at + 1].astype(np.int64)
-        o = np.lexsort((q, f))
-        f, q = f[o], q[o]
-        new = np.ones(f.shape[0], bool)
-        new[1:] = (f[1:] != f[:-1]) | (q[1:] != q[:-1])
-        starts = np.flatnonzero(new)
-        self.next.append((f[starts], q[starts], np.diff(np.append(starts, f.shape[0]))))
+        self.next.append(_pair_counts(flow[at], pid[at + 1].astype(np.int64), self.npts))
         multi = np.repeat(size > 1, size)
         self.matched += np.bincount(pid[multi], minlength=self.npts)
         self.unmatched += np.bincount(pid[~multi], minlength=self.npts)
