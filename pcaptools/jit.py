@@ -22,8 +22,6 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import numpy as np
-
 _DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar("pcaptools_interpreted", default=None)
 
 
@@ -35,6 +33,8 @@ def _boxed(value: Any) -> Any:
     """What numba returns to Python: numpy scalars become Python numbers (tuples element-wise)."""
     if isinstance(value, tuple):
         return tuple(_boxed(v) for v in value)
+    import numpy as np  # here, not at the top: the CLI imports this module before it knows it needs numpy
+
     if isinstance(value, np.generic):
         return value.item()
     return value
