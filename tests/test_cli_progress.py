@@ -32,4 +32,4 @@ def test_decode_with_the_indicator_on_writes_the_same_table(monkeypatch, tmp_pat
     assert cli.main(["decode", str(CAPTURE), "-o", str(out)]) == 0
     df = pd.read_parquet(out)
     assert len(df) == len(read_records(CAPTURE))  # one row per record, as without the indicator
-    assert f"{len(df):,} packets from 1 file(s)" in capsys.readouterr().out
+    assert f"{len(df):,} packets from 1 input(s)" in capsys.readouterr().out
