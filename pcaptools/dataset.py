@@ -18,7 +18,8 @@ of them, JSON) in its key-value metadata.
 
 ``_pcaptools.json`` (``format`` ``pcaptools-dataset/1``) holds ``files`` (per capture file: its
 name as decoded, ``records`` read, ``rows``, the reader's ``skipped`` counts by reason, ``notes``,
-``stopped_at`` and each category column's categories in the decoder's order, so the table reads back
+``stopped_at``, ``interface_stats`` (per pcapng interface its Interface Statistics Block counters or null, as
+``read_packets`` puts them in ``attrs``) and each category column's categories in the decoder's order, so the table reads back
 equal to ``read_packets`` of the file), ``entries`` (manifest entries of the capture points:
 ``file`` is a file name of ``files``), ``points`` (name, node, interface, role, pod, file, ifindex,
 pcapng_interface), ``inference`` (the evidence of each inferred field and the warnings), ``cni``,
@@ -185,10 +186,16 @@ def read_dataset(
                                f"Parquet parts are missing, {_FORMAT_HINT}", path=d)  # fmt: skip
         frames.append(frame)
     out = frames[0] if len(frames) == 1 else _stack(frames)
-    out.attrs = {"skipped": {f["path"]: dict(f.get("skipped") or {}) for f in meta["files"] if f["path"] in chosen},
-                 "notes": [n for f in meta["files"] if f["path"] in chosen for n in f.get("notes") or []],
-                 "stopped_at": {f["path"]: f.get("stopped_at") for f in meta["files"] if f["path"] in chosen}}  # fmt: skip
+    out.attrs = file_attrs([f for f in meta["files"] if f["path"] in chosen])
     return out
+
+
+def file_attrs(files: list[dict]) -> dict:
+    """The ``attrs`` ``read_packets`` gives a table of these files, from their ``_pcaptools.json`` records."""
+    return {"skipped": {f["path"]: dict(f.get("skipped") or {}) for f in files},
+            "notes": [n for f in files for n in f.get("notes") or []],
+            "stopped_at": {f["path"]: f.get("stopped_at") for f in files},
+            "interface_stats": {f["path"]: f.get("interface_stats") for f in files}}  # fmt: skip
 
 
 def _stack(frames: list[pd.DataFrame]) -> pd.DataFrame:
@@ -264,7 +271,8 @@ class DatasetWriter:
         import pyarrow.parquet as pq
 
         info = self.files.setdefault(path, {"path": path, "records": 0, "rows": 0, "skipped": {}, "notes": [],
-                                            "stopped_at": None, "categories": {c: [] for c in _CATEGORIES}})  # fmt: skip
+                                            "stopped_at": None, "interface_stats": None,
+                                            "categories": {c: [] for c in _CATEGORIES}})  # fmt: skip
         i = list(self.files).index(path)
         skipped = batch.attrs.get("skipped", {}).get(path) or {}
         for k, v in skipped.items():
@@ -273,6 +281,9 @@ class DatasetWriter:
         info["rows"] += len(batch)
         info["notes"] += list(batch.attrs.get("notes", []))
         info["stopped_at"] = _plain(batch.attrs.get("stopped_at", {}).get(path)) or info["stopped_at"]
+        stats = batch.attrs.get("interface_stats", {}).get(path)
+        if stats is not None:  # the reader's interfaces as of this batch: the last batch has the file's final counts
+            info["interface_stats"] = _plain(stats)
         for c in _CATEGORIES:  # the union in first-seen order, as concatenating the batches gives
             info["categories"][c] = list(dict.fromkeys([*info["categories"][c], *map(str, batch[c].cat.categories)]))
         if not len(batch):
@@ -301,7 +312,9 @@ class DatasetWriter:
         from pcaptools.decode.table import concat
 
         parts = self._samples[path]
-        return concat(parts) if len(parts) > 1 else parts[0]
+        out = concat(parts) if len(parts) > 1 else parts[0].copy()
+        out.attrs = file_attrs([self.files[path]])
+        return out
 
     def file_table(self, path: str) -> pd.DataFrame:
         """The whole table of one written file, read back from its parts (e.g. for its flows)."""

@@ -21,11 +21,12 @@ def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
     from pcaptools.decode.table import concat
 
     out = concat(frames)
-    attrs: dict = {"skipped": {}, "notes": [], "stopped_at": {}}
+    attrs: dict = {"skipped": {}, "notes": [], "stopped_at": {}, "interface_stats": {}}
     for f in frames:
         attrs["skipped"].update(f.attrs.get("skipped", {}))
         attrs["notes"].extend(f.attrs.get("notes", []))
         attrs["stopped_at"].update(f.attrs.get("stopped_at", {}))
+        attrs["interface_stats"].update(f.attrs.get("interface_stats", {}))
     out.attrs = attrs
     return out
 
@@ -45,7 +46,8 @@ def read_packets(
     A dataset directory ``pcaptools convert`` wrote (or one of its files, ``DIR::FILE``) is read back from
     Parquet instead, equal to decoding its captures (:func:`pcaptools.dataset.read_dataset` filters it).
 
-    Reader skips are in ``df.attrs["skipped"]`` (per file), with ``notes`` and ``stopped_at``.
+    Reader skips are in ``df.attrs["skipped"]`` (per file), with ``notes``, ``stopped_at`` and
+    ``interface_stats`` (per file, per interface: its pcapng Interface Statistics Block counters or None).
     ``payload_hash=True`` adds a uint64 column hashing each packet's first 16 L4 payload bytes (the
     correlator's fingerprint needs it), taken during the decode walk.
     """

@@ -218,3 +218,33 @@ def test_a_dataset_keeps_the_statistics_block_drops_so_why_gives_the_same_losses
     assert main(["why", str(ds), "--json"]) == 0
     on_dataset = json.loads(capsys.readouterr().out)
     assert [x["losses"] for x in on_dataset["connections"]] == [x["losses"] for x in on_captures["connections"]]
+
+
+def test_the_decoded_table_carries_each_files_statistics_block_counters_in_attrs():
+    """read_packets and iter_packets put the ISB counters in attrs as plain data; a file without one has None."""
+    df = pcaptools.read_packets(DUMPCAP)
+    assert df.attrs["interface_stats"] == {str(DUMPCAP): [{"interface": 0, "ifrecv": 34, "ifdrop": 0, "filteraccept": None,
+                                                            "osdrop": None, "usrdeliv": None, "dropped": 0}]}  # fmt: skip
+    last = list(pcaptools.iter_packets(DUMPCAP, batch_records=10))[-1]
+    assert last.attrs["interface_stats"] == df.attrs["interface_stats"]
+    eth = HERE / "data" / "own" / "eth.pcapng"
+    both = pcaptools.read_packets([DUMPCAP, eth])
+    assert both.attrs["interface_stats"] == {**df.attrs["interface_stats"], str(eth): [None]}
+
+
+def test_the_capture_set_keeps_the_counters_per_point_and_a_dataset_reads_back_the_same_attrs(dropped_at_uplink, tmp_path):
+    """The point whose pcapng reports the drop holds its counters; a dataset's tables carry attrs equal to decoding."""
+    from pcaptools.convert import convert
+    from pcaptools.correlate.capture_set import CaptureSet
+    from pcaptools.k8s.diagnose import pcapng_drops
+
+    d, _, point, file = dropped_at_uplink
+    cs = CaptureSet.load(d / "manifest.json")
+    (counters,) = cs.interface_stats[point]["interfaces"]
+    assert (counters["ifdrop"], counters["osdrop"], counters["dropped"]) == (0, 1, 1)
+    assert set(cs.interface_stats) == {point}  # the classic pcap points have no Statistics Block
+    assert pcapng_drops(cs)[point][0] == 1
+    ds = convert([str(d)], tmp_path / "set.ds")
+    on_dataset, decoded = pcaptools.read_packets(ds), pcaptools.read_packets(d / file)
+    assert on_dataset.attrs["interface_stats"][str(d / file)] == decoded.attrs["interface_stats"][str(d / file)]
+    assert pcapng_drops(CaptureSet.load(ds)) == pcapng_drops(cs)

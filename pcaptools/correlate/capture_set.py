@@ -62,6 +62,9 @@ class CaptureSet:
     cni: str = ""
     notes: list[str] = field(default_factory=list)
     inference: pd.DataFrame | None = None  # capture points inferred from plain files: field values and evidence
+    # point -> {"file": its file as decoded, "interfaces": the pcapng Interface Statistics Block counters of its
+    # interface(s) (read_packets' attrs["interface_stats"]; all of the file's for a point split from -i any)}
+    interface_stats: dict[str, dict] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.packets)
@@ -91,6 +94,7 @@ class CaptureSet:
         one computed from their files (``read_packets(..., payload_hash=True)`` takes it while decoding)."""
         notes: list[str] = []
         split: list[tuple[CapturePoint, pd.DataFrame]] = []
+        stats: list[dict | None] = []
         for entry, df in frames:
             missing = [c for c in NEEDED if c not in df.columns]
             if missing:
@@ -99,7 +103,9 @@ class CaptureSet:
                 )
             if "payload_hash" not in df.columns:
                 df = df.assign(payload_hash=payload_hashes(df))
-            split.extend(split_entry(entry, df))
+            pieces = split_entry(entry, df)
+            split.extend(pieces)
+            stats.extend([_point_stats(entry, df.attrs.get("interface_stats") or {}, pt) for pt, _ in pieces])
         pts = name_points([pt for pt, _ in split])
         names = [p.name for p in pts]
         parts = [sub for _, sub in split]
@@ -114,7 +120,21 @@ class CaptureSet:
             code = np.array([cats.index(x) for x in labels], np.int32)
             packets[col] = pd.Categorical.from_codes(code[point_id], categories=pd.Index(cats), validate=False)
         packets["point_id"] = point_id
-        return cls(points=pts, packets=packets, cni=cni, notes=notes)
+        counters = {p.name: st for p, st in zip(pts, stats, strict=True) if st is not None}
+        return cls(points=pts, packets=packets, cni=cni, notes=notes, interface_stats=counters)
+
+
+def _point_stats(entry: dict, by_file: dict, point: CapturePoint) -> dict | None:
+    """The Statistics Block counters of ``point``'s interface(s) from its table's ``attrs["interface_stats"]``
+    (keyed by the file as decoded: a dataset member ``DIR::FILE`` by ``FILE``), None when its file has none."""
+    file = str(entry.get("file", ""))
+    member = split_member(file)
+    key = file if file in by_file else member[1] if member is not None and member[1] in by_file else None
+    if key is None and len(by_file) == 1:
+        key = next(iter(by_file))
+    ifs = [i for i in by_file.get(key) or [] if i is not None
+           and (point.pcapng_interface < 0 or i.get("interface") == point.pcapng_interface)]  # fmt: skip
+    return {"file": key, "interfaces": ifs} if ifs else None
 
 
 def capture_entries(source: str | os.PathLike | None = None, *, points: Iterable[str] = (),

@@ -8,7 +8,7 @@ import pandas as pd
 
 from pcaptools.decode import registry
 from pcaptools.errors import DecodeError
-from pcaptools.io.records import RecordBatch
+from pcaptools.io.records import Interface, RecordBatch
 
 
 def _ports(name: str, ports: Iterable[int]) -> tuple[int, ...]:
@@ -73,4 +73,17 @@ def decode_with(
             "PPP 0x880b, ...); their inner columns are empty"
         )
     df.attrs["stopped_at"] = {str(batch.path): batch.stopped_at}
+    df.attrs["interface_stats"] = {str(batch.path): interface_stats(batch.interfaces)}
     return df
+
+
+STAT_FIELDS = ("ifrecv", "ifdrop", "filteraccept", "osdrop", "usrdeliv")
+"""Counters of a pcapng Interface Statistics Block, in the order ``df.attrs["interface_stats"]`` lists them."""
+
+
+def interface_stats(interfaces: Iterable[Interface]) -> list[dict | None]:
+    """Per interface of a file (index = interface id): its last Statistics Block's counters as plain data
+    (``interface``, :data:`STAT_FIELDS`, ``dropped`` as :meth:`InterfaceStats.dropped` counts it), None without one."""
+    return [None if i.stats is None else
+            {"interface": int(i.id), **{k: getattr(i.stats, k) for k in STAT_FIELDS}, "dropped": i.stats.dropped()}
+            for i in interfaces]  # fmt: skip

@@ -21,14 +21,12 @@ are matched on their quoted 5-tuple, so an error quoting a tuple no capture saw 
 from __future__ import annotations
 
 import json
-from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from pcaptools.errors import PcapError
 from pcaptools.fmt import PROTO_NAMES, endpoint
 from pcaptools.k8s.inventory import Inventory
 from pcaptools.k8s.paths import as_inventory, paths_detail
@@ -172,47 +170,22 @@ def manifest_drops(inputs) -> dict[str, int]:
 
 def pcapng_drops(capture_set) -> dict[str, tuple[int, str]]:
     """Point ``NODE:IFACE`` -> (packets its capture reports dropped, the counters as text), from the pcapng Interface
-    Statistics Blocks of the capture set's files (interface + OS drops); points of classic pcap files or of
-    interfaces without such a block are left out. A point split out of a ``-i any`` capture gets its file's counts."""
-    from pcaptools.dataset import read_meta, split_member
-    from pcaptools.io import iter_records
-    from pcaptools.io.sniff import open_capture
-
+    Statistics Block counters the capture set keeps per point (``CaptureSet.interface_stats``: interface + OS drops);
+    points of classic pcap files or of interfaces without such a block are left out. A point split out of a ``-i any``
+    capture gets its file's counts."""
     if capture_set is None:
         return {}
-    stats: dict[str, list] = {}
-    stored: dict[str, tuple[int, str]] = {}  # points of a dataset: the counts `convert` read from its captures
-    datasets: set[str] = set()
-    for f in dict.fromkeys(p.file for p in capture_set.points if p.file):
-        m = split_member(f)
-        if m is not None:
-            if m[0] not in datasets:
-                datasets.add(m[0])
-                stored.update({k: (int(n), str(how)) for k, (n, how) in read_meta(m[0]).get("pcapng_drops", {}).items()})
-            continue
-        try:
-            if open_capture(f).format != "pcapng":
-                continue
-            tail = deque(iter_records(f), maxlen=1)  # the interfaces (and their ISBs) as of the file's end
-        except (OSError, PcapError):
-            continue  # whoever decoded the file reported its damage
-        stats[f] = list(tail[0].interfaces) if tail else []
     out: dict[str, tuple[int, str]] = {}
     for p in capture_set.points:
-        if split_member(p.file) is not None:
-            if p.name in stored:
-                out[p.name] = stored[p.name]
-            continue
-        ifs = stats.get(p.file, [])
-        mine = [i for i in ifs if i.id == p.pcapng_interface] if p.pcapng_interface >= 0 else ifs
-        mine = [i for i in mine if i.stats is not None and i.stats.dropped() is not None]
+        st = (getattr(capture_set, "interface_stats", None) or {}).get(p.name)
+        mine = [i for i in (st or {}).get("interfaces") or [] if i.get("dropped") is not None]
         if not mine:
             continue
-        n = sum(i.stats.dropped() for i in mine)
-        counters = "; ".join(", ".join(f"isb_{k} {getattr(i.stats, k)}" for k in ("ifrecv", "ifdrop", "filteraccept",
-                                                                                   "osdrop", "usrdeliv")
-                                       if getattr(i.stats, k) is not None) for i in mine)  # fmt: skip
-        out[p.name] = (n, f"pcapng statistics of {Path(p.file).name}: {counters}")
+        n = sum(int(i["dropped"]) for i in mine)
+        counters = "; ".join(", ".join(f"isb_{k} {i[k]}" for k in ("ifrecv", "ifdrop", "filteraccept", "osdrop",
+                                                                   "usrdeliv") if i.get(k) is not None)
+                             for i in mine)  # fmt: skip
+        out[p.name] = (n, f"pcapng statistics of {Path(st['file']).name}: {counters}")
     return out
 
 
