@@ -4,7 +4,7 @@ The file read back equals ``read_packets(paths)`` written whole (``pd.read_parqu
 columns, dtypes and categories; CSV: the same text): windows come file after file in record order,
 each one Parquet row group (category columns as dictionaries, so the reader's union of them is
 the first-seen order ``read_packets`` has), and the reader's accounting (``skipped``, ``notes``,
-``stopped_at``) is summed over the windows into the file's pandas attrs, as ``to_parquet`` stores them.
+``stopped_at``, ``interface_stats``) is summed over the windows into the file's pandas attrs, as ``to_parquet`` stores them.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ class Written:
     skipped: dict[str, Counter] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     stopped_at: dict[str, dict | None] = field(default_factory=dict)
+    interface_stats: dict[str, list] = field(default_factory=dict)  # per file: its last window's (the final) counters
 
     def add(self, window: pd.DataFrame) -> None:
         """Count one decoded window."""
@@ -52,11 +53,12 @@ class Written:
             self.skipped.setdefault(path, Counter()).update(reasons)
         self.notes.extend(n for n in window.attrs.get("notes", []) if n not in self.notes)
         self.stopped_at.update(window.attrs.get("stopped_at", {}))
+        self.interface_stats.update(window.attrs.get("interface_stats", {}))
 
     def attrs(self) -> dict:
         """The accounting as ``read_packets`` puts it in ``DataFrame.attrs``."""
         return {"skipped": {k: dict(v) for k, v in self.skipped.items()}, "notes": list(self.notes),
-                "stopped_at": dict(self.stopped_at)}  # fmt: skip
+                "stopped_at": dict(self.stopped_at), "interface_stats": dict(self.interface_stats)}  # fmt: skip
 
 
 def write_packets(

@@ -105,6 +105,7 @@ def test_reader_accounting_survives_the_cluster(on_cluster):
     assert_same_table(got, want)
     assert got.attrs["skipped"] == want.attrs["skipped"] and sum(got.attrs["skipped"][files[0]].values()) == 1
     assert got.attrs["stopped_at"] == want.attrs["stopped_at"]
+    assert got.attrs["interface_stats"] == want.attrs["interface_stats"]
 
 
 def test_flows_cut_by_partitions_equal_read_flows_with_icmp_errors_and_fragments(on_cluster):

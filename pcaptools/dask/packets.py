@@ -56,6 +56,7 @@ class Plan:
     skipped: dict[str, dict[str, int]] = field(default_factory=dict)  # file -> reason -> count
     notes: list[str] = field(default_factory=list)
     stopped_at: dict[str, dict | None] = field(default_factory=dict)
+    interface_stats: dict[str, list] = field(default_factory=dict)  # file -> per interface its ISB counters or None
 
 
 @functools.lru_cache(maxsize=2)
@@ -73,11 +74,13 @@ def _file_records(path: str, on_error: str):
 
 def _survey(path: str, on_error: str) -> dict:
     """On a worker: record count, compression and accounting of one file (one walk of its record headers)."""
+    from pcaptools.decode.api import interface_stats
     from pcaptools.io.sniff import open_capture
 
     rb = _file_records(path, on_error)
     return {"path": path, "records": len(rb), "compressed": open_capture(path).compression is not None,
-            "skipped": dict(rb.skipped), "notes": list(rb.notes), "stopped_at": rb.stopped_at}  # fmt: skip
+            "skipped": dict(rb.skipped), "notes": list(rb.notes), "stopped_at": rb.stopped_at,
+            "interface_stats": interface_stats(rb.interfaces)}  # fmt: skip
 
 
 def plan_chunks(paths: Iterable[str | os.PathLike], *, chunk_records: int = DEFAULT_CHUNK_RECORDS,
@@ -104,6 +107,7 @@ def plan_chunks(paths: Iterable[str | os.PathLike], *, chunk_records: int = DEFA
         plan.skipped[path] = s["skipped"]
         plan.notes += s["notes"]
         plan.stopped_at[path] = s["stopped_at"]
+        plan.interface_stats[path] = s["interface_stats"]
     compressed = {s["path"]: s["compressed"] for s in surveys}
     for path in files:  # a file named twice is decoded twice, as read_packets does
         n = plan.records[path]
@@ -189,11 +193,12 @@ def read_packets(
 def collect_packets(paths: str | os.PathLike | Iterable[str | os.PathLike], *, chunk_records: int = DEFAULT_CHUNK_RECORDS,
                     on_error: Literal["skip", "raise"] = "skip", **options) -> pd.DataFrame:  # fmt: skip
     """:func:`pcaptools.read_packets` decoded on the cluster and gathered on the client: the same rows, with the
-    reader's accounting in ``attrs`` (``skipped``, ``notes``, ``stopped_at``); options as for :func:`read_packets`."""
+    reader's accounting in ``attrs`` (``skipped``, ``notes``, ``stopped_at``, ``interface_stats``); options as for :func:`read_packets`."""
     import dask
 
     plan = plan_chunks(paths, chunk_records=chunk_records, on_error=on_error)
     parts = dask.compute(*read_packets(plan, on_error=on_error, **options).to_delayed())
     out = concat(list(parts))
-    out.attrs = {"skipped": plan.skipped, "notes": plan.notes, "stopped_at": plan.stopped_at}
+    out.attrs = {"skipped": plan.skipped, "notes": plan.notes, "stopped_at": plan.stopped_at,
+                 "interface_stats": plan.interface_stats}  # fmt: skip
     return out
