@@ -102,3 +102,21 @@ def test_paths_iptables_puts_the_chains_on_each_nat_step_a_node_made(sample, tmp
         assert s["rules"]["chains"][0] in want
     text = CliRunner().invoke(app, ["paths", str(SAMPLE), *args]).output
     assert "rules: KUBE-SERVICES → KUBE-SVC-" in text
+
+
+def test_a_flagged_translation_gives_the_same_rules_object_to_why_and_to_paths(sample):
+    """One function builds ``{chains, explained, problem}`` for both contracts: a missing frontend rule reads alike."""
+    from pcaptools.k8s.iptables import rule_object
+    from pcaptools.render.records import nat_rule_objects
+
+    topo, rules, nat, _ = sample
+    web = topo.service("web")
+    cut = {n: "\n".join(x for x in t.splitlines() if not (x.startswith("-A KUBE-SERVICES") and web.cluster_ip in x))
+           for n, t in rules.items()}  # fmt: skip
+    ex = explain(nat, [parse(t, n) for n, t in cut.items()])
+    by_step = nat_rule_objects(ex)
+    bad = next(r for r in ex.itertuples(index=False) if not r.explained)
+    obj = rule_object(bad)
+    assert obj == by_step[(bad.journey, bad.step)] and obj["explained"] is False and "no rule of" in obj["problem"]
+    good = next(r for r in ex.itertuples(index=False) if r.explained)
+    assert rule_object(good)["problem"] is None and rule_object(good)["chains"] == good.chains.split(" → ")

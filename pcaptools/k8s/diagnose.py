@@ -29,6 +29,7 @@ import pandas as pd
 
 from pcaptools.fmt import PROTO_NAMES, endpoint
 from pcaptools.k8s.inventory import Inventory
+from pcaptools.k8s.iptables import rule_object
 from pcaptools.k8s.paths import as_inventory, paths_detail
 from pcaptools.labels import as_strings
 
@@ -112,9 +113,8 @@ class Diagnosis:
         out = {"status": status, "losses": losses, "timeline": list(by_attempt.values())}
         if self.nat_rules is not None:
             nr = self.nat_rules.iloc[self._rows_of("nat_rules", c)]
-            out["nat"] = [{"op": x.op, "node": x.node, "before": x.before, "after": x.after,
-                           "chains": [y for y in x.chains.split(" → ") if y], "explained": bool(x.explained),
-                           "problem": _text(x.problem)} for x in nr.itertuples(index=False)]  # fmt: skip
+            out["nat"] = [{"op": x.op, "node": x.node, "before": x.before, "after": x.after, **rule_object(x)}
+                          for x in nr.itertuples(index=False)]  # fmt: skip
         return out
 
     def to_dict(self) -> dict:

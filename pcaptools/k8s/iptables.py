@@ -17,6 +17,7 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -162,3 +163,10 @@ def explain(nat: pd.DataFrame, rulesets: list[Ruleset]) -> pd.DataFrame:
 EXPLAIN_COLUMNS = ("connection", "journey", "step", "op", "node", "before", "after", "chains", "explained", "problem")
 """Columns of :func:`explain`: the NAT row's connection, journey and step, ``op`` DNAT/SNAT, the node, the translation
 as text, the chain walk (``" → "``-joined), whether the rules explain it, and the problem when not."""
+
+
+def rule_object(row: Any) -> dict:
+    """One :func:`explain` row (from ``itertuples``) as the JSON ``rules`` object ``{chains, explained, problem}``
+    that ``why --json`` and ``paths --json`` give a NAT step."""
+    return {"chains": [y for y in str(row.chains).split(" → ") if y], "explained": bool(row.explained),
+            "problem": row.problem if isinstance(row.problem, str) else None}  # fmt: skip

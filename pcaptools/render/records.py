@@ -172,11 +172,11 @@ def _hops_by_journey(hops: pd.DataFrame, journeys: np.ndarray) -> dict[int, list
 
 def nat_rule_objects(nat_rules: pd.DataFrame | None) -> dict[tuple[int, int], dict]:
     """(journey, step) -> ``{chains, explained, problem}`` of :func:`pcaptools.k8s.iptables.explain`'s rows."""
+    from pcaptools.k8s.iptables import rule_object
+
     if nat_rules is None:
         return {}
-    return {(int(x.journey), int(x.step)): {"chains": [y for y in x.chains.split(" → ") if y], "explained": bool(x.explained),
-                                            "problem": x.problem if isinstance(x.problem, str) else None}
-            for x in nat_rules.itertuples(index=False)}  # fmt: skip
+    return {(int(x.journey), int(x.step)): rule_object(x) for x in nat_rules.itertuples(index=False)}
 
 
 def _nat_by_journey(nat: pd.DataFrame, journeys: np.ndarray, nat_rules: pd.DataFrame | None = None) -> dict[int, list[dict]]:
