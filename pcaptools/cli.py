@@ -299,7 +299,8 @@ def paths_cmd(
     if out:
         _write_table(ps.paths, out)
     if as_json:
-        from pcaptools.k8s.diagnose import diagnose, manifest_drops
+        from pcaptools.k8s.diagnose import diagnose
+        from pcaptools.k8s.discover import manifest_drops
         from pcaptools.render.records import paths_document
 
         d = diagnose(ps.captures, ps.correlation, ps.inventory, capture_drops=manifest_drops(sources or []), detail=ps.detail())
@@ -835,7 +836,8 @@ def why_cmd(
 
     Example: pcaptools why captures/ --iptables node-1=node-1/iptables-save.txt --json
     """
-    from pcaptools.k8s.diagnose import diagnose, manifest_drops
+    from pcaptools.k8s.diagnose import diagnose
+    from pcaptools.k8s.discover import manifest_drops
     from pcaptools.k8s.iptables import load as load_iptables
     from pcaptools.k8s.paths import load_paths
 

@@ -43,8 +43,14 @@ def convert(
     ``paths`` on those captures does.
     """
     from pcaptools.decode import registry
-    from pcaptools.k8s.diagnose import manifest_drops, pcapng_drops
-    from pcaptools.k8s.discover import _is_manifest, find_inventory, load_captures, manifest_doc
+    from pcaptools.k8s.diagnose import pcapng_drops
+    from pcaptools.k8s.discover import (
+        _is_manifest,
+        find_inventory,
+        load_captures,
+        manifest_doc,
+        manifest_drops,
+    )
     from pcaptools.packets import iter_packets, read_packets
 
     srcs = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)

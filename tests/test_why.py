@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 import pcaptools
 from pcaptools.cli import app, main
 from pcaptools.correlate.capture_set import CaptureSet
-from pcaptools.k8s.diagnose import CAUSES, SCHEMA_PATH, diagnose, manifest_drops
+from pcaptools.k8s.diagnose import CAUSES, SCHEMA_PATH, diagnose
+from pcaptools.k8s.discover import manifest_drops
 
 ROOT = Path(os.environ.get("PCAPTOOLS_SAMPLE_PCAPS", Path(__file__).parent.parent / "sample_pcaps"))
 SAMPLES = sorted(p.parent.name for p in ROOT.glob("*/truth.json"))

@@ -136,38 +136,6 @@ class Diagnosis:
         return json.dumps(self.to_dict(), ensure_ascii=False, **kw)
 
 
-def manifest_drops(inputs) -> dict[str, int]:
-    """Point ``NODE:IFACE`` -> packets its capture reports dropped (a manifest's ``tcpdump``: dropped, or
-    received minus captured), for the captures that report any (a dataset keeps its manifest's); {} where no
-    input is a readable manifest."""
-    from pcaptools.correlate.manifest import read_manifest
-    from pcaptools.dataset import is_dataset, read_meta
-    from pcaptools.errors import InventoryError
-
-    out: dict[str, int] = {}
-    for src in [inputs] if isinstance(inputs, (str, Path)) else list(inputs):
-        p = Path(src)
-        if is_dataset(p):  # a dataset keeps what its manifest said
-            out.update({str(k): int(v) for k, v in read_meta(p)["capture_drops"].items()})
-            continue
-        p = p / "manifest.json" if p.is_dir() else p
-        if p.suffix != ".json" or not p.is_file():
-            continue
-        try:
-            doc = read_manifest(p, allow_outside=True)  # validated; only the counts are read here
-        except InventoryError:
-            continue  # a bad manifest is reported by whoever reads its captures
-        for c in doc["captures"]:
-            t = c.get("tcpdump")
-            if not isinstance(t, dict) or not c.get("node") or not c.get("interface"):
-                continue
-            n = {k: t.get(k) if type(t.get(k)) is int else 0 for k in ("dropped", "received", "captured")}
-            lost = n["dropped"] or max(n["received"] - n["captured"], 0)
-            if lost > 0:
-                out[f"{c['node']}:{c['interface']}"] = lost
-    return out
-
-
 def pcapng_drops(capture_set) -> dict[str, tuple[int, str]]:
     """Point ``NODE:IFACE`` -> (packets its capture reports dropped, the counters as text), from the pcapng Interface
     Statistics Block counters the capture set keeps per point (``CaptureSet.interface_stats``: interface + OS drops);

@@ -795,3 +795,31 @@ def _shared_clocks(cs: CaptureSet) -> list[str]:
                 out.append(f"{cats[i]} and {cats[j]} hold {common} packets with identical timestamps: one clock, "
                            f"likely one host under two names; name both the same with --point")  # fmt: skip
     return out
+
+
+def manifest_drops(inputs: str | os.PathLike | Iterable[str | os.PathLike]) -> dict[str, int]:
+    """Point ``NODE:IFACE`` -> packets its capture reports dropped (a manifest's ``tcpdump``: dropped, or
+    received minus captured), for the captures that report any (a dataset keeps its manifest's); {} where no
+    input is a readable manifest."""
+    out: dict[str, int] = {}
+    for src in [inputs] if isinstance(inputs, (str, Path)) else list(inputs):
+        p = Path(src)
+        if is_dataset(p):  # a dataset keeps what its manifest said
+            out.update({str(k): int(v) for k, v in read_meta(p)["capture_drops"].items()})
+            continue
+        p = p / "manifest.json" if p.is_dir() else p
+        if p.suffix != ".json" or not p.is_file():
+            continue
+        try:
+            doc = read_manifest(p, allow_outside=True)  # validated; only the counts are read here
+        except InventoryError:
+            continue  # a bad manifest is reported by whoever reads its captures
+        for c in doc["captures"]:
+            t = c.get("tcpdump")
+            if not isinstance(t, dict) or not c.get("node") or not c.get("interface"):
+                continue
+            n = {k: t.get(k) if type(t.get(k)) is int else 0 for k in ("dropped", "received", "captured")}
+            lost = n["dropped"] or max(n["received"] - n["captured"], 0)
+            if lost > 0:
+                out[f"{c['node']}:{c['interface']}"] = lost
+    return out
