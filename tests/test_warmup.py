@@ -17,6 +17,18 @@ ROOT = Path(__file__).resolve().parent.parent
 ENV = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
 
 
+_COUNT_COMPILES = (
+    "import numba.core.event as ev\n"
+    "from pcaptools.packets import read_packets\n"
+    "seen = []\n"
+    "class L(ev.Listener):\n"
+    "    def on_start(self, e): seen.append(e)\n"
+    "    def on_end(self, e): pass\n"
+    "ev.register('numba:compile', L())\n"
+)
+"""Prologue of a child process's code: ``seen`` collects every numba compile that starts."""
+
+
 def _run(code: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV, cwd=ROOT, check=True)
 
@@ -55,13 +67,7 @@ def test_after_warmup_a_fresh_process_reads_without_compiling_or_announcing() ->
     assert res.exit_code == 0, res.output
     assert res.output.startswith("ready: ")
     code = (
-        "import numba.core.event as ev\n"
-        "from pcaptools.packets import read_packets\n"
-        "seen = []\n"
-        "class L(ev.Listener):\n"
-        "    def on_start(self, e): seen.append(e)\n"
-        "    def on_end(self, e): pass\n"
-        "ev.register('numba:compile', L())\n"
+        _COUNT_COMPILES +
         "print(len(read_packets(['tests/data/own/eth.pcap', 'tests/data/own/eth.pcapng'])), len(seen))\n"
     )
     res = _run(code)
@@ -86,13 +92,7 @@ def test_after_warmup_a_capture_of_hundreds_of_addresses_reads_without_compiling
     res = CliRunner().invoke(app, ["warmup"])
     assert res.exit_code == 0, res.output
     code = (
-        "import numba.core.event as ev\n"
-        "from pcaptools.packets import read_packets\n"
-        "seen = []\n"
-        "class L(ev.Listener):\n"
-        "    def on_start(self, e): seen.append(e)\n"
-        "    def on_end(self, e): pass\n"
-        "ev.register('numba:compile', L())\n"
+        _COUNT_COMPILES +
         f"df = read_packets({str(cap)!r})\n"
         "print(df['src'].cat.codes.dtype, df['src'].nunique(), len(seen))\n"
     )
