@@ -48,12 +48,16 @@ def test_every_translation_on_a_node_is_explained_by_kube_proxy_chains(sample):
     assert len(sn) and all(c.endswith(("KUBE-POSTROUTING", "cali-nat-outgoing")) for c in sn["chains"])
 
 
+def _without_frontend(rules: dict[str, str], cluster_ip: str) -> list:
+    """Every node's parsed rules less the KUBE-SERVICES lines of ``cluster_ip``: a Service whose frontend rule is gone."""
+    return [parse("\n".join(x for x in t.splitlines() if not (x.startswith("-A KUBE-SERVICES") and cluster_ip in x)), n)
+            for n, t in rules.items()]  # fmt: skip
+
+
 def test_a_dnat_whose_frontend_rule_is_missing_is_flagged(sample):
     topo, rules, nat, _ = sample
     web = topo.service("web")
-    cut = {n: "\n".join(x for x in t.splitlines() if not (x.startswith("-A KUBE-SERVICES") and web.cluster_ip in x))
-           for n, t in rules.items()}  # fmt: skip
-    ex = explain(nat, [parse(t, n) for n, t in cut.items()])
+    ex = explain(nat, _without_frontend(rules, web.cluster_ip))
     bad = ex[~ex["explained"]]
     assert len(bad) and set(bad["before"]) == {f"{web.cluster_ip}:{web.ports[0].port}"}
     assert all("no rule of" in p for p in bad["problem"])
@@ -111,9 +115,7 @@ def test_a_flagged_translation_gives_the_same_rules_object_to_why_and_to_paths(s
 
     topo, rules, nat, _ = sample
     web = topo.service("web")
-    cut = {n: "\n".join(x for x in t.splitlines() if not (x.startswith("-A KUBE-SERVICES") and web.cluster_ip in x))
-           for n, t in rules.items()}  # fmt: skip
-    ex = explain(nat, [parse(t, n) for n, t in cut.items()])
+    ex = explain(nat, _without_frontend(rules, web.cluster_ip))
     by_step = nat_rule_objects(ex)
     bad = next(r for r in ex.itertuples(index=False) if not r.explained)
     obj = rule_object(bad)
