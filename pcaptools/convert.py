@@ -45,8 +45,8 @@ def convert(
     from pcaptools.decode import registry
     from pcaptools.k8s.diagnose import pcapng_drops
     from pcaptools.k8s.discover import (
-        _is_manifest,
         find_inventory,
+        is_capture_set,
         load_captures,
         manifest_doc,
         manifest_drops,
@@ -59,7 +59,7 @@ def convert(
     if done_before:
         raise DatasetError(f"{done_before[0]}: is a dataset already; every command reads it as it is (to change its "
                            "windows or points, convert the captures again)", path=str(done_before[0]))  # fmt: skip
-    given = (len(srcs) == 1 and _is_manifest(srcs[0])) or (not srcs and bool(points))
+    given = is_capture_set(srcs, points)
     writer = DatasetWriter(out, window_ns=window_ns, overwrite=overwrite)  # refuses a taken directory before any work
     try:
         inv = inventory or find_inventory(srcs, allow_outside=allow_outside)

@@ -66,12 +66,6 @@ class DaskCaptures:
     packets: dd.DataFrame  # capture-set rows, NEEDED/KEPT columns + point, node, interface, point_id
 
 
-def _given_points(srcs: list, points: list) -> bool:
-    from pcaptools.k8s.discover import _is_manifest
-
-    return (len(srcs) == 1 and _is_manifest(srcs[0])) or (not srcs and bool(points))
-
-
 def _point_labels(cs: CaptureSet) -> tuple[dict, dict]:
     """The capture set's point, node and interface dtypes, and each point's code in them (by point id)."""
     dtypes = {c: cs.packets[c].dtype for c in _POINT_COLS}
@@ -108,12 +102,12 @@ def load_capture_packets(
     import dask
 
     from pcaptools.dask.flows import _COLUMNS as FLOW_COLUMNS
-    from pcaptools.k8s.discover import load_captures
+    from pcaptools.k8s.discover import is_capture_set, load_captures
 
     srcs = [sources] if isinstance(sources, (str, os.PathLike)) else list(sources)
     points = list(points)
     refuse_datasets(srcs)
-    if not _given_points(srcs, points):
+    if not is_capture_set(srcs, points):
         raise CorrelationError(
             "on Dask the capture points must be named: pass one manifest.json (or a directory holding one) and/or "
             "--point NODE:IFACE=FILE; inferring them reads every packet, so write a manifest once with "
