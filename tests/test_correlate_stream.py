@@ -118,7 +118,8 @@ def test_compressed_captures_count_at_their_decompressed_weight_against_the_budg
     table does not streams the set (same answers) instead of loading it whole."""
     import gzip
 
-    from pcaptools.correlate.stream import BASE_MEMORY, COMPRESSED_RATIO, FILE_COST
+    from pcaptools.correlate.stream import BASE_MEMORY, FILE_COST
+    from pcaptools.io.sniff import COMPRESSED_RATIO
 
     out = tmp_path / "gz"
     shutil.copytree(generated, out)

@@ -75,9 +75,6 @@ BASE_MEMORY = 200 << 20
 FILE_COST = 2.0
 """Peak memory of the one-window run per byte of capture file (decoded table, fingerprints, hops)."""
 
-COMPRESSED_RATIO = 8
-"""A compressed capture (gzip, xz, zstd) counts as this many times its file size when deciding whether the
-set fits the budget (its decoded table grows with the decompressed bytes; as ``pcaptools.io.summary`` counts)."""
 
 
 @dataclass
@@ -117,11 +114,10 @@ def correlate_files(source: str | os.PathLike | None = None, *, points: Iterable
 
 
 def capture_bytes(path: str | os.PathLike) -> int:
-    """The bytes a capture file stands for in memory: its size, :data:`COMPRESSED_RATIO` times that if compressed."""
+    """The bytes a capture file stands for in memory (:attr:`pcaptools.io.sniff.Opened.capture_bytes`)."""
     from pcaptools.io.sniff import open_capture
 
-    op = open_capture(path)
-    return op.file_size * (COMPRESSED_RATIO if op.compression else 1)
+    return open_capture(path).capture_bytes
 
 
 class _File:

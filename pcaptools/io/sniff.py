@@ -89,6 +89,11 @@ def open_regular(path: str | os.PathLike) -> BinaryIO:
         raise
 
 
+COMPRESSED_RATIO = 8
+"""A compressed capture (gzip, xz, zstd) is taken to hold this many times its file size in capture bytes
+(what decoding it costs in time and memory grows with those)."""
+
+
 @dataclass
 class Opened:
     """What :func:`open_capture` found: the format, the compression peeled off (or None), and the file size."""
@@ -102,6 +107,11 @@ class Opened:
     def gzip(self) -> bool:
         """True for any compressed file (the name predates xz and zstd support)."""
         return self.compression is not None
+
+    @property
+    def capture_bytes(self) -> int:
+        """The capture bytes the file stands for: its size, :data:`COMPRESSED_RATIO` times that if compressed."""
+        return self.file_size * (COMPRESSED_RATIO if self.compression is not None else 1)
 
 
 def _check_start(path: str, head: bytes, *, decompressed: str | None) -> str:

@@ -30,7 +30,7 @@ INTERPRETED_BUDGET_S = 0.5
 
 def walks_interpreted(op: Opened) -> bool:
     """Whether ``op`` is small enough to walk uncompiled faster than numba's kernels could be loaded."""
-    return op.file_size * (8 if op.compression else 1) <= SMALL_BYTES
+    return op.capture_bytes <= SMALL_BYTES
 
 
 def summarize(
