@@ -540,6 +540,7 @@ def merge_cmd(
     """
     from pcaptools.correlate.api import correlate
     from pcaptools.correlate.merge import merge
+    from pcaptools.dataset import original_files
     from pcaptools.k8s.discover import find_inventory, load_captures
     from pcaptools.render.terminal import fmt_int, safe
 
@@ -548,7 +549,8 @@ def merge_cmd(
         cs = load_captures(sources, points=point, inventory=inventory or find_inventory(sources, allow_outside=allow_outside),
                            links=links, allow_outside=allow_outside)
         _inferred(cs)
-        n = merge(cs, output, correlation=correlate(cs, reference=reference), dedup=dedup, memory=memory)
+        n = merge(cs, output, correlation=correlate(cs, reference=reference), dedup=dedup, memory=memory,
+                  sources=original_files(sources))
     _console().print(f"wrote {fmt_int(n)} packets from {len(cs.points)} capture points to {safe(output)}")
 
 

@@ -127,6 +127,12 @@ def dataset_entries(directory: str | os.PathLike) -> tuple[list[dict], dict]:
     return [{**e, "file": member(directory, e["file"])} for e in meta["entries"]], meta
 
 
+def original_files(inputs: Iterable[str | os.PathLike]) -> dict[str, str]:
+    """Where the capture files of the dataset inputs were when converted: ``file`` column value -> absolute path
+    (the column keeps the path as given, relative to the directory ``convert`` ran in)."""
+    return {f["path"]: f.get("source") or f["path"] for p in inputs if is_dataset(p) for f in read_meta(p)["files"]}
+
+
 def expand_inputs(paths: Iterable[str | os.PathLike]) -> list[str]:
     """Each dataset directory replaced by its capture files (``DIR::FILE``), other paths as given."""
     out: list[str] = []
@@ -270,7 +276,7 @@ class DatasetWriter:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        info = self.files.setdefault(path, {"path": path, "records": 0, "rows": 0, "skipped": {}, "notes": [],
+        info = self.files.setdefault(path, {"path": path, "source": os.path.abspath(path), "records": 0, "rows": 0, "skipped": {}, "notes": [],
                                             "stopped_at": None, "interface_stats": None,
                                             "categories": {c: [] for c in _CATEGORIES}})  # fmt: skip
         i = list(self.files).index(path)

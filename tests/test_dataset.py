@@ -286,3 +286,17 @@ def test_memory_bounded_reading_of_a_dataset_says_it_is_a_dataset(calico):
         next(iter_packets(str(calico)))
     r = _cli("decode", str(calico), "-o", str(calico.parent / "p.parquet"), "--memory", "64MiB")
     assert r.returncode == 2 and "dataset" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_merge_of_a_dataset_converted_from_relative_paths_works_from_any_directory(tmp_path):
+    """convert keeps the file column as given (relative to where it ran); merge finds the bytes from elsewhere."""
+    ds = tmp_path / "rel.ds"
+    r = _cli("convert", "sample_pcaps/vpc", "-o", str(ds), cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    assert all(not os.path.isabs(f) for f in _files(ds))
+    via_dataset, direct = tmp_path / "ds.pcapng", tmp_path / "direct.pcapng"
+    r = _cli("merge", str(ds), "-o", str(via_dataset), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    r = _cli("merge", str(SAMPLES / "vpc"), "-o", str(direct), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert via_dataset.read_bytes() == direct.read_bytes()

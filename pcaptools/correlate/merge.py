@@ -67,15 +67,20 @@ def write_pcapng(
     comments: pd.Series | None = None,
     memory: int | None = None,
     batch_records: int | None = None,
+    sources: dict[str, str] | None = None,
 ) -> int:
     """Write ``packets`` rows (columns file, record, point, link) with timestamps ``ts_ns``, time-ordered; returns the count.
 
     ``comments`` (index aligned with ``packets``) gives an opt_comment per row where not missing.
     ``memory`` (bytes) reads the capture files in windows and merges them (see the module docstring);
-    ``batch_records`` sets the records per window instead (tests use it to cut every file).
+    ``batch_records`` sets the records per window instead (tests use it to cut every file). ``sources`` maps
+    a ``file`` value to where its bytes are now (a dataset's files, :func:`pcaptools.dataset.original_files`).
     """
     n = len(packets)
     files = packets["file"].astype(str).to_numpy()
+    if sources:
+        uniq, inv = np.unique(files, return_inverse=True)
+        files = np.array([sources.get(f, f) for f in uniq], dtype=object)[inv].astype(str)
     rec = packets["record"].to_numpy(np.int64)
     pcode = packets["point"].cat.codes.to_numpy(np.int64)
     if memory is not None and batch_records is None:  # every point's window is buffered at once
@@ -300,11 +305,12 @@ def _epbs(idx, ts_ns, iface, caplen, wirelen, src_off, fidx, bufs, c_off, c_len,
 
 def merge(
     capture_set, out: str | os.PathLike, *, correlation=None, dedup: bool = False, memory: int | None = None,
-    batch_records: int | None = None,
+    batch_records: int | None = None, sources: dict[str, str] | None = None,
 ) -> int:  # fmt: skip
     """Write the capture set as one pcapng on the reference clock; ``dedup`` keeps each journey once with comments.
 
-    ``memory`` (bytes) or ``batch_records`` write it reading the capture files in windows (see :func:`write_pcapng`)."""
+    ``memory`` (bytes) or ``batch_records`` write it reading the capture files in windows (see :func:`write_pcapng`);
+    ``sources`` says where files named in the table are now (see :func:`write_pcapng`)."""
     from pcaptools.correlate.api import correlate
 
     corr = correlation if correlation is not None else correlate(capture_set)
@@ -332,4 +338,4 @@ def merge(
     sel = np.flatnonzero(keep)
     sub = pk.iloc[sel]
     return write_pcapng(out, sub, ts[sel], capture_set.points, comments=None if comments is None else comments.reindex(sub.index),
-                        memory=memory, batch_records=batch_records)  # fmt: skip
+                        memory=memory, batch_records=batch_records, sources=sources)  # fmt: skip
