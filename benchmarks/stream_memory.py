@@ -16,9 +16,11 @@ of the big one. Three runs of the CLI, each in a fresh process:
 Runs 2 and 3 must print the same JSON and write the same hops (compared as sorted tables); run 1's
 clock offset and journey count are checked against the generator's ground truth.
 
-The cap is enforced with a cgroup v2 ``memory.max`` when /sys/fs/cgroup offers the memory
-controller; otherwise a watchdog polls the process's RSS and kills it past the cap, and the kernel's
-high-water mark is compared with the cap afterwards. ``RLIMIT_AS``/``RLIMIT_DATA`` are not used: numba,
+The cap is enforced by the kernel with a cgroup memory limit: v2 ``memory.max`` or v1
+``memory.limit_in_bytes`` (+ ``memsw``), whichever /sys/fs/cgroup offers (root needed); past it the
+process is reclaimed (page cache first) and then OOM-killed. Where neither can be written a watchdog
+polls the process's RSS and kills it past the cap; the kernel's high-water mark is compared with the
+cap afterwards either way. ``RLIMIT_AS``/``RLIMIT_DATA`` are not used: numba,
 pyarrow and glibc reserve address space they never touch (measured: 2.3 GB of VmPeak at 645 MB RSS),
 so a limit on address space would kill runs that stay far under the cap.
 """
@@ -77,24 +79,34 @@ def make_set(out: Path, chunks: int, chunk_packets: int, seed: int) -> dict:
     return truth
 
 
-def _cgroup_v2(cap: int) -> Path | None:
-    """A fresh cgroup v2 directory with ``memory.max = cap``, or None where v2's memory controller is not offered."""
-    root = Path("/sys/fs/cgroup")
+def _cgroup(cap: int) -> tuple[Path, str] | None:
+    """A fresh cgroup holding its processes under ``cap`` bytes, and how (v2 ``memory.max``, else v1
+    ``memory.limit_in_bytes``); None where neither memory controller can be written."""
+    name = f"pcaptools-bench-{os.getpid()}"
+    v2, v1 = Path("/sys/fs/cgroup"), Path("/sys/fs/cgroup/memory")
     try:
-        if "memory" not in (root / "cgroup.controllers").read_text().split():
-            return None
-        d = root / f"pcaptools-bench-{os.getpid()}"
-        d.mkdir()
-        (d / "memory.max").write_text(str(cap))
-        (d / "memory.swap.max").write_text("0") if (d / "memory.swap.max").exists() else None
-        return d
+        if (v2 / "cgroup.controllers").exists() and "memory" in (v2 / "cgroup.controllers").read_text().split():
+            d = v2 / name
+            d.mkdir()
+            (d / "memory.max").write_text(str(cap))
+            (d / "memory.swap.max").write_text("0") if (d / "memory.swap.max").exists() else None
+            return d, "cgroup v2 memory.max"
+        if (v1 / "memory.limit_in_bytes").exists():
+            d = v1 / name
+            d.mkdir()
+            (d / "memory.limit_in_bytes").write_text(str(cap))
+            if (d / "memory.memsw.limit_in_bytes").exists():  # no swapping out instead of staying under the cap
+                (d / "memory.memsw.limit_in_bytes").write_text(str(cap))
+            return d, "cgroup v1 memory.limit_in_bytes"
     except OSError:
         return None
+    return None
 
 
 def run_capped(cmd: list[str], cap: int | None, env: dict) -> dict:
     """Run ``cmd`` (output to a file) under ``cap`` bytes; wall seconds, peak RSS MiB, exit code, how the cap was held."""
-    cg = _cgroup_v2(cap) if cap else None
+    held = _cgroup(cap) if cap else None
+    cg = held[0] if held else None
     out = tempfile.NamedTemporaryFile("w+", suffix=".json", delete=False)
     pre = (lambda: (cg / "cgroup.procs").write_text(str(os.getpid()))) if cg else None
     t0 = time.perf_counter()
@@ -125,7 +137,7 @@ def run_capped(cmd: list[str], cap: int | None, env: dict) -> dict:
     if cg is not None:
         cg.rmdir()
     return {"seconds": wall, "peak_rss_mb": usage.ru_maxrss / 1024, "rc": p.returncode, "stdout": text, "stderr": err[-2000:],
-            "cap_mb": cap / 2**20 if cap else None, "enforced_by": ("cgroup v2 memory.max" if cg else "RSS watchdog") if cap else None,
+            "cap_mb": cap / 2**20 if cap else None, "enforced_by": (held[1] if held else "RSS watchdog") if cap else None,
             "killed_at_cap": killed.is_set(), "user_s": usage.ru_utime, "sys_s": usage.ru_stime}  # fmt: skip
 
 
