@@ -356,11 +356,17 @@ def _with_envelope_rate(fit: dict, rates: list[tuple[float, float, float]]) -> d
     return out
 
 
-def _rough_offsets(pooled: dict, n: int, ref: int) -> np.ndarray:
+def _rough_offsets(pooled: list[tuple], ts: np.ndarray, n: int, ref: int) -> np.ndarray:
     """Offsets to within the fastest round trip (or the drift over the capture): pair corridors at rate 0, joint."""
+    fwd: dict[tuple[int, int], list] = {}
+    for a, b, ri, rj, lab in pooled:
+        d = (ts[rj] - ts[ri]).astype(np.float64)
+        fwd.setdefault((a, b), [[], []])
+        fwd[(a, b)][0].append(d[lab == 1])
+        fwd[(a, b)][1].append(d[lab == -1])
     edges, est = [], []
-    for (a, b), parts in pooled.items():
-        fy, by = np.concatenate(parts[1]), np.concatenate(parts[3])
+    for (a, b), (f, bk) in fwd.items():
+        fy, by = np.concatenate(f), np.concatenate(bk)
         if fy.size and by.size:
             edges.append((a, b))
             est.append((fy.min() + by.max()) / 2)
@@ -382,37 +388,21 @@ def _resolution(ts: np.ndarray) -> float:
     return 1000.0 if ts.size and not (ts % 1000).any() else 1.0
 
 
-def estimate_offsets(
-    packets: pd.DataFrame, group: np.ndarray, nodes: list[str], point_node: np.ndarray, *, reference: str | None = None,
-    connection: tuple[np.ndarray, np.ndarray] | None = None,
-) -> tuple[pd.DataFrame, dict]:
-    """Per-node clock table (schema.OFFSET_COLUMNS) and correction parameters, from clock-free matched groups.
+def _point_pairs(ts: np.ndarray, pid: np.ndarray, group: np.ndarray, key: np.ndarray, half: np.ndarray,
+                 point_node: np.ndarray) -> list[tuple[int, int, np.ndarray, np.ndarray, np.ndarray]]:  # fmt: skip
+    """Per pair of points on two nodes: (a, b, rows at a's point, rows at b's point, direction label), a < b.
 
-    ``packets`` needs ``ts_ns`` and ``point_id``, and the 5-tuple columns unless ``connection`` (its
-    :func:`connection_key`) is given. ``params["dropped"]`` lists (node, node, rows) where matched packets
-    contradicted every clock line.
+    The label is +1 for packets going a->b, -1 for b->a, 0 where the connection was seen one way only.
     """
-    if reference is None:
-        reference = nodes[0]
-    ref = nodes.index(reference)
-    nn = len(nodes)
-    ts = packets["ts_ns"].to_numpy(np.int64)
-    pid = packets["point_id"].to_numpy(np.int64)
-    key, half = connection_key(packets) if connection is None else connection
-    npts = len(point_node)
     rows = np.flatnonzero(group >= 0)
-    base = int(ts[rows].min()) if rows.size else 0  # x is kept from here until the clocks are roughly known
-    slack = _resolution(ts[rows])
     by_point = []
-    for i in range(npts):
+    for i in range(len(point_node)):
         r = rows[pid[rows] == i]
         o = np.argsort(group[r], kind="stable")
         by_point.append((group[r][o], r[o]))
-    # per node pair (low, high): x, the node x was read on, and d = t_high - t_low of packets going
-    # low->high (f) and high->low (b)
-    pooled: dict[tuple[int, int], list[list]] = {}
-    for i in range(npts):
-        for j in range(i + 1, npts):
+    out = []
+    for i in range(len(point_node)):
+        for j in range(i + 1, len(point_node)):
             a, b = int(point_node[i]), int(point_node[j])
             if a == b:
                 continue
@@ -420,36 +410,34 @@ def estimate_offsets(
             if ii.shape[0] < 2:
                 continue
             ri, rj = by_point[i][1][ii], by_point[j][1][jj]
-            d = (ts[rj] - ts[ri]).astype(np.float64)
-            lab = _label(d, key[ri], half[ri])
-            x = (ts[ri] - base).astype(np.float64)
-            xn = a
+            lab = _label((ts[rj] - ts[ri]).astype(np.float64), key[ri], half[ri])
             if a > b:
-                a, b, d, lab = b, a, -d, -lab
-            parts = pooled.setdefault((a, b), [[], [], [], [], [], [], []])
-            f, bk = lab == 1, lab == -1
-            rate = envelope_rate(x[f | bk], d[f | bk], f[f | bk], slack)  # a rate does not depend on x's origin
-            if rate is not None:
-                parts[4].append(rate)
-            parts[0].append(x[f])
-            parts[1].append(d[f])
-            parts[2].append(x[bk])
-            parts[3].append(d[bk])
-            parts[5].append(np.full(int(f.sum()), xn, np.int64))
-            parts[6].append(np.full(int(bk.sum()), xn, np.int64))
-    # x from the middle of the traffic on the reference clock, read on each node's own clock: nodes may
-    # be seconds apart, and a rate times that would move the offset. Rough offsets (rate 0) suffice.
-    rough = _rough_offsets(pooled, nn, ref)
-    mid = ts[rows] - rough[point_node[pid[rows]]].round().astype(np.int64) if rows.size else np.zeros(1, np.int64)
-    at_ref = int((mid.min() + mid.max()) // 2)
-    shift = rough + (at_ref - base)  # x = ts - base - shift[node]: time from at_ref, on the node's clock
+                a, b, ri, rj, lab = b, a, rj, ri, -lab
+            out.append((a, b, ri, rj, lab))
+    return out
+
+
+def _solve(pooled: list[tuple], ts: np.ndarray, x: np.ndarray, nn: int, ref: int, slack: float) -> dict:
+    """Rates and offsets of every node from the point pairs, ``x`` the time of each row from ``at``.
+
+    ``d = t_b - t_a`` is the raw timestamp difference; the rate found is d's slope against ``x``.
+    """
+    by_pair: dict[tuple[int, int], list[list]] = {}
+    for a, b, ri, rj, lab in pooled:
+        d = (ts[rj] - ts[ri]).astype(np.float64)
+        xa = x[ri]
+        parts = by_pair.setdefault((a, b), [[], [], [], [], []])
+        f, bk = lab == 1, lab == -1
+        rate = envelope_rate(xa[f | bk], d[f | bk], f[f | bk], slack)
+        if rate is not None:
+            parts[4].append(rate)
+        parts[0].append(xa[f])
+        parts[1].append(d[f])
+        parts[2].append(xa[bk])
+        parts[3].append(d[bk])
     edges, cors, fits = [], [], []
-    for (a, b), parts in sorted(pooled.items()):
-        fy, by = np.concatenate(parts[1]), np.concatenate(parts[3])
-        if fy.size == 0 or by.size == 0:
-            continue
-        fx = np.concatenate(parts[0]) - shift[np.concatenate(parts[5])]
-        bx = np.concatenate(parts[2]) - shift[np.concatenate(parts[6])]
+    for (a, b), parts in sorted(by_pair.items()):
+        fx, fy, bx, by = (np.concatenate(q) for q in parts[:4])
         res = _pair_corridor(fx, fy, bx, by, slack)
         if res is None:
             continue
@@ -483,22 +471,78 @@ def estimate_offsets(
     applied[~known] = 0.0
     matters &= known
     skew_unc[~known] = np.nan
+    dropped = [(a, b, f["dropped"]) for (a, b), f in zip(edges, fits, strict=True) if f.get("dropped")]
+    return {"off": off, "unc": unc, "known": known, "rate": applied, "rate_unc": skew_unc, "matters": matters,
+            "pairs": pairs, "dropped": dropped}  # fmt: skip
+
+
+def estimate_offsets(
+    packets: pd.DataFrame, group: np.ndarray, nodes: list[str], point_node: np.ndarray, *, reference: str | None = None,
+    connection: tuple[np.ndarray, np.ndarray] | None = None,
+) -> tuple[pd.DataFrame, dict]:
+    """Per-node clock table (schema.OFFSET_COLUMNS) and correction parameters, from clock-free matched groups.
+
+    ``packets`` needs ``ts_ns`` and ``point_id``, and the 5-tuple columns unless ``connection`` (its
+    :func:`connection_key`) is given. ``params["dropped"]`` lists (node, node, rows) where matched packets
+    contradicted every clock line. Without ``reference`` the first node of the largest group of nodes
+    tied together by packets is the reference (the first node, unless it shares no packet with most others).
+    """
+    nn = len(nodes)
+    ts = packets["ts_ns"].to_numpy(np.int64)
+    pid = packets["point_id"].to_numpy(np.int64)
+    key, half = connection_key(packets) if connection is None else connection
+    point_node = np.asarray(point_node, np.int64)
+    rows = np.flatnonzero(group >= 0)
+    slack = _resolution(ts[rows])
+    pooled = _point_pairs(ts, pid, group, key, half, point_node)
+    ref = nodes.index(reference) if reference is not None else _default_reference(pooled, nn)
+    # x: time from the middle of the traffic on the reference clock. Nodes may be seconds apart, so a
+    # first pass reads x on each node's own clock less its rough offset (rate 0); where rates apply, a
+    # second pass reads x as the first model's corrected time, so rates and offsets are on the reference's
+    # time scale: node k's clock runs ``rate_k`` fast per reference second, and a pair's x = 0 is one instant
+    # (a rough offset 100 ms off times a 100 ppm rate difference would move that pair's offset by 10 us).
+    rough = _rough_offsets(pooled, ts, nn, ref)
+    node_of = point_node[pid]
+    mid = ts[rows] - rough[node_of[rows]].round().astype(np.int64) if rows.size else np.zeros(1, np.int64)
+    at_ref = int((mid.min() + mid.max()) // 2)
+    x = (ts - at_ref - rough[node_of]).astype(np.float64)
+    sol = _solve(pooled, ts, x, nn, ref, slack)
+    if sol["rate"].any():
+        first = {"offset": sol["off"], "skew": sol["rate"] / (1 + sol["rate"]), "at": at_ref + np.round(sol["off"]).astype(np.int64)}
+        x = (correct(ts, node_of, first) - at_ref).astype(np.float64)
+        sol = _solve(pooled, ts, x, nn, ref, slack)
+    off, unc, known, matters = sol["off"], sol["unc"], sol["known"], sol["matters"]
+    # a clock running ``r`` fast per reference second gains r / (1 + r) per second of its own, the rate
+    # the correction (applied to the node's own timestamps) needs
+    skew = sol["rate"] / (1 + sol["rate"])
+    skew_unc = sol["rate_unc"]
     table = pd.DataFrame(
         {
             "node": pd.Series(nodes, dtype="str"),
             "offset_ns": np.round(off).astype(np.int64),
             "uncertainty_ns": unc,
             "at_ns": at_ref + np.round(off).astype(np.int64),
-            "skew_ppm": applied * 1e6,
+            "skew_ppm": skew * 1e6,
             "skew_uncertainty_ppm": np.where(np.isfinite(skew_unc), skew_unc * 1e6, np.nan),
             "skew_matters": matters,
-            "pairs": pairs,
+            "pairs": sol["pairs"],
             "reference": np.arange(nn) == ref,
         }
     )
-    dropped = [(nodes[a], nodes[b], f["dropped"]) for (a, b), f in zip(edges, fits, strict=True) if f.get("dropped")]
-    params = {"offset": off, "skew": applied, "at": at_ref + np.round(off).astype(np.int64), "known": known, "dropped": dropped}
+    dropped = [(nodes[a], nodes[b], n) for a, b, n in sol["dropped"]]
+    params = {"offset": off, "skew": skew, "at": at_ref + np.round(off).astype(np.int64), "known": known, "dropped": dropped}
     return validate(table, _OFFSET_SCHEMA, table="offsets"), params
+
+
+def _default_reference(pooled: list[tuple], n: int) -> int:
+    """First node of the largest set of nodes tied by packets both ways (the first node if it is in one)."""
+    edges = [(a, b) for a, b, _, _, lab in pooled if (lab == 1).any() and (lab == -1).any()]
+    best, size = 0, 0
+    for k in range(n):
+        r = int(_reachable(edges, n, k).sum())
+        if r > size:
+            best, size = k, r
+    return best
 
 
 def correct(ts_ns: np.ndarray, node: np.ndarray, params: dict) -> np.ndarray:
