@@ -38,10 +38,15 @@ class Clock:
         """What this clock reads at true times ``true_ns``."""
         return true_ns + self.offset_ns + np.round((true_ns - t0) * (self.ppm * 1e-6)).astype(np.int64)
 
-    @property
-    def local_ppm(self) -> float:
-        """The rate per second of this clock's own (what ``skew_ppm`` reports): ``ppm / (1 + ppm * 1e-6)``."""
-        return self.ppm / (1 + self.ppm * 1e-6)
+    def rate_against(self, ref: Clock) -> float:
+        """Rate (ppm) against ``ref`` per second of this clock's own, what ``skew_ppm`` reports with ``ref`` the reference."""
+        return (self.ppm - ref.ppm) / (1 + self.ppm * 1e-6)
+
+    def offset_against(self, ref: Clock, local_ns: int, t0: int) -> float:
+        """This clock's reading less ``ref``'s at the instant this clock reads ``local_ns`` (the offset at ``at_ns``)."""
+        rel = local_ns - t0  # small integers: 1.8e18 ns as a float is only good to 256 ns
+        true_rel = (rel - self.offset_ns) / (1 + self.ppm * 1e-6)
+        return rel - (true_rel + ref.offset_ns + ref.ppm * 1e-6 * true_rel)
 
     def offset_at(self, local_ns: int, t0: int) -> float:
         """True offset (clock minus true time) when this clock reads ``local_ns``."""

@@ -16,6 +16,38 @@ from pcaptools.correlate.clock import connection_key, estimate_offsets
 from pcaptools.correlate.match import CLOCK_SAMPLE, by_fingerprint, clock_sample, compact_order, unique_groups
 
 _FIELDS = ("fp", "ts_ns", "point_id", "key", "conn", "half")
+REPEAT_NS = 1_000_000
+"""A packet seen again at one point within this (in and out of one interface: a hairpin through a node, a
+NodePort hop) counts for the clocks as its first sighting there; repeats further apart (retransmissions) are
+left out."""
+
+
+def clock_groups(fp: np.ndarray, point: np.ndarray, ts_ns: np.ndarray, *, order: np.ndarray | None = None) -> np.ndarray:
+    """Clock-free journey id per row (:func:`.match.unique_groups`), a point's repeats within ``REPEAT_NS`` kept once.
+
+    Every sighting of one packet at a point lies between its sightings up- and downstream, so the first
+    one gives valid (if looser) delay bounds both ways; without this, traffic that crosses one interface
+    twice (external traffic to a NodePort forwarded to another node) never reaches the clock estimate.
+    """
+    fp = np.asarray(fp, np.uint64)
+    point = np.asarray(point, np.int64)
+    ts_ns = np.asarray(ts_ns, np.int64)
+    if order is None:
+        order = by_fingerprint(fp)
+    o = order[np.lexsort((ts_ns[order], point[order], fp[order]))]
+    if o.size > 1:
+        new = np.ones(o.size, bool)
+        new[1:] = (fp[o[1:]] != fp[o[:-1]]) | (point[o[1:]] != point[o[:-1]])
+        run = np.cumsum(new) - 1
+        first = ts_ns[o[new]]
+        span = np.maximum.reduceat(ts_ns[o], np.flatnonzero(new)) - first
+        repeat = ~new & (span[run] <= REPEAT_NS)
+        if repeat.any():
+            fp = fp.copy()
+            fp[o[repeat]] = 0
+            order = order[fp[order] != 0]
+    return unique_groups(fp, point, order=order)
+
 
 
 class ClockSample:
@@ -83,7 +115,7 @@ class ClockSample:
             cols = {c: v[o] for c, v in cols.items()}
             order = None
         fp = cols["fp"]
-        group = unique_groups(fp, cols["point_id"], order=by_fingerprint(fp) if order is None else order)
+        group = clock_groups(fp, cols["point_id"], cols["ts_ns"], order=by_fingerprint(fp) if order is None else order)
         pk = pd.DataFrame({"ts_ns": cols["ts_ns"], "point_id": cols["point_id"]})
         return estimate_offsets(pk, group, nodes, np.asarray(point_node, np.int64), reference=reference,
                                 connection=(cols["conn"], cols["half"]))  # fmt: skip
