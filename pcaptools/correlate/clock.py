@@ -71,7 +71,7 @@ def _label(d: np.ndarray, key: np.ndarray, half: np.ndarray) -> np.ndarray:
     upper_is_true = pd.Series((both[True] > both[False]).to_numpy(), index=both.index)
     up = df["k"].map(upper_is_true)
     known = up.notna().to_numpy()
-    upv = up.fillna(False).to_numpy(bool)
+    upv = np.where(known, up.to_numpy(object), False).astype(bool)
     lab = np.where(half == upv, 1, -1).astype(np.int8)
     lab[~known] = 0
     return lab
