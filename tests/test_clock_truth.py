@@ -14,17 +14,19 @@ uncertainty holds the true rate.
 from __future__ import annotations
 
 import json
+import secrets
 
 import numpy as np
 import pandas as pd
 import pytest
-from clock_support import SAMPLES, Clock, retime_sample
+from clock_support import SAMPLES, Clock, bursts, retime_sample
 from correlate_support import DATA, source_packets, split_path
 
 from pcaptools.cli import main
 from pcaptools.correlate.api import correlate
 from pcaptools.correlate.capture_set import CaptureSet
 from pcaptools.schema import OFFSET_COLUMNS, validate
+from tests.lab_support import REASON
 
 LIMIT_NS = 20_000
 CLOCKS = {
@@ -142,6 +144,51 @@ def test_sparse_drifting_capture_streamed_in_windows_gives_the_same_clocks(tmp_p
     pd.testing.assert_frame_equal(one.offsets, win.offsets)
     win.hops = pd.read_parquet(tmp_path / "win.parquet")
     _check(win, *_hops_truth(win, truth), CLOCKS["seconds-apart"], t0, "streamed/sparse-seconds-apart")
+
+
+@pytest.fixture(scope="module")
+def fault_lab(tmp_path_factory: pytest.TempPathFactory):
+    """A calico-vxlan lab run with ``tcpdump -i any`` on every node and one connection dropped by policy (SYN retries)."""
+    if REASON:
+        pytest.skip(REASON)
+    from pcaptools.lab import run_lab
+
+    out = tmp_path_factory.mktemp("clock-lab")
+    return run_lab(out, cni="calico-vxlan", any_capture=True, connections=8, faults=("policy-drop",),
+                   prefix=f"ptl{secrets.token_hex(2)}-").parent  # fmt: skip
+
+
+def _failed_bursts(lab) -> list[int]:
+    """Bursts (clock_support.bursts of every capture) in which every IP packet is a TCP SYN: the unanswered retries."""
+    pk = CaptureSet.load(lab).packets
+    ts = pk["ts_ns"].to_numpy()
+    starts = bursts(ts)
+    b = np.searchsorted(starts, ts, side="right") - 1
+    ip = pk["proto"].to_numpy() >= 0
+    syn = (pk["proto"].to_numpy() == 6) & (pk["tcp_flags"].to_numpy() & 0x12 == 0x02)
+    return [int(k) for k in np.unique(b[ip]) if syn[ip & (b == k)].all()]
+
+
+@pytest.mark.lab
+@pytest.mark.parametrize("case", ["any-only/sparse-1h", "every-point/sparse-1h-seconds-apart", "every-point/as-captured", "failed-only"])
+def test_any_captures_and_failed_connections_are_corrected_or_said_unsolved(fault_lab, case, tmp_path):
+    """(e) ``-i any`` captures, alone or beside per-interface ones; (f) unanswered SYNs among the traffic, or alone:
+    packets one way only bound no clock, so every node but the reference is unsolved."""
+    man = json.loads((fault_lab / "manifest.json").read_text())
+    files = [c["file"] for c in man["captures"] if c["node"] not in man["nodes"] or c["interface"] == "any"] if case.startswith("any") else None
+    clocks = CLOCKS["seconds-apart" if "seconds" in case else "drift"]
+    kw = {"spacing_ns": SPARSE, "copies": 2, "seed": 4} if "sparse" in case else {}
+    unsolved: tuple[str, ...] = ()
+    if case == "failed-only":
+        kw = {"keep": _failed_bursts(fault_lab)}
+        assert len(kw["keep"]) >= 2  # the SYN and its retries
+        unsolved = tuple(n for n in CaptureSet.load(fault_lab).nodes if n != "node-1")
+    truth, t0 = retime_sample(fault_lab, tmp_path, clocks=clocks, files=files, **kw)
+    corr = correlate(CaptureSet.load(tmp_path))
+    if case == "failed-only":
+        assert corr.offsets.set_index("node").loc["node-1", "reference"]
+    # as captured, nodes seen in a few connections within 3 s cannot have their rates known: claims only
+    _check(corr, *_hops_truth(corr, truth), clocks, t0, f"lab/{case}", unsolved=unsolved, exact=case != "every-point/as-captured")
 
 
 @pytest.fixture(scope="module")
