@@ -507,7 +507,10 @@ def estimate_offsets(
     at_ref = int((mid.min() + mid.max()) // 2)
     x = (ts - at_ref - rough[node_of]).astype(np.float64)
     sol = _solve(pooled, ts, x, nn, ref, slack)
-    if sol["rate"].any():
+    r = float(np.abs(sol["rate"]).max())
+    span = float(np.ptp(x[rows])) if rows.size else 0.0
+    shift = float(np.abs(rough - sol["off"])[sol["known"]].max())
+    if 2 * r * (r * span + shift) > slack / 2:  # what reading x on each node's clock costs a pair's line, against the resolution
         first = {"offset": sol["off"], "skew": sol["rate"] / (1 + sol["rate"]), "at": at_ref + np.round(sol["off"]).astype(np.int64)}
         x = (correct(ts, node_of, first) - at_ref).astype(np.float64)
         sol = _solve(pooled, ts, x, nn, ref, slack)
