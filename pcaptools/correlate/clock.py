@@ -533,8 +533,33 @@ def estimate_offsets(
         }
     )
     dropped = [(nodes[a], nodes[b], n) for a, b, n in sol["dropped"]]
-    params = {"offset": off, "skew": skew, "at": at_ref + np.round(off).astype(np.int64), "known": known, "dropped": dropped}
+    far = np.zeros(nn)  # how far each node's sampled packets lie from `at`
+    if rows.size:
+        np.maximum.at(far, node_of[rows], np.abs(x[rows]))
+    params = {"offset": off, "skew": skew, "at": at_ref + np.round(off).astype(np.int64), "known": known, "dropped": dropped,
+              "notes": _rate_notes(nodes, known & ~matters, unc, skew_unc, far, ref, slack)}  # fmt: skip
     return validate(table, _OFFSET_SCHEMA, table="offsets"), params
+
+
+def _rate_notes(nodes: list[str], no_rate: np.ndarray, unc: np.ndarray, rate_unc: np.ndarray, far: np.ndarray, ref: int,
+                res: float) -> list[str]:  # fmt: skip
+    """Notes for solved nodes left without a rate whose packets lie so far from ``at`` that the unknown rate, not the
+    offset, bounds their corrected times (``uncertainty_ns`` holds at ``at_ns`` only)."""
+    out = []
+    for k in np.flatnonzero(no_rate):
+        if k == ref or far[k] <= 0:
+            continue
+        if not np.isfinite(rate_unc[k]):
+            if far[k] >= 1e9:
+                out.append(f"node {nodes[k]}: its clock rate cannot be bounded from these packets; its corrected times up to "
+                           f"{far[k] / 1e9:.3g} s from at_ns are off by its drift over that time ({far[k] / 1e9:.3g} us per ppm)")  # fmt: skip
+        elif rate_unc[k] * far[k] > max(unc[k], 10 * res):
+            ppm = rate_unc[k] * 1e6
+            off = unc[k] + rate_unc[k] * far[k]
+            out.append(f"node {nodes[k]}: its clock rate is known only to ±{ppm:.0f} ppm; its corrected times up to "
+                       f"{far[k] / 1e9:.3g} s from at_ns may be off by up to "
+                       + (f"{off / 1e6:.3g} ms" if off >= 1e6 else f"{off / 1e3:.3g} us"))  # fmt: skip
+    return out
 
 
 def _default_reference(pooled: list[tuple], n: int) -> int:
