@@ -5,6 +5,9 @@ re-spaces their traffic (short: 1 s; as captured: 11-13 s; long and sparse: 65 s
 run played twice) and gives each node its own clock (offsets only, drift 10-100 ppm on every node, one
 node drifting beside perfect clocks, or clocks seconds apart and drifting). (b) Dense: real captures played through a two-node NAT + VXLAN path
 (``correlate_support.split_path``, ~2 min, 1 s cut for short) with node-2's clock shifted and drifting.
+(c) Hard cases (``HARD``): one connection, one UDP exchange, two connections whose rates no packet tells
+(claims checked instead), a connection every 30-120 s for an hour, 5 ppm over 90 min; and on a lab run
+with ``-i any`` and a policy-dropped connection: any-only and every-point captures, unanswered SYNs alone.
 
 Each case prints its worst corrected-timestamp error, fails above 20 us, checks that a perfect clock gets no
 rate, that every offset's uncertainty holds the true offset at ``at_ns``, and that an applied rate's

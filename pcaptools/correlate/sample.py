@@ -5,6 +5,8 @@ the ``k`` smallest distinct fingerprints (:func:`.match.clock_sample`): the bott
 bottom ``k`` of its parts' bottom ``k``s, so tables fed one window at a time give the sample one table of
 everything gives. Only what :func:`.clock.estimate_offsets` reads is kept (fingerprint, time, point,
 input order, the connection hash): about 40 bytes for each of at most a few times ``k`` rows.
+:func:`clock_groups` pairs the sample's sightings: a packet seen at most once per point, or again at
+points of one node within ``REPEAT_NS`` (a hairpin through a node), counted there once.
 """
 
 from __future__ import annotations
