@@ -28,6 +28,7 @@ from correlate_support import DATA, source_packets, split_path
 from pcaptools.cli import main
 from pcaptools.correlate.api import correlate
 from pcaptools.correlate.capture_set import CaptureSet
+from pcaptools.correlate.clock import RATE_NOTE_NS
 from pcaptools.schema import OFFSET_COLUMNS, validate
 from tests.lab_support import REASON
 
@@ -76,7 +77,7 @@ def _check(corr, corrected: np.ndarray, true: np.ndarray, err_node: np.ndarray, 
             su = r["skew_uncertainty_ppm"] if np.isfinite(r["skew_uncertainty_ppm"]) else np.inf
             claim = r["uncertainty_ns"] + su * 1e-6 * np.abs(c.local(true[m], t0) - r["at_ns"]) + 1_000
             assert (np.abs(err[m]) <= np.maximum(claim, LIMIT_NS)).all(), f"{case}: {node} is off by more than it claims"
-            if np.abs(err[m]).max() > LIMIT_NS and r["uncertainty_ns"] <= LIMIT_NS:  # its offset looks sure: a note says why not
+            if np.abs(err[m]).max() > RATE_NOTE_NS and r["uncertainty_ns"] <= LIMIT_NS:  # its offset looks sure: a note says why not
                 assert any(n.startswith(f"node {node}: its clock rate") for n in corr.notes), f"{case}: {node} {corr.notes}"
         true_off = c.offset_against(ref, int(r["at_ns"]), t0)
         assert abs(r["offset_ns"] - true_off) <= r["uncertainty_ns"] + 1, f"{case}: {node} {r['offset_ns']} ± {r['uncertainty_ns']:.0f} vs {true_off:.0f}"

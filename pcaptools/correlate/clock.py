@@ -70,6 +70,9 @@ _SKEW_FLOOR = 1e-10  # weights never trust a rate interval tighter than 0.0001 p
 _RATE_WINDOWS = 16  # time windows of the envelope regression
 _RATE_Z = 4.0  # an envelope-regression rate interval spans this many standard errors each way
 _FLOOR_WANDER_NS = 1_000.0  # how far a path's delay floor may move over a capture, whatever the resolution
+RATE_NOTE_NS = 50_000.0
+"""An unknown rate that may move a node's corrected times by more than this (and than its offset's uncertainty),
+a few hops' latency in a cluster, gets a note."""
 
 
 def connection_key(packets: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -573,13 +576,13 @@ def _rate_notes(nodes: list[str], no_rate: np.ndarray, unc: np.ndarray, rate_unc
         if not np.isfinite(rate_unc[k]):
             if far[k] >= 1e9:
                 out.append(f"node {nodes[k]}: its clock rate cannot be bounded from these packets; its corrected times up to "
-                           f"{far[k] / 1e9:.3g} s from at_ns are off by its drift over that time ({far[k] / 1e9:.3g} us per ppm)")  # fmt: skip
-        elif rate_unc[k] * far[k] > max(unc[k], 10 * res):
+                           f"{far[k] / 1e9:.3g} s from at_ns are off by its drift over that time ({far[k] / 1e9:.3g} µs per ppm)")  # fmt: skip
+        elif rate_unc[k] * far[k] > max(unc[k], RATE_NOTE_NS, 10 * res):
             ppm = rate_unc[k] * 1e6
             off = unc[k] + rate_unc[k] * far[k]
             out.append(f"node {nodes[k]}: its clock rate is known only to ±{ppm:.0f} ppm; its corrected times up to "
                        f"{far[k] / 1e9:.3g} s from at_ns may be off by up to "
-                       + (f"{off / 1e6:.3g} ms" if off >= 1e6 else f"{off / 1e3:.3g} us"))  # fmt: skip
+                       + (f"{off / 1e6:.3g} ms" if off >= 1e6 else f"{off / 1e3:.3g} µs"))  # fmt: skip
     return out
 
 
