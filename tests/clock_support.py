@@ -24,6 +24,7 @@ import numpy as np
 SAMPLES = Path(__file__).parent.parent / "sample_pcaps"
 _MAGIC = {0xA1B2C3D4: 1000, 0xA1B23C4D: 1}  # ns per timestamp fraction unit
 VXLAN_PORTS = (4789, 8472)
+_SLL = {113: (14, 16), 276: (0, 20)}  # LINUX_SLL, LINUX_SLL2: (protocol offset, header length)
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,16 @@ class Clock:
     def local(self, true_ns: np.ndarray, t0: int) -> np.ndarray:
         """What this clock reads at true times ``true_ns``."""
         return true_ns + self.offset_ns + np.round((true_ns - t0) * (self.ppm * 1e-6)).astype(np.int64)
+
+    def rate_against(self, ref: Clock) -> float:
+        """Rate (ppm) against ``ref`` per second of this clock's own, what ``skew_ppm`` reports with ``ref`` the reference."""
+        return (self.ppm - ref.ppm) / (1 + self.ppm * 1e-6)
+
+    def offset_against(self, ref: Clock, local_ns: int, t0: int) -> float:
+        """This clock's reading less ``ref``'s at the instant this clock reads ``local_ns`` (the offset at ``at_ns``)."""
+        rel = local_ns - t0  # small integers: 1.8e18 ns as a float is only good to 256 ns
+        true_rel = (rel - self.offset_ns) / (1 + self.ppm * 1e-6)
+        return rel - (true_rel + ref.offset_ns + ref.ppm * 1e-6 * true_rel)
 
     def offset_at(self, local_ns: int, t0: int) -> float:
         """True offset (clock minus true time) when this clock reads ``local_ns``."""
@@ -73,13 +84,13 @@ def write_pcap(path: Path, header: bytes, order: str, unit: int, ts_ns: np.ndarr
     return ts_ns // unit * unit
 
 
-def flip_ip_ids(rec: bytes, order: str, mask: int) -> bytes:
-    """XOR the IPv4 identification of an Ethernet frame (and of the inner frame of VXLAN) with ``mask``."""
+def flip_ip_ids(rec: bytes, order: str, mask: int, linktype: int = 1) -> bytes:
+    """XOR the IPv4 identification of an Ethernet, SLL or SLL2 frame (and of the inner frame of VXLAN) with ``mask``."""
     b = bytearray(rec)
     base = 8  # incl_len, orig_len
 
-    def ip_at(eth: int) -> None:
-        et = int.from_bytes(b[eth + 12 : eth + 14], "big")
+    def ip_at(eth: int, cooked: bool = False, inner: bool = False) -> None:
+        et = 0x0800 if cooked else int.from_bytes(b[eth + 12 : eth + 14], "big")
         ip = eth + 14
         if et == 0x8100:
             et, ip = int.from_bytes(b[eth + 16 : eth + 18], "big"), eth + 18
@@ -89,10 +100,15 @@ def flip_ip_ids(rec: bytes, order: str, mask: int) -> bytes:
         ihl = (b[ip] & 0x0F) * 4
         if b[ip + 9] == 17 and len(b) >= ip + ihl + 8 + 8 + 14:
             dport = int.from_bytes(b[ip + ihl + 2 : ip + ihl + 4], "big")
-            if dport in VXLAN_PORTS and eth == base:
-                ip_at(ip + ihl + 16)
+            if dport in VXLAN_PORTS and not inner:
+                ip_at(ip + ihl + 16, inner=True)
 
-    ip_at(base)
+    if linktype == 1:
+        ip_at(base)
+    elif linktype in _SLL:  # cooked header: protocol at a fixed place, the IP header after it
+        proto_at, ip = _SLL[linktype]
+        if int.from_bytes(b[base + proto_at : base + proto_at + 2], "big") == 0x0800:
+            ip_at(base + ip - 14, cooked=True)
     return bytes(b)
 
 
@@ -103,37 +119,61 @@ def bursts(ts_ns: np.ndarray, gap_ns: int = 50_000_000) -> np.ndarray:
 
 
 def retime_sample(
-    sample: str | Path, out: Path, *, clocks: dict[str, Clock], spacing_ns: int | None = None, copies: int = 1
+    sample: str | Path, out: Path, *, clocks: dict[str, Clock], spacing_ns: int | tuple[int, int] | None = None,
+    copies: int = 1, keep: list[int] | None = None, seed: int = 0, files: list[str] | None = None,
 ) -> tuple[dict[str, np.ndarray], int]:
     """Write ``sample`` re-spaced and with per-node clocks into ``out``; returns (true ns per record by file, t0).
 
-    ``spacing_ns`` None keeps the original timing; else burst k of copy c starts at ``t0 + (c * bursts + k) *
-    spacing_ns``. Nodes missing from ``clocks`` keep a perfect clock.
+    ``spacing_ns`` None keeps the original timing; an int starts burst k of copy c at ``t0 + (c * bursts + k) *
+    spacing_ns``; a range ``(lo, hi)`` draws each gap uniformly from it (``seed``), for sparse captures.
+    ``keep`` lists the bursts written (by number, in time order), e.g. one connection; ``files`` the
+    captures written (the manifest keeps only those). Nodes missing from ``clocks`` keep a perfect clock.
     """
     src = Path(sample) if Path(sample).is_dir() else SAMPLES / sample  # a sample's name or a lab run's directory
     man = json.loads((src / "manifest.json").read_text())
-    files = {c["file"]: read_pcap(src / c["file"]) for c in man["captures"]}
-    starts = bursts(np.concatenate([f[3] for f in files.values()]))
+    if files is not None:
+        man["captures"] = [c for c in man["captures"] if c["file"] in files]
+    data = {c["file"]: read_pcap(src / c["file"]) for c in man["captures"]}
+    starts = bursts(np.concatenate([f[3] for f in data.values()]))
+    kept = np.arange(starts.shape[0]) if keep is None else np.asarray(keep, np.int64)
+    slot = np.full(starts.shape[0], -1, np.int64)  # burst -> its place among the kept ones
+    slot[kept] = np.arange(kept.shape[0])
     t0 = int(starts[0])
+    n = kept.shape[0] * copies
+    if isinstance(spacing_ns, tuple):
+        gaps = np.random.default_rng(seed).integers(spacing_ns[0], spacing_ns[1], n)
+        place = t0 + np.r_[0, np.cumsum(gaps[:-1])]  # start of the i-th burst written
+    elif spacing_ns is not None:
+        place = t0 + np.arange(n) * spacing_ns
     truth: dict[str, np.ndarray] = {}
     for c in man["captures"]:
-        header, order, unit, ts, recs = files[c["file"]]
-        k = np.searchsorted(starts, ts, side="right") - 1
+        header, order, unit, ts, recs = data[c["file"]]
+        linktype = struct.unpack(order + "I", header[20:24])[0]
+        k = slot[np.searchsorted(starts, ts, side="right") - 1]
+        sel = np.flatnonzero(k >= 0)
         all_true, all_recs = [], []
         for cp in range(copies):
             if spacing_ns is None:
-                true = ts.copy()
+                true = ts[sel].copy()
             else:
-                true = ts - starts[k] + t0 + (cp * starts.shape[0] + k) * spacing_ns
+                b = np.searchsorted(starts, ts[sel], side="right") - 1
+                true = ts[sel] - starts[b] + place[cp * kept.shape[0] + k[sel]]
             all_true.append(true)
-            all_recs.extend(recs if cp == 0 else [flip_ip_ids(r, order, 0x5A5A * cp & 0xFFFF) for r in recs])
+            all_recs.extend(recs[i] if cp == 0 else flip_ip_ids(recs[i], order, 0x5A5A * cp & 0xFFFF, linktype) for i in sel)
         true = np.concatenate(all_true)
+        o = np.argsort(true, kind="stable")  # random gaps may reorder copies: a file is written in time order
+        true = true[o]
+        all_recs = [all_recs[i] for i in o]
         clock = clocks.get(c["node"], Clock())
         dst = out / c["file"]
         dst.parent.mkdir(parents=True, exist_ok=True)
         write_pcap(dst, header, order, unit, clock.local(true, t0), all_recs)
         truth[str(dst)] = true
-    shutil.copy(src / "manifest.json", out / "manifest.json")
+        for extra in ("links",):  # an -i any capture's interface list
+            if c.get(extra):
+                (out / c[extra]).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(src / c[extra], out / c[extra])
+    (out / "manifest.json").write_text(json.dumps(man))
     if (src / "inventory.json").exists():
         shutil.copy(src / "inventory.json", out / "inventory.json")
     return truth, t0

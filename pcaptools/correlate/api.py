@@ -154,7 +154,7 @@ def clock_notes(offsets: pd.DataFrame, params: dict) -> list[str]:
             )
     for a, b, n in params["dropped"]:
         notes.append(f"nodes {a} and {b}: no clock line gives every matched packet a non-negative delay (wrong matches?); {n} were left out of the clock estimate")
-    return notes
+    return notes + params.get("notes", [])
 
 
 def matcher(points: list, window_ns: int, cats: Categories) -> Matcher:

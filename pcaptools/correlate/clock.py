@@ -1,12 +1,13 @@
 """Per-node clock model (offset at an instant, rate error) from packets matched in both directions between nodes.
 
-Model: node ``k``'s clock reads ``t + offset_k + skew_k * (t - at)`` at reference time ``t``, so a
-timestamp is corrected as ``ts - (offset_k + skew_k * (ts - at))``; ``at`` is the middle of the
-matched traffic, the same instant for every node.
+Model: node ``k``'s clock reads ``t + offset_k + rate_k * (t - at)`` at reference time ``t``, so a
+timestamp is corrected as ``ts - (offset_k + skew_k * (ts - at_k))`` with ``skew_k = rate_k / (1 + rate_k)``
+(the rate per second of the node's own clock, what the table's ``skew_ppm`` reports) and ``at_k = at +
+offset_k``; ``at`` is the middle of the matched traffic, the same instant for every node.
 
 For a packet seen at a point on node ``a`` (time ``x`` from ``at``) and at a point on node ``b``,
 ``d = t_b - t_a = delay + theta + sigma * x`` with ``theta = offset_b - offset_a`` and ``sigma =
-skew_b - skew_a``. Delays are never negative, so every a->b packet lies on or above the line
+rate_b - rate_a``. Delays are never negative, so every a->b packet lies on or above the line
 ``theta + sigma * x`` and every b->a packet on or below it (Moon-Skelly-Towsley, in both
 directions). The lines that separate the two clouds form a convex polygon in ``(theta, sigma)``,
 found from the lower convex hull of the a->b points and the upper hull of the b->a points (as in
@@ -14,6 +15,11 @@ Zhang-Liu-Xia); its extent is an interval that holds the truth, not a standard e
 not taken from clocks: the two halves of one connection (as seen at point A) travel opposite ways,
 and the half with the larger median ``d`` is the A->B one. Timestamps are known to their resolution
 (1 us for classic pcap), so each constraint gets that much slack.
+
+``x`` must be one clock's time: a first pass reads it on each node's clock less a rough offset (rate 0);
+where rates apply and that could cost half the resolution (rate times the drift over the capture, e.g.
+100 ppm over an hour moves a corrected time by 20 us), a second pass reads ``x`` as the first model's
+corrected time, so every pair's line is on the reference's time scale and its ``x = 0`` is one instant.
 
 Where the corridor is wide (slow paths, short captures) its rate interval is wide too; a regression
 through per-window delay extremes of each pair of points (:func:`envelope_rate`) narrows it to
@@ -26,12 +32,27 @@ pair (weight 1/half-width^2), clipped into the interval that all pairs' constrai
 (difference constraints closed by shortest paths), so nodes seen only through others (a load
 balancer, an external client) are bounded by every path to them, not chained through one. Where
 no line separates a pair's two directions (wrong matches), the rows a median-based line rules out
-and then the worst violations are dropped until one does; ``params["dropped"]`` counts them.
+and then the worst violations are dropped until one does; ``params["dropped"]`` counts them. The
+default reference is the first node of the largest group of nodes tied by two-way traffic, so a
+capture of one connection that misses the first node still solves the nodes it crossed.
 
-Limits: a pair needs packets both ways; a rate needs both directions spread over time (else it is
-left at 0 and its uncertainty is NaN or the corridor's); the offset's interval assumes the minimum
-delay is not negative and the clocks are linear over the capture (an NTP step inside the capture
-breaks it); the rate's narrowed interval is statistical (window minima of one path, 4 SE).
+Holds (``tests/test_clock_truth.py``, lab captures retimed per node, every corrected time within 20 us
+of the truth): one connection or one UDP exchange (12 sightings in 0.3 ms), also through a NodePort
+that crosses one interface twice (:func:`.sample.clock_groups`); a connection every 30-120 s for an
+hour at 10-100 ppm with offsets up to seconds (the clock sample pairs packets without time, so raw
+timestamps seconds apart still pair); 5 ppm over 90 min; ``-i any`` captures alone or beside
+per-interface ones; unanswered SYN retries among the traffic; the same clocks streamed in windows.
+
+Limits: a pair needs packets both ways: traffic one way only (unanswered SYNs) bounds nothing, and a
+node tied to the reference by nothing else is unsolved (NaN, ``null`` in ``--json``); so is a node in
+another group than the reference's. A rate needs both directions spread over time (else it is left
+at 0 and its uncertainty is NaN or the corridor's): where packets lie far from ``at`` and the rate is
+unknown (two connections 0.7 s apart, only one of them reaching the reference), corrected times there
+can be off by tens of us although the offset is exact at ``at_ns``; ``uncertainty_ns`` holds at
+``at_ns`` only, and ``params["notes"]`` names such nodes with the error their rate allows. The offset's
+interval assumes the minimum delay is not negative and the clocks are linear over the capture (an NTP
+step inside the capture breaks it); the rate's narrowed interval is statistical (window minima of one
+path, 4 SE).
 """
 
 from __future__ import annotations
@@ -49,6 +70,9 @@ _SKEW_FLOOR = 1e-10  # weights never trust a rate interval tighter than 0.0001 p
 _RATE_WINDOWS = 16  # time windows of the envelope regression
 _RATE_Z = 4.0  # an envelope-regression rate interval spans this many standard errors each way
 _FLOOR_WANDER_NS = 1_000.0  # how far a path's delay floor may move over a capture, whatever the resolution
+RATE_NOTE_NS = 50_000.0
+"""An unknown rate that may move a node's corrected times by more than this (and than its offset's uncertainty),
+a few hops' latency in a cluster, gets a note."""
 
 
 def connection_key(packets: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -71,7 +95,7 @@ def _label(d: np.ndarray, key: np.ndarray, half: np.ndarray) -> np.ndarray:
     upper_is_true = pd.Series((both[True] > both[False]).to_numpy(), index=both.index)
     up = df["k"].map(upper_is_true)
     known = up.notna().to_numpy()
-    upv = up.fillna(False).to_numpy(bool)
+    upv = np.where(known, up.to_numpy(object), False).astype(bool)
     lab = np.where(half == upv, 1, -1).astype(np.int8)
     lab[~known] = 0
     return lab
@@ -356,11 +380,17 @@ def _with_envelope_rate(fit: dict, rates: list[tuple[float, float, float]]) -> d
     return out
 
 
-def _rough_offsets(pooled: dict, n: int, ref: int) -> np.ndarray:
+def _rough_offsets(pooled: list[tuple], ts: np.ndarray, n: int, ref: int) -> np.ndarray:
     """Offsets to within the fastest round trip (or the drift over the capture): pair corridors at rate 0, joint."""
+    fwd: dict[tuple[int, int], list] = {}
+    for a, b, ri, rj, lab in pooled:
+        d = (ts[rj] - ts[ri]).astype(np.float64)
+        fwd.setdefault((a, b), [[], []])
+        fwd[(a, b)][0].append(d[lab == 1])
+        fwd[(a, b)][1].append(d[lab == -1])
     edges, est = [], []
-    for (a, b), parts in pooled.items():
-        fy, by = np.concatenate(parts[1]), np.concatenate(parts[3])
+    for (a, b), (f, bk) in fwd.items():
+        fy, by = np.concatenate(f), np.concatenate(bk)
         if fy.size and by.size:
             edges.append((a, b))
             est.append((fy.min() + by.max()) / 2)
@@ -382,37 +412,21 @@ def _resolution(ts: np.ndarray) -> float:
     return 1000.0 if ts.size and not (ts % 1000).any() else 1.0
 
 
-def estimate_offsets(
-    packets: pd.DataFrame, group: np.ndarray, nodes: list[str], point_node: np.ndarray, *, reference: str | None = None,
-    connection: tuple[np.ndarray, np.ndarray] | None = None,
-) -> tuple[pd.DataFrame, dict]:
-    """Per-node clock table (schema.OFFSET_COLUMNS) and correction parameters, from clock-free matched groups.
+def _point_pairs(ts: np.ndarray, pid: np.ndarray, group: np.ndarray, key: np.ndarray, half: np.ndarray,
+                 point_node: np.ndarray) -> list[tuple[int, int, np.ndarray, np.ndarray, np.ndarray]]:  # fmt: skip
+    """Per pair of points on two nodes: (a, b, rows at a's point, rows at b's point, direction label), a < b.
 
-    ``packets`` needs ``ts_ns`` and ``point_id``, and the 5-tuple columns unless ``connection`` (its
-    :func:`connection_key`) is given. ``params["dropped"]`` lists (node, node, rows) where matched packets
-    contradicted every clock line.
+    The label is +1 for packets going a->b, -1 for b->a, 0 where the connection was seen one way only.
     """
-    if reference is None:
-        reference = nodes[0]
-    ref = nodes.index(reference)
-    nn = len(nodes)
-    ts = packets["ts_ns"].to_numpy(np.int64)
-    pid = packets["point_id"].to_numpy(np.int64)
-    key, half = connection_key(packets) if connection is None else connection
-    npts = len(point_node)
     rows = np.flatnonzero(group >= 0)
-    base = int(ts[rows].min()) if rows.size else 0  # x is kept from here until the clocks are roughly known
-    slack = _resolution(ts[rows])
     by_point = []
-    for i in range(npts):
+    for i in range(len(point_node)):
         r = rows[pid[rows] == i]
         o = np.argsort(group[r], kind="stable")
         by_point.append((group[r][o], r[o]))
-    # per node pair (low, high): x, the node x was read on, and d = t_high - t_low of packets going
-    # low->high (f) and high->low (b)
-    pooled: dict[tuple[int, int], list[list]] = {}
-    for i in range(npts):
-        for j in range(i + 1, npts):
+    out = []
+    for i in range(len(point_node)):
+        for j in range(i + 1, len(point_node)):
             a, b = int(point_node[i]), int(point_node[j])
             if a == b:
                 continue
@@ -420,36 +434,34 @@ def estimate_offsets(
             if ii.shape[0] < 2:
                 continue
             ri, rj = by_point[i][1][ii], by_point[j][1][jj]
-            d = (ts[rj] - ts[ri]).astype(np.float64)
-            lab = _label(d, key[ri], half[ri])
-            x = (ts[ri] - base).astype(np.float64)
-            xn = a
+            lab = _label((ts[rj] - ts[ri]).astype(np.float64), key[ri], half[ri])
             if a > b:
-                a, b, d, lab = b, a, -d, -lab
-            parts = pooled.setdefault((a, b), [[], [], [], [], [], [], []])
-            f, bk = lab == 1, lab == -1
-            rate = envelope_rate(x[f | bk], d[f | bk], f[f | bk], slack)  # a rate does not depend on x's origin
-            if rate is not None:
-                parts[4].append(rate)
-            parts[0].append(x[f])
-            parts[1].append(d[f])
-            parts[2].append(x[bk])
-            parts[3].append(d[bk])
-            parts[5].append(np.full(int(f.sum()), xn, np.int64))
-            parts[6].append(np.full(int(bk.sum()), xn, np.int64))
-    # x from the middle of the traffic on the reference clock, read on each node's own clock: nodes may
-    # be seconds apart, and a rate times that would move the offset. Rough offsets (rate 0) suffice.
-    rough = _rough_offsets(pooled, nn, ref)
-    mid = ts[rows] - rough[point_node[pid[rows]]].round().astype(np.int64) if rows.size else np.zeros(1, np.int64)
-    at_ref = int((mid.min() + mid.max()) // 2)
-    shift = rough + (at_ref - base)  # x = ts - base - shift[node]: time from at_ref, on the node's clock
+                a, b, ri, rj, lab = b, a, rj, ri, -lab
+            out.append((a, b, ri, rj, lab))
+    return out
+
+
+def _solve(pooled: list[tuple], ts: np.ndarray, x: np.ndarray, nn: int, ref: int, slack: float) -> dict:
+    """Rates and offsets of every node from the point pairs, ``x`` the time of each row from ``at``.
+
+    ``d = t_b - t_a`` is the raw timestamp difference; the rate found is d's slope against ``x``.
+    """
+    by_pair: dict[tuple[int, int], list[list]] = {}
+    for a, b, ri, rj, lab in pooled:
+        d = (ts[rj] - ts[ri]).astype(np.float64)
+        xa = x[ri]
+        parts = by_pair.setdefault((a, b), [[], [], [], [], []])
+        f, bk = lab == 1, lab == -1
+        rate = envelope_rate(xa[f | bk], d[f | bk], f[f | bk], slack)
+        if rate is not None:
+            parts[4].append(rate)
+        parts[0].append(xa[f])
+        parts[1].append(d[f])
+        parts[2].append(xa[bk])
+        parts[3].append(d[bk])
     edges, cors, fits = [], [], []
-    for (a, b), parts in sorted(pooled.items()):
-        fy, by = np.concatenate(parts[1]), np.concatenate(parts[3])
-        if fy.size == 0 or by.size == 0:
-            continue
-        fx = np.concatenate(parts[0]) - shift[np.concatenate(parts[5])]
-        bx = np.concatenate(parts[2]) - shift[np.concatenate(parts[6])]
+    for (a, b), parts in sorted(by_pair.items()):
+        fx, fy, bx, by = (np.concatenate(q) for q in parts[:4])
         res = _pair_corridor(fx, fy, bx, by, slack)
         if res is None:
             continue
@@ -483,22 +495,106 @@ def estimate_offsets(
     applied[~known] = 0.0
     matters &= known
     skew_unc[~known] = np.nan
+    dropped = [(a, b, f["dropped"]) for (a, b), f in zip(edges, fits, strict=True) if f.get("dropped")]
+    return {"off": off, "unc": unc, "known": known, "rate": applied, "rate_unc": skew_unc, "matters": matters,
+            "pairs": pairs, "dropped": dropped}  # fmt: skip
+
+
+def estimate_offsets(
+    packets: pd.DataFrame, group: np.ndarray, nodes: list[str], point_node: np.ndarray, *, reference: str | None = None,
+    connection: tuple[np.ndarray, np.ndarray] | None = None,
+) -> tuple[pd.DataFrame, dict]:
+    """Per-node clock table (schema.OFFSET_COLUMNS) and correction parameters, from clock-free matched groups.
+
+    ``packets`` needs ``ts_ns`` and ``point_id``, and the 5-tuple columns unless ``connection`` (its
+    :func:`connection_key`) is given. ``params["dropped"]`` lists (node, node, rows) where matched packets
+    contradicted every clock line. Without ``reference`` the first node of the largest group of nodes
+    tied together by packets is the reference (the first node, unless it shares no packet with most others).
+    """
+    nn = len(nodes)
+    ts = packets["ts_ns"].to_numpy(np.int64)
+    pid = packets["point_id"].to_numpy(np.int64)
+    key, half = connection_key(packets) if connection is None else connection
+    point_node = np.asarray(point_node, np.int64)
+    rows = np.flatnonzero(group >= 0)
+    slack = _resolution(ts[rows])
+    pooled = _point_pairs(ts, pid, group, key, half, point_node)
+    ref = nodes.index(reference) if reference is not None else _default_reference(pooled, nn)
+    # x: time from the middle of the traffic on the reference clock. Nodes may be seconds apart, so a
+    # first pass reads x on each node's own clock less its rough offset (rate 0); where rates apply, a
+    # second pass reads x as the first model's corrected time, so rates and offsets are on the reference's
+    # time scale: node k's clock runs ``rate_k`` fast per reference second, and a pair's x = 0 is one instant
+    # (a rough offset 100 ms off times a 100 ppm rate difference would move that pair's offset by 10 us).
+    rough = _rough_offsets(pooled, ts, nn, ref)
+    node_of = point_node[pid]
+    mid = ts[rows] - rough[node_of[rows]].round().astype(np.int64) if rows.size else np.zeros(1, np.int64)
+    at_ref = int((mid.min() + mid.max()) // 2)
+    x = (ts - at_ref - rough[node_of]).astype(np.float64)
+    sol = _solve(pooled, ts, x, nn, ref, slack)
+    r = float(np.abs(sol["rate"]).max())
+    span = float(np.ptp(x[rows])) if rows.size else 0.0
+    shift = float(np.abs(rough - sol["off"])[sol["known"]].max())
+    if 2 * r * (r * span + shift) > slack / 2:  # what reading x on each node's clock costs a pair's line, against the resolution
+        first = {"offset": sol["off"], "skew": sol["rate"] / (1 + sol["rate"]), "at": at_ref + np.round(sol["off"]).astype(np.int64)}
+        x = (correct(ts, node_of, first) - at_ref).astype(np.float64)
+        sol = _solve(pooled, ts, x, nn, ref, slack)
+    off, unc, known, matters = sol["off"], sol["unc"], sol["known"], sol["matters"]
+    # a clock running ``r`` fast per reference second gains r / (1 + r) per second of its own, the rate
+    # the correction (applied to the node's own timestamps) needs
+    skew = sol["rate"] / (1 + sol["rate"])
+    skew_unc = sol["rate_unc"]
     table = pd.DataFrame(
         {
             "node": pd.Series(nodes, dtype="str"),
             "offset_ns": np.round(off).astype(np.int64),
             "uncertainty_ns": unc,
             "at_ns": at_ref + np.round(off).astype(np.int64),
-            "skew_ppm": applied * 1e6,
+            "skew_ppm": skew * 1e6,
             "skew_uncertainty_ppm": np.where(np.isfinite(skew_unc), skew_unc * 1e6, np.nan),
             "skew_matters": matters,
-            "pairs": pairs,
+            "pairs": sol["pairs"],
             "reference": np.arange(nn) == ref,
         }
     )
-    dropped = [(nodes[a], nodes[b], f["dropped"]) for (a, b), f in zip(edges, fits, strict=True) if f.get("dropped")]
-    params = {"offset": off, "skew": applied, "at": at_ref + np.round(off).astype(np.int64), "known": known, "dropped": dropped}
+    dropped = [(nodes[a], nodes[b], n) for a, b, n in sol["dropped"]]
+    far = np.zeros(nn)  # how far each node's sampled packets lie from `at`
+    if rows.size:
+        np.maximum.at(far, node_of[rows], np.abs(x[rows]))
+    params = {"offset": off, "skew": skew, "at": at_ref + np.round(off).astype(np.int64), "known": known, "dropped": dropped,
+              "notes": _rate_notes(nodes, known & ~matters, unc, skew_unc, far, ref, slack)}  # fmt: skip
     return validate(table, _OFFSET_SCHEMA, table="offsets"), params
+
+
+def _rate_notes(nodes: list[str], no_rate: np.ndarray, unc: np.ndarray, rate_unc: np.ndarray, far: np.ndarray, ref: int,
+                res: float) -> list[str]:  # fmt: skip
+    """Notes for solved nodes left without a rate whose packets lie so far from ``at`` that the unknown rate, not the
+    offset, bounds their corrected times (``uncertainty_ns`` holds at ``at_ns`` only)."""
+    out = []
+    for k in np.flatnonzero(no_rate):
+        if k == ref or far[k] <= 0:
+            continue
+        if not np.isfinite(rate_unc[k]):
+            if far[k] >= 1e9:
+                out.append(f"node {nodes[k]}: its clock rate cannot be bounded from these packets; its corrected times up to "
+                           f"{far[k] / 1e9:.3g} s from at_ns are off by its drift over that time ({far[k] / 1e9:.3g} µs per ppm)")  # fmt: skip
+        elif rate_unc[k] * far[k] > max(unc[k], RATE_NOTE_NS, 10 * res):
+            ppm = rate_unc[k] * 1e6
+            off = unc[k] + rate_unc[k] * far[k]
+            out.append(f"node {nodes[k]}: its clock rate is known only to ±{ppm:.0f} ppm; its corrected times up to "
+                       f"{far[k] / 1e9:.3g} s from at_ns may be off by up to "
+                       + (f"{off / 1e6:.3g} ms" if off >= 1e6 else f"{off / 1e3:.3g} µs"))  # fmt: skip
+    return out
+
+
+def _default_reference(pooled: list[tuple], n: int) -> int:
+    """First node of the largest set of nodes tied by packets both ways (the first node if it is in one)."""
+    edges = [(a, b) for a, b, _, _, lab in pooled if (lab == 1).any() and (lab == -1).any()]
+    best, size = 0, 0
+    for k in range(n):
+        r = int(_reachable(edges, n, k).sum())
+        if r > size:
+            best, size = k, r
+    return best
 
 
 def correct(ts_ns: np.ndarray, node: np.ndarray, params: dict) -> np.ndarray:

@@ -5,6 +5,8 @@ the ``k`` smallest distinct fingerprints (:func:`.match.clock_sample`): the bott
 bottom ``k`` of its parts' bottom ``k``s, so tables fed one window at a time give the sample one table of
 everything gives. Only what :func:`.clock.estimate_offsets` reads is kept (fingerprint, time, point,
 input order, the connection hash): about 40 bytes for each of at most a few times ``k`` rows.
+:func:`clock_groups` pairs the sample's sightings: a packet seen at most once per point, or again at
+points of one node within ``REPEAT_NS`` (a hairpin through a node), counted there once.
 """
 
 from __future__ import annotations
@@ -16,6 +18,61 @@ from pcaptools.correlate.clock import connection_key, estimate_offsets
 from pcaptools.correlate.match import CLOCK_SAMPLE, by_fingerprint, clock_sample, compact_order, unique_groups
 
 _FIELDS = ("fp", "ts_ns", "point_id", "key", "conn", "half")
+REPEAT_NS = 1_000_000
+"""A packet seen again at one point within this (in and out of one interface: a hairpin through a node, a
+NodePort hop) counts for the clocks as its first sighting there; repeats further apart (retransmissions) are
+left out."""
+
+
+def clock_groups(fp: np.ndarray, point: np.ndarray, ts_ns: np.ndarray, point_node: np.ndarray, *,
+                 order: np.ndarray | None = None) -> np.ndarray:  # fmt: skip
+    """Clock-free journey id per row (:func:`.match.unique_groups`), a point's repeats within ``REPEAT_NS`` kept once.
+
+    Every sighting of one packet at a point lies between its sightings up- and downstream, so the first
+    one gives valid (if looser) delay bounds both ways; without this, traffic that crosses one interface
+    twice (external traffic to a NodePort forwarded to another node) never reaches the clock estimate.
+    A fingerprint repeated on two or more nodes (two packets that collide) is left out as before.
+    """
+    fp = np.asarray(fp, np.uint64)
+    point = np.asarray(point, np.int64)
+    ts_ns = np.asarray(ts_ns, np.int64)
+    if order is None:
+        order = by_fingerprint(fp)
+    group = unique_groups(fp, point, order=order)
+    f = fp[order]
+    twice = np.zeros(order.size, bool)  # fingerprint seen more than once
+    twice[1:] = f[1:] == f[:-1]
+    twice[:-1] |= twice[1:]
+    cand = order[twice & (group[order] < 0)]  # seen more than once at one point: only these can change
+    o = cand[np.lexsort((ts_ns[cand], point[cand], fp[cand]))]
+    if o.size < 2:
+        return group
+    new = np.ones(o.size, bool)
+    new[1:] = (fp[o[1:]] != fp[o[:-1]]) | (point[o[1:]] != point[o[:-1]])
+    starts = np.flatnonzero(new)
+    run = np.cumsum(new) - 1
+    span = np.maximum.reduceat(ts_ns[o], starts) - ts_ns[o[new]]
+    size = np.diff(np.r_[starts, o.size])
+    # one packet crossing one interface twice repeats on that node only (at its point and its -i any
+    # point); two packets that share a fingerprint (a collision) repeat at every point both pass
+    multi = np.flatnonzero(size > 1)
+    f_multi = fp[o[starts[multi]]]
+    n_multi = np.asarray(point_node, np.int64)[point[o[starts[multi]]]]
+    k = np.lexsort((n_multi, f_multi))
+    first = np.ones(k.size, bool)
+    first[1:] = f_multi[k[1:]] != f_multi[k[:-1]]
+    one_node = np.ones(k.size, bool)
+    one_node[1:] = first[1:] | (n_multi[k[1:]] == n_multi[k[:-1]])
+    ok_f = np.logical_and.reduceat(one_node, np.flatnonzero(first)) if k.size else np.zeros(0, bool)
+    alone = np.zeros(starts.size, bool)
+    alone[multi[k]] = ok_f[np.cumsum(first) - 1]
+    repeat = ~new & (span[run] <= REPEAT_NS) & alone[run]
+    if not repeat.any():
+        return group
+    fp = fp.copy()
+    fp[o[repeat]] = 0
+    order = order[fp[order] != 0]
+    return unique_groups(fp, point, order=order)
 
 
 class ClockSample:
@@ -83,7 +140,8 @@ class ClockSample:
             cols = {c: v[o] for c, v in cols.items()}
             order = None
         fp = cols["fp"]
-        group = unique_groups(fp, cols["point_id"], order=by_fingerprint(fp) if order is None else order)
+        group = clock_groups(fp, cols["point_id"], cols["ts_ns"], np.asarray(point_node, np.int64),
+                             order=by_fingerprint(fp) if order is None else order)  # fmt: skip
         pk = pd.DataFrame({"ts_ns": cols["ts_ns"], "point_id": cols["point_id"]})
         return estimate_offsets(pk, group, nodes, np.asarray(point_node, np.int64), reference=reference,
                                 connection=(cols["conn"], cols["half"]))  # fmt: skip

@@ -38,7 +38,8 @@ from pcaptools.correlate.capture_set import KEPT, NEEDED, CaptureSet
 from pcaptools.correlate.clock import correct, estimate_offsets
 from pcaptools.correlate.fingerprint import combine
 from pcaptools.correlate.latency import hop_latency, losses
-from pcaptools.correlate.match import CLOCK_SAMPLE, unique_groups
+from pcaptools.correlate.match import CLOCK_SAMPLE
+from pcaptools.correlate.sample import clock_groups
 from pcaptools.correlate.windows import CARRY, CATEGORIES, Categories, rows_from
 from pcaptools.dask.cluster import refuse_datasets, require_dask
 from pcaptools.dask.flows import _file_hash
@@ -224,7 +225,8 @@ def correlate_packets(cap: DaskCaptures, *, window_ns: int = DEFAULT_WINDOW_NS, 
     sample = fpd.map_partitions(_sampled, limit, meta=_sampled(meta, None)).compute()
     sample = sample.iloc[np.lexsort((sample["record"].to_numpy(np.int64), sample["point_id"].to_numpy(np.int64)))]
     sample = sample.reset_index(drop=True)
-    group = unique_groups(sample["_fp"].to_numpy(np.uint64), sample["point_id"].to_numpy(np.int64))
+    group = clock_groups(sample["_fp"].to_numpy(np.uint64), sample["point_id"].to_numpy(np.int64), sample["ts_ns"].to_numpy(np.int64),
+                         point_node)  # fmt: skip
     offsets, params = estimate_offsets(sample, group, nodes, point_node, reference=reference)
     notes += clock_notes(offsets, params)
     corrected = fpd.map_partitions(_corrected, params, point_node, meta=_corrected(meta, params, point_node))
