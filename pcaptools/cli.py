@@ -475,7 +475,7 @@ def correlate_cmd(
     inventory: str = typer.Option(None, "--inventory", metavar="FILE", help="kubectl inventory JSON naming nodes and pods of plain captures (default: inventory.json beside the inputs)."),
     links: list[str] = typer.Option([], "--links", metavar="FILE", help=_LINKS),  # noqa: B008
     window_ms: float = typer.Option(2000.0, "--window-ms", metavar="MS", callback=_positive("milliseconds"), help=_WINDOW_HELP),
-    reference: str = typer.Option(None, "--reference", metavar="NODE", help="Node whose clock the others are corrected to (default: the first)."),
+    reference: str = typer.Option(None, "--reference", metavar="NODE", help="Node whose clock the others are corrected to (default: the first node of the largest group tied by two-way traffic; usually the first)."),
     as_json: bool = typer.Option(False, "--json", help="Print clock offsets, journeys, matches per point, hop latency and losses as JSON."),
     out: str = typer.Option(None, "-o", "--output", metavar="FILE", callback=_output(".parquet", example="hops.parquet"), help="Write the hops table (one row per packet per capture point) to this .parquet file."),
     allow_outside: bool = typer.Option(False, "--allow-outside", help="Let a manifest name files outside its own directory (only for manifests you trust)."),
@@ -530,7 +530,7 @@ def merge_cmd(
     inventory: str = typer.Option(None, "--inventory", metavar="FILE", help="kubectl inventory JSON naming nodes and pods of plain captures (default: inventory.json beside the inputs)."),
     links: list[str] = typer.Option([], "--links", metavar="FILE", help=_LINKS),  # noqa: B008
     dedup: bool = typer.Option(False, "--dedup", help="Write each packet once; its other sightings become packet comments."),
-    reference: str = typer.Option(None, "--reference", metavar="NODE", help="Node whose clock the others are corrected to (default: the first)."),
+    reference: str = typer.Option(None, "--reference", metavar="NODE", help="Node whose clock the others are corrected to (default: the first node of the largest group tied by two-way traffic; usually the first)."),
     allow_outside: bool = typer.Option(False, "--allow-outside", help="Let a manifest name files outside its own directory (only for manifests you trust)."),
     memory: str = typer.Option(None, "--memory", metavar="SIZE", callback=_memory, help="Write reading the capture files in windows of about this much memory (512MiB, 2GiB, 1.5G); same file."),
 ) -> None:
