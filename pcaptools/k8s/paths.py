@@ -155,6 +155,7 @@ class PathSet:
     captures: object = None  # the CaptureSet (with ``inference`` when points were inferred from plain files)
     hops: pd.DataFrame | None = None  # the hops in causal order with ``connection`` and ``direction`` (paths_detail's)
     network: dict | None = None  # Inventory.pod_network of all hops, when ``correlation.hops`` holds only some (streamed)
+    streamed: dict | None = None  # how a bounded run was cut (paths_stream): windows, carried journeys, buckets
 
     def detail(self) -> SimpleNamespace:
         """What :func:`paths_detail` would compute again from the correlation (for :func:`~pcaptools.k8s.diagnose.diagnose`)."""

@@ -94,29 +94,33 @@ def load_paths_bounded(
     window_ns = window_ns or DEFAULT_WINDOW_NS
     with tempfile.TemporaryDirectory(prefix="pcaptools-paths-") as tmp:
         hops_path = Path(tmp) / "hops.parquet"
-        corr, files = _correlate(srcs, points, links, inv, window_ns, reference, allow_outside, memory, window_rows, hops_path)
+        corr, files, stats = _correlate(srcs, points, links, inv, window_ns, reference, allow_outside, memory, window_rows, hops_path)
         flows = _flows(files, memory) if with_flows else None
-        return _paths_of_file(hops_path, corr, inv, flows, memory, bucket_rows, Path(tmp))
+        ps = _paths_of_file(hops_path, corr, inv, flows, memory, bucket_rows, Path(tmp))
+    ps.streamed = {"windows": stats.windows if stats else None, "carried_journeys": stats.carried_journeys if stats else None,
+                   "buckets": (ps.streamed or {}).get("buckets", 0)}  # fmt: skip
+    return ps
 
 
 def _correlate(srcs, points, links, inv, window_ns, reference, allow_outside, memory, window_rows, out):
-    """Streamed correlation into ``out``; (Correlation, the capture files in decoding order)."""
+    """Streamed correlation into ``out``; (Correlation, the capture files in decoding order, StreamStats or None)."""
     from pcaptools.correlate.capture_set import capture_entries
     from pcaptools.correlate.stream import correlate_files
     from pcaptools.k8s.discover import correlate_inputs
 
     if window_rows is None:
+        stats = None
         corr, cs = correlate_inputs(srcs, points=points, inventory=inv, links=links, allow_outside=allow_outside,
                                     window_ns=window_ns, reference=reference, memory=memory, out=out)  # fmt: skip
     else:
-        corr, _ = correlate_files(srcs[0] if srcs else None, points=points, window_ns=window_ns, reference=reference,
-                                  memory=memory, out=out, allow_outside=allow_outside, window_rows=window_rows)  # fmt: skip
+        corr, stats = correlate_files(srcs[0] if srcs else None, points=points, window_ns=window_ns, reference=reference,
+                                      memory=memory, out=out, allow_outside=allow_outside, window_rows=window_rows)  # fmt: skip
         cs = None
     if cs is not None:
         files = [p.file for p in cs.points]
     else:
         files = [e["file"] for e in capture_entries(srcs[0] if srcs else None, points=points, allow_outside=allow_outside)[0]]
-    return corr, list(dict.fromkeys(files))
+    return corr, list(dict.fromkeys(files)), stats
 
 
 def _flows(files: list[str], memory: int) -> pd.DataFrame | None:
@@ -173,7 +177,7 @@ def _paths_of_file(hops_path: Path, corr, inv, flows, memory: int, bucket_rows: 
         network = inv.pod_network(None)
         network["routing"], ev = routing_verdict(routing)
         network["evidence"].append(ev)
-    return PathSet(paths=paths, nat=nat, correlation=corr, inventory=inv, network=network)
+    return PathSet(paths=paths, nat=nat, correlation=corr, inventory=inv, network=network, streamed={"buckets": nb})
 
 
 def _empty_hops() -> pd.DataFrame:
