@@ -849,7 +849,7 @@ def why_cmd(
     all_connections: bool = typer.Option(False, "--all", help="Also list connections with no loss."),
     window_ms: float = _PATHS_WINDOW,
     allow_outside: bool = _PATHS_ALLOW_OUTSIDE,
-    memory: str = _BUDGET,
+    memory: str = typer.Option(None, "--memory", metavar="SIZE", callback=_memory, help="Memory budget, e.g. 512MiB, 2GiB, 1.5G: why reads the whole capture set, so captures larger than it are refused (pcaptools paths --memory SIZE -o FILE stays within it)."),
 ) -> None:
     """Where did the packets of each connection stop, per direction, and why: cause, confidence, evidence, retries.
 
