@@ -197,7 +197,7 @@ def _whole_set_only(ctx: typer.Context, what: str, sources: list[str] | None, po
     if memory is not None and streams(list(sources or []), point, memory, allow_outside=allow_outside):
         raise typer.BadParameter(f"{what} diagnoses every packet in memory and cannot keep within {format_bytes(memory)} "
                                  "for these captures yet; drop --memory (it needs more), or get the paths without the "
-                                 "diagnosis within the cap: `pcaptools paths INPUT --memory SIZE -o paths.parquet`",
+                                 "diagnosis, streamed: `pcaptools paths INPUT --memory SIZE -o paths.parquet`",
                                  ctx=ctx, param_hint="--memory")  # fmt: skip
 
 
@@ -849,7 +849,7 @@ def why_cmd(
     all_connections: bool = typer.Option(False, "--all", help="Also list connections with no loss."),
     window_ms: float = _PATHS_WINDOW,
     allow_outside: bool = _PATHS_ALLOW_OUTSIDE,
-    memory: str = typer.Option(None, "--memory", metavar="SIZE", callback=_memory, help="Memory budget, e.g. 512MiB, 2GiB, 1.5G: why reads the whole capture set, so captures larger than it are refused (pcaptools paths --memory SIZE -o FILE stays within it)."),
+    memory: str = typer.Option(None, "--memory", metavar="SIZE", callback=_memory, help="Memory budget, e.g. 512MiB, 2GiB, 1.5G: why reads the whole capture set, so captures larger than it are refused (pcaptools paths --memory SIZE -o FILE streams them)."),
 ) -> None:
     """Where did the packets of each connection stop, per direction, and why: cause, confidence, evidence, retries.
 
