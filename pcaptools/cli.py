@@ -188,6 +188,19 @@ def _in_process_only(memory: int | None, scheduler: str | None, workers: int | N
         raise typer.BadParameter("--memory bounds one process; on Dask give --scheduler/--workers without it", param_hint="--memory")
 
 
+def _whole_set_only(ctx: typer.Context, what: str, sources: list[str] | None, point: list[str], memory: int | None,
+                    allow_outside: bool) -> None:
+    """--memory with a command that still reads the whole capture set: a usage error when the captures exceed the cap."""
+    from pcaptools.k8s.paths_stream import streams
+    from pcaptools.units import format_bytes
+
+    if memory is not None and streams(list(sources or []), point, memory, allow_outside=allow_outside):
+        raise typer.BadParameter(f"{what} diagnoses every packet in memory and cannot keep within {format_bytes(memory)} "
+                                 "for these captures yet; drop --memory (it needs more), or get the paths without the "
+                                 "diagnosis, streamed: `pcaptools paths INPUT --memory SIZE -o paths.parquet`",
+                                 ctx=ctx, param_hint="--memory")  # fmt: skip
+
+
 def _cluster(scheduler: str | None, workers: int | None):
     """The Dask client of --scheduler/--workers (closed on exit), or None when neither is given: run in this process."""
     import contextlib
@@ -204,6 +217,7 @@ _PATHS_POINT = typer.Option([], "--point", metavar="NODE:IFACE=FILE", help="Capt
 _PATHS_LINKS = typer.Option([], "--links", metavar="FILE", help=_LINKS)
 _PATHS_IPTABLES = typer.Option([], "--iptables", metavar="NODE=FILE", help="iptables-save output of a node; names the kube-proxy chains behind each translation (repeatable).")
 _PATHS_WINDOW = typer.Option(2000.0, "--window-ms", metavar="MS", callback=_positive("milliseconds"), help=_WINDOW_HELP)
+_BUDGET = typer.Option(None, "--memory", metavar="SIZE", callback=_memory, help="Memory budget, e.g. 512MiB, 2GiB, 1.5G (default: a quarter of the available memory); a manifest's captures larger than it are read in windows of corrected time.")
 _PATHS_ALLOW_OUTSIDE = typer.Option(False, "--allow-outside", help="Let a manifest name files outside its own directory (only for manifests you trust).")
 
 
@@ -264,6 +278,7 @@ def paths_cmd(
     brief: bool = typer.Option(False, "--brief", help="Only the summary, no per-connection route."),
     window_ms: float = _PATHS_WINDOW,
     allow_outside: bool = _PATHS_ALLOW_OUTSIDE,
+    memory: str = _BUDGET,
     scheduler: str = typer.Option(None, "--scheduler", metavar="ADDRESS", callback=_one_cluster("workers"), help=_SCHEDULER),
     workers: int = typer.Option(None, "--workers", metavar="N", min=1, callback=_one_cluster("scheduler"), help=_WORKERS),
 ) -> None:
@@ -277,24 +292,30 @@ def paths_cmd(
 
     Example: pcaptools paths captures/ --iptables node-1=node-1/iptables-save.txt
 
-    Example: pcaptools paths captures/manifest.json --workers 4
+    Example: pcaptools paths big-set/manifest.json --memory 2GiB -o paths.parquet
     """
     from pcaptools.k8s.iptables import explain
     from pcaptools.k8s.iptables import load as load_iptables
     from pcaptools.k8s.paths import load_paths
+    from pcaptools.k8s.paths_stream import load_paths_bounded
 
     if as_json and (scheduler or workers):
         raise typer.BadParameter("--json is not available on Dask yet (its diagnosis reads every packet in one process); "
                                  "drop --json or --scheduler/--workers", ctx=ctx, param_hint="--json")  # fmt: skip
+    _in_process_only(memory, scheduler, workers)
+    if as_json:
+        _whole_set_only(ctx, "paths --json", sources, point, memory, allow_outside)
     rules = [load_iptables(spec) for spec in iptables]  # a bad file fails before the captures are read
     with _busy([*(sources or []), *(q.rpartition("=")[2] for q in point)], "correlating"), _cluster(scheduler, workers) as dask:
         if dask is None:
-            ps = load_paths(sources or [], points=point, links=links, inventory=inventory, allow_outside=allow_outside, window_ns=int(window_ms * 1e6))
+            load = load_paths if as_json else functools.partial(load_paths_bounded, memory=memory)
+            ps = load(sources or [], points=point, links=links, inventory=inventory, allow_outside=allow_outside, window_ns=int(window_ms * 1e6))
         else:
             from pcaptools.dask.paths import load_paths as dask_paths
 
             ps = dask_paths(sources or [], points=point, inventory=inventory, allow_outside=allow_outside, window_ns=int(window_ms * 1e6))
-    _inferred(ps.captures)
+    if ps.captures is not None:
+        _inferred(ps.captures)
     nat_rules = explain(ps.nat, rules) if rules else None
     if out:
         _write_table(ps.paths, out)
@@ -479,7 +500,7 @@ def correlate_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print clock offsets, journeys, matches per point, hop latency and losses as JSON."),
     out: str = typer.Option(None, "-o", "--output", metavar="FILE", callback=_output(".parquet", example="hops.parquet"), help="Write the hops table (one row per packet per capture point) to this .parquet file."),
     allow_outside: bool = typer.Option(False, "--allow-outside", help="Let a manifest name files outside its own directory (only for manifests you trust)."),
-    memory: str = typer.Option(None, "--memory", metavar="SIZE", callback=_memory, help="Memory budget, e.g. 512MiB, 2GiB, 1.5G (default: a quarter of the available memory); a manifest's captures larger than it are read in windows of corrected time."),
+    memory: str = _BUDGET,
     scheduler: str = typer.Option(None, "--scheduler", metavar="ADDRESS", callback=_one_cluster("workers"), help=_SCHEDULER),
     workers: int = typer.Option(None, "--workers", metavar="N", min=1, callback=_one_cluster("scheduler"), help=_WORKERS),
 ) -> None:
@@ -820,6 +841,7 @@ def warmup_cmd() -> None:
 
 @app.command("why")
 def why_cmd(
+    ctx: typer.Context,
     sources: list[str] = typer.Argument(None, metavar="INPUT", help=_INPUTS),  # noqa: B008
     inventory: str = _PATHS_INVENTORY,
     point: list[str] = _PATHS_POINT,
@@ -829,6 +851,7 @@ def why_cmd(
     all_connections: bool = typer.Option(False, "--all", help="Also list connections with no loss."),
     window_ms: float = _PATHS_WINDOW,
     allow_outside: bool = _PATHS_ALLOW_OUTSIDE,
+    memory: str = typer.Option(None, "--memory", metavar="SIZE", callback=_memory, help="Memory budget, e.g. 512MiB, 2GiB, 1.5G: why reads the whole capture set, so captures larger than it are refused (pcaptools paths --memory SIZE -o FILE streams them)."),
 ) -> None:
     """Where did the packets of each connection stop, per direction, and why: cause, confidence, evidence, retries.
 
@@ -843,6 +866,7 @@ def why_cmd(
     from pcaptools.k8s.iptables import load as load_iptables
     from pcaptools.k8s.paths import load_paths
 
+    _whole_set_only(ctx, "why", sources, point, memory, allow_outside)
     rules = [load_iptables(spec) for spec in iptables]
     with _busy([*(sources or []), *(q.rpartition("=")[2] for q in point)], "correlating"):
         ps = load_paths(sources or [], points=point, links=links, inventory=inventory, allow_outside=allow_outside,

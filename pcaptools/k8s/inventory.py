@@ -332,36 +332,51 @@ class Inventory:
         """Cross-node pod-to-pod packets on shared interfaces (not one pod's veth): tunnelled -> overlay, bare -> native."""
         if not len(hops):
             return "unknown", "no packets"
+        return routing_verdict(self.routing_flags(hops, single_address_points(*point_addresses(hops))))
+
+    def routing_flags(self, hops: pd.DataFrame, single: set[str]) -> pd.DataFrame:
+        """Per journey of ``hops`` (``journey`` index): ``tun``, a cross-node pod-to-pod sighting tunnelled, and ``bare``,
+        one not tunnelled on a shared interface (a point not in ``single``, :func:`single_address_points`). A journey cut
+        over several tables: their flags combined with ``any``."""
         s, d = self.lookup(hops["src"]), self.lookup(hops["dst"])
         cross = (s["kind"] == "pod").to_numpy() & (d["kind"] == "pod").to_numpy() & (as_strings(s["node"]) != as_strings(d["node"]))
         tun = hops["tunnel"].notna().to_numpy()
         # a point where one address is in every row is a single pod's interface: pod IPs are always bare there
-        pt, points = pd.factorize(as_strings(hops["point"]))  # codes, -1 where missing
-        ad = pd.factorize(np.concatenate([as_strings(hops["src"]), as_strings(hops["dst"])]))[0]
-        p2 = np.concatenate([pt, pt])
-        ok = (p2 >= 0) & (ad >= 0)
-        pairs, n = np.unique(p2[ok].astype(np.int64) * (int(ad.max()) + 1) + ad[ok], return_counts=True)
-        top = np.zeros(len(points), np.int64)  # per point, the rows of its most frequent address
-        np.maximum.at(top, pairs // (int(ad.max()) + 1), n)
-        rows = np.bincount(pt[pt >= 0], minlength=len(points))
-        single = (top > 0) & (top >= rows)
-        shared = ~np.where(pt >= 0, single[pt], False)
+        shared = ~pd.Series(as_strings(hops["point"])).isin(single).to_numpy()
         j = hops["journey"].to_numpy(np.int64)
-        j_tun = pd.Series(cross & tun).groupby(j).transform("any").to_numpy()
-        j_bare = pd.Series(cross & ~tun & shared).groupby(j).transform("any").to_numpy()
-        first = np.r_[True, j[1:] != j[:-1]] if len(j) else np.zeros(0, bool)  # hops are grouped by journey
-        n_tun = int((first & j_tun).sum())
-        n_bare = int((first & j_bare & ~j_tun).sum())  # bare on a shared interface and tunnelled nowhere
-        ev = f"cross-node pod-to-pod packets: {n_tun} tunnelled on the way, {n_bare} bare on shared interfaces and never tunnelled"
-        if n_tun and not n_bare:
-            return "overlay", ev
-        if n_bare and not n_tun:
-            return "native", ev
-        return ("mixed" if n_tun else "unknown"), ev
+        return pd.DataFrame({"tun": cross & tun, "bare": cross & ~tun & shared}).groupby(j).any()
 
     def describe(self) -> str:
         """One line: counts of nodes, pods, services and endpoints."""
         return f"{len(self.nodes)} nodes, {len(self.pods)} pods, {len(self.services)} services, {len(self.endpoints)} endpoints"
+
+
+def point_addresses(hops: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+    """(rows per (point, address) over src and dst, rows per point) of a hops table: sums over tables add up."""
+    pt = as_strings(hops["point"])
+    pairs = pd.DataFrame({"p": np.concatenate([pt, pt]),
+                          "a": np.concatenate([as_strings(hops["src"]), as_strings(hops["dst"])])}).value_counts()  # fmt: skip
+    return pairs, pd.Series(pt).value_counts()
+
+
+def single_address_points(pairs: pd.Series, rows: pd.Series) -> set[str]:
+    """Points where one address is in every row (a single pod's interface), from :func:`point_addresses`' counts."""
+    if not len(pairs):
+        return set()
+    top = pairs.groupby(level="p").max()
+    return {str(p) for p, n in top.items() if n >= rows.get(p, 0)}
+
+
+def routing_verdict(flags: pd.DataFrame) -> tuple[str, str]:
+    """(routing, evidence) from :meth:`Inventory.routing_flags` of every journey: tunnelled -> overlay, bare -> native."""
+    n_tun = int(flags["tun"].sum())
+    n_bare = int((flags["bare"] & ~flags["tun"]).sum())  # bare on a shared interface and tunnelled nowhere
+    ev = f"cross-node pod-to-pod packets: {n_tun} tunnelled on the way, {n_bare} bare on shared interfaces and never tunnelled"
+    if n_tun and not n_bare:
+        return "overlay", ev
+    if n_bare and not n_tun:
+        return "native", ev
+    return ("mixed" if n_tun else "unknown"), ev
 
 
 def _common_prefix(addrs: list) -> int | None:

@@ -154,6 +154,8 @@ class PathSet:
     inventory: Inventory | None
     captures: object = None  # the CaptureSet (with ``inference`` when points were inferred from plain files)
     hops: pd.DataFrame | None = None  # the hops in causal order with ``connection`` and ``direction`` (paths_detail's)
+    network: dict | None = None  # Inventory.pod_network of all hops, when ``correlation.hops`` holds only some (streamed)
+    streamed: dict | None = None  # how a bounded run was cut (paths_stream): windows, carried journeys, buckets
 
     def detail(self) -> SimpleNamespace:
         """What :func:`paths_detail` would compute again from the correlation (for :func:`~pcaptools.k8s.diagnose.diagnose`)."""
@@ -209,7 +211,10 @@ def paths_detail(correlation, inventory=None) -> SimpleNamespace:
     return SimpleNamespace(paths=p, nat=nat, hops=side.get("hops"))
 
 
-def _build(correlation, inventory, flows, side: dict | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _build(correlation, inventory, flows, side: dict | None = None,
+           connections: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(paths, NAT) of a hops table; ``connections``: (journey ids, connection id per journey) already labelled on a
+    larger table (:mod:`pcaptools.k8s.paths_stream`), else :func:`_connections` of this one."""
     inv = as_inventory(inventory)
     hops = correlation if isinstance(correlation, pd.DataFrame) else correlation.hops
     keep = (hops["proto"].to_numpy() >= 0) & hops["src"].notna().to_numpy() & hops["dst"].notna().to_numpy()
@@ -219,7 +224,7 @@ def _build(correlation, inventory, flows, side: dict | None = None) -> tuple[pd.
         if side is not None:
             side["hops"] = h.assign(connection=np.zeros(0, np.int64), direction=np.zeros(0, object))
         return empty, nat_table(h, inv, ordered=True)
-    uj, conn = _connections(h)
+    uj, conn = _connections(h) if connections is None else connections
     nconn = int(conn.max()) + 1
     j = h["journey"].to_numpy(np.int64)
     ji = np.searchsorted(uj, j)

@@ -304,7 +304,7 @@ def print_paths(ps, con: Console, *, brief: bool = False, nat_rules=None) -> Non
     df, inv, corr = ps.paths, ps.inventory, ps.correlation
     head = f"{fmt_int(len(df))} connections"
     if inv is not None:
-        net = inv.pod_network(corr.hops if corr is not None else None)
+        net = ps.network if getattr(ps, "network", None) is not None else inv.pod_network(corr.hops if corr is not None else None)
         head += f" · inventory: {safe(inv.describe())} · pod IPs: {safe(net['mode'])}"
         if "routing" in net:
             head += f" · pod-to-pod across nodes: {safe(net['routing'])}"

@@ -1,0 +1,92 @@
+"""``paths`` within a memory budget (pcaptools.k8s.paths_stream): correlation in windows, connections labelled over the
+hops file, paths built per bucket of connections; the same table, NAT steps and terminal text as the in-memory run."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from pcaptools.k8s.paths import load_paths
+from pcaptools.k8s.paths_stream import load_paths_bounded
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = ROOT / "sample_pcaps"
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory) -> Path:
+    """A seeded 4-point set (benchmarks/gen_set.py): 20,000 packets, ~200 connections through a ClusterIP DNAT,
+    VXLAN and native, a 3.7 ms clock offset, drops and retransmissions."""
+    from gen_set import generate
+
+    out = tmp_path_factory.mktemp("set20k")
+    generate(20000, out, seed=0)
+    return out
+
+
+def _text(ps) -> str:
+    """What ``pcaptools paths`` prints for a PathSet (routes included), 120 columns wide."""
+    from rich.console import Console
+
+    from pcaptools.render.terminal import print_paths
+
+    buf = io.StringIO()
+    print_paths(ps, Console(file=buf, width=120, markup=False, highlight=False, emoji=False, soft_wrap=False))
+    return buf.getvalue()
+
+
+def _canonical(df: pd.DataFrame) -> pd.DataFrame:
+    return df.astype({c: str for c in df.columns if isinstance(df[c].dtype, pd.CategoricalDtype)}).reset_index(drop=True)
+
+
+def _assert_same(whole, bounded) -> None:
+    pd.testing.assert_frame_equal(whole.paths, bounded.paths)  # every column, dtype and category
+    pd.testing.assert_frame_equal(_canonical(whole.nat), _canonical(bounded.nat))
+    assert _text(whole) == _text(bounded)
+
+
+@pytest.mark.parametrize("sample", ["calico-vxlan", "vpc"])
+def test_lab_sample_in_windows_and_buckets_gives_the_in_memory_paths(sample):
+    whole = load_paths(SAMPLES / sample)
+    bounded = load_paths_bounded(SAMPLES / sample, window_rows=300, bucket_rows=50)
+    assert bounded.streamed["windows"] >= 20 and bounded.streamed["carried_journeys"] >= 500
+    assert bounded.streamed["buckets"] >= 10  # 16 connections, most in a bucket of their own
+    assert len(bounded.correlation.hops) < len(whole.correlation.hops)  # only the routes' journeys are kept
+    _assert_same(whole, bounded)
+
+
+def test_generated_set_in_windows_and_buckets_gives_the_in_memory_paths(generated):
+    whole = load_paths(generated)
+    bounded = load_paths_bounded(generated, window_rows=2000, bucket_rows=3000)
+    assert bounded.streamed["windows"] >= 10 and bounded.streamed["carried_journeys"] >= 500
+    assert bounded.streamed["buckets"] >= 20
+    assert len(whole.paths) > 150
+    _assert_same(whole, bounded)
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {"COLUMNS": "120", "PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "HOME": str(Path.home())}
+    return subprocess.run([sys.executable, "-m", "pcaptools.cli", *args], capture_output=True, text=True, cwd=cwd, env=env)
+
+
+def test_cli_paths_under_a_memory_cap_prints_and_writes_the_same(generated, tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    small = _cli("paths", str(generated), "--memory", "16MiB", "-o", "paths.parquet", cwd=tmp_path / "a")
+    large = _cli("paths", str(generated), "-o", "paths.parquet", cwd=tmp_path / "b")
+    assert small.returncode == large.returncode == 0, small.stderr + large.stderr
+    assert small.stdout == large.stdout
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "a" / "paths.parquet"), pd.read_parquet(tmp_path / "b" / "paths.parquet"))
+
+
+@pytest.mark.parametrize("argv", [["paths", "--json"], ["why"]])
+def test_diagnosis_under_a_memory_cap_the_captures_exceed_is_a_usage_error(generated, tmp_path, argv):
+    r = _cli(argv[0], str(generated), *argv[1:], "--memory", "16MiB", cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.startswith("Usage: ") and "Traceback" not in r.stderr
+    assert "drop --memory" in r.stderr and "--memory SIZE -o paths.parquet" in r.stderr
