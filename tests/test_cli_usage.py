@@ -192,3 +192,9 @@ def test_flows_table_brackets_ipv6_names_protocols_and_shows_icmp_types(width, c
         assert f"{name} type {f['orig_p']}" in text
         assert f"{f['orig_h']}:{f['orig_p']}" not in text  # a type is not a port
     assert {f["proto_name"] for f in flows if f["proto_name"]} <= {w for line in text.splitlines() for w in line.split()}
+
+
+def test_python_dash_m_pcaptools_runs_the_same_command_line():
+    r = subprocess.run([sys.executable, "-m", "pcaptools", "info", "--no-such-option"], capture_output=True, text=True)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "no such option" in r.stderr.lower() and "pcaptools info" in r.stderr
