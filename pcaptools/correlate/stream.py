@@ -100,8 +100,7 @@ def correlate_files(source: str | os.PathLike | None = None, *, points: Iterable
     streaming with windows of about that many rows (tests, benchmarks)."""
     entries, _ = capture_entries(source, points=points, allow_outside=allow_outside)
     memory = default_memory() if memory is None else int(memory)
-    size = sum(capture_bytes(e["file"]) for e in entries)
-    if window_rows is None and BASE_MEMORY + FILE_COST * size <= memory:
+    if window_rows is None and fits(entries, memory):
         cs = CaptureSet.load(source, points=points, allow_outside=allow_outside)
         writer = _HopsWriter(out, direct=True)
         corr = correlate_window(cs, window_ns=window_ns, reference=reference, on_part=writer.add)  # written while it sums up
@@ -111,6 +110,11 @@ def correlate_files(source: str | os.PathLike | None = None, *, points: Iterable
         )
     return correlate_stream(entries, window_ns=window_ns, reference=reference, memory=memory, window_rows=window_rows,
                             out=out)  # fmt: skip
+
+
+def fits(entries: Iterable[dict], memory: int) -> bool:
+    """True when the one-window run of these manifest entries' files stays within ``memory`` bytes."""
+    return BASE_MEMORY + FILE_COST * sum(capture_bytes(f) for f in dict.fromkeys(e["file"] for e in entries)) <= memory
 
 
 def capture_bytes(path: str | os.PathLike) -> int:

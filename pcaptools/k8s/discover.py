@@ -218,31 +218,10 @@ class _Found:
         return ev
 
 
-def _infer(srcs: list, *, points: list[str], inventory, links: Iterable[str], allow_outside: bool,
-           evidence: Callable[[str, _Nodes], Evidence]) -> _Found:  # fmt: skip
-    """The points of manifests, datasets, ``--point`` specs and plain files (inferred from ``evidence(path, nodes)``)."""
-    manifests = [s for s in srcs if _is_manifest(s)]
-    datasets = [s for s in srcs if is_dataset(s)]
-    inv = inventory if isinstance(inventory, Inventory) or inventory is None else Inventory.load(inventory)
-    nodes = _Nodes(inv)
-    ev_of = _once(lambda path: evidence(path, nodes))
-    explicit: list[dict] = []
-    cni_label = ""
-    for m in manifests:
-        man = _manifest_path(m)
-        doc = read_manifest(man, allow_outside=allow_outside)  # files resolved against the manifest's directory
-        cni_label = cni_label or str(doc.get("cni", ""))
-        for c in doc["captures"]:
-            explicit.append({**c, "_from": "manifest"})
-    for d in datasets:
-        explicit += [{**e, "_from": "dataset"} for e in dataset_entries(d)[0]]
-    for spec in points:
-        explicit.append({**parse_point_spec(spec), "_from": "--point"})
-    taken = {os.path.realpath(e["file"]) for e in explicit}
-    files: list[tuple[str, str]] = []  # (path, "top" | "sub" of a directory given as input | "file" given)
+def _plain_files(srcs: list) -> list[tuple[str, str]]:
+    """(path, "top" | "sub" of a directory given as input | "file" given) of the capture files among ``srcs``."""
+    files: list[tuple[str, str]] = []
     for s in srcs:
-        if s in manifests or s in datasets:
-            continue
         p = Path(s)
         if p.is_dir():
             found = sorted(f for f in p.rglob("*") if f.is_file() and f.name.lower().endswith(CAPTURE_SUFFIXES))
@@ -256,7 +235,38 @@ def _infer(srcs: list, *, points: list[str], inventory, links: Iterable[str], al
             files.append((str(p), "file"))
         else:
             raise CorrelationError(f"{p}: no such file or directory; expected capture files, directories of them or a manifest.json", path=str(p))
-    files = [(f, w) for f, w in files if os.path.realpath(f) not in taken]
+    return files
+
+
+def _given(srcs: list, points: list[str], *, allow_outside: bool) -> tuple[list[dict], list[tuple[str, str]], str]:
+    """The entries manifests, datasets and ``--point`` specs give (each marked ``_from``), the plain files left to
+    infer (path, where: see :func:`_plain_files`) and the manifests' CNI label."""
+    manifests = [s for s in srcs if _is_manifest(s)]
+    datasets = [s for s in srcs if is_dataset(s)]
+    explicit: list[dict] = []
+    cni_label = ""
+    for m in manifests:
+        man = _manifest_path(m)
+        doc = read_manifest(man, allow_outside=allow_outside)  # files resolved against the manifest's directory
+        cni_label = cni_label or str(doc.get("cni", ""))
+        for c in doc["captures"]:
+            explicit.append({**c, "_from": "manifest"})
+    for d in datasets:
+        explicit += [{**e, "_from": "dataset"} for e in dataset_entries(d)[0]]
+    for spec in points:
+        explicit.append({**parse_point_spec(spec), "_from": "--point"})
+    taken = {os.path.realpath(e["file"]) for e in explicit}
+    files = [(f, w) for f, w in _plain_files([s for s in srcs if s not in manifests and s not in datasets]) if os.path.realpath(f) not in taken]
+    return explicit, files, cni_label
+
+
+def _infer(srcs: list, *, points: list[str], inventory, links: Iterable[str], allow_outside: bool,
+           evidence: Callable[[str, _Nodes], Evidence]) -> _Found:  # fmt: skip
+    """The points of manifests, datasets, ``--point`` specs and plain files (inferred from ``evidence(path, nodes)``)."""
+    explicit, files, cni_label = _given(srcs, points, allow_outside=allow_outside)
+    inv = inventory if isinstance(inventory, Inventory) or inventory is None else Inventory.load(inventory)
+    nodes = _Nodes(inv)
+    ev_of = _once(lambda path: evidence(path, nodes))
     link_specs = _link_specs(links)
     warnings: list[str] = []
     found = []
@@ -294,24 +304,34 @@ def is_capture_set(inputs: Sequence[str | os.PathLike], points: Sequence[str]) -
 
 def correlate_inputs(inputs: Sequence[str | os.PathLike], *, points: Sequence[str] = (), inventory=None, links: Iterable[str] = (),
                      allow_outside: bool = False, window_ns: int | None = None, reference: str | None = None,
-                     memory: int | None = None, out: str | os.PathLike | None = None) -> tuple[Correlation, CaptureSet | None]:  # fmt: skip
-    """Correlate what ``pcaptools correlate`` was given, hops written to ``out``: a capture set that names its
-    points within the ``memory`` budget (streamed in windows when larger, see pcaptools.correlate.stream);
-    plain files, whose points are inferred from their packets, in memory (the CaptureSet is returned too)."""
+                     memory: int | None = None, out: str | os.PathLike | None = None,
+                     window_rows: int | None = None) -> tuple[Correlation, CaptureSet | None]:  # fmt: skip
+    """Correlate what ``pcaptools correlate`` was given within the ``memory`` budget (default: a share of the memory
+    available, :func:`pcaptools.correlate.budget.default_memory`), hops written to ``out``.
+
+    Inputs larger than the budget are streamed in windows of corrected time (:mod:`pcaptools.correlate.stream`,
+    the result's ``hops`` then empty, the table in ``out``); ``window_rows`` forces windows of about that many
+    rows (tests). A set that names its points (a manifest, ``--point``) returns no CaptureSet; plain files,
+    whose points are inferred (within the budget too: :func:`infer_captures`), return theirs, with its
+    ``inference`` (its ``packets`` table is empty when streamed)."""
     from pcaptools.correlate.api import DEFAULT_WINDOW_NS, correlate
-    from pcaptools.correlate.stream import correlate_files, write_hops
+    from pcaptools.correlate.budget import default_memory
+    from pcaptools.correlate.stream import correlate_files, correlate_stream, fits, write_hops
 
     window_ns = DEFAULT_WINDOW_NS if window_ns is None else window_ns
     inputs, points = list(inputs), list(points)
     if is_capture_set(inputs, points):
         corr, _ = correlate_files(inputs[0] if inputs else None, points=points, window_ns=window_ns, reference=reference,
-                                  memory=memory, out=out, allow_outside=allow_outside)  # fmt: skip
+                                  memory=memory, out=out, allow_outside=allow_outside, window_rows=window_rows)  # fmt: skip
         return corr, None
+    memory = default_memory() if memory is None else int(memory)
+    explicit, files, _ = _given(inputs, points, allow_outside=allow_outside)
+    if window_rows is not None or not fits([*explicit, *({"file": f} for f, _ in files)], memory):
+        entries, cs = infer_captures(inputs, points=points, inventory=inventory, links=links, allow_outside=allow_outside)
+        corr, _ = correlate_stream(entries, window_ns=window_ns, reference=reference, memory=memory, window_rows=window_rows, out=out)
+        return corr, cs
     cs = load_captures(inputs, points=points, inventory=inventory, links=links, allow_outside=allow_outside)
     corr = correlate(cs, window_ns=window_ns, reference=reference)
-    if memory is not None:  # said, not silent: only a set that names its points streams
-        corr.notes.append("--memory bounds a manifest's or --point captures only; these inputs (plain files, whose points "
-                          "are inferred, or a dataset) were read whole: write a manifest first with `pcaptools manifest`")  # fmt: skip
     if out is not None:
         write_hops([corr.hops], out)
     return corr, cs
