@@ -75,6 +75,9 @@ BASE_MEMORY = 200 << 20
 FILE_COST = 2.0
 """Peak memory of the one-window run per byte of capture file (decoded table, fingerprints, hops)."""
 
+STORED_ROW_COST = 1024
+"""Peak memory of the one-window run per row of a dataset (its packet table read back, fingerprints, hops)."""
+
 
 
 @dataclass
@@ -114,7 +117,19 @@ def correlate_files(source: str | os.PathLike | None = None, *, points: Iterable
 
 def fits(entries: Iterable[dict], memory: int) -> bool:
     """True when the one-window run of these manifest entries' files stays within ``memory`` bytes."""
-    return BASE_MEMORY + FILE_COST * sum(capture_bytes(f) for f in dict.fromkeys(e["file"] for e in entries)) <= memory
+    return BASE_MEMORY + sum(_one_window_cost(f) for f in dict.fromkeys(e["file"] for e in entries)) <= memory
+
+
+def _one_window_cost(path: str) -> float:
+    """Peak bytes one file adds to the one-window run: FILE_COST per capture byte, STORED_ROW_COST per row of a
+    dataset's file (``DIR::FILE``)."""
+    from pcaptools.dataset import read_meta, split_member
+
+    member = split_member(path)
+    if member is None:
+        return FILE_COST * capture_bytes(path)
+    rows = {f["path"]: int(f.get("rows") or 0) for f in read_meta(member[0])["files"]}
+    return STORED_ROW_COST * rows.get(member[1], 0)
 
 
 def capture_bytes(path: str | os.PathLike) -> int:

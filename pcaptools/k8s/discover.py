@@ -36,7 +36,7 @@ import pandas as pd
 
 from pcaptools.correlate.capture_set import CapturePoint, CaptureSet, _manifest_path, _once, parse_point_spec
 from pcaptools.correlate.manifest import inventory_beside, read_manifest
-from pcaptools.dataset import dataset_entries, is_dataset, read_meta
+from pcaptools.dataset import dataset_entries, is_dataset, member, read_meta
 from pcaptools.errors import CorrelationError, InventoryError
 from pcaptools.k8s import cni
 from pcaptools.k8s.evidence import Evidence, EvidenceBuilder, evidence_of, sampled
@@ -296,6 +296,18 @@ def stored_inference(directory: str | os.PathLike, cs: CaptureSet) -> pd.DataFra
     return ev
 
 
+def stored_captures(directory: str | os.PathLike) -> CaptureSet:
+    """A dataset's capture points (as :meth:`CaptureSet.load` names them) and stored evidence, without its packets."""
+    meta = read_meta(directory)
+    pts = [CapturePoint(**{**p, "file": member(directory, p["file"]), "pod": p.get("pod") or "",
+                           "ifindex": -1 if p.get("ifindex") is None else int(p["ifindex"]),
+                           "pcapng_interface": -1 if p.get("pcapng_interface") is None else int(p["pcapng_interface"])})
+           for p in meta["points"]]  # fmt: skip
+    cs = CaptureSet(points=pts, packets=pd.DataFrame(), cni=str(meta.get("cni") or ""))
+    cs.inference = stored_inference(directory, cs)
+    return cs
+
+
 def is_capture_set(inputs: Sequence[str | os.PathLike], points: Sequence[str]) -> bool:
     """True when the inputs say every capture point themselves: one manifest (or a directory holding one) and/or
     ``--point`` specs, nothing to infer."""
@@ -324,6 +336,10 @@ def correlate_inputs(inputs: Sequence[str | os.PathLike], *, points: Sequence[st
         corr, _ = correlate_files(inputs[0] if inputs else None, points=points, window_ns=window_ns, reference=reference,
                                   memory=memory, out=out, allow_outside=allow_outside, window_rows=window_rows)  # fmt: skip
         return corr, None
+    if len(inputs) == 1 and not points and is_dataset(inputs[0]):  # its points and their evidence are stored
+        corr, _ = correlate_files(inputs[0], window_ns=window_ns, reference=reference, memory=memory, out=out,
+                                  window_rows=window_rows)  # fmt: skip
+        return corr, stored_captures(inputs[0])
     memory = default_memory() if memory is None else int(memory)
     explicit, files, _ = _given(inputs, points, allow_outside=allow_outside)
     if window_rows is not None or not fits([*explicit, *({"file": f} for f, _ in files)], memory):
