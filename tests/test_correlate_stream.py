@@ -182,3 +182,20 @@ def test_plain_files_stream_with_their_inferred_points_like_the_in_memory_run(pl
     pd.testing.assert_frame_equal(cs1.inference, cs2.inference)
     _assert_same(one, win, pd.read_parquet(tmp_path / "one.parquet"), pd.read_parquet(tmp_path / "win.parquet"))
     assert one.journeys > 0 and len(win.hops) == 0
+
+
+def test_budget_below_one_window_of_the_densest_traffic_says_what_it_needs(generated, tmp_path):
+    """A window must hold --window-ms of traffic at once: when the budget leaves less, the run says so (JSON notes and
+    stderr) with the MiB it needs, and still gives the in-memory answers."""
+    import re
+
+    small = _cli("correlate", str(generated), "--memory", "16MiB", "--window-ms", "60000", "--json")
+    large = _cli("correlate", str(generated), "--window-ms", "60000", "--json")
+    assert small.returncode == large.returncode == 0, small.stderr + large.stderr
+    got, want = json.loads(small.stdout), json.loads(large.stdout)
+    [note] = [n for n in got["notes"] if "below this capture set's floor" in n]
+    assert f"pcaptools: {note}" in small.stderr and "floor" not in large.stdout + large.stderr
+    need = int(re.search(r"give --memory (\d+)MiB or more, or a smaller --window-ms", note).group(1))
+    assert need > 16 and "60,000 ms (--window-ms)" in note
+    got["notes"].remove(note)
+    assert got == want
