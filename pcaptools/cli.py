@@ -479,7 +479,7 @@ def correlate_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print clock offsets, journeys, matches per point, hop latency and losses as JSON."),
     out: str = typer.Option(None, "-o", "--output", metavar="FILE", callback=_output(".parquet", example="hops.parquet"), help="Write the hops table (one row per packet per capture point) to this .parquet file."),
     allow_outside: bool = typer.Option(False, "--allow-outside", help="Let a manifest name files outside its own directory (only for manifests you trust)."),
-    memory: str = typer.Option(None, "--memory", metavar="SIZE", callback=_memory, help="Memory budget, e.g. 512MiB, 2GiB, 1.5G (default: a quarter of the available memory); a manifest's captures larger than it are read in windows of corrected time."),
+    memory: str = typer.Option(None, "--memory", metavar="SIZE", callback=_memory, help="Memory budget, e.g. 512MiB, 2GiB, 1.5G (default: a quarter of the available memory); captures (or a dataset) larger than it are read in windows of corrected time."),
     scheduler: str = typer.Option(None, "--scheduler", metavar="ADDRESS", callback=_one_cluster("workers"), help=_SCHEDULER),
     workers: int = typer.Option(None, "--workers", metavar="N", min=1, callback=_one_cluster("scheduler"), help=_WORKERS),
 ) -> None:
