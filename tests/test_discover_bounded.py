@@ -12,6 +12,7 @@ import pytest
 
 from pcaptools.k8s.discover import infer_captures, load_captures
 from pcaptools.lab import topology
+from pcaptools.packets import read_packets
 
 ROOT = Path(__file__).parent.parent / "sample_pcaps"
 OWN = Path(__file__).parent / "data" / "own"
@@ -72,6 +73,10 @@ def plain_inputs(tmp: Path) -> dict[str, tuple[list[str], dict]]:
     cases["pcapng-two-sections"] = ([str(OWN / "two_sections.pcapng")], {})
     cases["own-files"] = ([str(OWN / f) for f in ("eth.pcap", "any_nano.pcapng", "snaplen96.pcap", "truncated_last.pcap")], {})
     cases["decode-files"] = ([str(DECODE / f) for f in ("sll_vxlan.pcap", "tunnels.pcap", "icmp_errors.pcap")], {})
+    lbd = tmp / "ingress" / "nlb"
+    lbd.mkdir(parents=True)
+    (lbd / "eth0.pcap").write_bytes(_arriving_for_the_ingress(ROOT / "vpc" / "nlb" / "eth0.pcap", dport=30081, ingress="192.168.0.201"))
+    cases["lb-ingress"] = ([str(lbd.parent)], {"inventory": str(ROOT / "vpc" / "inventory.json")})
     man = _manifest("vpc")  # a manifest for the nodes, the outside hosts as plain files
     part = tmp / "nodes.json"
     part.write_text(json.dumps({**man, "captures": [{**c, "file": str(ROOT / "vpc" / c["file"])} for c in man["captures"]
@@ -81,6 +86,30 @@ def plain_inputs(tmp: Path) -> dict[str, tuple[list[str], dict]]:
     return cases
 
 
+def _arriving_for_the_ingress(path: Path, *, dport: int, ingress: str) -> bytes:
+    """The balancer's node-side capture (Ethernet, IPv4) with, before each packet to ``dport``, the same packet as it
+    arrived: addressed to the LoadBalancer ingress IP (an ip-target balancer's two sides in one capture)."""
+    import ipaddress
+
+    import numpy as np
+
+    from pcaptools.io import read_records
+
+    data = path.read_bytes()
+    rb = read_records(str(path))
+    pk = read_packets(str(path))
+    out = [data[:24]]
+    for i in range(len(rb)):
+        rec = data[int(rb.offset[i]) - 16 : int(rb.offset[i]) + int(rb.caplen[i])]
+        if int(pk["dport"].iloc[i]) == dport and pk["proto"].iloc[i] == 6:
+            arrived = bytearray(rec)
+            arrived[16 + 30 : 16 + 34] = ipaddress.IPv4Address(ingress).packed  # Ethernet 14 + IPv4 dst at 16
+            out.append(bytes(arrived))
+        out.append(rec)
+    assert np.all(rb.record == np.arange(len(rb)))
+    return b"".join(out)
+
+
 @pytest.fixture(scope="module")
 def cases(tmp_path_factory) -> dict[str, tuple[list[str], dict]]:
     return plain_inputs(tmp_path_factory.mktemp("plain"))
@@ -88,7 +117,7 @@ def cases(tmp_path_factory) -> dict[str, tuple[list[str], dict]]:
 
 CASES = ["calico-vxlan-dir", "calico-vxlan-dir-no-inventory", "calico-vxlan-flat", "vpc-dir", "vpc-dir-no-inventory", "vpc-flat",
          "packets-only", "veth-by-packets", "any-links", "no-evidence", "shared-clock", "pcapng-twice", "pcapng-two-sections",
-         "own-files", "decode-files", "manifest-and-files"]  # fmt: skip
+         "own-files", "decode-files", "manifest-and-files", "lb-ingress"]  # fmt: skip
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -102,3 +131,25 @@ def test_evidence_read_in_batches_equals_the_whole_tables(cases, case):
     assert len(bounded.packets) == 0 and len(entries) >= 1
     if case == "shared-clock":
         assert any("identical timestamps" in w for w in bounded.inference.attrs["warnings"])
+
+
+@pytest.mark.parametrize("case", ["lb-ingress", "shared-clock"])
+def test_samples_beyond_their_caps_are_the_same_read_whole_or_in_batches(cases, case, monkeypatch):
+    """Past CLOCK_KEYS / LB_KEYS a file keeps a hash sample: the same keys either way, and here the same verdicts
+    (the balancer still seen translating, the one clock under two names still told)."""
+    from pcaptools.k8s import evidence
+
+    inputs, kw = cases[case]
+    exact = load_captures(inputs, **kw).inference
+    monkeypatch.setattr(evidence, "CLOCK_KEYS", 200)
+    monkeypatch.setattr(evidence, "LB_KEYS", 40)
+    whole = load_captures(inputs, **kw).inference
+    _, bounded = infer_captures(inputs, batch_records=97, **kw)
+    pd.testing.assert_frame_equal(whole, bounded.inference)
+    assert whole.attrs == bounded.inference.attrs
+    pd.testing.assert_frame_equal(exact, whole)
+    if case == "shared-clock":
+        assert any("identical timestamps" in w for w in whole.attrs["warnings"])
+    else:
+        assert whole.set_index("point").loc["nlb:eth0", "role_from"] == ("packets: arrive for LoadBalancer ingress 192.168.0.201 "
+                                                                          "and leave for nodes (translated here)")

@@ -39,7 +39,7 @@ from pcaptools.correlate.manifest import inventory_beside, read_manifest
 from pcaptools.dataset import dataset_entries, is_dataset, member, read_meta
 from pcaptools.errors import CorrelationError, InventoryError
 from pcaptools.k8s import cni
-from pcaptools.k8s.evidence import Evidence, EvidenceBuilder, evidence_of, sampled
+from pcaptools.k8s.evidence import Evidence, EvidenceBuilder, distinct, evidence_of
 from pcaptools.k8s.inventory import Inventory
 
 if TYPE_CHECKING:
@@ -844,10 +844,7 @@ def _outside_role(ev: Evidence, nodes: _Nodes) -> tuple[str, str]:
             return "lb", f"packets: {int(w[hit].sum())} to LoadBalancer nodePorts {ports} on nodes, none to an ingress IP"
     if nodes.lb_ips:
         to_lb = np.isin(dst, list(nodes.lb_ips))
-        lb = ev.lb
-        inn = lb["to_lb"].to_numpy(bool)
-        h = lb["h"].to_numpy(np.uint64)
-        if np.intersect1d(h[inn], h[~inn]).size:
+        if ev.translated():
             ips = sorted(set(dst[to_lb]))
             return "lb", f"packets: arrive for LoadBalancer ingress {', '.join(ips)} and leave for nodes (translated here)"
     own = _own_address(ev)
@@ -872,16 +869,16 @@ def _links_for(path: str, node: str, specs: dict[str, str]) -> tuple[dict[int, s
 
 def _shared_clocks(points: list[CapturePoint], evidence: Callable[[str], Evidence]) -> list[str]:
     """Warnings for two node names whose captures hold the same packets at identical timestamps (one host)."""
-    shift = max((evidence(f).clock_shift for f in dict.fromkeys(p.file for p in points)), default=0)
+    files = list(dict.fromkeys(p.file for p in points))
+    if sum(len(evidence(f)) for f in files) == 0 or len({p.node for p in points}) < 2:
+        return []
+    shift = max(evidence(f).clock_shift for f in files)  # every file's sample at the coarsest one
     keys: dict[str, list[np.ndarray]] = {}
     for p in points:
-        c = evidence(p.file).part(iface=p.pcapng_interface, ifindex=p.ifindex).clocks
-        keys.setdefault(p.node, []).append(c["key"].to_numpy(np.uint64)[sampled(c["h"].to_numpy(np.uint64), shift)])
-    if sum(len(evidence(f)) for f in dict.fromkeys(p.file for p in points)) == 0 or len(keys) < 2:
-        return []
+        keys.setdefault(p.node, []).append(evidence(p.file).part(iface=p.pcapng_interface, ifindex=p.ifindex).clock_keys(shift))
     cats = sorted(keys)
     out = []
-    per = {i: np.unique(np.concatenate(keys[n])) for i, n in enumerate(cats)}
+    per = {i: distinct(*keys[n]) for i, n in enumerate(cats)}
     for i in range(len(cats)):
         for j in range(i + 1, len(cats)):
             common = np.intersect1d(per[i], per[j], assume_unique=True).size
