@@ -15,6 +15,11 @@ Sources, in this order of trust (the first that answers decides a field; the evi
 4. Interface names: roles from the network plugins' conventions (:mod:`pcaptools.k8s.cni`); the pod
    of a Calico / AWS VPC CNI veth from its hashed name, checked against the inventory.
 
+The packets are read only through a bounded per-file summary (:mod:`pcaptools.k8s.evidence`: packet counts per
+distinct combination of addresses, interface and ifindex, plus two capped hash samples), computed from a whole
+packet table by :func:`load_captures` and over packet batches by :func:`infer_captures` (bounded memory, what
+``correlate --memory`` uses): both give the same points, evidence and warnings.
+
 ``--point NODE:IFACE=FILE`` (``points=``) and manifests win over all of it. A contradiction (a
 name says one node, the packets another; a veth's name says a pod on another node) raises
 :class:`CorrelationError` naming the file and the ``--point`` that overrides it. Limits: ties
