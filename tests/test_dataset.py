@@ -275,19 +275,6 @@ def test_dataset_description_follows_its_shipped_schema(calico, tmp_path):
     assert any(p["ifindex"] is not None for p in json.loads((tmp_path / "any.ds" / "_pcaptools.json").read_text())["points"])
 
 
-def test_memory_bounded_reading_of_a_dataset_streams_its_files_and_a_whole_one_says_how(calico):
-    """--memory on a dataset reads each of its files in parts (same flows); iter_packets of the whole directory, or
-    decode -o, which streams one input at a time, get one line naming DIR::FILE and read_dataset, not a file error."""
-    from pcaptools.flows import read_flows
-    from pcaptools.packets import iter_packets
-
-    pd.testing.assert_frame_equal(read_flows(str(calico), memory="64MiB"), read_flows(str(calico)))
-    with pytest.raises(DecodeError, match="dataset .*DIR::FILE.*read_dataset"):
-        next(iter_packets(str(calico)))
-    r = _cli("decode", str(calico), "-o", str(calico.parent / "p.parquet"), "--memory", "64MiB")
-    assert r.returncode == 2 and "dataset" in r.stderr and "Traceback" not in r.stderr
-
-
 @pytest.fixture(scope="module")
 def vpc_parts(tmp_path_factory) -> Path:
     """sample_pcaps/vpc converted in batches of 50 records and 20 ms windows: every file in many Parquet parts."""
@@ -324,3 +311,17 @@ def test_a_dataset_streams_per_point_and_window_like_the_in_memory_run(vpc_parts
     small = _cli("correlate", str(vpc_parts), "--memory", "16MiB", "--json")
     assert small.returncode == 0, small.stderr
     assert json.loads(small.stdout) == json.loads(_cli("correlate", str(SAMPLES / "vpc"), "--json").stdout)
+
+
+def test_memory_bounded_reading_of_a_dataset_streams_its_files_and_a_whole_one_says_how(calico):
+    """--memory on a dataset reads each of its files in parts (same flows); iter_packets of the whole directory, or
+    decode -o, which streams one input at a time, get one line naming DIR::FILE and read_dataset, not a file error."""
+    from pcaptools.flows import read_flows
+    from pcaptools.packets import iter_packets
+
+    pd.testing.assert_frame_equal(read_flows(str(calico), memory="64MiB"), read_flows(str(calico)))
+    with pytest.raises(DecodeError, match="dataset .*DIR::FILE.*read_dataset"):
+        next(iter_packets(str(calico)))
+    r = _cli("decode", str(calico), "-o", str(calico.parent / "p.parquet"), "--memory", "64MiB")
+    assert r.returncode == 2 and "dataset" in r.stderr and "Traceback" not in r.stderr
+
