@@ -324,4 +324,3 @@ def test_memory_bounded_reading_of_a_dataset_streams_its_files_and_a_whole_one_s
         next(iter_packets(str(calico)))
     r = _cli("decode", str(calico), "-o", str(calico.parent / "p.parquet"), "--memory", "64MiB")
     assert r.returncode == 2 and "dataset" in r.stderr and "Traceback" not in r.stderr
-
