@@ -135,7 +135,9 @@ def test_compressed_captures_count_at_their_decompressed_weight_against_the_budg
     win, stats = correlate_files(out, memory=budget, out=tmp_path / "h.parquet")
     assert stats.passes == 2
     one, _ = correlate_files(generated, out=tmp_path / "one.parquet")
-    assert one.to_dict() == win.to_dict()
+    got = win.to_dict()
+    got["notes"] = [n for n in got["notes"] if "floor" not in n]  # a budget this small is below what any run holds
+    assert one.to_dict() == got
 
 
 def test_memory_on_plain_files_streams_them_and_prints_the_same_json(tmp_path):

@@ -328,12 +328,14 @@ def floor_note(memory: int, window_ns: int, dense: int, window_rows: int, fixed:
     need_rows = int(FLOOR_ROWS * dense)
     if need_rows <= window_rows:
         return None
-    need = -(-(fixed + ROW_COST * need_rows) // (1 << 20))
-    need = int(np.ceil(need / MARGIN))
-    return (f"the memory budget ({memory / (1 << 20):,.0f} MiB) is below this capture set's floor: its densest "
-            f"{window_ns / 1e6:,.0f} ms (--window-ms) hold {dense:,} packet sightings that are matched together, about "
-            f"{need:,} MiB in all, so the run takes about that much whatever the budget; give --memory {need}MiB or more, "
-            f"or a smaller --window-ms (sightings of one packet further apart are then not joined)")
+    mib = 1 << 20
+    window, rest = ROW_COST * need_rows / mib, fixed / mib
+    need = int(np.ceil((window + rest) / MARGIN))
+    return (f"the memory budget ({memory / mib:,.0f} MiB) is below this capture set's floor: its densest {window_ns / 1e6:,.0f} ms "
+            f"(--window-ms) hold {dense:,} packet sightings that are matched together (about {window:,.0f} MiB), besides "
+            f"{rest:,.0f} MiB the run holds anyway (libraries, readers, each sighting's summary): about {need:,} MiB in all, "
+            f"which it takes whatever the budget; give --memory {need}MiB or more, or a smaller --window-ms (sightings of "
+            f"one packet further apart are then not joined)")
 
 
 def _windows(files: list[_File], m, params: dict, late: np.ndarray, window_rows: int) -> Iterator[Part]:
