@@ -217,7 +217,7 @@ _PATHS_POINT = typer.Option([], "--point", metavar="NODE:IFACE=FILE", help="Capt
 _PATHS_LINKS = typer.Option([], "--links", metavar="FILE", help=_LINKS)
 _PATHS_IPTABLES = typer.Option([], "--iptables", metavar="NODE=FILE", help="iptables-save output of a node; names the kube-proxy chains behind each translation (repeatable).")
 _PATHS_WINDOW = typer.Option(2000.0, "--window-ms", metavar="MS", callback=_positive("milliseconds"), help=_WINDOW_HELP)
-_BUDGET = typer.Option(None, "--memory", metavar="SIZE", callback=_memory, help="Memory budget, e.g. 512MiB, 2GiB, 1.5G (default: a quarter of the available memory); a manifest's captures larger than it are read in windows of corrected time.")
+_BUDGET = typer.Option(None, "--memory", metavar="SIZE", callback=_memory, help="Memory budget, e.g. 512MiB, 2GiB, 1.5G (default: a quarter of the available memory); captures (or a dataset) larger than it are read in windows of corrected time.")
 _PATHS_ALLOW_OUTSIDE = typer.Option(False, "--allow-outside", help="Let a manifest name files outside its own directory (only for manifests you trust).")
 
 

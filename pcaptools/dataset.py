@@ -40,7 +40,7 @@ import os
 import shutil
 import tempfile
 import urllib.parse
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -194,6 +194,56 @@ def read_dataset(
     out = frames[0] if len(frames) == 1 else _stack(frames)
     out.attrs = file_attrs([f for f in meta["files"] if f["path"] in chosen])
     return out
+
+
+def iter_member(directory: str | os.PathLike, file: str, *, batch_records: int = 1 << 20,
+                payload_hash: bool = True) -> Iterator[pd.DataFrame]:  # fmt: skip
+    """The packet table of one capture file of a dataset in batches of at most ``batch_records`` rows, in record
+    order, concatenating to what ``read_dataset(directory, files=[file])`` gives (the first batch carries its
+    ``attrs``). Memory: the parts whose record ranges overlap (one ``convert`` batch at most) at a time.
+
+    Parts are read in the order they were written; a run of them is complete once every later part starts after
+    its last record (the Parquet statistics of ``record`` say so without reading the rows)."""
+    import pyarrow.parquet as pq
+
+    d = os.fspath(directory)
+    meta = read_meta(d)
+    known = [f["path"] for f in meta["files"]]
+    if file not in known:
+        raise DatasetError(f"{d}: holds no capture file {file!r}; it holds {known}", path=d)
+    i = known.index(file)
+    info = meta["files"][i]
+    by_name: dict[str, Path] = {}  # a part linked under several points is read once
+    for part in (Path(d) / "packets").glob(f"point=*/window=*/part-{i:05d}-*.parquet"):
+        by_name.setdefault(part.name, part)
+    names = sorted(by_name, key=lambda n: int(n.rsplit("-", 1)[1].split(".")[0]))
+    lo, hi = np.zeros(len(names), np.int64), np.zeros(len(names), np.int64)
+    for k, n in enumerate(names):
+        try:
+            md = pq.ParquetFile(by_name[n]).metadata
+            col = md.schema.names.index("record")
+            stats = [md.row_group(g).column(col).statistics for g in range(md.num_row_groups)]
+            lo[k], hi[k] = min(st.min for st in stats), max(st.max for st in stats)
+        except (OSError, ValueError, AttributeError, TypeError) as exc:
+            raise DatasetError(f"{d}: a Parquet part of capture {file!r} is unreadable ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
+                               f"{_FORMAT_HINT}", path=d) from None  # fmt: skip
+    later = np.minimum.accumulate(lo[::-1])[::-1]  # the smallest record of this part and every later one
+    attrs = file_attrs([info])
+    start, top, rows = 0, np.iinfo(np.int64).min, 0
+    for k in range(len(names)):
+        top = max(top, int(hi[k]))
+        if k + 1 < len(names) and top >= later[k + 1]:
+            continue
+        frame = _file_frame(d, info, [str(by_name[n]) for n in names[start : k + 1]], None, payload_hash)
+        start = k + 1
+        for at in range(0, len(frame), batch_records):
+            batch = frame.iloc[at : at + batch_records].reset_index(drop=True)
+            batch.attrs = attrs if rows == 0 else {}
+            rows += len(batch)
+            yield batch
+    if rows != info.get("rows"):
+        raise DatasetError(f"{d}: capture {file!r} has {rows} of its {info.get('rows')} rows; Parquet parts are missing, "
+                           f"{_FORMAT_HINT}", path=d)  # fmt: skip
 
 
 def file_attrs(files: list[dict]) -> dict:

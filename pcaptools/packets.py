@@ -79,14 +79,21 @@ def _is_stored(path: str) -> bool:
 
 def _stored(path: str, options: dict, payload_hash: bool) -> pd.DataFrame:
     """The packet table a dataset holds for ``path``, when it was decoded with the same ``options``."""
-    from pcaptools.dataset import read_dataset, read_meta, split_member
+    from pcaptools.dataset import read_dataset, split_member
 
     d, file = split_member(path) or (path, None)
-    used = read_meta(d)["decode"]
+    _check_stored(d, options)
+    return read_dataset(d, files=None if file is None else [file], payload_hash=payload_hash)
+
+
+def _check_stored(directory: str, options: dict) -> None:
+    """DecodeError when the dataset was decoded with other decoder ``options`` than asked."""
+    from pcaptools.dataset import read_meta
+
+    used = read_meta(directory)["decode"]
     asked = {k: sorted({int(x) for x in v}) if k != "max_tunnel_depth" else int(v) for k, v in options.items()}
     if asked != {k: sorted(v) if isinstance(v, list) else v for k, v in used.items()}:
-        raise DecodeError(f"{d}: the dataset was decoded with {used}, not {asked}; convert the captures again with those options")
-    return read_dataset(d, files=None if file is None else [file], payload_hash=payload_hash)
+        raise DecodeError(f"{directory}: the dataset was decoded with {used}, not {asked}; convert the captures again with those options")
 
 
 def iter_packets(
@@ -109,10 +116,18 @@ def iter_packets(
     from pcaptools.io import iter_records
 
     name = os.fspath(path)
-    if _is_stored(name):  # a dataset holds decoded rows, not records to stream
-        raise DecodeError(f"{name}: a dataset `pcaptools convert` wrote is already decoded and is not read in windows; "
-                          "read it whole (drop --memory / memory=) or in parts with pcaptools.read_dataset(DIR, points=…, "
-                          "start_ns=…, end_ns=…)")  # fmt: skip
+    if _is_stored(name):  # a dataset holds decoded rows, not records to stream: one file of it is read in its parts
+        from pcaptools.dataset import iter_member, split_member
+
+        member = split_member(name)
+        if member is None:
+            raise DecodeError(f"{name}: a dataset `pcaptools convert` wrote is already decoded and is not read in windows; "
+                              "read it whole (drop --memory / memory=), one capture file at a time (DIR::FILE) or in parts "
+                              "with pcaptools.read_dataset(DIR, points=…, start_ns=…, end_ns=…)")  # fmt: skip
+        _check_stored(member[0], {"vxlan_ports": vxlan_ports, "geneve_ports": geneve_ports, "wireguard_ports": wireguard_ports,
+                                  "max_tunnel_depth": max_tunnel_depth})  # fmt: skip
+        yield from iter_member(*member, batch_records=batch_records, payload_hash=payload_hash)
+        return
     announce_compiles()
 
     tables, depth = decode_options(vxlan_ports, geneve_ports, wireguard_ports, max_tunnel_depth)

@@ -275,14 +275,52 @@ def test_dataset_description_follows_its_shipped_schema(calico, tmp_path):
     assert any(p["ifindex"] is not None for p in json.loads((tmp_path / "any.ds" / "_pcaptools.json").read_text())["points"])
 
 
-def test_memory_bounded_reading_of_a_dataset_says_it_is_a_dataset(calico):
-    """--memory streams capture records; a dataset (or DIR::FILE) gets one line naming read_dataset, not a file error."""
+@pytest.fixture(scope="module")
+def vpc_parts(tmp_path_factory) -> Path:
+    """sample_pcaps/vpc converted in batches of 50 records and 20 ms windows: every file in many Parquet parts."""
+    return convert(SAMPLES / "vpc", tmp_path_factory.mktemp("parts") / "vpc.ds", batch_records=50, window_ns=20_000_000)
+
+
+def test_a_dataset_file_read_in_batches_concatenates_to_the_whole_file(vpc_parts):
+    from pcaptools.decode.table import concat
+    from pcaptools.packets import iter_packets
+
+    for f in _files(vpc_parts):
+        name = f"{vpc_parts}::{f}"
+        whole = pcaptools.read_packets(name, payload_hash=True)
+        parts = list(iter_packets(name, batch_records=64, payload_hash=True))
+        assert len(parts) >= 2 and all(len(p) <= 64 for p in parts)
+        assert parts[0].attrs == whole.attrs
+        got = concat(parts)
+        got.attrs = whole.attrs
+        pd.testing.assert_frame_equal(got, whole)
+
+
+def test_a_dataset_streams_per_point_and_window_like_the_in_memory_run(vpc_parts, tmp_path):
+    from pcaptools.k8s.discover import correlate_inputs
+
+    one, cs1 = correlate_inputs([vpc_parts], memory=1 << 40, out=tmp_path / "one.parquet")
+    win, cs2 = correlate_inputs([vpc_parts], window_rows=300, out=tmp_path / "win.parquet")
+    assert cs1.points == cs2.points == load_captures([vpc_parts]).points
+    pd.testing.assert_frame_equal(cs1.inference, cs2.inference)
+    assert one.to_dict() == win.to_dict() and len(win.hops) == 0 and one.journeys > 500
+    h1, h2 = pd.read_parquet(tmp_path / "one.parquet"), pd.read_parquet(tmp_path / "win.parquet")
+    pd.testing.assert_frame_equal(h1.astype(str), h2.astype(str))
+    pd.testing.assert_frame_equal(one.offsets, win.offsets)
+    pd.testing.assert_frame_equal(one.hop_latency, win.hop_latency)
+    small = _cli("correlate", str(vpc_parts), "--memory", "16MiB", "--json")
+    assert small.returncode == 0, small.stderr
+    assert json.loads(small.stdout) == json.loads(_cli("correlate", str(SAMPLES / "vpc"), "--json").stdout)
+
+
+def test_memory_bounded_reading_of_a_dataset_streams_its_files_and_a_whole_one_says_how(calico):
+    """--memory on a dataset reads each of its files in parts (same flows); iter_packets of the whole directory, or
+    decode -o, which streams one input at a time, get one line naming DIR::FILE and read_dataset, not a file error."""
     from pcaptools.flows import read_flows
     from pcaptools.packets import iter_packets
 
-    with pytest.raises(DecodeError, match="dataset .*read_dataset"):
-        read_flows(str(calico), memory="64MiB")
-    with pytest.raises(DecodeError, match="dataset .*read_dataset"):
+    pd.testing.assert_frame_equal(read_flows(str(calico), memory="64MiB"), read_flows(str(calico)))
+    with pytest.raises(DecodeError, match="dataset .*DIR::FILE.*read_dataset"):
         next(iter_packets(str(calico)))
     r = _cli("decode", str(calico), "-o", str(calico.parent / "p.parquet"), "--memory", "64MiB")
     assert r.returncode == 2 and "dataset" in r.stderr and "Traceback" not in r.stderr

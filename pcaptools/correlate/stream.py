@@ -19,6 +19,11 @@ a capture's bytes), the survey costs one more decode (read_packets speed). Memor
 :data:`ROW_COST` bytes a row) plus the spine (26 bytes a sighting) and the clock sample. When every
 file fits the budget at once, :func:`correlate_files` takes the one-window run, one pass.
 
+Inputs are manifest entries: a manifest's, ``--point`` specs, those :func:`pcaptools.k8s.discover.infer_captures`
+infers for plain files within the budget, and a dataset's (``DIR::FILE``, read in its Parquet parts). Floor: a
+window holds ``window_ns`` of the densest traffic at once (the survey counts it); when the budget leaves less,
+the run takes what it needs and says so in its notes and on stderr (:func:`floor_note`).
+
 Results are those of the one-window run: the same journeys, numbers, hops, offsets, latency and
 losses. Only ``ambiguous`` may need knowledge from a later window (a retransmission of a packet whose
 journey was already written): when it does, the hops file is copied once at the end with the flag set.
@@ -27,6 +32,7 @@ journey was already written): when it does, the hops file is copied once at the 
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,6 +69,11 @@ ROW_COST = 6 * ROW_BYTES
 SPINE_COST = 70
 """Bytes a sighting keeps until the end of the run (its share of the spine, and what summing it up takes)."""
 
+FLOOR_ROWS = 1.0
+"""Rows a window holds at its peak per row counted in the densest ``window_ns`` (:class:`_Density`, which counts up
+to a quarter more): the carried journeys' rows and the new ones after them (see :func:`_windows`). Measured: 1.13 GiB
+peak RSS for a 1.24M-row peak (benchmarks/gen_set.py --packets 400000, --memory 512MiB)."""
+
 MARGIN = 0.9
 """Share of the budget planned for: the allocator's fragmentation and the Parquet writer's buffers take the rest."""
 
@@ -74,6 +85,9 @@ BASE_MEMORY = 200 << 20
 
 FILE_COST = 2.0
 """Peak memory of the one-window run per byte of capture file (decoded table, fingerprints, hops)."""
+
+STORED_ROW_COST = 1024
+"""Peak memory of the one-window run per row of a dataset (its packet table read back, fingerprints, hops)."""
 
 
 
@@ -100,7 +114,7 @@ def correlate_files(source: str | os.PathLike | None = None, *, points: Iterable
     streaming with windows of about that many rows (tests, benchmarks)."""
     entries, _ = capture_entries(source, points=points, allow_outside=allow_outside)
     memory = default_memory() if memory is None else int(memory)
-    if window_rows is None and one_window(entries, memory):
+    if window_rows is None and fits(entries, memory):
         cs = CaptureSet.load(source, points=points, allow_outside=allow_outside)
         writer = _HopsWriter(out, direct=True)
         corr = correlate_window(cs, window_ns=window_ns, reference=reference, on_part=writer.add)  # written while it sums up
@@ -112,9 +126,21 @@ def correlate_files(source: str | os.PathLike | None = None, *, points: Iterable
                             out=out)  # fmt: skip
 
 
-def one_window(entries: list[dict], memory: int) -> bool:
-    """Whether the entries' captures fit ``memory`` bytes at once, so they are correlated in one window (one pass)."""
-    return BASE_MEMORY + FILE_COST * sum(capture_bytes(e["file"]) for e in entries) <= memory
+def fits(entries: Iterable[dict], memory: int) -> bool:
+    """True when the one-window run of these manifest entries' files stays within ``memory`` bytes."""
+    return BASE_MEMORY + sum(_one_window_cost(f) for f in dict.fromkeys(e["file"] for e in entries)) <= memory
+
+
+def _one_window_cost(path: str) -> float:
+    """Peak bytes one file adds to the one-window run: FILE_COST per capture byte, STORED_ROW_COST per row of a
+    dataset's file (``DIR::FILE``)."""
+    from pcaptools.dataset import read_meta, split_member
+
+    member = split_member(path)
+    if member is None:
+        return FILE_COST * capture_bytes(path)
+    rows = {f["path"]: int(f.get("rows") or 0) for f in read_meta(member[0])["files"]}
+    return STORED_ROW_COST * rows.get(member[1], 0)
 
 
 def capture_bytes(path: str | os.PathLike) -> int:
@@ -168,9 +194,12 @@ def _rss() -> int:
         return 0
 
 
-def _survey(files: list[_File], sample: ClockSample) -> tuple[list[CapturePoint], np.ndarray, np.ndarray]:
-    """Pass 1: the points, each file's disorder (ns) and matchable rows; the clock sample filled (in input order)."""
+def _survey(files: list[_File], sample: ClockSample,
+            window_ns: int = DEFAULT_WINDOW_NS) -> tuple[list[CapturePoint], np.ndarray, np.ndarray, int]:  # fmt: skip
+    """Pass 1: the points, each file's disorder (ns) and matchable rows, and the most matchable rows of all files
+    within ``window_ns`` (:class:`_Density`); the clock sample filled (in input order)."""
     seen: list[set] = []
+    density = _Density(window_ns)
     late = np.zeros(len(files), np.int64)
     rows = np.zeros(len(files), np.int64)
     codes: dict[
@@ -192,6 +221,7 @@ def _survey(files: list[_File], sample: ClockSample) -> tuple[list[CapturePoint]
                 top = int(run[-1])
             fp = packet_fingerprints(pk)
             rows[f] += int((fp != 0).sum())
+            density.add(ts[fp != 0])
             u, inv = np.unique(ifx, return_inverse=True)
             code = np.array([codes.setdefault((f, int(x)), len(codes)) for x in u], np.int64)[inv.reshape(-1)]
             sample.add(pk, fp, code, idx)
@@ -218,7 +248,33 @@ def _survey(files: list[_File], sample: ClockSample) -> tuple[list[CapturePoint]
         src = files[f]
         lut[c] = src.pid if src.ifx_pid is None else int(src.ifx_pid[1][np.searchsorted(src.ifx_pid[0], x)])
     sample.relabel(lut)
-    return pts, late, rows
+    return pts, late, rows, density.peak()
+
+
+class _Density:
+    """Matchable rows per quarter of ``window_ns`` (timestamps as captured), summed over the files: the most rows any
+    ``window_ns`` of traffic can hold is at most the densest five consecutive quarters."""
+
+    QUARTERS = 4
+
+    def __init__(self, window_ns: int) -> None:
+        self.q = max(int(window_ns) // self.QUARTERS, 1)
+        self.counts: dict[int, int] = {}
+
+    def add(self, ts: np.ndarray) -> None:
+        """Count rows at these timestamps."""
+        u, c = np.unique(ts[ts >= 0] // self.q, return_counts=True)
+        for k, n in zip(u.tolist(), c.tolist(), strict=True):
+            self.counts[k] = self.counts.get(k, 0) + n
+
+    def peak(self) -> int:
+        """Most rows in ``QUARTERS + 1`` consecutive quarters."""
+        if not self.counts:
+            return 0
+        k = np.array(sorted(self.counts), np.int64)
+        run = np.concatenate([[0], np.cumsum([self.counts[x] for x in k.tolist()])])
+        end = np.searchsorted(k, k + self.QUARTERS, side="right")
+        return int((run[end] - run[: k.shape[0]]).max())
 
 
 def correlate_stream(entries: list[dict], *, window_ns: int = DEFAULT_WINDOW_NS, reference: str | None = None,
@@ -240,10 +296,14 @@ def correlate_stream(entries: list[dict], *, window_ns: int = DEFAULT_WINDOW_NS,
         reference,
     )
     sample = ClockSample()
-    pts, late, rows = _survey(files, sample)
+    pts, late, rows, dense = _survey(files, sample, window_ns)
+    floor = None
     if window_rows is None:  # what is left once the libraries, the readers and the spine have theirs
         fixed = max(fixed, _rss() + nf * FILE_WINDOW)
         window_rows = max(int((memory * MARGIN - fixed - SPINE_COST * int(rows.sum())) // ROW_COST), 1 << 14)
+        floor = floor_note(memory, window_ns, dense, window_rows, fixed + SPINE_COST * int(rows.sum()))
+        if floor is not None:  # said before the long part of the run, and kept in the result
+            print(f"pcaptools: {floor}", file=sys.stderr, flush=True)
     nodes = list(dict.fromkeys(p.node for p in pts))
     point_node = np.array([nodes.index(p.node) for p in pts], np.int64)
     offsets, params = sample.estimate(nodes, point_node, reference=reference)
@@ -254,11 +314,28 @@ def correlate_stream(entries: list[dict], *, window_ns: int = DEFAULT_WINDOW_NS,
     writer = _HopsWriter(out)
     for part in _windows(files, m, params, late, window_rows):
         writer.add(part)
-    corr = finish(m, empty(HOPS_COLUMNS), offsets, clock_notes(offsets, params))
+    corr = finish(m, empty(HOPS_COLUMNS), offsets, [*clock_notes(offsets, params), *([floor] if floor else [])])
     rewritten = writer.close(m)
     stats = StreamStats(windows=m.windows, carried_journeys=m.carried_journeys, carried_rows=m.carried_rows, passes=2,
                         window_rows=int(window_rows), disorder_ns=int(late.max()) if late.size else 0, rewritten=rewritten)  # fmt: skip
     return corr, stats
+
+
+def floor_note(memory: int, window_ns: int, dense: int, window_rows: int, fixed: int) -> str | None:
+    """What to do when one matching window of the densest traffic (``dense`` rows, carried journeys and the rows
+    that follow them: :data:`FLOOR_ROWS` times as many) needs more than the ``window_rows`` the budget leaves;
+    None when it fits. ``fixed``: bytes taken before any window (libraries, readers, spine)."""
+    need_rows = int(FLOOR_ROWS * dense)
+    if need_rows <= window_rows:
+        return None
+    mib = 1 << 20
+    window, rest = ROW_COST * need_rows / mib, fixed / mib
+    need = int(np.ceil((window + rest) / MARGIN))
+    return (f"the memory budget ({memory / mib:,.0f} MiB) is below this capture set's floor: its densest {window_ns / 1e6:,.0f} ms "
+            f"(--window-ms) hold {dense:,} packet sightings that are matched together (about {window:,.0f} MiB), besides "
+            f"{rest:,.0f} MiB the run holds anyway (libraries, readers, each sighting's summary): about {need:,} MiB in all, "
+            f"which it takes whatever the budget; give --memory {need}MiB or more, or a smaller --window-ms (sightings of "
+            f"one packet further apart are then not joined)")
 
 
 def _windows(files: list[_File], m, params: dict, late: np.ndarray, window_rows: int) -> Iterator[Part]:

@@ -15,6 +15,11 @@ Sources, in this order of trust (the first that answers decides a field; the evi
 4. Interface names: roles from the network plugins' conventions (:mod:`pcaptools.k8s.cni`); the pod
    of a Calico / AWS VPC CNI veth from its hashed name, checked against the inventory.
 
+The packets are read only through a bounded per-file summary (:mod:`pcaptools.k8s.evidence`: packet counts per
+distinct combination of addresses, interface and ifindex, plus two capped hash samples), computed from a whole
+packet table by :func:`load_captures` and over packet batches by :func:`infer_captures` (bounded memory, what
+``correlate --memory`` uses): both give the same points, evidence and warnings.
+
 ``--point NODE:IFACE=FILE`` (``points=``) and manifests win over all of it. A contradiction (a
 name says one node, the packets another; a veth's name says a pod on another node) raises
 :class:`CorrelationError` naming the file and the ``--point`` that overrides it. Limits: ties
@@ -34,11 +39,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from pcaptools.correlate.capture_set import CaptureSet, _manifest_path, _once, parse_point_spec
+from pcaptools.correlate.capture_set import CapturePoint, CaptureSet, _manifest_path, _once, parse_point_spec
 from pcaptools.correlate.manifest import inventory_beside, read_manifest
-from pcaptools.dataset import dataset_entries, is_dataset, read_meta
+from pcaptools.dataset import dataset_entries, is_dataset, member, read_meta
 from pcaptools.errors import CorrelationError, InventoryError
 from pcaptools.k8s import cni
+from pcaptools.k8s.evidence import Evidence, EvidenceBuilder, distinct, evidence_of
 from pcaptools.k8s.inventory import Inventory
 
 if TYPE_CHECKING:
@@ -137,7 +143,6 @@ def load_captures(
     points = list(points)
     if not srcs and not points:
         raise CorrelationError("no captures given; pass capture files, directories of them, a manifest.json or --point NODE:IFACE=FILE")
-    manifests = [s for s in srcs if _is_manifest(s)]
     datasets = [s for s in srcs if is_dataset(s)]
     if len(srcs) == 1 and datasets and not points:  # a dataset alone: the points and evidence it was converted with
         cs = CaptureSet.load(srcs[0], decoder=decoder)
@@ -155,25 +160,73 @@ def load_captures(
         )  # fmt: skip
         cs.inference.attrs = {"warnings": [], "inventory": None, "files": 0}
         return cs
-    inv = inventory if isinstance(inventory, Inventory) or inventory is None else Inventory.load(inventory)
     dec = _once(decoder or _read_packets)
-    explicit: list[dict] = []
-    cni_label = ""
-    for m in manifests:
-        man = _manifest_path(m)
-        doc = read_manifest(man, allow_outside=allow_outside)  # files resolved against the manifest's directory
-        cni_label = cni_label or str(doc.get("cni", ""))
-        for c in doc["captures"]:
-            explicit.append({**c, "_from": "manifest"})
-    for d in datasets:
-        explicit += [{**e, "_from": "dataset"} for e in dataset_entries(d)[0]]
-    for spec in points:
-        explicit.append({**parse_point_spec(spec), "_from": "--point"})
-    taken = {os.path.realpath(e["file"]) for e in explicit}
-    files: list[tuple[str, str]] = []  # (path, "top" | "sub" of a directory given as input | "file" given)
+    found = _infer(srcs, points=points, inventory=inventory, links=links, allow_outside=allow_outside,
+                   evidence=lambda path, nodes: evidence_of(dec(path), nodes))  # fmt: skip
+    cs = CaptureSet.from_frames([(e, dec(e["file"])) for e in found.entries], cni=found.cni)
+    cs.inference = found.table(cs.points)
+    return cs
+
+
+def infer_captures(
+    inputs: str | os.PathLike | Sequence[str | os.PathLike] = (),
+    *,
+    points: Iterable[str] = (),
+    inventory: Inventory | str | os.PathLike | dict | list | None = None,
+    links: Iterable[str] = (),
+    allow_outside: bool = False,
+    batch_records: int = 1 << 16,
+) -> tuple[list[dict], CaptureSet]:
+    """:func:`load_captures`'s points and evidence, reading each file in batches of ``batch_records``
+    (bounded memory, :mod:`pcaptools.k8s.evidence`): the manifest entries of the points and a CaptureSet
+    with the same points and ``inference`` but no packets (its ``packets`` table is empty)."""
+    from pcaptools.correlate.capture_set import name_points, split_entry
+    from pcaptools.packets import iter_packets
+
+    def evidence(path: str, nodes: _Nodes) -> Evidence:
+        b = EvidenceBuilder(nodes)
+        for pk in iter_packets(path, batch_records=batch_records):
+            b.add(pk)
+        return b.result()
+
+    srcs = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
+    found = _infer(srcs, points=list(points), inventory=inventory, links=links, allow_outside=allow_outside, evidence=evidence)
+    split = [pt for e in found.entries for pt, _ in split_entry(e, found.evidence(e["file"]).pairs())]
+    cs = CaptureSet(points=name_points(split), packets=pd.DataFrame(), cni=found.cni)
+    cs.inference = found.table(cs.points)
+    return found.entries, cs
+
+
+class _Found:
+    """What :func:`_infer` found: the manifest entries (given ones first), their evidence rows and warnings."""
+
+    def __init__(self, entries: list[dict], rows: list[list], warnings: list[str], files: int, inv: Inventory | None,
+                 cni: str, evidence: Callable[[str], Evidence]) -> None:  # fmt: skip
+        self.entries, self.rows, self.warnings, self.files, self.inv, self.cni = entries, rows, warnings, files, inv, cni
+        self.evidence = evidence
+
+    def table(self, points: list[CapturePoint]) -> pd.DataFrame:
+        """The evidence table (EVIDENCE_COLUMNS, attrs) of the capture points made of the entries."""
+        inv, warnings = self.inv, list(self.warnings)
+        ev = pd.DataFrame(self.rows, columns=list(EVIDENCE_COLUMNS[1:]))
+        if len(ev) != len(points):  # pragma: no cover - both follow split_entry's order
+            raise CorrelationError(f"internal: {len(ev)} evidence rows for {len(points)} capture points")
+        ev.insert(0, "point", [p.name for p in points])
+        if inv is not None:
+            out = ev[~ev["node"].isin(list(inv.nodes)) & ~ev["node_from"].str.startswith(("none", "manifest", "--point", "dataset"))]
+            hosts = dict(zip(out["node"], out["role"], strict=False))
+            if hosts:
+                warnings.append(f"{', '.join(f'{h} ({r})' for h, r in hosts.items())}: not nodes of the inventory, "
+                                "treated as hosts outside the cluster (role from their packets)")  # fmt: skip
+        warnings += _shared_clocks(points, self.evidence)
+        ev.attrs = {"warnings": list(dict.fromkeys(warnings)), "inventory": inv.source if inv is not None else None, "files": self.files}
+        return ev
+
+
+def _plain_files(srcs: list) -> list[tuple[str, str]]:
+    """(path, "top" | "sub" of a directory given as input | "file" given) of the capture files among ``srcs``."""
+    files: list[tuple[str, str]] = []
     for s in srcs:
-        if s in manifests or s in datasets:
-            continue
         p = Path(s)
         if p.is_dir():
             found = sorted(f for f in p.rglob("*") if f.is_file() and f.name.lower().endswith(CAPTURE_SUFFIXES))
@@ -187,42 +240,52 @@ def load_captures(
             files.append((str(p), "file"))
         else:
             raise CorrelationError(f"{p}: no such file or directory; expected capture files, directories of them or a manifest.json", path=str(p))
-    files = [(f, w) for f, w in files if os.path.realpath(f) not in taken]
-    link_specs = _link_specs(links)
-    inferred, rows, warnings = [], [], []
+    return files
+
+
+def _given(srcs: list, points: list[str], *, allow_outside: bool) -> tuple[list[dict], list[tuple[str, str]], str]:
+    """The entries manifests, datasets and ``--point`` specs give (each marked ``_from``), the plain files left to
+    infer (path, where: see :func:`_plain_files`) and the manifests' CNI label."""
+    manifests = [s for s in srcs if _is_manifest(s)]
+    datasets = [s for s in srcs if is_dataset(s)]
+    explicit: list[dict] = []
+    cni_label = ""
+    for m in manifests:
+        man = _manifest_path(m)
+        doc = read_manifest(man, allow_outside=allow_outside)  # files resolved against the manifest's directory
+        cni_label = cni_label or str(doc.get("cni", ""))
+        for c in doc["captures"]:
+            explicit.append({**c, "_from": "manifest"})
+    for d in datasets:
+        explicit += [{**e, "_from": "dataset"} for e in dataset_entries(d)[0]]
+    for spec in points:
+        explicit.append({**parse_point_spec(spec), "_from": "--point"})
+    taken = {os.path.realpath(e["file"]) for e in explicit}
+    files = [(f, w) for f, w in _plain_files([s for s in srcs if s not in manifests and s not in datasets]) if os.path.realpath(f) not in taken]
+    return explicit, files, cni_label
+
+
+def _infer(srcs: list, *, points: list[str], inventory, links: Iterable[str], allow_outside: bool,
+           evidence: Callable[[str, _Nodes], Evidence]) -> _Found:  # fmt: skip
+    """The points of manifests, datasets, ``--point`` specs and plain files (inferred from ``evidence(path, nodes)``)."""
+    explicit, files, cni_label = _given(srcs, points, allow_outside=allow_outside)
+    inv = inventory if isinstance(inventory, Inventory) or inventory is None else Inventory.load(inventory)
     nodes = _Nodes(inv)
+    ev_of = _once(lambda path: evidence(path, nodes))
+    link_specs = _link_specs(links)
+    warnings: list[str] = []
     found = []
     for f, where in files:
-        df = dec(f)
-        found += [(entry, df, ev) for entry, ev in _infer_file(f, where, df, nodes, link_specs, warnings)]
+        found += _infer_file(f, where, ev_of(f), nodes, link_specs, warnings)
     # inventory nodes first (the first is the clock reference), then outside hosts; per node the
     # per-interface captures before its -i any capture (the order the lab's manifest lists them)
     rank = {n: i for i, n in enumerate(inv.nodes)} if inv is not None else {}
     found.sort(key=lambda t: (rank.get(t[0]["node"], len(rank)), t[0]["node"] if t[0]["node"] not in rank else "",
                               bool(t[0].get("interfaces")), t[0]["file"]))  # fmt: skip
-    for entry, df, ev in found:
-        inferred.append((entry, df))
-        rows.extend(ev)
-    frames = [(_clean(e), dec(e["file"])) for e in explicit] + [(e, df) for e, df in inferred]
-    ex_rows = []
-    for e in explicit:
-        ex_rows.extend(_explicit_rows(e, dec(e["file"])))
-    _check_unique(frames)
-    cs = CaptureSet.from_frames(frames, cni=cni_label)
-    ev = pd.DataFrame(ex_rows + rows, columns=list(EVIDENCE_COLUMNS[1:]))
-    if len(ev) != len(cs.points):  # pragma: no cover - both follow split_entry's order
-        raise CorrelationError(f"internal: {len(ev)} evidence rows for {len(cs.points)} capture points")
-    ev.insert(0, "point", [p.name for p in cs.points])
-    if inv is not None:
-        out = ev[~ev["node"].isin(list(inv.nodes)) & ~ev["node_from"].str.startswith(("none", "manifest", "--point", "dataset"))]
-        hosts = dict(zip(out["node"], out["role"], strict=False))
-        if hosts:
-            warnings.append(f"{', '.join(f'{h} ({r})' for h, r in hosts.items())}: not nodes of the inventory, "
-                            "treated as hosts outside the cluster (role from their packets)")  # fmt: skip
-    warnings += _shared_clocks(cs)
-    ev.attrs = {"warnings": list(dict.fromkeys(warnings)), "inventory": inv.source if inv is not None else None, "files": len(files)}
-    cs.inference = ev
-    return cs
+    rows = [r for e in explicit for r in _explicit_rows(e, ev_of(e["file"]))] + [r for _, ev in found for r in ev]
+    entries = [_clean(e) for e in explicit] + [e for e, _ in found]
+    _check_unique(entries)
+    return _Found(entries, rows, warnings, len(files), inv, cni_label, ev_of)
 
 
 def stored_inference(directory: str | os.PathLike, cs: CaptureSet) -> pd.DataFrame:
@@ -238,6 +301,18 @@ def stored_inference(directory: str | os.PathLike, cs: CaptureSet) -> pd.DataFra
     return ev
 
 
+def stored_captures(directory: str | os.PathLike) -> CaptureSet:
+    """A dataset's capture points (as :meth:`CaptureSet.load` names them) and stored evidence, without its packets."""
+    meta = read_meta(directory)
+    pts = [CapturePoint(**{**p, "file": member(directory, p["file"]), "pod": p.get("pod") or "",
+                           "ifindex": -1 if p.get("ifindex") is None else int(p["ifindex"]),
+                           "pcapng_interface": -1 if p.get("pcapng_interface") is None else int(p["pcapng_interface"])})
+           for p in meta["points"]]  # fmt: skip
+    cs = CaptureSet(points=pts, packets=pd.DataFrame(), cni=str(meta.get("cni") or ""))
+    cs.inference = stored_inference(directory, cs)
+    return cs
+
+
 def is_capture_set(inputs: Sequence[str | os.PathLike], points: Sequence[str]) -> bool:
     """True when the inputs say every capture point themselves: one manifest (or a directory holding one) and/or
     ``--point`` specs, nothing to infer."""
@@ -246,24 +321,38 @@ def is_capture_set(inputs: Sequence[str | os.PathLike], points: Sequence[str]) -
 
 def correlate_inputs(inputs: Sequence[str | os.PathLike], *, points: Sequence[str] = (), inventory=None, links: Iterable[str] = (),
                      allow_outside: bool = False, window_ns: int | None = None, reference: str | None = None,
-                     memory: int | None = None, out: str | os.PathLike | None = None) -> tuple[Correlation, CaptureSet | None]:  # fmt: skip
-    """Correlate what ``pcaptools correlate`` was given, hops written to ``out``: a capture set that names its
-    points within the ``memory`` budget (streamed in windows when larger, see pcaptools.correlate.stream);
-    plain files, whose points are inferred from their packets, in memory (the CaptureSet is returned too)."""
+                     memory: int | None = None, out: str | os.PathLike | None = None,
+                     window_rows: int | None = None) -> tuple[Correlation, CaptureSet | None]:  # fmt: skip
+    """Correlate what ``pcaptools correlate`` was given within the ``memory`` budget (default: a share of the memory
+    available, :func:`pcaptools.correlate.budget.default_memory`), hops written to ``out``.
+
+    Inputs larger than the budget are streamed in windows of corrected time (:mod:`pcaptools.correlate.stream`,
+    the result's ``hops`` then empty, the table in ``out``); ``window_rows`` forces windows of about that many
+    rows (tests). A set that names its points (a manifest, ``--point``) returns no CaptureSet; plain files,
+    whose points are inferred (within the budget too: :func:`infer_captures`), return theirs, with its
+    ``inference`` (its ``packets`` table is empty when streamed)."""
     from pcaptools.correlate.api import DEFAULT_WINDOW_NS, correlate
-    from pcaptools.correlate.stream import correlate_files, write_hops
+    from pcaptools.correlate.budget import default_memory
+    from pcaptools.correlate.stream import correlate_files, correlate_stream, fits, write_hops
 
     window_ns = DEFAULT_WINDOW_NS if window_ns is None else window_ns
     inputs, points = list(inputs), list(points)
     if is_capture_set(inputs, points):
         corr, _ = correlate_files(inputs[0] if inputs else None, points=points, window_ns=window_ns, reference=reference,
-                                  memory=memory, out=out, allow_outside=allow_outside)  # fmt: skip
+                                  memory=memory, out=out, allow_outside=allow_outside, window_rows=window_rows)  # fmt: skip
         return corr, None
+    if len(inputs) == 1 and not points and is_dataset(inputs[0]):  # its points and their evidence are stored
+        corr, _ = correlate_files(inputs[0], window_ns=window_ns, reference=reference, memory=memory, out=out,
+                                  window_rows=window_rows)  # fmt: skip
+        return corr, stored_captures(inputs[0])
+    memory = default_memory() if memory is None else int(memory)
+    explicit, files, _ = _given(inputs, points, allow_outside=allow_outside)
+    if window_rows is not None or not fits([*explicit, *({"file": f} for f, _ in files)], memory):
+        entries, cs = infer_captures(inputs, points=points, inventory=inventory, links=links, allow_outside=allow_outside)
+        corr, _ = correlate_stream(entries, window_ns=window_ns, reference=reference, memory=memory, window_rows=window_rows, out=out)
+        return corr, cs
     cs = load_captures(inputs, points=points, inventory=inventory, links=links, allow_outside=allow_outside)
     corr = correlate(cs, window_ns=window_ns, reference=reference)
-    if memory is not None:  # said, not silent: only a set that names its points streams
-        corr.notes.append("--memory bounds a manifest's or --point captures only; these inputs (plain files, whose points "
-                          "are inferred, or a dataset) were read whole: write a manifest first with `pcaptools manifest`")  # fmt: skip
     if out is not None:
         write_hops([corr.hops], out)
     return corr, cs
@@ -333,13 +422,13 @@ def _clean(entry: dict) -> dict:
     return {k: v for k, v in entry.items() if not k.startswith("_")}
 
 
-def _explicit_rows(e: dict, df: pd.DataFrame) -> list[list]:
+def _explicit_rows(e: dict, ev: Evidence) -> list[list]:
     """Evidence rows of a manifest / --point entry, in the order split_entry makes its points."""
     src = e["_from"]
     idb = e.get("pcapng_interface")
     idb = -1 if idb is None else int(idb)
-    sub = df[df["iface"].to_numpy(np.int64) == idb] if idb >= 0 else df
-    ifx = sub["ifindex"].to_numpy(np.int64)
+    sub = ev.part(iface=idb)
+    ifx = sub.table["ifindex"].to_numpy(np.int64)
     iface = str(e.get("interface") or "")
     if len(sub) and (iface in ("", "any") or e.get("interfaces")) and (ifx >= 0).any():
         named = {int(i["ifindex"]): i for i in e.get("interfaces") or [] if isinstance(i, dict) and "ifindex" in i}
@@ -352,9 +441,10 @@ def _explicit_rows(e: dict, df: pd.DataFrame) -> list[list]:
     return [[e["file"], idb, -1, node, src, iface, src, str(e.get("role") or "any"), src, pod, src if pod else ""]]
 
 
-def _check_unique(frames: list[tuple[dict, pd.DataFrame]]) -> None:
+def _check_unique(entries: list[dict]) -> None:
+    """CorrelationError when two files were given (or inferred) the same capture point."""
     seen: dict[str, str] = {}
-    for e, _df in frames:
+    for e in entries:
         if e.get("interfaces") or e.get("interface") in ("", "any"):
             continue
         name = f"{e.get('node')}:{e.get('interface')}"
@@ -430,21 +520,23 @@ class _Nodes:
         return p.node if p is not None else ""
 
 
-def _addr_cols(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """(a, b) address strings per row: outer addresses of tunnelled packets, else the IP addresses."""
-    tun = df["tunnel"].notna().to_numpy()
-    a = np.where(tun, df["outer_src"].astype(object).to_numpy(), df["src"].astype(object).to_numpy())
-    b = np.where(tun, df["outer_dst"].astype(object).to_numpy(), df["dst"].astype(object).to_numpy())
+def _addr_cols(ev: Evidence) -> tuple[np.ndarray, np.ndarray]:
+    """(a, b) address strings per evidence row: outer addresses of tunnelled packets, else the IP addresses."""
+    t = ev.table
+    tun = t["tun"].to_numpy(bool)
+    a = np.where(tun, t["osrc"].to_numpy(object), t["src"].to_numpy(object))
+    b = np.where(tun, t["odst"].to_numpy(object), t["dst"].to_numpy(object))
     return a, b
 
 
-def _touch(df: pd.DataFrame, nodes: _Nodes) -> tuple[np.ndarray, list[str]]:
-    """Rows x inventory nodes: the packet carries an address of that node (its own, a pod's, one of its pod CIDR)."""
+def _touch(ev: Evidence, nodes: _Nodes) -> tuple[np.ndarray, list[str]]:
+    """Evidence rows x inventory nodes: the packets carry an address of that node (its own, a pod's, one of its pod CIDR)."""
     names = list(nodes.inv.nodes) if nodes.inv is not None else []
     idx = {n: i for i, n in enumerate(names)}
-    touch = np.zeros((len(df), len(names)), bool)
-    for col in (*_addr_cols(df), df["src"].astype(object).to_numpy(), df["dst"].astype(object).to_numpy()):
-        codes, uniq = pd.factorize(pd.Series(col).fillna(""))
+    t = ev.table
+    touch = np.zeros((len(t), len(names)), bool)
+    for col in (*_addr_cols(ev), t["src"].to_numpy(object), t["dst"].to_numpy(object)):
+        codes, uniq = pd.factorize(pd.Series(col, dtype=object).fillna(""))
         lut = np.array([idx.get(nodes.node_of(str(u)), -1) for u in uniq] + [-1], np.int64)
         k = lut[codes]
         hit = k >= 0
@@ -452,16 +544,17 @@ def _touch(df: pd.DataFrame, nodes: _Nodes) -> tuple[np.ndarray, list[str]]:
     return touch, names
 
 
-def _node_from_packets(df: pd.DataFrame, nodes: _Nodes) -> tuple[str, str] | None:
+def _node_from_packets(ev: Evidence, nodes: _Nodes) -> tuple[str, str] | None:
     """(node, evidence) when one inventory node's addresses are in nearly every packet that carries a node's."""
-    if nodes.inv is None or not len(df):
+    if nodes.inv is None or not len(ev):
         return None
-    touch, names = _touch(df, nodes)
+    touch, names = _touch(ev, nodes)
     any_touch = touch.any(axis=1)
-    n = int(any_touch.sum())
+    w = ev.weights[any_touch]
+    n = int(w.sum())
     if n < 3:
         return None
-    cov = touch[any_touch].mean(axis=0)
+    cov = (touch[any_touch] * w[:, None]).sum(axis=0) / n
     order = np.argsort(-cov)
     best = int(order[0])
     second = float(cov[order[1]]) if len(order) > 1 else 0.0
@@ -471,37 +564,41 @@ def _node_from_packets(df: pd.DataFrame, nodes: _Nodes) -> tuple[str, str] | Non
     return names[best], f"packets: node {names[best]} ({ip}), its pods or pod CIDR in {cov[best]:.0%} of {n} packets with a node's address"
 
 
-def _node_from_packets_share(df: pd.DataFrame, nodes: _Nodes, node: str) -> float:
+def _node_from_packets_share(ev: Evidence, nodes: _Nodes, node: str) -> float:
     """Share of the packets carrying any inventory node's address that carry ``node``'s."""
-    touch, names = _touch(df, nodes)
+    touch, names = _touch(ev, nodes)
     any_touch = touch.any(axis=1)
-    return float(touch[any_touch, names.index(node)].mean()) if any_touch.any() else 1.0
+    w = ev.weights
+    return float(w[any_touch & touch[:, names.index(node)]].sum() / w[any_touch].sum()) if any_touch.any() else 1.0
 
 
-def _presence(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
-    """(addresses, rows holding each, rows with both addresses) over the rows where a and b are set."""
+def _presence(a: np.ndarray, b: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """(addresses, packets holding each, packets with both addresses) over the rows where a and b are set
+    (``w``: packets per row)."""
     ok = pd.notna(a) & pd.notna(b)
     codes, uniq = pd.factorize(np.concatenate([a[ok], b[ok]]).astype(str))
-    n = int(ok.sum())
-    ca, cb = codes[:n], codes[n:]
-    cnt = np.bincount(ca, minlength=len(uniq)) + np.bincount(cb[cb != ca], minlength=len(uniq))
-    return np.asarray(uniq, object), cnt, n
+    wk = w[ok]
+    n = int(wk.sum())
+    ca, cb = codes[: ok.sum()], codes[ok.sum() :]
+    other = cb != ca
+    cnt = np.bincount(ca, weights=wk, minlength=len(uniq)) + np.bincount(cb[other], weights=wk[other], minlength=len(uniq))
+    return np.asarray(uniq, object), np.rint(cnt).astype(np.int64), n
 
 
-def _own_address(df: pd.DataFrame) -> str | None:
+def _own_address(ev: Evidence) -> str | None:
     """The address in at least COVERAGE of the IP packets (the capturing host's own), if one is."""
-    uniq, cnt, n = _presence(*_addr_cols(df))
+    uniq, cnt, n = _presence(*_addr_cols(ev), ev.weights)
     if n < 3:
         return None
     k = int(np.argmax(cnt))
     return str(uniq[k]) if cnt[k] >= COVERAGE * n else None
 
 
-def _pod_from_packets(df: pd.DataFrame, nodes: _Nodes, node: str) -> tuple[str, str] | None:
+def _pod_from_packets(ev: Evidence, nodes: _Nodes, node: str) -> tuple[str, str] | None:
     """The one inventory pod (on ``node`` if known) whose IP is in nearly every IP packet of a veth."""
-    if nodes.inv is None or not len(df):
+    if nodes.inv is None or not len(ev):
         return None
-    uniq, cnt, n = _presence(df["src"].astype(object).to_numpy(), df["dst"].astype(object).to_numpy())
+    uniq, cnt, n = _presence(ev.table["src"].to_numpy(object), ev.table["dst"].to_numpy(object), ev.weights)
     if n < 1:
         return None
     cands = []
@@ -575,12 +672,12 @@ def _interfaces_of(path: str) -> list:
     return list(read_records(path).interfaces)
 
 
-def _infer_file(path: str, where: str, df: pd.DataFrame, nodes: _Nodes, link_specs: dict[str, str],
+def _infer_file(path: str, where: str, ev: Evidence, nodes: _Nodes, link_specs: dict[str, str],
                 warnings: list[str]) -> list[tuple[dict, list[list]]]:  # fmt: skip
     """Manifest entries (with evidence rows in split_entry's order) of one plain capture file."""
     idbs = _interfaces_of(path)
-    used = sorted(int(i) for i in pd.unique(df["iface"])) if len(df) else []
-    units = [(i, df[df["iface"].to_numpy(np.int64) == i]) for i in used] if len(used) > 1 else [(-1, df)]
+    used = sorted({int(i) for i in ev.table["iface"]}) if len(ev) else []
+    units = [(i, ev.part(iface=i)) for i in used] if len(used) > 1 else [(-1, ev)]
     # the file name names one interface; a file holding several (e.g. concatenated sections) names each
     # by its own block, else by its number (or splits it per ifindex when it is an -i any capture)
     file_iface = len(units) == 1
@@ -604,7 +701,7 @@ def _infer_file(path: str, where: str, df: pd.DataFrame, nodes: _Nodes, link_spe
     return out
 
 
-def _infer_unit(path: str, where: str, idb: int, df: pd.DataFrame, info, nodes: _Nodes, link_specs: dict[str, str],
+def _infer_unit(path: str, where: str, idb: int, ev: Evidence, info, nodes: _Nodes, link_specs: dict[str, str],
                 warnings: list[str], *, file_iface: bool = True) -> tuple[dict, list[list]]:  # fmt: skip
     """Manifest entry and evidence rows of one interface of a capture file (``idb`` -1: the whole file)."""
     name_node, name_iface = _names(path, where, nodes)
@@ -638,7 +735,7 @@ def _infer_unit(path: str, where: str, idb: int, df: pd.DataFrame, info, nodes: 
         node = name_node
     if iface is None and name_iface is not None:
         iface = name_iface
-    is_any = len(df) > 0 and bool((df["ifindex"].to_numpy(np.int64) >= 0).any()) and (iface is None or iface[0] == "any")
+    is_any = len(ev) > 0 and bool((ev.table["ifindex"].to_numpy(np.int64) >= 0).any()) and (iface is None or iface[0] == "any")
     if not is_any and iface is None and idb >= 0:
         iface = (f"if{idb}", "none: pcapng interface number")
     ifname = iface[0] if iface else ""
@@ -646,16 +743,16 @@ def _infer_unit(path: str, where: str, idb: int, df: pd.DataFrame, info, nodes: 
     # pod of a hashed veth name (Calico, AWS VPC CNI), checked against what else is known
     if not is_any and ifname in nodes.veth:
         owner = nodes.veth[ifname]
-        ev = f"convention: veth name {ifname} = {ifname[:-11]} + sha1('{owner.replace('/', '.')}')[:11] ({cni.VETH_HASH_PREFIX[ifname[:-11]]})"
+        how = f"convention: veth name {ifname} = {ifname[:-11]} + sha1('{owner.replace('/', '.')}')[:11] ({cni.VETH_HASH_PREFIX[ifname[:-11]]})"
         if pod is not None and pod[0] != owner:
             raise CorrelationError(
-                f"{path}: {pod[1]} says pod {pod[0]}, but the veth name {ifname} is {owner}'s ({ev}); "
+                f"{path}: {pod[1]} says pod {pod[0]}, but the veth name {ifname} is {owner}'s ({how}); "
                 f"if the description is right, pass --point NODE:{ifname}={path} and fix the pod in `pcaptools manifest` output",
                 path=path,
             )  # fmt: skip
-        pod = pod or (owner, ev)
+        pod = pod or (owner, how)
     # node from the packets: decides when nothing better did, and contradicts a name that matched the inventory
-    by_packets = _node_from_packets(df, nodes)
+    by_packets = _node_from_packets(ev, nodes)
     if node is None and pod is not None and nodes.pod_node(pod[0]):
         node = (nodes.pod_node(pod[0]), f"inventory: pod {pod[0]} runs there ({pod[1]})")
     if node is None and by_packets is not None:
@@ -668,7 +765,7 @@ def _infer_unit(path: str, where: str, idb: int, df: pd.DataFrame, info, nodes: 
             path=path,
         )  # fmt: skip
     if by_packets is not None and node is not None and node[0] in (nodes.inv.nodes if nodes.inv else {}) and by_packets[0] != node[0]:
-        cov_named = _node_from_packets_share(df, nodes, node[0])
+        cov_named = _node_from_packets_share(ev, nodes, node[0])
         if cov_named < COVERAGE:
             raise CorrelationError(
                 f"{path}: named node {node[0]} by {node[1]}, but {by_packets[1]} (node {node[0]} in {cov_named:.0%}); "
@@ -683,7 +780,7 @@ def _infer_unit(path: str, where: str, idb: int, df: pd.DataFrame, info, nodes: 
         )  # fmt: skip
     # role
     if role is None and nodes.inv is not None and node[0] not in nodes.inv.nodes and not is_any:
-        role = _outside_role(df, nodes)
+        role = _outside_role(ev, nodes)
     if role is None and conv is not None:
         role = (conv[0], f"convention: {ifname}: {conv[1]}")
     if role is None:
@@ -691,7 +788,7 @@ def _infer_unit(path: str, where: str, idb: int, df: pd.DataFrame, info, nodes: 
         if not is_any:
             warnings.append(f"{path}: interface {ifname or '(unnamed)'} matches no plugin naming convention; role 'any'")
     if pod is None and role[0] == "pod-veth" and not is_any:
-        pod = _pod_from_packets(df, nodes, node[0])
+        pod = _pod_from_packets(ev, nodes, node[0])
         if pod is None and nodes.inv is not None:
             warnings.append(f"{path}: pod veth {ifname} names no inventory pod (no CNI hash match) and no single pod IP "
                             f"is in {COVERAGE:.0%} of its packets; pod unknown, set it in `pcaptools manifest` output")  # fmt: skip
@@ -709,10 +806,9 @@ def _infer_unit(path: str, where: str, idb: int, df: pd.DataFrame, info, nodes: 
         warnings.append(f"{path}: -i any capture without an `ip -j link` dump of {node[0]}; its interfaces are named "
                         f"if<N> (put {node[0]}.links.json beside it or pass --links)")  # fmt: skip
     rows, items = [], []
-    ifx = df["ifindex"].to_numpy(np.int64)
-    for k in np.unique(ifx):
+    for k in np.unique(ev.table["ifindex"].to_numpy(np.int64)):
         k = int(k)
-        part = df[ifx == k]
+        part = ev.part(ifindex=k)
         nm = (linkmap or {}).get(k)
         nm_ev = f"links: {lsrc} ifindex {k}" if nm else "none: SLL2 ifindex"
         nm = nm or f"if{k}"
@@ -733,7 +829,7 @@ def _infer_unit(path: str, where: str, idb: int, df: pd.DataFrame, info, nodes: 
     return entry, rows
 
 
-def _outside_role(df: pd.DataFrame, nodes: _Nodes) -> tuple[str, str]:
+def _outside_role(ev: Evidence, nodes: _Nodes) -> tuple[str, str]:
     """lb / client / external for a host that is not an inventory node, from its packets.
 
     lb: the same packet (source, port, IP id, TCP seq) arrives for a LoadBalancer ingress IP and leaves
@@ -741,26 +837,24 @@ def _outside_role(df: pd.DataFrame, nodes: _Nodes) -> tuple[str, str]:
     while none is addressed to an ingress IP (an instance-target balancer's node side); client: its own
     address opens TCP connections. Heuristics: a client that targets those nodePorts directly looks like lb.
     """
-    dst = df["dst"].astype(str).to_numpy()
+    t = ev.table
+    w = ev.weights
+    dst = t["dst"].astype(str).to_numpy()
     to_node = np.isin(dst, list(nodes.addr_node))
     if nodes.lb_ports and to_node.any() and not np.isin(dst, list(nodes.lb_ips)).any():
-        hit = to_node & np.isin(df["dport"].to_numpy(np.int64), list(nodes.lb_ports))
+        port = t["lbport"].to_numpy(np.int64)
+        hit = to_node & (port >= 0)
         if hit.any():
-            ports = sorted({int(x) for x in df["dport"].to_numpy(np.int64)[hit]})
-            return "lb", f"packets: {int(hit.sum())} to LoadBalancer nodePorts {ports} on nodes, none to an ingress IP"
+            ports = sorted({int(x) for x in port[hit]})
+            return "lb", f"packets: {int(w[hit].sum())} to LoadBalancer nodePorts {ports} on nodes, none to an ingress IP"
     if nodes.lb_ips:
         to_lb = np.isin(dst, list(nodes.lb_ips))
-        to_node = np.isin(dst, list(nodes.addr_node) + list(nodes.pod_ip))
-        cols = ["src", "sport", "ip_id", "tcp_seq", "proto"]
-        a = df.loc[to_lb, cols].astype(str).drop_duplicates()
-        b = df.loc[to_node, cols].astype(str).drop_duplicates()
-        if len(a) and len(b) and len(a.merge(b, on=cols)):
+        if ev.translated():
             ips = sorted(set(dst[to_lb]))
             return "lb", f"packets: arrive for LoadBalancer ingress {', '.join(ips)} and leave for nodes (translated here)"
-    own = _own_address(df)
-    flags = df["tcp_flags"].to_numpy(np.int64)
-    syn = (flags >= 0) & (flags & 0x12 == 0x02)
-    if own is not None and (syn & (df["src"].astype(str).to_numpy() == own)).any():
+    own = _own_address(ev)
+    syn = t["syn"].to_numpy(bool)
+    if own is not None and (syn & (t["src"].astype(str).to_numpy() == own)).any():
         return "client", f"packets: own address {own} opens connections (SYN)"
     return "external", "packets: not an inventory node, opens no connection"
 
@@ -778,21 +872,23 @@ def _links_for(path: str, node: str, specs: dict[str, str]) -> tuple[dict[int, s
     return None, ""
 
 
-def _shared_clocks(cs: CaptureSet) -> list[str]:
+def _shared_clocks(points: list[CapturePoint], evidence: Callable[[str], Evidence]) -> list[str]:
     """Warnings for two node names whose captures hold the same packets at identical timestamps (one host)."""
-    pk = cs.packets
-    if not len(pk) or len(cs.nodes) < 2:
+    files = list(dict.fromkeys(p.file for p in points))
+    if sum(len(evidence(f)) for f in files) == 0 or len({p.node for p in points}) < 2:
         return []
-    key = pk["ts_ns"].to_numpy(np.int64) ^ (pk["wirelen"].to_numpy(np.int64) << 48)
-    node = pk["node"].cat.codes.to_numpy()
-    cats = list(pk["node"].cat.categories)
+    shift = max(evidence(f).clock_shift for f in files)  # every file's sample at the coarsest one
+    keys: dict[str, list[np.ndarray]] = {}
+    for p in points:
+        keys.setdefault(p.node, []).append(evidence(p.file).part(iface=p.pcapng_interface, ifindex=p.ifindex).clock_keys(shift))
+    cats = sorted(keys)
     out = []
-    per = {i: np.unique(key[node == i]) for i in range(len(cats))}
+    per = {i: distinct(*keys[n]) for i, n in enumerate(cats)}
     for i in range(len(cats)):
         for j in range(i + 1, len(cats)):
             common = np.intersect1d(per[i], per[j], assume_unique=True).size
-            if common >= 10 and common >= 0.5 * min(per[i].size, per[j].size):
-                out.append(f"{cats[i]} and {cats[j]} hold {common} packets with identical timestamps: one clock, "
+            if common << shift >= 10 and common >= 0.5 * min(per[i].size, per[j].size):
+                out.append(f"{cats[i]} and {cats[j]} hold {common << shift} packets with identical timestamps: one clock, "
                            f"likely one host under two names; name both the same with --point")  # fmt: skip
     return out
 

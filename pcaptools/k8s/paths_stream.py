@@ -1,7 +1,7 @@
 """``pcaptools paths`` within a memory budget: the path table of a capture set larger than memory, identical to
 :func:`pcaptools.k8s.paths.load_paths`' (the in-memory run).
 
-When the captures fit the budget (the test :func:`pcaptools.correlate.stream.one_window` makes for correlation)
+When the captures fit the budget (the test :func:`pcaptools.correlate.stream.fits` makes for correlation)
 this is :func:`load_paths`. Otherwise, in a temporary directory:
 
 1. **Correlate** in windows of corrected time (:func:`pcaptools.k8s.discover.correlate_inputs`, or
@@ -51,7 +51,7 @@ def streams(sources: Sequence[str | os.PathLike], points: Sequence[str], memory:
     """Whether :func:`load_paths_bounded` would stream these inputs: a manifest / ``--point`` set (not a dataset)
     whose captures do not fit ``memory`` in one window."""
     from pcaptools.correlate.capture_set import capture_entries
-    from pcaptools.correlate.stream import one_window
+    from pcaptools.correlate.stream import fits
     from pcaptools.dataset import is_dataset
     from pcaptools.k8s.discover import is_capture_set
 
@@ -59,7 +59,7 @@ def streams(sources: Sequence[str | os.PathLike], points: Sequence[str], memory:
     if not is_capture_set(srcs, list(points)) or (srcs and is_dataset(srcs[0])):
         return False
     entries, _ = capture_entries(srcs[0] if srcs else None, points=points, allow_outside=allow_outside)
-    return not one_window(entries, memory)
+    return not fits(entries, memory)
 
 
 def load_paths_bounded(
