@@ -4,7 +4,9 @@ hops file, paths built per bucket of connections; the same table, NAT steps and 
 from __future__ import annotations
 
 import io
+import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +19,7 @@ from pcaptools.k8s.paths_stream import load_paths_bounded
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "sample_pcaps"
+OWN = ROOT / "tests" / "data" / "own"
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 
@@ -62,6 +65,56 @@ def test_lab_sample_in_windows_and_buckets_gives_the_in_memory_paths(sample):
     _assert_same(whole, bounded)
 
 
+@pytest.fixture(scope="module")
+def plain_dir(tmp_path_factory) -> Path:
+    """calico-vxlan's captures and inventory.json without its manifest: every point inferred from names and packets."""
+    d = tmp_path_factory.mktemp("plain") / "calico-vxlan"
+    shutil.copytree(SAMPLES / "calico-vxlan", d, ignore=shutil.ignore_patterns("manifest.json", "truth.json"))
+    return d
+
+
+def _assert_same_inference(whole, bounded) -> None:
+    from pcaptools.k8s.discover import summary_lines
+
+    pd.testing.assert_frame_equal(whole.captures.inference, bounded.captures.inference)
+    assert whole.captures.inference.attrs == bounded.captures.inference.attrs
+    assert summary_lines(whole.captures) == summary_lines(bounded.captures) != []
+    assert len(bounded.captures.packets) == 0  # the points came without a packet table
+
+
+def test_directory_without_manifest_in_windows_and_buckets_gives_the_in_memory_paths(plain_dir):
+    whole = load_paths(plain_dir)
+    bounded = load_paths_bounded(plain_dir, window_rows=300, bucket_rows=50)
+    assert bounded.streamed["windows"] >= 20 and bounded.streamed["buckets"] >= 10
+    assert len(whole.paths) >= 16 and (whole.paths["orig_bytes"] >= 0).any()  # client flows joined
+    _assert_same(whole, bounded)
+    _assert_same_inference(whole, bounded)
+
+
+def test_any_capture_named_by_its_links_in_windows_gives_the_in_memory_paths(tmp_path):
+    (tmp_path / "host-a.links.json").write_text(json.dumps([{"ifindex": 1, "ifname": "lo"}, {"ifindex": 2, "ifname": "eth0"}]))
+    shutil.copy(OWN / "any_nano.pcap", tmp_path / "host-a.pcap")
+    whole = load_paths(tmp_path)
+    bounded = load_paths_bounded(tmp_path, window_rows=5, bucket_rows=5)
+    assert bounded.streamed["windows"] >= 2 and bounded.streamed["buckets"] >= 2
+    assert bounded.captures.inference["interface_from"].tolist() == ["links: host-a.links.json ifindex 2"]
+    assert len(whole.paths) >= 4
+    _assert_same(whole, bounded)
+    _assert_same_inference(whole, bounded)
+
+
+def test_dataset_in_windows_and_buckets_gives_the_in_memory_paths(plain_dir, tmp_path):
+    from pcaptools.convert import convert
+
+    ds = convert(plain_dir, tmp_path / "calico.ds")
+    whole = load_paths(ds)
+    bounded = load_paths_bounded(ds, window_rows=300, bucket_rows=50)
+    assert bounded.streamed["windows"] >= 20 and bounded.streamed["buckets"] >= 10
+    assert (whole.paths["orig_bytes"] >= 0).any()
+    _assert_same(whole, bounded)
+    _assert_same_inference(whole, bounded)
+
+
 def test_generated_set_in_windows_and_buckets_gives_the_in_memory_paths(generated):
     whole = load_paths(generated)
     bounded = load_paths_bounded(generated, window_rows=2000, bucket_rows=3000)
@@ -86,6 +139,24 @@ def test_cli_paths_under_a_memory_cap_prints_and_writes_the_same(generated, tmp_
     floor = re.compile(r"note: the memory budget \(16 MiB\) is below .*?not joined\)\n", re.DOTALL)
     assert len(floor.findall(small.stdout)) == 1 and not floor.search(large.stdout)
     assert floor.sub("", small.stdout) == large.stdout
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "a" / "paths.parquet"), pd.read_parquet(tmp_path / "b" / "paths.parquet"))
+
+
+def test_cli_paths_of_plain_files_under_a_memory_cap_prints_and_writes_the_same(generated, tmp_path):
+    plain = tmp_path / "set"  # the generated set without its manifest: points inferred
+    shutil.copytree(generated, plain, ignore=shutil.ignore_patterns("manifest.json"))
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    small = _cli("paths", str(plain), "--memory", "16MiB", "-o", "paths.parquet", cwd=tmp_path / "a")
+    large = _cli("paths", str(plain), "-o", "paths.parquet", cwd=tmp_path / "b")
+    assert small.returncode == large.returncode == 0, small.stderr + large.stderr
+    floor = re.compile(r"note: the memory budget \(16 MiB\) is below .*?not joined\)\n", re.DOTALL)
+    assert len(floor.findall(small.stdout)) == 1 and not floor.search(large.stdout)
+    assert floor.sub("", small.stdout) == large.stdout
+    def evidence(r: subprocess.CompletedProcess) -> list[str]:  # what cli._inferred printed
+        return [line for line in r.stderr.splitlines() if line.startswith(("pcaptools: inferred ", "pcaptools: warning: "))]
+
+    assert evidence(small) == evidence(large) and evidence(large)[0].startswith("pcaptools: inferred 4 capture points")
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "a" / "paths.parquet"), pd.read_parquet(tmp_path / "b" / "paths.parquet"))
 
 

@@ -319,6 +319,18 @@ def is_capture_set(inputs: Sequence[str | os.PathLike], points: Sequence[str]) -
     return (len(inputs) == 1 and _is_manifest(inputs[0])) or (not inputs and bool(points))
 
 
+def input_files(inputs: Sequence[str | os.PathLike], points: Sequence[str] = (), *, allow_outside: bool = False) -> list[dict]:
+    """The capture files of these inputs as manifest entries (``file`` at least), in the order :func:`load_captures`
+    decodes them: what :func:`pcaptools.correlate.stream.fits` prices and the files whose flows ``paths`` joins."""
+    from pcaptools.correlate.capture_set import capture_entries
+
+    inputs, points = list(inputs), list(points)
+    if is_capture_set(inputs, points) or (len(inputs) == 1 and not points and is_dataset(inputs[0])):
+        return capture_entries(inputs[0] if inputs else None, points=points, allow_outside=allow_outside)[0]
+    explicit, files, _ = _given(inputs, points, allow_outside=allow_outside)
+    return [*({"file": f} for f, _ in files), *explicit]  # plain files are decoded first, to infer their points
+
+
 def correlate_inputs(inputs: Sequence[str | os.PathLike], *, points: Sequence[str] = (), inventory=None, links: Iterable[str] = (),
                      allow_outside: bool = False, window_ns: int | None = None, reference: str | None = None,
                      memory: int | None = None, out: str | os.PathLike | None = None,
@@ -331,6 +343,13 @@ def correlate_inputs(inputs: Sequence[str | os.PathLike], *, points: Sequence[st
     rows (tests). A set that names its points (a manifest, ``--point``) returns no CaptureSet; plain files,
     whose points are inferred (within the budget too: :func:`infer_captures`), return theirs, with its
     ``inference`` (its ``packets`` table is empty when streamed)."""
+    corr, cs, _ = _correlate_inputs(inputs, points=points, inventory=inventory, links=links, allow_outside=allow_outside,
+                                    window_ns=window_ns, reference=reference, memory=memory, out=out, window_rows=window_rows)  # fmt: skip
+    return corr, cs
+
+
+def _correlate_inputs(inputs, *, points, inventory, links, allow_outside, window_ns, reference, memory, out, window_rows):  # noqa: ANN001, ANN202
+    """:func:`correlate_inputs` and how the run was cut (StreamStats, None for plain files correlated in memory)."""
     from pcaptools.correlate.api import DEFAULT_WINDOW_NS, correlate
     from pcaptools.correlate.budget import default_memory
     from pcaptools.correlate.stream import correlate_files, correlate_stream, fits, write_hops
@@ -338,24 +357,23 @@ def correlate_inputs(inputs: Sequence[str | os.PathLike], *, points: Sequence[st
     window_ns = DEFAULT_WINDOW_NS if window_ns is None else window_ns
     inputs, points = list(inputs), list(points)
     if is_capture_set(inputs, points):
-        corr, _ = correlate_files(inputs[0] if inputs else None, points=points, window_ns=window_ns, reference=reference,
-                                  memory=memory, out=out, allow_outside=allow_outside, window_rows=window_rows)  # fmt: skip
-        return corr, None
+        corr, stats = correlate_files(inputs[0] if inputs else None, points=points, window_ns=window_ns, reference=reference,
+                                      memory=memory, out=out, allow_outside=allow_outside, window_rows=window_rows)  # fmt: skip
+        return corr, None, stats
     if len(inputs) == 1 and not points and is_dataset(inputs[0]):  # its points and their evidence are stored
-        corr, _ = correlate_files(inputs[0], window_ns=window_ns, reference=reference, memory=memory, out=out,
-                                  window_rows=window_rows)  # fmt: skip
-        return corr, stored_captures(inputs[0])
+        corr, stats = correlate_files(inputs[0], window_ns=window_ns, reference=reference, memory=memory, out=out,
+                                      window_rows=window_rows)  # fmt: skip
+        return corr, stored_captures(inputs[0]), stats
     memory = default_memory() if memory is None else int(memory)
-    explicit, files, _ = _given(inputs, points, allow_outside=allow_outside)
-    if window_rows is not None or not fits([*explicit, *({"file": f} for f, _ in files)], memory):
+    if window_rows is not None or not fits(input_files(inputs, points, allow_outside=allow_outside), memory):
         entries, cs = infer_captures(inputs, points=points, inventory=inventory, links=links, allow_outside=allow_outside)
-        corr, _ = correlate_stream(entries, window_ns=window_ns, reference=reference, memory=memory, window_rows=window_rows, out=out)
-        return corr, cs
+        corr, stats = correlate_stream(entries, window_ns=window_ns, reference=reference, memory=memory, window_rows=window_rows, out=out)
+        return corr, cs, stats
     cs = load_captures(inputs, points=points, inventory=inventory, links=links, allow_outside=allow_outside)
     corr = correlate(cs, window_ns=window_ns, reference=reference)
     if out is not None:
         write_hops([corr.hops], out)
-    return corr, cs
+    return corr, cs, None
 
 
 def summary_lines(cs: CaptureSet) -> list[str]:

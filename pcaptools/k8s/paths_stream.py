@@ -48,18 +48,12 @@ _LABEL_COLUMNS = ["journey", "proto", "src", "dst", "sport", "dport", "ts_correc
 
 
 def streams(sources: Sequence[str | os.PathLike], points: Sequence[str], memory: int, *, allow_outside: bool = False) -> bool:
-    """Whether :func:`load_paths_bounded` would stream these inputs: a manifest / ``--point`` set (not a dataset)
-    whose captures do not fit ``memory`` in one window."""
-    from pcaptools.correlate.capture_set import capture_entries
+    """Whether :func:`load_paths_bounded` would stream these inputs (a manifest, ``--point`` specs, plain files and
+    directories, a dataset): their captures do not fit ``memory`` in one window (the test correlation makes)."""
     from pcaptools.correlate.stream import fits
-    from pcaptools.dataset import is_dataset
-    from pcaptools.k8s.discover import is_capture_set
+    from pcaptools.k8s.discover import input_files
 
-    srcs = list(sources)
-    if not is_capture_set(srcs, list(points)) or (srcs and is_dataset(srcs[0])):
-        return False
-    entries, _ = capture_entries(srcs[0] if srcs else None, points=points, allow_outside=allow_outside)
-    return not fits(entries, memory)
+    return not fits(input_files(list(sources), list(points), allow_outside=allow_outside), memory)
 
 
 def load_paths_bounded(
@@ -95,35 +89,27 @@ def load_paths_bounded(
     window_ns = window_ns or DEFAULT_WINDOW_NS
     with tempfile.TemporaryDirectory(prefix="pcaptools-paths-") as tmp:
         hops_path = Path(tmp) / "hops.parquet"
-        corr, files, stats = _correlate(srcs, points, links, inv, window_ns, reference, allow_outside, memory, window_rows, hops_path)
+        corr, cs, files, stats = _correlate(srcs, points, links, inv, window_ns, reference, allow_outside, memory, window_rows, hops_path)
         _trim()
         flows = _flows(files, memory) if with_flows else None
         _trim()
         ps = _paths_of_file(hops_path, corr, inv, flows, memory, bucket_rows, Path(tmp))
+    ps.captures = cs  # its points and inference evidence (no packets when streamed)
     ps.streamed = {"windows": stats.windows if stats else None, "carried_journeys": stats.carried_journeys if stats else None,
                    "buckets": (ps.streamed or {}).get("buckets", 0)}  # fmt: skip
     return ps
 
 
 def _correlate(srcs, points, links, inv, window_ns, reference, allow_outside, memory, window_rows, out):
-    """Streamed correlation into ``out``; (Correlation, the capture files in decoding order, StreamStats or None)."""
-    from pcaptools.correlate.capture_set import capture_entries
-    from pcaptools.correlate.stream import correlate_files
-    from pcaptools.k8s.discover import correlate_inputs
+    """Streamed correlation into ``out``; (Correlation, the CaptureSet of inferred or stored points or None, the capture
+    files in the order :func:`load_paths` decodes them, StreamStats or None)."""
+    from pcaptools.k8s.discover import _correlate_inputs, input_files
 
-    if window_rows is None:
-        stats = None
-        corr, cs = correlate_inputs(srcs, points=points, inventory=inv, links=links, allow_outside=allow_outside,
-                                    window_ns=window_ns, reference=reference, memory=memory, out=out)  # fmt: skip
-    else:
-        corr, stats = correlate_files(srcs[0] if srcs else None, points=points, window_ns=window_ns, reference=reference,
-                                      memory=memory, out=out, allow_outside=allow_outside, window_rows=window_rows)  # fmt: skip
-        cs = None
-    if cs is not None:
-        files = [p.file for p in cs.points]
-    else:
-        files = [e["file"] for e in capture_entries(srcs[0] if srcs else None, points=points, allow_outside=allow_outside)[0]]
-    return corr, list(dict.fromkeys(files)), stats
+    corr, cs, stats = _correlate_inputs(srcs, points=points, inventory=inv, links=links, allow_outside=allow_outside,
+                                        window_ns=window_ns, reference=reference, memory=memory, out=out,
+                                        window_rows=window_rows)  # fmt: skip
+    files = [e["file"] for e in input_files(srcs, points, allow_outside=allow_outside)]
+    return corr, cs, list(dict.fromkeys(files)), stats
 
 
 def _flows(files: list[str], memory: int) -> pd.DataFrame | None:
