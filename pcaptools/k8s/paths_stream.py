@@ -4,8 +4,10 @@
 When the captures fit the budget (the test :func:`pcaptools.correlate.stream.fits` makes for correlation)
 this is :func:`load_paths`. Otherwise, in a temporary directory:
 
-1. **Correlate** in windows of corrected time (:func:`pcaptools.k8s.discover.correlate_inputs`, or
-   :func:`pcaptools.correlate.stream.correlate_files` when tests force tiny windows): hops into a Parquet file.
+1. **Correlate** in windows of corrected time (:func:`pcaptools.k8s.discover.correlate_inputs`): hops into a Parquet
+   file. Every input ``correlate`` takes streams: a manifest, ``--point`` specs, plain files and directories (their
+   points, roles and inference evidence from a bounded summary of their packets, :func:`~pcaptools.k8s.discover.infer_captures`)
+   and a dataset (its stored points and evidence); the result's ``captures`` is that CaptureSet, without packets.
 2. **Label** (one pass over the hops file, a row group at a time, 9 of its columns): each journey's unordered
    5-tuples reduced to one row per (journey, tuple) with its earliest time and whether it holds a SYN / a SYN or
    SYN-ACK, which is all :func:`pcaptools.k8s.paths._connections` reads; that function labels the reduced table,
@@ -72,8 +74,9 @@ def load_paths_bounded(
 ) -> PathSet:
     """:func:`load_paths` within ``memory`` bytes (default a quarter of the memory available): the same paths, NAT
     table and texts. ``window_rows`` / ``bucket_rows`` force streaming with correlation windows / path buckets of
-    about that many rows (tests). The result's ``correlation.hops`` holds only the representative journeys' hops
-    and ``network`` the pod network (:meth:`Inventory.pod_network`) when streamed."""
+    about that many rows (tests). The result's ``correlation.hops`` holds only the representative journeys' hops,
+    ``network`` the pod network (:meth:`Inventory.pod_network`) and ``captures`` the inferred or stored points with
+    their evidence but no packets (None for a manifest / ``--point`` set) when streamed."""
     from pcaptools.correlate.api import DEFAULT_WINDOW_NS
     from pcaptools.correlate.budget import default_memory
     from pcaptools.k8s.discover import find_inventory
