@@ -1,8 +1,9 @@
 """Capture sets -> Parquet datasets (:mod:`pcaptools.dataset`): decode once, keep the capture points.
 
 The inputs are taken as every multi-capture command takes them (files, directories, manifests,
-``--point``), through the same :func:`~pcaptools.k8s.discover.load_captures`, so the dataset holds
-the same capture points, evidence and warnings the commands would find in the captures.
+``--point``), through the same :func:`~pcaptools.k8s.discover.load_captures` (plain files:
+:func:`~pcaptools.k8s.discover.infer_captures`, its bounded twin), so the dataset holds the same capture points,
+evidence and warnings the commands would find in the captures.
 """
 
 from __future__ import annotations
@@ -37,15 +38,17 @@ def convert(
     """Decode the capture set once into a dataset at ``out``: packets per point and time window, the points'
     metadata and inference evidence, reader skip counts, and with ``flows`` each file's flow table.
 
-    When the points are given (one manifest, or only ``--point``) each file is decoded and written in
-    batches of ``batch_records``: memory stays bounded by a batch (flows: by the largest file). Inferring
-    the points of plain captures reads all their packets, so the set is then held in memory once, as
-    ``paths`` on those captures does.
+    Each file is decoded and written in batches of ``batch_records``: memory stays bounded by a batch (flows: by
+    the largest file). The points of plain captures are inferred first from a bounded summary of their packets
+    (:func:`~pcaptools.k8s.discover.infer_captures`, one more read of each file), so they too are never held whole.
     """
+    from pcaptools.correlate.capture_set import CaptureSet
     from pcaptools.decode import registry
     from pcaptools.k8s.diagnose import pcapng_drops
     from pcaptools.k8s.discover import (
         find_inventory,
+        infer_captures,
+        input_files,
         is_capture_set,
         load_captures,
         manifest_doc,
@@ -66,25 +69,28 @@ def convert(
         done: dict[str, pd.DataFrame] = {}
 
         def decode(path: str) -> pd.DataFrame:
-            """Write the file's packets; return what the capture set is built from (all of them when inferring)."""
+            """Write the file's packets in batches; return the rows standing for all (what the points are split by)."""
             if path not in done:
-                if given:
-                    for batch in iter_packets(path, payload_hash=True, batch_records=batch_records):
-                        writer.add_batch(path, batch)
-                    if path not in writer.files:  # no record at all: the empty table, with the reader's accounting
-                        writer.add_batch(path, read_packets(path, payload_hash=True))
-                    done[path] = writer.sample(path)
-                else:
-                    done[path] = read_packets(path, payload_hash=True)
-                    writer.add_batch(path, done[path])
+                for batch in iter_packets(path, payload_hash=True, batch_records=batch_records):
+                    writer.add_batch(path, batch)
+                if path not in writer.files:  # no record at all: the empty table, with the reader's accounting
+                    writer.add_batch(path, read_packets(path, payload_hash=True))
+                done[path] = writer.sample(path)
             return done[path]
 
-        cs = load_captures(srcs, points=points, inventory=inv, links=links, decoder=decode, allow_outside=allow_outside)
+        if given:
+            cs = load_captures(srcs, points=points, inventory=inv, links=links, decoder=decode, allow_outside=allow_outside)
+        else:  # points inferred within bounded memory, then the files written in the order load_captures decodes them
+            entries, inferred = infer_captures(srcs, points=points, inventory=inv, links=links, allow_outside=allow_outside)
+            for e in input_files(srcs, points, allow_outside=allow_outside):
+                decode(e["file"])
+            cs = CaptureSet.from_frames([(e, decode(e["file"])) for e in entries], cni=inferred.cni)
+            cs.inference = inferred.inference
         if flows:
             from pcaptools.flows import flows as flow_table
 
             for path in list(done):
-                writer.write_flows(path, flow_table(writer.file_table(path) if given else done.pop(path)))
+                writer.write_flows(path, flow_table(writer.file_table(path)))
         ev = cs.inference
         description = {
             "cni": cs.cni, "notes": list(cs.notes), "entries": _entries(cs, manifest_doc(cs, ".")),

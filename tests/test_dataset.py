@@ -252,6 +252,32 @@ def test_inferred_points_and_their_evidence_survive_conversion(tmp_path):
     assert stored.attrs["warnings"] == inferred.attrs["warnings"]
 
 
+def test_plain_captures_convert_in_batches_without_a_whole_packet_table(tmp_path, monkeypatch):
+    """Points inferred from bounded summaries and files written in batches: nothing reads a capture whole, and the
+    dataset holds every row, the inferred points and their evidence."""
+    import pcaptools.k8s.discover
+    import pcaptools.packets
+
+    plain = tmp_path / "vpc"
+    shutil.copytree(SAMPLES / "vpc", plain, ignore=shutil.ignore_patterns("manifest.json", "truth.json"))
+    want = load_captures([plain], inventory=plain / "inventory.json")
+    files = list(dict.fromkeys(p.file for p in want.points))
+
+    def whole(*args, **kwargs):
+        raise AssertionError("a capture was read whole")
+
+    with monkeypatch.context() as m:
+        m.setattr(pcaptools.packets, "read_packets", whole)
+        m.setattr(pcaptools.k8s.discover, "load_captures", whole)
+        convert(plain, tmp_path / "vpc.ds", batch_records=64)
+    got = load_captures([tmp_path / "vpc.ds"])
+    assert [p.name for p in got.points] == [p.name for p in want.points]
+    pd.testing.assert_frame_equal(got.inference.drop(columns="file"), want.inference.drop(columns="file"))
+    assert got.inference.attrs["warnings"] == want.inference.attrs["warnings"]
+    assert sorted(_files(tmp_path / "vpc.ds")) == sorted(files)
+    assert len(pcaptools.read_packets(str(tmp_path / "vpc.ds"))) == len(pcaptools.read_packets(files))
+
+
 def test_a_dataset_mixes_with_plain_captures_and_is_not_converted_twice(calico, tmp_path):
     cs = load_captures([calico, OWN / "eth.pcap"])
     alone = load_captures([calico])
