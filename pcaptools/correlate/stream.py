@@ -72,10 +72,12 @@ FILE_WINDOW = 40 << 20
 BASE_MEMORY = 200 << 20
 """What the interpreter, numpy, pandas, numba's kernels and pyarrow take before any packet is read."""
 
-FILE_COST = 2.0
-"""Peak memory of the one-window run per byte of capture file (decoded table, fingerprints, hops)."""
+ROW_PEAK = 700
+"""Peak memory of the one-window run per packet record (decoded table, fingerprints, sort orders, hops, summary):
+550-680 bytes measured on benchmarks/gen_set.py sets of 0.8 and 4 M sightings."""
 
-
+HEAD_RECORDS = 4096
+"""Records read from the start of each file to estimate how many it holds (:func:`one_window_bytes`)."""
 
 @dataclass
 class StreamStats:
@@ -100,8 +102,7 @@ def correlate_files(source: str | os.PathLike | None = None, *, points: Iterable
     streaming with windows of about that many rows (tests, benchmarks)."""
     entries, _ = capture_entries(source, points=points, allow_outside=allow_outside)
     memory = default_memory() if memory is None else int(memory)
-    size = sum(capture_bytes(e["file"]) for e in entries)
-    if window_rows is None and BASE_MEMORY + FILE_COST * size <= memory:
+    if window_rows is None and one_window_bytes([e["file"] for e in entries]) <= memory:
         cs = CaptureSet.load(source, points=points, allow_outside=allow_outside)
         writer = _HopsWriter(out, direct=True)
         corr = correlate_window(cs, window_ns=window_ns, reference=reference, on_part=writer.add)  # written while it sums up
@@ -111,6 +112,33 @@ def correlate_files(source: str | os.PathLike | None = None, *, points: Iterable
         )
     return correlate_stream(entries, window_ns=window_ns, reference=reference, memory=memory, window_rows=window_rows,
                             out=out)  # fmt: skip
+
+
+def one_window_bytes(files: list[str]) -> int:
+    """Estimated peak memory of the one-window run on capture files: the libraries, :data:`ROW_PEAK` per record
+    and the largest file while it is mapped. Records are estimated from the head of each file
+    (:func:`estimated_records`): memory follows packets, not bytes (a set of small packets costs several times
+    its size, one of full frames less than its size)."""
+    records, largest = 0, 0
+    for f in dict.fromkeys(files):  # several points may share one file
+        size = capture_bytes(f)
+        largest = max(largest, size)
+        records += estimated_records(f, size)
+    return BASE_MEMORY + ROW_PEAK * records + largest
+
+
+def estimated_records(path: str | os.PathLike, size: int) -> int:
+    """Records a capture of ``size`` capture bytes holds: all of them if its first window of 1 MiB holds all,
+    else ``size`` over the mean size of the records in that window (at most :data:`HEAD_RECORDS`)."""
+    from pcaptools.io import iter_records
+
+    batches = iter_records(path, batch_records=HEAD_RECORDS, batch_bytes=1 << 20)
+    head = next(batches, None)
+    if head is None or next(batches, None) is None:
+        return 0 if head is None else len(head)
+    n = len(head)
+    mean = float(head.offset[-1] - head.offset[0]) / (n - 1) if n > 1 else float(size)
+    return int(size / max(mean, 1.0)) + 1
 
 
 def capture_bytes(path: str | os.PathLike) -> int:
