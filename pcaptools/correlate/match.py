@@ -72,11 +72,58 @@ def _sort_runs(order, fp, key):  # pragma: no cover - compiled
     return out
 
 
+@numba.njit(cache=True)
+def _bucket_sort(fp, rows, bits):  # pragma: no cover - compiled
+    """``rows`` ordered by ``fp[rows]``, ties kept in the order given: a stable counting sort on the top ``bits``
+    bits, then a stable sort inside each bucket (insertion sort; a merge sort for a crowded one)."""
+    n = rows.shape[0]
+    shift = np.uint64(64 - bits)
+    end = np.zeros((1 << bits) + 1, np.int64)
+    for i in range(n):
+        end[(fp[rows[i]] >> shift) + np.uint64(1)] += 1
+    for b in range(1 << bits):
+        end[b + 1] += end[b]
+    out = np.empty(n, np.int64)
+    key = np.empty(n, np.uint64)
+    for i in range(n):
+        r = rows[i]
+        f = fp[r]
+        b = f >> shift
+        out[end[b]] = r
+        key[end[b]] = f
+        end[b] += 1
+    lo = 0
+    for b in range(1 << bits):
+        hi = end[b]
+        if hi - lo > 32:
+            o = np.argsort(key[lo:hi], kind="mergesort")
+            out[lo:hi] = out[lo:hi][o]
+        elif hi - lo > 1:
+            for a in range(lo + 1, hi):
+                r = out[a]
+                k = key[a]
+                c = a - 1
+                while c >= lo and key[c] > k:
+                    out[c + 1] = out[c]
+                    key[c + 1] = key[c]
+                    c -= 1
+                out[c + 1] = r
+                key[c + 1] = k
+        lo = hi
+    return out
+
+
 def by_fingerprint(fp: np.ndarray) -> np.ndarray:
-    """Matchable rows (``fp != 0``) ordered by fingerprint, ties in row order: the one sort both passes share."""
+    """Matchable rows (``fp != 0``) ordered by fingerprint, ties in row order: the one sort both passes share.
+
+    Fingerprints are hashes, spread evenly: a bucket per row on their top bits leaves a few rows to sort in
+    each, three passes in all (a stable ``argsort`` of 4 M rows costs several times that); the order is
+    exactly the stable ``argsort``'s."""
     fp = np.asarray(fp, np.uint64)
     rows = np.flatnonzero(fp != 0)
-    return rows[np.argsort(fp[rows], kind="stable")]
+    if rows.shape[0] < 1 << 12:
+        return rows[np.argsort(fp[rows], kind="stable")]
+    return _bucket_sort(fp, rows, min(int(rows.shape[0]).bit_length(), 22))
 
 
 def compact_order(keep: np.ndarray, order: np.ndarray) -> np.ndarray:
