@@ -23,7 +23,7 @@ import pandas as pd
 
 from pcaptools.addr import to_u128
 from pcaptools.correlate.fingerprint import combine, combine8
-from pcaptools.correlate.match import by_fingerprint, journey_order, match, time_order
+from pcaptools.correlate.match import by_fingerprint, journeys
 from pcaptools.schema import HOPS_COLUMNS, validate
 
 CARRY = ("file", "record", "direction", "src", "dst", "sport", "dport", "proto", "tunnel", "vni",
@@ -246,11 +246,9 @@ class Matcher:
             rows = take_rows(rows, np.argsort(rows["key"], kind="stable"))
             order = None
         fp, tc = rows["fp"], rows["tc"]
-        ft = time_order(fp, tc, by_fingerprint(fp) if order is None else order)
         slot = pd.factorize(rows["look"])[0]
-        jid = match(fp, tc, slot, window_ns=self.window_ns, npoints=int(slot.max()) + 1, order=ft)
-        order = journey_order(jid, ft)  # rows by (journey, time, key)
-        j = jid[order]
+        order, j = journeys(fp, tc, slot, window_ns=self.window_ns, npoints=int(slot.max()) + 1,
+                            order=by_fingerprint(fp) if order is None else order)  # rows by (journey, time, key)
         n = j.shape[0]
         start = np.ones(n, bool)
         start[1:] = j[1:] != j[:-1]
