@@ -102,7 +102,7 @@ def correlate_files(source: str | os.PathLike | None = None, *, points: Iterable
     streaming with windows of about that many rows (tests, benchmarks)."""
     entries, _ = capture_entries(source, points=points, allow_outside=allow_outside)
     memory = default_memory() if memory is None else int(memory)
-    if window_rows is None and one_window_bytes([e["file"] for e in entries]) <= memory:
+    if window_rows is None and one_window(entries, memory):
         cs = CaptureSet.load(source, points=points, allow_outside=allow_outside)
         writer = _HopsWriter(out, direct=True)
         corr = correlate_window(cs, window_ns=window_ns, reference=reference, on_part=writer.add)  # written while it sums up
@@ -114,8 +114,14 @@ def correlate_files(source: str | os.PathLike | None = None, *, points: Iterable
                             out=out)  # fmt: skip
 
 
-def one_window_bytes(files: list[str]) -> int:
-    """Estimated peak memory of the one-window run on capture files: the libraries, :data:`ROW_PEAK` per record
+def one_window(entries: list[dict], memory: int, *, row_bytes: int = ROW_PEAK) -> bool:
+    """Whether the entries' captures fit ``memory`` bytes at once, so they are correlated in one window (one pass);
+    ``row_bytes``: peak bytes per record of the caller's in-memory run (:func:`one_window_bytes`)."""
+    return one_window_bytes([e["file"] for e in entries], row_bytes=row_bytes) <= memory
+
+
+def one_window_bytes(files: list[str], *, row_bytes: int = ROW_PEAK) -> int:
+    """Estimated peak memory of the one-window run on capture files: the libraries, ``row_bytes`` per record
     and the largest file while it is mapped. Records are estimated from the head of each file
     (:func:`estimated_records`): memory follows packets, not bytes (a set of small packets costs several times
     its size, one of full frames less than its size)."""
@@ -124,7 +130,7 @@ def one_window_bytes(files: list[str]) -> int:
         size = capture_bytes(f)
         largest = max(largest, size)
         records += estimated_records(f, size)
-    return BASE_MEMORY + ROW_PEAK * records + largest
+    return BASE_MEMORY + row_bytes * records + largest
 
 
 def estimated_records(path: str | os.PathLike, size: int) -> int:
