@@ -40,6 +40,10 @@ BUILD_ROW_COST = 1000
 """Bytes one hops row takes at the peak of building its bucket's paths (the bucket's table, its causal order, NAT table
 and per-row arrays; measured 540 on gen_set.py's 79,223 sightings: 97 the table, 440 the build), with a margin."""
 
+ROW_PEAK = 1500
+"""Peak bytes per packet record of the in-memory ``paths`` run (correlation, flows, paths and their
+inputs; 1.1-1.5 KiB measured per sighting on gen_set.py sets): what decides that a set is streamed."""
+
 MAX_BUCKETS = 256
 """At most this many bucket files are written at once (open files); a set of more than this many budgets' rows takes
 larger buckets than the budget."""
@@ -59,7 +63,7 @@ def streams(sources: Sequence[str | os.PathLike], points: Sequence[str], memory:
     if not is_capture_set(srcs, list(points)) or (srcs and is_dataset(srcs[0])):
         return False
     entries, _ = capture_entries(srcs[0] if srcs else None, points=points, allow_outside=allow_outside)
-    return not fits(entries, memory)
+    return not fits(entries, memory, row_bytes=ROW_PEAK)
 
 
 def load_paths_bounded(
