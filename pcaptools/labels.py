@@ -23,10 +23,12 @@ def as_strings(col: pd.Series | pd.Categorical) -> np.ndarray:
 
 
 def categorical(values: np.ndarray, codes: np.ndarray) -> pd.Categorical:
-    """``pd.Categorical(values[codes])`` for a short object array of strings, built from codes (no per-row hashing)."""
+    """``pd.Categorical(values[codes])`` for a short object array of strings, built from codes (no per-row hashing);
+    a code -1 is a missing value, as ``None`` would be."""
     uniq, inverse = np.unique(values, return_inverse=True)  # sorted, as pandas sorts string categories
-    c = inverse.reshape(-1)[codes]
-    used = np.unique(c)
-    remap = np.full(len(uniq), -1, np.int64)
+    codes = np.asarray(codes, np.int64)
+    c = np.append(inverse.reshape(-1), -1)[codes]  # code -1 takes the trailing -1
+    used = np.flatnonzero(np.bincount(c[c >= 0], minlength=len(uniq)))
+    remap = np.full(len(uniq) + 1, -1, np.int64)  # the trailing -1 keeps missing values missing
     remap[used] = np.arange(len(used))
     return pd.Categorical.from_codes(remap[c], categories=list(uniq[used]))
