@@ -32,3 +32,15 @@ def categorical(values: np.ndarray, codes: np.ndarray) -> pd.Categorical:
     remap = np.full(len(uniq) + 1, -1, np.int64)  # the trailing -1 keeps missing values missing
     remap[used] = np.arange(len(used))
     return pd.Categorical.from_codes(remap[c], categories=list(uniq[used]))
+
+
+def strings(names: list[str], codes: np.ndarray) -> pd.api.extensions.ExtensionArray | np.ndarray:
+    """What pandas makes of ``np.array(names)[codes]`` in a column (its default string dtype), built from the codes:
+    Arrow takes the few names by code instead of pandas converting every row's string."""
+    want = pd.Series(np.array(names[:1] or [""])).dtype
+    if not (isinstance(want, pd.StringDtype) and want.storage == "pyarrow"):
+        return np.array(names)[codes]
+    import pyarrow as pa
+
+    arr = pa.DictionaryArray.from_arrays(pa.array(np.asarray(codes, np.int32)), pa.array(list(names), pa.large_string()))
+    return pd.arrays.ArrowStringArray(arr.cast(pa.large_string()), dtype=want)
