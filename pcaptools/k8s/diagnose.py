@@ -347,7 +347,7 @@ def diagnose(capture_set=None, correlation=None, inventory: Inventory | str | di
     next_point, pair_max = _transitions(h)
     ctx = _Context(inv, homes, spans, roles, icmp, det.nat, next_point, pair_max, _seqs(capture_set, corr),
                    _drops(capture_set, capture_drops))
-    conn_rows, loss_rows, tl_rows = [], [], []
+    conn_rows, loss_rows, tl_rows = [], [], {k: [] for k in TIMELINE_COLUMNS}
     groups = _journeys_by_connection(h, ctx.seq)
     for r in p.itertuples(index=False):
         c = int(r.connection)
@@ -359,7 +359,8 @@ def diagnose(capture_set=None, correlation=None, inventory: Inventory | str | di
             continue  # an ICMP error: evidence for the connection it quotes, not a connection of its own
         losses, timeline, status = _connection(ctx, r, by_dir["forward"], by_dir["reverse"])
         loss_rows.extend(losses)
-        tl_rows.extend(timeline)
+        for k, v in timeline.items():
+            tl_rows[k].extend(v)
         conn_rows.append({"connection": c, "proto": int(r.proto), "client_addr": str(r.client_addr),
                           "client_port": int(r.client_port), "client": str(r.client),
                           "server_addr": str(r.server_addr), "server_port": int(r.server_port),
@@ -367,7 +368,7 @@ def diagnose(capture_set=None, correlation=None, inventory: Inventory | str | di
     conns = pd.DataFrame(conn_rows, columns=["connection", "proto", "client_addr", "client_port", "client",
                                              "server_addr", "server_port", "server", "status"])  # fmt: skip
     losses = pd.DataFrame(loss_rows, columns=list(LOSS_COLUMNS))
-    timeline = pd.DataFrame(tl_rows, columns=list(TIMELINE_COLUMNS))
+    timeline = pd.DataFrame(tl_rows, columns=list(TIMELINE_COLUMNS)) if tl_rows["connection"] else pd.DataFrame([], columns=list(TIMELINE_COLUMNS))
     notes = []
     if capture_set is not None and "icmp_type" not in capture_set.packets.columns:
         notes.append("the decoder gave no ICMP columns: ICMP errors are not used as evidence")
@@ -411,10 +412,16 @@ class _Context:
     drops: dict[str, tuple[int, str]]  # point -> (packets its capture reports dropped, the source of that count)
     frontends: pd.DataFrame | None = None  # the inventory's service frontends, built once
     dnat_connections: frozenset[int] = frozenset()  # connections with a DNAT step
+    occ: dict[tuple[str, ...], tuple[list, set]] = field(default_factory=dict)  # points -> (_occ labels, their set)
+    frontend_of: dict[tuple[str, int, int], str] = field(default_factory=dict)  # (addr, port, proto) -> first service
+    crossed: dict[tuple, list] = field(default_factory=dict)  # (connection, direction, last, q) -> passed journeys there
 
     def __post_init__(self) -> None:
         if self.inv is not None:
             self.frontends = self.inv.frontends()
+            for a, p, q, svc in zip(self.frontends["addr"], self.frontends["port"], self.frontends["proto"],
+                                    self.frontends["service"], strict=True):
+                self.frontend_of.setdefault((str(a), int(p), int(q)), str(svc))
         if len(self.nat):
             self.dnat_connections = frozenset(self.nat.loc[(self.nat["op"] == "DNAT").to_numpy(), "connection"].tolist())
 
@@ -502,10 +509,11 @@ def _show(point: str | None) -> str:
 
 
 def _connection(ctx: _Context, r, fwd: list[_Journey], rev: list[_Journey]) -> tuple[list[dict], list[dict], str]:
-    """Losses, timeline rows and status of one connection from its forward and reverse journeys."""
+    """Losses, timeline rows (one list per TIMELINE_COLUMNS column) and status of one connection from its forward and
+    reverse journeys."""
     c = int(r.connection)
     expects_answer = int(r.proto) == 17 or (int(r.proto) == 6 and any(j.flags >= 0 and j.flags & 0x12 == 0x02 for j in fwd))
-    losses, timeline = [], []
+    losses, timeline = [], {k: [] for k in TIMELINE_COLUMNS}
     failed = degraded = False
     for direction, js, other in (("forward", fwd, rev), ("reverse", rev, fwd)):
         if not js:
@@ -538,9 +546,14 @@ def _connection(ctx: _Context, r, fwd: list[_Journey], rev: list[_Journey]) -> t
                 expected.append(None)
         groups: dict[tuple, list[_Journey]] = {}
         lost_j: set[int] = set()
+        occ = ctx.occ
         for j in js:
-            labels = _occ(j.points)
-            seen = set(labels)
+            key = tuple(j.points)
+            hit = occ.get(key)
+            if hit is None:  # journeys of a connection mostly share a few point sequences: label each once
+                labels = _occ(j.points)
+                hit = occ[key] = (labels, set(labels))
+            labels, seen = hit
             if labels[0] not in expected:
                 continue
             k0 = expected.index(labels[0])
@@ -592,7 +605,7 @@ def _connection(ctx: _Context, r, fwd: list[_Journey], rev: list[_Journey]) -> t
                     failed = True
                 else:
                     degraded = True
-        timeline.extend(_timeline(c, direction, js, lost_j))
+        _timeline(c, direction, js, lost_j, timeline)
     extra = _answer_losses(ctx, r, c, fwd, rev, expects_answer)
     if extra:
         losses.extend(extra)
@@ -702,10 +715,8 @@ def _cause(ctx: _Context, r, direction: str, kind: str, last: str, q: str | None
     inv = ctx.inv
     svc_name, n_ep = None, -1
     if inv is not None and direction == "forward":
-        fe = ctx.frontends
-        hit = fe.loc[(fe["addr"] == str(r.server_addr)) & (fe["port"] == int(r.server_port)) & (fe["proto"] == int(r.proto))]
-        if len(hit):
-            svc_name = str(hit["service"].iloc[0])
+        svc_name = ctx.frontend_of.get((str(r.server_addr), int(r.server_port), int(r.proto)))
+        if svc_name is not None:
             n_ep = sum(1 for e in inv.endpoints if e.service == svc_name)
     dnat = c in ctx.dnat_connections
     if svc_name is not None and n_ep == 0 and not dnat:
@@ -724,7 +735,11 @@ def _cause(ctx: _Context, r, direction: str, kind: str, last: str, q: str | None
             at = f" (inside {node}'s pod CIDR)" if node else ""
             return "stale-endpoint", 0.8, f"DNAT to {target}{at}, an address no pod and no EndpointSlice has"
     sizes_lost = [j.last_size for j in lost]
-    sizes_ok = [j.last_size for j in passed if last in j.points and (q is None or q in j.points)]
+    key = (c, direction, last, q)  # the loss groups of a direction share ``passed``: filter it once per hop
+    crossed = ctx.crossed.get(key)
+    if crossed is None:
+        crossed = ctx.crossed[key] = [j for j in passed if last in j.points and (q is None or q in j.points)]
+    sizes_ok = [j.last_size for j in crossed]
     if not sizes_ok and q is not None and (last, q) in ctx.pair_max:
         sizes_ok = [ctx.pair_max[(last, q)]]  # other connections' packets that made this hop
     tunnel_edge = (any(ctx.roles.get(x, "") == "overlay" for x in (last, q) if x) or any(j.tunnelled for j in lost)
@@ -746,7 +761,7 @@ def _cause(ctx: _Context, r, direction: str, kind: str, last: str, q: str | None
                                               f"stopped at {_show(last)}: it took another path back (a strict rp_filter "
                                               "drops a packet arriving where its source is not routed, a stateful "
                                               "filter one whose request it never saw)")  # fmt: skip
-    early = [j for j in passed if last in j.points and q in j.points]
+    early = crossed if q is not None else []
     if (early and q is not None and _node_of(last) == _node_of(q)
             and max(j.ts[0] for j in early) < min(j.ts[0] for j in lost)):  # fmt: skip
         return "conntrack", 0.6, (f"{_what(early)} of this connection crossed {_show(last)} → {_show(q)}, then every later "
@@ -772,19 +787,23 @@ def _interface(point: str | None) -> str:
     return "" if point is None else point.rpartition(":")[2]
 
 
-def _timeline(c: int, direction: str, js: list[_Journey], lost: set[int]) -> list[dict]:
-    """Sightings of each attempt of packets sent more than once or lost (retransmissions share a fingerprint)."""
+def _timeline(c: int, direction: str, js: list[_Journey], lost: set[int], rows: dict[str, list]) -> None:
+    """Sightings of each attempt of packets sent more than once or lost (retransmissions share a fingerprint), appended
+    to ``rows``: one list per TIMELINE_COLUMNS column."""
     by_fp: dict[tuple, list[_Journey]] = {}
     for j in js:  # a retransmission repeats flags, seq and size (its IPv4 id, hence its fingerprint, differs)
         by_fp.setdefault((j.flags, j.seq, j.size) if j.seq >= 0 else (j.fp,), []).append(j)
-    rows = []
     for att in by_fp.values():
         fp = att[0].fp
         if len(att) < 2 and not any(j.jid in lost for j in att):
             continue
         label = f"{_flag_text(att[0].flags) or 'packet'} {att[0].size}B #{fp & 0xFFFF:04x}"
         for k, j in enumerate(att, 1):
-            for pt, t in zip(j.points, j.ts, strict=True):
-                rows.append({"connection": c, "direction": direction, "packet": label, "attempt": k, "point": pt,
-                             "ts_corrected_ns": t, "reached": j.jid not in lost})  # fmt: skip
-    return rows
+            n = len(j.points)
+            rows["connection"].extend([c] * n)
+            rows["direction"].extend([direction] * n)
+            rows["packet"].extend([label] * n)
+            rows["attempt"].extend([k] * n)
+            rows["point"].extend(j.points)
+            rows["ts_corrected_ns"].extend(j.ts)
+            rows["reached"].extend([j.jid not in lost] * n)
