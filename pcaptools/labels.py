@@ -44,3 +44,25 @@ def strings(names: list[str], codes: np.ndarray) -> pd.api.extensions.ExtensionA
 
     arr = pa.DictionaryArray.from_arrays(pa.array(np.asarray(codes, np.int32)), pa.array(list(names), pa.large_string()))
     return pd.arrays.ArrowStringArray(arr.cast(pa.large_string()), dtype=want)
+
+
+def category_codes(col: pd.Series) -> tuple[np.ndarray, list[str]]:
+    """(codes, category strings) of a category or string column: -1 where missing (strings made once per category)."""
+    cat = col.array if isinstance(col.dtype, pd.CategoricalDtype) else pd.Categorical(col)
+    return np.asarray(cat.codes, np.int64), [str(c) for c in cat.categories]
+
+
+def vocabulary(*cols: pd.Series) -> pd.Index:
+    """The sorted strings of the categories of ``cols``: a shared vocabulary for :func:`codes_in` (codes compare equal
+    exactly when the values do)."""
+    names: set[str] = set()
+    for c in cols:
+        names.update(category_codes(c)[1] if isinstance(c.dtype, pd.CategoricalDtype) else map(str, c.dropna().unique()))
+    return pd.Index(sorted(names))
+
+
+def codes_in(col: pd.Series, vocab: pd.Index) -> np.ndarray:
+    """Codes of a category/string column in a shared vocabulary (-1 where missing or unknown)."""
+    c, cats = category_codes(col)
+    m = vocab.get_indexer(pd.Index(cats, dtype=object))
+    return np.where(c >= 0, np.append(m, -1)[c], -1)

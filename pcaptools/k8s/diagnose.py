@@ -31,9 +31,8 @@ import pandas as pd
 from pcaptools.fmt import PROTO_NAMES, endpoint
 from pcaptools.k8s.inventory import Inventory
 from pcaptools.k8s.iptables import rule_object
-from pcaptools.k8s.nat import _categories, _codes, _vocab
 from pcaptools.k8s.paths import as_inventory, paths_detail
-from pcaptools.labels import as_strings
+from pcaptools.labels import as_strings, category_codes, codes_in, vocabulary
 
 SCHEMA_VERSION = 1
 """Version of the ``why --json`` contract (:data:`SCHEMA_PATH`)."""
@@ -90,18 +89,20 @@ class Diagnosis:
             t = self.timeline
             self._rows["timeline_values"] = {k: t[k].tolist() for k in ("direction", "packet", "attempt", "point",
                                                                         "ts_corrected_ns", "reached")}  # fmt: skip
+            self._rows["status_values"] = self.connections["status"].tolist()
+            self._rows["loss_values"] = {k: self.losses[k].tolist() for k in LOSS_COLUMNS[1:]}
         return self._rows[table].get(c, np.zeros(0, np.int64))
 
     def connection_record(self, c: int) -> dict:
         """The ``why --json`` fields of connection ``c`` (status, losses, timeline)."""
-        row = self.connections.iloc[self._rows_of("connections", c)]
-        status = str(row["status"].iloc[0]) if len(row) else "ok"
-        ls = self.losses.iloc[self._rows_of("losses", c)]
+        row = self._rows_of("connections", c)
+        status = str(self._rows["status_values"][row[0]]) if len(row) else "ok"
+        lv = self._rows["loss_values"]  # columns as lists: no pandas object per connection
         losses = [
-            {"direction": r.direction, "last_seen": r.last_seen, "first_missed": _text(r.first_missed), "node": _text(r.node),
-             "packets": int(r.packets), "cause": r.cause, "confidence": round(float(r.confidence), 2),
-             "evidence": r.evidence}
-            for r in ls.itertuples(index=False)
+            {"direction": lv["direction"][i], "last_seen": lv["last_seen"][i], "first_missed": _text(lv["first_missed"][i]),
+             "node": _text(lv["node"][i]), "packets": int(lv["packets"][i]), "cause": lv["cause"][i],
+             "confidence": round(float(lv["confidence"][i]), 2), "evidence": lv["evidence"][i]}
+            for i in self._rows_of("losses", c).tolist()
         ]  # fmt: skip
         v = self._rows["timeline_values"]
         by_attempt: dict[tuple, dict] = {}  # (direction, packet, attempt) in order of first row, as groupby(sort=False)
@@ -213,9 +214,9 @@ def _homes(capture_set, hops: pd.DataFrame, inv: Inventory | None) -> dict[str, 
     """Address -> the capture point where it lives: its pod's veth (manifest ``pod``), else a point where it is in every packet."""
     out: dict[str, str] = {}
     if len(hops):
-        vocab = _vocab(hops["src"], hops["dst"])
-        pc, pnames = _categories(hops["point"])
-        addr = np.concatenate([_codes(hops["src"], vocab), _codes(hops["dst"], vocab)])
+        vocab = vocabulary(hops["src"], hops["dst"])
+        pc, pnames = category_codes(hops["point"])
+        addr = np.concatenate([codes_in(hops["src"], vocab), codes_in(hops["dst"], vocab)])
         pt = np.concatenate([pc, pc])
         ok = (addr >= 0) & (pt >= 0)
         # (point, address) pairs counted in order of first appearance, as value_counts groups them, then its sort
@@ -250,8 +251,8 @@ def _transitions(h: pd.DataFrame) -> tuple[dict[tuple, str], dict[tuple[str, str
         return {}, {}
     j = h["journey"].to_numpy(np.int64)
     nxt = np.flatnonzero(j[1:] == j[:-1])
-    pc, pnames = _categories(h["point"])
-    dc, dnames = _categories(h["dst"])
+    pc, pnames = category_codes(h["point"])
+    dc, dnames = category_codes(h["dst"])
     p, q, d = pc[nxt], pc[nxt + 1], dc[nxt]
     t = h["tunnel"].notna().to_numpy()[nxt]
     w = h["wirelen"].to_numpy(np.int64)[nxt]
@@ -295,10 +296,10 @@ def _seqs(capture_set, correlation) -> dict[int, tuple[int, int, int]]:
 def _spans(capture_set, correlation, hops: pd.DataFrame) -> dict[str, tuple[int, int]]:
     """Corrected first/last timestamp of every capture point (when it was capturing): its own, widened to its node's."""
     if capture_set is not None and correlation.row_ts_corrected is not None and len(capture_set.packets):
-        pc, names = _categories(capture_set.packets["point"])
+        pc, names = category_codes(capture_set.packets["point"])
         ts = np.asarray(correlation.row_ts_corrected, np.int64)
     else:
-        pc, names = _categories(hops["point"])
+        pc, names = category_codes(hops["point"])
         ts = hops["ts_corrected_ns"].to_numpy(np.int64)
     lo = np.full(len(names), np.iinfo(np.int64).max, np.int64)
     hi = np.full(len(names), np.iinfo(np.int64).min, np.int64)
@@ -426,7 +427,7 @@ class _Context:
             self.dnat_connections = frozenset(self.nat.loc[(self.nat["op"] == "DNAT").to_numpy(), "connection"].tolist())
 
 
-@dataclass
+@dataclass(slots=True)
 class _Journey:
     jid: int
     points: list[str]
@@ -456,7 +457,7 @@ def _journeys_by_connection(h: pd.DataFrame, seq: dict[int, tuple[int, int, int]
     a, last = o[start[k]], o[end[k] - 1]  # rows of each journey's first and last sighting
 
     def strs(col: pd.Series, rows: np.ndarray) -> list:  # str() of each value, by category ('nan' where missing)
-        codes, cats = _categories(col)
+        codes, cats = category_codes(col)
         return np.array([*cats, "nan"], object)[codes[rows]].tolist()
 
     dcode, dnames = pd.factorize(h["direction"])  # by code: a string column's per-row conversion is slow

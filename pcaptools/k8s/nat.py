@@ -22,7 +22,7 @@ import pandas as pd
 
 from pcaptools.correlate.fingerprint import combine
 from pcaptools.k8s.inventory import Inventory
-from pcaptools.labels import categorical
+from pcaptools.labels import categorical, category_codes, codes_in, vocabulary
 from pcaptools.schema import NAT_COLUMNS, NAT_KINDS, NAT_OPS, validate
 
 _NEED = ("journey", "hop", "point", "node", "ts_corrected_ns", "src", "dst", "sport", "dport", "proto", "ttl",
@@ -35,42 +35,20 @@ def _check(hops: pd.DataFrame) -> None:
         raise TypeError(f"hops table lacks columns {missing}; pass pcaptools.correlate(...).hops")
 
 
-def _categories(col: pd.Series) -> tuple[np.ndarray, list[str]]:
-    """(codes, category strings) of a category or string column: -1 where missing (strings made once per category)."""
-    cat = col.array if isinstance(col.dtype, pd.CategoricalDtype) else pd.Categorical(col)
-    return np.asarray(cat.codes, np.int64), [str(c) for c in cat.categories]
-
-
-def _vocab(*cols: pd.Series) -> pd.Index:
-    """The sorted strings of the categories of ``cols``: a shared vocabulary for :func:`_codes` (codes compare equal
-    exactly when the values do)."""
-    names: set[str] = set()
-    for c in cols:
-        names.update(_categories(c)[1] if isinstance(c.dtype, pd.CategoricalDtype) else map(str, c.dropna().unique()))
-    return pd.Index(sorted(names))
-
-
-def _codes(col: pd.Series, vocab: pd.Index) -> np.ndarray:
-    """Codes of a category/string column in a shared vocabulary (-1 where missing or unknown)."""
-    c, cats = _categories(col)
-    m = vocab.get_indexer(pd.Index(cats, dtype=object))
-    return np.where(c >= 0, np.append(m, -1)[c], -1)
-
-
 def _owner_codes(col: pd.Series, inventory: Inventory, vocab: pd.Index) -> np.ndarray:
     """Per row, the code in ``vocab`` of the node owning the address (-1 unknown): one inventory lookup per category."""
-    c, cats = _categories(col)
+    c, cats = category_codes(col)
     own = vocab.get_indexer(pd.Index([inventory.entity(a)[2] for a in cats], dtype=object))
     return np.where(c >= 0, np.append(own, -1)[c], -1)
 
 
 def _node_codes(hops: pd.DataFrame, inventory: Inventory | None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Capture node code per row, and the owning node's code of src/dst/outer_src/outer_dst (-1 unknown)."""
-    names = _categories(hops["node"])[1] if isinstance(hops["node"].dtype, pd.CategoricalDtype) else sorted(set(hops["node"].astype(str)))
+    names = category_codes(hops["node"])[1] if isinstance(hops["node"].dtype, pd.CategoricalDtype) else sorted(set(hops["node"].astype(str)))
     if inventory is not None:
         names = list(dict.fromkeys(names + list(inventory.nodes)))
     vocab = pd.Index(names, dtype=object)
-    point_node = _codes(hops["node"], vocab)
+    point_node = codes_in(hops["node"], vocab)
     owners = {}
     for c in ("src", "dst", "outer_src", "outer_dst"):
         if inventory is None:
@@ -152,9 +130,9 @@ def nat_table(
     n = len(h)
     j = h["journey"].to_numpy(np.int64)
     ok = (h["proto"].to_numpy() >= 0) & h["src"].notna().to_numpy() & h["dst"].notna().to_numpy()
-    vocab = _vocab(h["src"], h["dst"])
-    s = _codes(h["src"], vocab)
-    d = _codes(h["dst"], vocab)
+    vocab = vocabulary(h["src"], h["dst"])
+    s = codes_in(h["src"], vocab)
+    d = codes_in(h["dst"], vocab)
     sp = h["sport"].to_numpy(np.int64)
     dp = h["dport"].to_numpy(np.int64)
     prev = np.zeros(n, bool)
@@ -253,7 +231,7 @@ def _attribute(h: pd.DataFrame, before: np.ndarray, after: np.ndarray, is_dst: n
                s: np.ndarray, d: np.ndarray, ents: list[tuple[str, str, str]], vocab: pd.Index) -> tuple[np.ndarray, np.ndarray]:
     """(node names, code of the node that applied each translation, -1 if none): see the module doc for the rules.
     ``s``/``d``: address codes in ``vocab``, ``ents``: the inventory's entity of each ``vocab`` address."""
-    pn, names = _categories(h["node"])
+    pn, names = category_codes(h["node"])
     if inventory is not None:
         names = list(dict.fromkeys(names + list(inventory.nodes)))
     names_s = np.array(names, object)

@@ -29,8 +29,8 @@ import pandas as pd
 from pcaptools.correlate.fingerprint import combine
 from pcaptools.fmt import endpoint, fmt_ns
 from pcaptools.k8s.inventory import ENTITY_KINDS, Inventory
-from pcaptools.k8s.nat import _categories, _codes, _vocab, nat_table, order_hops
-from pcaptools.labels import as_strings, strings
+from pcaptools.k8s.nat import nat_table, order_hops
+from pcaptools.labels import as_strings, category_codes, codes_in, strings, vocabulary
 from pcaptools.schema import FLOW_STATES, PATH_COLUMNS, PATH_KINDS, PRESERVED, validate
 
 
@@ -88,9 +88,9 @@ def _connections(h: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         uj, ji = j[new], np.cumsum(new) - 1
     else:
         uj, ji = np.unique(j, return_inverse=True)
-    vocab = _vocab(h["src"], h["dst"])
-    e1 = _codes(h["src"], vocab) * 65538 + h["sport"].to_numpy(np.int64) + 1
-    e2 = _codes(h["dst"], vocab) * 65538 + h["dport"].to_numpy(np.int64) + 1
+    vocab = vocabulary(h["src"], h["dst"])
+    e1 = codes_in(h["src"], vocab) * 65538 + h["sport"].to_numpy(np.int64) + 1
+    e2 = codes_in(h["dst"], vocab) * 65538 + h["dport"].to_numpy(np.int64) + 1
     key = pd.factorize(combine([h["proto"].to_numpy(np.int64), np.minimum(e1, e2), np.maximum(e1, e2)]))[0]
     key = _epochs(h, key, ji) - 1  # one key per use of a tuple
     lab = np.arange(len(uj))
@@ -245,7 +245,7 @@ def _rows_of(first_row: np.ndarray, end_row: np.ndarray, js: np.ndarray) -> tupl
 def _strings(col: pd.Series, rows: np.ndarray) -> np.ndarray:
     """``str`` of the column's values at ``rows`` as an object array, '' where missing (once per category)."""
     if isinstance(col.dtype, pd.CategoricalDtype):
-        codes, cats = _categories(col)
+        codes, cats = category_codes(col)
         return np.array([*cats, ""], object)[codes[rows]]
     sub = col.iloc[rows]
     return np.where(sub.notna().to_numpy(), as_strings(sub), "")
@@ -280,8 +280,8 @@ def _build(correlation, inventory, flows, side: dict | None = None) -> tuple[pd.
     has_syn = np.bincount(conn, syn, minlength=nconn)[conn] > 0
     fwd_j = _pick(conn, syn | ~has_syn, np.where(has_syn, -nhops, 0), t, nconn)
     # direction of every journey: does it carry one of the first packet's tuples, or its reverse?
-    vocab = _vocab(h["src"], h["dst"])
-    s, d = _codes(h["src"], vocab), _codes(h["dst"], vocab)
+    vocab = vocabulary(h["src"], h["dst"])
+    s, d = codes_in(h["src"], vocab), codes_in(h["dst"], vocab)
     sp, dp = h["sport"].to_numpy(np.int64), h["dport"].to_numpy(np.int64)
     crow = conn[ji]
     f_hash = combine([crow, s, sp, d, dp])
@@ -459,13 +459,13 @@ def _flows_of(frames: list[pd.DataFrame], wanted: pd.DataFrame) -> pd.DataFrame 
 
     parts = []
     for df in frames:
-        files = _categories(df["file"])[1] if "file" in df.columns else []
+        files = category_codes(df["file"])[1] if "file" in df.columns else []
         w = wanted.loc[wanted["file"].isin(files)]
         if not len(w):
             continue
         names = pd.Index(sorted(set(w["orig_h"]) | set(w["resp_h"])), dtype=object)
         want = _pair_key(w["proto"].to_numpy(), names.get_indexer(w["orig_h"]), names.get_indexer(w["resp_h"]), len(names))
-        s, d = _codes(df["src"], names), _codes(df["dst"], names)
+        s, d = codes_in(df["src"], names), codes_in(df["dst"], names)
         sel = (s >= 0) & (d >= 0) & np.isin(_pair_key(df["proto"].to_numpy(), s, d, len(names)), want)
         if sel.any():
             parts.append(flow_table(df.loc[sel].reset_index(drop=True)))
