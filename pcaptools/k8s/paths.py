@@ -201,17 +201,18 @@ def load_paths(
     Files a manifest names must lie inside its directory unless ``allow_outside``.
     """
     from pcaptools.correlate.api import DEFAULT_WINDOW_NS, correlate
+    from pcaptools.flows import REQUIRED as FLOW_INPUT
     from pcaptools.k8s.discover import find_inventory, load_captures
     from pcaptools.packets import read_packets
 
     srcs = [sources] if isinstance(sources, (str, os.PathLike)) else list(sources)
     inv = as_inventory(inventory if inventory is not None else find_inventory(srcs, allow_outside=allow_outside))
-    frames: list[pd.DataFrame] = []  # kept for the flows of the connections' packets, made once those are known
+    frames: list[pd.DataFrame] = []  # the columns flows read, kept for the connections' flows, made once those are known
 
     def decode(path: str) -> pd.DataFrame:
         df = read_packets(path, payload_hash=True)
         if with_flows:
-            frames.append(df)
+            frames.append(df.loc[:, [c for c in dict.fromkeys((*FLOW_INPUT, "file")) if c in df.columns]])
         return df
 
     cs = load_captures(srcs, points=points, inventory=inv, links=links, decoder=decode, allow_outside=allow_outside)
