@@ -26,7 +26,7 @@ import pandas as pd
 from pcaptools.errors import InventoryError
 from pcaptools.jsonfile import load_json
 from pcaptools.k8s.inventory_check import check_items
-from pcaptools.labels import categorical, category_codes, codes_in, vocabulary
+from pcaptools.labels import as_strings, categorical
 
 ENTITY_KINDS = ("pod", "node", "service-clusterip", "loadbalancer", "external")
 """Values of an address's entity kind: a pod IP, a node address (or an address of a node's pod CIDR
@@ -332,30 +332,23 @@ class Inventory:
         """Cross-node pod-to-pod packets on shared interfaces (not one pod's veth): tunnelled -> overlay, bare -> native."""
         if not len(hops):
             return "unknown", "no packets"
-        # on codes: the inventory is asked once per distinct address, strings are never made per row
-        vocab = vocabulary(hops["src"], hops["dst"])
-        sc, dc = codes_in(hops["src"], vocab), codes_in(hops["dst"], vocab)
-        ents = [self.entity(a) for a in vocab]
-        pod = np.array([e[0] == "pod" for e in ents] + [False], bool)
-        node = pd.factorize(np.array([e[2] for e in ents] + [""], object))[0]  # '' for a missing address, as lookup
-        cross = pod[sc] & pod[dc] & (node[sc] != node[dc])
+        s, d = self.lookup(hops["src"]), self.lookup(hops["dst"])
+        cross = (s["kind"] == "pod").to_numpy() & (d["kind"] == "pod").to_numpy() & (as_strings(s["node"]) != as_strings(d["node"]))
         tun = hops["tunnel"].notna().to_numpy()
         # a point where one address is in every row is a single pod's interface: pod IPs are always bare there
-        pt, points = category_codes(hops["point"])  # codes, -1 where missing
-        ad = np.concatenate([sc, dc])
+        pt, points = pd.factorize(as_strings(hops["point"]))  # codes, -1 where missing
+        ad = pd.factorize(np.concatenate([as_strings(hops["src"]), as_strings(hops["dst"])]))[0]
         p2 = np.concatenate([pt, pt])
         ok = (p2 >= 0) & (ad >= 0)
-        pid, pairs = pd.factorize(p2[ok].astype(np.int64) * (int(ad.max()) + 1) + ad[ok])
-        n = np.bincount(pid, minlength=len(pairs))
+        pairs, n = np.unique(p2[ok].astype(np.int64) * (int(ad.max()) + 1) + ad[ok], return_counts=True)
         top = np.zeros(len(points), np.int64)  # per point, the rows of its most frequent address
         np.maximum.at(top, pairs // (int(ad.max()) + 1), n)
         rows = np.bincount(pt[pt >= 0], minlength=len(points))
         single = (top > 0) & (top >= rows)
         shared = ~np.where(pt >= 0, single[pt], False)
         j = hops["journey"].to_numpy(np.int64)
-        jc = pd.factorize(j)[0]
-        j_tun = (np.bincount(jc, cross & tun) > 0)[jc]
-        j_bare = (np.bincount(jc, cross & ~tun & shared) > 0)[jc]
+        j_tun = pd.Series(cross & tun).groupby(j).transform("any").to_numpy()
+        j_bare = pd.Series(cross & ~tun & shared).groupby(j).transform("any").to_numpy()
         first = np.r_[True, j[1:] != j[:-1]] if len(j) else np.zeros(0, bool)  # hops are grouped by journey
         n_tun = int((first & j_tun).sum())
         n_bare = int((first & j_bare & ~j_tun).sum())  # bare on a shared interface and tunnelled nowhere

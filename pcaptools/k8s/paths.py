@@ -252,9 +252,11 @@ def _strings(col: pd.Series, rows: np.ndarray) -> np.ndarray:
     return np.where(sub.notna().to_numpy(), as_strings(sub), "")
 
 
-def _build(correlation, inventory, flows, side: dict | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(paths, NAT table) of a correlation; ``flows`` is a flow table, a function making one for the connections'
-    keys (see :func:`_with_flows`) or None; ``side["hops"]`` gets the ordered hops with connection and direction."""
+def _build(correlation, inventory, flows, side: dict | None = None,
+           connections: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(paths, NAT) of a hops table; ``connections``: (journey ids, connection id per journey) already labelled on a
+    larger table (:mod:`pcaptools.k8s.paths_stream`), else :func:`_connections` of this one."""
+    # flows: a flow table, a function making one for the connections' keys (see _with_flows), or None
     inv = as_inventory(inventory)
     hops = correlation if isinstance(correlation, pd.DataFrame) else correlation.hops
     keep = (hops["proto"].to_numpy() >= 0) & hops["src"].notna().to_numpy() & hops["dst"].notna().to_numpy()
@@ -264,7 +266,7 @@ def _build(correlation, inventory, flows, side: dict | None = None) -> tuple[pd.
         if side is not None:
             side["hops"] = h.assign(connection=np.zeros(0, np.int64), direction=np.zeros(0, object))
         return empty, nat_table(h, inv, ordered=True)
-    uj, conn = _connections(h)
+    uj, conn = _connections(h) if connections is None else connections
     nconn = int(conn.max()) + 1
     j = h["journey"].to_numpy(np.int64)
     ji = np.searchsorted(uj, j)
