@@ -148,6 +148,28 @@ def _pick(conn: np.ndarray, eligible: np.ndarray, prio: np.ndarray, t: np.ndarra
     return out
 
 
+def _rows_of(first_row: np.ndarray, end_row: np.ndarray, js: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The rows of journeys ``js`` (indices into ``first_row``), concatenated, and each one's first/end position
+    among them (0 for journeys not in ``js``)."""
+    js = np.unique(js)
+    n = end_row[js] - first_row[js]
+    end = np.cumsum(n)
+    start = end - n
+    rows = np.repeat(first_row[js] - start, n) + np.arange(int(end[-1]) if len(end) else 0)
+    f, e = np.zeros(len(first_row), np.int64), np.zeros(len(first_row), np.int64)
+    f[js], e[js] = start, end
+    return rows, f, e
+
+
+def _strings(col: pd.Series, rows: np.ndarray) -> np.ndarray:
+    """``str`` of the column's values at ``rows`` as an object array, '' where missing (once per category)."""
+    if isinstance(col.dtype, pd.CategoricalDtype):
+        codes, cats = category_codes(col)
+        return np.array([*cats, ""], object)[codes[rows]]
+    sub = col.iloc[rows]
+    return np.where(sub.notna().to_numpy(), as_strings(sub), "")
+
+
 def paths(
     correlation, inventory: Inventory | str | os.PathLike | dict | None = None, *, flows: pd.DataFrame | None = None
 ) -> pd.DataFrame:
@@ -230,33 +252,10 @@ def paths_detail(correlation, inventory=None) -> SimpleNamespace:
     return SimpleNamespace(paths=p, nat=nat, hops=side.get("hops"))
 
 
-def _rows_of(first_row: np.ndarray, end_row: np.ndarray, js: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The rows of journeys ``js`` (indices into ``first_row``), concatenated, and each one's first/end position
-    among them (0 for journeys not in ``js``)."""
-    js = np.unique(js)
-    n = end_row[js] - first_row[js]
-    end = np.cumsum(n)
-    start = end - n
-    rows = np.repeat(first_row[js] - start, n) + np.arange(int(end[-1]) if len(end) else 0)
-    f, e = np.zeros(len(first_row), np.int64), np.zeros(len(first_row), np.int64)
-    f[js], e[js] = start, end
-    return rows, f, e
-
-
-def _strings(col: pd.Series, rows: np.ndarray) -> np.ndarray:
-    """``str`` of the column's values at ``rows`` as an object array, '' where missing (once per category)."""
-    if isinstance(col.dtype, pd.CategoricalDtype):
-        codes, cats = category_codes(col)
-        return np.array([*cats, ""], object)[codes[rows]]
-    sub = col.iloc[rows]
-    return np.where(sub.notna().to_numpy(), as_strings(sub), "")
-
-
 def _build(correlation, inventory, flows, side: dict | None = None,
            connections: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(paths, NAT) of a hops table; ``connections``: (journey ids, connection id per journey) already labelled on a
     larger table (:mod:`pcaptools.k8s.paths_stream`), else :func:`_connections` of this one."""
-    # flows: a flow table, a function making one for the connections' keys (see _with_flows), or None
     inv = as_inventory(inventory)
     hops = correlation if isinstance(correlation, pd.DataFrame) else correlation.hops
     keep = (hops["proto"].to_numpy() >= 0) & hops["src"].notna().to_numpy() & hops["dst"].notna().to_numpy()
