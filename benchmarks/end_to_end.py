@@ -74,6 +74,7 @@ def run(packets: int, repeat: int, cache: Path) -> list[dict]:
     sys.path.insert(0, str(HERE))
     from decode_sections import dpkt_decode, tshark_fields
     from gen_set import generate
+    from startup import user_env
 
     set_dir = cache / f"set-{packets}-s0"
     if not (set_dir / "manifest.json").exists():
@@ -85,7 +86,8 @@ def run(packets: int, repeat: int, cache: Path) -> list[dict]:
     files = _files(set_dir)
     size = sum(os.path.getsize(f) for f in files)
     sightings = int(info["sightings"])
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
+    pyc = tempfile.TemporaryDirectory(prefix="pcaptools-pyc-")  # bytecode cached as a user's install caches it
+    env = user_env(pyc.name)
     cli = [sys.executable, "-m", "pcaptools.cli"]
     rows: list[dict] = []
 
@@ -117,6 +119,7 @@ def run(packets: int, repeat: int, cache: Path) -> list[dict]:
     for r in rows:
         r["time_vs_read_packets"] = r["seconds"] / rp["seconds"] * (sightings / r["records"])
         r.update(set_mb=round(size / 2**20, 1), stream_packets=int(info["packets"]), sightings=sightings)
+    pyc.cleanup()
     return rows
 
 

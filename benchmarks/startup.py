@@ -53,6 +53,14 @@ def importtime(args: list[str], env: dict, top: int = 12) -> list[tuple[str, flo
     return sorted(rows, key=lambda r: -r[1])[:top]
 
 
+def user_env(pyc: str) -> dict[str, str]:
+    """The environment a user's command runs in: this checkout importable, bytecode cached (in ``pyc``, even where
+    the environment says PYTHONDONTWRITEBYTECODE, which would recompile pcaptools' sources on every run)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env.update(PYTHONPYCACHEPREFIX=pyc, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+    return env
+
+
 def run(repeat: int) -> tuple[list[dict], list[tuple[str, float]]]:
     """Time every command; one result dict per row of the table, and the import-time entries."""
     py = [sys.executable]
@@ -67,8 +75,7 @@ def run(repeat: int) -> tuple[list[dict], list[tuple[str, float]]]:
     ]
     rows = []
     with tempfile.TemporaryDirectory(prefix="pcaptools-pyc-") as pyc:
-        env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-        env.update(PYTHONPYCACHEPREFIX=pyc, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+        env = user_env(pyc)
         for name, cmd in commands:
             _timed(cmd, env)  # warm-up: bytecode caches, numba's cache, page cache
             runs = [_timed(cmd, env) for _ in range(repeat)]

@@ -761,26 +761,43 @@ def _command():
 
 
 def _verbatim(param) -> None:
-    """A str, list[str] or flag parameter is taken as typed: spares typer's pydantic TypeAdapter (0.1 s of imports)."""
+    """A str, list[str], flag, int or float parameter is taken as typed (a number when it is plainly written and in
+    range): spares typer's pydantic TypeAdapter (0.1 s of imports); anything else goes to typer's own coercion."""
     desc = getattr(param, "type_descriptor", None)
-    if desc is None or getattr(param, "_runtime_param", 0) is not None or desc.annotation not in (str, list[str], bool):
+    if desc is None or getattr(param, "_runtime_param", 0) is not None or desc.annotation not in (str, list[str], bool, int, float):
         return  # another typer version, or a type that needs converting: typer's own coercion
     verbatim = _verbatim_class()
     if verbatim is not None:
         param._runtime_param = verbatim(parameter_info=desc.parameter_info, annotation=desc.annotation)
 
 
+_PLAIN_NUMBER = {int: re.compile(r"-?(0|[1-9][0-9]*)"), float: re.compile(r"-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?")}
+"""Numbers as typed that pydantic reads the same way as int() and float() do."""
+
+
 @functools.cache
 def _verbatim_class():
     """typer's coercion contract implemented as 'take the value as typed' (None if this typer has no such contract)."""
     try:
-        from typer._coercion import RuntimeParam
+        from typer._coercion import RuntimeParam, build_runtime_param
     except ImportError:
         return None
 
     class Verbatim(RuntimeParam):
         def _coerce_value(self, value, param, ctx):
-            return value if isinstance(value, (str, bool)) else list(value)
+            kind = self.annotation
+            if kind not in _PLAIN_NUMBER:
+                return value if isinstance(value, (str, bool)) else list(value)
+            x = None
+            if type(value) is kind:
+                x = value
+            elif isinstance(value, str) and _PLAIN_NUMBER[kind].fullmatch(value):
+                x = kind(value)
+            lo, hi = self.parameter_info.min, self.parameter_info.max
+            if x is not None and (lo is None or x >= lo) and (hi is None or x <= hi):
+                return x
+            # not plain, or out of range: typer's coercion, with its messages (this imports pydantic)
+            return build_runtime_param(param.type_descriptor)._coerce_value(value, param=param, ctx=ctx)
 
     return Verbatim
 
@@ -885,11 +902,14 @@ def why_cmd(
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: user errors become one actionable line and exit code 2, never a traceback."""
     from pcaptools.jit import skip_blas_probe
+    from pcaptools.process import keep_freed_memory
     from pcaptools.render.terminal import safe
 
     skip_blas_probe()
     args = sys.argv[1:] if argv is None else list(argv)
     debug = "--debug" in args
+    if not any(a == "--memory" or a.startswith("--memory=") for a in args):  # a budget given: memory goes back
+        keep_freed_memory()
     try:
         rv = _command().main(args=args, prog_name="pcaptools", standalone_mode=False)
         return rv if isinstance(rv, int) else 0

@@ -23,10 +23,46 @@ def as_strings(col: pd.Series | pd.Categorical) -> np.ndarray:
 
 
 def categorical(values: np.ndarray, codes: np.ndarray) -> pd.Categorical:
-    """``pd.Categorical(values[codes])`` for a short object array of strings, built from codes (no per-row hashing)."""
+    """``pd.Categorical(values[codes])`` for a short object array of strings, built from codes (no per-row hashing);
+    a code -1 is a missing value, as ``None`` would be."""
     uniq, inverse = np.unique(values, return_inverse=True)  # sorted, as pandas sorts string categories
-    c = inverse.reshape(-1)[codes]
-    used = np.unique(c)
-    remap = np.full(len(uniq), -1, np.int64)
+    codes = np.asarray(codes, np.int64)
+    c = np.append(inverse.reshape(-1), -1)[codes]  # code -1 takes the trailing -1
+    used = np.flatnonzero(np.bincount(c[c >= 0], minlength=len(uniq)))
+    remap = np.full(len(uniq) + 1, -1, np.int64)  # the trailing -1 keeps missing values missing
     remap[used] = np.arange(len(used))
     return pd.Categorical.from_codes(remap[c], categories=list(uniq[used]))
+
+
+def strings(names: list[str], codes: np.ndarray) -> pd.api.extensions.ExtensionArray | np.ndarray:
+    """What pandas makes of ``np.array(names)[codes]`` in a column (its default string dtype), built from the codes:
+    Arrow takes the few names by code instead of pandas converting every row's string."""
+    want = pd.Series(np.array(names[:1] or [""])).dtype
+    if not (isinstance(want, pd.StringDtype) and want.storage == "pyarrow"):
+        return np.array(names)[codes]
+    import pyarrow as pa
+
+    arr = pa.DictionaryArray.from_arrays(pa.array(np.asarray(codes, np.int32)), pa.array(list(names), pa.large_string()))
+    return pd.arrays.ArrowStringArray(arr.cast(pa.large_string()), dtype=want)
+
+
+def category_codes(col: pd.Series) -> tuple[np.ndarray, list[str]]:
+    """(codes, category strings) of a category or string column: -1 where missing (strings made once per category)."""
+    cat = col.array if isinstance(col.dtype, pd.CategoricalDtype) else pd.Categorical(col)
+    return np.asarray(cat.codes, np.int64), [str(c) for c in cat.categories]
+
+
+def vocabulary(*cols: pd.Series) -> pd.Index:
+    """The sorted strings of the categories of ``cols``: a shared vocabulary for :func:`codes_in` (codes compare equal
+    exactly when the values do)."""
+    names: set[str] = set()
+    for c in cols:
+        names.update(category_codes(c)[1] if isinstance(c.dtype, pd.CategoricalDtype) else map(str, c.dropna().unique()))
+    return pd.Index(sorted(names))
+
+
+def codes_in(col: pd.Series, vocab: pd.Index) -> np.ndarray:
+    """Codes of a category/string column in a shared vocabulary (-1 where missing or unknown)."""
+    c, cats = category_codes(col)
+    m = vocab.get_indexer(pd.Index(cats, dtype=object))
+    return np.where(c >= 0, np.append(m, -1)[c], -1)

@@ -114,12 +114,11 @@ def test_cli_memory_that_is_not_a_size_is_a_usage_error():
 
 
 def test_compressed_captures_count_at_their_decompressed_weight_against_the_budget(generated, tmp_path):
-    """A .pcap.gz is judged by COMPRESSED_RATIO times its size: a budget its compressed bytes fit but its decoded
-    table does not streams the set (same answers) instead of loading it whole."""
+    """A .pcap.gz is judged by the packets it stands for (COMPRESSED_RATIO times its size, in records): a budget its
+    compressed bytes fit but its decoded table does not streams the set (same answers) instead of loading it whole."""
     import gzip
 
-    from pcaptools.correlate.stream import BASE_MEMORY, FILE_COST
-    from pcaptools.io.sniff import COMPRESSED_RATIO
+    from pcaptools.correlate.stream import one_window_bytes
 
     out = tmp_path / "gz"
     shutil.copytree(generated, out)
@@ -131,13 +130,23 @@ def test_compressed_captures_count_at_their_decompressed_weight_against_the_budg
         e["file"] += ".gz"
     (out / "manifest.json").write_text(json.dumps(man))
     gz = sum((out / e["file"]).stat().st_size for e in man["captures"])
-    budget = int(BASE_MEMORY + FILE_COST * gz * COMPRESSED_RATIO / 2)  # fits the files' bytes, not the packets
+    budget = one_window_bytes([str(out / e["file"]) for e in man["captures"]]) - 1
+    assert budget > 4 * gz  # fits the files' bytes, not the packets
     win, stats = correlate_files(out, memory=budget, out=tmp_path / "h.parquet")
     assert stats.passes == 2
     one, _ = correlate_files(generated, out=tmp_path / "one.parquet")
     got = win.to_dict()
     got["notes"] = [n for n in got["notes"] if "floor" not in n]  # a budget this small is below what any run holds
     assert one.to_dict() == got
+
+
+def test_one_window_budget_counts_the_records_a_set_holds(generated):
+    """The one-window estimate follows packets, not bytes: the records it expects are within 10% of the set's."""
+    from pcaptools.correlate.stream import capture_bytes, estimated_records
+
+    files = [str(generated / e["file"]) for e in json.loads((generated / "manifest.json").read_text())["captures"]]
+    for f in files:
+        assert abs(estimated_records(f, capture_bytes(f)) - len(read_records(f))) <= 0.1 * len(read_records(f))
 
 
 def test_memory_on_plain_files_streams_them_and_prints_the_same_json(tmp_path):

@@ -29,3 +29,11 @@ def test_categorical_from_codes_equals_pandas_categorical_of_the_values():
     codes = np.array([0, 1, 1, 2, 3, 0, 2])
     got, want = categorical(values, codes), pd.Categorical(values[codes])
     assert got.equals(want) and list(got.categories) == list(want.categories)
+
+
+def test_categorical_code_minus_one_is_a_missing_value_as_none_is():
+    values = np.array(["node-2", "node-1", "pod-a"], object)
+    codes = np.array([0, -1, 1, 0, -1])
+    got = categorical(values, codes)
+    want = pd.Categorical([values[c] if c >= 0 else None for c in codes])
+    assert got.equals(want) and list(got.categories) == list(want.categories)

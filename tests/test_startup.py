@@ -31,3 +31,10 @@ def test_info_on_a_small_capture_imports_neither_numba_nor_pandas(name: str, arg
     mods = _imported("info", str(ROOT / "tests" / "data" / "own" / name), *args)
     assert "pcaptools.io.summary" in mods
     assert not {"numba", "pandas", "matplotlib", "pyarrow", "scapy", "pydantic"} & mods
+
+
+def test_numeric_options_written_plainly_are_read_without_pydantic(tmp_path):
+    """typer's pydantic coercion is left for values that need it (errors keep its messages, tests/test_cli_usage.py)."""
+    mods = _imported("correlate", str(ROOT / "sample_pcaps" / "vpc"), "--window-ms", "1500", "--json", "-o", str(tmp_path / "h.parquet"))
+    assert "pcaptools.correlate.windows" in mods
+    assert "pydantic" not in mods

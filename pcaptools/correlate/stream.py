@@ -83,13 +83,15 @@ FILE_WINDOW = 40 << 20
 BASE_MEMORY = 200 << 20
 """What the interpreter, numpy, pandas, numba's kernels and pyarrow take before any packet is read."""
 
-FILE_COST = 2.0
-"""Peak memory of the one-window run per byte of capture file (decoded table, fingerprints, hops)."""
+ROW_PEAK = 700
+"""Peak memory of the one-window run per packet record (decoded table, fingerprints, sort orders, hops, summary):
+550-680 bytes measured on benchmarks/gen_set.py sets of 0.8 and 4 M sightings."""
 
 STORED_ROW_COST = 1024
 """Peak memory of the one-window run per row of a dataset (its packet table read back, fingerprints, hops)."""
 
-
+HEAD_RECORDS = 4096
+"""Records read from the start of each file to estimate how many it holds (:func:`one_window_bytes`)."""
 
 @dataclass
 class StreamStats:
@@ -126,21 +128,44 @@ def correlate_files(source: str | os.PathLike | None = None, *, points: Iterable
                             out=out)  # fmt: skip
 
 
-def fits(entries: Iterable[dict], memory: int) -> bool:
-    """True when the one-window run of these manifest entries' files stays within ``memory`` bytes."""
-    return BASE_MEMORY + sum(_one_window_cost(f) for f in dict.fromkeys(e["file"] for e in entries)) <= memory
+def fits(entries: Iterable[dict], memory: int, *, row_bytes: int = ROW_PEAK) -> bool:
+    """True when the one-window run of these manifest entries' files stays within ``memory`` bytes;
+    ``row_bytes``: peak bytes per record of the caller's in-memory run (:func:`one_window_bytes`)."""
+    return one_window_bytes([e["file"] for e in entries], row_bytes=row_bytes) <= memory
 
 
-def _one_window_cost(path: str) -> float:
-    """Peak bytes one file adds to the one-window run: FILE_COST per capture byte, STORED_ROW_COST per row of a
-    dataset's file (``DIR::FILE``)."""
+def one_window_bytes(files: Iterable[str], *, row_bytes: int = ROW_PEAK) -> int:
+    """Estimated peak memory of the one-window run on capture files: the libraries, ``row_bytes`` per record
+    and the largest file while it is mapped; a dataset's file (``DIR::FILE``) :data:`STORED_ROW_COST` per row.
+    Records are estimated from the head of each file (:func:`estimated_records`): memory follows packets, not
+    bytes (a set of small packets costs several times its size, one of full frames less than its size)."""
     from pcaptools.dataset import read_meta, split_member
 
-    member = split_member(path)
-    if member is None:
-        return FILE_COST * capture_bytes(path)
-    rows = {f["path"]: int(f.get("rows") or 0) for f in read_meta(member[0])["files"]}
-    return STORED_ROW_COST * rows.get(member[1], 0)
+    total, largest = BASE_MEMORY, 0
+    for f in dict.fromkeys(files):  # several points may share one file
+        member = split_member(f)
+        if member is not None:
+            rows = {m["path"]: int(m.get("rows") or 0) for m in read_meta(member[0])["files"]}
+            total += STORED_ROW_COST * rows.get(member[1], 0)
+            continue
+        size = capture_bytes(f)
+        largest = max(largest, size)
+        total += row_bytes * estimated_records(f, size)
+    return total + largest
+
+
+def estimated_records(path: str | os.PathLike, size: int) -> int:
+    """Records a capture of ``size`` capture bytes holds: all of them if its first window of 1 MiB holds all,
+    else ``size`` over the mean size of the records in that window (at most :data:`HEAD_RECORDS`)."""
+    from pcaptools.io import iter_records
+
+    batches = iter_records(path, batch_records=HEAD_RECORDS, batch_bytes=1 << 20)
+    head = next(batches, None)
+    if head is None or next(batches, None) is None:
+        return 0 if head is None else len(head)
+    n = len(head)
+    mean = float(head.offset[-1] - head.offset[0]) / (n - 1) if n > 1 else float(size)
+    return int(size / max(mean, 1.0)) + 1
 
 
 def capture_bytes(path: str | os.PathLike) -> int:
@@ -432,8 +457,11 @@ def write_hops(parts: Iterable[pd.DataFrame], out: str | os.PathLike) -> None:
             w.write_table(_arrow(hops))
 
 
-_PARQUET = {"use_dictionary": [c.name for c in HOPS_COLUMNS if c.dtype == "category"]}
-"""Dictionary pages for the category columns only: trying them on fingerprints and times costs a third of the write."""
+_PARQUET = {"use_dictionary": [c.name for c in HOPS_COLUMNS if c.dtype == "category"],
+            "write_statistics": [c.name for c in HOPS_COLUMNS if c.dtype != "category"]}  # fmt: skip
+"""Dictionary pages for the category columns only: trying them on fingerprints and times costs a third of the write.
+Min/max statistics for the numeric columns only (journeys and times filter row groups): those of the text columns
+cost a quarter of the write."""
 
 
 class _HopsWriter:

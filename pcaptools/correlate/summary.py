@@ -108,8 +108,8 @@ def _lost(sp) -> tuple[np.ndarray, np.ndarray]:
     flow, t = sp.array("flow"), sp.array("tc")
     if not keys.shape[0] or not flow.shape[0]:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    pos = np.minimum(np.searchsorted(keys, flow), keys.shape[0] - 1)
-    known = keys[pos] == flow
+    pos = pd.Index(keys).get_indexer(flow)  # hashed: a binary search per sighting costs 8x more
+    known = pos >= 0
     q = np.where(known, exp[pos], 0)
     j = np.repeat(np.arange(sp.array("size").shape[0], dtype=np.int64), sp.array("size"))
     if sp.npts <= 64:

@@ -23,7 +23,7 @@ import pandas as pd
 
 from pcaptools.addr import to_u128
 from pcaptools.correlate.fingerprint import combine, combine8
-from pcaptools.correlate.match import by_fingerprint, journey_order, match, time_order
+from pcaptools.correlate.match import by_fingerprint, journeys
 from pcaptools.schema import HOPS_COLUMNS, validate
 
 CARRY = ("file", "record", "direction", "src", "dst", "sport", "dport", "proto", "tunnel", "vni",
@@ -108,6 +108,20 @@ def take_rows(rows: dict[str, np.ndarray], idx: np.ndarray) -> dict[str, np.ndar
     return {c: v[idx] for c, v in rows.items()}
 
 
+def repeated(values: np.ndarray) -> np.ndarray:
+    """Per element: its value occurs more than once. Sorted values (journeys numbered by fingerprint) are compared
+    with their neighbours; others are hashed (``pd.factorize``) and counted, no sort."""
+    v = np.asarray(values)
+    if v.shape[0] > 1 and (v[1:] >= v[:-1]).all():
+        same = v[1:] == v[:-1]
+        out = np.zeros(v.shape[0], bool)
+        out[1:] = same
+        out[:-1] |= same
+        return out
+    codes, uniq = pd.factorize(v, sort=False)
+    return np.bincount(codes, minlength=uniq.shape[0])[codes] > 1
+
+
 def _pair_counts(f: np.ndarray, q: np.ndarray, npts: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Distinct (flow ``f``, point ``q`` < ``npts``) pairs sorted by flow then point, and how often each occurs.
 
@@ -176,9 +190,7 @@ class Spine:
 
     def ambiguous(self) -> np.ndarray:
         """Per journey number: its fingerprint owns another journey too."""
-        fp = self.array("fp")
-        _, inv, cnt = np.unique(fp, return_inverse=True, return_counts=True)
-        return cnt[inv.reshape(-1)] > 1
+        return repeated(self.array("fp"))
 
     def journey_of(self, at: np.ndarray) -> np.ndarray:
         """Journey number of the sightings at positions ``at`` (hops order)."""
@@ -234,20 +246,16 @@ class Matcher:
             rows = take_rows(rows, np.argsort(rows["key"], kind="stable"))
             order = None
         fp, tc = rows["fp"], rows["tc"]
-        ft = time_order(fp, tc, by_fingerprint(fp) if order is None else order)
         slot = pd.factorize(rows["look"])[0]
-        jid = match(fp, tc, slot, window_ns=self.window_ns, npoints=int(slot.max()) + 1, order=ft)
-        order = journey_order(jid, ft)  # rows by (journey, time, key)
-        j = jid[order]
+        order, j = journeys(fp, tc, slot, window_ns=self.window_ns, npoints=int(slot.max()) + 1,
+                            order=by_fingerprint(fp) if order is None else order)  # rows by (journey, time, key)
         n = j.shape[0]
         start = np.ones(n, bool)
         start[1:] = j[1:] != j[:-1]
         first = np.flatnonzero(start)
         first_t = tc[order[first]]
         fps = fp[order[first]]
-        # a fingerprint owning several journeys among these rows (the end corrects across windows)
-        _, inv, cnt = np.unique(fps, return_inverse=True, return_counts=True)
-        amb = cnt[inv] > 1
+        amb = repeated(fps)  # a fingerprint owning several journeys among these rows (the end corrects across windows)
         done = np.ones(first.shape[0], bool) if horizon is None else first_t < horizon - self.window_ns
         size = np.diff(np.append(first, n))
         run_done = np.repeat(done, size)

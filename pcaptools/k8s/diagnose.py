@@ -21,6 +21,7 @@ are matched on their quoted 5-tuple, so an error quoting a tuple no capture saw 
 from __future__ import annotations
 
 import json
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,7 +32,7 @@ from pcaptools.fmt import PROTO_NAMES, endpoint
 from pcaptools.k8s.inventory import Inventory
 from pcaptools.k8s.iptables import rule_object
 from pcaptools.k8s.paths import as_inventory, paths_detail
-from pcaptools.labels import as_strings
+from pcaptools.labels import as_strings, category_codes, codes_in, vocabulary
 
 SCHEMA_VERSION = 1
 """Version of the ``why --json`` contract (:data:`SCHEMA_PATH`)."""
@@ -88,18 +89,20 @@ class Diagnosis:
             t = self.timeline
             self._rows["timeline_values"] = {k: t[k].tolist() for k in ("direction", "packet", "attempt", "point",
                                                                         "ts_corrected_ns", "reached")}  # fmt: skip
+            self._rows["status_values"] = self.connections["status"].tolist()
+            self._rows["loss_values"] = {k: self.losses[k].tolist() for k in LOSS_COLUMNS[1:]}
         return self._rows[table].get(c, np.zeros(0, np.int64))
 
     def connection_record(self, c: int) -> dict:
         """The ``why --json`` fields of connection ``c`` (status, losses, timeline)."""
-        row = self.connections.iloc[self._rows_of("connections", c)]
-        status = str(row["status"].iloc[0]) if len(row) else "ok"
-        ls = self.losses.iloc[self._rows_of("losses", c)]
+        row = self._rows_of("connections", c)
+        status = str(self._rows["status_values"][row[0]]) if len(row) else "ok"
+        lv = self._rows["loss_values"]  # columns as lists: no pandas object per connection
         losses = [
-            {"direction": r.direction, "last_seen": r.last_seen, "first_missed": _text(r.first_missed), "node": _text(r.node),
-             "packets": int(r.packets), "cause": r.cause, "confidence": round(float(r.confidence), 2),
-             "evidence": r.evidence}
-            for r in ls.itertuples(index=False)
+            {"direction": lv["direction"][i], "last_seen": lv["last_seen"][i], "first_missed": _text(lv["first_missed"][i]),
+             "node": _text(lv["node"][i]), "packets": int(lv["packets"][i]), "cause": lv["cause"][i],
+             "confidence": round(float(lv["confidence"][i]), 2), "evidence": lv["evidence"][i]}
+            for i in self._rows_of("losses", c).tolist()
         ]  # fmt: skip
         v = self._rows["timeline_values"]
         by_attempt: dict[tuple, dict] = {}  # (direction, packet, attempt) in order of first row, as groupby(sort=False)
@@ -211,11 +214,20 @@ def _homes(capture_set, hops: pd.DataFrame, inv: Inventory | None) -> dict[str, 
     """Address -> the capture point where it lives: its pod's veth (manifest ``pod``), else a point where it is in every packet."""
     out: dict[str, str] = {}
     if len(hops):
-        addr = pd.concat([hops["src"].astype(str), hops["dst"].astype(str)], ignore_index=True)
-        pt = pd.concat([hops["point"].astype(str)] * 2, ignore_index=True)
-        top = pd.DataFrame({"p": pt, "a": addr}).value_counts().reset_index(name="n")
-        rows = hops["point"].astype(str).value_counts()
-        top = top[(top["n"] >= rows.reindex(top["p"]).to_numpy()) & (top["n"] >= 3)]
+        vocab = vocabulary(hops["src"], hops["dst"])
+        pc, pnames = category_codes(hops["point"])
+        addr = np.concatenate([codes_in(hops["src"], vocab), codes_in(hops["dst"], vocab)])
+        pt = np.concatenate([pc, pc])
+        ok = (addr >= 0) & (pt >= 0)
+        # (point, address) pairs counted in order of first appearance, as value_counts groups them, then its sort
+        pair, first = pd.factorize(pt[ok] * (len(vocab) + 1) + addr[ok])
+        n = np.bincount(pair, minlength=len(first))
+        p_s = np.array(pnames, object)[first // (len(vocab) + 1)]
+        a_s = np.array(list(vocab), object)[first % (len(vocab) + 1)]
+        top = pd.Series(n, index=pd.MultiIndex.from_arrays([p_s, a_s], names=["p", "a"]), name="count")
+        top = top.sort_values(ascending=False, kind="stable").reset_index(name="n")
+        rows = np.bincount(pc[pc >= 0], minlength=len(pnames))
+        top = top[(top["n"] >= rows[pd.Index(pnames).get_indexer(top["p"])]) & (top["n"] >= 3)]
         top = top[~top["p"].duplicated(keep=False)]  # two addresses in every packet (one peer only): cannot tell
         nodes = inv.node_addresses() if inv is not None else {}
         for p, a in zip(top["p"], top["a"], strict=True):
@@ -234,21 +246,34 @@ def _transitions(h: pd.DataFrame) -> tuple[dict[tuple, str], dict[tuple[str, str
     """From every journey: the most common next point after (point, destination address) and after (point,
     destination, tunnelled there), the most common point before a point for a destination (key ``("from", point,
     destination)``), and the largest frame seen at a point whose packet made it to the next one, per (point, next
-    point)."""
+    point). Counted on codes: one row per distinct (point, destination, next point, tunnelled) before pandas."""
     if len(h) < 2:
         return {}, {}
     j = h["journey"].to_numpy(np.int64)
     nxt = np.flatnonzero(j[1:] == j[:-1])
-    pt = h["point"].astype(str).to_numpy()
-    df = pd.DataFrame({"p": pt[nxt], "d": h["dst"].astype(str).to_numpy()[nxt], "q": pt[nxt + 1],
-                       "t": h["tunnel"].notna().to_numpy()[nxt], "w": h["wirelen"].to_numpy(np.int64)[nxt]})  # fmt: skip
-    df = df[df["p"] != df["q"]]
+    pc, pnames = category_codes(h["point"])
+    dc, dnames = category_codes(h["dst"])
+    p, q, d = pc[nxt], pc[nxt + 1], dc[nxt]
+    t = h["tunnel"].notna().to_numpy()[nxt]
+    w = h["wirelen"].to_numpy(np.int64)[nxt]
+    keep = p != q
+    p, q, d, t, w = p[keep], q[keep], d[keep], t[keep], w[keep]
+    np_, nd = len(pnames) + 1, len(dnames) + 1
+    g, first = pd.factorize((((p + 1) * nd + d + 1) * np_ + q + 1) * 2 + t)
+    n = np.bincount(g, minlength=len(first))
+    wmax = np.full(len(first), np.iinfo(np.int64).min, np.int64)
+    np.maximum.at(wmax, g, w)
+    t_u, rest = (first % 2).astype(bool), first // 2
+    q_u, rest = rest % np_ - 1, rest // np_
+    d_u, p_u = rest % nd - 1, rest // nd - 1
+    pn, dn = np.array([*pnames, np.nan], object), np.array([*dnames, np.nan], object)
+    df = pd.DataFrame({"p": pn[p_u], "d": dn[d_u], "q": pn[q_u], "t": t_u, "w": wmax, "n": n})
     step: dict[tuple, str] = {}
     for key in (["p", "d"], ["p", "d", "t"]):
-        top = df.groupby([*key, "q"]).size().reset_index(name="n").sort_values("n", ascending=False)
+        top = df.groupby([*key, "q"])["n"].sum().reset_index(name="n").sort_values("n", ascending=False)
         top = top.drop_duplicates(key)
         step.update({tuple(r[:-1]): r[-1] for r in top.loc[:, [*key, "q"]].itertuples(index=False, name=None)})
-    top = df.groupby(["q", "d", "p"]).size().reset_index(name="n").sort_values("n", ascending=False)
+    top = df.groupby(["q", "d", "p"])["n"].sum().reset_index(name="n").sort_values("n", ascending=False)
     step.update({("from", q, d): p for q, d, p in top.drop_duplicates(["q", "d"]).loc[:, ["q", "d", "p"]]
                  .itertuples(index=False, name=None)})  # fmt: skip
     mx = df.groupby(["p", "q"])["w"].max()
@@ -271,12 +296,17 @@ def _seqs(capture_set, correlation) -> dict[int, tuple[int, int, int]]:
 def _spans(capture_set, correlation, hops: pd.DataFrame) -> dict[str, tuple[int, int]]:
     """Corrected first/last timestamp of every capture point (when it was capturing): its own, widened to its node's."""
     if capture_set is not None and correlation.row_ts_corrected is not None and len(capture_set.packets):
-        pt = capture_set.packets["point"].astype(str).to_numpy()
-        t = pd.Series(np.asarray(correlation.row_ts_corrected, np.int64)).groupby(pt)
+        pc, names = category_codes(capture_set.packets["point"])
+        ts = np.asarray(correlation.row_ts_corrected, np.int64)
     else:
-        t = pd.Series(hops["ts_corrected_ns"].to_numpy(np.int64)).groupby(hops["point"].astype(str).to_numpy())
-    lo, hi = t.min(), t.max()
-    out = {str(k): (int(lo[k]), int(hi[k])) for k in lo.index}
+        pc, names = category_codes(hops["point"])
+        ts = hops["ts_corrected_ns"].to_numpy(np.int64)
+    lo = np.full(len(names), np.iinfo(np.int64).max, np.int64)
+    hi = np.full(len(names), np.iinfo(np.int64).min, np.int64)
+    np.minimum.at(lo, pc[pc >= 0], ts[pc >= 0])
+    np.maximum.at(hi, pc[pc >= 0], ts[pc >= 0])
+    seen = np.bincount(pc[pc >= 0], minlength=len(names)) > 0
+    out = {names[k]: (int(lo[k]), int(hi[k])) for k in sorted(np.flatnonzero(seen).tolist(), key=lambda k: names[k])}
     # the captures of one node start and stop together: a point that saw little (or nothing) spans its node's time
     names = [pt.name for pt in capture_set.points] if capture_set is not None else list(out)
     node_span: dict[str, tuple[int, int]] = {}
@@ -318,7 +348,7 @@ def diagnose(capture_set=None, correlation=None, inventory: Inventory | str | di
     next_point, pair_max = _transitions(h)
     ctx = _Context(inv, homes, spans, roles, icmp, det.nat, next_point, pair_max, _seqs(capture_set, corr),
                    _drops(capture_set, capture_drops))
-    conn_rows, loss_rows, tl_rows = [], [], []
+    conn_rows, loss_rows, tl_rows = [], [], {k: [] for k in TIMELINE_COLUMNS}
     groups = _journeys_by_connection(h, ctx.seq)
     for r in p.itertuples(index=False):
         c = int(r.connection)
@@ -330,7 +360,8 @@ def diagnose(capture_set=None, correlation=None, inventory: Inventory | str | di
             continue  # an ICMP error: evidence for the connection it quotes, not a connection of its own
         losses, timeline, status = _connection(ctx, r, by_dir["forward"], by_dir["reverse"])
         loss_rows.extend(losses)
-        tl_rows.extend(timeline)
+        for k, v in timeline.items():
+            tl_rows[k].extend(v)
         conn_rows.append({"connection": c, "proto": int(r.proto), "client_addr": str(r.client_addr),
                           "client_port": int(r.client_port), "client": str(r.client),
                           "server_addr": str(r.server_addr), "server_port": int(r.server_port),
@@ -338,7 +369,7 @@ def diagnose(capture_set=None, correlation=None, inventory: Inventory | str | di
     conns = pd.DataFrame(conn_rows, columns=["connection", "proto", "client_addr", "client_port", "client",
                                              "server_addr", "server_port", "server", "status"])  # fmt: skip
     losses = pd.DataFrame(loss_rows, columns=list(LOSS_COLUMNS))
-    timeline = pd.DataFrame(tl_rows, columns=list(TIMELINE_COLUMNS))
+    timeline = pd.DataFrame(tl_rows, columns=list(TIMELINE_COLUMNS)) if tl_rows["connection"] else pd.DataFrame([], columns=list(TIMELINE_COLUMNS))
     notes = []
     if capture_set is not None and "icmp_type" not in capture_set.packets.columns:
         notes.append("the decoder gave no ICMP columns: ICMP errors are not used as evidence")
@@ -382,15 +413,21 @@ class _Context:
     drops: dict[str, tuple[int, str]]  # point -> (packets its capture reports dropped, the source of that count)
     frontends: pd.DataFrame | None = None  # the inventory's service frontends, built once
     dnat_connections: frozenset[int] = frozenset()  # connections with a DNAT step
+    occ: dict[tuple[str, ...], tuple[list, set]] = field(default_factory=dict)  # points -> (_occ labels, their set)
+    frontend_of: dict[tuple[str, int, int], str] = field(default_factory=dict)  # (addr, port, proto) -> first service
+    crossed: dict[tuple, list] = field(default_factory=dict)  # (connection, direction, last, q) -> passed journeys there
 
     def __post_init__(self) -> None:
         if self.inv is not None:
             self.frontends = self.inv.frontends()
+            for a, p, q, svc in zip(self.frontends["addr"], self.frontends["port"], self.frontends["proto"],
+                                    self.frontends["service"], strict=True):
+                self.frontend_of.setdefault((str(a), int(p), int(q)), str(svc))
         if len(self.nat):
             self.dnat_connections = frozenset(self.nat.loc[(self.nat["op"] == "DNAT").to_numpy(), "connection"].tolist())
 
 
-@dataclass
+@dataclass(slots=True)
 class _Journey:
     jid: int
     points: list[str]
@@ -416,25 +453,31 @@ def _journeys_by_connection(h: pd.DataFrame, seq: dict[int, tuple[int, int, int]
     o = np.argsort(j, kind="stable")
     start = np.flatnonzero(np.r_[True, j[o][1:] != j[o][:-1]]) if len(j) else np.zeros(0, np.int64)
     end = np.r_[start[1:], len(j)]
+    k = np.argsort(o[start], kind="stable")  # journeys in order of first sighting in the table
+    a, last = o[start[k]], o[end[k] - 1]  # rows of each journey's first and last sighting
 
-    def col(a: np.ndarray) -> list:
-        return a[o].tolist()
+    def strs(col: pd.Series, rows: np.ndarray) -> list:  # str() of each value, by category ('nan' where missing)
+        codes, cats = category_codes(col)
+        return np.array([*cats, "nan"], object)[codes[rows]].tolist()
 
-    jid, points, nodes = col(j), col(as_strings(h["point"])), col(as_strings(h["node"]))
-    ts, src, dst = col(h["ts_corrected_ns"].to_numpy(np.int64)), col(as_strings(h["src"])), col(as_strings(h["dst"]))
-    dport, flags = col(h["dport"].to_numpy(np.int64)), col(h["tcp_flags"].to_numpy(np.int64))
-    size, fp = col(h["wirelen"].to_numpy(np.int64)), col(h["fingerprint"].to_numpy(np.uint64))
-    tun, conn = col(h["tunnel"].notna().to_numpy()), col(h["connection"].to_numpy(np.int64))
-    direction = col(h["direction"].to_numpy(object))
+    dcode, dnames = pd.factorize(h["direction"])  # by code: a string column's per-row conversion is slow
+    direction = np.array([*map(str, dnames), None], object)[dcode[a]].tolist()
+    points, nodes = as_strings(h["point"])[o].tolist(), as_strings(h["node"])[o].tolist()
+    ts = h["ts_corrected_ns"].to_numpy(np.int64)[o].tolist()
+    size = h["wirelen"].to_numpy(np.int64)
+    per_journey = zip(j[a].tolist(), h["connection"].to_numpy(np.int64)[a].tolist(), direction, start[k].tolist(),
+                      end[k].tolist(), strs(h["dst"], last), h["dport"].to_numpy(np.int64)[last].tolist(), strs(h["src"], last),
+                      h["tcp_flags"].to_numpy(np.int64)[a].tolist(), size[a].tolist(),
+                      h["fingerprint"].to_numpy(np.uint64)[a].tolist(), size[last].tolist(),
+                      h["tunnel"].notna().to_numpy()[last].tolist(), strict=True)  # fmt: skip
     out: dict[int, tuple[set[int], dict[str, list[_Journey]]]] = {}
-    for k in np.argsort(o[start], kind="stable").tolist():  # journeys in order of first sighting in the table
-        a, b = int(start[k]), int(end[k])
-        ids, by_dir = out.setdefault(conn[a], (set(), {"forward": [], "reverse": []}))
-        ids.add(jid[a])
-        if direction[a] in by_dir:
-            by_dir[direction[a]].append(_Journey(jid[a], points[a:b], nodes[a:b], ts[a:b], str(dst[b - 1]), dport[b - 1],
-                                                 str(src[b - 1]), flags[a], size[a], fp[a], size[b - 1], tun[b - 1],
-                                                 *seq.get(jid[a], (-1, -1, -1))))  # fmt: skip
+    none = (-1, -1, -1)
+    for jid, conn, dr, s, e, dst, dport, src, flags, sz, fp, last_size, tun in per_journey:
+        ids, by_dir = out.get(conn) or out.setdefault(conn, (set(), {"forward": [], "reverse": []}))
+        ids.add(jid)
+        if dr in by_dir:
+            by_dir[dr].append(_Journey(jid, points[s:e], nodes[s:e], ts[s:e], dst, dport, src, flags, sz, fp, last_size,
+                                       tun, *seq.get(jid, none)))  # fmt: skip
     for _, by_dir in out.values():
         for js in by_dir.values():
             js.sort(key=lambda x: x.ts[0])
@@ -467,10 +510,11 @@ def _show(point: str | None) -> str:
 
 
 def _connection(ctx: _Context, r, fwd: list[_Journey], rev: list[_Journey]) -> tuple[list[dict], list[dict], str]:
-    """Losses, timeline rows and status of one connection from its forward and reverse journeys."""
+    """Losses, timeline rows (one list per TIMELINE_COLUMNS column) and status of one connection from its forward and
+    reverse journeys."""
     c = int(r.connection)
     expects_answer = int(r.proto) == 17 or (int(r.proto) == 6 and any(j.flags >= 0 and j.flags & 0x12 == 0x02 for j in fwd))
-    losses, timeline = [], []
+    losses, timeline = [], {k: [] for k in TIMELINE_COLUMNS}
     failed = degraded = False
     for direction, js, other in (("forward", fwd, rev), ("reverse", rev, fwd)):
         if not js:
@@ -503,9 +547,14 @@ def _connection(ctx: _Context, r, fwd: list[_Journey], rev: list[_Journey]) -> t
                 expected.append(None)
         groups: dict[tuple, list[_Journey]] = {}
         lost_j: set[int] = set()
+        occ = ctx.occ
         for j in js:
-            labels = _occ(j.points)
-            seen = set(labels)
+            key = tuple(j.points)
+            hit = occ.get(key)
+            if hit is None:  # journeys of a connection mostly share a few point sequences: label each once
+                labels = _occ(j.points)
+                hit = occ[key] = (labels, set(labels))
+            labels, seen = hit
             if labels[0] not in expected:
                 continue
             k0 = expected.index(labels[0])
@@ -525,7 +574,8 @@ def _connection(ctx: _Context, r, fwd: list[_Journey], rev: list[_Journey]) -> t
                 lost_j.add(j.jid)
                 break
         if int(r.proto) == 6:  # a segment its receiver acknowledged arrived: the capture missed it, not the network
-            acked = {j.jid for key, g in groups.items() if key[0] == "loss" for j in g if _acked(j, js, other, lost_j)}
+            ax = _Acks(js, other)
+            acked = {j.jid for key, g in groups.items() if key[0] == "loss" for j in g if ax.acked(j, lost_j)}
             for key in [k for k in groups if k[0] == "loss"]:
                 got = [j for j in groups[key] if j.jid in acked]
                 if got:
@@ -556,7 +606,7 @@ def _connection(ctx: _Context, r, fwd: list[_Journey], rev: list[_Journey]) -> t
                     failed = True
                 else:
                     degraded = True
-        timeline.extend(_timeline(c, direction, js, lost_j))
+        _timeline(c, direction, js, lost_j, timeline)
     extra = _answer_losses(ctx, r, c, fwd, rev, expects_answer)
     if extra:
         losses.extend(extra)
@@ -595,20 +645,42 @@ def _answer_losses(ctx: _Context, r, c: int, fwd: list[_Journey], rev: list[_Jou
     return out
 
 
-def _acked(j: _Journey, js: list[_Journey], other: list[_Journey], lost: set[int]) -> bool:
-    """Whether the receiver of TCP segment ``j`` acknowledged it later (an ACK in ``other`` at or beyond its last
-    byte) while no other copy of its first byte was seen getting through before that ACK (a retransmission may
-    have carried it). A pure ACK carries no byte to acknowledge: never."""
-    n = _seglen(j)
-    if j.seq < 0 or j.flags < 0 or j.flags & 0x04 or n == 0:
-        return False
-    end = (j.seq + n) & 0xFFFFFFFF
-    k = next((k for k in other if k.ack >= 0 and k.flags >= 0 and k.flags & 0x10 and k.ts[0] > j.ts[-1]
-              and (k.ack - end) & 0xFFFFFFFF < 0x80000000), None)  # fmt: skip
-    if k is None:
-        return False
-    return not any(p.jid != j.jid and p.jid not in lost and p.ts[0] < k.ts[0] and p.seq >= 0 and _seglen(p) > 0
-                   and ((p.seq - j.seq) & 0xFFFFFFFF < n or (j.seq - p.seq) & 0xFFFFFFFF < _seglen(p)) for p in js)  # fmt: skip
+class _Acks:
+    """Whether the receiver of a TCP segment ``j`` of ``js`` acknowledged it later (an ACK in ``other`` at or beyond
+    its last byte) while no other copy of its first byte was seen getting through before that ACK (a retransmission
+    may have carried it). A pure ACK carries no byte to acknowledge: never. ``js`` and ``other`` are in time order
+    (of first sighting); ACKs are found by time and overlapping segments by sequence number, by bisection."""
+
+    def __init__(self, js: list[_Journey], other: list[_Journey]) -> None:
+        self.acks = [k for k in other if k.ack >= 0 and k.flags >= 0 and k.flags & 0x10]
+        self.ack_ts = [k.ts[0] for k in self.acks]
+        segs = sorted((p.seq, i) for i, p in enumerate(js) if p.seq >= 0 and _seglen(p) > 0)
+        self.seqs, self.segs = [q for q, _ in segs], [js[i] for _, i in segs]
+        self.longest = max((_seglen(p) for p in self.segs), default=0)
+
+    def acked(self, j: _Journey, lost: set[int]) -> bool:
+        n = _seglen(j)
+        if j.seq < 0 or j.flags < 0 or j.flags & 0x04 or n == 0:
+            return False
+        end = (j.seq + n) & 0xFFFFFFFF
+        acks, i = self.acks, bisect_right(self.ack_ts, j.ts[-1])  # the first ACK after the segment's last sighting
+        while i < len(acks) and (acks[i].ack - end) & 0xFFFFFFFF >= 0x80000000:
+            i += 1
+        if i == len(acks):
+            return False
+        k = acks[i]
+        # a copy overlapping the segment starts within (seq - longest, seq + n) modulo 2^32
+        lo, hi = (j.seq - self.longest + 1) & 0xFFFFFFFF, (j.seq + n) & 0xFFFFFFFF
+        if self.longest + n > 0xFFFFFFFF:
+            spans = [(0, 1 << 32)]
+        else:
+            spans = [(lo, hi)] if lo < hi else [(lo, 1 << 32), (0, hi)]
+        for a, b in spans:
+            for p in self.segs[bisect_left(self.seqs, a):bisect_left(self.seqs, b)]:
+                if (p.jid != j.jid and p.jid not in lost and p.ts[0] < k.ts[0]
+                        and ((p.seq - j.seq) & 0xFFFFFFFF < n or (j.seq - p.seq) & 0xFFFFFFFF < _seglen(p))):  # fmt: skip
+                    return False
+        return True
 
 
 def _seglen(j: _Journey) -> int:
@@ -644,10 +716,8 @@ def _cause(ctx: _Context, r, direction: str, kind: str, last: str, q: str | None
     inv = ctx.inv
     svc_name, n_ep = None, -1
     if inv is not None and direction == "forward":
-        fe = ctx.frontends
-        hit = fe.loc[(fe["addr"] == str(r.server_addr)) & (fe["port"] == int(r.server_port)) & (fe["proto"] == int(r.proto))]
-        if len(hit):
-            svc_name = str(hit["service"].iloc[0])
+        svc_name = ctx.frontend_of.get((str(r.server_addr), int(r.server_port), int(r.proto)))
+        if svc_name is not None:
             n_ep = sum(1 for e in inv.endpoints if e.service == svc_name)
     dnat = c in ctx.dnat_connections
     if svc_name is not None and n_ep == 0 and not dnat:
@@ -666,7 +736,11 @@ def _cause(ctx: _Context, r, direction: str, kind: str, last: str, q: str | None
             at = f" (inside {node}'s pod CIDR)" if node else ""
             return "stale-endpoint", 0.8, f"DNAT to {target}{at}, an address no pod and no EndpointSlice has"
     sizes_lost = [j.last_size for j in lost]
-    sizes_ok = [j.last_size for j in passed if last in j.points and (q is None or q in j.points)]
+    key = (c, direction, last, q)  # the loss groups of a direction share ``passed``: filter it once per hop
+    crossed = ctx.crossed.get(key)
+    if crossed is None:
+        crossed = ctx.crossed[key] = [j for j in passed if last in j.points and (q is None or q in j.points)]
+    sizes_ok = [j.last_size for j in crossed]
     if not sizes_ok and q is not None and (last, q) in ctx.pair_max:
         sizes_ok = [ctx.pair_max[(last, q)]]  # other connections' packets that made this hop
     tunnel_edge = (any(ctx.roles.get(x, "") == "overlay" for x in (last, q) if x) or any(j.tunnelled for j in lost)
@@ -688,7 +762,7 @@ def _cause(ctx: _Context, r, direction: str, kind: str, last: str, q: str | None
                                               f"stopped at {_show(last)}: it took another path back (a strict rp_filter "
                                               "drops a packet arriving where its source is not routed, a stateful "
                                               "filter one whose request it never saw)")  # fmt: skip
-    early = [j for j in passed if last in j.points and q in j.points]
+    early = crossed if q is not None else []
     if (early and q is not None and _node_of(last) == _node_of(q)
             and max(j.ts[0] for j in early) < min(j.ts[0] for j in lost)):  # fmt: skip
         return "conntrack", 0.6, (f"{_what(early)} of this connection crossed {_show(last)} → {_show(q)}, then every later "
@@ -714,19 +788,23 @@ def _interface(point: str | None) -> str:
     return "" if point is None else point.rpartition(":")[2]
 
 
-def _timeline(c: int, direction: str, js: list[_Journey], lost: set[int]) -> list[dict]:
-    """Sightings of each attempt of packets sent more than once or lost (retransmissions share a fingerprint)."""
+def _timeline(c: int, direction: str, js: list[_Journey], lost: set[int], rows: dict[str, list]) -> None:
+    """Sightings of each attempt of packets sent more than once or lost (retransmissions share a fingerprint), appended
+    to ``rows``: one list per TIMELINE_COLUMNS column."""
     by_fp: dict[tuple, list[_Journey]] = {}
     for j in js:  # a retransmission repeats flags, seq and size (its IPv4 id, hence its fingerprint, differs)
         by_fp.setdefault((j.flags, j.seq, j.size) if j.seq >= 0 else (j.fp,), []).append(j)
-    rows = []
     for att in by_fp.values():
         fp = att[0].fp
         if len(att) < 2 and not any(j.jid in lost for j in att):
             continue
         label = f"{_flag_text(att[0].flags) or 'packet'} {att[0].size}B #{fp & 0xFFFF:04x}"
         for k, j in enumerate(att, 1):
-            for pt, t in zip(j.points, j.ts, strict=True):
-                rows.append({"connection": c, "direction": direction, "packet": label, "attempt": k, "point": pt,
-                             "ts_corrected_ns": t, "reached": j.jid not in lost})  # fmt: skip
-    return rows
+            n = len(j.points)
+            rows["connection"].extend([c] * n)
+            rows["direction"].extend([direction] * n)
+            rows["packet"].extend([label] * n)
+            rows["attempt"].extend([k] * n)
+            rows["point"].extend(j.points)
+            rows["ts_corrected_ns"].extend(j.ts)
+            rows["reached"].extend([j.jid not in lost] * n)

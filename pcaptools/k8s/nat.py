@@ -22,7 +22,7 @@ import pandas as pd
 
 from pcaptools.correlate.fingerprint import combine
 from pcaptools.k8s.inventory import Inventory
-from pcaptools.labels import as_strings
+from pcaptools.labels import categorical, category_codes, codes_in, vocabulary
 from pcaptools.schema import NAT_COLUMNS, NAT_KINDS, NAT_OPS, validate
 
 _NEED = ("journey", "hop", "point", "node", "ts_corrected_ns", "src", "dst", "sport", "dport", "proto", "ttl",
@@ -35,27 +35,26 @@ def _check(hops: pd.DataFrame) -> None:
         raise TypeError(f"hops table lacks columns {missing}; pass pcaptools.correlate(...).hops")
 
 
-def _codes(col: pd.Series, vocab: pd.Index) -> np.ndarray:
-    """Codes of a category/string column in a shared vocabulary (-1 where missing or unknown)."""
-    cat = col.array if isinstance(col.dtype, pd.CategoricalDtype) else pd.Categorical(col)
-    m = vocab.get_indexer(pd.Index([str(c) for c in cat.categories]))
-    c = np.asarray(cat.codes, np.int64)
-    return np.where(c >= 0, np.append(m, -1)[c], -1)
+def _owner_codes(col: pd.Series, inventory: Inventory, vocab: pd.Index) -> np.ndarray:
+    """Per row, the code in ``vocab`` of the node owning the address (-1 unknown): one inventory lookup per category."""
+    c, cats = category_codes(col)
+    own = vocab.get_indexer(pd.Index([inventory.entity(a)[2] for a in cats], dtype=object))
+    return np.where(c >= 0, np.append(own, -1)[c], -1)
 
 
 def _node_codes(hops: pd.DataFrame, inventory: Inventory | None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Capture node code per row, and the owning node's code of src/dst/outer_src/outer_dst (-1 unknown)."""
-    names = [str(c) for c in hops["node"].cat.categories] if isinstance(hops["node"].dtype, pd.CategoricalDtype) else sorted(set(hops["node"].astype(str)))
+    names = category_codes(hops["node"])[1] if isinstance(hops["node"].dtype, pd.CategoricalDtype) else sorted(set(hops["node"].astype(str)))
     if inventory is not None:
         names = list(dict.fromkeys(names + list(inventory.nodes)))
-    vocab = pd.Index(names)
-    point_node = _codes(hops["node"], vocab)
+    vocab = pd.Index(names, dtype=object)
+    point_node = codes_in(hops["node"], vocab)
     owners = {}
     for c in ("src", "dst", "outer_src", "outer_dst"):
         if inventory is None:
             owners[c] = np.full(len(hops), -1, np.int64)
         else:
-            owners[c] = _codes(inventory.lookup(hops[c])["node"], vocab)
+            owners[c] = _owner_codes(hops[c], inventory, vocab)
     return point_node, owners
 
 
@@ -73,7 +72,9 @@ def order_hops(hops: pd.DataFrame, inventory: Inventory | None = None) -> pd.Dat
     ttl = hops["ttl"].to_numpy(np.int64)
     # one role per (journey, ttl, node): a node's own sightings keep their (exact, same-clock) time order
     grp = pd.factorize(combine([j, ttl, point_node]))[0]
-    grole = pd.Series(role).groupby(grp).transform("min").to_numpy()
+    gmin = np.full(int(grp.max()) + 1, 2, np.int64)
+    np.minimum.at(gmin, grp, role)
+    grole = gmin[grp]
     order = np.lexsort((hops["ts_corrected_ns"].to_numpy(np.int64), grole, -ttl, j))
     out = hops.iloc[order].reset_index(drop=True)
     jj = j[order]
@@ -84,14 +85,34 @@ def order_hops(hops: pd.DataFrame, inventory: Inventory | None = None) -> pd.Dat
     return out
 
 
-def _frontend_match(addr: pd.Series, port: np.ndarray, proto: np.ndarray, fe: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """(via, service) of each (addr, port, proto) that is a service frontend, else ('', '')."""
+def _frontends(addr: np.ndarray, port: np.ndarray, proto: np.ndarray, fe: pd.DataFrame, vocab: pd.Index) -> np.ndarray:
+    """Per (address code in ``vocab``, port, proto), the row of ``fe`` (its first for that frontend) it is, else -1."""
     n = len(port)
     if fe.empty or n == 0:
-        return np.full(n, "", object), np.full(n, "", object)
-    left = pd.DataFrame({"addr": addr.astype(str).to_numpy(), "port": port.astype(np.int32), "proto": proto.astype(np.int16), "_i": np.arange(n)})
-    m = left.merge(fe.drop_duplicates(["addr", "port", "proto"]), on=["addr", "port", "proto"], how="left").sort_values("_i")
-    return m["via"].fillna("").to_numpy(object), m["service"].fillna("").to_numpy(object)
+        return np.full(n, -1, np.int64)
+
+    def key(a: np.ndarray, p: np.ndarray, q: np.ndarray) -> np.ndarray:  # exact: ports are -1..65535, protocols 0..255
+        return (a.astype(np.int64) * 65537 + p.astype(np.int64) + 1) * 256 + q.astype(np.int64)
+
+    fa = vocab.get_indexer(pd.Index(fe["addr"].astype(str).to_numpy(object), dtype=object))
+    fk = np.where(fa >= 0, key(fa, fe["port"].to_numpy(), fe["proto"].to_numpy()), -1)
+    uk, first = np.unique(fk, return_index=True)  # a frontend listed twice: its first row, as a left merge keeps
+    pos = pd.Index(uk).get_indexer(key(addr, port, proto))
+    return np.where(pos >= 0, first[np.maximum(pos, 0)], -1)
+
+
+def _group_rank(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(position of each row within its group of equal ``keys``, in row order; row index of its group's first row)."""
+    o = np.argsort(keys, kind="stable")
+    k = keys[o]
+    start = np.ones(len(k), bool)
+    start[1:] = k[1:] != k[:-1]
+    head = np.maximum.accumulate(np.where(start, np.arange(len(k)), 0))
+    rank = np.empty(len(k), np.int64)
+    rank[o] = np.arange(len(k)) - head
+    first = np.empty(len(k), np.int64)
+    first[o] = o[head]
+    return rank, first
 
 
 def nat_table(
@@ -102,15 +123,16 @@ def nat_table(
     ``reply`` (bool per journey id) marks journeys travelling server -> client; without it a journey is
     a reply when one of its changes restores a service frontend or un-masquerades a node address.
     ``ordered=True`` skips :func:`order_hops` when the table is already in causal order.
+    Addresses, nodes and services are integer codes throughout; the inventory is asked once per distinct address.
     """
     _check(hops)
     h = hops if ordered else order_hops(hops, inventory)
     n = len(h)
     j = h["journey"].to_numpy(np.int64)
     ok = (h["proto"].to_numpy() >= 0) & h["src"].notna().to_numpy() & h["dst"].notna().to_numpy()
-    vocab = pd.Index(sorted(set(map(str, h["src"].dropna().unique())) | set(map(str, h["dst"].dropna().unique()))))
-    s = _codes(h["src"], vocab)
-    d = _codes(h["dst"], vocab)
+    vocab = vocabulary(h["src"], h["dst"])
+    s = codes_in(h["src"], vocab)
+    d = codes_in(h["dst"], vocab)
     sp = h["sport"].to_numpy(np.int64)
     dp = h["dport"].to_numpy(np.int64)
     prev = np.zeros(n, bool)
@@ -132,60 +154,65 @@ def nat_table(
     proto = h["proto"].to_numpy(np.int16)[after]
     used = h.loc[:, ["point", "ts_corrected_ns", "src", "sport", "dst", "dport"]]  # the columns a NAT row takes from its sightings
     hb, ha = used.iloc[before].reset_index(drop=True), used.iloc[after].reset_index(drop=True)
-    # the translated endpoint, before and after
-    src_s, dst_s = as_strings(h["src"]), as_strings(h["dst"])
-    addr_b = pd.Series(np.where(is_dst, dst_s[before], src_s[before]))
-    addr_a = pd.Series(np.where(is_dst, dst_s[after], src_s[after]))
+    # the translated endpoint, before and after, as codes in ``vocab``
+    addr_b = np.where(is_dst, d[before], s[before])
+    addr_a = np.where(is_dst, d[after], s[after])
     port_b = np.where(is_dst, hb["dport"], hb["sport"]).astype(np.int32)
     port_a = np.where(is_dst, ha["dport"], ha["sport"]).astype(np.int32)
     fe = inventory.frontends() if inventory is not None else pd.DataFrame(columns=["addr", "port", "proto", "via", "service"])
-    via_b, svc_b = _frontend_match(addr_b, port_b, proto, fe)
-    via_a, svc_a = _frontend_match(addr_a, port_a, proto, fe)
-    if inventory is not None:
-        kind_b = as_strings(inventory.lookup(addr_b)["kind"])
-        kind_a = as_strings(inventory.lookup(addr_a)["kind"])
-        # the far end of the connection (server for forward, the same seen from the reply) decides egress
-        peer_kind = as_strings(inventory.lookup(pd.Series(np.where(is_dst, src_s[after], dst_s[after])))["kind"])
-    else:
-        kind_b = kind_a = peer_kind = np.full(len(after), "", object)
+    fe_b = _frontends(addr_b, port_b, proto, fe, vocab)
+    fe_a = _frontends(addr_a, port_a, proto, fe, vocab)
+    ents = [inventory.entity(a) for a in vocab] if inventory is not None else [("", "", "")] * len(vocab)
+    is_node = np.array([e[0] == "node" for e in ents], bool)
+    is_ext = np.array([e[0] == "external" for e in ents], bool)
     jn = j[after]
     if reply is not None:
         rep = pd.Series(reply).reindex(jn).fillna(False).to_numpy(bool)
     else:
-        undo = (~is_dst & (via_a != "")) | (is_dst & (via_b == "") & (kind_b == "node"))
+        undo = (~is_dst & (fe_a >= 0)) | (is_dst & (fe_b < 0) & is_node[addr_b])
         rep = pd.Series(undo).groupby(jn).transform("any").to_numpy(bool)
-    op = np.where(is_dst, np.where(rep, "un-SNAT", "DNAT"), np.where(rep, "un-DNAT", "SNAT"))
+    op = np.where(is_dst, np.where(rep, 3, 0), np.where(rep, 2, 1))  # codes of NAT_OPS
+    snat = (op == 1) | (op == 3)
     # classify: service frontends name DNATs (before) and un-DNATs (after); node addresses name masquerades
-    via = np.where(op == "DNAT", via_b, np.where(op == "un-DNAT", via_a, ""))
-    svc = np.where(op == "DNAT", svc_b, np.where(op == "un-DNAT", svc_a, ""))
-    masq_addr_kind = np.where(op == "SNAT", kind_a, np.where(op == "un-SNAT", kind_b, ""))
-    masq_peer_ext = np.where(op == "SNAT", peer_kind == "external", np.where(op == "un-SNAT", peer_kind == "external", False))
-    # SNAT: peer = after dst (the server); un-SNAT: peer = after src (the server answering)
-    masq = np.isin(op, ["SNAT", "un-SNAT"]) & (masq_addr_kind == "node")
-    kind = np.where(via != "", via, np.where(masq, np.where(masq_peer_ext, "egress-masquerade", "service-masquerade"), "other"))
-    # a masquerade belongs to the service its connection's DNAT named
-    svc_s = pd.Series(np.where(svc == "", None, svc), dtype=object)
-    svc = svc_s.groupby(jn).transform("first").fillna("").to_numpy(object) if len(svc_s) else svc
-    svc = np.where((kind == "other") | (kind == "egress-masquerade"), "", svc)
-    node = _attribute(h, before, after, is_dst, op, inventory, src_s, dst_s)
-    step = pd.Series(np.ones(len(after), np.int64)).groupby(jn).cumsum().to_numpy() - 1
+    fe_row = np.where(op == 0, fe_b, np.where(op == 2, fe_a, -1))
+    via = np.array([NAT_KINDS.index(v) for v in fe["via"]] + [-1], np.int64)[fe_row]
+    # SNAT: the address after is the node's; un-SNAT: the one before. The far end (the server, or the server
+    # answering) decides egress
+    masq = snat & np.where(op == 1, is_node[addr_a], is_node[addr_b])
+    peer_ext = is_ext[np.where(is_dst, s[after], d[after])]
+    kind = np.where(via >= 0, via, np.where(masq, np.where(peer_ext, 3, 4), 5))
+    # a masquerade belongs to the service its connection's DNAT named: the journey's first named service
+    svc_names = pd.Index(sorted(set(fe["service"]))) if len(fe) else pd.Index([], dtype=object)
+    svc = np.append(svc_names.get_indexer(fe["service"]) if len(fe) else np.zeros(0, np.int64), -1)[fe_row]
+    if len(svc):
+        named = np.flatnonzero(svc >= 0)
+        first_named = np.full(len(svc), -1, np.int64)
+        _, grp_first = _group_rank(jn)
+        hit = np.full(len(svc), len(svc), np.int64)
+        np.minimum.at(hit, grp_first[named], named)
+        first_named = hit[grp_first]
+        svc = np.where(first_named < len(svc), svc[np.minimum(first_named, len(svc) - 1)], -1)
+    svc = np.where((kind == 5) | (kind == 3), -1, svc)
+    node_names, node = _attribute(h, before, after, is_dst, inventory, s, d, ents, vocab)
+    step, _ = _group_rank(jn)
+    vocab_s = np.array(list(vocab), object)
     out = pd.DataFrame(
         {
             "journey": jn,
             "connection": np.full(len(after), -1, np.int64),
             "step": step.astype(np.int16),
-            "op": pd.Categorical(op, categories=list(NAT_OPS)),
-            "nat_kind": pd.Categorical(kind, categories=list(NAT_KINDS)),
-            "service": pd.Categorical(np.where(svc == "", None, svc)),
-            "node": pd.Categorical(np.where(node == "", None, node)),
+            "op": pd.Categorical.from_codes(op, categories=list(NAT_OPS)),
+            "nat_kind": pd.Categorical.from_codes(kind, categories=list(NAT_KINDS)),
+            "service": categorical(np.array(list(svc_names), object), svc),
+            "node": categorical(node_names, node),
             "reply": rep,
             "from_point": hb["point"].astype("category"),
             "to_point": ha["point"].astype("category"),
             "ts_corrected_ns": ha["ts_corrected_ns"].to_numpy(np.int64),
             "proto": proto,
-            "addr_before": pd.Categorical(addr_b),
+            "addr_before": categorical(vocab_s, addr_b),
             "port_before": port_b,
-            "addr_after": pd.Categorical(addr_a),
+            "addr_after": categorical(vocab_s, addr_a),
             "port_after": port_a,
             "src_before": hb["src"].astype("category"),
             "sport_before": hb["sport"].to_numpy(np.int32),
@@ -200,31 +227,41 @@ def nat_table(
     return validate(out, NAT_COLUMNS, table="nat")
 
 
-def _attribute(h: pd.DataFrame, before: np.ndarray, after: np.ndarray, is_dst: np.ndarray, op: np.ndarray, inventory: Inventory | None,
-               src_s: np.ndarray, dst_s: np.ndarray) -> np.ndarray:
-    """Node that applied each translation (see the module doc for the rules); ``src_s``/``dst_s``: the addresses as strings."""
-    nodes = as_strings(h["node"])
-    nb, na = nodes[before], nodes[after]
-    out = na.copy()
+def _attribute(h: pd.DataFrame, before: np.ndarray, after: np.ndarray, is_dst: np.ndarray, inventory: Inventory | None,
+               s: np.ndarray, d: np.ndarray, ents: list[tuple[str, str, str]], vocab: pd.Index) -> tuple[np.ndarray, np.ndarray]:
+    """(node names, code of the node that applied each translation, -1 if none): see the module doc for the rules.
+    ``s``/``d``: address codes in ``vocab``, ``ents``: the inventory's entity of each ``vocab`` address."""
+    pn, names = category_codes(h["node"])
+    if inventory is not None:
+        names = list(dict.fromkeys(names + list(inventory.nodes)))
+    names_s = np.array(names, object)
+    pn = np.where(pn >= 0, pn, -1)
+    pn[pn >= 0] = np.where(names_s[pn[pn >= 0]] == "", -1, pn[pn >= 0])  # a node named '' is no node
+    nb, na = pn[before], pn[after]
     if not len(after):
-        return out
+        return names_s, na
     j = h["journey"].to_numpy(np.int64)
-    _, ji = np.unique(j, return_inverse=True)
+    ji = pd.factorize(j)[0]
     first_row = np.full(ji.max() + 1, len(h), np.int64)
     last_row = np.full(ji.max() + 1, -1, np.int64)
     np.minimum.at(first_row, ji, np.arange(len(h)))
     np.maximum.at(last_row, ji, np.arange(len(h)))
     first_row, last_row = first_row[ji], last_row[ji]
-    starts = nb == nodes[first_row[before]]
-    ends = na == nodes[last_row[after]]
-    owner = np.full(len(after), "", object)
+
+    def same(x: np.ndarray, y: np.ndarray) -> np.ndarray:  # string equality: a missing node equals nothing
+        return (x == y) & (x >= 0)
+
+    starts = same(nb, pn[first_row[before]])
+    ends = same(na, pn[last_row[after]])
+    out = na
     if inventory is not None:
         # DNAT / un-SNAT: owner of the destination before; SNAT / un-DNAT: owner of the source after
-        addr = np.where(is_dst, dst_s[before], src_s[after])
-        owner = as_strings(inventory.lookup(pd.Series(addr))["node"])
+        own_v = pd.Index(names, dtype=object).get_indexer(pd.Index([e[2] or None for e in ents], dtype=object))
+        owner = np.append(own_v, -1)[np.where(is_dst, d[before], s[after])]
+    else:
+        owner = np.full(len(after), -1, np.int64)
     out = np.where(ends & ~starts, nb, out)
     out = np.where(starts, na, out)
-    out = np.where((owner != "") & ((owner == nb) | (owner == na)), owner, out)
-    out = np.where(nb == na, nb, out)
-    return out
-
+    out = np.where((owner >= 0) & (same(owner, nb) | same(owner, na)), owner, out)
+    out = np.where(same(nb, na), nb, out)
+    return names_s, out

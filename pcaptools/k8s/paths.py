@@ -29,8 +29,8 @@ import pandas as pd
 from pcaptools.correlate.fingerprint import combine
 from pcaptools.fmt import endpoint, fmt_ns
 from pcaptools.k8s.inventory import ENTITY_KINDS, Inventory
-from pcaptools.k8s.nat import _codes, nat_table, order_hops
-from pcaptools.labels import as_strings
+from pcaptools.k8s.nat import nat_table, order_hops
+from pcaptools.labels import as_strings, category_codes, codes_in, strings, vocabulary
 from pcaptools.schema import FLOW_STATES, PATH_COLUMNS, PATH_KINDS, PRESERVED, validate
 
 
@@ -48,42 +48,55 @@ IDLE_NS = 60_000_000_000
 def _epochs(h: pd.DataFrame, key: np.ndarray, ji: np.ndarray) -> np.ndarray:
     """Per row, which use of its unordered 5-tuple the row's journey belongs to: a TCP SYN (no ACK) after other
     packets of the tuple (data, FIN, RST: not a retried SYN or SYN-ACK) starts a new use, as does any packet after
-    the tuple was idle for :data:`IDLE_NS`; so a port reused for a second connection is not merged into the first."""
+    the tuple was idle for :data:`IDLE_NS`; so a port reused for a second connection is not merged into the first.
+    Uses are numbered 1, 2, ... across all tuples (a use's number names its tuple too)."""
     t = h["ts_corrected_ns"].to_numpy(np.int64)
     flags = h["tcp_flags"].to_numpy(np.int64)
     tcp = (h["proto"].to_numpy() == 6) & (flags >= 0)
     syn = tcp & ((flags & 0x12) == 0x02)
     hs = tcp & ((flags & 0x02) != 0)  # SYN or SYN-ACK: still the handshake (retries of either do not split)
-    kj = pd.DataFrame({"k": key, "j": ji, "t": t, "syn": syn, "hs": hs}).groupby(["k", "j"], sort=False).agg(
-        t=("t", "min"), syn=("syn", "any"), hs=("hs", "any"))
-    kj = kj.reset_index().sort_values(["k", "t", "j"], kind="stable")
-    k = kj["k"].to_numpy()
-    s = kj["syn"].to_numpy()
-    tt = kj["t"].to_numpy(np.int64)
-    same = np.zeros(len(kj), bool)
+    # one group per (tuple, journey): its first time, whether it has a SYN / a handshake packet
+    kj = key.astype(np.int64) * (int(ji.max()) + 1) + ji
+    o = np.argsort(kj, kind="stable")
+    ks = kj[o]
+    head = np.flatnonzero(np.r_[True, ks[1:] != ks[:-1]])
+    grp = np.empty(len(kj), np.int64)
+    grp[o] = np.cumsum(np.r_[True, ks[1:] != ks[:-1]]) - 1
+    gk, gj = key[o[head]], ji[o[head]]
+    gt = np.minimum.reduceat(t[o], head)
+    gs = np.logical_or.reduceat(syn[o], head)
+    ghs = np.logical_or.reduceat(hs[o], head)
+    g = np.lexsort((gj, gt, gk))  # each tuple's journeys in time order
+    k, s, tt = gk[g], gs[g], gt[g]
+    same = np.zeros(len(g), bool)
     same[1:] = k[1:] == k[:-1]
-    prev_syn = np.zeros(len(kj), bool)
-    prev_syn[1:] = kj["hs"].to_numpy()[:-1]
-    gap = np.zeros(len(kj), np.int64)
+    prev_syn = np.zeros(len(g), bool)
+    prev_syn[1:] = ghs[g][:-1]
+    gap = np.zeros(len(g), np.int64)
     gap[1:] = tt[1:] - tt[:-1]
     start = ~same | (s & ~prev_syn) | (gap > IDLE_NS)
-    kj["epoch"] = np.cumsum(start)
-    m = pd.DataFrame({"k": key, "j": ji}).merge(kj[["k", "j", "epoch"]], on=["k", "j"], how="left")
-    return m["epoch"].to_numpy(np.int64)
+    epoch = np.empty(len(g), np.int64)
+    epoch[g] = np.cumsum(start)
+    return epoch[grp]
 
 
 def _connections(h: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """(journey ids, connection id per journey): components of journeys linked by a shared unordered 5-tuple."""
     j = h["journey"].to_numpy(np.int64)
-    uj, ji = np.unique(j, return_inverse=True)
-    vocab = pd.Index(sorted(set(map(str, h["src"].unique())) | set(map(str, h["dst"].unique()))))
-    e1 = _codes(h["src"], vocab) * 65538 + h["sport"].to_numpy(np.int64) + 1
-    e2 = _codes(h["dst"], vocab) * 65538 + h["dport"].to_numpy(np.int64) + 1
+    if len(j) and (j[1:] >= j[:-1]).all():  # grouped by journey, as order_hops leaves it
+        new = np.r_[True, j[1:] != j[:-1]]
+        uj, ji = j[new], np.cumsum(new) - 1
+    else:
+        uj, ji = np.unique(j, return_inverse=True)
+    vocab = vocabulary(h["src"], h["dst"])
+    e1 = codes_in(h["src"], vocab) * 65538 + h["sport"].to_numpy(np.int64) + 1
+    e2 = codes_in(h["dst"], vocab) * 65538 + h["dport"].to_numpy(np.int64) + 1
     key = pd.factorize(combine([h["proto"].to_numpy(np.int64), np.minimum(e1, e2), np.maximum(e1, e2)]))[0]
-    key = pd.factorize(combine([key, _epochs(h, key, ji)]))[0]
+    key = _epochs(h, key, ji) - 1  # one key per use of a tuple
     lab = np.arange(len(uj))
+    kl = np.empty(int(key.max()) + 1, np.int64)
     while True:  # min-label propagation over the journey <-> tuple graph, with pointer jumping
-        kl = np.full(key.max() + 1, len(uj), np.int64)
+        kl.fill(len(uj))
         np.minimum.at(kl, key, lab[ji])
         new = lab.copy()
         np.minimum.at(new, ji, kl[key])
@@ -91,20 +104,30 @@ def _connections(h: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         if np.array_equal(new, lab):
             break
         lab = new
-    # renumber components by their earliest sighting
-    t = pd.Series(h["ts_corrected_ns"].to_numpy(np.int64)).groupby(lab[ji]).min()
-    rank = pd.Series(np.arange(len(t)), index=t.sort_values(kind="stable").index)
-    return uj, rank.reindex(lab).to_numpy(np.int64)
+    # renumber components by their earliest sighting (ties: the lower label first)
+    first = np.full(len(uj), np.iinfo(np.int64).max, np.int64)
+    np.minimum.at(first, lab[ji], h["ts_corrected_ns"].to_numpy(np.int64))
+    roots = np.flatnonzero(np.bincount(lab, minlength=len(uj)))
+    rank = np.empty(len(uj), np.int64)
+    rank[roots[np.lexsort((roots, first[roots]))]] = np.arange(len(roots))
+    return uj, rank[lab]
 
 
 def _journey_times(h: pd.DataFrame, ji: np.ndarray, conn: np.ndarray, nj: int) -> np.ndarray:
     """Per journey, a time comparable within its connection: the raw timestamp at the node that saw most of the
     connection's journeys (one clock, so a reply never precedes its request through clock error); corrected time otherwise."""
     node = h["node"].cat.codes.to_numpy(np.int64) if isinstance(h["node"].dtype, pd.CategoricalDtype) else pd.factorize(h["node"])[0]
+    node = node - node.min() if len(node) else node  # codes from 0 (a missing node, -1, is a node of its own)
+    nn = int(node.max()) + 1 if len(node) else 1
     crow = conn[ji]
-    seen = pd.DataFrame({"c": crow, "n": node, "j": ji}).drop_duplicates()
-    cover = seen.groupby(["c", "n"]).size().reset_index(name="k").sort_values(["c", "k", "n"], ascending=[True, False, True])
-    best = cover.drop_duplicates("c").set_index("c")["n"].reindex(np.arange(conn.max() + 1)).to_numpy()
+    seen = pd.unique(ji * nn + node)  # (journey, node) pairs
+    sj, sn = seen // nn, seen % nn
+    cn, k = np.unique(conn[sj] * nn + sn, return_counts=True)  # journeys per (connection, node)
+    cc, cnode = cn // nn, cn % nn
+    o = np.lexsort((cnode, -k, cc))  # most journeys first, the first node on a tie
+    head = np.r_[True, cc[o][1:] != cc[o][:-1]]
+    best = np.zeros(int(conn.max()) + 1, np.int64)
+    best[cc[o][head]] = cnode[o][head]
     at = node == best[crow]
     raw = np.full(nj, np.iinfo(np.int64).max, np.int64)
     np.minimum.at(raw, ji[at], h["ts_ns"].to_numpy(np.int64)[at])
@@ -123,6 +146,28 @@ def _pick(conn: np.ndarray, eligible: np.ndarray, prio: np.ndarray, t: np.ndarra
     first[1:] = c[1:] != c[:-1]
     out[c[first]] = o[first]
     return out
+
+
+def _rows_of(first_row: np.ndarray, end_row: np.ndarray, js: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The rows of journeys ``js`` (indices into ``first_row``), concatenated, and each one's first/end position
+    among them (0 for journeys not in ``js``)."""
+    js = np.unique(js)
+    n = end_row[js] - first_row[js]
+    end = np.cumsum(n)
+    start = end - n
+    rows = np.repeat(first_row[js] - start, n) + np.arange(int(end[-1]) if len(end) else 0)
+    f, e = np.zeros(len(first_row), np.int64), np.zeros(len(first_row), np.int64)
+    f[js], e[js] = start, end
+    return rows, f, e
+
+
+def _strings(col: pd.Series, rows: np.ndarray) -> np.ndarray:
+    """``str`` of the column's values at ``rows`` as an object array, '' where missing (once per category)."""
+    if isinstance(col.dtype, pd.CategoricalDtype):
+        codes, cats = category_codes(col)
+        return np.array([*cats, ""], object)[codes[rows]]
+    sub = col.iloc[rows]
+    return np.where(sub.notna().to_numpy(), as_strings(sub), "")
 
 
 def paths(
@@ -180,26 +225,24 @@ def load_paths(
     Files a manifest names must lie inside its directory unless ``allow_outside``.
     """
     from pcaptools.correlate.api import DEFAULT_WINDOW_NS, correlate
-    from pcaptools.flows import concat_flows
-    from pcaptools.flows import flows as flow_table
+    from pcaptools.flows import REQUIRED as FLOW_INPUT
     from pcaptools.k8s.discover import find_inventory, load_captures
     from pcaptools.packets import read_packets
 
     srcs = [sources] if isinstance(sources, (str, os.PathLike)) else list(sources)
     inv = as_inventory(inventory if inventory is not None else find_inventory(srcs, allow_outside=allow_outside))
-    parts: list[pd.DataFrame] = []
+    frames: list[pd.DataFrame] = []  # the columns flows read, kept for the connections' flows, made once those are known
 
     def decode(path: str) -> pd.DataFrame:
         df = read_packets(path, payload_hash=True)
         if with_flows:
-            parts.append(flow_table(df))
+            frames.append(df.loc[:, [c for c in dict.fromkeys((*FLOW_INPUT, "file")) if c in df.columns]])
         return df
 
     cs = load_captures(srcs, points=points, inventory=inv, links=links, decoder=decode, allow_outside=allow_outside)
     corr = correlate(cs, window_ns=window_ns or DEFAULT_WINDOW_NS, reference=reference)
-    fl = concat_flows(parts) if parts else None
     side: dict = {}
-    p, nat = _build(corr, inv, fl, side)
+    p, nat = _build(corr, inv, (lambda wanted: _flows_of(frames, wanted)) if frames else None, side)
     return PathSet(paths=p, nat=nat, correlation=corr, inventory=inv, captures=cs, hops=side.get("hops"))
 
 
@@ -218,7 +261,7 @@ def _build(correlation, inventory, flows, side: dict | None = None,
     inv = as_inventory(inventory)
     hops = correlation if isinstance(correlation, pd.DataFrame) else correlation.hops
     keep = (hops["proto"].to_numpy() >= 0) & hops["src"].notna().to_numpy() & hops["dst"].notna().to_numpy()
-    h = order_hops(hops.loc[keep].reset_index(drop=True), inv)
+    h = order_hops(hops if keep.all() else hops.loc[keep].reset_index(drop=True), inv)
     if not len(h):
         empty = _empty()
         if side is not None:
@@ -228,7 +271,6 @@ def _build(correlation, inventory, flows, side: dict | None = None,
     nconn = int(conn.max()) + 1
     j = h["journey"].to_numpy(np.int64)
     ji = np.searchsorted(uj, j)
-    nrow = len(h)
     first_row = np.searchsorted(j, uj, side="left")  # h is sorted by journey, then causal order
     end_row = np.searchsorted(j, uj, side="right")
     flags = h["tcp_flags"].to_numpy(np.int64)
@@ -242,21 +284,18 @@ def _build(correlation, inventory, flows, side: dict | None = None,
     has_syn = np.bincount(conn, syn, minlength=nconn)[conn] > 0
     fwd_j = _pick(conn, syn | ~has_syn, np.where(has_syn, -nhops, 0), t, nconn)
     # direction of every journey: does it carry one of the first packet's tuples, or its reverse?
-    vocab = pd.Index(sorted(set(map(str, h["src"].unique())) | set(map(str, h["dst"].unique()))))
-    s, d = _codes(h["src"], vocab), _codes(h["dst"], vocab)
+    vocab = vocabulary(h["src"], h["dst"])
+    s, d = codes_in(h["src"], vocab), codes_in(h["dst"], vocab)
     sp, dp = h["sport"].to_numpy(np.int64), h["dport"].to_numpy(np.int64)
     crow = conn[ji]
     f_hash = combine([crow, s, sp, d, dp])
     r_hash = combine([crow, d, dp, s, sp])
-    is_fwd_row = np.zeros(nrow, bool)
-    for a, b in zip(first_row[fwd_j[fwd_j >= 0]], end_row[fwd_j[fwd_j >= 0]], strict=True):
-        is_fwd_row[a:b] = True
-    fset = np.unique(f_hash[is_fwd_row])
-    fwd = np.bincount(ji, np.isin(f_hash, fset), minlength=len(uj)) > 0
-    rev = np.bincount(ji, np.isin(r_hash, fset), minlength=len(uj)) > 0
+    fset = pd.Index(np.unique(f_hash[_rows_of(first_row, end_row, fwd_j[fwd_j >= 0])[0]]))
+    fwd = np.bincount(ji, fset.get_indexer(f_hash) >= 0, minlength=len(uj)) > 0
+    rev = np.bincount(ji, fset.get_indexer(r_hash) >= 0, minlength=len(uj)) > 0
     reply = rev & ~fwd
     if side is not None:
-        side["hops"] = h.assign(connection=crow, direction=np.where(fwd, "forward", np.where(reply, "reverse", ""))[ji])
+        side["hops"] = h.assign(connection=crow, direction=strings(["", "forward", "reverse"], np.where(fwd, 1, np.where(reply, 2, 0))[ji]))
     has_synack = np.bincount(conn, reply & synack, minlength=nconn)[conn] > 0
     rep_j = _pick(conn, reply & (synack | ~has_synack), np.where(has_synack, -nhops, 0), t, nconn)
     nat = nat_table(h, inv, reply=pd.Series(reply, index=uj), ordered=True)
@@ -273,14 +312,16 @@ def _build(correlation, inventory, flows, side: dict | None = None,
             r = SimpleNamespace(**dict(zip(fields, vals, strict=True)))
             nat_by_j.setdefault(int(r.journey), []).append(r)
     journeys = np.bincount(conn, minlength=nconn)
-    cols = {c: np.where(h[c].notna().to_numpy(), as_strings(h[c]), "") if c in ("point", "node", "interface", "src", "dst", "tunnel", "outer_src", "outer_dst", "file") else h[c].to_numpy()
+    # the rows of the representative journeys are all the per-connection step reads: strings for those only
+    rows, first_row, end_row = _rows_of(first_row, end_row, np.concatenate([fwd_j[fwd_j >= 0], rep_j[rep_j >= 0]]))
+    cols = {c: _strings(h[c], rows) if c in ("point", "node", "interface", "src", "dst", "tunnel", "outer_src", "outer_dst", "file") else h[c].to_numpy()[rows]
             for c in ("point", "node", "interface", "src", "dst", "sport", "dport", "tunnel", "vni", "outer_src", "outer_dst", "ts_corrected_ns", "file", "proto")}  # fmt: skip
     inv_nodes = set(inv.nodes) if inv is not None else None
     node_ip = inv.node_addresses() if inv is not None else {}
     rows = []
     for c in range(nconn):
         fj, rj = fwd_j[c], rep_j[c]
-        rows.append(_row(c, fj, rj, uj, first_row, end_row, cols, h, nat_by_j, inv, inv_nodes, node_ip, int(journeys[c])))
+        rows.append(_row(c, fj, rj, uj, first_row, end_row, cols, nat_by_j, inv, inv_nodes, node_ip, int(journeys[c])))
     out = pd.DataFrame(rows)
     out = _with_flows(out, flows)
     out = _typed(out)
@@ -300,7 +341,7 @@ def _nat_text(r) -> str:
     return f"{r.op} {endpoint(str(r.addr_before), int(r.port_before))}→{endpoint(str(r.addr_after), int(r.port_after))}{at} ({what})"
 
 
-def _row(c, fj, rj, uj, first_row, end_row, cols, h, nat_by_j, inv, inv_nodes, node_ip, njourneys) -> dict:
+def _row(c, fj, rj, uj, first_row, end_row, cols, nat_by_j, inv, inv_nodes, node_ip, njourneys) -> dict:
     a, b = first_row[fj], end_row[fj]
     src, dst, sport, dport = cols["src"], cols["dst"], cols["sport"], cols["dport"]
     jid = int(uj[fj])
@@ -407,10 +448,42 @@ def _row(c, fj, rj, uj, first_row, end_row, cols, h, nat_by_j, inv, inv_nodes, n
     }  # fmt: skip
 
 
-def _with_flows(out: pd.DataFrame, flows: pd.DataFrame | None) -> pd.DataFrame:
-    """Join each connection's client-side flow (first capture point's file, client tuple): state, bytes, handshake, retransmissions."""
+def _pair_key(proto: np.ndarray, a: np.ndarray, b: np.ndarray, n: int) -> np.ndarray:
+    """One exact integer per (protocol, unordered pair of address codes below ``n``)."""
+    return (proto.astype(np.int64) * (n + 1) + np.minimum(a, b)) * (n + 1) + np.maximum(a, b)
+
+
+def _flows_of(frames: list[pd.DataFrame], wanted: pd.DataFrame) -> pd.DataFrame | None:
+    """Flows of the decoded packet tables ``frames`` for the connections in ``wanted`` (file, proto, orig_h, resp_h):
+    only the packets of those (file, protocol, address pair) go through :func:`pcaptools.flows.flows`, which makes
+    the same flows of them as of the whole file (a flow's key holds its file, protocol and both addresses, and a
+    later IP fragment takes its ports from a first fragment between the same addresses)."""
+    from pcaptools.flows import concat_flows
+    from pcaptools.flows import flows as flow_table
+
+    parts = []
+    for df in frames:
+        files = category_codes(df["file"])[1] if "file" in df.columns else []
+        w = wanted.loc[wanted["file"].isin(files)]
+        if not len(w):
+            continue
+        names = pd.Index(sorted(set(w["orig_h"]) | set(w["resp_h"])), dtype=object)
+        want = _pair_key(w["proto"].to_numpy(), names.get_indexer(w["orig_h"]), names.get_indexer(w["resp_h"]), len(names))
+        s, d = codes_in(df["src"], names), codes_in(df["dst"], names)
+        sel = (s >= 0) & (d >= 0) & np.isin(_pair_key(df["proto"].to_numpy(), s, d, len(names)), want)
+        if sel.any():
+            parts.append(flow_table(df.loc[sel].reset_index(drop=True)))
+    return concat_flows(parts) if parts else None
+
+
+def _with_flows(out: pd.DataFrame, flows) -> pd.DataFrame:
+    """Join each connection's client-side flow (first capture point's file, client tuple): state, bytes, handshake, retransmissions.
+    ``flows``: a flow table, or a function making one from the connections' (file, proto, orig_h, resp_h)."""
+    if callable(flows) and len(out):
+        flows = flows(pd.DataFrame({"file": out["_file"].astype(str), "proto": out["proto"].to_numpy(np.int64),
+                                    "orig_h": out["client_addr"].astype(str), "resp_h": out["server_addr"].astype(str)}))  # fmt: skip
     out = out.assign(flow_state=None, orig_bytes=-1, resp_bytes=-1, handshake_ns=-1, retransmissions=-1)
-    if flows is None or not len(flows) or not len(out):
+    if flows is None or callable(flows) or not len(flows) or not len(out):
         return out.drop(columns="_file")
     key = ["file", "proto", "orig_h", "orig_p", "resp_h", "resp_p"]
     f = flows.loc[:, key + ["state", "orig_bytes", "resp_bytes", "handshake_ns", "retransmissions", "first_ts_ns"]].copy()

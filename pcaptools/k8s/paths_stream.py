@@ -42,6 +42,10 @@ BUILD_ROW_COST = 1000
 """Bytes one hops row takes at the peak of building its bucket's paths (the bucket's table, its causal order, NAT table
 and per-row arrays; measured 540 on gen_set.py's 79,223 sightings: 97 the table, 440 the build), with a margin."""
 
+ROW_PEAK = 1500
+"""Peak bytes per packet record of the in-memory ``paths`` run (correlation, flows, paths and their
+inputs; 1.1-1.5 KiB measured per sighting on gen_set.py sets): what decides that a set is streamed."""
+
 MAX_BUCKETS = 256
 """At most this many bucket files are written at once (open files); a set of more than this many budgets' rows takes
 larger buckets than the budget."""
@@ -51,11 +55,11 @@ _LABEL_COLUMNS = ["journey", "proto", "src", "dst", "sport", "dport", "ts_correc
 
 def streams(sources: Sequence[str | os.PathLike], points: Sequence[str], memory: int, *, allow_outside: bool = False) -> bool:
     """Whether :func:`load_paths_bounded` would stream these inputs (a manifest, ``--point`` specs, plain files and
-    directories, a dataset): their captures do not fit ``memory`` in one window (the test correlation makes)."""
+    directories, a dataset): their captures do not fit ``memory`` in one in-memory run (:data:`ROW_PEAK` a record)."""
     from pcaptools.correlate.stream import fits
     from pcaptools.k8s.discover import input_files
 
-    return not fits(input_files(list(sources), list(points), allow_outside=allow_outside), memory)
+    return not fits(input_files(list(sources), list(points), allow_outside=allow_outside), memory, row_bytes=ROW_PEAK)
 
 
 def load_paths_bounded(

@@ -106,9 +106,9 @@ def print_rows(con: Console, title: str, cols: tuple[str, ...], rows: list[tuple
 
 def _packed(con: Console, cells: list[str], indent: int = 4, style: str = "dim") -> None:
     """Cells joined by ' · ' on indented lines, packed to the console width; a cell is split only if longer than a line."""
-    line = ""
+    line, width = "", con.size.width
     for cell in map(safe, cells):
-        if line and indent + len(line) + 3 + len(cell) > con.size.width:
+        if line and indent + len(line) + 3 + len(cell) > width:
             con.print(text(" " * indent + line, style=style))
             line = ""
         line = f"{line} · {cell}" if line else cell

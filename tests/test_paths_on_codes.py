@@ -1,0 +1,70 @@
+"""The paths layer's shortcuts give what the direct computation gives: flows made from the connections' packets only
+equal the whole files' flows (calico-vxlan sample), and the bisection behind "its receiver acknowledged it" finds what a
+scan of every ACK and every other copy finds (seeded TCP segments, sequence numbers wrapping at 2^32)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pcaptools.flows import concat_flows
+from pcaptools.flows import flows as flow_table
+from pcaptools.k8s.diagnose import _Acks, _Journey, _seglen
+from pcaptools.k8s.paths import load_paths, paths_and_nat
+from pcaptools.packets import read_packets
+
+ROOT = Path(os.environ.get("PCAPTOOLS_SAMPLE_PCAPS", Path(__file__).parent.parent / "sample_pcaps"))
+SAMPLE = ROOT / "calico-vxlan"
+
+
+@pytest.mark.skipif(not (SAMPLE / "manifest.json").exists(), reason="no calico-vxlan sample")
+def test_flows_of_the_connections_packets_only_join_as_the_whole_files_flows():
+    ps = load_paths(SAMPLE)
+    files = sorted(str(f) for f in SAMPLE.rglob("*.pcap*"))
+    whole = concat_flows([flow_table(read_packets(f)) for f in files])
+    want, _ = paths_and_nat(ps.correlation, ps.inventory, flows=whole)
+    assert ps.paths["flow_state"].notna().sum() >= len(ps.paths) // 2  # the join found most connections' flows
+    pd.testing.assert_frame_equal(ps.paths, want, check_exact=True)
+
+
+def _acked_by_scan(j: _Journey, js: list[_Journey], other: list[_Journey], lost: set[int]) -> bool:
+    """The definition: the first later ACK at or beyond the segment's end, and no other copy of it passing before."""
+    n = _seglen(j)
+    if j.seq < 0 or j.flags < 0 or j.flags & 0x04 or n == 0:
+        return False
+    end = (j.seq + n) & 0xFFFFFFFF
+    k = next((k for k in other if k.ack >= 0 and k.flags >= 0 and k.flags & 0x10 and k.ts[0] > j.ts[-1]
+              and (k.ack - end) & 0xFFFFFFFF < 0x80000000), None)  # fmt: skip
+    if k is None:
+        return False
+    return not any(p.jid != j.jid and p.jid not in lost and p.ts[0] < k.ts[0] and p.seq >= 0 and _seglen(p) > 0
+                   and ((p.seq - j.seq) & 0xFFFFFFFF < n or (j.seq - p.seq) & 0xFFFFFFFF < _seglen(p)) for p in js)  # fmt: skip
+
+
+def _segments(rng: np.random.Generator, n: int, base: int, jid0: int) -> list[_Journey]:
+    ts = np.sort(rng.integers(0, 10_000, n))
+    out = []
+    for i in range(n):
+        plen = int(rng.choice([0, 1, 100, 1448]))
+        seq = int((base + rng.integers(-3000, 3000)) % (1 << 32)) if rng.random() > 0.05 else -1
+        flags = int(rng.choice([0x10, 0x18, 0x02, 0x12, 0x11, 0x04, -1]))
+        t = int(ts[i])
+        out.append(_Journey(jid0 + i, ["a", "b"], ["n1", "n2"], [t, t + int(rng.integers(0, 50))], "10.0.0.2", 80,
+                            "10.0.0.1", flags, 60 + max(plen, 0), i, 60, False, seq,
+                            int((base + rng.integers(-3000, 3000)) % (1 << 32)), plen))  # fmt: skip
+    return out
+
+
+@pytest.mark.parametrize("base", [5_000_000, 0xFFFFFFFF - 1000, 500])  # plain, wrapping, near zero
+def test_acknowledged_segments_found_by_bisection_are_those_a_scan_finds(base: int):
+    rng = np.random.default_rng(base % 1000)
+    js, other = _segments(rng, 300, base, 0), _segments(rng, 300, base, 1000)
+    lost = {j.jid for j in js if rng.random() < 0.3}
+    ax = _Acks(js, other)
+    got = [ax.acked(j, lost) for j in js]
+    assert got == [_acked_by_scan(j, js, other, lost) for j in js]
+    assert 0 < sum(got) < len(js)  # both answers occur
