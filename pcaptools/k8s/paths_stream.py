@@ -46,6 +46,12 @@ ROW_PEAK = 1500
 """Peak bytes per packet record of the in-memory ``paths`` run (correlation, flows, paths and their
 inputs; 1.1-1.5 KiB measured per sighting on gen_set.py sets): what decides that a set is streamed."""
 
+SPILL_SHARE = 0.25
+"""Share of the budget the spill may hold before writing its buckets (fewer, larger row groups)."""
+
+SPILL_ROW_BYTES = 400
+"""Bytes a held hops row takes in Arrow (its ~30 columns, dictionary-encoded labels)."""
+
 MAX_BUCKETS = 256
 """At most this many bucket files are written at once (open files); a set of more than this many budgets' rows takes
 larger buckets than the budget."""
@@ -150,7 +156,7 @@ def _paths_of_file(hops_path: Path, corr, inv, flows, memory: int, bucket_rows: 
         from pcaptools.k8s.inventory import single_address_points
 
         single = single_address_points(pairs, point_rows)
-    routing = _spill(pf, uj, bucket_c[conn], nb, tmp, inv, single)
+    routing = _spill(pf, uj, bucket_c[conn], nb, tmp, inv, single, hold_rows=max(int(bucket_rows), int(memory * SPILL_SHARE // SPILL_ROW_BYTES)))
     path_parts, nat_parts = [], []
     first_c = np.searchsorted(bucket_c, np.arange(nb))  # first connection of each bucket (connections run in order)
     for b in range(nb):
@@ -159,7 +165,7 @@ def _paths_of_file(hops_path: Path, corr, inv, flows, memory: int, bucket_rows: 
         bj, bc = uj[mine], conn[mine] - first_c[b]
         p, nat = _build(h, inv, flows, None, (bj, bc))
         del h
-        _trim()
+        _trim(collect=False)  # a bucket's tables hold no reference cycles; a full collection per bucket costs ~0.1 s
         p["connection"] += first_c[b]
         nat["connection"] += first_c[b]
         path_parts.append(p)
@@ -178,15 +184,16 @@ def _paths_of_file(hops_path: Path, corr, inv, flows, memory: int, bucket_rows: 
     return PathSet(paths=paths, nat=nat, correlation=corr, inventory=inv, network=network, streamed={"buckets": nb})
 
 
-def _trim() -> None:
+def _trim(*, collect: bool = True) -> None:
     """Give the heap's freed pages back to the system (glibc's ``malloc_trim``; nothing elsewhere): a finished phase's
     tables are freed but glibc keeps their pages, which would count against the next phase (0.8 GiB after a
-    streamed correlation of 4 M sightings)."""
+    streamed correlation of 4 M sightings). ``collect`` first frees what only reference cycles keep."""
     import ctypes
     import ctypes.util
     import gc
 
-    gc.collect()
+    if collect:
+        gc.collect()
     name = ctypes.util.find_library("c")
     try:
         ctypes.CDLL(name).malloc_trim(0)
@@ -254,13 +261,27 @@ def _addr_ids(col: pd.Series, addr: dict[str, int]) -> np.ndarray:
     return lut[col.cat.codes.to_numpy(np.int64)]
 
 
-def _spill(pf, uj: np.ndarray, bucket_j: np.ndarray, nb: int, tmp: Path, inv, single: set[str]) -> pd.DataFrame:
-    """Pass 2: each labelled hops row appended to its bucket's Parquet file (rows in file order); returns the
-    per-journey routing flags of every hops row (:meth:`Inventory.routing_flags`), empty without an inventory."""
+def _spill(pf, uj: np.ndarray, bucket_j: np.ndarray, nb: int, tmp: Path, inv, single: set[str], *,
+           hold_rows: int) -> pd.DataFrame:  # fmt: skip
+    """Pass 2: each labelled hops row appended to its bucket's Parquet file (rows in file order), up to ``hold_rows``
+    rows held and then written one row group per bucket (a row group per window and bucket made thousands of tiny
+    writes and reads); returns the per-journey routing flags of every hops row (:meth:`Inventory.routing_flags`),
+    empty without an inventory."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     writers: dict[int, pq.ParquetWriter] = {}
+    held: dict[int, list] = {}
+    n_held = 0
+
+    def flush() -> None:
+        for k, subs in held.items():
+            w = writers.get(k)
+            if w is None:
+                w = writers[k] = pq.ParquetWriter(tmp / f"bucket-{k}.parquet", pf.schema_arrow)
+            w.write_table(pa.concat_tables(subs))
+        held.clear()
+
     flags = []
     try:
         for g in range(pf.num_row_groups):
@@ -278,11 +299,12 @@ def _spill(pf, uj: np.ndarray, bucket_j: np.ndarray, nb: int, tmp: Path, inv, si
                 if bs[start] < 0:
                     continue
                 end = cut[k + 1] if k + 1 < len(cut) else len(bs)
-                sub = t.take(pa.array(order[start:end]))
-                w = writers.get(int(bs[start]))
-                if w is None:
-                    w = writers[int(bs[start])] = pq.ParquetWriter(tmp / f"bucket-{int(bs[start])}.parquet", t.schema)
-                w.write_table(sub)
+                held.setdefault(int(bs[start]), []).append(t.take(pa.array(order[start:end])))
+                n_held += int(end - start)
+            if n_held >= hold_rows:
+                flush()
+                n_held = 0
+        flush()
     finally:
         for w in writers.values():
             w.close()
