@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 
 from pcaptools.k8s.paths import PathSet, _build, _connections, _empty, as_inventory, load_paths
+from pcaptools.process import release_freed_memory
 
 BUILD_ROW_COST = 1000
 """Bytes one hops row takes at the peak of building its bucket's paths (the bucket's table, its causal order, NAT table
@@ -103,9 +104,9 @@ def load_paths_bounded(
     with tempfile.TemporaryDirectory(prefix="pcaptools-paths-") as tmp:
         hops_path = Path(tmp) / "hops.parquet"
         corr, cs, files, stats = _correlate(srcs, points, links, inv, window_ns, reference, allow_outside, memory, window_rows, hops_path)
-        _trim()
+        release_freed_memory()
         flows = _flows(files, memory) if with_flows else None
-        _trim()
+        release_freed_memory()
         ps = _paths_of_file(hops_path, corr, inv, flows, memory, bucket_rows, Path(tmp))
     ps.captures = cs  # its points and inference evidence (no packets when streamed)
     ps.streamed = {"windows": stats.windows if stats else None, "carried_journeys": stats.carried_journeys if stats else None,
@@ -143,7 +144,7 @@ def _paths_of_file(hops_path: Path, corr, inv, flows, memory: int, bucket_rows: 
                        network=inv.pod_network(_empty_hops()) if inv is not None else None)  # fmt: skip
     pf = pq.ParquetFile(hops_path)
     uj, conn, rows_j, pairs, point_rows = _label(pf)
-    _trim()
+    release_freed_memory()
     if bucket_rows is None:
         from pcaptools.correlate.stream import _rss
 
@@ -165,7 +166,7 @@ def _paths_of_file(hops_path: Path, corr, inv, flows, memory: int, bucket_rows: 
         bj, bc = uj[mine], conn[mine] - first_c[b]
         p, nat = _build(h, inv, flows, None, (bj, bc))
         del h
-        _trim(collect=False)  # a bucket's tables hold no reference cycles; a full collection per bucket costs ~0.1 s
+        release_freed_memory(collect=False)  # a bucket's tables hold no reference cycles; a full collection per bucket costs ~0.1 s
         p["connection"] += first_c[b]
         nat["connection"] += first_c[b]
         path_parts.append(p)
@@ -182,23 +183,6 @@ def _paths_of_file(hops_path: Path, corr, inv, flows, memory: int, bucket_rows: 
         network["routing"], ev = routing_verdict(routing)
         network["evidence"].append(ev)
     return PathSet(paths=paths, nat=nat, correlation=corr, inventory=inv, network=network, streamed={"buckets": nb})
-
-
-def _trim(*, collect: bool = True) -> None:
-    """Give the heap's freed pages back to the system (glibc's ``malloc_trim``; nothing elsewhere): a finished phase's
-    tables are freed but glibc keeps their pages, which would count against the next phase (0.8 GiB after a
-    streamed correlation of 4 M sightings). ``collect`` first frees what only reference cycles keep."""
-    import ctypes
-    import ctypes.util
-    import gc
-
-    if collect:
-        gc.collect()
-    name = ctypes.util.find_library("c")
-    try:
-        ctypes.CDLL(name).malloc_trim(0)
-    except (OSError, AttributeError, TypeError):
-        pass
 
 
 def _empty_hops() -> pd.DataFrame:
