@@ -348,10 +348,11 @@ def correlate_stream(entries: list[dict], *, window_ns: int = DEFAULT_WINDOW_NS,
 
 def floor_note(memory: int, window_ns: int, dense: int, window_rows: int, fixed: int) -> str | None:
     """What to do when one matching window of the densest traffic (``dense`` rows, carried journeys and the rows
-    that follow them: :data:`FLOOR_ROWS` times as many) needs more than the ``window_rows`` the budget leaves;
-    None when it fits. ``fixed``: bytes taken before any window (libraries, readers, spine)."""
+    that follow them: :data:`FLOOR_ROWS` times as many) needs more than the ``window_rows`` the budget leaves, or
+    when what the run holds before any window (``fixed``: libraries, readers, spine) is already over the budget;
+    None when both fit."""
     need_rows = int(FLOOR_ROWS * dense)
-    if need_rows <= window_rows:
+    if need_rows <= window_rows and fixed <= memory * MARGIN:
         return None
     mib = 1 << 20
     window, rest = ROW_COST * need_rows / mib, fixed / mib
