@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 
 from pcaptools.correlate.windows import _pair_counts
 
 
 def _sorted_counts(f: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The reference: lexsort every pair, count the runs."""
-    o = np.lexsort((q, f))
-    f, q = f[o], q[o]
-    new = np.ones(f.shape[0], bool)
-    new[1:] = (f[1:] != f[:-1]) | (q[1:] != q[:-1])
-    starts = np.flatnonzero(new)
-    return f[starts], q[starts], np.diff(np.append(starts, f.shape[0]))
+    """The reference, independent of both paths: count every (flow, point) pair in a dict, sort the keys."""
+    counts = Counter(zip(f.tolist(), q.tolist(), strict=True))
+    keys = sorted(counts)
+    return (np.array([k[0] for k in keys], np.int64), np.array([k[1] for k in keys], np.int64),
+            np.array([counts[k] for k in keys], np.int64))
 
 
 def test_pair_counts_match_a_full_sort_for_few_and_many_flows() -> None:
