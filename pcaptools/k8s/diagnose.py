@@ -146,9 +146,14 @@ def pcapng_drops(capture_set) -> dict[str, tuple[int, str]]:
     capture gets its file's counts."""
     if capture_set is None:
         return {}
+    return _pcapng_drops(capture_set.points, getattr(capture_set, "interface_stats", None) or {})
+
+
+def _pcapng_drops(points: list, interface_stats: dict[str, dict]) -> dict[str, tuple[int, str]]:
+    """:func:`pcapng_drops` of capture points and their Statistics Block counters (point name -> counters)."""
     out: dict[str, tuple[int, str]] = {}
-    for p in capture_set.points:
-        st = (getattr(capture_set, "interface_stats", None) or {}).get(p.name)
+    for p in points:
+        st = interface_stats.get(p.name)
         mine = [i for i in (st or {}).get("interfaces") or [] if i.get("dropped") is not None]
         if not mine:
             continue
@@ -171,70 +176,285 @@ def _flag_text(f: int) -> str:
     return "-".join(names) if names else "TCP"
 
 
-def _icmp_events(capture_set, hops: pd.DataFrame) -> pd.DataFrame:
-    """ICMP errors of the capture set matched to the connection whose packet they quote."""
+_SEQ_COLUMNS = ("tcp_seq", "tcp_ack", "payload_len")
+_ICMP_COLUMNS = ["proto", "src", "sport", "dst", "dport", "point", "node", "icmp_type", "icmp_proto", "ts_ns", "icmp_code",
+                 "sender", "icmp_mtu"]  # fmt: skip
+
+
+def _icmp_errors(proto: np.ndarray, typ: np.ndarray) -> np.ndarray:
+    """Per row: an ICMP / ICMPv6 error (:data:`_ICMP_ERR`), which quotes the packet it answers."""
+    return ((proto == 1) & np.isin(typ, _ICMP_ERR[1])) | ((proto == 58) & np.isin(typ, _ICMP_ERR[58]))
+
+
+class PacketEvidence:
+    """What a diagnosis reads from packet tables rather than from the hops, gathered a packet table at a time: the
+    streamed correlation (:func:`pcaptools.correlate.stream.correlate_stream`) hands it each batch it reads
+    (:meth:`batch`) and the journey of each row it emits (:meth:`emitted`); an in-memory run its whole table
+    (:meth:`whole`). Kept: per capture point its span of corrected time and its capture's own drop counters; every
+    ICMP error as one row (what it quotes, where, from whom; errors are rare) and the journeys that are ICMP errors;
+    per TCP journey its first sighting's sequence number, acknowledgement and payload length (32 bytes a journey).
+    TCP rows read but not yet in an emitted journey wait in a buffer (32 bytes a row: the rows of the windows not yet
+    emitted). Rows are keyed by the correlator's input key, which orders them as the in-memory packet table does."""
+
+    def __init__(self) -> None:
+        self.point_list: list | None = None  # the capture points (None: no capture set given)
+        self.lo = self.hi = self.rows = np.zeros(0, np.int64)
+        self.spanned = False  # corrected times of packet rows were given (else spans come from the hops)
+        self.has_icmp: bool | None = None  # the packet tables have ICMP columns (None: no table seen)
+        self.interface_stats: dict[str, dict] = {}  # point -> Statistics Block counters (CaptureSet.interface_stats)
+        self._file_stats: dict[str, dict] = {}  # file -> its last batch's attrs["interface_stats"]
+        self._icmp: list[pd.DataFrame] = []
+        self._icmp_wait = np.zeros(0, np.int64)  # keys of ICMP error rows whose journey is not known yet
+        self._icmp_j: list[np.ndarray] = []
+        self._pending: list[np.ndarray] = []  # (key, seq, ack, payload length) rows of TCP packets not yet emitted
+        self._seq: list[np.ndarray] = []  # (journey, seq, ack, payload length) of emitted TCP journeys
+        self.icmp = pd.DataFrame(columns=_ICMP_COLUMNS)
+        self.icmp_journeys: set[int] = set()
+        self._sj = np.zeros(0, np.int64)
+        self._sv = np.zeros((0, 3), np.int64)
+
+    @classmethod
+    def of(cls, capture_set, correlation) -> PacketEvidence:
+        """The evidence of an in-memory capture set and its correlation (nothing but the hops when ``capture_set`` is None)."""
+        ev = cls()
+        if capture_set is not None:
+            ev.whole(capture_set, correlation)
+        return ev.finish()
+
+    def points(self, points: list) -> None:
+        """The capture points (CapturePoint) whose ids the batches give."""
+        self.point_list = list(points)
+        n = len(self.point_list)
+        self.lo = np.full(n, np.iinfo(np.int64).max, np.int64)
+        self.hi = np.full(n, np.iinfo(np.int64).min, np.int64)
+        self.rows = np.zeros(n, np.int64)
+        self._names = np.array([p.name for p in self.point_list] + [""], object)
+        self._nodes = np.array([p.node for p in self.point_list] + [""], object)
+
+    def whole(self, capture_set, correlation) -> None:
+        """An in-memory capture set (its ``packets`` table, rows keyed by position) and its correlation."""
+        self.points(capture_set.points)
+        self.interface_stats = dict(getattr(capture_set, "interface_stats", None) or {})
+        pk = capture_set.packets
+        self.has_icmp = "icmp_type" in pk.columns
+        if not len(pk) or "point_id" not in pk.columns:
+            return
+        tc = getattr(correlation, "row_ts_corrected", None)
+        rj = getattr(correlation, "row_journey", None)
+        key = np.arange(len(pk), dtype=np.int64)
+        self.batch(None, pk, pk["point_id"].to_numpy(np.int64), key, None if tc is None else np.asarray(tc, np.int64))
+        if rj is not None:
+            rj = np.asarray(rj, np.int64)
+            self.emitted(key[rj >= 0], rj[rj >= 0])
+        else:
+            self._pending = []
+
+    def batch(self, file: str | None, pk: pd.DataFrame, pid: np.ndarray, key: np.ndarray, tc: np.ndarray | None) -> None:
+        """One packet table (of ``file``; None: several, their counters given to :meth:`whole`): each row's point
+        id, input key and corrected time (None: not known, the spans then come from the hops)."""
+        if self.has_icmp is None:
+            self.has_icmp = "icmp_type" in pk.columns
+        if file is not None:
+            self._file_stats[str(file)] = pk.attrs.get("interface_stats") or {}
+        if not len(pk):
+            return
+        pid = np.asarray(pid, np.int64)
+        key = np.asarray(key, np.int64)
+        if tc is not None:
+            self.spanned = True
+            np.minimum.at(self.lo, pid, tc)
+            np.maximum.at(self.hi, pid, tc)
+            self.rows += np.bincount(pid, minlength=len(self.rows))
+        if "icmp_type" in pk.columns:
+            proto = pk["proto"].to_numpy(np.int64)
+            typ = pk["icmp_type"].to_numpy(np.int64)
+            err = _icmp_errors(proto, typ)
+            if err.any():
+                e = pk.loc[err]
+                self._icmp.append(pd.DataFrame({
+                    "key": key[err], "proto": e["icmp_q_proto"].to_numpy(np.int64), "src": e["icmp_q_src"].astype(str).to_numpy(),
+                    "sport": e["icmp_q_sport"].to_numpy(np.int64), "dst": e["icmp_q_dst"].astype(str).to_numpy(),
+                    "dport": e["icmp_q_dport"].to_numpy(np.int64), "point": self._names[pid[err]],
+                    "node": self._nodes[pid[err]], "icmp_type": typ[err], "icmp_proto": proto[err],
+                    "ts_ns": e["ts_ns"].to_numpy(np.int64), "icmp_code": e["icmp_code"].to_numpy(np.int64),
+                    "sender": e["src"].astype(str).to_numpy(),
+                    "icmp_mtu": e["icmp_mtu"].to_numpy(np.int64) if "icmp_mtu" in e else -1}))  # fmt: skip
+                self._icmp_wait = np.sort(np.concatenate([self._icmp_wait, key[err]]))
+        if all(c in pk.columns for c in _SEQ_COLUMNS):
+            seq = pk["tcp_seq"].to_numpy(np.int64)
+            ok = (seq >= 0) & (pk["ts_ns"].to_numpy(np.int64) >= 0)  # a row without a time is never matched
+            if ok.any():
+                self._pending.append(np.stack([key[ok], seq[ok], pk["tcp_ack"].to_numpy(np.int64)[ok],
+                                               pk["payload_len"].to_numpy(np.int64)[ok]], 1))  # fmt: skip
+
+    def emitted(self, key: np.ndarray, journey: np.ndarray) -> None:
+        """Rows (input keys) the correlation put in complete journeys; every row of a journey comes in one call."""
+        key = np.asarray(key, np.int64)
+        journey = np.asarray(journey, np.int64)
+        if not len(key):
+            return
+        if len(self._icmp_wait):
+            o = np.argsort(key, kind="stable")
+            at = np.clip(np.searchsorted(key[o], self._icmp_wait), 0, len(key) - 1)
+            hit = key[o][at] == self._icmp_wait
+            self._icmp_j.append(journey[o][at[hit]])
+            self._icmp_wait = self._icmp_wait[~hit]
+        if not self._pending:
+            return
+        buf = np.concatenate(self._pending) if len(self._pending) > 1 else self._pending[0]
+        buf = buf[np.argsort(buf[:, 0], kind="stable")]
+        at = np.clip(np.searchsorted(buf[:, 0], key), 0, len(buf) - 1)
+        hit = buf[at, 0] == key
+        rows, j = buf[at[hit]], journey[hit]
+        o = np.lexsort((rows[:, 0], j))  # per journey its first row in packet-table order
+        rows, j = rows[o], j[o]
+        first = np.r_[True, j[1:] != j[:-1]] if len(j) else np.zeros(0, bool)
+        self._seq.append(np.column_stack([j[first], rows[first, 1:]]))
+        keep = np.ones(len(buf), bool)
+        keep[at[hit]] = False
+        self._pending = [buf[keep]] if keep.any() else []
+
+    def finish(self) -> PacketEvidence:
+        """Done: tables in packet-table order, per-journey values indexed, per-point counters from the files' own."""
+        if self._icmp:
+            icmp = pd.concat(self._icmp, ignore_index=True)
+            self.icmp = icmp.iloc[np.argsort(icmp["key"].to_numpy(), kind="stable")].drop(columns="key").reset_index(drop=True)
+        self._icmp = []
+        self.icmp_journeys = {int(x) for x in np.concatenate(self._icmp_j)} if self._icmp_j else set()
+        seq = np.concatenate(self._seq) if self._seq else np.zeros((0, 4), np.int64)
+        o = np.argsort(seq[:, 0], kind="stable")
+        self._sj, self._sv = seq[o, 0], seq[o, 1:]
+        self._seq, self._pending = [], []
+        if self._file_stats and self.point_list is not None:
+            from pcaptools.correlate.capture_set import _point_stats
+
+            for p in self.point_list:
+                st = _point_stats({"file": p.file}, self._file_stats.get(p.file) or {}, p)
+                if st is not None:
+                    self.interface_stats.setdefault(p.name, st)
+        return self
+
+    def seqs(self, journeys: np.ndarray) -> dict[int, tuple[int, int, int]]:
+        """TCP (sequence number, acknowledgement, payload length) of each of ``journeys`` that is TCP (from its first
+        sighting): to group retransmissions and to tell a segment its receiver acknowledged."""
+        journeys = np.unique(np.asarray(journeys, np.int64))
+        if not len(self._sj) or not len(journeys):
+            return {}
+        at = np.clip(np.searchsorted(self._sj, journeys), 0, len(self._sj) - 1)
+        hit = self._sj[at] == journeys
+        return {int(j): (int(a), int(b), int(n)) for j, (a, b, n) in zip(journeys[hit].tolist(), self._sv[at[hit]].tolist(), strict=True)}
+
+    def spans(self, hops: pd.DataFrame) -> dict[str, tuple[int, int]]:
+        """Corrected first/last timestamp of every capture point (when it was capturing): its own, widened to its
+        node's; from the packet rows, else (no corrected times given) from ``hops``."""
+        if self.spanned:
+            names = [p.name for p in self.point_list]
+            lo, hi, seen = self.lo, self.hi, self.rows > 0
+        else:
+            pc, names = category_codes(hops["point"])
+            ts = hops["ts_corrected_ns"].to_numpy(np.int64)
+            lo = np.full(len(names), np.iinfo(np.int64).max, np.int64)
+            hi = np.full(len(names), np.iinfo(np.int64).min, np.int64)
+            np.minimum.at(lo, pc[pc >= 0], ts[pc >= 0])
+            np.maximum.at(hi, pc[pc >= 0], ts[pc >= 0])
+            seen = np.bincount(pc[pc >= 0], minlength=len(names)) > 0
+        out = {names[k]: (int(lo[k]), int(hi[k])) for k in sorted(np.flatnonzero(seen).tolist(), key=lambda k: names[k])}
+        # the captures of one node start and stop together: a point that saw little (or nothing) spans its node's time
+        names = [pt.name for pt in self.point_list] if self.point_list is not None else list(out)
+        node_span: dict[str, tuple[int, int]] = {}
+        for name, (a, b) in out.items():
+            n = _node_of(name)
+            x = node_span.get(n, (a, b))
+            node_span[n] = (min(x[0], a), max(x[1], b))
+        for name in names:
+            a, b = node_span.get(_node_of(name), out.get(name, (0, -1)))
+            own = out.get(name, (a, b))
+            out[name] = (min(a, own[0]), max(b, own[1]))
+        return out
+
+
+def _icmp_events(icmp: pd.DataFrame, hops: pd.DataFrame) -> pd.DataFrame:
+    """ICMP errors (:attr:`PacketEvidence.icmp`) matched to the connection of ``hops`` whose packet they quote."""
     cols = ["connection", "point", "node", "icmp_proto", "icmp_type", "icmp_code", "icmp_mtu", "sender", "ts_ns"]
-    pk = capture_set.packets if capture_set is not None else None
-    if pk is None or "icmp_type" not in pk.columns or not len(hops):
+    if not len(icmp) or not len(hops):
         return pd.DataFrame(columns=cols)
-    proto = pk["proto"].to_numpy(np.int64)
-    typ = pk["icmp_type"].to_numpy(np.int64)
-    err = ((proto == 1) & np.isin(typ, _ICMP_ERR[1])) | ((proto == 58) & np.isin(typ, _ICMP_ERR[58]))
-    if not err.any():
-        return pd.DataFrame(columns=cols)
-    e = pk.loc[err]
-    q = pd.DataFrame({"proto": e["icmp_q_proto"].to_numpy(np.int64), "src": e["icmp_q_src"].astype(str).to_numpy(),
-                      "sport": e["icmp_q_sport"].to_numpy(np.int64), "dst": e["icmp_q_dst"].astype(str).to_numpy(),
-                      "dport": e["icmp_q_dport"].to_numpy(np.int64), "point": e["point"].astype(str).to_numpy(),
-                      "node": e["node"].astype(str).to_numpy(), "icmp_type": typ[err], "icmp_proto": proto[err],
-                      "ts_ns": e["ts_ns"].to_numpy(np.int64),
-                      "icmp_code": e["icmp_code"].to_numpy(np.int64), "sender": e["src"].astype(str).to_numpy(),
-                      "icmp_mtu": e["icmp_mtu"].to_numpy(np.int64) if "icmp_mtu" in e else -1})  # fmt: skip
     tup = pd.DataFrame({"proto": hops["proto"].to_numpy(np.int64), "src": hops["src"].astype(str).to_numpy(),
                         "sport": hops["sport"].to_numpy(np.int64), "dst": hops["dst"].astype(str).to_numpy(),
                         "dport": hops["dport"].to_numpy(np.int64),
                         "connection": hops["connection"].to_numpy(np.int64)}).drop_duplicates()  # fmt: skip
-    m = q.merge(tup, on=["proto", "src", "sport", "dst", "dport"], how="inner")
+    m = icmp.merge(tup, on=["proto", "src", "sport", "dst", "dport"], how="inner")
     return m.loc[:, cols].drop_duplicates().reset_index(drop=True)
 
 
-def _icmp_journeys(capture_set, correlation) -> set[int]:
-    """Journeys that are ICMP errors (their own 'connections' in the paths table)."""
-    pk = capture_set.packets if capture_set is not None else None
-    if pk is None or "icmp_type" not in pk.columns or correlation.row_journey is None:
-        return set()
-    proto = pk["proto"].to_numpy(np.int64)
-    typ = pk["icmp_type"].to_numpy(np.int64)
-    err = ((proto == 1) & np.isin(typ, _ICMP_ERR[1])) | ((proto == 58) & np.isin(typ, _ICMP_ERR[58]))
-    j = correlation.row_journey[err]
-    return set(int(x) for x in j[j >= 0])
+@dataclass
+class HopTallies:
+    """What the diagnosis counts over every connection's hops, summed over groups of whole connections (so a set
+    diagnosed a group at a time counts as one table does): per (point, address) pair its sightings and first
+    appearance (as a source before as a destination, then by journey and causal position), sightings per point, and
+    per (point, destination, next point, tunnelled there) step its count and largest frame. A few rows per pair."""
+
+    pairs: pd.DataFrame  # p, a, n, first
+    point_rows: pd.Series  # point -> sightings
+    steps: pd.DataFrame  # p, d, q, t, w, n
+
+    @classmethod
+    def of(cls, h: pd.DataFrame) -> HopTallies:
+        """The tallies of hops in causal order (grouped by journey, as :func:`pcaptools.k8s.paths.paths_detail` gives)."""
+        pairs = pd.DataFrame({"p": np.zeros(0, object), "a": np.zeros(0, object), "n": np.zeros(0, np.int64),
+                              "first": np.zeros(0, np.int64)})  # fmt: skip
+        point_rows = pd.Series(dtype=np.int64)
+        if len(h):
+            vocab = vocabulary(h["src"], h["dst"])
+            pc, pnames = category_codes(h["point"])
+            j = h["journey"].to_numpy(np.int64)
+            start = np.r_[True, j[1:] != j[:-1]]
+            pos = np.arange(len(j)) - np.maximum.accumulate(np.where(start, np.arange(len(j)), 0))
+            rank = (j << 16) | pos  # the row's place in a table grouped by journey
+            addr = np.concatenate([codes_in(h["src"], vocab), codes_in(h["dst"], vocab)])
+            pt = np.concatenate([pc, pc])
+            rk = np.concatenate([rank, rank | (1 << 60)])  # every source before every destination, as one walk of both
+            ok = (addr >= 0) & (pt >= 0)
+            pair, first = pd.factorize(pt[ok] * (len(vocab) + 1) + addr[ok])
+            fr = np.full(len(first), np.iinfo(np.int64).max, np.int64)
+            np.minimum.at(fr, pair, rk[ok])
+            pairs = pd.DataFrame({"p": np.array(pnames, object)[first // (len(vocab) + 1)],
+                                  "a": np.array(list(vocab), object)[first % (len(vocab) + 1)],
+                                  "n": np.bincount(pair, minlength=len(first)), "first": fr})  # fmt: skip
+            rows = np.bincount(pc[pc >= 0], minlength=len(pnames))
+            point_rows = pd.Series(rows, index=pd.Index(list(pnames), dtype=object))
+        return cls(pairs, point_rows, _steps(h))
+
+    @classmethod
+    def merged(cls, parts: list[HopTallies]) -> HopTallies:
+        """The tallies of the union of disjoint groups of connections."""
+        pairs = [t.pairs for t in parts if len(t.pairs)]
+        rows = [t.point_rows for t in parts if len(t.point_rows)]
+        steps = [t.steps for t in parts if len(t.steps)]
+        if not pairs:
+            return cls.of(pd.DataFrame()) if not parts else parts[0]
+        pr = pd.concat(pairs, ignore_index=True).groupby(["p", "a"], sort=False).agg(n=("n", "sum"), first=("first", "min")).reset_index()
+        st = (pd.concat(steps, ignore_index=True).groupby(["p", "d", "q", "t"], sort=False, dropna=False)
+              .agg(w=("w", "max"), n=("n", "sum")).reset_index()) if steps else parts[0].steps  # fmt: skip
+        return cls(pr, pd.concat(rows).groupby(level=0).sum(), st)
 
 
-def _homes(capture_set, hops: pd.DataFrame, inv: Inventory | None) -> dict[str, str]:
+def _homes(points: list | None, tallies: HopTallies, inv: Inventory | None) -> dict[str, str]:
     """Address -> the capture point where it lives: its pod's veth (manifest ``pod``), else a point where it is in every packet."""
     out: dict[str, str] = {}
-    if len(hops):
-        vocab = vocabulary(hops["src"], hops["dst"])
-        pc, pnames = category_codes(hops["point"])
-        addr = np.concatenate([codes_in(hops["src"], vocab), codes_in(hops["dst"], vocab)])
-        pt = np.concatenate([pc, pc])
-        ok = (addr >= 0) & (pt >= 0)
-        # (point, address) pairs counted in order of first appearance, as value_counts groups them, then its sort
-        pair, first = pd.factorize(pt[ok] * (len(vocab) + 1) + addr[ok])
-        n = np.bincount(pair, minlength=len(first))
-        p_s = np.array(pnames, object)[first // (len(vocab) + 1)]
-        a_s = np.array(list(vocab), object)[first % (len(vocab) + 1)]
-        top = pd.Series(n, index=pd.MultiIndex.from_arrays([p_s, a_s], names=["p", "a"]), name="count")
-        top = top.sort_values(ascending=False, kind="stable").reset_index(name="n")
-        rows = np.bincount(pc[pc >= 0], minlength=len(pnames))
-        top = top[(top["n"] >= rows[pd.Index(pnames).get_indexer(top["p"])]) & (top["n"] >= 3)]
+    top = tallies.pairs
+    if len(top):
+        # by count, ties in order of first appearance
+        top = top.iloc[np.argsort(top["first"].to_numpy(), kind="stable")]
+        top = top.iloc[np.argsort(-top["n"].to_numpy(), kind="stable")].reset_index(drop=True)
+        rows = tallies.point_rows.reindex(top["p"]).to_numpy()
+        top = top[(top["n"].to_numpy() >= rows) & (top["n"] >= 3)]
         top = top[~top["p"].duplicated(keep=False)]  # two addresses in every packet (one peer only): cannot tell
         nodes = inv.node_addresses() if inv is not None else {}
         for p, a in zip(top["p"], top["a"], strict=True):
             if a not in nodes:  # a node address lives on its node, not behind one interface
                 out.setdefault(a, p)
-    if inv is not None and capture_set is not None:
-        by_pod = {p.pod: p.name for p in capture_set.points if p.pod}
+    if inv is not None and points is not None:
+        by_pod = {p.pod: p.name for p in points if p.pod}
         for pod in inv.pods.values():
             if pod.name in by_pod and not pod.host_network:
                 for ip in pod.ips:
@@ -242,13 +462,12 @@ def _homes(capture_set, hops: pd.DataFrame, inv: Inventory | None) -> dict[str, 
     return out
 
 
-def _transitions(h: pd.DataFrame) -> tuple[dict[tuple, str], dict[tuple[str, str], int]]:
-    """From every journey: the most common next point after (point, destination address) and after (point,
-    destination, tunnelled there), the most common point before a point for a destination (key ``("from", point,
-    destination)``), and the largest frame seen at a point whose packet made it to the next one, per (point, next
-    point). Counted on codes: one row per distinct (point, destination, next point, tunnelled) before pandas."""
+def _steps(h: pd.DataFrame) -> pd.DataFrame:
+    """Every journey's consecutive pairs of points counted by (point, destination address, next point, tunnelled
+    there), with the largest frame of each: one row per distinct key, counted on codes before pandas."""
     if len(h) < 2:
-        return {}, {}
+        return pd.DataFrame({"p": np.zeros(0, object), "d": np.zeros(0, object), "q": np.zeros(0, object),
+                             "t": np.zeros(0, bool), "w": np.zeros(0, np.int64), "n": np.zeros(0, np.int64)})  # fmt: skip
     j = h["journey"].to_numpy(np.int64)
     nxt = np.flatnonzero(j[1:] == j[:-1])
     pc, pnames = category_codes(h["point"])
@@ -267,7 +486,16 @@ def _transitions(h: pd.DataFrame) -> tuple[dict[tuple, str], dict[tuple[str, str
     q_u, rest = rest % np_ - 1, rest // np_
     d_u, p_u = rest % nd - 1, rest // nd - 1
     pn, dn = np.array([*pnames, np.nan], object), np.array([*dnames, np.nan], object)
-    df = pd.DataFrame({"p": pn[p_u], "d": dn[d_u], "q": pn[q_u], "t": t_u, "w": wmax, "n": n})
+    return pd.DataFrame({"p": pn[p_u], "d": dn[d_u], "q": pn[q_u], "t": t_u, "w": wmax, "n": n})
+
+
+def _transitions(df: pd.DataFrame) -> tuple[dict[tuple, str], dict[tuple[str, str], int]]:
+    """From the counted steps (:func:`_steps`): the most common next point after (point, destination address) and after
+    (point, destination, tunnelled there), the most common point before a point for a destination (key ``("from",
+    point, destination)``), and the largest frame seen at a point whose packet made it to the next one, per (point,
+    next point)."""
+    if not len(df):
+        return {}, {}
     step: dict[tuple, str] = {}
     for key in (["p", "d"], ["p", "d", "t"]):
         top = df.groupby([*key, "q"])["n"].sum().reset_index(name="n").sort_values("n", ascending=False)
@@ -280,47 +508,6 @@ def _transitions(h: pd.DataFrame) -> tuple[dict[tuple, str], dict[tuple[str, str
     return step, {(str(p), str(q)): int(w) for (p, q), w in mx.items()}
 
 
-def _seqs(capture_set, correlation) -> dict[int, tuple[int, int, int]]:
-    """TCP (sequence number, acknowledgement number, payload length) of each journey (from its first sighting): to
-    group retransmissions and to tell a segment its receiver acknowledged."""
-    cols = ("tcp_seq", "tcp_ack", "payload_len")
-    if capture_set is None or correlation.row_journey is None or any(c not in capture_set.packets.columns for c in cols):
-        return {}
-    rj = np.asarray(correlation.row_journey, np.int64)
-    seq = capture_set.packets["tcp_seq"].to_numpy(np.int64)
-    ok = (rj >= 0) & (seq >= 0)
-    first = pd.DataFrame({c: capture_set.packets[c].to_numpy(np.int64)[ok] for c in cols}).groupby(rj[ok]).first()
-    return {int(j): (int(a), int(b), int(n)) for j, a, b, n in first.itertuples(name=None)}
-
-
-def _spans(capture_set, correlation, hops: pd.DataFrame) -> dict[str, tuple[int, int]]:
-    """Corrected first/last timestamp of every capture point (when it was capturing): its own, widened to its node's."""
-    if capture_set is not None and correlation.row_ts_corrected is not None and len(capture_set.packets):
-        pc, names = category_codes(capture_set.packets["point"])
-        ts = np.asarray(correlation.row_ts_corrected, np.int64)
-    else:
-        pc, names = category_codes(hops["point"])
-        ts = hops["ts_corrected_ns"].to_numpy(np.int64)
-    lo = np.full(len(names), np.iinfo(np.int64).max, np.int64)
-    hi = np.full(len(names), np.iinfo(np.int64).min, np.int64)
-    np.minimum.at(lo, pc[pc >= 0], ts[pc >= 0])
-    np.maximum.at(hi, pc[pc >= 0], ts[pc >= 0])
-    seen = np.bincount(pc[pc >= 0], minlength=len(names)) > 0
-    out = {names[k]: (int(lo[k]), int(hi[k])) for k in sorted(np.flatnonzero(seen).tolist(), key=lambda k: names[k])}
-    # the captures of one node start and stop together: a point that saw little (or nothing) spans its node's time
-    names = [pt.name for pt in capture_set.points] if capture_set is not None else list(out)
-    node_span: dict[str, tuple[int, int]] = {}
-    for name, (a, b) in out.items():
-        n = _node_of(name)
-        x = node_span.get(n, (a, b))
-        node_span[n] = (min(x[0], a), max(x[1], b))
-    for name in names:
-        a, b = node_span.get(_node_of(name), out.get(name, (0, -1)))
-        own = out.get(name, (a, b))
-        out[name] = (min(a, own[0]), max(b, own[1]))
-    return out
-
-
 def diagnose(capture_set=None, correlation=None, inventory: Inventory | str | dict | None = None,
              iptables: list | None = None, capture_drops: dict[str, int] | None = None, *, detail=None) -> Diagnosis:
     """Per connection: status, where its packets were last seen and first missed per direction, the likely cause.
@@ -328,7 +515,8 @@ def diagnose(capture_set=None, correlation=None, inventory: Inventory | str | di
     ``capture_drops`` (point -> packets the capture itself reports dropped, e.g. the manifest's tcpdump counts)
     and the pcapng Interface Statistics Blocks of the capture files (:func:`pcapng_drops`) are capture-loss
     evidence: they strengthen a gap seen at a later point, and name a loss nothing else explains. ``detail``: :meth:`PathSet.detail() <pcaptools.k8s.paths.PathSet.detail>` of the
-    same correlation and inventory, so the paths are not built twice. Example::
+    same correlation and inventory, so the paths are not built twice. The whole set is one group of connections
+    for :class:`Diagnoser` (:mod:`pcaptools.k8s.paths_stream` gives it a bucket at a time). Example::
 
         cs = pcaptools.CaptureSet.load("captures/")
         d = diagnose(cs, pcaptools.correlate(cs), "captures/inventory.json")
@@ -339,52 +527,85 @@ def diagnose(capture_set=None, correlation=None, inventory: Inventory | str | di
     inv = as_inventory(inventory)
     corr = correlation if correlation is not None else correlate(capture_set)
     det = detail if detail is not None else paths_detail(corr, inv)
-    h, p = det.hops, det.paths
-    icmp = _icmp_events(capture_set, h)
-    icmp_j = _icmp_journeys(capture_set, corr)
-    homes = _homes(capture_set, h, inv)
-    spans = _spans(capture_set, corr, h)
-    roles = {pt.name: pt.role for pt in capture_set.points} if capture_set is not None else {}
-    next_point, pair_max = _transitions(h)
-    ctx = _Context(inv, homes, spans, roles, icmp, det.nat, next_point, pair_max, _seqs(capture_set, corr),
-                   _drops(capture_set, capture_drops))
-    conn_rows, loss_rows, tl_rows = [], [], {k: [] for k in TIMELINE_COLUMNS}
-    groups = _journeys_by_connection(h, ctx.seq)
-    for r in p.itertuples(index=False):
-        c = int(r.connection)
-        g = groups.get(c)
-        if g is None:
-            continue
-        js, by_dir = g
-        if js and js <= icmp_j:
-            continue  # an ICMP error: evidence for the connection it quotes, not a connection of its own
-        losses, timeline, status = _connection(ctx, r, by_dir["forward"], by_dir["reverse"])
-        loss_rows.extend(losses)
-        for k, v in timeline.items():
-            tl_rows[k].extend(v)
-        conn_rows.append({"connection": c, "proto": int(r.proto), "client_addr": str(r.client_addr),
-                          "client_port": int(r.client_port), "client": str(r.client),
-                          "server_addr": str(r.server_addr), "server_port": int(r.server_port),
-                          "server": _server_name(inv, r), "status": status})  # fmt: skip
-    conns = pd.DataFrame(conn_rows, columns=["connection", "proto", "client_addr", "client_port", "client",
-                                             "server_addr", "server_port", "server", "status"])  # fmt: skip
-    losses = pd.DataFrame(loss_rows, columns=list(LOSS_COLUMNS))
-    timeline = pd.DataFrame(tl_rows, columns=list(TIMELINE_COLUMNS)) if tl_rows["connection"] else pd.DataFrame([], columns=list(TIMELINE_COLUMNS))
-    notes = []
-    if capture_set is not None and "icmp_type" not in capture_set.packets.columns:
-        notes.append("the decoder gave no ICMP columns: ICMP errors are not used as evidence")
-    nat_rules = None
-    if iptables:  # iptables-save Rulesets (pcaptools.k8s.iptables): name the chains behind each translation
-        from pcaptools.k8s.iptables import explain
-
-        nat_rules = explain(det.nat, iptables)
-    return Diagnosis(connections=conns, losses=losses, timeline=timeline, paths=p, notes=notes, nat_rules=nat_rules)
+    dg = Diagnoser(inv, PacketEvidence.of(capture_set, corr), HopTallies.of(det.hops), capture_drops, hops=det.hops)
+    dg.add(det.hops, det.paths, det.nat)
+    return dg.result(det.paths, det.nat, iptables)
 
 
-def _drops(capture_set, manifest: dict[str, int] | None) -> dict[str, tuple[int, str]]:
+class Diagnoser:
+    """The diagnosis of a capture set a group of whole connections at a time: what the groups share (the packets'
+    evidence, the tallies of every connection's hops, the inventory and the captures' drop counts) is given first,
+    then each group's hops (:func:`pcaptools.k8s.paths.paths_detail`'s, in causal order), paths and NAT steps, in
+    connection order. Keeps one row per connection, per loss and per timeline sighting."""
+
+    def __init__(self, inventory: Inventory | None, evidence: PacketEvidence, tallies: HopTallies,
+                 capture_drops: dict[str, int] | None = None, *, hops: pd.DataFrame | None = None) -> None:  # fmt: skip
+        """``hops``: the whole set's, for the capture spans when ``evidence`` holds no packet times."""
+        self.inv = inventory
+        self.ev = evidence
+        pts = evidence.point_list
+        self.homes = _homes(pts, tallies, inventory)
+        self.spans = evidence.spans(hops if hops is not None else pd.DataFrame({"point": pd.Categorical([]), "ts_corrected_ns": np.zeros(0, np.int64)}))
+        self.roles = {pt.name: pt.role for pt in pts} if pts is not None else {}
+        self.next_point, self.pair_max = _transitions(tallies.steps)
+        self.drops = _drops(pts or [], evidence.interface_stats, capture_drops)
+        self.frontend_of: dict[tuple[str, int, int], str] = {}
+        if inventory is not None:
+            fr = inventory.frontends()
+            for a, p, q, svc in zip(fr["addr"], fr["port"], fr["proto"], fr["service"], strict=True):
+                self.frontend_of.setdefault((str(a), int(p), int(q)), str(svc))
+        self.conn_rows: list[dict] = []
+        self.loss_rows: list[dict] = []
+        self.tl_rows: dict[str, list] = {k: [] for k in TIMELINE_COLUMNS}
+
+    def add(self, h: pd.DataFrame, p: pd.DataFrame, nat: pd.DataFrame) -> None:
+        """Diagnose the connections of ``p``, whose every hop is in ``h`` and NAT step in ``nat``."""
+        inv = self.inv
+        j = h["journey"].to_numpy(np.int64) if len(h) else np.zeros(0, np.int64)
+        ctx = _Context(inv, self.homes, self.spans, self.roles, _icmp_events(self.ev.icmp, h), nat, self.next_point,
+                       self.pair_max, self.ev.seqs(j), self.drops, frontend_of=self.frontend_of)  # fmt: skip
+        groups = _journeys_by_connection(h, ctx.seq)
+        icmp_j = self.ev.icmp_journeys
+        for r in p.itertuples(index=False):
+            c = int(r.connection)
+            g = groups.get(c)
+            if g is None:
+                continue
+            js, by_dir = g
+            if js and js <= icmp_j:
+                continue  # an ICMP error: evidence for the connection it quotes, not a connection of its own
+            losses, timeline, status = _connection(ctx, r, by_dir["forward"], by_dir["reverse"])
+            self.loss_rows.extend(losses)
+            for k, v in timeline.items():
+                self.tl_rows[k].extend(v)
+            self.conn_rows.append({"connection": c, "proto": int(r.proto), "client_addr": str(r.client_addr),
+                                   "client_port": int(r.client_port), "client": str(r.client),
+                                   "server_addr": str(r.server_addr), "server_port": int(r.server_port),
+                                   "server": _server_name(inv, r), "status": status})  # fmt: skip
+
+    def result(self, paths: pd.DataFrame, nat: pd.DataFrame, iptables: list | None = None) -> Diagnosis:
+        """The Diagnosis of every group added (``paths``/``nat``: the whole set's; ``iptables``: Rulesets naming the
+        kube-proxy chains behind each translation)."""
+        conns = pd.DataFrame(self.conn_rows, columns=["connection", "proto", "client_addr", "client_port", "client",
+                                                      "server_addr", "server_port", "server", "status"])  # fmt: skip
+        losses = pd.DataFrame(self.loss_rows, columns=list(LOSS_COLUMNS))
+        tl = self.tl_rows
+        timeline = pd.DataFrame(tl, columns=list(TIMELINE_COLUMNS)) if tl["connection"] else pd.DataFrame([], columns=list(TIMELINE_COLUMNS))
+        notes = []
+        if self.ev.has_icmp is False:
+            notes.append("the decoder gave no ICMP columns: ICMP errors are not used as evidence")
+        nat_rules = None
+        if iptables:  # iptables-save Rulesets (pcaptools.k8s.iptables): name the chains behind each translation
+            from pcaptools.k8s.iptables import explain
+
+            nat_rules = explain(nat, iptables)
+        return Diagnosis(connections=conns, losses=losses, timeline=timeline, paths=paths, notes=notes, nat_rules=nat_rules)
+
+
+def _drops(points: list, interface_stats: dict[str, dict], manifest: dict[str, int] | None) -> dict[str, tuple[int, str]]:
     """Point -> (packets dropped, what says so): the capture files' own statistics, else the manifest's counts."""
     out = {pt: (n, "tcpdump's count in the manifest") for pt, n in (manifest or {}).items() if n > 0}
-    for pt, (n, how) in pcapng_drops(capture_set).items():
+    for pt, (n, how) in _pcapng_drops(points, interface_stats).items():
         if n > 0 or pt not in out:
             out[pt] = (n, how)
     return out
@@ -411,18 +632,12 @@ class _Context:
     pair_max: dict[tuple[str, str], int]
     seq: dict[int, tuple[int, int, int]]  # journey -> TCP seq, ack, payload length
     drops: dict[str, tuple[int, str]]  # point -> (packets its capture reports dropped, the source of that count)
-    frontends: pd.DataFrame | None = None  # the inventory's service frontends, built once
     dnat_connections: frozenset[int] = frozenset()  # connections with a DNAT step
     occ: dict[tuple[str, ...], tuple[list, set]] = field(default_factory=dict)  # points -> (_occ labels, their set)
     frontend_of: dict[tuple[str, int, int], str] = field(default_factory=dict)  # (addr, port, proto) -> first service
     crossed: dict[tuple, list] = field(default_factory=dict)  # (connection, direction, last, q) -> passed journeys there
 
     def __post_init__(self) -> None:
-        if self.inv is not None:
-            self.frontends = self.inv.frontends()
-            for a, p, q, svc in zip(self.frontends["addr"], self.frontends["port"], self.frontends["proto"],
-                                    self.frontends["service"], strict=True):
-                self.frontend_of.setdefault((str(a), int(p), int(q)), str(svc))
         if len(self.nat):
             self.dnat_connections = frozenset(self.nat.loc[(self.nat["op"] == "DNAT").to_numpy(), "connection"].tolist())
 
