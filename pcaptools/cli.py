@@ -188,19 +188,6 @@ def _in_process_only(memory: int | None, scheduler: str | None, workers: int | N
         raise typer.BadParameter("--memory bounds one process; on Dask give --scheduler/--workers without it", param_hint="--memory")
 
 
-def _whole_set_only(ctx: typer.Context, what: str, sources: list[str] | None, point: list[str], memory: int | None,
-                    allow_outside: bool) -> None:
-    """--memory with a command that still reads the whole capture set: a usage error when the captures exceed the cap."""
-    from pcaptools.k8s.paths_stream import streams
-    from pcaptools.units import format_bytes
-
-    if memory is not None and streams(list(sources or []), point, memory, allow_outside=allow_outside):
-        raise typer.BadParameter(f"{what} diagnoses every packet in memory and cannot keep within {format_bytes(memory)} "
-                                 "for these captures yet; drop --memory (it needs more), or get the paths without the "
-                                 "diagnosis, streamed: `pcaptools paths INPUT --memory SIZE -o paths.parquet`",
-                                 ctx=ctx, param_hint="--memory")  # fmt: skip
-
-
 def _cluster(scheduler: str | None, workers: int | None):
     """The Dask client of --scheduler/--workers (closed on exit), or None when neither is given: run in this process."""
     import contextlib
@@ -218,6 +205,7 @@ _PATHS_LINKS = typer.Option([], "--links", metavar="FILE", help=_LINKS)
 _PATHS_IPTABLES = typer.Option([], "--iptables", metavar="NODE=FILE", help="iptables-save output of a node; names the kube-proxy chains behind each translation (repeatable).")
 _PATHS_WINDOW = typer.Option(2000.0, "--window-ms", metavar="MS", callback=_positive("milliseconds"), help=_WINDOW_HELP)
 _BUDGET = typer.Option(None, "--memory", metavar="SIZE", callback=_memory, help="Memory budget, e.g. 512MiB, 2GiB, 1.5G (default: a quarter of the available memory); captures (or a dataset) larger than it are read in windows of corrected time.")
+_PATHS_BUDGET = typer.Option(None, "--memory", metavar="SIZE", callback=_memory, help="Memory budget, e.g. 512MiB, 2GiB, 1.5G (default: a quarter of the available memory); captures (or a dataset) larger than it are read in windows of corrected time, and the paths built and diagnosed a bucket of whole connections at a time: the same output.")
 _PATHS_ALLOW_OUTSIDE = typer.Option(False, "--allow-outside", help="Let a manifest name files outside its own directory (only for manifests you trust).")
 
 
@@ -278,7 +266,7 @@ def paths_cmd(
     brief: bool = typer.Option(False, "--brief", help="Only the summary, no per-connection route."),
     window_ms: float = _PATHS_WINDOW,
     allow_outside: bool = _PATHS_ALLOW_OUTSIDE,
-    memory: str = _BUDGET,
+    memory: str = _PATHS_BUDGET,
     scheduler: str = typer.Option(None, "--scheduler", metavar="ADDRESS", callback=_one_cluster("workers"), help=_SCHEDULER),
     workers: int = typer.Option(None, "--workers", metavar="N", min=1, callback=_one_cluster("scheduler"), help=_WORKERS),
 ) -> None:
@@ -293,23 +281,28 @@ def paths_cmd(
     Example: pcaptools paths captures/ --iptables node-1=node-1/iptables-save.txt
 
     Example: pcaptools paths big-set/manifest.json --memory 2GiB -o paths.parquet
+
+    Example: pcaptools paths big-set/manifest.json --memory 2GiB --json
     """
+    from pcaptools.k8s.discover import manifest_drops
     from pcaptools.k8s.iptables import explain
     from pcaptools.k8s.iptables import load as load_iptables
-    from pcaptools.k8s.paths import load_paths
-    from pcaptools.k8s.paths_stream import load_paths_bounded
+    from pcaptools.k8s.paths_stream import diagnose_bounded, load_paths_bounded
 
     if as_json and (scheduler or workers):
         raise typer.BadParameter("--json is not available on Dask yet (its diagnosis reads every packet in one process); "
                                  "drop --json or --scheduler/--workers", ctx=ctx, param_hint="--json")  # fmt: skip
     _in_process_only(memory, scheduler, workers)
-    if as_json:
-        _whole_set_only(ctx, "paths --json", sources, point, memory, allow_outside)
     rules = [load_iptables(spec) for spec in iptables]  # a bad file fails before the captures are read
+    d = None
     with _busy([*(sources or []), *(q.rpartition("=")[2] for q in point)], "correlating"), _cluster(scheduler, workers) as dask:
         if dask is None:
-            load = load_paths if as_json else functools.partial(load_paths_bounded, memory=memory)
-            ps = load(sources or [], points=point, links=links, inventory=inventory, allow_outside=allow_outside, window_ns=int(window_ms * 1e6))
+            given = {"points": point, "links": links, "inventory": inventory, "allow_outside": allow_outside,
+                     "window_ns": int(window_ms * 1e6), "memory": memory}  # fmt: skip
+            if as_json:  # with the diagnosis of each connection
+                ps, d = diagnose_bounded(sources or [], capture_drops=manifest_drops(sources or []), **given)
+            else:
+                ps = load_paths_bounded(sources or [], **given)
         else:
             from pcaptools.dask.paths import load_paths as dask_paths
 
@@ -320,11 +313,8 @@ def paths_cmd(
     if out:
         _write_table(ps.paths, out)
     if as_json:
-        from pcaptools.k8s.diagnose import diagnose
-        from pcaptools.k8s.discover import manifest_drops
         from pcaptools.render.records import paths_document
 
-        d = diagnose(ps.captures, ps.correlation, ps.inventory, capture_drops=manifest_drops(sources or []), detail=ps.detail())
         _print_json(paths_document(ps.paths, ps.nat, ps.correlation.hops, diagnosis=d, nat_rules=nat_rules))
         return
     from pcaptools.render.terminal import fmt_int, print_paths, safe
@@ -868,7 +858,7 @@ def why_cmd(
     all_connections: bool = typer.Option(False, "--all", help="Also list connections with no loss."),
     window_ms: float = _PATHS_WINDOW,
     allow_outside: bool = _PATHS_ALLOW_OUTSIDE,
-    memory: str = typer.Option(None, "--memory", metavar="SIZE", callback=_memory, help="Memory budget, e.g. 512MiB, 2GiB, 1.5G: why reads the whole capture set, so captures larger than it are refused (pcaptools paths --memory SIZE -o FILE streams them)."),
+    memory: str = _PATHS_BUDGET,
 ) -> None:
     """Where did the packets of each connection stop, per direction, and why: cause, confidence, evidence, retries.
 
@@ -877,20 +867,20 @@ def why_cmd(
     Example: pcaptools why sample_pcaps/calico-vxlan --json
 
     Example: pcaptools why captures/ --iptables node-1=node-1/iptables-save.txt --json
+
+    Example: pcaptools why big-set/manifest.json --memory 2GiB --json
     """
-    from pcaptools.k8s.diagnose import diagnose
     from pcaptools.k8s.discover import manifest_drops
     from pcaptools.k8s.iptables import load as load_iptables
-    from pcaptools.k8s.paths import load_paths
+    from pcaptools.k8s.paths_stream import diagnose_bounded
 
-    _whole_set_only(ctx, "why", sources, point, memory, allow_outside)
     rules = [load_iptables(spec) for spec in iptables]
     with _busy([*(sources or []), *(q.rpartition("=")[2] for q in point)], "correlating"):
-        ps = load_paths(sources or [], points=point, links=links, inventory=inventory, allow_outside=allow_outside,
-                        window_ns=int(window_ms * 1e6), with_flows=False)
-        d = diagnose(ps.captures, ps.correlation, ps.inventory, iptables=rules, capture_drops=manifest_drops(sources or []),
-                     detail=ps.detail())
-    _inferred(ps.captures)
+        ps, d = diagnose_bounded(sources or [], points=point, links=links, inventory=inventory, allow_outside=allow_outside,
+                                 window_ns=int(window_ms * 1e6), with_flows=False, memory=memory, iptables=rules,
+                                 capture_drops=manifest_drops(sources or []))  # fmt: skip
+    if ps.captures is not None:  # None: a manifest's streamed set, nothing inferred
+        _inferred(ps.captures)
     if as_json:
         _print_json(d.to_dict())
         return

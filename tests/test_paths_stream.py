@@ -153,10 +153,3 @@ def test_cli_paths_under_a_memory_cap_prints_and_writes_the_same(generated, tmp_
     assert bool(evidence(large)) == (inputs == "plain-files")
     if inputs == "plain-files":
         assert evidence(large)[0].startswith("pcaptools: inferred 4 capture points")
-
-
-@pytest.mark.parametrize("argv", [["paths", "--json"], ["why"]])
-def test_diagnosis_under_a_memory_cap_the_captures_exceed_is_a_usage_error(generated, tmp_path, argv):
-    r = _cli(argv[0], str(generated), *argv[1:], "--memory", "16MiB", cwd=tmp_path)
-    assert r.returncode == 2 and r.stderr.startswith("Usage: ") and "Traceback" not in r.stderr
-    assert "drop --memory" in r.stderr and "--memory SIZE -o paths.parquet" in r.stderr

@@ -108,12 +108,14 @@ class StreamStats:
 
 def correlate_files(source: str | os.PathLike | None = None, *, points: Iterable[str] = (), window_ns: int = DEFAULT_WINDOW_NS,
                     reference: str | None = None, memory: int | None = None, out: str | os.PathLike | None = None,
-                    allow_outside: bool = False, window_rows: int | None = None) -> tuple[Correlation, StreamStats]:  # fmt: skip
+                    allow_outside: bool = False, window_rows: int | None = None,
+                    observer=None) -> tuple[Correlation, StreamStats]:  # fmt: skip
     """Correlate a manifest's (and/or ``NODE:IFACE=FILE``) captures within ``memory`` bytes, writing hops to ``out``.
 
     In one window (one pass, hops kept in the result) when the files fit the budget, else streamed in
     windows (two passes; the result's ``hops`` is empty, the table is in ``out``). ``window_rows`` forces
-    streaming with windows of about that many rows (tests, benchmarks)."""
+    streaming with windows of about that many rows (tests, benchmarks). ``observer``: sees the packets as they
+    are read (:func:`correlate_stream`; the one-window run hands it the whole set, ``observer.whole(cs, corr)``)."""
     entries, _ = capture_entries(source, points=points, allow_outside=allow_outside)
     memory = default_memory() if memory is None else int(memory)
     if window_rows is None and fits(entries, memory):
@@ -121,11 +123,13 @@ def correlate_files(source: str | os.PathLike | None = None, *, points: Iterable
         writer = _HopsWriter(out, direct=True)
         corr = correlate_window(cs, window_ns=window_ns, reference=reference, on_part=writer.add)  # written while it sums up
         writer.close(None)
+        if observer is not None:
+            observer.whole(cs, corr)
         return corr, StreamStats(
             windows=1, carried_journeys=0, carried_rows=0, passes=1, window_rows=len(corr.hops)
         )
     return correlate_stream(entries, window_ns=window_ns, reference=reference, memory=memory, window_rows=window_rows,
-                            out=out)  # fmt: skip
+                            out=out, observer=observer)  # fmt: skip
 
 
 def fits(entries: Iterable[dict], memory: int, *, row_bytes: int = ROW_PEAK) -> bool:
@@ -304,9 +308,11 @@ class _Density:
 
 def correlate_stream(entries: list[dict], *, window_ns: int = DEFAULT_WINDOW_NS, reference: str | None = None,
                      memory: int | None = None, window_rows: int | None = None,
-                     out: str | os.PathLike | None = None) -> tuple[Correlation, StreamStats]:  # fmt: skip
+                     out: str | os.PathLike | None = None, observer=None) -> tuple[Correlation, StreamStats]:  # fmt: skip
     """Correlate manifest entries' files in windows (module doc) within ``memory`` bytes, or of about
-    ``window_rows`` rows if given; hops to ``out``."""
+    ``window_rows`` rows if given; hops to ``out``. ``observer`` (e.g. :class:`pcaptools.k8s.diagnose.PacketEvidence`)
+    is told the points (``points(pts)``), each packet table read in the second pass (``batch(file, table, point ids,
+    input keys, corrected times)``) and the journey of every row emitted (``emitted(keys, journeys)``)."""
     memory = default_memory() if memory is None else int(memory)
     nf = max(len(entries), 1)
     fixed = BASE_MEMORY + nf * FILE_WINDOW
@@ -322,6 +328,8 @@ def correlate_stream(entries: list[dict], *, window_ns: int = DEFAULT_WINDOW_NS,
     )
     sample = ClockSample()
     pts, late, rows, dense = _survey(files, sample, window_ns)
+    if observer is not None:
+        observer.points(pts)
     floor = None
     if window_rows is None:  # what is left once the libraries, the readers and the spine have theirs
         fixed = max(fixed, _rss() + nf * FILE_WINDOW)
@@ -337,8 +345,10 @@ def correlate_stream(entries: list[dict], *, window_ns: int = DEFAULT_WINDOW_NS,
         src.node = int(point_node[src.pid])
     m = matcher(pts, window_ns, Categories())
     writer = _HopsWriter(out)
-    for part in _windows(files, m, params, late, window_rows):
+    for part in _windows(files, m, params, late, window_rows, observer):
         writer.add(part)
+        if observer is not None:
+            observer.emitted(part.key, part.journey)
     corr = finish(m, empty(HOPS_COLUMNS), offsets, [*clock_notes(offsets, params), *([floor] if floor else [])])
     rewritten = writer.close(m)
     stats = StreamStats(windows=m.windows, carried_journeys=m.carried_journeys, carried_rows=m.carried_rows, passes=2,
@@ -364,7 +374,7 @@ def floor_note(memory: int, window_ns: int, dense: int, window_rows: int, fixed:
             f"one packet further apart are then not joined)")
 
 
-def _windows(files: list[_File], m, params: dict, late: np.ndarray, window_rows: int) -> Iterator[Part]:
+def _windows(files: list[_File], m, params: dict, late: np.ndarray, window_rows: int, observer=None) -> Iterator[Part]:
     """Pass 2: read the files merged by corrected time and step the matcher once per window (module doc)."""
     n = len(files)
     its = [src.tables() for src in files]
@@ -391,6 +401,8 @@ def _windows(files: list[_File], m, params: dict, late: np.ndarray, window_rows:
             fp = packet_fingerprints(pk)
             tc = correct(ts, np.full(ts.shape[0], files[f].node), params)
             rows = rows_from(pk, fp, tc, (pid << 40) | idx, pid, m.cats)
+            if observer is not None:
+                observer.batch(files[f].entry["file"], pk, pid, (pid << 40) | idx, tc)
             pending[f].append(rows)
             held += rows["fp"].shape[0]
         carry = m.carry["fp"].shape[0] if m.carry else 0

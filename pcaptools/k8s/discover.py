@@ -348,8 +348,10 @@ def correlate_inputs(inputs: Sequence[str | os.PathLike], *, points: Sequence[st
     return corr, cs
 
 
-def _correlate_inputs(inputs, *, points, inventory, links, allow_outside, window_ns, reference, memory, out, window_rows):  # noqa: ANN001, ANN202
-    """:func:`correlate_inputs` and how the run was cut (StreamStats, None for plain files correlated in memory)."""
+def _correlate_inputs(inputs, *, points, inventory, links, allow_outside, window_ns, reference, memory, out, window_rows,  # noqa: ANN001, ANN202
+                      observer=None):  # fmt: skip
+    """:func:`correlate_inputs` and how the run was cut (StreamStats, None for plain files correlated in memory);
+    ``observer`` sees the packets as they are read (:func:`pcaptools.correlate.stream.correlate_stream`)."""
     from pcaptools.correlate.api import DEFAULT_WINDOW_NS, correlate
     from pcaptools.correlate.budget import default_memory
     from pcaptools.correlate.stream import correlate_files, correlate_stream, fits, write_hops
@@ -358,21 +360,25 @@ def _correlate_inputs(inputs, *, points, inventory, links, allow_outside, window
     inputs, points = list(inputs), list(points)
     if is_capture_set(inputs, points):
         corr, stats = correlate_files(inputs[0] if inputs else None, points=points, window_ns=window_ns, reference=reference,
-                                      memory=memory, out=out, allow_outside=allow_outside, window_rows=window_rows)  # fmt: skip
+                                      memory=memory, out=out, allow_outside=allow_outside, window_rows=window_rows,
+                                      observer=observer)  # fmt: skip
         return corr, None, stats
     if len(inputs) == 1 and not points and is_dataset(inputs[0]):  # its points and their evidence are stored
         corr, stats = correlate_files(inputs[0], window_ns=window_ns, reference=reference, memory=memory, out=out,
-                                      window_rows=window_rows)  # fmt: skip
+                                      window_rows=window_rows, observer=observer)  # fmt: skip
         return corr, stored_captures(inputs[0]), stats
     memory = default_memory() if memory is None else int(memory)
     if window_rows is not None or not fits(input_files(inputs, points, allow_outside=allow_outside), memory):
         entries, cs = infer_captures(inputs, points=points, inventory=inventory, links=links, allow_outside=allow_outside)
-        corr, stats = correlate_stream(entries, window_ns=window_ns, reference=reference, memory=memory, window_rows=window_rows, out=out)
+        corr, stats = correlate_stream(entries, window_ns=window_ns, reference=reference, memory=memory, window_rows=window_rows, out=out,
+                                       observer=observer)  # fmt: skip
         return corr, cs, stats
     cs = load_captures(inputs, points=points, inventory=inventory, links=links, allow_outside=allow_outside)
     corr = correlate(cs, window_ns=window_ns, reference=reference)
     if out is not None:
         write_hops([corr.hops], out)
+    if observer is not None:
+        observer.whole(cs, corr)
     return corr, cs, None
 
 

@@ -32,12 +32,16 @@ import os
 import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from pcaptools.k8s.paths import PathSet, _build, _connections, _empty, as_inventory, load_paths
 from pcaptools.process import release_freed_memory
+
+if TYPE_CHECKING:
+    from pcaptools.k8s.diagnose import Diagnosis
 
 BUILD_ROW_COST = 1000
 """Bytes one hops row takes at the peak of building its bucket's paths (the bucket's table, its causal order, NAT table
@@ -88,8 +92,42 @@ def load_paths_bounded(
     about that many rows (tests). The result's ``correlation.hops`` holds only the representative journeys' hops,
     ``network`` the pod network (:meth:`Inventory.pod_network`) and ``captures`` the inferred or stored points with
     their evidence but no packets (None for a manifest / ``--point`` set) when streamed."""
+    return _bounded(sources, points=points, links=links, inventory=inventory, window_ns=window_ns, reference=reference,
+                    with_flows=with_flows, allow_outside=allow_outside, memory=memory, window_rows=window_rows,
+                    bucket_rows=bucket_rows, diagnosis=None)[0]  # fmt: skip
+
+
+def diagnose_bounded(
+    sources: str | os.PathLike | Sequence[str | os.PathLike] = (),
+    *,
+    points: Iterable[str] = (),
+    links: Iterable[str] = (),
+    inventory=None,
+    window_ns: int | None = None,
+    reference: str | None = None,
+    with_flows: bool = True,
+    allow_outside: bool = False,
+    memory: int | None = None,
+    window_rows: int | None = None,
+    bucket_rows: int | None = None,
+    iptables: list | None = None,
+    capture_drops: dict[str, int] | None = None,
+) -> tuple[PathSet, Diagnosis]:
+    """:func:`load_paths_bounded` and the :func:`~pcaptools.k8s.diagnose.diagnose` of the same set within ``memory``
+    bytes: (the PathSet, the Diagnosis), both the in-memory run's (``iptables``, ``capture_drops`` as for
+    ``diagnose``). Streamed, the packets' evidence is gathered while the correlation reads them and the diagnosis
+    runs a bucket of connections at a time (module doc)."""
+    return _bounded(sources, points=points, links=links, inventory=inventory, window_ns=window_ns, reference=reference,
+                    with_flows=with_flows, allow_outside=allow_outside, memory=memory, window_rows=window_rows,
+                    bucket_rows=bucket_rows, diagnosis={"iptables": iptables, "capture_drops": capture_drops})  # fmt: skip
+
+
+def _bounded(sources, *, points, links, inventory, window_ns, reference, with_flows, allow_outside, memory, window_rows,
+             bucket_rows, diagnosis: dict | None) -> tuple[PathSet, Diagnosis | None]:  # fmt: skip
+    """The paths (and with ``diagnosis``, the options of :func:`diagnose`, the Diagnosis) within ``memory``."""
     from pcaptools.correlate.api import DEFAULT_WINDOW_NS
     from pcaptools.correlate.budget import default_memory
+    from pcaptools.k8s.diagnose import PacketEvidence, diagnose
     from pcaptools.k8s.discover import find_inventory
 
     srcs = [sources] if isinstance(sources, (str, os.PathLike)) else list(sources)
@@ -97,31 +135,38 @@ def load_paths_bounded(
     memory = default_memory() if memory is None else int(memory)
     forced = window_rows is not None or bucket_rows is not None
     if not forced and not streams(srcs, points, memory, allow_outside=allow_outside):
-        return load_paths(srcs, points=points, links=links, inventory=inventory, window_ns=window_ns, reference=reference,
-                          with_flows=with_flows, allow_outside=allow_outside)  # fmt: skip
+        ps = load_paths(srcs, points=points, links=links, inventory=inventory, window_ns=window_ns, reference=reference,
+                        with_flows=with_flows, allow_outside=allow_outside)  # fmt: skip
+        if diagnosis is None:
+            return ps, None
+        return ps, diagnose(ps.captures, ps.correlation, ps.inventory, detail=ps.detail(), **diagnosis)
     inv = as_inventory(inventory if inventory is not None else find_inventory(srcs, allow_outside=allow_outside))
     window_ns = window_ns or DEFAULT_WINDOW_NS
+    ev = PacketEvidence() if diagnosis is not None else None
     with tempfile.TemporaryDirectory(prefix="pcaptools-paths-") as tmp:
         hops_path = Path(tmp) / "hops.parquet"
-        corr, cs, files, stats = _correlate(srcs, points, links, inv, window_ns, reference, allow_outside, memory, window_rows, hops_path)
+        corr, cs, files, stats = _correlate(srcs, points, links, inv, window_ns, reference, allow_outside, memory, window_rows,
+                                            hops_path, ev)  # fmt: skip
         release_freed_memory()
         flows = _flows(files, memory) if with_flows else None
         release_freed_memory()
-        ps = _paths_of_file(hops_path, corr, inv, flows, memory, bucket_rows, Path(tmp))
+        ps, d = _paths_of_file(hops_path, corr, inv, flows, memory, bucket_rows, Path(tmp),
+                               None if ev is None else (ev.finish(), diagnosis))  # fmt: skip
     ps.captures = cs  # its points and inference evidence (no packets when streamed)
     ps.streamed = {"windows": stats.windows if stats else None, "carried_journeys": stats.carried_journeys if stats else None,
                    "buckets": (ps.streamed or {}).get("buckets", 0)}  # fmt: skip
-    return ps
+    return ps, d
 
 
-def _correlate(srcs, points, links, inv, window_ns, reference, allow_outside, memory, window_rows, out):
+def _correlate(srcs, points, links, inv, window_ns, reference, allow_outside, memory, window_rows, out, observer=None):
     """Streamed correlation into ``out``; (Correlation, the CaptureSet of inferred or stored points or None, the capture
-    files in the order :func:`load_paths` decodes them, StreamStats or None)."""
+    files in the order :func:`load_paths` decodes them, StreamStats or None). ``observer`` sees the packets read
+    (:class:`pcaptools.k8s.diagnose.PacketEvidence`)."""
     from pcaptools.k8s.discover import _correlate_inputs, input_files
 
     corr, cs, stats = _correlate_inputs(srcs, points=points, inventory=inv, links=links, allow_outside=allow_outside,
                                         window_ns=window_ns, reference=reference, memory=memory, out=out,
-                                        window_rows=window_rows)  # fmt: skip
+                                        window_rows=window_rows, observer=observer)  # fmt: skip
     files = [e["file"] for e in input_files(srcs, points, allow_outside=allow_outside)]
     return corr, cs, list(dict.fromkeys(files)), stats
 
@@ -135,13 +180,22 @@ def _flows(files: list[str], memory: int) -> pd.DataFrame | None:
     return concat_flows(parts) if parts else None
 
 
-def _paths_of_file(hops_path: Path, corr, inv, flows, memory: int, bucket_rows: int | None, tmp: Path) -> PathSet:
-    """Label, spill and build (module doc) from a hops Parquet file."""
+def _paths_of_file(hops_path: Path, corr, inv, flows, memory: int, bucket_rows: int | None, tmp: Path,
+                   diagnosis: tuple | None = None) -> tuple[PathSet, Diagnosis | None]:  # fmt: skip
+    """Label, spill and build (module doc) from a hops Parquet file; with ``diagnosis`` (the finished PacketEvidence
+    and :func:`diagnose`'s options), diagnose the buckets too."""
     import pyarrow.parquet as pq
 
+    from pcaptools.k8s.diagnose import Diagnoser, HopTallies
+
     if not hops_path.exists():  # nothing matched: no hops written
-        return PathSet(paths=_empty(), nat=_build(_empty_hops(), inv, None)[1], correlation=corr, inventory=inv,
-                       network=inv.pod_network(_empty_hops()) if inv is not None else None)  # fmt: skip
+        ps = PathSet(paths=_empty(), nat=_build(_empty_hops(), inv, None)[1], correlation=corr, inventory=inv,
+                     network=inv.pod_network(_empty_hops()) if inv is not None else None)  # fmt: skip
+        if diagnosis is None:
+            return ps, None
+        ev, opts = diagnosis
+        dg = Diagnoser(inv, ev, HopTallies.of(_empty_hops()), opts["capture_drops"])
+        return ps, dg.result(ps.paths, ps.nat, opts["iptables"])
     pf = pq.ParquetFile(hops_path)
     uj, conn, rows_j, pairs, point_rows = _label(pf)
     release_freed_memory()
@@ -158,14 +212,21 @@ def _paths_of_file(hops_path: Path, corr, inv, flows, memory: int, bucket_rows: 
 
         single = single_address_points(pairs, point_rows)
     routing = _spill(pf, uj, bucket_c[conn], nb, tmp, inv, single, hold_rows=max(int(bucket_rows), int(memory * SPILL_SHARE // SPILL_ROW_BYTES)))
-    path_parts, nat_parts = [], []
+    path_parts, nat_parts, tallies = [], [], []
     first_c = np.searchsorted(bucket_c, np.arange(nb))  # first connection of each bucket (connections run in order)
     for b in range(nb):
         h = pd.read_parquet(tmp / f"bucket-{b}.parquet")
         mine = bucket_c[conn] == b
         bj, bc = uj[mine], conn[mine] - first_c[b]
-        p, nat = _build(h, inv, flows, None, (bj, bc))
+        side: dict | None = {} if diagnosis is not None else None
+        p, nat = _build(h, inv, flows, side, (bj, bc))
         del h
+        if side is not None:  # the bucket's hops in causal order, for its diagnosis once every bucket is counted
+            dh = side.pop("hops")
+            dh["connection"] += first_c[b]
+            tallies.append(HopTallies.of(dh))
+            dh.loc[:, list(DETAIL_COLUMNS)].to_parquet(tmp / f"detail-{b}.parquet")
+            del dh
         release_freed_memory(collect=False)  # a bucket's tables hold no reference cycles; a full collection per bucket costs ~0.1 s
         p["connection"] += first_c[b]
         nat["connection"] += first_c[b]
@@ -173,6 +234,8 @@ def _paths_of_file(hops_path: Path, corr, inv, flows, memory: int, bucket_rows: 
         nat_parts.append(nat)
     paths = _concat_paths(path_parts)
     nat = _concat(nat_parts).sort_values(["journey", "step"], kind="stable", ignore_index=True) if nat_parts else _build(_empty_hops(), inv, None)[1]
+    del path_parts, nat_parts
+    d = _diagnose_buckets(paths, nat, first_c, tallies, inv, tmp, *diagnosis) if diagnosis is not None else None
     wanted = np.concatenate([paths["forward_journey"].to_numpy(np.int64), paths["reply_journey"].to_numpy(np.int64)])
     corr.hops = _journeys_of(pf, wanted)
     network = None
@@ -182,7 +245,32 @@ def _paths_of_file(hops_path: Path, corr, inv, flows, memory: int, bucket_rows: 
         network = inv.pod_network(None)
         network["routing"], ev = routing_verdict(routing)
         network["evidence"].append(ev)
-    return PathSet(paths=paths, nat=nat, correlation=corr, inventory=inv, network=network, streamed={"buckets": nb})
+    return PathSet(paths=paths, nat=nat, correlation=corr, inventory=inv, network=network, streamed={"buckets": nb}), d
+
+
+DETAIL_COLUMNS = ("journey", "connection", "direction", "point", "node", "ts_corrected_ns", "src", "dst", "sport", "dport",
+                  "proto", "tunnel", "wirelen", "tcp_flags", "fingerprint")  # fmt: skip
+"""Columns of a bucket's hops in causal order that its diagnosis reads (:class:`pcaptools.k8s.diagnose.Diagnoser`)."""
+
+
+def _diagnose_buckets(paths: pd.DataFrame, nat: pd.DataFrame, first_c: np.ndarray, tallies: list, inv, tmp: Path,
+                      ev, opts: dict) -> Diagnosis:  # fmt: skip
+    """Pass 4: each bucket's hops (written by the build) diagnosed in connection order, with what every bucket's
+    hops add up to (:class:`~pcaptools.k8s.diagnose.HopTallies`) and the packets' evidence."""
+    from pcaptools.k8s.diagnose import Diagnoser, HopTallies
+
+    dg = Diagnoser(inv, ev, HopTallies.merged(tallies), opts["capture_drops"])
+    pc = paths["connection"].to_numpy(np.int64)
+    nc = nat["connection"].to_numpy(np.int64)
+    by_c = np.argsort(nc, kind="stable")
+    ends = np.r_[first_c[1:], np.iinfo(np.int64).max] if len(first_c) else first_c
+    for b, (lo, hi) in enumerate(zip(first_c.tolist(), ends.tolist(), strict=True)):
+        dh = pd.read_parquet(tmp / f"detail-{b}.parquet")
+        rows = by_c[np.searchsorted(nc[by_c], lo):np.searchsorted(nc[by_c], hi)]
+        dg.add(dh, paths.iloc[np.searchsorted(pc, lo):np.searchsorted(pc, hi)], nat.iloc[np.sort(rows)])
+        del dh
+        release_freed_memory(collect=False)
+    return dg.result(paths, nat, opts["iptables"])
 
 
 def _empty_hops() -> pd.DataFrame:
