@@ -1,13 +1,17 @@
-"""``pcaptools paths`` within a memory budget: the path table of a capture set larger than memory, identical to
-:func:`pcaptools.k8s.paths.load_paths`' (the in-memory run).
+"""``pcaptools paths`` and ``pcaptools why`` within a memory budget: the path table of a capture set larger than
+memory, identical to :func:`pcaptools.k8s.paths.load_paths`' (the in-memory run), and its diagnosis, identical to
+:func:`pcaptools.k8s.diagnose.diagnose`'s (:func:`diagnose_bounded`: ``why``, text and ``--json``, and ``paths --json``).
 
 When the captures fit the budget (the test :func:`pcaptools.correlate.stream.fits` makes for correlation)
-this is :func:`load_paths`. Otherwise, in a temporary directory:
+this is :func:`load_paths` (and ``diagnose``). Otherwise, in a temporary directory:
 
 1. **Correlate** in windows of corrected time (:func:`pcaptools.k8s.discover.correlate_inputs`): hops into a Parquet
    file. Every input ``correlate`` takes streams: a manifest, ``--point`` specs, plain files and directories (their
    points, roles and inference evidence from a bounded summary of their packets, :func:`~pcaptools.k8s.discover.infer_captures`)
    and a dataset (its stored points and evidence); the result's ``captures`` is that CaptureSet, without packets.
+   For a diagnosis, a :class:`~pcaptools.k8s.diagnose.PacketEvidence` sees every packet table the correlation reads
+   and every journey it emits: per point its capture span and Statistics Block counters, the ICMP errors (one row
+   each) and which journeys they are, per TCP journey its sequence, acknowledgement and payload length.
 2. **Label** (one pass over the hops file, a row group at a time, 9 of its columns): each journey's unordered
    5-tuples reduced to one row per (journey, tuple) with its earliest time and whether it holds a SYN / a SYN or
    SYN-ACK, which is all :func:`pcaptools.k8s.paths._connections` reads; that function labels the reduced table,
@@ -16,14 +20,26 @@ this is :func:`load_paths`. Otherwise, in a temporary directory:
 3. **Spill** (a second pass): each hops row to the bucket of its connection, buckets being runs of consecutive
    connections holding at most ``bucket_rows`` rows (from the budget), one Parquet file each. Per bucket the
    existing ``_build`` runs with the precomputed connection ids; buckets in order give the paths in connection
-   order. Client-side flows come from :func:`pcaptools.flow_stream.read_flows_bounded` of the same files.
+   order. Client-side flows come from :func:`pcaptools.flow_stream.read_flows_bounded` of the same files. For a
+   diagnosis each bucket's hops in causal order (``_build``'s, :data:`DETAIL_COLUMNS`) are written back and tallied
+   (:class:`~pcaptools.k8s.diagnose.HopTallies`: where each address lives, which point follows which).
 4. The hops of each connection's representative journeys (what the terminal shows) are read back in a last pass.
+5. **Diagnose** (for ``why`` / ``paths --json``): with every bucket tallied, each bucket's hops are read back and given,
+   with its paths and NAT steps, to the one :class:`~pcaptools.k8s.diagnose.Diagnoser` the in-memory ``diagnose``
+   uses for the whole set as one group: every connection lies whole in one bucket, and what a connection's verdict
+   reads beyond it (homes, next points, capture spans and drops, ICMP errors, TCP numbers) is the whole set's.
 
 Memory: the correlation's (see :mod:`pcaptools.correlate.stream`), then the labels: one row per (journey, 5-tuple)
 while they are computed (a journey through NAT has two tuples), about 100 bytes per journey kept (measured: 98 MiB
 for 982,411 journeys), then one bucket at a time, about :data:`BUILD_ROW_COST` bytes a hops row while its paths are
-built, plus the flow tables (one row per flow) and the path table. Limits: one connection with more sightings than a bucket holds is built alone, whole; ``--json``
-and ``why`` (whose diagnosis reads every packet) are not streamed (the CLI says so).
+built (its diagnosis takes less: a few hundred bytes a row for its journeys as Python objects), plus the flow tables
+(one row per flow) and the path table. A diagnosis keeps besides, per TCP journey, 32 bytes (journey, sequence,
+acknowledgement, payload length) and, while the correlation runs, 32 bytes per TCP row read but not yet emitted (the
+windows' rows); per capture point its span, row count and counters; one row per ICMP error; the tallies (a row per
+(point, address) and per (point, destination, next point) seen); and its output: per connection one row (about 700
+bytes as a Python dict), per loss one (about 1.2 KiB with its evidence text), per retransmission-timeline sighting
+seven list entries (measured on gen_set.py's 20,000 packets). Limits: one connection with more sightings than a bucket
+holds is built (and diagnosed) alone, whole; the whole diagnosis is held to be printed (``--json`` is one object).
 """
 
 from __future__ import annotations
