@@ -286,3 +286,17 @@ def test_cli_diagnosis_under_a_memory_cap_prints_the_same(generated, tmp_path, a
     if "--json" in argv:
         doc = json.loads(small.stdout)
         assert doc["schema_version"] == 1 and doc["command"] == argv[0]
+
+
+def test_dataset_of_a_lossy_set_diagnosed_in_windows_gives_the_in_memory_output(lossy, tmp_path):
+    """A dataset streams per file from its Parquet parts, which carry the pcapng Statistics Block counters."""
+    from pcaptools.convert import convert
+
+    d, truth = lossy
+    ds = convert([str(d)], tmp_path / "set.ds")
+    whole = _in_memory(ds)
+    bounded, cut = _streamed(ds, window_rows=300, bucket_rows=50)
+    assert cut["windows"] >= 20 and cut["buckets"] >= 10
+    gap = [x for c in whole["why --json"]["connections"] for x in c["losses"] if x["first_missed"] == truth["gap_point"]]
+    assert len(gap) == 1 and "reports 1 packet(s) dropped" in gap[0]["evidence"]
+    _assert_same(whole, bounded)

@@ -254,8 +254,8 @@ class PacketEvidence:
         id, input key and corrected time (None: not known, the spans then come from the hops)."""
         if self.has_icmp is None:
             self.has_icmp = "icmp_type" in pk.columns
-        if file is not None:
-            self._file_stats[str(file)] = pk.attrs.get("interface_stats") or {}
+        if file is not None and pk.attrs.get("interface_stats"):  # a capture's batches carry its counters so far, a
+            self._file_stats[str(file)] = pk.attrs["interface_stats"]  # dataset member's first batch its final ones
         if not len(pk):
             return
         pid = np.asarray(pid, np.int64)
