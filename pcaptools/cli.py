@@ -145,6 +145,15 @@ def _print_json(doc: dict) -> None:
     print(dumps(doc))
 
 
+def _print_json_items(doc: dict, key: str, items) -> None:
+    """:func:`_print_json` of ``doc`` with ``doc[key]`` the list of ``items``, printed an item at a time (a long list
+    is never held as a whole, nor as text)."""
+    from pcaptools.render.records import write_document
+
+    write_document(doc, key, items, sys.stdout.write)
+    sys.stdout.write("\n")
+
+
 def _write_table(df, out: str) -> None:
     """Write a table to .parquet or .csv (see :func:`pcaptools.render.records.flat_table`)."""
     from pcaptools.render.records import flat_table
@@ -313,9 +322,10 @@ def paths_cmd(
     if out:
         _write_table(ps.paths, out)
     if as_json:
-        from pcaptools.render.records import paths_document
+        from pcaptools.render.records import document, path_records
 
-        _print_json(paths_document(ps.paths, ps.nat, ps.correlation.hops, diagnosis=d, nat_rules=nat_rules))
+        _print_json_items(document("paths", connections=len(ps.paths), paths=[]), "paths",
+                          path_records(ps.paths, ps.nat, ps.correlation.hops, diagnosis=d, nat_rules=nat_rules))  # fmt: skip
         return
     from pcaptools.render.terminal import fmt_int, print_paths, safe
 
@@ -882,7 +892,7 @@ def why_cmd(
     if ps.captures is not None:  # None: a manifest's streamed set, nothing inferred
         _inferred(ps.captures)
     if as_json:
-        _print_json(d.to_dict())
+        _print_json_items(d.head(), "connections", d.records())
         return
     from pcaptools.render.terminal import print_why
 

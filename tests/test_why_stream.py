@@ -300,3 +300,21 @@ def test_dataset_of_a_lossy_set_diagnosed_in_windows_gives_the_in_memory_output(
     gap = [x for c in whole["why --json"]["connections"] for x in c["losses"] if x["first_missed"] == truth["gap_point"]]
     assert len(gap) == 1 and "reports 1 packet(s) dropped" in gap[0]["evidence"]
     _assert_same(whole, bounded)
+
+
+def test_json_printed_a_connection_at_a_time_is_the_whole_documents_text(tmp_path):
+    """`why --json` and `paths --json` print their connections one at a time (render.records.write_document): the
+    text is dumps() of the whole document, byte for byte."""
+    from pcaptools.render.records import dumps, path_records, paths_document, write_document
+
+    ps, d = diagnose_bounded([], points=_crafted(tmp_path))
+    docs = [(d.to_dict(), d.head(), "connections", d.records()),
+            (paths_document(ps.paths, ps.nat, ps.correlation.hops, diagnosis=d), {"schema_version": 1, "command": "paths",
+             "connections": len(ps.paths), "paths": []}, "paths", path_records(ps.paths, ps.nat, ps.correlation.hops, diagnosis=d))]  # fmt: skip
+    for whole, head, key, items in docs:
+        buf = io.StringIO()
+        write_document(head, key, items, buf.write)
+        assert len(whole[key]) >= 5 and buf.getvalue() == dumps(whole)
+    empty = io.StringIO()
+    write_document(d.head(), "connections", iter(()), empty.write)
+    assert empty.getvalue() == dumps(d.head()) and json.loads(empty.getvalue())["connections"] == []

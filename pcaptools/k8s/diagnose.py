@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 from bisect import bisect_left, bisect_right
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -122,17 +123,23 @@ class Diagnosis:
 
     def to_dict(self) -> dict:
         """The ``why --json`` object: schema_version and one entry per connection (see why.schema.json)."""
-        conns = []
+        return {**self.head(), "connections": list(self.records())}
+
+    def head(self) -> dict:
+        """:meth:`to_dict` with an empty ``connections`` (:func:`pcaptools.render.records.write_document` fills it in)."""
+        return {"schema_version": SCHEMA_VERSION, "command": "why", "connections": [], "notes": list(self.notes)}
+
+    def records(self) -> Iterator[dict]:
+        """The ``connections`` of :meth:`to_dict`, one at a time."""
         for r in self.connections.itertuples(index=False):
-            conns.append({
+            yield {
                 "connection": int(r.connection), "proto": PROTO_NAMES.get(int(r.proto), str(int(r.proto))),
                 "client": {"addr": r.client_addr, "port": None if r.client_port < 0 else int(r.client_port),
                            "name": r.client},
                 "server": {"addr": r.server_addr, "port": None if r.server_port < 0 else int(r.server_port),
                            "name": r.server},
                 **self.connection_record(int(r.connection)),
-            })  # fmt: skip
-        return {"schema_version": SCHEMA_VERSION, "command": "why", "connections": conns, "notes": list(self.notes)}
+            }  # fmt: skip
 
     def to_json(self, **kw) -> str:
         """:meth:`to_dict` as JSON text."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -94,6 +95,27 @@ def document(command: str, **body: Any) -> dict:
 def dumps(doc: dict) -> str:
     """JSON text of a document (UTF-8 kept readable; a NaN that slipped through is a bug, so it raises)."""
     return json.dumps(doc, indent=2, ensure_ascii=False, allow_nan=False)
+
+
+_ITEMS = "\x00pcaptools-items\x00"
+
+
+def write_document(doc: dict, key: str, items: Iterable[Any], write: Callable[[str], object]) -> None:
+    """Write :func:`dumps` of ``doc`` with ``doc[key]`` the list of ``items`` through ``write``, an item at a time: the
+    same text, without the whole list (or its text) in memory at once. ``doc[key]`` is a placeholder; JSON's indented
+    layout is a prefix per line, so an item dumped alone and indented to its depth reads as it does inside the list."""
+    head, sep, tail = dumps({**doc, key: _ITEMS}).partition(json.dumps(_ITEMS))
+    if not sep:  # pragma: no cover - the placeholder is always written
+        raise ValueError(f"document has no {key!r}")
+    line = head.rpartition("\n")[2]  # '  "connections": '
+    pad = " " * (len(line) - len(line.lstrip(" ")) + 2)  # the items' indent: the key's and one level
+    write(head)
+    first = True
+    for item in items:
+        write(("[\n" if first else ",\n") + pad + dumps(item).replace("\n", "\n" + pad))
+        first = False
+    write("[]" if first else "\n" + pad[:-2] + "]")
+    write(tail)
 
 
 # --- per command ----------------------------------------------------------------------------------
@@ -221,6 +243,13 @@ def paths_document(paths: pd.DataFrame, nat: pd.DataFrame, hops: pd.DataFrame, *
     """``pcaptools paths --json``: one object per connection; NAT steps and hops as objects, points as lists;
     with a :class:`pcaptools.k8s.diagnose.Diagnosis`, each connection's ``status``, ``losses`` and ``timeline``;
     with ``nat_rules`` (:func:`pcaptools.k8s.iptables.explain`), each NAT step's kube-proxy chains in ``rules``."""
+    return document("paths", connections=len(paths), paths=list(path_records(paths, nat, hops, diagnosis=diagnosis,
+                                                                             nat_rules=nat_rules)))  # fmt: skip
+
+
+def path_records(paths: pd.DataFrame, nat: pd.DataFrame, hops: pd.DataFrame, *, diagnosis=None,
+                 nat_rules: pd.DataFrame | None = None) -> Iterator[dict]:
+    """The ``paths`` of :func:`paths_document`, one connection's object at a time."""
     from pcaptools.schema import PATH_COLUMNS
 
     fwd = paths["forward_journey"].to_numpy(np.int64)
@@ -228,7 +257,6 @@ def paths_document(paths: pd.DataFrame, nat: pd.DataFrame, hops: pd.DataFrame, *
     wanted = np.concatenate([fwd, rep[rep >= 0]])
     hop_of = _hops_by_journey(hops, wanted)
     nat_of = _nat_by_journey(nat, wanted, nat_rules)
-    out = []
     for r in records(paths.drop(columns=[c for c in _PATH_TEXT if c in paths.columns]), PATH_COLUMNS):
         f, b = r["forward_journey"], r["reply_journey"]
         r["proto_name"] = PROTO_NAMES.get(r["proto"])
@@ -242,5 +270,4 @@ def paths_document(paths: pd.DataFrame, nat: pd.DataFrame, hops: pd.DataFrame, *
             rec = diagnosis.connection_record(int(r["connection"]))
             rec.pop("nat", None)  # why's per-connection rule list: here the rules sit on each NAT step
             r.update(rec)
-        out.append(r)
-    return document("paths", connections=len(out), paths=out)
+        yield r
