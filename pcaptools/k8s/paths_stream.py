@@ -82,12 +82,14 @@ def load_paths_bounded(
     memory: int | None = None,
     window_rows: int | None = None,
     bucket_rows: int | None = None,
+    hops_out: str | os.PathLike | None = None,
 ) -> PathSet:
     """:func:`load_paths` within ``memory`` bytes (default a quarter of the memory available): the same paths, NAT
     table and texts. ``window_rows`` / ``bucket_rows`` force streaming with correlation windows / path buckets of
     about that many rows (tests). The result's ``correlation.hops`` holds only the representative journeys' hops,
     ``network`` the pod network (:meth:`Inventory.pod_network`) and ``captures`` the inferred or stored points with
-    their evidence but no packets (None for a manifest / ``--point`` set) when streamed."""
+    their evidence but no packets (None for a manifest / ``--point`` set) when streamed. ``hops_out``: when streamed,
+    the whole hops table is kept in this Parquet file (for callers that read every hop in a later pass: compare, report)."""
     from pcaptools.correlate.api import DEFAULT_WINDOW_NS
     from pcaptools.correlate.budget import default_memory
     from pcaptools.k8s.discover import find_inventory
@@ -102,7 +104,7 @@ def load_paths_bounded(
     inv = as_inventory(inventory if inventory is not None else find_inventory(srcs, allow_outside=allow_outside))
     window_ns = window_ns or DEFAULT_WINDOW_NS
     with tempfile.TemporaryDirectory(prefix="pcaptools-paths-") as tmp:
-        hops_path = Path(tmp) / "hops.parquet"
+        hops_path = Path(hops_out) if hops_out is not None else Path(tmp) / "hops.parquet"
         corr, cs, files, stats = _correlate(srcs, points, links, inv, window_ns, reference, allow_outside, memory, window_rows, hops_path)
         release_freed_memory()
         flows = _flows(files, memory) if with_flows else None
