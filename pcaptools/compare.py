@@ -175,6 +175,7 @@ class _Set:
     hops: Callable[[], Iterator[pd.DataFrame]]  # the whole hops table, in parts holding whole journeys
     notes: list[str] = field(default_factory=list)
     hops_file: Path | None = None  # the streamed hops (a Parquet file in a temporary directory), None in memory
+    streamed: dict | None = None  # how the streamed correlation and paths were cut (PathSet.streamed), None in memory
     keep: object = None  # what must live as long as the result (the temporary directory)
 
 
@@ -201,6 +202,7 @@ class Comparison:
     # label -> its hops as a Parquet file when the set was streamed (its correlation's ``hops`` then holds only the
     # paths' representative journeys); the files live as long as this Comparison
     hops_files: dict[str, Path | None] = field(default_factory=dict, repr=False)
+    streamed: dict[str, dict | None] = field(default_factory=dict, repr=False)  # label -> windows, carried journeys, buckets; None in memory
     _keep: list = field(default_factory=list, repr=False)
 
     def hop_tables(self, label: str) -> Iterator[pd.DataFrame]:
@@ -310,6 +312,7 @@ def compare(
         capture_points={s.label: s.points for s in sets}, correlations={s.label: s.correlation for s in sets},
         paths={s.label: s.paths for s in sets}, nat={s.label: s.nat for s in sets},
         inventories={s.label: s.inventory for s in sets}, hops_files={s.label: s.hops_file for s in sets},
+        streamed={s.label: s.streamed for s in sets},
         _keep=[s.keep for s in sets if s.keep is not None],
     )  # fmt: skip
 
@@ -504,7 +507,8 @@ def _load_bounded(label: str, p: Path, inv, window_ns: int | None, allow_outside
     file = hops_file if streamed else None
     return _finish_set(_Set(label=label, source=str(p), cni_declared=cni, points=points, tallies=tallies, flows=ft,
                             correlation=corr, paths=ps.paths, nat=ps.nat, inventory=inv, routing=routing,
-                            hops=lambda: _hop_parts(file, corr), notes=notes, hops_file=file, keep=tmp))  # fmt: skip
+                            hops=lambda: _hop_parts(file, corr), notes=notes, hops_file=file, keep=tmp,
+                            streamed=ps.streamed))  # fmt: skip
 
 
 def _finish_set(s: _Set) -> _Set:
