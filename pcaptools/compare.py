@@ -64,6 +64,13 @@ _IP_OVERHEAD = {4: 40, 6: 60}  # IP + TCP header bytes without options: MSS + th
 STREAM_BATCH_RECORDS = 1 << 16
 """Records per packet batch when a set is streamed: the batch's table and its per-row arrays, some 30 MiB."""
 
+MIN_FLOW_MEMORY = 96 << 20
+"""Least memory a file's flows are given beyond the libraries' (when the run already holds its budget or more: a
+smaller window costs more in per-window work than it saves)."""
+
+HOPS_BATCH_ROWS = 1 << 16
+"""Hops rows read back at a time from a streamed set's hops file (plus the journey carried over): some 15 MiB."""
+
 
 @dataclass
 class _Tally:
@@ -244,19 +251,27 @@ class Comparison:
         return json.dumps(self.to_dict(), ensure_ascii=False, **kw)
 
 
-def _hop_parts(hops_file: Path | None, correlation) -> Iterator[pd.DataFrame]:
-    """A correlation's hops in parts of whole journeys: its table, or its streamed file a row group at a time (each
-    row group is one matching window's emitted journeys)."""
+def _hop_parts(hops_file: Path | None, correlation, *, batch_rows: int = HOPS_BATCH_ROWS) -> Iterator[pd.DataFrame]:
+    """A correlation's hops in parts of whole journeys: its table, or its streamed file about ``batch_rows`` rows at a
+    time (a journey's rows are consecutive in the file: the last journey of a batch is carried to the next)."""
     if hops_file is None:
         yield correlation.hops
         return
     if not hops_file.exists():  # nothing matched: nothing written
         return
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    pf = pq.ParquetFile(hops_file)
-    for g in range(pf.num_row_groups):
-        yield pf.read_row_group(g).to_pandas()
+    carry = None
+    for b in pq.ParquetFile(hops_file).iter_batches(batch_size=batch_rows):
+        t = pa.Table.from_batches([b]) if carry is None else pa.concat_tables([carry, pa.Table.from_batches([b])])
+        j = t.column("journey").to_numpy()
+        last = int(np.flatnonzero(np.r_[True, j[1:] != j[:-1]])[-1]) if len(j) else 0
+        if last:
+            yield t.slice(0, last).to_pandas()
+        carry = t.slice(last)
+    if carry is not None and carry.num_rows:
+        yield carry.to_pandas()
 
 
 def compare(
@@ -460,9 +475,11 @@ def _load_bounded(label: str, p: Path, inv, window_ns: int | None, allow_outside
     correlation and paths streamed (hops kept in a temporary Parquet file, read back a row group at a time)."""
     from pcaptools.correlate.budget import default_memory
     from pcaptools.correlate.capture_set import capture_entries, name_points, split_entry
+    from pcaptools.correlate.stream import _rss
     from pcaptools.flow_stream import iter_flows
     from pcaptools.k8s.discover import summary_lines
     from pcaptools.k8s.paths_stream import load_paths_bounded
+    from pcaptools.packet_file import BASE_BYTES
     from pcaptools.packets import iter_packets
     from pcaptools.process import release_freed_memory
 
@@ -495,11 +512,13 @@ def _load_bounded(label: str, p: Path, inv, window_ns: int | None, allow_outside
             split.extend(pt for pt, _ in split_entry(e, df))
         cs_points = name_points(split)
 
-    def flows_of(f: str, rows: Callable | None) -> Iterator[pd.DataFrame]:
-        return iter_flows(f, memory=memory, rows=rows)
+    def flows_of(f: str, rows: Callable | None) -> Iterator[pd.DataFrame]:  # within what the run leaves of the budget
+        return iter_flows(f, memory=BASE_BYTES + max(memory - _rss(), MIN_FLOW_MEMORY), rows=rows)
 
     points, tallies = _point_tallies(cs_points, pairs)
+    release_freed_memory()
     ft = _flow_tally(cs_points, tallies, pairs, flows_of)
+    release_freed_memory()
     if ps.network is not None:
         routing = ps.network.get("routing")
     else:
