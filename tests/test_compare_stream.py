@@ -146,3 +146,23 @@ def test_cli_compare_under_a_memory_cap_prints_the_same_json_and_table(generated
     assert len(floor.findall(small.stdout)) == 1 and not floor.search(large.stdout)
     assert floor.sub("", small.stdout).replace("s.csv", "l.csv") == large.stdout
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "s.csv"), pd.read_csv(tmp_path / "l.csv"))
+
+
+def test_hops_read_back_in_small_batches_come_in_whole_journeys(tmp_path):
+    """A row group of the streamed hops file may hold a whole window (or set): it is read a few rows at a time, the
+    last journey of each batch carried to the next, so every part holds whole journeys and together they are the file."""
+    from pcaptools.compare import _hop_parts
+    from pcaptools.correlate.api import correlate
+    from pcaptools.correlate.capture_set import CaptureSet
+    from pcaptools.correlate.stream import write_hops
+
+    hops = correlate(CaptureSet.load(SAMPLES / "vpc")).hops
+    write_hops([hops], tmp_path / "hops.parquet")  # one row group
+    parts = list(_hop_parts(tmp_path / "hops.parquet", None, batch_rows=7))
+    assert len(parts) > len(hops) // 20
+    journeys = [set(p["journey"]) for p in parts]
+    assert sum(map(len, journeys)) == len(set().union(*journeys)) == hops["journey"].nunique()  # none cut in two
+    back = pd.concat(parts, ignore_index=True)
+    pd.testing.assert_frame_equal(back.astype({c: str for c in back.columns if isinstance(back[c].dtype, pd.CategoricalDtype)}),
+                                  hops.astype({c: str for c in hops.columns if isinstance(hops[c].dtype, pd.CategoricalDtype)}),
+                                  check_dtype=False)  # fmt: skip
