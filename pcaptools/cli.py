@@ -229,17 +229,21 @@ def compare_cmd(
     figures: str = typer.Option(None, "--figures", metavar="DIR", help="Write the comparison figures as PNGs into this directory."),
     out: str = typer.Option(None, "-o", "--output", metavar="FILE", callback=_output(".csv", ".parquet", example="summary.csv"), help="Write the summary table (metric x capture set) to FILE.csv or FILE.parquet."),
     allow_outside: bool = typer.Option(False, "--allow-outside", help="Let a manifest name files outside its own directory (only for manifests you trust)."),
+    memory: str = _BUDGET,
 ) -> None:
     """Compare CNI data planes: overlay mode, encapsulation overhead, MTU/MSS, fragmentation, hops and latency.
 
     Example: pcaptools compare sample_pcaps/vpc sample_pcaps/calico-vxlan --figures figures/ -o summary.csv
 
     Example: pcaptools compare sample_pcaps/vpc sample_pcaps/calico-vxlan --json
+
+    Example: pcaptools compare big-vpc/ big-calico/ --memory 2GiB --json
     """
     from pcaptools.compare import compare
+    from pcaptools.correlate.budget import default_memory
 
     with _busy(list(sources), "comparing"):
-        cmp = compare(sources, allow_outside=allow_outside)
+        cmp = compare(sources, allow_outside=allow_outside, memory=default_memory() if memory is None else memory)
     if out:
         _write_table(cmp.summary, out)
     written = []
@@ -722,18 +726,22 @@ def report_cmd(
     sources: list[str] = typer.Argument(..., metavar="DIR", help="Capture sets, as for 'pcaptools compare' (directories); several make a CNI comparison."),  # noqa: B008
     out: str = typer.Option(..., "-o", "--output", metavar="FILE", callback=_output(".html", ".htm", example="report.html", optional=False), help="The HTML file to write (self-contained: opens without network access)."),
     max_packets: int = typer.Option(10, "--max-packets", metavar="N", callback=_positive("packets"), help="Packets drawn per connection in its sequence diagram."),
+    memory: str = _BUDGET,
 ) -> None:
     """One HTML report: capture points, clocks, connections (with filters), a sequence diagram per connection, per-hop latency, losses; a CNI comparison when given several sets.
 
     Example: pcaptools report sample_pcaps/calico-vxlan -o report.html
 
     Example: pcaptools report sample_pcaps/vpc sample_pcaps/calico-vxlan -o comparison.html
+
+    Example: pcaptools report big-set/ -o report.html --memory 2GiB
     """
+    from pcaptools.correlate.budget import default_memory
     from pcaptools.render.terminal import safe
     from pcaptools.report import write_report
 
     with _busy(list(sources), "building the report on"):
-        path = write_report(sources, out, max_packets=max_packets)
+        path = write_report(sources, out, max_packets=max_packets, memory=default_memory() if memory is None else memory)
     sets = f"{len(sources)} capture set{'s' if len(sources) > 1 else ''}"
     _console().print(f"report on {sets} written to {safe(path)} ({path.stat().st_size / 1e6:.1f} MB)")
 

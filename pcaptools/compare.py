@@ -4,6 +4,16 @@ Everything is measured from the tables of the layers above (packets, flows, corr
 nothing is assumed from a capture set's name or manifest ``cni``. A metric that the captures cannot
 answer (no uplink capture, no cross-node pod traffic...) is ``None`` ("n/a"), never 0.
 
+One code path whatever the size: the packet metrics are exact, mergeable reductions (:class:`_Tally`: counts,
+sums, maxima, value counts from which medians and modes are read) over packet tables, the flow metrics value
+counts over per-file flow tables, the hop metrics a pass over whole journeys. In memory each file is one table
+(decoded once, shared with the correlation); within a ``memory`` budget that the captures exceed, the files are
+read in batches (:func:`pcaptools.packets.iter_packets`), their flows computed within the budget
+(:func:`pcaptools.flow_stream.iter_flows`), the correlation and paths streamed
+(:func:`pcaptools.k8s.paths_stream.load_paths_bounded`) and the hops read back a row group at a time. The
+results are the same. What a streamed set still holds whole: the per-hop latency samples of cross-node
+pod-to-pod packets (the ``hop_samples`` table the figures draw, about 20 bytes a sample) and the path table.
+
 Example::
 
     cmp = compare(["sample_pcaps/vpc", "sample_pcaps/calico-vxlan"])
@@ -17,7 +27,9 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Mapping
+import tempfile
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,21 +61,129 @@ TUNNEL_DEVICE_ROLE = "overlay"
 
 _IP_OVERHEAD = {4: 40, 6: 60}  # IP + TCP header bytes without options: MSS + this = path MTU
 
+STREAM_BATCH_RECORDS = 1 << 16
+"""Records per packet batch when a set is streamed: the batch's table and its per-row arrays, some 30 MiB."""
+
+MIN_FLOW_MEMORY = 96 << 20
+"""Least memory a file's flows are given beyond the libraries' (when the run already holds its budget or more: a
+smaller window costs more in per-window work than it saves)."""
+
+HOPS_BATCH_ROWS = 1 << 16
+"""Hops rows read back at a time from a streamed set's hops file (plus the journey carried over): some 15 MiB."""
+
+
+@dataclass
+class _Tally:
+    """Exact, mergeable reductions over some packets of one capture point: counts, sums, maxima and value counts
+    (medians and modes are read from the counts, so merging batches loses nothing)."""
+
+    packets: int = 0
+    tunnelled: int = 0
+    kinds: Counter = field(default_factory=Counter)  # tunnel kind -> tunnelled packets
+    vnis: set = field(default_factory=set)  # VNIs / keys of tunnelled packets
+    ports: set = field(default_factory=set)  # outer UDP destination ports of tunnelled packets
+    enc: Counter = field(default_factory=Counter)  # encapsulation bytes of a tunnelled packet -> packets
+    enc_sum: int = 0
+    wire_sum: int = 0
+    pay_sum: int = 0
+    full_pay: int = 0  # largest TCP payload (0: no TCP data) and, over the segments carrying that much:
+    full_enc: int = 0  # their encapsulation bytes,
+    full_pay_sum: int = 0  # payload bytes
+    full_wire: int = 0  # and frame bytes
+    max_ip: int = -1  # largest inner IP packet
+    max_ip_tun: int = -1  # largest inner IP packet of tunnelled packets
+    max_wire_ip: int = -1  # largest outermost IP packet
+    max_frame: int = -1  # largest frame
+    syn_mss: Counter = field(default_factory=Counter)  # MSS option of SYN / SYN-ACK packets -> packets
+    pod_mss: Counter = field(default_factory=Counter)  # the same, sent from a pod address of the inventory
+    fragments: int = 0
+    frag_needed: int = 0  # ICMP frag-needed / ICMPv6 packet-too-big by IP version (the per-point count)
+    frag_needed_any: int = 0  # ICMP type 3 code 4 or ICMPv6 type 2 whatever the IP version (the set's count)
+    frag_mtus: set = field(default_factory=set)
+
+    def merge(self, o: _Tally) -> _Tally:
+        """This tally with ``o``'s packets added (in place)."""
+        for k in ("packets", "tunnelled", "enc_sum", "wire_sum", "pay_sum", "fragments", "frag_needed", "frag_needed_any"):
+            setattr(self, k, getattr(self, k) + getattr(o, k))
+        for k in ("kinds", "enc", "syn_mss", "pod_mss"):
+            getattr(self, k).update(getattr(o, k))
+        for k in ("vnis", "ports", "frag_mtus"):
+            getattr(self, k).update(getattr(o, k))
+        for k in ("max_ip", "max_ip_tun", "max_wire_ip", "max_frame"):
+            setattr(self, k, max(getattr(self, k), getattr(o, k)))
+        if o.full_pay > self.full_pay:
+            self.full_pay, self.full_enc, self.full_pay_sum, self.full_wire = o.full_pay, o.full_enc, o.full_pay_sum, o.full_wire
+        elif o.full_pay == self.full_pay and o.full_pay > 0:
+            self.full_enc += o.full_enc
+            self.full_pay_sum += o.full_pay_sum
+            self.full_wire += o.full_wire
+        return self
+
+
+def _counts(values: np.ndarray) -> Counter:
+    """Value counts of an integer array."""
+    u, c = np.unique(values, return_counts=True)
+    return Counter(dict(zip(u.tolist(), c.tolist(), strict=True)))
+
+
+def _median(counts: Counter) -> float:
+    """np.median of the values these counts stand for (the mean of the two middle ones for an even number)."""
+    v = sorted(counts)
+    cum = np.cumsum([counts[x] for x in v])
+    n = int(cum[-1])
+    lo, hi = v[int(np.searchsorted(cum, (n - 1) // 2, side="right"))], v[int(np.searchsorted(cum, n // 2, side="right"))]
+    return (lo + hi) / 2
+
+
+def _mode_value(counts: Counter) -> int:
+    """The most common value, the smallest of the most common (as ``pd.Series.mode().iloc[0]``)."""
+    top = max(counts.values())
+    return int(min(v for v, c in counts.items() if c == top))
+
+
+@dataclass
+class _FlowTally:
+    """Value counts over flow tables: uplink flows' encapsulation bytes, pod flows' effective MSS and path MTU."""
+
+    enc: Counter = field(default_factory=Counter)
+    eff: Counter = field(default_factory=Counter)
+    pmtu: Counter = field(default_factory=Counter)
+
+    def add_uplink(self, fl: pd.DataFrame) -> None:
+        """Count the uplink flows of one table."""
+        self.enc.update(_counts(fl["encap_overhead_bytes"].to_numpy(np.int64)))
+
+    def add_pod(self, fl: pd.DataFrame) -> None:
+        """Count the effective MSS (and the path MTU it implies) of the flows that announced both MSS."""
+        both = fl.loc[(fl["mss_orig"] >= 0) & (fl["mss_resp"] >= 0)]
+        if not len(both):
+            return
+        eff = np.minimum(both["mss_orig"].to_numpy(np.int64), both["mss_resp"].to_numpy(np.int64))
+        v6 = both["orig_h"].astype(str).str.contains(":").to_numpy(bool)
+        self.eff.update(_counts(eff))
+        self.pmtu.update(_counts(eff + np.where(v6, _IP_OVERHEAD[6], _IP_OVERHEAD[4])))
+
 
 @dataclass
 class _Set:
-    """One loaded capture set: its points' roles, full packet table, correlation and paths."""
+    """One measured capture set: its points, their packet tallies, flow tallies, correlation and paths."""
 
     label: str
     source: str
     cni_declared: str
     points: pd.DataFrame  # point, node, interface, role, pod, file, packets
-    packets: pd.DataFrame  # PACKET_COLUMNS + point, node, role
+    tallies: dict[str, _Tally]  # point -> its packets' reductions
+    flows: _FlowTally
     correlation: object
     paths: pd.DataFrame | None
     nat: pd.DataFrame | None
     inventory: object
+    routing: str | None  # Inventory.pod_network's routing verdict from every hop (None without an inventory)
+    hops: Callable[[], Iterator[pd.DataFrame]]  # the whole hops table, in parts holding whole journeys
     notes: list[str] = field(default_factory=list)
+    hops_file: Path | None = None  # the streamed hops (a Parquet file in a temporary directory), None in memory
+    streamed: dict | None = None  # how the streamed correlation and paths were cut (PathSet.streamed), None in memory
+    keep: object = None  # what must live as long as the result (the temporary directory)
 
 
 @dataclass
@@ -82,10 +202,20 @@ class Comparison:
     notes: dict[str, list[str]] = field(default_factory=dict)
     hop_samples: pd.DataFrame | None = None  # COMPARISON_HOP_SAMPLE_COLUMNS: the samples behind hop_latency, for CDFs
     capture_points: dict[str, pd.DataFrame] = field(default_factory=dict, repr=False)  # label -> point, node, interface, role, pod, file, packets
-    correlations: dict[str, object] = field(default_factory=dict, repr=False)  # label -> its Correlation
+    correlations: dict[str, object] = field(default_factory=dict, repr=False)  # label -> its Correlation (hops: see hops_files)
     paths: dict[str, pd.DataFrame] = field(default_factory=dict, repr=False)  # label -> its paths table (PATH_COLUMNS)
     nat: dict[str, pd.DataFrame] = field(default_factory=dict, repr=False)  # label -> its NAT table (NAT_COLUMNS)
     inventories: dict[str, object] = field(default_factory=dict, repr=False)  # label -> its Inventory, None without one
+    # label -> its hops as a Parquet file when the set was streamed (its correlation's ``hops`` then holds only the
+    # paths' representative journeys); the files live as long as this Comparison
+    hops_files: dict[str, Path | None] = field(default_factory=dict, repr=False)
+    streamed: dict[str, dict | None] = field(default_factory=dict, repr=False)  # label -> windows, carried journeys, buckets; None in memory
+    _keep: list = field(default_factory=list, repr=False)
+
+    def hop_tables(self, label: str) -> Iterator[pd.DataFrame]:
+        """The whole hops table of ``label`` in parts that hold whole journeys: one part in memory, a Parquet row
+        group at a time when streamed."""
+        return _hop_parts(self.hops_files.get(label), self.correlations[label])
 
     def value(self, metric: str, label: str):
         """One summary cell (None when not measurable)."""
@@ -121,20 +251,49 @@ class Comparison:
         return json.dumps(self.to_dict(), ensure_ascii=False, **kw)
 
 
+def _hop_parts(hops_file: Path | None, correlation, *, batch_rows: int = HOPS_BATCH_ROWS) -> Iterator[pd.DataFrame]:
+    """A correlation's hops in parts of whole journeys: its table, or its streamed file about ``batch_rows`` rows at a
+    time (a journey's rows are consecutive in the file: the last journey of a batch is carried to the next)."""
+    if hops_file is None:
+        yield correlation.hops
+        return
+    if not hops_file.exists():  # nothing matched: nothing written
+        return
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    carry = None
+    for b in pq.ParquetFile(hops_file).iter_batches(batch_size=batch_rows):
+        t = pa.Table.from_batches([b]) if carry is None else pa.concat_tables([carry, pa.Table.from_batches([b])])
+        j = t.column("journey").to_numpy()
+        last = int(np.flatnonzero(np.r_[True, j[1:] != j[:-1]])[-1]) if len(j) else 0
+        if last:
+            yield t.slice(0, last).to_pandas()
+        carry = t.slice(last)
+    if carry is not None and carry.num_rows:
+        yield carry.to_pandas()
+
+
 def compare(
-    capture_sets: Mapping[str, object] | list, *, inventory=None, window_ns: int | None = None, allow_outside: bool = False
-) -> Comparison:
+    capture_sets: Mapping[str, object] | list, *, inventory=None, window_ns: int | None = None, allow_outside: bool = False,
+    memory: int | None = None, window_rows: int | None = None, bucket_rows: int | None = None,
+    batch_records: int | None = None,
+) -> Comparison:  # fmt: skip
     """Measure and compare the data plane of several capture sets (label -> manifest dir/path or CaptureSet).
 
     ``inventory``: None (each set's manifest ``lab.inventory``, else ``inventory.json`` beside it), one
     inventory for every set, or a mapping label -> inventory (path, parsed kubectl List or Inventory).
-    Files a manifest names must lie inside its directory unless ``allow_outside``.
+    Files a manifest names must lie inside its directory unless ``allow_outside``. ``memory`` (bytes): a set whose
+    captures exceed it is streamed (module doc), with the same results; None reads every set in memory.
+    ``window_rows`` / ``bucket_rows`` / ``batch_records`` force streaming with correlation windows, path buckets and
+    packet batches of about that many rows (tests).
     """
     items = _labelled(capture_sets)
+    forced = {"window_rows": window_rows, "bucket_rows": bucket_rows, "batch_records": batch_records}
     sets = []
     for label, src in items:
         inv = inventory.get(label) if isinstance(inventory, Mapping) and not _looks_like_kubectl(inventory) else inventory
-        sets.append(_load(label, src, inv, window_ns, allow_outside))
+        sets.append(_load(label, src, inv, window_ns, allow_outside, memory, forced))
     labels = [s.label for s in sets]
     rows: list[tuple] = []
     details: dict[str, list[pd.DataFrame]] = {k: [] for k in _DETAILS}
@@ -167,8 +326,11 @@ def compare(
         sources={s.label: s.source for s in sets}, notes={s.label: s.notes for s in sets}, hop_samples=cat("hop_samples"),
         capture_points={s.label: s.points for s in sets}, correlations={s.label: s.correlation for s in sets},
         paths={s.label: s.paths for s in sets}, nat={s.label: s.nat for s in sets},
-        inventories={s.label: s.inventory for s in sets},
+        inventories={s.label: s.inventory for s in sets}, hops_files={s.label: s.hops_file for s in sets},
+        streamed={s.label: s.streamed for s in sets},
+        _keep=[s.keep for s in sets if s.keep is not None],
     )  # fmt: skip
+
 
 
 _DETAILS: dict[str, tuple[Column, ...]] = {
@@ -214,6 +376,7 @@ METRICS: dict[str, tuple[str, str, str, str]] = {
 }
 
 
+
 # --- loading -----------------------------------------------------------------------------------------
 def _looks_like_kubectl(x) -> bool:
     return isinstance(x, Mapping) and ("items" in x or "kind" in x)
@@ -242,58 +405,139 @@ def _default_label(src) -> str:
     return (p.parent.name if p.name == "manifest.json" else p.name) or str(p)
 
 
-def _load(label: str, src, inventory, window_ns: int | None, allow_outside: bool = False) -> _Set:
-    from pcaptools.correlate import CaptureSet, correlate
-    from pcaptools.k8s.paths import as_inventory, paths_and_nat
-    from pcaptools.packets import read_packets
 
-    decoded: dict[str, pd.DataFrame] = {}
-
-    def dec(path: str) -> pd.DataFrame:
-        if path not in decoded:
-            decoded[path] = read_packets(path, payload_hash=True)  # the correlation needs it: no second read
-        return decoded[path]
+def _load(label: str, src, inventory, window_ns: int | None, allow_outside: bool, memory: int | None,
+          forced: dict[str, int | None]) -> _Set:  # fmt: skip
+    """Load and measure one capture set: in memory, or streamed when its captures exceed ``memory`` (or ``forced``)."""
+    from pcaptools.correlate import CaptureSet
+    from pcaptools.k8s.paths import as_inventory
 
     if isinstance(src, CaptureSet):
-        cs, source = src, src.cni or label
-        inv = as_inventory(inventory)
-    else:
-        from pcaptools.k8s.discover import find_inventory, load_captures
+        return _load_in_memory(label, src, src.cni or label, as_inventory(inventory), window_ns, {}, given=True)
+    from pcaptools.k8s.discover import find_inventory, load_captures
+    from pcaptools.k8s.paths_stream import streams
 
-        p = Path(src)
-        if not p.exists():
-            raise CorrelationError(f"{p}: capture set {label!r} does not exist; expected a directory holding manifest.json or captures (e.g. sample_pcaps/vpc)", path=str(p))
-        inv = as_inventory(find_inventory([p], allow_outside=allow_outside) if inventory is None else inventory)
-        cs, source = load_captures([p], inventory=inv, decoder=dec, allow_outside=allow_outside), str(p)
-    frames, pts = [], []
-    for pt in cs.points:
-        df = dec(pt.file)
-        if pt.pcapng_interface >= 0:
-            df = df[df["iface"].to_numpy() == pt.pcapng_interface]
-        if pt.ifindex >= 0:
-            df = df[df["ifindex"].to_numpy() == pt.ifindex]
-        frames.append(df.assign(point=pt.name, node=pt.node, role=pt.role))
-        pts.append({"point": pt.name, "node": pt.node, "interface": pt.interface, "role": pt.role, "pod": pt.pod,
-                    "file": pt.file, "packets": len(df)})  # fmt: skip
-    from pcaptools.decode.table import concat
+    p = Path(src)
+    if not p.exists():
+        raise CorrelationError(f"{p}: capture set {label!r} does not exist; expected a directory holding manifest.json or captures (e.g. sample_pcaps/vpc)", path=str(p))
+    inv = as_inventory(find_inventory([p], allow_outside=allow_outside) if inventory is None else inventory)
+    if any(v is not None for v in forced.values()) or (memory is not None and streams([p], [], memory, allow_outside=allow_outside)):
+        return _load_bounded(label, p, inv, window_ns, allow_outside, memory, forced)
+    decoded: dict[str, pd.DataFrame] = {}
+    cs = load_captures([p], inventory=inv, decoder=lambda path: _decoded(decoded, path), allow_outside=allow_outside)
+    return _load_in_memory(label, cs, str(p), inv, window_ns, decoded, given=False)
 
-    packets = concat(frames) if frames else pd.DataFrame()
-    for c in ("point", "node", "role"):
-        packets[c] = packets[c].astype("category")
+
+def _decoded(decoded: dict[str, pd.DataFrame], path: str) -> pd.DataFrame:
+    """A capture file's packet table, decoded once (with the payload hash the correlation needs: no second read)."""
+    from pcaptools.packets import read_packets
+
+    if path not in decoded:
+        decoded[path] = read_packets(path, payload_hash=True)
+    return decoded[path]
+
+
+def _load_in_memory(label: str, cs, source: str, inv, window_ns: int | None, decoded: dict[str, pd.DataFrame], *,
+                    given: bool) -> _Set:  # fmt: skip
+    """A capture set whose files are each one packet table: measured, then correlated and named in memory (``given``:
+    a CaptureSet the caller loaded, whose inference is not ours to summarise)."""
+    from pcaptools.correlate import correlate
+    from pcaptools.flows import flows
+    from pcaptools.k8s.paths import paths_and_nat
+
+    pod_ips = _pod_addresses(inv)
+    files = list(dict.fromkeys(pt.file for pt in cs.points))
+    pairs = {f: _tally_file([_decoded(decoded, f)], pod_ips) for f in files}
+
+    def flows_of(f: str, rows: Callable | None) -> list[pd.DataFrame]:
+        pk = _decoded(decoded, f)
+        return [flows(pk if rows is None else pk.loc[rows(pk)])]
+
+    points, tallies = _point_tallies(cs.points, pairs)
+    ft = _flow_tally(cs.points, tallies, pairs, flows_of)
+    decoded.clear()  # the correlation reads the capture set's own table
     corr = correlate(cs) if window_ns is None else correlate(cs, window_ns=window_ns)
     notes = list(corr.notes)
-    if not isinstance(src, CaptureSet):
+    if not given:
         from pcaptools.k8s.discover import summary_lines
 
         notes += summary_lines(cs)
     pth, nat = paths_and_nat(corr, inv)
-    if inv is None:
-        notes.append("no inventory: cross-node pod-to-pod connections and pod routing cannot be named (n/a)")
-    return _Set(label=label, source=source, cni_declared=cs.cni, points=pd.DataFrame(pts), packets=packets,
-                correlation=corr, paths=pth, nat=nat, inventory=inv, notes=notes)  # fmt: skip
+    routing = inv.pod_network(corr.hops).get("routing") if inv is not None else None
+    return _finish_set(_Set(label=label, source=source, cni_declared=cs.cni, points=points, tallies=tallies, flows=ft,
+                            correlation=corr, paths=pth, nat=nat, inventory=inv, routing=routing,
+                            hops=lambda: _hop_parts(None, corr), notes=notes))  # fmt: skip
 
 
-# --- measurements ------------------------------------------------------------------------------------
+def _load_bounded(label: str, p: Path, inv, window_ns: int | None, allow_outside: bool, memory: int | None,
+                  forced: dict[str, int | None]) -> _Set:  # fmt: skip
+    """A capture set larger than ``memory``: packets tallied batch by batch, flows per file within the budget,
+    correlation and paths streamed (hops kept in a temporary Parquet file, read back a row group at a time)."""
+    from pcaptools.correlate.budget import default_memory
+    from pcaptools.correlate.capture_set import capture_entries, name_points, split_entry
+    from pcaptools.correlate.stream import _rss
+    from pcaptools.flow_stream import iter_flows
+    from pcaptools.k8s.discover import summary_lines
+    from pcaptools.k8s.paths_stream import load_paths_bounded
+    from pcaptools.packet_file import BASE_BYTES
+    from pcaptools.packets import iter_packets
+    from pcaptools.process import release_freed_memory
+
+    memory = default_memory() if memory is None else int(memory)
+    tmp = tempfile.TemporaryDirectory(prefix="pcaptools-compare-")
+    hops_file = Path(tmp.name) / "hops.parquet"
+    ps = load_paths_bounded(p, inventory=inv, window_ns=window_ns, with_flows=False, allow_outside=allow_outside, memory=memory,
+                            window_rows=forced["window_rows"], bucket_rows=forced["bucket_rows"], hops_out=hops_file)  # fmt: skip
+    release_freed_memory()
+    corr = ps.correlation
+    streamed = ps.streamed is not None
+    batch = forced["batch_records"] or STREAM_BATCH_RECORDS
+    pod_ips = _pod_addresses(inv)
+
+    def tally(f: str) -> dict:
+        return _tally_file(iter_packets(f, batch_records=batch), pod_ips)
+
+    notes = list(corr.notes)
+    if ps.captures is not None:  # inferred points (or a dataset's stored ones)
+        cs_points, cni = ps.captures.points, ps.captures.cni
+        pairs = {f: tally(f) for f in dict.fromkeys(pt.file for pt in cs_points)}
+        notes += summary_lines(ps.captures)
+    else:  # a manifest: its entries split per ifindex as the correlation split them
+        entries, cni = capture_entries(p, allow_outside=allow_outside)
+        pairs = {f: tally(f) for f in dict.fromkeys(str(e["file"]) for e in entries)}
+        split = []
+        for e in entries:
+            seen = sorted(pairs[str(e["file"])])
+            df = pd.DataFrame({"iface": [a for a, _ in seen], "ifindex": [b for _, b in seen]}, dtype=np.int64)
+            split.extend(pt for pt, _ in split_entry(e, df))
+        cs_points = name_points(split)
+
+    def flows_of(f: str, rows: Callable | None) -> Iterator[pd.DataFrame]:  # within what the run leaves of the budget
+        return iter_flows(f, memory=BASE_BYTES + max(memory - _rss(), MIN_FLOW_MEMORY), rows=rows)
+
+    points, tallies = _point_tallies(cs_points, pairs)
+    release_freed_memory()
+    ft = _flow_tally(cs_points, tallies, pairs, flows_of)
+    release_freed_memory()
+    if ps.network is not None:
+        routing = ps.network.get("routing")
+    else:
+        routing = inv.pod_network(corr.hops).get("routing") if inv is not None else None
+    file = hops_file if streamed else None
+    return _finish_set(_Set(label=label, source=str(p), cni_declared=cni, points=points, tallies=tallies, flows=ft,
+                            correlation=corr, paths=ps.paths, nat=ps.nat, inventory=inv, routing=routing,
+                            hops=lambda: _hop_parts(file, corr), notes=notes, hops_file=file, keep=tmp,
+                            streamed=ps.streamed))  # fmt: skip
+
+
+def _finish_set(s: _Set) -> _Set:
+    """The note every set without an inventory carries."""
+    if s.inventory is None:
+        s.notes.append("no inventory: cross-node pod-to-pod connections and pod routing cannot be named (n/a)")
+    return s
+
+
+# --- reductions over packets and flows ---------------------------------------------------------------
 def _link_header(pk: pd.DataFrame) -> np.ndarray:
     """Bytes of each frame's own link header (same table as flows' encap_overhead_bytes)."""
     link = pk["link"].astype("category").array
@@ -302,156 +546,237 @@ def _link_header(pk: pd.DataFrame) -> np.ndarray:
     return lens[np.where(codes >= 0, codes, len(lens) - 1)] + 4 * (pk["vlan"].to_numpy(np.int64) >= 0)
 
 
-def _encap(pk: pd.DataFrame) -> np.ndarray:
-    """Encapsulation bytes per frame: wire bytes beyond link header + inner IP packet (0 when native)."""
+def _in(col: pd.Series, values: set[str]) -> np.ndarray:
+    """Per row: whether a category (address) column's value is one of ``values``, decided once per category."""
+    cat = col.astype("category").array
+    hit = np.append(pd.Index(cat.categories.astype(str)).isin(list(values)), False)
+    codes = np.asarray(cat.codes, np.int64)
+    return hit[np.where(codes >= 0, codes, len(hit) - 1)]
+
+
+def _row_arrays(pk: pd.DataFrame, pod_ips: set[str]) -> dict[str, np.ndarray]:
+    """The per-row quantities the tallies reduce: encapsulation bytes, outermost IP length, SYN MSS, fragments..."""
     tun = pk["tunnel"].notna().to_numpy()
     wire = pk["wirelen"].to_numpy(np.int64)
     ip_len = pk["ip_len"].to_numpy(np.int64)
-    return np.where(tun & (ip_len > 0), np.maximum(wire - ip_len - _link_header(pk), 0), 0)
+    lh = _link_header(pk)
+    kind = pk["tunnel"].astype("category").array
+    kcodes = np.asarray(kind.codes, np.int64)
+    names = np.array([str(c) for c in kind.categories] + [""], object)
+    proto = pk["proto"].to_numpy(np.int64)
+    flags = pk["tcp_flags"].to_numpy(np.int64)
+    mss = pk["tcp_mss"].to_numpy(np.int64)
+    syn = (proto == 6) & ((flags & 0x02) != 0) & (mss >= 0)
+    ityp, icode = pk["icmp_type"].to_numpy(np.int64), pk["icmp_code"].to_numpy(np.int64)
+    v6 = pk["ip_version"].to_numpy(np.int64) == 6
+    need4, need6 = (proto == 1) & (ityp == 3) & (icode == 4), (proto == 58) & (ityp == 2)
+    return {
+        "tun": tun, "kind": names[np.where(kcodes >= 0, kcodes, len(names) - 1)],
+        "vni": pk["vni"].to_numpy(np.int64), "odport": pk["outer_dport"].to_numpy(np.int64),
+        "wire": wire, "ip_len": ip_len, "pay": np.maximum(pk["payload_len"].to_numpy(np.int64), 0),
+        "enc": np.where(tun & (ip_len > 0), np.maximum(wire - ip_len - lh, 0), 0),
+        "wire_ip": np.where(tun, wire - lh, np.where(pk["ip_version"].to_numpy(np.int64) > 0, ip_len, -1)),
+        "tcp": proto == 6, "syn": syn, "mss": mss,
+        "from_pod": syn & _in(pk["src"], pod_ips) if pod_ips else np.zeros(len(pk), bool),
+        "frag": (pk["frag_offset"].to_numpy(np.int64) > 0) | pk["more_frags"].to_numpy(bool),
+        "need_v": np.where(v6, need6, need4), "need": need4 | need6, "icmp_mtu": pk["icmp_mtu"].to_numpy(np.int64),
+    }  # fmt: skip
 
 
-def _wire_ip(pk: pd.DataFrame) -> np.ndarray:
-    """Outermost IP packet length on the wire: ip_len when native, frame minus link header when tunnelled (-1 no IP)."""
-    tun = pk["tunnel"].notna().to_numpy()
-    ip_len = pk["ip_len"].to_numpy(np.int64)
-    outer = pk["wirelen"].to_numpy(np.int64) - _link_header(pk)
-    return np.where(tun, outer, np.where(pk["ip_version"].to_numpy() > 0, ip_len, -1))
+def _tally(a: dict[str, np.ndarray], sel) -> _Tally:  # noqa: ANN001
+    """The reductions of the rows ``sel`` (an index array or slice) of one batch's :func:`_row_arrays`."""
+    r = {k: v[sel] for k, v in a.items()}
+    tun, enc, wire, pay = r["tun"], r["enc"], r["wire"], r["pay"]
+    t = _Tally(packets=int(tun.shape[0]), tunnelled=int(tun.sum()))
+    if not t.packets:
+        return t
+    if t.tunnelled:
+        t.kinds = Counter(r["kind"][tun].tolist())
+        t.vnis = {v for v in r["vni"][tun].tolist() if v >= 0}
+        t.ports = {v for v in r["odport"][tun].tolist() if v >= 0}
+        t.enc = _counts(enc[tun])
+        t.max_ip_tun = int(r["ip_len"][tun].max())
+    t.enc_sum, t.wire_sum, t.pay_sum = int(enc.sum()), int(wire.sum()), int(pay.sum())
+    data = r["tcp"] & (pay > 0)
+    if data.any():
+        t.full_pay = int(pay[data].max())
+        big = data & (pay == t.full_pay)
+        t.full_enc, t.full_pay_sum, t.full_wire = int(enc[big].sum()), int(pay[big].sum()), int(wire[big].sum())
+    t.max_ip, t.max_wire_ip, t.max_frame = int(r["ip_len"].max()), int(r["wire_ip"].max()), int(wire.max())
+    t.syn_mss = _counts(r["mss"][r["syn"]])
+    t.pod_mss = _counts(r["mss"][r["from_pod"]])
+    t.fragments, t.frag_needed, t.frag_needed_any = int(r["frag"].sum()), int(r["need_v"].sum()), int(r["need"].sum())
+    t.frag_mtus = {v for v in r["icmp_mtu"][r["need"]].tolist() if v >= 0}
+    return t
 
 
-def _uplink(s: _Set) -> pd.DataFrame:
-    return s.packets.loc[s.packets["role"].astype(str).isin(UPLINK_ROLES).to_numpy()]
+def _tally_file(tables: Iterable[pd.DataFrame], pod_ips: set[str]) -> dict[tuple[int, int], _Tally]:
+    """One capture file's packets (in one table or batches) reduced per (pcapng interface, ifindex): what its capture
+    points are made of."""
+    out: dict[tuple[int, int], _Tally] = {}
+    for pk in tables:
+        if not len(pk):
+            continue
+        a = _row_arrays(pk, pod_ips)
+        pairs, inv = np.unique(np.stack([pk["iface"].to_numpy(np.int64), pk["ifindex"].to_numpy(np.int64)], 1), axis=0,
+                               return_inverse=True)  # fmt: skip
+        inv = inv.reshape(-1)
+        if len(pairs) == 1:
+            groups = [(pairs[0], slice(None))]
+        else:
+            order = np.argsort(inv, kind="stable")
+            cut = np.searchsorted(inv[order], np.arange(len(pairs) + 1))
+            groups = [(pairs[k], order[cut[k] : cut[k + 1]]) for k in range(len(pairs))]
+        for (iface, ifx), sel in groups:
+            out.setdefault((int(iface), int(ifx)), _Tally()).merge(_tally(a, sel))
+    return out
 
 
-def _max(x: np.ndarray) -> int | None:
-    x = x[x > 0]
-    return int(x.max()) if x.size else None
+def _point_pairs(pt, pairs: dict[tuple[int, int], _Tally]) -> list[tuple[int, int]]:  # noqa: ANN001
+    """The (pcapng interface, ifindex) groups of its file a capture point is made of."""
+    return [k for k in pairs if (pt.pcapng_interface < 0 or k[0] == pt.pcapng_interface) and (pt.ifindex < 0 or k[1] == pt.ifindex)]
+
+
+def _point_tallies(points: list, pairs: dict[str, dict]) -> tuple[pd.DataFrame, dict[str, _Tally]]:
+    """The points table (point, node, interface, role, pod, file, packets) and each point's tally."""
+    tallies, rows = {}, []
+    for pt in points:
+        t = _Tally()
+        for k in _point_pairs(pt, pairs[pt.file]):
+            t.merge(pairs[pt.file][k])
+        tallies[pt.name] = t
+        rows.append({"point": pt.name, "node": pt.node, "interface": pt.interface, "role": pt.role, "pod": pt.pod,
+                     "file": pt.file, "packets": t.packets})  # fmt: skip
+    return pd.DataFrame(rows), tallies
+
+
+def _flow_tally(points: list, tallies: dict[str, _Tally], pairs: dict[str, dict],
+                flows_of: Callable[[str, Callable | None], Iterable[pd.DataFrame]]) -> _FlowTally:  # fmt: skip
+    """Flow value counts: per file, the flows of its uplink points' packets, and of its pod-veth points' packets (every
+    point's when no pod veth saw a packet): where connections start and end. Flows are per file (a flow key holds its
+    file), so per-file tables give the flows of the whole set's table."""
+    ft = _FlowTally()
+    pod_seen = any(pt.role == "pod-veth" and tallies[pt.name].packets for pt in points)
+    for f in dict.fromkeys(pt.file for pt in points):
+        mine = [pt for pt in points if pt.file == f]
+        for add, chosen in ((ft.add_uplink, [pt for pt in mine if pt.role in UPLINK_ROLES]),
+                            (ft.add_pod, [pt for pt in mine if pt.role == "pod-veth" or not pod_seen])):  # fmt: skip
+            keys = list(dict.fromkeys(k for pt in chosen for k in _point_pairs(pt, pairs[f])))
+            if not sum(pairs[f][k].packets for k in keys):
+                continue
+            rows = None if set(keys) == set(pairs[f]) else _rows_of(keys)
+            for fl in flows_of(f, rows):
+                add(fl)
+    return ft
+
+
+def _rows_of(keys: list[tuple[int, int]]) -> Callable[[pd.DataFrame], np.ndarray]:
+    """A row mask of the packets whose (pcapng interface, ifindex) is one of ``keys``."""
+    want = np.array(keys, np.int64).reshape(-1, 2)
+
+    def rows(pk: pd.DataFrame) -> np.ndarray:
+        iface, ifx = pk["iface"].to_numpy(np.int64), pk["ifindex"].to_numpy(np.int64)
+        return ((iface[:, None] == want[:, 0]) & (ifx[:, None] == want[:, 1])).any(axis=1)
+
+    return rows
+
+
+# --- measurements ------------------------------------------------------------------------------------
+def _merged(s: _Set, roles: Iterable[str] | None = None) -> _Tally:
+    """One tally of the points with these roles (all points if None)."""
+    t = _Tally()
+    for pt, role in zip(s.points["point"], s.points["role"], strict=True):
+        if roles is None or role in roles:
+            t.merge(s.tallies[pt])
+    return t
+
+
+def _largest(s: _Set, roles: Iterable[str], attr: str) -> int:
+    """The largest of a tally maximum over the points with these roles (-1 if none)."""
+    return max([getattr(s.tallies[pt], attr) for pt, role in zip(s.points["point"], s.points["role"], strict=True) if role in roles],
+               default=-1)  # fmt: skip
+
+
+def _positive(x: int) -> int | None:
+    return x if x > 0 else None
 
 
 def _mode(s: _Set) -> tuple[dict, dict]:
-    up = _uplink(s)
-    tun = up["tunnel"].notna().to_numpy()
+    up = _merged(s, UPLINK_ROLES)
     out: dict[str, object] = {}
-    if not len(up):
+    if not up.packets:
         out.update(mode=None, vnis=None, ports=None, tunnelled_share=None)
         s.notes.append("no uplink capture (role node-uplink or any): data-plane mode and overhead are n/a")
     else:
-        kinds = up.loc[tun, "tunnel"].astype(str).value_counts()
-        vnis = sorted({int(v) for v in up.loc[tun, "vni"] if v >= 0})
-        ports = sorted({int(v) for v in up.loc[tun, "outer_dport"] if v >= 0})
-        out["mode"] = "+".join(kinds.index) if len(kinds) else "native"
-        out["vnis"] = vnis or None
-        out["ports"] = ports or None
-        out["tunnelled_share"] = round(100 * tun.mean(), 2)
-    out["routing"] = s.inventory.pod_network(s.correlation.hops).get("routing") if s.inventory is not None else None
-    det = pd.DataFrame([{"mode": out["mode"], "tunnels": out["mode"] if tun.any() else None, "vnis": out["vnis"] or [],
-                         "udp_ports": out["ports"] or [], "tunnelled_packets": int(tun.sum()), "uplink_packets": len(up),
+        kinds = sorted(up.kinds.items(), key=lambda kv: (-kv[1], kv[0]))  # most packets first
+        out["mode"] = "+".join(k for k, _ in kinds) if kinds else "native"
+        out["vnis"] = sorted(up.vnis) or None
+        out["ports"] = sorted(up.ports) or None
+        out["tunnelled_share"] = round(100 * (up.tunnelled / up.packets), 2)
+    out["routing"] = s.routing
+    det = pd.DataFrame([{"mode": out["mode"], "tunnels": out["mode"] if up.tunnelled else None, "vnis": out["vnis"] or [],
+                         "udp_ports": out["ports"] or [], "tunnelled_packets": up.tunnelled, "uplink_packets": up.packets,
                          "cni_declared": s.cni_declared}])  # fmt: skip
     return out, {"mode": det}
 
 
 def _overhead(s: _Set) -> tuple[dict, dict]:
-    from pcaptools.flows import flows
-
-    up = _uplink(s)
-    if not len(up):
+    up = _merged(s, UPLINK_ROLES)
+    if not up.packets:
         keys = ("overhead_pkt", "overhead_share", "overhead_flow", "overhead_full", "payload_full")
         return dict.fromkeys(keys), {}
-    enc = _encap(up)
-    tun = up["tunnel"].notna().to_numpy()
-    wire = up["wirelen"].to_numpy(np.int64)
-    pay = np.maximum(up["payload_len"].to_numpy(np.int64), 0)
     out: dict[str, object] = {
-        "overhead_pkt": int(np.median(enc[tun])) if tun.any() else 0,
-        "overhead_share": round(100 * enc.sum() / wire.sum(), 2) if wire.sum() else None,
+        "overhead_pkt": int(_median(up.enc)) if up.tunnelled else 0,
+        "overhead_share": round(100 * up.enc_sum / up.wire_sum, 2) if up.wire_sum else None,
+        "overhead_flow": int(_median(s.flows.enc)) if s.flows.enc else None,
     }
-    fl = flows(up)
-    out["overhead_flow"] = int(np.median(fl["encap_overhead_bytes"])) if len(fl) else None
-    tcp_data = (up["proto"].to_numpy() == 6) & (pay > 0)
-    if tcp_data.any():
-        big = tcp_data & (pay == pay[tcp_data].max())
-        out["overhead_full"] = round(100 * enc[big].sum() / pay[big].sum(), 2)
-        out["payload_full"] = round(100 * pay[big].sum() / wire[big].sum(), 2)
+    if up.full_pay > 0:
+        out["overhead_full"] = round(100 * up.full_enc / up.full_pay_sum, 2)
+        out["payload_full"] = round(100 * up.full_pay_sum / up.full_wire, 2)
     else:
         out["overhead_full"] = out["payload_full"] = None
-    det = pd.DataFrame([{"payload": int(pay.sum()), "inner_headers": int((wire - enc - pay).sum()),
-                         "encapsulation": int(enc.sum()), "total": int(wire.sum()), "packets": len(up)}])  # fmt: skip
+    det = pd.DataFrame([{"payload": up.pay_sum, "inner_headers": up.wire_sum - up.enc_sum - up.pay_sum,
+                         "encapsulation": up.enc_sum, "total": up.wire_sum, "packets": up.packets}])  # fmt: skip
     return out, {"wire_bytes": det}
 
 
 def _mtu(s: _Set) -> tuple[dict, dict]:
-    pk = s.packets
-    role = pk["role"].astype(str).to_numpy()
-    ip_len = pk["ip_len"].to_numpy(np.int64)
-    tun = pk["tunnel"].notna().to_numpy()
-    wip = _wire_ip(pk)
-    upl = np.isin(role, UPLINK_ROLES)
+    up = _merged(s, UPLINK_ROLES)
     out: dict[str, object] = {
-        "ip_pod": _max(ip_len[role == "pod-veth"]),
-        "ip_overlay": _max(ip_len[(upl & tun) | (role == TUNNEL_DEVICE_ROLE)]),
-        "ip_uplink": _max(wip[upl]),
+        "ip_pod": _positive(_largest(s, ("pod-veth",), "max_ip")),
+        "ip_overlay": _positive(max(_largest(s, UPLINK_ROLES, "max_ip_tun"), _largest(s, (TUNNEL_DEVICE_ROLE,), "max_ip"))),
+        "ip_uplink": _positive(_largest(s, UPLINK_ROLES, "max_wire_ip")),
     }
-    enc = _encap(pk)
-    if (upl & tun).any():
-        ip_ovh = int(np.median(enc[upl & tun]))  # frame overhead == IP-level overhead (outer link header replaces the inner one)
+    if up.tunnelled:
+        ip_ovh = int(_median(up.enc))  # frame overhead == IP-level overhead (outer link header replaces the inner one)
         out["mtu_reduction"] = ip_ovh
         out["mtu_overlay"] = out["ip_uplink"] - ip_ovh if out["ip_uplink"] is not None else None
     else:
-        out["mtu_reduction"] = 0 if upl.any() else None
+        out["mtu_reduction"] = 0 if up.packets else None
         out["mtu_overlay"] = None
-    mss = pk["tcp_mss"].to_numpy(np.int64)
-    flags = pk["tcp_flags"].to_numpy(np.int64)
-    syn = (pk["proto"].to_numpy() == 6) & ((flags & 0x02) != 0) & (mss >= 0)
-    out["mss_values"] = sorted(set(mss[syn].tolist())) or None
-    pod_ips = _pod_addresses(s)
-    from_pod = syn & pk["src"].astype(str).isin(pod_ips).to_numpy() if pod_ips else syn & (role == "pod-veth")
-    out["mss_pod"] = int(pd.Series(mss[from_pod]).mode().iloc[0]) if from_pod.any() else None
-    from pcaptools.flows import flows
-
-    fl = flows(pk.loc[role == "pod-veth"] if (role == "pod-veth").any() else pk)  # where connections start and end
-    both = fl.loc[(fl["mss_orig"] >= 0) & (fl["mss_resp"] >= 0)]
-    if len(both):
-        eff = np.minimum(both["mss_orig"].to_numpy(), both["mss_resp"].to_numpy())
-        out["mss_effective"] = int(np.median(eff))
-        v6 = both["orig_h"].astype(str).str.contains(":").to_numpy()
-        out["pmtu"] = int(np.median(eff + np.where(v6, _IP_OVERHEAD[6], _IP_OVERHEAD[4])))
-    else:
-        out["mss_effective"] = out["pmtu"] = None
-    frag = ((pk["frag_offset"].to_numpy() > 0) | pk["more_frags"].to_numpy())
-    ityp, icode = pk["icmp_type"].to_numpy(), pk["icmp_code"].to_numpy()
-    v6 = pk["ip_version"].to_numpy() == 6
-    need = np.where(v6, (pk["proto"].to_numpy() == 58) & (ityp == 2), (pk["proto"].to_numpy() == 1) & (ityp == 3) & (icode == 4))
-    det = pd.DataFrame({"point": pk["point"].astype(str), "role": role, "ip_len": ip_len, "wire_ip": wip,
-                        "wirelen": pk["wirelen"].to_numpy(np.int64), "tunnelled": tun, "mss": np.where(syn, mss, -1),
-                        "fragment": frag, "frag_needed": need})  # fmt: skip
-    g = det.groupby("point", sort=False)
-    per = pd.DataFrame({
-        "role": g["role"].first(),
-        "packets": g.size(),
-        "tunnelled": g["tunnelled"].sum(),
-        "largest_ip": g["ip_len"].max(),
-        "largest_wire_ip": g["wire_ip"].max(),
-        "largest_frame": g["wirelen"].max(),
-        "syn_mss": g["mss"].agg(lambda x: sorted(set(x[x >= 0].tolist()))),
-        "fragments": g["fragment"].sum(),
-        "frag_needed": g["frag_needed"].sum(),
-    }).reset_index()  # fmt: skip
-    per = per.set_index("point").reindex(s.points["point"]).dropna(subset=["role"]).reset_index()
-    return out, {"points": per}
+    every = _merged(s)
+    out["mss_values"] = sorted(every.syn_mss) or None
+    pod = every.pod_mss if _pod_addresses(s.inventory) else _merged(s, ("pod-veth",)).syn_mss
+    out["mss_pod"] = _mode_value(pod) if pod else None
+    ft = s.flows
+    out["mss_effective"] = int(_median(ft.eff)) if ft.eff else None
+    out["pmtu"] = int(_median(ft.pmtu)) if ft.pmtu else None
+    rows = [{"point": pt, "role": role, "packets": t.packets, "tunnelled": t.tunnelled, "largest_ip": t.max_ip,
+             "largest_wire_ip": t.max_wire_ip, "largest_frame": t.max_frame, "syn_mss": sorted(t.syn_mss),
+             "fragments": t.fragments, "frag_needed": t.frag_needed}
+            for pt, role in zip(s.points["point"], s.points["role"], strict=True) if (t := s.tallies[pt]).packets]  # fmt: skip
+    return out, {"points": pd.DataFrame(rows)}
 
 
 def _fragments(s: _Set) -> tuple[dict, dict]:
-    pk = s.packets
-    frag = (pk["frag_offset"].to_numpy() > 0) | pk["more_frags"].to_numpy()
-    ityp, icode, proto = pk["icmp_type"].to_numpy(), pk["icmp_code"].to_numpy(), pk["proto"].to_numpy()
-    need = ((proto == 1) & (ityp == 3) & (icode == 4)) | ((proto == 58) & (ityp == 2))
-    mtus = sorted({int(v) for v in pk["icmp_mtu"].to_numpy()[need] if v >= 0})
-    return {"fragments": int(frag.sum()), "frag_needed": int(need.sum()), "frag_mtus": mtus or None}, {}
+    t = _merged(s)
+    return {"fragments": t.fragments, "frag_needed": t.frag_needed_any, "frag_mtus": sorted(t.frag_mtus) or None}, {}
 
 
-def _pod_addresses(s: _Set) -> set[str]:
-    if s.inventory is None:
+def _pod_addresses(inventory) -> set[str]:  # noqa: ANN001
+    if inventory is None:
         return set()
-    return {ip for p in s.inventory.pods.values() if not p.host_network for ip in p.ips}
+    return {ip for p in inventory.pods.values() if not p.host_network for ip in p.ips}
 
 
 def _point_roles(s: _Set) -> dict[str, str]:
@@ -514,15 +839,43 @@ def _latency(s: _Set) -> tuple[dict, dict]:
 
 def _pod_to_pod_hops(s: _Set) -> tuple[np.ndarray, pd.DataFrame, pd.DataFrame] | None:
     """Journeys from a pod veth to a pod veth on another node: total latency each, per role-pair hop latency, and
-    the samples (hop, latency_ns) behind both, the total as hop 'pod → pod (total)'."""
-    h = s.correlation.hops
-    if not len(h):
-        return None
+    the samples (hop, latency_ns) behind both, the total as hop 'pod → pod (total)'. One pass over the hops in parts
+    of whole journeys (:func:`_journey_hops`), the samples kept (medians and p90 need them all)."""
     roles = _point_roles(s)
     nodes = dict(zip(s.points["point"], s.points["node"], strict=True))
+    totals, parts, rows = [], [], 0
+    for h in s.hops():
+        rows += len(h)
+        got = _journey_hops(h, roles, nodes)
+        if got is not None:
+            totals.append(got[0])
+            parts.append(got[1])
+    if not rows:
+        return None
+    if not totals:
+        return np.zeros(0), pd.DataFrame(), pd.DataFrame()
+    tot = np.concatenate(totals)
+    d = pd.concat(parts, ignore_index=True)
+    for c in ("hop", "from_role", "to_role"):
+        d[c] = d[c].astype(object)
+    g = d.groupby("hop", sort=False)
+    pairs = pd.DataFrame({"from_role": g["from_role"].first(), "to_role": g["to_role"].first(), "count": g.size(),
+                          "median_ns": g["dt"].median(), "p90_ns": g["dt"].quantile(0.9), "position": g["pos"].median()})  # fmt: skip
+    pairs = pairs.sort_values("position").drop(columns="position").reset_index()
+    samples = pd.concat([d[["hop", "dt"]].rename(columns={"dt": "latency_ns"}),
+                         pd.DataFrame({"hop": "pod → pod (total)", "latency_ns": tot})], ignore_index=True)  # fmt: skip
+    return tot.astype(np.float64), pairs, samples
+
+
+def _journey_hops(h: pd.DataFrame, roles: dict[str, str], nodes: dict[str, str]) -> tuple[np.ndarray, pd.DataFrame] | None:
+    """Of one part of the hops table (whole journeys, rows of a journey together): the total latency of each
+    pod-veth to pod-veth journey across nodes and its hop samples (hop, from_role, to_role, dt, pos), None if none."""
+    if not len(h):
+        return None
     pcat = h["point"].astype("category").array
-    role = np.array([roles.get(str(c), "any") for c in pcat.categories] + ["any"], object)[np.asarray(pcat.codes)]
-    node = np.array([nodes.get(str(c), "") for c in pcat.categories] + [""], object)[np.asarray(pcat.codes)]
+    codes = np.asarray(pcat.codes)
+    role = np.array([roles.get(str(c), "any") for c in pcat.categories] + ["any"], object)[codes]
+    node = np.array([nodes.get(str(c), "") for c in pcat.categories] + [""], object)[codes]
     j = h["journey"].to_numpy(np.int64)
     t = h["ts_corrected_ns"].to_numpy(np.int64)
     n = len(j)
@@ -531,7 +884,7 @@ def _pod_to_pod_hops(s: _Set) -> tuple[np.ndarray, pd.DataFrame, pd.DataFrame] |
     last = np.r_[first[1:] - 1, n - 1]
     ok = (role[first] == "pod-veth") & (role[last] == "pod-veth") & (node[first] != node[last])
     if not ok.any():
-        return np.zeros(0), pd.DataFrame(), pd.DataFrame()
+        return None
     totals = (t[last] - t[first])[ok]
     jrow = np.cumsum(start) - 1
     keep = ok[jrow]
@@ -540,14 +893,9 @@ def _pod_to_pod_hops(s: _Set) -> tuple[np.ndarray, pd.DataFrame, pd.DataFrame] |
     across = node[idx] != node[idx - 1]
     frm, to = role[idx - 1], role[idx]
     hop = pd.Series(frm).str.cat(pd.Series(to), sep=" → ") + np.where(across, " (wire)", "")
-    d = pd.DataFrame({"hop": hop.to_numpy(), "from_role": frm, "to_role": to, "dt": t[idx] - t[idx - 1], "pos": pos})
-    g = d.groupby("hop", sort=False)
-    pairs = pd.DataFrame({"from_role": g["from_role"].first(), "to_role": g["to_role"].first(), "count": g.size(),
-                          "median_ns": g["dt"].median(), "p90_ns": g["dt"].quantile(0.9), "position": g["pos"].median()})  # fmt: skip
-    pairs = pairs.sort_values("position").drop(columns="position").reset_index()
-    samples = pd.concat([d[["hop", "dt"]].rename(columns={"dt": "latency_ns"}),
-                         pd.DataFrame({"hop": "pod → pod (total)", "latency_ns": totals})], ignore_index=True)  # fmt: skip
-    return totals.astype(np.float64), pairs, samples
+    d = pd.DataFrame({"hop": pd.Categorical(hop.to_numpy(object)), "from_role": pd.Categorical(frm),
+                      "to_role": pd.Categorical(to), "dt": t[idx] - t[idx - 1], "pos": pos})  # fmt: skip
+    return totals, d
 
 
 def _missing(v) -> bool:

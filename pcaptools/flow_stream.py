@@ -35,7 +35,7 @@ from __future__ import annotations
 import os
 import pickle
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -68,22 +68,26 @@ def iter_flows(
     seed: int = 0,
     community_id: bool = True,
     batch_records: int | None = None,
+    rows: Callable[[pd.DataFrame], np.ndarray] | None = None,
 ) -> Iterator[pd.DataFrame]:
     """Flow tables of one capture whose union is ``flows(read_packets(path))``, with memory bounded by ``memory`` bytes.
 
     Each table holds complete flows (a group of key buckets, sorted by first packet); ``read_flows``
     with ``memory=`` joins and sorts them. ``batch_records`` overrides the window size derived from
-    ``memory`` (tests use it to cut many flows).
+    ``memory`` (tests use it to cut many flows). ``rows``: a boolean mask of the packets to keep, per decoded window
+    (the flows are then those of ``flows(packets[rows(packets)])``, e.g. one capture point's rows of an -i any file).
     """
     yield from _flow_parts(path, memory, {"idle_timeout_s": idle_timeout_s, "seed": seed, "community_id": community_id},
-                           batch_records, {})  # fmt: skip
+                           batch_records, {}, rows)  # fmt: skip
 
 
-def _flow_parts(path, memory, opts, batch_records, order) -> Iterator[pd.DataFrame]:  # noqa: ANN001
+def _flow_parts(path, memory, opts, batch_records, order, rows=None) -> Iterator[pd.DataFrame]:  # noqa: ANN001
     """iter_flows' work; ``order`` receives the first-seen order of src, dst and tunnel values."""
     from pcaptools.packets import iter_packets
 
     windows = iter_packets(path, batch_records=batch_records or window_records(memory), batch_bytes=window_bytes(memory))
+    if rows is not None:
+        windows = (w.loc[rows(w)].reset_index(drop=True) for w in windows)
     first = next(windows, None)
     if first is None:
         return

@@ -34,11 +34,17 @@ def keep_freed_memory() -> bool:
 def release_freed_memory(*, collect: bool = True) -> None:
     """Give the heap's freed pages back to the system (glibc's ``malloc_trim``; nothing elsewhere): a finished phase's
     tables are freed but glibc keeps their pages, which would count against the next phase (0.8 GiB after a
-    streamed correlation of 4 M sightings). ``collect`` first frees what only reference cycles keep."""
+    streamed correlation of 4 M sightings). ``collect`` first frees what only reference cycles keep. pyarrow's own
+    allocator (mimalloc or jemalloc), once pyarrow is loaded, gives back what it keeps too (160 MiB after a streamed
+    ``paths`` of 0.8 M sightings)."""
     import gc
+    import sys
 
     if collect:
         gc.collect()
+    pa = sys.modules.get("pyarrow")
+    if pa is not None:
+        pa.default_memory_pool().release_unused()
     try:
         ctypes.CDLL(None).malloc_trim(0)
     except (OSError, AttributeError):  # not glibc

@@ -3,6 +3,12 @@
 Gathers the tables (:func:`pcaptools.compare.compare` loads, correlates and names every set; per set the
 hop-latency samples and each connection's sightings) and hands them to :mod:`pcaptools.render.html`.
 
+Within a ``memory`` budget the sets exceed, compare streams them (the same tables) and the hops are read back from
+its Parquet file a row group at a time: the hop samples (role-named hop and latency, what the figure draws) in one
+pass, each connection's first ``max_packets`` packets chosen in another (:func:`pcaptools.k8s.sequence.first_journeys`,
+at most that many kept a connection) and read in a third. The page is the in-memory run's; what differs from one run
+to another is only its "generated" time (and a note, in the set's notes, when the budget is below the correlation's floor).
+
 Example::
 
     from pcaptools.report import write_report
@@ -13,6 +19,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +27,7 @@ import pandas as pd
 
 from pcaptools.compare import compare
 from pcaptools.correlate.latency import hop_samples
-from pcaptools.k8s.sequence import sequences
+from pcaptools.k8s.sequence import first_journeys, sequences
 from pcaptools.render.html import report_html
 
 DEFAULT_MAX_PACKETS = 10
@@ -28,15 +35,61 @@ DEFAULT_MAX_PACKETS = 10
 
 
 def report(capture_sets: Mapping[str, object] | list, *, inventory=None, max_packets: int = DEFAULT_MAX_PACKETS,
-           window_ns: int | None = None) -> str:  # fmt: skip
-    """The HTML text of the report on ``capture_sets`` (directories / manifests / CaptureSets, as for ``compare``)."""
-    cmp = compare(capture_sets, inventory=inventory, window_ns=window_ns)
+           window_ns: int | None = None, allow_outside: bool = False, memory: int | None = None, **forced: int) -> str:  # fmt: skip
+    """The HTML text of the report on ``capture_sets`` (directories / manifests / CaptureSets, as for ``compare``).
+
+    ``memory`` (bytes): sets whose captures exceed it are streamed (module doc), None reads them in memory;
+    ``forced``: compare's ``window_rows`` / ``bucket_rows`` / ``batch_records`` (tests)."""
+    cmp = compare(capture_sets, inventory=inventory, window_ns=window_ns, allow_outside=allow_outside, memory=memory, **forced)
     seqs, samples = {}, {}
     for label in cmp.labels:
-        corr = cmp.correlations[label]
-        seqs[label] = sequences(corr, cmp.paths[label], cmp.nat[label], cmp.inventories.get(label), max_packets=max_packets)
-        samples[label] = by_role(hop_samples(corr.hops), cmp.capture_points[label])
+        seqs[label] = _sequences(cmp, label, max_packets)
+        samples[label] = _hop_samples(cmp, label)
     return report_html(cmp, seqs, samples)
+
+
+def _hop_samples(cmp, label: str) -> pd.DataFrame:  # noqa: ANN001
+    """Every consecutive pair of sightings of ``label``'s journeys as (hop named by roles, latency_ns), part by part."""
+    parts = []
+    for h in cmp.hop_tables(label):
+        s = by_role(hop_samples(h), cmp.capture_points[label])
+        parts.append(pd.DataFrame({"hop": pd.Categorical(s["hop"].to_numpy(object)), "latency_ns": s["latency_ns"].to_numpy(np.int64)}))
+    if not parts:
+        return pd.DataFrame({"hop": pd.Series([], dtype=object), "latency_ns": pd.Series([], dtype=np.int64)})
+    return pd.concat(parts, ignore_index=True)
+
+
+def _sequences(cmp, label: str, max_packets: int) -> pd.DataFrame:  # noqa: ANN001
+    """Each connection's first ``max_packets`` packets across capture points (SEQUENCE_COLUMNS): from the whole hops
+    table in memory, or from the streamed hops file the journeys of those packets only."""
+    corr, paths, nat, inv = cmp.correlations[label], cmp.paths[label], cmp.nat[label], cmp.inventories.get(label)
+    file = cmp.hops_files.get(label)
+    if file is None or not file.exists():
+        return sequences(corr, paths, nat, inv, max_packets=max_packets)
+    import pyarrow.parquet as pq
+
+    from pcaptools.k8s.paths_stream import _label
+    from pcaptools.process import release_freed_memory
+
+    release_freed_memory()  # what compare's passes left in the allocators
+    labels = _label(pq.ParquetFile(file))[:2]
+    release_freed_memory()
+    wanted = first_journeys(cmp.hop_tables(label), labels, inv, max_packets=max_packets)
+    hops = _rows_of_journeys(file, wanted)
+    release_freed_memory()
+    return sequences(replace(corr, hops=hops), paths, nat, inv, max_packets=max_packets, labels=labels)
+
+
+def _rows_of_journeys(file: Path, journeys: np.ndarray, batch_rows: int = 1 << 16) -> pd.DataFrame:
+    """The rows of a hops Parquet file that belong to ``journeys``, in file order, read ``batch_rows`` at a time."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    want = pa.array(np.unique(journeys), pa.int64())
+    pf = pq.ParquetFile(file)
+    parts = [t for b in pf.iter_batches(batch_size=batch_rows) if (t := pa.Table.from_batches([b]).filter(pc.is_in(b.column("journey"), value_set=want))).num_rows]
+    return (pa.concat_tables(parts) if parts else pf.schema_arrow.empty_table()).to_pandas()
 
 
 def by_role(samples: pd.DataFrame, points: pd.DataFrame) -> pd.DataFrame:

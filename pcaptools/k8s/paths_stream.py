@@ -102,15 +102,17 @@ def load_paths_bounded(
     memory: int | None = None,
     window_rows: int | None = None,
     bucket_rows: int | None = None,
+    hops_out: str | os.PathLike | None = None,
 ) -> PathSet:
     """:func:`load_paths` within ``memory`` bytes (default a quarter of the memory available): the same paths, NAT
     table and texts. ``window_rows`` / ``bucket_rows`` force streaming with correlation windows / path buckets of
     about that many rows (tests). The result's ``correlation.hops`` holds only the representative journeys' hops,
     ``network`` the pod network (:meth:`Inventory.pod_network`) and ``captures`` the inferred or stored points with
-    their evidence but no packets (None for a manifest / ``--point`` set) when streamed."""
+    their evidence but no packets (None for a manifest / ``--point`` set) when streamed. ``hops_out``: when streamed,
+    the whole hops table is kept in this Parquet file (for callers that read every hop in a later pass: compare, report)."""
     return _bounded(sources, points=points, links=links, inventory=inventory, window_ns=window_ns, reference=reference,
                     with_flows=with_flows, allow_outside=allow_outside, memory=memory, window_rows=window_rows,
-                    bucket_rows=bucket_rows, diagnosis=None)[0]  # fmt: skip
+                    bucket_rows=bucket_rows, diagnosis=None, hops_out=hops_out)[0]  # fmt: skip
 
 
 def diagnose_bounded(
@@ -135,11 +137,11 @@ def diagnose_bounded(
     runs a bucket of connections at a time (module doc)."""
     return _bounded(sources, points=points, links=links, inventory=inventory, window_ns=window_ns, reference=reference,
                     with_flows=with_flows, allow_outside=allow_outside, memory=memory, window_rows=window_rows,
-                    bucket_rows=bucket_rows, diagnosis={"iptables": iptables, "capture_drops": capture_drops})  # fmt: skip
+                    bucket_rows=bucket_rows, diagnosis={"iptables": iptables, "capture_drops": capture_drops}, hops_out=None)  # fmt: skip
 
 
 def _bounded(sources, *, points, links, inventory, window_ns, reference, with_flows, allow_outside, memory, window_rows,
-             bucket_rows, diagnosis: dict | None) -> tuple[PathSet, Diagnosis | None]:  # fmt: skip
+             bucket_rows, diagnosis: dict | None, hops_out=None) -> tuple[PathSet, Diagnosis | None]:  # fmt: skip
     """The paths (and with ``diagnosis``, the options of :func:`diagnose`, the Diagnosis) within ``memory``."""
     from pcaptools.correlate.api import DEFAULT_WINDOW_NS
     from pcaptools.correlate.budget import default_memory
@@ -160,7 +162,7 @@ def _bounded(sources, *, points, links, inventory, window_ns, reference, with_fl
     window_ns = window_ns or DEFAULT_WINDOW_NS
     ev = PacketEvidence() if diagnosis is not None else None
     with tempfile.TemporaryDirectory(prefix="pcaptools-paths-") as tmp:
-        hops_path = Path(tmp) / "hops.parquet"
+        hops_path = Path(hops_out) if hops_out is not None else Path(tmp) / "hops.parquet"
         corr, cs, files, stats = _correlate(srcs, points, links, inv, window_ns, reference, allow_outside, memory, window_rows,
                                             hops_path, ev)  # fmt: skip
         release_freed_memory()

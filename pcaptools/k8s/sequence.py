@@ -9,6 +9,8 @@ joins the earlier connection); packets are classified forward/reply by their fir
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 import pandas as pd
 
@@ -36,12 +38,14 @@ def packet_labels(proto: np.ndarray, tcp_flags: np.ndarray) -> np.ndarray:
 
 
 def sequences(correlation, paths: pd.DataFrame, nat: pd.DataFrame | None = None, inventory=None, *,
-              max_packets: int | None = None) -> pd.DataFrame:  # fmt: skip
+              max_packets: int | None = None, labels: tuple[np.ndarray, np.ndarray] | None = None) -> pd.DataFrame:  # fmt: skip
     """One row per sighting of every connection's packets (SEQUENCE_COLUMNS), in connection, packet, causal order.
 
     ``paths`` and ``nat`` are :func:`pcaptools.k8s.paths.paths_and_nat` of the same correlation and inventory;
     ``max_packets`` keeps each connection's first packets only. Given a Correlation (not a bare hops table), a
-    sighting after which its packet went missing names the point it never reached (``missing_at``).
+    sighting after which its packet went missing names the point it never reached (``missing_at``). ``labels``:
+    (sorted journeys, connection of each) of the whole hops table when ``correlation`` holds only some of its
+    journeys (every connection's first ones, :func:`first_journeys`), as a streamed run gives them.
     """
     inv = as_inventory(inventory)
     hops = correlation if isinstance(correlation, pd.DataFrame) else correlation.hops
@@ -49,7 +53,11 @@ def sequences(correlation, paths: pd.DataFrame, nat: pd.DataFrame | None = None,
     h = order_hops(hops.loc[keep].reset_index(drop=True), inv)
     if not len(h) or not len(paths):
         return empty(SEQUENCE_COLUMNS)
-    uj, conn = _connections(h)
+    if labels is None:
+        uj, conn = _connections(h)
+    else:
+        uj = np.unique(h["journey"].to_numpy(np.int64))
+        conn = labels[1][np.searchsorted(labels[0], uj)]
     j = h["journey"].to_numpy(np.int64)
     ji = np.searchsorted(uj, j)
     crow = conn[ji]
@@ -108,3 +116,32 @@ def sequences(correlation, paths: pd.DataFrame, nat: pd.DataFrame | None = None,
         out = out.loc[out["packet"].to_numpy() < max_packets]
     out = out.sort_values(["connection", "packet", "hop"], kind="stable", ignore_index=True)
     return conform(out, SEQUENCE_COLUMNS, table="sequences")
+
+
+def first_journeys(parts: Iterable[pd.DataFrame], labels: tuple[np.ndarray, np.ndarray], inventory=None, *,
+                   max_packets: int) -> np.ndarray:  # fmt: skip
+    """The journeys of each connection's first ``max_packets`` packets as :func:`sequences` numbers them (by the
+    corrected time of their causally first sighting, then journey), from the hops table in ``parts`` holding whole
+    journeys; ``labels``: (sorted journeys, connection of each). One pass, at most ``max_packets`` kept a connection."""
+    inv = as_inventory(inventory)
+    uj, conn = labels
+    best = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64))  # connection, time, journey
+    for hops in parts:
+        keep = (hops["proto"].to_numpy() >= 0) & hops["src"].notna().to_numpy() & hops["dst"].notna().to_numpy()
+        h = order_hops(hops.loc[keep].reset_index(drop=True), inv)
+        if not len(h) or not len(uj):
+            continue
+        j = h["journey"].to_numpy(np.int64)
+        first = np.r_[True, j[1:] != j[:-1]]
+        jj, jt = j[first], h["ts_corrected_ns"].to_numpy(np.int64)[first]
+        at = np.clip(np.searchsorted(uj, jj), 0, len(uj) - 1)
+        known = uj[at] == jj
+        c, t, jj = (np.concatenate([b, x]) for b, x in zip(best, (conn[at[known]], jt[known], jj[known]), strict=True))
+        order = np.lexsort((jj, t, c))
+        c, t, jj = c[order], t[order], jj[order]
+        start = np.r_[True, c[1:] != c[:-1]]
+        idx = np.arange(len(c))
+        rank = idx - np.maximum.accumulate(np.where(start, idx, 0))
+        top = rank < max_packets
+        best = (c[top], t[top], jj[top])
+    return np.sort(best[2])
