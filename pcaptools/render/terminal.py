@@ -195,8 +195,8 @@ def _cell_measure(s: str) -> tuple[int, int]:
 
 def _plain_table(con: Console, make: Any, rows: list[tuple[str, ...]]) -> list[str] | None:
     """The lines rich draws for the table ``make()`` returns (columns set, no rows; no title, header shown, default
-    padding, left-justified columns) holding
-    ``rows`` of plain strings, made without rendering every cell through rich: the column widths are rich's own,
+    padding, left-justified columns) holding ``rows`` of plain strings, made without rendering every cell through
+    rich: the column widths are rich's own,
     computed on a table of the header and, per column, the cells that decide them (the widest and the one with the
     longest word); a cell that fits its column is its text padded, any other is wrapped by rich. None where that
     shortcut does not hold (no rows, a non-printable character): the caller draws the table with rich."""
