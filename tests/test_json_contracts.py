@@ -119,3 +119,36 @@ def test_paths_json_with_iptables_validates_with_rules_on_each_nat_step(capsys, 
     assert any(s["rules"] is not None and s["rules"]["chains"] for s in steps)
     assert all(s["rules"] is None for p in doc["paths"] for s in p["nat_reply"])
     _no_minus_one(doc)
+
+
+def test_dumps_writes_exactly_what_json_dumps_writes(capsys):
+    """render.records.dumps is json.dumps(indent=2, ensure_ascii=False, allow_nan=False), faster: same text for a
+    paths document and for every kind of value, the standard library's errors for what JSON cannot hold."""
+    import math
+
+    import numpy as np
+
+    from pcaptools.k8s.paths import load_paths
+    from pcaptools.render.records import dumps, paths_document
+
+    def std(doc):
+        return json.dumps(doc, indent=2, ensure_ascii=False, allow_nan=False)
+
+    ps = load_paths(CALICO)
+    docs = [paths_document(ps.paths, ps.nat, ps.correlation.hops)]
+    assert len(std(docs[0])) > 10_000
+    docs += [
+        {"a": [], "b": {}, "c": [[], {}, [[]]], "d": None, "e": True, "f": False, "g": -0.0, "h": 1e-05, "i": 1e16,
+         "j": 2**70, "k": -3, "l": 0.1 + 0.2, "m": "µs → \"q\" \\ \n\t\x00\x1f\x7f\u2028 \U0001f600", "": ""},
+        [1, "x", [None, {"z": [1.5]}]], "top", 7, 2.5, None, True, [], {},
+        {"tuple": (1, 2)}, {3: "int key"}, {None: 1, True: 2, 1.5: 3}, {"np": np.float64(0.1)},
+        {"deep": json.loads("[" * 150 + "]" * 150)},
+    ]  # fmt: skip
+    for doc in docs:
+        assert dumps(doc) == std(doc)
+    for bad in ({"x": math.nan}, [math.inf], {"np": np.int64(3)}, {"s": {1, 2}}):
+        with pytest.raises((ValueError, TypeError)) as mine:
+            dumps(bad)
+        with pytest.raises(type(mine.value)) as theirs:
+            std(bad)
+        assert str(mine.value) == str(theirs.value)

@@ -68,3 +68,32 @@ def test_acknowledged_segments_found_by_bisection_are_those_a_scan_finds(base: i
     got = [ax.acked(j, lost) for j in js]
     assert got == [_acked_by_scan(j, js, other, lost) for j in js]
     assert 0 < sum(got) < len(js)  # both answers occur
+
+
+@pytest.mark.skipif(not (SAMPLE / "manifest.json").exists(), reason="no calico-vxlan sample")
+def test_routing_evidence_on_codes_counts_what_the_rows_strings_count():
+    """point_addresses / routing_flags work on category codes: the same counts and flags as per-row strings give."""
+    from pcaptools.k8s.inventory import point_addresses, single_address_points
+
+    ps = load_paths(SAMPLE)
+    h = ps.correlation.hops
+    pt = h["point"].astype(object).to_numpy()
+    rows = pd.DataFrame({"p": np.concatenate([pt, pt]),
+                         "a": np.concatenate([h["src"].astype(object).to_numpy(), h["dst"].astype(object).to_numpy()])})  # fmt: skip
+    want = rows.dropna().groupby(["p", "a"]).size()
+    pairs, per_point = point_addresses(h)
+    assert pairs.sort_index().to_dict() == want.to_dict()
+    assert per_point.to_dict() == pd.Series(pt).value_counts().to_dict()
+    single = single_address_points(pairs, per_point)
+    assert single == {p for p in set(pt) if want.loc[p].max() == (pt == p).sum()}
+    assert single and len(single) < len(set(pt))  # pod veths are single-address points, uplinks are not
+    inv = ps.inventory
+    ents = {a: inv.entity(a) for a in set(rows["a"].dropna())}
+    s, d = ([ents.get(a, ("", "", "")) for a in h[c].astype(object)] for c in ("src", "dst"))
+    cross = np.array([x[0] == "pod" == y[0] and x[2] != y[2] for x, y in zip(s, d, strict=True)])
+    tun = h["tunnel"].notna().to_numpy()
+    shared = np.array([p not in single for p in pt])
+    want_flags = pd.DataFrame({"tun": cross & tun, "bare": cross & ~tun & shared}).groupby(h["journey"].to_numpy()).any()
+    got = inv.routing_flags(h, single)
+    pd.testing.assert_frame_equal(got, want_flags, check_index_type=False)
+    assert got["tun"].sum() > 0 and inv.pod_network(h)["routing"] == "overlay"

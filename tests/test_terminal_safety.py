@@ -113,3 +113,27 @@ def test_correlate_tables_fit_the_terminal_and_keep_point_names_whole(width, cap
     points = {f"{c['node']}:{c['interface']}" for c in man["captures"] if c.get("interface")}
     assert points and all(p in text for p in points)
     assert "µs" in text and " us" not in text and "…" not in text
+
+
+@pytest.mark.parametrize("which", ["calico", "hostile"])
+def test_paths_plain_text_shortcut_prints_what_rich_prints(which, hostile):
+    """Piped `paths` output is laid out without rich where rich adds nothing: byte for byte what rich prints (a recording
+    console takes rich's own path), at widths that fold table cells and wrap long lines, with escaped hostile names."""
+    import io
+
+    from rich.console import Console
+
+    from pcaptools.k8s.paths import load_paths
+    from pcaptools.render.terminal import _Lines, print_paths
+
+    ps = load_paths(CALICO if which == "calico" else hostile)
+    for width in (70, 100, 139, 140, 150, 160, 230):
+        for brief in (False, True):
+            outs = []
+            for record in (False, True):
+                con = Console(file=io.StringIO(), width=width, markup=False, highlight=False, emoji=False, soft_wrap=False, record=record)
+                assert _Lines(con).plain is not record
+                print_paths(ps, con, brief=brief)
+                outs.append(con.file.getvalue())
+            assert outs[0] == outs[1], (width, brief)
+            assert outs[0].count("\n") > len(ps.paths)

