@@ -574,14 +574,22 @@ def read_records(path: str | os.PathLike, *, on_error: OnError = "skip") -> Reco
     rest cannot be trusted; ``"raise"`` raises TruncatedRecord/CorruptBlock there instead. A
     compressed file is decompressed into an unlinked temporary file first (bounded memory).
     """
+    from pcaptools.io import split
+    from pcaptools.io.threads import usable_cores
+
     op = open_capture(path)
     walker = _walker(op, on_error)
-    buf, stream = whole_buffer(op)
+    cores = usable_cores() if op.format == "pcap" else 1
+    ranged = cores > 1 and (op.compression is not None or op.file_size >= split.SPLIT_MIN_BYTES)
+    buf, stream = whole_buffer(op, populate=not ranged or op.compression is not None)
     walker.cut = stream.damage if stream is not None else None
     pos = _start(walker, buf, op, stream)
     walker.begin_batch()
     parts = _Parts(())
     collected: list[_Parts] = []
+    if ranged and len(buf) >= split.SPLIT_MIN_BYTES:  # a large pcap: its records walked on every core first
+        parts, pos = _ranged_prefix(walker, buf, pos, cores)
+        collected.append(parts)
     while True:
         parts, pos, status = walker.step(buf, pos, 0, True, _CHUNK)
         collected.append(parts)
@@ -594,6 +602,25 @@ def read_records(path: str | os.PathLike, *, on_error: OnError = "skip") -> Reco
             merged.cols[name].extend(arrs)
         merged.n += p.n
     return _batch(walker, buf, 0, merged)
+
+
+def _ranged_prefix(walker: _PcapWalker, buf: np.ndarray, pos: int, cores: int) -> tuple[_Parts, int]:
+    """The records :func:`pcaptools.io.split.walk_ranges` found from ``pos`` as the walk's first parts, and where the
+    walker takes over after them, as if it had walked them itself."""
+    from pcaptools.io import split
+
+    found, resume = split.walk_ranges(buf, pos, walker.state, cores)
+    parts = _Parts(("offset", "caplen", "wirelen", "ts_ns", "record"))
+    k = 0
+    for off, cap, wire, ts in found:
+        rec = np.arange(k, k + len(off), dtype=np.int64)
+        parts.add({"offset": off, "caplen": cap, "wirelen": wire, "ts_ns": ts, "record": rec}, len(off))
+        k += len(off)
+    walker.record = k
+    walker.saw(k, resume - pos)
+    if k:
+        walker.last_sec = int(found[-1][3][-1] // 1_000_000_000)
+    return parts, resume
 
 
 def iter_records(
