@@ -65,8 +65,9 @@ def read_packets(
     options = {"vxlan_ports": vxlan_ports, "geneve_ports": geneve_ports, "wireguard_ports": wireguard_ports,
                "max_tunnel_depth": max_tunnel_depth}  # fmt: skip
     if not any(_is_stored(p) for p in names):  # capture files: decoded in one walk into one table, nothing stacked
-        return decode_many([read_records(p, on_error=on_error) for p in names], tables, depth, names,
-                           payload_hash=payload_hash)  # fmt: skip
+        # several files: each file's pages leave the RSS once read; the decode walk maps each range again as it walks
+        batches = [read_records(p, on_error=on_error, unmap=len(names) > 1) for p in names]
+        return decode_many(batches, tables, depth, names, payload_hash=payload_hash)
     frames = [_stored(p, options, payload_hash) if _is_stored(p) else
               decode_many([read_records(p, on_error=on_error)], tables, depth, [p], payload_hash=payload_hash)
               for p in names]  # fmt: skip

@@ -55,7 +55,7 @@ def test_ranges_that_join_give_every_record_of_the_sequential_walk(tmp_path: Pat
     p.write_bytes(_file(_records(3000, cores, o), o))
     joined = []
     walk_ranges = split.walk_ranges
-    monkeypatch.setattr(split, "walk_ranges", lambda *a: joined.append(walk_ranges(*a)) or joined[-1])
+    monkeypatch.setattr(split, "walk_ranges", lambda *a, **k: joined.append(walk_ranges(*a, **k)) or joined[-1])
     ranged, one = _read_both(p, monkeypatch, cores)
     _same(ranged, one)
     assert len(one) == 3000
@@ -104,6 +104,20 @@ def test_a_compressed_capture_is_walked_in_ranges_too(tmp_path: Path, monkeypatc
     ranged, one = _read_both(p, monkeypatch)
     _same(ranged, one)
     assert len(calls) == 2 and len(one) == 2000 and one.ts_ns[0] == SEC * 10**9
+
+
+@pytest.mark.parametrize("cores", [1, 2])
+def test_unmapped_pages_are_read_again_when_touched(tmp_path: Path, monkeypatch, cores: int) -> None:
+    p = tmp_path / "t.pcap"
+    content = _file(_records(2000, 11))
+    p.write_bytes(content)
+    monkeypatch.setattr(split, "SPLIT_MIN_BYTES", 4096)
+    monkeypatch.setattr(threads, "usable_cores", lambda: cores)
+    kept, unmapped = read_records(p), read_records(p, unmap=True)
+    _same(unmapped, kept)
+    assert split.is_mapped(unmapped.data)
+    for i in (0, 999, 1999):  # the bytes come back from the page cache
+        assert unmapped.packet(i) == kept.packet(i) == content[int(kept.offset[i]) : int(kept.offset[i]) + int(kept.caplen[i])]
 
 
 def test_pcapng_and_small_files_keep_the_sequential_walk(tmp_path: Path, monkeypatch) -> None:

@@ -213,27 +213,38 @@ def build_many(w: Walk, file_names: list[str]) -> pd.DataFrame:
         "error": (_vocab, w.err, ERRORS),
         "tunnel_rule": (_rules, c["tunnel_rule"], tuple(w.tables.rules)),
     }
-    jobs = {(name, i): (fn, *(x[bounds[i] : bounds[i + 1]] if isinstance(x, np.ndarray) else x for x in args))
-            for name, (fn, *args) in per_batch.items() for i in range(len(batches))}  # fmt: skip
-    k = usable_cores() if n >= PARALLEL_MIN else 1
-    if k > 1:
-        with ThreadPoolExecutor(k) as pool:
-            futures = {key: pool.submit(fn, *a) for key, (fn, *a) in jobs.items()}
-            done = {key: f.result() for key, f in futures.items()}
-    else:
-        done = {key: fn(*a) for key, (fn, *a) in jobs.items()}
-    # several batches: each column's categories are their union in first-seen order, as stacking tables gives them
-    cat = {name: _stacked_category([done[name, i] for i in range(len(batches))], bounds) for name in per_batch}
+
+    def column(fn, *args) -> pd.Categorical:
+        """One category column: built per batch (on its rows), then stacked."""
+        parts = [fn(*(x[bounds[i] : bounds[i + 1]] if isinstance(x, np.ndarray) else x for x in args))
+                 for i in range(len(batches))]  # fmt: skip
+        return _stacked_category(parts, bounds)
+
     files = [pd.Categorical.from_codes(np.zeros(len(b), np.int8), dtype=category_dtype((f,)), validate=False)
              for b, f in zip(batches, file_names, strict=True)]  # fmt: skip
+    jobs = {name: (column, *job) for name, job in per_batch.items()}
+    jobs.update({  # several batches: their record columns stacked beside the category work
+        "record": (w._stacked, "record", np.int64),
+        "ts_ns": (w._stacked, "ts_ns", np.int64),
+        "iface": (w._stacked, "iface", np.uint32),
+        "link": (lambda: _stacked_category([_link_names(b.linktype) for b in batches], bounds),),
+        "file": (_stacked_category, files, bounds),
+    })  # fmt: skip
+    k = usable_cores() if n >= PARALLEL_MIN else 1
+    if k > 1:  # the hash kernels, numpy's takes and copies run without the GIL
+        with ThreadPoolExecutor(k) as pool:
+            futures = {key: pool.submit(fn, *a) for key, (fn, *a) in jobs.items()}
+            cat = {key: f.result() for key, f in futures.items()}
+    else:
+        cat = {key: fn(*a) for key, (fn, *a) in jobs.items()}
     cols: dict[str, object] = {
-        "file": _stacked_category(files, bounds),
-        "record": w._stacked("record", np.int64),
-        "ts_ns": w._stacked("ts_ns", np.int64),
-        "iface": _int32(w._stacked("iface", np.uint32)),
+        "file": cat["file"],
+        "record": cat["record"],
+        "ts_ns": cat["ts_ns"],
+        "iface": _int32(cat["iface"]),
         "caplen": _int32(w.caplen),
         "wirelen": _int32(w.wirelen),
-        "link": _stacked_category([_link_names(b.linktype) for b in batches], bounds),
+        "link": cat["link"],
         "direction": cat["direction"],
         "ifindex": c["ifindex"],
         "eth_src": cat["eth_src"],

@@ -21,6 +21,7 @@ from pcaptools.decode import registry as R
 from pcaptools.decode.common import E_TUNNEL_DEPTH, E_UNKNOWN_LINKTYPE
 from pcaptools.decode.prefix import PREFIX_BYTES
 from pcaptools.decode.tunnels import geneve, gre, ipip, vxlan
+from pcaptools.io import split
 from pcaptools.io.prefetch import prefetch as _prefetch
 from pcaptools.io.records import RecordBatch
 from pcaptools.io.threads import MAX_THREADS, usable_cores  # noqa: F401  (re-exported: table.py, tests)
@@ -29,6 +30,8 @@ from pcaptools.schema import TUNNELS
 PREFETCH_AHEAD = 16  # packets: the header bytes of packet r + 16 are requested while packet r is decoded
 PREFETCH_LINES = 3  # 64-byte lines from a packet's start: link, IP, UDP, VXLAN and inner headers
 PARALLEL_MIN = 1 << 16  # rows: smaller batches are walked by one thread (a thread costs ~0.1 ms)
+REMAP_BYTES = 32 << 20
+"""A walk over several files maps this many bytes of a file at a time (read_packets unmapped them after reading)."""
 CHUNK = 1 << 20  # kept for callers of run(chunk=...); the fused walk needs no chunking
 MAX_STEPS = 64
 """Bound on a packet's steps; a step ends when the next layer's kind number is not above the current one.
@@ -326,6 +329,7 @@ class Walk:
         ranges = list(zip(cuts[:-1].tolist(), cuts[1:].tolist(), strict=True))
         fills = [(blk, _FILL[dt]) for blocks in (m, o) for dt, blk in blocks.items() if _FILL[dt] != 0]
         bounds = self.bounds.tolist()
+        remap = len(self.bufs) > 1
 
         def part(lo: int, hi: int) -> None:
             for blk, v in fills:  # absent values for this range (numpy fills without the GIL)
@@ -334,9 +338,17 @@ class Walk:
             rule = self._scratch(n, np.int16)
             for i, buf in enumerate(self.bufs):  # the range's rows of each batch, walked over that batch's bytes
                 a, b = max(lo, bounds[i]), min(hi, bounds[i + 1])
-                if a < b:
+                while a < b:  # several files: REMAP_BYTES of a file mapped at a time, walked, unmapped (bounded RSS)
+                    c = min(b, a + int(np.searchsorted(self.start[a:b], self.start[a] + REMAP_BYTES))) if remap else b
+                    c = max(c, a + 1)
+                    if remap:
+                        first, last = int(self.start[a]), int(self.start[c - 1]) + int(self.caplen[c - 1])
+                        split.populate(buf, first, last)
                     _walk(buf, *head, pos, end, wend, lim, key, rule, self.depth, self.trunc, self.err, ip_at, *cols,
-                          a, b, self.phash)  # fmt: skip
+                          a, c, self.phash)  # fmt: skip
+                    if remap:
+                        split.release(buf, first, last)
+                    a = c
 
         if len(ranges) <= 1:
             part(0, n)

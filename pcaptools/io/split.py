@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import mmap
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -32,6 +33,7 @@ CHAIN = 3
 MAX_CANDIDATES = 64
 """Plausible offsets of a window whose chains are followed before the range is given up."""
 _MADV_POPULATE_READ = 22  # Linux 5.14+
+_MADV_DONTNEED = 4
 _PAGE = 4096
 
 
@@ -56,6 +58,31 @@ def populate(buf: np.ndarray, lo: int, hi: int) -> None:
     base = buf.ctypes.data
     a = (base + lo) & ~(_PAGE - 1)
     fn(a, base + hi - a, _MADV_POPULATE_READ)  # failure (EINVAL on old kernels) only costs the faults later
+
+
+def is_mapped(buf: np.ndarray) -> bool:
+    """Whether ``buf`` is a view of a file's memory map (whose pages the kernel can drop and map again)."""
+    base = buf
+    while isinstance(base, np.ndarray):
+        base = base.base
+    if isinstance(base, memoryview):
+        base = base.obj
+    return isinstance(base, mmap.mmap)
+
+
+def release(buf: np.ndarray, lo: int = 0, hi: int | None = None) -> None:
+    """Unmap the pages of the memory-mapped ``buf[lo:hi]`` from this process (MADV_DONTNEED): they stay in the page
+    cache and the bytes stay readable (touched again, they are mapped again), but no longer count in its RSS.
+    Nothing for a buffer that is not a file's memory map (there it would drop the data)."""
+    fn = _madvise()
+    hi = len(buf) if hi is None else hi
+    if fn is None or hi <= lo or not is_mapped(buf):
+        return
+    base = buf.ctypes.data
+    a = (base + lo + _PAGE - 1) & ~(_PAGE - 1)  # whole pages inside the range only
+    b = (base + hi) & ~(_PAGE - 1)
+    if b > a:
+        fn(a, b - a, _MADV_DONTNEED)
 
 
 def _u32_at_every_byte(w: np.ndarray, swap: bool) -> np.ndarray:
@@ -98,10 +125,20 @@ def first_record_after(buf: np.ndarray, cut: int, state: dict, sec_lo: int, sec_
     return -1
 
 
-def _walk_range(buf: np.ndarray, lo: int, stop: int, state: dict) -> tuple[list[tuple[np.ndarray, ...]], int, int]:
+def _walk_range(buf: np.ndarray, lo: int, stop: int, state: dict, unmap: bool = False) -> tuple[list[tuple[np.ndarray, ...]], int, int]:
     """Records from ``lo`` up to ``stop`` (the next range's guessed first record): (column parts, position, exit code).
-    ``stop`` is the walk's end, so it ends at END exactly on ``stop`` or at SHORT on the record that crosses it."""
+    ``stop`` is the walk's end, so it ends at END exactly on ``stop`` or at SHORT on the record that crosses it.
+    ``unmap``: the range's pages are unmapped again after the walk (see :func:`release`)."""
     populate(buf, lo, stop)
+    try:
+        return _walk_mapped(buf, lo, stop, state)
+    finally:
+        if unmap:
+            release(buf, lo, stop)
+
+
+def _walk_mapped(buf: np.ndarray, lo: int, stop: int, state: dict) -> tuple[list[tuple[np.ndarray, ...]], int, int]:
+    """_walk_range's walk."""
     parts = []
     pos = lo
     k_all = 0
@@ -119,10 +156,11 @@ def _walk_range(buf: np.ndarray, lo: int, stop: int, state: dict) -> tuple[list[
             return parts, pos, code
 
 
-def walk_ranges(buf: np.ndarray, first: int, state: dict, threads: int) -> tuple[list[tuple[np.ndarray, ...]], int]:
+def walk_ranges(buf: np.ndarray, first: int, state: dict, threads: int, *, unmap: bool = False) -> tuple[list[tuple[np.ndarray, ...]], int]:
     """Column parts (offset, caplen, wirelen, ts_ns) of the records from ``first`` (a record start) walked in up to
     ``threads`` byte ranges at once, and the record start where the sequential walk must go on (past the parts).
-    Only records every sequential walk would also find are returned; damage is left to the sequential walk."""
+    Only records every sequential walk would also find are returned; damage is left to the sequential walk.
+    ``unmap``: each thread unmaps its range's pages after walking it (:func:`release`)."""
     end = len(buf)
     if end - first < state["rec_hdr"]:
         return [], first
@@ -136,10 +174,10 @@ def walk_ranges(buf: np.ndarray, first: int, state: dict, threads: int) -> tuple
     stops = [*starts[1:], end]
     pcap.walk.dispatcher()  # numba's dispatcher made here, not by two threads at once
     if len(starts) == 1:
-        results = [_walk_range(buf, first, end, state)]
+        results = [_walk_range(buf, first, end, state, unmap)]
     else:
         with ThreadPoolExecutor(len(starts)) as pool:  # the walk and the madvise release the GIL
-            results = list(pool.map(lambda r: _walk_range(buf, *r, state), zip(starts, stops, strict=True)))
+            results = list(pool.map(lambda r: _walk_range(buf, *r, state, unmap), zip(starts, stops, strict=True)))
     kept: list[tuple[np.ndarray, ...]] = []
     pos = first
     for (parts, at, code), stop in zip(results, stops, strict=True):
