@@ -56,11 +56,15 @@ def test_ranges_that_join_give_every_record_of_the_sequential_walk(tmp_path: Pat
     joined = []
     walk_ranges = split.walk_ranges
     monkeypatch.setattr(split, "walk_ranges", lambda *a, **k: joined.append(walk_ranges(*a, **k)) or joined[-1])
+    calls = []
+    walk_range = split._walk_range
+    monkeypatch.setattr(split, "_walk_range", lambda *a: calls.append(a[1:3]) or walk_range(*a))
     ranged, one = _read_both(p, monkeypatch, cores)
+    assert len(calls) == cores and calls[0][0] == 24 and calls[-1][1] == p.stat().st_size
     _same(ranged, one)
     assert len(one) == 3000
-    parts, resume = joined[0]
-    assert len(parts) >= cores and resume == p.stat().st_size  # every range joined the one before: nothing left over
+    (offset, *_), resume = joined[0]
+    assert len(offset) == 3000 and resume == p.stat().st_size  # every range joined the one before: nothing left over
 
 
 def test_a_wrong_guess_inside_a_payload_is_caught_and_walked_sequentially(tmp_path: Path, monkeypatch) -> None:

@@ -615,17 +615,14 @@ def _ranged_prefix(walker: _PcapWalker, buf: np.ndarray, pos: int, cores: int, u
     walker takes over after them, as if it had walked them itself."""
     from pcaptools.io import split
 
-    found, resume = split.walk_ranges(buf, pos, walker.state, cores, unmap=unmap)
+    (off, cap, wire, ts), resume = split.walk_ranges(buf, pos, walker.state, cores, unmap=unmap)
     parts = _Parts(("offset", "caplen", "wirelen", "ts_ns", "record"))
-    k = 0
-    for off, cap, wire, ts in found:
-        rec = np.arange(k, k + len(off), dtype=np.int64)
-        parts.add({"offset": off, "caplen": cap, "wirelen": wire, "ts_ns": ts, "record": rec}, len(off))
-        k += len(off)
+    k = len(off)
+    parts.add({"offset": off, "caplen": cap, "wirelen": wire, "ts_ns": ts, "record": np.arange(k, dtype=np.int64)}, k)
     walker.record = k
     walker.saw(k, resume - pos)
     if k:
-        walker.last_sec = int(found[-1][3][-1] // 1_000_000_000)
+        walker.last_sec = int(ts[-1] // 1_000_000_000)
     return parts, resume
 
 

@@ -156,14 +156,14 @@ def _walk_mapped(buf: np.ndarray, lo: int, stop: int, state: dict) -> tuple[list
             return parts, pos, code
 
 
-def walk_ranges(buf: np.ndarray, first: int, state: dict, threads: int, *, unmap: bool = False) -> tuple[list[tuple[np.ndarray, ...]], int]:
-    """Column parts (offset, caplen, wirelen, ts_ns) of the records from ``first`` (a record start) walked in up to
-    ``threads`` byte ranges at once, and the record start where the sequential walk must go on (past the parts).
+def walk_ranges(buf: np.ndarray, first: int, state: dict, threads: int, *, unmap: bool = False) -> tuple[tuple[np.ndarray, ...], int]:
+    """The columns (offset, caplen, wirelen, ts_ns) of the records from ``first`` (a record start) walked in up to
+    ``threads`` byte ranges at once, and the record start where the sequential walk must go on (past them).
     Only records every sequential walk would also find are returned; damage is left to the sequential walk.
     ``unmap``: each thread unmaps its range's pages after walking it (:func:`release`)."""
     end = len(buf)
     if end - first < state["rec_hdr"]:
-        return [], first
+        return _stack([]), first
     sec0 = pcap.record_header_at(buf, first, state)[0]
     starts = [first]
     for i in range(1, threads):
@@ -173,16 +173,33 @@ def walk_ranges(buf: np.ndarray, first: int, state: dict, threads: int, *, unmap
             starts.append(s)
     stops = [*starts[1:], end]
     pcap.walk.dispatcher()  # numba's dispatcher made here, not by two threads at once
-    if len(starts) == 1:
-        results = [_walk_range(buf, first, end, state, unmap)]
-    else:
-        with ThreadPoolExecutor(len(starts)) as pool:  # the walk and the madvise release the GIL
-            results = list(pool.map(lambda r: _walk_range(buf, *r, state, unmap), zip(starts, stops, strict=True)))
-    kept: list[tuple[np.ndarray, ...]] = []
-    pos = first
-    for (parts, at, code), stop in zip(results, stops, strict=True):
-        kept.extend(parts)
-        pos = at
-        if not (code == pcap.END and at == stop) or stop == end:
-            break  # damage, a cut-off record, or a wrong guess of the next range's start: the sequential walk goes on
-    return kept, pos
+    with ThreadPoolExecutor(len(starts)) as pool:  # the walk, the madvise calls and numpy's copies release the GIL
+        results = list(pool.map(lambda r: _walk_range(buf, *r, state, unmap), zip(starts, stops, strict=True)))
+        kept: list[tuple[np.ndarray, ...]] = []
+        pos = first
+        for (parts, at, code), stop in zip(results, stops, strict=True):
+            kept.extend(parts)
+            pos = at
+            if not (code == pcap.END and at == stop) or stop == end:
+                break  # damage, a cut-off record, or a wrong guess of the next range's start: the sequential walk goes on
+        return _stack(kept, pool), pos
+
+
+def _stack(parts: list[tuple[np.ndarray, ...]], pool: ThreadPoolExecutor | None = None) -> tuple[np.ndarray, ...]:
+    """The parts' columns (offset, caplen, wirelen, ts_ns) each as one array, copied part by part on ``pool``."""
+    if len(parts) == 1:
+        return parts[0]
+    n = sum(len(p[0]) for p in parts)
+    out = tuple(np.empty(n, dt) for dt in (np.int64, np.uint32, np.uint32, np.int64))
+    at = np.cumsum([0] + [len(p[0]) for p in parts]).tolist()
+
+    def copy(i: int) -> None:
+        for o, col in zip(out, parts[i], strict=True):
+            o[at[i] : at[i + 1]] = col
+
+    for f in [pool.submit(copy, i) for i in range(len(parts))] if pool is not None else []:
+        f.result()
+    if pool is None:
+        for i in range(len(parts)):
+            copy(i)
+    return out
