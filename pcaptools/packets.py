@@ -51,7 +51,7 @@ def read_packets(
     ``payload_hash=True`` adds a uint64 column hashing each packet's first 16 L4 payload bytes (the
     correlator's fingerprint needs it), taken during the decode walk.
     """
-    from pcaptools.decode.api import decode_options, decode_with
+    from pcaptools.decode.api import decode_many, decode_options
     from pcaptools.decode.compiling import announce_compiles
     from pcaptools.io import read_records
 
@@ -64,8 +64,12 @@ def read_packets(
     names = [os.fspath(p) for p in paths]
     options = {"vxlan_ports": vxlan_ports, "geneve_ports": geneve_ports, "wireguard_ports": wireguard_ports,
                "max_tunnel_depth": max_tunnel_depth}  # fmt: skip
+    if not any(_is_stored(p) for p in names):  # capture files: decoded in one walk into one table, nothing stacked
+        # several files: each file's pages leave the RSS once read; the decode walk maps each range again as it walks
+        batches = [read_records(p, on_error=on_error, unmap=len(names) > 1) for p in names]
+        return decode_many(batches, tables, depth, names, payload_hash=payload_hash)
     frames = [_stored(p, options, payload_hash) if _is_stored(p) else
-              decode_with(read_records(p, on_error=on_error), tables, depth, file_name=p, payload_hash=payload_hash)
+              decode_many([read_records(p, on_error=on_error)], tables, depth, [p], payload_hash=payload_hash)
               for p in names]  # fmt: skip
     return _concat(frames)
 

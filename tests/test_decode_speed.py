@@ -139,3 +139,25 @@ def test_reused_windows_give_the_batches_and_tables_of_fresh_windows(path: Path)
     for (pa, sa, na, ta), (pb, sb, nb, tb) in zip(fresh, reused, strict=True):
         assert pa == pb and sa == sb and na == nb
         pd.testing.assert_frame_equal(tb, ta)
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_several_files_walked_into_one_table_equal_their_stacked_tables(threads: int, monkeypatch) -> None:
+    from pcaptools.decode import table, walk
+
+    files = [*CAPTURES, CAPTURES[0]]  # link types Ethernet, SLL, SLL2 (pcapng), IPv6, GRE; one file named twice
+    each = [read_packets(p, payload_hash=True) for p in files]
+    stacked = concat(each)
+    monkeypatch.setattr(walk, "PARALLEL_MIN", 1)  # row ranges that cross from one file into the next
+    monkeypatch.setattr(table, "PARALLEL_MIN", 1)
+    monkeypatch.setattr(walk, "usable_cores", lambda: threads)
+    monkeypatch.setattr(table, "usable_cores", lambda: threads)
+    whole = read_packets(files, payload_hash=True)
+    pd.testing.assert_frame_equal(whole, stacked)
+    for name in whole.columns:
+        if isinstance(whole[name].dtype, pd.CategoricalDtype):  # same categories, order and code width
+            assert list(whole[name].cat.categories) == list(stacked[name].cat.categories), name
+            assert whole[name].cat.codes.dtype == stacked[name].cat.codes.dtype, name
+    assert list(whole["file"].cat.categories) == [str(p) for p in CAPTURES]
+    assert whole.attrs["skipped"] == {str(p): e.attrs["skipped"][str(p)] for p, e in zip(files, each, strict=True)}
+    assert whole.attrs["notes"] == [n for e in each for n in e.attrs["notes"]]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import numpy as np
 import pandas as pd
 
 from pcaptools.decode import registry
@@ -56,24 +57,38 @@ def decode_with(
 ) -> pd.DataFrame:
     """decode_batch with prepared tables (read_packets builds them once for many batches); ``payload_hash``
     adds that column (uint64 hash of the first 16 L4 payload bytes, taken during the decode walk)."""
-    from pcaptools.decode.table import build
+    return decode_many([batch], tables, depth, [file_name if file_name is not None else str(batch.path)],
+                       payload_hash=payload_hash)  # fmt: skip
+
+
+def decode_many(
+    batches: list[RecordBatch], tables: registry.Tables, depth: int, file_names: list[str], *, payload_hash: bool = False
+) -> pd.DataFrame:
+    """The packet tables of several batches (one file each, named by ``file_names``) as one table, walked and built
+    at once into columns of all their rows: what stacking each batch's :func:`decode_with` table gives (attrs per
+    file), without the copy of every column that stacking costs."""
+    from pcaptools.decode.table import build_many
     from pcaptools.decode.walk import Walk
     from pcaptools.schema import TUNNELS
 
-    w = Walk(batch, tables, depth, payload_hash=payload_hash)
+    w = Walk(batches, tables, depth, payload_hash=payload_hash)
     w.run()
-    df = build(batch, w, file_name if file_name is not None else str(batch.path))
-    df.attrs["skipped"] = {str(batch.path): dict(batch.skipped)}
-    df.attrs["notes"] = list(batch.notes)
-    gre = w.c["tunnel"] == TUNNELS.index("gre") + 1
-    opaque_gre = int((gre & (w.c["ip_version"] == 0) & (w.err == 0) & (w.trunc == 0)).sum())
-    if opaque_gre:
-        df.attrs["notes"].append(
-            f"{batch.path}: {opaque_gre} GRE packets carry a protocol pcaptools does not decode (ERSPAN 0x88be, "
-            "PPP 0x880b, ...); their inner columns are empty"
-        )
-    df.attrs["stopped_at"] = {str(batch.path): batch.stopped_at}
-    df.attrs["interface_stats"] = {str(batch.path): interface_stats(batch.interfaces)}
+    df = build_many(w, file_names)
+    attrs: dict = {"skipped": {}, "notes": [], "stopped_at": {}, "interface_stats": {}}
+    gre = (w.c["tunnel"] == TUNNELS.index("gre") + 1) & (w.c["ip_version"] == 0) & (w.err == 0) & (w.trunc == 0)
+    for i, batch in enumerate(batches):
+        path = str(batch.path)
+        attrs["skipped"][path] = dict(batch.skipped)
+        attrs["notes"].extend(batch.notes)
+        opaque_gre = int(np.count_nonzero(gre[w.bounds[i] : w.bounds[i + 1]]))
+        if opaque_gre:
+            attrs["notes"].append(
+                f"{batch.path}: {opaque_gre} GRE packets carry a protocol pcaptools does not decode (ERSPAN 0x88be, "
+                "PPP 0x880b, ...); their inner columns are empty"
+            )
+        attrs["stopped_at"][path] = batch.stopped_at
+        attrs["interface_stats"][path] = interface_stats(batch.interfaces)
+    df.attrs = attrs
     return df
 
 

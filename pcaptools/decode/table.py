@@ -20,6 +20,7 @@ from pcaptools.decode import registry as R
 from pcaptools.decode.walk import PARALLEL_MIN, Walk, usable_cores
 from pcaptools.io.linktypes import linktype_name
 from pcaptools.io.records import RecordBatch
+from pcaptools.io.split import release
 from pcaptools.schema import DIRECTIONS, ERRORS, LAYERS, PACKET_COLUMNS, TUNNELS, validate
 
 
@@ -145,6 +146,11 @@ def _vocab(codes: np.ndarray, values: tuple[str, ...]) -> pd.Categorical:
     return pd.Categorical.from_codes(codes - codes.dtype.type(1), dtype=category_dtype(values), validate=False)
 
 
+def _rules(codes: np.ndarray, rules: tuple[str, ...]) -> pd.Categorical:
+    """The ``tunnel_rule`` column from the registry's rule numbers (-1: no tunnel)."""
+    return pd.Categorical.from_codes(codes, dtype=category_dtype(rules), validate=False)
+
+
 def _link_names(linktype: np.ndarray) -> pd.Categorical:
     """Link type names as categories (ascending link type number); one pass when all rows share one."""
     if len(linktype) and linktype.min() == linktype.max():  # one link type (every classic pcap)
@@ -166,11 +172,34 @@ def _int32(a: np.ndarray) -> np.ndarray:
 
 def build(batch: RecordBatch, w: Walk, file_name: str) -> pd.DataFrame:
     """The packet table of one decoded batch, validated against PACKET_COLUMNS."""
-    n = len(batch)
+    return build_many(w, [file_name])
+
+
+def _stacked_category(parts: list[pd.Categorical], bounds: list[int]) -> pd.Categorical:
+    """Per-batch category columns as one: the categories ``union_categoricals(..., ignore_order=True)`` gives (first
+    seen), each batch's codes remapped through a small lookup into one array of the narrowest code dtype."""
+    if len(parts) == 1:
+        return parts[0]
+    empty = np.zeros(0, np.int8)
+    union = union_categoricals([pd.Categorical.from_codes(empty, categories=p.categories) for p in parts],
+                               ignore_order=True)  # fmt: skip
+    codes = np.empty(bounds[-1], code_dtype(len(union.categories)))
+    for i, p in enumerate(parts):
+        lut = np.append(union.categories.get_indexer(p.categories), -1).astype(codes.dtype)
+        np.take(lut, np.asarray(p.codes), out=codes[bounds[i] : bounds[i + 1]])  # code -1 picks the trailing -1
+    return pd.Categorical.from_codes(codes, dtype=union.dtype, validate=False)
+
+
+def build_many(w: Walk, file_names: list[str]) -> pd.DataFrame:
+    """The packet table of a walk over one or more batches (``file_names``: one per batch), validated against
+    PACKET_COLUMNS; equal to stacking the tables of each batch with :func:`concat`, without copying the columns."""
+    batches = w.batches
+    bounds = w.bounds.tolist()
+    n = bounds[-1]
     c = w.c
     sll = (w.first_kind == R.SLL) | (w.first_kind == R.SLL2)
     v6 = c["ip_version"] == 6
-    jobs = {  # the address and MAC categories: one hash pass each, run side by side (the kernel is nogil)
+    per_batch = {  # the address and MAC categories: one hash pass each per batch, run side by side (nogil kernel)
         "eth_src": (_mac_category, c["eth_src"], c["eth_ok"]),
         "eth_dst": (_mac_category, c["eth_dst"], c["eth_ok"] & ~sll),
         "outer_src": (_ip_category, c["outer_src_hi"], c["outer_src_lo"], c["outer_ok"]),
@@ -183,22 +212,42 @@ def build(batch: RecordBatch, w: Walk, file_name: str) -> pd.DataFrame:
         "tunnel": (_vocab, c["tunnel"], TUNNELS),
         "truncated_at": (_vocab, w.trunc, LAYERS),
         "error": (_vocab, w.err, ERRORS),
+        "tunnel_rule": (_rules, c["tunnel_rule"], tuple(w.tables.rules)),
     }
+
+    def column(fn, *args) -> pd.Categorical:
+        """One category column: built per batch (on its rows), then stacked."""
+        parts = [fn(*(x[bounds[i] : bounds[i + 1]] if isinstance(x, np.ndarray) else x for x in args))
+                 for i in range(len(batches))]  # fmt: skip
+        return _stacked_category(parts, bounds)
+
+    files = [pd.Categorical.from_codes(np.zeros(len(b), np.int8), dtype=category_dtype((f,)), validate=False)
+             for b, f in zip(batches, file_names, strict=True)]  # fmt: skip
+    jobs = {name: (column, *job) for name, job in per_batch.items()}
+    jobs.update({  # several batches: their record columns stacked beside the category work
+        "record": (w._stacked, "record", np.int64),
+        "ts_ns": (w._stacked, "ts_ns", np.int64),
+        "iface": (w._stacked, "iface", np.uint32),
+        "link": (lambda: _stacked_category([_link_names(b.linktype) for b in batches], bounds),),
+        "file": (_stacked_category, files, bounds),
+    })  # fmt: skip
+    for i, buf in enumerate(w.bufs):  # the capture bytes are walked: their pages unmapped here, beside the category
+        jobs[f"unmap {i}"] = (release, buf)  # work, not by the munmap in the main thread when the batch goes
     k = usable_cores() if n >= PARALLEL_MIN else 1
-    if k > 1:
+    if k > 1:  # the hash kernels, numpy's takes and copies run without the GIL
         with ThreadPoolExecutor(k) as pool:
-            futures = {name: pool.submit(fn, *a) for name, (fn, *a) in jobs.items()}
-            cat = {name: f.result() for name, f in futures.items()}
+            futures = {key: pool.submit(fn, *a) for key, (fn, *a) in jobs.items()}
+            cat = {key: f.result() for key, f in futures.items()}
     else:
-        cat = {name: fn(*a) for name, (fn, *a) in jobs.items()}
+        cat = {key: fn(*a) for key, (fn, *a) in jobs.items()}
     cols: dict[str, object] = {
-        "file": pd.Categorical.from_codes(np.zeros(n, np.int8), dtype=category_dtype((file_name,)), validate=False),
-        "record": batch.record.astype(np.int64, copy=False),
-        "ts_ns": batch.ts_ns.astype(np.int64, copy=False),
-        "iface": _int32(batch.iface),
-        "caplen": _int32(batch.caplen),
-        "wirelen": _int32(batch.wirelen),
-        "link": _link_names(batch.linktype),
+        "file": cat["file"],
+        "record": cat["record"],
+        "ts_ns": cat["ts_ns"],
+        "iface": _int32(cat["iface"]),
+        "caplen": _int32(w.caplen),
+        "wirelen": _int32(w.wirelen),
+        "link": cat["link"],
         "direction": cat["direction"],
         "ifindex": c["ifindex"],
         "eth_src": cat["eth_src"],
@@ -228,9 +277,7 @@ def build(batch: RecordBatch, w: Walk, file_name: str) -> pd.DataFrame:
         cols[name] = c[name]
     cols["truncated_at"] = cat["truncated_at"]
     cols["error"] = cat["error"]
-    cols["tunnel_rule"] = pd.Categorical.from_codes(
-        c["tunnel_rule"], dtype=category_dtype(tuple(w.tables.rules)), validate=False
-    )
+    cols["tunnel_rule"] = cat["tunnel_rule"]
     if w.payload_hash:  # asked for: the payload-prefix hash the walk took (see decode/prefix.py)
         cols["payload_hash"] = w.phash
     names, index = _column_labels(w.payload_hash)

@@ -21,6 +21,7 @@ from pcaptools.decode import registry as R
 from pcaptools.decode.common import E_TUNNEL_DEPTH, E_UNKNOWN_LINKTYPE
 from pcaptools.decode.prefix import PREFIX_BYTES
 from pcaptools.decode.tunnels import geneve, gre, ipip, vxlan
+from pcaptools.io import split
 from pcaptools.io.prefetch import prefetch as _prefetch
 from pcaptools.io.records import RecordBatch
 from pcaptools.io.threads import MAX_THREADS, usable_cores  # noqa: F401  (re-exported: table.py, tests)
@@ -29,6 +30,8 @@ from pcaptools.schema import TUNNELS
 PREFETCH_AHEAD = 16  # packets: the header bytes of packet r + 16 are requested while packet r is decoded
 PREFETCH_LINES = 3  # 64-byte lines from a packet's start: link, IP, UDP, VXLAN and inner headers
 PARALLEL_MIN = 1 << 16  # rows: smaller batches are walked by one thread (a thread costs ~0.1 ms)
+REMAP_BYTES = 32 << 20
+"""A walk over several files maps this many bytes of a file at a time (read_packets unmapped them after reading)."""
 CHUNK = 1 << 20  # kept for callers of run(chunk=...); the fused walk needs no chunking
 MAX_STEPS = 64
 """Bound on a packet's steps; a step ends when the next layer's kind number is not above the current one.
@@ -268,17 +271,24 @@ def _block(shape: tuple[int, int], dt: str) -> np.ndarray:
 
 
 class Walk:
-    """Per-row walking state and the output columns of one batch."""
+    """Per-row walking state and the output columns of one batch, or of several (one file each) stacked row-wise:
+    the output columns are allocated once for all their rows, so their tables need no concatenation."""
 
-    def __init__(self, batch: RecordBatch, tables: registry.Tables, max_depth: int, *, payload_hash: bool = False) -> None:
-        n = len(batch)
+    def __init__(self, batch: RecordBatch | list[RecordBatch], tables: registry.Tables, max_depth: int, *,
+                 payload_hash: bool = False) -> None:  # fmt: skip
+        self.batches = [batch] if isinstance(batch, RecordBatch) else list(batch)
+        sizes = [len(b) for b in self.batches]
+        self.bounds = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)  # batch i has rows bounds[i]:bounds[i+1]
+        n = int(self.bounds[-1])
         self.payload_hash = payload_hash
         self.phash = np.empty(n if payload_hash else 0, np.uint64)  # payload-prefix hash per row, if asked
-        self.buf = np.asarray(batch.data).view(np.uint8).reshape(-1)
-        self.batch = batch
+        self.bufs = [np.asarray(b.data).view(np.uint8).reshape(-1) for b in self.batches]
+        self.batch = self.batches[0]
         self.tables = tables
         self.max_depth = max_depth
-        self.start = batch.offset.astype(np.int64, copy=False)  # read only
+        self.start = self._stacked("offset", np.int64)  # read only
+        self.caplen = self._stacked("caplen", np.uint32)
+        self.wirelen = self._stacked("wirelen", np.uint32)
         self._outer_len = np.empty(n, np.int32)
         self.depth = np.empty(n, np.int8)
         self.trunc = np.empty(n, np.int8)
@@ -293,33 +303,52 @@ class Walk:
                 for j, name in enumerate(names):
                     self.c[name] = blocks[dt][j]
         self.c["direction"] = np.zeros(n, np.int8)
-        self.first_kind = _LINK_LUT[batch.linktype] if n else np.zeros(0, np.int8)
-        if batch.flags is not None and n:
-            d = (batch.flags & 3).astype(np.int8)  # epb_flags: 1 inbound, 2 outbound -> "in"/"out" codes
-            self.c["direction"][:] = np.where((d == 1) | (d == 2), d, 0)
+        self.first_kind = _LINK_LUT[self._stacked("linktype", np.uint16)] if n else np.zeros(0, np.int8)
+        for b, lo in zip(self.batches, self.bounds[:-1].tolist(), strict=True):
+            if b.flags is not None and len(b):
+                d = (b.flags & 3).astype(np.int8)  # epb_flags: 1 inbound, 2 outbound -> "in"/"out" codes
+                self.c["direction"][lo : lo + len(b)] = np.where((d == 1) | (d == 2), d, 0)
+
+    def _stacked(self, name: str, dt: type) -> np.ndarray:
+        """A record column of every batch as one array of ``dt`` (one batch: the array itself, no copy)."""
+        cols = [getattr(b, name) for b in self.batches]
+        return cols[0].astype(dt, copy=False) if len(cols) == 1 else np.concatenate(cols).astype(dt, copy=False)
 
     def run(self, chunk: int = CHUNK, *, threads: int | None = None) -> None:
         """Decode every row through all its layers, in ``threads`` disjoint row ranges at once (default:
         one per usable core, for batches of at least PARALLEL_MIN rows). ``chunk`` is accepted and unused."""
-        t, b = self.tables, self.batch
+        t = self.tables
         m, o = self.main, self.outer
-        n = len(b)
-        head = (self.buf, self.start, b.caplen.astype(np.uint32, copy=False), b.wirelen.astype(np.uint32, copy=False),
-                self.first_kind, t.ethertype, t.rule_ethertype, t.ip_proto, t.rule_ip_proto, t.udp_dport,
-                t.rule_udp_dport, _TPIDS, self.max_depth)  # fmt: skip
+        n = int(self.bounds[-1])
+        head = (self.start, self.caplen, self.wirelen, self.first_kind, t.ethertype, t.rule_ethertype, t.ip_proto,
+                t.rule_ip_proto, t.udp_dport, t.rule_udp_dport, _TPIDS, self.max_depth)  # fmt: skip
         cols = (self._outer_len, m["int8"], m["int16"], m["int32"], m["int64"], m["uint64"], m["bool"], o["int8"],
                 o["int16"], o["int32"], o["int64"], o["uint64"], o["bool"], self.c["direction"])  # fmt: skip
         k = threads if threads is not None else (usable_cores() if n >= PARALLEL_MIN else 1)
         cuts = np.linspace(0, n, max(1, min(k, n)) + 1).astype(np.int64)
         ranges = list(zip(cuts[:-1].tolist(), cuts[1:].tolist(), strict=True))
         fills = [(blk, _FILL[dt]) for blocks in (m, o) for dt, blk in blocks.items() if _FILL[dt] != 0]
+        bounds = self.bounds.tolist()
+        remap = len(self.bufs) > 1
 
         def part(lo: int, hi: int) -> None:
             for blk, v in fills:  # absent values for this range (numpy fills without the GIL)
                 blk[:, lo:hi] = v
             pos, end, wend, lim, key, ip_at = (self._scratch(n, np.int64) for _ in range(6))  # this thread's own
-            _walk(*head, pos, end, wend, lim, key, self._scratch(n, np.int16), self.depth, self.trunc, self.err, ip_at,
-                  *cols, lo, hi, self.phash)  # fmt: skip
+            rule = self._scratch(n, np.int16)
+            for i, buf in enumerate(self.bufs):  # the range's rows of each batch, walked over that batch's bytes
+                a, b = max(lo, bounds[i]), min(hi, bounds[i + 1])
+                while a < b:  # several files: REMAP_BYTES of a file mapped at a time, walked, unmapped (bounded RSS)
+                    c = min(b, a + int(np.searchsorted(self.start[a:b], self.start[a] + REMAP_BYTES))) if remap else b
+                    c = max(c, a + 1)
+                    if remap:
+                        first, last = int(self.start[a]), int(self.start[c - 1]) + int(self.caplen[c - 1])
+                        split.populate(buf, first, last)
+                    _walk(buf, *head, pos, end, wend, lim, key, rule, self.depth, self.trunc, self.err, ip_at, *cols,
+                          a, c, self.phash)  # fmt: skip
+                    if remap:
+                        split.release(buf, first, last)
+                    a = c
 
         if len(ranges) <= 1:
             part(0, n)

@@ -567,33 +567,63 @@ def _start(walker: _Walker, buf: np.ndarray, op: Opened, stream: Decompressed | 
     return walker.start(buf)
 
 
-def read_records(path: str | os.PathLike, *, on_error: OnError = "skip") -> RecordBatch:
+def read_records(path: str | os.PathLike, *, on_error: OnError = "skip", unmap: bool = False) -> RecordBatch:
     """All records of a pcap/pcapng capture (gzip/xz/zstd or not) as one batch; ``data`` is memory-mapped.
 
     ``on_error="skip"`` counts damaged records in ``skipped`` and stops (``stopped_at``) where the
     rest cannot be trusted; ``"raise"`` raises TruncatedRecord/CorruptBlock there instead. A
     compressed file is decompressed into an unlinked temporary file first (bounded memory).
+    ``unmap=True`` drops the file's pages from the process's RSS after the walk (they stay in the page
+    cache and ``data`` stays readable, mapped again where touched): for readers of several files.
     """
+    from pcaptools.io import split
+    from pcaptools.io.threads import usable_cores
+
     op = open_capture(path)
     walker = _walker(op, on_error)
-    buf, stream = whole_buffer(op)
+    cores = usable_cores() if op.format == "pcap" else 1
+    ranged = cores > 1 and (op.compression is not None or op.file_size >= split.SPLIT_MIN_BYTES)
+    buf, stream = whole_buffer(op, populate=not ranged or op.compression is not None)
     walker.cut = stream.damage if stream is not None else None
     pos = _start(walker, buf, op, stream)
     walker.begin_batch()
     parts = _Parts(())
     collected: list[_Parts] = []
+    walked_to = 0  # bytes before this are unmapped already (unmap=True)
+    if ranged and len(buf) >= split.SPLIT_MIN_BYTES:  # a large pcap: its records walked on every core first
+        parts, pos = _ranged_prefix(walker, buf, pos, cores, unmap)
+        collected.append(parts)
+        walked_to = pos if unmap else 0
     while True:
         parts, pos, status = walker.step(buf, pos, 0, True, _CHUNK)
         collected.append(parts)
         if status != "full" or walker.finished:
             break
     walker.data_ended(stream, len(buf), walker.next_record())
+    if unmap:
+        split.release(buf, walked_to)
     merged = _Parts(tuple(collected[0].cols))
     for p in collected:
         for name, arrs in p.cols.items():
             merged.cols[name].extend(arrs)
         merged.n += p.n
     return _batch(walker, buf, 0, merged)
+
+
+def _ranged_prefix(walker: _PcapWalker, buf: np.ndarray, pos: int, cores: int, unmap: bool) -> tuple[_Parts, int]:
+    """The records :func:`pcaptools.io.split.walk_ranges` found from ``pos`` as the walk's first parts, and where the
+    walker takes over after them, as if it had walked them itself."""
+    from pcaptools.io import split
+
+    (off, cap, wire, ts), resume = split.walk_ranges(buf, pos, walker.state, cores, unmap=unmap)
+    parts = _Parts(("offset", "caplen", "wirelen", "ts_ns", "record"))
+    k = len(off)
+    parts.add({"offset": off, "caplen": cap, "wirelen": wire, "ts_ns": ts, "record": np.arange(k, dtype=np.int64)}, k)
+    walker.record = k
+    walker.saw(k, resume - pos)
+    if k:
+        walker.last_sec = int(ts[-1] // 1_000_000_000)
+    return parts, resume
 
 
 def iter_records(

@@ -185,26 +185,27 @@ instead of a page fault every 64 KiB, and the walks' prefetches then reach pages
 A larger file is mapped lazily (populating it would read it all before the walk starts)."""
 
 
-def _map(fd: int) -> mmap.mmap:
-    """Read-only shared map of the whole file, populated when it is at most POPULATE_MAX_BYTES."""
+def _map(fd: int, populate: bool = True) -> mmap.mmap:
+    """Read-only shared map of the whole file, populated when it is at most POPULATE_MAX_BYTES (and ``populate``)."""
     size = os.fstat(fd).st_size
-    flags = mmap.MAP_SHARED | (getattr(mmap, "MAP_POPULATE", 0) if size <= POPULATE_MAX_BYTES else 0)
+    flags = mmap.MAP_SHARED | (getattr(mmap, "MAP_POPULATE", 0) if populate and size <= POPULATE_MAX_BYTES else 0)
     return mmap.mmap(fd, 0, flags=flags, prot=mmap.PROT_READ)
 
 
-def whole_buffer(op: Opened) -> tuple[np.ndarray, Decompressed | None]:
+def whole_buffer(op: Opened, *, populate: bool = True) -> tuple[np.ndarray, Decompressed | None]:
     """The whole (decompressed) file as a read-only uint8 array, and the decompression's outcome.
 
     Uncompressed files are memory-mapped, so the array costs no RAM until pages are touched; a
     compressed file is decompressed in bounded pieces into an unlinked temporary file (in TMPDIR)
     that is memory-mapped the same way. The outcome's ``damage`` and ``notes`` say where
-    decompression stopped early and what it noticed.
+    decompression stopped early and what it noticed. ``populate=False``: the caller fills the page
+    tables itself (the ranged record walk does, one range per thread).
     """
     with open_regular(op.path) as f:
         if op.compression is None:
             if os.fstat(f.fileno()).st_size == 0:
                 return _readonly(np.empty(0, np.uint8)), None
-            return np.frombuffer(_map(f.fileno()), dtype=np.uint8), None
+            return np.frombuffer(_map(f.fileno(), populate), dtype=np.uint8), None
         stream = Decompressed(f, op.path, op.compression)
         with tempfile.TemporaryFile(prefix="pcaptools-") as tmp:
             for piece in stream:
@@ -212,7 +213,7 @@ def whole_buffer(op: Opened) -> tuple[np.ndarray, Decompressed | None]:
             tmp.flush()
             if not stream.produced:
                 return _readonly(np.empty(0, np.uint8)), stream
-            mm = _map(tmp.fileno())
+            mm = _map(tmp.fileno(), populate)
     return np.frombuffer(mm, dtype=np.uint8), stream
 
 
