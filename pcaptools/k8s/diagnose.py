@@ -370,7 +370,7 @@ def diagnose(capture_set=None, correlation=None, inventory: Inventory | str | di
                                              "server_addr", "server_port", "server", "status"])  # fmt: skip
     losses = pd.DataFrame(loss_rows, columns=list(LOSS_COLUMNS))
     timeline = pd.DataFrame(tl_rows, columns=list(TIMELINE_COLUMNS)) if tl_rows["connection"] else pd.DataFrame([], columns=list(TIMELINE_COLUMNS))
-    notes = []
+    notes = list(capture_set.notes) if capture_set is not None else []  # records the readers skipped, per file
     if capture_set is not None and "icmp_type" not in capture_set.packets.columns:
         notes.append("the decoder gave no ICMP columns: ICMP errors are not used as evidence")
     nat_rules = None
