@@ -11,6 +11,7 @@ where the command promises it (decode -o, flows, correlate --json, paths text an
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import struct
 from pathlib import Path
@@ -62,7 +63,17 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
         assert isinstance(doc, dict), where
         if argv[0] in SCHEMAS:
             jsonschema.Draft202012Validator(json_schema(argv[0])).validate(doc)
+            assert not _minus_ones(doc), f"{where}: -1 where null is meant at {_minus_ones(doc)[:5]}"
     return code, out, err
+
+
+def _minus_ones(obj, where: str = "") -> list[str]:  # noqa: ANN001
+    """Where a -1 sits in a --json document (absent values are null, never -1)."""
+    if isinstance(obj, dict):
+        return [w for k, v in obj.items() for w in _minus_ones(v, f"{where}.{k}")]
+    if isinstance(obj, list):
+        return [w for i, v in enumerate(obj) for w in _minus_ones(v, f"{where}[{i}]")]
+    return [where] if obj == -1 and not isinstance(obj, bool) else []
 
 
 def _without_budget_notes(text: str) -> str:
@@ -155,6 +166,7 @@ def _single_file_commands(f: Path, out: Path) -> list[list[str]]:
         ["info", s], ["manifest", "--json", s], ["correlate", "--json", s], ["correlate", "--json", "--memory", BUDGET, s],
         ["paths", s], ["paths", "--memory", BUDGET, s], ["paths", "--json", s], ["why", "--json", s],
         ["merge", s, "-o", str(out / "merged.pcapng")], ["convert", s, "-o", str(out / "ds")], ["compare", "--json", s],
+        ["report", s, "-o", str(out / "report.html")],
     ]  # fmt: skip
 
 
@@ -303,3 +315,122 @@ def test_manifest_free_set_streams_to_the_in_memory_answers(vpc_sets, tmp_path, 
         assert run(capsys, *argv)[0] == 0, argv
     on_dataset = json.loads(run(capsys, "correlate", "--json", "--memory", BUDGET, str(tmp_path / "ds"))[1])
     assert _json_without_budget_notes(on_dataset) == _json_without_budget_notes(whole)
+
+
+def test_records_a_reader_skipped_are_noted_by_correlate_paths_why_merge_and_compare(vpc_sets, tmp_path, capsys):
+    """A capture of the set cut mid-record: the skip reaches every multi-capture result, in memory and streamed,
+    from the captures and from their dataset (was said by `info` and `decode` only: a silent loss elsewhere)."""
+    src = vpc_sets["cut"]
+    cut = str(src / "node-1" / "eth0.pcap")
+    note = f"{cut}: 1 record(s) skipped by the reader (truncated_record 1); `pcaptools info {cut}` says where and why"
+    for extra in ([], ["--memory", BUDGET]):
+        assert json.loads(run(capsys, "correlate", "--json", *extra, str(src))[1])["notes"][0] == note
+        assert f"note: {cut}: 1 record(s) skipped by the reader" in run(capsys, "paths", *extra, str(src))[1]
+    assert json.loads(run(capsys, "why", "--json", str(src))[1])["notes"][0] == note
+    assert f"pcaptools: note: {note}" in run(capsys, "merge", str(src), "-o", str(tmp_path / "m.pcapng"))[2]
+    assert json.loads(run(capsys, "compare", "--json", str(src))[1])["capture_sets"][0]["notes"][0] == note
+    run(capsys, "convert", str(src), "-o", str(tmp_path / "ds"))
+    for extra in ([], ["--memory", BUDGET]):
+        assert json.loads(run(capsys, "correlate", "--json", *extra, str(tmp_path / "ds"))[1])["notes"][0] == note
+
+
+# --- options and side files that were found to crash or mislead (each fixed where the value is first read) ----
+
+
+@pytest.mark.parametrize(("argv", "option"), [
+    (["correlate", "--window-ms", "1e300"], "--window-ms"), (["paths", "--window-ms", "1e300"], "--window-ms"),
+    (["why", "--window-ms", "1e-300"], "--window-ms"), (["flows", "--idle-timeout", "1e300"], "--idle-timeout"),
+    (["flows", "--idle-timeout", "1e300", "--memory", BUDGET], "--idle-timeout"),
+    (["convert", "-o", "DS", "--window-seconds", "1e300"], "--window-seconds"),
+])  # fmt: skip
+def test_a_duration_beyond_int64_nanoseconds_or_below_one_is_a_usage_error(argv, option, tmp_path, capsys):
+    """1e300 s overflowed int64 ns (a traceback, or for --idle-timeout a negative timeout that cut every flow after
+    one packet); 1e-300 ms rounded to a window of 0 ns."""
+    argv = [a.replace("DS", str(tmp_path / "ds")) for a in argv]
+    code, _, err = run(capsys, *argv, str(OWN / "eth.pcap"))
+    assert code == 2 and f"'{option}': expected a duration from 1 ns to" in err.splitlines()[-1]
+
+
+@pytest.mark.parametrize(("doc", "found"), [
+    ([{"ifindex": "x", "ifname": "eth0"}], "item 0 with ifindex str"),
+    ([{"ifindex": None, "ifname": "eth0"}], "item 0 with ifindex NoneType and ifname str"),
+    ([{"ifindex": True, "ifname": "eth0"}], "item 0 with ifindex bool and ifname str"),
+    ([{"ifindex": 2, "ifname": "eth0"}, 5], "item 1 a JSON int;"),
+    ({"ifindex": 2}, "a JSON dict;"),
+])  # fmt: skip
+def test_links_file_of_the_wrong_shape_is_one_error_naming_the_item(doc, found, tmp_path, capsys):
+    """ifindex "x" or null raised ValueError / TypeError out of read_links (a traceback)."""
+    links = tmp_path / "node-1.links.json"
+    links.write_text(json.dumps(doc))
+    code, _, err = run(capsys, "paths", "--links", f"node-1={links}", str(OWN / "any_nano.pcap"))
+    assert code == 2 and err.splitlines()[-1].startswith(f"pcaptools: {links}: expected the output of `ip -j link`")
+    assert f"found {found}" in err.splitlines()[-1]
+
+
+def test_links_file_nested_too_deep_or_not_utf8_is_one_error(tmp_path, capsys):
+    deep, binary = tmp_path / "deep.links.json", tmp_path / "bin.links.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)  # was a RecursionError traceback
+    binary.write_bytes(b"\xff\xfe[")
+    for f, needle in ((deep, "nested too deeply"), (binary, "not UTF-8 text (invalid byte at offset 0)")):
+        code, _, err = run(capsys, "manifest", "--links", f"node-1={f}", str(OWN / "any_nano.pcap"))
+        assert code == 2 and needle in err.splitlines()[-1], err
+
+
+def test_a_links_file_no_capture_needs_is_still_checked(tmp_path, capsys):
+    """--links bad.json beside captures that never look it up was ignored unread: a file given is checked."""
+    bad = tmp_path / "node-9.links.json"
+    bad.write_text("{not json")
+    code, _, err = run(capsys, "paths", "--links", str(bad), str(OWN / "eth.pcap"))
+    assert code == 2 and f"pcaptools: {bad}: ip -j link output is not JSON (line 1 column 2" in err.splitlines()[-1]
+
+
+def test_an_os_error_that_names_no_file_says_what_to_check(capsys):
+    """Writing the merged pcapng to /proc/version fails with EIO and no file name: the line said 'None: ...'."""
+    code, _, err = run(capsys, "merge", str(OWN / "eth.pcap"), "-o", "/proc/version")
+    assert code == 2 and "None" not in err
+    assert err.splitlines()[-1].startswith("pcaptools: Input/output error (errno 5) while reading the inputs or writing")
+
+
+def test_manifest_output_into_a_missing_directory_is_a_usage_error(tmp_path, capsys):
+    code, _, err = run(capsys, "manifest", str(OWN / "eth.pcap"), "-o", str(tmp_path / "nodir" / "manifest.json"))
+    assert code == 2 and err.splitlines()[0].startswith("Usage: pcaptools manifest")
+    assert f"directory '{tmp_path / 'nodir'}' does not exist; create it first" in err.splitlines()[-1]
+
+
+# --- paths on the peer captures against their published expected outputs ------------------------------------
+
+_OUTER = re.compile(r"(\d+\.\d+\.\d+\.\d+)\.\d+ > (\d+\.\d+\.\d+\.\d+)\.\d+: (?:\[[^]]*\] )?(?:VXLAN|Geneve).*?vni (0x[0-9a-f]+|\d+)")
+_INNER = re.compile(r"(\d+\.\d+\.\d+\.\d+)(?:\.\d+)? > (\d+\.\d+\.\d+\.\d+)(?:\.\d+)?: ")
+
+
+def _tcpdump_tunnels(out: Path) -> set[tuple]:
+    """(vni, outer src, outer dst, inner src, inner dst) of every tunnelled IPv4 packet tcpdump printed in ``out``."""
+    found, outer = set(), None
+    for line in out.read_text().splitlines():
+        m = _OUTER.search(line)
+        if m:
+            outer = (int(m[3], 0), m[1], m[2])
+            continue
+        m = _INNER.search(line)
+        if outer is not None and m:
+            found.add((*outer, m[1], m[2]))
+            outer = None
+        elif outer is not None and "ARP" in line:
+            outer = None
+    return found
+
+
+@pytest.mark.parametrize(("capture", "expected"), [
+    ("vxlan.pcap", "vxlan.out"), ("vxlan_port_8472.pcap", "vxlan_port_8472.out"), ("geneve.pcap", "geneve-vv.out"),
+])  # fmt: skip
+def test_paths_tunnel_facts_match_tcpdumps_published_output(capture, expected, capsys):
+    """Every hop of every connection `paths --json` builds from a peer tunnel capture carries the VNI, outer and
+    inner addresses tcpdump's expected output (tcpdump master, INDEX.md) prints for that packet."""
+    tests = PEER / "tcpdump" / "tests"
+    truth = _tcpdump_tunnels(tests / expected)
+    doc = json.loads(run(capsys, "paths", "--json", str(tests / capture))[1])
+    hops = [h for p in doc["paths"] for h in p["hops"] + p["reply_hops"] if h["tunnel"] is not None]
+    assert hops and len(truth) >= 2
+    for h in hops:
+        assert h["tunnel"] == ("geneve" if "geneve" in capture else "vxlan")
+        assert (h["vni"], h["outer_src"], h["outer_dst"], h["src"], h["dst"]) in truth, h
