@@ -483,6 +483,11 @@ def flows_cmd(
             fl = dask_flows(files, idle_timeout_s=idle_timeout, seed=seed)
         else:
             fl = read_flows(files, idle_timeout_s=idle_timeout, seed=seed, memory=memory)
+    from pcaptools.fmt import reader_notes
+    from pcaptools.render.terminal import safe
+
+    for note in reader_notes(fl.attrs.get("skipped") or {}):  # flows of records no table holds cannot be counted
+        print(f"pcaptools: note: {safe(note)}", file=sys.stderr)
     if out:
         fl.to_parquet(out, index=False) if out.endswith(".parquet") else fl.to_csv(out, index=False)
     if as_json:
@@ -490,7 +495,7 @@ def flows_cmd(
 
         _print_json(flows_document(fl))
         return
-    from pcaptools.render.terminal import fmt_int, print_flows, safe
+    from pcaptools.render.terminal import fmt_int, print_flows
 
     if out:
         _console().print(f"{fmt_int(len(fl))} flows written to {safe(out)}")

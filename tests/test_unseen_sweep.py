@@ -434,3 +434,24 @@ def test_paths_tunnel_facts_match_tcpdumps_published_output(capture, expected, c
     for h in hops:
         assert h["tunnel"] == ("geneve" if "geneve" in capture else "vxlan")
         assert (h["vni"], h["outer_src"], h["outer_dst"], h["src"], h["dst"]) in truth, h
+
+
+@pytest.mark.parametrize("extra", [[], ["--memory", BUDGET]])
+def test_flows_say_the_records_a_reader_skipped(extra, variants, capsys):
+    """flows of a capture with a corrupt record header said nothing of it (its flows silently lacked the record)."""
+    f = variants["absurd_caplen.pcap"]
+    for fmt in ([], ["--json"]):
+        code, _, err = run(capsys, "flows", *fmt, *extra, str(f))
+        assert code == 0 and f"pcaptools: note: {f}: 1 record(s) skipped by the reader (caplen_absurd 1)" in err
+    from pcaptools.flows import read_flows
+
+    assert read_flows([str(f), str(OWN / "eth.pcap")], memory=BUDGET if extra else None).attrs["skipped"] == {str(f): {"caplen_absurd": 1}}
+
+
+def test_compare_json_gives_null_not_minus_one_for_a_point_without_ip_packets(capsys):
+    """An ARP-only capture (Zeek's linuxsll-arp.pcap) has no IP packet: its largest IP packet is absent, null in JSON
+    (compare --json printed the table's -1: the declared absent values were not applied to the detail tables)."""
+    doc = json.loads(run(capsys, "compare", "--json", str(PEER / "zeek" / "Traces" / "linuxsll-arp.pcap"))[1])
+    (point,) = doc["points"]
+    assert point["largest_ip"] is None and point["largest_wire_ip"] is None
+    assert point["packets"] == 12 and point["largest_frame"] == 62  # tshark: 12 frames, sll:ethertype:arp, frame.len max 62
