@@ -11,6 +11,7 @@ where the command promises it (decode -o, flows, correlate --json, paths text an
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import struct
@@ -260,8 +261,9 @@ def test_memory_below_the_minimum_is_a_usage_error(capsys):
 
 @pytest.fixture(scope="module")
 def vpc_sets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """The vpc lab sample four ways: no manifest, no manifest and one bad file, a manifest naming a missing file, and
-    a manifest whose node-1 uplink capture lost its last 37 bytes."""
+    """The vpc lab sample four ways: no manifest and clocks that disagree (node-2 3 ms ahead and 60 ppm fast, node-3
+    7.5 ms behind), no manifest and one bad file, a manifest naming a missing file, and a manifest whose node-1
+    uplink capture lost its last 37 bytes."""
     tmp = tmp_path_factory.mktemp("sets")
     sets = {}
     for name in ("plain", "bad_file", "missing", "cut"):
@@ -274,7 +276,25 @@ def vpc_sets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     (sets["missing"] / "node-2" / "eth0.pcap").unlink()
     cut = sets["cut"] / "node-1" / "eth0.pcap"
     cut.write_bytes(cut.read_bytes()[:-37])
+    for node, offset_ns, ppm in CLOCKS:
+        for f in (sets["plain"] / node).glob("*.pcap"):
+            _retime(f, offset_ns, ppm, T0)
     return sets
+
+
+CLOCKS = [("node-2", 3_000_000, 60.0), ("node-3", -7_500_000, 0.0)]
+T0 = 1_795_430_684_000_000_000  # when the retimed clocks were right (under a second before the vpc sample's first packet)
+
+
+def _retime(capture: Path, offset_ns: int, ppm: float, t0: int) -> None:
+    """Rewrite a microsecond pcap's timestamps as read by a clock ``offset_ns`` off that runs ``ppm`` fast since ``t0``."""
+    raw = bytearray(capture.read_bytes())
+    for pos, _ in _pcap_records(bytes(raw)):
+        sec, usec = struct.unpack_from("<II", raw, pos)
+        t = sec * 1_000_000_000 + usec * 1000
+        t += offset_ns + round((t - t0) * ppm * 1e-6)
+        struct.pack_into("<II", raw, pos, t // 1_000_000_000, t % 1_000_000_000 // 1000)
+    capture.write_bytes(bytes(raw))
 
 
 MULTI = ["correlate", "paths", "why", "manifest", "merge", "convert", "compare", "report"]
@@ -303,6 +323,9 @@ def test_manifest_free_set_streams_to_the_in_memory_answers(vpc_sets, tmp_path, 
     whole = json.loads(run(capsys, "correlate", "--json", str(src))[1])
     streamed = json.loads(run(capsys, "correlate", "--json", "--memory", BUDGET, str(src))[1])
     assert whole["journeys"] > 500 and _json_without_budget_notes(streamed) == _json_without_budget_notes(whole)
+    for node, offset_ns, ppm in CLOCKS:  # the clocks put back (microsecond timestamps: 100 µs is loose)
+        clock = whole["clock_offsets"][node]
+        assert abs(clock["offset_ns"] - (offset_ns + ppm * 1e-6 * (clock["at_ns"] - T0))) < 100_000, (node, clock)
     text = run(capsys, "paths", str(src))[1]
     assert _without_budget_notes(run(capsys, "paths", "--memory", BUDGET, str(src))[1]) == _without_budget_notes(text)
     run(capsys, "paths", str(src), "-o", str(tmp_path / "a.csv"))
@@ -455,3 +478,19 @@ def test_compare_json_gives_null_not_minus_one_for_a_point_without_ip_packets(ca
     (point,) = doc["points"]
     assert point["largest_ip"] is None and point["largest_wire_ip"] is None
     assert point["packets"] == 12 and point["largest_frame"] == 62  # tshark: 12 frames, sll:ethertype:arp, frame.len max 62
+
+
+def test_a_capture_whose_name_is_not_utf8_is_one_error_on_every_command(tmp_path, capsys):
+    """A capture named with byte 0xff (and an escape sequence) in a directory of captures: every command but info
+    raised UnicodeEncodeError (file and point names are text in tables, JSON and Parquet); now one line, exit 2."""
+    (tmp_path / "node-1").mkdir()
+    shutil.copy(OWN / "eth.pcap", tmp_path / "node-1" / "eth0.pcap")
+    bad = os.fsdecode(os.fsencode(tmp_path / "node-1") + b"/\xff\x1b[31mred.pcap")
+    shutil.copy(OWN / "eth.pcap", bad)
+    shown = f"{tmp_path / 'node-1'}/\\xff\\x1b[31mred.pcap: the file name is not UTF-8 text (byte 0xff at"
+    out = tmp_path.parent / f"{tmp_path.name}-out"
+    out.mkdir()
+    for argv in (["info", bad], ["flows", "--json", bad], ["show", bad, "0"], ["decode", bad, "-o", str(out / "p.csv")],
+                 *_single_file_commands(tmp_path, out)[1:]):  # the capture set's commands on its directory  # fmt: skip
+        code, _, err = run(capsys, *argv)
+        assert code == 2 and err.splitlines()[-1].startswith(f"pcaptools: {shown}"), (argv, err)
