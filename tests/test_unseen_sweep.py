@@ -496,3 +496,11 @@ def test_a_capture_whose_name_is_not_utf8_is_one_error_on_every_command(tmp_path
                  *_single_file_commands(tmp_path, out)[1:]):  # the capture set's commands on its directory  # fmt: skip
         code, _, err = run(capsys, *argv)
         assert code == 2 and err.splitlines()[-1].startswith(f"pcaptools: {shown}"), (argv, err)
+
+
+@pytest.mark.parametrize("spec", ["garbage", "n1:eth0=nofile.pcap"])
+def test_a_point_naming_a_missing_file_is_said_as_the_option(spec, tmp_path, capsys):
+    """--point with a missing file said "capture listed for node ... check the manifest's 'file'" with no manifest."""
+    for extra in ([], ["--memory", BUDGET]):
+        code, _, err = run(capsys, "correlate", "--point", spec, *extra)
+        assert code == 2 and err.splitlines()[-1].startswith(f"pcaptools: --point {spec}: ") and "manifest" not in err

@@ -155,7 +155,11 @@ def capture_entries(source: str | os.PathLike | None = None, *, points: Iterable
         cni = doc.get("cni") or ""
         entries.extend(doc["captures"])
     for spec in points:
-        entries.append(parse_point_spec(spec))
+        e = parse_point_spec(spec)
+        if not os.path.exists(e["file"]) and split_member(e["file"]) is None:  # said as the option it came from
+            raise CorrelationError(f"--point {spec}: {e['file']} does not exist; expected NODE:IFACE=FILE naming a capture "
+                                   "file (e.g. node-1:eth0=node1-eth0.pcap)", path=e["file"])  # fmt: skip
+        entries.append(e)
     if not entries:
         raise CorrelationError("no captures given; pass a manifest.json, a directory holding one, or --point NODE:IFACE=FILE")
     for e in entries:
