@@ -504,3 +504,18 @@ def test_a_point_naming_a_missing_file_is_said_as_the_option(spec, tmp_path, cap
     for extra in ([], ["--memory", BUDGET]):
         code, _, err = run(capsys, "correlate", "--point", spec, *extra)
         assert code == 2 and err.splitlines()[-1].startswith(f"pcaptools: --point {spec}: ") and "manifest" not in err
+
+
+def test_a_dataset_file_with_no_decodable_record_keeps_its_skips_when_streamed(variants, tmp_path, capsys):
+    """A converted set holding a capture whose only record is skipped: streamed correlate read no batch of it, so its
+    skip note was missing and --memory gave other JSON than the in-memory run."""
+    (tmp_path / "n1").mkdir()
+    (tmp_path / "n2").mkdir()
+    shutil.copy(OWN / "eth.pcap", tmp_path / "n1" / "eth0.pcap")
+    shutil.copy(variants["bad_block_trailer.pcapng"], tmp_path / "n2" / "eth0.pcapng")
+    ds = tmp_path.parent / f"{tmp_path.name}.ds"
+    run(capsys, "convert", str(tmp_path), "-o", str(ds))
+    whole = json.loads(run(capsys, "correlate", "--json", str(ds))[1])
+    streamed = json.loads(run(capsys, "correlate", "--json", "--memory", BUDGET, str(ds))[1])
+    assert "eth0.pcapng: 1 record(s) skipped by the reader (block_trailer_mismatch 1)" in whole["notes"][0]
+    assert _json_without_budget_notes(streamed) == _json_without_budget_notes(whole)
