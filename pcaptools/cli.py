@@ -35,14 +35,23 @@ def _root(debug: bool = typer.Option(False, "--debug", help="Show Python traceba
 
 
 # --- shared option checks (typer callbacks: a bad value becomes a usage error, exit 2) ----------------
+_NS_PER = {"milliseconds": 1e6, "seconds": 1e9}  # durations are used as int64 nanoseconds
+_MAX_NS = 2**62  # about 146 years: any longer duration would overflow the int64 nanoseconds it becomes
+
+
 def _positive(unit: str, *, allow_none: bool = False):
-    """Callback: a finite number > 0 (``nan``, ``inf``, 0 and negatives are refused)."""
+    """Callback: a finite number > 0 (``nan``, ``inf``, 0 and negatives are refused); a duration (milliseconds,
+    seconds) must also be at least 1 ns and fit int64 nanoseconds (1e300 seconds would overflow, 1e-300 round to 0)."""
 
     def check(value: float | None) -> float | None:
         if value is None and allow_none:
             return value
         if value is None or not math.isfinite(value) or value <= 0:
             raise typer.BadParameter(f"expected a positive finite number of {unit}, found {value}")
+        scale = _NS_PER.get(unit)
+        if scale is not None and not 1 <= value * scale <= _MAX_NS:
+            raise typer.BadParameter(f"expected a duration from 1 ns to {_MAX_NS / scale:.4g} {unit} (about 146 years), "
+                                     f"found {value:g} {unit}")  # fmt: skip
         return value
 
     return check
@@ -478,6 +487,11 @@ def flows_cmd(
             fl = dask_flows(files, idle_timeout_s=idle_timeout, seed=seed)
         else:
             fl = read_flows(files, idle_timeout_s=idle_timeout, seed=seed, memory=memory)
+    from pcaptools.fmt import reader_notes
+    from pcaptools.render.terminal import safe
+
+    for note in reader_notes(fl.attrs.get("skipped") or {}):  # flows of records no table holds cannot be counted
+        print(f"pcaptools: note: {safe(note)}", file=sys.stderr)
     if out:
         fl.to_parquet(out, index=False) if out.endswith(".parquet") else fl.to_csv(out, index=False)
     if as_json:
@@ -485,7 +499,7 @@ def flows_cmd(
 
         _print_json(flows_document(fl))
         return
-    from pcaptools.render.terminal import fmt_int, print_flows, safe
+    from pcaptools.render.terminal import fmt_int, print_flows
 
     if out:
         _console().print(f"{fmt_int(len(fl))} flows written to {safe(out)}")
@@ -576,6 +590,8 @@ def merge_cmd(
         _inferred(cs)
         n = merge(cs, output, correlation=correlate(cs, reference=reference), dedup=dedup, memory=memory,
                   sources=original_files(sources))
+    for note in cs.notes:  # records a reader skipped are not in the merged file either
+        print(f"pcaptools: note: {safe(note)}", file=sys.stderr)
     _console().print(f"wrote {fmt_int(n)} packets from {len(cs.points)} capture points to {safe(output)}")
 
 
@@ -585,7 +601,7 @@ def manifest_cmd(
     inventory: str = typer.Option(None, "--inventory", help="kubectl get nodes,pods,services,endpointslices -A -o json output (default: inventory.json beside the inputs)."),
     point: list[str] = typer.Option([], "--point", help="Capture point NODE:IFACE=FILE (repeatable; wins over inference)."),  # noqa: B008
     links: list[str] = typer.Option([], "--links", help=_LINKS),  # noqa: B008
-    out: str = typer.Option(None, "-o", "--output", help="Write the inferred capture set as a manifest.json to review, edit and pass back."),
+    out: str = typer.Option(None, "-o", "--output", callback=_existing_dir_parent, help="Write the inferred capture set as a manifest.json to review, edit and pass back."),
     as_json: bool = typer.Option(False, "--json", help="Print the manifest (with each field's evidence) as JSON."),
 ) -> None:
     """Infer each capture point's node, interface, role and pod from plain captures and show the evidence for every field.
@@ -944,7 +960,11 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:  # a missing or unreadable file, a name too long, a full disk: one line, no traceback
         if debug:
             raise
-        print(f"pcaptools: {safe(exc.filename)}: {exc.strerror or safe(exc)}", file=sys.stderr)
+        if exc.filename is None:  # a write or read that names no file (EIO, ENOSPC on an open output)
+            print(f"pcaptools: {exc.strerror or safe(exc)} (errno {exc.errno}) while reading the inputs or writing the "
+                  "output; check that the output is a regular file on a writable file system with free space", file=sys.stderr)  # fmt: skip
+        else:
+            print(f"pcaptools: {safe(exc.filename)}: {exc.strerror or safe(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("pcaptools: interrupted", file=sys.stderr)

@@ -241,6 +241,10 @@ def iter_member(directory: str | os.PathLike, file: str, *, batch_records: int =
             batch.attrs = attrs if rows == 0 else {}
             rows += len(batch)
             yield batch
+    if rows == 0 and not info.get("rows"):  # no decodable record: one empty batch still carries the reader's skips
+        empty = _file_frame(d, info, [], None, payload_hash)
+        empty.attrs = attrs
+        yield empty
     if rows != info.get("rows"):
         raise DatasetError(f"{d}: capture {file!r} has {rows} of its {info.get('rows')} rows; Parquet parts are missing, "
                            f"{_FORMAT_HINT}", path=d)  # fmt: skip

@@ -81,11 +81,14 @@ def iter_flows(
                            batch_records, {}, rows)  # fmt: skip
 
 
-def _flow_parts(path, memory, opts, batch_records, order, rows=None) -> Iterator[pd.DataFrame]:  # noqa: ANN001
-    """iter_flows' work; ``order`` receives the first-seen order of src, dst and tunnel values."""
+def _flow_parts(path, memory, opts, batch_records, order, rows=None, skipped=None) -> Iterator[pd.DataFrame]:  # noqa: ANN001
+    """iter_flows' work; ``order`` receives the first-seen order of src, dst and tunnel values, ``skipped`` (if
+    given) the reader's skipped records per file and reason, summed over the windows."""
     from pcaptools.packets import iter_packets
 
     windows = iter_packets(path, batch_records=batch_records or window_records(memory), batch_bytes=window_bytes(memory))
+    if skipped is not None:
+        windows = _counting(windows, skipped)
     if rows is not None:
         windows = (w.loc[rows(w)].reset_index(drop=True) for w in windows)
     first = next(windows, None)
@@ -110,17 +113,29 @@ def _flow_parts(path, memory, opts, batch_records, order, rows=None) -> Iterator
             yield flow_rows(packets, errors, fill_fragments=False, **opts)
 
 
+def _counting(windows: Iterator[pd.DataFrame], skipped: dict[str, dict[str, int]]) -> Iterator[pd.DataFrame]:
+    """The windows, their ``attrs["skipped"]`` added into ``skipped`` as they go by."""
+    for window in windows:
+        for path, reasons in (window.attrs.get("skipped") or {}).items():
+            mine = skipped.setdefault(str(path), {})
+            for k, v in reasons.items():
+                mine[k] = mine.get(k, 0) + int(v)
+        yield window
+
+
 _CATEGORY_SOURCE = {"file": "file", "orig_h": "src", "resp_h": "dst", "tunnel": "tunnel"}
 """Flow columns whose categories follow a packet column's (first-seen order), as flows() gives them."""
 
 
 def read_flows_bounded(
-    path: str | os.PathLike, *, memory: int, batch_records: int | None = None, **flow_options: object
+    path: str | os.PathLike, *, memory: int, batch_records: int | None = None,
+    skipped: dict[str, dict[str, int]] | None = None, **flow_options: object,
 ) -> pd.DataFrame:
-    """The flow table of one capture, identical to ``flows(read_packets(path), **flow_options)``, from :func:`iter_flows`."""
+    """The flow table of one capture, identical to ``flows(read_packets(path), **flow_options)``, from :func:`iter_flows`;
+    ``skipped`` (if given) receives the reader's skipped records by file and reason, as ``read_packets``' attrs say them."""
     order: dict[str, pd.Index] = {}
     opts = {"idle_timeout_s": None, "seed": 0, "community_id": True, **flow_options}
-    parts = list(_flow_parts(path, memory, opts, batch_records, order))
+    parts = list(_flow_parts(path, memory, opts, batch_records, order, skipped=skipped))
     if not order:  # one window, or none: computed directly, nothing to join
         return parts[0] if parts else _empty_flows(path, opts)
     from pcaptools.decode.table import concat

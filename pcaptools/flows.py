@@ -575,6 +575,7 @@ def read_flows(
 
     ``memory`` (bytes, or a size such as ``"2GiB"``) bounds the memory used: each file is then read
     in windows and its flows computed by :func:`pcaptools.flow_stream.iter_flows`, with the same result.
+    ``attrs["skipped"]`` holds the records the reader skipped, by file and reason (files without any left out).
     """
     from pcaptools.dataset import expand_inputs
 
@@ -582,6 +583,7 @@ def read_flows(
     if not paths:
         raise DecodeError("no capture files given; pass one or more pcap/pcapng paths")
     opts = {"idle_timeout_s": idle_timeout_s, "seed": seed, "community_id": community_id}
+    skipped: dict[str, dict[str, int]] = {}  # the readers' skipped records, kept in the result's attrs["skipped"]
     if memory is not None:
         from pcaptools.flow_stream import read_flows_bounded
         from pcaptools.units import MIN_MEMORY, parse_bytes
@@ -590,10 +592,19 @@ def read_flows(
             cap = parse_bytes(str(memory), minimum=MIN_MEMORY)
         except ValueError as e:
             raise DecodeError(f"memory: {e}") from None
-        return concat_flows([read_flows_bounded(p, memory=cap, **opts) for p in paths])
-    from pcaptools.packets import read_packets
+        res = concat_flows([read_flows_bounded(p, memory=cap, skipped=skipped, **opts) for p in paths])
+    else:
+        from pcaptools.packets import read_packets
 
-    return concat_flows([flows(read_packets(p), **opts) for p in paths])
+        parts = []
+        for p in paths:
+            pk = read_packets(p)
+            skipped.update({str(k): dict(v) for k, v in (pk.attrs.get("skipped") or {}).items()})
+            parts.append(flows(pk, **opts))
+            del pk
+        res = concat_flows(parts)
+    res.attrs["skipped"] = {k: v for k, v in skipped.items() if sum(v.values())}
+    return res
 
 
 def concat_flows(parts: list[pd.DataFrame]) -> pd.DataFrame:

@@ -26,3 +26,15 @@ def endpoint(addr: str, port: int | None = None) -> str:
     if port is None or port != port or int(port) < 0:
         return addr
     return f"[{addr}]:{int(port)}" if ":" in addr else f"{addr}:{int(port)}"
+
+
+def reader_notes(skipped: dict[str, dict[str, int]]) -> list[str]:
+    """One note per capture file whose reader skipped records (``{file: {reason: count}}``, as packet tables'
+    ``attrs["skipped"]``): every result built from the files (correlate, paths, why, merge) says what no table holds."""
+    notes = []
+    for path, reasons in skipped.items():
+        if sum(reasons.values()):
+            why = ", ".join(f"{k} {int(v):,}" for k, v in sorted(reasons.items()) if v)
+            notes.append(f"{path}: {sum(reasons.values()):,} record(s) skipped by the reader ({why}); "
+                         f"`pcaptools info {path}` says where and why")  # fmt: skip
+    return notes

@@ -48,16 +48,26 @@ def show_packet(path: str | os.PathLike, record: int, **options) -> tuple[str, p
     batch = read_records(path)
     hits = (batch.record == record).nonzero()[0]
     if record < 0 or not len(hits):
-        raise DecodeError(
-            f"{os.fspath(path)}: expected a record number 0-{int(batch.record.max()) if len(batch) else -1}, "
-            f"found {record}; packets are numbered from 0 (tshark's frame number minus 1)",
-            path=os.fspath(path), record=record,
-        )  # fmt: skip
+        raise DecodeError(_no_such_record(batch, record), path=os.fspath(path), record=record)
     i = int(hits[0])
     df = decode_batch(batch, **options)
     vx = options.get("vxlan_ports", registry.DEFAULT_VXLAN_PORTS)
     gn = options.get("geneve_ports", registry.DEFAULT_GENEVE_PORTS)
     return scapy_dissection(batch.packet(i), int(batch.linktype[i]), vx, gn), df.iloc[i]
+
+
+def _no_such_record(batch, record: int) -> str:
+    """Why ``record`` cannot be shown: out of the file's range, skipped by the reader, or a file with no packets."""
+    where = os.fspath(batch.path)
+    skipped = ", ".join(f"{k} {v:,}" for k, v in sorted(batch.skipped.items()))
+    if not len(batch):
+        held = f"{batch.records_total:,} record(s), all skipped ({skipped})" if batch.records_total else "no records"
+        return f"{where}: expected a packet to show, found {held}; `pcaptools info {where}` says what the file holds"
+    if 0 <= record < batch.records_total:
+        return (f"{where}: record {record} was skipped by the reader ({skipped} in this file), so it has no packet to "
+                f"show; `pcaptools info {where}` says why (records are numbered 0-{batch.records_total - 1})")
+    return (f"{where}: expected a record number 0-{max(batch.records_total, int(batch.record.max()) + 1) - 1}, found "
+            f"{record}; packets are numbered from 0 (tshark's frame number minus 1)")
 
 
 def non_empty(row: pd.Series) -> dict[str, object]:

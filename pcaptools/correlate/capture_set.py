@@ -22,6 +22,7 @@ from pcaptools.correlate.manifest import read_manifest
 from pcaptools.dataset import dataset_entries, is_dataset, split_member
 from pcaptools.decode.table import concat
 from pcaptools.errors import CorrelationError, InventoryError
+from pcaptools.fmt import reader_notes
 
 ROLES = ("pod-veth", "node-uplink", "overlay", "lb", "client", "any", "external", "bridge", "service-vip", "loopback", "other")
 """Values of a capture point's ``role`` in a manifest (the last four name a node's other devices: cni0,
@@ -92,10 +93,12 @@ class CaptureSet:
     def from_frames(cls, frames: list[tuple[dict, pd.DataFrame]], *, cni: str = "") -> CaptureSet:
         """From (manifest entry, decoded packet table) pairs; tables without a ``payload_hash`` column get
         one computed from their files (``read_packets(..., payload_hash=True)`` takes it while decoding)."""
-        notes: list[str] = []
+        skipped: dict[str, dict] = {}  # per file as read (several points may share one): the reader's skips
         split: list[tuple[CapturePoint, pd.DataFrame]] = []
         stats: list[dict | None] = []
         for entry, df in frames:
+            for path, reasons in (df.attrs.get("skipped") or {}).items():
+                skipped.setdefault(str(path), dict(reasons))
             missing = [c for c in NEEDED if c not in df.columns]
             if missing:
                 raise CorrelationError(
@@ -121,7 +124,8 @@ class CaptureSet:
             packets[col] = pd.Categorical.from_codes(code[point_id], categories=pd.Index(cats), validate=False)
         packets["point_id"] = point_id
         counters = {p.name: st for p, st in zip(pts, stats, strict=True) if st is not None}
-        return cls(points=pts, packets=packets, cni=cni, notes=notes, interface_stats=counters)
+        return cls(points=pts, packets=packets, cni=cni, notes=reader_notes(skipped), interface_stats=counters)
+
 
 
 def _point_stats(entry: dict, by_file: dict, point: CapturePoint) -> dict | None:
@@ -151,7 +155,11 @@ def capture_entries(source: str | os.PathLike | None = None, *, points: Iterable
         cni = doc.get("cni") or ""
         entries.extend(doc["captures"])
     for spec in points:
-        entries.append(parse_point_spec(spec))
+        e = parse_point_spec(spec)
+        if not os.path.exists(e["file"]) and split_member(e["file"]) is None:  # said as the option it came from
+            raise CorrelationError(f"--point {spec}: {e['file']} does not exist; expected NODE:IFACE=FILE naming a capture "
+                                   "file (e.g. node-1:eth0=node1-eth0.pcap)", path=e["file"])  # fmt: skip
+        entries.append(e)
     if not entries:
         raise CorrelationError("no captures given; pass a manifest.json, a directory holding one, or --point NODE:IFACE=FILE")
     for e in entries:

@@ -61,6 +61,7 @@ from pcaptools.correlate.capture_set import (
 from pcaptools.correlate.clock import correct
 from pcaptools.correlate.sample import ClockSample
 from pcaptools.correlate.windows import ROW_BYTES, Categories, Part, rows_from
+from pcaptools.fmt import reader_notes
 from pcaptools.schema import HOPS_COLUMNS, empty
 
 ROW_COST = 6 * ROW_BYTES
@@ -191,9 +192,19 @@ class _File:
         )
         self.pid = 0  # the point of every row, if not split
         self.node = 0
+        self.skipped: dict[str, dict] = {}  # the reader's skips by reason, of the last pass over the file
 
     def tables(self) -> Iterator[tuple[pd.DataFrame, np.ndarray]]:
         """(packet table, row number in the file) per batch, rows of other pcapng interfaces left out."""
+        self.skipped = {}
+        for pk, idx in self._tables():
+            for path, reasons in (pk.attrs.get("skipped") or {}).items():
+                mine = self.skipped.setdefault(str(path), {})
+                for k, v in reasons.items():
+                    mine[k] = mine.get(k, 0) + int(v)
+            yield pk, idx
+
+    def _tables(self) -> Iterator[tuple[pd.DataFrame, np.ndarray]]:
         from pcaptools.packets import iter_packets
 
         row = 0
@@ -330,6 +341,12 @@ def correlate_stream(entries: list[dict], *, window_ns: int = DEFAULT_WINDOW_NS,
     pts, late, rows, dense = _survey(files, sample, window_ns)
     if observer is not None:
         observer.points(pts)
+    skipped: dict[str, dict] = {}
+    for src in files:  # several points may share one file: its skips once, as CaptureSet.from_frames says them
+        for path, reasons in src.skipped.items():
+            skipped.setdefault(path, reasons)
+    if observer is not None:
+        observer.reader_notes = reader_notes(skipped)
     floor = None
     if window_rows is None:  # what is left once the libraries, the readers and the spine have theirs
         fixed = max(fixed, _rss() + nf * FILE_WINDOW)
@@ -349,7 +366,8 @@ def correlate_stream(entries: list[dict], *, window_ns: int = DEFAULT_WINDOW_NS,
         writer.add(part)
         if observer is not None:
             observer.emitted(part.key, part.journey)
-    corr = finish(m, empty(HOPS_COLUMNS), offsets, [*clock_notes(offsets, params), *([floor] if floor else [])])
+    corr = finish(m, empty(HOPS_COLUMNS), offsets,
+                  [*reader_notes(skipped), *clock_notes(offsets, params), *([floor] if floor else [])])
     rewritten = writer.close(m)
     stats = StreamStats(windows=m.windows, carried_journeys=m.carried_journeys, carried_rows=m.carried_rows, passes=2,
                         window_rows=int(window_rows), disorder_ns=int(late.max()) if late.size else 0, rewritten=rewritten)  # fmt: skip

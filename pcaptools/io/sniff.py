@@ -67,6 +67,12 @@ def open_regular(path: str | os.PathLike) -> BinaryIO:
     path = os.fspath(path)
     if "\0" in str(path):
         raise NotAFile(f"{path!r} is no file name (it contains a NUL character); expected a path to a file")
+    try:  # file names become text in tables, point names, JSON and Parquet: bytes that are no UTF-8 cannot
+        os.fsencode(path).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        shown = os.fsencode(path).decode("utf-8", "backslashreplace")
+        raise NotAFile(f"{shown}: the file name is not UTF-8 text (byte {exc.object[exc.start]:#04x} at {exc.start}); "
+                       "pcaptools keeps file names as text: rename the file (or link it) under a UTF-8 name") from None
     try:
         mode = os.stat(path).st_mode
     except (FileNotFoundError, PermissionError):

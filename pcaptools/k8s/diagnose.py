@@ -209,6 +209,7 @@ class PacketEvidence:
         self.spanned = False  # corrected times of packet rows were given (else spans come from the hops)
         self.has_icmp: bool | None = None  # the packet tables have ICMP columns (None: no table seen)
         self.interface_stats: dict[str, dict] = {}  # point -> Statistics Block counters (CaptureSet.interface_stats)
+        self.reader_notes: list[str] = []  # the records the readers skipped, per file (CaptureSet.notes' wording)
         self._file_stats: dict[str, dict] = {}  # file -> its last batch's attrs["interface_stats"]
         self._icmp: list[pd.DataFrame] = []
         self._icmp_wait = np.zeros(0, np.int64)  # keys of ICMP error rows whose journey is not known yet
@@ -242,6 +243,7 @@ class PacketEvidence:
         """An in-memory capture set (its ``packets`` table, rows keyed by position) and its correlation."""
         self.points(capture_set.points)
         self.interface_stats = dict(getattr(capture_set, "interface_stats", None) or {})
+        self.reader_notes = list(getattr(capture_set, "notes", None) or [])
         pk = capture_set.packets
         self.has_icmp = "icmp_type" in pk.columns
         if not len(pk) or "point_id" not in pk.columns:
@@ -598,7 +600,7 @@ class Diagnoser:
         losses = pd.DataFrame(self.loss_rows, columns=list(LOSS_COLUMNS))
         tl = self.tl_rows
         timeline = pd.DataFrame(tl, columns=list(TIMELINE_COLUMNS)) if tl["connection"] else pd.DataFrame([], columns=list(TIMELINE_COLUMNS))
-        notes = []
+        notes = list(self.ev.reader_notes)  # records the readers skipped, per file
         if self.ev.has_icmp is False:
             notes.append("the decoder gave no ICMP columns: ICMP errors are not used as evidence")
         nat_rules = None

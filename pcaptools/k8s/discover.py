@@ -29,7 +29,6 @@ with no evidence keeps its file stem as node name and ``if<N>`` / no interface n
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Callable, Iterable, Sequence
@@ -93,17 +92,29 @@ def capture_stem(path: str | os.PathLike) -> str:
 
 def read_links(path: str | os.PathLike) -> dict[int, str]:
     """ifindex -> interface name from ``ip -j link`` output; InventoryError when it is not that."""
+    from pcaptools.jsonfile import load_json
+
     p = str(path)
-    try:
-        doc = json.loads(Path(p).read_text())
-    except (OSError, ValueError) as exc:
-        raise InventoryError(f"{p}: cannot read it as JSON ({exc}); expected the output of `ip -j link` on that node", path=p) from None
-    if not isinstance(doc, list) or not all(isinstance(d, dict) and "ifindex" in d and "ifname" in d for d in doc):
+    doc = load_json(p, what="ip -j link output", expected="the output of `ip -j link` on that node", error=InventoryError)
+    if not isinstance(doc, list) or not all(isinstance(d, dict) and type(d.get("ifindex")) is int  # not bool, not text
+                                            and isinstance(d.get("ifname"), str) for d in doc):  # fmt: skip
         raise InventoryError(
-            f"{p}: expected the output of `ip -j link` (a list of objects with ifindex and ifname), found "
-            f"{type(doc).__name__}; regenerate it with `ip -j link > NODE.links.json` on that node", path=p,
+            f"{p}: expected the output of `ip -j link` (a list of objects with ifindex and ifname, an integer and a text), "
+            f"found {_shape(doc)}; regenerate it with `ip -j link > NODE.links.json` on that node", path=p,
         )  # fmt: skip
     return {int(d["ifindex"]): str(d["ifname"]) for d in doc}
+
+
+def _shape(doc) -> str:  # noqa: ANN001
+    """What a JSON document that is not ``ip -j link`` output holds, named without quoting it."""
+    if not isinstance(doc, list):
+        return f"a JSON {type(doc).__name__}"
+    bad = next(i for i, d in enumerate(doc) if not (isinstance(d, dict) and type(d.get("ifindex")) is int
+                                                    and isinstance(d.get("ifname"), str)))  # fmt: skip
+    d = doc[bad]
+    if not isinstance(d, dict):
+        return f"item {bad} a JSON {type(d).__name__}"
+    return f"item {bad} with ifindex {type(d.get('ifindex')).__name__} and ifname {type(d.get('ifname')).__name__}"
 
 
 def find_inventory(inputs: Sequence[str | os.PathLike], *, allow_outside: bool = False) -> str | None:
@@ -490,6 +501,7 @@ def _link_specs(links: Iterable[str]) -> dict[str, str]:
             node = Path(file).name.removesuffix(".json").removesuffix(".links")
         if not Path(file).is_file():
             raise InventoryError(f"--links {spec}: {file} does not exist; expected NODE=FILE or NODE.links.json (`ip -j link` output)", path=file)
+        read_links(file)  # checked now, whether or not a capture of that node needs it: a file given is never ignored unread
         out[node] = file
     return out
 

@@ -246,6 +246,8 @@ def correlation_document(corr) -> dict:
 
 def comparison_document(cmp) -> dict:
     """``pcaptools compare --json``: the metric x capture-set summary (values per label, null = n/a) and detail tables."""
+    from pcaptools import schema
+
     return document(
         "compare",
         capture_sets=[{"label": lab, "source": cmp.sources.get(lab, ""), "notes": list(cmp.notes.get(lab, []))} for lab in cmp.labels],
@@ -254,7 +256,8 @@ def comparison_document(cmp) -> dict:
              "values": {lab: plain(r[lab]) for lab in cmp.labels}}
             for r in cmp.summary.to_dict(orient="records")
         ],  # fmt: skip
-        **{k: records(getattr(cmp, k)) for k in ("mode", "wire_bytes", "points", "latency", "hop_latency", "cross_node")},
+        **{k: records(getattr(cmp, k), getattr(schema, f"COMPARISON_{k.upper()}_COLUMNS"))  # declared absents (-1) -> null
+           for k in ("mode", "wire_bytes", "points", "latency", "hop_latency", "cross_node")},
     )
 
 
