@@ -74,6 +74,7 @@ print(json.dumps({"rows": runs[0]["rows"], "wall": best("wall"), "cpu": best("cp
 def run(tree: str, files: list[str], cores: int, repeat: int, payload_hash: bool) -> dict:
     """One fresh process of ``tree``'s pcaptools on ``cores`` cores: best wall, CPU and critical path of ``repeat`` calls."""
     env = {**os.environ, "PYTHONPATH": str(Path(tree).resolve())}
+    files = [str(Path(f).resolve()) for f in files]  # the child runs in the tree's directory
     out = subprocess.run([sys.executable, "-c", _CHILD, str(cores), str(repeat), "1" if payload_hash else "0", *files],
                          capture_output=True, text=True, env=env, cwd=tree, check=True)  # fmt: skip
     return json.loads(out.stdout.strip().splitlines()[-1])

@@ -34,8 +34,9 @@ def _file(records: list[bytes], o: str = "<", magic: int = 0xA1B2C3D4) -> bytes:
 
 
 def _read_both(path: Path, monkeypatch, cores: int = 2, **kw):
-    """(ranged, sequential) batches of one file; ranges from 4 KiB up, on ``cores`` threads."""
+    """(ranged, sequential) batches of one file; ranges from 4 KiB up, on ``cores`` threads, mapped 8 KiB at a time."""
     monkeypatch.setattr(split, "SPLIT_MIN_BYTES", 4096)
+    monkeypatch.setattr(split, "STEP_BYTES", 8192)
     monkeypatch.setattr(threads, "usable_cores", lambda: cores)
     ranged = read_records(path, **kw)
     monkeypatch.setattr(threads, "usable_cores", lambda: 1)
@@ -116,6 +117,7 @@ def test_unmapped_pages_are_read_again_when_touched(tmp_path: Path, monkeypatch,
     content = _file(_records(2000, 11))
     p.write_bytes(content)
     monkeypatch.setattr(split, "SPLIT_MIN_BYTES", 4096)
+    monkeypatch.setattr(split, "STEP_BYTES", 8192)
     monkeypatch.setattr(threads, "usable_cores", lambda: cores)
     kept, unmapped = read_records(p), read_records(p, unmap=True)
     _same(unmapped, kept)

@@ -30,6 +30,8 @@ SYNC_WINDOW = 1 << 16
 """Bytes after a cut searched for the range's first record (a range without one joins the range before)."""
 CHAIN = 3
 """Consecutive plausible record headers that make a guessed first record."""
+STEP_BYTES = 128 << 20
+"""A range is mapped (and, read with ``unmap``, unmapped) this many bytes at a time as its walk goes."""
 MAX_CANDIDATES = 64
 """Plausible offsets of a window whose chains are followed before the range is given up."""
 _MADV_POPULATE_READ = 22  # Linux 5.14+
@@ -128,30 +130,28 @@ def first_record_after(buf: np.ndarray, cut: int, state: dict, sec_lo: int, sec_
 def _walk_range(buf: np.ndarray, lo: int, stop: int, state: dict, unmap: bool = False) -> tuple[list[tuple[np.ndarray, ...]], int, int]:
     """Records from ``lo`` up to ``stop`` (the next range's guessed first record): (column parts, position, exit code).
     ``stop`` is the walk's end, so it ends at END exactly on ``stop`` or at SHORT on the record that crosses it.
-    ``unmap``: the range's pages are unmapped again after the walk (see :func:`release`)."""
-    populate(buf, lo, stop)
-    try:
-        return _walk_mapped(buf, lo, stop, state)
-    finally:
-        if unmap:
-            release(buf, lo, stop)
-
-
-def _walk_mapped(buf: np.ndarray, lo: int, stop: int, state: dict) -> tuple[list[tuple[np.ndarray, ...]], int, int]:
-    """_walk_range's walk."""
+    The range is mapped STEP_BYTES ahead of the walk, not all at once (a file larger than memory, or not yet in the
+    page cache, is read while it is walked); ``unmap``: the pages behind the walk are unmapped again (:func:`release`)."""
     parts = []
-    pos = lo
+    pos = mapped = released = lo
     k_all = 0
     while True:
-        left = stop - pos
-        size = left // 256 + 1024 if not k_all else int(left * k_all / max(pos - lo, 1) * 1.25) + 1024
-        size = max(1, min(size, left // state["rec_hdr"] + 1))
+        ahead = min(stop, pos + STEP_BYTES)
+        if ahead > mapped:
+            populate(buf, mapped, ahead)
+            mapped = ahead
+        left = ahead - pos  # records for about this many bytes (more or fewer: the walk faults or calls again)
+        size = left // 256 + 1024 if not k_all else int(left * k_all / max(pos - lo, 1) * 1.1) + 1024
+        size = max(1, min(size, (stop - pos) // state["rec_hdr"] + 1))
         off, cap = np.empty(size, np.int64), np.empty(size, np.uint32)
         wire, ts = np.empty(size, np.uint32), np.empty(size, np.int64)
         k, pos, code = pcap.walk(buf, pos, stop, state["swap"], state["nano"], state["rec_hdr"], off, cap, wire, ts)
         if k:
             parts.append((off[:k], cap[:k], wire[:k], ts[:k]))
             k_all += k
+        if unmap:
+            release(buf, released, pos if code == pcap.FULL else stop)
+            released = pos
         if code != pcap.FULL:
             return parts, pos, code
 
