@@ -226,10 +226,13 @@ class Comparison:
         return None if _missing(v) else v
 
     def to_dict(self) -> dict:
-        """Plain data: capture sets, summary rows (value per label, None = n/a) and the detail tables."""
+        """Plain data: capture sets, summary rows (value per label, None = n/a) and the detail tables (their declared
+        absent values, such as ``largest_ip`` -1 of a point without IP packets, as None)."""
+        from pcaptools import schema
+        from pcaptools.render.records import records
 
-        def recs(df: pd.DataFrame) -> list[dict]:
-            return [{k: _plain(v) for k, v in r.items()} for r in df.to_dict(orient="records")]
+        def recs(name: str) -> list[dict]:
+            return records(getattr(self, name), getattr(schema, f"COMPARISON_{name.upper()}_COLUMNS"))
 
         return {
             "capture_sets": {lab: {"source": self.sources.get(lab, ""), "notes": self.notes.get(lab, [])} for lab in self.labels},
@@ -238,12 +241,12 @@ class Comparison:
                  "values": {lab: _plain(r[lab]) for lab in self.labels}}
                 for r in self.summary.to_dict(orient="records")
             ],  # fmt: skip
-            "mode": recs(self.mode),
-            "wire_bytes": recs(self.wire_bytes),
-            "points": recs(self.points),
-            "latency": recs(self.latency),
-            "hop_latency": recs(self.hop_latency),
-            "cross_node": recs(self.cross_node),
+            "mode": recs("mode"),
+            "wire_bytes": recs("wire_bytes"),
+            "points": recs("points"),
+            "latency": recs("latency"),
+            "hop_latency": recs("hop_latency"),
+            "cross_node": recs("cross_node"),
         }
 
     def to_json(self, **kw) -> str:

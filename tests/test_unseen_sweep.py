@@ -519,3 +519,13 @@ def test_a_dataset_file_with_no_decodable_record_keeps_its_skips_when_streamed(v
     streamed = json.loads(run(capsys, "correlate", "--json", "--memory", BUDGET, str(ds))[1])
     assert "eth0.pcapng: 1 record(s) skipped by the reader (block_trailer_mismatch 1)" in whole["notes"][0]
     assert _json_without_budget_notes(streamed) == _json_without_budget_notes(whole)
+
+
+def test_comparison_to_dict_gives_none_not_minus_one_for_a_point_without_ip_packets():
+    """The Python API's ``Comparison.to_dict`` applies the same declared absent values as ``compare --json``."""
+    from pcaptools.compare import compare
+
+    cmp = compare([str(PEER / "zeek" / "Traces" / "linuxsll-arp.pcap")])
+    (point,) = cmp.to_dict()["points"]
+    assert point["largest_ip"] is None and point["largest_wire_ip"] is None and point["largest_frame"] == 62
+    assert json.loads(cmp.to_json())["points"][0]["largest_ip"] is None
