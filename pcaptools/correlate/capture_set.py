@@ -85,30 +85,15 @@ class CaptureSet:
         Files a manifest names must lie inside its directory unless ``allow_outside``.
         """
         entries, cni = capture_entries(source, points=points, allow_outside=allow_outside)
-        dec = _once(decoder or _default_decoder())  # several points may share one file
-        return cls.from_frames([(e, dec(e["file"])) for e in entries], cni=cni)
+        return cls.from_frames(decode_entries(entries, decoder), cni=cni)
 
     @classmethod
     def from_frames(cls, frames: list[tuple[dict, pd.DataFrame]], *, cni: str = "") -> CaptureSet:
         """From (manifest entry, decoded packet table) pairs; tables without a ``payload_hash`` column get
         one computed from their files (``read_packets(..., payload_hash=True)`` takes it while decoding)."""
         notes: list[str] = []
-        split: list[tuple[CapturePoint, pd.DataFrame]] = []
-        stats: list[dict | None] = []
-        for entry, df in frames:
-            missing = [c for c in NEEDED if c not in df.columns]
-            if missing:
-                raise CorrelationError(
-                    f"{entry.get('file', '?')}: packet table lacks columns {missing}; decode it with pcaptools.read_packets"
-                )
-            if "payload_hash" not in df.columns:
-                df = df.assign(payload_hash=payload_hashes(df))
-            pieces = split_entry(entry, df)
-            split.extend(pieces)
-            stats.extend([_point_stats(entry, df.attrs.get("interface_stats") or {}, pt) for pt, _ in pieces])
-        pts = name_points([pt for pt, _ in split])
+        pts, parts, stats = point_tables(frames)
         names = [p.name for p in pts]
-        parts = [sub for _, sub in split]
         keep = [c for c in parts[0].columns if c in NEEDED or c in KEPT or c == "payload_hash"] if parts else [*NEEDED, "payload_hash"]
         packets = concat(parts, keep, text_categories=len(parts) > 1)
         sizes = [len(sub) for sub in parts]
@@ -122,6 +107,32 @@ class CaptureSet:
         packets["point_id"] = point_id
         counters = {p.name: st for p, st in zip(pts, stats, strict=True) if st is not None}
         return cls(points=pts, packets=packets, cni=cni, notes=notes, interface_stats=counters)
+
+
+def decode_entries(entries: list[dict], decoder: Callable | None = None) -> list[tuple[dict, pd.DataFrame]]:
+    """(manifest entry, its file's packet table) pairs, each file decoded once however many entries name it."""
+    dec = _once(decoder or _default_decoder())
+    return [(e, dec(e["file"])) for e in entries]
+
+
+def point_tables(frames: list[tuple[dict, pd.DataFrame]]) -> tuple[list[CapturePoint], list[pd.DataFrame], list[dict | None]]:
+    """(manifest entry, packet table) pairs -> the points, each point's rows (the capture set's row order, not
+    stacked: :meth:`CaptureSet.from_frames` stacks them, the one-window correlation reads them as they are) and
+    each point's Statistics Block counters. Tables without ``payload_hash`` get it from their files."""
+    split: list[tuple[CapturePoint, pd.DataFrame]] = []
+    stats: list[dict | None] = []
+    for entry, df in frames:
+        missing = [c for c in NEEDED if c not in df.columns]
+        if missing:
+            raise CorrelationError(
+                f"{entry.get('file', '?')}: packet table lacks columns {missing}; decode it with pcaptools.read_packets"
+            )
+        if "payload_hash" not in df.columns:
+            df = df.assign(payload_hash=payload_hashes(df))
+        pieces = split_entry(entry, df)
+        split.extend(pieces)
+        stats.extend([_point_stats(entry, df.attrs.get("interface_stats") or {}, pt) for pt, _ in pieces])
+    return name_points([pt for pt, _ in split]), [sub for _, sub in split], stats
 
 
 def _point_stats(entry: dict, by_file: dict, point: CapturePoint) -> dict | None:

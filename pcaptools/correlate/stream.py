@@ -45,17 +45,20 @@ from pcaptools.correlate.api import (
     Correlation,
     check_options,
     clock_notes,
-    correlate_window,
+    correlate_tables,
     finish,
     matcher,
     packet_fingerprints,
 )
 from pcaptools.correlate.budget import default_memory
 from pcaptools.correlate.capture_set import (
+    KEPT,
+    NEEDED,
     CapturePoint,
-    CaptureSet,
     capture_entries,
+    decode_entries,
     name_points,
+    point_tables,
     split_entry,
 )
 from pcaptools.correlate.clock import correct
@@ -117,9 +120,11 @@ def correlate_files(source: str | os.PathLike | None = None, *, points: Iterable
     entries, _ = capture_entries(source, points=points, allow_outside=allow_outside)
     memory = default_memory() if memory is None else int(memory)
     if window_rows is None and fits(entries, memory):
-        cs = CaptureSet.load(source, points=points, allow_outside=allow_outside)
+        pts, tables, _ = point_tables(decode_entries(entries))  # each point's table as decoded, not stacked
+        tables = [t[[c for c in t.columns if c in NEEDED or c in KEPT or c == "payload_hash"]] for t in tables]  # the rest freed
         writer = _HopsWriter(out, direct=True)
-        corr = correlate_window(cs, window_ns=window_ns, reference=reference, on_part=writer.add)  # written while it sums up
+        corr = correlate_tables(pts, tables, [np.full(len(t), k, np.int64) for k, t in enumerate(tables)], window_ns=window_ns,
+                                reference=reference, on_part=writer.add)  # written while it sums up  # fmt: skip
         writer.close(None)
         return corr, StreamStats(
             windows=1, carried_journeys=0, carried_rows=0, passes=1, window_rows=len(corr.hops)
