@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -127,13 +128,17 @@ def correlate_tables(points: list[CapturePoint], tables: list[pd.DataFrame], poi
     by_fp = by_fingerprint(fp)  # one sort: the clock sample and the matcher both start from it
     sample = ClockSample()
     sample.add_tables(tables, np.where(clock_sample(fp, order=by_fp), fp, np.uint64(0)), ts, pid, key, order=by_fp)
-    offsets, params = sample.estimate(nodes, point_node, reference=reference)
-    notes = [*notes, *clock_notes(offsets, params)]
-    tc = correct(ts, point_node[pid], params)
     text = len(tables) > 1  # stacking several tables turns their categories into text (decode.table.concat)
     cats = Categories({c: _text([t[c].cat.categories for t in tables], text) for c in CATEGORIES})
+    with ThreadPoolExecutor(1) as pool:  # the rows' columns are gathered (numpy copies, GIL released) while clocks are estimated
+        gathered = pool.submit(rows_of, tables, fps, None, key, pid, cats, ts_ns=ts, share=True)
+        offsets, params = sample.estimate(nodes, point_node, reference=reference)
+        tc = correct(ts, point_node[pid], params)
+        rows = gathered.result()
+    rows["tc"] = tc if rows["fp"].shape[0] == tc.shape[0] else tc[fp != 0]
+    notes = [*notes, *clock_notes(offsets, params)]
     m = matcher(points, window_ns, cats)
-    part = m.step(rows_of(tables, fps, tc, key, pid, cats, ts_ns=ts, share=True), None, order=compact_order(fp != 0, by_fp))
+    part = m.step(rows, None, order=compact_order(fp != 0, by_fp))
     if on_part is not None:
         on_part(part)
     row_journey = np.full(fp.shape[0], -1, np.int64)

@@ -496,7 +496,7 @@ class _HopsWriter:
         self.pending = [f for f in self.pending if not f.done() or f.result()]
         if len(self.pending) > 1:  # at most one window waits: memory stays bounded
             self.pending.pop(0).result()
-        self.pending.append(self.pool.submit(self.writer.write_table, _arrow(h)))
+        self.pending.append(self.pool.submit(lambda: self.writer.write_table(_arrow(h))))  # converted there too
         first = np.ones(len(h), bool)
         j = h["journey"].to_numpy()
         first[1:] = j[1:] != j[:-1]

@@ -87,11 +87,11 @@ def rows_from(pk: pd.DataFrame, fp: np.ndarray, tc: np.ndarray, key: np.ndarray,
     return rows_of([pk], [fp], tc, key, point_id, cats)
 
 
-def rows_of(tables: list[pd.DataFrame], fps: list[np.ndarray], tc: np.ndarray, key: np.ndarray, point_id: np.ndarray,
+def rows_of(tables: list[pd.DataFrame], fps: list[np.ndarray], tc: np.ndarray | None, key: np.ndarray, point_id: np.ndarray,
             cats: Categories, *, ts_ns: np.ndarray | None = None, share: bool = False) -> dict[str, np.ndarray]:  # fmt: skip
     """:func:`rows_from` of packet tables taken as one stacked table (``fps``: each one's fingerprints; ``tc``,
-    ``key``, ``point_id`` and ``ts_ns``, if given: of the stacked rows): each column gathered once, straight
-    into its window array, whole tables copied without an index. ``share``: a column of one table whose rows
+    ``key``, ``point_id`` and ``ts_ns``, if given: of the stacked rows; ``tc`` None: filled in by the caller):
+    each column gathered once, straight into its window array, whole tables copied without an index. ``share``: a column of one table whose rows
     are all kept is its own array, not a copy (for a caller that keeps the table anyway)."""
     fp = fps[0] if len(fps) == 1 else np.concatenate(fps)
     keep = np.flatnonzero(fp != 0)
@@ -102,7 +102,7 @@ def rows_of(tables: list[pd.DataFrame], fps: list[np.ndarray], tc: np.ndarray, k
     def kept(a: np.ndarray) -> np.ndarray:
         return a if everything else a[keep]
 
-    out = {"fp": kept(fp), "tc": kept(tc), "key": kept(key), "point_id": kept(point_id).astype(np.int32), "ts_ns": kept(ts_ns)}
+    out = {"fp": kept(fp), "tc": None if tc is None else kept(tc), "key": kept(key), "point_id": kept(point_id).astype(np.int32), "ts_ns": kept(ts_ns)}
     bounds = np.cumsum([0, *(len(t) for t in tables)])
     cut = np.searchsorted(keep, bounds)  # kept rows of table i: keep[cut[i]:cut[i + 1]]
     for c in CARRY:
