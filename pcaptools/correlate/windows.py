@@ -47,7 +47,8 @@ class Categories:
         for c, cats in (initial or {}).items():  # one table's categories, or several tables' in order
             for one in cats if isinstance(cats, list) else [cats]:
                 self.codes_of(c, one)
-        self._u128: dict[str, tuple[int, np.ndarray, np.ndarray]] = {}
+        self._ids: dict[str, dict[tuple[int, int], int]] = {}  # per address column: (hi, lo) -> its id, for the run
+        self._ids_of: dict[str, tuple[int, np.ndarray]] = {}  # per address column: (categories, id of each code)
 
     def codes_of(self, col: str, cats) -> np.ndarray:
         """Global code of each of ``cats`` (a table's categories), with -1 appended for missing values."""
@@ -71,14 +72,18 @@ class Categories:
         """The category dtype of ``col`` as the list stands now."""
         return pd.CategoricalDtype(pd.Index(self.values[col], dtype=self.kind.get(col)))
 
-    def u128(self, col: str, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(hi, lo) of an address column's codes (categories parsed once)."""
+    def address_id(self, col: str, codes: np.ndarray) -> np.ndarray:
+        """One int64 per address of an address column's codes, numbered once for the run: equal where the parsed
+        128-bit addresses are (text spellings of one address; a missing value counts as the address 0)."""
         n = len(self.values[col])
-        got = self._u128.get(col)
-        if got is None or got[0] != n:
+        got = self._ids_of.get(col)
+        if got is None or got[0] != n:  # categories parsed once per growth, not per row
             hi, lo, _ = to_u128(pd.Categorical.from_codes(np.arange(n), dtype=self.dtype(col)))
-            got = self._u128[col] = (n, np.append(hi, np.uint64(0)), np.append(lo, np.uint64(0)))
-        return got[1][codes], got[2][codes]
+            hi, lo = np.append(hi, np.uint64(0)), np.append(lo, np.uint64(0))  # code -1 (missing): 0, 0
+            ids = self._ids.setdefault(col, {})
+            aid = np.array([ids.setdefault(a, len(ids)) for a in zip(hi.tolist(), lo.tolist(), strict=True)], np.int64)
+            got = self._ids_of[col] = (n, aid)
+        return got[1][codes]
 
 
 def rows_from(pk: pd.DataFrame, fp: np.ndarray, tc: np.ndarray, key: np.ndarray, point_id: np.ndarray,
@@ -324,11 +329,11 @@ class Matcher:
         if not final.shape[0]:
             return
         pid = rows["point_id"][final]
-        shi, slo = self.cats.u128("src", rows["src"][final])
-        dhi, dlo = self.cats.u128("dst", rows["dst"][final])
+        src = self.cats.address_id("src", rows["src"][final])  # addresses as ids: flows are only told apart, never read
+        dst = self.cats.address_id("dst", rows["dst"][final])
         proto, sport, dport = rows["proto"][final], rows["sport"][final], rows["dport"][final]
         i64 = np.int64
-        flow = combine8(pid.astype(i64), proto.astype(i64), shi, slo, dhi, dlo, sport.astype(i64), dport.astype(i64))
+        flow = combine8(pid.astype(i64), proto.astype(i64), src, src, dst, dst, sport.astype(i64), dport.astype(i64))
         self.spine.add(pid, tcf, flow, fps, size)
         first = pd.Series(flow).drop_duplicates().index.to_numpy()  # hashing, not sorting
         self.spine.flows.append({"flow": flow[first], "src": rows["src"][final][first], "dst": rows["dst"][final][first],
@@ -352,13 +357,13 @@ class Matcher:
         )
         out["ts_ns"] = rows["ts_ns"][final]
         out["ts_corrected_ns"] = tcf
-        out["fingerprint"] = rows["fp"][final].astype(np.uint64)
+        out["fingerprint"] = rows["fp"][final].astype(np.uint64, copy=False)
         want = {c.name: c.dtype for c in HOPS_COLUMNS}
         for c in CARRY:
             v = rows[c][final]
             if c in self.cats.values:
                 out[c] = pd.Categorical.from_codes(
-                    v.astype(np.int32), dtype=self.cats.dtype(c), validate=False
+                    v.astype(np.int32, copy=False), dtype=self.cats.dtype(c), validate=False
                 )
             else:
                 out[c] = v.astype(want[c], copy=False)
