@@ -114,10 +114,12 @@ def correlate_window(capture_set: CaptureSet, *, window_ns: int = DEFAULT_WINDOW
 
 def correlate_tables(points: list[CapturePoint], tables: list[pd.DataFrame], point_ids: list[np.ndarray], *,
                      notes: list[str] = (), window_ns: int = DEFAULT_WINDOW_NS, reference: str | None = None,
-                     on_part: Callable[[Part], None] | None = None) -> Correlation:  # fmt: skip
+                     on_part: Callable[[Part], None] | None = None, release: bool = False) -> Correlation:  # fmt: skip
     """The one-window run on packet tables taken as one table stacked in their order (``point_ids``: each row's
     point): a capture set's table, or each point's table as decoded, which is not stacked (the rows matching
-    needs are gathered once, straight from them). Categories are those stacking gives (first-seen order)."""
+    needs are gathered once, straight from them). Categories are those stacking gives (first-seen order).
+    ``release``: empty the ``tables`` list once their rows are gathered, so that a caller with no other use for
+    them does not hold them through matching."""
     nodes = list(dict.fromkeys(p.node for p in points))
     check_options(nodes, window_ns, reference)
     point_node = np.array([nodes.index(p.node) for p in points], np.int64)
@@ -135,6 +137,9 @@ def correlate_tables(points: list[CapturePoint], tables: list[pd.DataFrame], poi
         offsets, params = sample.estimate(nodes, point_node, reference=reference)
         tc = correct(ts, point_node[pid], params)
         rows = gathered.result()
+    if release:
+        del fps
+        tables.clear()
     rows["tc"] = tc if rows["fp"].shape[0] == tc.shape[0] else tc[fp != 0]
     notes = [*notes, *clock_notes(offsets, params)]
     m = matcher(points, window_ns, cats)

@@ -52,8 +52,6 @@ from pcaptools.correlate.api import (
 )
 from pcaptools.correlate.budget import default_memory
 from pcaptools.correlate.capture_set import (
-    KEPT,
-    NEEDED,
     CapturePoint,
     capture_entries,
     decode_entries,
@@ -121,10 +119,9 @@ def correlate_files(source: str | os.PathLike | None = None, *, points: Iterable
     memory = default_memory() if memory is None else int(memory)
     if window_rows is None and fits(entries, memory):
         pts, tables, _ = point_tables(decode_entries(entries))  # each point's table as decoded, not stacked
-        tables = [t[[c for c in t.columns if c in NEEDED or c in KEPT or c == "payload_hash"]] for t in tables]  # the rest freed
         writer = _HopsWriter(out, direct=True)
         corr = correlate_tables(pts, tables, [np.full(len(t), k, np.int64) for k, t in enumerate(tables)], window_ns=window_ns,
-                                reference=reference, on_part=writer.add)  # written while it sums up  # fmt: skip
+                                reference=reference, on_part=writer.add, release=True)  # written while it sums up  # fmt: skip
         writer.close(None)
         return corr, StreamStats(
             windows=1, carried_journeys=0, carried_rows=0, passes=1, window_rows=len(corr.hops)
