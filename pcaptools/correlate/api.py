@@ -11,19 +11,20 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
-from pcaptools.correlate.capture_set import CaptureSet
+from pcaptools.correlate.capture_set import CapturePoint, CaptureSet
 from pcaptools.correlate.clock import correct
 from pcaptools.correlate.fingerprint import fingerprint
 from pcaptools.correlate.latency import loss_summary
 from pcaptools.correlate.match import by_fingerprint, clock_sample, compact_order
 from pcaptools.correlate.sample import ClockSample
 from pcaptools.correlate.summary import totals
-from pcaptools.correlate.windows import CATEGORIES, Categories, Matcher, Part, rows_from
+from pcaptools.correlate.windows import CATEGORIES, Categories, Matcher, Part, rows_of
 from pcaptools.errors import CorrelationError
 
 DEFAULT_WINDOW_NS = 2_000_000_000
@@ -106,27 +107,57 @@ def correlate(capture_set: CaptureSet, *, window_ns: int = DEFAULT_WINDOW_NS, re
 def correlate_window(capture_set: CaptureSet, *, window_ns: int = DEFAULT_WINDOW_NS, reference: str | None = None,
                      on_part: Callable[[Part], None] | None = None) -> Correlation:  # fmt: skip
     """:func:`correlate`, handing the hops to ``on_part`` (a writer) before the summary is computed."""
-    check_options(capture_set.nodes, window_ns, reference)
     pk = capture_set.packets
-    nodes = capture_set.nodes
-    pid = pk["point_id"].to_numpy(np.int64)
-    point_node = np.array([nodes.index(p.node) for p in capture_set.points], np.int64)
-    fp = packet_fingerprints(pk)
-    key = np.arange(len(pk), dtype=np.int64)
+    return correlate_tables(capture_set.points, [pk], [pk["point_id"].to_numpy(np.int64)], notes=capture_set.notes,
+                            window_ns=window_ns, reference=reference, on_part=on_part)  # fmt: skip
+
+
+def correlate_tables(points: list[CapturePoint], tables: list[pd.DataFrame], point_ids: list[np.ndarray], *,
+                     notes: list[str] = (), window_ns: int = DEFAULT_WINDOW_NS, reference: str | None = None,
+                     on_part: Callable[[Part], None] | None = None, release: bool = False) -> Correlation:  # fmt: skip
+    """The one-window run on packet tables taken as one table stacked in their order (``point_ids``: each row's
+    point): a capture set's table, or each point's table as decoded, which is not stacked (the rows matching
+    needs are gathered once, straight from them). Categories are those stacking gives (first-seen order).
+    ``release``: empty the ``tables`` list once their rows are gathered, so that a caller with no other use for
+    them does not hold them through matching."""
+    nodes = list(dict.fromkeys(p.node for p in points))
+    check_options(nodes, window_ns, reference)
+    point_node = np.array([nodes.index(p.node) for p in points], np.int64)
+    fps = [packet_fingerprints(t) for t in tables]
+    fp, pid = _stacked(fps), _stacked([np.asarray(p, np.int64) for p in point_ids])
+    ts = _stacked([t["ts_ns"].to_numpy(np.int64) for t in tables])
+    key = np.arange(fp.shape[0], dtype=np.int64)
     by_fp = by_fingerprint(fp)  # one sort: the clock sample and the matcher both start from it
     sample = ClockSample()
-    sample.add(pk, np.where(clock_sample(fp, order=by_fp), fp, np.uint64(0)), pid, key, order=by_fp)
-    offsets, params = sample.estimate(nodes, point_node, reference=reference)
-    notes = [*capture_set.notes, *clock_notes(offsets, params)]
-    tc = correct(pk["ts_ns"].to_numpy(np.int64), point_node[pid], params)
-    cats = Categories({c: pk[c].cat.categories for c in CATEGORIES})
-    m = matcher(capture_set.points, window_ns, cats)
-    part = m.step(rows_from(pk, fp, tc, key, pid, cats), None, order=compact_order(fp != 0, by_fp))
+    sample.add_tables(tables, np.where(clock_sample(fp, order=by_fp), fp, np.uint64(0)), ts, pid, key, order=by_fp)
+    text = len(tables) > 1  # stacking several tables turns their categories into text (decode.table.concat)
+    cats = Categories({c: _text([t[c].cat.categories for t in tables], text) for c in CATEGORIES})
+    with ThreadPoolExecutor(1) as pool:  # the rows' columns are gathered (numpy copies, GIL released) while clocks are estimated
+        gathered = pool.submit(rows_of, tables, fps, None, key, pid, cats, ts_ns=ts, share=True)
+        offsets, params = sample.estimate(nodes, point_node, reference=reference)
+        tc = correct(ts, point_node[pid], params)
+        rows = gathered.result()
+    if release:
+        del fps
+        tables.clear()
+    rows["tc"] = tc if rows["fp"].shape[0] == tc.shape[0] else tc[fp != 0]
+    notes = [*notes, *clock_notes(offsets, params)]
+    m = matcher(points, window_ns, cats)
+    part = m.step(rows, None, order=compact_order(fp != 0, by_fp))
     if on_part is not None:
         on_part(part)
-    row_journey = np.full(len(pk), -1, np.int64)
+    row_journey = np.full(fp.shape[0], -1, np.int64)
     row_journey[part.key] = part.journey
     return finish(m, part.hops, offsets, notes, row_ts_corrected=tc, row_journey=row_journey)
+
+
+def _stacked(arrays: list[np.ndarray]) -> np.ndarray:
+    return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
+
+
+def _text(indexes: list[pd.Index], text: bool) -> list[pd.Index]:
+    """Each table's categories of one column, as text when several tables are stacked (as :func:`concat` does)."""
+    return [pd.Index(list(c.astype(str)), dtype=object) for c in indexes] if text else indexes
 
 
 def check_options(nodes: list[str], window_ns: int, reference: str | None) -> None:

@@ -86,32 +86,15 @@ class CaptureSet:
         Files a manifest names must lie inside its directory unless ``allow_outside``.
         """
         entries, cni = capture_entries(source, points=points, allow_outside=allow_outside)
-        dec = _once(decoder or _default_decoder())  # several points may share one file
-        return cls.from_frames([(e, dec(e["file"])) for e in entries], cni=cni)
+        return cls.from_frames(decode_entries(entries, decoder), cni=cni)
 
     @classmethod
     def from_frames(cls, frames: list[tuple[dict, pd.DataFrame]], *, cni: str = "") -> CaptureSet:
         """From (manifest entry, decoded packet table) pairs; tables without a ``payload_hash`` column get
         one computed from their files (``read_packets(..., payload_hash=True)`` takes it while decoding)."""
-        skipped: dict[str, dict] = {}  # per file as read (several points may share one): the reader's skips
-        split: list[tuple[CapturePoint, pd.DataFrame]] = []
-        stats: list[dict | None] = []
-        for entry, df in frames:
-            for path, reasons in (df.attrs.get("skipped") or {}).items():
-                skipped.setdefault(str(path), dict(reasons))
-            missing = [c for c in NEEDED if c not in df.columns]
-            if missing:
-                raise CorrelationError(
-                    f"{entry.get('file', '?')}: packet table lacks columns {missing}; decode it with pcaptools.read_packets"
-                )
-            if "payload_hash" not in df.columns:
-                df = df.assign(payload_hash=payload_hashes(df))
-            pieces = split_entry(entry, df)
-            split.extend(pieces)
-            stats.extend([_point_stats(entry, df.attrs.get("interface_stats") or {}, pt) for pt, _ in pieces])
-        pts = name_points([pt for pt, _ in split])
+        notes = frame_notes(frames)
+        pts, parts, stats = point_tables(frames)
         names = [p.name for p in pts]
-        parts = [sub for _, sub in split]
         keep = [c for c in parts[0].columns if c in NEEDED or c in KEPT or c == "payload_hash"] if parts else [*NEEDED, "payload_hash"]
         packets = concat(parts, keep, text_categories=len(parts) > 1)
         sizes = [len(sub) for sub in parts]
@@ -124,8 +107,43 @@ class CaptureSet:
             packets[col] = pd.Categorical.from_codes(code[point_id], categories=pd.Index(cats), validate=False)
         packets["point_id"] = point_id
         counters = {p.name: st for p, st in zip(pts, stats, strict=True) if st is not None}
-        return cls(points=pts, packets=packets, cni=cni, notes=reader_notes(skipped), interface_stats=counters)
+        return cls(points=pts, packets=packets, cni=cni, notes=notes, interface_stats=counters)
 
+
+
+def frame_notes(frames: list[tuple[dict, pd.DataFrame]]) -> list[str]:
+    """The records the readers skipped, a note per file (several points may share one file: its skips said once)."""
+    skipped: dict[str, dict] = {}
+    for _, df in frames:
+        for path, reasons in (df.attrs.get("skipped") or {}).items():
+            skipped.setdefault(str(path), dict(reasons))
+    return reader_notes(skipped)
+
+
+def decode_entries(entries: list[dict], decoder: Callable | None = None) -> list[tuple[dict, pd.DataFrame]]:
+    """(manifest entry, its file's packet table) pairs, each file decoded once however many entries name it."""
+    dec = _once(decoder or _default_decoder())
+    return [(e, dec(e["file"])) for e in entries]
+
+
+def point_tables(frames: list[tuple[dict, pd.DataFrame]]) -> tuple[list[CapturePoint], list[pd.DataFrame], list[dict | None]]:
+    """(manifest entry, packet table) pairs -> the points, each point's rows (the capture set's row order, not
+    stacked: :meth:`CaptureSet.from_frames` stacks them, the one-window correlation reads them as they are) and
+    each point's Statistics Block counters. Tables without ``payload_hash`` get it from their files."""
+    split: list[tuple[CapturePoint, pd.DataFrame]] = []
+    stats: list[dict | None] = []
+    for entry, df in frames:
+        missing = [c for c in NEEDED if c not in df.columns]
+        if missing:
+            raise CorrelationError(
+                f"{entry.get('file', '?')}: packet table lacks columns {missing}; decode it with pcaptools.read_packets"
+            )
+        if "payload_hash" not in df.columns:
+            df = df.assign(payload_hash=payload_hashes(df))
+        pieces = split_entry(entry, df)
+        split.extend(pieces)
+        stats.extend([_point_stats(entry, df.attrs.get("interface_stats") or {}, pt) for pt, _ in pieces])
+    return name_points([pt for pt, _ in split]), [sub for _, sub in split], stats
 
 
 def _point_stats(entry: dict, by_file: dict, point: CapturePoint) -> dict | None:

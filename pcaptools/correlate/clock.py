@@ -419,21 +419,23 @@ def _point_pairs(ts: np.ndarray, pid: np.ndarray, group: np.ndarray, key: np.nda
     The label is +1 for packets going a->b, -1 for b->a, 0 where the connection was seen one way only.
     """
     rows = np.flatnonzero(group >= 0)
-    by_point = []
+    ngroups = int(group[rows].max()) + 1 if rows.size else 0
+    at = []  # per point: its row of each group, -1 where the group was not seen there (at most once per point)
     for i in range(len(point_node)):
         r = rows[pid[rows] == i]
-        o = np.argsort(group[r], kind="stable")
-        by_point.append((group[r][o], r[o]))
+        row_of = np.full(ngroups, -1, np.int64)
+        row_of[group[r]] = r
+        at.append(row_of)
     out = []
     for i in range(len(point_node)):
         for j in range(i + 1, len(point_node)):
             a, b = int(point_node[i]), int(point_node[j])
             if a == b:
                 continue
-            _, ii, jj = np.intersect1d(by_point[i][0], by_point[j][0], assume_unique=True, return_indices=True)
-            if ii.shape[0] < 2:
+            both = np.flatnonzero((at[i] >= 0) & (at[j] >= 0))  # groups seen at both points, in group order
+            if both.shape[0] < 2:
                 continue
-            ri, rj = by_point[i][1][ii], by_point[j][1][jj]
+            ri, rj = at[i][both], at[j][both]
             lab = _label((ts[rj] - ts[ri]).astype(np.float64), key[ri], half[ri])
             if a > b:
                 a, b, ri, rj, lab = b, a, rj, ri, -lab

@@ -126,6 +126,8 @@ def by_fingerprint(fp: np.ndarray) -> np.ndarray:
 def compact_order(keep: np.ndarray, order: np.ndarray) -> np.ndarray:
     """``order`` (row numbers, only rows where ``keep``) as positions among the kept rows: the same sort of
     ``rows[keep]``, without sorting again."""
+    if keep.all():  # nothing left out: positions are row numbers
+        return order
     pos = np.cumsum(keep, dtype=np.int64) - 1
     return pos[order[keep[order]]]
 

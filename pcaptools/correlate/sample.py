@@ -90,14 +90,23 @@ class ClockSample:
             order: np.ndarray | None = None) -> None:  # fmt: skip
         """Offer the rows of a packet table (``fp``: fingerprints, 0 = not matchable; ``key``: input order;
         ``order``: rows by fingerprint as :func:`.match.by_fingerprint` gives, if known)."""
+        self.add_tables([pk], fp, pk["ts_ns"].to_numpy(np.int64), point_id, key, order=order)
+
+    def add_tables(self, tables: list[pd.DataFrame], fp: np.ndarray, ts_ns: np.ndarray, point_id: np.ndarray,
+                   key: np.ndarray, *, order: np.ndarray | None = None) -> None:  # fmt: skip
+        """:meth:`add` of packet tables taken as one stacked table (``fp``, ``ts_ns``, ``point_id``, ``key``: of the
+        stacked rows): only the sampled rows' 5-tuples are read, from each table."""
         ok = fp != 0 if self.limit is None else (fp != 0) & (fp < self.limit)
         rows = np.flatnonzero(ok)
         if not rows.size:
             return
         self.order = compact_order(ok, order) if order is not None and not self.parts else None
-        sub = pk[["src", "dst", "sport", "dport", "proto"]].iloc[rows]
-        conn, half = connection_key(sub)
-        self.parts.append({"fp": fp[rows], "ts_ns": pk["ts_ns"].to_numpy(np.int64)[rows],
+        bounds = np.cumsum([0, *(len(t) for t in tables)])
+        cut = np.searchsorted(rows, bounds)
+        keys = [connection_key(t[["src", "dst", "sport", "dport", "proto"]].iloc[rows[cut[i] : cut[i + 1]] - bounds[i]])
+                for i, t in enumerate(tables)]  # fmt: skip
+        conn, half = (keys[0] if len(keys) == 1 else (np.concatenate([k[0] for k in keys]), np.concatenate([k[1] for k in keys])))
+        self.parts.append({"fp": fp[rows], "ts_ns": np.asarray(ts_ns, np.int64)[rows],
                            "point_id": np.asarray(point_id, np.int64)[rows], "key": np.asarray(key, np.int64)[rows],
                            "conn": conn, "half": half})  # fmt: skip
         self.rows += rows.size

@@ -45,6 +45,7 @@ from pcaptools.correlate.api import (
     Correlation,
     check_options,
     clock_notes,
+    correlate_tables,
     correlate_window,
     finish,
     matcher,
@@ -55,7 +56,10 @@ from pcaptools.correlate.capture_set import (
     CapturePoint,
     CaptureSet,
     capture_entries,
+    decode_entries,
+    frame_notes,
     name_points,
+    point_tables,
     split_entry,
 )
 from pcaptools.correlate.clock import correct
@@ -120,12 +124,20 @@ def correlate_files(source: str | os.PathLike | None = None, *, points: Iterable
     entries, _ = capture_entries(source, points=points, allow_outside=allow_outside)
     memory = default_memory() if memory is None else int(memory)
     if window_rows is None and fits(entries, memory):
-        cs = CaptureSet.load(source, points=points, allow_outside=allow_outside)
+        frames = decode_entries(entries)
         writer = _HopsWriter(out, direct=True)
-        corr = correlate_window(cs, window_ns=window_ns, reference=reference, on_part=writer.add)  # written while it sums up
-        writer.close(None)
-        if observer is not None:
+        if observer is not None:  # the observer reads the capture set's one stacked table, as the in-memory run does
+            cs = CaptureSet.from_frames(frames)
+            del frames
+            corr = correlate_window(cs, window_ns=window_ns, reference=reference, on_part=writer.add)
             observer.whole(cs, corr)
+        else:
+            notes = frame_notes(frames)
+            pts, tables, _ = point_tables(frames)  # each point's table as decoded, not stacked
+            del frames
+            corr = correlate_tables(pts, tables, [np.full(len(t), k, np.int64) for k, t in enumerate(tables)], notes=notes,
+                                    window_ns=window_ns, reference=reference, on_part=writer.add, release=True)  # fmt: skip
+        writer.close(None)  # hops written while the correlation sums up
         return corr, StreamStats(
             windows=1, carried_journeys=0, carried_rows=0, passes=1, window_rows=len(corr.hops)
         )
@@ -521,7 +533,7 @@ class _HopsWriter:
         self.pending = [f for f in self.pending if not f.done() or f.result()]
         if len(self.pending) > 1:  # at most one window waits: memory stays bounded
             self.pending.pop(0).result()
-        self.pending.append(self.pool.submit(self.writer.write_table, _arrow(h)))
+        self.pending.append(self.pool.submit(lambda: self.writer.write_table(_arrow(h))))  # converted there too
         first = np.ones(len(h), bool)
         j = h["journey"].to_numpy()
         first[1:] = j[1:] != j[:-1]

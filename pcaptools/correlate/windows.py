@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from pcaptools.addr import to_u128
-from pcaptools.correlate.fingerprint import combine, combine8
+from pcaptools.correlate.fingerprint import combine8
 from pcaptools.correlate.match import by_fingerprint, journeys
 from pcaptools.schema import HOPS_COLUMNS, validate
 
@@ -40,13 +40,15 @@ ROW_BYTES = 8 * 5 + 4 + 8 * 3 + 4 * 9 + 2 * 3
 class Categories:
     """One category list per column, grown in first-seen order; tables' codes are remapped into it."""
 
-    def __init__(self, initial: dict[str, pd.Index] | None = None) -> None:
+    def __init__(self, initial: dict[str, pd.Index | list[pd.Index]] | None = None) -> None:
         self.values: dict[str, list] = {c: [] for c in CATEGORIES}
         self.index: dict[str, dict] = {c: {} for c in CATEGORIES}
         self.kind: dict[str, object] = {}  # dtype of the categories the first table gave (object or str)
-        for c, cats in (initial or {}).items():
-            self.codes_of(c, cats)
-        self._u128: dict[str, tuple[int, np.ndarray, np.ndarray]] = {}
+        for c, cats in (initial or {}).items():  # one table's categories, or several tables' in order
+            for one in cats if isinstance(cats, list) else [cats]:
+                self.codes_of(c, one)
+        self._ids: dict[str, dict[tuple[int, int], int]] = {}  # per address column: (hi, lo) -> its id, for the run
+        self._ids_of: dict[str, tuple[int, np.ndarray]] = {}  # per address column: (categories, id of each code)
 
     def codes_of(self, col: str, cats) -> np.ndarray:
         """Global code of each of ``cats`` (a table's categories), with -1 appended for missing values."""
@@ -70,26 +72,63 @@ class Categories:
         """The category dtype of ``col`` as the list stands now."""
         return pd.CategoricalDtype(pd.Index(self.values[col], dtype=self.kind.get(col)))
 
-    def u128(self, col: str, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(hi, lo) of an address column's codes (categories parsed once)."""
+    def address_id(self, col: str, codes: np.ndarray) -> np.ndarray:
+        """One int64 per address of an address column's codes, numbered once for the run: equal where the parsed
+        128-bit addresses are (text spellings of one address; a missing value counts as the address 0)."""
         n = len(self.values[col])
-        got = self._u128.get(col)
-        if got is None or got[0] != n:
+        got = self._ids_of.get(col)
+        if got is None or got[0] != n:  # categories parsed once per growth, not per row
             hi, lo, _ = to_u128(pd.Categorical.from_codes(np.arange(n), dtype=self.dtype(col)))
-            got = self._u128[col] = (n, np.append(hi, np.uint64(0)), np.append(lo, np.uint64(0)))
-        return got[1][codes], got[2][codes]
+            hi, lo = np.append(hi, np.uint64(0)), np.append(lo, np.uint64(0))  # code -1 (missing): 0, 0
+            ids = self._ids.setdefault(col, {})
+            aid = np.array([ids.setdefault(a, len(ids)) for a in zip(hi.tolist(), lo.tolist(), strict=True)], np.int64)
+            got = self._ids_of[col] = (n, aid)
+        return got[1][codes]
 
 
 def rows_from(pk: pd.DataFrame, fp: np.ndarray, tc: np.ndarray, key: np.ndarray, point_id: np.ndarray,
               cats: Categories) -> dict[str, np.ndarray]:  # fmt: skip
     """The matchable rows (``fp != 0``) of a packet table as window rows: plain arrays, categories as global codes."""
+    return rows_of([pk], [fp], tc, key, point_id, cats)
+
+
+def rows_of(tables: list[pd.DataFrame], fps: list[np.ndarray], tc: np.ndarray | None, key: np.ndarray, point_id: np.ndarray,
+            cats: Categories, *, ts_ns: np.ndarray | None = None, share: bool = False) -> dict[str, np.ndarray]:  # fmt: skip
+    """:func:`rows_from` of packet tables taken as one stacked table (``fps``: each one's fingerprints; ``tc``,
+    ``key``, ``point_id`` and ``ts_ns``, if given: of the stacked rows; ``tc`` None: filled in by the caller):
+    each column gathered once, straight into its window array, whole tables copied without an index. ``share``: a column of one table whose rows
+    are all kept is its own array, not a copy (for a caller that keeps the table anyway)."""
+    fp = fps[0] if len(fps) == 1 else np.concatenate(fps)
     keep = np.flatnonzero(fp != 0)
-    out = {"fp": fp[keep], "tc": tc[keep], "key": key[keep], "point_id": point_id[keep].astype(np.int32),
-           "ts_ns": pk["ts_ns"].to_numpy(np.int64)[keep]}  # fmt: skip
+    everything = keep.shape[0] == fp.shape[0]
+    if ts_ns is None:
+        ts_ns = tables[0]["ts_ns"].to_numpy(np.int64) if len(tables) == 1 else np.concatenate([t["ts_ns"].to_numpy(np.int64) for t in tables])
+
+    def kept(a: np.ndarray) -> np.ndarray:
+        return a if everything else a[keep]
+
+    out = {"fp": kept(fp), "tc": None if tc is None else kept(tc), "key": kept(key), "point_id": kept(point_id).astype(np.int32), "ts_ns": kept(ts_ns)}
+    bounds = np.cumsum([0, *(len(t) for t in tables)])
+    cut = np.searchsorted(keep, bounds)  # kept rows of table i: keep[cut[i]:cut[i + 1]]
     for c in CARRY:
-        col = pk[c]
-        out[c] = cats.encode(c, col)[keep] if c in cats.values else col.to_numpy()[keep]
-    out["look"] = combine([out["point_id"], out["ttl"], out["tunnel"] >= 0])
+        coded = c in cats.values
+        cols = [cats.codes_of(c, t[c].cat.categories) if coded else t[c].to_numpy() for t in tables]
+        if share and not coded and everything and len(tables) == 1:
+            out[c] = cols[0]  # the table's own array, read only
+            continue
+        col = np.empty(keep.shape[0], np.int32 if coded else np.result_type(*cols))
+        for i, t in enumerate(tables):
+            lo, hi = int(cut[i]), int(cut[i + 1])
+            src = t[c].cat.codes.to_numpy() if coded else cols[i]
+            if hi - lo != len(t):  # not every row of the table kept
+                src = src[keep[lo:hi] - bounds[i]]
+            if coded:
+                np.take(cols[i], src, out=col[lo:hi])  # code -1 (missing) picks the lookup's trailing -1
+            else:
+                col[lo:hi] = src
+        out[c] = col
+    # what a sighting looks like at its point (point, TTL, tunnelled): exact, in one int64 (the walk only compares them)
+    out["look"] = (out["point_id"].astype(np.int64) << 17) | ((out["ttl"].astype(np.int64) & 0xFFFF) << 1) | (out["tunnel"] >= 0)
     return out
 
 
@@ -290,11 +329,11 @@ class Matcher:
         if not final.shape[0]:
             return
         pid = rows["point_id"][final]
-        shi, slo = self.cats.u128("src", rows["src"][final])
-        dhi, dlo = self.cats.u128("dst", rows["dst"][final])
+        src = self.cats.address_id("src", rows["src"][final])  # addresses as ids: flows are only told apart, never read
+        dst = self.cats.address_id("dst", rows["dst"][final])
         proto, sport, dport = rows["proto"][final], rows["sport"][final], rows["dport"][final]
         i64 = np.int64
-        flow = combine8(pid.astype(i64), proto.astype(i64), shi, slo, dhi, dlo, sport.astype(i64), dport.astype(i64))
+        flow = combine8(pid.astype(i64), proto.astype(i64), src, src, dst, dst, sport.astype(i64), dport.astype(i64))
         self.spine.add(pid, tcf, flow, fps, size)
         first = pd.Series(flow).drop_duplicates().index.to_numpy()  # hashing, not sorting
         self.spine.flows.append({"flow": flow[first], "src": rows["src"][final][first], "dst": rows["dst"][final][first],
@@ -318,13 +357,13 @@ class Matcher:
         )
         out["ts_ns"] = rows["ts_ns"][final]
         out["ts_corrected_ns"] = tcf
-        out["fingerprint"] = rows["fp"][final].astype(np.uint64)
+        out["fingerprint"] = rows["fp"][final].astype(np.uint64, copy=False)
         want = {c.name: c.dtype for c in HOPS_COLUMNS}
         for c in CARRY:
             v = rows[c][final]
             if c in self.cats.values:
                 out[c] = pd.Categorical.from_codes(
-                    v.astype(np.int32), dtype=self.cats.dtype(c), validate=False
+                    v.astype(np.int32, copy=False), dtype=self.cats.dtype(c), validate=False
                 )
             else:
                 out[c] = v.astype(want[c], copy=False)
