@@ -318,3 +318,20 @@ def test_json_printed_a_connection_at_a_time_is_the_whole_documents_text(tmp_pat
     empty = io.StringIO()
     write_document(d.head(), "connections", iter(()), empty.write)
     assert empty.getvalue() == dumps(d.head()) and json.loads(empty.getvalue())["connections"] == []
+
+
+def test_budget_that_streams_the_paths_but_fits_one_correlation_window_gives_the_in_memory_why():
+    """Between the two thresholds (paths streams at ROW_PEAK a record, the correlation fits one window at its own
+    700 bytes) the correlation runs in one window and hands its stacked capture set to the diagnosis' evidence."""
+    from pcaptools.correlate.stream import one_window_bytes
+    from pcaptools.k8s.discover import input_files
+    from pcaptools.k8s.paths_stream import ROW_PEAK, streams
+
+    src = SAMPLES / "calico-vxlan"
+    files = [e["file"] for e in input_files([src], [])]
+    fits_correlation, fits_paths = one_window_bytes(files), one_window_bytes(files, row_bytes=ROW_PEAK)
+    memory = (fits_correlation + fits_paths) // 2
+    assert fits_correlation < memory < fits_paths and streams([src], [], memory)
+    ps, d = diagnose_bounded(src, capture_drops=manifest_drops([src]), memory=memory)
+    assert ps.streamed is not None and ps.streamed["windows"] == 1  # streamed paths on a one-window correlation
+    _assert_same(_in_memory(src), _outputs(ps, d))
