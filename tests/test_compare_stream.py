@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 
 import pandas as pd
-import pytest
 
 from pcaptools.compare import Comparison, compare
 from pcaptools.render.figures import save_figures
@@ -20,31 +19,11 @@ from pcaptools.render.figures import save_figures
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "sample_pcaps"
 OWN = ROOT / "tests" / "data" / "own"
-sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from stream_support import FLOOR  # noqa: E402
 
 TABLES = ("summary", "mode", "wire_bytes", "points", "latency", "hop_latency", "cross_node", "hop_samples")
-
-
-@pytest.fixture(scope="module")
-def generated(tmp_path_factory) -> Path:
-    """A seeded 4-point set (benchmarks/gen_set.py): 20,000 packets, ~200 connections through a ClusterIP DNAT,
-    VXLAN and native on the uplinks, a 3.7 ms clock offset, drops and retransmissions."""
-    from gen_set import generate
-
-    out = tmp_path_factory.mktemp("set20k") / "generated"
-    generate(20000, out, seed=0)
-    return out
-
-
-@pytest.fixture(scope="module")
-def plain_dir(tmp_path_factory) -> Path:
-    """calico-vxlan's captures and inventory.json without its manifest: every point inferred from names and packets."""
-    d = tmp_path_factory.mktemp("plain") / "calico-vxlan"
-    shutil.copytree(SAMPLES / "calico-vxlan", d, ignore=shutil.ignore_patterns("manifest.json", "truth.json"))
-    return d
 
 
 def _figures(cmp: Comparison, out: Path) -> dict[str, bytes]:

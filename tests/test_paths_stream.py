@@ -20,18 +20,6 @@ from pcaptools.k8s.paths_stream import load_paths_bounded
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "sample_pcaps"
 OWN = ROOT / "tests" / "data" / "own"
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-
-@pytest.fixture(scope="module")
-def generated(tmp_path_factory) -> Path:
-    """A seeded 4-point set (benchmarks/gen_set.py): 20,000 packets, ~200 connections through a ClusterIP DNAT,
-    VXLAN and native, a 3.7 ms clock offset, drops and retransmissions."""
-    from gen_set import generate
-
-    out = tmp_path_factory.mktemp("set20k")
-    generate(20000, out, seed=0)
-    return out
 
 
 def _text(ps) -> str:
@@ -63,14 +51,6 @@ def test_lab_sample_in_windows_and_buckets_gives_the_in_memory_paths(sample):
     assert bounded.streamed["buckets"] >= 10  # 16 connections, most in a bucket of their own
     assert len(bounded.correlation.hops) < len(whole.correlation.hops)  # only the routes' journeys are kept
     _assert_same(whole, bounded)
-
-
-@pytest.fixture(scope="module")
-def plain_dir(tmp_path_factory) -> Path:
-    """calico-vxlan's captures and inventory.json without its manifest: every point inferred from names and packets."""
-    d = tmp_path_factory.mktemp("plain") / "calico-vxlan"
-    shutil.copytree(SAMPLES / "calico-vxlan", d, ignore=shutil.ignore_patterns("manifest.json", "truth.json"))
-    return d
 
 
 def _assert_same_inference(whole, bounded) -> None:

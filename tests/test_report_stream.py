@@ -4,7 +4,6 @@ connection's first packets chosen in a bounded pass; the same page as the in-mem
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -22,20 +21,9 @@ from pcaptools.report import report
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "sample_pcaps"
-sys.path.insert(0, str(ROOT / "benchmarks"))
 
 GENERATED = re.compile(r" · generated \d{4}-\d\d-\d\d \d\d:\d\d UTC")
 """The one run-dependent part of a page: when it was written."""
-
-
-@pytest.fixture(scope="module")
-def generated(tmp_path_factory) -> Path:
-    """A seeded 4-point set (benchmarks/gen_set.py): 20,000 packets, ~200 connections of ~100 packets each."""
-    from gen_set import generate
-
-    out = tmp_path_factory.mktemp("set20k") / "generated"
-    generate(20000, out, seed=0)
-    return out
 
 
 @pytest.fixture
@@ -80,11 +68,9 @@ def test_generated_set_report_with_few_packets_per_diagram_is_the_in_memory_page
     assert _page(whole) == _page(bounded)
 
 
-def test_report_on_a_directory_without_manifest_streamed_is_the_in_memory_page(tmp_path, bounded_passes):
-    d = tmp_path / "calico-vxlan"
-    shutil.copytree(SAMPLES / "calico-vxlan", d, ignore=shutil.ignore_patterns("manifest.json", "truth.json"))
-    whole = report([d])
-    bounded = report([d], window_rows=300, bucket_rows=50, batch_records=400)
+def test_report_on_a_directory_without_manifest_streamed_is_the_in_memory_page(plain_dir, bounded_passes):
+    whole = report([plain_dir])
+    bounded = report([plain_dir], window_rows=300, bucket_rows=50, batch_records=400)
     assert len(bounded_passes) == 1 and "inferred 14 capture points" in whole
     assert _page(whole) == _page(bounded)
 

@@ -24,7 +24,6 @@ from tests.test_why_capture_stats import _as_pcapng
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "sample_pcaps"
-sys.path.insert(0, str(ROOT / "benchmarks"))
 
 
 def _why_text(d, *, all_connections: bool) -> str:
@@ -92,14 +91,6 @@ def test_lab_sample_diagnosed_in_windows_and_buckets_gives_the_in_memory_why_and
         steps = [s for c in whole["why --json"]["connections"] for s in c["nat"]]
         assert steps and all(s["explained"] and s["chains"] for s in steps)
     _assert_same(whole, bounded)
-
-
-@pytest.fixture(scope="module")
-def plain_dir(tmp_path_factory) -> Path:
-    """calico-vxlan's captures and inventory.json without its manifest: every point inferred from names and packets."""
-    d = tmp_path_factory.mktemp("plain") / "calico-vxlan"
-    shutil.copytree(SAMPLES / "calico-vxlan", d, ignore=shutil.ignore_patterns("manifest.json", "truth.json"))
-    return d
 
 
 def test_directory_without_manifest_diagnosed_in_windows_and_buckets_gives_the_in_memory_output(plain_dir):
@@ -245,17 +236,6 @@ def test_crafted_resets_icmp_errors_and_a_reused_port_diagnosed_in_windows_give_
     icmp = [x for c in doc["connections"] for x in c["losses"] if x["cause"] in ("policy-drop", "mtu-blackhole")]
     assert all("ICMP" in x["evidence"] for x in icmp) and len(icmp) == 2
     _assert_same(whole, bounded)
-
-
-@pytest.fixture(scope="module")
-def generated(tmp_path_factory) -> Path:
-    """A seeded 4-point set (benchmarks/gen_set.py): 20,000 packets, ~200 connections through a ClusterIP DNAT,
-    VXLAN and native, a 3.7 ms clock offset, drops and retransmissions."""
-    from gen_set import generate
-
-    out = tmp_path_factory.mktemp("set20k")
-    generate(20000, out, seed=0)
-    return out
 
 
 def test_generated_set_diagnosed_in_windows_and_buckets_gives_the_in_memory_output(generated):
