@@ -76,20 +76,27 @@ def write_pcapng(
     ``batch_records`` sets the records per window instead (tests use it to cut every file). ``sources`` maps
     a ``file`` value to where its bytes are now (a dataset's files, :func:`pcaptools.dataset.original_files`).
     """
-    n = len(packets)
     files = packets["file"].astype(str).to_numpy()
-    if sources:
-        uniq, inv = np.unique(files, return_inverse=True)
-        files = np.array([sources.get(f, f) for f in uniq], dtype=object)[inv].astype(str)
-    rec = packets["record"].to_numpy(np.int64)
-    pcode = packets["point"].cat.codes.to_numpy(np.int64)
+    names, fid = np.unique(files, return_inverse=True)
+    names = [(sources or {}).get(f, f) for f in names.tolist()]
+    cm = None if comments is None else comments.reindex(packets.index)
+    return _write(path, names, fid.reshape(-1).astype(np.int64), packets["record"].to_numpy(np.int64),
+                  packets["point"].cat.codes.to_numpy(np.int64), np.asarray(ts_ns, np.int64), points, comments=cm,
+                  memory=memory, batch_records=batch_records)  # fmt: skip
+
+
+def _write(path, names: list[str], fid: np.ndarray, rec: np.ndarray, pcode: np.ndarray, ts_ns: np.ndarray, points: list, *,  # noqa: ANN001
+           comments: pd.Series | None, memory: int | None, batch_records: int | None) -> int:  # fmt: skip
+    """:func:`write_pcapng` on per-row arrays: file (index into ``names``), record, point code, corrected time (row
+    order breaks ties); ``comments`` by row position."""
+    n = len(rec)
     if memory is not None and batch_records is None:  # every point's window is buffered at once
-        batch_records = max(256, window_records(memory) // max(1, len(pd.unique(files))))
+        batch_records = max(256, window_records(memory) // max(1, len(np.unique(fid))))
     if batch_records is None:
-        whole = _read_whole(files, rec)
+        whole = _read_whole(names, fid, rec)
         ltype = whole[3]
     else:
-        ltype = _linktypes(files, rec, batch_records)
+        ltype = _linktypes(names, fid, rec, batch_records)
     # interfaces: one per (point, linktype), known from the table before any packet is written
     key = pcode * 65536 + ltype
     ukeys, iface = np.unique(key, return_inverse=True)
@@ -102,21 +109,19 @@ def write_pcapng(
     c_off = np.zeros(n, np.int64)
     c_len = np.zeros(n, np.int64)
     if comments is not None:
-        cm = comments.reindex(packets.index)
-        has = cm.notna().to_numpy()
-        enc = [s.encode() for s in cm[has].astype(str)]
+        has = comments.notna().to_numpy()
+        enc = [s.encode() for s in comments[has].astype(str)]
         lens = np.array([len(e) for e in enc], np.int64)
         c_len[has] = lens
         c_off[has] = np.cumsum(lens) - lens
         cbuf = np.frombuffer(b"".join(enc), np.uint8) if enc else cbuf
-    ts_ns = np.asarray(ts_ns, np.int64)
-    rows = _Rows(ts_ns, iface, c_off, c_len, cbuf)
+    rows = _Rows(ts_ns, iface.reshape(-1), c_off, c_len, cbuf)
     with open(path, "wb") as out:
         out.write(b"".join(header))
         if batch_records is None:
             _write_whole(out, rows, *whole)
         else:
-            _write_merged(out, rows, files, rec, batch_records)
+            _write_merged(out, rows, names, fid, rec, batch_records)
     return n
 
 
@@ -142,15 +147,15 @@ def _missing(f: str, rows: np.ndarray, rec: np.ndarray, found: np.ndarray) -> No
         raise CorrelationError(f"{f}: record {r} of the packet table is not in the file; was it rewritten since decoding?", path=f, record=r)
 
 
-def _read_whole(files: np.ndarray, rec: np.ndarray) -> tuple:
+def _read_whole(names: list[str], fid: np.ndarray, rec: np.ndarray) -> tuple:
     """Every file read whole (memory-mapped when plain): per row its bytes' offset, caplen, wirelen, link type, file."""
     from pcaptools.io import read_records
 
     n = len(rec)
     src_off, caplen, wirelen, ltype, fidx = (np.zeros(n, np.int64) for _ in range(5))
     bufs = []
-    for k, f in enumerate(pd.unique(files)):
-        sel = np.flatnonzero(files == f)
+    for k, u in enumerate(pd.unique(fid)):
+        f, sel = names[int(u)], np.flatnonzero(fid == u)
         if not f or not os.path.exists(f):
             _missing(f, sel, rec, np.zeros(0, bool))
         rb = read_records(f)
@@ -171,13 +176,13 @@ def _write_whole(out, rows: _Rows, src_off, caplen, wirelen, ltype, fidx, bufs) 
         out.write(_epbs(idx, rows.ts_ns, rows.iface, caplen, wirelen, src_off, fidx, bufs, rows.c_off, rows.c_len, rows.cbuf))
 
 
-def _linktypes(files: np.ndarray, rec: np.ndarray, batch_records: int) -> np.ndarray:
+def _linktypes(names: list[str], fid: np.ndarray, rec: np.ndarray, batch_records: int) -> np.ndarray:
     """Link type of each row, from a first pass over the files in windows (interfaces are written before packets)."""
     from pcaptools.io import iter_records
 
     ltype = np.full(len(rec), -1, np.int64)
-    for f in pd.unique(files):
-        sel = np.flatnonzero(files == f)
+    for u in pd.unique(fid):
+        f, sel = names[int(u)], np.flatnonzero(fid == u)
         if not f or not os.path.exists(f):
             _missing(f, sel, rec, np.zeros(0, bool))
         sel = sel[np.argsort(rec[sel], kind="stable")]
@@ -194,13 +199,13 @@ def _linktypes(files: np.ndarray, rec: np.ndarray, batch_records: int) -> np.nda
     return ltype
 
 
-def _write_merged(out, rows: _Rows, files: np.ndarray, rec: np.ndarray, batch_records: int) -> None:  # noqa: ANN001
+def _write_merged(out, rows: _Rows, names: list[str], fid: np.ndarray, rec: np.ndarray, batch_records: int) -> None:  # noqa: ANN001
     """Files read in windows and k-way merged by corrected time; the same blocks as :func:`_write_whole`."""
     from pcaptools.io import iter_records
 
     active = []
-    for f in pd.unique(files):
-        sel = np.flatnonzero(files == f)
+    for u in pd.unique(fid):
+        f, sel = names[int(u)], np.flatnonzero(fid == u)
         if not f or not os.path.exists(f):
             _missing(f, sel, rec, np.zeros(0, bool))
         sel = sel[np.argsort(rec[sel], kind="stable")]

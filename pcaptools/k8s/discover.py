@@ -345,7 +345,7 @@ def input_files(inputs: Sequence[str | os.PathLike], points: Sequence[str] = (),
 def correlate_inputs(inputs: Sequence[str | os.PathLike], *, points: Sequence[str] = (), inventory=None, links: Iterable[str] = (),
                      allow_outside: bool = False, window_ns: int | None = None, reference: str | None = None,
                      memory: int | None = None, out: str | os.PathLike | None = None,
-                     window_rows: int | None = None) -> tuple[Correlation, CaptureSet | None]:  # fmt: skip
+                     window_rows: int | None = None, observer=None) -> tuple[Correlation, CaptureSet | None]:  # fmt: skip
     """Correlate what ``pcaptools correlate`` was given within the ``memory`` budget (default: a share of the memory
     available, :func:`pcaptools.correlate.budget.default_memory`), hops written to ``out``.
 
@@ -353,9 +353,11 @@ def correlate_inputs(inputs: Sequence[str | os.PathLike], *, points: Sequence[st
     the result's ``hops`` then empty, the table in ``out``); ``window_rows`` forces windows of about that many
     rows (tests). A set that names its points (a manifest, ``--point``) returns no CaptureSet; plain files,
     whose points are inferred (within the budget too: :func:`infer_captures`), return theirs, with its
-    ``inference`` (its ``packets`` table is empty when streamed)."""
+    ``inference`` (its ``packets`` table is empty when streamed). ``observer`` sees the packets as they are read
+    (:func:`pcaptools.correlate.stream.correlate_stream`; the one-window run hands it ``whole(cs, corr)``)."""
     corr, cs, _ = _correlate_inputs(inputs, points=points, inventory=inventory, links=links, allow_outside=allow_outside,
-                                    window_ns=window_ns, reference=reference, memory=memory, out=out, window_rows=window_rows)  # fmt: skip
+                                    window_ns=window_ns, reference=reference, memory=memory, out=out, window_rows=window_rows,
+                                    observer=observer)  # fmt: skip
     return corr, cs
 
 
