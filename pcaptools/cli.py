@@ -578,21 +578,35 @@ def merge_cmd(
     Example: pcaptools merge sample_pcaps/calico-vxlan -o merged.pcapng --dedup
     """
     from pcaptools.correlate.api import correlate
-    from pcaptools.correlate.merge import merge
+    from pcaptools.correlate.merge import MergeRows, merge
+    from pcaptools.correlate.stream import fits
     from pcaptools.dataset import original_files
-    from pcaptools.k8s.discover import find_inventory, load_captures
+    from pcaptools.k8s.discover import correlate_inputs, find_inventory, input_files, load_captures
     from pcaptools.render.terminal import fmt_int, safe
 
     sources = list(sources or [])
+    inv = inventory or find_inventory(sources, allow_outside=allow_outside)
     with _busy([*sources, *(q.rpartition("=")[2] for q in point)], "merging"):
-        cs = load_captures(sources, points=point, inventory=inventory or find_inventory(sources, allow_outside=allow_outside),
-                           links=links, allow_outside=allow_outside)
-        _inferred(cs)
-        n = merge(cs, output, correlation=correlate(cs, reference=reference), dedup=dedup, memory=memory,
-                  sources=original_files(sources))
-    for note in cs.notes:  # records a reader skipped are not in the merged file either
+        if memory is not None and not dedup:  # streamed when the captures exceed the budget (MergeRows says how)
+            rows = MergeRows()
+            _, cs = correlate_inputs(sources, points=point, inventory=inv, links=links, allow_outside=allow_outside,
+                                     reference=reference, memory=memory, observer=rows)  # fmt: skip
+            if cs is not None:
+                _inferred(cs)
+            n = rows.write(output, memory=memory, sources=original_files(sources))
+            notes, n_points = rows.notes, rows.point_count
+        else:
+            if dedup and memory is not None and not fits(input_files(sources, point, allow_outside=allow_outside), memory):
+                print("pcaptools: note: merge --dedup holds the capture set's packet tables (only the writing is bounded by "
+                      "--memory); without --dedup the whole merge is", file=sys.stderr)  # fmt: skip
+            cs = load_captures(sources, points=point, inventory=inv, links=links, allow_outside=allow_outside)
+            _inferred(cs)
+            n = merge(cs, output, correlation=correlate(cs, reference=reference), dedup=dedup, memory=memory,
+                      sources=original_files(sources))
+            notes, n_points = cs.notes, len(cs.points)
+    for note in notes:  # records a reader skipped are not in the merged file either
         print(f"pcaptools: note: {safe(note)}", file=sys.stderr)
-    _console().print(f"wrote {fmt_int(n)} packets from {len(cs.points)} capture points to {safe(output)}")
+    _console().print(f"wrote {fmt_int(n)} packets from {n_points} capture points to {safe(output)}")
 
 
 @app.command("manifest")

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import pytest
-from stream_support import ROOT
+from stream_support import FLOOR, ROOT
 
 from pcaptools.cli import main
 from pcaptools.correlate.api import correlate
-from pcaptools.correlate.merge import merge
+from pcaptools.correlate.merge import MergeRows, merge
 from pcaptools.io import read_records
-from pcaptools.k8s.discover import load_captures
+from pcaptools.k8s.discover import correlate_inputs, load_captures
 
 
 @pytest.fixture(scope="module", params=["calico-vxlan", "vpc"])
@@ -35,3 +35,34 @@ def test_cli_merge_with_a_memory_cap_writes_the_same_file(tmp_path):
     assert main(["merge", src, "-o", str(a), "--dedup"]) == 0
     assert main(["merge", src, "-o", str(b), "--dedup", "--memory", "64MiB"]) == 0
     assert a.read_bytes() == b.read_bytes()
+
+
+def _streamed_merge(source: str, out, window_rows: int, batch_records: int, tmp_path) -> tuple[int, MergeRows]:
+    rows = MergeRows()
+    correlate_inputs([source], window_rows=window_rows, observer=rows, out=tmp_path / "hops.parquet")
+    return rows.write(out, batch_records=batch_records), rows
+
+
+@pytest.mark.parametrize("window_rows", [64, 4096])
+@pytest.mark.parametrize("which", ["calico-vxlan", "plain", "generated"])
+def test_streamed_correlation_and_windowed_merge_write_the_in_memory_bytes(which, window_rows, request, tmp_path):
+    source = {"calico-vxlan": ROOT / "sample_pcaps" / "calico-vxlan", "plain": None, "generated": None}[which]
+    source = str(source or request.getfixturevalue({"plain": "plain_dir", "generated": "generated"}[which]))
+    whole, streamed = tmp_path / "whole.pcapng", tmp_path / "streamed.pcapng"
+    cs = load_captures([source])
+    n = merge(cs, whole, correlation=correlate(cs))
+    got, rows = _streamed_merge(source, streamed, window_rows, 7, tmp_path)
+    assert rows.whole_run is None  # the correlation was streamed: no packet table was held
+    assert got == n == len(cs.packets)
+    assert streamed.read_bytes() == whole.read_bytes()
+    assert rows.point_count == len(cs.points)
+
+
+def test_cli_merge_under_16mib_streams_and_writes_the_same_file(generated, tmp_path, capsys):
+    a, b = tmp_path / "a.pcapng", tmp_path / "b.pcapng"
+    assert main(["merge", str(generated), "-o", str(a)]) == 0
+    capsys.readouterr()
+    assert main(["merge", str(generated), "-o", str(b), "--memory", "16MiB"]) == 0
+    assert FLOOR in capsys.readouterr().err  # the streamed correlation ran (and said the budget is below its floor)
+    assert a.read_bytes() == b.read_bytes()
+    assert len(read_records(b)) == len(load_captures([str(generated)]).packets)

@@ -344,3 +344,60 @@ def merge(
     sub = pk.iloc[sel]
     return write_pcapng(out, sub, ts[sel], capture_set.points, comments=None if comments is None else comments.reindex(sub.index),
                         memory=memory, batch_records=batch_records, sources=sources)  # fmt: skip
+
+
+class MergeRows:
+    """Observer of a correlation run (``correlate_inputs(..., observer=MergeRows())``) keeping what merge needs
+    of each packet: its file, record, point and corrected time (about 30 bytes a packet, not its table);
+    the one-window run hands over its capture set and correlation instead (``whole``)."""
+
+    def __init__(self) -> None:
+        self.pts: list | None = None
+        self.names: dict[str, int] = {}
+        self.parts: list[tuple[np.ndarray, ...]] = []
+        self.whole_run: tuple | None = None
+        self.reader_notes: list[str] = []
+
+    def points(self, pts: list) -> None:
+        """The capture points, in the order of the capture set's rows."""
+        self.pts = pts
+
+    def batch(self, file: str, pk: pd.DataFrame, pid: np.ndarray, keys: np.ndarray, tc: np.ndarray) -> None:  # noqa: ARG002
+        """One packet table read: its rows' file, record, point and input-order key (point, row in file), corrected time."""
+        f = pk["file"].astype("category")
+        ids = np.array([self.names.setdefault(str(c), len(self.names)) for c in f.cat.categories], np.int64)
+        fid = ids[f.cat.codes.to_numpy(np.int64)] if ids.size else np.zeros(len(pk), np.int64)
+        self.parts.append((np.asarray(keys, np.int64).copy(), np.asarray(tc, np.int64).copy(), fid.astype(np.int32),
+                           pk["record"].to_numpy(np.int64).copy(), np.asarray(pid, np.int32).copy()))  # fmt: skip
+
+    def emitted(self, keys: np.ndarray, journeys: np.ndarray) -> None:
+        """Journeys are not needed without dedup."""
+
+    def whole(self, capture_set, corr) -> None:  # noqa: ANN001
+        """The one-window run: its capture set and correlation."""
+        self.whole_run = (capture_set, corr)
+
+    @property
+    def notes(self) -> list[str]:
+        """The readers' notes (records skipped, so not in the merged file either)."""
+        return self.whole_run[0].notes if self.whole_run else list(self.reader_notes)
+
+    @property
+    def point_count(self) -> int:
+        """How many capture points the merged file has an interface (or more) for."""
+        return len(self.whole_run[0].points) if self.whole_run else len(self.pts or [])
+
+    def write(self, out: str | os.PathLike, *, memory: int | None = None, batch_records: int | None = None,
+              sources: dict[str, str] | None = None) -> int:  # fmt: skip
+        """Write the merged pcapng (as :func:`merge` without dedup, byte for byte), the files read in windows; the count."""
+        if self.whole_run is not None:
+            cs, corr = self.whole_run
+            return merge(cs, out, correlation=corr, memory=memory, batch_records=batch_records, sources=sources)
+        cols = [np.concatenate([p[i] for p in self.parts]) if self.parts else np.zeros(0, np.int64) for i in range(5)]
+        self.parts = []
+        order = np.argsort(cols[0], kind="stable")  # the capture set's row order: by point, then row in file
+        key, tc, fid, rec, pid = (c[order] for c in cols)
+        del cols, key
+        names = [(sources or {}).get(f, f) for f in self.names]
+        return _write(out, names, fid.astype(np.int64), rec, pid.astype(np.int64), tc, self.pts or [], comments=None,
+                      memory=memory, batch_records=batch_records)  # fmt: skip
