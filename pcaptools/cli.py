@@ -571,38 +571,38 @@ def merge_cmd(
     dedup: bool = typer.Option(False, "--dedup", help="Write each packet once; its other sightings become packet comments."),
     reference: str = typer.Option(None, "--reference", metavar="NODE", help="Node whose clock the others are corrected to (default: the first node of the largest group tied by two-way traffic; usually the first)."),
     allow_outside: bool = typer.Option(False, "--allow-outside", help="Let a manifest name files outside its own directory (only for manifests you trust)."),
-    memory: str = typer.Option(None, "--memory", metavar="SIZE", callback=_memory, help="Write reading the capture files in windows of about this much memory (512MiB, 2GiB, 1.5G); same file."),
+    memory: str = typer.Option(None, "--memory", metavar="SIZE", callback=_memory, help=_MEMORY_HELP),
 ) -> None:
     """Merge all capture points into one pcapng on one clock: one interface per point, packets in corrected time order.
 
     Example: pcaptools merge sample_pcaps/calico-vxlan -o merged.pcapng --dedup
     """
+    import os
+    import tempfile
+
     from pcaptools.correlate.api import correlate
     from pcaptools.correlate.merge import MergeRows, merge
-    from pcaptools.correlate.stream import fits
     from pcaptools.dataset import original_files
-    from pcaptools.k8s.discover import correlate_inputs, find_inventory, input_files, load_captures
+    from pcaptools.k8s.discover import correlate_inputs, find_inventory, load_captures
     from pcaptools.render.terminal import fmt_int, safe
 
     sources = list(sources or [])
     inv = inventory or find_inventory(sources, allow_outside=allow_outside)
     with _busy([*sources, *(q.rpartition("=")[2] for q in point)], "merging"):
-        if memory is not None and not dedup:  # streamed when the captures exceed the budget (MergeRows says how)
+        if memory is not None:  # the correlation is streamed when the captures exceed the budget (MergeRows keeps what merge needs)
             rows = MergeRows()
-            _, cs = correlate_inputs(sources, points=point, inventory=inv, links=links, allow_outside=allow_outside,
-                                     reference=reference, memory=memory, observer=rows)  # fmt: skip
-            if cs is not None:
-                _inferred(cs)
-            n = rows.write(output, memory=memory, sources=original_files(sources))
+            with tempfile.TemporaryDirectory(prefix=".merge-", dir=os.path.dirname(os.path.abspath(output))) as tmp:
+                hops = os.path.join(tmp, "hops.parquet") if dedup else None  # dedup's comments are read back from it
+                _, cs = correlate_inputs(sources, points=point, inventory=inv, links=links, allow_outside=allow_outside,
+                                         reference=reference, memory=memory, out=hops, observer=rows)  # fmt: skip
+                if cs is not None:
+                    _inferred(cs)
+                n = rows.write(output, dedup=dedup, hops=hops, memory=memory, sources=original_files(sources))
             notes, n_points = rows.notes, rows.point_count
         else:
-            if dedup and memory is not None and not fits(input_files(sources, point, allow_outside=allow_outside), memory):
-                print("pcaptools: note: merge --dedup holds the capture set's packet tables (only the writing is bounded by "
-                      "--memory); without --dedup the whole merge is", file=sys.stderr)  # fmt: skip
             cs = load_captures(sources, points=point, inventory=inv, links=links, allow_outside=allow_outside)
             _inferred(cs)
-            n = merge(cs, output, correlation=correlate(cs, reference=reference), dedup=dedup, memory=memory,
-                      sources=original_files(sources))
+            n = merge(cs, output, correlation=correlate(cs, reference=reference), dedup=dedup, sources=original_files(sources))
             notes, n_points = cs.notes, len(cs.points)
     for note in notes:  # records a reader skipped are not in the merged file either
         print(f"pcaptools: note: {safe(note)}", file=sys.stderr)

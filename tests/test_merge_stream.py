@@ -37,32 +37,38 @@ def test_cli_merge_with_a_memory_cap_writes_the_same_file(tmp_path):
     assert a.read_bytes() == b.read_bytes()
 
 
-def _streamed_merge(source: str, out, window_rows: int, batch_records: int, tmp_path) -> tuple[int, MergeRows]:
-    rows = MergeRows()
-    correlate_inputs([source], window_rows=window_rows, observer=rows, out=tmp_path / "hops.parquet")
-    return rows.write(out, batch_records=batch_records), rows
+def _streamed_merge(source: str, out, window_rows: int, batch_records: int, dedup: bool, tmp_path) -> tuple[int, MergeRows]:
+    rows, hops = MergeRows(), tmp_path / "hops.parquet"
+    correlate_inputs([source], window_rows=window_rows, observer=rows, out=hops)
+    return rows.write(out, dedup=dedup, hops=hops, batch_records=batch_records), rows
 
 
+@pytest.mark.parametrize("dedup", [False, True], ids=["all", "dedup"])
 @pytest.mark.parametrize("window_rows", [64, 4096])
 @pytest.mark.parametrize("which", ["calico-vxlan", "plain", "generated"])
-def test_streamed_correlation_and_windowed_merge_write_the_in_memory_bytes(which, window_rows, request, tmp_path):
+def test_streamed_correlation_and_windowed_merge_write_the_in_memory_bytes(which, window_rows, dedup, request, tmp_path):
     source = {"calico-vxlan": ROOT / "sample_pcaps" / "calico-vxlan", "plain": None, "generated": None}[which]
     source = str(source or request.getfixturevalue({"plain": "plain_dir", "generated": "generated"}[which]))
     whole, streamed = tmp_path / "whole.pcapng", tmp_path / "streamed.pcapng"
     cs = load_captures([source])
-    n = merge(cs, whole, correlation=correlate(cs))
-    got, rows = _streamed_merge(source, streamed, window_rows, 7, tmp_path)
+    corr = correlate(cs)
+    n = merge(cs, whole, correlation=corr, dedup=dedup)
+    got, rows = _streamed_merge(source, streamed, window_rows, 7, dedup, tmp_path)
     assert rows.whole_run is None  # the correlation was streamed: no packet table was held
-    assert got == n == len(cs.packets)
+    assert got == n
+    # without dedup every packet; with it one per journey plus the packets of none
+    assert n == len(cs.packets) - (int((corr.row_journey >= 0).sum()) - corr.hops["journey"].nunique() if dedup else 0)
     assert streamed.read_bytes() == whole.read_bytes()
     assert rows.point_count == len(cs.points)
 
 
-def test_cli_merge_under_16mib_streams_and_writes_the_same_file(generated, tmp_path, capsys):
+@pytest.mark.parametrize("dedup", [[], ["--dedup"]], ids=["all", "dedup"])
+def test_cli_merge_under_16mib_streams_and_writes_the_same_file(generated, dedup, tmp_path, capsys):
     a, b = tmp_path / "a.pcapng", tmp_path / "b.pcapng"
-    assert main(["merge", str(generated), "-o", str(a)]) == 0
+    assert main(["merge", str(generated), "-o", str(a), *dedup]) == 0
     capsys.readouterr()
-    assert main(["merge", str(generated), "-o", str(b), "--memory", "16MiB"]) == 0
+    assert main(["merge", str(generated), "-o", str(b), "--memory", "16MiB", *dedup]) == 0
     assert FLOOR in capsys.readouterr().err  # the streamed correlation ran (and said the budget is below its floor)
     assert a.read_bytes() == b.read_bytes()
-    assert len(read_records(b)) == len(load_captures([str(generated)]).packets)
+    assert len(read_records(b)) == len(read_records(a)) > 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.pcapng", "b.pcapng"]  # the hops file was removed

@@ -324,26 +324,61 @@ def merge(
     keep = np.ones(len(pk), bool)
     comments = None
     if dedup and len(corr.hops):
-        h = corr.hops
         rj = corr.row_journey
-        m = np.flatnonzero(rj >= 0)
-        o = m[np.lexsort((ts[m], rj[m]))]
-        first = np.ones(o.shape[0], bool)
-        first[1:] = rj[o][1:] != rj[o][:-1]
-        keep = rj < 0
-        keep[o[first]] = True  # the first sighting represents its journey
-        later = h[h["hop"] > 0]
-        text = (
-            "also at " + later["point"].astype(str) + " +" + (later["since_first_ns"] / 1000).round(1).astype(str) + "us "
-            + later["src"].astype(str) + ":" + later["sport"].astype(str) + ">" + later["dst"].astype(str) + ":" + later["dport"].astype(str)
-        )
-        per_j = text.groupby(later["journey"].to_numpy()).agg("; ".join)
+        keep = _first_sightings(ts, rj)
         rows = np.flatnonzero(keep & (rj >= 0))
-        comments = pd.Series(per_j.reindex(rj[rows]).to_numpy(), index=pk.index[rows])
+        comments = pd.Series(_journey_text(corr.hops).reindex(rj[rows]).to_numpy(), index=pk.index[rows])
     sel = np.flatnonzero(keep)
     sub = pk.iloc[sel]
     return write_pcapng(out, sub, ts[sel], capture_set.points, comments=None if comments is None else comments.reindex(sub.index),
                         memory=memory, batch_records=batch_records, sources=sources)  # fmt: skip
+
+
+def _first_sightings(ts: np.ndarray, rj: np.ndarray) -> np.ndarray:
+    """Rows dedup keeps: each journey's first sighting (earliest corrected time, then row order) and rows of no journey."""
+    m = np.flatnonzero(rj >= 0)
+    o = m[np.lexsort((ts[m], rj[m]))]
+    first = np.ones(o.shape[0], bool)
+    first[1:] = rj[o][1:] != rj[o][:-1]
+    keep = rj < 0
+    keep[o[first]] = True  # the first sighting represents its journey
+    return keep
+
+
+def _hop_text(h: pd.DataFrame) -> tuple[np.ndarray, pd.Series]:
+    """The journey and comment text ("also at POINT +Tus SRC:SPORT>DST:DPORT") of each hop after a journey's first."""
+    later = h[h["hop"] > 0]
+    text = (
+        "also at " + later["point"].astype(str) + " +" + (later["since_first_ns"] / 1000).round(1).astype(str) + "us "
+        + later["src"].astype(str) + ":" + later["sport"].astype(str) + ">" + later["dst"].astype(str) + ":" + later["dport"].astype(str)
+    )
+    return later["journey"].to_numpy(), text
+
+
+def _journey_text(h: pd.DataFrame) -> pd.Series:
+    """Each journey's comment: its later hops' text joined by "; ", indexed by journey."""
+    journey, text = _hop_text(h)
+    return text.groupby(journey).agg("; ".join)
+
+
+_HOP_TEXT_COLUMNS = ["journey", "hop", "point", "since_first_ns", "src", "sport", "dst", "dport"]
+
+
+def _stored_journey_text(hops: str | os.PathLike) -> tuple[pd.Series, int]:
+    """:func:`_journey_text` of a hops Parquet file (:func:`pcaptools.correlate.stream.write_hops`) read a row group at
+    a time (the texts are kept, not the table), and its row count."""
+    import pyarrow.parquet as pq
+
+    src = pq.ParquetFile(os.fspath(hops))
+    journeys, texts = [], []
+    for g in range(src.num_row_groups):
+        j, t = _hop_text(src.read_row_group(g, columns=_HOP_TEXT_COLUMNS).to_pandas())
+        journeys.append(j)
+        texts.append(t.to_numpy(object))
+    if not journeys:
+        return pd.Series([], dtype=object), 0
+    text = pd.Series(np.concatenate(texts), dtype=object)
+    return text.groupby(np.concatenate(journeys)).agg("; ".join), src.metadata.num_rows
 
 
 class MergeRows:
@@ -357,6 +392,7 @@ class MergeRows:
         self.parts: list[tuple[np.ndarray, ...]] = []
         self.whole_run: tuple | None = None
         self.reader_notes: list[str] = []
+        self.journeys: list[tuple[np.ndarray, np.ndarray]] = []  # (keys, journey) of the rows emitted
 
     def points(self, pts: list) -> None:
         """The capture points, in the order of the capture set's rows."""
@@ -371,7 +407,8 @@ class MergeRows:
                            pk["record"].to_numpy(np.int64).copy(), np.asarray(pid, np.int32).copy()))  # fmt: skip
 
     def emitted(self, keys: np.ndarray, journeys: np.ndarray) -> None:
-        """Journeys are not needed without dedup."""
+        """The journey of rows matched in a window (by input-order key): what dedup keeps once."""
+        self.journeys.append((np.asarray(keys, np.int64).copy(), np.asarray(journeys, np.int64).copy()))
 
     def whole(self, capture_set, corr) -> None:  # noqa: ANN001
         """The one-window run: its capture set and correlation."""
@@ -387,17 +424,44 @@ class MergeRows:
         """How many capture points the merged file has an interface (or more) for."""
         return len(self.whole_run[0].points) if self.whole_run else len(self.pts or [])
 
-    def write(self, out: str | os.PathLike, *, memory: int | None = None, batch_records: int | None = None,
-              sources: dict[str, str] | None = None) -> int:  # fmt: skip
-        """Write the merged pcapng (as :func:`merge` without dedup, byte for byte), the files read in windows; the count."""
+    def write(self, out: str | os.PathLike, *, dedup: bool = False, hops: str | os.PathLike | None = None,
+              memory: int | None = None, batch_records: int | None = None, sources: dict[str, str] | None = None) -> int:  # fmt: skip
+        """Write the merged pcapng (as :func:`merge`, byte for byte), the files read in windows; the count. ``dedup``
+        of a streamed run needs ``hops``, the Parquet file the correlation wrote (comments are read from it)."""
         if self.whole_run is not None:
             cs, corr = self.whole_run
-            return merge(cs, out, correlation=corr, memory=memory, batch_records=batch_records, sources=sources)
+            return merge(cs, out, correlation=corr, dedup=dedup, memory=memory, batch_records=batch_records, sources=sources)
         cols = [np.concatenate([p[i] for p in self.parts]) if self.parts else np.zeros(0, np.int64) for i in range(5)]
         self.parts = []
         order = np.argsort(cols[0], kind="stable")  # the capture set's row order: by point, then row in file
         key, tc, fid, rec, pid = (c[order] for c in cols)
-        del cols, key
+        del cols, order
+        comments = None
+        if dedup:
+            if hops is None:
+                raise ValueError("a streamed merge with dedup needs the hops file the correlation wrote")
+            per_j, n_hops = _stored_journey_text(hops)
+            if n_hops:
+                rj = self._row_journeys(key)
+                keep = _first_sightings(tc, rj)
+                sel = np.flatnonzero(keep)
+                tc, fid, rec, pid, rj = tc[sel], fid[sel], rec[sel], pid[sel], rj[sel]
+                comments = pd.Series(np.full(len(sel), np.nan, object))
+                at = np.flatnonzero(rj >= 0)
+                comments.iloc[at] = per_j.reindex(rj[at]).to_numpy()
+        del key
         names = [(sources or {}).get(f, f) for f in self.names]
-        return _write(out, names, fid.astype(np.int64), rec, pid.astype(np.int64), tc, self.pts or [], comments=None,
+        return _write(out, names, fid.astype(np.int64), rec, pid.astype(np.int64), tc, self.pts or [], comments=comments,
                       memory=memory, batch_records=batch_records)  # fmt: skip
+
+    def _row_journeys(self, key: np.ndarray) -> np.ndarray:
+        """Journey of each row (``key`` sorted), -1 for rows no journey holds."""
+        ek = np.concatenate([k for k, _ in self.journeys]) if self.journeys else np.zeros(0, np.int64)
+        ej = np.concatenate([j for _, j in self.journeys]) if self.journeys else np.zeros(0, np.int64)
+        self.journeys = []
+        rj = np.full(key.shape[0], -1, np.int64)
+        if ek.size:
+            pos = np.searchsorted(key, ek)
+            ok = (pos < key.shape[0]) & (key[np.minimum(pos, key.shape[0] - 1)] == ek)
+            rj[pos[ok]] = ej[ok]
+        return rj
