@@ -72,3 +72,14 @@ def test_cli_merge_under_16mib_streams_and_writes_the_same_file(generated, dedup
     assert a.read_bytes() == b.read_bytes()
     assert len(read_records(b)) == len(read_records(a)) > 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.pcapng", "b.pcapng"]  # the hops file was removed
+
+
+def test_cli_merge_of_a_dataset_under_16mib_copies_the_original_captures_bytes(tmp_path, capsys):
+    ds, a, b = tmp_path / "ds", tmp_path / "a.pcapng", tmp_path / "b.pcapng"
+    assert main(["convert", str(ROOT / "sample_pcaps" / "calico-vxlan"), "-o", str(ds)]) == 0
+    assert main(["merge", str(ds), "-o", str(a), "--dedup"]) == 0
+    capsys.readouterr()
+    assert main(["merge", str(ds), "-o", str(b), "--dedup", "--memory", "16MiB"]) == 0
+    assert FLOOR in capsys.readouterr().err  # streamed: the dataset's parts read in windows
+    assert a.read_bytes() == b.read_bytes()
+    assert len(read_records(b)) == len(read_records(a)) > 0
