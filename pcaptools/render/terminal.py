@@ -216,7 +216,10 @@ def _plain_table(con: Console, make: Any, rows: list[tuple[str, ...]]) -> list[s
     for k in sorted(keep):
         probe.add_row(*rows[k])
     options = con.options
-    widths = probe._calculate_column_widths(con, options.update_width(options.max_width - probe._extra_width))
+    try:  # rich's own width computation (a private method): a rich without it gets its tables drawn by rich
+        widths = probe._calculate_column_widths(con, options.update_width(options.max_width - probe._extra_width))
+    except AttributeError:
+        return None
     box = tab.box.substitute(options, safe=con.safe_box)
     cols = tab.columns
 
