@@ -156,7 +156,8 @@ def _print_json(doc: dict) -> None:
 
 def _print_json_items(doc: dict, key: str, items) -> None:
     """:func:`_print_json` of ``doc`` with ``doc[key]`` the list of ``items``, printed an item at a time (a long list
-    is never held as a whole, nor as text)."""
+    is never held as a whole, nor as text). If an item fails, what was printed stays unclosed (invalid JSON) and the
+    exit code says the run failed."""
     from pcaptools.render.records import write_document
 
     write_document(doc, key, items, sys.stdout.write)

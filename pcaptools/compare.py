@@ -228,11 +228,7 @@ class Comparison:
     def to_dict(self) -> dict:
         """Plain data: capture sets, summary rows (value per label, None = n/a) and the detail tables (their declared
         absent values, such as ``largest_ip`` -1 of a point without IP packets, as None)."""
-        from pcaptools import schema
-        from pcaptools.render.records import records
-
-        def recs(name: str) -> list[dict]:
-            return records(getattr(self, name), getattr(schema, f"COMPARISON_{name.upper()}_COLUMNS"))
+        from pcaptools.render.records import comparison_details
 
         return {
             "capture_sets": {lab: {"source": self.sources.get(lab, ""), "notes": self.notes.get(lab, [])} for lab in self.labels},
@@ -241,12 +237,7 @@ class Comparison:
                  "values": {lab: _plain(r[lab]) for lab in self.labels}}
                 for r in self.summary.to_dict(orient="records")
             ],  # fmt: skip
-            "mode": recs("mode"),
-            "wire_bytes": recs("wire_bytes"),
-            "points": recs("points"),
-            "latency": recs("latency"),
-            "hop_latency": recs("hop_latency"),
-            "cross_node": recs("cross_node"),
+            **comparison_details(self),
         }
 
     def to_json(self, **kw) -> str:
@@ -260,7 +251,7 @@ def _hop_parts(hops_file: Path | None, correlation, *, batch_rows: int = HOPS_BA
     if hops_file is None:
         yield correlation.hops
         return
-    if not hops_file.exists():  # nothing matched: nothing written
+    if not hops_file.exists():  # defensive: the correlation writes the file even when nothing matched (0 rows)
         return
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -675,11 +666,14 @@ def _flow_tally(points: list, tallies: dict[str, _Tally], pairs: dict[str, dict]
 
 def _rows_of(keys: list[tuple[int, int]]) -> Callable[[pd.DataFrame], np.ndarray]:
     """A row mask of the packets whose (pcapng interface, ifindex) is one of ``keys``."""
-    want = np.array(keys, np.int64).reshape(-1, 2)
+    def key(iface: np.ndarray, ifx: np.ndarray) -> np.ndarray:  # one int64 per pair (ifindex -1 kept apart)
+        return (iface << 32) | (ifx & 0xFFFFFFFF)
 
-    def rows(pk: pd.DataFrame) -> np.ndarray:
-        iface, ifx = pk["iface"].to_numpy(np.int64), pk["ifindex"].to_numpy(np.int64)
-        return ((iface[:, None] == want[:, 0]) & (ifx[:, None] == want[:, 1])).any(axis=1)
+    want = np.array(keys, np.int64).reshape(-1, 2)
+    wanted = key(want[:, 0], want[:, 1])
+
+    def rows(pk: pd.DataFrame) -> np.ndarray:  # np.isin: no rows x keys matrix (a node's -i any holds many veths)
+        return np.isin(key(pk["iface"].to_numpy(np.int64), pk["ifindex"].to_numpy(np.int64)), wanted)
 
     return rows
 

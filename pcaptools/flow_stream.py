@@ -43,6 +43,7 @@ import pandas as pd
 
 from pcaptools import community_id as cid
 from pcaptools.flows import REQUIRED, _i64, check_packets, error_rows, flow_rows
+from pcaptools.fmt import add_skipped
 from pcaptools.packet_file import BASE_BYTES, window_bytes, window_records
 from pcaptools.schema import FLOW_COLUMNS, FLOW_STATES, validate
 
@@ -116,10 +117,7 @@ def _flow_parts(path, memory, opts, batch_records, order, rows=None, skipped=Non
 def _counting(windows: Iterator[pd.DataFrame], skipped: dict[str, dict[str, int]]) -> Iterator[pd.DataFrame]:
     """The windows, their ``attrs["skipped"]`` added into ``skipped`` as they go by."""
     for window in windows:
-        for path, reasons in (window.attrs.get("skipped") or {}).items():
-            mine = skipped.setdefault(str(path), {})
-            for k, v in reasons.items():
-                mine[k] = mine.get(k, 0) + int(v)
+        add_skipped(skipped, window.attrs)
         yield window
 
 

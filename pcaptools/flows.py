@@ -36,6 +36,7 @@ import pandas as pd
 from pcaptools import community_id as cid
 from pcaptools._callable import make_callable
 from pcaptools.errors import DecodeError
+from pcaptools.fmt import add_skipped
 from pcaptools.schema import FLOW_COLUMNS, FLOW_STATES, validate
 
 FIN, SYN, RST, ACK = 1, 2, 4, 16
@@ -599,7 +600,7 @@ def read_flows(
         parts = []
         for p in paths:
             pk = read_packets(p)
-            skipped.update({str(k): dict(v) for k, v in (pk.attrs.get("skipped") or {}).items()})
+            add_skipped(skipped, pk.attrs)  # summed, as the bounded run sums its windows (a file given twice: twice)
             parts.append(flows(pk, **opts))
             del pk
         res = concat_flows(parts)

@@ -28,13 +28,26 @@ def endpoint(addr: str, port: int | None = None) -> str:
     return f"[{addr}]:{int(port)}" if ":" in addr else f"{addr}:{int(port)}"
 
 
+def add_skipped(into: dict[str, dict[str, int]], table_attrs: dict) -> None:
+    """Add a packet table's ``attrs["skipped"]`` (``{file: {reason: count}}``) into ``into``, summing per file and reason."""
+    for path, reasons in (table_attrs.get("skipped") or {}).items():
+        mine = into.setdefault(str(path), {})
+        for k, v in reasons.items():
+            mine[k] = mine.get(k, 0) + int(v)
+
+
 def reader_notes(skipped: dict[str, dict[str, int]]) -> list[str]:
-    """One note per capture file whose reader skipped records (``{file: {reason: count}}``, as packet tables'
-    ``attrs["skipped"]``): every result built from the files (correlate, paths, why, merge) says what no table holds."""
+    """One note per capture file whose reader skipped records that may hold packets (``{file: {reason: count}}``, as
+    packet tables' ``attrs["skipped"]``): every result built from the files (correlate, paths, why, merge) says what no
+    table holds. pcapng blocks that hold no packet (statistics, name resolution, ...; ``pcapng.NO_PACKET``) are
+    counted by ``pcaptools info`` but lose nothing, so they bring no note (dumpcap ends every capture with one)."""
+    from pcaptools.io.pcapng import NO_PACKET
+
     notes = []
     for path, reasons in skipped.items():
-        if sum(reasons.values()):
-            why = ", ".join(f"{k} {int(v):,}" for k, v in sorted(reasons.items()) if v)
-            notes.append(f"{path}: {sum(reasons.values()):,} record(s) skipped by the reader ({why}); "
+        lost = {k: int(v) for k, v in sorted(reasons.items()) if v and k not in NO_PACKET}
+        if lost:
+            why = ", ".join(f"{k} {v:,}" for k, v in lost.items())
+            notes.append(f"{path}: {sum(lost.values()):,} record(s) skipped by the reader ({why}); "
                          f"`pcaptools info {path}` says where and why")  # fmt: skip
     return notes

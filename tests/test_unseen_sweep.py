@@ -529,3 +529,26 @@ def test_comparison_to_dict_gives_none_not_minus_one_for_a_point_without_ip_pack
     (point,) = cmp.to_dict()["points"]
     assert point["largest_ip"] is None and point["largest_wire_ip"] is None and point["largest_frame"] == 62
     assert json.loads(cmp.to_json())["points"][0]["largest_ip"] is None
+
+
+def test_pcapng_blocks_that_hold_no_packet_bring_no_skipped_records_note(capsys):
+    """dumpcap ends every capture with an Interface Statistics Block: info counts it, but nothing was lost, so
+    correlate says no 'skipped by the reader' note (every dumpcap capture had one); a damaged record still does."""
+    from pcaptools import read_packets
+    from pcaptools.fmt import reader_notes
+
+    f = OWN / "dumpcap.pcapng"
+    assert read_packets(str(f)).attrs["skipped"] == {str(f): {"interface_statistics_block": 1}}
+    code, out, err = run(capsys, "correlate", "--json", "--point", f"n1:eth0={f}")
+    assert code == 0 and "skipped by the reader" not in out + err
+    assert reader_notes({"x.pcapng": {"interface_statistics_block": 1, "caplen_absurd": 2}}) == [
+        "x.pcapng: 2 record(s) skipped by the reader (caplen_absurd 2); `pcaptools info x.pcapng` says where and why"]
+
+
+def test_flows_of_a_file_given_twice_count_its_skipped_records_twice_in_memory_and_streamed(variants):
+    """Both runs read the file twice (its flows are doubled in both): the skips are summed alike, not last-wins."""
+    from pcaptools.flows import read_flows
+
+    f = str(variants["absurd_caplen.pcap"])
+    for memory in (None, BUDGET):
+        assert read_flows([f, f], memory=memory).attrs["skipped"] == {f: {"caplen_absurd": 2}}, memory

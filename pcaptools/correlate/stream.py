@@ -65,7 +65,7 @@ from pcaptools.correlate.capture_set import (
 from pcaptools.correlate.clock import correct
 from pcaptools.correlate.sample import ClockSample
 from pcaptools.correlate.windows import ROW_BYTES, Categories, Part, rows_from
-from pcaptools.fmt import reader_notes
+from pcaptools.fmt import add_skipped, reader_notes
 from pcaptools.schema import HOPS_COLUMNS, empty
 
 ROW_COST = 6 * ROW_BYTES
@@ -210,10 +210,7 @@ class _File:
         """(packet table, row number in the file) per batch, rows of other pcapng interfaces left out."""
         self.skipped = {}
         for pk, idx in self._tables():
-            for path, reasons in (pk.attrs.get("skipped") or {}).items():
-                mine = self.skipped.setdefault(str(path), {})
-                for k, v in reasons.items():
-                    mine[k] = mine.get(k, 0) + int(v)
+            add_skipped(self.skipped, pk.attrs)
             yield pk, idx
 
     def _tables(self) -> Iterator[tuple[pd.DataFrame, np.ndarray]]:

@@ -39,6 +39,9 @@ SKIP_REASONS = (
     "journal_export_block",
 )
 DAMAGE = frozenset({"packet_for_unknown_interface", "caplen_absurd", "packet_exceeds_block"})
+NO_PACKET = frozenset({"name_resolution_block", "interface_statistics_block", "decryption_secrets_block", "custom_block",
+                       "journal_export_block"})
+"""Skip reasons of blocks that hold no packet (names, counters, keys, vendor data, journal entries): counted, not lost."""
 
 # kernel exit codes
 END, FULL, SHORT, AT_SHB, AT_IDB, BAD_LENGTH, BAD_TRAILER, AT_DAMAGE, AT_ISB = range(9)

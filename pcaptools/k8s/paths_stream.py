@@ -206,7 +206,7 @@ def _paths_of_file(hops_path: Path, corr, inv, flows, memory: int, bucket_rows: 
 
     from pcaptools.k8s.diagnose import Diagnoser, HopTallies
 
-    if not hops_path.exists():  # nothing matched: no hops written
+    if not hops_path.exists():  # defensive: the correlation writes the file even when nothing matched (0 rows)
         ps = PathSet(paths=_empty(), nat=_build(_empty_hops(), inv, None)[1], correlation=corr, inventory=inv,
                      network=inv.pod_network(_empty_hops()) if inv is not None else None)  # fmt: skip
         if diagnosis is None:

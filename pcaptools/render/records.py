@@ -246,8 +246,6 @@ def correlation_document(corr) -> dict:
 
 def comparison_document(cmp) -> dict:
     """``pcaptools compare --json``: the metric x capture-set summary (values per label, null = n/a) and detail tables."""
-    from pcaptools import schema
-
     return document(
         "compare",
         capture_sets=[{"label": lab, "source": cmp.sources.get(lab, ""), "notes": list(cmp.notes.get(lab, []))} for lab in cmp.labels],
@@ -256,9 +254,17 @@ def comparison_document(cmp) -> dict:
              "values": {lab: plain(r[lab]) for lab in cmp.labels}}
             for r in cmp.summary.to_dict(orient="records")
         ],  # fmt: skip
-        **{k: records(getattr(cmp, k), getattr(schema, f"COMPARISON_{k.upper()}_COLUMNS"))  # declared absents (-1) -> null
-           for k in ("mode", "wire_bytes", "points", "latency", "hop_latency", "cross_node")},
+        **comparison_details(cmp),
     )
+
+
+def comparison_details(cmp) -> dict[str, list[dict]]:
+    """A Comparison's detail tables as records, their declared absent values (-1) as None (``compare --json`` and
+    ``Comparison.to_dict``)."""
+    from pcaptools import schema
+
+    return {k: records(getattr(cmp, k), getattr(schema, f"COMPARISON_{k.upper()}_COLUMNS"))
+            for k in ("mode", "wire_bytes", "points", "latency", "hop_latency", "cross_node")}  # fmt: skip
 
 
 _HOP_FIELDS = ("point", "node", "interface", "direction", "ts_ns", "ts_corrected_ns", "src", "sport", "dst", "dport",
