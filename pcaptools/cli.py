@@ -578,36 +578,17 @@ def merge_cmd(
 
     Example: pcaptools merge sample_pcaps/calico-vxlan -o merged.pcapng --dedup
     """
-    import os
-    import tempfile
-
-    from pcaptools.correlate.api import correlate
-    from pcaptools.correlate.merge import MergeRows, merge
-    from pcaptools.dataset import original_files
-    from pcaptools.k8s.discover import correlate_inputs, find_inventory, load_captures
+    from pcaptools.k8s.discover import merge_inputs
     from pcaptools.render.terminal import fmt_int, safe
 
-    sources = list(sources or [])
-    inv = inventory or find_inventory(sources, allow_outside=allow_outside)
-    with _busy([*sources, *(q.rpartition("=")[2] for q in point)], "merging"):
-        if memory is not None:  # the correlation is streamed when the captures exceed the budget (MergeRows keeps what merge needs)
-            rows = MergeRows()
-            with tempfile.TemporaryDirectory(prefix=".merge-", dir=os.path.dirname(os.path.abspath(output))) as tmp:
-                hops = os.path.join(tmp, "hops.parquet") if dedup else None  # dedup's comments are read back from it
-                _, cs = correlate_inputs(sources, points=point, inventory=inv, links=links, allow_outside=allow_outside,
-                                         reference=reference, memory=memory, out=hops, observer=rows)  # fmt: skip
-                if cs is not None:
-                    _inferred(cs)
-                n = rows.write(output, dedup=dedup, hops=hops, memory=memory, sources=original_files(sources))
-            notes, n_points = rows.notes, rows.point_count
-        else:
-            cs = load_captures(sources, points=point, inventory=inv, links=links, allow_outside=allow_outside)
-            _inferred(cs)
-            n = merge(cs, output, correlation=correlate(cs, reference=reference), dedup=dedup, sources=original_files(sources))
-            notes, n_points = cs.notes, len(cs.points)
-    for note in notes:  # records a reader skipped are not in the merged file either
+    with _busy([*(sources or []), *(q.rpartition("=")[2] for q in point)], "merging"):
+        done = merge_inputs(list(sources or []), output, points=point, inventory=inventory, links=links, dedup=dedup,
+                            reference=reference, allow_outside=allow_outside, memory=memory)  # fmt: skip
+    if done.captures is not None:
+        _inferred(done.captures)
+    for note in done.notes:  # records a reader skipped are not in the merged file either
         print(f"pcaptools: note: {safe(note)}", file=sys.stderr)
-    _console().print(f"wrote {fmt_int(n)} packets from {n_points} capture points to {safe(output)}")
+    _console().print(f"wrote {fmt_int(done.packets)} packets from {done.points} capture points to {safe(output)}")
 
 
 @app.command("manifest")

@@ -32,6 +32,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -393,6 +394,75 @@ def _correlate_inputs(inputs, *, points, inventory, links, allow_outside, window
     if observer is not None:
         observer.whole(cs, corr)
     return corr, cs, None
+
+
+@dataclass
+class Merged:
+    """What :func:`merge_inputs` wrote: packets and capture points in the pcapng, the readers' notes (records skipped
+    are not in the merged file either) and the capture set whose points were inferred (None for a streamed manifest
+    or ``--point`` set: nothing inferred)."""
+
+    packets: int
+    points: int
+    notes: list[str]
+    captures: CaptureSet | None
+
+
+def merge_inputs(inputs: str | os.PathLike | Sequence[str | os.PathLike], out: str | os.PathLike, *, points: Sequence[str] = (),
+                 inventory=None, links: Iterable[str] = (), dedup: bool = False, reference: str | None = None,  # noqa: ANN001
+                 allow_outside: bool = False, memory: int | None = None, window_rows: int | None = None,
+                 batch_records: int | None = None) -> Merged:  # fmt: skip
+    """Merge what ``pcaptools merge`` was given into one pcapng on the reference clock (:mod:`pcaptools.correlate.merge`).
+
+    Without ``memory`` the capture set is loaded and correlated in memory; with it (bytes) the correlation is streamed
+    when the inputs exceed the budget (:func:`correlate_inputs`; :class:`~pcaptools.correlate.merge.MergeRows` keeps
+    about 30 bytes per packet, ``dedup``'s comments are read back from a hops file in a temporary directory beside
+    ``out``) and the capture files are read in windows: the same file byte for byte. ``window_rows`` forces streaming
+    in windows of about that many rows and ``batch_records`` windows of records when writing (tests)."""
+    import tempfile
+
+    from pcaptools.correlate.api import correlate
+    from pcaptools.correlate.merge import MergeRows, merge
+    from pcaptools.dataset import original_files
+
+    srcs = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
+    inv = inventory if inventory is not None else find_inventory(srcs, allow_outside=allow_outside)
+    sources = original_files(srcs)
+    if memory is None and window_rows is None:
+        cs = load_captures(srcs, points=points, inventory=inv, links=links, allow_outside=allow_outside)
+        n = merge(cs, out, correlation=correlate(cs, reference=reference), dedup=dedup, batch_records=batch_records, sources=sources)
+        return Merged(n, len(cs.points), list(cs.notes), cs)
+    rows = MergeRows()
+    with tempfile.TemporaryDirectory(prefix=".merge-", dir=os.path.dirname(os.path.abspath(out))) as tmp:
+        hops = os.path.join(tmp, "hops.parquet") if dedup else None
+        _, cs = correlate_inputs(srcs, points=points, inventory=inv, links=links, allow_outside=allow_outside, reference=reference,
+                                 memory=memory, out=hops, window_rows=window_rows, observer=rows)  # fmt: skip
+        n = rows.write(out, dedup=dedup, hops=hops, memory=memory, batch_records=batch_records, sources=sources)
+    return Merged(n, rows.point_count, list(rows.notes), cs)
+
+
+def merge_captures(source: CaptureSet | str | os.PathLike | Sequence[str | os.PathLike], out: str | os.PathLike, *,
+                   points: Sequence[str] = (), inventory=None, links: Iterable[str] = (), correlation: Correlation | None = None,  # noqa: ANN001
+                   dedup: bool = False, reference: str | None = None, allow_outside: bool = False, memory: int | None = None,
+                   batch_records: int | None = None, sources: dict[str, str] | None = None) -> int:  # fmt: skip
+    """``pcaptools.merge_captures``: write a capture set, or the captures of manifests, directories and files, as one
+    pcapng on the reference clock; the number of packets written.
+
+    Given inputs (paths), this is ``pcaptools merge``: :func:`merge_inputs`, with ``memory`` (bytes) the same bounded
+    path as ``merge --memory`` (the correlation streamed when the inputs exceed it, the files read in windows). Given a
+    CaptureSet (already in memory, with its ``correlation`` if computed), ``memory`` bounds only the writing, as
+    :func:`pcaptools.correlate.merge.merge` does; ``points``, ``inventory``, ``links`` and ``allow_outside`` apply to
+    inputs, ``correlation`` and ``sources`` to a CaptureSet."""
+    from pcaptools.correlate.merge import merge
+
+    if isinstance(source, CaptureSet):
+        if correlation is None and reference is not None:
+            from pcaptools.correlate.api import correlate
+
+            correlation = correlate(source, reference=reference)
+        return merge(source, out, correlation=correlation, dedup=dedup, memory=memory, batch_records=batch_records, sources=sources)
+    return merge_inputs(source, out, points=points, inventory=inventory, links=links, dedup=dedup, reference=reference,
+                        allow_outside=allow_outside, memory=memory, batch_records=batch_records).packets  # fmt: skip
 
 
 def summary_lines(cs: CaptureSet) -> list[str]:
