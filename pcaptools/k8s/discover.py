@@ -235,9 +235,48 @@ class _Found:
         return ev
 
 
-def _plain_files(srcs: list) -> list[tuple[str, str]]:
-    """(path, "top" | "sub" of a directory given as input | "file" given) of the capture files among ``srcs``."""
+SKIP_REASONS = ("empty", "not_a_capture", "truncated_header", "corrupt_header", "unknown_linktype")
+"""Why a capture file found by walking a directory was left out (``skipped_files``' ``reason``): a zero-length file,
+bytes that are no pcap/pcapng (also inside gzip/xz/zstd), a file cut inside its file header, a header the (de)compressor
+could not give back, records of link types no decoder reads (judged on the file's first batch of records)."""
+
+_PROBE_RECORDS = 1024  # records of a file's first batch the link-type test looks at
+
+
+def unreadable(path: str | os.PathLike) -> tuple[str, str] | None:
+    """(reason of :data:`SKIP_REASONS`, what was found and what to try) when no packet of a capture file can be
+    read at all, else None: its first batch is read (a few KiB), nothing more."""
+    from pcaptools.decode.registry import LINKTYPE
+    from pcaptools.errors import BadMagic, CorruptBlock, TruncatedRecord
+    from pcaptools.io import iter_records
+    from pcaptools.io.linktypes import linktype_name
+
+    p = os.fspath(path)
+    try:
+        batch = next(iter_records(p, batch_records=_PROBE_RECORDS, batch_bytes=1 << 18), None)
+    except BadMagic as exc:
+        empty = os.path.getsize(p) == 0 or "is empty (0 bytes)" in str(exc)  # a file, or compressed nothing
+        return ("empty" if empty else "not_a_capture"), str(exc)
+    except TruncatedRecord as exc:
+        return "truncated_header", str(exc)
+    except CorruptBlock as exc:
+        return "corrupt_header", str(exc)
+    if batch is None:
+        return None
+    types = {int(t) for t in np.unique(batch.linktype)} if len(batch) else {int(i.linktype) for i in batch.interfaces}
+    if types and not types & set(LINKTYPE):
+        names = ", ".join(f"{t} ({linktype_name(t)})" for t in sorted(types))
+        return "unknown_linktype", (f"{p}: link type {names}, which pcaptools does not decode (EN10MB, LINUX_SLL, LINUX_SLL2, "
+                                    f"RAW, IPV4, IPV6, NULL/LOOP); `pcaptools info {p}` shows its interfaces")  # fmt: skip
+    return None
+
+
+def _walk(srcs: list) -> tuple[list[tuple[str, str]], list[dict]]:
+    """(path, "top" | "sub" of a directory given as input | "file" given) of the capture files among ``srcs``, and
+    the files found by walking a directory that cannot be read at all (``{"path", "reason", "detail"}``): those are
+    left out, the others analysed. A file named on the command line is never left out (reading it says what is wrong)."""
     files: list[tuple[str, str]] = []
+    skipped: list[dict] = []
     for s in srcs:
         p = Path(s)
         if p.is_dir():
@@ -247,12 +286,35 @@ def _plain_files(srcs: list) -> list[tuple[str, str]]:
                     f"{p}: no capture files (*.pcap, *.pcapng, *.cap, optionally .gz) and no manifest.json in it; "
                     "expected NODE/IFACE.pcap or NODE/any.pcap files (see pcaptools/scripts/capture-cluster.sh)", path=str(p),
                 )  # fmt: skip
-            files += [(str(f), "top" if f.parent == p else "sub") for f in found]
+            bad = [(str(f), unreadable(f)) for f in found]
+            bad = [{"path": f, "reason": why[0], "detail": why[1]} for f, why in bad if why is not None]
+            if len(bad) == len(found):
+                raise CorrelationError(
+                    f"{p}: none of its {len(found)} capture file(s) can be read ({bad[0]['detail']}); expected pcap or "
+                    "pcapng captures written by tcpdump or dumpcap", path=str(p),
+                )  # fmt: skip
+            left = {b["path"] for b in bad}
+            files += [(str(f), "top" if f.parent == p else "sub") for f in found if str(f) not in left]
+            skipped += bad
         elif p.exists():
             files.append((str(p), "file"))
         else:
             raise CorrelationError(f"{p}: no such file or directory; expected capture files, directories of them or a manifest.json", path=str(p))
-    return files
+    return files, skipped
+
+
+def _plain_files(srcs: list) -> list[tuple[str, str]]:
+    """The capture files among ``srcs`` that are analysed (see :func:`_walk`)."""
+    return _walk(srcs)[0]
+
+
+def skipped_files(inputs: str | os.PathLike | Iterable[str | os.PathLike]) -> list[dict]:
+    """The capture files found by walking the input directories that cannot be read at all and are left out of every
+    command's answer, each ``{"path", "reason" (SKIP_REASONS), "detail"}`` (``--json``'s ``skipped_files``; the CLI
+    says each on stderr). Manifests and datasets name their files and are not walked: [] for them."""
+    srcs = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
+    walked = [s for s in srcs if Path(s).is_dir() and not _is_manifest(s) and not is_dataset(s)]
+    return _walk(walked)[1] if walked else []
 
 
 def _given(srcs: list, points: list[str], *, allow_outside: bool) -> tuple[list[dict], list[tuple[str, str]], str]:
