@@ -107,16 +107,22 @@ def test_merge_writes_the_bytes_of_the_set_without_the_broken_files(sets, extra,
     _said(err, sets)
 
 
-def test_compare_report_convert_and_manifest_answer_as_without_the_broken_files(sets, tmp_path, capsys):
-    clean, broken = str(sets["clean"]), str(sets["broken"])
-    code, a, _ = run(capsys, "compare", "--json", clean)
-    code, b, err = run(capsys, "compare", "--json", broken)
+@pytest.mark.parametrize("extra", [[], ["--memory", BUDGET]], ids=["memory", "streamed"])
+def test_compare_answers_as_without_the_broken_files_and_names_them_per_set(sets, extra, capsys):
+    code, a, _ = run(capsys, "compare", "--json", *extra, str(sets["clean"]))
+    code, b, err = run(capsys, "compare", "--json", *extra, str(sets["broken"]))
     assert code == 0
     _said(err, sets)
     da, db = json.loads(_same(a, sets)), json.loads(b)
     assert da["capture_sets"][0].pop("skipped_files") == []
     _listed(db["capture_sets"][0].pop("skipped_files"), sets)
+    for d in (da, db):
+        d["capture_sets"][0]["notes"] = _json_without_budget_notes(d["capture_sets"][0])["notes"]
     assert db == da
+
+
+def test_report_convert_and_manifest_answer_as_without_the_broken_files(sets, tmp_path, capsys):
+    clean, broken = str(sets["clean"]), str(sets["broken"])
     for argv in (["manifest", "--json"],):
         code, a, _ = run(capsys, *argv, clean)
         code, b, err = run(capsys, *argv, broken)
