@@ -31,7 +31,7 @@ _EXPORTS: dict[str, tuple[str, str | None]] = {
     "CapturePoint": ("pcaptools.correlate.capture_set", "CapturePoint"),
     "Correlation": ("pcaptools.correlate.api", "Correlation"),
     "correlate_captures": ("pcaptools.correlate.api", "correlate"),
-    "merge_captures": ("pcaptools.correlate.merge", "merge"),
+    "merge_captures": ("pcaptools.k8s.discover", "merge_captures"),  # a CaptureSet or inputs; memory= streams
     "load_captures": ("pcaptools.k8s.discover", "load_captures"),  # plain captures -> CaptureSet
     # Kubernetes paths
     "Inventory": ("pcaptools.k8s.inventory", "Inventory"),

@@ -184,6 +184,19 @@ def _inferred(cs) -> None:
         print(f"pcaptools: {safe(line)}", file=sys.stderr)
 
 
+def _skipped(sources: list[str]) -> list[dict]:
+    """The captures found by walking the input directories that cannot be read at all (left out of the answer), each
+    said on stderr; the list is ``--json``'s ``skipped_files``."""
+    from pcaptools.k8s.discover import skipped_files
+    from pcaptools.render.terminal import safe
+
+    skipped = skipped_files(sources)
+    for s in skipped:
+        print(f"pcaptools: skipped {safe(s['path'])} ({s['reason']}), the other captures are analysed: {safe(s['detail'])}",
+              file=sys.stderr)  # fmt: skip
+    return skipped
+
+
 _INPUTS = "Capture files, directories of them (NODE/IFACE.pcap, NODE.pcap + NODE.links.json) or a manifest.json / directory holding one."
 _LINKS = "`ip -j link` output of a node for its -i any capture: NODE.links.json or NODE=FILE (repeatable; default: beside the capture)."
 _SCHEDULER = "Run on the Dask cluster whose scheduler is at ADDRESS (tcp://HOST:8786); needs pip install 'pcaptools[dask]'."
@@ -252,6 +265,7 @@ def compare_cmd(
     from pcaptools.compare import compare
     from pcaptools.correlate.budget import default_memory
 
+    _skipped(list(sources))
     with _busy(list(sources), "comparing"):
         cmp = compare(sources, allow_outside=allow_outside, memory=default_memory() if memory is None else memory)
     if out:
@@ -317,6 +331,7 @@ def paths_cmd(
                                  "drop --json or --scheduler/--workers", ctx=ctx, param_hint="--json")  # fmt: skip
     _in_process_only(memory, scheduler, workers)
     rules = [load_iptables(spec) for spec in iptables]  # a bad file fails before the captures are read
+    skipped = _skipped(sources or [])
     d = None
     with _busy([*(sources or []), *(q.rpartition("=")[2] for q in point)], "correlating"), _cluster(scheduler, workers) as dask:
         if dask is None:
@@ -338,7 +353,7 @@ def paths_cmd(
     if as_json:
         from pcaptools.render.records import document, path_records
 
-        _print_json_items(document("paths", connections=len(ps.paths), paths=[]), "paths",
+        _print_json_items(document("paths", connections=len(ps.paths), skipped_files=skipped, paths=[]), "paths",
                           path_records(ps.paths, ps.nat, ps.correlation.hops, diagnosis=d, nat_rules=nat_rules))  # fmt: skip
         return
     from pcaptools.render.terminal import fmt_int, print_paths, safe
@@ -422,6 +437,7 @@ def convert_cmd(
     from pcaptools.render.terminal import fmt_int, safe
 
     sources = list(sources or [])
+    _skipped(sources)
     with _busy([*sources, *(q.rpartition("=")[2] for q in point)], "converting"):
         path = convert(sources, out, points=point, inventory=inventory, links=links, window_ns=int(window_s * 1e9),
                        flows=with_flows, overwrite=overwrite, allow_outside=allow_outside)
@@ -537,6 +553,7 @@ def correlate_cmd(
 
     sources = list(sources or [])
     _in_process_only(memory, scheduler, workers)
+    skipped = _skipped(sources)
     with _busy([*sources, *(q.rpartition("=")[2] for q in point)], "correlating"), _cluster(scheduler, workers) as dask:
         if dask is None:
             corr, cs = correlate_inputs(sources, points=point, inventory=inventory or find_inventory(sources, allow_outside=allow_outside),
@@ -555,7 +572,7 @@ def correlate_cmd(
     if as_json:
         from pcaptools.render.records import correlation_document
 
-        _print_json(correlation_document(corr))
+        _print_json(correlation_document(corr, skipped_files=skipped))
         return
     from pcaptools.render.terminal import print_correlation
 
@@ -578,36 +595,18 @@ def merge_cmd(
 
     Example: pcaptools merge sample_pcaps/calico-vxlan -o merged.pcapng --dedup
     """
-    import os
-    import tempfile
-
-    from pcaptools.correlate.api import correlate
-    from pcaptools.correlate.merge import MergeRows, merge
-    from pcaptools.dataset import original_files
-    from pcaptools.k8s.discover import correlate_inputs, find_inventory, load_captures
+    from pcaptools.k8s.discover import merge_inputs
     from pcaptools.render.terminal import fmt_int, safe
 
-    sources = list(sources or [])
-    inv = inventory or find_inventory(sources, allow_outside=allow_outside)
-    with _busy([*sources, *(q.rpartition("=")[2] for q in point)], "merging"):
-        if memory is not None:  # the correlation is streamed when the captures exceed the budget (MergeRows keeps what merge needs)
-            rows = MergeRows()
-            with tempfile.TemporaryDirectory(prefix=".merge-", dir=os.path.dirname(os.path.abspath(output))) as tmp:
-                hops = os.path.join(tmp, "hops.parquet") if dedup else None  # dedup's comments are read back from it
-                _, cs = correlate_inputs(sources, points=point, inventory=inv, links=links, allow_outside=allow_outside,
-                                         reference=reference, memory=memory, out=hops, observer=rows)  # fmt: skip
-                if cs is not None:
-                    _inferred(cs)
-                n = rows.write(output, dedup=dedup, hops=hops, memory=memory, sources=original_files(sources))
-            notes, n_points = rows.notes, rows.point_count
-        else:
-            cs = load_captures(sources, points=point, inventory=inv, links=links, allow_outside=allow_outside)
-            _inferred(cs)
-            n = merge(cs, output, correlation=correlate(cs, reference=reference), dedup=dedup, sources=original_files(sources))
-            notes, n_points = cs.notes, len(cs.points)
-    for note in notes:  # records a reader skipped are not in the merged file either
+    _skipped(sources or [])
+    with _busy([*(sources or []), *(q.rpartition("=")[2] for q in point)], "merging"):
+        done = merge_inputs(list(sources or []), output, points=point, inventory=inventory, links=links, dedup=dedup,
+                            reference=reference, allow_outside=allow_outside, memory=memory)  # fmt: skip
+    if done.captures is not None:
+        _inferred(done.captures)
+    for note in done.notes:  # records a reader skipped are not in the merged file either
         print(f"pcaptools: note: {safe(note)}", file=sys.stderr)
-    _console().print(f"wrote {fmt_int(n)} packets from {n_points} capture points to {safe(output)}")
+    _console().print(f"wrote {fmt_int(done.packets)} packets from {done.points} capture points to {safe(output)}")
 
 
 @app.command("manifest")
@@ -633,6 +632,7 @@ def manifest_cmd(
     from pcaptools.k8s.discover import find_inventory, load_captures, manifest_doc
 
     sources = list(sources or [])
+    _skipped(sources)
     cs = load_captures(sources, points=point, inventory=inventory or find_inventory(sources), links=links)
     doc = manifest_doc(cs, os.path.dirname(os.path.abspath(out)) if out else ".")
     if out:
@@ -771,6 +771,7 @@ def report_cmd(
     from pcaptools.render.terminal import safe
     from pcaptools.report import write_report
 
+    _skipped(list(sources))
     with _busy(list(sources), "building the report on"):
         path = write_report(sources, out, max_packets=max_packets, memory=default_memory() if memory is None else memory)
     sets = f"{len(sources)} capture set{'s' if len(sources) > 1 else ''}"
@@ -924,6 +925,7 @@ def why_cmd(
     from pcaptools.k8s.paths_stream import diagnose_bounded
 
     rules = [load_iptables(spec) for spec in iptables]
+    skipped = _skipped(sources or [])
     with _busy([*(sources or []), *(q.rpartition("=")[2] for q in point)], "correlating"):
         ps, d = diagnose_bounded(sources or [], points=point, links=links, inventory=inventory, allow_outside=allow_outside,
                                  window_ns=int(window_ms * 1e6), with_flows=False, memory=memory, iptables=rules,
@@ -931,7 +933,7 @@ def why_cmd(
     if ps.captures is not None:  # None: a manifest's streamed set, nothing inferred
         _inferred(ps.captures)
     if as_json:
-        _print_json_items(d.head(), "connections", d.records())
+        _print_json_items({**d.head(), "skipped_files": skipped}, "connections", d.records())
         return
     from pcaptools.render.terminal import print_why
 

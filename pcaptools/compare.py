@@ -200,6 +200,8 @@ class Comparison:
     cross_node: pd.DataFrame  # COMPARISON_CROSS_NODE_COLUMNS
     sources: dict[str, str] = field(default_factory=dict)
     notes: dict[str, list[str]] = field(default_factory=dict)
+    # label -> the captures found in its directory that cannot be read at all, left out ({path, reason, detail})
+    skipped_files: dict[str, list[dict]] = field(default_factory=dict)
     hop_samples: pd.DataFrame | None = None  # COMPARISON_HOP_SAMPLE_COLUMNS: the samples behind hop_latency, for CDFs
     capture_points: dict[str, pd.DataFrame] = field(default_factory=dict, repr=False)  # label -> point, node, interface, role, pod, file, packets
     correlations: dict[str, object] = field(default_factory=dict, repr=False)  # label -> its Correlation (hops: see hops_files)
@@ -231,7 +233,8 @@ class Comparison:
         from pcaptools.render.records import comparison_details
 
         return {
-            "capture_sets": {lab: {"source": self.sources.get(lab, ""), "notes": self.notes.get(lab, [])} for lab in self.labels},
+            "capture_sets": {lab: {"source": self.sources.get(lab, ""), "notes": self.notes.get(lab, []),
+                                   "skipped_files": self.skipped_files.get(lab, [])} for lab in self.labels},  # fmt: skip
             "summary": [
                 {"section": r["section"], "metric": r["metric"], "unit": r["unit"], "doc": r["doc"],
                  "values": {lab: _plain(r[lab]) for lab in self.labels}}
@@ -282,6 +285,8 @@ def compare(
     ``window_rows`` / ``bucket_rows`` / ``batch_records`` force streaming with correlation windows, path buckets and
     packet batches of about that many rows (tests).
     """
+    from pcaptools.k8s.discover import skipped_files
+
     items = _labelled(capture_sets)
     forced = {"window_rows": window_rows, "bucket_rows": bucket_rows, "batch_records": batch_records}
     sets = []
@@ -318,6 +323,7 @@ def compare(
         labels=labels, summary=summary, mode=cat("mode"), wire_bytes=cat("wire_bytes"), points=cat("points"),
         latency=cat("latency"), hop_latency=cat("hop_latency"), cross_node=cat("cross_node"),
         sources={s.label: s.source for s in sets}, notes={s.label: s.notes for s in sets}, hop_samples=cat("hop_samples"),
+        skipped_files={lab: skipped_files([src]) if isinstance(src, (str, os.PathLike)) else [] for lab, src in items},
         capture_points={s.label: s.points for s in sets}, correlations={s.label: s.correlation for s in sets},
         paths={s.label: s.paths for s in sets}, nat={s.label: s.nat for s in sets},
         inventories={s.label: s.inventory for s in sets}, hops_files={s.label: s.hops_file for s in sets},

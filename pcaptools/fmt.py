@@ -3,6 +3,8 @@ so the CLI's startup stays light)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 PROTO_NAMES: dict[int, str] = {1: "icmp", 2: "igmp", 6: "tcp", 17: "udp", 47: "gre", 50: "esp", 58: "icmpv6", 132: "sctp"}
 """IP protocol numbers with a name (others are written as their number)."""
 
@@ -34,6 +36,17 @@ def add_skipped(into: dict[str, dict[str, int]], table_attrs: dict) -> None:
         mine = into.setdefault(str(path), {})
         for k, v in reasons.items():
             mine[k] = mine.get(k, 0) + int(v)
+
+
+def shared_file_notes(skips: Iterable[dict[str, dict[str, int]]]) -> list[str]:
+    """:func:`reader_notes` of several readers' ``{file: {reason: count}}`` (one per capture point): points that share a
+    file (an ``-i any`` capture split per interface) read the same records, so each file's skips are said once, the
+    first reader's. One helper for the in-memory capture set and the streamed correlation, so both say the same."""
+    first: dict[str, dict[str, int]] = {}
+    for skipped in skips:
+        for path, reasons in (skipped or {}).items():
+            first.setdefault(str(path), dict(reasons))
+    return reader_notes(first)
 
 
 def reader_notes(skipped: dict[str, dict[str, int]]) -> list[str]:

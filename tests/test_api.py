@@ -45,9 +45,10 @@ def test_all_names_resolve_and_none_is_a_function_over_a_module() -> None:
     assert inspect.ismodule(pcaptools.flows) and inspect.ismodule(pcaptools.compare)
     assert pcaptools.compare.Comparison is pcaptools.Comparison
     import pcaptools.correlate.merge as merge_module
+    import pcaptools.k8s.discover as discover
 
     assert pcaptools.correlate.merge is merge_module
-    assert pcaptools.merge_captures is merge_module.merge
+    assert pcaptools.merge_captures is discover.merge_captures  # a CaptureSet or inputs (memory= streams), not the module
 
 
 def test_public_functions_have_keyword_only_options_and_no_catch_all() -> None:

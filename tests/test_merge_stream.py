@@ -83,3 +83,32 @@ def test_cli_merge_of_a_dataset_under_16mib_copies_the_original_captures_bytes(t
     assert FLOOR in capsys.readouterr().err  # streamed: the dataset's parts read in windows
     assert a.read_bytes() == b.read_bytes()
     assert len(read_records(b)) == len(read_records(a)) > 0
+
+
+@pytest.mark.parametrize("dedup", [False, True], ids=["all", "dedup"])
+def test_merge_captures_of_inputs_under_16mib_streams_and_writes_the_in_memory_bytes(generated, dedup, tmp_path, capsys):
+    """The Python API takes the CLI's bounded path: merge_captures(paths, memory=...) is merge --memory."""
+    import pcaptools
+
+    a, b, c = tmp_path / "a.pcapng", tmp_path / "b.pcapng", tmp_path / "c.pcapng"
+    cs = load_captures([str(generated)])
+    n = pcaptools.merge_captures(cs, a, dedup=dedup)  # a CaptureSet, as before: in memory
+    capsys.readouterr()
+    assert pcaptools.merge_captures([str(generated)], b, dedup=dedup, memory=16 << 20) == n
+    assert FLOOR in capsys.readouterr().err  # the streamed correlation ran, as merge --memory 16MiB does
+    assert b.read_bytes() == a.read_bytes()
+    assert main(["merge", str(generated), "-o", str(c), "--memory", "16MiB", *(["--dedup"] if dedup else [])]) == 0
+    assert c.read_bytes() == a.read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.pcapng", "b.pcapng", "c.pcapng"]  # no hops file left
+
+
+def test_merge_inputs_streamed_says_the_points_and_notes_of_the_in_memory_run(tmp_path):
+    from pcaptools.k8s.discover import merge_inputs
+
+    src = str(ROOT / "sample_pcaps" / "calico-vxlan")
+    whole = merge_inputs([src], tmp_path / "a.pcapng", dedup=True)
+    streamed = merge_inputs([src], tmp_path / "b.pcapng", dedup=True, memory=16 << 20, window_rows=64, batch_records=7)
+    assert whole.captures is not None and streamed.captures is None  # a manifest's set: nothing inferred when streamed
+    assert (streamed.packets, streamed.points, streamed.notes) == (whole.packets, whole.points, whole.notes)
+    assert whole.points == len(whole.captures.points) > 1
+    assert (tmp_path / "a.pcapng").read_bytes() == (tmp_path / "b.pcapng").read_bytes()

@@ -22,7 +22,7 @@ from pcaptools.correlate.manifest import read_manifest
 from pcaptools.dataset import dataset_entries, is_dataset, split_member
 from pcaptools.decode.table import concat
 from pcaptools.errors import CorrelationError, InventoryError
-from pcaptools.fmt import reader_notes
+from pcaptools.fmt import shared_file_notes
 
 ROLES = ("pod-veth", "node-uplink", "overlay", "lb", "client", "any", "external", "bridge", "service-vip", "loopback", "other")
 """Values of a capture point's ``role`` in a manifest (the last four name a node's other devices: cni0,
@@ -113,11 +113,7 @@ class CaptureSet:
 
 def frame_notes(frames: list[tuple[dict, pd.DataFrame]]) -> list[str]:
     """The records the readers skipped, a note per file (several points may share one file: its skips said once)."""
-    skipped: dict[str, dict] = {}
-    for _, df in frames:
-        for path, reasons in (df.attrs.get("skipped") or {}).items():
-            skipped.setdefault(str(path), dict(reasons))
-    return reader_notes(skipped)
+    return shared_file_notes(df.attrs.get("skipped") for _, df in frames)
 
 
 def decode_entries(entries: list[dict], decoder: Callable | None = None) -> list[tuple[dict, pd.DataFrame]]:

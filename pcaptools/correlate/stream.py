@@ -65,7 +65,7 @@ from pcaptools.correlate.capture_set import (
 from pcaptools.correlate.clock import correct
 from pcaptools.correlate.sample import ClockSample
 from pcaptools.correlate.windows import ROW_BYTES, Categories, Part, rows_from
-from pcaptools.fmt import add_skipped, reader_notes
+from pcaptools.fmt import add_skipped, shared_file_notes
 from pcaptools.schema import HOPS_COLUMNS, empty
 
 ROW_COST = 6 * ROW_BYTES
@@ -350,12 +350,9 @@ def correlate_stream(entries: list[dict], *, window_ns: int = DEFAULT_WINDOW_NS,
     pts, late, rows, dense = _survey(files, sample, window_ns)
     if observer is not None:
         observer.points(pts)
-    skipped: dict[str, dict] = {}
-    for src in files:  # several points may share one file: its skips once, as CaptureSet.from_frames says them
-        for path, reasons in src.skipped.items():
-            skipped.setdefault(path, reasons)
+    skip_notes = shared_file_notes(src.skipped for src in files)  # as CaptureSet.from_frames says them
     if observer is not None:
-        observer.reader_notes = reader_notes(skipped)
+        observer.reader_notes = list(skip_notes)
     floor = None
     if window_rows is None:  # what is left once the libraries, the readers and the spine have theirs
         fixed = max(fixed, _rss() + nf * FILE_WINDOW)
@@ -376,7 +373,7 @@ def correlate_stream(entries: list[dict], *, window_ns: int = DEFAULT_WINDOW_NS,
         if observer is not None:
             observer.emitted(part.key, part.journey)
     corr = finish(m, empty(HOPS_COLUMNS), offsets,
-                  [*reader_notes(skipped), *clock_notes(offsets, params), *([floor] if floor else [])])
+                  [*skip_notes, *clock_notes(offsets, params), *([floor] if floor else [])])
     rewritten = writer.close(m)
     stats = StreamStats(windows=m.windows, carried_journeys=m.carried_journeys, carried_rows=m.carried_rows, passes=2,
                         window_rows=int(window_rows), disorder_ns=int(late.max()) if late.size else 0, rewritten=rewritten)  # fmt: skip

@@ -32,6 +32,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -234,9 +235,48 @@ class _Found:
         return ev
 
 
-def _plain_files(srcs: list) -> list[tuple[str, str]]:
-    """(path, "top" | "sub" of a directory given as input | "file" given) of the capture files among ``srcs``."""
+SKIP_REASONS = ("empty", "not_a_capture", "truncated_header", "corrupt_header", "unknown_linktype")
+"""Why a capture file found by walking a directory was left out (``skipped_files``' ``reason``): a zero-length file,
+bytes that are no pcap/pcapng (also inside gzip/xz/zstd), a file cut inside its file header, a header the (de)compressor
+could not give back, records of link types no decoder reads (judged on the file's first batch of records)."""
+
+_PROBE_RECORDS = 1024  # records of a file's first batch the link-type test looks at
+
+
+def unreadable(path: str | os.PathLike) -> tuple[str, str] | None:
+    """(reason of :data:`SKIP_REASONS`, what was found and what to try) when no packet of a capture file can be
+    read at all, else None: its first batch is read (a few KiB), nothing more."""
+    from pcaptools.decode.registry import LINKTYPE
+    from pcaptools.errors import BadMagic, CorruptBlock, TruncatedRecord
+    from pcaptools.io import iter_records
+    from pcaptools.io.linktypes import linktype_name
+
+    p = os.fspath(path)
+    try:
+        batch = next(iter_records(p, batch_records=_PROBE_RECORDS, batch_bytes=1 << 18), None)
+    except BadMagic as exc:
+        empty = os.path.getsize(p) == 0 or "is empty (0 bytes)" in str(exc)  # a file, or compressed nothing
+        return ("empty" if empty else "not_a_capture"), str(exc)
+    except TruncatedRecord as exc:
+        return "truncated_header", str(exc)
+    except CorruptBlock as exc:
+        return "corrupt_header", str(exc)
+    if batch is None:
+        return None
+    types = {int(t) for t in np.unique(batch.linktype)} if len(batch) else {int(i.linktype) for i in batch.interfaces}
+    if types and not types & set(LINKTYPE):
+        names = ", ".join(f"{t} ({linktype_name(t)})" for t in sorted(types))
+        return "unknown_linktype", (f"{p}: link type {names}, which pcaptools does not decode (EN10MB, LINUX_SLL, LINUX_SLL2, "
+                                    f"RAW, IPV4, IPV6, NULL/LOOP); `pcaptools info {p}` shows its interfaces")  # fmt: skip
+    return None
+
+
+def _walk(srcs: list) -> tuple[list[tuple[str, str]], list[dict]]:
+    """(path, "top" | "sub" of a directory given as input | "file" given) of the capture files among ``srcs``, and
+    the files found by walking a directory that cannot be read at all (``{"path", "reason", "detail"}``): those are
+    left out, the others analysed. A file named on the command line is never left out (reading it says what is wrong)."""
     files: list[tuple[str, str]] = []
+    skipped: list[dict] = []
     for s in srcs:
         p = Path(s)
         if p.is_dir():
@@ -246,12 +286,35 @@ def _plain_files(srcs: list) -> list[tuple[str, str]]:
                     f"{p}: no capture files (*.pcap, *.pcapng, *.cap, optionally .gz) and no manifest.json in it; "
                     "expected NODE/IFACE.pcap or NODE/any.pcap files (see pcaptools/scripts/capture-cluster.sh)", path=str(p),
                 )  # fmt: skip
-            files += [(str(f), "top" if f.parent == p else "sub") for f in found]
+            bad = [(str(f), unreadable(f)) for f in found]
+            bad = [{"path": f, "reason": why[0], "detail": why[1]} for f, why in bad if why is not None]
+            if len(bad) == len(found):
+                raise CorrelationError(
+                    f"{p}: none of its {len(found)} capture file(s) can be read ({bad[0]['detail']}); expected pcap or "
+                    "pcapng captures written by tcpdump or dumpcap", path=str(p),
+                )  # fmt: skip
+            left = {b["path"] for b in bad}
+            files += [(str(f), "top" if f.parent == p else "sub") for f in found if str(f) not in left]
+            skipped += bad
         elif p.exists():
             files.append((str(p), "file"))
         else:
             raise CorrelationError(f"{p}: no such file or directory; expected capture files, directories of them or a manifest.json", path=str(p))
-    return files
+    return files, skipped
+
+
+def _plain_files(srcs: list) -> list[tuple[str, str]]:
+    """The capture files among ``srcs`` that are analysed (see :func:`_walk`)."""
+    return _walk(srcs)[0]
+
+
+def skipped_files(inputs: str | os.PathLike | Iterable[str | os.PathLike]) -> list[dict]:
+    """The capture files found by walking the input directories that cannot be read at all and are left out of every
+    command's answer, each ``{"path", "reason" (SKIP_REASONS), "detail"}`` (``--json``'s ``skipped_files``; the CLI
+    says each on stderr). Manifests and datasets name their files and are not walked: [] for them."""
+    srcs = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
+    walked = [s for s in srcs if Path(s).is_dir() and not _is_manifest(s) and not is_dataset(s)]
+    return _walk(walked)[1] if walked else []
 
 
 def _given(srcs: list, points: list[str], *, allow_outside: bool) -> tuple[list[dict], list[tuple[str, str]], str]:
@@ -393,6 +456,75 @@ def _correlate_inputs(inputs, *, points, inventory, links, allow_outside, window
     if observer is not None:
         observer.whole(cs, corr)
     return corr, cs, None
+
+
+@dataclass
+class Merged:
+    """What :func:`merge_inputs` wrote: packets and capture points in the pcapng, the readers' notes (records skipped
+    are not in the merged file either) and the capture set whose points were inferred (None for a streamed manifest
+    or ``--point`` set: nothing inferred)."""
+
+    packets: int
+    points: int
+    notes: list[str]
+    captures: CaptureSet | None
+
+
+def merge_inputs(inputs: str | os.PathLike | Sequence[str | os.PathLike], out: str | os.PathLike, *, points: Sequence[str] = (),
+                 inventory=None, links: Iterable[str] = (), dedup: bool = False, reference: str | None = None,  # noqa: ANN001
+                 allow_outside: bool = False, memory: int | None = None, window_rows: int | None = None,
+                 batch_records: int | None = None) -> Merged:  # fmt: skip
+    """Merge what ``pcaptools merge`` was given into one pcapng on the reference clock (:mod:`pcaptools.correlate.merge`).
+
+    Without ``memory`` the capture set is loaded and correlated in memory; with it (bytes) the correlation is streamed
+    when the inputs exceed the budget (:func:`correlate_inputs`; :class:`~pcaptools.correlate.merge.MergeRows` keeps
+    about 30 bytes per packet, ``dedup``'s comments are read back from a hops file in a temporary directory beside
+    ``out``) and the capture files are read in windows: the same file byte for byte. ``window_rows`` forces streaming
+    in windows of about that many rows and ``batch_records`` windows of records when writing (tests)."""
+    import tempfile
+
+    from pcaptools.correlate.api import correlate
+    from pcaptools.correlate.merge import MergeRows, merge
+    from pcaptools.dataset import original_files
+
+    srcs = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
+    inv = inventory if inventory is not None else find_inventory(srcs, allow_outside=allow_outside)
+    sources = original_files(srcs)
+    if memory is None and window_rows is None:
+        cs = load_captures(srcs, points=points, inventory=inv, links=links, allow_outside=allow_outside)
+        n = merge(cs, out, correlation=correlate(cs, reference=reference), dedup=dedup, batch_records=batch_records, sources=sources)
+        return Merged(n, len(cs.points), list(cs.notes), cs)
+    rows = MergeRows()
+    with tempfile.TemporaryDirectory(prefix=".merge-", dir=os.path.dirname(os.path.abspath(out))) as tmp:
+        hops = os.path.join(tmp, "hops.parquet") if dedup else None
+        _, cs = correlate_inputs(srcs, points=points, inventory=inv, links=links, allow_outside=allow_outside, reference=reference,
+                                 memory=memory, out=hops, window_rows=window_rows, observer=rows)  # fmt: skip
+        n = rows.write(out, dedup=dedup, hops=hops, memory=memory, batch_records=batch_records, sources=sources)
+    return Merged(n, rows.point_count, list(rows.notes), cs)
+
+
+def merge_captures(source: CaptureSet | str | os.PathLike | Sequence[str | os.PathLike], out: str | os.PathLike, *,
+                   points: Sequence[str] = (), inventory=None, links: Iterable[str] = (), correlation: Correlation | None = None,  # noqa: ANN001
+                   dedup: bool = False, reference: str | None = None, allow_outside: bool = False, memory: int | None = None,
+                   batch_records: int | None = None, sources: dict[str, str] | None = None) -> int:  # fmt: skip
+    """``pcaptools.merge_captures``: write a capture set, or the captures of manifests, directories and files, as one
+    pcapng on the reference clock; the number of packets written.
+
+    Given inputs (paths), this is ``pcaptools merge``: :func:`merge_inputs`, with ``memory`` (bytes) the same bounded
+    path as ``merge --memory`` (the correlation streamed when the inputs exceed it, the files read in windows). Given a
+    CaptureSet (already in memory, with its ``correlation`` if computed), ``memory`` bounds only the writing, as
+    :func:`pcaptools.correlate.merge.merge` does; ``points``, ``inventory``, ``links`` and ``allow_outside`` apply to
+    inputs, ``correlation`` and ``sources`` to a CaptureSet."""
+    from pcaptools.correlate.merge import merge
+
+    if isinstance(source, CaptureSet):
+        if correlation is None and reference is not None:
+            from pcaptools.correlate.api import correlate
+
+            correlation = correlate(source, reference=reference)
+        return merge(source, out, correlation=correlation, dedup=dedup, memory=memory, batch_records=batch_records, sources=sources)
+    return merge_inputs(source, out, points=points, inventory=inventory, links=links, dedup=dedup, reference=reference,
+                        allow_outside=allow_outside, memory=memory, batch_records=batch_records).packets  # fmt: skip
 
 
 def summary_lines(cs: CaptureSet) -> list[str]:

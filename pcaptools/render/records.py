@@ -221,7 +221,7 @@ def flows_document(fl: pd.DataFrame) -> dict:
     return document("flows", flows=recs)
 
 
-def correlation_document(corr) -> dict:
+def correlation_document(corr, *, skipped_files: list[dict] | None = None) -> dict:
     """``pcaptools correlate --json``: clock model per node, per-point matches, hop latency and losses as objects."""
     offs = corr.offsets
     ref = offs.loc[offs["reference"].to_numpy(bool), "node"]
@@ -241,6 +241,7 @@ def correlation_document(corr) -> dict:
         hop_latency=records(corr.hop_latency),
         losses=records(ls.loc[:, ["point", "missing_at", "lost", "seen_at_point"]]) if len(ls) else [],
         notes=[str(n) for n in corr.notes],
+        skipped_files=list(skipped_files or []),
     )
 
 
@@ -248,7 +249,8 @@ def comparison_document(cmp) -> dict:
     """``pcaptools compare --json``: the metric x capture-set summary (values per label, null = n/a) and detail tables."""
     return document(
         "compare",
-        capture_sets=[{"label": lab, "source": cmp.sources.get(lab, ""), "notes": list(cmp.notes.get(lab, []))} for lab in cmp.labels],
+        capture_sets=[{"label": lab, "source": cmp.sources.get(lab, ""), "notes": list(cmp.notes.get(lab, [])),
+                       "skipped_files": list(cmp.skipped_files.get(lab, []))} for lab in cmp.labels],  # fmt: skip
         summary=[
             {"section": r["section"], "metric": r["metric"], "unit": r["unit"] or None, "doc": r["doc"],
              "values": {lab: plain(r[lab]) for lab in cmp.labels}}
