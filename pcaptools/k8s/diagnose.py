@@ -781,21 +781,21 @@ def _connection(ctx: _Context, r, fwd: list[_Journey], rev: list[_Journey]) -> t
         groups: dict[tuple, list[_Journey]] = {}
         lost_j: set[int] = set()
         occ = ctx.occ
+        plan: dict[tuple, list[tuple[int, str | None, bool]]] = {}  # per point sequence: the expected points it misses
         for j in js:
             key = tuple(j.points)
-            hit = occ.get(key)
-            if hit is None:  # journeys of a connection mostly share a few point sequences: label each once
-                labels = _occ(j.points)
-                hit = occ[key] = (labels, set(labels))
-            labels, seen = hit
-            if labels[0] not in expected:
-                continue
-            k0 = expected.index(labels[0])
-            for k in range(k0 + 1, len(expected)):
-                q = expected[k]
-                if q in seen:
-                    continue
-                later = any(x in seen for x in expected[k + 1:])
+            missed = plan.get(key)
+            if missed is None:  # journeys of a connection mostly share a few point sequences: work each out once
+                hit = occ.get(key)
+                if hit is None:
+                    labels = _occ(j.points)
+                    hit = occ[key] = (labels, set(labels))
+                labels, seen = hit
+                # (position, expected point, seen further on) of each expected point after its first it was not seen at
+                missed = plan[key] = [] if labels[0] not in expected else [
+                    (k, expected[k], any(x in seen for x in expected[k + 1:]))
+                    for k in range(expected.index(labels[0]) + 1, len(expected)) if expected[k] not in seen]  # fmt: skip
+            for k, q, later in missed:
                 if q is not None and not later:
                     lo, hi = ctx.spans.get(_raw(q), (0, -1))
                     if not lo <= j.ts[-1] <= hi:
