@@ -806,7 +806,7 @@ def _connection(ctx: _Context, r, fwd: list[_Journey], rev: list[_Journey]) -> t
                 groups.setdefault(("loss", _raw(expected[k - 1]), _raw(q)), []).append(j)
                 lost_j.add(j.jid)
                 break
-        if int(r.proto) == 6:  # a segment its receiver acknowledged arrived: the capture missed it, not the network
+        if int(r.proto) == 6 and lost_j:  # a segment its receiver acknowledged arrived: the capture missed it, not the network
             ax = _Acks(js, other)
             acked = {j.jid for key, g in groups.items() if key[0] == "loss" for j in g if ax.acked(j, lost_j)}
             for key in [k for k in groups if k[0] == "loss"]:
