@@ -4,12 +4,16 @@ On a generated 4-point capture set (benchmarks/gen_set.py: NAT, VXLAN and native
 clock 3.7 ms ahead, drops, retransmissions) it times, each in a fresh process as a user runs it
 (interpreter start, imports, numba cache loads and output included), with the process's peak RSS:
 
-* ``pcaptools correlate DIR --json -o hops.parquet`` and ``pcaptools paths DIR``;
-* ``read_packets`` of the same files (in a child process, after one warm-up call: the core alone);
+* ``pcaptools correlate DIR --json -o hops.parquet``, ``pcaptools paths DIR`` and ``pcaptools paths DIR --json``;
+* ``read_packets`` of the same files, twice: in a child process after one warm-up call (the core alone, "warm"),
+  and as a fresh process, ``python -c "import pcaptools; pcaptools.read_packets(files, payload_hash=True)"``
+  (interpreter, imports and numba's first call paid, as by the commands: the process a command is compared with);
 * a plain read of the files' bytes, ``tcpdump -r F -w /dev/null`` per file, and the decoder
   baselines of decode_sections.py (a dpkt loop, ``tshark -T fields``) on prefixes, as packets/s.
 
-Every figure comes from the same run, so ratios compare like with like on a shared machine.
+Every figure comes from the same run, so ratios compare like with like on a shared machine; each row's time is
+given over both read_packets figures (``x read_packets`` warm, ``x read_packets process``), and the fresh processes'
+CPU seconds (user + system, what a loaded machine distorts least) beside their wall time.
 """
 
 from __future__ import annotations
@@ -36,25 +40,30 @@ import os, subprocess, sys, time
 t0 = time.perf_counter()
 p = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL)
 _, status, usage = os.wait4(p.pid, 0)
-print(time.perf_counter() - t0, usage.ru_maxrss, os.waitstatus_to_exitcode(status))
+print(time.perf_counter() - t0, usage.ru_maxrss, os.waitstatus_to_exitcode(status), usage.ru_utime + usage.ru_stime)
 """
 
 
-def _run(cmd: list[str], **kw) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MiB) of ``cmd``, output discarded. A small fresh interpreter starts it:
-    a child's ru_maxrss starts from its parent's peak (it survives exec), and this benchmark's is large."""
+def _run(cmd: list[str], **kw) -> tuple[float, float, float]:
+    """Wall seconds, peak RSS (MiB) and CPU seconds (user + system) of ``cmd``, output discarded. A small fresh
+    interpreter starts it: a child's ru_maxrss starts from its parent's peak (it survives exec), and this benchmark's
+    is large."""
     out = subprocess.run([sys.executable, "-c", _WRAP, *cmd], capture_output=True, text=True, **kw)
-    wall, rss_kb, rc = out.stdout.split()
+    wall, rss_kb, rc, cpu = out.stdout.split()
     if out.returncode or int(rc):
         raise RuntimeError(f"{' '.join(cmd)} failed ({rc}): {out.stderr[-2000:]}")
-    return float(wall), int(rss_kb) / 1024
+    return float(wall), int(rss_kb) / 1024, float(cpu)
 
 
 def _best(cmd: list[str], repeat: int, **kw) -> dict:
     runs = [_run(cmd, **kw) for _ in range(repeat)]
     wall = min(r[0] for r in runs)  # the least disturbed run on a shared machine
-    return {"seconds": wall, "seconds_all": [round(r[0], 3) for r in runs], "peak_rss_mb": max(r[1] for r in runs)}
+    return {"seconds": wall, "seconds_all": [round(r[0], 3) for r in runs], "peak_rss_mb": max(r[1] for r in runs),
+            "cpu_seconds": min(r[2] for r in runs)}  # fmt: skip
 
+
+_READ_PACKETS_PROCESS = "import sys, pcaptools; pcaptools.read_packets(sys.argv[1:], payload_hash=True)"
+"""What a command is compared with as a process: the decode of the same files, as a user's fresh ``python -c`` runs it."""
 
 _READ_PACKETS = """
 import json, sys, time
@@ -105,11 +114,14 @@ def run(packets: int, repeat: int, cache: Path) -> list[dict]:
     out = subprocess.run([sys.executable, "-c", _READ_PACKETS.format(repeat=repeat), *files], env=env,
                          capture_output=True, text=True, check=True)  # fmt: skip
     rp = json.loads(out.stdout.strip().splitlines()[-1])
-    add("read_packets", rp, rp["rows"])
+    add("read_packets (warm, in process)", rp, rp["rows"])
+    rp_proc = _best([sys.executable, "-c", _READ_PACKETS_PROCESS, *files], repeat, env=env)
+    add("read_packets (fresh process)", rp_proc, sightings)
     with tempfile.TemporaryDirectory() as tmp:
         add("pcaptools correlate --json -o hops.parquet",
             _best([*cli, "correlate", str(set_dir), "--json", "-o", str(Path(tmp) / "hops.parquet")], repeat, env=env), sightings)  # fmt: skip
     add("pcaptools paths", _best([*cli, "paths", str(set_dir)], repeat, env=env), sightings)
+    add("pcaptools paths --json", _best([*cli, "paths", str(set_dir), "--json"], repeat, env=env), sightings)
     tcpd = [_best(["tcpdump", "-r", f, "-w", "/dev/null"], repeat) for f in files]
     add("tcpdump -r F -w /dev/null", {"seconds": sum(r["seconds"] for r in tcpd), "peak_rss_mb": max(r["peak_rss_mb"] for r in tcpd)}, sightings)
     for name, fn in (("dpkt decode (prefix)", dpkt_decode), ("tshark -T fields (prefix)", tshark_fields)):
@@ -118,19 +130,23 @@ def run(packets: int, repeat: int, cache: Path) -> list[dict]:
         add(name, {"seconds": time.perf_counter() - t0}, n)
     for r in rows:
         r["time_vs_read_packets"] = r["seconds"] / rp["seconds"] * (sightings / r["records"])
+        r["time_vs_read_packets_process"] = r["seconds"] / rp_proc["seconds"] * (sightings / r["records"])
         r.update(set_mb=round(size / 2**20, 1), stream_packets=int(info["packets"]), sightings=sightings)
     pyc.cleanup()
     return rows
 
 
 def print_table(rows: list[dict]) -> None:
-    """The end-to-end rows as a table: packets/s, seconds, time for the whole set relative to read_packets."""
+    """The end-to-end rows as a table: packets/s, seconds (CPU seconds of fresh processes), time for the whole set
+    relative to read_packets warm in process and to read_packets as a fresh process, side by side."""
     if not rows:
         return
     r0 = rows[0]
     print(f"\nend to end: {r0['stream_packets']:,}-packet stream at 4 points, {r0['sightings']:,} sightings, "
-          f"{r0['set_mb']:,.0f} MiB (commands: best of their runs, fresh process each)")  # fmt: skip
-    print(f"{'command':<44}{'packets/s':>12}{'seconds':>10}{'x read_packets':>16}{'peak RSS MiB':>14}")
+          f"{r0['set_mb']:,.0f} MiB (commands: best of their runs, fresh process each; load {os.getloadavg()[0]:.1f})")  # fmt: skip
+    print(f"{'command':<44}{'packets/s':>12}{'seconds':>10}{'cpu s':>8}{'x read_packets':>16}{'x read_packets process':>24}{'peak RSS MiB':>14}")
     for r in rows:
         rss = f"{r['peak_rss_mb']:.0f}" if "peak_rss_mb" in r else ""
-        print(f"{r['section'][4:]:<44}{r['records_per_s']:>12,.0f}{r['seconds']:>10.2f}{r['time_vs_read_packets']:>15.2f}x{rss:>14}")
+        cpu = f"{r['cpu_seconds']:.2f}" if "cpu_seconds" in r else ""
+        print(f"{r['section'][4:]:<44}{r['records_per_s']:>12,.0f}{r['seconds']:>10.2f}{cpu:>8}{r['time_vs_read_packets']:>15.2f}x"
+              f"{r['time_vs_read_packets_process']:>23.2f}x{rss:>14}")  # fmt: skip

@@ -943,14 +943,28 @@ def why_cmd(
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: user errors become one actionable line and exit code 2, never a traceback."""
     from pcaptools.jit import skip_blas_probe
-    from pcaptools.process import keep_freed_memory
-    from pcaptools.render.terminal import safe
+    from pcaptools.process import fewer_collections, keep_freed_memory
 
     skip_blas_probe()
     args = sys.argv[1:] if argv is None else list(argv)
     debug = "--debug" in args
+    gc_thresholds = None
     if not any(a == "--memory" or a.startswith("--memory=") for a in args):  # a budget given: memory goes back
         keep_freed_memory()
+        gc_thresholds = fewer_collections()
+    try:
+        return _run(args, debug)
+    finally:
+        if gc_thresholds is not None:  # as they were for a caller that lives on (tests call main in process)
+            import gc
+
+            gc.set_threshold(*gc_thresholds)
+
+
+def _run(args: list[str], debug: bool) -> int:
+    """:func:`main` past its process setup: the command, its errors as one line each."""
+    from pcaptools.render.terminal import safe
+
     try:
         rv = _command().main(args=args, prog_name="pcaptools", standalone_mode=False)
         return rv if isinstance(rv, int) else 0

@@ -32,3 +32,45 @@ def test_a_freed_array_is_reused_without_page_faults_after_keep_freed_memory():
     plain, kept = _faults("plain"), _faults("keep")
     assert plain >= 32  # glibc maps and unmaps each big block: faulted in again (2 MiB at a time with huge pages)
     assert kept < plain / 4
+
+
+_CYCLES = """
+import gc, sys
+from pcaptools.process import COLLECT_EVERY, fewer_collections
+if sys.argv[1] == "fewer":
+    fewer_collections()
+gc.collect()
+before = gc.get_stats()[0]["collections"]
+class Node:
+    pass
+for _ in range(3 * COLLECT_EVERY):  # garbage only a collection frees: each object in a cycle with itself
+    n = Node()
+    n.me = n
+print(gc.get_stats()[0]["collections"] - before, len(gc.get_objects()))
+"""
+
+
+def test_fewer_collections_runs_the_collector_rarely_but_still_frees_cycles():
+    from pcaptools.process import COLLECT_EVERY
+
+    def run(mode: str) -> tuple[int, int]:
+        res = subprocess.run([sys.executable, "-c", _CYCLES, mode], capture_output=True, text=True)
+        assert res.returncode == 0, res.stderr[-2000:]
+        a, b = res.stdout.split()
+        return int(a), int(b)
+
+    default, _ = run("default")
+    fewer, objects = run("fewer")
+    assert default >= 300  # every 700 allocations: about 2 * 300,000 / 700 young collections
+    assert 1 <= fewer <= 10  # every 100,000 allocations, yet collections still happen
+    assert objects < 2 * COLLECT_EVERY  # of the 300,000 dropped cycles, the collector freed all but the latest
+
+
+def test_main_leaves_the_collector_as_it_found_it():
+    import gc
+
+    from pcaptools.cli import main
+
+    before = gc.get_threshold()
+    assert main(["--help"]) == 0
+    assert gc.get_threshold() == before

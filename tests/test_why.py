@@ -166,3 +166,19 @@ def test_ipv6_frames_within_the_1280_byte_minimum_mtu_are_never_an_mtu_blackhole
     assert _mtu_floor("10.244.1.5") == 576 + 14
     assert _mtu_floor("fd00:10:244::5") == 1280 + 14
     assert _mtu_floor(None) == 576 + 14
+
+
+def test_journeys_of_a_diagnosis_are_made_unique_in_or_out_of_hops_order():
+    """diagnose's journey list skips np.unique's hashing when the hops are in their causal order (grouped by journey,
+    as paths leaves them), and gives np.unique's answer for any order."""
+    import numpy as np
+
+    from pcaptools.k8s.diagnose import _unique
+    from pcaptools.k8s.paths import load_paths
+
+    j = load_paths(ROOT / "calico-vxlan").hops["journey"].to_numpy(np.int64)
+    assert len(j) > 1000 and (j[1:] >= j[:-1]).all()
+    shuffled = np.random.default_rng(0).permutation(j)
+    for a in (j, shuffled, j[:0], j[:1]):
+        assert np.array_equal(_unique(a), np.unique(a))
+    assert len(_unique(j)) == len(np.unique(shuffled)) < len(j)  # journeys of several sightings appear once

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 from bisect import bisect_left, bisect_right
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -346,7 +347,7 @@ class PacketEvidence:
     def seqs(self, journeys: np.ndarray) -> dict[int, tuple[int, int, int]]:
         """TCP (sequence number, acknowledgement, payload length) of each of ``journeys`` that is TCP (from its first
         sighting): to group retransmissions and to tell a segment its receiver acknowledged."""
-        journeys = np.unique(np.asarray(journeys, np.int64))
+        journeys = _unique(np.asarray(journeys, np.int64))
         if not len(self._sj) or not len(journeys):
             return {}
         at = np.clip(np.searchsorted(self._sj, journeys), 0, len(self._sj) - 1)
@@ -670,6 +671,13 @@ class _Journey:
     plen: int = -1
 
 
+def _unique(a: np.ndarray) -> np.ndarray:
+    """``np.unique(a)``; a sorted array (a hops table's journeys in causal order) without hashing or sorting it again."""
+    if len(a) and bool((a[1:] >= a[:-1]).all()):
+        return a[np.r_[True, a[1:] != a[:-1]]]
+    return np.unique(a)
+
+
 def _journeys_by_connection(h: pd.DataFrame, seq: dict[int, tuple[int, int, int]]) -> dict[int, tuple[set[int], dict[str, list[_Journey]]]]:
     """Per connection: its journey ids, and its journeys per direction in time order. One pass over the hops as
     Python lists (a journey's rows are its sightings in causal order), no pandas object per journey."""
@@ -678,6 +686,9 @@ def _journeys_by_connection(h: pd.DataFrame, seq: dict[int, tuple[int, int, int]
     start = np.flatnonzero(np.r_[True, j[o][1:] != j[o][:-1]]) if len(j) else np.zeros(0, np.int64)
     end = np.r_[start[1:], len(j)]
     k = np.argsort(o[start], kind="stable")  # journeys in order of first sighting in the table
+    # then in time order (of their first sighting; stable: ties keep table order), so that each connection's list of
+    # a direction, a subsequence of this order, comes out in time order without a sort per list
+    k = k[np.argsort(h["ts_corrected_ns"].to_numpy(np.int64)[o[start[k]]], kind="stable")]
     a, last = o[start[k]], o[end[k] - 1]  # rows of each journey's first and last sighting
 
     def strs(col: pd.Series, rows: np.ndarray) -> list:  # str() of each value, by category ('nan' where missing)
@@ -702,9 +713,6 @@ def _journeys_by_connection(h: pd.DataFrame, seq: dict[int, tuple[int, int, int]
         if dr in by_dir:
             by_dir[dr].append(_Journey(jid, points[s:e], nodes[s:e], ts[s:e], dst, dport, src, flags, sz, fp, last_size,
                                        tun, *seq.get(jid, none)))  # fmt: skip
-    for _, by_dir in out.values():
-        for js in by_dir.values():
-            js.sort(key=lambda x: x.ts[0])
     return out
 
 
@@ -743,7 +751,8 @@ def _connection(ctx: _Context, r, fwd: list[_Journey], rev: list[_Journey]) -> t
     for direction, js, other in (("forward", fwd, rev), ("reverse", rev, fwd)):
         if not js:
             continue
-        ref = max(js, key=lambda j: (len(j.points), -j.ts[0]))
+        lens = [len(j.points) for j in js]
+        ref = js[lens.index(max(lens))]  # the most points; of those the earliest (js are in time order), the first
         # a point can be crossed twice (in natively, out encapsulated): sightings are labelled by occurrence
         expected: list[str | None] = _occ(ref.points)
         raw = list(ref.points)
@@ -772,21 +781,21 @@ def _connection(ctx: _Context, r, fwd: list[_Journey], rev: list[_Journey]) -> t
         groups: dict[tuple, list[_Journey]] = {}
         lost_j: set[int] = set()
         occ = ctx.occ
+        plan: dict[tuple, list[tuple[int, str | None, bool]]] = {}  # per point sequence: the expected points it misses
         for j in js:
             key = tuple(j.points)
-            hit = occ.get(key)
-            if hit is None:  # journeys of a connection mostly share a few point sequences: label each once
-                labels = _occ(j.points)
-                hit = occ[key] = (labels, set(labels))
-            labels, seen = hit
-            if labels[0] not in expected:
-                continue
-            k0 = expected.index(labels[0])
-            for k in range(k0 + 1, len(expected)):
-                q = expected[k]
-                if q in seen:
-                    continue
-                later = any(x in seen for x in expected[k + 1:])
+            missed = plan.get(key)
+            if missed is None:  # journeys of a connection mostly share a few point sequences: work each out once
+                hit = occ.get(key)
+                if hit is None:
+                    labels = _occ(j.points)
+                    hit = occ[key] = (labels, set(labels))
+                labels, seen = hit
+                # (position, expected point, seen further on) of each expected point after its first it was not seen at
+                missed = plan[key] = [] if labels[0] not in expected else [
+                    (k, expected[k], any(x in seen for x in expected[k + 1:]))
+                    for k in range(expected.index(labels[0]) + 1, len(expected)) if expected[k] not in seen]  # fmt: skip
+            for k, q, later in missed:
                 if q is not None and not later:
                     lo, hi = ctx.spans.get(_raw(q), (0, -1))
                     if not lo <= j.ts[-1] <= hi:
@@ -797,7 +806,7 @@ def _connection(ctx: _Context, r, fwd: list[_Journey], rev: list[_Journey]) -> t
                 groups.setdefault(("loss", _raw(expected[k - 1]), _raw(q)), []).append(j)
                 lost_j.add(j.jid)
                 break
-        if int(r.proto) == 6:  # a segment its receiver acknowledged arrived: the capture missed it, not the network
+        if int(r.proto) == 6 and lost_j:  # a segment its receiver acknowledged arrived: the capture missed it, not the network
             ax = _Acks(js, other)
             acked = {j.jid for key, g in groups.items() if key[0] == "loss" for j in g if ax.acked(j, lost_j)}
             for key in [k for k in groups if k[0] == "loss"]:
@@ -1015,13 +1024,16 @@ def _interface(point: str | None) -> str:
 def _timeline(c: int, direction: str, js: list[_Journey], lost: set[int], rows: dict[str, list]) -> None:
     """Sightings of each attempt of packets sent more than once or lost (retransmissions share a fingerprint), appended
     to ``rows``: one list per TIMELINE_COLUMNS column."""
-    by_fp: dict[tuple, list[_Journey]] = {}
-    for j in js:  # a retransmission repeats flags, seq and size (its IPv4 id, hence its fingerprint, differs)
-        by_fp.setdefault((j.flags, j.seq, j.size) if j.seq >= 0 else (j.fp,), []).append(j)
+    # a retransmission repeats flags, seq and size (its IPv4 id, hence its fingerprint, differs)
+    keys = [(j.flags, j.seq, j.size) if j.seq >= 0 else (j.fp,) for j in js]
+    shown = {k for k, n in Counter(keys).items() if n > 1}  # sent more than once, or (below) lost
+    if lost:
+        shown.update(k for k, j in zip(keys, js, strict=True) if j.jid in lost)
+    by_fp: dict[tuple, list[_Journey]] = {}  # only the shown groups, in order of their first journey
+    for i in [i for i, k in enumerate(keys) if k in shown]:
+        by_fp.setdefault(keys[i], []).append(js[i])
     for att in by_fp.values():
         fp = att[0].fp
-        if len(att) < 2 and not any(j.jid in lost for j in att):
-            continue
         label = f"{_flag_text(att[0].flags) or 'packet'} {att[0].size}B #{fp & 0xFFFF:04x}"
         for k, j in enumerate(att, 1):
             n = len(j.points)
