@@ -86,6 +86,10 @@ SPAN_ROWS = 2.0
 """Rows a step of a partitioned run may hold per row of the densest ``window_ns`` (:class:`_Density`): carried journeys
 reach up to ``window_ns`` back from the horizon and new rows up to ``window_ns`` past it (see :func:`partitions_for`)."""
 
+MAX_PARTITIONS = 256
+"""Most partitions a window is matched in: each has a file open while the window's journeys are emitted (a denser
+window than ``MAX_PARTITIONS * window_rows / SPAN_ROWS`` rows gets larger partitions, and the floor note says so)."""
+
 MARGIN = 0.9
 """Share of the budget planned for: the allocator's fragmentation and the Parquet writer's buffers take the rest."""
 
@@ -398,18 +402,16 @@ def partitions_for(dense: int, window_rows: int) -> int:
     """Fingerprint partitions a window of the densest traffic (``dense`` rows in ``window_ns``) is matched in so that
     each holds about ``window_rows`` rows at a step (1: it fits, matched in memory)."""
     need = FLOOR_ROWS * dense
-    return 1 if need <= window_rows else int(np.ceil(SPAN_ROWS * need / window_rows))
+    return 1 if need <= window_rows else min(int(np.ceil(SPAN_ROWS * need / window_rows)), MAX_PARTITIONS)
 
 
 def floor_note(memory: int, window_ns: int, dense: int, window_rows: int, fixed: int, *, parts: int = 1) -> str | None:
     """What to do when what the run holds before any window (``fixed``: libraries, readers, spine) is over the
     budget, or when one matching window of the densest traffic (``dense`` rows, carried journeys and the rows that
     follow them: :data:`FLOOR_ROWS` times as many, split in ``parts`` partitions) needs more than the ``window_rows``
-    the budget leaves; None when both fit. A partitioned window is matched ``window_rows`` at a time, so only
-    ``fixed`` can set a floor then."""
-    need_rows = int(np.ceil(FLOOR_ROWS * dense / (parts if parts > 1 else 1)))
-    if parts > 1:
-        need_rows = min(need_rows, window_rows)
+    the budget leaves; None when both fit. A partitioned window is matched a partition at a time, :data:`SPAN_ROWS`
+    times its share of the densest rows at most (:func:`partitions_for`)."""
+    need_rows = int(np.ceil(FLOOR_ROWS * dense if parts <= 1 else SPAN_ROWS * FLOOR_ROWS * dense / parts))
     if need_rows <= window_rows and fixed <= memory * MARGIN:
         return None
     mib = 1 << 20
@@ -417,7 +419,7 @@ def floor_note(memory: int, window_ns: int, dense: int, window_rows: int, fixed:
     need = int(np.ceil((window + rest) / MARGIN))
     if parts > 1:
         return (f"the memory budget ({memory / mib:,.0f} MiB) is below this capture set's floor: the run holds about {rest:,.0f} MiB "
-                f"whatever the budget (libraries, readers, each sighting's summary), besides about {window:,.1f} MiB for one "
+                f"whatever the budget (libraries, readers, the clock estimate, each sighting's summary), besides about {window:,.1f} MiB for one "
                 f"partition of its densest {window_ns / 1e6:,.0f} ms (--window-ms, {dense:,} packet sightings, matched in {parts:,} "
                 f"partitions spilled to disk): about {need:,} MiB in all, which it takes whatever the budget; give --memory "
                 f"{need}MiB or more (a smaller --window-ms does not lower this, and sightings of one packet further apart are "
