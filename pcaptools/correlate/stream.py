@@ -20,9 +20,11 @@ a capture's bytes), the survey costs one more decode (read_packets speed). Memor
 file fits the budget at once, :func:`correlate_files` takes the one-window run, one pass.
 
 Inputs are manifest entries: a manifest's, ``--point`` specs, those :func:`pcaptools.k8s.discover.infer_captures`
-infers for plain files within the budget, and a dataset's (``DIR::FILE``, read in its Parquet parts). Floor: a
-window holds ``window_ns`` of the densest traffic at once (the survey counts it); when the budget leaves less,
-the run takes what it needs and says so in its notes and on stderr (:func:`floor_note`).
+infers for plain files within the budget, and a dataset's (``DIR::FILE``, read in its Parquet parts). A window
+holds ``window_ns`` of the densest traffic at once (the survey counts it); when the budget leaves less, windows are
+spilled to disk in fingerprint partitions and matched one partition at a time (:mod:`.partition`). Floor: what the
+run holds anyway (libraries, readers, the clock estimate, the spine); when that exceeds the budget the run says so
+in its notes and on stderr (:func:`floor_note`).
 
 Results are those of the one-window run: the same journeys, numbers, hops, offsets, latency and
 losses. Only ``ambiguous`` may need knowledge from a later window (a retransmission of a packet whose
