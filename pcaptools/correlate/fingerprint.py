@@ -35,7 +35,7 @@ import pandas as pd
 
 from pcaptools.decode.prefix import IV, PREFIX_BYTES, hashes, mix
 
-__all__ = ["LINK_SCOPED_ICMPV6", "PREFIX_BYTES", "combine", "combine8", "fingerprint", "link_scoped", "mix64", "prefix_hash"]
+__all__ = ["LINK_SCOPED_ICMPV6", "PREFIX_BYTES", "combine", "combine8", "fingerprint", "fingerprint_partition", "link_scoped", "mix64", "prefix_hash"]
 
 
 _C1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -143,3 +143,10 @@ def link_scoped(packets: pd.DataFrame) -> np.ndarray:
     if "icmp_type" not in packets.columns:
         return np.zeros(len(packets), bool)
     return (packets["proto"].to_numpy() == 58) & np.isin(packets["icmp_type"].to_numpy(), LINK_SCOPED_ICMPV6)
+
+
+def fingerprint_partition(fp: np.ndarray, parts: int) -> np.ndarray:
+    """Partition (``0 .. parts - 1``) of each fingerprint: pandas' hash of the value modulo ``parts``, the partition
+    Dask's shuffle on the fingerprint column gives it (:mod:`pcaptools.dask.correlation`). The fingerprint is what
+    NAT and tunnels leave alone, so every sighting of one packet, whatever point saw it, lands in one partition."""
+    return (pd.util.hash_array(np.asarray(fp, np.uint64)) % np.uint64(parts)).astype(np.int64)

@@ -20,9 +20,11 @@ a capture's bytes), the survey costs one more decode (read_packets speed). Memor
 file fits the budget at once, :func:`correlate_files` takes the one-window run, one pass.
 
 Inputs are manifest entries: a manifest's, ``--point`` specs, those :func:`pcaptools.k8s.discover.infer_captures`
-infers for plain files within the budget, and a dataset's (``DIR::FILE``, read in its Parquet parts). Floor: a
-window holds ``window_ns`` of the densest traffic at once (the survey counts it); when the budget leaves less,
-the run takes what it needs and says so in its notes and on stderr (:func:`floor_note`).
+infers for plain files within the budget, and a dataset's (``DIR::FILE``, read in its Parquet parts). A window
+holds ``window_ns`` of the densest traffic at once (the survey counts it); when the budget leaves less, windows are
+spilled to disk in fingerprint partitions and matched one partition at a time (:mod:`.partition`). Floor: what the
+run holds anyway (libraries, readers, the clock estimate, the spine); when that exceeds the budget the run says so
+in its notes and on stderr (:func:`floor_note`).
 
 Results are those of the one-window run: the same journeys, numbers, hops, offsets, latency and
 losses. Only ``ambiguous`` may need knowledge from a later window (a retransmission of a packet whose
@@ -79,6 +81,17 @@ FLOOR_ROWS = 1.0
 to a quarter more): the carried journeys' rows and the new ones after them (see :func:`_windows`). Measured: 1.13 GiB
 peak RSS for a 1.24M-row peak (benchmarks/gen_set.py --packets 400000, --memory 512MiB)."""
 
+MIN_WINDOW_ROWS = 1 << 14
+"""Rows a window (or one partition of it) is given however small the budget."""
+
+SPAN_ROWS = 2.0
+"""Rows a step of a partitioned run may hold per row of the densest ``window_ns`` (:class:`_Density`): carried journeys
+reach up to ``window_ns`` back from the horizon and new rows up to ``window_ns`` past it (see :func:`partitions_for`)."""
+
+MAX_PARTITIONS = 256
+"""Most partitions a window is matched in: each has a file open while the window's journeys are emitted (a denser
+window than ``MAX_PARTITIONS * window_rows / SPAN_ROWS`` rows gets larger partitions, and the floor note says so)."""
+
 MARGIN = 0.9
 """Share of the budget planned for: the allocator's fragmentation and the Parquet writer's buffers take the rest."""
 
@@ -108,6 +121,7 @@ class StreamStats:
     passes: int
     window_rows: int
     disorder_ns: int = 0  # most a file's timestamp fell behind an earlier one of the same file
+    partitions: int = 1  # windows matched in this many fingerprint partitions spilled to disk (1: in memory)
     rewritten: bool = False  # the hops file was copied once to set ambiguity learnt in later windows
 
 
@@ -354,10 +368,12 @@ def correlate_stream(entries: list[dict], *, window_ns: int = DEFAULT_WINDOW_NS,
     if observer is not None:
         observer.reader_notes = list(skip_notes)
     floor = None
+    parts = 1
     if window_rows is None:  # what is left once the libraries, the readers and the spine have theirs
         fixed = max(fixed, _rss() + nf * FILE_WINDOW)
-        window_rows = max(int((memory * MARGIN - fixed - SPINE_COST * int(rows.sum())) // ROW_COST), 1 << 14)
-        floor = floor_note(memory, window_ns, dense, window_rows, fixed + SPINE_COST * int(rows.sum()))
+        window_rows = max(int((memory * MARGIN - fixed - SPINE_COST * int(rows.sum())) // ROW_COST), MIN_WINDOW_ROWS)
+        parts = partitions_for(dense, window_rows)
+        floor = floor_note(memory, window_ns, dense, window_rows, fixed + SPINE_COST * int(rows.sum()), parts=parts)
         if floor is not None:  # said before the long part of the run, and kept in the result
             print(f"pcaptools: {floor}", file=sys.stderr, flush=True)
     nodes = list(dict.fromkeys(p.node for p in pts))
@@ -368,7 +384,7 @@ def correlate_stream(entries: list[dict], *, window_ns: int = DEFAULT_WINDOW_NS,
         src.node = int(point_node[src.pid])
     m = matcher(pts, window_ns, Categories())
     writer = _HopsWriter(out)
-    for part in _windows(files, m, params, late, window_rows, observer):
+    for part in _windows(files, m, params, late, window_rows, observer, parts=parts):
         writer.add(part)
         if observer is not None:
             observer.emitted(part.key, part.journey)
@@ -376,21 +392,37 @@ def correlate_stream(entries: list[dict], *, window_ns: int = DEFAULT_WINDOW_NS,
                   [*skip_notes, *clock_notes(offsets, params), *([floor] if floor else [])])
     rewritten = writer.close(m)
     stats = StreamStats(windows=m.windows, carried_journeys=m.carried_journeys, carried_rows=m.carried_rows, passes=2,
-                        window_rows=int(window_rows), disorder_ns=int(late.max()) if late.size else 0, rewritten=rewritten)  # fmt: skip
+                        window_rows=int(window_rows), disorder_ns=int(late.max()) if late.size else 0, rewritten=rewritten,
+                        partitions=parts)  # fmt: skip
     return corr, stats
 
 
-def floor_note(memory: int, window_ns: int, dense: int, window_rows: int, fixed: int) -> str | None:
-    """What to do when one matching window of the densest traffic (``dense`` rows, carried journeys and the rows
-    that follow them: :data:`FLOOR_ROWS` times as many) needs more than the ``window_rows`` the budget leaves, or
-    when what the run holds before any window (``fixed``: libraries, readers, spine) is already over the budget;
-    None when both fit."""
-    need_rows = int(FLOOR_ROWS * dense)
+def partitions_for(dense: int, window_rows: int) -> int:
+    """Fingerprint partitions a window of the densest traffic (``dense`` rows in ``window_ns``) is matched in so that
+    each holds about ``window_rows`` rows at a step (1: it fits, matched in memory)."""
+    need = FLOOR_ROWS * dense
+    return 1 if need <= window_rows else min(int(np.ceil(SPAN_ROWS * need / window_rows)), MAX_PARTITIONS)
+
+
+def floor_note(memory: int, window_ns: int, dense: int, window_rows: int, fixed: int, *, parts: int = 1) -> str | None:
+    """What to do when what the run holds before any window (``fixed``: libraries, readers, spine) is over the
+    budget, or when one matching window of the densest traffic (``dense`` rows, carried journeys and the rows that
+    follow them: :data:`FLOOR_ROWS` times as many, split in ``parts`` partitions) needs more than the ``window_rows``
+    the budget leaves; None when both fit. A partitioned window is matched a partition at a time, :data:`SPAN_ROWS`
+    times its share of the densest rows at most (:func:`partitions_for`)."""
+    need_rows = int(np.ceil(FLOOR_ROWS * dense if parts <= 1 else SPAN_ROWS * FLOOR_ROWS * dense / parts))
     if need_rows <= window_rows and fixed <= memory * MARGIN:
         return None
     mib = 1 << 20
     window, rest = ROW_COST * need_rows / mib, fixed / mib
     need = int(np.ceil((window + rest) / MARGIN))
+    if parts > 1:
+        return (f"the memory budget ({memory / mib:,.0f} MiB) is below this capture set's floor: the run holds about {rest:,.0f} MiB "
+                f"whatever the budget (libraries, readers, the clock estimate, each sighting's summary), besides about {window:,.1f} MiB for one "
+                f"partition of its densest {window_ns / 1e6:,.0f} ms (--window-ms, {dense:,} packet sightings, matched in {parts:,} "
+                f"partitions spilled to disk): about {need:,} MiB in all, which it takes whatever the budget; give --memory "
+                f"{need}MiB or more (a smaller --window-ms does not lower this, and sightings of one packet further apart are "
+                f"then not joined)")
     return (f"the memory budget ({memory / mib:,.0f} MiB) is below this capture set's floor: its densest {window_ns / 1e6:,.0f} ms "
             f"(--window-ms) hold {dense:,} packet sightings that are matched together (about {window:,.0f} MiB), besides "
             f"{rest:,.0f} MiB the run holds anyway (libraries, readers, each sighting's summary): about {need:,} MiB in all, "
@@ -398,9 +430,30 @@ def floor_note(memory: int, window_ns: int, dense: int, window_rows: int, fixed:
             f"one packet further apart are then not joined)")
 
 
-def _windows(files: list[_File], m, params: dict, late: np.ndarray, window_rows: int, observer=None) -> Iterator[Part]:
-    """Pass 2: read the files merged by corrected time and step the matcher once per window (module doc)."""
+def _windows(files: list[_File], m, params: dict, late: np.ndarray, window_rows: int, observer=None, *,
+             parts: int = 1) -> Iterator[Part]:  # fmt: skip
+    """Pass 2: read the files merged by corrected time and step the matcher once per window (module doc); with
+    ``parts`` > 1, windows of up to ``parts * window_rows`` rows spilled and matched in fingerprint partitions
+    (:mod:`.partition`)."""
+    if parts > 1:
+        from pcaptools.correlate.partition import Partitions
+
+        spill = Partitions(parts, flush_rows=window_rows)
+        try:
+            yield from _window_steps(files, m, params, late, window_rows, observer, spill)
+        finally:
+            spill.close()
+        return
+    yield from _window_steps(files, m, params, late, window_rows, observer, None)
+
+
+def _window_steps(files: list[_File], m, params: dict, late: np.ndarray, window_rows: int, observer, spill) -> Iterator[Part]:
+    """:func:`_windows`: in memory (``spill`` None: rows held per file and cut at the horizon) or partitioned (every
+    row read goes to ``spill``; a step matches all of them, the rows at or past the horizon are carried)."""
+    from pcaptools.correlate.partition import step_partitions
+
     n = len(files)
+    cap = window_rows * (spill.parts if spill is not None else 1)
     its = [src.tables() for src in files]
     bound = np.full(n, np.iinfo(np.int64).min)  # corrected time every later row of the file reaches
     done = np.zeros(n, bool)
@@ -427,15 +480,28 @@ def _windows(files: list[_File], m, params: dict, late: np.ndarray, window_rows:
             rows = rows_from(pk, fp, tc, (pid << 40) | idx, pid, m.cats)
             if observer is not None:
                 observer.batch(files[f].entry["file"], pk, pid, (pid << 40) | idx, tc)
-            pending[f].append(rows)
+            if spill is None:
+                pending[f].append(rows)
+            else:
+                spill.add(rows)
             held += rows["fp"].shape[0]
-        carry = m.carry["fp"].shape[0] if m.carry else 0
-        if done.all() or held < max(window_rows - carry, carry // 2, window_rows // 4):  # a carry re-walked at most ~3 times
+        if spill is None:
+            carry = m.carry["fp"].shape[0] if m.carry else 0
+        else:
+            carry = len(spill) - held
+        if done.all() or held < max(cap - carry, carry // 2, cap // 4):  # a carry re-walked at most ~3 times
             continue
         horizon = int(bound[~done].min())
-        new, held = _cut(pending, horizon)
-        yield m.step(new, horizon)
-    yield m.step(_cut(pending, None)[0], None)
+        if spill is None:
+            new, held = _cut(pending, horizon)
+            yield m.step(new, horizon)
+        else:
+            held = 0
+            yield from step_partitions(m, spill, horizon, chunk_rows=window_rows)
+    if spill is None:
+        yield m.step(_cut(pending, None)[0], None)
+    else:
+        yield from step_partitions(m, spill, None, chunk_rows=window_rows)
 
 
 def _cut(pending: list[list[dict]], horizon: int | None) -> tuple[dict, int]:

@@ -244,6 +244,19 @@ class Spine:
 
 
 @dataclass
+class Walk:
+    """Journeys of a window's rows (:meth:`Matcher.walk`): the complete ones' rows by (journey, time, key) and per
+    complete journey its first corrected time, size, ambiguity among these rows and fingerprint; the other rows."""
+
+    order: np.ndarray
+    first_t: np.ndarray
+    size: np.ndarray
+    amb: np.ndarray
+    fps: np.ndarray
+    carry: np.ndarray  # rows of the journeys that may go on, ascending
+
+
+@dataclass
 class Part:
     """Journeys one window completed: their hops rows, and the key (input row) and journey of each."""
 
@@ -284,6 +297,13 @@ class Matcher:
         if self.carry and new and new["fp"].shape[0]:  # rows in input order: carried and new keys interleave
             rows = take_rows(rows, np.argsort(rows["key"], kind="stable"))
             order = None
+        w = self.walk(rows, horizon, order=order)
+        self.carry = take_rows(rows, w.carry) if w.carry.size else {}
+        return self.emit(rows, w.order, w.first_t, w.size, w.amb, w.fps)
+
+    def walk(self, rows: dict[str, np.ndarray], horizon: int | None, *, order: np.ndarray | None = None) -> Walk:
+        """Journeys of ``rows`` (in input order), split into those complete before ``horizon`` (None: all) and the
+        rows of the others, which are counted as carried. ``order``: :func:`.match.by_fingerprint` of the rows, if known."""
         fp, tc = rows["fp"], rows["tc"]
         slot = pd.factorize(rows["look"])[0]
         order, j = journeys(fp, tc, slot, window_ns=self.window_ns, npoints=int(slot.max()) + 1,
@@ -299,14 +319,15 @@ class Matcher:
         size = np.diff(np.append(first, n))
         run_done = np.repeat(done, size)
         keep = order[~run_done]
-        self.carry = take_rows(rows, np.sort(keep)) if keep.size else {}
         if keep.size:
             self.carried_journeys += int((~done).sum())
             self.carried_rows += int(keep.size)
-        return self._emit(rows, order[run_done], first_t[done], size[done], amb[done], fps[done])
+        return Walk(order[run_done], first_t[done], size[done], amb[done], fps[done], np.sort(keep))
 
-    def _emit(self, rows, order, first_t, size, amb, fps) -> Part:
-        """Hops of complete journeys (``order``: their rows by journey and time), numbered by first corrected time."""
+    def emit(self, rows: dict[str, np.ndarray], order: np.ndarray, first_t: np.ndarray, size: np.ndarray, amb: np.ndarray,
+             fps: np.ndarray) -> Part:  # fmt: skip
+        """Hops of complete journeys (``order``: their rows by journey and time; per journey its first corrected time,
+        size, ambiguity and fingerprint), numbered on by first corrected time (ties in the order given)."""
         nj = first_t.shape[0]
         n = order.shape[0]
         first = np.cumsum(size) - size
