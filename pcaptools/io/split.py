@@ -30,8 +30,9 @@ SYNC_WINDOW = 1 << 16
 """Bytes after a cut searched for the range's first record (a range without one joins the range before)."""
 CHAIN = 3
 """Consecutive plausible record headers that make a guessed first record."""
-STEP_BYTES = 128 << 20
-"""A range is mapped (and, read with ``unmap``, unmapped) this many bytes at a time as its walk goes."""
+STEP_BYTES = 16 << 20
+"""A range is mapped (and, read with ``unmap``, unmapped) this many bytes at a time as its walk goes: small enough
+that one madvise holds the memory-map lock for a millisecond, not the ten another thread's allocation would wait."""
 MAX_CANDIDATES = 64
 """Plausible offsets of a window whose chains are followed before the range is given up."""
 _MADV_POPULATE_READ = 22  # Linux 5.14+
@@ -130,31 +131,40 @@ def first_record_after(buf: np.ndarray, cut: int, state: dict, sec_lo: int, sec_
 def _walk_range(buf: np.ndarray, lo: int, stop: int, state: dict, unmap: bool = False) -> tuple[list[tuple[np.ndarray, ...]], int, int]:
     """Records from ``lo`` up to ``stop`` (the next range's guessed first record): (column parts, position, exit code).
     ``stop`` is the walk's end, so it ends at END exactly on ``stop`` or at SHORT on the record that crosses it.
-    The range is mapped STEP_BYTES ahead of the walk, not all at once (a file larger than memory, or not yet in the
-    page cache, is read while it is walked); ``unmap``: the pages behind the walk are unmapped again (:func:`release`)."""
+    The range is mapped STEP_BYTES at a time just ahead of the walk, not all at once (a file larger than memory, or
+    not yet in the page cache, is read while it is walked; and each madvise holds the process's memory-map lock only
+    briefly, so the other threads' allocations do not wait for it). The output columns are allocated once for the
+    whole range (pages never written cost nothing) and again only if it holds more records than guessed.
+    ``unmap``: the pages behind the walk are unmapped again (:func:`release`)."""
     parts = []
-    pos = mapped = released = lo
-    k_all = 0
+    pos = released = lo
+    hdr = state["rec_hdr"]
+    size = min((stop - lo) // 128 + 1024, (stop - lo) // hdr + 1)  # records of 112+ bytes on average: one allocation
     while True:
-        ahead = min(stop, pos + STEP_BYTES)
-        if ahead > mapped:
-            populate(buf, mapped, ahead)
-            mapped = ahead
-        left = ahead - pos  # records for about this many bytes (more or fewer: the walk faults or calls again)
-        size = left // 256 + 1024 if not k_all else int(left * k_all / max(pos - lo, 1) * 1.1) + 1024
-        size = max(1, min(size, (stop - pos) // state["rec_hdr"] + 1))
+        size = max(1, size)
         off, cap = np.empty(size, np.int64), np.empty(size, np.uint32)
         wire, ts = np.empty(size, np.uint32), np.empty(size, np.int64)
-        k, pos, code = pcap.walk(buf, pos, stop, state["swap"], state["nano"], state["rec_hdr"], off, cap, wire, ts)
+        k = 0
+        while True:
+            ahead = min(stop, pos + STEP_BYTES)
+            populate(buf, pos, ahead)
+            j, pos, code = pcap.walk(buf, pos, ahead, state["swap"], state["nano"], hdr, off[k:], cap[k:], wire[k:],
+                                     ts[k:])  # fmt: skip
+            k += j
+            if unmap:
+                release(buf, released, pos)
+                released = pos
+            if ahead < stop and code in (pcap.END, pcap.SHORT):
+                continue  # the step's end (or the record crossing it): the next step goes on from here
+            break
         if k:
             parts.append((off[:k], cap[:k], wire[:k], ts[:k]))
-            k_all += k
-        if unmap:
-            release(buf, released, pos if code == pcap.FULL else stop)
-            released = pos
         if code != pcap.FULL:
+            if unmap:
+                release(buf, released, stop)
             return parts, pos, code
-
+        size = int((stop - pos) * k / max(pos - lo, 1) * 1.1) + 1024  # more records than guessed: their density
+        size = min(size, (stop - pos) // hdr + 1)
 
 def walk_ranges(buf: np.ndarray, first: int, state: dict, threads: int, *, unmap: bool = False) -> tuple[tuple[np.ndarray, ...], int]:
     """The columns (offset, caplen, wirelen, ts_ns) of the records from ``first`` (a record start) walked in up to
