@@ -38,11 +38,11 @@ def wrap(mod, name, tag):
         t = time.thread_time(); r = f(*a, **k)
         log.append((tag, threading.get_ident(), time.thread_time() - t)); return r
     setattr(mod, name, g)
-try:
-    import pcaptools.io.split as sp
-    wrap(sp, "_walk_range", "record walk")
-except ImportError:
-    pass
+for name in ("pcaptools.io.split", "pcaptools.io.split_pcapng"):  # the pcap and pcapng range walks
+    try:
+        wrap(__import__(name, fromlist=["_"]), "_walk_range", "record walk")
+    except ImportError:
+        pass
 wrap(wk, "_walk", "decode walk")
 for fn in ("_mac_category", "_ip_category", "_vocab"):
     wrap(tb, fn, "categories")

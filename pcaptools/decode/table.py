@@ -20,7 +20,6 @@ from pcaptools.decode import registry as R
 from pcaptools.decode.walk import PARALLEL_MIN, Walk, usable_cores
 from pcaptools.io.linktypes import linktype_name
 from pcaptools.io.records import RecordBatch
-from pcaptools.io.split import release
 from pcaptools.schema import DIRECTIONS, ERRORS, LAYERS, PACKET_COLUMNS, TUNNELS, validate
 
 
@@ -231,8 +230,6 @@ def build_many(w: Walk, file_names: list[str]) -> pd.DataFrame:
         "link": (lambda: _stacked_category([_link_names(b.linktype) for b in batches], bounds),),
         "file": (_stacked_category, files, bounds),
     })  # fmt: skip
-    for i, buf in enumerate(w.bufs):  # the capture bytes are walked: their pages unmapped here, beside the category
-        jobs[f"unmap {i}"] = (release, buf)  # work, not by the munmap in the main thread when the batch goes
     k = usable_cores() if n >= PARALLEL_MIN else 1
     if k > 1:  # the hash kernels, numpy's takes and copies run without the GIL
         with ThreadPoolExecutor(k) as pool:

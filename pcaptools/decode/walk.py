@@ -31,7 +31,8 @@ PREFETCH_AHEAD = 16  # packets: the header bytes of packet r + 16 are requested 
 PREFETCH_LINES = 3  # 64-byte lines from a packet's start: link, IP, UDP, VXLAN and inner headers
 PARALLEL_MIN = 1 << 16  # rows: smaller batches are walked by one thread (a thread costs ~0.1 ms)
 REMAP_BYTES = 32 << 20
-"""A walk over several files maps this many bytes of a file at a time (read_packets unmapped them after reading)."""
+"""The decode walk unmaps a memory-mapped file this many bytes at a time behind itself (and, over several files,
+whose pages read_packets unmapped after their record walks, maps each piece again before walking it)."""
 CHUNK = 1 << 20  # kept for callers of run(chunk=...); the fused walk needs no chunking
 MAX_STEPS = 64
 """Bound on a packet's steps; a step ends when the next layer's kind number is not above the current one.
@@ -330,6 +331,7 @@ class Walk:
         fills = [(blk, _FILL[dt]) for blocks in (m, o) for dt, blk in blocks.items() if _FILL[dt] != 0]
         bounds = self.bounds.tolist()
         remap = len(self.bufs) > 1
+        unmap = [split.is_mapped(buf) for buf in self.bufs]
 
         def part(lo: int, hi: int) -> None:
             for blk, v in fills:  # absent values for this range (numpy fills without the GIL)
@@ -338,16 +340,16 @@ class Walk:
             rule = self._scratch(n, np.int16)
             for i, buf in enumerate(self.bufs):  # the range's rows of each batch, walked over that batch's bytes
                 a, b = max(lo, bounds[i]), min(hi, bounds[i + 1])
-                while a < b:  # several files: REMAP_BYTES of a file mapped at a time, walked, unmapped (bounded RSS)
-                    c = min(b, a + int(np.searchsorted(self.start[a:b], self.start[a] + REMAP_BYTES))) if remap else b
+                while a < b:  # REMAP_BYTES of the file at a time: (mapped again,) walked, unmapped by this thread
+                    c = min(b, a + int(np.searchsorted(self.start[a:b], self.start[a] + REMAP_BYTES)))
                     c = max(c, a + 1)
-                    if remap:
-                        first, last = int(self.start[a]), int(self.start[c - 1]) + int(self.caplen[c - 1])
+                    first, last = int(self.start[a]), int(self.start[c - 1]) + int(self.caplen[c - 1])
+                    if remap:  # read_packets unmapped each file after its record walk
                         split.populate(buf, first, last)
                     _walk(buf, *head, pos, end, wend, lim, key, rule, self.depth, self.trunc, self.err, ip_at, *cols,
                           a, c, self.phash)  # fmt: skip
-                    if remap:
-                        split.release(buf, first, last)
+                    if unmap[i]:  # the walked pages leave the RSS here, on every thread at once, not in one munmap
+                        split.release(buf, first, last)  # of the whole file when the batch goes
                     a = c
 
         if len(ranges) <= 1:

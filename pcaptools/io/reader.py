@@ -581,7 +581,7 @@ def read_records(path: str | os.PathLike, *, on_error: OnError = "skip", unmap: 
 
     op = open_capture(path)
     walker = _walker(op, on_error)
-    cores = usable_cores() if op.format == "pcap" else 1
+    cores = usable_cores()
     ranged = cores > 1 and (op.compression is not None or op.file_size >= split.SPLIT_MIN_BYTES)
     buf, stream = whole_buffer(op, populate=not ranged or op.compression is not None)
     walker.cut = stream.damage if stream is not None else None
@@ -590,15 +590,21 @@ def read_records(path: str | os.PathLike, *, on_error: OnError = "skip", unmap: 
     parts = _Parts(())
     collected: list[_Parts] = []
     walked_to = 0  # bytes before this are unmapped already (unmap=True)
-    if ranged and len(buf) >= split.SPLIT_MIN_BYTES:  # a large pcap: its records walked on every core first
-        parts, pos = _ranged_prefix(walker, buf, pos, cores, unmap)
-        collected.append(parts)
+    status = "full"
+    if ranged and len(buf) >= split.SPLIT_MIN_BYTES:  # a large capture: its records walked on every core first
+        if isinstance(walker, _PcapngWalker):  # the section header and interfaces first, up to the first packet
+            parts, pos, status = walker.step(buf, pos, 0, True, 1)
+            collected.append(parts)
+            if status == "full" and not walker.finished:
+                parts, pos = _ranged_blocks(walker, buf, pos, cores, unmap)
+                collected.append(parts)
+        else:
+            parts, pos = _ranged_prefix(walker, buf, pos, cores, unmap)
+            collected.append(parts)
         walked_to = pos if unmap else 0
-    while True:
+    while status == "full" and not walker.finished:  # the sequential walk (on from the ranges)
         parts, pos, status = walker.step(buf, pos, 0, True, _CHUNK)
         collected.append(parts)
-        if status != "full" or walker.finished:
-            break
     walker.data_ended(stream, len(buf), walker.next_record())
     if unmap:
         split.release(buf, walked_to)
@@ -623,6 +629,23 @@ def _ranged_prefix(walker: _PcapWalker, buf: np.ndarray, pos: int, cores: int, u
     walker.saw(k, resume - pos)
     if k:
         walker.last_sec = int(ts[-1] // 1_000_000_000)
+    return parts, resume
+
+
+def _ranged_blocks(walker: _PcapngWalker, buf: np.ndarray, pos: int, cores: int, unmap: bool) -> tuple[_Parts, int]:
+    """The packet blocks :func:`pcaptools.io.split_pcapng.walk_ranges` found from ``pos`` as the walk's next parts,
+    their skips counted and the walker's state moved past them, as if it had walked them; and where it goes on."""
+    from pcaptools.io import split_pcapng
+
+    cols, counters, records, resume = split_pcapng.walk_ranges(buf, pos, walker.st, cores,
+                                                               raise_=walker.on_error == "raise", unmap=unmap)  # fmt: skip
+    parts = _Parts(("offset", "caplen", "wirelen", "ts_raw", "iface", "flags", "record"))
+    parts.add(dict(zip(parts.cols, cols, strict=True)), len(cols[0]))
+    walker.st[pcapng.ST_RECORD] += records
+    for reason, c in zip(pcapng.SKIP_REASONS, counters.tolist(), strict=True):
+        if c:
+            walker.skipped[reason] += c
+    walker.saw(len(cols[0]), resume - pos)
     return parts, resume
 
 
