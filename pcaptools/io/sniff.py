@@ -20,7 +20,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from pcaptools.errors import BadMagic, CorruptBlock, NotAFile, TruncatedRecord
+from pcaptools.errors import BadMagic, CorruptBlock, EmptyCapture, NotAFile, TruncatedRecord
 from pcaptools.io.compressed import Decompressed, compression_of
 
 PCAP_MAGICS: dict[bytes, tuple[str, bool, int]] = {
@@ -127,7 +127,7 @@ def _check_start(path: str, head: bytes, *, decompressed: str | None) -> str:
     if head[:4] == PCAPNG_MAGIC:
         return "pcapng"
     if not head:
-        raise BadMagic(
+        raise EmptyCapture(
             f"{path}: {decompressed + ' content' if decompressed else 'file'} is empty (0 bytes); "
             "expected a pcap or pcapng capture",
             path=path,
