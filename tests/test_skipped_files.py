@@ -243,3 +243,59 @@ def test_a_pcapng_whose_first_records_are_on_an_undecodable_interface_is_kept(tm
     assert db["skipped_files"] == []
     ma, mb = ({p["point"]: p["matched"] for p in d["points"]} for d in (da, db))
     assert mb["node-2:eth0"] == ma["node-2:eth0"] > 500
+
+
+def test_the_python_api_carries_and_notes_the_files_left_out(sets, tmp_path):
+    import pcaptools
+    from pcaptools.k8s.paths import load_paths
+
+    broken = str(sets["broken"])
+    cs = pcaptools.load_captures(broken)
+    _listed(cs.skipped_files, sets)
+    assert len(_noted(cs.notes, sets)) == len(cs.notes) - len(sets["expected"])
+    corr = pcaptools.correlate_captures(cs)
+    _listed(corr.skipped_files, sets)
+    assert corr.notes[: len(sets["expected"])] == cs.notes[: len(sets["expected"])]
+    _listed(load_paths(broken).skipped_files, sets)
+    for memory in (None, 16 << 20):
+        done = pcaptools.merge_inputs([broken], tmp_path / "m.pcapng", memory=memory, window_rows=None if memory is None else 4096)
+        _listed(done.skipped_files, sets)
+        assert done.packets > 0 and len(_noted(done.notes, sets)) == len(done.notes) - len(sets["expected"])
+
+
+def test_a_file_found_by_walking_that_may_not_be_read_is_skipped_as_permission_denied(sets, monkeypatch, capsys):
+    """Simulated (the tests run as root, who may read anything): stat of one capture fails with EACCES, as for a
+    non-root user on a 0600 root file."""
+    import errno
+    import os as real_os
+
+    import pcaptools.io.sniff as sniff
+
+    bad = str(sets["clean"] / "node-3" / "eth0.pcap")
+
+    class _Os:
+        def __getattr__(self, name: str):  # noqa: ANN204
+            return getattr(real_os, name)
+
+        def stat(self, p, *a, **k):  # noqa: ANN001, ANN202
+            if real_os.fspath(p) == bad:
+                raise PermissionError(errno.EACCES, "Permission denied", bad)
+            return real_os.stat(p, *a, **k)
+
+    monkeypatch.setattr(sniff, "os", _Os())
+    assert probe(bad)[0] == "permission_denied"
+    code, out, err = run(capsys, "correlate", "--json", str(sets["clean"]))
+    assert code == 0, err
+    assert [(s["path"], s["reason"]) for s in json.loads(out)["skipped_files"]] == [(bad, "permission_denied")]
+    assert f"pcaptools: skipped {bad} (permission_denied), the other captures are analysed: permission denied" in err
+
+
+def test_several_directories_fail_only_when_every_capture_is_unreadable(sets, tmp_path, capsys):
+    only_broken = tmp_path / "only" / "node-9"
+    only_broken.mkdir(parents=True)
+    (only_broken / "eth0.pcap").write_bytes(b"garbage" * 40)
+    code, out, err = run(capsys, "correlate", "--json", str(tmp_path / "only"), str(sets["clean"]))
+    assert code == 0, err
+    assert [s["reason"] for s in json.loads(out)["skipped_files"]] == ["not_a_capture"]
+    code, _, err = run(capsys, "correlate", "--json", str(tmp_path / "only"))
+    assert code == 2 and "pcaptools: none of the 1 capture file(s) found in" in err

@@ -498,7 +498,10 @@ def merge_captures(source: CaptureSet | str | os.PathLike | Sequence[str | os.Pa
     path as ``merge --memory`` (the correlation streamed when the inputs exceed it, the files read in windows). Given a
     CaptureSet (already in memory, with its ``correlation`` if computed), ``memory`` bounds only the writing, as
     :func:`pcaptools.correlate.merge.merge` does; ``points``, ``inventory``, ``links`` and ``allow_outside`` apply to
-    inputs, ``correlation`` and ``sources`` to a CaptureSet."""
+    inputs, ``correlation`` and ``sources`` to a CaptureSet. Only the count is returned: for what ``pcaptools merge``
+    also says (the readers' notes, the capture files left out, the inferred points) call
+    :func:`merge_inputs` (``pcaptools.merge_inputs``), which returns :class:`Merged`; the notes a CaptureSet carries
+    are its ``notes``."""
     from pcaptools.correlate.merge import merge
 
     if isinstance(source, CaptureSet):
