@@ -17,6 +17,7 @@ import pytest
 from test_report_stream import _page
 from test_unseen_sweep import _json_without_budget_notes, _without_budget_notes, run
 
+import pcaptools
 from pcaptools.io.probe import probe
 from pcaptools.k8s.discover import SKIP_REASONS, skipped_files
 
@@ -155,8 +156,17 @@ def test_report_convert_and_manifest_answer_as_without_the_broken_files(sets, tm
     for argv in (["manifest", "--json"],):
         code, a, _ = run(capsys, *argv, clean)
         code, b, err = run(capsys, *argv, broken)
-        assert code == 0 and json.loads(b) == json.loads(_same(a, sets))
+        doc = json.loads(b)
+        assert {os.path.abspath(f["path"]): f["reason"] for f in doc.pop("skipped_files")} == sets["expected"]
+        assert code == 0 and doc == json.loads(_same(a, sets))
         _said(err, sets)
+    assert run(capsys, "manifest", broken, "-o", str(sets["broken"] / "manifest.json"))[0] == 0
+    try:  # a later run on the manifest says the files left out when it was written
+        cs = pcaptools.load_captures(sets["broken"] / "manifest.json")
+        assert {f["path"]: f["reason"] for f in cs.skipped_files} == sets["expected"]
+        assert len(_noted(cs.notes, sets)) == len(cs.notes) - len(sets["expected"])
+    finally:
+        (sets["broken"] / "manifest.json").unlink()
     for name, src in (("a", clean), ("b", broken)):
         code, _, err = run(capsys, "report", src, "-o", str(tmp_path / f"{name}.html"))
         assert code == 0
@@ -169,7 +179,6 @@ def test_report_convert_and_manifest_answer_as_without_the_broken_files(sets, tm
         code, _, err = run(capsys, "convert", src, "-o", str(tmp_path / f"{name}.ds"))
         assert code == 0
     _said(err, sets)
-    import pcaptools
     from pcaptools.dataset import read_meta
 
     assert read_meta(tmp_path / "a.ds")["skipped_files"] == []
@@ -246,7 +255,6 @@ def test_a_pcapng_whose_first_records_are_on_an_undecodable_interface_is_kept(tm
 
 
 def test_the_python_api_carries_and_notes_the_files_left_out(sets, tmp_path):
-    import pcaptools
     from pcaptools.k8s.paths import load_paths
 
     broken = str(sets["broken"])

@@ -174,6 +174,9 @@ def load_captures(
             columns=list(EVIDENCE_COLUMNS),
         )  # fmt: skip
         cs.inference.attrs = {"warnings": [], "inventory": None, "files": 0}
+        if srcs and not datasets:  # a manifest `pcaptools manifest -o` wrote records the files it left out
+            cs.skipped_files = _manifest_skipped(srcs[0], allow_outside=allow_outside)
+            cs.notes = [*skip_notes(cs.skipped_files), *cs.notes]
         return cs
     dec = _once(decoder or _read_packets)
     found = _infer(srcs, points=points, inventory=inventory, links=links, allow_outside=allow_outside,
@@ -284,6 +287,18 @@ def _walk(srcs: list) -> tuple[list[tuple[str, str]], list[dict]]:
 def skip_notes(skipped: Iterable[dict]) -> list[str]:
     """One note line per capture file left out: ``skipped PATH (reason): detail``."""
     return [f"skipped {s['path']} ({s['reason']}): {s['detail']}" for s in skipped]
+
+
+def _manifest_skipped(source: str | os.PathLike, *, allow_outside: bool) -> list[dict]:
+    """The ``skipped_files`` a manifest records (``pcaptools manifest -o``), paths resolved against its directory."""
+    man = _manifest_path(source)
+    doc = read_manifest(man, allow_outside=allow_outside)
+    base = os.path.dirname(os.path.abspath(man))
+    out = []
+    for f in doc.get("skipped_files") or []:
+        if isinstance(f, dict) and all(isinstance(f.get(k), str) for k in ("path", "reason", "detail")):
+            out.append({"path": os.path.normpath(os.path.join(base, f["path"])), "reason": f["reason"], "detail": f["detail"]})
+    return out
 
 
 def skipped_files(inputs: str | os.PathLike | Iterable[str | os.PathLike]) -> list[dict]:
@@ -559,6 +574,8 @@ def manifest_doc(cs: CaptureSet, out_dir: str | os.PathLike = ".") -> dict:
     inv = None if ev is None else ev.attrs.get("inventory")
     doc["inventory"] = os.path.relpath(os.path.abspath(inv), base) if inv else None
     doc["warnings"] = list(ev.attrs.get("warnings", [])) if ev is not None else []
+    if cs.skipped_files:  # the files left out when it was inferred (relative as ``file``), said again by load_captures
+        doc["skipped_files"] = [{**f, "path": os.path.relpath(os.path.abspath(f["path"]), base)} for f in cs.skipped_files]
     return doc
 
 
