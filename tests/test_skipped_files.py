@@ -183,6 +183,10 @@ def test_report_convert_and_manifest_answer_as_without_the_broken_files(sets, tm
 
     assert read_meta(tmp_path / "a.ds")["skipped_files"] == []
     _listed(read_meta(tmp_path / "b.ds")["skipped_files"], sets)  # later runs on the dataset say them
+    import jsonschema
+
+    schema = json.loads((Path(pcaptools.__file__).parent / "schemas" / "dataset.schema.json").read_text())
+    jsonschema.validate(read_meta(tmp_path / "b.ds"), schema)
     assert _noted(pcaptools.load_captures(tmp_path / "b.ds").notes, sets) == pcaptools.load_captures(tmp_path / "a.ds").notes
     pa, pb = pcaptools.read_dataset(tmp_path / "a.ds"), pcaptools.read_dataset(tmp_path / "b.ds")
     pa["file"] = pa["file"].astype(str).map(lambda s: _same(s, sets))
@@ -295,6 +299,9 @@ def test_a_file_found_by_walking_that_may_not_be_read_is_skipped_as_permission_d
     code, out, err = run(capsys, "correlate", "--json", str(sets["clean"]))
     assert code == 0, err
     assert [(s["path"], s["reason"]) for s in json.loads(out)["skipped_files"]] == [(bad, "permission_denied")]
+    import jsonschema
+
+    jsonschema.validate(json.loads(out), json.loads((Path(pcaptools.__file__).parent / "schemas" / "correlate.schema.json").read_text()))
     assert f"pcaptools: skipped {bad} (permission_denied), the other captures are analysed: permission denied" in err
 
 
