@@ -72,11 +72,13 @@ def _without_path(path: str, message: str) -> str:
 
 def probe(path: str | os.PathLike) -> tuple[str, str] | None:
     """(reason of :data:`PROBE_REASONS`, what was found and what to try, without the path) when no packet of the capture
-    file can be read at all, else None. Reads its header and first record (a few KiB)."""
+    file can be read at all, else None. Reads its header and first record (a few KiB). A name that is no UTF-8 text
+    raises NotAFile: no answer could name that file (file names are text in tables, JSON and Parquet)."""
     from pcaptools.io import iter_records
-    from pcaptools.io.sniff import open_capture
+    from pcaptools.io.sniff import check_name, open_capture
 
     p = os.fspath(path)
+    check_name(p)
     try:
         if open_capture(p).format == "pcapng":
             _check_shb(p)
