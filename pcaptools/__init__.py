@@ -32,6 +32,7 @@ _EXPORTS: dict[str, tuple[str, str | None]] = {
     "Correlation": ("pcaptools.correlate.api", "Correlation"),
     "correlate_captures": ("pcaptools.correlate.api", "correlate"),
     "merge_captures": ("pcaptools.k8s.discover", "merge_captures"),  # a CaptureSet or inputs; memory= streams
+    "merge_inputs": ("pcaptools.k8s.discover", "merge_inputs"),  # inputs -> Merged: counts, notes, skipped_files
     "load_captures": ("pcaptools.k8s.discover", "load_captures"),  # plain captures -> CaptureSet
     # Kubernetes paths
     "Inventory": ("pcaptools.k8s.inventory", "Inventory"),

@@ -184,13 +184,11 @@ def _inferred(cs) -> None:
         print(f"pcaptools: {safe(line)}", file=sys.stderr)
 
 
-def _skipped(sources: list[str]) -> list[dict]:
-    """The captures found by walking the input directories that cannot be read at all (left out of the answer), each
-    said on stderr; the list is ``--json``'s ``skipped_files``."""
-    from pcaptools.k8s.discover import skipped_files
+def _skipped(skipped: list[dict]) -> list[dict]:
+    """Say on stderr each capture a result left out (its ``skipped_files``: found by walking an input directory and
+    unreadable); the list, ``--json``'s ``skipped_files``."""
     from pcaptools.render.terminal import safe
 
-    skipped = skipped_files(sources)
     for s in skipped:
         print(f"pcaptools: skipped {safe(s['path'])} ({s['reason']}), the other captures are analysed: {safe(s['detail'])}",
               file=sys.stderr)  # fmt: skip
@@ -265,9 +263,9 @@ def compare_cmd(
     from pcaptools.compare import compare
     from pcaptools.correlate.budget import default_memory
 
-    _skipped(list(sources))
     with _busy(list(sources), "comparing"):
         cmp = compare(sources, allow_outside=allow_outside, memory=default_memory() if memory is None else memory)
+    _skipped([f for lab in cmp.labels for f in cmp.skipped_files.get(lab, [])])
     if out:
         _write_table(cmp.summary, out)
     written = []
@@ -331,7 +329,6 @@ def paths_cmd(
                                  "drop --json or --scheduler/--workers", ctx=ctx, param_hint="--json")  # fmt: skip
     _in_process_only(memory, scheduler, workers)
     rules = [load_iptables(spec) for spec in iptables]  # a bad file fails before the captures are read
-    skipped = _skipped(sources or [])
     d = None
     with _busy([*(sources or []), *(q.rpartition("=")[2] for q in point)], "correlating"), _cluster(scheduler, workers) as dask:
         if dask is None:
@@ -347,6 +344,7 @@ def paths_cmd(
             ps = dask_paths(sources or [], points=point, inventory=inventory, allow_outside=allow_outside, window_ns=int(window_ms * 1e6))
     if ps.captures is not None:
         _inferred(ps.captures)
+    skipped = _skipped(ps.skipped_files)
     nat_rules = explain(ps.nat, rules) if rules else None
     if out:
         _write_table(ps.paths, out)
@@ -437,11 +435,11 @@ def convert_cmd(
     from pcaptools.render.terminal import fmt_int, safe
 
     sources = list(sources or [])
-    _skipped(sources)
     with _busy([*sources, *(q.rpartition("=")[2] for q in point)], "converting"):
         path = convert(sources, out, points=point, inventory=inventory, links=links, window_ns=int(window_s * 1e9),
                        flows=with_flows, overwrite=overwrite, allow_outside=allow_outside)
     meta = read_meta(path)
+    _skipped(meta.get("skipped_files") or [])
     rows = sum(f["rows"] for f in meta["files"])
     skipped = sum(sum(f["skipped"].values()) for f in meta["files"])
     _console().print(f"{fmt_int(rows)} packets of {len(meta['points'])} capture points from {len(meta['files'])} file(s) "
@@ -553,7 +551,6 @@ def correlate_cmd(
 
     sources = list(sources or [])
     _in_process_only(memory, scheduler, workers)
-    skipped = _skipped(sources)
     with _busy([*sources, *(q.rpartition("=")[2] for q in point)], "correlating"), _cluster(scheduler, workers) as dask:
         if dask is None:
             corr, cs = correlate_inputs(sources, points=point, inventory=inventory or find_inventory(sources, allow_outside=allow_outside),
@@ -569,6 +566,7 @@ def correlate_cmd(
                                       allow_outside=allow_outside)  # fmt: skip
             if out:
                 write_hops([corr.hops], out)
+    skipped = _skipped(corr.skipped_files)
     if as_json:
         from pcaptools.render.records import correlation_document
 
@@ -598,13 +596,12 @@ def merge_cmd(
     from pcaptools.k8s.discover import merge_inputs
     from pcaptools.render.terminal import fmt_int, safe
 
-    _skipped(sources or [])
     with _busy([*(sources or []), *(q.rpartition("=")[2] for q in point)], "merging"):
         done = merge_inputs(list(sources or []), output, points=point, inventory=inventory, links=links, dedup=dedup,
                             reference=reference, allow_outside=allow_outside, memory=memory)  # fmt: skip
     if done.captures is not None:
         _inferred(done.captures)
-    for note in done.notes:  # records a reader skipped are not in the merged file either
+    for note in done.notes:  # files left out (done.skipped_files), records a reader skipped: not in the merged file either
         print(f"pcaptools: note: {safe(note)}", file=sys.stderr)
     _console().print(f"wrote {fmt_int(done.packets)} packets from {done.points} capture points to {safe(output)}")
 
@@ -632,8 +629,8 @@ def manifest_cmd(
     from pcaptools.k8s.discover import find_inventory, load_captures, manifest_doc
 
     sources = list(sources or [])
-    _skipped(sources)
     cs = load_captures(sources, points=point, inventory=inventory or find_inventory(sources), links=links)
+    _skipped(cs.skipped_files)
     doc = manifest_doc(cs, os.path.dirname(os.path.abspath(out)) if out else ".")
     if out:
         with open(out, "w") as f:
@@ -771,9 +768,9 @@ def report_cmd(
     from pcaptools.render.terminal import safe
     from pcaptools.report import write_report
 
-    _skipped(list(sources))
     with _busy(list(sources), "building the report on"):
-        path = write_report(sources, out, max_packets=max_packets, memory=default_memory() if memory is None else memory)
+        path = write_report(sources, out, max_packets=max_packets, memory=default_memory() if memory is None else memory,
+                            on_skipped=_skipped)  # fmt: skip
     sets = f"{len(sources)} capture set{'s' if len(sources) > 1 else ''}"
     _console().print(f"report on {sets} written to {safe(path)} ({path.stat().st_size / 1e6:.1f} MB)")
 
@@ -925,13 +922,13 @@ def why_cmd(
     from pcaptools.k8s.paths_stream import diagnose_bounded
 
     rules = [load_iptables(spec) for spec in iptables]
-    skipped = _skipped(sources or [])
     with _busy([*(sources or []), *(q.rpartition("=")[2] for q in point)], "correlating"):
         ps, d = diagnose_bounded(sources or [], points=point, links=links, inventory=inventory, allow_outside=allow_outside,
                                  window_ns=int(window_ms * 1e6), with_flows=False, memory=memory, iptables=rules,
                                  capture_drops=manifest_drops(sources or []))  # fmt: skip
     if ps.captures is not None:  # None: a manifest's streamed set, nothing inferred
         _inferred(ps.captures)
+    skipped = _skipped(ps.skipped_files)
     if as_json:
         _print_json_items({**d.head(), "skipped_files": skipped}, "connections", d.records())
         return

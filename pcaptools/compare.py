@@ -285,8 +285,6 @@ def compare(
     ``window_rows`` / ``bucket_rows`` / ``batch_records`` force streaming with correlation windows, path buckets and
     packet batches of about that many rows (tests).
     """
-    from pcaptools.k8s.discover import skipped_files
-
     items = _labelled(capture_sets)
     forced = {"window_rows": window_rows, "bucket_rows": bucket_rows, "batch_records": batch_records}
     sets = []
@@ -323,7 +321,7 @@ def compare(
         labels=labels, summary=summary, mode=cat("mode"), wire_bytes=cat("wire_bytes"), points=cat("points"),
         latency=cat("latency"), hop_latency=cat("hop_latency"), cross_node=cat("cross_node"),
         sources={s.label: s.source for s in sets}, notes={s.label: s.notes for s in sets}, hop_samples=cat("hop_samples"),
-        skipped_files={lab: skipped_files([src]) if isinstance(src, (str, os.PathLike)) else [] for lab, src in items},
+        skipped_files={s.label: list(getattr(s.correlation, "skipped_files", None) or []) for s in sets},
         capture_points={s.label: s.points for s in sets}, correlations={s.label: s.correlation for s in sets},
         paths={s.label: s.paths for s in sets}, nat={s.label: s.nat for s in sets},
         inventories={s.label: s.inventory for s in sets}, hops_files={s.label: s.hops_file for s in sets},

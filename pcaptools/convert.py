@@ -86,6 +86,7 @@ def convert(
                 decode(e["file"])
             cs = CaptureSet.from_frames([(e, decode(e["file"])) for e in entries], cni=inferred.cni)
             cs.inference = inferred.inference
+            cs.skipped_files, cs.notes = inferred.skipped_files, [*inferred.notes, *cs.notes]  # the files left out
         if flows:
             from pcaptools.flows import flows as flow_table
 
@@ -93,7 +94,7 @@ def convert(
                 writer.write_flows(path, flow_table(writer.file_table(path)))
         ev = cs.inference
         description = {
-            "cni": cs.cni, "notes": list(cs.notes), "entries": _entries(cs, manifest_doc(cs, ".")),
+            "cni": cs.cni, "notes": list(cs.notes), "skipped_files": list(cs.skipped_files), "entries": _entries(cs, manifest_doc(cs, ".")),
             "points": [_absent(asdict(p)) for p in cs.points], "capture_drops": manifest_drops(srcs),
             "pcapng_drops": {pt: [n, how] for pt, (n, how) in pcapng_drops(cs).items()},
             "decode": {"vxlan_ports": list(registry.DEFAULT_VXLAN_PORTS), "geneve_ports": list(registry.DEFAULT_GENEVE_PORTS),

@@ -32,6 +32,10 @@ class BadMagic(FormatError):
     """The file does not start with a pcap or pcapng magic number."""
 
 
+class EmptyCapture(BadMagic):
+    """The file (or its compressed content) holds no byte at all."""
+
+
 class TruncatedRecord(FormatError):
     """A record or block runs past the end of the file."""
 

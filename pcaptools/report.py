@@ -18,7 +18,7 @@ Example::
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
 
@@ -35,12 +35,16 @@ DEFAULT_MAX_PACKETS = 10
 
 
 def report(capture_sets: Mapping[str, object] | list, *, inventory=None, max_packets: int = DEFAULT_MAX_PACKETS,
-           window_ns: int | None = None, allow_outside: bool = False, memory: int | None = None, **forced: int) -> str:  # fmt: skip
+           window_ns: int | None = None, allow_outside: bool = False, memory: int | None = None,
+           on_skipped: Callable[[list[dict]], None] | None = None, **forced: int) -> str:  # fmt: skip
     """The HTML text of the report on ``capture_sets`` (directories / manifests / CaptureSets, as for ``compare``).
 
     ``memory`` (bytes): sets whose captures exceed it are streamed (module doc), None reads them in memory;
-    ``forced``: compare's ``window_rows`` / ``bucket_rows`` / ``batch_records`` (tests)."""
+    ``on_skipped`` is handed the capture files left out of every set (``Comparison.skipped_files``; the page's set
+    notes say them too); ``forced``: compare's ``window_rows`` / ``bucket_rows`` / ``batch_records`` (tests)."""
     cmp = compare(capture_sets, inventory=inventory, window_ns=window_ns, allow_outside=allow_outside, memory=memory, **forced)
+    if on_skipped is not None:
+        on_skipped([f for lab in cmp.labels for f in cmp.skipped_files.get(lab, [])])
     seqs, samples = {}, {}
     for label in cmp.labels:
         seqs[label] = _sequences(cmp, label, max_packets)

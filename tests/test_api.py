@@ -49,6 +49,8 @@ def test_all_names_resolve_and_none_is_a_function_over_a_module() -> None:
 
     assert pcaptools.correlate.merge is merge_module
     assert pcaptools.merge_captures is discover.merge_captures  # a CaptureSet or inputs (memory= streams), not the module
+    assert pcaptools.correlate.write_merged is merge_module.merge  # a CaptureSet only: not named as the public one
+    assert not hasattr(pcaptools.correlate, "merge_captures")
 
 
 def test_public_functions_have_keyword_only_options_and_no_catch_all() -> None:

@@ -112,3 +112,20 @@ def test_merge_inputs_streamed_says_the_points_and_notes_of_the_in_memory_run(tm
     assert (streamed.packets, streamed.points, streamed.notes) == (whole.packets, whole.points, whole.notes)
     assert whole.points == len(whole.captures.points) > 1
     assert (tmp_path / "a.pcapng").read_bytes() == (tmp_path / "b.pcapng").read_bytes()
+
+
+def test_merge_inputs_streamed_says_the_reader_notes_of_the_in_memory_run(tmp_path):
+    """A set whose -i any capture is cut in its last record (test_skip_notes.py's): both runs note the skip, once."""
+    from test_skip_notes import _set_with_a_cut_any_capture
+
+    from pcaptools.k8s.discover import merge_inputs
+
+    (tmp_path / "set").mkdir()
+    src = _set_with_a_cut_any_capture(tmp_path / "set")
+    cut = str(src / "node-1" / "any.pcap")
+    whole = merge_inputs([str(src)], tmp_path / "a.pcapng")
+    streamed = merge_inputs([str(src)], tmp_path / "b.pcapng", memory=16 << 20, window_rows=4, batch_records=2)
+    assert [n for n in whole.notes if "skipped by the reader" in n] == [
+        f"{cut}: 1 record(s) skipped by the reader (truncated_record 1); `pcaptools info {cut}` says where and why"]
+    assert (streamed.packets, streamed.points, streamed.notes) == (whole.packets, whole.points, whole.notes)
+    assert whole.packets > 0 and (tmp_path / "a.pcapng").read_bytes() == (tmp_path / "b.pcapng").read_bytes()

@@ -49,6 +49,7 @@ class Correlation:
     row_journey: np.ndarray = field(default=None, repr=False)  # per capture-set row, -1 if not matchable
     multi_point_journeys: int = 0  # journeys seen at more than one point
     seen_at_point: pd.Series = field(default=None, repr=False)  # sightings per point (index: point names)
+    skipped_files: list[dict] = field(default_factory=list)  # the capture set's files left out (CaptureSet.skipped_files)
 
     def loss_summary(self) -> pd.DataFrame:
         """Lost packets per (point, missing_at)."""
@@ -108,8 +109,10 @@ def correlate_window(capture_set: CaptureSet, *, window_ns: int = DEFAULT_WINDOW
                      on_part: Callable[[Part], None] | None = None) -> Correlation:  # fmt: skip
     """:func:`correlate`, handing the hops to ``on_part`` (a writer) before the summary is computed."""
     pk = capture_set.packets
-    return correlate_tables(capture_set.points, [pk], [pk["point_id"].to_numpy(np.int64)], notes=capture_set.notes,
+    corr = correlate_tables(capture_set.points, [pk], [pk["point_id"].to_numpy(np.int64)], notes=capture_set.notes,
                             window_ns=window_ns, reference=reference, on_part=on_part)  # fmt: skip
+    corr.skipped_files = list(capture_set.skipped_files)
+    return corr
 
 
 def correlate_tables(points: list[CapturePoint], tables: list[pd.DataFrame], point_ids: list[np.ndarray], *,

@@ -66,6 +66,9 @@ class CaptureSet:
     # point -> {"file": its file as decoded, "interfaces": the pcapng Interface Statistics Block counters of its
     # interface(s) (read_packets' attrs["interface_stats"]; all of the file's for a point split from -i any)}
     interface_stats: dict[str, dict] = field(default_factory=dict)
+    # capture files found by walking an input directory that cannot be read at all, left out (each also a note):
+    # {"path", "reason" (pcaptools.k8s.discover.SKIP_REASONS), "detail"}
+    skipped_files: list[dict] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.packets)

@@ -20,7 +20,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from pcaptools.errors import BadMagic, CorruptBlock, NotAFile, TruncatedRecord
+from pcaptools.errors import BadMagic, CorruptBlock, EmptyCapture, NotAFile, TruncatedRecord
 from pcaptools.io.compressed import Decompressed, compression_of
 
 PCAP_MAGICS: dict[bytes, tuple[str, bool, int]] = {
@@ -62,8 +62,8 @@ def _not_regular(path: str, mode: int) -> NotAFile | None:
     return None
 
 
-def open_regular(path: str | os.PathLike) -> BinaryIO:
-    """Open a regular file for reading, refusing FIFOs, sockets, devices and directories without blocking."""
+def check_name(path: str | os.PathLike) -> None:
+    """NotAFile when ``path`` cannot be a file name pcaptools keeps as text (a NUL character, bytes that are no UTF-8)."""
     path = os.fspath(path)
     if "\0" in str(path):
         raise NotAFile(f"{path!r} is no file name (it contains a NUL character); expected a path to a file")
@@ -73,6 +73,12 @@ def open_regular(path: str | os.PathLike) -> BinaryIO:
         shown = os.fsencode(path).decode("utf-8", "backslashreplace")
         raise NotAFile(f"{shown}: the file name is not UTF-8 text (byte {exc.object[exc.start]:#04x} at {exc.start}); "
                        "pcaptools keeps file names as text: rename the file (or link it) under a UTF-8 name") from None
+
+
+def open_regular(path: str | os.PathLike) -> BinaryIO:
+    """Open a regular file for reading, refusing FIFOs, sockets, devices and directories without blocking."""
+    path = os.fspath(path)
+    check_name(path)
     try:
         mode = os.stat(path).st_mode
     except (FileNotFoundError, PermissionError):
@@ -127,7 +133,7 @@ def _check_start(path: str, head: bytes, *, decompressed: str | None) -> str:
     if head[:4] == PCAPNG_MAGIC:
         return "pcapng"
     if not head:
-        raise BadMagic(
+        raise EmptyCapture(
             f"{path}: {decompressed + ' content' if decompressed else 'file'} is empty (0 bytes); "
             "expected a pcap or pcapng capture",
             path=path,

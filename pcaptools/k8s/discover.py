@@ -32,7 +32,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -43,6 +43,7 @@ from pcaptools.correlate.capture_set import CapturePoint, CaptureSet, _manifest_
 from pcaptools.correlate.manifest import inventory_beside, read_manifest
 from pcaptools.dataset import dataset_entries, is_dataset, member, read_meta
 from pcaptools.errors import CorrelationError, InventoryError
+from pcaptools.io.probe import PROBE_REASONS, probe
 from pcaptools.k8s import cni
 from pcaptools.k8s.evidence import Evidence, EvidenceBuilder, distinct, evidence_of
 from pcaptools.k8s.inventory import Inventory
@@ -159,6 +160,8 @@ def load_captures(
     if len(srcs) == 1 and datasets and not points:  # a dataset alone: the points and evidence it was converted with
         cs = CaptureSet.load(srcs[0], decoder=decoder)
         cs.inference = stored_inference(srcs[0], cs)
+        cs.skipped_files = list(read_meta(srcs[0]).get("skipped_files") or [])  # left out when it was converted
+        cs.notes = [*skip_notes(cs.skipped_files), *cs.notes]
         return cs
     if is_capture_set(srcs, points) or (len(srcs) == 1 and datasets):  # a manifest, a dataset and/or --point: exactly what they say
         cs = CaptureSet.load(srcs[0] if srcs else None, points=points, decoder=decoder, allow_outside=allow_outside)
@@ -171,12 +174,16 @@ def load_captures(
             columns=list(EVIDENCE_COLUMNS),
         )  # fmt: skip
         cs.inference.attrs = {"warnings": [], "inventory": None, "files": 0}
+        if srcs and not datasets:  # a manifest `pcaptools manifest -o` wrote records the files it left out
+            cs.skipped_files = _manifest_skipped(srcs[0], allow_outside=allow_outside)
+            cs.notes = [*skip_notes(cs.skipped_files), *cs.notes]
         return cs
     dec = _once(decoder or _read_packets)
     found = _infer(srcs, points=points, inventory=inventory, links=links, allow_outside=allow_outside,
                    evidence=lambda path, nodes: evidence_of(dec(path), nodes))  # fmt: skip
     cs = CaptureSet.from_frames([(e, dec(e["file"])) for e in found.entries], cni=found.cni)
     cs.inference = found.table(cs.points)
+    cs.skipped_files, cs.notes = list(found.skipped), [*skip_notes(found.skipped), *cs.notes]
     return cs
 
 
@@ -204,7 +211,8 @@ def infer_captures(
     srcs = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
     found = _infer(srcs, points=list(points), inventory=inventory, links=links, allow_outside=allow_outside, evidence=evidence)
     split = [pt for e in found.entries for pt, _ in split_entry(e, found.evidence(e["file"]).pairs())]
-    cs = CaptureSet(points=name_points(split), packets=pd.DataFrame(), cni=found.cni)
+    cs = CaptureSet(points=name_points(split), packets=pd.DataFrame(), cni=found.cni, notes=skip_notes(found.skipped),
+                    skipped_files=list(found.skipped))  # fmt: skip
     cs.inference = found.table(cs.points)
     return found.entries, cs
 
@@ -213,9 +221,9 @@ class _Found:
     """What :func:`_infer` found: the manifest entries (given ones first), their evidence rows and warnings."""
 
     def __init__(self, entries: list[dict], rows: list[list], warnings: list[str], files: int, inv: Inventory | None,
-                 cni: str, evidence: Callable[[str], Evidence]) -> None:  # fmt: skip
+                 cni: str, evidence: Callable[[str], Evidence], skipped: list[dict]) -> None:  # fmt: skip
         self.entries, self.rows, self.warnings, self.files, self.inv, self.cni = entries, rows, warnings, files, inv, cni
-        self.evidence = evidence
+        self.evidence, self.skipped = evidence, skipped
 
     def table(self, points: list[CapturePoint]) -> pd.DataFrame:
         """The evidence table (EVIDENCE_COLUMNS, attrs) of the capture points made of the entries."""
@@ -235,46 +243,17 @@ class _Found:
         return ev
 
 
-SKIP_REASONS = ("empty", "not_a_capture", "truncated_header", "corrupt_header", "unknown_linktype")
-"""Why a capture file found by walking a directory was left out (``skipped_files``' ``reason``): a zero-length file,
-bytes that are no pcap/pcapng (also inside gzip/xz/zstd), a file cut inside its file header, a header the (de)compressor
-could not give back, records of link types no decoder reads (judged on the file's first batch of records)."""
-
-_PROBE_RECORDS = 1024  # records of a file's first batch the link-type test looks at
-
-
-def unreadable(path: str | os.PathLike) -> tuple[str, str] | None:
-    """(reason of :data:`SKIP_REASONS`, what was found and what to try) when no packet of a capture file can be
-    read at all, else None: its first batch is read (a few KiB), nothing more."""
-    from pcaptools.decode.registry import LINKTYPE
-    from pcaptools.errors import BadMagic, CorruptBlock, TruncatedRecord
-    from pcaptools.io import iter_records
-    from pcaptools.io.linktypes import linktype_name
-
-    p = os.fspath(path)
-    try:
-        batch = next(iter_records(p, batch_records=_PROBE_RECORDS, batch_bytes=1 << 18), None)
-    except BadMagic as exc:
-        empty = os.path.getsize(p) == 0 or "is empty (0 bytes)" in str(exc)  # a file, or compressed nothing
-        return ("empty" if empty else "not_a_capture"), str(exc)
-    except TruncatedRecord as exc:
-        return "truncated_header", str(exc)
-    except CorruptBlock as exc:
-        return "corrupt_header", str(exc)
-    if batch is None:
-        return None
-    types = {int(t) for t in np.unique(batch.linktype)} if len(batch) else {int(i.linktype) for i in batch.interfaces}
-    if types and not types & set(LINKTYPE):
-        names = ", ".join(f"{t} ({linktype_name(t)})" for t in sorted(types))
-        return "unknown_linktype", (f"{p}: link type {names}, which pcaptools does not decode (EN10MB, LINUX_SLL, LINUX_SLL2, "
-                                    f"RAW, IPV4, IPV6, NULL/LOOP); `pcaptools info {p}` shows its interfaces")  # fmt: skip
-    return None
+SKIP_REASONS = PROBE_REASONS
+"""Why a capture file found by walking a directory was left out (``skipped_files``' ``reason``,
+:data:`pcaptools.io.probe.PROBE_REASONS`): no packet of it can be read at all. A file whose records no decoder
+reads is not left out: its rows are counted as ``unknown_linktype``, as for a file named on the command line."""
 
 
 def _walk(srcs: list) -> tuple[list[tuple[str, str]], list[dict]]:
     """(path, "top" | "sub" of a directory given as input | "file" given) of the capture files among ``srcs``, and
-    the files found by walking a directory that cannot be read at all (``{"path", "reason", "detail"}``): those are
-    left out, the others analysed. A file named on the command line is never left out (reading it says what is wrong)."""
+    the files found by walking a directory that cannot be read at all (``{"path", "reason", "detail"}``, ``detail``
+    without the path): those are left out, the others analysed. A file named on the command line is never left out
+    (reading it says what is wrong); the run fails only when every capture file of the inputs is unreadable."""
     files: list[tuple[str, str]] = []
     skipped: list[dict] = []
     for s in srcs:
@@ -286,40 +265,54 @@ def _walk(srcs: list) -> tuple[list[tuple[str, str]], list[dict]]:
                     f"{p}: no capture files (*.pcap, *.pcapng, *.cap, optionally .gz) and no manifest.json in it; "
                     "expected NODE/IFACE.pcap or NODE/any.pcap files (see pcaptools/scripts/capture-cluster.sh)", path=str(p),
                 )  # fmt: skip
-            bad = [(str(f), unreadable(f)) for f in found]
-            bad = [{"path": f, "reason": why[0], "detail": why[1]} for f, why in bad if why is not None]
-            if len(bad) == len(found):
-                raise CorrelationError(
-                    f"{p}: none of its {len(found)} capture file(s) can be read ({bad[0]['detail']}); expected pcap or "
-                    "pcapng captures written by tcpdump or dumpcap", path=str(p),
-                )  # fmt: skip
-            left = {b["path"] for b in bad}
-            files += [(str(f), "top" if f.parent == p else "sub") for f in found if str(f) not in left]
-            skipped += bad
+            for f in found:
+                why = probe(f)
+                if why is None:
+                    files.append((str(f), "top" if f.parent == p else "sub"))
+                else:
+                    skipped.append({"path": str(f), "reason": why[0], "detail": why[1]})
         elif p.exists():
             files.append((str(p), "file"))
         else:
             raise CorrelationError(f"{p}: no such file or directory; expected capture files, directories of them or a manifest.json", path=str(p))
+    if skipped and not files:
+        first = skipped[0]
+        raise CorrelationError(
+            f"none of the {len(skipped)} capture file(s) found in {', '.join(map(str, srcs))} can be read ({first['path']}: "
+            f"{first['detail']}); expected pcap or pcapng captures written by tcpdump or dumpcap", path=first["path"],
+        )  # fmt: skip
     return files, skipped
 
 
-def _plain_files(srcs: list) -> list[tuple[str, str]]:
-    """The capture files among ``srcs`` that are analysed (see :func:`_walk`)."""
-    return _walk(srcs)[0]
+def skip_notes(skipped: Iterable[dict]) -> list[str]:
+    """One note line per capture file left out: ``skipped PATH (reason): detail``."""
+    return [f"skipped {s['path']} ({s['reason']}): {s['detail']}" for s in skipped]
+
+
+def _manifest_skipped(source: str | os.PathLike, *, allow_outside: bool) -> list[dict]:
+    """The ``skipped_files`` a manifest records (``pcaptools manifest -o``), paths resolved against its directory."""
+    man = _manifest_path(source)
+    doc = read_manifest(man, allow_outside=allow_outside)
+    base = os.path.dirname(os.path.abspath(man))
+    out = []
+    for f in doc.get("skipped_files") or []:
+        if isinstance(f, dict) and all(isinstance(f.get(k), str) for k in ("path", "reason", "detail")):
+            out.append({"path": os.path.normpath(os.path.join(base, f["path"])), "reason": f["reason"], "detail": f["detail"]})
+    return out
 
 
 def skipped_files(inputs: str | os.PathLike | Iterable[str | os.PathLike]) -> list[dict]:
     """The capture files found by walking the input directories that cannot be read at all and are left out of every
-    command's answer, each ``{"path", "reason" (SKIP_REASONS), "detail"}`` (``--json``'s ``skipped_files``; the CLI
-    says each on stderr). Manifests and datasets name their files and are not walked: [] for them."""
+    command's answer, each ``{"path", "reason" (SKIP_REASONS), "detail"}`` (results carry the same list as
+    ``skipped_files``; this walks again). Manifests and datasets name their files and are not walked: [] for them."""
     srcs = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
     walked = [s for s in srcs if Path(s).is_dir() and not _is_manifest(s) and not is_dataset(s)]
     return _walk(walked)[1] if walked else []
 
 
-def _given(srcs: list, points: list[str], *, allow_outside: bool) -> tuple[list[dict], list[tuple[str, str]], str]:
+def _given(srcs: list, points: list[str], *, allow_outside: bool) -> tuple[list[dict], list[tuple[str, str]], str, list[dict]]:
     """The entries manifests, datasets and ``--point`` specs give (each marked ``_from``), the plain files left to
-    infer (path, where: see :func:`_plain_files`) and the manifests' CNI label."""
+    infer (path, where: see :func:`_walk`), the manifests' CNI label and the files found by walking left out."""
     manifests = [s for s in srcs if _is_manifest(s)]
     datasets = [s for s in srcs if is_dataset(s)]
     explicit: list[dict] = []
@@ -335,14 +328,16 @@ def _given(srcs: list, points: list[str], *, allow_outside: bool) -> tuple[list[
     for spec in points:
         explicit.append({**parse_point_spec(spec), "_from": "--point"})
     taken = {os.path.realpath(e["file"]) for e in explicit}
-    files = [(f, w) for f, w in _plain_files([s for s in srcs if s not in manifests and s not in datasets]) if os.path.realpath(f) not in taken]
-    return explicit, files, cni_label
+    plain = [s for s in srcs if s not in manifests and s not in datasets]
+    walked, skipped = _walk(plain) if plain else ([], [])
+    files = [(f, w) for f, w in walked if os.path.realpath(f) not in taken]
+    return explicit, files, cni_label, skipped
 
 
 def _infer(srcs: list, *, points: list[str], inventory, links: Iterable[str], allow_outside: bool,
            evidence: Callable[[str, _Nodes], Evidence]) -> _Found:  # fmt: skip
     """The points of manifests, datasets, ``--point`` specs and plain files (inferred from ``evidence(path, nodes)``)."""
-    explicit, files, cni_label = _given(srcs, points, allow_outside=allow_outside)
+    explicit, files, cni_label, skipped = _given(srcs, points, allow_outside=allow_outside)
     inv = inventory if isinstance(inventory, Inventory) or inventory is None else Inventory.load(inventory)
     nodes = _Nodes(inv)
     ev_of = _once(lambda path: evidence(path, nodes))
@@ -359,7 +354,7 @@ def _infer(srcs: list, *, points: list[str], inventory, links: Iterable[str], al
     rows = [r for e in explicit for r in _explicit_rows(e, ev_of(e["file"]))] + [r for _, ev in found for r in ev]
     entries = [_clean(e) for e in explicit] + [e for e, _ in found]
     _check_unique(entries)
-    return _Found(entries, rows, warnings, len(files), inv, cni_label, ev_of)
+    return _Found(entries, rows, warnings, len(files), inv, cni_label, ev_of, skipped)
 
 
 def stored_inference(directory: str | os.PathLike, cs: CaptureSet) -> pd.DataFrame:
@@ -382,7 +377,8 @@ def stored_captures(directory: str | os.PathLike) -> CaptureSet:
                            "ifindex": -1 if p.get("ifindex") is None else int(p["ifindex"]),
                            "pcapng_interface": -1 if p.get("pcapng_interface") is None else int(p["pcapng_interface"])})
            for p in meta["points"]]  # fmt: skip
-    cs = CaptureSet(points=pts, packets=pd.DataFrame(), cni=str(meta.get("cni") or ""))
+    skipped = list(meta.get("skipped_files") or [])  # left out when it was converted
+    cs = CaptureSet(points=pts, packets=pd.DataFrame(), cni=str(meta.get("cni") or ""), notes=skip_notes(skipped), skipped_files=skipped)
     cs.inference = stored_inference(directory, cs)
     return cs
 
@@ -401,7 +397,7 @@ def input_files(inputs: Sequence[str | os.PathLike], points: Sequence[str] = (),
     inputs, points = list(inputs), list(points)
     if is_capture_set(inputs, points) or (len(inputs) == 1 and not points and is_dataset(inputs[0])):
         return capture_entries(inputs[0] if inputs else None, points=points, allow_outside=allow_outside)[0]
-    explicit, files, _ = _given(inputs, points, allow_outside=allow_outside)
+    explicit, files, _, _ = _given(inputs, points, allow_outside=allow_outside)
     return [*({"file": f} for f, _ in files), *explicit]  # plain files are decoded first, to infer their points
 
 
@@ -448,6 +444,7 @@ def _correlate_inputs(inputs, *, points, inventory, links, allow_outside, window
         entries, cs = infer_captures(inputs, points=points, inventory=inventory, links=links, allow_outside=allow_outside)
         corr, stats = correlate_stream(entries, window_ns=window_ns, reference=reference, memory=memory, window_rows=window_rows, out=out,
                                        observer=observer)  # fmt: skip
+        corr.skipped_files, corr.notes = list(cs.skipped_files), [*cs.notes, *corr.notes]  # cs.notes: the files left out
         return corr, cs, stats
     cs = load_captures(inputs, points=points, inventory=inventory, links=links, allow_outside=allow_outside)
     corr = correlate(cs, window_ns=window_ns, reference=reference)
@@ -468,6 +465,7 @@ class Merged:
     points: int
     notes: list[str]
     captures: CaptureSet | None
+    skipped_files: list[dict] = field(default_factory=list)  # capture files found by walking a directory, left out
 
 
 def merge_inputs(inputs: str | os.PathLike | Sequence[str | os.PathLike], out: str | os.PathLike, *, points: Sequence[str] = (),
@@ -493,14 +491,15 @@ def merge_inputs(inputs: str | os.PathLike | Sequence[str | os.PathLike], out: s
     if memory is None and window_rows is None:
         cs = load_captures(srcs, points=points, inventory=inv, links=links, allow_outside=allow_outside)
         n = merge(cs, out, correlation=correlate(cs, reference=reference), dedup=dedup, batch_records=batch_records, sources=sources)
-        return Merged(n, len(cs.points), list(cs.notes), cs)
+        return Merged(n, len(cs.points), list(cs.notes), cs, list(cs.skipped_files))
     rows = MergeRows()
     with tempfile.TemporaryDirectory(prefix=".merge-", dir=os.path.dirname(os.path.abspath(out))) as tmp:
         hops = os.path.join(tmp, "hops.parquet") if dedup else None
         _, cs = correlate_inputs(srcs, points=points, inventory=inv, links=links, allow_outside=allow_outside, reference=reference,
                                  memory=memory, out=hops, window_rows=window_rows, observer=rows)  # fmt: skip
         n = rows.write(out, dedup=dedup, hops=hops, memory=memory, batch_records=batch_records, sources=sources)
-    return Merged(n, rows.point_count, list(rows.notes), cs)
+    skipped = list(cs.skipped_files) if cs is not None else []
+    return Merged(n, rows.point_count, [*skip_notes(skipped), *rows.notes], cs, skipped)
 
 
 def merge_captures(source: CaptureSet | str | os.PathLike | Sequence[str | os.PathLike], out: str | os.PathLike, *,
@@ -514,7 +513,10 @@ def merge_captures(source: CaptureSet | str | os.PathLike | Sequence[str | os.Pa
     path as ``merge --memory`` (the correlation streamed when the inputs exceed it, the files read in windows). Given a
     CaptureSet (already in memory, with its ``correlation`` if computed), ``memory`` bounds only the writing, as
     :func:`pcaptools.correlate.merge.merge` does; ``points``, ``inventory``, ``links`` and ``allow_outside`` apply to
-    inputs, ``correlation`` and ``sources`` to a CaptureSet."""
+    inputs, ``correlation`` and ``sources`` to a CaptureSet. Only the count is returned: for what ``pcaptools merge``
+    also says (the readers' notes, the capture files left out, the inferred points) call
+    :func:`merge_inputs` (``pcaptools.merge_inputs``), which returns :class:`Merged`; the notes a CaptureSet carries
+    are its ``notes``."""
     from pcaptools.correlate.merge import merge
 
     if isinstance(source, CaptureSet):
@@ -572,6 +574,8 @@ def manifest_doc(cs: CaptureSet, out_dir: str | os.PathLike = ".") -> dict:
     inv = None if ev is None else ev.attrs.get("inventory")
     doc["inventory"] = os.path.relpath(os.path.abspath(inv), base) if inv else None
     doc["warnings"] = list(ev.attrs.get("warnings", [])) if ev is not None else []
+    if cs.skipped_files:  # the files left out when it was inferred (relative as ``file``), said again by load_captures
+        doc["skipped_files"] = [{**f, "path": os.path.relpath(os.path.abspath(f["path"]), base)} for f in cs.skipped_files]
     return doc
 
 

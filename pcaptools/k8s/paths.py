@@ -202,6 +202,11 @@ class PathSet:
     network: dict | None = None  # Inventory.pod_network of all hops, when ``correlation.hops`` holds only some (streamed)
     streamed: dict | None = None  # how a bounded run was cut (paths_stream): windows, carried journeys, buckets
 
+    @property
+    def skipped_files(self) -> list[dict]:
+        """Capture files found by walking an input directory that could not be read at all, left out (also notes)."""
+        return list(getattr(self.captures, "skipped_files", None) or getattr(self.correlation, "skipped_files", None) or [])
+
     def detail(self) -> SimpleNamespace:
         """What :func:`paths_detail` would compute again from the correlation (for :func:`~pcaptools.k8s.diagnose.diagnose`)."""
         return SimpleNamespace(paths=self.paths, nat=self.nat, hops=self.hops)
