@@ -34,11 +34,11 @@ def measure(name: str, src: Path, tmp: Path, repeat: int, env: dict) -> list[dic
     """convert once, then paths and correlate --json on src and on the dataset, alternately; best of ``repeat``."""
     cli = [sys.executable, "-m", "pcaptools.cli"]
     ds = tmp / f"{name}.ds"
-    wall, rss = _run([*cli, "convert", str(src), "-o", str(ds)], env=env)
+    wall, rss, _ = _run([*cli, "convert", str(src), "-o", str(ds)], env=env)
     rows = [{"set": name, "command": "convert", "input": "captures", "seconds": wall, "peak_rss_mb": rss,
              "input_mb": _size_mb(src), "output_mb": _size_mb(ds)}]  # fmt: skip
     for command in (["paths"], ["correlate", "--json"]):
-        runs: dict[str, list[tuple[float, float]]] = {"captures": [], "dataset": []}
+        runs: dict[str, list[tuple[float, ...]]] = {"captures": [], "dataset": []}
         for _ in range(repeat):
             for kind, path in (("captures", src), ("dataset", ds)):
                 runs[kind].append(_run([*cli, command[0], str(path), *command[1:]], env=env))

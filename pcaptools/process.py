@@ -13,7 +13,11 @@ when a phase of a bounded run ends, so they do not count against the next one.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import signal
+import threading
+from collections.abc import Iterator
 
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
@@ -67,3 +71,31 @@ def release_freed_memory(*, collect: bool = True) -> None:
         ctypes.CDLL(None).malloc_trim(0)
     except (OSError, AttributeError):  # not glibc
         pass
+
+
+@contextlib.contextmanager
+def signals_as_interrupt() -> Iterator[dict[str, int]]:
+    """Turn SIGTERM and SIGHUP into KeyboardInterrupt so the caller's ``finally`` runs (a lab's namespaces torn down,
+    a temporary spill directory removed) as it does on Ctrl-C; a signal already ignored (``nohup``) stays ignored.
+
+    The signal is also recorded in the yielded dict: Python prints and drops an exception raised
+    inside a destructor or callback, so a long run can check it between steps (the lab does) too.
+    """
+    got: dict[str, int] = {}
+    if threading.current_thread() is not threading.main_thread():
+        yield got
+        return
+    signals = (signal.SIGTERM, signal.SIGHUP)
+
+    def _raise(signum: int, frame: object) -> None:
+        for s in signals:  # a second signal must not cut the teardown short
+            signal.signal(s, signal.SIG_IGN)
+        got["signal"] = signum
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    old = {s: signal.signal(s, _raise) for s in signals if signal.getsignal(s) is not signal.SIG_IGN}
+    try:
+        yield got
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)

@@ -220,3 +220,72 @@ def test_partitions_are_those_of_the_dask_shuffle_on_the_fingerprint():
     for parts in (2, 7, 97):
         want = np.asarray(dd_shuffle.partitioning_index(pd.Series(fp), parts))
         np.testing.assert_array_equal(fingerprint_partition(fp, parts), want)
+
+
+def test_partitions_beyond_the_open_file_limit_give_the_in_memory_hops(generated, tmp_path):
+    """A run with more partitions than ``ulimit -n`` allows open files (here 200 partitions under a limit of 64)
+    completes with the in-memory hops: a partition's file is opened per read, not held open while journeys are
+    emitted."""
+    script = f"""
+import resource, sys
+import pcaptools.correlate.stream as stream
+from pcaptools.correlate.stream import correlate_files
+stream.partitions_for = lambda dense, window_rows: 200
+resource.setrlimit(resource.RLIMIT_NOFILE, (64, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+corr, stats = correlate_files({str(generated)!r}, memory={TINY}, out={str(tmp_path / "p.parquet")!r})
+print(stats.partitions)
+"""
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.split()[-1] == "200"
+    assert "200 fingerprint partitions spilled to" in run.stderr
+    whole, _ = correlate_files(generated, memory=1 << 40, out=tmp_path / "m.parquet")
+    pd.testing.assert_frame_equal(_canonical(pd.read_parquet(tmp_path / "p.parquet")),
+                                  _canonical(pd.read_parquet(tmp_path / "m.parquet")))  # fmt: skip
+
+
+def test_sigterm_during_a_partitioned_run_removes_the_spill_and_exits_130(generated, tmp_path):
+    """``kill`` (SIGTERM) while windows are spilled in partitions ends the command as Ctrl-C does: exit 130 and no
+    partition files left in TMPDIR."""
+    import os
+    import signal
+    import time
+
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    proc = subprocess.Popen([sys.executable, "-m", "pcaptools.cli", "correlate", str(generated), "--memory", "16MiB",
+                             "--json", "-o", str(tmp_path / "h.parquet")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env={**os.environ, "TMPDIR": str(tmp)})  # fmt: skip
+    deadline = time.monotonic() + 300
+    while not any(tmp.glob("pcaptools-partitions-*/*.bin")):  # readiness: the spill has begun
+        assert proc.poll() is None, "the run ended before its partitions were spilled"
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    assert not any(tmp.iterdir())
+
+
+def test_signals_as_interrupt_raises_on_sigterm_and_leaves_an_ignored_sighup_ignored():
+    """SIGTERM inside the block is a KeyboardInterrupt; a SIGHUP ignored before (``nohup``) stays ignored, and the
+    handlers are as before afterwards."""
+    import os
+    import signal
+
+    from pcaptools.process import signals_as_interrupt
+
+    before = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        with pytest.raises(KeyboardInterrupt), signals_as_interrupt() as got:
+            assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+            os.kill(os.getpid(), signal.SIGTERM)
+            signal.sigtimedwait([], 0) if hasattr(signal, "sigtimedwait") else None
+            for _ in range(1000):  # the handler runs between bytecodes of the main thread
+                pass
+        assert got["signal"] == signal.SIGTERM
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGHUP, before)

@@ -12,7 +12,8 @@ What spans fingerprints is the numbering and the summary. Each partition's compl
 the order one window gives them (first corrected time, then fingerprint, then walk order) with those keys kept in
 memory; the keys of all partitions are merged (a stable sort on time and fingerprint: equal keys share a fingerprint,
 hence a partition and its order) and the journeys emitted in that order in chunks of about ``chunk_rows`` sightings,
-each chunk read back from the head of every partition's file. The spine, the hops file and the observers see the
+each chunk read back from where the last one stopped in each partition's file (opened and closed per read, so
+the open-file limit does not bound the partitions). The spine, the hops file and the observers see the
 rows one window's emission gives, numbered on; ambiguity is per fingerprint, and corrected at the end as in any
 run.
 
@@ -87,13 +88,12 @@ class Partitions:
         self.rows[p] = 0
         return {c: np.ascontiguousarray(rec[c]) for c in self.dtype.names}
 
-    def reader(self, p: int, kind: str):  # noqa: ANN201 - an open binary file
-        """Partition ``p``'s ``kind`` file, open for reading records in order (:meth:`read`)."""
-        return open(self._path(p, kind), "rb")  # noqa: SIM115 - closed by the caller
-
-    def read(self, f, count: int) -> dict[str, np.ndarray]:  # noqa: ANN001
-        """The next ``count`` records of an open file (:meth:`reader`) as window rows."""
-        rec = np.fromfile(f, self.dtype, count=count)
+    def read(self, p: int, kind: str, start: int, count: int) -> dict[str, np.ndarray]:
+        """Records ``start`` to ``start + count`` of partition ``p``'s ``kind`` file as window rows (the file is opened
+        and closed here: one open file at a time, however many partitions, whatever ``ulimit -n`` allows)."""
+        with open(self._path(p, kind), "rb") as f:
+            f.seek(start * self.dtype.itemsize)
+            rec = np.fromfile(f, self.dtype, count=count)
         return {c: np.ascontiguousarray(rec[c]) for c in self.dtype.names}
 
     def remove(self, p: int, kind: str) -> None:
@@ -164,29 +164,33 @@ def _emit_merged(m: Matcher, spill: Partitions, keys: list[tuple[np.ndarray, ...
     del keys
     order = np.lexsort((fps, first_t))  # stable: equal keys share a fingerprint, so a partition, in its own order
     end_row = np.cumsum(size[order])
-    files = {p: spill.reader(p, "done") for p in done}
+    read = np.zeros(spill.parts, np.int64)  # records of each partition's file emitted so far
     try:
         lo = 0
         while lo < order.shape[0]:
             base = int(end_row[lo - 1]) if lo else 0
             hi = max(int(np.searchsorted(end_row, base + chunk_rows, side="right")), lo + 1)
             sel = order[lo:hi]
-            yield m.emit(_chunk_rows(spill, files, part[sel], size[sel]), np.arange(int(size[sel].sum())), first_t[sel],
+            yield m.emit(_chunk_rows(spill, read, part[sel], size[sel]), np.arange(int(size[sel].sum())), first_t[sel],
                          size[sel], amb[sel], fps[sel])  # fmt: skip
             lo = hi
     finally:
-        for p, f in files.items():
-            f.close()
+        for p in done:
             spill.remove(p, "done")
 
 
-def _chunk_rows(spill: Partitions, files: dict, part: np.ndarray, size: np.ndarray) -> dict[str, np.ndarray]:
-    """Rows of the journeys ``part``/``size`` (in emission order; each partition's are the next in its file), in that
-    order: read partition by partition, then laid out journey by journey."""
+def _chunk_rows(spill: Partitions, read: np.ndarray, part: np.ndarray, size: np.ndarray) -> dict[str, np.ndarray]:
+    """Rows of the journeys ``part``/``size`` (in emission order; each partition's are the next in its file, from
+    ``read[p]`` on, which is moved past them), in that order: read partition by partition, then laid out journey by
+    journey."""
     by_part = np.argsort(part, kind="stable")
     ps = np.unique(part)
     rows_of = np.bincount(part, weights=size).astype(np.int64)
-    rows = concat_rows([spill.read(files[int(p)], int(rows_of[p])) for p in ps])
+    parts = []
+    for p in ps.tolist():
+        parts.append(spill.read(p, "done", int(read[p]), int(rows_of[p])))
+        read[p] += rows_of[p]
+    rows = concat_rows(parts)
     sz = size[by_part]
     start = np.empty(size.shape[0], np.int64)
     start[by_part] = np.cumsum(sz) - sz  # where each journey's rows begin in what was read

@@ -89,8 +89,8 @@ SPAN_ROWS = 2.0
 reach up to ``window_ns`` back from the horizon and new rows up to ``window_ns`` past it (see :func:`partitions_for`)."""
 
 MAX_PARTITIONS = 256
-"""Most partitions a window is matched in: each has a file open while the window's journeys are emitted (a denser
-window than ``MAX_PARTITIONS * window_rows / SPAN_ROWS`` rows gets larger partitions, and the floor note says so)."""
+"""Most partitions a window is matched in (files in one directory, one open at a time; a denser window than
+``MAX_PARTITIONS * window_rows / SPAN_ROWS`` rows gets larger partitions, and the floor note says so)."""
 
 MARGIN = 0.9
 """Share of the budget planned for: the allocator's fragmentation and the Parquet writer's buffers take the rest."""
@@ -376,6 +376,8 @@ def correlate_stream(entries: list[dict], *, window_ns: int = DEFAULT_WINDOW_NS,
         floor = floor_note(memory, window_ns, dense, window_rows, fixed + SPINE_COST * int(rows.sum()), parts=parts)
         if floor is not None:  # said before the long part of the run, and kept in the result
             print(f"pcaptools: {floor}", file=sys.stderr, flush=True)
+        if parts > 1:  # disk the user did not ask for (a tmpfs TMPDIR is memory): say where and about how much
+            print(f"pcaptools: {spill_note(dense, parts)}", file=sys.stderr, flush=True)
     nodes = list(dict.fromkeys(p.node for p in pts))
     point_node = np.array([nodes.index(p.node) for p in pts], np.int64)
     offsets, params = sample.estimate(nodes, point_node, reference=reference)
@@ -404,6 +406,15 @@ def partitions_for(dense: int, window_rows: int) -> int:
     return 1 if need <= window_rows else min(int(np.ceil(SPAN_ROWS * need / window_rows)), MAX_PARTITIONS)
 
 
+def spill_note(dense: int, parts: int) -> str:
+    """What a partitioned run writes to disk: the densest windows' sightings, in ``TMPDIR``, removed at the end."""
+    import tempfile
+
+    where = tempfile.gettempdir()
+    return (f"windows denser than the memory budget are matched in {parts:,} fingerprint partitions spilled to {where} "
+            f"(up to about {dense * ROW_BYTES / (1 << 20):,.0f} MiB at a time, removed at the end; set TMPDIR to move it)")
+
+
 def floor_note(memory: int, window_ns: int, dense: int, window_rows: int, fixed: int, *, parts: int = 1) -> str | None:
     """What to do when what the run holds before any window (``fixed``: libraries, readers, spine) is over the
     budget, or when one matching window of the densest traffic (``dense`` rows, carried journeys and the rows that
@@ -417,10 +428,10 @@ def floor_note(memory: int, window_ns: int, dense: int, window_rows: int, fixed:
     window, rest = ROW_COST * need_rows / mib, fixed / mib
     need = int(np.ceil((window + rest) / MARGIN))
     if parts > 1:
-        return (f"the memory budget ({memory / mib:,.0f} MiB) is below this capture set's floor: the run holds about {rest:,.0f} MiB "
+        return (f"the memory budget ({memory / mib:,.0f} MiB) is below this capture set's floor: the run holds up to about {rest:,.0f} MiB "
                 f"whatever the budget (libraries, readers, the clock estimate, each sighting's summary), besides about {window:,.1f} MiB for one "
                 f"partition of its densest {window_ns / 1e6:,.0f} ms (--window-ms, {dense:,} packet sightings, matched in {parts:,} "
-                f"partitions spilled to disk): about {need:,} MiB in all, which it takes whatever the budget; give --memory "
+                f"partitions spilled to disk): up to about {need:,} MiB in all, whatever the budget; give --memory "
                 f"{need}MiB or more (a smaller --window-ms does not lower this, and sightings of one packet further apart are "
                 f"then not joined)")
     return (f"the memory budget ({memory / mib:,.0f} MiB) is below this capture set's floor: its densest {window_ns / 1e6:,.0f} ms "

@@ -7,9 +7,6 @@ import dataclasses
 import datetime as dt
 import json
 import random
-import signal
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +17,7 @@ from pcaptools.lab.capture import Capture, finish
 from pcaptools.lab.inventory import build_inventory
 from pcaptools.lab.topology import Topology
 from pcaptools.lab.traffic import Server, run_clients
+from pcaptools.process import signals_as_interrupt
 
 DEFAULT_PREFIX = "ptlab-"
 # the order connection kinds are taken in; `connections` cycles through it
@@ -30,33 +28,6 @@ SMALL, LARGE = 2_000, 200_000
 # (TCP TIME_WAIT), so a run slowed down by a busy host still finds every connection's NAT
 CONNTRACK_KEEP = {f"net.netfilter.nf_conntrack_{k}": 600
                   for k in ("udp_timeout", "udp_timeout_stream", "tcp_timeout_time_wait", "tcp_timeout_close")}
-
-
-@contextlib.contextmanager
-def _terminate_on_signals() -> Iterator[dict[str, int]]:
-    """Turn SIGTERM and SIGHUP into KeyboardInterrupt so the caller's ``finally`` tears the lab down.
-
-    The signal is also recorded in the yielded dict: Python prints and drops an exception raised
-    inside a destructor or callback, so the run checks it between steps (:func:`_check`) too.
-    """
-    got: dict[str, int] = {}
-    if threading.current_thread() is not threading.main_thread():
-        yield got
-        return
-    signals = (signal.SIGTERM, signal.SIGHUP)
-
-    def _raise(signum: int, frame: object) -> None:
-        for s in signals:  # a second signal must not cut the teardown short
-            signal.signal(s, signal.SIG_IGN)
-        got["signal"] = signum
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    old = {s: signal.signal(s, _raise) for s in signals}
-    try:
-        yield got
-    finally:
-        for s, handler in old.items():
-            signal.signal(s, handler)
 
 
 def _check(got: dict[str, int]) -> None:
@@ -226,7 +197,7 @@ def run_lab(out_dir: str | Path, *, cni: str = "vpc", nodes: int = 3, any_captur
     servers: list[Server] = []
     caps: list[tuple[Capture, dict[str, Any]]] = []
     try:
-        with _terminate_on_signals() as got:
+        with signals_as_interrupt() as got:
             try:
                 run.add_namespaces(topo.namespaces())
                 topology.build(topo, segment_offload=segment_offload)
