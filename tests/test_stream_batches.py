@@ -86,3 +86,18 @@ def test_a_small_budget_streams_each_small_capture_in_one_batch_with_the_in_memo
 
 def _canonical(hops: pd.DataFrame) -> pd.DataFrame:
     return hops.astype({c: str for c in hops.columns if isinstance(hops[c].dtype, pd.CategoricalDtype)}).reset_index(drop=True)
+
+
+def test_a_small_budget_builds_a_small_sets_paths_in_one_bucket_with_the_in_memory_paths(generated):
+    """Under 16 MiB the paths are streamed, but buckets keep a floor of 32,768 hops rows (the old floor, 4,096, cut
+    this set's hops in several): one bucket here, and the same paths as the in-memory run."""
+    from pcaptools.k8s.paths import load_paths
+    from pcaptools.k8s.paths_stream import MIN_BUCKET_ROWS, load_paths_bounded
+
+    bounded = load_paths_bounded(generated, memory=16 * MIB)
+    whole = load_paths(generated)
+    hops = len(whole.correlation.hops)
+    assert bounded.streamed["windows"] >= 1 and bounded.streamed["buckets"] == 1
+    assert MIN_BUCKET_ROWS == 32_768 and 4096 < hops <= MIN_BUCKET_ROWS
+    pd.testing.assert_frame_equal(whole.paths, bounded.paths)
+    pd.testing.assert_frame_equal(_canonical(whole.nat), _canonical(bounded.nat))
