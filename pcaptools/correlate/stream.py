@@ -108,6 +108,22 @@ ROW_PEAK = 700
 STORED_ROW_COST = 1024
 """Peak memory of the one-window run per row of a dataset (its packet table read back, fingerprints, hops)."""
 
+BATCH_ROW_COST = 512
+"""Bytes a record of a decoded batch costs while it is turned into window rows: its packet table (188 bytes a row
+measured, 57 columns, benchmarks/gen_set.py set), the decoder's temporaries and its rows waiting for their window."""
+
+MIN_BATCH_RECORDS = 1 << 14
+"""Fewest records a file is read in per batch by a budgeted run: below a few thousand a batch's fixed cost (building
+its table, numba dispatch, categories) dominates (a 198k-record file: 1.24-1.38 CPU s in 1,024-record batches, 0.13 s
+in 65,536-record ones). 16,384 records take about 8 MiB a file, within what a run holds anyway (:data:`BASE_MEMORY`)."""
+
+MAX_BATCH_RECORDS = 1 << 16
+"""Most records a batch holds: larger batches save no measurable CPU, and the reader's windows of
+``iter_packets``' ``batch_bytes`` (16 MiB) cut a batch of large records sooner (the bytes a record takes are the file's)."""
+
+BATCH_SHARE = 32 << 20
+"""Most of the budget one file's decoded batch is given (beyond the reader's windows, :data:`FILE_WINDOW`)."""
+
 HEAD_RECORDS = 4096
 """Records read from the start of each file to estimate how many it holds (:func:`one_window_bytes`)."""
 
@@ -351,7 +367,7 @@ def correlate_stream(entries: list[dict], *, window_ns: int = DEFAULT_WINDOW_NS,
     nf = max(len(entries), 1)
     fixed = BASE_MEMORY + nf * FILE_WINDOW
     if window_rows is None:
-        batch_records = int(np.clip((memory - fixed) // (8 * ROW_COST * nf), 1 << 10, 1 << 18))
+        batch_records = batch_records_for(memory, nf)
     else:
         batch_records = int(np.clip(window_rows // (4 * nf), 1 << 8, 1 << 18))
     files = [_File(e, batch_records) for e in entries]
@@ -397,6 +413,14 @@ def correlate_stream(entries: list[dict], *, window_ns: int = DEFAULT_WINDOW_NS,
                         window_rows=int(window_rows), disorder_ns=int(late.max()) if late.size else 0, rewritten=rewritten,
                         partitions=parts)  # fmt: skip
     return corr, stats
+
+
+def batch_records_for(memory: int, files: int) -> int:
+    """Records each of ``files`` captures is read in per batch within ``memory`` bytes: an equal share of what the
+    budget leaves beyond the libraries (:data:`BASE_MEMORY`), at most :data:`BATCH_SHARE`, at :data:`BATCH_ROW_COST`
+    a record, between :data:`MIN_BATCH_RECORDS` (a batch's fixed cost) and :data:`MAX_BATCH_RECORDS`."""
+    share = min(max(int(memory * MARGIN) - BASE_MEMORY, 0) // max(int(files), 1), BATCH_SHARE)
+    return int(np.clip(share // BATCH_ROW_COST, MIN_BATCH_RECORDS, MAX_BATCH_RECORDS))
 
 
 def partitions_for(dense: int, window_rows: int) -> int:

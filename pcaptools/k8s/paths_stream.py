@@ -67,6 +67,11 @@ ROW_PEAK = 1500
 """Peak bytes per packet record of the in-memory ``paths`` run (correlation, flows, paths and their
 inputs; 1.1-1.5 KiB measured per sighting on gen_set.py sets): what decides that a set is streamed."""
 
+MIN_BUCKET_ROWS = 1 << 15
+"""Fewest hops rows a bucket is given however small the budget (about 32 MiB at :data:`BUILD_ROW_COST`): each bucket
+is read back, labelled, built and diagnosed on its own, and at 4,096 rows that fixed cost was most of a streamed
+``paths`` run (146 buckets of the 792k-sighting benchmark set under 300 MiB, issue #11)."""
+
 SPILL_SHARE = 0.25
 """Share of the budget the spill may hold before writing its buckets (fewer, larger row groups)."""
 
@@ -220,7 +225,7 @@ def _paths_of_file(hops_path: Path, corr, inv, flows, memory: int, bucket_rows: 
     if bucket_rows is None:
         from pcaptools.correlate.stream import _rss
 
-        bucket_rows = max(int((memory * 0.9 - _rss()) // BUILD_ROW_COST), 1 << 12, -(-int(rows_j.sum()) // MAX_BUCKETS))
+        bucket_rows = max(int((memory * 0.9 - _rss()) // BUILD_ROW_COST), MIN_BUCKET_ROWS, -(-int(rows_j.sum()) // MAX_BUCKETS))
     rows_c = np.bincount(conn, weights=rows_j, minlength=int(conn.max()) + 1 if len(conn) else 0).astype(np.int64)
     bucket_c = np.unique((np.cumsum(rows_c) - rows_c) // max(int(bucket_rows), 1), return_inverse=True)[1].reshape(-1)
     nb = int(bucket_c.max()) + 1 if len(bucket_c) else 0
