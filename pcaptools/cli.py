@@ -940,7 +940,7 @@ def why_cmd(
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: user errors become one actionable line and exit code 2, never a traceback."""
     from pcaptools.jit import skip_blas_probe
-    from pcaptools.process import fewer_collections, keep_freed_memory, signals_as_interrupt
+    from pcaptools.process import end_process, fewer_collections, keep_freed_memory, signals_as_interrupt
 
     skip_blas_probe()
     args = sys.argv[1:] if argv is None else list(argv)
@@ -951,12 +951,15 @@ def main(argv: list[str] | None = None) -> int:
         gc_thresholds = fewer_collections()
     try:
         with signals_as_interrupt():  # `kill`, a job's timeout: temporary spills removed, exit 130, as on Ctrl-C
-            return _run(args, debug)
+            code = _run(args, debug)
     finally:
         if gc_thresholds is not None:  # as they were for a caller that lives on (tests call main in process)
             import gc
 
             gc.set_threshold(*gc_thresholds)
+    if argv is None:  # the console script or `python -m pcaptools`: the process ends here, without its teardown
+        end_process(code)
+    return code
 
 
 def _run(args: list[str], debug: bool) -> int:

@@ -99,3 +99,29 @@ def signals_as_interrupt() -> Iterator[dict[str, int]]:
     finally:
         for s, handler in old.items():
             signal.signal(s, handler)
+
+
+def end_process(code: int) -> None:
+    """End a command's process now with ``code`` once its output is flushed and its exit handlers have run, skipping
+    the interpreter's teardown: freeing every module and numba's and LLVM's objects one by one costs ~0.5 s after the
+    work is done (0.5-0.7 s measured after a ``read_packets`` or a ``correlate``), time a user waits for nothing.
+    Returns (and the process exits the normal way) while another non-daemon thread is alive: its work must finish.
+    Files a command wrote are closed by then (every output is written in a ``with`` block); only the command line
+    calls this, never a library."""
+    import atexit
+    import os
+    import sys
+
+    main = threading.main_thread()
+    if any(t.is_alive() and not t.daemon and t is not main for t in threading.enumerate()):
+        return
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a reader that went away (EPIPE) or a stream closed by the caller: nothing to keep
+            pass
+    run_exit_handlers = getattr(atexit, "_run_exitfuncs", None)  # CPython's; without it the normal exit runs them
+    if run_exit_handlers is None:
+        return
+    run_exit_handlers()
+    os._exit(code)

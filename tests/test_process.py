@@ -74,3 +74,63 @@ def test_main_leaves_the_collector_as_it_found_it():
     before = gc.get_threshold()
     assert main(["--help"]) == 0
     assert gc.get_threshold() == before
+
+
+_END = """
+import atexit, sys, threading
+from pcaptools.process import end_process
+
+class Teardown:
+    def __del__(self):  # runs only when the interpreter tears its modules down
+        sys.stderr.write("teardown ran\\n"); sys.stderr.flush()
+
+keep = Teardown()
+atexit.register(lambda: open(sys.argv[1], "w").write("exit handler ran"))
+if sys.argv[2] == "thread":  # a live non-daemon thread: the process must end the normal way, after it
+    done = threading.Event()
+    worker = threading.Thread(target=lambda: (done.wait(5), print("worker finished")))
+    worker.start()
+    end_process(3)
+    print("end_process returned")
+    done.set()
+    raise SystemExit(4)
+sys.stdout.write("unflushed output")  # buffered: a pipe's stdout is block-buffered
+end_process(3)
+print("not reached")
+"""
+
+
+def test_end_process_flushes_output_runs_exit_handlers_and_skips_teardown(tmp_path):
+    mark = tmp_path / "atexit.txt"
+    res = subprocess.run([sys.executable, "-c", _END, str(mark), "main"], capture_output=True, text=True)
+    assert res.returncode == 3
+    assert res.stdout == "unflushed output"
+    assert mark.read_text() == "exit handler ran"
+    assert "teardown ran" not in res.stderr
+
+
+def test_end_process_leaves_a_live_thread_to_finish_and_exits_normally(tmp_path):
+    mark = tmp_path / "atexit.txt"
+    res = subprocess.run([sys.executable, "-c", _END, str(mark), "thread"], capture_output=True, text=True)
+    assert res.returncode == 4
+    assert res.stdout.splitlines() == ["end_process returned", "worker finished"]
+    assert mark.read_text() == "exit handler ran"
+
+
+def test_a_command_run_as_a_process_writes_its_whole_output(tmp_path):
+    """The console entry ends without teardown: what it printed and wrote is all there, with its exit code."""
+    from pathlib import Path
+
+    sample = Path(__file__).resolve().parent.parent / "sample_pcaps" / "calico-vxlan"
+    out = tmp_path / "hops.parquet"
+    res = subprocess.run([sys.executable, "-m", "pcaptools", "correlate", str(sample), "--json", "-o", str(out)],
+                         capture_output=True, text=True)  # fmt: skip
+    assert res.returncode == 0, res.stderr[-2000:]
+    import json
+
+    import pandas as pd
+
+    doc = json.loads(res.stdout)
+    assert pd.read_parquet(out)["journey"].nunique() == doc["journeys"] > 0
+    bad = subprocess.run([sys.executable, "-m", "pcaptools", "correlate", str(tmp_path / "missing")], capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.startswith("pcaptools: ")
