@@ -7,7 +7,9 @@ clock 3.7 ms ahead, drops, retransmissions) it times, each in a fresh process as
 * ``pcaptools correlate DIR --json -o hops.parquet``, ``pcaptools paths DIR`` and ``pcaptools paths DIR --json``;
 * ``read_packets`` of the same files, twice: in a child process after one warm-up call (the core alone, "warm"),
   and as a fresh process, ``python -c "import pcaptools; pcaptools.read_packets(files, payload_hash=True)"``
-  (interpreter, imports and numba's first call paid, as by the commands: the process a command is compared with);
+  (interpreter, imports and numba's first call paid, as by the commands: the process a command is compared with),
+  and that process once more ended as a command ends, without the interpreter's teardown (``x no teardown``: like
+  for like, since the commands skip it);
 * a plain read of the files' bytes, ``tcpdump -r F -w /dev/null`` per file, and the decoder
   baselines of decode_sections.py (a dpkt loop, ``tshark -T fields``) on prefixes, as packets/s.
 
@@ -65,6 +67,10 @@ def _best(cmd: list[str], repeat: int, **kw) -> dict:
 _READ_PACKETS_PROCESS = "import sys, pcaptools; pcaptools.read_packets(sys.argv[1:], payload_hash=True)"
 """What a command is compared with as a process: the decode of the same files, as a user's fresh ``python -c`` runs it."""
 
+_READ_PACKETS_ENDED = _READ_PACKETS_PROCESS + "; from pcaptools.process import end_process; end_process(0)"
+"""The same process ended as a command ends (:func:`pcaptools.process.end_process`: no interpreter teardown, ~0.5 s),
+so that the commands, which skip it, are also compared like for like."""
+
 _READ_PACKETS = """
 import json, sys, time
 from pcaptools.packets import read_packets
@@ -117,6 +123,8 @@ def run(packets: int, repeat: int, cache: Path) -> list[dict]:
     add("read_packets (warm, in process)", rp, rp["rows"])
     rp_proc = _best([sys.executable, "-c", _READ_PACKETS_PROCESS, *files], repeat, env=env)
     add("read_packets (fresh process)", rp_proc, sightings)
+    rp_ended = _best([sys.executable, "-c", _READ_PACKETS_ENDED, *files], repeat, env=env)
+    add("read_packets (process, no teardown)", rp_ended, sightings)
     with tempfile.TemporaryDirectory() as tmp:
         add("pcaptools correlate --json -o hops.parquet",
             _best([*cli, "correlate", str(set_dir), "--json", "-o", str(Path(tmp) / "hops.parquet")], repeat, env=env), sightings)  # fmt: skip
@@ -131,6 +139,7 @@ def run(packets: int, repeat: int, cache: Path) -> list[dict]:
     for r in rows:
         r["time_vs_read_packets"] = r["seconds"] / rp["seconds"] * (sightings / r["records"])
         r["time_vs_read_packets_process"] = r["seconds"] / rp_proc["seconds"] * (sightings / r["records"])
+        r["time_vs_read_packets_no_teardown"] = r["seconds"] / rp_ended["seconds"] * (sightings / r["records"])
         r.update(set_mb=round(size / 2**20, 1), stream_packets=int(info["packets"]), sightings=sightings)
     pyc.cleanup()
     return rows
@@ -144,9 +153,10 @@ def print_table(rows: list[dict]) -> None:
     r0 = rows[0]
     print(f"\nend to end: {r0['stream_packets']:,}-packet stream at 4 points, {r0['sightings']:,} sightings, "
           f"{r0['set_mb']:,.0f} MiB (commands: best of their runs, fresh process each; load {os.getloadavg()[0]:.1f})")  # fmt: skip
-    print(f"{'command':<44}{'packets/s':>12}{'seconds':>10}{'cpu s':>8}{'x read_packets':>16}{'x read_packets process':>24}{'peak RSS MiB':>14}")
+    print(f"{'command':<44}{'packets/s':>12}{'seconds':>10}{'cpu s':>8}{'x read_packets':>16}{'x read_packets process':>24}"
+          f"{'x no teardown':>15}{'peak RSS MiB':>14}")
     for r in rows:
         rss = f"{r['peak_rss_mb']:.0f}" if "peak_rss_mb" in r else ""
         cpu = f"{r['cpu_seconds']:.2f}" if "cpu_seconds" in r else ""
         print(f"{r['section'][4:]:<44}{r['records_per_s']:>12,.0f}{r['seconds']:>10.2f}{cpu:>8}{r['time_vs_read_packets']:>15.2f}x"
-              f"{r['time_vs_read_packets_process']:>23.2f}x{rss:>14}")  # fmt: skip
+              f"{r['time_vs_read_packets_process']:>23.2f}x{r.get('time_vs_read_packets_no_teardown', float('nan')):>14.2f}x{rss:>14}")  # fmt: skip
