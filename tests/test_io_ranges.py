@@ -14,8 +14,8 @@ import pytest
 from pcaptools.errors import CorruptBlock
 from pcaptools.io import pcap as pcap_mod
 from pcaptools.io import read_records, reader, split, threads
-
-SEC = 1_600_000_000
+from tests.ranges_support import SEC
+from tests.ranges_support import read_both as _read_both
 
 
 def _records(n: int, seed: int, o: str = "<") -> list[bytes]:
@@ -31,16 +31,6 @@ def _records(n: int, seed: int, o: str = "<") -> list[bytes]:
 
 def _file(records: list[bytes], o: str = "<", magic: int = 0xA1B2C3D4) -> bytes:
     return struct.pack(o + "IHHiIII", magic, 2, 4, 0, 0, 65535, 1) + b"".join(records)
-
-
-def _read_both(path: Path, monkeypatch, cores: int = 2, **kw):
-    """(ranged, sequential) batches of one file; ranges from 4 KiB up, on ``cores`` threads, mapped 8 KiB at a time."""
-    monkeypatch.setattr(split, "SPLIT_MIN_BYTES", 4096)
-    monkeypatch.setattr(split, "STEP_BYTES", 8192)
-    monkeypatch.setattr(threads, "usable_cores", lambda: cores)
-    ranged = read_records(path, **kw)
-    monkeypatch.setattr(threads, "usable_cores", lambda: 1)
-    return ranged, read_records(path, **kw)
 
 
 def _same(a, b) -> None:

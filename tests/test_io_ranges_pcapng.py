@@ -17,9 +17,9 @@ import pytest
 from pcaptools.errors import CorruptBlock, PcapError
 from pcaptools.io import read_records, split, split_pcapng, threads
 from pcaptools.packets import read_packets
+from tests.ranges_support import SEC, read_both
 
 DATA = Path(__file__).parent / "data"
-SEC = 1_600_000_000
 
 
 def _block(o: str, btype: int, body: bytes) -> bytes:
@@ -61,13 +61,8 @@ def _packets(o: str, n: int, seed: int, n_if: int = 2) -> list[bytes]:
 
 
 def _read_both(path: Path, monkeypatch, cores: int = 2, **kw):
-    """(ranged, sequential) batches of one file; ranges from 0 bytes up, on ``cores`` threads, mapped 8 KiB at a time."""
-    monkeypatch.setattr(split, "SPLIT_MIN_BYTES", 0)
-    monkeypatch.setattr(split_pcapng, "STEP_BYTES", 8192)
-    monkeypatch.setattr(threads, "usable_cores", lambda: cores)
-    ranged = read_records(path, **kw)
-    monkeypatch.setattr(threads, "usable_cores", lambda: 1)
-    return ranged, read_records(path, **kw)
+    """(ranged, sequential) batches of one file; ranges from 0 bytes up (small pcapng files split too)."""
+    return read_both(path, monkeypatch, cores, split_min=0, **kw)
 
 
 def _same(a, b) -> None:

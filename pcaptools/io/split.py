@@ -128,46 +128,54 @@ def first_record_after(buf: np.ndarray, cut: int, state: dict, sec_lo: int, sec_
     return -1
 
 
-def _walk_range(buf: np.ndarray, lo: int, stop: int, state: dict, unmap: bool = False) -> tuple[list[tuple[np.ndarray, ...]], int, int]:
-    """Records from ``lo`` up to ``stop`` (the next range's guessed first record): (column parts, position, exit code).
-    ``stop`` is the walk's end, so it ends at END exactly on ``stop`` or at SHORT on the record that crosses it.
+def walk_in_steps(buf: np.ndarray, lo: int, stop: int, walk, dtypes: tuple, min_record: int, codes: tuple[int, int, int],
+                  unmap: bool = False) -> tuple[list[tuple[np.ndarray, ...]], int, int]:  # fmt: skip
+    """Records from ``lo`` up to ``stop`` walked by ``walk(pos, ahead, columns) -> (records, position, exit code)``
+    into columns of ``dtypes``: (column parts, position, exit code). ``codes``: the walk's (END, SHORT, FULL).
     The range is mapped STEP_BYTES at a time just ahead of the walk, not all at once (a file larger than memory, or
-    not yet in the page cache, is read while it is walked). The output columns are allocated once for the whole
-    range (pages never written cost nothing) and again only if it holds more records than guessed: an allocation
-    (mmap, madvise) waits for the memory-map lock that another thread's populate holds for its whole step.
-    ``unmap``: the pages behind the walk are unmapped again (:func:`release`)."""
+    not yet in the page cache, is read while it is walked); a record longer than a step gets a longer step. The
+    output columns are allocated once for the whole range (pages never written cost nothing) and again only if it
+    holds more records than guessed: an allocation (mmap, madvise) waits for the memory-map lock that another
+    thread's populate holds for its whole step. ``unmap``: the pages behind the walk are unmapped again
+    (:func:`release`). Both formats' range walkers (pcap here, pcapng in :mod:`pcaptools.io.split_pcapng`) use it."""
+    end_code, short_code, full_code = codes
     parts = []
     pos = released = lo
-    hdr = state["rec_hdr"]
     step = STEP_BYTES
-    size = min((stop - lo) // 128 + 1024, (stop - lo) // hdr + 1)  # records of 112+ bytes on average: one allocation
+    size = min((stop - lo) // 128 + 1024, (stop - lo) // min_record + 1)  # records of 112+ bytes on average: one allocation
     while True:
-        size = max(1, size)
-        off, cap = np.empty(size, np.int64), np.empty(size, np.uint32)
-        wire, ts = np.empty(size, np.uint32), np.empty(size, np.int64)
+        cols = tuple(np.empty(max(1, size), dt) for dt in dtypes)
         k = 0
         while True:
             ahead = min(stop, pos + step)
             was = pos
             populate(buf, pos, ahead)
-            j, pos, code = pcap.walk(buf, pos, ahead, state["swap"], state["nano"], hdr, off[k:], cap[k:], wire[k:],
-                                     ts[k:])  # fmt: skip
+            j, pos, code = walk(pos, ahead, tuple(c[k:] for c in cols))
             k += j
             if unmap:
                 release(buf, released, pos)
                 released = pos
-            if ahead < stop and code in (pcap.END, pcap.SHORT):
+            if ahead < stop and code in (end_code, short_code):
                 step = STEP_BYTES if pos > was else 2 * step  # a record longer than a step: a longer one
                 continue  # the step's end (or the record crossing it): the next step goes on from here
             break
         if k:
-            parts.append((off[:k], cap[:k], wire[:k], ts[:k]))
-        if code != pcap.FULL:
+            parts.append(tuple(c[:k] for c in cols))
+        if code != full_code:
             if unmap:
                 release(buf, released, stop)
             return parts, pos, code
         size = int((stop - pos) * k / max(pos - lo, 1) * 1.1) + 1024  # more records than guessed: their density
-        size = min(size, (stop - pos) // hdr + 1)
+        size = min(size, (stop - pos) // min_record + 1)
+
+
+def _walk_range(buf: np.ndarray, lo: int, stop: int, state: dict, unmap: bool = False) -> tuple[list[tuple[np.ndarray, ...]], int, int]:
+    """Records from ``lo`` up to ``stop`` (the next range's guessed first record): (column parts, position, exit code).
+    ``stop`` is the walk's end, so it ends at END exactly on ``stop`` or at SHORT on the record that crosses it."""
+    swap, nano, hdr = state["swap"], state["nano"], state["rec_hdr"]
+    return walk_in_steps(buf, lo, stop, lambda pos, ahead, cols: pcap.walk(buf, pos, ahead, swap, nano, hdr, *cols),
+                         COLUMNS, hdr, (pcap.END, pcap.SHORT, pcap.FULL), unmap)  # fmt: skip
+
 
 def walk_ranges(buf: np.ndarray, first: int, state: dict, threads: int, *, unmap: bool = False) -> tuple[tuple[np.ndarray, ...], int]:
     """The columns (offset, caplen, wirelen, ts_ns) of the records from ``first`` (a record start) walked in up to

@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from pcaptools.io import pcapng
-from pcaptools.io.split import CHAIN, MAX_CANDIDATES, STEP_BYTES, SYNC_WINDOW, _stack, populate, release
+from pcaptools.io.split import CHAIN, MAX_CANDIDATES, SYNC_WINDOW, _stack, walk_in_steps
 
 COLUMNS = (np.int64, np.uint32, np.uint32, np.uint64, np.uint32, np.uint32, np.int64)
 """dtypes of a pcapng range walk's columns: offset, caplen, wirelen, ts_raw, iface, flags, record."""
@@ -83,37 +83,13 @@ def first_block_after(buf: np.ndarray, cut: int, first: int, st: np.ndarray) -> 
 def _walk_range(buf: np.ndarray, lo: int, stop: int, st0: np.ndarray, raise_: bool,
                 unmap: bool) -> tuple[list[tuple[np.ndarray, ...]], int, int, np.ndarray, int]:  # fmt: skip
     """Blocks from ``lo`` up to ``stop`` walked with the state ``st0`` (records numbered from 0): (column parts,
-    position, exit code, skip counters, packet records seen). Mapped STEP_BYTES at a time, as split._walk_range."""
+    position, exit code, skip counters, packet records seen), mapped a step at a time by split.walk_in_steps."""
     st = st0.copy()
     st[pcapng.ST_RECORD] = 0
     counters = np.zeros(len(pcapng.SKIP_REASONS), np.int64)
-    parts = []
-    pos = released = lo
-    step = STEP_BYTES
-    size = min((stop - lo) // 128 + 1024, (stop - lo) // 16 + 1)
-    while True:
-        cols = tuple(np.empty(max(1, size), dt) for dt in COLUMNS)
-        k = 0
-        while True:
-            ahead = min(stop, pos + step)
-            was = pos
-            populate(buf, pos, ahead)
-            j, pos, code = pcapng.walk(buf, pos, ahead, st, raise_, counters, *(c[k:] for c in cols))
-            k += j
-            if unmap:
-                release(buf, released, pos)
-                released = pos
-            if ahead < stop and code in (pcapng.END, pcapng.SHORT):
-                step = STEP_BYTES if pos > was else 2 * step  # a record longer than a step: a longer one
-                continue  # the step's end (or the block crossing it): the next step goes on from here
-            break
-        if k:
-            parts.append(tuple(c[:k] for c in cols))
-        if code != pcapng.FULL:
-            if unmap:
-                release(buf, released, stop)
-            return parts, pos, code, counters, int(st[pcapng.ST_RECORD])
-        size = min(int((stop - pos) * k / max(pos - lo, 1) * 1.1) + 1024, (stop - pos) // 16 + 1)
+    parts, pos, code = walk_in_steps(buf, lo, stop, lambda p, ahead, cols: pcapng.walk(buf, p, ahead, st, raise_, counters, *cols),
+                                     COLUMNS, 16, (pcapng.END, pcapng.SHORT, pcapng.FULL), unmap)  # fmt: skip
+    return parts, pos, code, counters, int(st[pcapng.ST_RECORD])
 
 
 def walk_ranges(buf: np.ndarray, first: int, st: np.ndarray, threads: int, *, raise_: bool = False,
