@@ -416,26 +416,35 @@ def _point_pairs(ts: np.ndarray, pid: np.ndarray, group: np.ndarray, key: np.nda
                  point_node: np.ndarray) -> list[tuple[int, int, np.ndarray, np.ndarray, np.ndarray]]:  # fmt: skip
     """Per pair of points on two nodes: (a, b, rows at a's point, rows at b's point, direction label), a < b.
 
-    The label is +1 for packets going a->b, -1 for b->a, 0 where the connection was seen one way only.
+    The label is +1 for packets going a->b, -1 for b->a, 0 where the connection was seen one way only. Pairs are in
+    the order of the rows at a's point (input order, time order within a capture file: what :func:`envelope_rate`
+    sorts by is then sorted already); every use of them is a function of the set of pairs, not of their order.
     """
     rows = np.flatnonzero(group >= 0)
     ngroups = int(group[rows].max()) + 1 if rows.size else 0
-    at = []  # per point: its row of each group, -1 where the group was not seen there (at most once per point)
+    at, mine, mine_g = [], [], []  # per point: its row of each group (-1: not seen there), its rows and their groups
+    pr = pid[rows]
     for i in range(len(point_node)):
-        r = rows[pid[rows] == i]
+        r = rows[pr == i]  # ascending: input order
+        g = group[r]
         row_of = np.full(ngroups, -1, np.int64)
-        row_of[group[r]] = r
+        row_of[g] = r  # a group is seen at most once per point
         at.append(row_of)
+        mine.append(r)
+        mine_g.append(g)
     out = []
     for i in range(len(point_node)):
         for j in range(i + 1, len(point_node)):
             a, b = int(point_node[i]), int(point_node[j])
             if a == b:
                 continue
-            both = np.flatnonzero((at[i] >= 0) & (at[j] >= 0))  # groups seen at both points, in group order
-            if both.shape[0] < 2:
+            first = i if a < b else j  # the pair's rows in the order of the point on the lower node
+            other = at[j if first == i else i][mine_g[first]]
+            seen = other >= 0  # groups seen at both points
+            if np.count_nonzero(seen) < 2:
                 continue
-            ri, rj = at[i][both], at[j][both]
+            r1, r2 = mine[first][seen], other[seen]
+            ri, rj = (r1, r2) if first == i else (r2, r1)
             lab = _label((ts[rj] - ts[ri]).astype(np.float64), key[ri], half[ri])
             if a > b:
                 a, b, ri, rj, lab = b, a, rj, ri, -lab
