@@ -87,16 +87,15 @@ def connection_key(packets: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
 
 def _label(d: np.ndarray, key: np.ndarray, half: np.ndarray) -> np.ndarray:
     """+1 for rows in the connection half with the larger median d, -1 for the other, 0 if one half only."""
-    df = pd.DataFrame({"k": key, "h": half, "d": d})
-    med = df.groupby(["k", "h"], sort=False)["d"].median().unstack("h")
-    if True not in med.columns or False not in med.columns:
+    codes, uniq = pd.factorize(key, sort=False)
+    med = pd.Series(d).groupby(codes.astype(np.int64) * 2 + half, sort=False).median()  # one int key per (connection, half)
+    m = np.full(2 * uniq.shape[0], np.nan)
+    m[med.index.to_numpy()] = med.to_numpy()
+    m = m.reshape(-1, 2)  # per connection: median of its half False, of its half True
+    if np.isnan(m[:, 0]).all() or np.isnan(m[:, 1]).all():
         return np.zeros(d.shape[0], np.int8)
-    both = med.dropna()
-    upper_is_true = pd.Series((both[True] > both[False]).to_numpy(), index=both.index)
-    up = df["k"].map(upper_is_true)
-    known = up.notna().to_numpy()
-    upv = np.where(known, up.to_numpy(object), False).astype(bool)
-    lab = np.where(half == upv, 1, -1).astype(np.int8)
+    known = ~np.isnan(m).any(axis=1)[codes]
+    lab = np.where(half == (m[:, 1] > m[:, 0])[codes], 1, -1).astype(np.int8)
     lab[~known] = 0
     return lab
 
