@@ -173,8 +173,15 @@ def journeys(fp: np.ndarray, ts_ns: np.ndarray, point: np.ndarray, *, window_ns:
     columns gathered once (``order``: :func:`by_fingerprint` of ``fp``)."""
     rows = np.array(order, np.int64)
     f, t, p = np.asarray(fp, np.uint64)[rows], np.asarray(ts_ns, np.int64)[rows], np.asarray(point, np.int64)[rows]
+    return _journeys(f, t, rows, p, int(window_ns), int(npoints))
+
+
+@numba.njit(cache=True)
+def _journeys(f, t, rows, p, window, npoints):  # pragma: no cover - compiled
+    """:func:`_sort_runs`, :func:`_walk` and :func:`_group` in one kernel: a fresh process loads one compiled
+    library from numba's cache instead of three (30-60 ms each)."""
     _sort_runs(f, t, rows, p)
-    return _group(_walk(f, t, p, int(window_ns), int(npoints)), rows)
+    return _group(_walk(f, t, p, window, npoints), rows)
 
 
 def match(fp: np.ndarray, ts_ns: np.ndarray, point: np.ndarray, *, window_ns: int, npoints: int,
