@@ -121,7 +121,8 @@ def lower_hull(x: np.ndarray, y: np.ndarray, *, bins: int = 2048) -> tuple[np.nd
     """Vertices (x, y) of the lower convex hull of a point cloud, left to right, in O(n) numpy passes.
 
     The hull of the lowest point per x-bin (and both x extremes) is checked against every point; points
-    below it join the candidates until none is (one pass in practice).
+    below it join the candidates until none is (one pass in practice). Only points below the hull's higher end
+    over their bin can lie below it (the hull is convex), so only those are checked against it: the same points.
     """
     n = x.shape[0]
     if n <= 2 * bins:
@@ -135,16 +136,26 @@ def lower_hull(x: np.ndarray, y: np.ndarray, *, bins: int = 2048) -> tuple[np.nd
     cand = np.flatnonzero(y <= low[b])
     ends = np.flatnonzero((x == x0) | (x == x1))
     cand = np.union1d(cand, ends)
+    w = (x1 - x0) / bins  # each bin's x range, widened past rounding of ``b``, within [x0, x1]
+    lo_x = np.clip(x0 + w * np.arange(bins) - w * 1e-6, x0, x1)
+    hi_x = np.clip(x0 + w * np.arange(1, bins + 1) + w * 1e-6, x0, x1)
     while True:
         hx, hy = _chain(x[cand], y[cand])
         if hx.shape[0] < 2:
             return hx, hy
-        k = np.clip(np.searchsorted(hx, x, side="right") - 1, 0, hx.shape[0] - 2)
-        line = hy[k] + (hy[k + 1] - hy[k]) / (hx[k + 1] - hx[k]) * (x - hx[k])
-        bad = np.flatnonzero(y < line - 1e-6 * (1.0 + np.abs(line)))
+        top = np.maximum(_hull_at(hx, hy, lo_x), _hull_at(hx, hy, hi_x))  # the hull's highest over each bin
+        near = np.flatnonzero(y < top[b] + 1e-6 * (1.0 + np.abs(top[b])))  # every point that can lie below it
+        line = _hull_at(hx, hy, x[near])
+        bad = near[y[near] < line - 1e-6 * (1.0 + np.abs(line))]
         if bad.size == 0:
             return hx, hy
         cand = np.union1d(cand, bad)
+
+
+def _hull_at(hx: np.ndarray, hy: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """The piecewise linear function through the vertices (hx, hy) at ``x`` (end segments extended)."""
+    k = np.clip(np.searchsorted(hx, x, side="right") - 1, 0, hx.shape[0] - 2)
+    return hy[k] + (hy[k + 1] - hy[k]) / (hx[k + 1] - hx[k]) * (x - hx[k])
 
 
 class Corridor:

@@ -119,7 +119,7 @@ class ClockSample:
         if not keep.all():
             self.order = None
             self.limit = cols["fp"][keep].max() + np.uint64(1)
-        self.parts = [{c: v[keep] for c, v in cols.items()}]
+        self.parts = [cols if keep.all() else {c: v[keep] for c, v in cols.items()}]  # a sample within k: kept as it is
         self.rows = int(keep.sum())
         self._trim_at = max(4 * self.k, 2 * self.rows)
 
@@ -128,6 +128,8 @@ class ClockSample:
             return {
                 c: np.zeros(0, np.uint64 if c == "fp" else bool if c == "half" else np.int64) for c in _FIELDS
             }
+        if len(self.parts) == 1:  # one part: its arrays (never written to), not copies
+            return dict(self.parts[0])
         return {c: np.concatenate([p[c] for p in self.parts]) for c in _FIELDS}
 
     def relabel(self, point_of: np.ndarray) -> None:
