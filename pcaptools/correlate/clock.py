@@ -393,8 +393,7 @@ def _with_envelope_rate(fit: dict, rates: list[tuple[float, float, float]]) -> d
 def _rough_offsets(pooled: list[tuple], ts: np.ndarray, n: int, ref: int) -> np.ndarray:
     """Offsets to within the fastest round trip (or the drift over the capture): pair corridors at rate 0, joint."""
     fwd: dict[tuple[int, int], list] = {}
-    for a, b, ri, rj, lab in pooled:
-        d = (ts[rj] - ts[ri]).astype(np.float64)
+    for a, b, _, _, lab, d in pooled:
         fwd.setdefault((a, b), [[], []])
         fwd[(a, b)][0].append(d[lab == 1])
         fwd[(a, b)][1].append(d[lab == -1])
@@ -423,8 +422,9 @@ def _resolution(ts: np.ndarray) -> float:
 
 
 def _point_pairs(ts: np.ndarray, pid: np.ndarray, group: np.ndarray, key: np.ndarray, half: np.ndarray,
-                 point_node: np.ndarray) -> list[tuple[int, int, np.ndarray, np.ndarray, np.ndarray]]:  # fmt: skip
-    """Per pair of points on two nodes: (a, b, rows at a's point, rows at b's point, direction label), a < b.
+                 point_node: np.ndarray) -> list[tuple[int, int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:  # fmt: skip
+    """Per pair of points on two nodes: (a, b, rows at a's point, rows at b's point, direction label, raw timestamp
+    difference ``t_b - t_a`` as float), a < b.
 
     The label is +1 for packets going a->b, -1 for b->a, 0 where the connection was seen one way only. Pairs are in
     the order of the rows at a's point (input order, time order within a capture file: what :func:`envelope_rate`
@@ -455,10 +455,11 @@ def _point_pairs(ts: np.ndarray, pid: np.ndarray, group: np.ndarray, key: np.nda
                 continue
             r1, r2 = mine[first][seen], other[seen]
             ri, rj = (r1, r2) if first == i else (r2, r1)
-            lab = _label((ts[rj] - ts[ri]).astype(np.float64), key[ri], half[ri])
+            d = (ts[rj] - ts[ri]).astype(np.float64)
+            lab = _label(d, key[ri], half[ri])
             if a > b:
-                a, b, ri, rj, lab = b, a, rj, ri, -lab
-            out.append((a, b, ri, rj, lab))
+                a, b, ri, rj, lab, d = b, a, rj, ri, -lab, -d  # exact: a whole number's negation
+            out.append((a, b, ri, rj, lab, d))
     return out
 
 
@@ -468,8 +469,7 @@ def _solve(pooled: list[tuple], ts: np.ndarray, x: np.ndarray, nn: int, ref: int
     ``d = t_b - t_a`` is the raw timestamp difference; the rate found is d's slope against ``x``.
     """
     by_pair: dict[tuple[int, int], list[list]] = {}
-    for a, b, ri, rj, lab in pooled:
-        d = (ts[rj] - ts[ri]).astype(np.float64)
+    for a, b, ri, _, lab, d in pooled:
         xa = x[ri]
         parts = by_pair.setdefault((a, b), [[], [], [], [], []])
         f, bk = lab == 1, lab == -1
@@ -609,7 +609,7 @@ def _rate_notes(nodes: list[str], no_rate: np.ndarray, unc: np.ndarray, rate_unc
 
 def _default_reference(pooled: list[tuple], n: int) -> int:
     """First node of the largest set of nodes tied by packets both ways (the first node if it is in one)."""
-    edges = [(a, b) for a, b, _, _, lab in pooled if (lab == 1).any() and (lab == -1).any()]
+    edges = [(a, b) for a, b, _, _, lab, _ in pooled if (lab == 1).any() and (lab == -1).any()]
     best, size = 0, 0
     for k in range(n):
         r = int(_reachable(edges, n, k).sum())
