@@ -267,5 +267,11 @@ def unique_groups(fp: np.ndarray, point: np.ndarray, *, order: np.ndarray | None
     if order.size == 0:
         return out
     p = np.asarray(point, np.int64)
-    out[order] = _unique_walk(fp[order], p[order], int(p.max()) + 1)
+    out[order] = runs_seen_once(fp[order], p[order], int(p.max()) + 1)
     return out
+
+
+def runs_seen_once(f: np.ndarray, p: np.ndarray, npoints: int) -> np.ndarray:
+    """:func:`unique_groups` of rows already in fingerprint order (``f``: their fingerprints, ``p``: their points
+    below ``npoints``): group id per row, in that order."""
+    return _unique_walk(f, p, npoints)

@@ -15,7 +15,14 @@ import numpy as np
 import pandas as pd
 
 from pcaptools.correlate.clock import connection_key, estimate_offsets
-from pcaptools.correlate.match import CLOCK_SAMPLE, by_fingerprint, clock_sample, compact_order, unique_groups
+from pcaptools.correlate.match import (
+    CLOCK_SAMPLE,
+    by_fingerprint,
+    clock_sample,
+    compact_order,
+    runs_seen_once,
+    unique_groups,
+)
 
 _FIELDS = ("fp", "ts_ns", "point_id", "key", "conn", "half")
 REPEAT_NS = 1_000_000
@@ -38,12 +45,14 @@ def clock_groups(fp: np.ndarray, point: np.ndarray, ts_ns: np.ndarray, point_nod
     ts_ns = np.asarray(ts_ns, np.int64)
     if order is None:
         order = by_fingerprint(fp)
-    group = unique_groups(fp, point, order=order)
     f = fp[order]
+    group = np.full(fp.shape[0], -1, np.int64)  # unique_groups(fp, point, order=order), its sorted groups kept
+    g = runs_seen_once(f, point[order], int(point.max()) + 1) if order.size else np.zeros(0, np.int64)
+    group[order] = g
     twice = np.zeros(order.size, bool)  # fingerprint seen more than once
     twice[1:] = f[1:] == f[:-1]
     twice[:-1] |= twice[1:]
-    cand = order[twice & (group[order] < 0)]  # seen more than once at one point: only these can change
+    cand = order[twice & (g < 0)]  # seen more than once at one point: only these can change
     o = cand[np.lexsort((ts_ns[cand], point[cand], fp[cand]))]
     if o.size < 2:
         return group
@@ -103,7 +112,8 @@ class ClockSample:
         self.order = compact_order(ok, order) if order is not None and not self.parts else None
         bounds = np.cumsum([0, *(len(t) for t in tables)])
         cut = np.searchsorted(rows, bounds)
-        keys = [connection_key(t[["src", "dst", "sport", "dport", "proto"]].iloc[rows[cut[i] : cut[i + 1]] - bounds[i]])
+        keys = [connection_key(t if cut[i + 1] - cut[i] == len(t) else  # every row sampled: the table as it is
+                               t[["src", "dst", "sport", "dport", "proto"]].iloc[rows[cut[i] : cut[i + 1]] - bounds[i]])
                 for i, t in enumerate(tables)]  # fmt: skip
         conn, half = (keys[0] if len(keys) == 1 else (np.concatenate([k[0] for k in keys]), np.concatenate([k[1] for k in keys])))
         self.parts.append({"fp": fp[rows], "ts_ns": np.asarray(ts_ns, np.int64)[rows],
