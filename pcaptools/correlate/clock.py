@@ -87,16 +87,15 @@ def connection_key(packets: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
 
 def _label(d: np.ndarray, key: np.ndarray, half: np.ndarray) -> np.ndarray:
     """+1 for rows in the connection half with the larger median d, -1 for the other, 0 if one half only."""
-    df = pd.DataFrame({"k": key, "h": half, "d": d})
-    med = df.groupby(["k", "h"], sort=False)["d"].median().unstack("h")
-    if True not in med.columns or False not in med.columns:
+    codes, uniq = pd.factorize(key, sort=False)
+    med = pd.Series(d).groupby(codes.astype(np.int64) * 2 + half, sort=False).median()  # one int key per (connection, half)
+    m = np.full(2 * uniq.shape[0], np.nan)
+    m[med.index.to_numpy()] = med.to_numpy()
+    m = m.reshape(-1, 2)  # per connection: median of its half False, of its half True
+    if np.isnan(m[:, 0]).all() or np.isnan(m[:, 1]).all():
         return np.zeros(d.shape[0], np.int8)
-    both = med.dropna()
-    upper_is_true = pd.Series((both[True] > both[False]).to_numpy(), index=both.index)
-    up = df["k"].map(upper_is_true)
-    known = up.notna().to_numpy()
-    upv = np.where(known, up.to_numpy(object), False).astype(bool)
-    lab = np.where(half == upv, 1, -1).astype(np.int8)
+    known = ~np.isnan(m).any(axis=1)[codes]
+    lab = np.where(half == (m[:, 1] > m[:, 0])[codes], 1, -1).astype(np.int8)
     lab[~known] = 0
     return lab
 
@@ -122,7 +121,8 @@ def lower_hull(x: np.ndarray, y: np.ndarray, *, bins: int = 2048) -> tuple[np.nd
     """Vertices (x, y) of the lower convex hull of a point cloud, left to right, in O(n) numpy passes.
 
     The hull of the lowest point per x-bin (and both x extremes) is checked against every point; points
-    below it join the candidates until none is (one pass in practice).
+    below it join the candidates until none is (one pass in practice). Only points below the hull's higher end
+    over their bin can lie below it (the hull is convex), so only those are checked against it: the same points.
     """
     n = x.shape[0]
     if n <= 2 * bins:
@@ -136,16 +136,26 @@ def lower_hull(x: np.ndarray, y: np.ndarray, *, bins: int = 2048) -> tuple[np.nd
     cand = np.flatnonzero(y <= low[b])
     ends = np.flatnonzero((x == x0) | (x == x1))
     cand = np.union1d(cand, ends)
+    w = (x1 - x0) / bins  # each bin's x range, widened past rounding of ``b``, within [x0, x1]
+    lo_x = np.clip(x0 + w * np.arange(bins) - w * 1e-6, x0, x1)
+    hi_x = np.clip(x0 + w * np.arange(1, bins + 1) + w * 1e-6, x0, x1)
     while True:
         hx, hy = _chain(x[cand], y[cand])
         if hx.shape[0] < 2:
             return hx, hy
-        k = np.clip(np.searchsorted(hx, x, side="right") - 1, 0, hx.shape[0] - 2)
-        line = hy[k] + (hy[k + 1] - hy[k]) / (hx[k + 1] - hx[k]) * (x - hx[k])
-        bad = np.flatnonzero(y < line - 1e-6 * (1.0 + np.abs(line)))
+        top = np.maximum(_hull_at(hx, hy, lo_x), _hull_at(hx, hy, hi_x))  # the hull's highest over each bin
+        near = np.flatnonzero(y < top[b] + 1e-6 * (1.0 + np.abs(top[b])))  # every point that can lie below it
+        line = _hull_at(hx, hy, x[near])
+        bad = near[y[near] < line - 1e-6 * (1.0 + np.abs(line))]
         if bad.size == 0:
             return hx, hy
         cand = np.union1d(cand, bad)
+
+
+def _hull_at(hx: np.ndarray, hy: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """The piecewise linear function through the vertices (hx, hy) at ``x`` (end segments extended)."""
+    k = np.clip(np.searchsorted(hx, x, side="right") - 1, 0, hx.shape[0] - 2)
+    return hy[k] + (hy[k + 1] - hy[k]) / (hx[k + 1] - hx[k]) * (x - hx[k])
 
 
 class Corridor:
@@ -383,8 +393,7 @@ def _with_envelope_rate(fit: dict, rates: list[tuple[float, float, float]]) -> d
 def _rough_offsets(pooled: list[tuple], ts: np.ndarray, n: int, ref: int) -> np.ndarray:
     """Offsets to within the fastest round trip (or the drift over the capture): pair corridors at rate 0, joint."""
     fwd: dict[tuple[int, int], list] = {}
-    for a, b, ri, rj, lab in pooled:
-        d = (ts[rj] - ts[ri]).astype(np.float64)
+    for a, b, _, _, lab, d in pooled:
         fwd.setdefault((a, b), [[], []])
         fwd[(a, b)][0].append(d[lab == 1])
         fwd[(a, b)][1].append(d[lab == -1])
@@ -413,33 +422,44 @@ def _resolution(ts: np.ndarray) -> float:
 
 
 def _point_pairs(ts: np.ndarray, pid: np.ndarray, group: np.ndarray, key: np.ndarray, half: np.ndarray,
-                 point_node: np.ndarray) -> list[tuple[int, int, np.ndarray, np.ndarray, np.ndarray]]:  # fmt: skip
-    """Per pair of points on two nodes: (a, b, rows at a's point, rows at b's point, direction label), a < b.
+                 point_node: np.ndarray) -> list[tuple[int, int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:  # fmt: skip
+    """Per pair of points on two nodes: (a, b, rows at a's point, rows at b's point, direction label, raw timestamp
+    difference ``t_b - t_a`` as float), a < b.
 
-    The label is +1 for packets going a->b, -1 for b->a, 0 where the connection was seen one way only.
+    The label is +1 for packets going a->b, -1 for b->a, 0 where the connection was seen one way only. Pairs are in
+    the order of the rows at a's point (input order, time order within a capture file: what :func:`envelope_rate`
+    sorts by is then sorted already); every use of them is a function of the set of pairs, not of their order.
     """
     rows = np.flatnonzero(group >= 0)
     ngroups = int(group[rows].max()) + 1 if rows.size else 0
-    at = []  # per point: its row of each group, -1 where the group was not seen there (at most once per point)
+    at, mine, mine_g = [], [], []  # per point: its row of each group (-1: not seen there), its rows and their groups
+    pr = pid[rows]
     for i in range(len(point_node)):
-        r = rows[pid[rows] == i]
+        r = rows[pr == i]  # ascending: input order
+        g = group[r]
         row_of = np.full(ngroups, -1, np.int64)
-        row_of[group[r]] = r
+        row_of[g] = r  # a group is seen at most once per point
         at.append(row_of)
+        mine.append(r)
+        mine_g.append(g)
     out = []
     for i in range(len(point_node)):
         for j in range(i + 1, len(point_node)):
             a, b = int(point_node[i]), int(point_node[j])
             if a == b:
                 continue
-            both = np.flatnonzero((at[i] >= 0) & (at[j] >= 0))  # groups seen at both points, in group order
-            if both.shape[0] < 2:
+            first = i if a < b else j  # the pair's rows in the order of the point on the lower node
+            other = at[j if first == i else i][mine_g[first]]
+            seen = other >= 0  # groups seen at both points
+            if np.count_nonzero(seen) < 2:
                 continue
-            ri, rj = at[i][both], at[j][both]
-            lab = _label((ts[rj] - ts[ri]).astype(np.float64), key[ri], half[ri])
+            r1, r2 = mine[first][seen], other[seen]
+            ri, rj = (r1, r2) if first == i else (r2, r1)
+            d = (ts[rj] - ts[ri]).astype(np.float64)
+            lab = _label(d, key[ri], half[ri])
             if a > b:
-                a, b, ri, rj, lab = b, a, rj, ri, -lab
-            out.append((a, b, ri, rj, lab))
+                a, b, ri, rj, lab, d = b, a, rj, ri, -lab, -d  # exact: a whole number's negation
+            out.append((a, b, ri, rj, lab, d))
     return out
 
 
@@ -449,8 +469,7 @@ def _solve(pooled: list[tuple], ts: np.ndarray, x: np.ndarray, nn: int, ref: int
     ``d = t_b - t_a`` is the raw timestamp difference; the rate found is d's slope against ``x``.
     """
     by_pair: dict[tuple[int, int], list[list]] = {}
-    for a, b, ri, rj, lab in pooled:
-        d = (ts[rj] - ts[ri]).astype(np.float64)
+    for a, b, ri, _, lab, d in pooled:
         xa = x[ri]
         parts = by_pair.setdefault((a, b), [[], [], [], [], []])
         f, bk = lab == 1, lab == -1
@@ -590,7 +609,7 @@ def _rate_notes(nodes: list[str], no_rate: np.ndarray, unc: np.ndarray, rate_unc
 
 def _default_reference(pooled: list[tuple], n: int) -> int:
     """First node of the largest set of nodes tied by packets both ways (the first node if it is in one)."""
-    edges = [(a, b) for a, b, _, _, lab in pooled if (lab == 1).any() and (lab == -1).any()]
+    edges = [(a, b) for a, b, _, _, lab, _ in pooled if (lab == 1).any() and (lab == -1).any()]
     best, size = 0, 0
     for k in range(n):
         r = int(_reachable(edges, n, k).sum())

@@ -173,8 +173,15 @@ def journeys(fp: np.ndarray, ts_ns: np.ndarray, point: np.ndarray, *, window_ns:
     columns gathered once (``order``: :func:`by_fingerprint` of ``fp``)."""
     rows = np.array(order, np.int64)
     f, t, p = np.asarray(fp, np.uint64)[rows], np.asarray(ts_ns, np.int64)[rows], np.asarray(point, np.int64)[rows]
+    return _journeys(f, t, rows, p, int(window_ns), int(npoints))
+
+
+@numba.njit(cache=True)
+def _journeys(f, t, rows, p, window, npoints):  # pragma: no cover - compiled
+    """:func:`_sort_runs`, :func:`_walk` and :func:`_group` in one kernel: a fresh process loads one compiled
+    library from numba's cache instead of three (30-60 ms each)."""
     _sort_runs(f, t, rows, p)
-    return _group(_walk(f, t, p, int(window_ns), int(npoints)), rows)
+    return _group(_walk(f, t, p, window, npoints), rows)
 
 
 def match(fp: np.ndarray, ts_ns: np.ndarray, point: np.ndarray, *, window_ns: int, npoints: int,
@@ -260,5 +267,11 @@ def unique_groups(fp: np.ndarray, point: np.ndarray, *, order: np.ndarray | None
     if order.size == 0:
         return out
     p = np.asarray(point, np.int64)
-    out[order] = _unique_walk(fp[order], p[order], int(p.max()) + 1)
+    out[order] = runs_seen_once(fp[order], p[order], int(p.max()) + 1)
     return out
+
+
+def runs_seen_once(f: np.ndarray, p: np.ndarray, npoints: int) -> np.ndarray:
+    """:func:`unique_groups` of rows already in fingerprint order (``f``: their fingerprints, ``p``: their points
+    below ``npoints``): group id per row, in that order."""
+    return _unique_walk(f, p, npoints)

@@ -15,7 +15,14 @@ import numpy as np
 import pandas as pd
 
 from pcaptools.correlate.clock import connection_key, estimate_offsets
-from pcaptools.correlate.match import CLOCK_SAMPLE, by_fingerprint, clock_sample, compact_order, unique_groups
+from pcaptools.correlate.match import (
+    CLOCK_SAMPLE,
+    by_fingerprint,
+    clock_sample,
+    compact_order,
+    runs_seen_once,
+    unique_groups,
+)
 
 _FIELDS = ("fp", "ts_ns", "point_id", "key", "conn", "half")
 REPEAT_NS = 1_000_000
@@ -38,12 +45,14 @@ def clock_groups(fp: np.ndarray, point: np.ndarray, ts_ns: np.ndarray, point_nod
     ts_ns = np.asarray(ts_ns, np.int64)
     if order is None:
         order = by_fingerprint(fp)
-    group = unique_groups(fp, point, order=order)
     f = fp[order]
+    group = np.full(fp.shape[0], -1, np.int64)  # unique_groups(fp, point, order=order), its sorted groups kept
+    g = runs_seen_once(f, point[order], int(point.max()) + 1) if order.size else np.zeros(0, np.int64)
+    group[order] = g
     twice = np.zeros(order.size, bool)  # fingerprint seen more than once
     twice[1:] = f[1:] == f[:-1]
     twice[:-1] |= twice[1:]
-    cand = order[twice & (group[order] < 0)]  # seen more than once at one point: only these can change
+    cand = order[twice & (g < 0)]  # seen more than once at one point: only these can change
     o = cand[np.lexsort((ts_ns[cand], point[cand], fp[cand]))]
     if o.size < 2:
         return group
@@ -103,7 +112,8 @@ class ClockSample:
         self.order = compact_order(ok, order) if order is not None and not self.parts else None
         bounds = np.cumsum([0, *(len(t) for t in tables)])
         cut = np.searchsorted(rows, bounds)
-        keys = [connection_key(t[["src", "dst", "sport", "dport", "proto"]].iloc[rows[cut[i] : cut[i + 1]] - bounds[i]])
+        keys = [connection_key(t if cut[i + 1] - cut[i] == len(t) else  # every row sampled: the table as it is
+                               t[["src", "dst", "sport", "dport", "proto"]].iloc[rows[cut[i] : cut[i + 1]] - bounds[i]])
                 for i, t in enumerate(tables)]  # fmt: skip
         conn, half = (keys[0] if len(keys) == 1 else (np.concatenate([k[0] for k in keys]), np.concatenate([k[1] for k in keys])))
         self.parts.append({"fp": fp[rows], "ts_ns": np.asarray(ts_ns, np.int64)[rows],
@@ -119,7 +129,7 @@ class ClockSample:
         if not keep.all():
             self.order = None
             self.limit = cols["fp"][keep].max() + np.uint64(1)
-        self.parts = [{c: v[keep] for c, v in cols.items()}]
+        self.parts = [cols if keep.all() else {c: v[keep] for c, v in cols.items()}]  # a sample within k: kept as it is
         self.rows = int(keep.sum())
         self._trim_at = max(4 * self.k, 2 * self.rows)
 
@@ -128,6 +138,8 @@ class ClockSample:
             return {
                 c: np.zeros(0, np.uint64 if c == "fp" else bool if c == "half" else np.int64) for c in _FIELDS
             }
+        if len(self.parts) == 1:  # one part: its arrays (never written to), not copies
+            return dict(self.parts[0])
         return {c: np.concatenate([p[c] for p in self.parts]) for c in _FIELDS}
 
     def relabel(self, point_of: np.ndarray) -> None:

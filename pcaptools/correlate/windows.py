@@ -317,6 +317,8 @@ class Matcher:
         amb = repeated(fps)  # a fingerprint owning several journeys among these rows (the end corrects across windows)
         done = np.ones(first.shape[0], bool) if horizon is None else first_t < horizon - self.window_ns
         size = np.diff(np.append(first, n))
+        if horizon is None:  # the last window: every journey is complete, nothing is carried
+            return Walk(order, first_t, size, amb, fps, np.zeros(0, np.int64))
         run_done = np.repeat(done, size)
         keep = order[~run_done]
         if keep.size:
