@@ -134,9 +134,8 @@ QUICK_MARGIN = 4.0
 """:func:`fits` takes the estimate from :data:`QUICK_RECORDS` records when this many times it is within the budget;
 nearer the budget it reads :data:`HEAD_RECORDS` records of each file, as the one-window decision always did."""
 
-QUICK_BUDGET_S = 0.05
-"""Seconds a file the quick estimate may walk (about 3 ms a file in fact): past that (damage to resynchronise past, a
-busy machine) the compiled head walk decides."""
+QUICK_BUDGET_S = 0.25
+"""A quick estimate still walking after this long (damage to resynchronise past) gives way to the compiled head walk."""
 
 @dataclass
 class StreamStats:
@@ -202,12 +201,11 @@ def fits(entries: Iterable[dict], memory: int, *, row_bytes: int = ROW_PEAK) -> 
 
 def quick_window_bytes(files: Iterable[str], *, row_bytes: int = ROW_PEAK) -> int | None:
     """:func:`one_window_bytes` from the first :data:`QUICK_RECORDS` records of each file, walked uncompiled
-    (:func:`pcaptools.jit.interpreted`); None when that walk runs past :data:`QUICK_BUDGET_S` a file."""
+    (:func:`pcaptools.jit.interpreted`); None when that walk runs past :data:`QUICK_BUDGET_S`."""
     from pcaptools.jit import Overtime, interpreted
 
-    files = list(dict.fromkeys(files))
     try:
-        with interpreted(budget_s=QUICK_BUDGET_S * max(len(files), 1)):
+        with interpreted(budget_s=QUICK_BUDGET_S):
             return one_window_bytes(files, row_bytes=row_bytes, head_records=QUICK_RECORDS)
     except Overtime:
         return None
