@@ -212,34 +212,3 @@ def test_budget_below_one_window_of_the_densest_traffic_says_what_it_needs(gener
     assert need > 16 and "60,000 ms (--window-ms" in note and "partitions spilled to disk" in note
     got["notes"].remove(note)
     assert got == want
-
-
-def test_fits_near_the_budget_is_decided_by_the_careful_head_walk(generated, monkeypatch):
-    """At the budget's edge the one-window decision is the 4,096-record estimate's (a set one byte over streams);
-    well within it the 256-record estimate, walked as Python, decides alone and no compiled head walk runs."""
-    from pcaptools.correlate import stream
-
-    entries = json.loads((generated / "manifest.json").read_text())["captures"]
-    entries = [{**e, "file": str(generated / e["file"])} for e in entries]
-    files = [e["file"] for e in entries]
-    careful = stream.one_window_bytes(files)
-    quick = stream.quick_window_bytes(files)
-    assert quick is not None and quick * stream.QUICK_MARGIN > careful  # the edge lies where only the careful walk decides
-    assert stream.fits(entries, careful)
-    assert not stream.fits(entries, careful - 1)
-    heads = []
-    real = stream.estimated_records
-    monkeypatch.setattr(stream, "estimated_records", lambda f, size, *, head_records=stream.HEAD_RECORDS:
-                        heads.append(head_records) or real(f, size, head_records=head_records))  # fmt: skip
-    assert stream.fits(entries, int(quick * stream.QUICK_MARGIN) + 1)
-    assert heads == [stream.QUICK_RECORDS] * len(set(files))
-
-
-def test_quick_estimate_counts_the_records_a_set_holds(generated):
-    """The 256-record estimate the quick one-window decision reads is within a quarter of each file's real record count."""
-    from pcaptools.correlate.stream import QUICK_RECORDS, capture_bytes, estimated_records
-
-    files = [str(generated / e["file"]) for e in json.loads((generated / "manifest.json").read_text())["captures"]]
-    for f in files:
-        n = len(read_records(f))
-        assert abs(estimated_records(f, capture_bytes(f), head_records=QUICK_RECORDS) - n) <= 0.25 * n

@@ -127,16 +127,6 @@ BATCH_SHARE = 32 << 20
 HEAD_RECORDS = 4096
 """Records read from the start of each file to estimate how many it holds (:func:`one_window_bytes`)."""
 
-QUICK_RECORDS = 256
-"""Records :func:`fits` reads first from the start of each file, walked as Python (no compiled walk, about 3 ms a file)."""
-
-QUICK_MARGIN = 4.0
-""":func:`fits` takes the estimate from :data:`QUICK_RECORDS` records when this many times it is within the budget;
-nearer the budget it reads :data:`HEAD_RECORDS` records of each file, as the one-window decision always did."""
-
-QUICK_BUDGET_S = 0.25
-"""A quick estimate still walking after this long (damage to resynchronise past) gives way to the compiled head walk."""
-
 @dataclass
 class StreamStats:
     """How a run was cut: windows, journeys and rows carried over window boundaries, files read twice or once."""
@@ -187,35 +177,15 @@ def correlate_files(source: str | os.PathLike | None = None, *, points: Iterable
 
 def fits(entries: Iterable[dict], memory: int, *, row_bytes: int = ROW_PEAK) -> bool:
     """True when the one-window run of these manifest entries' files stays within ``memory`` bytes;
-    ``row_bytes``: peak bytes per record of the caller's in-memory run (:func:`one_window_bytes`).
-
-    Decided from :data:`QUICK_RECORDS` records of each file, walked as Python, when :data:`QUICK_MARGIN` times that
-    estimate fits (a set well within the budget, the usual case: no compiled walk before decoding starts); else
-    from :data:`HEAD_RECORDS` records, so near the budget the decision is the careful estimate's."""
-    files = [e["file"] for e in entries]
-    quick = quick_window_bytes(files, row_bytes=row_bytes)
-    if quick is not None and quick * QUICK_MARGIN <= memory:
-        return True
-    return one_window_bytes(files, row_bytes=row_bytes) <= memory
+    ``row_bytes``: peak bytes per record of the caller's in-memory run (:func:`one_window_bytes`)."""
+    return one_window_bytes([e["file"] for e in entries], row_bytes=row_bytes) <= memory
 
 
-def quick_window_bytes(files: Iterable[str], *, row_bytes: int = ROW_PEAK) -> int | None:
-    """:func:`one_window_bytes` from the first :data:`QUICK_RECORDS` records of each file, walked uncompiled
-    (:func:`pcaptools.jit.interpreted`); None when that walk runs past :data:`QUICK_BUDGET_S`."""
-    from pcaptools.jit import Overtime, interpreted
-
-    try:
-        with interpreted(budget_s=QUICK_BUDGET_S):
-            return one_window_bytes(files, row_bytes=row_bytes, head_records=QUICK_RECORDS)
-    except Overtime:
-        return None
-
-
-def one_window_bytes(files: Iterable[str], *, row_bytes: int = ROW_PEAK, head_records: int = HEAD_RECORDS) -> int:
+def one_window_bytes(files: Iterable[str], *, row_bytes: int = ROW_PEAK) -> int:
     """Estimated peak memory of the one-window run on capture files: the libraries, ``row_bytes`` per record
     and the largest file while it is mapped; a dataset's file (``DIR::FILE``) :data:`STORED_ROW_COST` per row.
-    Records are estimated from the head of each file (:func:`estimated_records`, ``head_records`` records): memory
-    follows packets, not bytes (a set of small packets costs several times its size, one of full frames less than its size)."""
+    Records are estimated from the head of each file (:func:`estimated_records`): memory follows packets, not
+    bytes (a set of small packets costs several times its size, one of full frames less than its size)."""
     from pcaptools.dataset import read_meta, split_member
 
     total, largest = BASE_MEMORY, 0
@@ -227,16 +197,16 @@ def one_window_bytes(files: Iterable[str], *, row_bytes: int = ROW_PEAK, head_re
             continue
         size = capture_bytes(f)
         largest = max(largest, size)
-        total += row_bytes * estimated_records(f, size, head_records=head_records)
+        total += row_bytes * estimated_records(f, size)
     return total + largest
 
 
-def estimated_records(path: str | os.PathLike, size: int, *, head_records: int = HEAD_RECORDS) -> int:
-    """Records a capture of ``size`` capture bytes holds: all of them if its first window (1 MiB, or 256 bytes a
-    head record if less) holds all, else ``size`` over the mean size of the ``head_records`` records in that window."""
+def estimated_records(path: str | os.PathLike, size: int) -> int:
+    """Records a capture of ``size`` capture bytes holds: all of them if its first window of 1 MiB holds all,
+    else ``size`` over the mean size of the records in that window (at most :data:`HEAD_RECORDS`)."""
     from pcaptools.io import iter_records
 
-    batches = iter_records(path, batch_records=head_records, batch_bytes=min(1 << 20, 256 * head_records))
+    batches = iter_records(path, batch_records=HEAD_RECORDS, batch_bytes=1 << 20)
     head = next(batches, None)
     if head is None or next(batches, None) is None:
         return 0 if head is None else len(head)
