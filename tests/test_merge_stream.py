@@ -129,3 +129,36 @@ def test_merge_inputs_streamed_says_the_reader_notes_of_the_in_memory_run(tmp_pa
         f"{cut}: 1 record(s) skipped by the reader (truncated_record 1); `pcaptools info {cut}` says where and why"]
     assert (streamed.packets, streamed.points, streamed.notes) == (whole.packets, whole.points, whole.notes)
     assert whole.packets > 0 and (tmp_path / "a.pcapng").read_bytes() == (tmp_path / "b.pcapng").read_bytes()
+
+
+@pytest.mark.parametrize("order", ["file order", "batches reversed"])
+def test_merge_rows_spilled_in_many_batches_write_the_in_memory_bytes_and_leave_no_spill(order, tmp_path):
+    """MergeRows keeps its rows on disk (one spill per capture file): fed 37-row batches, in file order or with each
+    file's batches reversed (a file read out of record order is sorted back), the windowed writer reading 5 records and
+    5 spilled rows at a time gives the whole merge's bytes; the spill directory is gone after writing."""
+    import os
+
+    import numpy as np
+
+    cs = load_captures([str(ROOT / "sample_pcaps" / "calico-vxlan")])
+    corr = correlate(cs)
+    whole, spilled = tmp_path / "whole.pcapng", tmp_path / "spilled.pcapng"
+    n = merge(cs, whole, correlation=corr)
+    pk, tc = cs.packets, np.asarray(corr.row_ts_corrected, np.int64)
+    pid = pk["point_id"].to_numpy(np.int64)
+    rows = MergeRows(journeys=False)
+    rows.points(cs.points)
+    batches = []
+    for p in np.unique(pid).tolist():
+        at = np.flatnonzero(pid == p)
+        cuts = [at[i : i + 37] for i in range(0, len(at), 37)]
+        batches += cuts[::-1] if order == "batches reversed" else cuts
+    for sel in batches:
+        keys = (pid[sel] << 40) | (sel - np.flatnonzero(pid == pid[sel[0]])[0])
+        rows.batch(str(pk["file"].iloc[sel[0]]), pk.iloc[sel], pid[sel], keys, tc[sel])
+    assert sum(rows.spill.rows.values()) == len(pk)  # every row on disk, none held
+    assert bool(rows.spill.unsorted) == (order == "batches reversed")
+    spill_dir = rows.spill.dir.name
+    assert rows.write(spilled, batch_records=5) == n
+    assert spilled.read_bytes() == whole.read_bytes()
+    assert not os.path.exists(spill_dir) and rows.spill is None
