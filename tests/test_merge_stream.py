@@ -162,3 +162,16 @@ def test_merge_rows_spilled_in_many_batches_write_the_in_memory_bytes_and_leave_
     assert rows.write(spilled, batch_records=5) == n
     assert spilled.read_bytes() == whole.read_bytes()
     assert not os.path.exists(spill_dir) and rows.spill is None
+
+
+def test_packet_bytes_gathered_in_small_steps_give_the_same_file(capture_set, monkeypatch, tmp_path):
+    """Packet bytes are copied a few at a time (index arrays of 8 bytes per byte copied would otherwise reach GiBs):
+    with steps of 64 bytes, so most packets are a step of their own, the merge writes the same file."""
+    import pcaptools.correlate.merge as merge_mod
+
+    cs, corr = capture_set
+    whole, small = tmp_path / "whole.pcapng", tmp_path / "small.pcapng"
+    n = merge(cs, whole, correlation=corr, dedup=True)
+    monkeypatch.setattr(merge_mod, "_GATHER_BYTES", 64)
+    assert merge(cs, small, correlation=corr, dedup=True, batch_records=64) == n
+    assert small.read_bytes() == whole.read_bytes()
