@@ -15,9 +15,12 @@ written whole, whatever the disorder of timestamps within a capture. The interfa
 packet, so a first pass over the files (in windows too) finds the link type of every row written.
 
 Without the packet tables: :class:`MergeRows` observes a streamed correlation (``correlate_inputs(...,
-observer=...)``) and keeps of each packet only its file, record, point, corrected time and journey (about 30 bytes);
-``dedup``'s comments are read back from the hops Parquet that correlation wrote. The rows, ordered by (point, row in
-file) as the capture set stacks them, give the same file byte for byte.
+observer=...)``) and spills of each packet only its record, point, corrected time and input key (28 bytes, one file
+per capture in ``TMPDIR``); the writer reads each capture's rows back a window at a time beside the capture itself
+(:func:`_write_spilled`), so without ``dedup`` memory does not grow with the captures. ``dedup`` reads them all back
+and keeps each row's journey (about 130 bytes a packet while sorted); its comments are read back from the hops Parquet
+that correlation wrote. Ties in corrected time are written in (point, row in file) order, as the capture set stacks
+its rows: the same file byte for byte.
 """
 
 from __future__ import annotations
