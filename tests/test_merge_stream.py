@@ -129,3 +129,77 @@ def test_merge_inputs_streamed_says_the_reader_notes_of_the_in_memory_run(tmp_pa
         f"{cut}: 1 record(s) skipped by the reader (truncated_record 1); `pcaptools info {cut}` says where and why"]
     assert (streamed.packets, streamed.points, streamed.notes) == (whole.packets, whole.points, whole.notes)
     assert whole.packets > 0 and (tmp_path / "a.pcapng").read_bytes() == (tmp_path / "b.pcapng").read_bytes()
+
+
+@pytest.mark.parametrize("order", ["file order", "batches reversed"])
+def test_merge_rows_spilled_in_many_batches_write_the_in_memory_bytes_and_leave_no_spill(order, tmp_path):
+    """MergeRows keeps its rows on disk (one spill per capture file): fed 37-row batches, in file order or with each
+    file's batches reversed (a file read out of record order is sorted back), the windowed writer reading 5 records and
+    5 spilled rows at a time gives the whole merge's bytes; the spill directory is gone after writing."""
+    import os
+
+    import numpy as np
+
+    cs = load_captures([str(ROOT / "sample_pcaps" / "calico-vxlan")])
+    corr = correlate(cs)
+    whole, spilled = tmp_path / "whole.pcapng", tmp_path / "spilled.pcapng"
+    n = merge(cs, whole, correlation=corr)
+    pk, tc = cs.packets, np.asarray(corr.row_ts_corrected, np.int64)
+    pid = pk["point_id"].to_numpy(np.int64)
+    rows = MergeRows(journeys=False)
+    rows.points(cs.points)
+    batches = []
+    for p in np.unique(pid).tolist():
+        at = np.flatnonzero(pid == p)
+        cuts = [at[i : i + 37] for i in range(0, len(at), 37)]
+        batches += cuts[::-1] if order == "batches reversed" else cuts
+    for sel in batches:
+        keys = (pid[sel] << 40) | (sel - np.flatnonzero(pid == pid[sel[0]])[0])
+        rows.batch(str(pk["file"].iloc[sel[0]]), pk.iloc[sel], pid[sel], keys, tc[sel])
+    assert sum(rows.spill.rows.values()) == len(pk)  # every row on disk, none held
+    assert bool(rows.spill.unsorted) == (order == "batches reversed")
+    spill_dir = rows.spill.dir.name
+    assert rows.write(spilled, batch_records=5) == n
+    assert spilled.read_bytes() == whole.read_bytes()
+    assert not os.path.exists(spill_dir) and rows.spill is None
+
+
+def test_packet_bytes_gathered_in_small_steps_give_the_same_file(capture_set, monkeypatch, tmp_path):
+    """Packet bytes are copied a few at a time (index arrays of 8 bytes per byte copied would otherwise reach GiBs):
+    with steps of 64 bytes, so most packets are a step of their own, the merge writes the same file."""
+    import pcaptools.correlate.merge as merge_mod
+
+    cs, corr = capture_set
+    whole, small = tmp_path / "whole.pcapng", tmp_path / "small.pcapng"
+    n = merge(cs, whole, correlation=corr, dedup=True)
+    monkeypatch.setattr(merge_mod, "_GATHER_BYTES", 64)
+    assert merge(cs, small, correlation=corr, dedup=True, batch_records=64) == n
+    assert small.read_bytes() == whole.read_bytes()
+
+
+def test_sigterm_during_a_streamed_merge_removes_its_row_spill_and_exits_130(generated, tmp_path):
+    """``kill`` (SIGTERM) once merge --memory has spilled rows to TMPDIR ends it as Ctrl-C does: exit 130, no
+    traceback, nothing left in TMPDIR nor beside the output."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    tmp, out = tmp_path / "tmp", tmp_path / "out"
+    tmp.mkdir()
+    out.mkdir()
+    proc = subprocess.Popen([sys.executable, "-m", "pcaptools.cli", "merge", str(generated), "--memory", "16MiB",
+                             "-o", str(out / "m.pcapng")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env={**os.environ, "TMPDIR": str(tmp)})  # fmt: skip
+    deadline = time.monotonic() + 300
+    while not any(tmp.glob("pcaptools-merge-*/rows-*.bin")):  # readiness: rows have been spilled
+        assert proc.poll() is None, "the merge ended before its rows were spilled"
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    assert not any(tmp.iterdir())
+    assert not any(p.name.startswith(".merge-") for p in out.iterdir())

@@ -133,3 +133,28 @@ def test_cli_paths_under_a_memory_cap_prints_and_writes_the_same(generated, tmp_
     assert bool(evidence(large)) == (inputs == "plain-files")
     if inputs == "plain-files":
         assert evidence(large)[0].startswith("pcaptools: inferred 4 capture points")
+
+
+def test_bucket_tables_joined_from_many_parts_equal_the_whole_table():
+    """Joining the buckets' tables recodes category columns to their union (never one object per cell): 7-row parts
+    of a NAT table, each with only the categories it uses, join into the whole table, a column whose parts all have
+    the same categories keeping them and any other taking the sorted values (as ``astype("category")`` gives)."""
+    from pcaptools.k8s.paths_stream import _concat
+
+    whole = load_paths(SAMPLES / "calico-vxlan").nat
+    cat_cols = [c for c in whole.columns if isinstance(whole[c].dtype, pd.CategoricalDtype)]
+    narrowed = [c for c in cat_cols if c not in ("op", "nat_kind")]  # closed vocabularies keep every category per part
+    parts = []
+    for lo in range(0, len(whole), 7):
+        p = whole.iloc[lo : lo + 7].copy()
+        for c in narrowed:
+            p[c] = p[c].cat.remove_unused_categories()
+        parts.append(p)
+    assert len(parts) >= 20
+    expect = whole.copy()
+    for c in cat_cols:
+        same = all(p[c].cat.categories.equals(parts[0][c].cat.categories) for p in parts)
+        cats = parts[0][c].cat.categories if same else whole[c].astype(object).astype("category").cat.categories
+        expect[c] = pd.Categorical(whole[c].astype(object), categories=cats)
+    assert any(not all(p[c].cat.categories.equals(parts[0][c].cat.categories) for p in parts) for c in narrowed)
+    pd.testing.assert_frame_equal(_concat(parts), expect.reset_index(drop=True))

@@ -15,9 +15,12 @@ written whole, whatever the disorder of timestamps within a capture. The interfa
 packet, so a first pass over the files (in windows too) finds the link type of every row written.
 
 Without the packet tables: :class:`MergeRows` observes a streamed correlation (``correlate_inputs(...,
-observer=...)``) and keeps of each packet only its file, record, point, corrected time and journey (about 30 bytes);
-``dedup``'s comments are read back from the hops Parquet that correlation wrote. The rows, ordered by (point, row in
-file) as the capture set stacks them, give the same file byte for byte.
+observer=...)``) and spills of each packet only its record, point, corrected time and input key (28 bytes, one file
+per capture in ``TMPDIR``); the writer reads each capture's rows back a window at a time beside the capture itself
+(:func:`_write_spilled`), so without ``dedup`` memory does not grow with the captures. ``dedup`` reads them all back
+and keeps each row's journey (about 130 bytes a packet while sorted); its comments are read back from the hops Parquet
+that correlation wrote. Ties in corrected time are written in (point, row in file) order, as the capture set stacks
+its rows: the same file byte for byte.
 """
 
 from __future__ import annotations
@@ -53,11 +56,29 @@ def _idb(linktype: int, name: str, desc: str) -> bytes:
     return _block(1, struct.pack("<HHI", linktype, 0, 0) + opts)
 
 
+_GATHER_BYTES = 1 << 21
+"""Bytes copied per vectorised gather step: its index arrays take 8 bytes per byte copied, so a 64k-packet chunk of
+EPBs gathered at once held over 1 GiB of indices (``merge --memory 300MiB`` peaked at 0.85-1.2 GiB for that alone)."""
+
+
 def _gather(dst: np.ndarray, dst_start: np.ndarray, src: np.ndarray, src_start: np.ndarray, length: np.ndarray) -> None:
-    """dst[dst_start[i] : +length[i]] = src[src_start[i] : +length[i]] for all i, vectorised."""
+    """dst[dst_start[i] : +length[i]] = src[src_start[i] : +length[i]] for all i, vectorised, about
+    :data:`_GATHER_BYTES` at a time."""
     total = int(length.sum())
     if total == 0:
         return
+    if total > _GATHER_BYTES:
+        step = (np.cumsum(length) - 1) // _GATHER_BYTES  # rows in runs of about _GATHER_BYTES (a longer row alone)
+        cut = np.r_[0, np.flatnonzero(step[1:] != step[:-1]) + 1, len(length)]
+        for lo, hi in zip(cut[:-1].tolist(), cut[1:].tolist(), strict=True):
+            _gather_run(dst, dst_start[lo:hi], src, src_start[lo:hi], length[lo:hi])
+        return
+    _gather_run(dst, dst_start, src, src_start, length)
+
+
+def _gather_run(dst: np.ndarray, dst_start: np.ndarray, src: np.ndarray, src_start: np.ndarray, length: np.ndarray) -> None:
+    """:func:`_gather` in one vectorised step (index arrays of 8 bytes per byte copied)."""
+    total = int(length.sum())
     rep = np.repeat(np.arange(length.shape[0]), length)
     within = np.arange(total) - np.repeat(np.cumsum(length) - length, length)
     dst[dst_start[rep] + within] = src[src_start[rep] + within]
@@ -388,16 +409,18 @@ def _stored_journey_text(hops: str | os.PathLike) -> tuple[pd.Series, int]:
 
 class MergeRows:
     """Observer of a correlation run (``correlate_inputs(..., observer=MergeRows())``) keeping what merge needs
-    of each packet: its file, record, point and corrected time (about 30 bytes a packet, not its table);
-    the one-window run hands over its capture set and correlation instead (``whole``)."""
+    of each packet: its file, record, point and corrected time (28 bytes a packet, not its table), in a spill file per
+    capture file in ``TMPDIR`` (:class:`_RowSpill`), so memory does not grow with the captures; the one-window run hands
+    over its capture set and correlation instead (``whole``). :meth:`write` (or :meth:`close`) removes the spill."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, journeys: bool = True) -> None:
         self.pts: list | None = None
         self.names: dict[str, int] = {}
-        self.parts: list[tuple[np.ndarray, ...]] = []
+        self.keep_journeys = journeys  # False: no dedup will be asked, the rows' journeys are not kept
+        self.spill: _RowSpill | None = None
         self.whole_run: tuple | None = None
         self.reader_notes: list[str] = []
-        self.journeys: list[tuple[np.ndarray, np.ndarray]] = []  # (keys, journey) of the rows emitted
+        self.journeys: list[tuple[np.ndarray, np.ndarray]] = []  # (keys, journey) of the rows emitted (dedup only)
 
     def points(self, pts: list) -> None:
         """The capture points, in the order of the capture set's rows."""
@@ -405,15 +428,20 @@ class MergeRows:
 
     def batch(self, file: str, pk: pd.DataFrame, pid: np.ndarray, keys: np.ndarray, tc: np.ndarray) -> None:  # noqa: ARG002
         """One packet table read: its rows' file, record, point and input-order key (point, row in file), corrected time."""
+        if not len(pk):
+            return
         f = pk["file"].astype("category")
         ids = np.array([self.names.setdefault(str(c), len(self.names)) for c in f.cat.categories], np.int64)
         fid = ids[f.cat.codes.to_numpy(np.int64)] if ids.size else np.zeros(len(pk), np.int64)
-        self.parts.append((np.asarray(keys, np.int64).copy(), np.asarray(tc, np.int64).copy(), fid.astype(np.int32),
-                           pk["record"].to_numpy(np.int64).copy(), np.asarray(pid, np.int32).copy()))  # fmt: skip
+        if self.spill is None:
+            self.spill = _RowSpill()
+        self.spill.add(fid, pk["record"].to_numpy(np.int64), np.asarray(tc, np.int64), np.asarray(keys, np.int64),
+                       np.asarray(pid, np.int64))  # fmt: skip
 
     def emitted(self, keys: np.ndarray, journeys: np.ndarray) -> None:
         """The journey of rows matched in a window (by input-order key): what dedup keeps once."""
-        self.journeys.append((np.asarray(keys, np.int64).copy(), np.asarray(journeys, np.int64).copy()))
+        if self.keep_journeys:
+            self.journeys.append((np.asarray(keys, np.int64).copy(), np.asarray(journeys, np.int64).copy()))
 
     def whole(self, capture_set, corr) -> None:  # noqa: ANN001
         """The one-window run: its capture set and correlation."""
@@ -429,22 +457,33 @@ class MergeRows:
         """How many capture points the merged file has an interface (or more) for."""
         return len(self.whole_run[0].points) if self.whole_run else len(self.pts or [])
 
+    def close(self) -> None:
+        """Remove the spill (also done by :meth:`write`)."""
+        if self.spill is not None:
+            self.spill.close()
+            self.spill = None
+
     def write(self, out: str | os.PathLike, *, dedup: bool = False, hops: str | os.PathLike | None = None,
               memory: int | None = None, batch_records: int | None = None, sources: dict[str, str] | None = None) -> int:  # fmt: skip
         """Write the merged pcapng (as :func:`merge`, byte for byte), the files read in windows; the count. ``dedup``
-        of a streamed run needs ``hops``, the Parquet file the correlation wrote (comments are read from it)."""
-        if self.whole_run is not None:
-            cs, corr = self.whole_run
-            return merge(cs, out, correlation=corr, dedup=dedup, memory=memory, batch_records=batch_records, sources=sources)
-        cols = [np.concatenate([p[i] for p in self.parts]) if self.parts else np.zeros(0, np.int64) for i in range(5)]
-        self.parts = []
-        order = np.argsort(cols[0], kind="stable")  # the capture set's row order: by point, then row in file
-        key, tc, fid, rec, pid = (c[order] for c in cols)
-        del cols, order
-        comments = None
-        if dedup:
-            if hops is None:
-                raise ValueError("a streamed merge with dedup needs the hops file the correlation wrote")
+        of a streamed run needs ``hops``, the Parquet file the correlation wrote (comments are read from it). Without
+        ``dedup`` the rows are read back from the spill a window at a time (:func:`_write_spilled`); ``dedup`` holds
+        them (about 130 bytes a packet while sorted) and the journeys' comments."""
+        try:
+            if self.whole_run is not None:
+                cs, corr = self.whole_run
+                return merge(cs, out, correlation=corr, dedup=dedup, memory=memory, batch_records=batch_records, sources=sources)
+            names = [(sources or {}).get(f, f) for f in self.names]
+            if not dedup:
+                return _write_spilled(out, names, self.spill, self.pts or [], memory=memory, batch_records=batch_records)
+            if hops is None or not self.keep_journeys:
+                raise ValueError("a streamed merge with dedup needs the hops file the correlation wrote and MergeRows(journeys=True)")
+            cols = self.spill.load() if self.spill is not None else _RowSpill.empty()
+            self.close()
+            order = np.argsort(cols["key"], kind="stable")  # the capture set's row order: by point, then row in file
+            key, tc, fid, rec, pid = (cols[c][order] for c in ("key", "tc", "fid", "rec", "pid"))
+            del cols, order
+            comments = None
             per_j, n_hops = _stored_journey_text(hops)
             if n_hops:
                 rj = self._row_journeys(key)
@@ -454,10 +493,11 @@ class MergeRows:
                 comments = pd.Series(np.full(len(sel), np.nan, object))
                 at = np.flatnonzero(rj >= 0)
                 comments.iloc[at] = per_j.reindex(rj[at]).to_numpy()
-        del key
-        names = [(sources or {}).get(f, f) for f in self.names]
-        return _write(out, names, fid.astype(np.int64), rec, pid.astype(np.int64), tc, self.pts or [], comments=comments,
-                      memory=memory, batch_records=batch_records)  # fmt: skip
+            del key
+            return _write(out, names, fid.astype(np.int64), rec, pid.astype(np.int64), tc, self.pts or [], comments=comments,
+                          memory=memory, batch_records=batch_records)  # fmt: skip
+        finally:
+            self.close()
 
     def _row_journeys(self, key: np.ndarray) -> np.ndarray:
         """Journey of each row (``key`` sorted), -1 for rows no journey holds."""
@@ -470,3 +510,248 @@ class MergeRows:
             ok = (pos < key.shape[0]) & (key[np.minimum(pos, key.shape[0] - 1)] == ek)
             rj[pos[ok]] = ej[ok]
         return rj
+
+
+_SPILL_DTYPE = np.dtype([("rec", "<i8"), ("tc", "<i8"), ("key", "<i8"), ("pid", "<i4")])
+"""One packet row of a streamed merge on disk: record in its file, corrected time, input-order key, point (28 bytes)."""
+
+
+class _RowSpill:
+    """The rows of a streamed merge, one file per capture file (in ``TMPDIR``), appended as the correlation reads them;
+    removed by :meth:`close` (on exit through ``finally``, Ctrl-C and SIGTERM included: :func:`pcaptools.process.signals_as_interrupt`)."""
+
+    def __init__(self) -> None:
+        import tempfile
+
+        self.dir = tempfile.TemporaryDirectory(prefix="pcaptools-merge-")
+        self.rows: dict[int, int] = {}  # file id -> rows on disk
+        self.last: dict[int, int] = {}  # file id -> last record appended
+        self.unsorted: set[int] = set()  # files whose rows did not come in record order (a file read by two entries)
+
+    @staticmethod
+    def empty() -> dict[str, np.ndarray]:
+        return {c: np.zeros(0, np.int64) for c in ("rec", "tc", "key", "pid", "fid")}
+
+    def add(self, fid: np.ndarray, rec: np.ndarray, tc: np.ndarray, key: np.ndarray, pid: np.ndarray) -> None:
+        """Append rows (any files) to their files' spills, in their order."""
+        order = np.argsort(fid, kind="stable")
+        f = fid[order]
+        cut = np.flatnonzero(np.r_[True, f[1:] != f[:-1]])
+        for k, lo in enumerate(cut.tolist()):
+            hi = int(cut[k + 1]) if k + 1 < len(cut) else len(f)
+            sel = order[lo:hi]
+            u = int(f[lo])
+            r = np.empty(sel.shape[0], _SPILL_DTYPE)
+            r["rec"], r["tc"], r["key"], r["pid"] = rec[sel], tc[sel], key[sel], pid[sel]
+            if (np.diff(r["rec"]) < 0).any() or (u in self.last and r["rec"][0] < self.last[u]):
+                self.unsorted.add(u)
+            self.last[u] = int(r["rec"][-1])
+            with open(self.path(u), "ab") as fh:
+                r.tofile(fh)
+            self.rows[u] = self.rows.get(u, 0) + r.shape[0]
+
+    def path(self, u: int, kind: str = "rows") -> str:
+        return os.path.join(self.dir.name, f"{kind}-{u}.bin")
+
+    def read(self, u: int, start: int, count: int, kind: str = "rows") -> np.ndarray:
+        """Rows ``start`` to ``start + count`` of file ``u``'s spill (``kind`` "later": their suffix minima)."""
+        dt = _SPILL_DTYPE if kind == "rows" else np.dtype("<i8")
+        with open(self.path(u, kind), "rb") as fh:
+            fh.seek(start * dt.itemsize)
+            return np.fromfile(fh, dt, count=count)
+
+    def sort(self, u: int) -> None:
+        """File ``u``'s rows in record order (then input order), as the windowed writer reads the capture; a file whose
+        rows came in order (every file but one read by several manifest entries) is left alone."""
+        if u in self.unsorted:
+            r = np.fromfile(self.path(u), _SPILL_DTYPE)
+            r[np.lexsort((r["key"], r["rec"]))].tofile(self.path(u))
+            self.unsorted.discard(u)
+
+    def suffix_min(self, u: int, chunk: int) -> None:
+        """Write file ``u``'s "later" spill: per row the smallest corrected time from it on (what the capture can still
+        bring once that row is next), computed from the end a chunk at a time."""
+        n = self.rows[u]
+        low = np.iinfo(np.int64).max
+        with open(self.path(u, "later"), "wb") as out:
+            out.truncate(n * 8)
+            for hi in range(n, 0, -chunk):
+                lo = max(0, hi - chunk)
+                t = self.read(u, lo, hi - lo)["tc"]
+                m = np.minimum(np.minimum.accumulate(t[::-1])[::-1], low)
+                low = int(m[0])
+                out.seek(lo * 8)
+                m.astype("<i8").tofile(out)
+
+    def load(self) -> dict[str, np.ndarray]:
+        """Every row of every file (dedup's whole arrays), with its file id."""
+        parts = [(u, np.fromfile(self.path(u), _SPILL_DTYPE)) for u in sorted(self.rows)]
+        if not parts:
+            return self.empty()
+        out = {c: np.concatenate([p[c].astype(np.int64) for _, p in parts]) for c in ("rec", "tc", "key", "pid")}
+        out["fid"] = np.concatenate([np.full(p.shape[0], u, np.int64) for u, p in parts])
+        return out
+
+    def close(self) -> None:
+        self.dir.cleanup()
+
+
+class _Cursor:
+    """A capture file's spilled rows in record order, read a chunk at a time: the next rows and what they can bring."""
+
+    def __init__(self, spill: _RowSpill, u: int, chunk: int) -> None:
+        self.spill, self.u, self.chunk = spill, u, max(int(chunk), 1)
+        self.n = spill.rows[u]
+        self.base = 0  # file position of rows[0]
+        self.rows = np.zeros(0, _SPILL_DTYPE)
+        self.later_v = np.zeros(0, np.int64)
+        self.done = 0  # rows consumed (file position)
+
+    def _load(self, upto: int) -> None:
+        """Hold rows up to file position ``upto`` (at least), dropping those consumed."""
+        drop = self.done - self.base
+        self.rows, self.later_v, self.base = self.rows[drop:], self.later_v[drop:], self.done
+        end = self.base + self.rows.shape[0]
+        if upto > end and end < self.n:
+            count = max(upto - end, self.chunk)
+            self.rows = np.concatenate([self.rows, self.spill.read(self.u, end, count)])
+            self.later_v = np.concatenate([self.later_v, self.spill.read(self.u, end, count, "later")])
+
+    def later(self) -> int:
+        """The smallest corrected time among the rows not consumed yet."""
+        if self.done - self.base >= self.rows.shape[0]:
+            self._load(self.done + 1)
+        return int(self.later_v[self.done - self.base])
+
+    def upto(self, record: int) -> np.ndarray:
+        """The rows not consumed whose record is at most ``record`` (not consumed by this)."""
+        while True:
+            held = self.rows[self.done - self.base :]
+            k = int(np.searchsorted(held["rec"], record, side="right"))
+            if k < held.shape[0] or self.base + self.rows.shape[0] >= self.n:
+                return held[:k]
+            self._load(self.base + self.rows.shape[0] + self.chunk)
+
+    def consume(self, k: int) -> None:
+        self.done += int(k)
+
+    def finished(self) -> bool:
+        return self.done >= self.n
+
+    def first_left(self) -> int:
+        """The record of the first row not consumed."""
+        if self.done - self.base >= self.rows.shape[0]:
+            self._load(self.done + 1)
+        return int(self.rows["rec"][self.done - self.base])
+
+
+def _not_found(f: str, record: int) -> None:
+    raise CorrelationError(f"{f}: record {record} of the packet table is not in the file; was it rewritten since decoding?", path=f, record=record)
+
+
+def _write_spilled(path, names: list[str], spill: _RowSpill | None, points: list, *, memory: int | None,  # noqa: ANN001
+                   batch_records: int | None) -> int:  # fmt: skip
+    """:func:`_write` of a streamed merge's rows without holding them: each capture file's spilled rows (record order)
+    and the capture read side by side in windows, twice: once for the interfaces (every row's link type), once to
+    k-way merge the points by corrected time (:func:`_write_merged`'s rule: a row is written once its time is below
+    what every capture can still bring). Memory: per capture one window of records and about as many spilled rows;
+    the file is :func:`_write`'s byte for byte (ties in time written in input order, the capture set's row order)."""
+    from pcaptools.io import iter_records
+    from pcaptools.packet_file import window_bytes
+
+    files = sorted(spill.rows) if spill is not None else []
+    n = sum(spill.rows.values()) if spill is not None else 0
+    if batch_records is None:
+        batch_records = max(256, window_records(memory if memory is not None else 2 << 30) // max(1, len(files)))
+    # two window buffers per capture, reused (the bytes are copied out of a batch before the next is taken): a fresh
+    # buffer per window left glibc's heap holding hundreds of MiB of freed windows (856 MiB peak for 400k sightings)
+    opts = {"batch_records": batch_records, "reuse_windows": True}
+    if memory is not None:
+        opts["batch_bytes"] = max(1 << 20, window_bytes(memory) // max(1, len(files)))
+    kinds: set[int] = set()  # point * 65536 + link type of every row
+    for u in files:
+        f = names[u]
+        if not f or not os.path.exists(f):
+            _missing(f, np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, bool))
+        spill.sort(u)
+        spill.suffix_min(u, batch_records)
+        cur = _Cursor(spill, u, batch_records)
+        for batch in iter_records(f, **opts):
+            if not len(batch) or cur.finished():
+                continue
+            r = cur.upto(int(batch.record[-1]))
+            pos = np.minimum(np.searchsorted(batch.record, r["rec"]), len(batch) - 1)
+            hit = batch.record[pos] == r["rec"]
+            if not hit.all():
+                _not_found(f, int(r["rec"][np.argmin(hit)]))
+            kinds.update(np.unique(r["pid"].astype(np.int64) * 65536 + batch.linktype[pos]).tolist())
+            cur.consume(r.shape[0])
+        if not cur.finished():
+            _not_found(f, cur.first_left())
+    ukeys = np.array(sorted(kinds), np.int64)
+    header = [_shb()]
+    for uk in ukeys.tolist():
+        pt = points[uk // 65536]
+        desc = f"k8s.node={pt.node};interface={pt.interface};role={pt.role}" + (f";pod={pt.pod}" if pt.pod else "")
+        header.append(_idb(uk % 65536, pt.name, desc))
+    with open(path, "wb") as out:
+        out.write(b"".join(header))
+        active = [{"file": names[u], "cur": _Cursor(spill, u, batch_records), "batches": iter_records(names[u], **opts)}
+                  for u in files]  # fmt: skip
+        pending: list[tuple] = []
+        while active:
+            src = min(active, key=lambda s: s["cur"].later())  # the point that can bring the earliest packet
+            batch = next(src["batches"], None)
+            if batch is None:  # the file ended before every row was found in it
+                _not_found(src["file"], src["cur"].first_left())
+            pending.append(_take_spilled(batch, src["cur"], ukeys))
+            if src["cur"].finished():
+                active.remove(src)
+            bound = min((s["cur"].later() for s in active), default=None)
+            pending = _flush_spilled(out, pending, bound)
+    return n
+
+
+def _take_spilled(batch, cur: _Cursor, ukeys: np.ndarray) -> tuple:  # noqa: ANN001
+    """:func:`_take` of spilled rows: the next rows of ``cur`` found in ``batch`` (consumed), with their bytes copied out."""
+    want = cur.upto(int(batch.record[-1])) if len(batch) else np.zeros(0, _SPILL_DTYPE)
+    pos = np.minimum(np.searchsorted(batch.record, want["rec"]), max(len(batch) - 1, 0))
+    hit = batch.record[pos] == want["rec"] if len(batch) else np.zeros(len(want), bool)
+    n_hit = int(np.argmin(hit)) if not hit.all() else len(want)
+    pos, r = pos[:n_hit], want[:n_hit]
+    cur.consume(n_hit)
+    cap = batch.caplen[pos].astype(np.int64)
+    off = np.cumsum(cap) - cap
+    buf = np.zeros(int(cap.sum()), np.uint8)
+    _gather(buf, off, batch.data, batch.offset[pos].astype(np.int64), cap)
+    iface = np.searchsorted(ukeys, r["pid"].astype(np.int64) * 65536 + batch.linktype[pos].astype(np.int64))
+    return r["tc"].copy(), r["key"].copy(), iface, cap, batch.wirelen[pos].astype(np.int64), off, buf
+
+
+def _flush_spilled(out, pending: list[tuple], bound: int | None) -> list[tuple]:  # noqa: ANN001
+    """:func:`_flush` of spilled rows: those timed below ``bound`` (all when None) written in (time, input order)."""
+    if not pending:
+        return pending
+    t, key, iface, cap, wire, off = (np.concatenate([p[i] for p in pending]) for i in range(6))
+    piece = np.concatenate([np.full(len(p[0]), k, np.int64) for k, p in enumerate(pending)])
+    bufs = [p[6] for p in pending]
+    ready = np.flatnonzero(t < bound) if bound is not None else np.arange(len(t))
+    ready = ready[np.lexsort((key[ready], t[ready]))]
+    none = np.zeros(_CHUNK, np.int64)
+    for lo in range(0, ready.size, _CHUNK):
+        sel = ready[lo : lo + _CHUNK]
+        local = np.arange(sel.size)
+        out.write(_epbs(local, t[sel], iface[sel], cap[sel], wire[sel], off[sel], piece[sel], bufs, none, none,
+                        np.zeros(0, np.uint8)))  # fmt: skip
+    kept = np.ones(len(t), bool)
+    kept[ready] = False
+    kept = np.flatnonzero(kept)
+    if kept.size == 0:
+        return []
+    k_cap = cap[kept]
+    k_off = np.cumsum(k_cap) - k_cap
+    buf = np.zeros(int(k_cap.sum()), np.uint8)
+    for k in np.unique(piece[kept]):
+        m = piece[kept] == k
+        _gather(buf, k_off[m], bufs[int(k)], off[kept][m], k_cap[m])
+    return [(t[kept], key[kept], iface[kept], k_cap, wire[kept], k_off, buf)]

@@ -475,8 +475,8 @@ def merge_inputs(inputs: str | os.PathLike | Sequence[str | os.PathLike], out: s
     """Merge what ``pcaptools merge`` was given into one pcapng on the reference clock (:mod:`pcaptools.correlate.merge`).
 
     Without ``memory`` the capture set is loaded and correlated in memory; with it (bytes) the correlation is streamed
-    when the inputs exceed the budget (:func:`correlate_inputs`; :class:`~pcaptools.correlate.merge.MergeRows` keeps
-    about 30 bytes per packet, ``dedup``'s comments are read back from a hops file in a temporary directory beside
+    when the inputs exceed the budget (:func:`correlate_inputs`; :class:`~pcaptools.correlate.merge.MergeRows` spills
+    28 bytes per packet to ``TMPDIR``, ``dedup``'s comments are read back from a hops file in a temporary directory beside
     ``out``) and the capture files are read in windows: the same file byte for byte. ``window_rows`` forces streaming
     in windows of about that many rows and ``batch_records`` windows of records when writing (tests)."""
     import tempfile
@@ -492,12 +492,15 @@ def merge_inputs(inputs: str | os.PathLike | Sequence[str | os.PathLike], out: s
         cs = load_captures(srcs, points=points, inventory=inv, links=links, allow_outside=allow_outside)
         n = merge(cs, out, correlation=correlate(cs, reference=reference), dedup=dedup, batch_records=batch_records, sources=sources)
         return Merged(n, len(cs.points), list(cs.notes), cs, list(cs.skipped_files))
-    rows = MergeRows()
+    rows = MergeRows(journeys=dedup)  # its spill (TMPDIR) is removed by write, or below on an error or a signal
     with tempfile.TemporaryDirectory(prefix=".merge-", dir=os.path.dirname(os.path.abspath(out))) as tmp:
         hops = os.path.join(tmp, "hops.parquet") if dedup else None
-        _, cs = correlate_inputs(srcs, points=points, inventory=inv, links=links, allow_outside=allow_outside, reference=reference,
-                                 memory=memory, out=hops, window_rows=window_rows, observer=rows)  # fmt: skip
-        n = rows.write(out, dedup=dedup, hops=hops, memory=memory, batch_records=batch_records, sources=sources)
+        try:
+            _, cs = correlate_inputs(srcs, points=points, inventory=inv, links=links, allow_outside=allow_outside,
+                                     reference=reference, memory=memory, out=hops, window_rows=window_rows, observer=rows)  # fmt: skip
+            n = rows.write(out, dedup=dedup, hops=hops, memory=memory, batch_records=batch_records, sources=sources)
+        finally:
+            rows.close()
     skipped = list(cs.skipped_files) if cs is not None else []
     return Merged(n, rows.point_count, [*skip_notes(skipped), *rows.notes], cs, skipped)
 
