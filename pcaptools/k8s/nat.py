@@ -22,6 +22,7 @@ import pandas as pd
 
 from pcaptools.correlate.fingerprint import combine
 from pcaptools.k8s.inventory import Inventory
+from pcaptools.k8s.journeys import grouped, run_group_min
 from pcaptools.labels import categorical, category_codes, codes_in, vocabulary
 from pcaptools.schema import NAT_COLUMNS, NAT_KINDS, NAT_OPS, validate
 
@@ -71,16 +72,19 @@ def order_hops(hops: pd.DataFrame, inventory: Inventory | None = None) -> pd.Dat
     j = hops["journey"].to_numpy(np.int64)
     ttl = hops["ttl"].to_numpy(np.int64)
     # one role per (journey, ttl, node): a node's own sightings keep their (exact, same-clock) time order
-    grp = pd.factorize(combine([j, ttl, point_node]))[0]
-    gmin = np.full(int(grp.max()) + 1, 2, np.int64)
-    np.minimum.at(gmin, grp, role)
-    grole = gmin[grp]
+    if grouped(j):  # the correlation's order: compared within each journey's few rows, no hashing
+        grole = run_group_min(j, ttl, point_node, role)
+    else:
+        grp = pd.factorize(combine([j, ttl, point_node]))[0]
+        gmin = np.full(int(grp.max()) + 1, 2, np.int64)
+        np.minimum.at(gmin, grp, role)
+        grole = gmin[grp]
     ts = hops["ts_corrected_ns"].to_numpy(np.int64)
-    if _in_order(j, -ttl, grole, ts):  # the correlation's own order often is causal already: no sort, no copy
+    order = _causal_order(j, -ttl, grole, ts)
+    if order is None:  # the correlation's own order often is causal already: no sort, no copy
         out, jj = hops.reset_index(drop=True), j
     else:
-        order = np.lexsort((ts, grole, -ttl, j))
-        out = hops.iloc[order].reset_index(drop=True)
+        out = take_rows(hops, order)
         jj = j[order]
     start = np.ones(len(jj), bool)
     start[1:] = jj[1:] != jj[:-1]
@@ -89,16 +93,43 @@ def order_hops(hops: pd.DataFrame, inventory: Inventory | None = None) -> pd.Dat
     return out
 
 
-def _in_order(*keys: np.ndarray) -> bool:
-    """Whether the rows are already sorted by ``keys`` (most significant first), so a stable sort leaves them as they are."""
-    if len(keys[0]) < 2:
-        return True
-    later = np.zeros(len(keys[0]) - 1, bool)  # rows already after their predecessor on a more significant key
+def _causal_order(j: np.ndarray, *keys: np.ndarray) -> np.ndarray | None:
+    """The stable order of the rows by (``j``, ``keys``...), or None when they are in it already; with ``j`` sorted,
+    only the journeys whose rows are out of order are sorted (the rest keep their places)."""
+    if not grouped(j):
+        return np.lexsort((*keys[::-1], j))
+    if len(j) < 2:
+        return None
+    out_of_order = np.zeros(len(j) - 1, bool)  # a row that should come before its predecessor in the same journey
+    later = j[1:] != j[:-1]
+    run = np.cumsum(np.r_[False, later])  # each row's journey run
     for k in keys:
-        if (~later & (k[1:] < k[:-1])).any():
-            return False
+        out_of_order |= ~later & (k[1:] < k[:-1])
         later |= k[1:] > k[:-1]
-    return True
+    if not out_of_order.any():
+        return None
+    bad = np.zeros(int(run[-1]) + 1, bool)
+    bad[run[1:][out_of_order]] = True
+    rows = np.flatnonzero(bad[run])
+    order = np.arange(len(j))
+    order[rows] = rows[np.lexsort((*(k[rows] for k in keys[::-1]), j[rows]))]
+    return order
+
+
+def take_rows(df: pd.DataFrame, rows: np.ndarray) -> pd.DataFrame:
+    """``df.iloc[rows].reset_index(drop=True)``, taking numpy and category columns by array (pandas' take is 2x slower)."""
+    cols = {}
+    for c in df.columns:
+        s = df[c]
+        if isinstance(s.dtype, pd.CategoricalDtype):
+            cols[c] = pd.Categorical.from_codes(np.asarray(s.array.codes)[rows], dtype=s.dtype, validate=False)
+        elif isinstance(s.dtype, np.dtype):
+            cols[c] = s.to_numpy()[rows]
+        else:
+            cols[c] = s.iloc[rows].reset_index(drop=True)
+    out = pd.DataFrame(cols, copy=False)
+    out.attrs = dict(df.attrs)
+    return out
 
 
 def _frontends(addr: np.ndarray, port: np.ndarray, proto: np.ndarray, fe: pd.DataFrame, vocab: pd.Index) -> np.ndarray:
@@ -257,18 +288,24 @@ def _attribute(h: pd.DataFrame, before: np.ndarray, after: np.ndarray, is_dst: n
     if not len(after):
         return names_s, na
     j = h["journey"].to_numpy(np.int64)
-    ji = pd.factorize(j)[0]
-    first_row = np.full(ji.max() + 1, len(h), np.int64)
-    last_row = np.full(ji.max() + 1, -1, np.int64)
-    np.minimum.at(first_row, ji, np.arange(len(h)))
-    np.maximum.at(last_row, ji, np.arange(len(h)))
-    first_row, last_row = first_row[ji], last_row[ji]
+    if grouped(j):  # each journey one run of rows: its first and last row from the run starts
+        starts = np.flatnonzero(np.r_[True, j[1:] != j[:-1]])
+        ends = np.r_[starts[1:], len(j)] - 1
+        first_b = starts[np.searchsorted(starts, before, side="right") - 1]
+        last_a = ends[np.searchsorted(starts, after, side="right") - 1]
+    else:
+        ji = pd.factorize(j)[0]
+        first_row = np.full(ji.max() + 1, len(h), np.int64)
+        last_row = np.full(ji.max() + 1, -1, np.int64)
+        np.minimum.at(first_row, ji, np.arange(len(h)))
+        np.maximum.at(last_row, ji, np.arange(len(h)))
+        first_b, last_a = first_row[ji][before], last_row[ji][after]
 
     def same(x: np.ndarray, y: np.ndarray) -> np.ndarray:  # string equality: a missing node equals nothing
         return (x == y) & (x >= 0)
 
-    starts = same(nb, pn[first_row[before]])
-    ends = same(na, pn[last_row[after]])
+    starts = same(nb, pn[first_b])
+    ends = same(na, pn[last_a])
     out = na
     if inventory is not None:
         # DNAT / un-SNAT: owner of the destination before; SNAT / un-DNAT: owner of the source after

@@ -29,6 +29,7 @@ import pandas as pd
 from pcaptools.correlate.fingerprint import combine
 from pcaptools.fmt import endpoint, fmt_ns
 from pcaptools.k8s.inventory import ENTITY_KINDS, Inventory
+from pcaptools.k8s.journeys import grouped, run_directions, run_distinct
 from pcaptools.k8s.nat import nat_table, order_hops
 from pcaptools.labels import as_strings, category_codes, codes_in, strings, vocabulary
 from pcaptools.schema import FLOW_STATES, PATH_COLUMNS, PATH_KINDS, PRESERVED, validate
@@ -45,71 +46,72 @@ IDLE_NS = 60_000_000_000
 """A 5-tuple idle this long starts a new connection (non-TCP; TCP splits on a new SYN)."""
 
 
-def _epochs(h: pd.DataFrame, key: np.ndarray, ji: np.ndarray) -> np.ndarray:
-    """Per row, which use of its unordered 5-tuple the row's journey belongs to: a TCP SYN (no ACK) after other
-    packets of the tuple (data, FIN, RST: not a retried SYN or SYN-ACK) starts a new use, as does any packet after
-    the tuple was idle for :data:`IDLE_NS`; so a port reused for a second connection is not merged into the first.
+def _epochs(key: np.ndarray, ji: np.ndarray, t: np.ndarray, syn: np.ndarray, hs: np.ndarray) -> np.ndarray:
+    """Per (tuple ``key``, journey ``ji``) pair, with its earliest time ``t`` and whether it holds a TCP SYN (no ACK) /
+    a SYN or SYN-ACK: which use of its unordered 5-tuple the journey belongs to. A SYN after other packets of the
+    tuple (data, FIN, RST: not a retried SYN or SYN-ACK) starts a new use, as does any packet after the tuple was
+    idle for :data:`IDLE_NS`; so a port reused for a second connection is not merged into the first.
     Uses are numbered 1, 2, ... across all tuples (a use's number names its tuple too)."""
-    t = h["ts_corrected_ns"].to_numpy(np.int64)
-    flags = h["tcp_flags"].to_numpy(np.int64)
-    tcp = (h["proto"].to_numpy() == 6) & (flags >= 0)
-    syn = tcp & ((flags & 0x12) == 0x02)
-    hs = tcp & ((flags & 0x02) != 0)  # SYN or SYN-ACK: still the handshake (retries of either do not split)
-    # one group per (tuple, journey): its first time, whether it has a SYN / a handshake packet
-    kj = key.astype(np.int64) * (int(ji.max()) + 1) + ji
-    o = np.argsort(kj, kind="stable")
-    ks = kj[o]
-    head = np.flatnonzero(np.r_[True, ks[1:] != ks[:-1]])
-    grp = np.empty(len(kj), np.int64)
-    grp[o] = np.cumsum(np.r_[True, ks[1:] != ks[:-1]]) - 1
-    gk, gj = key[o[head]], ji[o[head]]
-    gt = np.minimum.reduceat(t[o], head)
-    gs = np.logical_or.reduceat(syn[o], head)
-    ghs = np.logical_or.reduceat(hs[o], head)
-    g = np.lexsort((gj, gt, gk))  # each tuple's journeys in time order
-    k, s, tt = gk[g], gs[g], gt[g]
+    g = np.lexsort((ji, t, key))  # each tuple's journeys in time order
+    k, s, tt = key[g], syn[g], t[g]
     same = np.zeros(len(g), bool)
     same[1:] = k[1:] == k[:-1]
     prev_syn = np.zeros(len(g), bool)
-    prev_syn[1:] = ghs[g][:-1]
+    prev_syn[1:] = hs[g][:-1]
     gap = np.zeros(len(g), np.int64)
     gap[1:] = tt[1:] - tt[:-1]
     start = ~same | (s & ~prev_syn) | (gap > IDLE_NS)
     epoch = np.empty(len(g), np.int64)
     epoch[g] = np.cumsum(start)
-    return epoch[grp]
+    return epoch
 
 
 def _connections(h: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """(journey ids, connection id per journey): components of journeys linked by a shared unordered 5-tuple."""
+    """(journey ids, connection id per journey): components of journeys linked by a shared unordered 5-tuple
+    (each use of it, :func:`_epochs`)."""
     j = h["journey"].to_numpy(np.int64)
-    if len(j) and (j[1:] >= j[:-1]).all():  # grouped by journey, as order_hops leaves it
+    order = None
+    if len(j) and grouped(j):  # grouped by journey, as order_hops leaves it
         new = np.r_[True, j[1:] != j[:-1]]
         uj, ji = j[new], np.cumsum(new) - 1
     else:
         uj, ji = np.unique(j, return_inverse=True)
+        ji = ji.reshape(-1)
+        order = np.argsort(ji, kind="stable")
     vocab = vocabulary(h["src"], h["dst"])
     e1 = codes_in(h["src"], vocab) * 65538 + h["sport"].to_numpy(np.int64) + 1
     e2 = codes_in(h["dst"], vocab) * 65538 + h["dport"].to_numpy(np.int64) + 1
-    key = pd.factorize(combine([h["proto"].to_numpy(np.int64), np.minimum(e1, e2), np.maximum(e1, e2)]))[0]
-    key = _epochs(h, key, ji) - 1  # one key per use of a tuple
+    t = h["ts_corrected_ns"].to_numpy(np.int64)
+    flags = h["tcp_flags"].to_numpy(np.int64)
+    proto = h["proto"].to_numpy(np.int64)
+    tcp = (proto == 6) & (flags >= 0)
+    syn = tcp & ((flags & 0x12) == 0x02)
+    hs = tcp & ((flags & 0x02) != 0)  # SYN or SYN-ACK: still the handshake (retries of either do not split)
+    cols = [ji, proto, np.minimum(e1, e2), np.maximum(e1, e2), t, syn, hs]
+    if order is not None:
+        cols = [c[order] for c in cols]
+    # one element per (journey, unordered tuple): its earliest time, whether it has a SYN / a handshake packet
+    first, pt, psyn, phs = run_distinct(*cols)
+    pj = cols[0][first]
+    key = pd.factorize(combine([cols[1][first], cols[2][first], cols[3][first]]))[0]
+    key = _epochs(key, pj, pt, psyn, phs) - 1  # one key per use of a tuple
     lab = np.arange(len(uj))
     kl = np.empty(int(key.max()) + 1, np.int64)
     while True:  # min-label propagation over the journey <-> tuple graph, with pointer jumping
         kl.fill(len(uj))
-        np.minimum.at(kl, key, lab[ji])
+        np.minimum.at(kl, key, lab[pj])
         new = lab.copy()
-        np.minimum.at(new, ji, kl[key])
+        np.minimum.at(new, pj, kl[key])
         new = new[new]
         if np.array_equal(new, lab):
             break
         lab = new
     # renumber components by their earliest sighting (ties: the lower label first)
-    first = np.full(len(uj), np.iinfo(np.int64).max, np.int64)
-    np.minimum.at(first, lab[ji], h["ts_corrected_ns"].to_numpy(np.int64))
+    first_t = np.full(len(uj), np.iinfo(np.int64).max, np.int64)
+    np.minimum.at(first_t, lab[pj], pt)
     roots = np.flatnonzero(np.bincount(lab, minlength=len(uj)))
     rank = np.empty(len(uj), np.int64)
-    rank[roots[np.lexsort((roots, first[roots]))]] = np.arange(len(roots))
+    rank[roots[np.lexsort((roots, first_t[roots]))]] = np.arange(len(roots))
     return uj, rank[lab]
 
 
@@ -293,11 +295,10 @@ def _build(correlation, inventory, flows, side: dict | None = None,
     s, d = codes_in(h["src"], vocab), codes_in(h["dst"], vocab)
     sp, dp = h["sport"].to_numpy(np.int64), h["dport"].to_numpy(np.int64)
     crow = conn[ji]
-    f_hash = combine([crow, s, sp, d, dp])
-    r_hash = combine([crow, d, dp, s, sp])
-    fset = pd.Index(np.unique(f_hash[_rows_of(first_row, end_row, fwd_j[fwd_j >= 0])[0]]))
-    fwd = np.bincount(ji, fset.get_indexer(f_hash) >= 0, minlength=len(uj)) > 0
-    rev = np.bincount(ji, fset.get_indexer(r_hash) >= 0, minlength=len(uj)) > 0
+    has_fwd = fwd_j >= 0
+    fa = np.where(has_fwd, first_row[np.maximum(fwd_j, 0)], 0)
+    fb = np.where(has_fwd, end_row[np.maximum(fwd_j, 0)], 0)
+    fwd, rev = run_directions(ji, crow, s, sp, d, dp, fa, fb, len(uj))
     reply = rev & ~fwd
     if side is not None:
         side["hops"] = h.assign(connection=crow, direction=strings(["", "forward", "reverse"], np.where(fwd, 1, np.where(reply, 2, 0))[ji]))

@@ -1,0 +1,91 @@
+"""Compiled passes over a hops table whose rows are grouped by journey (a journey's sightings contiguous).
+
+A journey is one packet seen at a few capture points, so its run of rows is short: each kernel compares the
+rows of one run with each other (quadratic in the run, linear in the table) instead of hashing or sorting
+the whole table, which is what made :func:`pcaptools.k8s.nat.order_hops` and :func:`pcaptools.k8s.paths._build`
+cost a second on a million sightings. Limits: a run of thousands of rows (one packet duplicated thousands of
+times) costs its square; the callers fall back to their vectorised code when rows are not grouped.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pcaptools.jit import njit
+
+
+def grouped(j: np.ndarray) -> bool:
+    """Whether ``j`` is non-decreasing, so each journey's rows are one run (what these kernels need)."""
+    return bool(len(j) < 2 or (j[1:] >= j[:-1]).all())
+
+
+@njit(cache=True, nogil=True)
+def run_group_min(j, a, b, v):  # pragma: no cover - compiled
+    """Per row, the least ``v`` among the rows of its journey run with the same (``a``, ``b``)."""
+    n = len(j)
+    out = np.empty(n, np.int64)
+    s = 0
+    while s < n:
+        e = s + 1
+        while e < n and j[e] == j[s]:
+            e += 1
+        for r in range(s, e):
+            m = v[r]
+            for k in range(s, e):
+                if a[k] == a[r] and b[k] == b[r] and v[k] < m:
+                    m = v[k]
+            out[r] = m
+        s = e
+    return out
+
+
+@njit(cache=True, nogil=True)
+def run_distinct(j, a, b, c, t, f1, f2):  # pragma: no cover - compiled
+    """The distinct (``a``, ``b``, ``c``) of each journey run: (row of its first occurrence, least ``t``, any ``f1``,
+    any ``f2``) per distinct value, in row order."""
+    n = len(j)
+    first = np.empty(n, np.int64)
+    tmin = np.empty(n, np.int64)
+    any1 = np.zeros(n, np.bool_)
+    any2 = np.zeros(n, np.bool_)
+    m = 0
+    s = 0
+    while s < n:
+        e = s + 1
+        while e < n and j[e] == j[s]:
+            e += 1
+        m0 = m
+        for r in range(s, e):
+            hit = -1
+            for q in range(m0, m):
+                k = first[q]
+                if a[k] == a[r] and b[k] == b[r] and c[k] == c[r]:
+                    hit = q
+                    break
+            if hit < 0:
+                hit = m
+                first[m] = r
+                tmin[m] = t[r]
+                m += 1
+            elif t[r] < tmin[hit]:
+                tmin[hit] = t[r]
+            any1[hit] = any1[hit] or f1[r]
+            any2[hit] = any2[hit] or f2[r]
+        s = e
+    return first[:m], tmin[:m], any1[:m], any2[:m]
+
+
+@njit(cache=True, nogil=True)
+def run_directions(ji, crow, s, sp, d, dp, fwd_a, fwd_b, nj):  # pragma: no cover - compiled
+    """Per journey (``ji`` its index per row), whether some row carries a 5-tuple of its connection's first packet
+    (rows ``fwd_a[c]:fwd_b[c]``; ``fwd_b <= fwd_a`` when none), and whether some row carries the reverse of one."""
+    fwd = np.zeros(nj, np.bool_)
+    rev = np.zeros(nj, np.bool_)
+    for r in range(len(ji)):
+        c = crow[r]
+        for k in range(fwd_a[c], fwd_b[c]):
+            if s[k] == s[r] and sp[k] == sp[r] and d[k] == d[r] and dp[k] == dp[r]:
+                fwd[ji[r]] = True
+            if s[k] == d[r] and sp[k] == dp[r] and d[k] == s[r] and dp[k] == sp[r]:
+                rev[ji[r]] = True
+    return fwd, rev
