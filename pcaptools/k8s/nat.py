@@ -283,7 +283,8 @@ def _attribute(h: pd.DataFrame, before: np.ndarray, after: np.ndarray, is_dst: n
         names = list(dict.fromkeys(names + list(inventory.nodes)))
     names_s = np.array(names, object)
     pn = np.where(pn >= 0, pn, -1)
-    pn[pn >= 0] = np.where(names_s[pn[pn >= 0]] == "", -1, pn[pn >= 0])  # a node named '' is no node
+    unnamed = np.append(names_s == "", False)  # a node named '' is no node (the trailing False: code -1)
+    pn = np.where(unnamed[pn], -1, pn)
     nb, na = pn[before], pn[after]
     if not len(after):
         return names_s, na

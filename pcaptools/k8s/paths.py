@@ -122,8 +122,15 @@ def _journey_times(h: pd.DataFrame, ji: np.ndarray, conn: np.ndarray, nj: int) -
     node = node - node.min() if len(node) else node  # codes from 0 (a missing node, -1, is a node of its own)
     nn = int(node.max()) + 1 if len(node) else 1
     crow = conn[ji]
-    seen = pd.unique(ji * nn + node)  # (journey, node) pairs
-    sj, sn = seen // nn, seen % nn
+    starts = np.flatnonzero(np.r_[True, ji[1:] != ji[:-1]]) if grouped(ji) else None
+    if starts is not None and len(starts) == nj:  # each journey one run of rows (as _build gives them)
+        zero = np.zeros(len(ji), np.int64)
+        first = run_distinct(ji, node, zero, zero, zero, zero.astype(bool), zero.astype(bool))[0]
+        sj, sn = ji[first], node[first]  # (journey, node) pairs
+    else:
+        starts = None
+        seen = pd.unique(ji * nn + node)  # (journey, node) pairs
+        sj, sn = seen // nn, seen % nn
     cn, k = np.unique(conn[sj] * nn + sn, return_counts=True)  # journeys per (connection, node)
     cc, cnode = cn // nn, cn % nn
     o = np.lexsort((cnode, -k, cc))  # most journeys first, the first node on a tie
@@ -131,11 +138,16 @@ def _journey_times(h: pd.DataFrame, ji: np.ndarray, conn: np.ndarray, nj: int) -
     best = np.zeros(int(conn.max()) + 1, np.int64)
     best[cc[o][head]] = cnode[o][head]
     at = node == best[crow]
-    raw = np.full(nj, np.iinfo(np.int64).max, np.int64)
-    np.minimum.at(raw, ji[at], h["ts_ns"].to_numpy(np.int64)[at])
-    tc = np.full(nj, np.iinfo(np.int64).max, np.int64)
-    np.minimum.at(tc, ji, h["ts_corrected_ns"].to_numpy(np.int64))
-    return np.where(raw < np.iinfo(np.int64).max, raw, tc)
+    big = np.iinfo(np.int64).max
+    if starts is not None:
+        raw = np.minimum.reduceat(np.where(at, h["ts_ns"].to_numpy(np.int64), big), starts)
+        tc = np.minimum.reduceat(h["ts_corrected_ns"].to_numpy(np.int64), starts)
+    else:
+        raw = np.full(nj, big, np.int64)
+        np.minimum.at(raw, ji[at], h["ts_ns"].to_numpy(np.int64)[at])
+        tc = np.full(nj, big, np.int64)
+        np.minimum.at(tc, ji, h["ts_corrected_ns"].to_numpy(np.int64))
+    return np.where(raw < big, raw, tc)
 
 
 def _pick(conn: np.ndarray, eligible: np.ndarray, prio: np.ndarray, t: np.ndarray, nconn: int) -> np.ndarray:
@@ -276,10 +288,16 @@ def _build(correlation, inventory, flows, side: dict | None = None,
         return empty, nat_table(h, inv, ordered=True)
     uj, conn = _connections(h) if connections is None else connections
     nconn = int(conn.max()) + 1
-    j = h["journey"].to_numpy(np.int64)
-    ji = np.searchsorted(uj, j)
-    first_row = np.searchsorted(j, uj, side="left")  # h is sorted by journey, then causal order
-    end_row = np.searchsorted(j, uj, side="right")
+    j = h["journey"].to_numpy(np.int64)  # h is sorted by journey, then causal order
+    new = np.r_[True, j[1:] != j[:-1]]
+    first_row = np.flatnonzero(new)
+    if len(first_row) == len(uj) and np.array_equal(j[first_row], uj):  # every journey labelled has rows here
+        ji = np.cumsum(new) - 1
+        end_row = np.r_[first_row[1:], len(j)]
+    else:
+        ji = np.searchsorted(uj, j)
+        first_row = np.searchsorted(j, uj, side="left")
+        end_row = np.searchsorted(j, uj, side="right")
     flags = h["tcp_flags"].to_numpy(np.int64)
     tcp = h["proto"].to_numpy() == 6
     syn_r = tcp & ((flags & 0x12) == 0x02)
@@ -454,16 +472,28 @@ def _row(c, fj, rj, uj, first_row, end_row, cols, nat_by_j, inv, inv_nodes, node
     }  # fmt: skip
 
 
+_PORTED = (6, 17)
+"""Protocols whose flows are told apart by ports (:func:`_flows_of` reads only the wanted ports' packets of them)."""
+
+
+def _tuple_key(proto: np.ndarray, a: np.ndarray, ap: np.ndarray, b: np.ndarray, bp: np.ndarray) -> np.ndarray:
+    """A hash of (protocol, unordered pair of (address code, port)): equal for both directions of a 5-tuple."""
+    e1 = np.asarray(a, np.int64) * 65538 + np.asarray(ap, np.int64) + 1
+    e2 = np.asarray(b, np.int64) * 65538 + np.asarray(bp, np.int64) + 1
+    return combine([np.asarray(proto, np.int64), np.minimum(e1, e2), np.maximum(e1, e2)])
+
+
 def _pair_key(proto: np.ndarray, a: np.ndarray, b: np.ndarray, n: int) -> np.ndarray:
     """One exact integer per (protocol, unordered pair of address codes below ``n``)."""
     return (proto.astype(np.int64) * (n + 1) + np.minimum(a, b)) * (n + 1) + np.maximum(a, b)
 
 
 def _flows_of(frames: list[pd.DataFrame], wanted: pd.DataFrame) -> pd.DataFrame | None:
-    """Flows of the decoded packet tables ``frames`` for the connections in ``wanted`` (file, proto, orig_h, resp_h):
-    only the packets of those (file, protocol, address pair) go through :func:`pcaptools.flows.flows`, which makes
-    the same flows of them as of the whole file (a flow's key holds its file, protocol and both addresses, and a
-    later IP fragment takes its ports from a first fragment between the same addresses)."""
+    """Flows of the decoded packet tables ``frames`` for the connections in ``wanted`` (file, proto, orig_h, orig_p,
+    resp_h, resp_p): only the packets of those (file, protocol, address pair), and for TCP and UDP only those of the
+    wanted ports and IP fragments, go through :func:`pcaptools.flows.flows`, which makes the same flows of them as of
+    the whole file for those connections (a flow's key holds its file, protocol, both addresses and ports, and a later
+    IP fragment takes its ports from a first fragment between the same addresses)."""
     from pcaptools.flows import concat_flows
     from pcaptools.flows import flows as flow_table
 
@@ -476,7 +506,17 @@ def _flows_of(frames: list[pd.DataFrame], wanted: pd.DataFrame) -> pd.DataFrame 
         names = pd.Index(sorted(set(w["orig_h"]) | set(w["resp_h"])), dtype=object)
         want = _pair_key(w["proto"].to_numpy(), names.get_indexer(w["orig_h"]), names.get_indexer(w["resp_h"]), len(names))
         s, d = codes_in(df["src"], names), codes_in(df["dst"], names)
-        sel = (s >= 0) & (d >= 0) & np.isin(_pair_key(df["proto"].to_numpy(), s, d, len(names)), want)
+        proto = df["proto"].to_numpy(np.int64)
+        sel = (s >= 0) & (d >= 0) & np.isin(_pair_key(proto, s, d, len(names)), want)
+        ported = w["proto"].isin(_PORTED).to_numpy()
+        if ported.any() and "orig_p" in w.columns:  # TCP/UDP rows of those pairs: the wanted tuples' and fragments only
+            wp = w.loc[ported]
+            tuples = _tuple_key(wp["proto"].to_numpy(), names.get_indexer(wp["orig_h"]), wp["orig_p"].to_numpy(),
+                                names.get_indexer(wp["resp_h"]), wp["resp_p"].to_numpy())  # fmt: skip
+            frag = (df["frag_offset"].to_numpy() > 0) | df["more_frags"].to_numpy(bool)
+            rows = np.flatnonzero(sel & np.isin(proto, _PORTED) & ~frag)
+            k = _tuple_key(proto[rows], s[rows], df["sport"].to_numpy()[rows], d[rows], df["dport"].to_numpy()[rows])
+            sel[rows[~np.isin(k, tuples)]] = False
         if sel.any():
             parts.append(flow_table(df.loc[sel].reset_index(drop=True)))
     return concat_flows(parts) if parts else None
@@ -484,10 +524,11 @@ def _flows_of(frames: list[pd.DataFrame], wanted: pd.DataFrame) -> pd.DataFrame 
 
 def _with_flows(out: pd.DataFrame, flows) -> pd.DataFrame:
     """Join each connection's client-side flow (first capture point's file, client tuple): state, bytes, handshake, retransmissions.
-    ``flows``: a flow table, or a function making one from the connections' (file, proto, orig_h, resp_h)."""
+    ``flows``: a flow table, or a function making one from the connections' (file, proto, orig_h, orig_p, resp_h, resp_p)."""
     if callable(flows) and len(out):
         flows = flows(pd.DataFrame({"file": out["_file"].astype(str), "proto": out["proto"].to_numpy(np.int64),
-                                    "orig_h": out["client_addr"].astype(str), "resp_h": out["server_addr"].astype(str)}))  # fmt: skip
+                                    "orig_h": out["client_addr"].astype(str), "orig_p": out["client_port"].to_numpy(np.int64),
+                                    "resp_h": out["server_addr"].astype(str), "resp_p": out["server_port"].to_numpy(np.int64)}))  # fmt: skip
     out = out.assign(flow_state=None, orig_bytes=-1, resp_bytes=-1, handshake_ns=-1, retransmissions=-1)
     if flows is None or callable(flows) or not len(flows) or not len(out):
         return out.drop(columns="_file")
