@@ -89,3 +89,44 @@ def run_directions(ji, crow, s, sp, d, dp, fwd_a, fwd_b, nj):  # pragma: no cove
             if s[k] == d[r] and sp[k] == dp[r] and d[k] == s[r] and dp[k] == sp[r]:
                 rev[ji[r]] = True
     return fwd, rev
+
+
+@njit(cache=True, nogil=True)
+def components(pj, key, nj, nk):  # pragma: no cover - compiled
+    """Per journey (``0 <= pj < nj``), the least journey index of its component in the graph of journey ``pj[i]`` -
+    tuple ``key[i]`` (``0 <= key < nk``) edges: union-find, each set's root its least member."""
+    parent = np.arange(nj + nk)
+    for i in range(len(pj)):
+        a = pj[i]
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        b = nj + key[i]
+        while parent[b] != b:
+            parent[b] = parent[parent[b]]
+            b = parent[b]
+        if a < b:
+            parent[b] = a
+        elif b < a:
+            parent[a] = b
+    out = np.empty(nj, np.int64)
+    for x in range(nj):
+        a = x
+        while parent[a] != a:
+            a = parent[a]
+        out[x] = a
+    return out
+
+
+@njit(cache=True, nogil=True)
+def pick_least(group, eligible, prio, t, ngroups):  # pragma: no cover - compiled
+    """Per group, the index of its eligible element with the least (``prio``, ``t``), the first on a tie; -1 if none."""
+    out = np.full(ngroups, -1, np.int64)
+    for i in range(len(group)):
+        if not eligible[i]:
+            continue
+        g = group[i]
+        b = out[g]
+        if b < 0 or prio[i] < prio[b] or (prio[i] == prio[b] and t[i] < t[b]):
+            out[g] = i
+    return out

@@ -148,9 +148,21 @@ def _frontends(addr: np.ndarray, port: np.ndarray, proto: np.ndarray, fe: pd.Dat
     return np.where(pos >= 0, first[np.maximum(pos, 0)], -1)
 
 
+def _lookup(flags: pd.Series, keys: np.ndarray) -> np.ndarray:
+    """``flags.reindex(keys).fillna(False)`` as a bool array; by binary search when the index is sorted and unique."""
+    idx = flags.index
+    if not (flags.dtype == bool and idx.dtype.kind in "iu" and idx.is_monotonic_increasing and idx.is_unique):
+        return flags.reindex(keys).fillna(False).to_numpy(bool)
+    iv = idx.to_numpy(np.int64)
+    pos = np.minimum(np.searchsorted(iv, keys), max(len(iv) - 1, 0))
+    if not len(iv):
+        return np.zeros(len(keys), bool)
+    return (iv[pos] == keys) & flags.to_numpy(bool)[pos]
+
+
 def _group_rank(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(position of each row within its group of equal ``keys``, in row order; row index of its group's first row)."""
-    o = np.argsort(keys, kind="stable")
+    o = np.arange(len(keys)) if grouped(keys) else np.argsort(keys, kind="stable")  # NAT rows come in journey order
     k = keys[o]
     start = np.ones(len(k), bool)
     start[1:] = k[1:] != k[:-1]
@@ -214,7 +226,7 @@ def nat_table(
     is_ext = np.array([e[0] == "external" for e in ents], bool)
     jn = j[after]
     if reply is not None:
-        rep = pd.Series(reply).reindex(jn).fillna(False).to_numpy(bool)
+        rep = _lookup(pd.Series(reply), jn)
     else:
         undo = (~is_dst & (fe_a >= 0)) | (is_dst & (fe_b < 0) & is_node[addr_b])
         rep = pd.Series(undo).groupby(jn).transform("any").to_numpy(bool)

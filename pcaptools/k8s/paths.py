@@ -29,7 +29,7 @@ import pandas as pd
 from pcaptools.correlate.fingerprint import combine
 from pcaptools.fmt import endpoint, fmt_ns
 from pcaptools.k8s.inventory import ENTITY_KINDS, Inventory
-from pcaptools.k8s.journeys import grouped, run_directions, run_distinct
+from pcaptools.k8s.journeys import components, grouped, pick_least, run_directions, run_distinct
 from pcaptools.k8s.nat import nat_table, order_hops
 from pcaptools.labels import as_strings, category_codes, codes_in, strings, vocabulary
 from pcaptools.schema import FLOW_STATES, PATH_COLUMNS, PATH_KINDS, PRESERVED, validate
@@ -95,17 +95,7 @@ def _connections(h: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     pj = cols[0][first]
     key = pd.factorize(combine([cols[1][first], cols[2][first], cols[3][first]]))[0]
     key = _epochs(key, pj, pt, psyn, phs) - 1  # one key per use of a tuple
-    lab = np.arange(len(uj))
-    kl = np.empty(int(key.max()) + 1, np.int64)
-    while True:  # min-label propagation over the journey <-> tuple graph, with pointer jumping
-        kl.fill(len(uj))
-        np.minimum.at(kl, key, lab[pj])
-        new = lab.copy()
-        np.minimum.at(new, pj, kl[key])
-        new = new[new]
-        if np.array_equal(new, lab):
-            break
-        lab = new
+    lab = components(pj, key, len(uj), int(key.max()) + 1)  # each journey's least journey linked to it
     # renumber components by their earliest sighting (ties: the lower label first)
     first_t = np.full(len(uj), np.iinfo(np.int64).max, np.int64)
     np.minimum.at(first_t, lab[pj], pt)
@@ -151,15 +141,8 @@ def _journey_times(h: pd.DataFrame, ji: np.ndarray, conn: np.ndarray, nj: int) -
 
 
 def _pick(conn: np.ndarray, eligible: np.ndarray, prio: np.ndarray, t: np.ndarray, nconn: int) -> np.ndarray:
-    """Per connection, the index of the eligible journey with the lowest (prio, t); -1 if none."""
-    idx = np.flatnonzero(eligible)
-    o = idx[np.lexsort((t[idx], prio[idx], conn[idx]))]
-    out = np.full(nconn, -1, np.int64)
-    c = conn[o]
-    first = np.ones(len(o), bool)
-    first[1:] = c[1:] != c[:-1]
-    out[c[first]] = o[first]
-    return out
+    """Per connection, the index of the eligible journey with the lowest (prio, t), the first on a tie; -1 if none."""
+    return pick_least(conn, eligible, prio.astype(np.int64), t.astype(np.int64), nconn)
 
 
 def _rows_of(first_row: np.ndarray, end_row: np.ndarray, js: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
