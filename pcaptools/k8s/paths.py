@@ -30,7 +30,7 @@ from pcaptools.correlate.fingerprint import combine
 from pcaptools.fmt import endpoint, fmt_ns
 from pcaptools.k8s.inventory import ENTITY_KINDS, Inventory
 from pcaptools.k8s.journeys import components, grouped, pick_least, run_directions, run_distinct
-from pcaptools.k8s.nat import nat_table, order_hops
+from pcaptools.k8s.nat import nat_table, order_hops, take_rows
 from pcaptools.labels import as_strings, category_codes, codes_in, strings, vocabulary
 from pcaptools.schema import FLOW_STATES, PATH_COLUMNS, PATH_KINDS, PRESERVED, validate
 
@@ -501,7 +501,7 @@ def _flows_of(frames: list[pd.DataFrame], wanted: pd.DataFrame) -> pd.DataFrame 
             k = _tuple_key(proto[rows], s[rows], df["sport"].to_numpy()[rows], d[rows], df["dport"].to_numpy()[rows])
             sel[rows[~np.isin(k, tuples)]] = False
         if sel.any():
-            parts.append(flow_table(df.loc[sel].reset_index(drop=True)))
+            parts.append(flow_table(df.reset_index(drop=True) if sel.all() else take_rows(df, np.flatnonzero(sel))))
     return concat_flows(parts) if parts else None
 
 
