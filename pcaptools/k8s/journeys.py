@@ -92,9 +92,10 @@ def run_directions(ji, crow, s, sp, d, dp, fwd_a, fwd_b, nj):  # pragma: no cove
 
 
 @njit(cache=True, nogil=True)
-def components(pj, key, nj, nk):  # pragma: no cover - compiled
+def components(pj, key, t, nj, nk):  # pragma: no cover - compiled
     """Per journey (``0 <= pj < nj``), the least journey index of its component in the graph of journey ``pj[i]`` -
-    tuple ``key[i]`` (``0 <= key < nk``) edges: union-find, each set's root its least member."""
+    tuple ``key[i]`` (``0 <= key < nk``) edges (union-find, each set's root its least member); and per root, the
+    least ``t[i]`` of its component's edges (int64 max for a journey that is no root)."""
     parent = np.arange(nj + nk)
     for i in range(len(pj)):
         a = pj[i]
@@ -115,7 +116,12 @@ def components(pj, key, nj, nk):  # pragma: no cover - compiled
         while parent[a] != a:
             a = parent[a]
         out[x] = a
-    return out
+    first = np.full(nj, np.iinfo(np.int64).max, np.int64)
+    for i in range(len(pj)):
+        r = out[pj[i]]
+        if t[i] < first[r]:
+            first[r] = t[i]
+    return out, first
 
 
 @njit(cache=True, nogil=True)

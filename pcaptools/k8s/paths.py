@@ -95,10 +95,9 @@ def _connections(h: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     pj = cols[0][first]
     key = pd.factorize(combine([cols[1][first], cols[2][first], cols[3][first]]))[0]
     key = _epochs(key, pj, pt, psyn, phs) - 1  # one key per use of a tuple
-    lab = components(pj, key, len(uj), int(key.max()) + 1)  # each journey's least journey linked to it
+    # each journey's least journey linked to it, and per such root its component's earliest sighting
+    lab, first_t = components(pj, key, pt, len(uj), int(key.max()) + 1)
     # renumber components by their earliest sighting (ties: the lower label first)
-    first_t = np.full(len(uj), np.iinfo(np.int64).max, np.int64)
-    np.minimum.at(first_t, lab[pj], pt)
     roots = np.flatnonzero(np.bincount(lab, minlength=len(uj)))
     rank = np.empty(len(uj), np.int64)
     rank[roots[np.lexsort((roots, first_t[roots]))]] = np.arange(len(roots))
@@ -121,7 +120,14 @@ def _journey_times(h: pd.DataFrame, ji: np.ndarray, conn: np.ndarray, nj: int) -
         starts = None
         seen = pd.unique(ji * nn + node)  # (journey, node) pairs
         sj, sn = seen // nn, seen % nn
-    cn, k = np.unique(conn[sj] * nn + sn, return_counts=True)  # journeys per (connection, node)
+    cnk = conn[sj] * nn + sn
+    span = (int(conn.max()) + 1) * nn
+    if span <= 4 * len(cnk) + 1024:  # few (connection, node) codes: counted, not sorted
+        counts = np.bincount(cnk, minlength=span)
+        cn = np.flatnonzero(counts)
+        k = counts[cn]
+    else:
+        cn, k = np.unique(cnk, return_counts=True)  # journeys per (connection, node)
     cc, cnode = cn // nn, cn % nn
     o = np.lexsort((cnode, -k, cc))  # most journeys first, the first node on a tie
     head = np.r_[True, cc[o][1:] != cc[o][:-1]]
