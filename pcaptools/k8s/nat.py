@@ -38,9 +38,9 @@ def _check(hops: pd.DataFrame) -> None:
 
 def _owner_codes(col: pd.Series, inventory: Inventory, vocab: pd.Index) -> np.ndarray:
     """Per row, the code in ``vocab`` of the node owning the address (-1 unknown): one inventory lookup per category."""
-    c, cats = category_codes(col)
-    own = vocab.get_indexer(pd.Index([inventory.entity(a)[2] for a in cats], dtype=object))
-    return np.where(c >= 0, np.append(own, -1)[c], -1)
+    cat = col.array if isinstance(col.dtype, pd.CategoricalDtype) else pd.Categorical(col)
+    own = vocab.get_indexer(pd.Index([inventory.entity(str(a))[2] for a in cat.categories], dtype=object))
+    return np.append(own, -1).astype(np.int64)[np.asarray(cat.codes)]  # code -1 (missing) takes the trailing -1
 
 
 def _node_codes(hops: pd.DataFrame, inventory: Inventory | None) -> tuple[np.ndarray, dict[str, np.ndarray]]:

@@ -52,7 +52,11 @@ def _epochs(key: np.ndarray, ji: np.ndarray, t: np.ndarray, syn: np.ndarray, hs:
     tuple (data, FIN, RST: not a retried SYN or SYN-ACK) starts a new use, as does any packet after the tuple was
     idle for :data:`IDLE_NS`; so a port reused for a second connection is not merged into the first.
     Uses are numbered 1, 2, ... across all tuples (a use's number names its tuple too)."""
-    g = np.lexsort((ji, t, key))  # each tuple's journeys in time order
+    # each tuple's journeys in time order: np.lexsort((ji, t, key)) as two stable sorts, the second a radix sort
+    # when there are few tuples (elements come in journey order, so ties keep it)
+    g = np.argsort(t, kind="stable") if grouped(ji) else np.lexsort((ji, t))
+    k = key[g]
+    g = g[np.argsort(k.astype(np.uint16) if len(k) and k.max() < 1 << 16 else k, kind="stable")]
     k, s, tt = key[g], syn[g], t[g]
     same = np.zeros(len(g), bool)
     same[1:] = k[1:] == k[:-1]
