@@ -118,13 +118,25 @@ def _causal_order(j: np.ndarray, *keys: np.ndarray) -> np.ndarray | None:
 
 def take_rows(df: pd.DataFrame, rows: np.ndarray) -> pd.DataFrame:
     """``df.iloc[rows].reset_index(drop=True)``, taking numpy and category columns by array (pandas' take is 2x slower)."""
+    moved = np.flatnonzero(rows != np.arange(len(rows))) if len(rows) == len(df) else None
+    if moved is not None and len(moved) < len(rows) // 4:  # a permutation moving few rows: copy, then move those
+
+        def pick(a: np.ndarray) -> np.ndarray:
+            out = a.copy()
+            out[moved] = a[rows[moved]]
+            return out
+    else:
+
+        def pick(a: np.ndarray) -> np.ndarray:
+            return a[rows]
+
     cols = {}
     for c in df.columns:
         s = df[c]
         if isinstance(s.dtype, pd.CategoricalDtype):
-            cols[c] = pd.Categorical.from_codes(np.asarray(s.array.codes)[rows], dtype=s.dtype, validate=False)
+            cols[c] = pd.Categorical.from_codes(pick(np.asarray(s.array.codes)), dtype=s.dtype, validate=False)
         elif isinstance(s.dtype, np.dtype):
-            cols[c] = s.to_numpy()[rows]
+            cols[c] = pick(s.to_numpy())
         else:
             cols[c] = s.iloc[rows].reset_index(drop=True)
     out = pd.DataFrame(cols, copy=False)
