@@ -476,6 +476,14 @@ def _tuple_key(proto: np.ndarray, a: np.ndarray, ap: np.ndarray, b: np.ndarray, 
     return combine([np.asarray(proto, np.int64), np.minimum(e1, e2), np.maximum(e1, e2)])
 
 
+def _member(values: np.ndarray, allowed: np.ndarray) -> np.ndarray:
+    """``np.isin(values, allowed)`` for a few ``allowed`` values: a binary search each (isin passes once per value)."""
+    u = np.unique(allowed)
+    if not len(u):
+        return np.zeros(len(values), bool)
+    return u[np.minimum(np.searchsorted(u, values), len(u) - 1)] == values
+
+
 def _pair_key(proto: np.ndarray, a: np.ndarray, b: np.ndarray, n: int) -> np.ndarray:
     """One exact integer per (protocol, unordered pair of address codes below ``n``)."""
     return (proto.astype(np.int64) * (n + 1) + np.minimum(a, b)) * (n + 1) + np.maximum(a, b)
@@ -500,7 +508,7 @@ def _flows_of(frames: list[pd.DataFrame], wanted: pd.DataFrame) -> pd.DataFrame 
         want = _pair_key(w["proto"].to_numpy(), names.get_indexer(w["orig_h"]), names.get_indexer(w["resp_h"]), len(names))
         s, d = codes_in(df["src"], names), codes_in(df["dst"], names)
         proto = df["proto"].to_numpy(np.int64)
-        sel = (s >= 0) & (d >= 0) & np.isin(_pair_key(proto, s, d, len(names)), want)
+        sel = (s >= 0) & (d >= 0) & _member(_pair_key(proto, s, d, len(names)), want)
         ported = w["proto"].isin(_PORTED).to_numpy()
         if ported.any() and "orig_p" in w.columns:  # TCP/UDP rows of those pairs: the wanted tuples' and fragments only
             wp = w.loc[ported]
@@ -509,7 +517,7 @@ def _flows_of(frames: list[pd.DataFrame], wanted: pd.DataFrame) -> pd.DataFrame 
             frag = (df["frag_offset"].to_numpy() > 0) | df["more_frags"].to_numpy(bool)
             rows = np.flatnonzero(sel & np.isin(proto, _PORTED) & ~frag)
             k = _tuple_key(proto[rows], s[rows], df["sport"].to_numpy()[rows], d[rows], df["dport"].to_numpy()[rows])
-            sel[rows[~np.isin(k, tuples)]] = False
+            sel[rows[~_member(k, tuples)]] = False
         if sel.any():
             parts.append(flow_table(df.reset_index(drop=True) if sel.all() else take_rows(df, np.flatnonzero(sel))))
     return concat_flows(parts) if parts else None
