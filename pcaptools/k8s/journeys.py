@@ -21,22 +21,25 @@ def grouped(j: np.ndarray) -> bool:
 
 @njit(cache=True, nogil=True)
 def run_group_min(j, a, b, v):  # pragma: no cover - compiled
-    """Per row, the least ``v`` among the rows of its journey run with the same (``a``, ``b``)."""
+    """Per row, the least ``v`` among the rows of its journey run with the same (``a``, ``b``), and the row's
+    position in its run (int16, as the hops table's ``hop``)."""
     n = len(j)
     out = np.empty(n, np.int64)
+    pos = np.empty(n, np.int16)
     s = 0
     while s < n:
         e = s + 1
         while e < n and j[e] == j[s]:
             e += 1
         for r in range(s, e):
+            pos[r] = r - s
             m = v[r]
             for k in range(s, e):
                 if a[k] == a[r] and b[k] == b[r] and v[k] < m:
                     m = v[k]
             out[r] = m
         s = e
-    return out
+    return out, pos
 
 
 @njit(cache=True, nogil=True)

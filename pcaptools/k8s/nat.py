@@ -72,8 +72,9 @@ def order_hops(hops: pd.DataFrame, inventory: Inventory | None = None) -> pd.Dat
     j = hops["journey"].to_numpy(np.int64)
     ttl = hops["ttl"].to_numpy(np.int64)
     # one role per (journey, ttl, node): a node's own sightings keep their (exact, same-clock) time order
+    hop = None  # each row's position in its journey
     if grouped(j):  # the correlation's order: compared within each journey's few rows, no hashing
-        grole = run_group_min(j, ttl, point_node, role)
+        grole, hop = run_group_min(j, ttl, point_node, role)  # (sorting within journeys moves no row to another)
     else:
         grp = pd.factorize(combine([j, ttl, point_node]))[0]
         gmin = np.full(int(grp.max()) + 1, 2, np.int64)
@@ -86,10 +87,12 @@ def order_hops(hops: pd.DataFrame, inventory: Inventory | None = None) -> pd.Dat
     else:
         out = take_rows(hops, order)
         jj = j[order]
-    start = np.ones(len(jj), bool)
-    start[1:] = jj[1:] != jj[:-1]
-    first = np.flatnonzero(start)
-    out["hop"] = (np.arange(len(jj)) - np.repeat(first, np.diff(np.append(first, len(jj))))).astype(np.int16)
+    if hop is None:
+        start = np.ones(len(jj), bool)
+        start[1:] = jj[1:] != jj[:-1]
+        first = np.flatnonzero(start)
+        hop = (np.arange(len(jj)) - np.repeat(first, np.diff(np.append(first, len(jj))))).astype(np.int16)
+    out["hop"] = hop
     return out
 
 
@@ -209,7 +212,6 @@ def nat_table(
     prev = np.zeros(n, bool)
     if n > 1:
         prev[1:] = (j[1:] == j[:-1]) & ok[1:] & ok[:-1]
-    pi = np.arange(n) - 1
     dchg = np.zeros(n, bool)
     schg = np.zeros(n, bool)
     dchg[1:] = prev[1:] & ((d[1:] != d[:-1]) | (dp[1:] != dp[:-1]))
@@ -221,7 +223,7 @@ def nat_table(
     is_dst = np.concatenate([np.ones(len(rows_d), bool), np.zeros(len(rows_s), bool)])
     o = np.lexsort((~is_dst, after))
     after, is_dst = after[o], is_dst[o]
-    before = pi[after]
+    before = after - 1  # a change is seen at a row against the row before it
     proto = h["proto"].to_numpy(np.int16)[after]
     used = h.loc[:, ["point", "ts_corrected_ns", "src", "sport", "dst", "dport"]]  # the columns a NAT row takes from its sightings
     hb, ha = used.iloc[before].reset_index(drop=True), used.iloc[after].reset_index(drop=True)
@@ -302,14 +304,19 @@ def _attribute(h: pd.DataFrame, before: np.ndarray, after: np.ndarray, is_dst: n
                s: np.ndarray, d: np.ndarray, ents: list[tuple[str, str, str]], vocab: pd.Index) -> tuple[np.ndarray, np.ndarray]:
     """(node names, code of the node that applied each translation, -1 if none): see the module doc for the rules.
     ``s``/``d``: address codes in ``vocab``, ``ents``: the inventory's entity of each ``vocab`` address."""
-    pn, names = category_codes(h["node"])
+    cat = h["node"].array if isinstance(h["node"].dtype, pd.CategoricalDtype) else pd.Categorical(h["node"])
+    codes = np.asarray(cat.codes)
+    names = [str(c) for c in cat.categories]
     if inventory is not None:
         names = list(dict.fromkeys(names + list(inventory.nodes)))
     names_s = np.array(names, object)
-    pn = np.where(pn >= 0, pn, -1)
-    unnamed = np.append(names_s == "", False)  # a node named '' is no node (the trailing False: code -1)
-    pn = np.where(unnamed[pn], -1, pn)
-    nb, na = pn[before], pn[after]
+    unnamed = np.append(names_s == "", True)  # a node named '' is no node, nor a missing one (code -1, the last)
+
+    def node_at(rows: np.ndarray) -> np.ndarray:  # capture node code of those rows, -1 for none
+        c = codes[rows].astype(np.int64)
+        return np.where(unnamed[c], -1, c)
+
+    nb, na = node_at(before), node_at(after)
     if not len(after):
         return names_s, na
     j = h["journey"].to_numpy(np.int64)
@@ -329,8 +336,8 @@ def _attribute(h: pd.DataFrame, before: np.ndarray, after: np.ndarray, is_dst: n
     def same(x: np.ndarray, y: np.ndarray) -> np.ndarray:  # string equality: a missing node equals nothing
         return (x == y) & (x >= 0)
 
-    starts = same(nb, pn[first_b])
-    ends = same(na, pn[last_a])
+    starts = same(nb, node_at(first_b))
+    ends = same(na, node_at(last_a))
     out = na
     if inventory is not None:
         # DNAT / un-SNAT: owner of the destination before; SNAT / un-DNAT: owner of the source after
