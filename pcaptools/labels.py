@@ -63,6 +63,6 @@ def vocabulary(*cols: pd.Series) -> pd.Index:
 
 def codes_in(col: pd.Series, vocab: pd.Index) -> np.ndarray:
     """Codes of a category/string column in a shared vocabulary (-1 where missing or unknown)."""
-    c, cats = category_codes(col)
-    m = vocab.get_indexer(pd.Index(cats, dtype=object))
-    return np.where(c >= 0, np.append(m, -1)[c], -1)
+    cat = col.array if isinstance(col.dtype, pd.CategoricalDtype) else pd.Categorical(col)
+    m = vocab.get_indexer(pd.Index([str(c) for c in cat.categories], dtype=object))
+    return np.append(m, -1).astype(np.int64)[np.asarray(cat.codes)]  # code -1 (missing) takes the trailing -1

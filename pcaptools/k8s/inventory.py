@@ -349,7 +349,12 @@ class Inventory:
         # a point where one address is in every row is a single pod's interface: pod IPs are always bare there
         pc, points = category_codes(hops["point"])
         shared = ~np.array([p in single for p in points] + [False])[pc]
-        ji, uj = pd.factorize(hops["journey"].to_numpy(np.int64), sort=True)
+        j = hops["journey"].to_numpy(np.int64)
+        if len(j) and (j[1:] >= j[:-1]).all():  # grouped by journey (paths' causal order): the runs, no hashing
+            new = np.r_[True, j[1:] != j[:-1]]
+            ji, uj = np.cumsum(new) - 1, j[new]
+        else:
+            ji, uj = pd.factorize(j, sort=True)
         n = len(uj)
         return pd.DataFrame({"tun": np.bincount(ji, cross & tun, minlength=n) > 0,
                              "bare": np.bincount(ji, cross & ~tun & shared, minlength=n) > 0}, index=pd.Index(uj, dtype=np.int64))  # fmt: skip
@@ -368,7 +373,13 @@ def point_addresses(hops: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
     a = np.concatenate([codes_in(hops["src"], vocab), codes_in(hops["dst"], vocab)])
     ok = (p >= 0) & (a >= 0)
     nv = max(len(vocab), 1)
-    key, n = np.unique(p[ok] * nv + a[ok], return_counts=True)
+    pa = p[ok] * nv + a[ok]
+    if len(points) * nv <= 4 * len(pa) + 1024:  # few (point, address) codes: counted, not sorted
+        counts = np.bincount(pa, minlength=len(points) * nv)
+        key = np.flatnonzero(counts)
+        n = counts[key]
+    else:
+        key, n = np.unique(pa, return_counts=True)
     o = np.argsort(-n, kind="stable")  # most rows first, as value_counts orders them
     index = pd.MultiIndex(levels=[pd.Index(points), vocab], codes=[key[o] // nv, key[o] % nv], names=["p", "a"])
     pairs = pd.Series(n[o].astype(np.int64), index=index, name="count")

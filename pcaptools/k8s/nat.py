@@ -22,6 +22,7 @@ import pandas as pd
 
 from pcaptools.correlate.fingerprint import combine
 from pcaptools.k8s.inventory import Inventory
+from pcaptools.k8s.journeys import grouped, run_group_min
 from pcaptools.labels import categorical, category_codes, codes_in, vocabulary
 from pcaptools.schema import NAT_COLUMNS, NAT_KINDS, NAT_OPS, validate
 
@@ -37,9 +38,9 @@ def _check(hops: pd.DataFrame) -> None:
 
 def _owner_codes(col: pd.Series, inventory: Inventory, vocab: pd.Index) -> np.ndarray:
     """Per row, the code in ``vocab`` of the node owning the address (-1 unknown): one inventory lookup per category."""
-    c, cats = category_codes(col)
-    own = vocab.get_indexer(pd.Index([inventory.entity(a)[2] for a in cats], dtype=object))
-    return np.where(c >= 0, np.append(own, -1)[c], -1)
+    cat = col.array if isinstance(col.dtype, pd.CategoricalDtype) else pd.Categorical(col)
+    own = vocab.get_indexer(pd.Index([inventory.entity(str(a))[2] for a in cat.categories], dtype=object))
+    return np.append(own, -1).astype(np.int64)[np.asarray(cat.codes)]  # code -1 (missing) takes the trailing -1
 
 
 def _node_codes(hops: pd.DataFrame, inventory: Inventory | None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -71,34 +72,79 @@ def order_hops(hops: pd.DataFrame, inventory: Inventory | None = None) -> pd.Dat
     j = hops["journey"].to_numpy(np.int64)
     ttl = hops["ttl"].to_numpy(np.int64)
     # one role per (journey, ttl, node): a node's own sightings keep their (exact, same-clock) time order
-    grp = pd.factorize(combine([j, ttl, point_node]))[0]
-    gmin = np.full(int(grp.max()) + 1, 2, np.int64)
-    np.minimum.at(gmin, grp, role)
-    grole = gmin[grp]
+    hop = None  # each row's position in its journey
+    if grouped(j):  # the correlation's order: compared within each journey's few rows, no hashing
+        grole, hop = run_group_min(j, ttl, point_node, role)  # (sorting within journeys moves no row to another)
+    else:
+        grp = pd.factorize(combine([j, ttl, point_node]))[0]
+        gmin = np.full(int(grp.max()) + 1, 2, np.int64)
+        np.minimum.at(gmin, grp, role)
+        grole = gmin[grp]
     ts = hops["ts_corrected_ns"].to_numpy(np.int64)
-    if _in_order(j, -ttl, grole, ts):  # the correlation's own order often is causal already: no sort, no copy
+    order = _causal_order(j, -ttl, grole, ts)
+    if order is None:  # the correlation's own order often is causal already: no sort, no copy
         out, jj = hops.reset_index(drop=True), j
     else:
-        order = np.lexsort((ts, grole, -ttl, j))
-        out = hops.iloc[order].reset_index(drop=True)
+        out = take_rows(hops, order)
         jj = j[order]
-    start = np.ones(len(jj), bool)
-    start[1:] = jj[1:] != jj[:-1]
-    first = np.flatnonzero(start)
-    out["hop"] = (np.arange(len(jj)) - np.repeat(first, np.diff(np.append(first, len(jj))))).astype(np.int16)
+    if hop is None:
+        start = np.ones(len(jj), bool)
+        start[1:] = jj[1:] != jj[:-1]
+        first = np.flatnonzero(start)
+        hop = (np.arange(len(jj)) - np.repeat(first, np.diff(np.append(first, len(jj))))).astype(np.int16)
+    out["hop"] = hop
     return out
 
 
-def _in_order(*keys: np.ndarray) -> bool:
-    """Whether the rows are already sorted by ``keys`` (most significant first), so a stable sort leaves them as they are."""
-    if len(keys[0]) < 2:
-        return True
-    later = np.zeros(len(keys[0]) - 1, bool)  # rows already after their predecessor on a more significant key
+def _causal_order(j: np.ndarray, *keys: np.ndarray) -> np.ndarray | None:
+    """The stable order of the rows by (``j``, ``keys``...), or None when they are in it already; with ``j`` sorted,
+    only the journeys whose rows are out of order are sorted (the rest keep their places)."""
+    if not grouped(j):
+        return np.lexsort((*keys[::-1], j))
+    if len(j) < 2:
+        return None
+    out_of_order = np.zeros(len(j) - 1, bool)  # a row that should come before its predecessor in the same journey
+    later = j[1:] != j[:-1]
+    run = np.cumsum(np.r_[False, later])  # each row's journey run
     for k in keys:
-        if (~later & (k[1:] < k[:-1])).any():
-            return False
+        out_of_order |= ~later & (k[1:] < k[:-1])
         later |= k[1:] > k[:-1]
-    return True
+    if not out_of_order.any():
+        return None
+    bad = np.zeros(int(run[-1]) + 1, bool)
+    bad[run[1:][out_of_order]] = True
+    rows = np.flatnonzero(bad[run])
+    order = np.arange(len(j))
+    order[rows] = rows[np.lexsort((*(k[rows] for k in keys[::-1]), j[rows]))]
+    return order
+
+
+def take_rows(df: pd.DataFrame, rows: np.ndarray) -> pd.DataFrame:
+    """``df.iloc[rows].reset_index(drop=True)``, taking numpy and category columns by array (pandas' take is 2x slower)."""
+    moved = np.flatnonzero(rows != np.arange(len(rows))) if len(rows) == len(df) else None
+    if moved is not None and len(moved) < len(rows) // 4:  # a permutation moving few rows: copy, then move those
+
+        def pick(a: np.ndarray) -> np.ndarray:
+            out = a.copy()
+            out[moved] = a[rows[moved]]
+            return out
+    else:
+
+        def pick(a: np.ndarray) -> np.ndarray:
+            return a[rows]
+
+    cols = {}
+    for c in df.columns:
+        s = df[c]
+        if isinstance(s.dtype, pd.CategoricalDtype):
+            cols[c] = pd.Categorical.from_codes(pick(np.asarray(s.array.codes)), dtype=s.dtype, validate=False)
+        elif isinstance(s.dtype, np.dtype):
+            cols[c] = pick(s.to_numpy())
+        else:
+            cols[c] = s.iloc[rows].reset_index(drop=True)
+    out = pd.DataFrame(cols, copy=False)
+    out.attrs = dict(df.attrs)
+    return out
 
 
 def _frontends(addr: np.ndarray, port: np.ndarray, proto: np.ndarray, fe: pd.DataFrame, vocab: pd.Index) -> np.ndarray:
@@ -117,9 +163,21 @@ def _frontends(addr: np.ndarray, port: np.ndarray, proto: np.ndarray, fe: pd.Dat
     return np.where(pos >= 0, first[np.maximum(pos, 0)], -1)
 
 
+def _lookup(flags: pd.Series, keys: np.ndarray) -> np.ndarray:
+    """``flags.reindex(keys).fillna(False)`` as a bool array; by binary search when the index is sorted and unique."""
+    idx = flags.index
+    if not (flags.dtype == bool and idx.dtype.kind in "iu" and idx.is_monotonic_increasing and idx.is_unique):
+        return flags.reindex(keys).fillna(False).to_numpy(bool)
+    iv = idx.to_numpy(np.int64)
+    pos = np.minimum(np.searchsorted(iv, keys), max(len(iv) - 1, 0))
+    if not len(iv):
+        return np.zeros(len(keys), bool)
+    return (iv[pos] == keys) & flags.to_numpy(bool)[pos]
+
+
 def _group_rank(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(position of each row within its group of equal ``keys``, in row order; row index of its group's first row)."""
-    o = np.argsort(keys, kind="stable")
+    o = np.arange(len(keys)) if grouped(keys) else np.argsort(keys, kind="stable")  # NAT rows come in journey order
     k = keys[o]
     start = np.ones(len(k), bool)
     start[1:] = k[1:] != k[:-1]
@@ -154,7 +212,6 @@ def nat_table(
     prev = np.zeros(n, bool)
     if n > 1:
         prev[1:] = (j[1:] == j[:-1]) & ok[1:] & ok[:-1]
-    pi = np.arange(n) - 1
     dchg = np.zeros(n, bool)
     schg = np.zeros(n, bool)
     dchg[1:] = prev[1:] & ((d[1:] != d[:-1]) | (dp[1:] != dp[:-1]))
@@ -166,7 +223,7 @@ def nat_table(
     is_dst = np.concatenate([np.ones(len(rows_d), bool), np.zeros(len(rows_s), bool)])
     o = np.lexsort((~is_dst, after))
     after, is_dst = after[o], is_dst[o]
-    before = pi[after]
+    before = after - 1  # a change is seen at a row against the row before it
     proto = h["proto"].to_numpy(np.int16)[after]
     used = h.loc[:, ["point", "ts_corrected_ns", "src", "sport", "dst", "dport"]]  # the columns a NAT row takes from its sightings
     hb, ha = used.iloc[before].reset_index(drop=True), used.iloc[after].reset_index(drop=True)
@@ -183,7 +240,7 @@ def nat_table(
     is_ext = np.array([e[0] == "external" for e in ents], bool)
     jn = j[after]
     if reply is not None:
-        rep = pd.Series(reply).reindex(jn).fillna(False).to_numpy(bool)
+        rep = _lookup(pd.Series(reply), jn)
     else:
         undo = (~is_dst & (fe_a >= 0)) | (is_dst & (fe_b < 0) & is_node[addr_b])
         rep = pd.Series(undo).groupby(jn).transform("any").to_numpy(bool)
@@ -247,28 +304,40 @@ def _attribute(h: pd.DataFrame, before: np.ndarray, after: np.ndarray, is_dst: n
                s: np.ndarray, d: np.ndarray, ents: list[tuple[str, str, str]], vocab: pd.Index) -> tuple[np.ndarray, np.ndarray]:
     """(node names, code of the node that applied each translation, -1 if none): see the module doc for the rules.
     ``s``/``d``: address codes in ``vocab``, ``ents``: the inventory's entity of each ``vocab`` address."""
-    pn, names = category_codes(h["node"])
+    cat = h["node"].array if isinstance(h["node"].dtype, pd.CategoricalDtype) else pd.Categorical(h["node"])
+    codes = np.asarray(cat.codes)
+    names = [str(c) for c in cat.categories]
     if inventory is not None:
         names = list(dict.fromkeys(names + list(inventory.nodes)))
     names_s = np.array(names, object)
-    pn = np.where(pn >= 0, pn, -1)
-    pn[pn >= 0] = np.where(names_s[pn[pn >= 0]] == "", -1, pn[pn >= 0])  # a node named '' is no node
-    nb, na = pn[before], pn[after]
+    unnamed = np.append(names_s == "", True)  # a node named '' is no node, nor a missing one (code -1, the last)
+
+    def node_at(rows: np.ndarray) -> np.ndarray:  # capture node code of those rows, -1 for none
+        c = codes[rows].astype(np.int64)
+        return np.where(unnamed[c], -1, c)
+
+    nb, na = node_at(before), node_at(after)
     if not len(after):
         return names_s, na
     j = h["journey"].to_numpy(np.int64)
-    ji = pd.factorize(j)[0]
-    first_row = np.full(ji.max() + 1, len(h), np.int64)
-    last_row = np.full(ji.max() + 1, -1, np.int64)
-    np.minimum.at(first_row, ji, np.arange(len(h)))
-    np.maximum.at(last_row, ji, np.arange(len(h)))
-    first_row, last_row = first_row[ji], last_row[ji]
+    if grouped(j):  # each journey one run of rows: its first and last row from the run starts
+        starts = np.flatnonzero(np.r_[True, j[1:] != j[:-1]])
+        ends = np.r_[starts[1:], len(j)] - 1
+        first_b = starts[np.searchsorted(starts, before, side="right") - 1]
+        last_a = ends[np.searchsorted(starts, after, side="right") - 1]
+    else:
+        ji = pd.factorize(j)[0]
+        first_row = np.full(ji.max() + 1, len(h), np.int64)
+        last_row = np.full(ji.max() + 1, -1, np.int64)
+        np.minimum.at(first_row, ji, np.arange(len(h)))
+        np.maximum.at(last_row, ji, np.arange(len(h)))
+        first_b, last_a = first_row[ji][before], last_row[ji][after]
 
     def same(x: np.ndarray, y: np.ndarray) -> np.ndarray:  # string equality: a missing node equals nothing
         return (x == y) & (x >= 0)
 
-    starts = same(nb, pn[first_row[before]])
-    ends = same(na, pn[last_row[after]])
+    starts = same(nb, node_at(first_b))
+    ends = same(na, node_at(last_a))
     out = na
     if inventory is not None:
         # DNAT / un-SNAT: owner of the destination before; SNAT / un-DNAT: owner of the source after

@@ -29,7 +29,8 @@ import pandas as pd
 from pcaptools.correlate.fingerprint import combine
 from pcaptools.fmt import endpoint, fmt_ns
 from pcaptools.k8s.inventory import ENTITY_KINDS, Inventory
-from pcaptools.k8s.nat import nat_table, order_hops
+from pcaptools.k8s.journeys import components, grouped, pick_least, run_directions, run_distinct
+from pcaptools.k8s.nat import nat_table, order_hops, take_rows
 from pcaptools.labels import as_strings, category_codes, codes_in, strings, vocabulary
 from pcaptools.schema import FLOW_STATES, PATH_COLUMNS, PATH_KINDS, PRESERVED, validate
 
@@ -45,71 +46,65 @@ IDLE_NS = 60_000_000_000
 """A 5-tuple idle this long starts a new connection (non-TCP; TCP splits on a new SYN)."""
 
 
-def _epochs(h: pd.DataFrame, key: np.ndarray, ji: np.ndarray) -> np.ndarray:
-    """Per row, which use of its unordered 5-tuple the row's journey belongs to: a TCP SYN (no ACK) after other
-    packets of the tuple (data, FIN, RST: not a retried SYN or SYN-ACK) starts a new use, as does any packet after
-    the tuple was idle for :data:`IDLE_NS`; so a port reused for a second connection is not merged into the first.
+def _epochs(key: np.ndarray, ji: np.ndarray, t: np.ndarray, syn: np.ndarray, hs: np.ndarray) -> np.ndarray:
+    """Per (tuple ``key``, journey ``ji``) pair, with its earliest time ``t`` and whether it holds a TCP SYN (no ACK) /
+    a SYN or SYN-ACK: which use of its unordered 5-tuple the journey belongs to. A SYN after other packets of the
+    tuple (data, FIN, RST: not a retried SYN or SYN-ACK) starts a new use, as does any packet after the tuple was
+    idle for :data:`IDLE_NS`; so a port reused for a second connection is not merged into the first.
     Uses are numbered 1, 2, ... across all tuples (a use's number names its tuple too)."""
-    t = h["ts_corrected_ns"].to_numpy(np.int64)
-    flags = h["tcp_flags"].to_numpy(np.int64)
-    tcp = (h["proto"].to_numpy() == 6) & (flags >= 0)
-    syn = tcp & ((flags & 0x12) == 0x02)
-    hs = tcp & ((flags & 0x02) != 0)  # SYN or SYN-ACK: still the handshake (retries of either do not split)
-    # one group per (tuple, journey): its first time, whether it has a SYN / a handshake packet
-    kj = key.astype(np.int64) * (int(ji.max()) + 1) + ji
-    o = np.argsort(kj, kind="stable")
-    ks = kj[o]
-    head = np.flatnonzero(np.r_[True, ks[1:] != ks[:-1]])
-    grp = np.empty(len(kj), np.int64)
-    grp[o] = np.cumsum(np.r_[True, ks[1:] != ks[:-1]]) - 1
-    gk, gj = key[o[head]], ji[o[head]]
-    gt = np.minimum.reduceat(t[o], head)
-    gs = np.logical_or.reduceat(syn[o], head)
-    ghs = np.logical_or.reduceat(hs[o], head)
-    g = np.lexsort((gj, gt, gk))  # each tuple's journeys in time order
-    k, s, tt = gk[g], gs[g], gt[g]
+    # each tuple's journeys in time order: np.lexsort((ji, t, key)) as two stable sorts, the second a radix sort
+    # when there are few tuples (elements come in journey order, so ties keep it)
+    g = np.argsort(t, kind="stable") if grouped(ji) else np.lexsort((ji, t))
+    k = key[g]
+    g = g[np.argsort(k.astype(np.uint16) if len(k) and k.max() < 1 << 16 else k, kind="stable")]
+    k, s, tt = key[g], syn[g], t[g]
     same = np.zeros(len(g), bool)
     same[1:] = k[1:] == k[:-1]
     prev_syn = np.zeros(len(g), bool)
-    prev_syn[1:] = ghs[g][:-1]
+    prev_syn[1:] = hs[g][:-1]
     gap = np.zeros(len(g), np.int64)
     gap[1:] = tt[1:] - tt[:-1]
     start = ~same | (s & ~prev_syn) | (gap > IDLE_NS)
     epoch = np.empty(len(g), np.int64)
     epoch[g] = np.cumsum(start)
-    return epoch[grp]
+    return epoch
 
 
 def _connections(h: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """(journey ids, connection id per journey): components of journeys linked by a shared unordered 5-tuple."""
+    """(journey ids, connection id per journey): components of journeys linked by a shared unordered 5-tuple
+    (each use of it, :func:`_epochs`)."""
     j = h["journey"].to_numpy(np.int64)
-    if len(j) and (j[1:] >= j[:-1]).all():  # grouped by journey, as order_hops leaves it
+    order = None
+    if len(j) and grouped(j):  # grouped by journey, as order_hops leaves it
         new = np.r_[True, j[1:] != j[:-1]]
         uj, ji = j[new], np.cumsum(new) - 1
     else:
         uj, ji = np.unique(j, return_inverse=True)
+        ji = ji.reshape(-1)
+        order = np.argsort(ji, kind="stable")
     vocab = vocabulary(h["src"], h["dst"])
     e1 = codes_in(h["src"], vocab) * 65538 + h["sport"].to_numpy(np.int64) + 1
     e2 = codes_in(h["dst"], vocab) * 65538 + h["dport"].to_numpy(np.int64) + 1
-    key = pd.factorize(combine([h["proto"].to_numpy(np.int64), np.minimum(e1, e2), np.maximum(e1, e2)]))[0]
-    key = _epochs(h, key, ji) - 1  # one key per use of a tuple
-    lab = np.arange(len(uj))
-    kl = np.empty(int(key.max()) + 1, np.int64)
-    while True:  # min-label propagation over the journey <-> tuple graph, with pointer jumping
-        kl.fill(len(uj))
-        np.minimum.at(kl, key, lab[ji])
-        new = lab.copy()
-        np.minimum.at(new, ji, kl[key])
-        new = new[new]
-        if np.array_equal(new, lab):
-            break
-        lab = new
+    t = h["ts_corrected_ns"].to_numpy(np.int64)
+    flags = h["tcp_flags"].to_numpy(np.int64)
+    proto = h["proto"].to_numpy(np.int64)
+    tcp = (proto == 6) & (flags >= 0)
+    syn = tcp & ((flags & 0x12) == 0x02)
+    hs = tcp & ((flags & 0x02) != 0)  # SYN or SYN-ACK: still the handshake (retries of either do not split)
+    cols = [ji, proto, np.minimum(e1, e2), np.maximum(e1, e2), t, syn, hs]
+    if order is not None:
+        cols = [c[order] for c in cols]
+    # one element per (journey, unordered tuple): its earliest time, whether it has a SYN / a handshake packet
+    first, pt, psyn, phs = run_distinct(*cols)
+    pj = cols[0][first]
+    key = pd.factorize(combine([cols[1][first], cols[2][first], cols[3][first]]))[0]
+    key = _epochs(key, pj, pt, psyn, phs) - 1  # one key per use of a tuple
+    # each journey's least journey linked to it, and per such root its component's earliest sighting
+    lab, first_t = components(pj, key, pt, len(uj), int(key.max()) + 1)
     # renumber components by their earliest sighting (ties: the lower label first)
-    first = np.full(len(uj), np.iinfo(np.int64).max, np.int64)
-    np.minimum.at(first, lab[ji], h["ts_corrected_ns"].to_numpy(np.int64))
     roots = np.flatnonzero(np.bincount(lab, minlength=len(uj)))
     rank = np.empty(len(uj), np.int64)
-    rank[roots[np.lexsort((roots, first[roots]))]] = np.arange(len(roots))
+    rank[roots[np.lexsort((roots, first_t[roots]))]] = np.arange(len(roots))
     return uj, rank[lab]
 
 
@@ -120,32 +115,44 @@ def _journey_times(h: pd.DataFrame, ji: np.ndarray, conn: np.ndarray, nj: int) -
     node = node - node.min() if len(node) else node  # codes from 0 (a missing node, -1, is a node of its own)
     nn = int(node.max()) + 1 if len(node) else 1
     crow = conn[ji]
-    seen = pd.unique(ji * nn + node)  # (journey, node) pairs
-    sj, sn = seen // nn, seen % nn
-    cn, k = np.unique(conn[sj] * nn + sn, return_counts=True)  # journeys per (connection, node)
+    starts = np.flatnonzero(np.r_[True, ji[1:] != ji[:-1]]) if grouped(ji) else None
+    if starts is not None and len(starts) == nj:  # each journey one run of rows (as _build gives them)
+        zero = np.zeros(len(ji), np.int64)
+        first = run_distinct(ji, node, zero, zero, zero, zero.astype(bool), zero.astype(bool))[0]
+        sj, sn = ji[first], node[first]  # (journey, node) pairs
+    else:
+        starts = None
+        seen = pd.unique(ji * nn + node)  # (journey, node) pairs
+        sj, sn = seen // nn, seen % nn
+    cnk = conn[sj] * nn + sn
+    span = (int(conn.max()) + 1) * nn
+    if span <= 4 * len(cnk) + 1024:  # few (connection, node) codes: counted, not sorted
+        counts = np.bincount(cnk, minlength=span)
+        cn = np.flatnonzero(counts)
+        k = counts[cn]
+    else:
+        cn, k = np.unique(cnk, return_counts=True)  # journeys per (connection, node)
     cc, cnode = cn // nn, cn % nn
     o = np.lexsort((cnode, -k, cc))  # most journeys first, the first node on a tie
     head = np.r_[True, cc[o][1:] != cc[o][:-1]]
     best = np.zeros(int(conn.max()) + 1, np.int64)
     best[cc[o][head]] = cnode[o][head]
     at = node == best[crow]
-    raw = np.full(nj, np.iinfo(np.int64).max, np.int64)
-    np.minimum.at(raw, ji[at], h["ts_ns"].to_numpy(np.int64)[at])
-    tc = np.full(nj, np.iinfo(np.int64).max, np.int64)
-    np.minimum.at(tc, ji, h["ts_corrected_ns"].to_numpy(np.int64))
-    return np.where(raw < np.iinfo(np.int64).max, raw, tc)
+    big = np.iinfo(np.int64).max
+    if starts is not None:
+        raw = np.minimum.reduceat(np.where(at, h["ts_ns"].to_numpy(np.int64), big), starts)
+        tc = np.minimum.reduceat(h["ts_corrected_ns"].to_numpy(np.int64), starts)
+    else:
+        raw = np.full(nj, big, np.int64)
+        np.minimum.at(raw, ji[at], h["ts_ns"].to_numpy(np.int64)[at])
+        tc = np.full(nj, big, np.int64)
+        np.minimum.at(tc, ji, h["ts_corrected_ns"].to_numpy(np.int64))
+    return np.where(raw < big, raw, tc)
 
 
 def _pick(conn: np.ndarray, eligible: np.ndarray, prio: np.ndarray, t: np.ndarray, nconn: int) -> np.ndarray:
-    """Per connection, the index of the eligible journey with the lowest (prio, t); -1 if none."""
-    idx = np.flatnonzero(eligible)
-    o = idx[np.lexsort((t[idx], prio[idx], conn[idx]))]
-    out = np.full(nconn, -1, np.int64)
-    c = conn[o]
-    first = np.ones(len(o), bool)
-    first[1:] = c[1:] != c[:-1]
-    out[c[first]] = o[first]
-    return out
+    """Per connection, the index of the eligible journey with the lowest (prio, t), the first on a tie; -1 if none."""
+    return pick_least(conn, eligible, prio.astype(np.int64), t.astype(np.int64), nconn)
 
 
 def _rows_of(first_row: np.ndarray, end_row: np.ndarray, js: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -274,10 +281,16 @@ def _build(correlation, inventory, flows, side: dict | None = None,
         return empty, nat_table(h, inv, ordered=True)
     uj, conn = _connections(h) if connections is None else connections
     nconn = int(conn.max()) + 1
-    j = h["journey"].to_numpy(np.int64)
-    ji = np.searchsorted(uj, j)
-    first_row = np.searchsorted(j, uj, side="left")  # h is sorted by journey, then causal order
-    end_row = np.searchsorted(j, uj, side="right")
+    j = h["journey"].to_numpy(np.int64)  # h is sorted by journey, then causal order
+    new = np.r_[True, j[1:] != j[:-1]]
+    first_row = np.flatnonzero(new)
+    if len(first_row) == len(uj) and np.array_equal(j[first_row], uj):  # every journey labelled has rows here
+        ji = np.cumsum(new) - 1
+        end_row = np.r_[first_row[1:], len(j)]
+    else:
+        ji = np.searchsorted(uj, j)
+        first_row = np.searchsorted(j, uj, side="left")
+        end_row = np.searchsorted(j, uj, side="right")
     flags = h["tcp_flags"].to_numpy(np.int64)
     tcp = h["proto"].to_numpy() == 6
     syn_r = tcp & ((flags & 0x12) == 0x02)
@@ -293,11 +306,10 @@ def _build(correlation, inventory, flows, side: dict | None = None,
     s, d = codes_in(h["src"], vocab), codes_in(h["dst"], vocab)
     sp, dp = h["sport"].to_numpy(np.int64), h["dport"].to_numpy(np.int64)
     crow = conn[ji]
-    f_hash = combine([crow, s, sp, d, dp])
-    r_hash = combine([crow, d, dp, s, sp])
-    fset = pd.Index(np.unique(f_hash[_rows_of(first_row, end_row, fwd_j[fwd_j >= 0])[0]]))
-    fwd = np.bincount(ji, fset.get_indexer(f_hash) >= 0, minlength=len(uj)) > 0
-    rev = np.bincount(ji, fset.get_indexer(r_hash) >= 0, minlength=len(uj)) > 0
+    has_fwd = fwd_j >= 0
+    fa = np.where(has_fwd, first_row[np.maximum(fwd_j, 0)], 0)
+    fb = np.where(has_fwd, end_row[np.maximum(fwd_j, 0)], 0)
+    fwd, rev = run_directions(ji, crow, s, sp, d, dp, fa, fb, len(uj))
     reply = rev & ~fwd
     if side is not None:
         side["hops"] = h.assign(connection=crow, direction=strings(["", "forward", "reverse"], np.where(fwd, 1, np.where(reply, 2, 0))[ji]))
@@ -453,16 +465,36 @@ def _row(c, fj, rj, uj, first_row, end_row, cols, nat_by_j, inv, inv_nodes, node
     }  # fmt: skip
 
 
+_PORTED = (6, 17)
+"""Protocols whose flows are told apart by ports (:func:`_flows_of` reads only the wanted ports' packets of them)."""
+
+
+def _tuple_key(proto: np.ndarray, a: np.ndarray, ap: np.ndarray, b: np.ndarray, bp: np.ndarray) -> np.ndarray:
+    """A hash of (protocol, unordered pair of (address code, port)): equal for both directions of a 5-tuple."""
+    e1 = np.asarray(a, np.int64) * 65538 + np.asarray(ap, np.int64) + 1
+    e2 = np.asarray(b, np.int64) * 65538 + np.asarray(bp, np.int64) + 1
+    return combine([np.asarray(proto, np.int64), np.minimum(e1, e2), np.maximum(e1, e2)])
+
+
+def _member(values: np.ndarray, allowed: np.ndarray) -> np.ndarray:
+    """``np.isin(values, allowed)`` for a few ``allowed`` values: a binary search each (isin passes once per value)."""
+    u = np.unique(allowed)
+    if not len(u):
+        return np.zeros(len(values), bool)
+    return u[np.minimum(np.searchsorted(u, values), len(u) - 1)] == values
+
+
 def _pair_key(proto: np.ndarray, a: np.ndarray, b: np.ndarray, n: int) -> np.ndarray:
     """One exact integer per (protocol, unordered pair of address codes below ``n``)."""
     return (proto.astype(np.int64) * (n + 1) + np.minimum(a, b)) * (n + 1) + np.maximum(a, b)
 
 
 def _flows_of(frames: list[pd.DataFrame], wanted: pd.DataFrame) -> pd.DataFrame | None:
-    """Flows of the decoded packet tables ``frames`` for the connections in ``wanted`` (file, proto, orig_h, resp_h):
-    only the packets of those (file, protocol, address pair) go through :func:`pcaptools.flows.flows`, which makes
-    the same flows of them as of the whole file (a flow's key holds its file, protocol and both addresses, and a
-    later IP fragment takes its ports from a first fragment between the same addresses)."""
+    """Flows of the decoded packet tables ``frames`` for the connections in ``wanted`` (file, proto, orig_h, orig_p,
+    resp_h, resp_p): only the packets of those (file, protocol, address pair), and for TCP and UDP only those of the
+    wanted ports and IP fragments, go through :func:`pcaptools.flows.flows`, which makes the same flows of them as of
+    the whole file for those connections (a flow's key holds its file, protocol, both addresses and ports, and a later
+    IP fragment takes its ports from a first fragment between the same addresses)."""
     from pcaptools.flows import concat_flows
     from pcaptools.flows import flows as flow_table
 
@@ -475,18 +507,29 @@ def _flows_of(frames: list[pd.DataFrame], wanted: pd.DataFrame) -> pd.DataFrame 
         names = pd.Index(sorted(set(w["orig_h"]) | set(w["resp_h"])), dtype=object)
         want = _pair_key(w["proto"].to_numpy(), names.get_indexer(w["orig_h"]), names.get_indexer(w["resp_h"]), len(names))
         s, d = codes_in(df["src"], names), codes_in(df["dst"], names)
-        sel = (s >= 0) & (d >= 0) & np.isin(_pair_key(df["proto"].to_numpy(), s, d, len(names)), want)
+        proto = df["proto"].to_numpy(np.int64)
+        sel = (s >= 0) & (d >= 0) & _member(_pair_key(proto, s, d, len(names)), want)
+        ported = w["proto"].isin(_PORTED).to_numpy()
+        if ported.any() and "orig_p" in w.columns:  # TCP/UDP rows of those pairs: the wanted tuples' and fragments only
+            wp = w.loc[ported]
+            tuples = _tuple_key(wp["proto"].to_numpy(), names.get_indexer(wp["orig_h"]), wp["orig_p"].to_numpy(),
+                                names.get_indexer(wp["resp_h"]), wp["resp_p"].to_numpy())  # fmt: skip
+            frag = (df["frag_offset"].to_numpy() > 0) | df["more_frags"].to_numpy(bool)
+            rows = np.flatnonzero(sel & np.isin(proto, _PORTED) & ~frag)
+            k = _tuple_key(proto[rows], s[rows], df["sport"].to_numpy()[rows], d[rows], df["dport"].to_numpy()[rows])
+            sel[rows[~_member(k, tuples)]] = False
         if sel.any():
-            parts.append(flow_table(df.loc[sel].reset_index(drop=True)))
+            parts.append(flow_table(df.reset_index(drop=True) if sel.all() else take_rows(df, np.flatnonzero(sel))))
     return concat_flows(parts) if parts else None
 
 
 def _with_flows(out: pd.DataFrame, flows) -> pd.DataFrame:
     """Join each connection's client-side flow (first capture point's file, client tuple): state, bytes, handshake, retransmissions.
-    ``flows``: a flow table, or a function making one from the connections' (file, proto, orig_h, resp_h)."""
+    ``flows``: a flow table, or a function making one from the connections' (file, proto, orig_h, orig_p, resp_h, resp_p)."""
     if callable(flows) and len(out):
         flows = flows(pd.DataFrame({"file": out["_file"].astype(str), "proto": out["proto"].to_numpy(np.int64),
-                                    "orig_h": out["client_addr"].astype(str), "resp_h": out["server_addr"].astype(str)}))  # fmt: skip
+                                    "orig_h": out["client_addr"].astype(str), "orig_p": out["client_port"].to_numpy(np.int64),
+                                    "resp_h": out["server_addr"].astype(str), "resp_p": out["server_port"].to_numpy(np.int64)}))  # fmt: skip
     out = out.assign(flow_state=None, orig_bytes=-1, resp_bytes=-1, handshake_ns=-1, retransmissions=-1)
     if flows is None or callable(flows) or not len(flows) or not len(out):
         return out.drop(columns="_file")

@@ -1,0 +1,141 @@
+"""Compiled passes over a hops table whose rows are grouped by journey (a journey's sightings contiguous).
+
+A journey is one packet seen at a few capture points, so its run of rows is short: each kernel compares the
+rows of one run with each other (quadratic in the run, linear in the table) instead of hashing or sorting
+the whole table, which is what made :func:`pcaptools.k8s.nat.order_hops` and :func:`pcaptools.k8s.paths._build`
+cost a second on a million sightings. Limits: a run of thousands of rows (one packet duplicated thousands of
+times) costs its square; the callers fall back to their vectorised code when rows are not grouped.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pcaptools.jit import njit
+
+
+def grouped(j: np.ndarray) -> bool:
+    """Whether ``j`` is non-decreasing, so each journey's rows are one run (what these kernels need)."""
+    return bool(len(j) < 2 or (j[1:] >= j[:-1]).all())
+
+
+@njit(cache=True, nogil=True)
+def run_group_min(j, a, b, v):  # pragma: no cover - compiled
+    """Per row, the least ``v`` among the rows of its journey run with the same (``a``, ``b``), and the row's
+    position in its run (int16, as the hops table's ``hop``)."""
+    n = len(j)
+    out = np.empty(n, np.int64)
+    pos = np.empty(n, np.int16)
+    s = 0
+    while s < n:
+        e = s + 1
+        while e < n and j[e] == j[s]:
+            e += 1
+        for r in range(s, e):
+            pos[r] = r - s
+            m = v[r]
+            for k in range(s, e):
+                if a[k] == a[r] and b[k] == b[r] and v[k] < m:
+                    m = v[k]
+            out[r] = m
+        s = e
+    return out, pos
+
+
+@njit(cache=True, nogil=True)
+def run_distinct(j, a, b, c, t, f1, f2):  # pragma: no cover - compiled
+    """The distinct (``a``, ``b``, ``c``) of each journey run: (row of its first occurrence, least ``t``, any ``f1``,
+    any ``f2``) per distinct value, in row order."""
+    n = len(j)
+    first = np.empty(n, np.int64)
+    tmin = np.empty(n, np.int64)
+    any1 = np.zeros(n, np.bool_)
+    any2 = np.zeros(n, np.bool_)
+    m = 0
+    s = 0
+    while s < n:
+        e = s + 1
+        while e < n and j[e] == j[s]:
+            e += 1
+        m0 = m
+        for r in range(s, e):
+            hit = -1
+            for q in range(m0, m):
+                k = first[q]
+                if a[k] == a[r] and b[k] == b[r] and c[k] == c[r]:
+                    hit = q
+                    break
+            if hit < 0:
+                hit = m
+                first[m] = r
+                tmin[m] = t[r]
+                m += 1
+            elif t[r] < tmin[hit]:
+                tmin[hit] = t[r]
+            any1[hit] = any1[hit] or f1[r]
+            any2[hit] = any2[hit] or f2[r]
+        s = e
+    return first[:m], tmin[:m], any1[:m], any2[:m]
+
+
+@njit(cache=True, nogil=True)
+def run_directions(ji, crow, s, sp, d, dp, fwd_a, fwd_b, nj):  # pragma: no cover - compiled
+    """Per journey (``ji`` its index per row), whether some row carries a 5-tuple of its connection's first packet
+    (rows ``fwd_a[c]:fwd_b[c]``; ``fwd_b <= fwd_a`` when none), and whether some row carries the reverse of one."""
+    fwd = np.zeros(nj, np.bool_)
+    rev = np.zeros(nj, np.bool_)
+    for r in range(len(ji)):
+        c = crow[r]
+        for k in range(fwd_a[c], fwd_b[c]):
+            if s[k] == s[r] and sp[k] == sp[r] and d[k] == d[r] and dp[k] == dp[r]:
+                fwd[ji[r]] = True
+            if s[k] == d[r] and sp[k] == dp[r] and d[k] == s[r] and dp[k] == sp[r]:
+                rev[ji[r]] = True
+    return fwd, rev
+
+
+@njit(cache=True, nogil=True)
+def components(pj, key, t, nj, nk):  # pragma: no cover - compiled
+    """Per journey (``0 <= pj < nj``), the least journey index of its component in the graph of journey ``pj[i]`` -
+    tuple ``key[i]`` (``0 <= key < nk``) edges (union-find, each set's root its least member); and per root, the
+    least ``t[i]`` of its component's edges (int64 max for a journey that is no root)."""
+    parent = np.arange(nj + nk)
+    for i in range(len(pj)):
+        a = pj[i]
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        b = nj + key[i]
+        while parent[b] != b:
+            parent[b] = parent[parent[b]]
+            b = parent[b]
+        if a < b:
+            parent[b] = a
+        elif b < a:
+            parent[a] = b
+    out = np.empty(nj, np.int64)
+    for x in range(nj):
+        a = x
+        while parent[a] != a:
+            a = parent[a]
+        out[x] = a
+    first = np.full(nj, np.iinfo(np.int64).max, np.int64)
+    for i in range(len(pj)):
+        r = out[pj[i]]
+        if t[i] < first[r]:
+            first[r] = t[i]
+    return out, first
+
+
+@njit(cache=True, nogil=True)
+def pick_least(group, eligible, prio, t, ngroups):  # pragma: no cover - compiled
+    """Per group, the index of its eligible element with the least (``prio``, ``t``), the first on a tie; -1 if none."""
+    out = np.full(ngroups, -1, np.int64)
+    for i in range(len(group)):
+        if not eligible[i]:
+            continue
+        g = group[i]
+        b = out[g]
+        if b < 0 or prio[i] < prio[b] or (prio[i] == prio[b] and t[i] < t[b]):
+            out[g] = i
+    return out
