@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from pcaptools.fmt import PROTO_NAMES, endpoint
-from pcaptools.k8s.diagnose_journeys import FORWARD, REVERSE, JourneyTable, acked, sequence_ids, timeline
+from pcaptools.k8s.diagnose_journeys import FORWARD, REVERSE, Acks, JourneyTable, sequence_ids, timeline
 from pcaptools.k8s.inventory import Inventory
 from pcaptools.k8s.iptables import rule_object
 from pcaptools.k8s.paths import as_inventory, paths_detail
@@ -68,6 +68,15 @@ def _mtu_floor(addr) -> int:  # noqa: ANN001 - an address string (or None)
     return _MTU_FLOOR[6 if ":" in str(addr or "") else 4]
 
 
+class _Attempts(list):
+    """A connection's timeline in :meth:`Diagnosis.connection_record`: the attempt objects, and their values as columns
+    (``timeline_columns``: per attempt its direction, packet, number and whether it got through, the bounds of its
+    sightings, then every sighting's point and time) for a writer that renders them column-wise
+    (:func:`pcaptools.render.records.dumps`)."""
+
+    timeline_columns: tuple = ((), (), (), (), (0,), (), ())  # no attempt
+
+
 @dataclass
 class Diagnosis:
     """Result of :func:`diagnose`: one row per connection (with ``status``), its losses, and its retransmission timeline."""
@@ -79,6 +88,7 @@ class Diagnosis:
     notes: list[str] = field(default_factory=list)
     nat_rules: pd.DataFrame | None = None  # pcaptools.k8s.iptables.explain, when iptables-save files were given
     _rows: dict | None = field(default=None, init=False, repr=False, compare=False)
+    _columns: dict | None = field(default=None, init=False, repr=False, compare=False)  # timeline's, as numpy arrays
 
     def _rows_of(self, table: str, c: int) -> np.ndarray:
         """Positions of connection ``c``'s rows in ``table`` (indexed on first use: one pass, not a scan per connection)."""
@@ -87,8 +97,16 @@ class Diagnosis:
                           for name, df in (("connections", self.connections), ("losses", self.losses),
                                            ("timeline", self.timeline), ("nat_rules", self.nat_rules))}  # fmt: skip
             t = self.timeline
-            self._rows["timeline_values"] = {k: t[k].tolist() for k in ("direction", "packet", "attempt", "point",
-                                                                        "ts_corrected_ns", "reached")}  # fmt: skip
+            cols = self._columns
+            if cols is None or len(cols["point"]) != len(t):  # (the Diagnoser's arrays, else the table's)
+                cols = {k: t[k].to_numpy() for k in TIMELINE_COLUMNS}
+            self._rows["timeline_values"] = cols
+            # rows of one (connection, direction, packet, attempt): one attempt, numbered in order of first row
+            gid = np.zeros(len(t), np.int64)
+            for k in ("connection", "direction", "packet", "attempt"):
+                codes, uniq = pd.factorize(cols[k]) if len(t) else (np.zeros(0, np.int64), [])
+                gid = pd.factorize(gid * (len(uniq) + 1) + codes.astype(np.int64) + 1)[0].astype(np.int64)
+            self._rows["timeline_group"] = gid
             self._rows["status_values"] = self.connections["status"].tolist()
             self._rows["loss_values"] = {k: self.losses[k].tolist() for k in LOSS_COLUMNS[1:]}
         return self._rows[table].get(c, np.zeros(0, np.int64))
@@ -104,16 +122,23 @@ class Diagnosis:
              "confidence": round(float(lv["confidence"][i]), 2), "evidence": lv["evidence"][i]}
             for i in self._rows_of("losses", c).tolist()
         ]  # fmt: skip
-        v = self._rows["timeline_values"]
-        by_attempt: dict[tuple, dict] = {}  # (direction, packet, attempt) in order of first row, as groupby(sort=False)
-        for i in self._rows_of("timeline", c).tolist():
-            key = (v["direction"][i], v["packet"][i], v["attempt"][i])
-            a = by_attempt.get(key)
-            if a is None:
-                a = by_attempt[key] = {"direction": key[0], "packet": key[1], "attempt": int(key[2]),
-                                       "reached": bool(v["reached"][i]), "sightings": []}  # fmt: skip
-            a["sightings"].append({"point": v["point"][i], "ts_ns": int(v["ts_corrected_ns"][i])})
-        out = {"status": status, "losses": losses, "timeline": list(by_attempt.values())}
+        timeline = _Attempts()
+        idx = self._rows_of("timeline", c)
+        if len(idx):  # attempts in order of first row, as groupby(sort=False) of (direction, packet, attempt)
+            v = self._rows["timeline_values"]
+            gid = self._rows["timeline_group"]
+            idx = idx[np.argsort(gid[idx], kind="stable")]
+            g = gid[idx]
+            cut = [*np.flatnonzero(np.r_[True, g[1:] != g[:-1]]).tolist(), len(idx)]
+            pts, ts = v["point"][idx].tolist(), v["ts_corrected_ns"][idx].tolist()
+            heads = idx[cut[:-1]]
+            d, k, n, ok = (v[x][heads].tolist() for x in ("direction", "packet", "attempt", "reached"))
+            n, ok = [int(x) for x in n], [bool(x) for x in ok]
+            timeline.extend({"direction": d[i], "packet": k[i], "attempt": n[i], "reached": ok[i],
+                             "sightings": [{"point": p, "ts_ns": x} for p, x in zip(pts[a:b], ts[a:b])]}  # noqa: B905
+                            for i, (a, b) in enumerate(zip(cut[:-1], cut[1:], strict=True)))  # fmt: skip
+            timeline.timeline_columns = (d, k, n, ok, cut, pts, ts)
+        out = {"status": status, "losses": losses, "timeline": timeline}
         if self.nat_rules is not None:
             nr = self.nat_rules.iloc[self._rows_of("nat_rules", c)]
             out["nat"] = [{"op": x.op, "node": x.node, "before": x.before, "after": x.after, **rule_object(x)}
@@ -557,7 +582,7 @@ class Diagnoser:
                 self.frontend_of.setdefault((str(a), int(p), int(q)), str(svc))
         self.conn_rows: list[dict] = []
         self.loss_rows: list[dict] = []
-        self.tl_parts: list[pd.DataFrame] = []
+        self.tl_parts: list[dict[str, np.ndarray]] = []
 
     def add(self, h: pd.DataFrame, p: pd.DataFrame, nat: pd.DataFrame) -> None:
         """Diagnose the connections of ``p``, whose every hop is in ``h`` and NAT step in ``nat``: what each journey
@@ -605,8 +630,7 @@ class Diagnoser:
         tl = timeline(t, order, go, lost)
         if len(tl["journey"]):
             jr = tl.pop("journey")
-            self.tl_parts.append(pd.DataFrame({"connection": t.conn[jr], "direction": _DIRECTIONS[t.dir[jr]], **tl},
-                                              columns=list(TIMELINE_COLUMNS)))  # fmt: skip
+            self.tl_parts.append({"connection": t.conn[jr], "direction": _DIRECTIONS[t.dir[jr]], **tl})
 
     def result(self, paths: pd.DataFrame, nat: pd.DataFrame, iptables: list | None = None) -> Diagnosis:
         """The Diagnosis of every group added (``paths``/``nat``: the whole set's; ``iptables``: Rulesets naming the
@@ -615,8 +639,8 @@ class Diagnoser:
                                                       "server_addr", "server_port", "server", "status"])  # fmt: skip
         losses = pd.DataFrame(self.loss_rows, columns=list(LOSS_COLUMNS))
         parts = self.tl_parts
-        timeline = (pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0] if parts
-                    else pd.DataFrame([], columns=list(TIMELINE_COLUMNS)))  # fmt: skip
+        cols = {k: np.concatenate([x[k] for x in parts]) for k in TIMELINE_COLUMNS} if parts else None
+        timeline = pd.DataFrame(cols, columns=list(TIMELINE_COLUMNS)) if parts else pd.DataFrame([], columns=list(TIMELINE_COLUMNS))
         notes = list(self.ev.reader_notes)  # records the readers skipped, per file
         if self.ev.has_icmp is False:
             notes.append("the decoder gave no ICMP columns: ICMP errors are not used as evidence")
@@ -625,7 +649,9 @@ class Diagnoser:
             from pcaptools.k8s.iptables import explain
 
             nat_rules = explain(nat, iptables)
-        return Diagnosis(connections=conns, losses=losses, timeline=timeline, paths=paths, notes=notes, nat_rules=nat_rules)
+        d = Diagnosis(connections=conns, losses=losses, timeline=timeline, paths=paths, notes=notes, nat_rules=nat_rules)
+        d._columns = cols
+        return d
 
 
 def _drops(points: list, interface_stats: dict[str, dict], manifest: dict[str, int] | None) -> dict[str, tuple[int, str]]:
@@ -878,7 +904,8 @@ def _connection(ctx: _Context, t: JourneyTable, r, fwd: np.ndarray, rev: np.ndar
             continue
         groups = dict(groups)
         if int(r.proto) == 6 and lost[js].any():  # a segment its receiver acknowledged arrived: the capture missed it
-            got = {i for key, g in groups.items() if key[0] == "loss" for i in g.tolist() if acked(t, i, js, other, lost)}
+            ax = Acks(t, js, other)
+            got = {i for key, g in groups.items() if key[0] == "loss" for i in g.tolist() if ax.acked(i, lost)}
             for key in [k for k in groups if k[0] == "loss"]:
                 mine = np.isin(groups[key], np.fromiter(got, np.int64, len(got)))
                 if mine.any():

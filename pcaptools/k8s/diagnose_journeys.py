@@ -159,56 +159,67 @@ class JourneyTable:
 
     def what(self, idx: np.ndarray) -> str:
         """The kinds of packet of ``idx`` for people: ``SYN/ACK``, at most three then ``...``."""
-        names = list(dict.fromkeys(flag_text(int(f)) or PROTO_NAMES.get(0, "packet") for f in pd.unique(self.flags[idx])))
+        names = list(dict.fromkeys(flag_text(f) or PROTO_NAMES.get(0, "packet") for f in dict.fromkeys(self.flags[idx].tolist())))
         names = [x for x in names if x] or ["packet"]
         return "/".join(names[:3]) + (" ..." if len(names) > 3 else "")
 
 
 def sequence_ids(t: JourneyTable, idx: np.ndarray) -> np.ndarray:
-    """Per journey of ``idx``: an id of its sequence of points (equal sequences, equal ids)."""
+    """Per journey of ``idx``: an id of its sequence of points (equal sequences, equal ids), one hash pass per position."""
     if not len(idx):
         return np.zeros(0, np.int64)
     npts = t.npts[idx]
-    width = int(npts.max())
-    mat = np.full((len(idx), width), -1, np.int64)
-    col = np.arange(width)
-    inside = col[None, :] < npts[:, None]
-    rows = (t.s[idx][:, None] + col[None, :])[inside]
-    mat[inside] = t.pt[rows]
-    return np.unique(mat, axis=0, return_inverse=True)[1].reshape(-1)
+    ids = np.zeros(len(idx), np.int64)
+    base = len(t.point_names) + 1
+    for k in range(int(npts.max())):
+        code = np.where(k < npts, t.pt[np.minimum(t.s[idx] + k, len(t.pt) - 1)] + 2, 0)  # 0: ended, 1: missing point
+        ids = pd.factorize(ids * base + code)[0].astype(np.int64)  # ids < len(idx): no overflow
+    return ids
 
 
-def acked(t: JourneyTable, i: int, js: np.ndarray, other: np.ndarray, lost: np.ndarray) -> bool:
-    """Whether the receiver of TCP segment ``i`` (a journey of ``js``) acknowledged it later (an ACK in ``other`` at or
-    beyond its last byte) while no other copy of its first byte was seen getting through before that ACK (a
-    retransmission may have carried it). A pure ACK carries no byte to acknowledge: never. ``js`` and ``other`` are
-    in time order (of first sighting); ``lost``: per journey of the table, whether it is lost."""
-    n = int(t.seglen[i])
-    f, q = int(t.flags[i]), int(t.seq[i])
-    if q < 0 or f < 0 or f & 0x04 or n == 0:
-        return False
-    end = (q + n) & _M32
-    of = t.flags[other]
-    acks = other[(t.ack[other] >= 0) & (of >= 0) & (of & 0x10 != 0)]
-    at = int(np.searchsorted(t.ts0[acks], t.tsl[i], side="right"))  # the first ACK after the segment's last sighting
-    beyond = ((t.ack[acks[at:]] - end) & _M32) < 0x80000000
-    if not beyond.any():
-        return False
-    k = acks[at + int(np.argmax(beyond))]
-    segs = js[(t.seq[js] >= 0) & (t.seglen[js] > 0)]
-    if not len(segs):
-        return True
-    longest = int(t.seglen[segs].max())
-    # a copy overlapping the segment starts within (seq - longest, seq + n) modulo 2^32
-    ps = t.seq[segs]
-    near = ((ps - (q - longest + 1)) & _M32) < ((q + n) - (q - longest + 1)) if longest + n <= _M32 else np.ones(len(segs), bool)
-    p = segs[near]
-    if not len(p):
-        return True
-    pq = t.seq[p]
-    hit = ((t.jid[p] != t.jid[i]) & ~lost[p] & (t.ts0[p] < t.ts0[k])
-           & ((((pq - q) & _M32) < n) | (((q - pq) & _M32) < t.seglen[p])))  # fmt: skip
-    return not hit.any()
+class Acks:
+    """Whether the receiver of a TCP segment of ``js`` acknowledged it later (an ACK in ``other`` at or beyond its last
+    byte) while no other copy of its first byte was seen getting through before that ACK (a retransmission may have
+    carried it). A pure ACK carries no byte to acknowledge: never. ``js`` and ``other`` are journeys in time order (of
+    first sighting); ACKs are found by time and overlapping segments by sequence number."""
+
+    def __init__(self, t: JourneyTable, js: np.ndarray, other: np.ndarray) -> None:
+        self.t = t
+        of = t.flags[other]
+        acks = other[(t.ack[other] >= 0) & (of >= 0) & (of & 0x10 != 0)]
+        self.ack_ts, self.ack_no, self.ack_ts0 = t.ts0[acks], t.ack[acks], t.ts0[acks]
+        segs = js[(t.seq[js] >= 0) & (t.seglen[js] > 0)]
+        self.segs = segs[np.argsort(t.seq[segs], kind="stable")]  # by sequence number
+        self.seqs = t.seq[self.segs]
+        self.longest = int(t.seglen[self.segs].max()) if len(self.segs) else 0
+
+    def acked(self, i: int, lost: np.ndarray) -> bool:
+        """Whether journey ``i`` arrived by its receiver's word (``lost``: per journey of the table, lost or not)."""
+        t = self.t
+        n = int(t.seglen[i])
+        f, q = int(t.flags[i]), int(t.seq[i])
+        if q < 0 or f < 0 or f & 0x04 or n == 0:
+            return False
+        end = (q + n) & _M32
+        at = int(np.searchsorted(self.ack_ts, t.tsl[i], side="right"))  # the first ACK after the segment's last sighting
+        beyond = ((self.ack_no[at:] - end) & _M32) < 0x80000000
+        if not beyond.any():
+            return False
+        k_ts = self.ack_ts0[at + int(np.argmax(beyond))]
+        # a copy overlapping the segment starts within (seq - longest, seq + n) modulo 2^32
+        lo, hi = (q - self.longest + 1) & _M32, (q + n) & _M32
+        if self.longest + n > _M32:
+            p = self.segs
+        elif lo < hi:
+            p = self.segs[np.searchsorted(self.seqs, lo):np.searchsorted(self.seqs, hi)]
+        else:
+            p = np.concatenate([self.segs[np.searchsorted(self.seqs, lo):], self.segs[:np.searchsorted(self.seqs, hi)]])
+        if not len(p):
+            return True
+        pq = t.seq[p]
+        hit = ((t.jid[p] != t.jid[i]) & ~lost[p] & (t.ts0[p] < k_ts)
+               & ((((pq - q) & _M32) < n) | (((q - pq) & _M32) < t.seglen[p])))  # fmt: skip
+        return not hit.any()
 
 
 def timeline(t: JourneyTable, order: np.ndarray, g: np.ndarray, lost: np.ndarray) -> dict[str, np.ndarray]:
