@@ -24,6 +24,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -691,6 +692,51 @@ class _Context:
     def __post_init__(self) -> None:
         if len(self.nat):
             self.dnat_connections = frozenset(self.nat.loc[(self.nat["op"] == "DNAT").to_numpy(), "connection"].tolist())
+
+
+@dataclass(slots=True)
+class _Journey:
+    """One journey as an object (the diagnosis keeps its journeys as columns, :class:`JourneyTable`): for building a
+    few by hand, e.g. to check :class:`_Acks` against the definition."""
+
+    jid: int
+    points: list[str]
+    nodes: list[str]
+    ts: list[int]
+    dst: str
+    dport: int
+    src: str
+    flags: int
+    size: int
+    fp: int
+    last_size: int
+    tunnelled: bool
+    seq: int
+    ack: int = -1
+    plen: int = -1
+
+
+def _seglen(j: _Journey) -> int:
+    """Sequence space a TCP segment takes: its payload, plus one for SYN and for FIN."""
+    return max(j.plen, 0) + (1 if j.flags >= 0 and j.flags & 0x02 else 0) + (1 if j.flags >= 0 and j.flags & 0x01 else 0)
+
+
+class _Acks:
+    """:class:`~pcaptools.k8s.diagnose_journeys.Acks` of journeys given as objects (:class:`_Journey`; ``js`` and
+    ``other`` in time order, journey ids unique): ``acked(j, lost)`` with ``lost`` a set of journey ids."""
+
+    def __init__(self, js: list[_Journey], other: list[_Journey]) -> None:
+        every = [*js, *other]
+        cols = SimpleNamespace(**{k: np.array([getattr(j, k) for j in every], np.int64) for k in ("jid", "flags", "seq", "ack")},
+                               ts0=np.array([j.ts[0] for j in every], np.int64),
+                               tsl=np.array([j.ts[-1] for j in every], np.int64),
+                               seglen=np.array([_seglen(j) for j in every], np.int64))  # fmt: skip
+        self._at = {j.jid: i for i, j in enumerate(every)}
+        self._jid = cols.jid
+        self._acks = Acks(cols, np.arange(len(js)), np.arange(len(js), len(every)))
+
+    def acked(self, j: _Journey, lost: set[int]) -> bool:
+        return self._acks.acked(self._at[j.jid], np.isin(self._jid, np.fromiter(lost, np.int64, len(lost))))
 
 
 def _unique(a: np.ndarray) -> np.ndarray:
