@@ -21,20 +21,20 @@ are matched on their quoted 5-tuple, so an error quoting a tuple no capture saw 
 from __future__ import annotations
 
 import json
-from bisect import bisect_left, bisect_right
-from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 
 from pcaptools.fmt import PROTO_NAMES, endpoint
+from pcaptools.k8s.diagnose_journeys import FORWARD, REVERSE, Acks, JourneyTable, sequence_ids, timeline
 from pcaptools.k8s.inventory import Inventory
 from pcaptools.k8s.iptables import rule_object
 from pcaptools.k8s.paths import as_inventory, paths_detail
-from pcaptools.labels import as_strings, category_codes, codes_in, vocabulary
+from pcaptools.labels import category_codes, codes_in, vocabulary
 
 SCHEMA_VERSION = 1
 """Version of the ``why --json`` contract (:data:`SCHEMA_PATH`)."""
@@ -67,7 +67,15 @@ _MTU_FLOOR = {4: 576 + 14, 6: 1280 + 14}  # frames up to the family's minimum MT
 def _mtu_floor(addr) -> int:  # noqa: ANN001 - an address string (or None)
     """The largest frame every link carries for packets to ``addr`` (:data:`_MTU_FLOOR` of its family)."""
     return _MTU_FLOOR[6 if ":" in str(addr or "") else 4]
-_FLAG_NAMES = ((0x04, "RST"), (0x02, "SYN"), (0x01, "FIN"), (0x08, "PSH"), (0x10, "ACK"))
+
+
+class _Attempts(list):
+    """A connection's timeline in :meth:`Diagnosis.connection_record`: the attempt objects, and their values as columns
+    (``timeline_columns``: per attempt its direction, packet, number and whether it got through, the bounds of its
+    sightings, then every sighting's point and time) for a writer that renders them column-wise
+    (:func:`pcaptools.render.records.dumps`)."""
+
+    timeline_columns: tuple = ((), (), (), (), (0,), (), ())  # no attempt
 
 
 @dataclass
@@ -81,6 +89,7 @@ class Diagnosis:
     notes: list[str] = field(default_factory=list)
     nat_rules: pd.DataFrame | None = None  # pcaptools.k8s.iptables.explain, when iptables-save files were given
     _rows: dict | None = field(default=None, init=False, repr=False, compare=False)
+    _columns: dict | None = field(default=None, init=False, repr=False, compare=False)  # timeline's, as numpy arrays
 
     def _rows_of(self, table: str, c: int) -> np.ndarray:
         """Positions of connection ``c``'s rows in ``table`` (indexed on first use: one pass, not a scan per connection)."""
@@ -89,8 +98,16 @@ class Diagnosis:
                           for name, df in (("connections", self.connections), ("losses", self.losses),
                                            ("timeline", self.timeline), ("nat_rules", self.nat_rules))}  # fmt: skip
             t = self.timeline
-            self._rows["timeline_values"] = {k: t[k].tolist() for k in ("direction", "packet", "attempt", "point",
-                                                                        "ts_corrected_ns", "reached")}  # fmt: skip
+            cols = self._columns
+            if cols is None or len(cols["point"]) != len(t):  # (the Diagnoser's arrays, else the table's)
+                cols = {k: t[k].to_numpy() for k in TIMELINE_COLUMNS}
+            self._rows["timeline_values"] = cols
+            # rows of one (connection, direction, packet, attempt): one attempt, numbered in order of first row
+            gid = np.zeros(len(t), np.int64)
+            for k in ("connection", "direction", "packet", "attempt"):
+                codes, uniq = pd.factorize(cols[k]) if len(t) else (np.zeros(0, np.int64), [])
+                gid = pd.factorize(gid * (len(uniq) + 1) + codes.astype(np.int64) + 1)[0].astype(np.int64)
+            self._rows["timeline_group"] = gid
             self._rows["status_values"] = self.connections["status"].tolist()
             self._rows["loss_values"] = {k: self.losses[k].tolist() for k in LOSS_COLUMNS[1:]}
         return self._rows[table].get(c, np.zeros(0, np.int64))
@@ -106,16 +123,23 @@ class Diagnosis:
              "confidence": round(float(lv["confidence"][i]), 2), "evidence": lv["evidence"][i]}
             for i in self._rows_of("losses", c).tolist()
         ]  # fmt: skip
-        v = self._rows["timeline_values"]
-        by_attempt: dict[tuple, dict] = {}  # (direction, packet, attempt) in order of first row, as groupby(sort=False)
-        for i in self._rows_of("timeline", c).tolist():
-            key = (v["direction"][i], v["packet"][i], v["attempt"][i])
-            a = by_attempt.get(key)
-            if a is None:
-                a = by_attempt[key] = {"direction": key[0], "packet": key[1], "attempt": int(key[2]),
-                                       "reached": bool(v["reached"][i]), "sightings": []}  # fmt: skip
-            a["sightings"].append({"point": v["point"][i], "ts_ns": int(v["ts_corrected_ns"][i])})
-        out = {"status": status, "losses": losses, "timeline": list(by_attempt.values())}
+        timeline = _Attempts()
+        idx = self._rows_of("timeline", c)
+        if len(idx):  # attempts in order of first row, as groupby(sort=False) of (direction, packet, attempt)
+            v = self._rows["timeline_values"]
+            gid = self._rows["timeline_group"]
+            idx = idx[np.argsort(gid[idx], kind="stable")]
+            g = gid[idx]
+            cut = [*np.flatnonzero(np.r_[True, g[1:] != g[:-1]]).tolist(), len(idx)]
+            pts, ts = v["point"][idx].tolist(), v["ts_corrected_ns"][idx].tolist()
+            heads = idx[cut[:-1]]
+            d, k, n, ok = (v[x][heads].tolist() for x in ("direction", "packet", "attempt", "reached"))
+            n, ok = [int(x) for x in n], [bool(x) for x in ok]
+            timeline.extend({"direction": d[i], "packet": k[i], "attempt": n[i], "reached": ok[i],
+                             "sightings": [{"point": p, "ts_ns": x} for p, x in zip(pts[a:b], ts[a:b])]}  # noqa: B905
+                            for i, (a, b) in enumerate(zip(cut[:-1], cut[1:], strict=True)))  # fmt: skip
+            timeline.timeline_columns = (d, k, n, ok, cut, pts, ts)
+        out = {"status": status, "losses": losses, "timeline": timeline}
         if self.nat_rules is not None:
             nr = self.nat_rules.iloc[self._rows_of("nat_rules", c)]
             out["nat"] = [{"op": x.op, "node": x.node, "before": x.before, "after": x.after, **rule_object(x)}
@@ -175,13 +199,6 @@ def _pcapng_drops(points: list, interface_stats: dict[str, dict]) -> dict[str, t
 
 def _text(v) -> str | None:
     return v if isinstance(v, str) else None
-
-
-def _flag_text(f: int) -> str:
-    if f < 0:
-        return ""
-    names = [n for bit, n in _FLAG_NAMES if f & bit]
-    return "-".join(names) if names else "TCP"
 
 
 _SEQ_COLUMNS = ("tcp_seq", "tcp_ack", "payload_len")
@@ -566,32 +583,55 @@ class Diagnoser:
                 self.frontend_of.setdefault((str(a), int(p), int(q)), str(svc))
         self.conn_rows: list[dict] = []
         self.loss_rows: list[dict] = []
-        self.tl_rows: dict[str, list] = {k: [] for k in TIMELINE_COLUMNS}
+        self.tl_parts: list[dict[str, np.ndarray]] = []
 
     def add(self, h: pd.DataFrame, p: pd.DataFrame, nat: pd.DataFrame) -> None:
-        """Diagnose the connections of ``p``, whose every hop is in ``h`` and NAT step in ``nat``."""
+        """Diagnose the connections of ``p``, whose every hop is in ``h`` and NAT step in ``nat``: what each journey
+        missed, worked out column-wise over every connection at once (:mod:`pcaptools.k8s.diagnose_journeys`);
+        Python objects only for the connections (and their losses) that are printed."""
         inv = self.inv
-        j = h["journey"].to_numpy(np.int64) if len(h) else np.zeros(0, np.int64)
         ctx = _Context(inv, self.homes, self.spans, self.roles, _icmp_events(self.ev.icmp, h), nat, self.next_point,
-                       self.pair_max, self.ev.seqs(j), self.drops, frontend_of=self.frontend_of)  # fmt: skip
-        groups = _journeys_by_connection(h, ctx.seq)
+                       self.pair_max, self.drops, frontend_of=self.frontend_of)  # fmt: skip
+        t = JourneyTable(h, self.ev)
+        rows = list(p.itertuples(index=False))
+        pc = np.array([int(r.connection) for r in rows], np.int64)
+        uc, jc = np.unique(t.conn, return_inverse=True)
+        jc = jc.reshape(-1)
         icmp_j = self.ev.icmp_journeys
-        for r in p.itertuples(index=False):
+        is_icmp = np.isin(t.jid, np.fromiter(icmp_j, np.int64, len(icmp_j))) if icmp_j else np.zeros(t.n, bool)
+        n_j = np.bincount(jc, minlength=len(uc))
+        all_icmp = np.bincount(jc, weights=is_icmp, minlength=len(uc)) == n_j  # an ICMP error: evidence for the
+        at = np.clip(np.searchsorted(uc, pc), 0, max(len(uc) - 1, 0))  # connection it quotes, not a connection of its own
+        keep = (uc[at] == pc) & ~all_icmp[at] if len(uc) else np.zeros(len(pc), bool)
+        rows = [r for r, k in zip(rows, keep.tolist(), strict=True) if k]
+        ci_of = np.full(len(uc), -1, np.int64)  # connection (index in uc) -> its place among the diagnosed
+        ci_of[at[keep]] = np.arange(len(rows))
+        g = np.where((ci_of[jc] >= 0) & (t.dir >= 0), ci_of[jc] * 2 + t.dir, -1) if t.n else np.zeros(0, np.int64)
+        order = np.flatnonzero(g >= 0)
+        order = order[np.argsort(g[order], kind="stable")]  # each connection's directions, journeys in time order
+        go = g[order]
+        ng = 2 * len(rows)
+        gs = np.searchsorted(go, np.arange(ng + 1))  # journeys of group x: order[gs[x]:gs[x + 1]]
+        syn = (t.dir == FORWARD) & (t.flags >= 0) & (t.flags & 0x12 == 0x02)  # a SYN: the connection expects an answer
+        has_syn = np.bincount(go // 2, weights=syn[order], minlength=len(rows)) > 0
+        lost = np.zeros(t.n, bool)
+        groups = _missed(ctx, t, rows, order, go, gs, has_syn, lost)
+        suspect = _answer_suspects(ctx, t, rows, order, gs)
+        for ci, r in enumerate(rows):
             c = int(r.connection)
-            g = groups.get(c)
-            if g is None:
-                continue
-            js, by_dir = g
-            if js and js <= icmp_j:
-                continue  # an ICMP error: evidence for the connection it quotes, not a connection of its own
-            losses, timeline, status = _connection(ctx, r, by_dir["forward"], by_dir["reverse"])
-            self.loss_rows.extend(losses)
-            for k, v in timeline.items():
-                self.tl_rows[k].extend(v)
+            status = "ok"
+            if groups.get(2 * ci) or groups.get(2 * ci + 1) or suspect[ci]:
+                fwd, rev = order[gs[2 * ci]:gs[2 * ci + 1]], order[gs[2 * ci + 1]:gs[2 * ci + 2]]
+                losses, status = _connection(ctx, t, r, fwd, rev, groups.get(2 * ci, {}), groups.get(2 * ci + 1, {}), lost)
+                self.loss_rows.extend(losses)
             self.conn_rows.append({"connection": c, "proto": int(r.proto), "client_addr": str(r.client_addr),
                                    "client_port": int(r.client_port), "client": str(r.client),
                                    "server_addr": str(r.server_addr), "server_port": int(r.server_port),
                                    "server": _server_name(inv, r), "status": status})  # fmt: skip
+        tl = timeline(t, order, go, lost)
+        if len(tl["journey"]):
+            jr = tl.pop("journey")
+            self.tl_parts.append({"connection": t.conn[jr], "direction": _DIRECTIONS[t.dir[jr]], **tl})
 
     def result(self, paths: pd.DataFrame, nat: pd.DataFrame, iptables: list | None = None) -> Diagnosis:
         """The Diagnosis of every group added (``paths``/``nat``: the whole set's; ``iptables``: Rulesets naming the
@@ -599,8 +639,9 @@ class Diagnoser:
         conns = pd.DataFrame(self.conn_rows, columns=["connection", "proto", "client_addr", "client_port", "client",
                                                       "server_addr", "server_port", "server", "status"])  # fmt: skip
         losses = pd.DataFrame(self.loss_rows, columns=list(LOSS_COLUMNS))
-        tl = self.tl_rows
-        timeline = pd.DataFrame(tl, columns=list(TIMELINE_COLUMNS)) if tl["connection"] else pd.DataFrame([], columns=list(TIMELINE_COLUMNS))
+        parts = self.tl_parts
+        cols = {k: np.concatenate([x[k] for x in parts]) for k in TIMELINE_COLUMNS} if parts else None
+        timeline = pd.DataFrame(cols, columns=list(TIMELINE_COLUMNS)) if parts else pd.DataFrame([], columns=list(TIMELINE_COLUMNS))
         notes = list(self.ev.reader_notes)  # records the readers skipped, per file
         if self.ev.has_icmp is False:
             notes.append("the decoder gave no ICMP columns: ICMP errors are not used as evidence")
@@ -609,7 +650,9 @@ class Diagnoser:
             from pcaptools.k8s.iptables import explain
 
             nat_rules = explain(nat, iptables)
-        return Diagnosis(connections=conns, losses=losses, timeline=timeline, paths=paths, notes=notes, nat_rules=nat_rules)
+        d = Diagnosis(connections=conns, losses=losses, timeline=timeline, paths=paths, notes=notes, nat_rules=nat_rules)
+        d._columns = cols
+        return d
 
 
 def _drops(points: list, interface_stats: dict[str, dict], manifest: dict[str, int] | None) -> dict[str, tuple[int, str]]:
@@ -640,7 +683,6 @@ class _Context:
     nat: pd.DataFrame
     next_point: dict[tuple, str]
     pair_max: dict[tuple[str, str], int]
-    seq: dict[int, tuple[int, int, int]]  # journey -> TCP seq, ack, payload length
     drops: dict[str, tuple[int, str]]  # point -> (packets its capture reports dropped, the source of that count)
     dnat_connections: frozenset[int] = frozenset()  # connections with a DNAT step
     occ: dict[tuple[str, ...], tuple[list, set]] = field(default_factory=dict)  # points -> (_occ labels, their set)
@@ -654,6 +696,9 @@ class _Context:
 
 @dataclass(slots=True)
 class _Journey:
+    """One journey as an object (the diagnosis keeps its journeys as columns, :class:`JourneyTable`): for building a
+    few by hand, e.g. to check :class:`_Acks` against the definition."""
+
     jid: int
     points: list[str]
     nodes: list[str]
@@ -671,6 +716,29 @@ class _Journey:
     plen: int = -1
 
 
+def _seglen(j: _Journey) -> int:
+    """Sequence space a TCP segment takes: its payload, plus one for SYN and for FIN."""
+    return max(j.plen, 0) + (1 if j.flags >= 0 and j.flags & 0x02 else 0) + (1 if j.flags >= 0 and j.flags & 0x01 else 0)
+
+
+class _Acks:
+    """:class:`~pcaptools.k8s.diagnose_journeys.Acks` of journeys given as objects (:class:`_Journey`; ``js`` and
+    ``other`` in time order, journey ids unique): ``acked(j, lost)`` with ``lost`` a set of journey ids."""
+
+    def __init__(self, js: list[_Journey], other: list[_Journey]) -> None:
+        every = [*js, *other]
+        cols = SimpleNamespace(**{k: np.array([getattr(j, k) for j in every], np.int64) for k in ("jid", "flags", "seq", "ack")},
+                               ts0=np.array([j.ts[0] for j in every], np.int64),
+                               tsl=np.array([j.ts[-1] for j in every], np.int64),
+                               seglen=np.array([_seglen(j) for j in every], np.int64))  # fmt: skip
+        self._at = {j.jid: i for i, j in enumerate(every)}
+        self._jid = cols.jid
+        self._acks = Acks(cols, np.arange(len(js)), np.arange(len(js), len(every)))
+
+    def acked(self, j: _Journey, lost: set[int]) -> bool:
+        return self._acks.acked(self._at[j.jid], np.isin(self._jid, np.fromiter(lost, np.int64, len(lost))))
+
+
 def _unique(a: np.ndarray) -> np.ndarray:
     """``np.unique(a)``; a sorted array (a hops table's journeys in causal order) without hashing or sorting it again."""
     if len(a) and bool((a[1:] >= a[:-1]).all()):
@@ -678,42 +746,7 @@ def _unique(a: np.ndarray) -> np.ndarray:
     return np.unique(a)
 
 
-def _journeys_by_connection(h: pd.DataFrame, seq: dict[int, tuple[int, int, int]]) -> dict[int, tuple[set[int], dict[str, list[_Journey]]]]:
-    """Per connection: its journey ids, and its journeys per direction in time order. One pass over the hops as
-    Python lists (a journey's rows are its sightings in causal order), no pandas object per journey."""
-    j = h["journey"].to_numpy(np.int64)
-    o = np.argsort(j, kind="stable")
-    start = np.flatnonzero(np.r_[True, j[o][1:] != j[o][:-1]]) if len(j) else np.zeros(0, np.int64)
-    end = np.r_[start[1:], len(j)]
-    k = np.argsort(o[start], kind="stable")  # journeys in order of first sighting in the table
-    # then in time order (of their first sighting; stable: ties keep table order), so that each connection's list of
-    # a direction, a subsequence of this order, comes out in time order without a sort per list
-    k = k[np.argsort(h["ts_corrected_ns"].to_numpy(np.int64)[o[start[k]]], kind="stable")]
-    a, last = o[start[k]], o[end[k] - 1]  # rows of each journey's first and last sighting
-
-    def strs(col: pd.Series, rows: np.ndarray) -> list:  # str() of each value, by category ('nan' where missing)
-        codes, cats = category_codes(col)
-        return np.array([*cats, "nan"], object)[codes[rows]].tolist()
-
-    dcode, dnames = pd.factorize(h["direction"])  # by code: a string column's per-row conversion is slow
-    direction = np.array([*map(str, dnames), None], object)[dcode[a]].tolist()
-    points, nodes = as_strings(h["point"])[o].tolist(), as_strings(h["node"])[o].tolist()
-    ts = h["ts_corrected_ns"].to_numpy(np.int64)[o].tolist()
-    size = h["wirelen"].to_numpy(np.int64)
-    per_journey = zip(j[a].tolist(), h["connection"].to_numpy(np.int64)[a].tolist(), direction, start[k].tolist(),
-                      end[k].tolist(), strs(h["dst"], last), h["dport"].to_numpy(np.int64)[last].tolist(), strs(h["src"], last),
-                      h["tcp_flags"].to_numpy(np.int64)[a].tolist(), size[a].tolist(),
-                      h["fingerprint"].to_numpy(np.uint64)[a].tolist(), size[last].tolist(),
-                      h["tunnel"].notna().to_numpy()[last].tolist(), strict=True)  # fmt: skip
-    out: dict[int, tuple[set[int], dict[str, list[_Journey]]]] = {}
-    none = (-1, -1, -1)
-    for jid, conn, dr, s, e, dst, dport, src, flags, sz, fp, last_size, tun in per_journey:
-        ids, by_dir = out.get(conn) or out.setdefault(conn, (set(), {"forward": [], "reverse": []}))
-        ids.add(jid)
-        if dr in by_dir:
-            by_dir[dr].append(_Journey(jid, points[s:e], nodes[s:e], ts[s:e], dst, dport, src, flags, sz, fp, last_size,
-                                       tun, *seq.get(jid, none)))  # fmt: skip
-    return out
+_DIRECTIONS = np.array(["forward", "reverse"], dtype=object)
 
 
 def _occ(points: list[str]) -> list[str | None]:
@@ -741,87 +774,197 @@ def _show(point: str | None) -> str:
     return f"{iface}@{node}" if node else point
 
 
-def _connection(ctx: _Context, r, fwd: list[_Journey], rev: list[_Journey]) -> tuple[list[dict], list[dict], str]:
-    """Losses, timeline rows (one list per TIMELINE_COLUMNS column) and status of one connection from its forward and
-    reverse journeys."""
-    c = int(r.connection)
-    expects_answer = int(r.proto) == 17 or (int(r.proto) == 6 and any(j.flags >= 0 and j.flags & 0x12 == 0x02 for j in fwd))
-    losses, timeline = [], {k: [] for k in TIMELINE_COLUMNS}
-    failed = degraded = False
-    for direction, js, other in (("forward", fwd, rev), ("reverse", rev, fwd)):
-        if not js:
-            continue
-        lens = [len(j.points) for j in js]
-        ref = js[lens.index(max(lens))]  # the most points; of those the earliest (js are in time order), the first
-        # a point can be crossed twice (in natively, out encapsulated): sightings are labelled by occurrence
-        expected: list[str | None] = _occ(ref.points)
-        raw = list(ref.points)
-        home = ctx.homes.get(ref.dst)
-        no_answer = home is None and direction == "forward" and not other and expects_answer
-        if (home is not None and home not in raw) or no_answer:
-            cur = raw[-1]
-            for step in range(16):  # where packets to this destination went next from here, in other journeys
-                # (the first step from where the packet was last seen also matches its encapsulation there)
-                nxt = ctx.next_point.get((cur, ref.dst, ref.tunnelled) if step == 0 else (cur, ref.dst))
-                if nxt is None or nxt in raw:
-                    break
-                raw.append(nxt)
-                expected.append(f"{nxt}#0")
-                cur = nxt
-                if nxt == home:
-                    break
-            if home is not None and home not in raw:
-                # stopped on another node: the packets to this destination enter its node at this point
-                prev = ctx.next_point.get(("from", home, ref.dst))
-                if prev is not None and prev not in raw and _node_of(prev) == _node_of(home) != _node_of(raw[-1]):
-                    expected.append(f"{prev}#0")
-                expected.append(f"{home}#0")
-            elif home is None:
-                expected.append(None)
-        groups: dict[tuple, list[_Journey]] = {}
-        lost_j: set[int] = set()
-        occ = ctx.occ
-        plan: dict[tuple, list[tuple[int, str | None, bool]]] = {}  # per point sequence: the expected points it misses
-        for j in js:
-            key = tuple(j.points)
-            missed = plan.get(key)
-            if missed is None:  # journeys of a connection mostly share a few point sequences: work each out once
-                hit = occ.get(key)
-                if hit is None:
-                    labels = _occ(j.points)
-                    hit = occ[key] = (labels, set(labels))
-                labels, seen = hit
-                # (position, expected point, seen further on) of each expected point after its first it was not seen at
-                missed = plan[key] = [] if labels[0] not in expected else [
-                    (k, expected[k], any(x in seen for x in expected[k + 1:]))
-                    for k in range(expected.index(labels[0]) + 1, len(expected)) if expected[k] not in seen]  # fmt: skip
-            for k, q, later in missed:
-                if q is not None and not later:
-                    lo, hi = ctx.spans.get(_raw(q), (0, -1))
-                    if not lo <= j.ts[-1] <= hi:
-                        break  # the next point was not capturing then
-                if later:  # the capture missed it here; it may still be lost further on
-                    groups.setdefault(("gap", _raw(expected[k - 1]), _raw(q)), []).append(j)
-                    continue
-                groups.setdefault(("loss", _raw(expected[k - 1]), _raw(q)), []).append(j)
-                lost_j.add(j.jid)
+def _expected(ctx: _Context, t: JourneyTable, ref: int, direction: str, answered: bool, expects_answer: bool) -> list[str | None]:
+    """The capture points a direction's packets are expected at, labelled by occurrence (:func:`_occ`): those of its
+    reference journey ``ref`` (the most points; of those the earliest), extended by where packets to its destination
+    went next in other journeys, up to the destination's own point (or an unknown next point, None, when a packet
+    expecting an answer got none: ``answered`` is whether the other direction has journeys)."""
+    ref_points, ref_dst = t.points(ref), t.dst(ref)
+    # a point can be crossed twice (in natively, out encapsulated): sightings are labelled by occurrence
+    expected: list[str | None] = _occ(ref_points)
+    raw = list(ref_points)
+    home = ctx.homes.get(ref_dst)
+    no_answer = home is None and direction == "forward" and not answered and expects_answer
+    if (home is not None and home not in raw) or no_answer:
+        cur = raw[-1]
+        for step in range(16):  # where packets to this destination went next from here, in other journeys
+            # (the first step from where the packet was last seen also matches its encapsulation there)
+            nxt = ctx.next_point.get((cur, ref_dst, bool(t.tun[ref])) if step == 0 else (cur, ref_dst))
+            if nxt is None or nxt in raw:
                 break
-        if int(r.proto) == 6 and lost_j:  # a segment its receiver acknowledged arrived: the capture missed it, not the network
-            ax = _Acks(js, other)
-            acked = {j.jid for key, g in groups.items() if key[0] == "loss" for j in g if ax.acked(j, lost_j)}
+            raw.append(nxt)
+            expected.append(f"{nxt}#0")
+            cur = nxt
+            if nxt == home:
+                break
+        if home is not None and home not in raw:
+            # stopped on another node: the packets to this destination enter its node at this point
+            prev = ctx.next_point.get(("from", home, ref_dst))
+            if prev is not None and prev not in raw and _node_of(prev) == _node_of(home) != _node_of(raw[-1]):
+                expected.append(f"{prev}#0")
+            expected.append(f"{home}#0")
+        elif home is None:
+            expected.append(None)
+    return expected
+
+
+def _missed(ctx: _Context, t: JourneyTable, rows: list, order: np.ndarray, go: np.ndarray, gs: np.ndarray,
+            has_syn: np.ndarray, lost: np.ndarray) -> dict[int, dict[tuple, np.ndarray]]:  # fmt: skip
+    """Per group ``x`` (connection ``rows[x // 2]``'s forward (even) or reverse (odd) journeys, ``order[gs[x]:gs[x + 1]]``,
+    in time order) that has any: its journeys grouped by (kind, last seen, first missed) in order of first journey,
+    kind ``loss`` (the journey stopped at ``last`` while ``first missed`` was capturing) or ``gap`` (missing at a
+    point but seen after it); each lost journey marked in ``lost``. The expected points are worked out once per
+    group, what a sequence of points misses once per group and sequence, and every journey's verdict as arrays."""
+    if not len(order):
+        return {}
+    pos = np.arange(len(order))
+    by_ref = np.lexsort((pos, -t.npts[order], go))
+    gid, gfirst = np.unique(go[by_ref], return_index=True)
+    ref_of = dict(zip(gid.tolist(), order[by_ref[gfirst]].tolist(), strict=True))
+    seqid = sequence_ids(t, order)
+    combo, _ = pd.factorize(go * (int(seqid.max()) + 1) + seqid)  # (group, sequence of points), in order of appearance
+    nc = int(combo.max()) + 1
+    cfirst = np.unique(combo, return_index=True)[1]
+    term_k = np.full(nc, -1, np.int64)  # the expected point (position) where a journey of the sequence stops, if any
+    term_key = np.full(nc, -1, np.int64)
+    term_any = np.zeros(nc, bool)  # stopping there needs no capture span check (no known next point)
+    term_lo = np.zeros(nc, np.int64)
+    term_hi = np.full(nc, -1, np.int64)
+    gaps: list[tuple[int, list[tuple[int, int]]]] = []
+    keys: dict[tuple, int] = {}
+    info: list[tuple] = []
+    expected_of: dict[int, list] = {}
+    occ = ctx.occ
+
+    def key_id(x: int, kind: str, last: str | None, q: str | None) -> int:
+        k = (x, kind, last, q)
+        got = keys.get(k)
+        if got is None:
+            got = keys[k] = len(info)
+            info.append(k)
+        return got
+
+    for cb, f in enumerate(cfirst.tolist()):
+        x = int(go[f])
+        expected = expected_of.get(x)
+        if expected is None:
+            r = rows[x // 2]
+            expects = int(r.proto) == 17 or (int(r.proto) == 6 and bool(has_syn[x // 2]))
+            expected = expected_of[x] = _expected(ctx, t, ref_of[x], "forward" if x % 2 == 0 else "reverse",
+                                                  gs[(x ^ 1) + 1] > gs[x ^ 1], expects)  # fmt: skip
+        points = tuple(t.points(int(order[f])))
+        hit = occ.get(points)
+        if hit is None:
+            labels = _occ(list(points))
+            hit = occ[points] = (labels, set(labels))
+        labels, seen = hit
+        if labels[0] not in expected:
+            continue
+        gl = []
+        for k in range(expected.index(labels[0]) + 1, len(expected)):
+            q = expected[k]
+            if q in seen:
+                continue
+            if any(y in seen for y in expected[k + 1:]):  # the capture missed it here; it may still be lost further on
+                gl.append((k, key_id(x, "gap", _raw(expected[k - 1]), _raw(q))))
+                continue
+            term_k[cb], term_key[cb] = k, key_id(x, "loss", _raw(expected[k - 1]), _raw(q))
+            if q is None:
+                term_any[cb] = True
+            else:
+                term_lo[cb], term_hi[cb] = ctx.spans.get(_raw(q), (0, -1))
+            break
+        if gl:
+            gaps.append((cb, gl))
+    tsl = t.tsl[order]
+    stops = (term_k[combo] >= 0) & (term_any[combo] | ((term_lo[combo] <= tsl) & (tsl <= term_hi[combo])))
+    lp = np.flatnonzero(stops)  # the next point was capturing then (else nothing is said)
+    ev_pos, ev_k, ev_key = [lp], [term_k[combo[lp]]], [term_key[combo[lp]]]
+    if gaps:
+        by_combo = np.argsort(combo, kind="stable")
+        cs = np.searchsorted(combo[by_combo], np.arange(nc + 1))
+        for cb, gl in gaps:
+            mine = by_combo[cs[cb]:cs[cb + 1]]
+            for k, kid in gl:
+                ev_pos.append(mine)
+                ev_k.append(np.full(len(mine), k, np.int64))
+                ev_key.append(np.full(len(mine), kid, np.int64))
+    ep, ek, ekey = np.concatenate(ev_pos), np.concatenate(ev_k), np.concatenate(ev_key)
+    lost[order[lp]] = True
+    if not len(ep):
+        return {}
+    s = np.lexsort((ek, ep))  # a journey's gaps and loss in the order of the expected points, journeys in time order
+    ep, ekey = ep[s], ekey[s]
+    eg = go[ep]
+    out: dict[int, dict[tuple, np.ndarray]] = {}
+    cut = np.flatnonzero(np.r_[True, eg[1:] != eg[:-1], True])
+    for a, b in zip(cut[:-1].tolist(), cut[1:].tolist(), strict=True):
+        kk, pp = ekey[a:b], ep[a:b]
+        u, fi = np.unique(kk, return_index=True)
+        out[int(eg[a])] = {info[kid][1:]: order[pp[kk == kid]] for kid in u[np.argsort(fi)].tolist()}
+    return out
+
+
+def _answer_suspects(ctx: _Context, t: JourneyTable, rows: list, order: np.ndarray, gs: np.ndarray) -> np.ndarray:
+    """Per connection of ``rows``: whether :func:`_answer_losses` may find something (answers in both directions, and
+    a reply from another address reaching the client, or a SYN-ACK reaching it and an RST leaving it)."""
+    n = len(rows)
+    out = np.zeros(n, bool)
+    if not n or not len(order):
+        return out
+    code = {str(x): i for i, x in enumerate(t.point_names[:-1].tolist())}
+    homes = [ctx.homes.get(str(r.client_addr)) for r in rows]
+    ch = np.array([code.get(x, -2) if x is not None else -2 for x in homes], np.int64)
+    both = (gs[1:-1:2] > gs[0:-2:2]) & (gs[2::2] > gs[1:-1:2])
+    first_fwd = order[np.minimum(gs[0:-2:2], len(order) - 1)]
+    home = np.where(ch >= -1, ch, -2)
+    home = np.where([x is not None for x in homes], ch, t.first_pt[first_fwd])  # client_home, else where it was first seen
+    ci = np.repeat(np.arange(n), 2)
+    jci = np.repeat(ci, np.diff(gs))
+    rev = t.dir[order] == REVERSE
+    f = t.flags[order]
+    src = t.src_names[t.src_c[order]]
+    dst = t.dst_names[t.dst_c[order]]
+    server = np.array([str(r.server_addr) for r in rows], object)
+    client = np.array([str(r.client_addr) for r in rows], object)
+    bad = rev & (t.last_pt[order] == ch[jci]) & (src != server[jci]) & (dst == client[jci])
+    synack = rev & (f >= 0) & (f & 0x12 == 0x12) & (t.last_pt[order] == home[jci])
+    rst = ~rev & (f >= 0) & (f & 0x04 != 0) & (t.first_pt[order] == home[jci])
+    tcp = np.array([int(r.proto) == 6 for r in rows], bool)
+
+    def anyof(m: np.ndarray) -> np.ndarray:
+        return np.bincount(jci, weights=m, minlength=n) > 0
+
+    return both & (anyof(bad) | (tcp & anyof(synack) & anyof(rst)))
+
+
+def _connection(ctx: _Context, t: JourneyTable, r, fwd: np.ndarray, rev: np.ndarray, gf: dict, gr: dict,
+                lost: np.ndarray) -> tuple[list[dict], str]:  # fmt: skip
+    """Losses and status of one connection from its forward and reverse journeys (time order) and their groups
+    (:func:`_missed`); a lost segment its receiver acknowledged is unmarked in ``lost``."""
+    c = int(r.connection)
+    losses = []
+    failed = degraded = False
+    for direction, js, other, groups in (("forward", fwd, rev, gf), ("reverse", rev, fwd, gr)):
+        if not len(js):
+            continue
+        groups = dict(groups)
+        if int(r.proto) == 6 and lost[js].any():  # a segment its receiver acknowledged arrived: the capture missed it
+            ax = Acks(t, js, other)
+            got = {i for key, g in groups.items() if key[0] == "loss" for i in g.tolist() if ax.acked(i, lost)}
             for key in [k for k in groups if k[0] == "loss"]:
-                got = [j for j in groups[key] if j.jid in acked]
-                if got:
-                    groups[("acked", *key[1:])] = got
-                    groups[key] = [j for j in groups[key] if j.jid not in acked]
-                    if not groups[key]:
+                mine = np.isin(groups[key], np.fromiter(got, np.int64, len(got)))
+                if mine.any():
+                    groups[("acked", *key[1:])] = groups[key][mine]
+                    groups[key] = groups[key][~mine]
+                    if not len(groups[key]):
                         del groups[key]
-            lost_j -= acked
-        passed = [j for j in js if j.jid not in lost_j]
-        for (kind, last, q), lost in groups.items():
-            cause, conf, why = _cause(ctx, r, direction, kind, last, q, lost, passed, other)
-            n_att = len(lost)
-            what = _what(lost)
+            lost[np.fromiter(got, np.int64, len(got))] = False
+        passed = js[~lost[js]]
+        for (kind, last, q), lg in groups.items():
+            cause, conf, why = _cause(ctx, t, r, direction, kind, last, q, lg, passed, other)
+            n_att = len(lg)
+            what = t.what(lg)
             node = _node_of(last) if q is None or _node_of(last) == _node_of(q) else None
             where = (f"lost inside {node} after {_show(last)}" if q is None else
                      f"dropped inside {node} between {_show(last)} and {_show(q)}" if node else
@@ -830,106 +973,63 @@ def _connection(ctx: _Context, r, fwd: list[_Journey], rev: list[_Journey]) -> t
                 where = f"missing at {_show(q)} but seen after it"
             elif kind == "acked":
                 where = f"missing from {_show(q)} on, yet its receiver acknowledged it"
-            dst = f" (to {endpoint(lost[0].dst, lost[0].dport)})" if lost[0].dst else ""
+            dst = t.dst(int(lg[0]))
+            dst = f" (to {endpoint(dst, int(t.dport[lg[0]]))})" if dst else ""
             evidence = f"{what}{dst} seen on {_show(last)} {n_att} time(s), never on {_show(q)} → {where}; {why}"
             losses.append({"connection": c, "direction": direction, "last_seen": last, "first_missed": q, "node": node,
                            "packets": n_att, "cause": cause, "confidence": conf, "evidence": evidence})  # fmt: skip
             if kind == "loss":
-                if js[-1].jid in {j.jid for j in lost} or q is None:
+                if js[-1] in lg or q is None:
                     failed = True
                 else:
                     degraded = True
-        _timeline(c, direction, js, lost_j, timeline)
-    extra = _answer_losses(ctx, r, c, fwd, rev, expects_answer)
+    extra = _answer_losses(ctx, t, r, c, fwd, rev)
     if extra:
         losses.extend(extra)
         failed = True
     status = "failed" if failed else "degraded" if degraded else "ok"
-    return losses, timeline, status
+    return losses, status
 
 
-def _answer_losses(ctx: _Context, r, c: int, fwd: list[_Journey], rev: list[_Journey], expects_answer: bool) -> list[dict]:
+def _answer_losses(ctx: _Context, t: JourneyTable, r, c: int, fwd: np.ndarray, rev: np.ndarray) -> list[dict]:
     """Evidence that is not a missing sighting: a reply from the backend's own address at the client (not un-NATed),
     or a SYN-ACK that reached the client and was answered by RST (conntrack / INVALID)."""
-    if not rev or not fwd:
+    if not len(rev) or not len(fwd):
         return []
     out = []
     client_home = ctx.homes.get(str(r.client_addr))
-    bad = [j for j in rev if j.points[-1] == client_home and j.src != str(r.server_addr) and j.dst == str(r.client_addr)]
-    if bad and str(r.server_addr) != str(r.backend_addr):
-        out.append({"connection": c, "direction": "reverse", "last_seen": bad[0].points[-1], "first_missed": None,
-                    "node": _node_of(bad[0].points[-1]), "packets": len(bad), "cause": "asymmetric-return",
+    last_pt = t.point_names[t.last_pt[rev]]
+    bad = rev[(last_pt == client_home) & (t.src_names[t.src_c[rev]] != str(r.server_addr))
+              & (t.dst_names[t.dst_c[rev]] == str(r.client_addr))] if client_home is not None else rev[:0]  # fmt: skip
+    if len(bad) and str(r.server_addr) != str(r.backend_addr):
+        b0 = int(bad[0])
+        at = t.point_names[t.last_pt[b0]]
+        out.append({"connection": c, "direction": "reverse", "last_seen": at, "first_missed": None,
+                    "node": _node_of(at), "packets": len(bad), "cause": "asymmetric-return",
                     "confidence": 0.8,
-                    "evidence": f"{_what(bad)} reached {_show(bad[0].points[-1])} from {bad[0].src}, not from "
+                    "evidence": f"{t.what(bad)} reached {_show(at)} from {t.src(b0)}, not from "
                                 f"{r.server_addr} the client sent to: the reply was not un-NATed (it took another path)"})  # fmt: skip
         return out
     if int(r.proto) != 6:
         return out
-    home = client_home or fwd[0].points[0]
-    synack = [j for j in rev if j.flags >= 0 and j.flags & 0x12 == 0x12 and j.points[-1] == home]
-    rst = [j for j in fwd if j.flags >= 0 and j.flags & 0x04 and j.points[0] == home]
-    if synack and rst and rst[0].ts[0] > synack[0].ts[-1]:
-        acked = any(j.flags == 0x10 and synack[0].ts[-1] < j.ts[0] < rst[0].ts[0] for j in fwd)
-        if not acked:
+    home = client_home or t.points(int(fwd[0]))[0]
+    f, b = t.flags[rev], t.flags[fwd]
+    synack = rev[(f >= 0) & (f & 0x12 == 0x12) & (t.point_names[t.last_pt[rev]] == home)]
+    rst = fwd[(b >= 0) & (b & 0x04 != 0) & (t.point_names[t.first_pt[fwd]] == home)]
+    if len(synack) and len(rst) and t.ts0[rst[0]] > t.tsl[synack[0]]:
+        ts = t.ts0[fwd]
+        acked_ = bool(((b == 0x10) & (t.tsl[synack[0]] < ts) & (ts < t.ts0[rst[0]])).any())
+        if not acked_:
             out.append({"connection": c, "direction": "reverse", "last_seen": home, "first_missed": None,
                         "node": _node_of(home), "packets": len(synack), "cause": "conntrack", "confidence": 0.6,
-                        "evidence": f"{len(synack)} SYN-ACK(s) from {synack[0].src} reached {_show(home)} and the client "
+                        "evidence": f"{len(synack)} SYN-ACK(s) from {t.src(int(synack[0]))} reached {_show(home)} and the client "
                                     "answered RST: its stack or conntrack took the answer as invalid"})  # fmt: skip
     return out
 
 
-class _Acks:
-    """Whether the receiver of a TCP segment ``j`` of ``js`` acknowledged it later (an ACK in ``other`` at or beyond
-    its last byte) while no other copy of its first byte was seen getting through before that ACK (a retransmission
-    may have carried it). A pure ACK carries no byte to acknowledge: never. ``js`` and ``other`` are in time order
-    (of first sighting); ACKs are found by time and overlapping segments by sequence number, by bisection."""
-
-    def __init__(self, js: list[_Journey], other: list[_Journey]) -> None:
-        self.acks = [k for k in other if k.ack >= 0 and k.flags >= 0 and k.flags & 0x10]
-        self.ack_ts = [k.ts[0] for k in self.acks]
-        segs = sorted((p.seq, i) for i, p in enumerate(js) if p.seq >= 0 and _seglen(p) > 0)
-        self.seqs, self.segs = [q for q, _ in segs], [js[i] for _, i in segs]
-        self.longest = max((_seglen(p) for p in self.segs), default=0)
-
-    def acked(self, j: _Journey, lost: set[int]) -> bool:
-        n = _seglen(j)
-        if j.seq < 0 or j.flags < 0 or j.flags & 0x04 or n == 0:
-            return False
-        end = (j.seq + n) & 0xFFFFFFFF
-        acks, i = self.acks, bisect_right(self.ack_ts, j.ts[-1])  # the first ACK after the segment's last sighting
-        while i < len(acks) and (acks[i].ack - end) & 0xFFFFFFFF >= 0x80000000:
-            i += 1
-        if i == len(acks):
-            return False
-        k = acks[i]
-        # a copy overlapping the segment starts within (seq - longest, seq + n) modulo 2^32
-        lo, hi = (j.seq - self.longest + 1) & 0xFFFFFFFF, (j.seq + n) & 0xFFFFFFFF
-        if self.longest + n > 0xFFFFFFFF:
-            spans = [(0, 1 << 32)]
-        else:
-            spans = [(lo, hi)] if lo < hi else [(lo, 1 << 32), (0, hi)]
-        for a, b in spans:
-            for p in self.segs[bisect_left(self.seqs, a):bisect_left(self.seqs, b)]:
-                if (p.jid != j.jid and p.jid not in lost and p.ts[0] < k.ts[0]
-                        and ((p.seq - j.seq) & 0xFFFFFFFF < n or (j.seq - p.seq) & 0xFFFFFFFF < _seglen(p))):  # fmt: skip
-                    return False
-        return True
-
-
-def _seglen(j: _Journey) -> int:
-    """Sequence space a TCP segment takes: its payload, plus one for SYN and for FIN."""
-    return max(j.plen, 0) + (1 if j.flags >= 0 and j.flags & 0x02 else 0) + (1 if j.flags >= 0 and j.flags & 0x01 else 0)
-
-
-def _what(js: list[_Journey]) -> str:
-    names = list(dict.fromkeys(_flag_text(j.flags) or PROTO_NAMES.get(0, "packet") for j in js))
-    names = [n for n in names if n] or ["packet"]
-    return "/".join(names[:3]) + (" ..." if len(names) > 3 else "")
-
-
-def _cause(ctx: _Context, r, direction: str, kind: str, last: str, q: str | None, lost: list[_Journey],
-           passed: list[_Journey], other: list[_Journey]) -> tuple[str, float, str]:
-    """(cause, confidence, evidence) of one loss group."""
+def _cause(ctx: _Context, t: JourneyTable, r, direction: str, kind: str, last: str, q: str | None, lost: np.ndarray,
+           passed: np.ndarray, other: np.ndarray) -> tuple[str, float, str]:  # fmt: skip
+    """(cause, confidence, evidence) of one loss group (``lost``, ``passed``, ``other``: journeys of ``t``)."""
     c = int(r.connection)
     if kind in ("gap", "acked"):
         went = ("the packet went on" if kind == "gap" else
@@ -961,24 +1061,28 @@ def _cause(ctx: _Context, r, direction: str, kind: str, last: str, q: str | None
         how = (f"ICMP unreachable (code {int(unreach.iloc[0].icmp_code)}) from {unreach.iloc[0].sender}" if len(unreach)
                else "no DNAT and no answer seen")  # fmt: skip
         return "no-endpoints", 0.9 if codes else 0.75, f"service {svc_name} has an empty EndpointSlice; {how}"
-    target = lost[0].dst
+    l0 = int(lost[0])
+    target = t.dst(l0)
     if inv is not None and direction == "forward" and dnat:
         k, _n, node = inv.entity(target)
         known_ep = any(e.ip == target for e in inv.endpoints)
         if k != "pod" and not known_ep and target not in inv.node_addresses():
             at = f" (inside {node}'s pod CIDR)" if node else ""
             return "stale-endpoint", 0.8, f"DNAT to {target}{at}, an address no pod and no EndpointSlice has"
-    sizes_lost = [j.last_size for j in lost]
+    sizes_lost = t.last_size[lost].tolist()
     key = (c, direction, last, q)  # the loss groups of a direction share ``passed``: filter it once per hop
     crossed = ctx.crossed.get(key)
     if crossed is None:
-        crossed = ctx.crossed[key] = [j for j in passed if last in j.points and (q is None or q in j.points)]
-    sizes_ok = [j.last_size for j in crossed]
+        m = t.has_point(passed, t.point_code(last))
+        if q is not None:
+            m &= t.has_point(passed, t.point_code(q))
+        crossed = ctx.crossed[key] = passed[m]
+    sizes_ok = t.last_size[crossed].tolist()
     if not sizes_ok and q is not None and (last, q) in ctx.pair_max:
         sizes_ok = [ctx.pair_max[(last, q)]]  # other connections' packets that made this hop
-    tunnel_edge = (any(ctx.roles.get(x, "") == "overlay" for x in (last, q) if x) or any(j.tunnelled for j in lost)
+    tunnel_edge = (any(ctx.roles.get(x, "") == "overlay" for x in (last, q) if x) or bool(t.tun[lost].any())
                    or _interface(last).startswith(("vxlan", "tunl", "genev", "flannel")))  # fmt: skip
-    if sizes_ok and min(sizes_lost) > max(max(sizes_ok), _mtu_floor(lost[0].dst)):
+    if sizes_ok and min(sizes_lost) > max(max(sizes_ok), _mtu_floor(target)):
         conf = 0.8 if tunnel_edge else 0.6
         tun = " tunnelled" if tunnel_edge else ""
         return "mtu-blackhole", conf, (f"{len(lost)}{tun} packet(s) of {_span(sizes_lost)} bytes vanished where "
@@ -987,22 +1091,22 @@ def _cause(ctx: _Context, r, direction: str, kind: str, last: str, q: str | None
         u = unreach.iloc[0]
         if int(u.icmp_code) in (9, 10, 13):
             return "policy-drop", 0.9, f"ICMP administratively prohibited (code {int(u.icmp_code)}) from {u.sender}"
-    if direction == "reverse" and other:
-        fwd_nodes = {n for j in other for n in j.nodes}
-        off = [n for n in dict.fromkeys(lost[0].nodes) if n not in fwd_nodes]
+    if direction == "reverse" and len(other):
+        fwd_nodes = t.node_names_of(other)
+        off = [n for n in dict.fromkeys(t.nodes(l0)) if n not in fwd_nodes]
         if off:
             return "asymmetric-return", 0.8, (f"the reply crossed {', '.join(off)}, which the request never did, and "
                                               f"stopped at {_show(last)}: it took another path back (a strict rp_filter "
                                               "drops a packet arriving where its source is not routed, a stateful "
                                               "filter one whose request it never saw)")  # fmt: skip
-    early = crossed if q is not None else []
-    if (early and q is not None and _node_of(last) == _node_of(q)
-            and max(j.ts[0] for j in early) < min(j.ts[0] for j in lost)):  # fmt: skip
-        return "conntrack", 0.6, (f"{_what(early)} of this connection crossed {_show(last)} → {_show(q)}, then every later "
-                                  f"packet ({_what(lost)}, as small as {min(sizes_lost)} bytes) stopped there, no ICMP "
+    early = crossed if q is not None else crossed[:0]
+    if (len(early) and q is not None and _node_of(last) == _node_of(q)
+            and t.ts0[early].max() < t.ts0[lost].min()):  # fmt: skip
+        return "conntrack", 0.6, (f"{t.what(early)} of this connection crossed {_show(last)} → {_show(q)}, then every later "
+                                  f"packet ({t.what(lost)}, as small as {min(sizes_lost)} bytes) stopped there, no ICMP "
                                   f"error: {_node_of(last)}'s connection tracking stopped matching the connection "
                                   "(ctstate INVALID, dropped)")  # fmt: skip
-    if q is not None and _node_of(last) == _node_of(q) and ctx.roles.get(q, "") in ("pod-veth", "") and q == ctx.homes.get(lost[0].dst):
+    if q is not None and _node_of(last) == _node_of(q) and ctx.roles.get(q, "") in ("pod-veth", "") and q == ctx.homes.get(target):
         small = min(sizes_lost)
         return "policy-drop", 0.75, (f"reached {_node_of(last)} but not the pod's veth, packets as small as {small} bytes "
                                      f"lost too, no ICMP error: a filter (NetworkPolicy) dropped them")  # fmt: skip
@@ -1019,28 +1123,3 @@ def _span(v: list[int]) -> str:
 
 def _interface(point: str | None) -> str:
     return "" if point is None else point.rpartition(":")[2]
-
-
-def _timeline(c: int, direction: str, js: list[_Journey], lost: set[int], rows: dict[str, list]) -> None:
-    """Sightings of each attempt of packets sent more than once or lost (retransmissions share a fingerprint), appended
-    to ``rows``: one list per TIMELINE_COLUMNS column."""
-    # a retransmission repeats flags, seq and size (its IPv4 id, hence its fingerprint, differs)
-    keys = [(j.flags, j.seq, j.size) if j.seq >= 0 else (j.fp,) for j in js]
-    shown = {k for k, n in Counter(keys).items() if n > 1}  # sent more than once, or (below) lost
-    if lost:
-        shown.update(k for k, j in zip(keys, js, strict=True) if j.jid in lost)
-    by_fp: dict[tuple, list[_Journey]] = {}  # only the shown groups, in order of their first journey
-    for i in [i for i, k in enumerate(keys) if k in shown]:
-        by_fp.setdefault(keys[i], []).append(js[i])
-    for att in by_fp.values():
-        fp = att[0].fp
-        label = f"{_flag_text(att[0].flags) or 'packet'} {att[0].size}B #{fp & 0xFFFF:04x}"
-        for k, j in enumerate(att, 1):
-            n = len(j.points)
-            rows["connection"].extend([c] * n)
-            rows["direction"].extend([direction] * n)
-            rows["packet"].extend([label] * n)
-            rows["attempt"].extend([k] * n)
-            rows["point"].extend(j.points)
-            rows["ts_corrected_ns"].extend(j.ts)
-            rows["reached"].extend([j.jid not in lost] * n)

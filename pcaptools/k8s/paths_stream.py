@@ -32,7 +32,8 @@ this is :func:`load_paths` (and ``diagnose``). Otherwise, in a temporary directo
 Memory: the correlation's (see :mod:`pcaptools.correlate.stream`), then the labels: one row per (journey, 5-tuple)
 while they are computed (a journey through NAT has two tuples), about 100 bytes per journey kept (measured: 98 MiB
 for 982,411 journeys), then one bucket at a time, about :data:`BUILD_ROW_COST` bytes a hops row while its paths are
-built (its diagnosis takes less: a few hundred bytes a row for its journeys as Python objects), plus the flow tables
+built (its diagnosis takes less: its journeys as columns, about 30 numbers a journey and 3 a sighting,
+:class:`~pcaptools.k8s.diagnose_journeys.JourneyTable`), plus the flow tables
 (one row per flow), the path table and the NAT table (one row per NAT step, about 65 bytes; the buckets' tables are
 joined as category codes, :func:`_concat`). A diagnosis keeps besides, per TCP journey, 32 bytes (journey, sequence,
 acknowledgement, payload length) and, while the correlation runs, 32 bytes per TCP row read but not yet emitted (the

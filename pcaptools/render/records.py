@@ -9,6 +9,7 @@ that take tables, so ``pcaptools info --json`` does without it.
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import sys
@@ -180,8 +181,32 @@ def _encode(o: Any, level: int, out: list[str]) -> None:
     else:
         text = _scalar(o)
         if text is None:
-            raise _Unusual
+            cols = getattr(o, "timeline_columns", None)
+            if cols is None or (text := _attempts(cols, level)) is None:
+                raise _Unusual
         out.append(text)
+
+
+def _attempts(cols: tuple, level: int) -> str | None:
+    """The indented JSON text of a diagnosis timeline given as columns (``timeline_columns`` of
+    :meth:`pcaptools.k8s.diagnose.Diagnosis.connection_record`'s ``timeline``): what :func:`_encode` writes for its
+    list of ``{direction, packet, attempt, reached, sightings: [{point, ts_ns}]}`` objects, a sighting a string
+    concatenation; None for values it leaves to the general path (a point that is no string)."""
+    direction, packet, number, reached, cut, points, ts = cols
+    if not all(type(x) is str for x in (*set(points), *direction, *packet)) or not all(type(x) is int for x in (*number, *ts)):
+        return None
+    n1, n2, n3, n4 = (_NEWLINE[level + i] for i in range(1, 5))  # attempts, their fields, sightings, their fields
+    head = {p: "{" + n4 + '"point": ' + _esc(p) + "," + n4 + '"ts_ns": ' for p in set(points)}
+    tail = n3 + "}"
+    seen = [head[p] + int.__repr__(t) + tail for p, t in zip(points, ts, strict=True)]
+    sep = "," + n3
+    items = [
+        "{" + n2 + '"direction": ' + _esc(d) + "," + n2 + '"packet": ' + _esc(k) + "," + n2 + '"attempt": ' + int.__repr__(a)
+        + "," + n2 + '"reached": ' + ("true" if ok else "false") + "," + n2 + '"sightings": '
+        + ("[" + n3 + sep.join(seen[lo:hi]) + n2 + "]" if hi > lo else "[]") + n1 + "}"
+        for d, k, a, ok, lo, hi in zip(direction, packet, number, reached, cut[:-1], cut[1:], strict=True)
+    ]  # fmt: skip
+    return "[" + n1 + ("," + n1).join(items) + _NEWLINE[level] + "]" if items else "[]"
 
 
 _ITEMS = "\x00pcaptools-items\x00"
@@ -198,11 +223,28 @@ def write_document(doc: dict, key: str, items: Iterable[Any], write: Callable[[s
     pad = " " * (len(line) - len(line.lstrip(" ")) + 2)  # the items' indent: the key's and one level
     write(head)
     first = True
-    for item in items:
-        write(("[\n" if first else ",\n") + pad + dumps(item).replace("\n", "\n" + pad))
-        first = False
+    collecting = gc.isenabled()
+    gc.disable()  # items are trees of dicts, lists and scalars, made and dropped here: a collection would only walk them
+    try:
+        for item in items:
+            write(("[\n" if first else ",\n") + pad + _dumps_at(item, len(pad) // 2))
+            first = False
+    finally:
+        if collecting:
+            gc.enable()
     write("[]" if first else "\n" + pad[:-2] + "]")
     write(tail)
+
+
+def _dumps_at(item: Any, level: int) -> str:
+    """:func:`dumps` of ``item`` with every line after the first indented ``level`` steps, as it reads at that depth of
+    a document (written there directly, not re-indented)."""
+    out: list[str] = []
+    try:
+        _encode(item, level, out)
+    except (_Unusual, IndexError, RecursionError):
+        return dumps(item).replace("\n", _NEWLINE[0] + "  " * level)
+    return "".join(out)
 
 
 # --- per command ----------------------------------------------------------------------------------

@@ -1,0 +1,273 @@
+"""A diagnosis's journeys as columns: one row per journey, its sightings as a slice of per-sighting arrays.
+
+:class:`JourneyTable` holds what :mod:`pcaptools.k8s.diagnose` reads of each journey (connection, direction, first
+and last sighting, the tuple where it was last seen, TCP flags, sizes, sequence numbers, the capture points and
+nodes it crossed as bit sets) so that the per-journey work of a diagnosis (which expected points a journey missed,
+retransmission groups, the timeline) is array operations over every connection at once; Python objects are made
+only for the journeys a printed loss names. Limits: none beyond the hops table's; a journey's point and node sets
+take one 64-bit word per 64 distinct points (nodes) of the group of connections diagnosed.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from pcaptools.fmt import PROTO_NAMES
+from pcaptools.labels import as_strings
+
+FORWARD, REVERSE = 0, 1
+"""Direction codes of :attr:`JourneyTable.dir` (-1: neither)."""
+
+_FLAG_NAMES = ((0x04, "RST"), (0x02, "SYN"), (0x01, "FIN"), (0x08, "PSH"), (0x10, "ACK"))
+_M32 = 0xFFFFFFFF
+
+
+def flag_text(f: int) -> str:
+    """TCP flags for people (``SYN-ACK``), ``""`` for a packet without TCP flags (-1)."""
+    if f < 0:
+        return ""
+    names = [n for bit, n in _FLAG_NAMES if f & bit]
+    return "-".join(names) if names else "TCP"
+
+
+def _codes(col: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """(codes, names) of a label column: ``names[codes]`` is :func:`pcaptools.labels.as_strings` of it (NaN where missing)."""
+    if isinstance(col.dtype, pd.CategoricalDtype):
+        names = np.array([str(c) for c in col.cat.categories] + [np.nan], dtype=object)
+        return np.asarray(col.cat.codes, np.int64), names
+    codes, uniq = pd.factorize(as_strings(col))
+    return codes.astype(np.int64), np.array([*uniq, np.nan], dtype=object)
+
+
+def _bitsets(codes: np.ndarray, starts: np.ndarray, n: int) -> np.ndarray:
+    """Per slice of ``codes`` starting at ``starts`` (non-empty, contiguous, covering ``codes``): the set of its codes
+    (>= 0) as bits, one uint64 word per 64 codes (``n`` codes): shape (slices, words)."""
+    words = max(1, -(-n // 64))
+    out = np.zeros((len(starts), words), np.uint64)
+    if not len(starts):
+        return out
+    ok = codes >= 0
+    for w in range(words):
+        mine = ok & (codes // 64 == w)
+        bits = np.where(mine, np.left_shift(np.uint64(1), (codes % 64).astype(np.uint64)), np.uint64(0))
+        out[:, w] = np.bitwise_or.reduceat(bits, starts)
+    return out
+
+
+class JourneyTable:
+    """The journeys of a hops table in causal order (grouped by journey, as
+    :func:`pcaptools.k8s.paths.paths_detail` gives), in order of their first sighting's corrected time (ties in table
+    order), with the TCP numbers of :class:`pcaptools.k8s.diagnose.PacketEvidence`. Row ``i`` of every per-journey
+    array is journey ``i``; its sightings are rows ``s[i]:e[i]`` of :attr:`pt`, :attr:`nd` and :attr:`ts`."""
+
+    def __init__(self, h: pd.DataFrame, ev) -> None:  # noqa: ANN001 - a PacketEvidence
+        n = len(h)
+        j = h["journey"].to_numpy(np.int64) if n else np.zeros(0, np.int64)
+        o = np.argsort(j, kind="stable")
+        start = np.flatnonzero(np.r_[True, j[o][1:] != j[o][:-1]]) if n else np.zeros(0, np.int64)
+        end = np.r_[start[1:], n].astype(np.int64)
+        ts = h["ts_corrected_ns"].to_numpy(np.int64) if n else np.zeros(0, np.int64)
+        k = np.argsort(o[start], kind="stable")  # in order of first sighting in the table, then by time (stable)
+        k = k[np.argsort(ts[o[start[k]]], kind="stable")]
+        a, last = o[start[k]], o[end[k] - 1]
+        self.s, self.e = start[k], end[k]
+        self.n = len(k)
+        self.jid = j[a]
+        self.conn = h["connection"].to_numpy(np.int64)[a] if n else np.zeros(0, np.int64)
+        if n:
+            dcode, dnames = pd.factorize(h["direction"])
+            dmap = np.array([FORWARD if str(x) == "forward" else REVERSE if str(x) == "reverse" else -1 for x in dnames] + [-1], np.int64)
+            self.dir = dmap[dcode[a]]
+        else:
+            self.dir = np.zeros(0, np.int64)
+        pc, self.point_names = _codes(h["point"]) if n else (np.zeros(0, np.int64), np.array([np.nan], object))
+        nc, self.node_names = _codes(h["node"]) if n else (np.zeros(0, np.int64), np.array([np.nan], object))
+        self.pt, self.nd, self.ts = pc[o], nc[o], ts[o]
+        self.ts0, self.tsl = self.ts[self.s], self.ts[self.e - 1] if self.n else np.zeros(0, np.int64)
+        self.npts = self.e - self.s
+        self.first_pt, self.last_pt = self.pt[self.s], self.pt[self.e - 1] if self.n else np.zeros(0, np.int64)
+        self.src_c, self.src_names = self._strs(h, "src", last)
+        self.dst_c, self.dst_names = self._strs(h, "dst", last)
+        size = h["wirelen"].to_numpy(np.int64) if n else np.zeros(0, np.int64)
+        self.dport = h["dport"].to_numpy(np.int64)[last] if n else np.zeros(0, np.int64)
+        self.flags = h["tcp_flags"].to_numpy(np.int64)[a] if n else np.zeros(0, np.int64)
+        self.size, self.last_size = size[a], size[last]
+        self.fp = h["fingerprint"].to_numpy(np.uint64)[a] if n else np.zeros(0, np.uint64)
+        self.tun = h["tunnel"].notna().to_numpy()[last] if n else np.zeros(0, bool)
+        self.seq = np.full(self.n, -1, np.int64)
+        self.ack = np.full(self.n, -1, np.int64)
+        self.plen = np.full(self.n, -1, np.int64)
+        sj, sv = ev._sj, ev._sv
+        if len(sj) and self.n:
+            at = np.clip(np.searchsorted(sj, self.jid), 0, len(sj) - 1)
+            hit = sj[at] == self.jid
+            self.seq[hit], self.ack[hit], self.plen[hit] = sv[at[hit], 0], sv[at[hit], 1], sv[at[hit], 2]
+        syn = (self.flags >= 0) & (self.flags & 0x02 != 0)
+        fin = (self.flags >= 0) & (self.flags & 0x01 != 0)
+        self.seglen = np.maximum(self.plen, 0) + syn + fin  # sequence space: payload, plus one for SYN and for FIN
+        self.point_set = _bitsets(self.pt, start, len(self.point_names) - 1)[k]  # journey i's starts at start[k[i]]
+        self.node_set = _bitsets(self.nd, start, len(self.node_names) - 1)[k]
+
+    @staticmethod
+    def _strs(h: pd.DataFrame, col: str, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(codes at ``rows``, names): ``str`` of each value by category, ``'nan'`` where missing."""
+        if not len(h):
+            return np.zeros(0, np.int64), np.array(["nan"], object)
+        c = h[col]
+        cat = c.array if isinstance(c.dtype, pd.CategoricalDtype) else pd.Categorical(c)
+        return np.asarray(cat.codes, np.int64)[rows], np.array([*map(str, cat.categories), "nan"], object)
+
+    # --- one journey, for what is printed ---------------------------------------------------------------------
+    def points(self, i: int) -> list[str]:
+        return self.point_names[self.pt[self.s[i]:self.e[i]]].tolist()
+
+    def nodes(self, i: int) -> list[str]:
+        return self.node_names[self.nd[self.s[i]:self.e[i]]].tolist()
+
+    def dst(self, i: int) -> str:
+        return self.dst_names[self.dst_c[i]]
+
+    def src(self, i: int) -> str:
+        return self.src_names[self.src_c[i]]
+
+    def point_code(self, name: str | None) -> int:
+        """Code of a point name (-2 for None or a point not in the table: matches no sighting)."""
+        if name is None:
+            return -2
+        hit = np.flatnonzero(self.point_names[:-1] == name)
+        return int(hit[0]) if len(hit) else -2
+
+    def has_point(self, idx: np.ndarray, code: int) -> np.ndarray:
+        """Whether each journey of ``idx`` was seen at point ``code``."""
+        if code < 0:
+            return np.zeros(len(idx), bool)
+        return (self.point_set[idx, code // 64] >> np.uint64(code % 64)) & np.uint64(1) != 0
+
+    def node_names_of(self, idx: np.ndarray) -> set:
+        """The nodes any journey of ``idx`` was seen on."""
+        if not len(idx):
+            return set()
+        acc = np.bitwise_or.reduce(self.node_set[idx], axis=0)
+        out = set()
+        for w, word in enumerate(acc.tolist()):
+            while word:
+                b = (word & -word).bit_length() - 1
+                out.add(self.node_names[w * 64 + b])
+                word &= word - 1
+        return out
+
+    def what(self, idx: np.ndarray) -> str:
+        """The kinds of packet of ``idx`` for people: ``SYN/ACK``, at most three then ``...``."""
+        names = list(dict.fromkeys(flag_text(f) or PROTO_NAMES.get(0, "packet") for f in dict.fromkeys(self.flags[idx].tolist())))
+        names = [x for x in names if x] or ["packet"]
+        return "/".join(names[:3]) + (" ..." if len(names) > 3 else "")
+
+
+def sequence_ids(t: JourneyTable, idx: np.ndarray) -> np.ndarray:
+    """Per journey of ``idx``: an id of its sequence of points (equal sequences, equal ids), one hash pass per position."""
+    if not len(idx):
+        return np.zeros(0, np.int64)
+    npts = t.npts[idx]
+    ids = np.zeros(len(idx), np.int64)
+    base = len(t.point_names) + 1
+    for k in range(int(npts.max())):
+        code = np.where(k < npts, t.pt[np.minimum(t.s[idx] + k, len(t.pt) - 1)] + 2, 0)  # 0: ended, 1: missing point
+        ids = pd.factorize(ids * base + code)[0].astype(np.int64)  # ids < len(idx): no overflow
+    return ids
+
+
+class Acks:
+    """Whether the receiver of a TCP segment of ``js`` acknowledged it later (an ACK in ``other`` at or beyond its last
+    byte) while no other copy of its first byte was seen getting through before that ACK (a retransmission may have
+    carried it). A pure ACK carries no byte to acknowledge: never. ``js`` and ``other`` are journeys in time order (of
+    first sighting); ACKs are found by time and overlapping segments by sequence number."""
+
+    def __init__(self, t: JourneyTable, js: np.ndarray, other: np.ndarray) -> None:
+        self.t = t
+        of = t.flags[other]
+        acks = other[(t.ack[other] >= 0) & (of >= 0) & (of & 0x10 != 0)]
+        self.ack_ts, self.ack_no, self.ack_ts0 = t.ts0[acks], t.ack[acks], t.ts0[acks]
+        segs = js[(t.seq[js] >= 0) & (t.seglen[js] > 0)]
+        self.segs = segs[np.argsort(t.seq[segs], kind="stable")]  # by sequence number
+        self.seqs = t.seq[self.segs]
+        self.longest = int(t.seglen[self.segs].max()) if len(self.segs) else 0
+
+    def acked(self, i: int, lost: np.ndarray) -> bool:
+        """Whether journey ``i`` arrived by its receiver's word (``lost``: per journey of the table, lost or not)."""
+        t = self.t
+        n = int(t.seglen[i])
+        f, q = int(t.flags[i]), int(t.seq[i])
+        if q < 0 or f < 0 or f & 0x04 or n == 0:
+            return False
+        end = (q + n) & _M32
+        at = int(np.searchsorted(self.ack_ts, t.tsl[i], side="right"))  # the first ACK after the segment's last sighting
+        beyond = ((self.ack_no[at:] - end) & _M32) < 0x80000000
+        if not beyond.any():
+            return False
+        k_ts = self.ack_ts0[at + int(np.argmax(beyond))]
+        # a copy overlapping the segment starts within (seq - longest, seq + n) modulo 2^32
+        lo, hi = (q - self.longest + 1) & _M32, (q + n) & _M32
+        if self.longest + n > _M32:
+            p = self.segs
+        elif lo < hi:
+            p = self.segs[np.searchsorted(self.seqs, lo):np.searchsorted(self.seqs, hi)]
+        else:
+            p = np.concatenate([self.segs[np.searchsorted(self.seqs, lo):], self.segs[:np.searchsorted(self.seqs, hi)]])
+        if not len(p):
+            return True
+        pq = t.seq[p]
+        hit = ((t.jid[p] != t.jid[i]) & ~lost[p] & (t.ts0[p] < k_ts)
+               & ((((pq - q) & _M32) < n) | (((q - pq) & _M32) < t.seglen[p])))  # fmt: skip
+        return not hit.any()
+
+
+def timeline(t: JourneyTable, order: np.ndarray, g: np.ndarray, lost: np.ndarray) -> dict[str, np.ndarray]:
+    """Sightings of each attempt of packets sent more than once or lost (retransmissions share a fingerprint) of the
+    journeys ``order`` (grouped by ``g``, a connection's direction, and in time order in each): one array per
+    TIMELINE_COLUMNS column but ``connection`` and ``direction`` (``journey``: which journey each row is of). A
+    retransmission repeats flags, seq and size (its IPv4 id, hence its fingerprint, differs)."""
+    empty = {"journey": np.zeros(0, np.int64), "packet": np.zeros(0, object), "attempt": np.zeros(0, np.int64),
+             "point": np.zeros(0, object), "ts_corrected_ns": np.zeros(0, np.int64), "reached": np.zeros(0, bool)}  # fmt: skip
+    if not len(order):
+        return empty
+    seq = t.seq[order]
+    tcp = seq >= 0
+    fp = t.fp[order].view(np.int64)
+    k1 = np.where(tcp, t.flags[order], fp)
+    k2 = np.where(tcp, seq, 0)
+    k3 = np.where(tcp, t.size[order], 0)
+    pos = np.arange(len(order))
+    srt = np.lexsort((pos, k3, k2, k1, ~tcp, g))
+    cols = (g, tcp, k1, k2, k3)
+    new = np.ones(len(order), bool)
+    new[1:] = np.zeros(len(order) - 1, bool)
+    for c in cols:
+        cs = c[srt]
+        new[1:] |= cs[1:] != cs[:-1]
+    key = np.empty(len(order), np.int64)
+    key[srt] = np.cumsum(new) - 1
+    nk = int(key.max()) + 1
+    count = np.bincount(key, minlength=nk)
+    has_lost = np.bincount(key, weights=lost[order], minlength=nk) > 0
+    shown = (count > 1) | has_lost
+    sel = np.flatnonzero(shown[key])
+    if not len(sel):
+        return empty
+    first = np.full(nk, len(order), np.int64)
+    np.minimum.at(first, key, pos)
+    sel = sel[np.lexsort((sel, first[key[sel]]))]  # groups in order of their first journey, each in time order
+    ks = key[sel]
+    brk = np.r_[True, ks[1:] != ks[:-1]]
+    gstart = np.flatnonzero(brk)
+    attempt = np.arange(len(sel)) - np.repeat(gstart, np.diff(np.r_[gstart, len(sel)])) + 1
+    heads = order[sel[gstart]]
+    labels = np.array([f"{flag_text(f) or 'packet'} {z}B #{x & 0xFFFF:04x}"
+                       for f, z, x in zip(t.flags[heads].tolist(), t.size[heads].tolist(), t.fp[heads].tolist(), strict=True)],
+                      dtype=object)  # fmt: skip
+    jr = order[sel]
+    cnt = t.npts[jr]
+    rep = np.repeat(np.arange(len(sel)), cnt)
+    rows = np.repeat(t.s[jr] - np.r_[0, np.cumsum(cnt)[:-1]], cnt) + np.arange(int(cnt.sum()))
+    return {"journey": jr[rep], "packet": labels[np.cumsum(brk) - 1][rep], "attempt": attempt[rep],
+            "point": t.point_names[t.pt[rows]], "ts_corrected_ns": t.ts[rows], "reached": ~lost[jr][rep]}  # fmt: skip
