@@ -73,11 +73,12 @@ def _pcapng(frames: list[bytes], t0_us: int) -> bytes:
 
 
 def warmup() -> dict:
-    """Compile (or load from numba's cache) the kernels of read, decode, flows and correlate; seconds taken."""
+    """Compile (or load from numba's cache) the kernels of read, decode, flows, correlate and paths; seconds taken."""
     from pcaptools.correlate.api import correlate
     from pcaptools.correlate.capture_set import CaptureSet
     from pcaptools.decode.compiling import announce_compiles
     from pcaptools.flows import flows
+    from pcaptools.k8s.paths import paths_detail
     from pcaptools.packets import iter_packets, read_packets
 
     announce_compiles()
@@ -94,4 +95,5 @@ def warmup() -> dict:
         sum(len(x) for x in iter_packets(b))
         flows(pk)
         corr = correlate(CaptureSet.load(points=[f"node-a:eth0={a}", f"node-b:eth0={b}"]))
+        paths_detail(corr)  # the paths' per-journey kernels (k8s/journeys.py)
     return {"seconds": time.perf_counter() - t0, "packets": len(pk), "journeys": int(corr.journeys)}

@@ -10,6 +10,16 @@ import pytest
 SAMPLES = Path(__file__).resolve().parents[1] / "sample_pcaps"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def compiled_kernels() -> None:
+    """Every numba kernel compiled (or loaded from the cache) before the first test, as ``pcaptools warmup`` does: on a
+    fresh clone the first-run compile notice would otherwise land on stderr inside whichever test first needs a
+    kernel, and CliRunner's output holds stderr too (a JSON document with a notice before it does not parse)."""
+    from pcaptools.warmup import warmup
+
+    warmup()
+
+
 @pytest.fixture(scope="session")
 def plain_dir(tmp_path_factory) -> Path:
     """calico-vxlan's captures and inventory.json without its manifest: every point inferred from names and packets."""
