@@ -105,7 +105,8 @@ def end_process(code: int) -> None:
     """End a command's process now with ``code`` once its output is flushed and its exit handlers have run, skipping
     the interpreter's teardown: freeing every module and numba's and LLVM's objects one by one costs ~0.5 s after the
     work is done (0.5-0.7 s measured after a ``read_packets`` or a ``correlate``), time a user waits for nothing.
-    Returns (and the process exits the normal way) while another non-daemon thread is alive: its work must finish.
+    Returns (and the process exits the normal way) while another non-daemon thread is alive (its work must finish) or
+    under a profiler or tracer (``python -m cProfile -m pcaptools ...`` writes its stats after the command returns).
     Files a command wrote are closed by then (every output is written in a ``with`` block); only the command line
     calls this, never a library."""
     import atexit
@@ -114,6 +115,8 @@ def end_process(code: int) -> None:
 
     main = threading.main_thread()
     if any(t.is_alive() and not t.daemon and t is not main for t in threading.enumerate()):
+        return
+    if sys.getprofile() is not None or sys.gettrace() is not None:  # cProfile, a debugger, coverage: they write on return
         return
     for stream in (sys.stdout, sys.stderr):
         try:
