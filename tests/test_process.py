@@ -94,6 +94,12 @@ if sys.argv[2] == "thread":  # a live non-daemon thread: the process must end th
     print("end_process returned")
     done.set()
     raise SystemExit(4)
+if sys.argv[2] == "profiled":  # cProfile, a debugger, coverage: they write their results once the caller returns
+    sys.setprofile(lambda *a: None)
+    end_process(3)
+    sys.setprofile(None)
+    print("end_process returned")
+    raise SystemExit(5)
 sys.stdout.write("unflushed output")  # buffered: a pipe's stdout is block-buffered
 end_process(3)
 print("not reached")
@@ -115,6 +121,12 @@ def test_end_process_leaves_a_live_thread_to_finish_and_exits_normally(tmp_path)
     assert res.returncode == 4
     assert res.stdout.splitlines() == ["end_process returned", "worker finished"]
     assert mark.read_text() == "exit handler ran"
+
+
+def test_end_process_under_a_profiler_exits_normally_so_the_profile_is_written(tmp_path):
+    res = subprocess.run([sys.executable, "-c", _END, str(tmp_path / "atexit.txt"), "profiled"], capture_output=True, text=True)
+    assert (res.returncode, res.stdout) == (5, "end_process returned\n")
+    assert "teardown ran" in res.stderr  # the normal exit: the interpreter tore its modules down
 
 
 def test_a_command_run_as_a_process_writes_its_whole_output(tmp_path):
