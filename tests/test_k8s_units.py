@@ -211,3 +211,41 @@ def test_paths_command_bad_inputs_are_one_line_errors(tmp_path, capsys):
     lines = capsys.readouterr().err.strip().splitlines()
     err = [line for line in lines if line.startswith("pcaptools: ")]
     assert len(err) == 2 and all(line.startswith(("pcaptools: ", "Usage: pcaptools paths")) for line in lines)
+
+
+def test_representative_journey_lookup_selects_what_isin_selects():
+    """The rendering's lookup table of journey ids picks the same hops rows as np.isin, absent reply journeys (-1),
+    ids beyond the table and negative ids included."""
+    from pcaptools.k8s.paths import load_paths
+    from pcaptools.render.records import _in_journeys
+
+    d = LAB / "vpc"
+    if not d.exists():
+        pytest.skip("no lab sample")
+    ps = load_paths(d)
+    js = np.concatenate([ps.paths["forward_journey"].to_numpy(np.int64), ps.paths["reply_journey"].to_numpy(np.int64),
+                         [-1]])  # a connection without a reply journey says -1: it must select nothing  # fmt: skip
+    j = ps.correlation.hops["journey"].to_numpy(np.int64)
+    for rows, ids in ((j, js), (j, js + 10**9), (j * 10**6, js * 10**6), (j - 5, js), (j[:0], js), (j, js[:0])):
+        got = _in_journeys(rows, ids)
+        assert np.array_equal(got, np.isin(rows, ids))
+    assert _in_journeys(j, js).sum() >= len(ps.paths)
+
+
+def test_routing_flags_with_shared_address_codes_equal_their_own():
+    """Inventory.routing_flags and point_addresses given address_codes of the table answer as when they code it."""
+    from pcaptools.k8s.inventory import address_codes, point_addresses, single_address_points
+    from pcaptools.k8s.paths import load_paths
+
+    d = LAB / "calico-vxlan"
+    if not d.exists():
+        pytest.skip("no lab sample")
+    ps = load_paths(d)
+    hops = ps.correlation.hops
+    codes = address_codes(hops)
+    own, shared = point_addresses(hops), point_addresses(hops, codes)
+    assert own[0].equals(shared[0]) and own[1].equals(shared[1])
+    single = single_address_points(*own)
+    flags = ps.inventory.routing_flags(hops, single)
+    assert flags.equals(ps.inventory.routing_flags(hops, single, codes))
+    assert flags["tun"].any()  # Calico VXLAN: cross-node pod traffic is tunnelled

@@ -332,18 +332,19 @@ class Inventory:
         """Cross-node pod-to-pod packets on shared interfaces (not one pod's veth): tunnelled -> overlay, bare -> native."""
         if not len(hops):
             return "unknown", "no packets"
-        return routing_verdict(self.routing_flags(hops, single_address_points(*point_addresses(hops))))
+        codes = address_codes(hops)  # the addresses as codes once, for both passes (each a pass over every sighting)
+        return routing_verdict(self.routing_flags(hops, single_address_points(*point_addresses(hops, codes)), codes))
 
-    def routing_flags(self, hops: pd.DataFrame, single: set[str]) -> pd.DataFrame:
+    def routing_flags(self, hops: pd.DataFrame, single: set[str], codes: tuple | None = None) -> pd.DataFrame:
         """Per journey of ``hops`` (``journey`` index): ``tun``, a cross-node pod-to-pod sighting tunnelled, and ``bare``,
         one not tunnelled on a shared interface (a point not in ``single``, :func:`single_address_points`). A journey cut
-        over several tables: their flags combined with ``any``. Each distinct address is named once; rows are codes."""
-        vocab = vocabulary(hops["src"], hops["dst"])
+        over several tables: their flags combined with ``any``. Each distinct address is named once; rows are codes
+        (``codes``: :func:`address_codes` of ``hops``, when the caller has them)."""
+        vocab, s, d = address_codes(hops) if codes is None else codes
         ents = [self.entity(a) for a in vocab]
         pod = np.array([e[0] == "pod" for e in ents] + [False])  # a missing address (code -1) is no pod
         node_ids: dict[str, int] = {}
         node = np.array([node_ids.setdefault(str(e[2]), len(node_ids)) for e in ents] + [-1], np.int64)
-        s, d = codes_in(hops["src"], vocab), codes_in(hops["dst"], vocab)
         cross = pod[s] & pod[d] & (node[s] != node[d])
         tun = hops["tunnel"].notna().to_numpy()
         # a point where one address is in every row is a single pod's interface: pod IPs are always bare there
@@ -364,13 +365,20 @@ class Inventory:
         return f"{len(self.nodes)} nodes, {len(self.pods)} pods, {len(self.services)} services, {len(self.endpoints)} endpoints"
 
 
-def point_addresses(hops: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
-    """(rows per (point, address) over src and dst, rows per point) of a hops table: sums over tables add up.
-    Counted on codes; rows with a missing point or address count for no pair, as ``value_counts`` drops them."""
-    pc, points = category_codes(hops["point"])
+def address_codes(hops: pd.DataFrame) -> tuple[pd.Index, np.ndarray, np.ndarray]:
+    """(vocabulary of the src and dst addresses, src codes, dst codes in it) of a hops table."""
     vocab = vocabulary(hops["src"], hops["dst"])
+    return vocab, codes_in(hops["src"], vocab), codes_in(hops["dst"], vocab)
+
+
+def point_addresses(hops: pd.DataFrame, codes: tuple | None = None) -> tuple[pd.Series, pd.Series]:
+    """(rows per (point, address) over src and dst, rows per point) of a hops table: sums over tables add up.
+    Counted on codes (``codes``: :func:`address_codes` of ``hops``, when the caller has them); rows with a missing
+    point or address count for no pair, as ``value_counts`` drops them."""
+    pc, points = category_codes(hops["point"])
+    vocab, s, d = address_codes(hops) if codes is None else codes
     p = np.concatenate([pc, pc])
-    a = np.concatenate([codes_in(hops["src"], vocab), codes_in(hops["dst"], vocab)])
+    a = np.concatenate([s, d])
     ok = (p >= 0) & (a >= 0)
     nv = max(len(vocab), 1)
     pa = p[ok] * nv + a[ok]

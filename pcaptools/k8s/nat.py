@@ -226,7 +226,7 @@ def nat_table(
     before = after - 1  # a change is seen at a row against the row before it
     proto = h["proto"].to_numpy(np.int16)[after]
     used = h.loc[:, ["point", "ts_corrected_ns", "src", "sport", "dst", "dport"]]  # the columns a NAT row takes from its sightings
-    hb, ha = used.iloc[before].reset_index(drop=True), used.iloc[after].reset_index(drop=True)
+    hb, ha = take_rows(used, before), take_rows(used, after)
     # the translated endpoint, before and after, as codes in ``vocab``
     addr_b = np.where(is_dst, d[before], s[before])
     addr_a = np.where(is_dst, d[after], s[after])

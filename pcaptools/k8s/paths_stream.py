@@ -152,7 +152,6 @@ def _bounded(sources, *, points, links, inventory, window_ns, reference, with_fl
     """The paths (and with ``diagnosis``, the options of :func:`diagnose`, the Diagnosis) within ``memory``."""
     from pcaptools.correlate.api import DEFAULT_WINDOW_NS
     from pcaptools.correlate.budget import default_memory
-    from pcaptools.k8s.diagnose import PacketEvidence, diagnose
     from pcaptools.k8s.discover import find_inventory
 
     srcs = [sources] if isinstance(sources, (str, os.PathLike)) else list(sources)
@@ -164,9 +163,14 @@ def _bounded(sources, *, points, links, inventory, window_ns, reference, with_fl
                         with_flows=with_flows, allow_outside=allow_outside)  # fmt: skip
         if diagnosis is None:
             return ps, None
+        # only `paths --json` and `why` diagnose: `paths` does not import the diagnosis (~30 ms of a fresh process)
+        from pcaptools.k8s.diagnose import diagnose
+
         return ps, diagnose(ps.captures, ps.correlation, ps.inventory, detail=ps.detail(), **diagnosis)
     inv = as_inventory(inventory if inventory is not None else find_inventory(srcs, allow_outside=allow_outside))
     window_ns = window_ns or DEFAULT_WINDOW_NS
+    if diagnosis is not None:
+        from pcaptools.k8s.diagnose import PacketEvidence
     ev = PacketEvidence() if diagnosis is not None else None
     with tempfile.TemporaryDirectory(prefix="pcaptools-paths-") as tmp:
         hops_path = Path(hops_out) if hops_out is not None else Path(tmp) / "hops.parquet"

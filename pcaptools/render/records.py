@@ -319,11 +319,22 @@ def _endpoint(proto, src, sport, dst, dport) -> dict:
     return {"proto": plain(proto), "src": plain(src), "sport": plain(sport), "dst": plain(dst), "dport": plain(dport)}
 
 
+def _in_journeys(j: np.ndarray, journeys: np.ndarray) -> np.ndarray:
+    """``np.isin(j, journeys)`` for journey ids: one lookup per row in a table of the ids when they are few and
+    non-negative (a million-row hops table: 1 ms instead of isin's 10 ms of sorting), else ``np.isin``."""
+    journeys = np.asarray(journeys, np.int64)
+    if not len(j) or int(j.min()) < 0 or int(j.max()) > 4 * len(j) + 1024:
+        return np.isin(j, journeys)
+    table = np.zeros(int(j.max()) + 1, bool)
+    table[journeys[(journeys >= 0) & (journeys < len(table))]] = True  # ids no row has (-1: no reply journey) match nothing
+    return table[j]
+
+
 def _hops_by_journey(hops: pd.DataFrame, journeys: np.ndarray) -> dict[int, list[dict]]:
     """Sightings of the given journeys as hop objects, in causal order, with the latency from the previous hop."""
     from pcaptools.schema import HOPS_COLUMNS
 
-    sub = hops.loc[np.isin(hops["journey"].to_numpy(np.int64), journeys), ["journey", *_HOP_FIELDS]]
+    sub = hops.loc[_in_journeys(hops["journey"].to_numpy(np.int64), journeys), ["journey", *_HOP_FIELDS]]
     out: dict[int, list[dict]] = {}
     for r in records(sub, HOPS_COLUMNS):
         lst = out.setdefault(int(r.pop("journey")), [])
@@ -346,7 +357,7 @@ def _nat_by_journey(nat: pd.DataFrame, journeys: np.ndarray, nat_rules: pd.DataF
     ``rules`` the kube-proxy chains behind the step (``nat_rules``: :func:`pcaptools.k8s.iptables.explain`), else null."""
     from pcaptools.schema import NAT_COLUMNS
 
-    sub = nat.loc[np.isin(nat["journey"].to_numpy(np.int64), journeys)].sort_values(["journey", "step"], kind="stable")
+    sub = nat.loc[_in_journeys(nat["journey"].to_numpy(np.int64), journeys)].sort_values(["journey", "step"], kind="stable")
     rules = nat_rule_objects(nat_rules)
     out: dict[int, list[dict]] = {}
     for r in records(sub, NAT_COLUMNS):
