@@ -119,10 +119,14 @@ def end_process(code: int) -> None:
     if sys.getprofile() is not None or sys.gettrace() is not None:  # cProfile, a debugger, coverage: they write on return
         return
     for stream in (sys.stdout, sys.stderr):
+        if stream is None:  # the descriptor was closed when the process started (`>&-`): nothing to flush
+            continue
         try:
             stream.flush()
-        except (OSError, ValueError):  # a reader that went away (EPIPE) or a stream closed by the caller: nothing to keep
+        except BrokenPipeError:  # a reader that went away (`| head`): nothing to keep, as the command itself treats it
             pass
+        except (OSError, ValueError):  # a full disk, a stream closed by the caller: the normal exit reports it (120)
+            return
     run_exit_handlers = getattr(atexit, "_run_exitfuncs", None)  # CPython's; without it the normal exit runs them
     if run_exit_handlers is None:
         return

@@ -146,3 +146,13 @@ def test_a_command_run_as_a_process_writes_its_whole_output(tmp_path):
     assert pd.read_parquet(out)["journey"].nunique() == doc["journeys"] > 0
     bad = subprocess.run([sys.executable, "-m", "pcaptools", "correlate", str(tmp_path / "missing")], capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.startswith("pcaptools: ")
+
+
+def test_a_command_started_with_stdout_closed_still_ends_with_one_error_line(tmp_path):
+    """`pcaptools ... >&-` (a daemon's or cron's closed descriptor): Python has no sys.stdout; the error is one line."""
+    import os
+
+    res = subprocess.run([sys.executable, "-m", "pcaptools", "info", str(tmp_path / "missing.pcap")], stdout=None,
+                         stderr=subprocess.PIPE, text=True, preexec_fn=lambda: os.close(1))  # fmt: skip
+    assert res.returncode == 2
+    assert res.stderr.splitlines() == [f"pcaptools: {tmp_path / 'missing.pcap'}: No such file or directory"]
