@@ -37,3 +37,24 @@ def without_floor_note(doc: dict) -> dict:
     notes = [n for n in doc["notes"] if FLOOR not in n]
     assert len(notes) == len(doc["notes"]) - 1, doc["notes"]
     return {**doc, "notes": notes}
+
+
+def sigterm_once_spilled(args: list[str], tmp: Path, spill_glob: str, what: str) -> tuple[int, str]:
+    """Run ``python -m pcaptools.cli ARGS`` with ``TMPDIR=tmp``, send it SIGTERM as soon as a file matching
+    ``spill_glob`` exists there (readiness, not a sleep), and return its exit code and stderr."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "pcaptools.cli", *args], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "TMPDIR": str(tmp)})  # fmt: skip
+    deadline = time.monotonic() + 300
+    while not any(tmp.glob(spill_glob)):
+        assert proc.poll() is None, f"the {what} ended before it spilled"
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    return proc.returncode, err

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from stream_support import FLOOR, ROOT
+from stream_support import FLOOR, ROOT, sigterm_once_spilled
 
 from pcaptools.cli import main
 from pcaptools.correlate.api import correlate
@@ -180,26 +180,12 @@ def test_packet_bytes_gathered_in_small_steps_give_the_same_file(capture_set, mo
 def test_sigterm_during_a_streamed_merge_removes_its_row_spill_and_exits_130(generated, tmp_path):
     """``kill`` (SIGTERM) once merge --memory has spilled rows to TMPDIR ends it as Ctrl-C does: exit 130, no
     traceback, nothing left in TMPDIR nor beside the output."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-
     tmp, out = tmp_path / "tmp", tmp_path / "out"
     tmp.mkdir()
     out.mkdir()
-    proc = subprocess.Popen([sys.executable, "-m", "pcaptools.cli", "merge", str(generated), "--memory", "16MiB",
-                             "-o", str(out / "m.pcapng")],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env={**os.environ, "TMPDIR": str(tmp)})  # fmt: skip
-    deadline = time.monotonic() + 300
-    while not any(tmp.glob("pcaptools-merge-*/rows-*.bin")):  # readiness: rows have been spilled
-        assert proc.poll() is None, "the merge ended before its rows were spilled"
-        assert time.monotonic() < deadline
-        time.sleep(0.005)
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err
+    code, err = sigterm_once_spilled(["merge", str(generated), "--memory", "16MiB", "-o", str(out / "m.pcapng")], tmp,
+                                     "pcaptools-merge-*/rows-*.bin", "merge")  # fmt: skip
+    assert code == 130, err
     assert "Traceback" not in err
     assert not any(tmp.iterdir())
     assert not any(p.name.startswith(".merge-") for p in out.iterdir())

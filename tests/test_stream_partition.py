@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from scapy.all import IP, TCP, Ether, Raw, wrpcap
-from stream_support import FLOOR, without_floor_note
+from stream_support import FLOOR, sigterm_once_spilled, without_floor_note
 
 import pcaptools
 import pcaptools.correlate.partition as partition
@@ -247,23 +247,12 @@ print(stats.partitions)
 def test_sigterm_during_a_partitioned_run_removes_the_spill_and_exits_130(generated, tmp_path):
     """``kill`` (SIGTERM) while windows are spilled in partitions ends the command as Ctrl-C does: exit 130 and no
     partition files left in TMPDIR."""
-    import os
-    import signal
-    import time
 
     tmp = tmp_path / "tmp"
     tmp.mkdir()
-    proc = subprocess.Popen([sys.executable, "-m", "pcaptools.cli", "correlate", str(generated), "--memory", "16MiB",
-                             "--json", "-o", str(tmp_path / "h.parquet")],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env={**os.environ, "TMPDIR": str(tmp)})  # fmt: skip
-    deadline = time.monotonic() + 300
-    while not any(tmp.glob("pcaptools-partitions-*/*.bin")):  # readiness: the spill has begun
-        assert proc.poll() is None, "the run ended before its partitions were spilled"
-        assert time.monotonic() < deadline
-        time.sleep(0.005)
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err
+    code, err = sigterm_once_spilled(["correlate", str(generated), "--memory", "16MiB", "--json", "-o", str(tmp_path / "h.parquet")],
+                                     tmp, "pcaptools-partitions-*/*.bin", "run")  # fmt: skip
+    assert code == 130, err
     assert "Traceback" not in err
     assert not any(tmp.iterdir())
 

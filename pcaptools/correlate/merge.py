@@ -283,18 +283,29 @@ def _flush(out, rows: _Rows, pending: list[tuple], bound: int | None) -> list[tu
     for lo in range(0, ready.size, _CHUNK):
         sel = ready[lo : lo + _CHUNK]
         out.write(rows.blocks(r[sel], cap[sel], wire[sel], off[sel], piece[sel], bufs))
-    kept = np.ones(len(r), bool)
+    held = _hold(ready, len(r), cap, off, piece, bufs)
+    if held is None:
+        return []
+    kept, k_cap, k_off, buf = held
+    return [(r[kept], k_cap, wire[kept], k_off, buf)]
+
+
+def _hold(ready: np.ndarray, n: int, cap: np.ndarray, off: np.ndarray, piece: np.ndarray, bufs: list) -> tuple | None:
+    """The rows of ``n`` not written yet (not in ``ready``) with their packet bytes copied out of the window's buffers
+    into one of their own, so the window can go: (rows kept, caplen, offsets in that buffer, the buffer); None when
+    every row was written."""
+    kept = np.ones(n, bool)
     kept[ready] = False
     kept = np.flatnonzero(kept)
     if kept.size == 0:
-        return []
+        return None
     k_cap = cap[kept]
     k_off = np.cumsum(k_cap) - k_cap
     buf = np.zeros(int(k_cap.sum()), np.uint8)
     for k in np.unique(piece[kept]):
         m = piece[kept] == k
         _gather(buf, k_off[m], bufs[int(k)], off[kept][m], k_cap[m])
-    return [(r[kept], k_cap, wire[kept], k_off, buf)]
+    return kept, k_cap, k_off, buf
 
 
 def _epbs(idx, ts_ns, iface, caplen, wirelen, src_off, fidx, bufs, c_off, c_len, cbuf) -> bytes:
@@ -743,15 +754,8 @@ def _flush_spilled(out, pending: list[tuple], bound: int | None) -> list[tuple]:
         local = np.arange(sel.size)
         out.write(_epbs(local, t[sel], iface[sel], cap[sel], wire[sel], off[sel], piece[sel], bufs, none, none,
                         np.zeros(0, np.uint8)))  # fmt: skip
-    kept = np.ones(len(t), bool)
-    kept[ready] = False
-    kept = np.flatnonzero(kept)
-    if kept.size == 0:
+    held = _hold(ready, len(t), cap, off, piece, bufs)
+    if held is None:
         return []
-    k_cap = cap[kept]
-    k_off = np.cumsum(k_cap) - k_cap
-    buf = np.zeros(int(k_cap.sum()), np.uint8)
-    for k in np.unique(piece[kept]):
-        m = piece[kept] == k
-        _gather(buf, k_off[m], bufs[int(k)], off[kept][m], k_cap[m])
+    kept, k_cap, k_off, buf = held
     return [(t[kept], key[kept], iface[kept], k_cap, wire[kept], k_off, buf)]
