@@ -111,6 +111,17 @@ def write_pcapng(
                   memory=memory, batch_records=batch_records)  # fmt: skip
 
 
+def _header(ukeys: np.ndarray, points: list) -> bytes:
+    """The Section Header Block and one Interface Description Block per (point, link type) key (point * 65536 + link
+    type, in the order the packets' interface numbers refer to)."""
+    blocks = [_shb()]
+    for uk in np.asarray(ukeys, np.int64).tolist():
+        pt = points[uk // 65536]
+        desc = f"k8s.node={pt.node};interface={pt.interface};role={pt.role}" + (f";pod={pt.pod}" if pt.pod else "")
+        blocks.append(_idb(uk % 65536, pt.name, desc))
+    return b"".join(blocks)
+
+
 def _write(path, names: list[str], fid: np.ndarray, rec: np.ndarray, pcode: np.ndarray, ts_ns: np.ndarray, points: list, *,  # noqa: ANN001
            comments: pd.Series | None, memory: int | None, batch_records: int | None) -> int:  # fmt: skip
     """:func:`write_pcapng` on per-row arrays: file (index into ``names``), record, point code, corrected time (row
@@ -126,11 +137,7 @@ def _write(path, names: list[str], fid: np.ndarray, rec: np.ndarray, pcode: np.n
     # interfaces: one per (point, linktype), known from the table before any packet is written
     key = pcode * 65536 + ltype
     ukeys, iface = np.unique(key, return_inverse=True)
-    header = [_shb()]
-    for uk in ukeys:
-        pt = points[int(uk // 65536)]
-        desc = f"k8s.node={pt.node};interface={pt.interface};role={pt.role}" + (f";pod={pt.pod}" if pt.pod else "")
-        header.append(_idb(int(uk % 65536), pt.name, desc))
+    header = _header(ukeys, points)
     cbuf = np.zeros(0, np.uint8)
     c_off = np.zeros(n, np.int64)
     c_len = np.zeros(n, np.int64)
@@ -143,7 +150,7 @@ def _write(path, names: list[str], fid: np.ndarray, rec: np.ndarray, pcode: np.n
         cbuf = np.frombuffer(b"".join(enc), np.uint8) if enc else cbuf
     rows = _Rows(ts_ns, iface.reshape(-1), c_off, c_len, cbuf)
     with open(path, "wb") as out:
-        out.write(b"".join(header))
+        out.write(header)
         if batch_records is None:
             _write_whole(out, rows, *whole)
         else:
@@ -700,13 +707,9 @@ def _write_spilled(path, names: list[str], spill: _RowSpill | None, points: list
         if not cur.finished():
             _not_found(f, cur.first_left())
     ukeys = np.array(sorted(kinds), np.int64)
-    header = [_shb()]
-    for uk in ukeys.tolist():
-        pt = points[uk // 65536]
-        desc = f"k8s.node={pt.node};interface={pt.interface};role={pt.role}" + (f";pod={pt.pod}" if pt.pod else "")
-        header.append(_idb(uk % 65536, pt.name, desc))
+    header = _header(ukeys, points)
     with open(path, "wb") as out:
-        out.write(b"".join(header))
+        out.write(header)
         active = [{"file": names[u], "cur": _Cursor(spill, u, batch_records), "batches": iter_records(names[u], **opts)}
                   for u in files]  # fmt: skip
         pending: list[tuple] = []
