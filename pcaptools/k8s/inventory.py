@@ -26,6 +26,7 @@ import pandas as pd
 from pcaptools.errors import InventoryError
 from pcaptools.jsonfile import load_json
 from pcaptools.k8s.inventory_check import check_items
+from pcaptools.k8s.journeys import journey_index
 from pcaptools.labels import categorical, category_codes, codes_in, vocabulary
 
 ENTITY_KINDS = ("pod", "node", "service-clusterip", "loadbalancer", "external")
@@ -350,12 +351,7 @@ class Inventory:
         # a point where one address is in every row is a single pod's interface: pod IPs are always bare there
         pc, points = category_codes(hops["point"])
         shared = ~np.array([p in single for p in points] + [False])[pc]
-        j = hops["journey"].to_numpy(np.int64)
-        if len(j) and (j[1:] >= j[:-1]).all():  # grouped by journey (paths' causal order): the runs, no hashing
-            new = np.r_[True, j[1:] != j[:-1]]
-            ji, uj = np.cumsum(new) - 1, j[new]
-        else:
-            ji, uj = pd.factorize(j, sort=True)
+        uj, ji = journey_index(hops["journey"].to_numpy(np.int64))  # grouped (paths' causal order): runs, no hashing
         n = len(uj)
         return pd.DataFrame({"tun": np.bincount(ji, cross & tun, minlength=n) > 0,
                              "bare": np.bincount(ji, cross & ~tun & shared, minlength=n) > 0}, index=pd.Index(uj, dtype=np.int64))  # fmt: skip

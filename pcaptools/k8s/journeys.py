@@ -19,6 +19,16 @@ def grouped(j: np.ndarray) -> bool:
     return bool(len(j) < 2 or (j[1:] >= j[:-1]).all())
 
 
+def journey_index(j: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(the distinct journeys in ascending order, each row's index in them), as ``np.unique(j, return_inverse=True)``
+    gives them; read off the runs, with no sort, when the rows are grouped (:func:`grouped`)."""
+    if len(j) and grouped(j):
+        new = np.r_[True, j[1:] != j[:-1]]
+        return j[new], np.cumsum(new) - 1
+    uj, ji = np.unique(j, return_inverse=True)
+    return uj, ji.reshape(-1)
+
+
 @njit(cache=True, nogil=True)
 def run_group_min(j, a, b, v):  # pragma: no cover - compiled
     """Per row, the least ``v`` among the rows of its journey run with the same (``a``, ``b``), and the row's

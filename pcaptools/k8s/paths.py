@@ -29,7 +29,14 @@ import pandas as pd
 from pcaptools.correlate.fingerprint import combine
 from pcaptools.fmt import endpoint, fmt_ns
 from pcaptools.k8s.inventory import ENTITY_KINDS, Inventory
-from pcaptools.k8s.journeys import components, grouped, pick_least, run_directions, run_distinct
+from pcaptools.k8s.journeys import (
+    components,
+    grouped,
+    journey_index,
+    pick_least,
+    run_directions,
+    run_distinct,
+)
 from pcaptools.k8s.nat import nat_table, order_hops, take_rows
 from pcaptools.labels import as_strings, category_codes, codes_in, strings, vocabulary
 from pcaptools.schema import FLOW_STATES, PATH_COLUMNS, PATH_KINDS, PRESERVED, validate
@@ -74,14 +81,8 @@ def _connections(h: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """(journey ids, connection id per journey): components of journeys linked by a shared unordered 5-tuple
     (each use of it, :func:`_epochs`)."""
     j = h["journey"].to_numpy(np.int64)
-    order = None
-    if len(j) and grouped(j):  # grouped by journey, as order_hops leaves it
-        new = np.r_[True, j[1:] != j[:-1]]
-        uj, ji = j[new], np.cumsum(new) - 1
-    else:
-        uj, ji = np.unique(j, return_inverse=True)
-        ji = ji.reshape(-1)
-        order = np.argsort(ji, kind="stable")
+    uj, ji = journey_index(j)
+    order = None if len(j) and grouped(j) else np.argsort(ji, kind="stable")  # grouped by journey, as order_hops leaves it
     vocab = vocabulary(h["src"], h["dst"])
     e1 = codes_in(h["src"], vocab) * 65538 + h["sport"].to_numpy(np.int64) + 1
     e2 = codes_in(h["dst"], vocab) * 65538 + h["dport"].to_numpy(np.int64) + 1
