@@ -164,12 +164,6 @@ class _Rows:
     def __init__(self, ts_ns, iface, c_off, c_len, cbuf) -> None:  # noqa: ANN001
         self.ts_ns, self.iface, self.c_off, self.c_len, self.cbuf = ts_ns, iface, c_off, c_len, cbuf
 
-    def blocks(self, r, caplen, wirelen, src_off, fidx, bufs) -> bytes:  # noqa: ANN001
-        """EPBs of rows ``r`` (in this order) whose bytes are at ``bufs[fidx][src_off:+caplen]``."""
-        local = np.arange(len(r))
-        return _epbs(local, self.ts_ns[r], self.iface[r], caplen, wirelen, src_off, fidx, bufs,
-                     self.c_off[r], self.c_len[r], self.cbuf)  # fmt: skip
-
 
 def _missing(f: str, rows: np.ndarray, rec: np.ndarray, found: np.ndarray) -> None:
     """Raise unless every row of file ``f`` was found in it."""
@@ -236,65 +230,99 @@ def _write_merged(out, rows: _Rows, names: list[str], fid: np.ndarray, rec: np.n
     """Files read in windows and k-way merged by corrected time; the same blocks as :func:`_write_whole`."""
     from pcaptools.io import iter_records
 
-    active = []
+    sources = []
     for u in pd.unique(fid):
         f, sel = names[int(u)], np.flatnonzero(fid == u)
         if not f or not os.path.exists(f):
             _missing(f, sel, rec, np.zeros(0, bool))
         sel = sel[np.argsort(rec[sel], kind="stable")]
+        sources.append(_TableSource(f, sel, rows, rec, iter_records(f, batch_records=batch_records)))
+    _kway(out, sources, rows.cbuf)
+
+
+class _TableSource:
+    """A capture's rows of the packet table (record order) for :func:`_kway`, with what the capture can still bring."""
+
+    def __init__(self, f: str, sel: np.ndarray, rows: _Rows, rec: np.ndarray, batches) -> None:  # noqa: ANN001
+        self.file, self.sel, self.rows, self.rec, self.batches = f, sel, rows, rec, batches
+        self.done = 0
         # from each row on, the smallest time among the rows not read yet: what the point can still bring
-        later = np.minimum.accumulate(rows.ts_ns[sel][::-1])[::-1]
-        active.append({"file": f, "rows": sel, "later": later, "done": 0,
-                       "batches": iter_records(f, batch_records=batch_records)})  # fmt: skip
-    pending: list[tuple] = []
-    while active:
-        src = min(active, key=lambda s: s["later"][s["done"]])  # the point that can bring the earliest packet
-        batch = next(src["batches"], None)
-        if batch is None:  # the file ended before every row was found in it
-            _missing(src["file"], src["rows"], rec, np.arange(len(src["rows"])) < src["done"])
-        pending.append(_take(batch, src, rec))
-        if src["done"] == len(src["rows"]):
-            active.remove(src)
-        bound = min((s["later"][s["done"]] for s in active), default=None)
-        pending = _flush(out, rows, pending, bound)
+        self.later_v = np.minimum.accumulate(rows.ts_ns[sel][::-1])[::-1]
+
+    def later(self) -> int:
+        return self.later_v[self.done]
+
+    def finished(self) -> bool:
+        return self.done == len(self.sel)
+
+    def missing(self) -> None:
+        _missing(self.file, self.sel, self.rec, np.arange(len(self.sel)) < self.done)
+
+    def take(self, batch) -> tuple:  # noqa: ANN001
+        """The next rows found in ``batch`` (only rows up to the window's last record can be in it), as a piece."""
+        want = self.sel[self.done :]
+        if len(batch):
+            want = want[: np.searchsorted(self.rec[want], batch.record[-1], side="right")]
+        pos = _found(batch, self.rec[want])
+        r = want[: len(pos)]
+        self.done += len(pos)
+        rows = self.rows
+        return _piece(batch, pos, r, rows.ts_ns[r], rows.iface[r], rows.c_off[r], rows.c_len[r])
 
 
-def _take(batch, src: dict, rec: np.ndarray):  # noqa: ANN001, ANN202
-    """The rows of ``src`` found in ``batch``: their caplen, wirelen and bytes copied out of the window."""
-    want = src["rows"][src["done"] :]
-    if len(batch):  # only rows up to the window's last record can be in it
-        want = want[: np.searchsorted(rec[want], batch.record[-1], side="right")]
-    pos = np.minimum(np.searchsorted(batch.record, rec[want]), max(len(batch) - 1, 0))
-    hit = batch.record[pos] == rec[want] if len(batch) else np.zeros(len(want), bool)
-    n_hit = int(np.argmin(hit)) if not hit.all() else len(want)
-    pos, r = pos[:n_hit], want[:n_hit]
-    src["done"] += n_hit
+def _found(batch, recs: np.ndarray) -> np.ndarray:  # noqa: ANN001
+    """Positions in ``batch`` of the leading ``recs`` it holds (up to the first it does not)."""
+    pos = np.minimum(np.searchsorted(batch.record, recs), max(len(batch) - 1, 0))
+    hit = batch.record[pos] == recs if len(batch) else np.zeros(len(recs), bool)
+    return pos[: int(np.argmin(hit)) if not hit.all() else len(recs)]
+
+
+def _piece(batch, pos: np.ndarray, key: np.ndarray, t: np.ndarray, iface: np.ndarray, c_off: np.ndarray,  # noqa: ANN001
+           c_len: np.ndarray) -> tuple:  # fmt: skip
+    """Rows found at ``pos`` of ``batch`` as :func:`_flush` takes them, their bytes copied out of the window: (time,
+    tie-break key, interface, caplen, wirelen, byte offset, comment offset, comment length, bytes)."""
     cap = batch.caplen[pos].astype(np.int64)
     off = np.cumsum(cap) - cap
     buf = np.zeros(int(cap.sum()), np.uint8)
     _gather(buf, off, batch.data, batch.offset[pos].astype(np.int64), cap)
-    return r, cap, batch.wirelen[pos].astype(np.int64), off, buf
+    return t, key, iface, cap, batch.wirelen[pos].astype(np.int64), off, c_off, c_len, buf
 
 
-def _flush(out, rows: _Rows, pending: list[tuple], bound: int | None) -> list[tuple]:  # noqa: ANN001
-    """Write the pending rows timed below ``bound`` (all when None) in (time, row) order; return the others."""
+def _kway(out, sources: list, cbuf: np.ndarray) -> None:  # noqa: ANN001
+    """Each source's capture read in windows, the points merged by corrected time: a row is written once its time is
+    below what every capture can still bring (ties in time by the sources' key)."""
+    active = list(sources)
+    pending: list[tuple] = []
+    while active:
+        src = min(active, key=lambda s: s.later())  # the point that can bring the earliest packet
+        batch = next(src.batches, None)
+        if batch is None:  # the file ended before every row was found in it
+            src.missing()
+        pending.append(src.take(batch))
+        if src.finished():
+            active.remove(src)
+        bound = min((s.later() for s in active), default=None)
+        pending = _flush(out, pending, bound, cbuf)
+
+
+def _flush(out, pending: list[tuple], bound: int | None, cbuf: np.ndarray) -> list[tuple]:  # noqa: ANN001
+    """Write the pending rows (:func:`_piece`) timed below ``bound`` (all when None) in (time, key) order; return the others."""
     if not pending:
         return pending
-    r = np.concatenate([p[0] for p in pending])
+    t, key, iface, cap, wire, off, c_off, c_len = (np.concatenate([p[i] for p in pending]) for i in range(8))
     piece = np.concatenate([np.full(len(p[0]), k, np.int64) for k, p in enumerate(pending)])
-    cap, wire, off = (np.concatenate([p[i] for p in pending]) for i in (1, 2, 3))
-    bufs = [p[4] for p in pending]
-    t = rows.ts_ns[r]
-    ready = np.flatnonzero(t < bound) if bound is not None else np.arange(len(r))
-    ready = ready[np.lexsort((r[ready], t[ready]))]
+    bufs = [p[8] for p in pending]
+    ready = np.flatnonzero(t < bound) if bound is not None else np.arange(len(t))
+    ready = ready[np.lexsort((key[ready], t[ready]))]
     for lo in range(0, ready.size, _CHUNK):
         sel = ready[lo : lo + _CHUNK]
-        out.write(rows.blocks(r[sel], cap[sel], wire[sel], off[sel], piece[sel], bufs))
-    held = _hold(ready, len(r), cap, off, piece, bufs)
+        out.write(_epbs(np.arange(sel.size), t[sel], iface[sel], cap[sel], wire[sel], off[sel], piece[sel], bufs,
+                        c_off[sel], c_len[sel], cbuf))  # fmt: skip
+    held = _hold(ready, len(t), cap, off, piece, bufs)
     if held is None:
         return []
     kept, k_cap, k_off, buf = held
-    return [(r[kept], k_cap, wire[kept], k_off, buf)]
+    return [(t[kept], key[kept], iface[kept], k_cap, wire[kept], k_off, c_off[kept], c_len[kept], buf)]
 
 
 def _hold(ready: np.ndarray, n: int, cap: np.ndarray, off: np.ndarray, piece: np.ndarray, bufs: list) -> tuple | None:
@@ -710,55 +738,27 @@ def _write_spilled(path, names: list[str], spill: _RowSpill | None, points: list
     header = _header(ukeys, points)
     with open(path, "wb") as out:
         out.write(header)
-        active = [{"file": names[u], "cur": _Cursor(spill, u, batch_records), "batches": iter_records(names[u], **opts)}
-                  for u in files]  # fmt: skip
-        pending: list[tuple] = []
-        while active:
-            src = min(active, key=lambda s: s["cur"].later())  # the point that can bring the earliest packet
-            batch = next(src["batches"], None)
-            if batch is None:  # the file ended before every row was found in it
-                _not_found(src["file"], src["cur"].first_left())
-            pending.append(_take_spilled(batch, src["cur"], ukeys))
-            if src["cur"].finished():
-                active.remove(src)
-            bound = min((s["cur"].later() for s in active), default=None)
-            pending = _flush_spilled(out, pending, bound)
+        _kway(out, [_SpillSource(names[u], _Cursor(spill, u, batch_records), ukeys, iter_records(names[u], **opts))
+                    for u in files], np.zeros(0, np.uint8))  # fmt: skip
     return n
 
 
-def _take_spilled(batch, cur: _Cursor, ukeys: np.ndarray) -> tuple:  # noqa: ANN001
-    """:func:`_take` of spilled rows: the next rows of ``cur`` found in ``batch`` (consumed), with their bytes copied out."""
-    want = cur.upto(int(batch.record[-1])) if len(batch) else np.zeros(0, _SPILL_DTYPE)
-    pos = np.minimum(np.searchsorted(batch.record, want["rec"]), max(len(batch) - 1, 0))
-    hit = batch.record[pos] == want["rec"] if len(batch) else np.zeros(len(want), bool)
-    n_hit = int(np.argmin(hit)) if not hit.all() else len(want)
-    pos, r = pos[:n_hit], want[:n_hit]
-    cur.consume(n_hit)
-    cap = batch.caplen[pos].astype(np.int64)
-    off = np.cumsum(cap) - cap
-    buf = np.zeros(int(cap.sum()), np.uint8)
-    _gather(buf, off, batch.data, batch.offset[pos].astype(np.int64), cap)
-    iface = np.searchsorted(ukeys, r["pid"].astype(np.int64) * 65536 + batch.linktype[pos].astype(np.int64))
-    return r["tc"].copy(), r["key"].copy(), iface, cap, batch.wirelen[pos].astype(np.int64), off, buf
+class _SpillSource:
+    """A capture's spilled rows (:class:`_Cursor`) for :func:`_kway`; ties in time by input key, no comments."""
 
+    def __init__(self, f: str, cur: _Cursor, ukeys: np.ndarray, batches) -> None:  # noqa: ANN001
+        self.file, self.cur, self.ukeys, self.batches = f, cur, ukeys, batches
+        self.later, self.finished = cur.later, cur.finished
 
-def _flush_spilled(out, pending: list[tuple], bound: int | None) -> list[tuple]:  # noqa: ANN001
-    """:func:`_flush` of spilled rows: those timed below ``bound`` (all when None) written in (time, input order)."""
-    if not pending:
-        return pending
-    t, key, iface, cap, wire, off = (np.concatenate([p[i] for p in pending]) for i in range(6))
-    piece = np.concatenate([np.full(len(p[0]), k, np.int64) for k, p in enumerate(pending)])
-    bufs = [p[6] for p in pending]
-    ready = np.flatnonzero(t < bound) if bound is not None else np.arange(len(t))
-    ready = ready[np.lexsort((key[ready], t[ready]))]
-    none = np.zeros(_CHUNK, np.int64)
-    for lo in range(0, ready.size, _CHUNK):
-        sel = ready[lo : lo + _CHUNK]
-        local = np.arange(sel.size)
-        out.write(_epbs(local, t[sel], iface[sel], cap[sel], wire[sel], off[sel], piece[sel], bufs, none, none,
-                        np.zeros(0, np.uint8)))  # fmt: skip
-    held = _hold(ready, len(t), cap, off, piece, bufs)
-    if held is None:
-        return []
-    kept, k_cap, k_off, buf = held
-    return [(t[kept], key[kept], iface[kept], k_cap, wire[kept], k_off, buf)]
+    def missing(self) -> None:
+        _not_found(self.file, self.cur.first_left())
+
+    def take(self, batch) -> tuple:  # noqa: ANN001
+        """The next rows of the cursor found in ``batch`` (consumed), as a piece."""
+        want = self.cur.upto(int(batch.record[-1])) if len(batch) else np.zeros(0, _SPILL_DTYPE)
+        pos = _found(batch, want["rec"])
+        r = want[: len(pos)]
+        self.cur.consume(len(pos))
+        iface = np.searchsorted(self.ukeys, r["pid"].astype(np.int64) * 65536 + batch.linktype[pos].astype(np.int64))
+        none = np.zeros(len(pos), np.int64)
+        return _piece(batch, pos, r["key"].copy(), r["tc"].copy(), iface, none, none)
