@@ -6,7 +6,7 @@ from collections import Counter
 
 import numpy as np
 
-from pcaptools.correlate.windows import _pair_counts
+from pcaptools.correlate.spine import pair_counts as _pair_counts
 
 
 def _sorted_counts(f: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

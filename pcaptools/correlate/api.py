@@ -23,6 +23,7 @@ from pcaptools.correlate.fingerprint import fingerprint
 from pcaptools.correlate.latency import loss_summary
 from pcaptools.correlate.match import by_fingerprint, clock_sample, compact_order
 from pcaptools.correlate.sample import ClockSample
+from pcaptools.correlate.spine import Spine
 from pcaptools.correlate.summary import totals
 from pcaptools.correlate.windows import CATEGORIES, Categories, Matcher, Part, rows_of
 from pcaptools.errors import CorrelationError
@@ -191,10 +192,10 @@ def clock_notes(offsets: pd.DataFrame, params: dict) -> list[str]:
     return notes + params.get("notes", [])
 
 
-def matcher(points: list, window_ns: int, cats: Categories) -> Matcher:
-    """The windowed matcher for a capture set's points."""
+def matcher(points: list, window_ns: int, cats: Categories, *, spine: Spine | None = None) -> Matcher:
+    """The windowed matcher for a capture set's points (``spine``: where it keeps its spine, default in memory)."""
     return Matcher(window_ns=window_ns, point_names=[p.name for p in points], point_node=[p.node for p in points],
-                   point_iface=[p.interface for p in points], cats=cats)  # fmt: skip
+                   point_iface=[p.interface for p in points], cats=cats, spine=spine)  # fmt: skip
 
 
 def finish(m: Matcher, hops: pd.DataFrame, offsets: pd.DataFrame, notes: list[str], **rows) -> Correlation:

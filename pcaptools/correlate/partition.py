@@ -35,13 +35,15 @@ from pcaptools.correlate.windows import Matcher, Part, concat_rows, take_rows
 
 
 class Partitions:
-    """Window rows on disk, split by fingerprint into ``parts`` files (in ``TMPDIR``), buffered ``flush_rows`` at a time."""
+    """Window rows on disk, split by fingerprint into ``parts`` files (in ``TMPDIR``), buffered ``flush_rows`` at a time.
 
-    def __init__(self, parts: int, *, flush_rows: int) -> None:
+    Also the files of :class:`.spine.SpilledSpine` (``prefix``): any columns, one record layout per ``kind`` of file."""
+
+    def __init__(self, parts: int, *, flush_rows: int, prefix: str = "pcaptools-partitions-") -> None:
         self.parts = int(parts)
         self.flush_rows = max(int(flush_rows), 1)
-        self.dir = tempfile.TemporaryDirectory(prefix="pcaptools-partitions-")
-        self.dtype: np.dtype | None = None  # one record per row: the window rows' columns
+        self.dir = tempfile.TemporaryDirectory(prefix=prefix)
+        self.dtypes: dict[str, np.dtype] = {}  # per kind of file, one record per row: the columns first put there
         self.rows = np.zeros(self.parts, np.int64)  # rows on disk per partition, waiting for the next step
         self.buffer: list[dict[str, np.ndarray]] = []
         self.buffered = 0
@@ -68,12 +70,12 @@ class Partitions:
 
     def put(self, rows: dict[str, np.ndarray], part: np.ndarray | int, *, kind: str = "rows") -> None:
         """Append ``rows`` to the files of partitions ``part`` (one for all, or one per row), in their order."""
-        rec = self._records(rows)
+        rec = self._records(rows, kind)
         if np.ndim(part) == 0:
             self._append(int(part), rec, kind)
             return
         order = np.argsort(part, kind="stable")
-        bounds = np.searchsorted(part[order], np.arange(self.parts + 1))
+        bounds = np.concatenate([[0], np.cumsum(np.bincount(part))])  # any number of partitions (the spine's: its own)
         rec = rec[order]
         for p in np.flatnonzero(np.diff(bounds)).tolist():
             self._append(p, rec[bounds[p] : bounds[p + 1]], kind)
@@ -83,18 +85,25 @@ class Partitions:
         if not self.rows[p]:
             return {}
         path = self._path(p, "rows")
-        rec = np.fromfile(path, self.dtype)
+        rec = np.fromfile(path, self.dtypes["rows"])
         os.remove(path)
         self.rows[p] = 0
-        return {c: np.ascontiguousarray(rec[c]) for c in self.dtype.names}
+        return {c: np.ascontiguousarray(rec[c]) for c in rec.dtype.names}
 
     def read(self, p: int, kind: str, start: int, count: int) -> dict[str, np.ndarray]:
         """Records ``start`` to ``start + count`` of partition ``p``'s ``kind`` file as window rows (the file is opened
         and closed here: one open file at a time, however many partitions, whatever ``ulimit -n`` allows)."""
+        dtype = self.dtypes["rows" if kind == "done" else kind]  # a complete journey's rows are window rows
         with open(self._path(p, kind), "rb") as f:
-            f.seek(start * self.dtype.itemsize)
-            rec = np.fromfile(f, self.dtype, count=count)
-        return {c: np.ascontiguousarray(rec[c]) for c in self.dtype.names}
+            f.seek(start * dtype.itemsize)
+            rec = np.fromfile(f, dtype, count=count)
+        return {c: np.ascontiguousarray(rec[c]) for c in dtype.names}
+
+    def size(self, p: int, kind: str) -> int:
+        """Records in partition ``p``'s ``kind`` file (0 if there is none)."""
+        path = self._path(p, kind)
+        dtype = self.dtypes.get("rows" if kind == "done" else kind)
+        return os.path.getsize(path) // dtype.itemsize if dtype is not None and os.path.exists(path) else 0
 
     def remove(self, p: int, kind: str) -> None:
         """Delete partition ``p``'s ``kind`` file."""
@@ -106,11 +115,13 @@ class Partitions:
         """Remove the spill directory."""
         self.dir.cleanup()
 
-    def _records(self, rows: dict[str, np.ndarray]) -> np.ndarray:
-        if self.dtype is None:
-            self.dtype = np.dtype([(c, v.dtype) for c, v in rows.items()])
-        rec = np.empty(rows["fp"].shape[0], self.dtype)
-        for c in self.dtype.names:
+    def _records(self, rows: dict[str, np.ndarray], kind: str) -> np.ndarray:
+        kind = "rows" if kind == "done" else kind
+        dtype = self.dtypes.get(kind)
+        if dtype is None:
+            dtype = self.dtypes[kind] = np.dtype([(c, v.dtype) for c, v in rows.items()])
+        rec = np.empty(next(iter(rows.values())).shape[0], dtype)
+        for c in dtype.names:
             rec[c] = rows[c]
         return rec
 

@@ -16,15 +16,18 @@ bounded by its reader's windows):
 Trade-off: the survey decodes every file a second time instead of spilling the decoded columns to
 disk: a spill of what matching needs is ~120 bytes a sighting written and read back (about a fifth of
 a capture's bytes), the survey costs one more decode (read_packets speed). Memory is the window (about
-:data:`ROW_COST` bytes a row) plus the spine (26 bytes a sighting) and the clock sample. When every
-file fits the budget at once, :func:`correlate_files` takes the one-window run, one pass.
+:data:`ROW_COST` bytes a row) plus the clock sample, and of the spine only what does not grow with sightings (sums per
+flow, point and point pair) and 1 byte a journey: its per-sighting parts (about 34 bytes a sighting with the
+journey's) are written to ``TMPDIR`` as windows are emitted and summed up at the end a chunk at a time
+(:class:`.spine.SpilledSpine`, :mod:`.summary`: the in-memory spine's results). When every file fits the budget at
+once, :func:`correlate_files` takes the one-window run, one pass, its spine in memory.
 
 Inputs are manifest entries: a manifest's, ``--point`` specs, those :func:`pcaptools.k8s.discover.infer_captures`
 infers for plain files within the budget, and a dataset's (``DIR::FILE``, read in its Parquet parts). A window
 holds ``window_ns`` of the densest traffic at once (the survey counts it); when the budget leaves less, windows are
 spilled to disk in fingerprint partitions and matched one partition at a time (:mod:`.partition`). Floor: what the
-run holds anyway (libraries, readers, the clock estimate, the spine); when that exceeds the budget the run says so
-in its notes and on stderr (:func:`floor_note`).
+run holds anyway (libraries, readers, the clock estimate, a byte a journey); when that exceeds the budget the run
+says so in its notes and on stderr (:func:`floor_note`).
 
 Results are those of the one-window run: the same journeys, numbers, hops, offsets, latency and
 losses. Only ``ambiguous`` may need knowledge from a later window (a retransmission of a packet whose
@@ -66,6 +69,7 @@ from pcaptools.correlate.capture_set import (
 )
 from pcaptools.correlate.clock import correct
 from pcaptools.correlate.sample import ClockSample
+from pcaptools.correlate.spine import SpilledSpine
 from pcaptools.correlate.windows import ROW_BYTES, Categories, Part, rows_from
 from pcaptools.fmt import add_skipped, shared_file_notes
 from pcaptools.schema import HOPS_COLUMNS, empty
@@ -73,8 +77,14 @@ from pcaptools.schema import HOPS_COLUMNS, empty
 ROW_COST = 6 * ROW_BYTES
 """Bytes a row of a window costs at the peak of its step (its columns, the sort orders and the hops table built from it)."""
 
-SPINE_COST = 70
-"""Bytes a sighting keeps until the end of the run (its share of the spine, and what summing it up takes)."""
+SPINE_COST = 1
+"""Bytes a sighting keeps in memory until the end of the run: its journey's final ambiguity (1 byte a journey, at most
+one a sighting). The rest of its spine (about 34 bytes) is on disk (:class:`.spine.SpilledSpine`); what the spine
+holds per flow and per point pair does not grow with sightings, and summing it up takes a chunk (:func:`summary_rows`)."""
+
+SUMMARY_ROW_COST = 128
+"""Bytes a row of a chunk of the spilled spine costs while it is summed up (its columns read back and the
+temporaries of the losses, latency and ambiguity passes: :mod:`.summary`)."""
 
 FLOOR_ROWS = 1.0
 """Rows a window holds at its peak per row counted in the densest ``window_ns`` (:class:`_Density`, which counts up
@@ -385,7 +395,7 @@ def correlate_stream(entries: list[dict], *, window_ns: int = DEFAULT_WINDOW_NS,
         observer.reader_notes = list(skip_notes)
     floor = None
     parts = 1
-    if window_rows is None:  # what is left once the libraries, the readers and the spine have theirs
+    if window_rows is None:  # what is left once the libraries, the readers and the spine's byte a journey have theirs
         fixed = max(fixed, _rss() + nf * FILE_WINDOW)
         window_rows = max(int((memory * MARGIN - fixed - SPINE_COST * int(rows.sum())) // ROW_COST), MIN_WINDOW_ROWS)
         parts = partitions_for(dense, window_rows)
@@ -400,15 +410,18 @@ def correlate_stream(entries: list[dict], *, window_ns: int = DEFAULT_WINDOW_NS,
     del sample
     for src in files:
         src.node = int(point_node[src.pid])
-    m = matcher(pts, window_ns, Categories())
-    writer = _HopsWriter(out)
-    for part in _windows(files, m, params, late, window_rows, observer, parts=parts):
-        writer.add(part)
-        if observer is not None:
-            observer.emitted(part.key, part.journey)
-    corr = finish(m, empty(HOPS_COLUMNS), offsets,
-                  [*skip_notes, *clock_notes(offsets, params), *([floor] if floor else [])])
-    rewritten = writer.close(m)
+    m = matcher(pts, window_ns, Categories(), spine=SpilledSpine(len(pts), chunk_rows=summary_rows(window_rows)))
+    try:
+        writer = _HopsWriter(out)
+        for part in _windows(files, m, params, late, window_rows, observer, parts=parts):
+            writer.add(part)
+            if observer is not None:
+                observer.emitted(part.key, part.journey)
+        corr = finish(m, empty(HOPS_COLUMNS), offsets,
+                      [*skip_notes, *clock_notes(offsets, params), *([floor] if floor else [])])
+        rewritten = writer.close(m)
+    finally:  # the spine's files, on success, on an error, on Ctrl-C and on SIGTERM (signals_as_interrupt)
+        m.spine.close()
     stats = StreamStats(windows=m.windows, carried_journeys=m.carried_journeys, carried_rows=m.carried_rows, passes=2,
                         window_rows=int(window_rows), disorder_ns=int(late.max()) if late.size else 0, rewritten=rewritten,
                         partitions=parts)  # fmt: skip
@@ -421,6 +434,12 @@ def batch_records_for(memory: int, files: int) -> int:
     a record, between :data:`MIN_BATCH_RECORDS` (a batch's fixed cost) and :data:`MAX_BATCH_RECORDS`."""
     share = min(max(int(memory * MARGIN) - BASE_MEMORY, 0) // max(int(files), 1), BATCH_SHARE)
     return int(np.clip(share // BATCH_ROW_COST, MIN_BATCH_RECORDS, MAX_BATCH_RECORDS))
+
+
+def summary_rows(window_rows: int) -> int:
+    """Rows of the spilled spine summed up at a time: the memory of a window of ``window_rows`` (which is free by
+    then) at :data:`SUMMARY_ROW_COST` a row."""
+    return max(int(window_rows) * ROW_COST // SUMMARY_ROW_COST, 1)
 
 
 def partitions_for(dense: int, window_rows: int) -> int:
@@ -440,7 +459,7 @@ def spill_note(dense: int, parts: int) -> str:
 
 
 def floor_note(memory: int, window_ns: int, dense: int, window_rows: int, fixed: int, *, parts: int = 1) -> str | None:
-    """What to do when what the run holds before any window (``fixed``: libraries, readers, spine) is over the
+    """What to do when what the run holds before any window (``fixed``: libraries, readers, a byte a journey) is over the
     budget, or when one matching window of the densest traffic (``dense`` rows, carried journeys and the rows that
     follow them: :data:`FLOOR_ROWS` times as many, split in ``parts`` partitions) needs more than the ``window_rows``
     the budget leaves; None when both fit. A partitioned window is matched a partition at a time, :data:`SPAN_ROWS`
@@ -453,14 +472,14 @@ def floor_note(memory: int, window_ns: int, dense: int, window_rows: int, fixed:
     need = int(np.ceil((window + rest) / MARGIN))
     if parts > 1:
         return (f"the memory budget ({memory / mib:,.0f} MiB) is below this capture set's floor: the run holds up to about {rest:,.0f} MiB "
-                f"whatever the budget (libraries, readers, the clock estimate, each sighting's summary), besides about {window:,.1f} MiB for one "
+                f"whatever the budget (libraries, readers, the clock estimate, a byte per journey), besides about {window:,.1f} MiB for one "
                 f"partition of its densest {window_ns / 1e6:,.0f} ms (--window-ms, {dense:,} packet sightings, matched in {parts:,} "
                 f"partitions spilled to disk): up to about {need:,} MiB in all, whatever the budget; give --memory "
                 f"{need}MiB or more (a smaller --window-ms does not lower this, and sightings of one packet further apart are "
                 f"then not joined)")
     return (f"the memory budget ({memory / mib:,.0f} MiB) is below this capture set's floor: its densest {window_ns / 1e6:,.0f} ms "
             f"(--window-ms) hold {dense:,} packet sightings that are matched together (about {window:,.0f} MiB), besides "
-            f"{rest:,.0f} MiB the run holds anyway (libraries, readers, each sighting's summary): about {need:,} MiB in all, "
+            f"{rest:,.0f} MiB the run holds anyway (libraries, readers, a byte per journey): about {need:,} MiB in all, "
             f"which it takes whatever the budget; give --memory {need}MiB or more, or a smaller --window-ms (sightings of "
             f"one packet further apart are then not joined)")
 
@@ -614,7 +633,7 @@ class _HopsWriter:
         self.writer = None
         self.pool = ThreadPoolExecutor(1) if out is not None else None
         self.pending: list = []
-        self.amb: list[np.ndarray] = []  # per journey, ambiguous as written
+        self.ambiguous = 0  # journeys written as ambiguous (ambiguous among their window's: so also in the end)
         if self.tmp is not None:
             import pyarrow.parquet as pq
 
@@ -632,7 +651,7 @@ class _HopsWriter:
         first = np.ones(len(h), bool)
         j = h["journey"].to_numpy()
         first[1:] = j[1:] != j[:-1]
-        self.amb.append(h["ambiguous"].to_numpy()[first])
+        self.ambiguous += int(h["ambiguous"].to_numpy()[first].sum())
 
     def close(self, m) -> bool:
         """Finish the file; copy it with ambiguity corrected when a later window changed it (``m``: the matcher,
@@ -645,9 +664,8 @@ class _HopsWriter:
         self.writer.close()
         if m is None or self.tmp == self.out:
             return False
-        written = np.concatenate(self.amb) if self.amb else np.zeros(0, bool)
         final = m.spine.ambiguous()
-        if np.array_equal(written, final):
+        if int(final.sum()) == self.ambiguous:  # written ambiguous ones are so in the end: as many means the same ones
             os.replace(self.tmp, self.out)
             return False
         import pyarrow as pa

@@ -9,9 +9,9 @@ sighting to the oldest open journey lacking its place, and closed journeys are o
 one), so the journeys, their numbers (by first corrected time, then fingerprint) and their hops are
 those of one walk over everything. The in-memory run is the case of one window with no horizon.
 
-Per emitted sighting a compact spine is kept (:class:`Spine`: about 34 bytes with its share of the
-journey's): hop latency percentiles, losses and ambiguity (a fingerprint owning more than one
-journey, possibly in another window) are exact functions of it, computed once at the end.
+Per emitted sighting a compact spine is kept (:mod:`.spine`: about 34 bytes with its share of the journey's, in
+memory or, in a streamed run, on disk): hop latency percentiles, losses and ambiguity (a fingerprint owning more
+than one journey, possibly in another window) are exact functions of it, computed once at the end.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import pandas as pd
 from pcaptools.addr import to_u128
 from pcaptools.correlate.fingerprint import combine8
 from pcaptools.correlate.match import by_fingerprint, journeys
+from pcaptools.correlate.spine import Spine, repeated
 from pcaptools.schema import HOPS_COLUMNS, validate
 
 CARRY = ("file", "record", "direction", "src", "dst", "sport", "dport", "proto", "tunnel", "vni",
@@ -147,102 +148,6 @@ def take_rows(rows: dict[str, np.ndarray], idx: np.ndarray) -> dict[str, np.ndar
     return {c: v[idx] for c, v in rows.items()}
 
 
-def repeated(values: np.ndarray) -> np.ndarray:
-    """Per element: its value occurs more than once. Sorted values (journeys numbered by fingerprint) are compared
-    with their neighbours; others are hashed (``pd.factorize``) and counted, no sort."""
-    v = np.asarray(values)
-    if v.shape[0] > 1 and (v[1:] >= v[:-1]).all():
-        same = v[1:] == v[:-1]
-        out = np.zeros(v.shape[0], bool)
-        out[1:] = same
-        out[:-1] |= same
-        return out
-    codes, uniq = pd.factorize(v, sort=False)
-    return np.bincount(codes, minlength=uniq.shape[0])[codes] > 1
-
-
-def _pair_counts(f: np.ndarray, q: np.ndarray, npts: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Distinct (flow ``f``, point ``q`` < ``npts``) pairs sorted by flow then point, and how often each occurs.
-
-    Flows are hashed (``pd.factorize``) and counted per point with one bincount; only the distinct pairs
-    are sorted. With very many distinct flows (the count table would outgrow the input) the rows are sorted."""
-    codes, uniq = pd.factorize(f, sort=False)
-    if uniq.shape[0] * npts <= 4 * f.shape[0] + 1024:
-        cnt = np.bincount(codes.astype(np.int64) * npts + q, minlength=uniq.shape[0] * npts)
-        nz = np.flatnonzero(cnt)
-        fu, qu = uniq[nz // npts], nz % npts
-        o = np.lexsort((qu, fu))
-        return fu[o], qu[o], cnt[nz][o]
-    o = np.lexsort((q, f))
-    f, q = f[o], q[o]
-    new = np.ones(f.shape[0], bool)
-    new[1:] = (f[1:] != f[:-1]) | (q[1:] != q[:-1])
-    starts = np.flatnonzero(new)
-    return f[starts], q[starts], np.diff(np.append(starts, f.shape[0]))
-
-
-class Spine:
-    """What the summary needs, gathered window by window (module doc).
-
-    Per emitted sighting, in hops order: point, corrected time and flow hash (18 bytes) and, per
-    consecutive pair of sightings, their point pair and latency (10 bytes); per journey its size,
-    fingerprint and points (as bits); per window, already summed: next-point counts by flow, sightings
-    per point, capture spans."""
-
-    def __init__(self, npts: int) -> None:
-        self.npts = npts
-        self.cols: dict[str, list] = {c: [] for c in ("point", "tc", "flow", "size", "mask", "fp", "pair", "latency")}
-        self.flows: list[dict] = []  # per window: (flow, src, dst, sport, dport, proto) of its distinct flows
-        self.next: list[tuple] = []  # per window: distinct (flow, next point) and their counts
-        self.matched = np.zeros(npts, np.int64)
-        self.unmatched = np.zeros(npts, np.int64)
-        self.multi = 0
-        self.lo = np.full(npts, np.iinfo(np.int64).max)
-        self.hi = np.full(npts, np.iinfo(np.int64).min)
-        self._small = np.int16 if npts * npts < 1 << 15 else np.int32
-
-    def add(self, pid: np.ndarray, tc: np.ndarray, flow: np.ndarray, fps: np.ndarray, size: np.ndarray) -> None:
-        """One window's complete journeys, numbered on from the last ones (sightings in hops order; ``size``:
-        sightings per journey)."""
-        n = pid.shape[0]
-        first = np.cumsum(size) - size
-        same = np.ones(n, bool)
-        same[first] = False  # same[i]: sighting i continues the journey of sighting i - 1
-        at = np.flatnonzero(same[1:])  # pairs (at, at + 1)
-        c = self.cols
-        c["point"].append(pid.astype(self._small))
-        c["tc"].append(tc)
-        c["flow"].append(flow)
-        c["size"].append(size.astype(np.int32))
-        c["fp"].append(fps)
-        c["pair"].append((pid[at].astype(np.int64) * self.npts + pid[at + 1]).astype(self._small))
-        c["latency"].append(tc[at + 1] - tc[at])
-        if self.npts <= 64:  # the points of each journey, as bits
-            c["mask"].append(np.bitwise_or.reduceat(np.left_shift(np.uint64(1), pid.astype(np.uint64)), first))
-        self.next.append(_pair_counts(flow[at], pid[at + 1].astype(np.int64), self.npts))
-        multi = np.repeat(size > 1, size)
-        self.matched += np.bincount(pid[multi], minlength=self.npts)
-        self.unmatched += np.bincount(pid[~multi], minlength=self.npts)
-        self.multi += int((size > 1).sum())
-        np.minimum.at(self.lo, pid, tc)
-        np.maximum.at(self.hi, pid, tc)
-
-    def ambiguous(self) -> np.ndarray:
-        """Per journey number: its fingerprint owns another journey too."""
-        return repeated(self.array("fp"))
-
-    def journey_of(self, at: np.ndarray) -> np.ndarray:
-        """Journey number of the sightings at positions ``at`` (hops order)."""
-        return np.searchsorted(np.cumsum(self.array("size"), dtype=np.int64), at, side="right")
-
-    def array(self, name: str) -> np.ndarray:
-        """One gathered column as a single array (kept so, the pieces released)."""
-        lst = self.cols[name]
-        if len(lst) != 1:
-            lst[:] = [np.concatenate(lst) if lst else np.zeros(0, np.uint64 if name in ("flow", "mask", "fp") else np.int64)]
-        return lst[0]
-
-
 @dataclass
 class Walk:
     """Journeys of a window's rows (:meth:`Matcher.walk`): the complete ones' rows by (journey, time, key) and per
@@ -269,7 +174,7 @@ class Matcher:
     """Windowed journey matching (module doc): ``step`` per window, ``carried`` journeys between them."""
 
     def __init__(self, *, window_ns: int, point_names: list[str], point_node: list[str], point_iface: list[str],
-                 cats: Categories) -> None:  # fmt: skip
+                 cats: Categories, spine: Spine | None = None) -> None:  # fmt: skip
         self.window_ns = int(window_ns)
         self.cats = cats
         self.point_names = list(point_names)
@@ -284,7 +189,7 @@ class Matcher:
         self.windows = 0
         self.carried_journeys = 0  # journeys carried over a window boundary, summed over boundaries
         self.carried_rows = 0
-        self.spine = Spine(len(self.point_names))
+        self.spine = Spine(len(self.point_names)) if spine is None else spine  # in memory, or given (spilled)
 
     def step(self, new: dict[str, np.ndarray], horizon: int | None, *, order: np.ndarray | None = None) -> Part:
         """Match the carried rows with ``new`` (every row before ``horizon``; None: the last window) and emit
@@ -359,7 +264,7 @@ class Matcher:
         flow = combine8(pid.astype(i64), proto.astype(i64), src, src, dst, dst, sport.astype(i64), dport.astype(i64))
         self.spine.add(pid, tcf, flow, fps, size)
         first = pd.Series(flow).drop_duplicates().index.to_numpy()  # hashing, not sorting
-        self.spine.flows.append({"flow": flow[first], "src": rows["src"][final][first], "dst": rows["dst"][final][first],
+        self.spine.add_flows({"flow": flow[first], "src": rows["src"][final][first], "dst": rows["dst"][final][first],
                                  "sport": sport[first], "dport": dport[first], "proto": proto[first]})  # fmt: skip
 
     def _part(self, rows, final, cols, tcf) -> Part:
