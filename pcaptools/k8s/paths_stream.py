@@ -12,13 +12,16 @@ this is :func:`load_paths` (and ``diagnose``). Otherwise, in a temporary directo
    For a diagnosis, a :class:`~pcaptools.k8s.diagnose.PacketEvidence` sees every packet table the correlation reads
    and every journey it emits: per point its capture span and Statistics Block counters, the ICMP errors (one row
    each) and which journeys they are, per TCP journey its sequence, acknowledgement and payload length.
-2. **Label** (one pass over the hops file, a row group at a time, 9 of its columns): each journey's unordered
-   5-tuples reduced to one row per (journey, tuple) with its earliest time and whether it holds a SYN / a SYN or
-   SYN-ACK, which is all :func:`pcaptools.k8s.paths._connections` reads; that function labels the reduced table,
-   so journey -> connection is the in-memory one. The same pass counts rows per (point, address) for the pod
-   network's routing evidence.
-3. **Spill** (a second pass): each hops row to the bucket of its connection, buckets being runs of consecutive
-   connections holding at most ``bucket_rows`` rows (from the budget), one Parquet file each. Per bucket the
+2. **Label** (one pass over the hops file, a row group at a time, 9 of its columns; a journey a row-group boundary cuts
+   is carried to the next, :func:`~pcaptools.k8s.labels_bounded.whole_journeys`): journey -> connection as
+   :func:`pcaptools.k8s.paths._connections` numbers it, kept per use of a 5-tuple, not per journey
+   (:mod:`pcaptools.k8s.labels_bounded`: each journey's (journey, tuple) elements spilled by tuple, cut into uses,
+   linked by the journeys of two tuples). The same pass counts rows per (point, address) for the pod network's
+   routing evidence.
+3. **Spill** (a second pass): each hops row to the bucket of its connection (its journey's first element's use,
+   :meth:`~pcaptools.k8s.labels_bounded.Labels.rows`), buckets being runs of consecutive connections holding at most
+   ``bucket_rows`` rows (from the budget), one Parquet file each, and each row's connection beside it; the routing
+   evidence's journeys counted per row group. Per bucket the
    existing ``_build`` runs with the precomputed connection ids; buckets in order give the paths in connection
    order. Client-side flows come from :func:`pcaptools.flow_stream.read_flows_bounded` of the same files. For a
    diagnosis each bucket's hops in causal order (``_build``'s, :data:`DETAIL_COLUMNS`) are written back and tallied
