@@ -32,9 +32,14 @@ this is :func:`load_paths` (and ``diagnose``). Otherwise, in a temporary directo
    uses for the whole set as one group: every connection lies whole in one bucket, and what a connection's verdict
    reads beyond it (homes, next points, capture spans and drops, ICMP errors, TCP numbers) is the whole set's.
 
-Memory: the correlation's (see :mod:`pcaptools.correlate.stream`), then the labels: one row per (journey, 5-tuple)
-while they are computed (a journey through NAT has two tuples), about 100 bytes per journey kept (measured: 98 MiB
-for 982,411 journeys), then one bucket at a time, about :data:`BUILD_ROW_COST` bytes a hops row while its paths are
+Memory: the correlation's (see :mod:`pcaptools.correlate.stream`), then the labels, nothing per journey
+(:mod:`pcaptools.k8s.labels_bounded`): 40 bytes per use of a 5-tuple kept (a connection has a use per tuple, two
+through NAT), and while labelled one row group and one partition of (journey, tuple) elements, about 120 bytes each
+(one tuple's elements lie in one partition, so a connection of many journeys is held whole: 134,701 elements in the
+largest partition of gen_set.py's 1.58M-sighting set). Measured on gen_set.py's sets of 396k, 792k and 1.58M
+sightings under ``--memory 300MiB``: the label pass peaks 50, 68 and 93 MiB above the RSS it starts from (was 78, 145
+and 274 with a row per (journey, tuple) in pandas), the spill pass 86, 88 and 103 MiB (a row group and the held
+rows). Then one bucket at a time, about :data:`BUILD_ROW_COST` bytes a hops row while its paths are
 built (its diagnosis takes less: its journeys as columns, about 30 numbers a journey and 3 a sighting,
 :class:`~pcaptools.k8s.diagnose_journeys.JourneyTable`), plus the flow tables
 (one row per flow), the path table and the NAT table (one row per NAT step, about 65 bytes; the buckets' tables are
