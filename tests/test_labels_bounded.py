@@ -109,3 +109,14 @@ def test_hops_file_out_of_journey_order_is_refused(tmp_path):
     pf = _hops_file(back, tmp_path / "hops.parquet", 50)
     with pytest.raises(RuntimeError, match="not in journey order"):
         list(whole_journeys(pf, columns=LABEL_COLUMNS))
+
+
+def test_per_journey_labels_of_a_hops_file_are_the_in_memory_ones(generated, tmp_path):
+    from pcaptools.k8s.paths_stream import _label
+
+    hops = pcaptools.correlate_captures(pcaptools.CaptureSet.load(generated)).hops
+    uj, conn = _label(_hops_file(hops, tmp_path / "hops.parquet", 1000), memory=1 << 20)
+    keep = (hops["proto"].to_numpy() >= 0) & hops["src"].notna().to_numpy() & hops["dst"].notna().to_numpy()
+    want_j, want_c = _connections(hops.loc[keep].reset_index(drop=True))
+    assert len(uj) > 1000
+    assert np.array_equal(uj, want_j) and np.array_equal(conn, want_c)

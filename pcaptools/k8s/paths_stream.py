@@ -236,7 +236,7 @@ def _paths_of_file(hops_path: Path, corr, inv, flows, memory: int, bucket_rows: 
         dg = Diagnoser(inv, ev, HopTallies.of(_empty_hops()), opts["capture_drops"])
         return ps, dg.result(ps.paths, ps.nat, opts["iptables"])
     pf = pq.ParquetFile(hops_path)
-    labels, pairs, point_rows = _label(pf, tmp, memory)
+    labels, pairs, point_rows = _label_pass(pf, tmp, memory)
     release_freed_memory()
     rows_c = labels.rows_c
     if bucket_rows is None:
@@ -329,7 +329,28 @@ def _empty_hops() -> pd.DataFrame:
     return empty(HOPS_COLUMNS)
 
 
-def _label(pf, tmp: Path, memory: int) -> tuple[Labels, pd.Series, pd.Series]:
+def _label(pf, memory: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(journey ids, connection id per journey) of a hops Parquet file, as :func:`_connections` gives them on the
+    whole table, for a caller that keeps them per journey (the report's sequence diagrams): the bounded labels
+    (:func:`_label_pass`, spilled to a temporary directory; ``memory`` sizes its partitions) read out per journey."""
+    from pcaptools.correlate.budget import default_memory
+
+    uj, conn = [], []
+    with tempfile.TemporaryDirectory(prefix="pcaptools-labels-") as tmp:
+        labels = _label_pass(pf, Path(tmp), default_memory() if memory is None else int(memory))[0]
+        for t in whole_journeys(pf, columns=LABEL_COLUMNS):
+            f = t.to_pandas()
+            c = labels.rows(f)
+            j = f["journey"].to_numpy(np.int64)
+            head = np.r_[True, j[1:] != j[:-1]] & (c >= 0) if len(j) else np.zeros(0, bool)  # a journey's rows share c
+            uj.append(j[head])
+            conn.append(c[head])
+    if not uj:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    return np.concatenate(uj), np.concatenate(conn)
+
+
+def _label_pass(pf, tmp: Path, memory: int) -> tuple[Labels, pd.Series, pd.Series]:
     """Pass 1: journey -> connection as :func:`_connections` gives it on the whole table, kept per use of a 5-tuple
     (:mod:`pcaptools.k8s.labels_bounded`), and the (point, address) / point row counts of the routing evidence."""
     from pcaptools.k8s.inventory import point_addresses
