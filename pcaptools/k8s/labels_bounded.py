@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from pcaptools.k8s.journeys import grouped, journey_index, run_distinct
-from pcaptools.k8s.paths import IDLE_NS
+from pcaptools.k8s.paths import _epochs
 
 ELEMENT = np.dtype([("k1", "<i8"), ("k2", "<i8"), ("t", "<i8"), ("j", "<i8"), ("n", "<i4"), ("f", "u1")])
 """A (journey, unordered 5-tuple) element on disk: the tuple as two numbers (``proto << 56 | lower endpoint``, higher
@@ -254,19 +254,20 @@ class LabelBuilder:
 
 
 def _uses(rec: np.ndarray) -> dict[str, np.ndarray]:
-    """The uses of one partition's elements (module doc, 2.): each tuple's elements by (time, journey), a new use at a
-    SYN after anything but a SYN or SYN-ACK, or after ``IDLE_NS`` idle (``_epochs``); per use its tuple, first time and
-    journey, least journey and hops rows."""
+    """The uses of one partition's elements (module doc, 2.): each tuple's elements by (time, journey), cut where
+    :func:`pcaptools.k8s.paths._epochs` cuts them (a SYN after anything but a SYN or SYN-ACK, ``IDLE_NS`` idle); per
+    use its tuple, first time and journey, least journey and hops rows."""
     o = np.lexsort((rec["j"], rec["t"], rec["k2"], rec["k1"]))
     k1, k2, t, j, f = rec["k1"][o], rec["k2"][o], rec["t"][o], rec["j"][o], rec["f"][o]
     n = rec["n"][o].astype(np.int64)
     del rec, o
-    start = np.ones(len(j), bool)
-    start[1:] = ((k1[1:] != k1[:-1]) | (k2[1:] != k2[:-1]) | (((f[1:] & 1) != 0) & ((f[:-1] & 2) == 0))
-                 | (t[1:] - t[:-1] > IDLE_NS))  # fmt: skip
-    s = np.flatnonzero(start)
-    return {"k1": k1[s], "k2": k2[s], "t": t[s], "j": j[s], "jmin": np.minimum.reduceat(j, s) if len(s) else s,
-            "rows": np.add.reduceat(n, s) if len(s) else s}  # fmt: skip
+    if not len(j):
+        return {c: np.zeros(0, np.int64) for c in ("k1", "k2", "t", "j", "jmin", "rows")}
+    new = np.r_[True, (k1[1:] != k1[:-1]) | (k2[1:] != k2[:-1])]
+    epoch = _epochs(np.cumsum(new) - 1, j, t, (f & 1) != 0, (f & 2) != 0)  # elements are already in its order
+    s = np.flatnonzero(np.r_[True, epoch[1:] != epoch[:-1]])
+    return {"k1": k1[s], "k2": k2[s], "t": t[s], "j": j[s], "jmin": np.minimum.reduceat(j, s),
+            "rows": np.add.reduceat(n, s)}  # fmt: skip
 
 
 def _components(n: int, edges: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
