@@ -12,13 +12,16 @@ this is :func:`load_paths` (and ``diagnose``). Otherwise, in a temporary directo
    For a diagnosis, a :class:`~pcaptools.k8s.diagnose.PacketEvidence` sees every packet table the correlation reads
    and every journey it emits: per point its capture span and Statistics Block counters, the ICMP errors (one row
    each) and which journeys they are, per TCP journey its sequence, acknowledgement and payload length.
-2. **Label** (one pass over the hops file, a row group at a time, 9 of its columns): each journey's unordered
-   5-tuples reduced to one row per (journey, tuple) with its earliest time and whether it holds a SYN / a SYN or
-   SYN-ACK, which is all :func:`pcaptools.k8s.paths._connections` reads; that function labels the reduced table,
-   so journey -> connection is the in-memory one. The same pass counts rows per (point, address) for the pod
-   network's routing evidence.
-3. **Spill** (a second pass): each hops row to the bucket of its connection, buckets being runs of consecutive
-   connections holding at most ``bucket_rows`` rows (from the budget), one Parquet file each. Per bucket the
+2. **Label** (one pass over the hops file, a row group at a time, 9 of its columns; a journey a row-group boundary cuts
+   is carried to the next, :func:`~pcaptools.k8s.labels_bounded.whole_journeys`): journey -> connection as
+   :func:`pcaptools.k8s.paths._connections` numbers it, kept per use of a 5-tuple, not per journey
+   (:mod:`pcaptools.k8s.labels_bounded`: each journey's (journey, tuple) elements spilled by tuple, cut into uses,
+   linked by the journeys of two tuples). The same pass counts rows per (point, address) for the pod network's
+   routing evidence.
+3. **Spill** (a second pass): each hops row to the bucket of its connection (its journey's first element's use,
+   :meth:`~pcaptools.k8s.labels_bounded.Labels.rows`), buckets being runs of consecutive connections holding at most
+   ``bucket_rows`` rows (from the budget), one Parquet file each, and each row's connection beside it; the routing
+   evidence's journeys counted per row group. Per bucket the
    existing ``_build`` runs with the precomputed connection ids; buckets in order give the paths in connection
    order. Client-side flows come from :func:`pcaptools.flow_stream.read_flows_bounded` of the same files. For a
    diagnosis each bucket's hops in causal order (``_build``'s, :data:`DETAIL_COLUMNS`) are written back and tallied
@@ -29,9 +32,14 @@ this is :func:`load_paths` (and ``diagnose``). Otherwise, in a temporary directo
    uses for the whole set as one group: every connection lies whole in one bucket, and what a connection's verdict
    reads beyond it (homes, next points, capture spans and drops, ICMP errors, TCP numbers) is the whole set's.
 
-Memory: the correlation's (see :mod:`pcaptools.correlate.stream`), then the labels: one row per (journey, 5-tuple)
-while they are computed (a journey through NAT has two tuples), about 100 bytes per journey kept (measured: 98 MiB
-for 982,411 journeys), then one bucket at a time, about :data:`BUILD_ROW_COST` bytes a hops row while its paths are
+Memory: the correlation's (see :mod:`pcaptools.correlate.stream`), then the labels, nothing per journey
+(:mod:`pcaptools.k8s.labels_bounded`): 40 bytes per use of a 5-tuple kept (a connection has a use per tuple, two
+through NAT), and while labelled one row group and one partition of (journey, tuple) elements, about 120 bytes each
+(one tuple's elements lie in one partition, so a connection of many journeys is held whole: 134,701 elements in the
+largest partition of gen_set.py's 1.58M-sighting set). Measured on gen_set.py's sets of 396k, 792k and 1.58M
+sightings under ``--memory 300MiB``: the label pass peaks 50, 68 and 93 MiB above the RSS it starts from (was 78, 145
+and 274 with a row per (journey, tuple) in pandas), the spill pass 86, 88 and 103 MiB (a row group and the held
+rows). Then one bucket at a time, about :data:`BUILD_ROW_COST` bytes a hops row while its paths are
 built (its diagnosis takes less: its journeys as columns, about 30 numbers a journey and 3 a sighting,
 :class:`~pcaptools.k8s.diagnose_journeys.JourneyTable`), plus the flow tables
 (one row per flow), the path table and the NAT table (one row per NAT step, about 65 bytes; the buckets' tables are
@@ -55,7 +63,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from pcaptools.k8s.paths import PathSet, _build, _connections, _empty, as_inventory, load_paths
+from pcaptools.k8s.journeys import grouped
+from pcaptools.k8s.labels_bounded import LABEL_COLUMNS, LabelBuilder, Labels, whole_journeys
+from pcaptools.k8s.paths import PathSet, _build, _empty, as_inventory, load_paths
 from pcaptools.process import release_freed_memory
 
 if TYPE_CHECKING:
@@ -226,13 +236,13 @@ def _paths_of_file(hops_path: Path, corr, inv, flows, memory: int, bucket_rows: 
         dg = Diagnoser(inv, ev, HopTallies.of(_empty_hops()), opts["capture_drops"])
         return ps, dg.result(ps.paths, ps.nat, opts["iptables"])
     pf = pq.ParquetFile(hops_path)
-    uj, conn, rows_j, pairs, point_rows = _label(pf)
+    labels, pairs, point_rows = _label_pass(pf, tmp, memory)
     release_freed_memory()
+    rows_c = labels.rows_c
     if bucket_rows is None:
         from pcaptools.correlate.stream import _rss
 
-        bucket_rows = max(int((memory * 0.9 - _rss()) // BUILD_ROW_COST), MIN_BUCKET_ROWS, -(-int(rows_j.sum()) // MAX_BUCKETS))
-    rows_c = np.bincount(conn, weights=rows_j, minlength=int(conn.max()) + 1 if len(conn) else 0).astype(np.int64)
+        bucket_rows = max(int((memory * 0.9 - _rss()) // BUILD_ROW_COST), MIN_BUCKET_ROWS, -(-int(rows_c.sum()) // MAX_BUCKETS))
     bucket_c = np.unique((np.cumsum(rows_c) - rows_c) // max(int(bucket_rows), 1), return_inverse=True)[1].reshape(-1)
     nb = int(bucket_c.max()) + 1 if len(bucket_c) else 0
     single = set()
@@ -240,13 +250,15 @@ def _paths_of_file(hops_path: Path, corr, inv, flows, memory: int, bucket_rows: 
         from pcaptools.k8s.inventory import single_address_points
 
         single = single_address_points(pairs, point_rows)
-    routing = _spill(pf, uj, bucket_c[conn], nb, tmp, inv, single, hold_rows=max(int(bucket_rows), int(memory * SPILL_SHARE // SPILL_ROW_BYTES)))
+    routing = _spill(pf, labels, bucket_c, nb, tmp, inv, single, hold_rows=max(int(bucket_rows), int(memory * SPILL_SHARE // SPILL_ROW_BYTES)))
+    del labels
     path_parts, nat_parts, tallies = [], [], []
     first_c = np.searchsorted(bucket_c, np.arange(nb))  # first connection of each bucket (connections run in order)
     for b in range(nb):
         h = pd.read_parquet(tmp / f"bucket-{b}.parquet")
-        mine = bucket_c[conn] == b
-        bj, bc = uj[mine], conn[mine] - first_c[b]
+        # the bucket's journeys (each has a 5-tuple: rows of the others are not spilled) and their connections
+        bj, at = _first_rows(h["journey"].to_numpy(np.int64))
+        bc = np.fromfile(tmp / f"connections-{b}.bin", np.int64)[at] - first_c[b]
         side: dict | None = {} if diagnosis is not None else None
         p, nat = _build(h, inv, flows, side, (bj, bc))
         del h
@@ -303,72 +315,78 @@ def _diagnose_buckets(paths: pd.DataFrame, nat: pd.DataFrame, first_c: np.ndarra
     return dg.result(paths, nat, opts["iptables"])
 
 
+def _first_rows(j: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(the distinct journeys of ``j`` ascending, the row of each one's first), read off the runs when grouped."""
+    if grouped(j):
+        at = np.flatnonzero(np.r_[True, j[1:] != j[:-1]]) if len(j) else np.zeros(0, np.int64)
+        return j[at], at
+    return np.unique(j, return_index=True)
+
+
 def _empty_hops() -> pd.DataFrame:
     from pcaptools.schema import HOPS_COLUMNS, empty
 
     return empty(HOPS_COLUMNS)
 
 
-def _label(pf) -> tuple[np.ndarray, np.ndarray, np.ndarray, pd.Series, pd.Series]:
-    """Pass 1: (journey ids, connection id per journey, hops rows per journey) as :func:`_connections` gives them on
-    the whole table, and the (point, address) / point row counts of the routing evidence."""
+def _label(pf, memory: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(journey ids, connection id per journey) of a hops Parquet file, as :func:`_connections` gives them on the
+    whole table, for a caller that keeps them per journey (the report's sequence diagrams): the bounded labels
+    (:func:`_label_pass`, spilled to a temporary directory; ``memory`` sizes its partitions) read out per journey."""
+    from pcaptools.correlate.budget import default_memory
+
+    uj, conn = [], []
+    with tempfile.TemporaryDirectory(prefix="pcaptools-labels-") as tmp:
+        labels = _label_pass(pf, Path(tmp), default_memory() if memory is None else int(memory))[0]
+        for t in whole_journeys(pf, columns=LABEL_COLUMNS):
+            f = t.to_pandas()
+            c = labels.rows(f)
+            j = f["journey"].to_numpy(np.int64)
+            head = np.r_[True, j[1:] != j[:-1]] & (c >= 0) if len(j) else np.zeros(0, bool)  # a journey's rows share c
+            uj.append(j[head])
+            conn.append(c[head])
+    if not uj:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    return np.concatenate(uj), np.concatenate(conn)
+
+
+def _label_pass(pf, tmp: Path, memory: int) -> tuple[Labels, pd.Series, pd.Series]:
+    """Pass 1: journey -> connection as :func:`_connections` gives it on the whole table, kept per use of a 5-tuple
+    (:mod:`pcaptools.k8s.labels_bounded`), and the (point, address) / point row counts of the routing evidence."""
     from pcaptools.k8s.inventory import point_addresses
 
-    addr: dict[str, int] = {}
-    parts, pair_parts, point_parts = [], [], []
-    for g in range(pf.num_row_groups):
-        t = pf.read_row_group(g, columns=_LABEL_COLUMNS).to_pandas()
-        pairs, rows = point_addresses(t)
-        pair_parts.append(pairs)
+    lb = LabelBuilder(tmp, rows=pf.metadata.num_rows, memory=memory)
+    pairs, point_rows = pd.Series(dtype=np.int64), pd.Series(dtype=np.int64)
+    pair_parts, point_parts = [], []
+    for t in whole_journeys(pf, columns=_LABEL_COLUMNS):
+        t = t.to_pandas()
+        pp, rows = point_addresses(t)
+        pair_parts.append(pp)
         point_parts.append(rows)
-        keep = (t["proto"].to_numpy() >= 0) & t["src"].notna().to_numpy() & t["dst"].notna().to_numpy()  # as _build
-        t = t.loc[keep]
-        e = [_addr_ids(t[c], addr) * 65538 + t[p].to_numpy(np.int64) + 1 for c, p in (("src", "sport"), ("dst", "dport"))]
-        flags = t["tcp_flags"].to_numpy(np.int64)
-        tcp = (t["proto"].to_numpy() == 6) & (flags >= 0)
-        parts.append(pd.DataFrame({
-            "j": t["journey"].to_numpy(np.int64), "proto": t["proto"].to_numpy(np.int64),
-            "lo": np.minimum(*e), "hi": np.maximum(*e), "t": t["ts_corrected_ns"].to_numpy(np.int64),
-            "syn": tcp & ((flags & 0x12) == 0x02), "hs": tcp & ((flags & 0x02) != 0), "n": np.ones(len(t), np.int64),
-        }).groupby(["j", "proto", "lo", "hi"], sort=False).agg(t=("t", "min"), syn=("syn", "any"), hs=("hs", "any"), n=("n", "sum")))  # fmt: skip
+        lb.add(t)
+        if len(pair_parts) >= 64:  # sums over tables add up: folded as they come, not kept per row group
+            pairs, point_rows = _sums([pairs, *pair_parts], [point_rows, *point_parts])
+            pair_parts, point_parts = [], []
+    pairs, point_rows = _sums([pairs, *pair_parts], [point_rows, *point_parts])
+    return lb.finish(), pairs, point_rows
+
+
+def _sums(pair_parts: list[pd.Series], point_parts: list[pd.Series]) -> tuple[pd.Series, pd.Series]:
+    """Rows per (point, address) and per point summed over tables (:func:`~pcaptools.k8s.inventory.point_addresses`)."""
+    pair_parts = [p for p in pair_parts if len(p)]
+    point_parts = [p for p in point_parts if len(p)]
     pairs = pd.concat(pair_parts).groupby(level=[0, 1]).sum() if pair_parts else pd.Series(dtype=np.int64)
     point_rows = pd.concat(point_parts).groupby(level=0).sum() if point_parts else pd.Series(dtype=np.int64)
-    kj = pd.concat(parts).groupby(level=[0, 1, 2, 3], sort=False).agg({"t": "min", "syn": "any", "hs": "any", "n": "sum"}).reset_index() if parts else ()
-    del parts
-    if not len(kj):
-        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64), pairs, point_rows
-    names = pd.Index(list(addr))
-    lo, hi = kj["lo"].to_numpy(np.int64), kj["hi"].to_numpy(np.int64)
-    # one row per (journey, tuple) with what _connections reads: its tuple, earliest time, and flags standing for
-    # "has a SYN" (0x02) / "has a SYN or SYN-ACK" (0x12) / neither (0x10)
-    reduced = pd.DataFrame({
-        "journey": kj["j"].to_numpy(np.int64), "proto": kj["proto"].to_numpy(np.int64),
-        "src": pd.Categorical.from_codes(lo // 65538, categories=names), "sport": lo % 65538 - 1,
-        "dst": pd.Categorical.from_codes(hi // 65538, categories=names), "dport": hi % 65538 - 1,
-        "ts_corrected_ns": kj["t"].to_numpy(np.int64),
-        "tcp_flags": np.where(kj["syn"].to_numpy(), 0x02, np.where(kj["hs"].to_numpy(), 0x12, 0x10)),
-    })  # fmt: skip
-    uj, conn = _connections(reduced)
-    rows_j = pd.Series(kj["n"].to_numpy(np.int64)).groupby(kj["j"].to_numpy(np.int64)).sum().reindex(uj).to_numpy(np.int64)
-    return uj, conn, rows_j, pairs, point_rows
+    return pairs, point_rows
 
 
-def _addr_ids(col: pd.Series, addr: dict[str, int]) -> np.ndarray:
-    """Ids of a categorical address column's values in ``addr`` (grown as new addresses come)."""
-    cats = col.cat.categories if isinstance(col.dtype, pd.CategoricalDtype) else None
-    if cats is None:
-        col = col.astype("category")
-        cats = col.cat.categories
-    lut = np.array([addr.setdefault(str(c), len(addr)) for c in cats] + [-1], np.int64)
-    return lut[col.cat.codes.to_numpy(np.int64)]
-
-
-def _spill(pf, uj: np.ndarray, bucket_j: np.ndarray, nb: int, tmp: Path, inv, single: set[str], *,
+def _spill(pf, labels: Labels, bucket_c: np.ndarray, nb: int, tmp: Path, inv, single: set[str], *,
            hold_rows: int) -> pd.DataFrame:  # fmt: skip
-    """Pass 2: each labelled hops row appended to its bucket's Parquet file (rows in file order), up to ``hold_rows``
-    rows held and then written one row group per bucket (a row group per window and bucket made thousands of tiny
-    writes and reads); returns the per-journey routing flags of every hops row (:meth:`Inventory.routing_flags`),
-    empty without an inventory."""
+    """Pass 2: each labelled hops row appended to its bucket's Parquet file (rows in file order) and its connection to
+    the bucket's ``connections-B.bin``, up to ``hold_rows`` rows held and then written one row group per bucket (a row
+    group per window and bucket made thousands of tiny writes and reads); returns the counts of journeys whose routing
+    flags (:meth:`Inventory.routing_flags`) are set, as :func:`~pcaptools.k8s.inventory.routing_verdict` reads them
+    (empty without an inventory)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -381,19 +399,20 @@ def _spill(pf, uj: np.ndarray, bucket_j: np.ndarray, nb: int, tmp: Path, inv, si
             w = writers.get(k)
             if w is None:
                 w = writers[k] = pq.ParquetWriter(tmp / f"bucket-{k}.parquet", pf.schema_arrow)
-            w.write_table(pa.concat_tables(subs))
+            w.write_table(pa.concat_tables([x for x, _ in subs]))
+            with open(tmp / f"connections-{k}.bin", "ab") as fh:
+                np.concatenate([c for _, c in subs]).tofile(fh)
         held.clear()
 
-    flags = []
+    n_tun = n_bare = 0
     try:
-        for g in range(pf.num_row_groups):
-            t = pf.read_row_group(g)
-            if inv is not None:
-                flags.append(inv.routing_flags(t.select(["journey", "src", "dst", "tunnel", "point"]).to_pandas(), single))
-            j = t.column("journey").to_numpy()
-            at = np.clip(np.searchsorted(uj, j), 0, max(len(uj) - 1, 0))
-            known = (uj[at] == j) if len(uj) else np.zeros(len(j), bool)
-            b = np.where(known, bucket_j[at] if len(uj) else -1, -1)
+        for t in whole_journeys(pf):
+            if inv is not None:  # every journey is whole in t: its flags are final
+                fl = inv.routing_flags(t.select(["journey", "src", "dst", "tunnel", "point"]).to_pandas(), single)
+                n_tun += int(fl["tun"].sum())
+                n_bare += int((fl["bare"] & ~fl["tun"]).sum())
+            conn = labels.rows(t.select(LABEL_COLUMNS).to_pandas())
+            b = np.where(conn >= 0, bucket_c[np.maximum(conn, 0)] if len(bucket_c) else -1, -1)
             order = np.argsort(b, kind="stable")
             bs = b[order]
             cut = np.flatnonzero(np.r_[True, bs[1:] != bs[:-1]]) if len(bs) else np.zeros(0, np.int64)
@@ -401,7 +420,8 @@ def _spill(pf, uj: np.ndarray, bucket_j: np.ndarray, nb: int, tmp: Path, inv, si
                 if bs[start] < 0:
                     continue
                 end = cut[k + 1] if k + 1 < len(cut) else len(bs)
-                held.setdefault(int(bs[start]), []).append(t.take(pa.array(order[start:end])))
+                rows = order[start:end]
+                held.setdefault(int(bs[start]), []).append((t.take(pa.array(rows)), conn[rows]))
                 n_held += int(end - start)
             if n_held >= hold_rows:
                 flush()
@@ -413,9 +433,10 @@ def _spill(pf, uj: np.ndarray, bucket_j: np.ndarray, nb: int, tmp: Path, inv, si
     for b in range(nb):  # a bucket is never empty (its connections have rows), but be safe
         if b not in writers:
             pq.write_table(pf.schema_arrow.empty_table(), tmp / f"bucket-{b}.parquet")
-    if not flags:
-        return pd.DataFrame({"tun": np.zeros(0, bool), "bare": np.zeros(0, bool)})
-    return pd.concat(flags).groupby(level=0).any()
+            (tmp / f"connections-{b}.bin").write_bytes(b"")
+    # routing_verdict counts tunnelled journeys (sum of tun) and bare ones (sum of bare & ~tun): these two rows
+    # hold the counts of every journey (integers: n & ~0 == n, 0 & ~n == 0), not a row per journey
+    return pd.DataFrame({"tun": np.array([n_tun, 0], np.int64), "bare": np.array([0, n_bare], np.int64)})
 
 
 def _journeys_of(pf, journeys: np.ndarray) -> pd.DataFrame:
