@@ -190,7 +190,8 @@ def _group_rank(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def nat_table(
-    hops: pd.DataFrame, inventory: Inventory | None = None, *, reply: pd.Series | None = None, ordered: bool = False
+    hops: pd.DataFrame, inventory: Inventory | None = None, *, reply: pd.Series | None = None, ordered: bool = False,
+    codes: tuple[pd.Index, np.ndarray, np.ndarray] | None = None,
 ) -> pd.DataFrame:
     """One row per address/port translation between consecutive sightings of a journey (NAT_COLUMNS).
 
@@ -198,15 +199,18 @@ def nat_table(
     a reply when one of its changes restores a service frontend or un-masquerades a node address.
     ``ordered=True`` skips :func:`order_hops` when the table is already in causal order.
     Addresses, nodes and services are integer codes throughout; the inventory is asked once per distinct address.
+    ``codes``: (vocabulary of src and dst, src codes, dst codes) of the ordered table, when the caller has them.
     """
     _check(hops)
     h = hops if ordered else order_hops(hops, inventory)
     n = len(h)
     j = h["journey"].to_numpy(np.int64)
     ok = (h["proto"].to_numpy() >= 0) & h["src"].notna().to_numpy() & h["dst"].notna().to_numpy()
-    vocab = vocabulary(h["src"], h["dst"])
-    s = codes_in(h["src"], vocab)
-    d = codes_in(h["dst"], vocab)
+    if codes is not None and ordered:  # the caller's codes are of this table's rows
+        vocab, s, d = codes
+    else:
+        vocab = vocabulary(h["src"], h["dst"])
+        s, d = codes_in(h["src"], vocab), codes_in(h["dst"], vocab)
     sp = h["sport"].to_numpy(np.int64)
     dp = h["dport"].to_numpy(np.int64)
     prev = np.zeros(n, bool)

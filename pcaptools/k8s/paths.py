@@ -19,8 +19,8 @@ closer than their clock error relies on TTL and the sender/receiver rule of :fun
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from types import SimpleNamespace
 
 import numpy as np
@@ -77,15 +77,15 @@ def _epochs(key: np.ndarray, ji: np.ndarray, t: np.ndarray, syn: np.ndarray, hs:
     return epoch
 
 
-def _connections(h: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+def _connections(h: pd.DataFrame, codes: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(journey ids, connection id per journey): components of journeys linked by a shared unordered 5-tuple
-    (each use of it, :func:`_epochs`)."""
+    (each use of it, :func:`_epochs`). ``codes``: (src, dst) as codes in one vocabulary, when the caller has them."""
     j = h["journey"].to_numpy(np.int64)
     uj, ji = journey_index(j)
     order = None if len(j) and grouped(j) else np.argsort(ji, kind="stable")  # grouped by journey, as order_hops leaves it
-    vocab = vocabulary(h["src"], h["dst"])
-    e1 = codes_in(h["src"], vocab) * 65538 + h["sport"].to_numpy(np.int64) + 1
-    e2 = codes_in(h["dst"], vocab) * 65538 + h["dport"].to_numpy(np.int64) + 1
+    s, d = _address_codes(h)[1:] if codes is None else codes
+    e1 = s * 65538 + h["sport"].to_numpy(np.int64) + 1
+    e2 = d * 65538 + h["dport"].to_numpy(np.int64) + 1
     t = h["ts_corrected_ns"].to_numpy(np.int64)
     flags = h["tcp_flags"].to_numpy(np.int64)
     proto = h["proto"].to_numpy(np.int64)
@@ -107,6 +107,13 @@ def _connections(h: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     rank = np.empty(len(uj), np.int64)
     rank[roots[np.lexsort((roots, first_t[roots]))]] = np.arange(len(roots))
     return uj, rank[lab]
+
+
+def _address_codes(h: pd.DataFrame) -> tuple[pd.Index, np.ndarray, np.ndarray]:
+    """(vocabulary of the src and dst addresses, src codes, dst codes in it): computed once per table, read by
+    :func:`_connections`, the directions and :func:`~pcaptools.k8s.nat.nat_table` (each a pass over every row)."""
+    vocab = vocabulary(h["src"], h["dst"])
+    return vocab, codes_in(h["src"], vocab), codes_in(h["dst"], vocab)
 
 
 def _journey_times(h: pd.DataFrame, ji: np.ndarray, conn: np.ndarray, nj: int) -> np.ndarray:
@@ -206,9 +213,18 @@ class PathSet:
     correlation: object
     inventory: Inventory | None
     captures: object = None  # the CaptureSet (with ``inference`` when points were inferred from plain files)
-    hops: pd.DataFrame | None = None  # the hops in causal order with ``connection`` and ``direction`` (paths_detail's)
+    hops_of: Callable[[], pd.DataFrame] | pd.DataFrame | None = field(default=None, repr=False)
+    """The hops in causal order with ``connection`` and ``direction`` (paths_detail's), or the function that makes them
+    (:func:`_build`'s, called on first read of :attr:`hops`: a plain ``paths`` run never reads them)."""
     network: dict | None = None  # Inventory.pod_network of all hops, when ``correlation.hops`` holds only some (streamed)
     streamed: dict | None = None  # how a bounded run was cut (paths_stream): windows, carried journeys, buckets
+
+    @property
+    def hops(self) -> pd.DataFrame | None:
+        """The hops in causal order with each sighting's ``connection`` and ``direction`` (made on first read)."""
+        if callable(self.hops_of):
+            self.hops_of = self.hops_of()
+        return self.hops_of
 
     @property
     def skipped_files(self) -> list[dict]:
@@ -256,7 +272,7 @@ def load_paths(
     corr = correlate(cs, window_ns=window_ns or DEFAULT_WINDOW_NS, reference=reference)
     side: dict = {}
     p, nat = _build(corr, inv, (lambda wanted: _flows_of(frames, wanted)) if frames else None, side)
-    return PathSet(paths=p, nat=nat, correlation=corr, inventory=inv, captures=cs, hops=side.get("hops"))
+    return PathSet(paths=p, nat=nat, correlation=corr, inventory=inv, captures=cs, hops_of=side.get("hops_of"))
 
 
 def paths_detail(correlation, inventory=None) -> SimpleNamespace:
@@ -264,13 +280,14 @@ def paths_detail(correlation, inventory=None) -> SimpleNamespace:
     ``direction`` ('forward' client -> server, 'reverse' its replies, '' neither); what :mod:`pcaptools.k8s.diagnose` reads."""
     side: dict = {}
     p, nat = _build(correlation, inventory, None, side)
-    return SimpleNamespace(paths=p, nat=nat, hops=side.get("hops"))
+    return SimpleNamespace(paths=p, nat=nat, hops=side["hops_of"]())
 
 
 def _build(correlation, inventory, flows, side: dict | None = None,
            connections: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(paths, NAT) of a hops table; ``connections``: (journey ids, connection id per journey) already labelled on a
-    larger table (:mod:`pcaptools.k8s.paths_stream`), else :func:`_connections` of this one."""
+    larger table (:mod:`pcaptools.k8s.paths_stream`), else :func:`_connections` of this one. ``side["hops_of"]``: a
+    function making the hops in causal order with ``connection`` and ``direction`` (only a diagnosis reads them)."""
     inv = as_inventory(inventory)
     hops = correlation if isinstance(correlation, pd.DataFrame) else correlation.hops
     keep = (hops["proto"].to_numpy() >= 0) & hops["src"].notna().to_numpy() & hops["dst"].notna().to_numpy()
@@ -278,9 +295,10 @@ def _build(correlation, inventory, flows, side: dict | None = None,
     if not len(h):
         empty = _empty()
         if side is not None:
-            side["hops"] = h.assign(connection=np.zeros(0, np.int64), direction=np.zeros(0, object))
+            side["hops_of"] = lambda: h.assign(connection=np.zeros(0, np.int64), direction=np.zeros(0, object))
         return empty, nat_table(h, inv, ordered=True)
-    uj, conn = _connections(h) if connections is None else connections
+    codes = _address_codes(h)
+    uj, conn = _connections(h, codes[1:]) if connections is None else connections
     nconn = int(conn.max()) + 1
     j = h["journey"].to_numpy(np.int64)  # h is sorted by journey, then causal order
     new = np.r_[True, j[1:] != j[:-1]]
@@ -303,8 +321,7 @@ def _build(correlation, inventory, flows, side: dict | None = None,
     has_syn = np.bincount(conn, syn, minlength=nconn)[conn] > 0
     fwd_j = _pick(conn, syn | ~has_syn, np.where(has_syn, -nhops, 0), t, nconn)
     # direction of every journey: does it carry one of the first packet's tuples, or its reverse?
-    vocab = vocabulary(h["src"], h["dst"])
-    s, d = codes_in(h["src"], vocab), codes_in(h["dst"], vocab)
+    s, d = codes[1:]
     sp, dp = h["sport"].to_numpy(np.int64), h["dport"].to_numpy(np.int64)
     crow = conn[ji]
     has_fwd = fwd_j >= 0
@@ -312,11 +329,11 @@ def _build(correlation, inventory, flows, side: dict | None = None,
     fb = np.where(has_fwd, end_row[np.maximum(fwd_j, 0)], 0)
     fwd, rev = run_directions(ji, crow, s, sp, d, dp, fa, fb, len(uj))
     reply = rev & ~fwd
-    if side is not None:
-        side["hops"] = h.assign(connection=crow, direction=strings(["", "forward", "reverse"], np.where(fwd, 1, np.where(reply, 2, 0))[ji]))
+    if side is not None:  # made when read: the direction strings cost ~10-40 ms on 792k sightings
+        side["hops_of"] = lambda: h.assign(connection=crow, direction=strings(["", "forward", "reverse"], np.where(fwd, 1, np.where(reply, 2, 0))[ji]))
     has_synack = np.bincount(conn, reply & synack, minlength=nconn)[conn] > 0
     rep_j = _pick(conn, reply & (synack | ~has_synack), np.where(has_synack, -nhops, 0), t, nconn)
-    nat = nat_table(h, inv, reply=pd.Series(reply, index=uj), ordered=True)
+    nat = nat_table(h, inv, reply=pd.Series(reply, index=uj), ordered=True, codes=codes)
     nat["connection"] = conn[np.searchsorted(uj, nat["journey"].to_numpy(np.int64))]
     # NAT rows of the representative journeys only, as plain records (pandas per-group objects are slow)
     reps = np.concatenate([uj[fwd_j[fwd_j >= 0]], uj[rep_j[rep_j >= 0]]])
