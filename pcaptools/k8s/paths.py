@@ -18,8 +18,9 @@ closer than their clock error relies on TTL and the sender/receiver rule of :fun
 
 from __future__ import annotations
 
+import dataclasses
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 
@@ -204,27 +205,46 @@ def paths_and_nat(correlation, inventory=None, *, flows: pd.DataFrame | None = N
     return _build(correlation, inventory, flows)
 
 
+class _MadeOnRead:
+    """A dataclass field that may be given a function instead of its value: called on the first read, its result
+    kept (``PathSet.nat`` / ``.hops``: a plain ``paths`` run reads neither whole). Without ``default`` the field is
+    required, as a plain annotation is (reading it from the class raises AttributeError, which dataclasses take for no default)."""
+
+    def __init__(self, default: object = dataclasses.MISSING) -> None:
+        self.default = default
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.slot = f"_{name}_value"
+
+    def __get__(self, obj: object, owner: type | None = None) -> object:
+        if obj is None:
+            if self.default is dataclasses.MISSING:
+                raise AttributeError(self.slot)
+            return self.default
+        v = obj.__dict__.get(self.slot)
+        if callable(v):
+            v = obj.__dict__[self.slot] = v()
+        return v
+
+    def __set__(self, obj: object, value: object) -> None:
+        obj.__dict__[self.slot] = value
+
+
 @dataclass
 class PathSet:
-    """Result of :func:`load_paths`: the path table, its NAT steps, the correlation, inventory and capture set used."""
+    """Result of :func:`load_paths`: the path table, its NAT steps, the correlation, inventory and capture set used.
+    ``nat`` and ``hops`` may be given as functions making them (made on first read)."""
 
     paths: pd.DataFrame
-    nat: pd.DataFrame
+    nat: pd.DataFrame = _MadeOnRead()
     correlation: object
     inventory: Inventory | None
     captures: object = None  # the CaptureSet (with ``inference`` when points were inferred from plain files)
-    hops_of: Callable[[], pd.DataFrame] | pd.DataFrame | None = field(default=None, repr=False)
-    """The hops in causal order with ``connection`` and ``direction`` (paths_detail's), or the function that makes them
-    (:func:`_build`'s, called on first read of :attr:`hops`: a plain ``paths`` run never reads them)."""
+    hops: pd.DataFrame | None = _MadeOnRead(None)  # the hops in causal order with ``connection`` and ``direction`` (paths_detail's)
     network: dict | None = None  # Inventory.pod_network of all hops, when ``correlation.hops`` holds only some (streamed)
     streamed: dict | None = None  # how a bounded run was cut (paths_stream): windows, carried journeys, buckets
-
-    @property
-    def hops(self) -> pd.DataFrame | None:
-        """The hops in causal order with each sighting's ``connection`` and ``direction`` (made on first read)."""
-        if callable(self.hops_of):
-            self.hops_of = self.hops_of()
-        return self.hops_of
+    shown_nat: pd.DataFrame | None = field(default=None, repr=False)
+    """The NAT rows of the representative journeys only (what the terminal shows), when ``nat`` is made on first read."""
 
     @property
     def skipped_files(self) -> list[dict]:
@@ -270,9 +290,9 @@ def load_paths(
 
     cs = load_captures(srcs, points=points, inventory=inv, links=links, decoder=decode, allow_outside=allow_outside)
     corr = correlate(cs, window_ns=window_ns or DEFAULT_WINDOW_NS, reference=reference)
-    side: dict = {}
+    side: dict = {"lazy_nat": True}
     p, nat = _build(corr, inv, (lambda wanted: _flows_of(frames, wanted)) if frames else None, side)
-    return PathSet(paths=p, nat=nat, correlation=corr, inventory=inv, captures=cs, hops_of=side.get("hops_of"))
+    return PathSet(paths=p, nat=side.get("nat_of", nat), correlation=corr, inventory=inv, captures=cs, hops=side["hops_of"], shown_nat=nat)
 
 
 def paths_detail(correlation, inventory=None) -> SimpleNamespace:
@@ -333,10 +353,21 @@ def _build(correlation, inventory, flows, side: dict | None = None,
         side["hops_of"] = lambda: h.assign(connection=crow, direction=strings(["", "forward", "reverse"], np.where(fwd, 1, np.where(reply, 2, 0))[ji]))
     has_synack = np.bincount(conn, reply & synack, minlength=nconn)[conn] > 0
     rep_j = _pick(conn, reply & (synack | ~has_synack), np.where(has_synack, -nhops, 0), t, nconn)
-    nat = nat_table(h, inv, reply=pd.Series(reply, index=uj), ordered=True, codes=codes)
-    nat["connection"] = conn[np.searchsorted(uj, nat["journey"].to_numpy(np.int64))]
+    replies = pd.Series(reply, index=uj)
+
+    def nat_of(rows: np.ndarray | None = None) -> pd.DataFrame:  # of every journey, or of those whose rows are given
+        nt = nat_table(h, inv, reply=replies, ordered=True, codes=codes) if rows is None else nat_table(take_rows(h, rows), inv, reply=replies, ordered=True)
+        nt["connection"] = conn[np.searchsorted(uj, nt["journey"].to_numpy(np.int64))]
+        return nt
+
+    rep_js = np.concatenate([fwd_j[fwd_j >= 0], rep_j[rep_j >= 0]])
+    if side is not None and side.get("lazy_nat"):  # a journey's NAT rows read its rows only: the shown ones now, all when read
+        nat = nat_of(_rows_of(first_row, end_row, rep_js)[0])
+        side["nat_of"] = nat_of
+    else:
+        nat = nat_of()
     # NAT rows of the representative journeys only, as plain records (pandas per-group objects are slow)
-    reps = np.concatenate([uj[fwd_j[fwd_j >= 0]], uj[rep_j[rep_j >= 0]]])
+    reps = uj[rep_js]
     sub = nat.loc[nat["journey"].isin(reps)].sort_values(["journey", "step"], kind="stable")
     nat_by_j: dict[int, list[SimpleNamespace]] = {}
     if len(sub):
@@ -348,7 +379,7 @@ def _build(correlation, inventory, flows, side: dict | None = None,
             nat_by_j.setdefault(int(r.journey), []).append(r)
     journeys = np.bincount(conn, minlength=nconn)
     # the rows of the representative journeys are all the per-connection step reads: strings for those only
-    rows, first_row, end_row = _rows_of(first_row, end_row, np.concatenate([fwd_j[fwd_j >= 0], rep_j[rep_j >= 0]]))
+    rows, first_row, end_row = _rows_of(first_row, end_row, rep_js)
     cols = {c: _strings(h[c], rows) if c in ("point", "node", "interface", "src", "dst", "tunnel", "outer_src", "outer_dst", "file") else h[c].to_numpy()[rows]
             for c in ("point", "node", "interface", "src", "dst", "sport", "dport", "tunnel", "vni", "outer_src", "outer_dst", "ts_corrected_ns", "file", "proto")}  # fmt: skip
     inv_nodes = set(inv.nodes) if inv is not None else None
