@@ -64,6 +64,15 @@ def order_hops(hops: pd.DataFrame, inventory: Inventory | None = None) -> pd.Dat
     _check(hops)
     if not len(hops):
         return hops.copy()
+    order, hop = causal_order(hops, inventory)
+    out = hops.reset_index(drop=True) if order is None else take_rows(hops, order)  # often causal already: no copy
+    out["hop"] = hop
+    return out
+
+
+def causal_order(hops: pd.DataFrame, inventory: Inventory | None = None) -> tuple[np.ndarray | None, np.ndarray]:
+    """(the row order :func:`order_hops` gives, None when the rows are in it already; each row's ``hop`` in that
+    order): for callers that take only some columns in that order (:func:`pcaptools.k8s.paths._build`)."""
     point_node, own = _node_codes(hops, inventory)
     known = point_node >= 0
     sends = known & ((point_node == own["src"]) | (point_node == own["outer_src"]))
@@ -82,18 +91,13 @@ def order_hops(hops: pd.DataFrame, inventory: Inventory | None = None) -> pd.Dat
         grole = gmin[grp]
     ts = hops["ts_corrected_ns"].to_numpy(np.int64)
     order = _causal_order(j, -ttl, grole, ts)
-    if order is None:  # the correlation's own order often is causal already: no sort, no copy
-        out, jj = hops.reset_index(drop=True), j
-    else:
-        out = take_rows(hops, order)
-        jj = j[order]
     if hop is None:
+        jj = j if order is None else j[order]
         start = np.ones(len(jj), bool)
         start[1:] = jj[1:] != jj[:-1]
         first = np.flatnonzero(start)
         hop = (np.arange(len(jj)) - np.repeat(first, np.diff(np.append(first, len(jj))))).astype(np.int16)
-    out["hop"] = hop
-    return out
+    return order, hop
 
 
 def _causal_order(j: np.ndarray, *keys: np.ndarray) -> np.ndarray | None:
