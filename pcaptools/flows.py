@@ -118,11 +118,21 @@ def _keys(
     c = _canon(s, d, proto, p1, p2)
     swap, pa, pb, one_way = c["swap"], c["pa"], c["pb"], c["one_way"]
     n = len(proto)
-    ids = _factorize_pairs(np.concatenate([s_hi, d_hi]), np.concatenate([s_lo, d_lo]))
+    # address ids: any exact numbering will do (the key is numbered by first appearance below, whatever the ids)
+    all_hi = np.concatenate([s_hi, d_hi])
+    if all_hi.size and (all_hi == all_hi[0]).all():  # one high half (IPv4 only): the low half alone tells addresses apart
+        ids = pd.factorize(np.concatenate([s_lo, d_lo]))[0].astype(np.int64)
+    else:
+        ids = _factorize_pairs(all_hi, np.concatenate([s_lo, d_lo]))
     sid, did = ids[:n], ids[n:]
     aid, bid = np.where(swap, did, sid), np.where(swap, sid, did)
     qa, qb = np.where(swap, pb, pa), np.where(swap, pa, pb)
     n_addr = int(ids.max()) + 1 if ids.size else 1
+    n_file = int(file_id.max()) + 1 if n else 1
+    if file_id.min(initial=0) >= 0 and n_file * n_addr * n_addr * 512 < 1 << 31:  # the whole key in 63 bits: one pass
+        key = ((((file_id * n_addr + aid) * n_addr + bid) * 512 + proto + 256 * one_way) << 32) + qa * 65536 + qb
+        key, _ = pd.factorize(key)
+        return {"key": key.astype(np.int64), "fwd": ~swap, "pa": pa, "pb": pb, "has_ports": c["has_ports"]}
     k, _ = pd.factorize((file_id * n_addr + aid) * n_addr + bid)
     k, _ = pd.factorize(k.astype(np.int64) * 512 + proto + 256 * one_way)
     key = k.astype(np.int64) * (1 << 32) + qa * 65536 + qb
