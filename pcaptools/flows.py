@@ -118,11 +118,21 @@ def _keys(
     c = _canon(s, d, proto, p1, p2)
     swap, pa, pb, one_way = c["swap"], c["pa"], c["pb"], c["one_way"]
     n = len(proto)
-    ids = _factorize_pairs(np.concatenate([s_hi, d_hi]), np.concatenate([s_lo, d_lo]))
+    # address ids: any exact numbering will do (the key is numbered by first appearance below, whatever the ids)
+    all_hi = np.concatenate([s_hi, d_hi])
+    if all_hi.size and (all_hi == all_hi[0]).all():  # one high half (IPv4 only): the low half alone tells addresses apart
+        ids = pd.factorize(np.concatenate([s_lo, d_lo]))[0].astype(np.int64)
+    else:
+        ids = _factorize_pairs(all_hi, np.concatenate([s_lo, d_lo]))
     sid, did = ids[:n], ids[n:]
     aid, bid = np.where(swap, did, sid), np.where(swap, sid, did)
     qa, qb = np.where(swap, pb, pa), np.where(swap, pa, pb)
     n_addr = int(ids.max()) + 1 if ids.size else 1
+    n_file = int(file_id.max()) + 1 if n else 1
+    if file_id.min(initial=0) >= 0 and n_file * n_addr * n_addr * 512 < 1 << 31:  # the whole key in 63 bits: one pass
+        key = ((((file_id * n_addr + aid) * n_addr + bid) * 512 + proto + 256 * one_way) << 32) + qa * 65536 + qb
+        key, _ = pd.factorize(key)
+        return {"key": key.astype(np.int64), "fwd": ~swap, "pa": pa, "pb": pb, "has_ports": c["has_ports"]}
     k, _ = pd.factorize((file_id * n_addr + aid) * n_addr + bid)
     k, _ = pd.factorize(k.astype(np.int64) * 512 + proto + 256 * one_way)
     key = k.astype(np.int64) * (1 << 32) + qa * 65536 + qb
@@ -401,8 +411,7 @@ def _tcp_stats(fid, nf, starts, ts, tcp, flags, is_o, plen, syn, col) -> dict:  
     seg = tcp & (seq >= 0) & ((plen > 0) | (flags & (SYN | FIN) > 0))
     retrans = np.zeros(len(fid), bool)
     if seg.any():
-        k = pd.DataFrame({"f": fid[seg], "o": is_o[seg], "s": seq[seg], "l": plen[seg], "x": flags[seg] & 3})
-        retrans[seg] = k.duplicated().to_numpy()
+        retrans[seg] = _seen_before(fid[seg], is_o[seg], seq[seg], plen[seg], flags[seg] & 3)
     # out of order: unwrap sequence numbers per (flow, direction), compare with the running max end
     ooo = np.zeros(len(fid), bool)
     t = np.flatnonzero(tcp & (seq >= 0))
@@ -439,6 +448,18 @@ def _tcp_stats(fid, nf, starts, ts, tcp, flags, is_o, plen, syn, col) -> dict:  
     res["_synack"] = fsa >= 0
     res["_orig_after_synack"] = (_first(is_o & (ts > sa_ts[fid]), fid, nf) >= 0) if nf else fsa >= 0
     return res
+
+
+def _seen_before(f: np.ndarray, o: np.ndarray, seq: np.ndarray, plen: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Whether each row's (flow, direction, sequence, payload length, SYN/FIN bits) came in an earlier row
+    (``DataFrame.duplicated``); packed exactly into one or two integers when they fit (sequence 32 bits, length
+    17, flow 11), which hashes one column instead of five (~10x faster)."""
+    if len(seq) and seq.min() >= 0 and seq.max() < 1 << 32 and plen.min() >= 0 and plen.max() < 1 << 17 and x.min() >= 0 and x.max() < 4:
+        k = (((o.astype(np.int64) << 32 | seq.astype(np.int64)) << 17 | plen.astype(np.int64)) << 2) | x.astype(np.int64)  # 52 bits
+        if f.min() >= 0 and f.max() < 1 << 11:
+            return pd.Series((f.astype(np.int64) << 52) | k).duplicated().to_numpy()
+        return pd.DataFrame({"f": f, "k": k}).duplicated().to_numpy()
+    return pd.DataFrame({"f": f, "o": o, "s": seq, "l": plen, "x": x}).duplicated().to_numpy()
 
 
 def _history(fid, nf, proto, flags, plen, is_o) -> np.ndarray:  # noqa: ANN001

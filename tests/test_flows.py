@@ -392,3 +392,23 @@ def test_mirroring_every_packet_keeps_the_number_of_flows(pkts):
     mirrored = [dict(p, src=p["dst"], dst=p["src"], sport=p["dport"], dport=p["sport"]) for p in pkts]
     a, b = flows(synthetic(pkts)), flows(synthetic(mirrored))
     assert len(a) == len(b)
+
+
+@pytest.mark.parametrize(("flows_n", "max_len"), [(150, 1500), (5000, 1500), (150, 1 << 18)])
+def test_retransmission_key_packing_marks_what_duplicated_marks(flows_n: int, max_len: int):
+    """The packed key (one column; two past 2,048 flows; five past 17-bit lengths) finds the same repeats as the
+    five columns' DataFrame.duplicated, sequence numbers up to 2^32 - 1 included."""
+    from pcaptools.flows import _seen_before
+
+    rng = np.random.default_rng(7)
+    n = 20_000
+    f = np.sort(rng.integers(0, flows_n, n))
+    o = rng.random(n) < 0.5
+    seq = np.where(rng.random(n) < 0.01, (1 << 32) - 1, rng.integers(0, 1 << 32, n))
+    seq[1::3] = seq[::3][: len(seq[1::3])]  # repeats, some in the same flow and direction
+    plen = rng.integers(0, max_len, n)
+    plen[1::3] = plen[::3][: len(plen[1::3])]
+    x = rng.integers(0, 4, n)
+    want = pd.DataFrame({"f": f, "o": o, "s": seq, "l": plen, "x": x}).duplicated().to_numpy()
+    got = _seen_before(f, o, seq, plen, x)
+    assert want.any() and np.array_equal(got, want)

@@ -31,6 +31,22 @@ def test_flows_of_the_connections_packets_only_join_as_the_whole_files_flows():
     pd.testing.assert_frame_equal(ps.paths, want, check_exact=True)
 
 
+@pytest.mark.skipif(not (SAMPLE / "manifest.json").exists(), reason="no calico-vxlan sample")
+def test_nat_made_on_first_read_is_the_whole_tables_and_the_shown_rows_are_its_representatives():
+    ps = load_paths(SAMPLE)
+    shown = ps.shown_nat  # made from the representative journeys' rows only
+    js = np.concatenate([ps.paths["forward_journey"].to_numpy(np.int64), ps.paths["reply_journey"].to_numpy(np.int64)])
+    paths, whole = paths_and_nat(ps.correlation, ps.inventory)
+    assert len(shown) and len(whole) > len(shown)  # the sample has NAT steps outside the representative journeys
+    pd.testing.assert_frame_equal(ps.nat, whole, check_exact=True)
+    rep = whole.loc[whole["journey"].isin(js)].reset_index(drop=True)
+    assert set(shown["journey"]) == set(rep["journey"])
+    for c in shown.columns:  # categories may be fewer (only those shown): compare values
+        assert shown[c].astype(object).tolist() == rep[c].astype(object).tolist(), c
+    hops = ps.hops  # made on first read too
+    assert hops["direction"].isin(["forward", "reverse"]).any() and len(hops) == len(ps.correlation.hops)
+
+
 def _acked_by_scan(j: _Journey, js: list[_Journey], other: list[_Journey], lost: set[int]) -> bool:
     """The definition: the first later ACK at or beyond the segment's end, and no other copy of it passing before."""
     n = _seglen(j)

@@ -346,15 +346,23 @@ class Inventory:
         pod = np.array([e[0] == "pod" for e in ents] + [False])  # a missing address (code -1) is no pod
         node_ids: dict[str, int] = {}
         node = np.array([node_ids.setdefault(str(e[2]), len(node_ids)) for e in ents] + [-1], np.int64)
-        cross = pod[s] & pod[d] & (node[s] != node[d])
+        nv = len(vocab) + 1
+        if nv * nv <= len(s) + 1024:  # few addresses: cross-node pod pairs looked up once per (src, dst) code pair
+            pair = pod[:, None] & pod[None, :] & (node[:, None] != node[None, :])  # codes -1 at the last row/column
+            cross = pair.reshape(-1)[np.where(s >= 0, s, nv - 1) * nv + np.where(d >= 0, d, nv - 1)]
+        else:
+            cross = pod[s] & pod[d] & (node[s] != node[d])
         tun = hops["tunnel"].notna().to_numpy()
         # a point where one address is in every row is a single pod's interface: pod IPs are always bare there
         pc, points = category_codes(hops["point"])
         shared = ~np.array([p in single for p in points] + [False])[pc]
         uj, ji = journey_index(hops["journey"].to_numpy(np.int64))  # grouped (paths' causal order): runs, no hashing
-        n = len(uj)
-        return pd.DataFrame({"tun": np.bincount(ji, cross & tun, minlength=n) > 0,
-                             "bare": np.bincount(ji, cross & ~tun & shared, minlength=n) > 0}, index=pd.Index(uj, dtype=np.int64))  # fmt: skip
+        flags = {"tun": cross & tun, "bare": cross & ~tun & shared}
+        for k, rows in flags.items():  # per journey: any of its rows (set where one is, no weighted count)
+            hit = np.zeros(len(uj), bool)
+            hit[ji[rows]] = True
+            flags[k] = hit
+        return pd.DataFrame(flags, index=pd.Index(uj, dtype=np.int64))
 
     def describe(self) -> str:
         """One line: counts of nodes, pods, services and endpoints."""
@@ -373,17 +381,20 @@ def point_addresses(hops: pd.DataFrame, codes: tuple | None = None) -> tuple[pd.
     point or address count for no pair, as ``value_counts`` drops them."""
     pc, points = category_codes(hops["point"])
     vocab, s, d = address_codes(hops) if codes is None else codes
-    p = np.concatenate([pc, pc])
-    a = np.concatenate([s, d])
-    ok = (p >= 0) & (a >= 0)
     nv = max(len(vocab), 1)
-    pa = p[ok] * nv + a[ok]
-    if len(points) * nv <= 4 * len(pa) + 1024:  # few (point, address) codes: counted, not sorted
-        counts = np.bincount(pa, minlength=len(points) * nv)
-        key = np.flatnonzero(counts)
+    span = len(points) * nv
+    if span <= 8 * len(pc) + 1024:  # few (point, address) codes: src and dst counted apart, no concatenation or sort
+        at = pc * nv
+        counts = np.zeros(span + 1, np.int64)  # the last: rows with a missing point or address
+        for a in (s, d):
+            counts += np.bincount(np.where((pc >= 0) & (a >= 0), at + a, span), minlength=span + 1)
+        key = np.flatnonzero(counts[:span])
         n = counts[key]
     else:
-        key, n = np.unique(pa, return_counts=True)
+        p = np.concatenate([pc, pc])
+        a = np.concatenate([s, d])
+        ok = (p >= 0) & (a >= 0)
+        key, n = np.unique(p[ok] * nv + a[ok], return_counts=True)
     o = np.argsort(-n, kind="stable")  # most rows first, as value_counts orders them
     index = pd.MultiIndex(levels=[pd.Index(points), vocab], codes=[key[o] // nv, key[o] % nv], names=["p", "a"])
     pairs = pd.Series(n[o].astype(np.int64), index=index, name="count")

@@ -64,6 +64,15 @@ def order_hops(hops: pd.DataFrame, inventory: Inventory | None = None) -> pd.Dat
     _check(hops)
     if not len(hops):
         return hops.copy()
+    order, hop = causal_order(hops, inventory)
+    out = hops.reset_index(drop=True) if order is None else take_rows(hops, order)  # often causal already: no copy
+    out["hop"] = hop
+    return out
+
+
+def causal_order(hops: pd.DataFrame, inventory: Inventory | None = None) -> tuple[np.ndarray | None, np.ndarray]:
+    """(the row order :func:`order_hops` gives, None when the rows are in it already; each row's ``hop`` in that
+    order): for callers that take only some columns in that order (:func:`pcaptools.k8s.paths._build`)."""
     point_node, own = _node_codes(hops, inventory)
     known = point_node >= 0
     sends = known & ((point_node == own["src"]) | (point_node == own["outer_src"]))
@@ -82,18 +91,13 @@ def order_hops(hops: pd.DataFrame, inventory: Inventory | None = None) -> pd.Dat
         grole = gmin[grp]
     ts = hops["ts_corrected_ns"].to_numpy(np.int64)
     order = _causal_order(j, -ttl, grole, ts)
-    if order is None:  # the correlation's own order often is causal already: no sort, no copy
-        out, jj = hops.reset_index(drop=True), j
-    else:
-        out = take_rows(hops, order)
-        jj = j[order]
     if hop is None:
+        jj = j if order is None else j[order]
         start = np.ones(len(jj), bool)
         start[1:] = jj[1:] != jj[:-1]
         first = np.flatnonzero(start)
         hop = (np.arange(len(jj)) - np.repeat(first, np.diff(np.append(first, len(jj))))).astype(np.int16)
-    out["hop"] = hop
-    return out
+    return order, hop
 
 
 def _causal_order(j: np.ndarray, *keys: np.ndarray) -> np.ndarray | None:
@@ -190,7 +194,8 @@ def _group_rank(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def nat_table(
-    hops: pd.DataFrame, inventory: Inventory | None = None, *, reply: pd.Series | None = None, ordered: bool = False
+    hops: pd.DataFrame, inventory: Inventory | None = None, *, reply: pd.Series | None = None, ordered: bool = False,
+    codes: tuple[pd.Index, np.ndarray, np.ndarray] | None = None,
 ) -> pd.DataFrame:
     """One row per address/port translation between consecutive sightings of a journey (NAT_COLUMNS).
 
@@ -198,15 +203,18 @@ def nat_table(
     a reply when one of its changes restores a service frontend or un-masquerades a node address.
     ``ordered=True`` skips :func:`order_hops` when the table is already in causal order.
     Addresses, nodes and services are integer codes throughout; the inventory is asked once per distinct address.
+    ``codes``: (vocabulary of src and dst, src codes, dst codes) of the ordered table, when the caller has them.
     """
     _check(hops)
     h = hops if ordered else order_hops(hops, inventory)
     n = len(h)
     j = h["journey"].to_numpy(np.int64)
     ok = (h["proto"].to_numpy() >= 0) & h["src"].notna().to_numpy() & h["dst"].notna().to_numpy()
-    vocab = vocabulary(h["src"], h["dst"])
-    s = codes_in(h["src"], vocab)
-    d = codes_in(h["dst"], vocab)
+    if codes is not None and ordered:  # the caller's codes are of this table's rows
+        vocab, s, d = codes
+    else:
+        vocab = vocabulary(h["src"], h["dst"])
+        s, d = codes_in(h["src"], vocab), codes_in(h["dst"], vocab)
     sp = h["sport"].to_numpy(np.int64)
     dp = h["dport"].to_numpy(np.int64)
     prev = np.zeros(n, bool)

@@ -18,9 +18,10 @@ closer than their clock error relies on TTL and the sender/receiver rule of :fun
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import SimpleNamespace
 
 import numpy as np
@@ -37,7 +38,7 @@ from pcaptools.k8s.journeys import (
     run_directions,
     run_distinct,
 )
-from pcaptools.k8s.nat import nat_table, order_hops, take_rows
+from pcaptools.k8s.nat import _check, causal_order, nat_table, order_hops, take_rows
 from pcaptools.labels import as_strings, category_codes, codes_in, strings, vocabulary
 from pcaptools.schema import FLOW_STATES, PATH_COLUMNS, PATH_KINDS, PRESERVED, validate
 
@@ -77,15 +78,15 @@ def _epochs(key: np.ndarray, ji: np.ndarray, t: np.ndarray, syn: np.ndarray, hs:
     return epoch
 
 
-def _connections(h: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+def _connections(h: pd.DataFrame, codes: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(journey ids, connection id per journey): components of journeys linked by a shared unordered 5-tuple
-    (each use of it, :func:`_epochs`)."""
+    (each use of it, :func:`_epochs`). ``codes``: (src, dst) as codes in one vocabulary, when the caller has them."""
     j = h["journey"].to_numpy(np.int64)
     uj, ji = journey_index(j)
     order = None if len(j) and grouped(j) else np.argsort(ji, kind="stable")  # grouped by journey, as order_hops leaves it
-    vocab = vocabulary(h["src"], h["dst"])
-    e1 = codes_in(h["src"], vocab) * 65538 + h["sport"].to_numpy(np.int64) + 1
-    e2 = codes_in(h["dst"], vocab) * 65538 + h["dport"].to_numpy(np.int64) + 1
+    s, d = _address_codes(h)[1:] if codes is None else codes
+    e1 = s * 65538 + h["sport"].to_numpy(np.int64) + 1
+    e2 = d * 65538 + h["dport"].to_numpy(np.int64) + 1
     t = h["ts_corrected_ns"].to_numpy(np.int64)
     flags = h["tcp_flags"].to_numpy(np.int64)
     proto = h["proto"].to_numpy(np.int64)
@@ -107,6 +108,13 @@ def _connections(h: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     rank = np.empty(len(uj), np.int64)
     rank[roots[np.lexsort((roots, first_t[roots]))]] = np.arange(len(roots))
     return uj, rank[lab]
+
+
+def _address_codes(h: pd.DataFrame) -> tuple[pd.Index, np.ndarray, np.ndarray]:
+    """(vocabulary of the src and dst addresses, src codes, dst codes in it): computed once per table, read by
+    :func:`_connections`, the directions and :func:`~pcaptools.k8s.nat.nat_table` (each a pass over every row)."""
+    vocab = vocabulary(h["src"], h["dst"])
+    return vocab, codes_in(h["src"], vocab), codes_in(h["dst"], vocab)
 
 
 def _journey_times(h: pd.DataFrame, ji: np.ndarray, conn: np.ndarray, nj: int) -> np.ndarray:
@@ -197,18 +205,46 @@ def paths_and_nat(correlation, inventory=None, *, flows: pd.DataFrame | None = N
     return _build(correlation, inventory, flows)
 
 
+class _MadeOnRead:
+    """A dataclass field that may be given a function instead of its value: called on the first read, its result
+    kept (``PathSet.nat`` / ``.hops``: a plain ``paths`` run reads neither whole). Without ``default`` the field is
+    required, as a plain annotation is (reading it from the class raises AttributeError, which dataclasses take for no default)."""
+
+    def __init__(self, default: object = dataclasses.MISSING) -> None:
+        self.default = default
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.slot = f"_{name}_value"
+
+    def __get__(self, obj: object, owner: type | None = None) -> object:
+        if obj is None:
+            if self.default is dataclasses.MISSING:
+                raise AttributeError(self.slot)
+            return self.default
+        v = obj.__dict__.get(self.slot)
+        if callable(v):
+            v = obj.__dict__[self.slot] = v()
+        return v
+
+    def __set__(self, obj: object, value: object) -> None:
+        obj.__dict__[self.slot] = value
+
+
 @dataclass
 class PathSet:
-    """Result of :func:`load_paths`: the path table, its NAT steps, the correlation, inventory and capture set used."""
+    """Result of :func:`load_paths`: the path table, its NAT steps, the correlation, inventory and capture set used.
+    ``nat`` and ``hops`` may be given as functions making them (made on first read)."""
 
     paths: pd.DataFrame
-    nat: pd.DataFrame
+    nat: pd.DataFrame = _MadeOnRead()
     correlation: object
     inventory: Inventory | None
     captures: object = None  # the CaptureSet (with ``inference`` when points were inferred from plain files)
-    hops: pd.DataFrame | None = None  # the hops in causal order with ``connection`` and ``direction`` (paths_detail's)
+    hops: pd.DataFrame | None = _MadeOnRead(None)  # the hops in causal order with ``connection`` and ``direction`` (paths_detail's)
     network: dict | None = None  # Inventory.pod_network of all hops, when ``correlation.hops`` holds only some (streamed)
     streamed: dict | None = None  # how a bounded run was cut (paths_stream): windows, carried journeys, buckets
+    shown_nat: pd.DataFrame | None = field(default=None, repr=False)
+    """The NAT rows of the representative journeys only (what the terminal shows), when ``nat`` is made on first read."""
 
     @property
     def skipped_files(self) -> list[dict]:
@@ -254,9 +290,9 @@ def load_paths(
 
     cs = load_captures(srcs, points=points, inventory=inv, links=links, decoder=decode, allow_outside=allow_outside)
     corr = correlate(cs, window_ns=window_ns or DEFAULT_WINDOW_NS, reference=reference)
-    side: dict = {}
+    side: dict = {"lazy_nat": True}
     p, nat = _build(corr, inv, (lambda wanted: _flows_of(frames, wanted)) if frames else None, side)
-    return PathSet(paths=p, nat=nat, correlation=corr, inventory=inv, captures=cs, hops=side.get("hops"))
+    return PathSet(paths=p, nat=side.get("nat_of", nat), correlation=corr, inventory=inv, captures=cs, hops=side["hops_of"], shown_nat=nat)
 
 
 def paths_detail(correlation, inventory=None) -> SimpleNamespace:
@@ -264,23 +300,45 @@ def paths_detail(correlation, inventory=None) -> SimpleNamespace:
     ``direction`` ('forward' client -> server, 'reverse' its replies, '' neither); what :mod:`pcaptools.k8s.diagnose` reads."""
     side: dict = {}
     p, nat = _build(correlation, inventory, None, side)
-    return SimpleNamespace(paths=p, nat=nat, hops=side.get("hops"))
+    return SimpleNamespace(paths=p, nat=nat, hops=side["hops_of"]())
+
+
+_BUILD_COLUMNS = frozenset(("journey", "hop", "point", "node", "interface", "ts_ns", "ts_corrected_ns", "file", "src", "dst", "sport",
+                            "dport", "proto", "tunnel", "vni", "outer_src", "outer_dst", "ttl", "tcp_flags"))  # fmt: skip
+"""The hops columns :func:`_build` reads (with :func:`~pcaptools.k8s.nat.nat_table`'s): only these are reordered up front."""
 
 
 def _build(correlation, inventory, flows, side: dict | None = None,
            connections: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(paths, NAT) of a hops table; ``connections``: (journey ids, connection id per journey) already labelled on a
-    larger table (:mod:`pcaptools.k8s.paths_stream`), else :func:`_connections` of this one."""
+    larger table (:mod:`pcaptools.k8s.paths_stream`), else :func:`_connections` of this one. ``side["hops_of"]``: a
+    function making the hops in causal order with ``connection`` and ``direction`` (only a diagnosis reads them)."""
     inv = as_inventory(inventory)
     hops = correlation if isinstance(correlation, pd.DataFrame) else correlation.hops
     keep = (hops["proto"].to_numpy() >= 0) & hops["src"].notna().to_numpy() & hops["dst"].notna().to_numpy()
-    h = order_hops(hops if keep.all() else hops.loc[keep].reset_index(drop=True), inv)
-    if not len(h):
+    hk = hops if keep.all() else hops.loc[keep].reset_index(drop=True)
+    if not len(hk):
+        h = order_hops(hk, inv)
         empty = _empty()
         if side is not None:
-            side["hops"] = h.assign(connection=np.zeros(0, np.int64), direction=np.zeros(0, object))
+            side["hops_of"] = lambda: h.assign(connection=np.zeros(0, np.int64), direction=np.zeros(0, object))
         return empty, nat_table(h, inv, ordered=True)
-    uj, conn = _connections(h) if connections is None else connections
+    # order_hops' table, of the columns read here only (the rest, ~40% of a row, taken in that order when read)
+    _check(hk)
+    order, hop = causal_order(hk, inv)
+    built = hk.loc[:, [c for c in hk.columns if c in _BUILD_COLUMNS]]
+    h = built.reset_index(drop=True) if order is None else take_rows(built, order)
+    h["hop"] = hop
+
+    def ordered_hops() -> pd.DataFrame:  # order_hops(hk): every column
+        rest = hk.loc[:, [c for c in hk.columns if c not in h.columns]]
+        whole = pd.concat([h, rest.reset_index(drop=True) if order is None else take_rows(rest, order)], axis=1)
+        whole = whole.loc[:, list(hk.columns)]
+        whole.attrs = dict(hk.attrs)
+        return whole
+
+    codes = _address_codes(h)
+    uj, conn = _connections(h, codes[1:]) if connections is None else connections
     nconn = int(conn.max()) + 1
     j = h["journey"].to_numpy(np.int64)  # h is sorted by journey, then causal order
     new = np.r_[True, j[1:] != j[:-1]]
@@ -303,8 +361,7 @@ def _build(correlation, inventory, flows, side: dict | None = None,
     has_syn = np.bincount(conn, syn, minlength=nconn)[conn] > 0
     fwd_j = _pick(conn, syn | ~has_syn, np.where(has_syn, -nhops, 0), t, nconn)
     # direction of every journey: does it carry one of the first packet's tuples, or its reverse?
-    vocab = vocabulary(h["src"], h["dst"])
-    s, d = codes_in(h["src"], vocab), codes_in(h["dst"], vocab)
+    s, d = codes[1:]
     sp, dp = h["sport"].to_numpy(np.int64), h["dport"].to_numpy(np.int64)
     crow = conn[ji]
     has_fwd = fwd_j >= 0
@@ -312,14 +369,25 @@ def _build(correlation, inventory, flows, side: dict | None = None,
     fb = np.where(has_fwd, end_row[np.maximum(fwd_j, 0)], 0)
     fwd, rev = run_directions(ji, crow, s, sp, d, dp, fa, fb, len(uj))
     reply = rev & ~fwd
-    if side is not None:
-        side["hops"] = h.assign(connection=crow, direction=strings(["", "forward", "reverse"], np.where(fwd, 1, np.where(reply, 2, 0))[ji]))
+    if side is not None:  # made when read: the direction strings cost ~10-40 ms on 792k sightings
+        side["hops_of"] = lambda: ordered_hops().assign(connection=crow, direction=strings(["", "forward", "reverse"], np.where(fwd, 1, np.where(reply, 2, 0))[ji]))
     has_synack = np.bincount(conn, reply & synack, minlength=nconn)[conn] > 0
     rep_j = _pick(conn, reply & (synack | ~has_synack), np.where(has_synack, -nhops, 0), t, nconn)
-    nat = nat_table(h, inv, reply=pd.Series(reply, index=uj), ordered=True)
-    nat["connection"] = conn[np.searchsorted(uj, nat["journey"].to_numpy(np.int64))]
+    replies = pd.Series(reply, index=uj)
+
+    def nat_of(rows: np.ndarray | None = None) -> pd.DataFrame:  # of every journey, or of those whose rows are given
+        nt = nat_table(h, inv, reply=replies, ordered=True, codes=codes) if rows is None else nat_table(take_rows(h, rows), inv, reply=replies, ordered=True)
+        nt["connection"] = conn[np.searchsorted(uj, nt["journey"].to_numpy(np.int64))]
+        return nt
+
+    rep_js = np.concatenate([fwd_j[fwd_j >= 0], rep_j[rep_j >= 0]])
+    if side is not None and side.get("lazy_nat"):  # a journey's NAT rows read its rows only: the shown ones now, all when read
+        nat = nat_of(_rows_of(first_row, end_row, rep_js)[0])
+        side["nat_of"] = nat_of
+    else:
+        nat = nat_of()
     # NAT rows of the representative journeys only, as plain records (pandas per-group objects are slow)
-    reps = np.concatenate([uj[fwd_j[fwd_j >= 0]], uj[rep_j[rep_j >= 0]]])
+    reps = uj[rep_js]
     sub = nat.loc[nat["journey"].isin(reps)].sort_values(["journey", "step"], kind="stable")
     nat_by_j: dict[int, list[SimpleNamespace]] = {}
     if len(sub):
@@ -331,7 +399,7 @@ def _build(correlation, inventory, flows, side: dict | None = None,
             nat_by_j.setdefault(int(r.journey), []).append(r)
     journeys = np.bincount(conn, minlength=nconn)
     # the rows of the representative journeys are all the per-connection step reads: strings for those only
-    rows, first_row, end_row = _rows_of(first_row, end_row, np.concatenate([fwd_j[fwd_j >= 0], rep_j[rep_j >= 0]]))
+    rows, first_row, end_row = _rows_of(first_row, end_row, rep_js)
     cols = {c: _strings(h[c], rows) if c in ("point", "node", "interface", "src", "dst", "tunnel", "outer_src", "outer_dst", "file") else h[c].to_numpy()[rows]
             for c in ("point", "node", "interface", "src", "dst", "sport", "dport", "tunnel", "vni", "outer_src", "outer_dst", "ts_corrected_ns", "file", "proto")}  # fmt: skip
     inv_nodes = set(inv.nodes) if inv is not None else None
@@ -482,6 +550,11 @@ def _member(values: np.ndarray, allowed: np.ndarray) -> np.ndarray:
     u = np.unique(allowed)
     if not len(u):
         return np.zeros(len(values), bool)
+    if len(u) <= 4:  # one or two address pairs: comparisons, no binary search
+        out = values == u[0]
+        for x in u[1:]:
+            out |= values == x
+        return out
     return u[np.minimum(np.searchsorted(u, values), len(u) - 1)] == values
 
 
@@ -559,7 +632,7 @@ def _typed(out: pd.DataFrame) -> pd.DataFrame:
             out[col.name] = pd.Categorical(out[col.name], categories=list(vocab[col.name])) if col.name in vocab else out[col.name].astype("category")
         elif col.dtype == "str":
             out[col.name] = out[col.name].astype("str")
-        else:
+        elif out[col.name].dtype != col.dtype:  # astype costs ~0.3 ms a column even as a no-op
             out[col.name] = out[col.name].astype(col.dtype)
     return out.loc[:, [c.name for c in PATH_COLUMNS]]
 

@@ -263,7 +263,7 @@ def _paths_of_file(hops_path: Path, corr, inv, flows, memory: int, bucket_rows: 
         p, nat = _build(h, inv, flows, side, (bj, bc))
         del h
         if side is not None:  # the bucket's hops in causal order, for its diagnosis once every bucket is counted
-            dh = side.pop("hops")
+            dh = side.pop("hops_of")()
             dh["connection"] += first_c[b]
             tallies.append(HopTallies.of(dh))
             dh.loc[:, list(DETAIL_COLUMNS)].to_parquet(tmp / f"detail-{b}.parquet")

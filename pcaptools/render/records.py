@@ -55,7 +55,14 @@ def records(df: pd.DataFrame, columns: tuple[Column, ...] = ()) -> list[dict]:
     for name in df.columns:
         s = df[name]
         col = declared.get(name)
-        if isinstance(s.dtype, pd.CategoricalDtype) or s.dtype == object or pd.api.types.is_string_dtype(s.dtype):
+        if isinstance(s.dtype, pd.CategoricalDtype):  # each category made plain once, rows by code (-1: None)
+            lut = np.empty(len(s.cat.categories) + 1, object)
+            for i, v in enumerate(s.cat.categories.astype(object).tolist()):
+                lut[i] = plain(v)
+            vals = lut[np.asarray(s.cat.codes, np.int64)].tolist()
+        elif isinstance(s.dtype, pd.StringDtype):  # str or None already: plain() keeps both
+            vals = s.astype(object).where(s.notna(), None).tolist()
+        elif s.dtype == object or pd.api.types.is_string_dtype(s.dtype):
             vals = [plain(v) for v in s.astype(object).where(s.notna(), None).tolist()]
         else:
             arr = s.to_numpy()

@@ -446,7 +446,9 @@ def print_paths(ps, con: Console, *, brief: bool = False, nat_rules=None) -> Non
         head += " · no inventory: addresses are not named (pass --inventory)"
     out(head, "bold")
     js = np.concatenate([df["forward_journey"].to_numpy(np.int64), df["reply_journey"].to_numpy(np.int64)])
-    nat_of = _nat_by_journey(ps.nat, js, nat_rules) if ps.nat is not None and len(ps.nat) else {}
+    shown = getattr(ps, "shown_nat", None)  # the representative journeys' NAT rows: the whole table need not be made
+    nat = shown if shown is not None else ps.nat
+    nat_of = _nat_by_journey(nat, js, nat_rules) if nat is not None and len(nat) else {}
     hops_of = _hops_by_journey(corr.hops, js) if corr is not None else {}
     width = con.size.width
     conns = list(df.itertuples(index=False))
