@@ -58,3 +58,15 @@ def sigterm_once_spilled(args: list[str], tmp: Path, spill_glob: str, what: str)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     return proc.returncode, err
+
+
+def sigterm_correlate_leaves_nothing(generated: Path, tmp_path: Path, spill_glob: str) -> None:
+    """``pcaptools correlate --memory 16MiB`` of ``generated`` killed (SIGTERM) once a file matching ``spill_glob``
+    exists in its TMPDIR ends as Ctrl-C does: exit 130, no traceback, nothing left in TMPDIR."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    code, err = sigterm_once_spilled(["correlate", str(generated), "--memory", "16MiB", "--json", "-o", str(tmp_path / "h.parquet")],
+                                     tmp, spill_glob, "run")  # fmt: skip
+    assert code == 130, err
+    assert "Traceback" not in err
+    assert not any(tmp.iterdir())

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-from stream_support import sigterm_once_spilled, without_floor_note
+from stream_support import sigterm_correlate_leaves_nothing, without_floor_note
 
 import pcaptools.correlate.stream as stream
 import pcaptools.correlate.summary as summary
@@ -245,13 +245,7 @@ def test_spine_files_are_removed_after_success_and_after_an_error(when, generate
 
 
 def test_sigterm_while_the_spine_is_spilled_removes_it_and_exits_130(generated, tmp_path):
-    tmp = tmp_path / "tmp"
-    tmp.mkdir()
-    code, err = sigterm_once_spilled(["correlate", str(generated), "--memory", "16MiB", "--json", "-o", str(tmp_path / "h.parquet")],
-                                     tmp, "pcaptools-spine-*/sightings-0.bin", "run")  # fmt: skip
-    assert code == 130, err
-    assert "Traceback" not in err
-    assert not list(tmp.glob("pcaptools-*"))
+    sigterm_correlate_leaves_nothing(generated, tmp_path, "pcaptools-spine-*/sightings-0.bin")
 
 
 def test_cli_correlate_under_a_small_budget_prints_the_in_memory_json_and_hops(cut_sample, tmp_path):
