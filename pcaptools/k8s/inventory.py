@@ -334,7 +334,7 @@ class Inventory:
         if not len(hops):
             return "unknown", "no packets"
         codes = address_codes(hops)  # the addresses as codes once, for both passes (each a pass over every sighting)
-        return routing_verdict(self.routing_flags(hops, single_address_points(*point_addresses(hops, codes)), codes))
+        return routing_verdict(*routing_counts(self.routing_flags(hops, single_address_points(*point_addresses(hops, codes)), codes)))
 
     def routing_flags(self, hops: pd.DataFrame, single: set[str], codes: tuple | None = None) -> pd.DataFrame:
         """Per journey of ``hops`` (``journey`` index): ``tun``, a cross-node pod-to-pod sighting tunnelled, and ``bare``,
@@ -412,10 +412,15 @@ def single_address_points(pairs: pd.Series, rows: pd.Series) -> set[str]:
     return {str(p) for p, n in top.items() if n >= rows.get(p, 0)}
 
 
-def routing_verdict(flags: pd.DataFrame) -> tuple[str, str]:
-    """(routing, evidence) from :meth:`Inventory.routing_flags` of every journey: tunnelled -> overlay, bare -> native."""
-    n_tun = int(flags["tun"].sum())
-    n_bare = int((flags["bare"] & ~flags["tun"]).sum())  # bare on a shared interface and tunnelled nowhere
+def routing_counts(flags: pd.DataFrame) -> tuple[int, int]:
+    """(tunnelled, bare) journeys of :meth:`Inventory.routing_flags`: bare counts those bare on a shared interface and
+    tunnelled nowhere (sums, so a run that sees its journeys in parts adds them up)."""
+    tun = flags["tun"].to_numpy(bool)
+    return int(tun.sum()), int((flags["bare"].to_numpy(bool) & ~tun).sum())
+
+
+def routing_verdict(n_tun: int, n_bare: int) -> tuple[str, str]:
+    """(routing, evidence) from the journeys' :func:`routing_counts`: tunnelled -> overlay, bare -> native."""
     ev = f"cross-node pod-to-pod packets: {n_tun} tunnelled on the way, {n_bare} bare on shared interfaces and never tunnelled"
     if n_tun and not n_bare:
         return "overlay", ev

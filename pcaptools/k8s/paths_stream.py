@@ -285,7 +285,7 @@ def _paths_of_file(hops_path: Path, corr, inv, flows, memory: int, bucket_rows: 
         from pcaptools.k8s.inventory import routing_verdict
 
         network = inv.pod_network(None)
-        network["routing"], ev = routing_verdict(routing)
+        network["routing"], ev = routing_verdict(*routing)
         network["evidence"].append(ev)
     return PathSet(paths=paths, nat=nat, correlation=corr, inventory=inv, network=network, streamed={"buckets": nb}), d
 
@@ -381,14 +381,15 @@ def _sums(pair_parts: list[pd.Series], point_parts: list[pd.Series]) -> tuple[pd
 
 
 def _spill(pf, labels: Labels, bucket_c: np.ndarray, nb: int, tmp: Path, inv, single: set[str], *,
-           hold_rows: int) -> pd.DataFrame:  # fmt: skip
+           hold_rows: int) -> tuple[int, int]:  # fmt: skip
     """Pass 2: each labelled hops row appended to its bucket's Parquet file (rows in file order) and its connection to
     the bucket's ``connections-B.bin``, up to ``hold_rows`` rows held and then written one row group per bucket (a row
-    group per window and bucket made thousands of tiny writes and reads); returns the counts of journeys whose routing
-    flags (:meth:`Inventory.routing_flags`) are set, as :func:`~pcaptools.k8s.inventory.routing_verdict` reads them
-    (empty without an inventory)."""
+    group per window and bucket made thousands of tiny writes and reads); returns the journeys' routing counts
+    (:func:`~pcaptools.k8s.inventory.routing_counts`, zeros without an inventory)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
+
+    from pcaptools.k8s.inventory import routing_counts
 
     writers: dict[int, pq.ParquetWriter] = {}
     held: dict[int, list] = {}
@@ -408,9 +409,8 @@ def _spill(pf, labels: Labels, bucket_c: np.ndarray, nb: int, tmp: Path, inv, si
     try:
         for t in whole_journeys(pf):
             if inv is not None:  # every journey is whole in t: its flags are final
-                fl = inv.routing_flags(t.select(["journey", "src", "dst", "tunnel", "point"]).to_pandas(), single)
-                n_tun += int(fl["tun"].sum())
-                n_bare += int((fl["bare"] & ~fl["tun"]).sum())
+                tun, bare = routing_counts(inv.routing_flags(t.select(["journey", "src", "dst", "tunnel", "point"]).to_pandas(), single))
+                n_tun, n_bare = n_tun + tun, n_bare + bare
             conn = labels.rows(t.select(LABEL_COLUMNS).to_pandas())
             b = np.where(conn >= 0, bucket_c[np.maximum(conn, 0)] if len(bucket_c) else -1, -1)
             order = np.argsort(b, kind="stable")
@@ -434,9 +434,7 @@ def _spill(pf, labels: Labels, bucket_c: np.ndarray, nb: int, tmp: Path, inv, si
         if b not in writers:
             pq.write_table(pf.schema_arrow.empty_table(), tmp / f"bucket-{b}.parquet")
             (tmp / f"connections-{b}.bin").write_bytes(b"")
-    # routing_verdict counts tunnelled journeys (sum of tun) and bare ones (sum of bare & ~tun): these two rows
-    # hold the counts of every journey (integers: n & ~0 == n, 0 & ~n == 0), not a row per journey
-    return pd.DataFrame({"tun": np.array([n_tun, 0], np.int64), "bare": np.array([0, n_bare], np.int64)})
+    return n_tun, n_bare
 
 
 def _journeys_of(pf, journeys: np.ndarray) -> pd.DataFrame:
