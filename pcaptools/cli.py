@@ -992,6 +992,9 @@ def _run(args: list[str], debug: bool) -> int:
     except OSError as exc:  # a missing or unreadable file, a name too long, a full disk: one line, no traceback
         if debug:
             raise
+        if isinstance(exc.__context__, KeyboardInterrupt):  # cleaning up after Ctrl-C/SIGTERM failed: still an interrupt
+            print(f"pcaptools: interrupted ({exc.strerror or safe(exc)} while cleaning up)", file=sys.stderr)
+            return 130
         if exc.filename is None:  # a write or read that names no file (EIO, ENOSPC on an open output)
             print(f"pcaptools: {exc.strerror or safe(exc)} (errno {exc.errno}) while reading the inputs or writing the "
                   "output; check that the output is a regular file on a writable file system with free space", file=sys.stderr)  # fmt: skip

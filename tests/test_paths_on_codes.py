@@ -113,3 +113,22 @@ def test_routing_evidence_on_codes_counts_what_the_rows_strings_count():
     got = inv.routing_flags(h, single)
     pd.testing.assert_frame_equal(got, want_flags, check_index_type=False)
     assert got["tun"].sum() > 0 and inv.pod_network(h)["routing"] == "overlay"
+
+
+@pytest.mark.skipif(not (SAMPLE / "manifest.json").exists(), reason="no calico-vxlan sample")
+def test_pathset_pickles_with_its_nat_and_hops_made_on_read():
+    import pickle
+
+    ps = load_paths(SAMPLE)
+    back = pickle.loads(pickle.dumps(load_paths(SAMPLE)))
+    pd.testing.assert_frame_equal(back.nat, ps.nat)
+    pd.testing.assert_frame_equal(back.hops, ps.hops)
+    assert len(back.nat) > len(ps.shown_nat) > 0  # the whole NAT table, not only the shown rows
+
+
+@pytest.mark.skipif(not (SAMPLE / "manifest.json").exists(), reason="no calico-vxlan sample")
+def test_hops_made_on_read_ignore_the_correlation_table_reordered_in_place_before():
+    want = load_paths(SAMPLE).hops
+    ps = load_paths(SAMPLE)
+    ps.correlation.hops.sort_values("ts_ns", ascending=False, inplace=True, ignore_index=True)
+    pd.testing.assert_frame_equal(ps.hops, want)

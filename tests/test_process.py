@@ -156,3 +156,22 @@ def test_a_command_started_with_stdout_closed_still_ends_with_one_error_line(tmp
                          stderr=subprocess.PIPE, text=True, preexec_fn=lambda: os.close(1))  # fmt: skip
     assert res.returncode == 2
     assert res.stderr.splitlines() == [f"pcaptools: {tmp_path / 'missing.pcap'}: No such file or directory"]
+
+
+def test_an_os_error_while_cleaning_up_after_an_interrupt_still_exits_130(monkeypatch, capsys):
+    """A cleanup that fails after Ctrl-C/SIGTERM (EBADF closing a spill, say) is reported as the interrupt it follows."""
+    import errno
+
+    import pcaptools.cli as cli
+
+    class Command:
+        def main(self, **kw):  # noqa: ANN003, ANN201, ARG002
+            try:
+                raise KeyboardInterrupt
+            finally:
+                raise OSError(errno.EBADF, "Bad file descriptor")
+
+    monkeypatch.setattr(cli, "_command", lambda: Command())
+    assert cli._run(["correlate"], debug=False) == 130
+    err = capsys.readouterr().err
+    assert err.startswith("pcaptools: interrupted (Bad file descriptor while cleaning up)")

@@ -246,6 +246,11 @@ class PathSet:
     shown_nat: pd.DataFrame | None = field(default=None, repr=False)
     """The NAT rows of the representative journeys only (what the terminal shows), when ``nat`` is made on first read."""
 
+    def __getstate__(self) -> dict:
+        """Pickled with ``nat`` and ``hops`` made (a function making them is not picklable)."""
+        self.nat, self.hops  # noqa: B018 - reading makes them
+        return dict(self.__dict__)
+
     @property
     def skipped_files(self) -> list[dict]:
         """Capture files found by walking an input directory that could not be read at all, left out (also notes)."""
@@ -316,7 +321,8 @@ def _build(correlation, inventory, flows, side: dict | None = None,
     inv = as_inventory(inventory)
     hops = correlation if isinstance(correlation, pd.DataFrame) else correlation.hops
     keep = (hops["proto"].to_numpy() >= 0) & hops["src"].notna().to_numpy() & hops["dst"].notna().to_numpy()
-    hk = hops if keep.all() else hops.loc[keep].reset_index(drop=True)
+    # a shallow copy: PathSet.hops, made later from it, must not see the caller's table reordered or reassigned
+    hk = hops.copy(deep=False) if keep.all() else hops.loc[keep].reset_index(drop=True)
     if not len(hk):
         h = order_hops(hk, inv)
         empty = _empty()
