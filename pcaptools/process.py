@@ -101,6 +101,45 @@ def signals_as_interrupt() -> Iterator[dict[str, int]]:
             signal.signal(s, handler)
 
 
+INTERRUPTS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+"""The signals a command turns into KeyboardInterrupt (Ctrl-C, and :func:`signals_as_interrupt`'s)."""
+
+
+@contextlib.contextmanager
+def interrupts_deferred() -> Iterator[None]:
+    """Hold Ctrl-C, SIGTERM and SIGHUP back while the block runs, then deliver the first that came: a cleanup runs to
+    its end. A KeyboardInterrupt raised by a signal handler lands between any two bytecodes, and code that owns a
+    raw descriptor is not safe against that: ``shutil.rmtree`` (so ``TemporaryDirectory.cleanup``) closes its
+    directory's descriptor, then records that it did; an interrupt in between makes its ``finally`` close it again
+    (EBADF, or another thread's newly opened file) and leaves the directory behind.
+
+    Only the main thread runs Python's signal handlers, so elsewhere the block runs as it is. A signal handled while
+    the handlers are being swapped interrupts before the block starts (which then does not run: a
+    ``TemporaryDirectory`` is still removed by its finalizer at exit); one handled during the block is re-raised once
+    it has ended, to the handler it would have met."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    came: list[int] = []
+
+    def _hold(signum: int, frame: object) -> None:
+        came.append(signum)
+
+    held: dict[int, object] = {}
+    try:
+        for s in INTERRUPTS:
+            handler = signal.getsignal(s)
+            if callable(handler):  # SIG_IGN, SIG_DFL and handlers set outside Python stay as they are
+                held[s] = handler  # before it is replaced: an interrupt at any point leaves the handlers as they were
+                signal.signal(s, _hold)
+        yield
+    finally:
+        for s, handler in held.items():
+            signal.signal(s, handler)
+        if came:
+            signal.raise_signal(came[0])  # its handler runs now, in this thread (a KeyboardInterrupt from here)
+
+
 def end_process(code: int) -> None:
     """End a command's process now with ``code`` once its output is flushed and its exit handlers have run, skipping
     the interpreter's teardown: freeing every module and numba's and LLVM's objects one by one costs ~0.5 s after the

@@ -272,3 +272,75 @@ def test_signals_as_interrupt_raises_on_sigterm_and_leaves_an_ignored_sighup_ign
         assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
     finally:
         signal.signal(signal.SIGHUP, before)
+
+
+_SIGTERM_AT = r'''
+import io, os, signal, sys
+point, marker, *argv = sys.argv[1:]
+tmp = os.environ["TMPDIR"]
+real_open, real_close = io.open, os.close
+
+
+def spilled():
+    return any(n.startswith("pcaptools-partitions-") for n in os.listdir(tmp))
+
+
+def first_time():
+    if os.path.exists(marker):
+        return False
+    real_close(os.open(marker, os.O_CREAT | os.O_WRONLY))
+    return True
+
+
+def opened(file, *args, **kwargs):  # the first capture opened once the partitions' directory exists
+    f = real_open(file, *args, **kwargs)
+    name = os.readlink(f"/proc/self/fd/{file}") if isinstance(file, int) else os.fspath(file)
+    if name.endswith(".pcap") and spilled() and first_time():
+        try:
+            signal.raise_signal(signal.SIGTERM)
+        except KeyboardInterrupt:
+            del f  # dropped as the interrupt unwinds the caller's stack
+            raise
+    return f
+
+
+def closed(fd):  # rmtree closing the descriptor of the directory named by ``point``
+    try:
+        name = os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        name = ""
+    real_close(fd)
+    if os.path.basename(name).startswith(point) and first_time():
+        signal.raise_signal(signal.SIGTERM)
+
+
+if point == "capture-open":
+    import builtins
+    io.open = builtins.open = opened
+else:
+    os.close = closed
+from pcaptools.cli import main
+sys.argv = ["pcaptools", *argv]
+raise SystemExit(main())
+'''
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="descriptors named through /proc/self/fd")
+@pytest.mark.parametrize("point", ["capture-open", "pcaptools-partitions-", "pcaptools-spine-"])
+def test_sigterm_at_a_capture_open_or_a_spill_removal_exits_130_and_leaves_nothing(generated, tmp_path, point):
+    """SIGTERM handled at the points where the partitioned run of ``correlate --memory 16MiB`` once closed a
+    descriptor twice (CI18: EBADF, exit 2): as a capture file is opened once the partitions spill exists, and right
+    after ``rmtree`` closes the partitions' or the spine's directory. Exit 130, no error line, TMPDIR empty."""
+    import os
+
+    tmp, out = tmp_path / "tmp", tmp_path / "out"
+    tmp.mkdir()
+    out.mkdir()
+    marker = tmp_path / "reached"
+    run = subprocess.run([sys.executable, "-c", _SIGTERM_AT, point, str(marker), "correlate", str(generated),
+                          "--memory", "16MiB", "--json", "-o", str(out / "h.parquet")],
+                         capture_output=True, text=True, env={**os.environ, "TMPDIR": str(tmp)})  # fmt: skip
+    assert marker.exists(), f"the run never reached {point}"
+    assert run.returncode == 130, run.stderr[-2000:]
+    assert "Bad file descriptor" not in run.stderr and "Traceback" not in run.stderr, run.stderr[-2000:]
+    assert not any(tmp.iterdir())

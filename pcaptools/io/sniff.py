@@ -88,17 +88,24 @@ def open_regular(path: str | os.PathLike) -> BinaryIO:
     err = _not_regular(path, mode)
     if err is not None:
         raise err
-    # O_NONBLOCK: a FIFO swapped in after the stat must not block the open; fstat decides on the open file
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    try:
-        err = _not_regular(path, os.fstat(fd).st_mode)
-        if err is not None:
-            raise err
-        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
-        return os.fdopen(fd, "rb")
-    except BaseException:
-        os.close(fd)
-        raise
+
+    def opener(name: str, flags: int) -> int:
+        # O_NONBLOCK: a FIFO swapped in after the stat must not block the open; fstat decides on the open file
+        fd = os.open(name, flags | os.O_NONBLOCK)
+        try:
+            err = _not_regular(path, os.fstat(fd).st_mode)
+            if err is not None:
+                raise err
+            fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    # The file object owns the descriptor from the moment it exists: with the descriptor handed to ``os.fdopen`` and
+    # closed here on an exception, a Ctrl-C/SIGTERM landing as ``fdopen`` returned closed it twice (once with the
+    # dropped file object, once here: EBADF in place of the interrupt, or another thread's file closed).
+    return open(path, "rb", opener=opener)
 
 
 COMPRESSED_RATIO = 8
