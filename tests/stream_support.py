@@ -62,7 +62,8 @@ def sigterm_once_spilled(args: list[str], tmp: Path, spill_glob: str, what: str)
 
 def sigterm_correlate_leaves_nothing(generated: Path, tmp_path: Path, spill_glob: str) -> None:
     """``pcaptools correlate --memory 16MiB`` of ``generated`` killed (SIGTERM) once a file matching ``spill_glob``
-    exists in its TMPDIR ends as Ctrl-C does: exit 130, no traceback, nothing left in TMPDIR."""
+    exists in its TMPDIR ends as Ctrl-C does: exit 130, no traceback, nothing left in TMPDIR nor a partial hops file
+    beside the output."""
     tmp = tmp_path / "tmp"
     tmp.mkdir()
     code, err = sigterm_once_spilled(["correlate", str(generated), "--memory", "16MiB", "--json", "-o", str(tmp_path / "h.parquet")],
@@ -70,3 +71,4 @@ def sigterm_correlate_leaves_nothing(generated: Path, tmp_path: Path, spill_glob
     assert code == 130, err
     assert "Traceback" not in err
     assert not any(tmp.iterdir())
+    assert not (tmp_path / ".h.parquet.partial").exists()

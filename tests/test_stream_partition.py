@@ -330,7 +330,8 @@ raise SystemExit(main())
 def test_sigterm_at_a_capture_open_or_a_spill_removal_exits_130_and_leaves_nothing(generated, tmp_path, point):
     """SIGTERM handled at the points where the partitioned run of ``correlate --memory 16MiB`` once closed a
     descriptor twice (CI18: EBADF, exit 2): as a capture file is opened once the partitions spill exists, and right
-    after ``rmtree`` closes the partitions' or the spine's directory. Exit 130, no error line, TMPDIR empty."""
+    after ``rmtree`` closes the partitions' or the spine's directory. Exit 130, no error line, TMPDIR empty, no
+    partial hops file beside the output."""
     import os
 
     tmp, out = tmp_path / "tmp", tmp_path / "out"
@@ -344,3 +345,4 @@ def test_sigterm_at_a_capture_open_or_a_spill_removal_exits_130_and_leaves_nothi
     assert run.returncode == 130, run.stderr[-2000:]
     assert "Bad file descriptor" not in run.stderr and "Traceback" not in run.stderr, run.stderr[-2000:]
     assert not any(tmp.iterdir())
+    assert [p.name for p in out.iterdir() if p.name.endswith(".partial")] == []

@@ -36,6 +36,7 @@ journey was already written): when it does, the hops file is copied once at the 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from collections.abc import Iterable, Iterator
@@ -72,6 +73,7 @@ from pcaptools.correlate.sample import ClockSample
 from pcaptools.correlate.spine import SpilledSpine
 from pcaptools.correlate.windows import ROW_BYTES, Categories, Part, rows_from
 from pcaptools.fmt import add_skipped, shared_file_notes
+from pcaptools.process import interrupts_deferred
 from pcaptools.schema import HOPS_COLUMNS, empty
 
 ROW_COST = 6 * ROW_BYTES
@@ -411,17 +413,26 @@ def correlate_stream(entries: list[dict], *, window_ns: int = DEFAULT_WINDOW_NS,
     for src in files:
         src.node = int(point_node[src.pid])
     m = matcher(pts, window_ns, Categories(), spine=SpilledSpine(len(pts), chunk_rows=summary_rows(window_rows)))
+    windows = _windows(files, m, params, late, window_rows, observer, parts=parts)
+    writer = None
     try:
         writer = _HopsWriter(out)
-        for part in _windows(files, m, params, late, window_rows, observer, parts=parts):
+        for part in windows:
             writer.add(part)
             if observer is not None:
                 observer.emitted(part.key, part.journey)
         corr = finish(m, empty(HOPS_COLUMNS), offsets,
                       [*skip_notes, *clock_notes(offsets, params), *([floor] if floor else [])])
         rewritten = writer.close(m)
-    finally:  # the spine's files, on success, on an error, on Ctrl-C and on SIGTERM (signals_as_interrupt)
-        m.spine.close()
+    except BaseException:  # an error, Ctrl-C or SIGTERM (signals_as_interrupt): no partial hops file left beside out
+        if writer is not None:
+            writer.discard()
+        raise
+    finally:  # the partitions' and the spine's files, on success, on an error, on Ctrl-C and on SIGTERM
+        try:
+            windows.close()  # its spill removed now, not whenever the generator is collected
+        finally:
+            m.spine.close()
     stats = StreamStats(windows=m.windows, carried_journeys=m.carried_journeys, carried_rows=m.carried_rows, passes=2,
                         window_rows=int(window_rows), disorder_ns=int(late.max()) if late.size else 0, rewritten=rewritten,
                         partitions=parts)  # fmt: skip
@@ -682,3 +693,18 @@ class _HopsWriter:
                 w.write_table(t)
         os.remove(self.tmp)
         return True
+
+    def discard(self) -> None:
+        """After an error or an interrupt: the writer thread's last window finished (not reported: the caller's error
+        is), the file closed and, if it is the partial one beside ``out``, removed (a ``direct`` one is ``out``)."""
+        if self.writer is None:
+            return
+        with interrupts_deferred():  # the thread still writes to the file: it is closed once, after that
+            for f in self.pending:
+                f.exception()
+            self.pool.shutdown()
+            with contextlib.suppress(Exception):  # the error that brought us here is the one to report
+                self.writer.close()
+            if self.tmp != self.out:
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(self.tmp)

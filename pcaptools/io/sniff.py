@@ -104,7 +104,8 @@ def open_regular(path: str | os.PathLike) -> BinaryIO:
 
     # The file object owns the descriptor from the moment it exists: with the descriptor handed to ``os.fdopen`` and
     # closed here on an exception, a Ctrl-C/SIGTERM landing as ``fdopen`` returned closed it twice (once with the
-    # dropped file object, once here: EBADF in place of the interrupt, or another thread's file closed).
+    # dropped file object, once here: EBADF in place of the interrupt, or another thread's file closed). One landing
+    # as ``os.open`` returns leaves that descriptor open until the interrupted process ends: never closed twice.
     return open(path, "rb", opener=opener)
 
 
