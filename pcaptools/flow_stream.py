@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -45,6 +44,7 @@ from pcaptools import community_id as cid
 from pcaptools.flows import REQUIRED, _i64, check_packets, error_rows, flow_rows
 from pcaptools.fmt import add_skipped
 from pcaptools.packet_file import BASE_BYTES, window_bytes, window_records
+from pcaptools.process import temporary_directory
 from pcaptools.schema import FLOW_COLUMNS, FLOW_STATES, validate
 
 BUCKETS = 64
@@ -100,7 +100,7 @@ def _flow_parts(path, memory, opts, batch_records, order, rows=None, skipped=Non
     if second is None:  # the whole capture is one window: nothing to spill
         yield flow_rows(first, first, **opts)
         return
-    with tempfile.TemporaryDirectory(prefix="pcaptools-flows-") as tmp:
+    with temporary_directory(prefix="pcaptools-flows-") as tmp:
         spill = _Spill(Path(tmp), order)
         for window in (first, second):
             spill.add(window)

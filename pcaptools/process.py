@@ -135,9 +135,27 @@ def interrupts_deferred() -> Iterator[None]:
         yield
     finally:
         for s, handler in held.items():
-            signal.signal(s, handler)
+            if signal.getsignal(s) is _hold:  # not one a handler changed meanwhile (SIG_IGN after a first SIGTERM)
+                signal.signal(s, handler)
         if came:
             signal.raise_signal(came[0])  # its handler runs now, in this thread (a KeyboardInterrupt from here)
+
+
+
+@contextlib.contextmanager
+def temporary_directory(*, prefix: str, dir: str | None = None) -> Iterator[str]:  # noqa: A002 - tempfile's name
+    """``tempfile.TemporaryDirectory`` (its path yielded) made and removed with interrupts deferred
+    (:func:`interrupts_deferred`): Ctrl-C or SIGTERM meanwhile neither leaves it behind nor makes its removal close a
+    descriptor twice."""
+    import tempfile
+
+    with interrupts_deferred():
+        tmp = tempfile.TemporaryDirectory(prefix=prefix, dir=dir)
+    try:
+        yield tmp.name
+    finally:
+        with interrupts_deferred():
+            tmp.cleanup()
 
 
 def end_process(code: int) -> None:

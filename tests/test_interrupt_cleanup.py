@@ -22,7 +22,7 @@ from pcaptools.correlate.api import packet_fingerprints
 from pcaptools.correlate.fingerprint import fingerprint_partition
 from pcaptools.correlate.partition import Partitions
 from pcaptools.io.sniff import open_regular
-from pcaptools.process import interrupts_deferred, signals_as_interrupt
+from pcaptools.process import interrupts_deferred, signals_as_interrupt, temporary_directory
 
 SAMPLES = Path(__file__).resolve().parents[1] / "sample_pcaps"
 CAPTURE = sorted((SAMPLES / "vpc").glob("node-1/*.pcap"))[0]
@@ -103,6 +103,30 @@ def test_a_sigterm_as_the_spill_directory_is_removed_removes_it_whole_then_inter
     spill.put({"fp": fp, "key": np.arange(fp.shape[0], dtype=np.int64)}, fingerprint_partition(fp, 4))
     where = spill.dir.name
     assert len(os.listdir(where)) == 4
+    fired = _sigterm_after_closing(monkeypatch, where)
+    with pytest.raises(KeyboardInterrupt), signals_as_interrupt():
+        spill.close()
+    monkeypatch.undo()
+    assert len(fired) == 1
+    assert not os.path.exists(where)
+
+
+def test_a_sigterm_as_a_temporary_directory_is_removed_removes_it_whole_then_interrupts(monkeypatch, tmp_path):
+    """:func:`pcaptools.process.temporary_directory` (the bounded paths, flows and merge runs' spills): the same."""
+    fired: list[int] = []
+    with pytest.raises(KeyboardInterrupt), signals_as_interrupt():
+        with temporary_directory(prefix="pcaptools-test-", dir=str(tmp_path)) as where:
+            for name in ("a.bin", "b.bin"):
+                (Path(where) / name).write_bytes(CAPTURE.read_bytes()[:4096])
+            fired = _sigterm_after_closing(monkeypatch, where)
+    monkeypatch.undo()
+    assert len(fired) == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+def _sigterm_after_closing(monkeypatch, where: str) -> list[int]:  # noqa: ANN001
+    """Make ``os.close`` of a descriptor open on the directory ``where`` raise SIGTERM right after it closed it (once);
+    the descriptors it did that for."""
     real_close = os.close
     fired: list[int] = []
 
@@ -114,8 +138,4 @@ def test_a_sigterm_as_the_spill_directory_is_removed_removes_it_whole_then_inter
             signal.raise_signal(signal.SIGTERM)
 
     monkeypatch.setattr(os, "close", close)
-    with pytest.raises(KeyboardInterrupt), signals_as_interrupt():
-        spill.close()
-    monkeypatch.undo()
-    assert len(fired) == 1
-    assert not os.path.exists(where)
+    return fired

@@ -569,7 +569,10 @@ class _RowSpill:
     def __init__(self) -> None:
         import tempfile
 
-        self.dir = tempfile.TemporaryDirectory(prefix="pcaptools-merge-")
+        from pcaptools.process import interrupts_deferred
+
+        with interrupts_deferred():  # an interrupt between its mkdir and its finalizer would leave it for good
+            self.dir = tempfile.TemporaryDirectory(prefix="pcaptools-merge-")
         self.rows: dict[int, int] = {}  # file id -> rows on disk
         self.last: dict[int, int] = {}  # file id -> last record appended
         self.unsorted: set[int] = set()  # files whose rows did not come in record order (a file read by two entries)
@@ -639,7 +642,10 @@ class _RowSpill:
         return out
 
     def close(self) -> None:
-        self.dir.cleanup()
+        from pcaptools.process import interrupts_deferred
+
+        with interrupts_deferred():  # removed whole even when Ctrl-C or SIGTERM comes meanwhile (Partitions.close)
+            self.dir.cleanup()
 
 
 class _Cursor:

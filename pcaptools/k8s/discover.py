@@ -479,11 +479,10 @@ def merge_inputs(inputs: str | os.PathLike | Sequence[str | os.PathLike], out: s
     28 bytes per packet to ``TMPDIR``, ``dedup``'s comments are read back from a hops file in a temporary directory beside
     ``out``) and the capture files are read in windows: the same file byte for byte. ``window_rows`` forces streaming
     in windows of about that many rows and ``batch_records`` windows of records when writing (tests)."""
-    import tempfile
-
     from pcaptools.correlate.api import correlate
     from pcaptools.correlate.merge import MergeRows, merge
     from pcaptools.dataset import original_files
+    from pcaptools.process import temporary_directory
 
     srcs = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
     inv = inventory if inventory is not None else find_inventory(srcs, allow_outside=allow_outside)
@@ -493,7 +492,7 @@ def merge_inputs(inputs: str | os.PathLike | Sequence[str | os.PathLike], out: s
         n = merge(cs, out, correlation=correlate(cs, reference=reference), dedup=dedup, batch_records=batch_records, sources=sources)
         return Merged(n, len(cs.points), list(cs.notes), cs, list(cs.skipped_files))
     rows = MergeRows(journeys=dedup)  # its spill (TMPDIR) is removed by write, or below on an error or a signal
-    with tempfile.TemporaryDirectory(prefix=".merge-", dir=os.path.dirname(os.path.abspath(out))) as tmp:
+    with temporary_directory(prefix=".merge-", dir=os.path.dirname(os.path.abspath(out))) as tmp:
         hops = os.path.join(tmp, "hops.parquet") if dedup else None
         try:
             _, cs = correlate_inputs(srcs, points=points, inventory=inv, links=links, allow_outside=allow_outside,

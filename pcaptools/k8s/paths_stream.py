@@ -55,7 +55,6 @@ holds is built (and diagnosed) alone, whole; the whole diagnosis is held to be p
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -66,7 +65,7 @@ import pandas as pd
 from pcaptools.k8s.journeys import grouped
 from pcaptools.k8s.labels_bounded import LABEL_COLUMNS, LabelBuilder, Labels, whole_journeys
 from pcaptools.k8s.paths import PathSet, _build, _empty, as_inventory, load_paths
-from pcaptools.process import release_freed_memory
+from pcaptools.process import release_freed_memory, temporary_directory
 
 if TYPE_CHECKING:
     from pcaptools.k8s.diagnose import Diagnosis
@@ -182,7 +181,7 @@ def _bounded(sources, *, points, links, inventory, window_ns, reference, with_fl
     if diagnosis is not None:
         from pcaptools.k8s.diagnose import PacketEvidence
     ev = PacketEvidence() if diagnosis is not None else None
-    with tempfile.TemporaryDirectory(prefix="pcaptools-paths-") as tmp:
+    with temporary_directory(prefix="pcaptools-paths-") as tmp:
         hops_path = Path(hops_out) if hops_out is not None else Path(tmp) / "hops.parquet"
         corr, cs, files, stats = _correlate(srcs, points, links, inv, window_ns, reference, allow_outside, memory, window_rows,
                                             hops_path, ev)  # fmt: skip
@@ -336,7 +335,7 @@ def _label(pf, memory: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     from pcaptools.correlate.budget import default_memory
 
     uj, conn = [], []
-    with tempfile.TemporaryDirectory(prefix="pcaptools-labels-") as tmp:
+    with temporary_directory(prefix="pcaptools-labels-") as tmp:
         labels = _label_pass(pf, Path(tmp), default_memory() if memory is None else int(memory))[0]
         for t in whole_journeys(pf, columns=LABEL_COLUMNS):
             f = t.to_pandas()
