@@ -23,7 +23,11 @@ this is :func:`load_paths` (and ``diagnose``). Otherwise, in a temporary directo
    ``bucket_rows`` rows (from the budget), one Parquet file each, and each row's connection beside it; the routing
    evidence's journeys counted per row group. Per bucket the
    existing ``_build`` runs with the precomputed connection ids; buckets in order give the paths in connection
-   order. Client-side flows come from :func:`pcaptools.flow_stream.read_flows_bounded` of the same files. For a
+   order. A bucket holding a connection of more rows than a bucket is read in pieces of whole journeys of about
+   ``bucket_rows`` rows (:func:`build_in_pieces`): the same steps of ``_build``
+   (:class:`~pcaptools.k8s.paths.Journeys`, ``_journey_times``, ``forward_journeys``, ``reply_journeys``,
+   ``path_rows``) run on each piece, with what a connection decides over all its journeys (the node whose clock
+   times them, its first packet, its reply) reduced over the pieces first, in three passes. Client-side flows come from :func:`pcaptools.flow_stream.read_flows_bounded` of the same files. For a
    diagnosis each bucket's hops in causal order (``_build``'s, :data:`DETAIL_COLUMNS`) are written back and tallied
    (:class:`~pcaptools.k8s.diagnose.HopTallies`: where each address lives, which point follows which).
 4. The hops of each connection's representative journeys (what the terminal shows) are read back in a last pass.
@@ -39,8 +43,9 @@ through NAT), and while labelled one row group and one partition of (journey, tu
 largest partition of gen_set.py's 1.58M-sighting set). Measured on gen_set.py's sets of 396k, 792k and 1.58M
 sightings under ``--memory 300MiB``: the label pass peaks 50, 68 and 93 MiB above the RSS it starts from (was 78, 145
 and 274 with a row per (journey, tuple) in pandas), the spill pass 86, 88 and 103 MiB (a row group and the held
-rows). Then one bucket at a time, about :data:`BUILD_ROW_COST` bytes a hops row while its paths are
-built (its diagnosis takes less: its journeys as columns, about 30 numbers a journey and 3 a sighting,
+rows). Then one bucket (or one piece of a bucket) at a time, about :data:`BUILD_ROW_COST` bytes a hops row while
+its paths are built, and for a bucket built in pieces about 40 bytes per journey of it and its connections' first
+packets' rows (its diagnosis takes less: its journeys as columns, about 30 numbers a journey and 3 a sighting,
 :class:`~pcaptools.k8s.diagnose_journeys.JourneyTable`), plus the flow tables
 (one row per flow), the path table and the NAT table (one row per NAT step, about 65 bytes; the buckets' tables are
 joined as category codes, :func:`_concat`). A diagnosis keeps besides, per TCP journey, 32 bytes (journey, sequence,
@@ -48,8 +53,14 @@ acknowledgement, payload length) and, while the correlation runs, 32 bytes per T
 windows' rows); per capture point its span, row count and counters; one row per ICMP error; the tallies (a row per
 (point, address) and per (point, destination, next point) seen); and its output: per connection one row (about 700
 bytes as a Python dict), per loss one (about 1.2 KiB with its evidence text), per retransmission-timeline sighting
-seven list entries (measured on gen_set.py's 20,000 packets). Limits: one connection with more sightings than a bucket
-holds is built (and diagnosed) alone, whole; the whole diagnosis is held to be printed (``--json`` is one object).
+seven list entries (measured on gen_set.py's 20,000 packets). Measured on gen_set.py's 1.58M-sighting set, whose
+largest connection has 419,938 hops rows, under ``--memory 300MiB``: ``paths -o`` peaks at 459 MiB (626 when that
+connection was built whole), ``why --json`` at 500 (623). Limits: a connection is diagnosed whole (its hops'
+:data:`DETAIL_COLUMNS`, written a piece at a time, are read back as one table for its JourneyTable: sampled every
+20 ms, that bucket's diagnosis peaked at 500-515 MiB, the correlation before it at 487); the whole diagnosis is held to be printed (``--json`` is one object),
+and ``paths --json`` / ``why --json`` make each connection's record whole: that connection's retransmission
+timeline as objects and text took about 150 MiB, now the peak of ``paths --json`` (661 MiB; 622 before, when the
+build's freed heap held it).
 """
 
 from __future__ import annotations
