@@ -117,36 +117,56 @@ def _address_codes(h: pd.DataFrame) -> tuple[pd.Index, np.ndarray, np.ndarray]:
     return vocab, codes_in(h["src"], vocab), codes_in(h["dst"], vocab)
 
 
-def _journey_times(h: pd.DataFrame, ji: np.ndarray, conn: np.ndarray, nj: int) -> np.ndarray:
-    """Per journey, a time comparable within its connection: the raw timestamp at the node that saw most of the
-    connection's journeys (one clock, so a reply never precedes its request through clock error); corrected time otherwise."""
-    node = h["node"].cat.codes.to_numpy(np.int64) if isinstance(h["node"].dtype, pd.CategoricalDtype) else pd.factorize(h["node"])[0]
-    node = node - node.min() if len(node) else node  # codes from 0 (a missing node, -1, is a node of its own)
-    nn = int(node.max()) + 1 if len(node) else 1
-    crow = conn[ji]
+def node_codes(h: pd.DataFrame) -> np.ndarray:
+    """Each row's node as an integer ordered as the ``node`` column's categories (-1 missing; first appearance when
+    the column holds strings): the order :func:`_journey_times` breaks a tie by."""
+    if isinstance(h["node"].dtype, pd.CategoricalDtype):
+        return h["node"].cat.codes.to_numpy(np.int64)
+    return pd.factorize(h["node"])[0].astype(np.int64)
+
+
+def journey_nodes(ji: np.ndarray, node: np.ndarray, nj: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """The distinct (journey, node) pairs of rows with journey index ``ji`` and node code ``node``: (journeys, nodes,
+    each journey's first row when every one of the ``nj`` journeys is one run of rows, else None)."""
     starts = np.flatnonzero(np.r_[True, ji[1:] != ji[:-1]]) if grouped(ji) else None
     if starts is not None and len(starts) == nj:  # each journey one run of rows (as _build gives them)
         zero = np.zeros(len(ji), np.int64)
         first = run_distinct(ji, node, zero, zero, zero, zero.astype(bool), zero.astype(bool))[0]
-        sj, sn = ji[first], node[first]  # (journey, node) pairs
-    else:
-        starts = None
-        seen = pd.unique(ji * nn + node)  # (journey, node) pairs
-        sj, sn = seen // nn, seen % nn
-    cnk = conn[sj] * nn + sn
-    span = (int(conn.max()) + 1) * nn
-    if span <= 4 * len(cnk) + 1024:  # few (connection, node) codes: counted, not sorted
-        counts = np.bincount(cnk, minlength=span)
-        cn = np.flatnonzero(counts)
-        k = counts[cn]
-    else:
-        cn, k = np.unique(cnk, return_counts=True)  # journeys per (connection, node)
-    cc, cnode = cn // nn, cn % nn
+        return ji[first], node[first], starts
+    nn = int(node.max()) + 2 if len(node) else 1
+    seen = pd.unique(ji * nn + node + 1)  # (journey, node) pairs
+    return seen // nn, seen % nn - 1, None
+
+
+def best_nodes(cc: np.ndarray, cnode: np.ndarray, k: np.ndarray, nconn: int) -> np.ndarray:
+    """Per connection, of its (connection ``cc``, node ``cnode``, journeys ``k``) counts, the node that saw most of its
+    journeys, the least node on a tie (-2, which no row has, for a connection without any)."""
     o = np.lexsort((cnode, -k, cc))  # most journeys first, the first node on a tie
-    head = np.r_[True, cc[o][1:] != cc[o][:-1]]
-    best = np.zeros(int(conn.max()) + 1, np.int64)
+    head = np.r_[True, cc[o][1:] != cc[o][:-1]] if len(o) else np.zeros(0, bool)
+    best = np.full(nconn, -2, np.int64)
     best[cc[o][head]] = cnode[o][head]
-    at = node == best[crow]
+    return best
+
+
+def _journey_times(h: pd.DataFrame, ji: np.ndarray, conn: np.ndarray, nj: int, best: np.ndarray | None = None) -> np.ndarray:
+    """Per journey, a time comparable within its connection: the raw timestamp at the node that saw most of the
+    connection's journeys (one clock, so a reply never precedes its request through clock error); corrected time
+    otherwise. ``best``: that node per connection as a :func:`node_codes` code, when counted over more than ``h``
+    (a connection built in pieces, :mod:`pcaptools.k8s.paths_stream`)."""
+    node = node_codes(h)
+    sj, sn, starts = journey_nodes(ji, node, nj)
+    if best is None:
+        nn = int(node.max()) + 2 if len(node) else 1  # codes from -1 (a missing node is a node of its own)
+        cnk = conn[sj] * nn + sn + 1
+        span = (int(conn.max()) + 1) * nn
+        if span <= 4 * len(cnk) + 1024:  # few (connection, node) codes: counted, not sorted
+            counts = np.bincount(cnk, minlength=span)
+            cn = np.flatnonzero(counts)
+            k = counts[cn]
+        else:
+            cn, k = np.unique(cnk, return_counts=True)  # journeys per (connection, node)
+        best = best_nodes(cn // nn, cn % nn - 1, k, int(conn.max()) + 1)
+    at = node == best[conn[ji]]
     big = np.iinfo(np.int64).max
     if starts is not None:
         raw = np.minimum.reduceat(np.where(at, h["ts_ns"].to_numpy(np.int64), big), starts)
@@ -162,6 +182,20 @@ def _journey_times(h: pd.DataFrame, ji: np.ndarray, conn: np.ndarray, nj: int) -
 def _pick(conn: np.ndarray, eligible: np.ndarray, prio: np.ndarray, t: np.ndarray, nconn: int) -> np.ndarray:
     """Per connection, the index of the eligible journey with the lowest (prio, t), the first on a tie; -1 if none."""
     return pick_least(conn, eligible, prio.astype(np.int64), t.astype(np.int64), nconn)
+
+
+def forward_journeys(conn: np.ndarray, syn: np.ndarray, nhops: np.ndarray, t: np.ndarray, nconn: int) -> np.ndarray:
+    """Per connection, its first packet's journey (index): its SYN seen at most points, the earliest on a tie; with no
+    SYN, its earliest journey (-1 for none). ``syn``, ``nhops``, ``t``: per journey, ``conn`` its connection."""
+    has_syn = np.bincount(conn, syn, minlength=nconn)[conn] > 0
+    return _pick(conn, syn | ~has_syn, np.where(has_syn, -nhops, 0), t, nconn)
+
+
+def reply_journeys(conn: np.ndarray, reply: np.ndarray, synack: np.ndarray, nhops: np.ndarray, t: np.ndarray,
+                   nconn: int) -> np.ndarray:  # fmt: skip
+    """Per connection, its representative reply (index): its SYN-ACK seen at most points, else its earliest reply."""
+    has_synack = np.bincount(conn, reply & synack, minlength=nconn)[conn] > 0
+    return _pick(conn, reply & (synack | ~has_synack), np.where(has_synack, -nhops, 0), t, nconn)
 
 
 def _rows_of(first_row: np.ndarray, end_row: np.ndarray, js: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -313,16 +347,76 @@ _BUILD_COLUMNS = frozenset(("journey", "hop", "point", "node", "interface", "ts_
 """The hops columns :func:`_build` reads (with :func:`~pcaptools.k8s.nat.nat_table`'s): only these are reordered up front."""
 
 
+def kept_hops(hops: pd.DataFrame) -> pd.DataFrame:
+    """The rows a path is built from (a protocol and both addresses): a shallow copy when all are (PathSet.hops,
+    made later from it, must not see the caller's table reordered or reassigned)."""
+    keep = (hops["proto"].to_numpy() >= 0) & hops["src"].notna().to_numpy() & hops["dst"].notna().to_numpy()
+    return hops.copy(deep=False) if keep.all() else hops.loc[keep].reset_index(drop=True)
+
+
+class Journeys:
+    """Kept hops (:func:`kept_hops`) of whole journeys in causal order, of the columns :func:`_build` reads, indexed by
+    journey (:meth:`index`): what each step of a build reads, for the whole table in memory or for one piece of a
+    bucket (:mod:`pcaptools.k8s.paths_stream` builds a connection larger than a bucket from pieces of whole journeys)."""
+
+    def __init__(self, hk: pd.DataFrame, inv: Inventory | None) -> None:
+        _check(hk)
+        self.hk = hk
+        self.order, hop = causal_order(hk, inv)
+        built = hk.loc[:, [c for c in hk.columns if c in _BUILD_COLUMNS]]
+        self.h = built.reset_index(drop=True) if self.order is None else take_rows(built, self.order)
+        self.h["hop"] = hop
+        self.codes = _address_codes(self.h)
+
+    def ordered_hops(self) -> pd.DataFrame:
+        """:func:`order_hops` of the kept hops: every column."""
+        h, hk = self.h, self.hk
+        rest = hk.loc[:, [c for c in hk.columns if c not in h.columns]]
+        whole = pd.concat([h, rest.reset_index(drop=True) if self.order is None else take_rows(rest, self.order)], axis=1)
+        whole = whole.loc[:, list(hk.columns)]
+        whole.attrs = dict(hk.attrs)
+        return whole
+
+    def index(self, uj: np.ndarray) -> None:
+        """Index the rows by the journeys ``uj`` (ascending; a journey may have no rows here): each row's journey
+        index ``ji``, each journey's rows ``first_row:end_row``, whether it holds a SYN / SYN-ACK, its sightings."""
+        h = self.h
+        j = h["journey"].to_numpy(np.int64)  # h is sorted by journey, then causal order
+        new = np.r_[True, j[1:] != j[:-1]]
+        first_row = np.flatnonzero(new)
+        if len(first_row) == len(uj) and np.array_equal(j[first_row], uj):  # every journey labelled has rows here
+            self.ji = np.cumsum(new) - 1
+            end_row = np.r_[first_row[1:], len(j)]
+        else:
+            self.ji = np.searchsorted(uj, j)
+            first_row = np.searchsorted(j, uj, side="left")
+            end_row = np.searchsorted(j, uj, side="right")
+        self.first_row, self.end_row = first_row, end_row
+        flags = h["tcp_flags"].to_numpy(np.int64)
+        tcp = h["proto"].to_numpy() == 6
+        self.syn = np.bincount(self.ji, tcp & ((flags & 0x12) == 0x02), minlength=len(uj)) > 0
+        self.synack = np.bincount(self.ji, tcp & ((flags & 0x12) == 0x12), minlength=len(uj)) > 0
+        self.nhops = end_row - first_row
+
+    def directions(self, crow: np.ndarray, fa: np.ndarray, fb: np.ndarray, extra: tuple | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Per journey, whether a row of it carries one of its connection's first packet's tuples / the reverse of one:
+        rows ``fa[c]:fb[c]`` of this table, or with ``extra`` ((src, sport, dst, dport) codes of rows from elsewhere,
+        in :attr:`codes`' vocabulary) of those rows appended after this table's. ``crow``: each row's connection."""
+        s, d = self.codes[1:]
+        sp, dp = self.h["sport"].to_numpy(np.int64), self.h["dport"].to_numpy(np.int64)
+        if extra is not None:
+            s, sp, d, dp = (np.concatenate([x, np.asarray(y, np.int64)]) for x, y in zip((s, sp, d, dp), extra, strict=True))
+        return run_directions(self.ji, crow, s, sp, d, dp, fa, fb, len(self.first_row))
+
+
 def _build(correlation, inventory, flows, side: dict | None = None,
            connections: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(paths, NAT) of a hops table; ``connections``: (journey ids, connection id per journey) already labelled on a
     larger table (:mod:`pcaptools.k8s.paths_stream`), else :func:`_connections` of this one. ``side["hops_of"]``: a
-    function making the hops in causal order with ``connection`` and ``direction`` (only a diagnosis reads them)."""
+    function making the hops in causal order with ``connection`` and ``direction`` (only a diagnosis reads them).
+    The steps are :mod:`pcaptools.k8s.paths_stream`'s for a connection built in pieces, on one piece."""
     inv = as_inventory(inventory)
-    hops = correlation if isinstance(correlation, pd.DataFrame) else correlation.hops
-    keep = (hops["proto"].to_numpy() >= 0) & hops["src"].notna().to_numpy() & hops["dst"].notna().to_numpy()
-    # a shallow copy: PathSet.hops, made later from it, must not see the caller's table reordered or reassigned
-    hk = hops.copy(deep=False) if keep.all() else hops.loc[keep].reset_index(drop=True)
+    hk = kept_hops(correlation if isinstance(correlation, pd.DataFrame) else correlation.hops)
     if not len(hk):
         h = order_hops(hk, inv)
         empty = _empty()
@@ -330,55 +424,24 @@ def _build(correlation, inventory, flows, side: dict | None = None,
             side["hops_of"] = lambda: h.assign(connection=np.zeros(0, np.int64), direction=np.zeros(0, object))
         return empty, nat_table(h, inv, ordered=True)
     # order_hops' table, of the columns read here only (the rest, ~40% of a row, taken in that order when read)
-    _check(hk)
-    order, hop = causal_order(hk, inv)
-    built = hk.loc[:, [c for c in hk.columns if c in _BUILD_COLUMNS]]
-    h = built.reset_index(drop=True) if order is None else take_rows(built, order)
-    h["hop"] = hop
-
-    def ordered_hops() -> pd.DataFrame:  # order_hops(hk): every column
-        rest = hk.loc[:, [c for c in hk.columns if c not in h.columns]]
-        whole = pd.concat([h, rest.reset_index(drop=True) if order is None else take_rows(rest, order)], axis=1)
-        whole = whole.loc[:, list(hk.columns)]
-        whole.attrs = dict(hk.attrs)
-        return whole
-
-    codes = _address_codes(h)
+    tab = Journeys(hk, inv)
+    h, codes = tab.h, tab.codes
     uj, conn = _connections(h, codes[1:]) if connections is None else connections
     nconn = int(conn.max()) + 1
-    j = h["journey"].to_numpy(np.int64)  # h is sorted by journey, then causal order
-    new = np.r_[True, j[1:] != j[:-1]]
-    first_row = np.flatnonzero(new)
-    if len(first_row) == len(uj) and np.array_equal(j[first_row], uj):  # every journey labelled has rows here
-        ji = np.cumsum(new) - 1
-        end_row = np.r_[first_row[1:], len(j)]
-    else:
-        ji = np.searchsorted(uj, j)
-        first_row = np.searchsorted(j, uj, side="left")
-        end_row = np.searchsorted(j, uj, side="right")
-    flags = h["tcp_flags"].to_numpy(np.int64)
-    tcp = h["proto"].to_numpy() == 6
-    syn_r = tcp & ((flags & 0x12) == 0x02)
-    synack_r = tcp & ((flags & 0x12) == 0x12)
-    syn = np.bincount(ji, syn_r, minlength=len(uj)) > 0
-    synack = np.bincount(ji, synack_r, minlength=len(uj)) > 0
-    nhops = end_row - first_row
+    tab.index(uj)
+    first_row, end_row, ji = tab.first_row, tab.end_row, tab.ji
     t = _journey_times(h, ji, conn, len(uj))
-    has_syn = np.bincount(conn, syn, minlength=nconn)[conn] > 0
-    fwd_j = _pick(conn, syn | ~has_syn, np.where(has_syn, -nhops, 0), t, nconn)
+    fwd_j = forward_journeys(conn, tab.syn, tab.nhops, t, nconn)
     # direction of every journey: does it carry one of the first packet's tuples, or its reverse?
-    s, d = codes[1:]
-    sp, dp = h["sport"].to_numpy(np.int64), h["dport"].to_numpy(np.int64)
     crow = conn[ji]
     has_fwd = fwd_j >= 0
     fa = np.where(has_fwd, first_row[np.maximum(fwd_j, 0)], 0)
     fb = np.where(has_fwd, end_row[np.maximum(fwd_j, 0)], 0)
-    fwd, rev = run_directions(ji, crow, s, sp, d, dp, fa, fb, len(uj))
+    fwd, rev = tab.directions(crow, fa, fb)
     reply = rev & ~fwd
     if side is not None:  # made when read: the direction strings cost ~10-40 ms on 792k sightings
-        side["hops_of"] = lambda: ordered_hops().assign(connection=crow, direction=strings(["", "forward", "reverse"], np.where(fwd, 1, np.where(reply, 2, 0))[ji]))
-    has_synack = np.bincount(conn, reply & synack, minlength=nconn)[conn] > 0
-    rep_j = _pick(conn, reply & (synack | ~has_synack), np.where(has_synack, -nhops, 0), t, nconn)
+        side["hops_of"] = lambda: tab.ordered_hops().assign(connection=crow, direction=directions_of(fwd, reply, ji))
+    rep_j = reply_journeys(conn, reply, tab.synack, tab.nhops, t, nconn)
     replies = pd.Series(reply, index=uj)
 
     def nat_of(rows: np.ndarray | None = None) -> pd.DataFrame:  # of every journey, or of those whose rows are given
@@ -392,6 +455,20 @@ def _build(correlation, inventory, flows, side: dict | None = None,
         side["nat_of"] = nat_of
     else:
         nat = nat_of()
+    return path_rows(tab, uj, fwd_j, rep_j, np.bincount(conn, minlength=nconn), nat, inv, flows), nat
+
+
+def directions_of(fwd: np.ndarray, reply: np.ndarray, ji: np.ndarray) -> pd.Categorical:
+    """Each row's ``direction`` ('forward', 'reverse' or '') from its journey's (index ``ji``) direction flags."""
+    return strings(["", "forward", "reverse"], np.where(fwd, 1, np.where(reply, 2, 0))[ji])
+
+
+def path_rows(tab: Journeys, uj: np.ndarray, fwd_j: np.ndarray, rep_j: np.ndarray, journeys: np.ndarray,
+              nat: pd.DataFrame, inv: Inventory | None, flows) -> pd.DataFrame:  # fmt: skip
+    """The path table: a row per connection from its forward (``fwd_j``) and reply (``rep_j``) journeys (indices into
+    ``uj``, whose rows ``tab`` holds, indexed by ``uj``), their NAT rows in ``nat`` and its ``journeys`` count."""
+    h, first_row, end_row = tab.h, tab.first_row, tab.end_row
+    rep_js = np.concatenate([fwd_j[fwd_j >= 0], rep_j[rep_j >= 0]])
     # NAT rows of the representative journeys only, as plain records (pandas per-group objects are slow)
     reps = uj[rep_js]
     sub = nat.loc[nat["journey"].isin(reps)].sort_values(["journey", "step"], kind="stable")
@@ -403,21 +480,20 @@ def _build(correlation, inventory, flows, side: dict | None = None,
         for vals in zip(*fields.values(), strict=True):
             r = SimpleNamespace(**dict(zip(fields, vals, strict=True)))
             nat_by_j.setdefault(int(r.journey), []).append(r)
-    journeys = np.bincount(conn, minlength=nconn)
     # the rows of the representative journeys are all the per-connection step reads: strings for those only
     rows, first_row, end_row = _rows_of(first_row, end_row, rep_js)
     cols = {c: _strings(h[c], rows) if c in ("point", "node", "interface", "src", "dst", "tunnel", "outer_src", "outer_dst", "file") else h[c].to_numpy()[rows]
             for c in ("point", "node", "interface", "src", "dst", "sport", "dport", "tunnel", "vni", "outer_src", "outer_dst", "ts_corrected_ns", "file", "proto")}  # fmt: skip
     inv_nodes = set(inv.nodes) if inv is not None else None
     node_ip = inv.node_addresses() if inv is not None else {}
-    rows = []
-    for c in range(nconn):
+    out_rows = []
+    for c in range(len(fwd_j)):
         fj, rj = fwd_j[c], rep_j[c]
-        rows.append(_row(c, fj, rj, uj, first_row, end_row, cols, nat_by_j, inv, inv_nodes, node_ip, int(journeys[c])))
-    out = pd.DataFrame(rows)
+        out_rows.append(_row(c, fj, rj, uj, first_row, end_row, cols, nat_by_j, inv, inv_nodes, node_ip, int(journeys[c])))
+    out = pd.DataFrame(out_rows)
     out = _with_flows(out, flows)
     out = _typed(out)
-    return validate(out, PATH_COLUMNS, table="paths"), nat
+    return validate(out, PATH_COLUMNS, table="paths")
 
 
 def _name(inv: Inventory | None, addr: str) -> tuple[str, str, str]:

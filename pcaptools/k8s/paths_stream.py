@@ -23,7 +23,11 @@ this is :func:`load_paths` (and ``diagnose``). Otherwise, in a temporary directo
    ``bucket_rows`` rows (from the budget), one Parquet file each, and each row's connection beside it; the routing
    evidence's journeys counted per row group. Per bucket the
    existing ``_build`` runs with the precomputed connection ids; buckets in order give the paths in connection
-   order. Client-side flows come from :func:`pcaptools.flow_stream.read_flows_bounded` of the same files. For a
+   order. A bucket holding a connection of more rows than a bucket is read in pieces of whole journeys of about
+   ``bucket_rows`` rows (:func:`build_in_pieces`): the same steps of ``_build``
+   (:class:`~pcaptools.k8s.paths.Journeys`, ``_journey_times``, ``forward_journeys``, ``reply_journeys``,
+   ``path_rows``) run on each piece, with what a connection decides over all its journeys (the node whose clock
+   times them, its first packet, its reply) reduced over the pieces first, in three passes. Client-side flows come from :func:`pcaptools.flow_stream.read_flows_bounded` of the same files. For a
    diagnosis each bucket's hops in causal order (``_build``'s, :data:`DETAIL_COLUMNS`) are written back and tallied
    (:class:`~pcaptools.k8s.diagnose.HopTallies`: where each address lives, which point follows which).
 4. The hops of each connection's representative journeys (what the terminal shows) are read back in a last pass.
@@ -39,8 +43,9 @@ through NAT), and while labelled one row group and one partition of (journey, tu
 largest partition of gen_set.py's 1.58M-sighting set). Measured on gen_set.py's sets of 396k, 792k and 1.58M
 sightings under ``--memory 300MiB``: the label pass peaks 50, 68 and 93 MiB above the RSS it starts from (was 78, 145
 and 274 with a row per (journey, tuple) in pandas), the spill pass 86, 88 and 103 MiB (a row group and the held
-rows). Then one bucket at a time, about :data:`BUILD_ROW_COST` bytes a hops row while its paths are
-built (its diagnosis takes less: its journeys as columns, about 30 numbers a journey and 3 a sighting,
+rows). Then one bucket (or one piece of a bucket) at a time, about :data:`BUILD_ROW_COST` bytes a hops row while
+its paths are built, and for a bucket built in pieces about 40 bytes per journey of it and its connections' first
+packets' rows (its diagnosis takes less: its journeys as columns, about 30 numbers a journey and 3 a sighting,
 :class:`~pcaptools.k8s.diagnose_journeys.JourneyTable`), plus the flow tables
 (one row per flow), the path table and the NAT table (one row per NAT step, about 65 bytes; the buckets' tables are
 joined as category codes, :func:`_concat`). A diagnosis keeps besides, per TCP journey, 32 bytes (journey, sequence,
@@ -48,8 +53,14 @@ acknowledgement, payload length) and, while the correlation runs, 32 bytes per T
 windows' rows); per capture point its span, row count and counters; one row per ICMP error; the tallies (a row per
 (point, address) and per (point, destination, next point) seen); and its output: per connection one row (about 700
 bytes as a Python dict), per loss one (about 1.2 KiB with its evidence text), per retransmission-timeline sighting
-seven list entries (measured on gen_set.py's 20,000 packets). Limits: one connection with more sightings than a bucket
-holds is built (and diagnosed) alone, whole; the whole diagnosis is held to be printed (``--json`` is one object).
+seven list entries (measured on gen_set.py's 20,000 packets). Measured on gen_set.py's 1.58M-sighting set, whose
+largest connection has 419,938 hops rows, under ``--memory 300MiB``: ``paths -o`` peaks at 459 MiB (626 when that
+connection was built whole), ``why --json`` at 500 (623). Limits: a connection is diagnosed whole (its hops'
+:data:`DETAIL_COLUMNS`, written a piece at a time, are read back as one table for its JourneyTable: sampled every
+20 ms, that bucket's diagnosis peaked at 500-515 MiB, the correlation before it at 487); the whole diagnosis is held to be printed (``--json`` is one object),
+and ``paths --json`` / ``why --json`` make each connection's record whole: that connection's retransmission
+timeline as objects and text took about 150 MiB, now the peak of ``paths --json`` (661 MiB; 622 before, when the
+build's freed heap held it).
 """
 
 from __future__ import annotations
@@ -62,9 +73,26 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from pcaptools.k8s.journeys import grouped
+from pcaptools.k8s.journeys import grouped, journey_index
 from pcaptools.k8s.labels_bounded import LABEL_COLUMNS, LabelBuilder, Labels, whole_journeys
-from pcaptools.k8s.paths import PathSet, _build, _empty, as_inventory, load_paths
+from pcaptools.k8s.nat import nat_table
+from pcaptools.k8s.paths import (
+    Journeys,
+    PathSet,
+    _build,
+    _empty,
+    _journey_times,
+    as_inventory,
+    best_nodes,
+    directions_of,
+    forward_journeys,
+    journey_nodes,
+    kept_hops,
+    load_paths,
+    node_codes,
+    path_rows,
+    reply_journeys,
+)
 from pcaptools.process import release_freed_memory, temporary_directory
 
 if TYPE_CHECKING:
@@ -192,7 +220,7 @@ def _bounded(sources, *, points, links, inventory, window_ns, reference, with_fl
                                None if ev is None else (ev.finish(), diagnosis))  # fmt: skip
     ps.captures = cs  # its points and inference evidence (no packets when streamed)
     ps.streamed = {"windows": stats.windows if stats else None, "carried_journeys": stats.carried_journeys if stats else None,
-                   "buckets": (ps.streamed or {}).get("buckets", 0)}  # fmt: skip
+                   "buckets": (ps.streamed or {}).get("buckets", 0), "pieces": (ps.streamed or {}).get("pieces", 0)}  # fmt: skip
     return ps, d
 
 
@@ -249,24 +277,40 @@ def _paths_of_file(hops_path: Path, corr, inv, flows, memory: int, bucket_rows: 
         from pcaptools.k8s.inventory import single_address_points
 
         single = single_address_points(pairs, point_rows)
-    routing = _spill(pf, labels, bucket_c, nb, tmp, inv, single, hold_rows=max(int(bucket_rows), int(memory * SPILL_SHARE // SPILL_ROW_BYTES)))
+    routing = _spill(pf, labels, bucket_c, nb, tmp, inv, single, hold_rows=max(int(bucket_rows), int(memory * SPILL_SHARE // SPILL_ROW_BYTES)), piece_rows=max(int(bucket_rows), 1))
     del labels
     path_parts, nat_parts, tallies = [], [], []
+    pieces = 0  # of buckets built in pieces
     first_c = np.searchsorted(bucket_c, np.arange(nb))  # first connection of each bucket (connections run in order)
+    ends_c = np.r_[first_c[1:], len(bucket_c)]
     for b in range(nb):
-        h = pd.read_parquet(tmp / f"bucket-{b}.parquet")
-        # the bucket's journeys (each has a 5-tuple: rows of the others are not spilled) and their connections
-        bj, at = _first_rows(h["journey"].to_numpy(np.int64))
-        bc = np.fromfile(tmp / f"connections-{b}.bin", np.int64)[at] - first_c[b]
-        side: dict | None = {} if diagnosis is not None else None
-        p, nat = _build(h, inv, flows, side, (bj, bc))
-        del h
-        if side is not None:  # the bucket's hops in causal order, for its diagnosis once every bucket is counted
-            dh = side.pop("hops_of")()
+        path = tmp / f"bucket-{b}.parquet"
+        details: list[pd.DataFrame] = []
+
+        def detail(dh: pd.DataFrame, b: int = b, details: list = details) -> None:  # a piece's hops in causal order
             dh["connection"] += first_c[b]
             tallies.append(HopTallies.of(dh))
-            dh.loc[:, list(DETAIL_COLUMNS)].to_parquet(tmp / f"detail-{b}.parquet")
-            del dh
+            dh.loc[:, list(DETAIL_COLUMNS)].to_parquet(tmp / f"detail-{b}-{len(details)}.parquet")
+            details.append(None)
+
+        on_detail = detail if diagnosis is not None else None
+        if int(rows_c[first_c[b]:ends_c[b]].max()) > bucket_rows:  # a connection larger than a bucket: in pieces
+            j = pq.read_table(path, columns=["journey"]).column("journey").to_numpy()
+            bj, at = _first_rows(j)
+            bc = np.fromfile(tmp / f"connections-{b}.bin", np.int64)[at] - first_c[b]
+            del j, at
+            p, nat, n = build_in_pieces(path, (bj, bc), inv, flows, int(bucket_rows), on_detail)
+            pieces += n
+        else:
+            h = pd.read_parquet(path)
+            # the bucket's journeys (each has a 5-tuple: rows of the others are not spilled) and their connections
+            bj, at = _first_rows(h["journey"].to_numpy(np.int64))
+            bc = np.fromfile(tmp / f"connections-{b}.bin", np.int64)[at] - first_c[b]
+            side: dict | None = {} if diagnosis is not None else None
+            p, nat = _build(h, inv, flows, side, (bj, bc))
+            del h
+            if side is not None:  # the bucket's hops in causal order, for its diagnosis once every bucket is counted
+                detail(side.pop("hops_of")())
         release_freed_memory(collect=False)  # a bucket's tables hold no reference cycles; a full collection per bucket costs ~0.1 s
         p["connection"] += first_c[b]
         nat["connection"] += first_c[b]
@@ -286,7 +330,7 @@ def _paths_of_file(hops_path: Path, corr, inv, flows, memory: int, bucket_rows: 
         network = inv.pod_network(None)
         network["routing"], ev = routing_verdict(*routing)
         network["evidence"].append(ev)
-    return PathSet(paths=paths, nat=nat, correlation=corr, inventory=inv, network=network, streamed={"buckets": nb}), d
+    return PathSet(paths=paths, nat=nat, correlation=corr, inventory=inv, network=network, streamed={"buckets": nb, "pieces": pieces}), d
 
 
 DETAIL_COLUMNS = ("journey", "connection", "direction", "point", "node", "ts_corrected_ns", "src", "dst", "sport", "dport",
@@ -306,12 +350,166 @@ def _diagnose_buckets(paths: pd.DataFrame, nat: pd.DataFrame, first_c: np.ndarra
     by_c = np.argsort(nc, kind="stable")
     ends = np.r_[first_c[1:], np.iinfo(np.int64).max] if len(first_c) else first_c
     for b, (lo, hi) in enumerate(zip(first_c.tolist(), ends.tolist(), strict=True)):
-        dh = pd.read_parquet(tmp / f"detail-{b}.parquet")
+        dh = _read_parts(sorted(tmp.glob(f"detail-{b}-*.parquet"), key=lambda f: int(f.stem.rsplit("-", 1)[1])))
         rows = by_c[np.searchsorted(nc[by_c], lo):np.searchsorted(nc[by_c], hi)]
         dg.add(dh, paths.iloc[np.searchsorted(pc, lo):np.searchsorted(pc, hi)], nat.iloc[np.sort(rows)])
         del dh
         release_freed_memory(collect=False)
     return dg.result(paths, nat, opts["iptables"])
+
+
+def build_in_pieces(path: Path, connections: tuple[np.ndarray, np.ndarray], inv, flows, piece_rows: int,
+                    on_detail=None) -> tuple[pd.DataFrame, pd.DataFrame, int]:  # fmt: skip
+    """(paths, NAT, pieces) of a bucket's hops file as :func:`~pcaptools.k8s.paths._build` gives them on the whole file, its
+    rows read in pieces of whole journeys of about ``piece_rows`` rows (a connection larger than a bucket is never held
+    whole): pass 1 counts each connection's journeys per node (the clock :func:`~pcaptools.k8s.paths._journey_times`
+    reads); pass 2 keeps per journey its time, SYN / SYN-ACK and sightings, and so each connection's first packet's
+    journey (:func:`~pcaptools.k8s.paths.forward_journeys`), whose rows are read back; pass 3 gives every journey its
+    direction against those rows and makes its NAT steps, then each connection's reply journey is picked
+    (:func:`~pcaptools.k8s.paths.reply_journeys`) and the two journeys' rows are read back for its row
+    (:func:`~pcaptools.k8s.paths.path_rows`). ``connections``: (the file's journeys ascending, connection of each, from
+    0). ``on_detail``: called with each piece's hops in causal order with ``connection`` and ``direction`` (a diagnosis).
+    Kept per journey: about 40 bytes; per connection: its first packet's rows."""
+    import pyarrow.parquet as pq
+
+    bj, bc = connections
+    nconn = int(bc.max()) + 1 if len(bc) else 0
+    pf = pq.ParquetFile(path)
+    # pass 1: journeys per (connection, node), nodes ranked as the file's node categories (a tie goes to the first)
+    ranks: dict = {None: -1}
+    pair_c, pair_r = [], []
+    npieces = 0
+    for piece in _pieces(pf, piece_rows, ["journey", "node", "proto", "src", "dst"]):
+        npieces += 1
+        hk = kept_hops(piece)
+        uj, ji = journey_index(hk["journey"].to_numpy(np.int64))
+        sj, sn, _ = journey_nodes(ji, node_codes(hk), len(uj))
+        pair_c.append(bc[np.searchsorted(bj, uj[sj])])
+        pair_r.append(_node_ranks(hk["node"], ranks)[sn + 1])
+    cr = np.concatenate(pair_c) * (len(ranks) + 1) + np.concatenate(pair_r) + 1 if pair_c else np.zeros(0, np.int64)
+    cn, k = np.unique(cr, return_counts=True)
+    best_rank = best_nodes(cn // (len(ranks) + 1), cn % (len(ranks) + 1) - 1, k, nconn)
+    del pair_c, pair_r, cr
+    # pass 2: per journey its time on that node's clock, SYN / SYN-ACK and sightings
+    syn, synack, nhops, t = (np.zeros(len(bj), bool), np.zeros(len(bj), bool), np.zeros(len(bj), np.int64),
+                             np.full(len(bj), np.iinfo(np.int64).max, np.int64))  # fmt: skip
+    for lo, uj, tab in _piece_tables(pf, piece_rows, bj, inv):
+        at = slice(lo, lo + len(uj))
+        node_rank = _node_ranks(tab.h["node"], ranks)  # code + 1 -> rank
+        code_of = np.full(len(ranks) + 1, -2, np.int64)  # rank + 1 -> this piece's code (-2: no row has it)
+        code_of[node_rank + 1] = np.arange(-1, len(node_rank) - 1)
+        best = np.where(best_rank >= -1, code_of[np.maximum(best_rank, -1) + 1], -2)
+        syn[at], synack[at], nhops[at] = tab.syn, tab.synack, tab.nhops
+        t[at] = _journey_times(tab.h, tab.ji, bc[at], len(uj), best)
+    fwd_j = forward_journeys(bc, syn, nhops, t, nconn)
+    # the first packet's rows of every connection, by connection
+    f = _rows_of_journeys(pf, bj[fwd_j[fwd_j >= 0]], ["journey", "proto", "src", "dst", "sport", "dport"])
+    fc = bc[np.searchsorted(bj, f["journey"].to_numpy(np.int64))]
+    fo = np.argsort(fc, kind="stable")
+    fc = fc[fo]
+    f_src, f_dst = f["src"].astype(str).to_numpy()[fo], f["dst"].astype(str).to_numpy()[fo]
+    f_sp, f_dp = f["sport"].to_numpy(np.int64)[fo], f["dport"].to_numpy(np.int64)[fo]
+    fa0, fb0 = np.searchsorted(fc, np.arange(nconn)), np.searchsorted(fc, np.arange(nconn), side="right")
+    del f
+    # pass 3: directions against those rows, NAT steps, the pieces' hops for a diagnosis
+    reply = np.zeros(len(bj), bool)
+    nat_parts = []
+    for lo, uj, tab in _piece_tables(pf, piece_rows, bj, inv):
+        conn = bc[lo:lo + len(uj)]
+        n = len(tab.h)
+        vocab = tab.codes[0]
+        es, ed = _codes_beside(vocab, f_src), _codes_beside(vocab, f_dst)
+        has = fb0 > fa0
+        fwd, rev = tab.directions(conn[tab.ji], np.where(has, n + fa0, 0), np.where(has, n + fb0, 0), (es, f_sp, ed, f_dp))
+        rp = rev & ~fwd
+        reply[lo:lo + len(uj)] = rp
+        if on_detail is not None:
+            on_detail(tab.ordered_hops().assign(connection=conn[tab.ji], direction=directions_of(fwd, rp, tab.ji)))
+        nt = nat_table(tab.h, inv, reply=pd.Series(rp, index=uj), ordered=True, codes=tab.codes)
+        nt["connection"] = conn[np.searchsorted(uj, nt["journey"].to_numpy(np.int64))]
+        nat_parts.append(nt)
+        del tab, nt
+    rep_j = reply_journeys(bc, reply, synack, nhops, t, nconn)
+    nat = _concat(nat_parts) if nat_parts else nat_table(_empty_hops(), inv, ordered=True)
+    del nat_parts
+    reps = np.concatenate([fwd_j[fwd_j >= 0], rep_j[rep_j >= 0]])
+    tab = Journeys(kept_hops(_rows_of_journeys(pf, bj[reps])), inv)
+    tab.index(bj)
+    return path_rows(tab, bj, fwd_j, rep_j, np.bincount(bc, minlength=nconn), nat, inv, flows), nat, npieces
+
+
+def _node_ranks(col: pd.Series, ranks: dict) -> np.ndarray:
+    """Per :func:`~pcaptools.k8s.paths.node_codes` code + 1 of ``col`` (-1, missing, first), the node's rank in
+    ``ranks`` (name -> rank, names not seen before appended): the order of the whole file's node categories."""
+    names = col.cat.categories if isinstance(col.dtype, pd.CategoricalDtype) else pd.factorize(col)[1]
+    return np.array([-1] + [ranks.setdefault(str(x), len(ranks) - 1) for x in names], np.int64)
+
+
+def _codes_beside(vocab: pd.Index, values: np.ndarray) -> np.ndarray:
+    """Codes of address strings in ``vocab``, those not in it given codes below -1 (equal exactly when the values are),
+    so they match no row of a table coded in ``vocab`` but each other."""
+    codes = vocab.get_indexer(values).astype(np.int64)
+    out = codes < 0
+    if out.any():
+        codes[out] = -2 - pd.factorize(values[out])[0]
+    return codes
+
+
+def _pieces(pf, rows: int, columns: list[str] | None = None):
+    """Tables (pandas) of a hops file grouped by journey, ascending (a bucket's), each of whole journeys and about
+    ``rows`` rows (more when one journey is longer)."""
+    import pyarrow as pa
+
+    carry = None
+    for batch in pf.iter_batches(batch_size=max(int(rows), 1), columns=columns):
+        t = pa.Table.from_batches([batch])
+        if carry is not None:
+            t = pa.concat_tables([carry, t])
+            carry = None
+        if len(t) < rows:
+            carry = t
+            continue
+        j = t.column("journey").to_numpy()
+        cut = int(np.searchsorted(j, j[-1]))  # the last journey may go on in the next batch
+        if not cut:
+            carry = t
+            continue
+        carry = t.slice(cut)
+        yield t.slice(0, cut).to_pandas()
+    if carry is not None and len(carry):
+        yield carry.to_pandas()
+
+
+def _piece_tables(pf, rows: int, bj: np.ndarray, inv):
+    """(index of the piece's first journey in ``bj``, the piece's journeys, its :class:`~pcaptools.k8s.paths.Journeys`
+    indexed by them) per piece of whole journeys (:func:`_pieces`)."""
+    for piece in _pieces(pf, rows):
+        uj = journey_index(piece["journey"].to_numpy(np.int64))[0]
+        hk = kept_hops(piece)
+        del piece
+        tab = Journeys(hk if len(hk) else hk.iloc[:0], inv)
+        tab.index(uj)
+        yield int(np.searchsorted(bj, uj[0])) if len(uj) else 0, uj, tab
+
+
+def _rows_of_journeys(pf, journeys: np.ndarray, columns: list[str] | None = None) -> pd.DataFrame:
+    """The rows of ``journeys`` in a hops file, in its order, read a row group at a time."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    want = pa.array(np.unique(journeys), pa.int64())
+    parts = []
+    for g in range(pf.num_row_groups):
+        t = pf.read_row_group(g, columns=columns)
+        parts.append(t.filter(pc.is_in(t.column("journey"), value_set=want)))
+    return pa.concat_tables(parts).to_pandas() if parts else _empty_hops().loc[:, columns or slice(None)]
+
+
+def _read_parts(files: list[Path]) -> pd.DataFrame:
+    """Tables written a piece at a time, read back as one (categories as :func:`_concat` joins them)."""
+    if len(files) == 1:
+        return pd.read_parquet(files[0])
+    return _concat([pd.read_parquet(f) for f in files])
 
 
 def _first_rows(j: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -380,7 +578,7 @@ def _sums(pair_parts: list[pd.Series], point_parts: list[pd.Series]) -> tuple[pd
 
 
 def _spill(pf, labels: Labels, bucket_c: np.ndarray, nb: int, tmp: Path, inv, single: set[str], *,
-           hold_rows: int) -> tuple[int, int]:  # fmt: skip
+           hold_rows: int, piece_rows: int) -> tuple[int, int]:  # fmt: skip
     """Pass 2: each labelled hops row appended to its bucket's Parquet file (rows in file order) and its connection to
     the bucket's ``connections-B.bin``, up to ``hold_rows`` rows held and then written one row group per bucket (a row
     group per window and bucket made thousands of tiny writes and reads); returns the journeys' routing counts
@@ -399,7 +597,7 @@ def _spill(pf, labels: Labels, bucket_c: np.ndarray, nb: int, tmp: Path, inv, si
             w = writers.get(k)
             if w is None:
                 w = writers[k] = pq.ParquetWriter(tmp / f"bucket-{k}.parquet", pf.schema_arrow)
-            w.write_table(pa.concat_tables([x for x, _ in subs]))
+            w.write_table(pa.concat_tables([x for x, _ in subs]), row_group_size=piece_rows)  # pieces read one at a time
             with open(tmp / f"connections-{k}.bin", "ab") as fh:
                 np.concatenate([c for _, c in subs]).tofile(fh)
         held.clear()
