@@ -445,23 +445,6 @@ def _journey_text(h: pd.DataFrame) -> pd.Series:
 _HOP_TEXT_COLUMNS = ["journey", "hop", "point", "since_first_ns", "src", "sport", "dst", "dport"]
 
 
-def _stored_journey_text(hops: str | os.PathLike) -> tuple[pd.Series, int]:
-    """:func:`_journey_text` of a hops Parquet file (:func:`pcaptools.correlate.stream.write_hops`) read a row group at
-    a time (the texts are kept, not the table), and its row count."""
-    import pyarrow.parquet as pq
-
-    src = pq.ParquetFile(os.fspath(hops))
-    journeys, texts = [], []
-    for g in range(src.num_row_groups):
-        j, t = _hop_text(src.read_row_group(g, columns=_HOP_TEXT_COLUMNS).to_pandas())
-        journeys.append(j)
-        texts.append(t.to_numpy(object))
-    if not journeys:
-        return pd.Series([], dtype=object), 0
-    text = pd.Series(np.concatenate(texts), dtype=object)
-    return text.groupby(np.concatenate(journeys)).agg("; ".join), src.metadata.num_rows
-
-
 class MergeRows:
     """Observer of a correlation run (``correlate_inputs(..., observer=MergeRows())``) keeping what merge needs
     of each packet: its file, record, point and corrected time (28 bytes a packet, not its table), in a spill file per
