@@ -12,6 +12,7 @@ the same ``--memory``, output written to a temporary directory:
 - ``paths DIR --memory M --json``
 - ``why DIR --memory M --json``
 - ``merge DIR --memory M -o merged.pcapng``
+- ``merge DIR --memory M -o merged.pcapng --dedup`` (``merge-dedup``)
 
 Printed: peak RSS (``ru_maxrss`` from ``os.wait4``) and CPU seconds (user + system) per command per size, and the
 growth per sighting between the smallest and the largest set ((peak_big - peak_small) / (sightings_big -
@@ -51,6 +52,7 @@ COMMANDS = {
     "paths": lambda d, m, out: ["paths", str(d), "--memory", m, "--json"],  # noqa: ARG005
     "why": lambda d, m, out: ["why", str(d), "--memory", m, "--json"],  # noqa: ARG005
     "merge": lambda d, m, out: ["merge", str(d), "--memory", m, "-o", str(out / "merged.pcapng")],
+    "merge-dedup": lambda d, m, out: ["merge", str(d), "--memory", m, "-o", str(out / "merged.pcapng"), "--dedup"],
 }
 
 

@@ -37,10 +37,11 @@ def test_cli_merge_with_a_memory_cap_writes_the_same_file(tmp_path):
     assert a.read_bytes() == b.read_bytes()
 
 
-def _streamed_merge(source: str, out, window_rows: int, batch_records: int, dedup: bool, tmp_path) -> tuple[int, MergeRows]:
+def _streamed_merge(source: str, out, window_rows: int, batch_records: int, dedup: bool, tmp_path,
+                    dedup_rows: int | None = None) -> tuple[int, MergeRows]:  # fmt: skip
     rows, hops = MergeRows(), tmp_path / "hops.parquet"
     correlate_inputs([source], window_rows=window_rows, observer=rows, out=hops)
-    return rows.write(out, dedup=dedup, hops=hops, batch_records=batch_records), rows
+    return rows.write(out, dedup=dedup, hops=hops, batch_records=batch_records, dedup_rows=dedup_rows), rows
 
 
 @pytest.mark.parametrize("dedup", [False, True], ids=["all", "dedup"])
@@ -60,6 +61,53 @@ def test_streamed_correlation_and_windowed_merge_write_the_in_memory_bytes(which
     assert n == len(cs.packets) - (int((corr.row_journey >= 0).sum()) - corr.hops["journey"].nunique() if dedup else 0)
     assert streamed.read_bytes() == whole.read_bytes()
     assert rows.point_count == len(cs.points)
+
+
+@pytest.mark.parametrize(("which", "dedup_rows", "batch_records"), [("calico-vxlan", 3, 7), ("generated", 97, 61)])
+def test_streamed_dedup_decided_in_tiny_runs_writes_the_in_memory_bytes(which, dedup_rows, batch_records, request, tmp_path):
+    """merge --dedup --memory holds no row per packet: the hops are read ``dedup_rows`` at a time (journeys cut across
+    reads wait for their next rows), the decisions sorted in runs of about that many, the captures' rows read
+    ``batch_records`` at a time beside them. With hundreds of journeys cut across reads, the file is the in-memory
+    merge's byte for byte and every spill file is gone after writing."""
+    import os
+
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    source = str(ROOT / "sample_pcaps" / "calico-vxlan") if which == "calico-vxlan" else str(request.getfixturevalue("generated"))
+    whole, streamed = tmp_path / "whole.pcapng", tmp_path / "streamed.pcapng"
+    cs = load_captures([source])
+    corr = correlate(cs)
+    n = merge(cs, whole, correlation=corr, dedup=True)
+    rows, hops = MergeRows(), tmp_path / "hops.parquet"
+    correlate_inputs([source], window_rows=64, observer=rows, out=hops)
+    j = pq.read_table(hops, columns=["journey"]).column("journey").to_numpy()
+    cut = int((j[dedup_rows::dedup_rows] == j[dedup_rows - 1 : -1 : dedup_rows]).sum())  # reads that end mid-journey
+    assert cut >= 100
+    spill_dir = rows.spill.dir.name
+    assert rows.write(streamed, dedup=True, hops=hops, batch_records=batch_records, dedup_rows=dedup_rows) == n
+    assert n == len(cs.packets) - (int((corr.row_journey >= 0).sum()) - corr.hops["journey"].nunique())
+    assert streamed.read_bytes() == whole.read_bytes()
+    assert not os.path.exists(spill_dir) and rows.spill is None
+    assert np.array_equal(np.unique(j), np.unique(corr.hops["journey"].to_numpy()))
+
+
+def test_streamed_dedup_refuses_the_hops_of_another_run(tmp_path):
+    """The decisions pair each hops row with the journey the correlation emitted for it: a hops file of another run
+    (here one window's, journeys numbered otherwise) is refused with a CorrelationError naming it, not merged."""
+    from pcaptools.errors import CorrelationError
+
+    source = str(ROOT / "sample_pcaps" / "calico-vxlan")
+    other = tmp_path / "other.parquet"
+    correlate_inputs([source], window_rows=64, out=other, observer=MergeRows())
+    rows, hops = MergeRows(), tmp_path / "hops.parquet"
+    correlate_inputs([source], window_rows=4096, observer=rows, out=hops)
+    import pyarrow.parquet as pq
+
+    t = pq.read_table(other)
+    pq.write_table(t.slice(0, t.num_rows - 1), other)  # one row fewer than the run emitted
+    with pytest.raises(CorrelationError, match="other.parquet"):
+        rows.write(tmp_path / "m.pcapng", dedup=True, hops=other)
 
 
 @pytest.mark.parametrize("dedup", [[], ["--dedup"]], ids=["all", "dedup"])

@@ -17,10 +17,12 @@ packet, so a first pass over the files (in windows too) finds the link type of e
 Without the packet tables: :class:`MergeRows` observes a streamed correlation (``correlate_inputs(...,
 observer=...)``) and spills of each packet only its record, point, corrected time and input key (28 bytes, one file
 per capture in ``TMPDIR``); the writer reads each capture's rows back a window at a time beside the capture itself
-(:func:`_write_spilled`), so without ``dedup`` memory does not grow with the captures. ``dedup`` reads them all back
-and keeps each row's journey (about 130 bytes a packet while sorted); its comments are read back from the hops Parquet
-that correlation wrote. Ties in corrected time are written in (point, row in file) order, as the capture set stacks
-its rows: the same file byte for byte.
+(:func:`_write_spilled`), so memory does not grow with the captures. ``dedup`` also spills the journey of each row
+the correlation emits (16 bytes a row) and decides from the hops Parquet it wrote, read in journey order a batch of
+whole journeys at a time, which sighting of each journey is written and its comment; the decisions, sorted by input
+key in runs on disk, are read back beside each capture's rows to write its "kept" spill (:func:`_dedup_spill`), which
+the writer reads as it reads the rows without ``dedup``. Ties in corrected time are written in (point, row in file)
+order, as the capture set stacks its rows: the same file byte for byte.
 """
 
 from __future__ import annotations
@@ -200,7 +202,8 @@ def _write_whole(out, rows: _Rows, src_off, caplen, wirelen, ltype, fidx, bufs) 
     order = np.argsort(rows.ts_ns, kind="stable")
     for lo in range(0, len(order), _CHUNK):
         idx = order[lo : lo + _CHUNK]
-        out.write(_epbs(idx, rows.ts_ns, rows.iface, caplen, wirelen, src_off, fidx, bufs, rows.c_off, rows.c_len, rows.cbuf))
+        out.write(_epbs(idx, rows.ts_ns, rows.iface, caplen, wirelen, src_off, fidx, bufs, rows.c_off, rows.c_len,
+                        [rows.cbuf] * len(bufs)))  # fmt: skip
 
 
 def _linktypes(names: list[str], fid: np.ndarray, rec: np.ndarray, batch_records: int) -> np.ndarray:
@@ -237,7 +240,7 @@ def _write_merged(out, rows: _Rows, names: list[str], fid: np.ndarray, rec: np.n
             _missing(f, sel, rec, np.zeros(0, bool))
         sel = sel[np.argsort(rec[sel], kind="stable")]
         sources.append(_TableSource(f, sel, rows, rec, iter_records(f, batch_records=batch_records)))
-    _kway(out, sources, rows.cbuf)
+    _kway(out, sources)
 
 
 class _TableSource:
@@ -267,7 +270,11 @@ class _TableSource:
         r = want[: len(pos)]
         self.done += len(pos)
         rows = self.rows
-        return _piece(batch, pos, r, rows.ts_ns[r], rows.iface[r], rows.c_off[r], rows.c_len[r])
+        c_len = rows.c_len[r]
+        c_off = np.cumsum(c_len) - c_len
+        cbuf = np.zeros(int(c_len.sum()), np.uint8)
+        _gather(cbuf, c_off, rows.cbuf, rows.c_off[r], c_len)
+        return _piece(batch, pos, r, rows.ts_ns[r], rows.iface[r], c_off, c_len, cbuf)
 
 
 def _found(batch, recs: np.ndarray) -> np.ndarray:  # noqa: ANN001
@@ -278,17 +285,17 @@ def _found(batch, recs: np.ndarray) -> np.ndarray:  # noqa: ANN001
 
 
 def _piece(batch, pos: np.ndarray, key: np.ndarray, t: np.ndarray, iface: np.ndarray, c_off: np.ndarray,  # noqa: ANN001
-           c_len: np.ndarray) -> tuple:  # fmt: skip
+           c_len: np.ndarray, cbuf: np.ndarray) -> tuple:  # fmt: skip
     """Rows found at ``pos`` of ``batch`` as :func:`_flush` takes them, their bytes copied out of the window: (time,
-    tie-break key, interface, caplen, wirelen, byte offset, comment offset, comment length, bytes)."""
+    tie-break key, interface, caplen, wirelen, byte offset, comment offset, comment length, bytes, comment bytes)."""
     cap = batch.caplen[pos].astype(np.int64)
     off = np.cumsum(cap) - cap
     buf = np.zeros(int(cap.sum()), np.uint8)
     _gather(buf, off, batch.data, batch.offset[pos].astype(np.int64), cap)
-    return t, key, iface, cap, batch.wirelen[pos].astype(np.int64), off, c_off, c_len, buf
+    return t, key, iface, cap, batch.wirelen[pos].astype(np.int64), off, c_off, c_len, buf, cbuf
 
 
-def _kway(out, sources: list, cbuf: np.ndarray) -> None:  # noqa: ANN001
+def _kway(out, sources: list) -> None:  # noqa: ANN001
     """Each source's capture read in windows, the points merged by corrected time: a row is written once its time is
     below what every capture can still bring (ties in time by the sources' key)."""
     active = list(sources)
@@ -302,49 +309,48 @@ def _kway(out, sources: list, cbuf: np.ndarray) -> None:  # noqa: ANN001
         if src.finished():
             active.remove(src)
         bound = min((s.later() for s in active), default=None)
-        pending = _flush(out, pending, bound, cbuf)
+        pending = _flush(out, pending, bound)
 
 
-def _flush(out, pending: list[tuple], bound: int | None, cbuf: np.ndarray) -> list[tuple]:  # noqa: ANN001
+def _flush(out, pending: list[tuple], bound: int | None) -> list[tuple]:  # noqa: ANN001
     """Write the pending rows (:func:`_piece`) timed below ``bound`` (all when None) in (time, key) order; return the others."""
     if not pending:
         return pending
     t, key, iface, cap, wire, off, c_off, c_len = (np.concatenate([p[i] for p in pending]) for i in range(8))
     piece = np.concatenate([np.full(len(p[0]), k, np.int64) for k, p in enumerate(pending)])
-    bufs = [p[8] for p in pending]
+    bufs, cbufs = [p[8] for p in pending], [p[9] for p in pending]
     ready = np.flatnonzero(t < bound) if bound is not None else np.arange(len(t))
     ready = ready[np.lexsort((key[ready], t[ready]))]
     for lo in range(0, ready.size, _CHUNK):
         sel = ready[lo : lo + _CHUNK]
         out.write(_epbs(np.arange(sel.size), t[sel], iface[sel], cap[sel], wire[sel], off[sel], piece[sel], bufs,
-                        c_off[sel], c_len[sel], cbuf))  # fmt: skip
-    held = _hold(ready, len(t), cap, off, piece, bufs)
-    if held is None:
-        return []
-    kept, k_cap, k_off, buf = held
-    return [(t[kept], key[kept], iface[kept], k_cap, wire[kept], k_off, c_off[kept], c_len[kept], buf)]
-
-
-def _hold(ready: np.ndarray, n: int, cap: np.ndarray, off: np.ndarray, piece: np.ndarray, bufs: list) -> tuple | None:
-    """The rows of ``n`` not written yet (not in ``ready``) with their packet bytes copied out of the window's buffers
-    into one of their own, so the window can go: (rows kept, caplen, offsets in that buffer, the buffer); None when
-    every row was written."""
-    kept = np.ones(n, bool)
+                        c_off[sel], c_len[sel], cbufs))  # fmt: skip
+    kept = np.ones(len(t), bool)
     kept[ready] = False
     kept = np.flatnonzero(kept)
     if kept.size == 0:
-        return None
-    k_cap = cap[kept]
-    k_off = np.cumsum(k_cap) - k_cap
-    buf = np.zeros(int(k_cap.sum()), np.uint8)
+        return []
+    k_cap, buf = _hold(kept, cap, off, piece, bufs)
+    k_clen, cbuf = _hold(kept, c_len, c_off, piece, cbufs)
+    return [(t[kept], key[kept], iface[kept], k_cap, wire[kept], np.cumsum(k_cap) - k_cap, np.cumsum(k_clen) - k_clen,
+             k_clen, buf, cbuf)]  # fmt: skip
+
+
+def _hold(kept: np.ndarray, length: np.ndarray, off: np.ndarray, piece: np.ndarray, bufs: list) -> tuple[np.ndarray, np.ndarray]:
+    """The bytes of rows ``kept`` (not written yet) copied out of their pieces' buffers (packet bytes or comments)
+    into one of their own, in row order, so the window can go: (their lengths, the buffer)."""
+    k_len = length[kept]
+    k_off = np.cumsum(k_len) - k_len
+    buf = np.zeros(int(k_len.sum()), np.uint8)
     for k in np.unique(piece[kept]):
         m = piece[kept] == k
-        _gather(buf, k_off[m], bufs[int(k)], off[kept][m], k_cap[m])
-    return kept, k_cap, k_off, buf
+        _gather(buf, k_off[m], bufs[int(k)], off[kept][m], k_len[m])
+    return k_len, buf
 
 
-def _epbs(idx, ts_ns, iface, caplen, wirelen, src_off, fidx, bufs, c_off, c_len, cbuf) -> bytes:
-    """Enhanced Packet Blocks for rows ``idx`` as one bytes object."""
+def _epbs(idx, ts_ns, iface, caplen, wirelen, src_off, fidx, bufs, c_off, c_len, cbufs) -> bytes:
+    """Enhanced Packet Blocks for rows ``idx`` as one bytes object; a row's packet bytes and comment come from the
+    buffers ``bufs[fidx]`` and ``cbufs[fidx]``."""
     cap = caplen[idx]
     pad = (cap + 3) & ~3
     cl = c_len[idx]
@@ -372,7 +378,10 @@ def _epbs(idx, ts_ns, iface, caplen, wirelen, src_off, fidx, bufs, c_off, c_len,
         oh[:, 1] = cl[wc]
         ostart = start[wc] + 28 + pad[wc]
         _gather(buf, ostart, oh.view(np.uint8).reshape(-1), np.arange(wc.size) * 4, np.full(wc.size, 4))
-        _gather(buf, ostart + 4, cbuf, c_off[idx][wc], cl[wc])
+        cf = fidx[idx][wc]
+        for k in np.unique(cf):
+            m = cf == k
+            _gather(buf, ostart[m] + 4, cbufs[int(k)], c_off[idx][wc][m], cl[wc][m])
         # opt_endofopt is the 4 zero bytes already there
     tail = np.empty((idx.shape[0], 1), "<u4")
     tail[:, 0] = total
@@ -436,28 +445,12 @@ def _journey_text(h: pd.DataFrame) -> pd.Series:
 _HOP_TEXT_COLUMNS = ["journey", "hop", "point", "since_first_ns", "src", "sport", "dst", "dport"]
 
 
-def _stored_journey_text(hops: str | os.PathLike) -> tuple[pd.Series, int]:
-    """:func:`_journey_text` of a hops Parquet file (:func:`pcaptools.correlate.stream.write_hops`) read a row group at
-    a time (the texts are kept, not the table), and its row count."""
-    import pyarrow.parquet as pq
-
-    src = pq.ParquetFile(os.fspath(hops))
-    journeys, texts = [], []
-    for g in range(src.num_row_groups):
-        j, t = _hop_text(src.read_row_group(g, columns=_HOP_TEXT_COLUMNS).to_pandas())
-        journeys.append(j)
-        texts.append(t.to_numpy(object))
-    if not journeys:
-        return pd.Series([], dtype=object), 0
-    text = pd.Series(np.concatenate(texts), dtype=object)
-    return text.groupby(np.concatenate(journeys)).agg("; ".join), src.metadata.num_rows
-
-
 class MergeRows:
     """Observer of a correlation run (``correlate_inputs(..., observer=MergeRows())``) keeping what merge needs
     of each packet: its file, record, point and corrected time (28 bytes a packet, not its table), in a spill file per
-    capture file in ``TMPDIR`` (:class:`_RowSpill`), so memory does not grow with the captures; the one-window run hands
-    over its capture set and correlation instead (``whole``). :meth:`write` (or :meth:`close`) removes the spill."""
+    capture file in ``TMPDIR`` (:class:`_RowSpill`), and with ``journeys`` the journey of each row emitted (16 bytes),
+    so memory does not grow with the captures; the one-window run hands over its capture set and correlation instead
+    (``whole``). :meth:`write` (or :meth:`close`) removes the spill."""
 
     def __init__(self, *, journeys: bool = True) -> None:
         self.pts: list | None = None
@@ -466,7 +459,6 @@ class MergeRows:
         self.spill: _RowSpill | None = None
         self.whole_run: tuple | None = None
         self.reader_notes: list[str] = []
-        self.journeys: list[tuple[np.ndarray, np.ndarray]] = []  # (keys, journey) of the rows emitted (dedup only)
 
     def points(self, pts: list) -> None:
         """The capture points, in the order of the capture set's rows."""
@@ -485,9 +477,12 @@ class MergeRows:
                        np.asarray(pid, np.int64))  # fmt: skip
 
     def emitted(self, keys: np.ndarray, journeys: np.ndarray) -> None:
-        """The journey of rows matched in a window (by input-order key): what dedup keeps once."""
-        if self.keep_journeys:
-            self.journeys.append((np.asarray(keys, np.int64).copy(), np.asarray(journeys, np.int64).copy()))
+        """The journey of rows matched in a window (by input-order key), one per row of the hops the window wrote and in
+        their order: appended to the spill (16 bytes a row on disk) for dedup, which reads them beside the hops file."""
+        if self.keep_journeys and len(keys):
+            if self.spill is None:
+                self.spill = _RowSpill()
+            self.spill.emit(np.asarray(keys, np.int64), np.asarray(journeys, np.int64))
 
     def whole(self, capture_set, corr) -> None:  # noqa: ANN001
         """The one-window run: its capture set and correlation."""
@@ -510,56 +505,54 @@ class MergeRows:
             self.spill = None
 
     def write(self, out: str | os.PathLike, *, dedup: bool = False, hops: str | os.PathLike | None = None,
-              memory: int | None = None, batch_records: int | None = None, sources: dict[str, str] | None = None) -> int:  # fmt: skip
+              memory: int | None = None, batch_records: int | None = None, sources: dict[str, str] | None = None,
+              dedup_rows: int | None = None) -> int:  # fmt: skip
         """Write the merged pcapng (as :func:`merge`, byte for byte), the files read in windows; the count. ``dedup``
-        of a streamed run needs ``hops``, the Parquet file the correlation wrote (comments are read from it). Without
-        ``dedup`` the rows are read back from the spill a window at a time (:func:`_write_spilled`); ``dedup`` holds
-        them (about 130 bytes a packet while sorted) and the journeys' comments."""
+        of a streamed run needs ``hops``, the Parquet file the correlation wrote (decisions and comments come from it,
+        :func:`_dedup_spill`); the rows are read back from the spill a window at a time (:func:`_write_spilled`), so
+        memory does not grow with the captures, ``dedup`` or not. ``dedup_rows`` sizes dedup's runs and reads instead
+        of ``memory`` (tests use it to cut journeys across them)."""
         try:
             if self.whole_run is not None:
                 cs, corr = self.whole_run
                 return merge(cs, out, correlation=corr, dedup=dedup, memory=memory, batch_records=batch_records, sources=sources)
             names = [(sources or {}).get(f, f) for f in self.names]
-            if not dedup:
-                return _write_spilled(out, names, self.spill, self.pts or [], memory=memory, batch_records=batch_records)
-            if hops is None or not self.keep_journeys:
+            if dedup and (hops is None or not self.keep_journeys):
                 raise ValueError("a streamed merge with dedup needs the hops file the correlation wrote and MergeRows(journeys=True)")
-            cols = self.spill.load() if self.spill is not None else _RowSpill.empty()
-            self.close()
-            order = np.argsort(cols["key"], kind="stable")  # the capture set's row order: by point, then row in file
-            key, tc, fid, rec, pid = (cols[c][order] for c in ("key", "tc", "fid", "rec", "pid"))
-            del cols, order
-            comments = None
-            per_j, n_hops = _stored_journey_text(hops)
-            if n_hops:
-                rj = self._row_journeys(key)
-                keep = _first_sightings(tc, rj)
-                sel = np.flatnonzero(keep)
-                tc, fid, rec, pid, rj = tc[sel], fid[sel], rec[sel], pid[sel], rj[sel]
-                comments = pd.Series(np.full(len(sel), np.nan, object))
-                at = np.flatnonzero(rj >= 0)
-                comments.iloc[at] = per_j.reindex(rj[at]).to_numpy()
-            del key
-            return _write(out, names, fid.astype(np.int64), rec, pid.astype(np.int64), tc, self.pts or [], comments=comments,
-                          memory=memory, batch_records=batch_records)  # fmt: skip
+            kind = "rows"
+            if dedup and self.spill is not None:
+                import pyarrow.parquet as pq
+
+                if pq.ParquetFile(os.fspath(hops)).metadata.num_rows:  # no hops: no journey, every row written
+                    rows = dedup_rows or 2 * window_records(memory if memory is not None else 2 << 30)
+                    _dedup_spill(self.spill, hops, len(self.pts or []), rows=rows,
+                                 batch_rows=dedup_rows or _HOPS_BATCH_ROWS, chunk=batch_records or rows)  # fmt: skip
+                    kind = "kept"
+            return _write_spilled(out, names, self.spill, self.pts or [], memory=memory, batch_records=batch_records, kind=kind)
         finally:
             self.close()
-
-    def _row_journeys(self, key: np.ndarray) -> np.ndarray:
-        """Journey of each row (``key`` sorted), -1 for rows no journey holds."""
-        ek = np.concatenate([k for k, _ in self.journeys]) if self.journeys else np.zeros(0, np.int64)
-        ej = np.concatenate([j for _, j in self.journeys]) if self.journeys else np.zeros(0, np.int64)
-        self.journeys = []
-        rj = np.full(key.shape[0], -1, np.int64)
-        if ek.size:
-            pos = np.searchsorted(key, ek)
-            ok = (pos < key.shape[0]) & (key[np.minimum(pos, key.shape[0] - 1)] == ek)
-            rj[pos[ok]] = ej[ok]
-        return rj
 
 
 _SPILL_DTYPE = np.dtype([("rec", "<i8"), ("tc", "<i8"), ("key", "<i8"), ("pid", "<i4")])
 """One packet row of a streamed merge on disk: record in its file, corrected time, input-order key, point (28 bytes)."""
+
+_KEPT_DTYPE = np.dtype([("rec", "<i8"), ("tc", "<i8"), ("key", "<i8"), ("pid", "<i4"), ("coff", "<i8"), ("clen", "<i4")])
+"""A row ``dedup`` writes (:data:`_SPILL_DTYPE`) and where its comment is in its capture's text spill (offset, length;
+0 bytes: none)."""
+
+_EMITTED_DTYPE = np.dtype([("key", "<i8"), ("journey", "<i8")])
+"""A row of a journey as the correlation emitted it (one per hops row, in the hops file's order)."""
+
+_DECISION_DTYPE = np.dtype([("key", "<i8"), ("clen", "<i4")])
+"""What dedup decided for a row of a journey: -1, a later sighting (not written), or the length of its comment (the
+journey's first sighting; the text is beside, in the same order). First sightings of one-hop journeys have none."""
+
+_DTYPES = {"rows": _SPILL_DTYPE, "kept": _KEPT_DTYPE, "later": np.dtype("<i8"), "emitted": _EMITTED_DTYPE,
+           "decisions": _DECISION_DTYPE, "text": np.dtype("u1"), "dtext": np.dtype("u1")}  # fmt: skip
+"""The record of each kind of spill file."""
+
+_HOPS_BATCH_ROWS = 1 << 16
+"""Hops rows dedup reads at a time (whole journeys: the last journey of a batch waits for the next)."""
 
 
 class _RowSpill:
@@ -574,12 +567,10 @@ class _RowSpill:
         with interrupts_deferred():  # an interrupt between its mkdir and its finalizer would leave it for good
             self.dir = tempfile.TemporaryDirectory(prefix="pcaptools-merge-")
         self.rows: dict[int, int] = {}  # file id -> rows on disk
+        self.kept: dict[int, int] = {}  # file id -> rows dedup writes (kind "kept")
+        self.emitted = 0  # rows of journeys (kind "emitted", file 0)
         self.last: dict[int, int] = {}  # file id -> last record appended
         self.unsorted: set[int] = set()  # files whose rows did not come in record order (a file read by two entries)
-
-    @staticmethod
-    def empty() -> dict[str, np.ndarray]:
-        return {c: np.zeros(0, np.int64) for c in ("rec", "tc", "key", "pid", "fid")}
 
     def add(self, fid: np.ndarray, rec: np.ndarray, tc: np.ndarray, key: np.ndarray, pid: np.ndarray) -> None:
         """Append rows (any files) to their files' spills, in their order."""
@@ -599,12 +590,30 @@ class _RowSpill:
                 r.tofile(fh)
             self.rows[u] = self.rows.get(u, 0) + r.shape[0]
 
+    def emit(self, key: np.ndarray, journey: np.ndarray) -> None:
+        """Append rows of journeys as the correlation emitted them (:meth:`MergeRows.emitted`)."""
+        r = np.empty(key.shape[0], _EMITTED_DTYPE)
+        r["key"], r["journey"] = key, journey
+        with open(self.path(0, "emitted"), "ab") as fh:
+            r.tofile(fh)
+        self.emitted += r.shape[0]
+
     def path(self, u: int, kind: str = "rows") -> str:
         return os.path.join(self.dir.name, f"{kind}-{u}.bin")
 
+    def count(self, u: int, kind: str = "rows") -> int:
+        """Records in file ``u``'s spill of ``kind`` (rows or kept)."""
+        return (self.rows if kind == "rows" else self.kept)[u]
+
+    def remove(self, u: int, kind: str) -> None:
+        """Drop a spill file no longer read (its disk space)."""
+        if os.path.exists(self.path(u, kind)):
+            os.remove(self.path(u, kind))
+
     def read(self, u: int, start: int, count: int, kind: str = "rows") -> np.ndarray:
-        """Rows ``start`` to ``start + count`` of file ``u``'s spill (``kind`` "later": their suffix minima)."""
-        dt = _SPILL_DTYPE if kind == "rows" else np.dtype("<i8")
+        """Records ``start`` to ``start + count`` of file ``u``'s spill of ``kind`` (:data:`_DTYPES`: "rows", "later"
+        their suffix minima, "kept", "text" bytes...)."""
+        dt = _DTYPES[kind]
         with open(self.path(u, kind), "rb") as fh:
             fh.seek(start * dt.itemsize)
             return np.fromfile(fh, dt, count=count)
@@ -617,29 +626,20 @@ class _RowSpill:
             r[np.lexsort((r["key"], r["rec"]))].tofile(self.path(u))
             self.unsorted.discard(u)
 
-    def suffix_min(self, u: int, chunk: int) -> None:
-        """Write file ``u``'s "later" spill: per row the smallest corrected time from it on (what the capture can still
-        bring once that row is next), computed from the end a chunk at a time."""
-        n = self.rows[u]
+    def suffix_min(self, u: int, chunk: int, kind: str = "rows") -> None:
+        """Write file ``u``'s "later" spill: per row (of ``kind``) the smallest corrected time from it on (what the
+        capture can still bring once that row is next), computed from the end a chunk at a time."""
+        n = self.count(u, kind)
         low = np.iinfo(np.int64).max
         with open(self.path(u, "later"), "wb") as out:
             out.truncate(n * 8)
             for hi in range(n, 0, -chunk):
                 lo = max(0, hi - chunk)
-                t = self.read(u, lo, hi - lo)["tc"]
+                t = self.read(u, lo, hi - lo, kind)["tc"]
                 m = np.minimum(np.minimum.accumulate(t[::-1])[::-1], low)
                 low = int(m[0])
                 out.seek(lo * 8)
                 m.astype("<i8").tofile(out)
-
-    def load(self) -> dict[str, np.ndarray]:
-        """Every row of every file (dedup's whole arrays), with its file id."""
-        parts = [(u, np.fromfile(self.path(u), _SPILL_DTYPE)) for u in sorted(self.rows)]
-        if not parts:
-            return self.empty()
-        out = {c: np.concatenate([p[c].astype(np.int64) for _, p in parts]) for c in ("rec", "tc", "key", "pid")}
-        out["fid"] = np.concatenate([np.full(p.shape[0], u, np.int64) for u, p in parts])
-        return out
 
     def close(self) -> None:
         from pcaptools.process import interrupts_deferred
@@ -651,11 +651,11 @@ class _RowSpill:
 class _Cursor:
     """A capture file's spilled rows in record order, read a chunk at a time: the next rows and what they can bring."""
 
-    def __init__(self, spill: _RowSpill, u: int, chunk: int) -> None:
-        self.spill, self.u, self.chunk = spill, u, max(int(chunk), 1)
-        self.n = spill.rows[u]
+    def __init__(self, spill: _RowSpill, u: int, chunk: int, kind: str = "rows") -> None:
+        self.spill, self.u, self.chunk, self.kind = spill, u, max(int(chunk), 1), kind
+        self.n = spill.count(u, kind)
         self.base = 0  # file position of rows[0]
-        self.rows = np.zeros(0, _SPILL_DTYPE)
+        self.rows = np.zeros(0, _DTYPES[kind])
         self.later_v = np.zeros(0, np.int64)
         self.done = 0  # rows consumed (file position)
 
@@ -666,7 +666,7 @@ class _Cursor:
         end = self.base + self.rows.shape[0]
         if upto > end and end < self.n:
             count = max(upto - end, self.chunk)
-            self.rows = np.concatenate([self.rows, self.spill.read(self.u, end, count)])
+            self.rows = np.concatenate([self.rows, self.spill.read(self.u, end, count, self.kind)])
             self.later_v = np.concatenate([self.later_v, self.spill.read(self.u, end, count, "later")])
 
     def later(self) -> int:
@@ -702,17 +702,18 @@ def _not_found(f: str, record: int) -> None:
 
 
 def _write_spilled(path, names: list[str], spill: _RowSpill | None, points: list, *, memory: int | None,  # noqa: ANN001
-                   batch_records: int | None) -> int:  # fmt: skip
+                   batch_records: int | None, kind: str = "rows") -> int:  # fmt: skip
     """:func:`_write` of a streamed merge's rows without holding them: each capture file's spilled rows (record order)
     and the capture read side by side in windows, twice: once for the interfaces (every row's link type), once to
     k-way merge the points by corrected time (:func:`_write_merged`'s rule: a row is written once its time is below
     what every capture can still bring). Memory: per capture one window of records and about as many spilled rows;
-    the file is :func:`_write`'s byte for byte (ties in time written in input order, the capture set's row order)."""
+    the file is :func:`_write`'s byte for byte (ties in time written in input order, the capture set's row order).
+    ``kind`` "kept": the rows dedup keeps, each with its comment (:func:`_dedup_spill`)."""
     from pcaptools.io import iter_records
     from pcaptools.packet_file import window_bytes
 
     files = sorted(spill.rows) if spill is not None else []
-    n = sum(spill.rows.values()) if spill is not None else 0
+    n = sum(spill.count(u, kind) for u in files) if spill is not None else 0
     if batch_records is None:
         batch_records = max(256, window_records(memory if memory is not None else 2 << 30) // max(1, len(files)))
     # two window buffers per capture, reused (the bytes are copied out of a batch before the next is taken): a fresh
@@ -725,9 +726,10 @@ def _write_spilled(path, names: list[str], spill: _RowSpill | None, points: list
         f = names[u]
         if not f or not os.path.exists(f):
             _missing(f, np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, bool))
-        spill.sort(u)
-        spill.suffix_min(u, batch_records)
-        cur = _Cursor(spill, u, batch_records)
+        if kind == "rows":
+            spill.sort(u)
+        spill.suffix_min(u, batch_records, kind)
+        cur = _Cursor(spill, u, batch_records, kind)
         for batch in iter_records(f, **opts):
             if not len(batch) or cur.finished():
                 continue
@@ -744,13 +746,14 @@ def _write_spilled(path, names: list[str], spill: _RowSpill | None, points: list
     header = _header(ukeys, points)
     with open(path, "wb") as out:
         out.write(header)
-        _kway(out, [_SpillSource(names[u], _Cursor(spill, u, batch_records), ukeys, iter_records(names[u], **opts))
-                    for u in files], np.zeros(0, np.uint8))  # fmt: skip
+        _kway(out, [_SpillSource(names[u], _Cursor(spill, u, batch_records, kind), ukeys, iter_records(names[u], **opts))
+                    for u in files if spill.count(u, kind)])  # fmt: skip
     return n
 
 
 class _SpillSource:
-    """A capture's spilled rows (:class:`_Cursor`) for :func:`_kway`; ties in time by input key, no comments."""
+    """A capture's spilled rows (:class:`_Cursor`) for :func:`_kway`; ties in time by input key; the comments of kept
+    rows read from the capture's text spill beside them."""
 
     def __init__(self, f: str, cur: _Cursor, ukeys: np.ndarray, batches) -> None:  # noqa: ANN001
         self.file, self.cur, self.ukeys, self.batches = f, cur, ukeys, batches
@@ -761,10 +764,237 @@ class _SpillSource:
 
     def take(self, batch) -> tuple:  # noqa: ANN001
         """The next rows of the cursor found in ``batch`` (consumed), as a piece."""
-        want = self.cur.upto(int(batch.record[-1])) if len(batch) else np.zeros(0, _SPILL_DTYPE)
+        want = self.cur.upto(int(batch.record[-1])) if len(batch) else np.zeros(0, _DTYPES[self.cur.kind])
         pos = _found(batch, want["rec"])
         r = want[: len(pos)]
         self.cur.consume(len(pos))
         iface = np.searchsorted(self.ukeys, r["pid"].astype(np.int64) * 65536 + batch.linktype[pos].astype(np.int64))
-        none = np.zeros(len(pos), np.int64)
-        return _piece(batch, pos, r["key"].copy(), r["tc"].copy(), iface, none, none)
+        if self.cur.kind != "kept" or not len(r):
+            none = np.zeros(len(pos), np.int64)
+            return _piece(batch, pos, r["key"].copy(), r["tc"].copy(), iface, none, none, np.zeros(0, np.uint8))
+        # kept rows are consumed in file order: their comments are one run of the text spill
+        start = int(r["coff"][0])
+        c_len = r["clen"].astype(np.int64)
+        cbuf = self.cur.spill.read(self.cur.u, start, int(r["coff"][-1]) + int(c_len[-1]) - start, "text")
+        return _piece(batch, pos, r["key"].copy(), r["tc"].copy(), iface, r["coff"] - start, c_len, cbuf)
+
+
+# --- dedup of a streamed run, within a budget ------------------------------------------------------------------------
+_DEDUP_COLUMNS = ["journey", "ts_corrected_ns", *(c for c in _HOP_TEXT_COLUMNS if c != "journey")]
+
+
+def _dedup_spill(spill: _RowSpill, hops: str | os.PathLike, npids: int, *, rows: int, batch_rows: int, chunk: int) -> None:
+    """Write each capture's "kept" spill: its rows but the later sightings of journeys, each journey's first sighting
+    with its comment, byte for byte what :func:`merge` decides in memory, holding about ``rows`` decisions at a time.
+
+    The hops file (in journey order, each journey's rows together) is read ``batch_rows`` rows at a time beside the
+    journeys the correlation emitted (the same rows in the same order, with their input keys): per batch of whole
+    journeys the first sighting (earliest corrected time, then input order) and the comment are decided
+    (:func:`_decide`) and gathered into runs of about ``rows`` decisions sorted by input key (:class:`_Runs`). Each
+    capture's rows (record order, which is input order within a point) are then read ``chunk`` at a time beside its
+    points' decisions merged across runs (:class:`_RunCursor`), and the rows kept written with their comments in
+    the same order (:func:`_keep`). Disk: 16 bytes a journey's row, 12 a decision and its text, the kept rows."""
+    runs = _Runs(spill, npids, rows)
+    for dec, text in _decide(spill, hops, batch_rows):
+        runs.add(dec, text)
+    runs.flush()
+    spill.remove(0, "emitted")
+    block = max(1, rows // max(1, runs.count()))
+    cursors = {p: _RunCursor(runs, p, block) for p in range(npids)}
+    for u in sorted(spill.rows):
+        _keep(spill, u, cursors, chunk)
+        spill.remove(u, "rows")
+    left = [p for p, c in cursors.items() if not c.finished()]
+    if left:
+        raise CorrelationError(f"merge --dedup: point {left[0]} has journeys of rows that were not read; the correlation's "
+                               "hops do not match its packets (a bug: please report it)")  # fmt: skip
+    for kind in ("decisions", "dtext"):
+        spill.remove(0, kind)
+
+
+def _decide(spill: _RowSpill, hops: str | os.PathLike, batch_rows: int):  # noqa: ANN202
+    """Per batch of whole journeys of the hops file: (decisions, their comments' bytes), see :func:`_dedup_spill`."""
+    import pyarrow.parquet as pq
+
+    pf = pq.ParquetFile(os.fspath(hops))
+    if pf.metadata.num_rows != spill.emitted:
+        raise CorrelationError(f"{hops}: {pf.metadata.num_rows:,} hops rows but {spill.emitted:,} rows emitted by the "
+                               "correlation; merge --dedup needs the hops file of the same run", path=os.fspath(hops))  # fmt: skip
+    held: list[np.ndarray] = []  # the last journey's rows of the previous batch (it may go on): journey, key, tc
+    held_text: list[np.ndarray] = []  # and its later hops' journey and text
+    read = 0
+    last = np.iinfo(np.int64).min
+    with open(spill.path(0, "emitted"), "rb") as fh:
+        for b in pf.iter_batches(batch_size=max(int(batch_rows), 1), columns=_DEDUP_COLUMNS):
+            h = b.to_pandas()
+            e = np.fromfile(fh, _EMITTED_DTYPE, count=len(h))
+            j = h["journey"].to_numpy(np.int64)
+            if e.shape[0] != j.shape[0] or not np.array_equal(e["journey"], j) or (j.size and (j[0] < last or (np.diff(j) < 0).any())):
+                raise CorrelationError(f"{hops}: rows {read:,} to {read + len(h):,} are not the journeys the correlation emitted, "
+                                       "in journey order; merge --dedup needs the hops file of the same run", path=os.fspath(hops))  # fmt: skip
+            read += len(h)
+            last = int(j[-1]) if j.size else last
+            tj, text = _hop_text(h)
+            cols = [np.concatenate([a, x]) for a, x in zip(held or [np.zeros(0, np.int64)] * 3,
+                                                            (j, e["key"], h["ts_corrected_ns"].to_numpy(np.int64)), strict=True)]  # fmt: skip
+            tcols = [np.concatenate([a, x]) for a, x in zip(held_text or [np.zeros(0, np.int64), np.zeros(0, object)],
+                                                             (tj, text.to_numpy(object)), strict=True)]  # fmt: skip
+            cut = int(np.searchsorted(cols[0], last))  # rows of journeys before the last one: complete
+            tcut = int(np.searchsorted(tcols[0], last))
+            held, held_text = [c[cut:] for c in cols], [c[tcut:] for c in tcols]
+            if cut:
+                yield _decisions(*(c[:cut] for c in cols), *(c[:tcut] for c in tcols))
+    if held and held[0].size:
+        yield _decisions(*held, *held_text)
+
+
+def _decisions(j: np.ndarray, key: np.ndarray, tc: np.ndarray, tj: np.ndarray, text: np.ndarray) -> tuple[np.ndarray, list[bytes]]:
+    """Decisions on whole journeys (rows by journey: ``j``, input ``key``, corrected time ``tc``; later hops' journey
+    ``tj`` and text), as :func:`_first_sightings` and :func:`_journey_text` make them on the whole table: every
+    sighting but the first dropped, the first given its journey's text; and the comments' bytes in their order."""
+    o = np.lexsort((key, tc, j))
+    first = np.r_[True, j[o][1:] != j[o][:-1]] if o.size else np.zeros(0, bool)
+    kept_j, kept_key = j[o][first], key[o][first]
+    per_j = pd.Series(text, dtype=object).groupby(tj, sort=True).agg("; ".join)
+    enc = [t.encode() for t in per_j.to_numpy(object)]
+    dec = np.empty(int((~first).sum()) + len(enc), _DECISION_DTYPE)
+    nd = int((~first).sum())
+    dec["key"][:nd], dec["clen"][:nd] = key[o][~first], -1
+    dec["key"][nd:] = kept_key[np.searchsorted(kept_j, per_j.index.to_numpy(np.int64))]
+    dec["clen"][nd:] = [len(t) for t in enc]
+    return dec, enc
+
+
+class _Runs:
+    """Dedup's decisions on disk (kinds "decisions" and "dtext" of file 0), in runs sorted by input key, with per run
+    and point how many decisions and text bytes it holds (so a point's part of each run is found without reading)."""
+
+    def __init__(self, spill: _RowSpill, npids: int, rows: int) -> None:
+        self.spill, self.npids, self.rows = spill, int(npids), max(int(rows), 1)
+        self.pending: list[tuple[np.ndarray, list[bytes]]] = []
+        self.held = 0
+        self.first: list[np.ndarray] = []  # per run: position of each point's first decision (npids + 1)
+        self.first_text: list[np.ndarray] = []  # and of its first text byte
+        self.end = 0
+        self.end_text = 0
+
+    def count(self) -> int:
+        return len(self.first)
+
+    def add(self, dec: np.ndarray, text: list[bytes]) -> None:
+        self.pending.append((dec, text))
+        self.held += dec.shape[0]
+        if self.held >= self.rows:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the pending decisions as one run sorted by input key (a key is decided once)."""
+        if not self.held:
+            return
+        dec = np.concatenate([d for d, _ in self.pending])
+        text = [t for _, ts in self.pending for t in ts]
+        self.pending, self.held = [], 0
+        has = np.flatnonzero(dec["clen"] > 0)  # the rows with a comment, in the order of ``text``
+        order = np.argsort(dec["key"], kind="stable")
+        dec = dec[order]
+        rank = np.empty(order.shape[0], np.int64)
+        rank[order] = np.arange(order.shape[0])
+        text = b"".join([text[i] for i in np.argsort(rank[has], kind="stable").tolist()])
+        pid = dec["key"] >> 40
+        if pid.size and (pid.min() < 0 or pid.max() >= self.npids):
+            raise CorrelationError(f"merge --dedup: a journey's row has point {int(pid.max())} of {self.npids}; the correlation's "
+                                   "hops do not match its points (a bug: please report it)")  # fmt: skip
+        n = np.bincount(pid, minlength=self.npids)
+        nt = np.bincount(pid, weights=np.maximum(dec["clen"], 0), minlength=self.npids).astype(np.int64)
+        self.first.append(self.end + np.r_[0, np.cumsum(n)])
+        self.first_text.append(self.end_text + np.r_[0, np.cumsum(nt)])
+        for kind, data in (("decisions", dec), ("dtext", np.frombuffer(text, np.uint8))):
+            with open(self.spill.path(0, kind), "ab") as fh:
+                data.tofile(fh)
+        self.end += dec.shape[0]
+        self.end_text += len(text)
+
+
+class _RunCursor:
+    """One point's decisions merged across the runs in input-key order, ``block`` of each run read at a time."""
+
+    def __init__(self, runs: _Runs, p: int, block: int) -> None:
+        self.spill, self.block = runs.spill, max(int(block), 1)
+        # per run: next decision, end, next text byte; decisions read not taken and their text
+        self.next = [int(f[p]) for f in runs.first]
+        self.stop = [int(f[p + 1]) for f in runs.first]
+        self.next_text = [int(f[p]) for f in runs.first_text]
+        self.dec = [np.zeros(0, _DECISION_DTYPE) for _ in runs.first]
+        self.text = [np.zeros(0, np.uint8) for _ in runs.first]
+
+    def finished(self) -> bool:
+        return all(a >= b for a, b in zip(self.next, self.stop, strict=True)) and not any(d.size for d in self.dec)
+
+    def upto(self, key: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The decisions not taken with keys up to ``key`` (taken now), sorted, their comments' bytes and offsets."""
+        decs, texts = [], []
+        for r in range(len(self.dec)):
+            while self.next[r] < self.stop[r] and (not self.dec[r].size or self.dec[r]["key"][-1] <= key):
+                d = self.spill.read(0, self.next[r], min(self.block, self.stop[r] - self.next[r]), "decisions")
+                nt = int(np.maximum(d["clen"], 0).sum())
+                self.text[r] = np.concatenate([self.text[r], self.spill.read(0, self.next_text[r], nt, "dtext")])
+                self.dec[r] = np.concatenate([self.dec[r], d])
+                self.next[r] += d.shape[0]
+                self.next_text[r] += nt
+            k = int(np.searchsorted(self.dec[r]["key"], key, side="right"))
+            nt = int(np.maximum(self.dec[r]["clen"][:k], 0).sum())
+            decs.append(self.dec[r][:k])
+            texts.append(self.text[r][:nt])
+            self.dec[r], self.text[r] = self.dec[r][k:], self.text[r][nt:]
+        dec = np.concatenate(decs) if decs else np.zeros(0, _DECISION_DTYPE)
+        text = np.concatenate(texts) if texts else np.zeros(0, np.uint8)
+        clen = np.maximum(dec["clen"], 0).astype(np.int64)
+        off = np.cumsum(clen) - clen
+        order = np.argsort(dec["key"], kind="stable")
+        out = np.zeros(text.shape[0], np.uint8)
+        o_len = clen[order]
+        o_off = np.cumsum(o_len) - o_len
+        _gather(out, o_off, text, off[order], o_len)
+        return dec[order], out, o_off
+
+
+def _keep(spill: _RowSpill, u: int, cursors: dict[int, _RunCursor], chunk: int) -> None:
+    """Capture ``u``'s "kept" spill and its "text" spill: its rows (record order) ``chunk`` at a time, less the rows
+    decided dropped, each with its comment (offset and length in the text spill, written in the same order)."""
+    spill.sort(u)
+    n, pos_text, kept = spill.rows[u], 0, 0
+    with open(spill.path(u, "kept"), "wb") as out, open(spill.path(u, "text"), "wb") as tout:
+        for lo in range(0, n, max(int(chunk), 1)):
+            r = spill.read(u, lo, chunk)
+            drop = np.zeros(r.shape[0], bool)
+            clen = np.zeros(r.shape[0], np.int64)
+            src: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # per point: rows, their text's offsets, text
+            for p in np.unique(r["pid"]).tolist():
+                sel = np.flatnonzero(r["pid"] == p)  # input order within a point is record order
+                dec, text, toff = cursors[p].upto(int(r["key"][sel].max()))
+                at = np.minimum(np.searchsorted(r["key"][sel], dec["key"]), sel.shape[0] - 1)
+                if not (r["key"][sel][at] == dec["key"]).all():
+                    raise CorrelationError(f"merge --dedup: a journey's row is not among the packets read (point {p}); the "
+                                           "correlation's hops do not match its packets (a bug: please report it)")  # fmt: skip
+                rows = sel[at]
+                drop[rows[dec["clen"] < 0]] = True
+                c = dec["clen"] > 0
+                clen[rows[c]] = dec["clen"][c]
+                src.append((rows[c], toff[c], text))
+            keep = np.flatnonzero(~drop)
+            k = np.empty(keep.shape[0], _KEPT_DTYPE)
+            for c in ("rec", "tc", "key", "pid"):
+                k[c] = r[c][keep]
+            kl = clen[keep]
+            k["clen"] = kl
+            k["coff"] = pos_text + np.cumsum(kl) - kl
+            at_row = np.full(r.shape[0], -1, np.int64)
+            at_row[keep] = np.cumsum(kl) - kl  # each kept row's comment in this chunk's text
+            buf = np.zeros(int(kl.sum()), np.uint8)
+            for rows, toff, text in src:
+                _gather(buf, at_row[rows], text, toff, clen[rows])
+            k.tofile(out)
+            buf.tofile(tout)
+            pos_text += buf.shape[0]
+            kept += keep.shape[0]
+    spill.kept[u] = kept
