@@ -354,7 +354,7 @@ def error_rows(
         ok = src[2] & dst[2] & (proto >= 0) & (src[3] == dst[3])
     q_src, q_dst = parse(packets["icmp_q_src"]), parse(packets["icmp_q_dst"])
     q_proto = _i64(packets["icmp_q_proto"])
-    is_err = ok & np.isin(proto, (1, 58)) & q_src[2] & q_dst[2] & (q_proto >= 0)
+    is_err = ok & ((proto == 1) | (proto == 58)) & q_src[2] & q_dst[2] & (q_proto >= 0)  # not np.isin: ~5 ms a 200k rows
     return np.flatnonzero(is_err), q_src, q_dst, q_proto
 
 

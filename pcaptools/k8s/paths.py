@@ -595,7 +595,7 @@ def _flows_of(frames: list[pd.DataFrame], wanted: pd.DataFrame) -> pd.DataFrame 
             tuples = _tuple_key(wp["proto"].to_numpy(), names.get_indexer(wp["orig_h"]), wp["orig_p"].to_numpy(),
                                 names.get_indexer(wp["resp_h"]), wp["resp_p"].to_numpy())  # fmt: skip
             frag = (df["frag_offset"].to_numpy() > 0) | df["more_frags"].to_numpy(bool)
-            rows = np.flatnonzero(sel & np.isin(proto, _PORTED) & ~frag)
+            rows = np.flatnonzero(sel & _member(proto, np.asarray(_PORTED)) & ~frag)  # not np.isin: ~5 ms a 200k rows
             k = _tuple_key(proto[rows], s[rows], df["sport"].to_numpy()[rows], d[rows], df["dport"].to_numpy()[rows])
             sel[rows[~_member(k, tuples)]] = False
         if sel.any():
