@@ -44,6 +44,8 @@ def _counterpart_table(mapping: dict[int, int]) -> np.ndarray:
     return t
 
 
+_HAS_PORTS = np.isin(np.arange(256), PORT_PROTOS)
+"""Per IP protocol number, whether it is one of :data:`PORT_PROTOS`."""
 _CP4 = _counterpart_table(ICMP4_COUNTERPART)
 _CP6 = _counterpart_table(ICMP6_COUNTERPART)
 
@@ -70,7 +72,7 @@ def flow_ports(
     proto = np.asarray(proto, np.int64)
     sp = np.asarray(sport, np.int64)
     dp = np.asarray(dport, np.int64)
-    has_ports = np.isin(proto, PORT_PROTOS)
+    has_ports = _HAS_PORTS[np.clip(proto, 0, 255)]  # a table, not np.isin (5 ms a 200k rows)
     icmp4 = proto == 1
     icmp6 = proto == 58
     typ = np.clip(sp, 0, 255)

@@ -15,10 +15,18 @@ SAMPLE = Path(__file__).parent.parent / "sample_pcaps" / "calico-vxlan"
 CAPTURE = SAMPLE / "node-1" / "eth0.pcap"
 
 
-def test_inputs_over_the_threshold_get_a_progress_indicator(monkeypatch):
+def test_inputs_over_the_threshold_get_a_progress_indicator_on_a_terminal(monkeypatch):
     monkeypatch.setattr(cli, "_BUSY_BYTES", 1)
+    monkeypatch.setenv("TTY_COMPATIBLE", "1")  # rich takes stderr for a terminal
     assert isinstance(cli._busy([str(CAPTURE)], "decoding"), Progress)
     assert isinstance(cli._busy([str(SAMPLE)], "correlating"), Progress)  # directories are summed
+
+
+def test_piped_stderr_gets_no_indicator(monkeypatch):
+    monkeypatch.setattr(cli, "_BUSY_BYTES", 1)
+    monkeypatch.setenv("TTY_COMPATIBLE", "0")  # rich takes stderr for no terminal: a transient spinner would print nothing
+    assert isinstance(cli._busy([str(CAPTURE)], "decoding"), contextlib.nullcontext)
+    assert isinstance(cli._busy([str(SAMPLE)], "correlating"), contextlib.nullcontext)
 
 
 def test_small_inputs_get_no_indicator():

@@ -165,6 +165,21 @@ def test_seed_and_hex_options_reach_every_flow():
         assert ids == {r["communityid"] for r in base}
 
 
+@pytest.mark.parametrize("capture", ["combined.pcap", "tcp.pcap", "icmp.pcap"])
+def test_flows_of_some_columns_are_those_columns_of_every_flow(capture):
+    from pcaptools.flows import KEY_COLUMNS
+
+    path = CID / "pcaps" / capture
+    if not path.exists():
+        pytest.skip(f"no {capture}")
+    pk = dpkt_packets(path)
+    whole = flows(pk)
+    for cols in (("state", "handshake_ns", "retransmissions"), ("orig_bytes", "tunnel"), ("icmp_errors", "mss_orig", "history")):
+        some = flows(pk, columns=cols)
+        assert list(some.columns) == [c.name for c in FLOW_COLUMNS if c.name in {*cols, *KEY_COLUMNS}]  # nothing else made
+        pd.testing.assert_frame_equal(some, whole.loc[:, list(some.columns)], check_exact=True)  # same rows, order, values
+
+
 def test_community_id_can_be_switched_off():
     f = flows(dpkt_packets(CID / "pcaps" / "udp.pcap"), community_id=False)
     assert f["community_id"].isna().all()

@@ -30,26 +30,58 @@ def journey_index(j: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 @njit(cache=True, nogil=True)
-def run_group_min(j, a, b, v):  # pragma: no cover - compiled
-    """Per row, the least ``v`` among the rows of its journey run with the same (``a``, ``b``), and the row's
-    position in its run (int16, as the hops table's ``hop``)."""
+def run_causal_order(j, ttl, node, src_node, osrc_node, dst_node, odst_node, ts):  # pragma: no cover - compiled
+    """Each journey run's rows in causal order (:func:`pcaptools.k8s.nat.order_hops`): a stable sort of the run by
+    (TTL descending, role, time), a row's role 0 where its capture ``node`` (a code, -1 unknown) owns the (outer)
+    source, else 2 where it owns the (outer) destination, else 1, and the least role of the run's rows with the same
+    (TTL, node) taken by each. Returns (the row order, each row's position in its run (int16, as the hops table's
+    ``hop``), whether any row moved)."""
     n = len(j)
-    out = np.empty(n, np.int64)
-    pos = np.empty(n, np.int16)
+    order = np.arange(n)
+    hop = np.empty(n, np.int16)
+    role = np.empty(n, np.int64)
+    g = np.empty(n, np.int64)
+    moved = False
     s = 0
     while s < n:
         e = s + 1
         while e < n and j[e] == j[s]:
             e += 1
         for r in range(s, e):
-            pos[r] = r - s
-            m = v[r]
+            p = node[r]
+            if p >= 0 and (p == src_node[r] or p == osrc_node[r]):
+                role[r] = 0
+            elif p >= 0 and (p == dst_node[r] or p == odst_node[r]):
+                role[r] = 2
+            else:
+                role[r] = 1
+        for r in range(s, e):
+            hop[r] = r - s
+            m = role[r]
             for k in range(s, e):
-                if a[k] == a[r] and b[k] == b[r] and v[k] < m:
-                    m = v[k]
-            out[r] = m
+                if ttl[k] == ttl[r] and node[k] == node[r] and role[k] < m:
+                    m = role[k]
+            g[r] = m
+        for r in range(s + 1, e):  # insertion sort: a row moves before those strictly after it (stable)
+            x = order[r]
+            q = r - 1
+            while q >= s:
+                y = order[q]
+                if ttl[y] != ttl[x]:
+                    after = ttl[y] < ttl[x]
+                elif g[y] != g[x]:
+                    after = g[y] > g[x]
+                else:
+                    after = ts[y] > ts[x]
+                if not after:
+                    break
+                order[q + 1] = y
+                q -= 1
+            if q + 1 != r:
+                order[q + 1] = x
+                moved = True
         s = e
-    return out, pos
+    return order, hop, moved
 
 
 @njit(cache=True, nogil=True)

@@ -22,7 +22,7 @@ import pandas as pd
 
 from pcaptools.correlate.fingerprint import combine
 from pcaptools.k8s.inventory import Inventory
-from pcaptools.k8s.journeys import grouped, run_group_min
+from pcaptools.k8s.journeys import grouped, run_causal_order
 from pcaptools.labels import categorical, category_codes, codes_in, vocabulary
 from pcaptools.schema import NAT_COLUMNS, NAT_KINDS, NAT_OPS, validate
 
@@ -74,53 +74,29 @@ def causal_order(hops: pd.DataFrame, inventory: Inventory | None = None) -> tupl
     """(the row order :func:`order_hops` gives, None when the rows are in it already; each row's ``hop`` in that
     order): for callers that take only some columns in that order (:func:`pcaptools.k8s.paths._build`)."""
     point_node, own = _node_codes(hops, inventory)
+    j = hops["journey"].to_numpy(np.int64)
+    ttl = hops["ttl"].to_numpy(np.int64)
+    ts = hops["ts_corrected_ns"].to_numpy(np.int64)
+    if grouped(j):  # the correlation's order: each journey's few rows compared and sorted in one compiled pass
+        c = np.ascontiguousarray
+        order, hop, moved = run_causal_order(c(j), c(ttl), c(point_node), c(own["src"]), c(own["outer_src"]), c(own["dst"]),
+                                             c(own["outer_dst"]), c(ts))  # fmt: skip
+        return (order if moved else None), hop
     known = point_node >= 0
     sends = known & ((point_node == own["src"]) | (point_node == own["outer_src"]))
     recvs = known & ((point_node == own["dst"]) | (point_node == own["outer_dst"]))
     role = np.where(sends, 0, np.where(recvs, 2, 1)).astype(np.int64)
-    j = hops["journey"].to_numpy(np.int64)
-    ttl = hops["ttl"].to_numpy(np.int64)
     # one role per (journey, ttl, node): a node's own sightings keep their (exact, same-clock) time order
-    hop = None  # each row's position in its journey
-    if grouped(j):  # the correlation's order: compared within each journey's few rows, no hashing
-        grole, hop = run_group_min(j, ttl, point_node, role)  # (sorting within journeys moves no row to another)
-    else:
-        grp = pd.factorize(combine([j, ttl, point_node]))[0]
-        gmin = np.full(int(grp.max()) + 1, 2, np.int64)
-        np.minimum.at(gmin, grp, role)
-        grole = gmin[grp]
-    ts = hops["ts_corrected_ns"].to_numpy(np.int64)
-    order = _causal_order(j, -ttl, grole, ts)
-    if hop is None:
-        jj = j if order is None else j[order]
-        start = np.ones(len(jj), bool)
-        start[1:] = jj[1:] != jj[:-1]
-        first = np.flatnonzero(start)
-        hop = (np.arange(len(jj)) - np.repeat(first, np.diff(np.append(first, len(jj))))).astype(np.int16)
+    grp = pd.factorize(combine([j, ttl, point_node]))[0]
+    gmin = np.full(int(grp.max()) + 1, 2, np.int64)
+    np.minimum.at(gmin, grp, role)
+    order = np.lexsort((ts, gmin[grp], -ttl, j))
+    jj = j[order]
+    start = np.ones(len(jj), bool)
+    start[1:] = jj[1:] != jj[:-1]
+    first = np.flatnonzero(start)
+    hop = (np.arange(len(jj)) - np.repeat(first, np.diff(np.append(first, len(jj))))).astype(np.int16)
     return order, hop
-
-
-def _causal_order(j: np.ndarray, *keys: np.ndarray) -> np.ndarray | None:
-    """The stable order of the rows by (``j``, ``keys``...), or None when they are in it already; with ``j`` sorted,
-    only the journeys whose rows are out of order are sorted (the rest keep their places)."""
-    if not grouped(j):
-        return np.lexsort((*keys[::-1], j))
-    if len(j) < 2:
-        return None
-    out_of_order = np.zeros(len(j) - 1, bool)  # a row that should come before its predecessor in the same journey
-    later = j[1:] != j[:-1]
-    run = np.cumsum(np.r_[False, later])  # each row's journey run
-    for k in keys:
-        out_of_order |= ~later & (k[1:] < k[:-1])
-        later |= k[1:] > k[:-1]
-    if not out_of_order.any():
-        return None
-    bad = np.zeros(int(run[-1]) + 1, bool)
-    bad[run[1:][out_of_order]] = True
-    rows = np.flatnonzero(bad[run])
-    order = np.arange(len(j))
-    order[rows] = rows[np.lexsort((*(k[rows] for k in keys[::-1]), j[rows]))]
-    return order
 
 
 def take_rows(df: pd.DataFrame, rows: np.ndarray) -> pd.DataFrame:
