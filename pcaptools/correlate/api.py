@@ -147,9 +147,7 @@ def correlate_tables(points: list[CapturePoint], tables: list[pd.DataFrame], poi
     rows["tc"] = tc if rows["fp"].shape[0] == tc.shape[0] else tc[fp != 0]
     notes = [*notes, *clock_notes(offsets, params)]
     m = matcher(points, window_ns, cats)
-    part = m.step(rows, None, order=compact_order(fp != 0, by_fp))
-    if on_part is not None:
-        on_part(part)
+    part = m.step(rows, None, order=compact_order(fp != 0, by_fp), on_part=on_part)  # the writer starts before the spine is kept
     row_journey = np.full(fp.shape[0], -1, np.int64)
     row_journey[part.key] = part.journey
     return finish(m, part.hops, offsets, notes, row_ts_corrected=tc, row_journey=row_journey)

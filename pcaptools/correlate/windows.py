@@ -16,6 +16,7 @@ than one journey, possibly in another window) are exact functions of it, compute
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -191,20 +192,25 @@ class Matcher:
         self.carried_rows = 0
         self.spine = Spine(len(self.point_names)) if spine is None else spine  # in memory, or given (spilled)
 
-    def step(self, new: dict[str, np.ndarray], horizon: int | None, *, order: np.ndarray | None = None) -> Part:
+    def step(self, new: dict[str, np.ndarray], horizon: int | None, *, order: np.ndarray | None = None,
+             on_part: Callable[[Part], None] | None = None) -> Part:  # fmt: skip
         """Match the carried rows with ``new`` (every row before ``horizon``; None: the last window) and emit
-        the journeys no later row can join. ``order``: :func:`.match.by_fingerprint` of ``new``, if known."""
+        the journeys no later row can join. ``order``: :func:`.match.by_fingerprint` of ``new``, if known;
+        ``on_part``: given the part as soon as its hops are built (a writer starts while the spine is kept)."""
         self.windows += 1
         rows = concat_rows([self.carry, new])
         if not rows:
             self.carry = {}
-            return self._part({}, None, None, None)
+            part = self._part({}, None, None, None)
+            if on_part is not None:
+                on_part(part)
+            return part
         if self.carry and new and new["fp"].shape[0]:  # rows in input order: carried and new keys interleave
             rows = take_rows(rows, np.argsort(rows["key"], kind="stable"))
             order = None
         w = self.walk(rows, horizon, order=order)
         self.carry = take_rows(rows, w.carry) if w.carry.size else {}
-        return self.emit(rows, w.order, w.first_t, w.size, w.amb, w.fps)
+        return self.emit(rows, w.order, w.first_t, w.size, w.amb, w.fps, on_part=on_part)
 
     def walk(self, rows: dict[str, np.ndarray], horizon: int | None, *, order: np.ndarray | None = None) -> Walk:
         """Journeys of ``rows`` (in input order), split into those complete before ``horizon`` (None: all) and the
@@ -232,9 +238,10 @@ class Matcher:
         return Walk(order[run_done], first_t[done], size[done], amb[done], fps[done], np.sort(keep))
 
     def emit(self, rows: dict[str, np.ndarray], order: np.ndarray, first_t: np.ndarray, size: np.ndarray, amb: np.ndarray,
-             fps: np.ndarray) -> Part:  # fmt: skip
+             fps: np.ndarray, *, on_part: Callable[[Part], None] | None = None) -> Part:  # fmt: skip
         """Hops of complete journeys (``order``: their rows by journey and time; per journey its first corrected time,
-        size, ambiguity and fingerprint), numbered on by first corrected time (ties in the order given)."""
+        size, ambiguity and fingerprint), numbered on by first corrected time (ties in the order given); ``on_part``
+        is given them before the spine is kept."""
         nj = first_t.shape[0]
         n = order.shape[0]
         first = np.cumsum(size) - size
@@ -250,8 +257,11 @@ class Matcher:
             "journey": journey, "hop": hop, "hops": np.repeat(size_r, size_r).astype(np.int16),
             "since_first_ns": tcf - np.repeat(first_t[by_rank], size_r), "ambiguous": np.repeat(amb[by_rank], size_r),
         }  # fmt: skip
+        part = self._part(rows, final, cols, tcf)
+        if on_part is not None:
+            on_part(part)
         self._keep_spine(rows, final, journey, tcf, fps[by_rank], size_r)
-        return self._part(rows, final, cols, tcf)
+        return part
 
     def _keep_spine(self, rows, final, journey, tcf, fps, size) -> None:
         if not final.shape[0]:
