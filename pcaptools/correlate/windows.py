@@ -36,6 +36,9 @@ CATEGORIES = ("file", "direction", "src", "dst", "tunnel", "outer_src", "outer_d
 """Carried columns held as codes into one growing category list each (:class:`Categories`)."""
 
 ROW_BYTES = 8 * 5 + 4 + 8 * 3 + 4 * 9 + 2 * 3
+
+AHEAD = ("slot", "flow")
+"""Window-row columns :meth:`Matcher.ahead` adds before the clocks are known; never carried to another window."""
 """Bytes one sighting takes in a window (fingerprint, times, key, look, point, carried columns)."""
 
 
@@ -198,6 +201,8 @@ class Matcher:
         the journeys no later row can join. ``order``: :func:`.match.by_fingerprint` of ``new``, if known;
         ``on_part``: given the part as soon as its hops are built (a writer starts while the spine is kept)."""
         self.windows += 1
+        if self.carry and new:  # what was computed ahead holds for one window's rows only
+            new = {c: v for c, v in new.items() if c not in AHEAD}
         rows = concat_rows([self.carry, new])
         if not rows:
             self.carry = {}
@@ -209,14 +214,29 @@ class Matcher:
             rows = take_rows(rows, np.argsort(rows["key"], kind="stable"))
             order = None
         w = self.walk(rows, horizon, order=order)
-        self.carry = take_rows(rows, w.carry) if w.carry.size else {}
+        self.carry = take_rows({c: v for c, v in rows.items() if c not in AHEAD}, w.carry) if w.carry.size else {}
         return self.emit(rows, w.order, w.first_t, w.size, w.amb, w.fps, on_part=on_part)
+
+    def ahead(self, rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """``rows`` with what matching them needs before their corrected times (:data:`AHEAD`): each one's look as a
+        dense slot and its flow hash, so a caller can compute them while the clocks are estimated (the one-window
+        run, in its pool); the same values :meth:`step` computes without them."""
+        return {**rows, "slot": pd.factorize(rows["look"])[0], "flow": self._flow(rows, slice(None))}
+
+    def _flow(self, rows: dict[str, np.ndarray], at) -> np.ndarray:
+        """The flow hash (point, protocol, addresses, ports) of rows ``at``."""
+        i64 = np.int64
+        pid = rows["point_id"][at].astype(i64)
+        src = self.cats.address_id("src", rows["src"][at])  # addresses as ids: flows are only told apart, never read
+        dst = self.cats.address_id("dst", rows["dst"][at])
+        return combine8(pid, rows["proto"][at].astype(i64), src, src, dst, dst, rows["sport"][at].astype(i64),
+                        rows["dport"][at].astype(i64))  # fmt: skip
 
     def walk(self, rows: dict[str, np.ndarray], horizon: int | None, *, order: np.ndarray | None = None) -> Walk:
         """Journeys of ``rows`` (in input order), split into those complete before ``horizon`` (None: all) and the
         rows of the others, which are counted as carried. ``order``: :func:`.match.by_fingerprint` of the rows, if known."""
         fp, tc = rows["fp"], rows["tc"]
-        slot = pd.factorize(rows["look"])[0]
+        slot = rows["slot"] if "slot" in rows else pd.factorize(rows["look"])[0]
         order, j = journeys(fp, tc, slot, window_ns=self.window_ns, npoints=int(slot.max()) + 1,
                             order=by_fingerprint(fp) if order is None else order)  # rows by (journey, time, key)
         n = j.shape[0]
@@ -267,15 +287,12 @@ class Matcher:
         if not final.shape[0]:
             return
         pid = rows["point_id"][final]
-        src = self.cats.address_id("src", rows["src"][final])  # addresses as ids: flows are only told apart, never read
-        dst = self.cats.address_id("dst", rows["dst"][final])
-        proto, sport, dport = rows["proto"][final], rows["sport"][final], rows["dport"][final]
-        i64 = np.int64
-        flow = combine8(pid.astype(i64), proto.astype(i64), src, src, dst, dst, sport.astype(i64), dport.astype(i64))
+        flow = rows["flow"][final] if "flow" in rows else self._flow(rows, final)
         self.spine.add(pid, tcf, flow, fps, size)
         first = pd.Series(flow).drop_duplicates().index.to_numpy()  # hashing, not sorting
-        self.spine.add_flows({"flow": flow[first], "src": rows["src"][final][first], "dst": rows["dst"][final][first],
-                                 "sport": sport[first], "dport": dport[first], "proto": proto[first]})  # fmt: skip
+        at = final[first]
+        self.spine.add_flows({"flow": flow[first], "src": rows["src"][at], "dst": rows["dst"][at], "sport": rows["sport"][at],
+                              "dport": rows["dport"][at], "proto": rows["proto"][at]})  # fmt: skip
 
     def _part(self, rows, final, cols, tcf) -> Part:
         if cols is None:  # nothing emitted
