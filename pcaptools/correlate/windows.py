@@ -36,10 +36,11 @@ CATEGORIES = ("file", "direction", "src", "dst", "tunnel", "outer_src", "outer_d
 """Carried columns held as codes into one growing category list each (:class:`Categories`)."""
 
 ROW_BYTES = 8 * 5 + 4 + 8 * 3 + 4 * 9 + 2 * 3
+"""Bytes one sighting takes in a window (fingerprint, times, key, look, point, carried columns)."""
 
 AHEAD = ("slot", "flow")
-"""Window-row columns :meth:`Matcher.ahead` adds before the clocks are known; never carried to another window."""
-"""Bytes one sighting takes in a window (fingerprint, times, key, look, point, carried columns)."""
+"""Window-row columns :meth:`Matcher.ahead` adds before the clocks are known (16 bytes a row, the one-window run
+only); never carried to another window."""
 
 
 class Categories:
