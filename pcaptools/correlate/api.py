@@ -136,8 +136,10 @@ def correlate_tables(points: list[CapturePoint], tables: list[pd.DataFrame], poi
     sample.add_tables(tables, np.where(clock_sample(fp, order=by_fp), fp, np.uint64(0)), ts, pid, key, order=by_fp)
     text = len(tables) > 1  # stacking several tables turns their categories into text (decode.table.concat)
     cats = Categories({c: _text([t[c].cat.categories for t in tables], text) for c in CATEGORIES})
-    with ThreadPoolExecutor(1) as pool:  # the rows' columns are gathered (numpy copies, GIL released) while clocks are estimated
-        gathered = pool.submit(rows_of, tables, fps, None, key, pid, cats, ts_ns=ts, share=True)
+    m = matcher(points, window_ns, cats)
+    with ThreadPoolExecutor(1) as pool:  # the rows' columns are gathered (numpy copies, GIL released) and what matching
+        # needs of them before their times computed (Matcher.ahead) while clocks are estimated
+        gathered = pool.submit(lambda: m.ahead(rows_of(tables, fps, None, key, pid, cats, ts_ns=ts, share=True)))
         offsets, params = sample.estimate(nodes, point_node, reference=reference)
         tc = correct(ts, point_node[pid], params)
         rows = gathered.result()
@@ -146,10 +148,7 @@ def correlate_tables(points: list[CapturePoint], tables: list[pd.DataFrame], poi
         tables.clear()
     rows["tc"] = tc if rows["fp"].shape[0] == tc.shape[0] else tc[fp != 0]
     notes = [*notes, *clock_notes(offsets, params)]
-    m = matcher(points, window_ns, cats)
-    part = m.step(rows, None, order=compact_order(fp != 0, by_fp))
-    if on_part is not None:
-        on_part(part)
+    part = m.step(rows, None, order=compact_order(fp != 0, by_fp), on_part=on_part)  # the writer starts before the spine is kept
     row_journey = np.full(fp.shape[0], -1, np.int64)
     row_journey[part.key] = part.journey
     return finish(m, part.hops, offsets, notes, row_ts_corrected=tc, row_journey=row_journey)

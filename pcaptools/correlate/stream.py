@@ -592,12 +592,14 @@ def _cut(pending: list[list[dict]], horizon: int | None) -> tuple[dict, int]:
 
 
 def hops_schema():
-    """The hops table's Arrow schema: HOPS_COLUMNS, categories as int32-indexed string dictionaries."""
+    """The hops table's Arrow schema: HOPS_COLUMNS, categories as int32-indexed string dictionaries (nullable: a
+    missing value), numbers and flags declared non-null (they never are): Parquet then writes no definition levels
+    for them, a sixth of the write; ``pd.read_parquet`` gives the same table."""
     import pyarrow as pa
 
     types = {"int16": pa.int16(), "int32": pa.int32(), "int64": pa.int64(), "uint64": pa.uint64(), "bool": pa.bool_(),
              "category": pa.dictionary(pa.int32(), pa.string())}  # fmt: skip
-    return pa.schema([pa.field(c.name, types[c.dtype]) for c in HOPS_COLUMNS])
+    return pa.schema([pa.field(c.name, types[c.dtype], nullable=c.dtype == "category") for c in HOPS_COLUMNS])
 
 
 def _arrow(hops: pd.DataFrame):
@@ -607,10 +609,11 @@ def _arrow(hops: pd.DataFrame):
     cols = []
     for fld in schema:
         s = hops[fld.name]
-        if isinstance(s.dtype, pd.CategoricalDtype):
-            codes = s.cat.codes.to_numpy().astype(np.int32)
-            cols.append(pa.DictionaryArray.from_arrays(pa.array(codes, pa.int32(), mask=codes < 0),
-                                                       pa.array(s.cat.categories.astype(str).to_numpy(object), pa.string())))  # fmt: skip
+        if isinstance(s.dtype, pd.CategoricalDtype):  # codes as indices (-1: null), unchecked: a Categorical's are in range
+            codes = s.array.codes
+            cols.append(pa.DictionaryArray.from_arrays(codes.astype(np.int32, copy=False),
+                                                       pa.array(s.cat.categories.astype(str).to_numpy(object), pa.string()),
+                                                       from_pandas=bool(codes.size and codes.min() < 0), safe=False))  # fmt: skip
         else:
             cols.append(pa.array(s.to_numpy(), fld.type))
     return pa.Table.from_arrays(cols, schema=schema)
@@ -687,9 +690,8 @@ class _HopsWriter:
             for g in range(src.num_row_groups):
                 t = src.read_row_group(g)
                 j = t.column("journey").to_numpy()
-                t = t.set_column(
-                    t.schema.get_field_index("ambiguous"), "ambiguous", pa.array(final[j], pa.bool_())
-                )
+                k = t.schema.get_field_index("ambiguous")
+                t = t.set_column(k, t.schema.field(k), pa.array(final[j], pa.bool_()))
                 w.write_table(t)
         os.remove(self.tmp)
         return True

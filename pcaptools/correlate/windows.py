@@ -16,6 +16,7 @@ than one journey, possibly in another window) are exact functions of it, compute
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,6 +37,10 @@ CATEGORIES = ("file", "direction", "src", "dst", "tunnel", "outer_src", "outer_d
 
 ROW_BYTES = 8 * 5 + 4 + 8 * 3 + 4 * 9 + 2 * 3
 """Bytes one sighting takes in a window (fingerprint, times, key, look, point, carried columns)."""
+
+AHEAD = ("slot", "flow")
+"""Window-row columns :meth:`Matcher.ahead` adds before the clocks are known (16 bytes a row, the one-window run
+only); never carried to another window."""
 
 
 class Categories:
@@ -191,26 +196,48 @@ class Matcher:
         self.carried_rows = 0
         self.spine = Spine(len(self.point_names)) if spine is None else spine  # in memory, or given (spilled)
 
-    def step(self, new: dict[str, np.ndarray], horizon: int | None, *, order: np.ndarray | None = None) -> Part:
+    def step(self, new: dict[str, np.ndarray], horizon: int | None, *, order: np.ndarray | None = None,
+             on_part: Callable[[Part], None] | None = None) -> Part:  # fmt: skip
         """Match the carried rows with ``new`` (every row before ``horizon``; None: the last window) and emit
-        the journeys no later row can join. ``order``: :func:`.match.by_fingerprint` of ``new``, if known."""
+        the journeys no later row can join. ``order``: :func:`.match.by_fingerprint` of ``new``, if known;
+        ``on_part``: given the part as soon as its hops are built (a writer starts while the spine is kept)."""
         self.windows += 1
+        if self.carry and new:  # what was computed ahead holds for one window's rows only
+            new = {c: v for c, v in new.items() if c not in AHEAD}
         rows = concat_rows([self.carry, new])
         if not rows:
             self.carry = {}
-            return self._part({}, None, None, None)
+            part = self._part({}, None, None, None)
+            if on_part is not None:
+                on_part(part)
+            return part
         if self.carry and new and new["fp"].shape[0]:  # rows in input order: carried and new keys interleave
             rows = take_rows(rows, np.argsort(rows["key"], kind="stable"))
             order = None
         w = self.walk(rows, horizon, order=order)
-        self.carry = take_rows(rows, w.carry) if w.carry.size else {}
-        return self.emit(rows, w.order, w.first_t, w.size, w.amb, w.fps)
+        self.carry = take_rows({c: v for c, v in rows.items() if c not in AHEAD}, w.carry) if w.carry.size else {}
+        return self.emit(rows, w.order, w.first_t, w.size, w.amb, w.fps, on_part=on_part)
+
+    def ahead(self, rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """``rows`` with what matching them needs before their corrected times (:data:`AHEAD`): each one's look as a
+        dense slot and its flow hash, so a caller can compute them while the clocks are estimated (the one-window
+        run, in its pool); the same values :meth:`step` computes without them."""
+        return {**rows, "slot": pd.factorize(rows["look"])[0], "flow": self._flow(rows, slice(None))}
+
+    def _flow(self, rows: dict[str, np.ndarray], at) -> np.ndarray:
+        """The flow hash (point, protocol, addresses, ports) of rows ``at``."""
+        i64 = np.int64
+        pid = rows["point_id"][at].astype(i64)
+        src = self.cats.address_id("src", rows["src"][at])  # addresses as ids: flows are only told apart, never read
+        dst = self.cats.address_id("dst", rows["dst"][at])
+        return combine8(pid, rows["proto"][at].astype(i64), src, src, dst, dst, rows["sport"][at].astype(i64),
+                        rows["dport"][at].astype(i64))  # fmt: skip
 
     def walk(self, rows: dict[str, np.ndarray], horizon: int | None, *, order: np.ndarray | None = None) -> Walk:
         """Journeys of ``rows`` (in input order), split into those complete before ``horizon`` (None: all) and the
         rows of the others, which are counted as carried. ``order``: :func:`.match.by_fingerprint` of the rows, if known."""
         fp, tc = rows["fp"], rows["tc"]
-        slot = pd.factorize(rows["look"])[0]
+        slot = rows["slot"] if "slot" in rows else pd.factorize(rows["look"])[0]
         order, j = journeys(fp, tc, slot, window_ns=self.window_ns, npoints=int(slot.max()) + 1,
                             order=by_fingerprint(fp) if order is None else order)  # rows by (journey, time, key)
         n = j.shape[0]
@@ -232,9 +259,10 @@ class Matcher:
         return Walk(order[run_done], first_t[done], size[done], amb[done], fps[done], np.sort(keep))
 
     def emit(self, rows: dict[str, np.ndarray], order: np.ndarray, first_t: np.ndarray, size: np.ndarray, amb: np.ndarray,
-             fps: np.ndarray) -> Part:  # fmt: skip
+             fps: np.ndarray, *, on_part: Callable[[Part], None] | None = None) -> Part:  # fmt: skip
         """Hops of complete journeys (``order``: their rows by journey and time; per journey its first corrected time,
-        size, ambiguity and fingerprint), numbered on by first corrected time (ties in the order given)."""
+        size, ambiguity and fingerprint), numbered on by first corrected time (ties in the order given); ``on_part``
+        is given them before the spine is kept."""
         nj = first_t.shape[0]
         n = order.shape[0]
         first = np.cumsum(size) - size
@@ -250,22 +278,22 @@ class Matcher:
             "journey": journey, "hop": hop, "hops": np.repeat(size_r, size_r).astype(np.int16),
             "since_first_ns": tcf - np.repeat(first_t[by_rank], size_r), "ambiguous": np.repeat(amb[by_rank], size_r),
         }  # fmt: skip
+        part = self._part(rows, final, cols, tcf)
+        if on_part is not None:
+            on_part(part)
         self._keep_spine(rows, final, journey, tcf, fps[by_rank], size_r)
-        return self._part(rows, final, cols, tcf)
+        return part
 
     def _keep_spine(self, rows, final, journey, tcf, fps, size) -> None:
         if not final.shape[0]:
             return
         pid = rows["point_id"][final]
-        src = self.cats.address_id("src", rows["src"][final])  # addresses as ids: flows are only told apart, never read
-        dst = self.cats.address_id("dst", rows["dst"][final])
-        proto, sport, dport = rows["proto"][final], rows["sport"][final], rows["dport"][final]
-        i64 = np.int64
-        flow = combine8(pid.astype(i64), proto.astype(i64), src, src, dst, dst, sport.astype(i64), dport.astype(i64))
+        flow = rows["flow"][final] if "flow" in rows else self._flow(rows, final)
         self.spine.add(pid, tcf, flow, fps, size)
         first = pd.Series(flow).drop_duplicates().index.to_numpy()  # hashing, not sorting
-        self.spine.add_flows({"flow": flow[first], "src": rows["src"][final][first], "dst": rows["dst"][final][first],
-                                 "sport": sport[first], "dport": dport[first], "proto": proto[first]})  # fmt: skip
+        at = final[first]
+        self.spine.add_flows({"flow": flow[first], "src": rows["src"][at], "dst": rows["dst"][at], "sport": rows["sport"][at],
+                              "dport": rows["dport"][at], "proto": rows["proto"][at]})  # fmt: skip
 
     def _part(self, rows, final, cols, tcf) -> Part:
         if cols is None:  # nothing emitted
