@@ -974,6 +974,8 @@ def _run(args: list[str], debug: bool) -> int:
 
     try:
         rv = _command().main(args=args, prog_name="pcaptools", standalone_mode=False)
+        if rv == 130:  # typer (0.12+) turns Ctrl-C/SIGTERM's KeyboardInterrupt into exit 130 without a word
+            print("pcaptools: interrupted", file=sys.stderr)
         return rv if isinstance(rv, int) else 0
     except typer.Abort:
         print("pcaptools: aborted", file=sys.stderr)

@@ -70,5 +70,6 @@ def sigterm_correlate_leaves_nothing(generated: Path, tmp_path: Path, spill_glob
                                      tmp, spill_glob, "run")  # fmt: skip
     assert code == 130, err
     assert "Traceback" not in err
+    assert err.strip().splitlines()[-1] == "pcaptools: interrupted", err  # the user is told why it stopped
     assert not any(tmp.iterdir())
     assert not (tmp_path / ".h.parquet.partial").exists()

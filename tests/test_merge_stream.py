@@ -234,6 +234,7 @@ def test_sigterm_during_a_streamed_merge_removes_its_row_spill_and_exits_130(gen
     code, err = sigterm_once_spilled(["merge", str(generated), "--memory", "16MiB", "-o", str(out / "m.pcapng")], tmp,
                                      "pcaptools-merge-*/rows-*.bin", "merge")  # fmt: skip
     assert code == 130, err
+    assert err.strip().splitlines()[-1] == "pcaptools: interrupted", err
     assert "Traceback" not in err
     assert not any(tmp.iterdir())
     assert not any(p.name.startswith(".merge-") for p in out.iterdir())
