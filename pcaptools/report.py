@@ -70,13 +70,11 @@ def _sequences(cmp, label: str, max_packets: int) -> pd.DataFrame:  # noqa: ANN0
     file = cmp.hops_files.get(label)
     if file is None or not file.exists():
         return sequences(corr, paths, nat, inv, max_packets=max_packets)
-    import pyarrow.parquet as pq
-
-    from pcaptools.k8s.paths_stream import _label
+    from pcaptools.k8s.paths_stream import journey_connections
     from pcaptools.process import release_freed_memory
 
     release_freed_memory()  # what compare's passes left in the allocators
-    labels = _label(pq.ParquetFile(file))[:2]
+    labels = journey_connections(file)  # as the streamed paths run labelled them, not a second label pass
     release_freed_memory()
     wanted = first_journeys(cmp.hop_tables(label), labels, inv, max_packets=max_packets)
     hops = _rows_of_journeys(file, wanted)

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -158,3 +159,29 @@ def test_bucket_tables_joined_from_many_parts_equal_the_whole_table():
         expect[c] = pd.Categorical(whole[c].astype(object), categories=cats)
     assert any(not all(p[c].cat.categories.equals(parts[0][c].cat.categories) for p in parts) for c in narrowed)
     pd.testing.assert_frame_equal(_concat(parts), expect.reset_index(drop=True))
+
+
+@pytest.mark.parametrize("sample", ["calico-vxlan", "vpc"])
+def test_streamed_paths_leave_each_journeys_connection_beside_the_hops_file_as_a_label_pass_gives_it(sample, tmp_path):
+    """``hops_out`` (compare, report): the spill pass writes every journey's connection beside the hops file, so the
+    report's sequence diagrams read it instead of labelling the journeys a second time; the same pairs as that
+    second pass and as :func:`_connections` on the whole table."""
+    import pyarrow.parquet as pq
+
+    from pcaptools.k8s.paths import _connections
+    from pcaptools.k8s.paths_stream import _label, connections_file, journey_connections
+
+    hops = tmp_path / "hops.parquet"
+    load_paths_bounded(SAMPLES / sample, window_rows=300, bucket_rows=50, hops_out=hops)
+    assert connections_file(hops).exists()
+    uj, conn = journey_connections(hops)
+    again = _label(pq.ParquetFile(hops))
+    np.testing.assert_array_equal(uj, again[0])
+    np.testing.assert_array_equal(conn, again[1])
+    whole = pd.read_parquet(hops).sort_values(["journey", "hop"], kind="stable").reset_index(drop=True)
+    wj, wc = _connections(whole)
+    assert len(uj) == len(wj) > 100
+    np.testing.assert_array_equal(uj, wj)
+    np.testing.assert_array_equal(conn, wc)
+    connections_file(hops).unlink()  # without it (a file another run wrote): labelled again, the same pairs
+    np.testing.assert_array_equal(journey_connections(hops)[1], conn)

@@ -217,6 +217,7 @@ def _bounded(sources, *, points, links, inventory, window_ns, reference, with_fl
         flows = _flows(files, memory) if with_flows else None
         release_freed_memory()
         ps, d = _paths_of_file(hops_path, corr, inv, flows, memory, bucket_rows, Path(tmp),
+                               connections_file(hops_out) if hops_out is not None else None,
                                None if ev is None else (ev.finish(), diagnosis))  # fmt: skip
     ps.captures = cs  # its points and inference evidence (no packets when streamed)
     ps.streamed = {"windows": stats.windows if stats else None, "carried_journeys": stats.carried_journeys if stats else None,
@@ -247,9 +248,10 @@ def _flows(files: list[str], memory: int) -> pd.DataFrame | None:
 
 
 def _paths_of_file(hops_path: Path, corr, inv, flows, memory: int, bucket_rows: int | None, tmp: Path,
-                   diagnosis: tuple | None = None) -> tuple[PathSet, Diagnosis | None]:  # fmt: skip
-    """Label, spill and build (module doc) from a hops Parquet file; with ``diagnosis`` (the finished PacketEvidence
-    and :func:`diagnose`'s options), diagnose the buckets too."""
+                   labels_out: Path | None = None, diagnosis: tuple | None = None) -> tuple[PathSet, Diagnosis | None]:  # fmt: skip
+    """Label, spill and build (module doc) from a hops Parquet file; with ``labels_out``, each journey's connection
+    written there as the spill pass labels it (:func:`journey_connections`); with ``diagnosis`` (the finished
+    PacketEvidence and :func:`diagnose`'s options), diagnose the buckets too."""
     import pyarrow.parquet as pq
 
     from pcaptools.k8s.diagnose import Diagnoser, HopTallies
@@ -277,7 +279,7 @@ def _paths_of_file(hops_path: Path, corr, inv, flows, memory: int, bucket_rows: 
         from pcaptools.k8s.inventory import single_address_points
 
         single = single_address_points(pairs, point_rows)
-    routing = _spill(pf, labels, bucket_c, nb, tmp, inv, single, hold_rows=max(int(bucket_rows), int(memory * SPILL_SHARE // SPILL_ROW_BYTES)), piece_rows=max(int(bucket_rows), 1))
+    routing = _spill(pf, labels, bucket_c, nb, tmp, inv, single, hold_rows=max(int(bucket_rows), int(memory * SPILL_SHARE // SPILL_ROW_BYTES)), piece_rows=max(int(bucket_rows), 1), labels_out=labels_out)
     del labels
     path_parts, nat_parts, tallies = [], [], []
     pieces = 0  # of buckets built in pieces
@@ -537,14 +539,38 @@ def _label(pf, memory: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         labels = _label_pass(pf, Path(tmp), default_memory() if memory is None else int(memory))[0]
         for t in whole_journeys(pf, columns=LABEL_COLUMNS):
             f = t.to_pandas()
-            c = labels.rows(f)
-            j = f["journey"].to_numpy(np.int64)
-            head = np.r_[True, j[1:] != j[:-1]] & (c >= 0) if len(j) else np.zeros(0, bool)  # a journey's rows share c
-            uj.append(j[head])
-            conn.append(c[head])
+            pairs = _journey_heads(f["journey"].to_numpy(np.int64), labels.rows(f))
+            uj.append(pairs[:, 0])
+            conn.append(pairs[:, 1])
     if not uj:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     return np.concatenate(uj), np.concatenate(conn)
+
+
+def _journey_heads(j: np.ndarray, conn: np.ndarray) -> np.ndarray:
+    """(journey, connection) rows, int64, of each labelled journey of rows grouped by journey (a journey's rows share
+    its connection; -1, unlabelled, left out)."""
+    j = np.asarray(j, np.int64)
+    head = np.r_[True, j[1:] != j[:-1]] & (conn >= 0) if len(j) else np.zeros(0, bool)
+    return np.stack([j[head], np.asarray(conn, np.int64)[head]], axis=1)
+
+
+def connections_file(hops_file: str | os.PathLike) -> Path:
+    """Where a streamed paths run given ``hops_out`` writes each journey's connection: beside that hops file."""
+    p = Path(hops_file)
+    return p.with_name(p.name + ".connections")
+
+
+def journey_connections(hops_file: str | os.PathLike, memory: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(journey ids, connection id per journey) of a streamed hops file, as :func:`_label` gives them: read from what
+    the paths run that wrote it left beside it (:func:`connections_file`, 16 bytes a journey), else labelled again."""
+    f = connections_file(hops_file)
+    if f.exists():
+        pairs = np.fromfile(f, np.int64).reshape(-1, 2)
+        return pairs[:, 0].copy(), pairs[:, 1].copy()
+    import pyarrow.parquet as pq
+
+    return _label(pq.ParquetFile(hops_file), memory)
 
 
 def _label_pass(pf, tmp: Path, memory: int) -> tuple[Labels, pd.Series, pd.Series]:
@@ -578,11 +604,12 @@ def _sums(pair_parts: list[pd.Series], point_parts: list[pd.Series]) -> tuple[pd
 
 
 def _spill(pf, labels: Labels, bucket_c: np.ndarray, nb: int, tmp: Path, inv, single: set[str], *,
-           hold_rows: int, piece_rows: int) -> tuple[int, int]:  # fmt: skip
+           hold_rows: int, piece_rows: int, labels_out: Path | None = None) -> tuple[int, int]:  # fmt: skip
     """Pass 2: each labelled hops row appended to its bucket's Parquet file (rows in file order) and its connection to
     the bucket's ``connections-B.bin``, up to ``hold_rows`` rows held and then written one row group per bucket (a row
     group per window and bucket made thousands of tiny writes and reads); returns the journeys' routing counts
-    (:func:`~pcaptools.k8s.inventory.routing_counts`, zeros without an inventory)."""
+    (:func:`~pcaptools.k8s.inventory.routing_counts`, zeros without an inventory). ``labels_out``: (journey,
+    connection) of every labelled journey written there, as :func:`_label` gives them."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -603,12 +630,15 @@ def _spill(pf, labels: Labels, bucket_c: np.ndarray, nb: int, tmp: Path, inv, si
         held.clear()
 
     n_tun = n_bare = 0
+    out = open(labels_out, "wb") if labels_out is not None else None  # closed in the finally below
     try:
         for t in whole_journeys(pf):
             if inv is not None:  # every journey is whole in t: its flags are final
                 tun, bare = routing_counts(inv.routing_flags(t.select(["journey", "src", "dst", "tunnel", "point"]).to_pandas(), single))
                 n_tun, n_bare = n_tun + tun, n_bare + bare
             conn = labels.rows(t.select(LABEL_COLUMNS).to_pandas())
+            if out is not None:
+                _journey_heads(t.column("journey").to_numpy(), conn).tofile(out)
             b = np.where(conn >= 0, bucket_c[np.maximum(conn, 0)] if len(bucket_c) else -1, -1)
             order = np.argsort(b, kind="stable")
             bs = b[order]
@@ -627,6 +657,8 @@ def _spill(pf, labels: Labels, bucket_c: np.ndarray, nb: int, tmp: Path, inv, si
     finally:
         for w in writers.values():
             w.close()
+        if out is not None:
+            out.close()
     for b in range(nb):  # a bucket is never empty (its connections have rows), but be safe
         if b not in writers:
             pq.write_table(pf.schema_arrow.empty_table(), tmp / f"bucket-{b}.parquet")
