@@ -70,28 +70,16 @@ def _sequences(cmp, label: str, max_packets: int) -> pd.DataFrame:  # noqa: ANN0
     file = cmp.hops_files.get(label)
     if file is None or not file.exists():
         return sequences(corr, paths, nat, inv, max_packets=max_packets)
-    from pcaptools.k8s.paths_stream import journey_connections
+    from pcaptools.k8s.paths_stream import journey_connections, rows_of_journeys
     from pcaptools.process import release_freed_memory
 
     release_freed_memory()  # what compare's passes left in the allocators
     labels = journey_connections(file)  # as the streamed paths run labelled them, not a second label pass
     release_freed_memory()
     wanted = first_journeys(cmp.hop_tables(label), labels, inv, max_packets=max_packets)
-    hops = _rows_of_journeys(file, wanted)
+    hops = rows_of_journeys(file, wanted)
     release_freed_memory()
     return sequences(replace(corr, hops=hops), paths, nat, inv, max_packets=max_packets, labels=labels)
-
-
-def _rows_of_journeys(file: Path, journeys: np.ndarray, batch_rows: int = 1 << 16) -> pd.DataFrame:
-    """The rows of a hops Parquet file that belong to ``journeys``, in file order, read ``batch_rows`` at a time."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-
-    want = pa.array(np.unique(journeys), pa.int64())
-    pf = pq.ParquetFile(file)
-    parts = [t for b in pf.iter_batches(batch_size=batch_rows) if (t := pa.Table.from_batches([b]).filter(pc.is_in(b.column("journey"), value_set=want))).num_rows]
-    return (pa.concat_tables(parts) if parts else pf.schema_arrow.empty_table()).to_pandas()
 
 
 def by_role(samples: pd.DataFrame, points: pd.DataFrame) -> pd.DataFrame:

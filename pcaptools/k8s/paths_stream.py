@@ -324,7 +324,7 @@ def _paths_of_file(hops_path: Path, corr, inv, flows, memory: int, bucket_rows: 
     release_freed_memory(collect=False)  # the buckets' tables, before the diagnosis builds its own
     d = _diagnose_buckets(paths, nat, first_c, tallies, inv, tmp, *diagnosis) if diagnosis is not None else None
     wanted = np.concatenate([paths["forward_journey"].to_numpy(np.int64), paths["reply_journey"].to_numpy(np.int64)])
-    corr.hops = _journeys_of(pf, wanted)
+    corr.hops = rows_of_journeys(pf, wanted)
     network = None
     if inv is not None:
         from pcaptools.k8s.inventory import routing_verdict
@@ -405,7 +405,7 @@ def build_in_pieces(path: Path, connections: tuple[np.ndarray, np.ndarray], inv,
         t[at] = _journey_times(tab.h, tab.ji, bc[at], len(uj), best)
     fwd_j = forward_journeys(bc, syn, nhops, t, nconn)
     # the first packet's rows of every connection, by connection
-    f = _rows_of_journeys(pf, bj[fwd_j[fwd_j >= 0]], ["journey", "proto", "src", "dst", "sport", "dport"])
+    f = rows_of_journeys(pf, bj[fwd_j[fwd_j >= 0]], ["journey", "proto", "src", "dst", "sport", "dport"])
     fc = bc[np.searchsorted(bj, f["journey"].to_numpy(np.int64))]
     fo = np.argsort(fc, kind="stable")
     fc = fc[fo]
@@ -435,7 +435,7 @@ def build_in_pieces(path: Path, connections: tuple[np.ndarray, np.ndarray], inv,
     nat = _concat(nat_parts) if nat_parts else nat_table(_empty_hops(), inv, ordered=True)
     del nat_parts
     reps = np.concatenate([fwd_j[fwd_j >= 0], rep_j[rep_j >= 0]])
-    tab = Journeys(kept_hops(_rows_of_journeys(pf, bj[reps])), inv)
+    tab = Journeys(kept_hops(rows_of_journeys(pf, bj[reps])), inv)
     tab.index(bj)
     return path_rows(tab, bj, fwd_j, rep_j, np.bincount(bc, minlength=nconn), nat, inv, flows), nat, npieces
 
@@ -492,19 +492,6 @@ def _piece_tables(pf, rows: int, bj: np.ndarray, inv):
         tab = Journeys(hk if len(hk) else hk.iloc[:0], inv)
         tab.index(uj)
         yield int(np.searchsorted(bj, uj[0])) if len(uj) else 0, uj, tab
-
-
-def _rows_of_journeys(pf, journeys: np.ndarray, columns: list[str] | None = None) -> pd.DataFrame:
-    """The rows of ``journeys`` in a hops file, in its order, read a row group at a time."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    want = pa.array(np.unique(journeys), pa.int64())
-    parts = []
-    for g in range(pf.num_row_groups):
-        t = pf.read_row_group(g, columns=columns)
-        parts.append(t.filter(pc.is_in(t.column("journey"), value_set=want)))
-    return pa.concat_tables(parts).to_pandas() if parts else _empty_hops().loc[:, columns or slice(None)]
 
 
 def _read_parts(files: list[Path]) -> pd.DataFrame:
@@ -666,17 +653,22 @@ def _spill(pf, labels: Labels, bucket_c: np.ndarray, nb: int, tmp: Path, inv, si
     return n_tun, n_bare
 
 
-def _journeys_of(pf, journeys: np.ndarray) -> pd.DataFrame:
-    """Pass 3: the hops rows of ``journeys``, in the file's order (the correlation's)."""
+def rows_of_journeys(pf, journeys: np.ndarray, columns: list[str] | None = None) -> pd.DataFrame:
+    """The hops rows of ``journeys`` (-1s ignored) in a hops Parquet file (a ``ParquetFile`` or its path), in the
+    file's order (the correlation's), read a row group at a time: pass 3, a piece's representative journeys, the
+    report's sequence diagrams."""
     import pyarrow as pa
     import pyarrow.compute as pc
+    import pyarrow.parquet as pq
 
+    if not isinstance(pf, pq.ParquetFile):
+        pf = pq.ParquetFile(pf)
     want = pa.array(np.unique(journeys[journeys >= 0]), pa.int64())
     parts = []
     for g in range(pf.num_row_groups):
-        t = pf.read_row_group(g)
+        t = pf.read_row_group(g, columns=columns)
         parts.append(t.filter(pc.is_in(t.column("journey"), value_set=want)))
-    return pa.concat_tables(parts).to_pandas() if parts else _empty_hops()
+    return pa.concat_tables(parts).to_pandas() if parts else _empty_hops().loc[:, columns or slice(None)]
 
 
 def _concat(parts: list[pd.DataFrame]) -> pd.DataFrame:
