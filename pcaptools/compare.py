@@ -27,7 +27,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -472,6 +471,20 @@ def _load_bounded(label: str, p: Path, inv, window_ns: int | None, allow_outside
     """A capture set larger than ``memory``: packets tallied batch by batch, flows per file within the budget,
     correlation and paths streamed (hops kept in a temporary Parquet file, read back a row group at a time)."""
     from pcaptools.correlate.budget import default_memory
+    from pcaptools.process import SpillDir
+
+    memory = default_memory() if memory is None else int(memory)
+    tmp = SpillDir(prefix="pcaptools-compare-")  # lives as long as the result (its keep)
+    try:
+        return _bounded_set(label, p, inv, window_ns, allow_outside, memory, forced, tmp)
+    except BaseException:  # an error, Ctrl-C or SIGTERM: removed now, whole
+        tmp.cleanup()
+        raise
+
+
+def _bounded_set(label: str, p: Path, inv, window_ns: int | None, allow_outside: bool, memory: int,
+                 forced: dict[str, int | None], tmp) -> _Set:  # fmt: skip
+    """:func:`_load_bounded`'s work, its hops file in ``tmp`` (a :class:`pcaptools.process.SpillDir`)."""
     from pcaptools.correlate.capture_set import capture_entries, name_points, split_entry
     from pcaptools.correlate.stream import _rss
     from pcaptools.flow_stream import iter_flows
@@ -481,8 +494,6 @@ def _load_bounded(label: str, p: Path, inv, window_ns: int | None, allow_outside
     from pcaptools.packets import iter_packets
     from pcaptools.process import release_freed_memory
 
-    memory = default_memory() if memory is None else int(memory)
-    tmp = tempfile.TemporaryDirectory(prefix="pcaptools-compare-")
     hops_file = Path(tmp.name) / "hops.parquet"
     ps = load_paths_bounded(p, inventory=inv, window_ns=window_ns, with_flows=False, allow_outside=allow_outside, memory=memory,
                             window_rows=forced["window_rows"], bucket_rows=forced["bucket_rows"], hops_out=hops_file)  # fmt: skip

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import os
 import signal
 import threading
 from collections.abc import Iterator
@@ -142,20 +143,34 @@ def interrupts_deferred() -> Iterator[None]:
 
 
 
-@contextlib.contextmanager
-def temporary_directory(*, prefix: str, dir: str | None = None) -> Iterator[str]:  # noqa: A002 - tempfile's name
-    """``tempfile.TemporaryDirectory`` (its path yielded) made and removed with interrupts deferred
-    (:func:`interrupts_deferred`): Ctrl-C or SIGTERM meanwhile neither leaves it behind nor makes its removal close a
-    descriptor twice."""
-    import tempfile
+class SpillDir:
+    """A temporary directory (``tempfile.TemporaryDirectory``, in ``TMPDIR`` unless ``dir``) made and removed with
+    interrupts deferred (:func:`interrupts_deferred`): Ctrl-C or SIGTERM meanwhile neither leaves it behind nor makes
+    its removal close a descriptor twice. ``name`` is its path; :meth:`cleanup` removes it (again: nothing), as does
+    leaving a ``with`` block (which yields the path) and, failing both, ``TemporaryDirectory``'s finalizer at exit."""
 
-    with interrupts_deferred():
-        tmp = tempfile.TemporaryDirectory(prefix=prefix, dir=dir)
-    try:
-        yield tmp.name
-    finally:
+    def __init__(self, *, prefix: str, dir: str | os.PathLike | None = None) -> None:  # noqa: A002 - tempfile's name
+        import tempfile
+
+        with interrupts_deferred():  # an interrupt between its mkdir and its finalizer would leave it for good
+            self._dir = tempfile.TemporaryDirectory(prefix=prefix, dir=dir)
+        self.name = self._dir.name
+
+    def cleanup(self) -> None:
+        """Remove the directory and what it holds, whole, even when an interrupt comes meanwhile (it follows)."""
         with interrupts_deferred():
-            tmp.cleanup()
+            self._dir.cleanup()
+
+    def __enter__(self) -> str:
+        return self.name
+
+    def __exit__(self, *exc: object) -> None:
+        self.cleanup()
+
+
+def temporary_directory(*, prefix: str, dir: str | None = None) -> SpillDir:  # noqa: A002 - tempfile's name
+    """A :class:`SpillDir`, for ``with temporary_directory(prefix=...) as tmp:`` (``tmp`` its path)."""
+    return SpillDir(prefix=prefix, dir=dir)
 
 
 def end_process(code: int) -> None:

@@ -10,7 +10,6 @@ a third capture of 32,768 source addresses compiles the category codes wide capt
 from __future__ import annotations
 
 import struct
-import tempfile
 import time
 from pathlib import Path
 
@@ -83,11 +82,12 @@ def warmup() -> dict:
     from pcaptools.flows import flows
     from pcaptools.k8s.paths import paths_detail
     from pcaptools.packets import iter_packets, read_packets
+    from pcaptools.process import temporary_directory
 
     announce_compiles()
     t0 = time.perf_counter()
     frames = _frames()
-    with tempfile.TemporaryDirectory(prefix="pcaptools-warmup-") as tmp:
+    with temporary_directory(prefix="pcaptools-warmup-") as tmp:
         a, b = Path(tmp) / "a.pcap", Path(tmp) / "b.pcapng"
         a.write_bytes(_pcap(frames, 1_700_000_000_000_000))
         b.write_bytes(_pcapng(frames, 1_700_000_000_000_050))

@@ -560,12 +560,9 @@ class _RowSpill:
     removed by :meth:`close` (on exit through ``finally``, Ctrl-C and SIGTERM included: :func:`pcaptools.process.signals_as_interrupt`)."""
 
     def __init__(self) -> None:
-        import tempfile
+        from pcaptools.process import SpillDir
 
-        from pcaptools.process import interrupts_deferred
-
-        with interrupts_deferred():  # an interrupt between its mkdir and its finalizer would leave it for good
-            self.dir = tempfile.TemporaryDirectory(prefix="pcaptools-merge-")
+        self.dir = SpillDir(prefix="pcaptools-merge-")
         self.rows: dict[int, int] = {}  # file id -> rows on disk
         self.kept: dict[int, int] = {}  # file id -> rows dedup writes (kind "kept")
         self.emitted = 0  # rows of journeys (kind "emitted", file 0)
@@ -642,10 +639,8 @@ class _RowSpill:
                 m.astype("<i8").tofile(out)
 
     def close(self) -> None:
-        from pcaptools.process import interrupts_deferred
-
-        with interrupts_deferred():  # removed whole even when Ctrl-C or SIGTERM comes meanwhile (Partitions.close)
-            self.dir.cleanup()
+        """Remove the spill directory, whole even when Ctrl-C or SIGTERM comes meanwhile (:class:`SpillDir`)."""
+        self.dir.cleanup()
 
 
 class _Cursor:

@@ -25,14 +25,13 @@ more per row, each row written once when read, once per window it is carried ove
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterator
 
 import numpy as np
 
 from pcaptools.correlate.fingerprint import fingerprint_partition
 from pcaptools.correlate.windows import Matcher, Part, concat_rows, take_rows
-from pcaptools.process import interrupts_deferred
+from pcaptools.process import SpillDir
 
 
 class Partitions:
@@ -43,8 +42,7 @@ class Partitions:
     def __init__(self, parts: int, *, flush_rows: int, prefix: str = "pcaptools-partitions-") -> None:
         self.parts = int(parts)
         self.flush_rows = max(int(flush_rows), 1)
-        with interrupts_deferred():  # an interrupt between its mkdir and its finalizer would leave it for good
-            self.dir = tempfile.TemporaryDirectory(prefix=prefix)
+        self.dir = SpillDir(prefix=prefix)
         self.dtypes: dict[str, np.dtype] = {}  # per kind of file, one record per row: the columns first put there
         self.rows = np.zeros(self.parts, np.int64)  # rows on disk per partition, waiting for the next step
         self.buffer: list[dict[str, np.ndarray]] = []
@@ -114,10 +112,8 @@ class Partitions:
             os.remove(path)
 
     def close(self) -> None:
-        """Remove the spill directory, whole even when Ctrl-C or SIGTERM comes meanwhile (the interrupt follows):
-        ``rmtree`` cut short by one closes its descriptor twice (EBADF) and leaves the directory."""
-        with interrupts_deferred():
-            self.dir.cleanup()
+        """Remove the spill directory, whole even when Ctrl-C or SIGTERM comes meanwhile (:class:`SpillDir`)."""
+        self.dir.cleanup()
 
     def _records(self, rows: dict[str, np.ndarray], kind: str) -> np.ndarray:
         kind = "rows" if kind == "done" else kind

@@ -167,19 +167,23 @@ def correlate_files(source: str | os.PathLike | None = None, *, points: Iterable
     memory = default_memory() if memory is None else int(memory)
     if window_rows is None and fits(entries, memory):
         frames = decode_entries(entries)
-        writer = _HopsWriter(out, direct=True)
-        if observer is not None:  # the observer reads the capture set's one stacked table, as the in-memory run does
-            cs = CaptureSet.from_frames(frames)
-            del frames
-            corr = correlate_window(cs, window_ns=window_ns, reference=reference, on_part=writer.add)
-            observer.whole(cs, corr)
-        else:
-            notes = frame_notes(frames)
-            pts, tables, _ = point_tables(frames)  # each point's table as decoded, not stacked
-            del frames
-            corr = correlate_tables(pts, tables, [np.full(len(t), k, np.int64) for k, t in enumerate(tables)], notes=notes,
-                                    window_ns=window_ns, reference=reference, on_part=writer.add, release=True)  # fmt: skip
-        writer.close(None)  # hops written while the correlation sums up
+        writer = _HopsWriter(out)
+        try:
+            if observer is not None:  # the observer reads the capture set's one stacked table, as the in-memory run does
+                cs = CaptureSet.from_frames(frames)
+                del frames
+                corr = correlate_window(cs, window_ns=window_ns, reference=reference, on_part=writer.add)
+                observer.whole(cs, corr)
+            else:
+                notes = frame_notes(frames)
+                pts, tables, _ = point_tables(frames)  # each point's table as decoded, not stacked
+                del frames
+                corr = correlate_tables(pts, tables, [np.full(len(t), k, np.int64) for k, t in enumerate(tables)], notes=notes,
+                                        window_ns=window_ns, reference=reference, on_part=writer.add, release=True)  # fmt: skip
+            writer.close(None)  # hops written while the correlation sums up
+        except BaseException:  # an error, Ctrl-C or SIGTERM (signals_as_interrupt): out left as it was, nothing beside it
+            writer.discard()
+            raise
         return corr, StreamStats(
             windows=1, carried_journeys=0, carried_rows=0, passes=1, window_rows=len(corr.hops)
         )
@@ -636,22 +640,59 @@ cost a quarter of the write."""
 
 
 class _HopsWriter:
-    """Hops of each window appended to ``out`` in a writer thread, as they come (beside ``out`` first, renamed or
-    copied at the end; ``direct``: straight into ``out``, for one window)."""
+    """Hops of each window appended, in a writer thread as they come, to a file staged beside ``out`` (``.OUT.partial``)
+    that becomes ``out`` only once complete (renamed; copied into an ``out`` that is no regular file, such as a pipe
+    or ``/dev/stdout``, staged in ``TMPDIR`` then): an error, Ctrl-C or SIGTERM leaves ``out`` as it was."""
 
-    def __init__(self, out: str | os.PathLike | None, *, direct: bool = False) -> None:
+    def __init__(self, out: str | os.PathLike | None) -> None:
         from concurrent.futures import ThreadPoolExecutor
 
         self.out = None if out is None else Path(out)
-        self.tmp = None if out is None else self.out if direct else self.out.with_name(f".{self.out.name}.partial")
         self.writer = None
         self.pool = ThreadPoolExecutor(1) if out is not None else None
         self.pending: list = []
         self.ambiguous = 0  # journeys written as ambiguous (ambiguous among their window's: so also in the end)
+        self.staged: list[Path] = []  # files of ours to remove on an error (the partial one, a rewrite of it)
+        self.tmp = None if out is None else self._stage("partial")
         if self.tmp is not None:
             import pyarrow.parquet as pq
 
             self.writer = pq.ParquetWriter(os.fspath(self.tmp), hops_schema(), **_PARQUET)
+
+    def _stage(self, what: str) -> Path:
+        """A new file for the hops on their way to ``out``: ``.OUT.WHAT`` beside it, or in ``TMPDIR`` when ``out`` is
+        no regular file (nothing can be renamed onto a pipe)."""
+        if self._pipe():
+            import tempfile
+
+            with interrupts_deferred():  # recorded as soon as it exists: removed whatever comes next
+                fd, name = tempfile.mkstemp(prefix=f"pcaptools-hops-{what}-", suffix=".parquet")
+                os.close(fd)
+                self.staged.append(Path(name))
+        else:
+            self.staged.append(self.out.with_name(f".{self.out.name}.{what}"))
+        return self.staged[-1]
+
+    def _pipe(self) -> bool:
+        """Whether ``out`` is a FIFO, a character device or a socket (written through, never replaced)."""
+        import stat
+
+        try:
+            mode = os.stat(self.out).st_mode
+        except OSError:
+            return False
+        return stat.S_ISFIFO(mode) or stat.S_ISCHR(mode) or stat.S_ISSOCK(mode)
+
+    def _publish(self, path: Path) -> None:
+        """Make the complete file at ``path`` ``out``."""
+        if self._pipe():
+            import shutil
+
+            with open(path, "rb") as src, open(self.out, "wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+            os.remove(path)
+        else:
+            os.replace(path, self.out)
 
     def add(self, part: Part) -> None:
         """Queue one window's hops (Parquet writing releases the GIL: matching goes on meanwhile)."""
@@ -668,37 +709,38 @@ class _HopsWriter:
         self.ambiguous += int(h["ambiguous"].to_numpy()[first].sum())
 
     def close(self, m) -> bool:
-        """Finish the file; copy it with ambiguity corrected when a later window changed it (``m``: the matcher,
-        None for one window). True if copied."""
+        """Finish the file and make it ``out``; copied with ambiguity corrected when a later window changed it (``m``:
+        the matcher, None for one window). True if copied."""
         if self.writer is None:
             return False
         for f in self.pending:
             f.result()
         self.pool.shutdown()
         self.writer.close()
-        if m is None or self.tmp == self.out:
-            return False
-        final = m.spine.ambiguous()
-        if int(final.sum()) == self.ambiguous:  # written ambiguous ones are so in the end: as many means the same ones
-            os.replace(self.tmp, self.out)
+        final = None if m is None else m.spine.ambiguous()
+        if final is None or int(final.sum()) == self.ambiguous:  # as many ambiguous in the end means the same ones
+            self._publish(self.tmp)
             return False
         import pyarrow as pa
         import pyarrow.parquet as pq
 
         src = pq.ParquetFile(os.fspath(self.tmp))
-        with pq.ParquetWriter(os.fspath(self.out), hops_schema(), **_PARQUET) as w:
+        fixed = self._stage("rewrite")
+        with pq.ParquetWriter(os.fspath(fixed), hops_schema(), **_PARQUET) as w:
             for g in range(src.num_row_groups):
                 t = src.read_row_group(g)
                 j = t.column("journey").to_numpy()
                 k = t.schema.get_field_index("ambiguous")
                 t = t.set_column(k, t.schema.field(k), pa.array(final[j], pa.bool_()))
                 w.write_table(t)
+        src.close()
+        self._publish(fixed)
         os.remove(self.tmp)
         return True
 
     def discard(self) -> None:
         """After an error or an interrupt: the writer thread's last window finished (not reported: the caller's error
-        is), the file closed and, if it is the partial one beside ``out``, removed (a ``direct`` one is ``out``)."""
+        is), the file closed and every staged file removed; ``out`` is left as it was."""
         if self.writer is None:
             return
         with interrupts_deferred():  # the thread still writes to the file: it is closed once, after that
@@ -707,6 +749,6 @@ class _HopsWriter:
             self.pool.shutdown()
             with contextlib.suppress(Exception):  # the error that brought us here is the one to report
                 self.writer.close()
-            if self.tmp != self.out:
+            for path in self.staged:
                 with contextlib.suppress(FileNotFoundError):
-                    os.remove(self.tmp)
+                    os.remove(path)
