@@ -6,10 +6,15 @@ Points, in request order: node-1's client veth, node-1:eth0, node-2:eth0, node-2
 Most flows cross the uplinks VXLAN-encapsulated (UDP 4789, VNI 4096), the rest natively routed.
 node-2's clock runs ``offset_ns`` ahead; each hop adds 15-45 us; a sighting is dropped with
 probability ``drop`` (and then missing at every later point); ``retrans`` of the TCP packets are sent
-again 200 ms later with a new IPv4 id. Writes ``manifest.json`` and an ``inventory.json`` in the shape
+again 200 ms later with a new IPv4 id. ``flow_span`` (a fraction of the stream, default: none) makes each flow a short
+connection: its packets fall within that fraction of the stream around a random start, it takes the next ephemeral
+source port (32768-60999 in turn, by start, as Linux allocates them) and a TCP flow opens with a SYN and a SYN-ACK and
+ends with a FIN. Without it (the default) flows are spread over the whole stream and the files are those of before
+the option, byte for byte. Writes ``manifest.json`` and an ``inventory.json`` in the shape
 of ``kubectl get nodes,pods,services,endpointslices -A -o json``.
 
     python benchmarks/gen_set.py --packets 200000 --out /tmp/set
+    python benchmarks/gen_set.py --packets 100000 --flows 8000 --flow-span 0.001 --out /tmp/many   # 8k short connections
 """
 
 from __future__ import annotations
@@ -97,13 +102,16 @@ def _pcap(ts_ns: np.ndarray, encap: np.ndarray, tcp: np.ndarray, f: dict[str, np
 
 
 def generate(n: int, out: Path, *, flows: int = 200, vxlan: float = 0.75, drop: float = 0.005, retrans: float = 0.002,
-             offset_ns: int = 3_700_000, seed: int = 0) -> dict:  # fmt: skip
-    """Write the capture set of a stream of about ``n`` packets to ``out``; return its ground truth summary."""
+             offset_ns: int = 3_700_000, seed: int = 0, flow_span: float | None = None) -> dict:  # fmt: skip
+    """Write the capture set of a stream of about ``n`` packets to ``out``; return its ground truth summary
+    (``connections``: flows with packets)."""
     rng = np.random.default_rng(seed)
     f_tcp = rng.random(flows) < 0.8
     f_vx = rng.random(flows) < vxlan
     f_sport = rng.integers(32768, 61000, flows)
     flow = rng.integers(0, flows, n)
+    if flow_span is not None:  # its own generator: the default draws stay those of before
+        flow, f_sport = _localized(flow, flows, flow_span, np.random.default_rng([seed, 1]))
     fwd = rng.random(n) < 0.55
     _, first_of_flow = np.unique(flow, return_index=True)
     fwd[first_of_flow] = True  # every connection opens with a request
@@ -111,6 +119,9 @@ def generate(n: int, out: Path, *, flows: int = 200, vxlan: float = 0.75, drop: 
     kind = rng.random(n)
     max_payload = MTU_FRAME - ETH - IP4 - np.where(tcp, TCP, UDP) - VXLAN_OVERHEAD
     payload = np.where(kind < 0.45, 0, np.where(kind < 0.85, max_payload, (rng.random(n) * max_payload).astype(np.int64)))
+    if flow_span is not None:
+        opening, closing = _handshakes(flow, fwd, tcp)
+        payload[opening] = 0
     t = START_NS + np.cumsum(rng.exponential(8_000, n).astype(np.int64) + 1)
     ip_id = np.empty(n, np.int64)  # per flow and direction, counting up as Linux does
     key = flow * 2 + fwd
@@ -122,6 +133,10 @@ def generate(n: int, out: Path, *, flows: int = 200, vxlan: float = 0.75, drop: 
     seq[order] = (np.cumsum(payload[order]) + key[order] * 104729) & 0xFFFFFFFF
     ack = rng.integers(0, 2**32, n)
     flags = np.where(payload > 0, 0x18, 0x10)
+    if flow_span is not None:
+        flags[opening] = np.where(fwd[opening], 0x02, 0x12)  # SYN, SYN-ACK
+        flags[closing] |= 0x01  # FIN
+    connections = int(np.unique(flow).size)
     # retransmissions: the same segment again 200 ms later, with a new IPv4 id
     again = np.flatnonzero(tcp & (rng.random(n) < retrans))
     cols = {"flow": flow, "fwd": fwd, "tcp": tcp, "payload": payload, "t": t, "ip_id": ip_id, "seq": seq, "ack": ack, "flags": flags}
@@ -174,7 +189,33 @@ def generate(n: int, out: Path, *, flows: int = 200, vxlan: float = 0.75, drop: 
         captures.append({"file": name, "node": node, "interface": iface, "role": role, **({"pod": pod} if pod else {})})
     (out / "manifest.json").write_text(json.dumps({"cni": "synthetic-vxlan", "captures": captures}, indent=1))
     (out / "inventory.json").write_text(json.dumps(_inventory(), indent=1))
-    return {"packets": int(m), "sightings": int(sightings), "offset_ns": offset_ns, "retransmitted": int(again.size)}
+    return {"packets": int(m), "sightings": int(sightings), "offset_ns": offset_ns, "retransmitted": int(again.size),
+            "connections": connections}
+
+
+def _localized(flow: np.ndarray, flows: int, span: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(each packet's flow, each flow's source port) when every flow's packets fall within ``span`` of the stream: the
+    packets' flows reordered by a position drawn in their flow's interval, ports given in turn by flow start."""
+    n = flow.shape[0]
+    start = rng.random(flows) * (1 - span) * n
+    pos = start[flow] + rng.random(n) * span * n
+    by_start = np.empty(flows, np.int64)
+    by_start[np.argsort(start, kind="stable")] = np.arange(flows)
+    return flow[np.argsort(pos, kind="stable")], 32768 + by_start % (61000 - 32768)
+
+
+def _handshakes(flow: np.ndarray, fwd: np.ndarray, tcp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(the SYN and SYN-ACK packets: each TCP flow's first request and first reply, its last packet: the FIN)."""
+    i = np.arange(flow.shape[0])
+    firsts = []
+    for side in (fwd, ~fwd):
+        rows = i[side]
+        _, at = np.unique(flow[rows], return_index=True)
+        firsts.append(rows[at])
+    opening = np.sort(np.concatenate(firsts))
+    _, last = np.unique(flow[::-1], return_index=True)
+    closing = np.setdiff1d(flow.shape[0] - 1 - last, opening)
+    return opening[tcp[opening]], closing[tcp[closing]]
 
 
 def _ip(v: int) -> str:
@@ -207,10 +248,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--packets", type=int, default=200_000)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--flows", type=int, default=200, help="flows (connections) in the stream")
+    ap.add_argument("--flow-span", type=float, default=None,
+                    help="each flow's packets within this fraction of the stream (0-1), short connections with a "
+                         "handshake; default: spread over the whole stream")  # fmt: skip
     ap.add_argument("--out", type=Path, required=True)
     a = ap.parse_args()
+    if a.flow_span is not None and not 0 < a.flow_span <= 1:
+        ap.error(f"--flow-span must be a fraction of the stream in (0, 1], got {a.flow_span}")
     t0 = time.perf_counter()
-    info = generate(a.packets, a.out, seed=a.seed)
+    info = generate(a.packets, a.out, flows=a.flows, seed=a.seed, flow_span=a.flow_span)
     print(f"{a.out}: {info} in {time.perf_counter() - t0:.1f} s")
 
 
