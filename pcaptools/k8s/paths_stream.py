@@ -214,7 +214,7 @@ def _bounded(sources, *, points, links, inventory, window_ns, reference, with_fl
         corr, cs, files, stats = _correlate(srcs, points, links, inv, window_ns, reference, allow_outside, memory, window_rows,
                                             hops_path, ev)  # fmt: skip
         release_freed_memory()
-        flows = _flows(files, memory) if with_flows else None
+        flows = _flow_lookup(_flows(files, memory)) if with_flows else None  # the whole table is dropped
         release_freed_memory()
         ps, d = _paths_of_file(hops_path, corr, inv, flows, memory, bucket_rows, Path(tmp),
                                connections_file(hops_out) if hops_out is not None else None,
@@ -245,6 +245,41 @@ def _flows(files: list[str], memory: int) -> pd.DataFrame | None:
 
     parts = [read_flows_bounded(f, memory=memory) for f in files]
     return concat_flows(parts) if parts else None
+
+
+_FLOW_KEY = ["file", "proto", "orig_h", "orig_p", "resp_h", "resp_p"]
+"""A connection's client-side flow key, as :func:`~pcaptools.k8s.paths._with_flows` joins it."""
+
+
+def _flow_lookup(flows: pd.DataFrame | None):
+    """What each bucket's build joins of the client-side ``flows`` (:func:`~pcaptools.k8s.paths._with_flows`), made
+    once: the joined columns, one row per key (the first by time, as the join keeps it), addresses and files as
+    categories; returned as a function giving the rows of the keys a bucket asks for (the table when it is empty).
+    Per bucket the join copied, stringified and sorted the whole flow table: a transient of about 300 bytes a flow
+    per bucket, which grew with the connections (issue #11)."""
+    from pcaptools.k8s.paths import _FLOW_JOINED
+
+    if flows is None or not len(flows):
+        return flows
+    text = ("file", "orig_h", "resp_h")
+    f = flows.loc[:, _FLOW_KEY + [*_FLOW_JOINED, "first_ts_ns"]].copy()
+    del flows
+    for k in text:
+        f[k] = f[k].astype(str)
+    f = f.sort_values("first_ts_ns").drop_duplicates(_FLOW_KEY, keep="first")
+    for k in text:
+        f[k] = f[k].astype("category")
+    f = f.reset_index(drop=True)
+    index = pd.MultiIndex.from_arrays([f[k].cat.codes.to_numpy(np.int64) if k in text else f[k].to_numpy(np.int64) for k in _FLOW_KEY])
+
+    def rows_of(wanted: pd.DataFrame) -> pd.DataFrame:
+        """The flow rows of ``wanted``'s keys (columns :data:`_FLOW_KEY`), in the prepared table's order."""
+        arrays = [f[k].cat.categories.get_indexer(wanted[k].astype(str)).astype(np.int64) if k in text
+                  else wanted[k].to_numpy(np.int64) for k in _FLOW_KEY]  # fmt: skip
+        at = index.get_indexer(pd.MultiIndex.from_arrays(arrays))
+        return f.iloc[np.unique(at[at >= 0])]
+
+    return rows_of
 
 
 def _paths_of_file(hops_path: Path, corr, inv, flows, memory: int, bucket_rows: int | None, tmp: Path,

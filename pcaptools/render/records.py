@@ -407,13 +407,28 @@ def paths_document(paths: pd.DataFrame, nat: pd.DataFrame, hops: pd.DataFrame, *
 
 def path_records(paths: pd.DataFrame, nat: pd.DataFrame, hops: pd.DataFrame, *, diagnosis=None,
                  nat_rules: pd.DataFrame | None = None) -> Iterator[dict]:
-    """The ``paths`` of :func:`paths_document`, one connection's object at a time."""
+    """The ``paths`` of :func:`paths_document`, one connection's object at a time, made :data:`RECORD_CHUNK`
+    connections at a time (their hops, NAT steps and rows as objects: a few KiB a connection, never all of them)."""
+    for lo in range(0, len(paths), RECORD_CHUNK):
+        yield from _path_records(paths.iloc[lo:lo + RECORD_CHUNK], nat, hops, diagnosis, nat_rules)
+
+
+RECORD_CHUNK = 4096
+"""Connections whose ``--json`` objects :func:`path_records` makes at once (each chunk reads the hops and NAT tables
+once: 256 chunks of a million connections)."""
+
+
+def _path_records(paths: pd.DataFrame, nat: pd.DataFrame, hops: pd.DataFrame, diagnosis,
+                  nat_rules: pd.DataFrame | None) -> Iterator[dict]:  # fmt: skip
+    """:func:`path_records` of some consecutive connections."""
     from pcaptools.schema import PATH_COLUMNS
 
     fwd = paths["forward_journey"].to_numpy(np.int64)
     rep = paths["reply_journey"].to_numpy(np.int64)
     wanted = np.concatenate([fwd, rep[rep >= 0]])
     hop_of = _hops_by_journey(hops, wanted)
+    if nat_rules is not None:  # only these journeys' rule objects
+        nat_rules = nat_rules.loc[_in_journeys(nat_rules["journey"].to_numpy(np.int64), wanted)]
     nat_of = _nat_by_journey(nat, wanted, nat_rules)
     for r in records(paths.drop(columns=[c for c in _PATH_TEXT if c in paths.columns]), PATH_COLUMNS):
         f, b = r["forward_journey"], r["reply_journey"]

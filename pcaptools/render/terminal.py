@@ -17,6 +17,8 @@ from pcaptools.fmt import PROTO_NAMES, fmt_ns
 from pcaptools.fmt import endpoint as _endpoint
 
 if TYPE_CHECKING:  # rich is imported where output is drawn, so `safe` costs nothing at startup
+    from collections.abc import Iterable
+
     from rich.console import Console
     from rich.table import Table
     from rich.text import Text
@@ -432,7 +434,7 @@ def print_paths(ps, con: Console, *, brief: bool = False, nat_rules=None) -> Non
     import numpy as np
     from rich.text import Text
 
-    from pcaptools.render.records import _hops_by_journey, _nat_by_journey
+    from pcaptools.render.records import RECORD_CHUNK, _hops_by_journey, _in_journeys, _nat_by_journey
 
     df, inv, corr = ps.paths, ps.inventory, ps.correlation
     out = _Lines(con)
@@ -445,46 +447,58 @@ def print_paths(ps, con: Console, *, brief: bool = False, nat_rules=None) -> Non
     else:
         head += " · no inventory: addresses are not named (pass --inventory)"
     out(head, "bold")
-    js = np.concatenate([df["forward_journey"].to_numpy(np.int64), df["reply_journey"].to_numpy(np.int64)])
     shown = getattr(ps, "shown_nat", None)  # the representative journeys' NAT rows: the whole table need not be made
     nat = shown if shown is not None else ps.nat
-    nat_of = _nat_by_journey(nat, js, nat_rules) if nat is not None and len(nat) else {}
-    hops_of = _hops_by_journey(corr.hops, js) if corr is not None else {}
+
+    def chunks(with_hops: bool):
+        """(connections, NAT steps and hops of their journeys as objects) :data:`RECORD_CHUNK` connections at a time:
+        the objects of a few KiB a connection are never made for all of them at once."""
+        for lo in range(0, len(df), RECORD_CHUNK):
+            part = df.iloc[lo:lo + RECORD_CHUNK]
+            js = np.concatenate([part["forward_journey"].to_numpy(np.int64), part["reply_journey"].to_numpy(np.int64)])
+            rules = nat_rules
+            if rules is not None:
+                rules = rules.loc[_in_journeys(rules["journey"].to_numpy(np.int64), js)]
+            nat_of = _nat_by_journey(nat, js, rules) if nat is not None and len(nat) else {}
+            hops_of = _hops_by_journey(corr.hops, js) if corr is not None and with_hops else {}
+            yield part.itertuples(index=False), nat_of, hops_of
+
     width = con.size.width
-    conns = list(df.itertuples(index=False))
     if width >= _WIDE_LAYOUT:
-        _paths_table(out, conns, nat_of)
+        _paths_table(out, chunks(False))
     else:  # compact: two lines per connection, wrapped at spaces so names stay whole
-        for r in conns:
-            keep = {"yes": "client IP kept", "no": "client IP SNAT", "unknown": "client IP ?"}[str(r.client_ip_preserved)]
-            hops = [_at(r.client, r.client_node), f"via {_s(r.service)}" if _s(r.service) else "", _at(r.backend, r.backend_node)]
-            route = "  " + " → ".join(h for h in hops if h)
-            if out.plain:  # styles show nowhere: the same characters without building rich Text
-                out(f"#{r.connection} {r.kind}{route}")
-            else:
-                line = Text(f"#{r.connection} ", style="bold")
-                line.append(str(r.kind), style=_KIND_STYLE.get(str(r.kind), ""))
-                line.append(route)
-                out(line)
-            bits = [b for b in (_nat_short(nat_of.get(int(r.forward_journey), [])), _encap_short(r), keep,
-                                f"1st pkt {fmt_ns(int(r.latency_ns))}" if r.latency_ns >= 0 else "") if b]  # fmt: skip
-            for x in _pack(bits, width):
-                out(x, "dim")
-    if not brief:
-        for r in conns:
-            out()
-            fj, rj = int(r.forward_journey), int(r.reply_journey)
-            block = path_block(r, nat_of.get(fj, []), hops_of.get(fj, []))
-            if rj >= 0 and nat_of.get(rj):
-                steps = [s["text"] for s in nat_of[rj]]
-                block.append([f"reply: {steps[0]}", *steps[1:]])
-            out(block[0], "bold " + _KIND_STYLE.get(str(r.kind), ""))
-            for line in block[1:]:
-                if isinstance(line, list):
-                    for x in _pack(line, width, indent=2):
-                        out(x)
+        for conns, nat_of, _ in chunks(False):
+            for r in conns:
+                keep = {"yes": "client IP kept", "no": "client IP SNAT", "unknown": "client IP ?"}[str(r.client_ip_preserved)]
+                hops = [_at(r.client, r.client_node), f"via {_s(r.service)}" if _s(r.service) else "", _at(r.backend, r.backend_node)]
+                route = "  " + " → ".join(h for h in hops if h)
+                if out.plain:  # styles show nowhere: the same characters without building rich Text
+                    out(f"#{r.connection} {r.kind}{route}")
                 else:
-                    out(line, "dim" if line.startswith("      ") else "")
+                    line = Text(f"#{r.connection} ", style="bold")
+                    line.append(str(r.kind), style=_KIND_STYLE.get(str(r.kind), ""))
+                    line.append(route)
+                    out(line)
+                bits = [b for b in (_nat_short(nat_of.get(int(r.forward_journey), [])), _encap_short(r), keep,
+                                    f"1st pkt {fmt_ns(int(r.latency_ns))}" if r.latency_ns >= 0 else "") if b]  # fmt: skip
+                for x in _pack(bits, width):
+                    out(x, "dim")
+    if not brief:
+        for conns, nat_of, hops_of in chunks(True):
+            for r in conns:
+                out()
+                fj, rj = int(r.forward_journey), int(r.reply_journey)
+                block = path_block(r, nat_of.get(fj, []), hops_of.get(fj, []))
+                if rj >= 0 and nat_of.get(rj):
+                    steps = [s["text"] for s in nat_of[rj]]
+                    block.append([f"reply: {steps[0]}", *steps[1:]])
+                out(block[0], "bold " + _KIND_STYLE.get(str(r.kind), ""))
+                for line in block[1:]:
+                    if isinstance(line, list):
+                        for x in _pack(line, width, indent=2):
+                            out(x)
+                    else:
+                        out(line, "dim" if line.startswith("      ") else "")
         out()
         out("legend: ▸ iface@node capture point (tunnel, outer IPs), +time since the previous one (corrected clocks); "
             "indented: translation 'op before→after @node (why)' applied before that point", "dim")  # fmt: skip
@@ -493,8 +507,9 @@ def print_paths(ps, con: Console, *, brief: bool = False, nat_rules=None) -> Non
     out.flush()
 
 
-def _paths_table(out: _Lines, conns: list, nat_of: dict[int, list[dict]]) -> None:
-    """The wide summary: one table row per connection (plain text where styles show nowhere, else rich's table)."""
+def _paths_table(out: _Lines, chunks: Iterable[tuple[Iterable, dict[int, list[dict]], dict]]) -> None:
+    """The wide summary: one table row per connection (plain text where styles show nowhere, else rich's table) of
+    ``chunks`` of (connections, their journeys' NAT steps, -)."""
     from rich.text import Text
 
     heads = ("#", "kind", "client", "service", "backend", "NAT", "encap", "client IP", "1st pkt")
@@ -506,11 +521,12 @@ def _paths_table(out: _Lines, conns: list, nat_of: dict[int, list[dict]]) -> Non
         return tab
 
     rows = []
-    for r in conns:
-        keep = {"yes": "kept", "no": "SNAT", "unknown": "?"}[str(r.client_ip_preserved)]
-        rows.append((str(r.connection), str(r.kind), safe(_at(r.client, r.client_node)), safe(_s(r.service)),
-                     safe(_at(r.backend, r.backend_node)), safe(_nat_short(nat_of.get(int(r.forward_journey), [])) or "-"),
-                     safe(_encap_short(r)), keep, fmt_ns(int(r.latency_ns)) if r.latency_ns >= 0 else ""))  # fmt: skip
+    for conns, nat_of, _ in chunks:
+        for r in conns:
+            keep = {"yes": "kept", "no": "SNAT", "unknown": "?"}[str(r.client_ip_preserved)]
+            rows.append((str(r.connection), str(r.kind), safe(_at(r.client, r.client_node)), safe(_s(r.service)),
+                         safe(_at(r.backend, r.backend_node)), safe(_nat_short(nat_of.get(int(r.forward_journey), [])) or "-"),
+                         safe(_encap_short(r)), keep, fmt_ns(int(r.latency_ns)) if r.latency_ns >= 0 else ""))  # fmt: skip
     lines = _plain_table(out.con, make, rows) if out.plain else None
     if lines is not None:
         out.drawn(lines)
