@@ -141,9 +141,11 @@ def main() -> None:
 
 
 def _growth(lo: dict, hi: dict, per: str) -> str:
-    """Peak RSS difference of two runs per difference in ``per`` (sightings, connections), bytes; '-' when equal."""
+    """Peak RSS difference of two runs per difference in ``per`` (sightings, connections), bytes; '-' unless the sets
+    differ in what makes that grow (stream packets for sightings, flows for connections)."""
+    varies = lo["packets"] != hi["packets"] if per == "sightings" else lo["flows"] != hi["flows"]
     d = (hi[per] or 0) - (lo[per] or 0)
-    return f"{(hi['peak_rss_mb'] - lo['peak_rss_mb']) * 2**20 / d:.0f}" if d and lo[per] and hi[per] else "-"
+    return f"{(hi['peak_rss_mb'] - lo['peak_rss_mb']) * 2**20 / d:.0f}" if varies and d and lo[per] and hi[per] else "-"
 
 
 if __name__ == "__main__":
