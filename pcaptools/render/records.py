@@ -409,16 +409,37 @@ def path_records(paths: pd.DataFrame, nat: pd.DataFrame, hops: pd.DataFrame, *, 
                  nat_rules: pd.DataFrame | None = None) -> Iterator[dict]:
     """The ``paths`` of :func:`paths_document`, one connection's object at a time, made :data:`RECORD_CHUNK`
     connections at a time (their hops, NAT steps and rows as objects: a few KiB a connection, never all of them)."""
+    hops, nat = ByJourney(hops), ByJourney(nat)
     for lo in range(0, len(paths), RECORD_CHUNK):
         yield from _path_records(paths.iloc[lo:lo + RECORD_CHUNK], nat, hops, diagnosis, nat_rules)
 
 
-RECORD_CHUNK = 2048
-"""Connections whose ``--json`` objects :func:`path_records` makes at once (each chunk reads the hops and NAT tables
-once: 489 chunks of a million connections; about 8 KiB a connection while its chunk is written)."""
+RECORD_CHUNK = 512
+"""Connections whose ``--json`` objects (and ``paths`` routes) are made at once: about 16 KiB a connection while its
+chunk is written (the text's routes; measured on gen_set.py's short connections), each chunk's rows found by
+:class:`ByJourney`, not by a pass over the tables."""
 
 
-def _path_records(paths: pd.DataFrame, nat: pd.DataFrame, hops: pd.DataFrame, diagnosis,
+class ByJourney:
+    """A table's rows of some journeys, in the table's order, found through one stable sort by journey (a lookup per
+    chunk of connections costs the rows found, not a pass over the table)."""
+
+    def __init__(self, table: pd.DataFrame) -> None:
+        j = table["journey"].to_numpy(np.int64)
+        self.table = table
+        self._order = np.argsort(j, kind="stable")
+        self._sorted = j[self._order]
+
+    def rows(self, journeys: np.ndarray) -> pd.DataFrame:
+        """The rows whose journey is one of ``journeys``, as ``table.loc[np.isin(table.journey, journeys)]``."""
+        w = np.unique(np.asarray(journeys, np.int64))
+        lo, hi = np.searchsorted(self._sorted, w), np.searchsorted(self._sorted, w, side="right")
+        n = hi - lo
+        at = np.repeat(lo, n) + np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n)
+        return self.table.iloc[np.sort(self._order[at])]
+
+
+def _path_records(paths: pd.DataFrame, nat: ByJourney, hops: ByJourney, diagnosis,
                   nat_rules: pd.DataFrame | None) -> Iterator[dict]:  # fmt: skip
     """:func:`path_records` of some consecutive connections."""
     from pcaptools.schema import PATH_COLUMNS
@@ -426,10 +447,10 @@ def _path_records(paths: pd.DataFrame, nat: pd.DataFrame, hops: pd.DataFrame, di
     fwd = paths["forward_journey"].to_numpy(np.int64)
     rep = paths["reply_journey"].to_numpy(np.int64)
     wanted = np.concatenate([fwd, rep[rep >= 0]])
-    hop_of = _hops_by_journey(hops, wanted)
+    hop_of = _hops_by_journey(hops.rows(wanted), wanted)
     if nat_rules is not None:  # only these journeys' rule objects
         nat_rules = nat_rules.loc[_in_journeys(nat_rules["journey"].to_numpy(np.int64), wanted)]
-    nat_of = _nat_by_journey(nat, wanted, nat_rules)
+    nat_of = _nat_by_journey(nat.rows(wanted), wanted, nat_rules)
     for r in records(paths.drop(columns=[c for c in _PATH_TEXT if c in paths.columns]), PATH_COLUMNS):
         f, b = r["forward_journey"], r["reply_journey"]
         r["proto_name"] = PROTO_NAMES.get(r["proto"])

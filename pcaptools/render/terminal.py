@@ -434,7 +434,13 @@ def print_paths(ps, con: Console, *, brief: bool = False, nat_rules=None) -> Non
     import numpy as np
     from rich.text import Text
 
-    from pcaptools.render.records import RECORD_CHUNK, _hops_by_journey, _in_journeys, _nat_by_journey
+    from pcaptools.render.records import (
+        RECORD_CHUNK,
+        ByJourney,
+        _hops_by_journey,
+        _in_journeys,
+        _nat_by_journey,
+    )
 
     df, inv, corr = ps.paths, ps.inventory, ps.correlation
     out = _Lines(con)
@@ -449,6 +455,8 @@ def print_paths(ps, con: Console, *, brief: bool = False, nat_rules=None) -> Non
     out(head, "bold")
     shown = getattr(ps, "shown_nat", None)  # the representative journeys' NAT rows: the whole table need not be made
     nat = shown if shown is not None else ps.nat
+    nat_at = ByJourney(nat) if nat is not None and len(nat) else None
+    hops_at = ByJourney(corr.hops) if corr is not None else None
 
     def chunks(with_hops: bool):
         """(connections, NAT steps and hops of their journeys as objects) :data:`RECORD_CHUNK` connections at a time:
@@ -459,8 +467,8 @@ def print_paths(ps, con: Console, *, brief: bool = False, nat_rules=None) -> Non
             rules = nat_rules
             if rules is not None:
                 rules = rules.loc[_in_journeys(rules["journey"].to_numpy(np.int64), js)]
-            nat_of = _nat_by_journey(nat, js, rules) if nat is not None and len(nat) else {}
-            hops_of = _hops_by_journey(corr.hops, js) if corr is not None and with_hops else {}
+            nat_of = _nat_by_journey(nat_at.rows(js), js, rules) if nat_at is not None else {}
+            hops_of = _hops_by_journey(hops_at.rows(js), js) if hops_at is not None and with_hops else {}
             yield part.itertuples(index=False), nat_of, hops_of
 
     width = con.size.width
