@@ -358,7 +358,8 @@ def paths_cmd(
         from pcaptools.render.records import document, path_records
 
         _print_json_items(document("paths", connections=len(ps.paths), skipped_files=skipped, paths=[]), "paths",
-                          path_records(ps.paths, ps.nat, ps.correlation.hops, diagnosis=d, nat_rules=nat_rules))  # fmt: skip
+                          path_records(ps.paths, ps.nat, ps.correlation.hops, diagnosis=d, nat_rules=nat_rules,
+                                       columns=True))  # fmt: skip
         return
     from pcaptools.render.terminal import fmt_int, print_paths, safe
 
@@ -936,7 +937,7 @@ def why_cmd(
         _inferred(ps.captures)
     skipped = _skipped(ps.skipped_files)
     if as_json:
-        _print_json_items({**d.head(), "skipped_files": skipped}, "connections", d.records())
+        _print_json_items({**d.head(), "skipped_files": skipped}, "connections", d.records(columns=True))
         return
     from pcaptools.render.terminal import print_why
 

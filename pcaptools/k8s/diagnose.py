@@ -69,13 +69,45 @@ def _mtu_floor(addr) -> int:  # noqa: ANN001 - an address string (or None)
     return _MTU_FLOOR[6 if ":" in str(addr or "") else 4]
 
 
-class _Attempts(list):
-    """A connection's timeline in :meth:`Diagnosis.connection_record`: the attempt objects, and their values as columns
-    (``timeline_columns``: per attempt its direction, packet, number and whether it got through, the bounds of its
-    sightings, then every sighting's point and time) for a writer that renders them column-wise
-    (:func:`pcaptools.render.records.dumps`)."""
+class Timeline:
+    """A connection's retransmission timeline as columns (numpy arrays): per attempt its ``direction``, ``packet``,
+    ``attempt`` number and whether it ``reached`` its end, ``cut`` where its sightings start (one more bound than
+    attempts), per sighting its ``point`` and ``ts_ns``. :meth:`objects` is the ``why --json`` list of attempt objects;
+    :func:`pcaptools.render.records.write_document` writes the same text from the columns a few thousand sightings at a
+    time, so a connection of a million sightings is never a million objects."""
 
-    timeline_columns: tuple = ((), (), (), (), (0,), (), ())  # no attempt
+    __slots__ = ("direction", "packet", "attempt", "reached", "cut", "point", "ts_ns")
+
+    def __init__(self, direction: np.ndarray, packet: np.ndarray, attempt: np.ndarray, reached: np.ndarray,
+                 cut: np.ndarray, point: np.ndarray, ts_ns: np.ndarray) -> None:  # fmt: skip
+        self.direction, self.packet, self.point, self.ts_ns = direction, packet, point, ts_ns
+        self.attempt = np.asarray(attempt).astype(np.int64)
+        self.reached = np.asarray(reached).astype(bool)
+        self.cut = np.asarray(cut, np.int64)
+
+    def __len__(self) -> int:
+        return len(self.cut) - 1
+
+    @property
+    def timeline_columns(self) -> tuple:
+        """The columns a writer renders (:func:`pcaptools.render.records.dumps` recognises a timeline by them)."""
+        return (self.direction, self.packet, self.attempt, self.reached, self.cut, self.point, self.ts_ns)
+
+    def objects(self, lo: int = 0, hi: int | None = None) -> list[dict]:
+        """Attempts ``lo`` to ``hi`` (default: all) as ``{direction, packet, attempt, reached, sightings: [{point,
+        ts_ns}]}`` objects, the ``timeline`` of :meth:`Diagnosis.connection_record`."""
+        hi = len(self) if hi is None else hi
+        cut = self.cut[lo:hi + 1].tolist()
+        a0, a1 = cut[0], cut[-1]
+        pts, ts = self.point[a0:a1].tolist(), self.ts_ns[a0:a1].tolist()
+        d, k, n, ok = (x[lo:hi].tolist() for x in (self.direction, self.packet, self.attempt, self.reached))
+        return [{"direction": d[i], "packet": k[i], "attempt": n[i], "reached": ok[i],
+                 "sightings": [{"point": p, "ts_ns": x} for p, x in zip(pts[a - a0:b - a0], ts[a - a0:b - a0])]}  # noqa: B905
+                for i, (a, b) in enumerate(zip(cut[:-1], cut[1:], strict=True))]  # fmt: skip
+
+
+_NO_ATTEMPT = (np.zeros(0, object),) * 2 + (np.zeros(0, np.int64), np.zeros(0, bool), np.zeros(1, np.int64),
+                                            np.zeros(0, object), np.zeros(0, np.int64))  # fmt: skip
 
 
 @dataclass
@@ -112,8 +144,9 @@ class Diagnosis:
             self._rows["loss_values"] = {k: self.losses[k].tolist() for k in LOSS_COLUMNS[1:]}
         return self._rows[table].get(c, np.zeros(0, np.int64))
 
-    def connection_record(self, c: int) -> dict:
-        """The ``why --json`` fields of connection ``c`` (status, losses, timeline)."""
+    def connection_record(self, c: int, *, columns: bool = False) -> dict:
+        """The ``why --json`` fields of connection ``c`` (status, losses, timeline); ``columns``: the timeline as a
+        :class:`Timeline` of arrays (what ``--json`` writes a chunk at a time), else its list of attempt objects."""
         row = self._rows_of("connections", c)
         status = str(self._rows["status_values"][row[0]]) if len(row) else "ok"
         lv = self._rows["loss_values"]  # columns as lists: no pandas object per connection
@@ -123,22 +156,19 @@ class Diagnosis:
              "confidence": round(float(lv["confidence"][i]), 2), "evidence": lv["evidence"][i]}
             for i in self._rows_of("losses", c).tolist()
         ]  # fmt: skip
-        timeline = _Attempts()
         idx = self._rows_of("timeline", c)
         if len(idx):  # attempts in order of first row, as groupby(sort=False) of (direction, packet, attempt)
             v = self._rows["timeline_values"]
             gid = self._rows["timeline_group"]
             idx = idx[np.argsort(gid[idx], kind="stable")]
             g = gid[idx]
-            cut = [*np.flatnonzero(np.r_[True, g[1:] != g[:-1]]).tolist(), len(idx)]
-            pts, ts = v["point"][idx].tolist(), v["ts_corrected_ns"][idx].tolist()
+            cut = np.r_[np.flatnonzero(np.r_[True, g[1:] != g[:-1]]), len(idx)]
             heads = idx[cut[:-1]]
-            d, k, n, ok = (v[x][heads].tolist() for x in ("direction", "packet", "attempt", "reached"))
-            n, ok = [int(x) for x in n], [bool(x) for x in ok]
-            timeline.extend({"direction": d[i], "packet": k[i], "attempt": n[i], "reached": ok[i],
-                             "sightings": [{"point": p, "ts_ns": x} for p, x in zip(pts[a:b], ts[a:b])]}  # noqa: B905
-                            for i, (a, b) in enumerate(zip(cut[:-1], cut[1:], strict=True)))  # fmt: skip
-            timeline.timeline_columns = (d, k, n, ok, cut, pts, ts)
+            tl = Timeline(*(v[x][heads] for x in ("direction", "packet", "attempt", "reached")), cut,
+                          v["point"][idx], v["ts_corrected_ns"][idx])  # fmt: skip
+        else:
+            tl = Timeline(*_NO_ATTEMPT)
+        timeline = tl if columns else tl.objects()
         out = {"status": status, "losses": losses, "timeline": timeline}
         if self.nat_rules is not None:
             nr = self.nat_rules.iloc[self._rows_of("nat_rules", c)]
@@ -154,8 +184,9 @@ class Diagnosis:
         """:meth:`to_dict` with an empty ``connections`` (:func:`pcaptools.render.records.write_document` fills it in)."""
         return {"schema_version": SCHEMA_VERSION, "command": "why", "connections": [], "notes": list(self.notes)}
 
-    def records(self) -> Iterator[dict]:
-        """The ``connections`` of :meth:`to_dict`, one at a time."""
+    def records(self, *, columns: bool = False) -> Iterator[dict]:
+        """The ``connections`` of :meth:`to_dict`, one at a time (``columns``: each timeline a :class:`Timeline`,
+        for :func:`pcaptools.render.records.write_document`)."""
         for r in self.connections.itertuples(index=False):
             yield {
                 "connection": int(r.connection), "proto": PROTO_NAMES.get(int(r.proto), str(int(r.proto))),
@@ -163,7 +194,7 @@ class Diagnosis:
                            "name": r.client},
                 "server": {"addr": r.server_addr, "port": None if r.server_port < 0 else int(r.server_port),
                            "name": r.server},
-                **self.connection_record(int(r.connection)),
+                **self.connection_record(int(r.connection), columns=columns),
             }  # fmt: skip
 
     def to_json(self, **kw) -> str:

@@ -106,12 +106,19 @@ def dumps(doc: dict) -> str:
     ``json.dumps(doc, indent=2, ensure_ascii=False, allow_nan=False)``, about 2.4x faster for the plain dicts, lists,
     strings and numbers documents hold (the standard library's indenting encoder is Python generators; its C encoder
     does not indent); anything else (a tuple, a non-string key, NaN, numpy scalars, deep nesting) is left to it."""
-    out: list[str] = []
+    out: list = []
     try:
         _encode(doc, 0, out)
     except (_Unusual, IndexError, RecursionError):
-        return json.dumps(doc, indent=2, ensure_ascii=False, allow_nan=False)
-    return "".join(out)
+        return json.dumps(doc, indent=2, ensure_ascii=False, allow_nan=False, default=_objects)
+    return "".join(p if type(p) is str else "".join(p) for p in out)
+
+
+def _objects(o: Any) -> list:
+    """json.dumps' ``default`` for what :func:`_encode` writes itself: a timeline given as columns, as its objects."""
+    if hasattr(o, "timeline_columns"):
+        return o.objects()
+    raise TypeError(f"Object of type {type(o).__name__} is not JSON serializable")
 
 
 class _Unusual(Exception):
@@ -141,9 +148,11 @@ def _scalar(v: Any) -> str | None:
     return None
 
 
-def _encode(o: Any, level: int, out: list[str]) -> None:
+def _encode(o: Any, level: int, out: list) -> None:
     """Append the indented JSON text of ``o`` to ``out`` (json.dumps' layout with indent=2); raises _Unusual for
-    anything but exact dicts with str keys, lists and :func:`_scalar` values."""
+    anything but exact dicts with str keys, lists and :func:`_scalar` values. A timeline given as columns (an object
+    with ``timeline_columns``, :class:`pcaptools.k8s.diagnose.Timeline`) is appended as an iterator of its text's
+    pieces (:func:`_timeline_pieces`), made when they are written."""
     t = type(o)
     if t is dict:
         if not o:
@@ -188,32 +197,65 @@ def _encode(o: Any, level: int, out: list[str]) -> None:
     else:
         text = _scalar(o)
         if text is None:
-            cols = getattr(o, "timeline_columns", None)
-            if cols is None or (text := _attempts(cols, level)) is None:
+            if not hasattr(o, "timeline_columns"):
                 raise _Unusual
+            out.append(_timeline_pieces(o, level))
+            return
         out.append(text)
 
 
-def _attempts(cols: tuple, level: int) -> str | None:
-    """The indented JSON text of a diagnosis timeline given as columns (``timeline_columns`` of
-    :meth:`pcaptools.k8s.diagnose.Diagnosis.connection_record`'s ``timeline``): what :func:`_encode` writes for its
-    list of ``{direction, packet, attempt, reached, sightings: [{point, ts_ns}]}`` objects, a sighting a string
-    concatenation; None for values it leaves to the general path (a point that is no string)."""
-    direction, packet, number, reached, cut, points, ts = cols
-    if not all(type(x) is str for x in (*set(points), *direction, *packet)) or not all(type(x) is int for x in (*number, *ts)):
-        return None
-    n1, n2, n3, n4 = (_NEWLINE[level + i] for i in range(1, 5))  # attempts, their fields, sightings, their fields
-    head = {p: "{" + n4 + '"point": ' + _esc(p) + "," + n4 + '"ts_ns": ' for p in set(points)}
+TIMELINE_PIECE = 4096
+"""Sightings in one piece of a timeline's text (:func:`_timeline_pieces`): a few hundred KiB of text at a time."""
+
+
+def _timeline_pieces(tl: Any, level: int) -> Iterator[str]:
+    """The indented JSON text of a diagnosis timeline given as columns (``tl.timeline_columns``, a
+    :class:`pcaptools.k8s.diagnose.Timeline`) as pieces of about :data:`TIMELINE_PIECE` sightings, each made when it is
+    asked for: what :func:`_encode` writes for ``tl.objects()`` (a list of ``{direction, packet, attempt, reached,
+    sightings: [{point, ts_ns}]}``), without an object or a string per sighting held beyond its piece."""
+    cut = tl.timeline_columns[4]
+    n = len(cut) - 1
+    nls = tuple(_NEWLINE[level + i] for i in range(5))  # (IndexError here: too deep, the caller's fallback)
+
+    def pieces() -> Iterator[str]:
+        if n <= 0:
+            yield "[]"
+            return
+        lo = 0
+        while lo < n:
+            hi = int(np.searchsorted(cut, cut[lo] + TIMELINE_PIECE, "right")) - 1  # attempts ending within a piece
+            hi = min(max(hi, lo + 1), n, lo + TIMELINE_PIECE)
+            yield ("[" if lo == 0 else ",") + nls[1] + _attempts(tl, lo, hi, nls)
+            lo = hi
+        yield nls[0] + "]"
+
+    return pieces()
+
+
+def _attempts(tl: Any, lo: int, hi: int, nls: tuple[str, ...]) -> str:
+    """The text of attempts ``lo`` to ``hi`` of a timeline given as columns, each indented as an item of the list
+    whose line breaks are ``nls`` (its own, then each level deeper) and separated as there; a sighting is a string
+    concatenation. Values but str points, directions and packets, int numbers and times are left to json.dumps."""
+    direction, packet, number, reached, cut, points, ts = tl.timeline_columns
+    n1, n2, n3, n4 = nls[1:]  # attempts, their fields, sightings, their fields
+    cut = cut[lo:hi + 1].tolist()
+    d, k, a, ok = (x[lo:hi].tolist() for x in (direction, packet, number, reached))
+    p, t = points[cut[0]:cut[-1]].tolist(), ts[cut[0]:cut[-1]].tolist()
+    if any(type(x) is not str for x in (*set(p), *d, *k)) or (ts.dtype.kind not in "iu" and any(type(x) is not int for x in t)):
+        return ("," + n1).join(json.dumps(o, indent=2, ensure_ascii=False, allow_nan=False).replace("\n", n1)
+                               for o in tl.objects(lo, hi))  # fmt: skip
+    head = {x: "{" + n4 + '"point": ' + _esc(x) + "," + n4 + '"ts_ns": ' for x in set(p)}
     tail = n3 + "}"
-    seen = [head[p] + int.__repr__(t) + tail for p, t in zip(points, ts, strict=True)]
+    seen = [head[x] + int.__repr__(y) + tail for x, y in zip(p, t, strict=True)]
     sep = "," + n3
+    base = cut[0]
     items = [
-        "{" + n2 + '"direction": ' + _esc(d) + "," + n2 + '"packet": ' + _esc(k) + "," + n2 + '"attempt": ' + int.__repr__(a)
-        + "," + n2 + '"reached": ' + ("true" if ok else "false") + "," + n2 + '"sightings": '
-        + ("[" + n3 + sep.join(seen[lo:hi]) + n2 + "]" if hi > lo else "[]") + n1 + "}"
-        for d, k, a, ok, lo, hi in zip(direction, packet, number, reached, cut[:-1], cut[1:], strict=True)
+        "{" + n2 + '"direction": ' + _esc(di) + "," + n2 + '"packet": ' + _esc(ki) + "," + n2 + '"attempt": ' + int.__repr__(ai)
+        + "," + n2 + '"reached": ' + ("true" if oi else "false") + "," + n2 + '"sightings": '
+        + ("[" + n3 + sep.join(seen[s0 - base:s1 - base]) + n2 + "]" if s1 > s0 else "[]") + n1 + "}"
+        for di, ki, ai, oi, s0, s1 in zip(d, k, a, ok, cut[:-1], cut[1:], strict=True)
     ]  # fmt: skip
-    return "[" + n1 + ("," + n1).join(items) + _NEWLINE[level] + "]" if items else "[]"
+    return ("," + n1).join(items)
 
 
 _ITEMS = "\x00pcaptools-items\x00"
@@ -234,7 +276,16 @@ def write_document(doc: dict, key: str, items: Iterable[Any], write: Callable[[s
     gc.disable()  # items are trees of dicts, lists and scalars, made and dropped here: a collection would only walk them
     try:
         for item in items:
-            write(("[\n" if first else ",\n") + pad + _dumps_at(item, len(pad) // 2))
+            text: list[str] = [("[\n" if first else ",\n") + pad]
+            for part in _parts_at(item, len(pad) // 2):
+                if type(part) is str:
+                    text.append(part)
+                    continue
+                write("".join(text))  # a timeline's pieces: the text before it, then each piece as it is made
+                text = []
+                for piece in part:
+                    write(piece)
+            write("".join(text))
             first = False
     finally:
         if collecting:
@@ -243,15 +294,16 @@ def write_document(doc: dict, key: str, items: Iterable[Any], write: Callable[[s
     write(tail)
 
 
-def _dumps_at(item: Any, level: int) -> str:
+def _parts_at(item: Any, level: int) -> list:
     """:func:`dumps` of ``item`` with every line after the first indented ``level`` steps, as it reads at that depth of
-    a document (written there directly, not re-indented)."""
-    out: list[str] = []
+    a document (written there directly, not re-indented), as :func:`_encode`'s parts: strings, and a timeline's
+    pieces as an iterator."""
+    out: list = []
     try:
         _encode(item, level, out)
     except (_Unusual, IndexError, RecursionError):
-        return dumps(item).replace("\n", _NEWLINE[0] + "  " * level)
-    return "".join(out)
+        return [dumps(item).replace("\n", _NEWLINE[0] + "  " * level)]
+    return out
 
 
 # --- per command ----------------------------------------------------------------------------------
@@ -406,12 +458,14 @@ def paths_document(paths: pd.DataFrame, nat: pd.DataFrame, hops: pd.DataFrame, *
 
 
 def path_records(paths: pd.DataFrame, nat: pd.DataFrame, hops: pd.DataFrame, *, diagnosis=None,
-                 nat_rules: pd.DataFrame | None = None) -> Iterator[dict]:
+                 nat_rules: pd.DataFrame | None = None, columns: bool = False) -> Iterator[dict]:
     """The ``paths`` of :func:`paths_document`, one connection's object at a time, made :data:`RECORD_CHUNK`
-    connections at a time (their hops, NAT steps and rows as objects: a few KiB a connection, never all of them)."""
+    connections at a time (their hops, NAT steps and rows as objects: a few KiB a connection, never all of them;
+    ``columns``: each diagnosis timeline a :class:`pcaptools.k8s.diagnose.Timeline`, which :func:`write_document`
+    writes a piece at a time)."""
     hops, nat = ByJourney(hops), ByJourney(nat)
     for lo in range(0, len(paths), RECORD_CHUNK):
-        yield from _path_records(paths.iloc[lo:lo + RECORD_CHUNK], nat, hops, diagnosis, nat_rules)
+        yield from _path_records(paths.iloc[lo:lo + RECORD_CHUNK], nat, hops, diagnosis, nat_rules, columns)
 
 
 RECORD_CHUNK = 512
@@ -440,7 +494,7 @@ class ByJourney:
 
 
 def _path_records(paths: pd.DataFrame, nat: ByJourney, hops: ByJourney, diagnosis,
-                  nat_rules: pd.DataFrame | None) -> Iterator[dict]:  # fmt: skip
+                  nat_rules: pd.DataFrame | None, columns: bool) -> Iterator[dict]:  # fmt: skip
     """:func:`path_records` of some consecutive connections."""
     from pcaptools.schema import PATH_COLUMNS
 
@@ -461,7 +515,7 @@ def _path_records(paths: pd.DataFrame, nat: ByJourney, hops: ByJourney, diagnosi
         r["forward_points"] = [h["point"] for h in r["hops"]]
         r["reverse_points"] = [h["point"] for h in r["reply_hops"]]
         if diagnosis is not None:
-            rec = diagnosis.connection_record(int(r["connection"]))
+            rec = diagnosis.connection_record(int(r["connection"]), columns=columns)
             rec.pop("nat", None)  # why's per-connection rule list: here the rules sit on each NAT step
             r.update(rec)
         yield r
