@@ -364,10 +364,7 @@ class PacketEvidence:
         at = np.clip(np.searchsorted(buf[:, 0], key), 0, len(buf) - 1)
         hit = buf[at, 0] == key
         rows, j = buf[at[hit]], journey[hit]
-        o = np.lexsort((rows[:, 0], j))  # per journey its first row in packet-table order
-        rows, j = rows[o], j[o]
-        first = np.r_[True, j[1:] != j[:-1]] if len(j) else np.zeros(0, bool)
-        self._seq.append(np.column_stack([j[first], rows[first, 1:]]))
+        self._seq.append(_first_rows(rows, j))
         keep = np.ones(len(buf), bool)
         keep[at[hit]] = False
         self._pending = [buf[keep]] if keep.any() else []
@@ -429,6 +426,26 @@ class PacketEvidence:
             own = out.get(name, (a, b))
             out[name] = (min(a, own[0]), max(b, own[1]))
         return out
+
+
+def _first_rows(rows: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """(journey, seq, ack, payload length) of each journey of ``j`` from its first row in packet-table order (``rows``:
+    (key, seq, ack, payload length), one per entry of ``j``), journeys ascending. Rows given in key order (an
+    in-memory run, a window's batch) with journeys spanning a few times their count take one pass, not a sort."""
+    n = len(j)
+    if not n:
+        return np.zeros((0, 4), np.int64)
+    lo = int(j.min())
+    span = int(j.max()) - lo + 1
+    if span <= 4 * n + 1024 and bool((rows[1:, 0] > rows[:-1, 0]).all()):
+        first = np.full(span, n, np.int64)
+        np.minimum.at(first, j - lo, np.arange(n, dtype=np.int64))  # rows in key order: the first is the least position
+        js = np.flatnonzero(first < n)
+        return np.column_stack([js + lo, rows[first[js], 1:]])
+    o = np.lexsort((rows[:, 0], j))  # per journey its first row in packet-table order
+    rows, j = rows[o], j[o]
+    first = np.r_[True, j[1:] != j[:-1]]
+    return np.column_stack([j[first], rows[first, 1:]])
 
 
 def _icmp_events(icmp: pd.DataFrame, hops: pd.DataFrame) -> pd.DataFrame:
@@ -983,14 +1000,15 @@ def _connection(ctx: _Context, t: JourneyTable, r, fwd: np.ndarray, rev: np.ndar
         if int(r.proto) == 6 and lost[js].any():  # a segment its receiver acknowledged arrived: the capture missed it
             ax = Acks(t, js, other)
             got = {i for key, g in groups.items() if key[0] == "loss" for i in g.tolist() if ax.acked(i, lost)}
-            for key in [k for k in groups if k[0] == "loss"]:
-                mine = np.isin(groups[key], np.fromiter(got, np.int64, len(got)))
+            acked = np.fromiter(got, np.int64, len(got))
+            for key in [k for k in groups if k[0] == "loss"] if got else []:  # none acknowledged: the groups stand
+                mine = np.isin(groups[key], acked)
                 if mine.any():
                     groups[("acked", *key[1:])] = groups[key][mine]
                     groups[key] = groups[key][~mine]
                     if not len(groups[key]):
                         del groups[key]
-            lost[np.fromiter(got, np.int64, len(got))] = False
+            lost[acked] = False
         passed = js[~lost[js]]
         for (kind, last, q), lg in groups.items():
             cause, conf, why = _cause(ctx, t, r, direction, kind, last, q, lg, passed, other)

@@ -262,9 +262,10 @@ def timeline(t: JourneyTable, order: np.ndarray, g: np.ndarray, lost: np.ndarray
     gstart = np.flatnonzero(brk)
     attempt = np.arange(len(sel)) - np.repeat(gstart, np.diff(np.r_[gstart, len(sel)])) + 1
     heads = order[sel[gstart]]
-    labels = np.array([f"{flag_text(f) or 'packet'} {z}B #{x & 0xFFFF:04x}"
-                       for f, z, x in zip(t.flags[heads].tolist(), t.size[heads].tolist(), t.fp[heads].tolist(), strict=True)],
-                      dtype=object)  # fmt: skip
+    hf = t.flags[heads].tolist()
+    kind = {f: flag_text(f) or "packet" for f in set(hf)}  # a few distinct flag sets: named once each
+    labels = np.array([f"{kind[f]} {z}B #{x & 0xFFFF:04x}"
+                       for f, z, x in zip(hf, t.size[heads].tolist(), t.fp[heads].tolist(), strict=True)], dtype=object)  # fmt: skip
     jr = order[sel]
     cnt = t.npts[jr]
     rep = np.repeat(np.arange(len(sel)), cnt)

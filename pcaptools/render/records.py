@@ -246,13 +246,16 @@ def _attempts(tl: Any, lo: int, hi: int, nls: tuple[str, ...]) -> str:
                                for o in tl.objects(lo, hi))  # fmt: skip
     head = {x: "{" + n4 + '"point": ' + _esc(x) + "," + n4 + '"ts_ns": ' for x in set(p)}
     tail = n3 + "}"
-    seen = [head[x] + int.__repr__(y) + tail for x, y in zip(p, t, strict=True)]
+    seen = [f"{head[x]}{y}{tail}" for x, y in zip(p, t, strict=True)]  # one string built per sighting, no partial sums
     sep = "," + n3
     base = cut[0]
+    esc = {x: _esc(x) for x in (*set(d), *set(k))}  # two directions and a label per packet: escaped once each
+    f1, f2, f3, f4 = ("," + n2 + f'"{x}": ' for x in ("packet", "attempt", "reached", "sightings"))
+    open_, close = "[" + n3, n2 + "]" + n1 + "}"
+    head0 = "{" + n2 + '"direction": '
     items = [
-        "{" + n2 + '"direction": ' + _esc(di) + "," + n2 + '"packet": ' + _esc(ki) + "," + n2 + '"attempt": ' + int.__repr__(ai)
-        + "," + n2 + '"reached": ' + ("true" if oi else "false") + "," + n2 + '"sightings": '
-        + ("[" + n3 + sep.join(seen[s0 - base:s1 - base]) + n2 + "]" if s1 > s0 else "[]") + n1 + "}"
+        f"{head0}{esc[di]}{f1}{esc[ki]}{f2}{ai}{f3}{'true' if oi else 'false'}{f4}{open_}{sep.join(seen[s0 - base:s1 - base])}{close}"
+        if s1 > s0 else f"{head0}{esc[di]}{f1}{esc[ki]}{f2}{ai}{f3}{'true' if oi else 'false'}{f4}[]{n1}}}"
         for di, ki, ai, oi, s0, s1 in zip(d, k, a, ok, cut[:-1], cut[1:], strict=True)
     ]  # fmt: skip
     return ("," + n1).join(items)
