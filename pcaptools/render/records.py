@@ -253,9 +253,10 @@ def _attempts(tl: Any, lo: int, hi: int, nls: tuple[str, ...]) -> str:
     f1, f2, f3, f4 = ("," + n2 + f'"{x}": ' for x in ("packet", "attempt", "reached", "sightings"))
     open_, close = "[" + n3, n2 + "]" + n1 + "}"
     head0 = "{" + n2 + '"direction": '
+    empty = "[]" + n1 + "}"
     items = [
-        f"{head0}{esc[di]}{f1}{esc[ki]}{f2}{ai}{f3}{'true' if oi else 'false'}{f4}{open_}{sep.join(seen[s0 - base:s1 - base])}{close}"
-        if s1 > s0 else f"{head0}{esc[di]}{f1}{esc[ki]}{f2}{ai}{f3}{'true' if oi else 'false'}{f4}[]{n1}}}"
+        f"{head0}{esc[di]}{f1}{esc[ki]}{f2}{ai}{f3}{'true' if oi else 'false'}{f4}"
+        f"{open_ + sep.join(seen[s0 - base:s1 - base]) + close if s1 > s0 else empty}"
         for di, ki, ai, oi, s0, s1 in zip(d, k, a, ok, cut[:-1], cut[1:], strict=True)
     ]  # fmt: skip
     return ("," + n1).join(items)
@@ -420,6 +421,8 @@ def _nat_by_journey(nat: pd.DataFrame, journeys: np.ndarray, nat_rules: pd.DataF
     from pcaptools.schema import NAT_COLUMNS
 
     sub = nat.loc[_in_journeys(nat["journey"].to_numpy(np.int64), journeys)].sort_values(["journey", "step"], kind="stable")
+    if nat_rules is not None:  # only these journeys' rule objects
+        nat_rules = nat_rules.loc[_in_journeys(nat_rules["journey"].to_numpy(np.int64), journeys)]
     rules = nat_rule_objects(nat_rules)
     out: dict[int, list[dict]] = {}
     for r in records(sub, NAT_COLUMNS):
@@ -505,8 +508,6 @@ def _path_records(paths: pd.DataFrame, nat: ByJourney, hops: ByJourney, diagnosi
     rep = paths["reply_journey"].to_numpy(np.int64)
     wanted = np.concatenate([fwd, rep[rep >= 0]])
     hop_of = _hops_by_journey(hops.rows(wanted), wanted)
-    if nat_rules is not None:  # only these journeys' rule objects
-        nat_rules = nat_rules.loc[_in_journeys(nat_rules["journey"].to_numpy(np.int64), wanted)]
     nat_of = _nat_by_journey(nat.rows(wanted), wanted, nat_rules)
     for r in records(paths.drop(columns=[c for c in _PATH_TEXT if c in paths.columns]), PATH_COLUMNS):
         f, b = r["forward_journey"], r["reply_journey"]

@@ -438,7 +438,6 @@ def print_paths(ps, con: Console, *, brief: bool = False, nat_rules=None) -> Non
         RECORD_CHUNK,
         ByJourney,
         _hops_by_journey,
-        _in_journeys,
         _nat_by_journey,
     )
 
@@ -464,10 +463,7 @@ def print_paths(ps, con: Console, *, brief: bool = False, nat_rules=None) -> Non
         for lo in range(0, len(df), RECORD_CHUNK):
             part = df.iloc[lo:lo + RECORD_CHUNK]
             js = np.concatenate([part["forward_journey"].to_numpy(np.int64), part["reply_journey"].to_numpy(np.int64)])
-            rules = nat_rules
-            if rules is not None:
-                rules = rules.loc[_in_journeys(rules["journey"].to_numpy(np.int64), js)]
-            nat_of = _nat_by_journey(nat_at.rows(js), js, rules) if nat_at is not None else {}
+            nat_of = _nat_by_journey(nat_at.rows(js), js, nat_rules) if nat_at is not None else {}
             hops_of = _hops_by_journey(hops_at.rows(js), js) if hops_at is not None and with_hops else {}
             yield part.itertuples(index=False), nat_of, hops_of
 
