@@ -26,6 +26,7 @@ from pcaptools.correlate.sample import ClockSample
 from pcaptools.correlate.spine import Spine
 from pcaptools.correlate.summary import totals
 from pcaptools.correlate.windows import CATEGORIES, Categories, Matcher, Part, rows_of
+from pcaptools.decode.table import as_text, category_union
 from pcaptools.errors import CorrelationError
 
 DEFAULT_WINDOW_NS = 2_000_000_000
@@ -109,8 +110,8 @@ def correlate(capture_set: CaptureSet, *, window_ns: int = DEFAULT_WINDOW_NS, re
 def correlate_window(capture_set: CaptureSet, *, window_ns: int = DEFAULT_WINDOW_NS, reference: str | None = None,
                      on_part: Callable[[Part], None] | None = None) -> Correlation:  # fmt: skip
     """:func:`correlate`, handing the hops to ``on_part`` (a writer) before the summary is computed."""
-    pk = capture_set.packets
-    corr = correlate_tables(capture_set.points, [pk], [pk["point_id"].to_numpy(np.int64)], notes=capture_set.notes,
+    tables, point_ids = capture_set.tables()
+    corr = correlate_tables(capture_set.points, tables, point_ids, notes=capture_set.notes,
                             window_ns=window_ns, reference=reference, on_part=on_part)  # fmt: skip
     corr.skipped_files = list(capture_set.skipped_files)
     return corr
@@ -159,8 +160,13 @@ def _stacked(arrays: list[np.ndarray]) -> np.ndarray:
 
 
 def _text(indexes: list[pd.Index], text: bool) -> list[pd.Index]:
-    """Each table's categories of one column, as text when several tables are stacked (as :func:`concat` does)."""
-    return [pd.Index(list(c.astype(str)), dtype=object) for c in indexes] if text else indexes
+    """Each table's categories of one column, as text when several tables are stacked, of the dtype stacking gives
+    them (:func:`~pcaptools.decode.table.concat`: the one-window run's hops are the stacked table's, category dtypes included)."""
+    if not text:
+        return indexes
+    texts = as_text(indexes)
+    kind = category_union(texts).categories.dtype
+    return [c.astype(kind) for c in texts]
 
 
 def check_options(nodes: list[str], window_ns: int, reference: str | None) -> None:

@@ -56,7 +56,9 @@ class CapturePoint:
 
 @dataclass
 class CaptureSet:
-    """Decoded packets of every capture point in one table (column ``point``), plus the points' metadata."""
+    """Decoded packets of every capture point in one table (column ``point``), plus the points' metadata. A set
+    made from decoded tables (:meth:`from_frames`, :meth:`load`) keeps each point's table and stacks them on the
+    first read of ``packets``; the one-window correlation reads them as they are (:meth:`tables`)."""
 
     points: list[CapturePoint]
     packets: pd.DataFrame  # NEEDED columns + point, node, interface (category), point_id (int32), payload_hash
@@ -71,7 +73,16 @@ class CaptureSet:
     skipped_files: list[dict] = field(default_factory=list)
 
     def __len__(self) -> int:
-        return len(self.packets)
+        return sum(len(t) for t in self.tables()[0])
+
+    def tables(self) -> tuple[list[pd.DataFrame], list[np.ndarray]]:
+        """Its packets as tables with each row's point id, in the stacked table's row order: each point's table
+        as decoded while :attr:`packets` has not been read (the one-window correlation reads them as they are:
+        stacking a large set costs a copy of it and seconds), else the stacked table."""
+        pending = self.__dict__["_packets"]
+        if isinstance(pending, _Unstacked):
+            return pending.parts, [np.full(len(t), k, np.int64) for k, t in enumerate(pending.parts)]
+        return [pending], [pending["point_id"].to_numpy(np.int64)]
 
     @property
     def nodes(self) -> list[str]:
@@ -97,21 +108,50 @@ class CaptureSet:
         one computed from their files (``read_packets(..., payload_hash=True)`` takes it while decoding)."""
         notes = frame_notes(frames)
         pts, parts, stats = point_tables(frames)
-        names = [p.name for p in pts]
+        counters = {p.name: st for p, st in zip(pts, stats, strict=True) if st is not None}
         keep = [c for c in parts[0].columns if c in NEEDED or c in KEPT or c == "payload_hash"] if parts else [*NEEDED, "payload_hash"]
-        packets = concat(parts, keep, text_categories=len(parts) > 1)
-        sizes = [len(sub) for sub in parts]
-        point_id = np.repeat(np.arange(len(pts), dtype=np.int32), sizes)
-        packets["point"] = pd.Categorical.from_codes(point_id, categories=pd.Index(names), validate=False)
+        packets = _Unstacked(pts, [t[keep] for t in parts])  # the kept columns, as views (copy on write)
+        return cls(points=pts, packets=packets, cni=cni, notes=notes, interface_stats=counters)
+
+
+
+@dataclass
+class _Unstacked:
+    """Each point's decoded table, stacked into :attr:`CaptureSet.packets` only when something reads it."""
+
+    points: list[CapturePoint]
+    parts: list[pd.DataFrame]
+
+    def stack(self) -> pd.DataFrame:
+        """One table: every part's rows, categories unioned (first-seen order), with the point columns."""
+        pts, parts = self.points, self.parts
+        packets = concat(parts, text_categories=len(parts) > 1)
+        point_id = np.repeat(np.arange(len(pts), dtype=np.int32), [len(sub) for sub in parts])
+        packets["point"] = pd.Categorical.from_codes(point_id, categories=pd.Index([p.name for p in pts]), validate=False)
         for col in ("node", "interface"):  # categories sorted, as astype("category") makes them
             labels = [getattr(p, col) for p in pts]
             cats = sorted(set(labels))
             code = np.array([cats.index(x) for x in labels], np.int32)
             packets[col] = pd.Categorical.from_codes(code[point_id], categories=pd.Index(cats), validate=False)
         packets["point_id"] = point_id
-        counters = {p.name: st for p, st in zip(pts, stats, strict=True) if st is not None}
-        return cls(points=pts, packets=packets, cni=cni, notes=notes, interface_stats=counters)
+        return packets
 
+
+def _read_packets_attr(cs: CaptureSet) -> pd.DataFrame:
+    pending = cs.__dict__["_packets"]
+    if isinstance(pending, _Unstacked):
+        pending = cs.__dict__["_packets"] = pending.stack()
+    return pending
+
+
+def _write_packets_attr(cs: CaptureSet, value) -> None:
+    cs.__dict__["_packets"] = value
+
+
+# the dataclass field ``packets`` read through a property: a set made by from_frames stacks its points' tables on
+# the first read (``paths`` never reads it: the correlation takes the tables as they are, CaptureSet.tables)
+CaptureSet.packets = property(_read_packets_attr, _write_packets_attr, doc="Every point's packets in one table "
+                              "(NEEDED columns + point, node, interface (category), point_id (int32), payload_hash).")  # fmt: skip
 
 
 def frame_notes(frames: list[tuple[dict, pd.DataFrame]]) -> list[str]:

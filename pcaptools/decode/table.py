@@ -295,6 +295,17 @@ def category_dtype(values: tuple[str, ...]) -> pd.CategoricalDtype:
     return pd.CategoricalDtype(pd.Index(values, dtype=object))
 
 
+def as_text(indexes: list[pd.Index]) -> list[pd.Index]:
+    """Tables' categories of one column as text (tables from other decoders), as :func:`concat` stacks them."""
+    return [pd.Index(list(c.astype(str)), dtype=object) for c in indexes]
+
+
+def category_union(indexes: list[pd.Index]) -> pd.Categorical:
+    """An empty Categorical over the union of tables' categories of one column, in first-seen order."""
+    empty = np.zeros(0, np.int8)
+    return union_categoricals([pd.Categorical.from_codes(empty, categories=c) for c in indexes], ignore_order=True)
+
+
 def concat(frames: list[pd.DataFrame], columns: list[str] | None = None, *, text_categories: bool = False) -> pd.DataFrame:
     """Stack tables row-wise, one copy per column. Category columns keep their dtype with the categories
     ``union_categoricals(..., ignore_order=True)`` gives (first-seen order), found from the categories alone;
@@ -307,10 +318,9 @@ def concat(frames: list[pd.DataFrame], columns: list[str] | None = None, *, text
         if isinstance(first.dtype, pd.CategoricalDtype):
             cats = [f[name].cat.categories for f in frames]
             if text_categories:
-                cats = [pd.Index(list(c.astype(str)), dtype=object) for c in cats]
+                cats = as_text(cats)
             codes = [f[name].cat.codes.to_numpy() for f in frames]
-            empty = np.zeros(0, np.int8)
-            union = union_categoricals([pd.Categorical.from_codes(empty, categories=c) for c in cats], ignore_order=True)
+            union = category_union(cats)
             u = union.categories
             parts = []
             for c, k in zip(cats, codes, strict=True):

@@ -105,9 +105,12 @@ BUILD_ROW_COST = 1000
 """Bytes one hops row takes at the peak of building its bucket's paths (the bucket's table, its causal order, NAT table
 and per-row arrays; measured 540 on gen_set.py's 79,223 sightings: 97 the table, 440 the build), with a margin."""
 
-ROW_PEAK = 1500
-"""Peak bytes per packet record of the in-memory ``paths`` run (correlation, flows, paths and their
-inputs; 1.1-1.5 KiB measured per sighting on gen_set.py sets): what decides that a set is streamed."""
+ROW_PEAK = 1200
+"""Peak bytes per packet record of the in-memory ``paths`` run (correlation, flows, paths and their inputs, with
+``--json`` the diagnosis): what decides that a set is streamed. Measured 2026-12-02 (peak RSS less the libraries and
+the largest file, over the records): 460-570 bytes on gen_set.py's 1M-packet set (3.96 M records, 148 connections:
+``paths`` 2.6 GiB, ``paths --json`` 3.1), 630 on its 200k set, 1,190 on a 100k set of 32,000 short connections
+(408k records: what each connection holds adds up); was 1,500 from older measurements."""
 
 MIN_BUCKET_ROWS = 1 << 15
 """Fewest hops rows a bucket is given however small the budget (about 32 MiB at :data:`BUILD_ROW_COST`): each bucket
