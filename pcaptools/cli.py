@@ -761,6 +761,7 @@ def report_cmd(
     sources: list[str] = typer.Argument(..., metavar="DIR", help="Capture sets, as for 'pcaptools compare' (directories); several make a CNI comparison."),  # noqa: B008
     out: str = typer.Option(..., "-o", "--output", metavar="FILE", callback=_output(".html", ".htm", example="report.html", optional=False), help="The HTML file to write (self-contained: opens without network access)."),
     max_packets: int = typer.Option(10, "--max-packets", metavar="N", callback=_positive("packets"), help="Packets drawn per connection in its sequence diagram."),
+    max_diagrams: int = typer.Option(200, "--max-diagrams", metavar="N", callback=_positive("connections"), help="Connections per set whose sequence diagram is drawn (the first ones); the others are listed without one."),
     memory: str = _BUDGET,
 ) -> None:
     """One HTML report: capture points, clocks, connections (with filters), a sequence diagram per connection, per-hop latency, losses; a CNI comparison when given several sets.
@@ -776,7 +777,7 @@ def report_cmd(
     from pcaptools.report import write_report
 
     with _busy(list(sources), "building the report on"):
-        path = write_report(sources, out, max_packets=max_packets, memory=default_memory() if memory is None else memory,
+        path = write_report(sources, out, max_packets=max_packets, max_diagrams=max_diagrams, memory=default_memory() if memory is None else memory,
                             on_skipped=_skipped)  # fmt: skip
     sets = f"{len(sources)} capture set{'s' if len(sources) > 1 else ''}"
     _console().print(f"report on {sets} written to {safe(path)} ({path.stat().st_size / 1e6:.1f} MB)")

@@ -81,6 +81,21 @@ def test_report_on_one_set_shows_every_point_node_and_connection(single, calico_
     assert "CNI comparison" not in text  # one set: no comparison section
 
 
+def test_report_draws_the_first_max_diagrams_connections_and_lists_the_rest(tmp_path, calico_paths):
+    _, paths = calico_paths
+    out = tmp_path / "few.html"
+    res = CliRunner().invoke(app, ["report", str(CALICO), "-o", str(out), "--max-diagrams", "2"], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    text = out.read_text(encoding="utf-8")
+    blocks = re.findall(r'<details id="s0-conn-c(\d+)".*?</details>', text, re.S)
+    assert len(blocks) == len(paths) > 2  # every connection still listed, with its route
+    drawn = re.findall(r'<details id="s0-conn-c\d+".*?(<svg|Diagram not drawn)', text, re.S)
+    assert drawn == ["<svg"] * 2 + ["Diagram not drawn"] * (len(paths) - 2)  # the first two, in the page's order
+    assert text.count("<svg") == 2 + 1  # + the per-hop latency CDF
+    bad = CliRunner().invoke(app, ["report", str(CALICO), "-o", str(tmp_path / "x.html"), "--max-diagrams", "0"])
+    assert bad.exit_code == 2 and "--max-diagrams" in bad.output
+
+
 def test_report_sequence_diagrams_annotate_nat_and_vxlan(single, calico_paths):
     _, paths = calico_paths
     text = single.read_text(encoding="utf-8")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from pcaptools import schema
@@ -84,6 +85,16 @@ def test_sequences_without_an_inventory_keep_the_first_packets_of_each_connectio
     assert len(seq) and seq["packet"].max() == 1
     first = seq.loc[(seq["packet"] == 0) & (seq["hop"] == 0)]
     assert len(first) == len(paths) and not first["reply"].any()
+
+
+@pytest.mark.parametrize("max_packets", [1, 3])
+def test_sequences_of_the_first_packets_are_the_whole_sequences_cut_there(cmp, max_packets):
+    corr, paths, nat = cmp.correlations["calico-vxlan"], cmp.paths["calico-vxlan"], cmp.nat["calico-vxlan"]
+    whole = sequences(corr, paths, nat, CALICO / "inventory.json")
+    first = sequences(corr, paths, nat, CALICO / "inventory.json", max_packets=max_packets)
+    want = whole.loc[whole["packet"] < max_packets].reset_index(drop=True)
+    assert len(first) < len(whole) and (first["nat"] != "").any() and (first["encap"] != "").any()
+    pd.testing.assert_frame_equal(first, want)
 
 
 def test_sequences_mark_where_a_packet_went_missing(tmp_path):

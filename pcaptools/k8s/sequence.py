@@ -28,10 +28,10 @@ def packet_labels(proto: np.ndarray, tcp_flags: np.ndarray) -> np.ndarray:
     names = {1: "ICMP", 6: "TCP", 17: "UDP", 58: "ICMPv6", 132: "SCTP"}
     for p, n in names.items():
         out[proto == p] = n
-    tcp = (proto == 6) & (tcp_flags >= 0)
-    for i in np.flatnonzero(tcp):
-        f = int(tcp_flags[i])
-        out[i] = "-".join(n for bit, n in _FLAG_NAMES if f & bit) or "TCP"
+    tcp = np.flatnonzero((proto == 6) & (tcp_flags >= 0))
+    flags, which = np.unique(np.asarray(tcp_flags)[tcp], return_inverse=True)  # a name per distinct flag set, not per packet
+    named = np.array([""] + ["-".join(n for bit, n in _FLAG_NAMES if int(f) & bit) or "TCP" for f in flags], object)
+    out[tcp] = named[1:][which.reshape(-1)] if len(tcp) else out[tcp]
     rest = out == ""
     out[rest] = [f"proto {int(p)}" for p in proto[rest]]
     return out
@@ -71,6 +71,16 @@ def sequences(correlation, paths: pd.DataFrame, nat: pd.DataFrame | None = None,
     cstart = np.r_[True, jconn[order][1:] != jconn[order][:-1]]
     idx = np.arange(len(uj))
     pk[order] = idx - np.maximum.accumulate(np.where(cstart, idx, 0))
+    start_t = pd.Series(jt).groupby(jconn).transform("min").to_numpy(np.int64)
+    if max_packets is not None and len(uj):  # the connections' first packets only, before any text is made
+        drawn = pk < max_packets
+        if not drawn.all():
+            rows = np.flatnonzero(drawn[ji])
+            h = h.iloc[rows].reset_index(drop=True)
+            uj, jconn, jt, pk, start_t = uj[drawn], jconn[drawn], jt[drawn], pk[drawn], start_t[drawn]
+            j, tc, first = j[rows], tc[rows], first[rows]
+            ji = np.searchsorted(uj, j)
+            crow = jconn[ji]
     # forward: the first sighting's source is the client's as in the path table
     p = paths.set_index("connection")
     cli = p["client_addr"].astype(str).reindex(np.arange(conn.max() + 1)).to_numpy(object)
@@ -78,27 +88,11 @@ def sequences(correlation, paths: pd.DataFrame, nat: pd.DataFrame | None = None,
     src0 = h["src"].astype(str).to_numpy(object)[first]
     sport0 = h["sport"].to_numpy(np.int64)[first]
     reply = ~((src0 == cli[jconn]) & (sport0 == cport[jconn]))
-    start_t = pd.Series(jt).groupby(jconn).transform("min").to_numpy(np.int64)
     labels = packet_labels(h["proto"].to_numpy(np.int64)[first], h["tcp_flags"].to_numpy(np.int64)[first])
     wl = h["wirelen"].to_numpy(np.int64)[first]
-    labels = np.array([f"{lab} {w} B" for lab, w in zip(labels, wl, strict=True)], object)
-    enc = np.full(len(h), "", object)
-    tun = h["tunnel"].notna().to_numpy()
-    if tun.any():
-        vni = h["vni"].to_numpy(np.int64)
-        for i in np.flatnonzero(tun):
-            v = f" vni {vni[i]}" if vni[i] >= 0 else ""
-            enc[i] = f"{h['tunnel'].iat[i]}{v} {h['outer_src'].iat[i]}→{h['outer_dst'].iat[i]}"
-    nat_txt = np.full(len(h), "", object)
-    if nat is not None and len(nat):
-        key = pd.MultiIndex.from_arrays([j, h["point"].astype(str).to_numpy(object), tc])
-        n = nat.sort_values(["journey", "step"])
-        texts = [f"{r.op} {endpoint(str(r.addr_before), int(r.port_before))}→{endpoint(str(r.addr_after), int(r.port_after))}"
-                 + (f" @{r.node}" if isinstance(r.node, str) else "") for r in n.itertuples(index=False)]  # fmt: skip
-        grouped = pd.Series(texts, index=pd.MultiIndex.from_arrays(
-            [n["journey"].to_numpy(np.int64), n["to_point"].astype(str).to_numpy(object), n["ts_corrected_ns"].to_numpy(np.int64)]
-        )).groupby(level=[0, 1, 2]).agg("; ".join)  # fmt: skip
-        nat_txt = grouped.reindex(key).fillna("").to_numpy(object)
+    labels = np.array([f"{lab} {w} B" for lab, w in zip(labels, wl.tolist(), strict=True)], object)
+    enc = _encap_text(h)
+    nat_txt = _nat_text(nat, uj, j, h["point"].astype(str).tolist(), tc)
     missing = np.full(len(h), "", object)
     ls = getattr(correlation, "losses", None)
     if ls is not None and len(ls):
@@ -112,10 +106,42 @@ def sequences(correlation, paths: pd.DataFrame, nat: pd.DataFrame | None = None,
         "label": labels[ji], "nat": nat_txt, "encap": enc, "wirelen": h["wirelen"].to_numpy(np.int32),
         "missing_at": missing,
     })  # fmt: skip
-    if max_packets is not None:
-        out = out.loc[out["packet"].to_numpy() < max_packets]
     out = out.sort_values(["connection", "packet", "hop"], kind="stable", ignore_index=True)
     return conform(out, SEQUENCE_COLUMNS, table="sequences")
+
+
+def _nat_text(nat: pd.DataFrame | None, journeys: np.ndarray, j: np.ndarray, points: list[str], tc: np.ndarray) -> np.ndarray:
+    """Per sighting (journey ``j``, point, corrected time ``tc``) the translations made just before it ('DNAT
+    a:p→b:q @node', '; '-joined in step order), '' where none: the NAT rows of ``journeys`` only."""
+    out = np.full(len(j), "", object)
+    if nat is None or not len(nat):
+        return out
+    n = nat.loc[np.isin(nat["journey"].to_numpy(np.int64), journeys)].sort_values(["journey", "step"])
+    keys = zip(n["journey"].tolist(), n["to_point"].astype(str).tolist(), n["ts_corrected_ns"].tolist(), strict=True)
+    steps = zip(n["op"], n["addr_before"], n["port_before"], n["addr_after"], n["port_after"], n["node"], strict=True)
+    joined: dict[tuple, str] = {}
+    for k, (op, a, pa, b, pb, node) in zip(keys, steps, strict=True):
+        t = f"{op} {endpoint(str(a), int(pa))}→{endpoint(str(b), int(pb))}" + (f" @{node}" if isinstance(node, str) else "")
+        joined[k] = f"{joined[k]}; {t}" if k in joined else t
+    if joined:
+        out[:] = [joined.get(k, "") for k in zip(j.tolist(), points, tc.tolist(), strict=True)]
+    return out
+
+
+def _encap_text(h: pd.DataFrame) -> np.ndarray:
+    """Per sighting the encapsulation around it ('vxlan vni 4096 192.168.0.11→192.168.0.12'), '' where native: made
+    once per distinct (tunnel, VNI, outer addresses), not per sighting."""
+    enc = np.full(len(h), "", object)
+    tun = np.flatnonzero(h["tunnel"].notna().to_numpy())
+    if not len(tun):
+        return enc
+    cols = [h[c].to_numpy(object)[tun] for c in ("tunnel", "outer_src", "outer_dst")]
+    vni = h["vni"].to_numpy(np.int64)[tun]
+    key = pd.MultiIndex.from_arrays([*cols, vni])
+    codes, uniq = pd.factorize(key)
+    text = np.array([f"{t}{f' vni {v}' if v >= 0 else ''} {a}→{b}" for t, a, b, v in uniq], object)
+    enc[tun] = text[codes]
+    return enc
 
 
 def first_journeys(parts: Iterable[pd.DataFrame], labels: tuple[np.ndarray, np.ndarray], inventory=None, *,

@@ -167,12 +167,14 @@ def _connections(tid: str, paths: pd.DataFrame) -> str:
     return f'{filters}<table class="connections" id="{tid}"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
 
 
-def _connection_details(tid: str, paths: pd.DataFrame, seq: pd.DataFrame, roles: dict[str, str]) -> str:
-    """Per connection: route, NAT both ways, encapsulation and its sequence diagram across capture points."""
+def _connection_details(tid: str, paths: pd.DataFrame, seq: pd.DataFrame, roles: dict[str, str], max_diagrams: int | None = None) -> str:
+    """Per connection: route, NAT both ways, encapsulation and its sequence diagram across capture points (the first
+    ``max_diagrams`` connections' only: a diagram costs ~40 ms and ~30 kB of page, too much for thousands)."""
     out = []
+    rows_of = seq.groupby("connection", sort=False).indices  # each connection's rows, found once (not a scan per connection)
     for i, r in enumerate(paths.itertuples(index=False)):
         c = int(r.connection)
-        s = seq.loc[seq["connection"].to_numpy() == c]
+        s = seq.iloc[rows_of.get(c, np.zeros(0, np.int64))]
         shown = s["packet"].nunique() if len(s) else 0
         title = f"#{c} {r.kind}: {r.client} → {r.backend}" + ("" if _missing(r.service) else f" via {r.service}")
         facts = [f"route: {r.route}"]
@@ -185,14 +187,19 @@ def _connection_details(tid: str, paths: pd.DataFrame, seq: pd.DataFrame, roles:
         if r.hop_latency:
             facts.append(f"first packet per hop: {r.hop_latency}")
         facts.append(f"{int(r.journeys):,} packets in the capture, the first {shown} drawn")
-        fig = (_fig(figures.sequence_diagram(s, roles=roles)) if len(s)
-               else '<p class="muted">No packet of this connection was matched.</p>')  # fmt: skip
+        if not len(s):
+            fig = '<p class="muted">No packet of this connection was matched.</p>'
+        elif max_diagrams is not None and i >= max_diagrams:
+            fig = (f'<p class="muted">Diagram not drawn: the report draws the first {max_diagrams:,} connections\' diagrams '
+                   "(pcaptools report --max-diagrams N).</p>")  # fmt: skip
+        else:
+            fig = _fig(figures.sequence_diagram(s, roles=roles))
         out.append(f'<details id="{tid}-c{c}"{" open" if i == 0 else ""}><summary class="k-{_e(r.kind)}">{_e(title)}</summary>'
                    f'<div class="route">{"<br>".join(_e(f) for f in facts)}</div>{fig}</details>')  # fmt: skip
     return "".join(out)
 
 
-def _set_section(cmp: Comparison, i: int, label: str, seq: pd.DataFrame, samples: pd.DataFrame) -> str:
+def _set_section(cmp: Comparison, i: int, label: str, seq: pd.DataFrame, samples: pd.DataFrame, max_diagrams: int | None = None) -> str:
     """Everything about one capture set: points, clocks, connections, per-hop latency, losses, each connection's diagram."""
     tid = f"s{i}"
     corr = cmp.correlations[label]
@@ -226,7 +233,7 @@ def _set_section(cmp: Comparison, i: int, label: str, seq: pd.DataFrame, samples
         f'<h3 id="{tid}-sequences">Each connection across capture points</h3>'
         f'<p><button onclick="pcAll(\'{tid}-seq\',true)">open all</button> <button onclick="pcAll(\'{tid}-seq\',false)">close all</button></p>'
         f'<div id="{tid}-seq">',
-        _connection_details(f"{tid}-conn", paths, seq, roles) if paths is not None and len(paths) else "",
+        _connection_details(f"{tid}-conn", paths, seq, roles, max_diagrams) if paths is not None and len(paths) else "",
         "</div>",
     ]
     notes = cmp.notes.get(label, [])
@@ -255,8 +262,10 @@ def _comparison_section(cmp: Comparison) -> str:
     return "".join(parts)
 
 
-def report_html(cmp: Comparison, sequences: dict[str, pd.DataFrame], samples: dict[str, pd.DataFrame], *, title: str | None = None) -> str:
-    """The whole report page: a comparison section when there are several sets, then one section per set."""
+def report_html(cmp: Comparison, sequences: dict[str, pd.DataFrame], samples: dict[str, pd.DataFrame], *, title: str | None = None,
+                max_diagrams: int | None = None) -> str:  # fmt: skip
+    """The whole report page: a comparison section when there are several sets, then one section per set (each
+    drawing the sequence diagrams of its first ``max_diagrams`` connections, every one when None)."""
     from importlib.metadata import PackageNotFoundError, version
 
     try:
@@ -270,7 +279,7 @@ def report_html(cmp: Comparison, sequences: dict[str, pd.DataFrame], samples: di
         nav.append(f'<a href="#s{i}"><b>{_e(lab)}</b></a>' + "".join(
             f'<a href="#s{i}-{k}">{k}</a>' for k in ("points", "clocks", "connections", "latency", "losses", "sequences")))
     body = [_comparison_section(cmp)] if several else []
-    body += [_set_section(cmp, i, lab, sequences[lab], samples[lab]) for i, lab in enumerate(cmp.labels)]
+    body += [_set_section(cmp, i, lab, sequences[lab], samples[lab], max_diagrams) for i, lab in enumerate(cmp.labels)]
     when = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     sources = " · ".join(f"{_e(lab)}: {_e(cmp.sources.get(lab, ''))}" for lab in cmp.labels)
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">'
