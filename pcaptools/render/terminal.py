@@ -150,12 +150,12 @@ class _Lines:
         self.plain = con.color_system is None and not con.record
         self._buf: list[str] = []
 
-    def __call__(self, line: str | Text = "", style: str = "") -> None:
-        """One line: a str (printed with ``style``) or a rich Text."""
+    def __call__(self, line: str | Text = "", style: str = "", *, soft_wrap: bool = False) -> None:
+        """One line: a str (printed with ``style``) or a rich Text; ``soft_wrap``: never wrapped at the width."""
         from rich.cells import cell_len
 
         s = line if isinstance(line, str) else line.plain
-        if self.plain and s.isprintable() and cell_len(s) <= self.width:
+        if self.plain and s.isprintable() and (soft_wrap or cell_len(s) <= self.width):
             self._buf.append(s)
             if len(self._buf) >= self.BLOCK:
                 self.flush()
@@ -168,7 +168,7 @@ class _Lines:
             from rich.text import Text
 
             line = Text(line, style=style)
-        self.con.print(line)
+        self.con.print(line, soft_wrap=soft_wrap)
 
     def drawn(self, lines: list[str]) -> None:
         """Lines rich would print as they are (a table it laid out to fit): collected without a check."""
@@ -619,34 +619,32 @@ _STATUS_STYLE = {"ok": "green", "degraded": "yellow", "failed": "bold red"}
 
 def print_why(d, con: Console, *, all_connections: bool = False) -> None:
     """``pcaptools why``: a status summary, then each failed or degraded connection with its losses and retries."""
-    from rich.text import Text
-
     from pcaptools.k8s.diagnose import STATUSES
 
+    out = _Lines(con)
     counts = d.connections["status"].value_counts()
-    con.print(Text(f"{fmt_int(len(d.connections))} connections: " + ", ".join(f"{int(counts.get(s, 0))} {s}" for s in STATUSES),
-                   style="bold"))  # fmt: skip
+    out(f"{fmt_int(len(d.connections))} connections: " + ", ".join(f"{int(counts.get(s, 0))} {s}" for s in STATUSES), "bold")
     for r in d.connections.itertuples(index=False):
         rec = d.connection_record(int(r.connection))
         if r.status == "ok" and not all_connections and not rec["losses"] and all(x["explained"] for x in rec.get("nat", [])):
             continue
-        con.print()
+        out()
         head = text(f"#{r.connection} {proto_name(r.proto)} {safe(r.client)} {endpoint(r.client_addr, r.client_port)} → "
                     f"{safe(r.server)} {endpoint(r.server_addr, r.server_port)}  ")  # fmt: skip
         head.append(str(r.status), style=_STATUS_STYLE.get(str(r.status), ""))
-        con.print(head)
+        out(head)
         for loss in rec["losses"]:
-            con.print(text(f"  {loss['direction']}: {loss['cause']} ({loss['confidence']:.2f}) {loss['packets']} packet(s), "
-                           f"last seen {loss['last_seen']}, first missed {loss['first_missed'] or '-'}"))  # fmt: skip
-            con.print(text(f"    {loss['evidence']}", style="dim"), soft_wrap=True)
+            out(safe(f"  {loss['direction']}: {loss['cause']} ({loss['confidence']:.2f}) {loss['packets']} packet(s), "
+                     f"last seen {loss['last_seen']}, first missed {loss['first_missed'] or '-'}"))  # fmt: skip
+            out(safe(f"    {loss['evidence']}"), "dim", soft_wrap=True)
         for x in rec.get("nat", []):
             how = " → ".join(x["chains"]) if x["explained"] else f"not explained: {x['problem']}"
-            con.print(text(f"  {x['op']} {x['before']}→{x['after']} @{x['node']}: {how}",
-                           style="" if x["explained"] else "bold red"), soft_wrap=True)  # fmt: skip
+            out(safe(f"  {x['op']} {x['before']}→{x['after']} @{x['node']}: {how}"), "" if x["explained"] else "bold red", soft_wrap=True)
         t0 = min((s["ts_ns"] for a in rec["timeline"] for s in a["sightings"]), default=0)
         for a in rec["timeline"]:
             seen = ", ".join(f"{s['point']} +{fmt_ns(s['ts_ns'] - t0)}" for s in a["sightings"])
             mark = "went through" if a["reached"] else "lost after the last point"
-            con.print(text(f"  {a['direction']} {a['packet']} attempt {a['attempt']}: {seen}; {mark}", style="dim"), soft_wrap=True)
+            out(safe(f"  {a['direction']} {a['packet']} attempt {a['attempt']}: {seen}; {mark}"), "dim", soft_wrap=True)
     for note in d.notes:
-        con.print(text(f"note: {note}", style="dim"))
+        out(safe(f"note: {note}"), "dim")
+    out.flush()
