@@ -74,10 +74,11 @@ def _pcapng(frames: list[bytes], t0_us: int) -> bytes:
 
 
 def warmup() -> dict:
-    """Compile (or load from numba's cache) the kernels of read, decode, flows, correlate and paths; seconds taken."""
+    """Compile (or load from numba's cache) the kernels of read, decode, flows, correlate, paths and merge; seconds taken."""
     from pcaptools.correlate.api import correlate
     from pcaptools.correlate.capture_set import CaptureSet
     from pcaptools.correlate.match import by_fingerprint
+    from pcaptools.correlate.merge import merge
     from pcaptools.decode.compiling import announce_compiles
     from pcaptools.flows import flows
     from pcaptools.k8s.paths import paths_detail
@@ -99,6 +100,7 @@ def warmup() -> dict:
         flows(pk)
         corr = correlate(CaptureSet.load(points=[f"node-a:eth0={a}", f"node-b:eth0={b}"]))
         paths_detail(corr)  # the paths' per-journey kernels (k8s/journeys.py)
+        merge(CaptureSet.load(points=[f"node-a:eth0={a}", f"node-b:eth0={b}"]), Path(tmp) / "m.pcapng", correlation=corr)
     # a set of 4,096 fingerprinted sightings or more is ordered by the bucket sort, which the small set never reaches
     by_fingerprint(np.arange(1, 1 << 13, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15))
     return {"seconds": time.perf_counter() - t0, "packets": len(pk), "journeys": int(corr.journeys)}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from stream_support import FLOOR, ROOT, sigterm_once_spilled
 
@@ -212,17 +213,27 @@ def test_merge_rows_spilled_in_many_batches_write_the_in_memory_bytes_and_leave_
     assert not os.path.exists(spill_dir) and rows.spill is None
 
 
-def test_packet_bytes_gathered_in_small_steps_give_the_same_file(capture_set, monkeypatch, tmp_path):
-    """Packet bytes are copied a few at a time (index arrays of 8 bytes per byte copied would otherwise reach GiBs):
-    with steps of 64 bytes, so most packets are a step of their own, the merge writes the same file."""
-    import pcaptools.correlate.merge as merge_mod
+def test_byte_ranges_are_copied_as_a_per_byte_gather_copies_them():
+    """The compiled range copy that writes every packet's bytes puts each range where numpy's per-byte gather does,
+    with empty ranges, ranges at both ends and a read-only source (a mapped capture file)."""
+    from pcaptools.correlate.merge import _gather
 
-    cs, corr = capture_set
-    whole, small = tmp_path / "whole.pcapng", tmp_path / "small.pcapng"
-    n = merge(cs, whole, correlation=corr, dedup=True)
-    monkeypatch.setattr(merge_mod, "_GATHER_BYTES", 64)
-    assert merge(cs, small, correlation=corr, dedup=True, batch_records=64) == n
-    assert small.read_bytes() == whole.read_bytes()
+    rng = np.random.default_rng(7)
+    src = rng.integers(0, 256, 10_000, dtype=np.uint8)
+    src.flags.writeable = False
+    length = rng.integers(0, 300, 200)
+    length[[0, 5, -1]] = 0
+    src_start = rng.integers(0, len(src) - 300, 200)
+    src_start[1], length[1] = len(src) - 17, 17
+    dst_start = np.cumsum(length) - length + np.arange(200)  # a gap of one byte after each range
+    got = np.zeros(int(dst_start[-1] + length[-1]) + 1, np.uint8)
+    _gather(got, dst_start, src, src_start, length)
+    want = np.zeros_like(got)
+    rep = np.repeat(np.arange(200), length)
+    within = np.arange(int(length.sum())) - np.repeat(np.cumsum(length) - length, length)
+    want[dst_start[rep] + within] = src[src_start[rep] + within]
+    np.testing.assert_array_equal(got, want)
+    assert got.any()
 
 
 def test_sigterm_during_a_streamed_merge_removes_its_row_spill_and_exits_130(generated, tmp_path):
