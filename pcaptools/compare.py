@@ -627,8 +627,10 @@ def _tally_file(tables: Iterable[pd.DataFrame], pod_ips: set[str]) -> dict[tuple
         if not len(pk):
             continue
         a = _row_arrays(pk, pod_ips)
-        pairs, inv = np.unique(np.stack([pk["iface"].to_numpy(np.int64), pk["ifindex"].to_numpy(np.int64)], 1), axis=0,
-                               return_inverse=True)  # fmt: skip
+        # (interface, ifindex) pairs as one sortable int64 (both at least -1, below 2^31): np.unique on rows sorts slowly
+        key = ((pk["iface"].to_numpy(np.int64) + 1) << 32) | (pk["ifindex"].to_numpy(np.int64) + 1)
+        uk, inv = np.unique(key, return_inverse=True)
+        pairs = np.stack([(uk >> 32) - 1, (uk & 0xFFFFFFFF) - 1], 1)
         inv = inv.reshape(-1)
         if len(pairs) == 1:
             groups = [(pairs[0], slice(None))]
@@ -903,11 +905,22 @@ def _journey_hops(h: pd.DataFrame, roles: dict[str, str], nodes: dict[str, str])
     idx = np.flatnonzero(keep[1:] & ~start[1:]) + 1  # a row and its predecessor in the same journey
     pos = idx - first[jrow[idx]]
     across = node[idx] != node[idx - 1]
-    frm, to = role[idx - 1], role[idx]
-    hop = pd.Series(frm).str.cat(pd.Series(to), sep=" → ") + np.where(across, " (wire)", "")
-    d = pd.DataFrame({"hop": pd.Categorical(hop.to_numpy(object)), "from_role": pd.Categorical(frm),
-                      "to_role": pd.Categorical(to), "dt": t[idx] - t[idx - 1], "pos": pos})  # fmt: skip
+    rcode, rnames = pd.factorize(role)  # the few roles as codes: labels made per distinct hop, not per row
+    frm, to = rcode[idx - 1], rcode[idx]
+    combo, kinds = pd.factorize((frm * len(rnames) + to) * 2 + across)
+    labels = [f"{rnames[k // 2 // len(rnames)]} → {rnames[k // 2 % len(rnames)]}" + (" (wire)" if k % 2 else "") for k in kinds.tolist()]
+    d = pd.DataFrame({"hop": _sorted_categorical(combo, labels), "from_role": _sorted_categorical(frm, list(rnames)),
+                      "to_role": _sorted_categorical(to, list(rnames)), "dt": t[idx] - t[idx - 1], "pos": pos})  # fmt: skip
     return totals, d
+
+
+def _sorted_categorical(codes: np.ndarray, names: list[str]) -> pd.Categorical:
+    """``pd.Categorical(np.array(names)[codes])`` (categories: the values present, sorted) without a string per row."""
+    present = np.unique(codes)
+    order = sorted(present.tolist(), key=lambda k: names[k])
+    lut = np.full(len(names), -1, np.int64)
+    lut[order] = np.arange(len(order))
+    return pd.Categorical.from_codes(lut[codes], categories=pd.Index([names[k] for k in order]), validate=False)
 
 
 def _missing(v) -> bool:
