@@ -130,6 +130,13 @@ def run(packets: int, repeat: int, cache: Path) -> list[dict]:
             _best([*cli, "correlate", str(set_dir), "--json", "-o", str(Path(tmp) / "hops.parquet")], repeat, env=env), sightings)  # fmt: skip
     add("pcaptools paths", _best([*cli, "paths", str(set_dir)], repeat, env=env), sightings)
     add("pcaptools paths --json", _best([*cli, "paths", str(set_dir), "--json"], repeat, env=env), sightings)
+    add("pcaptools why", _best([*cli, "why", str(set_dir)], repeat, env=env), sightings)
+    add("pcaptools compare --json", _best([*cli, "compare", str(set_dir), "--json"], repeat, env=env), sightings)
+    with tempfile.TemporaryDirectory() as tmp:  # the commands that write files
+        add("pcaptools merge -o merged.pcapng",
+            _best([*cli, "merge", str(set_dir), "-o", str(Path(tmp) / "merged.pcapng")], repeat, env=env), sightings)  # fmt: skip
+        add("pcaptools report -o report.html",
+            _best([*cli, "report", str(set_dir), "-o", str(Path(tmp) / "report.html")], repeat, env=env), sightings)  # fmt: skip
     tcpd = [_best(["tcpdump", "-r", f, "-w", "/dev/null"], repeat) for f in files]
     add("tcpdump -r F -w /dev/null", {"seconds": sum(r["seconds"] for r in tcpd), "peak_rss_mb": max(r["peak_rss_mb"] for r in tcpd)}, sightings)
     for name, fn in (("dpkt decode (prefix)", dpkt_decode), ("tshark -T fields (prefix)", tshark_fields)):
