@@ -33,7 +33,7 @@ from pcaptools.fmt import PROTO_NAMES, endpoint
 from pcaptools.k8s.diagnose_journeys import FORWARD, REVERSE, Acks, JourneyTable, sequence_ids, timeline
 from pcaptools.k8s.inventory import Inventory
 from pcaptools.k8s.iptables import rule_object
-from pcaptools.k8s.paths import as_inventory, paths_detail
+from pcaptools.k8s.paths import _MadeOnRead, as_inventory, paths_detail
 from pcaptools.labels import category_codes, codes_in, vocabulary
 
 SCHEMA_VERSION = 1
@@ -116,23 +116,34 @@ class Diagnosis:
 
     connections: pd.DataFrame
     losses: pd.DataFrame
-    timeline: pd.DataFrame
+    timeline: pd.DataFrame = _MadeOnRead()  # (or a function making it, called on first read)
     paths: pd.DataFrame
     notes: list[str] = field(default_factory=list)
     nat_rules: pd.DataFrame | None = None  # pcaptools.k8s.iptables.explain, when iptables-save files were given
     _rows: dict | None = field(default=None, init=False, repr=False, compare=False)
-    _columns: dict | None = field(default=None, init=False, repr=False, compare=False)  # timeline's, as numpy arrays
+    _attempts: _Attempts | None = field(default=None, init=False, repr=False, compare=False)  # the Diagnoser's timeline
+
+    def __getstate__(self) -> dict:
+        """Pickled with the timeline table made (a function making it is not picklable)."""
+        self.timeline  # noqa: B018 - reading makes it
+        return dict(self.__dict__)
 
     def _rows_of(self, table: str, c: int) -> np.ndarray:
-        """Positions of connection ``c``'s rows in ``table`` (indexed on first use: one pass, not a scan per connection)."""
+        """Positions of connection ``c``'s rows in ``table`` (indexed on first use: one pass, not a scan per connection);
+        ``attempts``: of its timeline attempts (the Diagnoser's columns, when the Diagnosis is its)."""
         if self._rows is None:
+            att = self._attempts
             self._rows = {name: df.groupby("connection", sort=False).indices if df is not None and len(df) else {}
                           for name, df in (("connections", self.connections), ("losses", self.losses),
-                                           ("timeline", self.timeline), ("nat_rules", self.nat_rules))}  # fmt: skip
+                                           ("nat_rules", self.nat_rules))}  # fmt: skip
+            self._rows["status_values"] = self.connections["status"].tolist()
+            self._rows["loss_values"] = {k: self.losses[k].tolist() for k in LOSS_COLUMNS[1:]}
+            if att is not None:
+                self._rows["attempts"] = _positions(att.cols["connection"])
+                return self._rows[table].get(c, np.zeros(0, np.int64))
             t = self.timeline
-            cols = self._columns
-            if cols is None or len(cols["point"]) != len(t):  # (the Diagnoser's arrays, else the table's)
-                cols = {k: t[k].to_numpy() for k in TIMELINE_COLUMNS}
+            self._rows["timeline"] = t.groupby("connection", sort=False).indices if len(t) else {}
+            cols = {k: t[k].to_numpy() for k in TIMELINE_COLUMNS}
             self._rows["timeline_values"] = cols
             # rows of one (connection, direction, packet, attempt): one attempt, numbered in order of first row
             gid = np.zeros(len(t), np.int64)
@@ -140,8 +151,6 @@ class Diagnosis:
                 codes, uniq = pd.factorize(cols[k]) if len(t) else (np.zeros(0, np.int64), [])
                 gid = pd.factorize(gid * (len(uniq) + 1) + codes.astype(np.int64) + 1)[0].astype(np.int64)
             self._rows["timeline_group"] = gid
-            self._rows["status_values"] = self.connections["status"].tolist()
-            self._rows["loss_values"] = {k: self.losses[k].tolist() for k in LOSS_COLUMNS[1:]}
         return self._rows[table].get(c, np.zeros(0, np.int64))
 
     def connection_record(self, c: int, *, columns: bool = False) -> dict:
@@ -156,6 +165,10 @@ class Diagnosis:
              "confidence": round(float(lv["confidence"][i]), 2), "evidence": lv["evidence"][i]}
             for i in self._rows_of("losses", c).tolist()
         ]  # fmt: skip
+        if self._attempts is not None:
+            ai = self._rows_of("attempts", c)
+            tl = self._attempts.timeline(ai) if len(ai) else Timeline(*_NO_ATTEMPT)
+            return self._record(status, losses, tl, c, columns)
         idx = self._rows_of("timeline", c)
         if len(idx):  # attempts in order of first row, as groupby(sort=False) of (direction, packet, attempt)
             v = self._rows["timeline_values"]
@@ -168,6 +181,10 @@ class Diagnosis:
                           v["point"][idx], v["ts_corrected_ns"][idx])  # fmt: skip
         else:
             tl = Timeline(*_NO_ATTEMPT)
+        return self._record(status, losses, tl, c, columns)
+
+    def _record(self, status: str, losses: list[dict], tl: Timeline, c: int, columns: bool) -> dict:
+        """:meth:`connection_record` of its parts (``columns``: the timeline as is, else its objects)."""
         timeline = tl if columns else tl.objects()
         out = {"status": status, "losses": losses, "timeline": timeline}
         if self.nat_rules is not None:
@@ -200,6 +217,16 @@ class Diagnosis:
     def to_json(self, **kw) -> str:
         """:meth:`to_dict` as JSON text."""
         return json.dumps(self.to_dict(), ensure_ascii=False, **kw)
+
+
+def _positions(keys: np.ndarray) -> dict[int, np.ndarray]:
+    """Key -> positions of its entries, ascending (``groupby(sort=False).indices`` of an int array, by one stable sort)."""
+    if not len(keys):
+        return {}
+    o = np.argsort(keys, kind="stable")
+    k = keys[o]
+    cut = np.flatnonzero(np.r_[True, k[1:] != k[:-1], True])
+    return {int(x): o[a:b] for x, a, b in zip(k[cut[:-1]].tolist(), cut[:-1].tolist(), cut[1:].tolist(), strict=True)}
 
 
 def pcapng_drops(capture_set) -> dict[str, tuple[int, str]]:
@@ -300,16 +327,20 @@ class PacketEvidence:
         tc = getattr(correlation, "row_ts_corrected", None)
         rj = getattr(correlation, "row_journey", None)
         key = np.arange(len(pk), dtype=np.int64)
-        self.batch(None, pk, pk["point_id"].to_numpy(np.int64), key, None if tc is None else np.asarray(tc, np.int64))
+        self.batch(None, pk, pk["point_id"].to_numpy(np.int64), key, None if tc is None else np.asarray(tc, np.int64),
+                   tcp=rj is None)  # fmt: skip
         if rj is not None:
             rj = np.asarray(rj, np.int64)
-            self.emitted(key[rj >= 0], rj[rj >= 0])
+            self.emitted(key[rj >= 0], rj[rj >= 0])  # (ICMP errors' journeys; no TCP rows wait)
+            self._seq.append(_whole_seqs(pk, rj))
         else:
             self._pending = []
 
-    def batch(self, file: str | None, pk: pd.DataFrame, pid: np.ndarray, key: np.ndarray, tc: np.ndarray | None) -> None:
+    def batch(self, file: str | None, pk: pd.DataFrame, pid: np.ndarray, key: np.ndarray, tc: np.ndarray | None,
+              *, tcp: bool = True) -> None:  # fmt: skip
         """One packet table (of ``file``; None: several, their counters given to :meth:`whole`): each row's point
-        id, input key and corrected time (None: not known, the spans then come from the hops)."""
+        id, input key and corrected time (None: not known, the spans then come from the hops). ``tcp`` False: its TCP
+        rows are not buffered (:meth:`whole` takes them from the table, each row's journey known)."""
         if self.has_icmp is None:
             self.has_icmp = "icmp_type" in pk.columns
         if file is not None and pk.attrs.get("interface_stats"):  # a capture's batches carry its counters so far, a
@@ -338,7 +369,7 @@ class PacketEvidence:
                     "sender": e["src"].astype(str).to_numpy(),
                     "icmp_mtu": e["icmp_mtu"].to_numpy(np.int64) if "icmp_mtu" in e else -1}))  # fmt: skip
                 self._icmp_wait = np.sort(np.concatenate([self._icmp_wait, key[err]]))
-        if all(c in pk.columns for c in _SEQ_COLUMNS):
+        if tcp and all(c in pk.columns for c in _SEQ_COLUMNS):
             seq = pk["tcp_seq"].to_numpy(np.int64)
             ok = (seq >= 0) & (pk["ts_ns"].to_numpy(np.int64) >= 0)  # a row without a time is never matched
             if ok.any():
@@ -426,6 +457,20 @@ class PacketEvidence:
             own = out.get(name, (a, b))
             out[name] = (min(a, own[0]), max(b, own[1]))
         return out
+
+
+def _whole_seqs(pk: pd.DataFrame, rj: np.ndarray) -> np.ndarray:
+    """(journey, seq, ack, payload length) of each journey from its first TCP row of a whole packet table (``rj``: each
+    row's journey, -1 none): what :meth:`PacketEvidence.batch` then :meth:`~PacketEvidence.emitted` find by key, taken
+    in place (the rows are their own keys, in order: no buffer to stack, sort and search)."""
+    if not all(c in pk.columns for c in _SEQ_COLUMNS):
+        return np.zeros((0, 4), np.int64)
+    seq = pk["tcp_seq"].to_numpy(np.int64)
+    m = np.flatnonzero((seq >= 0) & (pk["ts_ns"].to_numpy(np.int64) >= 0) & (rj >= 0))
+    rows = np.empty((len(m), 4), np.int64)
+    rows[:, 0], rows[:, 1] = m, seq[m]
+    rows[:, 2], rows[:, 3] = pk["tcp_ack"].to_numpy(np.int64)[m], pk["payload_len"].to_numpy(np.int64)[m]
+    return _first_rows(rows, rj[m])
 
 
 def _first_rows(rows: np.ndarray, j: np.ndarray) -> np.ndarray:
@@ -631,7 +676,8 @@ class Diagnoser:
                 self.frontend_of.setdefault((str(a), int(p), int(q)), str(svc))
         self.conn_rows: list[dict] = []
         self.loss_rows: list[dict] = []
-        self.tl_parts: list[dict[str, np.ndarray]] = []
+        self.tl_parts: list[dict[str, np.ndarray]] = []  # per group added: its timeline's attempts and sightings
+        self._labels: dict[str, int] = {}  # packet label -> id (_packet_ids)
 
     def add(self, h: pd.DataFrame, p: pd.DataFrame, nat: pd.DataFrame) -> None:
         """Diagnose the connections of ``p``, whose every hop is in ``h`` and NAT step in ``nat``: what each journey
@@ -679,7 +725,15 @@ class Diagnoser:
         tl = timeline(t, order, go, lost)
         if len(tl["journey"]):
             jr = tl.pop("journey")
-            self.tl_parts.append({"connection": t.conn[jr], "direction": _DIRECTIONS[t.dir[jr]], **tl})
+            self.tl_parts.append({"connection": t.conn[jr], "direction": _DIRECTIONS[t.dir[jr]], "dir": t.dir[jr],
+                                  "packet_id": self._packet_ids(tl["packet"]), **tl})  # fmt: skip
+
+    def _packet_ids(self, labels: np.ndarray) -> np.ndarray:
+        """An int per packet label, equal for equal labels over every group added (labels named once each)."""
+        codes, uniq = pd.factorize(labels)
+        ids = self._labels
+        lut = np.array([ids.setdefault(x, len(ids)) for x in uniq.tolist()] + [-1], np.int64)
+        return lut[codes]
 
     def result(self, paths: pd.DataFrame, nat: pd.DataFrame, iptables: list | None = None) -> Diagnosis:
         """The Diagnosis of every group added (``paths``/``nat``: the whole set's; ``iptables``: Rulesets naming the
@@ -687,9 +741,7 @@ class Diagnoser:
         conns = pd.DataFrame(self.conn_rows, columns=["connection", "proto", "client_addr", "client_port", "client",
                                                       "server_addr", "server_port", "server", "status"])  # fmt: skip
         losses = pd.DataFrame(self.loss_rows, columns=list(LOSS_COLUMNS))
-        parts = self.tl_parts
-        cols = {k: np.concatenate([x[k] for x in parts]) for k in TIMELINE_COLUMNS} if parts else None
-        timeline = pd.DataFrame(cols, columns=list(TIMELINE_COLUMNS)) if parts else pd.DataFrame([], columns=list(TIMELINE_COLUMNS))
+        att = _Attempts.of(self.tl_parts)
         notes = list(self.ev.reader_notes)  # records the readers skipped, per file
         if self.ev.has_icmp is False:
             notes.append("the decoder gave no ICMP columns: ICMP errors are not used as evidence")
@@ -698,9 +750,79 @@ class Diagnoser:
             from pcaptools.k8s.iptables import explain
 
             nat_rules = explain(nat, iptables)
-        d = Diagnosis(connections=conns, losses=losses, timeline=timeline, paths=paths, notes=notes, nat_rules=nat_rules)
-        d._columns = cols
+        # the timeline table is made when read: --json writes each connection's attempts from their columns
+        d = Diagnosis(connections=conns, losses=losses, timeline=att.table, paths=paths, notes=notes, nat_rules=nat_rules)
+        d._attempts = att
         return d
+
+
+class _Attempts:
+    """A diagnosis's timeline as columns: per attempt its ``connection``, ``direction`` (and code ``dir``), ``packet``
+    (and ``packet_id``), ``attempt`` number, ``reached``, where its sightings start and how many (``sightings``); per
+    sighting its ``point`` and ``ts_corrected_ns``. The timeline table has a row per sighting (:meth:`table`)."""
+
+    _PER_ATTEMPT = ("connection", "direction", "dir", "packet", "packet_id", "attempt", "reached", "sightings")
+
+    def __init__(self, cols: dict[str, np.ndarray]) -> None:
+        self.cols = cols
+        self.start = np.r_[0, np.cumsum(cols["sightings"])[:-1]].astype(np.int64)
+        self.head = _attempt_heads(cols["connection"], cols["dir"], cols["packet_id"], cols["attempt"])
+
+    @classmethod
+    def of(cls, parts: list[dict[str, np.ndarray]]) -> _Attempts:
+        """The attempts of the groups' timelines (:func:`~pcaptools.k8s.diagnose_journeys.timeline` of each, with its
+        connection, direction and packet ids), in order."""
+        empty = {"connection": np.zeros(0, np.int64), "direction": np.zeros(0, object), "dir": np.zeros(0, np.int64),
+                 "packet": np.zeros(0, object), "packet_id": np.zeros(0, np.int64), "attempt": np.zeros(0, np.int64),
+                 "reached": np.zeros(0, bool), "sightings": np.zeros(0, np.int64), "point": np.zeros(0, object),
+                 "ts_corrected_ns": np.zeros(0, np.int64)}  # fmt: skip
+        if not parts:
+            return cls(empty)
+        return cls({k: np.concatenate([x[k] for x in parts]) for k in empty})
+
+    def table(self) -> pd.DataFrame:
+        """The timeline table: a row per sighting (TIMELINE_COLUMNS), its attempt's values repeated."""
+        c = self.cols
+        if not len(c["point"]):
+            return pd.DataFrame([], columns=list(TIMELINE_COLUMNS))
+        n = c["sightings"]
+        rows = {k: c[k] if k in ("point", "ts_corrected_ns") else np.repeat(c[k], n) for k in TIMELINE_COLUMNS}
+        return pd.DataFrame(rows, columns=list(TIMELINE_COLUMNS))
+
+    def timeline(self, ai: np.ndarray) -> Timeline:
+        """The :class:`Timeline` of attempts ``ai`` (one connection's, ascending): attempts of one (direction, packet,
+        attempt number) are one, their sightings together, in order of their first (as the table's rows group)."""
+        c = self.cols
+        h = self.head[ai]
+        start, n = self.start[ai], c["sightings"][ai]
+        rows = np.repeat(start - np.r_[0, np.cumsum(n)[:-1]], n) + np.arange(int(n.sum()))
+        if bool((h == ai).all()):  # no two attempts share a key (the rule)
+            heads, cut = ai, np.r_[0, np.cumsum(n)]
+        else:
+            g = np.repeat(h, n)
+            o = np.argsort(g, kind="stable")
+            rows, g = rows[o], g[o]
+            cut = np.r_[np.flatnonzero(np.r_[True, g[1:] != g[:-1]]), len(g)]
+            heads = g[cut[:-1]]
+        return Timeline(c["direction"][heads], c["packet"][heads], c["attempt"][heads], c["reached"][heads], cut,
+                        c["point"][rows], c["ts_corrected_ns"][rows])  # fmt: skip
+
+
+def _attempt_heads(conn: np.ndarray, dcode: np.ndarray, pid: np.ndarray, att: np.ndarray) -> np.ndarray:
+    """Per attempt, the first attempt with its (connection, direction, packet, attempt number): its own index unless an
+    earlier attempt has the same key (then both are one attempt of the timeline)."""
+    n = len(conn)
+    if not n:
+        return np.zeros(0, np.int64)
+    o = np.lexsort((np.arange(n), att, pid, dcode, conn))  # equal keys together, each key's attempts in order
+    new = np.ones(n, bool)
+    new[1:] = False
+    for k in (conn, dcode, pid, att):
+        ks = k[o]
+        new[1:] |= ks[1:] != ks[:-1]
+    head = np.empty(n, np.int64)
+    head[o] = o[np.maximum.accumulate(np.where(new, np.arange(n), 0))]
+    return head
 
 
 def _drops(points: list, interface_stats: dict[str, dict], manifest: dict[str, int] | None) -> dict[str, tuple[int, str]]:

@@ -223,12 +223,14 @@ class Acks:
 
 
 def timeline(t: JourneyTable, order: np.ndarray, g: np.ndarray, lost: np.ndarray) -> dict[str, np.ndarray]:
-    """Sightings of each attempt of packets sent more than once or lost (retransmissions share a fingerprint) of the
-    journeys ``order`` (grouped by ``g``, a connection's direction, and in time order in each): one array per
-    TIMELINE_COLUMNS column but ``connection`` and ``direction`` (``journey``: which journey each row is of). A
-    retransmission repeats flags, seq and size (its IPv4 id, hence its fingerprint, differs)."""
+    """Attempts of packets sent more than once or lost (retransmissions share a fingerprint) of the journeys ``order``
+    (grouped by ``g``, a connection's direction, and in time order in each), each a journey, in order of their packet's
+    first journey then time: per attempt its ``journey``, ``packet`` label, ``attempt`` number, whether it ``reached``
+    its end and its number of ``sightings``; per sighting (an attempt's after the one before's) its ``point`` and
+    ``ts_corrected_ns``. A retransmission repeats flags, seq and size (its IPv4 id, hence its fingerprint, differs)."""
     empty = {"journey": np.zeros(0, np.int64), "packet": np.zeros(0, object), "attempt": np.zeros(0, np.int64),
-             "point": np.zeros(0, object), "ts_corrected_ns": np.zeros(0, np.int64), "reached": np.zeros(0, bool)}  # fmt: skip
+             "reached": np.zeros(0, bool), "sightings": np.zeros(0, np.int64), "point": np.zeros(0, object),
+             "ts_corrected_ns": np.zeros(0, np.int64)}  # fmt: skip
     if not len(order):
         return empty
     seq = t.seq[order]
@@ -268,7 +270,6 @@ def timeline(t: JourneyTable, order: np.ndarray, g: np.ndarray, lost: np.ndarray
                        for f, z, x in zip(hf, t.size[heads].tolist(), t.fp[heads].tolist(), strict=True)], dtype=object)  # fmt: skip
     jr = order[sel]
     cnt = t.npts[jr]
-    rep = np.repeat(np.arange(len(sel)), cnt)
     rows = np.repeat(t.s[jr] - np.r_[0, np.cumsum(cnt)[:-1]], cnt) + np.arange(int(cnt.sum()))
-    return {"journey": jr[rep], "packet": labels[np.cumsum(brk) - 1][rep], "attempt": attempt[rep],
-            "point": t.point_names[t.pt[rows]], "ts_corrected_ns": t.ts[rows], "reached": ~lost[jr][rep]}  # fmt: skip
+    return {"journey": jr, "packet": labels[np.cumsum(brk) - 1], "attempt": attempt, "reached": ~lost[jr],
+            "sightings": cnt, "point": t.point_names[t.pt[rows]], "ts_corrected_ns": t.ts[rows]}  # fmt: skip
