@@ -75,10 +75,10 @@ class JourneyTable:
         self.n = len(k)
         self.jid = j[a]
         self.conn = h["connection"].to_numpy(np.int64)[a] if n else np.zeros(0, np.int64)
-        if n:
-            dcode, dnames = pd.factorize(h["direction"])
+        if n:  # a journey's direction is its first row's: only those rows' strings are read
+            dcode, dnames = pd.factorize(h["direction"].iloc[a])
             dmap = np.array([FORWARD if str(x) == "forward" else REVERSE if str(x) == "reverse" else -1 for x in dnames] + [-1], np.int64)
-            self.dir = dmap[dcode[a]]
+            self.dir = dmap[dcode]
         else:
             self.dir = np.zeros(0, np.int64)
         pc, self.point_names = _codes(h["point"]) if n else (np.zeros(0, np.int64), np.array([np.nan], object))
@@ -168,6 +168,16 @@ def sequence_ids(t: JourneyTable, idx: np.ndarray) -> np.ndarray:
     """Per journey of ``idx``: an id of its sequence of points (equal sequences, equal ids), one hash pass per position."""
     if not len(idx):
         return np.zeros(0, np.int64)
+    base = len(t.point_names) + 1
+    if base ** int(t.npts.max()) < 2**62:  # a sequence as one number, its codes (1 to base - 1) the digits
+        pos = np.arange(len(t.pt), dtype=np.int64)
+        start = np.zeros(len(t.pt), bool)
+        start[t.s] = True
+        pos -= np.maximum.accumulate(np.where(start, pos, 0))  # each sighting's place in its journey
+        digits = (t.pt + 2) * base ** pos
+        acc = np.zeros(len(t.pt) + 1, np.int64)
+        np.cumsum(digits, out=acc[1:])  # (wraps past 2^63; a difference of two is a journey's exact sum)
+        return pd.factorize((acc[t.e] - acc[t.s])[idx])[0].astype(np.int64)
     npts = t.npts[idx]
     ids = np.zeros(len(idx), np.int64)
     base = len(t.point_names) + 1
