@@ -908,6 +908,11 @@ class _Acks:
     def acked(self, j: _Journey, lost: set[int]) -> bool:
         return self._acks.acked(self._at[j.jid], np.isin(self._jid, np.fromiter(lost, np.int64, len(lost))))
 
+    def acked_all(self, js: list[_Journey], lost: set[int], steps: int = 8) -> list[bool]:
+        """:meth:`acked` of each of ``js``, answered as arrays (``steps``: ACKs looked at a time before one by one)."""
+        lm = np.isin(self._jid, np.fromiter(lost, np.int64, len(lost)))
+        return self._acks.acked_all(np.array([self._at[j.jid] for j in js], np.int64), lm, steps).tolist()
+
 
 def _unique(a: np.ndarray) -> np.ndarray:
     """``np.unique(a)``; a sorted array (a hops table's journeys in causal order) without hashing or sorting it again."""
@@ -1120,11 +1125,12 @@ def _connection(ctx: _Context, t: JourneyTable, r, fwd: np.ndarray, rev: np.ndar
             continue
         groups = dict(groups)
         if int(r.proto) == 6 and lost[js].any():  # a segment its receiver acknowledged arrived: the capture missed it
-            ax = Acks(t, js, other)
-            got = {i for key, g in groups.items() if key[0] == "loss" for i in g.tolist() if ax.acked(i, lost)}
-            acked = np.fromiter(got, np.int64, len(got))
-            for key in [k for k in groups if k[0] == "loss"] if got else []:  # none acknowledged: the groups stand
-                mine = np.isin(groups[key], acked)
+            keys = [k for k in groups if k[0] == "loss"]
+            got = Acks(t, js, other).acked_all(np.concatenate([groups[k] for k in keys]), lost) if keys else np.zeros(0, bool)
+            acked = np.concatenate([groups[k] for k in keys])[got] if got.any() else np.zeros(0, np.int64)
+            cut = np.cumsum([0, *(len(groups[k]) for k in keys)]).tolist()
+            for key, a, b in zip(keys, cut[:-1], cut[1:], strict=True) if len(acked) else ():  # none acknowledged: the groups stand
+                mine = got[a:b]
                 if mine.any():
                     groups[("acked", *key[1:])] = groups[key][mine]
                     groups[key] = groups[key][~mine]
@@ -1240,7 +1246,8 @@ def _cause(ctx: _Context, t: JourneyTable, r, direction: str, kind: str, last: s
         if k != "pod" and not known_ep and target not in inv.node_addresses():
             at = f" (inside {node}'s pod CIDR)" if node else ""
             return "stale-endpoint", 0.8, f"DNAT to {target}{at}, an address no pod and no EndpointSlice has"
-    sizes_lost = t.last_size[lost].tolist()
+    sz = t.last_size[lost]
+    small, large = int(sz.min()), int(sz.max())  # sizes of the lost packets
     key = (c, direction, last, q)  # the loss groups of a direction share ``passed``: filter it once per hop
     crossed = ctx.crossed.get(key)
     if crossed is None:
@@ -1248,16 +1255,16 @@ def _cause(ctx: _Context, t: JourneyTable, r, direction: str, kind: str, last: s
         if q is not None:
             m &= t.has_point(passed, t.point_code(q))
         crossed = ctx.crossed[key] = passed[m]
-    sizes_ok = t.last_size[crossed].tolist()
-    if not sizes_ok and q is not None and (last, q) in ctx.pair_max:
-        sizes_ok = [ctx.pair_max[(last, q)]]  # other connections' packets that made this hop
+    ok_max = int(t.last_size[crossed].max()) if len(crossed) else None  # the largest packet that made this hop
+    if ok_max is None and q is not None and (last, q) in ctx.pair_max:
+        ok_max = ctx.pair_max[(last, q)]  # of other connections' packets
     tunnel_edge = (any(ctx.roles.get(x, "") == "overlay" for x in (last, q) if x) or bool(t.tun[lost].any())
                    or _interface(last).startswith(("vxlan", "tunl", "genev", "flannel")))  # fmt: skip
-    if sizes_ok and min(sizes_lost) > max(max(sizes_ok), _mtu_floor(target)):
+    if ok_max is not None and small > max(ok_max, _mtu_floor(target)):
         conf = 0.8 if tunnel_edge else 0.6
         tun = " tunnelled" if tunnel_edge else ""
-        return "mtu-blackhole", conf, (f"{len(lost)}{tun} packet(s) of {_span(sizes_lost)} bytes vanished where "
-                                       f"packets of at most {max(sizes_ok)} bytes pass; no ICMP frag-needed seen")  # fmt: skip
+        return "mtu-blackhole", conf, (f"{len(lost)}{tun} packet(s) of {_span(small, large)} bytes vanished where "
+                                       f"packets of at most {ok_max} bytes pass; no ICMP frag-needed seen")  # fmt: skip
     if len(unreach):
         u = unreach.iloc[0]
         if int(u.icmp_code) in (9, 10, 13):
@@ -1274,11 +1281,10 @@ def _cause(ctx: _Context, t: JourneyTable, r, direction: str, kind: str, last: s
     if (len(early) and q is not None and _node_of(last) == _node_of(q)
             and t.ts0[early].max() < t.ts0[lost].min()):  # fmt: skip
         return "conntrack", 0.6, (f"{t.what(early)} of this connection crossed {_show(last)} → {_show(q)}, then every later "
-                                  f"packet ({t.what(lost)}, as small as {min(sizes_lost)} bytes) stopped there, no ICMP "
+                                  f"packet ({t.what(lost)}, as small as {small} bytes) stopped there, no ICMP "
                                   f"error: {_node_of(last)}'s connection tracking stopped matching the connection "
                                   "(ctstate INVALID, dropped)")  # fmt: skip
     if q is not None and _node_of(last) == _node_of(q) and ctx.roles.get(q, "") in ("pod-veth", "") and q == ctx.homes.get(target):
-        small = min(sizes_lost)
         return "policy-drop", 0.75, (f"reached {_node_of(last)} but not the pod's veth, packets as small as {small} bytes "
                                      f"lost too, no ICMP error: a filter (NetworkPolicy) dropped them")  # fmt: skip
     n, how = ctx.drops.get(q or "", (0, ""))
@@ -1288,8 +1294,8 @@ def _cause(ctx: _Context, t: JourneyTable, r, direction: str, kind: str, last: s
     return "unknown", 0.3, "no evidence points to one cause"
 
 
-def _span(v: list[int]) -> str:
-    return f"{min(v)}" if min(v) == max(v) else f"{min(v)}-{max(v)}"
+def _span(lo: int, hi: int) -> str:
+    return f"{lo}" if lo == hi else f"{lo}-{hi}"
 
 
 def _interface(point: str | None) -> str:

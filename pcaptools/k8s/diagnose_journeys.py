@@ -231,6 +231,49 @@ class Acks:
                & ((((pq - q) & _M32) < n) | (((q - pq) & _M32) < t.seglen[p])))  # fmt: skip
         return not hit.any()
 
+    def acked_all(self, idx: np.ndarray, lost: np.ndarray, steps: int = 8) -> np.ndarray:
+        """:meth:`acked` of each journey of ``idx``, as arrays over all of them: the ACK beyond a segment looked for
+        ``steps`` ACKs at a time, its other copies by sequence number; a segment whose ACK is further on, or whose
+        copies' window wraps, is answered by :meth:`acked` itself."""
+        t = self.t
+        idx = np.asarray(idx, np.int64)
+        out = np.zeros(len(idx), bool)
+        na = len(self.ack_no)
+        if not len(idx) or not na:
+            return out
+        n, f, q = t.seglen[idx], t.flags[idx], t.seq[idx]
+        end = (q + n) & _M32
+        pos = np.searchsorted(self.ack_ts, t.tsl[idx], side="right")  # the first ACK after the segment's last sighting
+        todo = (q >= 0) & (f >= 0) & (f & 0x04 == 0) & (n != 0) & (pos < na)
+        k = np.full(len(idx), -1, np.int64)  # the first ACK at or beyond the segment's end
+        for _ in range(steps):
+            w = np.flatnonzero(todo)
+            if not len(w):
+                break
+            beyond = ((self.ack_no[pos[w]] - end[w]) & _M32) < 0x80000000
+            k[w[beyond]] = pos[w[beyond]]
+            todo[w[beyond]] = False
+            w = w[~beyond]
+            pos[w] += 1
+            todo[w[pos[w] >= na]] = False  # no ACK beyond it
+        for x in np.flatnonzero(todo).tolist():  # still looking: the ACK is further on
+            out[x] = self.acked(int(idx[x]), lost)
+        lo, hi = (q - self.longest + 1) & _M32, end
+        plain = (k >= 0) & (lo < hi) & (self.longest + n <= _M32)
+        for x in np.flatnonzero((k >= 0) & ~plain).tolist():  # copies' window wraps (or spans every number)
+            out[x] = self.acked(int(idx[x]), lost)
+        w = np.flatnonzero(plain)
+        a, b = np.searchsorted(self.seqs, lo[w]), np.searchsorted(self.seqs, hi[w])
+        cnt = b - a
+        own = np.repeat(np.arange(len(w)), cnt)  # the copies of each segment's window, one row each
+        p = self.segs[np.repeat(a - np.r_[0, np.cumsum(cnt)[:-1]], cnt) + np.arange(int(cnt.sum()))]
+        x = w[own]
+        pq, qx, nx = t.seq[p], q[x], n[x]
+        hit = ((t.jid[p] != t.jid[idx[x]]) & ~lost[p] & (t.ts0[p] < self.ack_ts0[k[x]])
+               & ((((pq - qx) & _M32) < nx) | (((qx - pq) & _M32) < t.seglen[p])))  # fmt: skip
+        out[w] = np.bincount(own, weights=hit, minlength=len(w)) == 0
+        return out
+
 
 def timeline(t: JourneyTable, order: np.ndarray, g: np.ndarray, lost: np.ndarray) -> dict[str, np.ndarray]:
     """Attempts of packets sent more than once or lost (retransmissions share a fingerprint) of the journeys ``order``
