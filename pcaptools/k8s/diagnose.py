@@ -534,7 +534,7 @@ class HopTallies:
             pt = np.concatenate([pc, pc])
             rk = np.concatenate([rank, rank | (1 << 60)])  # every source before every destination, as one walk of both
             ok = (addr >= 0) & (pt >= 0)
-            pair, first = pd.factorize(pt[ok] * (len(vocab) + 1) + addr[ok])
+            pair, first = _factorize_small(pt[ok] * (len(vocab) + 1) + addr[ok])
             fr = np.full(len(first), np.iinfo(np.int64).max, np.int64)
             np.minimum.at(fr, pair, rk[ok])
             pairs = pd.DataFrame({"p": np.array(pnames, object)[first // (len(vocab) + 1)],
@@ -582,6 +582,21 @@ def _homes(points: list | None, tallies: HopTallies, inv: Inventory | None) -> d
     return out
 
 
+def _factorize_small(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``pd.factorize`` of int keys (codes in order of first appearance, the keys): by a table of their range when it
+    is small (a few points times their addresses), not by hashing every key."""
+    n = len(key)
+    if not n or int(key.min()) < 0 or int(key.max()) > 2 * n + (1 << 20):
+        return pd.factorize(key)
+    first = np.full(int(key.max()) + 1, n, np.int64)
+    np.minimum.at(first, key, np.arange(n, dtype=np.int64))
+    present = np.flatnonzero(first < n)
+    uniq = present[np.argsort(first[present], kind="stable")]
+    code = np.zeros(len(first), np.int64)
+    code[uniq] = np.arange(len(uniq), dtype=np.int64)
+    return code[key], uniq
+
+
 def _steps(h: pd.DataFrame) -> pd.DataFrame:
     """Every journey's consecutive pairs of points counted by (point, destination address, next point, tunnelled
     there), with the largest frame of each: one row per distinct key, counted on codes before pandas."""
@@ -592,13 +607,12 @@ def _steps(h: pd.DataFrame) -> pd.DataFrame:
     nxt = np.flatnonzero(j[1:] == j[:-1])
     pc, pnames = category_codes(h["point"])
     dc, dnames = category_codes(h["dst"])
+    nxt = nxt[pc[nxt] != pc[nxt + 1]]  # a step to another point
     p, q, d = pc[nxt], pc[nxt + 1], dc[nxt]
     t = h["tunnel"].notna().to_numpy()[nxt]
     w = h["wirelen"].to_numpy(np.int64)[nxt]
-    keep = p != q
-    p, q, d, t, w = p[keep], q[keep], d[keep], t[keep], w[keep]
     np_, nd = len(pnames) + 1, len(dnames) + 1
-    g, first = pd.factorize((((p + 1) * nd + d + 1) * np_ + q + 1) * 2 + t)
+    g, first = _factorize_small((((p + 1) * nd + d + 1) * np_ + q + 1) * 2 + t)
     n = np.bincount(g, minlength=len(first))
     wmax = np.full(len(first), np.iinfo(np.int64).min, np.int64)
     np.maximum.at(wmax, g, w)
