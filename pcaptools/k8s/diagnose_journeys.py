@@ -40,6 +40,19 @@ def _codes(col: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     return codes.astype(np.int64), np.array([*uniq, np.nan], dtype=object)
 
 
+def _find(keys: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(position in ``keys``, found) of each of ``q`` (``keys`` ascending and unique, both ints): by a table of the
+    keys' range when it is small (journey ids), else by bisection."""
+    top = max(int(keys[-1]), int(q.max())) if len(q) else 0
+    if len(q) and int(keys[0]) >= 0 and int(q.min()) >= 0 and top <= 4 * (len(keys) + len(q)) + (1 << 20):
+        pos = np.full(top + 1, -1, np.int64)
+        pos[keys] = np.arange(len(keys), dtype=np.int64)
+        at = pos[q]
+        return np.maximum(at, 0), at >= 0
+    at = np.clip(np.searchsorted(keys, q), 0, len(keys) - 1)
+    return at, keys[at] == q
+
+
 def _bitsets(codes: np.ndarray, starts: np.ndarray, n: int) -> np.ndarray:
     """Per slice of ``codes`` starting at ``starts`` (non-empty, contiguous, covering ``codes``): the set of its codes
     (>= 0) as bits, one uint64 word per 64 codes (``n`` codes): shape (slices, words)."""
@@ -47,11 +60,11 @@ def _bitsets(codes: np.ndarray, starts: np.ndarray, n: int) -> np.ndarray:
     out = np.zeros((len(starts), words), np.uint64)
     if not len(starts):
         return out
-    ok = codes >= 0
+    one = np.left_shift(np.uint64(1), (np.arange(words * 64) % 64).astype(np.uint64))
     for w in range(words):
-        mine = ok & (codes // 64 == w)
-        bits = np.where(mine, np.left_shift(np.uint64(1), (codes % 64).astype(np.uint64)), np.uint64(0))
-        out[:, w] = np.bitwise_or.reduceat(bits, starts)
+        lut = np.zeros(words * 64 + 1, np.uint64)  # code -> its bit in word w (the last entry: code -1, none)
+        lut[w * 64:(w + 1) * 64] = one[w * 64:(w + 1) * 64]
+        out[:, w] = np.bitwise_or.reduceat(lut[codes], starts)
     return out
 
 
@@ -100,8 +113,7 @@ class JourneyTable:
         self.plen = np.full(self.n, -1, np.int64)
         sj, sv = ev._sj, ev._sv
         if len(sj) and self.n:
-            at = np.clip(np.searchsorted(sj, self.jid), 0, len(sj) - 1)
-            hit = sj[at] == self.jid
+            at, hit = _find(sj, self.jid)
             self.seq[hit], self.ack[hit], self.plen[hit] = sv[at[hit], 0], sv[at[hit], 1], sv[at[hit], 2]
         syn = (self.flags >= 0) & (self.flags & 0x02 != 0)
         fin = (self.flags >= 0) & (self.flags & 0x01 != 0)
