@@ -582,6 +582,24 @@ def _homes(points: list | None, tallies: HopTallies, inv: Inventory | None) -> d
     return out
 
 
+def _unique_inverse(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(a, return_inverse=True)`` of ints: by counting when their range is small (connection ids)."""
+    if not len(a) or int(a.min()) < 0 or int(a.max()) > 4 * len(a) + (1 << 20):
+        u, inv = np.unique(a, return_inverse=True)
+        return u, inv.reshape(-1)
+    u = np.flatnonzero(np.bincount(a))
+    code = np.zeros(int(a.max()) + 1, np.int64)
+    code[u] = np.arange(len(u), dtype=np.int64)
+    return u.astype(a.dtype), code[a]
+
+
+def _stable_order(a: np.ndarray) -> np.ndarray:
+    """``np.argsort(a, kind="stable")`` of non-negative ints, as 16-bit ones when they fit (numpy radix-sorts those)."""
+    if len(a) and int(a.max()) < 1 << 16:
+        return np.argsort(a.astype(np.uint16), kind="stable")
+    return np.argsort(a, kind="stable")
+
+
 def _factorize_small(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``pd.factorize`` of int keys (codes in order of first appearance, the keys): by a table of their range when it
     is small (a few points times their addresses), not by hashing every key."""
@@ -703,8 +721,7 @@ class Diagnoser:
         t = JourneyTable(h, self.ev)
         rows = list(p.itertuples(index=False))
         pc = np.array([int(r.connection) for r in rows], np.int64)
-        uc, jc = np.unique(t.conn, return_inverse=True)
-        jc = jc.reshape(-1)
+        uc, jc = _unique_inverse(t.conn)
         icmp_j = self.ev.icmp_journeys
         is_icmp = np.isin(t.jid, np.fromiter(icmp_j, np.int64, len(icmp_j))) if icmp_j else np.zeros(t.n, bool)
         n_j = np.bincount(jc, minlength=len(uc))
@@ -716,7 +733,7 @@ class Diagnoser:
         ci_of[at[keep]] = np.arange(len(rows))
         g = np.where((ci_of[jc] >= 0) & (t.dir >= 0), ci_of[jc] * 2 + t.dir, -1) if t.n else np.zeros(0, np.int64)
         order = np.flatnonzero(g >= 0)
-        order = order[np.argsort(g[order], kind="stable")]  # each connection's directions, journeys in time order
+        order = order[_stable_order(g[order])]  # each connection's directions, journeys in time order
         go = g[order]
         ng = 2 * len(rows)
         gs = np.searchsorted(go, np.arange(ng + 1))  # journeys of group x: order[gs[x]:gs[x + 1]]
