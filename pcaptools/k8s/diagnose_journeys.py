@@ -88,10 +88,11 @@ class JourneyTable:
         self.n = len(k)
         self.jid = j[a]
         self.conn = h["connection"].to_numpy(np.int64)[a] if n else np.zeros(0, np.int64)
-        if n:  # a journey's direction is its first row's: only those rows' strings are read
-            dcode, dnames = pd.factorize(h["direction"].iloc[a])
-            dmap = np.array([FORWARD if str(x) == "forward" else REVERSE if str(x) == "reverse" else -1 for x in dnames] + [-1], np.int64)
-            self.dir = dmap[dcode]
+        if n:  # a journey's direction is its first row's (compared as strings column-wise: no string made per row)
+            d = h["direction"]
+            fwd = np.asarray((d == "forward").fillna(False), bool)[a]
+            rev = np.asarray((d == "reverse").fillna(False), bool)[a]
+            self.dir = np.where(fwd, FORWARD, np.where(rev, REVERSE, -1)).astype(np.int64)
         else:
             self.dir = np.zeros(0, np.int64)
         pc, self.point_names = _codes(h["point"]) if n else (np.zeros(0, np.int64), np.array([np.nan], object))
