@@ -30,7 +30,15 @@ import numpy as np
 import pandas as pd
 
 from pcaptools.fmt import PROTO_NAMES, endpoint
-from pcaptools.k8s.diagnose_journeys import FORWARD, REVERSE, Acks, JourneyTable, sequence_ids, timeline
+from pcaptools.k8s.diagnose_journeys import (
+    FORWARD,
+    REVERSE,
+    Acks,
+    JourneyTable,
+    sequence_ids,
+    take_int,
+    timeline,
+)
 from pcaptools.k8s.inventory import Inventory
 from pcaptools.k8s.iptables import rule_object
 from pcaptools.k8s.paths import _MadeOnRead, as_inventory, paths_detail
@@ -469,7 +477,7 @@ def _whole_seqs(pk: pd.DataFrame, rj: np.ndarray) -> np.ndarray:
     m = np.flatnonzero((seq >= 0) & (pk["ts_ns"].to_numpy(np.int64) >= 0) & (rj >= 0))
     rows = np.empty((len(m), 4), np.int64)
     rows[:, 0], rows[:, 1] = m, seq[m]
-    rows[:, 2], rows[:, 3] = pk["tcp_ack"].to_numpy(np.int64)[m], pk["payload_len"].to_numpy(np.int64)[m]
+    rows[:, 2], rows[:, 3] = take_int(pk["tcp_ack"], m), take_int(pk["payload_len"], m)
     return _first_rows(rows, rj[m])
 
 
@@ -628,7 +636,7 @@ def _steps(h: pd.DataFrame) -> pd.DataFrame:
     nxt = nxt[pc[nxt] != pc[nxt + 1]]  # a step to another point
     p, q, d = pc[nxt], pc[nxt + 1], dc[nxt]
     t = h["tunnel"].notna().to_numpy()[nxt]
-    w = h["wirelen"].to_numpy(np.int64)[nxt]
+    w = take_int(h["wirelen"], nxt)
     np_, nd = len(pnames) + 1, len(dnames) + 1
     g, first = _factorize_small((((p + 1) * nd + d + 1) * np_ + q + 1) * 2 + t)
     n = np.bincount(g, minlength=len(first))

@@ -40,6 +40,13 @@ def _codes(col: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     return codes.astype(np.int64), np.array([*uniq, np.nan], dtype=object)
 
 
+def take_int(col: pd.Series, rows: np.ndarray) -> np.ndarray:
+    """``col.to_numpy(np.int64)[rows]``, converting only the rows taken when the column is a numpy one."""
+    if isinstance(col.dtype, np.dtype) and col.dtype.kind in "iub":
+        return col.to_numpy()[rows].astype(np.int64)
+    return col.to_numpy(np.int64)[rows]
+
+
 def _find(keys: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(position in ``keys``, found) of each of ``q`` (``keys`` ascending and unique, both ints): by a table of the
     keys' range when it is small (journey ids), else by bisection."""
@@ -103,10 +110,9 @@ class JourneyTable:
         self.first_pt, self.last_pt = self.pt[self.s], self.pt[self.e - 1] if self.n else np.zeros(0, np.int64)
         self.src_c, self.src_names = self._strs(h, "src", last)
         self.dst_c, self.dst_names = self._strs(h, "dst", last)
-        size = h["wirelen"].to_numpy(np.int64) if n else np.zeros(0, np.int64)
-        self.dport = h["dport"].to_numpy(np.int64)[last] if n else np.zeros(0, np.int64)
-        self.flags = h["tcp_flags"].to_numpy(np.int64)[a] if n else np.zeros(0, np.int64)
-        self.size, self.last_size = size[a], size[last]
+        self.dport = take_int(h["dport"], last) if n else np.zeros(0, np.int64)
+        self.flags = take_int(h["tcp_flags"], a) if n else np.zeros(0, np.int64)
+        self.size, self.last_size = (take_int(h["wirelen"], a), take_int(h["wirelen"], last)) if n else (np.zeros(0, np.int64),) * 2
         self.fp = h["fingerprint"].to_numpy(np.uint64)[a] if n else np.zeros(0, np.uint64)
         self.tun = h["tunnel"].notna().to_numpy()[last] if n else np.zeros(0, bool)
         self.seq = np.full(self.n, -1, np.int64)
