@@ -804,7 +804,7 @@ class _Attempts:
 
     def __init__(self, cols: dict[str, np.ndarray]) -> None:
         self.cols = cols
-        self.start = np.r_[0, np.cumsum(cols["sightings"])[:-1]].astype(np.int64)
+        self.start = (np.cumsum(cols["sightings"]) - cols["sightings"]).astype(np.int64)  # each attempt's first sighting
         self.head = _attempt_heads(cols["connection"], cols["dir"], cols["packet_id"], cols["attempt"])
 
     @classmethod
