@@ -272,6 +272,11 @@ _ICMP_COLUMNS = ["proto", "src", "sport", "dst", "dport", "point", "node", "icmp
                  "sender", "icmp_mtu"]  # fmt: skip
 
 
+def _ints(col: pd.Series) -> np.ndarray:
+    """An int column's values: as stored when numpy holds them, else as int64."""
+    return col.to_numpy() if isinstance(col.dtype, np.dtype) and col.dtype.kind in "iu" else col.to_numpy(np.int64)
+
+
 def _icmp_errors(proto: np.ndarray, typ: np.ndarray) -> np.ndarray:
     """Per row: an ICMP / ICMPv6 error (:data:`_ICMP_ERR`), which quotes the packet it answers."""
     return ((proto == 1) & np.isin(typ, _ICMP_ERR[1])) | ((proto == 58) & np.isin(typ, _ICMP_ERR[58]))
@@ -363,10 +368,10 @@ class PacketEvidence:
             np.maximum.at(self.hi, pid, tc)
             self.rows += np.bincount(pid, minlength=len(self.rows))
         if "icmp_type" in pk.columns:
-            proto = pk["proto"].to_numpy(np.int64)
-            typ = pk["icmp_type"].to_numpy(np.int64)
+            proto, typ = _ints(pk["proto"]), _ints(pk["icmp_type"])  # (as stored: every row compared, few taken)
             err = _icmp_errors(proto, typ)
             if err.any():
+                proto, typ = proto.astype(np.int64), typ.astype(np.int64)
                 e = pk.loc[err]
                 self._icmp.append(pd.DataFrame({
                     "key": key[err], "proto": e["icmp_q_proto"].to_numpy(np.int64), "src": e["icmp_q_src"].astype(str).to_numpy(),
