@@ -1142,11 +1142,10 @@ def _answer_suspects(ctx: _Context, t: JourneyTable, rows: list, order: np.ndarr
     jci = np.repeat(ci, np.diff(gs))
     rev = t.dir[order] == REVERSE
     f = t.flags[order]
-    src = t.src_names[t.src_c[order]]
-    dst = t.dst_names[t.dst_c[order]]
-    server = np.array([str(r.server_addr) for r in rows], object)
-    client = np.array([str(r.client_addr) for r in rows], object)
-    bad = rev & (t.last_pt[order] == ch[jci]) & (src != server[jci]) & (dst == client[jci])
+    (sc, sfirst), (dc, dfirst) = t.addr_codes("src"), t.addr_codes("dst")  # addresses compared by code, not string
+    server = np.array([sfirst.get(str(r.server_addr), -3) for r in rows], np.int64)
+    client = np.array([dfirst.get(str(r.client_addr), -3) for r in rows], np.int64)
+    bad = rev & (t.last_pt[order] == ch[jci]) & (sc[t.src_c[order]] != server[jci]) & (dc[t.dst_c[order]] == client[jci])
     synack = rev & (f >= 0) & (f & 0x12 == 0x12) & (t.last_pt[order] == home[jci])
     rst = ~rev & (f >= 0) & (f & 0x04 != 0) & (t.first_pt[order] == home[jci])
     tcp = np.array([int(r.proto) == 6 for r in rows], bool)
@@ -1219,9 +1218,8 @@ def _answer_losses(ctx: _Context, t: JourneyTable, r, c: int, fwd: np.ndarray, r
         return []
     out = []
     client_home = ctx.homes.get(str(r.client_addr))
-    last_pt = t.point_names[t.last_pt[rev]]
-    bad = rev[(last_pt == client_home) & (t.src_names[t.src_c[rev]] != str(r.server_addr))
-              & (t.dst_names[t.dst_c[rev]] == str(r.client_addr))] if client_home is not None else rev[:0]  # fmt: skip
+    bad = rev[(t.last_pt[rev] == t.point_code(client_home)) & ~t.is_addr("src", rev, str(r.server_addr))
+              & t.is_addr("dst", rev, str(r.client_addr))] if client_home is not None else rev[:0]  # fmt: skip
     if len(bad) and str(r.server_addr) != str(r.backend_addr):
         b0 = int(bad[0])
         at = t.point_names[t.last_pt[b0]]
@@ -1235,8 +1233,8 @@ def _answer_losses(ctx: _Context, t: JourneyTable, r, c: int, fwd: np.ndarray, r
         return out
     home = client_home or t.points(int(fwd[0]))[0]
     f, b = t.flags[rev], t.flags[fwd]
-    synack = rev[(f >= 0) & (f & 0x12 == 0x12) & (t.point_names[t.last_pt[rev]] == home)]
-    rst = fwd[(b >= 0) & (b & 0x04 != 0) & (t.point_names[t.first_pt[fwd]] == home)]
+    synack = rev[(f >= 0) & (f & 0x12 == 0x12) & (t.last_pt[rev] == t.point_code(home))]
+    rst = fwd[(b >= 0) & (b & 0x04 != 0) & (t.first_pt[fwd] == t.point_code(home))]
     if len(synack) and len(rst) and t.ts0[rst[0]] > t.tsl[synack[0]]:
         ts = t.ts0[fwd]
         acked_ = bool(((b == 0x10) & (t.tsl[synack[0]] < ts) & (ts < t.ts0[rst[0]])).any())

@@ -127,6 +127,7 @@ class JourneyTable:
         self.seglen = np.maximum(self.plen, 0) + syn + fin  # sequence space: payload, plus one for SYN and for FIN
         self.point_set = _bitsets(self.pt, start, len(self.point_names) - 1)[k]  # journey i's starts at start[k[i]]
         self.node_set = _bitsets(self.nd, start, len(self.node_names) - 1)[k]
+        self._point_codes: dict | None = None
 
     @staticmethod
     def _strs(h: pd.DataFrame, col: str, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -154,8 +155,26 @@ class JourneyTable:
         """Code of a point name (-2 for None or a point not in the table: matches no sighting)."""
         if name is None:
             return -2
-        hit = np.flatnonzero(self.point_names[:-1] == name)
-        return int(hit[0]) if len(hit) else -2
+        if self._point_codes is None:  # name -> its first code, made once
+            self._point_codes = {}
+            for i, x in enumerate(self.point_names[:-1].tolist()):
+                self._point_codes.setdefault(x, i)
+        return self._point_codes.get(name, -2)
+
+    def is_addr(self, col: str, idx: np.ndarray, name: str) -> np.ndarray:
+        """Per journey of ``idx``: whether its last sighting's ``col`` ('src' or 'dst') is ``name`` (compared as
+        ``{col}_names[{col}_c[idx]] == name`` is, by code)."""
+        names = self.src_names if col == "src" else self.dst_names
+        return (names == name)[self.src_c[idx] if col == "src" else self.dst_c[idx]]
+
+    def addr_codes(self, col: str) -> tuple[np.ndarray, dict]:
+        """(per code of ``col`` ('src' or 'dst'), the first code with its name; name -> that code): equal names, equal
+        codes (the trailing 'nan' of a missing one too, code -1 indexing it)."""
+        names = (self.src_names if col == "src" else self.dst_names).tolist()
+        first: dict = {}
+        for i, x in enumerate(names):
+            first.setdefault(x, i)
+        return np.array([first[x] for x in names], np.int64), first
 
     def has_point(self, idx: np.ndarray, code: int) -> np.ndarray:
         """Whether each journey of ``idx`` was seen at point ``code``."""
