@@ -693,8 +693,9 @@ def diagnose(capture_set=None, correlation=None, inventory: Inventory | str | di
     corr = correlation if correlation is not None else correlate(capture_set)
     det = detail if detail is not None else paths_detail(corr, inv)
     dg = Diagnoser(inv, PacketEvidence.of(capture_set, corr), HopTallies.of(det.hops), capture_drops, hops=det.hops)
-    dg.add(det.hops, det.paths, det.nat)
-    return dg.result(det.paths, det.nat, iptables)
+    dnat = getattr(det, "dnat_connections", None)  # known without the NAT steps of every journey (PathSet.detail)
+    dg.add(det.hops, det.paths, det.nat if dnat is None else None, dnat_connections=dnat)
+    return dg.result(det.paths, det.nat if iptables else None, iptables)
 
 
 class Diagnoser:
@@ -724,13 +725,17 @@ class Diagnoser:
         self.tl_parts: list[dict[str, np.ndarray]] = []  # per group added: its timeline's attempts and sightings
         self._labels: dict[str, int] = {}  # packet label -> id (_packet_ids)
 
-    def add(self, h: pd.DataFrame, p: pd.DataFrame, nat: pd.DataFrame) -> None:
+    def add(self, h: pd.DataFrame, p: pd.DataFrame, nat: pd.DataFrame | None, *,
+            dnat_connections: frozenset[int] | None = None) -> None:  # fmt: skip
         """Diagnose the connections of ``p``, whose every hop is in ``h`` and NAT step in ``nat``: what each journey
         missed, worked out column-wise over every connection at once (:mod:`pcaptools.k8s.diagnose_journeys`);
-        Python objects only for the connections (and their losses) that are printed."""
+        Python objects only for the connections (and their losses) that are printed. ``dnat_connections``: those of
+        them with a DNAT step, when known without ``nat`` (all the diagnosis reads of it; ``nat`` may then be None)."""
         inv = self.inv
-        ctx = _Context(inv, self.homes, self.spans, self.roles, _icmp_events(self.ev.icmp, h), nat, self.next_point,
-                       self.pair_max, self.drops, frontend_of=self.frontend_of)  # fmt: skip
+        ctx = _Context(inv, self.homes, self.spans, self.roles, _icmp_events(self.ev.icmp, h),
+                       _NO_NAT if nat is None else nat, self.next_point, self.pair_max, self.drops,
+                       frontend_of=self.frontend_of,
+                       dnat_connections=None if dnat_connections is None else frozenset(dnat_connections))  # fmt: skip
         t = JourneyTable(h, self.ev)
         rows = list(p.itertuples(index=False))
         pc = np.array([int(r.connection) for r in rows], np.int64)
@@ -887,6 +892,9 @@ def _server_name(inv: Inventory | None, r) -> str:
     return node if k == "node" else n
 
 
+_NO_NAT = pd.DataFrame({"op": pd.Series([], dtype=object), "connection": np.zeros(0, np.int64)})
+
+
 @dataclass
 class _Context:
     inv: Inventory | None
@@ -898,14 +906,15 @@ class _Context:
     next_point: dict[tuple, str]
     pair_max: dict[tuple[str, str], int]
     drops: dict[str, tuple[int, str]]  # point -> (packets its capture reports dropped, the source of that count)
-    dnat_connections: frozenset[int] = frozenset()  # connections with a DNAT step
+    dnat_connections: frozenset[int] | None = None  # connections with a DNAT step (None: from ``nat``)
     occ: dict[tuple[str, ...], tuple[list, set]] = field(default_factory=dict)  # points -> (_occ labels, their set)
     frontend_of: dict[tuple[str, int, int], str] = field(default_factory=dict)  # (addr, port, proto) -> first service
     crossed: dict[tuple, list] = field(default_factory=dict)  # (connection, direction, last, q) -> passed journeys there
 
     def __post_init__(self) -> None:
-        if len(self.nat):
-            self.dnat_connections = frozenset(self.nat.loc[(self.nat["op"] == "DNAT").to_numpy(), "connection"].tolist())
+        if self.dnat_connections is None:
+            nat = self.nat
+            self.dnat_connections = frozenset(nat.loc[(nat["op"] == "DNAT").to_numpy(), "connection"].tolist()) if len(nat) else frozenset()
 
 
 @dataclass(slots=True)
