@@ -357,9 +357,10 @@ def paths_cmd(
     if as_json:
         from pcaptools.render.records import document, path_records
 
+        shown = getattr(ps, "shown_nat", None)  # the representative journeys' NAT rows: all the records read of it
         _print_json_items(document("paths", connections=len(ps.paths), skipped_files=skipped, paths=[]), "paths",
-                          path_records(ps.paths, ps.nat, ps.correlation.hops, diagnosis=d, nat_rules=nat_rules,
-                                       columns=True))  # fmt: skip
+                          path_records(ps.paths, shown if shown is not None else ps.nat, ps.correlation.hops,
+                                       diagnosis=d, nat_rules=nat_rules, columns=True))  # fmt: skip
         return
     from pcaptools.render.terminal import fmt_int, print_paths, safe
 

@@ -86,6 +86,17 @@ def test_acknowledged_segments_found_by_bisection_are_those_a_scan_finds(base: i
     assert 0 < sum(got) < len(js)  # both answers occur
 
 
+@pytest.mark.parametrize("steps", [0, 1, 8])  # every ACK found one by one, one step then one by one, mostly at once
+@pytest.mark.parametrize("base", [5_000_000, 0xFFFFFFFF - 1000, 500])  # plain, wrapping, near zero
+def test_acknowledged_segments_answered_all_at_once_are_those_a_scan_finds(base: int, steps: int):
+    rng = np.random.default_rng(base % 1000 + 7)
+    js, other = _segments(rng, 300, base, 0), _segments(rng, 300, base, 1000)
+    lost = {j.jid for j in js if rng.random() < 0.3}
+    got = _Acks(js, other).acked_all(js, lost, steps)
+    assert got == [_acked_by_scan(j, js, other, lost) for j in js]
+    assert 0 < sum(got) < len(js)  # both answers occur
+
+
 @pytest.mark.skipif(not (SAMPLE / "manifest.json").exists(), reason="no calico-vxlan sample")
 def test_routing_evidence_on_codes_counts_what_the_rows_strings_count():
     """point_addresses / routing_flags work on category codes: the same counts and flags as per-row strings give."""

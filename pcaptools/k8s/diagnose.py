@@ -30,10 +30,18 @@ import numpy as np
 import pandas as pd
 
 from pcaptools.fmt import PROTO_NAMES, endpoint
-from pcaptools.k8s.diagnose_journeys import FORWARD, REVERSE, Acks, JourneyTable, sequence_ids, timeline
+from pcaptools.k8s.diagnose_journeys import (
+    FORWARD,
+    REVERSE,
+    Acks,
+    JourneyTable,
+    sequence_ids,
+    take_int,
+    timeline,
+)
 from pcaptools.k8s.inventory import Inventory
 from pcaptools.k8s.iptables import rule_object
-from pcaptools.k8s.paths import as_inventory, paths_detail
+from pcaptools.k8s.paths import _MadeOnRead, as_inventory, paths_detail
 from pcaptools.labels import category_codes, codes_in, vocabulary
 
 SCHEMA_VERSION = 1
@@ -116,23 +124,34 @@ class Diagnosis:
 
     connections: pd.DataFrame
     losses: pd.DataFrame
-    timeline: pd.DataFrame
+    timeline: pd.DataFrame = _MadeOnRead()  # (or a function making it, called on first read)
     paths: pd.DataFrame
     notes: list[str] = field(default_factory=list)
     nat_rules: pd.DataFrame | None = None  # pcaptools.k8s.iptables.explain, when iptables-save files were given
     _rows: dict | None = field(default=None, init=False, repr=False, compare=False)
-    _columns: dict | None = field(default=None, init=False, repr=False, compare=False)  # timeline's, as numpy arrays
+    _attempts: _Attempts | None = field(default=None, init=False, repr=False, compare=False)  # the Diagnoser's timeline
+
+    def __getstate__(self) -> dict:
+        """Pickled with the timeline table made (a function making it is not picklable)."""
+        self.timeline  # noqa: B018 - reading makes it
+        return dict(self.__dict__)
 
     def _rows_of(self, table: str, c: int) -> np.ndarray:
-        """Positions of connection ``c``'s rows in ``table`` (indexed on first use: one pass, not a scan per connection)."""
+        """Positions of connection ``c``'s rows in ``table`` (indexed on first use: one pass, not a scan per connection);
+        ``attempts``: of its timeline attempts (the Diagnoser's columns, when the Diagnosis is its)."""
         if self._rows is None:
+            att = self._attempts
             self._rows = {name: df.groupby("connection", sort=False).indices if df is not None and len(df) else {}
                           for name, df in (("connections", self.connections), ("losses", self.losses),
-                                           ("timeline", self.timeline), ("nat_rules", self.nat_rules))}  # fmt: skip
+                                           ("nat_rules", self.nat_rules))}  # fmt: skip
+            self._rows["status_values"] = self.connections["status"].tolist()
+            self._rows["loss_values"] = {k: self.losses[k].tolist() for k in LOSS_COLUMNS[1:]}
+            if att is not None:
+                self._rows["attempts"] = _positions(att.cols["connection"])
+                return self._rows[table].get(c, np.zeros(0, np.int64))
             t = self.timeline
-            cols = self._columns
-            if cols is None or len(cols["point"]) != len(t):  # (the Diagnoser's arrays, else the table's)
-                cols = {k: t[k].to_numpy() for k in TIMELINE_COLUMNS}
+            self._rows["timeline"] = t.groupby("connection", sort=False).indices if len(t) else {}
+            cols = {k: t[k].to_numpy() for k in TIMELINE_COLUMNS}
             self._rows["timeline_values"] = cols
             # rows of one (connection, direction, packet, attempt): one attempt, numbered in order of first row
             gid = np.zeros(len(t), np.int64)
@@ -140,8 +159,6 @@ class Diagnosis:
                 codes, uniq = pd.factorize(cols[k]) if len(t) else (np.zeros(0, np.int64), [])
                 gid = pd.factorize(gid * (len(uniq) + 1) + codes.astype(np.int64) + 1)[0].astype(np.int64)
             self._rows["timeline_group"] = gid
-            self._rows["status_values"] = self.connections["status"].tolist()
-            self._rows["loss_values"] = {k: self.losses[k].tolist() for k in LOSS_COLUMNS[1:]}
         return self._rows[table].get(c, np.zeros(0, np.int64))
 
     def connection_record(self, c: int, *, columns: bool = False) -> dict:
@@ -156,6 +173,10 @@ class Diagnosis:
              "confidence": round(float(lv["confidence"][i]), 2), "evidence": lv["evidence"][i]}
             for i in self._rows_of("losses", c).tolist()
         ]  # fmt: skip
+        if self._attempts is not None:
+            ai = self._rows_of("attempts", c)
+            tl = self._attempts.timeline(ai) if len(ai) else Timeline(*_NO_ATTEMPT)
+            return self._record(status, losses, tl, c, columns)
         idx = self._rows_of("timeline", c)
         if len(idx):  # attempts in order of first row, as groupby(sort=False) of (direction, packet, attempt)
             v = self._rows["timeline_values"]
@@ -168,6 +189,10 @@ class Diagnosis:
                           v["point"][idx], v["ts_corrected_ns"][idx])  # fmt: skip
         else:
             tl = Timeline(*_NO_ATTEMPT)
+        return self._record(status, losses, tl, c, columns)
+
+    def _record(self, status: str, losses: list[dict], tl: Timeline, c: int, columns: bool) -> dict:
+        """:meth:`connection_record` of its parts (``columns``: the timeline as is, else its objects)."""
         timeline = tl if columns else tl.objects()
         out = {"status": status, "losses": losses, "timeline": timeline}
         if self.nat_rules is not None:
@@ -200,6 +225,16 @@ class Diagnosis:
     def to_json(self, **kw) -> str:
         """:meth:`to_dict` as JSON text."""
         return json.dumps(self.to_dict(), ensure_ascii=False, **kw)
+
+
+def _positions(keys: np.ndarray) -> dict[int, np.ndarray]:
+    """Key -> positions of its entries, ascending (``groupby(sort=False).indices`` of an int array, by one stable sort)."""
+    if not len(keys):
+        return {}
+    o = np.argsort(keys, kind="stable")
+    k = keys[o]
+    cut = np.flatnonzero(np.r_[True, k[1:] != k[:-1], True])
+    return {int(x): o[a:b] for x, a, b in zip(k[cut[:-1]].tolist(), cut[:-1].tolist(), cut[1:].tolist(), strict=True)}
 
 
 def pcapng_drops(capture_set) -> dict[str, tuple[int, str]]:
@@ -235,6 +270,11 @@ def _text(v) -> str | None:
 _SEQ_COLUMNS = ("tcp_seq", "tcp_ack", "payload_len")
 _ICMP_COLUMNS = ["proto", "src", "sport", "dst", "dport", "point", "node", "icmp_type", "icmp_proto", "ts_ns", "icmp_code",
                  "sender", "icmp_mtu"]  # fmt: skip
+
+
+def _ints(col: pd.Series) -> np.ndarray:
+    """An int column's values: as stored when numpy holds them, else as int64."""
+    return col.to_numpy() if isinstance(col.dtype, np.dtype) and col.dtype.kind in "iu" else col.to_numpy(np.int64)
 
 
 def _icmp_errors(proto: np.ndarray, typ: np.ndarray) -> np.ndarray:
@@ -300,16 +340,20 @@ class PacketEvidence:
         tc = getattr(correlation, "row_ts_corrected", None)
         rj = getattr(correlation, "row_journey", None)
         key = np.arange(len(pk), dtype=np.int64)
-        self.batch(None, pk, pk["point_id"].to_numpy(np.int64), key, None if tc is None else np.asarray(tc, np.int64))
+        self.batch(None, pk, pk["point_id"].to_numpy(np.int64), key, None if tc is None else np.asarray(tc, np.int64),
+                   tcp=rj is None)  # fmt: skip
         if rj is not None:
             rj = np.asarray(rj, np.int64)
-            self.emitted(key[rj >= 0], rj[rj >= 0])
+            self.emitted(key[rj >= 0], rj[rj >= 0])  # (ICMP errors' journeys; no TCP rows wait)
+            self._seq.append(_whole_seqs(pk, rj))
         else:
             self._pending = []
 
-    def batch(self, file: str | None, pk: pd.DataFrame, pid: np.ndarray, key: np.ndarray, tc: np.ndarray | None) -> None:
+    def batch(self, file: str | None, pk: pd.DataFrame, pid: np.ndarray, key: np.ndarray, tc: np.ndarray | None,
+              *, tcp: bool = True) -> None:  # fmt: skip
         """One packet table (of ``file``; None: several, their counters given to :meth:`whole`): each row's point
-        id, input key and corrected time (None: not known, the spans then come from the hops)."""
+        id, input key and corrected time (None: not known, the spans then come from the hops). ``tcp`` False: its TCP
+        rows are not buffered (:meth:`whole` takes them from the table, each row's journey known)."""
         if self.has_icmp is None:
             self.has_icmp = "icmp_type" in pk.columns
         if file is not None and pk.attrs.get("interface_stats"):  # a capture's batches carry its counters so far, a
@@ -324,10 +368,10 @@ class PacketEvidence:
             np.maximum.at(self.hi, pid, tc)
             self.rows += np.bincount(pid, minlength=len(self.rows))
         if "icmp_type" in pk.columns:
-            proto = pk["proto"].to_numpy(np.int64)
-            typ = pk["icmp_type"].to_numpy(np.int64)
+            proto, typ = _ints(pk["proto"]), _ints(pk["icmp_type"])  # (as stored: every row compared, few taken)
             err = _icmp_errors(proto, typ)
             if err.any():
+                proto, typ = proto.astype(np.int64), typ.astype(np.int64)
                 e = pk.loc[err]
                 self._icmp.append(pd.DataFrame({
                     "key": key[err], "proto": e["icmp_q_proto"].to_numpy(np.int64), "src": e["icmp_q_src"].astype(str).to_numpy(),
@@ -338,7 +382,7 @@ class PacketEvidence:
                     "sender": e["src"].astype(str).to_numpy(),
                     "icmp_mtu": e["icmp_mtu"].to_numpy(np.int64) if "icmp_mtu" in e else -1}))  # fmt: skip
                 self._icmp_wait = np.sort(np.concatenate([self._icmp_wait, key[err]]))
-        if all(c in pk.columns for c in _SEQ_COLUMNS):
+        if tcp and all(c in pk.columns for c in _SEQ_COLUMNS):
             seq = pk["tcp_seq"].to_numpy(np.int64)
             ok = (seq >= 0) & (pk["ts_ns"].to_numpy(np.int64) >= 0)  # a row without a time is never matched
             if ok.any():
@@ -428,6 +472,20 @@ class PacketEvidence:
         return out
 
 
+def _whole_seqs(pk: pd.DataFrame, rj: np.ndarray) -> np.ndarray:
+    """(journey, seq, ack, payload length) of each journey from its first TCP row of a whole packet table (``rj``: each
+    row's journey, -1 none): what :meth:`PacketEvidence.batch` then :meth:`~PacketEvidence.emitted` find by key, taken
+    in place (the rows are their own keys, in order: no buffer to stack, sort and search)."""
+    if not all(c in pk.columns for c in _SEQ_COLUMNS):
+        return np.zeros((0, 4), np.int64)
+    seq = pk["tcp_seq"].to_numpy(np.int64)
+    m = np.flatnonzero((seq >= 0) & (pk["ts_ns"].to_numpy(np.int64) >= 0) & (rj >= 0))
+    rows = np.empty((len(m), 4), np.int64)
+    rows[:, 0], rows[:, 1] = m, seq[m]
+    rows[:, 2], rows[:, 3] = take_int(pk["tcp_ack"], m), take_int(pk["payload_len"], m)
+    return _first_rows(rows, rj[m])
+
+
 def _first_rows(rows: np.ndarray, j: np.ndarray) -> np.ndarray:
     """(journey, seq, ack, payload length) of each journey of ``j`` from its first row in packet-table order (``rows``:
     (key, seq, ack, payload length), one per entry of ``j``), journeys ascending. Rows given in key order (an
@@ -489,7 +547,7 @@ class HopTallies:
             pt = np.concatenate([pc, pc])
             rk = np.concatenate([rank, rank | (1 << 60)])  # every source before every destination, as one walk of both
             ok = (addr >= 0) & (pt >= 0)
-            pair, first = pd.factorize(pt[ok] * (len(vocab) + 1) + addr[ok])
+            pair, first = _factorize_small(pt[ok] * (len(vocab) + 1) + addr[ok])
             fr = np.full(len(first), np.iinfo(np.int64).max, np.int64)
             np.minimum.at(fr, pair, rk[ok])
             pairs = pd.DataFrame({"p": np.array(pnames, object)[first // (len(vocab) + 1)],
@@ -537,6 +595,39 @@ def _homes(points: list | None, tallies: HopTallies, inv: Inventory | None) -> d
     return out
 
 
+def _unique_inverse(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(a, return_inverse=True)`` of ints: by counting when their range is small (connection ids)."""
+    if not len(a) or int(a.min()) < 0 or int(a.max()) > 4 * len(a) + (1 << 20):
+        u, inv = np.unique(a, return_inverse=True)
+        return u, inv.reshape(-1)
+    u = np.flatnonzero(np.bincount(a))
+    code = np.zeros(int(a.max()) + 1, np.int64)
+    code[u] = np.arange(len(u), dtype=np.int64)
+    return u.astype(a.dtype), code[a]
+
+
+def _stable_order(a: np.ndarray) -> np.ndarray:
+    """``np.argsort(a, kind="stable")`` of non-negative ints, as 16-bit ones when they fit (numpy radix-sorts those)."""
+    if len(a) and int(a.max()) < 1 << 16:
+        return np.argsort(a.astype(np.uint16), kind="stable")
+    return np.argsort(a, kind="stable")
+
+
+def _factorize_small(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``pd.factorize`` of int keys (codes in order of first appearance, the keys): by a table of their range when it
+    is small (a few points times their addresses), not by hashing every key."""
+    n = len(key)
+    if not n or int(key.min()) < 0 or int(key.max()) > 2 * n + (1 << 20):
+        return pd.factorize(key)
+    first = np.full(int(key.max()) + 1, n, np.int64)
+    np.minimum.at(first, key, np.arange(n, dtype=np.int64))
+    present = np.flatnonzero(first < n)
+    uniq = present[np.argsort(first[present], kind="stable")]
+    code = np.zeros(len(first), np.int64)
+    code[uniq] = np.arange(len(uniq), dtype=np.int64)
+    return code[key], uniq
+
+
 def _steps(h: pd.DataFrame) -> pd.DataFrame:
     """Every journey's consecutive pairs of points counted by (point, destination address, next point, tunnelled
     there), with the largest frame of each: one row per distinct key, counted on codes before pandas."""
@@ -547,13 +638,12 @@ def _steps(h: pd.DataFrame) -> pd.DataFrame:
     nxt = np.flatnonzero(j[1:] == j[:-1])
     pc, pnames = category_codes(h["point"])
     dc, dnames = category_codes(h["dst"])
+    nxt = nxt[pc[nxt] != pc[nxt + 1]]  # a step to another point
     p, q, d = pc[nxt], pc[nxt + 1], dc[nxt]
     t = h["tunnel"].notna().to_numpy()[nxt]
-    w = h["wirelen"].to_numpy(np.int64)[nxt]
-    keep = p != q
-    p, q, d, t, w = p[keep], q[keep], d[keep], t[keep], w[keep]
+    w = take_int(h["wirelen"], nxt)
     np_, nd = len(pnames) + 1, len(dnames) + 1
-    g, first = pd.factorize((((p + 1) * nd + d + 1) * np_ + q + 1) * 2 + t)
+    g, first = _factorize_small((((p + 1) * nd + d + 1) * np_ + q + 1) * 2 + t)
     n = np.bincount(g, minlength=len(first))
     wmax = np.full(len(first), np.iinfo(np.int64).min, np.int64)
     np.maximum.at(wmax, g, w)
@@ -603,8 +693,9 @@ def diagnose(capture_set=None, correlation=None, inventory: Inventory | str | di
     corr = correlation if correlation is not None else correlate(capture_set)
     det = detail if detail is not None else paths_detail(corr, inv)
     dg = Diagnoser(inv, PacketEvidence.of(capture_set, corr), HopTallies.of(det.hops), capture_drops, hops=det.hops)
-    dg.add(det.hops, det.paths, det.nat)
-    return dg.result(det.paths, det.nat, iptables)
+    dnat = getattr(det, "dnat_connections", None)  # known without the NAT steps of every journey (PathSet.detail)
+    dg.add(det.hops, det.paths, det.nat if dnat is None else None, dnat_connections=dnat)
+    return dg.result(det.paths, det.nat if iptables else None, iptables)
 
 
 class Diagnoser:
@@ -631,20 +722,24 @@ class Diagnoser:
                 self.frontend_of.setdefault((str(a), int(p), int(q)), str(svc))
         self.conn_rows: list[dict] = []
         self.loss_rows: list[dict] = []
-        self.tl_parts: list[dict[str, np.ndarray]] = []
+        self.tl_parts: list[dict[str, np.ndarray]] = []  # per group added: its timeline's attempts and sightings
+        self._labels: dict[str, int] = {}  # packet label -> id (_packet_ids)
 
-    def add(self, h: pd.DataFrame, p: pd.DataFrame, nat: pd.DataFrame) -> None:
+    def add(self, h: pd.DataFrame, p: pd.DataFrame, nat: pd.DataFrame | None, *,
+            dnat_connections: frozenset[int] | None = None) -> None:  # fmt: skip
         """Diagnose the connections of ``p``, whose every hop is in ``h`` and NAT step in ``nat``: what each journey
         missed, worked out column-wise over every connection at once (:mod:`pcaptools.k8s.diagnose_journeys`);
-        Python objects only for the connections (and their losses) that are printed."""
+        Python objects only for the connections (and their losses) that are printed. ``dnat_connections``: those of
+        them with a DNAT step, when known without ``nat`` (all the diagnosis reads of it; ``nat`` may then be None)."""
         inv = self.inv
-        ctx = _Context(inv, self.homes, self.spans, self.roles, _icmp_events(self.ev.icmp, h), nat, self.next_point,
-                       self.pair_max, self.drops, frontend_of=self.frontend_of)  # fmt: skip
+        ctx = _Context(inv, self.homes, self.spans, self.roles, _icmp_events(self.ev.icmp, h),
+                       _NO_NAT if nat is None else nat, self.next_point, self.pair_max, self.drops,
+                       frontend_of=self.frontend_of,
+                       dnat_connections=None if dnat_connections is None else frozenset(dnat_connections))  # fmt: skip
         t = JourneyTable(h, self.ev)
         rows = list(p.itertuples(index=False))
         pc = np.array([int(r.connection) for r in rows], np.int64)
-        uc, jc = np.unique(t.conn, return_inverse=True)
-        jc = jc.reshape(-1)
+        uc, jc = _unique_inverse(t.conn)
         icmp_j = self.ev.icmp_journeys
         is_icmp = np.isin(t.jid, np.fromiter(icmp_j, np.int64, len(icmp_j))) if icmp_j else np.zeros(t.n, bool)
         n_j = np.bincount(jc, minlength=len(uc))
@@ -656,7 +751,7 @@ class Diagnoser:
         ci_of[at[keep]] = np.arange(len(rows))
         g = np.where((ci_of[jc] >= 0) & (t.dir >= 0), ci_of[jc] * 2 + t.dir, -1) if t.n else np.zeros(0, np.int64)
         order = np.flatnonzero(g >= 0)
-        order = order[np.argsort(g[order], kind="stable")]  # each connection's directions, journeys in time order
+        order = order[_stable_order(g[order])]  # each connection's directions, journeys in time order
         go = g[order]
         ng = 2 * len(rows)
         gs = np.searchsorted(go, np.arange(ng + 1))  # journeys of group x: order[gs[x]:gs[x + 1]]
@@ -679,7 +774,15 @@ class Diagnoser:
         tl = timeline(t, order, go, lost)
         if len(tl["journey"]):
             jr = tl.pop("journey")
-            self.tl_parts.append({"connection": t.conn[jr], "direction": _DIRECTIONS[t.dir[jr]], **tl})
+            self.tl_parts.append({"connection": t.conn[jr], "direction": _DIRECTIONS[t.dir[jr]], "dir": t.dir[jr],
+                                  "packet_id": self._packet_ids(tl["packet"]), **tl})  # fmt: skip
+
+    def _packet_ids(self, labels: np.ndarray) -> np.ndarray:
+        """An int per packet label, equal for equal labels over every group added (labels named once each)."""
+        codes, uniq = pd.factorize(labels)
+        ids = self._labels
+        lut = np.array([ids.setdefault(x, len(ids)) for x in uniq.tolist()] + [-1], np.int64)
+        return lut[codes]
 
     def result(self, paths: pd.DataFrame, nat: pd.DataFrame, iptables: list | None = None) -> Diagnosis:
         """The Diagnosis of every group added (``paths``/``nat``: the whole set's; ``iptables``: Rulesets naming the
@@ -687,9 +790,7 @@ class Diagnoser:
         conns = pd.DataFrame(self.conn_rows, columns=["connection", "proto", "client_addr", "client_port", "client",
                                                       "server_addr", "server_port", "server", "status"])  # fmt: skip
         losses = pd.DataFrame(self.loss_rows, columns=list(LOSS_COLUMNS))
-        parts = self.tl_parts
-        cols = {k: np.concatenate([x[k] for x in parts]) for k in TIMELINE_COLUMNS} if parts else None
-        timeline = pd.DataFrame(cols, columns=list(TIMELINE_COLUMNS)) if parts else pd.DataFrame([], columns=list(TIMELINE_COLUMNS))
+        att = _Attempts.of(self.tl_parts)
         notes = list(self.ev.reader_notes)  # records the readers skipped, per file
         if self.ev.has_icmp is False:
             notes.append("the decoder gave no ICMP columns: ICMP errors are not used as evidence")
@@ -698,9 +799,79 @@ class Diagnoser:
             from pcaptools.k8s.iptables import explain
 
             nat_rules = explain(nat, iptables)
-        d = Diagnosis(connections=conns, losses=losses, timeline=timeline, paths=paths, notes=notes, nat_rules=nat_rules)
-        d._columns = cols
+        # the timeline table is made when read: --json writes each connection's attempts from their columns
+        d = Diagnosis(connections=conns, losses=losses, timeline=att.table, paths=paths, notes=notes, nat_rules=nat_rules)
+        d._attempts = att
         return d
+
+
+class _Attempts:
+    """A diagnosis's timeline as columns: per attempt its ``connection``, ``direction`` (and code ``dir``), ``packet``
+    (and ``packet_id``), ``attempt`` number, ``reached``, where its sightings start and how many (``sightings``); per
+    sighting its ``point`` and ``ts_corrected_ns``. The timeline table has a row per sighting (:meth:`table`)."""
+
+    _PER_ATTEMPT = ("connection", "direction", "dir", "packet", "packet_id", "attempt", "reached", "sightings")
+
+    def __init__(self, cols: dict[str, np.ndarray]) -> None:
+        self.cols = cols
+        self.start = (np.cumsum(cols["sightings"]) - cols["sightings"]).astype(np.int64)  # each attempt's first sighting
+        self.head = _attempt_heads(cols["connection"], cols["dir"], cols["packet_id"], cols["attempt"])
+
+    @classmethod
+    def of(cls, parts: list[dict[str, np.ndarray]]) -> _Attempts:
+        """The attempts of the groups' timelines (:func:`~pcaptools.k8s.diagnose_journeys.timeline` of each, with its
+        connection, direction and packet ids), in order."""
+        empty = {"connection": np.zeros(0, np.int64), "direction": np.zeros(0, object), "dir": np.zeros(0, np.int64),
+                 "packet": np.zeros(0, object), "packet_id": np.zeros(0, np.int64), "attempt": np.zeros(0, np.int64),
+                 "reached": np.zeros(0, bool), "sightings": np.zeros(0, np.int64), "point": np.zeros(0, object),
+                 "ts_corrected_ns": np.zeros(0, np.int64)}  # fmt: skip
+        if not parts:
+            return cls(empty)
+        return cls({k: np.concatenate([x[k] for x in parts]) for k in empty})
+
+    def table(self) -> pd.DataFrame:
+        """The timeline table: a row per sighting (TIMELINE_COLUMNS), its attempt's values repeated."""
+        c = self.cols
+        if not len(c["point"]):
+            return pd.DataFrame([], columns=list(TIMELINE_COLUMNS))
+        n = c["sightings"]
+        rows = {k: c[k] if k in ("point", "ts_corrected_ns") else np.repeat(c[k], n) for k in TIMELINE_COLUMNS}
+        return pd.DataFrame(rows, columns=list(TIMELINE_COLUMNS))
+
+    def timeline(self, ai: np.ndarray) -> Timeline:
+        """The :class:`Timeline` of attempts ``ai`` (one connection's, ascending): attempts of one (direction, packet,
+        attempt number) are one, their sightings together, in order of their first (as the table's rows group)."""
+        c = self.cols
+        h = self.head[ai]
+        start, n = self.start[ai], c["sightings"][ai]
+        rows = np.repeat(start - np.r_[0, np.cumsum(n)[:-1]], n) + np.arange(int(n.sum()))
+        if bool((h == ai).all()):  # no two attempts share a key (the rule)
+            heads, cut = ai, np.r_[0, np.cumsum(n)]
+        else:
+            g = np.repeat(h, n)
+            o = np.argsort(g, kind="stable")
+            rows, g = rows[o], g[o]
+            cut = np.r_[np.flatnonzero(np.r_[True, g[1:] != g[:-1]]), len(g)]
+            heads = g[cut[:-1]]
+        return Timeline(c["direction"][heads], c["packet"][heads], c["attempt"][heads], c["reached"][heads], cut,
+                        c["point"][rows], c["ts_corrected_ns"][rows])  # fmt: skip
+
+
+def _attempt_heads(conn: np.ndarray, dcode: np.ndarray, pid: np.ndarray, att: np.ndarray) -> np.ndarray:
+    """Per attempt, the first attempt with its (connection, direction, packet, attempt number): its own index unless an
+    earlier attempt has the same key (then both are one attempt of the timeline)."""
+    n = len(conn)
+    if not n:
+        return np.zeros(0, np.int64)
+    o = np.lexsort((np.arange(n), att, pid, dcode, conn))  # equal keys together, each key's attempts in order
+    new = np.ones(n, bool)
+    new[1:] = False
+    for k in (conn, dcode, pid, att):
+        ks = k[o]
+        new[1:] |= ks[1:] != ks[:-1]
+    head = np.empty(n, np.int64)
+    head[o] = o[np.maximum.accumulate(np.where(new, np.arange(n), 0))]
+    return head
 
 
 def _drops(points: list, interface_stats: dict[str, dict], manifest: dict[str, int] | None) -> dict[str, tuple[int, str]]:
@@ -721,6 +892,9 @@ def _server_name(inv: Inventory | None, r) -> str:
     return node if k == "node" else n
 
 
+_NO_NAT = pd.DataFrame({"op": pd.Series([], dtype=object), "connection": np.zeros(0, np.int64)})
+
+
 @dataclass
 class _Context:
     inv: Inventory | None
@@ -732,14 +906,15 @@ class _Context:
     next_point: dict[tuple, str]
     pair_max: dict[tuple[str, str], int]
     drops: dict[str, tuple[int, str]]  # point -> (packets its capture reports dropped, the source of that count)
-    dnat_connections: frozenset[int] = frozenset()  # connections with a DNAT step
+    dnat_connections: frozenset[int] | None = None  # connections with a DNAT step (None: from ``nat``)
     occ: dict[tuple[str, ...], tuple[list, set]] = field(default_factory=dict)  # points -> (_occ labels, their set)
     frontend_of: dict[tuple[str, int, int], str] = field(default_factory=dict)  # (addr, port, proto) -> first service
     crossed: dict[tuple, list] = field(default_factory=dict)  # (connection, direction, last, q) -> passed journeys there
 
     def __post_init__(self) -> None:
-        if len(self.nat):
-            self.dnat_connections = frozenset(self.nat.loc[(self.nat["op"] == "DNAT").to_numpy(), "connection"].tolist())
+        if self.dnat_connections is None:
+            nat = self.nat
+            self.dnat_connections = frozenset(nat.loc[(nat["op"] == "DNAT").to_numpy(), "connection"].tolist()) if len(nat) else frozenset()
 
 
 @dataclass(slots=True)
@@ -785,6 +960,11 @@ class _Acks:
 
     def acked(self, j: _Journey, lost: set[int]) -> bool:
         return self._acks.acked(self._at[j.jid], np.isin(self._jid, np.fromiter(lost, np.int64, len(lost))))
+
+    def acked_all(self, js: list[_Journey], lost: set[int], steps: int = 8) -> list[bool]:
+        """:meth:`acked` of each of ``js``, answered as arrays (``steps``: ACKs looked at a time before one by one)."""
+        lm = np.isin(self._jid, np.fromiter(lost, np.int64, len(lost)))
+        return self._acks.acked_all(np.array([self._at[j.jid] for j in js], np.int64), lm, steps).tolist()
 
 
 def _unique(a: np.ndarray) -> np.ndarray:
@@ -971,11 +1151,10 @@ def _answer_suspects(ctx: _Context, t: JourneyTable, rows: list, order: np.ndarr
     jci = np.repeat(ci, np.diff(gs))
     rev = t.dir[order] == REVERSE
     f = t.flags[order]
-    src = t.src_names[t.src_c[order]]
-    dst = t.dst_names[t.dst_c[order]]
-    server = np.array([str(r.server_addr) for r in rows], object)
-    client = np.array([str(r.client_addr) for r in rows], object)
-    bad = rev & (t.last_pt[order] == ch[jci]) & (src != server[jci]) & (dst == client[jci])
+    (sc, sfirst), (dc, dfirst) = t.addr_codes("src"), t.addr_codes("dst")  # addresses compared by code, not string
+    server = np.array([sfirst.get(str(r.server_addr), -3) for r in rows], np.int64)
+    client = np.array([dfirst.get(str(r.client_addr), -3) for r in rows], np.int64)
+    bad = rev & (t.last_pt[order] == ch[jci]) & (sc[t.src_c[order]] != server[jci]) & (dc[t.dst_c[order]] == client[jci])
     synack = rev & (f >= 0) & (f & 0x12 == 0x12) & (t.last_pt[order] == home[jci])
     rst = ~rev & (f >= 0) & (f & 0x04 != 0) & (t.first_pt[order] == home[jci])
     tcp = np.array([int(r.proto) == 6 for r in rows], bool)
@@ -998,11 +1177,12 @@ def _connection(ctx: _Context, t: JourneyTable, r, fwd: np.ndarray, rev: np.ndar
             continue
         groups = dict(groups)
         if int(r.proto) == 6 and lost[js].any():  # a segment its receiver acknowledged arrived: the capture missed it
-            ax = Acks(t, js, other)
-            got = {i for key, g in groups.items() if key[0] == "loss" for i in g.tolist() if ax.acked(i, lost)}
-            acked = np.fromiter(got, np.int64, len(got))
-            for key in [k for k in groups if k[0] == "loss"] if got else []:  # none acknowledged: the groups stand
-                mine = np.isin(groups[key], acked)
+            keys = [k for k in groups if k[0] == "loss"]
+            got = Acks(t, js, other).acked_all(np.concatenate([groups[k] for k in keys]), lost) if keys else np.zeros(0, bool)
+            acked = np.concatenate([groups[k] for k in keys])[got] if got.any() else np.zeros(0, np.int64)
+            cut = np.cumsum([0, *(len(groups[k]) for k in keys)]).tolist()
+            for key, a, b in zip(keys, cut[:-1], cut[1:], strict=True) if len(acked) else ():  # none acknowledged: the groups stand
+                mine = got[a:b]
                 if mine.any():
                     groups[("acked", *key[1:])] = groups[key][mine]
                     groups[key] = groups[key][~mine]
@@ -1047,9 +1227,8 @@ def _answer_losses(ctx: _Context, t: JourneyTable, r, c: int, fwd: np.ndarray, r
         return []
     out = []
     client_home = ctx.homes.get(str(r.client_addr))
-    last_pt = t.point_names[t.last_pt[rev]]
-    bad = rev[(last_pt == client_home) & (t.src_names[t.src_c[rev]] != str(r.server_addr))
-              & (t.dst_names[t.dst_c[rev]] == str(r.client_addr))] if client_home is not None else rev[:0]  # fmt: skip
+    bad = rev[(t.last_pt[rev] == t.point_code(client_home)) & ~t.is_addr("src", rev, str(r.server_addr))
+              & t.is_addr("dst", rev, str(r.client_addr))] if client_home is not None else rev[:0]  # fmt: skip
     if len(bad) and str(r.server_addr) != str(r.backend_addr):
         b0 = int(bad[0])
         at = t.point_names[t.last_pt[b0]]
@@ -1063,8 +1242,8 @@ def _answer_losses(ctx: _Context, t: JourneyTable, r, c: int, fwd: np.ndarray, r
         return out
     home = client_home or t.points(int(fwd[0]))[0]
     f, b = t.flags[rev], t.flags[fwd]
-    synack = rev[(f >= 0) & (f & 0x12 == 0x12) & (t.point_names[t.last_pt[rev]] == home)]
-    rst = fwd[(b >= 0) & (b & 0x04 != 0) & (t.point_names[t.first_pt[fwd]] == home)]
+    synack = rev[(f >= 0) & (f & 0x12 == 0x12) & (t.last_pt[rev] == t.point_code(home))]
+    rst = fwd[(b >= 0) & (b & 0x04 != 0) & (t.first_pt[fwd] == t.point_code(home))]
     if len(synack) and len(rst) and t.ts0[rst[0]] > t.tsl[synack[0]]:
         ts = t.ts0[fwd]
         acked_ = bool(((b == 0x10) & (t.tsl[synack[0]] < ts) & (ts < t.ts0[rst[0]])).any())
@@ -1118,7 +1297,8 @@ def _cause(ctx: _Context, t: JourneyTable, r, direction: str, kind: str, last: s
         if k != "pod" and not known_ep and target not in inv.node_addresses():
             at = f" (inside {node}'s pod CIDR)" if node else ""
             return "stale-endpoint", 0.8, f"DNAT to {target}{at}, an address no pod and no EndpointSlice has"
-    sizes_lost = t.last_size[lost].tolist()
+    sz = t.last_size[lost]
+    small, large = int(sz.min()), int(sz.max())  # sizes of the lost packets
     key = (c, direction, last, q)  # the loss groups of a direction share ``passed``: filter it once per hop
     crossed = ctx.crossed.get(key)
     if crossed is None:
@@ -1126,16 +1306,16 @@ def _cause(ctx: _Context, t: JourneyTable, r, direction: str, kind: str, last: s
         if q is not None:
             m &= t.has_point(passed, t.point_code(q))
         crossed = ctx.crossed[key] = passed[m]
-    sizes_ok = t.last_size[crossed].tolist()
-    if not sizes_ok and q is not None and (last, q) in ctx.pair_max:
-        sizes_ok = [ctx.pair_max[(last, q)]]  # other connections' packets that made this hop
+    ok_max = int(t.last_size[crossed].max()) if len(crossed) else None  # the largest packet that made this hop
+    if ok_max is None and q is not None and (last, q) in ctx.pair_max:
+        ok_max = ctx.pair_max[(last, q)]  # of other connections' packets
     tunnel_edge = (any(ctx.roles.get(x, "") == "overlay" for x in (last, q) if x) or bool(t.tun[lost].any())
                    or _interface(last).startswith(("vxlan", "tunl", "genev", "flannel")))  # fmt: skip
-    if sizes_ok and min(sizes_lost) > max(max(sizes_ok), _mtu_floor(target)):
+    if ok_max is not None and small > max(ok_max, _mtu_floor(target)):
         conf = 0.8 if tunnel_edge else 0.6
         tun = " tunnelled" if tunnel_edge else ""
-        return "mtu-blackhole", conf, (f"{len(lost)}{tun} packet(s) of {_span(sizes_lost)} bytes vanished where "
-                                       f"packets of at most {max(sizes_ok)} bytes pass; no ICMP frag-needed seen")  # fmt: skip
+        return "mtu-blackhole", conf, (f"{len(lost)}{tun} packet(s) of {_span(small, large)} bytes vanished where "
+                                       f"packets of at most {ok_max} bytes pass; no ICMP frag-needed seen")  # fmt: skip
     if len(unreach):
         u = unreach.iloc[0]
         if int(u.icmp_code) in (9, 10, 13):
@@ -1152,11 +1332,10 @@ def _cause(ctx: _Context, t: JourneyTable, r, direction: str, kind: str, last: s
     if (len(early) and q is not None and _node_of(last) == _node_of(q)
             and t.ts0[early].max() < t.ts0[lost].min()):  # fmt: skip
         return "conntrack", 0.6, (f"{t.what(early)} of this connection crossed {_show(last)} → {_show(q)}, then every later "
-                                  f"packet ({t.what(lost)}, as small as {min(sizes_lost)} bytes) stopped there, no ICMP "
+                                  f"packet ({t.what(lost)}, as small as {small} bytes) stopped there, no ICMP "
                                   f"error: {_node_of(last)}'s connection tracking stopped matching the connection "
                                   "(ctstate INVALID, dropped)")  # fmt: skip
     if q is not None and _node_of(last) == _node_of(q) and ctx.roles.get(q, "") in ("pod-veth", "") and q == ctx.homes.get(target):
-        small = min(sizes_lost)
         return "policy-drop", 0.75, (f"reached {_node_of(last)} but not the pod's veth, packets as small as {small} bytes "
                                      f"lost too, no ICMP error: a filter (NetworkPolicy) dropped them")  # fmt: skip
     n, how = ctx.drops.get(q or "", (0, ""))
@@ -1166,8 +1345,8 @@ def _cause(ctx: _Context, t: JourneyTable, r, direction: str, kind: str, last: s
     return "unknown", 0.3, "no evidence points to one cause"
 
 
-def _span(v: list[int]) -> str:
-    return f"{min(v)}" if min(v) == max(v) else f"{min(v)}-{max(v)}"
+def _span(lo: int, hi: int) -> str:
+    return f"{lo}" if lo == hi else f"{lo}-{hi}"
 
 
 def _interface(point: str | None) -> str:

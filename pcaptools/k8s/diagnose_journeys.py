@@ -40,6 +40,26 @@ def _codes(col: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     return codes.astype(np.int64), np.array([*uniq, np.nan], dtype=object)
 
 
+def take_int(col: pd.Series, rows: np.ndarray) -> np.ndarray:
+    """``col.to_numpy(np.int64)[rows]``, converting only the rows taken when the column is a numpy one."""
+    if isinstance(col.dtype, np.dtype) and col.dtype.kind in "iub":
+        return col.to_numpy()[rows].astype(np.int64)
+    return col.to_numpy(np.int64)[rows]
+
+
+def _find(keys: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(position in ``keys``, found) of each of ``q`` (``keys`` ascending and unique, both ints): by a table of the
+    keys' range when it is small (journey ids), else by bisection."""
+    top = max(int(keys[-1]), int(q.max())) if len(q) else 0
+    if len(q) and int(keys[0]) >= 0 and int(q.min()) >= 0 and top <= 4 * (len(keys) + len(q)) + (1 << 20):
+        pos = np.full(top + 1, -1, np.int64)
+        pos[keys] = np.arange(len(keys), dtype=np.int64)
+        at = pos[q]
+        return np.maximum(at, 0), at >= 0
+    at = np.clip(np.searchsorted(keys, q), 0, len(keys) - 1)
+    return at, keys[at] == q
+
+
 def _bitsets(codes: np.ndarray, starts: np.ndarray, n: int) -> np.ndarray:
     """Per slice of ``codes`` starting at ``starts`` (non-empty, contiguous, covering ``codes``): the set of its codes
     (>= 0) as bits, one uint64 word per 64 codes (``n`` codes): shape (slices, words)."""
@@ -47,11 +67,11 @@ def _bitsets(codes: np.ndarray, starts: np.ndarray, n: int) -> np.ndarray:
     out = np.zeros((len(starts), words), np.uint64)
     if not len(starts):
         return out
-    ok = codes >= 0
+    one = np.left_shift(np.uint64(1), (np.arange(words * 64) % 64).astype(np.uint64))
     for w in range(words):
-        mine = ok & (codes // 64 == w)
-        bits = np.where(mine, np.left_shift(np.uint64(1), (codes % 64).astype(np.uint64)), np.uint64(0))
-        out[:, w] = np.bitwise_or.reduceat(bits, starts)
+        lut = np.zeros(words * 64 + 1, np.uint64)  # code -> its bit in word w (the last entry: code -1, none)
+        lut[w * 64:(w + 1) * 64] = one[w * 64:(w + 1) * 64]
+        out[:, w] = np.bitwise_or.reduceat(lut[codes], starts)
     return out
 
 
@@ -75,10 +95,11 @@ class JourneyTable:
         self.n = len(k)
         self.jid = j[a]
         self.conn = h["connection"].to_numpy(np.int64)[a] if n else np.zeros(0, np.int64)
-        if n:
-            dcode, dnames = pd.factorize(h["direction"])
-            dmap = np.array([FORWARD if str(x) == "forward" else REVERSE if str(x) == "reverse" else -1 for x in dnames] + [-1], np.int64)
-            self.dir = dmap[dcode[a]]
+        if n:  # a journey's direction is its first row's (compared as strings column-wise: no string made per row)
+            d = h["direction"]
+            fwd = np.asarray((d == "forward").fillna(False), bool)[a]
+            rev = np.asarray((d == "reverse").fillna(False), bool)[a]
+            self.dir = np.where(fwd, FORWARD, np.where(rev, REVERSE, -1)).astype(np.int64)
         else:
             self.dir = np.zeros(0, np.int64)
         pc, self.point_names = _codes(h["point"]) if n else (np.zeros(0, np.int64), np.array([np.nan], object))
@@ -89,10 +110,9 @@ class JourneyTable:
         self.first_pt, self.last_pt = self.pt[self.s], self.pt[self.e - 1] if self.n else np.zeros(0, np.int64)
         self.src_c, self.src_names = self._strs(h, "src", last)
         self.dst_c, self.dst_names = self._strs(h, "dst", last)
-        size = h["wirelen"].to_numpy(np.int64) if n else np.zeros(0, np.int64)
-        self.dport = h["dport"].to_numpy(np.int64)[last] if n else np.zeros(0, np.int64)
-        self.flags = h["tcp_flags"].to_numpy(np.int64)[a] if n else np.zeros(0, np.int64)
-        self.size, self.last_size = size[a], size[last]
+        self.dport = take_int(h["dport"], last) if n else np.zeros(0, np.int64)
+        self.flags = take_int(h["tcp_flags"], a) if n else np.zeros(0, np.int64)
+        self.size, self.last_size = (take_int(h["wirelen"], a), take_int(h["wirelen"], last)) if n else (np.zeros(0, np.int64),) * 2
         self.fp = h["fingerprint"].to_numpy(np.uint64)[a] if n else np.zeros(0, np.uint64)
         self.tun = h["tunnel"].notna().to_numpy()[last] if n else np.zeros(0, bool)
         self.seq = np.full(self.n, -1, np.int64)
@@ -100,14 +120,14 @@ class JourneyTable:
         self.plen = np.full(self.n, -1, np.int64)
         sj, sv = ev._sj, ev._sv
         if len(sj) and self.n:
-            at = np.clip(np.searchsorted(sj, self.jid), 0, len(sj) - 1)
-            hit = sj[at] == self.jid
+            at, hit = _find(sj, self.jid)
             self.seq[hit], self.ack[hit], self.plen[hit] = sv[at[hit], 0], sv[at[hit], 1], sv[at[hit], 2]
         syn = (self.flags >= 0) & (self.flags & 0x02 != 0)
         fin = (self.flags >= 0) & (self.flags & 0x01 != 0)
         self.seglen = np.maximum(self.plen, 0) + syn + fin  # sequence space: payload, plus one for SYN and for FIN
         self.point_set = _bitsets(self.pt, start, len(self.point_names) - 1)[k]  # journey i's starts at start[k[i]]
         self.node_set = _bitsets(self.nd, start, len(self.node_names) - 1)[k]
+        self._point_codes: dict | None = None
 
     @staticmethod
     def _strs(h: pd.DataFrame, col: str, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -135,8 +155,26 @@ class JourneyTable:
         """Code of a point name (-2 for None or a point not in the table: matches no sighting)."""
         if name is None:
             return -2
-        hit = np.flatnonzero(self.point_names[:-1] == name)
-        return int(hit[0]) if len(hit) else -2
+        if self._point_codes is None:  # name -> its first code, made once
+            self._point_codes = {}
+            for i, x in enumerate(self.point_names[:-1].tolist()):
+                self._point_codes.setdefault(x, i)
+        return self._point_codes.get(name, -2)
+
+    def is_addr(self, col: str, idx: np.ndarray, name: str) -> np.ndarray:
+        """Per journey of ``idx``: whether its last sighting's ``col`` ('src' or 'dst') is ``name`` (compared as
+        ``{col}_names[{col}_c[idx]] == name`` is, by code)."""
+        names = self.src_names if col == "src" else self.dst_names
+        return (names == name)[self.src_c[idx] if col == "src" else self.dst_c[idx]]
+
+    def addr_codes(self, col: str) -> tuple[np.ndarray, dict]:
+        """(per code of ``col`` ('src' or 'dst'), the first code with its name; name -> that code): equal names, equal
+        codes (the trailing 'nan' of a missing one too, code -1 indexing it)."""
+        names = (self.src_names if col == "src" else self.dst_names).tolist()
+        first: dict = {}
+        for i, x in enumerate(names):
+            first.setdefault(x, i)
+        return np.array([first[x] for x in names], np.int64), first
 
     def has_point(self, idx: np.ndarray, code: int) -> np.ndarray:
         """Whether each journey of ``idx`` was seen at point ``code``."""
@@ -168,6 +206,16 @@ def sequence_ids(t: JourneyTable, idx: np.ndarray) -> np.ndarray:
     """Per journey of ``idx``: an id of its sequence of points (equal sequences, equal ids), one hash pass per position."""
     if not len(idx):
         return np.zeros(0, np.int64)
+    base = len(t.point_names) + 1
+    if base ** int(t.npts.max()) < 2**62:  # a sequence as one number, its codes (1 to base - 1) the digits
+        pos = np.arange(len(t.pt), dtype=np.int64)
+        start = np.zeros(len(t.pt), bool)
+        start[t.s] = True
+        pos -= np.maximum.accumulate(np.where(start, pos, 0))  # each sighting's place in its journey
+        digits = (t.pt + 2) * base ** pos
+        acc = np.zeros(len(t.pt) + 1, np.int64)
+        np.cumsum(digits, out=acc[1:])  # (wraps past 2^63; a difference of two is a journey's exact sum)
+        return pd.factorize((acc[t.e] - acc[t.s])[idx])[0].astype(np.int64)
     npts = t.npts[idx]
     ids = np.zeros(len(idx), np.int64)
     base = len(t.point_names) + 1
@@ -221,14 +269,59 @@ class Acks:
                & ((((pq - q) & _M32) < n) | (((q - pq) & _M32) < t.seglen[p])))  # fmt: skip
         return not hit.any()
 
+    def acked_all(self, idx: np.ndarray, lost: np.ndarray, steps: int = 8) -> np.ndarray:
+        """:meth:`acked` of each journey of ``idx``, as arrays over all of them: the ACK beyond a segment looked for
+        ``steps`` ACKs at a time, its other copies by sequence number; a segment whose ACK is further on, or whose
+        copies' window wraps, is answered by :meth:`acked` itself."""
+        t = self.t
+        idx = np.asarray(idx, np.int64)
+        out = np.zeros(len(idx), bool)
+        na = len(self.ack_no)
+        if not len(idx) or not na:
+            return out
+        n, f, q = t.seglen[idx], t.flags[idx], t.seq[idx]
+        end = (q + n) & _M32
+        pos = np.searchsorted(self.ack_ts, t.tsl[idx], side="right")  # the first ACK after the segment's last sighting
+        todo = (q >= 0) & (f >= 0) & (f & 0x04 == 0) & (n != 0) & (pos < na)
+        k = np.full(len(idx), -1, np.int64)  # the first ACK at or beyond the segment's end
+        for _ in range(steps):
+            w = np.flatnonzero(todo)
+            if not len(w):
+                break
+            beyond = ((self.ack_no[pos[w]] - end[w]) & _M32) < 0x80000000
+            k[w[beyond]] = pos[w[beyond]]
+            todo[w[beyond]] = False
+            w = w[~beyond]
+            pos[w] += 1
+            todo[w[pos[w] >= na]] = False  # no ACK beyond it
+        for x in np.flatnonzero(todo).tolist():  # still looking: the ACK is further on
+            out[x] = self.acked(int(idx[x]), lost)
+        lo, hi = (q - self.longest + 1) & _M32, end
+        plain = (k >= 0) & (lo < hi) & (self.longest + n <= _M32)
+        for x in np.flatnonzero((k >= 0) & ~plain).tolist():  # copies' window wraps (or spans every number)
+            out[x] = self.acked(int(idx[x]), lost)
+        w = np.flatnonzero(plain)
+        a, b = np.searchsorted(self.seqs, lo[w]), np.searchsorted(self.seqs, hi[w])
+        cnt = b - a
+        own = np.repeat(np.arange(len(w)), cnt)  # the copies of each segment's window, one row each
+        p = self.segs[np.repeat(a - np.r_[0, np.cumsum(cnt)[:-1]], cnt) + np.arange(int(cnt.sum()))]
+        x = w[own]
+        pq, qx, nx = t.seq[p], q[x], n[x]
+        hit = ((t.jid[p] != t.jid[idx[x]]) & ~lost[p] & (t.ts0[p] < self.ack_ts0[k[x]])
+               & ((((pq - qx) & _M32) < nx) | (((qx - pq) & _M32) < t.seglen[p])))  # fmt: skip
+        out[w] = np.bincount(own, weights=hit, minlength=len(w)) == 0
+        return out
+
 
 def timeline(t: JourneyTable, order: np.ndarray, g: np.ndarray, lost: np.ndarray) -> dict[str, np.ndarray]:
-    """Sightings of each attempt of packets sent more than once or lost (retransmissions share a fingerprint) of the
-    journeys ``order`` (grouped by ``g``, a connection's direction, and in time order in each): one array per
-    TIMELINE_COLUMNS column but ``connection`` and ``direction`` (``journey``: which journey each row is of). A
-    retransmission repeats flags, seq and size (its IPv4 id, hence its fingerprint, differs)."""
+    """Attempts of packets sent more than once or lost (retransmissions share a fingerprint) of the journeys ``order``
+    (grouped by ``g``, a connection's direction, and in time order in each), each a journey, in order of their packet's
+    first journey then time: per attempt its ``journey``, ``packet`` label, ``attempt`` number, whether it ``reached``
+    its end and its number of ``sightings``; per sighting (an attempt's after the one before's) its ``point`` and
+    ``ts_corrected_ns``. A retransmission repeats flags, seq and size (its IPv4 id, hence its fingerprint, differs)."""
     empty = {"journey": np.zeros(0, np.int64), "packet": np.zeros(0, object), "attempt": np.zeros(0, np.int64),
-             "point": np.zeros(0, object), "ts_corrected_ns": np.zeros(0, np.int64), "reached": np.zeros(0, bool)}  # fmt: skip
+             "reached": np.zeros(0, bool), "sightings": np.zeros(0, np.int64), "point": np.zeros(0, object),
+             "ts_corrected_ns": np.zeros(0, np.int64)}  # fmt: skip
     if not len(order):
         return empty
     seq = t.seq[order]
@@ -238,8 +331,13 @@ def timeline(t: JourneyTable, order: np.ndarray, g: np.ndarray, lost: np.ndarray
     k2 = np.where(tcp, seq, 0)
     k3 = np.where(tcp, t.size[order], 0)
     pos = np.arange(len(order))
-    srt = np.lexsort((pos, k3, k2, k1, ~tcp, g))
-    cols = (g, tcp, k1, k2, k3)
+    if int(g.min()) >= 0 and int(k3.min()) >= 0 and int(k3.max()) < 1 << 20 and int(k2.max()) < 1 << 32:
+        # (g, not TCP) and (seq, size) as one key each: the same order from 3 sort keys, not 6 (lexsort is stable)
+        cols = (g * 2 + ~tcp, k1, (k2 << 20) | k3)
+        srt = np.lexsort(cols[::-1])
+    else:
+        srt = np.lexsort((pos, k3, k2, k1, ~tcp, g))
+        cols = (g, tcp, k1, k2, k3)
     new = np.ones(len(order), bool)
     new[1:] = np.zeros(len(order) - 1, bool)
     for c in cols:
@@ -254,8 +352,7 @@ def timeline(t: JourneyTable, order: np.ndarray, g: np.ndarray, lost: np.ndarray
     sel = np.flatnonzero(shown[key])
     if not len(sel):
         return empty
-    first = np.full(nk, len(order), np.int64)
-    np.minimum.at(first, key, pos)
+    first = srt[np.flatnonzero(new)]  # each key's first journey: its run's first in the (stable) sort
     sel = sel[np.lexsort((sel, first[key[sel]]))]  # groups in order of their first journey, each in time order
     ks = key[sel]
     brk = np.r_[True, ks[1:] != ks[:-1]]
@@ -268,7 +365,6 @@ def timeline(t: JourneyTable, order: np.ndarray, g: np.ndarray, lost: np.ndarray
                        for f, z, x in zip(hf, t.size[heads].tolist(), t.fp[heads].tolist(), strict=True)], dtype=object)  # fmt: skip
     jr = order[sel]
     cnt = t.npts[jr]
-    rep = np.repeat(np.arange(len(sel)), cnt)
     rows = np.repeat(t.s[jr] - np.r_[0, np.cumsum(cnt)[:-1]], cnt) + np.arange(int(cnt.sum()))
-    return {"journey": jr[rep], "packet": labels[np.cumsum(brk) - 1][rep], "attempt": attempt[rep],
-            "point": t.point_names[t.pt[rows]], "ts_corrected_ns": t.ts[rows], "reached": ~lost[jr][rep]}  # fmt: skip
+    return {"journey": jr, "packet": labels[np.cumsum(brk) - 1], "attempt": attempt, "reached": ~lost[jr],
+            "sightings": cnt, "point": t.point_names[t.pt[rows]], "ts_corrected_ns": t.ts[rows]}  # fmt: skip

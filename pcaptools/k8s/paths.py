@@ -38,7 +38,7 @@ from pcaptools.k8s.journeys import (
     run_directions,
     run_distinct,
 )
-from pcaptools.k8s.nat import _check, causal_order, nat_table, order_hops, take_rows
+from pcaptools.k8s.nat import _check, _lookup, causal_order, nat_table, order_hops, take_rows
 from pcaptools.labels import as_strings, category_codes, codes_in, strings, vocabulary
 from pcaptools.schema import FLOW_STATES, PATH_COLUMNS, PATH_KINDS, PRESERVED, validate
 
@@ -279,10 +279,12 @@ class PathSet:
     streamed: dict | None = None  # how a bounded run was cut (paths_stream): windows, carried journeys, buckets
     shown_nat: pd.DataFrame | None = field(default=None, repr=False)
     """The NAT rows of the representative journeys only (what the terminal shows), when ``nat`` is made on first read."""
+    dnat_connections: frozenset | None = _MadeOnRead(None)
+    """The connections with a DNAT step (:func:`dnat_connections`), when known without ``nat`` (made on first read)."""
 
     def __getstate__(self) -> dict:
-        """Pickled with ``nat`` and ``hops`` made (a function making them is not picklable)."""
-        self.nat, self.hops  # noqa: B018 - reading makes them
+        """Pickled with ``nat``, ``hops`` and ``dnat_connections`` made (a function making them is not picklable)."""
+        self.nat, self.hops, self.dnat_connections  # noqa: B018 - reading makes them
         return dict(self.__dict__)
 
     @property
@@ -290,9 +292,23 @@ class PathSet:
         """Capture files found by walking an input directory that could not be read at all, left out (also notes)."""
         return list(getattr(self.captures, "skipped_files", None) or getattr(self.correlation, "skipped_files", None) or [])
 
-    def detail(self) -> SimpleNamespace:
-        """What :func:`paths_detail` would compute again from the correlation (for :func:`~pcaptools.k8s.diagnose.diagnose`)."""
-        return SimpleNamespace(paths=self.paths, nat=self.nat, hops=self.hops)
+    def detail(self) -> _Detail:
+        """What :func:`paths_detail` would compute again from the correlation (for :func:`~pcaptools.k8s.diagnose.diagnose`):
+        ``paths``, ``nat``, ``hops`` and ``dnat_connections``, each read from here when read (a diagnosis needs the NAT
+        steps of every journey only for the connections with a DNAT step, which are known without them)."""
+        return _Detail(self)
+
+
+class _Detail:
+    """:meth:`PathSet.detail`: its ``paths``, ``nat``, ``hops`` and ``dnat_connections``, read when read."""
+
+    def __init__(self, ps: PathSet) -> None:
+        self._ps = ps
+
+    paths = property(lambda self: self._ps.paths)
+    nat = property(lambda self: self._ps.nat)
+    hops = property(lambda self: self._ps.hops)
+    dnat_connections = property(lambda self: self._ps.dnat_connections)
 
 
 def load_paths(
@@ -331,7 +347,8 @@ def load_paths(
     corr = correlate(cs, window_ns=window_ns or DEFAULT_WINDOW_NS, reference=reference)
     side: dict = {"lazy_nat": True}
     p, nat = _build(corr, inv, (lambda wanted: _flows_of(frames, wanted)) if frames else None, side)
-    return PathSet(paths=p, nat=side.get("nat_of", nat), correlation=corr, inventory=inv, captures=cs, hops=side["hops_of"], shown_nat=nat)
+    return PathSet(paths=p, nat=side.get("nat_of", nat), correlation=corr, inventory=inv, captures=cs, hops=side["hops_of"],
+                   shown_nat=nat, dnat_connections=side.get("dnat_of"))  # fmt: skip
 
 
 def paths_detail(correlation, inventory=None) -> SimpleNamespace:
@@ -443,6 +460,8 @@ def _build(correlation, inventory, flows, side: dict | None = None,
         side["hops_of"] = lambda: tab.ordered_hops().assign(connection=crow, direction=directions_of(fwd, reply, ji))
     rep_j = reply_journeys(conn, reply, tab.synack, tab.nhops, t, nconn)
     replies = pd.Series(reply, index=uj)
+    if side is not None:
+        side["dnat_of"] = lambda: dnat_connections(h, codes[2], replies, uj, conn)
 
     def nat_of(rows: np.ndarray | None = None) -> pd.DataFrame:  # of every journey, or of those whose rows are given
         nt = nat_table(h, inv, reply=replies, ordered=True, codes=codes) if rows is None else nat_table(take_rows(h, rows), inv, reply=replies, ordered=True)
@@ -456,6 +475,22 @@ def _build(correlation, inventory, flows, side: dict | None = None,
     else:
         nat = nat_of()
     return path_rows(tab, uj, fwd_j, rep_j, np.bincount(conn, minlength=nconn), nat, inv, flows), nat
+
+
+def dnat_connections(h: pd.DataFrame, d: np.ndarray, reply: pd.Series, uj: np.ndarray, conn: np.ndarray) -> frozenset[int]:
+    """The connections (``conn`` of the journeys ``uj``) with a DNAT step in :func:`~pcaptools.k8s.nat.nat_table`'s
+    table of the same hops (``h`` in causal order, ``d`` their destination codes, ``reply`` per journey): a change of
+    destination address or port between consecutive sightings of a journey that is not a reply. Without the table:
+    a diagnosis reads no other NAT row of most journeys."""
+    j = h["journey"].to_numpy(np.int64)
+    if len(j) < 2:
+        return frozenset()
+    ok = (h["proto"].to_numpy() >= 0) & h["src"].notna().to_numpy() & h["dst"].notna().to_numpy()
+    dp = h["dport"].to_numpy()
+    chg = (j[1:] == j[:-1]) & ok[1:] & ok[:-1] & ((d[1:] != d[:-1]) | (dp[1:] != dp[:-1]))
+    jn = j[1:][chg]
+    jn = jn[~_lookup(reply, jn)]
+    return frozenset(np.unique(conn[np.searchsorted(uj, jn)]).tolist())
 
 
 def directions_of(fwd: np.ndarray, reply: np.ndarray, ji: np.ndarray) -> pd.Categorical:

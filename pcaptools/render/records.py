@@ -241,7 +241,8 @@ def _attempts(tl: Any, lo: int, hi: int, nls: tuple[str, ...]) -> str:
     cut = cut[lo:hi + 1].tolist()
     d, k, a, ok = (x[lo:hi].tolist() for x in (direction, packet, number, reached))
     p, t = points[cut[0]:cut[-1]].tolist(), ts[cut[0]:cut[-1]].tolist()
-    if any(type(x) is not str for x in (*set(p), *d, *k)) or (ts.dtype.kind not in "iu" and any(type(x) is not int for x in t)):
+    names = (*set(d), *set(k))  # two directions and a label per packet
+    if any(type(x) is not str for x in (*set(p), *names)) or (ts.dtype.kind not in "iu" and any(type(x) is not int for x in t)):
         return ("," + n1).join(json.dumps(o, indent=2, ensure_ascii=False, allow_nan=False).replace("\n", n1)
                                for o in tl.objects(lo, hi))  # fmt: skip
     head = {x: "{" + n4 + '"point": ' + _esc(x) + "," + n4 + '"ts_ns": ' for x in set(p)}
@@ -249,7 +250,7 @@ def _attempts(tl: Any, lo: int, hi: int, nls: tuple[str, ...]) -> str:
     seen = [f"{head[x]}{y}{tail}" for x, y in zip(p, t, strict=True)]  # one string built per sighting, no partial sums
     sep = "," + n3
     base = cut[0]
-    esc = {x: _esc(x) for x in (*set(d), *set(k))}  # two directions and a label per packet: escaped once each
+    esc = {x: _esc(x) for x in names}  # escaped once each
     f1, f2, f3, f4 = ("," + n2 + f'"{x}": ' for x in ("packet", "attempt", "reached", "sightings"))
     open_, close = "[" + n3, n2 + "]" + n1 + "}"
     head0 = "{" + n2 + '"direction": '
