@@ -390,10 +390,11 @@ def _diagnose_buckets(paths: pd.DataFrame, nat: pd.DataFrame, first_c: np.ndarra
     by_c = np.argsort(nc, kind="stable")
     ends = np.r_[first_c[1:], np.iinfo(np.int64).max] if len(first_c) else first_c
     for b, (lo, hi) in enumerate(zip(first_c.tolist(), ends.tolist(), strict=True)):
-        dh = _read_parts(sorted(tmp.glob(f"detail-{b}-*.parquet"), key=lambda f: int(f.stem.rsplit("-", 1)[1])))
+        files = sorted(tmp.glob(f"detail-{b}-*.parquet"), key=lambda f: int(f.stem.rsplit("-", 1)[1]))
         rows = by_c[np.searchsorted(nc[by_c], lo):np.searchsorted(nc[by_c], hi)]
-        dg.add(dh, paths.iloc[np.searchsorted(pc, lo):np.searchsorted(pc, hi)], nat.iloc[np.sort(rows)])
-        del dh
+        # the bucket's pieces one at a time: a connection larger than a piece is never read back whole
+        dg.add((pd.read_parquet(f) for f in files), paths.iloc[np.searchsorted(pc, lo):np.searchsorted(pc, hi)],
+               nat.iloc[np.sort(rows)])  # fmt: skip
         release_freed_memory(collect=False)
     return dg.result(paths, nat, opts["iptables"])
 
@@ -530,13 +531,6 @@ def _piece_tables(pf, rows: int, bj: np.ndarray, inv):
         tab = Journeys(hk if len(hk) else hk.iloc[:0], inv)
         tab.index(uj)
         yield int(np.searchsorted(bj, uj[0])) if len(uj) else 0, uj, tab
-
-
-def _read_parts(files: list[Path]) -> pd.DataFrame:
-    """Tables written a piece at a time, read back as one (categories as :func:`_concat` joins them)."""
-    if len(files) == 1:
-        return pd.read_parquet(files[0])
-    return _concat([pd.read_parquet(f) for f in files])
 
 
 def _first_rows(j: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
