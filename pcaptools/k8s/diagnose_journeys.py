@@ -181,21 +181,20 @@ class _Pieces:
         self.count += len(start)
 
     def finish(self, t: JourneyTable, ev) -> None:  # noqa: ANN001 - a PacketEvidence
-        """Fill ``t``: journeys in time order (ties in table order), per-journey values of every piece's."""
-        sg = {c: np.concatenate(v) if v else np.zeros(0, np.int64) for c, v in self.sightings.items()}
-        self.sightings = {}
-        empty = {"fp": np.uint64, "tun": bool}
-        js = {c: np.concatenate(v) if v else np.zeros(0, empty.get(c, np.int64)) for c, v in self.journeys.items()}
-        self.journeys = {}
-        start, k = sg.pop("start"), sg.pop("k")
+        """Fill ``t``: journeys in time order (ties in table order), per-journey values of every piece's; each column's
+        pieces are joined and dropped in turn (never every column twice)."""
+        start, k = self._joined(self.sightings, "start"), self._joined(self.sightings, "k")
+        t.ts = self._joined(self.sightings, "ts")
         end = np.r_[start[1:], self.rows].astype(np.int64)
-        order = np.argsort(sg["ts"][start[k]], kind="stable")  # then by time (stable)
+        order = np.argsort(t.ts[start[k]], kind="stable")  # then by time (stable)
         k = k[order]
         t.s, t.e = start[k], end[k]
+        del end
         t.n = len(k)
         for c in _JOURNEY_COLUMNS:
-            setattr(t, c, js[c][order])
-        t.pt, t.nd, t.ts = sg["pt"], sg["nd"], sg["ts"]
+            setattr(t, c, self._joined(self.journeys, c, {"fp": np.uint64, "tun": bool}.get(c, np.int64))[order])
+        del order
+        t.pt, t.nd = self._joined(self.sightings, "pt"), self._joined(self.sightings, "nd")
         t.point_names, t.node_names = self.point.names(np.nan), self.node.names(np.nan)
         t.src_names, t.dst_names = self.src.names("nan"), self.dst.names("nan")
         t.ts0, t.tsl = t.ts[t.s], t.ts[t.e - 1] if t.n else np.zeros(0, np.int64)
@@ -214,6 +213,12 @@ class _Pieces:
         t.seglen = np.maximum(t.plen, 0) + syn + fin  # sequence space: payload, plus one for SYN and for FIN
         t.point_set = _bitsets(t.pt, start, len(t.point_names) - 1)[k]  # journey i's starts at start[k[i]]
         t.node_set = _bitsets(t.nd, start, len(t.node_names) - 1)[k]
+
+    @staticmethod
+    def _joined(parts: dict[str, list[np.ndarray]], c: str, dtype=np.int64) -> np.ndarray:  # noqa: ANN001
+        """Column ``c``'s pieces as one array, taken out of ``parts`` (so they go once it is made)."""
+        got = parts.pop(c)
+        return np.concatenate(got) if got else np.zeros(0, dtype)
 
 
 def sequence_ids(t: JourneyTable, idx: np.ndarray) -> np.ndarray:
