@@ -31,10 +31,13 @@ this is :func:`load_paths` (and ``diagnose``). Otherwise, in a temporary directo
    diagnosis each bucket's hops in causal order (``_build``'s, :data:`DETAIL_COLUMNS`) are written back and tallied
    (:class:`~pcaptools.k8s.diagnose.HopTallies`: where each address lives, which point follows which).
 4. The hops of each connection's representative journeys (what the terminal shows) are read back in a last pass.
-5. **Diagnose** (for ``why`` / ``paths --json``): with every bucket tallied, each bucket's hops are read back and given,
-   with its paths and NAT steps, to the one :class:`~pcaptools.k8s.diagnose.Diagnoser` the in-memory ``diagnose``
-   uses for the whole set as one group: every connection lies whole in one bucket, and what a connection's verdict
-   reads beyond it (homes, next points, capture spans and drops, ICMP errors, TCP numbers) is the whole set's.
+5. **Diagnose** (for ``why`` / ``paths --json``): with every bucket tallied, each bucket's hops are read back a piece
+   (detail file) at a time and given, with its paths and NAT steps, to the one
+   :class:`~pcaptools.k8s.diagnose.Diagnoser` the in-memory ``diagnose`` uses for the whole set as one group: each
+   piece is reduced to its journeys' columns (:class:`~pcaptools.k8s.diagnose_journeys.JourneyTable`) and 5-tuples as
+   it is read, so a connection larger than a piece is never held whole as hops rows; every connection lies whole in
+   one bucket, and what a connection's verdict reads beyond it (homes, next points, capture spans and drops, ICMP
+   errors, TCP numbers) is the whole set's.
 
 Memory: the correlation's (see :mod:`pcaptools.correlate.stream`), then the labels, nothing per journey
 (:mod:`pcaptools.k8s.labels_bounded`): 40 bytes per use of a 5-tuple kept (a connection has a use per tuple, two
@@ -58,12 +61,16 @@ windows' rows); per capture point its span, row count and counters; one row per 
 bytes as a Python dict), per loss one (about 1.2 KiB with its evidence text), per retransmission-timeline sighting
 seven list entries (measured on gen_set.py's 20,000 packets). Measured on gen_set.py's 1.58M-sighting set, whose
 largest connection has 419,938 hops rows, under ``--memory 300MiB``: ``paths -o`` peaks at 459 MiB (626 when that
-connection was built whole), ``why --json`` at 500 (623). Limits: a connection is diagnosed whole (its hops'
-:data:`DETAIL_COLUMNS`, written a piece at a time, are read back as one table for its JourneyTable: sampled every
-20 ms, that bucket's diagnosis peaked at 500-515 MiB, the correlation before it at 487); the whole diagnosis is held to be printed (``--json`` is one object),
-and ``paths --json`` / ``why --json`` make each connection's record whole: that connection's retransmission
-timeline as objects and text took about 150 MiB, now the peak of ``paths --json`` (661 MiB; 622 before, when the
-build's freed heap held it).
+connection was built whole), ``why --json`` at 500 (623). Limits: a connection is diagnosed as one JourneyTable (its hops' :data:`DETAIL_COLUMNS`, written a piece at a
+time, are read back a piece at a time into it): per sighting its point, node and time (24 bytes), per journey about
+170 bytes, 27 MiB for that connection's 419,938 sightings in 100,296 journeys; its diagnosis peaks 37 MiB above its
+start (tracemalloc; 55 MiB before, besides the bucket's hops read back whole as one table). The process's peak is
+then set by other steps at about the same height (sampled every 5 ms: the representative journeys' hops read back
+from every row group, the Diagnosis's timeline table, ``--json``'s records; 535-585 MiB for ``why --json`` and
+``paths --json`` either way), pyarrow's mimalloc pool keeping 50-70 MiB of it (480-495 MiB with
+``ARROW_DEFAULT_MEMORY_POOL=system``); the whole diagnosis is held to be printed (``--json`` is one object), and
+``paths --json`` / ``why --json`` make each connection's record whole: that connection's retransmission timeline as
+objects and text took about 150 MiB.
 """
 
 from __future__ import annotations
