@@ -71,3 +71,71 @@ def test_a_reused_port_built_a_journey_a_piece_gives_the_in_memory_connections(r
     _assert_same_paths(whole, bounded)
     why, _ = _streamed(f, window_rows=5, bucket_rows=1)
     _assert_same_why(_in_memory(f), why)
+
+
+def _journey_pieces(h, every: int, *, own_categories: bool) -> list:
+    """``h`` (hops grouped by journey) cut after every ``every``-th journey, as a streamed bucket's detail files cut
+    it; ``own_categories``: each piece keeps only the categories it uses (as each file read back has its own)."""
+    import numpy as np
+
+    j = h["journey"].to_numpy()
+    bounds = np.flatnonzero(np.r_[True, j[1:] != j[:-1]])[::every].tolist() + [len(h)]
+    pieces = [h.iloc[a:b].reset_index(drop=True) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+    if own_categories:
+        for p in pieces:
+            for c in p.columns:
+                if p[c].dtype == "category":
+                    p[c] = p[c].cat.remove_unused_categories()
+    return pieces
+
+
+def _diagnosed_in_pieces(ps, pieces, drops):
+    """The Diagnosis of a loaded set whose hops the Diagnoser is given as ``pieces`` (an iterator, read once)."""
+    from pcaptools.k8s.diagnose import Diagnoser, HopTallies, PacketEvidence
+
+    det = ps.detail()
+    dg = Diagnoser(ps.inventory, PacketEvidence.of(ps.captures, ps.correlation), HopTallies.of(det.hops), drops,
+                   hops=det.hops)  # fmt: skip
+    dg.add(iter(pieces), det.paths, det.nat)
+    return dg.result(det.paths, det.nat)
+
+
+def test_a_diagnosis_given_a_connections_journeys_cut_across_pieces_equals_the_whole_tables(generated):
+    from pcaptools.k8s.diagnose_journeys import JourneyTable
+
+    ps = load_paths(generated)
+    drops = manifest_drops([generated])
+    h = ps.detail().hops
+    d = diagnose(ps.captures, ps.correlation, ps.inventory, capture_drops=drops, detail=ps.detail())
+    assert len(d.losses) and len(d.timeline)  # losses and retransmissions to get right
+    whole = _outputs(ps, d)
+    big = h["connection"].value_counts().index[0]
+    for every, own_categories in ((5, True), (60, False)):
+        pieces = _journey_pieces(h, every, own_categories=own_categories)
+        assert sum(bool((p["connection"] == big).any()) for p in pieces) >= 10  # the largest connection in many pieces
+        _assert_same_why(whole, _outputs(ps, _diagnosed_in_pieces(ps, pieces, drops)))
+    # the journeys' columns themselves: the same values (codes may differ, names may not)
+    t, cut = JourneyTable(h, _evidence(ps)), JourneyTable(iter(pieces), _evidence(ps))
+    for k in ("s", "e", "jid", "conn", "dir", "ts0", "tsl", "flags", "size", "last_size", "dport", "fp", "tun", "seq",
+              "seglen", "ts"):  # fmt: skip
+        assert (getattr(t, k) == getattr(cut, k)).all(), k
+    for names, codes in (("point_names", "pt"), ("node_names", "nd"), ("src_names", "src_c"), ("dst_names", "dst_c")):
+        assert (getattr(t, names)[getattr(t, codes)].astype(str) == getattr(cut, names)[getattr(cut, codes)].astype(str)).all()
+
+
+def _evidence(ps):
+    from pcaptools.k8s.diagnose import PacketEvidence
+
+    return PacketEvidence.of(ps.captures, ps.correlation)
+
+
+def test_icmp_errors_match_connections_whose_hops_come_a_journey_a_piece(tmp_path):
+    from tests.test_why_stream import _crafted
+
+    specs = _crafted(tmp_path)
+    ps = load_paths([], points=specs)
+    d = diagnose(ps.captures, ps.correlation, ps.inventory, detail=ps.detail())
+    icmp = [x for x in d.losses.itertuples() if "ICMP" in x.evidence]
+    assert len(icmp) == 2  # the frag-needed and the administratively prohibited, each matched by its quoted 5-tuple
+    cut = _diagnosed_in_pieces(ps, _journey_pieces(ps.detail().hops, 1, own_categories=True), None)
+    _assert_same_why(_outputs(ps, d), _outputs(ps, cut))

@@ -21,7 +21,7 @@ are matched on their quoted 5-tuple, so an error quoting a tuple no capture saw 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -506,15 +506,24 @@ def _first_rows(rows: np.ndarray, j: np.ndarray) -> np.ndarray:
     return np.column_stack([j[first], rows[first, 1:]])
 
 
-def _icmp_events(icmp: pd.DataFrame, hops: pd.DataFrame) -> pd.DataFrame:
-    """ICMP errors (:attr:`PacketEvidence.icmp`) matched to the connection of ``hops`` whose packet they quote."""
+def _tuples(hops: pd.DataFrame) -> pd.DataFrame:
+    """The distinct (5-tuple, connection) of ``hops``, in order of first row: what :func:`_icmp_events` matches."""
+    return pd.DataFrame({"proto": hops["proto"].to_numpy(np.int64), "src": hops["src"].astype(str).to_numpy(),
+                         "sport": hops["sport"].to_numpy(np.int64), "dst": hops["dst"].astype(str).to_numpy(),
+                         "dport": hops["dport"].to_numpy(np.int64),
+                         "connection": hops["connection"].to_numpy(np.int64)}).drop_duplicates()  # fmt: skip
+
+
+def _icmp_events(icmp: pd.DataFrame, hops: pd.DataFrame | list[pd.DataFrame]) -> pd.DataFrame:
+    """ICMP errors (:attr:`PacketEvidence.icmp`) matched to the connection of ``hops`` whose packet they quote
+    (``hops``: a table, or the :func:`_tuples` of its pieces in order)."""
     cols = ["connection", "point", "node", "icmp_proto", "icmp_type", "icmp_code", "icmp_mtu", "sender", "ts_ns"]
-    if not len(icmp) or not len(hops):
+    if isinstance(hops, pd.DataFrame):
+        hops = [_tuples(hops)] if len(icmp) and len(hops) else []
+    hops = [x for x in hops if len(x)]
+    if not len(icmp) or not hops:
         return pd.DataFrame(columns=cols)
-    tup = pd.DataFrame({"proto": hops["proto"].to_numpy(np.int64), "src": hops["src"].astype(str).to_numpy(),
-                        "sport": hops["sport"].to_numpy(np.int64), "dst": hops["dst"].astype(str).to_numpy(),
-                        "dport": hops["dport"].to_numpy(np.int64),
-                        "connection": hops["connection"].to_numpy(np.int64)}).drop_duplicates()  # fmt: skip
+    tup = hops[0] if len(hops) == 1 else pd.concat(hops, ignore_index=True).drop_duplicates()
     m = icmp.merge(tup, on=["proto", "src", "sport", "dst", "dport"], how="inner")
     return m.loc[:, cols].drop_duplicates().reset_index(drop=True)
 
@@ -725,18 +734,29 @@ class Diagnoser:
         self.tl_parts: list[dict[str, np.ndarray]] = []  # per group added: its timeline's attempts and sightings
         self._labels: dict[str, int] = {}  # packet label -> id (_packet_ids)
 
-    def add(self, h: pd.DataFrame, p: pd.DataFrame, nat: pd.DataFrame | None, *,
+    def add(self, h: pd.DataFrame | Iterable[pd.DataFrame], p: pd.DataFrame, nat: pd.DataFrame | None, *,
             dnat_connections: frozenset[int] | None = None) -> None:  # fmt: skip
         """Diagnose the connections of ``p``, whose every hop is in ``h`` and NAT step in ``nat``: what each journey
         missed, worked out column-wise over every connection at once (:mod:`pcaptools.k8s.diagnose_journeys`);
-        Python objects only for the connections (and their losses) that are printed. ``dnat_connections``: those of
-        them with a DNAT step, when known without ``nat`` (all the diagnosis reads of it; ``nat`` may then be None)."""
+        Python objects only for the connections (and their losses) that are printed. ``h`` may be pieces of whole
+        journeys in causal order (a streamed bucket's): each is reduced to its journeys' columns as it comes
+        (:class:`JourneyTable`) and its 5-tuples (for ICMP errors), so a connection is never held whole as hops.
+        ``dnat_connections``: those of them with a DNAT step, when known without ``nat`` (all the diagnosis reads of
+        it; ``nat`` may then be None)."""
         inv = self.inv
-        ctx = _Context(inv, self.homes, self.spans, self.roles, _icmp_events(self.ev.icmp, h),
+        tuples: list[pd.DataFrame] = []
+
+        def seen(pieces: Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:  # each piece's 5-tuples, if any ICMP error
+            for x in pieces:
+                if len(self.ev.icmp) and len(x):
+                    tuples.append(_tuples(x))
+                yield x
+
+        t = JourneyTable(seen([h] if isinstance(h, pd.DataFrame) else h), self.ev)
+        ctx = _Context(inv, self.homes, self.spans, self.roles, _icmp_events(self.ev.icmp, tuples),
                        _NO_NAT if nat is None else nat, self.next_point, self.pair_max, self.drops,
                        frontend_of=self.frontend_of,
                        dnat_connections=None if dnat_connections is None else frozenset(dnat_connections))  # fmt: skip
-        t = JourneyTable(h, self.ev)
         rows = list(p.itertuples(index=False))
         pc = np.array([int(r.connection) for r in rows], np.int64)
         uc, jc = _unique_inverse(t.conn)

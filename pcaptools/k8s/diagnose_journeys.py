@@ -10,6 +10,8 @@ take one 64-bit word per 64 distinct points (nodes) of the group of connections 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 import pandas as pd
 
@@ -29,15 +31,6 @@ def flag_text(f: int) -> str:
         return ""
     names = [n for bit, n in _FLAG_NAMES if f & bit]
     return "-".join(names) if names else "TCP"
-
-
-def _codes(col: pd.Series) -> tuple[np.ndarray, np.ndarray]:
-    """(codes, names) of a label column: ``names[codes]`` is :func:`pcaptools.labels.as_strings` of it (NaN where missing)."""
-    if isinstance(col.dtype, pd.CategoricalDtype):
-        names = np.array([str(c) for c in col.cat.categories] + [np.nan], dtype=object)
-        return np.asarray(col.cat.codes, np.int64), names
-    codes, uniq = pd.factorize(as_strings(col))
-    return codes.astype(np.int64), np.array([*uniq, np.nan], dtype=object)
 
 
 def take_int(col: pd.Series, rows: np.ndarray) -> np.ndarray:
@@ -79,64 +72,17 @@ class JourneyTable:
     """The journeys of a hops table in causal order (grouped by journey, as
     :func:`pcaptools.k8s.paths.paths_detail` gives), in order of their first sighting's corrected time (ties in table
     order), with the TCP numbers of :class:`pcaptools.k8s.diagnose.PacketEvidence`. Row ``i`` of every per-journey
-    array is journey ``i``; its sightings are rows ``s[i]:e[i]`` of :attr:`pt`, :attr:`nd` and :attr:`ts`."""
+    array is journey ``i``; its sightings are rows ``s[i]:e[i]`` of :attr:`pt`, :attr:`nd` and :attr:`ts`.
 
-    def __init__(self, h: pd.DataFrame, ev) -> None:  # noqa: ANN001 - a PacketEvidence
-        n = len(h)
-        j = h["journey"].to_numpy(np.int64) if n else np.zeros(0, np.int64)
-        o = np.argsort(j, kind="stable")
-        start = np.flatnonzero(np.r_[True, j[o][1:] != j[o][:-1]]) if n else np.zeros(0, np.int64)
-        end = np.r_[start[1:], n].astype(np.int64)
-        ts = h["ts_corrected_ns"].to_numpy(np.int64) if n else np.zeros(0, np.int64)
-        k = np.argsort(o[start], kind="stable")  # in order of first sighting in the table, then by time (stable)
-        k = k[np.argsort(ts[o[start[k]]], kind="stable")]
-        a, last = o[start[k]], o[end[k] - 1]
-        self.s, self.e = start[k], end[k]
-        self.n = len(k)
-        self.jid = j[a]
-        self.conn = h["connection"].to_numpy(np.int64)[a] if n else np.zeros(0, np.int64)
-        if n:  # a journey's direction is its first row's (compared as strings column-wise: no string made per row)
-            d = h["direction"]
-            fwd = np.asarray((d == "forward").fillna(False), bool)[a]
-            rev = np.asarray((d == "reverse").fillna(False), bool)[a]
-            self.dir = np.where(fwd, FORWARD, np.where(rev, REVERSE, -1)).astype(np.int64)
-        else:
-            self.dir = np.zeros(0, np.int64)
-        pc, self.point_names = _codes(h["point"]) if n else (np.zeros(0, np.int64), np.array([np.nan], object))
-        nc, self.node_names = _codes(h["node"]) if n else (np.zeros(0, np.int64), np.array([np.nan], object))
-        self.pt, self.nd, self.ts = pc[o], nc[o], ts[o]
-        self.ts0, self.tsl = self.ts[self.s], self.ts[self.e - 1] if self.n else np.zeros(0, np.int64)
-        self.npts = self.e - self.s
-        self.first_pt, self.last_pt = self.pt[self.s], self.pt[self.e - 1] if self.n else np.zeros(0, np.int64)
-        self.src_c, self.src_names = self._strs(h, "src", last)
-        self.dst_c, self.dst_names = self._strs(h, "dst", last)
-        self.dport = take_int(h["dport"], last) if n else np.zeros(0, np.int64)
-        self.flags = take_int(h["tcp_flags"], a) if n else np.zeros(0, np.int64)
-        self.size, self.last_size = (take_int(h["wirelen"], a), take_int(h["wirelen"], last)) if n else (np.zeros(0, np.int64),) * 2
-        self.fp = h["fingerprint"].to_numpy(np.uint64)[a] if n else np.zeros(0, np.uint64)
-        self.tun = h["tunnel"].notna().to_numpy()[last] if n else np.zeros(0, bool)
-        self.seq = np.full(self.n, -1, np.int64)
-        self.ack = np.full(self.n, -1, np.int64)
-        self.plen = np.full(self.n, -1, np.int64)
-        sj, sv = ev._sj, ev._sv
-        if len(sj) and self.n:
-            at, hit = _find(sj, self.jid)
-            self.seq[hit], self.ack[hit], self.plen[hit] = sv[at[hit], 0], sv[at[hit], 1], sv[at[hit], 2]
-        syn = (self.flags >= 0) & (self.flags & 0x02 != 0)
-        fin = (self.flags >= 0) & (self.flags & 0x01 != 0)
-        self.seglen = np.maximum(self.plen, 0) + syn + fin  # sequence space: payload, plus one for SYN and for FIN
-        self.point_set = _bitsets(self.pt, start, len(self.point_names) - 1)[k]  # journey i's starts at start[k[i]]
-        self.node_set = _bitsets(self.nd, start, len(self.node_names) - 1)[k]
-        self._point_codes: dict | None = None
+    The table may come as pieces of whole journeys in table order (a streamed bucket's detail files): each piece is
+    reduced to its journeys' columns and its sightings' codes as it comes (:class:`_Pieces`), so the hops of a
+    connection larger than a piece are never held whole; the result is the one table's."""
 
-    @staticmethod
-    def _strs(h: pd.DataFrame, col: str, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(codes at ``rows``, names): ``str`` of each value by category, ``'nan'`` where missing."""
-        if not len(h):
-            return np.zeros(0, np.int64), np.array(["nan"], object)
-        c = h[col]
-        cat = c.array if isinstance(c.dtype, pd.CategoricalDtype) else pd.Categorical(c)
-        return np.asarray(cat.codes, np.int64)[rows], np.array([*map(str, cat.categories), "nan"], object)
+    def __init__(self, h: pd.DataFrame | Iterable[pd.DataFrame], ev) -> None:  # noqa: ANN001 - a PacketEvidence
+        acc = _Pieces()
+        for piece in [h] if isinstance(h, pd.DataFrame) else h:
+            acc.add(piece)
+        acc.finish(self, ev)
 
     # --- one journey, for what is printed ---------------------------------------------------------------------
     def points(self, i: int) -> list[str]:
@@ -200,6 +146,117 @@ class JourneyTable:
         names = list(dict.fromkeys(flag_text(f) or PROTO_NAMES.get(0, "packet") for f in dict.fromkeys(self.flags[idx].tolist())))
         names = [x for x in names if x] or ["packet"]
         return "/".join(names[:3]) + (" ..." if len(names) > 3 else "")
+
+
+class _Vocab:
+    """The names of a label column over pieces (a string per value, in order of first piece), each piece's codes
+    recoded to them; a missing value keeps code -1 (the last of :meth:`names`)."""
+
+    def __init__(self) -> None:
+        self.index: dict[str, int] = {}
+
+    def codes(self, col: pd.Series, factorize: bool) -> np.ndarray:
+        """Codes of ``col`` in the names so far (new ones appended): a category's ``str``; a column of values its
+        ``str`` per value (``factorize``: missing ones read ``'nan'``) or per distinct non-missing value."""
+        if isinstance(col.dtype, pd.CategoricalDtype):
+            local, names = np.asarray(col.cat.codes, np.int64), [str(x) for x in col.cat.categories]
+        elif factorize:
+            local, uniq = pd.factorize(as_strings(col))
+            local, names = local.astype(np.int64), list(uniq)
+        else:
+            cat = pd.Categorical(col)
+            local, names = np.asarray(cat.codes, np.int64), [str(x) for x in cat.categories]
+        remap = np.array([self.index.setdefault(x, len(self.index)) for x in names] + [-1], np.int64)
+        return remap[local]  # code -1 takes the trailing -1
+
+    def names(self, missing) -> np.ndarray:  # noqa: ANN001 - what a missing value (code -1) reads as
+        return np.array([*self.index, missing], dtype=object)
+
+
+_JOURNEY_COLUMNS = ("jid", "conn", "dir", "src_c", "dst_c", "dport", "flags", "size", "last_size", "fp", "tun")
+
+
+class _Pieces:
+    """A :class:`JourneyTable` gathered a piece of whole journeys at a time: per piece its sightings' point, node and
+    time in journey order (24 bytes a sighting) and its journeys' columns in order of first row (what the table
+    reads at a journey's first or last sighting), label columns coded in names shared by every piece."""
+
+    def __init__(self) -> None:
+        self.point, self.node, self.src, self.dst = _Vocab(), _Vocab(), _Vocab(), _Vocab()
+        self.sightings: dict[str, list[np.ndarray]] = {"pt": [], "nd": [], "ts": [], "start": [], "k": []}
+        self.journeys: dict[str, list[np.ndarray]] = {c: [] for c in _JOURNEY_COLUMNS}
+        self.rows = self.count = 0
+
+    def add(self, h: pd.DataFrame) -> None:
+        """One piece (its journeys in no other piece)."""
+        n = len(h)
+        if not n:
+            return
+        j = h["journey"].to_numpy(np.int64)
+        o = np.argsort(j, kind="stable")
+        jo = j[o]
+        start = np.flatnonzero(np.r_[True, jo[1:] != jo[:-1]])
+        end = np.r_[start[1:], n].astype(np.int64)
+        k = np.argsort(o[start], kind="stable")  # in order of first sighting in the table
+        a, last = o[start[k]], o[end[k] - 1]
+        dcode, dnames = pd.factorize(h["direction"])
+        dmap = np.array([FORWARD if str(x) == "forward" else REVERSE if str(x) == "reverse" else -1 for x in dnames] + [-1], np.int64)
+        size = h["wirelen"]
+        cols = {"jid": j[a], "conn": h["connection"].to_numpy(np.int64)[a], "dir": dmap[dcode[a]],
+                "src_c": self.src.codes(h["src"], False)[last], "dst_c": self.dst.codes(h["dst"], False)[last],
+                "dport": take_int(h["dport"], last), "flags": take_int(h["tcp_flags"], a),
+                "size": take_int(size, a), "last_size": take_int(size, last), "fp": h["fingerprint"].to_numpy(np.uint64)[a],
+                "tun": h["tunnel"].notna().to_numpy()[last]}  # fmt: skip
+        for c in _JOURNEY_COLUMNS:
+            self.journeys[c].append(cols[c])
+        sg = self.sightings
+        sg["pt"].append(self.point.codes(h["point"], True)[o])
+        sg["nd"].append(self.node.codes(h["node"], True)[o])
+        sg["ts"].append(h["ts_corrected_ns"].to_numpy(np.int64)[o])
+        sg["start"].append(start + self.rows)
+        sg["k"].append(k + self.count)
+        self.rows += n
+        self.count += len(start)
+
+    def finish(self, t: JourneyTable, ev) -> None:  # noqa: ANN001 - a PacketEvidence
+        """Fill ``t``: journeys in time order (ties in table order), per-journey values of every piece's; each column's
+        pieces are joined and dropped in turn (never every column twice)."""
+        start, k = self._joined(self.sightings, "start"), self._joined(self.sightings, "k")
+        t.ts = self._joined(self.sightings, "ts")
+        end = np.r_[start[1:], self.rows].astype(np.int64)
+        order = np.argsort(t.ts[start[k]], kind="stable")  # then by time (stable)
+        k = k[order]
+        t.s, t.e = start[k], end[k]
+        del end
+        t.n = len(k)
+        for c in _JOURNEY_COLUMNS:
+            setattr(t, c, self._joined(self.journeys, c, {"fp": np.uint64, "tun": bool}.get(c, np.int64))[order])
+        del order
+        t.pt, t.nd = self._joined(self.sightings, "pt"), self._joined(self.sightings, "nd")
+        t.point_names, t.node_names = self.point.names(np.nan), self.node.names(np.nan)
+        t.src_names, t.dst_names = self.src.names("nan"), self.dst.names("nan")
+        t.ts0, t.tsl = t.ts[t.s], t.ts[t.e - 1] if t.n else np.zeros(0, np.int64)
+        t.npts = t.e - t.s
+        t.first_pt, t.last_pt = t.pt[t.s], t.pt[t.e - 1] if t.n else np.zeros(0, np.int64)
+        t.seq = np.full(t.n, -1, np.int64)
+        t.ack = np.full(t.n, -1, np.int64)
+        t.plen = np.full(t.n, -1, np.int64)
+        sj, sv = ev._sj, ev._sv
+        if len(sj) and t.n:
+            at, hit = _find(sj, t.jid)
+            t.seq[hit], t.ack[hit], t.plen[hit] = sv[at[hit], 0], sv[at[hit], 1], sv[at[hit], 2]
+        syn = (t.flags >= 0) & (t.flags & 0x02 != 0)
+        fin = (t.flags >= 0) & (t.flags & 0x01 != 0)
+        t.seglen = np.maximum(t.plen, 0) + syn + fin  # sequence space: payload, plus one for SYN and for FIN
+        t.point_set = _bitsets(t.pt, start, len(t.point_names) - 1)[k]  # journey i's starts at start[k[i]]
+        t.node_set = _bitsets(t.nd, start, len(t.node_names) - 1)[k]
+        t._point_codes = None
+
+    @staticmethod
+    def _joined(parts: dict[str, list[np.ndarray]], c: str, dtype=np.int64) -> np.ndarray:  # noqa: ANN001
+        """Column ``c``'s pieces as one array, taken out of ``parts`` (so they go once it is made)."""
+        got = parts.pop(c)
+        return np.concatenate(got) if got else np.zeros(0, dtype)
 
 
 def sequence_ids(t: JourneyTable, idx: np.ndarray) -> np.ndarray:

@@ -31,10 +31,13 @@ this is :func:`load_paths` (and ``diagnose``). Otherwise, in a temporary directo
    diagnosis each bucket's hops in causal order (``_build``'s, :data:`DETAIL_COLUMNS`) are written back and tallied
    (:class:`~pcaptools.k8s.diagnose.HopTallies`: where each address lives, which point follows which).
 4. The hops of each connection's representative journeys (what the terminal shows) are read back in a last pass.
-5. **Diagnose** (for ``why`` / ``paths --json``): with every bucket tallied, each bucket's hops are read back and given,
-   with its paths and NAT steps, to the one :class:`~pcaptools.k8s.diagnose.Diagnoser` the in-memory ``diagnose``
-   uses for the whole set as one group: every connection lies whole in one bucket, and what a connection's verdict
-   reads beyond it (homes, next points, capture spans and drops, ICMP errors, TCP numbers) is the whole set's.
+5. **Diagnose** (for ``why`` / ``paths --json``): with every bucket tallied, each bucket's hops are read back a piece
+   (detail file) at a time and given, with its paths and NAT steps, to the one
+   :class:`~pcaptools.k8s.diagnose.Diagnoser` the in-memory ``diagnose`` uses for the whole set as one group: each
+   piece is reduced to its journeys' columns (:class:`~pcaptools.k8s.diagnose_journeys.JourneyTable`) and 5-tuples as
+   it is read, so a connection larger than a piece is never held whole as hops rows; every connection lies whole in
+   one bucket, and what a connection's verdict reads beyond it (homes, next points, capture spans and drops, ICMP
+   errors, TCP numbers) is the whole set's.
 
 Memory: the correlation's (see :mod:`pcaptools.correlate.stream`), then the labels, nothing per journey
 (:mod:`pcaptools.k8s.labels_bounded`): 40 bytes per use of a 5-tuple kept (a connection has a use per tuple, two
@@ -58,12 +61,16 @@ windows' rows); per capture point its span, row count and counters; one row per 
 bytes as a Python dict), per loss one (about 1.2 KiB with its evidence text), per retransmission-timeline sighting
 seven list entries (measured on gen_set.py's 20,000 packets). Measured on gen_set.py's 1.58M-sighting set, whose
 largest connection has 419,938 hops rows, under ``--memory 300MiB``: ``paths -o`` peaks at 459 MiB (626 when that
-connection was built whole), ``why --json`` at 500 (623). Limits: a connection is diagnosed whole (its hops'
-:data:`DETAIL_COLUMNS`, written a piece at a time, are read back as one table for its JourneyTable: sampled every
-20 ms, that bucket's diagnosis peaked at 500-515 MiB, the correlation before it at 487); the whole diagnosis is held to be printed (``--json`` is one object),
-and ``paths --json`` / ``why --json`` make each connection's record whole: that connection's retransmission
-timeline as objects and text took about 150 MiB, now the peak of ``paths --json`` (661 MiB; 622 before, when the
-build's freed heap held it).
+connection was built whole), ``why --json`` at 500 (623). Limits: a connection is diagnosed as one JourneyTable (its hops' :data:`DETAIL_COLUMNS`, written a piece at a
+time, are read back a piece at a time into it): per sighting its point, node and time (24 bytes), per journey about
+170 bytes, 27 MiB for that connection's 419,938 sightings in 100,296 journeys; its diagnosis peaks 37 MiB above its
+start (tracemalloc; 55 MiB before, besides the bucket's hops read back whole as one table). The process's peak is
+then set by other steps at about the same height (sampled every 5 ms: the representative journeys' hops read back
+from every row group, the Diagnosis's timeline table, ``--json``'s records; 535-585 MiB for ``why --json`` and
+``paths --json`` either way), pyarrow's mimalloc pool keeping 50-70 MiB of it (480-495 MiB with
+``ARROW_DEFAULT_MEMORY_POOL=system``); the whole diagnosis is held to be printed (``--json`` is one object), and
+``paths --json`` / ``why --json`` make each connection's record whole: that connection's retransmission timeline as
+objects and text took about 150 MiB.
 """
 
 from __future__ import annotations
@@ -393,10 +400,11 @@ def _diagnose_buckets(paths: pd.DataFrame, nat: pd.DataFrame, first_c: np.ndarra
     by_c = np.argsort(nc, kind="stable")
     ends = np.r_[first_c[1:], np.iinfo(np.int64).max] if len(first_c) else first_c
     for b, (lo, hi) in enumerate(zip(first_c.tolist(), ends.tolist(), strict=True)):
-        dh = _read_parts(sorted(tmp.glob(f"detail-{b}-*.parquet"), key=lambda f: int(f.stem.rsplit("-", 1)[1])))
+        files = sorted(tmp.glob(f"detail-{b}-*.parquet"), key=lambda f: int(f.stem.rsplit("-", 1)[1]))
         rows = by_c[np.searchsorted(nc[by_c], lo):np.searchsorted(nc[by_c], hi)]
-        dg.add(dh, paths.iloc[np.searchsorted(pc, lo):np.searchsorted(pc, hi)], nat.iloc[np.sort(rows)])
-        del dh
+        # the bucket's pieces one at a time: a connection larger than a piece is never read back whole
+        dg.add((pd.read_parquet(f) for f in files), paths.iloc[np.searchsorted(pc, lo):np.searchsorted(pc, hi)],
+               nat.iloc[np.sort(rows)])  # fmt: skip
         release_freed_memory(collect=False)
     return dg.result(paths, nat, opts["iptables"])
 
@@ -533,13 +541,6 @@ def _piece_tables(pf, rows: int, bj: np.ndarray, inv):
         tab = Journeys(hk if len(hk) else hk.iloc[:0], inv)
         tab.index(uj)
         yield int(np.searchsorted(bj, uj[0])) if len(uj) else 0, uj, tab
-
-
-def _read_parts(files: list[Path]) -> pd.DataFrame:
-    """Tables written a piece at a time, read back as one (categories as :func:`_concat` joins them)."""
-    if len(files) == 1:
-        return pd.read_parquet(files[0])
-    return _concat([pd.read_parquet(f) for f in files])
 
 
 def _first_rows(j: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
