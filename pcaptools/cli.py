@@ -595,18 +595,20 @@ def merge_cmd(
     dedup: bool = typer.Option(False, "--dedup", help="Write each packet once; its other sightings become packet comments."),
     reference: str = typer.Option(None, "--reference", metavar="NODE", help="Node whose clock the others are corrected to (default: the first node of the largest group tied by two-way traffic; usually the first)."),
     allow_outside: bool = typer.Option(False, "--allow-outside", help="Let a manifest name files outside its own directory (only for manifests you trust)."),
-    memory: str = typer.Option(None, "--memory", metavar="SIZE", callback=_memory, help=_MEMORY_HELP),
+    memory: str = typer.Option(None, "--memory", metavar="SIZE", callback=_memory, help="Memory budget, e.g. 512MiB, 2GiB, 1.5G (default: a quarter of the available memory): the capture files are read in windows, and correlated in windows when larger than it; the same file."),
 ) -> None:
     """Merge all capture points into one pcapng on one clock: one interface per point, packets in corrected time order.
 
     Example: pcaptools merge sample_pcaps/calico-vxlan -o merged.pcapng --dedup
     """
+    from pcaptools.correlate.budget import default_memory
     from pcaptools.k8s.discover import merge_inputs
     from pcaptools.render.terminal import fmt_int, safe
 
     with _busy([*(sources or []), *(q.rpartition("=")[2] for q in point)], "merging"):
         done = merge_inputs(list(sources or []), output, points=point, inventory=inventory, links=links, dedup=dedup,
-                            reference=reference, allow_outside=allow_outside, memory=memory)  # fmt: skip
+                            reference=reference, allow_outside=allow_outside,
+                            memory=default_memory() if memory is None else memory)  # fmt: skip
     if done.captures is not None:
         _inferred(done.captures)
     for note in done.notes:  # files left out (done.skipped_files), records a reader skipped: not in the merged file either

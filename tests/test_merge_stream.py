@@ -38,6 +38,24 @@ def test_cli_merge_with_a_memory_cap_writes_the_same_file(tmp_path):
     assert a.read_bytes() == b.read_bytes()
 
 
+def test_cli_merge_without_memory_takes_the_default_budget_and_writes_the_in_memory_bytes(tmp_path, monkeypatch):
+    """Like every other command, merge bounds its memory by default (a quarter of what is available): the capture
+    files are read in windows, never loaded whole, and the file is the one the in-memory merge writes."""
+    import pcaptools.k8s.discover as discover
+    from pcaptools.k8s.discover import merge_inputs
+
+    src = str(ROOT / "sample_pcaps" / "calico-vxlan")
+    whole, cli = tmp_path / "whole.pcapng", tmp_path / "cli.pcapng"
+    merge_inputs(src, whole, dedup=True)  # the library without memory: loaded and merged in memory
+
+    def whole_set(*a, **k):
+        raise AssertionError("merge loaded the whole capture set")
+
+    monkeypatch.setattr(discover, "load_captures", whole_set)
+    assert main(["merge", src, "-o", str(cli), "--dedup"]) == 0
+    assert cli.read_bytes() == whole.read_bytes()
+
+
 def _streamed_merge(source: str, out, window_rows: int, batch_records: int, dedup: bool, tmp_path,
                     dedup_rows: int | None = None) -> tuple[int, MergeRows]:  # fmt: skip
     rows, hops = MergeRows(), tmp_path / "hops.parquet"
