@@ -39,21 +39,25 @@ def test_cli_merge_with_a_memory_cap_writes_the_same_file(tmp_path):
 
 
 def test_cli_merge_without_memory_takes_the_default_budget_and_writes_the_in_memory_bytes(tmp_path, monkeypatch):
-    """Like every other command, merge bounds its memory by default (a quarter of what is available): the capture
-    files are read in windows, never loaded whole, and the file is the one the in-memory merge writes."""
+    """Like every other command, merge bounds its memory by default (a quarter of what is available): a set that fits
+    it is merged in memory, a larger one read in windows (here the default made 16 MiB), never loaded whole; the
+    file is the one the in-memory merge writes either way."""
+    import pcaptools.correlate.budget as budget
     import pcaptools.k8s.discover as discover
     from pcaptools.k8s.discover import merge_inputs
 
     src = str(ROOT / "sample_pcaps" / "calico-vxlan")
-    whole, cli = tmp_path / "whole.pcapng", tmp_path / "cli.pcapng"
+    whole, fits, small = tmp_path / "whole.pcapng", tmp_path / "fits.pcapng", tmp_path / "small.pcapng"
     merge_inputs(src, whole, dedup=True)  # the library without memory: loaded and merged in memory
-
-    def whole_set(*a, **k):
-        raise AssertionError("merge loaded the whole capture set")
-
-    monkeypatch.setattr(discover, "load_captures", whole_set)
-    assert main(["merge", src, "-o", str(cli), "--dedup"]) == 0
-    assert cli.read_bytes() == whole.read_bytes()
+    loads = []
+    real = discover.load_captures
+    monkeypatch.setattr(discover, "load_captures", lambda *a, **k: loads.append(1) or real(*a, **k))
+    assert main(["merge", src, "-o", str(fits), "--dedup"]) == 0
+    assert loads == [1]  # the sample fits a quarter of this machine's memory: merged in memory
+    monkeypatch.setattr(budget, "default_memory", lambda: 16 << 20)
+    assert main(["merge", src, "-o", str(small), "--dedup"]) == 0
+    assert loads == [1]  # not loaded whole again: read in windows
+    assert fits.read_bytes() == small.read_bytes() == whole.read_bytes()
 
 
 def _streamed_merge(source: str, out, window_rows: int, batch_records: int, dedup: bool, tmp_path,

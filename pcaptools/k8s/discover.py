@@ -474,20 +474,24 @@ def merge_inputs(inputs: str | os.PathLike | Sequence[str | os.PathLike], out: s
                  batch_records: int | None = None) -> Merged:  # fmt: skip
     """Merge what ``pcaptools merge`` was given into one pcapng on the reference clock (:mod:`pcaptools.correlate.merge`).
 
-    Without ``memory`` the capture set is loaded and correlated in memory; with it (bytes) the correlation is streamed
+    Without ``memory``, or when the whole merge fits it (:data:`~pcaptools.correlate.merge.ROW_PEAK` a record), the
+    capture set is loaded and correlated in memory; otherwise (bytes) the correlation is streamed
     when the inputs exceed the budget (:func:`correlate_inputs`; :class:`~pcaptools.correlate.merge.MergeRows` spills
     28 bytes per packet to ``TMPDIR``, ``dedup``'s comments are read back from a hops file in a temporary directory beside
     ``out``) and the capture files are read in windows: the same file byte for byte. ``window_rows`` forces streaming
     in windows of about that many rows and ``batch_records`` windows of records when writing (tests)."""
     from pcaptools.correlate.api import correlate
-    from pcaptools.correlate.merge import MergeRows, merge
+    from pcaptools.correlate.merge import ROW_PEAK, MergeRows, merge
+    from pcaptools.correlate.stream import fits
     from pcaptools.dataset import original_files
     from pcaptools.process import temporary_directory
 
     srcs = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
     inv = inventory if inventory is not None else find_inventory(srcs, allow_outside=allow_outside)
     sources = original_files(srcs)
-    if memory is None and window_rows is None:
+    whole = memory is None or (batch_records is None and fits(input_files(srcs, points, allow_outside=allow_outside), memory,
+                                                              row_bytes=ROW_PEAK))  # fmt: skip
+    if whole and window_rows is None:
         cs = load_captures(srcs, points=points, inventory=inv, links=links, allow_outside=allow_outside)
         n = merge(cs, out, correlation=correlate(cs, reference=reference), dedup=dedup, batch_records=batch_records, sources=sources)
         return Merged(n, len(cs.points), list(cs.notes), cs, list(cs.skipped_files))
