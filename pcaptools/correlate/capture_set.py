@@ -114,7 +114,6 @@ class CaptureSet:
         return cls(points=pts, packets=packets, cni=cni, notes=notes, interface_stats=counters)
 
 
-
 @dataclass
 class _Unstacked:
     """Each point's decoded table, stacked into :attr:`CaptureSet.packets` only when something reads it."""
@@ -138,6 +137,7 @@ class _Unstacked:
 
 
 def _read_packets_attr(cs: CaptureSet) -> pd.DataFrame:
+    """``cs.packets``: the stacked table, made on the first read of a set that holds its points' tables."""
     pending = cs.__dict__["_packets"]
     if isinstance(pending, _Unstacked):
         pending = cs.__dict__["_packets"] = pending.stack()
@@ -145,6 +145,7 @@ def _read_packets_attr(cs: CaptureSet) -> pd.DataFrame:
 
 
 def _write_packets_attr(cs: CaptureSet, value) -> None:
+    """``cs.packets = value`` (the dataclass's own __init__ too): a table, or the points' tables to stack later."""
     cs.__dict__["_packets"] = value
 
 

@@ -30,8 +30,9 @@ def packet_labels(proto: np.ndarray, tcp_flags: np.ndarray) -> np.ndarray:
         out[proto == p] = n
     tcp = np.flatnonzero((proto == 6) & (tcp_flags >= 0))
     flags, which = np.unique(np.asarray(tcp_flags)[tcp], return_inverse=True)  # a name per distinct flag set, not per packet
-    named = np.array([""] + ["-".join(n for bit, n in _FLAG_NAMES if int(f) & bit) or "TCP" for f in flags], object)
-    out[tcp] = named[1:][which.reshape(-1)] if len(tcp) else out[tcp]
+    if len(tcp):
+        named = np.array(["-".join(n for bit, n in _FLAG_NAMES if int(f) & bit) or "TCP" for f in flags.tolist()], object)
+        out[tcp] = named[which.reshape(-1)]
     rest = out == ""
     out[rest] = [f"proto {int(p)}" for p in proto[rest]]
     return out
