@@ -169,6 +169,15 @@ def _group_rank(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return rank, first
 
 
+def endpoint_changes(j: np.ndarray, ok: np.ndarray, addr: np.ndarray, port: np.ndarray) -> np.ndarray:
+    """Per sighting (hops in causal order, ``j`` their journeys, ``ok`` those with both addresses): whether the
+    journey's previous sighting had another ``addr`` / ``port`` (codes of one endpoint): the sighting after a NAT step."""
+    out = np.zeros(len(j), bool)
+    if len(j) > 1:
+        out[1:] = (j[1:] == j[:-1]) & ok[1:] & ok[:-1] & ((addr[1:] != addr[:-1]) | (port[1:] != port[:-1]))
+    return out
+
+
 def nat_table(
     hops: pd.DataFrame, inventory: Inventory | None = None, *, reply: pd.Series | None = None, ordered: bool = False,
     codes: tuple[pd.Index, np.ndarray, np.ndarray] | None = None,
@@ -183,7 +192,6 @@ def nat_table(
     """
     _check(hops)
     h = hops if ordered else order_hops(hops, inventory)
-    n = len(h)
     j = h["journey"].to_numpy(np.int64)
     ok = (h["proto"].to_numpy() >= 0) & h["src"].notna().to_numpy() & h["dst"].notna().to_numpy()
     if codes is not None and ordered:  # the caller's codes are of this table's rows
@@ -193,15 +201,8 @@ def nat_table(
         s, d = codes_in(h["src"], vocab), codes_in(h["dst"], vocab)
     sp = h["sport"].to_numpy(np.int64)
     dp = h["dport"].to_numpy(np.int64)
-    prev = np.zeros(n, bool)
-    if n > 1:
-        prev[1:] = (j[1:] == j[:-1]) & ok[1:] & ok[:-1]
-    dchg = np.zeros(n, bool)
-    schg = np.zeros(n, bool)
-    dchg[1:] = prev[1:] & ((d[1:] != d[:-1]) | (dp[1:] != dp[:-1]))
-    schg[1:] = prev[1:] & ((s[1:] != s[:-1]) | (sp[1:] != sp[:-1]))
-    rows_d = np.flatnonzero(dchg)
-    rows_s = np.flatnonzero(schg)
+    rows_d = np.flatnonzero(endpoint_changes(j, ok, d, dp))
+    rows_s = np.flatnonzero(endpoint_changes(j, ok, s, sp))
     # one NAT row per change, the dst change first (PREROUTING before POSTROUTING, both directions)
     after = np.concatenate([rows_d, rows_s])
     is_dst = np.concatenate([np.ones(len(rows_d), bool), np.zeros(len(rows_s), bool)])

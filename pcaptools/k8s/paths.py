@@ -38,7 +38,15 @@ from pcaptools.k8s.journeys import (
     run_directions,
     run_distinct,
 )
-from pcaptools.k8s.nat import _check, _lookup, causal_order, nat_table, order_hops, take_rows
+from pcaptools.k8s.nat import (
+    _check,
+    _lookup,
+    causal_order,
+    endpoint_changes,
+    nat_table,
+    order_hops,
+    take_rows,
+)
 from pcaptools.labels import as_strings, category_codes, codes_in, strings, vocabulary
 from pcaptools.schema import FLOW_STATES, PATH_COLUMNS, PATH_KINDS, PRESERVED, validate
 
@@ -486,9 +494,7 @@ def dnat_connections(h: pd.DataFrame, d: np.ndarray, reply: pd.Series, uj: np.nd
     if len(j) < 2:
         return frozenset()
     ok = (h["proto"].to_numpy() >= 0) & h["src"].notna().to_numpy() & h["dst"].notna().to_numpy()
-    dp = h["dport"].to_numpy()
-    chg = (j[1:] == j[:-1]) & ok[1:] & ok[:-1] & ((d[1:] != d[:-1]) | (dp[1:] != dp[:-1]))
-    jn = j[1:][chg]
+    jn = j[endpoint_changes(j, ok, d, h["dport"].to_numpy())]  # as nat_table finds its DNAT rows
     jn = jn[~_lookup(reply, jn)]
     return frozenset(np.unique(conn[np.searchsorted(uj, jn)]).tolist())
 
