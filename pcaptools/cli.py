@@ -951,7 +951,13 @@ def why_cmd(
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: user errors become one actionable line and exit code 2, never a traceback."""
     from pcaptools.jit import skip_blas_probe
-    from pcaptools.process import end_process, fewer_collections, keep_freed_memory, signals_as_interrupt
+    from pcaptools.process import (
+        arrow_gives_back,
+        end_process,
+        fewer_collections,
+        keep_freed_memory,
+        signals_as_interrupt,
+    )
 
     skip_blas_probe()
     args = sys.argv[1:] if argv is None else list(argv)
@@ -960,6 +966,8 @@ def main(argv: list[str] | None = None) -> int:
     if not any(a == "--memory" or a.startswith("--memory=") for a in args):  # a budget given: memory goes back
         keep_freed_memory()
         gc_thresholds = fewer_collections()
+    elif argv is None:  # a process of its own (not a caller's, such as a test's, whose pyarrow pool is its choice)
+        arrow_gives_back()
     try:
         with signals_as_interrupt():  # `kill`, a job's timeout: temporary spills removed, exit 130, as on Ctrl-C
             code = _run(args, debug)

@@ -36,6 +36,23 @@ def keep_freed_memory() -> bool:
     return bool(mallopt(M_MMAP_THRESHOLD, KEEP_BYTES)) and bool(mallopt(M_TRIM_THRESHOLD, KEEP_BYTES))
 
 
+def arrow_gives_back() -> None:
+    """Make pyarrow allocate from glibc's heap (``ARROW_DEFAULT_MEMORY_POOL=system``, unless the user chose a pool)
+    rather than its own mimalloc, which keeps freed segments: a command given ``--memory`` then gives back what
+    pyarrow frees as it gives back its own (:func:`release_freed_memory`). Measured on ``paths --memory 300MiB
+    --json`` of 30,655 connections: peak RSS 493 -> 418 MiB, the same output. Call it before pyarrow is imported;
+    once it is, its pool is switched for later allocations."""
+    import sys
+
+    if "ARROW_DEFAULT_MEMORY_POOL" in os.environ:
+        return
+    pa = sys.modules.get("pyarrow")
+    if pa is None:
+        os.environ["ARROW_DEFAULT_MEMORY_POOL"] = "system"
+    else:
+        pa.set_memory_pool(pa.system_memory_pool())
+
+
 COLLECT_EVERY = 100_000
 """Net container allocations between two young-generation collections in a command's process (Python's default: 700)."""
 

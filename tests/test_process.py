@@ -175,3 +175,43 @@ def test_an_os_error_while_cleaning_up_after_an_interrupt_still_exits_130(monkey
     assert cli._run(["correlate"], debug=False) == 130
     err = capsys.readouterr().err
     assert err.startswith("pcaptools: interrupted (Bad file descriptor while cleaning up)")
+
+
+_POOL = """
+import sys
+import pcaptools.process as process
+def report(code):
+    import pyarrow
+    print(pyarrow.default_memory_pool().backend_name, code)
+    sys.stdout.flush()
+    process.os._exit(0)
+process.end_process = report
+sys.argv = ["pcaptools", *sys.argv[1:]]
+from pcaptools.cli import main
+main()
+"""
+
+
+def _pool_of_command(*args: str, env: dict | None = None) -> str:
+    import os
+
+    res = subprocess.run([sys.executable, "-c", _POOL, *args], capture_output=True, text=True,
+                         env={**os.environ, **(env or {})})  # fmt: skip
+    assert res.returncode == 0, res.stderr[-2000:]
+    return res.stdout.split()[-2]
+
+
+def test_a_command_given_memory_allocates_arrow_from_glibc_which_gives_memory_back():
+    sample = "sample_pcaps/calico-vxlan"
+    assert _pool_of_command("correlate", sample, "--memory", "64MiB", "--json") == "system"
+    assert _pool_of_command("correlate", sample, "--json") != "system"  # without a budget: pyarrow's own, faster
+    # a pool the user chose is kept
+    assert _pool_of_command("correlate", sample, "--memory", "64MiB", "--json", env={"ARROW_DEFAULT_MEMORY_POOL": "mimalloc"}) == "mimalloc"
+
+
+def test_arrow_gives_back_switches_the_pool_of_a_pyarrow_already_imported():
+    code = "import os, pyarrow; os.environ.pop('ARROW_DEFAULT_MEMORY_POOL', None)\n" \
+           "from pcaptools.process import arrow_gives_back; arrow_gives_back(); print(pyarrow.default_memory_pool().backend_name)"
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.split()[-1] == "system"
