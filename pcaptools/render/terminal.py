@@ -152,10 +152,8 @@ class _Lines:
 
     def __call__(self, line: str | Text = "", style: str = "", *, soft_wrap: bool = False) -> None:
         """One line: a str (printed with ``style``) or a rich Text; ``soft_wrap``: never wrapped at the width."""
-        from rich.cells import cell_len
-
         s = line if isinstance(line, str) else line.plain
-        if self.plain and s.isprintable() and (soft_wrap or cell_len(s) <= self.width):
+        if self.plain and s.isprintable() and (soft_wrap or _cells(s) <= self.width):
             self._buf.append(s)
             if len(self._buf) >= self.BLOCK:
                 self.flush()
@@ -185,14 +183,55 @@ class _Lines:
             self._buf.clear()
 
 
-def _cell_measure(s: str) -> tuple[int, int]:
-    """What rich measures of a text cell: (longest word, longest line) in cells."""
+def _cells(s: str) -> int:
+    """rich's ``cell_len``: the length of a text of single-cell characters (ASCII and the arrows pcaptools prints),
+    without rich's walk of every character of a text with an arrow (0.6 µs a character: seconds on a listing of
+    tens of thousands of connections); any other text measured by rich."""
+    global _NARROW
+    if _NARROW is None:
+        from rich import cells
+
+        _NARROW = getattr(cells, "_SINGLE_CELLS", frozenset()) | frozenset(c for c in "→←↔" if cells.cell_len(c) == 1)
+    if _NARROW.issuperset(s):
+        return len(s)
     from rich.cells import cell_len
 
+    return cell_len(s)
+
+
+_NARROW: frozenset[str] | None = None
+"""Characters rich measures as one cell (:func:`_cells`), made on first use (rich is imported only to print)."""
+
+
+def _fold(s: str, w: int) -> list[str] | None:
+    """rich's ``Text(s).wrap(con, w, justify="left", overflow="fold")`` of one line of narrow characters (:func:`_cells`)
+    as plain lines of ``w`` cells, without a Text per line (60 µs a cell: seconds in a table of thousands of
+    connections): rich's own line breaks, then what its wrap does to each line (trailing spaces beyond ``w`` dropped,
+    cut to ``w``, padded). None where rich has no ``divide_line`` to call (the caller wraps with rich)."""
+    try:
+        from rich._wrap import divide_line
+    except ImportError:  # a rich that moved it
+        return None
+    cuts = [0, *divide_line(s, w, fold=True), len(s)]
+    out = []
+    for a, b in zip(cuts[:-1], cuts[1:], strict=True):
+        x = s[a:b]
+        if len(x) > w:  # Text.rstrip_end: at most the excess of trailing whitespace goes
+            x = x[: len(x) - min(len(x) - len(x.rstrip()), len(x) - w)]
+        x = x[:w]  # Text.truncate (a narrow character is a cell), then padded to the width
+        out.append(x + " " * (w - len(x)))
+    return out
+
+
+def _cell_measure(s: str) -> tuple[int, int]:
+    """What rich measures of a text cell: (longest word, longest line) in cells."""
+    if _NARROW is not None and _NARROW.issuperset(s):  # one line (no line break is narrow) of narrow characters
+        words = s.split()
+        return (max(map(len, words)) if words else len(s)), len(s)
     lines = s.splitlines()
-    mx = max(cell_len(x) for x in lines) if lines else 0
+    mx = max(_cells(x) for x in lines) if lines else 0
     words = s.split()
-    return (max(cell_len(w) for w in words) if words else mx), mx
+    return (max(_cells(w) for w in words) if words else mx), mx
 
 
 def _plain_table(con: Console, make: Any, rows: list[tuple[str, ...]]) -> list[str] | None:
@@ -202,7 +241,7 @@ def _plain_table(con: Console, make: Any, rows: list[tuple[str, ...]]) -> list[s
     computed on a table of the header and, per column, the cells that decide them (the widest and the one with the
     longest word); a cell that fits its column is its text padded, any other is wrapped by rich. None where that
     shortcut does not hold (no rows, a non-printable character): the caller draws the table with rich."""
-    from rich.cells import cell_len, set_cell_size
+    from rich.cells import set_cell_size
     from rich.text import Text
 
     tab = make()
@@ -227,8 +266,14 @@ def _plain_table(con: Console, make: Any, rows: list[tuple[str, ...]]) -> list[s
 
     def cell(s: str, w: int, col: Any) -> list[str]:
         cw = w - 2
-        if cell_len(s) <= cw:
-            return [" " + set_cell_size(s.rstrip(), cw) + " "]
+        if _cells(s) <= cw:
+            s = s.rstrip()
+            n = _cells(s)  # rich's set_cell_size pads a text narrower than the cell with spaces
+            return [" " + s + " " * (cw - n) + " "] if n <= cw else [" " + set_cell_size(s, cw) + " "]
+        if col.overflow == "fold" and not col.no_wrap and _NARROW.issuperset(s):
+            folded = _fold(s, cw)
+            if folded is not None:
+                return [" " + x + " " for x in folded]
         lines = Text(s).wrap(con, cw, justify=col.justify, overflow=col.overflow, no_wrap=col.no_wrap)
         return [" " + set_cell_size(x.plain, cw) + " " for x in lines]
 
