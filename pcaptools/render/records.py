@@ -380,7 +380,8 @@ _HOP_FIELDS = ("point", "node", "interface", "direction", "ts_ns", "ts_corrected
 
 
 def _endpoint(proto, src, sport, dst, dport) -> dict:
-    return {"proto": plain(proto), "src": plain(src), "sport": plain(sport), "dst": plain(dst), "dport": plain(dport)}
+    """A NAT step's packet before or after it, of values :func:`records` made plain already."""
+    return {"proto": proto, "src": src, "sport": sport, "dst": dst, "dport": dport}
 
 
 def _in_journeys(j: np.ndarray, journeys: np.ndarray) -> np.ndarray:
