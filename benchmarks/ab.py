@@ -30,10 +30,18 @@ def main() -> None:
     ap.add_argument("--set", default="benchmarks/.cache/set-200000-s0", help="capture set (a directory)")
     ap.add_argument("--commands", default="correlate,paths", help="comma-separated: correlate, paths, paths-json")
     a = ap.parse_args()
-    out = os.path.join(tempfile.mkdtemp(prefix="pcaptools-ab-"), "hops.parquet")
-    every = {"correlate": ["correlate", a.set, "--json", "-o", out], "paths": ["paths", a.set],
-             "paths-json": ["paths", a.set, "--json"]}  # fmt: skip
+    work = tempfile.mkdtemp(prefix="pcaptools-ab-")
+    out = os.path.join(work, "hops.parquet")
+    cap = os.path.abspath(a.set)
+    every = {"correlate": ["correlate", cap, "--json", "-o", out], "paths": ["paths", cap],
+             "paths-json": ["paths", cap, "--json"]}  # fmt: skip
     cmds = {k: every[k] for k in a.commands.split(",")}
+    for tree in a.trees:  # each tree's runs import that tree, or the comparison compares nothing
+        env = dict(os.environ, PYTHONPATH=os.path.abspath(tree))
+        got = subprocess.run([sys.executable, "-c", "import pcaptools; print(pcaptools.__file__)"], env=env, cwd=work,
+                             capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+        if not os.path.realpath(got).startswith(os.path.realpath(tree) + os.sep):
+            sys.exit(f"ab.py: PYTHONPATH={tree} imports {got}, not that tree")
     res: dict[tuple[str, str], list[tuple[float, float]]] = {}
     for _ in range(a.rounds):
         for name, args in cmds.items():
@@ -41,7 +49,9 @@ def main() -> None:
                 env = dict(os.environ, PYTHONPATH=os.path.abspath(tree))
                 r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
                 t0 = time.perf_counter()
-                subprocess.run([sys.executable, "-m", "pcaptools", *args], env=env, stdout=subprocess.DEVNULL,
+                # run from a directory holding no tree: `python -m` puts the working directory before PYTHONPATH,
+                # so run from a tree's root every run would import that tree (until 2026-12-02 it did)
+                subprocess.run([sys.executable, "-m", "pcaptools", *args], env=env, cwd=work, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL, check=True)  # fmt: skip
                 wall = time.perf_counter() - t0
                 r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -51,7 +61,7 @@ def main() -> None:
         print(f"{name:10} {tree:24} wall median {statistics.median(ws):.3f} min {min(ws):.3f}  "
               f"cpu median {statistics.median(cs):.3f} min {min(cs):.3f}")  # fmt: skip
     print("load average (1, 5, 15 min):", " ".join(f"{x:.1f}" for x in os.getloadavg()))
-    shutil.rmtree(os.path.dirname(out))
+    shutil.rmtree(work)
 
 
 if __name__ == "__main__":
