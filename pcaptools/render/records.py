@@ -125,6 +125,10 @@ class _Unusual(Exception):
     """A value :func:`_encode` leaves to the standard library's encoder (which writes it, or raises its own error)."""
 
 
+_KEYS: dict[str, str] = {}
+"""Each key's JSON text and ': ', escaped once: documents repeat the same few field names in every object."""
+_KEYS_MAX = 1 << 14  # keys that are data (a hop pair's name) are many: past this many, escaped each time
+
 _NEWLINE = ["\n" + "  " * i for i in range(100)]  # line break and indent per depth; deeper documents take json.dumps
 
 
@@ -161,17 +165,22 @@ def _encode(o: Any, level: int, out: list) -> None:
         nl = _NEWLINE[level + 1]
         sep = "{" + nl
         for k, v in o.items():
-            if type(k) is not str:
-                raise _Unusual
+            key = _KEYS.get(k)
+            if key is None:
+                if type(k) is not str:
+                    raise _Unusual
+                key = _esc(k) + ": "
+                if len(_KEYS) < _KEYS_MAX:
+                    _KEYS[k] = key
             tv = type(v)
             if tv is str:
-                out.append(sep + _esc(k) + ": " + _esc(v))
+                out.append(sep + key + _esc(v))
             elif tv is int:
-                out.append(sep + _esc(k) + ": " + int.__repr__(v))
+                out.append(sep + key + int.__repr__(v))
             elif (text := _scalar(v)) is not None:
-                out.append(sep + _esc(k) + ": " + text)
+                out.append(sep + key + text)
             else:
-                out.append(sep + _esc(k) + ": ")
+                out.append(sep + key)
                 _encode(v, level + 1, out)
             sep = "," + nl
         out.append(_NEWLINE[level] + "}")
