@@ -352,9 +352,9 @@ def _finish(out, need, errors, order, s, d, first_o, fid, nf, starts, ts, tcp, f
 
     res = pd.DataFrame(out)
     # hash inputs from the originator's first packet: addresses as (hi, lo), no re-parsing of text
-    fo = np.maximum(first_o, 0)
-    sh, sl, dh, dl = (x[order][fo] for x in (s[0], s[1], d[0], d[1]))
-    v6 = s[3][order][fo]
+    fo = order[np.maximum(first_o, 0)]  # the rows before sorting: a flow's few, not every row reordered
+    sh, sl, dh, dl = (x[fo] for x in (s[0], s[1], d[0], d[1]))
+    v6 = s[3][fo]
     po, pr = res["orig_p"].to_numpy(np.int64), res["resp_p"].to_numpy(np.int64)
     if "community_id" in need:
         ids = np.full(nf, None, object)

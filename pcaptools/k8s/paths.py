@@ -37,6 +37,8 @@ from pcaptools.k8s.journeys import (
     pick_least,
     run_directions,
     run_distinct,
+    run_tuples,
+    tuple_uses,
 )
 from pcaptools.k8s.nat import (
     _check,
@@ -93,22 +95,19 @@ def _connections(h: pd.DataFrame, codes: tuple[np.ndarray, np.ndarray] | None = 
     uj, ji = journey_index(j)
     order = None if len(j) and grouped(j) else np.argsort(ji, kind="stable")  # grouped by journey, as order_hops leaves it
     s, d = _address_codes(h)[1:] if codes is None else codes
-    e1 = s * 65538 + h["sport"].to_numpy(np.int64) + 1
-    e2 = d * 65538 + h["dport"].to_numpy(np.int64) + 1
-    t = h["ts_corrected_ns"].to_numpy(np.int64)
-    flags = h["tcp_flags"].to_numpy(np.int64)
-    proto = h["proto"].to_numpy(np.int64)
-    tcp = (proto == 6) & (flags >= 0)
-    syn = tcp & ((flags & 0x12) == 0x02)
-    hs = tcp & ((flags & 0x02) != 0)  # SYN or SYN-ACK: still the handshake (retries of either do not split)
-    cols = [ji, proto, np.minimum(e1, e2), np.maximum(e1, e2), t, syn, hs]
+    # in the hops schema's dtypes (int16 / int32): no int64 copies of every row, one compiled signature
+    cols = [ji, h["proto"].to_numpy(np.int16), s, h["sport"].to_numpy(np.int32), d, h["dport"].to_numpy(np.int32),
+            h["ts_corrected_ns"].to_numpy(np.int64), h["tcp_flags"].to_numpy(np.int16)]  # fmt: skip
     if order is not None:
         cols = [c[order] for c in cols]
     # one element per (journey, unordered tuple): its earliest time, whether it has a SYN / a handshake packet
-    first, pt, psyn, phs = run_distinct(*cols)
-    pj = cols[0][first]
-    key = pd.factorize(combine([cols[1][first], cols[2][first], cols[3][first]]))[0]
-    key = _epochs(key, pj, pt, psyn, phs) - 1  # one key per use of a tuple
+    pj, proto, lo, hi, pt, psyn, phs = run_tuples(*(np.ascontiguousarray(c) for c in cols))
+    span = int(max(s.max(initial=0), d.max(initial=0)) + 2) * 65538  # endpoints + 65538 lie in 0..span-1 (codes from -1)
+    exact = 256 * span * span < 1 << 63  # (protocol, endpoints) as one integer, else as a 64-bit hash
+    key = pd.factorize((proto * span + lo + 65538) * span + hi + 65538 if exact else combine([proto, lo, hi]))[0]
+    # one key per use of a tuple (_epochs' cut)
+    by_time = np.argsort(pt, kind="stable")
+    key = tuple_uses(by_time, key.astype(np.int64), pt, psyn, phs, int(key.max()) + 1 if len(key) else 0, IDLE_NS) - 1
     # each journey's least journey linked to it, and per such root its component's earliest sighting
     lab, first_t = components(pj, key, pt, len(uj), int(key.max()) + 1)
     # renumber components by their earliest sighting (ties: the lower label first)
@@ -661,24 +660,29 @@ _PORTED = (6, 17)
 """Protocols whose flows are told apart by ports (:func:`_flows_of` reads only the wanted ports' packets of them)."""
 
 
-def _tuple_key(proto: np.ndarray, a: np.ndarray, ap: np.ndarray, b: np.ndarray, bp: np.ndarray) -> np.ndarray:
-    """A hash of (protocol, unordered pair of (address code, port)): equal for both directions of a 5-tuple."""
+def _tuple_key(proto: np.ndarray, a: np.ndarray, ap: np.ndarray, b: np.ndarray, bp: np.ndarray, n: int) -> np.ndarray:
+    """One integer per (protocol, unordered pair of (address code below ``n``, port)): equal for both directions of a
+    5-tuple; exact when it fits 63 bits (fewer than ~2,800 addresses), else a 64-bit hash (:func:`combine`)."""
     e1 = np.asarray(a, np.int64) * 65538 + np.asarray(ap, np.int64) + 1
     e2 = np.asarray(b, np.int64) * 65538 + np.asarray(bp, np.int64) + 1
-    return combine([np.asarray(proto, np.int64), np.minimum(e1, e2), np.maximum(e1, e2)])
+    lo, hi = np.minimum(e1, e2), np.maximum(e1, e2)
+    span = (n + 1) * 65538  # endpoints lie in 0..span-1 (codes -1..n-1, ports -1..65535)
+    if 256 * span * span < 1 << 63:  # protocols 0..255
+        return (np.asarray(proto, np.int64) * span + lo) * span + hi
+    return combine([np.asarray(proto, np.int64), lo, hi])
 
 
 def _member(values: np.ndarray, allowed: np.ndarray) -> np.ndarray:
-    """``np.isin(values, allowed)`` for a few ``allowed`` values: a binary search each (isin passes once per value)."""
+    """``np.isin(values, allowed)``: comparisons for a few ``allowed`` values, else a hash lookup (isin sorts them all)."""
     u = np.unique(allowed)
     if not len(u):
         return np.zeros(len(values), bool)
-    if len(u) <= 4:  # one or two address pairs: comparisons, no binary search
+    if len(u) <= 4:  # one or two address pairs: comparisons, no lookup
         out = values == u[0]
         for x in u[1:]:
             out |= values == x
         return out
-    return u[np.minimum(np.searchsorted(u, values), len(u) - 1)] == values
+    return pd.Index(u).get_indexer(values) >= 0
 
 
 def _pair_key(proto: np.ndarray, a: np.ndarray, b: np.ndarray, n: int) -> np.ndarray:
@@ -711,10 +715,10 @@ def _flows_of(frames: list[pd.DataFrame], wanted: pd.DataFrame) -> pd.DataFrame 
         if ported.any() and "orig_p" in w.columns:  # TCP/UDP rows of those pairs: the wanted tuples' and fragments only
             wp = w.loc[ported]
             tuples = _tuple_key(wp["proto"].to_numpy(), names.get_indexer(wp["orig_h"]), wp["orig_p"].to_numpy(),
-                                names.get_indexer(wp["resp_h"]), wp["resp_p"].to_numpy())  # fmt: skip
+                                names.get_indexer(wp["resp_h"]), wp["resp_p"].to_numpy(), len(names))  # fmt: skip
             frag = (df["frag_offset"].to_numpy() > 0) | df["more_frags"].to_numpy(bool)
             rows = np.flatnonzero(sel & _member(proto, np.asarray(_PORTED)) & ~frag)  # not np.isin: ~5 ms a 200k rows
-            k = _tuple_key(proto[rows], s[rows], df["sport"].to_numpy()[rows], d[rows], df["dport"].to_numpy()[rows])
+            k = _tuple_key(proto[rows], s[rows], df["sport"].to_numpy()[rows], d[rows], df["dport"].to_numpy()[rows], len(names))
             sel[rows[~_member(k, tuples)]] = False
         if sel.any():
             parts.append(flow_table(df.reset_index(drop=True) if sel.all() else take_rows(df, np.flatnonzero(sel)), columns=_FLOW_JOINED))
