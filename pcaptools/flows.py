@@ -226,7 +226,11 @@ def flow_rows(
     key, err_key = key_all[:n], key_all[n:]
 
     ts = col("ts_ns")
-    order = np.lexsort((ts, key))
+    # np.lexsort((ts, key)) as two stable sorts: by time (packets come nearly in time order), then by key, a radix
+    # sort when the keys (numbered from 0) fit 16 bits
+    order = np.argsort(ts, kind="stable")
+    k = key[order]
+    order = order[np.argsort(k.astype(np.uint16) if n and k.max() < 1 << 16 else k, kind="stable")]
     rows, key, ts, proto, file_id = rows[order], key[order], ts[order], proto[order], file_id[order]
 
     def scol(name: str) -> np.ndarray:
