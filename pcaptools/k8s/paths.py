@@ -449,12 +449,12 @@ def _build(correlation, inventory, flows, side: dict | None = None,
             side["hops_of"] = lambda: h.assign(connection=np.zeros(0, np.int64), direction=np.zeros(0, object))
         return empty, nat_table(h, inv, ordered=True)
     # order_hops' table, of the columns read here only (the rest, ~40% of a row, taken in that order when read)
-    tab, (uj, conn) = _ordered_and_labelled(hk, inv, connections)
+    tab, (uj, conn), t = _ordered_and_labelled(hk, inv, connections)
     h, codes = tab.h, tab.codes
     nconn = int(conn.max()) + 1
     tab.index(uj)
     first_row, end_row, ji = tab.first_row, tab.end_row, tab.ji
-    t = _journey_times(h, ji, conn, len(uj))
+    t = _journey_times(h, ji, conn, len(uj)) if t is None else t
     fwd_j = forward_journeys(conn, tab.syn, tab.nhops, t, nconn)
     if callable(flows) and len(h) >= PARALLEL_ROWS:  # the client-side flows read on a second thread from here on
         a = first_row[fwd_j]  # each connection's first packet, as path_rows reads its tuple
@@ -498,17 +498,26 @@ kernels and numpy passes, which release the GIL; 1M-packet set: ~0.3 s of the bu
 
 
 def _ordered_and_labelled(hk: pd.DataFrame, inv: Inventory | None, connections: tuple[np.ndarray, np.ndarray] | None,
-                          ) -> tuple[Journeys, tuple[np.ndarray, np.ndarray]]:  # fmt: skip
-    """(the :class:`Journeys` of the kept hops ``hk``, (journey ids, connection per journey)): ``connections`` when
-    given, else :func:`_connections`, which labels a journey's rows the same in any order: of ``hk`` on a second
-    thread while the journeys are ordered, for a table of :data:`PARALLEL_ROWS` or more."""
+                          ) -> tuple[Journeys, tuple[np.ndarray, np.ndarray], np.ndarray | None]:  # fmt: skip
+    """(the :class:`Journeys` of the kept hops ``hk``, (journey ids, connection per journey), :func:`_journey_times` or
+    None): ``connections`` when given, else :func:`_connections`. Both it and the journey times read a journey's rows
+    the same in any order: for a table of :data:`PARALLEL_ROWS` or more they are taken from ``hk`` on a second thread
+    while the journeys are put in causal order."""
     if connections is not None or len(hk) < PARALLEL_ROWS:
         tab = Journeys(hk, inv)
-        return tab, (_connections(tab.h, tab.codes[1:]) if connections is None else connections)
+        return tab, (_connections(tab.h, tab.codes[1:]) if connections is None else connections), None
+
+    def labelled() -> tuple[tuple[np.ndarray, np.ndarray], np.ndarray | None]:
+        uj, conn = _connections(hk)
+        if not isinstance(hk["node"].dtype, pd.CategoricalDtype):  # node codes by first appearance: in causal order
+            return (uj, conn), None
+        ji = journey_index(hk["journey"].to_numpy(np.int64))[1]  # (its journeys: uj)
+        return (uj, conn), _journey_times(hk, ji, conn, len(uj))
+
     with ThreadPoolExecutor(1) as pool:
-        labels = pool.submit(_connections, hk)
+        pending = pool.submit(labelled)
         tab = Journeys(hk, inv)
-        return tab, labels.result()
+        return tab, *pending.result()
 
 
 def dnat_connections(h: pd.DataFrame, d: np.ndarray, reply: pd.Series, uj: np.ndarray, conn: np.ndarray) -> frozenset[int]:
