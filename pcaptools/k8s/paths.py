@@ -494,7 +494,8 @@ def _build(correlation, inventory, flows, side: dict | None = None,
 PARALLEL_ROWS = 1 << 17
 """Kept hops rows from which :func:`_build` uses a second thread: it labels the connections while the journeys are put in
 causal order, and reads the connections' client-side flows while their texts are built (each side mostly compiled
-kernels and numpy passes, which release the GIL; 1M-packet set: ~0.3 s of the build's ~1 s)."""
+kernels and numpy passes, which release the GIL). 1M-packet set in process: 1.05 s wall with the other core free against
+~1.45 s on one thread; with it busy, no gain and ~0.15 CPU s more (a second address coding, the threads' switching)."""
 
 
 def _ordered_and_labelled(hk: pd.DataFrame, inv: Inventory | None, connections: tuple[np.ndarray, np.ndarray] | None,
