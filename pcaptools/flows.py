@@ -209,19 +209,24 @@ def flow_rows(
         p1, p2 = _fill_fragment_ports(file_id, s, d, proto, col("ip_id"), col("frag_offset"),
                                       np.asarray(packets["more_frags"], bool)[rows], p1, p2)  # fmt: skip
 
-    # ICMP errors: the quoted tuple gets a key in the same key space as the packets.
-    erows, q_src, q_dst, q_proto_all = error_rows(errors, ok if errors is packets else None)
-    e_files = errors["file"] if "file" in errors.columns else pd.Series(np.zeros(len(errors)))
-    e_file_id = np.asarray(pd.Categorical(e_files, categories=files.categories).codes, np.int64)[erows]
+    # ICMP errors: the quoted tuple gets a key in the same key space as the packets (after theirs: the packets' keys
+    # are numbered alike with or without them, so without the ICMP error columns the errors are not read at all)
     n = rows.size
-    kk = _keys(
-        np.r_[file_id, e_file_id],
-        tuple(np.r_[a, q[erows]] for a, q in zip(s, q_src, strict=True)),
-        tuple(np.r_[a, q[erows]] for a, q in zip(d, q_dst, strict=True)),
-        np.r_[proto, q_proto_all[erows]],
-        np.r_[p1, _i64(errors["icmp_q_sport"])[erows]],
-        np.r_[p2, _i64(errors["icmp_q_dport"])[erows]],
-    )
+    if need.isdisjoint(_ICMP_COLUMNS):
+        kk = _keys(file_id, s, d, proto, p1, p2)
+        erows = np.zeros(0, np.int64)
+    else:
+        erows, q_src, q_dst, q_proto_all = error_rows(errors, ok if errors is packets else None)
+        e_files = errors["file"] if "file" in errors.columns else pd.Series(np.zeros(len(errors)))
+        e_file_id = np.asarray(pd.Categorical(e_files, categories=files.categories).codes, np.int64)[erows]
+        kk = _keys(
+            np.r_[file_id, e_file_id],
+            tuple(np.r_[a, q[erows]] for a, q in zip(s, q_src, strict=True)),
+            tuple(np.r_[a, q[erows]] for a, q in zip(d, q_dst, strict=True)),
+            np.r_[proto, q_proto_all[erows]],
+            np.r_[p1, _i64(errors["icmp_q_sport"])[erows]],
+            np.r_[p2, _i64(errors["icmp_q_dport"])[erows]],
+        )
     key_all = kk["key"]
     key, err_key = key_all[:n], key_all[n:]
 
