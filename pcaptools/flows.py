@@ -209,24 +209,33 @@ def flow_rows(
         p1, p2 = _fill_fragment_ports(file_id, s, d, proto, col("ip_id"), col("frag_offset"),
                                       np.asarray(packets["more_frags"], bool)[rows], p1, p2)  # fmt: skip
 
-    # ICMP errors: the quoted tuple gets a key in the same key space as the packets.
-    erows, q_src, q_dst, q_proto_all = error_rows(errors, ok if errors is packets else None)
-    e_files = errors["file"] if "file" in errors.columns else pd.Series(np.zeros(len(errors)))
-    e_file_id = np.asarray(pd.Categorical(e_files, categories=files.categories).codes, np.int64)[erows]
+    # ICMP errors: the quoted tuple gets a key in the same key space as the packets (after theirs: the packets' keys
+    # are numbered alike with or without them, so without the ICMP error columns the errors are not read at all)
     n = rows.size
-    kk = _keys(
-        np.r_[file_id, e_file_id],
-        tuple(np.r_[a, q[erows]] for a, q in zip(s, q_src, strict=True)),
-        tuple(np.r_[a, q[erows]] for a, q in zip(d, q_dst, strict=True)),
-        np.r_[proto, q_proto_all[erows]],
-        np.r_[p1, _i64(errors["icmp_q_sport"])[erows]],
-        np.r_[p2, _i64(errors["icmp_q_dport"])[erows]],
-    )
+    if need.isdisjoint(_ICMP_COLUMNS):
+        kk = _keys(file_id, s, d, proto, p1, p2)
+        erows = np.zeros(0, np.int64)
+    else:
+        erows, q_src, q_dst, q_proto_all = error_rows(errors, ok if errors is packets else None)
+        e_files = errors["file"] if "file" in errors.columns else pd.Series(np.zeros(len(errors)))
+        e_file_id = np.asarray(pd.Categorical(e_files, categories=files.categories).codes, np.int64)[erows]
+        kk = _keys(
+            np.r_[file_id, e_file_id],
+            tuple(np.r_[a, q[erows]] for a, q in zip(s, q_src, strict=True)),
+            tuple(np.r_[a, q[erows]] for a, q in zip(d, q_dst, strict=True)),
+            np.r_[proto, q_proto_all[erows]],
+            np.r_[p1, _i64(errors["icmp_q_sport"])[erows]],
+            np.r_[p2, _i64(errors["icmp_q_dport"])[erows]],
+        )
     key_all = kk["key"]
     key, err_key = key_all[:n], key_all[n:]
 
     ts = col("ts_ns")
-    order = np.lexsort((ts, key))
+    # np.lexsort((ts, key)) as two stable sorts: by time (packets come nearly in time order), then by key, a radix
+    # sort when the keys (numbered from 0) fit 16 bits
+    order = np.argsort(ts, kind="stable")
+    k = key[order]
+    order = order[np.argsort(k.astype(np.uint16) if n and k.max() < 1 << 16 else k, kind="stable")]
     rows, key, ts, proto, file_id = rows[order], key[order], ts[order], proto[order], file_id[order]
 
     def scol(name: str) -> np.ndarray:
@@ -352,9 +361,9 @@ def _finish(out, need, errors, order, s, d, first_o, fid, nf, starts, ts, tcp, f
 
     res = pd.DataFrame(out)
     # hash inputs from the originator's first packet: addresses as (hi, lo), no re-parsing of text
-    fo = np.maximum(first_o, 0)
-    sh, sl, dh, dl = (x[order][fo] for x in (s[0], s[1], d[0], d[1]))
-    v6 = s[3][order][fo]
+    fo = order[np.maximum(first_o, 0)]  # the rows before sorting: a flow's few, not every row reordered
+    sh, sl, dh, dl = (x[fo] for x in (s[0], s[1], d[0], d[1]))
+    v6 = s[3][fo]
     po, pr = res["orig_p"].to_numpy(np.int64), res["resp_p"].to_numpy(np.int64)
     if "community_id" in need:
         ids = np.full(nf, None, object)

@@ -49,3 +49,14 @@ def test_stacked_packets_hold_every_point_in_order_with_its_point_columns(path: 
 def test_paths_never_stack_the_capture_set() -> None:
     ps = load_paths(SETS[0])
     assert len(ps.captures.tables()[0]) == len(ps.captures.points) > 1
+
+
+@pytest.mark.parametrize("path", SETS, ids=lambda p: p.name)
+def test_some_columns_stacked_alone_are_the_stacked_tables_columns(path: Path) -> None:
+    cs = CaptureSet.load(path)
+    cols = ["point_id", "src", "ts_ns", "node", "tcp_seq", "no_such_column"]
+    part = cs.packets_of(cols)  # before packets is read: only these are stacked
+    assert "_packets" in cs.__dict__ and not isinstance(cs.__dict__["_packets"], pd.DataFrame)
+    whole = cs.packets
+    pd.testing.assert_frame_equal(part, whole[[c for c in cols if c in whole.columns]], check_like=True)
+    pd.testing.assert_frame_equal(cs.packets_of(cols), part, check_like=True)  # and from the stacked table, once read

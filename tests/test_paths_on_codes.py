@@ -32,6 +32,18 @@ def test_flows_of_the_connections_packets_only_join_as_the_whole_files_flows():
 
 
 @pytest.mark.skipif(not (SAMPLE / "manifest.json").exists(), reason="no calico-vxlan sample")
+def test_a_build_on_two_threads_gives_the_one_threads_paths_nat_and_hops(monkeypatch):
+    import pcaptools.k8s.paths as paths_module
+
+    one = load_paths(SAMPLE)  # the sample is below PARALLEL_ROWS: one thread
+    monkeypatch.setattr(paths_module, "PARALLEL_ROWS", 0)
+    two = load_paths(SAMPLE)  # connections labelled on the unordered hops, flows read on the second thread
+    assert one.paths["flow_state"].notna().any()
+    for a, b in ((one.paths, two.paths), (one.shown_nat, two.shown_nat), (one.nat, two.nat), (one.hops, two.hops)):
+        pd.testing.assert_frame_equal(a, b, check_exact=True)
+
+
+@pytest.mark.skipif(not (SAMPLE / "manifest.json").exists(), reason="no calico-vxlan sample")
 def test_nat_made_on_first_read_is_the_whole_tables_and_the_shown_rows_are_its_representatives():
     ps = load_paths(SAMPLE)
     shown = ps.shown_nat  # made from the representative journeys' rows only

@@ -268,6 +268,9 @@ def _text(v) -> str | None:
 
 
 _SEQ_COLUMNS = ("tcp_seq", "tcp_ack", "payload_len")
+_WHOLE_COLUMNS = ("point_id", "proto", "src", "ts_ns", "icmp_type", "icmp_code", "icmp_mtu", "icmp_q_proto", "icmp_q_src",
+                  "icmp_q_sport", "icmp_q_dst", "icmp_q_dport", *_SEQ_COLUMNS)  # fmt: skip
+"""The packet columns :meth:`PacketEvidence.whole` reads (with :meth:`~PacketEvidence.batch` and :func:`_whole_seqs`)."""
 _ICMP_COLUMNS = ["proto", "src", "sport", "dst", "dport", "point", "node", "icmp_type", "icmp_proto", "ts_ns", "icmp_code",
                  "sender", "icmp_mtu"]  # fmt: skip
 
@@ -333,7 +336,8 @@ class PacketEvidence:
         self.points(capture_set.points)
         self.interface_stats = dict(getattr(capture_set, "interface_stats", None) or {})
         self.reader_notes = list(getattr(capture_set, "notes", None) or [])
-        pk = capture_set.packets
+        of = getattr(capture_set, "packets_of", None)  # a CaptureSet stacks only the columns read here
+        pk = capture_set.packets if of is None else of(_WHOLE_COLUMNS)
         self.has_icmp = "icmp_type" in pk.columns
         if not len(pk) or "point_id" not in pk.columns:
             return

@@ -181,3 +181,78 @@ def pick_least(group, eligible, prio, t, ngroups):  # pragma: no cover - compile
         if b < 0 or prio[i] < prio[b] or (prio[i] == prio[b] and t[i] < t[b]):
             out[g] = i
     return out
+
+
+@njit(cache=True, nogil=True)
+def run_tuples(j, proto, s, sp, d, dp, t, flags):  # pragma: no cover - compiled
+    """The distinct unordered 5-tuples of each journey run: a row's tuple is (``proto``, the lesser and the greater
+    of its endpoints ``s * 65538 + sp + 1`` and ``d * 65538 + dp + 1``). Per distinct tuple, in row order: (its
+    journey ``j``, protocol, lesser and greater endpoint, least ``t``, whether a row of it is a TCP SYN without ACK,
+    whether one has SYN set); :func:`run_distinct` of those columns without making them for every row."""
+    n = len(j)
+    pj = np.empty(n, np.int64)
+    pp = np.empty(n, np.int64)
+    plo = np.empty(n, np.int64)
+    phi = np.empty(n, np.int64)
+    tmin = np.empty(n, np.int64)
+    syn = np.zeros(n, np.bool_)
+    hs = np.zeros(n, np.bool_)
+    m = 0
+    r = 0
+    while r < n:
+        e = r + 1
+        while e < n and j[e] == j[r]:
+            e += 1
+        m0 = m
+        for q in range(r, e):
+            e1 = s[q] * 65538 + sp[q] + 1
+            e2 = d[q] * 65538 + dp[q] + 1
+            lo, hi = min(e1, e2), max(e1, e2)
+            p = proto[q]
+            hit = -1
+            for k in range(m0, m):
+                if pp[k] == p and plo[k] == lo and phi[k] == hi:
+                    hit = k
+                    break
+            if hit < 0:
+                hit = m
+                pj[m], pp[m], plo[m], phi[m], tmin[m] = j[q], p, lo, hi, t[q]
+                m += 1
+            elif t[q] < tmin[hit]:
+                tmin[hit] = t[q]
+            f = flags[q]
+            if p == 6 and f >= 0:
+                syn[hit] = syn[hit] or (f & 0x12) == 0x02
+                hs[hit] = hs[hit] or (f & 0x02) != 0
+        r = e
+    return pj[:m], pp[:m], plo[:m], phi[:m], tmin[:m], syn[:m], hs[:m]
+
+
+@njit(cache=True, nogil=True)
+def tuple_uses(by_time, key, t, syn, hs, nk, idle):  # pragma: no cover - compiled
+    """Which use of its tuple each (journey, tuple ``key`` below ``nk``) element is, numbered 1, 2, ... across all
+    tuples: each tuple's elements in time order (``by_time``: all elements in (``t``, element) order), a use
+    starting at a SYN (``syn``) after an element without SYN or SYN-ACK (``hs``), or after more than ``idle`` of
+    silence (:func:`pcaptools.k8s.paths._epochs`)."""
+    n = len(key)
+    fill = np.zeros(nk + 1, np.int64)
+    for i in range(n):
+        fill[key[i] + 1] += 1
+    for k in range(nk):
+        fill[k + 1] += fill[k]
+    g = np.empty(n, np.int64)
+    for i in by_time:  # a counting sort by tuple: each tuple's elements keep their time order
+        g[fill[key[i]]] = i
+        fill[key[i]] += 1
+    epoch = np.empty(n, np.int64)
+    e = 0
+    for i in range(n):
+        x = g[i]
+        if i == 0 or key[x] != key[g[i - 1]]:
+            e += 1
+        else:
+            y = g[i - 1]
+            if (syn[x] and not hs[y]) or t[x] - t[y] > idle:
+                e += 1
+        epoch[x] = e
+    return epoch

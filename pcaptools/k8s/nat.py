@@ -105,8 +105,11 @@ def take_rows(df: pd.DataFrame, rows: np.ndarray) -> pd.DataFrame:
     if moved is not None and len(moved) < len(rows) // 4:  # a permutation moving few rows: copy, then move those
 
         def pick(a: np.ndarray) -> np.ndarray:
+            got = a[rows[moved]]
+            if np.array_equal(got, a[moved]):  # only equal values move (a journey's id within it): the column as it is
+                return a
             out = a.copy()
-            out[moved] = a[rows[moved]]
+            out[moved] = got
             return out
     else:
 

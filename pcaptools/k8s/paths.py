@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 
@@ -37,6 +38,8 @@ from pcaptools.k8s.journeys import (
     pick_least,
     run_directions,
     run_distinct,
+    run_tuples,
+    tuple_uses,
 )
 from pcaptools.k8s.nat import (
     _check,
@@ -93,22 +96,19 @@ def _connections(h: pd.DataFrame, codes: tuple[np.ndarray, np.ndarray] | None = 
     uj, ji = journey_index(j)
     order = None if len(j) and grouped(j) else np.argsort(ji, kind="stable")  # grouped by journey, as order_hops leaves it
     s, d = _address_codes(h)[1:] if codes is None else codes
-    e1 = s * 65538 + h["sport"].to_numpy(np.int64) + 1
-    e2 = d * 65538 + h["dport"].to_numpy(np.int64) + 1
-    t = h["ts_corrected_ns"].to_numpy(np.int64)
-    flags = h["tcp_flags"].to_numpy(np.int64)
-    proto = h["proto"].to_numpy(np.int64)
-    tcp = (proto == 6) & (flags >= 0)
-    syn = tcp & ((flags & 0x12) == 0x02)
-    hs = tcp & ((flags & 0x02) != 0)  # SYN or SYN-ACK: still the handshake (retries of either do not split)
-    cols = [ji, proto, np.minimum(e1, e2), np.maximum(e1, e2), t, syn, hs]
+    # in the hops schema's dtypes (int16 / int32): no int64 copies of every row, one compiled signature
+    cols = [ji, h["proto"].to_numpy(np.int16), s, h["sport"].to_numpy(np.int32), d, h["dport"].to_numpy(np.int32),
+            h["ts_corrected_ns"].to_numpy(np.int64), h["tcp_flags"].to_numpy(np.int16)]  # fmt: skip
     if order is not None:
         cols = [c[order] for c in cols]
     # one element per (journey, unordered tuple): its earliest time, whether it has a SYN / a handshake packet
-    first, pt, psyn, phs = run_distinct(*cols)
-    pj = cols[0][first]
-    key = pd.factorize(combine([cols[1][first], cols[2][first], cols[3][first]]))[0]
-    key = _epochs(key, pj, pt, psyn, phs) - 1  # one key per use of a tuple
+    pj, proto, lo, hi, pt, psyn, phs = run_tuples(*(np.ascontiguousarray(c) for c in cols))
+    span = int(max(s.max(initial=0), d.max(initial=0)) + 2) * 65538  # endpoints + 65538 lie in 0..span-1 (codes from -1)
+    exact = 256 * span * span < 1 << 63  # (protocol, endpoints) as one integer, else as a 64-bit hash
+    key = pd.factorize((proto * span + lo + 65538) * span + hi + 65538 if exact else combine([proto, lo, hi]))[0]
+    # one key per use of a tuple (_epochs' cut)
+    by_time = np.argsort(pt, kind="stable")
+    key = tuple_uses(by_time, key.astype(np.int64), pt, psyn, phs, int(key.max()) + 1 if len(key) else 0, IDLE_NS) - 1
     # each journey's least journey linked to it, and per such root its component's earliest sighting
     lab, first_t = components(pj, key, pt, len(uj), int(key.max()) + 1)
     # renumber components by their earliest sighting (ties: the lower label first)
@@ -449,14 +449,20 @@ def _build(correlation, inventory, flows, side: dict | None = None,
             side["hops_of"] = lambda: h.assign(connection=np.zeros(0, np.int64), direction=np.zeros(0, object))
         return empty, nat_table(h, inv, ordered=True)
     # order_hops' table, of the columns read here only (the rest, ~40% of a row, taken in that order when read)
-    tab = Journeys(hk, inv)
+    tab, (uj, conn), t = _ordered_and_labelled(hk, inv, connections)
     h, codes = tab.h, tab.codes
-    uj, conn = _connections(h, codes[1:]) if connections is None else connections
     nconn = int(conn.max()) + 1
     tab.index(uj)
     first_row, end_row, ji = tab.first_row, tab.end_row, tab.ji
-    t = _journey_times(h, ji, conn, len(uj))
+    t = _journey_times(h, ji, conn, len(uj)) if t is None else t
     fwd_j = forward_journeys(conn, tab.syn, tab.nhops, t, nconn)
+    if callable(flows) and len(h) >= PARALLEL_ROWS:  # the client-side flows read on a second thread from here on
+        a = first_row[fwd_j]  # each connection's first packet, as path_rows reads its tuple
+        wanted = _client_tuples(_strings(h["file"], a), h["proto"].to_numpy()[a], _strings(h["src"], a),
+                                h["sport"].to_numpy()[a], _strings(h["dst"], a), h["dport"].to_numpy()[a])  # fmt: skip
+        pool = ThreadPoolExecutor(1)
+        flows = pool.submit(flows, wanted)
+        pool.shutdown(wait=False)  # the thread ends with the flows; _with_flows waits for them
     # direction of every journey: does it carry one of the first packet's tuples, or its reverse?
     crow = conn[ji]
     has_fwd = fwd_j >= 0
@@ -483,6 +489,36 @@ def _build(correlation, inventory, flows, side: dict | None = None,
     else:
         nat = nat_of()
     return path_rows(tab, uj, fwd_j, rep_j, np.bincount(conn, minlength=nconn), nat, inv, flows), nat
+
+
+PARALLEL_ROWS = 1 << 17
+"""Kept hops rows from which :func:`_build` uses a second thread: it labels the connections while the journeys are put in
+causal order, and reads the connections' client-side flows while their texts are built (each side mostly compiled
+kernels and numpy passes, which release the GIL). 1M-packet set in process: 1.05 s wall with the other core free against
+~1.45 s on one thread; with it busy, no gain and ~0.15 CPU s more (a second address coding, the threads' switching)."""
+
+
+def _ordered_and_labelled(hk: pd.DataFrame, inv: Inventory | None, connections: tuple[np.ndarray, np.ndarray] | None,
+                          ) -> tuple[Journeys, tuple[np.ndarray, np.ndarray], np.ndarray | None]:  # fmt: skip
+    """(the :class:`Journeys` of the kept hops ``hk``, (journey ids, connection per journey), :func:`_journey_times` or
+    None): ``connections`` when given, else :func:`_connections`. Both it and the journey times read a journey's rows
+    the same in any order: for a table of :data:`PARALLEL_ROWS` or more they are taken from ``hk`` on a second thread
+    while the journeys are put in causal order."""
+    if connections is not None or len(hk) < PARALLEL_ROWS:
+        tab = Journeys(hk, inv)
+        return tab, (_connections(tab.h, tab.codes[1:]) if connections is None else connections), None
+
+    def labelled() -> tuple[tuple[np.ndarray, np.ndarray], np.ndarray | None]:
+        uj, conn = _connections(hk)
+        if not isinstance(hk["node"].dtype, pd.CategoricalDtype):  # node codes by first appearance: in causal order
+            return (uj, conn), None
+        ji = journey_index(hk["journey"].to_numpy(np.int64))[1]  # (its journeys: uj)
+        return (uj, conn), _journey_times(hk, ji, conn, len(uj))
+
+    with ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(labelled)
+        tab = Journeys(hk, inv)
+        return tab, *pending.result()
 
 
 def dnat_connections(h: pd.DataFrame, d: np.ndarray, reply: pd.Series, uj: np.ndarray, conn: np.ndarray) -> frozenset[int]:
@@ -661,24 +697,29 @@ _PORTED = (6, 17)
 """Protocols whose flows are told apart by ports (:func:`_flows_of` reads only the wanted ports' packets of them)."""
 
 
-def _tuple_key(proto: np.ndarray, a: np.ndarray, ap: np.ndarray, b: np.ndarray, bp: np.ndarray) -> np.ndarray:
-    """A hash of (protocol, unordered pair of (address code, port)): equal for both directions of a 5-tuple."""
+def _tuple_key(proto: np.ndarray, a: np.ndarray, ap: np.ndarray, b: np.ndarray, bp: np.ndarray, n: int) -> np.ndarray:
+    """One integer per (protocol, unordered pair of (address code below ``n``, port)): equal for both directions of a
+    5-tuple; exact when it fits 63 bits (fewer than ~2,800 addresses), else a 64-bit hash (:func:`combine`)."""
     e1 = np.asarray(a, np.int64) * 65538 + np.asarray(ap, np.int64) + 1
     e2 = np.asarray(b, np.int64) * 65538 + np.asarray(bp, np.int64) + 1
-    return combine([np.asarray(proto, np.int64), np.minimum(e1, e2), np.maximum(e1, e2)])
+    lo, hi = np.minimum(e1, e2), np.maximum(e1, e2)
+    span = (n + 1) * 65538  # endpoints lie in 0..span-1 (codes -1..n-1, ports -1..65535)
+    if 256 * span * span < 1 << 63:  # protocols 0..255
+        return (np.asarray(proto, np.int64) * span + lo) * span + hi
+    return combine([np.asarray(proto, np.int64), lo, hi])
 
 
 def _member(values: np.ndarray, allowed: np.ndarray) -> np.ndarray:
-    """``np.isin(values, allowed)`` for a few ``allowed`` values: a binary search each (isin passes once per value)."""
+    """``np.isin(values, allowed)``: comparisons for a few ``allowed`` values, else a hash lookup (isin sorts them all)."""
     u = np.unique(allowed)
     if not len(u):
         return np.zeros(len(values), bool)
-    if len(u) <= 4:  # one or two address pairs: comparisons, no binary search
+    if len(u) <= 4:  # one or two address pairs: comparisons, no lookup
         out = values == u[0]
         for x in u[1:]:
             out |= values == x
         return out
-    return u[np.minimum(np.searchsorted(u, values), len(u) - 1)] == values
+    return pd.Index(u).get_indexer(values) >= 0
 
 
 def _pair_key(proto: np.ndarray, a: np.ndarray, b: np.ndarray, n: int) -> np.ndarray:
@@ -711,10 +752,10 @@ def _flows_of(frames: list[pd.DataFrame], wanted: pd.DataFrame) -> pd.DataFrame 
         if ported.any() and "orig_p" in w.columns:  # TCP/UDP rows of those pairs: the wanted tuples' and fragments only
             wp = w.loc[ported]
             tuples = _tuple_key(wp["proto"].to_numpy(), names.get_indexer(wp["orig_h"]), wp["orig_p"].to_numpy(),
-                                names.get_indexer(wp["resp_h"]), wp["resp_p"].to_numpy())  # fmt: skip
+                                names.get_indexer(wp["resp_h"]), wp["resp_p"].to_numpy(), len(names))  # fmt: skip
             frag = (df["frag_offset"].to_numpy() > 0) | df["more_frags"].to_numpy(bool)
             rows = np.flatnonzero(sel & _member(proto, np.asarray(_PORTED)) & ~frag)  # not np.isin: ~5 ms a 200k rows
-            k = _tuple_key(proto[rows], s[rows], df["sport"].to_numpy()[rows], d[rows], df["dport"].to_numpy()[rows])
+            k = _tuple_key(proto[rows], s[rows], df["sport"].to_numpy()[rows], d[rows], df["dport"].to_numpy()[rows], len(names))
             sel[rows[~_member(k, tuples)]] = False
         if sel.any():
             parts.append(flow_table(df.reset_index(drop=True) if sel.all() else take_rows(df, np.flatnonzero(sel)), columns=_FLOW_JOINED))
@@ -725,13 +766,22 @@ _FLOW_JOINED = ("state", "orig_bytes", "resp_bytes", "handshake_ns", "retransmis
 """The client-side flow's columns :func:`_with_flows` joins to a path (:func:`_flows_of` computes only these and the key)."""
 
 
+def _client_tuples(file, proto, orig_h, orig_p, resp_h, resp_p) -> pd.DataFrame:  # noqa: ANN001 - arrays or Series
+    """The connections' client-side flow keys, as a function given as ``flows`` is handed them (:func:`_with_flows`)."""
+    return pd.DataFrame({"file": pd.Series(file).astype(str), "proto": np.asarray(proto, np.int64),
+                         "orig_h": pd.Series(orig_h).astype(str), "orig_p": np.asarray(orig_p, np.int64),
+                         "resp_h": pd.Series(resp_h).astype(str), "resp_p": np.asarray(resp_p, np.int64)})  # fmt: skip
+
+
 def _with_flows(out: pd.DataFrame, flows) -> pd.DataFrame:
     """Join each connection's client-side flow (first capture point's file, client tuple): state, bytes, handshake, retransmissions.
-    ``flows``: a flow table, or a function making one from the connections' (file, proto, orig_h, orig_p, resp_h, resp_p)."""
-    if callable(flows) and len(out):
-        flows = flows(pd.DataFrame({"file": out["_file"].astype(str), "proto": out["proto"].to_numpy(np.int64),
-                                    "orig_h": out["client_addr"].astype(str), "orig_p": out["client_port"].to_numpy(np.int64),
-                                    "resp_h": out["server_addr"].astype(str), "resp_p": out["server_port"].to_numpy(np.int64)}))  # fmt: skip
+    ``flows``: a flow table, a function making one from the connections' (file, proto, orig_h, orig_p, resp_h, resp_p),
+    or the Future of one already making it (:func:`_build`)."""
+    if isinstance(flows, Future):
+        flows = flows.result()
+    elif callable(flows) and len(out):
+        flows = flows(_client_tuples(out["_file"], out["proto"], out["client_addr"], out["client_port"], out["server_addr"],
+                                     out["server_port"]))  # fmt: skip
     out = out.assign(flow_state=None, orig_bytes=-1, resp_bytes=-1, handshake_ns=-1, retransmissions=-1)
     if flows is None or callable(flows) or not len(flows) or not len(out):
         return out.drop(columns="_file")
