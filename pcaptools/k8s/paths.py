@@ -103,9 +103,7 @@ def _connections(h: pd.DataFrame, codes: tuple[np.ndarray, np.ndarray] | None = 
         cols = [c[order] for c in cols]
     # one element per (journey, unordered tuple): its earliest time, whether it has a SYN / a handshake packet
     pj, proto, lo, hi, pt, psyn, phs = run_tuples(*(np.ascontiguousarray(c) for c in cols))
-    span = int(max(s.max(initial=0), d.max(initial=0)) + 2) * 65538  # endpoints + 65538 lie in 0..span-1 (codes from -1)
-    exact = 256 * span * span < 1 << 63  # (protocol, endpoints) as one integer, else as a 64-bit hash
-    key = pd.factorize((proto * span + lo + 65538) * span + hi + 65538 if exact else combine([proto, lo, hi]))[0]
+    key = pd.factorize(_pair_key(proto, lo, hi, int(max(s.max(initial=0), d.max(initial=0)) + 2) * 65538))[0]
     # one key per use of a tuple (_epochs' cut)
     by_time = np.argsort(pt, kind="stable")
     key = tuple_uses(by_time, key.astype(np.int64), pt, psyn, phs, int(key.max()) + 1 if len(key) else 0, IDLE_NS) - 1
@@ -702,11 +700,15 @@ def _tuple_key(proto: np.ndarray, a: np.ndarray, ap: np.ndarray, b: np.ndarray, 
     5-tuple; exact when it fits 63 bits (fewer than ~2,800 addresses), else a 64-bit hash (:func:`combine`)."""
     e1 = np.asarray(a, np.int64) * 65538 + np.asarray(ap, np.int64) + 1
     e2 = np.asarray(b, np.int64) * 65538 + np.asarray(bp, np.int64) + 1
-    lo, hi = np.minimum(e1, e2), np.maximum(e1, e2)
-    span = (n + 1) * 65538  # endpoints lie in 0..span-1 (codes -1..n-1, ports -1..65535)
-    if 256 * span * span < 1 << 63:  # protocols 0..255
-        return (np.asarray(proto, np.int64) * span + lo) * span + hi
-    return combine([np.asarray(proto, np.int64), lo, hi])
+    return _pair_key(proto, np.minimum(e1, e2), np.maximum(e1, e2), (n + 1) * 65538)
+
+
+def _pair_key(proto: np.ndarray, lo: np.ndarray, hi: np.ndarray, span: int) -> np.ndarray:
+    """One integer per (protocol 0..255, ``lo``, ``hi``), endpoints ``code * 65538 + port + 1`` of address codes from -1
+    and ports from -1 (so -65537 <= endpoint < ``span`` - 65538): exact when it fits 63 bits, else a 64-bit hash."""
+    if 256 * span * span >= 1 << 63:
+        return combine([np.asarray(proto, np.int64), lo, hi])
+    return (np.asarray(proto, np.int64) * span + lo + 65538) * span + hi + 65538
 
 
 def _member(values: np.ndarray, allowed: np.ndarray) -> np.ndarray:
