@@ -210,6 +210,7 @@ class Inventory:
             for ip in n.addresses:
                 table[ip] = ("node", n.name, n.name)
         self._table = table
+        self._entities: dict[str, tuple[str, str, str]] = {}  # entity() of each address text asked, parsed once
         nets = []
         for n in self.nodes.values():
             for c in n.pod_cidrs:
@@ -220,7 +221,16 @@ class Inventory:
         self._cidrs = nets
 
     def entity(self, addr: str) -> tuple[str, str, str]:
-        """(kind, name, node) of one address; unnamed addresses are ('external', addr, '')."""
+        """(kind, name, node) of one address; unnamed addresses are ('external', addr, ''). Remembered per address
+        text: a path table asks for every connection's client and backend (6 µs a parse, 0.36 s at 30k connections)."""
+        known = self._entities.get(addr) if type(addr) is str else None
+        if known is None:
+            known = self._entity(addr)
+            if type(addr) is str:
+                self._entities[addr] = known
+        return known
+
+    def _entity(self, addr: str) -> tuple[str, str, str]:
         ip = _canon(addr)
         if ip is None:
             return ("external", str(addr), "")
