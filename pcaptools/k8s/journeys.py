@@ -233,7 +233,7 @@ def tuple_uses(by_time, key, t, syn, hs, nk, idle):  # pragma: no cover - compil
     """Which use of its tuple each (journey, tuple ``key`` below ``nk``) element is, numbered 1, 2, ... across all
     tuples: each tuple's elements in time order (``by_time``: all elements in (``t``, element) order), a use
     starting at a SYN (``syn``) after an element without SYN or SYN-ACK (``hs``), or after more than ``idle`` of
-    silence (:func:`pcaptools.k8s.paths._epochs`)."""
+    silence (the cut :func:`pcaptools.k8s.paths._epochs` makes with it)."""
     n = len(key)
     fill = np.zeros(nk + 1, np.int64)
     for i in range(n):

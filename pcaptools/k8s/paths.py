@@ -71,22 +71,12 @@ def _epochs(key: np.ndarray, ji: np.ndarray, t: np.ndarray, syn: np.ndarray, hs:
     tuple (data, FIN, RST: not a retried SYN or SYN-ACK) starts a new use, as does any packet after the tuple was
     idle for :data:`IDLE_NS`; so a port reused for a second connection is not merged into the first.
     Uses are numbered 1, 2, ... across all tuples (a use's number names its tuple too)."""
-    # each tuple's journeys in time order: np.lexsort((ji, t, key)) as two stable sorts, the second a radix sort
-    # when there are few tuples (elements come in journey order, so ties keep it)
-    g = np.argsort(t, kind="stable") if grouped(ji) else np.lexsort((ji, t))
-    k = key[g]
-    g = g[np.argsort(k.astype(np.uint16) if len(k) and k.max() < 1 << 16 else k, kind="stable")]
-    k, s, tt = key[g], syn[g], t[g]
-    same = np.zeros(len(g), bool)
-    same[1:] = k[1:] == k[:-1]
-    prev_syn = np.zeros(len(g), bool)
-    prev_syn[1:] = hs[g][:-1]
-    gap = np.zeros(len(g), np.int64)
-    gap[1:] = tt[1:] - tt[:-1]
-    start = ~same | (s & ~prev_syn) | (gap > IDLE_NS)
-    epoch = np.empty(len(g), np.int64)
-    epoch[g] = np.cumsum(start)
-    return epoch
+    # each tuple's journeys in time order (ties in journey order: elements come in journey order when grouped), then
+    # the cut in one compiled pass (a stable counting sort by tuple)
+    by_time = np.argsort(t, kind="stable") if grouped(ji) else np.lexsort((ji, t))
+    key = np.asarray(key, np.int64)
+    return tuple_uses(by_time, key, np.asarray(t, np.int64), np.asarray(syn, bool), np.asarray(hs, bool),
+                      int(key.max()) + 1 if len(key) else 0, IDLE_NS)  # fmt: skip
 
 
 def _connections(h: pd.DataFrame, codes: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -104,9 +94,7 @@ def _connections(h: pd.DataFrame, codes: tuple[np.ndarray, np.ndarray] | None = 
     # one element per (journey, unordered tuple): its earliest time, whether it has a SYN / a handshake packet
     pj, proto, lo, hi, pt, psyn, phs = run_tuples(*(np.ascontiguousarray(c) for c in cols))
     key = pd.factorize(_pair_key(proto, lo, hi, int(max(s.max(initial=0), d.max(initial=0)) + 2) * 65538))[0]
-    # one key per use of a tuple (_epochs' cut)
-    by_time = np.argsort(pt, kind="stable")
-    key = tuple_uses(by_time, key.astype(np.int64), pt, psyn, phs, int(key.max()) + 1 if len(key) else 0, IDLE_NS) - 1
+    key = _epochs(key, pj, pt, psyn, phs) - 1  # one key per use of a tuple
     # each journey's least journey linked to it, and per such root its component's earliest sighting
     lab, first_t = components(pj, key, pt, len(uj), int(key.max()) + 1)
     # renumber components by their earliest sighting (ties: the lower label first)

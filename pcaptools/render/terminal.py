@@ -187,20 +187,24 @@ def _cells(s: str) -> int:
     """rich's ``cell_len``: the length of a text of single-cell characters (ASCII and the arrows pcaptools prints),
     without rich's walk of every character of a text with an arrow (0.6 µs a character: seconds on a listing of
     tens of thousands of connections); any other text measured by rich."""
-    global _NARROW
-    if _NARROW is None:
-        from rich import cells
-
-        _NARROW = getattr(cells, "_SINGLE_CELLS", frozenset()) | frozenset(c for c in "→←↔" if cells.cell_len(c) == 1)
-    if _NARROW.issuperset(s):
+    if _narrow().issuperset(s):
         return len(s)
     from rich.cells import cell_len
 
     return cell_len(s)
 
 
+def _narrow() -> frozenset[str]:
+    """Characters rich measures as one cell (:func:`_cells`), made on first use (rich is imported only to print)."""
+    global _NARROW
+    if _NARROW is None:
+        from rich import cells
+
+        _NARROW = getattr(cells, "_SINGLE_CELLS", frozenset()) | frozenset(c for c in "→←↔" if cells.cell_len(c) == 1)
+    return _NARROW
+
+
 _NARROW: frozenset[str] | None = None
-"""Characters rich measures as one cell (:func:`_cells`), made on first use (rich is imported only to print)."""
 
 
 def _fold(s: str, w: int) -> list[str] | None:
@@ -225,7 +229,7 @@ def _fold(s: str, w: int) -> list[str] | None:
 
 def _cell_measure(s: str) -> tuple[int, int]:
     """What rich measures of a text cell: (longest word, longest line) in cells."""
-    if _NARROW is not None and _NARROW.issuperset(s):  # one line (no line break is narrow) of narrow characters
+    if _narrow().issuperset(s):  # one line (no line break is narrow) of narrow characters
         words = s.split()
         return (max(map(len, words)) if words else len(s)), len(s)
     lines = s.splitlines()
@@ -266,11 +270,10 @@ def _plain_table(con: Console, make: Any, rows: list[tuple[str, ...]]) -> list[s
 
     def cell(s: str, w: int, col: Any) -> list[str]:
         cw = w - 2
-        if _cells(s) <= cw:
+        if _cells(s) <= cw:  # padded with spaces to the cell, as rich's set_cell_size does
             s = s.rstrip()
-            n = _cells(s)  # rich's set_cell_size pads a text narrower than the cell with spaces
-            return [" " + s + " " * (cw - n) + " "] if n <= cw else [" " + set_cell_size(s, cw) + " "]
-        if col.overflow == "fold" and not col.no_wrap and _NARROW.issuperset(s):
+            return [" " + s + " " * (cw - _cells(s)) + " "]
+        if col.overflow == "fold" and not col.no_wrap and _narrow().issuperset(s):
             folded = _fold(s, cw)
             if folded is not None:
                 return [" " + x + " " for x in folded]
