@@ -249,3 +249,22 @@ def test_routing_flags_with_shared_address_codes_equal_their_own():
     flags = ps.inventory.routing_flags(hops, single)
     assert flags.equals(ps.inventory.routing_flags(hops, single, codes))
     assert flags["tun"].any()  # Calico VXLAN: cross-node pod traffic is tunnelled
+
+
+@pytest.mark.parametrize("codes", [300, 100_000])  # exact below ~2,900 address codes, hashed above
+def test_connection_keys_are_one_per_unordered_tuple_at_any_address_count(codes):
+    from pcaptools.k8s.paths import _address_pair_key, _tuple_key
+
+    rng = np.random.default_rng(7)
+    n = 50_000
+    proto = rng.choice(np.array([1, 6, 17], np.int64), n)
+    a, b = rng.integers(-1, codes, n), rng.integers(-1, codes, n)
+    ap, bp = rng.integers(-1, 65536, n), rng.integers(-1, 65536, n)
+    key = _tuple_key(proto, a, ap, b, bp, codes)
+    assert np.array_equal(key, _tuple_key(proto, b, bp, a, ap, codes))  # both directions of a 5-tuple
+    tuples = {(p, *sorted(((x, xp), (y, yp)))) for p, x, xp, y, yp in zip(proto, a, ap, b, bp, strict=True)}
+    assert len(np.unique(key)) == len(tuples)  # one key per distinct unordered 5-tuple, none shared
+    s, d = a[a >= 0], b[a >= 0]
+    pair = _address_pair_key(proto[a >= 0], s, d, codes)
+    assert np.array_equal(pair, _address_pair_key(proto[a >= 0], d, s, codes))
+    assert len(np.unique(pair)) == len({(p, min(x, y), max(x, y)) for p, x, y in zip(proto[a >= 0], s, d, strict=True)})

@@ -712,8 +712,8 @@ def _member(values: np.ndarray, allowed: np.ndarray) -> np.ndarray:
     return pd.Index(u).get_indexer(values) >= 0
 
 
-def _pair_key(proto: np.ndarray, a: np.ndarray, b: np.ndarray, n: int) -> np.ndarray:
-    """One exact integer per (protocol, unordered pair of address codes below ``n``)."""
+def _address_pair_key(proto: np.ndarray, a: np.ndarray, b: np.ndarray, n: int) -> np.ndarray:
+    """One exact integer per (protocol, unordered pair of address codes below ``n``): fits 63 bits below ~190 million codes."""
     return (proto.astype(np.int64) * (n + 1) + np.minimum(a, b)) * (n + 1) + np.maximum(a, b)
 
 
@@ -734,10 +734,10 @@ def _flows_of(frames: list[pd.DataFrame], wanted: pd.DataFrame) -> pd.DataFrame 
         if not len(w):
             continue
         names = pd.Index(sorted(set(w["orig_h"]) | set(w["resp_h"])), dtype=object)
-        want = _pair_key(w["proto"].to_numpy(), names.get_indexer(w["orig_h"]), names.get_indexer(w["resp_h"]), len(names))
+        want = _address_pair_key(w["proto"].to_numpy(), names.get_indexer(w["orig_h"]), names.get_indexer(w["resp_h"]), len(names))
         s, d = codes_in(df["src"], names), codes_in(df["dst"], names)
         proto = df["proto"].to_numpy(np.int64)
-        sel = (s >= 0) & (d >= 0) & _member(_pair_key(proto, s, d, len(names)), want)
+        sel = (s >= 0) & (d >= 0) & _member(_address_pair_key(proto, s, d, len(names)), want)
         ported = w["proto"].isin(_PORTED).to_numpy()
         if ported.any() and "orig_p" in w.columns:  # TCP/UDP rows of those pairs: the wanted tuples' and fragments only
             wp = w.loc[ported]
