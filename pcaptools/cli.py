@@ -305,6 +305,7 @@ def paths_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print the paths as JSON: one object per connection, NAT steps and hops as objects."),
     out: str = typer.Option(None, "-o", "--output", metavar="FILE", callback=_output(".parquet", ".csv", example="paths.parquet"), help="Write the path table to FILE.csv or FILE.parquet."),
     brief: bool = typer.Option(False, "--brief", help="Only the summary, no per-connection route."),
+    all_connections: bool = typer.Option(False, "--all", help="List each connection (default: more than 50 are grouped by route, the first of each shown)."),
     window_ms: float = _PATHS_WINDOW,
     allow_outside: bool = _PATHS_ALLOW_OUTSIDE,
     memory: str = _PATHS_BUDGET,
@@ -365,7 +366,7 @@ def paths_cmd(
     from pcaptools.render.terminal import fmt_int, print_paths, safe
 
     con = _console()
-    print_paths(ps, con, brief=brief, nat_rules=nat_rules)
+    print_paths(ps, con, brief=brief, nat_rules=nat_rules, all_connections=all_connections)
     if out:
         con.print(f"{fmt_int(len(ps.paths))} paths written to {safe(out)}")
 

@@ -112,3 +112,18 @@ BEFORE_OPTIONS = {
     "node-1/cali-client0.pcap": "0e6c5def770f615e66cab060b26ce224", "node-1/eth0.pcap": "df4a7801b49e6c1b476d50c3a33f9bd4",
     "node-2/cali-backend0.pcap": "633929524ef4d9879187fe517cbb9840", "node-2/eth0.pcap": "f8db4c15b321d25d75868c2aea772873",
 }  # fmt: skip
+
+
+def test_paths_on_hundreds_of_connections_prints_their_routes_not_a_block_each(many, capsys, monkeypatch):
+    from pcaptools.cli import main
+    from pcaptools.k8s.routes import route_groups
+
+    monkeypatch.setenv("COLUMNS", "200")
+    ps = load_paths(many)
+    routes = route_groups(ps.paths, ps.shown_nat if ps.shown_nat is not None else ps.nat)
+    assert main(["paths", str(many)]) == 0
+    out = capsys.readouterr().out
+    assert f"{len(ps.paths)} connections on {len(routes)} routes" in out
+    assert out.count("\n\n#") == min(len(routes), 50)  # a route block per route shown, not per connection
+    assert main(["paths", str(many), "--all"]) == 0
+    assert capsys.readouterr().out.count("\n\n#") == len(ps.paths)

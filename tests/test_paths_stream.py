@@ -24,13 +24,15 @@ OWN = ROOT / "tests" / "data" / "own"
 
 
 def _text(ps) -> str:
-    """What ``pcaptools paths`` prints for a PathSet (routes included), 120 columns wide."""
+    """What ``pcaptools paths`` and ``paths --all`` print for a PathSet (routes included), 120 columns wide."""
     from rich.console import Console
 
     from pcaptools.render.terminal import print_paths
 
     buf = io.StringIO()
-    print_paths(ps, Console(file=buf, width=120, markup=False, highlight=False, emoji=False, soft_wrap=False))
+    for every in (False, True):
+        print_paths(ps, Console(file=buf, width=120, markup=False, highlight=False, emoji=False, soft_wrap=False),
+                    all_connections=every)  # fmt: skip
     return buf.getvalue()
 
 

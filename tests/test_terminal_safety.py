@@ -115,17 +115,21 @@ def test_correlate_tables_fit_the_terminal_and_keep_point_names_whole(width, cap
     assert "µs" in text and " us" not in text and "…" not in text
 
 
+@pytest.mark.parametrize("grouped", [False, True])  # grouped: the listing by route (more connections than LIST_LIMIT)
 @pytest.mark.parametrize("which", ["calico", "hostile"])
-def test_paths_plain_text_shortcut_prints_what_rich_prints(which, hostile):
+def test_paths_plain_text_shortcut_prints_what_rich_prints(which, hostile, grouped, monkeypatch):
     """Piped `paths` output is laid out without rich where rich adds nothing: byte for byte what rich prints (a recording
     console takes rich's own path), at widths that fold table cells and wrap long lines, with escaped hostile names."""
     import io
 
     from rich.console import Console
 
+    import pcaptools.render.terminal as terminal
     from pcaptools.k8s.paths import load_paths
     from pcaptools.render.terminal import _Lines, print_paths
 
+    if grouped:
+        monkeypatch.setattr(terminal, "LIST_LIMIT", 3)
     ps = load_paths(CALICO if which == "calico" else hostile)
     for width in (70, 100, 139, 140, 150, 160, 230):
         for brief in (False, True):
@@ -136,4 +140,5 @@ def test_paths_plain_text_shortcut_prints_what_rich_prints(which, hostile):
                 print_paths(ps, con, brief=brief)
                 outs.append(con.file.getvalue())
             assert outs[0] == outs[1], (width, brief)
-            assert outs[0].count("\n") > len(ps.paths)
+            assert outs[0].count("\n") > len(ps.paths) or (grouped and brief)
+            assert ("connections on" in outs[0]) is grouped

@@ -476,10 +476,21 @@ def path_block(r: Any, nat: list[dict] | None = None, hops: list[dict] | None = 
     return lines
 
 
-def print_paths(ps, con: Console, *, brief: bool = False, nat_rules=None) -> None:
+LIST_LIMIT = 50
+"""Most connections ``paths`` lists one by one; more are grouped by route (:mod:`pcaptools.k8s.routes`) unless asked
+for every one: tens of thousands of 13-line blocks tell a reader less than a table of their routes."""
+
+ROUTES_SHOWN = 50
+"""Most routes the grouped listing shows (the most used first); the others are counted in one line."""
+
+
+def print_paths(ps, con: Console, *, brief: bool = False, nat_rules=None, all_connections: bool = False) -> None:
     """A :class:`~pcaptools.k8s.paths.PathSet` for people: header, a summary per connection, then each route
-    (with ``nat_rules``, :func:`pcaptools.k8s.iptables.explain`, the kube-proxy chains under each NAT step)."""
+    (with ``nat_rules``, :func:`pcaptools.k8s.iptables.explain`, the kube-proxy chains under each NAT step). More
+    than :data:`LIST_LIMIT` connections are shown by route, with the first connection of each as its example,
+    unless ``all_connections``."""
     import numpy as np
+    import pandas as pd
     from rich.text import Text
 
     from pcaptools.render.records import (
@@ -505,7 +516,16 @@ def print_paths(ps, con: Console, *, brief: bool = False, nat_rules=None) -> Non
     nat_at = ByJourney(nat) if nat is not None and len(nat) else None
     hops_at = ByJourney(corr.hops) if corr is not None else None
 
-    def chunks(with_hops: bool):
+    listed = df
+    width = con.size.width
+    if not all_connections and len(df) > LIST_LIMIT:
+        from pcaptools.k8s.routes import route_groups
+
+        routes = route_groups(df, nat)
+        _print_routes(out, routes.iloc[:ROUTES_SHOWN], len(df), len(routes), width)
+        listed = df.iloc[pd.Index(df["connection"]).get_indexer(routes["first_connection"].to_numpy()[:ROUTES_SHOWN])]
+
+    def chunks(with_hops: bool, df=listed):
         """(connections, NAT steps and hops of their journeys as objects) :data:`RECORD_CHUNK` connections at a time:
         the objects of a few KiB a connection are never made for all of them at once."""
         for lo in range(0, len(df), RECORD_CHUNK):
@@ -515,8 +535,11 @@ def print_paths(ps, con: Console, *, brief: bool = False, nat_rules=None) -> Non
             hops_of = _hops_by_journey(hops_at.rows(js), js) if hops_at is not None and with_hops else {}
             yield part.itertuples(index=False), nat_of, hops_of
 
-    width = con.size.width
-    if width >= _WIDE_LAYOUT:
+    if listed is not df:
+        if not brief:
+            out()
+            out("the route of the first connection of each row:", "bold")
+    elif width >= _WIDE_LAYOUT:
         _paths_table(out, chunks(False))
     else:  # compact: two lines per connection, wrapped at spaces so names stay whole
         for conns, nat_of, _ in chunks(False):
@@ -557,6 +580,54 @@ def print_paths(ps, con: Console, *, brief: bool = False, nat_rules=None) -> Non
     for note in (inv.notes if inv is not None else []) + (list(corr.notes) if corr is not None else []):
         out(safe(f"note: {note}"), "dim")
     out.flush()
+
+
+def _print_routes(out: _Lines, routes, connections: int, total: int, width: int) -> None:
+    """The grouped listing (:func:`pcaptools.k8s.routes.route_groups`): a line saying so, then a row per route (a table
+    from :data:`_WIDE_LAYOUT` columns, else two lines a route) and what the rows left out hold."""
+    import pandas as pd
+    from rich.text import Text
+
+    def lat(v: Any) -> str:
+        return "" if v is None or v is pd.NA else fmt_ns(int(v))
+
+    out(f"{fmt_int(connections)} connections on {fmt_int(total)} routes (same kind, client, service, backend, NAT steps, "
+        f"encapsulation); --all lists each connection", "bold")  # fmt: skip
+    rows = []
+    for r in routes.itertuples(index=False):
+        keep = {"yes": "kept", "no": "SNAT", "unknown": "?"}[str(r.client_ip_preserved)]
+        rows.append((fmt_int(r.connections), str(r.kind), safe(_at(r.client, r.client_node)), safe(_s(r.service)),
+                     safe(_at(r.backend, r.backend_node)), safe(r.nat_ops) or "-", safe(_encap_short(r)), keep,
+                     lat(r.latency_p50_ns), lat(r.latency_p95_ns), f"#{r.first_connection}"))  # fmt: skip
+    if width >= _WIDE_LAYOUT:
+        heads = ("conns", "kind", "client", "service", "backend", "NAT", "encap", "client IP", "1st pkt p50", "p95", "first")
+
+        def make() -> Table:
+            tab = _table(None)
+            for c in heads:
+                tab.add_column(c, no_wrap=c in ("conns", "kind", "client IP", "1st pkt p50", "p95", "first"), overflow="fold")
+            return tab
+
+        lines = _plain_table(out.con, make, rows) if out.plain else None
+        if lines is not None:
+            out.drawn(lines)
+        else:
+            tab = make()
+            for row in rows:
+                tab.add_row(row[0], Text(row[1], style=_KIND_STYLE.get(row[1], "")), *(Text(x) for x in row[2:7]), *row[7:])
+            out.rich(tab)
+    else:
+        for row in rows:
+            hops = [row[2], f"via {row[3]}" if row[3] else "", row[4]]
+            out(f"{row[0]} × {row[1]}  " + " → ".join(h for h in hops if h))
+            bits = [row[5] if row[5] != "-" else "", row[6], f"client IP {row[7]}",
+                    f"1st pkt p50 {row[8]}, p95 {row[9]}" if row[8] else "", f"first {row[10]}"]  # fmt: skip
+            for x in _pack([b for b in bits if b], width):
+                out(x, "dim")
+    if total > len(routes):
+        rest = connections - int(routes["connections"].sum())
+        out(f"… {fmt_int(total - len(routes))} more routes hold {fmt_int(rest)} connections (--all lists each; "
+            f"--json and -o FILE give every one)", "dim")  # fmt: skip
 
 
 def _paths_table(out: _Lines, chunks: Iterable[tuple[Iterable, dict[int, list[dict]], dict]]) -> None:

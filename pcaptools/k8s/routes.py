@@ -1,0 +1,77 @@
+"""Connections grouped by route: what a listing of thousands of connections says in a few rows.
+
+Two connections share a route when they have the same kind, client and its node, service, backend and its node,
+NAT operations with the nodes that applied them, encapsulation and client-IP verdict. The NAT steps count by
+operation and node, not by address: SNAT gives every connection a port of its own, and a route is what the
+connections have in common. Per route: how many connections, the first packet's latency from its first to its last
+capture point (median and 95th percentile over the connections seen at two points or more) and the first
+connection, the one a listing shows as the route's example.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+ROUTE_KEY = ("kind", "client", "client_node", "service", "backend", "backend_node", "nat_ops", "encap", "client_ip_preserved")
+"""What two connections of one route share (``nat_ops``: :func:`nat_ops`; the others are path table columns)."""
+
+
+def nat_ops(paths: pd.DataFrame, nat: pd.DataFrame | None) -> np.ndarray:
+    """Per connection, the NAT steps of its first packet as ``DNAT@node-1, SNAT@node-2`` ('' if none): the
+    operations in order and the node of each, from the NAT rows of the forward journeys (``nat``: a NAT table
+    holding at least those)."""
+    fwd = paths["forward_journey"].to_numpy(np.int64)
+    out = np.full(len(fwd), "", object)
+    if nat is None or not len(nat) or not len(fwd):
+        return out
+    j = nat["journey"].to_numpy(np.int64)
+    keep = np.flatnonzero(np.isin(j, fwd))
+    if not len(keep):
+        return out
+    j = j[keep]
+    order = np.lexsort((nat["step"].to_numpy()[keep], j))  # steps in order within each journey
+    j = j[order]
+    at = keep[order]
+    op, ops = pd.factorize(nat["op"].to_numpy(object)[at])
+    node, nodes = pd.factorize(nat["node"].to_numpy(object)[at])  # -1: no node known
+    pair, pairs = pd.factorize(op.astype(np.int64) * (len(nodes) + 1) + node + 1)
+    names = np.array([f"{ops[p // (len(nodes) + 1)]}@{nodes[p % (len(nodes) + 1) - 1]}" if p % (len(nodes) + 1) else str(ops[p // (len(nodes) + 1)])
+                      for p in pairs], object)  # fmt: skip
+    step = names[pair]
+    start = np.r_[True, j[1:] != j[:-1]]
+    first = np.flatnonzero(start)
+    which = np.cumsum(start) - 1
+    rank = np.arange(len(j)) - first[which]
+    text = step[first].copy()
+    for k in range(1, int(rank.max()) + 1):  # a step position at a time, over every journey with that many steps
+        more = rank == k
+        text[which[more]] = text[which[more]] + ", " + step[more]
+    uj = j[first]
+    pos = np.minimum(np.searchsorted(uj, fwd), len(uj) - 1)
+    found = uj[pos] == fwd
+    out[found] = text[pos[found]]
+    return out
+
+
+def route_groups(paths: pd.DataFrame, nat: pd.DataFrame | None) -> pd.DataFrame:
+    """One row per route (module doc), the most connections first (ties: the earlier first connection): the
+    :data:`ROUTE_KEY` columns, ``connections``, ``latency_p50_ns`` and ``latency_p95_ns`` (<NA> when no connection
+    of the route was seen at two points) and ``first_connection``."""
+    ops = nat_ops(paths, nat)
+    codes = {c: pd.factorize(paths[c] if c != "nat_ops" else ops, use_na_sentinel=True)[0] for c in ROUTE_KEY}
+    g = pd.DataFrame(codes).groupby(list(ROUTE_KEY), sort=False).ngroup().to_numpy(np.int64)  # in first-seen order
+    n = int(g.max()) + 1 if len(g) else 0
+    first = np.full(n, len(g), np.int64)
+    np.minimum.at(first, g, np.arange(len(g)))
+    lat = paths["latency_ns"].to_numpy(np.int64)
+    seen = pd.Series(np.where(lat >= 0, lat, np.nan))
+    by = seen.groupby(g)
+    out = paths.iloc[first][[c for c in ROUTE_KEY if c != "nat_ops"]].reset_index(drop=True)
+    out.insert(ROUTE_KEY.index("nat_ops"), "nat_ops", ops[first])
+    out["connections"] = np.bincount(g, minlength=n)
+    for q, name in ((0.5, "latency_p50_ns"), (0.95, "latency_p95_ns")):
+        out[name] = by.quantile(q).reindex(range(n)).round().astype("Int64").array
+    out["first_connection"] = paths["connection"].to_numpy(np.int64)[first]
+    order = np.lexsort((out["first_connection"].to_numpy(), -out["connections"].to_numpy()))
+    return out.iloc[order].reset_index(drop=True)
