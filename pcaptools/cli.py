@@ -914,7 +914,7 @@ def why_cmd(
     links: list[str] = _PATHS_LINKS,
     iptables: list[str] = _PATHS_IPTABLES,
     as_json: bool = typer.Option(False, "--json", help="Print the diagnosis as JSON (schema: pcaptools/schemas/why.schema.json)."),
-    all_connections: bool = typer.Option(False, "--all", help="Also list connections with no loss."),
+    all_connections: bool = typer.Option(False, "--all", help="List every connection, those with no loss too (default: the failed and degraded ones; more than 50 grouped by kind of loss)."),
     window_ms: float = _PATHS_WINDOW,
     allow_outside: bool = _PATHS_ALLOW_OUTSIDE,
     memory: str = _PATHS_BUDGET,

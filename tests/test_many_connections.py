@@ -116,7 +116,7 @@ BEFORE_OPTIONS = {
 
 def test_paths_on_hundreds_of_connections_prints_their_routes_not_a_block_each(many, capsys, monkeypatch):
     from pcaptools.cli import main
-    from pcaptools.k8s.routes import route_groups
+    from pcaptools.k8s.groups import route_groups
 
     monkeypatch.setenv("COLUMNS", "200")
     ps = load_paths(many)
@@ -127,3 +127,33 @@ def test_paths_on_hundreds_of_connections_prints_their_routes_not_a_block_each(m
     assert out.count("\n\n#") == min(len(routes), 50)  # a route block per route shown, not per connection
     assert main(["paths", str(many), "--all"]) == 0
     assert capsys.readouterr().out.count("\n\n#") == len(ps.paths)
+
+
+def test_why_on_hundreds_of_connections_groups_their_losses_by_kind(many, capsys, monkeypatch):
+    from pcaptools.cli import main
+    from pcaptools.k8s.diagnose import diagnose
+    from pcaptools.k8s.discover import manifest_drops
+    from pcaptools.k8s.groups import loss_groups
+
+    monkeypatch.setenv("COLUMNS", "200")
+    ps = load_paths(many)
+    d = diagnose(ps.captures, ps.correlation, ps.inventory, capture_drops=manifest_drops([many]), detail=ps.detail())
+    want: dict[tuple, set] = {}  # independently: each listed connection's own record, as `why --json` gives it
+    for c in d.connections["connection"].tolist():
+        rec = d.connection_record(int(c))
+        for loss in rec["losses"]:
+            key = (rec["status"], loss["direction"], loss["cause"], loss["last_seen"], loss["first_missed"] or "")
+            want.setdefault(key, set()).add(int(c))
+    listed = sorted(set().union(*want.values()))
+    assert len(listed) > 50  # more than a listing shows: grouped
+    kinds = loss_groups(d.connections, d.losses, listed)
+    got = {tuple(r[k] for k in ("status", "direction", "cause", "last_seen", "first_missed")): r for r in kinds.to_dict("records")}
+    assert got.keys() == want.keys()
+    for key, members in want.items():
+        assert got[key]["connections"] == len(members) and got[key]["first_connection"] == min(members)
+    assert main(["why", str(many)]) == 0
+    out = capsys.readouterr().out
+    assert f"{len(listed)} connections with a loss or unexplained NAT, by kind" in out
+    assert out.count("\n\n#") == len(dict.fromkeys(kinds["first_connection"].iloc[:50]))  # the first of each kind
+    assert main(["why", str(many), "--all"]) == 0
+    assert capsys.readouterr().out.count("\n\n#") == len(d.connections)

@@ -1,4 +1,4 @@
-"""``paths`` on more connections than a listing can show: grouped by route (pcaptools/k8s/routes.py), each
+"""``paths`` on more connections than a listing can show: grouped by route (pcaptools/k8s/groups.py), each
 connection counted in exactly one route, the first connection of each shown as its example; ``--all`` lists each."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from pcaptools.cli import main
+from pcaptools.k8s.groups import ROUTE_KEY, route_groups
 from pcaptools.k8s.paths import load_paths
-from pcaptools.k8s.routes import ROUTE_KEY, route_groups
 
 ROOT = Path(__file__).resolve().parents[1]
 CALICO = ROOT / "sample_pcaps" / "calico-vxlan"

@@ -87,7 +87,7 @@ def _table(title: str | Text | None = None, **kw: Any) -> Table:
     return Table(title=text(title) if isinstance(title, str) else title, header_style="bold", **kw)
 
 
-def print_rows(con: Console, title: str, cols: tuple[str, ...], rows: list[tuple[str, ...]], *, key: int = 1,
+def print_rows(con: Console, title: str | None, cols: tuple[str, ...], rows: list[tuple[str, ...]], *, key: int = 1,
                right: tuple[str, ...] = ()) -> None:
     """A table when its natural width fits the console, else one line per row: the first ``key`` cells, then
     the others as ``column value`` on an indented line (nothing is cut or folded mid-word)."""
@@ -100,7 +100,8 @@ def print_rows(con: Console, title: str, cols: tuple[str, ...], rows: list[tuple
             tab.add_row(*(text(x) for x in r))
         con.print(tab)
         return
-    con.print(text(title, style="bold"))
+    if title:
+        con.print(text(title, style="bold"))
     for r in rows:
         con.print(text(" → ".join(r[:key])))
         _packed(con, [f"{c} {x}" for c, x in zip(cols[key:], r[key:], strict=True) if x])
@@ -477,7 +478,7 @@ def path_block(r: Any, nat: list[dict] | None = None, hops: list[dict] | None = 
 
 
 LIST_LIMIT = 50
-"""Most connections ``paths`` lists one by one; more are grouped by route (:mod:`pcaptools.k8s.routes`) unless asked
+"""Most connections ``paths`` lists one by one; more are grouped by route (:mod:`pcaptools.k8s.groups`) unless asked
 for every one: tens of thousands of 13-line blocks tell a reader less than a table of their routes."""
 
 ROUTES_SHOWN = 50
@@ -519,7 +520,7 @@ def print_paths(ps, con: Console, *, brief: bool = False, nat_rules=None, all_co
     listed = df
     width = con.size.width
     if not all_connections and len(df) > LIST_LIMIT:
-        from pcaptools.k8s.routes import route_groups
+        from pcaptools.k8s.groups import route_groups
 
         routes = route_groups(df, nat)
         _print_routes(out, routes.iloc[:ROUTES_SHOWN], len(df), len(routes), width)
@@ -583,7 +584,7 @@ def print_paths(ps, con: Console, *, brief: bool = False, nat_rules=None, all_co
 
 
 def _print_routes(out: _Lines, routes, connections: int, total: int, width: int) -> None:
-    """The grouped listing (:func:`pcaptools.k8s.routes.route_groups`): a line saying so, then a row per route (a table
+    """The grouped listing (:func:`pcaptools.k8s.groups.route_groups`): a line saying so, then a row per route (a table
     from :data:`_WIDE_LAYOUT` columns, else two lines a route) and what the rows left out hold."""
     import pandas as pd
     from rich.text import Text
@@ -737,16 +738,47 @@ _STATUS_STYLE = {"ok": "green", "degraded": "yellow", "failed": "bold red"}
 
 
 def print_why(d, con: Console, *, all_connections: bool = False) -> None:
-    """``pcaptools why``: a status summary, then each failed or degraded connection with its losses and retries."""
+    """``pcaptools why``: a status summary, then each failed or degraded connection with its losses and retries; more
+    than :data:`LIST_LIMIT` of them are shown by kind of loss (:func:`pcaptools.k8s.groups.loss_groups`), with the first
+    connection of each kind, unless ``all_connections`` (which lists every connection, the ones without loss too)."""
+    import numpy as np
+
     from pcaptools.k8s.diagnose import STATUSES
 
     out = _Lines(con)
     counts = d.connections["status"].value_counts()
-    out(f"{fmt_int(len(d.connections))} connections: " + ", ".join(f"{int(counts.get(s, 0))} {s}" for s in STATUSES), "bold")
-    for r in d.connections.itertuples(index=False):
+    out(f"{fmt_int(len(d.connections))} connections: " + ", ".join(f"{fmt_int(int(counts.get(s, 0)))} {s}" for s in STATUSES), "bold")
+    conns = d.connections["connection"].to_numpy(np.int64)
+    if all_connections:
+        listed = conns
+    else:  # not ok, or a loss, or a translation its node's rules do not explain
+        shown = (d.connections["status"].astype(str) != "ok").to_numpy() | np.isin(conns, d.losses["connection"].to_numpy(np.int64))
+        if d.nat_rules is not None and len(d.nat_rules):
+            unexplained = d.nat_rules.loc[~d.nat_rules["explained"].astype(bool), "connection"].to_numpy(np.int64)
+            shown |= np.isin(conns, unexplained)
+        listed = conns[shown]
+    if not all_connections and len(listed) > LIST_LIMIT:
+        from pcaptools.k8s.groups import loss_groups
+
+        kinds = loss_groups(d.connections, d.losses, listed)
+        rows = [(fmt_int(r.connections), r.status, r.direction or "-", r.cause or "no loss (NAT not explained)", safe(r.last_seen),
+                 safe(r.first_missed), fmt_int(r.packets), f"#{r.first_connection}")
+                for r in kinds.iloc[:ROUTES_SHOWN].itertuples(index=False)]  # fmt: skip
+        out(f"{fmt_int(len(listed))} connections with a loss or unexplained NAT, by kind (a connection counts in each kind it "
+            "has; --all lists each connection)", "bold")  # fmt: skip
+        out.flush()
+        print_rows(con, None, ("conns", "status", "direction", "cause", "last seen", "first missed", "packets", "first"), rows, key=4,
+                   right=("conns", "packets"))  # fmt: skip
+        if len(kinds) > ROUTES_SHOWN:
+            rest = kinds.iloc[ROUTES_SHOWN:]
+            out(f"… {fmt_int(len(rest))} more kinds of loss (--all lists each connection; --json gives every one)", "dim")
+        out()
+        out("the first connection of each kind:", "bold")
+        listed = np.asarray(list(dict.fromkeys(kinds["first_connection"].iloc[:ROUTES_SHOWN].tolist())), np.int64)
+    import pandas as pd
+
+    for r in d.connections.iloc[pd.Index(conns).get_indexer(listed)].itertuples(index=False):
         rec = d.connection_record(int(r.connection))
-        if r.status == "ok" and not all_connections and not rec["losses"] and all(x["explained"] for x in rec.get("nat", [])):
-            continue
         out()
         head = text(f"#{r.connection} {proto_name(r.proto)} {safe(r.client)} {endpoint(r.client_addr, r.client_port)} → "
                     f"{safe(r.server)} {endpoint(r.server_addr, r.server_port)}  ")  # fmt: skip

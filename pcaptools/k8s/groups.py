@@ -1,4 +1,4 @@
-"""Connections grouped by route: what a listing of thousands of connections says in a few rows.
+"""Many connections told in a few rows: grouped by route (``paths``) and by kind of loss (``why``).
 
 Two connections share a route when they have the same kind, client and its node, service, backend and its node,
 NAT operations with the nodes that applied them, encapsulation and client-IP verdict. The NAT steps count by
@@ -6,6 +6,10 @@ operation and node, not by address: SNAT gives every connection a port of its ow
 connections have in common. Per route: how many connections, the first packet's latency from its first to its last
 capture point (median and 95th percentile over the connections seen at two points or more) and the first
 connection, the one a listing shows as the route's example.
+
+A kind of loss is a connection status, direction, cause, the last capture point that saw the packets and the first
+that missed them (:class:`~pcaptools.k8s.diagnose.Diagnosis` losses): a thousand connections dropped at one place for
+one reason are one row.
 """
 
 from __future__ import annotations
@@ -73,5 +77,38 @@ def route_groups(paths: pd.DataFrame, nat: pd.DataFrame | None) -> pd.DataFrame:
     for q, name in ((0.5, "latency_p50_ns"), (0.95, "latency_p95_ns")):
         out[name] = by.quantile(q).reindex(range(n)).round().astype("Int64").array
     out["first_connection"] = paths["connection"].to_numpy(np.int64)[first]
+    order = np.lexsort((out["first_connection"].to_numpy(), -out["connections"].to_numpy()))
+    return out.iloc[order].reset_index(drop=True)
+
+
+LOSS_KEY = ("status", "direction", "cause", "last_seen", "first_missed")
+"""What the losses of one kind share (``status``: their connection's)."""
+
+
+def loss_groups(connections: pd.DataFrame, losses: pd.DataFrame, listed: np.ndarray) -> pd.DataFrame:
+    """The losses of the ``listed`` connections by kind (module doc), the most connections first (ties: the earlier
+    first connection): :data:`LOSS_KEY`, ``connections`` (each counted once in a kind, and in every kind it has),
+    ``packets`` and ``first_connection``. A listed connection without a loss (NAT its rules do not explain) is
+    counted by its status alone, the other key columns empty."""
+    status = pd.Series(connections["status"].astype(str).to_numpy(), index=connections["connection"].to_numpy(np.int64))
+    listed = np.asarray(listed, np.int64)
+    mine = losses.loc[np.isin(losses["connection"].to_numpy(np.int64), listed)]
+    parts = []
+    if len(mine):
+        c = mine["connection"].to_numpy(np.int64)
+        parts.append(pd.DataFrame({"status": status.reindex(c).fillna("ok").to_numpy(object), "direction": mine["direction"].astype(str).to_numpy(object),
+                                   "cause": mine["cause"].astype(str).to_numpy(object), "last_seen": mine["last_seen"].astype(str).to_numpy(object),
+                                   "first_missed": mine["first_missed"].astype(object).where(mine["first_missed"].notna(), "").astype(str).to_numpy(object),
+                                   "connection": c, "packets": mine["packets"].to_numpy(np.int64)}))  # fmt: skip
+    bare = listed[~np.isin(listed, mine["connection"].to_numpy(np.int64))]
+    if len(bare):
+        parts.append(pd.DataFrame({"status": status.reindex(bare).fillna("ok").to_numpy(object), "direction": "", "cause": "",
+                                   "last_seen": "", "first_missed": "", "connection": bare, "packets": 0}))  # fmt: skip
+    if not parts:
+        return pd.DataFrame({**{k: pd.Series([], dtype=object) for k in LOSS_KEY}, "connections": pd.Series([], dtype=np.int64),
+                             "packets": pd.Series([], dtype=np.int64), "first_connection": pd.Series([], dtype=np.int64)})  # fmt: skip
+    rows = pd.concat(parts, ignore_index=True)
+    out = rows.groupby(list(LOSS_KEY), sort=False).agg(connections=("connection", "nunique"), packets=("packets", "sum"),
+                                                       first_connection=("connection", "min")).reset_index()  # fmt: skip
     order = np.lexsort((out["first_connection"].to_numpy(), -out["connections"].to_numpy()))
     return out.iloc[order].reset_index(drop=True)
