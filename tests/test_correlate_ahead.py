@@ -94,3 +94,25 @@ def _as_text(df: pd.DataFrame) -> pd.DataFrame:
         if isinstance(df[c].dtype, pd.CategoricalDtype) and len(df[c].cat.categories):  # none: read back as they were
             out[c] = pd.Categorical.from_codes(df[c].cat.codes, categories=pd.Index(df[c].cat.categories.astype(str)))
     return out
+
+
+def test_in_memory_correlation_makes_its_summary_when_first_read_and_it_is_the_eager_one():
+    """Without a writer (``correlate``, and every command building paths on it), the spine is kept only when a summary
+    field is first read: the same latency, losses, counts and notes as the run that keeps it while the hops are written."""
+    from pathlib import Path
+
+    import pandas as pd
+
+    from pcaptools.correlate.api import correlate, correlate_window
+    from pcaptools.correlate.capture_set import CaptureSet
+
+    cs = CaptureSet.load(Path(__file__).resolve().parents[1] / "sample_pcaps" / "calico-vxlan")
+    lazy, eager = correlate(cs), correlate_window(cs, on_part=lambda part: None)
+    assert callable(lazy.__dict__["_losses_value"]) and not callable(eager.__dict__["_losses_value"])
+    assert lazy.notes == eager.notes and lazy.multi_point_journeys == eager.multi_point_journeys > 0
+    pd.testing.assert_frame_equal(lazy.hops, eager.hops)
+    pd.testing.assert_frame_equal(lazy.hop_latency, eager.hop_latency)
+    pd.testing.assert_frame_equal(lazy.losses, eager.losses)
+    pd.testing.assert_series_equal(lazy.seen_at_point, eager.seen_at_point)
+    assert (lazy.matched, lazy.unmatched, lazy.ambiguous) == (eager.matched, eager.unmatched, eager.ambiguous)
+    assert lazy.to_dict() == eager.to_dict()

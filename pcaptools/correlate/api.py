@@ -13,6 +13,7 @@ import json
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -28,6 +29,7 @@ from pcaptools.correlate.summary import totals
 from pcaptools.correlate.windows import CATEGORIES, Categories, Matcher, Part, rows_of
 from pcaptools.decode.table import as_text, category_union
 from pcaptools.errors import CorrelationError
+from pcaptools.lazy import MadeOnRead
 
 DEFAULT_WINDOW_NS = 2_000_000_000
 """Default matching window: sightings of one packet more than 2 s apart (after clock correction) are separate."""
@@ -39,19 +41,24 @@ class Correlation:
 
     hops: pd.DataFrame
     offsets: pd.DataFrame
-    hop_latency: pd.DataFrame
-    losses: pd.DataFrame
-    matched: dict[str, int]
-    unmatched: dict[str, int]
+    hop_latency: pd.DataFrame = MadeOnRead()  # the summary's fields may be given as functions making them (made on
+    losses: pd.DataFrame = MadeOnRead()  # first read: a caller of the in-memory run that reads only the hops never
+    matched: dict[str, int] = MadeOnRead()  # pays for them, see finish)
+    unmatched: dict[str, int] = MadeOnRead()
     journeys: int
-    ambiguous: int
+    ambiguous: int = MadeOnRead()
     window_ns: int
     notes: list[str] = field(default_factory=list)
     row_ts_corrected: np.ndarray = field(default=None, repr=False)  # per capture-set row, reference clock
     row_journey: np.ndarray = field(default=None, repr=False)  # per capture-set row, -1 if not matchable
     multi_point_journeys: int = 0  # journeys seen at more than one point
-    seen_at_point: pd.Series = field(default=None, repr=False)  # sightings per point (index: point names)
+    seen_at_point: pd.Series = field(default=MadeOnRead(None), repr=False)  # sightings per point (index: point names)
     skipped_files: list[dict] = field(default_factory=list)  # the capture set's files left out (CaptureSet.skipped_files)
+
+    def __getstate__(self) -> dict:
+        """Pickled with the summary made (a function making it is not picklable)."""
+        self.hop_latency, self.losses, self.matched, self.unmatched, self.ambiguous, self.seen_at_point  # noqa: B018
+        return dict(self.__dict__)
 
     def loss_summary(self) -> pd.DataFrame:
         """Lost packets per (point, missing_at)."""
@@ -149,7 +156,8 @@ def correlate_tables(points: list[CapturePoint], tables: list[pd.DataFrame], poi
         tables.clear()
     rows["tc"] = tc if rows["fp"].shape[0] == tc.shape[0] else tc[fp != 0]
     notes = [*notes, *clock_notes(offsets, params)]
-    part = m.step(rows, None, order=compact_order(fp != 0, by_fp), on_part=on_part)  # the writer starts before the spine is kept
+    # the writer starts before the spine is kept; without one, the spine is kept when the summary is first read
+    part = m.step(rows, None, order=compact_order(fp != 0, by_fp), on_part=on_part, defer_spine=on_part is None)
     row_journey = np.full(fp.shape[0], -1, np.int64)
     row_journey[part.key] = part.journey
     return finish(m, part.hops, offsets, notes, row_ts_corrected=tc, row_journey=row_journey)
@@ -204,9 +212,27 @@ def matcher(points: list, window_ns: int, cats: Categories, *, spine: Spine | No
 
 
 def finish(m: Matcher, hops: pd.DataFrame, offsets: pd.DataFrame, notes: list[str], **rows) -> Correlation:
-    """The Correlation of a matcher after its last window (``hops``: the table, or an empty one when written out)."""
-    t = totals(m)
+    """The Correlation of a matcher after its last window (``hops``: the table, or an empty one when written out).
+    When the matcher deferred keeping its spine (one window, no writer), the summary's fields are made on first read
+    from it; the journey counts come from ``hops`` (every journey is in it)."""
     notes = list(notes)
+    if m.deferred:
+        summary: list = []
+
+        def made(name: str):
+            def make():
+                if not summary:
+                    m.settle()
+                    summary.append(totals(m))
+                return getattr(summary[0], name)
+
+            return make
+
+        journeys, multi = int(m.next_journey), int((hops["hop"].to_numpy() == 1).sum())  # journeys with a second sighting
+        t = SimpleNamespace(**{k: made(k) for k in ("hop_latency", "losses", "matched", "unmatched", "ambiguous", "seen_at_point")},
+                            journeys=journeys, multi_point_journeys=multi)  # fmt: skip
+    else:
+        t = totals(m)
     if t.journeys and not t.multi_point_journeys:
         notes.append("no packet was seen at more than one capture point; check that the captures overlap in time and path")
     return Correlation(

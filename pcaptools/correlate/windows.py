@@ -175,6 +175,10 @@ class Part:
     journey: np.ndarray
 
 
+_FLOW_COLUMNS = ("src", "dst", "sport", "dport", "proto")
+"""What the spine keeps of each flow, as first seen (the losses table's addresses and ports)."""
+
+
 class Matcher:
     """Windowed journey matching (module doc): ``step`` per window, ``carried`` journeys between them."""
 
@@ -195,12 +199,14 @@ class Matcher:
         self.carried_journeys = 0  # journeys carried over a window boundary, summed over boundaries
         self.carried_rows = 0
         self.spine = Spine(len(self.point_names)) if spine is None else spine  # in memory, or given (spilled)
+        self.deferred: list[Callable[[], None]] = []  # spine keeping deferred by emit (defer_spine), run by settle
 
     def step(self, new: dict[str, np.ndarray], horizon: int | None, *, order: np.ndarray | None = None,
-             on_part: Callable[[Part], None] | None = None) -> Part:  # fmt: skip
+             on_part: Callable[[Part], None] | None = None, defer_spine: bool = False) -> Part:  # fmt: skip
         """Match the carried rows with ``new`` (every row before ``horizon``; None: the last window) and emit
         the journeys no later row can join. ``order``: :func:`.match.by_fingerprint` of ``new``, if known;
-        ``on_part``: given the part as soon as its hops are built (a writer starts while the spine is kept)."""
+        ``on_part``: given the part as soon as its hops are built (a writer starts while the spine is kept);
+        ``defer_spine``: see :meth:`emit`."""
         self.windows += 1
         if self.carry and new:  # what was computed ahead holds for one window's rows only
             new = {c: v for c, v in new.items() if c not in AHEAD}
@@ -216,7 +222,7 @@ class Matcher:
             order = None
         w = self.walk(rows, horizon, order=order)
         self.carry = take_rows({c: v for c, v in rows.items() if c not in AHEAD}, w.carry) if w.carry.size else {}
-        return self.emit(rows, w.order, w.first_t, w.size, w.amb, w.fps, on_part=on_part)
+        return self.emit(rows, w.order, w.first_t, w.size, w.amb, w.fps, on_part=on_part, defer_spine=defer_spine)
 
     def ahead(self, rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """``rows`` with what matching them needs before their corrected times (:data:`AHEAD`): each one's look as a
@@ -259,10 +265,11 @@ class Matcher:
         return Walk(order[run_done], first_t[done], size[done], amb[done], fps[done], np.sort(keep))
 
     def emit(self, rows: dict[str, np.ndarray], order: np.ndarray, first_t: np.ndarray, size: np.ndarray, amb: np.ndarray,
-             fps: np.ndarray, *, on_part: Callable[[Part], None] | None = None) -> Part:  # fmt: skip
+             fps: np.ndarray, *, on_part: Callable[[Part], None] | None = None, defer_spine: bool = False) -> Part:  # fmt: skip
         """Hops of complete journeys (``order``: their rows by journey and time; per journey its first corrected time,
         size, ambiguity and fingerprint), numbered on by first corrected time (ties in the order given); ``on_part``
-        is given them before the spine is kept."""
+        is given them before the spine is kept. ``defer_spine``: keep the spine from the part's own columns when
+        :meth:`settle` is called (the last window only: later windows read the spine), not now."""
         nj = first_t.shape[0]
         n = order.shape[0]
         first = np.cumsum(size) - size
@@ -281,19 +288,30 @@ class Matcher:
         part = self._part(rows, final, cols, tcf)
         if on_part is not None:
             on_part(part)
-        self._keep_spine(rows, final, journey, tcf, fps[by_rank], size_r)
+        if not n:
+            return part
+        flow = rows["flow"][final] if "flow" in rows else self._flow(rows, final)
+        if defer_spine:  # the part's columns hold the same values (codes of the same categories) as the rows
+            h = part.hops
+            at_final = {c: (h[c].array.codes if c in ("src", "dst") else h[c].to_numpy()) for c in _FLOW_COLUMNS}
+            pid = h["point"].array.codes.astype(np.int64)
+            self.deferred.append(lambda: self._keep_spine(pid, tcf, flow, fps[by_rank], size_r, lambda c, at: at_final[c][at]))
+        else:
+            self._keep_spine(rows["point_id"][final], tcf, flow, fps[by_rank], size_r, lambda c, at: rows[c][final[at]])
         return part
 
-    def _keep_spine(self, rows, final, journey, tcf, fps, size) -> None:
-        if not final.shape[0]:
-            return
-        pid = rows["point_id"][final]
-        flow = rows["flow"][final] if "flow" in rows else self._flow(rows, final)
+    def settle(self) -> None:
+        """Keep the spine of the parts whose keeping :meth:`emit` deferred."""
+        while self.deferred:
+            self.deferred.pop(0)()
+
+    def _keep_spine(self, pid: np.ndarray, tcf: np.ndarray, flow: np.ndarray, fps: np.ndarray, size: np.ndarray,
+                    column: Callable[[str, np.ndarray], np.ndarray]) -> None:  # fmt: skip
+        """Add a part's sightings (``pid``, ``tcf``, ``flow`` per hops row; ``fps``, ``size`` per journey) to the
+        spine, and its flows' addresses and ports (``column(name, at)``: that column at hops rows ``at``)."""
         self.spine.add(pid, tcf, flow, fps, size)
         first = pd.Series(flow).drop_duplicates().index.to_numpy()  # hashing, not sorting
-        at = final[first]
-        self.spine.add_flows({"flow": flow[first], "src": rows["src"][at], "dst": rows["dst"][at], "sport": rows["sport"][at],
-                              "dport": rows["dport"][at], "proto": rows["proto"][at]})  # fmt: skip
+        self.spine.add_flows({"flow": flow[first], **{c: column(c, first) for c in _FLOW_COLUMNS}})
 
     def _part(self, rows, final, cols, tcf) -> Part:
         if cols is None:  # nothing emitted

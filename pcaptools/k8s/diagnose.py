@@ -41,8 +41,9 @@ from pcaptools.k8s.diagnose_journeys import (
 )
 from pcaptools.k8s.inventory import Inventory
 from pcaptools.k8s.iptables import rule_object
-from pcaptools.k8s.paths import _MadeOnRead, as_inventory, paths_detail
+from pcaptools.k8s.paths import as_inventory, paths_detail
 from pcaptools.labels import category_codes, codes_in, vocabulary
+from pcaptools.lazy import MadeOnRead as _MadeOnRead
 
 SCHEMA_VERSION = 1
 """Version of the ``why --json`` contract (:data:`SCHEMA_PATH`)."""

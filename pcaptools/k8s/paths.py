@@ -18,7 +18,6 @@ closer than their clock error relies on TTL and the sender/receiver rule of :fun
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -51,6 +50,7 @@ from pcaptools.k8s.nat import (
     take_rows,
 )
 from pcaptools.labels import as_strings, category_codes, codes_in, strings, vocabulary
+from pcaptools.lazy import MadeOnRead as _MadeOnRead
 from pcaptools.schema import FLOW_STATES, PATH_COLUMNS, PATH_KINDS, PRESERVED, validate
 
 
@@ -231,31 +231,6 @@ def paths(
 def paths_and_nat(correlation, inventory=None, *, flows: pd.DataFrame | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(paths, NAT table with its ``connection`` filled) for the same inputs as :func:`paths`."""
     return _build(correlation, inventory, flows)
-
-
-class _MadeOnRead:
-    """A dataclass field that may be given a function instead of its value: called on the first read, its result
-    kept (``PathSet.nat`` / ``.hops``: a plain ``paths`` run reads neither whole). Without ``default`` the field is
-    required, as a plain annotation is (reading it from the class raises AttributeError, which dataclasses take for no default)."""
-
-    def __init__(self, default: object = dataclasses.MISSING) -> None:
-        self.default = default
-
-    def __set_name__(self, owner: type, name: str) -> None:
-        self.slot = f"_{name}_value"
-
-    def __get__(self, obj: object, owner: type | None = None) -> object:
-        if obj is None:
-            if self.default is dataclasses.MISSING:
-                raise AttributeError(self.slot)
-            return self.default
-        v = obj.__dict__.get(self.slot)
-        if callable(v):
-            v = obj.__dict__[self.slot] = v()
-        return v
-
-    def __set__(self, obj: object, value: object) -> None:
-        obj.__dict__[self.slot] = value
 
 
 @dataclass
