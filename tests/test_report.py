@@ -81,6 +81,20 @@ def test_report_on_one_set_shows_every_point_node_and_connection(single, calico_
     assert "CNI comparison" not in text  # one set: no comparison section
 
 
+def test_report_lists_the_routes_every_connection_took(single, calico_paths):
+    from pcaptools.k8s.groups import route_groups
+
+    corr, paths = calico_paths
+    text = single.read_text(encoding="utf-8")
+    at = text.index('id="s0-routes"')
+    block = text[at:text.index('id="s0-connections"')]
+    routes = route_groups(paths, paths_and_nat(corr, CALICO / "inventory.json")[1])
+    assert f"{len(paths)} connections on {len(routes)} routes" in block
+    rows = re.findall(r"<tr><td class=\"num\">(\d+)</td><td>([^<]+)</td>", block)  # connections, kind
+    assert [(int(n), k) for n, k in rows] == list(zip(routes["connections"], routes["kind"].astype(str), strict=True))
+    assert sum(int(n) for n, _ in rows) == len(paths)
+
+
 def test_report_draws_the_first_max_diagrams_connections_and_lists_the_rest(tmp_path, calico_paths):
     _, paths = calico_paths
     out = tmp_path / "few.html"

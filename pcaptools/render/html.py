@@ -167,6 +167,23 @@ def _connections(tid: str, paths: pd.DataFrame) -> str:
     return f'{filters}<table class="connections" id="{tid}"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
 
 
+def _routes(paths: pd.DataFrame | None, nat: pd.DataFrame | None) -> str:
+    """Connections by route (:func:`pcaptools.k8s.groups.route_groups`), the most used first: what thousands of rows
+    of the connections table have in common, with the first connection of each as a link to its details."""
+    if paths is None or not len(paths):
+        return '<p class="muted">No connection was reconstructed.</p>'
+    from pcaptools.k8s.groups import route_groups
+
+    r = route_groups(paths, nat)
+    shown = r.assign(client=[c if _missing(n) or n == c else f"{c} @{n}" for c, n in zip(r["client"], r["client_node"], strict=True)],
+                     backend=[b if _missing(n) or n == b else f"{b} @{n}" for b, n in zip(r["backend"], r["backend_node"], strict=True)])  # fmt: skip
+    doc = (f'<p class="doc">{len(paths):,} connections on {len(r):,} routes: connections with the same kind, client, service, '
+           "backend, NAT steps with the nodes that applied them, encapsulation and client-IP verdict; latency of the first "
+           "packet from its first to its last capture point, median and 95th percentile.</p>")  # fmt: skip
+    return doc + table(shown, columns=["connections", "kind", "client", "service", "backend", "nat_ops", "encap", "client_ip_preserved",
+                                       "latency_p50_ns", "latency_p95_ns", "first_connection"])  # fmt: skip
+
+
 def _connection_details(tid: str, paths: pd.DataFrame, seq: pd.DataFrame, roles: dict[str, str], max_diagrams: int | None = None) -> str:
     """Per connection: route, NAT both ways, encapsulation and its sequence diagram across capture points (the first
     ``max_diagrams`` connections' only: a diagram costs ~40 ms and ~30 kB of page, too much for thousands)."""
@@ -220,6 +237,8 @@ def _set_section(cmp: Comparison, i: int, label: str, seq: pd.DataFrame, samples
         f'<h3 id="{tid}-clocks">Clock offsets (against the reference node)</h3>',
         table(corr.offsets),
         '<p class="doc">offset and uncertainty in µs; a node with no packets matched both ways with the reference keeps its own clock.</p>',
+        f'<h3 id="{tid}-routes">Routes</h3>',
+        _routes(paths, cmp.nat.get(label)),
         f'<h3 id="{tid}-connections">Connections</h3>',
         _connections(f"{tid}-conn", paths),
         f'<h3 id="{tid}-latency">Per-hop latency</h3>',
