@@ -99,11 +99,12 @@ def _as_text(df: pd.DataFrame) -> pd.DataFrame:
 def test_in_memory_correlation_makes_its_summary_when_first_read_and_it_is_the_eager_one():
     """Without a writer (``correlate``, and every command building paths on it), the spine is kept only when a summary
     field is first read: the same latency, losses, counts and notes as the run that keeps it while the hops are written."""
+    import pickle
     from pathlib import Path
 
     import pandas as pd
 
-    from pcaptools.correlate.api import correlate, correlate_window
+    from pcaptools.correlate.api import Correlation, correlate, correlate_window
     from pcaptools.correlate.capture_set import CaptureSet
 
     cs = CaptureSet.load(Path(__file__).resolve().parents[1] / "sample_pcaps" / "calico-vxlan")
@@ -116,3 +117,8 @@ def test_in_memory_correlation_makes_its_summary_when_first_read_and_it_is_the_e
     pd.testing.assert_series_equal(lazy.seen_at_point, eager.seen_at_point)
     assert (lazy.matched, lazy.unmatched, lazy.ambiguous) == (eager.matched, eager.unmatched, eager.ambiguous)
     assert lazy.to_dict() == eager.to_dict()
+    again = pickle.loads(pickle.dumps(correlate(cs)))  # pickled with its summary made (a function does not pickle)
+    assert again.to_dict() == eager.to_dict()
+    bare = Correlation(hops=eager.hops, offsets=eager.offsets, hop_latency=eager.hop_latency, losses=eager.losses,
+                       matched={}, unmatched={}, journeys=0, ambiguous=0, window_ns=1)  # fmt: skip
+    assert bare.seen_at_point is None and bare.multi_point_journeys == 0  # defaults, as plain fields had them

@@ -52,7 +52,7 @@ class Correlation:
     row_ts_corrected: np.ndarray = field(default=None, repr=False)  # per capture-set row, reference clock
     row_journey: np.ndarray = field(default=None, repr=False)  # per capture-set row, -1 if not matchable
     multi_point_journeys: int = 0  # journeys seen at more than one point
-    seen_at_point: pd.Series = field(default=MadeOnRead(None), repr=False)  # sightings per point (index: point names)
+    seen_at_point: pd.Series = MadeOnRead(None)  # sightings per point (index: point names)
     skipped_files: list[dict] = field(default_factory=list)  # the capture set's files left out (CaptureSet.skipped_files)
 
     def __getstate__(self) -> dict:
