@@ -84,17 +84,19 @@ print(json.dumps({{"seconds": best, "rows": rows, "peak_rss_mb": hwm / 1024}}))
 """
 
 
-def run(packets: int, repeat: int, cache: Path) -> list[dict]:
-    """Generate (or reuse) the capture set and time every command; one result dict per row of the table."""
+def run(packets: int, repeat: int, cache: Path, *, flows: int | None = None, flow_span: float | None = None) -> list[dict]:
+    """Generate (or reuse) the capture set and time every command; one result dict per row of the table. ``flows``
+    and ``flow_span``: gen_set.py's many-short-connections options (bounded_growth.py's set of the same options)."""
     sys.path.insert(0, str(HERE))
+    from bounded_growth import set_dir as set_of
     from decode_sections import dpkt_decode, tshark_fields
     from gen_set import generate
     from startup import user_env
 
-    set_dir = cache / f"set-{packets}-s0"
+    set_dir = set_of(cache, packets, 0, flows, flow_span)
     if not (set_dir / "manifest.json").exists():
         t0 = time.perf_counter()
-        info = generate(packets, set_dir)
+        info = generate(packets, set_dir, **({} if flows is None and flow_span is None else {"flows": flows or 200, "flow_span": flow_span}))
         (set_dir / "truth.json").write_text(json.dumps(info))
         print(f"generated {set_dir.name} ({info['sightings']:,} sightings) in {time.perf_counter() - t0:.1f} s")
     info = json.loads((set_dir / "truth.json").read_text())

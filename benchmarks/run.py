@@ -186,6 +186,9 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--only", nargs="*", help="section names to run (default: all; 'end-to-end' for the CLI on a capture set, 'startup' for short commands; 'stream-memory', never by default)")
     ap.add_argument("--set-packets", type=int, help="end-to-end: packets of the stream seen at 4 points (default: --packets)")
+    ap.add_argument("--set-flows", type=int, help="end-to-end: connections of the stream (gen_set.py --flows; default 200)")
+    ap.add_argument("--set-flow-span", type=float, help="end-to-end: each connection within this share of the stream "
+                    "(gen_set.py --flow-span: many short connections, e.g. --set-flows 32000 --set-flow-span 0.002)")
     ap.add_argument(
         "--child", nargs=4, metavar=("SECTION", "PATH", "COUNT", "REPEAT"), help=argparse.SUPPRESS
     )
@@ -259,7 +262,7 @@ def main() -> None:
         if e2e:
             import end_to_end
 
-            e2e_rows = end_to_end.run(a.set_packets or a.packets, a.repeat, CACHE)
+            e2e_rows = end_to_end.run(a.set_packets or a.packets, a.repeat, CACHE, flows=a.set_flows, flow_span=a.set_flow_span)
             end_to_end.print_table(e2e_rows)
             for r in e2e_rows:
                 f.write(json.dumps({**common, **r}) + "\n")
