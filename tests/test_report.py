@@ -266,3 +266,16 @@ def test_hop_samples_are_the_samples_behind_hop_latency(calico_paths):
     lat = corr.hop_latency.set_index(["from_point", "to_point"])
     assert len(s) == int(lat["count"].sum())
     assert (med.reindex(lat.index) == lat["median_ns"]).all()
+
+
+def test_report_says_how_many_packets_of_each_connection_its_diagram_draws(single, calico_paths):
+    from pcaptools.report import DEFAULT_MAX_PACKETS
+
+    corr, paths = calico_paths
+    nat = paths_and_nat(corr, CALICO / "inventory.json")[1]
+    seq = sequences(corr, paths, nat, CALICO / "inventory.json", max_packets=DEFAULT_MAX_PACKETS)
+    expected = {int(c): g["packet"].nunique() for c, g in seq.groupby("connection")}
+    text = single.read_text(encoding="utf-8")
+    said = {int(c): int(n) for c, n in re.findall(r'<details id="s0-conn-c(\d+)".*?packets in the capture, the first (\d+) drawn', text, re.S)}
+    assert said == {int(c): expected.get(int(c), 0) for c in paths["connection"]}
+    assert any(n > 1 for n in said.values())

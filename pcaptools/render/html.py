@@ -188,11 +188,12 @@ def _connection_details(tid: str, paths: pd.DataFrame, seq: pd.DataFrame, roles:
     """Per connection: route, NAT both ways, encapsulation and its sequence diagram across capture points (the first
     ``max_diagrams`` connections' only: a diagram costs ~40 ms and ~30 kB of page, too much for thousands)."""
     out = []
-    rows_of = seq.groupby("connection", sort=False).indices  # each connection's rows, found once (not a scan per connection)
+    by_connection = seq.groupby("connection", sort=False)
+    rows_of = by_connection.indices  # each connection's rows and packets drawn, found once (not a scan per connection)
+    drawn = by_connection["packet"].nunique().to_dict() if len(seq) else {}
     for i, r in enumerate(paths.itertuples(index=False)):
         c = int(r.connection)
-        s = seq.iloc[rows_of.get(c, np.zeros(0, np.int64))]
-        shown = s["packet"].nunique() if len(s) else 0
+        shown = int(drawn.get(c, 0))
         title = f"#{c} {r.kind}: {r.client} → {r.backend}" + ("" if _missing(r.service) else f" via {r.service}")
         facts = [f"route: {r.route}"]
         if r.nat:
@@ -204,13 +205,13 @@ def _connection_details(tid: str, paths: pd.DataFrame, seq: pd.DataFrame, roles:
         if r.hop_latency:
             facts.append(f"first packet per hop: {r.hop_latency}")
         facts.append(f"{int(r.journeys):,} packets in the capture, the first {shown} drawn")
-        if not len(s):
+        if c not in rows_of:
             fig = '<p class="muted">No packet of this connection was matched.</p>'
         elif max_diagrams is not None and i >= max_diagrams:
             fig = (f'<p class="muted">Diagram not drawn: the report draws the first {max_diagrams:,} connections\' diagrams '
                    "(pcaptools report --max-diagrams N).</p>")  # fmt: skip
         else:
-            fig = _fig(figures.sequence_diagram(s, roles=roles))
+            fig = _fig(figures.sequence_diagram(seq.iloc[rows_of[c]], roles=roles))
         out.append(f'<details id="{tid}-c{c}"{" open" if i == 0 else ""}><summary class="k-{_e(r.kind)}">{_e(title)}</summary>'
                    f'<div class="route">{"<br>".join(_e(f) for f in facts)}</div>{fig}</details>')  # fmt: skip
     return "".join(out)
