@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from pcaptools.fmt import PROTO_NAMES
-from pcaptools.render import figures
+from pcaptools.render import drawing, figures
 
 if TYPE_CHECKING:
     from pcaptools.compare import Comparison
@@ -191,6 +191,9 @@ def _connection_details(tid: str, paths: pd.DataFrame, seq: pd.DataFrame, roles:
     by_connection = seq.groupby("connection", sort=False)
     rows_of = by_connection.indices  # each connection's rows and packets drawn, found once (not a scan per connection)
     drawn = by_connection["packet"].nunique().to_dict() if len(seq) else {}
+    conns = paths["connection"].to_numpy(np.int64)
+    with_diagram = [int(c) for i, c in enumerate(conns) if int(c) in rows_of and (max_diagrams is None or i < max_diagrams)]
+    svgs = dict(zip(with_diagram, drawing.sequence_svgs([seq.iloc[rows_of[c]] for c in with_diagram], roles), strict=True))
     for i, r in enumerate(paths.itertuples(index=False)):
         c = int(r.connection)
         shown = int(drawn.get(c, 0))
@@ -211,7 +214,7 @@ def _connection_details(tid: str, paths: pd.DataFrame, seq: pd.DataFrame, roles:
             fig = (f'<p class="muted">Diagram not drawn: the report draws the first {max_diagrams:,} connections\' diagrams '
                    "(pcaptools report --max-diagrams N).</p>")  # fmt: skip
         else:
-            fig = _fig(figures.sequence_diagram(seq.iloc[rows_of[c]], roles=roles))
+            fig = f'<div class="fig">{svgs[c]}</div>'
         out.append(f'<details id="{tid}-c{c}"{" open" if i == 0 else ""}><summary class="k-{_e(r.kind)}">{_e(title)}</summary>'
                    f'<div class="route">{"<br>".join(_e(f) for f in facts)}</div>{fig}</details>')  # fmt: skip
     return "".join(out)
