@@ -970,8 +970,17 @@ def main(argv: list[str] | None = None) -> int:
     elif argv is None:  # a process of its own (not a caller's, such as a test's, whose pyarrow pool is its choice)
         arrow_gives_back()
     try:
-        with signals_as_interrupt():  # `kill`, a job's timeout: temporary spills removed, exit 130, as on Ctrl-C
-            code = _run(args, debug)
+        with signals_as_interrupt() as got:  # `kill`, a job's timeout: temporary spills removed, exit 130, as on Ctrl-C
+            try:
+                code = _run(args, debug)
+            except Exception:
+                if not got:
+                    raise
+                code = 1  # the signal's KeyboardInterrupt was swallowed where it landed (numpy's tofile does), and
+                # what failed next is its consequence: still an interrupt
+            if got and code != 130:
+                print("pcaptools: interrupted", file=sys.stderr)
+                code = 130
     finally:
         if gc_thresholds is not None:  # as they were for a caller that lives on (tests call main in process)
             import gc

@@ -177,6 +177,31 @@ def test_an_os_error_while_cleaning_up_after_an_interrupt_still_exits_130(monkey
     assert err.startswith("pcaptools: interrupted (Bad file descriptor while cleaning up)")
 
 
+
+def test_a_sigterm_whose_interrupt_a_library_swallowed_still_exits_130_without_a_traceback(monkeypatch, capsys):
+    """numpy's tofile can swallow the KeyboardInterrupt a SIGTERM raises and fail with a TypeError instead (seen in
+    a partitioned correlate): the recorded signal makes it the interrupt it follows."""
+    import os
+    import signal
+
+    import pcaptools.cli as cli
+
+    class Command:
+        def main(self, **kw):  # noqa: ANN003, ANN201, ARG002
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                for _ in range(1000):  # the handler runs between bytecodes
+                    pass
+            except KeyboardInterrupt:
+                pass  # swallowed where it landed
+            raise TypeError("expected str, bytes or os.PathLike object, not BufferedWriter")
+
+    monkeypatch.setattr(cli, "_command", lambda: Command())
+    assert cli.main(["correlate"]) == 130
+    err = capsys.readouterr().err
+    assert err == "pcaptools: interrupted\n" and signal.getsignal(signal.SIGTERM) is not signal.SIG_IGN
+
+
 _POOL = """
 import sys
 import pcaptools.process as process
