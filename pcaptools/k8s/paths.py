@@ -49,7 +49,7 @@ from pcaptools.k8s.nat import (
     order_hops,
     take_rows,
 )
-from pcaptools.labels import as_strings, category_codes, codes_in, strings, vocabulary
+from pcaptools.labels import arrow_strings, as_strings, category_codes, codes_in, strings, vocabulary
 from pcaptools.lazy import MadeOnRead as _MadeOnRead
 from pcaptools.schema import FLOW_STATES, PATH_COLUMNS, PATH_KINDS, PRESERVED, validate
 
@@ -505,7 +505,7 @@ def path_rows(tab: Journeys, uj: np.ndarray, fwd_j: np.ndarray, rep_j: np.ndarra
               nat: pd.DataFrame, inv: Inventory | None, flows) -> pd.DataFrame:  # fmt: skip
     """The path table: a row per connection from its forward (``fwd_j``) and reply (``rep_j``) journeys (indices into
     ``uj``, whose rows ``tab`` holds, indexed by ``uj``), their NAT rows in ``nat`` and its ``journeys`` count. Built a
-    column at a time over all connections: names once per distinct address, texts from distinct values."""
+    column at a time over all connections: names once per distinct address, texts joined in Arrow from distinct parts."""
     rep_js = np.concatenate([fwd_j[fwd_j >= 0], rep_j[rep_j >= 0]])
     rows, first_row, end_row = _rows_of(tab.first_row, tab.end_row, rep_js)  # the rows a path reads, and nothing else
     s = _Sightings(tab.h, rows)
@@ -514,15 +514,16 @@ def path_rows(tab: Journeys, uj: np.ndarray, fwd_j: np.ndarray, rep_j: np.ndarra
     rev = _Runs(np.where(has_rep, first_row[rep_j], 0), np.where(has_rep, end_row[rep_j], 0))
     ends = _ends(s, fwd, inv)
     fnat = _nat_rows(nat, uj, fwd_j, forward=True)
-    kind, service = _services(nat, fnat, len(fwd_j), inv)
+    kind, service = _services(nat, fnat, fwd.n, inv)
     kind = np.where(kind != None, kind, np.where(ends["bk"] == "pod", "pod-direct",  # noqa: E711 - elementwise
                                                  np.where((ends["ck"] == "pod") & (ends["bk"] == "external"), "egress", "external")))  # fmt: skip
-    encap, encapsulated = _encapsulation(s, fwd, inv)
-    texts = _texts(s, fwd, rev, nat, fnat, _nat_rows(nat, uj, rep_j, forward=False), ends)
     a, last = fwd.start, fwd.end - 1
     tc = s.num["ts_corrected_ns"]
+    encap, encapsulated = _encapsulation(s, fwd, inv)
+    texts = _texts(s, fwd, rev, nat, fnat, _nat_rows(nat, uj, rep_j, forward=False), ends)
+    texts = {k: arrow_strings(v) for k, v in {**texts, "encap": encap}.items()}
     out = pd.DataFrame({
-        "connection": np.arange(len(fwd_j), dtype=np.int64), "kind": kind, "proto": s.num["proto"][a].astype(np.int64),
+        "connection": np.arange(fwd.n, dtype=np.int64), "kind": kind, "proto": s.num["proto"][a].astype(np.int64),
         "client": ends["cname"], "client_kind": ends["ck"], "client_node": _or_none(ends["cnode"]),
         "client_addr": s.text("src", a), "client_port": s.num["sport"][a].astype(np.int64),
         "server_addr": s.text("dst", a), "server_port": s.num["dport"][a].astype(np.int64),
@@ -531,7 +532,7 @@ def path_rows(tab: Journeys, uj: np.ndarray, fwd_j: np.ndarray, rep_j: np.ndarra
         "backend_port": s.num["dport"][last].astype(np.int64),
         "cross_node": (ends["cnode"] != "") & (ends["bnode"] != "") & (ends["cnode"] != ends["bnode"]),
         "nat": texts["nat"], "nat_reply": texts["nat_reply"], "forward_points": texts["forward_points"],
-        "reverse_points": texts["reverse_points"], "encapsulated": encapsulated, "encap": encap,
+        "reverse_points": texts["reverse_points"], "encapsulated": encapsulated, "encap": texts["encap"],
         "client_ip_preserved": _preserved(s, fwd, ends, inv),
         "first_ts_ns": tc[a].astype(np.int64), "latency_ns": np.where(fwd.end - a > 1, tc[last] - tc[a], -1).astype(np.int64),
         "hop_latency": texts["hop_latency"], "route": texts["route"],
@@ -545,7 +546,7 @@ def path_rows(tab: Journeys, uj: np.ndarray, fwd_j: np.ndarray, rep_j: np.ndarra
 
 class _Sightings:
     """The representative journeys' rows (``rows`` of the hops ``h``): each text column as codes into its distinct
-    strings ('' where missing; :meth:`text`), the numbers as arrays."""
+    strings ('' where missing), the numbers as arrays."""
 
     def __init__(self, h: pd.DataFrame, rows: np.ndarray) -> None:
         self.codes = {c: _codes(h[c], rows) for c in ("point", "node", "interface", "src", "dst", "tunnel", "outer_src", "outer_dst", "file")}
@@ -555,6 +556,11 @@ class _Sightings:
         """The strings of column ``col`` at positions ``at``, as an object array."""
         codes, names = self.codes[col]
         return names[codes[at]]
+
+    def coded(self, col: str, at: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(codes, names) of column ``col`` at positions ``at``: a column for :func:`_each`."""
+        codes, names = self.codes[col]
+        return codes[at], names
 
 
 def _codes(col: pd.Series, rows: np.ndarray | None = None, missing: str | None = "") -> tuple[np.ndarray, np.ndarray]:
@@ -576,33 +582,58 @@ class _Runs:
     def __init__(self, start: np.ndarray, end: np.ndarray) -> None:
         self.start, self.end = start, end
         n = end - start
-        first = np.cumsum(n) - n
         at = np.arange(int(n.sum()))
         self.group = np.repeat(np.arange(len(n)), n)
-        self.k = at - first[self.group]
+        self.k = at - (np.cumsum(n) - n)[self.group]
         self.pos = start[self.group] + self.k
         self.n = len(n)
 
 
-def _distinct(*cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(the first index of each distinct tuple of the ``cols``' values, each element's distinct tuple): for naming or
-    writing a value once per distinct input."""
-    key = np.zeros(len(cols[0]), np.int64)
+def _distinct(cols: tuple) -> tuple[np.ndarray, np.ndarray]:
+    """(an element of each distinct tuple of the ``cols``' values, each element's distinct tuple); a column is an array
+    or a (codes, names) pair, whose values are ``names[codes]``."""
+    key = np.zeros(len(cols[0][0] if isinstance(cols[0], tuple) else cols[0]), np.int64)
     for c in cols:
-        codes, uniq = pd.factorize(c, use_na_sentinel=False)
+        codes, uniq = pd.factorize(c[0] if isinstance(c, tuple) else c, use_na_sentinel=False)
         key = pd.factorize(key * max(len(uniq), 1) + codes)[0]
     _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
     return first, inverse.reshape(-1)
 
 
-def _each(fn, *cols: np.ndarray) -> np.ndarray:  # noqa: ANN001 - any function of the columns' values
-    """``fn`` of each element's values of ``cols`` as an object array, called once per distinct tuple of them."""
-    if not len(cols[0]):
-        return np.zeros(0, object)
-    first, inverse = _distinct(*cols)
-    out = np.empty(len(first), object)
-    out[:] = [fn(*v) for v in zip(*(c[first].tolist() for c in cols), strict=True)]
-    return out[inverse]
+def _each(fn, *cols: np.ndarray | tuple[np.ndarray, np.ndarray], text: bool = False):  # noqa: ANN001, ANN202
+    """``fn`` of each element's values of ``cols`` (:func:`_distinct`'s columns), called once per distinct tuple of
+    them: an object array, or with ``text`` an Arrow string array."""
+    first, inverse = _distinct(cols)
+    values = [(c[1][c[0][first]] if isinstance(c, tuple) else c[first]).tolist() for c in cols]
+    made = [fn(*v) for v in zip(*values, strict=True)]
+    if text:
+        return _arrow(made).take(inverse)
+    return np.fromiter(made, object, len(made))[inverse]
+
+
+def _arrow(values) -> object:  # noqa: ANN001 - a list or array of strings
+    """An Arrow string array of ``values``."""
+    import pyarrow as pa
+
+    return pa.array(values, pa.string())
+
+
+def _concat(*parts):  # noqa: ANN002, ANN202 - Arrow string arrays and str
+    """The element-wise concatenation of Arrow string arrays (a str: the same in every element)."""
+    import pyarrow.compute as pc
+
+    return pc.binary_join_element_wise(*parts, "")
+
+
+def _joined(texts, group: np.ndarray, n: int, sep: str):  # noqa: ANN001, ANN202 - an Arrow string array
+    """Per group 0..``n``-1, ``sep.join`` of its ``texts`` (an Arrow string array in group order, ``group`` ascending),
+    '' for a group without any: an Arrow string array, joined in one call, not one per group."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    offsets = np.zeros(n + 1, np.int32)
+    np.cumsum(np.bincount(group, minlength=n), out=offsets[1:])
+    return pc.binary_join(pa.ListArray.from_arrays(pa.array(offsets), texts), sep)
 
 
 def _or_none(values: np.ndarray) -> np.ndarray:
@@ -615,9 +646,9 @@ def _ends(s: _Sightings, fwd: _Runs, inv: Inventory | None) -> dict[str, np.ndar
     connection: the first packet's source at its first sighting and destination at its last, named from the inventory
     (a node address as its hostNetwork pod; NodeLocal DNSCache's address as the listener of the node it reached)."""
     a, last = fwd.start, fwd.end - 1
-    ck, cname, cnode = _named(inv, *s.codes["src"], a)
+    ck, cname, cnode = _named(inv, *s.coded("src", a))
     cname = np.where(ck == "node", cnode, cname)
-    bk, bname, bnode = _named(inv, *s.codes["dst"], last)
+    bk, bname, bnode = _named(inv, *s.coded("dst", last))
     proto = s.num["proto"][a]
     if inv is not None:  # a node address may be a hostNetwork pod: the server by its port, the client if the node's only one
         _host_network(bk, bname, lambda *v: inv.host_network_pod(*v), bnode, s.num["dport"][last], proto)
@@ -626,19 +657,18 @@ def _ends(s: _Sightings, fwd: _Runs, inv: Inventory | None) -> dict[str, np.ndar
     m = np.flatnonzero(bk == "external") if inv is not None else np.zeros(0, np.int64)
     if len(m):  # an address every node binds locally (NodeLocal DNSCache 169.254.20.10): the listener of the node it reached
         seen = s.text("node", last[m])
-        lp = _each(inv.node_local, backend_addr[m], seen)
+        lp = _each(inv.node_local, s.coded("dst", last[m]), s.coded("node", last[m]))
         hit = lp != None  # noqa: E711 - elementwise
         bk[m[hit]], bname[m[hit]], bnode[m[hit]] = "pod", lp[hit], seen[hit]
     return {"ck": ck, "cname": cname, "cnode": cnode, "bk": bk, "bname": bname, "bnode": bnode, "backend_addr": backend_addr}
 
 
-def _named(inv: Inventory | None, codes: np.ndarray, names: np.ndarray, at: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(kind, name, node) object arrays of the addresses ``names[codes[at]]``, each distinct address named once."""
-    c = codes[at]
+def _named(inv: Inventory | None, codes: np.ndarray, names: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(kind, name, node) object arrays of the addresses ``names[codes]``, each distinct address named once."""
     k, n, node = (np.empty(len(names), object) for _ in range(3))
-    for i in np.unique(c).tolist():
+    for i in np.unique(codes).tolist():
         k[i], n[i], node[i] = _name(inv, names[i])
-    return k[c], n[c], node[c]
+    return k[codes], n[codes], node[codes]
 
 
 def _host_network(kind: np.ndarray, name: np.ndarray, pod_of, node: np.ndarray, port: np.ndarray, proto: np.ndarray) -> None:  # noqa: ANN001
@@ -719,59 +749,34 @@ def _preserved(s: _Sightings, fwd: _Runs, ends: dict, inv: Inventory | None) -> 
     return np.where(at_backend, np.where(src[last] == src[a], "yes", "no"), "unknown")
 
 
-def _encapsulation(s: _Sightings, fwd: _Runs, inv: Inventory | None) -> tuple[np.ndarray, np.ndarray]:
-    """(encap text, whether encapsulated) per connection: the first packet's distinct tunnels in order
-    ('vxlan vni 4096 192.168.0.11→192.168.0.12 (node-1→node-2)'), else 'native' across two known nodes, else ''."""
-    tun, names = s.codes["tunnel"]
-    rows = np.flatnonzero((names != "")[tun[fwd.pos]])
-    at, g = fwd.pos[rows], fwd.group[rows]
-    key = (tun[at], s.num["vni"][at], s.codes["outer_src"][0][at], s.codes["outer_dst"][0][at])
-    tunnel = _distinct(*key)[1]
-    rows = np.sort(np.unique(g * (int(tunnel.max(initial=0)) + 1) + tunnel, return_index=True)[1])  # each one's first
-    node_ip = inv.node_addresses() if inv is not None else {}
+def _texts(s: _Sightings, fwd: _Runs, rev: _Runs, nat: pd.DataFrame, fnat: tuple, rnat: tuple, ends: dict) -> dict:
+    """The text columns of each connection as Arrow arrays: its first packet's and first reply's points, hop
+    latencies, NAT steps (forward, reply) and route (client, each sighting with the NAT steps that led to it, backend)."""
+    import pyarrow as pa
 
-    def text(t: str, vni: int, src: str, dst: str) -> str:
-        ns, nd = node_ip.get(src, ""), node_ip.get(dst, "")
-        between = f" ({ns or '?'}→{nd or '?'})" if (ns or nd) else ""
-        return f"{t}{f' vni {vni}' if vni >= 0 else ''} {src}→{dst}{between}"
-
-    at = at[rows]
-    encs = _each(text, s.text("tunnel", at), s.num["vni"][at], s.text("outer_src", at), s.text("outer_dst", at))
-    n_enc = np.bincount(g[rows], minlength=fwd.n)
-    node, node_names = s.codes["node"]
-    k8s = np.ones(len(node_names), bool) if inv is None else np.isin(node_names, list(inv.nodes))
-    seen = np.flatnonzero(k8s[node[fwd.pos]])
-    pairs = np.unique(fwd.group[seen] * len(node_names) + node[fwd.pos[seen]])
-    native = np.bincount(pairs // len(node_names), minlength=fwd.n) >= 2
-    encap = np.where(n_enc > 0, _joined(encs, g[rows], fwd.n, "; "), np.where(native, "native", ""))
-    return encap, n_enc > 0
-
-
-def _texts(s: _Sightings, fwd: _Runs, rev: _Runs, nat: pd.DataFrame, fnat: tuple, rnat: tuple, ends: dict) -> dict[str, np.ndarray]:
-    """The text columns of each connection: its first packet's and first reply's points, hop latencies, NAT steps
-    (forward, reply) and route (client, each sighting with the NAT steps that led to it, backend)."""
     n = fwd.n
-    point = s.text("point", fwd.pos)
+    point = _arrow(s.codes["point"][1]).take(s.codes["point"][0][fwd.pos])
     tc = s.num["ts_corrected_ns"]
     hop = np.flatnonzero(fwd.k > 0)
-    latency = point[hop - 1] + " → " + point[hop] + " " + _each(fmt_ns, tc[fwd.pos[hop]] - tc[fwd.pos[hop] - 1])
+    latency = _concat(point.take(hop - 1), " → ", point.take(hop), " ", _each(fmt_ns, tc[fwd.pos[hop]] - tc[fwd.pos[hop] - 1], text=True))
     ftext = _nat_texts(nat, fnat[0])
     at, step = _nat_places(s, fwd, nat, fnat)  # each forward NAT step (index into fnat) before the sighting it led to
     o = np.lexsort((step, fwd.k[at], fwd.group[at]))
     at, step = at[o], step[o]
+    steps = ftext.take(step)
     label = lambda name, node: name + (f" ({node})" if node and node != name else "")  # noqa: E731
-    ends_of = (_each(label, ends["cname"], ends["cnode"]), _each(label, ends["bname"], ends["bnode"]))
-    parts = np.concatenate([ends_of[0], _sighting_texts(s, fwd.pos), "⟨" + ftext[step] + "⟩", ends_of[1]])
+    parts = [_each(label, ends["cname"], ends["cnode"], text=True), _sighting_texts(s, fwd.pos), _concat("⟨", steps, "⟩"),
+             _each(label, ends["bname"], ends["bnode"], text=True)]  # fmt: skip
     group = np.concatenate([np.arange(n), fwd.group, fwd.group[at], np.arange(n)])
     slot = np.concatenate([np.full(n, -1), 2 * fwd.k + 1, 2 * fwd.k[at], 2 * (fwd.end - fwd.start)])
     o = np.lexsort((np.concatenate([np.zeros(n + len(fwd.pos), np.int64), step, np.zeros(n, np.int64)]), slot, group))
     return {
         "forward_points": _joined(point, fwd.group, n, " → "),
-        "reverse_points": _joined(s.text("point", rev.pos), rev.group, n, " → "),
+        "reverse_points": _joined(_arrow(s.codes["point"][1]).take(s.codes["point"][0][rev.pos]), rev.group, n, " → "),
         "hop_latency": _joined(latency, fwd.group[hop], n, "; "),
-        "nat": _joined(ftext[step], fwd.group[at], n, "; "),
+        "nat": _joined(steps, fwd.group[at], n, "; "),
         "nat_reply": _joined(_nat_texts(nat, rnat[0]), rnat[1], n, "; "),
-        "route": _joined(parts[o], group[o], n, " → "),
+        "route": _joined(pa.concat_arrays(parts).take(o), group[o], n, " → "),
     }
 
 
@@ -789,48 +794,69 @@ def _nat_places(s: _Sightings, fwd: _Runs, nat: pd.DataFrame, fnat: tuple) -> tu
     return m["at"].to_numpy(np.int64), m["step"].to_numpy(np.int64)
 
 
-def _sighting_texts(s: _Sightings, pos: np.ndarray) -> np.ndarray:
+def _sighting_texts(s: _Sightings, pos: np.ndarray):  # noqa: ANN202 - an Arrow string array
     """'[interface@node vxlan vni 4096 outer_src→outer_dst]' of each sighting ``pos`` (its tunnel when it has one)."""
 
     def text(interface: str, node: str, tunnel: str, vni: int, src: str, dst: str) -> str:
         enc = f" {tunnel}{f' vni {vni}' if vni >= 0 else ''} {src}→{dst}" if tunnel else ""
         return f"[{interface}@{node}{enc}]"
 
-    return _each(text, *(s.text(c, pos) for c in ("interface", "node", "tunnel")), s.num["vni"][pos],
-                 *(s.text(c, pos) for c in ("outer_src", "outer_dst")))  # fmt: skip
+    return _each(text, *(s.coded(c, pos) for c in ("interface", "node", "tunnel")), s.num["vni"][pos],
+                 *(s.coded(c, pos) for c in ("outer_src", "outer_dst")), text=True)  # fmt: skip
 
 
-def _nat_texts(nat: pd.DataFrame, idx: np.ndarray) -> np.ndarray:
+def _nat_texts(nat: pd.DataFrame, idx: np.ndarray):  # noqa: ANN202 - an Arrow string array
     """The NAT rows ``idx`` as text: 'DNAT 10.96.0.10:80→10.244.1.5:8080 @node-1 (clusterip default/web)'."""
 
-    def col(name: str, missing: str | None = "None") -> np.ndarray:
-        codes, names = _codes(nat[name], idx, missing)
-        return names[codes]
+    def col(name: str, missing: str | None = "None") -> tuple[np.ndarray, np.ndarray]:
+        return _codes(nat[name], idx, missing)
 
-    what = _each(lambda k, svc: f"{k} {svc}" if isinstance(svc, str) else k, col("nat_kind"), col("service", None))
-    where = _each(lambda node: f" @{node}" if isinstance(node, str) else "", col("node", None))
-    before, after = (_endpoint_texts(col(f"addr_{x}"), nat[f"port_{x}"].to_numpy()[idx]) for x in ("before", "after"))
-    return col("op") + " " + before + "→" + after + where + " (" + what + ")"
-
-
-def _endpoint_texts(addr: np.ndarray, port: np.ndarray) -> np.ndarray:
-    """:func:`~pcaptools.fmt.endpoint` of each (address, port), from each distinct address and port."""
-    if not len(addr):
-        return np.zeros(0, object)
-    with_port = _each(lambda a: f"[{a}]:" if ":" in a else f"{a}:", addr) + _each(str, port)
-    return np.where(port < 0, addr, with_port)
+    what = _each(lambda k, svc: f"{k} {svc}" if isinstance(svc, str) else k, col("nat_kind"), col("service", None), text=True)
+    where = _each(lambda node: f" @{node}" if isinstance(node, str) else "", col("node", None), text=True)
+    before, after = (_endpoint_texts(*col(f"addr_{x}"), nat[f"port_{x}"].to_numpy()[idx]) for x in ("before", "after"))
+    op = col("op")
+    return _concat(_arrow(op[1]).take(op[0]), " ", before, "→", after, where, " (", what, ")")
 
 
-def _joined(texts: np.ndarray, group: np.ndarray, n: int, sep: str) -> np.ndarray:
-    """Per group 0..``n``-1, ``sep.join`` of its ``texts`` (strings in group order, ``group`` ascending), '' for a group
-    without any, as an object array (joined by Arrow, not a Python call per group)."""
+def _endpoint_texts(codes: np.ndarray, names: np.ndarray, port: np.ndarray):  # noqa: ANN202 - an Arrow string array
+    """:func:`~pcaptools.fmt.endpoint` of each (address ``names[codes]``, port): the address with its port, if any."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    offsets = np.zeros(n + 1, np.int64)
-    np.cumsum(np.bincount(group, minlength=n), out=offsets[1:])
-    lists = pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(texts, pa.large_string()))
-    return pc.binary_join(lists, pa.scalar(sep, pa.large_string())).to_numpy(zero_copy_only=False)
+    addr = _arrow(names).take(codes)
+    prefix = _arrow([f"[{a}]:" if ":" in a else f"{a}:" for a in names]).take(codes)
+    return pc.if_else(pa.array(port < 0), addr, _concat(prefix, pc.cast(pa.array(port), pa.string())))
+
+
+def _encapsulation(s: _Sightings, fwd: _Runs, inv: Inventory | None) -> tuple:
+    """(encap text as an Arrow array, whether encapsulated) per connection: the first packet's distinct tunnels in order
+    ('vxlan vni 4096 192.168.0.11→192.168.0.12 (node-1→node-2)'), else 'native' across two known nodes, else ''."""
+    import pyarrow as pa
+
+    tun, names = s.codes["tunnel"]
+    rows = np.flatnonzero((names != "")[tun[fwd.pos]])
+    at, g = fwd.pos[rows], fwd.group[rows]
+    key = _distinct((*(s.coded(c, at) for c in ("tunnel", "outer_src", "outer_dst")), s.num["vni"][at]))[1]
+    first = np.sort(np.unique(g * (int(key.max(initial=0)) + 1) + key, return_index=True)[1])  # each tunnel's first sighting
+    at = at[first]
+    node_ip = inv.node_addresses() if inv is not None else {}
+
+    def text(t: str, src: str, dst: str, vni: int) -> str:
+        ns, nd = node_ip.get(src, ""), node_ip.get(dst, "")
+        between = f" ({ns or '?'}→{nd or '?'})" if (ns or nd) else ""
+        return f"{t}{f' vni {vni}' if vni >= 0 else ''} {src}→{dst}{between}"
+
+    encs = _each(text, *(s.coded(c, at) for c in ("tunnel", "outer_src", "outer_dst")), s.num["vni"][at], text=True)
+    n_enc = np.bincount(g[first], minlength=fwd.n)
+    node, node_names = s.codes["node"]
+    k8s = np.ones(len(node_names), bool) if inv is None else np.isin(node_names, list(inv.nodes))
+    seen = np.flatnonzero(k8s[node[fwd.pos]])
+    pairs = np.unique(fwd.group[seen] * len(node_names) + node[fwd.pos[seen]])
+    native = np.flatnonzero((n_enc == 0) & (np.bincount(pairs // len(node_names), minlength=fwd.n) >= 2))
+    group = np.concatenate([g[first], native])
+    o = np.argsort(group, kind="stable")
+    texts = pa.concat_arrays([encs, _arrow(np.full(len(native), "native", object))]).take(o)
+    return _joined(texts, group[o], fwd.n, "; "), n_enc > 0
 
 
 _PORTED = (6, 17)
