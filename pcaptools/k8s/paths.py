@@ -513,31 +513,14 @@ def path_rows(tab: Journeys, uj: np.ndarray, fwd_j: np.ndarray, rep_j: np.ndarra
     has_rep = rep_j >= 0
     rev = _Runs(np.where(has_rep, first_row[rep_j], 0), np.where(has_rep, end_row[rep_j], 0))
     ends = _ends(s, fwd, inv)
-    fnat = _nat_rows(nat, uj, fwd_j, forward=True)
-    kind, service = _services(nat, fnat, fwd.n, inv)
-    kind = np.where(kind != None, kind, np.where(ends["bk"] == "pod", "pod-direct",  # noqa: E711 - elementwise
-                                                 np.where((ends["ck"] == "pod") & (ends["bk"] == "external"), "egress", "external")))  # fmt: skip
-    a, last = fwd.start, fwd.end - 1
-    tc = s.num["ts_corrected_ns"]
-    encap, encapsulated = _encapsulation(s, fwd, inv)
-    texts = _texts(s, fwd, rev, nat, fnat, _nat_rows(nat, uj, rep_j, forward=False), ends)
-    texts = {k: arrow_strings(v) for k, v in {**texts, "encap": encap}.items()}
+    fnat, rnat = _nat_rows(nat, uj, fwd_j, forward=True), _nat_rows(nat, uj, rep_j, forward=False)
+    tc, a, last = s.num["ts_corrected_ns"], fwd.start, fwd.end - 1
     out = pd.DataFrame({
-        "connection": np.arange(fwd.n, dtype=np.int64), "kind": kind, "proto": s.num["proto"][a].astype(np.int64),
-        "client": ends["cname"], "client_kind": ends["ck"], "client_node": _or_none(ends["cnode"]),
-        "client_addr": s.text("src", a), "client_port": s.num["sport"][a].astype(np.int64),
-        "server_addr": s.text("dst", a), "server_port": s.num["dport"][a].astype(np.int64),
-        **service, "backend": np.where(ends["bk"] != "node", ends["bname"], ends["bnode"]), "backend_kind": ends["bk"],
-        "backend_node": _or_none(ends["bnode"]), "backend_addr": ends["backend_addr"],
-        "backend_port": s.num["dport"][last].astype(np.int64),
-        "cross_node": (ends["cnode"] != "") & (ends["bnode"] != "") & (ends["cnode"] != ends["bnode"]),
-        "nat": texts["nat"], "nat_reply": texts["nat_reply"], "forward_points": texts["forward_points"],
-        "reverse_points": texts["reverse_points"], "encapsulated": encapsulated, "encap": texts["encap"],
-        "client_ip_preserved": _preserved(s, fwd, ends, inv),
+        "connection": np.arange(fwd.n, dtype=np.int64), **_endpoint_columns(s, fwd, ends, inv),
+        **_service_columns(nat, fnat, ends, inv), **_text_columns(s, fwd, rev, nat, fnat, rnat, ends, inv),
         "first_ts_ns": tc[a].astype(np.int64), "latency_ns": np.where(fwd.end - a > 1, tc[last] - tc[a], -1).astype(np.int64),
-        "hop_latency": texts["hop_latency"], "route": texts["route"],
         "forward_journey": uj[fwd_j].astype(np.int64), "reply_journey": np.where(has_rep, uj[rep_j], -1).astype(np.int64),
-        "journeys": np.asarray(journeys, np.int64), "_file": s.text("file", a),
+        "journeys": np.asarray(journeys, np.int64),
     })  # fmt: skip
     out = _with_flows(out, flows)
     out = _typed(out)
@@ -663,6 +646,34 @@ def _ends(s: _Sightings, fwd: _Runs, inv: Inventory | None) -> dict[str, np.ndar
     return {"ck": ck, "cname": cname, "cnode": cnode, "bk": bk, "bname": bname, "bnode": bnode, "backend_addr": backend_addr}
 
 
+def _endpoint_columns(s: _Sightings, fwd: _Runs, ends: dict, inv: Inventory | None) -> dict[str, np.ndarray]:
+    """The client, server and backend columns (names, kinds, nodes, addresses, ports), ``proto``, ``cross_node``,
+    ``client_ip_preserved`` and ``_file`` (the first packet's capture file, to join its flow)."""
+    a, last = fwd.start, fwd.end - 1
+    ck, bk, cnode, bnode = ends["ck"], ends["bk"], ends["cnode"], ends["bnode"]
+    return {
+        "proto": s.num["proto"][a].astype(np.int64), "client": ends["cname"], "client_kind": ck, "client_node": _or_none(cnode),
+        "client_addr": s.text("src", a), "client_port": s.num["sport"][a].astype(np.int64),
+        "server_addr": s.text("dst", a), "server_port": s.num["dport"][a].astype(np.int64),
+        "backend": np.where(bk != "node", ends["bname"], bnode), "backend_kind": bk, "backend_node": _or_none(bnode),
+        "backend_addr": ends["backend_addr"], "backend_port": s.num["dport"][last].astype(np.int64),
+        "cross_node": (cnode != "") & (bnode != "") & (cnode != bnode), "client_ip_preserved": _preserved(s, fwd, ends, inv),
+        "_file": s.text("file", a),
+    }  # fmt: skip
+
+
+def _preserved(s: _Sightings, fwd: _Runs, ends: dict, inv: Inventory | None) -> np.ndarray:
+    """Whether the client IP was preserved ('yes'/'no'), judged where the first packet was last seen if that is the
+    backend's place ('unknown' otherwise)."""
+    a, last = fwd.start, fwd.end - 1
+    node = s.text("node", last)
+    bk, bnode = ends["bk"], ends["bnode"]
+    known = np.zeros(len(node), bool) if inv is None else np.isin(node, list(inv.nodes))
+    at_backend = ((bk == "pod") & (node == bnode)) | (((bk == "external") | (bk == "node")) & (~known | (node == bnode)))
+    src = s.codes["src"][0]
+    return np.where(at_backend, np.where(src[last] == src[a], "yes", "no"), "unknown")
+
+
 def _named(inv: Inventory | None, codes: np.ndarray, names: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(kind, name, node) object arrays of the addresses ``names[codes]``, each distinct address named once."""
     k, n, node = (np.empty(len(names), object) for _ in range(3))
@@ -704,10 +715,12 @@ def _nat_rows(nat: pd.DataFrame, uj: np.ndarray, js: np.ndarray, *, forward: boo
 _VIA = ("loadbalancer", "nodeport", "clusterip")
 
 
-def _services(nat: pd.DataFrame, fnat: tuple[np.ndarray, np.ndarray], n: int, inv: Inventory | None) -> tuple[np.ndarray, dict]:
-    """(kind, or None without a service NAT step; the service columns) of each of ``n`` connections from its forward NAT
-    rows ``fnat``: a load balancer's (its traffic policy), else a node port's or cluster IP's, the first service named."""
+def _service_columns(nat: pd.DataFrame, fnat: tuple[np.ndarray, np.ndarray], ends: dict, inv: Inventory | None) -> dict[str, np.ndarray]:
+    """``kind``, ``service``, ``service_type`` and ``traffic_policy`` of each connection from its forward NAT rows
+    ``fnat``: a load balancer's (its traffic policy), else a node port's or cluster IP's, the first service named; without
+    any, from its ends (pod-direct, egress, external)."""
     idx, c = fnat
+    n = len(ends["ck"])
     kinds = _codes(nat["nat_kind"], idx, "None")
     kinds = kinds[1][kinds[0]]
     svc = _codes(nat["service"], idx, None)
@@ -719,8 +732,11 @@ def _services(nat: pd.DataFrame, fnat: tuple[np.ndarray, np.ndarray], n: int, in
         to[cc] = svc[m][at]
     has = [np.bincount(c[kinds == v], minlength=n) > 0 for v in _VIA]
     via = _each(lambda *v: _via(inv, *v), first_svc, lb_svc, *has)
-    cols = {name: np.array([v[i] for v in via], object) for i, name in enumerate(("service", "service_type", "traffic_policy"), 1)}
-    return np.array([v[0] for v in via], object), cols
+    cols = {name: np.array([v[i] for v in via], object) for i, name in enumerate(("kind", "service", "service_type", "traffic_policy"))}
+    ck, bk = ends["ck"], ends["bk"]
+    by_ends = np.where(bk == "pod", "pod-direct", np.where((ck == "pod") & (bk == "external"), "egress", "external"))
+    cols["kind"] = np.where(cols["kind"] != None, cols["kind"], by_ends)  # noqa: E711 - elementwise
+    return cols
 
 
 def _via(inv: Inventory | None, svc: str | None, lb_svc: str | None, lb: bool, nodeport: bool, clusterip: bool) -> tuple:
@@ -737,16 +753,12 @@ def _via(inv: Inventory | None, svc: str | None, lb_svc: str | None, lb: bool, n
     return kind, svc or None, None, None
 
 
-def _preserved(s: _Sightings, fwd: _Runs, ends: dict, inv: Inventory | None) -> np.ndarray:
-    """Whether the client IP was preserved ('yes'/'no'), judged where the first packet was last seen if that is the
-    backend's place ('unknown' otherwise)."""
-    a, last = fwd.start, fwd.end - 1
-    node = s.text("node", last)
-    bk, bnode = ends["bk"], ends["bnode"]
-    known = np.zeros(len(node), bool) if inv is None else np.isin(node, list(inv.nodes))
-    at_backend = ((bk == "pod") & (node == bnode)) | (((bk == "external") | (bk == "node")) & (~known | (node == bnode)))
-    src = s.codes["src"][0]
-    return np.where(at_backend, np.where(src[last] == src[a], "yes", "no"), "unknown")
+def _text_columns(s: _Sightings, fwd: _Runs, rev: _Runs, nat: pd.DataFrame, fnat: tuple, rnat: tuple, ends: dict,
+                  inv: Inventory | None) -> dict:  # fmt: skip
+    """The text columns of each connection (:func:`_texts`, ``encap``) and ``encapsulated``."""
+    encap, encapsulated = _encapsulation(s, fwd, inv)
+    texts = {k: arrow_strings(v) for k, v in {**_texts(s, fwd, rev, nat, fnat, rnat, ends), "encap": encap}.items()}
+    return {**texts, "encapsulated": encapsulated}
 
 
 def _texts(s: _Sightings, fwd: _Runs, rev: _Runs, nat: pd.DataFrame, fnat: tuple, rnat: tuple, ends: dict) -> dict:
