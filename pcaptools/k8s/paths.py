@@ -6,8 +6,9 @@ rewritten tuple is seen next to the one before it). The connection's first packe
 its first journey) gives the client-side tuple; a journey is a reply when one of its tuples is the
 reverse of one of the first packet's. Everything else is named from the inventory: the client, the
 service behind the translated frontend, the backend pod and node, and the NAT steps
-(:mod:`pcaptools.k8s.nat`). One Python step per connection builds its texts; everything per packet is
-vectorised.
+(:mod:`pcaptools.k8s.nat`). The table is built a column at a time over all connections (:func:`path_rows`):
+each distinct address named once, the texts joined in Arrow from parts made once per distinct value; nothing
+runs a Python step per connection or per packet.
 
 A 5-tuple used again (a client port reused for a second connection) starts a new connection at a
 TCP SYN that follows other packets of that tuple, or after :data:`IDLE_NS` of silence (:func:`_epochs`).
@@ -540,6 +541,11 @@ class _Sightings:
         codes, names = self.codes[col]
         return names[codes[at]]
 
+    def arrow(self, col: str, at: np.ndarray):  # noqa: ANN201 - an Arrow string array
+        """The strings of column ``col`` at positions ``at``, as an Arrow array."""
+        codes, names = self.codes[col]
+        return _arrow(names).take(codes[at])
+
     def coded(self, col: str, at: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(codes, names) of column ``col`` at positions ``at``: a column for :func:`_each`."""
         codes, names = self.codes[col]
@@ -767,7 +773,7 @@ def _texts(s: _Sightings, fwd: _Runs, rev: _Runs, nat: pd.DataFrame, fnat: tuple
     import pyarrow as pa
 
     n = fwd.n
-    point = _arrow(s.codes["point"][1]).take(s.codes["point"][0][fwd.pos])
+    point = s.arrow("point", fwd.pos)
     tc = s.num["ts_corrected_ns"]
     hop = np.flatnonzero(fwd.k > 0)
     latency = _concat(point.take(hop - 1), " → ", point.take(hop), " ", _each(fmt_ns, tc[fwd.pos[hop]] - tc[fwd.pos[hop] - 1], text=True))
@@ -779,12 +785,14 @@ def _texts(s: _Sightings, fwd: _Runs, rev: _Runs, nat: pd.DataFrame, fnat: tuple
     label = lambda name, node: name + (f" ({node})" if node and node != name else "")  # noqa: E731
     parts = [_each(label, ends["cname"], ends["cnode"], text=True), _sighting_texts(s, fwd.pos), _concat("⟨", steps, "⟩"),
              _each(label, ends["bname"], ends["bnode"], text=True)]  # fmt: skip
+    # the route's parts in order: per connection the client (slot -1), before its k-th sighting (slot 2k + 1) the NAT
+    # steps that led to it (slot 2k, in step order), the backend last
     group = np.concatenate([np.arange(n), fwd.group, fwd.group[at], np.arange(n)])
     slot = np.concatenate([np.full(n, -1), 2 * fwd.k + 1, 2 * fwd.k[at], 2 * (fwd.end - fwd.start)])
     o = np.lexsort((np.concatenate([np.zeros(n + len(fwd.pos), np.int64), step, np.zeros(n, np.int64)]), slot, group))
     return {
         "forward_points": _joined(point, fwd.group, n, " → "),
-        "reverse_points": _joined(_arrow(s.codes["point"][1]).take(s.codes["point"][0][rev.pos]), rev.group, n, " → "),
+        "reverse_points": _joined(s.arrow("point", rev.pos), rev.group, n, " → "),
         "hop_latency": _joined(latency, fwd.group[hop], n, "; "),
         "nat": _joined(steps, fwd.group[at], n, "; "),
         "nat_reply": _joined(_nat_texts(nat, rnat[0]), rnat[1], n, "; "),
