@@ -37,13 +37,28 @@ def categorical(values: np.ndarray, codes: np.ndarray) -> pd.Categorical:
 def strings(names: list[str], codes: np.ndarray) -> pd.api.extensions.ExtensionArray | np.ndarray:
     """What pandas makes of ``np.array(names)[codes]`` in a column (its default string dtype), built from the codes:
     Arrow takes the few names by code instead of pandas converting every row's string."""
-    want = pd.Series(np.array(names[:1] or [""])).dtype
-    if not (isinstance(want, pd.StringDtype) and want.storage == "pyarrow"):
+    if _arrow_string_dtype() is None:
         return np.array(names)[codes]
     import pyarrow as pa
 
-    arr = pa.DictionaryArray.from_arrays(pa.array(np.asarray(codes, np.int32)), pa.array(list(names), pa.large_string()))
+    return arrow_strings(pa.DictionaryArray.from_arrays(pa.array(np.asarray(codes, np.int32)), pa.array(list(names), pa.large_string())))
+
+
+def arrow_strings(arr) -> pd.api.extensions.ExtensionArray | np.ndarray:  # noqa: ANN001 - a pyarrow array of strings
+    """What pandas makes of the strings of the Arrow array ``arr`` in a column (its default string dtype): ``arr``
+    itself when that dtype keeps its strings in Arrow, else their Python strings."""
+    want = _arrow_string_dtype()
+    if want is None:
+        return arr.to_numpy(zero_copy_only=False)
+    import pyarrow as pa
+
     return pd.arrays.ArrowStringArray(arr.cast(pa.large_string()), dtype=want)
+
+
+def _arrow_string_dtype() -> pd.StringDtype | None:
+    """pandas' default string dtype when it keeps strings in Arrow (pandas 3), else None."""
+    want = pd.Series(np.array([""])).dtype
+    return want if isinstance(want, pd.StringDtype) and want.storage == "pyarrow" else None
 
 
 def category_codes(col: pd.Series) -> tuple[np.ndarray, list[str]]:

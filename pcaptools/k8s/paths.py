@@ -6,8 +6,9 @@ rewritten tuple is seen next to the one before it). The connection's first packe
 its first journey) gives the client-side tuple; a journey is a reply when one of its tuples is the
 reverse of one of the first packet's. Everything else is named from the inventory: the client, the
 service behind the translated frontend, the backend pod and node, and the NAT steps
-(:mod:`pcaptools.k8s.nat`). One Python step per connection builds its texts; everything per packet is
-vectorised.
+(:mod:`pcaptools.k8s.nat`). The table is built a column at a time over all connections (:func:`path_rows`):
+each distinct address named once, the texts joined in Arrow from parts made once per distinct value; nothing
+runs a Python step per connection or per packet.
 
 A 5-tuple used again (a client port reused for a second connection) starts a new connection at a
 TCP SYN that follows other packets of that tuple, or after :data:`IDLE_NS` of silence (:func:`_epochs`).
@@ -28,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from pcaptools.correlate.fingerprint import combine
-from pcaptools.fmt import endpoint, fmt_ns
+from pcaptools.fmt import fmt_ns
 from pcaptools.k8s.inventory import ENTITY_KINDS, Inventory
 from pcaptools.k8s.journeys import (
     components,
@@ -49,7 +50,7 @@ from pcaptools.k8s.nat import (
     order_hops,
     take_rows,
 )
-from pcaptools.labels import as_strings, category_codes, codes_in, strings, vocabulary
+from pcaptools.labels import arrow_strings, as_strings, category_codes, codes_in, strings, vocabulary
 from pcaptools.lazy import MadeOnRead as _MadeOnRead
 from pcaptools.schema import FLOW_STATES, PATH_COLUMNS, PATH_KINDS, PRESERVED, validate
 
@@ -504,34 +505,196 @@ def directions_of(fwd: np.ndarray, reply: np.ndarray, ji: np.ndarray) -> pd.Cate
 def path_rows(tab: Journeys, uj: np.ndarray, fwd_j: np.ndarray, rep_j: np.ndarray, journeys: np.ndarray,
               nat: pd.DataFrame, inv: Inventory | None, flows) -> pd.DataFrame:  # fmt: skip
     """The path table: a row per connection from its forward (``fwd_j``) and reply (``rep_j``) journeys (indices into
-    ``uj``, whose rows ``tab`` holds, indexed by ``uj``), their NAT rows in ``nat`` and its ``journeys`` count."""
-    h, first_row, end_row = tab.h, tab.first_row, tab.end_row
+    ``uj``, whose rows ``tab`` holds, indexed by ``uj``), their NAT rows in ``nat`` and its ``journeys`` count. Built a
+    column at a time over all connections: names once per distinct address, texts joined in Arrow from distinct parts."""
     rep_js = np.concatenate([fwd_j[fwd_j >= 0], rep_j[rep_j >= 0]])
-    # NAT rows of the representative journeys only, as plain records (pandas per-group objects are slow)
-    reps = uj[rep_js]
-    sub = nat.loc[nat["journey"].isin(reps)].sort_values(["journey", "step"], kind="stable")
-    nat_by_j: dict[int, list[SimpleNamespace]] = {}
-    if len(sub):
-        fields = {c: (sub[c].astype(object).where(sub[c].notna(), None).tolist()) for c in
-                  ("journey", "op", "nat_kind", "service", "node", "reply", "to_point", "ts_corrected_ns",
-                   "addr_before", "port_before", "addr_after", "port_after")}  # fmt: skip
-        for vals in zip(*fields.values(), strict=True):
-            r = SimpleNamespace(**dict(zip(fields, vals, strict=True)))
-            nat_by_j.setdefault(int(r.journey), []).append(r)
-    # the rows of the representative journeys are all the per-connection step reads: strings for those only
-    rows, first_row, end_row = _rows_of(first_row, end_row, rep_js)
-    cols = {c: _strings(h[c], rows) if c in ("point", "node", "interface", "src", "dst", "tunnel", "outer_src", "outer_dst", "file") else h[c].to_numpy()[rows]
-            for c in ("point", "node", "interface", "src", "dst", "sport", "dport", "tunnel", "vni", "outer_src", "outer_dst", "ts_corrected_ns", "file", "proto")}  # fmt: skip
-    inv_nodes = set(inv.nodes) if inv is not None else None
-    node_ip = inv.node_addresses() if inv is not None else {}
-    out_rows = []
-    for c in range(len(fwd_j)):
-        fj, rj = fwd_j[c], rep_j[c]
-        out_rows.append(_row(c, fj, rj, uj, first_row, end_row, cols, nat_by_j, inv, inv_nodes, node_ip, int(journeys[c])))
-    out = pd.DataFrame(out_rows)
+    rows, first_row, end_row = _rows_of(tab.first_row, tab.end_row, rep_js)  # the rows a path reads, and nothing else
+    s = _Sightings(tab.h, rows)
+    fwd = _Runs(first_row[fwd_j], end_row[fwd_j])
+    has_rep = rep_j >= 0
+    rev = _Runs(np.where(has_rep, first_row[rep_j], 0), np.where(has_rep, end_row[rep_j], 0))
+    ends = _ends(s, fwd, inv)
+    fnat, rnat = _nat_rows(nat, uj, fwd_j, forward=True), _nat_rows(nat, uj, rep_j, forward=False)
+    tc, a, last = s.num["ts_corrected_ns"], fwd.start, fwd.end - 1
+    out = pd.DataFrame({
+        "connection": np.arange(fwd.n, dtype=np.int64), **_endpoint_columns(s, fwd, ends, inv),
+        **_service_columns(nat, fnat, ends, inv), **_text_columns(s, fwd, rev, nat, fnat, rnat, ends, inv),
+        "first_ts_ns": tc[a].astype(np.int64), "latency_ns": np.where(fwd.end - a > 1, tc[last] - tc[a], -1).astype(np.int64),
+        "forward_journey": uj[fwd_j].astype(np.int64), "reply_journey": np.where(has_rep, uj[rep_j], -1).astype(np.int64),
+        "journeys": np.asarray(journeys, np.int64),
+    })  # fmt: skip
     out = _with_flows(out, flows)
     out = _typed(out)
     return validate(out, PATH_COLUMNS, table="paths")
+
+
+class _Sightings:
+    """The representative journeys' rows (``rows`` of the hops ``h``): each text column as codes into its distinct
+    strings ('' where missing), the numbers as arrays."""
+
+    def __init__(self, h: pd.DataFrame, rows: np.ndarray) -> None:
+        self.codes = {c: _codes(h[c], rows) for c in ("point", "node", "interface", "src", "dst", "tunnel", "outer_src", "outer_dst", "file")}
+        self.num = {c: h[c].to_numpy()[rows] for c in ("sport", "dport", "vni", "ts_corrected_ns", "proto")}
+
+    def text(self, col: str, at: np.ndarray) -> np.ndarray:
+        """The strings of column ``col`` at positions ``at``, as an object array."""
+        codes, names = self.codes[col]
+        return names[codes[at]]
+
+    def arrow(self, col: str, at: np.ndarray):  # noqa: ANN201 - an Arrow string array
+        """The strings of column ``col`` at positions ``at``, as an Arrow array."""
+        codes, names = self.codes[col]
+        return _arrow(names).take(codes[at])
+
+    def coded(self, col: str, at: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(codes, names) of column ``col`` at positions ``at``: a column for :func:`_each`."""
+        codes, names = self.codes[col]
+        return codes[at], names
+
+
+def _codes(col: pd.Series, rows: np.ndarray | None = None, missing: str | None = "") -> tuple[np.ndarray, np.ndarray]:
+    """(codes, names) of a category or string column (at ``rows``): ``names[codes]`` is ``str`` of each value, ``missing``
+    where it is missing, as an object array; each distinct string made once."""
+    if isinstance(col.dtype, pd.CategoricalDtype):
+        codes, names = category_codes(col)
+        codes = codes if rows is None else codes[rows]
+    else:
+        codes, uniq = pd.factorize(col if rows is None else col.iloc[rows])
+        names = [str(u) for u in uniq]
+    return np.where(codes >= 0, codes, len(names)), np.array([*names, missing], object)
+
+
+class _Runs:
+    """Runs of sightings ``start[c]:end[c]``, one per connection, flattened in connection order: each one's position
+    ``pos``, connection ``group`` and place in its run ``k``."""
+
+    def __init__(self, start: np.ndarray, end: np.ndarray) -> None:
+        self.start, self.end = start, end
+        n = end - start
+        at = np.arange(int(n.sum()))
+        self.group = np.repeat(np.arange(len(n)), n)
+        self.k = at - (np.cumsum(n) - n)[self.group]
+        self.pos = start[self.group] + self.k
+        self.n = len(n)
+
+
+def _distinct(cols: tuple) -> tuple[np.ndarray, np.ndarray]:
+    """(an element of each distinct tuple of the ``cols``' values, each element's distinct tuple); a column is an array
+    or a (codes, names) pair, whose values are ``names[codes]``."""
+    key = np.zeros(len(cols[0][0] if isinstance(cols[0], tuple) else cols[0]), np.int64)
+    for c in cols:
+        codes, uniq = pd.factorize(c[0] if isinstance(c, tuple) else c, use_na_sentinel=False)
+        key = pd.factorize(key * max(len(uniq), 1) + codes)[0]
+    _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+    return first, inverse.reshape(-1)
+
+
+def _each(fn, *cols: np.ndarray | tuple[np.ndarray, np.ndarray], text: bool = False):  # noqa: ANN001, ANN202
+    """``fn`` of each element's values of ``cols`` (:func:`_distinct`'s columns), called once per distinct tuple of
+    them: an object array, or with ``text`` an Arrow string array."""
+    first, inverse = _distinct(cols)
+    values = [(c[1][c[0][first]] if isinstance(c, tuple) else c[first]).tolist() for c in cols]
+    made = [fn(*v) for v in zip(*values, strict=True)]
+    if text:
+        return _arrow(made).take(inverse)
+    return np.fromiter(made, object, len(made))[inverse]
+
+
+def _arrow(values) -> object:  # noqa: ANN001 - a list or array of strings
+    """An Arrow string array of ``values``."""
+    import pyarrow as pa
+
+    return pa.array(values, pa.string())
+
+
+def _concat(*parts):  # noqa: ANN002, ANN202 - Arrow string arrays and str
+    """The element-wise concatenation of Arrow string arrays (a str: the same in every element)."""
+    import pyarrow.compute as pc
+
+    return pc.binary_join_element_wise(*parts, "")
+
+
+def _joined(texts, group: np.ndarray, n: int, sep: str):  # noqa: ANN001, ANN202 - an Arrow string array
+    """Per group 0..``n``-1, ``sep.join`` of its ``texts`` (an Arrow string array in group order, ``group`` ascending),
+    '' for a group without any: an Arrow string array, joined in one call, not one per group."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    offsets = np.zeros(n + 1, np.int32)
+    np.cumsum(np.bincount(group, minlength=n), out=offsets[1:])
+    return pc.binary_join(pa.ListArray.from_arrays(pa.array(offsets), texts), sep)
+
+
+def _or_none(values: np.ndarray) -> np.ndarray:
+    """``values`` with None for ''."""
+    return np.where(values == "", None, values)
+
+
+def _ends(s: _Sightings, fwd: _Runs, inv: Inventory | None) -> dict[str, np.ndarray]:
+    """The client (``ck``, ``cname``, ``cnode``) and backend (``bk``, ``bname``, ``bnode``, ``backend_addr``) of each
+    connection: the first packet's source at its first sighting and destination at its last, named from the inventory
+    (a node address as its hostNetwork pod; NodeLocal DNSCache's address as the listener of the node it reached)."""
+    a, last = fwd.start, fwd.end - 1
+    ck, cname, cnode = _named(inv, *s.coded("src", a))
+    cname = np.where(ck == "node", cnode, cname)
+    bk, bname, bnode = _named(inv, *s.coded("dst", last))
+    proto = s.num["proto"][a]
+    if inv is not None:  # a node address may be a hostNetwork pod: the server by its port, the client if the node's only one
+        _host_network(bk, bname, lambda *v: inv.host_network_pod(*v), bnode, s.num["dport"][last], proto)
+        _host_network(ck, cname, lambda *v: inv.host_network_pod(*v, only_one=True), cnode, s.num["sport"][a], proto)
+    backend_addr = s.text("dst", last)
+    m = np.flatnonzero(bk == "external") if inv is not None else np.zeros(0, np.int64)
+    if len(m):  # an address every node binds locally (NodeLocal DNSCache 169.254.20.10): the listener of the node it reached
+        seen = s.text("node", last[m])
+        lp = _each(inv.node_local, s.coded("dst", last[m]), s.coded("node", last[m]))
+        hit = lp != None  # noqa: E711 - elementwise
+        bk[m[hit]], bname[m[hit]], bnode[m[hit]] = "pod", lp[hit], seen[hit]
+    return {"ck": ck, "cname": cname, "cnode": cnode, "bk": bk, "bname": bname, "bnode": bnode, "backend_addr": backend_addr}
+
+
+def _endpoint_columns(s: _Sightings, fwd: _Runs, ends: dict, inv: Inventory | None) -> dict[str, np.ndarray]:
+    """The client, server and backend columns (names, kinds, nodes, addresses, ports), ``proto``, ``cross_node``,
+    ``client_ip_preserved`` and ``_file`` (the first packet's capture file, to join its flow)."""
+    a, last = fwd.start, fwd.end - 1
+    ck, bk, cnode, bnode = ends["ck"], ends["bk"], ends["cnode"], ends["bnode"]
+    return {
+        "proto": s.num["proto"][a].astype(np.int64), "client": ends["cname"], "client_kind": ck, "client_node": _or_none(cnode),
+        "client_addr": s.text("src", a), "client_port": s.num["sport"][a].astype(np.int64),
+        "server_addr": s.text("dst", a), "server_port": s.num["dport"][a].astype(np.int64),
+        "backend": np.where(bk != "node", ends["bname"], bnode), "backend_kind": bk, "backend_node": _or_none(bnode),
+        "backend_addr": ends["backend_addr"], "backend_port": s.num["dport"][last].astype(np.int64),
+        "cross_node": (cnode != "") & (bnode != "") & (cnode != bnode), "client_ip_preserved": _preserved(s, fwd, ends, inv),
+        "_file": s.text("file", a),
+    }  # fmt: skip
+
+
+def _preserved(s: _Sightings, fwd: _Runs, ends: dict, inv: Inventory | None) -> np.ndarray:
+    """Whether the client IP was preserved ('yes'/'no'), judged where the first packet was last seen if that is the
+    backend's place ('unknown' otherwise)."""
+    a, last = fwd.start, fwd.end - 1
+    node = s.text("node", last)
+    bk, bnode = ends["bk"], ends["bnode"]
+    known = np.zeros(len(node), bool) if inv is None else np.isin(node, list(inv.nodes))
+    at_backend = ((bk == "pod") & (node == bnode)) | (((bk == "external") | (bk == "node")) & (~known | (node == bnode)))
+    src = s.codes["src"][0]
+    return np.where(at_backend, np.where(src[last] == src[a], "yes", "no"), "unknown")
+
+
+def _named(inv: Inventory | None, codes: np.ndarray, names: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(kind, name, node) object arrays of the addresses ``names[codes]``, each distinct address named once."""
+    k, n, node = (np.empty(len(names), object) for _ in range(3))
+    for i in np.unique(codes).tolist():
+        k[i], n[i], node[i] = _name(inv, names[i])
+    return k[codes], n[codes], node[codes]
+
+
+def _host_network(kind: np.ndarray, name: np.ndarray, pod_of, node: np.ndarray, port: np.ndarray, proto: np.ndarray) -> None:  # noqa: ANN001
+    """Rename in place the node addresses (``kind`` 'node') that ``pod_of(node, port, proto)`` names a hostNetwork pod."""
+    m = np.flatnonzero(kind == "node")
+    if len(m):
+        hp = _each(pod_of, node[m], port[m], proto[m])
+        hit = hp != None  # noqa: E711 - elementwise
+        kind[m[hit]], name[m[hit]] = "pod", hp[hit]
 
 
 def _name(inv: Inventory | None, addr: str) -> tuple[str, str, str]:
@@ -541,117 +704,179 @@ def _name(inv: Inventory | None, addr: str) -> tuple[str, str, str]:
     return (k, addr if k == "external" else n, node)
 
 
-def _nat_text(r) -> str:
-    what = f"{r.nat_kind} {r.service}" if isinstance(r.service, str) else str(r.nat_kind)
-    at = f" @{r.node}" if isinstance(r.node, str) else ""
-    return f"{r.op} {endpoint(str(r.addr_before), int(r.port_before))}→{endpoint(str(r.addr_after), int(r.port_after))}{at} ({what})"
+def _nat_rows(nat: pd.DataFrame, uj: np.ndarray, js: np.ndarray, *, forward: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(rows of ``nat``, connection of each) of each connection's journey ``js[c]`` (-1: none), ordered by connection then
+    step; with ``forward``, its translations that are not replies only."""
+    j = nat["journey"].to_numpy(np.int64)
+    owner = np.full(len(uj) + 1, -1, np.int64)
+    owner[js[js >= 0]] = np.flatnonzero(js >= 0)
+    ji = np.searchsorted(uj, j)
+    c = np.where(uj[np.minimum(ji, len(uj) - 1)] == j, owner[ji], -1)
+    keep = (c >= 0) & ~nat["reply"].to_numpy(bool) if forward else c >= 0
+    idx = np.flatnonzero(keep)
+    o = np.lexsort((nat["step"].to_numpy()[idx], c[idx]))
+    return idx[o], c[idx][o]
 
 
-def _row(c, fj, rj, uj, first_row, end_row, cols, nat_by_j, inv, inv_nodes, node_ip, njourneys) -> dict:
-    a, b = first_row[fj], end_row[fj]
-    src, dst, sport, dport = cols["src"], cols["dst"], cols["sport"], cols["dport"]
-    jid = int(uj[fj])
-    client_addr, client_port = src[a], int(sport[a])
-    server_addr, server_port = dst[a], int(dport[a])
-    ck, cname, cnode = _name(inv, client_addr)
-    if ck == "node":
-        cname = cnode
-    backend_addr, backend_port = dst[b - 1], int(dport[b - 1])
-    bk, bname, bnode = _name(inv, backend_addr)
-    # a node address may be a hostNetwork pod: the server by its containerPort, the client if it is the node's only one
-    proto = int(cols["proto"][a])
-    if inv is not None and bk == "node" and (hp := inv.host_network_pod(bnode, backend_port, proto)):
-        bk, bname = "pod", hp
-    if inv is not None and ck == "node" and (hp := inv.host_network_pod(cnode, client_port, proto, only_one=True)):
-        ck, cname = "pod", hp
-    # an address every node binds locally (NodeLocal DNSCache 169.254.20.10): the listener of the node it reached
-    last_seen_node = cols["node"][b - 1]
-    if inv is not None and bk == "external" and (lp := inv.node_local(backend_addr, last_seen_node)):
-        bk, bname, bnode = "pod", lp, last_seen_node
-    fnat = [r for r in nat_by_j.get(jid, []) if not r.reply] or None
-    vias = [] if fnat is None else [(str(r.nat_kind), r.service) for r in fnat]
-    svc = next((s for v, s in vias if v in ("loadbalancer", "nodeport", "clusterip") and isinstance(s, str)), None)
+_VIA = ("loadbalancer", "nodeport", "clusterip")
+
+
+def _service_columns(nat: pd.DataFrame, fnat: tuple[np.ndarray, np.ndarray], ends: dict, inv: Inventory | None) -> dict[str, np.ndarray]:
+    """``kind``, ``service``, ``service_type`` and ``traffic_policy`` of each connection from its forward NAT rows
+    ``fnat``: a load balancer's (its traffic policy), else a node port's or cluster IP's, the first service named; without
+    any, from its ends (pod-direct, egress, external)."""
+    idx, c = fnat
+    n = len(ends["ck"])
+    kinds = _codes(nat["nat_kind"], idx, "None")
+    kinds = kinds[1][kinds[0]]
+    svc = _codes(nat["service"], idx, None)
+    svc = svc[1][svc[0]]
+    named = np.isin(kinds, _VIA) & (svc != None)  # noqa: E711 - elementwise
+    first_svc, lb_svc = np.full(n, None, object), np.full(n, None, object)
+    for to, m in ((first_svc, named), (lb_svc, kinds == "loadbalancer")):
+        cc, at = np.unique(c[m], return_index=True)  # rows come by connection, then step: the first of each
+        to[cc] = svc[m][at]
+    has = [np.bincount(c[kinds == v], minlength=n) > 0 for v in _VIA]
+    via = _each(lambda *v: _via(inv, *v), first_svc, lb_svc, *has)
+    cols = {name: np.array([v[i] for v in via], object) for i, name in enumerate(("kind", "service", "service_type", "traffic_policy"))}
+    ck, bk = ends["ck"], ends["bk"]
+    by_ends = np.where(bk == "pod", "pod-direct", np.where((ck == "pod") & (bk == "external"), "egress", "external"))
+    cols["kind"] = np.where(cols["kind"] != None, cols["kind"], by_ends)  # noqa: E711 - elementwise
+    return cols
+
+
+def _via(inv: Inventory | None, svc: str | None, lb_svc: str | None, lb: bool, nodeport: bool, clusterip: bool) -> tuple:
+    """(kind or None, service, its type, its traffic policy) of a connection whose forward NAT steps name ``svc`` first
+    and ``lb_svc`` first as a load balancer, with a load balancer / node port / cluster IP step."""
     service = inv.services.get(svc) if (inv is not None and svc) else None
-    kinds = {v for v, _ in vias}
-    if "loadbalancer" in kinds:
-        lb_svc = next(s for v, s in vias if v == "loadbalancer")
+    kind = "nodeport" if nodeport else "clusterip" if clusterip else None
+    if lb:
         pol = inv.services[lb_svc].external_traffic_policy if inv is not None and lb_svc in inv.services else "Cluster"
         kind = "loadbalancer-local" if pol == "Local" else "loadbalancer-cluster"
         service = inv.services.get(lb_svc) if inv is not None else None
-    elif "nodeport" in kinds:
-        kind = "nodeport"
-    elif "clusterip" in kinds:
-        kind = "clusterip"
-    elif bk == "pod":
-        kind = "pod-direct"
-    elif ck == "pod" and bk == "external":
-        kind = "egress"
-    else:
-        kind = "external"
-    points = cols["point"][a:b]
-    nodes = cols["node"][a:b]
-    # client IP preserved: judged where the first packet was last seen, if that is the backend's place
-    last_node = nodes[-1]
-    at_backend = (bk == "pod" and last_node == bnode) or (bk in ("external", "node") and (inv_nodes is None or last_node not in inv_nodes or last_node == bnode))
-    preserved = ("yes" if src[b - 1] == client_addr else "no") if at_backend else "unknown"
-    # encapsulation
-    encs, seen = [], set()
-    for i in range(a, b):
-        if cols["tunnel"][i]:
-            key = (cols["tunnel"][i], int(cols["vni"][i]), cols["outer_src"][i], cols["outer_dst"][i])
-            if key not in seen:
-                seen.add(key)
-                ns, nd = node_ip.get(key[2], ""), node_ip.get(key[3], "")
-                between = f" ({ns or '?'}→{nd or '?'})" if (ns or nd) else ""
-                vni = f" vni {key[1]}" if key[1] >= 0 else ""
-                encs.append(f"{key[0]}{vni} {key[2]}→{key[3]}{between}")
-    k8s_nodes = {n for n in nodes if inv_nodes is None or n in inv_nodes}
-    encap = "; ".join(encs) if encs else ("native" if len(k8s_nodes) >= 2 else "")
-    tc = cols["ts_corrected_ns"][a:b]
-    route = [f"{cname}" + (f" ({cnode})" if cnode and cnode != cname else "")]
-    lat = []
-    nat_texts = []
-    if fnat is not None:
-        hop_of = {}  # NAT rows keyed by the position of their 'after' sighting
-        for r in fnat:
-            hop_of.setdefault((str(r.to_point), int(r.ts_corrected_ns)), []).append(_nat_text(r))
-    else:
-        hop_of = {}
-    for i in range(a, b):
-        k = i - a
-        if k:
-            lat.append(f"{points[k - 1]} → {points[k]} {fmt_ns(int(tc[k] - tc[k - 1]))}")
-        for txt in hop_of.get((points[k], int(tc[k])), []):
-            route.append(f"⟨{txt}⟩")
-            nat_texts.append(txt)
-        enc = ""
-        if cols["tunnel"][i]:
-            vni = f" vni {int(cols['vni'][i])}" if int(cols["vni"][i]) >= 0 else ""
-            enc = f" {cols['tunnel'][i]}{vni} {cols['outer_src'][i]}→{cols['outer_dst'][i]}"
-        route.append(f"[{cols['interface'][i]}@{nodes[k]}{enc}]")
-    route.append(f"{bname}" + (f" ({bnode})" if bnode and bnode != bname else ""))
-    rev_points, rnat = "", ""
-    if rj >= 0:
-        ra, rb = first_row[rj], end_row[rj]
-        rev_points = " → ".join(cols["point"][ra:rb])
-        rnat = "; ".join(_nat_text(r) for r in nat_by_j.get(int(uj[rj]), []))
+    if service:
+        return kind, service.name, service.type, service.external_traffic_policy or None
+    return kind, svc or None, None, None
+
+
+def _text_columns(s: _Sightings, fwd: _Runs, rev: _Runs, nat: pd.DataFrame, fnat: tuple, rnat: tuple, ends: dict,
+                  inv: Inventory | None) -> dict:  # fmt: skip
+    """The text columns of each connection (:func:`_texts`, ``encap``) and ``encapsulated``."""
+    encap, encapsulated = _encapsulation(s, fwd, inv)
+    texts = {k: arrow_strings(v) for k, v in {**_texts(s, fwd, rev, nat, fnat, rnat, ends), "encap": encap}.items()}
+    return {**texts, "encapsulated": encapsulated}
+
+
+def _texts(s: _Sightings, fwd: _Runs, rev: _Runs, nat: pd.DataFrame, fnat: tuple, rnat: tuple, ends: dict) -> dict:
+    """The text columns of each connection as Arrow arrays: its first packet's and first reply's points, hop
+    latencies, NAT steps (forward, reply) and route (client, each sighting with the NAT steps that led to it, backend)."""
+    import pyarrow as pa
+
+    n = fwd.n
+    point = s.arrow("point", fwd.pos)
+    tc = s.num["ts_corrected_ns"]
+    hop = np.flatnonzero(fwd.k > 0)
+    latency = _concat(point.take(hop - 1), " → ", point.take(hop), " ", _each(fmt_ns, tc[fwd.pos[hop]] - tc[fwd.pos[hop] - 1], text=True))
+    ftext = _nat_texts(nat, fnat[0])
+    at, step = _nat_places(s, fwd, nat, fnat)  # each forward NAT step (index into fnat) before the sighting it led to
+    o = np.lexsort((step, fwd.k[at], fwd.group[at]))
+    at, step = at[o], step[o]
+    steps = ftext.take(step)
+    label = lambda name, node: name + (f" ({node})" if node and node != name else "")  # noqa: E731
+    parts = [_each(label, ends["cname"], ends["cnode"], text=True), _sighting_texts(s, fwd.pos), _concat("⟨", steps, "⟩"),
+             _each(label, ends["bname"], ends["bnode"], text=True)]  # fmt: skip
+    # the route's parts in order: per connection the client (slot -1), before its k-th sighting (slot 2k + 1) the NAT
+    # steps that led to it (slot 2k, in step order), the backend last
+    group = np.concatenate([np.arange(n), fwd.group, fwd.group[at], np.arange(n)])
+    slot = np.concatenate([np.full(n, -1), 2 * fwd.k + 1, 2 * fwd.k[at], 2 * (fwd.end - fwd.start)])
+    o = np.lexsort((np.concatenate([np.zeros(n + len(fwd.pos), np.int64), step, np.zeros(n, np.int64)]), slot, group))
     return {
-        "connection": c, "kind": kind, "proto": int(cols["proto"][a]),
-        "client": cname, "client_kind": ck if inv is not None else "external", "client_node": cnode or None,
-        "client_addr": client_addr, "client_port": client_port, "server_addr": server_addr, "server_port": server_port,
-        "service": service.name if service else (svc or None), "service_type": service.type if service else None,
-        "traffic_policy": (service.external_traffic_policy or None) if service else None,
-        "backend": bname if bk != "node" else bnode, "backend_kind": bk, "backend_node": bnode or None,
-        "backend_addr": backend_addr, "backend_port": backend_port,
-        "cross_node": bool(cnode and bnode and cnode != bnode),
-        "nat": "; ".join(nat_texts), "nat_reply": rnat,
-        "forward_points": " → ".join(points), "reverse_points": rev_points,
-        "encapsulated": bool(encs), "encap": encap, "client_ip_preserved": preserved,
-        "first_ts_ns": int(tc[0]), "latency_ns": int(tc[-1] - tc[0]) if b - a > 1 else -1,
-        "hop_latency": "; ".join(lat), "route": " → ".join(route),
-        "forward_journey": int(uj[fj]), "reply_journey": int(uj[rj]) if rj >= 0 else -1, "journeys": njourneys,
-        "_file": cols["file"][a],
-    }  # fmt: skip
+        "forward_points": _joined(point, fwd.group, n, " → "),
+        "reverse_points": _joined(s.arrow("point", rev.pos), rev.group, n, " → "),
+        "hop_latency": _joined(latency, fwd.group[hop], n, "; "),
+        "nat": _joined(steps, fwd.group[at], n, "; "),
+        "nat_reply": _joined(_nat_texts(nat, rnat[0]), rnat[1], n, "; "),
+        "route": _joined(pa.concat_arrays(parts).take(o), group[o], n, " → "),
+    }
+
+
+def _nat_places(s: _Sightings, fwd: _Runs, nat: pd.DataFrame, fnat: tuple) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs (sighting of a first packet as an index into ``fwd``'s rows, forward NAT step as an index into ``fnat``)
+    where the step's 'after' sighting (point, corrected time) is that sighting of its connection."""
+    idx, c = fnat
+    codes, names = s.codes["point"]
+    tp, tp_names = _codes(nat["to_point"], idx, "None")
+    tp = np.append(pd.Index(names[:-1]).get_indexer(tp_names[:-1]), -1)[tp]  # in the sightings' codes (-1: none has it)
+    tc = s.num["ts_corrected_ns"]
+    left = pd.DataFrame({"c": fwd.group, "p": codes[fwd.pos], "t": tc[fwd.pos], "at": np.arange(len(fwd.pos))})
+    right = pd.DataFrame({"c": c, "p": tp, "t": nat["ts_corrected_ns"].to_numpy(np.int64)[idx], "step": np.arange(len(idx))})
+    m = left.merge(right, on=["c", "p", "t"])
+    return m["at"].to_numpy(np.int64), m["step"].to_numpy(np.int64)
+
+
+def _sighting_texts(s: _Sightings, pos: np.ndarray):  # noqa: ANN202 - an Arrow string array
+    """'[interface@node vxlan vni 4096 outer_src→outer_dst]' of each sighting ``pos`` (its tunnel when it has one)."""
+
+    def text(interface: str, node: str, tunnel: str, vni: int, src: str, dst: str) -> str:
+        enc = f" {tunnel}{f' vni {vni}' if vni >= 0 else ''} {src}→{dst}" if tunnel else ""
+        return f"[{interface}@{node}{enc}]"
+
+    return _each(text, *(s.coded(c, pos) for c in ("interface", "node", "tunnel")), s.num["vni"][pos],
+                 *(s.coded(c, pos) for c in ("outer_src", "outer_dst")), text=True)  # fmt: skip
+
+
+def _nat_texts(nat: pd.DataFrame, idx: np.ndarray):  # noqa: ANN202 - an Arrow string array
+    """The NAT rows ``idx`` as text: 'DNAT 10.96.0.10:80→10.244.1.5:8080 @node-1 (clusterip default/web)'."""
+
+    def col(name: str, missing: str | None = "None") -> tuple[np.ndarray, np.ndarray]:
+        return _codes(nat[name], idx, missing)
+
+    what = _each(lambda k, svc: f"{k} {svc}" if isinstance(svc, str) else k, col("nat_kind"), col("service", None), text=True)
+    where = _each(lambda node: f" @{node}" if isinstance(node, str) else "", col("node", None), text=True)
+    before, after = (_endpoint_texts(*col(f"addr_{x}"), nat[f"port_{x}"].to_numpy()[idx]) for x in ("before", "after"))
+    op = col("op")
+    return _concat(_arrow(op[1]).take(op[0]), " ", before, "→", after, where, " (", what, ")")
+
+
+def _endpoint_texts(codes: np.ndarray, names: np.ndarray, port: np.ndarray):  # noqa: ANN202 - an Arrow string array
+    """:func:`~pcaptools.fmt.endpoint` of each (address ``names[codes]``, port): the address with its port, if any."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    addr = _arrow(names).take(codes)
+    prefix = _arrow([f"[{a}]:" if ":" in a else f"{a}:" for a in names]).take(codes)
+    return pc.if_else(pa.array(port < 0), addr, _concat(prefix, pc.cast(pa.array(port), pa.string())))
+
+
+def _encapsulation(s: _Sightings, fwd: _Runs, inv: Inventory | None) -> tuple:
+    """(encap text as an Arrow array, whether encapsulated) per connection: the first packet's distinct tunnels in order
+    ('vxlan vni 4096 192.168.0.11→192.168.0.12 (node-1→node-2)'), else 'native' across two known nodes, else ''."""
+    import pyarrow as pa
+
+    tun, names = s.codes["tunnel"]
+    rows = np.flatnonzero((names != "")[tun[fwd.pos]])
+    at, g = fwd.pos[rows], fwd.group[rows]
+    key = _distinct((*(s.coded(c, at) for c in ("tunnel", "outer_src", "outer_dst")), s.num["vni"][at]))[1]
+    first = np.sort(np.unique(g * (int(key.max(initial=0)) + 1) + key, return_index=True)[1])  # each tunnel's first sighting
+    at = at[first]
+    node_ip = inv.node_addresses() if inv is not None else {}
+
+    def text(t: str, src: str, dst: str, vni: int) -> str:
+        ns, nd = node_ip.get(src, ""), node_ip.get(dst, "")
+        between = f" ({ns or '?'}→{nd or '?'})" if (ns or nd) else ""
+        return f"{t}{f' vni {vni}' if vni >= 0 else ''} {src}→{dst}{between}"
+
+    encs = _each(text, *(s.coded(c, at) for c in ("tunnel", "outer_src", "outer_dst")), s.num["vni"][at], text=True)
+    n_enc = np.bincount(g[first], minlength=fwd.n)
+    node, node_names = s.codes["node"]
+    k8s = np.ones(len(node_names), bool) if inv is None else np.isin(node_names, list(inv.nodes))
+    seen = np.flatnonzero(k8s[node[fwd.pos]])
+    pairs = np.unique(fwd.group[seen] * len(node_names) + node[fwd.pos[seen]])
+    native = np.flatnonzero((n_enc == 0) & (np.bincount(pairs // len(node_names), minlength=fwd.n) >= 2))
+    group = np.concatenate([g[first], native])
+    o = np.argsort(group, kind="stable")
+    texts = pa.concat_arrays([encs, _arrow(np.full(len(native), "native", object))]).take(o)
+    return _joined(texts, group[o], fwd.n, "; "), n_enc > 0
 
 
 _PORTED = (6, 17)
