@@ -276,6 +276,11 @@ class PathSet:
         hops = self.correlation.hops if self.correlation is not None else None
         yield self.paths, (self.shown_nat if self.shown_nat is not None else self.nat), hops
 
+    def close(self) -> None:
+        """Remove a streamed run's spilled output (:attr:`spilled`), once it has been printed or read whole."""
+        if self.spilled is not None:
+            self.spilled.close()
+
     def route_groups(self) -> pd.DataFrame:
         """:func:`~pcaptools.k8s.groups.route_groups` of the path table (a spilled one read a bucket at a time)."""
         if self.spilled is not None:

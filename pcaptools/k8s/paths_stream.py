@@ -410,7 +410,8 @@ def _diagnose_buckets(out: PathParts, tallies: list, inv, tmp: Path, ev, opts: d
     from pcaptools.k8s.diagnose import Diagnoser, HopTallies
 
     dg = Diagnoser(inv, ev, HopTallies.merged(tallies), opts["capture_drops"])
-    for b, (paths, nat, _) in enumerate(out.parts()):
+    for b in range(out.buckets):
+        paths, nat, _ = out.part(b)
         files = sorted(tmp.glob(f"detail-{b}-*.parquet"), key=lambda f: int(f.stem.rsplit("-", 1)[1]))
         # the bucket's pieces one at a time: a connection larger than a piece is never read back whole
         dg.add((pd.read_parquet(f) for f in files), paths, nat)
@@ -819,7 +820,9 @@ class PathParts:
         return self.typed(p), nat, hops
 
     def parts(self):
-        """Every bucket's :meth:`part` in connection order, one read at a time."""
+        """Every bucket's :meth:`part` in connection order, one read at a time (the empty tables when no bucket)."""
+        if not self.buckets:
+            yield _empty(), self.nat(), _empty_hops()
         for k in range(self.buckets):
             yield self.part(k)
 
