@@ -369,10 +369,9 @@ def _print_paths(ps, d, out: str | None, *, as_json: bool, brief: bool, nat_rule
     if as_json:
         from pcaptools.render.records import document, path_records
 
-        shown = getattr(ps, "shown_nat", None)  # the representative journeys' NAT rows: all the records read of it
-        _print_json_items(document("paths", connections=ps.n_connections, skipped_files=skipped, paths=[]), "paths",
-                          path_records(ps.paths, shown if shown is not None else ps.nat, ps.correlation.hops,
-                                       diagnosis=d, nat_rules=nat_rules, columns=True))  # fmt: skip
+        items = (r for p, nat, hops in ps.parts()  # a streamed run's buckets one at a time
+                 for r in path_records(p, nat, hops, diagnosis=d, nat_rules=nat_rules, columns=True))  # fmt: skip
+        _print_json_items(document("paths", connections=ps.n_connections, skipped_files=skipped, paths=[]), "paths", items)
         return
     from pcaptools.render.terminal import fmt_int, print_paths, safe
 

@@ -417,7 +417,7 @@ def _diagnose_buckets(out: PathParts, tallies: list, inv, tmp: Path, ev, opts: d
         dg.add((pd.read_parquet(f) for f in files), paths, nat)
         del paths, nat
         release_freed_memory(collect=False)
-    return dg.result(out.paths(), out.nat() if opts["iptables"] else None, opts["iptables"])
+    return dg.result(out.paths, out.nat() if opts["iptables"] else None, opts["iptables"])  # paths made when read
 
 
 def build_in_pieces(path: Path, connections: tuple[np.ndarray, np.ndarray], inv, flows, piece_rows: int,
