@@ -30,7 +30,8 @@ this is :func:`load_paths` (and ``diagnose``). Otherwise, in a temporary directo
    times them, its first packet, its reply) reduced over the pieces first, in three passes. Client-side flows come from :func:`pcaptools.flow_stream.read_flows_bounded` of the same files. For a
    diagnosis each bucket's hops in causal order (``_build``'s, :data:`DETAIL_COLUMNS`) are written back and tallied
    (:class:`~pcaptools.k8s.diagnose.HopTallies`: where each address lives, which point follows which).
-4. The hops of each connection's representative journeys (what the terminal shows) are read back in a last pass.
+4. Each bucket's path rows, NAT rows and the hops of its connections' representative journeys (what the terminal
+   shows) are spilled as it is built (:class:`PathParts`) and printed or written from there a bucket at a time.
 5. **Diagnose** (for ``why`` / ``paths --json``): with every bucket tallied, each bucket's hops are read back a piece
    (detail file) at a time and given, with its paths and NAT steps, to the one
    :class:`~pcaptools.k8s.diagnose.Diagnoser` the in-memory ``diagnose`` uses for the whole set as one group: each
@@ -51,7 +52,8 @@ its paths are built, and for a bucket built in pieces about 40 bytes per journey
 packets' rows (its diagnosis takes less: its journeys as columns, about 30 numbers a journey and 3 a sighting,
 :class:`~pcaptools.k8s.diagnose_journeys.JourneyTable`), plus what the paths join of the client flows (one row per
 flow key, about 100 bytes with its index, :func:`_flow_lookup`; the flow tables, about 280 bytes a flow, are dropped
-once it is made), the path table (about 860 bytes a connection, most of it its text columns: route, hop latencies,
+once it is made); not held, each bucket's spilled to ``TMPDIR`` as it is built and read back a bucket at a time
+(:class:`PathParts`): the path table (about 860 bytes a connection, most of it its text columns: route, hop latencies,
 points, NAT and encapsulation as strings) and the NAT table (one row per NAT step, about 65 bytes; the buckets' tables
 are joined as category codes, :func:`_concat`), and the representative journeys' hops (about 620 bytes a connection,
 measured on gen_set.py's 100,000 packets in 29,288 short connections). A diagnosis keeps besides, per TCP journey, 32 bytes (journey, sequence,
