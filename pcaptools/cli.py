@@ -349,26 +349,36 @@ def paths_cmd(
             from pcaptools.dask.paths import load_paths as dask_paths
 
             ps = dask_paths(sources or [], points=point, inventory=inventory, allow_outside=allow_outside, window_ns=int(window_ms * 1e6))
+    try:
+        _print_paths(ps, d, out, as_json=as_json, brief=brief, nat_rules=explain(ps.nat, rules) if rules else None,
+                     all_connections=all_connections)  # fmt: skip
+    finally:
+        ps.close()  # a streamed run's spilled output
+
+
+def _print_paths(ps, d, out: str | None, *, as_json: bool, brief: bool, nat_rules, all_connections: bool) -> None:
+    """``paths``' output of a PathSet (and with ``--json`` its Diagnosis ``d``): the file ``out`` written from its
+    parts (a streamed run's buckets one at a time), then the text or the JSON document."""
+    from pcaptools.render.records import write_table_parts
+
     if ps.captures is not None:
         _inferred(ps.captures)
     skipped = _skipped(ps.skipped_files)
-    nat_rules = explain(ps.nat, rules) if rules else None
     if out:
-        _write_table(ps.paths, out)
+        write_table_parts((p for p, _, _ in ps.parts()), out)
     if as_json:
         from pcaptools.render.records import document, path_records
 
-        shown = getattr(ps, "shown_nat", None)  # the representative journeys' NAT rows: all the records read of it
-        _print_json_items(document("paths", connections=len(ps.paths), skipped_files=skipped, paths=[]), "paths",
-                          path_records(ps.paths, shown if shown is not None else ps.nat, ps.correlation.hops,
-                                       diagnosis=d, nat_rules=nat_rules, columns=True))  # fmt: skip
+        items = (r for p, nat, hops in ps.parts()  # a streamed run's buckets one at a time
+                 for r in path_records(p, nat, hops, diagnosis=d, nat_rules=nat_rules, columns=True))  # fmt: skip
+        _print_json_items(document("paths", connections=ps.n_connections, skipped_files=skipped, paths=[]), "paths", items)
         return
     from pcaptools.render.terminal import fmt_int, print_paths, safe
 
     con = _console()
     print_paths(ps, con, brief=brief, nat_rules=nat_rules, all_connections=all_connections)
     if out:
-        con.print(f"{fmt_int(len(ps.paths))} paths written to {safe(out)}")
+        con.print(f"{fmt_int(ps.n_connections)} paths written to {safe(out)}")
 
 
 @app.command("decode")
@@ -938,6 +948,7 @@ def why_cmd(
         ps, d = diagnose_bounded(sources or [], points=point, links=links, inventory=inventory, allow_outside=allow_outside,
                                  window_ns=int(window_ms * 1e6), with_flows=False, memory=memory, iptables=rules,
                                  capture_drops=manifest_drops(sources or []))  # fmt: skip
+    ps.close()  # the diagnosis holds what is printed
     if ps.captures is not None:  # None: a manifest's streamed set, nothing inferred
         _inferred(ps.captures)
     skipped = _skipped(ps.skipped_files)

@@ -107,8 +107,10 @@ def test_generated_set_in_windows_and_buckets_gives_the_in_memory_paths(generate
     _assert_same(whole, bounded)
 
 
-def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+def _cli(*args: str, cwd: Path, tmpdir: Path | None = None) -> subprocess.CompletedProcess:
     env = {"COLUMNS": "120", "PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "HOME": str(Path.home())}
+    if tmpdir is not None:
+        env["TMPDIR"] = str(tmpdir)
     return subprocess.run([sys.executable, "-m", "pcaptools.cli", *args], capture_output=True, text=True, cwd=cwd, env=env)
 
 
@@ -118,9 +120,9 @@ def test_cli_paths_under_a_memory_cap_prints_and_writes_the_same(generated, tmp_
     if inputs == "plain-files":  # the generated set without its manifest: points inferred
         given = tmp_path / "set"
         shutil.copytree(generated, given, ignore=shutil.ignore_patterns("manifest.json"))
-    (tmp_path / "a").mkdir()
-    (tmp_path / "b").mkdir()
-    small = _cli("paths", str(given), "--memory", "16MiB", "-o", "paths.parquet", cwd=tmp_path / "a")
+    for d in ("a", "b", "spills"):
+        (tmp_path / d).mkdir()
+    small = _cli("paths", str(given), "--memory", "16MiB", "-o", "paths.parquet", cwd=tmp_path / "a", tmpdir=tmp_path / "spills")
     large = _cli("paths", str(given), "-o", "paths.parquet", cwd=tmp_path / "b")
     assert small.returncode == large.returncode == 0, small.stderr + large.stderr
     # 16 MiB is below any run's floor: the streamed run says so (correlate's note) and is otherwise the same
@@ -128,6 +130,7 @@ def test_cli_paths_under_a_memory_cap_prints_and_writes_the_same(generated, tmp_
     assert len(floor.findall(small.stdout)) == 1 and not floor.search(large.stdout)
     assert floor.sub("", small.stdout) == large.stdout
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "a" / "paths.parquet"), pd.read_parquet(tmp_path / "b" / "paths.parquet"))
+    assert not any((tmp_path / "spills").iterdir())  # the streamed run's spills, its output's too, removed
 
     def evidence(r: subprocess.CompletedProcess) -> list[str]:  # what cli._inferred printed
         return [line for line in r.stderr.splitlines() if line.startswith(("pcaptools: inferred ", "pcaptools: warning: "))]
@@ -187,3 +190,60 @@ def test_streamed_paths_leave_each_journeys_connection_beside_the_hops_file_as_a
     np.testing.assert_array_equal(conn, wc)
     connections_file(hops).unlink()  # without it (a file another run wrote): labelled again, the same pairs
     np.testing.assert_array_equal(journey_connections(hops)[1], conn)
+
+
+def test_streamed_paths_are_read_a_bucket_at_a_time_and_written_as_the_whole_table(tmp_path):
+    """A streamed run's output is spilled a bucket at a time (PathSet.parts): written from its buckets, the Parquet file
+    (a row group a bucket) reads back as the in-memory run's table, every dtype and category (categories that differ
+    between buckets unioned as the whole table's), and the CSV file is the same bytes."""
+    import pyarrow.parquet as pq
+
+    from pcaptools.render.records import flat_table, write_table_parts
+
+    whole = load_paths(SAMPLES / "calico-vxlan")
+    bounded = load_paths_bounded(SAMPLES / "calico-vxlan", window_rows=300, bucket_rows=50)
+    nb = bounded.streamed["buckets"]
+    assert len(list(bounded.parts())) == nb >= 10 and bounded.n_connections == len(whole.paths)
+    assert not all(bounded.spilled._same.values())  # some category column differs between buckets
+    for ext in ("parquet", "csv"):
+        write_table_parts((p for p, _, _ in bounded.parts()), str(tmp_path / f"bounded.{ext}"))
+        write_table_parts((p for p, _, _ in whole.parts()), str(tmp_path / f"whole.{ext}"))
+    flat_table(whole.paths).to_parquet(tmp_path / "before.parquet", index=False)  # as `paths -o` wrote it before
+    assert pq.ParquetFile(tmp_path / "bounded.parquet").num_row_groups == nb
+    back = pd.read_parquet(tmp_path / "bounded.parquet")
+    for other in ("whole.parquet", "before.parquet"):
+        pd.testing.assert_frame_equal(back, pd.read_parquet(tmp_path / other))
+    assert back.equals(pd.read_parquet(tmp_path / "before.parquet"))
+    assert (tmp_path / "bounded.csv").read_bytes() == (tmp_path / "whole.csv").read_bytes()
+
+
+def test_spilled_output_is_removed_after_a_run_when_dropped_and_after_an_error(tmp_path, monkeypatch):
+    """The buckets' spilled output lives in TMPDIR until the PathSet is closed (the command does it once printed) or
+    dropped; an error while the buckets are built removes it, and the run's own spills, before it is raised."""
+    import gc
+    import tempfile
+
+    from pcaptools.k8s import paths_stream
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    ps = load_paths_bounded(SAMPLES / "calico-vxlan", window_rows=300, bucket_rows=50)
+    assert [p.name for p in tmp_path.iterdir()] == [ps.spilled.dir.name]  # the run's own directory is gone
+    _text(ps)
+    ps.close()
+    assert not any(tmp_path.iterdir())
+    ps = load_paths_bounded(SAMPLES / "calico-vxlan", window_rows=300, bucket_rows=50)
+    del ps
+    gc.collect()
+    assert not any(tmp_path.iterdir())
+    real, calls = paths_stream.rows_of_journeys, []
+
+    def fails_later(*args, **kwargs):
+        calls.append(1)
+        if len(calls) > 3:
+            raise OSError("No space left on device")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(paths_stream, "rows_of_journeys", fails_later)
+    with pytest.raises(OSError, match="No space left"):
+        load_paths_bounded(SAMPLES / "calico-vxlan", window_rows=300, bucket_rows=50)
+    assert len(calls) > 3 and not any(tmp_path.iterdir())

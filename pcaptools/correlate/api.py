@@ -39,7 +39,7 @@ DEFAULT_WINDOW_NS = 2_000_000_000
 class Correlation:
     """Result of :func:`correlate`: hops, clock offsets, hop latency, losses and per-point match counts."""
 
-    hops: pd.DataFrame
+    hops: pd.DataFrame = MadeOnRead()  # a function making it when a streamed paths run reads it back (made on first read)
     offsets: pd.DataFrame
     hop_latency: pd.DataFrame = MadeOnRead()  # the summary's fields may be given as functions making them (made on
     losses: pd.DataFrame = MadeOnRead()  # first read: a caller of the in-memory run that reads only the hops never
@@ -56,8 +56,8 @@ class Correlation:
     skipped_files: list[dict] = field(default_factory=list)  # the capture set's files left out (CaptureSet.skipped_files)
 
     def __getstate__(self) -> dict:
-        """Pickled with the summary made (a function making it is not picklable)."""
-        self.hop_latency, self.losses, self.matched, self.unmatched, self.ambiguous, self.seen_at_point  # noqa: B018
+        """Pickled with the hops and the summary made (a function making them is not picklable)."""
+        self.hops, self.hop_latency, self.losses, self.matched, self.unmatched, self.ambiguous, self.seen_at_point  # noqa: B018
         return dict(self.__dict__)
 
     def loss_summary(self) -> pd.DataFrame:

@@ -126,15 +126,15 @@ class Diagnosis:
     connections: pd.DataFrame
     losses: pd.DataFrame
     timeline: pd.DataFrame = _MadeOnRead()  # (or a function making it, called on first read)
-    paths: pd.DataFrame
+    paths: pd.DataFrame = _MadeOnRead()  # (or a function making it: a streamed run's, read back from its buckets)
     notes: list[str] = field(default_factory=list)
     nat_rules: pd.DataFrame | None = None  # pcaptools.k8s.iptables.explain, when iptables-save files were given
     _rows: dict | None = field(default=None, init=False, repr=False, compare=False)
     _attempts: _Attempts | None = field(default=None, init=False, repr=False, compare=False)  # the Diagnoser's timeline
 
     def __getstate__(self) -> dict:
-        """Pickled with the timeline table made (a function making it is not picklable)."""
-        self.timeline  # noqa: B018 - reading makes it
+        """Pickled with the timeline and path tables made (a function making them is not picklable)."""
+        self.timeline, self.paths  # noqa: B018 - reading makes them
         return dict(self.__dict__)
 
     def _rows_of(self, table: str, c: int) -> np.ndarray:

@@ -58,11 +58,12 @@ def nat_ops(paths: pd.DataFrame, nat: pd.DataFrame | None) -> np.ndarray:
     return out
 
 
-def route_groups(paths: pd.DataFrame, nat: pd.DataFrame | None) -> pd.DataFrame:
+def route_groups(paths: pd.DataFrame, nat: pd.DataFrame | None, ops: np.ndarray | None = None) -> pd.DataFrame:
     """One row per route (module doc), the most connections first (ties: the earlier first connection): the
     :data:`ROUTE_KEY` columns, ``connections``, ``latency_p50_ns`` and ``latency_p95_ns`` (<NA> when no connection
-    of the route was seen at two points) and ``first_connection``."""
-    ops = nat_ops(paths, nat)
+    of the route was seen at two points) and ``first_connection``. ``ops``: :func:`nat_ops` when already known (the
+    NAT table is then not read)."""
+    ops = nat_ops(paths, nat) if ops is None else ops
     codes = {c: pd.factorize(paths[c] if c != "nat_ops" else ops, use_na_sentinel=True)[0] for c in ROUTE_KEY}
     g = pd.DataFrame(codes).groupby(list(ROUTE_KEY), sort=False).ngroup().to_numpy(np.int64)  # in first-seen order
     n = int(g.max()) + 1 if len(g) else 0

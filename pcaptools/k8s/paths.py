@@ -20,7 +20,7 @@ closer than their clock error relies on TTL and the sender/receiver rule of :fun
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from types import SimpleNamespace
@@ -237,9 +237,9 @@ def paths_and_nat(correlation, inventory=None, *, flows: pd.DataFrame | None = N
 @dataclass
 class PathSet:
     """Result of :func:`load_paths`: the path table, its NAT steps, the correlation, inventory and capture set used.
-    ``nat`` and ``hops`` may be given as functions making them (made on first read)."""
+    ``paths``, ``nat`` and ``hops`` may be given as functions making them (made on first read)."""
 
-    paths: pd.DataFrame
+    paths: pd.DataFrame = _MadeOnRead()
     nat: pd.DataFrame = _MadeOnRead()
     correlation: object
     inventory: Inventory | None
@@ -251,11 +251,52 @@ class PathSet:
     """The NAT rows of the representative journeys only (what the terminal shows), when ``nat`` is made on first read."""
     dnat_connections: frozenset | None = _MadeOnRead(None)
     """The connections with a DNAT step (:func:`dnat_connections`), when known without ``nat`` (made on first read)."""
+    spilled: object = field(default=None, repr=False)
+    """A streamed run's output on disk, a bucket of connections a file (:class:`pcaptools.k8s.paths_stream.PathParts`):
+    what :meth:`parts` reads, and ``paths``, ``nat`` and ``correlation.hops`` when read whole."""
 
     def __getstate__(self) -> dict:
-        """Pickled with ``nat``, ``hops`` and ``dnat_connections`` made (a function making them is not picklable)."""
-        self.nat, self.hops, self.dnat_connections  # noqa: B018 - reading makes them
-        return dict(self.__dict__)
+        """Pickled with ``paths``, ``nat``, ``hops`` and ``dnat_connections`` made (a function making them is not
+        picklable), the spilled files left out (read whole)."""
+        self.paths, self.nat, self.hops, self.dnat_connections  # noqa: B018 - reading makes them
+        if self.correlation is not None:
+            self.correlation.hops  # noqa: B018
+        return {**self.__dict__, "spilled": None}
+
+    @property
+    def n_connections(self) -> int:
+        """Connections, counted without reading a spilled path table."""
+        return self.spilled.connections if self.spilled is not None else len(self.paths)
+
+    def parts(self) -> Iterator[tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]]:
+        """(path rows, NAT rows holding at least their representative journeys', hops of those journeys) of
+        consecutive connections in order: a streamed run's buckets read back one at a time, else the whole tables."""
+        if self.spilled is not None:
+            yield from self.spilled.parts()
+            return
+        hops = self.correlation.hops if self.correlation is not None else None
+        yield self.paths, (self.shown_nat if self.shown_nat is not None else self.nat), hops
+
+    def close(self) -> None:
+        """Remove a streamed run's spilled output (:attr:`spilled`), once it has been printed or read whole."""
+        if self.spilled is not None:
+            self.spilled.close()
+
+    def route_groups(self) -> pd.DataFrame:
+        """:func:`~pcaptools.k8s.groups.route_groups` of the path table (a spilled one read a bucket at a time)."""
+        if self.spilled is not None:
+            return self.spilled.route_groups()
+        from pcaptools.k8s.groups import route_groups
+
+        return route_groups(self.paths, self.shown_nat if self.shown_nat is not None else self.nat)
+
+    def select(self, connections: np.ndarray) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame | None]:
+        """(path rows of ``connections`` in that order, NAT rows holding their journeys', hops holding their
+        representative journeys'): what a grouped listing shows of the routes' first connections."""
+        if self.spilled is not None:
+            return self.spilled.select(connections)
+        df, (_, nat, hops) = self.paths, next(self.parts())
+        return df.iloc[pd.Index(df["connection"]).get_indexer(connections)], nat, hops
 
     @property
     def skipped_files(self) -> list[dict]:

@@ -30,7 +30,8 @@ this is :func:`load_paths` (and ``diagnose``). Otherwise, in a temporary directo
    times them, its first packet, its reply) reduced over the pieces first, in three passes. Client-side flows come from :func:`pcaptools.flow_stream.read_flows_bounded` of the same files. For a
    diagnosis each bucket's hops in causal order (``_build``'s, :data:`DETAIL_COLUMNS`) are written back and tallied
    (:class:`~pcaptools.k8s.diagnose.HopTallies`: where each address lives, which point follows which).
-4. The hops of each connection's representative journeys (what the terminal shows) are read back in a last pass.
+4. Each bucket's path rows, NAT rows and the hops of its connections' representative journeys (what the terminal
+   shows) are spilled as it is built (:class:`PathParts`) and printed or written from there a bucket at a time.
 5. **Diagnose** (for ``why`` / ``paths --json``): with every bucket tallied, each bucket's hops are read back a piece
    (detail file) at a time and given, with its paths and NAT steps, to the one
    :class:`~pcaptools.k8s.diagnose.Diagnoser` the in-memory ``diagnose`` uses for the whole set as one group: each
@@ -51,7 +52,8 @@ its paths are built, and for a bucket built in pieces about 40 bytes per journey
 packets' rows (its diagnosis takes less: its journeys as columns, about 30 numbers a journey and 3 a sighting,
 :class:`~pcaptools.k8s.diagnose_journeys.JourneyTable`), plus what the paths join of the client flows (one row per
 flow key, about 100 bytes with its index, :func:`_flow_lookup`; the flow tables, about 280 bytes a flow, are dropped
-once it is made), the path table (about 860 bytes a connection, most of it its text columns: route, hop latencies,
+once it is made); not held, each bucket's spilled to ``TMPDIR`` as it is built and read back a bucket at a time
+(:class:`PathParts`): the path table (about 860 bytes a connection, most of it its text columns: route, hop latencies,
 points, NAT and encapsulation as strings) and the NAT table (one row per NAT step, about 65 bytes; the buckets' tables
 are joined as category codes, :func:`_concat`), and the representative journeys' hops (about 620 bytes a connection,
 measured on gen_set.py's 100,000 packets in 29,288 short connections). A diagnosis keeps besides, per TCP journey, 32 bytes (journey, sequence,
@@ -329,7 +331,35 @@ def _paths_of_file(hops_path: Path, corr, inv, flows, memory: int, bucket_rows: 
         single = single_address_points(pairs, point_rows)
     routing = _spill(pf, labels, bucket_c, nb, tmp, inv, single, hold_rows=max(int(bucket_rows), int(memory * SPILL_SHARE // SPILL_ROW_BYTES)), piece_rows=max(int(bucket_rows), 1), labels_out=labels_out)
     del labels
-    path_parts, nat_parts, tallies = [], [], []
+    out = PathParts(inv)
+    try:
+        pieces, tallies = _build_buckets(tmp, out, rows_c, bucket_c, nb, inv, flows, int(bucket_rows), diagnosis is not None)
+        d = _diagnose_buckets(out, tallies, inv, tmp, *diagnosis) if diagnosis is not None else None
+    except BaseException:
+        out.close()
+        raise
+    corr.hops = out.hops  # made when read: the printing reads them a bucket at a time (PathSet.parts)
+    network = None
+    if inv is not None:
+        from pcaptools.k8s.inventory import routing_verdict
+
+        network = inv.pod_network(None)
+        network["routing"], ev = routing_verdict(*routing)
+        network["evidence"].append(ev)
+    return PathSet(paths=out.paths, nat=out.nat, correlation=corr, inventory=inv, network=network, spilled=out,
+                   streamed={"buckets": nb, "pieces": pieces}), d  # fmt: skip
+
+
+def _build_buckets(tmp: Path, out: PathParts, rows_c: np.ndarray, bucket_c: np.ndarray, nb: int, inv, flows,
+                   bucket_rows: int, diagnose: bool) -> tuple[int, list]:  # fmt: skip
+    """Pass 3: each spilled bucket's paths built and added to ``out`` (its path and NAT rows, its representative
+    journeys' hops) before the next is read; with ``diagnose``, its hops in causal order written back beside it and
+    tallied. (Buckets built in pieces, the tallies.)"""
+    import pyarrow.parquet as pq
+
+    from pcaptools.k8s.diagnose import HopTallies
+
+    tallies: list = []
     pieces = 0  # of buckets built in pieces
     first_c = np.searchsorted(bucket_c, np.arange(nb))  # first connection of each bucket (connections run in order)
     ends_c = np.r_[first_c[1:], len(bucket_c)]
@@ -343,44 +373,31 @@ def _paths_of_file(hops_path: Path, corr, inv, flows, memory: int, bucket_rows: 
             dh.loc[:, list(DETAIL_COLUMNS)].to_parquet(tmp / f"detail-{b}-{len(details)}.parquet")
             details.append(None)
 
-        on_detail = detail if diagnosis is not None else None
+        on_detail = detail if diagnose else None
         if int(rows_c[first_c[b]:ends_c[b]].max()) > bucket_rows:  # a connection larger than a bucket: in pieces
             j = pq.read_table(path, columns=["journey"]).column("journey").to_numpy()
             bj, at = _first_rows(j)
             bc = np.fromfile(tmp / f"connections-{b}.bin", np.int64)[at] - first_c[b]
             del j, at
-            p, nat, n = build_in_pieces(path, (bj, bc), inv, flows, int(bucket_rows), on_detail)
+            p, nat, n = build_in_pieces(path, (bj, bc), inv, flows, bucket_rows, on_detail)
             pieces += n
         else:
             h = pd.read_parquet(path)
             # the bucket's journeys (each has a 5-tuple: rows of the others are not spilled) and their connections
             bj, at = _first_rows(h["journey"].to_numpy(np.int64))
             bc = np.fromfile(tmp / f"connections-{b}.bin", np.int64)[at] - first_c[b]
-            side: dict | None = {} if diagnosis is not None else None
+            side: dict | None = {} if diagnose else None
             p, nat = _build(h, inv, flows, side, (bj, bc))
             del h
             if side is not None:  # the bucket's hops in causal order, for its diagnosis once every bucket is counted
                 detail(side.pop("hops_of")())
-        release_freed_memory(collect=False)  # a bucket's tables hold no reference cycles; a full collection per bucket costs ~0.1 s
         p["connection"] += first_c[b]
         nat["connection"] += first_c[b]
-        path_parts.append(p)
-        nat_parts.append(nat)
-    paths = _concat_paths(path_parts)
-    nat = _concat(nat_parts).sort_values(["journey", "step"], kind="stable", ignore_index=True) if nat_parts else _build(_empty_hops(), inv, None)[1]
-    del path_parts, nat_parts
-    release_freed_memory(collect=False)  # the buckets' tables, before the diagnosis builds its own
-    d = _diagnose_buckets(paths, nat, first_c, tallies, inv, tmp, *diagnosis) if diagnosis is not None else None
-    wanted = np.concatenate([paths["forward_journey"].to_numpy(np.int64), paths["reply_journey"].to_numpy(np.int64)])
-    corr.hops = rows_of_journeys(pf, wanted)
-    network = None
-    if inv is not None:
-        from pcaptools.k8s.inventory import routing_verdict
-
-        network = inv.pod_network(None)
-        network["routing"], ev = routing_verdict(*routing)
-        network["evidence"].append(ev)
-    return PathSet(paths=paths, nat=nat, correlation=corr, inventory=inv, network=network, streamed={"buckets": nb, "pieces": pieces}), d
+        reps = np.concatenate([p["forward_journey"].to_numpy(np.int64), p["reply_journey"].to_numpy(np.int64)])
+        out.add(p, nat.sort_values(["journey", "step"], kind="stable", ignore_index=True), rows_of_journeys(path, reps))
+        del p, nat
+        release_freed_memory(collect=False)  # a bucket's tables hold no reference cycles; a full collection per bucket costs ~0.1 s
+    return pieces, tallies
 
 
 DETAIL_COLUMNS = ("journey", "connection", "direction", "point", "node", "ts_corrected_ns", "src", "dst", "sport", "dport",
@@ -388,25 +405,21 @@ DETAIL_COLUMNS = ("journey", "connection", "direction", "point", "node", "ts_cor
 """Columns of a bucket's hops in causal order that its diagnosis reads (:class:`pcaptools.k8s.diagnose.Diagnoser`)."""
 
 
-def _diagnose_buckets(paths: pd.DataFrame, nat: pd.DataFrame, first_c: np.ndarray, tallies: list, inv, tmp: Path,
-                      ev, opts: dict) -> Diagnosis:  # fmt: skip
-    """Pass 4: each bucket's hops (written by the build) diagnosed in connection order, with what every bucket's
-    hops add up to (:class:`~pcaptools.k8s.diagnose.HopTallies`) and the packets' evidence."""
+def _diagnose_buckets(out: PathParts, tallies: list, inv, tmp: Path, ev, opts: dict) -> Diagnosis:
+    """Pass 4: each bucket's hops (written by the build) diagnosed in connection order with its path and NAT rows (read
+    back from ``out``), with what every bucket's hops add up to (:class:`~pcaptools.k8s.diagnose.HopTallies`) and the
+    packets' evidence."""
     from pcaptools.k8s.diagnose import Diagnoser, HopTallies
 
     dg = Diagnoser(inv, ev, HopTallies.merged(tallies), opts["capture_drops"])
-    pc = paths["connection"].to_numpy(np.int64)
-    nc = nat["connection"].to_numpy(np.int64)
-    by_c = np.argsort(nc, kind="stable")
-    ends = np.r_[first_c[1:], np.iinfo(np.int64).max] if len(first_c) else first_c
-    for b, (lo, hi) in enumerate(zip(first_c.tolist(), ends.tolist(), strict=True)):
+    for b in range(out.buckets):
+        paths, nat, _ = out.part(b)
         files = sorted(tmp.glob(f"detail-{b}-*.parquet"), key=lambda f: int(f.stem.rsplit("-", 1)[1]))
-        rows = by_c[np.searchsorted(nc[by_c], lo):np.searchsorted(nc[by_c], hi)]
         # the bucket's pieces one at a time: a connection larger than a piece is never read back whole
-        dg.add((pd.read_parquet(f) for f in files), paths.iloc[np.searchsorted(pc, lo):np.searchsorted(pc, hi)],
-               nat.iloc[np.sort(rows)])  # fmt: skip
+        dg.add((pd.read_parquet(f) for f in files), paths, nat)
+        del paths, nat
         release_freed_memory(collect=False)
-    return dg.result(paths, nat, opts["iptables"])
+    return dg.result(out.paths, out.nat() if opts["iptables"] else None, opts["iptables"])  # paths made when read
 
 
 def build_in_pieces(path: Path, connections: tuple[np.ndarray, np.ndarray], inv, flows, piece_rows: int,
@@ -739,11 +752,135 @@ def _concat(parts: list[pd.DataFrame]) -> pd.DataFrame:
     return out
 
 
-def _concat_paths(parts: list[pd.DataFrame]) -> pd.DataFrame:
-    """Path tables of consecutive buckets as one, typed as one table of them all would be."""
-    from pcaptools.k8s.paths import _typed
-    from pcaptools.schema import PATH_COLUMNS, validate
+class PathParts:
+    """A streamed run's output a bucket of connections at a time: each bucket's path rows, NAT rows (sorted by journey
+    and step) and the hops of its representative journeys, pickled to a temporary directory of their own (removed by
+    :meth:`close`, by ``TemporaryDirectory``'s finalizer when dropped or at exit) as the buckets are built, and read back
+    one bucket at a time in connection order (:meth:`parts`: what ``paths`` prints and writes) or whole (:meth:`paths`,
+    :meth:`nat`, :meth:`hops`: what a library caller reads). A path table part is typed as the whole table types it
+    (:meth:`typed`): categories unioned across the buckets as :func:`_concat` unions them. Held: per category column the
+    first bucket's categories and the values used so far (the vocabulary, not a row per connection)."""
 
-    if not parts:
-        return _empty()
-    return validate(_typed(_concat(parts)), PATH_COLUMNS, table="paths")
+    def __init__(self, inv, dir: str | os.PathLike | None = None) -> None:  # noqa: A002 - tempfile's name
+        from pcaptools.process import SpillDir
+
+        self.inv = inv  # the empty NAT table's
+        self.spill = SpillDir(prefix="pcaptools-paths-out-", dir=dir)
+        self.dir = Path(self.spill.name)
+        self.buckets = 0
+        self.connections = 0
+        self._first: dict[str, pd.Index] = {}  # category column -> the first bucket's categories
+        self._same: dict[str, bool] = {}  # every bucket had those categories (so far)
+        self._used: dict[str, pd.Index] = {}  # values of the column seen in any bucket
+        self._object = False  # a category column was not categorical in some bucket: values as objects, as _concat
+
+    def add(self, paths: pd.DataFrame, nat: pd.DataFrame, hops: pd.DataFrame) -> None:
+        """Spill the next bucket's path rows, NAT rows and representative journeys' hops."""
+        from pcaptools.schema import PATH_COLUMNS
+
+        for col in (c.name for c in PATH_COLUMNS if c.dtype == "category"):
+            self._tally(col, paths[col])
+        k = self.buckets
+        for name, table in (("paths", paths), ("nat", nat), ("hops", hops)):
+            table.to_pickle(self.dir / f"{name}-{k}.pkl")
+        self.buckets += 1
+        self.connections += len(paths)
+
+    def _tally(self, col: str, v: pd.Series) -> None:
+        """Note a bucket's categories and values of category column ``col``."""
+        cat = isinstance(v.dtype, pd.CategoricalDtype)
+        used = pd.Index(v.dropna().unique().astype(object) if cat else pd.unique(v.dropna()))
+        self._used[col] = used if col not in self._used else self._used[col].append(used).unique()
+        if not cat:
+            self._same[col] = False
+            self._object = True
+        elif col not in self._first:
+            self._first[col], self._same[col] = v.cat.categories, True
+        elif self._same[col]:
+            self._same[col] = v.cat.categories.equals(self._first[col])
+
+    def categories(self, col: str) -> pd.Index:
+        """Category column ``col``'s categories in the whole table: the buckets' when all had the same, else the sorted
+        values used (what :func:`_concat` then ``astype("category")`` give)."""
+        if self._same.get(col) and col in self._first:
+            return self._first[col]
+        return self._used.get(col, pd.Index([], dtype=object)).sort_values()
+
+    def typed(self, paths: pd.DataFrame) -> pd.DataFrame:
+        """A bucket's path rows with the whole table's dtypes (:func:`_concat_paths`' categories)."""
+        from pcaptools.k8s.paths import _typed
+        from pcaptools.schema import PATH_COLUMNS
+
+        out = _typed(paths)
+        for col in (c.name for c in PATH_COLUMNS if c.dtype == "category"):
+            out[col] = out[col].cat.set_categories(self.categories(col))
+        return out
+
+    def part(self, k: int) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+        """Bucket ``k``'s (path rows typed as the whole table, NAT rows, representative journeys' hops)."""
+        p, nat, hops = (pd.read_pickle(self.dir / f"{name}-{k}.pkl") for name in ("paths", "nat", "hops"))
+        return self.typed(p), nat, hops
+
+    def parts(self):
+        """Every bucket's :meth:`part` in connection order, one read at a time (the empty tables when no bucket)."""
+        if not self.buckets:
+            yield _empty(), self.nat(), _empty_hops()
+        for k in range(self.buckets):
+            yield self.part(k)
+
+    def paths(self) -> pd.DataFrame:
+        """The whole path table, as :func:`_concat_paths` of the buckets' tables gives it."""
+        from pcaptools.schema import PATH_COLUMNS, validate
+
+        if not self.buckets:
+            return _empty()
+        return validate(pd.concat([p for p, _, _ in self.parts()], ignore_index=True), PATH_COLUMNS, table="paths")
+
+    def nat(self) -> pd.DataFrame:
+        """The whole NAT table sorted by journey and step, as the buckets' tables joined by :func:`_concat`."""
+        if not self.buckets:
+            return _build(_empty_hops(), self.inv, None)[1]
+        parts = [pd.read_pickle(self.dir / f"nat-{k}.pkl") for k in range(self.buckets)]
+        return _concat(parts).sort_values(["journey", "step"], kind="stable", ignore_index=True)
+
+    def hops(self) -> pd.DataFrame:
+        """The hops of every connection's representative journeys, bucket after bucket."""
+        parts = [pd.read_pickle(self.dir / f"hops-{k}.pkl") for k in range(self.buckets)]
+        return _concat(parts) if parts else _empty_hops()
+
+    def route_groups(self) -> pd.DataFrame:
+        """:func:`~pcaptools.k8s.groups.route_groups` of the whole table, a bucket read at a time: of each only the
+        route's columns (text ones as categories), its latency and connection and its NAT operations are kept, joined as
+        category codes (about 30 bytes a connection)."""
+        from pcaptools.k8s.groups import ROUTE_KEY, nat_ops, route_groups
+
+        keys = [c for c in ROUTE_KEY if c != "nat_ops"]
+        parts = []
+        for p, nat, _ in self.parts():
+            q = p.loc[:, [*keys, "latency_ns", "connection"]]
+            q["encap"] = q["encap"].astype("category")
+            q["nat_ops"] = pd.Categorical(nat_ops(p, nat))
+            parts.append(q)
+        if not parts:
+            return route_groups(_empty(), None)
+        t = _concat(parts)
+        return route_groups(t, None, ops=t.pop("nat_ops").astype(object).to_numpy())
+
+    def select(self, connections: np.ndarray) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+        """(path rows of ``connections`` in that order, their journeys' NAT rows, their representative journeys' hops),
+        a bucket read at a time: the connections a grouped listing shows."""
+        want = np.asarray(connections, np.int64)
+        picked = []
+        for p, nat, hops in self.parts():
+            sel = p.loc[np.isin(p["connection"].to_numpy(np.int64), want)]
+            if len(sel):
+                js = np.concatenate([sel["forward_journey"].to_numpy(np.int64), sel["reply_journey"].to_numpy(np.int64)])
+                picked.append((sel, *(t.loc[np.isin(t["journey"].to_numpy(np.int64), js)].copy() for t in (nat, hops))))
+        if not picked:
+            return _empty(), self.nat(), _empty_hops()
+        paths = pd.concat([x[0] for x in picked], ignore_index=True)
+        return paths.iloc[pd.Index(paths["connection"]).get_indexer(want)], _concat([x[1] for x in picked]), _concat([x[2] for x in picked])
+
+    def close(self) -> None:
+        """Remove the spilled files."""
+        self.spill.cleanup()

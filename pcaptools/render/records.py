@@ -89,6 +89,30 @@ def flat_table(df: pd.DataFrame) -> pd.DataFrame:
     return flat
 
 
+def write_table_parts(parts: Iterable[pd.DataFrame], out: str) -> None:
+    """Tables of one schema (a table's consecutive rows, typed alike) written as one ``.parquet`` file, a row group
+    (or more) a part, or one ``.csv`` file (:func:`flat_table` of each): read back, the file is their concatenation."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    writer, first = None, True
+    try:
+        for part in parts:
+            flat = flat_table(part)
+            if not out.endswith(".parquet"):
+                flat.to_csv(out, index=False, header=first, mode="w" if first else "a")
+            elif writer is None:
+                t = pa.Table.from_pandas(flat, preserve_index=False)
+                writer = pq.ParquetWriter(out, t.schema)
+                writer.write_table(t)
+            else:
+                writer.write_table(pa.Table.from_pandas(flat, schema=writer.schema, preserve_index=False))
+            first = False
+    finally:
+        if writer is not None:
+            writer.close()
+
+
 def json_schema(command: str) -> dict:
     """The shipped JSON Schema of ``pcaptools <command> --json`` (``pcaptools/schemas/<command>.schema.json``)."""
     from importlib.resources import files

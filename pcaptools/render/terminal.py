@@ -491,7 +491,6 @@ def print_paths(ps, con: Console, *, brief: bool = False, nat_rules=None, all_co
     than :data:`LIST_LIMIT` connections are shown by route, with the first connection of each as its example,
     unless ``all_connections``."""
     import numpy as np
-    import pandas as pd
     from rich.text import Text
 
     from pcaptools.render.records import (
@@ -501,9 +500,10 @@ def print_paths(ps, con: Console, *, brief: bool = False, nat_rules=None, all_co
         _nat_by_journey,
     )
 
-    df, inv, corr = ps.paths, ps.inventory, ps.correlation
+    inv, corr = ps.inventory, ps.correlation
+    n = ps.n_connections
     out = _Lines(con)
-    head = f"{fmt_int(len(df))} connections"
+    head = f"{fmt_int(n)} connections"
     if inv is not None:
         net = ps.network if getattr(ps, "network", None) is not None else inv.pod_network(corr.hops if corr is not None else None)
         head += f" · inventory: {safe(inv.describe())} · pod IPs: {safe(net['mode'])}"
@@ -512,31 +512,29 @@ def print_paths(ps, con: Console, *, brief: bool = False, nat_rules=None, all_co
     else:
         head += " · no inventory: addresses are not named (pass --inventory)"
     out(head, "bold")
-    shown = getattr(ps, "shown_nat", None)  # the representative journeys' NAT rows: the whole table need not be made
-    nat = shown if shown is not None else ps.nat
-    nat_at = ByJourney(nat) if nat is not None and len(nat) else None
-    hops_at = ByJourney(corr.hops) if corr is not None else None
-
-    listed = df
+    grouped = not all_connections and n > LIST_LIMIT
     width = con.size.width
-    if not all_connections and len(df) > LIST_LIMIT:
-        from pcaptools.k8s.groups import route_groups
+    parts = ps.parts  # (connections, their NAT steps, their hops) a bucket at a time: the whole table need not be read
+    if grouped:
+        routes = ps.route_groups()
+        _print_routes(out, routes.iloc[:ROUTES_SHOWN], n, len(routes), width)
+        listed = ps.select(routes["first_connection"].to_numpy()[:ROUTES_SHOWN])
+        parts = lambda: iter([listed])  # noqa: E731 - the routes' first connections only
 
-        routes = route_groups(df, nat)
-        _print_routes(out, routes.iloc[:ROUTES_SHOWN], len(df), len(routes), width)
-        listed = df.iloc[pd.Index(df["connection"]).get_indexer(routes["first_connection"].to_numpy()[:ROUTES_SHOWN])]
-
-    def chunks(with_hops: bool, df=listed):
+    def chunks(with_hops: bool):
         """(connections, NAT steps and hops of their journeys as objects) :data:`RECORD_CHUNK` connections at a time:
         the objects of a few KiB a connection are never made for all of them at once."""
-        for lo in range(0, len(df), RECORD_CHUNK):
-            part = df.iloc[lo:lo + RECORD_CHUNK]
-            js = np.concatenate([part["forward_journey"].to_numpy(np.int64), part["reply_journey"].to_numpy(np.int64)])
-            nat_of = _nat_by_journey(nat_at.rows(js), js, nat_rules) if nat_at is not None else {}
-            hops_of = _hops_by_journey(hops_at.rows(js), js) if hops_at is not None and with_hops else {}
-            yield part.itertuples(index=False), nat_of, hops_of
+        for df, nat, hops in parts():
+            nat_at = ByJourney(nat) if nat is not None and len(nat) else None
+            hops_at = ByJourney(hops) if hops is not None and with_hops else None
+            for lo in range(0, len(df), RECORD_CHUNK):
+                part = df.iloc[lo:lo + RECORD_CHUNK]
+                js = np.concatenate([part["forward_journey"].to_numpy(np.int64), part["reply_journey"].to_numpy(np.int64)])
+                nat_of = _nat_by_journey(nat_at.rows(js), js, nat_rules) if nat_at is not None else {}
+                hops_of = _hops_by_journey(hops_at.rows(js), js) if hops_at is not None else {}
+                yield part.itertuples(index=False), nat_of, hops_of
 
-    if listed is not df:
+    if grouped:
         if not brief:
             out()
             out("the route of the first connection of each row:", "bold")
