@@ -28,7 +28,8 @@ import pandas as pd
 from pcaptools.compare import compare
 from pcaptools.correlate.latency import hop_samples
 from pcaptools.k8s.sequence import first_journeys, sequences
-from pcaptools.render.html import report_html
+from pcaptools.render import drawing
+from pcaptools.render.html import drawn_first, report_html
 
 DEFAULT_MAX_PACKETS = 10
 """Packets drawn per connection in its sequence diagram (the first ones: handshake, first data, ...)."""
@@ -49,11 +50,17 @@ def report(capture_sets: Mapping[str, object] | list, *, inventory=None, max_pac
     cmp = compare(capture_sets, inventory=inventory, window_ns=window_ns, allow_outside=allow_outside, memory=memory, **forced)
     if on_skipped is not None:
         on_skipped([f for lab in cmp.labels for f in cmp.skipped_files.get(lab, [])])
-    seqs, samples = {}, {}
-    for label in cmp.labels:
-        seqs[label] = _sequences(cmp, label, max_packets)
-        samples[label] = _hop_samples(cmp, label)
-    return report_html(cmp, seqs, samples, max_diagrams=max_diagrams)
+    first = drawn_first(cmp, max_diagrams)
+    ahead = drawing.ahead() if first is not None else None  # its start overlaps the sequences and samples
+    try:
+        seqs, samples = {}, {}
+        for label in cmp.labels:
+            seqs[label] = _sequences(cmp, label, max_packets)
+            samples[label] = _hop_samples(cmp, label)
+        return report_html(cmp, seqs, samples, max_diagrams=max_diagrams, ahead=ahead)
+    finally:
+        if ahead is not None:
+            ahead.close()
 
 
 def _hop_samples(cmp, label: str) -> pd.DataFrame:  # noqa: ANN001

@@ -36,7 +36,8 @@ def test_diagrams_drawn_on_two_processes_equal_those_drawn_in_one(parts):
 
 def test_the_other_process_draws_every_chunk_as_this_one_would_with_its_settings(parts):
     with matplotlib.rc_context({"text.color": "#123456"}):
-        other = drawing._Other(parts, {"node-1:eth0": "uplink"})  # left alone, it draws every chunk, last first
+        other = drawing.Drawer()
+        other.send(parts, {"node-1:eth0": "uplink"})  # left alone, it draws every chunk, last first
         assert other.proc.wait(timeout=300) == 0
         other.reader.join(timeout=30)
         styled = {k: drawing._svgs(parts[k * drawing.CHUNK:(k + 1) * drawing.CHUNK], {"node-1:eth0": "uplink"}) for k in other.drawn}
@@ -51,3 +52,12 @@ def test_diagrams_are_all_drawn_here_when_the_other_process_cannot_start(parts, 
 
     monkeypatch.setattr(drawing.subprocess, "Popen", fail)
     assert drawing.sequence_svgs(parts) == drawing._svgs(parts, None)
+
+
+def test_a_drawing_process_started_ahead_is_used_or_stopped(parts):
+    ahead = drawing.ahead()
+    assert drawing.sequence_svgs(parts, None, ahead) == drawing._svgs(parts, None)
+    assert ahead.proc.poll() is not None  # done with
+    unused = drawing.ahead()
+    assert drawing.sequence_svgs(parts[:3], None, unused) == drawing._svgs(parts[:3], None)  # too few: drawn here
+    assert unused.proc.poll() is not None

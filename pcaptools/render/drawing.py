@@ -31,14 +31,24 @@ CHUNK = 8
 """Diagrams handed back at a time: small enough to share the work evenly, large enough to keep the hand-offs few."""
 
 
-def sequence_svgs(parts: list[pd.DataFrame], roles: dict[str, str] | None = None) -> list[str]:
-    """The SVG text of :func:`.figures.sequence_diagram` of each connection's rows in ``parts``, in order."""
+def ahead() -> Drawer | None:
+    """A drawing process started now, so that its start (~1 s of imports) overlaps the caller's work until it hands
+    it to :func:`sequence_svgs`; None where a second process would not help. Close it if it goes unused."""
+    return Drawer() if _two_processes() else None
+
+
+def sequence_svgs(parts: list[pd.DataFrame], roles: dict[str, str] | None = None, other: Drawer | None = None) -> list[str]:
+    """The SVG text of :func:`.figures.sequence_diagram` of each connection's rows in ``parts``, in order (``other``:
+    a drawing process from :func:`ahead`, else one is started if there are enough of them)."""
     n = len(parts)
-    if n < PARALLEL_FROM or (os.cpu_count() or 1) < 2 or os.name != "posix":
+    if n < PARALLEL_FROM or not _two_processes():
+        if other is not None:
+            other.close()
         return _svgs(parts, roles)
     chunks = [range(i, min(i + CHUNK, n)) for i in range(0, n, CHUNK)]
     out: list[str | None] = [None] * n
-    with _Other(parts, roles) as other:
+    with other or Drawer() as other:
+        other.send(parts, roles)
         for k, c in enumerate(chunks):
             if k >= other.lowest:  # the other process has drawn this chunk and those after it
                 break
@@ -50,29 +60,43 @@ def sequence_svgs(parts: list[pd.DataFrame], roles: dict[str, str] | None = None
     return [svg if svg is not None else _svgs([parts[i]], roles)[0] for i, svg in enumerate(out)]
 
 
+def _two_processes() -> bool:
+    return (os.cpu_count() or 1) > 1 and os.name == "posix"
+
+
 def _svgs(parts: list[pd.DataFrame], roles: dict[str, str] | None) -> list[str]:
     return [figures.to_svg(figures.sequence_diagram(p, roles=roles)) for p in parts]
 
 
-class _Other:
-    """The drawing subprocess: started with the job, its chunks read back on a thread (``drawn``, ``lowest``)."""
+class Drawer:
+    """The drawing subprocess: started (it imports what drawing needs, then waits), sent its job, its chunks read
+    back on a thread (``drawn``, ``lowest``); closing it stops it after the chunk it is drawing."""
 
-    def __init__(self, parts: list[pd.DataFrame], roles: dict[str, str] | None) -> None:
+    def __init__(self) -> None:
+        self.drawn: dict[int, list[str]] = {}
+        self.lowest = 0  # the first chunk it has sent back: none until it has a job
+        self.reader: threading.Thread | None = None
+        root = Path(__file__).resolve().parents[2]  # run from there, `-m` imports this pcaptools first
+        try:
+            self.proc: subprocess.Popen | None = subprocess.Popen(
+                [sys.executable, "-m", "pcaptools.render.drawing"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL, cwd=root)  # fmt: skip
+        except OSError:
+            self.proc = None
+
+    def send(self, parts: list[pd.DataFrame], roles: dict[str, str] | None) -> None:
+        """Hand over the job (with this process's matplotlib settings) and start reading its chunks back."""
         import matplotlib
 
-        self.drawn: dict[int, list[str]] = {}
-        self.lowest = (len(parts) + CHUNK - 1) // CHUNK  # the first chunk it has sent back (none yet)
+        self.lowest = (len(parts) + CHUNK - 1) // CHUNK
+        if self.proc is None:
+            return
         rc = {k: v for k, v in matplotlib.rcParams.items() if not k.startswith("backend")}
-        root = Path(__file__).resolve().parents[2]  # run from there, `-m` imports this pcaptools first
-        self.proc: subprocess.Popen | None = None
         try:
-            self.proc = subprocess.Popen([sys.executable, "-m", "pcaptools.render.drawing"], stdin=subprocess.PIPE,
-                                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=root)  # fmt: skip
             pickle.dump((rc, roles, parts, CHUNK), self.proc.stdin, protocol=pickle.HIGHEST_PROTOCOL)
             self.proc.stdin.flush()
         except (OSError, pickle.PicklingError):
-            self._end()
-            self.proc = None
+            self.close()
             return
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
@@ -86,36 +110,43 @@ class _Other:
         except (EOFError, OSError, pickle.UnpicklingError, ValueError, TypeError):
             return
 
-    def __enter__(self) -> _Other:
+    def __enter__(self) -> Drawer:
         return self
 
     def __exit__(self, *exc) -> None:
-        if self.proc is None:
-            return
-        if exc[0] is None:
-            try:  # no more wanted: it stops after the chunk it is drawing
+        if exc[0] is None and self.proc is not None and self.reader is not None:
+            try:  # no more wanted: it stops after the chunk it is drawing and sends that
                 self.proc.stdin.close()
-            except OSError:
-                pass
-            try:
                 self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
+            except (OSError, subprocess.TimeoutExpired):
                 pass
             self.reader.join(timeout=5)
-        self._end()
+        self.close()
 
-    def _end(self) -> None:
+    def close(self) -> None:
+        """Stop the process now (what it has sent stays in ``drawn``)."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+        if self.proc is not None:
+            for f in (self.proc.stdin, self.proc.stdout):
+                try:
+                    f.close()
+                except OSError:
+                    pass
 
 
 def _serve() -> None:
     """The other process: read the job, draw its chunks from the last, send each back; stop once stdin closes."""
     out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # anything printed goes to stderr, not into the answers
-    rc, roles, parts, chunk = pickle.load(sys.stdin.buffer)
     import matplotlib
+    import matplotlib.figure  # noqa: F401  (imported while the caller still computes)
+
+    try:
+        rc, roles, parts, chunk = pickle.load(sys.stdin.buffer)
+    except EOFError:  # closed unused
+        return
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

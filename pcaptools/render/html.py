@@ -184,7 +184,8 @@ def _routes(paths: pd.DataFrame | None, nat: pd.DataFrame | None) -> str:
                                        "latency_p50_ns", "latency_p95_ns", "first_connection"])  # fmt: skip
 
 
-def _connection_details(tid: str, paths: pd.DataFrame, seq: pd.DataFrame, roles: dict[str, str], max_diagrams: int | None = None) -> str:
+def _connection_details(tid: str, paths: pd.DataFrame, seq: pd.DataFrame, roles: dict[str, str], max_diagrams: int | None = None,
+                        other: drawing.Drawer | None = None) -> str:  # fmt: skip
     """Per connection: route, NAT both ways, encapsulation and its sequence diagram across capture points (the first
     ``max_diagrams`` connections' only: a diagram costs ~40 ms and ~30 kB of page, too much for thousands)."""
     out = []
@@ -193,7 +194,7 @@ def _connection_details(tid: str, paths: pd.DataFrame, seq: pd.DataFrame, roles:
     drawn = by_connection["packet"].nunique().to_dict() if len(seq) else {}
     conns = paths["connection"].to_numpy(np.int64)
     with_diagram = [int(c) for i, c in enumerate(conns) if int(c) in rows_of and (max_diagrams is None or i < max_diagrams)]
-    svgs = dict(zip(with_diagram, drawing.sequence_svgs([seq.iloc[rows_of[c]] for c in with_diagram], roles), strict=True))
+    svgs = dict(zip(with_diagram, drawing.sequence_svgs([seq.iloc[rows_of[c]] for c in with_diagram], roles, other), strict=True))
     for i, r in enumerate(paths.itertuples(index=False)):
         c = int(r.connection)
         shown = int(drawn.get(c, 0))
@@ -220,7 +221,8 @@ def _connection_details(tid: str, paths: pd.DataFrame, seq: pd.DataFrame, roles:
     return "".join(out)
 
 
-def _set_section(cmp: Comparison, i: int, label: str, seq: pd.DataFrame, samples: pd.DataFrame, max_diagrams: int | None = None) -> str:
+def _set_section(cmp: Comparison, i: int, label: str, seq: pd.DataFrame, samples: pd.DataFrame, max_diagrams: int | None = None,
+                 other: drawing.Drawer | None = None) -> str:  # fmt: skip
     """Everything about one capture set: points, clocks, connections, per-hop latency, losses, each connection's diagram."""
     tid = f"s{i}"
     corr = cmp.correlations[label]
@@ -256,7 +258,7 @@ def _set_section(cmp: Comparison, i: int, label: str, seq: pd.DataFrame, samples
         f'<h3 id="{tid}-sequences">Each connection across capture points</h3>'
         f'<p><button onclick="pcAll(\'{tid}-seq\',true)">open all</button> <button onclick="pcAll(\'{tid}-seq\',false)">close all</button></p>'
         f'<div id="{tid}-seq">',
-        _connection_details(f"{tid}-conn", paths, seq, roles, max_diagrams) if paths is not None and len(paths) else "",
+        _connection_details(f"{tid}-conn", paths, seq, roles, max_diagrams, other) if paths is not None and len(paths) else "",
         "</div>",
     ]
     notes = cmp.notes.get(label, [])
@@ -285,10 +287,21 @@ def _comparison_section(cmp: Comparison) -> str:
     return "".join(parts)
 
 
+def drawn_first(cmp: Comparison, max_diagrams: int | None) -> str | None:
+    """The first set with enough diagrams to draw on two processes (:mod:`.drawing`), if any."""
+    for lab in cmp.labels:
+        paths = cmp.paths.get(lab)
+        n = 0 if paths is None else len(paths) if max_diagrams is None else min(len(paths), max_diagrams)
+        if n >= drawing.PARALLEL_FROM:
+            return lab
+    return None
+
+
 def report_html(cmp: Comparison, sequences: dict[str, pd.DataFrame], samples: dict[str, pd.DataFrame], *, title: str | None = None,
-                max_diagrams: int | None = None) -> str:  # fmt: skip
+                max_diagrams: int | None = None, ahead: drawing.Drawer | None = None) -> str:  # fmt: skip
     """The whole report page: a comparison section when there are several sets, then one section per set (each
-    drawing the sequence diagrams of its first ``max_diagrams`` connections, every one when None)."""
+    drawing the sequence diagrams of its first ``max_diagrams`` connections, every one when None; ``ahead``: a
+    drawing process already started, for the set :func:`drawn_first` names)."""
     from importlib.metadata import PackageNotFoundError, version
 
     try:
@@ -302,7 +315,9 @@ def report_html(cmp: Comparison, sequences: dict[str, pd.DataFrame], samples: di
         nav.append(f'<a href="#s{i}"><b>{_e(lab)}</b></a>' + "".join(
             f'<a href="#s{i}-{k}">{k}</a>' for k in ("points", "clocks", "connections", "latency", "losses", "sequences")))
     body = [_comparison_section(cmp)] if several else []
-    body += [_set_section(cmp, i, lab, sequences[lab], samples[lab], max_diagrams) for i, lab in enumerate(cmp.labels)]
+    first = drawn_first(cmp, max_diagrams) if ahead is not None else None
+    body += [_set_section(cmp, i, lab, sequences[lab], samples[lab], max_diagrams, ahead if lab == first else None)
+             for i, lab in enumerate(cmp.labels)]  # fmt: skip
     when = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     sources = " · ".join(f"{_e(lab)}: {_e(cmp.sources.get(lab, ''))}" for lab in cmp.labels)
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">'
