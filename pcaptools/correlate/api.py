@@ -26,7 +26,7 @@ from pcaptools.correlate.match import by_fingerprint, clock_sample, compact_orde
 from pcaptools.correlate.sample import ClockSample
 from pcaptools.correlate.spine import Spine
 from pcaptools.correlate.summary import totals
-from pcaptools.correlate.windows import CATEGORIES, Categories, Matcher, Part, rows_of
+from pcaptools.correlate.windows import AHEAD, AHEAD_NEEDS, CARRY, CATEGORIES, Categories, Matcher, Part, rows_of
 from pcaptools.decode.table import as_text, category_union
 from pcaptools.errors import CorrelationError
 from pcaptools.lazy import MadeOnRead
@@ -145,12 +145,15 @@ def correlate_tables(points: list[CapturePoint], tables: list[pd.DataFrame], poi
     text = len(tables) > 1  # stacking several tables turns their categories into text (decode.table.concat)
     cats = Categories({c: _text([t[c].cat.categories for t in tables], text) for c in CATEGORIES})
     m = matcher(points, window_ns, cats)
-    with ThreadPoolExecutor(1) as pool:  # the rows' columns are gathered (numpy copies, GIL released) and what matching
-        # needs of them before their times computed (Matcher.ahead) while clocks are estimated
-        gathered = pool.submit(lambda: m.ahead(rows_of(tables, fps, None, key, pid, cats, ts_ns=ts, share=True)))
+    rest = tuple(c for c in CARRY if c not in AHEAD_NEEDS)
+    with ThreadPoolExecutor(2) as pool:  # the rows' columns are gathered in two parts (numpy copies, GIL released) and
+        # what matching needs of them before their times computed (Matcher.ahead) while clocks are estimated
+        gathered = pool.submit(lambda: m.ahead(rows_of(tables, fps, None, key, pid, cats, ts_ns=ts, share=True, columns=AHEAD_NEEDS)))
+        others = pool.submit(rows_of, tables, fps, None, key, pid, cats, share=True, columns=rest, base=False)
         offsets, params = sample.estimate(nodes, point_node, reference=reference)
         tc = correct(ts, point_node[pid], params)
-        rows = gathered.result()
+        first, second = gathered.result(), others.result()
+        rows = {c: first[c] if c in first else second[c] for c in ("fp", "tc", "key", "point_id", "ts_ns", *CARRY, "look", *AHEAD)}
     if release:
         del fps
         tables.clear()

@@ -98,25 +98,31 @@ def rows_from(pk: pd.DataFrame, fp: np.ndarray, tc: np.ndarray, key: np.ndarray,
     return rows_of([pk], [fp], tc, key, point_id, cats)
 
 
+AHEAD_NEEDS = ("src", "dst", "sport", "dport", "proto", "ttl", "tunnel")
+"""Carried columns :meth:`Matcher.ahead` and a row's look read: gathered first when the rest is gathered beside them."""
+
+
 def rows_of(tables: list[pd.DataFrame], fps: list[np.ndarray], tc: np.ndarray | None, key: np.ndarray, point_id: np.ndarray,
-            cats: Categories, *, ts_ns: np.ndarray | None = None, share: bool = False) -> dict[str, np.ndarray]:  # fmt: skip
+            cats: Categories, *, ts_ns: np.ndarray | None = None, share: bool = False, columns: tuple[str, ...] = CARRY,
+            base: bool = True) -> dict[str, np.ndarray]:  # fmt: skip
     """:func:`rows_from` of packet tables taken as one stacked table (``fps``: each one's fingerprints; ``tc``,
     ``key``, ``point_id`` and ``ts_ns``, if given: of the stacked rows; ``tc`` None: filled in by the caller):
     each column gathered once, straight into its window array, whole tables copied without an index. ``share``: a column of one table whose rows
-    are all kept is its own array, not a copy (for a caller that keeps the table anyway)."""
+    are all kept is its own array, not a copy (for a caller that keeps the table anyway). ``columns`` and ``base``:
+    only those carried columns, and without the fingerprint, times, key, point and look (``base`` False), so that
+    two threads can gather a window's rows in two parts (the look needs ``ttl`` and ``tunnel``)."""
     fp = fps[0] if len(fps) == 1 else np.concatenate(fps)
     keep = np.flatnonzero(fp != 0)
     everything = keep.shape[0] == fp.shape[0]
-    if ts_ns is None:
-        ts_ns = tables[0]["ts_ns"].to_numpy(np.int64) if len(tables) == 1 else np.concatenate([t["ts_ns"].to_numpy(np.int64) for t in tables])
-
-    def kept(a: np.ndarray) -> np.ndarray:
-        return a if everything else a[keep]
-
-    out = {"fp": kept(fp), "tc": None if tc is None else kept(tc), "key": kept(key), "point_id": kept(point_id).astype(np.int32), "ts_ns": kept(ts_ns)}
+    out: dict[str, np.ndarray] = {}
+    if base:
+        if ts_ns is None:
+            ts_ns = tables[0]["ts_ns"].to_numpy(np.int64) if len(tables) == 1 else np.concatenate([t["ts_ns"].to_numpy(np.int64) for t in tables])
+        kept = (lambda a: a) if everything else (lambda a: a[keep])
+        out = {"fp": kept(fp), "tc": None if tc is None else kept(tc), "key": kept(key), "point_id": kept(point_id).astype(np.int32), "ts_ns": kept(ts_ns)}
     bounds = np.cumsum([0, *(len(t) for t in tables)])
     cut = np.searchsorted(keep, bounds)  # kept rows of table i: keep[cut[i]:cut[i + 1]]
-    for c in CARRY:
+    for c in columns:
         coded = c in cats.values
         cols = [cats.codes_of(c, t[c].cat.categories) if coded else t[c].to_numpy() for t in tables]
         if share and not coded and everything and len(tables) == 1:
@@ -133,6 +139,8 @@ def rows_of(tables: list[pd.DataFrame], fps: list[np.ndarray], tc: np.ndarray | 
             else:
                 col[lo:hi] = src
         out[c] = col
+    if not base:
+        return out
     # what a sighting looks like at its point (point, TTL, tunnelled): exact, in one int64 (the walk only compares them)
     out["look"] = (out["point_id"].astype(np.int64) << 17) | ((out["ttl"].astype(np.int64) & 0xFFFF) << 1) | (out["tunnel"] >= 0)
     return out
