@@ -26,7 +26,16 @@ from pcaptools.correlate.match import by_fingerprint, clock_sample, compact_orde
 from pcaptools.correlate.sample import ClockSample
 from pcaptools.correlate.spine import Spine
 from pcaptools.correlate.summary import totals
-from pcaptools.correlate.windows import AHEAD, AHEAD_NEEDS, CARRY, CATEGORIES, Categories, Matcher, Part, rows_of
+from pcaptools.correlate.windows import (
+    AHEAD,
+    AHEAD_NEEDS,
+    CARRY,
+    CATEGORIES,
+    Categories,
+    Matcher,
+    Part,
+    rows_of,
+)
 from pcaptools.decode.table import as_text, category_union
 from pcaptools.errors import CorrelationError
 from pcaptools.lazy import MadeOnRead
