@@ -92,22 +92,20 @@ class Drawer:
         if self.proc is None:
             return
         rc = {k: v for k, v in matplotlib.rcParams.items() if not k.startswith("backend")}
-        try:
-            pickle.dump((rc, roles, parts, CHUNK), self.proc.stdin, protocol=pickle.HIGHEST_PROTOCOL)
-            self.proc.stdin.flush()
-        except (OSError, pickle.PicklingError):
-            self.close()
-            return
-        self.reader = threading.Thread(target=self._read, daemon=True)
+        job = (rc, roles, parts, CHUNK)  # written on the thread: a pipe holds 64 KiB, and the process may still be importing
+        self.reader = threading.Thread(target=self._exchange, args=(job,), daemon=True)
         self.reader.start()
 
-    def _read(self) -> None:
+    def _exchange(self, job: tuple) -> None:
+        """Write the job, then read the chunks back until the process ends (any failure: what it sent is all)."""
         try:
+            pickle.dump(job, self.proc.stdin, protocol=pickle.HIGHEST_PROTOCOL)
+            self.proc.stdin.flush()
             while True:
                 k, svgs = pickle.load(self.proc.stdout)
                 self.drawn[k] = svgs
                 self.lowest = min(self.lowest, k)
-        except (EOFError, OSError, pickle.UnpicklingError, ValueError, TypeError):
+        except (EOFError, OSError, pickle.PicklingError, pickle.UnpicklingError, ValueError, TypeError):
             return
 
     def __enter__(self) -> Drawer:
