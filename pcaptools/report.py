@@ -50,8 +50,8 @@ def report(capture_sets: Mapping[str, object] | list, *, inventory=None, max_pac
     cmp = compare(capture_sets, inventory=inventory, window_ns=window_ns, allow_outside=allow_outside, memory=memory, **forced)
     if on_skipped is not None:
         on_skipped([f for lab in cmp.labels for f in cmp.skipped_files.get(lab, [])])
-    first = drawn_first(cmp, max_diagrams)
-    ahead = drawing.ahead() if first is not None else None  # its start overlaps the sequences and samples
+    # a drawing process for the first set with enough diagrams, started now: its start overlaps the sequences and samples
+    ahead = drawing.ahead() if drawn_first(cmp, max_diagrams) is not None else None
     try:
         seqs, samples = {}, {}
         for label in cmp.labels:
