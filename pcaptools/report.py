@@ -68,7 +68,7 @@ def _hop_samples(cmp, label: str) -> pd.DataFrame:  # noqa: ANN001
     parts = []
     for h in cmp.hop_tables(label):
         s = by_role(hop_samples(h), cmp.capture_points[label])
-        parts.append(pd.DataFrame({"hop": pd.Categorical(s["hop"].to_numpy(object)), "latency_ns": s["latency_ns"].to_numpy(np.int64)}))
+        parts.append(pd.DataFrame({"hop": s["hop"].array, "latency_ns": s["latency_ns"].to_numpy(np.int64)}))
     if not parts:
         return pd.DataFrame({"hop": pd.Series([], dtype=object), "latency_ns": pd.Series([], dtype=np.int64)})
     return pd.concat(parts, ignore_index=True)
@@ -95,12 +95,30 @@ def _sequences(cmp, label: str, max_packets: int) -> pd.DataFrame:  # noqa: ANN0
 
 def by_role(samples: pd.DataFrame, points: pd.DataFrame) -> pd.DataFrame:
     """Hop samples with a ``hop`` column naming the hop by its points' roles ('pod-veth → overlay', ' (wire)' across
-    nodes): a handful of distributions people can compare, where point pairs number in the dozens."""
+    nodes; '?' for a point without a role): a handful of distributions people can compare, where point pairs number
+    in the dozens. The name is made once per distinct point pair; ``hop`` is categorical (its names sorted)."""
     role = dict(zip(points["point"], points["role"], strict=True))
     node = dict(zip(points["point"], points["node"], strict=True))
-    fr, to = samples["from_point"].map(role).fillna("?"), samples["to_point"].map(role).fillna("?")
-    across = (samples["from_point"].map(node) != samples["to_point"].map(node)).to_numpy()
-    return samples.assign(hop=(fr + " → " + to).to_numpy(object) + np.where(across, " (wire)", ""))
+    f_code, f_name = pd.factorize(samples["from_point"])
+    t_code, t_name = pd.factorize(samples["to_point"])
+    width = max(len(t_name), 1)
+    pairs, inverse = np.unique(f_code.astype(np.int64) * width + t_code, return_inverse=True)
+
+    def name(a: str, b: str) -> str:
+        na, nb = node.get(a), node.get(b)
+        across = pd.isna(na) or pd.isna(nb) or na != nb  # a point without a node counts as another node's
+        return f"{_role(role, a)} → {_role(role, b)}" + (" (wire)" if across else "")
+
+    names = [name(f_name[q // width], t_name[q % width]) for q in pairs.tolist()]
+    cats = sorted(set(names))
+    at = {c: i for i, c in enumerate(cats)}
+    codes = np.array([at[x] for x in names], np.int64)[inverse.reshape(-1)] if names else np.zeros(0, np.int64)
+    return samples.assign(hop=pd.Categorical.from_codes(codes, categories=cats))
+
+
+def _role(role: dict, point: str) -> str:
+    r = role.get(point)
+    return r if isinstance(r, str) else "?"
 
 
 def write_report(capture_sets: Mapping[str, object] | list, out: str | os.PathLike, **kw) -> Path:
