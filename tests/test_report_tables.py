@@ -113,3 +113,15 @@ def test_sequences_mark_where_a_packet_went_missing(tmp_path):
     want = corr.losses.loc[corr.losses["journey"].isin(seq["journey"]), ["journey", "point", "missing_at"]].astype({"point": str, "missing_at": str})
     assert sorted(map(tuple, marked.to_numpy().tolist())) == sorted(map(tuple, want.to_numpy().tolist()))
     assert set(marked["missing_at"]) == {"node-2:eth0"}
+
+
+def test_hops_are_named_by_their_points_roles_wire_across_nodes_and_a_question_mark_without_a_role():
+    from pcaptools.report import by_role
+
+    points = pd.DataFrame({"point": ["n1:cali1", "n1:eth0", "n2:eth0", "n2:cali2"], "node": ["n1", "n1", "n2", "n2"],
+                           "role": ["pod-veth", "uplink", "uplink", None]})  # fmt: skip
+    samples = pd.DataFrame({"from_point": ["n1:cali1", "n1:eth0", "n2:eth0", "n1:eth0", "gone:x"],
+                            "to_point": ["n1:eth0", "n2:eth0", "n2:cali2", "n2:eth0", "n1:eth0"]})  # fmt: skip
+    hop = by_role(samples, points)["hop"]
+    assert hop.tolist() == ["pod-veth → uplink", "uplink → uplink (wire)", "uplink → ?", "uplink → uplink (wire)", "? → uplink (wire)"]
+    assert list(hop.cat.categories) == sorted(set(hop.tolist()))
