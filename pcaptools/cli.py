@@ -170,14 +170,6 @@ def _print_json_items(doc: dict, key: str, items) -> None:
     sys.stdout.write("\n")
 
 
-def _write_table(df, out: str) -> None:
-    """Write a table to .parquet or .csv (see :func:`pcaptools.render.records.flat_table`)."""
-    from pcaptools.render.records import flat_table
-
-    flat = flat_table(df)
-    flat.to_parquet(out, index=False) if out.endswith(".parquet") else flat.to_csv(out, index=False)
-
-
 _WINDOW_HELP = "Max time between sightings of one packet after clock correction (milliseconds, > 0)."
 
 
@@ -273,7 +265,9 @@ def compare_cmd(
         cmp = compare(sources, allow_outside=allow_outside, memory=default_memory() if memory is None else memory)
     _skipped([f for lab in cmp.labels for f in cmp.skipped_files.get(lab, [])])
     if out:
-        _write_table(cmp.summary, out)
+        from pcaptools.render.records import write_table_parts
+
+        write_table_parts([cmp.summary], out)
     written = []
     if figures:
         from pcaptools.render.figures import save_figures

@@ -50,7 +50,7 @@ from pcaptools.k8s.nat import (
     order_hops,
     take_rows,
 )
-from pcaptools.labels import arrow_strings, as_strings, category_codes, codes_in, strings, vocabulary
+from pcaptools.labels import arrow_strings, category_codes, codes_in, strings, vocabulary
 from pcaptools.lazy import MadeOnRead as _MadeOnRead
 from pcaptools.schema import FLOW_STATES, PATH_COLUMNS, PATH_KINDS, PRESERVED, validate
 
@@ -207,12 +207,9 @@ def _rows_of(first_row: np.ndarray, end_row: np.ndarray, js: np.ndarray) -> tupl
 
 
 def _strings(col: pd.Series, rows: np.ndarray) -> np.ndarray:
-    """``str`` of the column's values at ``rows`` as an object array, '' where missing (once per category)."""
-    if isinstance(col.dtype, pd.CategoricalDtype):
-        codes, cats = category_codes(col)
-        return np.array([*cats, ""], object)[codes[rows]]
-    sub = col.iloc[rows]
-    return np.where(sub.notna().to_numpy(), as_strings(sub), "")
+    """``str`` of the column's values at ``rows`` as an object array, '' where missing (each distinct value once)."""
+    codes, names = _codes(col, rows)
+    return names[codes]
 
 
 def paths(

@@ -807,7 +807,7 @@ class PathParts:
         return self._used.get(col, pd.Index([], dtype=object)).sort_values()
 
     def typed(self, paths: pd.DataFrame) -> pd.DataFrame:
-        """A bucket's path rows with the whole table's dtypes (:func:`_concat_paths`' categories)."""
+        """A bucket's path rows with the whole table's dtypes (:meth:`categories`)."""
         from pcaptools.k8s.paths import _typed
         from pcaptools.schema import PATH_COLUMNS
 
@@ -829,7 +829,7 @@ class PathParts:
             yield self.part(k)
 
     def paths(self) -> pd.DataFrame:
-        """The whole path table, as :func:`_concat_paths` of the buckets' tables gives it."""
+        """The whole path table: the buckets' parts, typed alike, one after the other."""
         from pcaptools.schema import PATH_COLUMNS, validate
 
         if not self.buckets:
