@@ -255,6 +255,18 @@ def test_cli_table_says_na_and_writes_csv_and_figures(tmp_path):
     assert len(list((tmp_path / "f").glob("*.png"))) == 4
 
 
+def test_cli_writes_the_summary_as_parquet_with_the_csv_values_as_text(tmp_path):
+    """A value column mixes text ('native') and numbers (MTU): Parquet holds it as text, the CSV's values."""
+    for name in ("s.csv", "s.parquet"):
+        res = CliRunner().invoke(app, ["compare", str(VPC), str(CALICO), "-o", str(tmp_path / name)])
+        assert res.exit_code == 0, res.output
+    csv = pd.read_csv(tmp_path / "s.csv", dtype=str, keep_default_na=False)
+    pq = pd.read_parquet(tmp_path / "s.parquet")
+    assert list(pq.columns) == list(csv.columns) and len(pq) == len(METRICS)
+    for col in ("vpc", "calico-vxlan"):
+        assert pq[col].fillna("").astype(str).tolist() == csv[col].tolist()
+    assert "native" in pq["vpc"].tolist() and any(v.isdigit() for v in pq["vpc"].dropna())
+
 def test_cli_bad_directory_is_a_one_line_error(tmp_path, capsys):
     assert main(["compare", str(tmp_path / "missing"), str(VPC)]) == 2
     assert main(["compare", str(tmp_path)]) == 2  # exists, no manifest.json

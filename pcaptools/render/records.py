@@ -81,11 +81,17 @@ def records(df: pd.DataFrame, columns: tuple[Column, ...] = ()) -> list[dict]:
 
 
 def flat_table(df: pd.DataFrame) -> pd.DataFrame:
-    """A table for CSV/Parquet files: list cells (VNIs, ports, MSS values, points) written as 'a, b'."""
+    """A table for CSV/Parquet files: list cells (VNIs, ports, MSS values, points) written as 'a, b', and a column
+    mixing text and numbers (the comparison's value per set) as text, which Parquet can hold and CSV writes alike."""
     flat = df.copy()
     for c in flat.columns:
-        if flat[c].dtype == object and flat[c].map(lambda v: isinstance(v, (list, np.ndarray))).any():
+        if flat[c].dtype != object:
+            continue
+        if flat[c].map(lambda v: isinstance(v, (list, np.ndarray))).any():
             flat[c] = flat[c].map(lambda v: ", ".join(map(str, v)) if isinstance(v, (list, np.ndarray)) else v)
+        text = flat[c].map(lambda v: isinstance(v, str))
+        if text.any() and not text[flat[c].notna()].all():
+            flat[c] = flat[c].map(lambda v: str(v) if isinstance(v, (int, float, np.number, bool)) and v == v else v)  # v == v: not NaN
     return flat
 
 
