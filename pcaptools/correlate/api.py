@@ -34,6 +34,7 @@ from pcaptools.correlate.windows import (
     Categories,
     Matcher,
     Part,
+    row_buffers,
     rows_of,
 )
 from pcaptools.decode.table import as_text, category_union
@@ -145,6 +146,8 @@ def correlate_tables(points: list[CapturePoint], tables: list[pd.DataFrame], poi
     check_options(nodes, window_ns, reference)
     point_node = np.array([nodes.index(p.node) for p in points], np.int64)
     fps = [packet_fingerprints(t) for t in tables]
+    if release:  # the columns read from here on only: the others (two thirds of a table) freed now, not after gathering
+        _keep_read_columns(tables)
     fp, pid = _stacked(fps), _stacked([np.asarray(p, np.int64) for p in point_ids])
     ts = _stacked([t["ts_ns"].to_numpy(np.int64) for t in tables])
     key = np.arange(fp.shape[0], dtype=np.int64)
@@ -155,24 +158,54 @@ def correlate_tables(points: list[CapturePoint], tables: list[pd.DataFrame], poi
     cats = Categories({c: _text([t[c].cat.categories for t in tables], text) for c in CATEGORIES})
     m = matcher(points, window_ns, cats)
     rest = tuple(c for c in CARRY if c not in AHEAD_NEEDS)
+    keep = np.flatnonzero(fp != 0)
+    buffers = row_buffers(tables, cats, keep.shape[0], share=True)  # here: in the memory the unread columns left
     with ThreadPoolExecutor(2) as pool:  # the rows' columns are gathered in two parts (numpy copies, GIL released) and
         # what matching needs of them before their times computed (Matcher.ahead) while clocks are estimated
-        gathered = pool.submit(lambda: m.ahead(rows_of(tables, fps, None, key, pid, cats, ts_ns=ts, share=True, columns=AHEAD_NEEDS)))
-        others = pool.submit(rows_of, tables, fps, None, key, pid, cats, share=True, columns=rest, base=False)
+        gathered = pool.submit(lambda *a, **k: m.ahead(rows_of(*a, **k)), tables, fps, None, key, pid, cats, ts_ns=ts, share=True,
+                               columns=AHEAD_NEEDS, keep=keep, buffers=buffers)  # fmt: skip
+        others = pool.submit(rows_of, tables, fps, None, key, pid, cats, share=True, columns=rest, base=False, keep=keep, buffers=buffers)
         offsets, params = sample.estimate(nodes, point_node, reference=reference)
         tc = correct(ts, point_node[pid], params)
         first, second = gathered.result(), others.result()
-        rows = {c: first[c] if c in first else second[c] for c in ("fp", "tc", "key", "point_id", "ts_ns", *CARRY, "look", *AHEAD)}
+        # the look is read only to number the slots (Matcher.ahead): not kept through matching
+        rows = {c: first[c] if c in first else second[c] for c in ("fp", "tc", "key", "point_id", "ts_ns", *CARRY, *AHEAD)}
+        del first, second, buffers
     if release:
         del fps
         tables.clear()
-    rows["tc"] = tc if rows["fp"].shape[0] == tc.shape[0] else tc[fp != 0]
+    rows["tc"] = tc if rows["fp"].shape[0] == tc.shape[0] else tc[keep]
     notes = [*notes, *clock_notes(offsets, params)]
+    order, n = compact_order(fp != 0, by_fp), fp.shape[0]
+    del fp, ts, pid, key, by_fp, keep  # the rows hold what matching reads: given up to it (consume), the hops reuse their memory
     # the writer starts before the spine is kept; without one, the spine is kept when the summary is first read
-    part = m.step(rows, None, order=compact_order(fp != 0, by_fp), on_part=on_part, defer_spine=on_part is None)
-    row_journey = np.full(fp.shape[0], -1, np.int64)
+    part = m.step(rows, None, order=order, on_part=on_part, defer_spine=on_part is None, consume=True)
+    row_journey = np.full(n, -1, np.int64)
     row_journey[part.key] = part.journey
     return finish(m, part.hops, offsets, notes, row_ts_corrected=tc, row_journey=row_journey)
+
+
+_READ = frozenset(("ts_ns", *CARRY))
+"""Packet-table columns the one-window run reads once the fingerprints are computed (the clock sample's 5-tuple,
+the categories and the window rows: all carried)."""
+
+
+def _keep_read_columns(tables: list[pd.DataFrame]) -> None:
+    """Each table as its :data:`_READ` columns only, in place, so that the others' memory is freed. The decoder
+    allocates columns of one dtype as rows of one block (:mod:`pcaptools.decode.walk`), which lives while any of
+    its columns does: a kept column that is part of a larger array is copied out of it, so that the block is freed."""
+    for i, t in enumerate(tables):
+        tables[i] = t[[c for c in t.columns if c in _READ]]
+    for t in tables:
+        for c in t.columns:
+            if isinstance(t[c].dtype, pd.CategoricalDtype):
+                continue
+            a = t[c].to_numpy()
+            root = a
+            while isinstance(root.base, np.ndarray):
+                root = root.base
+            if root.nbytes > a.nbytes:
+                t[c] = a.copy()
 
 
 def _stacked(arrays: list[np.ndarray]) -> np.ndarray:

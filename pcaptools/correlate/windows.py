@@ -104,16 +104,20 @@ AHEAD_NEEDS = ("src", "dst", "sport", "dport", "proto", "ttl", "tunnel")
 
 def rows_of(tables: list[pd.DataFrame], fps: list[np.ndarray], tc: np.ndarray | None, key: np.ndarray, point_id: np.ndarray,
             cats: Categories, *, ts_ns: np.ndarray | None = None, share: bool = False, columns: tuple[str, ...] = CARRY,
-            base: bool = True) -> dict[str, np.ndarray]:  # fmt: skip
+            base: bool = True, keep: np.ndarray | None = None,
+            buffers: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:  # fmt: skip
     """:func:`rows_from` of packet tables taken as one stacked table (``fps``: each one's fingerprints; ``tc``,
     ``key``, ``point_id`` and ``ts_ns``, if given: of the stacked rows; ``tc`` None: filled in by the caller):
     each column gathered once, straight into its window array, whole tables copied without an index. ``share``: a column of one table whose rows
     are all kept is its own array, not a copy (for a caller that keeps the table anyway). ``columns`` and ``base``:
     only those carried columns, and without the fingerprint, times, key, point and look (``base`` False), so that
-    two threads can gather a window's rows in two parts (the look needs ``ttl`` and ``tunnel``)."""
-    fp = fps[0] if len(fps) == 1 else np.concatenate(fps)
-    keep = np.flatnonzero(fp != 0)
-    everything = keep.shape[0] == fp.shape[0]
+    two threads can gather a window's rows in two parts (the look needs ``ttl`` and ``tunnel``). ``keep``: the
+    stacked rows whose fingerprint is not 0, if known; ``buffers``: the window arrays to gather into, by column
+    (:func:`row_buffers`; a column without one gets a new array)."""
+    fp = fps[0] if len(fps) == 1 else np.concatenate(fps) if keep is None or base else None
+    if keep is None:
+        keep = np.flatnonzero(fp != 0)
+    everything = keep.shape[0] == sum(len(t) for t in tables)
     out: dict[str, np.ndarray] = {}
     if base:
         if ts_ns is None:
@@ -128,14 +132,18 @@ def rows_of(tables: list[pd.DataFrame], fps: list[np.ndarray], tc: np.ndarray | 
         if share and not coded and everything and len(tables) == 1:
             out[c] = cols[0]  # the table's own array, read only
             continue
-        col = np.empty(keep.shape[0], np.int32 if coded else np.result_type(*cols))
+        col = (buffers or {}).get(c)
+        if col is None:
+            col = np.empty(keep.shape[0], np.int32 if coded else np.result_type(*cols))
         for i, t in enumerate(tables):
             lo, hi = int(cut[i]), int(cut[i + 1])
             src = t[c].cat.codes.to_numpy() if coded else cols[i]
             if hi - lo != len(t):  # not every row of the table kept
                 src = src[keep[lo:hi] - bounds[i]]
             if coded:
-                np.take(cols[i], src, out=col[lo:hi])  # code -1 (missing) picks the lookup's trailing -1
+                # code -1 (missing) picks the lookup's trailing -1; mode "wrap" (as "raise" for these indices) does not
+                # make numpy gather into a temporary copy of ``out`` first
+                np.take(cols[i], src, out=col[lo:hi], mode="wrap")
             else:
                 col[lo:hi] = src
         out[c] = col
@@ -143,6 +151,22 @@ def rows_of(tables: list[pd.DataFrame], fps: list[np.ndarray], tc: np.ndarray | 
         return out
     # what a sighting looks like at its point (point, TTL, tunnelled): exact, in one int64 (the walk only compares them)
     out["look"] = (out["point_id"].astype(np.int64) << 17) | ((out["ttl"].astype(np.int64) & 0xFFFF) << 1) | (out["tunnel"] >= 0)
+    return out
+
+
+def row_buffers(tables: list[pd.DataFrame], cats: Categories, rows: int, columns: tuple[str, ...] = CARRY, *,
+                share: bool = False) -> dict[str, np.ndarray]:  # fmt: skip
+    """Uninitialised window arrays of ``rows`` rows for the carried ``columns`` :func:`rows_of` copies (with the same
+    ``share``), as it would allocate them. Allocated by the calling thread: glibc gives each thread an arena of its
+    own, so arrays a worker thread allocates cannot reuse what the main thread freed (the packet tables' unread
+    columns) and each costs new pages, zeroed by the kernel on first touch (the most expensive part of a copy here)."""
+    everything = rows == sum(len(t) for t in tables)
+    out = {}
+    for c in columns:
+        coded = c in cats.values
+        if share and not coded and everything and len(tables) == 1:
+            continue
+        out[c] = np.empty(rows, np.int32 if coded else np.result_type(*(t[c].dtype for t in tables)))
     return out
 
 
@@ -210,11 +234,12 @@ class Matcher:
         self.deferred: list[Callable[[], None]] = []  # spine keeping deferred by emit (defer_spine), run by settle
 
     def step(self, new: dict[str, np.ndarray], horizon: int | None, *, order: np.ndarray | None = None,
-             on_part: Callable[[Part], None] | None = None, defer_spine: bool = False) -> Part:  # fmt: skip
+             on_part: Callable[[Part], None] | None = None, defer_spine: bool = False, consume: bool = False) -> Part:  # fmt: skip
         """Match the carried rows with ``new`` (every row before ``horizon``; None: the last window) and emit
         the journeys no later row can join. ``order``: :func:`.match.by_fingerprint` of ``new``, if known;
         ``on_part``: given the part as soon as its hops are built (a writer starts while the spine is kept);
-        ``defer_spine``: see :meth:`emit`."""
+        ``defer_spine``: see :meth:`emit`; ``consume``: the caller gives ``new`` up (the one-window run): when
+        nothing is carried, its arrays are taken out of it as the hops are gathered (:meth:`emit`)."""
         self.windows += 1
         if self.carry and new:  # what was computed ahead holds for one window's rows only
             new = {c: v for c, v in new.items() if c not in AHEAD}
@@ -228,9 +253,11 @@ class Matcher:
         if self.carry and new and new["fp"].shape[0]:  # rows in input order: carried and new keys interleave
             rows = take_rows(rows, np.argsort(rows["key"], kind="stable"))
             order = None
+        consume = consume and rows is new and horizon is None  # nothing carried: no later window reads these rows
         w = self.walk(rows, horizon, order=order)
         self.carry = take_rows({c: v for c, v in rows.items() if c not in AHEAD}, w.carry) if w.carry.size else {}
-        return self.emit(rows, w.order, w.first_t, w.size, w.amb, w.fps, on_part=on_part, defer_spine=defer_spine)
+        return self.emit(rows, w.order, w.first_t, w.size, w.amb, w.fps, on_part=on_part, defer_spine=defer_spine,
+                         consume=consume)  # fmt: skip
 
     def ahead(self, rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """``rows`` with what matching them needs before their corrected times (:data:`AHEAD`): each one's look as a
@@ -273,11 +300,14 @@ class Matcher:
         return Walk(order[run_done], first_t[done], size[done], amb[done], fps[done], np.sort(keep))
 
     def emit(self, rows: dict[str, np.ndarray], order: np.ndarray, first_t: np.ndarray, size: np.ndarray, amb: np.ndarray,
-             fps: np.ndarray, *, on_part: Callable[[Part], None] | None = None, defer_spine: bool = False) -> Part:  # fmt: skip
+             fps: np.ndarray, *, on_part: Callable[[Part], None] | None = None, defer_spine: bool = False,
+             consume: bool = False) -> Part:  # fmt: skip
         """Hops of complete journeys (``order``: their rows by journey and time; per journey its first corrected time,
         size, ambiguity and fingerprint), numbered on by first corrected time (ties in the order given); ``on_part``
         is given them before the spine is kept. ``defer_spine``: keep the spine from the part's own columns when
-        :meth:`settle` is called (the last window only: later windows read the spine), not now."""
+        :meth:`settle` is called (the last window only: later windows read the spine), not now. ``consume``: each
+        column is taken out of ``rows`` as it is gathered and the spine is read from the part's columns, so that
+        the hops reuse the rows' memory (none is read afterwards)."""
         nj = first_t.shape[0]
         n = order.shape[0]
         first = np.cumsum(size) - size
@@ -293,17 +323,29 @@ class Matcher:
             "journey": journey, "hop": hop, "hops": np.repeat(size_r, size_r).astype(np.int16),
             "since_first_ns": tcf - np.repeat(first_t[by_rank], size_r), "ambiguous": np.repeat(amb[by_rank], size_r),
         }  # fmt: skip
-        part = self._part(rows, final, cols, tcf)
+        if consume and n:  # what the spine reads of the rows, before they are given up; the rest is not read
+            flow = rows.pop("flow")[final] if "flow" in rows else self._flow(rows, final)
+            for c in ("slot", "look", "tc"):
+                rows.pop(c, None)
+        part = self._part(rows, final, cols, tcf, consume=consume)
         if on_part is not None:
             on_part(part)
         if not n:
             return part
-        flow = rows["flow"][final] if "flow" in rows else self._flow(rows, final)
-        if defer_spine:  # the part's columns hold the same values (codes of the same categories) as the rows
+        if not consume:
+            flow = rows["flow"][final] if "flow" in rows else self._flow(rows, final)
+        if defer_spine or consume:  # the part's columns hold the same values (codes of the same categories) as the rows
             h = part.hops
             at_final = {c: (h[c].array.codes if c in ("src", "dst") else h[c].to_numpy()) for c in _FLOW_COLUMNS}
             pid = h["point"].array.codes.astype(np.int64)
-            self.deferred.append(lambda: self._keep_spine(pid, tcf, flow, fps[by_rank], size_r, lambda c, at: at_final[c][at]))
+
+            def keep() -> None:
+                self._keep_spine(pid, tcf, flow, fps[by_rank], size_r, lambda c, at: at_final[c][at])
+
+            if defer_spine:
+                self.deferred.append(keep)
+            else:
+                keep()
         else:
             self._keep_spine(rows["point_id"][final], tcf, flow, fps[by_rank], size_r, lambda c, at: rows[c][final[at]])
         return part
@@ -321,14 +363,18 @@ class Matcher:
         first = pd.Series(flow).drop_duplicates().index.to_numpy()  # hashing, not sorting
         self.spine.add_flows({"flow": flow[first], **{c: column(c, first) for c in _FLOW_COLUMNS}})
 
-    def _part(self, rows, final, cols, tcf) -> Part:
+    def _part(self, rows, final, cols, tcf, *, consume: bool = False) -> Part:
+        """The hops table of rows ``final`` (``cols``: the journey columns; None: nothing emitted); ``consume``: each
+        row column is taken out of ``rows`` once gathered (the key stays)."""
+        take = rows.pop if consume else rows.__getitem__
         if cols is None:  # nothing emitted
             final = np.zeros(0, np.int64)
             cols = {"journey": final, "hop": final.astype(np.int16), "hops": final.astype(np.int16), "since_first_ns": final,
                     "ambiguous": np.zeros(0, bool)}  # fmt: skip
             tcf = final
             rows = rows or {c: np.zeros(0, np.int64) for c in ("point_id", "ts_ns", "fp", "key", *CARRY)}
-        pid = rows["point_id"][final]
+            take = rows.__getitem__
+        pid = take("point_id")[final]
         out: dict[str, object] = dict(cols)
         out["point"] = pd.Categorical.from_codes(pid, dtype=self.dtypes["point"], validate=False)
         out["node"] = pd.Categorical.from_codes(
@@ -337,12 +383,12 @@ class Matcher:
         out["interface"] = pd.Categorical.from_codes(
             self.iface_code[pid], dtype=self.dtypes["interface"], validate=False
         )
-        out["ts_ns"] = rows["ts_ns"][final]
+        out["ts_ns"] = take("ts_ns")[final]
         out["ts_corrected_ns"] = tcf
-        out["fingerprint"] = rows["fp"][final].astype(np.uint64, copy=False)
+        out["fingerprint"] = take("fp")[final].astype(np.uint64, copy=False)
         want = {c.name: c.dtype for c in HOPS_COLUMNS}
         for c in CARRY:
-            v = rows[c][final]
+            v = take(c)[final]
             if c in self.cats.values:
                 out[c] = pd.Categorical.from_codes(
                     v.astype(np.int32, copy=False), dtype=self.cats.dtype(c), validate=False
@@ -351,3 +397,4 @@ class Matcher:
                 out[c] = v.astype(want[c], copy=False)
         hops = pd.DataFrame({c.name: out[c.name] for c in HOPS_COLUMNS}, copy=False)
         return Part(validate(hops, HOPS_COLUMNS, table="hops"), rows["key"][final], cols["journey"])
+
