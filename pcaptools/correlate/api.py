@@ -170,7 +170,7 @@ def correlate_tables(points: list[CapturePoint], tables: list[pd.DataFrame], poi
         first, second = gathered.result(), others.result()
         # the look is read only to number the slots (Matcher.ahead): not kept through matching
         rows = {c: first[c] if c in first else second[c] for c in ("fp", "tc", "key", "point_id", "ts_ns", *CARRY, *AHEAD)}
-        del first, second, buffers
+        del first, second, buffers, gathered, others  # the futures hold their results
     if release:
         del fps
         tables.clear()
