@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import numba
 import numpy as np
 import pandas as pd
 
@@ -76,6 +77,41 @@ def summed_counts(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> tup
     return f[starts], q[starts], np.add.reduceat(n, starts) if starts.size else n[:0]
 
 
+@numba.njit(cache=True, nogil=True)
+def _sightings(pid, tc, flow, size, npts, point, pair, latency, flow_at, next_point, mask, matched, unmatched, lo,
+               hi):  # pragma: no cover - compiled  # fmt: skip
+    """:meth:`Spine.add` of sightings in hops order (``size`` per journey), one pass: each one's point (``point``), per
+    consecutive pair of a journey's sightings its point pair, latency, first sighting's flow and second one's point,
+    per journey its points as bits (``mask``, if it has room), and the per-point sums (matched: of journeys seen
+    twice or more, unmatched, least and largest time) added to."""
+    k = 0
+    a = 0
+    for j in range(size.shape[0]):
+        s = size[j]
+        bits = np.uint64(0)
+        for h in range(s):
+            p = pid[k]
+            t = tc[k]
+            point[k] = p
+            if s > 1:
+                matched[p] += 1
+            else:
+                unmatched[p] += 1
+            lo[p] = min(lo[p], t)
+            hi[p] = max(hi[p], t)
+            if npts <= 64:
+                bits |= np.uint64(1) << np.uint64(p)
+            if h > 0:
+                pair[a] = pid[k - 1] * npts + p
+                latency[a] = t - tc[k - 1]
+                flow_at[a] = flow[k - 1]
+                next_point[a] = p
+                a += 1
+            k += 1
+        if mask.shape[0]:
+            mask[j] = bits
+
+
 COMPACT_ROWS = 1 << 16
 """Per-window sums (next points, flows) are merged into one once they hold this many rows more than twice the merged
 ones: they stay about the size of the run's distinct flows, however many windows the run has."""
@@ -104,25 +140,21 @@ class Spine:
         """One window's complete journeys, numbered on from the last ones (sightings in hops order; ``size``:
         sightings per journey)."""
         n = pid.shape[0]
-        first = np.cumsum(size) - size
-        same = np.ones(n, bool)
-        same[first] = False  # same[i]: sighting i continues the journey of sighting i - 1
-        at = np.flatnonzero(same[1:])  # pairs (at, at + 1)
-        pair = (pid[at].astype(np.int64) * self.npts + pid[at + 1]).astype(self._small)
+        size = np.asarray(size, np.int64)
+        m = n - size.shape[0]  # consecutive pairs of sightings of one journey
+        point, pair = np.empty(n, self._small), np.empty(m, self._small)
+        latency, flow_at, next_point = np.empty(m, np.int64), np.empty(m, np.uint64), np.empty(m, np.int64)
+        mask = np.empty(size.shape[0] if self.npts <= 64 else 0, np.uint64)
+        _sightings(pid, np.asarray(tc, np.int64), np.asarray(flow, np.uint64), size, self.npts, point, pair, latency,
+                   flow_at, next_point, mask, self.matched, self.unmatched, self.lo, self.hi)  # fmt: skip
         journeys = {"size": size.astype(np.int32), "fp": fps}
         if self.npts <= 64:  # the points of each journey, as bits
-            journeys["mask"] = np.bitwise_or.reduceat(np.left_shift(np.uint64(1), pid.astype(np.uint64)), first)
-        self._keep({"point": pid.astype(self._small), "tc": tc, "flow": flow}, journeys,
-                   {"pair": pair, "latency": tc[at + 1] - tc[at]})  # fmt: skip
-        self.next.append(pair_counts(flow[at], pid[at + 1].astype(np.int64), self.npts))
-        multi = np.repeat(size > 1, size)
-        self.matched += np.bincount(pid[multi], minlength=self.npts)
-        self.unmatched += np.bincount(pid[~multi], minlength=self.npts)
+            journeys["mask"] = mask
+        self._keep({"point": point, "tc": tc, "flow": flow}, journeys, {"pair": pair, "latency": latency})
+        self.next.append(pair_counts(flow_at, next_point, self.npts))
         self.multi += int((size > 1).sum())
         self.journeys += int(size.shape[0])
         self.sightings += n
-        np.minimum.at(self.lo, pid, tc)
-        np.maximum.at(self.hi, pid, tc)
         self._amb = None
         if sum(x[0].shape[0] for x in self.next) > 2 * self._merged[0] + COMPACT_ROWS:
             self.next = [summed_counts(self.next)]
