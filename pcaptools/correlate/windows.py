@@ -17,6 +17,7 @@ than one journey, possibly in another window) are exact functions of it, compute
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -367,6 +368,14 @@ class Matcher:
         """The hops table of rows ``final`` (``cols``: the journey columns; None: nothing emitted); ``consume``: each
         row column is taken out of ``rows`` once gathered (the key stays)."""
         take = rows.pop if consume else rows.__getitem__
+        pool = ThreadPoolExecutor(1) if final is not None and final.shape[0] >= GATHER_SPLIT else None
+        try:
+            return self._part_columns(rows, final, cols, tcf, take, pool)
+        finally:
+            if pool is not None:
+                pool.shutdown()
+
+    def _part_columns(self, rows, final, cols, tcf, take, pool) -> Part:
         if cols is None:  # nothing emitted
             final = np.zeros(0, np.int64)
             cols = {"journey": final, "hop": final.astype(np.int16), "hops": final.astype(np.int16), "since_first_ns": final,
@@ -374,7 +383,7 @@ class Matcher:
             tcf = final
             rows = rows or {c: np.zeros(0, np.int64) for c in ("point_id", "ts_ns", "fp", "key", *CARRY)}
             take = rows.__getitem__
-        pid = take("point_id")[final]
+        pid = gathered(take("point_id"), final, pool)
         out: dict[str, object] = dict(cols)
         out["point"] = pd.Categorical.from_codes(pid, dtype=self.dtypes["point"], validate=False)
         out["node"] = pd.Categorical.from_codes(
@@ -383,12 +392,12 @@ class Matcher:
         out["interface"] = pd.Categorical.from_codes(
             self.iface_code[pid], dtype=self.dtypes["interface"], validate=False
         )
-        out["ts_ns"] = take("ts_ns")[final]
+        out["ts_ns"] = gathered(take("ts_ns"), final, pool)
         out["ts_corrected_ns"] = tcf
-        out["fingerprint"] = take("fp")[final].astype(np.uint64, copy=False)
+        out["fingerprint"] = gathered(take("fp"), final, pool).astype(np.uint64, copy=False)
         want = {c.name: c.dtype for c in HOPS_COLUMNS}
         for c in CARRY:
-            v = take(c)[final]
+            v = gathered(take(c), final, pool)
             if c in self.cats.values:
                 out[c] = pd.Categorical.from_codes(
                     v.astype(np.int32, copy=False), dtype=self.cats.dtype(c), validate=False
@@ -396,5 +405,21 @@ class Matcher:
             else:
                 out[c] = v.astype(want[c], copy=False)
         hops = pd.DataFrame({c.name: out[c.name] for c in HOPS_COLUMNS}, copy=False)
-        return Part(validate(hops, HOPS_COLUMNS, table="hops"), rows["key"][final], cols["journey"])
+        return Part(validate(hops, HOPS_COLUMNS, table="hops"), gathered(rows["key"], final, pool), cols["journey"])
 
+
+GATHER_SPLIT = 1 << 17
+"""Hops rows from which a part's columns are gathered on two threads (half each; numpy's take releases the GIL)."""
+
+
+def gathered(src: np.ndarray, idx: np.ndarray, pool: ThreadPoolExecutor | None) -> np.ndarray:
+    """``src[idx]`` (``idx``: valid positions), its second half gathered by ``pool``'s thread if given, into an array
+    this thread allocates (in the memory it freed: see :func:`row_buffers`)."""
+    if pool is None:
+        return src[idx]
+    out = np.empty(idx.shape[0], src.dtype)
+    h = idx.shape[0] // 2
+    other = pool.submit(np.take, src, idx[h:], out=out[h:], mode="wrap")  # "wrap": not gathered into a copy first
+    np.take(src, idx[:h], out=out[:h], mode="wrap")
+    other.result()
+    return out
