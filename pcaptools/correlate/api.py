@@ -151,9 +151,6 @@ def correlate_tables(points: list[CapturePoint], tables: list[pd.DataFrame], poi
     fp, pid = _stacked(fps), _stacked([np.asarray(p, np.int64) for p in point_ids])
     ts = _stacked([t["ts_ns"].to_numpy(np.int64) for t in tables])
     key = np.arange(fp.shape[0], dtype=np.int64)
-    by_fp = by_fingerprint(fp)  # one sort: the clock sample and the matcher both start from it
-    sample = ClockSample()
-    sample.add_tables(tables, np.where(clock_sample(fp, order=by_fp), fp, np.uint64(0)), ts, pid, key, order=by_fp)
     text = len(tables) > 1  # stacking several tables turns their categories into text (decode.table.concat)
     cats = Categories({c: _text([t[c].cat.categories for t in tables], text) for c in CATEGORIES})
     m = matcher(points, window_ns, cats)
@@ -161,10 +158,14 @@ def correlate_tables(points: list[CapturePoint], tables: list[pd.DataFrame], poi
     keep = np.flatnonzero(fp != 0)
     buffers = row_buffers(tables, cats, keep.shape[0], share=True)  # here: in the memory the unread columns left
     with ThreadPoolExecutor(2) as pool:  # the rows' columns are gathered in two parts (numpy copies, GIL released) and
-        # what matching needs of them before their times computed (Matcher.ahead) while clocks are estimated
+        # what matching needs of them before their times computed (Matcher.ahead) while the clock sample is taken
+        # and the clocks estimated
         gathered = pool.submit(lambda *a, **k: m.ahead(rows_of(*a, **k)), tables, fps, None, key, pid, cats, ts_ns=ts, share=True,
                                columns=AHEAD_NEEDS, keep=keep, buffers=buffers)  # fmt: skip
         others = pool.submit(rows_of, tables, fps, None, key, pid, cats, share=True, columns=rest, base=False, keep=keep, buffers=buffers)
+        by_fp = by_fingerprint(fp)  # one sort: the clock sample and the matcher both start from it
+        sample = ClockSample()
+        sample.add_tables(tables, np.where(clock_sample(fp, order=by_fp), fp, np.uint64(0)), ts, pid, key, order=by_fp)
         offsets, params = sample.estimate(nodes, point_node, reference=reference)
         tc = correct(ts, point_node[pid], params)
         first, second = gathered.result(), others.result()

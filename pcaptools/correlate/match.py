@@ -69,7 +69,7 @@ def _sort_runs(f, t, rows, p):  # pragma: no cover - compiled
         i = j
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _bucket_sort(fp, rows, bits):  # pragma: no cover - compiled
     """``rows`` ordered by ``fp[rows]``, ties kept in the order given: a stable counting sort on the top ``bits``
     bits, then a stable sort inside each bucket (insertion sort; a merge sort for a crowded one)."""
