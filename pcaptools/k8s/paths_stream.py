@@ -38,7 +38,10 @@ this is :func:`load_paths` (and ``diagnose``). Otherwise, in a temporary directo
    piece is reduced to its journeys' columns (:class:`~pcaptools.k8s.diagnose_journeys.JourneyTable`) and 5-tuples as
    it is read, so a connection larger than a piece is never held whole as hops rows; every connection lies whole in
    one bucket, and what a connection's verdict reads beyond it (homes, next points, capture spans and drops, ICMP
-   errors, TCP numbers) is the whole set's.
+   errors, TCP numbers) is the whole set's. Each bucket's diagnosis (its connection and loss rows and timeline
+   attempts as columns, with ``--iptables`` its NAT steps' rules) is spilled beside its paths as it is made
+   (:class:`DiagnosisParts`) and printed from there a bucket at a time: ``why`` counts statuses and sums its kinds of
+   loss (:class:`~pcaptools.k8s.groups.LossGroups`) over the parts, then lists its connections from them.
 
 Memory: the correlation's (see :mod:`pcaptools.correlate.stream`), then the labels, nothing per journey
 (:mod:`pcaptools.k8s.labels_bounded`): 40 bytes per use of a 5-tuple kept (a connection has a use per tuple, two
@@ -59,20 +62,24 @@ are joined as category codes, :func:`_concat`), and the representative journeys'
 measured on gen_set.py's 100,000 packets in 29,288 short connections). A diagnosis keeps besides, per TCP journey, 32 bytes (journey, sequence,
 acknowledgement, payload length) and, while the correlation runs, 32 bytes per TCP row read but not yet emitted (the
 windows' rows); per capture point its span, row count and counters; one row per ICMP error; the tallies (a row per
-(point, address) and per (point, destination, next point) seen); and its output: per connection one row (about 700
-bytes as a Python dict), per loss one (about 1.2 KiB with its evidence text), per retransmission-timeline sighting
-seven list entries (measured on gen_set.py's 20,000 packets). Measured on gen_set.py's 1.58M-sighting set, whose
+(point, address) and per (point, destination, next point) seen); and one bucket's output, spilled once the bucket
+is diagnosed (:meth:`~pcaptools.k8s.diagnose.Diagnoser.take`, :class:`DiagnosisParts`): what the Diagnosis then holds
+is each bucket's first and last connection (3.5 KB for the 29,288 connections of gen_set.py's 100,000 packets in short
+connections; its tables were 246 bytes a connection, 7.2 MB; RSS held after the run, from 2,000 to 29,288
+connections, 730 bytes a connection before, about 150 now: the paths' own, within the noise). ``why``'s text holds a row per kind of loss, not per connection, ``--json`` and
+``paths --json`` one bucket's diagnosis at a time. Measured on gen_set.py's 1.58M-sighting set, whose
 largest connection has 419,938 hops rows, under ``--memory 300MiB``: ``paths -o`` peaks at 459 MiB (626 when that
 connection was built whole), ``why --json`` at 500 (623). Limits: a connection is diagnosed as one JourneyTable (its hops' :data:`DETAIL_COLUMNS`, written a piece at a
 time, are read back a piece at a time into it): per sighting its point, node and time (24 bytes), per journey about
 170 bytes, 27 MiB for that connection's 419,938 sightings in 100,296 journeys; its diagnosis peaks 37 MiB above its
 start (tracemalloc; 55 MiB before, besides the bucket's hops read back whole as one table). The process's peak is
 then set by other steps at about the same height (sampled every 5 ms: the representative journeys' hops read back
-from every row group, the Diagnosis's timeline table, ``--json``'s records; 535-585 MiB for ``why --json`` and
+from every row group, the Diagnosis's timeline table (before it was spilled), ``--json``'s records; 535-585 MiB for ``why --json`` and
 ``paths --json`` either way), pyarrow's mimalloc pool keeping 50-70 MiB of it (480-495 MiB with
-``ARROW_DEFAULT_MEMORY_POOL=system``); the whole diagnosis is held to be printed (``--json`` is one object), and
-``paths --json`` / ``why --json`` make each connection's record whole: that connection's retransmission timeline as
-objects and text took about 150 MiB.
+``ARROW_DEFAULT_MEMORY_POOL=system``); ``why`` text makes each listed connection's record whole (``--json`` writes a
+timeline from its columns a piece at a time): that connection's retransmission timeline as objects took about 150 MiB.
+A library caller reading a streamed Diagnosis' ``connections``, ``losses``, ``timeline`` or ``nat_rules`` reads that
+table back whole (the in-memory run's table, every dtype), as ``PathSet.paths`` does.
 """
 
 from __future__ import annotations
