@@ -344,15 +344,17 @@ def paths_cmd(
 
             ps = dask_paths(sources or [], points=point, inventory=inventory, allow_outside=allow_outside, window_ns=int(window_ms * 1e6))
     try:
-        _print_paths(ps, d, out, as_json=as_json, brief=brief, nat_rules=explain(ps.nat, rules) if rules else None,
+        # the rules of the NAT steps printed, explained a part (a streamed run's bucket) at a time: not the whole table
+        _print_paths(ps, d, out, as_json=as_json, brief=brief, nat_rules=functools.partial(explain, rulesets=rules) if rules else None,
                      all_connections=all_connections)  # fmt: skip
     finally:
-        ps.close()  # a streamed run's spilled output
+        ps.close()  # a streamed run's spilled output (its diagnosis' too)
 
 
 def _print_paths(ps, d, out: str | None, *, as_json: bool, brief: bool, nat_rules, all_connections: bool) -> None:
     """``paths``' output of a PathSet (and with ``--json`` its Diagnosis ``d``): the file ``out`` written from its
-    parts (a streamed run's buckets one at a time), then the text or the JSON document."""
+    parts (a streamed run's buckets one at a time), then the text or the JSON document (``nat_rules``: a function
+    giving the rules of NAT rows, :func:`pcaptools.k8s.iptables.explain`)."""
     from pcaptools.render.records import write_table_parts
 
     if ps.captures is not None:
@@ -942,16 +944,18 @@ def why_cmd(
         ps, d = diagnose_bounded(sources or [], points=point, links=links, inventory=inventory, allow_outside=allow_outside,
                                  window_ns=int(window_ms * 1e6), with_flows=False, memory=memory, iptables=rules,
                                  capture_drops=manifest_drops(sources or []))  # fmt: skip
-    ps.close()  # the diagnosis holds what is printed
-    if ps.captures is not None:  # None: a manifest's streamed set, nothing inferred
-        _inferred(ps.captures)
-    skipped = _skipped(ps.skipped_files)
-    if as_json:
-        _print_json_items({**d.head(), "skipped_files": skipped}, "connections", d.records(columns=True))
-        return
-    from pcaptools.render.terminal import print_why
+    try:
+        if ps.captures is not None:  # None: a manifest's streamed set, nothing inferred
+            _inferred(ps.captures)
+        skipped = _skipped(ps.skipped_files)
+        if as_json:
+            _print_json_items({**d.head(), "skipped_files": skipped}, "connections", d.records(columns=True))
+            return
+        from pcaptools.render.terminal import print_why
 
-    print_why(d, _console(), all_connections=all_connections)
+        print_why(d, _console(), all_connections=all_connections)
+    finally:
+        ps.close()  # a streamed run's spilled output, the diagnosis' parts too (read back as they are printed)
 
 
 def main(argv: list[str] | None = None) -> int:

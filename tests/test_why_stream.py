@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from scapy.all import ICMP, IP, TCP, UDP, Ether, Raw, wrpcap
 
@@ -315,3 +316,158 @@ def test_budget_that_streams_the_paths_but_fits_one_correlation_window_gives_the
     ps, d = diagnose_bounded(src, capture_drops=manifest_drops([src]), memory=memory)
     assert ps.streamed is not None and ps.streamed["windows"] == 1  # streamed paths on a one-window correlation
     _assert_same(_in_memory(src), _outputs(ps, d))
+
+
+
+_GENERATED_RULES = """*nat
+:KUBE-SERVICES - [0:0]
+:KUBE-SVC-WEB - [0:0]
+:KUBE-SEP-WEB0 - [0:0]
+:KUBE-POSTROUTING - [0:0]
+-A KUBE-SVC-WEB -j KUBE-SEP-WEB0
+-A KUBE-SEP-WEB0 -p tcp -m tcp -j DNAT --to-destination 10.244.1.10:80
+-A KUBE-POSTROUTING -j MASQUERADE
+COMMIT
+"""
+"""node-1's kube-proxy rules for gen_set.py's ClusterIP (web, 10.100.0.20:8080 -> backend-0 10.244.1.10:80) without
+its frontend rule: its SNATs explained, its DNATs flagged, so ``why`` lists connections for a loss and connections
+without one for their DNAT."""
+
+MANY_BUCKET_ROWS = 1000
+"""Hops rows of a bucket in the many-bucket runs: the 20,000-packet set in about 80 buckets."""
+
+_TABLES = ("connections", "losses", "timeline", "nat_rules")
+
+
+def _spill_dir(tmp_path: Path, monkeypatch) -> Path:  # noqa: ANN001
+    """An empty directory every temporary file and directory of the process is made in (``tempfile.tempdir``)."""
+    import tempfile
+
+    spill = tmp_path / "spill"
+    spill.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(spill))
+    return spill
+
+
+def _paths_json_by_parts(ps, d, rules: list) -> str:
+    """``paths --json`` as the CLI writes it (cli._print_paths): a part (a streamed run's bucket) at a time, each
+    part's NAT steps explained as they are written."""
+    from functools import partial
+
+    from pcaptools.k8s.iptables import explain
+    from pcaptools.render.records import document, path_records, write_document
+
+    buf = io.StringIO()
+    items = (r for p, nat, hops in ps.parts()
+             for r in path_records(p, nat, hops, diagnosis=d, nat_rules=partial(explain, rulesets=rules), columns=True))  # fmt: skip
+    write_document(document("paths", connections=ps.n_connections, paths=[]), "paths", items, buf.write)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def many_buckets(generated, tmp_path_factory):
+    """The 20,000-packet generated set diagnosed in memory and streamed in buckets of :data:`MANY_BUCKET_ROWS` rows,
+    with node-1's rules: a namespace of the in-memory PathSet and Diagnosis (``ps``, ``whole``), the streamed ones
+    (``bps``, ``bd``), the ``rules``, the rows the Diagnoser held after each bucket it was given and after each take
+    (``held``), which of the streamed Diagnosis' tables were held as tables when it was returned (``made``)."""
+    from types import SimpleNamespace
+
+    from pcaptools.k8s.diagnose import Diagnoser
+    from pcaptools.k8s.iptables import parse
+
+    rules = [parse(_GENERATED_RULES, "node-1")]
+    ps = load_paths(generated)
+    whole = diagnose(ps.captures, ps.correlation, ps.inventory, capture_drops=manifest_drops([generated]), detail=ps.detail(),
+                     iptables=rules)  # fmt: skip
+    held: dict[str, list[int]] = {"added": [], "taken": []}
+    add, take = Diagnoser.add, Diagnoser.take
+
+    def added(self, *a, **kw):  # noqa: ANN001, ANN002, ANN003, ANN202
+        add(self, *a, **kw)
+        held["added"].append(self.held_rows)
+
+    def taken(self):  # noqa: ANN001, ANN202
+        out = take(self)
+        held["taken"].append(self.held_rows)
+        return out
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Diagnoser, "add", added)
+        mp.setattr(Diagnoser, "take", taken)
+        bps, bd = diagnose_bounded(generated, capture_drops=manifest_drops([generated]), window_rows=2000,
+                                   bucket_rows=MANY_BUCKET_ROWS, iptables=rules)  # fmt: skip
+    made = {k: isinstance(bd.__dict__.get(f"_{k}_value"), pd.DataFrame) for k in _TABLES}
+    yield SimpleNamespace(ps=ps, whole=whole, bps=bps, bd=bd, rules=rules, held=held, made=made)
+    bps.close()
+
+
+def test_many_buckets_with_losses_in_several_give_the_in_memory_why_text_and_json_and_paths_json(many_buckets):
+    m = many_buckets
+    assert m.bps.streamed["buckets"] >= 50 and len(m.bd.spilled) == m.bps.streamed["buckets"]
+    lossy = [k for k, part in enumerate(m.bd.parts()) if len(part.losses)]
+    assert len(lossy) >= 20 and lossy[-1] - lossy[0] >= 40  # losses spread over the buckets, not in one
+    flagged = m.whole.nat_rules.loc[~m.whole.nat_rules["explained"].astype(bool)]
+    assert set(flagged["op"]) == {"DNAT"} and m.whole.nat_rules["explained"].any()  # SNATs explained, DNATs flagged
+    streamed = _outputs(m.bps, m.bd)
+    _assert_same(_outputs(m.ps, m.whole), streamed)
+    assert "by kind" in streamed["why"] and "no loss (NAT not explained)" in streamed["why"]  # kinds summed over buckets
+    assert _paths_json_by_parts(m.bps, m.bd, m.rules) == _paths_json_by_parts(m.ps, m.whole, m.rules)
+
+
+def test_streamed_diagnosis_read_whole_gives_the_in_memory_tables(many_buckets):
+    m = many_buckets
+    for name in _TABLES:
+        pd.testing.assert_frame_equal(getattr(m.bd, name), getattr(m.whole, name), obj=name)
+    assert len(m.bd.losses) > 300 and len(m.bd.timeline) > 10_000 and len(m.bd.nat_rules) > 10_000
+
+
+def test_streamed_diagnoser_holds_one_buckets_output_at_most(many_buckets):
+    m = many_buckets
+    n = m.bps.streamed["buckets"]
+    assert len(m.held["added"]) == len(m.held["taken"]) == n and set(m.held["taken"]) == {0}  # dropped as spilled
+    per_bucket = max(m.held["added"])  # a bucket's connections, losses and timeline attempts
+    everything = len(m.whole.connections) + len(m.whole.losses) + int(m.whole._attempts.cols["connection"].size)
+    assert 0 < per_bucket < everything / 10
+    assert m.made == dict.fromkeys(_TABLES, False)  # the Diagnosis returned holds none of its tables
+
+
+def test_closing_a_streamed_run_removes_its_paths_and_diagnosis_parts(tmp_path, monkeypatch):
+    from pcaptools.k8s.iptables import parse
+    from pcaptools.lab import kubeproxy, topology
+
+    spill = _spill_dir(tmp_path, monkeypatch)
+    topo = topology.plan("calico-vxlan")
+    rules = [parse(kubeproxy.node_rules(topo, n), n.name) for n in topo.nodes]
+    ps, d = diagnose_bounded(SAMPLES / "calico-vxlan", window_rows=300, bucket_rows=50, iptables=rules)
+    (out,) = spill.iterdir()  # the run's spilled output, its paths and its diagnosis: one directory
+    names = {f.name.rsplit("-", 1)[0] for f in out.iterdir()}
+    assert names == {"paths", "nat", "hops", "diagnosis"} and len(list(out.glob("diagnosis-*.pkl"))) == ps.streamed["buckets"]
+    assert len(d.to_dict()["connections"]) == 16
+    ps.close()
+    assert list(spill.iterdir()) == []
+    d.close()  # the same directory: nothing left to remove
+    assert list(spill.iterdir()) == []
+
+
+@pytest.mark.parametrize("argv", [["why"], ["why", "--all"], ["why", "--json"], ["paths", "--json"]])
+def test_cli_diagnosis_in_many_buckets_with_rules_prints_the_in_memory_output_and_leaves_no_files(generated, tmp_path,
+                                                                                                  monkeypatch, argv):  # fmt: skip
+    from typer.testing import CliRunner
+
+    from pcaptools.cli import app
+    from pcaptools.k8s import paths_stream
+
+    rules = tmp_path / "node-1.txt"
+    rules.write_text(_GENERATED_RULES)
+    args = [argv[0], str(generated), *argv[1:], "--iptables", f"node-1={rules}"]
+    whole = CliRunner().invoke(app, args, env={"COLUMNS": "120"})
+    spill = _spill_dir(tmp_path, monkeypatch)
+    monkeypatch.setattr(paths_stream, "MIN_BUCKET_ROWS", MANY_BUCKET_ROWS)  # buckets under a budget below the floor
+    parts = []
+    monkeypatch.setattr(paths_stream.DiagnosisParts, "add", lambda self, c, cols, nr, add=paths_stream.DiagnosisParts.add:
+                        (parts.append(len(cols["losses"]["connection"])), add(self, c, cols, nr)))  # fmt: skip
+    small = CliRunner().invoke(app, [*args, "--memory", "16MiB"], env={"COLUMNS": "120"})
+    assert small.exit_code == whole.exit_code == 0, small.output + whole.output
+    assert len(parts) >= 50 and sum(n > 0 for n in parts) >= 20  # many buckets, losses in many of them
+    assert small.stdout == whole.stdout and len(whole.stdout) > 10_000
+    assert list(spill.iterdir()) == []

@@ -121,21 +121,65 @@ _NO_ATTEMPT = (np.zeros(0, object),) * 2 + (np.zeros(0, np.int64), np.zeros(0, b
 
 @dataclass
 class Diagnosis:
-    """Result of :func:`diagnose`: one row per connection (with ``status``), its losses, and its retransmission timeline."""
+    """Result of :func:`diagnose`: one row per connection (with ``status``), its losses, and its retransmission timeline.
+    ``connections``, ``losses``, ``timeline``, ``paths`` and ``nat_rules`` may be given as functions making them (made
+    on first read): a streamed run's are read back whole from its parts (:attr:`spilled`) when read."""
 
-    connections: pd.DataFrame
-    losses: pd.DataFrame
+    connections: pd.DataFrame = _MadeOnRead()
+    losses: pd.DataFrame = _MadeOnRead()
     timeline: pd.DataFrame = _MadeOnRead()  # (or a function making it, called on first read)
     paths: pd.DataFrame = _MadeOnRead()  # (or a function making it: a streamed run's, read back from its buckets)
     notes: list[str] = field(default_factory=list)
-    nat_rules: pd.DataFrame | None = None  # pcaptools.k8s.iptables.explain, when iptables-save files were given
+    nat_rules: pd.DataFrame | None = _MadeOnRead(None)  # pcaptools.k8s.iptables.explain, when iptables-save files were given
+    spilled: object = field(default=None, repr=False, compare=False)
+    """A streamed run's diagnosis on disk, a bucket of connections a part
+    (:class:`pcaptools.k8s.paths_stream.DiagnosisParts`): what :meth:`parts`, :meth:`records` and
+    :meth:`connection_record` read a part at a time, and the tables when read whole."""
     _rows: dict | None = field(default=None, init=False, repr=False, compare=False)
     _attempts: _Attempts | None = field(default=None, init=False, repr=False, compare=False)  # the Diagnoser's timeline
+    _part: tuple | None = field(default=None, init=False, repr=False, compare=False)  # (k, part k): the last part read
 
     def __getstate__(self) -> dict:
-        """Pickled with the timeline and path tables made (a function making them is not picklable)."""
-        self.timeline, self.paths  # noqa: B018 - reading makes them
-        return dict(self.__dict__)
+        """Pickled with its tables made (a function making them is not picklable), the spilled parts left out (read
+        whole)."""
+        self.connections, self.losses, self.timeline, self.paths, self.nat_rules  # noqa: B018 - reading makes them
+        return {**self.__dict__, "spilled": None, "_part": None}
+
+    def parts(self) -> Iterator[Diagnosis]:
+        """The diagnosis of consecutive connections in order, each a Diagnosis of its own (without ``paths`` and
+        notes): a streamed run's parts read back one at a time, else itself."""
+        if self.spilled is None:
+            yield self
+            return
+        for k in range(len(self.spilled)):
+            yield self.spilled.part(k)
+
+    def close(self) -> None:
+        """Remove a streamed run's spilled diagnosis (:attr:`spilled`: with the PathSet's spilled output, in one
+        directory), once it has been printed or read whole."""
+        if self.spilled is not None:
+            self.spilled.close()
+
+    def select(self, connections: np.ndarray) -> pd.DataFrame:
+        """The connection rows of ``connections``, in that order (a spilled diagnosis read a part at a time): the
+        connections a grouped listing shows."""
+        want = np.asarray(connections, np.int64)
+        if self.spilled is None:
+            df = self.connections
+        else:
+            picked = [x.loc[np.isin(x["connection"].to_numpy(np.int64), want)] for x in (p.connections for p in self.parts())]
+            picked = [x for x in picked if len(x)]
+            df = pd.concat(picked, ignore_index=True) if picked else self.spilled.part(-1).connections
+        return df.iloc[pd.Index(df["connection"].to_numpy(np.int64)).get_indexer(want)]
+
+    def _holding(self, c: int) -> Diagnosis:
+        """The part of a spilled diagnosis that holds connection ``c`` (the last one read kept: connections are asked
+        for in order, a part after the other)."""
+        k = self.spilled.part_of(c)
+        if self._part is None or self._part[0] != k:
+            self._part = None  # the part before is dropped before the next is read
+            self._part = (k, self.spilled.part(k))
+        return self._part[1]
 
     def _rows_of(self, table: str, c: int) -> np.ndarray:
         """Positions of connection ``c``'s rows in ``table`` (indexed on first use: one pass, not a scan per connection);
@@ -165,6 +209,8 @@ class Diagnosis:
     def connection_record(self, c: int, *, columns: bool = False) -> dict:
         """The ``why --json`` fields of connection ``c`` (status, losses, timeline); ``columns``: the timeline as a
         :class:`Timeline` of arrays (what ``--json`` writes a chunk at a time), else its list of attempt objects."""
+        if self.spilled is not None:
+            return self._holding(c).connection_record(c, columns=columns)
         row = self._rows_of("connections", c)
         status = str(self._rows["status_values"][row[0]]) if len(row) else "ok"
         lv = self._rows["loss_values"]  # columns as lists: no pandas object per connection
@@ -212,7 +258,12 @@ class Diagnosis:
 
     def records(self, *, columns: bool = False) -> Iterator[dict]:
         """The ``connections`` of :meth:`to_dict`, one at a time (``columns``: each timeline a :class:`Timeline`,
-        for :func:`pcaptools.render.records.write_document`)."""
+        for :func:`pcaptools.render.records.write_document`); a streamed run's read back a part at a time."""
+        for part in self.parts():
+            yield from part._records(columns)
+
+    def _records(self, columns: bool) -> Iterator[dict]:
+        """:meth:`records` of the connections this Diagnosis holds."""
         for r in self.connections.itertuples(index=False):
             yield {
                 "connection": int(r.connection), "proto": PROTO_NAMES.get(int(r.proto), str(int(r.proto))),
@@ -716,7 +767,9 @@ class Diagnoser:
     """The diagnosis of a capture set a group of whole connections at a time: what the groups share (the packets'
     evidence, the tallies of every connection's hops, the inventory and the captures' drop counts) is given first,
     then each group's hops (:func:`pcaptools.k8s.paths.paths_detail`'s, in causal order), paths and NAT steps, in
-    connection order. Keeps one row per connection, per loss and per timeline sighting."""
+    connection order. Keeps the output of the groups added until it is taken (:meth:`take`, :meth:`result`): per
+    connection a row of columns, per loss a row, per timeline sighting a few array entries; a streamed run takes it
+    after each bucket (:class:`pcaptools.k8s.paths_stream.DiagnosisParts`)."""
 
     def __init__(self, inventory: Inventory | None, evidence: PacketEvidence, tallies: HopTallies,
                  capture_drops: dict[str, int] | None = None, *, hops: pd.DataFrame | None = None) -> None:  # fmt: skip
@@ -734,7 +787,7 @@ class Diagnoser:
             fr = inventory.frontends()
             for a, p, q, svc in zip(fr["addr"], fr["port"], fr["proto"], fr["service"], strict=True):
                 self.frontend_of.setdefault((str(a), int(p), int(q)), str(svc))
-        self.conn_rows: list[dict] = []
+        self.conn_parts: list[dict[str, np.ndarray]] = []  # per group added: its connection table's columns
         self.loss_rows: list[dict] = []
         self.tl_parts: list[dict[str, np.ndarray]] = []  # per group added: its timeline's attempts and sightings
         self._labels: dict[str, int] = {}  # packet label -> id (_packet_ids)
@@ -785,17 +838,14 @@ class Diagnoser:
         lost = np.zeros(t.n, bool)
         groups = _missed(ctx, t, rows, order, go, gs, has_syn, lost)
         suspect = _answer_suspects(ctx, t, rows, order, gs)
-        for ci, r in enumerate(rows):
-            c = int(r.connection)
-            status = "ok"
-            if groups.get(2 * ci) or groups.get(2 * ci + 1) or suspect[ci]:
-                fwd, rev = order[gs[2 * ci]:gs[2 * ci + 1]], order[gs[2 * ci + 1]:gs[2 * ci + 2]]
-                losses, status = _connection(ctx, t, r, fwd, rev, groups.get(2 * ci, {}), groups.get(2 * ci + 1, {}), lost)
-                self.loss_rows.extend(losses)
-            self.conn_rows.append({"connection": c, "proto": int(r.proto), "client_addr": str(r.client_addr),
-                                   "client_port": int(r.client_port), "client": str(r.client),
-                                   "server_addr": str(r.server_addr), "server_port": int(r.server_port),
-                                   "server": _server_name(inv, r), "status": status})  # fmt: skip
+        status = np.full(len(rows), "ok", object)
+        lossy = suspect.copy()  # a connection with a loss group in either direction, or evidence of one
+        lossy[np.array([x // 2 for x, v in groups.items() if v], np.int64)] = True
+        for ci in np.flatnonzero(lossy).tolist():
+            fwd, rev = order[gs[2 * ci]:gs[2 * ci + 1]], order[gs[2 * ci + 1]:gs[2 * ci + 2]]
+            losses, status[ci] = _connection(ctx, t, rows[ci], fwd, rev, groups.get(2 * ci, {}), groups.get(2 * ci + 1, {}), lost)
+            self.loss_rows.extend(losses)
+        self.conn_parts.append(_connection_columns(inv, p.iloc[np.flatnonzero(keep)], rows, status))
         tl = timeline(t, order, go, lost)
         if len(tl["journey"]):
             jr = tl.pop("journey")
@@ -809,25 +859,94 @@ class Diagnoser:
         lut = np.array([ids.setdefault(x, len(ids)) for x in uniq.tolist()] + [-1], np.int64)
         return lut[codes]
 
-    def result(self, paths: pd.DataFrame, nat: pd.DataFrame, iptables: list | None = None) -> Diagnosis:
-        """The Diagnosis of every group added (``paths``/``nat``: the whole set's; ``iptables``: Rulesets naming the
-        kube-proxy chains behind each translation)."""
-        conns = pd.DataFrame(self.conn_rows, columns=["connection", "proto", "client_addr", "client_port", "client",
-                                                      "server_addr", "server_port", "server", "status"])  # fmt: skip
-        losses = pd.DataFrame(self.loss_rows, columns=list(LOSS_COLUMNS))
-        att = _Attempts.of(self.tl_parts)
+    @property
+    def held_rows(self) -> int:
+        """Rows of output held, not yet taken (:meth:`take`): connections, losses and timeline attempts."""
+        return (sum(len(x["connection"]) for x in self.conn_parts) + len(self.loss_rows)
+                + sum(len(x["connection"]) for x in self.tl_parts))  # fmt: skip
+
+    def take(self) -> dict[str, dict[str, np.ndarray]]:
+        """The output of the groups added since the last take, as columns, dropped from here: ``connections``
+        (:data:`CONNECTION_COLUMNS`), ``losses`` (:data:`LOSS_COLUMNS`) and the timeline's ``attempts``
+        (:class:`_Attempts`). A streamed run takes each bucket's once it is diagnosed (:meth:`add`), so what is held
+        is one bucket's, not the set's (issue #11: about 240 bytes a connection were held to the end)."""
+        out = output_columns(self.conn_parts, self.loss_rows, self.tl_parts)
+        self.conn_parts, self.loss_rows, self.tl_parts = [], [], []
+        self._labels = {}  # packet ids need only be equal within a connection (_attempt_heads' key has it)
+        return out
+
+    def notes(self) -> list[str]:
+        """The diagnosis' notes: the records the readers skipped, per file, and evidence it could not use."""
         notes = list(self.ev.reader_notes)  # records the readers skipped, per file
         if self.ev.has_icmp is False:
             notes.append("the decoder gave no ICMP columns: ICMP errors are not used as evidence")
+        return notes
+
+    def result(self, paths: pd.DataFrame, nat: pd.DataFrame, iptables: list | None = None) -> Diagnosis:
+        """The Diagnosis of every group added (``paths``/``nat``: the whole set's; ``iptables``: Rulesets naming the
+        kube-proxy chains behind each translation)."""
         nat_rules = None
         if iptables:  # iptables-save Rulesets (pcaptools.k8s.iptables): name the chains behind each translation
             from pcaptools.k8s.iptables import explain
 
             nat_rules = explain(nat, iptables)
-        # the timeline table is made when read: --json writes each connection's attempts from their columns
-        d = Diagnosis(connections=conns, losses=losses, timeline=att.table, paths=paths, notes=notes, nat_rules=nat_rules)
-        d._attempts = att
-        return d
+        return diagnosis_of(self.take(), paths=paths, notes=self.notes(), nat_rules=nat_rules)
+
+
+CONNECTION_COLUMNS = ("connection", "proto", "client_addr", "client_port", "client", "server_addr", "server_port",
+                      "server", "status")  # fmt: skip
+_CONNECTION_DTYPES = dict(zip(CONNECTION_COLUMNS, (np.int64, np.int64, object, np.int64, object, object, np.int64, object,
+                                                   object), strict=True))  # fmt: skip
+_LOSS_DTYPES = dict(zip(LOSS_COLUMNS, (np.int64, object, object, object, object, np.int64, object, np.float64, object), strict=True))
+"""The connection and loss tables' columns as arrays (text as objects: None stays None, as in the rows they were)."""
+
+
+def output_columns(conn_parts: list[dict[str, np.ndarray]] = (), loss_rows: list[dict] = (),
+                   tl_parts: list[dict[str, np.ndarray]] = ()) -> dict[str, dict[str, np.ndarray]]:  # fmt: skip
+    """A diagnosis' output as columns (:meth:`Diagnoser.take`): its groups' connection columns, loss rows and timeline
+    attempts, each one set of columns (none given: the columns of no connection)."""
+    return {"connections": _concat_columns(list(conn_parts), _CONNECTION_DTYPES),
+            "losses": {k: np.array([r[k] for r in loss_rows], dtype) for k, dtype in _LOSS_DTYPES.items()},
+            "attempts": _attempt_columns(list(tl_parts))}  # fmt: skip
+
+
+def _connection_columns(inv: Inventory | None, p: pd.DataFrame, rows: list, status: np.ndarray) -> dict[str, np.ndarray]:
+    """The connection table's columns (:data:`CONNECTION_COLUMNS`) of diagnosed path rows ``p`` (``rows``: the same
+    as tuples) and their ``status``: numbers as int64, text as ``str`` of each value."""
+
+    def text(col: str) -> np.ndarray:
+        return np.array([str(x) for x in p[col].tolist()], object)
+
+    ints = {k: p[k].to_numpy(np.int64) for k in ("connection", "proto", "client_port", "server_port")}
+    return {**ints, "client_addr": text("client_addr"), "client": text("client"), "server_addr": text("server_addr"),
+            "server": np.array([_server_name(inv, r) for r in rows], object), "status": status}  # fmt: skip
+
+
+def _concat_columns(parts: list[dict[str, np.ndarray]], dtypes: dict[str, type]) -> dict[str, np.ndarray]:
+    """Tables given as columns (dicts of arrays), one after the other (empty arrays of ``dtypes`` when none)."""
+    if not parts:
+        return {k: np.zeros(0, dtype) for k, dtype in dtypes.items()}
+    return {k: np.concatenate([x[k] for x in parts]) if len(parts) > 1 else parts[0][k] for k in dtypes}
+
+
+def table_of(columns: dict[str, np.ndarray], names: tuple[str, ...]) -> pd.DataFrame:
+    """A table of columns given as arrays, typed as a table of the same rows given as dicts is (text columns of
+    ``str`` or None inferred alike); no rows: every column of object dtype, as such a table of no rows."""
+    if not len(columns[names[0]]):
+        return pd.DataFrame([], columns=list(names))
+    return pd.DataFrame({k: columns[k] for k in names}, columns=list(names))
+
+
+def diagnosis_of(columns: dict[str, dict[str, np.ndarray]], *, paths, notes: list[str],
+                 nat_rules: pd.DataFrame | None) -> Diagnosis:  # fmt: skip
+    """A Diagnosis of a Diagnoser's output (:meth:`Diagnoser.take`), its timeline table made when read: ``--json``
+    writes each connection's attempts from their columns."""
+    att = _Attempts(columns["attempts"])
+    d = Diagnosis(connections=table_of(columns["connections"], CONNECTION_COLUMNS),
+                  losses=table_of(columns["losses"], LOSS_COLUMNS), timeline=att.table, paths=paths, notes=notes,
+                  nat_rules=nat_rules)  # fmt: skip
+    d._attempts = att
+    return d
 
 
 class _Attempts:
@@ -844,15 +963,8 @@ class _Attempts:
 
     @classmethod
     def of(cls, parts: list[dict[str, np.ndarray]]) -> _Attempts:
-        """The attempts of the groups' timelines (:func:`~pcaptools.k8s.diagnose_journeys.timeline` of each, with its
-        connection, direction and packet ids), in order."""
-        empty = {"connection": np.zeros(0, np.int64), "direction": np.zeros(0, object), "dir": np.zeros(0, np.int64),
-                 "packet": np.zeros(0, object), "packet_id": np.zeros(0, np.int64), "attempt": np.zeros(0, np.int64),
-                 "reached": np.zeros(0, bool), "sightings": np.zeros(0, np.int64), "point": np.zeros(0, object),
-                 "ts_corrected_ns": np.zeros(0, np.int64)}  # fmt: skip
-        if not parts:
-            return cls(empty)
-        return cls({k: np.concatenate([x[k] for x in parts]) for k in empty})
+        """The attempts of the groups' timelines (:func:`_attempt_columns`)."""
+        return cls(_attempt_columns(parts))
 
     def table(self) -> pd.DataFrame:
         """The timeline table: a row per sighting (TIMELINE_COLUMNS), its attempt's values repeated."""
@@ -880,6 +992,17 @@ class _Attempts:
             heads = g[cut[:-1]]
         return Timeline(c["direction"][heads], c["packet"][heads], c["attempt"][heads], c["reached"][heads], cut,
                         c["point"][rows], c["ts_corrected_ns"][rows])  # fmt: skip
+
+
+_ATTEMPT_DTYPES = {"connection": np.int64, "direction": object, "dir": np.int64, "packet": object, "packet_id": np.int64,
+                   "attempt": np.int64, "reached": bool, "sightings": np.int64, "point": object, "ts_corrected_ns": np.int64}
+"""The columns of :class:`_Attempts` (per attempt, then per sighting: ``point`` and ``ts_corrected_ns``)."""
+
+
+def _attempt_columns(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """The attempts of the groups' timelines (:func:`~pcaptools.k8s.diagnose_journeys.timeline` of each, with its
+    connection, direction and packet ids) as one set of columns, in order."""
+    return _concat_columns(parts, _ATTEMPT_DTYPES)
 
 
 def _attempt_heads(conn: np.ndarray, dcode: np.ndarray, pid: np.ndarray, att: np.ndarray) -> np.ndarray:

@@ -91,25 +91,62 @@ def loss_groups(connections: pd.DataFrame, losses: pd.DataFrame, listed: np.ndar
     first connection): :data:`LOSS_KEY`, ``connections`` (each counted once in a kind, and in every kind it has),
     ``packets`` and ``first_connection``. A listed connection without a loss (NAT its rules do not explain) is
     counted by its status alone, the other key columns empty."""
-    status = pd.Series(connections["status"].astype(str).to_numpy(), index=connections["connection"].to_numpy(np.int64))
-    listed = np.asarray(listed, np.int64)
-    mine = losses.loc[np.isin(losses["connection"].to_numpy(np.int64), listed)]
-    parts = []
-    if len(mine):
-        c = mine["connection"].to_numpy(np.int64)
-        parts.append(pd.DataFrame({"status": status.reindex(c).fillna("ok").to_numpy(object), "direction": mine["direction"].astype(str).to_numpy(object),
-                                   "cause": mine["cause"].astype(str).to_numpy(object), "last_seen": mine["last_seen"].astype(str).to_numpy(object),
-                                   "first_missed": mine["first_missed"].astype(object).where(mine["first_missed"].notna(), "").astype(str).to_numpy(object),
-                                   "connection": c, "packets": mine["packets"].to_numpy(np.int64)}))  # fmt: skip
-    bare = listed[~np.isin(listed, mine["connection"].to_numpy(np.int64))]
-    if len(bare):
-        parts.append(pd.DataFrame({"status": status.reindex(bare).fillna("ok").to_numpy(object), "direction": "", "cause": "",
-                                   "last_seen": "", "first_missed": "", "connection": bare, "packets": 0}))  # fmt: skip
-    if not parts:
-        return pd.DataFrame({**{k: pd.Series([], dtype=object) for k in LOSS_KEY}, "connections": pd.Series([], dtype=np.int64),
-                             "packets": pd.Series([], dtype=np.int64), "first_connection": pd.Series([], dtype=np.int64)})  # fmt: skip
-    rows = pd.concat(parts, ignore_index=True)
-    out = rows.groupby(list(LOSS_KEY), sort=False).agg(connections=("connection", "nunique"), packets=("packets", "sum"),
-                                                       first_connection=("connection", "min")).reset_index()  # fmt: skip
-    order = np.lexsort((out["first_connection"].to_numpy(), -out["connections"].to_numpy()))
-    return out.iloc[order].reset_index(drop=True)
+    kinds = LossGroups()
+    kinds.add(connections, losses, listed)
+    return kinds.table()
+
+
+class LossGroups:
+    """:func:`loss_groups` of connections given a part at a time (a streamed diagnosis' buckets, each with every loss
+    of its connections): each part's kinds are counted and summed into the kinds so far, kept in order of first
+    appearance, the kinds with a loss apart from those of connections without one (which :func:`loss_groups` counts
+    after every loss). Held: a row per kind, not per connection."""
+
+    _AGG = {"connections": "sum", "packets": "sum", "first_connection": "min"}
+
+    def __init__(self) -> None:
+        self._lossy: pd.DataFrame | None = None
+        self._bare: pd.DataFrame | None = None
+
+    def add(self, connections: pd.DataFrame, losses: pd.DataFrame, listed: np.ndarray) -> None:
+        """Count the kinds of the ``listed`` connections of a part (``connections`` and ``losses``: its tables)."""
+        status = pd.Series(connections["status"].astype(str).to_numpy(), index=connections["connection"].to_numpy(np.int64))
+        listed = np.asarray(listed, np.int64)
+        mine = losses.loc[np.isin(losses["connection"].to_numpy(np.int64), listed)]
+        if len(mine):
+            c = mine["connection"].to_numpy(np.int64)
+            rows = pd.DataFrame({"status": status.reindex(c).fillna("ok").to_numpy(object), "direction": mine["direction"].astype(str).to_numpy(object),
+                                 "cause": mine["cause"].astype(str).to_numpy(object), "last_seen": mine["last_seen"].astype(str).to_numpy(object),
+                                 "first_missed": mine["first_missed"].astype(object).where(mine["first_missed"].notna(), "").astype(str).to_numpy(object),
+                                 "connection": c, "packets": mine["packets"].to_numpy(np.int64)})  # fmt: skip
+            self._lossy = self._summed(self._lossy, _kinds(rows))
+        bare = listed[~np.isin(listed, mine["connection"].to_numpy(np.int64))]
+        if len(bare):
+            rows = pd.DataFrame({"status": status.reindex(bare).fillna("ok").to_numpy(object), "direction": "", "cause": "",
+                                 "last_seen": "", "first_missed": "", "connection": bare, "packets": 0})  # fmt: skip
+            self._bare = self._summed(self._bare, _kinds(rows))
+
+    @classmethod
+    def _summed(cls, before: pd.DataFrame | None, kinds: pd.DataFrame) -> pd.DataFrame:
+        """Kinds counted so far and a part's, summed per kind (a connection lies in one part: its counts add up)."""
+        if before is None:
+            return kinds
+        both = pd.concat([before, kinds], ignore_index=True)
+        return both.groupby(list(LOSS_KEY), sort=False).agg(cls._AGG).reset_index()
+
+    def table(self) -> pd.DataFrame:
+        """The kinds counted: :func:`loss_groups`' table."""
+        parts = [x for x in (self._lossy, self._bare) if x is not None]
+        if not parts:
+            return pd.DataFrame({**{k: pd.Series([], dtype=object) for k in LOSS_KEY}, "connections": pd.Series([], dtype=np.int64),
+                                 "packets": pd.Series([], dtype=np.int64), "first_connection": pd.Series([], dtype=np.int64)})  # fmt: skip
+        out = pd.concat(parts, ignore_index=True)
+        order = np.lexsort((out["first_connection"].to_numpy(), -out["connections"].to_numpy()))
+        return out.iloc[order].reset_index(drop=True)
+
+
+def _kinds(rows: pd.DataFrame) -> pd.DataFrame:
+    """Rows of (:data:`LOSS_KEY`, connection, packets) counted per kind, in order of first appearance: its
+    ``connections`` (distinct), ``packets`` and ``first_connection``."""
+    return rows.groupby(list(LOSS_KEY), sort=False).agg(connections=("connection", "nunique"), packets=("packets", "sum"),
+                                                        first_connection=("connection", "min")).reset_index()  # fmt: skip

@@ -38,7 +38,10 @@ this is :func:`load_paths` (and ``diagnose``). Otherwise, in a temporary directo
    piece is reduced to its journeys' columns (:class:`~pcaptools.k8s.diagnose_journeys.JourneyTable`) and 5-tuples as
    it is read, so a connection larger than a piece is never held whole as hops rows; every connection lies whole in
    one bucket, and what a connection's verdict reads beyond it (homes, next points, capture spans and drops, ICMP
-   errors, TCP numbers) is the whole set's.
+   errors, TCP numbers) is the whole set's. Each bucket's diagnosis (its connection and loss rows and timeline
+   attempts as columns, with ``--iptables`` its NAT steps' rules) is spilled beside its paths as it is made
+   (:class:`DiagnosisParts`) and printed from there a bucket at a time: ``why`` counts statuses and sums its kinds of
+   loss (:class:`~pcaptools.k8s.groups.LossGroups`) over the parts, then lists its connections from them.
 
 Memory: the correlation's (see :mod:`pcaptools.correlate.stream`), then the labels, nothing per journey
 (:mod:`pcaptools.k8s.labels_bounded`): 40 bytes per use of a 5-tuple kept (a connection has a use per tuple, two
@@ -59,20 +62,24 @@ are joined as category codes, :func:`_concat`), and the representative journeys'
 measured on gen_set.py's 100,000 packets in 29,288 short connections). A diagnosis keeps besides, per TCP journey, 32 bytes (journey, sequence,
 acknowledgement, payload length) and, while the correlation runs, 32 bytes per TCP row read but not yet emitted (the
 windows' rows); per capture point its span, row count and counters; one row per ICMP error; the tallies (a row per
-(point, address) and per (point, destination, next point) seen); and its output: per connection one row (about 700
-bytes as a Python dict), per loss one (about 1.2 KiB with its evidence text), per retransmission-timeline sighting
-seven list entries (measured on gen_set.py's 20,000 packets). Measured on gen_set.py's 1.58M-sighting set, whose
+(point, address) and per (point, destination, next point) seen); and one bucket's output, spilled once the bucket
+is diagnosed (:meth:`~pcaptools.k8s.diagnose.Diagnoser.take`, :class:`DiagnosisParts`): what the Diagnosis then holds
+is each bucket's first and last connection (3.5 KB for the 29,288 connections of gen_set.py's 100,000 packets in short
+connections; its tables were 246 bytes a connection, 7.2 MB; RSS held after the run, from 2,000 to 29,288
+connections, 730 bytes a connection before, about 150 now: the paths' own, within the noise). ``why``'s text holds a row per kind of loss, not per connection, ``--json`` and
+``paths --json`` one bucket's diagnosis at a time. Measured on gen_set.py's 1.58M-sighting set, whose
 largest connection has 419,938 hops rows, under ``--memory 300MiB``: ``paths -o`` peaks at 459 MiB (626 when that
 connection was built whole), ``why --json`` at 500 (623). Limits: a connection is diagnosed as one JourneyTable (its hops' :data:`DETAIL_COLUMNS`, written a piece at a
 time, are read back a piece at a time into it): per sighting its point, node and time (24 bytes), per journey about
 170 bytes, 27 MiB for that connection's 419,938 sightings in 100,296 journeys; its diagnosis peaks 37 MiB above its
 start (tracemalloc; 55 MiB before, besides the bucket's hops read back whole as one table). The process's peak is
 then set by other steps at about the same height (sampled every 5 ms: the representative journeys' hops read back
-from every row group, the Diagnosis's timeline table, ``--json``'s records; 535-585 MiB for ``why --json`` and
+from every row group, the Diagnosis's timeline table (before it was spilled), ``--json``'s records; 535-585 MiB for ``why --json`` and
 ``paths --json`` either way), pyarrow's mimalloc pool keeping 50-70 MiB of it (480-495 MiB with
-``ARROW_DEFAULT_MEMORY_POOL=system``); the whole diagnosis is held to be printed (``--json`` is one object), and
-``paths --json`` / ``why --json`` make each connection's record whole: that connection's retransmission timeline as
-objects and text took about 150 MiB.
+``ARROW_DEFAULT_MEMORY_POOL=system``); ``why`` text makes each listed connection's record whole (``--json`` writes a
+timeline from its columns a piece at a time): that connection's retransmission timeline as objects took about 150 MiB.
+A library caller reading a streamed Diagnosis' ``connections``, ``losses``, ``timeline`` or ``nat_rules`` reads that
+table back whole (the in-memory run's table, every dtype), as ``PathSet.paths`` does.
 """
 
 from __future__ import annotations
@@ -408,18 +415,24 @@ DETAIL_COLUMNS = ("journey", "connection", "direction", "point", "node", "ts_cor
 def _diagnose_buckets(out: PathParts, tallies: list, inv, tmp: Path, ev, opts: dict) -> Diagnosis:
     """Pass 4: each bucket's hops (written by the build) diagnosed in connection order with its path and NAT rows (read
     back from ``out``), with what every bucket's hops add up to (:class:`~pcaptools.k8s.diagnose.HopTallies`) and the
-    packets' evidence."""
+    packets' evidence; each bucket's diagnosis (with ``iptables``, its NAT steps' rules) spilled beside ``out``'s
+    files as it is made (:class:`DiagnosisParts`), not held."""
     from pcaptools.k8s.diagnose import Diagnoser, HopTallies
 
+    iptables = opts["iptables"]
+    if iptables:
+        from pcaptools.k8s.iptables import explain
     dg = Diagnoser(inv, ev, HopTallies.merged(tallies), opts["capture_drops"])
+    parts = DiagnosisParts(out, rules=bool(iptables))
     for b in range(out.buckets):
         paths, nat, _ = out.part(b)
         files = sorted(tmp.glob(f"detail-{b}-*.parquet"), key=lambda f: int(f.stem.rsplit("-", 1)[1]))
         # the bucket's pieces one at a time: a connection larger than a piece is never read back whole
         dg.add((pd.read_parquet(f) for f in files), paths, nat)
+        parts.add(paths["connection"].to_numpy(np.int64), dg.take(), explain(nat, iptables) if iptables else None)
         del paths, nat
         release_freed_memory(collect=False)
-    return dg.result(out.paths, out.nat() if opts["iptables"] else None, opts["iptables"])  # paths made when read
+    return parts.diagnosis(paths=out.paths, notes=dg.notes())  # every table made when read
 
 
 def build_in_pieces(path: Path, connections: tuple[np.ndarray, np.ndarray], inv, flows, piece_rows: int,
@@ -884,3 +897,110 @@ class PathParts:
     def close(self) -> None:
         """Remove the spilled files."""
         self.spill.cleanup()
+
+
+class DiagnosisParts:
+    """A streamed run's diagnosis a bucket of connections at a time: each bucket's connection and loss rows and
+    timeline attempts as columns (:meth:`~pcaptools.k8s.diagnose.Diagnoser.take`) and, with ``--iptables``, its NAT
+    steps' rules (:func:`pcaptools.k8s.iptables.explain` of the bucket's NAT rows), pickled into the directory of the
+    run's :class:`PathParts` as each bucket is diagnosed (removed with it: :meth:`PathParts.close`, or its finalizer
+    when dropped or at exit), read back one bucket at a time (:meth:`part`: what ``why`` and ``paths --json`` print,
+    through :meth:`Diagnosis.parts() <pcaptools.k8s.diagnose.Diagnosis.parts>` and ``connection_record``) or whole
+    (:meth:`connections`, :meth:`losses`, :meth:`timeline`, :meth:`nat_rules`: what a library caller reads, the
+    tables the in-memory run gives). Held: each bucket's first and last connection."""
+
+    def __init__(self, out: PathParts, *, rules: bool) -> None:
+        self.out = out  # its directory (kept while this is)
+        self.dir = out.dir
+        self.rules = rules
+        self._bounds: list[tuple[int, int, int]] = []  # per part holding connections: its first and last connection, k
+        self._lo = np.zeros(0, np.int64)  # the parts' first connections (buckets run in order), made when looked up
+        self._n = 0
+
+    def __len__(self) -> int:
+        return self._n
+
+    def add(self, connections: np.ndarray, columns: dict, nat_rules: pd.DataFrame | None) -> None:
+        """Spill the next bucket's diagnosis: ``columns`` (``Diagnoser.take()``) of its path rows' ``connections`` and
+        its NAT steps' rules (None without ``--iptables``)."""
+        pd.to_pickle({**columns, "nat_rules": nat_rules}, self.dir / f"diagnosis-{self._n}.pkl")
+        if len(connections):
+            self._bounds.append((int(connections.min()), int(connections.max()), self._n))
+        self._n += 1
+
+    def _read(self, k: int) -> dict:
+        return pd.read_pickle(self.dir / f"diagnosis-{k}.pkl")
+
+    def part_of(self, c: int) -> int:
+        """The part whose bucket holds connection ``c`` (-1: none)."""
+        if len(self._lo) != len(self._bounds):
+            self._lo = np.array([lo for lo, _, _ in self._bounds], np.int64)
+        i = int(np.searchsorted(self._lo, c, side="right")) - 1
+        return self._bounds[i][2] if i >= 0 and c <= self._bounds[i][1] else -1
+
+    def part(self, k: int) -> Diagnosis:
+        """Part ``k``'s diagnosis, a Diagnosis of its bucket's connections (-1: of none)."""
+        from pcaptools.k8s.diagnose import diagnosis_of
+
+        cols = self._read(k) if k >= 0 else self._empty()
+        return diagnosis_of(cols, paths=None, notes=[], nat_rules=cols["nat_rules"])
+
+    def _empty(self) -> dict:
+        """A part of no connection."""
+        from pcaptools.k8s.diagnose import output_columns
+
+        return {**output_columns(), "nat_rules": self._explained([]) if self.rules else None}
+
+    def _columns(self, name: str) -> dict[str, np.ndarray]:
+        """Every part's ``name`` columns (``connections``, ``losses``, ``attempts``), one after the other."""
+        from pcaptools.k8s.diagnose import _concat_columns
+
+        parts = [self._read(k)[name] for k in range(self._n)] or [self._empty()[name]]
+        return _concat_columns(parts, {k: v.dtype for k, v in parts[0].items()})
+
+    def connections(self) -> pd.DataFrame:
+        """The whole connection table: the parts' rows one after the other."""
+        from pcaptools.k8s.diagnose import CONNECTION_COLUMNS, table_of
+
+        return table_of(self._columns("connections"), CONNECTION_COLUMNS)
+
+    def losses(self) -> pd.DataFrame:
+        """The whole loss table: the parts' rows one after the other."""
+        from pcaptools.k8s.diagnose import LOSS_COLUMNS, table_of
+
+        return table_of(self._columns("losses"), LOSS_COLUMNS)
+
+    def timeline(self) -> pd.DataFrame:
+        """The whole timeline table (a row per sighting): the parts' attempts one after the other."""
+        from pcaptools.k8s.diagnose import _Attempts
+
+        return _Attempts(self._columns("attempts")).table()
+
+    def nat_rules(self) -> pd.DataFrame:
+        """The whole NAT-rule table, as :func:`~pcaptools.k8s.iptables.explain` gives it on the whole NAT table (sorted
+        by journey and step): the parts' rows, typed as one table of all of them."""
+        return self._explained([self._read(k)["nat_rules"] for k in range(self._n)])
+
+    @staticmethod
+    def _explained(parts: list[pd.DataFrame]) -> pd.DataFrame:
+        """Tables of :func:`~pcaptools.k8s.iptables.explain` as one, in (journey, step) order: columns of objects
+        joined and typed once, as ``explain`` types its rows (a part's column of None alone would not be text)."""
+        from pcaptools.k8s.iptables import EXPLAIN_COLUMNS
+
+        parts = [p for p in parts if len(p)]
+        if not parts:
+            return pd.DataFrame([], columns=list(EXPLAIN_COLUMNS))
+        cols = {k: np.concatenate([p[k].to_numpy(object) for p in parts]) for k in EXPLAIN_COLUMNS}
+        whole = pd.DataFrame({k: v.tolist() for k, v in cols.items()}, columns=list(EXPLAIN_COLUMNS))
+        return whole.sort_values(["journey", "step"], kind="stable", ignore_index=True)
+
+    def diagnosis(self, *, paths, notes: list[str]) -> Diagnosis:
+        """The Diagnosis of every part: its tables made when read, its records read a part at a time."""
+        from pcaptools.k8s.diagnose import Diagnosis
+
+        return Diagnosis(connections=self.connections, losses=self.losses, timeline=self.timeline, paths=paths, notes=notes,
+                         nat_rules=self.nat_rules if self.rules else None, spilled=self)  # fmt: skip
+
+    def close(self) -> None:
+        """Remove the spilled files (the run's PathParts' too: one directory)."""
+        self.out.close()

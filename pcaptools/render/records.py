@@ -456,12 +456,15 @@ def nat_rule_objects(nat_rules: pd.DataFrame | None) -> dict[tuple[int, int], di
     return {(int(x.journey), int(x.step)): rule_object(x) for x in nat_rules.itertuples(index=False)}
 
 
-def _nat_by_journey(nat: pd.DataFrame, journeys: np.ndarray, nat_rules: pd.DataFrame | None = None) -> dict[int, list[dict]]:
+def _nat_by_journey(nat: pd.DataFrame, journeys: np.ndarray, nat_rules: pd.DataFrame | Callable[[pd.DataFrame], pd.DataFrame] | None = None) -> dict[int, list[dict]]:
     """NAT rows of the given journeys as step objects ``{op, kind, node, service, before, after, rules, text}``;
-    ``rules`` the kube-proxy chains behind the step (``nat_rules``: :func:`pcaptools.k8s.iptables.explain`), else null."""
+    ``rules`` the kube-proxy chains behind the step (``nat_rules``: :func:`pcaptools.k8s.iptables.explain`'s table, or
+    a function giving it for NAT rows, called on those journeys' only), else null."""
     from pcaptools.schema import NAT_COLUMNS
 
     sub = nat.loc[_in_journeys(nat["journey"].to_numpy(np.int64), journeys)].sort_values(["journey", "step"], kind="stable")
+    if callable(nat_rules):
+        nat_rules = nat_rules(sub)
     if nat_rules is not None:  # only these journeys' rule objects
         nat_rules = nat_rules.loc[_in_journeys(nat_rules["journey"].to_numpy(np.int64), journeys)]
     rules = nat_rule_objects(nat_rules)
@@ -496,7 +499,7 @@ _PATH_TEXT = ("nat", "nat_reply", "forward_points", "reverse_points", "hop_laten
 
 
 def paths_document(paths: pd.DataFrame, nat: pd.DataFrame, hops: pd.DataFrame, *, diagnosis=None,
-                   nat_rules: pd.DataFrame | None = None) -> dict:
+                   nat_rules: pd.DataFrame | Callable[[pd.DataFrame], pd.DataFrame] | None = None) -> dict:
     """``pcaptools paths --json``: one object per connection; NAT steps and hops as objects, points as lists;
     with a :class:`pcaptools.k8s.diagnose.Diagnosis`, each connection's ``status``, ``losses`` and ``timeline``;
     with ``nat_rules`` (:func:`pcaptools.k8s.iptables.explain`), each NAT step's kube-proxy chains in ``rules``."""
@@ -505,11 +508,13 @@ def paths_document(paths: pd.DataFrame, nat: pd.DataFrame, hops: pd.DataFrame, *
 
 
 def path_records(paths: pd.DataFrame, nat: pd.DataFrame, hops: pd.DataFrame, *, diagnosis=None,
-                 nat_rules: pd.DataFrame | None = None, columns: bool = False) -> Iterator[dict]:
+                 nat_rules: pd.DataFrame | Callable[[pd.DataFrame], pd.DataFrame] | None = None, columns: bool = False) -> Iterator[dict]:
     """The ``paths`` of :func:`paths_document`, one connection's object at a time, made :data:`RECORD_CHUNK`
     connections at a time (their hops, NAT steps and rows as objects: a few KiB a connection, never all of them;
     ``columns``: each diagnosis timeline a :class:`pcaptools.k8s.diagnose.Timeline`, which :func:`write_document`
-    writes a piece at a time)."""
+    writes a piece at a time). ``nat_rules``: :func:`pcaptools.k8s.iptables.explain`'s table, or a function giving it
+    for NAT rows, called on each chunk's (``partial(explain, rulesets=...)``: the steps explained as they are written,
+    never the whole NAT table)."""
     hops, nat = ByJourney(hops), ByJourney(nat)
     for lo in range(0, len(paths), RECORD_CHUNK):
         yield from _path_records(paths.iloc[lo:lo + RECORD_CHUNK], nat, hops, diagnosis, nat_rules, columns)
@@ -541,7 +546,7 @@ class ByJourney:
 
 
 def _path_records(paths: pd.DataFrame, nat: ByJourney, hops: ByJourney, diagnosis,
-                  nat_rules: pd.DataFrame | None, columns: bool) -> Iterator[dict]:  # fmt: skip
+                  nat_rules: pd.DataFrame | Callable[[pd.DataFrame], pd.DataFrame] | None, columns: bool) -> Iterator[dict]:  # fmt: skip
     """:func:`path_records` of some consecutive connections."""
     from pcaptools.schema import PATH_COLUMNS
 

@@ -19,6 +19,7 @@ from pcaptools.fmt import endpoint as _endpoint
 if TYPE_CHECKING:  # rich is imported where output is drawn, so `safe` costs nothing at startup
     from collections.abc import Iterable
 
+    import numpy as np
     from rich.console import Console
     from rich.table import Table
     from rich.text import Text
@@ -487,7 +488,8 @@ ROUTES_SHOWN = 50
 
 def print_paths(ps, con: Console, *, brief: bool = False, nat_rules=None, all_connections: bool = False) -> None:
     """A :class:`~pcaptools.k8s.paths.PathSet` for people: header, a summary per connection, then each route
-    (with ``nat_rules``, :func:`pcaptools.k8s.iptables.explain`, the kube-proxy chains under each NAT step). More
+    (with ``nat_rules``, :func:`pcaptools.k8s.iptables.explain`'s table or a function giving it for the NAT rows
+    printed, the kube-proxy chains under each NAT step). More
     than :data:`LIST_LIMIT` connections are shown by route, with the first connection of each as its example,
     unless ``all_connections``."""
     import numpy as np
@@ -738,31 +740,34 @@ _STATUS_STYLE = {"ok": "green", "degraded": "yellow", "failed": "bold red"}
 def print_why(d, con: Console, *, all_connections: bool = False) -> None:
     """``pcaptools why``: a status summary, then each failed or degraded connection with its losses and retries; more
     than :data:`LIST_LIMIT` of them are shown by kind of loss (:func:`pcaptools.k8s.groups.loss_groups`), with the first
-    connection of each kind, unless ``all_connections`` (which lists every connection, the ones without loss too)."""
+    connection of each kind, unless ``all_connections`` (which lists every connection, the ones without loss too).
+    The diagnosis is read a part at a time (:meth:`Diagnosis.parts() <pcaptools.k8s.diagnose.Diagnosis.parts>`: a
+    streamed run's buckets): counted and its kinds of loss summed in a first pass, its connections listed in a second."""
     import numpy as np
 
     from pcaptools.k8s.diagnose import STATUSES
+    from pcaptools.k8s.groups import LossGroups
 
     out = _Lines(con)
-    counts = d.connections["status"].value_counts()
-    out(f"{fmt_int(len(d.connections))} connections: " + ", ".join(f"{fmt_int(int(counts.get(s, 0)))} {s}" for s in STATUSES), "bold")
-    conns = d.connections["connection"].to_numpy(np.int64)
-    if all_connections:
-        listed = conns
-    else:  # not ok, or a loss, or a translation its node's rules do not explain
-        shown = (d.connections["status"].astype(str) != "ok").to_numpy() | np.isin(conns, d.losses["connection"].to_numpy(np.int64))
-        if d.nat_rules is not None and len(d.nat_rules):
-            unexplained = d.nat_rules.loc[~d.nat_rules["explained"].astype(bool), "connection"].to_numpy(np.int64)
-            shown |= np.isin(conns, unexplained)
-        listed = conns[shown]
-    if not all_connections and len(listed) > LIST_LIMIT:
-        from pcaptools.k8s.groups import loss_groups
-
-        kinds = loss_groups(d.connections, d.losses, listed)
+    counts: dict[str, int] = {}
+    total = n_listed = 0
+    kinds = LossGroups()
+    for part in d.parts():
+        c = part.connections
+        total += len(c)
+        for s, n in c["status"].value_counts().items():
+            counts[s] = counts.get(s, 0) + int(n)
+        if not all_connections:
+            listed = c["connection"].to_numpy(np.int64)[_listed(part)]
+            n_listed += len(listed)
+            kinds.add(c, part.losses, listed)
+    out(f"{fmt_int(total)} connections: " + ", ".join(f"{fmt_int(int(counts.get(s, 0)))} {s}" for s in STATUSES), "bold")
+    if not all_connections and n_listed > LIST_LIMIT:
+        kinds = kinds.table()
         rows = [(fmt_int(r.connections), r.status, r.direction or "-", r.cause or "no loss (NAT not explained)", safe(r.last_seen),
                  safe(r.first_missed), fmt_int(r.packets), f"#{r.first_connection}")
                 for r in kinds.iloc[:ROUTES_SHOWN].itertuples(index=False)]  # fmt: skip
-        out(f"{fmt_int(len(listed))} connections with a loss or unexplained NAT, by kind (a connection counts in each kind it "
+        out(f"{fmt_int(n_listed)} connections with a loss or unexplained NAT, by kind (a connection counts in each kind it "
             "has; --all lists each connection)", "bold")  # fmt: skip
         out.flush()
         print_rows(con, None, ("conns", "status", "direction", "cause", "last seen", "first missed", "packets", "first"), rows, key=4,
@@ -772,28 +777,48 @@ def print_why(d, con: Console, *, all_connections: bool = False) -> None:
             out(f"… {fmt_int(len(rest))} more kinds of loss (--all lists each connection; --json gives every one)", "dim")
         out()
         out("the first connection of each kind:", "bold")
-        listed = np.asarray(list(dict.fromkeys(kinds["first_connection"].iloc[:ROUTES_SHOWN].tolist())), np.int64)
-    import pandas as pd
-
-    for r in d.connections.iloc[pd.Index(conns).get_indexer(listed)].itertuples(index=False):
-        rec = d.connection_record(int(r.connection))
-        out()
-        head = text(f"#{r.connection} {proto_name(r.proto)} {safe(r.client)} {endpoint(r.client_addr, r.client_port)} → "
-                    f"{safe(r.server)} {endpoint(r.server_addr, r.server_port)}  ")  # fmt: skip
-        head.append(str(r.status), style=_STATUS_STYLE.get(str(r.status), ""))
-        out(head)
-        for loss in rec["losses"]:
-            out(safe(f"  {loss['direction']}: {loss['cause']} ({loss['confidence']:.2f}) {loss['packets']} packet(s), "
-                     f"last seen {loss['last_seen']}, first missed {loss['first_missed'] or '-'}"))  # fmt: skip
-            out(safe(f"    {loss['evidence']}"), "dim", soft_wrap=True)
-        for x in rec.get("nat", []):
-            how = " → ".join(x["chains"]) if x["explained"] else f"not explained: {x['problem']}"
-            out(safe(f"  {x['op']} {x['before']}→{x['after']} @{x['node']}: {how}"), "" if x["explained"] else "bold red", soft_wrap=True)
-        t0 = min((s["ts_ns"] for a in rec["timeline"] for s in a["sightings"]), default=0)
-        for a in rec["timeline"]:
-            seen = ", ".join(f"{s['point']} +{fmt_ns(s['ts_ns'] - t0)}" for s in a["sightings"])
-            mark = "went through" if a["reached"] else "lost after the last point"
-            out(safe(f"  {a['direction']} {a['packet']} attempt {a['attempt']}: {seen}; {mark}"), "dim", soft_wrap=True)
+        first = np.asarray(list(dict.fromkeys(kinds["first_connection"].iloc[:ROUTES_SHOWN].tolist())), np.int64)
+        for r in d.select(first).itertuples(index=False):  # records made one at a time
+            _why_connection(out, r, d.connection_record(int(r.connection)))
+    else:
+        for part in d.parts():
+            c = part.connections
+            for r in (c if all_connections else c.iloc[np.flatnonzero(_listed(part))]).itertuples(index=False):
+                _why_connection(out, r, part.connection_record(int(r.connection)))
     for note in d.notes:
         out(safe(f"note: {note}"), "dim")
     out.flush()
+
+
+def _listed(d: Any) -> np.ndarray:
+    """Per connection of a Diagnosis (or a part of one), whether ``why`` lists it: not ok, or a loss, or a translation
+    its node's rules do not explain."""
+    import numpy as np
+
+    conns = d.connections["connection"].to_numpy(np.int64)
+    shown = (d.connections["status"].astype(str) != "ok").to_numpy() | np.isin(conns, d.losses["connection"].to_numpy(np.int64))
+    if d.nat_rules is not None and len(d.nat_rules):
+        unexplained = d.nat_rules.loc[~d.nat_rules["explained"].astype(bool), "connection"].to_numpy(np.int64)
+        shown |= np.isin(conns, unexplained)
+    return shown
+
+
+def _why_connection(out: _Lines, r: Any, rec: dict) -> None:
+    """One connection of ``why``: its row of the connection table, then its record's losses, NAT rules and retries."""
+    out()
+    head = text(f"#{r.connection} {proto_name(r.proto)} {safe(r.client)} {endpoint(r.client_addr, r.client_port)} → "
+                f"{safe(r.server)} {endpoint(r.server_addr, r.server_port)}  ")  # fmt: skip
+    head.append(str(r.status), style=_STATUS_STYLE.get(str(r.status), ""))
+    out(head)
+    for loss in rec["losses"]:
+        out(safe(f"  {loss['direction']}: {loss['cause']} ({loss['confidence']:.2f}) {loss['packets']} packet(s), "
+                 f"last seen {loss['last_seen']}, first missed {loss['first_missed'] or '-'}"))  # fmt: skip
+        out(safe(f"    {loss['evidence']}"), "dim", soft_wrap=True)
+    for x in rec.get("nat", []):
+        how = " → ".join(x["chains"]) if x["explained"] else f"not explained: {x['problem']}"
+        out(safe(f"  {x['op']} {x['before']}→{x['after']} @{x['node']}: {how}"), "" if x["explained"] else "bold red", soft_wrap=True)
+    t0 = min((s["ts_ns"] for a in rec["timeline"] for s in a["sightings"]), default=0)
+    for a in rec["timeline"]:
+        seen = ", ".join(f"{s['point']} +{fmt_ns(s['ts_ns'] - t0)}" for s in a["sightings"])
+        mark = "went through" if a["reached"] else "lost after the last point"
+        out(safe(f"  {a['direction']} {a['packet']} attempt {a['attempt']}: {seen}; {mark}"), "dim", soft_wrap=True)
