@@ -27,7 +27,10 @@ this is :func:`load_paths` (and ``diagnose``). Otherwise, in a temporary directo
    ``bucket_rows`` rows (:func:`build_in_pieces`): the same steps of ``_build``
    (:class:`~pcaptools.k8s.paths.Journeys`, ``_journey_times``, ``forward_journeys``, ``reply_journeys``,
    ``path_rows``) run on each piece, with what a connection decides over all its journeys (the node whose clock
-   times them, its first packet, its reply) reduced over the pieces first, in three passes. Client-side flows come from :func:`pcaptools.flow_stream.read_flows_bounded` of the same files. For a
+   times them, its first packet, its reply) reduced over the pieces first, in three passes. Client-side flows come from
+   the same files (:mod:`pcaptools.k8s.flows_bounded`): spilled before this pass, a file and a group of flow keys at a
+   time, each row's key tagged by this pass with its bucket, and each bucket sent the first flow of every key its rows
+   hold, which it reads back when it is built. For a
    diagnosis each bucket's hops in causal order (``_build``'s, :data:`DETAIL_COLUMNS`) are written back and tallied
    (:class:`~pcaptools.k8s.diagnose.HopTallies`: where each address lives, which point follows which).
 4. Each bucket's path rows, NAT rows and the hops of its connections' representative journeys (what the terminal
@@ -50,9 +53,15 @@ and 274 with a row per (journey, tuple) in pandas), the spill pass 86, 88 and 10
 rows). Then one bucket (or one piece of a bucket) at a time, about :data:`BUILD_ROW_COST` bytes a hops row while
 its paths are built, and for a bucket built in pieces about 40 bytes per journey of it and its connections' first
 packets' rows (its diagnosis takes less: its journeys as columns, about 30 numbers a journey and 3 a sighting,
-:class:`~pcaptools.k8s.diagnose_journeys.JourneyTable`), plus what the paths join of the client flows (one row per
-flow key, about 100 bytes with its index, :func:`_flow_lookup`; the flow tables, about 280 bytes a flow, are dropped
-once it is made); not held, each bucket's spilled to ``TMPDIR`` as it is built and read back a bucket at a time
+:class:`~pcaptools.k8s.diagnose_journeys.JourneyTable`), plus the client flows of its rows' keys, read back from its
+file when its build asks (about 90 bytes a flow: 1.5 MiB at most per bucket of gen_set.py's 29,288-connection set
+under ``--memory 300MiB``). Nothing is held per flow between the steps (:mod:`pcaptools.k8s.flows_bounded`: the
+run's dictionaries of file names and addresses, 690 bytes there; was 12.9 MiB, 460 bytes a connection, 119 a flow
+key with its index's hash table, and the flow tables, about 280 bytes a flow, while it was made); while a file's
+flows are computed, :func:`~pcaptools.flow_stream.iter_flows`' window and group (86 MiB traced there, 101 before);
+while the flows are sent to the buckets, one hash partition of them and of the rows' keys within an eighth of the
+budget (two partitions of 119,041 flows and 201,500 keys there, 16 MiB traced). Not held, each bucket's spilled to
+``TMPDIR`` as it is built and read back a bucket at a time
 (:class:`PathParts`): the path table (about 860 bytes a connection, most of it its text columns: route, hop latencies,
 points, NAT and encapsulation as strings) and the NAT table (one row per NAT step, about 65 bytes; the buckets' tables
 are joined as category codes, :func:`_concat`), and the representative journeys' hops (about 620 bytes a connection,
