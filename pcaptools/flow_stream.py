@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import os
 import pickle
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -70,6 +70,7 @@ def iter_flows(
     community_id: bool = True,
     batch_records: int | None = None,
     rows: Callable[[pd.DataFrame], np.ndarray] | None = None,
+    columns: Collection[str] | None = None,
 ) -> Iterator[pd.DataFrame]:
     """Flow tables of one capture whose union is ``flows(read_packets(path))``, with memory bounded by ``memory`` bytes.
 
@@ -77,9 +78,10 @@ def iter_flows(
     with ``memory=`` joins and sorts them. ``batch_records`` overrides the window size derived from
     ``memory`` (tests use it to cut many flows). ``rows``: a boolean mask of the packets to keep, per decoded window
     (the flows are then those of ``flows(packets[rows(packets)])``, e.g. one capture point's rows of an -i any file).
+    ``columns``: only these of the flow columns besides the key (:func:`pcaptools.flows.flows`' ``columns``).
     """
-    yield from _flow_parts(path, memory, {"idle_timeout_s": idle_timeout_s, "seed": seed, "community_id": community_id},
-                           batch_records, {}, rows)  # fmt: skip
+    opts = {"idle_timeout_s": idle_timeout_s, "seed": seed, "community_id": community_id, "columns": columns}
+    yield from _flow_parts(path, memory, opts, batch_records, {}, rows)
 
 
 def _flow_parts(path, memory, opts, batch_records, order, rows=None, skipped=None) -> Iterator[pd.DataFrame]:  # noqa: ANN001

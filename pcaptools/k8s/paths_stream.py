@@ -27,7 +27,10 @@ this is :func:`load_paths` (and ``diagnose``). Otherwise, in a temporary directo
    ``bucket_rows`` rows (:func:`build_in_pieces`): the same steps of ``_build``
    (:class:`~pcaptools.k8s.paths.Journeys`, ``_journey_times``, ``forward_journeys``, ``reply_journeys``,
    ``path_rows``) run on each piece, with what a connection decides over all its journeys (the node whose clock
-   times them, its first packet, its reply) reduced over the pieces first, in three passes. Client-side flows come from :func:`pcaptools.flow_stream.read_flows_bounded` of the same files. For a
+   times them, its first packet, its reply) reduced over the pieces first, in three passes. Client-side flows come from
+   the same files (:mod:`pcaptools.k8s.flows_bounded`): spilled before this pass, a file and a group of flow keys at a
+   time, each row's key tagged by this pass with its bucket, and each bucket sent the first flow of every key its rows
+   hold, which it reads back when it is built. For a
    diagnosis each bucket's hops in causal order (``_build``'s, :data:`DETAIL_COLUMNS`) are written back and tallied
    (:class:`~pcaptools.k8s.diagnose.HopTallies`: where each address lives, which point follows which).
 4. Each bucket's path rows, NAT rows and the hops of its connections' representative journeys (what the terminal
@@ -53,9 +56,15 @@ and 274 with a row per (journey, tuple) in pandas), the spill pass 86, 88 and 10
 rows). Then one bucket (or one piece of a bucket) at a time, about :data:`BUILD_ROW_COST` bytes a hops row while
 its paths are built, and for a bucket built in pieces about 40 bytes per journey of it and its connections' first
 packets' rows (its diagnosis takes less: its journeys as columns, about 30 numbers a journey and 3 a sighting,
-:class:`~pcaptools.k8s.diagnose_journeys.JourneyTable`), plus what the paths join of the client flows (one row per
-flow key, about 100 bytes with its index, :func:`_flow_lookup`; the flow tables, about 280 bytes a flow, are dropped
-once it is made); not held, each bucket's spilled to ``TMPDIR`` as it is built and read back a bucket at a time
+:class:`~pcaptools.k8s.diagnose_journeys.JourneyTable`), plus the client flows of its rows' keys, read back from its
+file when its build asks (about 90 bytes a flow: 1.5 MiB at most per bucket of gen_set.py's 29,288-connection set
+under ``--memory 300MiB``). Nothing is held per flow between the steps (:mod:`pcaptools.k8s.flows_bounded`: the
+run's dictionaries of file names and addresses, 690 bytes there; was 12.9 MiB, 460 bytes a connection, 119 a flow
+key with its index's hash table, and the flow tables, about 280 bytes a flow, while it was made); while a file's
+flows are computed, :func:`~pcaptools.flow_stream.iter_flows`' window and group (86 MiB traced there, 101 before);
+while the flows are sent to the buckets, one hash partition of them and of the rows' keys within an eighth of the
+budget (two partitions of 119,041 flows and 201,500 keys there, 16 MiB traced). Not held, each bucket's spilled to
+``TMPDIR`` as it is built and read back a bucket at a time
 (:class:`PathParts`): the path table (about 860 bytes a connection, most of it its text columns: route, hop latencies,
 points, NAT and encapsulation as strings) and the NAT table (one row per NAT step, about 65 bytes; the buckets' tables
 are joined as category codes, :func:`_concat`), and the representative journeys' hops (about 620 bytes a connection,
@@ -92,6 +101,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from pcaptools.k8s.flows_bounded import ClientFlows
 from pcaptools.k8s.journeys import grouped, journey_index
 from pcaptools.k8s.labels_bounded import LABEL_COLUMNS, LabelBuilder, Labels, whole_journeys
 from pcaptools.k8s.nat import nat_table
@@ -236,7 +246,7 @@ def _bounded(sources, *, points, links, inventory, window_ns, reference, with_fl
         corr, cs, files, stats = _correlate(srcs, points, links, inv, window_ns, reference, allow_outside, memory, window_rows,
                                             hops_path, ev)  # fmt: skip
         release_freed_memory()
-        flows = _flow_lookup(_flows(files, memory)) if with_flows else None  # the whole table is dropped
+        flows = _client_flows(files, memory, Path(tmp)) if with_flows else None  # spilled, none held
         release_freed_memory()
         ps, d = _paths_of_file(hops_path, corr, inv, flows, memory, bucket_rows, Path(tmp),
                                connections_file(hops_out) if hops_out is not None else None,
@@ -260,48 +270,16 @@ def _correlate(srcs, points, links, inv, window_ns, reference, allow_outside, me
     return corr, cs, list(dict.fromkeys(files)), stats
 
 
-def _flows(files: list[str], memory: int) -> pd.DataFrame | None:
-    """The client-side flow tables of ``files`` as load_paths concatenates them, each computed within ``memory``."""
-    from pcaptools.flow_stream import read_flows_bounded
-    from pcaptools.flows import concat_flows
-
-    parts = [read_flows_bounded(f, memory=memory) for f in files]
-    return concat_flows(parts) if parts else None
-
-
-_FLOW_KEY = ["file", "proto", "orig_h", "orig_p", "resp_h", "resp_p"]
-"""A connection's client-side flow key, as :func:`~pcaptools.k8s.paths._with_flows` joins it."""
-
-
-def _flow_lookup(flows: pd.DataFrame | None):
-    """What each bucket's build joins of the client-side ``flows`` (:func:`~pcaptools.k8s.paths._with_flows`), made
-    once: the joined columns, one row per key (the first by time, as the join keeps it), addresses and files as
-    categories; returned as a function giving the rows of the keys a bucket asks for (the table when it is empty).
-    Per bucket the join copied, stringified and sorted the whole flow table: a transient of about 300 bytes a flow
-    per bucket, which grew with the connections (issue #11)."""
-    from pcaptools.k8s.paths import _FLOW_JOINED
-
-    if flows is None or not len(flows):
-        return flows
-    text = ("file", "orig_h", "resp_h")
-    f = flows.loc[:, _FLOW_KEY + [*_FLOW_JOINED, "first_ts_ns"]].copy()
-    del flows
-    for k in text:
-        f[k] = f[k].astype(str)
-    f = f.sort_values("first_ts_ns").drop_duplicates(_FLOW_KEY, keep="first")
-    for k in text:
-        f[k] = f[k].astype("category")
-    f = f.reset_index(drop=True)
-    index = pd.MultiIndex.from_arrays([f[k].cat.codes.to_numpy(np.int64) if k in text else f[k].to_numpy(np.int64) for k in _FLOW_KEY])
-
-    def rows_of(wanted: pd.DataFrame) -> pd.DataFrame:
-        """The flow rows of ``wanted``'s keys (columns :data:`_FLOW_KEY`), in the prepared table's order."""
-        arrays = [f[k].cat.categories.get_indexer(wanted[k].astype(str)).astype(np.int64) if k in text
-                  else wanted[k].to_numpy(np.int64) for k in _FLOW_KEY]  # fmt: skip
-        at = index.get_indexer(pd.MultiIndex.from_arrays(arrays))
-        return f.iloc[np.unique(at[at >= 0])]
-
-    return rows_of
+def _client_flows(files: list[str], memory: int, tmp: Path) -> ClientFlows:
+    """The client-side flows of ``files`` (load_paths joins them from the same files' packets), spilled under ``tmp``
+    a file and a group of flow keys at a time, each file's computed within ``memory``: held per bucket, not per flow
+    (:mod:`pcaptools.k8s.flows_bounded`). Per bucket the join once copied, stringified and sorted the whole flow
+    table, then a lookup of every flow key (about 100 bytes each) was held for the run (issue #11)."""
+    flows = ClientFlows(tmp / "flows", memory)
+    for f in files:
+        flows.add_file(f)
+        release_freed_memory(collect=False)
+    return flows
 
 
 def _paths_of_file(hops_path: Path, corr, inv, flows, memory: int, bucket_rows: int | None, tmp: Path,
@@ -336,8 +314,12 @@ def _paths_of_file(hops_path: Path, corr, inv, flows, memory: int, bucket_rows: 
         from pcaptools.k8s.inventory import single_address_points
 
         single = single_address_points(pairs, point_rows)
-    routing = _spill(pf, labels, bucket_c, nb, tmp, inv, single, hold_rows=max(int(bucket_rows), int(memory * SPILL_SHARE // SPILL_ROW_BYTES)), piece_rows=max(int(bucket_rows), 1), labels_out=labels_out)
+    routing = _spill(pf, labels, bucket_c, nb, tmp, inv, single, hold_rows=max(int(bucket_rows), int(memory * SPILL_SHARE // SPILL_ROW_BYTES)), piece_rows=max(int(bucket_rows), 1), labels_out=labels_out,
+                    on_rows=flows.tag if flows is not None else None)  # fmt: skip
     del labels
+    if flows is not None:  # each bucket's flows, by the keys its rows hold
+        flows.assign()
+        release_freed_memory(collect=False)
     out = PathParts(inv)
     try:
         pieces, tallies = _build_buckets(tmp, out, rows_c, bucket_c, nb, inv, flows, int(bucket_rows), diagnosis is not None)
@@ -360,8 +342,8 @@ def _paths_of_file(hops_path: Path, corr, inv, flows, memory: int, bucket_rows: 
 def _build_buckets(tmp: Path, out: PathParts, rows_c: np.ndarray, bucket_c: np.ndarray, nb: int, inv, flows,
                    bucket_rows: int, diagnose: bool) -> tuple[int, list]:  # fmt: skip
     """Pass 3: each spilled bucket's paths built and added to ``out`` (its path and NAT rows, its representative
-    journeys' hops) before the next is read; with ``diagnose``, its hops in causal order written back beside it and
-    tallied. (Buckets built in pieces, the tallies.)"""
+    journeys' hops, its connections' client-side flows from ``flows``' file of it) before the next is read; with
+    ``diagnose``, its hops in causal order written back beside it and tallied. (Buckets built in pieces, the tallies.)"""
     import pyarrow.parquet as pq
 
     from pcaptools.k8s.diagnose import HopTallies
@@ -372,6 +354,7 @@ def _build_buckets(tmp: Path, out: PathParts, rows_c: np.ndarray, bucket_c: np.n
     ends_c = np.r_[first_c[1:], len(bucket_c)]
     for b in range(nb):
         path = tmp / f"bucket-{b}.parquet"
+        lookup = flows.of_bucket(b) if flows is not None else None  # its connections' flows, read when asked
         details: list[pd.DataFrame] = []
 
         def detail(dh: pd.DataFrame, b: int = b, details: list = details) -> None:  # a piece's hops in causal order
@@ -386,7 +369,7 @@ def _build_buckets(tmp: Path, out: PathParts, rows_c: np.ndarray, bucket_c: np.n
             bj, at = _first_rows(j)
             bc = np.fromfile(tmp / f"connections-{b}.bin", np.int64)[at] - first_c[b]
             del j, at
-            p, nat, n = build_in_pieces(path, (bj, bc), inv, flows, bucket_rows, on_detail)
+            p, nat, n = build_in_pieces(path, (bj, bc), inv, lookup, bucket_rows, on_detail)
             pieces += n
         else:
             h = pd.read_parquet(path)
@@ -394,7 +377,7 @@ def _build_buckets(tmp: Path, out: PathParts, rows_c: np.ndarray, bucket_c: np.n
             bj, at = _first_rows(h["journey"].to_numpy(np.int64))
             bc = np.fromfile(tmp / f"connections-{b}.bin", np.int64)[at] - first_c[b]
             side: dict | None = {} if diagnose else None
-            p, nat = _build(h, inv, flows, side, (bj, bc))
+            p, nat = _build(h, inv, lookup, side, (bj, bc))
             del h
             if side is not None:  # the bucket's hops in causal order, for its diagnosis once every bucket is counted
                 detail(side.pop("hops_of")())
@@ -659,12 +642,13 @@ def _sums(pair_parts: list[pd.Series], point_parts: list[pd.Series]) -> tuple[pd
 
 
 def _spill(pf, labels: Labels, bucket_c: np.ndarray, nb: int, tmp: Path, inv, single: set[str], *,
-           hold_rows: int, piece_rows: int, labels_out: Path | None = None) -> tuple[int, int]:  # fmt: skip
+           hold_rows: int, piece_rows: int, labels_out: Path | None = None, on_rows=None) -> tuple[int, int]:  # fmt: skip
     """Pass 2: each labelled hops row appended to its bucket's Parquet file (rows in file order) and its connection to
     the bucket's ``connections-B.bin``, up to ``hold_rows`` rows held and then written one row group per bucket (a row
     group per window and bucket made thousands of tiny writes and reads); returns the journeys' routing counts
     (:func:`~pcaptools.k8s.inventory.routing_counts`, zeros without an inventory). ``labels_out``: (journey,
-    connection) of every labelled journey written there, as :func:`_label` gives them."""
+    connection) of every labelled journey written there, as :func:`_label` gives them. ``on_rows``: called with each
+    table of whole journeys and its rows' buckets (-1: unlabelled), :meth:`ClientFlows.tag`."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -695,6 +679,8 @@ def _spill(pf, labels: Labels, bucket_c: np.ndarray, nb: int, tmp: Path, inv, si
             if out is not None:
                 _journey_heads(t.column("journey").to_numpy(), conn).tofile(out)
             b = np.where(conn >= 0, bucket_c[np.maximum(conn, 0)] if len(bucket_c) else -1, -1)
+            if on_rows is not None:
+                on_rows(t, b)
             order = np.argsort(b, kind="stable")
             bs = b[order]
             cut = np.flatnonzero(np.r_[True, bs[1:] != bs[:-1]]) if len(bs) else np.zeros(0, np.int64)
