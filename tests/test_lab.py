@@ -411,7 +411,8 @@ def test_sigterm_or_sighup_during_a_run_removes_its_namespaces(tmp_path, signame
     prefix = f"ptl{secrets.token_hex(2)}-"
     proc = subprocess.Popen([sys.executable, "-m", "pcaptools.cli", "lab", "run", "--cni", "calico-vxlan",
                              "--out", str(tmp_path), "--prefix", prefix],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(sig, signal.SIG_DFL))  # a run under nohup ignores SIGHUP
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and proc.poll() is None:  # wait until the nodes exist
         listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split()

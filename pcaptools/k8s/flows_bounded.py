@@ -296,7 +296,9 @@ class ClientFlows:
         b = tags["bucket"][which]
         o = np.lexsort((at, b))  # by bucket, then the partition's order
         b, at = b[o], at[o]
-        cuts = np.flatnonzero(np.r_[True, b[1:] != b[:-1]]) if len(b) else np.zeros(0, np.int64)
+        if not len(b):  # no tagged key has a flow here (e.g. flows without ports, or none of a bucket's keys)
+            return
+        cuts = np.flatnonzero(np.r_[True, b[1:] != b[:-1]])
         for lo, hi in zip(cuts, np.r_[cuts[1:], len(b)], strict=True):
             _append(
                 self.dir / f"bucket-{int(b[lo])}", {c: a[at[lo:hi]] for c, a in flows.items() if c != "seq"}
