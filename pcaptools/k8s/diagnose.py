@@ -167,7 +167,8 @@ class Diagnosis:
         if self.spilled is None:
             df = self.connections
         else:
-            picked = [x.loc[np.isin(x["connection"].to_numpy(np.int64), want)] for x in (p.connections for p in self.parts())]
+            held = sorted({self.spilled.part_of(c) for c in want.tolist()} - {-1})  # only the parts holding them
+            picked = [x.loc[np.isin(x["connection"].to_numpy(np.int64), want)] for x in (self.spilled.part(k).connections for k in held)]
             picked = [x for x in picked if len(x)]
             df = pd.concat(picked, ignore_index=True) if picked else self.spilled.part(-1).connections
         return df.iloc[pd.Index(df["connection"].to_numpy(np.int64)).get_indexer(want)]
@@ -960,11 +961,6 @@ class _Attempts:
         self.cols = cols
         self.start = (np.cumsum(cols["sightings"]) - cols["sightings"]).astype(np.int64)  # each attempt's first sighting
         self.head = _attempt_heads(cols["connection"], cols["dir"], cols["packet_id"], cols["attempt"])
-
-    @classmethod
-    def of(cls, parts: list[dict[str, np.ndarray]]) -> _Attempts:
-        """The attempts of the groups' timelines (:func:`_attempt_columns`)."""
-        return cls(_attempt_columns(parts))
 
     def table(self) -> pd.DataFrame:
         """The timeline table: a row per sighting (TIMELINE_COLUMNS), its attempt's values repeated."""
