@@ -100,13 +100,26 @@ def write_pcapng(
     ``batch_records`` sets the records per window instead (tests use it to cut every file). ``sources`` maps
     a ``file`` value to where its bytes are now (a dataset's files, :func:`pcaptools.dataset.original_files`).
     """
-    files = packets["file"].astype(str).to_numpy()
-    names, fid = np.unique(files, return_inverse=True)
-    names = [(sources or {}).get(f, f) for f in names.tolist()]
+    names, fid = _file_ids(packets["file"])
+    names = [(sources or {}).get(f, f) for f in names]
     cm = None if comments is None else comments.reindex(packets.index)
     return _write(path, names, fid.reshape(-1).astype(np.int64), packets["record"].to_numpy(np.int64),
                   packets["point"].cat.codes.to_numpy(np.int64), np.asarray(ts_ns, np.int64), points, comments=cm,
                   memory=memory, batch_records=batch_records)  # fmt: skip
+
+
+def _file_ids(col: pd.Series) -> tuple[list[str], np.ndarray]:
+    """The distinct file names of a ``file`` column, sorted, and each row's index into them (``np.unique(col.astype(str),
+    return_inverse=True)``): from a categorical column's codes, without a string per row (4 M rows: seconds)."""
+    if not isinstance(col.dtype, pd.CategoricalDtype):
+        names, fid = np.unique(col.astype(str).to_numpy(), return_inverse=True)
+        return names.tolist(), fid
+    codes = col.cat.codes.to_numpy(np.int64)
+    used = np.unique(codes)
+    labels = [str(col.cat.categories[c]) if c >= 0 else str(np.nan) for c in used.tolist()]  # a missing value as astype(str)
+    names = sorted(set(labels))
+    rank = np.array([names.index(x) for x in labels], np.int64)
+    return names, rank[np.searchsorted(used, codes)]
 
 
 def _header(ukeys: np.ndarray, points: list) -> bytes:
@@ -396,7 +409,7 @@ def merge(
     from pcaptools.correlate.api import correlate
 
     corr = correlation if correlation is not None else correlate(capture_set)
-    pk = capture_set.packets
+    pk = capture_set.packets_of(("file", "record", "point"))  # what is written of the table (not a stacked copy of it)
     ts = corr.row_ts_corrected
     keep = np.ones(len(pk), bool)
     comments = None
@@ -406,7 +419,7 @@ def merge(
         rows = np.flatnonzero(keep & (rj >= 0))
         comments = pd.Series(_journey_text(corr.hops).reindex(rj[rows]).to_numpy(), index=pk.index[rows])
     sel = np.flatnonzero(keep)
-    sub = pk.iloc[sel]
+    sub = pk if sel.shape[0] == len(pk) else pk.iloc[sel]
     return write_pcapng(out, sub, ts[sel], capture_set.points, comments=None if comments is None else comments.reindex(sub.index),
                         memory=memory, batch_records=batch_records, sources=sources)  # fmt: skip
 
