@@ -322,7 +322,11 @@ def _kway(out, sources: list) -> None:  # noqa: ANN001
 
 
 def _flush(out, pending: list[tuple], bound: int | None) -> list[tuple]:  # noqa: ANN001
-    """Write the pending rows (:func:`_piece`) timed below ``bound`` (all when None) in (time, key) order; return the others."""
+    """Write the pending rows (:func:`_piece`) timed below ``bound`` (all when None) in (time, key) order; return the
+    others, each piece's rows left as a piece on the same byte buffers: bytes are copied once out of the window
+    (:func:`_piece`), never again while they wait (copying the rows left at each flush copied most of a merge's bytes
+    several times). A piece's buffers go once none of its rows waits: rows of one capture come in time order, so its
+    piece's written rows are mostly a prefix, and what is held stays about a window per capture."""
     if not pending:
         return pending
     t, key, iface, cap, wire, off, c_off, c_len = (np.concatenate([p[i] for p in pending]) for i in range(8))
@@ -334,27 +338,19 @@ def _flush(out, pending: list[tuple], bound: int | None) -> list[tuple]:  # noqa
         sel = ready[lo : lo + _CHUNK]
         out.write(_epbs(np.arange(sel.size), t[sel], iface[sel], cap[sel], wire[sel], off[sel], piece[sel], bufs,
                         c_off[sel], c_len[sel], cbufs))  # fmt: skip
-    kept = np.ones(len(t), bool)
-    kept[ready] = False
-    kept = np.flatnonzero(kept)
-    if kept.size == 0:
+    if ready.size == len(t):
         return []
-    k_cap, buf = _hold(kept, cap, off, piece, bufs)
-    k_clen, cbuf = _hold(kept, c_len, c_off, piece, cbufs)
-    return [(t[kept], key[kept], iface[kept], k_cap, wire[kept], np.cumsum(k_cap) - k_cap, np.cumsum(k_clen) - k_clen,
-             k_clen, buf, cbuf)]  # fmt: skip
-
-
-def _hold(kept: np.ndarray, length: np.ndarray, off: np.ndarray, piece: np.ndarray, bufs: list) -> tuple[np.ndarray, np.ndarray]:
-    """The bytes of rows ``kept`` (not written yet) copied out of their pieces' buffers (packet bytes or comments)
-    into one of their own, in row order, so the window can go: (their lengths, the buffer)."""
-    k_len = length[kept]
-    k_off = np.cumsum(k_len) - k_len
-    buf = np.zeros(int(k_len.sum()), np.uint8)
-    for k in np.unique(piece[kept]):
-        m = piece[kept] == k
-        _gather(buf, k_off[m], bufs[int(k)], off[kept][m], k_len[m])
-    return k_len, buf
+    waiting = np.ones(len(t), bool)
+    waiting[ready] = False
+    left, start = [], 0
+    for p in pending:
+        w = waiting[start : start + len(p[0])]
+        start += len(p[0])
+        if w.all():
+            left.append(p)
+        elif w.any():
+            left.append((*(a[w] for a in p[:8]), p[8], p[9]))
+    return left
 
 
 def _epbs(idx, ts_ns, iface, caplen, wirelen, src_off, fidx, bufs, c_off, c_len, cbufs) -> bytes:
