@@ -11,7 +11,8 @@ bounded by its reader's windows):
    ``M`` a file can only hold rows from ``M - disorder`` on, so every row before the smallest such
    bound over the files (the horizon) is known; those rows form a window for
    :class:`.windows.Matcher`, which emits the journeys no later row can join and carries the others
-   over. Hops are written as they are emitted (one Parquet row group per window).
+   over. Hops are written as they are emitted (one Parquet row group per window). Each row read is counted here, once
+   (:class:`~pcaptools.correlate.api.RowAccounts`: its point's rows and, if left out, why), not in the survey.
 
 Trade-off: the survey decodes every file a second time instead of spilling the decoded columns to
 disk: a spill of what matching needs is ~120 bytes a sighting written and read back (about a fifth of

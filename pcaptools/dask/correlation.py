@@ -10,7 +10,8 @@ The steps of the single-process pipeline, split where the data allows it:
 2. fingerprints per partition; the clock sample is the rows of the :data:`~pcaptools.correlate.match.CLOCK_SAMPLE`
    smallest distinct fingerprints (bottom-k per partition, then bottom-k of their union: the same sample as
    :func:`~pcaptools.correlate.match.clock_sample`), gathered on the client in capture-set row order, where
-   :func:`~pcaptools.correlate.clock.estimate_offsets` runs as in one process;
+   :func:`~pcaptools.correlate.clock.estimate_offsets` runs as in one process; in the same pass each partition's
+   rows per point and those left out of correlation by reason are counted (:class:`~pcaptools.correlate.api.RowAccounts`);
 3. every sighting is corrected with the broadcast clock parameters and shuffled on its fingerprint, so all
    sightings of one packet, whatever point saw them, meet in one partition; there, in capture-set row order,
    :func:`~pcaptools.correlate.match.time_order`, :func:`~pcaptools.correlate.match.match` and the hops table;
