@@ -162,9 +162,7 @@ def correlate_tables(points: list[CapturePoint], tables: list[pd.DataFrame], poi
     check_options(nodes, window_ns, reference)
     point_node = np.array([nodes.index(p.node) for p in points], np.int64)
     fps = [packet_fingerprints(t) for t in tables]
-    accounts = RowAccounts(len(points))
-    for t, f, p in zip(tables, fps, point_ids, strict=True):
-        accounts.add(t, f, p)
+    accounts = RowAccounts.of(tables, fps, point_ids, len(points))  # before the columns it reads are let go
     if release:  # the columns read from here on only: the others (two thirds of a table) freed now, not after gathering
         _keep_read_columns(tables)
     fp, pid = _stacked(fps), _stacked([np.asarray(p, np.int64) for p in point_ids])
@@ -278,6 +276,15 @@ class RowAccounts:
         else:
             self.rows[int(pid)] += len(packets)
         self.left_out += not_correlated(packets, fp, pid, n)
+
+    @classmethod
+    def of(cls, tables: list[pd.DataFrame], fps: list[np.ndarray], point_ids: list[np.ndarray], points: int) -> RowAccounts:
+        """The count of packet tables with their fingerprints and each row's point (a function of its own: no table
+        stays referenced from the caller's frame once counted, so a caller releasing them frees them)."""
+        acc = cls(points)
+        for t, f, p in zip(tables, fps, point_ids, strict=True):
+            acc.add(t, f, p)
+        return acc
 
     def merge(self, other: RowAccounts) -> None:
         """Add another count of other rows (a partition's) of the same points."""
