@@ -162,6 +162,8 @@ def test_matched_and_unmatched_counts_cover_every_sighting(split):
     d = corr.to_dict()
     total = sum(d["matched"].values()) + sum(d["unmatched"].values())
     assert total == ((cs.packets["proto"] >= 0) & ~link_scoped(cs.packets)).sum()  # ARP, ND and MLD stay on their link
+    left = sum(sum(r.values()) for r in d["not_correlated"].values())
+    assert sum(d["rows"].values()) == total + left == len(cs.packets)  # and they are counted, by reason
     assert set(d["clock_offsets"]) == {"node-1", "node-2"}
     assert {"journeys", "hop_latency", "matched", "unmatched"} <= set(d)
 

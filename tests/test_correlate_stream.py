@@ -68,6 +68,7 @@ def _assert_same(one, win, h1: pd.DataFrame, h2: pd.DataFrame) -> None:
     pd.testing.assert_frame_equal(_canonical(one.losses), _canonical(win.losses))
     pd.testing.assert_frame_equal(one.loss_summary(), win.loss_summary())
     assert one.to_dict() == win.to_dict()
+    assert (one.rows, one.not_correlated) == (win.rows, win.not_correlated)  # each row counted once, not in the survey too
 
 
 @pytest.mark.parametrize("sample", ["calico-vxlan", "vpc"])

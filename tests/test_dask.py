@@ -132,6 +132,8 @@ def test_correlation_equals_single_process(capture_set, generated, on_cluster):
     assert_same_table(got.offsets, want.offsets)
     assert got.to_dict() == want.to_dict()
     assert want.journeys > 500 and (want.hops["hops"] > 1).any()
+    assert got.point_counts() == want.point_counts()  # every row accounted for, per point and reason, as in one process
+    assert all(c["rows"] == c["matched"] + c["unmatched"] + sum(c["not_correlated"].values()) for c in got.point_counts())
 
 
 def test_paths_equal_single_process(on_cluster):

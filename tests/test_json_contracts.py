@@ -73,6 +73,9 @@ def test_correlate_json_validates_with_offsets_and_latency_as_objects(capsys):
     assert sum(o["reference"] for o in doc["clock_offsets"].values()) == 1
     assert all(h["count"] > 0 and h["min_ns"] <= h["median_ns"] <= h["max_ns"] for h in doc["hop_latency"])
     assert sum(p["matched"] + p["unmatched"] for p in doc["points"]) > 0
+    for p in doc["points"]:  # every row accounted for, with integers
+        assert p["rows"] == p["matched"] + p["unmatched"] + sum(p["not_correlated"].values())
+        assert all(type(v) is int for v in p["not_correlated"].values())
 
 
 def test_compare_json_validates_and_numbers_are_numbers(capsys):

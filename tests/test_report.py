@@ -81,6 +81,20 @@ def test_report_on_one_set_shows_every_point_node_and_connection(single, calico_
     assert "CNI comparison" not in text  # one set: no comparison section
 
 
+def test_report_points_table_accounts_for_every_row_of_each_point(single, calico_paths):
+    """The capture points table gives each point's rows, matched, unmatched and a column per reason not correlated."""
+    corr, _ = calico_paths
+    text = single.read_text(encoding="utf-8")
+    block = text[text.index('id="s0-points"'):text.index('id="s0-clocks"')]
+    heads = re.findall(r"<th>([^<]+)</th>", block)
+    assert heads[heads.index("packets"):heads.index("file")] == ["packets", "rows", "matched", "unmatched", "no IP", "ND/MLD", "no timestamp"]
+    for c in corr.point_counts():
+        row = re.search(rf"<tr><td>{re.escape(c['point'])}</td>(.*?)</tr>", block).group(1)
+        nums = [int(n.replace(",", "")) for n in re.findall(r'<td class="num">([\d,]+)</td>', row)]
+        assert nums[-6:] == [c["rows"], c["matched"], c["unmatched"], *c["not_correlated"].values()]
+    assert any(c["not_correlated"]["no_ip"] for c in corr.point_counts())
+
+
 def test_report_lists_the_routes_every_connection_took(single, calico_paths):
     from pcaptools.k8s.groups import route_groups
 

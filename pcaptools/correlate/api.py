@@ -20,7 +20,7 @@ import pandas as pd
 
 from pcaptools.correlate.capture_set import CapturePoint, CaptureSet
 from pcaptools.correlate.clock import correct
-from pcaptools.correlate.fingerprint import fingerprint
+from pcaptools.correlate.fingerprint import NOT_CORRELATED, fingerprint, not_correlated
 from pcaptools.correlate.latency import loss_summary
 from pcaptools.correlate.match import by_fingerprint, clock_sample, compact_order
 from pcaptools.correlate.sample import ClockSample
@@ -64,6 +64,8 @@ class Correlation:
     multi_point_journeys: int = 0  # journeys seen at more than one point
     seen_at_point: pd.Series = MadeOnRead(None)  # sightings per point (index: point names)
     skipped_files: list[dict] = field(default_factory=list)  # the capture set's files left out (CaptureSet.skipped_files)
+    rows: dict[str, int] = field(default_factory=dict)  # packet-table rows per point given to the run: matched + unmatched + not correlated
+    not_correlated: dict[str, dict[str, int]] = field(default_factory=dict)  # per point, rows left out by reason (NOT_CORRELATED)
 
     def __getstate__(self) -> dict:
         """Pickled with the hops and the summary made (a function making them is not picklable)."""
@@ -74,8 +76,20 @@ class Correlation:
         """Lost packets per (point, missing_at)."""
         return loss_summary(self.losses, self.hops if self.seen_at_point is None else self.seen_at_point)
 
+    def point_counts(self) -> list[dict]:
+        """Per point, what became of its rows: ``{point, rows, matched, unmatched, not_correlated: {reason: count}}``
+        with every reason of :data:`~pcaptools.correlate.fingerprint.NOT_CORRELATED` (0 when none), so that
+        ``rows == matched + unmatched + sum(not_correlated)``: every row read is accounted for."""
+        out = []
+        for p, matched in self.matched.items():
+            left = self.not_correlated.get(p, {})
+            out.append({"point": p, "rows": int(self.rows[p]), "matched": int(matched), "unmatched": int(self.unmatched.get(p, 0)),
+                        "not_correlated": {r: int(left.get(r, 0)) for r in NOT_CORRELATED}})  # fmt: skip
+        return out
+
     def to_dict(self) -> dict:
-        """Plain summary: clock offsets per node, journeys, matched/unmatched per point, latency per hop pair."""
+        """Plain summary: clock offsets per node, journeys, rows, matched, unmatched and not correlated (by reason) per point,
+        latency per hop pair."""
         offs = {}
         for r in self.offsets.itertuples(index=False):
             solved = not pd.isna(r.uncertainty_ns)  # an unsolved node's clock is left as captured: its values are absent
@@ -104,6 +118,8 @@ class Correlation:
             "window_ns": int(self.window_ns),
             "matched": self.matched,
             "unmatched": self.unmatched,
+            "rows": self.rows,
+            "not_correlated": self.not_correlated,
             "hop_latency": lat,
             "losses": [
                 {"point": str(r.point), "missing_at": str(r.missing_at), "lost": int(r.lost), "seen_at_point": int(r.seen_at_point)}
@@ -146,6 +162,7 @@ def correlate_tables(points: list[CapturePoint], tables: list[pd.DataFrame], poi
     check_options(nodes, window_ns, reference)
     point_node = np.array([nodes.index(p.node) for p in points], np.int64)
     fps = [packet_fingerprints(t) for t in tables]
+    accounts = RowAccounts.of(tables, fps, point_ids, len(points))  # before the columns it reads are let go
     if release:  # the columns read from here on only: the others (two thirds of a table) freed now, not after gathering
         _keep_read_columns(tables)
     fp, pid = _stacked(fps), _stacked([np.asarray(p, np.int64) for p in point_ids])
@@ -183,7 +200,8 @@ def correlate_tables(points: list[CapturePoint], tables: list[pd.DataFrame], poi
     part = m.step(rows, None, order=order, on_part=on_part, defer_spine=on_part is None, consume=True)
     row_journey = np.full(n, -1, np.int64)
     row_journey[part.key] = part.journey
-    return finish(m, part.hops, offsets, notes, row_ts_corrected=tc, row_journey=row_journey)
+    return finish(m, part.hops, offsets, notes, row_ts_corrected=tc, row_journey=row_journey,
+                  **accounts.fields([p.name for p in points]))  # fmt: skip
 
 
 _READ = frozenset(("ts_ns", *CARRY))
@@ -232,10 +250,53 @@ def check_options(nodes: list[str], window_ns: int, reference: str | None) -> No
 
 
 def packet_fingerprints(pk: pd.DataFrame) -> np.ndarray:
-    """Fingerprint per row, 0 where not matchable (no IP protocol, or no timestamp to place it in time)."""
+    """Fingerprint per row, 0 where not matchable (no IP protocol, link-scoped ICMPv6, or no timestamp to place it
+    in time: :data:`~pcaptools.correlate.fingerprint.NOT_CORRELATED`, counted by :class:`RowAccounts`)."""
     fp = fingerprint(pk, pk["payload_hash"].to_numpy(np.uint64))
     fp[pk["ts_ns"].to_numpy(np.int64) < 0] = 0
     return fp
+
+
+class RowAccounts:
+    """Packet-table rows given to a correlation per point, and of those the rows it leaves out (fingerprint 0) per
+    reason (:data:`~pcaptools.correlate.fingerprint.NOT_CORRELATED`), so that every row read is accounted for:
+    ``rows == matched + unmatched + sum(not_correlated)`` at every point. Each row is to be added once, however the
+    run reads it (one table, batches of a stream, a cluster's partitions)."""
+
+    def __init__(self, points: int) -> None:
+        self.rows = np.zeros(points, np.int64)
+        self.left_out = np.zeros((points, len(NOT_CORRELATED)), np.int64)
+
+    def add(self, packets: pd.DataFrame, fp: np.ndarray, point_id: np.ndarray | int) -> None:
+        """Count a packet table's rows, with their fingerprints (:func:`packet_fingerprints`) and points."""
+        pid = np.asarray(point_id, np.int64)
+        n = self.rows.shape[0]
+        if pid.ndim:
+            self.rows += np.bincount(pid, minlength=n)
+        else:
+            self.rows[int(pid)] += len(packets)
+        self.left_out += not_correlated(packets, fp, pid, n)
+
+    @classmethod
+    def of(cls, tables: list[pd.DataFrame], fps: list[np.ndarray], point_ids: list[np.ndarray], points: int) -> RowAccounts:
+        """The count of packet tables with their fingerprints and each row's point (a function of its own: no table
+        stays referenced from the caller's frame once counted, so a caller releasing them frees them)."""
+        acc = cls(points)
+        for t, f, p in zip(tables, fps, point_ids, strict=True):
+            acc.add(t, f, p)
+        return acc
+
+    def merge(self, other: RowAccounts) -> None:
+        """Add another count of other rows (a partition's) of the same points."""
+        self.rows += other.rows
+        self.left_out += other.left_out
+
+    def fields(self, names: list[str]) -> dict[str, dict]:
+        """The Correlation's ``rows`` and ``not_correlated`` for points named ``names`` (every reason present, 0 if none)."""
+        return {
+            "rows": {name: int(self.rows[k]) for k, name in enumerate(names)},
+            "not_correlated": {name: dict(zip(NOT_CORRELATED, self.left_out[k].tolist(), strict=True)) for k, name in enumerate(names)},
+        }
 
 
 def clock_notes(offsets: pd.DataFrame, params: dict) -> list[str]:
@@ -257,8 +318,9 @@ def matcher(points: list, window_ns: int, cats: Categories, *, spine: Spine | No
                    point_iface=[p.interface for p in points], cats=cats, spine=spine)  # fmt: skip
 
 
-def finish(m: Matcher, hops: pd.DataFrame, offsets: pd.DataFrame, notes: list[str], **rows) -> Correlation:
-    """The Correlation of a matcher after its last window (``hops``: the table, or an empty one when written out).
+def finish(m: Matcher, hops: pd.DataFrame, offsets: pd.DataFrame, notes: list[str], **fields) -> Correlation:
+    """The Correlation of a matcher after its last window (``hops``: the table, or an empty one when written out;
+    ``fields``: the Correlation's others, such as ``rows`` and ``not_correlated``).
     When the matcher deferred keeping its spine (one window, no writer), the summary's fields are made on first read
     from it; the journey counts come from ``hops`` (every journey is in it)."""
     notes = list(notes)
@@ -284,5 +346,5 @@ def finish(m: Matcher, hops: pd.DataFrame, offsets: pd.DataFrame, notes: list[st
     return Correlation(
         hops=hops, offsets=offsets, hop_latency=t.hop_latency, losses=t.losses, matched=t.matched, unmatched=t.unmatched,
         journeys=t.journeys, ambiguous=t.ambiguous, window_ns=int(m.window_ns), notes=notes,
-        multi_point_journeys=t.multi_point_journeys, seen_at_point=t.seen_at_point, **rows,
+        multi_point_journeys=t.multi_point_journeys, seen_at_point=t.seen_at_point, **fields,
     )  # fmt: skip

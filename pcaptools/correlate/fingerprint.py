@@ -20,7 +20,8 @@ Where it cannot tell packets apart (the matcher then pairs them by time, see :mo
 
 IPv6 neighbour discovery and MLD (ICMPv6 types 130-137 and 143) get fingerprint 0, like ARP: they never
 leave their link, and two hosts' solicitations for the same target carry the same bytes, so matching
-them across links would invent journeys (and wrong clock samples).
+them across links would invent journeys (and wrong clock samples). Every fingerprint-0 row is counted per capture
+point by reason (:data:`NOT_CORRELATED`, :func:`not_correlated`), so that a correlation accounts for every row.
 
 The matcher resolves repeats of one fingerprint in time order: a sighting joins the oldest open
 journey (started at most ``window_ns`` earlier) that has not yet been seen at that capture point;
@@ -35,7 +36,8 @@ import pandas as pd
 
 from pcaptools.decode.prefix import IV, PREFIX_BYTES, hashes, mix
 
-__all__ = ["LINK_SCOPED_ICMPV6", "PREFIX_BYTES", "combine", "combine8", "fingerprint", "fingerprint_partition", "link_scoped", "mix64", "prefix_hash"]
+__all__ = ["LINK_SCOPED_ICMPV6", "NOT_CORRELATED", "PREFIX_BYTES", "combine", "combine8", "fingerprint", "fingerprint_partition",
+           "link_scoped", "mix64", "not_correlated", "prefix_hash"]
 
 
 _C1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -142,7 +144,38 @@ def link_scoped(packets: pd.DataFrame) -> np.ndarray:
     across points, like ARP (all False without an ``icmp_type`` column)."""
     if "icmp_type" not in packets.columns:
         return np.zeros(len(packets), bool)
-    return (packets["proto"].to_numpy() == 58) & np.isin(packets["icmp_type"].to_numpy(), LINK_SCOPED_ICMPV6)
+    return _link_scoped(packets["proto"].to_numpy(), packets["icmp_type"].to_numpy())
+
+
+def _link_scoped(proto: np.ndarray, icmp_type: np.ndarray) -> np.ndarray:
+    return (proto == 58) & np.isin(icmp_type, LINK_SCOPED_ICMPV6)
+
+
+NOT_CORRELATED = ("no_ip", "link_scoped_icmpv6", "no_timestamp")
+"""Why a packet-table row gets fingerprint 0 and is left out of correlation, one reason a row, the first that holds:
+``no_ip``: no IP protocol (``proto < 0``: ARP, other non-IP frames, a link type the decoder does not know, an
+undecodable frame); ``link_scoped_icmpv6``: IPv6 neighbour discovery or MLD (:data:`LINK_SCOPED_ICMPV6`);
+``no_timestamp``: no time to place it in (``ts_ns < 0``, :func:`pcaptools.correlate.api.packet_fingerprints`)."""
+
+
+def not_correlated(packets: pd.DataFrame, fp: np.ndarray, point_id: np.ndarray | int, points: int) -> np.ndarray:
+    """Rows of ``packets`` left out of correlation (``fp == 0``) per point and reason: int64 array of shape
+    ``(points, len(NOT_CORRELATED))``. ``point_id``: each row's point (or one for all rows), in ``0 .. points - 1``.
+
+    So that every row read is accounted for: a point's rows are its matched, its unmatched and these. Only the
+    fingerprint-0 rows are looked at (a few in a capture of pod traffic), so this costs one pass over ``fp``."""
+    zero = np.flatnonzero(np.asarray(fp) == 0)
+    reasons = len(NOT_CORRELATED)
+    if not zero.shape[0]:
+        return np.zeros((points, reasons), np.int64)
+    proto = packets["proto"].to_numpy()[zero]
+    reason = np.full(zero.shape[0], NOT_CORRELATED.index("no_timestamp"), np.int64)
+    if "icmp_type" in packets.columns:
+        reason[_link_scoped(proto, packets["icmp_type"].to_numpy()[zero])] = NOT_CORRELATED.index("link_scoped_icmpv6")
+    reason[proto < 0] = NOT_CORRELATED.index("no_ip")
+    pid = np.asarray(point_id, np.int64)
+    code = reason + reasons * (pid[zero] if pid.ndim else pid)
+    return np.bincount(code, minlength=points * reasons).reshape(points, reasons)
 
 
 def fingerprint_partition(fp: np.ndarray, parts: int) -> np.ndarray:

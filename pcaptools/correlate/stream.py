@@ -11,7 +11,8 @@ bounded by its reader's windows):
    ``M`` a file can only hold rows from ``M - disorder`` on, so every row before the smallest such
    bound over the files (the horizon) is known; those rows form a window for
    :class:`.windows.Matcher`, which emits the journeys no later row can join and carries the others
-   over. Hops are written as they are emitted (one Parquet row group per window).
+   over. Hops are written as they are emitted (one Parquet row group per window). Each row read is counted here, once
+   (:class:`~pcaptools.correlate.api.RowAccounts`: its point's rows and, if left out, why), not in the survey.
 
 Trade-off: the survey decodes every file a second time instead of spilling the decoded columns to
 disk: a spill of what matching needs is ~120 bytes a sighting written and read back (about a fifth of
@@ -49,6 +50,7 @@ import pandas as pd
 from pcaptools.correlate.api import (
     DEFAULT_WINDOW_NS,
     Correlation,
+    RowAccounts,
     check_options,
     clock_notes,
     correlate_tables,
@@ -417,7 +419,8 @@ def correlate_stream(entries: list[dict], *, window_ns: int = DEFAULT_WINDOW_NS,
     for src in files:
         src.node = int(point_node[src.pid])
     m = matcher(pts, window_ns, Categories(), spine=SpilledSpine(len(pts), chunk_rows=summary_rows(window_rows)))
-    windows = _windows(files, m, params, late, window_rows, observer, parts=parts)
+    accounts = RowAccounts(len(pts))  # counted in pass 2, where each row is read once (the survey reads them too)
+    windows = _windows(files, m, params, late, window_rows, observer, parts=parts, accounts=accounts)
     writer = None
     try:
         writer = _HopsWriter(out)
@@ -426,7 +429,8 @@ def correlate_stream(entries: list[dict], *, window_ns: int = DEFAULT_WINDOW_NS,
             if observer is not None:
                 observer.emitted(part.key, part.journey)
         corr = finish(m, empty(HOPS_COLUMNS), offsets,
-                      [*skip_notes, *clock_notes(offsets, params), *([floor] if floor else [])])
+                      [*skip_notes, *clock_notes(offsets, params), *([floor] if floor else [])],
+                      **accounts.fields([p.name for p in pts]))  # fmt: skip
         rewritten = writer.close(m)
     except BaseException:  # an error, Ctrl-C or SIGTERM (signals_as_interrupt): no partial hops file left beside out
         if writer is not None:
@@ -500,23 +504,24 @@ def floor_note(memory: int, window_ns: int, dense: int, window_rows: int, fixed:
 
 
 def _windows(files: list[_File], m, params: dict, late: np.ndarray, window_rows: int, observer=None, *,
-             parts: int = 1) -> Iterator[Part]:  # fmt: skip
+             parts: int = 1, accounts: RowAccounts | None = None) -> Iterator[Part]:  # fmt: skip
     """Pass 2: read the files merged by corrected time and step the matcher once per window (module doc); with
     ``parts`` > 1, windows of up to ``parts * window_rows`` rows spilled and matched in fingerprint partitions
-    (:mod:`.partition`)."""
+    (:mod:`.partition`). ``accounts``: every row read is counted there, once."""
     if parts > 1:
         from pcaptools.correlate.partition import Partitions
 
         spill = Partitions(parts, flush_rows=window_rows)
         try:
-            yield from _window_steps(files, m, params, late, window_rows, observer, spill)
+            yield from _window_steps(files, m, params, late, window_rows, observer, spill, accounts)
         finally:
             spill.close()
         return
-    yield from _window_steps(files, m, params, late, window_rows, observer, None)
+    yield from _window_steps(files, m, params, late, window_rows, observer, None, accounts)
 
 
-def _window_steps(files: list[_File], m, params: dict, late: np.ndarray, window_rows: int, observer, spill) -> Iterator[Part]:
+def _window_steps(files: list[_File], m, params: dict, late: np.ndarray, window_rows: int, observer, spill,
+                  accounts: RowAccounts | None) -> Iterator[Part]:  # fmt: skip
     """:func:`_windows`: in memory (``spill`` None: rows held per file and cut at the horizon) or partitioned (every
     row read goes to ``spill``; a step matches all of them, the rows at or past the horizon are carried)."""
     from pcaptools.correlate.partition import step_partitions
@@ -545,6 +550,8 @@ def _window_steps(files: list[_File], m, params: dict, late: np.ndarray, window_
                 )
             pid = files[f].points_of(pk)
             fp = packet_fingerprints(pk)
+            if accounts is not None:
+                accounts.add(pk, fp, pid)
             tc = correct(ts, np.full(ts.shape[0], files[f].node), params)
             rows = rows_from(pk, fp, tc, (pid << 40) | idx, pid, m.cats)
             if observer is not None:

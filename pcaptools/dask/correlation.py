@@ -10,7 +10,8 @@ The steps of the single-process pipeline, split where the data allows it:
 2. fingerprints per partition; the clock sample is the rows of the :data:`~pcaptools.correlate.match.CLOCK_SAMPLE`
    smallest distinct fingerprints (bottom-k per partition, then bottom-k of their union: the same sample as
    :func:`~pcaptools.correlate.match.clock_sample`), gathered on the client in capture-set row order, where
-   :func:`~pcaptools.correlate.clock.estimate_offsets` runs as in one process;
+   :func:`~pcaptools.correlate.clock.estimate_offsets` runs as in one process; in the same pass each partition's
+   rows per point and those left out of correlation by reason are counted (:class:`~pcaptools.correlate.api.RowAccounts`);
 3. every sighting is corrected with the broadcast clock parameters and shuffled on its fingerprint, so all
    sightings of one packet, whatever point saw them, meet in one partition; there, in capture-set row order,
    :func:`~pcaptools.correlate.match.time_order`, :func:`~pcaptools.correlate.match.match` and the hops table;
@@ -33,7 +34,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from pcaptools.correlate.api import DEFAULT_WINDOW_NS, Correlation, clock_notes, matcher, packet_fingerprints
+from pcaptools.correlate.api import (
+    DEFAULT_WINDOW_NS,
+    Correlation,
+    RowAccounts,
+    clock_notes,
+    matcher,
+    packet_fingerprints,
+)
 from pcaptools.correlate.capture_set import KEPT, NEEDED, CaptureSet
 from pcaptools.correlate.clock import correct, estimate_offsets
 from pcaptools.correlate.fingerprint import combine
@@ -152,6 +160,13 @@ def _with_fingerprint(df: pd.DataFrame) -> pd.DataFrame:
     return df.assign(_fp=packet_fingerprints(df))
 
 
+def _accounts(df: pd.DataFrame, points: int) -> RowAccounts:
+    """On a worker: a partition's rows per point and those left out of correlation by reason (:class:`RowAccounts`)."""
+    acc = RowAccounts(points)
+    acc.add(df, df["_fp"].to_numpy(np.uint64), df["point_id"].to_numpy(np.int64))
+    return acc
+
+
 def _bottom(df: pd.DataFrame, k: int) -> np.ndarray:
     """The ``k`` smallest distinct non-zero fingerprints of a partition."""
     fp = df["_fp"].to_numpy(np.uint64)
@@ -221,7 +236,14 @@ def correlate_packets(cap: DaskCaptures, *, window_ns: int = DEFAULT_WINDOW_NS, 
     point_node = np.array([nodes.index(p.node) for p in cs.points], np.int64)
     meta = _with_fingerprint(empty_like(cap.packets._meta))
     fpd = cap.packets.map_partitions(_with_fingerprint, meta=meta).persist()
-    limit = sample_limit(dask.compute(*[dask.delayed(_bottom)(p, CLOCK_SAMPLE) for p in fpd.to_delayed()]))
+    pieces = fpd.to_delayed()
+    bottoms = [dask.delayed(_bottom)(p, CLOCK_SAMPLE) for p in pieces]
+    counted = [dask.delayed(_accounts)(p, len(cs.points)) for p in pieces]
+    got = dask.compute(*bottoms, *counted)  # one pass over the persisted partitions for both
+    limit = sample_limit(got[: len(pieces)])
+    accounts = RowAccounts(len(cs.points))
+    for acc in got[len(pieces) :]:
+        accounts.merge(acc)
     sample = fpd.map_partitions(_sampled, limit, meta=_sampled(meta, None)).compute()
     sample = sample.iloc[np.lexsort((sample["record"].to_numpy(np.int64), sample["point_id"].to_numpy(np.int64)))]
     sample = sample.reset_index(drop=True)
@@ -235,11 +257,13 @@ def correlate_packets(cap: DaskCaptures, *, window_ns: int = DEFAULT_WINDOW_NS, 
     parts = shuffled.map_partitions(_matched, int(window_ns), cs.points, meta=hmeta).to_delayed()
     frames = [f for f in dask.compute(*parts) if len(f)] or [hmeta]
     hops = _renumber(concat(frames))
-    return correlation_result(hops, offsets, notes, window_ns)
+    return correlation_result(hops, offsets, notes, window_ns, accounts=accounts.fields([p.name for p in cs.points]))
 
 
-def correlation_result(hops: pd.DataFrame, offsets: pd.DataFrame, notes: list[str], window_ns: int) -> Correlation:
-    """The Correlation of a finished hops table: counts per point, journeys, ambiguity, latency and losses."""
+def correlation_result(hops: pd.DataFrame, offsets: pd.DataFrame, notes: list[str], window_ns: int, *,
+                       accounts: dict[str, dict] | None = None) -> Correlation:  # fmt: skip
+    """The Correlation of a finished hops table: counts per point, journeys, ambiguity, latency and losses;
+    ``accounts``: each point's rows and rows not correlated (:meth:`RowAccounts.fields`), if counted."""
     cats = list(hops["point"].cat.categories)
     multi = hops["hops"].to_numpy() > 1
     codes = hops["point"].cat.codes.to_numpy()
@@ -254,7 +278,7 @@ def correlation_result(hops: pd.DataFrame, offsets: pd.DataFrame, notes: list[st
     return Correlation(
         hops=hops, offsets=offsets, hop_latency=hop_latency(hops), losses=losses(hops), matched=matched,
         unmatched=unmatched, journeys=nj, ambiguous=int(hops.loc[hops["ambiguous"], "journey"].nunique()),
-        window_ns=int(window_ns), notes=notes, multi_point_journeys=multi_j,
+        window_ns=int(window_ns), notes=notes, multi_point_journeys=multi_j, **(accounts or {}),
     )  # fmt: skip
 
 

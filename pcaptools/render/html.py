@@ -221,14 +221,27 @@ def _connection_details(tid: str, paths: pd.DataFrame, seq: pd.DataFrame, roles:
     return "".join(out)
 
 
+_NOT_CORRELATED = {"no_ip": "no IP", "link_scoped_icmpv6": "ND/MLD", "no_timestamp": "no timestamp"}
+"""Column heads of the reasons a row is not correlated (pcaptools.correlate.fingerprint.NOT_CORRELATED)."""
+
+
+def _point_counts(corr) -> pd.DataFrame:
+    """Per point of a Correlation: rows, matched, unmatched and one column per reason a row is not correlated."""
+    recs = [{"point": c["point"], "rows": c["rows"], "matched": c["matched"], "unmatched": c["unmatched"],
+             **{_NOT_CORRELATED.get(r, r): n for r, n in c["not_correlated"].items()}} for c in corr.point_counts()]  # fmt: skip
+    cols = ["point", "rows", "matched", "unmatched", *_NOT_CORRELATED.values()]
+    return pd.DataFrame(recs, columns=cols).astype({c: np.int64 for c in cols[1:]})
+
+
 def _set_section(cmp: Comparison, i: int, label: str, seq: pd.DataFrame, samples: pd.DataFrame, max_diagrams: int | None = None,
                  other: drawing.Drawer | None = None) -> str:  # fmt: skip
     """Everything about one capture set: points, clocks, connections, per-hop latency, losses, each connection's diagram."""
     tid = f"s{i}"
     corr = cmp.correlations[label]
     pts = cmp.capture_points[label].copy()
-    pts["matched"] = pts["point"].map(corr.matched).fillna(0).astype(np.int64)
-    pts["unmatched"] = pts["point"].map(corr.unmatched).fillna(0).astype(np.int64)
+    counts = _point_counts(corr)
+    for c in counts.columns.drop("point"):
+        pts[c] = pts["point"].map(dict(zip(counts["point"], counts[c], strict=True))).fillna(0).astype(np.int64)
     roles = dict(zip(pts["point"], pts["role"], strict=True))
     paths = cmp.paths[label]
     ls = corr.loss_summary()
@@ -239,7 +252,11 @@ def _set_section(cmp: Comparison, i: int, label: str, seq: pd.DataFrame, samples
         f"{corr.journeys:,} journeys ({corr.ambiguous:,} ambiguous) · {len(paths) if paths is not None else 0} connections · "
         f"{lost:,} packets lost between points</p>",
         f'<h3 id="{tid}-points">Capture points</h3>',
-        table(pts, columns=["point", "node", "interface", "role", "pod", "packets", "matched", "unmatched", "file"]),
+        table(pts, columns=["point", "node", "interface", "role", "pod", "packets", "rows", "matched", "unmatched", *_NOT_CORRELATED.values(),
+                            "file"]),  # fmt: skip
+        '<p class="doc">rows: the point\'s packets given to the correlation, each matched (seen at another point too), unmatched '
+        "(seen here only) or not correlated: no IP (ARP, other non-IP frames, undecodable), ND/MLD (IPv6 neighbour discovery "
+        "and MLD, which stay on their link), no timestamp.</p>",
         f'<h3 id="{tid}-clocks">Clock offsets (against the reference node)</h3>',
         table(corr.offsets),
         '<p class="doc">offset and uncertainty in µs; a node with no packets matched both ways with the reference keeps its own clock.</p>',

@@ -367,7 +367,8 @@ def flows_document(fl: pd.DataFrame) -> dict:
 
 
 def correlation_document(corr, *, skipped_files: list[dict] | None = None) -> dict:
-    """``pcaptools correlate --json``: clock model per node, per-point matches, hop latency and losses as objects."""
+    """``pcaptools correlate --json``: clock model per node, per-point rows (matched, unmatched, not correlated by
+    reason), hop latency and losses as objects."""
     offs = corr.offsets
     ref = offs.loc[offs["reference"].to_numpy(bool), "node"]
     # the clock model per node is the correlate layer's own plain summary (null where a node is unsolved)
@@ -382,7 +383,7 @@ def correlation_document(corr, *, skipped_files: list[dict] | None = None) -> di
         multi_point_journeys=multi,
         ambiguous_journeys=int(corr.ambiguous),
         clock_offsets=clock,
-        points=[{"point": p, "matched": int(corr.matched[p]), "unmatched": int(corr.unmatched.get(p, 0))} for p in corr.matched],
+        points=corr.point_counts(),
         hop_latency=records(corr.hop_latency),
         losses=records(ls.loc[:, ["point", "missing_at", "lost", "seen_at_point"]]) if len(ls) else [],
         notes=[str(n) for n in corr.notes],

@@ -383,8 +383,19 @@ def print_flows(fl, con: Console, *, limit: int = 20) -> None:
 
 
 # --- correlate --------------------------------------------------------------------------------------
+_REASONS = {"no_ip": "no IP", "link_scoped_icmpv6": "ND/MLD", "no_timestamp": "no timestamp"}
+"""Short names of the reasons a row is not correlated (pcaptools.correlate.fingerprint.NOT_CORRELATED)."""
+
+
+def _not_correlated(reasons: dict[str, int]) -> str:
+    """A point's rows not correlated and why, briefly: ``0``, or ``4 (no IP: 4)``, ``6 (no IP: 4, ND/MLD: 2)``."""
+    total = sum(reasons.values())
+    why = ", ".join(f"{_REASONS.get(r, r)}: {fmt_int(n)}" for r, n in reasons.items() if n)
+    return f"{fmt_int(total)} ({why})" if why else fmt_int(total)
+
+
 def print_correlation(corr, con: Console) -> None:
-    """Clock offsets, matches per point, hop latency and losses of a Correlation."""
+    """Clock offsets, rows per point (matched, unmatched, not correlated and why), hop latency and losses of a Correlation."""
     offs = corr.offsets
     ref = offs.loc[offs["reference"].to_numpy(bool), "node"]
     rows = []
@@ -393,9 +404,10 @@ def print_correlation(corr, con: Console) -> None:
         rows.append((safe(r.node), f"{r.offset_ns / 1e3:+,.1f} µs", unc, f"{r.skew_ppm:.3f}" + (" (matters)" if r.skew_matters else "")))
     print_rows(con, f"clock offsets (reference {safe(ref.iloc[0]) if len(ref) else '?'})", ("node", "offset", "uncertainty", "skew ppm"),
                rows, right=("offset", "uncertainty", "skew ppm"))  # fmt: skip
-    rows = [(safe(n), fmt_int(corr.matched[n]), fmt_int(corr.unmatched[n])) for n in corr.matched]
-    print_rows(con, f"{fmt_int(corr.journeys)} journeys, {fmt_int(corr.ambiguous)} ambiguous", ("point", "matched", "unmatched"),
-               rows, right=("matched", "unmatched"))  # fmt: skip
+    rows = [(safe(c["point"]), fmt_int(c["rows"]), fmt_int(c["matched"]), fmt_int(c["unmatched"]), _not_correlated(c["not_correlated"]))
+            for c in corr.point_counts()]  # fmt: skip
+    print_rows(con, f"{fmt_int(corr.journeys)} journeys, {fmt_int(corr.ambiguous)} ambiguous",
+               ("point", "rows", "matched", "unmatched", "not correlated"), rows, right=("rows", "matched", "unmatched"))  # fmt: skip
     rows = [(safe(r.from_point), safe(r.to_point), fmt_int(r.count), *(fmt_ns(v) for v in (r.median_ns, r.p90_ns, r.p99_ns, r.min_ns, r.max_ns)))
             for r in corr.hop_latency.itertuples(index=False)]  # fmt: skip
     print_rows(con, "hop latency", ("from", "to", "count", "median", "p90", "p99", "min", "max"), rows, key=2,
