@@ -353,8 +353,8 @@ class PacketEvidence:
     journey, :attr:`_sj`, :attr:`_sv`) in an in-memory run, whose packet table is held anyway; in a streamed run
     (:meth:`spill_to`) appended to a spill file as the journeys are emitted and read back a bucket of connections at a
     time (:meth:`for_bucket`, :mod:`pcaptools.k8s.tcp_bounded`), so none is held for the run: the bucket being
-    diagnosed holds its own journeys' (at most XXXJ of gen_set.py's 29,288-connection set's XXXT TCP journeys
-    under ``--memory 300MiB``, XXXB; XXXM held for the run before). TCP rows read but not yet in an emitted
+    diagnosed holds its own journeys' (at most 6,777 of the 80,125 TCP journeys of gen_set.py's 29,288-connection
+    set under ``--memory 300MiB``, 217 KB; 2.6 MB were held for the run before, 4.6 MB on its 200k set). TCP rows read but not yet in an emitted
     journey wait in a buffer (32 bytes a row: the rows of the windows not yet emitted). Rows are keyed by the
     correlator's input key, which orders them as the in-memory packet table does."""
 
