@@ -168,3 +168,18 @@ def test_each_bucket_reads_back_the_first_numbers_of_its_tagged_tcp_journeys(tmp
         assert sj.tolist() == want
         assert [tuple(v) for v in sv.tolist()] == [first[x] for x in want]
     assert spill.of_bucket(6)[0].size == 0
+
+
+def test_a_lab_capture_s_repeated_tcp_segments_are_grouped_by_the_spilled_numbers(monkeypatch):
+    """sample_pcaps/calico-vxlan (a real lab run): its timelines group repeated segments (duplicate ACKs) by their
+    TCP numbers; streamed with many partitions it is the in-memory output, and not without the numbers."""
+    src = Path(__file__).resolve().parents[1] / "sample_pcaps" / "calico-vxlan"
+    whole = _in_memory(src)
+    repeated = [a for c in whole["why --json"]["connections"] for a in c["timeline"] if a["attempt"] > 1]
+    assert len(repeated) > 100
+    _Watch(monkeypatch, partitions=4)
+    ps, d = diagnose_bounded(src, capture_drops=manifest_drops([src]), window_rows=300, bucket_rows=50)
+    _assert_same(whole, _outputs(ps, d))
+    monkeypatch.setattr(PacketEvidence, "for_bucket", lambda ev, b: None)  # noqa: ARG005 - none read back
+    ps, d = diagnose_bounded(src, capture_drops=manifest_drops([src]), window_rows=300, bucket_rows=50)
+    assert _outputs(ps, d)["why --json"] != whole["why --json"]
