@@ -21,10 +21,12 @@ are matched on their quoted 5-tuple, so an error quoting a tuple no capture saw 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -44,6 +46,9 @@ from pcaptools.k8s.iptables import rule_object
 from pcaptools.k8s.paths import as_inventory, paths_detail
 from pcaptools.labels import category_codes, codes_in, vocabulary
 from pcaptools.lazy import MadeOnRead as _MadeOnRead
+
+if TYPE_CHECKING:
+    from pcaptools.k8s.tcp_bounded import TcpNumbers
 
 SCHEMA_VERSION = 1
 """Version of the ``why --json`` contract (:data:`SCHEMA_PATH`)."""
@@ -344,9 +349,14 @@ class PacketEvidence:
     (:meth:`batch`) and the journey of each row it emits (:meth:`emitted`); an in-memory run its whole table
     (:meth:`whole`). Kept: per capture point its span of corrected time and its capture's own drop counters; every
     ICMP error as one row (what it quotes, where, from whom; errors are rare) and the journeys that are ICMP errors;
-    per TCP journey its first sighting's sequence number, acknowledgement and payload length (32 bytes a journey).
-    TCP rows read but not yet in an emitted journey wait in a buffer (32 bytes a row: the rows of the windows not yet
-    emitted). Rows are keyed by the correlator's input key, which orders them as the in-memory packet table does."""
+    per TCP journey its first sighting's sequence number, acknowledgement and payload length: held (32 bytes a
+    journey, :attr:`_sj`, :attr:`_sv`) in an in-memory run, whose packet table is held anyway; in a streamed run
+    (:meth:`spill_to`) appended to a spill file as the journeys are emitted and read back a bucket of connections at a
+    time (:meth:`for_bucket`, :mod:`pcaptools.k8s.tcp_bounded`), so none is held for the run: the bucket being
+    diagnosed holds its own journeys' (at most 6,777 of the 80,125 TCP journeys of gen_set.py's 29,288-connection
+    set under ``--memory 300MiB``, 217 KB; 2.6 MB were held for the run before, 4.6 MB on its 200k set). TCP rows read but not yet in an emitted
+    journey wait in a buffer (32 bytes a row: the rows of the windows not yet emitted). Rows are keyed by the
+    correlator's input key, which orders them as the in-memory packet table does."""
 
     def __init__(self) -> None:
         self.point_list: list | None = None  # the capture points (None: no capture set given)
@@ -363,8 +373,9 @@ class PacketEvidence:
         self._seq: list[np.ndarray] = []  # (journey, seq, ack, payload length) of emitted TCP journeys
         self.icmp = pd.DataFrame(columns=_ICMP_COLUMNS)
         self.icmp_journeys: set[int] = set()
-        self._sj = np.zeros(0, np.int64)
-        self._sv = np.zeros((0, 3), np.int64)
+        self._sj = np.zeros(0, np.int64)  # journeys ascending (a streamed run: the bucket's being diagnosed)
+        self._sv = np.zeros((0, 3), np.int64)  # their (seq, ack, payload length)
+        self.spill: TcpNumbers | None = None  # a streamed run's TCP numbers on disk (spill_to)
 
     @classmethod
     def of(cls, capture_set, correlation) -> PacketEvidence:
@@ -373,6 +384,25 @@ class PacketEvidence:
         if capture_set is not None:
             ev.whole(capture_set, correlation)
         return ev.finish()
+
+    def spill_to(self, tmp: str | os.PathLike, memory: int) -> TcpNumbers:
+        """Spill the TCP numbers of the journeys emitted from now on under ``tmp`` (a streamed run), sent to their
+        buckets by the hops spill pass and :meth:`~pcaptools.k8s.tcp_bounded.TcpNumbers.assign`, read back a bucket at
+        a time (:meth:`for_bucket`), instead of holding them for the run. ``memory``: the run's budget."""
+        from pcaptools.k8s.tcp_bounded import TcpNumbers
+
+        self.spill = TcpNumbers(tmp, memory)
+        return self.spill
+
+    def for_bucket(self, b: int | None) -> None:
+        """A streamed run: hold the TCP numbers of bucket ``b``'s journeys (what :meth:`seqs` and the diagnosis read
+        now), dropping the last bucket's; None: hold none. Nothing to do when they were not spilled."""
+        if self.spill is None:
+            return
+        if b is None:
+            self._sj, self._sv = np.zeros(0, np.int64), np.zeros((0, 3), np.int64)
+        else:
+            self._sj, self._sv = self.spill.of_bucket(b)
 
     def points(self, points: list) -> None:
         """The capture points (CapturePoint) whose ids the batches give."""
@@ -402,7 +432,7 @@ class PacketEvidence:
         if rj is not None:
             rj = np.asarray(rj, np.int64)
             self.emitted(key[rj >= 0], rj[rj >= 0])  # (ICMP errors' journeys; no TCP rows wait)
-            self._seq.append(_whole_seqs(pk, rj))
+            self._keep(_whole_seqs(pk, rj))  # (a streamed run's one-window correlation: spilled all the same)
         else:
             self._pending = []
 
@@ -465,10 +495,18 @@ class PacketEvidence:
         at = np.clip(np.searchsorted(buf[:, 0], key), 0, len(buf) - 1)
         hit = buf[at, 0] == key
         rows, j = buf[at[hit]], journey[hit]
-        self._seq.append(_first_rows(rows, j))
+        self._keep(_first_rows(rows, j))
         keep = np.ones(len(buf), bool)
         keep[at[hit]] = False
         self._pending = [buf[keep]] if keep.any() else []
+
+    def _keep(self, seqs: np.ndarray) -> None:
+        """(journey, seq, ack, payload length) rows of emitted TCP journeys: spilled in a streamed run (read back a
+        bucket at a time, :meth:`for_bucket`), else held until :meth:`finish` indexes them."""
+        if self.spill is not None:
+            self.spill.add(seqs)
+        else:
+            self._seq.append(seqs)
 
     def finish(self) -> PacketEvidence:
         """Done: tables in packet-table order, per-journey values indexed, per-point counters from the files' own."""

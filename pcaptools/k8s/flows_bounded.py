@@ -149,6 +149,47 @@ def _take(arrays: dict[str, np.ndarray], rows: np.ndarray) -> dict[str, np.ndarr
     return {c: a[rows] for c, a in arrays.items()}
 
 
+def partition_count(need: int, memory: int) -> int:
+    """Partitions that make ``need`` bytes fit :data:`SHARE` of ``memory`` a partition (at most :data:`MAX_PARTITIONS`)."""
+    return int(min(MAX_PARTITIONS, max(1, -(-int(need) // max(int(memory * SHARE), 1)))))
+
+
+def partitioned(
+    dir: Path,  # noqa: A002 - the spill's directory
+    names: dict[str, tuple[str, ...]],
+    dtypes: dict,
+    partitions: int,
+    key: str,
+) -> Iterator[tuple[dict[str, np.ndarray], ...]]:
+    """The columns ``names[kind]`` of each spill file ``kind`` under ``dir`` (in ``names``' order), a partition at a
+    time: rows whose ``key`` (an unsigned hash or a non-negative int) is equal modulo ``partitions`` lie in one
+    partition, in spill order. With one partition the files are read whole; else each is split first into a file per
+    partition (a pass each, the file removed), and each partition's files are removed once it has been given."""
+    if partitions == 1:
+        yield tuple(_concat(_chunks(dir / k), names[k], dtypes) for k in names)
+        return
+    for kind in names:
+        for chunk in _chunks(dir / kind):
+            part = (chunk[key] % chunk[key].dtype.type(partitions)).astype(np.int64)
+            o = np.argsort(part, kind="stable")  # spill order kept within a partition
+            cuts = np.searchsorted(part[o], np.arange(partitions + 1))
+            for p in np.flatnonzero(np.diff(cuts)):
+                _append(dir / f"{kind}-{p}", _take(chunk, o[cuts[p] : cuts[p + 1]]))
+        (dir / kind).unlink(missing_ok=True)
+    for p in range(partitions):
+        yield tuple(_concat(_chunks(dir / f"{k}-{p}"), names[k], dtypes) for k in names)
+        for k in names:
+            (dir / f"{k}-{p}").unlink(missing_ok=True)
+
+
+def append_buckets(dir: Path, b: np.ndarray, at: np.ndarray, arrays: dict[str, np.ndarray]) -> None:  # noqa: A002
+    """Append rows ``at`` of ``arrays`` to the file ``bucket-B`` under ``dir`` of their bucket ``b`` (``b`` sorted,
+    one entry per entry of ``at``), a chunk per bucket."""
+    cuts = np.flatnonzero(np.r_[True, b[1:] != b[:-1]])
+    for lo, hi in zip(cuts, np.r_[cuts[1:], len(b)], strict=True):
+        _append(dir / f"bucket-{int(b[lo])}", {c: a[at[lo:hi]] for c, a in arrays.items()})
+
+
 class ClientFlows:
     """The client-side flows of a streamed run's capture files, spilled under ``tmp`` and assigned to the buckets of
     connections that may join them (module doc). ``memory``: the run's budget (sizes the partitions)."""
@@ -254,35 +295,15 @@ class ClientFlows:
         partitions (default: as many as make one fit :data:`SHARE` of the budget). Once every row is tagged."""
         self._write_tags()
         if partitions is None:
-            need = self.flows * ROW_BYTES + self.tags * TAG_BYTES
-            partitions = min(MAX_PARTITIONS, max(1, -(-need // max(int(self.memory * SHARE), 1))))
+            partitions = partition_count(self.flows * ROW_BYTES + self.tags * TAG_BYTES, self.memory)
         self.partitions = int(partitions)
         for flows, tags in self._partitions():
             self._assign_partition(flows, tags)
 
     def _partitions(self) -> Iterator[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]]:
-        """(flows, tags) of each hash partition; with one, the spill files read whole, else split first (a pass each)."""
-        names = {"flows": self._COLUMNS, "tags": ("hash", "bucket")}
-        if self.partitions == 1:
-            yield tuple(
-                _concat(_chunks(self.dir / k), names[k], self._ARRAY_DTYPES) for k in ("flows", "tags")
-            )
-            return
-        for kind in ("flows", "tags"):
-            for chunk in _chunks(self.dir / kind):
-                part = (chunk["hash"] % np.uint64(self.partitions)).astype(np.int64)
-                o = np.argsort(part, kind="stable")  # spill order kept within a partition
-                cuts = np.searchsorted(part[o], np.arange(self.partitions + 1))
-                for p in np.flatnonzero(np.diff(cuts)):
-                    _append(self.dir / f"{kind}-{p}", _take(chunk, o[cuts[p] : cuts[p + 1]]))
-            (self.dir / kind).unlink(missing_ok=True)
-        for p in range(self.partitions):
-            yield tuple(
-                _concat(_chunks(self.dir / f"{k}-{p}"), names[k], self._ARRAY_DTYPES)
-                for k in ("flows", "tags")
-            )
-            for k in ("flows", "tags"):
-                (self.dir / f"{k}-{p}").unlink(missing_ok=True)
+        """(flows, tags) of each hash partition (:func:`partitioned`)."""
+        return partitioned(self.dir, {"flows": self._COLUMNS, "tags": ("hash", "bucket")}, self._ARRAY_DTYPES,
+                           self.partitions, "hash")  # fmt: skip
 
     def _assign_partition(self, flows: dict[str, np.ndarray], tags: dict[str, np.ndarray]) -> None:
         """One partition's first flow per key matched to its tags; each bucket's flows appended to its file."""
@@ -298,11 +319,7 @@ class ClientFlows:
         b, at = b[o], at[o]
         if not len(b):  # no tagged key has a flow here (e.g. flows without ports, or none of a bucket's keys)
             return
-        cuts = np.flatnonzero(np.r_[True, b[1:] != b[:-1]])
-        for lo, hi in zip(cuts, np.r_[cuts[1:], len(b)], strict=True):
-            _append(
-                self.dir / f"bucket-{int(b[lo])}", {c: a[at[lo:hi]] for c, a in flows.items() if c != "seq"}
-            )
+        append_buckets(self.dir, b, at, {c: a for c, a in flows.items() if c != "seq"})
 
     # the lookup
 

@@ -11,7 +11,8 @@ this is :func:`load_paths` (and ``diagnose``). Otherwise, in a temporary directo
    and a dataset (its stored points and evidence); the result's ``captures`` is that CaptureSet, without packets.
    For a diagnosis, a :class:`~pcaptools.k8s.diagnose.PacketEvidence` sees every packet table the correlation reads
    and every journey it emits: per point its capture span and Statistics Block counters, the ICMP errors (one row
-   each) and which journeys they are, per TCP journey its sequence, acknowledgement and payload length.
+   each) and which journeys they are, per TCP journey its sequence, acknowledgement and payload length (spilled to
+   disk as the journeys are emitted: :mod:`pcaptools.k8s.tcp_bounded`).
 2. **Label** (one pass over the hops file, a row group at a time, 9 of its columns; a journey a row-group boundary cuts
    is carried to the next, :func:`~pcaptools.k8s.labels_bounded.whole_journeys`): journey -> connection as
    :func:`pcaptools.k8s.paths._connections` numbers it, kept per use of a 5-tuple, not per journey
@@ -30,8 +31,9 @@ this is :func:`load_paths` (and ``diagnose``). Otherwise, in a temporary directo
    times them, its first packet, its reply) reduced over the pieces first, in three passes. Client-side flows come from
    the same files (:mod:`pcaptools.k8s.flows_bounded`): spilled before this pass, a file and a group of flow keys at a
    time, each row's key tagged by this pass with its bucket, and each bucket sent the first flow of every key its rows
-   hold, which it reads back when it is built. For a
-   diagnosis each bucket's hops in causal order (``_build``'s, :data:`DETAIL_COLUMNS`) are written back and tallied
+   hold, which it reads back when it is built. For a diagnosis the pass tags each row's journey with its bucket the
+   same way, and each bucket is sent the TCP numbers of its journeys (:mod:`pcaptools.k8s.tcp_bounded`), which it reads
+   back when it is diagnosed; and each bucket's hops in causal order (``_build``'s, :data:`DETAIL_COLUMNS`) are written back and tallied
    (:class:`~pcaptools.k8s.diagnose.HopTallies`: where each address lives, which point follows which).
 4. Each bucket's path rows, NAT rows and the hops of its connections' representative journeys (what the terminal
    shows) are spilled as it is built (:class:`PathParts`) and printed or written from there a bucket at a time.
@@ -68,9 +70,13 @@ budget (two partitions of 119,041 flows and 201,500 keys there, 16 MiB traced). 
 (:class:`PathParts`): the path table (about 860 bytes a connection, most of it its text columns: route, hop latencies,
 points, NAT and encapsulation as strings) and the NAT table (one row per NAT step, about 65 bytes; the buckets' tables
 are joined as category codes, :func:`_concat`), and the representative journeys' hops (about 620 bytes a connection,
-measured on gen_set.py's 100,000 packets in 29,288 short connections). A diagnosis keeps besides, per TCP journey, 32 bytes (journey, sequence,
-acknowledgement, payload length) and, while the correlation runs, 32 bytes per TCP row read but not yet emitted (the
-windows' rows); per capture point its span, row count and counters; one row per ICMP error; the tallies (a row per
+measured on gen_set.py's 100,000 packets in 29,288 short connections). A diagnosis keeps besides, while the
+correlation runs, 32 bytes per TCP row read but not yet emitted (the windows' rows); nothing per TCP journey: its
+first sighting's (sequence, acknowledgement, payload length) is spilled as it is emitted, sent to its bucket by the
+flows' partitioned join (one partition within an eighth of the budget) and read back a bucket at a time
+(:mod:`pcaptools.k8s.tcp_bounded`; 32 bytes a journey were held for the run, 2.6 MB for that set's 80,125 TCP
+journeys and 4.6 MB for the 145,119 of gen_set.py's 200k set; now the bucket being diagnosed's, at most 6,777 and
+9,055 journeys there, 217 and 290 KB; nothing after the run); per capture point its span, row count and counters; one row per ICMP error; the tallies (a row per
 (point, address) and per (point, destination, next point) seen); and one bucket's output, spilled once the bucket
 is diagnosed (:meth:`~pcaptools.k8s.diagnose.Diagnoser.take`, :class:`DiagnosisParts`): what the Diagnosis then holds
 is each bucket's first and last connection (3.5 KB for the 29,288 connections of gen_set.py's 100,000 packets in short
@@ -242,6 +248,8 @@ def _bounded(sources, *, points, links, inventory, window_ns, reference, with_fl
         from pcaptools.k8s.diagnose import PacketEvidence
     ev = PacketEvidence() if diagnosis is not None else None
     with temporary_directory(prefix="pcaptools-paths-") as tmp:
+        if ev is not None:  # the TCP numbers per journey: spilled, read back a bucket at a time (none held)
+            ev.spill_to(Path(tmp) / "tcp", memory)
         hops_path = Path(hops_out) if hops_out is not None else Path(tmp) / "hops.parquet"
         corr, cs, files, stats = _correlate(srcs, points, links, inv, window_ns, reference, allow_outside, memory, window_rows,
                                             hops_path, ev)  # fmt: skip
@@ -314,12 +322,15 @@ def _paths_of_file(hops_path: Path, corr, inv, flows, memory: int, bucket_rows: 
         from pcaptools.k8s.inventory import single_address_points
 
         single = single_address_points(pairs, point_rows)
+    numbers = diagnosis[0].spill if diagnosis is not None else None  # the TCP numbers per journey (tcp_bounded)
+    taggers = [x.tag for x in (flows, numbers) if x is not None]
     routing = _spill(pf, labels, bucket_c, nb, tmp, inv, single, hold_rows=max(int(bucket_rows), int(memory * SPILL_SHARE // SPILL_ROW_BYTES)), piece_rows=max(int(bucket_rows), 1), labels_out=labels_out,
-                    on_rows=flows.tag if flows is not None else None)  # fmt: skip
+                    on_rows=(lambda t, b: [tag(t, b) for tag in taggers]) if taggers else None)  # fmt: skip
     del labels
-    if flows is not None:  # each bucket's flows, by the keys its rows hold
-        flows.assign()
-        release_freed_memory(collect=False)
+    for x in (flows, numbers):  # each bucket's flows, by the keys its rows hold; its journeys' TCP numbers
+        if x is not None:
+            x.assign()
+            release_freed_memory(collect=False)
     out = PathParts(inv)
     try:
         pieces, tallies = _build_buckets(tmp, out, rows_c, bucket_c, nb, inv, flows, int(bucket_rows), diagnosis is not None)
@@ -411,10 +422,12 @@ def _diagnose_buckets(out: PathParts, tallies: list, inv, tmp: Path, ev, opts: d
         paths, nat, _ = out.part(b)
         files = sorted(tmp.glob(f"detail-{b}-*.parquet"), key=lambda f: int(f.stem.rsplit("-", 1)[1]))
         # the bucket's pieces one at a time: a connection larger than a piece is never read back whole
+        ev.for_bucket(b)  # its journeys' TCP numbers, read back (a streamed run's, spilled)
         dg.add((pd.read_parquet(f) for f in files), paths, nat)
         parts.add(paths["connection"].to_numpy(np.int64), dg.take(), explain(nat, iptables) if iptables else None)
         del paths, nat
         release_freed_memory(collect=False)
+    ev.for_bucket(None)
     return parts.diagnosis(paths=out.paths, notes=dg.notes())  # every table made when read
 
 
