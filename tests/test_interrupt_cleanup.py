@@ -46,7 +46,16 @@ def _open_on(path: str | os.PathLike) -> list[int]:
 
 def test_a_sigterm_inside_interrupts_deferred_comes_once_the_block_has_run():
     """SIGTERM (and Ctrl-C) during the block is held: the block runs to its end, then the interrupt is raised by the
-    handler it would have met; the handlers are as before afterwards."""
+    handler it would have met; the handlers are as before afterwards. Ctrl-C's handler is Python's own, as in a run
+    from a terminal (a suite started as a background job inherits SIGINT ignored, which Python then leaves alone)."""
+    ignored = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        _sigterm_and_ctrl_c_are_held()
+    finally:
+        signal.signal(signal.SIGINT, ignored)
+
+
+def _sigterm_and_ctrl_c_are_held() -> None:
     before = signal.getsignal(signal.SIGTERM)
     ran = []
     with signals_as_interrupt() as got:
