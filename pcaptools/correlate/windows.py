@@ -280,7 +280,7 @@ class Matcher:
         rows of the others, which are counted as carried. ``order``: :func:`.match.by_fingerprint` of the rows, if known."""
         fp, tc = rows["fp"], rows["tc"]
         slot = rows["slot"] if "slot" in rows else pd.factorize(rows["look"])[0]
-        order, j = journeys(fp, tc, slot, window_ns=self.window_ns, npoints=int(slot.max()) + 1,
+        order, j = journeys(fp, tc, slot, rows["ttl"], window_ns=self.window_ns, npoints=int(slot.max()) + 1,
                             order=by_fingerprint(fp) if order is None else order)  # rows by (journey, time, key)
         n = j.shape[0]
         start = np.ones(n, bool)
