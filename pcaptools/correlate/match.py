@@ -1,11 +1,12 @@
 """Pair sightings of the same packet across capture points into journeys (numpy sort + one numba walk).
 
 Rows are sorted by (fingerprint, corrected time). A row's *slot* is how the packet looks at its point: the point, the
-TTL and whether it came tunnelled (:meth:`.windows.Matcher.walk`), so that a packet routed back out of the interface it
-came in by (a hairpin) takes a second slot there. Within one fingerprint, a sighting at slot ``p`` joins the oldest
-open journey that started at most ``window_ns`` earlier, has not been seen at ``p`` yet and whose latest sighting has
-a TTL at least the sighting's; otherwise it opens a new journey. That keeps FIFO order for repeats (retransmissions,
-duplicate ACK bursts) and never puts two sightings from one slot into one journey.
+TTL and whether it came tunnelled (:func:`.windows.slots`), so that a packet routed back out of the interface it came
+in by (a hairpin) takes a second slot there. Within one fingerprint, a sighting at slot ``p`` joins the oldest open
+journey that started at most ``window_ns`` earlier, has not been seen at ``p`` yet and whose latest sighting has a TTL
+at least the sighting's, and above it if the journey was seen at that point with that TTL tunnelled the other way
+(slot ``p ^ 1``); otherwise it opens a new journey. That keeps FIFO order for repeats (retransmissions, duplicate ACK
+bursts) and puts two sightings from one point into one journey only if the TTL fell in between.
 
 The TTL (IPv6 hop limit) of a packet never rises along its path: routers decrement it; NAT and VXLAN, Geneve, IPIP or
 GRE encapsulation leave the inner packet's alone (a tunnelled row's ``ttl`` is the inner packet's). Fingerprints leave
@@ -53,6 +54,7 @@ def _walk(fp, ts, pt, ttl, window, npoints):  # pragma: no cover - compiled
         p = pt[i]
         w = p // 64
         bit = np.uint64(1) << np.uint64(p % 64)
+        twin = np.uint64(1) << np.uint64((p ^ 1) % 64)  # the same point and TTL, tunnelled the other way (same word)
         h = np.int64(ttl[i])
         if h < 0:  # no TTL (not IP, or not read): joins whatever its place allows
             h = NO_TTL
@@ -60,7 +62,7 @@ def _walk(fp, ts, pt, ttl, window, npoints):  # pragma: no cover - compiled
         lacking = -1  # first journey passed over for its TTL alone (it still lacks p)
         while j < nj:
             if (seen[j, w] & bit) == 0:
-                if h <= jttl[j] or h == NO_TTL:
+                if h == NO_TTL or h < jttl[j] or (h == jttl[j] and (seen[j, w] & twin) == 0):
                     break
                 if lacking < 0:
                     lacking = j
@@ -202,8 +204,9 @@ def journeys(fp: np.ndarray, ts_ns: np.ndarray, point: np.ndarray, ttl: np.ndarr
              order: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """Rows by (journey, time, row) and the journey id of each: ``journey_order(jid, ft)`` and ``jid`` in that order,
     where ``ft = time_order(fp, ts_ns, order)`` and ``jid = match(fp, ts_ns, point, ttl, order=ft)``, with the rows'
-    columns gathered once (``order``: :func:`by_fingerprint` of ``fp``; ``ttl``: each row's TTL or hop limit, negative
-    where it has none)."""
+    columns gathered once (``order``: :func:`by_fingerprint` of ``fp``; ``point``: each row's slot, below ``npoints``,
+    slots ``2k`` and ``2k + 1`` one point and TTL, without and with a tunnel (:func:`.windows.slots`); ``ttl``: each
+    row's TTL or hop limit, negative where it has none)."""
     rows = np.array(order, np.int64)
     f, t, p = np.asarray(fp, np.uint64)[rows], np.asarray(ts_ns, np.int64)[rows], np.asarray(point, np.int64)[rows]
     return _journeys(f, t, rows, p, np.asarray(ttl), int(window_ns), int(npoints))
@@ -224,8 +227,8 @@ def match(fp: np.ndarray, ts_ns: np.ndarray, point: np.ndarray, ttl: np.ndarray,
           order: np.ndarray | None = None) -> np.ndarray:  # fmt: skip
     """Journey id per row (-1 where ``fp == 0``); journey ids are dense, ordered by (fingerprint, first time).
 
-    ``ttl``: each row's TTL or hop limit, negative where it has none; ``order``: :func:`time_order` of ``fp`` and
-    ``ts_ns`` if already computed."""
+    ``point``, ``ttl``: as :func:`journeys` reads them; ``order``: :func:`time_order` of ``fp`` and ``ts_ns`` if
+    already computed."""
     fp = np.asarray(fp, np.uint64)
     out = np.full(fp.shape[0], -1, np.int64)
     ts_ns = np.asarray(ts_ns, np.int64)
