@@ -86,6 +86,20 @@ def test_streamed_in_small_windows_gives_the_in_memory_journeys_where_the_ttl_ru
     assert _same_point_repeats(one.hops)[0].size == 0
 
 
+def test_dask_gives_the_in_memory_journeys_where_the_ttl_rule_bites(generated):
+    pytest.importorskip("distributed", reason="needs the dask extra: pip install -e '.[test]'")
+    from pcaptools.dask.cluster import connect
+    from pcaptools.dask.correlation import correlate_captures
+    from pcaptools.k8s.discover import load_captures
+
+    want = correlate(load_captures(generated)).hops
+    with connect(workers=2, processes=False) as client, client.as_current():
+        got = correlate_captures(generated, chunk_records=6000).hops
+    canon = {c: str for c in want.columns if isinstance(want[c].dtype, pd.CategoricalDtype)}
+    pd.testing.assert_frame_equal(got.astype(canon).reset_index(drop=True), want.astype(canon).reset_index(drop=True))
+    assert _same_point_repeats(got)[0].size == 0
+
+
 def _walked(slot, ttl, window=10**9):
     n = len(slot)
     return _walk(np.ones(n, np.uint64), np.arange(n, dtype=np.int64), np.array(slot, np.int64), np.array(ttl, np.int64),
