@@ -37,10 +37,10 @@ def _walk(fp, ts, pt, ttl, window, npoints):  # pragma: no cover - compiled
     n = fp.shape[0]
     jid = np.empty(n, np.int64)
     words = (npoints + 63) // 64
-    seen = np.zeros((n, words), np.uint64)  # per journey (worst case one per row): points seen
+    seen = np.zeros((n, words), np.uint64)  # per journey (worst case one per row): slots seen
     jstart = np.empty(n, np.int64)
     jttl = np.empty(n, np.int64)  # per journey: TTL of its latest sighting with one (NO_TTL: none yet)
-    ptr = np.zeros(npoints, np.int64)  # per point: first open journey that may lack it
+    ptr = np.zeros(npoints, np.int64)  # per slot: first open journey that may lack it
     nj = 0
     head = 0  # first journey still inside the window
     for i in range(n):
@@ -59,7 +59,7 @@ def _walk(fp, ts, pt, ttl, window, npoints):  # pragma: no cover - compiled
         if h < 0:  # no TTL (not IP, or not read): joins whatever its place allows
             h = NO_TTL
         j = max(ptr[p], head)
-        lacking = -1  # first journey passed over for its TTL alone (it still lacks p)
+        lacking = -1  # first journey passed over for its TTL (it still lacks p: ptr[p] may not pass it)
         while j < nj:
             if (seen[j, w] & bit) == 0:
                 if h == NO_TTL or h < jttl[j] or (h == jttl[j] and (seen[j, w] & twin) == 0):
