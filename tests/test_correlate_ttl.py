@@ -107,13 +107,37 @@ def _walked(slot, ttl, window=10**9):
 
 
 def test_walk_opens_a_journey_for_a_sighting_whose_ttl_is_above_the_journeys_latest():
-    # A (slot 0) at 64, B (slot 2) at 63; then C (slot 4) at 64 cannot follow 63, and C at 62 can
-    assert _walked([0, 2, 4, 4], [64, 63, 64, 62]) == [0, 0, 1, 0]
+    # A (slot 0) at 64, B (slot 2) at 63; then C at 64 (slot 4) cannot follow 63, and C at 62 (slot 6) can
+    assert _walked([0, 2, 4, 6], [64, 63, 64, 62]) == [0, 0, 1, 0]
 
 
-def test_walk_keeps_a_journey_passed_over_for_its_ttl_open_to_a_later_sighting_at_that_slot():
-    # journey 0 ends at TTL 60; two sightings at slot 2 with TTL 64 pass it over (journeys 1, 2); one with TTL 50 joins it
-    assert _walked([0, 2, 2, 2], [60, 64, 64, 50]) == [0, 1, 2, 0]
+def _reference_walk(slot, ttl, ts, window):
+    """The rule read plainly: each sighting joins the oldest journey started within ``window`` that lacks its slot, whose
+    latest TTL is not below its own, and not equal to it if the journey holds the twin slot (``slot ^ 1``)."""
+    journeys = []  # [start, slots, latest ttl]
+    out = []
+    for s, h, t in zip(slot, ttl, ts, strict=True):
+        free = [k for k, (start, held, last) in enumerate(journeys) if t - start <= window and s not in held
+                and (h < 0 or last is None or h < last or (h == last and s ^ 1 not in held))]  # fmt: skip
+        k = free[0] if free else len(journeys)
+        if not free:
+            journeys.append([t, set(), None])
+        journeys[k][1].add(s)
+        if h >= 0:
+            journeys[k][2] = h
+        out.append(k)
+    return out
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_walk_joins_the_oldest_journey_the_ttl_rule_allows_on_random_sightings(seed):
+    rng = np.random.default_rng(seed)
+    n = 300
+    slot = rng.integers(0, 12, n)
+    ttl = np.where(slot // 2 % 3 == 2, -1, 64 - slot // 4)  # one TTL per slot (its look), some slots without one
+    ts = np.sort(rng.integers(0, 2_000, n))
+    got = _walk(np.ones(n, np.uint64), ts.astype(np.int64), slot.astype(np.int64), ttl.astype(np.int64), 500, 12)
+    assert got.tolist() == _reference_walk(slot.tolist(), ttl.tolist(), ts.tolist(), 500)
 
 
 def test_walk_joins_a_second_sighting_at_one_point_only_below_the_ttl_it_had_there_tunnelled_or_not():

@@ -59,13 +59,9 @@ def _walk(fp, ts, pt, ttl, window, npoints):  # pragma: no cover - compiled
         if h < 0:  # no TTL (not IP, or not read): joins whatever its place allows
             h = NO_TTL
         j = max(ptr[p], head)
-        lacking = -1  # first journey passed over for its TTL (it still lacks p: ptr[p] may not pass it)
         while j < nj:
-            if (seen[j, w] & bit) == 0:
-                if h == NO_TTL or h < jttl[j] or (h == jttl[j] and (seen[j, w] & twin) == 0):
-                    break
-                if lacking < 0:
-                    lacking = j
+            if (seen[j, w] & bit) == 0 and (h == NO_TTL or h < jttl[j] or (h == jttl[j] and (seen[j, w] & twin) == 0)):
+                break  # lacks p, and its TTL lets the sighting follow
             j += 1
         if j == nj:
             jstart[nj] = t
@@ -75,7 +71,8 @@ def _walk(fp, ts, pt, ttl, window, npoints):  # pragma: no cover - compiled
         if h != NO_TTL:
             jttl[j] = h  # never above the journey's last TTL: the least so far
         jid[i] = j
-        ptr[p] = j + 1 if lacking < 0 else lacking  # every journey in [start, ptr) now holds p
+        # every journey in [start, j] now holds p or never will: a slot has one TTL, a journey's only falls
+        ptr[p] = j + 1
     return jid
 
 
@@ -206,7 +203,8 @@ def journeys(fp: np.ndarray, ts_ns: np.ndarray, point: np.ndarray, ttl: np.ndarr
     where ``ft = time_order(fp, ts_ns, order)`` and ``jid = match(fp, ts_ns, point, ttl, order=ft)``, with the rows'
     columns gathered once (``order``: :func:`by_fingerprint` of ``fp``; ``point``: each row's slot, below ``npoints``,
     slots ``2k`` and ``2k + 1`` one point and TTL, without and with a tunnel (:func:`.windows.slots`); ``ttl``: each
-    row's TTL or hop limit, negative where it has none)."""
+    row's TTL or hop limit, negative where it has none, one value per slot: a journey passed over at a slot for its TTL
+    is passed over there for good)."""
     rows = np.array(order, np.int64)
     f, t, p = np.asarray(fp, np.uint64)[rows], np.asarray(ts_ns, np.int64)[rows], np.asarray(point, np.int64)[rows]
     return _journeys(f, t, rows, p, np.asarray(ttl), int(window_ns), int(npoints))
