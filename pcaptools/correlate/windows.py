@@ -5,8 +5,8 @@ Rows (sightings) arrive in windows of corrected time: every row of window ``k`` 
 its first one (:mod:`.match`), so once ``horizon - first > window_ns`` it is complete: it is numbered
 and emitted. Journeys that may still continue are carried over, all their rows, and walked again with
 the next window's rows; walking a journey's rows again gives it the same sightings (the walk joins a
-sighting to the oldest open journey lacking its place, and closed journeys are older than any open
-one), so the journeys, their numbers (by first corrected time, then fingerprint) and their hops are
+sighting to the oldest open journey lacking its place whose TTL allows it, which depends on that journey's
+own rows only, and closed journeys are older than any open one), so the journeys, their numbers (by first corrected time, then fingerprint) and their hops are
 those of one walk over everything. The in-memory run is the case of one window with no horizon.
 
 Per emitted sighting a compact spine is kept (:mod:`.spine`: about 34 bytes with its share of the journey's, in
