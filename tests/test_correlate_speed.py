@@ -34,11 +34,11 @@ def test_fingerprint_is_combine_of_its_nine_fields(packets) -> None:
     assert (fp == 0).sum() == (proto < 0).sum()
 
 
-def _reference_match(fp, ts, pt, window, npoints):
+def _reference_match(fp, ts, pt, ttl, window, npoints):
     out = np.full(fp.shape[0], -1, np.int64)
     rows = np.flatnonzero(fp != 0)
     order = rows[np.lexsort((ts[rows], fp[rows]))]
-    out[order] = _walk(fp[order], ts[order], pt[order], window, npoints)
+    out[order] = _walk(fp[order], ts[order], pt[order], ttl[order], window, npoints)
     return out
 
 
@@ -63,8 +63,9 @@ def test_one_fingerprint_sort_serves_both_passes_like_two_lexsorts(packets) -> N
     pt = packets["point_id"].to_numpy(np.int64)
     order = by_fingerprint(fp)
     np.testing.assert_array_equal(unique_groups(fp, pt, order=order), _reference_unique(fp, pt))
-    got = match(fp, ts, pt, window_ns=2_000_000_000, npoints=int(pt.max()) + 1, order=time_order(fp, ts, order))
-    np.testing.assert_array_equal(got, _reference_match(fp, ts, pt, 2_000_000_000, int(pt.max()) + 1))
+    ttl = packets["ttl"].to_numpy(np.int64)
+    got = match(fp, ts, pt, ttl, window_ns=2_000_000_000, npoints=int(pt.max()) + 1, order=time_order(fp, ts, order))
+    np.testing.assert_array_equal(got, _reference_match(fp, ts, pt, ttl, 2_000_000_000, int(pt.max()) + 1))
     assert (got >= 0).sum() == (fp != 0).sum()
 
 
@@ -74,8 +75,9 @@ def test_a_fingerprint_repeated_hundreds_of_times_is_ordered_by_time_stably(pack
     fp = np.full(n, 7, np.uint64)
     ts = packets["ts_ns"].to_numpy(np.int64)[:n] // 1_000_000  # ms: many ties
     pt = packets["point_id"].to_numpy(np.int64)[:n]
-    got = match(fp, ts, pt, window_ns=50, npoints=int(pt.max()) + 1)
-    np.testing.assert_array_equal(got, _reference_match(fp, ts, pt, 50, int(pt.max()) + 1))
+    ttl = packets["ttl"].to_numpy(np.int64)[:n]
+    got = match(fp, ts, pt, ttl, window_ns=50, npoints=int(pt.max()) + 1)
+    np.testing.assert_array_equal(got, _reference_match(fp, ts, pt, ttl, 50, int(pt.max()) + 1))
     assert got.max() > 0
 
 

@@ -24,8 +24,11 @@ them across links would invent journeys (and wrong clock samples). Every fingerp
 point by reason (:data:`NOT_CORRELATED`, :func:`not_correlated`), so that a correlation accounts for every row.
 
 The matcher resolves repeats of one fingerprint in time order: a sighting joins the oldest open
-journey (started at most ``window_ns`` earlier) that has not yet been seen at that capture point;
-every journey sharing its fingerprint with another one is flagged ``ambiguous`` and counted.
+journey (started at most ``window_ns`` earlier) that has not yet been seen at that capture point with
+that TTL and tunnelling, and whose latest sighting's TTL is not below the sighting's (a packet's TTL
+never rises along its path, so a packet of the same fingerprint going back the other way starts a
+journey of its own; limits in :mod:`.match`); every journey sharing its fingerprint with another one
+is flagged ``ambiguous`` and counted.
 """
 
 from __future__ import annotations

@@ -1,9 +1,25 @@
 """Pair sightings of the same packet across capture points into journeys (numpy sort + one numba walk).
 
-Rows are sorted by (fingerprint, corrected time). Within one fingerprint, a sighting at point ``p``
-joins the oldest open journey that started at most ``window_ns`` earlier and has not been seen at
-``p`` yet; otherwise it opens a new journey. That keeps FIFO order for repeats (retransmissions,
-duplicate ACK bursts) and never puts two sightings from one point into one journey.
+Rows are sorted by (fingerprint, corrected time). A row's *slot* is how the packet looks at its point: the point, the
+TTL and whether it came tunnelled (:func:`.windows.slots`), so that a packet routed back out of the interface it came
+in by (a hairpin) takes a second slot there. Within one fingerprint, a sighting at slot ``p`` joins the oldest open
+journey that started at most ``window_ns`` earlier, has not been seen at ``p`` yet and whose latest sighting has a TTL
+at least the sighting's, and above it if the journey was seen at that point with that TTL tunnelled the other way
+(slot ``p ^ 1``); otherwise it opens a new journey. That keeps FIFO order for repeats (retransmissions, duplicate ACK
+bursts) and puts two sightings from one point into one journey only if the TTL fell in between.
+
+The TTL (IPv6 hop limit) of a packet never rises along its path: routers decrement it; NAT and VXLAN, Geneve, IPIP or
+GRE encapsulation leave the inner packet's alone (a tunnelled row's ``ttl`` is the inner packet's). Fingerprints leave
+addresses and ports out (:mod:`.fingerprint`), so unrelated packets can share one; the TTL keeps such a packet seen
+with a higher TTL than the journey's last sighting, for instance one sent back the other way, out of the journey. A
+row without a TTL (``ttl`` negative) neither is held to the rule nor holds a later row to it.
+
+Limit: the rule reads sightings in corrected time. TTL drops happen inside one node (one clock) and transfers between
+nodes keep the TTL, so a clock error only swaps sightings of equal TTL, which the rule allows; but where a router
+between two capture nodes decrements the TTL, a clock error between them larger than that link's one-way latency puts
+the downstream sighting (lower TTL) first and splits the journey in two. And an unrelated packet whose TTL happens to
+be no higher than the journey's last (a reply reaching the point where the request started, after more hops than the
+request had made; ICMP errors from routers further and further away) still joins.
 """
 
 from __future__ import annotations
@@ -11,15 +27,20 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+NO_TTL = 1 << 30
+"""A TTL above any real one: what the walk holds for a sighting without a TTL (coded negative) and for a journey with
+none yet, so that neither constrains the other."""
+
 
 @numba.njit(cache=True)
-def _walk(fp, ts, pt, window, npoints):  # pragma: no cover - compiled
+def _walk(fp, ts, pt, ttl, window, npoints):  # pragma: no cover - compiled
     n = fp.shape[0]
     jid = np.empty(n, np.int64)
     words = (npoints + 63) // 64
-    seen = np.zeros((n, words), np.uint64)  # per journey (worst case one per row): points seen
+    seen = np.zeros((n, words), np.uint64)  # per journey (worst case one per row): slots seen
     jstart = np.empty(n, np.int64)
-    ptr = np.zeros(npoints, np.int64)  # per point: first open journey that may lack it
+    jttl = np.empty(n, np.int64)  # per journey: TTL of its latest sighting with one (NO_TTL: none yet)
+    ptr = np.zeros(npoints, np.int64)  # per slot: first open journey that may lack it
     nj = 0
     head = 0  # first journey still inside the window
     for i in range(n):
@@ -33,15 +54,25 @@ def _walk(fp, ts, pt, window, npoints):  # pragma: no cover - compiled
         p = pt[i]
         w = p // 64
         bit = np.uint64(1) << np.uint64(p % 64)
+        twin = np.uint64(1) << np.uint64((p ^ 1) % 64)  # the same point and TTL, tunnelled the other way (same word)
+        h = np.int64(ttl[i])
+        if h < 0:  # no TTL (not IP, or not read): joins whatever its place allows
+            h = NO_TTL
         j = max(ptr[p], head)
-        while j < nj and (seen[j, w] & bit) != 0:
+        while j < nj:
+            if (seen[j, w] & bit) == 0 and (h == NO_TTL or h < jttl[j] or (h == jttl[j] and (seen[j, w] & twin) == 0)):
+                break  # lacks p, and its TTL lets the sighting follow
             j += 1
         if j == nj:
             jstart[nj] = t
+            jttl[nj] = NO_TTL
             nj += 1
         seen[j, w] |= bit
+        if h != NO_TTL:
+            jttl[j] = h  # never above the journey's last TTL: the least so far
         jid[i] = j
-        ptr[p] = j + 1  # every journey in [start, j] now holds p
+        # every journey in [start, j] now holds p or never will: a slot has one TTL, a journey's only falls
+        ptr[p] = j + 1
     return jid
 
 
@@ -166,29 +197,36 @@ def time_order(fp: np.ndarray, ts_ns: np.ndarray, order: np.ndarray | None = Non
     return rows
 
 
-def journeys(fp: np.ndarray, ts_ns: np.ndarray, point: np.ndarray, *, window_ns: int, npoints: int,
+def journeys(fp: np.ndarray, ts_ns: np.ndarray, point: np.ndarray, ttl: np.ndarray, *, window_ns: int, npoints: int,
              order: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """Rows by (journey, time, row) and the journey id of each: ``journey_order(jid, ft)`` and ``jid`` in that order,
-    where ``ft = time_order(fp, ts_ns, order)`` and ``jid = match(fp, ts_ns, point, order=ft)``, with the rows'
-    columns gathered once (``order``: :func:`by_fingerprint` of ``fp``)."""
+    where ``ft = time_order(fp, ts_ns, order)`` and ``jid = match(fp, ts_ns, point, ttl, order=ft)``, with the rows'
+    columns gathered once (``order``: :func:`by_fingerprint` of ``fp``; ``point``: each row's slot, below ``npoints``,
+    slots ``2k`` and ``2k + 1`` one point and TTL, without and with a tunnel (:func:`.windows.slots`); ``ttl``: each
+    row's TTL or hop limit, negative where it has none, one value per slot: a journey passed over at a slot for its TTL
+    is passed over there for good)."""
     rows = np.array(order, np.int64)
     f, t, p = np.asarray(fp, np.uint64)[rows], np.asarray(ts_ns, np.int64)[rows], np.asarray(point, np.int64)[rows]
-    return _journeys(f, t, rows, p, int(window_ns), int(npoints))
+    return _journeys(f, t, rows, p, np.asarray(ttl), int(window_ns), int(npoints))
 
 
 @numba.njit(cache=True)
-def _journeys(f, t, rows, p, window, npoints):  # pragma: no cover - compiled
+def _journeys(f, t, rows, p, ttl, window, npoints):  # pragma: no cover - compiled
     """:func:`_sort_runs`, :func:`_walk` and :func:`_group` in one kernel: a fresh process loads one compiled
-    library from numba's cache instead of three (30-60 ms each)."""
+    library from numba's cache instead of three (30-60 ms each). ``ttl``: of every row (read at ``rows``)."""
     _sort_runs(f, t, rows, p)
-    return _group(_walk(f, t, p, window, npoints), rows)
+    h = np.empty(rows.shape[0], np.int64)
+    for i in range(rows.shape[0]):
+        h[i] = ttl[rows[i]]
+    return _group(_walk(f, t, p, h, window, npoints), rows)
 
 
-def match(fp: np.ndarray, ts_ns: np.ndarray, point: np.ndarray, *, window_ns: int, npoints: int,
+def match(fp: np.ndarray, ts_ns: np.ndarray, point: np.ndarray, ttl: np.ndarray, *, window_ns: int, npoints: int,
           order: np.ndarray | None = None) -> np.ndarray:  # fmt: skip
     """Journey id per row (-1 where ``fp == 0``); journey ids are dense, ordered by (fingerprint, first time).
 
-    ``order``: :func:`time_order` of ``fp`` and ``ts_ns`` if already computed."""
+    ``point``, ``ttl``: as :func:`journeys` reads them; ``order``: :func:`time_order` of ``fp`` and ``ts_ns`` if
+    already computed."""
     fp = np.asarray(fp, np.uint64)
     out = np.full(fp.shape[0], -1, np.int64)
     ts_ns = np.asarray(ts_ns, np.int64)
@@ -196,7 +234,8 @@ def match(fp: np.ndarray, ts_ns: np.ndarray, point: np.ndarray, *, window_ns: in
         order = time_order(fp, ts_ns)
     if order.size == 0:
         return out
-    jid = _walk(fp[order], ts_ns[order], np.asarray(point, np.int64)[order], int(window_ns), int(npoints))
+    jid = _walk(fp[order], ts_ns[order], np.asarray(point, np.int64)[order], np.asarray(ttl, np.int64)[order],
+                int(window_ns), int(npoints))  # fmt: skip
     out[order] = jid
     return out
 

@@ -5,8 +5,8 @@ Rows (sightings) arrive in windows of corrected time: every row of window ``k`` 
 its first one (:mod:`.match`), so once ``horizon - first > window_ns`` it is complete: it is numbered
 and emitted. Journeys that may still continue are carried over, all their rows, and walked again with
 the next window's rows; walking a journey's rows again gives it the same sightings (the walk joins a
-sighting to the oldest open journey lacking its place, and closed journeys are older than any open
-one), so the journeys, their numbers (by first corrected time, then fingerprint) and their hops are
+sighting to the oldest open journey lacking its place whose TTL allows it, which depends on that journey's
+own rows only, and closed journeys are older than any open one), so the journeys, their numbers (by first corrected time, then fingerprint) and their hops are
 those of one walk over everything. The in-memory run is the case of one window with no horizon.
 
 Per emitted sighting a compact spine is kept (:mod:`.spine`: about 34 bytes with its share of the journey's, in
@@ -264,7 +264,7 @@ class Matcher:
         """``rows`` with what matching them needs before their corrected times (:data:`AHEAD`): each one's look as a
         dense slot and its flow hash, so a caller can compute them while the clocks are estimated (the one-window
         run, in its pool); the same values :meth:`step` computes without them."""
-        return {**rows, "slot": pd.factorize(rows["look"])[0], "flow": self._flow(rows, slice(None))}
+        return {**rows, "slot": slots(rows["look"]), "flow": self._flow(rows, slice(None))}
 
     def _flow(self, rows: dict[str, np.ndarray], at) -> np.ndarray:
         """The flow hash (point, protocol, addresses, ports) of rows ``at``."""
@@ -279,8 +279,8 @@ class Matcher:
         """Journeys of ``rows`` (in input order), split into those complete before ``horizon`` (None: all) and the
         rows of the others, which are counted as carried. ``order``: :func:`.match.by_fingerprint` of the rows, if known."""
         fp, tc = rows["fp"], rows["tc"]
-        slot = rows["slot"] if "slot" in rows else pd.factorize(rows["look"])[0]
-        order, j = journeys(fp, tc, slot, window_ns=self.window_ns, npoints=int(slot.max()) + 1,
+        slot = rows["slot"] if "slot" in rows else slots(rows["look"])
+        order, j = journeys(fp, tc, slot, rows["ttl"], window_ns=self.window_ns, npoints=int(slot.max()) + 1,
                             order=by_fingerprint(fp) if order is None else order)  # rows by (journey, time, key)
         n = j.shape[0]
         start = np.ones(n, bool)
@@ -406,6 +406,12 @@ class Matcher:
                 out[c] = v.astype(want[c], copy=False)
         hops = pd.DataFrame({c.name: out[c.name] for c in HOPS_COLUMNS}, copy=False)
         return Part(validate(hops, HOPS_COLUMNS, table="hops"), gathered(rows["key"], final, pool), cols["journey"])
+
+
+def slots(look: np.ndarray) -> np.ndarray:
+    """Dense slot per row of its look (point, TTL, tunnelled: :func:`rows_of`), paired as :func:`.match.journeys`
+    reads them: slots ``2k`` and ``2k + 1`` are one point and TTL, without and with a tunnel."""
+    return (pd.factorize(look >> 1)[0].astype(np.int64) << 1) | (look & 1)
 
 
 GATHER_SPLIT = 1 << 17
