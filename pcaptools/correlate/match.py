@@ -4,9 +4,10 @@ Rows are sorted by (fingerprint, corrected time). A row's *slot* is how the pack
 TTL and whether it came tunnelled (:func:`.windows.slots`), so that a packet routed back out of the interface it came
 in by (a hairpin) takes a second slot there. Within one fingerprint, a sighting at slot ``p`` joins the oldest open
 journey that started at most ``window_ns`` earlier, has not been seen at ``p`` yet and whose latest sighting has a TTL
-at least the sighting's, and above it if the journey was seen at that point with that TTL tunnelled the other way
-(slot ``p ^ 1``); otherwise it opens a new journey. That keeps FIFO order for repeats (retransmissions, duplicate ACK
-bursts) and puts two sightings from one point into one journey only if the TTL fell in between.
+at least the sighting's; otherwise it opens a new journey. That keeps FIFO order for repeats (retransmissions, duplicate ACK
+bursts) and puts two sightings from one point into one journey only at another look: a lower TTL (routed back), or
+the same TTL tunnelled the other way (an ``-i any`` capture without interface numbers sees a packet on the overlay
+device and, encapsulated, on the uplink as one point).
 
 The TTL (IPv6 hop limit) of a packet never rises along its path: routers decrement it; NAT and VXLAN, Geneve, IPIP or
 GRE encapsulation leave the inner packet's alone (a tunnelled row's ``ttl`` is the inner packet's). Fingerprints leave
@@ -54,13 +55,12 @@ def _walk(fp, ts, pt, ttl, window, npoints):  # pragma: no cover - compiled
         p = pt[i]
         w = p // 64
         bit = np.uint64(1) << np.uint64(p % 64)
-        twin = np.uint64(1) << np.uint64((p ^ 1) % 64)  # the same point and TTL, tunnelled the other way (same word)
         h = np.int64(ttl[i])
         if h < 0:  # no TTL (not IP, or not read): joins whatever its place allows
             h = NO_TTL
         j = max(ptr[p], head)
         while j < nj:
-            if (seen[j, w] & bit) == 0 and (h == NO_TTL or h < jttl[j] or (h == jttl[j] and (seen[j, w] & twin) == 0)):
+            if (seen[j, w] & bit) == 0 and (h == NO_TTL or h <= jttl[j]):
                 break  # lacks p, and its TTL lets the sighting follow
             j += 1
         if j == nj:
