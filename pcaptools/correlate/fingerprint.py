@@ -1,6 +1,6 @@
 """Per-packet 64-bit fingerprints from the fields NAT and encapsulation leave alone, to find one packet at many points.
 
-A fingerprint mixes, on the inner (decapsulated) packet: IP protocol, IPv4 identification (IPv6:
+A fingerprint mixes, on the inner (decapsulated) packet: IP protocol (and ICMP type), IPv4 identification (IPv6:
 fragment id or -1), fragment offset and more-fragments flag, TCP seq, ack and flags, the L4 payload
 length and a hash of the first :data:`PREFIX_BYTES` bytes of the L4 payload. Addresses, ports, TTL,
 checksums and outer headers are left out on purpose: DNAT/SNAT, routing and tunnels rewrite them.
@@ -13,7 +13,8 @@ Where it cannot tell packets apart (the matcher then pairs them by time, see :mo
 * zero-length UDP (or identical payload prefixes) with IPv4 id 0 or on IPv6;
 * ICMP echo: the echo id is rewritten by NAT like a port, so identity comes from the payload prefix
   (the decoder's ``payload_offset`` points past the ICMP header; ping puts a timestamp there);
-  identical ping payloads on IPv6 collide;
+  identical ping payloads on IPv6 collide (an echo reply carries its request's payload, but the ICMP type
+  in the fingerprint tells the two apart);
 * GSO/TSO and GRO: a 64 KiB super-packet on a veth and its MSS-sized segments on the uplink have
   different payload lengths, so only the first segment can match, if at all;
 * middleboxes that rewrite the IPv4 id (pf scrub random-id) or TCP seq (some load balancers).
@@ -81,13 +82,17 @@ def prefix_hash(data: np.ndarray, start: np.ndarray, length: np.ndarray) -> np.n
 
 
 @nb.njit(cache=True, nogil=True)
-def _fingerprints(proto, ip_id, frag, mf, seq, ack, flags, plen, phash):  # pragma: no cover - compiled
-    """combine() of the nine fields, one pass over the rows (same values, no temporaries)."""
+def _fingerprints(proto, itype, ip_id, frag, mf, seq, ack, flags, plen, phash):  # pragma: no cover - compiled
+    """combine() of the nine fields, one pass over the rows (same values, no temporaries); an ICMP row's type
+    (``itype`` >= 0) is folded into its protocol field as ``proto + 256 * (type + 1)``."""
     n = proto.shape[0]
     out = np.empty(n, np.uint64)
     for i in range(n):
         h = nb.uint64(IV)
-        h = mix(h ^ (nb.uint64(nb.int64(proto[i])) + _K[0]))
+        p = nb.int64(proto[i])
+        if p >= 0 and itype[i] >= 0:
+            p += 256 * (nb.int64(itype[i]) + 1)
+        h = mix(h ^ (nb.uint64(p) + _K[0]))
         h = mix(h ^ (nb.uint64(nb.int64(ip_id[i])) + _K[1]))
         h = mix(h ^ (nb.uint64(nb.int64(frag[i])) + _K[2]))
         h = mix(h ^ (nb.uint64(nb.int64(mf[i])) + _K[3]))
@@ -133,11 +138,15 @@ def fingerprint(packets: pd.DataFrame, payload_hash: np.ndarray) -> np.ndarray:
     neighbour discovery / MLD (:data:`LINK_SCOPED_ICMPV6`, when ``icmp_type`` is a column), never matched.
 
     The value is ``combine([proto, ip_id, frag_offset, more_frags, tcp_seq, tcp_ack, tcp_flags,
-    payload_len, payload_hash])``, computed in one compiled pass."""
+    payload_len, payload_hash])``, computed in one compiled pass, where an ICMP/ICMPv6 row's ``proto`` is
+    ``proto + 256 * (icmp_type + 1)``: NAT leaves the type alone, and without it an echo reply (same id, sequence and
+    payload as its request; IPv6 has no IP id to tell them apart) shares its request's fingerprint."""
+    itype = (packets["icmp_type"].to_numpy() if "icmp_type" in packets.columns
+             else np.full(len(packets), -1, np.int16))  # fmt: skip
     cols = [packets[c].to_numpy() for c in ("proto", "ip_id", "frag_offset", "more_frags", "tcp_seq", "tcp_ack",
                                             "tcp_flags", "payload_len")]  # fmt: skip
     cols = [c if c.dtype.kind in "iub" else c.astype(np.int64) for c in cols]
-    fp = _fingerprints(*cols, np.asarray(payload_hash, np.uint64))
+    fp = _fingerprints(cols[0], itype, *cols[1:], np.asarray(payload_hash, np.uint64))
     fp[link_scoped(packets)] = 0
     return fp
 
