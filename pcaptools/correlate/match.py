@@ -202,7 +202,7 @@ def journeys(fp: np.ndarray, ts_ns: np.ndarray, point: np.ndarray, ttl: np.ndarr
     """Rows by (journey, time, row) and the journey id of each: ``journey_order(jid, ft)`` and ``jid`` in that order,
     where ``ft = time_order(fp, ts_ns, order)`` and ``jid = match(fp, ts_ns, point, ttl, order=ft)``, with the rows'
     columns gathered once (``order``: :func:`by_fingerprint` of ``fp``; ``point``: each row's slot, below ``npoints``,
-    slots ``2k`` and ``2k + 1`` one point and TTL, without and with a tunnel (:func:`.windows.slots`); ``ttl``: each
+    one per (point, TTL, tunnelled) (:func:`.windows.slots`); ``ttl``: each
     row's TTL or hop limit, negative where it has none, one value per slot: a journey passed over at a slot for its TTL
     is passed over there for good)."""
     rows = np.array(order, np.int64)

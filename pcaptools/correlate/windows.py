@@ -409,9 +409,9 @@ class Matcher:
 
 
 def slots(look: np.ndarray) -> np.ndarray:
-    """Dense slot per row of its look (point, TTL, tunnelled: :func:`rows_of`), paired as :func:`.match.journeys`
-    reads them: slots ``2k`` and ``2k + 1`` are one point and TTL, without and with a tunnel."""
-    return (pd.factorize(look >> 1)[0].astype(np.int64) << 1) | (look & 1)
+    """Dense slot per row of its look (point, TTL, tunnelled: :func:`rows_of`): :func:`.match.journeys` only asks
+    whether a journey already holds a row's slot, so any numbering of the distinct looks does."""
+    return pd.factorize(look)[0].astype(np.int64)
 
 
 GATHER_SPLIT = 1 << 17
