@@ -369,7 +369,10 @@ class PacketEvidence:
         self._icmp: list[pd.DataFrame] = []
         self._icmp_wait = np.zeros(0, np.int64)  # keys of ICMP error rows whose journey is not known yet
         self._icmp_j: list[np.ndarray] = []
-        self._pending: list[np.ndarray] = []  # (key, seq, ack, payload length) rows of TCP packets not yet emitted
+        self._pending: list[np.ndarray] = []  # (key, seq, ack, payload length) rows of TCP packets since the last emit
+        self._wait = np.zeros((0, 4), np.int64)  # the earlier ones not yet emitted, by key (the emitted marked dead)
+        self._live = np.zeros(0, bool)
+        self._dead = 0
         self._seq: list[np.ndarray] = []  # (journey, seq, ack, payload length) of emitted TCP journeys
         self.icmp = pd.DataFrame(columns=_ICMP_COLUMNS)
         self.icmp_journeys: set[int] = set()
@@ -434,7 +437,10 @@ class PacketEvidence:
             self.emitted(key[rj >= 0], rj[rj >= 0])  # (ICMP errors' journeys; no TCP rows wait)
             self._keep(_whole_seqs(pk, rj))  # (a streamed run's one-window correlation: spilled all the same)
         else:
-            self._pending = []
+            self._drop_waiting()
+
+    def _drop_waiting(self) -> None:
+        self._pending, self._wait, self._live, self._dead = [], np.zeros((0, 4), np.int64), np.zeros(0, bool), 0
 
     def batch(self, file: str | None, pk: pd.DataFrame, pid: np.ndarray, key: np.ndarray, tc: np.ndarray | None,
               *, tcp: bool = True) -> None:  # fmt: skip
@@ -488,17 +494,31 @@ class PacketEvidence:
             hit = key[o][at] == self._icmp_wait
             self._icmp_j.append(journey[o][at[hit]])
             self._icmp_wait = self._icmp_wait[~hit]
-        if not self._pending:
+        if self._pending:
+            self._sort_waiting()
+        w = self._wait
+        if len(w) == self._dead:
             return
-        buf = np.concatenate(self._pending) if len(self._pending) > 1 else self._pending[0]
-        buf = buf[np.argsort(buf[:, 0], kind="stable")]
-        at = np.clip(np.searchsorted(buf[:, 0], key), 0, len(buf) - 1)
-        hit = buf[at, 0] == key
-        rows, j = buf[at[hit]], journey[hit]
-        self._keep(_first_rows(rows, j))
-        keep = np.ones(len(buf), bool)
-        keep[at[hit]] = False
-        self._pending = [buf[keep]] if keep.any() else []
+        at = np.clip(np.searchsorted(w[:, 0], key), 0, len(w) - 1)
+        hit = (w[at, 0] == key) & self._live[at]
+        at = at[hit]
+        self._keep(_first_rows(w[at], journey[hit]))
+        self._live[at] = False  # marked, not removed: a partitioned window emits many times between two batches
+        self._dead += len(at)
+        if 2 * self._dead > len(w):
+            self._wait, self._live, self._dead = w[self._live], np.ones(len(w) - self._dead, bool), 0
+
+    def _sort_waiting(self) -> None:
+        """The TCP rows of the batches since the last emit joined to those still waiting, by key (once per batch, not
+        per emit: sorting and copying every waiting row at each of a window's partitions cost seconds and ~3 copies)."""
+        new = np.concatenate(self._pending) if len(self._pending) > 1 else self._pending[0]
+        self._pending = []
+        old = self._wait[self._live] if self._dead else self._wait
+        self._wait = np.zeros((0, 4), np.int64)
+        buf = np.concatenate([old, new]) if len(old) else new
+        del old, new
+        self._wait = buf[np.argsort(buf[:, 0], kind="stable")]
+        self._live, self._dead = np.ones(len(self._wait), bool), 0
 
     def _keep(self, seqs: np.ndarray) -> None:
         """(journey, seq, ack, payload length) rows of emitted TCP journeys: spilled in a streamed run (read back a
@@ -518,7 +538,8 @@ class PacketEvidence:
         seq = np.concatenate(self._seq) if self._seq else np.zeros((0, 4), np.int64)
         o = np.argsort(seq[:, 0], kind="stable")
         self._sj, self._sv = seq[o, 0], seq[o, 1:]
-        self._seq, self._pending = [], []
+        self._seq = []
+        self._drop_waiting()
         if self._file_stats and self.point_list is not None:
             from pcaptools.correlate.capture_set import _point_stats
 
