@@ -264,7 +264,12 @@ class Matcher:
         """``rows`` with what matching them needs before their corrected times (:data:`AHEAD`): each one's look as a
         dense slot and its flow hash, so a caller can compute them while the clocks are estimated (the one-window
         run, in its pool); the same values :meth:`step` computes without them."""
-        return {**rows, "slot": slots(rows["look"]), "flow": self._flow(rows, slice(None))}
+        return {**rows, "slot": slots(rows["look"]), "flow": self.flow(rows)}
+
+    def flow(self, rows: dict[str, np.ndarray]) -> np.ndarray:
+        """The flow hash of every row (:meth:`ahead`'s ``flow``): the heavier half of :meth:`ahead`, which a caller with
+        two threads computes beside the other (:func:`slots`)."""
+        return self._flow(rows, slice(None))
 
     def _flow(self, rows: dict[str, np.ndarray], at) -> np.ndarray:
         """The flow hash (point, protocol, addresses, ports) of rows ``at``."""
