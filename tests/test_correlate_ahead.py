@@ -122,3 +122,37 @@ def test_in_memory_correlation_makes_its_summary_when_first_read_and_it_is_the_e
     bare = Correlation(hops=eager.hops, offsets=eager.offsets, hop_latency=eager.hop_latency, losses=eager.losses,
                        matched={}, unmatched={}, journeys=0, ambiguous=0, window_ns=1)  # fmt: skip
     assert bare.seen_at_point is None and bare.multi_point_journeys == 0  # defaults, as plain fields had them
+
+
+def test_one_window_part_hands_the_writer_the_category_codes_it_gathered(loaded) -> None:
+    """The one-window run's part keeps its category columns' int32 codes for the Parquet writer: the columns' own
+    codes, and the Arrow table made from them is the one made by widening pandas' narrower codes."""
+    from pcaptools.correlate.api import correlate_window
+    from pcaptools.correlate.stream import _arrow
+
+    cs, corr = loaded
+    parts = []
+    correlate_window(cs, on_part=parts.append)
+    (part,) = parts
+    h = part.hops
+    categories = {c for c in h.columns if isinstance(h[c].dtype, pd.CategoricalDtype)}
+    assert set(part.codes) == categories
+    for c, v in part.codes.items():
+        assert v.dtype == np.int32
+        np.testing.assert_array_equal(v, h[c].cat.codes.to_numpy())
+    assert _arrow(h, part.codes).equals(_arrow(h))
+    pd.testing.assert_frame_equal(h, corr.hops)
+
+
+def test_windows_of_a_stream_keep_no_codes_beside_their_hops(loaded) -> None:
+    """A streamed run's windows wait for the writer: their parts hold the hops only (no second copy of the codes)."""
+    cs, corr = loaded
+    m = matcher(cs.points, DEFAULT_WINDOW_NS, Categories())
+    rows = _rows(cs, corr, m.cats)
+    horizon = int(np.median(rows["tc"]))
+    early = rows["tc"] < horizon
+    parts = []
+    m.step({c: v[early] for c, v in rows.items()}, horizon, on_part=parts.append)
+    m.step({c: v[~early] for c, v in rows.items()}, None, on_part=parts.append)
+    assert len(parts) == 2 and all(len(p.hops) for p in parts)
+    assert all(p.codes == {} for p in parts)

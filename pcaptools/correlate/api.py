@@ -36,6 +36,7 @@ from pcaptools.correlate.windows import (
     Part,
     row_buffers,
     rows_of,
+    slots,
 )
 from pcaptools.decode.table import as_text, category_union
 from pcaptools.errors import CorrelationError
@@ -176,19 +177,22 @@ def correlate_tables(points: list[CapturePoint], tables: list[pd.DataFrame], poi
     buffers = row_buffers(tables, cats, keep.shape[0], share=True)  # here: in the memory the unread columns left
     with ThreadPoolExecutor(2) as pool:  # the rows' columns are gathered in two parts (numpy copies, GIL released) and
         # what matching needs of them before their times computed (Matcher.ahead) while the clock sample is taken
-        # and the clocks estimated
-        gathered = pool.submit(lambda *a, **k: m.ahead(rows_of(*a, **k)), tables, fps, None, key, pid, cats, ts_ns=ts, share=True,
-                               columns=AHEAD_NEEDS, keep=keep, buffers=buffers)  # fmt: skip
+        # and the clocks estimated: the flow hash by the thread that gathered the smaller part (it is free first),
+        # the slots by the other, side by side (in one thread they were the longest path of this block)
+        gathered = pool.submit(rows_of, tables, fps, None, key, pid, cats, ts_ns=ts, share=True, columns=AHEAD_NEEDS,
+                               keep=keep, buffers=buffers)  # fmt: skip
         others = pool.submit(rows_of, tables, fps, None, key, pid, cats, share=True, columns=rest, base=False, keep=keep, buffers=buffers)
+        flow = pool.submit(lambda g: m.flow(g.result()), gathered)
+        slot = pool.submit(lambda g: slots(g.result()["look"]), gathered)
         by_fp = by_fingerprint(fp)  # one sort: the clock sample and the matcher both start from it
         sample = ClockSample()
         sample.add_tables(tables, np.where(clock_sample(fp, order=by_fp), fp, np.uint64(0)), ts, pid, key, order=by_fp)
         offsets, params = sample.estimate(nodes, point_node, reference=reference)
         tc = correct(ts, point_node[pid], params)
-        first, second = gathered.result(), others.result()
+        first, second = {**gathered.result(), "flow": flow.result(), "slot": slot.result()}, others.result()
         # the look is read only to number the slots (Matcher.ahead): not kept through matching
         rows = {c: first[c] if c in first else second[c] for c in ("fp", "tc", "key", "point_id", "ts_ns", *CARRY, *AHEAD)}
-        del first, second, buffers, gathered, others  # the futures hold their results
+        del first, second, buffers, gathered, others, flow, slot  # the futures hold their results
     if release:
         del fps
         tables.clear()

@@ -613,18 +613,21 @@ def hops_schema():
     return pa.schema([pa.field(c.name, types[c.dtype], nullable=c.dtype == "category") for c in HOPS_COLUMNS])
 
 
-def _arrow(hops: pd.DataFrame):
+def _arrow(hops: pd.DataFrame, codes: dict[str, np.ndarray] | None = None):
+    """The hops as an Arrow table of :func:`hops_schema`; ``codes``: int32 codes of category columns, if at hand
+    (:attr:`.windows.Part.codes`), taken as the dictionary indices instead of widening the columns' own."""
     import pyarrow as pa
 
     schema = hops_schema()
+    given = codes or {}
     cols = []
     for fld in schema:
         s = hops[fld.name]
         if isinstance(s.dtype, pd.CategoricalDtype):  # codes as indices (-1: null), unchecked: a Categorical's are in range
-            codes = s.array.codes
-            cols.append(pa.DictionaryArray.from_arrays(codes.astype(np.int32, copy=False),
+            idx = given.get(fld.name, s.array.codes)
+            cols.append(pa.DictionaryArray.from_arrays(idx.astype(np.int32, copy=False),
                                                        pa.array(s.cat.categories.astype(str).to_numpy(object), pa.string()),
-                                                       from_pandas=bool(codes.size and codes.min() < 0), safe=False))  # fmt: skip
+                                                       from_pandas=bool(idx.size and idx.min() < 0), safe=False))  # fmt: skip
         else:
             cols.append(pa.array(s.to_numpy(), fld.type))
     return pa.Table.from_arrays(cols, schema=schema)
@@ -709,7 +712,8 @@ class _HopsWriter:
         self.pending = [f for f in self.pending if not f.done() or f.result()]
         if len(self.pending) > 1:  # at most one window waits: memory stays bounded
             self.pending.pop(0).result()
-        self.pending.append(self.pool.submit(lambda: self.writer.write_table(_arrow(h))))  # converted there too
+        codes = part.codes
+        self.pending.append(self.pool.submit(lambda: self.writer.write_table(_arrow(h, codes))))  # converted there too
         first = np.ones(len(h), bool)
         j = h["journey"].to_numpy()
         first[1:] = j[1:] != j[:-1]

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -206,6 +206,9 @@ class Part:
     hops: pd.DataFrame
     key: np.ndarray
     journey: np.ndarray
+    codes: dict[str, np.ndarray] = field(default_factory=dict)
+    """The category columns' codes as gathered (int32; the one-window run only): what a Parquet writer takes as dictionary
+    indices, so that it does not widen pandas' narrower codes (``hops[c].cat.codes``, the same values) again."""
 
 
 _FLOW_COLUMNS = ("src", "dst", "sport", "dport", "proto")
@@ -264,7 +267,12 @@ class Matcher:
         """``rows`` with what matching them needs before their corrected times (:data:`AHEAD`): each one's look as a
         dense slot and its flow hash, so a caller can compute them while the clocks are estimated (the one-window
         run, in its pool); the same values :meth:`step` computes without them."""
-        return {**rows, "slot": slots(rows["look"]), "flow": self._flow(rows, slice(None))}
+        return {**rows, "slot": slots(rows["look"]), "flow": self.flow(rows)}
+
+    def flow(self, rows: dict[str, np.ndarray]) -> np.ndarray:
+        """The flow hash of every row (:meth:`ahead`'s ``flow``): the heavier half of :meth:`ahead`, which a caller with
+        two threads computes beside the other (:func:`slots`)."""
+        return self._flow(rows, slice(None))
 
     def _flow(self, rows: dict[str, np.ndarray], at) -> np.ndarray:
         """The flow hash (point, protocol, addresses, ports) of rows ``at``."""
@@ -328,7 +336,7 @@ class Matcher:
             flow = rows.pop("flow")[final] if "flow" in rows else self._flow(rows, final)
             for c in ("slot", "look", "tc"):
                 rows.pop(c, None)
-        part = self._part(rows, final, cols, tcf, consume=consume)
+        part = self._part(rows, final, cols, tcf, consume=consume, codes=consume)
         if on_part is not None:
             on_part(part)
         if not n:
@@ -364,18 +372,19 @@ class Matcher:
         first = pd.Series(flow).drop_duplicates().index.to_numpy()  # hashing, not sorting
         self.spine.add_flows({"flow": flow[first], **{c: column(c, first) for c in _FLOW_COLUMNS}})
 
-    def _part(self, rows, final, cols, tcf, *, consume: bool = False) -> Part:
+    def _part(self, rows, final, cols, tcf, *, consume: bool = False, codes: bool = False) -> Part:
         """The hops table of rows ``final`` (``cols``: the journey columns; None: nothing emitted); ``consume``: each
-        row column is taken out of ``rows`` once gathered (the key stays)."""
+        row column is taken out of ``rows`` once gathered (the key stays); ``codes``: the part keeps its category
+        columns' int32 codes as gathered (:attr:`Part.codes`)."""
         take = rows.pop if consume else rows.__getitem__
         pool = ThreadPoolExecutor(1) if final is not None and final.shape[0] >= GATHER_SPLIT else None
         try:
-            return self._part_columns(rows, final, cols, tcf, take, pool)
+            return self._part_columns(rows, final, cols, tcf, take, pool, codes)
         finally:
             if pool is not None:
                 pool.shutdown()
 
-    def _part_columns(self, rows, final, cols, tcf, take, pool) -> Part:
+    def _part_columns(self, rows, final, cols, tcf, take, pool, keep_codes: bool) -> Part:
         if cols is None:  # nothing emitted
             final = np.zeros(0, np.int64)
             cols = {"journey": final, "hop": final.astype(np.int16), "hops": final.astype(np.int16), "since_first_ns": final,
@@ -385,13 +394,11 @@ class Matcher:
             take = rows.__getitem__
         pid = gathered(take("point_id"), final, pool)
         out: dict[str, object] = dict(cols)
-        out["point"] = pd.Categorical.from_codes(pid, dtype=self.dtypes["point"], validate=False)
-        out["node"] = pd.Categorical.from_codes(
-            self.node_code[pid], dtype=self.dtypes["node"], validate=False
-        )
-        out["interface"] = pd.Categorical.from_codes(
-            self.iface_code[pid], dtype=self.dtypes["interface"], validate=False
-        )
+        codes = {"point": pid, "node": self.node_code[pid], "interface": self.iface_code[pid]}
+        for c in ("point", "node", "interface"):
+            out[c] = pd.Categorical.from_codes(codes[c], dtype=self.dtypes[c], validate=False)
+        if not keep_codes:  # each column's gathered codes freed once pandas has its own (narrower) copy
+            codes = {}
         out["ts_ns"] = gathered(take("ts_ns"), final, pool)
         out["ts_corrected_ns"] = tcf
         out["fingerprint"] = gathered(take("fp"), final, pool).astype(np.uint64, copy=False)
@@ -399,13 +406,15 @@ class Matcher:
         for c in CARRY:
             v = gathered(take(c), final, pool)
             if c in self.cats.values:
-                out[c] = pd.Categorical.from_codes(
-                    v.astype(np.int32, copy=False), dtype=self.cats.dtype(c), validate=False
-                )
+                v = v.astype(np.int32, copy=False)
+                out[c] = pd.Categorical.from_codes(v, dtype=self.cats.dtype(c), validate=False)
+                if keep_codes:
+                    codes[c] = v
             else:
                 out[c] = v.astype(want[c], copy=False)
         hops = pd.DataFrame({c.name: out[c.name] for c in HOPS_COLUMNS}, copy=False)
-        return Part(validate(hops, HOPS_COLUMNS, table="hops"), gathered(rows["key"], final, pool), cols["journey"])
+        codes = {c: v for c, v in codes.items() if v.dtype == np.int32}  # as Arrow's dictionary indices are
+        return Part(validate(hops, HOPS_COLUMNS, table="hops"), gathered(rows["key"], final, pool), cols["journey"], codes)
 
 
 def slots(look: np.ndarray) -> np.ndarray:
