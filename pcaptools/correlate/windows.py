@@ -265,8 +265,8 @@ class Matcher:
 
     def ahead(self, rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """``rows`` with what matching them needs before their corrected times (:data:`AHEAD`): each one's look as a
-        dense slot and its flow hash, so a caller can compute them while the clocks are estimated (the one-window
-        run, in its pool); the same values :meth:`step` computes without them."""
+        dense slot and its flow hash, the same values :meth:`step` computes without them. The one-window run computes
+        the two halves (:meth:`flow`, :func:`slots`) on two threads while the clocks are estimated."""
         return {**rows, "slot": slots(rows["look"]), "flow": self.flow(rows)}
 
     def flow(self, rows: dict[str, np.ndarray]) -> np.ndarray:
@@ -413,7 +413,6 @@ class Matcher:
             else:
                 out[c] = v.astype(want[c], copy=False)
         hops = pd.DataFrame({c.name: out[c.name] for c in HOPS_COLUMNS}, copy=False)
-        codes = {c: v for c, v in codes.items() if v.dtype == np.int32}  # as Arrow's dictionary indices are
         return Part(validate(hops, HOPS_COLUMNS, table="hops"), gathered(rows["key"], final, pool), cols["journey"], codes)
 
 
